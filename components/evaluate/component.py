@@ -1,0 +1,35 @@
+"""KFP component: score the model on the untouched test split and decide the quality gates."""
+
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from flowline.components import flowline_component
+
+
+@flowline_component
+def evaluate(
+    use_case_json: str,
+    model: Input[Model],
+    feature_set: Input[Artifact],
+    valid: Input[Dataset],
+    test: Input[Dataset],
+    evaluation: Output[Artifact],
+    metrics: Output[Metrics],
+    classification_metrics: Output[ClassificationMetrics],
+):
+    """Threshold from the use case's costs on valid; metrics, ROC and confusion matrix on test.
+
+    The gate decision is made here (kfp.local has no dsl.If) and travels in `evaluation`.
+    """
+    from flowline.components.evaluate.evaluation import evaluate_files
+    from flowline.pipelines.use_case import UseCase
+
+    use_case = UseCase.model_validate_json(use_case_json)
+    report = evaluate_files(use_case, model.path, feature_set.path, valid.path, test.path, evaluation.path)
+    for name, value in report["metrics"].items():
+        metrics.log_metric(name, value)
+    if "roc" in report:
+        metrics.log_metric("threshold", report["threshold"])
+        roc = report["roc"]
+        classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
+        classification_metrics.log_confusion_matrix(report["classes"], report["confusion_matrix"])
+    evaluation.metadata.update(gates_passed=report["gates_passed"])

@@ -1,0 +1,144 @@
+"""Scoring a model once on the untouched test split, with its threshold chosen on valid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from scipy.stats import spearmanr
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    log_loss,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from flowline.components.features.feature_set import FeatureSet, encode_label
+from flowline.components.train.training import MODEL_FILE
+from flowline.pipelines.use_case import CostSpec, GateSpec, UseCase
+
+ROC_POINTS = 200
+
+
+def choose_threshold(y: np.ndarray, probabilities: np.ndarray, costs: CostSpec) -> tuple[float, float]:
+    """The threshold (predict positive when p >= t) with the lowest total cost, and that cost.
+
+    Every distinct probability is a candidate, plus one above all of them (nobody positive).
+    """
+    order = np.argsort(-probabilities, kind="stable")
+    p_sorted, y_sorted = probabilities[order], y[order]
+    # Cut after each run of equal probabilities: everything up to the cut is predicted positive.
+    last_of_run = np.r_[p_sorted[1:] != p_sorted[:-1], True]
+    true_pos = np.cumsum(y_sorted)[last_of_run]
+    false_pos = np.cumsum(1 - y_sorted)[last_of_run]
+    false_neg = y.sum() - true_pos
+    cost = costs.false_negative * false_neg + costs.false_positive * false_pos + costs.true_positive * true_pos
+    thresholds = p_sorted[last_of_run]
+    nobody_cost = costs.false_negative * y.sum()
+    best = int(np.argmin(cost))
+    if nobody_cost <= cost[best]:
+        return float(np.nextafter(thresholds[0], np.inf)), float(nobody_cost)
+    return float(thresholds[best]), float(cost[best])
+
+
+def binary_metrics(y: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
+    predicted = probabilities >= threshold
+    tp = float(np.sum(predicted & (y == 1)))
+    fp = float(np.sum(predicted & (y == 0)))
+    fn = float(np.sum(~predicted & (y == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "roc_auc": float(roc_auc_score(y, probabilities)),
+        "auprc": float(average_precision_score(y, probabilities)),
+        "log_loss": float(log_loss(y, probabilities, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, probabilities)),
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "accuracy": float(np.mean(predicted == (y == 1))),
+    }
+
+
+def regression_metrics(y: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
+    return {
+        "mae": float(mean_absolute_error(y, predictions)),
+        "rmse": float(np.sqrt(np.mean((y - predictions) ** 2))),
+        "r2": float(r2_score(y, predictions)),
+        "spearman": float(spearmanr(y, predictions).statistic),
+    }
+
+
+def gate_decisions(metrics: dict[str, float], gates: dict[str, GateSpec]) -> dict[str, dict]:
+    """Each gate with the measured value, its bounds and whether it passed."""
+    decisions = {}
+    for name, gate in gates.items():
+        value = metrics[name]
+        passed = (gate.min is None or value >= gate.min) and (gate.max is None or value <= gate.max)
+        decisions[name] = {"value": value, "min": gate.min, "max": gate.max, "passed": bool(passed)}
+    return decisions
+
+
+def roc_points(y: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float]]:
+    """At most ROC_POINTS points of the ROC curve, with finite thresholds, for the Kubeflow UI."""
+    fpr, tpr, thresholds = roc_curve(y, probabilities)
+    thresholds = np.minimum(thresholds, 1.0)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).round().astype(int))
+    return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thresholds[keep].tolist()}
+
+
+def class_names(use_case: UseCase) -> list[str]:
+    """Names of encoded classes 0 and 1, for the confusion matrix."""
+    others = [v for v in use_case.label.values if v != use_case.label.positive]
+    negative = others[0] if len(others) == 1 else f"not {use_case.label.positive}"
+    return [negative, use_case.label.positive]
+
+
+def evaluate_files(
+    use_case: UseCase, model_dir: str, feature_set_file: str, valid_file: str, test_file: str, evaluation_file: str
+) -> dict:
+    """Choose the threshold on valid, score test once, decide the gates; write evaluation.json."""
+    feature_set = FeatureSet.load(feature_set_file)
+    booster = xgb.Booster(model_file=str(Path(model_dir) / MODEL_FILE))
+
+    def predict(path: str) -> tuple[np.ndarray, np.ndarray]:
+        frame = pd.read_parquet(path)
+        return encode_label(frame[use_case.label.column], use_case), booster.inplace_predict(
+            feature_set.transform(frame)
+        )
+
+    y_test, p_test = predict(test_file)
+    report: dict = {"task": use_case.task, "test_rows": len(y_test)}
+    if use_case.task == "binary":
+        y_valid, p_valid = predict(valid_file)
+        threshold, valid_cost = choose_threshold(y_valid, p_valid, use_case.costs)
+        metrics = binary_metrics(y_test, p_test, threshold)
+        predicted = (p_test >= threshold).astype(int)
+        report.update(
+            threshold=threshold,
+            valid_cost_at_threshold=valid_cost,
+            test_cost_at_threshold=float(
+                use_case.costs.false_negative * np.sum((predicted == 0) & (y_test == 1))
+                + use_case.costs.false_positive * np.sum((predicted == 1) & (y_test == 0))
+                + use_case.costs.true_positive * np.sum((predicted == 1) & (y_test == 1))
+            ),
+            classes=class_names(use_case),
+            confusion_matrix=confusion_matrix(y_test, predicted, labels=[0, 1]).tolist(),
+            roc=roc_points(y_test, p_test),
+        )
+    else:
+        metrics = regression_metrics(y_test, p_test)
+    gates = gate_decisions(metrics, use_case.gates)
+    report.update(metrics=metrics, gates=gates, gates_passed=all(g["passed"] for g in gates.values()))
+    Path(evaluation_file).write_text(json.dumps(report, indent=1))
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    verdict = "passed" if report["gates_passed"] else "FAILED: " + ", ".join(k for k, g in gates.items() if not g["passed"])
+    print(f"evaluate: test {shown}; gates {verdict}")
+    return report

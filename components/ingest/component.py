@@ -1,0 +1,26 @@
+"""KFP component: read the raw table and hold it to the use case's data contract."""
+
+from kfp.dsl import Dataset, Markdown, Output
+
+from flowline.components import flowline_component
+
+
+@flowline_component
+def ingest(
+    use_case_json: str,
+    source: str,
+    dataset: Output[Dataset],
+    quarantine: Output[Dataset],
+    profile: Output[Markdown],
+):
+    """Rows meeting the contract go to `dataset`, the others to `quarantine` with reasons.
+
+    `source` overrides the use case's data source when not empty.
+    """
+    from flowline.components.ingest.contract import ingest_to_files
+    from flowline.pipelines.use_case import UseCase
+
+    use_case = UseCase.model_validate_json(use_case_json)
+    counts = ingest_to_files(use_case, source, dataset.path, quarantine.path, profile.path)
+    dataset.metadata.update(counts)
+    quarantine.metadata.update(rows=counts["rows_quarantined"])

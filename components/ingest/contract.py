@@ -1,0 +1,229 @@
+"""Reading raw tables and holding them to a use case's data contract.
+
+Rows that break the contract are not dropped: they go to a quarantine table with the
+reason, so that rows in = rows kept + rows quarantined, always.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flowline.datasets import dataset_path
+from flowline.pipelines.use_case import ColumnSpec, UseCase
+
+REASON_COLUMN = "_quarantine_reason"
+ROW_COLUMN = "_source_row"
+
+
+class ContractError(ValueError):
+    """The table as a whole cannot be used: missing columns, or too many bad rows."""
+
+
+@dataclass(frozen=True)
+class RawTable:
+    frame: pd.DataFrame
+    source: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ContractResult:
+    kept: pd.DataFrame
+    quarantined: pd.DataFrame
+    rows_in: int
+
+    @property
+    def bad_fraction(self) -> float:
+        return len(self.quarantined) / self.rows_in if self.rows_in else 0.0
+
+
+def resolve_source(use_case: UseCase, override: str = "") -> str:
+    """The path or URL to read: an explicit override, else the use case's dataset or path."""
+    if override:
+        return override
+    if use_case.data.dataset:
+        return str(dataset_path(use_case.data.dataset))
+    return str(use_case.data.path)
+
+
+def read_table(source: str, file_format: str | None = None, separator: str = ",") -> RawTable:
+    """Read CSV or Parquet from a path or an http(s) URL, every CSV cell as text.
+
+    Cells stay text so that the contract, not the parser, decides what a bad value is.
+    """
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=60) as response:
+            payload = response.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"data source {source} does not exist")
+        payload = path.read_bytes()
+    file_format = file_format or ("parquet" if source.split("?")[0].endswith((".parquet", ".pq")) else "csv")
+    if file_format == "parquet":
+        frame = pd.read_parquet(io.BytesIO(payload))
+    else:
+        frame = pd.read_csv(io.BytesIO(payload), dtype=str, keep_default_na=False, sep=separator)
+    return RawTable(frame=frame, source=source, sha256=hashlib.sha256(payload).hexdigest())
+
+
+def _as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Text of each cell (stripped) and a mask of blank cells (empty, whitespace or null)."""
+    text = values.astype("string").str.strip()
+    blank = text.isna() | (text == "")
+    return text, blank.astype(bool)
+
+
+def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
+    text, blank = _as_text(values)
+    parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
+    reasons = pd.Series("", index=values.index, dtype=object)
+
+    def flag(mask: pd.Series, message: pd.Series | str) -> None:
+        mask = mask & (reasons == "")
+        reasons[mask] = message[mask] if isinstance(message, pd.Series) else message
+
+    quoted = f"{name}: '" + text.fillna("") + "'"
+    flag(~blank & parsed.isna(), quoted + " is not a number")
+    if spec.type == "integer":
+        flag(parsed.notna() & (parsed != np.floor(parsed)), quoted + " is not an integer")
+    if spec.min is not None:
+        flag(parsed < spec.min, quoted + f" is below the minimum {spec.min:g}")
+    if spec.max is not None:
+        flag(parsed > spec.max, quoted + f" is above the maximum {spec.max:g}")
+    if not spec.nullable:
+        flag(blank, f"{name}: blank, but the column is not nullable")
+    return parsed, reasons
+
+
+def _text_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
+    text, blank = _as_text(values)
+    reasons = pd.Series("", index=values.index, dtype=object)
+    if spec.allowed is not None:
+        unknown = ~blank & ~text.isin(spec.allowed)
+        reasons[unknown] = (f"{name}: '" + text[unknown] + f"' is not one of {spec.allowed}").astype(object)
+    if not spec.nullable:
+        reasons[blank & (reasons == "")] = f"{name}: blank, but the column is not nullable"
+    return text.where(~blank).astype(object), reasons
+
+
+def _label_column(use_case: UseCase, values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    name = use_case.label.column
+    if use_case.task == "regression":
+        return _numeric_column(f"label {name}", values, ColumnSpec(type="number"))
+    allowed = ColumnSpec(type="category", allowed=use_case.label.values)
+    return _text_column(f"label {name}", values, allowed)
+
+
+def apply_contract(frame: pd.DataFrame, use_case: UseCase) -> ContractResult:
+    """Split a raw table into typed rows that meet the contract and quarantined rows with reasons.
+
+    Raises ContractError when required columns are missing, since no row could be checked.
+    """
+    required = [*use_case.columns, use_case.label.column]
+    missing = [name for name in required if name not in frame.columns]
+    if missing:
+        raise ContractError(
+            f"use case {use_case.name!r}: the data has no column(s) {missing}; "
+            f"it has {list(frame.columns)}"
+        )
+    typed = pd.DataFrame(index=frame.index)
+    reasons_by_column = []
+    for name, spec in use_case.columns.items():
+        check = _numeric_column if spec.is_numeric else _text_column
+        typed[name], reasons = check(name, frame[name], spec)
+        reasons_by_column.append(reasons)
+    typed[use_case.label.column], label_reasons = _label_column(use_case, frame[use_case.label.column])
+    reasons_by_column.append(label_reasons)
+
+    if use_case.id_columns:
+        duplicated = frame.duplicated(subset=use_case.id_columns, keep="first")
+        duplicate_reason = pd.Series("", index=frame.index, dtype=object)
+        duplicate_reason[duplicated] = f"duplicate id in {use_case.id_columns}"
+        reasons_by_column.append(duplicate_reason)
+
+    reasons = pd.concat(reasons_by_column, axis=1).apply(lambda row: "; ".join(r for r in row if r), axis=1)
+    bad = reasons != "" if len(frame) else pd.Series(False, index=frame.index)
+    quarantined = frame.loc[bad].astype("string").copy()
+    quarantined.insert(0, ROW_COLUMN, quarantined.index)
+    quarantined[REASON_COLUMN] = reasons[bad]
+    return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=len(frame))
+
+
+def enforce_bad_fraction(result: ContractResult, use_case: UseCase) -> None:
+    """Fail clearly when more rows were quarantined than the use case tolerates."""
+    if result.bad_fraction > use_case.max_bad_fraction:
+        examples = result.quarantined[REASON_COLUMN].head(3).tolist()
+        raise ContractError(
+            f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the data "
+            f"contract of use case {use_case.name!r}, above max_bad_fraction {use_case.max_bad_fraction:.1%}. "
+            f"First reasons: {examples}. The quarantine artifact lists every row with its reason."
+        )
+
+
+def profile(frame: pd.DataFrame, use_case: UseCase) -> dict[str, dict]:
+    """Per-column statistics of the kept rows."""
+    columns: dict[str, dict] = {}
+    for name in frame.columns:
+        values = frame[name]
+        stats: dict = {"missing": int(values.isna().sum()), "unique": int(values.nunique())}
+        if pd.api.types.is_numeric_dtype(values) and values.notna().any():
+            stats.update(
+                min=float(values.min()), mean=float(values.mean()), std=float(values.std(ddof=0)),
+                max=float(values.max()),
+            )
+        else:
+            stats["top"] = {str(k): int(v) for k, v in values.value_counts().head(5).items()}
+        stats["role"] = "label" if name == use_case.label.column else (
+            "id" if name in use_case.id_columns else "feature"
+        )
+        columns[name] = stats
+    return columns
+
+
+def profile_markdown(columns: dict[str, dict], rows_in: int, rows_kept: int, rows_quarantined: int) -> str:
+    lines = [
+        f"**Rows:** {rows_in} in, {rows_kept} kept, {rows_quarantined} quarantined",
+        "",
+        "| column | role | missing | unique | min | mean | max | top values |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in columns.items():
+        numbers = [f"{s[k]:.4g}" if k in s else "" for k in ("min", "mean", "max")]
+        top = ", ".join(f"{k} ({v})" for k, v in s.get("top", {}).items())
+        lines.append(f"| {name} | {s['role']} | {s['missing']} | {s['unique']} | {' | '.join(numbers)} | {top} |")
+    return "\n".join(lines) + "\n"
+
+
+def ingest_to_files(
+    use_case: UseCase, source: str, dataset_file: str, quarantine_file: str, profile_file: str
+) -> dict:
+    """Read, check and write the kept rows, the quarantine and the profile; return the counts.
+
+    The outputs are written before the bad-row check, so a failed run still leaves the
+    quarantine to look at.
+    """
+    raw = read_table(resolve_source(use_case, source), use_case.data.format, use_case.data.separator)
+    result = apply_contract(raw.frame, use_case)
+    result.kept.to_parquet(dataset_file)
+    result.quarantined.to_parquet(quarantine_file)
+    counts = {
+        "rows_in": result.rows_in,
+        "rows_kept": len(result.kept),
+        "rows_quarantined": len(result.quarantined),
+    }
+    columns = profile(result.kept, use_case)
+    Path(profile_file).write_text(profile_markdown(columns, **counts))
+    print(
+        f"ingest: {raw.source} (sha256 {raw.sha256[:12]}): {counts['rows_in']} rows in, "
+        f"{counts['rows_kept']} kept, {counts['rows_quarantined']} quarantined"
+    )
+    enforce_bad_fraction(result, use_case)
+    return {"source": raw.source, "source_sha256": raw.sha256, **counts}

@@ -1,0 +1,134 @@
+"""Model packages: a folder with every file listed by sha256 in manifest.json.
+
+A package holds the model, the FeatureSet, the evaluation (metrics, threshold, gates),
+the use case and the lineage (dataset sha256 -> FeatureSet version -> model). `verify`
+refuses a package whose files do not match the manifest, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from flowline import __version__
+from flowline.components.train.training import MODEL_FILE, TRAINING_FILE
+from flowline.datasets import sha256_of_file
+from flowline.pipelines.use_case import UseCase
+
+FORMAT = "flowline.package/v1"
+MANIFEST_FILE = "manifest.json"
+FEATURE_SET_FILE = "feature_set.json"
+EVALUATION_FILE = "evaluation.json"
+USE_CASE_FILE = "use_case.json"
+LINEAGE_FILE = "lineage.json"
+
+
+class PackageError(ValueError):
+    """A package is incomplete or its files do not match its manifest."""
+
+
+def build_package(
+    destination: str | Path,
+    use_case: UseCase,
+    model_dir: str | Path,
+    feature_set_file: str | Path,
+    evaluation_file: str | Path,
+    dataset: dict,
+) -> dict:
+    """Assemble the package folder and write its manifest; return the manifest.
+
+    `dataset` describes the ingested data: source, source_sha256 and row counts.
+    """
+    out = Path(destination)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(model_dir) / MODEL_FILE, out / MODEL_FILE)
+    shutil.copyfile(Path(model_dir) / TRAINING_FILE, out / TRAINING_FILE)
+    shutil.copyfile(feature_set_file, out / FEATURE_SET_FILE)
+    shutil.copyfile(evaluation_file, out / EVALUATION_FILE)
+    (out / USE_CASE_FILE).write_text(use_case.model_dump_json(indent=1))
+    feature_set = json.loads((out / FEATURE_SET_FILE).read_text())
+    lineage = {
+        "use_case": use_case.name,
+        "dataset": dataset,
+        "feature_set": {"file": FEATURE_SET_FILE, "version": feature_set["version"]},
+        "model": {"file": MODEL_FILE, "sha256": sha256_of_file(out / MODEL_FILE)},
+        "flowline_version": __version__,
+    }
+    (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1))
+    return write_manifest(out, use_case.name)
+
+
+def _files_of(package: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(package)): sha256_of_file(path)
+        for path in sorted(package.rglob("*"))
+        if path.is_file() and path.name != MANIFEST_FILE
+    }
+
+
+def write_manifest(package: Path, name: str) -> dict:
+    files = _files_of(package)
+    version = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in files.items()).encode()).hexdigest()[:12]
+    manifest = {
+        "format": FORMAT,
+        "name": name,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": files,
+    }
+    (package / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def verify(package_dir: str | Path) -> dict:
+    """Return the manifest when every file matches it; raise PackageError naming the first problem.
+
+    Refused: a missing manifest, a listed file that is missing or altered, a file the
+    manifest does not list. Model files can execute code when loaded, so nothing in an
+    unverified package is ever opened.
+    """
+    package = Path(package_dir)
+    manifest_path = package / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise PackageError(f"{package} is not a model package: {MANIFEST_FILE} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        listed = dict(manifest["files"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise PackageError(f"{manifest_path} is unreadable: {error}") from None
+    if manifest.get("format") != FORMAT:
+        raise PackageError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    actual = _files_of(package)
+    for name, expected in listed.items():
+        if name not in actual:
+            raise PackageError(f"package {package}: {name} is listed in the manifest but missing")
+        if actual[name] != expected:
+            raise PackageError(
+                f"package {package}: {name} has sha256 {actual[name]}, the manifest says {expected}; refusing it"
+            )
+    unlisted = sorted(set(actual) - set(listed))
+    if unlisted:
+        raise PackageError(f"package {package}: {unlisted[0]} is not listed in the manifest; refusing it")
+    return manifest
+
+
+def package_files(
+    use_case: UseCase,
+    destination: str,
+    model_dir: str,
+    feature_set_file: str,
+    evaluation_file: str,
+    dataset_metadata: dict,
+) -> dict:
+    """Build and verify the package; return what its artifact metadata should show."""
+    # KFP carries metadata numbers as floats; counts are whole.
+    dataset = {key: dataset_metadata[key] for key in ("source", "source_sha256")}
+    dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
+    build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset)
+    manifest = verify(destination)
+    gates_passed = json.loads(Path(evaluation_file).read_text())["gates_passed"]
+    print(f"package: {destination} version {manifest['version']}, {len(manifest['files'])} files, verified")
+    return {"use_case": use_case.name, "version": manifest["version"], "gates_passed": gates_passed}

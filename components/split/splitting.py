@@ -1,0 +1,44 @@
+"""The fixed evaluation protocol: seeded, stratified train/valid/test, or time-ordered."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from flowline.pipelines.use_case import UseCase
+
+
+def split_frame(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFrame]:
+    """Return {"train", "valid", "test"} frames.
+
+    Stratified (DESIGN.md): over all rows in file order, test is carved first with
+    `train_test_split(test_size, stratify=label, random_state=seed)`, then valid from
+    train the same way. Time: rows are ordered by the time column and the latest
+    `test_size` become test, the latest `valid_size` of the rest become valid.
+    """
+    spec = use_case.split
+    if spec.method == "time":
+        ordered = frame.sort_values(use_case.time_column, kind="stable")
+        n_test = round(len(ordered) * spec.test_size)
+        rest, test = ordered.iloc[: len(ordered) - n_test], ordered.iloc[len(ordered) - n_test :]
+        n_valid = round(len(rest) * spec.valid_size)
+        return {"train": rest.iloc[: len(rest) - n_valid], "valid": rest.iloc[len(rest) - n_valid :], "test": test}
+
+    def stratify(part: pd.DataFrame) -> pd.Series | None:
+        return part[use_case.label.column] if use_case.task == "binary" else None
+
+    rest, test = train_test_split(
+        frame, test_size=spec.test_size, stratify=stratify(frame), random_state=spec.seed
+    )
+    train, valid = train_test_split(rest, test_size=spec.valid_size, stratify=stratify(rest), random_state=spec.seed)
+    return {"train": train, "valid": valid, "test": test}
+
+
+def split_files(use_case: UseCase, dataset_file: str, outputs: dict[str, str]) -> dict[str, int]:
+    """Split the ingested Parquet file into the three output files; return their row counts."""
+    parts = split_frame(pd.read_parquet(dataset_file), use_case)
+    for name, part in parts.items():
+        part.to_parquet(outputs[name])
+    counts = {name: len(part) for name, part in parts.items()}
+    print(f"split ({use_case.split.method}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return counts

@@ -1,0 +1,121 @@
+"""The `flowline` command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from flowline import __version__
+
+EXIT_ERROR = 1
+EXIT_GATE_FAILED = 3
+
+
+def _add_use_case_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("use_case_name", nargs="?", metavar="USE_CASE", help="a built-in use case, e.g. churn")
+    parser.add_argument("--use-case", dest="use_case_path", metavar="PATH", help="a use-case YAML file")
+
+
+def _use_case(args: argparse.Namespace):
+    from flowline.pipelines.use_case import load_use_case
+
+    if bool(args.use_case_name) == bool(args.use_case_path):
+        raise SystemExit("flowline: give a built-in use case name or --use-case PATH (exactly one)")
+    return load_use_case(args.use_case_path or args.use_case_name)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flowline.pipelines.local_run import format_summary, run_local
+
+    try:
+        summary = run_local(
+            _use_case(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose
+        )
+    except RuntimeError as error:
+        print(f"flowline: run failed: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(format_summary(summary))
+    print(f"\nsummary: {summary['summary_path']}")
+    return 0 if summary["gates_passed"] else EXIT_GATE_FAILED
+
+
+def _compile(args: argparse.Namespace) -> int:
+    if args.image:
+        os.environ["FLOWLINE_IMAGE"] = args.image  # read when the components are first imported
+    from flowline.pipelines.template import compile_pipeline
+
+    compile_pipeline(_use_case(args), args.output)
+    print(f"compiled: {args.output}")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from flowline.components.package.model_package import verify
+
+    manifest = verify(args.package)
+    print(f"verified: {args.package} ({manifest['name']} version {manifest['version']}, {len(manifest['files'])} files)")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from flowline.datasets import REGISTRY, DatasetError, data_home, dataset_path
+
+    print(f"data home: {data_home()}")
+    problems = 0
+    for name in sorted(REGISTRY):
+        try:
+            dataset_path(name)
+            print(f"  {name:28} ok")
+        except DatasetError as error:
+            problems += 1
+            print(f"  {name:28} {error}")
+    return EXIT_ERROR if problems else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowline", description="Tabular models from raw data to KServe.")
+    parser.add_argument("--version", action="version", version=f"flowline {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a use case's pipeline locally through kfp.local")
+    _add_use_case_arguments(run)
+    run.add_argument("--trials", type=int, default=0, help="tuning trials (default: the use case's budget)")
+    run.add_argument("--source", help="read the data from this path or URL instead of the use case's")
+    run.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"),
+                     help="where run folders go (default: $FLOWLINE_RUNS_DIR or ./runs)")
+    run.add_argument("--summary", help="write the JSON summary here (default: summary.json in the run folder)")
+    run.add_argument("-v", "--verbose", action="store_true", help="show every task's full log, not just progress")
+    run.set_defaults(handler=_run)
+
+    compile_ = commands.add_parser("compile", help="compile a use case's pipeline to KFP IR YAML")
+    _add_use_case_arguments(compile_)
+    compile_.add_argument("-o", "--output", required=True, help="the YAML file to write")
+    compile_.add_argument("--image", help="component image (default: $FLOWLINE_IMAGE or the project image)")
+    compile_.set_defaults(handler=_compile)
+
+    verify = commands.add_parser("verify", help="check a model package against its sha256 manifest")
+    verify.add_argument("package", help="the package folder")
+    verify.set_defaults(handler=_verify)
+
+    datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
+    datasets.set_defaults(handler=_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flowline.components.package.model_package import PackageError
+    from flowline.datasets import DatasetError
+    from flowline.pipelines.use_case import UseCaseError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UseCaseError, DatasetError, PackageError) as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

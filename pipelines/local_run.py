@@ -1,0 +1,106 @@
+"""Running a use case's pipeline on this machine through kfp.local, and summarising the run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+from tabulate import tabulate
+
+from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, verify
+from flowline.pipelines.progress import ProgressStream
+from flowline.pipelines.use_case import UseCase
+
+STEPS = ("ingest", "split", "features", "train", "evaluate", "package")
+
+
+def run_local(
+    use_case: UseCase,
+    runs_dir: str | Path = "runs",
+    trials: int = 0,
+    source: str = "",
+    summary_path: str | Path | None = None,
+    verbose: bool = False,
+) -> dict:
+    """Run the pipeline with kfp.local's SubprocessRunner in a new run folder; return the summary.
+
+    The summary is written as JSON to `summary_path`, or to summary.json in the run folder.
+    The full log goes to run.log in the run folder; the terminal shows step progress
+    (everything with `verbose`). Raises RuntimeError naming the failed step.
+    """
+    from kfp import local
+
+    from flowline.pipelines.template import build_pipeline
+
+    started = time.monotonic()
+    run_dir = Path(runs_dir).resolve() / f"{use_case.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    run_dir.mkdir(parents=True)
+    print(f"flowline: running use case {use_case.name!r} locally, {len(STEPS)} steps ({' -> '.join(STEPS)})")
+    print(f"flowline: run folder {run_dir}")
+    print(f"flowline: full log {run_dir / 'run.log'}")
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir), raise_on_error=True)
+    pipeline = build_pipeline(use_case)
+    with open(run_dir / "run.log", "w") as log, warnings.catch_warnings():
+        # kfp.local warns about any image without "python" in its name; the flowline image has Python.
+        warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
+        with contextlib.redirect_stdout(ProgressStream(log, sys.stdout, STEPS, verbose)):
+            outcome = pipeline(source=source, trials=trials)
+    package_dir = Path(outcome.output.path)
+    summary = summarize(use_case, package_dir, run_dir, wall_seconds=time.monotonic() - started)
+    target = Path(summary_path) if summary_path else run_dir / "summary.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(summary, indent=1))
+    summary["summary_path"] = str(target)
+    return summary
+
+
+def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds: float) -> dict:
+    """What a run produced, read back from its verified package."""
+    manifest = verify(package_dir)
+    evaluation = json.loads((package_dir / EVALUATION_FILE).read_text())
+    lineage = json.loads((package_dir / LINEAGE_FILE).read_text())
+    quarantine = next(run_dir.glob("*/ingest/quarantine"), None)
+    return {
+        "use_case": use_case.name,
+        "task": use_case.task,
+        "metrics": evaluation["metrics"],
+        "threshold": evaluation.get("threshold"),
+        "gates": evaluation["gates"],
+        "gates_passed": evaluation["gates_passed"],
+        "package": str(package_dir),
+        "package_version": manifest["version"],
+        "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
+        "quarantine": str(quarantine) if quarantine else None,
+        "run_dir": str(run_dir),
+        "wall_seconds": round(wall_seconds, 2),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """The end-of-run table: metrics, gate decisions, artifact paths."""
+    metrics = [[name, f"{value:.4f}"] for name, value in summary["metrics"].items()]
+    if summary["threshold"] is not None:
+        metrics.append(["threshold (cost-optimal on valid)", f"{summary['threshold']:.4f}"])
+    gates = [
+        [name, f"{g['value']:.4f}", "" if g["min"] is None else f">= {g['min']}",
+         "" if g["max"] is None else f"<= {g['max']}", "pass" if g["passed"] else "FAIL"]
+        for name, g in summary["gates"].items()
+    ]
+    rows = summary["rows"]
+    paths = [
+        ["package", f"{summary['package']} (version {summary['package_version']}, verified)"],
+        ["quarantine", f"{summary['quarantine']} ({rows['rows_quarantined']} of {rows['rows_in']} rows)"],
+        ["run folder", summary["run_dir"]],
+    ]
+    verdict = "all gates passed" if summary["gates_passed"] else "QUALITY GATE FAILED"
+    return "\n\n".join([
+        f"Use case {summary['use_case']}: {verdict}, {summary['wall_seconds']:.1f} s",
+        tabulate(metrics, headers=["test metric", "value"], disable_numparse=True),
+        tabulate(gates, headers=["gate", "value", "min", "max", "decision"], disable_numparse=True) if gates else "no gates set",
+        tabulate(paths, headers=["artifact", "path"]),
+    ])

@@ -1,0 +1,70 @@
+"""A readable view of a kfp.local run: step progress on the terminal, everything in run.log.
+
+kfp.local streams each task's full executor log (including its whole input JSON) to
+stdout. The run keeps all of it in the run folder and shows the terminal one line per
+step start and end plus the components' own progress lines. When a step fails, the
+last lines of its log (the traceback) are shown too.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from collections import deque
+from typing import TextIO
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+STARTED = re.compile(r"Executing task '([\w-]+)'")
+FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
+ARTIFACT_LISTING = re.compile(r"^[\w-]+: \w+\( name=")  # kfp.local's own listing of a task's outputs
+FAILURE_TAIL = 30
+
+
+class ProgressStream(io.TextIOBase):
+    """A stdout replacement: writes every line to `log`, and progress lines to `terminal`."""
+
+    def __init__(self, log: TextIO, terminal: TextIO, steps: tuple[str, ...], verbose: bool = False) -> None:
+        self.log, self.terminal, self.steps, self.verbose = log, terminal, steps, verbose
+        self._pending = ""
+        self._task_lines: deque[str] = deque(maxlen=FAILURE_TAIL)
+        self._task_started = 0.0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._show(ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+    def _show(self, line: str) -> None:
+        if self.verbose:
+            self.terminal.write(line + "\n")
+            return
+        if started := STARTED.search(line):
+            name = started.group(1)
+            number = self.steps.index(name) + 1 if name in self.steps else "?"
+            self.terminal.write(f"[{number}/{len(self.steps)}] {name}\n")
+            self._task_lines.clear()
+            self._task_started = time.monotonic()
+        elif finished := FINISHED.search(line):
+            name, status = finished.groups()
+            seconds = time.monotonic() - self._task_started
+            self.terminal.write(f"      {name} {status.lower()} in {seconds:.1f} s\n")
+            if status != "SUCCESS":
+                self.terminal.write(f"      last lines of {name}'s log:\n")
+                self.terminal.writelines(f"        {kept}\n" for kept in self._task_lines)
+        else:
+            self._task_lines.append(line.strip())
+            stripped = line.strip()
+            is_step_line = any(stripped.startswith((f"{step}:", f"{step} (")) for step in self.steps)
+            if is_step_line and not ARTIFACT_LISTING.match(stripped):
+                self.terminal.write(f"      {stripped}\n")

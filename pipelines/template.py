@@ -1,0 +1,82 @@
+"""The pipeline template: one KFP pipeline per use case, assembled from the components.
+
+The use case is baked into the compiled pipeline as JSON, so a compiled YAML file is
+self-contained. Gates are decided inside components (kfp.local has no dsl.If), so the
+same pipeline runs locally and on the cluster.
+"""
+
+
+from typing import Callable
+
+from kfp import dsl
+from kfp.dsl import Model
+
+from flowline.components.evaluate.component import evaluate
+from flowline.components.features.component import features
+from flowline.components.ingest.component import ingest
+from flowline.components.package.component import package
+from flowline.components.split.component import split
+from flowline.components.train.component import train
+from flowline.pipelines.use_case import UseCase
+
+# (CPU request, memory request) per task; training uses both cores.
+RESOURCES = {
+    "ingest": ("500m", "1Gi"),
+    "split": ("500m", "1Gi"),
+    "features": ("500m", "1Gi"),
+    "train": ("2", "4Gi"),
+    "evaluate": ("1", "2Gi"),
+    "package": ("500m", "1Gi"),
+}
+RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+
+
+def _configure(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
+    cpu, memory = RESOURCES[name]
+    return task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
+
+
+def build_pipeline(use_case: UseCase) -> Callable:
+    """Return the KFP pipeline for `use_case`, with inputs `source` and `trials`.
+
+    `source` (a path or URL) overrides the use case's data when not empty; `trials`
+    overrides its tuning budget when above 0.
+    """
+    spec = use_case.model_dump_json()
+
+    @dsl.pipeline(name=f"flowline-{use_case.name}", description=use_case.description or use_case.name)
+    def pipeline(source: str = "", trials: int = 0) -> Model:
+        ingested = _configure(ingest(use_case_json=spec, source=source), "ingest")
+        splits = _configure(split(use_case_json=spec, dataset=ingested.outputs["dataset"]), "split")
+        fitted = _configure(features(use_case_json=spec, train=splits.outputs["train"]), "features")
+        trained = _configure(
+            train(
+                use_case_json=spec, trials=trials, train=splits.outputs["train"], valid=splits.outputs["valid"],
+                feature_set=fitted.outputs["feature_set"],
+            ),
+            "train",
+        )
+        evaluated = _configure(
+            evaluate(
+                use_case_json=spec, model=trained.outputs["model"], feature_set=fitted.outputs["feature_set"],
+                valid=splits.outputs["valid"], test=splits.outputs["test"],
+            ),
+            "evaluate",
+        )
+        packaged = _configure(
+            package(
+                use_case_json=spec, dataset=ingested.outputs["dataset"], model=trained.outputs["model"],
+                feature_set=fitted.outputs["feature_set"], evaluation=evaluated.outputs["evaluation"],
+            ),
+            "package",
+        )
+        return packaged.outputs["model_package"]
+
+    return pipeline
+
+
+def compile_pipeline(use_case: UseCase, output_path: str) -> None:
+    """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(use_case), package_path=output_path)

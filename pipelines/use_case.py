@@ -1,0 +1,224 @@
+"""Use cases are YAML files checked against this schema.
+
+A use case says where the data is, what its columns must look like (the data contract),
+what to predict, how to split, which metric gates a model must pass, what errors cost,
+and how much tuning to do. Every pipeline is built from one; nothing in code is
+specific to a use case.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+USE_CASES_DIR = Path(__file__).parent / "use_cases"
+
+BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy")
+REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman")
+
+
+class UseCaseError(ValueError):
+    """A use-case file is missing, unreadable, or breaks the schema."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(_Strict):
+    """Where the rows come from: a registered dataset, a file path, or an http(s) URL."""
+
+    dataset: str | None = None
+    path: str | None = None
+    format: Literal["csv", "parquet"] | None = None
+    separator: str = ","
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> DataSpec:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of 'dataset' (a registered dataset) or 'path' (a file or URL)")
+        return self
+
+
+class ColumnSpec(_Strict):
+    """One column of the data contract."""
+
+    type: Literal["string", "category", "integer", "number"]
+    nullable: bool = False
+    allowed: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    impute: Literal["median", "mean"] | float | None = Field(
+        default=None, description="numeric columns: how missing values are filled (default median)"
+    )
+
+    @model_validator(mode="after")
+    def _options_fit_type(self) -> ColumnSpec:
+        numeric = self.type in ("integer", "number")
+        if not numeric and (self.min is not None or self.max is not None or self.impute is not None):
+            raise ValueError(f"min, max and impute apply to integer and number columns, not {self.type}")
+        if self.allowed is not None and self.type != "category":
+            raise ValueError("allowed applies to category columns only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+    @property
+    def is_numeric(self) -> bool:
+        return self.type in ("integer", "number")
+
+
+class LabelSpec(_Strict):
+    column: str
+    positive: str | None = Field(default=None, description="binary: the label value that means 1")
+    values: list[str] | None = Field(default=None, description="binary: every allowed label value")
+
+
+class SplitSpec(_Strict):
+    method: Literal["stratified", "time"] = "stratified"
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    valid_size: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+
+
+class GateSpec(_Strict):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> GateSpec:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs min or max")
+        return self
+
+
+class CostSpec(_Strict):
+    """Business cost of each outcome, in any one currency unit, for the decision threshold."""
+
+    false_negative: float = Field(ge=0)
+    false_positive: float = Field(ge=0)
+    true_positive: float = Field(default=0.0, ge=0)
+
+
+class TuningSpec(_Strict):
+    trials: int = Field(default=30, ge=1)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    max_boost_rounds: int = Field(default=1000, ge=1)
+    seed: int = 42
+
+
+class UseCase(_Strict):
+    name: str
+    description: str = ""
+    task: Literal["binary", "regression"]
+    data: DataSpec
+    label: LabelSpec
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    id_columns: list[str] = []
+    time_column: str | None = None
+    sensitive_attributes: list[str] = []
+    max_bad_fraction: float = Field(default=0.05, ge=0, le=1)
+    split: SplitSpec = SplitSpec()
+    gates: dict[str, GateSpec] = {}
+    costs: CostSpec | None = None
+    tuning: TuningSpec = TuningSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_slug(cls, name: str) -> str:
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", name):
+            raise ValueError("use lower-case letters, digits and '-', starting with a letter (max 41)")
+        return name
+
+    @model_validator(mode="after")
+    def _references_are_declared(self) -> UseCase:
+        if self.label.column in self.columns:
+            raise ValueError(f"label column {self.label.column!r} is declared in label, not in columns")
+        for field, names in [
+            ("id_columns", self.id_columns),
+            ("sensitive_attributes", self.sensitive_attributes),
+            ("time_column", [self.time_column] if self.time_column else []),
+        ]:
+            for name in names:
+                if name not in self.columns:
+                    raise ValueError(f"{field}: column {name!r} is not declared in columns")
+        if self.task == "binary":
+            if not self.label.values or self.label.positive is None:
+                raise ValueError("a binary task needs label.values and label.positive")
+            if self.label.positive not in self.label.values:
+                raise ValueError(f"label.positive {self.label.positive!r} is not one of label.values")
+            if self.costs is None:
+                raise ValueError("a binary task needs costs (false_negative, false_positive)")
+        elif self.label.positive is not None or self.label.values is not None:
+            raise ValueError("label.positive and label.values apply to binary tasks only")
+        if self.split.method == "time" and not self.time_column:
+            raise ValueError("split.method 'time' needs time_column")
+        known = BINARY_METRICS if self.task == "binary" else REGRESSION_METRICS
+        for metric in self.gates:
+            if metric not in known:
+                raise ValueError(f"gates: unknown metric {metric!r} for a {self.task} task; known: {', '.join(known)}")
+        if not self.feature_columns:
+            raise ValueError("columns: no feature column is left once id and time columns are set aside")
+        return self
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """Contract columns the model learns from: all but ids and the time column."""
+        excluded = set(self.id_columns) | {self.time_column}
+        return [name for name in self.columns if name not in excluded]
+
+    @property
+    def trials(self) -> int:
+        return self.tuning.trials
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  - {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_use_case(document: dict, origin: str = "<use case>") -> UseCase:
+    try:
+        return UseCase.model_validate(document)
+    except ValidationError as error:
+        raise UseCaseError(f"{origin} is not a valid use case:\n{_format_validation_error(error)}") from None
+
+
+def load_use_case(name_or_path: str | Path) -> UseCase:
+    """Load a use case by name (pipelines/use_cases/NAME.yaml) or from a YAML file path.
+
+    A relative data path is resolved against the folder of the YAML file.
+    """
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = USE_CASES_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in USE_CASES_DIR.glob("*.yaml")))
+            raise UseCaseError(f"unknown use case {str(name_or_path)!r}; built-in use cases: {known}")
+    if not path.is_file():
+        raise UseCaseError(f"use-case file {path} does not exist")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise UseCaseError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise UseCaseError(f"{path} must hold a mapping of use-case keys")
+    data = document.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and "://" not in data["path"]:
+        data["path"] = str((path.parent / data["path"]).resolve())
+    return parse_use_case(document, origin=str(path))
+
+
+def built_in_use_cases() -> list[str]:
+    return sorted(p.stem for p in USE_CASES_DIR.glob("*.yaml"))

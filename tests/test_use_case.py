@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowline.pipelines.use_case import USE_CASES_DIR, UseCaseError, load_use_case
+
+
+def churn_document() -> dict:
+    return yaml.safe_load((USE_CASES_DIR / "churn.yaml").read_text())
+
+
+def load_changed(tmp_path: Path, change) -> object:
+    document = churn_document()
+    change(document)
+    path = tmp_path / "changed.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return load_use_case(path)
+
+
+def test_churn_states_everything_the_pipeline_needs(churn):
+    assert churn.task == "binary" and churn.label.column == "Churn" and churn.label.positive == "Yes"
+    assert churn.id_columns == ["customerID"]
+    assert churn.sensitive_attributes == ["gender", "SeniorCitizen"]
+    assert churn.costs.false_negative > churn.costs.false_positive
+    assert "customerID" not in churn.feature_columns and "tenure" in churn.feature_columns
+    assert churn.gates["roc_auc"].min == 0.80 and churn.trials == 30
+
+
+def test_unknown_key_is_named(tmp_path: Path):
+    with pytest.raises(UseCaseError, match=r"tuning\.trails: unknown key"):
+        load_changed(tmp_path, lambda d: d["tuning"].update(trails=5))
+
+
+def test_undeclared_column_is_named(tmp_path: Path):
+    with pytest.raises(UseCaseError, match="sensitive_attributes: column 'gendr' is not declared"):
+        load_changed(tmp_path, lambda d: d.update(sensitive_attributes=["gendr"]))
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda d: d.update(task="multiclass"), "task"),
+        (lambda d: d["split"].update(test_size=1.5), "split.test_size"),
+        (lambda d: d["columns"]["tenure"].update(type="int"), "columns.tenure.type"),
+        (lambda d: d["label"].update(positive="Maybe"), "label.positive 'Maybe'"),
+        (lambda d: d["gates"].update(accuracy_score={"min": 0.5}), "unknown metric 'accuracy_score'"),
+        (lambda d: d.update(name="Churn Model"), "name"),
+    ],
+)
+def test_bad_values_are_named(tmp_path: Path, change, named: str):
+    with pytest.raises(UseCaseError) as caught:
+        load_changed(tmp_path, change)
+    assert named in str(caught.value)
+
+
+def test_relative_data_path_is_resolved_against_the_yaml_folder(tmp_path: Path):
+    use_case = load_changed(tmp_path, lambda d: d.update(data={"path": "rows.csv"}))
+    assert use_case.data.path == str(tmp_path / "rows.csv")
+
+
+def test_unknown_built_in_name_lists_the_known_ones():
+    with pytest.raises(UseCaseError, match="built-in use cases: .*churn"):
+        load_use_case("chrun")
+
+
+def test_round_trips_through_json(churn):
+    assert type(churn).model_validate_json(churn.model_dump_json()) == churn

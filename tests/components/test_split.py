@@ -1,0 +1,43 @@
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.model_selection import train_test_split
+
+from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
+from flowline.components.split.splitting import split_frame
+
+
+@pytest.fixture(scope="module")
+def telco(data_home, churn) -> pd.DataFrame:
+    return apply_contract(read_table(resolve_source(churn)).frame, churn).kept
+
+
+def test_stratified_split_is_the_fixed_protocol(telco, churn):
+    parts = split_frame(telco, churn)
+    y = telco["Churn"]
+    rest, test = train_test_split(telco, test_size=0.2, stratify=y, random_state=42)
+    train, valid = train_test_split(rest, test_size=0.2, stratify=rest["Churn"], random_state=42)
+    assert list(parts["test"].index) == list(test.index)
+    assert list(parts["valid"].index) == list(valid.index)
+    assert list(parts["train"].index) == list(train.index)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 4507, "valid": 1127, "test": 1409}
+
+
+def test_parts_are_disjoint_complete_and_stratified(telco, churn):
+    parts = split_frame(telco, churn)
+    indices = [set(part.index) for part in parts.values()]
+    assert sum(map(len, indices)) == len(telco) and set().union(*indices) == set(telco.index)
+    rate = (telco["Churn"] == "Yes").mean()
+    for part in parts.values():
+        assert abs((part["Churn"] == "Yes").mean() - rate) < 0.01
+
+
+def test_time_split_puts_the_latest_rows_in_test(toy_use_case):
+    use_case = toy_use_case.model_copy(
+        update={"time_column": "age", "split": toy_use_case.split.model_copy(update={"method": "time"})}
+    )
+    frame = pd.DataFrame({"age": np.random.default_rng(0).permutation(100), "label": ["no"] * 100})
+    parts = split_frame(frame, use_case)
+    assert {k: len(v) for k, v in parts.items()} == {"train": 64, "valid": 16, "test": 20}
+    assert parts["train"]["age"].max() < parts["valid"]["age"].min()
+    assert parts["valid"]["age"].max() < parts["test"]["age"].min()

@@ -1,0 +1,56 @@
+"""The compiled pipeline: KFP IR YAML that the kfp SDK loads back, with images, resources and retries."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import components
+
+from flowline import __version__
+from flowline.pipelines.cli import main
+from flowline.pipelines.template import RESOURCES
+
+STEPS = ["ingest", "split", "features", "train", "evaluate", "package"]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("compiled") / "churn.yaml"
+    assert main(["compile", "churn", "-o", str(path)]) == 0
+    return path
+
+
+def test_the_kfp_sdk_loads_it_back(compiled: Path):
+    loaded = components.load_component_from_file(str(compiled))
+    assert loaded.name == "flowline-churn"
+    assert set(loaded.component_spec.inputs) == {"source", "trials"}
+    assert sorted(loaded.pipeline_spec.root.dag.tasks) == sorted(STEPS)
+
+
+def test_every_task_has_resources_a_retry_policy_and_the_project_image(compiled: Path):
+    spec = yaml.safe_load(compiled.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    tasks = spec["root"]["dag"]["tasks"]
+    assert sorted(tasks) == sorted(STEPS)
+    for name, task in tasks.items():
+        assert task["retryPolicy"]["maxRetryCount"] == 2
+        assert task["retryPolicy"]["backoffDuration"] == "30s"
+        container = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
+        assert container["image"] == f"ghcr.io/flowline-ml/flowline:{__version__}"
+        cpu, _ = RESOURCES[name]
+        assert container["resources"]["cpuRequest"] == float(cpu.removesuffix("m")) / (1000 if "m" in cpu else 1)
+        assert container["resources"]["memoryRequest"] > 0
+        assert "pip install" not in " ".join(container["command"])  # the image already holds kfp and flowline
+
+
+def test_the_image_is_configurable(tmp_path: Path):
+    path = tmp_path / "churn.yaml"
+    subprocess.run(
+        [sys.executable, "-m", "flowline.pipelines.cli", "compile", "churn", "-o", str(path),
+         "--image", "registry.example/flowline:rc1"],
+        check=True, capture_output=True,
+    )
+    images = {e["container"]["image"] for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/flowline:rc1"}

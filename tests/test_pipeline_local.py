@@ -1,0 +1,74 @@
+"""Whole pipelines through kfp.local's SubprocessRunner, driven by the `flowline` command."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowline.components.package.model_package import verify
+from flowline.datasets import REGISTRY
+from flowline.pipelines.cli import EXIT_ERROR, main
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_churn_runs_end_to_end_to_a_verified_package(data_home, tmp_path: Path, capsys):
+    summary_path = tmp_path / "summary.json"
+    code = main(["run", "churn", "--runs-dir", str(tmp_path / "runs"), "--summary", str(summary_path)])
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    summary = json.loads(summary_path.read_text())
+    assert summary["use_case"] == "churn"
+    # Acceptance: the fixed split, the default budget.
+    assert summary["metrics"]["roc_auc"] >= 0.84
+    assert 0.5 < summary["metrics"]["auprc"] < 1
+    assert summary["gates_passed"] and set(summary["gates"]) == {"roc_auc", "auprc"}
+    assert summary["rows"] == {"rows_in": 7043, "rows_kept": 7043, "rows_quarantined": 0}
+    assert summary["wall_seconds"] > 0
+    manifest = verify(summary["package"])
+    assert manifest["version"] == summary["package_version"]
+    lineage = json.loads((Path(summary["package"]) / "lineage.json").read_text())
+    assert lineage["dataset"]["source_sha256"] == REGISTRY["telco_customer_churn"].sha256
+    # Progress step by step, then the table and where the summary went.
+    for number, step in enumerate(["ingest", "split", "features", "train", "evaluate", "package"], 1):
+        assert f"[{number}/6] {step}" in shown and f"{step} success in" in shown
+    assert "train: trial 30/30" in shown
+    assert "roc_auc" in shown and "all gates passed" in shown
+    assert f"summary: {summary_path}" in shown
+    assert "Got executor_input" not in shown and "Got executor_input" in (Path(summary["run_dir"]) / "run.log").read_text()
+
+
+def test_a_second_use_case_on_another_csv_needs_no_code(data_home, tmp_path: Path, capsys):
+    """Credit-card transactions: a different file, label and columns, only a YAML file."""
+    columns = {"Time": {"type": "number", "min": 0}, "Amount": {"type": "number", "min": 0}}
+    columns.update({f"V{i}": {"type": "number"} for i in range(1, 29)})
+    use_case = {
+        "name": "card-fraud",
+        "task": "binary",
+        "data": {"path": str(data_home / "creditcard_fraud_sample.csv")},
+        "label": {"column": "Class", "positive": "1", "values": ["0", "1"]},
+        "columns": columns,
+        "gates": {"auprc": {"min": 0.8}},
+        "costs": {"false_negative": 100, "false_positive": 5},
+        "tuning": {"trials": 3},
+    }
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(use_case))
+    code = main(["run", "--use-case", str(path), "--runs-dir", str(tmp_path / "runs")])
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    summary = json.loads(Path(shown.rsplit("summary: ", 1)[1].strip()).read_text())
+    assert summary["use_case"] == "card-fraud" and summary["rows"]["rows_in"] == 3265
+    assert summary["metrics"]["roc_auc"] > 0.95
+    assert "train: trial 3/3" in shown
+
+
+def test_a_broken_source_fails_the_run_naming_the_step_and_the_cause(data_home, write_csv, tmp_path: Path, capsys):
+    source = write_csv("customerID,gender\n1,Male\n")
+    code = main(["run", "churn", "--source", str(source), "--runs-dir", str(tmp_path / "runs")])
+    captured = capsys.readouterr()
+    assert code == EXIT_ERROR
+    assert "ingest failure in" in captured.out
+    assert "ContractError" in captured.out and "'SeniorCitizen'" in captured.out
+    assert "flowline: run failed" in captured.err and "'ingest'" in captured.err

@@ -21,8 +21,6 @@ def _add_use_case_arguments(parser: argparse.ArgumentParser) -> None:
 def _use_case(args: argparse.Namespace):
     from flowline.pipelines.use_case import load_use_case
 
-    if bool(args.use_case_name) == bool(args.use_case_path):
-        raise SystemExit("flowline: give a built-in use case name or --use-case PATH (exactly one)")
     return load_use_case(args.use_case_path or args.use_case_name)
 
 
@@ -109,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     from flowline.datasets import DatasetError
     from flowline.pipelines.use_case import UseCaseError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "use_case_path") and bool(args.use_case_name) == bool(args.use_case_path):
+        parser.error("give a built-in use case name or --use-case PATH (exactly one)")
     try:
         return args.handler(args)
     except (UseCaseError, DatasetError, PackageError) as error:

@@ -54,3 +54,18 @@ def test_the_image_is_configurable(tmp_path: Path):
     )
     images = {e["container"]["image"] for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/flowline:rc1"}
+
+
+def test_the_churn_pipeline_is_the_template_applied_to_churn_yaml():
+    from flowline.pipelines.churn import churn_pipeline
+
+    assert churn_pipeline.name == "flowline-churn"
+    assert sorted(churn_pipeline.pipeline_spec.root.dag.tasks) == sorted(STEPS)
+
+
+def test_naming_both_or_neither_use_case_is_a_usage_error(capsys):
+    for argv in (["compile", "-o", "x.yaml"], ["run", "churn", "--use-case", "my.yaml"]):
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+        assert "exactly one" in capsys.readouterr().err

@@ -27,7 +27,7 @@ def evaluate(
     report = evaluate_files(use_case, model.path, feature_set.path, valid.path, test.path, evaluation.path)
     for name, value in report["metrics"].items():
         metrics.log_metric(name, value)
-    if "roc" in report:
+    if use_case.task == "binary":
         metrics.log_metric("threshold", report["threshold"])
         roc = report["roc"]
         classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])

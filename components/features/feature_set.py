@@ -36,7 +36,10 @@ class NumericFeature:
 
 @dataclass(frozen=True)
 class OneHotFeature:
-    """One indicator per known category; unknown and missing values set none of them."""
+    """One indicator per known category; unknown and missing values set none of them.
+
+    Values are matched as stripped text, as ingest stores them.
+    """
 
     column: str
     categories: tuple[str, ...]
@@ -109,7 +112,7 @@ class FeatureSet:
         rows = np.arange(len(frame))
         for column, positions in self._positions:
             raw = frame[column]
-            text = raw.astype(str).where(raw.notna(), None)
+            text = raw.astype(str).str.strip().where(raw.notna(), None)
             found = text.map(positions)
             hit = found.notna().to_numpy()
             out[rows[hit], found[hit].to_numpy(dtype=np.int64)] = 1.0
@@ -136,7 +139,7 @@ class FeatureSet:
             except KeyError:
                 raise FeatureError(f"missing column {column!r}") from None
             if value is not None:
-                position = positions.get(str(value))
+                position = positions.get(str(value).strip())
                 if position is not None:
                     row[position] = 1.0
         return row

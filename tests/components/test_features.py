@@ -82,3 +82,9 @@ def test_ids_and_labels_are_not_features(fitted, telco, churn):
     assert "customerID" not in fitted.input_columns and "Churn" not in fitted.input_columns
     labels = encode_label(telco["Churn"], churn)
     assert labels.sum() == 1869 and not any(math.isnan(v) for v in labels)
+
+
+def test_padded_text_in_a_request_matches_the_stored_category(telco, fitted):
+    record = telco.iloc[0].to_dict()
+    assert np.array_equal(fitted.transform_record({**record, "Contract": f" {record['Contract']} "}),
+                          fitted.transform_record(record))

@@ -1,0 +1,1 @@
+"""The KServe serving runtime for flowline model packages."""

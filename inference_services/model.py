@@ -1,0 +1,274 @@
+"""The flowline runtime: a kserve.Model that serves a verified model package.
+
+Raw records in, answers out, over KServe v1 (`instances` as records) and the Open
+Inference Protocol v2 (one named tensor per raw column, or one FP32 matrix of encoded
+features). Both go through the package's FeatureSet, so serving transforms exactly as
+training did. `explain` returns SHAP contributions per raw column (XGBoost's exact
+TreeSHAP) and the base value.
+
+A package is loaded only after `verify()` passes. `reload()` swaps in a new version
+atomically; a package that fails verification is refused and the running one keeps
+serving.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+import numpy as np
+import xgboost as xgb
+from kserve import Model
+from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+
+from flowline.components.features.feature_set import FeatureSet
+from flowline.components.package.model_package import EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
+from flowline.components.train.training import MODEL_FILE
+from flowline.inference_services import metrics
+from flowline.inference_services.request_checks import BadRequest, RecordChecker
+from flowline.pipelines.use_case import UseCase
+
+DEFAULT_MAX_BATCH = 1024
+NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
+
+
+@dataclass(frozen=True)
+class LoadedPackage:
+    """Everything one package version needs to answer requests; replaced whole on reload."""
+
+    path: str
+    version: str
+    use_case: UseCase
+    feature_set: FeatureSet
+    booster: xgb.Booster
+    threshold: Optional[float]
+    checker: RecordChecker
+    feature_owner: np.ndarray  # raw-column index of each encoded feature, for per-column SHAP
+
+    @classmethod
+    def load(cls, path: str | Path) -> LoadedPackage:
+        """Verify first; only then read anything (model files can run code when loaded)."""
+        manifest = verify(path)
+        package = Path(path)
+        use_case = UseCase.model_validate_json((package / USE_CASE_FILE).read_text())
+        feature_set = FeatureSet.load(package / FEATURE_SET_FILE)
+        evaluation = json.loads((package / EVALUATION_FILE).read_text())
+        booster = xgb.Booster(model_file=str(package / MODEL_FILE))
+        booster.set_param({"nthread": 1})  # one row per request: threads cost more than they save
+        columns = feature_set.input_columns
+        owners = [columns.index(name.split("=", 1)[0]) for name in feature_set.feature_names]
+        return cls(
+            path=str(package), version=manifest["version"], use_case=use_case, feature_set=feature_set,
+            booster=booster, threshold=evaluation.get("threshold"),
+            checker=RecordChecker(use_case, columns), feature_owner=np.array(owners),
+        )
+
+    @property
+    def is_binary(self) -> bool:
+        return self.use_case.task == "binary"
+
+    def labels(self, positive: np.ndarray) -> list[str]:
+        names = self.use_case.label
+        negative = next((v for v in names.values if v != names.positive), f"not {names.positive}")
+        return [names.positive if flag else negative for flag in positive]
+
+
+class FlowlineModel(Model):
+    """Serves one model package under a name; see the module docstring."""
+
+    def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        super().__init__(name)
+        self.package_path = str(package_path)
+        self.max_batch = max_batch
+        self.package: Optional[LoadedPackage] = None
+
+    def load(self) -> bool:
+        self.package = LoadedPackage.load(self.package_path)
+        self.ready = True
+        return self.ready
+
+    def reload(self, package_path: str | Path | None = None) -> str:
+        """Load a new version (from `package_path`, else the same path) and swap it in.
+
+        Requests in flight finish on the version they started with. Raises PackageError,
+        leaving the running version in place, when the new package fails verification.
+        """
+        path = str(package_path or self.package_path)
+        self.package = LoadedPackage.load(path)
+        self.package_path = path
+        return self.package.version
+
+    def get_input_types(self) -> List[Dict]:
+        schema = self.package.use_case.columns
+        return [
+            {"name": column, "datatype": _datatype_of(schema[column].type), "shape": [-1]}
+            for column in self.package.feature_set.input_columns
+        ]
+
+    def get_output_types(self) -> List[Dict]:
+        if self.package.is_binary:
+            return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
+                    {"name": "decision", "datatype": "BYTES", "shape": [-1]}]
+        return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
+
+    def predict(
+        self, payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None
+    ) -> Union[Dict, InferResponse]:
+        package = self.package  # one version for the whole request, even if a reload lands meanwhile
+        started = time.perf_counter()
+        try:
+            if isinstance(payload, InferRequest):
+                features = self._features_from_tensors(package, payload)
+            else:
+                records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
+                features = _transform(package, records)
+        except BadRequest as error:
+            metrics.INVALID_INPUTS.labels(self.name, error.kind).inc()
+            raise
+        scores = package.booster.inplace_predict(features)
+        response = self._answer(package, payload, scores)
+        metrics.observe_predictions(self.name, package.version, scores, package.threshold,
+                                    time.perf_counter() - started)
+        return response
+
+    def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
+        """SHAP contributions per raw column for each instance, plus the base value (in margin units)."""
+        package = self.package
+        try:
+            records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
+        except BadRequest as error:
+            metrics.INVALID_INPUTS.labels(self.name, error.kind).inc()
+            raise
+        matrix = xgb.DMatrix(_transform(package, records), feature_names=package.feature_set.feature_names)
+        contributions = package.booster.predict(matrix, pred_contribs=True)
+        margins = package.booster.predict(matrix, output_margin=True)
+        columns = package.feature_set.input_columns
+        per_column = np.zeros((len(records), len(columns)))
+        np.add.at(per_column.T, package.feature_owner, contributions[:, :-1].T)
+        return {
+            "model_name": self.name,
+            "model_version": package.version,
+            "explanations": [
+                {
+                    "base_value": float(row[-1]),
+                    "margin": float(margin),
+                    "contributions": dict(zip(columns, map(float, by_column))),
+                }
+                for row, by_column, margin in zip(contributions, per_column, margins)
+            ],
+        }
+
+    def _features_from_tensors(self, package: LoadedPackage, request: InferRequest) -> np.ndarray:
+        inputs = request.inputs
+        if not inputs:
+            raise BadRequest("empty_batch", "inputs: no input tensors")
+        columns = package.feature_set.input_columns
+        if len(inputs) == 1 and inputs[0].name not in columns:
+            return _matrix(inputs[0], package.feature_set.width, self.max_batch)
+        names = [tensor.name for tensor in inputs]
+        unknown = [name for name in names if name not in package.checker.columns]
+        if unknown:
+            raise BadRequest("unknown_column", f"inputs: unknown input {unknown[0]!r}; expected the raw columns {columns}")
+        missing = [name for name in columns if name not in names]
+        if missing:
+            raise BadRequest("missing_column", f"inputs: missing input {missing[0]!r}")
+        values = {tensor.name: _column_values(tensor, package.checker.columns[tensor.name].is_numeric) for tensor in inputs}
+        rows = {len(column) for column in values.values()}
+        if len(rows) != 1:
+            raise BadRequest("wrong_shape", f"inputs: tensors hold different numbers of rows {sorted(rows)}")
+        records = [dict(zip(values, row)) for row in zip(*values.values())]
+        return _transform(package, package.checker.check_batch(records, "inputs", self.max_batch))
+
+    def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray):
+        if package.is_binary:
+            positive = scores >= package.threshold
+            outputs = {"probability": scores.astype(np.float32), "decision": np.array(package.labels(positive), dtype=object)}
+        else:
+            outputs = {"prediction": scores.astype(np.float32)}
+        if not isinstance(payload, InferRequest):
+            keys = list(outputs)
+            return {
+                "predictions": [dict(zip(keys, row)) for row in zip(*(v.tolist() for v in outputs.values()))],
+                "model_name": self.name,
+                "model_version": package.version,
+                **({"threshold": package.threshold} if package.is_binary else {}),
+            }
+        tensors = []
+        for name, values in outputs.items():
+            tensor = InferOutput(name=name, shape=[len(values)], datatype="FP32" if values.dtype == np.float32 else "BYTES")
+            tensor.set_data_from_numpy(values, binary_data=payload.use_binary_outputs)
+            tensors.append(tensor)
+        return InferResponse(
+            response_id=payload.id or uuid.uuid4().hex, model_name=self.name, model_version=package.version, infer_outputs=tensors,
+            parameters={"threshold": package.threshold} if package.is_binary else None,
+            use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
+        )
+
+
+def _datatype_of(column_type: str) -> str:
+    return {"integer": "INT64", "number": "FP64"}.get(column_type, "BYTES")
+
+
+def _instances(payload: Any) -> Any:
+    if not isinstance(payload, dict) or "instances" not in payload:
+        raise BadRequest("malformed_request", "body: expected an object with 'instances', a list of records")
+    return payload["instances"]
+
+
+def _transform(package: LoadedPackage, records: List[Mapping[str, Any]]) -> np.ndarray:
+    transform = package.feature_set.transform_record
+    return np.stack([transform(record) for record in records])
+
+
+def _shape_rows(tensor: InferInput) -> int:
+    shape = tensor.shape
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise BadRequest("wrong_shape", f"input {tensor.name!r}: shape {list(shape)}, expected [N] or [N, 1]")
+    return shape[0]
+
+
+def _column_values(tensor: InferInput, numeric: bool) -> list:
+    """The values of a one-column tensor as Python scalars (str for BYTES)."""
+    datatype = tensor.datatype
+    if numeric and datatype not in NUMERIC_DATATYPES:
+        raise BadRequest("wrong_type", f"input {tensor.name!r}: datatype {datatype}, expected a numeric type (FP32, FP64, INT64, ...)")
+    if not numeric and datatype != "BYTES":
+        raise BadRequest("wrong_type", f"input {tensor.name!r}: datatype {datatype}, expected BYTES")
+    rows = _shape_rows(tensor)
+    array = _as_numpy(tensor).reshape(-1)
+    if len(array) != rows:
+        raise BadRequest("wrong_shape", f"input {tensor.name!r}: {len(array)} values for shape {list(tensor.shape)}")
+    if numeric:
+        return array.tolist()
+    return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
+
+
+def _as_numpy(tensor: InferInput) -> np.ndarray:
+    try:
+        return tensor.as_numpy()
+    except (ValueError, TypeError, OverflowError) as error:
+        raise BadRequest("wrong_shape", f"input {tensor.name!r}: data does not fit shape {list(tensor.shape)} "
+                                        f"and datatype {tensor.datatype}: {error}") from None
+
+
+def _matrix(tensor: InferInput, width: int, max_batch: int) -> np.ndarray:
+    """A single tensor of already-encoded features: FP32/FP64, shape [N, width], no NaN."""
+    if tensor.datatype not in MATRIX_DATATYPES:
+        raise BadRequest("wrong_type", f"input {tensor.name!r}: datatype {tensor.datatype}; an encoded feature "
+                                       f"matrix must be FP32 (or name one input per raw column)")
+    shape = list(tensor.shape)
+    if len(shape) != 2 or shape[1] != width:
+        raise BadRequest("wrong_shape", f"input {tensor.name!r}: shape {shape}, expected [N, {width}]")
+    if shape[0] == 0:
+        raise BadRequest("empty_batch", f"input {tensor.name!r}: the batch is empty")
+    if shape[0] > max_batch:
+        raise BadRequest("batch_too_large", f"input {tensor.name!r}: {shape[0]} rows, above the limit of {max_batch}")
+    matrix = _as_numpy(tensor).astype(np.float32, copy=False)
+    if np.isnan(matrix).any():
+        raise BadRequest("nan_not_allowed", f"input {tensor.name!r}: NaN is not allowed in encoded features")
+    return matrix

@@ -1,0 +1,93 @@
+"""Checking inference requests against the use case's data contract, one record at a time.
+
+Ingest checks whole tables (vectorised); a server sees a few records per request, so the
+same rules are applied here per value. Every refusal is a `BadRequest` (HTTP 400) whose
+message names the field, with a short `kind` used as the metrics label.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from kserve.errors import InvalidInput
+
+from flowline.pipelines.use_case import ColumnSpec, UseCase
+
+
+class BadRequest(InvalidInput):
+    """An input the server refuses: 400, with the field named in the message."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _missing_kind(value: Any) -> str | None:
+    """Why a value counts as missing (as ingest counts blanks), or None when it is present."""
+    if value is None:
+        return "null"
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, str) and not value.strip():
+        return "blank"
+    return None
+
+
+class RecordChecker:
+    """The contract of the columns a model reads, compiled for per-record checks."""
+
+    def __init__(self, use_case: UseCase, columns: Sequence[str]) -> None:
+        self.columns: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in columns}
+        self._allowed = {name: frozenset(spec.allowed) for name, spec in self.columns.items() if spec.allowed}
+
+    def check_batch(self, records: Any, where: str, max_batch: int) -> list[Mapping[str, Any]]:
+        if not isinstance(records, list):
+            raise BadRequest("malformed_request", f"{where}: expected a list of records, got {type(records).__name__}")
+        if not records:
+            raise BadRequest("empty_batch", f"{where}: the batch is empty")
+        if len(records) > max_batch:
+            raise BadRequest("batch_too_large", f"{where}: {len(records)} records, above the limit of {max_batch}")
+        for index, record in enumerate(records):
+            self.check_record(record, f"{where}[{index}]")
+        return records
+
+    def check_record(self, record: Any, where: str) -> None:
+        if not isinstance(record, dict):
+            raise BadRequest("malformed_request", f"{where}: expected an object of column: value")
+        for name, spec in self.columns.items():
+            if name not in record:
+                raise BadRequest("missing_column", f"{where}: missing column {name!r}")
+            self.check_value(name, spec, record[name], where)
+        if len(record) != len(self.columns):
+            unknown = sorted(set(record) - set(self.columns))
+            raise BadRequest("unknown_column", f"{where}: unknown column {unknown[0]!r}")
+
+    def check_value(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:
+        field = f"{where}.{name}"
+        missing = _missing_kind(value)
+        if missing is not None:
+            if not spec.nullable:
+                raise BadRequest(f"{missing.lower()}_not_allowed", f"{field}: {missing} is not allowed")
+            return
+        if spec.is_numeric:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise BadRequest("wrong_type", f"{field}: expected a number, got {value!r}")
+            try:
+                number = float(value)
+            except ValueError:
+                raise BadRequest("wrong_type", f"{field}: expected a number, got {value!r}") from None
+            if math.isnan(number):
+                if not spec.nullable:
+                    raise BadRequest("nan_not_allowed", f"{field}: NaN is not allowed")
+                return
+            if spec.type == "integer" and not number.is_integer():
+                raise BadRequest("wrong_type", f"{field}: expected an integer, got {value!r}")
+            if (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max):
+                raise BadRequest("out_of_range", f"{field}: {value!r} is outside [{spec.min}, {spec.max}]")
+            return
+        if not isinstance(value, str):
+            raise BadRequest("wrong_type", f"{field}: expected a string, got {value!r}")
+        allowed = self._allowed.get(name)
+        if allowed is not None and value.strip() not in allowed:
+            raise BadRequest("unknown_category", f"{field}: {value!r} is not one of {sorted(allowed)}")

@@ -13,7 +13,7 @@ PYTEST_WORKERS ?= 2
 .PHONY: install install-test demo test compile clean help
 
 help:
-	@echo "make demo     install, run the churn pipeline locally, verify its model package"
+	@echo "make demo     install, run churn locally, serve its package, send it a v2 and a v1 explain request"
 	@echo "make test     install with test extras and run the whole test suite"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml"
 	@echo "make clean    remove .venv, build/ and runs/"
@@ -33,7 +33,7 @@ install-test: $(VENV)/.installed-test
 
 demo: install
 	$(BIN)/flowline run churn --summary runs/demo-summary.json
-	$(BIN)/flowline verify "$$($(BIN)/python -c 'import json; print(json.load(open("runs/demo-summary.json"))["package"])')"
+	$(BIN)/python -m flowline.pipelines.demo runs/demo-summary.json
 
 test: install-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup

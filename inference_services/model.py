@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
+import pandas as pd
 import xgboost as xgb
 from kserve import Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
@@ -29,10 +30,10 @@ from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
 from flowline.components.train.training import MODEL_FILE
 from flowline.inference_services import metrics
+from flowline.inference_services.options import DEFAULT_MAX_BATCH
 from flowline.inference_services.request_checks import BadRequest, RecordChecker
 from flowline.pipelines.use_case import UseCase
 
-DEFAULT_MAX_BATCH = 1024
 NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
 
@@ -67,6 +68,10 @@ class LoadedPackage:
             booster=booster, threshold=evaluation.get("threshold"),
             checker=RecordChecker(use_case, columns), feature_owner=np.array(owners),
         )
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scores for a frame of raw columns, in process: what the server answers for the same rows."""
+        return self.booster.inplace_predict(self.feature_set.transform(frame))
 
     @property
     def is_binary(self) -> bool:

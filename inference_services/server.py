@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -29,18 +28,11 @@ from kserve.protocol.rest.server import RESTServer
 
 from flowline.components.package.model_package import PackageError
 from flowline.inference_services import metrics
-from flowline.inference_services.model import DEFAULT_MAX_BATCH, FlowlineModel
+from flowline.inference_services.model import FlowlineModel
+from flowline.inference_services.options import DEFAULT_MAX_BATCH, DEFAULT_PORT, default_host
 from flowline.inference_services.request_checks import BadRequest
 
-HOST_ENV = "FLOWLINE_SERVE_HOST"
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
 log = logging.getLogger("flowline.serving")
-
-
-def default_host() -> str:
-    """127.0.0.1 on a laptop; the container image sets FLOWLINE_SERVE_HOST=0.0.0.0."""
-    return os.environ.get(HOST_ENV) or DEFAULT_HOST
 
 
 def serve(

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from flowline import __version__
+from flowline.inference_services.options import add_server_arguments
 
 EXIT_ERROR = 1
 EXIT_GATE_FAILED = 3
@@ -57,6 +58,22 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from flowline.inference_services.options import named_package
+    from flowline.inference_services.server import serve
+    from flowline.pipelines.local_run import latest_package
+    from flowline.pipelines.use_case import load_use_case
+
+    if Path(args.target).is_dir():
+        name, path = named_package(args.target)
+    else:
+        name = load_use_case(args.target).name
+        path = str(latest_package(args.runs_dir, name))
+    print(f"flowline: serving {path} as model {args.name or name!r}")
+    serve([(args.name or name, path)], args.host, args.port, args.max_batch, args.access_log)
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from flowline.datasets import REGISTRY, DatasetError, data_home, dataset_path
 
@@ -97,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("package", help="the package folder")
     verify.set_defaults(handler=_verify)
 
+    serve = commands.add_parser("serve", help="serve a model package with the KServe model server")
+    serve.add_argument("target", metavar="PACKAGE_DIR|USE_CASE",
+                       help="a package folder, or a use case whose newest local run is served")
+    serve.add_argument("--name", help="model name (default: the use case's name)")
+    serve.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"),
+                       help="where to look for a use case's runs (default: $FLOWLINE_RUNS_DIR or ./runs)")
+    add_server_arguments(serve)
+    serve.set_defaults(handler=_serve)
+
     datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
     datasets.set_defaults(handler=_datasets)
     return parser
@@ -113,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give a built-in use case name or --use-case PATH (exactly one)")
     try:
         return args.handler(args)
-    except (UseCaseError, DatasetError, PackageError) as error:
+    except (UseCaseError, DatasetError, PackageError, FileNotFoundError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -59,6 +59,20 @@ def run_local(
     return summary
 
 
+def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
+    """The newest verified package a local run of `use_case_name` left under `runs_dir`."""
+    found = []
+    for manifest_path in Path(runs_dir).glob("*/*/package/model_package/manifest.json"):
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("name") == use_case_name:
+            found.append((manifest["created_at"], manifest_path.parent))
+    if not found:
+        raise FileNotFoundError(
+            f"no package of use case {use_case_name!r} under {runs_dir}; run `flowline run {use_case_name}` first"
+        )
+    return max(found)[1]
+
+
 def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds: float) -> dict:
     """What a run produced, read back from its verified package."""
     manifest = verify(package_dir)

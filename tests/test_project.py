@@ -2,12 +2,10 @@
 
 import configparser
 import subprocess
+import sys
 from pathlib import Path
 
-import sys
-
-from conftest import ROOT
-
+ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ROOT / "components"
 
 
@@ -39,7 +37,7 @@ def test_every_component_has_a_thin_wrapper_a_readme_and_tests():
 
 def test_the_console_script_is_installed_and_documents_its_commands():
     shown = subprocess.run([Path(sys.executable).parent / "flowline", "--help"], capture_output=True, text=True, check=True)
-    for command in ("run", "compile", "verify", "datasets"):
+    for command in ("run", "compile", "verify", "serve", "datasets"):
         assert command in shown.stdout
 
 

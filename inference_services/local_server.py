@@ -1,0 +1,65 @@
+"""Running the model server as a child process on loopback: for the demo, tests and benchmarks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator, Sequence
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout: float, log_path: str | None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
+            raise RuntimeError(f"the model server exited with code {process.returncode}:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the model server at {url} was not ready within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def running_server(
+    packages: Sequence[str],
+    port: int | None = None,
+    extra_args: Sequence[str] = (),
+    log_path: str | None = None,
+    ready_timeout: float = 90,
+) -> Iterator[str]:
+    """Start `python -m flowline.inference_services PACKAGES` on loopback; yield its base URL; stop it."""
+    port = port or free_port()
+    command = [sys.executable, "-m", "flowline.inference_services", *packages,
+               "--host", LOOPBACK, "--port", str(port), *extra_args]
+    with open(log_path or os.devnull, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://{LOOPBACK}:{port}"
+        try:
+            wait_until_ready(url, process, ready_timeout, log_path)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,43 @@
+"""Server options shared by `flowline serve` and `python -m flowline.inference_services`.
+
+Kept free of kserve imports so that the command line starts quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from flowline.components.package.model_package import MANIFEST_FILE
+
+HOST_ENV = "FLOWLINE_SERVE_HOST"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BATCH = 1024
+
+
+def default_host() -> str:
+    """127.0.0.1 on a laptop; the container image sets FLOWLINE_SERVE_HOST=0.0.0.0."""
+    return os.environ.get(HOST_ENV) or DEFAULT_HOST
+
+
+def named_package(argument: str) -> tuple[str, str]:
+    """NAME=PATH, or PATH alone: then the name is the package's use case."""
+    name, separator, path = argument.partition("=")
+    if not separator:
+        path = argument
+        manifest = Path(path) / MANIFEST_FILE
+        if not manifest.is_file():
+            raise argparse.ArgumentTypeError(f"{path} is not a model package ({MANIFEST_FILE} is missing)")
+        name = json.loads(manifest.read_text())["name"]
+    return name, path
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help=f"bind address (default: ${HOST_ENV} or {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                        help=f"largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")

@@ -1,0 +1,45 @@
+"""Fixtures: model packages built in-process, and one live server over them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flowline.inference_services.local_server import running_server
+from flowline.pipelines.use_case import UseCase
+from serving_helpers import MAX_BATCH, build_package, card_use_case
+
+
+@pytest.fixture(scope="session")
+def churn_package(data_home, churn, tmp_path_factory) -> Path:
+    return build_package(churn, tmp_path_factory.mktemp("churn-a"), trials=3)
+
+
+@pytest.fixture(scope="session")
+def churn_package_b(data_home, churn, tmp_path_factory) -> Path:
+    """A second version of churn: another tuning budget, so another model and version."""
+    return build_package(churn, tmp_path_factory.mktemp("churn-b"), trials=1)
+
+
+@pytest.fixture(scope="session")
+def card_package(data_home, tmp_path_factory) -> Path:
+    return build_package(card_use_case(data_home), tmp_path_factory.mktemp("card"), trials=1)
+
+
+@pytest.fixture(scope="session")
+def server(churn_package, card_package, tmp_path_factory) -> str:
+    """One process serving churn and card-fraud, with a small batch limit to test it."""
+    log = str(tmp_path_factory.mktemp("server") / "server.log")
+    with running_server([str(churn_package), str(card_package)], extra_args=["--max-batch", str(MAX_BATCH)],
+                        log_path=log) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def churn_test_rows(churn_package) -> pd.DataFrame:
+    """Typed test rows of churn, without the label: what an application would send."""
+    frame = pd.read_parquet(churn_package.parent / "test").head(40)
+    use_case = UseCase.model_validate_json((churn_package / "use_case.json").read_text())
+    return frame[use_case.feature_columns]

@@ -1,0 +1,46 @@
+"""Helpers for the serving tests: packages built in-process from the plain step functions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from flowline.components.evaluate.evaluation import evaluate_files
+from flowline.components.features.feature_set import fit_feature_set_file
+from flowline.components.ingest.contract import ingest_to_files
+from flowline.components.package.model_package import package_files
+from flowline.components.split.splitting import split_files
+from flowline.components.train.training import train_files
+from flowline.pipelines.use_case import UseCase, parse_use_case
+
+MAX_BATCH = 64
+
+
+def build_package(use_case: UseCase, folder: Path, trials: int) -> Path:
+    """ingest -> split -> features -> train -> evaluate -> package, without KFP."""
+    folder.mkdir(parents=True, exist_ok=True)
+    f = {name: str(folder / name) for name in
+         ("data.parquet", "quarantine.parquet", "profile.md", "train", "valid", "test", "fs.json", "model", "eval.json")}
+    counts = ingest_to_files(use_case, "", f["data.parquet"], f["quarantine.parquet"], f["profile.md"])
+    split_files(use_case, f["data.parquet"], {k: f[k] for k in ("train", "valid", "test")})
+    fit_feature_set_file(use_case, f["train"], f["fs.json"])
+    train_files(use_case, f["train"], f["valid"], f["fs.json"], f["model"], trials)
+    evaluate_files(use_case, f["model"], f["fs.json"], f["valid"], f["test"], f["eval.json"])
+    package_files(use_case, str(folder / "package"), f["model"], f["fs.json"], f["eval.json"], counts)
+    return folder / "package"
+
+
+def card_use_case(data_home: Path) -> UseCase:
+    columns = {"Time": {"type": "number"}, "Amount": {"type": "number", "min": 0}}
+    columns.update({f"V{i}": {"type": "number"} for i in range(1, 29)})
+    return parse_use_case({
+        "name": "card-fraud", "task": "binary", "data": {"dataset": "creditcard_fraud_sample"},
+        "label": {"column": "Class", "positive": "1", "values": ["0", "1"]}, "columns": columns,
+        "costs": {"false_negative": 100, "false_positive": 5},
+    })
+
+
+def records_of(frame: pd.DataFrame) -> list[dict]:
+    """Rows as JSON would carry them: NaN becomes null."""
+    return json.loads(frame.to_json(orient="records"))

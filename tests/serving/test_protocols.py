@@ -1,0 +1,128 @@
+"""v1 and v2 over real HTTP on loopback, with httpx and tritonclient; answers equal in-process ones."""
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from scipy.special import expit
+
+from serving_helpers import records_of
+from flowline.components.package.model_package import verify
+from flowline.inference_services.model import LoadedPackage
+
+NUMERIC = {"integer": ("INT64", np.int64), "number": ("FP64", np.float64)}
+
+
+@pytest.fixture(scope="module")
+def loaded(churn_package) -> LoadedPackage:
+    return LoadedPackage.load(churn_package)
+
+
+@pytest.fixture(scope="module")
+def expected(loaded, churn_test_rows) -> np.ndarray:
+    return loaded.predict(churn_test_rows)
+
+
+def column_tensors(loaded: LoadedPackage, frame) -> list[dict]:
+    tensors = []
+    for column in loaded.feature_set.input_columns:
+        spec = loaded.use_case.columns[column]
+        values = frame[column]
+        if spec.is_numeric:
+            datatype, _ = NUMERIC[spec.type]
+            data = [None if np.isnan(v) else (int(v) if spec.type == "integer" else float(v)) for v in values]
+        else:
+            datatype, data = "BYTES", values.tolist()
+        tensors.append({"name": column, "shape": [len(frame)], "datatype": datatype, "data": data})
+    return tensors
+
+
+def test_v1_predictions_equal_in_process_predictions(server, churn_package, churn_test_rows, expected, loaded):
+    response = httpx.post(f"{server}/v1/models/churn:predict", json={"instances": records_of(churn_test_rows)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    probabilities = np.array([p["probability"] for p in body["predictions"]], dtype=np.float32)
+    assert np.array_equal(probabilities, expected)
+    assert [p["decision"] for p in body["predictions"]] == ["Yes" if p >= loaded.threshold else "No" for p in expected]
+    assert body["model_version"] == verify(churn_package)["version"] and body["threshold"] == loaded.threshold
+
+
+def test_v2_column_tensors_equal_in_process_predictions(server, churn_test_rows, expected, loaded):
+    complete = churn_test_rows.dropna()  # JSON tensors cannot carry null
+    response = httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": column_tensors(loaded, complete)})
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o for o in response.json()["outputs"]}
+    assert np.array_equal(np.array(outputs["probability"]["data"], dtype=np.float32), loaded.predict(complete))
+    assert outputs["decision"]["datatype"] == "BYTES" and response.json()["model_version"] == loaded.version
+
+
+def test_v2_encoded_feature_matrix(server, churn_test_rows, expected, loaded):
+    matrix = loaded.feature_set.transform(churn_test_rows)
+    response = httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": [
+        {"name": "features", "shape": list(matrix.shape), "datatype": "FP32", "data": matrix.ravel().tolist()}]})
+    assert response.status_code == 200, response.text
+    assert np.array_equal(np.array(response.json()["outputs"][0]["data"], dtype=np.float32), expected)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_gets_the_same_answers(server, churn_test_rows, loaded, binary: bool):
+    complete = churn_test_rows.dropna()
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    inputs = []
+    for column in loaded.feature_set.input_columns:
+        spec = loaded.use_case.columns[column]
+        datatype, dtype = NUMERIC.get(spec.type, ("BYTES", object))
+        tensor = triton.InferInput(column, [len(complete)], datatype)
+        tensor.set_data_from_numpy(complete[column].to_numpy().astype(dtype), binary_data=binary)
+        inputs.append(tensor)
+    outputs = [triton.InferRequestedOutput(name, binary_data=binary) for name in ("probability", "decision")]
+    # tritonclient's JSON mode needs the content type said explicitly (DESIGN.md).
+    headers = None if binary else {"Content-Type": "application/json"}
+    result = client.infer("churn", inputs, outputs=outputs, headers=headers)
+    assert np.array_equal(result.as_numpy("probability"), loaded.predict(complete))
+    decisions = [d.decode() if isinstance(d, bytes) else d for d in result.as_numpy("decision")]
+    assert decisions == ["Yes" if p >= loaded.threshold else "No" for p in loaded.predict(complete)]
+    assert client.get_model_metadata("churn")["inputs"][0]["name"] == loaded.feature_set.input_columns[0]
+
+
+def test_shap_contributions_add_up_to_the_margin(server, churn_test_rows, loaded):
+    response = httpx.post(f"{server}/v1/models/churn:explain", json={"instances": records_of(churn_test_rows.head(10))})
+    assert response.status_code == 200, response.text
+    explanations = response.json()["explanations"]
+    margins = loaded.booster.inplace_predict(loaded.feature_set.transform(churn_test_rows.head(10)), predict_type="margin")
+    for explanation, margin in zip(explanations, margins):
+        assert set(explanation["contributions"]) == set(loaded.feature_set.input_columns)
+        total = sum(explanation["contributions"].values()) + explanation["base_value"]
+        assert total == pytest.approx(float(margin), abs=1e-4)
+        assert explanation["margin"] == pytest.approx(float(margin), abs=1e-6)
+    assert expit(explanations[0]["margin"]) == pytest.approx(float(loaded.predict(churn_test_rows.head(1))[0]), abs=1e-6)
+
+
+def test_metadata_health_and_readiness(server, loaded):
+    metadata = httpx.get(f"{server}/v2/models/churn").json()
+    assert [i["name"] for i in metadata["inputs"]] == loaded.feature_set.input_columns
+    datatypes = {i["name"]: i["datatype"] for i in metadata["inputs"]}
+    assert datatypes["tenure"] == "INT64" and datatypes["MonthlyCharges"] == "FP64" and datatypes["Contract"] == "BYTES"
+    assert [o["name"] for o in metadata["outputs"]] == ["probability", "decision"]
+    assert httpx.get(f"{server}/v2/health/live").json() == {"live": True}
+    assert httpx.get(f"{server}/v2/models/churn/ready").status_code == 200
+    assert httpx.get(f"{server}/v1/models/churn").json() == {"name": "churn", "ready": True}
+
+
+def test_one_process_serves_several_models_by_name(server, card_package):
+    assert set(httpx.get(f"{server}/v2/models").json()["models"]) == {"churn", "card-fraud"}
+    row = {"Time": 10.0, "Amount": 12.5, **{f"V{i}": 0.1 for i in range(1, 29)}}
+    response = httpx.post(f"{server}/v1/models/card-fraud:predict", json={"instances": [row]})
+    assert response.status_code == 200 and response.json()["model_version"] == verify(card_package)["version"]
+    assert response.json()["predictions"][0]["decision"] in ("0", "1")
+
+
+def test_prometheus_metrics_count_decisions_latency_and_refusals(server, churn_test_rows, loaded):
+    httpx.post(f"{server}/v1/models/churn:predict", json={"instances": records_of(churn_test_rows)})
+    httpx.post(f"{server}/v1/models/churn:predict", json={"instances": []})
+    text = httpx.get(f"{server}/metrics").text
+    version = loaded.version
+    assert f'flowline_predictions_total{{decision="positive",model_name="churn",model_version="{version}"}}' in text
+    assert f'flowline_request_latency_seconds_bucket{{le="0.01",model_name="churn",model_version="{version}"}}' in text
+    assert 'flowline_invalid_inputs_total{model_name="churn",reason="empty_batch"}' in text
+    assert "request_predict_seconds" in text  # KServe's own metrics are there too

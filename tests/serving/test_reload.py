@@ -1,0 +1,103 @@
+"""Hot reload under a stream of requests, and refusal of packages that fail verification."""
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowline.components.package.model_package import verify
+from flowline.inference_services.local_server import running_server
+from serving_helpers import records_of
+
+
+def point(link: Path, target: Path) -> None:
+    """Swap a symlink atomically, as a deployment would."""
+    staging = link.with_name(link.name + ".new")
+    staging.symlink_to(target)
+    os.replace(staging, link)
+
+
+def corrupted_copy(package: Path, destination: Path) -> Path:
+    shutil.copytree(package, destination)
+    model = destination / "model.json"
+    model.write_text(model.read_text().replace('"base_score"', '"base_score" ', 1))
+    return destination
+
+
+def test_reload_swaps_versions_without_a_failed_request_and_refuses_a_corrupt_package(
+    churn_package, churn_package_b, churn_test_rows, tmp_path: Path
+):
+    version_a, version_b = verify(churn_package)["version"], verify(churn_package_b)["version"]
+    assert version_a != version_b
+    current = tmp_path / "current"
+    current.symlink_to(churn_package)
+    body = {"instances": records_of(churn_test_rows.head(1))}
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    with running_server([f"churn={current}"], log_path=str(tmp_path / "server.log")) as url:
+        def stream() -> None:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                while not stop.is_set():
+                    response = client.post("/v1/models/churn:predict", json=body)
+                    answers.append((response.status_code, response.json().get("model_version", response.text)))
+
+        worker = threading.Thread(target=stream)
+        worker.start()
+        try:
+            while len(answers) < 50:
+                stop.wait(0.05)
+            point(current, churn_package_b)
+            reloaded = httpx.post(f"{url}/v2/repository/models/churn/load", timeout=30)
+            assert reloaded.status_code == 200 and reloaded.json()["version"] == version_b
+            seen_after_b = len(answers)
+            while len(answers) < seen_after_b + 50:
+                stop.wait(0.05)
+
+            point(current, corrupted_copy(churn_package_b, tmp_path / "corrupt"))
+            refused = httpx.post(f"{url}/v2/repository/models/churn/load", timeout=30)
+            assert refused.status_code == 409
+            assert "model.json" in refused.json()["error"] and version_b in refused.json()["error"]
+            seen_after_refusal = len(answers)
+            while len(answers) < seen_after_refusal + 50:
+                stop.wait(0.05)
+        finally:
+            stop.set()
+            worker.join()
+
+    assert all(status == 200 for status, _ in answers), [a for a in answers if a[0] != 200][:3]
+    versions = [version for _, version in answers]
+    assert versions[0] == version_a and version_b in versions
+    assert set(versions[versions.index(version_b):]) == {version_b}  # no going back, refused package ignored
+
+
+def test_a_corrupt_package_is_refused_at_startup(churn_package, tmp_path: Path):
+    corrupt = corrupted_copy(churn_package, tmp_path / "corrupt")
+    with pytest.raises(RuntimeError, match=r"model.json has sha256 .* the manifest says"):
+        with running_server([str(corrupt)], log_path=str(tmp_path / "server.log")):
+            pass
+
+
+def test_serve_finds_the_newest_package_of_a_use_case(churn_package, churn_package_b, tmp_path: Path):
+    from flowline.pipelines.local_run import latest_package
+
+    runs = tmp_path / "runs"
+    for run, package, created in (("churn-2", churn_package_b, "2026-02"), ("churn-1", churn_package, "2026-03")):
+        copy = shutil.copytree(package, runs / run / "flowline-churn-x" / "package" / "model_package")
+        manifest = json.loads((copy / "manifest.json").read_text())
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "created_at": f"{created}-01T00:00:00+00:00"}))
+    assert verify(latest_package(runs, "churn"))["version"] == verify(churn_package)["version"]
+    with pytest.raises(FileNotFoundError, match="run `flowline run fraud` first"):
+        latest_package(runs, "fraud")
+
+
+def test_flowline_serve_names_the_model_after_the_use_case(churn_package, tmp_path: Path):
+    """`flowline serve PACKAGE` and `python -m flowline.inference_services PACKAGE` agree on the name."""
+    from flowline.inference_services.options import named_package
+
+    assert named_package(str(churn_package)) == ("churn", str(churn_package))
+    assert named_package(f"champion={churn_package}") == ("champion", str(churn_package))

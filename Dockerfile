@@ -27,6 +27,10 @@ RUN pip install --no-deps . && flowline --version
 # Non-root, matching the pods' securityContext (runAsNonRoot, readOnlyRootFilesystem).
 RUN useradd --uid 1000 --create-home flowline
 USER 1000
-ENV HOME=/home/flowline FLOWLINE_DATA_HOME=/data
+# In the container the model server listens on every interface (locally it defaults to 127.0.0.1).
+ENV HOME=/home/flowline FLOWLINE_DATA_HOME=/data FLOWLINE_SERVE_HOST=0.0.0.0
 WORKDIR /home/flowline
-CMD ["flowline", "--help"]
+EXPOSE 8080
+# By default the image serves the package KServe's storage initializer puts in /mnt/models;
+# pipeline tasks run their own commands in the same image.
+CMD ["python", "-m", "flowline.inference_services", "/mnt/models"]

@@ -10,11 +10,14 @@ SHARED_DATA := $(abspath ../shared/data)
 export FLOWLINE_DATA_HOME ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HOME)/.cache/flowline/data)
 PYTEST_WORKERS ?= 2
 
-.PHONY: install install-test demo test compile clean help
+MLSERVER_VENV := build/mlserver-venv
+
+.PHONY: install install-test demo test bench compile clean help
 
 help:
 	@echo "make demo     install, run churn locally, serve its package, send it a v2 and a v1 explain request"
 	@echo "make test     install with test extras and run the whole test suite"
+	@echo "make bench    serving latency and throughput against MLServer and an HTTP floor (build/bench/serving.json)"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml"
 	@echo "make clean    remove .venv, build/ and runs/"
 
@@ -37,6 +40,18 @@ demo: install
 
 test: install-test
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# Not a test: measures, writes JSON, compares with the peers in the same run.
+# wrk comes from Debian; MLServer gets its own venv (uvloop 0.21.0: it fails to start with newer).
+bench: install
+	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
+	test -x $(MLSERVER_VENV)/bin/mlserver || ( $(PYTHON) -m venv $(MLSERVER_VENV) \
+	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check mlserver==1.7.1 uvloop==0.21.0 \
+	       xgboost-cpu==3.0.5 scikit-learn==1.9.1 \
+	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps mlserver-xgboost==1.7.1 )
+	$(BIN)/flowline run churn --summary build/bench/run-summary.json
+	$(BIN)/python tests/benchmark/serving_bench.py build/bench/run-summary.json \
+	  --mlserver-venv $(MLSERVER_VENV) --out build/bench/serving.json
 
 compile: install
 	mkdir -p build

@@ -22,20 +22,43 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, timeout: float, log_path: str | None) -> None:
+def wait_until_ready(ready_url: str, process: subprocess.Popen, timeout: float, log_path: str | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
-            raise RuntimeError(f"the model server exited with code {process.returncode}:\n{tail}")
+            raise RuntimeError(f"the server exited with code {process.returncode}:\n{tail}")
         try:
-            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as response:
+            with urllib.request.urlopen(ready_url, timeout=1) as response:
                 if response.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             pass
         time.sleep(0.2)
-    raise RuntimeError(f"the model server at {url} was not ready within {timeout:.0f} s")
+    raise RuntimeError(f"{ready_url} did not answer 200 within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def running_process(
+    command: Sequence[str],
+    ready_url: str,
+    log_path: str | None = None,
+    ready_timeout: float = 90,
+    env: dict[str, str] | None = None,
+) -> Iterator[subprocess.Popen]:
+    """Start an HTTP server process, wait until `ready_url` answers 200, and stop it on exit."""
+    with open(log_path or os.devnull, "w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until_ready(ready_url, process, ready_timeout, log_path)
+            yield process
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextlib.contextmanager
@@ -48,18 +71,8 @@ def running_server(
 ) -> Iterator[str]:
     """Start `python -m flowline.inference_services PACKAGES` on loopback; yield its base URL; stop it."""
     port = port or free_port()
+    url = f"http://{LOOPBACK}:{port}"
     command = [sys.executable, "-m", "flowline.inference_services", *packages,
                "--host", LOOPBACK, "--port", str(port), *extra_args]
-    with open(log_path or os.devnull, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://{LOOPBACK}:{port}"
-        try:
-            wait_until_ready(url, process, ready_timeout, log_path)
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_process(command, f"{url}/v2/health/ready", log_path, ready_timeout):
+        yield url

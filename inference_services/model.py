@@ -73,6 +73,11 @@ class LoadedPackage:
         """Scores for a frame of raw columns, in process: what the server answers for the same rows."""
         return self.booster.inplace_predict(self.feature_set.transform(frame))
 
+    def input_types(self) -> List[Dict]:
+        """The raw columns a request carries, with their v2 datatypes."""
+        schema = self.use_case.columns
+        return [{"name": c, "datatype": _datatype_of(schema[c].type), "shape": [-1]} for c in self.feature_set.input_columns]
+
     @property
     def is_binary(self) -> bool:
         return self.use_case.task == "binary"
@@ -109,11 +114,7 @@ class FlowlineModel(Model):
         return self.package.version
 
     def get_input_types(self) -> List[Dict]:
-        schema = self.package.use_case.columns
-        return [
-            {"name": column, "datatype": _datatype_of(schema[column].type), "shape": [-1]}
-            for column in self.package.feature_set.input_columns
-        ]
+        return self.package.input_types()
 
     def get_output_types(self) -> List[Dict]:
         if self.package.is_binary:

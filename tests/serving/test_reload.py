@@ -101,3 +101,22 @@ def test_flowline_serve_names_the_model_after_the_use_case(churn_package, tmp_pa
 
     assert named_package(str(churn_package)) == ("churn", str(churn_package))
     assert named_package(f"champion={churn_package}") == ("champion", str(churn_package))
+
+
+def test_the_server_binds_loopback_unless_told_otherwise(churn_package, tmp_path: Path, monkeypatch):
+    import sys
+
+    from flowline.inference_services.local_server import free_port, running_process
+    from flowline.inference_services.options import HOST_ENV, default_host
+
+    monkeypatch.delenv(HOST_ENV, raising=False)
+    assert default_host() == "127.0.0.1"
+    monkeypatch.setenv(HOST_ENV, "0.0.0.0")
+    assert default_host() == "0.0.0.0"  # what the container image sets
+
+    monkeypatch.delenv(HOST_ENV)
+    port, log = free_port(), tmp_path / "server.log"
+    command = [sys.executable, "-m", "flowline.inference_services", str(churn_package), "--port", str(port)]
+    with running_process(command, f"http://127.0.0.1:{port}/v2/health/ready", str(log)):
+        pass
+    assert f"Uvicorn running on http://127.0.0.1:{port}" in log.read_text()

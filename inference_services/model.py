@@ -127,15 +127,10 @@ class FlowlineModel(Model):
     ) -> Union[Dict, InferResponse]:
         package = self.package  # one version for the whole request, even if a reload lands meanwhile
         started = time.perf_counter()
-        try:
-            if isinstance(payload, InferRequest):
-                features = self._features_from_tensors(package, payload)
-            else:
-                records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-                features = _transform(package, records)
-        except BadRequest as error:
-            metrics.INVALID_INPUTS.labels(self.name, error.kind).inc()
-            raise
+        if isinstance(payload, InferRequest):
+            features = self._features_from_tensors(package, payload)
+        else:
+            features = _transform(package, package.checker.check_batch(_instances(payload), "instances", self.max_batch))
         scores = package.booster.inplace_predict(features)
         response = self._answer(package, payload, scores)
         metrics.observe_predictions(self.name, package.version, scores, package.threshold,
@@ -145,11 +140,7 @@ class FlowlineModel(Model):
     def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
         """SHAP contributions per raw column for each instance, plus the base value (in margin units)."""
         package = self.package
-        try:
-            records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-        except BadRequest as error:
-            metrics.INVALID_INPUTS.labels(self.name, error.kind).inc()
-            raise
+        records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
         matrix = xgb.DMatrix(_transform(package, records), feature_names=package.feature_set.feature_names)
         contributions = package.booster.predict(matrix, pred_contribs=True)
         margins = package.booster.predict(matrix, output_margin=True)

@@ -11,8 +11,10 @@ export FLOWLINE_DATA_HOME ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HO
 PYTEST_WORKERS ?= 2
 
 MLSERVER_VENV := build/mlserver-venv
+# promtool from Debian's prometheus package, unpacked rather than installed so no service starts.
+PROMTOOL := build/tools/usr/bin/promtool
 
-.PHONY: install install-test demo test bench compile clean help
+.PHONY: install install-test tools demo test bench compile clean help
 
 help:
 	@echo "make demo     install, run churn locally, serve its package, send it a v2 and a v1 explain request"
@@ -32,14 +34,25 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 install: $(VENV)/.installed
 
+$(PROMTOOL):
+	mkdir -p build/tools/deb
+	cd build/tools/deb && (apt-get download prometheus || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x build/tools/deb/prometheus_*.deb build/tools
+	$(PROMTOOL) --version
+
+# Tools the manifest and monitoring tests run: kubectl (with kustomize) and promtool.
+tools: $(PROMTOOL)
+	command -v kubectl >/dev/null 2>&1 || (apt-get update -qq && (apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client))
+	kubectl version --client
+
 install-test: $(VENV)/.installed-test
 
 demo: install
 	$(BIN)/flowline run churn --summary runs/demo-summary.json
 	$(BIN)/python -m flowline.pipelines.demo runs/demo-summary.json
 
-test: install-test
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+test: install-test tools
+	FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Not a test: measures, writes JSON, compares with the peers in the same run.
 # wrk comes from Debian; MLServer gets its own venv (uvloop 0.21.0: it fails to start with newer).

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import re
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from flowline.inference_services.model import LoadedPackage
 
 PREDICTIONS = Counter(
     "flowline_predictions", "Predictions served, by decision (binary) or 'value' (regression).",
@@ -19,6 +23,21 @@ LATENCY = Histogram(
 INVALID_INPUTS = Counter(
     "flowline_invalid_inputs", "Requests refused with 400, by reason.", ["model_name", "reason"],
 )
+HTTP_REQUESTS = Counter(
+    "flowline_http_requests", "Requests to a model's predict, explain and infer routes, by HTTP status.",
+    ["model_name", "model_version", "code"],
+)
+MODEL_INFO = Gauge("flowline_model_info", "The package a model name serves (always 1).",
+                   ["model_name", "model_version", "use_case", "task"])
+MODEL_CREATED = Gauge("flowline_model_created_timestamp_seconds", "When the served package was built.",
+                      ["model_name", "model_version"])
+MODEL_QUALITY = Gauge("flowline_model_quality", "Test-split metrics of the served package.",
+                      ["model_name", "model_version", "metric"])
+MODEL_GATES_PASSED = Gauge("flowline_model_gates_passed", "1 when the served package passed its quality gates.",
+                           ["model_name", "model_version"])
+MODEL_RELOADS = Counter("flowline_model_reloads", "Package reloads, loaded or refused.", ["model_name", "result"])
+
+MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)/infer$")
 
 
 def observe_predictions(
@@ -33,3 +52,45 @@ def observe_predictions(
         PREDICTIONS.labels(model, version, "positive").inc(positive)
     if positive < len(scores):
         PREDICTIONS.labels(model, version, "negative").inc(len(scores) - positive)
+
+
+def publish_package(model: str, package: LoadedPackage, replaced: Optional[LoadedPackage] = None) -> None:
+    """Describe the package a model serves; drop the series of the version it replaces."""
+    if replaced is not None and replaced.version != package.version:
+        MODEL_INFO.remove(model, replaced.version, replaced.use_case.name, replaced.use_case.task)
+        MODEL_CREATED.remove(model, replaced.version)
+        MODEL_GATES_PASSED.remove(model, replaced.version)
+        for metric in replaced.evaluation["metrics"]:
+            MODEL_QUALITY.remove(model, replaced.version, metric)
+    MODEL_INFO.labels(model, package.version, package.use_case.name, package.use_case.task).set(1)
+    MODEL_CREATED.labels(model, package.version).set(package.created_at)
+    MODEL_GATES_PASSED.labels(model, package.version).set(1 if package.evaluation["gates_passed"] else 0)
+    for metric, value in package.evaluation["metrics"].items():
+        MODEL_QUALITY.labels(model, package.version, metric).set(value)
+
+
+class RequestCounter:
+    """ASGI middleware counting model requests by status, including the 500s no handler sees."""
+
+    def __init__(self, app, version_of: Callable[[str], str]) -> None:
+        self.app = app
+        self.version_of = version_of
+
+    async def __call__(self, scope, receive, send) -> None:
+        match = MODEL_ROUTE.match(scope["path"]) if scope["type"] == "http" else None
+        if match is None:
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note_status)
+        finally:
+            name = match.group(1) or match.group(2)
+            HTTP_REQUESTS.labels(name, self.version_of(name), str(status)).inc()

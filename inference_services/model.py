@@ -17,6 +17,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -44,10 +45,12 @@ class LoadedPackage:
 
     path: str
     version: str
+    created_at: float
     use_case: UseCase
     feature_set: FeatureSet
     booster: xgb.Booster
     threshold: Optional[float]
+    evaluation: dict
     checker: RecordChecker
     feature_owner: np.ndarray  # raw-column index of each encoded feature, for per-column SHAP
 
@@ -64,9 +67,10 @@ class LoadedPackage:
         columns = feature_set.input_columns
         owners = [columns.index(name.split("=", 1)[0]) for name in feature_set.feature_names]
         return cls(
-            path=str(package), version=manifest["version"], use_case=use_case, feature_set=feature_set,
-            booster=booster, threshold=evaluation.get("threshold"),
-            checker=RecordChecker(use_case, columns), feature_owner=np.array(owners),
+            path=str(package), version=manifest["version"],
+            created_at=datetime.fromisoformat(manifest["created_at"]).timestamp(),
+            use_case=use_case, feature_set=feature_set, booster=booster, threshold=evaluation.get("threshold"),
+            evaluation=evaluation, checker=RecordChecker(use_case, columns), feature_owner=np.array(owners),
         )
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
@@ -99,6 +103,7 @@ class FlowlineModel(Model):
 
     def load(self) -> bool:
         self.package = LoadedPackage.load(self.package_path)
+        metrics.publish_package(self.name, self.package)
         self.ready = True
         return self.ready
 
@@ -109,9 +114,10 @@ class FlowlineModel(Model):
         leaving the running version in place, when the new package fails verification.
         """
         path = str(package_path or self.package_path)
-        self.package = LoadedPackage.load(path)
-        self.package_path = path
-        return self.package.version
+        new, old = LoadedPackage.load(path), self.package
+        self.package, self.package_path = new, path
+        metrics.publish_package(self.name, new, replaced=old)
+        return new.version
 
     def get_input_types(self) -> List[Dict]:
         return self.package.input_types()

@@ -140,6 +140,11 @@ class FlowlineRESTServer(RESTServer):
         # KServe's middlewares time and log every request; without an access log they only cost.
         if self.access_log:
             super()._add_middlewares(app)
+        app.add_middleware(metrics.RequestCounter, version_of=self.version_of)
+
+    def version_of(self, model_name: str) -> str:
+        model = self.models.get(model_name)
+        return model.package.version if model is not None else ""
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
@@ -170,9 +175,11 @@ class FlowlineRESTServer(RESTServer):
         try:
             version = await asyncio.to_thread(model.reload)
         except (PackageError, OSError, ValueError) as error:
+            metrics.MODEL_RELOADS.labels(model_name, "refused").inc()
             log.warning("refused a new package for %s: %s", model_name, error)
             return JSONResponse(status_code=409, content={
                 "error": f"package refused, still serving version {model.package.version}: {error}"})
+        metrics.MODEL_RELOADS.labels(model_name, "loaded").inc()
         log.info("%s now serves version %s", model_name, version)
         return JSONResponse(content={"name": model_name, "load": True, "version": version})
 

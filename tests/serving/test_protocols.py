@@ -125,4 +125,13 @@ def test_prometheus_metrics_count_decisions_latency_and_refusals(server, churn_t
     assert f'flowline_predictions_total{{decision="positive",model_name="churn",model_version="{version}"}}' in text
     assert f'flowline_request_latency_seconds_bucket{{le="0.01",model_name="churn",model_version="{version}"}}' in text
     assert 'flowline_invalid_inputs_total{model_name="churn",reason="empty_batch"}' in text
+    assert f'flowline_http_requests_total{{code="200",model_name="churn",model_version="{version}"}}' in text
+    assert f'flowline_http_requests_total{{code="400",model_name="churn",model_version="{version}"}}' in text
+    assert (f'flowline_model_info{{model_name="churn",model_version="{version}",task="binary",use_case="churn"}} 1.0'
+            in text)
+    roc_auc = loaded.evaluation["metrics"]["roc_auc"]
+    assert f'flowline_model_quality{{metric="roc_auc",model_name="churn",model_version="{version}"}} {roc_auc!r}' in text
+    assert f'flowline_model_gates_passed{{model_name="churn",model_version="{version}"}} 1.0' in text
+    created = next(line for line in text.splitlines() if line.startswith("flowline_model_created_timestamp_seconds{"))
+    assert f'model_version="{version}"' in created and float(created.rsplit(" ", 1)[1]) == loaded.created_at
     assert "request_predict_seconds" in text  # KServe's own metrics are there too

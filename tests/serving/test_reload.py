@@ -65,6 +65,7 @@ def test_reload_swaps_versions_without_a_failed_request_and_refuses_a_corrupt_pa
             seen_after_refusal = len(answers)
             while len(answers) < seen_after_refusal + 50:
                 stop.wait(0.05)
+            exported = httpx.get(f"{url}/metrics").text
         finally:
             stop.set()
             worker.join()
@@ -73,6 +74,9 @@ def test_reload_swaps_versions_without_a_failed_request_and_refuses_a_corrupt_pa
     versions = [version for _, version in answers]
     assert versions[0] == version_a and version_b in versions
     assert set(versions[versions.index(version_b):]) == {version_b}  # no going back, refused package ignored
+    assert f'model_version="{version_b}",task="binary"' in exported and f'model_version="{version_a}",task' not in exported
+    assert 'flowline_model_reloads_total{model_name="churn",result="loaded"} 1.0' in exported
+    assert 'flowline_model_reloads_total{model_name="churn",result="refused"} 1.0' in exported
 
 
 def test_a_corrupt_package_is_refused_at_startup(churn_package, tmp_path: Path):

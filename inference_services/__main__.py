@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from flowline.inference_services.model import FlowlineModel
 from flowline.inference_services.options import add_server_arguments, named_package
 from flowline.inference_services.server import serve
 
@@ -17,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("packages", nargs="+", type=named_package, metavar="[NAME=]PACKAGE_DIR")
     add_server_arguments(parser)
     args = parser.parse_args(argv)
-    serve(args.packages, args.host, args.port, args.max_batch, args.access_log)
+    serve([FlowlineModel(name, path, args.max_batch) for name, path in args.packages], args.host, args.port,
+          args.access_log)
 
 
 if __name__ == "__main__":

@@ -173,18 +173,7 @@ class FlowlineModel(Model):
         columns = package.feature_set.input_columns
         if len(inputs) == 1 and inputs[0].name not in columns:
             return _matrix(inputs[0], package.feature_set.width, self.max_batch)
-        names = [tensor.name for tensor in inputs]
-        unknown = [name for name in names if name not in package.checker.columns]
-        if unknown:
-            raise BadRequest("unknown_column", f"inputs: unknown input {unknown[0]!r}; expected the raw columns {columns}")
-        missing = [name for name in columns if name not in names]
-        if missing:
-            raise BadRequest("missing_column", f"inputs: missing input {missing[0]!r}")
-        values = {tensor.name: _column_values(tensor, package.checker.columns[tensor.name].is_numeric) for tensor in inputs}
-        rows = {len(column) for column in values.values()}
-        if len(rows) != 1:
-            raise BadRequest("wrong_shape", f"inputs: tensors hold different numbers of rows {sorted(rows)}")
-        records = [dict(zip(values, row)) for row in zip(*values.values())]
+        records = tensor_records(inputs, package.checker)
         return _transform(package, package.checker.check_batch(records, "inputs", self.max_batch))
 
     def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray):
@@ -211,6 +200,23 @@ class FlowlineModel(Model):
             parameters={"threshold": package.threshold} if package.is_binary else None,
             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
         )
+
+
+def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dict]:
+    """One v2 tensor per raw column, to records {column: value}; 400 for unknown, missing or ragged inputs."""
+    columns = list(checker.columns)
+    names = [tensor.name for tensor in inputs]
+    unknown = [name for name in names if name not in checker.columns]
+    if unknown:
+        raise BadRequest("unknown_column", f"inputs: unknown input {unknown[0]!r}; expected the raw columns {columns}")
+    missing = [name for name in columns if name not in names]
+    if missing:
+        raise BadRequest("missing_column", f"inputs: missing input {missing[0]!r}")
+    values = {tensor.name: _column_values(tensor, checker.columns[tensor.name].is_numeric) for tensor in inputs}
+    rows = {len(column) for column in values.values()}
+    if len(rows) != 1:
+        raise BadRequest("wrong_shape", f"inputs: tensors hold different numbers of rows {sorted(rows)}")
+    return [dict(zip(values, row)) for row in zip(*values.values())]
 
 
 def _datatype_of(column_type: str) -> str:

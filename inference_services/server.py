@@ -24,6 +24,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
+from kserve import Model
 from kserve.errors import InvalidInput, ModelNotReady
 from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
 from kserve.protocol.dataplane import DataPlane
@@ -32,22 +33,14 @@ from kserve.protocol.rest.server import RESTServer
 
 from flowline.components.package.model_package import PackageError
 from flowline.inference_services import metrics
-from flowline.inference_services.model import FlowlineModel
-from flowline.inference_services.options import DEFAULT_MAX_BATCH, DEFAULT_PORT, default_host
+from flowline.inference_services.options import DEFAULT_PORT, default_host
 from flowline.inference_services.request_checks import BadRequest
 
 log = logging.getLogger("flowline.serving")
 
 
-def serve(
-    packages: Sequence[tuple[str, str | Path]],
-    host: str | None = None,
-    port: int = DEFAULT_PORT,
-    max_batch: int = DEFAULT_MAX_BATCH,
-    access_log: bool = False,
-) -> None:
-    """Serve each (name, package folder) in one process until interrupted."""
-    models = [FlowlineModel(name, path, max_batch) for name, path in packages]
+def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False) -> None:
+    """Load each model (a FlowlineModel or a DriftMonitor) and serve them in one process until interrupted."""
     for model in models:
         model.load()
     # Everything loaded now lives until exit: keep the collector from scanning it (GC pauses).
@@ -55,7 +48,7 @@ def serve(
     gc.freeze()
     server = FlowlineModelServer(host or default_host(), access_log, http_port=port, enable_grpc=False,
                                  enable_latency_logging=False)
-    server.start(models)
+    server.start(list(models))
 
 
 class FlowlineDataPlane(DataPlane):
@@ -125,7 +118,7 @@ def decode_v2(body: bytes, headers: dict[str, str], model_name: str) -> InferReq
 
 
 class FlowlineRESTServer(RESTServer):
-    def __init__(self, *args, models: dict[str, FlowlineModel], access_log: bool, **kwargs) -> None:
+    def __init__(self, *args, models: dict[str, Model], access_log: bool, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.models = models
         self.access_log = access_log
@@ -195,7 +188,7 @@ class FlowlineModelServer(ModelServer):
             model_registry=self.registered_models, predictor_config=self.dataplane.predictor_config
         )
 
-    def start(self, models: list[FlowlineModel]) -> None:
+    def start(self, models: list[Model]) -> None:
         """ModelServer.start for one REST process, bound to `host` rather than 0.0.0.0."""
         self._register_and_check_atleast_one_model_is_ready(models)
         self._rest_server = FlowlineRESTServer(

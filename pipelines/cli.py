@@ -59,6 +59,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from flowline.inference_services.model import FlowlineModel
     from flowline.inference_services.options import named_package
     from flowline.inference_services.server import serve
     from flowline.pipelines.local_run import latest_package
@@ -70,7 +71,7 @@ def _serve(args: argparse.Namespace) -> int:
         name = load_use_case(args.target).name
         path = str(latest_package(args.runs_dir, name))
     print(f"flowline: serving {path} as model {args.name or name!r}")
-    serve([(args.name or name, path)], args.host, args.port, args.max_batch, args.access_log)
+    serve([FlowlineModel(args.name or name, path, args.max_batch)], args.host, args.port, args.access_log)
     return 0
 
 

@@ -11,6 +11,7 @@ from typing import Callable
 from kfp import dsl
 from kfp.dsl import Model
 
+from flowline.components.drift.component import drift
 from flowline.components.evaluate.component import evaluate
 from flowline.components.features.component import features
 from flowline.components.ingest.component import ingest
@@ -24,6 +25,7 @@ RESOURCES = {
     "ingest": ("500m", "1Gi"),
     "split": ("500m", "1Gi"),
     "features": ("500m", "1Gi"),
+    "drift": ("1", "2Gi"),
     "train": ("2", "4Gi"),
     "evaluate": ("1", "2Gi"),
     "package": ("500m", "1Gi"),
@@ -63,10 +65,18 @@ def build_pipeline(use_case: UseCase) -> Callable:
             ),
             "evaluate",
         )
+        monitored = _configure(
+            drift(
+                use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"],
+                feature_set=fitted.outputs["feature_set"],
+            ),
+            "drift",
+        )
         packaged = _configure(
             package(
                 use_case_json=spec, dataset=ingested.outputs["dataset"], model=trained.outputs["model"],
                 feature_set=fitted.outputs["feature_set"], evaluation=evaluated.outputs["evaluation"],
+                detector=monitored.outputs["detector"],
             ),
             "package",
         )

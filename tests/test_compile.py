@@ -12,7 +12,7 @@ from flowline import __version__
 from flowline.pipelines.cli import main
 from flowline.pipelines.template import RESOURCES
 
-STEPS = ["ingest", "split", "features", "train", "evaluate", "package"]
+STEPS = ["ingest", "split", "features", "train", "evaluate", "drift", "package"]
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,27 @@ def package(tmp_path: Path, toy_use_case) -> Path:
     (model_dir / "training.json").write_text("{}")
     (tmp_path / "fs.json").write_text(json.dumps({"format": "flowline.featureset/v1", "version": "f00d"}))
     (tmp_path / "evaluation.json").write_text(json.dumps({"gates_passed": True}))
+    (tmp_path / "drift" / "detector").mkdir(parents=True)
+    (tmp_path / "drift" / "detector" / "config.toml").write_text("name = 'TabularDrift'\n")
     destination = tmp_path / "package"
-    build_package(destination, toy_use_case, model_dir, tmp_path / "fs.json", tmp_path / "evaluation.json", DATASET)
+    build_package(destination, toy_use_case, model_dir, tmp_path / "fs.json", tmp_path / "evaluation.json", DATASET,
+                  tmp_path / "drift")
     return destination
 
 
 def test_a_fresh_package_verifies_and_lists_every_file(package: Path):
     manifest = verify(package)
     assert manifest["name"] == "toy"
-    on_disk = {p.name for p in package.iterdir()} - {MANIFEST_FILE}
+    on_disk = {str(p.relative_to(package)) for p in package.rglob("*") if p.is_file()} - {MANIFEST_FILE}
+    assert "drift/detector/config.toml" in on_disk
     assert set(manifest["files"]) == on_disk
     assert all(manifest["files"][name] == sha256_of_file(package / name) for name in on_disk)
+
+
+def test_an_altered_file_in_a_subfolder_is_refused(package: Path):
+    (package / "drift" / "detector" / "config.toml").write_text("name = 'Other'\n")
+    with pytest.raises(PackageError, match="drift/detector/config.toml has sha256"):
+        verify(package)
 
 
 def test_lineage_links_data_to_feature_set_to_model(package: Path):

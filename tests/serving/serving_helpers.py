@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from flowline.components.drift.detector import fit_drift_files
 from flowline.components.evaluate.evaluation import evaluate_files
 from flowline.components.features.feature_set import fit_feature_set_file
 from flowline.components.ingest.contract import ingest_to_files
@@ -18,16 +19,18 @@ MAX_BATCH = 64
 
 
 def build_package(use_case: UseCase, folder: Path, trials: int) -> Path:
-    """ingest -> split -> features -> train -> evaluate -> package, without KFP."""
+    """ingest -> split -> features -> train -> evaluate -> drift -> package, without KFP."""
     folder.mkdir(parents=True, exist_ok=True)
     f = {name: str(folder / name) for name in
-         ("data.parquet", "quarantine.parquet", "profile.md", "train", "valid", "test", "fs.json", "model", "eval.json")}
+         ("data.parquet", "quarantine.parquet", "profile.md", "train", "valid", "test", "fs.json", "model", "eval.json",
+          "drift")}
     counts = ingest_to_files(use_case, "", f["data.parquet"], f["quarantine.parquet"], f["profile.md"])
     split_files(use_case, f["data.parquet"], {k: f[k] for k in ("train", "valid", "test")})
     fit_feature_set_file(use_case, f["train"], f["fs.json"])
     train_files(use_case, f["train"], f["valid"], f["fs.json"], f["model"], trials)
     evaluate_files(use_case, f["model"], f["fs.json"], f["valid"], f["test"], f["eval.json"])
-    package_files(use_case, str(folder / "package"), f["model"], f["fs.json"], f["eval.json"], counts)
+    fit_drift_files(use_case, f["train"], f["valid"], f["fs.json"], f["drift"])
+    package_files(use_case, str(folder / "package"), f["model"], f["fs.json"], f["eval.json"], counts, f["drift"])
     return folder / "package"
 
 

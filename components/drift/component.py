@@ -1,0 +1,26 @@
+"""KFP component: fit and calibrate the drift detector on the training reference."""
+
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+from flowline.components import flowline_component
+
+
+@flowline_component
+def drift(
+    use_case_json: str,
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    feature_set: Input[Artifact],
+    detector: Output[Artifact],
+):
+    """TabularDrift (KS numeric, chi-squared categorical) on raw features; window and threshold calibrated on valid."""
+    from flowline.components.drift.detector import fit_drift_files
+    from flowline.pipelines.use_case import UseCase
+
+    calibration = fit_drift_files(
+        UseCase.model_validate_json(use_case_json), train.path, valid.path, feature_set.path, detector.path
+    )
+    detector.metadata.update(
+        window_size=calibration.window_size, threshold=calibration.threshold,
+        false_alarm_rate=calibration.false_alarm_rate, power=calibration.power,
+    )

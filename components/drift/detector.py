@@ -1,0 +1,182 @@
+"""Drift detection on raw features: an alibi-detect TabularDrift fitted on the training split.
+
+KS tests for numeric columns and chi-squared tests for categorical ones, Bonferroni-
+corrected across features. Raw columns are encoded for the detector from the package's
+FeatureSet (numeric: the value, blanks filled; categorical: the category's index, one
+code for unknown or missing), so the pipeline and the monitor encode identically.
+
+Calibration uses windows drawn from the held-out validation split (never seen by the
+detector): the threshold is a Bonferroni-corrected 0.01, lowered further if more than
+5 % of unshifted held-out windows would raise an alarm (so false alarms stay near 1 %
+and never above 5 % there), and the window size is the smallest candidate at which the median feature's
+shift is caught in at least 90 % of windows. The shift applied to one feature at a
+time: a numeric feature 30 % higher, or a categorical feature's most common category
+losing 30 % of its rows to the others.
+
+alibi-detect 0.12+ is under the Business Source License 1.1: see the README. Only this
+module and the monitor touch it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from flowline.components.features.feature_set import FeatureSet
+
+DETECTOR_DIR = "detector"
+CALIBRATION_FILE = "calibration.json"
+WINDOW_CANDIDATES = (100, 200, 400, 800)
+DESIGN_ALPHA = 0.01
+MAX_FALSE_ALARM_RATE = 0.05
+TARGET_POWER = 0.9
+CALIBRATION_SHIFT = 0.3
+NULL_WINDOWS = 100
+SHIFTED_WINDOWS = 10
+MAX_REFERENCE_ROWS = 5000
+
+
+class DriftEncoder:
+    """Raw records or frames to the detector's numeric matrix, from a FeatureSet's fitted state."""
+
+    def __init__(self, feature_set: FeatureSet) -> None:
+        self.columns = feature_set.input_columns
+        self.fills = {f.column: f.fill for f in feature_set.numeric}
+        self.codes = {f.column: {c: i for i, c in enumerate(f.categories)} for f in feature_set.one_hot}
+
+    @property
+    def categories_per_feature(self) -> dict[int, None]:
+        """Categorical column indices. None: alibi takes the codes seen in the reference and adds
+        those a window brings (an unknown category), so empty codes never enter the chi-squared table."""
+        return {i: None for i, c in enumerate(self.columns) if c in self.codes}
+
+    def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        out = np.empty((len(frame), len(self.columns)), dtype=np.float32)
+        for i, column in enumerate(self.columns):
+            if column in self.codes:
+                known = self.codes[column]
+                text = frame[column].astype(str).str.strip().where(frame[column].notna(), None)
+                out[:, i] = text.map(known).fillna(len(known)).to_numpy(dtype=np.float32)
+            else:
+                out[:, i] = pd.to_numeric(frame[column], errors="coerce").fillna(self.fills[column]).to_numpy()
+        return out
+
+    def encode_record(self, record: Mapping[str, Any]) -> np.ndarray:
+        row = np.empty(len(self.columns), dtype=np.float32)
+        for i, column in enumerate(self.columns):
+            value = record.get(column)
+            if column in self.codes:
+                known = self.codes[column]
+                row[i] = known.get(str(value).strip(), len(known)) if value is not None else len(known)
+            else:
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = math.nan
+                row[i] = self.fills[column] if math.isnan(number) else number
+        return row
+
+
+@dataclass(frozen=True)
+class Calibration:
+    window_size: int
+    threshold: float  # Bonferroni-corrected: a window drifts when min p-value * features < threshold
+    false_alarm_rate: float  # on held-out windows at this size and threshold
+    power: float  # median over features of the detection rate under that feature's shift
+    features: list[str]
+    power_by_window: dict[int, float]
+
+
+def corrected_min_p(detector, window: np.ndarray) -> float:
+    p_values, _ = detector.score(window)
+    return float(np.min(p_values) * len(p_values))
+
+
+def _shifted(windows: np.ndarray, encoder: DriftEncoder, column: int, rng: np.random.Generator) -> np.ndarray:
+    shifted = windows.copy()
+    name = encoder.columns[column]
+    if name in encoder.codes:
+        values, counts = np.unique(shifted[..., column], return_counts=True)
+        common = values[np.argmax(counts)]
+        others = values[values != common]
+        moved = (shifted[..., column] == common) & (rng.random(shifted.shape[:-1]) < CALIBRATION_SHIFT)
+        if len(others):
+            shifted[..., column][moved] = rng.choice(others, size=int(moved.sum()))
+    else:
+        shifted[..., column] *= 1 + CALIBRATION_SHIFT
+    return shifted
+
+
+def sample_windows(rows: np.ndarray, count: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` windows of `size` distinct rows each (no row twice in a window, as in real traffic)."""
+    return np.stack([rows[rng.choice(len(rows), size=size, replace=False)] for _ in range(count)])
+
+
+def calibrate(detector, encoder: DriftEncoder, held_out: np.ndarray, seed: int) -> Calibration:
+    """Pick the threshold (held-out false alarms <= 5 %) and the smallest window with >= 90 % median power."""
+    rng = np.random.default_rng(seed)
+    power_by_window: dict[int, float] = {}
+    chosen = None
+    for size in WINDOW_CANDIDATES:
+        null = sample_windows(held_out, NULL_WINDOWS, size, rng)
+        scores = np.sort([corrected_min_p(detector, w) for w in null])
+        # At most 5 % of the unshifted windows may fall below the threshold.
+        allowed = int(math.floor(MAX_FALSE_ALARM_RATE * NULL_WINDOWS))
+        threshold = float(min(DESIGN_ALPHA, scores[allowed]))
+        false_alarms = float(np.mean(scores < threshold))
+        base = sample_windows(held_out, SHIFTED_WINDOWS, size, rng)
+        powers = []
+        for column in range(len(encoder.columns)):
+            windows = _shifted(base, encoder, column, rng)
+            powers.append(np.mean([corrected_min_p(detector, w) < threshold for w in windows]))
+        power = float(np.median(powers))
+        power_by_window[size] = power
+        chosen = Calibration(size, threshold, false_alarms, power, encoder.columns, power_by_window)
+        if power >= TARGET_POWER or size * 2 > len(held_out):  # the next size would not fit the held-out rows
+            break
+    return chosen
+
+
+def fit_drift_files(
+    use_case, train_file: str, valid_file: str, feature_set_file: str, detector_dir: str
+) -> Calibration:
+    """Fit TabularDrift on train (raw features), calibrate on valid, save both to detector_dir."""
+    from alibi_detect.cd import TabularDrift
+    from alibi_detect.saving import save_detector
+
+    encoder = DriftEncoder(FeatureSet.load(feature_set_file))
+    train = pd.read_parquet(train_file)
+    reference = encoder.encode_frame(train.sample(min(len(train), MAX_REFERENCE_ROWS), random_state=use_case.split.seed))
+    held_out = encoder.encode_frame(pd.read_parquet(valid_file))
+    scorer = TabularDrift(reference, p_val=DESIGN_ALPHA,
+                          categories_per_feature=encoder.categories_per_feature, correction="bonferroni")
+    calibration = calibrate(scorer, encoder, held_out, use_case.split.seed)
+    # The saved detector decides with the calibrated threshold (alibi divides it by the feature count).
+    detector = TabularDrift(reference, p_val=calibration.threshold,
+                            categories_per_feature=encoder.categories_per_feature, correction="bonferroni")
+    out = Path(detector_dir)
+    save_detector(detector, out / DETECTOR_DIR)
+    (out / CALIBRATION_FILE).write_text(json.dumps(asdict(calibration), indent=1))
+    print(
+        f"drift: window {calibration.window_size} rows, threshold {calibration.threshold:.4f}, "
+        f"false alarms {calibration.false_alarm_rate:.1%} and power {calibration.power:.0%} on held-out windows"
+    )
+    return calibration
+
+
+def load_calibration(detector_dir: str | Path) -> Calibration:
+    document = json.loads((Path(detector_dir) / CALIBRATION_FILE).read_text())
+    document["power_by_window"] = {int(k): v for k, v in document["power_by_window"].items()}
+    return Calibration(**document)
+
+
+def split_window(rows: Sequence[np.ndarray], size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Full windows of `size` rows, and the rows left over."""
+    full = len(rows) // size
+    return [np.stack(rows[i * size:(i + 1) * size]) for i in range(full)], list(rows[full * size:])

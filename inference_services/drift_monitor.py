@@ -1,0 +1,177 @@
+"""The drift monitor: a kserve.Model fed with KServe payload-logger CloudEvents.
+
+    python -m flowline.inference_services.drift_monitor [NAME=]PACKAGE_DIR [--host H] [--port N]
+
+KServe's logger sends each inference request the model receives as a CloudEvent
+(type org.kubeflow.serving.inference.request) to a Knative Broker, and a Trigger
+delivers it here, to /v1/models/{name}:predict. The monitor checks the records against
+the package's data contract, encodes them like the pipeline's drift step, and collects
+them into windows of the calibrated size; each full window is tested with the
+package's detector. It exports Prometheus gauges (p-value per feature, the drift flag,
+the window size and fill) and answers with a CloudEvent (KServe encodes the reply).
+
+It also counts pipeline run outcomes (type dev.flowline.pipeline.run.finished, data
+{"use_case", "status", "run_id"}) so that failed runs can raise an alert.
+
+One replica per monitored model: the window lives in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+from kserve import Model
+from kserve.protocol.infer_type import InferInput
+
+from flowline.components.drift.detector import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration
+from flowline.components.features.feature_set import FeatureSet
+from flowline.components.package.model_package import DRIFT_DIR, FEATURE_SET_FILE, USE_CASE_FILE, verify
+from flowline.inference_services import metrics
+from flowline.inference_services.model import tensor_records
+from flowline.inference_services.request_checks import BadRequest, RecordChecker
+from flowline.inference_services.server import serve, v2_body_problem
+from flowline.pipelines.use_case import UseCase
+
+REQUEST_EVENT = "org.kubeflow.serving.inference.request"
+PIPELINE_RUN_EVENT = "dev.flowline.pipeline.run.finished"
+RUN_STATUSES = ("succeeded", "failed")
+MAX_EVENT_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class DriftPackage:
+    """What one package version gives the monitor: contract, encoder, detector, calibration."""
+
+    version: str
+    use_case: UseCase
+    checker: RecordChecker
+    encoder: DriftEncoder
+    detector: object
+    calibration: Calibration
+
+    @classmethod
+    def load(cls, path: str | Path) -> DriftPackage:
+        from alibi_detect.saving import load_detector
+
+        manifest = verify(path)  # before anything in the package is opened
+        package = Path(path)
+        use_case = UseCase.model_validate_json((package / USE_CASE_FILE).read_text())
+        feature_set = FeatureSet.load(package / FEATURE_SET_FILE)
+        return cls(
+            version=manifest["version"], use_case=use_case,
+            checker=RecordChecker(use_case, feature_set.input_columns), encoder=DriftEncoder(feature_set),
+            detector=load_detector(str(package / DRIFT_DIR / DETECTOR_DIR)),
+            calibration=load_calibration(package / DRIFT_DIR),
+        )
+
+
+class DriftMonitor(Model):
+    def __init__(self, name: str, package_path: str | Path) -> None:
+        super().__init__(name)
+        self.package_path = str(package_path)
+        self.package: Optional[DriftPackage] = None
+        self.window: list[np.ndarray] = []
+
+    @property
+    def monitored(self) -> str:
+        return self.package.use_case.name
+
+    def load(self) -> bool:
+        self._use(DriftPackage.load(self.package_path))
+        self.ready = True
+        return self.ready
+
+    def reload(self, package_path: str | Path | None = None) -> str:
+        """Monitor a new package version; the partial window of the old one is dropped."""
+        path = str(package_path or self.package_path)
+        self._use(DriftPackage.load(path))
+        self.package_path = path
+        return self.package.version
+
+    def _use(self, package: DriftPackage) -> None:
+        self.package, self.window = package, []
+        metrics.DRIFT_WINDOW_SIZE.labels(package.use_case.name).set(package.calibration.window_size)
+        metrics.DRIFT_THRESHOLD.labels(package.use_case.name).set(package.calibration.threshold)
+        metrics.DRIFT_WINDOW_FILL.labels(package.use_case.name).set(0)
+
+    def predict(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
+        event_type = (headers or {}).get("ce-type")
+        try:
+            if event_type == PIPELINE_RUN_EVENT:
+                return self._pipeline_run(payload)
+            if event_type != REQUEST_EVENT:
+                raise BadRequest("unsupported_event", f"ce-type: expected {REQUEST_EVENT!r} or {PIPELINE_RUN_EVENT!r}, "
+                                                      f"got {event_type!r}")
+            records = self._records(payload)
+        except BadRequest as error:
+            metrics.DRIFT_INVALID_EVENTS.labels(self.package.use_case.name, error.kind).inc()
+            raise
+        metrics.DRIFT_EVENTS.labels(self.monitored).inc()
+        encode = self.package.encoder.encode_record
+        self.window.extend(encode(record) for record in records)
+        tests = []
+        size = self.package.calibration.window_size
+        while len(self.window) >= size:
+            window, self.window = np.stack(self.window[:size]), self.window[size:]
+            tests.append(self._test(window))
+        metrics.DRIFT_WINDOW_FILL.labels(self.monitored).set(len(self.window))
+        return {"model_name": self.name, "monitored_model": self.monitored, "model_version": self.package.version,
+                "rows": len(records), "window_fill": len(self.window), "window_size": size, "tests": tests}
+
+    def _records(self, payload: Dict) -> List[dict]:
+        checker = self.package.checker
+        if isinstance(payload, dict) and "instances" in payload:
+            return checker.check_batch(payload["instances"], "instances", MAX_EVENT_ROWS)
+        if isinstance(payload, dict) and isinstance(payload.get("inputs"), list):
+            problem = v2_body_problem(payload)
+            if problem:
+                raise BadRequest("malformed_request", problem)
+            inputs = [InferInput(t["name"], t["shape"], t["datatype"], t.get("data")) for t in payload["inputs"]]
+            return checker.check_batch(tensor_records(inputs, checker), "inputs", MAX_EVENT_ROWS)
+        raise BadRequest("malformed_request", "data: expected a v1 body with 'instances' or a v2 body with 'inputs'")
+
+    def _test(self, window: np.ndarray) -> dict:
+        result = self.package.detector.predict(window, return_p_val=True)["data"]
+        drifted = bool(result["is_drift"])
+        model = self.monitored
+        p_values = dict(zip(self.package.encoder.columns, map(float, result["p_val"])))
+        for feature, p_value in p_values.items():
+            metrics.DRIFT_P_VALUE.labels(model, feature).set(p_value)
+        metrics.DRIFT_DETECTED.labels(model).set(1 if drifted else 0)
+        metrics.DRIFT_TESTS.labels(model, "drift" if drifted else "no_drift").inc()
+        metrics.DRIFT_LAST_TEST.labels(model).set(time.time())
+        return {"is_drift": drifted, "p_values": p_values}
+
+    def _pipeline_run(self, payload: Dict) -> Dict:
+        if not isinstance(payload, dict) or not isinstance(payload.get("use_case"), str):
+            raise BadRequest("malformed_request", "data.use_case: expected the use case's name")
+        if payload.get("status") not in RUN_STATUSES:
+            raise BadRequest("malformed_request", f"data.status: expected one of {list(RUN_STATUSES)}")
+        metrics.PIPELINE_RUNS.labels(payload["use_case"], payload["status"]).inc()
+        metrics.PIPELINE_LAST_RUN.labels(payload["use_case"], payload["status"]).set(time.time())
+        return {"use_case": payload["use_case"], "status": payload["status"], "recorded": True}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from flowline.inference_services.options import DEFAULT_PORT, HOST_ENV, named_package
+
+    parser = argparse.ArgumentParser(prog="python -m flowline.inference_services.drift_monitor",
+                                     description="Serve a package's drift monitor.")
+    parser.add_argument("package", metavar="[NAME=]PACKAGE_DIR", help="name defaults to '<use case>-drift'")
+    parser.add_argument("--host", default=None, help=f"bind address (default: ${HOST_ENV} or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--access-log", action="store_true")
+    args = parser.parse_args(argv)
+    name, path = named_package(args.package)
+    if "=" not in args.package:
+        name = f"{name}-drift"
+    serve([DriftMonitor(name, path)], args.host, args.port, args.access_log)
+
+
+if __name__ == "__main__":
+    main()

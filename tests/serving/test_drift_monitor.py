@@ -1,0 +1,133 @@
+"""The drift monitor over real HTTP: KServe payload-logger CloudEvents in, windows tested, metrics out."""
+
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from flowline.components.drift.detector import MAX_FALSE_ALARM_RATE, load_calibration
+from flowline.inference_services.local_server import LOOPBACK, free_port, running_process
+from serving_helpers import records_of
+
+ROWS_PER_EVENT = 20
+UNSHIFTED_WINDOWS = 40
+
+pytestmark = pytest.mark.xdist_group("drift-monitor")  # one monitor process for the module
+
+
+@pytest.fixture(scope="module")
+def monitor(churn_package, tmp_path_factory) -> str:
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(churn_package),
+               "--host", LOOPBACK, "--port", str(port)]
+    log = tmp_path_factory.mktemp("monitor") / "monitor.log"
+    with running_process(command, f"{url}/v2/health/ready", str(log)):
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def empty_window(monitor) -> None:
+    """Each test starts from an empty window: reloading the package drops the partial one."""
+    assert httpx.post(f"{monitor}/v2/repository/models/churn-drift/load", timeout=60).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def window_size(churn_package) -> int:
+    return load_calibration(churn_package / "drift").window_size
+
+
+@pytest.fixture(scope="module")
+def reference(churn_package) -> pd.DataFrame:
+    """Rows the detector never saw: the test split, raw features only."""
+    from flowline.pipelines.use_case import UseCase
+
+    use_case = UseCase.model_validate_json((churn_package / "use_case.json").read_text())
+    return pd.read_parquet(churn_package.parent / "test")[use_case.feature_columns]
+
+
+def send(client: httpx.Client, frame: pd.DataFrame, event_type: str = "org.kubeflow.serving.inference.request") -> list:
+    """Post rows as KServe's logger does: binary-mode CloudEvents carrying the v1 request body."""
+    tests = []
+    for start in range(0, len(frame), ROWS_PER_EVENT):
+        response = client.post("/v1/models/churn-drift:predict", json={
+            "instances": records_of(frame.iloc[start:start + ROWS_PER_EVENT])}, headers=event_headers(event_type))
+        assert response.status_code == 200, response.text
+        tests.extend(response.json()["tests"])
+    return tests
+
+
+def event_headers(event_type: str) -> dict:
+    return {"ce-specversion": "1.0", "ce-type": event_type, "ce-source": "http://localhost:9081/",
+            "ce-id": str(uuid.uuid4()), "ce-inferenceservicename": "churn", "content-type": "application/json"}
+
+
+def windows_of(frame: pd.DataFrame, count: int, size: int, seed: int) -> pd.DataFrame:
+    """`count` windows, each `size` distinct rows, one after another."""
+    rng = np.random.default_rng(seed)
+    return pd.concat([frame.iloc[rng.choice(len(frame), size, replace=False)] for _ in range(count)])
+
+
+def test_unshifted_reference_traffic_rarely_alarms(monitor, reference, window_size):
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        tests = send(client, windows_of(reference, UNSHIFTED_WINDOWS, window_size, seed=1))
+    assert len(tests) == UNSHIFTED_WINDOWS
+    assert sum(t["is_drift"] for t in tests) / len(tests) <= MAX_FALSE_ALARM_RATE
+
+
+@pytest.mark.parametrize("shift", ["monthly_charges_up_30_percent", "contract_mix_changed"])
+def test_a_shifted_stream_is_flagged_within_one_window(monitor, reference, window_size, shift):
+    shifted = windows_of(reference, 1, window_size, seed=2).copy()
+    if shift == "monthly_charges_up_30_percent":
+        shifted["MonthlyCharges"] *= 1.3
+    else:
+        shifted.iloc[: window_size // 3, shifted.columns.get_loc("Contract")] = "Two year"
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        tests = send(client, shifted)
+    assert len(tests) == 1 and tests[0]["is_drift"]
+    feature = "MonthlyCharges" if shift.startswith("monthly") else "Contract"
+    assert min(tests[0]["p_values"], key=tests[0]["p_values"].get) == feature
+
+
+def test_the_reply_is_a_cloudevent_and_metrics_are_exported(monitor, reference, window_size):
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        response = client.post("/v1/models/churn-drift:predict", json={"instances": records_of(reference.head(3))},
+                               headers=event_headers("org.kubeflow.serving.inference.request"))
+        metrics = client.get("/metrics").text
+    assert response.status_code == 200
+    assert response.headers["ce-specversion"] == "1.0" and response.headers["ce-type"]
+    assert response.json()["window_size"] == window_size
+    for expected in (f'flowline_drift_window_size{{model_name="churn"}} {float(window_size)}',
+                     'flowline_drift_p_value{feature="MonthlyCharges",model_name="churn"}',
+                     'flowline_drift_detected{model_name="churn"}', 'flowline_drift_events_total{model_name="churn"}',
+                     'flowline_drift_tests_total{model_name="churn",result="no_drift"}',
+                     'flowline_drift_window_fill{model_name="churn"}', 'flowline_drift_threshold{model_name="churn"}'):
+        assert expected in metrics, expected
+
+
+def test_pipeline_run_outcomes_are_counted(monitor):
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        response = client.post("/v1/models/churn-drift:predict", headers=event_headers("dev.flowline.pipeline.run.finished"),
+                               json={"use_case": "churn", "status": "failed", "run_id": "run-1"})
+        metrics = client.get("/metrics").text
+    assert response.status_code == 200 and response.json()["recorded"]
+    assert 'flowline_pipeline_runs_total{status="failed",use_case="churn"} 1.0' in metrics
+    assert 'flowline_pipeline_last_run_timestamp_seconds{status="failed",use_case="churn"}' in metrics
+
+
+def test_bad_events_are_refused_and_counted(monitor, reference):
+    record = records_of(reference.head(1))[0]
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        missing = client.post("/v1/models/churn-drift:predict", headers=event_headers("org.kubeflow.serving.inference.request"),
+                              json={"instances": [{k: v for k, v in record.items() if k != "tenure"}]})
+        unknown_type = client.post("/v1/models/churn-drift:predict", headers=event_headers("com.example.other"),
+                                   json={"instances": [record]})
+        metrics = client.get("/metrics").text
+    assert missing.status_code == 400 and "missing column 'tenure'" in missing.json()["error"]
+    assert unknown_type.status_code == 400 and "ce-type" in unknown_type.json()["error"]
+    assert 'flowline_drift_invalid_events_total{model_name="churn",reason="missing_column"} 1.0' in metrics
+    assert 'flowline_drift_invalid_events_total{model_name="churn",reason="unsupported_event"} 1.0' in metrics

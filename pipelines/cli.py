@@ -62,16 +62,56 @@ def _serve(args: argparse.Namespace) -> int:
     from flowline.inference_services.model import FlowlineModel
     from flowline.inference_services.options import named_package
     from flowline.inference_services.server import serve
+
+    name, path = named_package(_package_path(args.target, args.runs_dir))
+    print(f"flowline: serving {path} as model {args.name or name!r}")
+    serve([FlowlineModel(args.name or name, path, args.max_batch)], args.host, args.port, args.access_log)
+    return 0
+
+
+def _package_path(target: str, runs_dir: str) -> str:
+    """A package folder as given, or the newest local run's package of a use case."""
     from flowline.pipelines.local_run import latest_package
     from flowline.pipelines.use_case import load_use_case
 
-    if Path(args.target).is_dir():
-        name, path = named_package(args.target)
-    else:
-        name = load_use_case(args.target).name
-        path = str(latest_package(args.runs_dir, name))
-    print(f"flowline: serving {path} as model {args.name or name!r}")
-    serve([FlowlineModel(args.name or name, path, args.max_batch)], args.host, args.port, args.access_log)
+    return target if Path(target).is_dir() else str(latest_package(runs_dir, load_use_case(target).name))
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from flowline.components.deploy.cluster import kubeconfig_available
+    from flowline.components.deploy.deployment import deploy_package
+    from flowline.components.package.model_package import verify
+
+    package = _package_path(args.target, args.runs_dir)
+    manifest = verify(package)
+    name = args.name or manifest["name"]
+    storage_uri = args.storage_uri or f"s3://flowline-models/{name}/{manifest['version']}"
+    output = args.output or f"{name}-inferenceservice.yaml"
+    apply_to_cluster = not args.render_only and kubeconfig_available(args.kubeconfig)
+    outcome = deploy_package(package, storage_uri, args.namespace, output, apply_to_cluster,
+                             args.canary_percent, name, args.kubeconfig)
+    print(f"{outcome['name']}: {outcome['action']} ({outcome['manifest']})")
+    return 0
+
+
+def _canary(args: argparse.Namespace) -> int:
+    import yaml
+
+    from flowline.components.deploy import cluster
+    from flowline.components.deploy.inference_service import promoted, rolled_back
+
+    if args.manifest:
+        change = promoted if args.operation == "promote" else rolled_back
+        document = change(yaml.safe_load(Path(args.manifest).read_text()))
+        Path(args.manifest).write_text(yaml.safe_dump(document, sort_keys=False))
+        print(f"{args.operation}: {args.manifest} updated")
+        return 0
+    if not cluster.kubeconfig_available(args.kubeconfig):
+        print("flowline: no kubeconfig found (give --kubeconfig, set KUBECONFIG, or use --manifest FILE)",
+              file=sys.stderr)
+        return EXIT_ERROR
+    getattr(cluster, args.operation)(args.name, args.namespace, args.kubeconfig)
+    print(f"{args.operation}: {args.namespace}/{args.name}")
     return 0
 
 
@@ -124,6 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_arguments(serve)
     serve.set_defaults(handler=_serve)
 
+    deploy = commands.add_parser(
+        "deploy", help="render a package's InferenceService; apply it when a kubeconfig is available")
+    deploy.add_argument("target", metavar="PACKAGE_DIR|USE_CASE")
+    deploy.add_argument("--name", help="InferenceService name (default: the use case's name)")
+    deploy.add_argument("--storage-uri", help="where KServe finds the package (default: s3://flowline-models/NAME/VERSION)")
+    deploy.add_argument("--namespace", default="flowline")
+    deploy.add_argument("--canary-percent", type=int, default=10,
+                        help="traffic for the new version when a champion is serving (default 10)")
+    deploy.add_argument("-o", "--output", help="manifest file (default: NAME-inferenceservice.yaml)")
+    deploy.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    deploy.add_argument("--render-only", action="store_true", help="write the manifest, do not apply it")
+    deploy.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"))
+    deploy.set_defaults(handler=_deploy)
+
+    for operation, text in (("promote", "give the canary all traffic (remove canaryTrafficPercent)"),
+                            ("rollback", "send all traffic back to the champion (canaryTrafficPercent 0)")):
+        command = commands.add_parser(operation, help=text)
+        command.add_argument("name", nargs="?", help="the InferenceService")
+        command.add_argument("--namespace", default="flowline")
+        command.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+        command.add_argument("--manifest", help="edit this manifest file instead of the cluster")
+        command.set_defaults(handler=_canary, operation=operation)
+
     datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
     datasets.set_defaults(handler=_datasets)
     return parser
@@ -138,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if hasattr(args, "use_case_path") and bool(args.use_case_name) == bool(args.use_case_path):
         parser.error("give a built-in use case name or --use-case PATH (exactly one)")
+    if getattr(args, "operation", None) and not (args.name or args.manifest):
+        parser.error(f"{args.operation}: give the InferenceService name, or --manifest FILE")
     try:
         return args.handler(args)
     except (UseCaseError, DatasetError, PackageError, FileNotFoundError) as error:

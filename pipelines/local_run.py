@@ -16,7 +16,7 @@ from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_F
 from flowline.pipelines.progress import ProgressStream
 from flowline.pipelines.use_case import UseCase
 
-STEPS = ("ingest", "split", "features", "train", "evaluate", "drift", "package")
+STEPS = ("ingest", "split", "features", "train", "evaluate", "drift", "package", "deploy")
 
 
 def run_local(

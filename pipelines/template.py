@@ -11,6 +11,7 @@ from typing import Callable
 from kfp import dsl
 from kfp.dsl import Model
 
+from flowline.components.deploy.component import deploy
 from flowline.components.drift.component import drift
 from flowline.components.evaluate.component import evaluate
 from flowline.components.features.component import features
@@ -29,6 +30,7 @@ RESOURCES = {
     "train": ("2", "4Gi"),
     "evaluate": ("1", "2Gi"),
     "package": ("500m", "1Gi"),
+    "deploy": ("250m", "512Mi"),
 }
 RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 
@@ -39,15 +41,16 @@ def _configure(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
 
 
 def build_pipeline(use_case: UseCase) -> Callable:
-    """Return the KFP pipeline for `use_case`, with inputs `source` and `trials`.
+    """Return the KFP pipeline for `use_case`.
 
-    `source` (a path or URL) overrides the use case's data when not empty; `trials`
-    overrides its tuning budget when above 0.
+    Inputs: `source` (a path or URL) overrides the use case's data when not empty;
+    `trials` overrides its tuning budget when above 0; `namespace` and `canary_percent`
+    say where and how the deploy step applies the InferenceService (in a cluster only).
     """
     spec = use_case.model_dump_json()
 
     @dsl.pipeline(name=f"flowline-{use_case.name}", description=use_case.description or use_case.name)
-    def pipeline(source: str = "", trials: int = 0) -> Model:
+    def pipeline(source: str = "", trials: int = 0, namespace: str = "flowline", canary_percent: int = 10) -> Model:
         ingested = _configure(ingest(use_case_json=spec, source=source), "ingest")
         splits = _configure(split(use_case_json=spec, dataset=ingested.outputs["dataset"]), "split")
         fitted = _configure(features(use_case_json=spec, train=splits.outputs["train"]), "features")
@@ -79,6 +82,10 @@ def build_pipeline(use_case: UseCase) -> Callable:
                 detector=monitored.outputs["detector"],
             ),
             "package",
+        )
+        _configure(
+            deploy(model_package=packaged.outputs["model_package"], namespace=namespace, canary_percent=canary_percent),
+            "deploy",
         )
         return packaged.outputs["model_package"]
 

@@ -12,7 +12,7 @@ from flowline import __version__
 from flowline.pipelines.cli import main
 from flowline.pipelines.template import RESOURCES
 
-STEPS = ["ingest", "split", "features", "train", "evaluate", "drift", "package"]
+STEPS = ["ingest", "split", "features", "train", "evaluate", "drift", "package", "deploy"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def compiled(tmp_path_factory) -> Path:
 def test_the_kfp_sdk_loads_it_back(compiled: Path):
     loaded = components.load_component_from_file(str(compiled))
     assert loaded.name == "flowline-churn"
-    assert set(loaded.component_spec.inputs) == {"source", "trials"}
+    assert set(loaded.component_spec.inputs) == {"source", "trials", "namespace", "canary_percent"}
     assert sorted(loaded.pipeline_spec.root.dag.tasks) == sorted(STEPS)
 
 

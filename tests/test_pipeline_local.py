@@ -31,8 +31,9 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, tmp_path: Path, 
     lineage = json.loads((Path(summary["package"]) / "lineage.json").read_text())
     assert lineage["dataset"]["source_sha256"] == REGISTRY["telco_customer_churn"].sha256
     # Progress step by step, then the table and where the summary went.
-    for number, step in enumerate(["ingest", "split", "features", "train", "evaluate", "drift", "package"], 1):
-        assert f"[{number}/7] {step}" in shown and f"{step} success in" in shown
+    for number, step in enumerate(["ingest", "split", "features", "train", "evaluate", "drift", "package", "deploy"], 1):
+        assert f"[{number}/8] {step}" in shown and f"{step} success in" in shown
+    assert "deploy: churn" in shown and "manifest written, no cluster to apply it to" in shown
     assert "train: trial 30/30" in shown
     assert "roc_auc" in shown and "all gates passed" in shown
     assert f"summary: {summary_path}" in shown

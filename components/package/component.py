@@ -12,13 +12,15 @@ def package(
     model: Input[Model],
     feature_set: Input[Artifact],
     evaluation: Input[Artifact],
+    detector: Input[Artifact],
     model_package: Output[Model],
 ):
-    """Model, FeatureSet, evaluation, lineage and a sha256 manifest, verified before it is handed on."""
+    """Model, FeatureSet, evaluation, drift detector, lineage and a sha256 manifest, verified before it is handed on."""
     from flowline.components.package.model_package import package_files
     from flowline.pipelines.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     model_package.metadata.update(
-        package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata)
+        package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata,
+                      detector.path)
     )

@@ -24,6 +24,7 @@ FEATURE_SET_FILE = "feature_set.json"
 EVALUATION_FILE = "evaluation.json"
 USE_CASE_FILE = "use_case.json"
 LINEAGE_FILE = "lineage.json"
+DRIFT_DIR = "drift"
 
 
 class PackageError(ValueError):
@@ -37,6 +38,7 @@ def build_package(
     feature_set_file: str | Path,
     evaluation_file: str | Path,
     dataset: dict,
+    drift_dir: str | Path,
 ) -> dict:
     """Assemble the package folder and write its manifest; return the manifest.
 
@@ -48,6 +50,7 @@ def build_package(
     shutil.copyfile(Path(model_dir) / TRAINING_FILE, out / TRAINING_FILE)
     shutil.copyfile(feature_set_file, out / FEATURE_SET_FILE)
     shutil.copyfile(evaluation_file, out / EVALUATION_FILE)
+    shutil.copytree(drift_dir, out / DRIFT_DIR, dirs_exist_ok=True)
     (out / USE_CASE_FILE).write_text(use_case.model_dump_json(indent=1))
     feature_set = json.loads((out / FEATURE_SET_FILE).read_text())
     lineage = {
@@ -122,12 +125,13 @@ def package_files(
     feature_set_file: str,
     evaluation_file: str,
     dataset_metadata: dict,
+    drift_dir: str,
 ) -> dict:
     """Build and verify the package; return what its artifact metadata should show."""
     # KFP carries metadata numbers as floats; counts are whole.
     dataset = {key: dataset_metadata[key] for key in ("source", "source_sha256")}
     dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
-    build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset)
+    build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir)
     manifest = verify(destination)
     gates_passed = json.loads(Path(evaluation_file).read_text())["gates_passed"]
     print(f"package: {destination} version {manifest['version']}, {len(manifest['files'])} files, verified")

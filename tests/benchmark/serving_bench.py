@@ -9,8 +9,10 @@ Peers, measured one after another in the same run on the same model:
 - the HTTP floor: bare Starlette answering a constant.
 
 For each: sequential latency (p50, p99 over 2,000 requests, each timed on the client,
-after a warm-up) and throughput at 16 connections for 20 s with wrk. Writes JSON and
-prints a Markdown table with the ratios against MLServer.
+after a warm-up) and throughput at 16 connections for 20 s with wrk. Then the drift
+monitor's throughput: single-row payload-logger CloudEvents, as KServe's logger sends
+them, at 16 connections. Writes JSON and prints a Markdown table with the ratios
+against MLServer.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from flowline.pipelines.demo import first_record, v2_request
 HERE = Path(__file__).resolve().parent
 WARMUP = 200
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+# What KServe's payload logger sends with each request event (binary-mode CloudEvent).
+CLOUDEVENT_HEADERS = {"ce-specversion": "1.0", "ce-type": "org.kubeflow.serving.inference.request",
+                      "ce-source": "http://localhost:9081/", "ce-id": "bench", "ce-inferenceservicename": "churn"}
 
 
 def sequential_latencies_ms(port: int, path: str, body: bytes, count: int) -> np.ndarray:
@@ -61,13 +66,15 @@ def sequential_latencies_ms(port: int, path: str, body: bytes, count: int) -> np
     return np.array(timings)
 
 
-def wrk_throughput(port: int, path: str, body: bytes, connections: int, seconds: int) -> dict:
+def wrk_throughput(port: int, path: str, body: bytes, connections: int, seconds: int,
+                   headers: dict[str, str] | None = None) -> dict:
+    headers = {"Content-Type": "application/json", **(headers or {})}
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "body.json").write_bytes(body)
         script = Path(folder) / "post.lua"
         script.write_text(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f'local f = io.open("{folder}/body.json", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+            'wrk.method = "POST"\n' + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+            + f'local f = io.open("{folder}/body.json", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
         )
         output = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
@@ -136,6 +143,15 @@ def mlserver(package: Path, venv: Path, log_dir: Path) -> Iterator[int]:
 
 
 @contextlib.contextmanager
+def drift_monitor(package: Path, log_dir: Path) -> Iterator[int]:
+    port = free_port()
+    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(package),
+               "--host", LOOPBACK, "--port", str(port)]
+    with running_process(command, f"http://{LOOPBACK}:{port}/v2/health/ready", str(log_dir / "drift-monitor.log")):
+        yield port
+
+
+@contextlib.contextmanager
 def floor(log_dir: Path) -> Iterator[int]:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "floor_app:app", "--app-dir", str(HERE), "--host", LOOPBACK,
@@ -191,6 +207,14 @@ def main() -> None:
         peers["mlserver"] = measure("mlserver", port, "/v2/models/churn/infer", encoded_body, args)
     with floor(log_dir) as port:
         peers["http floor"] = measure("http floor", port, "/v2/models/floor/infer", encoded_body, args)
+    with drift_monitor(package, log_dir) as port:
+        print(f"bench: drift monitor: single-row CloudEvents, {args.connections} connections for {args.seconds} s",
+              flush=True)
+        event = json.dumps({"instances": [record]}).encode()
+        drift = wrk_throughput(port, f"/v1/models/{loaded.use_case.name}-drift:predict", event, args.connections,
+                               args.seconds, headers=CLOUDEVENT_HEADERS)
+        drift = {"events_per_second": drift.pop("requests_per_second"), **drift}
+        print(f"bench: drift monitor: {json.dumps(drift)}", flush=True)
 
     key = f"concurrency_{args.connections}"
     flowline, reference = peers["flowline"], peers["mlserver"]
@@ -203,6 +227,7 @@ def main() -> None:
         "model": {"package": str(package), "version": loaded.version, "features": loaded.feature_set.width},
         "same_answer": bool(np.float32(answers["flowline"]) == np.float32(answers["mlserver"])),
         "peers": peers,
+        "drift_monitor": drift,
         "ratios_vs_mlserver": {
             "throughput": flowline[key]["requests_per_second"] / reference[key]["requests_per_second"],
             "sequential_p99": flowline["sequential"]["p99_ms"] / reference["sequential"]["p99_ms"],
@@ -211,7 +236,9 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(report, indent=1))
     print("\n" + markdown_table(report))
-    print(f"\nsame answer from flowline and MLServer: {report['same_answer']}; report: {args.out}")
+    print(f"\ndrift monitor: {drift['events_per_second']:,.0f} events/s at {args.connections} connections, "
+          f"p99 {drift['p99_ms']:.1f} ms")
+    print(f"same answer from flowline and MLServer: {report['same_answer']}; report: {args.out}")
 
 
 if __name__ == "__main__":

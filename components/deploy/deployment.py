@@ -1,0 +1,42 @@
+"""Deploying a model package: render its InferenceService, and apply it when a cluster is at hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from flowline.components.deploy.cluster import apply
+from flowline.components.deploy.inference_service import inference_service
+from flowline.components.package.model_package import EVALUATION_FILE, verify
+
+
+def deploy_package(
+    package_dir: str,
+    storage_uri: str,
+    namespace: str,
+    manifest_file: str,
+    apply_to_cluster: bool,
+    canary_percent: int = 10,
+    name: Optional[str] = None,
+    kubeconfig: Optional[str] = None,
+) -> dict:
+    """Write the package's InferenceService to `manifest_file`; apply it if asked and its gates passed.
+
+    Returns what happened: {"name", "manifest", "applied", "action"}.
+    """
+    manifest = verify(package_dir)
+    name = name or manifest["name"]
+    service = inference_service(name, storage_uri, namespace=namespace)
+    Path(manifest_file).write_text(yaml.safe_dump(service, sort_keys=False))
+    gates_passed = json.loads((Path(package_dir) / EVALUATION_FILE).read_text())["gates_passed"]
+    if not gates_passed:
+        action, applied = "not applied: the package failed its quality gates", False
+    elif not apply_to_cluster:
+        action, applied = "manifest written, no cluster to apply it to", False
+    else:
+        action, applied = apply(service, namespace, kubeconfig, canary_percent), True
+    print(f"deploy: {name} ({manifest['version']}) from {storage_uri}: {action}; manifest {manifest_file}")
+    return {"name": name, "manifest": manifest_file, "applied": applied, "action": action}

@@ -1,0 +1,173 @@
+"""The objects refer to each other correctly: runtimes, payload log, triggers, graphs, network."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import pytest
+
+from manifest_helpers import NAMESPACE, Doc, find, one, render
+
+USE_CASES = ("churn", "clv", "fraud")
+MODELS = (*USE_CASES, "churn-challenger")
+
+
+@pytest.fixture(scope="module")
+def base() -> list[Doc]:
+    return render("base")
+
+
+def test_models_and_monitors_use_a_runtime_that_serves_their_format(base: list[Doc]) -> None:
+    runtimes = {r["metadata"]["name"]: r["spec"] for r in find(base, "ServingRuntime")}
+    for service in find(base, "InferenceService"):
+        model = service["spec"]["predictor"]["model"]
+        formats = {(f["name"], f.get("autoSelect")) for f in runtimes[model["runtime"]]["supportedModelFormats"]}
+        assert (model["modelFormat"]["name"], True) in formats, service["metadata"]["name"]
+
+
+def test_runtimes_run_the_flowline_server_on_8080(base: list[Doc]) -> None:
+    modules = {"flowline": "flowline.inference_services", "flowline-drift": "flowline.inference_services.drift_monitor"}
+    for name, module in modules.items():
+        (container,) = one(base, "ServingRuntime", name)["spec"]["containers"]
+        assert container["name"] == "kserve-container"
+        assert container["command"] == ["python", "-m", module]
+        assert container["args"] == ["{{.Name}}=/mnt/models", "--port", "8080"]
+        assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
+        assert {"name": "FLOWLINE_SERVE_HOST", "value": "0.0.0.0"} in container["env"]
+
+
+def test_models_log_requests_to_the_broker_and_support_tag_routing(base: list[Doc]) -> None:
+    broker = one(base, "Broker", "flowline-events")
+    expected = f"http://broker-ingress.knative-eventing.svc.cluster.local/{NAMESPACE}/{broker['metadata']['name']}"
+    for name in MODELS:
+        service = one(base, "InferenceService", name)
+        predictor = service["spec"]["predictor"]
+        assert predictor["logger"] == {"mode": "request", "url": expected}
+        assert service["metadata"]["annotations"]["serving.kserve.io/enable-tag-routing"] == "true"
+        assert predictor["model"]["storageUri"] == f"s3://flowline-models/{name}/current"
+        assert predictor["scaleMetric"] == "concurrency"
+        assert "canaryTrafficPercent" not in predictor
+
+
+def test_each_use_case_has_one_drift_monitor_on_its_model_package(base: list[Doc]) -> None:
+    for name in USE_CASES:
+        predictor = one(base, "InferenceService", f"{name}-drift")["spec"]["predictor"]
+        assert predictor["model"]["storageUri"] == one(base, "InferenceService", name)["spec"]["predictor"]["model"]["storageUri"]
+        assert (predictor["minReplicas"], predictor["maxReplicas"]) == (1, 1)
+        assert "logger" not in predictor
+
+
+def test_triggers_route_requests_and_pipeline_runs_to_the_matching_monitor(base: list[Doc]) -> None:
+    triggers = {t["metadata"]["name"]: t["spec"] for t in find(base, "Trigger")}
+    assert set(triggers) == {f"{n}-{s}" for n in USE_CASES for s in ("drift", "pipeline-runs")}
+    monitors = {s["metadata"]["name"] for s in find(base, "InferenceService")}
+    for name in USE_CASES:
+        assert triggers[f"{name}-drift"]["filter"]["attributes"] == {
+            "type": "org.kubeflow.serving.inference.request", "inferenceservicename": name}
+        assert triggers[f"{name}-pipeline-runs"]["filter"]["attributes"] == {
+            "type": "dev.flowline.pipeline.run.finished", "usecase": name}
+        for trigger in (triggers[f"{name}-drift"], triggers[f"{name}-pipeline-runs"]):
+            assert trigger["broker"] == "flowline-events"
+            url = urlsplit(trigger["subscriber"]["uri"])
+            monitor = url.hostname.removesuffix(f"-predictor.{NAMESPACE}.svc.cluster.local")
+            assert monitor == f"{name}-drift" and monitor in monitors
+            assert url.path == f"/v1/models/{monitor}:predict"
+
+
+def test_inference_graphs_split_and_ensemble_existing_models(base: list[Doc]) -> None:
+    services = {s["metadata"]["name"] for s in find(base, "InferenceService")}
+    ab = one(base, "InferenceGraph", "churn-ab")["spec"]["nodes"]["root"]
+    assert ab["routerType"] == "Splitter"
+    assert {s["serviceName"]: s["weight"] for s in ab["steps"]} == {"churn": 90, "churn-challenger": 10}
+    ensemble = one(base, "InferenceGraph", "churn-ensemble")["spec"]["nodes"]["root"]
+    assert ensemble["routerType"] == "Ensemble"
+    assert [s["serviceName"] for s in ensemble["steps"]] == ["churn", "churn-challenger"]
+    assert {s["serviceName"] for node in (ab, ensemble) for s in node["steps"]} <= services
+
+
+# A small NetworkPolicy evaluator: enough of the semantics for the selectors used here.
+
+def selects(selector: Doc, labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        present = expression["key"] in labels
+        if expression["operator"] == "Exists" and not present:
+            return False
+        if expression["operator"] == "In" and labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+def allowed(policies: list[Doc], pod: dict[str, str], direction: str, peer_namespace: str, port: int,
+            protocol: str = "TCP") -> bool:
+    """Whether a flowline pod with labels `pod` may talk to/from any pod of `peer_namespace` on `port`."""
+    field, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    peer_labels = {"kubernetes.io/metadata.name": peer_namespace}
+    for policy in policies:
+        spec = policy["spec"]
+        if direction not in spec["policyTypes"] or not selects(spec["podSelector"], pod):
+            continue
+        for rule in spec.get(field, []):
+            peer_ok = peers not in rule or any(
+                selects(p.get("namespaceSelector", {}), peer_labels) and "podSelector" not in p for p in rule[peers])
+            port_ok = "ports" not in rule or any(
+                p["port"] == port and p.get("protocol", "TCP") == protocol for p in rule["ports"])
+            if peer_ok and port_ok:
+                return True
+    return False
+
+
+MODEL_POD = {"serving.kserve.io/inferenceservice": "churn"}
+GRAPH_POD = {"serving.kserve.io/inferencegraph": "churn-ab"}
+PIPELINE_POD = {"workflows.argoproj.io/workflow": "churn-x7k2p"}
+DEPLOYER_POD = {"flowline.dev/role": "deployer"}
+OTHER_POD = {"app": "something-else"}
+
+FLOWS = [
+    # pod, direction, peer namespace, port, allowed
+    (OTHER_POD, "Egress", "kube-system", 53, True),
+    (OTHER_POD, "Egress", "kubeflow", 9000, False),
+    (OTHER_POD, "Ingress", "knative-serving", 8080, False),
+    (MODEL_POD, "Ingress", "knative-serving", 8012, True),
+    (MODEL_POD, "Ingress", "istio-system", 8080, True),
+    (MODEL_POD, "Ingress", "knative-eventing", 8080, True),
+    (MODEL_POD, "Ingress", "monitoring", 9091, True),
+    (MODEL_POD, "Ingress", "monitoring", 8012, False),
+    (MODEL_POD, "Ingress", "default", 8080, False),
+    (MODEL_POD, "Egress", "knative-eventing", 8080, True),
+    (MODEL_POD, "Egress", "kubeflow", 9000, True),
+    (MODEL_POD, "Egress", "kubeflow", 8888, False),
+    (MODEL_POD, "Egress", "anywhere", 443, False),
+    (GRAPH_POD, "Ingress", "knative-serving", 8012, True),
+    (GRAPH_POD, "Egress", "istio-system", 8081, True),
+    (PIPELINE_POD, "Egress", "anywhere", 6443, True),
+    (PIPELINE_POD, "Egress", "kubeflow", 8887, True),
+    (PIPELINE_POD, "Egress", "knative-eventing", 8080, True),
+    (PIPELINE_POD, "Ingress", "kubeflow", 8080, False),
+    (DEPLOYER_POD, "Egress", "anywhere", 443, True),
+    (DEPLOYER_POD, "Egress", "kubeflow", 9000, True),
+    (DEPLOYER_POD, "Egress", "knative-eventing", 8080, False),
+]
+
+
+@pytest.mark.parametrize(("pod", "direction", "peer", "port", "expected"), FLOWS)
+def test_network_policies_allow_only_the_flows_flowline_needs(
+        base: list[Doc], pod: dict[str, str], direction: str, peer: str, port: int, expected: bool) -> None:
+    assert allowed(find(base, "NetworkPolicy"), pod, direction, peer, port) is expected
+
+
+def test_dns_is_allowed_over_udp_and_tcp(base: list[Doc]) -> None:
+    policies = find(base, "NetworkPolicy")
+    for protocol in ("UDP", "TCP"):
+        assert allowed(policies, OTHER_POD, "Egress", "kube-system", 53, protocol)
+
+
+def test_every_pod_is_denied_by_default_and_namespaces_are_matched_by_name(base: list[Doc]) -> None:
+    policies = find(base, "NetworkPolicy")
+    deny = one(base, "NetworkPolicy", "default-deny")["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []) + policy["spec"].get("egress", []):
+            for peer in rule.get("from", []) + rule.get("to", []):
+                assert list(peer["namespaceSelector"]["matchLabels"]) == ["kubernetes.io/metadata.name"]

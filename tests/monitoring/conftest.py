@@ -1,0 +1,33 @@
+"""Fixtures for the monitoring tests: the real promtool and kubectl binaries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+
+def _tool(name: str, env: str | None = None) -> str:
+    """A tool's path from `env` or PATH; skips when missing, fails under CI=true."""
+    path = os.environ.get(env) if env else None
+    path = path or shutil.which(name)
+    if path and os.access(path, os.X_OK):
+        return path
+    where = f"${env} or PATH" if env else "PATH"
+    message = f"{name} not found in {where}; `make tools` installs it"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool (Debian's prometheus package; `make test` sets FLOWLINE_PROMTOOL)."""
+    return _tool("promtool", "FLOWLINE_PROMTOOL")
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> str:
+    """kubectl, whose `kustomize` subcommand renders the manifests."""
+    return _tool("kubectl")

@@ -1,0 +1,70 @@
+"""Every metric a dashboard or alert rule uses is exported by a real running server or drift monitor."""
+
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
+from promql_names import exported_names_used
+from serving_helpers import records_of
+
+CLOUDEVENT = {"ce-specversion": "1.0", "ce-source": "http://localhost:9081/", "content-type": "application/json"}
+
+
+def exported(text: str) -> set[str]:
+    """Series names on a /metrics page, with histogram and counter suffixes as Prometheus stores them."""
+    return {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def event(client: httpx.Client, event_type: str, body: dict) -> None:
+    headers = {**CLOUDEVENT, "ce-type": event_type, "ce-id": str(uuid.uuid4())}
+    client.post("/v1/models/churn-drift:predict", json=body, headers=headers)
+
+
+@pytest.fixture(scope="module")
+def live_metrics(churn_package, churn_test_rows, tmp_path_factory) -> set[str]:
+    """/metrics of a model server and a drift monitor after one of every kind of event."""
+    folder = tmp_path_factory.mktemp("metric-names")
+    current = folder / "current"
+    current.symlink_to(churn_package)
+    record = records_of(churn_test_rows.dropna().head(1))[0]
+    names: set[str] = set()
+    with running_server([f"churn={current}"], log_path=str(folder / "server.log")) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        client.post("/v1/models/churn:predict", json={"instances": [record]})
+        client.post("/v1/models/churn:explain", json={"instances": [record]})
+        client.post("/v1/models/churn:predict", json={"instances": []})  # a refusal
+        broken = shutil.copytree(churn_package, folder / "broken")
+        (broken / "model.json").write_text("{}")
+        current.unlink()
+        current.symlink_to(broken)
+        assert client.post("/v2/repository/models/churn/load").status_code == 409  # a refused reload
+        names |= exported(client.get("/metrics").text)
+
+    port = free_port()
+    monitor_url = f"http://{LOOPBACK}:{port}"
+    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(churn_package),
+               "--host", LOOPBACK, "--port", str(port)]
+    with running_process(command, f"{monitor_url}/v2/health/ready", str(folder / "monitor.log")), \
+            httpx.Client(base_url=monitor_url, timeout=60) as client:
+        window = client.get("/metrics").text
+        size = int(float(next(l for l in window.splitlines() if l.startswith("flowline_drift_window_size{"))
+                         .rsplit(" ", 1)[1]))
+        rows = records_of(churn_test_rows.sample(size, replace=True, random_state=0))
+        event(client, "org.kubeflow.serving.inference.request", {"instances": rows})  # one full window
+        event(client, "org.kubeflow.serving.inference.request", {"instances": [{"tenure": 1}]})  # an invalid event
+        for status in ("succeeded", "failed"):
+            event(client, "dev.flowline.pipeline.run.finished", {"use_case": "churn", "status": status})
+        names |= exported(client.get("/metrics").text)
+    return names
+
+
+def test_every_metric_in_dashboards_and_rules_is_exported(live_metrics):
+    used = exported_names_used()
+    assert len(used) > 20
+    missing = sorted(used - live_metrics)
+    assert not missing, f"used in dashboards or rules but exported by no running server: {missing}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
@@ -37,6 +38,11 @@ MODEL_GATES_PASSED = Gauge("flowline_model_gates_passed", "1 when the served pac
                            ["model_name", "model_version"])
 MODEL_RELOADS = Counter("flowline_model_reloads", "Package reloads, loaded or refused.", ["model_name", "result"])
 
+MEMORY_LIMIT = Gauge("flowline_memory_limit_bytes", "The container's memory limit (cgroup); 0 when it has none.")
+# cgroup v2, then v1. v1 reports "no limit" as a number near 2**63.
+CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+NO_LIMIT_ABOVE = 2**60
+
 MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)/infer$")
 
 
@@ -52,6 +58,17 @@ def observe_predictions(
         PREDICTIONS.labels(model, version, "positive").inc(positive)
     if positive < len(scores):
         PREDICTIONS.labels(model, version, "negative").inc(len(scores) - positive)
+
+
+def publish_memory_limit() -> None:
+    """Export the container's memory limit, so one alert rule fits every overlay's limits."""
+    for path in CGROUP_MEMORY_LIMITS:
+        if path.is_file():
+            text = path.read_text().strip()
+            limit = int(text) if text.isdigit() and int(text) < NO_LIMIT_ABOVE else 0
+            MEMORY_LIMIT.set(limit)
+            return
+    MEMORY_LIMIT.set(0)
 
 
 def publish_package(model: str, package: LoadedPackage, replaced: Optional[LoadedPackage] = None) -> None:

@@ -43,6 +43,7 @@ def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_
     """Load each model (a FlowlineModel or a DriftMonitor) and serve them in one process until interrupted."""
     for model in models:
         model.load()
+    metrics.publish_memory_limit()
     # Everything loaded now lives until exit: keep the collector from scanning it (GC pauses).
     gc.collect()
     gc.freeze()

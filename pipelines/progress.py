@@ -29,6 +29,7 @@ class ProgressStream(io.TextIOBase):
         self._pending = ""
         self._task_lines: deque[str] = deque(maxlen=FAILURE_TAIL)
         self._task_started = 0.0
+        self._started = 0
 
     def writable(self) -> bool:
         return True
@@ -50,9 +51,8 @@ class ProgressStream(io.TextIOBase):
             self.terminal.write(line + "\n")
             return
         if started := STARTED.search(line):
-            name = started.group(1)
-            number = self.steps.index(name) + 1 if name in self.steps else "?"
-            self.terminal.write(f"[{number}/{len(self.steps)}] {name}\n")
+            self._started += 1  # numbered as they start: kfp.local runs independent steps in its own order
+            self.terminal.write(f"[{self._started}/{len(self.steps)}] {started.group(1)}\n")
             self._task_lines.clear()
             self._task_started = time.monotonic()
         elif finished := FINISHED.search(line):

@@ -158,14 +158,12 @@ class DriftMonitor(Model):
 
 
 def main(argv: list[str] | None = None) -> None:
-    from flowline.inference_services.options import DEFAULT_PORT, HOST_ENV, named_package
+    from flowline.inference_services.options import add_server_arguments, named_package
 
     parser = argparse.ArgumentParser(prog="python -m flowline.inference_services.drift_monitor",
                                      description="Serve a package's drift monitor.")
     parser.add_argument("package", metavar="[NAME=]PACKAGE_DIR", help="name defaults to '<use case>-drift'")
-    parser.add_argument("--host", default=None, help=f"bind address (default: ${HOST_ENV} or 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--access-log", action="store_true")
+    add_server_arguments(parser, max_batch=False)
     args = parser.parse_args(argv)
     name, path = named_package(args.package)
     if "=" not in args.package:

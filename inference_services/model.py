@@ -27,6 +27,7 @@ import xgboost as xgb
 from kserve import Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
+from flowline.components.evaluate.evaluation import class_names
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
 from flowline.components.train.training import MODEL_FILE
@@ -43,13 +44,11 @@ MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
 class LoadedPackage:
     """Everything one package version needs to answer requests; replaced whole on reload."""
 
-    path: str
     version: str
     created_at: float
     use_case: UseCase
     feature_set: FeatureSet
     booster: xgb.Booster
-    threshold: Optional[float]
     evaluation: dict
     checker: RecordChecker
     feature_owner: np.ndarray  # raw-column index of each encoded feature, for per-column SHAP
@@ -67,10 +66,8 @@ class LoadedPackage:
         columns = feature_set.input_columns
         owners = [columns.index(name.split("=", 1)[0]) for name in feature_set.feature_names]
         return cls(
-            path=str(package), version=manifest["version"],
-            created_at=datetime.fromisoformat(manifest["created_at"]).timestamp(),
-            use_case=use_case, feature_set=feature_set, booster=booster, threshold=evaluation.get("threshold"),
-            evaluation=evaluation, checker=RecordChecker(use_case, columns), feature_owner=np.array(owners),
+            version=manifest["version"], created_at=datetime.fromisoformat(manifest["created_at"]).timestamp(),
+            use_case=use_case, feature_set=feature_set, booster=booster, evaluation=evaluation, checker=RecordChecker(use_case, columns), feature_owner=np.array(owners),
         )
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
@@ -83,13 +80,18 @@ class LoadedPackage:
         return [{"name": c, "datatype": _datatype_of(schema[c].type), "shape": [-1]} for c in self.feature_set.input_columns]
 
     @property
+    def threshold(self) -> Optional[float]:
+        """The cost-optimal decision threshold (binary tasks), as evaluate chose it."""
+        return self.evaluation.get("threshold")
+
+    @property
     def is_binary(self) -> bool:
         return self.use_case.task == "binary"
 
     def labels(self, positive: np.ndarray) -> list[str]:
-        names = self.use_case.label
-        negative = next((v for v in names.values if v != names.positive), f"not {names.positive}")
-        return [names.positive if flag else negative for flag in positive]
+        """The decision as label values, named as in evaluate's confusion matrix."""
+        negative, positive_name = class_names(self.use_case)
+        return [positive_name if flag else negative for flag in positive]
 
 
 class FlowlineModel(Model):

@@ -35,9 +35,11 @@ def named_package(argument: str) -> tuple[str, str]:
     return name, path
 
 
-def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+def add_server_arguments(parser: argparse.ArgumentParser, max_batch: bool = True) -> None:
+    """--host, --port, --access-log, and --max-batch for servers that answer predictions."""
     parser.add_argument("--host", default=None, help=f"bind address (default: ${HOST_ENV} or {DEFAULT_HOST})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
-    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
-                        help=f"largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
+    if max_batch:
+        parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                            help=f"largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
     parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")

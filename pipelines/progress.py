@@ -63,8 +63,8 @@ class ProgressStream(io.TextIOBase):
                 self.terminal.write(f"      last lines of {name}'s log:\n")
                 self.terminal.writelines(f"        {kept}\n" for kept in self._task_lines)
         else:
-            self._task_lines.append(line.strip())
             stripped = line.strip()
+            self._task_lines.append(stripped)
             is_step_line = any(stripped.startswith((f"{step}:", f"{step} (")) for step in self.steps)
             if is_step_line and not ARTIFACT_LISTING.match(stripped):
                 self.terminal.write(f"      {stripped}\n")

@@ -10,8 +10,10 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+import pandas as pd
 from kserve.errors import InvalidInput
 
+from flowline.components.ingest.contract import parse_datetimes
 from flowline.pipelines.use_case import ColumnSpec, UseCase
 
 
@@ -88,6 +90,10 @@ class RecordChecker:
             return
         if not isinstance(value, str):
             raise BadRequest("wrong_type", f"{field}: expected a string, got {value!r}")
+        if spec.type == "datetime":
+            if parse_datetimes(pd.Series([value.strip()]), spec.format).isna().iloc[0]:
+                raise BadRequest("wrong_type", f"{field}: {value!r} is not a date ({spec.format or 'ISO 8601'})")
+            return
         allowed = self._allowed.get(name)
         if allowed is not None and value.strip() not in allowed:
             raise BadRequest("unknown_category", f"{field}: {value!r} is not one of {sorted(allowed)}")

@@ -19,6 +19,9 @@ USE_CASES_DIR = Path(__file__).parent / "use_cases"
 
 BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy")
 REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman")
+# Candidate model families, each with one declarative search space (components/tune/search_space.py).
+FAMILIES = ("xgboost", "linear", "forest", "mlp")
+Family = Literal["xgboost", "linear", "forest", "mlp"]
 
 
 class UseCaseError(ValueError):
@@ -47,7 +50,7 @@ class DataSpec(_Strict):
 class ColumnSpec(_Strict):
     """One column of the data contract."""
 
-    type: Literal["string", "category", "integer", "number"]
+    type: Literal["string", "category", "integer", "number", "datetime"]
     nullable: bool = False
     allowed: list[str] | None = None
     min: float | None = None
@@ -55,6 +58,7 @@ class ColumnSpec(_Strict):
     impute: Literal["median", "mean"] | float | None = Field(
         default=None, description="numeric columns: how missing values are filled (default median)"
     )
+    format: str | None = Field(default=None, description="datetime columns: a strptime format (default ISO 8601)")
 
     @model_validator(mode="after")
     def _options_fit_type(self) -> ColumnSpec:
@@ -63,6 +67,8 @@ class ColumnSpec(_Strict):
             raise ValueError(f"min, max and impute apply to integer and number columns, not {self.type}")
         if self.allowed is not None and self.type != "category":
             raise ValueError("allowed applies to category columns only")
+        if self.format is not None and self.type != "datetime":
+            raise ValueError("format applies to datetime columns only")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
@@ -104,12 +110,54 @@ class CostSpec(_Strict):
     true_positive: float = Field(default=0.0, ge=0)
 
 
+class FeaturesSpec(_Strict):
+    """Automated feature engineering (components/features/engineering.py)."""
+
+    search: bool = Field(default=True, description="choose encodings and generated features on validation")
+    entity_column: str | None = Field(
+        default=None, description="a repeated key (customer, card) for recency and rolling windows over time_column"
+    )
+    amount_columns: list[str] = Field(default=[], description="numeric columns summed per entity over those windows")
+    max_generated: int = Field(default=5, ge=0, description="at most this many interaction or time features")
+
+
+def _default_families() -> dict[str, int]:
+    return {"xgboost": 30, "linear": 20, "forest": 12, "mlp": 16}
+
+
 class TuningSpec(_Strict):
-    trials: int = Field(default=30, ge=1)
-    timeout_seconds: float | None = Field(default=None, gt=0)
+    """The search budget: trials per candidate family, and where the trials run."""
+
+    backend: Literal["auto", "optuna", "katib"] = Field(
+        default="auto", description="auto: Katib inside a cluster, Optuna elsewhere"
+    )
+    families: dict[Family, int] = Field(default_factory=_default_families, min_length=1)
+    parallel_trials: int = Field(default=3, ge=1, description="Katib: trials running at once")
+    timeout_seconds: float | None = Field(default=None, gt=0, description="per family")
     early_stopping_rounds: int = Field(default=50, ge=1)
     max_boost_rounds: int = Field(default=1000, ge=1)
+    max_epochs: int = Field(default=200, ge=1, description="MLP training epochs, early-stopped on valid")
     seed: int = 42
+
+    @field_validator("families")
+    @classmethod
+    def _trials_are_positive(cls, families: dict[str, int]) -> dict[str, int]:
+        for family, trials in families.items():
+            if trials < 1:
+                raise ValueError(f"{family}: give at least 1 trial, or leave the family out")
+        return families
+
+
+class EnsembleSpec(_Strict):
+    top_k: int = Field(default=3, ge=1, description="blend at most this many of the best candidates")
+    folds: int = Field(default=5, ge=2, description="cross-fitting folds on valid for the blend's honest score")
+    refit: bool = Field(default=True, description="train the chosen members again on train + valid")
+
+
+class ChampionSpec(_Strict):
+    """The champion/challenger decision on the test split."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="one-sided significance level for promotion")
 
 
 class UseCase(_Strict):
@@ -126,7 +174,10 @@ class UseCase(_Strict):
     split: SplitSpec = SplitSpec()
     gates: dict[str, GateSpec] = {}
     costs: CostSpec | None = None
+    features: FeaturesSpec = FeaturesSpec()
     tuning: TuningSpec = TuningSpec()
+    ensemble: EnsembleSpec = EnsembleSpec()
+    champion: ChampionSpec = ChampionSpec()
 
     @field_validator("name")
     @classmethod
@@ -143,6 +194,8 @@ class UseCase(_Strict):
             ("id_columns", self.id_columns),
             ("sensitive_attributes", self.sensitive_attributes),
             ("time_column", [self.time_column] if self.time_column else []),
+            ("features.entity_column", [self.features.entity_column] if self.features.entity_column else []),
+            ("features.amount_columns", self.features.amount_columns),
         ]:
             for name in names:
                 if name not in self.columns:
@@ -158,6 +211,16 @@ class UseCase(_Strict):
             raise ValueError("label.positive and label.values apply to binary tasks only")
         if self.split.method == "time" and not self.time_column:
             raise ValueError("split.method 'time' needs time_column")
+        if self.time_column and self.columns[self.time_column].type not in ("datetime", "integer", "number"):
+            raise ValueError(f"time_column {self.time_column!r} must be a datetime or numeric column")
+        if self.features.entity_column and not self.time_column:
+            raise ValueError("features.entity_column needs time_column: its windows run over time")
+        for name in self.features.amount_columns:
+            if not self.columns[name].is_numeric:
+                raise ValueError(f"features.amount_columns: column {name!r} is not numeric")
+        for name, spec in self.columns.items():
+            if spec.type == "datetime" and name != self.time_column:
+                raise ValueError(f"column {name!r}: a datetime column must be the time_column")
         known = BINARY_METRICS if self.task == "binary" else REGRESSION_METRICS
         for metric in self.gates:
             if metric not in known:
@@ -168,13 +231,16 @@ class UseCase(_Strict):
 
     @property
     def feature_columns(self) -> list[str]:
-        """Contract columns the model learns from: all but ids and the time column."""
-        excluded = set(self.id_columns) | {self.time_column}
+        """Contract columns encoded as they are: all but ids, the time column and the entity column.
+
+        The time and entity columns enter only through generated time features.
+        """
+        excluded = set(self.id_columns) | {self.time_column, self.features.entity_column}
         return [name for name in self.columns if name not in excluded]
 
-    @property
-    def trials(self) -> int:
-        return self.tuning.trials
+    def trials_for(self, family: str, override: int = 0) -> int:
+        """The trial budget of one family: `override` when above 0, else the use case's."""
+        return override or self.tuning.families[family]
 
 
 def _format_validation_error(error: ValidationError) -> str:

@@ -24,7 +24,10 @@ def test_churn_states_everything_the_pipeline_needs(churn):
     assert churn.sensitive_attributes == ["gender", "SeniorCitizen"]
     assert churn.costs.false_negative > churn.costs.false_positive
     assert "customerID" not in churn.feature_columns and "tenure" in churn.feature_columns
-    assert churn.gates["roc_auc"].min == 0.80 and churn.trials == 30
+    assert churn.gates["roc_auc"].min == 0.80
+    assert churn.tuning.families == {"xgboost": 30, "linear": 20, "forest": 12, "mlp": 16}
+    assert churn.trials_for("mlp") == 16 and churn.trials_for("mlp", override=2) == 2
+    assert churn.features.search and churn.tuning.backend == "auto" and churn.ensemble.refit
 
 
 def test_unknown_key_is_named(tmp_path: Path):
@@ -46,6 +49,15 @@ def test_undeclared_column_is_named(tmp_path: Path):
         (lambda d: d["label"].update(positive="Maybe"), "label.positive 'Maybe'"),
         (lambda d: d["gates"].update(accuracy_score={"min": 0.5}), "unknown metric 'accuracy_score'"),
         (lambda d: d.update(name="Churn Model"), "name"),
+        (lambda d: d["tuning"].update(families={"svm": 3}), "tuning.families.svm"),
+        (lambda d: d["tuning"].update(families={"mlp": 0}), "mlp: give at least 1 trial"),
+        (lambda d: d["tuning"].update(backend="ray"), "tuning.backend"),
+        (lambda d: d["features"].update(entity_column="customerID"), "features.entity_column needs time_column"),
+        (lambda d: d["features"].update(amount_columns=["Contract"]), "column 'Contract' is not numeric"),
+        (lambda d: d["features"].update(amount_columns=["Amount"]), "column 'Amount' is not declared"),
+        (lambda d: d["columns"]["Contract"].update(format="%Y"), "format applies to datetime columns only"),
+        (lambda d: d["columns"].update(signup={"type": "datetime"}), "a datetime column must be the time_column"),
+        (lambda d: d.update(time_column="Contract"), "must be a datetime or numeric column"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, change, named: str):
@@ -66,3 +78,14 @@ def test_unknown_built_in_name_lists_the_known_ones():
 
 def test_round_trips_through_json(churn):
     assert type(churn).model_validate_json(churn.model_dump_json()) == churn
+
+
+def test_the_time_and_entity_columns_are_not_encoded_as_they_are(tmp_path: Path):
+    def change(document: dict) -> None:
+        document["columns"].update(signup={"type": "datetime", "format": "%Y-%m-%d"}, account={"type": "string"})
+        document.update(time_column="signup")
+        document["features"].update(entity_column="account", amount_columns=["MonthlyCharges"])
+
+    use_case = load_changed(tmp_path, change)
+    assert "signup" not in use_case.feature_columns and "account" not in use_case.feature_columns
+    assert "MonthlyCharges" in use_case.feature_columns

@@ -103,6 +103,27 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
     return parsed, reasons
 
 
+def _datetime_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
+    text, blank = _as_text(values)
+    parsed = parse_datetimes(text.where(~blank), spec.format)
+    reasons = pd.Series("", index=values.index, dtype=object)
+    unparsed = ~blank & parsed.isna()
+    expected = spec.format or "ISO 8601"
+    reasons[unparsed] = (f"{name}: '" + text[unparsed] + f"' is not a date ({expected})").astype(object)
+    if not spec.nullable:
+        reasons[blank] = f"{name}: blank, but the column is not nullable"
+    return parsed, reasons
+
+
+def parse_datetimes(text: pd.Series, date_format: str | None) -> pd.Series:
+    """Text to naive UTC datetime64[ns], NaT where it does not parse: the parser ingest and serving share.
+
+    A time with an offset is converted to UTC; one without is taken as UTC.
+    """
+    parsed = pd.to_datetime(text, format=date_format or "ISO8601", errors="coerce", utc=True)
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+
+
 def _text_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
     text, blank = _as_text(values)
     reasons = pd.Series("", index=values.index, dtype=object)
@@ -137,7 +158,7 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase) -> ContractResult:
     typed = pd.DataFrame(index=frame.index)
     reasons_by_column = []
     for name, spec in use_case.columns.items():
-        check = _numeric_column if spec.is_numeric else _text_column
+        check = _numeric_column if spec.is_numeric else _datetime_column if spec.type == "datetime" else _text_column
         typed[name], reasons = check(name, frame[name], spec)
         reasons_by_column.append(reasons)
     typed[use_case.label.column], label_reasons = _label_column(use_case, frame[use_case.label.column])

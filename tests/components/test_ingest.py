@@ -112,3 +112,32 @@ def test_churn_keeps_every_telco_row_and_its_blank_total_charges(data_home, chur
     kept = pd.read_parquet(outputs[0])
     blank = kept["TotalCharges"].isna()
     assert blank.sum() == 11 and (kept.loc[blank, "tenure"] == 0).all()
+
+
+def test_datetimes_are_parsed_with_their_format_and_bad_ones_quarantined(write_csv):
+    from flowline.pipelines.use_case import UseCase
+
+    use_case = UseCase.model_validate({
+        "name": "orders", "task": "regression", "data": {"path": "x.csv"}, "label": {"column": "spend"},
+        "time_column": "day", "columns": {"day": {"type": "datetime", "format": "%Y%m%d"}, "items": {"type": "integer"}},
+        "max_bad_fraction": 0.5,
+    })
+    path = write_csv("day,items,spend\n19970101,1,10\n19970231,2,20\n1997-03-01,3,30\n19970315,4,40\n")
+    result = apply_contract(read_table(str(path)).frame, use_case)
+    assert result.kept["day"].tolist() == [pd.Timestamp("1997-01-01"), pd.Timestamp("1997-03-15")]
+    reasons = result.quarantined[REASON_COLUMN].tolist()
+    assert reasons == ["day: '19970231' is not a date (%Y%m%d)", "day: '1997-03-01' is not a date (%Y%m%d)"]
+
+
+def test_request_checks_refuse_a_date_that_does_not_parse():
+    from flowline.inference_services.request_checks import BadRequest, RecordChecker
+    from flowline.pipelines.use_case import UseCase
+
+    use_case = UseCase.model_validate({
+        "name": "orders", "task": "regression", "data": {"path": "x.csv"}, "label": {"column": "spend"},
+        "time_column": "at", "columns": {"at": {"type": "datetime"}, "items": {"type": "integer"}},
+    })
+    checker = RecordChecker(use_case, ["at", "items"])
+    checker.check_record({"at": "2026-01-02T10:00:00Z", "items": 2}, "instances[0]")
+    with pytest.raises(BadRequest, match=r"instances\[0\]\.at: 'yesterday' is not a date \(ISO 8601\)"):
+        checker.check_record({"at": "yesterday", "items": 2}, "instances[0]")

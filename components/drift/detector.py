@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from flowline.components.features.feature_set import FeatureSet
+from flowline.components.features.feature_set import MAX_CATEGORIES, FeatureSet
 
 DETECTOR_DIR = "detector"
 CALIBRATION_FILE = "calibration.json"
@@ -46,9 +46,12 @@ class DriftEncoder:
     """Raw records or frames to the detector's numeric matrix, from a FeatureSet's fitted state."""
 
     def __init__(self, feature_set: FeatureSet) -> None:
-        self.columns = feature_set.input_columns
-        self.fills = {f.column: f.fill for f in feature_set.numeric}
-        self.codes = {f.column: {c: i for i, c in enumerate(f.categories)} for f in feature_set.one_hot}
+        """The contract's numeric and categorical feature columns (not the time or entity column:
+        time always moves on). Categories beyond the MAX_CATEGORIES most frequent share one code."""
+        self.columns = [i.column for i in feature_set.numeric] + [i.column for i in feature_set.categorical]
+        self.fills = {i.column: i.fill for i in feature_set.numeric}
+        self.codes = {i.column: {c: k for k, c in enumerate(i.categories[:MAX_CATEGORIES])}
+                      for i in feature_set.categorical}
 
     @property
     def categories_per_feature(self) -> dict[int, None]:

@@ -1,15 +1,22 @@
-"""KFP component: fit the FeatureSet on the training split."""
+"""KFP component: choose the feature plan on valid and fit the FeatureSet on the training split."""
 
-from kfp.dsl import Artifact, Dataset, Input, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 from flowline.components import flowline_component
 
 
 @flowline_component
-def features(use_case_json: str, train: Input[Dataset], feature_set: Output[Artifact]):
-    """Fit imputation and encoding on train only; the same object serves requests later."""
-    from flowline.components.features.feature_set import fit_feature_set_file
+def features(
+    use_case_json: str,
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    feature_set: Output[Artifact],
+    search_report: Output[Markdown],
+):
+    """Encodings, transforms and generated features chosen by validation score; the same object serves requests."""
+    from flowline.components.features.engineering import engineer_features_files
     from flowline.pipelines.use_case import UseCase
 
-    fitted = fit_feature_set_file(UseCase.model_validate_json(use_case_json), train.path, feature_set.path)
+    fitted = engineer_features_files(UseCase.model_validate_json(use_case_json), train.path, valid.path,
+                                     feature_set.path, search_report.path)
     feature_set.metadata.update(version=fitted.version, width=fitted.width, columns=len(fitted.input_columns))

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.components.features.feature_set import FeatureError, FeatureSet, encode_label
+from flowline.components.features.feature_set import FeatureError, FeaturePlan, FeatureSet, default_plan
 from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
 
 
@@ -19,10 +19,23 @@ def fitted(telco, churn) -> FeatureSet:
     return FeatureSet.fit(telco.iloc[:5000], churn)
 
 
-def test_batch_row_i_equals_record_i_exactly(telco, fitted):
-    batch = fitted.transform(telco)
+@pytest.fixture(scope="module")
+def engineered(telco, churn) -> FeatureSet:
+    """Every kind of encoding and generated feature churn's columns allow."""
+    plan = (default_plan(telco, churn).with_encoding("Contract", "target").with_encoding("PaymentMethod", "frequency")
+            .with_transform("tenure", "log1p")
+            .with_generated({"kind": "product", "left": "tenure", "right": "MonthlyCharges"})
+            .with_generated({"kind": "product", "left": "tenure", "right": "tenure"})
+            .with_generated({"kind": "ratio", "numerator": "TotalCharges", "denominator": "tenure"}))
+    return FeatureSet.fit(telco.iloc[:5000], churn, plan)
+
+
+@pytest.mark.parametrize("which", ["fitted", "engineered"])
+def test_batch_row_i_equals_record_i_exactly(telco, which, request):
+    feature_set = request.getfixturevalue(which)
+    batch = feature_set.transform(telco)
     records = telco.to_dict("records")
-    singles = np.stack([fitted.transform_record(record) for record in records])
+    singles = np.stack([feature_set.transform_record(record) for record in records])
     assert batch.dtype == singles.dtype == np.float32
     assert np.array_equal(batch, singles)
 
@@ -80,7 +93,7 @@ def test_version_changes_with_the_fitted_state(telco, churn, fitted):
 
 def test_ids_and_labels_are_not_features(fitted, telco, churn):
     assert "customerID" not in fitted.input_columns and "Churn" not in fitted.input_columns
-    labels = encode_label(telco["Churn"], churn)
+    labels = fitted.labels(telco)
     assert labels.sum() == 1869 and not any(math.isnan(v) for v in labels)
 
 
@@ -88,3 +101,154 @@ def test_padded_text_in_a_request_matches_the_stored_category(telco, fitted):
     record = telco.iloc[0].to_dict()
     assert np.array_equal(fitted.transform_record({**record, "Contract": f" {record['Contract']} "}),
                           fitted.transform_record(record))
+
+
+def test_generated_features_compute_what_their_names_say(telco, engineered):
+    matrix = engineered.transform(telco.head(50))
+    column = dict(zip(engineered.feature_names, matrix.T))
+    tenure, monthly = telco["tenure"].head(50).to_numpy(), telco["MonthlyCharges"].head(50).to_numpy()
+    total = telco["TotalCharges"].head(50).fillna(0).to_numpy()
+    assert np.allclose(column["log1p(tenure)"], np.log1p(tenure))
+    assert np.allclose(column["tenure*MonthlyCharges"], tenure * monthly)
+    assert np.allclose(column["tenure^2"], tenure ** 2)
+    assert np.allclose(column["TotalCharges/tenure"], np.where(tenure > 0, total / np.maximum(tenure, 1), 0))
+    assert "tenure" not in engineered.feature_names and "Contract=Two year" not in engineered.feature_names
+
+
+def test_target_encoding_is_the_smoothed_rate_and_out_of_fold_on_training_rows(telco, engineered):
+    from flowline.components.features.feature_set import TARGET_SMOOTHING
+
+    train = telco.iloc[:5000]
+    y = engineered.labels(train)
+    prior = y.mean()
+    encoding = next(f for f in engineered.features if f.names == ["target(Contract)"])
+    month = train["Contract"] == "Month-to-month"
+    expected = (y[month].sum() + TARGET_SMOOTHING * prior) / (month.sum() + TARGET_SMOOTHING)
+    assert encoding.means["Month-to-month"] == pytest.approx(expected) and encoding.prior == pytest.approx(prior)
+    position = engineered.feature_names.index("target(Contract)")
+    served, training = engineered.transform(train)[:, position], engineered.transform_training(train)[:, position]
+    assert set(np.unique(served)) == {np.float32(v) for v in encoding.means.values()}
+    # Out of fold: rows of the same category get their fold's estimate, which never saw their own label.
+    assert len(np.unique(training[month.to_numpy()])) > 1 and not np.array_equal(served, training)
+    assert np.array_equal(engineered.transform_training(train), engineered.transform_training(train))
+    unknown = engineered.transform_record({**telco.iloc[0].to_dict(), "Contract": "Ten year"})
+    assert unknown[position] == np.float32(prior)
+
+
+def test_frequency_encoding_is_the_share_of_training_rows(telco, engineered):
+    position = engineered.feature_names.index("frequency(PaymentMethod)")
+    shares = telco.iloc[:5000]["PaymentMethod"].value_counts(normalize=True)
+    row = engineered.transform(telco.head(1))[0]
+    assert row[position] == np.float32(shares[telco.iloc[0]["PaymentMethod"]])
+    assert engineered.transform_record({**telco.iloc[0].to_dict(), "PaymentMethod": None})[position] == 0
+
+
+def test_owners_split_each_feature_over_its_raw_columns(engineered):
+    owners = engineered.owners
+    assert owners.shape == (engineered.width, len(engineered.input_columns))
+    assert np.allclose(owners.sum(axis=1), 1.0)
+    product = owners[engineered.feature_names.index("tenure*MonthlyCharges")]
+    columns = engineered.input_columns
+    assert product[columns.index("tenure")] == product[columns.index("MonthlyCharges")] == 0.5
+
+
+def test_the_plan_round_trips_and_refits_the_same_feature_set(tmp_path, telco, churn, engineered):
+    path = tmp_path / "fs.json"
+    engineered.save(path)
+    loaded = FeatureSet.load(path)
+    assert loaded.version == engineered.version and np.array_equal(loaded.transform(telco), engineered.transform(telco))
+    plan = FeaturePlan.from_dict(json.loads(json.dumps(engineered.plan.to_dict())))
+    assert FeatureSet.fit(telco.iloc[:5000], churn, plan).version == engineered.version
+
+
+def test_an_unknown_encoding_is_named(telco, churn):
+    with pytest.raises(FeatureError, match="column 'Contract': unknown encoding 'hash'"):
+        FeatureSet.fit(telco.iloc[:100], churn, default_plan(telco, churn).with_encoding("Contract", "hash"))
+
+
+def transactions(seed: int = 0, cards: int = 300) -> pd.DataFrame:
+    """Card payments over 60 days; a card in a burst (several payments within minutes) is likely fraud."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    start = pd.Timestamp("2026-01-01")
+    for card in range(cards):
+        times = sorted(rng.uniform(0, 60 * 86400, rng.integers(3, 12)))
+        burst = rng.random() < 0.3
+        if burst:
+            at = rng.uniform(0, 59 * 86400)
+            times = sorted(times + [at + rng.uniform(0, 1800) for _ in range(4)])
+        for t in times:
+            close = sum(abs(t - u) < 3600 for u in times) - 1
+            fraud = rng.random() < (0.8 if close >= 2 else 0.05)
+            rows.append({"txn": f"t{len(rows)}", "card": f"c{card}", "at": (start + pd.Timedelta(seconds=t)).isoformat(),
+                         "amount": round(float(rng.lognormal(3, 1)), 2), "fraud": "yes" if fraud else "no"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def payments():
+    from flowline.components.ingest.contract import apply_contract
+    from flowline.pipelines.use_case import UseCase
+
+    use_case = UseCase.model_validate({
+        "name": "payments", "task": "binary", "data": {"path": "unused.csv"},
+        "label": {"column": "fraud", "positive": "yes", "values": ["no", "yes"]},
+        "id_columns": ["txn"], "time_column": "at",
+        "columns": {"txn": {"type": "string"}, "card": {"type": "string"}, "at": {"type": "datetime"},
+                    "amount": {"type": "number", "min": 0}},
+        "features": {"entity_column": "card", "amount_columns": ["amount"]},
+        "costs": {"false_negative": 10, "false_positive": 1},
+    })
+    raw = transactions().astype(str)
+    return use_case, apply_contract(raw, use_case).kept, raw
+
+
+def test_entity_windows_count_and_sum_only_earlier_events(payments):
+    use_case, frame, _ = payments
+    plan = default_plan(frame, use_case).with_generated(
+        {"kind": "entity", "outputs": [["recency"], ["count", 3600.0], ["sum", 86400.0, "amount"]]})
+    feature_set = FeatureSet.fit(frame, use_case, plan)
+    assert feature_set.input_columns == ["amount", "at", "card"]
+    matrix = feature_set.transform(frame)
+    names = feature_set.feature_names
+    seconds = frame["at"].astype("int64").to_numpy() / 1e9
+    for i in (0, 5, 17, 100, len(frame) - 1):
+        same = (frame["card"] == frame["card"].iloc[i]).to_numpy()
+        earlier = same & (seconds < seconds[i])
+        hour = earlier & (seconds >= seconds[i] - 3600)
+        day = earlier & (seconds >= seconds[i] - 86400)
+        assert matrix[i, names.index("count(card, 3600s)")] == hour.sum()
+        assert matrix[i, names.index("sum(amount by card, 86400s)")] == pytest.approx(frame["amount"][day].sum(), rel=1e-6)
+        recency = seconds[i] - seconds[earlier].max() if earlier.any() else -1
+        assert matrix[i, names.index("recency(card)")] == pytest.approx(recency, rel=1e-6)
+
+
+def test_time_features_of_raw_records_equal_the_batch(payments):
+    use_case, frame, raw = payments
+    plan = default_plan(frame, use_case).with_generated({"kind": "calendar"}).with_generated(
+        {"kind": "entity", "outputs": [["recency"], ["count", 3600.0]]})
+    feature_set = FeatureSet.fit(frame.iloc[:800], use_case, plan)
+    records = raw.to_dict("records")  # ISO text, as a request carries it
+    assert np.array_equal(feature_set.transform(frame), np.stack([feature_set.transform_record(r) for r in records]))
+    calendar = dict(zip(feature_set.feature_names, feature_set.transform_record(
+        {**records[0], "at": "2026-03-15T13:45:00", "card": "never-seen"})))
+    assert (calendar["at.month"], calendar["at.day_of_week"], calendar["at.day_of_month"], calendar["at.hour"]) == (
+        3, 6, 15, 13)  # a Sunday
+    assert calendar["count(card, 3600s)"] == 0 and calendar["recency(card)"] == -1
+    with pytest.raises(FeatureError, match="missing column 'card'"):
+        feature_set.transform_record({k: v for k, v in records[0].items() if k != "card"})
+
+
+def test_engineering_finds_the_burst_window_on_validation(payments):
+    from flowline.components.features.engineering import engineer_features
+    from flowline.components.split.splitting import split_frame
+
+    use_case, frame, _ = payments
+    parts = split_frame(frame, use_case)
+    shown: list[str] = []
+    feature_set, log = engineer_features(parts["train"], parts["valid"], use_case, progress=shown.append)
+    entity = [g for g in feature_set.plan.generated if g["kind"] == "entity"]
+    assert entity and ["count", 3600.0] in entity[0]["outputs"]
+    assert log.score > log.start_score + 0.1  # amount alone says nothing about a burst
+    assert any("count" in line and "(kept)" in line for line in shown)
+    assert "| time |" in log.markdown()

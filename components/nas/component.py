@@ -1,0 +1,27 @@
+"""KFP component: neural architecture search for the MLP (Optuna here, Katib in a cluster)."""
+
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+from flowline.components import flowline_component
+
+
+@flowline_component
+def nas(
+    use_case_json: str,
+    trials: int,
+    backend: str,
+    namespace: str,
+    source: str,
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    feature_set: Input[Artifact],
+    best: Output[Artifact],
+    tuning_metrics: Output[Metrics],
+):
+    """Depth, widths, activation, dropout and learning rate of the MLP, searched like any other space."""
+    from flowline.components.tune.tuning import record_search, tune_files
+    from flowline.pipelines.use_case import UseCase
+
+    result = tune_files(UseCase.model_validate_json(use_case_json), "mlp", trials, backend, train.path, valid.path,
+                        feature_set.path, best.path, namespace, source)
+    record_search(result, best, tuning_metrics)

@@ -1,0 +1,344 @@
+"""The candidate model families: fit from one parameter set, score, explain, save without pickle.
+
+| family | what | saved as |
+|---|---|---|
+| xgboost | gradient-boosted trees, early-stopped on valid | XGBoost's native JSON |
+| forest | a random forest: XGBoost's random-forest mode (one round of `num_parallel_tree` trees, rows and columns subsampled per node) | XGBoost's native JSON |
+| linear | logistic regression (binary) or ridge (regression) on standardised features | JSON coefficients |
+| mlp | a NumPy multilayer perceptron (components/nas/mlp.py) | JSON weights |
+
+Every model gives a **margin** (log-odds for binary tasks, the prediction for
+regression) and **contributions**: per-feature attributions in margin units whose sum
+plus the base value is the margin (TreeSHAP for trees, exact linear SHAP for linear
+models, permutation Shapley values from the training mean for the MLP). Blends add
+margins, so their contributions add up too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar, Optional
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import roc_auc_score
+
+from flowline.components.features.feature_set import FeatureSet
+from flowline.components.nas.mlp import MLPNetwork, hidden_layers, train_mlp
+from flowline.pipelines.use_case import TuningSpec
+
+REPORT_EVERY = 10  # boosting rounds between intermediate scores (pruning, Katib's median stopping)
+SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate
+
+Report = Callable[[int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Encoded train and valid matrices with their labels (binary labels are 0/1)."""
+
+    task: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_valid: np.ndarray
+    y_valid: np.ndarray
+    feature_names: list[str]
+
+    @classmethod
+    def from_splits(cls, feature_set: FeatureSet, train: pd.DataFrame, valid: pd.DataFrame, task: str) -> TrainingData:
+        """Encode the splits: out-of-fold target encodings on train, the fitted ones on valid."""
+        return cls(
+            task=task,
+            x_train=feature_set.transform_training(train), y_train=feature_set.labels(train),
+            x_valid=feature_set.transform(valid), y_valid=feature_set.labels(valid),
+            feature_names=feature_set.feature_names,
+        )
+
+
+def validation_score(task: str, y: np.ndarray, margins: np.ndarray) -> float:
+    """Higher is better: ROC-AUC for binary tasks, negative RMSE for regression."""
+    if task == "binary":
+        return float(roc_auc_score(y, margins))
+    return -float(np.sqrt(np.mean((y - margins) ** 2)))
+
+
+def objective_metric(task: str) -> tuple[str, str]:
+    """The validation metric's printed name and its direction (for logs and Katib's objective)."""
+    return ("valid_roc_auc", "maximize") if task == "binary" else ("valid_rmse", "minimize")
+
+
+def reported_value(task: str, score: float) -> float:
+    """A score (higher is better) as the objective metric reports it (RMSE is positive)."""
+    return score if task == "binary" else -score
+
+
+@dataclass
+class Fitted:
+    """A fitted candidate: the model, its validation score and how long it trained (rounds or epochs)."""
+
+    model: "CandidateModel"
+    valid_score: float
+    iterations: int
+
+
+class CandidateModel:
+    family: ClassVar[str]
+    task: str
+
+    @classmethod
+    def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
+        """Train on data's train rows (early-stopped on valid where the family iterates) and score on valid."""
+        raise NotImplementedError
+
+    @classmethod
+    def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
+              tuning: TuningSpec) -> CandidateModel:
+        """Train on (x, y) for a fixed number of iterations, with nothing held out."""
+        raise NotImplementedError
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """(rows x (features + 1)): attributions in margin units; the last column is the base value."""
+        raise NotImplementedError
+
+    def save(self, folder: Path, prefix: str) -> list[str]:
+        """Write the model's files into `folder`, named from `prefix`; return their names."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, folder: Path, files: list[str], task: str) -> CandidateModel:
+        raise NotImplementedError
+
+    def set_threads(self, threads: int) -> None:
+        """Serving scores one row per request: one thread costs less than waking a pool."""
+
+    def _scored(self, data: TrainingData, iterations: int) -> Fitted:
+        return Fitted(self, validation_score(data.task, data.y_valid, self.margin(data.x_valid)), iterations)
+
+
+class _BoosterModel(CandidateModel):
+    def __init__(self, booster: xgb.Booster, task: str) -> None:
+        self.booster, self.task = booster, task
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.inplace_predict(x, predict_type="margin").astype(np.float64)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        return self.booster.predict(xgb.DMatrix(x), pred_contribs=True).astype(np.float64)
+
+    def save(self, folder: Path, prefix: str) -> list[str]:
+        name = f"{prefix}.json"
+        self.booster.save_model(folder / name)
+        return [name]
+
+    @classmethod
+    def load(cls, folder: Path, files: list[str], task: str) -> CandidateModel:
+        return cls(xgb.Booster(model_file=str(folder / files[0])), task)
+
+    def set_threads(self, threads: int) -> None:
+        self.booster.set_param({"nthread": threads})
+
+
+def _booster_params(task: str, tuning: TuningSpec, params: dict) -> dict:
+    if task == "binary":
+        objective = {"objective": "binary:logistic", "eval_metric": ["auc", "logloss"]}  # early stopping: the last
+    else:
+        objective = {"objective": "reg:squarederror", "eval_metric": ["rmse"]}
+    # No nthread: XGBoost takes OpenMP's limit (all cores, or OMP_NUM_THREADS).
+    return {**objective, "tree_method": "hist", "seed": tuning.seed, **params}
+
+
+class _ReportRounds(xgb.callback.TrainingCallback):
+    """Passes the validation score to `report` every REPORT_EVERY rounds, numbering the reports 1, 2, ..."""
+
+    def __init__(self, task: str, report: Report) -> None:
+        super().__init__()
+        self.task, self.report = task, report
+
+    def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
+        if (epoch + 1) % REPORT_EVERY == 0:
+            log = evals_log["valid"]
+            self.report((epoch + 1) // REPORT_EVERY, log["auc"][-1] if self.task == "binary" else -log["rmse"][-1])
+        return False
+
+
+class XGBoostModel(_BoosterModel):
+    family = "xgboost"
+
+    @classmethod
+    def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
+        valid = xgb.DMatrix(data.x_valid, label=data.y_valid)
+        booster = xgb.train(
+            _booster_params(data.task, tuning, params), xgb.DMatrix(data.x_train, label=data.y_train),
+            num_boost_round=tuning.max_boost_rounds, evals=[(valid, "valid")],
+            early_stopping_rounds=tuning.early_stopping_rounds, verbose_eval=False,
+            callbacks=[_ReportRounds(data.task, report)] if report else None,
+        )
+        rounds = booster.best_iteration + 1
+        return cls(booster[:rounds], data.task)._scored(data, rounds)
+
+    @classmethod
+    def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
+              tuning: TuningSpec) -> CandidateModel:
+        booster = xgb.train(_booster_params(task, tuning, params), xgb.DMatrix(x, label=y), num_boost_round=iterations)
+        return cls(booster, task)
+
+
+class ForestModel(_BoosterModel):
+    family = "forest"
+
+    @classmethod
+    def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
+        return cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning)._scored(data, 1)
+
+    @classmethod
+    def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
+              tuning: TuningSpec) -> CandidateModel:
+        forest = {"num_parallel_tree": int(params["num_parallel_tree"]), "max_depth": int(params["max_depth"]),
+                  "min_child_weight": params["min_child_weight"], "subsample": params["subsample"],
+                  "colsample_bynode": params["colsample_bynode"], "eta": 1.0}
+        booster = xgb.train(_booster_params(task, tuning, forest), xgb.DMatrix(x, label=y), num_boost_round=1)
+        return cls(booster, task)
+
+
+class LinearModel(CandidateModel):
+    """margin = ((x - mean) / scale) . coef + intercept. Contributions: coef_j * z_j, base: the intercept
+    (exact SHAP values of a linear model, taken from the training mean)."""
+
+    family = "linear"
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float, task: str) -> None:
+        self.mean, self.scale, self.coef, self.intercept, self.task = mean, scale, coef, intercept, task
+
+    def _standardized(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        return self._standardized(x) @ self.coef + self.intercept
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        parts = self._standardized(x) * self.coef
+        return np.hstack([parts, np.full((len(parts), 1), self.intercept)])
+
+    @classmethod
+    def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
+        return cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning)._scored(data, 1)
+
+    @classmethod
+    def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
+              tuning: TuningSpec) -> CandidateModel:
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        scale[scale == 0] = 1.0
+        z = (x - mean) / scale
+        if task == "binary":
+            weighting = None if params["class_weight"] == "none" else params["class_weight"]
+            estimator = LogisticRegression(C=params["C"], l1_ratio=float(params["l1_ratio"]), class_weight=weighting,
+                                           solver="liblinear", max_iter=1000, random_state=tuning.seed).fit(z, y)
+            coef, intercept = estimator.coef_[0], float(estimator.intercept_[0])
+        else:
+            estimator = Ridge(alpha=params["alpha"]).fit(z, y)
+            coef, intercept = estimator.coef_, float(estimator.intercept_)
+        return cls(mean, scale, np.asarray(coef, dtype=np.float64), intercept, task)
+
+    def save(self, folder: Path, prefix: str) -> list[str]:
+        name = f"{prefix}.json"
+        (folder / name).write_text(json.dumps({
+            "mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),
+            "intercept": self.intercept}))
+        return [name]
+
+    @classmethod
+    def load(cls, folder: Path, files: list[str], task: str) -> CandidateModel:
+        document = json.loads((folder / files[0]).read_text())
+        return cls(np.asarray(document["mean"]), np.asarray(document["scale"]), np.asarray(document["coef"]),
+                   document["intercept"], task)
+
+
+class MLPModel(CandidateModel):
+    """The NAS family. Contributions: permutation Shapley values from the training mean (exactly additive)."""
+
+    family = "mlp"
+
+    def __init__(self, network: MLPNetwork, task: str) -> None:
+        self.network, self.task = network, task
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        return self.network.margin(x)
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        baseline = self.network.mean
+        width = x.shape[1]
+        rng = np.random.default_rng(0)
+        orders = [rng.permutation(width) for _ in range(SHAP_PERMUTATIONS)]
+        orders += [order[::-1] for order in orders]
+        # included[p, k, j]: feature j is taken from the row at step k of permutation p.
+        ranks = np.stack([np.argsort(order) for order in orders])
+        included = ranks[:, None, :] < np.arange(width + 1)[None, :, None]
+        base_value = float(self.margin(baseline[None, :])[0])
+        out = np.empty((len(x), width + 1))
+        for row, values in enumerate(x):
+            points = np.where(included, values, baseline).reshape(-1, width)
+            path = self.margin(points).reshape(len(orders), width + 1)
+            steps = np.diff(path, axis=1)  # steps[p, k]: the gain from adding feature orders[p][k]
+            attribution = np.zeros(width)
+            for order, gains in zip(orders, steps):
+                attribution[order] += gains
+            out[row, :width] = attribution / len(orders)
+        out[:, width] = base_value
+        return out
+
+    @classmethod
+    def _train(cls, params: dict, x: np.ndarray, y: np.ndarray, task: str, epochs: int, tuning: TuningSpec,
+               valid: Optional[TrainingData] = None, report: Optional[Report] = None):
+        return train_mlp(
+            x, y, hidden=hidden_layers(params), activation=params["activation"], dropout=float(params["dropout"]),
+            learning_rate=float(params["learning_rate"]), binary=task == "binary", max_epochs=epochs,
+            seed=tuning.seed, x_valid=valid.x_valid if valid else None,
+            score=(lambda margins: validation_score(task, valid.y_valid, margins)) if valid else None, report=report,
+        )
+
+    @classmethod
+    def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
+        network, epochs, score = cls._train(params, data.x_train, data.y_train, data.task, tuning.max_epochs, tuning,
+                                            data, report)
+        return Fitted(cls(network, data.task), score, epochs)
+
+    @classmethod
+    def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
+              tuning: TuningSpec) -> CandidateModel:
+        network, _, _ = cls._train(params, x, y, task, iterations, tuning)
+        return cls(network, task)
+
+    def save(self, folder: Path, prefix: str) -> list[str]:
+        name = f"{prefix}.json"
+        (folder / name).write_text(json.dumps(self.network.to_dict()))
+        return [name]
+
+    @classmethod
+    def load(cls, folder: Path, files: list[str], task: str) -> CandidateModel:
+        return cls(MLPNetwork.from_dict(json.loads((folder / files[0]).read_text())), task)
+
+
+MODEL_FAMILIES: dict[str, type[CandidateModel]] = {
+    model.family: model for model in (XGBoostModel, LinearModel, ForestModel, MLPModel)
+}
+
+
+def fit_candidate(family: str, params: dict, data: TrainingData, tuning: TuningSpec,
+                  report: Optional[Report] = None) -> Fitted:
+    """Fit one family with one parameter set; `report(step, score)` sees intermediate validation scores."""
+    return MODEL_FAMILIES[family].fit(params, data, tuning, report)
+
+
+def refit_candidate(family: str, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
+                    tuning: TuningSpec) -> CandidateModel:
+    """Fit one family on all of (x, y) for a fixed number of rounds or epochs."""
+    return MODEL_FAMILIES[family].refit(params, iterations, x, y, task, tuning)

@@ -1,0 +1,91 @@
+"""Searching one family's space with Optuna: TPE sampling and median stopping, seeded.
+
+The local twin of a Katib Experiment (katib_experiments/experiments.py): the same space,
+TPE, and the median rule Katib's `medianstop` applies (a trial whose intermediate
+validation score falls below the median of earlier trials at the same step stops).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import optuna
+
+from flowline.components.train.models import TrainingData, fit_candidate, objective_metric
+from flowline.components.tune.search_space import search_space
+from flowline.pipelines.use_case import TuningSpec
+
+# Katib's medianstop settings, used by both backends.
+MEDIAN_STOP = {"min_trials_required": 3, "start_step": 4}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The best parameter set of a family's search, as the train step reads it."""
+
+    family: str
+    params: dict
+    valid_score: float
+    iterations: int
+    trials: int
+    stopped_early: int
+    backend: str
+    metric: str
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> SearchResult:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def optuna_search(
+    family: str,
+    data: TrainingData,
+    tuning: TuningSpec,
+    trials: int,
+    progress: Callable[[str], None] = print,
+    prefix: Optional[str] = None,
+) -> SearchResult:
+    """Run `trials` trials of `family` (or until `tuning.timeout_seconds`); return the best."""
+    space = search_space(family, data.task)
+    prefix = prefix or f"tune ({family})"
+
+    def objective(trial: optuna.Trial) -> float:
+        params = space.suggest(trial)
+
+        def report(step: int, score: float) -> None:
+            trial.report(score, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        fitted = fit_candidate(family, params, data, tuning, report)
+        trial.set_user_attr("iterations", fitted.iterations)
+        return fitted.valid_score
+
+    def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        done = f"{prefix}: trial {trial.number + 1}/{trials}"
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            progress(f"{done} stopped early (below the median)")
+        elif trial.state == optuna.trial.TrialState.COMPLETE:
+            progress(f"{done} score {trial.value:.4f} (best {study.best_value:.4f})")
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=tuning.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STOP["min_trials_required"],
+                                           n_warmup_steps=MEDIAN_STOP["start_step"]),
+    )
+    study.optimize(objective, n_trials=trials, timeout=tuning.timeout_seconds, callbacks=[show])
+    best = study.best_trial
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+    return SearchResult(
+        family=family, params=dict(best.params), valid_score=float(best.value),
+        iterations=int(best.user_attrs["iterations"]), trials=len(study.trials), stopped_early=pruned,
+        backend="optuna", metric=objective_metric(data.task)[0],
+    )

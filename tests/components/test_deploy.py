@@ -1,12 +1,11 @@
 """Deploy, promote, rollback: manifests, and KServeClient's requests checked against a stand-in API server."""
 
-import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from stand_in_api import NOT_FOUND, StandInApiServer
 
 from flowline.components.deploy.cluster import apply, kubeconfig_available, promote, rollback
 from flowline.components.deploy.inference_service import inference_service, promoted, rolled_back, storage_uri_of
@@ -15,48 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/flowline/inferenceservices"
 
 
-class StandInApiServer:
-    """Records every request and answers like the API server would for one InferenceService."""
+def serving(existing: dict | None):
+    """Answers like the API server would for one InferenceService (or none)."""
 
-    def __init__(self, existing: dict | None) -> None:
-        self.existing = existing
-        self.requests: list[dict] = []
-        outer = self
+    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "GET" and existing is None:
+            return NOT_FOUND
+        return 200, body or existing
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else None
-                outer.requests.append({"method": self.command, "path": self.path,
-                                       "content_type": self.headers.get("Content-Type"), "body": body})
-                if self.command == "GET" and outer.existing is None:
-                    status, answer = 404, {"kind": "Status", "code": 404, "reason": "NotFound"}
-                else:
-                    status, answer = 200, body or outer.existing
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = do_PUT = do_PATCH = _answer
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def kubeconfig(self, folder: Path) -> str:
-        path = folder / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{self.server.server_port}"}}],
-            "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "flowline"}}],
-        }))
-        return str(path)
+    return respond
 
 
 @pytest.fixture
@@ -89,7 +55,7 @@ def test_kfp_artifact_uris_become_s3_uris():
 
 
 def test_a_new_service_is_created(tmp_path):
-    api = StandInApiServer(existing=None)
+    api = StandInApiServer(serving(None))
     manifest = inference_service("churn", "s3://b/churn/v1", namespace="flowline")
     assert apply(manifest, "flowline", api.kubeconfig(tmp_path)) == "created"
     get, create = api.requests
@@ -101,7 +67,7 @@ def test_a_new_service_is_created(tmp_path):
 def test_a_serving_champion_gets_the_new_version_as_a_canary(tmp_path):
     champion = inference_service("churn", "s3://b/churn/v1", namespace="flowline")
     champion["metadata"]["resourceVersion"] = "4711"
-    api = StandInApiServer(existing=champion)
+    api = StandInApiServer(serving(champion))
     challenger = inference_service("churn", "s3://b/churn/v2", namespace="flowline")
     assert apply(challenger, "flowline", api.kubeconfig(tmp_path), canary_percent=20) == "canary"
     replace = api.requests[-1]
@@ -113,7 +79,7 @@ def test_a_serving_champion_gets_the_new_version_as_a_canary(tmp_path):
 
 @pytest.mark.parametrize(("operation", "expected"), [(promote, None), (rollback, 0)])
 def test_promote_and_rollback_are_merge_patches(tmp_path, operation, expected):
-    api = StandInApiServer(existing=inference_service("churn", "s3://b/churn/v1", namespace="flowline"))
+    api = StandInApiServer(serving(inference_service("churn", "s3://b/churn/v1", namespace="flowline")))
     operation("churn", "flowline", api.kubeconfig(tmp_path))
     patch = api.requests[-1]
     assert (patch["method"], patch["path"]) == ("PATCH", f"{ISVC_PATH}/churn")
@@ -147,13 +113,35 @@ def test_flowline_deploy_without_a_cluster_writes_the_manifest_and_promote_edits
     assert main(["promote", "churn"]) == 1  # no kubeconfig and no manifest: a clear refusal
 
 
-@pytest.fixture
-def churn_package_for_deploy(tmp_path) -> Path:
+def deployable(folder: Path, gates_passed: bool = True, decision: str = "promote") -> Path:
     """A minimal verified package: deploy reads only the manifest and the evaluation."""
     from flowline.components.package.model_package import write_manifest
 
-    package = tmp_path / "package"
+    package = folder / "package"
     package.mkdir()
-    (package / "evaluation.json").write_text(json.dumps({"gates_passed": True}))
+    (package / "evaluation.json").write_text(json.dumps({
+        "gates_passed": gates_passed,
+        "champion_challenger": {"decision": decision, "reason": "significantly better" if decision == "promote"
+                                else "not significantly better at alpha 0.05"}}))
     write_manifest(package, "churn")
     return package
+
+
+@pytest.fixture
+def churn_package_for_deploy(tmp_path) -> Path:
+    return deployable(tmp_path)
+
+
+@pytest.mark.parametrize(("gates_passed", "decision", "said"), [
+    (False, "keep", "failed its quality gates"),
+    (True, "keep", "the champion stays (not significantly better"),
+])
+def test_a_package_that_should_not_serve_is_never_applied(tmp_path, gates_passed, decision, said):
+    from flowline.components.deploy.deployment import deploy_package
+
+    api = StandInApiServer(serving(None))
+    package = deployable(tmp_path, gates_passed, decision)
+    outcome = deploy_package(str(package), "s3://b/churn/v2", "flowline", str(tmp_path / "isvc.yaml"),
+                             apply_to_cluster=True, kubeconfig=api.kubeconfig(tmp_path))
+    assert outcome["applied"] is False and said in outcome["action"]
+    assert api.requests == [] and (tmp_path / "isvc.yaml").is_file()

@@ -190,3 +190,46 @@ def containers(doc: Doc) -> Iterator[tuple[str, Doc]]:
                 yield f"{name} {component}.model", part["model"]
             for container in part.get("containers", []):
                 yield f"{name} {component} {container['name']}", container
+
+
+# Katib's CRDs carry no schema: Experiments are checked against Katib's own swagger, with the
+# Kubernetes types it refers to taken from kubernetes-validate, and the trial's Job validated
+# as the core kind it is.
+KATIB_SWAGGER = "katib/pkg_apis_v1beta1_swagger.json"
+KATIB_EXTERNAL = {
+    "v1.ObjectMeta": "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+    "v1.ListMeta": "io.k8s.apimachinery.pkg.apis.meta.v1.ListMeta",
+    "v1.Time": "io.k8s.apimachinery.pkg.apis.meta.v1.Time",
+    "v1.Container": "io.k8s.api.core.v1.Container",
+    "v1.HTTPGetAction": "io.k8s.api.core.v1.HTTPGetAction",
+}
+
+
+@functools.cache
+def katib_validator() -> jsonschema.protocols.Validator:
+    """A strict validator for v1beta1 Experiments from Katib's swagger (unknown fields rejected)."""
+    swagger = json.loads((crds_dir() / KATIB_SWAGGER).read_text())
+    registry, object_meta = _object_meta_registry()
+    base = object_meta.rpartition("#")[0]
+    definitions = {name: forbid_unknown_fields(schema) for name, schema in swagger["definitions"].items()}
+    definitions.update({name: {"$ref": f"{base}#/$defs/{target}"} for name, target in KATIB_EXTERNAL.items()})
+    definitions["v1.unstructured.Unstructured"] = {"type": "object"}  # the trial spec: checked as its own kind
+    schema = {"definitions": definitions, "$ref": "#/definitions/v1beta1.Experiment"}
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def katib_errors(doc: Doc) -> list[str]:
+    """Every error in an Experiment: against Katib's swagger, and its trial Job against Kubernetes'."""
+    errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+              for e in katib_validator().iter_errors(doc)]
+    if doc.get("apiVersion") != "kubeflow.org/v1beta1" or doc.get("kind") != "Experiment":
+        errors.append(f"<root>: expected a kubeflow.org/v1beta1 Experiment, got {doc.get('apiVersion')} {doc.get('kind')}")
+    job = doc.get("spec", {}).get("trialTemplate", {}).get("trialSpec")
+    if job is not None:
+        job = {**job, "metadata": {"name": "trial"}}
+        for version in KUBERNETES_VERSIONS:
+            try:
+                kubernetes_validate.validate(job, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                errors.append(f"spec.trialTemplate.trialSpec ({version}): {error.message}")
+    return errors

@@ -1,0 +1,28 @@
+"""KFP component: search one model family's space (Optuna here, Katib in a cluster)."""
+
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Output
+
+from flowline.components import flowline_component
+
+
+@flowline_component
+def tune(
+    use_case_json: str,
+    family: str,
+    trials: int,
+    backend: str,
+    namespace: str,
+    source: str,
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    feature_set: Input[Artifact],
+    best: Output[Artifact],
+    tuning_metrics: Output[Metrics],
+):
+    """TPE with median stopping over `family`'s space; `trials` > 0 overrides the budget, `backend` "" is the use case's."""
+    from flowline.components.tune.tuning import record_search, tune_files
+    from flowline.pipelines.use_case import UseCase
+
+    result = tune_files(UseCase.model_validate_json(use_case_json), family, trials, backend, train.path, valid.path,
+                        feature_set.path, best.path, namespace, source)
+    record_search(result, best, tuning_metrics)

@@ -1,0 +1,66 @@
+"""The Katib backend of the tune and nas steps: submit an Experiment, wait, read the optimal trial.
+
+No maintained KFP v2 launcher for Katib exists; this is flowline's, kept thin over the
+Katib SDK (`KatibClient`). It runs inside the cluster, in a pipeline pod whose service
+account may create Experiments (kustomize/base/rbac.yaml, flowline-pipeline-runner).
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Callable, Optional
+
+from flowline.components.train.models import objective_metric
+from flowline.components.tune.search import SearchResult
+from flowline.components.tune.search_space import search_space
+from flowline.katib_experiments.experiments import ITERATIONS_METRIC, build_experiment, experiment_name, trial_source
+from flowline.pipelines.use_case import UseCase
+
+POLL_SECONDS = 15
+DEFAULT_TIMEOUT_SECONDS = 4 * 3600
+
+
+class KatibError(RuntimeError):
+    """An Experiment that failed, timed out, or finished without a successful trial."""
+
+
+def katib_search(
+    use_case: UseCase,
+    family: str,
+    trials: int,
+    image: str,
+    namespace: str,
+    source: str = "",
+    feature_plan: Optional[dict] = None,
+    client=None,
+    prefix: str = "tune",
+    progress: Callable[[str], None] = print,
+) -> SearchResult:
+    """Run `family`'s search as a Katib Experiment and return its optimal trial's parameters."""
+    from kubeflow.katib import KatibClient
+
+    client = client or KatibClient(namespace=namespace)
+    name = f"{experiment_name(use_case, family)}-{secrets.token_hex(3)}"
+    experiment = build_experiment(use_case, family, trials, image, namespace, name=name,
+                                  source=trial_source(use_case, source), feature_plan=feature_plan)
+    client.create_experiment(experiment, namespace)
+    progress(f"{prefix}: Katib Experiment {namespace}/{name} created, {trials} trials; waiting")
+    timeout = int(use_case.tuning.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
+    try:
+        finished = client.wait_for_experiment_condition(name, namespace, timeout=timeout, polling_interval=POLL_SECONDS)
+    except (RuntimeError, TimeoutError) as error:
+        raise KatibError(f"Katib Experiment {namespace}/{name}: {error}") from None
+    optimal = client.get_optimal_hyperparameters(name, namespace)
+    if optimal is None:
+        raise KatibError(f"Katib Experiment {namespace}/{name} finished without a successful trial")
+    params = search_space(family, use_case.task).parse({a.name: a.value for a in optimal.parameter_assignments})
+    observed = {m.name: float(m.latest) for m in optimal.observation.metrics}
+    metric, direction = objective_metric(use_case.task)
+    score = observed[metric] if direction == "maximize" else -observed[metric]
+    status = finished.status
+    progress(f"{prefix}: Katib's best trial {optimal.best_trial_name}: {metric} {observed[metric]:.4f}")
+    return SearchResult(
+        family=family, params=params, valid_score=score, iterations=int(observed.get(ITERATIONS_METRIC, 1)),
+        trials=int(status.trials or 0) if status else trials,
+        stopped_early=int(status.trials_early_stopped or 0) if status else 0, backend="katib", metric=metric,
+    )

@@ -1,0 +1,76 @@
+"""A Katib trial: train one parameter set and print its validation score for Katib's StdOut collector.
+
+    python -m flowline.katib_experiments.trial --use-case churn --family xgboost \
+        [--source URL] [--feature-plan JSON] --eta=0.1 --max_depth=4 ...
+
+The trial reads the use case's data (or `--source`), holds it to the contract, makes
+the fixed split, and fits the FeatureSet from `--feature-plan` (the pipeline's plan),
+or searches a plan itself as the features step would. It prints only metric lines to
+stdout: the validation score at every intermediate step (so `medianstop` can stop a
+weak trial), then the final score and `iterations=N` (rounds or epochs, for the
+refit). Everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+from flowline.katib_experiments.experiments import ITERATIONS_METRIC
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m flowline.katib_experiments.trial", description=__doc__.split("\n")[0])
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--use-case", help="a built-in use case name, or a use-case YAML file")
+    which.add_argument("--use-case-json", help="the use case as JSON")
+    parser.add_argument("--family", required=True, choices=("xgboost", "linear", "forest", "mlp"))
+    parser.add_argument("--source", default="", help="read the data from this path or URL instead of the use case's")
+    parser.add_argument("--feature-plan", help="the FeatureSet plan as JSON (default: search one)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from flowline.components.features.engineering import engineer_features
+    from flowline.components.features.feature_set import FeaturePlan, FeatureSet
+    from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
+    from flowline.components.split.splitting import split_frame
+    from flowline.components.train.models import TrainingData, fit_candidate, objective_metric, reported_value
+    from flowline.components.tune.search_space import search_space
+    from flowline.pipelines.use_case import UseCase, load_use_case
+
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    use_case = UseCase.model_validate_json(args.use_case_json) if args.use_case_json else load_use_case(args.use_case)
+    space = search_space(args.family, use_case.task)
+    for parameter in space.parameters:
+        parser.add_argument(f"--{parameter.name}", required=True)
+    args = parser.parse_args(argv)
+    params = space.parse({p.name: getattr(args, p.name) for p in space.parameters})
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    raw = read_table(resolve_source(use_case, args.source), use_case.data.format, use_case.data.separator)
+    parts = split_frame(apply_contract(raw.frame, use_case).kept, use_case)
+    if args.feature_plan:
+        feature_set = FeatureSet.fit(parts["train"], use_case, FeaturePlan.from_dict(json.loads(args.feature_plan)))
+    else:
+        feature_set, _ = engineer_features(parts["train"], parts["valid"], use_case, progress=log)
+    data = TrainingData.from_splits(feature_set, parts["train"], parts["valid"], use_case.task)
+    metric, _ = objective_metric(use_case.task)
+
+    def report(step: int, score: float) -> None:
+        print(f"{metric}={reported_value(use_case.task, score):.6f}", flush=True)
+
+    log(f"trial: {args.family} {params} on {len(parts['train'])} train and {len(parts['valid'])} valid rows")
+    fitted = fit_candidate(args.family, params, data, use_case.tuning, report)
+    print(f"{metric}={reported_value(use_case.task, fitted.valid_score):.6f}")
+    print(f"{ITERATIONS_METRIC}={fitted.iterations}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Search spaces to Optuna and to Katib, the Optuna search, and the Katib backend up to what it submits."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+from kubeflow.katib import KatibClient
+from stand_in_api import StandInApiServer
+
+from flowline.components.features.feature_set import FeatureSet
+from flowline.components.train.models import TrainingData
+from flowline.components.tune.katib import KatibError, katib_search
+from flowline.components.tune.search import SearchResult, optuna_search
+from flowline.components.tune.search_space import (
+    CategoricalParameter,
+    FloatParameter,
+    IntParameter,
+    SearchSpaceError,
+    search_space,
+)
+from flowline.components.tune.tuning import resolve_backend, tune_files
+from flowline.pipelines.use_case import FAMILIES, TuningSpec
+from manifest_helpers import katib_errors
+
+EXPERIMENTS = "/apis/kubeflow.org/v1beta1/namespaces/flowline/experiments"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_a_space_becomes_optuna_distributions(family, task):
+    space = search_space(family, task)
+    distributions = space.optuna_distributions()
+    assert list(distributions) == [p.name for p in space.parameters]
+    for p in space.parameters:
+        d = distributions[p.name]
+        if isinstance(p, CategoricalParameter):
+            assert isinstance(d, optuna.distributions.CategoricalDistribution) and d.choices == p.choices
+        else:
+            kind = optuna.distributions.FloatDistribution if isinstance(p, FloatParameter) else \
+                optuna.distributions.IntDistribution
+            assert isinstance(d, kind) and (d.low, d.high, d.log) == (p.low, p.high, p.log)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    drawn = space.suggest(trial)
+    assert trial.distributions == distributions and space.parse(drawn) == drawn
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_space_becomes_katib_parameters(family):
+    space = search_space(family, "binary")
+    for p, spec in zip(space.parameters, space.katib_parameters(), strict=True):
+        assert spec.name == p.name
+        feasible = spec.feasible_space
+        if isinstance(p, CategoricalParameter):
+            assert spec.parameter_type == "categorical" and feasible.list == [str(c) for c in p.choices]
+        else:
+            assert spec.parameter_type == ("double" if isinstance(p, FloatParameter) else "int")
+            assert (float(feasible.min), float(feasible.max)) == (p.low, p.high)
+            assert feasible.distribution == ("logUniform" if p.log else "uniform")
+
+
+def test_katib_assignments_parse_back_to_typed_values_and_strays_are_refused():
+    space = search_space("mlp", "binary")
+    parsed = space.parse({"depth": "2", "width_1": "64", "width_2": "32", "width_3": "16", "activation": "tanh",
+                          "dropout": "0.25", "learning_rate": "0.001"})
+    assert parsed == {"depth": 2, "width_1": 64, "width_2": 32, "width_3": 16, "activation": "tanh", "dropout": 0.25,
+                      "learning_rate": 0.001}
+    linear = search_space("linear", "binary")
+    assert linear.parse({"C": "1", "l1_ratio": "1.0", "class_weight": "none"})["l1_ratio"] == 1.0
+    good = {"C": "1", "l1_ratio": "0.0", "class_weight": "none"}
+    for bad, message in [({**good, "C": "100"}, "outside"), ({**good, "C": "lots"}, "not a number"),
+                         ({**good, "class_weight": "auto"}, "not one of"), ({**good, "gamma": "1"}, "unknown"),
+                         ({"C": "1"}, "missing parameter 'l1_ratio'")]:
+        with pytest.raises(SearchSpaceError, match=message):
+            linear.parse(bad)
+    with pytest.raises(SearchSpaceError, match="unknown model family 'svm'"):
+        search_space("svm", "binary")
+
+
+def test_every_parameter_kind_is_declared_once():
+    for family in FAMILIES:
+        names = [p.name for p in search_space(family, "binary").parameters]
+        assert len(names) == len(set(names))
+        assert all(isinstance(p, (FloatParameter, IntParameter, CategoricalParameter))
+                   for p in search_space(family, "binary").parameters)
+
+
+@pytest.fixture(scope="module")
+def data() -> TrainingData:
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(700, 4))
+    y = (rng.random(700) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + x[:, 2] * x[:, 3])))).astype(float)
+    return TrainingData("binary", x[:500], y[:500], x[500:], y[500:], ["a", "b", "c", "d"])
+
+
+def test_the_optuna_search_is_seeded_and_stops_weak_trials_early(data):
+    tuning = TuningSpec(max_boost_rounds=200, early_stopping_rounds=20)
+    shown: list[str] = []
+    first = optuna_search("xgboost", data, tuning, 12, progress=shown.append)
+    again = optuna_search("xgboost", data, tuning, 12, progress=lambda line: None)
+    assert first == again and first.trials == 12 and first.backend == "optuna"
+    assert search_space("xgboost", "binary").parse(first.params) == first.params
+    assert first.stopped_early > 0 and sum("stopped early (below the median)" in line for line in shown) == first.stopped_early
+    assert "tune (xgboost): trial 12/12" in shown[-1]
+
+
+def test_auto_is_katib_inside_a_cluster_and_optuna_elsewhere(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert resolve_backend("auto") == "optuna" and resolve_backend("katib") == "katib"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    assert resolve_backend("auto") == "katib" and resolve_backend("optuna") == "optuna"
+    with pytest.raises(ValueError, match="tuning backend 'ray'"):
+        resolve_backend("ray")
+
+
+def test_a_family_left_out_of_the_use_case_is_skipped(toy_use_case, tmp_path: Path, capsys):
+    use_case = toy_use_case.model_copy(update={"tuning": TuningSpec(families={"linear": 1})})
+    assert tune_files(use_case, "forest", 0, "optuna", "unused", "unused", "unused", str(tmp_path / "r.json")) is None
+    assert json.loads((tmp_path / "r.json").read_text())["skipped"] and "tune (forest): skipped" in capsys.readouterr().out
+
+
+def experiment_server(optimal: dict | None, succeeded: bool = True):
+    """Answers like the API server with Katib installed: stores the Experiment, reports it finished."""
+    stored: dict = {}
+
+    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "POST":
+            stored.update(body)
+            return 201, body
+        condition = {"type": "Succeeded" if succeeded else "Failed", "status": "True", "reason": "ExperimentDone"}
+        status = {"conditions": [condition], "trials": 7, "trialsSucceeded": 5, "trialsEarlyStopped": 2}
+        if optimal:
+            status["currentOptimalTrial"] = optimal
+        return 200, {**stored, "status": status}
+
+    return StandInApiServer(respond)
+
+
+OPTIMAL = {
+    "bestTrialName": "churn-linear-hpo-abc123-x7",
+    "parameterAssignments": [{"name": "C", "value": "0.05"}, {"name": "l1_ratio", "value": "1.0"},
+                             {"name": "class_weight", "value": "balanced"}],
+    "observation": {"metrics": [{"name": "valid_roc_auc", "latest": "0.8512", "max": "0.8512", "min": "0.8"},
+                                {"name": "iterations", "latest": "1", "max": "1", "min": "1"}]},
+}
+
+
+def test_the_katib_backend_submits_a_valid_experiment_and_returns_its_optimal_trial(churn, tmp_path: Path):
+    api = experiment_server(OPTIMAL)
+    client = KatibClient(config_file=api.kubeconfig(tmp_path))
+    plan = {"encodings": {"Contract": "one_hot"}, "transforms": {"tenure": "log1p"}, "generated": []}
+    shown: list[str] = []
+    result = katib_search(churn, "linear", 7, "registry.example/flowline:1", "flowline", feature_plan=plan,
+                          client=client, prefix="tune (linear)", progress=shown.append)
+    create = api.requests[0]
+    assert (create["method"], create["path"]) == ("POST", EXPERIMENTS)
+    experiment = create["body"]
+    assert katib_errors(experiment) == []
+    assert experiment["metadata"]["name"].startswith("churn-linear-hpo-") and experiment["spec"]["maxTrialCount"] == 7
+    container = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "registry.example/flowline:1"
+    args = container["args"]
+    assert args[:4] == ["--use-case", "churn", "--family", "linear"]
+    assert json.loads(args[args.index("--feature-plan") + 1]) == plan
+    assert args[args.index("--source") + 1].startswith("https://raw.githubusercontent.com/IBM/")
+    assert [p["name"] for p in experiment["spec"]["parameters"]] == ["C", "l1_ratio", "class_weight"]
+    assert all(r["path"] == f"{EXPERIMENTS}/{experiment['metadata']['name']}" for r in api.requests[1:])
+    assert result == SearchResult(family="linear", params={"C": 0.05, "l1_ratio": 1.0, "class_weight": "balanced"},
+                                  valid_score=0.8512, iterations=1, trials=7, stopped_early=2, backend="katib",
+                                  metric="valid_roc_auc")
+    assert "Katib Experiment flowline/churn-linear-hpo-" in shown[0] and "x7" in shown[-1]
+
+
+@pytest.mark.parametrize(("optimal", "succeeded", "said"), [
+    (None, True, "finished without a successful trial"),
+    (OPTIMAL, False, "is Failed"),
+])
+def test_a_katib_experiment_that_gives_no_answer_fails_clearly(churn, tmp_path, optimal, succeeded, said):
+    api = experiment_server(optimal, succeeded)
+    with pytest.raises(KatibError, match=said):
+        katib_search(churn, "linear", 3, "img:1", "flowline", client=KatibClient(config_file=api.kubeconfig(tmp_path)),
+                     progress=lambda line: None)
+
+
+def test_tune_files_with_optuna_saves_the_best_for_train(toy_use_case, tmp_path: Path, capsys):
+    rng = np.random.default_rng(2)
+    for name, n in (("train", 300), ("valid", 100)):
+        age = rng.integers(18, 80, n)
+        pd.DataFrame({"id": [f"{name}{i}" for i in range(n)], "age": age, "income": rng.normal(3000, 500, n),
+                      "plan": rng.choice(["basic", "pro"], n),
+                      "label": np.where(age + rng.normal(0, 10, n) > 50, "yes", "no")}).to_parquet(tmp_path / name)
+    FeatureSet.fit(pd.read_parquet(tmp_path / "train"), toy_use_case).save(tmp_path / "fs.json")
+    result = tune_files(toy_use_case, "linear", 3, "optuna", str(tmp_path / "train"), str(tmp_path / "valid"),
+                        str(tmp_path / "fs.json"), str(tmp_path / "best.json"))
+    assert SearchResult.load(tmp_path / "best.json") == result and result.trials == 3
+    assert "tune (linear): best valid_roc_auc" in capsys.readouterr().out

@@ -1,0 +1,155 @@
+"""Katib Experiments: generated from the search spaces, valid against Katib's swagger, in sync with the files."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from flowline.components import DEFAULT_IMAGE
+from flowline.components.features.feature_set import FeatureSet, default_plan
+from flowline.components.split.splitting import split_frame
+from flowline.components.train.models import TrainingData, fit_candidate
+from flowline.components.tune.search_space import search_space
+from flowline.katib_experiments.experiments import (
+    FOLDER,
+    GENERATED_HEADER,
+    ExperimentError,
+    build_experiment,
+    built_in_experiments,
+    to_manifest,
+    trial_source,
+)
+from flowline.pipelines.use_case import load_use_case
+from manifest_helpers import katib_errors
+
+# Katib's StdOut collector's default filter (pkg/metricscollector/v1beta1/common: DefaultFilter).
+KATIB_METRIC_LINE = re.compile(r"^([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)$")
+
+
+def committed() -> dict[str, dict]:
+    return {path.name: yaml.safe_load(path.read_text()) for path in sorted(FOLDER.glob("*.yaml"))}
+
+
+def test_the_committed_yaml_is_what_the_spaces_generate():
+    generated = built_in_experiments(DEFAULT_IMAGE)
+    assert committed() == generated, "run `make katib` to regenerate katib_experiments/*.yaml"
+    assert set(committed()) == {"churn-xgboost-hpo.yaml", "churn-linear-hpo.yaml", "churn-forest-hpo.yaml",
+                                "churn-mlp-nas.yaml"}
+    assert all(path.read_text().startswith(GENERATED_HEADER) for path in FOLDER.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", sorted(committed()))
+def test_every_experiment_is_valid_against_katibs_swagger(name):
+    assert katib_errors(committed()[name]) == []
+
+
+def test_the_validator_rejects_an_unknown_field_a_wrong_type_and_a_bad_job():
+    experiment = committed()["churn-xgboost-hpo.yaml"]
+    typo = {**experiment, "spec": {**experiment["spec"], "parallelTrials": 3}}
+    assert any("parallelTrials" in e for e in katib_errors(typo))
+    wrong = {**experiment, "spec": {**experiment["spec"], "maxTrialCount": "thirty"}}
+    assert any("maxTrialCount" in e for e in katib_errors(wrong))
+    job = experiment["spec"]["trialTemplate"]["trialSpec"]
+    broken = json.loads(json.dumps(experiment))
+    broken["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = 7
+    assert any("trialSpec" in e for e in katib_errors(broken)) and job["kind"] == "Job"
+
+
+@pytest.mark.parametrize("name", sorted(committed()))
+def test_parameters_match_the_space_and_reach_the_trial_command(name):
+    spec = committed()[name]["spec"]
+    family = committed()[name]["metadata"]["labels"]["flowline.dev/family"]
+    space = search_space(family, "binary")
+    assert [p["name"] for p in spec["parameters"]] == [p.name for p in space.parameters]
+    assert [t["reference"] for t in spec["trialTemplate"]["trialParameters"]] == [p.name for p in space.parameters]
+    args = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if "${trialParameters." in a] == [
+        f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
+    assert spec["algorithm"]["algorithmName"] == "tpe" and spec["earlyStopping"]["algorithmName"] == "medianstop"
+    assert spec["parallelTrialCount"] == 3 and spec["maxTrialCount"] == load_use_case("churn").tuning.families[family]
+    assert spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut"
+    assert spec["objective"] == {
+        "type": "maximize", "objectiveMetricName": "valid_roc_auc", "additionalMetricNames": ["iterations"],
+        "metricStrategies": [{"name": "valid_roc_auc", "value": "latest"}, {"name": "iterations", "value": "latest"}]}
+
+
+def test_the_trial_container_is_hardened_and_reads_a_url():
+    for manifest in committed().values():
+        pod = manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
+        (container,) = pod["containers"]
+        context = container["securityContext"]
+        assert context["runAsNonRoot"] and context["readOnlyRootFilesystem"] and not context["allowPrivilegeEscalation"]
+        assert context["capabilities"] == {"drop": ["ALL"]} and container["resources"]["limits"]["memory"] == "4Gi"
+        source = container["args"][container["args"].index("--source") + 1]
+        assert source.startswith("https://")
+
+
+def test_a_use_case_on_a_local_file_says_trials_need_a_url(toy_use_case):
+    with pytest.raises(ExperimentError, match="need the data at an http"):
+        trial_source(toy_use_case, "")
+    assert trial_source(toy_use_case, "https://example.org/x.csv") == "https://example.org/x.csv"
+
+
+def test_a_use_case_that_is_not_built_in_travels_inline(toy_use_case):
+    manifest = to_manifest(build_experiment(toy_use_case, "linear", 5, "img:1", "ns", source="https://e.org/x.csv",
+                                            feature_plan={"encodings": {}, "transforms": {}, "generated": []}))
+    args = manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert json.loads(args[args.index("--use-case-json") + 1]) == json.loads(toy_use_case.model_dump_json())
+    assert json.loads(args[args.index("--feature-plan") + 1])["generated"] == []
+    assert manifest["spec"]["parallelTrialCount"] == 3 and katib_errors(manifest) == []
+
+
+def run_trial(args: list[str]) -> list[str]:
+    done = subprocess.run([sys.executable, "-m", "flowline.katib_experiments.trial", *args],
+                          capture_output=True, text=True, check=True, timeout=300)
+    return done.stdout.splitlines()
+
+
+def toy_csv(folder: Path) -> Path:
+    rng = np.random.default_rng(4)
+    age = rng.integers(18, 80, 800)
+    plan = rng.choice(["basic", "pro"], 800)
+    signal = 0.08 * (age - 50) + 1.5 * (plan == "pro") + rng.normal(0, 1, 800)
+    path = folder / "toy.csv"
+    pd.DataFrame({"id": [f"r{i}" for i in range(800)], "age": age, "income": rng.normal(3000, 500, 800), "plan": plan,
+                  "label": np.where(signal > 0.5, "yes", "no")}).to_csv(path, index=False)
+    return path
+
+
+def test_the_trial_prints_only_katib_metric_lines_and_its_score_is_the_in_process_one(toy_use_case, tmp_path):
+    source = toy_csv(tmp_path)
+    frame = pd.read_csv(source, dtype=str)
+    from flowline.components.ingest.contract import apply_contract
+
+    parts = split_frame(apply_contract(frame, toy_use_case).kept, toy_use_case)
+    plan = default_plan(parts["train"], toy_use_case)
+    params = {"eta": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.9, "colsample_bytree": 0.9,
+              "lambda": 1.0, "alpha": 0.01}
+    lines = run_trial(["--use-case-json", toy_use_case.model_dump_json(), "--family", "xgboost",
+                       "--source", str(source), "--feature-plan", json.dumps(plan.to_dict()),
+                       *(f"--{k}={v}" for k, v in params.items())])
+    assert lines and all(KATIB_METRIC_LINE.match(line) for line in lines)
+    names = [line.split("=")[0] for line in lines]
+    assert names[-1] == "iterations" and set(names[:-1]) == {"valid_roc_auc"} and len(names) >= 3
+    feature_set = FeatureSet.fit(parts["train"], toy_use_case, plan)
+    data = TrainingData.from_splits(feature_set, parts["train"], parts["valid"], "binary")
+    fitted = fit_candidate("xgboost", params, data, toy_use_case.tuning)
+    assert float(lines[-2].split("=")[1]) == pytest.approx(fitted.valid_score, abs=1e-6)
+    assert int(lines[-1].split("=")[1]) == fitted.iterations
+
+
+def test_the_trial_searches_a_plan_itself_and_refuses_a_parameter_outside_the_space(toy_use_case, tmp_path):
+    source = toy_csv(tmp_path)
+    base = ["--use-case-json", toy_use_case.model_dump_json(), "--family", "linear", "--source", str(source),
+            "--l1_ratio=1.0", "--class_weight=balanced"]
+    lines = run_trial([*base, "--C=0.5"])
+    assert lines[-1] == "iterations=1" and lines[-2].startswith("valid_roc_auc=")
+    refused = subprocess.run([sys.executable, "-m", "flowline.katib_experiments.trial", *base, "--C=50"],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "C=50.0 is outside [0.001, 10.0]" in refused.stderr

@@ -13,7 +13,6 @@ serving.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,14 +22,13 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from kserve import Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
 from flowline.components.evaluate.evaluation import class_names
 from flowline.components.features.feature_set import FeatureSet
-from flowline.components.package.model_package import EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
-from flowline.components.train.training import MODEL_FILE
+from flowline.components.package.model_package import PackagedModel
+from flowline.components.train.ensemble import Ensemble
 from flowline.inference_services import metrics
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
 from flowline.inference_services.request_checks import BadRequest, RecordChecker
@@ -48,31 +46,27 @@ class LoadedPackage:
     created_at: float
     use_case: UseCase
     feature_set: FeatureSet
-    booster: xgb.Booster
+    model: Ensemble
     evaluation: dict
     checker: RecordChecker
-    feature_owner: np.ndarray  # raw-column index of each encoded feature, for per-column SHAP
+    owners: np.ndarray  # (encoded features x raw columns): adds SHAP contributions up to the raw columns
 
     @classmethod
     def load(cls, path: str | Path) -> LoadedPackage:
         """Verify first; only then read anything (model files can run code when loaded)."""
-        manifest = verify(path)
-        package = Path(path)
-        use_case = UseCase.model_validate_json((package / USE_CASE_FILE).read_text())
-        feature_set = FeatureSet.load(package / FEATURE_SET_FILE)
-        evaluation = json.loads((package / EVALUATION_FILE).read_text())
-        booster = xgb.Booster(model_file=str(package / MODEL_FILE))
-        booster.set_param({"nthread": 1})  # one row per request: threads cost more than they save
-        columns = feature_set.input_columns
-        owners = [columns.index(name.split("=", 1)[0]) for name in feature_set.feature_names]
+        packaged = PackagedModel.load(path)
+        packaged.model.set_threads(1)  # one row per request: threads cost more than they save
+        feature_set = packaged.feature_set
         return cls(
-            version=manifest["version"], created_at=datetime.fromisoformat(manifest["created_at"]).timestamp(),
-            use_case=use_case, feature_set=feature_set, booster=booster, evaluation=evaluation, checker=RecordChecker(use_case, columns), feature_owner=np.array(owners),
+            version=packaged.version, created_at=datetime.fromisoformat(packaged.created_at).timestamp(),
+            use_case=packaged.use_case, feature_set=feature_set, model=packaged.model,
+            evaluation=packaged.evaluation, checker=RecordChecker(packaged.use_case, feature_set.input_columns),
+            owners=feature_set.owners,
         )
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Scores for a frame of raw columns, in process: what the server answers for the same rows."""
-        return self.booster.inplace_predict(self.feature_set.transform(frame))
+        """Scores for a frame of raw columns, in process: what the server answers for the same rows (FP32)."""
+        return self.model.predict(self.feature_set.transform(frame)).astype(np.float32)
 
     def input_types(self) -> List[Dict]:
         """The raw columns a request carries, with their v2 datatypes."""
@@ -139,7 +133,7 @@ class FlowlineModel(Model):
             features = self._features_from_tensors(package, payload)
         else:
             features = _transform(package, package.checker.check_batch(_instances(payload), "instances", self.max_batch))
-        scores = package.booster.inplace_predict(features)
+        scores = package.model.predict(features)
         response = self._answer(package, payload, scores)
         metrics.observe_predictions(self.name, package.version, scores, package.threshold,
                                     time.perf_counter() - started)
@@ -149,12 +143,11 @@ class FlowlineModel(Model):
         """SHAP contributions per raw column for each instance, plus the base value (in margin units)."""
         package = self.package
         records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-        matrix = xgb.DMatrix(_transform(package, records), feature_names=package.feature_set.feature_names)
-        contributions = package.booster.predict(matrix, pred_contribs=True)
-        margins = package.booster.predict(matrix, output_margin=True)
+        matrix = _transform(package, records)
+        contributions = package.model.contributions(matrix)
+        margins = package.model.margin(matrix)
         columns = package.feature_set.input_columns
-        per_column = np.zeros((len(records), len(columns)))
-        np.add.at(per_column.T, package.feature_owner, contributions[:, :-1].T)
+        per_column = contributions[:, :-1] @ package.owners
         return {
             "model_name": self.name,
             "model_version": package.version,

@@ -23,7 +23,8 @@ def deploy_package(
     name: Optional[str] = None,
     kubeconfig: Optional[str] = None,
 ) -> dict:
-    """Write the package's InferenceService to `manifest_file`; apply it if asked and its gates passed.
+    """Write the package's InferenceService to `manifest_file`; apply it if asked, its gates passed and
+    the champion/challenger decision is to promote it.
 
     Returns what happened: {"name", "manifest", "applied", "action"}.
     """
@@ -31,9 +32,12 @@ def deploy_package(
     name = name or manifest["name"]
     service = inference_service(name, storage_uri, namespace=namespace)
     Path(manifest_file).write_text(yaml.safe_dump(service, sort_keys=False))
-    gates_passed = json.loads((Path(package_dir) / EVALUATION_FILE).read_text())["gates_passed"]
-    if not gates_passed:
+    evaluation = json.loads((Path(package_dir) / EVALUATION_FILE).read_text())
+    decision = evaluation["champion_challenger"]
+    if not evaluation["gates_passed"]:
         action, applied = "not applied: the package failed its quality gates", False
+    elif decision["decision"] != "promote":
+        action, applied = f"not applied: the champion stays ({decision['reason']})", False
     elif not apply_to_cluster:
         action, applied = "manifest written, no cluster to apply it to", False
     else:

@@ -1,4 +1,4 @@
-"""KFP component: score the model on the untouched test split and decide the quality gates."""
+"""KFP component: score the model on the untouched test split, decide the quality gates and champion/challenger."""
 
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -8,23 +8,27 @@ from flowline.components import flowline_component
 @flowline_component
 def evaluate(
     use_case_json: str,
+    champion: str,
     model: Input[Model],
     feature_set: Input[Artifact],
-    valid: Input[Dataset],
+    holdout: Input[Dataset],
     test: Input[Dataset],
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
 ):
-    """Threshold from the use case's costs on valid; metrics, ROC and confusion matrix on test.
+    """Threshold from the use case's costs on held-out valid predictions; metrics, ROC and confusion matrix on test.
 
-    The gate decision is made here (kfp.local has no dsl.If) and travels in `evaluation`.
+    `champion` is the package of the model serving now ("" for none): promote or keep is
+    decided with a significance test on the same test rows. The gate and the decision are
+    made here (kfp.local has no dsl.If) and travel in `evaluation`.
     """
     from flowline.components.evaluate.evaluation import evaluate_files
     from flowline.pipelines.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
-    report = evaluate_files(use_case, model.path, feature_set.path, valid.path, test.path, evaluation.path)
+    report = evaluate_files(use_case, model.path, feature_set.path, holdout.path, test.path, evaluation.path,
+                            champion)
     for name, value in report["metrics"].items():
         metrics.log_metric(name, value)
     if use_case.task == "binary":
@@ -32,4 +36,7 @@ def evaluate(
         roc = report["roc"]
         classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
         classification_metrics.log_confusion_matrix(report["classes"], report["confusion_matrix"])
-    evaluation.metadata.update(gates_passed=report["gates_passed"])
+    decision = report["champion_challenger"]
+    if "p_value" in decision:
+        metrics.log_metric("champion_p_value", decision["p_value"])
+    evaluation.metadata.update(gates_passed=report["gates_passed"], decision=decision["decision"])

@@ -1,4 +1,8 @@
-"""Scoring a model once on the untouched test split, with its threshold chosen on valid."""
+"""Scoring a model once on the untouched test split, with its threshold chosen on held-out valid predictions.
+
+Also the champion/challenger decision (comparison.py): the champion package, when one
+is given, scores the same test rows.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from scipy.stats import spearmanr
 from sklearn.metrics import (
     average_precision_score,
@@ -20,8 +23,10 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from flowline.components.features.feature_set import FeatureSet, encode_label
-from flowline.components.train.training import MODEL_FILE
+from flowline.components.evaluate.comparison import auc_confidence_interval, champion_decision
+from flowline.components.features.feature_set import FeatureError, FeatureSet
+from flowline.components.package.model_package import PackagedModel, PackageError
+from flowline.components.train.ensemble import Ensemble, ModelError
 from flowline.pipelines.use_case import CostSpec, GateSpec, UseCase
 
 ROC_POINTS = 200
@@ -101,24 +106,34 @@ def class_names(use_case: UseCase) -> list[str]:
     return [negative, use_case.label.positive]
 
 
+def champion_scores(champion_dir: str, test: pd.DataFrame, task: str) -> tuple[np.ndarray | None, dict]:
+    """The champion package's scores on the test rows, and what it is; None when there is no usable champion."""
+    if not champion_dir:
+        return None, {"package": None, "note": "none given"}
+    try:
+        champion = PackagedModel.load(champion_dir)
+        if champion.use_case.task != task:
+            raise ValueError(f"it is a {champion.use_case.task} model")
+        return champion.predict(test), {"package": champion_dir, "version": champion.version}
+    except (PackageError, ModelError, FeatureError, OSError, KeyError, ValueError) as error:
+        return None, {"package": champion_dir, "note": f"the champion could not score the test rows: {error}"}
+
+
 def evaluate_files(
-    use_case: UseCase, model_dir: str, feature_set_file: str, valid_file: str, test_file: str, evaluation_file: str
+    use_case: UseCase, model_dir: str, feature_set_file: str, holdout_file: str, test_file: str, evaluation_file: str,
+    champion_dir: str = "",
 ) -> dict:
-    """Choose the threshold on valid, score test once, decide the gates; write evaluation.json."""
+    """Choose the threshold on held-out valid predictions, score test once, decide the gates and
+    champion/challenger; write evaluation.json."""
     feature_set = FeatureSet.load(feature_set_file)
-    booster = xgb.Booster(model_file=str(Path(model_dir) / MODEL_FILE))
-
-    def predict(path: str) -> tuple[np.ndarray, np.ndarray]:
-        frame = pd.read_parquet(path)
-        return encode_label(frame[use_case.label.column], use_case), booster.inplace_predict(
-            feature_set.transform(frame)
-        )
-
-    y_test, p_test = predict(test_file)
+    model = Ensemble.load(model_dir)
+    test = pd.read_parquet(test_file)
+    y_test, p_test = feature_set.labels(test), model.predict(feature_set.transform(test))
     report: dict = {"task": use_case.task, "test_rows": len(y_test)}
     if use_case.task == "binary":
-        y_valid, p_valid = predict(valid_file)
-        threshold, valid_cost = choose_threshold(y_valid, p_valid, use_case.costs)
+        holdout = pd.read_parquet(holdout_file)
+        threshold, valid_cost = choose_threshold(holdout["label"].to_numpy(), holdout["prediction"].to_numpy(),
+                                                 use_case.costs)
         metrics = binary_metrics(y_test, p_test, threshold)
         predicted = (p_test >= threshold).astype(int)
         report.update(
@@ -132,13 +147,20 @@ def evaluate_files(
             classes=class_names(use_case),
             confusion_matrix=confusion_matrix(y_test, predicted, labels=[0, 1]).tolist(),
             roc=roc_points(y_test, p_test),
+            confidence_intervals={"roc_auc": list(auc_confidence_interval(y_test, p_test))},
         )
     else:
         metrics = regression_metrics(y_test, p_test)
     gates = gate_decisions(metrics, use_case.gates)
-    report.update(metrics=metrics, gates=gates, gates_passed=all(g["passed"] for g in gates.values()))
+    gates_passed = all(g["passed"] for g in gates.values())
+    report.update(metrics=metrics, gates=gates, gates_passed=gates_passed)
+    scores, champion = champion_scores(champion_dir, test, use_case.task)
+    decision = champion_decision(use_case.task, y_test, p_test, scores, gates_passed, use_case.champion.alpha,
+                                 use_case.tuning.seed, champion.get("note", ""))
+    report["champion_challenger"] = {"champion": champion, **decision}
     Path(evaluation_file).write_text(json.dumps(report, indent=1))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
-    verdict = "passed" if report["gates_passed"] else "FAILED: " + ", ".join(k for k, g in gates.items() if not g["passed"])
+    verdict = "passed" if gates_passed else "FAILED: " + ", ".join(k for k, g in gates.items() if not g["passed"])
     print(f"evaluate: test {shown}; gates {verdict}")
+    print(f"evaluate: {decision['decision']}: {decision['reason']}")
     return report

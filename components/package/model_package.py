@@ -1,8 +1,11 @@
 """Model packages: a folder with every file listed by sha256 in manifest.json.
 
-A package holds the model, the FeatureSet, the evaluation (metrics, threshold, gates),
-the use case and the lineage (dataset sha256 -> FeatureSet version -> model). `verify`
-refuses a package whose files do not match the manifest, before anything is loaded.
+A package holds the model folder (model.json and one native file per member, plus
+training.json), the FeatureSet, the evaluation (metrics, threshold, gates, the
+champion/challenger decision), the drift detector, the use case and the lineage
+(dataset sha256 -> FeatureSet version -> model files). `verify` refuses a package whose
+files do not match the manifest, before anything is loaded; `PackagedModel.load` only
+opens a verified one.
 """
 
 from __future__ import annotations
@@ -10,16 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from flowline import __version__
-from flowline.components.train.training import MODEL_FILE, TRAINING_FILE
+from flowline.components.features.feature_set import FeatureSet
+from flowline.components.train.ensemble import Ensemble
 from flowline.datasets import sha256_of_file
 from flowline.pipelines.use_case import UseCase
 
-FORMAT = "flowline.package/v1"
+FORMAT = "flowline.package/v2"
 MANIFEST_FILE = "manifest.json"
+MODEL_DIR = "model"
 FEATURE_SET_FILE = "feature_set.json"
 EVALUATION_FILE = "evaluation.json"
 USE_CASE_FILE = "use_case.json"
@@ -46,8 +55,7 @@ def build_package(
     """
     out = Path(destination)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(model_dir) / MODEL_FILE, out / MODEL_FILE)
-    shutil.copyfile(Path(model_dir) / TRAINING_FILE, out / TRAINING_FILE)
+    shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
     shutil.copyfile(feature_set_file, out / FEATURE_SET_FILE)
     shutil.copyfile(evaluation_file, out / EVALUATION_FILE)
     shutil.copytree(drift_dir, out / DRIFT_DIR, dirs_exist_ok=True)
@@ -57,7 +65,8 @@ def build_package(
         "use_case": use_case.name,
         "dataset": dataset,
         "feature_set": {"file": FEATURE_SET_FILE, "version": feature_set["version"]},
-        "model": {"file": MODEL_FILE, "sha256": sha256_of_file(out / MODEL_FILE)},
+        "model": {"dir": MODEL_DIR, "files": {path.name: sha256_of_file(path)
+                                               for path in sorted((out / MODEL_DIR).iterdir())}},
         "flowline_version": __version__,
     }
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1))
@@ -133,6 +142,36 @@ def package_files(
     dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
     build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir)
     manifest = verify(destination)
-    gates_passed = json.loads(Path(evaluation_file).read_text())["gates_passed"]
+    evaluation = json.loads(Path(evaluation_file).read_text())
     print(f"package: {destination} version {manifest['version']}, {len(manifest['files'])} files, verified")
-    return {"use_case": use_case.name, "version": manifest["version"], "gates_passed": gates_passed}
+    return {"use_case": use_case.name, "version": manifest["version"], "gates_passed": evaluation["gates_passed"],
+            "decision": evaluation["champion_challenger"]["decision"]}
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """What a verified package predicts with: its use case, FeatureSet, model and evaluation."""
+
+    version: str
+    created_at: str
+    use_case: UseCase
+    feature_set: FeatureSet
+    model: Ensemble
+    evaluation: dict
+
+    @classmethod
+    def load(cls, package_dir: str | Path) -> PackagedModel:
+        """Verify first; only then read anything (model files can run code when loaded)."""
+        manifest = verify(package_dir)
+        package = Path(package_dir)
+        return cls(
+            version=manifest["version"], created_at=manifest["created_at"],
+            use_case=UseCase.model_validate_json((package / USE_CASE_FILE).read_text()),
+            feature_set=FeatureSet.load(package / FEATURE_SET_FILE),
+            model=Ensemble.load(package / MODEL_DIR),
+            evaluation=json.loads((package / EVALUATION_FILE).read_text()),
+        )
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scores for a frame of raw columns: probabilities (binary) or predictions (regression)."""
+        return self.model.predict(self.feature_set.transform(frame))

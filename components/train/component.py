@@ -1,4 +1,4 @@
-"""KFP component: tune and train XGBoost on the train split, early-stopped on valid."""
+"""KFP component: train the tuned candidates, choose the served model on valid, refit it."""
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
@@ -8,19 +8,32 @@ from flowline.components import flowline_component
 @flowline_component
 def train(
     use_case_json: str,
-    trials: int,
     train: Input[Dataset],
     valid: Input[Dataset],
     feature_set: Input[Artifact],
+    xgboost_search: Input[Artifact],
+    linear_search: Input[Artifact],
+    forest_search: Input[Artifact],
+    mlp_search: Input[Artifact],
     model: Output[Model],
-    tuning_metrics: Output[Metrics],
+    holdout: Output[Dataset],
+    selection_metrics: Output[Metrics],
 ):
-    """Optuna TPE over the XGBoost space; `trials` > 0 overrides the use case's budget."""
+    """Candidates across families, the best one or a blend of the best, refitted on train + valid.
+
+    One search input per family (kfp.local has no optional inputs); only the families in
+    the use case's tuning.families are read.
+    """
     from flowline.components.train.training import train_files
     from flowline.pipelines.use_case import UseCase
 
-    use_case = UseCase.model_validate_json(use_case_json)
-    summary = train_files(use_case, train.path, valid.path, feature_set.path, model.path, trials)
-    model.metadata.update(framework="xgboost", num_boost_round=summary["num_boost_round"])
-    tuning_metrics.log_metric(f"valid_{summary['valid_metric']}", summary["valid_score"])
-    tuning_metrics.log_metric("trials", summary["trials"])
+    summary = train_files(UseCase.model_validate_json(use_case_json), train.path, valid.path, feature_set.path,
+                          {"xgboost": xgboost_search.path, "linear": linear_search.path, "forest": forest_search.path,
+                           "mlp": mlp_search.path}, model.path, holdout.path)
+    selection = summary["selection"]
+    model.metadata.update(framework="flowline-ensemble", selected=selection["selected"], **{
+        f"weight_{member['family']}": member["weight"] for member in selection["model"]["members"]})
+    for candidate in summary["candidates"]:
+        selection_metrics.log_metric(f"valid_score_{candidate['family']}", candidate["valid_score"])
+    for blend in selection["blends"]:
+        selection_metrics.log_metric(f"blend_top{len(blend['members'])}_cross_fitted", blend["cross_fitted_score"])

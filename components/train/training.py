@@ -1,127 +1,94 @@
-"""XGBoost tuned with Optuna TPE on train/valid, early-stopped, saved in native JSON."""
+"""Training the candidates with their tuned parameters, and choosing the served model on valid.
+
+Each family's best parameters come from its tune (or nas) step. Fits are seeded and
+deterministic, so fitting a parameter set again gives the model its search scored.
+The served model is the best candidate, or a blend of the best when it beats it
+(ensemble.py), chosen with every candidate trained on train and scored on valid.
+
+Then, with `ensemble.refit` (the default), the chosen members are trained once more
+on train + valid with the rounds or epochs they were early-stopped at (boosting
+rounds scaled with the rows), keeping the blend's weights: the model learns from 25 %
+more rows, and nothing it learned from was used to score it. The held-out validation
+predictions of the train-only model are written beside it, for evaluate to choose
+the decision threshold on rows the model did not see.
+
+Everything lands in one folder: model.json, one native file per member, and
+training.json with every candidate's parameters and scores.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-import numpy as np
-import optuna
 import pandas as pd
 import xgboost as xgb
-from sklearn.metrics import roc_auc_score
 
-from flowline.components.features.feature_set import FeatureSet, encode_label
-from flowline.pipelines.use_case import TuningSpec, UseCase
+from flowline.components.features.feature_set import FeatureSet
+from flowline.components.train.ensemble import Ensemble, Member, select_model
+from flowline.components.train.models import TrainingData, fit_candidate, refit_candidate
+from flowline.components.tune.search import SearchResult
+from flowline.pipelines.use_case import UseCase
 
-MODEL_FILE = "model.json"
 TRAINING_FILE = "training.json"
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    booster: xgb.Booster
-    params: dict
-    best_iteration: int
-    valid_score: float
-    metric: str
-    trials: int
-
-
-def base_params(task: str, seed: int) -> dict:
-    if task == "binary":
-        objective, eval_metric = "binary:logistic", ["auc", "logloss"]  # early stopping uses the last
-    else:
-        objective, eval_metric = "reg:squarederror", ["rmse"]
-    return {"objective": objective, "eval_metric": eval_metric, "tree_method": "hist", "seed": seed, "nthread": 2}
-
-
-def suggest_params(trial: optuna.Trial) -> dict:
-    """The XGBoost search space."""
-    return {
-        "eta": trial.suggest_float("eta", 0.01, 0.3, log=True),
-        "max_depth": trial.suggest_int("max_depth", 2, 8),
-        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 50, log=True),
-        "subsample": trial.suggest_float("subsample", 0.5, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.4, 1.0),
-        "lambda": trial.suggest_float("lambda", 1e-3, 30, log=True),
-        "alpha": trial.suggest_float("alpha", 1e-3, 10, log=True),
-    }
-
-
-def validation_score(task: str, y: np.ndarray, predictions: np.ndarray) -> float:
-    """Higher is better: ROC-AUC for binary tasks, negative RMSE for regression."""
-    if task == "binary":
-        return float(roc_auc_score(y, predictions))
-    return -float(np.sqrt(np.mean((y - predictions) ** 2)))
-
-
-def tune_xgboost(
-    train: xgb.DMatrix, valid: xgb.DMatrix, task: str, tuning: TuningSpec, trials: int
-) -> TrainResult:
-    """Search with TPE, each trial early-stopped on valid; refit the best at its best iteration."""
-    y_valid = valid.get_label()
-
-    def fit(params: dict, rounds: int, early_stopping: int | None) -> xgb.Booster:
-        return xgb.train(
-            {**base_params(task, tuning.seed), **params}, train, num_boost_round=rounds,
-            evals=[(valid, "valid")], early_stopping_rounds=early_stopping, verbose_eval=False,
-        )
-
-    def objective(trial: optuna.Trial) -> float:
-        booster = fit(suggest_params(trial), tuning.max_boost_rounds, tuning.early_stopping_rounds)
-        trial.set_user_attr("best_iteration", booster.best_iteration)
-        predictions = booster.predict(valid, iteration_range=(0, booster.best_iteration + 1))
-        return validation_score(task, y_valid, predictions)
-
-    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        print(f"train: trial {trial.number + 1}/{trials} score {trial.value:.4f} (best {study.best_value:.4f})")
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=tuning.seed))
-    study.optimize(objective, n_trials=trials, timeout=tuning.timeout_seconds, callbacks=[report])
-    best = study.best_trial
-    best_iteration = int(best.user_attrs["best_iteration"])
-    booster = fit(best.params, best_iteration + 1, None)
-    return TrainResult(
-        booster=booster, params=best.params, best_iteration=best_iteration, valid_score=float(best.value),
-        metric="roc_auc" if task == "binary" else "neg_rmse", trials=len(study.trials),
-    )
-
-
-def to_dmatrix(frame: pd.DataFrame, feature_set: FeatureSet, use_case: UseCase) -> xgb.DMatrix:
-    return xgb.DMatrix(
-        feature_set.transform(frame), label=encode_label(frame[use_case.label.column], use_case),
-        feature_names=feature_set.feature_names,
-    )
+ITERATION_UNITS = {"xgboost": "rounds", "mlp": "epochs"}
 
 
 def train_files(
-    use_case: UseCase, train_file: str, valid_file: str, feature_set_file: str, model_dir: str, trials: int = 0
+    use_case: UseCase, train_file: str, valid_file: str, feature_set_file: str, search_files: Mapping[str, str],
+    model_dir: str, holdout_file: str,
 ) -> dict:
-    """Tune and train from the split files; write model.json and training.json into model_dir.
+    """Fit every searched family, select on valid, refit, and write the model folder and the
+    held-out validation predictions; return training.json's content.
 
-    `trials` overrides the use case's tuning budget when above 0.
+    `search_files` maps each family to its search result; only the use case's families are read.
     """
     feature_set = FeatureSet.load(feature_set_file)
-    train = to_dmatrix(pd.read_parquet(train_file), feature_set, use_case)
-    valid = to_dmatrix(pd.read_parquet(valid_file), feature_set, use_case)
-    result = tune_xgboost(train, valid, use_case.task, use_case.tuning, trials or use_case.trials)
-    out = Path(model_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    result.booster.save_model(out / MODEL_FILE)
+    train, valid = pd.read_parquet(train_file), pd.read_parquet(valid_file)
+    data = TrainingData.from_splits(feature_set, train, valid, use_case.task)
+    results = {family: SearchResult.load(search_files[family]) for family in use_case.tuning.families}
+    candidates, described = {}, []
+    for family, result in results.items():
+        fitted = fit_candidate(family, result.params, data, use_case.tuning)
+        candidates[family] = fitted
+        described.append({"family": family, "params": result.params, "valid_score": fitted.valid_score,
+                          "iterations": fitted.iterations, "trials": result.trials, "backend": result.backend})
+        print(f"train: {family} valid {result.metric} {fitted.valid_score:.4f} ({fitted.iterations} "
+              f"{ITERATION_UNITS.get(family, 'fit')})")
+    ensemble, selection = select_model(use_case.task, candidates, data.x_valid, data.y_valid, use_case.ensemble,
+                                       use_case.tuning.seed)
+    pd.DataFrame({"label": data.y_valid, "prediction": ensemble.predict(data.x_valid)}).to_parquet(holdout_file)
+    print(f"train: selected {selection['selected']}: {selection['reason']}")
+    if use_case.ensemble.refit:
+        rows = pd.concat([train, valid])
+        ensemble = _refit(ensemble, {f: (r.params, candidates[f].iterations) for f, r in results.items()},
+                          use_case, feature_set, rows, len(train))
+        selection["refit_rows"] = len(rows)
+    ensemble.save(model_dir)
     summary = {
-        "algorithm": "xgboost",
-        "xgboost_version": xgb.__version__,
-        "params": {**base_params(use_case.task, use_case.tuning.seed), **result.params},
-        "num_boost_round": result.best_iteration + 1,
-        "valid_metric": result.metric,
-        "valid_score": result.valid_score,
-        "trials": result.trials,
+        "candidates": described,
+        "selection": selection,
         "feature_set_version": feature_set.version,
+        "xgboost_version": xgb.__version__,
     }
-    (out / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
-    print(f"train: best valid {result.metric} {result.valid_score:.4f} after {result.trials} trials, "
-          f"{result.best_iteration + 1} rounds")
+    (Path(model_dir) / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _refit(ensemble: Ensemble, found: dict[str, tuple[dict, int]], use_case: UseCase, feature_set: FeatureSet,
+           rows: pd.DataFrame, train_rows: int) -> Ensemble:
+    """The same members and weights, each trained again on `rows` (train + valid).
+
+    `found` holds each family's parameters and the rounds or epochs it trained for.
+    """
+    x, y = feature_set.transform_training(rows), feature_set.labels(rows)
+    members = []
+    for member in ensemble.members:
+        params, iterations = found[member.family]
+        if member.family == "xgboost":  # as many rounds per row as early stopping found on train
+            iterations = max(1, round(iterations * len(rows) / train_rows))
+        model = refit_candidate(member.family, params, iterations, x, y, use_case.task, use_case.tuning)
+        members.append(Member(member.family, model, member.weight))
+    print(f"train: refitted {', '.join(m.family for m in members)} on {len(rows)} rows (train + valid)")
+    return Ensemble(ensemble.task, members, ensemble.bias)

@@ -67,3 +67,73 @@ def test_roc_points_are_few_and_finite():
     assert len(points["fpr"]) <= ROC_POINTS
     assert points["fpr"][0] == 0 and points["tpr"][-1] == 1
     assert max(points["thresholds"]) <= 1.0
+
+
+def brute_force_components(y, scores):
+    """DeLong's structural components by their definition: O(m n) comparisons."""
+    positives, negatives = scores[y == 1], scores[y == 0]
+    psi = (positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :])
+    return psi.mean(axis=1), psi.mean(axis=0)
+
+
+def test_delong_matches_its_definition_and_sklearn():
+    from flowline.components.evaluate.comparison import delong_test
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300).astype(float)
+    a = (y + rng.normal(0, 1.0, 300)).round(1)  # rounded: ties
+    b = (y + rng.normal(0, 1.5, 300)).round(1)
+    outcome = delong_test(y, a, b)
+    assert outcome["challenger_score"] == pytest.approx(roc_auc_score(y, a))
+    assert outcome["champion_score"] == pytest.approx(roc_auc_score(y, b))
+    (a10, a01), (b10, b01) = brute_force_components(y, a), brute_force_components(y, b)
+    s10, s01 = np.cov(np.vstack([a10, b10])), np.cov(np.vstack([a01, b01]))
+    variance = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / len(a10) + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / len(a01)
+    assert outcome["standard_error"] == pytest.approx(np.sqrt(variance))
+    assert outcome["z"] == pytest.approx((outcome["challenger_score"] - outcome["champion_score"]) / np.sqrt(variance))
+
+
+def test_delong_keeps_its_false_alarm_rate_and_finds_a_real_gain():
+    from flowline.components.evaluate.comparison import delong_test
+
+    rng = np.random.default_rng(2)
+    false_alarms = found = 0
+    for _ in range(200):
+        y = rng.integers(0, 2, 400).astype(float)
+        signal = y + rng.normal(0, 1, 400)
+        same_a, same_b = signal + rng.normal(0, 0.7, 400), signal + rng.normal(0, 0.7, 400)
+        false_alarms += delong_test(y, same_a, same_b)["p_value"] < 0.05
+        found += delong_test(y, signal, signal + rng.normal(0, 1.5, 400))["p_value"] < 0.05
+    assert false_alarms / 200 <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 200)  # alpha plus a binomial margin
+    assert found / 200 > 0.9
+
+
+def test_the_auc_confidence_interval_covers_the_auc_and_narrows_with_rows():
+    from flowline.components.evaluate.comparison import auc_confidence_interval
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 4000).astype(float)
+    scores = y + rng.normal(0, 1, 4000)
+    low, high = auc_confidence_interval(y, scores)
+    small_low, small_high = auc_confidence_interval(y[:400], scores[:400])
+    assert low < roc_auc_score(y, scores) < high and (high - low) < (small_high - small_low) / 2.5
+
+
+def test_champion_decisions():
+    from flowline.components.evaluate.comparison import champion_decision
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 1000).astype(float)
+    strong, weak = y + rng.normal(0, 0.8, 1000), y + rng.normal(0, 2.0, 1000)
+    assert champion_decision("binary", y, strong, None, True, 0.05, 0)["decision"] == "promote"
+    assert champion_decision("binary", y, strong, weak, False, 0.05, 0)["reason"].endswith("failed its quality gates")
+    better = champion_decision("binary", y, strong, weak, True, 0.05, 0)
+    assert better["decision"] == "promote" and better["p_value"] < 0.05 and better["test"] == "delong"
+    same = champion_decision("binary", y, strong, strong, True, 0.05, 0)
+    assert same["decision"] == "keep" and same["p_value"] == 1.0 and "not significantly better" in same["reason"]
+    assert champion_decision("binary", y, weak, strong, True, 0.05, 0)["decision"] == "keep"
+    values = rng.normal(100, 10, 500)
+    close, far = values + rng.normal(0, 1, 500), values + rng.normal(0, 5, 500)
+    regression = champion_decision("regression", values, close, far, True, 0.05, 0)
+    assert regression["decision"] == "promote" and regression["test"] == "bootstrap" and regression["difference"] > 0
+    assert champion_decision("regression", values, far, close, True, 0.05, 0)["decision"] == "keep"

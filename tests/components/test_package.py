@@ -22,7 +22,8 @@ def package(tmp_path: Path, toy_use_case) -> Path:
     (model_dir / "model.json").write_text('{"learner": {}}')
     (model_dir / "training.json").write_text("{}")
     (tmp_path / "fs.json").write_text(json.dumps({"format": "flowline.featureset/v1", "version": "f00d"}))
-    (tmp_path / "evaluation.json").write_text(json.dumps({"gates_passed": True}))
+    (tmp_path / "evaluation.json").write_text(json.dumps({"gates_passed": True,
+                                                           "champion_challenger": {"decision": "promote"}}))
     (tmp_path / "drift" / "detector").mkdir(parents=True)
     (tmp_path / "drift" / "detector" / "config.toml").write_text("name = 'TabularDrift'\n")
     destination = tmp_path / "package"
@@ -50,12 +51,13 @@ def test_lineage_links_data_to_feature_set_to_model(package: Path):
     lineage = json.loads((package / LINEAGE_FILE).read_text())
     assert lineage["dataset"]["source_sha256"] == DATASET["source_sha256"]
     assert lineage["feature_set"]["version"] == "f00d"
-    assert lineage["model"]["sha256"] == sha256_of_file(package / "model.json")
+    assert lineage["model"]["files"] == {name: sha256_of_file(package / "model" / name)
+                                         for name in ("model.json", "training.json")}
 
 
 def test_an_altered_file_is_refused_by_name(package: Path):
-    (package / "model.json").write_text('{"learner": {"evil": 1}}')
-    with pytest.raises(PackageError, match="model.json has sha256 .* the manifest says"):
+    (package / "model" / "model.json").write_text('{"learner": {"evil": 1}}')
+    with pytest.raises(PackageError, match="model/model.json has sha256 .* the manifest says"):
         verify(package)
 
 

@@ -1,14 +1,39 @@
+"""Model families, the blend and its selection, and train_files from search results."""
+
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import xgboost as xgb
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 from flowline.components.features.feature_set import FeatureSet
-from flowline.components.train.training import MODEL_FILE, TRAINING_FILE, train_files
-from flowline.pipelines.use_case import UseCase
+from flowline.components.train.ensemble import (
+    MODEL_FILE,
+    Ensemble,
+    Member,
+    ModelError,
+    cross_fitted_score,
+    fit_blend,
+    select_model,
+)
+from flowline.components.train.models import MODEL_FAMILIES, Fitted, TrainingData, fit_candidate, refit_candidate
+from flowline.components.train.training import TRAINING_FILE, train_files
+from flowline.components.tune.search import SearchResult
+from flowline.pipelines.use_case import EnsembleSpec, TuningSpec, UseCase
+
+PARAMS = {
+    "xgboost": {"eta": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.9, "colsample_bytree": 0.9,
+                "lambda": 1.0, "alpha": 0.01},
+    "linear": {"C": 1.0, "l1_ratio": 0.0, "class_weight": "none"},
+    "forest": {"num_parallel_tree": 60, "max_depth": 6, "min_child_weight": 1.0, "subsample": 0.8,
+               "colsample_bynode": 0.7},
+    "mlp": {"depth": 2, "width_1": 16, "width_2": 8, "width_3": 8, "activation": "tanh", "dropout": 0.1,
+            "learning_rate": 0.01},
+}
+TUNING = TuningSpec(max_boost_rounds=300, early_stopping_rounds=20, max_epochs=40)
 
 
 def make_rows(n: int, seed: int) -> pd.DataFrame:
@@ -36,31 +61,167 @@ def split_files(tmp_path: Path, toy_use_case: UseCase) -> dict[str, str]:
     return files
 
 
-def test_trains_a_native_json_model_with_the_requested_trials(split_files, toy_use_case, tmp_path: Path):
-    model_dir = tmp_path / "model"
-    summary = train_files(toy_use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
-                          str(model_dir), trials=4)
-    assert summary["trials"] == 4
-    assert summary["valid_metric"] == "roc_auc" and summary["valid_score"] > 0.85
-    document = json.loads((model_dir / MODEL_FILE).read_text())  # native JSON, not a pickle
-    assert "learner" in document
-    booster = xgb.Booster(model_file=str(model_dir / MODEL_FILE))
-    assert booster.num_boosted_rounds() == summary["num_boost_round"] < toy_use_case.tuning.max_boost_rounds
-    assert json.loads((model_dir / TRAINING_FILE).read_text())["feature_set_version"] == FeatureSet.load(
-        split_files["feature_set"]).version
+@pytest.fixture(scope="module")
+def data() -> TrainingData:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(900, 5))
+    logit = 1.5 * x[:, 0] - x[:, 1] + np.sin(2 * x[:, 2]) + 0.5 * x[:, 3] * x[:, 4]
+    y = (rng.random(900) < 1 / (1 + np.exp(-logit))).astype(float)
+    return TrainingData("binary", x[:600], y[:600], x[600:], y[600:], [f"x{i}" for i in range(5)])
 
 
-def test_the_use_case_budget_applies_without_an_override(split_files, toy_use_case, tmp_path: Path):
-    use_case = toy_use_case.model_copy(update={"tuning": toy_use_case.tuning.model_copy(update={"trials": 2})})
-    summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
-                          str(tmp_path / "model"))
-    assert summary["trials"] == 2
+@pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))
+def test_each_family_fits_saves_without_pickle_and_loads_identically(family, data, tmp_path: Path):
+    fitted = fit_candidate(family, PARAMS[family], data, TUNING)
+    assert fitted.valid_score == pytest.approx(roc_auc_score(data.y_valid, fitted.model.margin(data.x_valid)))
+    assert fitted.valid_score > 0.75
+    files = fitted.model.save(tmp_path, family)
+    assert all(json.loads((tmp_path / name).read_text()) for name in files)  # JSON, never a pickle
+    loaded = MODEL_FAMILIES[family].load(tmp_path, files, "binary")
+    assert np.array_equal(loaded.margin(data.x_valid), fitted.model.margin(data.x_valid))
 
 
-def test_regression_tasks_train_on_squared_error(tmp_path: Path):
+@pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))
+def test_contributions_add_up_to_the_margin(family, data):
+    model = fit_candidate(family, PARAMS[family], data, TUNING).model
+    contributions = model.contributions(data.x_valid[:20])
+    assert contributions.shape == (20, 6)
+    assert np.allclose(contributions.sum(axis=1), model.margin(data.x_valid[:20]), atol=1e-4)
+
+
+def test_xgboost_keeps_only_the_rounds_early_stopping_chose(data):
+    fitted = fit_candidate("xgboost", PARAMS["xgboost"], data, TUNING)
+    assert fitted.model.booster.num_boosted_rounds() == fitted.iterations < TUNING.max_boost_rounds
+
+
+def test_the_linear_family_is_scikit_learns_logistic_regression_on_standardised_features(data):
+    model = fit_candidate("linear", PARAMS["linear"], data, TUNING).model
+    mean, scale = data.x_train.mean(axis=0), data.x_train.std(axis=0)
+    reference = LogisticRegression(C=1.0, solver="liblinear").fit((data.x_train - mean) / scale, data.y_train)
+    assert np.allclose(model.margin(data.x_valid), reference.decision_function((data.x_valid - mean) / scale))
+
+
+def test_intermediate_scores_are_reported_for_median_stopping(data):
+    seen = []
+    fit_candidate("xgboost", PARAMS["xgboost"], data, TUNING, report=lambda step, score: seen.append((step, score)))
+    assert [step for step, _ in seen] == list(range(1, len(seen) + 1)) and len(seen) >= 2
+    epochs = []
+    fit_candidate("mlp", PARAMS["mlp"], data, TUNING, report=lambda step, score: epochs.append(step))
+    assert epochs[:3] == [1, 2, 3]
+
+
+def test_a_refit_trains_the_given_iterations_on_all_rows(data):
+    x, y = np.vstack([data.x_train, data.x_valid]), np.r_[data.y_train, data.y_valid]
+    booster = refit_candidate("xgboost", PARAMS["xgboost"], 17, x, y, "binary", TUNING).booster
+    assert booster.num_boosted_rounds() == 17
+    network = refit_candidate("mlp", PARAMS["mlp"], 5, x, y, "binary", TUNING).network
+    assert np.allclose(network.mean, x.mean(axis=0))
+
+
+def test_a_blend_of_margins_recovers_known_weights():
+    rng = np.random.default_rng(3)
+    margins = rng.normal(size=(4000, 3))
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(0.2 + 2.0 * margins[:, 0] + 1.0 * margins[:, 1])))).astype(float)
+    weights, bias = fit_blend("binary", margins, y)
+    assert weights == pytest.approx([2.0, 1.0, 0.0], abs=0.15) and bias == pytest.approx(0.2, abs=0.1)
+    assert (weights >= 0).all()
+    values = margins @ [3.0, 0.5, 0.0] + 1.0
+    weights, bias = fit_blend("regression", margins, values)
+    assert weights == pytest.approx([3.0, 0.5, 0.0], abs=1e-6) and bias == pytest.approx(1.0)
+
+
+def test_cross_fitting_scores_a_useless_member_no_better(data):
+    rng = np.random.default_rng(5)
+    signal = data.x_valid[:, 0] * 1.5 - data.x_valid[:, 1]
+    with_noise = np.column_stack([signal, rng.normal(size=len(signal))])
+    assert cross_fitted_score("binary", with_noise, data.y_valid, 5, 0) <= cross_fitted_score(
+        "binary", signal[:, None], data.y_valid, 5, 0) + 0.005
+
+
+def test_a_blend_is_chosen_only_when_it_beats_the_best_single_model(data):
+    fitted = {f: fit_candidate(f, PARAMS[f], data, TUNING) for f in ("xgboost", "linear", "mlp")}
+    ensemble, report = select_model("binary", fitted, data.x_valid, data.y_valid, EnsembleSpec(top_k=3), 0)
+    scores = [b["cross_fitted_score"] for b in report["blends"]]
+    best = int(np.argmax(scores))
+    assert report["selected"] == ("ensemble" if best > 0 else report["ranked"][0]["family"])
+    assert [r["valid_score"] for r in report["ranked"]] == sorted((f.valid_score for f in fitted.values()), reverse=True)
+    # A copy of the best candidate adds nothing: no blend of it with itself is chosen.
+    only = {"a": fitted["xgboost"], "b": Fitted(fitted["xgboost"].model, fitted["xgboost"].valid_score - 1e-9, 1)}
+    ensemble, report = select_model("binary", only, data.x_valid, data.y_valid, EnsembleSpec(top_k=2), 0)
+    assert len(ensemble.members) == 1 and ensemble.members[0].weight == 1.0
+
+
+def test_an_ensemble_saves_loads_and_explains_additively(data, tmp_path: Path):
+    members = [Member(f, fit_candidate(f, PARAMS[f], data, TUNING).model, w)
+               for f, w in (("xgboost", 0.6), ("linear", 0.3), ("mlp", 0.4))]
+    ensemble = Ensemble("binary", members, bias=-0.1)
+    ensemble.save(tmp_path / "model")
+    loaded = Ensemble.load(tmp_path / "model")
+    x = data.x_valid[:30]
+    assert np.array_equal(loaded.predict(x), ensemble.predict(x))
+    expected = -0.1 + sum(m.weight * m.model.margin(x) for m in members)
+    assert np.allclose(loaded.margin(x), expected) and np.allclose(loaded.predict(x), 1 / (1 + np.exp(-expected)))
+    assert np.allclose(loaded.contributions(x).sum(axis=1), loaded.margin(x), atol=1e-4)
+    assert loaded.families == ["xgboost", "linear", "mlp"]
+
+
+def test_an_unknown_family_or_format_is_refused_by_name(data, tmp_path: Path):
+    Ensemble("binary", [Member("linear", fit_candidate("linear", PARAMS["linear"], data, TUNING).model, 1.0)]).save(
+        tmp_path)
+    document = json.loads((tmp_path / MODEL_FILE).read_text())
+    (tmp_path / MODEL_FILE).write_text(json.dumps({**document, "members": [{**document["members"][0], "family": "svm"}]}))
+    with pytest.raises(ModelError, match="unknown model family 'svm'"):
+        Ensemble.load(tmp_path)
+    (tmp_path / MODEL_FILE).write_text(json.dumps({**document, "format": "other"}))
+    with pytest.raises(ModelError, match="format 'other'"):
+        Ensemble.load(tmp_path)
+
+
+def search_results(folder: Path, families, task: str = "binary") -> dict[str, str]:
+    files = {}
+    for family in families:
+        params = PARAMS[family] if task == "binary" or family != "linear" else {"alpha": 1.0}
+        files[family] = str(folder / f"{family}.json")
+        SearchResult(family, params, 0.0, 1, 1, 0, "optuna", "valid_roc_auc").save(files[family])
+    return files
+
+
+def test_train_files_fits_selects_refits_and_writes_the_holdout(split_files, toy_use_case, tmp_path: Path):
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"xgboost": 1, "linear": 1}})})
+    searches = search_results(tmp_path, ("xgboost", "linear", "mlp"))  # mlp is not in the use case: not read
+    model_dir, holdout = tmp_path / "model", tmp_path / "holdout.parquet"
+    summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"], searches,
+                          str(model_dir), str(holdout))
+    assert [c["family"] for c in summary["candidates"]] == ["xgboost", "linear"]
+    assert json.loads((model_dir / TRAINING_FILE).read_text()) == json.loads(json.dumps(summary))
+    assert summary["selection"]["refit_rows"] == 800
+    ensemble = Ensemble.load(model_dir)
+    assert set(ensemble.families) <= {"xgboost", "linear"}
+    predictions = pd.read_parquet(holdout)
+    assert list(predictions.columns) == ["label", "prediction"] and len(predictions) == 200
+    # The holdout predictions come from the train-only model, so they differ from the refitted one's.
+    feature_set = FeatureSet.load(split_files["feature_set"])
+    refitted = ensemble.predict(feature_set.transform(pd.read_parquet(split_files["valid"])))
+    assert roc_auc_score(predictions["label"], predictions["prediction"]) > 0.85
+    assert not np.allclose(refitted, predictions["prediction"])
+
+
+def test_without_refit_the_model_is_the_one_that_was_scored(split_files, toy_use_case, tmp_path: Path):
+    use_case = toy_use_case.model_copy(update={
+        "tuning": TUNING.model_copy(update={"families": {"linear": 1}}),
+        "ensemble": EnsembleSpec(refit=False)})
+    train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
+                search_results(tmp_path, ("linear",)), str(tmp_path / "model"), str(tmp_path / "holdout.parquet"))
+    feature_set = FeatureSet.load(split_files["feature_set"])
+    served = Ensemble.load(tmp_path / "model").predict(feature_set.transform(pd.read_parquet(split_files["valid"])))
+    assert np.array_equal(served, pd.read_parquet(tmp_path / "holdout.parquet")["prediction"].to_numpy())
+
+
+def test_regression_candidates_train_on_squared_error(tmp_path: Path):
     use_case = UseCase.model_validate({
         "name": "spend", "task": "regression", "data": {"path": "x.csv"}, "label": {"column": "spend"},
         "columns": {"visits": {"type": "number"}},
+        "tuning": {"families": {"xgboost": 1, "linear": 1}, "max_boost_rounds": 300},
     })
     rng = np.random.default_rng(3)
     files = {}
@@ -69,6 +230,12 @@ def test_regression_tasks_train_on_squared_error(tmp_path: Path):
         files[name] = str(tmp_path / f"{name}.parquet")
         pd.DataFrame({"visits": visits, "spend": 3 * visits + rng.normal(0, 1, n)}).to_parquet(files[name])
     FeatureSet.fit(pd.read_parquet(files["train"]), use_case).save(tmp_path / "fs.json")
-    summary = train_files(use_case, files["train"], files["valid"], str(tmp_path / "fs.json"), str(tmp_path / "m"), 3)
-    assert summary["params"]["objective"] == "reg:squarederror"
-    assert -summary["valid_score"] < 1.5  # RMSE near the noise level of 1
+    summary = train_files(use_case, files["train"], files["valid"], str(tmp_path / "fs.json"),
+                          search_results(tmp_path, ("xgboost", "linear"), task="regression"), str(tmp_path / "m"),
+                          str(tmp_path / "holdout.parquet"))
+    assert all(-c["valid_score"] < 1.5 for c in summary["candidates"])  # RMSE near the noise level of 1
+    feature_set = FeatureSet.load(tmp_path / "fs.json")
+    data = TrainingData.from_splits(feature_set, pd.read_parquet(files["train"]), pd.read_parquet(files["valid"]),
+                                    "regression")
+    booster = fit_candidate("xgboost", PARAMS["xgboost"], data, use_case.tuning).model.booster
+    assert json.loads(booster.save_config())["learner"]["objective"]["name"] == "reg:squarederror"

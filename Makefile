@@ -11,16 +11,19 @@ export FLOWLINE_DATA_HOME ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),$(HO
 PYTEST_WORKERS ?= 2
 
 MLSERVER_VENV := build/mlserver-venv
+FLAML_VENV := build/flaml-venv
 # promtool from Debian's prometheus package, unpacked rather than installed so no service starts.
 PROMTOOL := build/tools/usr/bin/promtool
 
-.PHONY: install install-test tools demo test bench compile clean help
+.PHONY: install install-test tools demo test bench compile katib clean help
 
 help:
 	@echo "make demo     install, run churn locally, serve its package, send it a v2 and a v1 explain request"
 	@echo "make test     install with test extras and run the whole test suite"
-	@echo "make bench    serving latency and throughput against MLServer and an HTTP floor (build/bench/serving.json)"
+	@echo "make bench    serving against MLServer and an HTTP floor (build/bench/serving.json), and churn's"
+	@echo "              AutoML against FLAML on the same split (build/bench/automl-churn.json); about 12 minutes"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml"
+	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make clean    remove .venv, build/ and runs/"
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
@@ -51,24 +54,33 @@ demo: install
 	$(BIN)/flowline run churn --summary runs/demo-summary.json
 	$(BIN)/python -m flowline.pipelines.demo runs/demo-summary.json
 
+# One thread per worker: two workers' OpenMP and BLAS pools spinning on two cores slow both to a crawl.
 test: install-test tools
-	FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	OMP_NUM_THREADS=1 FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Not a test: measures, writes JSON, compares with the peers in the same run.
-# wrk comes from Debian; MLServer gets its own venv (uvloop 0.21.0: it fails to start with newer).
+# wrk comes from Debian; MLServer and FLAML get their own venvs (MLServer needs uvloop 0.21.0;
+# FLAML's extras want numpy 2, which the verified set cannot take).
 bench: install
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
 	test -x $(MLSERVER_VENV)/bin/mlserver || ( $(PYTHON) -m venv $(MLSERVER_VENV) \
 	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check mlserver==1.7.1 uvloop==0.21.0 \
 	       xgboost-cpu==3.0.5 scikit-learn==1.9.1 \
 	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps mlserver-xgboost==1.7.1 )
-	$(BIN)/flowline run churn --summary build/bench/run-summary.json
+	test -x $(FLAML_VENV)/bin/python || ( $(PYTHON) -m venv $(FLAML_VENV) \
+	  && $(FLAML_VENV)/bin/pip install --quiet --disable-pip-version-check 'flaml[automl]==2.8.0' )
+	$(BIN)/python tests/benchmark/automl_bench.py churn --flaml-venv $(FLAML_VENV) --time-budget 300 \
+	  --out build/bench/automl-churn.json
+	$(BIN)/flowline run churn --no-champion --summary build/bench/run-summary.json
 	$(BIN)/python tests/benchmark/serving_bench.py build/bench/run-summary.json \
 	  --mlserver-venv $(MLSERVER_VENV) --out build/bench/serving.json
 
 compile: install
 	mkdir -p build
 	$(BIN)/flowline compile churn -o build/churn.yaml
+
+katib: install
+	$(BIN)/flowline katib -o katib_experiments
 
 clean:
 	rm -rf $(VENV) build runs *.egg-info

@@ -29,8 +29,10 @@ def _run(args: argparse.Namespace) -> int:
     from flowline.pipelines.local_run import format_summary, run_local
 
     try:
+        champion = "" if args.no_champion else args.champion
         summary = run_local(
-            _use_case(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose
+            _use_case(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose, champion,
+            args.tuning_backend or "",
         )
     except RuntimeError as error:
         print(f"flowline: run failed: {error}", file=sys.stderr)
@@ -115,6 +117,30 @@ def _canary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _katib(args: argparse.Namespace) -> int:
+    if args.image:
+        os.environ["FLOWLINE_IMAGE"] = args.image  # read when the components are first imported
+    from flowline.components import base_image
+    from flowline.katib_experiments.experiments import (
+        ExperimentError,
+        built_in_experiments,
+        use_case_experiments,
+        write_experiments,
+    )
+
+    try:
+        if args.use_case_name or args.use_case_path:
+            manifests = use_case_experiments(_use_case(args), base_image(), args.namespace, args.source or "")
+        else:
+            manifests = built_in_experiments(base_image(), args.namespace)
+    except ExperimentError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    for path in write_experiments(manifests, args.output):
+        print(f"written: {path}")
+    return 0
+
+
 def _datasets(args: argparse.Namespace) -> int:
     from flowline.datasets import REGISTRY, DatasetError, data_home, dataset_path
 
@@ -137,7 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a use case's pipeline locally through kfp.local")
     _add_use_case_arguments(run)
-    run.add_argument("--trials", type=int, default=0, help="tuning trials (default: the use case's budget)")
+    run.add_argument("--trials", type=int, default=0,
+                     help="tuning trials for every model family (default: the use case's budget)")
+    run.add_argument("--tuning-backend", choices=("auto", "optuna", "katib"),
+                     help="where trials run (default: the use case's tuning.backend; auto is Optuna off-cluster)")
+    champion = run.add_mutually_exclusive_group()
+    champion.add_argument("--champion", metavar="PACKAGE_DIR",
+                          help="the package to beat (default: the newest package of this use case in --runs-dir)")
+    champion.add_argument("--no-champion", action="store_true", help="compare with no champion (promote if gates pass)")
     run.add_argument("--source", help="read the data from this path or URL instead of the use case's")
     run.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"),
                      help="where run folders go (default: $FLOWLINE_RUNS_DIR or ./runs)")
@@ -187,6 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--manifest", help="edit this manifest file instead of the cluster")
         command.set_defaults(handler=_canary, operation=operation)
 
+    katib = commands.add_parser(
+        "katib", help="write Katib Experiment YAMLs (HPO and NAS) for a use case, or for every built-in one")
+    katib.add_argument("use_case_name", nargs="?", metavar="USE_CASE", help="a built-in use case (default: all)")
+    katib.add_argument("--use-case", dest="use_case_path", metavar="PATH", help="a use-case YAML file")
+    katib.add_argument("-o", "--output", default=".", help="folder for the YAML files (default: .)")
+    katib.add_argument("--image", help="trial image (default: $FLOWLINE_IMAGE or the project image)")
+    katib.add_argument("--namespace", default="flowline")
+    katib.add_argument("--source", help="the data URL trials read (default: the use case's URL or dataset source)")
+    katib.set_defaults(handler=_katib, use_case_optional=True)
+
     datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
     datasets.set_defaults(handler=_datasets)
     return parser
@@ -199,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if hasattr(args, "use_case_path") and bool(args.use_case_name) == bool(args.use_case_path):
+    if hasattr(args, "use_case_path") and bool(args.use_case_name) == bool(args.use_case_path) and not (
+            getattr(args, "use_case_optional", False) and not args.use_case_name):
         parser.error("give a built-in use case name or --use-case PATH (exactly one)")
     if getattr(args, "operation", None) and not (args.name or args.manifest):
         parser.error(f"{args.operation}: give the InferenceService name, or --manifest FILE")

@@ -12,11 +12,16 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, verify
+from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
+from flowline.components.train.training import TRAINING_FILE
 from flowline.pipelines.progress import ProgressStream
 from flowline.pipelines.use_case import UseCase
 
-STEPS = ("ingest", "split", "features", "train", "evaluate", "drift", "package", "deploy")
+# The pipeline's tasks as kfp.local names them (a component used three times: tune, tune-2, tune-3).
+STEPS = ("ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "drift", "package",
+         "deploy")
+SHOWN_STEPS = "ingest -> split -> features -> tune (xgboost, linear, forest) + nas (mlp) -> train -> evaluate " \
+              "-> drift -> package -> deploy"
 
 
 def run_local(
@@ -26,9 +31,13 @@ def run_local(
     source: str = "",
     summary_path: str | Path | None = None,
     verbose: bool = False,
+    champion: str | Path | None = None,
+    tuning_backend: str = "",
 ) -> dict:
     """Run the pipeline with kfp.local's SubprocessRunner in a new run folder; return the summary.
 
+    `champion` is the package the new model must beat: by default the newest package of
+    the same use case under `runs_dir` (if any); "" compares with none.
     The summary is written as JSON to `summary_path`, or to summary.json in the run folder.
     The full log goes to run.log in the run folder; the terminal shows step progress
     (everything with `verbose`). Raises RuntimeError naming the failed step.
@@ -38,10 +47,13 @@ def run_local(
     from flowline.pipelines.template import build_pipeline
 
     started = time.monotonic()
+    if champion is None:
+        champion = newest_package(runs_dir, use_case.name) or ""
     run_dir = Path(runs_dir).resolve() / f"{use_case.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
     run_dir.mkdir(parents=True)
-    print(f"flowline: running use case {use_case.name!r} locally, {len(STEPS)} steps ({' -> '.join(STEPS)})")
+    print(f"flowline: running use case {use_case.name!r} locally, {len(STEPS)} steps ({SHOWN_STEPS})")
     print(f"flowline: run folder {run_dir}")
+    print(f"flowline: champion {champion or 'none'}")
     print(f"flowline: full log {run_dir / 'run.log'}")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir), raise_on_error=True)
     pipeline = build_pipeline(use_case)
@@ -49,7 +61,7 @@ def run_local(
         # kfp.local warns about any image without "python" in its name; the flowline image has Python.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
         with contextlib.redirect_stdout(ProgressStream(log, sys.stdout, STEPS, verbose)):
-            outcome = pipeline(source=source, trials=trials)
+            outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))
     package_dir = Path(outcome.output.path)
     summary = summarize(use_case, package_dir, run_dir, wall_seconds=time.monotonic() - started)
     target = Path(summary_path) if summary_path else run_dir / "summary.json"
@@ -59,18 +71,24 @@ def run_local(
     return summary
 
 
-def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
-    """The newest verified package a local run of `use_case_name` left under `runs_dir`."""
+def newest_package(runs_dir: str | Path, use_case_name: str) -> Path | None:
+    """The newest package a local run of `use_case_name` left under `runs_dir`, or None."""
     found = []
     for manifest_path in Path(runs_dir).glob("*/*/package/model_package/manifest.json"):
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("name") == use_case_name:
-            found.append((manifest["created_at"], manifest_path.parent))
-    if not found:
+            found.append((manifest["created_at"], str(manifest_path.parent)))
+    return Path(max(found)[1]) if found else None
+
+
+def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
+    """The newest package of `use_case_name` under `runs_dir`; FileNotFoundError when there is none."""
+    found = newest_package(runs_dir, use_case_name)
+    if found is None:
         raise FileNotFoundError(
             f"no package of use case {use_case_name!r} under {runs_dir}; run `flowline run {use_case_name}` first"
         )
-    return max(found)[1]
+    return found
 
 
 def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds: float) -> dict:
@@ -79,6 +97,8 @@ def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds:
     evaluation = json.loads((package_dir / EVALUATION_FILE).read_text())
     lineage = json.loads((package_dir / LINEAGE_FILE).read_text())
     quarantine = next(run_dir.glob("*/ingest/quarantine"), None)
+    training = json.loads((package_dir / MODEL_DIR / TRAINING_FILE).read_text())
+    decision = evaluation["champion_challenger"]
     return {
         "use_case": use_case.name,
         "task": use_case.task,
@@ -86,6 +106,10 @@ def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds:
         "threshold": evaluation.get("threshold"),
         "gates": evaluation["gates"],
         "gates_passed": evaluation["gates_passed"],
+        "model": {**training["selection"]["model"], "selected": training["selection"]["selected"],
+                  "candidates": {c["family"]: c["valid_score"] for c in training["candidates"]}},
+        "champion_challenger": {key: decision.get(key) for key in
+                                ("decision", "reason", "test", "p_value", "difference", "ci95", "champion")},
         "package": str(package_dir),
         "package_version": manifest["version"],
         "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
@@ -106,6 +130,11 @@ def format_summary(summary: dict) -> str:
         for name, g in summary["gates"].items()
     ]
     rows = summary["rows"]
+    model = summary["model"]
+    blend = " + ".join(f"{m['family']} {m['weight']:.2f}" for m in model["members"])
+    choice = [["model", f"{model['selected']}: {blend}" if model["selected"] == "ensemble" else model["selected"]],
+              ["champion/challenger", f"{summary['champion_challenger']['decision']}: "
+                                      f"{summary['champion_challenger']['reason']}"]]
     paths = [
         ["package", f"{summary['package']} (version {summary['package_version']}, verified)"],
         ["quarantine", f"{summary['quarantine']} ({rows['rows_quarantined']} of {rows['rows_in']} rows)"],
@@ -116,5 +145,6 @@ def format_summary(summary: dict) -> str:
         f"Use case {summary['use_case']}: {verdict}, {summary['wall_seconds']:.1f} s",
         tabulate(metrics, headers=["test metric", "value"], disable_numparse=True),
         tabulate(gates, headers=["gate", "value", "min", "max", "decision"], disable_numparse=True) if gates else "no gates set",
+        tabulate(choice, headers=["decision", "outcome"], disable_numparse=True),
         tabulate(paths, headers=["artifact", "path"]),
     ])

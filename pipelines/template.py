@@ -16,16 +16,24 @@ from flowline.components.drift.component import drift
 from flowline.components.evaluate.component import evaluate
 from flowline.components.features.component import features
 from flowline.components.ingest.component import ingest
+from flowline.components.nas.component import nas
 from flowline.components.package.component import package
 from flowline.components.split.component import split
 from flowline.components.train.component import train
+from flowline.components.tune.component import tune
 from flowline.pipelines.use_case import UseCase
 
-# (CPU request, memory request) per task; training uses both cores.
+# The families searched by tune steps; the MLP's architecture is searched by the nas step.
+TUNED_FAMILIES = ("xgboost", "linear", "forest")
+
+# (CPU request, memory request) per task; training and searching use both cores. With the
+# Katib backend the tune and nas steps only submit and wait: the trials get their own pods.
 RESOURCES = {
     "ingest": ("500m", "1Gi"),
     "split": ("500m", "1Gi"),
-    "features": ("500m", "1Gi"),
+    "features": ("2", "2Gi"),
+    "tune": ("2", "4Gi"),
+    "nas": ("2", "4Gi"),
     "drift": ("1", "2Gi"),
     "train": ("2", "4Gi"),
     "evaluate": ("1", "2Gi"),
@@ -35,8 +43,8 @@ RESOURCES = {
 RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 
 
-def _configure(task: dsl.PipelineTask, name: str) -> dsl.PipelineTask:
-    cpu, memory = RESOURCES[name]
+def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
+    cpu, memory = RESOURCES[resources or name]
     return task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
 
 
@@ -44,27 +52,38 @@ def build_pipeline(use_case: UseCase) -> Callable:
     """Return the KFP pipeline for `use_case`.
 
     Inputs: `source` (a path or URL) overrides the use case's data when not empty;
-    `trials` overrides its tuning budget when above 0; `namespace` and `canary_percent`
-    say where and how the deploy step applies the InferenceService (in a cluster only).
+    `trials` overrides every family's tuning budget when above 0; `tuning_backend`
+    (optuna, katib or auto) overrides the use case's `tuning.backend` when not empty;
+    `champion` is the package serving now, for the champion/challenger decision ("" for
+    none); `namespace` and `canary_percent` say where Katib Experiments run and where and
+    how the deploy step applies the InferenceService (in a cluster only).
     """
     spec = use_case.model_dump_json()
 
     @dsl.pipeline(name=f"flowline-{use_case.name}", description=use_case.description or use_case.name)
-    def pipeline(source: str = "", trials: int = 0, namespace: str = "flowline", canary_percent: int = 10) -> Model:
+    def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
+                 namespace: str = "flowline", canary_percent: int = 10) -> Model:
         ingested = _configure(ingest(use_case_json=spec, source=source), "ingest")
         splits = _configure(split(use_case_json=spec, dataset=ingested.outputs["dataset"]), "split")
-        fitted = _configure(features(use_case_json=spec, train=splits.outputs["train"]), "features")
+        fitted = _configure(
+            features(use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"]), "features")
+        prepared = dict(train=splits.outputs["train"], valid=splits.outputs["valid"],
+                        feature_set=fitted.outputs["feature_set"])
+        search = dict(use_case_json=spec, trials=trials, backend=tuning_backend, namespace=namespace, source=source,
+                      **prepared)
+        searches = {family: _configure(tune(family=family, **search), f"tune-{family}", "tune")
+                    for family in TUNED_FAMILIES}
+        searches["mlp"] = _configure(nas(**search), "nas")
         trained = _configure(
-            train(
-                use_case_json=spec, trials=trials, train=splits.outputs["train"], valid=splits.outputs["valid"],
-                feature_set=fitted.outputs["feature_set"],
-            ),
+            train(use_case_json=spec, **prepared,
+                  **{f"{family}_search": task.outputs["best"] for family, task in searches.items()}),
             "train",
         )
         evaluated = _configure(
             evaluate(
-                use_case_json=spec, model=trained.outputs["model"], feature_set=fitted.outputs["feature_set"],
-                valid=splits.outputs["valid"], test=splits.outputs["test"],
+                use_case_json=spec, champion=champion, model=trained.outputs["model"],
+                feature_set=fitted.outputs["feature_set"], holdout=trained.outputs["holdout"],
+                test=splits.outputs["test"],
             ),
             "evaluate",
         )

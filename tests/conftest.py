@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Tests run in two workers on two cores: one OpenMP/BLAS thread each (set before numpy and
+# XGBoost load; `make test` sets it too). Subprocesses (servers, kfp.local tasks) inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 from flowline.datasets import DATA_HOME_ENV, REGISTRY

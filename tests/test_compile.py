@@ -12,7 +12,8 @@ from flowline import __version__
 from flowline.pipelines.cli import main
 from flowline.pipelines.template import RESOURCES
 
-STEPS = ["ingest", "split", "features", "train", "evaluate", "drift", "package", "deploy"]
+STEPS = ["ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "drift", "package",
+         "deploy"]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,8 @@ def compiled(tmp_path_factory) -> Path:
 def test_the_kfp_sdk_loads_it_back(compiled: Path):
     loaded = components.load_component_from_file(str(compiled))
     assert loaded.name == "flowline-churn"
-    assert set(loaded.component_spec.inputs) == {"source", "trials", "namespace", "canary_percent"}
+    assert set(loaded.component_spec.inputs) == {"source", "trials", "tuning_backend", "champion", "namespace",
+                                                 "canary_percent"}
     assert sorted(loaded.pipeline_spec.root.dag.tasks) == sorted(STEPS)
 
 
@@ -39,7 +41,7 @@ def test_every_task_has_resources_a_retry_policy_and_the_project_image(compiled:
         assert task["retryPolicy"]["backoffDuration"] == "30s"
         container = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
         assert container["image"] == f"ghcr.io/flowline-ml/flowline:{__version__}"
-        cpu, _ = RESOURCES[name]
+        cpu, _ = RESOURCES[name.split("-")[0]]
         assert container["resources"]["cpuRequest"] == float(cpu.removesuffix("m")) / (1000 if "m" in cpu else 1)
         assert container["resources"]["memoryRequest"] > 0
         assert "pip install" not in " ".join(container["command"])  # the image already holds kfp and flowline
@@ -69,3 +71,17 @@ def test_naming_both_or_neither_use_case_is_a_usage_error(capsys):
             main(argv)
         assert caught.value.code == 2
         assert "exactly one" in capsys.readouterr().err
+
+
+def test_one_tune_step_per_family_and_nas_feed_train(compiled: Path):
+    tasks = yaml.safe_load(compiled.read_text())["root"]["dag"]["tasks"]
+    families = {tasks[name]["inputs"]["parameters"]["family"]["runtimeValue"]["constant"] for name in
+                ("tune", "tune-2", "tune-3")}
+    assert families == {"xgboost", "linear", "forest"}
+    assert {task["taskInfo"]["name"] for task in tasks.values()} >= {"tune-xgboost", "tune-linear", "tune-forest", "nas"}
+    searches = tasks["train"]["inputs"]["artifacts"]
+    assert {searches[f"{family}_search"]["taskOutputArtifact"]["producerTask"] for family in
+            ("xgboost", "linear", "forest", "mlp")} == {"tune", "tune-2", "tune-3", "nas"}
+    evaluate = tasks["evaluate"]["inputs"]
+    assert evaluate["artifacts"]["holdout"]["taskOutputArtifact"]["producerTask"] == "train"
+    assert evaluate["parameters"]["champion"]["componentInputParameter"] == "champion"

@@ -10,11 +10,12 @@ import yaml
 from flowline.components.package.model_package import verify
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, main
+from flowline.pipelines.local_run import STEPS
 
 pytestmark = pytest.mark.pipeline
 
 
-def test_churn_runs_end_to_end_to_a_verified_package(data_home, tmp_path: Path, capsys):
+def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, tmp_path: Path, capsys):
     summary_path = tmp_path / "summary.json"
     code = main(["run", "churn", "--runs-dir", str(tmp_path / "runs"), "--summary", str(summary_path)])
     shown = capsys.readouterr().out
@@ -31,20 +32,30 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, tmp_path: Path, 
     assert manifest["version"] == summary["package_version"]
     lineage = json.loads((Path(summary["package"]) / "lineage.json").read_text())
     assert lineage["dataset"]["source_sha256"] == REGISTRY["telco_customer_churn"].sha256
+    # AutoML: every family searched with its budget, the served model chosen on valid.
+    assert set(summary["model"]["candidates"]) == {"xgboost", "linear", "forest", "mlp"}
+    assert summary["model"]["members"] and all(m["weight"] > 0 for m in summary["model"]["members"])
+    assert summary["champion_challenger"]["decision"] == "promote"  # a fresh runs folder: no champion
     # Progress step by step, then the table and where the summary went.
-    started = re.findall(r"^\[(\d)/8\] (\w+)$", shown, re.M)
-    assert [int(number) for number, _ in started] == list(range(1, 9))
-    assert {step for _, step in started} == {"ingest", "split", "features", "train", "evaluate", "drift", "package", "deploy"}
+    started = re.findall(r"^\[(\d+)/12\] ([\w-]+)$", shown, re.M)
+    assert [int(number) for number, _ in started] == list(range(1, 13))
+    assert {step for _, step in started} == set(STEPS)
     assert all(f"{step} success in" in shown for _, step in started)
     assert "deploy: churn" in shown and "manifest written, no cluster to apply it to" in shown
-    assert "train: trial 30/30" in shown
+    for family, trials in churn.tuning.families.items():
+        assert f"{'nas' if family == 'mlp' else 'tune'} ({family}): trial {trials}/{trials}" in shown
+    assert "features: 19 columns ->" in shown and "train: selected" in shown
     assert "roc_auc" in shown and "all gates passed" in shown
     assert f"summary: {summary_path}" in shown
     assert "Got executor_input" not in shown and "Got executor_input" in (Path(summary["run_dir"]) / "run.log").read_text()
 
 
 def test_a_second_use_case_on_another_csv_needs_no_code(data_home, tmp_path: Path, capsys):
-    """Credit-card transactions: a different file, label and columns, only a YAML file."""
+    """Credit-card transactions: a different file, label and columns, only a YAML file.
+
+    Run twice in one runs folder: the second run's champion is the first run's package,
+    the same data and seeds give the same model, so it is kept and never deployed.
+    """
     columns = {"Time": {"type": "number", "min": 0}, "Amount": {"type": "number", "min": 0}}
     columns.update({f"V{i}": {"type": "number"} for i in range(1, 29)})
     use_case = {
@@ -55,17 +66,26 @@ def test_a_second_use_case_on_another_csv_needs_no_code(data_home, tmp_path: Pat
         "columns": columns,
         "gates": {"auprc": {"min": 0.8}},
         "costs": {"false_negative": 100, "false_positive": 5},
-        "tuning": {"trials": 3},
+        "features": {"search": False},
+        "tuning": {"families": {"xgboost": 3, "linear": 2}},
     }
     path = tmp_path / "card.yaml"
     path.write_text(yaml.safe_dump(use_case))
-    code = main(["run", "--use-case", str(path), "--runs-dir", str(tmp_path / "runs")])
-    shown = capsys.readouterr().out
-    assert code == 0, shown
-    summary = json.loads(Path(shown.rsplit("summary: ", 1)[1].strip()).read_text())
-    assert summary["use_case"] == "card-fraud" and summary["rows"]["rows_in"] == 3265
-    assert summary["metrics"]["roc_auc"] > 0.95
-    assert "train: trial 3/3" in shown
+    summaries = []
+    for _ in range(2):
+        code = main(["run", "--use-case", str(path), "--runs-dir", str(tmp_path / "runs")])
+        shown = capsys.readouterr().out
+        assert code == 0, shown
+        summaries.append(json.loads(Path(shown.rsplit("summary: ", 1)[1].strip()).read_text()))
+    first, second = summaries
+    assert first["use_case"] == "card-fraud" and first["rows"]["rows_in"] == 3265
+    assert first["metrics"]["roc_auc"] > 0.95
+    assert "tune (xgboost): trial 3/3" in shown and "tune (forest): skipped" in shown and "nas (mlp): skipped" in shown
+    assert first["champion_challenger"]["decision"] == "promote"
+    kept = second["champion_challenger"]
+    assert kept["decision"] == "keep" and kept["champion"]["package"] == first["package"]
+    assert kept["test"] == "delong" and kept["p_value"] == 1.0 and kept["difference"] == 0
+    assert "not applied: the champion stays" in shown
 
 
 def test_a_broken_source_fails_the_run_naming_the_step_and_the_cause(data_home, write_csv, tmp_path: Path, capsys):

@@ -12,15 +12,24 @@ from flowline.pipelines.use_case import UseCase
 from serving_helpers import MAX_BATCH, build_package, card_use_case
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every serving test runs in one worker, so each package below is built once per session."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.xdist_group("serving"))
+
+
 @pytest.fixture(scope="session")
 def churn_package(data_home, churn, tmp_path_factory) -> Path:
     return build_package(churn, tmp_path_factory.mktemp("churn-a"), trials=3)
 
 
 @pytest.fixture(scope="session")
-def churn_package_b(data_home, churn, tmp_path_factory) -> Path:
-    """A second version of churn: another tuning budget, so another model and version."""
-    return build_package(churn, tmp_path_factory.mktemp("churn-b"), trials=1)
+def churn_package_b(data_home, churn, churn_package, tmp_path_factory) -> Path:
+    """A second version of churn: another tuning budget, so another model and version, with the
+    first as its champion."""
+    return build_package(churn, tmp_path_factory.mktemp("churn-b"), trials=1, champion=str(churn_package))
 
 
 @pytest.fixture(scope="session")

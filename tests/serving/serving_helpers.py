@@ -8,27 +8,31 @@ from pathlib import Path
 import pandas as pd
 from flowline.components.drift.detector import fit_drift_files
 from flowline.components.evaluate.evaluation import evaluate_files
-from flowline.components.features.feature_set import fit_feature_set_file
+from flowline.components.features.engineering import engineer_features_files
 from flowline.components.ingest.contract import ingest_to_files
 from flowline.components.package.model_package import package_files
 from flowline.components.split.splitting import split_files
 from flowline.components.train.training import train_files
-from flowline.pipelines.use_case import UseCase, parse_use_case
+from flowline.components.tune.tuning import tune_files
+from flowline.pipelines.use_case import FAMILIES, UseCase, parse_use_case
 
 MAX_BATCH = 64
 
 
-def build_package(use_case: UseCase, folder: Path, trials: int) -> Path:
-    """ingest -> split -> features -> train -> evaluate -> drift -> package, without KFP."""
+def build_package(use_case: UseCase, folder: Path, trials: int, champion: str = "") -> Path:
+    """ingest -> split -> features -> tune (each family) -> train -> evaluate -> drift -> package, without KFP."""
     folder.mkdir(parents=True, exist_ok=True)
     f = {name: str(folder / name) for name in
-         ("data.parquet", "quarantine.parquet", "profile.md", "train", "valid", "test", "fs.json", "model", "eval.json",
-          "drift")}
+         ("data.parquet", "quarantine.parquet", "profile.md", "train", "valid", "test", "fs.json", "features.md",
+          "model", "holdout", "eval.json", "drift", *(f"{family}.json" for family in FAMILIES))}
     counts = ingest_to_files(use_case, "", f["data.parquet"], f["quarantine.parquet"], f["profile.md"])
     split_files(use_case, f["data.parquet"], {k: f[k] for k in ("train", "valid", "test")})
-    fit_feature_set_file(use_case, f["train"], f["fs.json"])
-    train_files(use_case, f["train"], f["valid"], f["fs.json"], f["model"], trials)
-    evaluate_files(use_case, f["model"], f["fs.json"], f["valid"], f["test"], f["eval.json"])
+    engineer_features_files(use_case, f["train"], f["valid"], f["fs.json"], f["features.md"])
+    searches = {family: f[f"{family}.json"] for family in FAMILIES}
+    for family, result in searches.items():
+        tune_files(use_case, family, trials, "optuna", f["train"], f["valid"], f["fs.json"], result)
+    train_files(use_case, f["train"], f["valid"], f["fs.json"], searches, f["model"], f["holdout"])
+    evaluate_files(use_case, f["model"], f["fs.json"], f["holdout"], f["test"], f["eval.json"], champion)
     fit_drift_files(use_case, f["train"], f["valid"], f["fs.json"], f["drift"])
     package_files(use_case, str(folder / "package"), f["model"], f["fs.json"], f["eval.json"], counts, f["drift"])
     return folder / "package"

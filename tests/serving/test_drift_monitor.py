@@ -16,7 +16,6 @@ from serving_helpers import records_of
 ROWS_PER_EVENT = 20
 UNSHIFTED_WINDOWS = 40
 
-pytestmark = pytest.mark.xdist_group("drift-monitor")  # one monitor process for the module
 
 
 @pytest.fixture(scope="module")

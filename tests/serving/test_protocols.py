@@ -37,6 +37,11 @@ def column_tensors(loaded: LoadedPackage, frame) -> list[dict]:
     return tensors
 
 
+def test_the_served_model_is_a_blend_of_families(loaded):
+    """So that every protocol test below checks an ensemble against its in-process prediction."""
+    assert len(loaded.model.members) >= 2 and len(set(loaded.model.families)) == len(loaded.model.members)
+
+
 def test_v1_predictions_equal_in_process_predictions(server, churn_package, churn_test_rows, expected, loaded):
     response = httpx.post(f"{server}/v1/models/churn:predict", json={"instances": records_of(churn_test_rows)})
     assert response.status_code == 200, response.text
@@ -89,7 +94,7 @@ def test_shap_contributions_add_up_to_the_margin(server, churn_test_rows, loaded
     response = httpx.post(f"{server}/v1/models/churn:explain", json={"instances": records_of(churn_test_rows.head(10))})
     assert response.status_code == 200, response.text
     explanations = response.json()["explanations"]
-    margins = loaded.booster.inplace_predict(loaded.feature_set.transform(churn_test_rows.head(10)), predict_type="margin")
+    margins = loaded.model.margin(loaded.feature_set.transform(churn_test_rows.head(10)))
     for explanation, margin in zip(explanations, margins):
         assert set(explanation["contributions"]) == set(loaded.feature_set.input_columns)
         total = sum(explanation["contributions"].values()) + explanation["base_value"]

@@ -23,8 +23,8 @@ def point(link: Path, target: Path) -> None:
 
 def corrupted_copy(package: Path, destination: Path) -> Path:
     shutil.copytree(package, destination)
-    model = destination / "model.json"
-    model.write_text(model.read_text().replace('"base_score"', '"base_score" ', 1))
+    model = destination / "model" / "model.json"
+    model.write_text(model.read_text().replace('"bias"', '"bias" ', 1))
     return destination
 
 

@@ -107,7 +107,7 @@ def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds:
         "gates": evaluation["gates"],
         "gates_passed": evaluation["gates_passed"],
         "model": {**training["selection"]["model"], "selected": training["selection"]["selected"],
-                  "candidates": {c["family"]: c["valid_score"] for c in training["candidates"]}},
+                  "candidates": {c["family"]: c["held_out_score"] for c in training["candidates"]}},
         "champion_challenger": {key: decision.get(key) for key in
                                 ("decision", "reason", "test", "p_value", "difference", "ci95", "champion")},
         "package": str(package_dir),

@@ -150,8 +150,7 @@ class TuningSpec(_Strict):
 
 class EnsembleSpec(_Strict):
     top_k: int = Field(default=3, ge=1, description="blend at most this many of the best candidates")
-    folds: int = Field(default=5, ge=2, description="cross-fitting folds on valid for the blend's honest score")
-    refit: bool = Field(default=True, description="train the chosen members again on train + valid")
+    folds: int = Field(default=5, ge=2, description="folds for the out-of-fold predictions the choice is made on")
 
 
 class ChampionSpec(_Strict):

@@ -57,7 +57,7 @@ def test_a_second_use_case_on_another_csv_needs_no_code(data_home, tmp_path: Pat
     the same data and seeds give the same model, so it is kept and never deployed.
     """
     columns = {"Time": {"type": "number", "min": 0}, "Amount": {"type": "number", "min": 0}}
-    columns.update({f"V{i}": {"type": "number"} for i in range(1, 29)})
+    columns.update({f"V{i}": {"type": "number"} for i in range(1, 11)})  # a contract need not list every column
     use_case = {
         "name": "card-fraud",
         "task": "binary",

@@ -27,7 +27,7 @@ def test_churn_states_everything_the_pipeline_needs(churn):
     assert churn.gates["roc_auc"].min == 0.80
     assert churn.tuning.families == {"xgboost": 30, "linear": 20, "forest": 12, "mlp": 16}
     assert churn.trials_for("mlp") == 16 and churn.trials_for("mlp", override=2) == 2
-    assert churn.features.search and churn.tuning.backend == "auto" and churn.ensemble.refit
+    assert churn.features.search and churn.tuning.backend == "auto" and churn.ensemble.top_k == 3
 
 
 def test_unknown_key_is_named(tmp_path: Path):

@@ -19,7 +19,8 @@ def train(
     holdout: Output[Dataset],
     selection_metrics: Output[Metrics],
 ):
-    """Candidates across families, the best one or a blend of the best, refitted on train + valid.
+    """Candidates across families, the best one or a blend of the best chosen on out-of-fold
+    predictions over train + valid, refitted on both.
 
     One search input per family (kfp.local has no optional inputs); only the families in
     the use case's tuning.families are read.
@@ -35,5 +36,6 @@ def train(
         f"weight_{member['family']}": member["weight"] for member in selection["model"]["members"]})
     for candidate in summary["candidates"]:
         selection_metrics.log_metric(f"valid_score_{candidate['family']}", candidate["valid_score"])
+        selection_metrics.log_metric(f"held_out_score_{candidate['family']}", candidate["held_out_score"])
     for blend in selection["blends"]:
         selection_metrics.log_metric(f"blend_top{len(blend['members'])}_cross_fitted", blend["cross_fitted_score"])

@@ -6,11 +6,12 @@ regression; the prediction for regression). A single model is an ensemble of one
 weight 1 and bias 0. Margins add, so contributions add: the blend's explanation is the
 weighted sum of its members'.
 
-Selection, on the validation split: candidates are ranked by their validation score;
-for k = 2 .. `ensemble.top_k`, the blend of the top k is scored by cross-fitting on
-valid (weights fitted on the other folds, scored on the held-out fold, pooled), so the
-blend does not score itself on the rows that chose its weights. The best blend is
-used only when it beats the best single model.
+Selection, on held-out predictions (training.py makes them out of fold): candidates
+are ranked by their score; for k = 1 .. `ensemble.top_k`, the blend of the top k is
+scored by cross-fitting (weights fitted on the other folds, scored on the held-out
+fold, pooled), so a blend never scores itself on the rows that chose its weights, and
+k = 1, the best single model, is scored the same way. A blend is used only when it
+beats the best single model.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from flowline.components.train.models import MODEL_FAMILIES, CandidateModel, Fitted, validation_score
+from flowline.components.train.models import MODEL_FAMILIES, CandidateModel, validation_score
 from flowline.pipelines.use_case import EnsembleSpec
 
 FORMAT = "flowline.model/v1"
@@ -140,31 +141,29 @@ def cross_fitted_score(task: str, margins: np.ndarray, y: np.ndarray, folds: int
     return validation_score(task, y, blended)
 
 
-def select_model(task: str, candidates: dict[str, Fitted], x_valid: np.ndarray, y_valid: np.ndarray,
-                 spec: EnsembleSpec, seed: int) -> tuple[Ensemble, dict]:
-    """The best single candidate, or the best blend of the top k when it beats it; and why.
+def choose_blend(task: str, margins: dict[str, np.ndarray], y: np.ndarray, spec: EnsembleSpec,
+                 seed: int) -> tuple[list[tuple[str, float]], float, dict]:
+    """The best single candidate, or the best blend of the top k when it beats it.
 
-    Blends of k = 1 .. top_k are all scored by the same cross-fitting (k = 1 is the best
-    single model under an affine recalibration per fold), so a blend is compared with
-    the single model on equal terms.
+    `margins` holds each family's held-out margins for the rows with labels `y`.
+    Returns the members as (family, weight), the bias, and a report saying why.
     """
-    ranked = sorted(candidates, key=lambda family: -candidates[family].valid_score)
-    margins = np.column_stack([candidates[family].model.margin(x_valid) for family in ranked])
-    scores = {k: cross_fitted_score(task, margins[:, :k], y_valid, spec.folds, seed)
+    scores = {family: validation_score(task, y, values) for family, values in margins.items()}
+    ranked = sorted(scores, key=lambda family: -scores[family])
+    stacked = np.column_stack([margins[family] for family in ranked])
+    blends = {k: cross_fitted_score(task, stacked[:, :k], y, spec.folds, seed)
               for k in range(1, min(spec.top_k, len(ranked)) + 1)}
-    best_k = max(scores, key=scores.get)
-    report = {"ranked": [{"family": f, "valid_score": candidates[f].valid_score} for f in ranked],
-              "blends": [{"members": ranked[:k], "cross_fitted_score": s} for k, s in scores.items()]}
-    if best_k > 1:
-        weights, bias = fit_blend(task, margins[:, :best_k], y_valid)
-        members = [Member(f, candidates[f].model, float(w)) for f, w in zip(ranked[:best_k], weights) if w > 0]
-        ensemble = Ensemble(task, members, bias)
-        report.update(selected="ensemble", reason=(
-            f"the blend of {' + '.join(m.family for m in members)} scores {scores[best_k]:.4f} cross-fitted on "
-            f"valid, above {ranked[0]} alone ({scores[1]:.4f})"))
-    else:
-        ensemble = Ensemble(task, [Member(ranked[0], candidates[ranked[0]].model, 1.0)])
+    best_k = max(blends, key=blends.get)
+    report = {"ranked": [{"family": f, "held_out_score": scores[f]} for f in ranked],
+              "blends": [{"members": ranked[:k], "cross_fitted_score": s} for k, s in blends.items()]}
+    if best_k == 1:
         report.update(selected=ranked[0], reason=(
-            f"{ranked[0]} scores {candidates[ranked[0]].valid_score:.4f} on valid; no blend beats it cross-fitted"))
-    report["model"] = ensemble.describe()
-    return ensemble, report
+            f"{ranked[0]} scores {scores[ranked[0]]:.4f} held out; no blend of the top {spec.top_k} beats it "
+            f"cross-fitted"))
+        return [(ranked[0], 1.0)], 0.0, report
+    weights, bias = fit_blend(task, stacked[:, :best_k], y)
+    members = [(family, float(weight)) for family, weight in zip(ranked[:best_k], weights) if weight > 0]
+    report.update(selected="ensemble", reason=(
+        f"the blend of {' + '.join(f for f, _ in members)} scores {blends[best_k]:.4f} cross-fitted, "
+        f"above {ranked[0]} alone ({blends[1]:.4f})"))
+    return members, bias, report

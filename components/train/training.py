@@ -1,19 +1,22 @@
-"""Training the candidates with their tuned parameters, and choosing the served model on valid.
+"""Training the tuned candidates, choosing the served model on held-out predictions, refitting it.
 
-Each family's best parameters come from its tune (or nas) step. Fits are seeded and
-deterministic, so fitting a parameter set again gives the model its search scored.
-The served model is the best candidate, or a blend of the best when it beats it
-(ensemble.py), chosen with every candidate trained on train and scored on valid.
+Each family's best parameters, and the rounds or epochs it was early-stopped at, come
+from its tune (or nas) step, which tuned it on train and scored it on valid. Then,
+over train + valid together:
 
-Then, with `ensemble.refit` (the default), the chosen members are trained once more
-on train + valid with the rounds or epochs they were early-stopped at (boosting
-rounds scaled with the rows), keeping the blend's weights: the model learns from 25 %
-more rows, and nothing it learned from was used to score it. The held-out validation
-predictions of the train-only model are written beside it, for evaluate to choose
-the decision threshold on rows the model did not see.
+1. every candidate is trained `ensemble.folds` times (5), each time on 4/5 of the rows,
+   and predicts the fifth it did not see: out-of-fold margins for all 5,634 churn rows
+   rather than valid's 1,127, so that ranking the candidates and fitting the blend's
+   weights are not decided by the noise of a small split;
+2. the served model is the best candidate, or a blend of the best when it beats it
+   (ensemble.py), both scored by cross-fitting on those out-of-fold margins;
+3. its members are trained once more on all of train + valid (boosting rounds scaled
+   with the rows), keeping the blend's weights.
 
-Everything lands in one folder: model.json, one native file per member, and
-training.json with every candidate's parameters and scores.
+The out-of-fold predictions of the chosen blend are the `holdout` output: evaluate
+chooses the decision threshold on rows no model saw in training. Test rows are never
+touched here. Everything lands in one folder: model.json, one native file per member,
+and training.json with every candidate's parameters and scores.
 """
 
 from __future__ import annotations
@@ -22,73 +25,81 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import pandas as pd
 import xgboost as xgb
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from flowline.components.features.feature_set import FeatureSet
-from flowline.components.train.ensemble import Ensemble, Member, select_model
-from flowline.components.train.models import TrainingData, fit_candidate, refit_candidate
+from flowline.components.train.ensemble import Ensemble, Member, choose_blend
+from flowline.components.train.models import refit_candidate
 from flowline.components.tune.search import SearchResult
 from flowline.pipelines.use_case import UseCase
 
 TRAINING_FILE = "training.json"
-ITERATION_UNITS = {"xgboost": "rounds", "mlp": "epochs"}
+
+
+def out_of_fold_margins(
+    results: Mapping[str, SearchResult], x: np.ndarray, y: np.ndarray, use_case: UseCase
+) -> dict[str, np.ndarray]:
+    """Each family's margins for every row, from models trained on the other folds.
+
+    The folds hold 4/5 of train + valid, as many rows as train: each model trains for the
+    rounds or epochs its search early-stopped at.
+    """
+    folds, seed = use_case.ensemble.folds, use_case.tuning.seed
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed) if use_case.task == "binary" else KFold(
+        folds, shuffle=True, random_state=seed)
+    margins = {family: np.empty(len(y)) for family in results}
+    for fold, (fit_rows, held_out) in enumerate(splitter.split(x, y if use_case.task == "binary" else None), 1):
+        for family, result in results.items():
+            model = refit_candidate(family, result.params, result.iterations, x[fit_rows], y[fit_rows],
+                                    use_case.task, use_case.tuning)
+            margins[family][held_out] = model.margin(x[held_out])
+        print(f"train: fold {fold}/{folds}: {', '.join(results)} trained on {len(fit_rows)} rows")
+    return margins
 
 
 def train_files(
     use_case: UseCase, train_file: str, valid_file: str, feature_set_file: str, search_files: Mapping[str, str],
     model_dir: str, holdout_file: str,
 ) -> dict:
-    """Fit every searched family, select on valid, refit, and write the model folder and the
-    held-out validation predictions; return training.json's content.
+    """Choose on out-of-fold predictions, refit, write the model folder and the held-out predictions.
 
-    `search_files` maps each family to its search result; only the use case's families are read.
+    `search_files` maps each family to its search result; only the use case's families
+    are read. Returns training.json's content.
     """
     feature_set = FeatureSet.load(feature_set_file)
     train, valid = pd.read_parquet(train_file), pd.read_parquet(valid_file)
-    data = TrainingData.from_splits(feature_set, train, valid, use_case.task)
+    rows = pd.concat([train, valid])
+    x, y = feature_set.transform_training(rows), feature_set.labels(rows)
     results = {family: SearchResult.load(search_files[family]) for family in use_case.tuning.families}
-    candidates, described = {}, []
-    for family, result in results.items():
-        fitted = fit_candidate(family, result.params, data, use_case.tuning)
-        candidates[family] = fitted
-        described.append({"family": family, "params": result.params, "valid_score": fitted.valid_score,
-                          "iterations": fitted.iterations, "trials": result.trials, "backend": result.backend})
-        print(f"train: {family} valid {result.metric} {fitted.valid_score:.4f} ({fitted.iterations} "
-              f"{ITERATION_UNITS.get(family, 'fit')})")
-    ensemble, selection = select_model(use_case.task, candidates, data.x_valid, data.y_valid, use_case.ensemble,
-                                       use_case.tuning.seed)
-    pd.DataFrame({"label": data.y_valid, "prediction": ensemble.predict(data.x_valid)}).to_parquet(holdout_file)
+    margins = out_of_fold_margins(results, x, y, use_case)
+    members, bias, selection = choose_blend(use_case.task, margins, y, use_case.ensemble, use_case.tuning.seed)
     print(f"train: selected {selection['selected']}: {selection['reason']}")
-    if use_case.ensemble.refit:
-        rows = pd.concat([train, valid])
-        ensemble = _refit(ensemble, {f: (r.params, candidates[f].iterations) for f, r in results.items()},
-                          use_case, feature_set, rows, len(train))
-        selection["refit_rows"] = len(rows)
+
+    blended = bias + sum(weight * margins[family] for family, weight in members)
+    held_out = 1.0 / (1.0 + np.exp(-blended)) if use_case.task == "binary" else blended
+    pd.DataFrame({"label": y, "prediction": held_out}).to_parquet(holdout_file)
+
+    refitted = []
+    for family, weight in members:
+        iterations = results[family].iterations
+        if family == "xgboost":  # as many rounds per row as early stopping found on train
+            iterations = max(1, round(iterations * len(rows) / len(train)))
+        model = refit_candidate(family, results[family].params, iterations, x, y, use_case.task, use_case.tuning)
+        refitted.append(Member(family, model, weight))
+    ensemble = Ensemble(use_case.task, refitted, bias)
     ensemble.save(model_dir)
+    print(f"train: refitted {', '.join(f for f, _ in members)} on {len(rows)} rows (train + valid)")
+    scores = {entry["family"]: entry["held_out_score"] for entry in selection["ranked"]}
     summary = {
-        "candidates": described,
-        "selection": selection,
+        "candidates": [{"family": family, "params": result.params, "iterations": result.iterations,
+                        "valid_score": result.valid_score, "held_out_score": scores[family],
+                        "trials": result.trials, "backend": result.backend} for family, result in results.items()],
+        "selection": {**selection, "model": ensemble.describe(), "rows": len(rows)},
         "feature_set_version": feature_set.version,
         "xgboost_version": xgb.__version__,
     }
     (Path(model_dir) / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _refit(ensemble: Ensemble, found: dict[str, tuple[dict, int]], use_case: UseCase, feature_set: FeatureSet,
-           rows: pd.DataFrame, train_rows: int) -> Ensemble:
-    """The same members and weights, each trained again on `rows` (train + valid).
-
-    `found` holds each family's parameters and the rounds or epochs it trained for.
-    """
-    x, y = feature_set.transform_training(rows), feature_set.labels(rows)
-    members = []
-    for member in ensemble.members:
-        params, iterations = found[member.family]
-        if member.family == "xgboost":  # as many rounds per row as early stopping found on train
-            iterations = max(1, round(iterations * len(rows) / train_rows))
-        model = refit_candidate(member.family, params, iterations, x, y, use_case.task, use_case.tuning)
-        members.append(Member(member.family, model, member.weight))
-    print(f"train: refitted {', '.join(m.family for m in members)} on {len(rows)} rows (train + valid)")
-    return Ensemble(ensemble.task, members, ensemble.bias)

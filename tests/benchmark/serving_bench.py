@@ -2,10 +2,12 @@
 
     python tests/benchmark/serving_bench.py RUN_SUMMARY_JSON --mlserver-venv DIR --out FILE
 
-Peers, measured one after another in the same run on the same model:
-- flowline: raw columns in (one tensor per column), checks and FeatureSet included;
+Peers, measured one after another in the same run:
+- flowline: the package as served, raw columns in (one tensor per column), checks,
+  FeatureSet and the whole model (one candidate or a blend of several) included;
 - MLServer + mlserver-xgboost (its own venv, OMP_NUM_THREADS=1: its best setting here),
-  given the already-encoded FP32 feature row, so it is spared the feature work;
+  serving the package's XGBoost member alone, given the already-encoded FP32 feature
+  row, so it is spared the feature work and the other members;
 - the HTTP floor: bare Starlette answering a constant.
 
 For each: sequential latency (p50, p99 over 2,000 requests, each timed on the client,
@@ -35,6 +37,7 @@ from typing import Iterator
 
 import numpy as np
 
+from flowline.components.package.model_package import MODEL_DIR
 from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
 from flowline.inference_services.model import LoadedPackage
 from flowline.pipelines.demo import first_record, v2_request
@@ -121,13 +124,13 @@ def answer_of(port: int, path: str, body: bytes) -> float:
 
 
 @contextlib.contextmanager
-def mlserver(package: Path, venv: Path, log_dir: Path) -> Iterator[int]:
-    """MLServer serving the package's XGBoost model file, with its best setting (OMP_NUM_THREADS=1)."""
+def mlserver(model_file: Path, venv: Path, log_dir: Path) -> Iterator[int]:
+    """MLServer serving an XGBoost model file, with its best setting (OMP_NUM_THREADS=1)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         model_dir = Path(folder) / "churn"
         model_dir.mkdir()
-        shutil.copyfile(package / "model.json", model_dir / "model.json")
+        shutil.copyfile(model_file, model_dir / "model.json")
         (model_dir / "model-settings.json").write_text(json.dumps({
             "name": "churn", "implementation": "mlserver_xgboost.XGBoostModel",
             "parameters": {"uri": "./model.json"},
@@ -189,8 +192,12 @@ def main() -> None:
 
     package = Path(json.loads(Path(args.summary).read_text())["package"])
     loaded = LoadedPackage.load(package)
+    members = {member.family: member for member in loaded.model.members}
+    if "xgboost" not in members:
+        sys.exit(f"bench: the package's model has no XGBoost member ({loaded.model.families}): MLServer cannot serve it")
     record = first_record(str(package))
     encoded = loaded.feature_set.transform_record(record)
+    xgboost_answer = float(1 / (1 + np.exp(-members["xgboost"].model.margin(encoded[None, :])[0])))
     raw_body = json.dumps(v2_request(record, {"inputs": loaded.input_types()})).encode()
     encoded_body = json.dumps({"inputs": [{"name": "features", "shape": [1, loaded.feature_set.width],
                                            "datatype": "FP32", "data": encoded.tolist()}]}).encode()
@@ -202,7 +209,7 @@ def main() -> None:
         port = int(url.rsplit(":", 1)[1])
         answers["flowline"] = answer_of(port, "/v2/models/churn/infer", raw_body)
         peers["flowline"] = measure("flowline", port, "/v2/models/churn/infer", raw_body, args)
-    with mlserver(package, args.mlserver_venv, log_dir) as port:
+    with mlserver(package / MODEL_DIR / "xgboost.json", args.mlserver_venv, log_dir) as port:
         answers["mlserver"] = answer_of(port, "/v2/models/churn/infer", encoded_body)
         peers["mlserver"] = measure("mlserver", port, "/v2/models/churn/infer", encoded_body, args)
     with floor(log_dir) as port:
@@ -224,8 +231,13 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "settings": {"requests": args.requests, "warmup": WARMUP, "connections": args.connections,
                      "seconds": args.seconds},
-        "model": {"package": str(package), "version": loaded.version, "features": loaded.feature_set.width},
-        "same_answer": bool(np.float32(answers["flowline"]) == np.float32(answers["mlserver"])),
+        "model": {"package": str(package), "version": loaded.version, "features": loaded.feature_set.width,
+                  **loaded.model.describe()},
+        "answers": {"flowline": answers["flowline"], "mlserver": answers["mlserver"],
+                    "xgboost_member_in_process": xgboost_answer},
+        "mlserver_matches_the_xgboost_member": bool(np.isclose(answers["mlserver"], xgboost_answer, rtol=1e-6)),
+        "flowline_matches_in_process": bool(
+            np.float32(answers["flowline"]) == np.float32(loaded.model.predict(encoded[None, :])[0])),
         "peers": peers,
         "drift_monitor": drift,
         "ratios_vs_mlserver": {
@@ -238,7 +250,8 @@ def main() -> None:
     print("\n" + markdown_table(report))
     print(f"\ndrift monitor: {drift['events_per_second']:,.0f} events/s at {args.connections} connections, "
           f"p99 {drift['p99_ms']:.1f} ms")
-    print(f"same answer from flowline and MLServer: {report['same_answer']}; report: {args.out}")
+    print(f"MLServer gives the XGBoost member's answer: {report['mlserver_matches_the_xgboost_member']}; "
+          f"flowline gives its in-process answer: {report['flowline_matches_in_process']}; report: {args.out}")
 
 
 if __name__ == "__main__":

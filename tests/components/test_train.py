@@ -15,12 +15,12 @@ from flowline.components.train.ensemble import (
     Ensemble,
     Member,
     ModelError,
+    choose_blend,
     cross_fitted_score,
     fit_blend,
-    select_model,
 )
-from flowline.components.train.models import MODEL_FAMILIES, Fitted, TrainingData, fit_candidate, refit_candidate
-from flowline.components.train.training import TRAINING_FILE, train_files
+from flowline.components.train.models import MODEL_FAMILIES, TrainingData, fit_candidate, refit_candidate
+from flowline.components.train.training import TRAINING_FILE, out_of_fold_margins, train_files
 from flowline.components.tune.search import SearchResult
 from flowline.pipelines.use_case import EnsembleSpec, TuningSpec, UseCase
 
@@ -139,16 +139,47 @@ def test_cross_fitting_scores_a_useless_member_no_better(data):
 
 
 def test_a_blend_is_chosen_only_when_it_beats_the_best_single_model(data):
-    fitted = {f: fit_candidate(f, PARAMS[f], data, TUNING) for f in ("xgboost", "linear", "mlp")}
-    ensemble, report = select_model("binary", fitted, data.x_valid, data.y_valid, EnsembleSpec(top_k=3), 0)
+    margins = {f: fit_candidate(f, PARAMS[f], data, TUNING).model.margin(data.x_valid) for f in ("xgboost", "linear", "mlp")}
+    members, bias, report = choose_blend("binary", margins, data.y_valid, EnsembleSpec(top_k=3), 0)
     scores = [b["cross_fitted_score"] for b in report["blends"]]
-    best = int(np.argmax(scores))
-    assert report["selected"] == ("ensemble" if best > 0 else report["ranked"][0]["family"])
-    assert [r["valid_score"] for r in report["ranked"]] == sorted((f.valid_score for f in fitted.values()), reverse=True)
-    # A copy of the best candidate adds nothing: no blend of it with itself is chosen.
-    only = {"a": fitted["xgboost"], "b": Fitted(fitted["xgboost"].model, fitted["xgboost"].valid_score - 1e-9, 1)}
-    ensemble, report = select_model("binary", only, data.x_valid, data.y_valid, EnsembleSpec(top_k=2), 0)
-    assert len(ensemble.members) == 1 and ensemble.members[0].weight == 1.0
+    assert [b["members"] for b in report["blends"]][0] == [report["ranked"][0]["family"]]
+    if int(np.argmax(scores)) == 0:
+        assert report["selected"] == report["ranked"][0]["family"] and members == [(report["selected"], 1.0)]
+    else:
+        assert report["selected"] == "ensemble" and len(members) >= 2 and all(w > 0 for _, w in members)
+    held_out = [r["held_out_score"] for r in report["ranked"]]
+    assert held_out == sorted(held_out, reverse=True)
+    assert held_out == sorted((roc_auc_score(data.y_valid, m) for m in margins.values()), reverse=True)
+    # A copy of the best candidate adds nothing: it is never blended with itself.
+    best = margins["xgboost"]
+    members, bias, report = choose_blend("binary", {"a": best, "b": best.copy()}, data.y_valid, EnsembleSpec(top_k=2), 0)
+    assert members == [("a", 1.0)] and bias == 0.0 and report["selected"] == "a"
+
+
+def test_a_blend_that_helps_is_chosen():
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 2, 3000).astype(float)
+    # Two candidates with independent errors: their average ranks better than either.
+    margins = {"a": y + rng.normal(0, 1, 3000), "b": y + rng.normal(0, 1, 3000)}
+    members, bias, report = choose_blend("binary", margins, y, EnsembleSpec(top_k=2), 0)
+    assert report["selected"] == "ensemble" and [f for f, _ in members] == [r["family"] for r in report["ranked"]]
+    assert members[0][1] == pytest.approx(members[1][1], rel=0.3)
+
+
+def test_out_of_fold_margins_never_come_from_a_model_that_saw_the_row(data, toy_use_case):
+    x, y = np.vstack([data.x_train, data.x_valid]), np.r_[data.y_train, data.y_valid]
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING})
+    result = SearchResult("linear", PARAMS["linear"], 0.0, 1, 1, 0, "optuna", "valid_roc_auc")
+    margins = out_of_fold_margins({"linear": result}, x, y, use_case)["linear"]
+    in_sample = refit_candidate("linear", PARAMS["linear"], 1, x, y, "binary", TUNING).margin(x)
+    assert margins.shape == y.shape and not np.allclose(margins, in_sample)
+    assert roc_auc_score(y, margins) < roc_auc_score(y, in_sample)
+    # Row 0's margin is what a model trained without row 0's fold predicts.
+    from sklearn.model_selection import StratifiedKFold
+
+    fit_rows, held = next(iter(StratifiedKFold(5, shuffle=True, random_state=TUNING.seed).split(x, y)))
+    alone = refit_candidate("linear", PARAMS["linear"], 1, x[fit_rows], y[fit_rows], "binary", TUNING)
+    assert np.allclose(margins[held], alone.margin(x[held]))
 
 
 def test_an_ensemble_saves_loads_and_explains_additively(data, tmp_path: Path):
@@ -177,16 +208,16 @@ def test_an_unknown_family_or_format_is_refused_by_name(data, tmp_path: Path):
         Ensemble.load(tmp_path)
 
 
-def search_results(folder: Path, families, task: str = "binary") -> dict[str, str]:
+def search_results(folder: Path, families, task: str = "binary", iterations: int = 20) -> dict[str, str]:
     files = {}
     for family in families:
         params = PARAMS[family] if task == "binary" or family != "linear" else {"alpha": 1.0}
         files[family] = str(folder / f"{family}.json")
-        SearchResult(family, params, 0.0, 1, 1, 0, "optuna", "valid_roc_auc").save(files[family])
+        SearchResult(family, params, 0.0, iterations, 1, 0, "optuna", "valid_roc_auc").save(files[family])
     return files
 
 
-def test_train_files_fits_selects_refits_and_writes_the_holdout(split_files, toy_use_case, tmp_path: Path):
+def test_train_files_chooses_out_of_fold_refits_and_writes_the_holdout(split_files, toy_use_case, tmp_path: Path):
     use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"xgboost": 1, "linear": 1}})})
     searches = search_results(tmp_path, ("xgboost", "linear", "mlp"))  # mlp is not in the use case: not read
     model_dir, holdout = tmp_path / "model", tmp_path / "holdout.parquet"
@@ -194,27 +225,19 @@ def test_train_files_fits_selects_refits_and_writes_the_holdout(split_files, toy
                           str(model_dir), str(holdout))
     assert [c["family"] for c in summary["candidates"]] == ["xgboost", "linear"]
     assert json.loads((model_dir / TRAINING_FILE).read_text()) == json.loads(json.dumps(summary))
-    assert summary["selection"]["refit_rows"] == 800
+    assert summary["selection"]["rows"] == 800
     ensemble = Ensemble.load(model_dir)
     assert set(ensemble.families) <= {"xgboost", "linear"}
     predictions = pd.read_parquet(holdout)
-    assert list(predictions.columns) == ["label", "prediction"] and len(predictions) == 200
-    # The holdout predictions come from the train-only model, so they differ from the refitted one's.
+    assert list(predictions.columns) == ["label", "prediction"] and len(predictions) == 800
+    # Held-out predictions are out of fold: they differ from the refitted model's in-sample ones.
     feature_set = FeatureSet.load(split_files["feature_set"])
-    refitted = ensemble.predict(feature_set.transform(pd.read_parquet(split_files["valid"])))
+    rows = pd.concat([pd.read_parquet(split_files["train"]), pd.read_parquet(split_files["valid"])])
+    in_sample = ensemble.predict(feature_set.transform_training(rows))
     assert roc_auc_score(predictions["label"], predictions["prediction"]) > 0.85
-    assert not np.allclose(refitted, predictions["prediction"])
-
-
-def test_without_refit_the_model_is_the_one_that_was_scored(split_files, toy_use_case, tmp_path: Path):
-    use_case = toy_use_case.model_copy(update={
-        "tuning": TUNING.model_copy(update={"families": {"linear": 1}}),
-        "ensemble": EnsembleSpec(refit=False)})
-    train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
-                search_results(tmp_path, ("linear",)), str(tmp_path / "model"), str(tmp_path / "holdout.parquet"))
-    feature_set = FeatureSet.load(split_files["feature_set"])
-    served = Ensemble.load(tmp_path / "model").predict(feature_set.transform(pd.read_parquet(split_files["valid"])))
-    assert np.array_equal(served, pd.read_parquet(tmp_path / "holdout.parquet")["prediction"].to_numpy())
+    assert not np.allclose(in_sample, predictions["prediction"])
+    scores = {c["family"]: c["held_out_score"] for c in summary["candidates"]}
+    assert summary["selection"]["ranked"][0]["held_out_score"] == max(scores.values())
 
 
 def test_regression_candidates_train_on_squared_error(tmp_path: Path):
@@ -239,3 +262,13 @@ def test_regression_candidates_train_on_squared_error(tmp_path: Path):
                                     "regression")
     booster = fit_candidate("xgboost", PARAMS["xgboost"], data, use_case.tuning).model.booster
     assert json.loads(booster.save_config())["learner"]["objective"]["name"] == "reg:squarederror"
+
+
+def test_boosting_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_case, tmp_path: Path):
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"xgboost": 1}})})
+    train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
+                search_results(tmp_path, ("xgboost",), iterations=20), str(tmp_path / "model"),
+                str(tmp_path / "holdout.parquet"))
+    (member,) = Ensemble.load(tmp_path / "model").members
+    assert member.family == "xgboost" and member.weight == 1.0
+    assert member.model.booster.num_boosted_rounds() == 27  # 20 rounds on 600 train rows -> 27 on 800

@@ -1,4 +1,8 @@
-"""Fixtures: model packages built in-process, and one live server over them."""
+"""Fixtures: model packages built in-process, and one live server over them.
+
+Every serving test module is in the xdist group "serving", so one worker builds each
+package once per session.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +14,6 @@ import pytest
 from flowline.inference_services.local_server import running_server
 from flowline.pipelines.use_case import UseCase
 from serving_helpers import MAX_BATCH, build_package, card_use_case
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every serving test runs in one worker, so each package below is built once per session."""
-    here = Path(__file__).parent
-    for item in items:
-        if here in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.xdist_group("serving"))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,8 @@ from tritonclient.utils import InferenceServerException
 
 from serving_helpers import MAX_BATCH, records_of
 
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
 V1 = "/v1/models/churn:predict"
 V2 = "/v2/models/churn/infer"
 

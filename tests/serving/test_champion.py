@@ -6,6 +6,8 @@ import pytest
 
 from flowline.components.package.model_package import PackagedModel, verify
 
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
 
 def test_a_new_version_is_compared_with_its_champion(churn_package, churn_package_b, churn_test_rows):
     evaluation = json.loads((churn_package_b / "evaluation.json").read_text())

@@ -13,6 +13,8 @@ from flowline.components.drift.detector import MAX_FALSE_ALARM_RATE, load_calibr
 from flowline.inference_services.local_server import LOOPBACK, free_port, running_process
 from serving_helpers import records_of
 
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
 ROWS_PER_EVENT = 20
 UNSHIFTED_WINDOWS = 40
 

@@ -5,6 +5,8 @@ from prometheus_client import REGISTRY
 
 from flowline.inference_services import metrics
 
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
 
 @pytest.mark.parametrize(("version", "content", "expected"), [
     ("v2", "1073741824\n", 1073741824),

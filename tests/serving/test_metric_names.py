@@ -12,6 +12,8 @@ from flowline.inference_services.local_server import LOOPBACK, free_port, runnin
 from promql_names import exported_names_used
 from serving_helpers import records_of
 
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
 CLOUDEVENT = {"ce-specversion": "1.0", "ce-source": "http://localhost:9081/", "content-type": "application/json"}
 
 

@@ -6,9 +6,11 @@ import pytest
 import tritonclient.http as triton
 from scipy.special import expit
 
-from serving_helpers import records_of
+from serving_helpers import CARD_COMPONENTS, records_of
 from flowline.components.package.model_package import verify
 from flowline.inference_services.model import LoadedPackage
+
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
 NUMERIC = {"integer": ("INT64", np.int64), "number": ("FP64", np.float64)}
 
@@ -116,7 +118,7 @@ def test_metadata_health_and_readiness(server, loaded):
 
 def test_one_process_serves_several_models_by_name(server, card_package):
     assert set(httpx.get(f"{server}/v2/models").json()["models"]) == {"churn", "card-fraud"}
-    row = {"Time": 10.0, "Amount": 12.5, **{f"V{i}": 0.1 for i in range(1, 29)}}
+    row = {"Time": 10.0, "Amount": 12.5, **{f"V{i}": 0.1 for i in range(1, CARD_COMPONENTS + 1)}}
     response = httpx.post(f"{server}/v1/models/card-fraud:predict", json={"instances": [row]})
     assert response.status_code == 200 and response.json()["model_version"] == verify(card_package)["version"]
     assert response.json()["predictions"][0]["decision"] in ("0", "1")

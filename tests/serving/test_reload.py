@@ -13,6 +13,8 @@ from flowline.components.package.model_package import verify
 from flowline.inference_services.local_server import running_server
 from serving_helpers import records_of
 
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
 
 def point(link: Path, target: Path) -> None:
     """Swap a symlink atomically, as a deployment would."""

@@ -46,7 +46,6 @@ class TrainingData:
     y_train: np.ndarray
     x_valid: np.ndarray
     y_valid: np.ndarray
-    feature_names: list[str]
 
     @classmethod
     def from_splits(cls, feature_set: FeatureSet, train: pd.DataFrame, valid: pd.DataFrame, task: str) -> TrainingData:
@@ -55,7 +54,6 @@ class TrainingData:
             task=task,
             x_train=feature_set.transform_training(train), y_train=feature_set.labels(train),
             x_valid=feature_set.transform(valid), y_valid=feature_set.labels(valid),
-            feature_names=feature_set.feature_names,
         )
 
 
@@ -91,8 +89,10 @@ class CandidateModel:
 
     @classmethod
     def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
-        """Train on data's train rows (early-stopped on valid where the family iterates) and score on valid."""
-        raise NotImplementedError
+        """Train on data's train rows and score on valid. Families that iterate early-stop on valid;
+        the others fit once (one "iteration")."""
+        model = cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning)
+        return Fitted(model, validation_score(data.task, data.y_valid, model.margin(data.x_valid)), 1)
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
@@ -117,9 +117,6 @@ class CandidateModel:
 
     def set_threads(self, threads: int) -> None:
         """Serving scores one row per request: one thread costs less than waking a pool."""
-
-    def _scored(self, data: TrainingData, iterations: int) -> Fitted:
-        return Fitted(self, validation_score(data.task, data.y_valid, self.margin(data.x_valid)), iterations)
 
 
 class _BoosterModel(CandidateModel):
@@ -181,7 +178,8 @@ class XGBoostModel(_BoosterModel):
             callbacks=[_ReportRounds(data.task, report)] if report else None,
         )
         rounds = booster.best_iteration + 1
-        return cls(booster[:rounds], data.task)._scored(data, rounds)
+        model = cls(booster[:rounds], data.task)
+        return Fitted(model, validation_score(data.task, data.y_valid, model.margin(data.x_valid)), rounds)
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
@@ -192,10 +190,6 @@ class XGBoostModel(_BoosterModel):
 
 class ForestModel(_BoosterModel):
     family = "forest"
-
-    @classmethod
-    def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
-        return cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning)._scored(data, 1)
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
@@ -225,10 +219,6 @@ class LinearModel(CandidateModel):
     def contributions(self, x: np.ndarray) -> np.ndarray:
         parts = self._standardized(x) * self.coef
         return np.hstack([parts, np.full((len(parts), 1), self.intercept)])
-
-    @classmethod
-    def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
-        return cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning)._scored(data, 1)
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,

@@ -93,7 +93,7 @@ def test_the_network_round_trips_through_json(xor):
 
 def test_nas_runs_locally_on_a_small_budget(xor):
     x, y = xor
-    data = TrainingData("binary", x[:1000], y[:1000], x[1000:], y[1000:], ["a", "b", "c"])
+    data = TrainingData("binary", x[:1000], y[:1000], x[1000:], y[1000:])
     shown: list[str] = []
     result = optuna_search("mlp", data, TuningSpec(max_epochs=15), 4, progress=shown.append, prefix="nas (mlp)")
     assert result.trials == 4 and 1 <= result.iterations <= 15 and result.valid_score > 0.8

@@ -67,7 +67,7 @@ def data() -> TrainingData:
     x = rng.normal(size=(900, 5))
     logit = 1.5 * x[:, 0] - x[:, 1] + np.sin(2 * x[:, 2]) + 0.5 * x[:, 3] * x[:, 4]
     y = (rng.random(900) < 1 / (1 + np.exp(-logit))).astype(float)
-    return TrainingData("binary", x[:600], y[:600], x[600:], y[600:], [f"x{i}" for i in range(5)])
+    return TrainingData("binary", x[:600], y[:600], x[600:], y[600:])
 
 
 @pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))

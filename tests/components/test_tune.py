@@ -92,7 +92,7 @@ def data() -> TrainingData:
     rng = np.random.default_rng(11)
     x = rng.normal(size=(700, 4))
     y = (rng.random(700) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + x[:, 2] * x[:, 3])))).astype(float)
-    return TrainingData("binary", x[:500], y[:500], x[500:], y[500:], ["a", "b", "c", "d"])
+    return TrainingData("binary", x[:500], y[:500], x[500:], y[500:])
 
 
 def test_the_optuna_search_is_seeded_and_stops_weak_trials_early(data):

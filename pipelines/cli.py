@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where trials run (default: the use case's tuning.backend; auto is Optuna off-cluster)")
     champion = run.add_mutually_exclusive_group()
     champion.add_argument("--champion", metavar="PACKAGE_DIR",
-                          help="the package to beat (default: the newest package of this use case in --runs-dir)")
+                          help="the package to beat (default: the newest promoted package of this use case in --runs-dir)")
     champion.add_argument("--no-champion", action="store_true", help="compare with no champion (promote if gates pass)")
     run.add_argument("--source", help="read the data from this path or URL instead of the use case's")
     run.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"),

@@ -37,7 +37,7 @@ def run_local(
     """Run the pipeline with kfp.local's SubprocessRunner in a new run folder; return the summary.
 
     `champion` is the package the new model must beat: by default the newest package of
-    the same use case under `runs_dir` (if any); "" compares with none.
+    the same use case under `runs_dir` that was promoted (if any); "" compares with none.
     The summary is written as JSON to `summary_path`, or to summary.json in the run folder.
     The full log goes to run.log in the run folder; the terminal shows step progress
     (everything with `verbose`). Raises RuntimeError naming the failed step.
@@ -48,7 +48,7 @@ def run_local(
 
     started = time.monotonic()
     if champion is None:
-        champion = newest_package(runs_dir, use_case.name) or ""
+        champion = newest_package(runs_dir, use_case.name, promoted_only=True) or ""
     run_dir = Path(runs_dir).resolve() / f"{use_case.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
     run_dir.mkdir(parents=True)
     print(f"flowline: running use case {use_case.name!r} locally, {len(STEPS)} steps ({SHOWN_STEPS})")
@@ -71,13 +71,22 @@ def run_local(
     return summary
 
 
-def newest_package(runs_dir: str | Path, use_case_name: str) -> Path | None:
-    """The newest package a local run of `use_case_name` left under `runs_dir`, or None."""
+def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> Path | None:
+    """The newest package a local run of `use_case_name` left under `runs_dir`, or None.
+
+    `promoted_only`: only packages whose champion/challenger decision was to promote them,
+    that is the one a deployment would be serving now.
+    """
     found = []
     for manifest_path in Path(runs_dir).glob("*/*/package/model_package/manifest.json"):
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("name") == use_case_name:
-            found.append((manifest["created_at"], str(manifest_path.parent)))
+        if manifest.get("name") != use_case_name:
+            continue
+        if promoted_only:
+            evaluation = json.loads((manifest_path.parent / EVALUATION_FILE).read_text())
+            if evaluation.get("champion_challenger", {}).get("decision") != "promote":
+                continue
+        found.append((manifest["created_at"], str(manifest_path.parent)))
     return Path(max(found)[1]) if found else None
 
 

@@ -21,10 +21,10 @@ from flowline.components.package.component import package
 from flowline.components.split.component import split
 from flowline.components.train.component import train
 from flowline.components.tune.component import tune
-from flowline.pipelines.use_case import UseCase
+from flowline.pipelines.use_case import FAMILIES, UseCase
 
 # The families searched by tune steps; the MLP's architecture is searched by the nas step.
-TUNED_FAMILIES = ("xgboost", "linear", "forest")
+TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")
 
 # (CPU request, memory request) per task; training and searching use both cores. With the
 # Katib backend the tune and nas steps only submit and wait: the trials get their own pods.

@@ -154,7 +154,7 @@ def engineer_features(
             generated.append(({"kind": "ratio", "numerator": right, "denominator": left}, f"{right}/{left}"))
     if use_case.time_column and specs[use_case.time_column].type == "datetime":
         generated.append(({"kind": "calendar"}, f"calendar({use_case.time_column})"))
-    plan, best = _forward(search, plan, best, generated, "interaction", use_case.features.max_generated)
+    plan, best = _forward(search, plan, best, generated, "generated", use_case.features.max_generated)
 
     entity = use_case.features.entity_column
     if entity and use_case.features.max_generated > len(plan.generated):

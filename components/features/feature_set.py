@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from flowline.components.ingest.contract import parse_datetimes
 from flowline.pipelines.use_case import UseCase
 
 FORMAT = "flowline.featureset/v2"
@@ -411,8 +412,6 @@ def _seconds(raw: pd.Series, source: TimeInput) -> np.ndarray:
     if pd.api.types.is_datetime64_any_dtype(raw):
         stamps = raw.astype("datetime64[ns]")
     else:
-        from flowline.components.ingest.contract import parse_datetimes
-
         stamps = parse_datetimes(raw.astype("string").str.strip(), source.format)
     nanoseconds = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
     return np.where(stamps.isna().to_numpy(), np.nan, nanoseconds / 1e9)
@@ -507,19 +506,24 @@ class FeatureSet:
 
     def _fit_generated(self, generated: Mapping, values: Values) -> Feature:
         kind = generated["kind"]
-        if kind == "product":
-            return Product(generated["left"], generated["right"])
-        if kind == "ratio":
-            return Ratio(generated["numerator"], generated["denominator"])
-        if kind == "calendar":
+        if kind in ("product", "ratio"):
+            feature = Product(generated["left"], generated["right"]) if kind == "product" else Ratio(
+                generated["numerator"], generated["denominator"])
+            numeric = {i.column for i in self.numeric}
+            if not set(feature.inputs) <= numeric:
+                raise FeatureError(f"{kind} of {list(feature.inputs)}: needs numeric feature columns, "
+                                   f"not {sorted(set(feature.inputs) - numeric)}")
+            return feature
+        if kind == "calendar" and self.time is not None and self.time.is_datetime:
             return Calendar(self.time.column)
-        if kind == "entity":
+        if kind == "entity" and self.entity is not None:
             outputs = tuple(tuple(o) for o in generated["outputs"])
             amounts = sorted({o[2] for o in outputs if o[0] == "sum"})
             history = EntityHistory.fit(values[self.entity], values[self.time.column],
                                         {a: values[a] for a in amounts}, self.entity, self.time.column)
             return EntityFeatures(history, outputs)
-        raise FeatureError(f"unknown generated feature kind {kind!r}")
+        raise FeatureError(f"generated feature {dict(generated)} does not fit this use case (calendar needs a "
+                           f"datetime time_column, entity needs features.entity_column)")
 
     def labels(self, frame: pd.DataFrame) -> np.ndarray:
         """The encoded label of a frame (binary: 1 for the positive class)."""

@@ -161,9 +161,15 @@ def test_the_plan_round_trips_and_refits_the_same_feature_set(tmp_path, telco, c
     assert FeatureSet.fit(telco.iloc[:5000], churn, plan).version == engineered.version
 
 
-def test_an_unknown_encoding_is_named(telco, churn):
+def test_a_plan_that_does_not_fit_the_use_case_is_refused_naming_why(telco, churn):
+    plan = default_plan(telco, churn)
     with pytest.raises(FeatureError, match="column 'Contract': unknown encoding 'hash'"):
-        FeatureSet.fit(telco.iloc[:100], churn, default_plan(telco, churn).with_encoding("Contract", "hash"))
+        FeatureSet.fit(telco.iloc[:100], churn, plan.with_encoding("Contract", "hash"))
+    with pytest.raises(FeatureError, match=r"product of \['tenure', 'Contract'\]: needs numeric .* \['Contract'\]"):
+        FeatureSet.fit(telco.iloc[:100], churn, plan.with_generated({"kind": "product", "left": "tenure",
+                                                                     "right": "Contract"}))
+    with pytest.raises(FeatureError, match="calendar needs a datetime time_column"):
+        FeatureSet.fit(telco.iloc[:100], churn, plan.with_generated({"kind": "calendar"}))
 
 
 def transactions(seed: int = 0, cards: int = 300) -> pd.DataFrame:

@@ -101,6 +101,23 @@ def test_serve_finds_the_newest_package_of_a_use_case(churn_package, churn_packa
         latest_package(runs, "fraud")
 
 
+def test_the_champion_of_a_local_run_is_the_newest_promoted_package(churn_package, tmp_path: Path):
+    from flowline.components.package.model_package import write_manifest
+    from flowline.pipelines.local_run import newest_package
+
+    runs = tmp_path / "runs"
+    for run, decision, created in (("a", "promote", "2026-01"), ("b", "promote", "2026-02"), ("c", "keep", "2026-03")):
+        copy = shutil.copytree(churn_package, runs / run / "flowline-churn-x" / "package" / "model_package")
+        evaluation = json.loads((copy / "evaluation.json").read_text())
+        evaluation["champion_challenger"]["decision"] = decision
+        (copy / "evaluation.json").write_text(json.dumps(evaluation))
+        manifest = write_manifest(copy, "churn")
+        (copy / "manifest.json").write_text(json.dumps({**manifest, "created_at": f"{created}-01T00:00:00+00:00"}))
+    assert newest_package(runs, "churn").parts[-4] == "c"  # what `flowline serve churn` serves
+    assert newest_package(runs, "churn", promoted_only=True).parts[-4] == "b"  # what a new run must beat
+    assert newest_package(runs, "fraud", promoted_only=True) is None
+
+
 def test_flowline_serve_names_the_model_after_the_use_case(churn_package, tmp_path: Path):
     """`flowline serve PACKAGE` and `python -m flowline.inference_services PACKAGE` agree on the name."""
     from flowline.inference_services.options import named_package

@@ -17,7 +17,8 @@ def evaluate(
     metrics: Output[Metrics],
     classification_metrics: Output[ClassificationMetrics],
 ):
-    """Threshold from the use case's costs on held-out valid predictions; metrics, ROC and confusion matrix on test.
+    """Threshold from the use case's costs on train's out-of-fold predictions; metrics, ROC and confusion
+    matrix on test.
 
     `champion` is the package of the model serving now ("" for none): promote or keep is
     decided with a significance test on the same test rows. The gate and the decision are

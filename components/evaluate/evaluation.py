@@ -1,4 +1,4 @@
-"""Scoring a model once on the untouched test split, with its threshold chosen on held-out valid predictions.
+"""Scoring a model once on the untouched test split, with its threshold chosen on held-out predictions.
 
 Also the champion/challenger decision (comparison.py): the champion package, when one
 is given, scores the same test rows.
@@ -123,8 +123,8 @@ def evaluate_files(
     use_case: UseCase, model_dir: str, feature_set_file: str, holdout_file: str, test_file: str, evaluation_file: str,
     champion_dir: str = "",
 ) -> dict:
-    """Choose the threshold on held-out valid predictions, score test once, decide the gates and
-    champion/challenger; write evaluation.json."""
+    """Choose the threshold on the held-out (out-of-fold) predictions, score test once, decide the gates
+    and champion/challenger; write evaluation.json."""
     feature_set = FeatureSet.load(feature_set_file)
     model = Ensemble.load(model_dir)
     test = pd.read_parquet(test_file)

@@ -22,6 +22,7 @@ def nas(
     from flowline.components.tune.tuning import record_search, tune_files
     from flowline.pipelines.use_case import UseCase
 
-    result = tune_files(UseCase.model_validate_json(use_case_json), "mlp", trials, backend, train.path, valid.path,
+    use_case = UseCase.model_validate_json(use_case_json)
+    result = tune_files(use_case, "mlp", trials, backend, train.path, valid.path,
                         feature_set.path, best.path, namespace, source)
-    record_search(result, best, tuning_metrics)
+    record_search(result, use_case.task, best, tuning_metrics)

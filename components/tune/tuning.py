@@ -66,17 +66,17 @@ def tune_files(
                                         use_case.task)
         result = optuna_search(family, data, use_case.tuning, trials, prefix=prefix)
     result.save(result_file)
-    print(f"{prefix}: best {result.metric} {reported_value(use_case.task, result.valid_score):.4f} after {result.trials} trials "
-          f"({result.stopped_early} stopped early) with {result.backend}: {result.params}")
+    print(f"{prefix}: best {result.metric} {reported_value(use_case.task, result.valid_score):.4f} after "
+          f"{result.trials} trials ({result.stopped_early} stopped early) with {result.backend}: {result.params}")
     return result
 
 
-def record_search(result: Optional[SearchResult], best, tuning_metrics) -> None:
+def record_search(result: Optional[SearchResult], task: str, best, tuning_metrics) -> None:
     """Show the search in the Kubeflow UI: the best artifact's metadata and the Metrics artifact."""
     if result is None:
         best.metadata.update(skipped=True)
         return
     best.metadata.update(family=result.family, backend=result.backend, params=result.params)
-    tuning_metrics.log_metric(result.metric, result.valid_score)
+    tuning_metrics.log_metric(result.metric, reported_value(task, result.valid_score))
     tuning_metrics.log_metric("trials", result.trials)
     tuning_metrics.log_metric("stopped_early", result.stopped_early)

@@ -242,9 +242,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if hasattr(args, "use_case_path") and bool(args.use_case_name) == bool(args.use_case_path) and not (
-            getattr(args, "use_case_optional", False) and not args.use_case_name):
-        parser.error("give a built-in use case name or --use-case PATH (exactly one)")
+    if hasattr(args, "use_case_path"):
+        given = bool(args.use_case_name) + bool(args.use_case_path)
+        if given > 1 or (given == 0 and not getattr(args, "use_case_optional", False)):
+            parser.error("give a built-in use case name or --use-case PATH (exactly one)")
     if getattr(args, "operation", None) and not (args.name or args.manifest):
         parser.error(f"{args.operation}: give the InferenceService name, or --manifest FILE")
     try:

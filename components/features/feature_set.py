@@ -432,6 +432,7 @@ class FeatureSet:
     ) -> None:
         self.numeric, self.categorical, self.time, self.entity = list(numeric), list(categorical), time, entity
         self.features, self.plan, self.label = list(features), plan, dict(label)
+        self._fills = {i.column: i.fill for i in self.numeric}
         self.feature_names = [name for feature in self.features for name in feature.names]
         used = {column for feature in self.features for column in feature.inputs}
         declared = [i.column for i in self.numeric] + [i.column for i in self.categorical]
@@ -540,11 +541,10 @@ class FeatureSet:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise FeatureError(f"missing column(s) {missing}")
-        fills = {i.column: i.fill for i in self.numeric}
         values = {}
         for column in columns:
-            if column in fills:
-                values[column] = _numeric_values(frame[column], column, fills[column])
+            if column in self._fills:
+                values[column] = _numeric_values(frame[column], column, self._fills[column])
             elif self.time is not None and column == self.time.column:
                 values[column] = _seconds(frame[column], self.time)
             else:
@@ -552,7 +552,7 @@ class FeatureSet:
         return values
 
     def _record_values(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        fills = {i.column: i.fill for i in self.numeric}
+        fills = self._fills
         values = {}
         for column in self.input_columns:
             try:

@@ -130,12 +130,17 @@ def fit_blend(task: str, margins: np.ndarray, y: np.ndarray) -> tuple[np.ndarray
     return result.x[:k], float(result.x[k])
 
 
+def fold_splits(task: str, y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, held-out rows) for each of `folds` seeded folds, stratified by label for binary tasks."""
+    if task == "binary":
+        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y))))
+
+
 def cross_fitted_score(task: str, margins: np.ndarray, y: np.ndarray, folds: int, seed: int) -> float:
     """The blend's validation score with every row scored by weights fitted without it."""
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed) if task == "binary" else KFold(
-        folds, shuffle=True, random_state=seed)
     blended = np.empty(len(y))
-    for fit_rows, held_out in splitter.split(margins, y if task == "binary" else None):
+    for fit_rows, held_out in fold_splits(task, y, folds, seed):
         weights, bias = fit_blend(task, margins[fit_rows], y[fit_rows])
         blended[held_out] = margins[held_out] @ weights + bias
     return validation_score(task, y, blended)

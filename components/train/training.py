@@ -28,10 +28,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from flowline.components.features.feature_set import FeatureSet
-from flowline.components.train.ensemble import Ensemble, Member, choose_blend
+from flowline.components.train.ensemble import Ensemble, Member, choose_blend, fold_splits
 from flowline.components.train.models import refit_candidate
 from flowline.components.tune.search import SearchResult
 from flowline.pipelines.use_case import UseCase
@@ -47,11 +46,9 @@ def out_of_fold_margins(
     The folds hold 4/5 of train + valid, as many rows as train: each model trains for the
     rounds or epochs its search early-stopped at.
     """
-    folds, seed = use_case.ensemble.folds, use_case.tuning.seed
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed) if use_case.task == "binary" else KFold(
-        folds, shuffle=True, random_state=seed)
+    folds = use_case.ensemble.folds
     margins = {family: np.empty(len(y)) for family in results}
-    for fold, (fit_rows, held_out) in enumerate(splitter.split(x, y if use_case.task == "binary" else None), 1):
+    for fold, (fit_rows, held_out) in enumerate(fold_splits(use_case.task, y, folds, use_case.tuning.seed), 1):
         for family, result in results.items():
             model = refit_candidate(family, result.params, result.iterations, x[fit_rows], y[fit_rows],
                                     use_case.task, use_case.tuning)

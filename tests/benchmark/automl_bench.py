@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def main() -> None:
     result = {
         "use_case": use_case.name,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "split": {"fit_rows": flaml["fit_rows"], "test_rows": flaml["test_rows"], "seed": use_case.split.seed},
         "flowline": {"roc_auc": summary["metrics"]["roc_auc"], "auprc": summary["metrics"]["auprc"],
                      "wall_seconds": round(flowline_wall, 1), "model": summary["model"]},

@@ -9,6 +9,7 @@ specific to a use case.
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Literal
 
@@ -17,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 USE_CASES_DIR = Path(__file__).parent / "use_cases"
 
-BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy")
-REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman")
+BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy",
+                  "recall_at_p90", "precision_at_r90", "expected_cost_per_1000")
+REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman", "gini", "total_predicted", "total_actual")
 # Candidate model families, each with one declarative search space (components/tune/search_space.py).
 FAMILIES = ("xgboost", "linear", "forest", "mlp")
 Family = Literal["xgboost", "linear", "forest", "mlp"]
@@ -85,7 +87,11 @@ class LabelSpec(_Strict):
 
 
 class SplitSpec(_Strict):
-    method: Literal["stratified", "time"] = "stratified"
+    """stratified: seeded random (by label for binary tasks); time: the latest rows are test;
+    latest: the rows at the latest time_column value are test (a snapshot scored at a cut-off),
+    valid is drawn from the earlier rows by the first id column."""
+
+    method: Literal["stratified", "time", "latest"] = "stratified"
     test_size: float = Field(default=0.2, gt=0, lt=1)
     valid_size: float = Field(default=0.2, gt=0, lt=1)
     seed: int = 42
@@ -137,6 +143,14 @@ class TuningSpec(_Strict):
     early_stopping_rounds: int = Field(default=50, ge=1)
     max_boost_rounds: int = Field(default=1000, ge=1)
     max_epochs: int = Field(default=200, ge=1, description="MLP training epochs, early-stopped on valid")
+    class_weighting: bool = Field(
+        default=False, description="binary: tune the positive class's weight (xgboost, forest) and balanced "
+                                   "weighting (linear), for imbalanced labels")
+    objective: Literal["squared_error", "tweedie"] = Field(
+        default="squared_error", description="regression: the loss the xgboost, forest and linear families "
+                                             "minimise; tweedie (log link) suits non-negative, skewed targets "
+                                             "such as spend, many of them zero")
+    tweedie_power: float = Field(default=1.5, gt=1, lt=2, description="tweedie: the variance power")
     seed: int = 42
 
     @field_validator("families")
@@ -159,6 +173,32 @@ class ChampionSpec(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=1, description="one-sided significance level for promotion")
 
 
+class TransactionsSpec(_Strict):
+    """The data is a transaction log: one row per event of an entity (customer, card) with an amount.
+
+    A customer-rows step turns it into one row per entity and cut-off
+    (components/customers): features from the entity's transactions up to the cut-off,
+    and as the label the amount it spends over the `horizon_days` after it. The model
+    is applied at `calibration_end`; it learns from rows at the earlier
+    `training_cutoffs`, each labelled with the spend between its cut-off and
+    calibration_end scaled to the horizon, so that nothing after calibration_end is
+    ever learned from. The spend after calibration_end labels the test rows only.
+    """
+
+    entity_column: str
+    amount_column: str
+    calibration_end: date = Field(description="the last day of known history; the model is applied here")
+    horizon_days: int = Field(ge=1, description="the label: the amount spent over this many days after a cut-off")
+    training_cutoffs: list[date] = Field(min_length=1, description="earlier cut-offs that label the training rows")
+
+    @model_validator(mode="after")
+    def _cutoffs_precede_calibration_end(self) -> TransactionsSpec:
+        for cutoff in self.training_cutoffs:
+            if cutoff >= self.calibration_end:
+                raise ValueError(f"training cut-off {cutoff} is not before calibration_end {self.calibration_end}")
+        return self
+
+
 class UseCase(_Strict):
     name: str
     description: str = ""
@@ -168,6 +208,10 @@ class UseCase(_Strict):
     columns: dict[str, ColumnSpec] = Field(min_length=1)
     id_columns: list[str] = []
     time_column: str | None = None
+    transactions: TransactionsSpec | None = None
+    segments: dict[str, int] | None = Field(
+        default=None, description="regression: segment names served with each prediction, each with the lowest "
+                                  "decile (1-10) of predicted value it covers; one must start at decile 1")
     sensitive_attributes: list[str] = []
     max_bad_fraction: float = Field(default=0.05, ge=0, le=1)
     split: SplitSpec = SplitSpec()
@@ -195,6 +239,8 @@ class UseCase(_Strict):
             ("time_column", [self.time_column] if self.time_column else []),
             ("features.entity_column", [self.features.entity_column] if self.features.entity_column else []),
             ("features.amount_columns", self.features.amount_columns),
+            ("transactions", [self.transactions.entity_column, self.transactions.amount_column]
+             if self.transactions else []),
         ]:
             for name in names:
                 if name not in self.columns:
@@ -208,8 +254,28 @@ class UseCase(_Strict):
                 raise ValueError("a binary task needs costs (false_negative, false_positive)")
         elif self.label.positive is not None or self.label.values is not None:
             raise ValueError("label.positive and label.values apply to binary tasks only")
-        if self.split.method == "time" and not self.time_column:
-            raise ValueError("split.method 'time' needs time_column")
+        if self.split.method in ("time", "latest") and not self.time_column:
+            raise ValueError(f"split.method {self.split.method!r} needs time_column")
+        if self.split.method == "latest" and not (self.id_columns or self.transactions):
+            raise ValueError("split.method 'latest' needs id_columns: valid is drawn by the first one")
+        if self.transactions:
+            if self.split.method != "latest":
+                raise ValueError("transactions: split.method must be 'latest' (test: the rows at calibration_end)")
+            if self.task != "regression" or not self.time_column:
+                raise ValueError("transactions: needs a regression task and time_column (the transaction time)")
+            if not self.columns[self.transactions.amount_column].is_numeric:
+                raise ValueError(f"transactions.amount_column {self.transactions.amount_column!r} is not numeric")
+        if self.segments is not None:
+            if self.task != "regression":
+                raise ValueError("segments apply to regression tasks")
+            if 1 not in self.segments.values() or not all(1 <= d <= 10 for d in self.segments.values()):
+                raise ValueError("segments: give each a lowest decile from 1 to 10, one of them 1")
+            if len(set(self.segments.values())) != len(self.segments):
+                raise ValueError("segments: two segments start at the same decile")
+        if self.tuning.class_weighting and self.task != "binary":
+            raise ValueError("tuning.class_weighting applies to binary tasks")
+        if self.tuning.objective != "squared_error" and self.task != "regression":
+            raise ValueError("tuning.objective applies to regression tasks")
         if self.time_column and self.columns[self.time_column].type not in ("datetime", "integer", "number"):
             raise ValueError(f"time_column {self.time_column!r} must be a datetime or numeric column")
         if self.features.entity_column and not self.time_column:
@@ -224,7 +290,7 @@ class UseCase(_Strict):
         for metric in self.gates:
             if metric not in known:
                 raise ValueError(f"gates: unknown metric {metric!r} for a {self.task} task; known: {', '.join(known)}")
-        if not self.feature_columns:
+        if not self.transactions and not self.feature_columns:
             raise ValueError("columns: no feature column is left once id and time columns are set aside")
         return self
 

@@ -146,9 +146,12 @@ def _label_column(use_case: UseCase, values: pd.Series) -> tuple[pd.Series, pd.S
 def apply_contract(frame: pd.DataFrame, use_case: UseCase) -> ContractResult:
     """Split a raw table into typed rows that meet the contract and quarantined rows with reasons.
 
-    Raises ContractError when required columns are missing, since no row could be checked.
+    A transaction log (`use_case.transactions`) has no label yet: the customer-rows step
+    makes it. Raises ContractError when required columns are missing, since no row could
+    be checked.
     """
-    required = [*use_case.columns, use_case.label.column]
+    has_label = use_case.transactions is None
+    required = [*use_case.columns, *([use_case.label.column] if has_label else [])]
     missing = [name for name in required if name not in frame.columns]
     if missing:
         raise ContractError(
@@ -161,8 +164,9 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase) -> ContractResult:
         check = _numeric_column if spec.is_numeric else _datetime_column if spec.type == "datetime" else _text_column
         typed[name], reasons = check(name, frame[name], spec)
         reasons_by_column.append(reasons)
-    typed[use_case.label.column], label_reasons = _label_column(use_case, frame[use_case.label.column])
-    reasons_by_column.append(label_reasons)
+    if has_label:
+        typed[use_case.label.column], label_reasons = _label_column(use_case, frame[use_case.label.column])
+        reasons_by_column.append(label_reasons)
 
     if use_case.id_columns:
         duplicated = frame.duplicated(subset=use_case.id_columns, keep="first")

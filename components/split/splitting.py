@@ -14,9 +14,22 @@ def split_frame(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFram
     Stratified (DESIGN.md): over all rows in file order, test is carved first with
     `train_test_split(test_size, stratify=label, random_state=seed)`, then valid from
     train the same way. Time: rows are ordered by the time column and the latest
-    `test_size` become test, the latest `valid_size` of the rest become valid.
+    `test_size` become test, the latest `valid_size` of the rest become valid. Latest: the
+    rows at the latest time value (a snapshot, such as customers at a cut-off) are test;
+    `valid_size` of the first id column's values among the other rows, drawn with the
+    seed, give valid, so that an entity's rows stay on one side.
     """
     spec = use_case.split
+    if spec.method == "latest":
+        time = frame[use_case.time_column]
+        test, rest = frame[time == time.max()], frame[time != time.max()]
+        if rest.empty:
+            raise ValueError(f"split latest: every row is at {time.max()}; nothing is left to train on")
+        key = use_case.id_columns[0]
+        entities = pd.Series(rest[key].unique())
+        _, valid_entities = train_test_split(entities, test_size=spec.valid_size, random_state=spec.seed)
+        in_valid = rest[key].isin(valid_entities)
+        return {"train": rest[~in_valid], "valid": rest[in_valid], "test": test}
     if spec.method == "time":
         ordered = frame.sort_values(use_case.time_column, kind="stable")
         n_test = round(len(ordered) * spec.test_size)

@@ -1,0 +1,1 @@
+"""Customer rows from a transaction log."""

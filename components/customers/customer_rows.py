@@ -1,0 +1,161 @@
+"""Customer rows from a transaction log: one row per entity and cut-off, for any log with an entity,
+a time and an amount column (a use case's `transactions`).
+
+Each row holds what is known about the entity at the cut-off, from its transactions on
+or before it, and as the label the amount it spent after it. Transactions on the same
+day count as one purchase (the usual convention of buy-till-you-die models). Times are
+in weeks.
+
+- Rows at each of `training_cutoffs` are what the model learns from. Their label is the
+  spend between the cut-off and `calibration_end`, scaled to `horizon_days`: the spend
+  rate of the known window, over the horizon the model will be asked about. Nothing
+  after `calibration_end` reaches them.
+- Rows at `calibration_end` are what the model is applied to (and evaluated on): the
+  label is the spend over the `horizon_days` that follow, which no training row saw.
+
+The features describe the entity as of its own cut-off: recency, frequency and
+monetary value, inter-purchase time, activity and spend in recent windows, the trend
+between the last two quarters, and purchase and spend rates over the entity's lifetime. `customer_rows_use_case` is the use case the rest
+of the pipeline sees: these columns, the label, and the `latest` split (test = the
+rows at calibration_end).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pandas as pd
+
+from flowline.pipelines.use_case import UseCase
+
+CUTOFF_COLUMN = "cutoff"
+DAYS_PER_WEEK = 7.0
+WINDOW_WEEKS = (4, 13)
+FEATURE_COLUMNS = (
+    "mean_weeks_between", "first_amount", "mean_repeat_amount", "max_amount",
+    *(f"purchases_last_{w}w" for w in WINDOW_WEEKS), *(f"amount_last_{w}w" for w in WINDOW_WEEKS),
+    "amount_trend", "purchases_per_week", "amount_per_week", "lapsed_fraction",
+)
+
+
+class CustomerRowsError(ValueError):
+    """The transaction log cannot give rows for the use case's cut-offs."""
+
+
+def daily_purchases(log: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
+    """One row per entity and day: (entity, day, amount summed over the day's transactions)."""
+    spec = use_case.transactions
+    days = pd.to_datetime(log[use_case.time_column]).dt.normalize()
+    frame = pd.DataFrame({"entity": log[spec.entity_column].astype(str), "day": days,
+                          "amount": log[spec.amount_column].astype("float64")})
+    return frame.groupby(["entity", "day"], as_index=False, sort=True)["amount"].sum()
+
+
+def rows_at(purchases: pd.DataFrame, cutoff: date, window_end: date, horizon_days: int) -> pd.DataFrame:
+    """Features of every entity that bought on or before `cutoff`, and its label: the spend in
+    (cutoff, window_end], scaled from that window's length to `horizon_days`."""
+    cut, end = pd.Timestamp(cutoff), pd.Timestamp(window_end)
+    past = purchases[purchases["day"] <= cut]
+    grouped = past.groupby("entity", sort=True)
+    first, last = grouped["day"].min(), grouped["day"].max()
+    count = grouped.size()
+    total = grouped["amount"].sum()
+    first_amount = grouped["amount"].first()
+    weeks = lambda delta: delta.dt.days / DAYS_PER_WEEK  # noqa: E731
+    rows = pd.DataFrame(index=first.index)
+    rows["purchases"] = count.astype("float64")
+    rows["repeat_purchases"] = rows["purchases"] - 1
+    rows["weeks_since_first"] = weeks(cut - first)
+    rows["weeks_since_last"] = weeks(cut - last)
+    rows["active_weeks"] = weeks(last - first)
+    repeats = rows["repeat_purchases"]
+    rows["mean_weeks_between"] = np.where(repeats > 0, rows["active_weeks"] / repeats.clip(lower=1),
+                                          rows["weeks_since_first"])
+    rows["total_amount"] = total
+    rows["first_amount"] = first_amount
+    rows["mean_repeat_amount"] = np.where(repeats > 0, (total - first_amount) / repeats.clip(lower=1), 0.0)
+    rows["max_amount"] = grouped["amount"].max()
+    for w in WINDOW_WEEKS:
+        recent = past[past["day"] > cut - pd.Timedelta(weeks=w)].groupby("entity")["amount"]
+        rows[f"purchases_last_{w}w"] = recent.size().reindex(rows.index, fill_value=0).astype("float64")
+        rows[f"amount_last_{w}w"] = recent.sum().reindex(rows.index, fill_value=0.0)
+    before = past[(past["day"] > cut - pd.Timedelta(weeks=26)) & (past["day"] <= cut - pd.Timedelta(weeks=13))]
+    rows["amount_trend"] = rows["amount_last_13w"] - before.groupby("entity")["amount"].sum().reindex(
+        rows.index, fill_value=0.0)
+    # Rates over the entity's own lifetime (+1 week, so a first purchase on the cut-off day stays finite):
+    # unlike counts and sums, they mean the same at every cut-off.
+    lifetime = rows["weeks_since_first"] + 1
+    rows["purchases_per_week"] = rows["purchases"] / lifetime
+    rows["amount_per_week"] = rows["total_amount"] / lifetime
+    rows["lapsed_fraction"] = rows["weeks_since_last"] / lifetime
+    following = purchases[(purchases["day"] > cut) & (purchases["day"] <= end)]
+    spent = following.groupby("entity")["amount"].sum().reindex(rows.index, fill_value=0.0)
+    rows["label"] = spent * horizon_days / (end - cut).days
+    return rows[[*FEATURE_COLUMNS, "label"]]
+    return rows
+
+
+def build_customer_rows(log: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
+    """The training rows at every training cut-off and the scoring rows at calibration_end, in one frame
+    with the entity, the cut-off (ISO date), the feature columns and the label."""
+    spec = use_case.transactions
+    purchases = daily_purchases(log, use_case)
+    log_end = purchases["day"].max().date() if len(purchases) else None
+    if log_end is None or log_end <= spec.calibration_end:
+        raise CustomerRowsError(
+            f"the log has no transaction after calibration_end {spec.calibration_end} (it ends {log_end}): "
+            f"nothing to label the rows at calibration_end with")
+    holdout_end = spec.calibration_end + timedelta(days=spec.horizon_days)
+    frames = []
+    for cutoff in sorted(spec.training_cutoffs):
+        frames.append(_labelled(rows_at(purchases, cutoff, spec.calibration_end, spec.horizon_days), cutoff))
+    frames.append(_labelled(rows_at(purchases, spec.calibration_end, holdout_end, spec.horizon_days),
+                            spec.calibration_end))
+    rows = pd.concat(frames, ignore_index=True)
+    return rows.rename(columns={"entity": spec.entity_column, "label": use_case.label.column})
+
+
+def _labelled(rows: pd.DataFrame, cutoff: date) -> pd.DataFrame:
+    rows = rows.reset_index()
+    rows.insert(1, CUTOFF_COLUMN, cutoff.isoformat())
+    return rows
+
+
+def customer_rows_use_case(use_case: UseCase) -> UseCase:
+    """The use case of the customer rows: what split, features, training and serving see."""
+    spec = use_case.transactions
+    document = use_case.model_dump(mode="json", exclude={"transactions", "columns", "id_columns", "time_column",
+                                                         "sensitive_attributes"})
+    document.update(
+        columns={spec.entity_column: {"type": "string"}, CUTOFF_COLUMN: {"type": "datetime"},
+                 **{name: {"type": "number"} for name in FEATURE_COLUMNS}},
+        id_columns=[spec.entity_column], time_column=CUTOFF_COLUMN,
+        features={**document["features"], "entity_column": None, "amount_columns": []},
+    )
+    return UseCase.model_validate(document)
+
+
+def summary_markdown(rows: pd.DataFrame, use_case: UseCase) -> str:
+    """Per cut-off: entities, how many spent in the label window, and the label's mean and total."""
+    label = use_case.label.column
+    lines = [f"**Customer rows** from the transaction log (label `{label}`: spend over "
+             f"{use_case.transactions.horizon_days} days after the cut-off)", "",
+             "| cut-off | role | entities | spent anything | mean label | total label |", "|---|---|---|---|---|---|"]
+    scoring = use_case.transactions.calibration_end.isoformat()
+    for cutoff, part in rows.groupby(CUTOFF_COLUMN, sort=True):
+        role = "scoring (test)" if cutoff == scoring else "training"
+        lines.append(f"| {cutoff} | {role} | {len(part)} | {(part[label] > 0).mean():.1%} | "
+                     f"{part[label].mean():.2f} | {part[label].sum():,.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def customer_rows_files(use_case: UseCase, dataset_file: str, rows_file: str, summary_file: str) -> dict:
+    """Read the ingested log, write the customer rows (Parquet) and their summary (Markdown)."""
+    rows = build_customer_rows(pd.read_parquet(dataset_file), use_case)
+    rows.to_parquet(rows_file)
+    with open(summary_file, "w") as out:
+        out.write(summary_markdown(rows, use_case))
+    counts = rows.groupby(CUTOFF_COLUMN).size().to_dict()
+    print("customer rows: " + ", ".join(f"{n} at {cutoff}" for cutoff, n in counts.items()))
+    return {"rows": len(rows), "cutoffs": len(counts)}

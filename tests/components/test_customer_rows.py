@@ -1,0 +1,125 @@
+"""The customer-rows step: one row per entity and cut-off from any transaction log."""
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flowline.components.customers.customer_rows import (
+    CUTOFF_COLUMN,
+    FEATURE_COLUMNS,
+    CustomerRowsError,
+    build_customer_rows,
+    customer_rows_use_case,
+)
+from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
+from flowline.components.split.splitting import split_frame
+from flowline.pipelines.use_case import UseCaseError, load_use_case, parse_use_case
+
+
+def log_use_case(**transactions) -> dict:
+    return {
+        "name": "shop", "task": "regression", "data": {"path": "unused.csv"},
+        "label": {"column": "future_spend"}, "time_column": "day",
+        "columns": {"who": {"type": "string"}, "day": {"type": "datetime"}, "paid": {"type": "number", "min": 0}},
+        "split": {"method": "latest"},
+        "transactions": {"entity_column": "who", "amount_column": "paid", "calibration_end": "2024-03-31",
+                         "horizon_days": 60, "training_cutoffs": ["2024-02-29"], **transactions},
+    }
+
+
+def log(*events: tuple[str, str, float]) -> pd.DataFrame:
+    return pd.DataFrame({"who": [e[0] for e in events], "day": pd.to_datetime([e[1] for e in events]),
+                         "paid": [e[2] for e in events]})
+
+
+EVENTS = log(
+    ("a", "2024-01-01", 10.0), ("a", "2024-01-01", 5.0),   # same day: one purchase of 15
+    ("a", "2024-02-15", 20.0),
+    ("a", "2024-03-10", 30.0),                             # after the training cut-off, in calibration
+    ("a", "2024-04-20", 100.0),                            # after calibration_end: the holdout
+    ("b", "2024-03-20", 8.0),                              # first buys after the training cut-off
+)
+
+
+def test_features_and_labels_by_hand():
+    use_case = parse_use_case(log_use_case())
+    rows = build_customer_rows(EVENTS, use_case).set_index(["who", CUTOFF_COLUMN])
+    a_train = rows.loc[("a", "2024-02-29")]
+    assert a_train["first_amount"] == 15 and a_train["max_amount"] == 20
+    assert a_train["mean_repeat_amount"] == 20                       # one repeat purchase
+    assert a_train["mean_weeks_between"] == pytest.approx(45 / 7)    # Jan 1 -> Feb 15
+    assert a_train["lapsed_fraction"] == pytest.approx((14 / 7) / (59 / 7 + 1))
+    assert a_train["purchases_last_4w"] == 1 and a_train["amount_last_13w"] == 35
+    # Label: the 30 spent between the cut-off and calibration_end (31 days), scaled to 60 days.
+    assert a_train["future_spend"] == pytest.approx(30 * 60 / 31)
+    # At calibration_end: the label is the holdout's spend, over the 60 days after it.
+    assert rows.loc[("a", "2024-03-31"), "future_spend"] == 100
+    assert rows.loc[("b", "2024-03-31"), "future_spend"] == 0
+    # b had not bought by the training cut-off, so it has no training row.
+    assert ("b", "2024-02-29") not in rows.index
+    assert set(FEATURE_COLUMNS) <= set(rows.columns)
+
+
+def test_training_rows_never_see_the_holdout():
+    use_case = parse_use_case(log_use_case())
+    later = pd.concat([EVENTS, log(("a", "2024-05-01", 999.0), ("c", "2024-04-02", 50.0))])
+    before = build_customer_rows(EVENTS, use_case)
+    after = build_customer_rows(later, use_case)
+    training = lambda rows: rows[rows[CUTOFF_COLUMN] == "2024-02-29"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(training(before), training(after))
+    scoring = after[after[CUTOFF_COLUMN] == "2024-03-31"].set_index("who")
+    assert scoring.loc["a", "future_spend"] == 1099 and "c" not in scoring.index  # c is new after calibration
+
+
+def test_a_log_that_stops_at_calibration_end_is_refused():
+    use_case = parse_use_case(log_use_case())
+    with pytest.raises(CustomerRowsError, match="no transaction after calibration_end"):
+        build_customer_rows(EVENTS[EVENTS["day"] <= "2024-03-31"], use_case)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"transactions": {"training_cutoffs": ["2024-04-01"]}}, "is not before calibration_end"),
+    ({"split": {"method": "stratified"}}, "split.method must be 'latest'"),
+    ({"task": "binary"}, "needs a regression task"),
+    ({"transactions": {"amount_column": "who"}}, "is not numeric"),
+    ({"transactions": {"entity_column": "nobody"}}, "'nobody' is not declared"),
+])
+def test_the_schema_refuses_inconsistent_transaction_use_cases(change, message):
+    document = log_use_case(**change.pop("transactions", {}))
+    document.update(change)
+    if document["task"] == "binary":
+        document.update(costs={"false_negative": 1, "false_positive": 1})
+        document["label"].update(positive="1", values=["0", "1"])
+    with pytest.raises(UseCaseError, match=message):
+        parse_use_case(document)
+
+
+def test_the_customer_rows_use_case_is_what_later_steps_see():
+    rows_use_case = customer_rows_use_case(parse_use_case(log_use_case()))
+    assert rows_use_case.transactions is None and rows_use_case.split.method == "latest"
+    assert rows_use_case.feature_columns == list(FEATURE_COLUMNS)
+    assert rows_use_case.id_columns == ["who"] and rows_use_case.time_column == CUTOFF_COLUMN
+
+
+@pytest.fixture(scope="module")
+def cdnow(data_home):
+    use_case = load_use_case("clv")
+    kept = apply_contract(read_table(resolve_source(use_case), separator=use_case.data.separator).frame,
+                          use_case).kept
+    return use_case, kept
+
+
+def test_cdnow_gives_every_customer_at_each_cut_off_and_the_split_keeps_them_apart(cdnow):
+    use_case, kept = cdnow
+    rows = build_customer_rows(kept, use_case)
+    customers = kept["customer_id"].nunique()
+    assert customers == 23570 and rows.groupby(CUTOFF_COLUMN).size().tolist() == [customers, customers]
+    holdout = kept[(kept["date"] > "1997-09-30") & (kept["date"] <= "1998-06-30")]["dollar_value"].sum()
+    parts = split_frame(rows, customer_rows_use_case(use_case))
+    assert parts["test"]["future_spend"].sum() == pytest.approx(holdout)
+    assert (parts["test"][CUTOFF_COLUMN] == "1997-09-30").all() and len(parts["test"]) == customers
+    assert not set(parts["train"]["customer_id"]) & set(parts["valid"]["customer_id"])
+    assert len(parts["valid"]) == pytest.approx(0.2 * customers, abs=1)
+    assert np.isfinite(parts["train"][list(FEATURE_COLUMNS)].to_numpy()).all()

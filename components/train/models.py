@@ -12,6 +12,11 @@ regression) and **contributions**: per-feature attributions in margin units whos
 plus the base value is the margin (TreeSHAP for trees, exact linear SHAP for linear
 models, permutation Shapley values from the training mean for the MLP). Blends add
 margins, so their contributions add up too.
+
+Regression with `tuning.objective: tweedie` fits xgboost, forest and linear (a Tweedie
+GLM) with a log link. Their margin is still the prediction, exp(log-scale score), and
+their log-scale attributions are rescaled to prediction units, each feature keeping its
+share, so that they too add up to the prediction.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Callable, ClassVar, Optional
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import LogisticRegression, Ridge, TweedieRegressor
 from sklearn.metrics import roc_auc_score
 
 from flowline.components.features.feature_set import FeatureSet
@@ -72,6 +77,18 @@ def objective_metric(task: str) -> tuple[str, str]:
 def reported_value(task: str, score: float) -> float:
     """A score (higher is better) as the objective metric reports it (RMSE is positive)."""
     return score if task == "binary" else -score
+
+
+def log_link_contributions(log_parts: np.ndarray) -> np.ndarray:
+    """Attributions of a log-link model, given on the log scale (last column the base), in prediction
+    units: the base becomes exp(base) and each feature gets its log share of prediction - exp(base)."""
+    base = log_parts[:, -1]
+    delta = log_parts[:, :-1].sum(axis=1)
+    prediction, base_value = np.exp(base + delta), np.exp(base)
+    moved = np.abs(delta) > 1e-12
+    # (exp(b + d) - exp(b)) / d, which tends to exp(b) as d -> 0
+    scale = np.where(moved, (prediction - base_value) / np.where(moved, delta, 1.0), base_value)
+    return np.column_stack([log_parts[:, :-1] * scale[:, None], base_value])
 
 
 @dataclass
@@ -122,12 +139,16 @@ class CandidateModel:
 class _BoosterModel(CandidateModel):
     def __init__(self, booster: xgb.Booster, task: str) -> None:
         self.booster, self.task = booster, task
+        self.log_link = json.loads(booster.save_config())["learner"]["objective"]["name"] == "reg:tweedie"
 
     def margin(self, x: np.ndarray) -> np.ndarray:
-        return self.booster.inplace_predict(x, predict_type="margin").astype(np.float64)
+        # Regression: the prediction itself ("value" applies a Tweedie model's log link).
+        kind = "margin" if self.task == "binary" else "value"
+        return self.booster.inplace_predict(x, predict_type=kind).astype(np.float64)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        return self.booster.predict(xgb.DMatrix(x), pred_contribs=True).astype(np.float64)
+        parts = self.booster.predict(xgb.DMatrix(x), pred_contribs=True).astype(np.float64)
+        return log_link_contributions(parts) if self.log_link else parts
 
     def save(self, folder: Path, prefix: str) -> list[str]:
         name = f"{prefix}.json"
@@ -145,6 +166,9 @@ class _BoosterModel(CandidateModel):
 def _booster_params(task: str, tuning: TuningSpec, params: dict) -> dict:
     if task == "binary":
         objective = {"objective": "binary:logistic", "eval_metric": ["auc", "logloss"]}  # early stopping: the last
+    elif tuning.objective == "tweedie":
+        objective = {"objective": "reg:tweedie", "tweedie_variance_power": tuning.tweedie_power,
+                     "eval_metric": ["rmse"]}
     else:
         objective = {"objective": "reg:squarederror", "eval_metric": ["rmse"]}
     # No nthread: XGBoost takes OpenMP's limit (all cores, or OMP_NUM_THREADS).
@@ -196,29 +220,51 @@ class ForestModel(_BoosterModel):
               tuning: TuningSpec) -> CandidateModel:
         forest = {"num_parallel_tree": int(params["num_parallel_tree"]), "max_depth": int(params["max_depth"]),
                   "min_child_weight": params["min_child_weight"], "subsample": params["subsample"],
-                  "colsample_bynode": params["colsample_bynode"], "eta": 1.0}
+                  "colsample_bynode": params["colsample_bynode"], "eta": 1.0,
+                  **({"scale_pos_weight": params["scale_pos_weight"]} if "scale_pos_weight" in params else {})}
         booster = xgb.train(_booster_params(task, tuning, forest), xgb.DMatrix(x, label=y), num_boost_round=1)
         return cls(booster, task)
 
 
 class LinearModel(CandidateModel):
-    """margin = ((x - mean) / scale) . coef + intercept. Contributions: coef_j * z_j, base: the intercept
-    (exact SHAP values of a linear model, taken from the training mean)."""
+    """score = ((x - mean) / scale) . coef + intercept; the margin is the score, or exp(score) for a
+    Tweedie GLM (log link). Contributions: coef_j * z_j, base: the intercept (exact SHAP values of a
+    linear model, taken from the training mean), rescaled to prediction units under the log link.
+
+    Under the log link the score is held to the range it took on the training rows
+    (`score_range`): exp() of a linear score is unbounded, and one extreme customer must
+    not be predicted millions. Contributions are shrunk in proportion when it is held."""
 
     family = "linear"
 
-    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float, task: str) -> None:
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray, intercept: float, task: str,
+                 score_range: Optional[tuple[float, float]] = None) -> None:
         self.mean, self.scale, self.coef, self.intercept, self.task = mean, scale, coef, intercept, task
+        self.score_range = score_range  # set for the log link only
+
+    @property
+    def log_link(self) -> bool:
+        return self.score_range is not None
 
     def _standardized(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
 
+    def _parts(self, x: np.ndarray) -> np.ndarray:
+        """Per-feature scores with the intercept as the last column, rows summing to the (held) score."""
+        parts = self._standardized(x) * self.coef
+        if self.log_link:
+            delta = parts.sum(axis=1)
+            held = np.clip(self.intercept + delta, *self.score_range) - self.intercept
+            parts *= np.divide(held, delta, out=np.ones_like(delta), where=delta != 0)[:, None]
+        return np.hstack([parts, np.full((len(parts), 1), self.intercept)])
+
     def margin(self, x: np.ndarray) -> np.ndarray:
-        return self._standardized(x) @ self.coef + self.intercept
+        score = self._parts(x).sum(axis=1)
+        return np.exp(score) if self.log_link else score
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        parts = self._standardized(x) * self.coef
-        return np.hstack([parts, np.full((len(parts), 1), self.intercept)])
+        parts = self._parts(x)
+        return log_link_contributions(parts) if self.log_link else parts
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
@@ -232,6 +278,12 @@ class LinearModel(CandidateModel):
             estimator = LogisticRegression(C=params["C"], l1_ratio=float(params["l1_ratio"]), class_weight=weighting,
                                            solver="liblinear", max_iter=1000, random_state=tuning.seed).fit(z, y)
             coef, intercept = estimator.coef_[0], float(estimator.intercept_[0])
+        elif tuning.objective == "tweedie":
+            estimator = TweedieRegressor(power=tuning.tweedie_power, alpha=params["alpha"], link="log",
+                                         max_iter=1000).fit(z, y)
+            scores = z @ estimator.coef_ + estimator.intercept_
+            return cls(mean, scale, np.asarray(estimator.coef_, dtype=np.float64), float(estimator.intercept_),
+                       task, score_range=(float(scores.min()), float(scores.max())))
         else:
             estimator = Ridge(alpha=params["alpha"]).fit(z, y)
             coef, intercept = estimator.coef_, float(estimator.intercept_)
@@ -241,14 +293,14 @@ class LinearModel(CandidateModel):
         name = f"{prefix}.json"
         (folder / name).write_text(json.dumps({
             "mean": self.mean.tolist(), "scale": self.scale.tolist(), "coef": self.coef.tolist(),
-            "intercept": self.intercept}))
+            "intercept": self.intercept, "log_link_score_range": self.score_range}))
         return [name]
 
     @classmethod
     def load(cls, folder: Path, files: list[str], task: str) -> CandidateModel:
         document = json.loads((folder / files[0]).read_text())
         return cls(np.asarray(document["mean"]), np.asarray(document["scale"]), np.asarray(document["coef"]),
-                   document["intercept"], task)
+                   document["intercept"], task, score_range=document.get("log_link_score_range"))
 
 
 class MLPModel(CandidateModel):

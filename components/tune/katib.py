@@ -53,7 +53,7 @@ def katib_search(
     optimal = client.get_optimal_hyperparameters(name, namespace)
     if optimal is None:
         raise KatibError(f"Katib Experiment {namespace}/{name} finished without a successful trial")
-    params = search_space(family, use_case.task).parse({a.name: a.value for a in optimal.parameter_assignments})
+    params = search_space(family, use_case.task, use_case.tuning).parse({a.name: a.value for a in optimal.parameter_assignments})
     observed = {m.name: float(m.latest) for m in optimal.observation.metrics}
     metric, direction = objective_metric(use_case.task)
     score = observed[metric] if direction == "maximize" else -observed[metric]

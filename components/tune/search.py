@@ -52,7 +52,7 @@ def optuna_search(
     prefix: Optional[str] = None,
 ) -> SearchResult:
     """Run `trials` trials of `family` (or until `tuning.timeout_seconds`); return the best."""
-    space = search_space(family, data.task)
+    space = search_space(family, data.task, tuning)
     prefix = prefix or f"tune ({family})"
 
     def objective(trial: optuna.Trial) -> float:

@@ -14,6 +14,8 @@ from typing import Any, Mapping, Union
 import optuna
 from kubeflow.katib import V1beta1FeasibleSpace, V1beta1ParameterSpec
 
+from flowline.pipelines.use_case import TuningSpec
+
 
 @dataclass(frozen=True)
 class FloatParameter:
@@ -138,6 +140,12 @@ LINEAR_BINARY = SearchSpace("linear", (
 
 LINEAR_REGRESSION = SearchSpace("linear", (FloatParameter("alpha", 1e-3, 1e3, log=True),))
 
+# Tweedie regression (a GLM with log link): alpha is the L2 penalty per row, so far smaller.
+LINEAR_TWEEDIE = SearchSpace("linear", (FloatParameter("alpha", 1e-6, 1.0, log=True),))
+
+# Tuned class weighting for imbalanced binary labels: the weight of a positive row.
+POSITIVE_WEIGHT = FloatParameter("scale_pos_weight", 1.0, 50.0, log=True)
+
 # The NAS space: an MLP's architecture (depth, then one width per layer; widths past
 # `depth` are ignored) with its activation, dropout and learning rate.
 MLP_ARCHITECTURE = SearchSpace("mlp", (
@@ -151,11 +159,16 @@ MLP_ARCHITECTURE = SearchSpace("mlp", (
 ))
 
 
-def search_space(family: str, task: str) -> SearchSpace:
-    """The space of `family` for a binary or regression task."""
+def search_space(family: str, task: str, tuning: TuningSpec) -> SearchSpace:
+    """The space of `family` for a binary or regression task, with the use case's objective and weighting."""
     if family == "linear":
-        return LINEAR_BINARY if task == "binary" else LINEAR_REGRESSION
+        if task == "binary":
+            return LINEAR_BINARY  # its class_weight choice ("balanced") is the linear family's weighting
+        return LINEAR_TWEEDIE if tuning.objective == "tweedie" else LINEAR_REGRESSION
     spaces = {"xgboost": XGBOOST, "forest": FOREST, "mlp": MLP_ARCHITECTURE}
     if family not in spaces:
         raise SearchSpaceError(f"unknown model family {family!r}; expected one of xgboost, linear, forest, mlp")
-    return spaces[family]
+    space = spaces[family]
+    if task == "binary" and tuning.class_weighting and family in ("xgboost", "forest"):
+        return SearchSpace(space.family, (*space.parameters, POSITIVE_WEIGHT))
+    return space

@@ -97,5 +97,5 @@ def test_nas_runs_locally_on_a_small_budget(xor):
     shown: list[str] = []
     result = optuna_search("mlp", data, TuningSpec(max_epochs=15), 4, progress=shown.append, prefix="nas (mlp)")
     assert result.trials == 4 and 1 <= result.iterations <= 15 and result.valid_score > 0.8
-    assert search_space("mlp", "binary").parse(result.params) == result.params
+    assert search_space("mlp", "binary", TuningSpec()).parse(result.params) == result.params
     assert shown[-1].startswith("nas (mlp): trial 4/4")

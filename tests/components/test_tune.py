@@ -31,7 +31,7 @@ EXPERIMENTS = "/apis/kubeflow.org/v1beta1/namespaces/flowline/experiments"
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("task", ["binary", "regression"])
 def test_a_space_becomes_optuna_distributions(family, task):
-    space = search_space(family, task)
+    space = search_space(family, task, TuningSpec())
     distributions = space.optuna_distributions()
     assert list(distributions) == [p.name for p in space.parameters]
     for p in space.parameters:
@@ -49,7 +49,7 @@ def test_a_space_becomes_optuna_distributions(family, task):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_space_becomes_katib_parameters(family):
-    space = search_space(family, "binary")
+    space = search_space(family, "binary", TuningSpec())
     for p, spec in zip(space.parameters, space.katib_parameters(), strict=True):
         assert spec.name == p.name
         feasible = spec.feasible_space
@@ -62,12 +62,12 @@ def test_a_space_becomes_katib_parameters(family):
 
 
 def test_katib_assignments_parse_back_to_typed_values_and_strays_are_refused():
-    space = search_space("mlp", "binary")
+    space = search_space("mlp", "binary", TuningSpec())
     parsed = space.parse({"depth": "2", "width_1": "64", "width_2": "32", "width_3": "16", "activation": "tanh",
                           "dropout": "0.25", "learning_rate": "0.001"})
     assert parsed == {"depth": 2, "width_1": 64, "width_2": 32, "width_3": 16, "activation": "tanh", "dropout": 0.25,
                       "learning_rate": 0.001}
-    linear = search_space("linear", "binary")
+    linear = search_space("linear", "binary", TuningSpec())
     assert linear.parse({"C": "1", "l1_ratio": "1.0", "class_weight": "none"})["l1_ratio"] == 1.0
     good = {"C": "1", "l1_ratio": "0.0", "class_weight": "none"}
     for bad, message in [({**good, "C": "100"}, "outside"), ({**good, "C": "lots"}, "not a number"),
@@ -76,15 +76,15 @@ def test_katib_assignments_parse_back_to_typed_values_and_strays_are_refused():
         with pytest.raises(SearchSpaceError, match=message):
             linear.parse(bad)
     with pytest.raises(SearchSpaceError, match="unknown model family 'svm'"):
-        search_space("svm", "binary")
+        search_space("svm", "binary", TuningSpec())
 
 
 def test_every_parameter_kind_is_declared_once():
     for family in FAMILIES:
-        names = [p.name for p in search_space(family, "binary").parameters]
+        names = [p.name for p in search_space(family, "binary", TuningSpec()).parameters]
         assert len(names) == len(set(names))
         assert all(isinstance(p, (FloatParameter, IntParameter, CategoricalParameter))
-                   for p in search_space(family, "binary").parameters)
+                   for p in search_space(family, "binary", TuningSpec()).parameters)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_the_optuna_search_is_seeded_and_stops_weak_trials_early(data):
     first = optuna_search("xgboost", data, tuning, 12, progress=shown.append)
     again = optuna_search("xgboost", data, tuning, 12, progress=lambda line: None)
     assert first == again and first.trials == 12 and first.backend == "optuna"
-    assert search_space("xgboost", "binary").parse(first.params) == first.params
+    assert search_space("xgboost", "binary", TuningSpec()).parse(first.params) == first.params
     assert first.stopped_early > 0 and sum("stopped early (below the median)" in line for line in shown) == first.stopped_early
     assert "tune (xgboost): trial 12/12" in shown[-1]
 

@@ -25,7 +25,7 @@ import pandas as pd
 from kserve import Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from flowline.components.evaluate.evaluation import class_names
+from flowline.components.evaluate.evaluation import class_names, segment_names
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import PackagedModel
 from flowline.components.train.ensemble import Ensemble
@@ -87,6 +87,14 @@ class LoadedPackage:
         negative, positive_name = class_names(self.use_case)
         return [positive_name if flag else negative for flag in positive]
 
+    @property
+    def has_segments(self) -> bool:
+        return bool(self.evaluation.get("segments"))
+
+    def segments(self, predictions: np.ndarray) -> list[str]:
+        """Regression with segments: each prediction's segment, by its decile among evaluate's test rows."""
+        return segment_names(predictions, self.evaluation["deciles"]["edges"], self.evaluation["segments"])
+
 
 class FlowlineModel(Model):
     """Serves one model package under a name; see the module docstring."""
@@ -122,7 +130,8 @@ class FlowlineModel(Model):
         if self.package.is_binary:
             return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
                     {"name": "decision", "datatype": "BYTES", "shape": [-1]}]
-        return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}]
+        segment = [{"name": "segment", "datatype": "BYTES", "shape": [-1]}] if self.package.has_segments else []
+        return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}, *segment]
 
     def predict(
         self, payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None
@@ -177,6 +186,8 @@ class FlowlineModel(Model):
             outputs = {"probability": scores.astype(np.float32), "decision": np.array(package.labels(positive), dtype=object)}
         else:
             outputs = {"prediction": scores.astype(np.float32)}
+            if package.has_segments:
+                outputs["segment"] = np.array(package.segments(scores), dtype=object)
         if not isinstance(payload, InferRequest):
             keys = list(outputs)
             return {

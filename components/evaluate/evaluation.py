@@ -18,6 +18,7 @@ from sklearn.metrics import (
     confusion_matrix,
     log_loss,
     mean_absolute_error,
+    precision_recall_curve,
     r2_score,
     roc_auc_score,
     roc_curve,
@@ -53,7 +54,21 @@ def choose_threshold(y: np.ndarray, probabilities: np.ndarray, costs: CostSpec) 
     return float(thresholds[best]), float(cost[best])
 
 
-def binary_metrics(y: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict[str, float]:
+def outcome_cost(y: np.ndarray, predicted: np.ndarray, costs: CostSpec) -> float:
+    """The total cost of the decisions `predicted` (True: flagged positive) for labels `y`."""
+    return float(costs.false_negative * np.sum(~predicted & (y == 1)) + costs.false_positive
+                 * np.sum(predicted & (y == 0)) + costs.true_positive * np.sum(predicted & (y == 1)))
+
+
+def operating_points(y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """The best recall with precision >= 0.90 and the best precision with recall >= 0.90 (0 when none),
+    over every threshold."""
+    precision, recall, _ = precision_recall_curve(y, probabilities)
+    return {"recall_at_p90": float(recall[precision >= 0.9].max(initial=0.0)),
+            "precision_at_r90": float(precision[recall >= 0.9].max(initial=0.0))}
+
+
+def binary_metrics(y: np.ndarray, probabilities: np.ndarray, threshold: float, costs: CostSpec) -> dict[str, float]:
     predicted = probabilities >= threshold
     tp = float(np.sum(predicted & (y == 1)))
     fp = float(np.sum(predicted & (y == 0)))
@@ -69,7 +84,22 @@ def binary_metrics(y: np.ndarray, probabilities: np.ndarray, threshold: float) -
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "accuracy": float(np.mean(predicted == (y == 1))),
+        **operating_points(y, probabilities),
+        "expected_cost_per_1000": 1000 * outcome_cost(y, predicted, costs) / len(y),
     }
+
+
+def gini(y: np.ndarray, predictions: np.ndarray) -> float:
+    """Gini of `y` ordered by `predictions` (highest first); tied predictions share their rows' mean."""
+    order = np.argsort(-predictions, kind="stable")
+    ranked = pd.Series(y[order]).groupby(predictions[order], sort=False).transform("mean").to_numpy()
+    n = len(y)
+    return float(np.cumsum(ranked).sum() / y.sum() / n - (n + 1) / (2 * n))
+
+
+def normalized_gini(y: np.ndarray, predictions: np.ndarray) -> float:
+    """Gini of the predicted order over the Gini of the perfect order: 1 is perfect, 0 is random."""
+    return gini(y, predictions) / gini(y, y)
 
 
 def regression_metrics(y: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -78,7 +108,38 @@ def regression_metrics(y: np.ndarray, predictions: np.ndarray) -> dict[str, floa
         "rmse": float(np.sqrt(np.mean((y - predictions) ** 2))),
         "r2": float(r2_score(y, predictions)),
         "spearman": float(spearmanr(y, predictions).statistic),
+        "gini": normalized_gini(y, predictions),
+        "total_predicted": float(predictions.sum()),
+        "total_actual": float(y.sum()),
     }
+
+
+def decile_table(y: np.ndarray, predictions: np.ndarray) -> dict:
+    """Rows by decile of predicted value (10: the highest): the nine edges, and each decile's rows,
+    mean predicted and actual value, and share of the actual total."""
+    edges = np.quantile(predictions, np.linspace(0.1, 0.9, 9))
+    deciles = decile_of(predictions, edges)
+    rows = []
+    for decile in range(1, 11):
+        chosen = deciles == decile
+        rows.append({"decile": decile, "rows": int(chosen.sum()),
+                     "mean_predicted": float(predictions[chosen].mean()) if chosen.any() else 0.0,
+                     "mean_actual": float(y[chosen].mean()) if chosen.any() else 0.0,
+                     "share_of_actual": float(y[chosen].sum() / y.sum()) if y.sum() else 0.0})
+    return {"edges": edges.tolist(), "table": rows}
+
+
+def decile_of(predictions: np.ndarray, edges) -> np.ndarray:
+    """Deciles 1..10 of predictions against the nine decile edges."""
+    return 1 + np.searchsorted(np.asarray(edges), predictions, side="right")
+
+
+def segment_names(predictions: np.ndarray, edges, segments: dict[str, int]) -> list[str]:
+    """Each prediction's segment: the one with the highest lowest-decile at or below its decile."""
+    by_start = sorted(segments.items(), key=lambda item: item[1])
+    starts = np.array([start for _, start in by_start])
+    names = [name for name, _ in by_start]
+    return [names[i] for i in np.searchsorted(starts, decile_of(predictions, edges), side="right") - 1]
 
 
 def gate_decisions(metrics: dict[str, float], gates: dict[str, GateSpec]) -> dict[str, dict]:
@@ -134,16 +195,12 @@ def evaluate_files(
         holdout = pd.read_parquet(holdout_file)
         threshold, valid_cost = choose_threshold(holdout["label"].to_numpy(), holdout["prediction"].to_numpy(),
                                                  use_case.costs)
-        metrics = binary_metrics(y_test, p_test, threshold)
+        metrics = binary_metrics(y_test, p_test, threshold, use_case.costs)
         predicted = (p_test >= threshold).astype(int)
         report.update(
             threshold=threshold,
             valid_cost_at_threshold=valid_cost,
-            test_cost_at_threshold=float(
-                use_case.costs.false_negative * np.sum((predicted == 0) & (y_test == 1))
-                + use_case.costs.false_positive * np.sum((predicted == 1) & (y_test == 0))
-                + use_case.costs.true_positive * np.sum((predicted == 1) & (y_test == 1))
-            ),
+            test_cost_at_threshold=outcome_cost(y_test, predicted == 1, use_case.costs),
             classes=class_names(use_case),
             confusion_matrix=confusion_matrix(y_test, predicted, labels=[0, 1]).tolist(),
             roc=roc_points(y_test, p_test),
@@ -151,6 +208,7 @@ def evaluate_files(
         )
     else:
         metrics = regression_metrics(y_test, p_test)
+        report.update(deciles=decile_table(y_test, p_test), segments=use_case.segments)
     gates = gate_decisions(metrics, use_case.gates)
     gates_passed = all(g["passed"] for g in gates.values())
     report.update(metrics=metrics, gates=gates, gates_passed=gates_passed)

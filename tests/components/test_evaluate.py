@@ -8,8 +8,12 @@ from flowline.components.evaluate.evaluation import (
     ROC_POINTS,
     binary_metrics,
     choose_threshold,
+    decile_table,
     gate_decisions,
+    normalized_gini,
+    regression_metrics,
     roc_points,
+    segment_names,
 )
 from flowline.pipelines.use_case import CostSpec, GateSpec
 
@@ -45,10 +49,66 @@ def test_expensive_false_alarms_can_mean_nobody_is_flagged():
 def test_binary_metrics_at_the_threshold():
     y = np.array([0, 0, 1, 1, 1, 0.0])
     p = np.array([0.1, 0.6, 0.7, 0.4, 0.9, 0.2])
-    metrics = binary_metrics(y, p, threshold=0.5)
+    costs = CostSpec(false_negative=100, false_positive=10, true_positive=1)
+    metrics = binary_metrics(y, p, threshold=0.5, costs=costs)
     assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == pytest.approx(2 / 3)
     assert metrics["roc_auc"] == pytest.approx(roc_auc_score(y, p))
     assert metrics["accuracy"] == pytest.approx(4 / 6)
+    # At 0.5: one fraud missed (100), one false alarm (10), two caught (2 x 1), over 6 rows.
+    assert metrics["expected_cost_per_1000"] == pytest.approx(1000 * 112 / 6)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_operating_points_match_a_brute_force_scan_of_every_threshold(seed: int):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200).astype(float)
+    p = np.clip(0.35 * y + rng.uniform(0, 0.65, 200), 0, 1).round(2)
+    best_recall = best_precision = 0.0
+    for threshold in np.unique(p):
+        flagged = p >= threshold
+        precision, recall = y[flagged].mean(), y[flagged].sum() / y.sum()
+        if precision >= 0.9:
+            best_recall = max(best_recall, recall)
+        if recall >= 0.9:
+            best_precision = max(best_precision, precision)
+    metrics = binary_metrics(y, p, 0.5, CostSpec(false_negative=1, false_positive=1))
+    assert metrics["recall_at_p90"] == pytest.approx(best_recall)
+    assert metrics["precision_at_r90"] == pytest.approx(best_precision)
+
+
+def test_no_threshold_reaching_90_percent_precision_gives_recall_zero():
+    y = np.array([1, 0, 1, 0, 1, 0.0])
+    p = np.array([0.9, 0.9, 0.8, 0.8, 0.7, 0.7])  # every cut flags as many negatives as positives
+    assert binary_metrics(y, p, 0.5, CostSpec(false_negative=1, false_positive=1))["recall_at_p90"] == 0.0
+
+
+def test_normalized_gini_is_one_for_the_perfect_order_and_near_zero_for_noise():
+    rng = np.random.default_rng(0)
+    y = rng.gamma(0.5, 40, 5000) * (rng.uniform(size=5000) < 0.3)
+    assert normalized_gini(y, y) == pytest.approx(1.0)
+    assert normalized_gini(y, -y) < -0.9
+    assert abs(normalized_gini(y, rng.uniform(size=5000))) < 0.05
+    # A constant prediction ties every row: they share the mean, so the Gini is exactly 0.
+    assert normalized_gini(y, np.zeros(5000)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_regression_metrics_report_both_totals():
+    y, predictions = np.array([0.0, 10, 30]), np.array([5.0, 5, 20])
+    metrics = regression_metrics(y, predictions)
+    assert metrics["total_predicted"] == 30 and metrics["total_actual"] == 40
+    assert metrics["mae"] == pytest.approx(20 / 3)
+
+
+def test_deciles_and_segments_follow_the_predicted_order():
+    predictions = np.arange(100, dtype=float)
+    y = predictions * 2
+    table = decile_table(y, predictions)
+    assert [row["rows"] for row in table["table"]] == [10] * 10
+    assert table["table"][-1]["mean_actual"] == pytest.approx(2 * np.mean(np.arange(90, 100)))
+    assert sum(row["share_of_actual"] for row in table["table"]) == pytest.approx(1.0)
+    segments = {"high": 9, "mid": 6, "low": 1}
+    names = segment_names(np.array([0.0, 49, 50, 79, 80, 99, 1e9]), table["edges"], segments)
+    assert names == ["low", "low", "mid", "mid", "high", "high", "high"]
 
 
 def test_gates_pass_and_fail_on_their_bounds():

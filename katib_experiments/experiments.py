@@ -38,6 +38,7 @@ from flowline.components.train.models import objective_metric
 from flowline.datasets import REGISTRY
 from flowline.components.tune.search import MEDIAN_STOP
 from flowline.components.tune.search_space import search_space
+from flowline.components.customers.customer_rows import customer_rows_use_case
 from flowline.pipelines.use_case import UseCase, built_in_use_cases, load_use_case
 
 FOLDER = Path(__file__).parent
@@ -76,15 +77,19 @@ def experiment_name(use_case: UseCase, family: str) -> str:
 
 
 def trial_arguments(use_case: UseCase, family: str, source: str = "", feature_plan: Optional[dict] = None) -> list[str]:
-    """The trial's command-line arguments: a built-in use case by name, any other inline as JSON."""
-    built_in = use_case.name in built_in_use_cases() and load_use_case(use_case.name) == use_case
+    """The trial's command-line arguments: a built-in use case by name, any other inline as JSON.
+
+    The steps after customer-rows see the customer rows' use case; a trial gets the
+    built-in transaction use case it came from, so that it builds the same rows.
+    """
+    built_in = use_case.name in built_in_use_cases() and use_case in _forms(load_use_case(use_case.name))
     args = ["--use-case", use_case.name] if built_in else ["--use-case-json", use_case.model_dump_json()]
     args += ["--family", family]
     if source:
         args += ["--source", source]
     if feature_plan is not None:
         args += ["--feature-plan", json.dumps(feature_plan, sort_keys=True)]
-    space = search_space(family, use_case.task)
+    space = search_space(family, use_case.task, use_case.tuning)
     return args + [f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
 
 
@@ -99,7 +104,7 @@ def build_experiment(
     feature_plan: Optional[dict] = None,
 ) -> V1beta1Experiment:
     """The Experiment that searches `family`'s space for `use_case` with `trials` trials."""
-    space = search_space(family, use_case.task)
+    space = search_space(family, use_case.task, use_case.tuning)
     metric, direction = objective_metric(use_case.task)
     job = {
         "apiVersion": "batch/v1",
@@ -168,6 +173,11 @@ def to_manifest(experiment: V1beta1Experiment) -> dict:
     return ApiClient().sanitize_for_serialization(experiment)
 
 
+def _forms(use_case: UseCase) -> list[UseCase]:
+    """A use case as the pipeline's steps may see it: itself, and its customer rows' use case."""
+    return [use_case, customer_rows_use_case(use_case)] if use_case.transactions else [use_case]
+
+
 def use_case_experiments(use_case: UseCase, image: str, namespace: str = "flowline", source: str = "") -> dict[str, dict]:
     """File name -> manifest, one Experiment per family in the use case's budget.
 
@@ -182,12 +192,16 @@ def use_case_experiments(use_case: UseCase, image: str, namespace: str = "flowli
     return out
 
 
-def built_in_experiments(image: str, namespace: str = "flowline") -> dict[str, dict]:
-    """The Experiments of every built-in use case: what the YAML files beside this module hold."""
-    out = {}
+def built_in_experiments(image: str, namespace: str = "flowline") -> tuple[dict[str, dict], dict[str, str]]:
+    """The Experiments of every built-in use case (what the YAML files beside this module hold), and
+    the use cases left out with the reason: those whose data no trial pod can download."""
+    out, left_out = {}, {}
     for name in built_in_use_cases():
-        out.update(use_case_experiments(load_use_case(name), image, namespace))
-    return out
+        try:
+            out.update(use_case_experiments(load_use_case(name), image, namespace))
+        except ExperimentError as error:
+            left_out[name] = str(error)
+    return out, left_out
 
 
 def write_experiments(manifests: dict[str, dict], folder: str | Path) -> list[Path]:

@@ -3,8 +3,8 @@
     python -m flowline.katib_experiments.trial --use-case churn --family xgboost \
         [--source URL] [--feature-plan JSON] --eta=0.1 --max_depth=4 ...
 
-The trial reads the use case's data (or `--source`), holds it to the contract, makes
-the fixed split, and fits the FeatureSet from `--feature-plan` (the pipeline's plan),
+The trial reads the use case's data (or `--source`), holds it to the contract, builds
+customer rows from a transaction log, makes the fixed split, and fits the FeatureSet from `--feature-plan` (the pipeline's plan),
 or searches a plan itself as the features step would. It prints only metric lines to
 stdout: the validation score at every intermediate step (so `medianstop` can stop a
 weak trial), then the final score and `iterations=N` (rounds or epochs, for the
@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from flowline.components.customers.customer_rows import build_customer_rows, customer_rows_use_case
     from flowline.components.features.engineering import engineer_features
     from flowline.components.features.feature_set import FeaturePlan, FeatureSet
     from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
@@ -44,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
     use_case = UseCase.model_validate_json(args.use_case_json) if args.use_case_json else load_use_case(args.use_case)
-    space = search_space(args.family, use_case.task)
+    space = search_space(args.family, use_case.task, use_case.tuning)
     for parameter in space.parameters:
         parser.add_argument(f"--{parameter.name}", required=True)
     args = parser.parse_args(argv)
@@ -54,7 +55,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(message, file=sys.stderr)
 
     raw = read_table(resolve_source(use_case, args.source), use_case.data.format, use_case.data.separator)
-    parts = split_frame(apply_contract(raw.frame, use_case).kept, use_case)
+    kept = apply_contract(raw.frame, use_case).kept
+    if use_case.transactions:
+        kept, use_case = build_customer_rows(kept, use_case), customer_rows_use_case(use_case)
+    parts = split_frame(kept, use_case)
     if args.feature_plan:
         feature_set = FeatureSet.fit(parts["train"], use_case, FeaturePlan.from_dict(json.loads(args.feature_plan)))
     else:

@@ -132,7 +132,9 @@ def _katib(args: argparse.Namespace) -> int:
         if args.use_case_name or args.use_case_path:
             manifests = use_case_experiments(_use_case(args), base_image(), args.namespace, args.source or "")
         else:
-            manifests = built_in_experiments(base_image(), args.namespace)
+            manifests, left_out = built_in_experiments(base_image(), args.namespace)
+            for name, reason in left_out.items():
+                print(f"left out: {name}: {reason}")
     except ExperimentError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -20,8 +20,15 @@ from flowline.pipelines.use_case import UseCase
 # The pipeline's tasks as kfp.local names them (a component used three times: tune, tune-2, tune-3).
 STEPS = ("ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "drift", "package",
          "deploy")
-SHOWN_STEPS = "ingest -> split -> features -> tune (xgboost, linear, forest) + nas (mlp) -> train -> evaluate " \
+SHOWN_STEPS = "split -> features -> tune (xgboost, linear, forest) + nas (mlp) -> train -> evaluate " \
               "-> drift -> package -> deploy"
+
+
+def pipeline_steps(use_case: UseCase) -> tuple[tuple[str, ...], str]:
+    """The task names of the use case's pipeline, and the line that shows them."""
+    if use_case.transactions:
+        return ("ingest", "customer-rows", *STEPS[1:]), f"ingest -> customer-rows -> {SHOWN_STEPS}"
+    return STEPS, f"ingest -> {SHOWN_STEPS}"
 
 
 def run_local(
@@ -51,7 +58,8 @@ def run_local(
         champion = newest_package(runs_dir, use_case.name, promoted_only=True) or ""
     run_dir = Path(runs_dir).resolve() / f"{use_case.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
     run_dir.mkdir(parents=True)
-    print(f"flowline: running use case {use_case.name!r} locally, {len(STEPS)} steps ({SHOWN_STEPS})")
+    steps, shown = pipeline_steps(use_case)
+    print(f"flowline: running use case {use_case.name!r} locally, {len(steps)} steps ({shown})")
     print(f"flowline: run folder {run_dir}")
     print(f"flowline: champion {champion or 'none'}")
     print(f"flowline: full log {run_dir / 'run.log'}")
@@ -60,7 +68,7 @@ def run_local(
     with open(run_dir / "run.log", "w") as log, warnings.catch_warnings():
         # kfp.local warns about any image without "python" in its name; the flowline image has Python.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
-        with contextlib.redirect_stdout(ProgressStream(log, sys.stdout, STEPS, verbose)):
+        with contextlib.redirect_stdout(ProgressStream(log, sys.stdout, steps, verbose)):
             outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))
     package_dir = Path(outcome.output.path)
     summary = summarize(use_case, package_dir, run_dir, wall_seconds=time.monotonic() - started)

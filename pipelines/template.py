@@ -11,6 +11,8 @@ from typing import Callable
 from kfp import dsl
 from kfp.dsl import Model
 
+from flowline.components.customers.component import customer_rows
+from flowline.components.customers.customer_rows import customer_rows_use_case
 from flowline.components.deploy.component import deploy
 from flowline.components.drift.component import drift
 from flowline.components.evaluate.component import evaluate
@@ -30,6 +32,7 @@ TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")
 # Katib backend the tune and nas steps only submit and wait: the trials get their own pods.
 RESOURCES = {
     "ingest": ("500m", "1Gi"),
+    "customer-rows": ("1", "2Gi"),
     "split": ("500m", "1Gi"),
     "features": ("2", "2Gi"),
     "tune": ("2", "4Gi"),
@@ -51,6 +54,9 @@ def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.Pi
 def build_pipeline(use_case: UseCase) -> Callable:
     """Return the KFP pipeline for `use_case`.
 
+    A transaction-log use case (`transactions`) gains a customer-rows step after ingest;
+    every later step sees the customer rows' use case (customer_rows.py).
+
     Inputs: `source` (a path or URL) overrides the use case's data when not empty;
     `trials` overrides every family's tuning budget when above 0; `tuning_backend`
     (optuna, katib or auto) overrides the use case's `tuning.backend` when not empty;
@@ -58,13 +64,17 @@ def build_pipeline(use_case: UseCase) -> Callable:
     none); `namespace` and `canary_percent` say where Katib Experiments run and where and
     how the deploy step applies the InferenceService (in a cluster only).
     """
-    spec = use_case.model_dump_json()
+    raw_spec = use_case.model_dump_json()
+    spec = customer_rows_use_case(use_case).model_dump_json() if use_case.transactions else raw_spec
 
     @dsl.pipeline(name=f"flowline-{use_case.name}", description=use_case.description or use_case.name)
     def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
                  namespace: str = "flowline", canary_percent: int = 10) -> Model:
-        ingested = _configure(ingest(use_case_json=spec, source=source), "ingest")
-        splits = _configure(split(use_case_json=spec, dataset=ingested.outputs["dataset"]), "split")
+        ingested = _configure(ingest(use_case_json=raw_spec, source=source), "ingest")
+        rows = ingested.outputs["dataset"]
+        if use_case.transactions:
+            rows = _configure(customer_rows(use_case_json=raw_spec, dataset=rows), "customer-rows").outputs["rows"]
+        splits = _configure(split(use_case_json=spec, dataset=rows), "split")
         fitted = _configure(
             features(use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"]), "features")
         prepared = dict(train=splits.outputs["train"], valid=splits.outputs["valid"],

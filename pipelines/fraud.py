@@ -1,0 +1,8 @@
+"""The fraud pipelines: the template applied to pipelines/use_cases/fraud.yaml (card transactions)
+and fraud-claims.yaml (car-insurance claims)."""
+
+from flowline.pipelines.template import build_pipeline
+from flowline.pipelines.use_case import load_use_case
+
+fraud_pipeline = build_pipeline(load_use_case("fraud"))
+fraud_claims_pipeline = build_pipeline(load_use_case("fraud-claims"))

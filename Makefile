@@ -12,6 +12,7 @@ PYTEST_WORKERS ?= 2
 
 MLSERVER_VENV := build/mlserver-venv
 FLAML_VENV := build/flaml-venv
+BTYD_VENV := build/btyd-venv
 # promtool from Debian's prometheus package, unpacked rather than installed so no service starts.
 PROMTOOL := build/tools/usr/bin/promtool
 
@@ -20,8 +21,9 @@ PROMTOOL := build/tools/usr/bin/promtool
 help:
 	@echo "make demo     install, run churn locally, serve its package, send it a v2 and a v1 explain request"
 	@echo "make test     install with test extras and run the whole test suite"
-	@echo "make bench    serving against MLServer and an HTTP floor (build/bench/serving.json), and churn's"
-	@echo "              AutoML against FLAML on the same split (build/bench/automl-churn.json); about 12 minutes"
+	@echo "make bench    churn, fraud and fraud-claims against FLAML on the same split (build/bench/automl-*.json),"
+	@echo "              clv against BG/NBD + Gamma-Gamma (build/bench/clv.json), and serving against MLServer and"
+	@echo "              an HTTP floor (build/bench/serving.json); about 40 minutes"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make clean    remove .venv, build/ and runs/"
@@ -60,7 +62,7 @@ test: install-test tools
 
 # Not a test: measures, writes JSON, compares with the peers in the same run.
 # wrk comes from Debian; MLServer and FLAML get their own venvs (MLServer needs uvloop 0.21.0;
-# FLAML's extras want numpy 2, which the verified set cannot take).
+# FLAML's extras want numpy 2, which the verified set cannot take; lifetimes, the BG/NBD baseline, too).
 bench: install
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
 	test -x $(MLSERVER_VENV)/bin/mlserver || ( $(PYTHON) -m venv $(MLSERVER_VENV) \
@@ -69,8 +71,13 @@ bench: install
 	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps mlserver-xgboost==1.7.1 )
 	test -x $(FLAML_VENV)/bin/python || ( $(PYTHON) -m venv $(FLAML_VENV) \
 	  && $(FLAML_VENV)/bin/pip install --quiet --disable-pip-version-check 'flaml[automl]==2.8.0' )
-	$(BIN)/python tests/benchmark/automl_bench.py churn --flaml-venv $(FLAML_VENV) --time-budget 300 \
-	  --out build/bench/automl-churn.json
+	test -x $(BTYD_VENV)/bin/python || ( $(PYTHON) -m venv $(BTYD_VENV) \
+	  && $(BTYD_VENV)/bin/pip install --quiet --disable-pip-version-check lifetimes==0.11.3 numpy==2.4.6 \
+	       pandas==3.1.1 scipy==1.17.1 autograd==1.9.1 dill==0.4.1 python-dateutil==4.0.0 )
+	for use_case in churn fraud fraud-claims; do \
+	  $(BIN)/python tests/benchmark/automl_bench.py $$use_case --flaml-venv $(FLAML_VENV) --time-budget 300 \
+	    --out build/bench/automl-$$use_case.json || exit 1; done
+	$(BIN)/python tests/benchmark/clv_bench.py --btyd-venv $(BTYD_VENV) --out build/bench/clv.json
 	$(BIN)/flowline run churn --no-champion --summary build/bench/run-summary.json
 	$(BIN)/python tests/benchmark/serving_bench.py build/bench/run-summary.json \
 	  --mlserver-venv $(MLSERVER_VENV) --out build/bench/serving.json

@@ -85,3 +85,16 @@ def test_one_tune_step_per_family_and_nas_feed_train(compiled: Path):
     evaluate = tasks["evaluate"]["inputs"]
     assert evaluate["artifacts"]["holdout"]["taskOutputArtifact"]["producerTask"] == "train"
     assert evaluate["parameters"]["champion"]["componentInputParameter"] == "champion"
+
+
+@pytest.mark.parametrize("module, attribute, name", [
+    ("clv", "clv_pipeline", "clv"), ("fraud", "fraud_pipeline", "fraud"),
+    ("fraud", "fraud_claims_pipeline", "fraud-claims")])
+def test_the_clv_and_fraud_pipelines_come_from_the_same_template(module, attribute, name):
+    import importlib
+
+    pipeline = getattr(importlib.import_module(f"flowline.pipelines.{module}"), attribute)
+    assert pipeline.name == f"flowline-{name}"
+    # A transaction log gains the customer-rows step; every other step is the same.
+    expected = STEPS[:1] + ["customer-rows"] + STEPS[1:] if name == "clv" else STEPS
+    assert sorted(pipeline.pipeline_spec.root.dag.tasks) == sorted(expected)

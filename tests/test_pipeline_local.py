@@ -96,3 +96,22 @@ def test_a_broken_source_fails_the_run_naming_the_step_and_the_cause(data_home, 
     assert "ingest failure in" in captured.out
     assert "ContractError" in captured.out and "'SeniorCitizen'" in captured.out
     assert "flowline: run failed" in captured.err and "'ingest'" in captured.err
+
+
+def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_home, tmp_path: Path, capsys):
+    """`flowline run clv` with one trial per family: ingest -> customer-rows -> ... -> package."""
+    summary_path = tmp_path / "summary.json"
+    code = main(["run", "clv", "--trials", "1", "--runs-dir", str(tmp_path / "runs"), "--summary", str(summary_path)])
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    summary = json.loads(summary_path.read_text())
+    assert summary["task"] == "regression" and summary["rows"]["rows_in"] == 69659
+    assert {"mae", "rmse", "spearman", "gini", "total_predicted", "total_actual"} <= set(summary["metrics"])
+    # Test: every CDNOW customer at the end of calibration, labelled with the holdout's spend.
+    assert summary["metrics"]["total_actual"] == pytest.approx(776961.13)
+    assert summary["metrics"]["spearman"] > 0.3 and summary["metrics"]["gini"] > 0.5
+    started = re.findall(r"^\[(\d+)/13\] ([\w-]+)$", shown, re.M)
+    assert [step for _, step in started][:3] == ["ingest", "customer-rows", "split"]
+    assert "customer rows: 23570 at 1997-07-01, 23570 at 1997-09-30" in shown
+    evaluation = json.loads((Path(summary["package"]) / "evaluation.json").read_text())
+    assert evaluation["segments"] == {"high": 9, "mid": 6, "low": 1} and len(evaluation["deciles"]["edges"]) == 9

@@ -1,6 +1,6 @@
 """FLAML on flowline's fixed split: run inside its own venv by automl_bench.py (no flowline imports).
 
-    python flaml_baseline.py FIT_CSV TEST_CSV --label COLUMN --time-budget 300 --metric roc_auc --out FILE
+    python flaml_baseline.py FIT_CSV TEST_CSV --label COLUMN --time-budget 300 --metric roc_auc|ap --out FILE
 
 FIT_CSV holds train + valid (80 % of the rows), TEST_CSV the test split, both typed as
 flowline's ingest typed them; FLAML searches with its own holdout inside the fit rows,
@@ -15,7 +15,7 @@ import time
 
 import pandas as pd
 from flaml import AutoML
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
 
 def frame(path: str, label: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -48,7 +48,10 @@ def main() -> None:
                seed=args.seed, verbose=0)
     wall = time.monotonic() - started
     scores = automl.predict_proba(x_test)[:, 1]
+    precision, recall, _ = precision_recall_curve(y_test, scores)
     result = {"roc_auc": roc_auc_score(y_test, scores), "auprc": average_precision_score(y_test, scores),
+              "recall_at_p90": float(recall[precision >= 0.9].max(initial=0.0)),
+              "precision_at_r90": float(precision[recall >= 0.9].max(initial=0.0)),
               "wall_seconds": wall, "best_estimator": automl.best_estimator, "time_budget": args.time_budget,
               "fit_rows": len(y_fit), "test_rows": len(y_test)}
     with open(args.out, "w") as out:

@@ -272,3 +272,63 @@ def test_boosting_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_c
     (member,) = Ensemble.load(tmp_path / "model").members
     assert member.family == "xgboost" and member.weight == 1.0
     assert member.model.booster.num_boosted_rounds() == 27  # 20 rounds on 600 train rows -> 27 on 800
+
+
+def spend_data(seed: int = 5) -> TrainingData:
+    """Skewed, non-negative spend: zero for most rows, log-linear in two features for the rest."""
+    rng = np.random.default_rng(seed)
+
+    def rows(n):
+        x = rng.normal(0, 1, (n, 2))
+        buys = rng.uniform(size=n) < 1 / (1 + np.exp(-(x[:, 0] - 0.8)))
+        return x, np.where(buys, rng.gamma(2.0, np.exp(2 + 0.6 * x[:, 1]) / 2), 0.0)
+
+    (x_train, y_train), (x_valid, y_valid) = rows(3000), rows(1000)
+    return TrainingData("regression", x_train, y_train, x_valid, y_valid)
+
+
+TWEEDIE = TuningSpec(objective="tweedie", max_boost_rounds=300, early_stopping_rounds=20)
+TWEEDIE_PARAMS = {**PARAMS, "linear": {"alpha": 1e-4}}
+
+
+@pytest.mark.parametrize("family", ["xgboost", "forest", "linear"])
+def test_tweedie_models_predict_non_negative_spend_and_explain_it_additively(family, tmp_path: Path):
+    data = spend_data()
+    fitted = fit_candidate(family, TWEEDIE_PARAMS[family], data, TWEEDIE)
+    predictions = fitted.model.margin(data.x_valid)
+    assert (predictions > 0).all()
+    # The log link keeps the total near the labels' (a squared-error fit would not be bounded below).
+    assert predictions.sum() == pytest.approx(data.y_valid.sum(), rel=0.15)
+    contributions = fitted.model.contributions(data.x_valid[:50])
+    np.testing.assert_allclose(contributions.sum(axis=1), predictions[:50], rtol=1e-4)
+    files = fitted.model.save(tmp_path, family)
+    loaded = MODEL_FAMILIES[family].load(tmp_path, files, "regression")
+    np.testing.assert_allclose(loaded.margin(data.x_valid), predictions, rtol=1e-6)
+
+
+def test_tweedie_xgboost_uses_the_tweedie_objective_with_the_use_cases_power():
+    booster = fit_candidate("xgboost", PARAMS["xgboost"], spend_data(), TWEEDIE.model_copy(
+        update={"tweedie_power": 1.3})).model.booster
+    config = json.loads(booster.save_config())["learner"]["objective"]
+    assert config["name"] == "reg:tweedie"
+    assert float(config["tweedie_regression_param"]["tweedie_variance_power"]) == pytest.approx(1.3)
+
+
+def test_a_tweedie_glm_holds_its_score_to_the_training_range():
+    data = spend_data()
+    model = fit_candidate("linear", TWEEDIE_PARAMS["linear"], data, TWEEDIE).model
+    far = np.array([[40.0, 40.0], [-40.0, -40.0]])  # far outside anything seen in training
+    low, high = model.score_range
+    np.testing.assert_allclose(np.log(model.margin(far)), [high, low])
+    np.testing.assert_allclose(model.contributions(far).sum(axis=1), model.margin(far), rtol=1e-6)
+
+
+def test_tuned_class_weight_reaches_xgboost_and_the_forest(data):
+    weighted = {family: fit_candidate(family, {**PARAMS[family], "scale_pos_weight": 20.0}, data, TUNING).model
+                for family in ("xgboost", "forest")}
+    plain = {family: fit_candidate(family, PARAMS[family], data, TUNING).model for family in ("xgboost", "forest")}
+    for family in weighted:
+        objective = json.loads(weighted[family].booster.save_config())["learner"]["objective"]
+        assert float(objective["reg_loss_param"]["scale_pos_weight"]) == 20
+        # Weighting the positives up moves the log-odds up.
+        assert weighted[family].margin(data.x_valid).mean() > plain[family].margin(data.x_valid).mean() + 0.5

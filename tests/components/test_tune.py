@@ -196,3 +196,20 @@ def test_tune_files_with_optuna_saves_the_best_for_train(toy_use_case, tmp_path:
                         str(tmp_path / "fs.json"), str(tmp_path / "best.json"))
     assert SearchResult.load(tmp_path / "best.json") == result and result.trials == 3
     assert "tune (linear): best valid_roc_auc" in capsys.readouterr().out
+
+
+def test_class_weighting_adds_the_positive_weight_to_the_tree_families_only():
+    weighted = TuningSpec(class_weighting=True)
+    for family in FAMILIES:
+        names = [p.name for p in search_space(family, "binary", weighted).parameters]
+        assert ("scale_pos_weight" in names) == (family in ("xgboost", "forest"))
+        assert "scale_pos_weight" not in [p.name for p in search_space(family, "binary", TuningSpec()).parameters]
+    assert "class_weight" in [p.name for p in search_space("linear", "binary", weighted).parameters]
+
+
+def test_tweedie_regression_searches_the_glms_penalty_per_row():
+    tweedie = search_space("linear", "regression", TuningSpec(objective="tweedie"))
+    ridge = search_space("linear", "regression", TuningSpec())
+    # sklearn's GLM penalty multiplies a per-row mean deviance: useful values sit far below Ridge's.
+    assert [p.name for p in tweedie.parameters] == ["alpha"] and tweedie.parameters[0].high <= 1.0
+    assert ridge.parameters[0].high >= 100

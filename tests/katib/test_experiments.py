@@ -25,7 +25,7 @@ from flowline.katib_experiments.experiments import (
     to_manifest,
     trial_source,
 )
-from flowline.pipelines.use_case import TuningSpec, load_use_case
+from flowline.pipelines.use_case import load_use_case
 from manifest_helpers import katib_errors
 
 # Katib's StdOut collector's default filter (pkg/metricscollector/v1beta1/common: DefaultFilter).
@@ -66,15 +66,19 @@ def test_the_validator_rejects_an_unknown_field_a_wrong_type_and_a_bad_job():
 @pytest.mark.parametrize("name", sorted(committed()))
 def test_parameters_match_the_space_and_reach_the_trial_command(name):
     spec = committed()[name]["spec"]
-    family = committed()[name]["metadata"]["labels"]["flowline.dev/family"]
-    space = search_space(family, "binary", TuningSpec())
+    labels = committed()[name]["metadata"]["labels"]
+    family, use_case = labels["flowline.dev/family"], load_use_case(labels["flowline.dev/use-case"])
+    space = search_space(family, "binary", use_case.tuning)
+    # The fraud use cases tune the positive class's weight; churn does not.
+    assert ("scale_pos_weight" in [p.name for p in space.parameters]) == (
+        use_case.tuning.class_weighting and family in ("xgboost", "forest"))
     assert [p["name"] for p in spec["parameters"]] == [p.name for p in space.parameters]
     assert [t["reference"] for t in spec["trialTemplate"]["trialParameters"]] == [p.name for p in space.parameters]
     args = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert [a for a in args if "${trialParameters." in a] == [
         f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
     assert spec["algorithm"]["algorithmName"] == "tpe" and spec["earlyStopping"]["algorithmName"] == "medianstop"
-    assert spec["parallelTrialCount"] == 3 and spec["maxTrialCount"] == load_use_case("churn").tuning.families[family]
+    assert spec["parallelTrialCount"] == 3 and spec["maxTrialCount"] == use_case.tuning.families[family]
     assert spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut"
     assert spec["objective"] == {
         "type": "maximize", "objectiveMetricName": "valid_roc_auc", "additionalMetricNames": ["iterations"],

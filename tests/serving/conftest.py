@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from flowline.inference_services.local_server import running_server
-from flowline.pipelines.use_case import UseCase
+from flowline.pipelines.use_case import UseCase, load_use_case
 from serving_helpers import MAX_BATCH, build_package, card_use_case
 
 
@@ -34,11 +34,19 @@ def card_package(data_home, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(churn_package, card_package, tmp_path_factory) -> str:
-    """One process serving churn and card-fraud, with a small batch limit to test it."""
+def clv_package(data_home, tmp_path_factory) -> Path:
+    """CLV on all of CDNOW (customer rows from the transaction log), xgboost and linear only, one trial each."""
+    use_case = load_use_case("clv")
+    quick = use_case.tuning.model_copy(update={"families": {"xgboost": 1, "linear": 1}, "max_boost_rounds": 200})
+    return build_package(use_case.model_copy(update={"tuning": quick}), tmp_path_factory.mktemp("clv"), trials=1)
+
+
+@pytest.fixture(scope="session")
+def server(churn_package, card_package, clv_package, tmp_path_factory) -> str:
+    """One process serving churn, card-fraud and clv, with a small batch limit to test it."""
     log = str(tmp_path_factory.mktemp("server") / "server.log")
-    with running_server([str(churn_package), str(card_package)], extra_args=["--max-batch", str(MAX_BATCH)],
-                        log_path=log) as url:
+    with running_server([str(churn_package), str(card_package), str(clv_package)],
+                        extra_args=["--max-batch", str(MAX_BATCH)], log_path=log) as url:
         yield url
 
 

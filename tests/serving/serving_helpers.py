@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from flowline.components.customers.customer_rows import customer_rows_files, customer_rows_use_case
 from flowline.components.drift.detector import fit_drift_files
 from flowline.components.evaluate.evaluation import evaluate_files
 from flowline.components.features.engineering import engineer_features_files
@@ -20,13 +21,18 @@ MAX_BATCH = 64
 
 
 def build_package(use_case: UseCase, folder: Path, trials: int, champion: str = "") -> Path:
-    """ingest -> split -> features -> tune (each family) -> train -> evaluate -> drift -> package, without KFP."""
+    """ingest (-> customer rows) -> split -> features -> tune (each family) -> train -> evaluate -> drift ->
+    package, without KFP."""
     folder.mkdir(parents=True, exist_ok=True)
     f = {name: str(folder / name) for name in
-         ("data.parquet", "quarantine.parquet", "profile.md", "train", "valid", "test", "fs.json", "features.md",
-          "model", "holdout", "eval.json", "drift", *(f"{family}.json" for family in FAMILIES))}
+         ("data.parquet", "quarantine.parquet", "profile.md", "rows.parquet", "rows.md", "train", "valid", "test",
+          "fs.json", "features.md", "model", "holdout", "eval.json", "drift", *(f"{family}.json" for family in FAMILIES))}
     counts = ingest_to_files(use_case, "", f["data.parquet"], f["quarantine.parquet"], f["profile.md"])
-    split_files(use_case, f["data.parquet"], {k: f[k] for k in ("train", "valid", "test")})
+    rows = f["data.parquet"]
+    if use_case.transactions:
+        customer_rows_files(use_case, rows, f["rows.parquet"], f["rows.md"])
+        use_case, rows = customer_rows_use_case(use_case), f["rows.parquet"]
+    split_files(use_case, rows, {k: f[k] for k in ("train", "valid", "test")})
     engineer_features_files(use_case, f["train"], f["valid"], f["fs.json"], f["features.md"])
     searches = {family: f[f"{family}.json"] for family in FAMILIES}
     for family, result in searches.items():

@@ -2,6 +2,7 @@
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import tritonclient.http as triton
 from scipy.special import expit
@@ -117,7 +118,7 @@ def test_metadata_health_and_readiness(server, loaded):
 
 
 def test_one_process_serves_several_models_by_name(server, card_package):
-    assert set(httpx.get(f"{server}/v2/models").json()["models"]) == {"churn", "card-fraud"}
+    assert set(httpx.get(f"{server}/v2/models").json()["models"]) == {"churn", "card-fraud", "clv"}
     row = {"Time": 10.0, "Amount": 12.5, **{f"V{i}": 0.1 for i in range(1, CARD_COMPONENTS + 1)}}
     response = httpx.post(f"{server}/v1/models/card-fraud:predict", json={"instances": [row]})
     assert response.status_code == 200 and response.json()["model_version"] == verify(card_package)["version"]
@@ -142,3 +143,55 @@ def test_prometheus_metrics_count_decisions_latency_and_refusals(server, churn_t
     created = next(line for line in text.splitlines() if line.startswith("flowline_model_created_timestamp_seconds{"))
     assert f'model_version="{version}"' in created and float(created.rsplit(" ", 1)[1]) == loaded.created_at
     assert "request_predict_seconds" in text  # KServe's own metrics are there too
+
+
+@pytest.fixture(scope="module")
+def clv(clv_package):
+    """The CLV package and some customers at the end of calibration, as an application would send them."""
+    loaded = LoadedPackage.load(clv_package)
+    customers = pd.read_parquet(clv_package.parent / "test").sample(60, random_state=0)
+    return loaded, customers[loaded.feature_set.input_columns]
+
+
+def test_clv_answers_each_customers_value_and_segment_over_v1_and_v2(server, clv):
+    loaded, customers = clv
+    expected = loaded.predict(customers)
+    response = httpx.post(f"{server}/v1/models/clv:predict", json={"instances": records_of(customers)})
+    assert response.status_code == 200, response.text
+    answers = response.json()["predictions"]
+    assert np.array_equal(np.array([a["prediction"] for a in answers], dtype=np.float32), expected)
+    assert [a["segment"] for a in answers] == loaded.segments(expected)
+    assert {"high", "low"} <= {a["segment"] for a in answers} and (expected >= 0).all()
+    response = httpx.post(f"{server}/v2/models/clv/infer", json={"inputs": column_tensors(loaded, customers)})
+    assert response.status_code == 200, response.text
+    outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
+    assert np.array_equal(np.array(outputs["prediction"], dtype=np.float32), expected)
+    assert outputs["segment"] == loaded.segments(expected)
+    metadata = httpx.get(f"{server}/v2/models/clv").json()
+    assert [o["name"] for o in metadata["outputs"]] == ["prediction", "segment"]
+
+
+def test_clv_segments_are_the_deciles_evaluate_measured(clv):
+    loaded, _ = clv
+    deciles = loaded.evaluation["deciles"]
+    top = deciles["table"][-1]
+    # The top decile of predicted value holds far more than a tenth of the actual holdout spend.
+    assert top["share_of_actual"] > 0.3 and top["mean_actual"] > deciles["table"][0]["mean_actual"]
+    assert loaded.segments(np.array([deciles["edges"][-1] + 1.0, -1.0])) == ["high", "low"]
+
+
+def test_clv_explanations_add_up_to_the_predicted_value(server, clv):
+    loaded, customers = clv
+    response = httpx.post(f"{server}/v1/models/clv:explain", json={"instances": records_of(customers.head(5))})
+    assert response.status_code == 200, response.text
+    for explanation, value in zip(response.json()["explanations"], loaded.predict(customers.head(5))):
+        total = explanation["base_value"] + sum(explanation["contributions"].values())
+        assert total == pytest.approx(float(value), rel=1e-4, abs=1e-3)
+
+
+def test_a_clv_request_with_a_bad_field_is_a_400_naming_it(server, clv):
+    _, customers = clv
+    record = records_of(customers.head(1))[0]
+    record["amount_last_4w"] = "lots"
+    response = httpx.post(f"{server}/v1/models/clv:predict", json={"instances": [record]})
+    assert response.status_code == 400 and "amount_last_4w" in response.text

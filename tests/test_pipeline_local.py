@@ -112,6 +112,6 @@ def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_hom
     assert summary["metrics"]["spearman"] > 0.3 and summary["metrics"]["gini"] > 0.5
     started = re.findall(r"^\[(\d+)/13\] ([\w-]+)$", shown, re.M)
     assert [step for _, step in started][:3] == ["ingest", "customer-rows", "split"]
-    assert "customer rows: 23570 at 1997-07-01, 23570 at 1997-09-30" in shown
+    assert "customer-rows: 23570 at 1997-07-01, 23570 at 1997-09-30" in shown
     evaluation = json.loads((Path(summary["package"]) / "evaluation.json").read_text())
     assert evaluation["segments"] == {"high": 9, "mid": 6, "low": 1} and len(evaluation["deciles"]["edges"]) == 9

@@ -157,5 +157,5 @@ def customer_rows_files(use_case: UseCase, dataset_file: str, rows_file: str, su
     with open(summary_file, "w") as out:
         out.write(summary_markdown(rows, use_case))
     counts = rows.groupby(CUTOFF_COLUMN).size().to_dict()
-    print("customer rows: " + ", ".join(f"{n} at {cutoff}" for cutoff, n in counts.items()))
+    print("customer-rows: " + ", ".join(f"{n} at {cutoff}" for cutoff, n in counts.items()))
     return {"rows": len(rows), "cutoffs": len(counts)}

@@ -13,11 +13,12 @@ in weeks.
 - Rows at `calibration_end` are what the model is applied to (and evaluated on): the
   label is the spend over the `horizon_days` that follow, which no training row saw.
 
-The features describe the entity as of its own cut-off: recency, frequency and
-monetary value, inter-purchase time, activity and spend in recent windows, the trend
-between the last two quarters, and purchase and spend rates over the entity's lifetime. `customer_rows_use_case` is the use case the rest
-of the pipeline sees: these columns, the label, and the `latest` split (test = the
-rows at calibration_end).
+The features describe the entity as of its own cut-off, each in a form that means the
+same at any cut-off (README.md): recency relative to the entity's age, frequency and
+spend per week of its lifetime, monetary value, inter-purchase time, activity and spend
+in recent windows, and the trend between the last two quarters.
+`customer_rows_use_case` is the use case the rest of the pipeline sees: these columns,
+the label, and the `latest` split (test = the rows at calibration_end).
 """
 
 from __future__ import annotations

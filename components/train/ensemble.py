@@ -104,16 +104,18 @@ class Ensemble:
         return cls(document["task"], members, document["bias"])
 
 
-def fit_blend(task: str, margins: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+def fit_blend(task: str, margins: np.ndarray, y: np.ndarray, non_negative: bool = False) -> tuple[np.ndarray, float]:
     """Non-negative weights and a bias for blending member margins (columns) on rows with labels `y`.
 
     Binary: minimises log loss of sigmoid(bias + margins @ w), a logistic regression
-    constrained to w >= 0. Regression: least squares with w >= 0.
+    constrained to w >= 0. Regression: least squares with w >= 0; with `non_negative`
+    (members that predict a non-negative amount, such as spend) the bias is >= 0 too, so
+    the blend never predicts below zero.
     """
     k = margins.shape[1]
     if task != "binary":
         design = np.hstack([margins, np.ones((len(margins), 1))])
-        bounds = (np.r_[np.zeros(k), -np.inf], np.full(k + 1, np.inf))
+        bounds = (np.r_[np.zeros(k), 0.0 if non_negative else -np.inf], np.full(k + 1, np.inf))
         solution = lsq_linear(design, y, bounds=bounds).x
         return solution[:k], float(solution[k])
     sign = 2.0 * y - 1.0
@@ -137,26 +139,28 @@ def fold_splits(task: str, y: np.ndarray, folds: int, seed: int) -> list[tuple[n
     return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
 
-def cross_fitted_score(task: str, margins: np.ndarray, y: np.ndarray, folds: int, seed: int) -> float:
+def cross_fitted_score(task: str, margins: np.ndarray, y: np.ndarray, folds: int, seed: int,
+                       non_negative: bool = False) -> float:
     """The blend's validation score with every row scored by weights fitted without it."""
     blended = np.empty(len(y))
     for fit_rows, held_out in fold_splits(task, y, folds, seed):
-        weights, bias = fit_blend(task, margins[fit_rows], y[fit_rows])
+        weights, bias = fit_blend(task, margins[fit_rows], y[fit_rows], non_negative)
         blended[held_out] = margins[held_out] @ weights + bias
     return validation_score(task, y, blended)
 
 
 def choose_blend(task: str, margins: dict[str, np.ndarray], y: np.ndarray, spec: EnsembleSpec,
-                 seed: int) -> tuple[list[tuple[str, float]], float, dict]:
+                 seed: int, non_negative: bool = False) -> tuple[list[tuple[str, float]], float, dict]:
     """The best single candidate, or the best blend of the top k when it beats it.
 
-    `margins` holds each family's held-out margins for the rows with labels `y`.
+    `margins` holds each family's held-out margins for the rows with labels `y`;
+    `non_negative`: they are non-negative amounts, and so must the blend be (fit_blend).
     Returns the members as (family, weight), the bias, and a report saying why.
     """
     scores = {family: validation_score(task, y, values) for family, values in margins.items()}
     ranked = sorted(scores, key=lambda family: -scores[family])
     stacked = np.column_stack([margins[family] for family in ranked])
-    blends = {k: cross_fitted_score(task, stacked[:, :k], y, spec.folds, seed)
+    blends = {k: cross_fitted_score(task, stacked[:, :k], y, spec.folds, seed, non_negative)
               for k in range(1, min(spec.top_k, len(ranked)) + 1)}
     best_k = max(blends, key=blends.get)
     report = {"ranked": [{"family": f, "held_out_score": scores[f]} for f in ranked],
@@ -166,7 +170,7 @@ def choose_blend(task: str, margins: dict[str, np.ndarray], y: np.ndarray, spec:
             f"{ranked[0]} scores {scores[ranked[0]]:.4f} held out; no blend of the top {spec.top_k} beats it "
             f"cross-fitted"))
         return [(ranked[0], 1.0)], 0.0, report
-    weights, bias = fit_blend(task, stacked[:, :best_k], y)
+    weights, bias = fit_blend(task, stacked[:, :best_k], y, non_negative)
     members = [(family, float(weight)) for family, weight in zip(ranked[:best_k], weights) if weight > 0]
     report.update(selected="ensemble", reason=(
         f"the blend of {' + '.join(f for f, _ in members)} scores {blends[best_k]:.4f} cross-fitted, "

@@ -72,7 +72,9 @@ def train_files(
     x, y = feature_set.transform_training(rows), feature_set.labels(rows)
     results = {family: SearchResult.load(search_files[family]) for family in use_case.tuning.families}
     margins = out_of_fold_margins(results, x, y, use_case)
-    members, bias, selection = choose_blend(use_case.task, margins, y, use_case.ensemble, use_case.tuning.seed)
+    # Tweedie members predict non-negative amounts; the blend must not go below zero either.
+    members, bias, selection = choose_blend(use_case.task, margins, y, use_case.ensemble, use_case.tuning.seed,
+                                            non_negative=use_case.tuning.objective == "tweedie")
     print(f"train: selected {selection['selected']}: {selection['reason']}")
 
     blended = bias + sum(weight * margins[family] for family, weight in members)

@@ -332,3 +332,15 @@ def test_tuned_class_weight_reaches_xgboost_and_the_forest(data):
         assert float(objective["reg_loss_param"]["scale_pos_weight"]) == 20
         # Weighting the positives up moves the log-odds up.
         assert weighted[family].margin(data.x_valid).mean() > plain[family].margin(data.x_valid).mean() + 0.5
+
+
+def test_a_blend_of_non_negative_amounts_never_goes_below_zero():
+    rng = np.random.default_rng(0)
+    y = rng.gamma(0.3, 50, 2000)
+    # Two members that overshoot: least squares would take a negative bias to pull them down.
+    margins = np.column_stack([y * 1.5 + 20 + rng.normal(0, 5, 2000).clip(-20),
+                               y * 1.2 + 25 + rng.normal(0, 8, 2000).clip(-25)])
+    free_weights, free_bias = fit_blend("regression", margins, y)
+    weights, bias = fit_blend("regression", margins, y, non_negative=True)
+    assert free_bias < 0 and (margins @ free_weights + free_bias).min() < 0
+    assert bias >= 0 and (weights >= 0).all() and (margins @ weights + bias).min() >= 0

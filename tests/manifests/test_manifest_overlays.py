@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from flowline.pipelines.use_case import built_in_use_cases
+
 from manifest_helpers import IMAGE, TARGETS, Doc, containers, find, render
 
 TAGS = {"base": "0.1.0", "overlays/dev": "0.1.0-dev", "overlays/staging": "0.1.0-rc", "overlays/prod": "0.1.0"}
@@ -42,7 +44,7 @@ def test_every_image_carries_the_overlay_tag_including_serving_runtimes(target: 
 @pytest.mark.parametrize("target", TARGETS)
 def test_model_replicas_and_autoscaling_follow_the_overlay(target: str) -> None:
     served = models(render(target))
-    assert len(served) == 4
+    assert len(served) == len(built_in_use_cases()) + 1  # one per use case, and churn's challenger
     for service in served:
         predictor = service["spec"]["predictor"]
         assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["scaleTarget"]) == SCALING[target]
@@ -51,7 +53,7 @@ def test_model_replicas_and_autoscaling_follow_the_overlay(target: str) -> None:
 @pytest.mark.parametrize("target", TARGETS)
 def test_drift_monitors_keep_exactly_one_replica_everywhere(target: str) -> None:
     monitors = services(render(target), "drift-monitor")
-    assert len(monitors) == 3
+    assert len(monitors) == len(built_in_use_cases())
     for monitor in monitors:
         assert (monitor["spec"]["predictor"]["minReplicas"], monitor["spec"]["predictor"]["maxReplicas"]) == (1, 1)
 

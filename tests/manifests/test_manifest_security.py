@@ -6,6 +6,8 @@ import re
 
 import pytest
 
+from flowline.pipelines.use_case import built_in_use_cases
+
 from manifest_helpers import NAMESPACE, TARGETS, Doc, containers, find, one, pod_specs, render
 
 CREDENTIAL_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
@@ -114,7 +116,7 @@ def test_model_servers_run_as_the_models_account_which_mounts_no_token_and_lists
     assert account["automountServiceAccountToken"] is False
     assert account["secrets"] == [{"name": "flowline-s3"}]
     services = find(docs, "InferenceService")
-    assert len(services) == 7
+    assert len(services) == 2 * len(built_in_use_cases()) + 1  # models, drift monitors, churn's challenger
     assert {s["spec"]["predictor"]["serviceAccountName"] for s in services} == {"flowline-models"}
 
 

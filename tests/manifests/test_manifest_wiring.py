@@ -6,9 +6,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from flowline.pipelines.use_case import built_in_use_cases
+
 from manifest_helpers import NAMESPACE, Doc, find, one, render
 
-USE_CASES = ("churn", "clv", "fraud")
+USE_CASES = tuple(built_in_use_cases())  # each has a model, a drift monitor and its triggers
 MODELS = (*USE_CASES, "churn-challenger")
 
 

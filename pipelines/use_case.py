@@ -263,6 +263,8 @@ class UseCase(_Strict):
                 raise ValueError("transactions: split.method must be 'latest' (test: the rows at calibration_end)")
             if self.task != "regression" or not self.time_column:
                 raise ValueError("transactions: needs a regression task and time_column (the transaction time)")
+            if self.columns[self.time_column].type != "datetime":
+                raise ValueError(f"transactions: time_column {self.time_column!r} must be a datetime column")
             if not self.columns[self.transactions.amount_column].is_numeric:
                 raise ValueError(f"transactions.amount_column {self.transactions.amount_column!r} is not numeric")
         if self.segments is not None:

@@ -71,9 +71,10 @@ def main() -> None:
         raise SystemExit("flowline's test rows and the baseline disagree on the customers or their holdout spend")
 
     y = joined["actual"].to_numpy()
-    scores = {"flowline": regression_metrics(y, joined["flowline"].to_numpy()),
-              "bgnbd_gamma_gamma": regression_metrics(y, joined["predicted_spend"].to_numpy()),
-              "zero_for_everyone": regression_metrics(y, np.zeros(len(y)))}
+    predictions = {"flowline": joined["flowline"].to_numpy(), "bgnbd_gamma_gamma": joined["predicted_spend"].to_numpy(),
+                   "zero_for_everyone": np.zeros(len(y))}
+    scores = {name: regression_metrics(y, values) for name, values in predictions.items()}
+    scores["zero_for_everyone"]["spearman"] = None  # a rank correlation with a constant is undefined
     result = {
         "use_case": "clv",
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -91,7 +92,8 @@ def main() -> None:
           f"| total actual | wall time |\n|---|---|---|---|---|---|---|---|")
     walls = {"flowline": f"{flowline_wall:.0f} s", "bgnbd_gamma_gamma": f"{baseline_wall:.0f} s", "zero_for_everyone": ""}
     for name, s in scores.items():
-        print(f"| {name} | {s['mae']:.2f} | {s['rmse']:.2f} | {s['spearman']:.4f} | {s['gini']:.4f} | "
+        spearman = "n/a" if s["spearman"] is None else f"{s['spearman']:.4f}"
+        print(f"| {name} | {s['mae']:.2f} | {s['rmse']:.2f} | {spearman} | {s['gini']:.4f} | "
               f"{s['total_predicted']:,.0f} ({result['total_error'][name]:+.1%}) | {s['total_actual']:,.0f} | "
               f"{walls[name]} |")
     print(f"\n{out}")

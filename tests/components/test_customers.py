@@ -85,6 +85,8 @@ def test_a_log_that_stops_at_calibration_end_is_refused():
     ({"task": "binary"}, "needs a regression task"),
     ({"transactions": {"amount_column": "who"}}, "is not numeric"),
     ({"transactions": {"entity_column": "nobody"}}, "'nobody' is not declared"),
+    ({"columns": {"who": {"type": "string"}, "day": {"type": "integer"}, "paid": {"type": "number"}}},
+     "must be a datetime column"),
 ])
 def test_the_schema_refuses_inconsistent_transaction_use_cases(change, message):
     document = log_use_case(**change.pop("transactions", {}))

@@ -125,6 +125,10 @@ class FeaturesSpec(_Strict):
     )
     amount_columns: list[str] = Field(default=[], description="numeric columns summed per entity over those windows")
     max_generated: int = Field(default=5, ge=0, description="at most this many interaction or time features")
+    native_categorical: bool = Field(
+        default=False, description="xgboost and forest split categorical columns on category codes (XGBoost's "
+                                   "native categorical splits) instead of their encodings; linear and mlp keep "
+                                   "the encodings")
 
 
 def _default_families() -> dict[str, int]:

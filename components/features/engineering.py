@@ -35,7 +35,7 @@ from flowline.components.features.feature_set import (
     FeatureSet,
     default_plan,
 )
-from flowline.components.train.models import TrainingData, fit_candidate
+from flowline.components.train.models import TrainingData, booster_gains, fit_candidate
 from flowline.pipelines.use_case import TuningSpec, UseCase
 
 MIN_GAIN = 0.0005
@@ -79,10 +79,9 @@ class _Search:
         trees = fit_candidate("xgboost", PROXY_XGBOOST, data, self.proxy_tuning)
         linear = fit_candidate("linear", PROXY_LINEAR[self.use_case.task], data, self.proxy_tuning)
         if keep_importance:
-            gains = trees.model.booster.get_score(importance_type="total_gain")
             owners = feature_set.owners
-            for key, gain in gains.items():
-                for column, share in zip(feature_set.input_columns, owners[int(key[1:])]):
+            for position, gain in booster_gains(trees.model).items():
+                for column, share in zip(feature_set.input_columns, owners[position]):
                     self.importance[column] = self.importance.get(column, 0.0) + share * gain
         return (trees.valid_score + linear.valid_score) / 2
 

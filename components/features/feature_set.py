@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
@@ -183,6 +183,45 @@ class Frequency:
 
 
 @dataclass(frozen=True)
+class CategoryCode:
+    """The category's index in the training vocabulary, for trees' native categorical splits; unknown
+    and missing values are NaN (XGBoost's missing)."""
+
+    kind: ClassVar[str] = "code"
+    column: str
+    categories: tuple[str, ...]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.column,)
+
+    @property
+    def names(self) -> list[str]:
+        return [f"code({self.column})"]
+
+    @cached_property
+    def _index(self) -> dict[str, float]:
+        return {category: float(i) for i, category in enumerate(self.categories)}
+
+    def compute(self, values: Values) -> np.ndarray:
+        index = self._index
+        return np.array([index.get(v, np.nan) for v in values[self.column]], dtype=np.float64)[:, None]
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Which encoded columns each kind of model reads, when the FeatureSet has category codes.
+
+    `trees` (xgboost, forest): numbers, generated features and the codes, with XGBoost
+    feature types ("c" for a code); `dense` (linear, mlp): everything but the codes.
+    """
+
+    trees: tuple[int, ...]
+    tree_types: tuple[str, ...]
+    dense: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Product:
     """left * right of the imputed values (left == right: the square)."""
 
@@ -340,8 +379,9 @@ class EntityFeatures:
         return out
 
 
-Feature = Union[Numeric, OneHot, TargetEncoding, Frequency, Product, Ratio, Calendar, EntityFeatures]
-FEATURE_KINDS = {kind.kind: kind for kind in (Numeric, OneHot, TargetEncoding, Frequency, Product, Ratio, Calendar)}
+Feature = Union[Numeric, OneHot, TargetEncoding, Frequency, CategoryCode, Product, Ratio, Calendar, EntityFeatures]
+FEATURE_KINDS = {kind.kind: kind for kind in (Numeric, OneHot, TargetEncoding, Frequency, CategoryCode, Product, Ratio,
+                                               Calendar)}
 
 
 # ---- the plan: what engineering chose, before anything is fitted
@@ -358,25 +398,27 @@ class FeaturePlan:
     encodings: dict[str, str] = field(default_factory=dict)
     transforms: dict[str, str] = field(default_factory=dict)
     generated: tuple[dict, ...] = ()
+    native_categorical: bool = False  # add a category code per categorical column, for the tree families
 
     def to_dict(self) -> dict:
         return {"encodings": dict(self.encodings), "transforms": dict(self.transforms),
-                "generated": [dict(g) for g in self.generated]}
+                "generated": [dict(g) for g in self.generated], "native_categorical": self.native_categorical}
 
     @classmethod
     def from_dict(cls, document: Mapping) -> FeaturePlan:
         generated = tuple({**g, **({"outputs": [list(o) for o in g["outputs"]]} if "outputs" in g else {})}
                           for g in document.get("generated", []))
-        return cls(dict(document.get("encodings", {})), dict(document.get("transforms", {})), generated)
+        return cls(dict(document.get("encodings", {})), dict(document.get("transforms", {})), generated,
+                   bool(document.get("native_categorical", False)))
 
     def with_encoding(self, column: str, encoding: str) -> FeaturePlan:
-        return FeaturePlan({**self.encodings, column: encoding}, self.transforms, self.generated)
+        return replace(self, encodings={**self.encodings, column: encoding})
 
     def with_transform(self, column: str, transform: str) -> FeaturePlan:
-        return FeaturePlan(self.encodings, {**self.transforms, column: transform}, self.generated)
+        return replace(self, transforms={**self.transforms, column: transform})
 
     def with_generated(self, feature: dict) -> FeaturePlan:
-        return FeaturePlan(self.encodings, self.transforms, (*self.generated, feature))
+        return replace(self, generated=(*self.generated, feature))
 
 
 def default_encoding(cardinality: int) -> str:
@@ -384,12 +426,13 @@ def default_encoding(cardinality: int) -> str:
 
 
 def default_plan(frame: pd.DataFrame, use_case: UseCase) -> FeaturePlan:
-    """Encodings by cardinality, numbers as they are, nothing generated."""
+    """Encodings by cardinality, numbers as they are, nothing generated; category codes for the tree
+    families when the use case asks for native categorical splits."""
     encodings = {}
     for column in use_case.feature_columns:
         if not use_case.columns[column].is_numeric:
             encodings[column] = default_encoding(int(frame[column].nunique()))
-    return FeaturePlan(encodings=encodings)
+    return FeaturePlan(encodings=encodings, native_categorical=use_case.features.native_categorical)
 
 
 def _numeric_values(raw: pd.Series, column: str, fill: float) -> np.ndarray:
@@ -447,7 +490,31 @@ class FeatureSet:
     def generated_names(self) -> list[str]:
         """Names of the generated features (interactions, time features), after the encoded columns."""
         encoded = len(self.numeric) + len(self.categorical)
-        return [name for feature in self.features[encoded:] for name in feature.names]
+        return [name for feature in self.features[encoded:] if not isinstance(feature, CategoryCode)
+                for name in feature.names]
+
+    @property
+    def layout(self) -> Optional[FeatureLayout]:
+        """The columns the tree families and the others read (FeatureLayout); None without category codes,
+        when every family reads every column."""
+        coded = {f.column for f in self.features if isinstance(f, CategoryCode)}
+        if not coded:
+            return None
+        trees, types, dense, position = [], [], [], 0
+        for feature in self.features:
+            encodes_coded = isinstance(feature, (OneHot, TargetEncoding, Frequency)) and feature.column in coded
+            for _ in feature.names:
+                if isinstance(feature, CategoryCode):
+                    trees.append(position)
+                    types.append("c")
+                elif encodes_coded:
+                    dense.append(position)
+                else:
+                    trees.append(position)
+                    types.append("q")
+                    dense.append(position)
+                position += 1
+        return FeatureLayout(tuple(trees), tuple(types), tuple(dense))
 
     @property
     def owners(self) -> np.ndarray:
@@ -503,6 +570,8 @@ class FeatureSet:
                                           values[source.column], y))
         for generated in plan.generated:
             features.append(draft._fit_generated(generated, values))
+        if plan.native_categorical:
+            features += [CategoryCode(source.column, source.categories) for source in categorical]
         return cls(numeric, categorical, time, draft.entity, features, plan, label)
 
     def _fit_generated(self, generated: Mapping, values: Values) -> Feature:

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from flowline.components.train.models import MODEL_FAMILIES, CandidateModel, validation_score
+from flowline.components.train.models import MODEL_FAMILIES, CandidateModel, ColumnSubset, validation_score
 from flowline.pipelines.use_case import EnsembleSpec
 
 FORMAT = "flowline.model/v1"
@@ -81,8 +81,12 @@ class Ensemble:
     def save(self, folder: str | Path) -> None:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
-        members = [{"family": m.family, "weight": m.weight, "files": m.model.save(out, m.family)}
-                   for m in self.members]
+        members = []
+        for m in self.members:
+            entry = {"family": m.family, "weight": m.weight, "files": m.model.save(out, m.family)}
+            if isinstance(m.model, ColumnSubset):
+                entry.update(columns=list(m.model.columns), width=m.model.width)
+            members.append(entry)
         (out / MODEL_FILE).write_text(json.dumps({"format": FORMAT, "task": self.task, "bias": self.bias,
                                                   "members": members}, indent=1))
 
@@ -100,6 +104,8 @@ class Ensemble:
             if entry["family"] not in MODEL_FAMILIES:
                 raise ModelError(f"{path / MODEL_FILE}: unknown model family {entry['family']!r}")
             model = MODEL_FAMILIES[entry["family"]].load(path, entry["files"], document["task"])
+            if "columns" in entry:
+                model = ColumnSubset(model, tuple(entry["columns"]), entry["width"])
             members.append(Member(entry["family"], model, float(entry["weight"])))
         return cls(document["task"], members, document["bias"])
 

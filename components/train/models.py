@@ -32,7 +32,7 @@ import xgboost as xgb
 from sklearn.linear_model import LogisticRegression, Ridge, TweedieRegressor
 from sklearn.metrics import roc_auc_score
 
-from flowline.components.features.feature_set import FeatureSet
+from flowline.components.features.feature_set import FeatureLayout, FeatureSet
 from flowline.components.nas.mlp import MLPNetwork, hidden_layers, train_mlp
 from flowline.pipelines.use_case import TuningSpec
 
@@ -42,15 +42,25 @@ SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapl
 Report = Callable[[int, float], None]
 
 
+TREE_FAMILIES = ("xgboost", "forest")
+
+
 @dataclass(frozen=True)
 class TrainingData:
-    """Encoded train and valid matrices with their labels (binary labels are 0/1)."""
+    """Encoded train and valid matrices with their labels (binary labels are 0/1).
+
+    `layout`: which columns each kind of family reads, when the FeatureSet has category
+    codes; `feature_types`: XGBoost's types of the columns ("c" for a code), set on the
+    column subset a tree family trains on.
+    """
 
     task: str
     x_train: np.ndarray
     y_train: np.ndarray
     x_valid: np.ndarray
     y_valid: np.ndarray
+    layout: Optional[FeatureLayout] = None
+    feature_types: Optional[tuple[str, ...]] = None
 
     @classmethod
     def from_splits(cls, feature_set: FeatureSet, train: pd.DataFrame, valid: pd.DataFrame, task: str) -> TrainingData:
@@ -58,7 +68,7 @@ class TrainingData:
         return cls(
             task=task,
             x_train=feature_set.transform_training(train), y_train=feature_set.labels(train),
-            x_valid=feature_set.transform(valid), y_valid=feature_set.labels(valid),
+            x_valid=feature_set.transform(valid), y_valid=feature_set.labels(valid), layout=feature_set.layout,
         )
 
 
@@ -108,13 +118,14 @@ class CandidateModel:
     def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
         """Train on data's train rows and score on valid. Families that iterate early-stop on valid;
         the others fit once (one "iteration")."""
-        model = cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning)
+        model = cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning, data.feature_types)
         return Fitted(model, validation_score(data.task, data.y_valid, model.margin(data.x_valid)), 1)
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
-              tuning: TuningSpec) -> CandidateModel:
-        """Train on (x, y) for a fixed number of iterations, with nothing held out."""
+              tuning: TuningSpec, feature_types: Optional[tuple[str, ...]] = None) -> CandidateModel:
+        """Train on (x, y) for a fixed number of iterations, with nothing held out (`feature_types`: the
+        tree families' column types, "c" for a category code)."""
         raise NotImplementedError
 
     def margin(self, x: np.ndarray) -> np.ndarray:
@@ -163,6 +174,13 @@ class _BoosterModel(CandidateModel):
         self.booster.set_param({"nthread": threads})
 
 
+def _matrix(x: np.ndarray, y: np.ndarray, feature_types: Optional[tuple[str, ...]]) -> xgb.DMatrix:
+    """A DMatrix; with feature types, category codes ("c") get XGBoost's native categorical splits."""
+    if feature_types is None:
+        return xgb.DMatrix(x, label=y)
+    return xgb.DMatrix(x, label=y, feature_types=list(feature_types), enable_categorical=True)
+
+
 def _booster_params(task: str, tuning: TuningSpec, params: dict) -> dict:
     if task == "binary":
         objective = {"objective": "binary:logistic", "eval_metric": ["auc", "logloss"]}  # early stopping: the last
@@ -194,9 +212,9 @@ class XGBoostModel(_BoosterModel):
 
     @classmethod
     def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
-        valid = xgb.DMatrix(data.x_valid, label=data.y_valid)
+        valid = _matrix(data.x_valid, data.y_valid, data.feature_types)
         booster = xgb.train(
-            _booster_params(data.task, tuning, params), xgb.DMatrix(data.x_train, label=data.y_train),
+            _booster_params(data.task, tuning, params), _matrix(data.x_train, data.y_train, data.feature_types),
             num_boost_round=tuning.max_boost_rounds, evals=[(valid, "valid")],
             early_stopping_rounds=tuning.early_stopping_rounds, verbose_eval=False,
             callbacks=[_ReportRounds(data.task, report)] if report else None,
@@ -207,8 +225,9 @@ class XGBoostModel(_BoosterModel):
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
-              tuning: TuningSpec) -> CandidateModel:
-        booster = xgb.train(_booster_params(task, tuning, params), xgb.DMatrix(x, label=y), num_boost_round=iterations)
+              tuning: TuningSpec, feature_types: Optional[tuple[str, ...]] = None) -> CandidateModel:
+        booster = xgb.train(_booster_params(task, tuning, params), _matrix(x, y, feature_types),
+                            num_boost_round=iterations)
         return cls(booster, task)
 
 
@@ -217,12 +236,12 @@ class ForestModel(_BoosterModel):
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
-              tuning: TuningSpec) -> CandidateModel:
+              tuning: TuningSpec, feature_types: Optional[tuple[str, ...]] = None) -> CandidateModel:
         forest = {"num_parallel_tree": int(params["num_parallel_tree"]), "max_depth": int(params["max_depth"]),
                   "min_child_weight": params["min_child_weight"], "subsample": params["subsample"],
                   "colsample_bynode": params["colsample_bynode"], "eta": 1.0,
                   **({"scale_pos_weight": params["scale_pos_weight"]} if "scale_pos_weight" in params else {})}
-        booster = xgb.train(_booster_params(task, tuning, forest), xgb.DMatrix(x, label=y), num_boost_round=1)
+        booster = xgb.train(_booster_params(task, tuning, forest), _matrix(x, y, feature_types), num_boost_round=1)
         return cls(booster, task)
 
 
@@ -268,7 +287,7 @@ class LinearModel(CandidateModel):
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
-              tuning: TuningSpec) -> CandidateModel:
+              tuning: TuningSpec, feature_types: Optional[tuple[str, ...]] = None) -> CandidateModel:
         mean = x.mean(axis=0)
         scale = x.std(axis=0)
         scale[scale == 0] = 1.0
@@ -355,7 +374,7 @@ class MLPModel(CandidateModel):
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
-              tuning: TuningSpec) -> CandidateModel:
+              tuning: TuningSpec, feature_types: Optional[tuple[str, ...]] = None) -> CandidateModel:
         network, _, _ = cls._train(params, x, y, task, iterations, tuning)
         return cls(network, task)
 
@@ -369,18 +388,69 @@ class MLPModel(CandidateModel):
         return cls(MLPNetwork.from_dict(json.loads((folder / files[0]).read_text())), task)
 
 
+class ColumnSubset(CandidateModel):
+    """A family's model that reads some of the encoded columns (FeatureLayout): the tree families read
+    the category codes, the others the encodings. Contributions come back at full width, zero for the
+    columns it does not read, so that a blend's still add up."""
+
+    def __init__(self, model: CandidateModel, columns: tuple[int, ...], width: int) -> None:
+        self.model, self.columns, self.width = model, tuple(columns), width
+        self.family, self.task = model.family, model.task
+
+    def margin(self, x: np.ndarray) -> np.ndarray:
+        return self.model.margin(np.asarray(x)[:, self.columns])
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        parts = self.model.contributions(np.asarray(x)[:, self.columns])
+        out = np.zeros((len(parts), self.width + 1))
+        out[:, list(self.columns)] = parts[:, :-1]
+        out[:, -1] = parts[:, -1]
+        return out
+
+    def save(self, folder: Path, prefix: str) -> list[str]:
+        return self.model.save(folder, prefix)
+
+    def set_threads(self, threads: int) -> None:
+        self.model.set_threads(threads)
+
+
 MODEL_FAMILIES: dict[str, type[CandidateModel]] = {
     model.family: model for model in (XGBoostModel, LinearModel, ForestModel, MLPModel)
 }
 
 
+def _read_by(layout: Optional[FeatureLayout], family: str) -> tuple[Optional[tuple[int, ...]], Optional[tuple[str, ...]]]:
+    """The columns `family` reads and their XGBoost types; (None, None) when it reads them all."""
+    if layout is None:
+        return None, None
+    return (layout.trees, layout.tree_types) if family in TREE_FAMILIES else (layout.dense, None)
+
+
 def fit_candidate(family: str, params: dict, data: TrainingData, tuning: TuningSpec,
                   report: Optional[Report] = None) -> Fitted:
     """Fit one family with one parameter set; `report(step, score)` sees intermediate validation scores."""
-    return MODEL_FAMILIES[family].fit(params, data, tuning, report)
+    columns, types = _read_by(data.layout, family)
+    if columns is None:
+        return MODEL_FAMILIES[family].fit(params, data, tuning, report)
+    subset = TrainingData(data.task, data.x_train[:, columns], data.y_train, data.x_valid[:, columns], data.y_valid,
+                          feature_types=types)
+    fitted = MODEL_FAMILIES[family].fit(params, subset, tuning, report)
+    return Fitted(ColumnSubset(fitted.model, columns, data.x_train.shape[1]), fitted.valid_score, fitted.iterations)
 
 
 def refit_candidate(family: str, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
-                    tuning: TuningSpec) -> CandidateModel:
-    """Fit one family on all of (x, y) for a fixed number of rounds or epochs."""
-    return MODEL_FAMILIES[family].refit(params, iterations, x, y, task, tuning)
+                    tuning: TuningSpec, layout: Optional[FeatureLayout] = None) -> CandidateModel:
+    """Fit one family on all of (x, y) for a fixed number of rounds or epochs (`layout`: the FeatureSet's)."""
+    columns, types = _read_by(layout, family)
+    if columns is None:
+        return MODEL_FAMILIES[family].refit(params, iterations, x, y, task, tuning)
+    model = MODEL_FAMILIES[family].refit(params, iterations, x[:, columns], y, task, tuning, types)
+    return ColumnSubset(model, columns, x.shape[1])
+
+
+def booster_gains(model: CandidateModel) -> dict[int, float]:
+    """A tree family's total gain per encoded column (full-width index)."""
+    columns = model.columns if isinstance(model, ColumnSubset) else None
+    booster = (model.model if columns else model).booster
+    gains = booster.get_score(importance_type="total_gain")
+    return {(columns[int(key[1:])] if columns else int(key[1:])): gain for key, gain in gains.items()}

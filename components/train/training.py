@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Optional
 
 import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from flowline.components.features.feature_set import FeatureSet
+from flowline.components.features.feature_set import FeatureLayout, FeatureSet
 from flowline.components.train.ensemble import Ensemble, Member, choose_blend, fold_splits
 from flowline.components.train.models import refit_candidate
 from flowline.components.tune.search import SearchResult
@@ -39,7 +39,8 @@ TRAINING_FILE = "training.json"
 
 
 def out_of_fold_margins(
-    results: Mapping[str, SearchResult], x: np.ndarray, y: np.ndarray, use_case: UseCase
+    results: Mapping[str, SearchResult], x: np.ndarray, y: np.ndarray, use_case: UseCase,
+    layout: Optional[FeatureLayout] = None,
 ) -> dict[str, np.ndarray]:
     """Each family's margins for every row, from models trained on the other folds.
 
@@ -51,7 +52,7 @@ def out_of_fold_margins(
     for fold, (fit_rows, held_out) in enumerate(fold_splits(use_case.task, y, folds, use_case.tuning.seed), 1):
         for family, result in results.items():
             model = refit_candidate(family, result.params, result.iterations, x[fit_rows], y[fit_rows],
-                                    use_case.task, use_case.tuning)
+                                    use_case.task, use_case.tuning, layout)
             margins[family][held_out] = model.margin(x[held_out])
         print(f"train: fold {fold}/{folds}: {', '.join(results)} trained on {len(fit_rows)} rows")
     return margins
@@ -71,7 +72,7 @@ def train_files(
     rows = pd.concat([train, valid])
     x, y = feature_set.transform_training(rows), feature_set.labels(rows)
     results = {family: SearchResult.load(search_files[family]) for family in use_case.tuning.families}
-    margins = out_of_fold_margins(results, x, y, use_case)
+    margins = out_of_fold_margins(results, x, y, use_case, feature_set.layout)
     # Tweedie members predict non-negative amounts; the blend must not go below zero either.
     members, bias, selection = choose_blend(use_case.task, margins, y, use_case.ensemble, use_case.tuning.seed,
                                             non_negative=use_case.tuning.objective == "tweedie")
@@ -86,7 +87,8 @@ def train_files(
         iterations = results[family].iterations
         if family == "xgboost":  # as many rounds per row as early stopping found on train
             iterations = max(1, round(iterations * len(rows) / len(train)))
-        model = refit_candidate(family, results[family].params, iterations, x, y, use_case.task, use_case.tuning)
+        model = refit_candidate(family, results[family].params, iterations, x, y, use_case.task, use_case.tuning,
+                                feature_set.layout)
         refitted.append(Member(family, model, weight))
     ensemble = Ensemble(use_case.task, refitted, bias)
     ensemble.save(model_dir)

@@ -1,5 +1,6 @@
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -258,3 +259,42 @@ def test_engineering_finds_the_burst_window_on_validation(payments):
     assert log.score > log.start_score + 0.1  # amount alone says nothing about a burst
     assert any("count" in line and "(kept)" in line for line in shown)
     assert "| time |" in log.markdown()
+
+
+@pytest.fixture(scope="module")
+def coded(telco, churn) -> FeatureSet:
+    """Churn with native categorical splits for the tree families: a category code per categorical column."""
+    plan = replace(default_plan(telco, churn).with_encoding("Contract", "target"), native_categorical=True)
+    return FeatureSet.fit(telco.iloc[:5000], churn, plan)
+
+
+def test_category_codes_index_the_vocabulary_and_unknowns_are_missing(telco, coded):
+    contract = next(i for i in coded.categorical if i.column == "Contract")
+    position = coded.feature_names.index("code(Contract)")
+    matrix = coded.transform(telco.head(50))
+    expected = [contract.categories.index(v) for v in telco["Contract"].head(50)]
+    assert matrix[:, position].tolist() == expected
+    odd = {**telco.iloc[0].to_dict(), "Contract": "Three year"}
+    assert math.isnan(coded.transform_record(odd)[position])
+    np.testing.assert_array_equal(coded.transform_record(telco.iloc[3].to_dict()), matrix[3])
+
+
+def test_the_layout_gives_trees_the_codes_and_the_others_the_encodings(coded, fitted):
+    layout = coded.layout
+    names = coded.feature_names
+    tree_names = [names[i] for i in layout.trees]
+    dense_names = [names[i] for i in layout.dense]
+    assert "code(Contract)" in tree_names and "target(Contract)" in dense_names
+    assert not any(n.startswith("code(") for n in dense_names)
+    assert not any(n.startswith(("Contract", "target(", "gender=")) for n in tree_names)
+    assert "tenure" in tree_names and "tenure" in dense_names  # numbers go to both
+    assert [t for n, t in zip(tree_names, layout.tree_types) if t == "c"] == ["c"] * len(coded.categorical)
+    assert fitted.layout is None  # without codes every family reads every column
+    assert not any(n.startswith("code(") for n in coded.generated_names)
+
+
+def test_a_coded_feature_set_round_trips(tmp_path, telco, coded):
+    coded.save(tmp_path / "fs.json")
+    loaded = FeatureSet.load(tmp_path / "fs.json")
+    assert loaded.version == coded.version and loaded.layout == coded.layout
+    np.testing.assert_array_equal(loaded.transform(telco.head(20)), coded.transform(telco.head(20)))

@@ -344,3 +344,42 @@ def test_a_blend_of_non_negative_amounts_never_goes_below_zero():
     weights, bias = fit_blend("regression", margins, y, non_negative=True)
     assert free_bias < 0 and (margins @ free_weights + free_bias).min() < 0
     assert bias >= 0 and (weights >= 0).all() and (margins @ weights + bias).min() >= 0
+
+
+def coded_data() -> TrainingData:
+    """A label that depends on a category through an arbitrary grouping, with its one-hot and its code."""
+    from flowline.components.features.feature_set import FeatureLayout
+
+    rng = np.random.default_rng(11)
+    n = 3000
+    category = rng.integers(0, 12, n)
+    noise = rng.normal(size=n)
+    y = (rng.random(n) < np.where(np.isin(category, [1, 4, 6, 9, 11]), 0.8, 0.15)).astype(float)
+    x = np.column_stack([np.eye(12)[category], noise, category.astype(float)])  # 12 indicators, a number, the code
+    layout = FeatureLayout(trees=(12, 13), tree_types=("q", "c"), dense=tuple(range(13)))
+    return TrainingData("binary", x[:2000], y[:2000], x[2000:], y[2000:], layout=layout)
+
+
+@pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))
+def test_each_family_reads_only_its_columns_and_explains_at_full_width(family, tmp_path: Path):
+    data = coded_data()
+    fitted = fit_candidate(family, PARAMS[family], data, TUNING)
+    reads = data.layout.trees if family in ("xgboost", "forest") else data.layout.dense
+    assert fitted.model.columns == reads and fitted.valid_score > 0.75
+    x = data.x_valid[:40]
+    contributions = fitted.model.contributions(x)
+    assert contributions.shape == (40, data.x_valid.shape[1] + 1)
+    assert np.allclose(contributions.sum(axis=1), fitted.model.margin(x), atol=1e-3)
+    unread = [i for i in range(data.x_valid.shape[1]) if i not in reads]
+    assert not contributions[:, unread].any()
+    if family == "xgboost":  # the code is a categorical feature: one split can group the five "high" categories
+        assert fitted.model.model.booster.feature_types == ["q", "c"]
+    ensemble = Ensemble("binary", [Member(family, fitted.model, 1.0)])
+    ensemble.save(tmp_path / "model")
+    assert np.array_equal(Ensemble.load(tmp_path / "model").margin(x), ensemble.margin(x))
+
+
+def test_a_refit_keeps_the_layout():
+    data = coded_data()
+    model = refit_candidate("xgboost", PARAMS["xgboost"], 20, data.x_train, data.y_train, "binary", TUNING, data.layout)
+    assert model.columns == data.layout.trees and model.model.booster.num_boosted_rounds() == 20

@@ -180,6 +180,36 @@ def champion_scores(champion_dir: str, test: pd.DataFrame, task: str) -> tuple[n
         return None, {"package": champion_dir, "note": f"the champion could not score the test rows: {error}"}
 
 
+def report_markdown(report: dict, use_case: UseCase) -> str:
+    """The evaluation for the Kubeflow dashboard: test metrics, gates, champion/challenger, and the
+    confusion matrix (binary) or the value by decile of prediction (regression)."""
+    lines = [f"### Evaluation: {use_case.name} ({report['test_rows']} test rows)", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value:,.4f} |" for name, value in report["metrics"].items()]
+    lines += ["", "| gate | value | bounds | decision |", "|---|---|---|---|"]
+    for name, gate in report["gates"].items():
+        bounds = " ".join(b for b in (f">= {gate['min']}" if gate["min"] is not None else "",
+                                      f"<= {gate['max']}" if gate["max"] is not None else "") if b)
+        lines.append(f"| {name} | {gate['value']:.4f} | {bounds} | {'pass' if gate['passed'] else 'FAIL'} |")
+    decision = report["champion_challenger"]
+    lines += ["", f"**Champion/challenger:** {decision['decision']}: {decision['reason']}", ""]
+    if use_case.task == "binary":
+        (tn, fp), (fn, tp) = report["confusion_matrix"]
+        negative, positive = report["classes"]
+        lines += [f"**At the cost-optimal threshold {report['threshold']:.4f}:** {tp} of the {tp + fn} positives "
+                  f"({positive!r}) flagged, {fp} false alarms among the {tn + fp} others ({negative!r}); "
+                  f"test cost {report['test_cost_at_threshold']:,.0f}."]
+    else:
+        lines += ["**Value by decile of prediction** (10: the highest predicted)", "",
+                  "| decile | rows | mean predicted | mean actual | share of actual |", "|---|---|---|---|---|"]
+        lines += [f"| {r['decile']} | {r['rows']} | {r['mean_predicted']:.2f} | {r['mean_actual']:.2f} | "
+                  f"{r['share_of_actual']:.1%} |" for r in report["deciles"]["table"]]
+        if report.get("segments"):
+            shown = ", ".join(f"{name} from decile {start}" for name, start in
+                              sorted(report["segments"].items(), key=lambda item: -item[1]))
+            lines += ["", f"**Served segments:** {shown}."]
+    return "\n".join(lines) + "\n"
+
+
 def evaluate_files(
     use_case: UseCase, model_dir: str, feature_set_file: str, holdout_file: str, test_file: str, evaluation_file: str,
     champion_dir: str = "",

@@ -12,6 +12,7 @@ from flowline.components.evaluate.evaluation import (
     gate_decisions,
     normalized_gini,
     regression_metrics,
+    report_markdown,
     roc_points,
     segment_names,
 )
@@ -197,3 +198,21 @@ def test_champion_decisions():
     regression = champion_decision("regression", values, close, far, True, 0.05, 0)
     assert regression["decision"] == "promote" and regression["test"] == "bootstrap" and regression["difference"] > 0
     assert champion_decision("regression", values, far, close, True, 0.05, 0)["decision"] == "keep"
+
+
+def test_the_dashboard_report_shows_deciles_for_regression_and_the_threshold_for_binary(toy_use_case):
+    gates = {"spearman": {"value": 0.5, "min": 0.4, "max": None, "passed": True}}
+    decision = {"decision": "promote", "reason": "no champion"}
+    y, predictions = np.arange(100.0), np.arange(100.0)
+    regression = {"test_rows": 100, "metrics": regression_metrics(y, predictions), "gates": gates,
+                  "champion_challenger": decision, "deciles": decile_table(y, predictions),
+                  "segments": {"high": 9, "low": 1}}
+    spend = toy_use_case.model_copy(update={"task": "regression"})
+    text = report_markdown(regression, spend)
+    assert "| 10 | 10 | 94.50 | 94.50 | 19.1% |" in text  # 945 of 4,950 and "high from decile 9, low from decile 1" in text
+    assert "| spearman | 0.5000 | >= 0.4 | pass |" in text
+    binary = {"test_rows": 6, "metrics": {"roc_auc": 0.9}, "gates": {}, "champion_challenger": decision,
+              "confusion_matrix": [[3, 1], [0, 2]], "classes": ["no", "yes"], "threshold": 0.4,
+              "test_cost_at_threshold": 12.0}
+    assert "2 of the 2 positives ('yes') flagged, 1 false alarms among the 4 others ('no')" in report_markdown(
+        binary, toy_use_case)

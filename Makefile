@@ -23,7 +23,7 @@ help:
 	@echo "make test     install with test extras and run the whole test suite"
 	@echo "make bench    churn, fraud and fraud-claims against FLAML on the same split (build/bench/automl-*.json),"
 	@echo "              clv against BG/NBD + Gamma-Gamma (build/bench/clv.json), and serving against MLServer and"
-	@echo "              an HTTP floor (build/bench/serving.json); about 40 minutes"
+	@echo "              an HTTP floor (build/bench/serving.json); about 35 minutes"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make clean    remove .venv, build/ and runs/"

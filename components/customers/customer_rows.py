@@ -63,13 +63,12 @@ def rows_at(purchases: pd.DataFrame, cutoff: date, window_end: date, horizon_day
     count = grouped.size()
     total = grouped["amount"].sum()
     first_amount = grouped["amount"].first()
-    weeks = lambda delta: delta.dt.days / DAYS_PER_WEEK  # noqa: E731
-    rows = pd.DataFrame(index=first.index)
+    rows = pd.DataFrame(index=first.index)  # intermediate columns first; FEATURE_COLUMNS are returned
     rows["purchases"] = count.astype("float64")
     rows["repeat_purchases"] = rows["purchases"] - 1
-    rows["weeks_since_first"] = weeks(cut - first)
-    rows["weeks_since_last"] = weeks(cut - last)
-    rows["active_weeks"] = weeks(last - first)
+    rows["weeks_since_first"] = _weeks(cut - first)
+    rows["weeks_since_last"] = _weeks(cut - last)
+    rows["active_weeks"] = _weeks(last - first)
     repeats = rows["repeat_purchases"]
     rows["mean_weeks_between"] = np.where(repeats > 0, rows["active_weeks"] / repeats.clip(lower=1),
                                           rows["weeks_since_first"])
@@ -94,7 +93,10 @@ def rows_at(purchases: pd.DataFrame, cutoff: date, window_end: date, horizon_day
     spent = following.groupby("entity")["amount"].sum().reindex(rows.index, fill_value=0.0)
     rows["label"] = spent * horizon_days / (end - cut).days
     return rows[[*FEATURE_COLUMNS, "label"]]
-    return rows
+
+
+def _weeks(delta: pd.Series) -> pd.Series:
+    return delta.dt.days / DAYS_PER_WEEK
 
 
 def build_customer_rows(log: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:

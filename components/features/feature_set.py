@@ -99,8 +99,28 @@ class Numeric:
         return (x if self.transform == "identity" else np.sign(x) * np.log1p(np.abs(x)))[:, None]
 
 
+class _OneColumn:
+    """A feature of one categorical column (`column`)."""
+
+    column: str
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (self.column,)
+
+
+class _Vocabulary(_OneColumn):
+    """A feature that looks categories up in the training vocabulary (`categories`)."""
+
+    categories: tuple[str, ...]
+
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        return {category: i for i, category in enumerate(self.categories)}
+
+
 @dataclass(frozen=True)
-class OneHot:
+class OneHot(_Vocabulary):
     """One indicator per known category; unknown and missing values set none of them."""
 
     kind: ClassVar[str] = "one_hot"
@@ -108,16 +128,8 @@ class OneHot:
     categories: tuple[str, ...]
 
     @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.column,)
-
-    @property
     def names(self) -> list[str]:
         return [f"{self.column}={category}" for category in self.categories]
-
-    @cached_property
-    def _index(self) -> dict[str, int]:
-        return {category: i for i, category in enumerate(self.categories)}
 
     def compute(self, values: Values) -> np.ndarray:
         index, text = self._index, values[self.column]
@@ -130,17 +142,13 @@ class OneHot:
 
 
 @dataclass(frozen=True)
-class TargetEncoding:
+class TargetEncoding(_OneColumn):
     """The smoothed label mean of the category; unknown and missing values get the prior."""
 
     kind: ClassVar[str] = "target"
     column: str
     means: dict[str, float]
     prior: float
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.column,)
 
     @property
     def names(self) -> list[str]:
@@ -162,16 +170,12 @@ class TargetEncoding:
 
 
 @dataclass(frozen=True)
-class Frequency:
+class Frequency(_OneColumn):
     """The share of training rows with the category; unknown and missing values get 0."""
 
     kind: ClassVar[str] = "frequency"
     column: str
     frequencies: dict[str, float]
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.column,)
 
     @property
     def names(self) -> list[str]:
@@ -183,7 +187,7 @@ class Frequency:
 
 
 @dataclass(frozen=True)
-class CategoryCode:
+class CategoryCode(_Vocabulary):
     """The category's index in the training vocabulary, for trees' native categorical splits; unknown
     and missing values are NaN (XGBoost's missing)."""
 
@@ -192,16 +196,8 @@ class CategoryCode:
     categories: tuple[str, ...]
 
     @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.column,)
-
-    @property
     def names(self) -> list[str]:
         return [f"code({self.column})"]
-
-    @cached_property
-    def _index(self) -> dict[str, float]:
-        return {category: float(i) for i, category in enumerate(self.categories)}
 
     def compute(self, values: Values) -> np.ndarray:
         index = self._index

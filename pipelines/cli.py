@@ -7,11 +7,22 @@ import os
 import sys
 from pathlib import Path
 
-from flowline import __version__
+from flowline import __version__, audit
 from flowline.inference_services.options import add_server_arguments
 
 EXIT_ERROR = 1
 EXIT_GATE_FAILED = 3
+AUDIT_ACTIONS = {"promote": "promotion", "rollback": "rollback"}
+
+
+def _runs_dir() -> str:
+    return os.environ.get("FLOWLINE_RUNS_DIR", "runs")
+
+
+def _add_audit_log_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--audit-log", default=str(Path(_runs_dir()) / "audit.jsonl"),
+                        help="the audit log to record this in (default: $FLOWLINE_RUNS_DIR/audit.jsonl or "
+                             "runs/audit.jsonl)")
 
 
 def _add_use_case_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,6 +103,9 @@ def _deploy(args: argparse.Namespace) -> int:
     apply_to_cluster = not args.render_only and kubeconfig_available(args.kubeconfig)
     outcome = deploy_package(package, storage_uri, args.namespace, output, apply_to_cluster,
                              args.canary_percent, name, args.kubeconfig)
+    audit.append(args.audit_log, "deployment", {
+        "inference_service": f"{args.namespace}/{outcome['name']}", "package": package,
+        "package_version": manifest["version"], "storage_uri": storage_uri, "action": outcome["action"]})
     print(f"{outcome['name']}: {outcome['action']} ({outcome['manifest']})")
     return 0
 
@@ -106,6 +120,7 @@ def _canary(args: argparse.Namespace) -> int:
         change = promoted if args.operation == "promote" else rolled_back
         document = change(yaml.safe_load(Path(args.manifest).read_text()))
         Path(args.manifest).write_text(yaml.safe_dump(document, sort_keys=False))
+        audit.append(args.audit_log, AUDIT_ACTIONS[args.operation], {"manifest": args.manifest})
         print(f"{args.operation}: {args.manifest} updated")
         return 0
     if not cluster.kubeconfig_available(args.kubeconfig):
@@ -113,7 +128,19 @@ def _canary(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_ERROR
     getattr(cluster, args.operation)(args.name, args.namespace, args.kubeconfig)
+    audit.append(args.audit_log, AUDIT_ACTIONS[args.operation], {"inference_service": f"{args.namespace}/{args.name}"})
     print(f"{args.operation}: {args.namespace}/{args.name}")
+    return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    try:
+        records = audit.verify(args.log)
+    except audit.AuditError as error:
+        print(f"audit log TAMPERED: {error}")
+        return EXIT_ERROR
+    last = records[-1]["hash"][:16] if records else "none"
+    print(f"audit log intact: {args.log}, {len(records)} records, last hash {last}")
     return 0
 
 
@@ -174,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the package to beat (default: the newest promoted package of this use case in --runs-dir)")
     champion.add_argument("--no-champion", action="store_true", help="compare with no champion (promote if gates pass)")
     run.add_argument("--source", help="read the data from this path or URL instead of the use case's")
-    run.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"),
+    run.add_argument("--runs-dir", default=_runs_dir(),
                      help="where run folders go (default: $FLOWLINE_RUNS_DIR or ./runs)")
     run.add_argument("--summary", help="write the JSON summary here (default: summary.json in the run folder)")
     run.add_argument("-v", "--verbose", action="store_true", help="show every task's full log, not just progress")
@@ -194,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("target", metavar="PACKAGE_DIR|USE_CASE",
                        help="a package folder, or a use case whose newest local run is served")
     serve.add_argument("--name", help="model name (default: the use case's name)")
-    serve.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"),
+    serve.add_argument("--runs-dir", default=_runs_dir(),
                        help="where to look for a use case's runs (default: $FLOWLINE_RUNS_DIR or ./runs)")
     add_server_arguments(serve)
     serve.set_defaults(handler=_serve)
@@ -210,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("-o", "--output", help="manifest file (default: NAME-inferenceservice.yaml)")
     deploy.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
     deploy.add_argument("--render-only", action="store_true", help="write the manifest, do not apply it")
-    deploy.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"))
+    deploy.add_argument("--runs-dir", default=_runs_dir())
+    _add_audit_log_argument(deploy)
     deploy.set_defaults(handler=_deploy)
 
     for operation, text in (("promote", "give the canary all traffic (remove canaryTrafficPercent)"),
@@ -220,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--namespace", default="flowline")
         command.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
         command.add_argument("--manifest", help="edit this manifest file instead of the cluster")
+        _add_audit_log_argument(command)
         command.set_defaults(handler=_canary, operation=operation)
 
     katib = commands.add_parser(
@@ -231,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     katib.add_argument("--namespace", default="flowline")
     katib.add_argument("--source", help="the data URL trials read (default: the use case's URL or dataset source)")
     katib.set_defaults(handler=_katib, use_case_optional=True)
+
+    audit_command = commands.add_parser("audit", help="the audit trail of runs, packages, gates and deployments")
+    audit_actions = audit_command.add_subparsers(dest="audit_action", required=True)
+    audit_check = audit_actions.add_parser(
+        "verify", help="check the hash chain; exit 1 and name the first bad line when it was edited, cut or reordered")
+    audit_check.add_argument("--log", default=str(Path(_runs_dir()) / "audit.jsonl"),
+                             help="the log (default: $FLOWLINE_RUNS_DIR/audit.jsonl or runs/audit.jsonl)")
+    audit_check.set_defaults(handler=_audit_verify)
 
     datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
     datasets.set_defaults(handler=_datasets)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from flowline import audit
 from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
 from flowline.components.train.training import TRAINING_FILE
 from flowline.pipelines.progress import ProgressStream
@@ -47,7 +48,8 @@ def run_local(
     the same use case under `runs_dir` that was promoted (if any); "" compares with none.
     The summary is written as JSON to `summary_path`, or to summary.json in the run folder.
     The full log goes to run.log in the run folder; the terminal shows step progress
-    (everything with `verbose`). Raises RuntimeError naming the failed step.
+    (everything with `verbose`). The run, its package and its gate decision are recorded
+    in the audit log, `runs_dir`/audit.jsonl. Raises RuntimeError naming the failed step.
     """
     from kfp import local
 
@@ -68,15 +70,36 @@ def run_local(
     with open(run_dir / "run.log", "w") as log, warnings.catch_warnings():
         # kfp.local warns about any image without "python" in its name; the flowline image has Python.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
-        with contextlib.redirect_stdout(ProgressStream(log, sys.stdout, steps, verbose)):
-            outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))
+        audit_log = Path(runs_dir).resolve() / audit.AUDIT_FILE
+        run = {"use_case": use_case.name, "run_dir": str(run_dir), "source": source or "(the use case's)",
+               "trials": trials or "(the use case's)", "champion": str(champion) or None}
+        try:
+            with contextlib.redirect_stdout(ProgressStream(log, sys.stdout, steps, verbose)):
+                outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))
+        except RuntimeError as error:
+            audit.append(audit_log, "pipeline_run", {**run, "outcome": "failed", "error": str(error)})
+            raise
     package_dir = Path(outcome.output.path)
     summary = summarize(use_case, package_dir, run_dir, wall_seconds=time.monotonic() - started)
+    record_run(audit_log, run, summary)
+    summary["audit_log"] = str(audit_log)
     target = Path(summary_path) if summary_path else run_dir / "summary.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(summary, indent=1))
     summary["summary_path"] = str(target)
     return summary
+
+
+def record_run(audit_log: Path, run: dict, summary: dict) -> None:
+    """The audit records of a finished run: the run, the package it produced, and its gate decision."""
+    version = {"use_case": summary["use_case"], "package_version": summary["package_version"]}
+    audit.append(audit_log, "pipeline_run", {**run, "outcome": "succeeded", "wall_seconds": summary["wall_seconds"]})
+    audit.append(audit_log, "package", {**version, "package": summary["package"],
+                                        "dataset_sha256": summary["dataset_sha256"]})
+    audit.append(audit_log, "gate_decision", {
+        **version, "gates_passed": summary["gates_passed"],
+        "gates": {name: gate["passed"] for name, gate in summary["gates"].items()},
+        "decision": summary["champion_challenger"]["decision"], "reason": summary["champion_challenger"]["reason"]})
 
 
 def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> Path | None:
@@ -130,6 +153,7 @@ def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds:
         "package": str(package_dir),
         "package_version": manifest["version"],
         "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
+        "dataset_sha256": lineage["dataset"]["source_sha256"],
         "quarantine": str(quarantine) if quarantine else None,
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 2),

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flowline.audit import verify as verify_audit_log
 from flowline.components.package.model_package import verify
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, main
@@ -115,3 +116,9 @@ def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_hom
     assert "customer-rows: 23570 at 1997-07-01, 23570 at 1997-09-30" in shown
     evaluation = json.loads((Path(summary["package"]) / "evaluation.json").read_text())
     assert evaluation["segments"] == {"high": 9, "mid": 6, "low": 1} and len(evaluation["deciles"]["edges"]) == 9
+    # The audit trail: the run, its package (with the data's hash) and its gate decision, chained.
+    records = verify_audit_log(summary["audit_log"])
+    assert [r["action"] for r in records] == ["pipeline_run", "package", "gate_decision"]
+    assert records[1]["what"]["package_version"] == summary["package_version"]
+    assert records[1]["what"]["dataset_sha256"] == REGISTRY["cdnow_master"].sha256
+    assert records[2]["what"]["gates_passed"] is True and records[2]["what"]["decision"] == "promote"

@@ -101,16 +101,24 @@ def test_flowline_deploy_without_a_cluster_writes_the_manifest_and_promote_edits
 ):
     from flowline.pipelines.cli import main
 
-    manifest = tmp_path / "churn.yaml"
-    assert main(["deploy", str(churn_package_for_deploy), "-o", str(manifest), "--storage-uri", "s3://b/churn/v9"]) == 0
+    from flowline.audit import verify
+
+    manifest, log = tmp_path / "churn.yaml", tmp_path / "audit.jsonl"
+    assert main(["deploy", str(churn_package_for_deploy), "-o", str(manifest), "--storage-uri", "s3://b/churn/v9",
+                 "--audit-log", str(log)]) == 0
     written = yaml.safe_load(manifest.read_text())
     assert written["spec"]["predictor"]["model"]["storageUri"] == "s3://b/churn/v9"
     assert written["metadata"]["namespace"] == "flowline"
-    assert main(["rollback", "--manifest", str(manifest)]) == 0
+    assert main(["rollback", "--manifest", str(manifest), "--audit-log", str(log)]) == 0
     assert yaml.safe_load(manifest.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 0
-    assert main(["promote", "--manifest", str(manifest)]) == 0
+    assert main(["promote", "--manifest", str(manifest), "--audit-log", str(log)]) == 0
     assert "canaryTrafficPercent" not in yaml.safe_load(manifest.read_text())["spec"]["predictor"]
-    assert main(["promote", "churn"]) == 1  # no kubeconfig and no manifest: a clear refusal
+    assert main(["promote", "churn", "--audit-log", str(log)]) == 1  # no kubeconfig, no manifest: a clear refusal
+    # Who did what, in order, on one unbroken chain; the refused promotion is not recorded.
+    records = verify(log)
+    assert [r["action"] for r in records] == ["deployment", "rollback", "promotion"]
+    assert records[0]["what"]["storage_uri"] == "s3://b/churn/v9" and records[0]["what"]["action"]
+    assert all(r["actor"] for r in records)
 
 
 def deployable(folder: Path, gates_passed: bool = True, decision: str = "promote") -> Path:

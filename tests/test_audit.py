@@ -34,23 +34,25 @@ def test_the_actor_comes_from_the_environment(tmp_path, monkeypatch):
     assert audit.append(tmp_path / "a.jsonl", "erasure", {})["actor"] == "alice@bank"
 
 
-def test_an_edited_line_is_named(log):
+def rewrite(log: Path, index: int, rehash: bool) -> None:
+    """Change what record `index` (0-based) says; with `rehash`, recompute its hash as a forger would."""
     edited = lines(log)
-    record = json.loads(edited[2])
-    record["what"]["n"] = 99  # the gate decision rewritten
-    edited[2] = json.dumps(record, sort_keys=True)
+    record = json.loads(edited[index])
+    record["what"]["n"] = 99
+    if rehash:
+        record["hash"] = audit.record_hash(record)
+    edited[index] = json.dumps(record, sort_keys=True)
     log.write_text("\n".join(edited) + "\n")
+
+
+def test_an_edited_line_is_named(log):
+    rewrite(log, 2, rehash=False)  # the gate decision rewritten
     with pytest.raises(audit.AuditError, match="line 3 was edited"):
         audit.verify(log)
 
 
 def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(log):
-    edited = lines(log)
-    record = json.loads(edited[1])
-    record["what"]["n"] = 99
-    record["hash"] = audit.record_hash(record)
-    edited[1] = json.dumps(record, sort_keys=True)
-    log.write_text("\n".join(edited) + "\n")
+    rewrite(log, 1, rehash=True)
     with pytest.raises(audit.AuditError, match="line 3 does not follow the line before it"):
         audit.verify(log)
 

@@ -133,6 +133,27 @@ def _canary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    from flowline.erasure import ErasureError, erase_subject
+
+    try:
+        report = erase_subject(_use_case(args), args.id, args.runs_dir, args.audit_log)
+    except ErasureError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    for path, rows in report.rows_removed.items():
+        print(f"erased {rows} row(s) from {path}")
+    print(f"erased {report.total_rows} row(s) of subject sha256 {report.subject_sha256[:16]} in "
+          f"{len(report.rows_removed)} file(s); recorded in {args.audit_log}")
+    if report.packages_trained_on_subject:
+        print("packages trained on this subject (retrain to forget it):")
+        for package in report.packages_trained_on_subject:
+            print(f"  {package}")
+    else:
+        print("no package was trained on this subject")
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace) -> int:
     try:
         records = audit.verify(args.log)
@@ -260,6 +281,16 @@ def build_parser() -> argparse.ArgumentParser:
     katib.add_argument("--namespace", default="flowline")
     katib.add_argument("--source", help="the data URL trials read (default: the use case's URL or dataset source)")
     katib.set_defaults(handler=_katib, use_case_optional=True)
+
+    erase = commands.add_parser(
+        "erase", help="remove a data subject's rows from a use case's stored datasets and quarantine")
+    erase.add_argument("use_case_name", nargs="?", metavar="USE_CASE", help="a built-in use case, e.g. churn")
+    erase.add_argument("--use-case", dest="use_case_path", metavar="NAME|PATH",
+                       help="a built-in use case name or a use-case YAML file")
+    erase.add_argument("--id", required=True, help="the subject's id (the use case's first id column, or its entity)")
+    erase.add_argument("--runs-dir", default=_runs_dir(), help="where the run folders are (default: ./runs)")
+    _add_audit_log_argument(erase)
+    erase.set_defaults(handler=_erase)
 
     audit_command = commands.add_parser("audit", help="the audit trail of runs, packages, gates and deployments")
     audit_actions = audit_command.add_subparsers(dest="audit_action", required=True)

@@ -1,0 +1,87 @@
+"""Erasure: a subject's rows leave every stored dataset of the use case, and only those rows."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flowline.audit import verify
+from flowline.erasure import ErasureError, erase_subject
+from flowline.pipelines.cli import main
+
+
+def customers(ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"customerID": ids, "tenure": range(len(ids)), "Churn": ["No"] * len(ids)})
+
+
+def fake_run(runs: Path, name: str, train: list[str], test: list[str], quarantined: list[str]) -> Path:
+    """A run folder laid out as kfp.local leaves it: task folders of Parquet outputs, and a package."""
+    tasks = runs / name / "flowline-churn-x"
+    for task, output, frame in (
+        ("ingest", "dataset", customers(train + test)),
+        ("ingest", "quarantine", customers(quarantined).astype("string")),
+        ("split", "train", customers(train)),
+        ("split", "test", customers(test)),
+        ("train", "holdout", pd.DataFrame({"label": [0.0, 1.0], "prediction": [0.2, 0.7]})),  # no key column
+    ):
+        (tasks / task).mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(tasks / task / output)
+    package = tasks / "package" / "model_package"
+    package.mkdir(parents=True)
+    (package / "manifest.json").write_text(json.dumps({"name": "churn"}))
+    return tasks
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    folder = tmp_path / "runs"
+    fake_run(folder, "churn-1", train=["A-1", "B-2", "C-3"], test=["D-4"], quarantined=[" B-2 ", "E-5"])
+    fake_run(folder, "churn-2", train=["C-3"], test=["B-2", "F-6"], quarantined=[])
+    fake_run(folder, "fraud-1", train=["B-2"], test=[], quarantined=[])  # another use case: untouched
+    return folder
+
+
+def test_every_row_of_the_subject_goes_and_every_other_row_stays(runs, churn):
+    before = {p: pd.read_parquet(p) for p in runs.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    report = erase_subject(churn, "B-2", runs, runs / "audit.jsonl")
+    for path, frame in before.items():
+        after = pd.read_parquet(path)
+        if "customerID" in frame.columns and path.parts[-4] != "fraud-1":
+            subject = frame["customerID"].astype(str).str.strip() == "B-2"
+            pd.testing.assert_frame_equal(after, frame[~subject])
+        else:
+            pd.testing.assert_frame_equal(after, frame)
+    # churn-1: dataset, quarantine (padded " B-2 "), train; churn-2: dataset, test.
+    assert report.total_rows == 5 and len(report.rows_removed) == 5
+
+
+def test_the_packages_trained_on_the_subject_are_named(runs, churn):
+    report = erase_subject(churn, "B-2", runs, runs / "audit.jsonl")
+    # churn-2 only had B-2 in test: its model never learned from the subject.
+    assert report.packages_trained_on_subject == [str(runs / "churn-1" / "flowline-churn-x" / "package" / "model_package")]
+
+
+def test_the_audit_log_keeps_the_fact_and_the_ids_hash_never_the_id(runs, churn):
+    log = runs / "audit.jsonl"
+    erase_subject(churn, "B-2", runs, log)
+    (record,) = verify(log)
+    assert record["action"] == "erasure"
+    assert record["what"]["subject_sha256"] == hashlib.sha256(b"B-2").hexdigest()
+    assert record["what"]["rows_removed"] == 5
+    assert "B-2" not in log.read_text()
+
+
+def test_the_command_reports_what_it_erased(runs, capsys):
+    code = main(["erase", "--use-case", "churn", "--id", "C-3", "--runs-dir", str(runs),
+                 "--audit-log", str(runs / "audit.jsonl")])
+    shown = capsys.readouterr().out
+    assert code == 0 and "erased 4 row(s) of subject sha256" in shown  # two datasets, two train splits
+    assert "packages trained on this subject" in shown and "churn-2" in shown
+
+
+def test_a_use_case_without_a_key_is_refused(toy_use_case, tmp_path):
+    keyless = toy_use_case.model_copy(update={"id_columns": []})
+    with pytest.raises(ErasureError, match="declares no id_columns"):
+        erase_subject(keyless, "x", tmp_path, tmp_path / "audit.jsonl")

@@ -151,7 +151,9 @@ def engineer_features(
             generated.append(({"kind": "product", "left": left, "right": right}, f"{left}*{right}"))
             generated.append(({"kind": "ratio", "numerator": left, "denominator": right}, f"{left}/{right}"))
             generated.append(({"kind": "ratio", "numerator": right, "denominator": left}, f"{right}/{left}"))
-    if use_case.time_column and specs[use_case.time_column].type == "datetime":
+    # A time column with one value in train (the cut-off of customer rows) has no calendar to learn from.
+    if (use_case.time_column and specs[use_case.time_column].type == "datetime"
+            and train[use_case.time_column].nunique() > 1):
         generated.append(({"kind": "calendar"}, f"calendar({use_case.time_column})"))
     plan, best = _forward(search, plan, best, generated, "generated", use_case.features.max_generated)
 

@@ -125,3 +125,17 @@ def test_cdnow_gives_every_customer_at_each_cut_off_and_the_split_keeps_them_apa
     assert not set(parts["train"]["customer_id"]) & set(parts["valid"]["customer_id"])
     assert len(parts["valid"]) == pytest.approx(0.2 * customers, abs=1)
     assert np.isfinite(parts["train"][list(FEATURE_COLUMNS)].to_numpy()).all()
+
+
+def test_the_feature_search_tries_no_calendar_of_the_one_training_cut_off():
+    from flowline.components.features.engineering import engineer_features
+
+    rng = np.random.default_rng(0)
+    days = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 150, 3000), unit="D")
+    events = pd.DataFrame({"who": [f"c{i}" for i in rng.integers(0, 300, 3000)], "day": days,
+                           "paid": rng.gamma(2.0, 10.0, 3000)})
+    use_case = parse_use_case(log_use_case())
+    rows_use_case = customer_rows_use_case(use_case)
+    parts = split_frame(build_customer_rows(events, use_case), rows_use_case)
+    _, log = engineer_features(parts["train"], parts["valid"], rows_use_case, progress=lambda _: None)
+    assert log.tried and not any("calendar" in entry["candidate"] for entry in log.tried)

@@ -67,12 +67,12 @@ def run_local(
     print(f"flowline: full log {run_dir / 'run.log'}")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir), raise_on_error=True)
     pipeline = build_pipeline(use_case)
+    audit_log = Path(runs_dir).resolve() / audit.AUDIT_FILE
+    run = {"use_case": use_case.name, "run_dir": str(run_dir), "source": source or "(the use case's)",
+           "trials": trials or "(the use case's)", "champion": str(champion) or None}
     with open(run_dir / "run.log", "w") as log, warnings.catch_warnings():
         # kfp.local warns about any image without "python" in its name; the flowline image has Python.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
-        audit_log = Path(runs_dir).resolve() / audit.AUDIT_FILE
-        run = {"use_case": use_case.name, "run_dir": str(run_dir), "source": source or "(the use case's)",
-               "trials": trials or "(the use case's)", "champion": str(champion) or None}
         try:
             with contextlib.redirect_stdout(ProgressStream(log, sys.stdout, steps, verbose)):
                 outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))

@@ -56,9 +56,10 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     use_case = load_use_case(args.use_case)
-    if use_case.task != "binary" or next(iter(use_case.gates), None) not in FLAML_METRIC:
+    first_gate = next(iter(use_case.gates), None)
+    if use_case.task != "binary" or first_gate not in FLAML_METRIC:
         parser.error(f"{use_case.name}: this bench compares binary use cases whose first gate is roc_auc or auprc")
-    metric = FLAML_METRIC[next(iter(use_case.gates))]
+    metric = FLAML_METRIC[first_gate]
     out = Path(args.out)
     folder = out.parent / f"automl-{use_case.name}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -45,10 +45,13 @@ $(PROMTOOL):
 	dpkg -x build/tools/deb/prometheus_*.deb build/tools
 	$(PROMTOOL) --version
 
-# Tools the manifest and monitoring tests run: kubectl (with kustomize) and promtool.
+# Tools the tests run: kubectl (with kustomize) for the manifests, promtool for the alert rules,
+# headless Chromium (Debian's chromium) to render the HTML reports.
 tools: $(PROMTOOL)
 	command -v kubectl >/dev/null 2>&1 || (apt-get update -qq && (apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client))
 	kubectl version --client
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+	chromium --version
 
 install-test: $(VENV)/.installed-test
 

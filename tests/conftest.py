@@ -10,6 +10,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
+from installed_tools import installed_tool
 
 from flowline.datasets import DATA_HOME_ENV, REGISTRY
 from flowline.pipelines.use_case import UseCase, load_use_case
@@ -32,6 +33,12 @@ def data_home() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return home
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium (Debian's chromium package), which renders the HTML reports."""
+    return installed_tool("chromium")
 
 
 @pytest.fixture(scope="session")

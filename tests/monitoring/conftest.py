@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
-
-
-def _tool(name: str, env: str | None = None) -> str:
-    """A tool's path from `env` or PATH; skips when missing, fails under CI=true."""
-    path = os.environ.get(env) if env else None
-    path = path or shutil.which(name)
-    if path and os.access(path, os.X_OK):
-        return path
-    where = f"${env} or PATH" if env else "PATH"
-    message = f"{name} not found in {where}; `make tools` installs it"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+from installed_tools import installed_tool
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
     """promtool (Debian's prometheus package; `make test` sets FLOWLINE_PROMTOOL)."""
-    return _tool("promtool", "FLOWLINE_PROMTOOL")
+    return installed_tool("promtool", "FLOWLINE_PROMTOOL")
 
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
     """kubectl, whose `kustomize` subcommand renders the manifests."""
-    return _tool("kubectl")
+    return installed_tool("kubectl")

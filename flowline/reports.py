@@ -1,0 +1,63 @@
+"""Self-contained HTML reports: one page, inline CSS, plots embedded as PNG data URIs.
+
+The Kubeflow UI shows an HTML artifact in a sandboxed frame, so a report must not load
+anything: no scripts, no stylesheets, no image files beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from typing import Iterable, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display in a pipeline step or a test
+import matplotlib.pyplot as plt  # noqa: E402
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+th { background: #f2f2f2; }
+.fail { color: #b00020; font-weight: bold; }
+.pass { color: #1b5e20; }
+img { max-width: 100%; }
+"""
+
+
+def escape(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def cell(value: object) -> str:
+    """A table cell's text: floats to 4 places, pass/fail marked for the eye."""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if value in ("pass", "FAIL", "fail"):
+        return f'<span class="{"pass" if value == "pass" else "fail"}">{escape(value)}</span>'
+    return escape(value)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def figure_image(figure: plt.Figure, alt: str) -> str:
+    """The figure as an embedded PNG <img>; the figure is closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(figure)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{escape(alt)}">'
+
+
+def page(title: str, sections: Iterable[str]) -> str:
+    """A complete HTML5 document; `sections` are HTML fragments, already escaped."""
+    body = "\n".join(sections)
+    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{escape(title)}</title>\n'
+            f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>{escape(title)}</h1>\n{body}\n</body>\n</html>\n")

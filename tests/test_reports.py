@@ -1,0 +1,35 @@
+"""The HTML report page itself: valid HTML5, and it loads with its images in headless Chromium."""
+
+from pathlib import Path
+
+import html5lib
+import pytest
+from html_checks import assert_valid_html, loaded_image_widths
+
+from flowline import reports
+
+
+def a_page() -> str:
+    figure, axis = reports.plt.subplots(figsize=(4, 3))
+    axis.plot([0, 1], [0, 1])
+    return reports.page("A <report> & more", [reports.table(["name", "value"], [["a&b", 0.5], ["gate", "FAIL"]]),
+                                              reports.figure_image(figure, "a line")])
+
+
+def test_a_report_page_is_valid_html_with_its_text_escaped():
+    page = a_page()
+    assert_valid_html(page)
+    assert "<title>A &lt;report&gt; &amp; more</title>" in page and "<td>a&amp;b</td>" in page
+    assert '<span class="fail">FAIL</span>' in page
+    with pytest.raises(html5lib.html5parser.ParseError):
+        assert_valid_html(page.replace("</table>", "</tabel>"))  # the check can fail
+
+
+def test_a_report_page_renders_in_chromium_with_its_image(chromium, tmp_path: Path):
+    page = tmp_path / "report.html"
+    page.write_text(a_page())
+    widths = loaded_image_widths(chromium, page, tmp_path)
+    assert len(widths) == 1 and widths[0] > 100
+    broken = tmp_path / "broken.html"
+    broken.write_text(a_page().replace("base64,", "base64,!!not-a-png", 1))
+    assert loaded_image_widths(chromium, broken, tmp_path) == [0]  # a broken image is seen as one

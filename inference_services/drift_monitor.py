@@ -19,6 +19,7 @@ One replica per monitored model: the window lives in memory.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,10 @@ from kserve.protocol.infer_type import InferInput
 
 from flowline.components.drift.detector import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration
 from flowline.components.features.feature_set import FeatureSet
-from flowline.components.package.model_package import DRIFT_DIR, FEATURE_SET_FILE, USE_CASE_FILE, verify
+from flowline.components.package.model_package import DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
 from flowline.inference_services import metrics
 from flowline.inference_services.model import tensor_records
-from flowline.inference_services.request_checks import BadRequest, RecordChecker
+from flowline.inference_services.request_checks import BadRequest, RecordChecker, request_columns
 from flowline.inference_services.server import serve, v2_body_problem
 from flowline.pipelines.use_case import UseCase
 
@@ -62,9 +63,11 @@ class DriftPackage:
         package = Path(path)
         use_case = UseCase.model_validate_json((package / USE_CASE_FILE).read_text())
         feature_set = FeatureSet.load(package / FEATURE_SET_FILE)
+        evaluation = json.loads((package / EVALUATION_FILE).read_text())
         return cls(
             version=manifest["version"], use_case=use_case,
-            checker=RecordChecker(use_case, feature_set.input_columns), encoder=DriftEncoder(feature_set),
+            checker=RecordChecker(use_case, request_columns(feature_set.input_columns, evaluation)),
+            encoder=DriftEncoder(feature_set),
             detector=load_detector(str(package / DRIFT_DIR / DETECTOR_DIR)),
             calibration=load_calibration(package / DRIFT_DIR),
         )

@@ -2,9 +2,12 @@
 
 Raw records in, answers out, over KServe v1 (`instances` as records) and the Open
 Inference Protocol v2 (one named tensor per raw column, or one FP32 matrix of encoded
-features). Both go through the package's FeatureSet, so serving transforms exactly as
+features, with a raw tensor per sensitive attribute when the package has a fairness
+mitigation). Both go through the package's FeatureSet, so serving transforms exactly as
 training did. `explain` returns SHAP contributions per raw column (XGBoost's exact
-TreeSHAP) and the base value.
+TreeSHAP) and the base value. A binary package whose bias step applied a fairness
+mitigation decides with its per-group thresholds (components/bias/fairness.py), exactly
+as evaluated; its requests must then carry raw columns, sensitive attributes included.
 
 A package is loaded only after `verify()` passes. `reload()` swaps in a new version
 atomically; a package that fails verification is refused and the running one keeps
@@ -25,13 +28,15 @@ import pandas as pd
 from kserve import Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
+from flowline.components.bias.fairness import GroupThresholds, mitigation_of
 from flowline.components.evaluate.evaluation import class_names, segment_names
+from flowline.components.explain.explanation import column_contributions
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import PackagedModel
 from flowline.components.train.ensemble import Ensemble
 from flowline.inference_services import metrics
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
-from flowline.inference_services.request_checks import BadRequest, RecordChecker
+from flowline.inference_services.request_checks import BadRequest, RecordChecker, request_columns
 from flowline.pipelines.use_case import UseCase
 
 NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
@@ -50,6 +55,8 @@ class LoadedPackage:
     evaluation: dict
     checker: RecordChecker
     owners: np.ndarray  # (encoded features x raw columns): adds SHAP contributions up to the raw columns
+    mitigation: Optional[GroupThresholds]
+    attribute_checker: Optional[RecordChecker]  # the mitigation's attributes, sent beside an encoded matrix
 
     @classmethod
     def load(cls, path: str | Path) -> LoadedPackage:
@@ -57,11 +64,14 @@ class LoadedPackage:
         packaged = PackagedModel.load(path)
         packaged.model.set_threads(1)  # one row per request: threads cost more than they save
         feature_set = packaged.feature_set
+        columns = request_columns(feature_set.input_columns, packaged.evaluation)
+        mitigation = mitigation_of(packaged.evaluation)
         return cls(
             version=packaged.version, created_at=datetime.fromisoformat(packaged.created_at).timestamp(),
             use_case=packaged.use_case, feature_set=feature_set, model=packaged.model,
-            evaluation=packaged.evaluation, checker=RecordChecker(packaged.use_case, feature_set.input_columns),
-            owners=feature_set.owners,
+            evaluation=packaged.evaluation, checker=RecordChecker(packaged.use_case, columns),
+            owners=feature_set.owners, mitigation=mitigation,
+            attribute_checker=RecordChecker(packaged.use_case, mitigation.attributes) if mitigation else None,
         )
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
@@ -71,7 +81,7 @@ class LoadedPackage:
     def input_types(self) -> List[Dict]:
         """The raw columns a request carries, with their v2 datatypes."""
         schema = self.use_case.columns
-        return [{"name": c, "datatype": _datatype_of(schema[c].type), "shape": [-1]} for c in self.feature_set.input_columns]
+        return [{"name": c, "datatype": _datatype_of(schema[c].type), "shape": [-1]} for c in self.checker.columns]
 
     @property
     def threshold(self) -> Optional[float]:
@@ -81,6 +91,18 @@ class LoadedPackage:
     @property
     def is_binary(self) -> bool:
         return self.use_case.task == "binary"
+
+    def decide_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Binary decisions for a frame of raw columns, in process: what the server answers for the same rows."""
+        x = self.feature_set.transform(frame)
+        return self.decide(self.model.predict(x), x, frame.to_dict("records"))
+
+    def decide(self, scores: np.ndarray, x: np.ndarray, records: List[Mapping[str, Any]]) -> np.ndarray:
+        """Binary decisions: the per-group thresholds of a fairness mitigation, else the single threshold."""
+        if self.mitigation is None:
+            return scores >= self.threshold
+        rows = pd.DataFrame.from_records(records, columns=list(self.mitigation.attributes))
+        return self.mitigation.decide(scores, rows, x, self.use_case)
 
     def labels(self, positive: np.ndarray) -> list[str]:
         """The decision as label values, named as in evaluate's confusion matrix."""
@@ -139,11 +161,12 @@ class FlowlineModel(Model):
         package = self.package  # one version for the whole request, even if a reload lands meanwhile
         started = time.perf_counter()
         if isinstance(payload, InferRequest):
-            features = self._features_from_tensors(package, payload)
+            records, features = self._features_from_tensors(package, payload)
         else:
-            features = _transform(package, package.checker.check_batch(_instances(payload), "instances", self.max_batch))
+            records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
+            features = _transform(package, records)
         scores = package.model.predict(features)
-        response = self._answer(package, payload, scores)
+        response = self._answer(package, payload, scores, features, records)
         metrics.observe_predictions(self.name, package.version, scores, package.threshold,
                                     time.perf_counter() - started)
         return response
@@ -153,36 +176,49 @@ class FlowlineModel(Model):
         package = self.package
         records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
         matrix = _transform(package, records)
-        contributions = package.model.contributions(matrix)
+        per_column, base = column_contributions(package.model, package.owners, matrix)
         margins = package.model.margin(matrix)
         columns = package.feature_set.input_columns
-        per_column = contributions[:, :-1] @ package.owners
         return {
             "model_name": self.name,
             "model_version": package.version,
             "explanations": [
                 {
-                    "base_value": float(row[-1]),
+                    "base_value": float(base_value),
                     "margin": float(margin),
                     "contributions": dict(zip(columns, map(float, by_column))),
                 }
-                for row, by_column, margin in zip(contributions, per_column, margins)
+                for base_value, by_column, margin in zip(base, per_column, margins)
             ],
         }
 
-    def _features_from_tensors(self, package: LoadedPackage, request: InferRequest) -> np.ndarray:
+    def _features_from_tensors(self, package: LoadedPackage, request: InferRequest
+                               ) -> tuple[Optional[list], np.ndarray]:
+        """The request's records (None for an encoded matrix) and its encoded features."""
         inputs = request.inputs
         if not inputs:
             raise BadRequest("empty_batch", "inputs: no input tensors")
-        columns = package.feature_set.input_columns
-        if len(inputs) == 1 and inputs[0].name not in columns:
-            return _matrix(inputs[0], package.feature_set.width, self.max_batch)
-        records = tensor_records(inputs, package.checker)
-        return _transform(package, package.checker.check_batch(records, "inputs", self.max_batch))
+        matrices = [tensor for tensor in inputs if tensor.name not in package.checker.columns]
+        others = [tensor for tensor in inputs if tensor not in matrices]
+        attributes = package.mitigation.attributes if package.mitigation else ()
+        if len(matrices) == 1 and all(tensor.name in attributes for tensor in others):
+            matrix = _matrix(matrices[0], package.feature_set.width, self.max_batch)
+            if package.attribute_checker is None:
+                return None, matrix
+            # Per-group thresholds need each row's group: the mitigation's attributes come as raw tensors beside it.
+            records = package.attribute_checker.check_batch(tensor_records(others, package.attribute_checker),
+                                                            "inputs", self.max_batch)
+            if len(records) != len(matrix):
+                raise BadRequest("wrong_shape", f"inputs: {len(records)} rows of sensitive attributes for "
+                                 f"{len(matrix)} rows of {matrices[0].name!r}")
+            return records, matrix
+        records = package.checker.check_batch(tensor_records(inputs, package.checker), "inputs", self.max_batch)
+        return records, _transform(package, records)
 
-    def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray):
+    def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray,
+                features: np.ndarray, records: Optional[list]):
         if package.is_binary:
-            positive = scores >= package.threshold
+            positive = package.decide(scores, features, records)
             outputs = {"probability": scores.astype(np.float32), "decision": np.array(package.labels(positive), dtype=object)}
         else:
             outputs = {"prediction": scores.astype(np.float32)}

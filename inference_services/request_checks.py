@@ -97,3 +97,10 @@ class RecordChecker:
         allowed = self._allowed.get(name)
         if allowed is not None and value.strip() not in allowed:
             raise BadRequest("unknown_category", f"{field}: {value!r} is not one of {sorted(allowed)}")
+
+
+def request_columns(input_columns: Sequence[str], evaluation: dict) -> list[str]:
+    """The columns a request carries: the FeatureSet's inputs, plus the sensitive attributes a fairness
+    mitigation decides by where the features do not read them."""
+    mitigation = evaluation.get("fairness", {}).get("mitigation") or {}
+    return [*input_columns, *(a for a in mitigation.get("attributes", ()) if a not in input_columns)]

@@ -13,16 +13,17 @@ from pathlib import Path
 from tabulate import tabulate
 
 from flowline import audit
+from flowline.components.package.model_card import CARD_HTML
 from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
 from flowline.components.train.training import TRAINING_FILE
 from flowline.pipelines.progress import ProgressStream
-from flowline.pipelines.use_case import UseCase
+from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
 
 # The pipeline's tasks as kfp.local names them (a component used three times: tune, tune-2, tune-3).
-STEPS = ("ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "drift", "package",
-         "deploy")
+STEPS = ("ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "bias", "explain",
+         "drift", "package", "deploy")
 SHOWN_STEPS = "split -> features -> tune (xgboost, linear, forest) + nas (mlp) -> train -> evaluate " \
-              "-> drift -> package -> deploy"
+              "-> bias -> explain -> drift -> package -> deploy"
 
 
 def pipeline_steps(use_case: UseCase) -> tuple[tuple[str, ...], str]:
@@ -99,6 +100,8 @@ def record_run(audit_log: Path, run: dict, summary: dict) -> None:
     audit.append(audit_log, "gate_decision", {
         **version, "gates_passed": summary["gates_passed"],
         "gates": {name: gate["passed"] for name, gate in summary["gates"].items()},
+        "fairness": {attribute: result["gate"] for attribute, result in summary["fairness"].items()},
+        "fairness_mitigation": bool(summary["fairness_mitigation"]),
         "decision": summary["champion_challenger"]["decision"], "reason": summary["champion_challenger"]["reason"]})
 
 
@@ -150,14 +153,26 @@ def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds:
                   "candidates": {c["family"]: c["held_out_score"] for c in training["candidates"]}},
         "champion_challenger": {key: decision.get(key) for key in
                                 ("decision", "reason", "test", "p_value", "difference", "ci95", "champion")},
+        "fairness": {attribute: {**{name: result[name] for name in FAIRNESS_METRICS}, "gate": result["gate"]}
+                     for attribute, result in evaluation["fairness"]["attributes"].items()},
+        "fairness_mitigation": mitigation_summary(evaluation["fairness"]),
         "package": str(package_dir),
         "package_version": manifest["version"],
+        "model_card": str(package_dir / CARD_HTML),
         "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
         "dataset_sha256": lineage["dataset"]["source_sha256"],
         "quarantine": str(quarantine) if quarantine else None,
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 2),
     }
+
+
+def mitigation_summary(fairness: dict) -> dict | None:
+    """What a fairness mitigation did: for which attributes, under which constraint, at what cost."""
+    if not fairness["mitigation"]:
+        return None
+    return {"constraint": fairness["mitigation"]["constraint"], "attributes": fairness["mitigation"]["attributes"],
+            **fairness["outcomes"]}
 
 
 def format_summary(summary: dict) -> str:
@@ -170,6 +185,9 @@ def format_summary(summary: dict) -> str:
          "" if g["max"] is None else f"<= {g['max']}", "pass" if g["passed"] else "FAIL"]
         for name, g in summary["gates"].items()
     ]
+    fairness = [[attribute, *(f"{result[name]:.4f}" for name in FAIRNESS_METRICS), result["gate"]]
+                for attribute, result in summary["fairness"].items()]
+    mitigation = summary["fairness_mitigation"]
     rows = summary["rows"]
     model = summary["model"]
     blend = " + ".join(f"{m['family']} {m['weight']:.2f}" for m in model["members"])
@@ -178,6 +196,7 @@ def format_summary(summary: dict) -> str:
                                       f"{summary['champion_challenger']['reason']}"]]
     paths = [
         ["package", f"{summary['package']} (version {summary['package_version']}, verified)"],
+        ["model card", summary["model_card"]],
         ["quarantine", f"{summary['quarantine']} ({rows['rows_quarantined']} of {rows['rows_in']} rows)"],
         ["run folder", summary["run_dir"]],
     ]
@@ -186,6 +205,14 @@ def format_summary(summary: dict) -> str:
         f"Use case {summary['use_case']}: {verdict}, {summary['wall_seconds']:.1f} s",
         tabulate(metrics, headers=["test metric", "value"], disable_numparse=True),
         tabulate(gates, headers=["gate", "value", "min", "max", "decision"], disable_numparse=True) if gates else "no gates set",
+        *([tabulate(fairness, headers=["sensitive attribute", *FAIRNESS_METRICS, "gate"], disable_numparse=True)
+           + (f"\nmitigated: per-group thresholds ({mitigation['constraint']}) for "
+              f"{', '.join(mitigation['attributes'])}; served decisions: balanced accuracy "
+              f"{mitigation['single_threshold']['balanced_accuracy']:.4f} -> "
+              f"{mitigation['mitigated']['balanced_accuracy']:.4f}, expected cost per 1000 "
+              f"{mitigation['single_threshold']['expected_cost_per_1000']:,.0f} -> "
+              f"{mitigation['mitigated']['expected_cost_per_1000']:,.0f}" if mitigation else "")]
+          if fairness else []),
         tabulate(choice, headers=["decision", "outcome"], disable_numparse=True),
         tabulate(paths, headers=["artifact", "path"]),
     ])

@@ -11,11 +11,13 @@ from typing import Callable
 from kfp import dsl
 from kfp.dsl import Model
 
+from flowline.components.bias.component import bias
 from flowline.components.customers.component import customer_rows
 from flowline.components.customers.customer_rows import customer_rows_use_case
 from flowline.components.deploy.component import deploy
 from flowline.components.drift.component import drift
 from flowline.components.evaluate.component import evaluate
+from flowline.components.explain.component import explain
 from flowline.components.features.component import features
 from flowline.components.ingest.component import ingest
 from flowline.components.nas.component import nas
@@ -40,6 +42,8 @@ RESOURCES = {
     "drift": ("1", "2Gi"),
     "train": ("2", "4Gi"),
     "evaluate": ("1", "2Gi"),
+    "bias": ("1", "2Gi"),
+    "explain": ("2", "2Gi"),
     "package": ("500m", "1Gi"),
     "deploy": ("250m", "512Mi"),
 }
@@ -97,6 +101,17 @@ def build_pipeline(use_case: UseCase) -> Callable:
             ),
             "evaluate",
         )
+        judged = _configure(
+            bias(use_case_json=spec, model=trained.outputs["model"], feature_set=fitted.outputs["feature_set"],
+                 holdout=trained.outputs["holdout"], test=splits.outputs["test"],
+                 evaluation=evaluated.outputs["evaluation"]),
+            "bias",
+        )
+        explained = _configure(
+            explain(use_case_json=spec, model=trained.outputs["model"], feature_set=fitted.outputs["feature_set"],
+                    train=splits.outputs["train"], test=splits.outputs["test"]),
+            "explain",
+        )
         monitored = _configure(
             drift(
                 use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"],
@@ -107,8 +122,8 @@ def build_pipeline(use_case: UseCase) -> Callable:
         packaged = _configure(
             package(
                 use_case_json=spec, dataset=ingested.outputs["dataset"], model=trained.outputs["model"],
-                feature_set=fitted.outputs["feature_set"], evaluation=evaluated.outputs["evaluation"],
-                detector=monitored.outputs["detector"],
+                feature_set=fitted.outputs["feature_set"], evaluation=judged.outputs["decided"],
+                detector=monitored.outputs["detector"], explanation=explained.outputs["explanation"],
             ),
             "package",
         )

@@ -21,6 +21,8 @@ USE_CASES_DIR = Path(__file__).parent / "use_cases"
 BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy",
                   "recall_at_p90", "precision_at_r90", "expected_cost_per_1000")
 REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman", "gini", "total_predicted", "total_actual")
+# Fairness per sensitive attribute (components/bias): the gaps between groups at the decision threshold.
+FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio")
 # Candidate model families, each with one declarative search space (components/tune/search_space.py).
 FAMILIES = ("xgboost", "linear", "forest", "mlp")
 Family = Literal["xgboost", "linear", "forest", "mlp"]
@@ -177,6 +179,44 @@ class ChampionSpec(_Strict):
     alpha: float = Field(default=0.05, gt=0, lt=1, description="one-sided significance level for promotion")
 
 
+class MitigationSpec(_Strict):
+    """fairlearn's ThresholdOptimizer: per-group thresholds on the model's scores, fitted on train's
+    out-of-fold predictions, applied when a fairness gate fails, stored in the package and served."""
+
+    enabled: bool = False
+    constraint: Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity",
+                        "false_positive_rate_parity"] = "equalized_odds"
+    objective: Literal["balanced_accuracy_score", "accuracy_score"] = Field(
+        default="balanced_accuracy_score", description="what the thresholds maximise under the constraint")
+
+
+class FairnessSpec(_Strict):
+    """How the bias step judges the decisions for each of `sensitive_attributes` (binary tasks)."""
+
+    gates: dict[str, GateSpec] = Field(default={}, description="bounds on " + ", ".join(FAIRNESS_METRICS))
+    bands: dict[str, list[float]] = Field(
+        default={}, description="numeric sensitive attributes cut into bands at these increasing edges "
+                                "(Age: [26, 41] gives <26, [26, 41) and >=41)")
+    min_group_rows: int = Field(default=30, ge=1, description="smaller groups are reported, not compared")
+    mitigation: MitigationSpec = MitigationSpec()
+
+    @field_validator("gates")
+    @classmethod
+    def _known_metrics(cls, gates: dict[str, GateSpec]) -> dict[str, GateSpec]:
+        for metric in gates:
+            if metric not in FAIRNESS_METRICS:
+                raise ValueError(f"unknown fairness metric {metric!r}; known: {', '.join(FAIRNESS_METRICS)}")
+        return gates
+
+    @field_validator("bands")
+    @classmethod
+    def _edges_increase(cls, bands: dict[str, list[float]]) -> dict[str, list[float]]:
+        for column, edges in bands.items():
+            if not edges or any(low >= high for low, high in zip(edges, edges[1:])):
+                raise ValueError(f"{column}: give one or more strictly increasing edges")
+        return bands
+
+
 class TransactionsSpec(_Strict):
     """The data is a transaction log: one row per event of an entity (customer, card) with an amount.
 
@@ -206,6 +246,9 @@ class TransactionsSpec(_Strict):
 class UseCase(_Strict):
     name: str
     description: str = ""
+    intended_use: str = Field(default="", description="the model card: who uses the predictions, for what, and "
+                                                      "what they must not be used for")
+    limitations: list[str] = Field(default=[], description="the model card: known limits of the data and model")
     task: Literal["binary", "regression"]
     data: DataSpec
     label: LabelSpec
@@ -217,6 +260,7 @@ class UseCase(_Strict):
         default=None, description="regression: segment names served with each prediction, each with the lowest "
                                   "decile (1-10) of predicted value it covers; one must start at decile 1")
     sensitive_attributes: list[str] = []
+    fairness: FairnessSpec = FairnessSpec()
     max_bad_fraction: float = Field(default=0.05, ge=0, le=1)
     split: SplitSpec = SplitSpec()
     gates: dict[str, GateSpec] = {}
@@ -278,6 +322,13 @@ class UseCase(_Strict):
                 raise ValueError("segments: give each a lowest decile from 1 to 10, one of them 1")
             if len(set(self.segments.values())) != len(self.segments):
                 raise ValueError("segments: two segments start at the same decile")
+        if self.sensitive_attributes and self.task != "binary":
+            raise ValueError("sensitive_attributes: fairness is measured on binary decisions; leave them out")
+        for name in self.fairness.bands:
+            if name not in self.sensitive_attributes:
+                raise ValueError(f"fairness.bands: {name!r} is not one of sensitive_attributes")
+            if not self.columns[name].is_numeric:
+                raise ValueError(f"fairness.bands: column {name!r} is not numeric")
         if self.tuning.class_weighting and self.task != "binary":
             raise ValueError("tuning.class_weighting applies to binary tasks")
         if self.tuning.objective != "squared_error" and self.task != "regression":

@@ -10,10 +10,10 @@ from kfp import components
 
 from flowline import __version__
 from flowline.pipelines.cli import main
+from flowline.pipelines import local_run
 from flowline.pipelines.template import RESOURCES
 
-STEPS = ["ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "drift", "package",
-         "deploy"]
+STEPS = list(local_run.STEPS)  # the task names kfp.local and the compiler give the template's steps
 
 
 @pytest.fixture(scope="module")

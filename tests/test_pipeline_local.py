@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from html_checks import assert_valid_html, loaded_image_widths
 
 from flowline.audit import verify as verify_audit_log
 from flowline.components.package.model_package import verify
@@ -16,7 +17,7 @@ from flowline.pipelines.local_run import STEPS
 pytestmark = pytest.mark.pipeline
 
 
-def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, tmp_path: Path, capsys):
+def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium, tmp_path: Path, capsys):
     summary_path = tmp_path / "summary.json"
     code = main(["run", "churn", "--runs-dir", str(tmp_path / "runs"), "--summary", str(summary_path)])
     shown = capsys.readouterr().out
@@ -38,8 +39,8 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, tmp_path:
     assert summary["model"]["members"] and all(m["weight"] > 0 for m in summary["model"]["members"])
     assert summary["champion_challenger"]["decision"] == "promote"  # a fresh runs folder: no champion
     # Progress step by step, then the table and where the summary went.
-    started = re.findall(r"^\[(\d+)/12\] ([\w-]+)$", shown, re.M)
-    assert [int(number) for number, _ in started] == list(range(1, 13))
+    started = re.findall(rf"^\[(\d+)/{len(STEPS)}\] ([\w-]+)$", shown, re.M)
+    assert [int(number) for number, _ in started] == list(range(1, len(STEPS) + 1))
     assert {step for _, step in started} == set(STEPS)
     assert all(f"{step} success in" in shown for _, step in started)
     assert "deploy: churn" in shown and "manifest written, no cluster to apply it to" in shown
@@ -48,6 +49,28 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, tmp_path:
     assert "features: 19 columns ->" in shown and "train: selected" in shown
     assert "roc_auc" in shown and "all gates passed" in shown
     assert f"summary: {summary_path}" in shown
+    # Governance: fairness per sensitive attribute, mitigation where a gate failed, the model card, the audit log.
+    assert set(summary["fairness"]) == {"gender", "SeniorCitizen"}
+    for result in summary["fairness"].values():
+        assert set(result) == {"demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio",
+                               "gate"}
+        assert result["gate"] == "pass" and result["equalized_odds_difference"] <= 0.10
+    # Seniors are flagged far more often at one threshold; per-group thresholds close the gap, at a cost.
+    mitigation = summary["fairness_mitigation"]
+    assert mitigation["attributes"] == ["SeniorCitizen"] and mitigation["constraint"] == "equalized_odds"
+    assert mitigation["mitigated"]["expected_cost_per_1000"] != mitigation["single_threshold"]["expected_cost_per_1000"]
+    assert "mitigated: per-group thresholds (equalized_odds) for SeniorCitizen" in shown
+    assert Path(summary["model_card"]).is_file() and summary["model_card"].startswith(summary["package"])
+    # The dashboard's HTML reports are valid pages, and load in a browser with every plot.
+    run_dir = next(Path(summary["run_dir"]).glob("flowline-churn-*"))
+    pages = [run_dir / "bias" / "html_report", run_dir / "explain" / "report", run_dir / "package" / "model_card"]
+    for page in pages:
+        assert_valid_html(page.read_text())
+    assert (run_dir / "package" / "model_card").read_text() == Path(summary["model_card"]).read_text()
+    widths = loaded_image_widths(chromium, run_dir / "explain" / "report", tmp_path)
+    assert len(widths) == 1 + 3 + 5 and min(widths) > 100  # importance, 3 dependence plots, 5 instances
+    decision = verify_audit_log(summary["audit_log"])[-1]["what"]
+    assert decision["fairness"] == {"gender": "pass", "SeniorCitizen": "pass"} and decision["fairness_mitigation"]
     assert "Got executor_input" not in shown and "Got executor_input" in (Path(summary["run_dir"]) / "run.log").read_text()
 
 
@@ -111,7 +134,7 @@ def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_hom
     # Test: every CDNOW customer at the end of calibration, labelled with the holdout's spend.
     assert summary["metrics"]["total_actual"] == pytest.approx(776961.13)
     assert summary["metrics"]["spearman"] > 0.3 and summary["metrics"]["gini"] > 0.5
-    started = re.findall(r"^\[(\d+)/13\] ([\w-]+)$", shown, re.M)
+    started = re.findall(rf"^\[(\d+)/{len(STEPS) + 1}\] ([\w-]+)$", shown, re.M)
     assert [step for _, step in started][:3] == ["ingest", "customer-rows", "split"]
     assert "customer-rows: 23570 at 1997-07-01, 23570 at 1997-09-30" in shown
     evaluation = json.loads((Path(summary["package"]) / "evaluation.json").read_text())
@@ -122,3 +145,7 @@ def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_hom
     assert records[1]["what"]["package_version"] == summary["package_version"]
     assert records[1]["what"]["dataset_sha256"] == REGISTRY["cdnow_master"].sha256
     assert records[2]["what"]["gates_passed"] is True and records[2]["what"]["decision"] == "promote"
+    assert summary["fairness"] == {} and summary["fairness_mitigation"] is None  # regression: none declared
+    card = json.loads((Path(summary["package"]) / "model_card.json").read_text())
+    assert card["explanation"]["units"] == "prediction" and card["metrics"]["spearman"]["ci95"][0] < \
+        summary["metrics"]["spearman"] < card["metrics"]["spearman"]["ci95"][1]

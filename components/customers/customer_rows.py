@@ -129,7 +129,7 @@ def customer_rows_use_case(use_case: UseCase) -> UseCase:
     """The use case of the customer rows: what split, features, training and serving see."""
     spec = use_case.transactions
     document = use_case.model_dump(mode="json", exclude={"transactions", "columns", "id_columns", "time_column",
-                                                         "sensitive_attributes"})
+                                                         "sensitive_attributes", "fairness"})
     document.update(
         columns={spec.entity_column: {"type": "string"}, CUTOFF_COLUMN: {"type": "datetime"},
                  **{name: {"type": "number"} for name in FEATURE_COLUMNS}},

@@ -31,6 +31,7 @@ from flowline.components.train.ensemble import Ensemble, ModelError
 from flowline.pipelines.use_case import CostSpec, GateSpec, UseCase
 
 ROC_POINTS = 200
+BOOTSTRAP_RESAMPLES = 200  # for the 95 % intervals of the test metrics
 
 
 def choose_threshold(y: np.ndarray, probabilities: np.ndarray, costs: CostSpec) -> tuple[float, float]:
@@ -142,6 +143,22 @@ def segment_names(predictions: np.ndarray, edges, segments: dict[str, int]) -> l
     return [names[i] for i in np.searchsorted(starts, decile_of(predictions, edges), side="right") - 1]
 
 
+def bootstrap_intervals(y: np.ndarray, scores: np.ndarray, metrics_of, seed: int,
+                        resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, list[float]]:
+    """95 % percentile intervals of every metric `metrics_of(y, scores)` gives, over seeded resamples
+    of the test rows (a binary resample with one class only is drawn again)."""
+    rng = np.random.default_rng(seed)
+    drawn: dict[str, list[float]] = {}
+    while len(next(iter(drawn.values()), [])) < resamples:
+        rows = rng.integers(0, len(y), len(y))
+        if len(np.unique(y[rows])) < 2 and len(np.unique(y)) == 2:
+            continue
+        for name, value in metrics_of(y[rows], scores[rows]).items():
+            drawn.setdefault(name, []).append(value)
+    return {name: [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+            for name, values in drawn.items()}
+
+
 def gate_decisions(metrics: dict[str, float], gates: dict[str, GateSpec]) -> dict[str, dict]:
     """Each gate with the measured value, its bounds and whether it passed."""
     decisions = {}
@@ -183,8 +200,11 @@ def champion_scores(champion_dir: str, test: pd.DataFrame, task: str) -> tuple[n
 def report_markdown(report: dict, use_case: UseCase) -> str:
     """The evaluation for the Kubeflow dashboard: test metrics, gates, champion/challenger, and the
     confusion matrix (binary) or the value by decile of prediction (regression)."""
-    lines = [f"### Evaluation: {use_case.name} ({report['test_rows']} test rows)", "", "| metric | value |", "|---|---|"]
-    lines += [f"| {name} | {value:,.4f} |" for name, value in report["metrics"].items()]
+    lines = [f"### Evaluation: {use_case.name} ({report['test_rows']} test rows)", "",
+             "| metric | value | 95 % interval |", "|---|---|---|"]
+    intervals = report["confidence_intervals"]
+    lines += [f"| {name} | {value:,.4f} | {intervals[name][0]:,.4f} to {intervals[name][1]:,.4f} |"
+              for name, value in report["metrics"].items()]
     lines += ["", "| gate | value | bounds | decision |", "|---|---|---|---|"]
     for name, gate in report["gates"].items():
         bounds = " ".join(b for b in (f">= {gate['min']}" if gate["min"] is not None else "",
@@ -234,11 +254,16 @@ def evaluate_files(
             classes=class_names(use_case),
             confusion_matrix=confusion_matrix(y_test, predicted, labels=[0, 1]).tolist(),
             roc=roc_points(y_test, p_test),
-            confidence_intervals={"roc_auc": list(auc_confidence_interval(y_test, p_test))},
+            confidence_intervals={
+                **bootstrap_intervals(y_test, p_test, lambda y, p: binary_metrics(y, p, threshold, use_case.costs),
+                                      use_case.tuning.seed),
+                "roc_auc": list(auc_confidence_interval(y_test, p_test))},
         )
     else:
         metrics = regression_metrics(y_test, p_test)
-        report.update(deciles=decile_table(y_test, p_test), segments=use_case.segments)
+        report.update(deciles=decile_table(y_test, p_test), segments=use_case.segments,
+                      confidence_intervals=bootstrap_intervals(y_test, p_test, regression_metrics,
+                                                               use_case.tuning.seed))
     gates = gate_decisions(metrics, use_case.gates)
     gates_passed = all(g["passed"] for g in gates.values())
     report.update(metrics=metrics, gates=gates, gates_passed=gates_passed)

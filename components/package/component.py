@@ -1,6 +1,6 @@
 """KFP component: assemble the verified model package."""
 
-from kfp.dsl import Artifact, Dataset, Input, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 
 from flowline.components import flowline_component
 
@@ -13,14 +13,21 @@ def package(
     feature_set: Input[Artifact],
     evaluation: Input[Artifact],
     detector: Input[Artifact],
+    explanation: Input[Artifact],
     model_package: Output[Model],
+    model_card: Output[HTML],
 ):
-    """Model, FeatureSet, evaluation, drift detector, lineage and a sha256 manifest, verified before it is handed on."""
+    """Model, FeatureSet, evaluation (with fairness, from the bias step), drift detector, lineage, model card
+    and a sha256 manifest, verified before it is handed on; `model_card` shows the card in the dashboard."""
+    import shutil
+
+    from flowline.components.package.model_card import CARD_HTML
     from flowline.components.package.model_package import package_files
     from flowline.pipelines.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     model_package.metadata.update(
         package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata,
-                      detector.path)
+                      detector.path, explanation.path)
     )
+    shutil.copyfile(f"{model_package.path}/{CARD_HTML}", model_card.path)

@@ -1,9 +1,10 @@
 """Model packages: a folder with every file listed by sha256 in manifest.json.
 
 A package holds the model folder (model.json and one native file per member, plus
-training.json), the FeatureSet, the evaluation (metrics, threshold, gates, the
-champion/challenger decision), the drift detector, the use case and the lineage
-(dataset sha256 -> FeatureSet version -> model files). `verify` refuses a package whose
+training.json), the FeatureSet, the evaluation (metrics with intervals, threshold,
+quality and fairness gates, any fairness mitigation, the champion/challenger
+decision), the drift detector, the use case, the lineage (dataset sha256 ->
+FeatureSet version -> model files) and the model card (model_card.py), JSON and HTML. `verify` refuses a package whose
 files do not match the manifest, before anything is loaded; `PackagedModel.load` only
 opens a verified one.
 """
@@ -22,6 +23,7 @@ import pandas as pd
 
 from flowline import __version__
 from flowline.components.features.feature_set import FeatureSet
+from flowline.components.package.model_card import CARD_HTML, CARD_JSON, model_card, model_card_html
 from flowline.components.train.ensemble import Ensemble
 from flowline.datasets import sha256_of_file
 from flowline.pipelines.use_case import UseCase
@@ -48,10 +50,12 @@ def build_package(
     evaluation_file: str | Path,
     dataset: dict,
     drift_dir: str | Path,
+    explanation_file: str | Path,
 ) -> dict:
     """Assemble the package folder and write its manifest; return the manifest.
 
-    `dataset` describes the ingested data: source, source_sha256 and row counts.
+    `dataset` describes the ingested data: source, source_sha256 and row counts;
+    `explanation_file` is the explain step's summary, for the model card.
     """
     out = Path(destination)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +74,12 @@ def build_package(
         "flowline_version": __version__,
     }
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1))
+    members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
+    card = model_card(use_case, json.loads((out / EVALUATION_FILE).read_text()),
+                      json.loads(Path(explanation_file).read_text()), lineage,
+                      {"members": [{"family": m["family"], "weight": m["weight"]} for m in members]})
+    (out / CARD_JSON).write_text(json.dumps(card, indent=1))
+    (out / CARD_HTML).write_text(model_card_html(card))
     return write_manifest(out, use_case.name)
 
 
@@ -135,12 +145,14 @@ def package_files(
     evaluation_file: str,
     dataset_metadata: dict,
     drift_dir: str,
+    explanation_file: str,
 ) -> dict:
     """Build and verify the package; return what its artifact metadata should show."""
     # KFP carries metadata numbers as floats; counts are whole.
     dataset = {key: dataset_metadata[key] for key in ("source", "source_sha256")}
     dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
-    build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir)
+    build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir,
+                  explanation_file)
     manifest = verify(destination)
     evaluation = json.loads(Path(evaluation_file).read_text())
     print(f"package: {destination} version {manifest['version']}, {len(manifest['files'])} files, verified")

@@ -7,6 +7,7 @@ from sklearn.metrics import roc_auc_score
 from flowline.components.evaluate.evaluation import (
     ROC_POINTS,
     binary_metrics,
+    bootstrap_intervals,
     choose_threshold,
     decile_table,
     gate_decisions,
@@ -206,13 +207,31 @@ def test_the_dashboard_report_shows_deciles_for_regression_and_the_threshold_for
     y, predictions = np.arange(100.0), np.arange(100.0)
     regression = {"test_rows": 100, "metrics": regression_metrics(y, predictions), "gates": gates,
                   "champion_challenger": decision, "deciles": decile_table(y, predictions),
-                  "segments": {"high": 9, "low": 1}}
+                  "segments": {"high": 9, "low": 1},
+                  "confidence_intervals": bootstrap_intervals(y, predictions, regression_metrics, 0, resamples=20)}
     spend = toy_use_case.model_copy(update={"task": "regression"})
     text = report_markdown(regression, spend)
     assert "| 10 | 10 | 94.50 | 94.50 | 19.1% |" in text  # 945 of 4,950 and "high from decile 9, low from decile 1" in text
     assert "| spearman | 0.5000 | >= 0.4 | pass |" in text
+    assert "| r2 | 1.0000 | 1.0000 to 1.0000 |" in text
     binary = {"test_rows": 6, "metrics": {"roc_auc": 0.9}, "gates": {}, "champion_challenger": decision,
               "confusion_matrix": [[3, 1], [0, 2]], "classes": ["no", "yes"], "threshold": 0.4,
-              "test_cost_at_threshold": 12.0}
-    assert "2 of the 2 positives ('yes') flagged, 1 false alarms among the 4 others ('no')" in report_markdown(
-        binary, toy_use_case)
+              "test_cost_at_threshold": 12.0, "confidence_intervals": {"roc_auc": [0.8, 0.95]}}
+    binary_text = report_markdown(binary, toy_use_case)
+    assert "2 of the 2 positives ('yes') flagged, 1 false alarms among the 4 others ('no')" in binary_text
+    assert "| roc_auc | 0.9000 | 0.8000 to 0.9500 |" in binary_text
+
+
+def test_bootstrap_intervals_cover_the_metric_and_narrow_with_rows():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 4000).astype(float)
+    scores = np.clip(0.5 * y + rng.normal(0.25, 0.3, 4000), 0, 1)
+
+    def accuracy(labels, p):
+        return {"accuracy": float(np.mean((p >= 0.5) == (labels == 1)))}
+
+    wide = bootstrap_intervals(y[:200], scores[:200], accuracy, seed=0)["accuracy"]
+    narrow = bootstrap_intervals(y, scores, accuracy, seed=0)["accuracy"]
+    assert narrow[0] < accuracy(y, scores)["accuracy"] < narrow[1]
+    assert narrow[1] - narrow[0] < (wide[1] - wide[0]) / 2
+    assert bootstrap_intervals(y, scores, accuracy, seed=0) == {"accuracy": narrow}  # seeded

@@ -13,22 +13,34 @@ from flowline.components.package.model_package import (
 from flowline.datasets import sha256_of_file
 
 DATASET = {"source": "data.csv", "source_sha256": "ab" * 32, "rows_in": 10, "rows_kept": 9, "rows_quarantined": 1}
+# What evaluate + bias and explain hand the package step, cut down to what the model card reads.
+FAIRNESS = {"attributes": {"group": {
+    "by_group": {"a": {"rows": 50}, "b": {"rows": 40}, "c": {"rows": 3}}, "compared_groups": ["a", "b"],
+    "demographic_parity_difference": 0.3, "equalized_odds_difference": 0.1, "disparate_impact_ratio": 0.6,
+    "gates": {"disparate_impact_ratio": {"value": 0.6, "min": 0.8, "max": None, "passed": False}}, "gate": "fail"}},
+    "mitigation": None, "outcomes": {}, "passed": False}
+EVALUATION = {"test_rows": 93, "metrics": {"roc_auc": 0.91}, "confidence_intervals": {"roc_auc": [0.85, 0.96]},
+              "threshold": 0.3, "gates": {"roc_auc": {"value": 0.91, "min": 0.8, "max": None, "passed": True}},
+              "gates_passed": False, "fairness": FAIRNESS,
+              "champion_challenger": {"decision": "keep", "reason": "the challenger failed its fairness gates"}}
+EXPLANATION = {"units": "log-odds", "rows_explained": 93, "global_importance": {"x": 0.5, "group": 0.1},
+               "agreement": {"mean_spearman": 0.3, "top_column_agreement": 0.6, "top_columns": 5}}
 
 
 @pytest.fixture
 def package(tmp_path: Path, toy_use_case) -> Path:
     model_dir = tmp_path / "model"
     model_dir.mkdir()
-    (model_dir / "model.json").write_text('{"learner": {}}')
+    (model_dir / "model.json").write_text('{"members": [{"family": "linear", "weight": 1.0}]}')
     (model_dir / "training.json").write_text("{}")
     (tmp_path / "fs.json").write_text(json.dumps({"format": "flowline.featureset/v1", "version": "f00d"}))
-    (tmp_path / "evaluation.json").write_text(json.dumps({"gates_passed": True,
-                                                           "champion_challenger": {"decision": "promote"}}))
+    (tmp_path / "evaluation.json").write_text(json.dumps(EVALUATION))
+    (tmp_path / "explanation.json").write_text(json.dumps(EXPLANATION))
     (tmp_path / "drift" / "detector").mkdir(parents=True)
     (tmp_path / "drift" / "detector" / "config.toml").write_text("name = 'TabularDrift'\n")
     destination = tmp_path / "package"
     build_package(destination, toy_use_case, model_dir, tmp_path / "fs.json", tmp_path / "evaluation.json", DATASET,
-                  tmp_path / "drift")
+                  tmp_path / "drift", tmp_path / "explanation.json")
     return destination
 
 
@@ -77,3 +89,24 @@ def test_a_folder_without_manifest_is_not_a_package(package: Path):
     (package / MANIFEST_FILE).unlink()
     with pytest.raises(PackageError, match="manifest.json is missing"):
         verify(package)
+
+
+def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manifest(package: Path):
+    from flowline.components.package.model_card import CARD_HTML, CARD_JSON
+
+    manifest = verify(package)
+    assert {CARD_JSON, CARD_HTML} <= set(manifest["files"])
+    card = json.loads((package / CARD_JSON).read_text())
+    assert card["data"]["source_sha256"] == DATASET["source_sha256"]
+    assert card["data"]["feature_set_version"] == "f00d"
+    assert card["data"]["model_files_sha256"]["model.json"] == sha256_of_file(package / "model" / "model.json")
+    assert card["metrics"]["roc_auc"] == {"value": 0.91, "ci95": [0.85, 0.96]}
+    assert card["fairness"]["attributes"]["group"]["gate"] == "fail"
+    assert card["gates"]["fairness"]["group"]["disparate_impact_ratio"]["passed"] is False
+    assert card["decision"] == {"decision": "keep", "reason": "the challenger failed its fairness gates"}
+    assert list(card["explanation"]["top_columns"]) == ["x", "group"]
+    limitations = " ".join(card["limitations"])
+    assert "group: groups c have fewer than 30 test rows" in limitations
+    assert "LIME and SHAP agree weakly" in limitations  # mean Spearman 0.3
+    page = (package / CARD_HTML).read_text()
+    assert "0.8500 to 0.9600" in page and 'class="fail"' in page and "Intended use" in page

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from flowline.components.bias.fairness import bias_files
 from flowline.components.customers.customer_rows import customer_rows_files, customer_rows_use_case
 from flowline.components.drift.detector import fit_drift_files
 from flowline.components.evaluate.evaluation import evaluate_files
+from flowline.components.explain.explanation import explain_files
 from flowline.components.features.engineering import engineer_features_files
 from flowline.components.ingest.contract import ingest_to_files
 from flowline.components.package.model_package import package_files
@@ -21,12 +23,12 @@ MAX_BATCH = 64
 
 
 def build_package(use_case: UseCase, folder: Path, trials: int, champion: str = "") -> Path:
-    """ingest (-> customer rows) -> split -> features -> tune (each family) -> train -> evaluate -> drift ->
-    package, without KFP."""
+    """ingest (-> customer rows) -> split -> features -> tune (each family) -> train -> evaluate -> bias ->
+    explain -> drift -> package, without KFP."""
     folder.mkdir(parents=True, exist_ok=True)
     f = {name: str(folder / name) for name in
          ("data.parquet", "quarantine.parquet", "profile.md", "rows.parquet", "rows.md", "train", "valid", "test",
-          "fs.json", "features.md", "model", "holdout", "eval.json", "drift", *(f"{family}.json" for family in FAMILIES))}
+          "fs.json", "features.md", "model", "holdout", "eval.json", "decided.json", "explanation.json", "drift", *(f"{family}.json" for family in FAMILIES))}
     counts = ingest_to_files(use_case, "", f["data.parquet"], f["quarantine.parquet"], f["profile.md"])
     rows = f["data.parquet"]
     if use_case.transactions:
@@ -39,8 +41,11 @@ def build_package(use_case: UseCase, folder: Path, trials: int, champion: str = 
         tune_files(use_case, family, trials, "optuna", f["train"], f["valid"], f["fs.json"], result)
     train_files(use_case, f["train"], f["valid"], f["fs.json"], searches, f["model"], f["holdout"])
     evaluate_files(use_case, f["model"], f["fs.json"], f["holdout"], f["test"], f["eval.json"], champion)
+    bias_files(use_case, f["model"], f["fs.json"], f["holdout"], f["test"], f["eval.json"], f["decided.json"])
+    explain_files(use_case, f["model"], f["fs.json"], f["train"], f["test"], f["explanation.json"])
     fit_drift_files(use_case, f["train"], f["valid"], f["fs.json"], f["drift"])
-    package_files(use_case, str(folder / "package"), f["model"], f["fs.json"], f["eval.json"], counts, f["drift"])
+    package_files(use_case, str(folder / "package"), f["model"], f["fs.json"], f["decided.json"], counts, f["drift"],
+                  f["explanation.json"])
     return folder / "package"
 
 

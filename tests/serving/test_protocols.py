@@ -7,7 +7,7 @@ import pytest
 import tritonclient.http as triton
 from scipy.special import expit
 
-from serving_helpers import CARD_COMPONENTS, records_of
+from serving_helpers import CARD_COMPONENTS, MAX_BATCH, records_of
 from flowline.components.package.model_package import verify
 from flowline.inference_services.model import LoadedPackage
 
@@ -51,7 +51,7 @@ def test_v1_predictions_equal_in_process_predictions(server, churn_package, chur
     body = response.json()
     probabilities = np.array([p["probability"] for p in body["predictions"]], dtype=np.float32)
     assert np.array_equal(probabilities, expected)
-    assert [p["decision"] for p in body["predictions"]] == ["Yes" if p >= loaded.threshold else "No" for p in expected]
+    assert [p["decision"] for p in body["predictions"]] == loaded.labels(loaded.decide_frame(churn_test_rows))
     assert body["model_version"] == verify(churn_package)["version"] and body["threshold"] == loaded.threshold
 
 
@@ -64,12 +64,42 @@ def test_v2_column_tensors_equal_in_process_predictions(server, churn_test_rows,
     assert outputs["decision"]["datatype"] == "BYTES" and response.json()["model_version"] == loaded.version
 
 
-def test_v2_encoded_feature_matrix(server, churn_test_rows, expected, loaded):
+def test_v2_encoded_feature_matrix_with_the_mitigations_attribute(server, churn_test_rows, expected, loaded):
     matrix = loaded.feature_set.transform(churn_test_rows)
-    response = httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": [
-        {"name": "features", "shape": list(matrix.shape), "datatype": "FP32", "data": matrix.ravel().tolist()}]})
+    features = {"name": "features", "shape": list(matrix.shape), "datatype": "FP32", "data": matrix.ravel().tolist()}
+    # The churn package decides with per-group thresholds on SeniorCitizen: its group travels beside the matrix.
+    assert loaded.mitigation.attributes == ("SeniorCitizen",)
+    senior = {"name": "SeniorCitizen", "shape": [len(matrix)], "datatype": "INT64",
+              "data": churn_test_rows["SeniorCitizen"].astype(int).tolist()}
+    response = httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": [features, senior]})
     assert response.status_code == 200, response.text
-    assert np.array_equal(np.array(response.json()["outputs"][0]["data"], dtype=np.float32), expected)
+    outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
+    assert np.array_equal(np.array(outputs["probability"], dtype=np.float32), expected)
+    assert outputs["decision"] == loaded.labels(loaded.decide_frame(churn_test_rows))
+    alone = httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": [features]})
+    assert alone.status_code == 400 and "missing input 'SeniorCitizen'" in alone.json()["error"]
+
+
+def test_served_decisions_are_the_bias_steps_mitigated_decisions(server, churn_package, churn_test_rows, loaded):
+    """The per-group thresholds the bias step judged are the ones served, row for row."""
+    import json
+    from pathlib import Path
+
+    from flowline.components.bias.fairness import decision_outcomes
+
+    evaluation = json.loads((Path(churn_package) / "evaluation.json").read_text())
+    test = pd.read_parquet(Path(churn_package).parent / "test")  # every test row the bias step judged
+    rows = test[loaded.use_case.feature_columns]
+    served = []
+    for start in range(0, len(rows), MAX_BATCH):
+        response = httpx.post(f"{server}/v1/models/churn:predict",
+                              json={"instances": records_of(rows.iloc[start:start + MAX_BATCH])})
+        served += [p["decision"] == "Yes" for p in response.json()["predictions"]]
+    served = np.array(served)
+    y = loaded.feature_set.labels(test)
+    assert decision_outcomes(y, served, loaded.use_case.costs) == evaluation["fairness"]["outcomes"]["mitigated"]
+    single = loaded.predict(rows) >= loaded.threshold
+    assert (served != single).sum() > 50  # the mitigation is live, not the single threshold
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -89,7 +119,7 @@ def test_tritonclient_gets_the_same_answers(server, churn_test_rows, loaded, bin
     result = client.infer("churn", inputs, outputs=outputs, headers=headers)
     assert np.array_equal(result.as_numpy("probability"), loaded.predict(complete))
     decisions = [d.decode() if isinstance(d, bytes) else d for d in result.as_numpy("decision")]
-    assert decisions == ["Yes" if p >= loaded.threshold else "No" for p in loaded.predict(complete)]
+    assert decisions == loaded.labels(loaded.decide_frame(complete))
     assert client.get_model_metadata("churn")["inputs"][0]["name"] == loaded.feature_set.input_columns[0]
 
 

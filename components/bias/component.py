@@ -1,0 +1,38 @@
+"""KFP component: fairness of the decisions per sensitive attribute, its gate, and any mitigation."""
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from flowline.components import flowline_component
+
+
+@flowline_component
+def bias(
+    use_case_json: str,
+    model: Input[Model],
+    feature_set: Input[Artifact],
+    holdout: Input[Dataset],
+    test: Input[Dataset],
+    evaluation: Input[Artifact],
+    decided: Output[Artifact],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    html_report: Output[HTML],
+):
+    """Group metrics and gaps on test (fairness.py); when a fairness gate fails and mitigation is on,
+    per-group thresholds fitted on `holdout`. `decided` is `evaluation` with its fairness: a failed
+    fairness gate fails the run and keeps the champion, so the deploy step never applies it."""
+    from flowline.components.bias.fairness import bias_files
+    from flowline.components.bias.report import fairness_html, fairness_markdown
+    from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
+
+    use_case = UseCase.model_validate_json(use_case_json)
+    fairness = bias_files(use_case, model.path, feature_set.path, holdout.path, test.path, evaluation.path,
+                          decided.path)["fairness"]
+    for attribute, result in fairness["attributes"].items():
+        for name in FAIRNESS_METRICS:
+            metrics.log_metric(f"{attribute}.{name}", result[name])
+    decided.metadata.update(fairness_passed=fairness["passed"], mitigated=bool(fairness["mitigation"]))
+    with open(report.path, "w") as out:
+        out.write(fairness_markdown(fairness, use_case))
+    with open(html_report.path, "w") as out:
+        out.write(fairness_html(fairness, use_case))

@@ -1,0 +1,149 @@
+"""The model card every package carries, as JSON (for tools) and HTML (for people).
+
+It says what the model is for, what data it came from (with hashes), how well it
+does (test metrics with 95 % intervals), how it treats the sensitive groups, what
+drives it, where it falls short, and which gates it passed. Everything comes from the
+package's own files, so the card cannot disagree with the model it describes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flowline import __version__, reports
+from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
+
+FORMAT = "flowline.model_card/v1"
+CARD_JSON = "model_card.json"
+CARD_HTML = "model_card.html"
+CARD_TOP_COLUMNS = 10
+
+
+def _generated_limitations(use_case: UseCase, evaluation: dict, explanation: dict) -> list[str]:
+    """Limits that follow from the run itself, added to the use case's own."""
+    found = [f"Measured on {evaluation['test_rows']} test rows drawn from the same source as the training rows "
+             f"(split {use_case.split.method}, seed {use_case.split.seed}); behaviour on other populations or later "
+             "periods is not measured here."]
+    fairness = evaluation.get("fairness", {})
+    if use_case.task == "binary":
+        found.append("Fairness is measured only for " + (", ".join(use_case.sensitive_attributes) or "no attribute")
+                     + "; other groups are not checked.")
+    for attribute, result in fairness.get("attributes", {}).items():
+        small = [group for group in result["by_group"] if group not in result["compared_groups"]]
+        if small:
+            found.append(f"{attribute}: groups {', '.join(small)} have fewer than {use_case.fairness.min_group_rows} "
+                         "test rows and are reported but not compared.")
+    if fairness.get("mitigation"):
+        found.append("Decisions use per-group thresholds drawn at random per row (fixed by a hash of the row), so two "
+                     "rows with the same score can get different decisions; requests must carry "
+                     + ", ".join(fairness["mitigation"]["attributes"]) + ".")
+    agreement = explanation["agreement"]
+    if agreement["mean_spearman"] < 0.5:
+        found.append(f"LIME and SHAP agree weakly on these instances (mean Spearman {agreement['mean_spearman']:.2f}): "
+                     "read single explanations with care.")
+    return found
+
+
+def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: dict, model: dict) -> dict:
+    """The card's content; `model` is the served ensemble's description (family, weights)."""
+    intervals = evaluation.get("confidence_intervals", {})
+    fairness = evaluation.get("fairness", {})
+    decision = evaluation["champion_challenger"]
+    return {
+        "format": FORMAT,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "flowline_version": __version__,
+        "model": {"use_case": use_case.name, "task": use_case.task, "description": use_case.description,
+                  **model},
+        "intended_use": use_case.intended_use or use_case.description,
+        "data": {**lineage["dataset"], "feature_set_version": lineage["feature_set"]["version"],
+                 "model_files_sha256": lineage["model"]["files"],
+                 "split": use_case.split.model_dump(), "label": use_case.label.column,
+                 "sensitive_attributes": use_case.sensitive_attributes},
+        "metrics": {name: {"value": value, "ci95": intervals.get(name)} for name, value in evaluation["metrics"].items()},
+        "threshold": evaluation.get("threshold"),
+        "fairness": {
+            "attributes": {attribute: {**{m: result[m] for m in FAIRNESS_METRICS}, "gate": result["gate"]}
+                           for attribute, result in fairness.get("attributes", {}).items()},
+            "mitigation": ({k: fairness["mitigation"][k] for k in ("constraint", "attributes")}
+                           if fairness.get("mitigation") else None),
+            "outcomes": fairness.get("outcomes"),
+        },
+        "explanation": {"units": explanation["units"], "rows_explained": explanation["rows_explained"],
+                        "top_columns": dict(list(explanation["global_importance"].items())[:CARD_TOP_COLUMNS]),
+                        "lime_shap_agreement": explanation["agreement"]},
+        "limitations": [*use_case.limitations, *_generated_limitations(use_case, evaluation, explanation)],
+        "gates": {"quality": evaluation["gates"],
+                  "fairness": {attribute: result["gates"] for attribute, result in fairness.get("attributes", {}).items()},
+                  "passed": evaluation["gates_passed"]},
+        "decision": {"decision": decision["decision"], "reason": decision["reason"]},
+    }
+
+
+def _bounds(gate: dict) -> str:
+    return " ".join(b for b in (f">= {gate['min']}" if gate["min"] is not None else "",
+                                f"<= {gate['max']}" if gate["max"] is not None else "") if b)
+
+
+def model_card_html(card: dict) -> str:
+    model, data = card["model"], card["data"]
+    members = ", ".join(f"{m['family']} ({m['weight']:.2f})" for m in model.get("members", []))
+    interval = (lambda ci: "" if ci is None else f"{ci[0]:,.4f} to {ci[1]:,.4f}")
+    sections = [
+        f"<p>{reports.escape(model['description'])}</p>",
+        "<h2>Intended use</h2>", f"<p>{reports.escape(card['intended_use'])}</p>",
+        "<h2>Model</h2>",
+        reports.table(["field", "value"], [["task", model["task"]], ["members (weight)", members],
+                                           ["flowline", card["flowline_version"]], ["card written", card["created_at"]]]),
+        "<h2>Data</h2>",
+        reports.table(["field", "value"], [
+            ["source", data["source"]], ["source sha256", data["source_sha256"]],
+            ["rows in / kept / quarantined", f"{data['rows_in']} / {data['rows_kept']} / {data['rows_quarantined']}"],
+            ["split", f"{data['split']['method']}, test {data['split']['test_size']}, "
+                      f"valid {data['split']['valid_size']}, seed {data['split']['seed']}"],
+            ["label", data["label"]], ["feature set version", data["feature_set_version"]],
+            *[[f"model file {name}", digest] for name, digest in data["model_files_sha256"].items()]]),
+        "<h2>Metrics on the test rows</h2>",
+        reports.table(["metric", "value", "95 % interval"],
+                      [[name, m["value"], interval(m["ci95"])] for name, m in card["metrics"].items()]),
+    ]
+    if card["threshold"] is not None:
+        served = (" The metrics at a threshold above are at this one; the served decisions use per-group "
+                  "thresholds (see Fairness)." if card["fairness"]["mitigation"] else "")
+        sections.append(f"<p>Decision threshold (lowest business cost on out-of-fold predictions): "
+                        f"{card['threshold']:.4f}.{served}</p>")
+    fairness = card["fairness"]
+    sections.append("<h2>Fairness</h2>")
+    if fairness["attributes"]:
+        sections.append(reports.table(["attribute", *FAIRNESS_METRICS, "gate"],
+                                      [[a, *(r[m] for m in FAIRNESS_METRICS), r["gate"]]
+                                       for a, r in fairness["attributes"].items()]))
+        if fairness["mitigation"]:
+            sections.append(f"<p>Mitigated with per-group thresholds ({reports.escape(fairness['mitigation']['constraint'])}) "
+                            f"on {reports.escape(', '.join(fairness['mitigation']['attributes']))}.</p>")
+            outcomes = fairness["outcomes"]
+            sections.append(reports.table(["outcome", "single threshold", "mitigated"],
+                                          [[n, outcomes["single_threshold"][n], outcomes["mitigated"][n]]
+                                           for n in outcomes["single_threshold"]]))
+    else:
+        sections.append("<p>No sensitive attributes are declared for this use case.</p>")
+    explanation = card["explanation"]
+    agreement = explanation["lime_shap_agreement"]
+    sections += [
+        "<h2>What drives the model</h2>",
+        f"<p>Mean |SHAP value| ({reports.escape(explanation['units'])}) over {explanation['rows_explained']} test rows. "
+        f"LIME and SHAP on sample instances: mean Spearman {agreement['mean_spearman']:.2f}, same top column in "
+        f"{agreement['top_column_agreement']:.0%}.</p>",
+        reports.table(["column", "mean |SHAP|"], list(explanation["top_columns"].items())),
+        "<h2>Limitations</h2>",
+        "<ul>" + "".join(f"<li>{reports.escape(item)}</li>" for item in card["limitations"]) + "</ul>",
+        "<h2>Gates and decision</h2>",
+        reports.table(["gate", "value", "bounds", "decision"],
+                      [[name, g["value"], _bounds(g), "pass" if g["passed"] else "FAIL"]
+                       for name, g in card["gates"]["quality"].items()]
+                      + [[f"{attribute}: {name}", g["value"], _bounds(g), "pass" if g["passed"] else "FAIL"]
+                         for attribute, gates in card["gates"]["fairness"].items() for name, g in gates.items()]),
+        f"<p><strong>{reports.escape(card['decision']['decision'])}</strong>: "
+        f"{reports.escape(card['decision']['reason'])}</p>",
+    ]
+    return reports.page(f"Model card: {model['use_case']}", sections)

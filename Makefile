@@ -15,6 +15,8 @@ FLAML_VENV := build/flaml-venv
 BTYD_VENV := build/btyd-venv
 # promtool from Debian's prometheus package, unpacked rather than installed so no service starts.
 PROMTOOL := build/tools/usr/bin/promtool
+# Ceph (monitor, OSD, RADOS Gateway) from Debian's packages, unpacked: the tests' real S3 server.
+CEPH := build/tools/ceph
 
 .PHONY: install install-test tools demo test bench compile katib clean help
 
@@ -45,9 +47,12 @@ $(PROMTOOL):
 	dpkg -x build/tools/deb/prometheus_*.deb build/tools
 	$(PROMTOOL) --version
 
+$(CEPH)/usr/bin/radosgw:
+	bash tests/tools/fetch-ceph.sh $(CEPH)
+
 # Tools the tests run: kubectl (with kustomize) for the manifests, promtool for the alert rules,
-# headless Chromium (Debian's chromium) to render the HTML reports.
-tools: $(PROMTOOL)
+# headless Chromium (Debian's chromium) to render the HTML reports, Ceph's gateway as an S3 server.
+tools: $(PROMTOOL) $(CEPH)/usr/bin/radosgw
 	command -v kubectl >/dev/null 2>&1 || (apt-get update -qq && (apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client))
 	kubectl version --client
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
@@ -61,7 +66,8 @@ demo: install
 
 # One thread per worker: two workers' OpenMP and BLAS pools spinning on two cores slow both to a crawl.
 test: install-test tools
-	OMP_NUM_THREADS=1 FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
+	OMP_NUM_THREADS=1 FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) FLOWLINE_CEPH=$(abspath $(CEPH)) \
+	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Not a test: measures, writes JSON, compares with the peers in the same run.
 # wrk comes from Debian; MLServer and FLAML get their own venvs (MLServer needs uvloop 0.21.0;

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from flowline import __version__, audit
+from flowline.storage import StorageError
 from flowline.inference_services.options import add_server_arguments
 
 EXIT_ERROR = 1
@@ -21,8 +22,8 @@ def _runs_dir() -> str:
 
 def _add_audit_log_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-log", default=str(Path(_runs_dir()) / "audit.jsonl"),
-                        help="the audit log to record this in (default: $FLOWLINE_RUNS_DIR/audit.jsonl or "
-                             "runs/audit.jsonl)")
+                        help="the audit log to record this in: a file, or s3://bucket/prefix on a cluster (default: "
+                             "$FLOWLINE_RUNS_DIR/audit.jsonl or runs/audit.jsonl)")
 
 
 def _add_use_case_arguments(parser: argparse.ArgumentParser) -> None:
@@ -297,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit_check = audit_actions.add_parser(
         "verify", help="check the hash chain; exit 1 and name the first bad line when it was edited, cut or reordered")
     audit_check.add_argument("--log", default=str(Path(_runs_dir()) / "audit.jsonl"),
-                             help="the log (default: $FLOWLINE_RUNS_DIR/audit.jsonl or runs/audit.jsonl)")
+                             help="the log: a file, or s3://bucket/prefix (default: $FLOWLINE_RUNS_DIR/audit.jsonl or "
+                                  "runs/audit.jsonl)")
     audit_check.set_defaults(handler=_audit_verify)
 
     datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.operation}: give the InferenceService name, or --manifest FILE")
     try:
         return args.handler(args)
-    except (UseCaseError, DatasetError, PackageError, FileNotFoundError) as error:
+    except (UseCaseError, DatasetError, PackageError, StorageError, FileNotFoundError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
 

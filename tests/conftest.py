@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
+from typing import Iterator
 
 # Tests run in two workers on two cores: one OpenMP/BLAS thread each (set before numpy and
 # XGBoost load; `make test` sets it too). Subprocesses (servers, kfp.local tasks) inherit it.
@@ -11,7 +13,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 from installed_tools import installed_tool
+from s3_server import S3Server, running_s3_server
 
+from flowline import storage
 from flowline.datasets import DATA_HOME_ENV, REGISTRY
 from flowline.pipelines.use_case import UseCase, load_use_case
 
@@ -39,6 +43,38 @@ def data_home() -> Path:
 def chromium() -> str:
     """Headless Chromium (Debian's chromium package), which renders the HTML reports."""
     return installed_tool("chromium")
+
+
+CEPH_ENV = "FLOWLINE_CEPH"  # where tests/tools/fetch-ceph.sh unpacked Ceph; `make tools` sets it up
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """A real S3 server (Ceph's RADOS Gateway) on loopback for the session; see ../shared/S3-SERVER.md.
+
+    Skips where Ceph is not unpacked, except under CI=true, where that is a failure.
+    Tests that use it belong to the xdist group "s3", so one worker starts it once.
+    """
+    root = Path(os.environ.get(CEPH_ENV) or ROOT / "build" / "tools" / "ceph")
+    if not (root / "usr" / "bin" / "radosgw").is_file():
+        message = f"Ceph is not unpacked in {root}; `make tools` does it (tests/tools/fetch-ceph.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    with running_s3_server(root, tmp_path_factory.mktemp("ceph")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server, monkeypatch) -> str:
+    """A fresh bucket, with the environment pointing flowline's object storage at the server."""
+    monkeypatch.setenv(storage.ENDPOINT_ENV, s3_server.endpoint)
+    monkeypatch.setenv(storage.ACCESS_KEY_ENV, s3_server.access_key)
+    monkeypatch.setenv(storage.SECRET_KEY_ENV, s3_server.secret_key)
+    monkeypatch.delenv(storage.SECURE_ENV, raising=False)
+    bucket = f"test-{secrets.token_hex(6)}"
+    storage.s3_client().make_bucket(bucket)
+    return bucket
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
 """The audit trail: a hash chain that names the first edited, removed or reordered line."""
 
+import io
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from flowline import audit
+from flowline import audit, storage
 from flowline.pipelines.cli import main
 
 
@@ -87,3 +89,88 @@ def test_flowline_audit_verify_exits_non_zero_and_names_the_line_last(log, capsy
     log.write_text("\n".join(tampered) + "\n")
     assert main(["audit", "verify", "--log", str(log)]) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1].endswith("line 1 was edited: its content does not match its hash")
+
+
+# ---- the same log in object storage (a real S3 server on loopback: Ceph's RADOS Gateway)
+
+def object_log(bucket: str, records: int = 5) -> str:
+    uri = f"s3://{bucket}/audit"
+    for number in range(1, records + 1):
+        audit.append(uri, "deployment", {"use_case": "churn", "n": number}, actor="pipeline@cluster")
+    return uri
+
+
+@pytest.mark.xdist_group("s3")
+def test_the_log_in_object_storage_is_one_object_per_record_chained_like_the_file(s3_bucket):
+    uri = object_log(s3_bucket)
+    records = audit.verify(uri)
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(b["previous"] == a["hash"] for a, b in zip(records, records[1:]))
+    names = sorted(o.object_name for o in storage.s3_client().list_objects(s3_bucket, prefix="audit/"))
+    assert names == [f"audit/{n:012d}.json" for n in range(1, 6)]
+
+
+@pytest.mark.xdist_group("s3")
+def test_a_record_in_object_storage_cannot_be_overwritten_by_an_append(s3_bucket):
+    uri = object_log(s3_bucket, records=2)
+    client = storage.s3_client()
+    location = storage.S3Location.parse(uri)
+    before = audit._read_object(client, location, "audit/000000000002.json")
+    assert audit._create_if_absent(client, location, "audit/000000000002.json", "{}") is False
+    assert audit._read_object(client, location, "audit/000000000002.json") == before
+
+
+@pytest.mark.xdist_group("s3")
+def test_concurrent_writers_to_object_storage_never_fork_the_chain(s3_bucket):
+    uri = f"s3://{s3_bucket}/audit"
+
+    def write(writer: int) -> None:
+        for number in range(8):
+            audit.append(uri, "pipeline_run", {"writer": writer, "n": number})
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(write, range(3)))
+    records = audit.verify(uri)
+    assert len(records) == 24
+    assert sorted((r["what"]["writer"], r["what"]["n"]) for r in records) == [(w, n) for w in range(3) for n in range(8)]
+
+
+@pytest.mark.xdist_group("s3")
+@pytest.mark.parametrize("tamper, message", [
+    ("edit", "audit/000000000003.json was edited"),
+    ("remove", "audit/000000000004.json holds record 4: a record was removed or moved before it"),
+    ("swap", "audit/000000000002.json holds record 3"),
+])
+def test_tampering_in_object_storage_is_named_by_the_cli(s3_bucket, tamper, message, capsys):
+    uri = object_log(s3_bucket)
+    client = storage.s3_client()
+
+    def put(key: str, text: str) -> None:
+        client.put_object(s3_bucket, key, io.BytesIO(text.encode()), len(text.encode()))
+
+    def get(key: str) -> str:
+        return audit._read_object(client, storage.S3Location.parse(uri), key)
+
+    if tamper == "edit":
+        record = json.loads(get("audit/000000000003.json"))
+        record["what"]["use_case"] = "fraud"
+        put("audit/000000000003.json", json.dumps(record))
+    elif tamper == "remove":
+        client.remove_object(s3_bucket, "audit/000000000003.json")
+    else:
+        second, third = get("audit/000000000002.json"), get("audit/000000000003.json")
+        put("audit/000000000002.json", third)
+        put("audit/000000000003.json", second)
+    assert main(["audit", "verify", "--log", uri]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert message in last and s3_bucket in last
+
+
+@pytest.mark.xdist_group("s3")
+def test_wrong_credentials_and_missing_configuration_are_clear_errors(s3_bucket, monkeypatch):
+    monkeypatch.setenv(storage.SECRET_KEY_ENV, "not-the-secret")
+    with pytest.raises(storage.StorageError, match="SignatureDoesNotMatch"):
+        audit.append(f"s3://{s3_bucket}/audit", "deployment", {})
+    monkeypatch.delenv(storage.ENDPOINT_ENV)
+    with pytest.raises(storage.StorageError, match="object storage is not configured: set FLOWLINE_S3_ENDPOINT"):
+        audit.verify(f"s3://{s3_bucket}/audit")

@@ -66,14 +66,16 @@ def build_pipeline(use_case: UseCase) -> Callable:
     (optuna, katib or auto) overrides the use case's `tuning.backend` when not empty;
     `champion` is the package serving now, for the champion/challenger decision ("" for
     none); `namespace` and `canary_percent` say where Katib Experiments run and where and
-    how the deploy step applies the InferenceService (in a cluster only).
+    how the deploy step applies the InferenceService (in a cluster only); `audit_log`, when set (on a
+    cluster, s3://bucket/prefix), is where the deploy step records its outcome (a local run records
+    its run, package and gate decision in the runs folder's log itself).
     """
     raw_spec = use_case.model_dump_json()
     spec = customer_rows_use_case(use_case).model_dump_json() if use_case.transactions else raw_spec
 
     @dsl.pipeline(name=f"flowline-{use_case.name}", description=use_case.description or use_case.name)
     def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
-                 namespace: str = "flowline", canary_percent: int = 10) -> Model:
+                 namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "") -> Model:
         ingested = _configure(ingest(use_case_json=raw_spec, source=source), "ingest")
         rows = ingested.outputs["dataset"]
         if use_case.transactions:
@@ -128,7 +130,8 @@ def build_pipeline(use_case: UseCase) -> Callable:
             "package",
         )
         _configure(
-            deploy(model_package=packaged.outputs["model_package"], namespace=namespace, canary_percent=canary_percent),
+            deploy(model_package=packaged.outputs["model_package"], namespace=namespace, canary_percent=canary_percent,
+                   audit_log=audit_log),
             "deploy",
         )
         return packaged.outputs["model_package"]

@@ -27,7 +27,7 @@ def test_the_kfp_sdk_loads_it_back(compiled: Path):
     loaded = components.load_component_from_file(str(compiled))
     assert loaded.name == "flowline-churn"
     assert set(loaded.component_spec.inputs) == {"source", "trials", "tuning_backend", "champion", "namespace",
-                                                 "canary_percent"}
+                                                 "canary_percent", "audit_log"}
     assert sorted(loaded.pipeline_spec.root.dag.tasks) == sorted(STEPS)
 
 

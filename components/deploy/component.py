@@ -10,10 +10,12 @@ def deploy(
     model_package: Input[Model],
     namespace: str,
     canary_percent: int,
+    audit_log: str,
     manifest: Output[Artifact],
 ):
     """Render the InferenceService for the package; inside a cluster, apply it (as a canary when a
-    champion is serving). Under kfp.local it only writes the manifest. Failed gates are never applied."""
+    champion is serving). Under kfp.local it only writes the manifest. Failed gates are never applied.
+    With `audit_log` (s3://bucket/prefix on a cluster) the outcome is recorded in the audit trail."""
     import os
 
     from flowline.components.deploy.cluster import IN_CLUSTER_ENV
@@ -22,7 +24,7 @@ def deploy(
 
     outcome = deploy_package(
         model_package.path, storage_uri_of(model_package.uri), namespace, manifest.path,
-        apply_to_cluster=bool(os.environ.get(IN_CLUSTER_ENV)), canary_percent=canary_percent,
+        apply_to_cluster=bool(os.environ.get(IN_CLUSTER_ENV)), canary_percent=canary_percent, audit_log=audit_log,
     )
     manifest.metadata.update(outcome)
 

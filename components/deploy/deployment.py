@@ -8,6 +8,7 @@ from typing import Optional
 
 import yaml
 
+from flowline import audit
 from flowline.components.deploy.cluster import apply
 from flowline.components.deploy.inference_service import inference_service
 from flowline.components.package.model_package import EVALUATION_FILE, verify
@@ -22,9 +23,11 @@ def deploy_package(
     canary_percent: int = 10,
     name: Optional[str] = None,
     kubeconfig: Optional[str] = None,
+    audit_log: str = "",
 ) -> dict:
     """Write the package's InferenceService to `manifest_file`; apply it if asked, its gates passed and
-    the champion/challenger decision is to promote it.
+    the champion/challenger decision is to promote it. With `audit_log` (a file, or s3://bucket/prefix
+    on a cluster) the outcome is recorded there as a deployment.
 
     Returns what happened: {"name", "manifest", "applied", "action"}.
     """
@@ -35,7 +38,7 @@ def deploy_package(
     evaluation = json.loads((Path(package_dir) / EVALUATION_FILE).read_text())
     decision = evaluation["champion_challenger"]
     if not evaluation["gates_passed"]:
-        action, applied = "not applied: the package failed its quality gates", False
+        action, applied = "not applied: the package failed its quality gates (or fairness gates)", False
     elif decision["decision"] != "promote":
         action, applied = f"not applied: the champion stays ({decision['reason']})", False
     elif not apply_to_cluster:
@@ -43,4 +46,9 @@ def deploy_package(
     else:
         action, applied = apply(service, namespace, kubeconfig, canary_percent), True
     print(f"deploy: {name} ({manifest['version']}) from {storage_uri}: {action}; manifest {manifest_file}")
+    if audit_log:
+        audit.append(audit_log, "deployment", {
+            "use_case": manifest["name"], "package_version": manifest["version"], "inference_service": name,
+            "namespace": namespace, "storage_uri": storage_uri, "applied": applied, "action": action,
+            "gates_passed": evaluation["gates_passed"], "decision": decision["decision"]})
     return {"name": name, "manifest": manifest_file, "applied": applied, "action": action}

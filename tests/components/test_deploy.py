@@ -7,6 +7,7 @@ import pytest
 import yaml
 from stand_in_api import NOT_FOUND, StandInApiServer
 
+from flowline.audit import verify as verify_audit_log
 from flowline.components.deploy.cluster import apply, kubeconfig_available, promote, rollback
 from flowline.components.deploy.inference_service import inference_service, promoted, rolled_back, storage_uri_of
 
@@ -150,6 +151,10 @@ def test_a_package_that_should_not_serve_is_never_applied(tmp_path, gates_passed
     api = StandInApiServer(serving(None))
     package = deployable(tmp_path, gates_passed, decision)
     outcome = deploy_package(str(package), "s3://b/churn/v2", "flowline", str(tmp_path / "isvc.yaml"),
-                             apply_to_cluster=True, kubeconfig=api.kubeconfig(tmp_path))
+                             apply_to_cluster=True, kubeconfig=api.kubeconfig(tmp_path),
+                             audit_log=str(tmp_path / "audit.jsonl"))
     assert outcome["applied"] is False and said in outcome["action"]
     assert api.requests == [] and (tmp_path / "isvc.yaml").is_file()
+    [record] = verify_audit_log(tmp_path / "audit.jsonl")  # the step records what it did, applied or not
+    assert record["action"] == "deployment" and record["what"]["applied"] is False
+    assert record["what"]["gates_passed"] is gates_passed and record["what"]["decision"] == decision

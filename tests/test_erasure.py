@@ -24,7 +24,10 @@ def fake_run(runs: Path, name: str, train: list[str], test: list[str], quarantin
         ("ingest", "quarantine", customers(quarantined).astype("string")),
         ("split", "train", customers(train)),
         ("split", "test", customers(test)),
-        ("train", "holdout", pd.DataFrame({"label": [0.0, 1.0], "prediction": [0.2, 0.7]})),  # no key column
+        # train's out-of-fold scores, with each row's id and sensitive attributes
+        ("train", "holdout", pd.DataFrame({"label": [0.0] * len(train), "prediction": [0.2] * len(train),
+                                           "customerID": train, "gender": ["Female"] * len(train)})),
+        ("evaluate", "roc", pd.DataFrame({"fpr": [0.0, 1.0], "tpr": [0.0, 1.0]})),  # no key column
     ):
         (tasks / task).mkdir(parents=True, exist_ok=True)
         frame.to_parquet(tasks / task / output)
@@ -53,8 +56,8 @@ def test_every_row_of_the_subject_goes_and_every_other_row_stays(runs, churn):
             pd.testing.assert_frame_equal(after, frame[~subject])
         else:
             pd.testing.assert_frame_equal(after, frame)
-    # churn-1: dataset, quarantine (padded " B-2 "), train; churn-2: dataset, test.
-    assert report.total_rows == 5 and len(report.rows_removed) == 5
+    # churn-1: dataset, quarantine (padded " B-2 "), train, holdout; churn-2: dataset, test.
+    assert report.total_rows == 6 and len(report.rows_removed) == 6
 
 
 def test_the_packages_trained_on_the_subject_are_named(runs, churn):
@@ -69,7 +72,7 @@ def test_the_audit_log_keeps_the_fact_and_the_ids_hash_never_the_id(runs, churn)
     (record,) = verify(log)
     assert record["action"] == "erasure"
     assert record["what"]["subject_sha256"] == hashlib.sha256(b"B-2").hexdigest()
-    assert record["what"]["rows_removed"] == 5
+    assert record["what"]["rows_removed"] == 6
     assert "B-2" not in log.read_text()
 
 
@@ -77,7 +80,7 @@ def test_the_command_reports_what_it_erased(runs, capsys):
     code = main(["erase", "--use-case", "churn", "--id", "C-3", "--runs-dir", str(runs),
                  "--audit-log", str(runs / "audit.jsonl")])
     shown = capsys.readouterr().out
-    assert code == 0 and "erased 4 row(s) of subject sha256" in shown  # two datasets, two train splits
+    assert code == 0 and "erased 6 row(s) of subject sha256" in shown  # two datasets, two train splits, two holdouts
     assert "packages trained on this subject" in shown and "churn-2" in shown
 
 

@@ -81,7 +81,8 @@ def train_files(
     blended = bias + sum(weight * margins[family] for family, weight in members)
     held_out = 1.0 / (1.0 + np.exp(-blended)) if use_case.task == "binary" else blended
     # The sensitive attributes travel with the scores: the bias step fits any mitigation on these rows.
-    holdout = rows[use_case.sensitive_attributes].reset_index(drop=True)
+    # The id goes too, so that erasing a data subject finds their row here as well.
+    holdout = rows[[*use_case.id_columns, *use_case.sensitive_attributes]].reset_index(drop=True)
     holdout.insert(0, "prediction", held_out)
     holdout.insert(0, "label", y)
     holdout.to_parquet(holdout_file)

@@ -229,13 +229,15 @@ def test_train_files_chooses_out_of_fold_refits_and_writes_the_holdout(split_fil
     ensemble = Ensemble.load(model_dir)
     assert set(ensemble.families) <= {"xgboost", "linear"}
     predictions = pd.read_parquet(holdout)
-    assert list(predictions.columns) == ["label", "prediction"] and len(predictions) == 800
+    # With each row's id (erasure finds a subject there) and sensitive attributes (the bias step's mitigation).
+    assert list(predictions.columns) == ["label", "prediction", "id"] and len(predictions) == 800
     # Held-out predictions are out of fold: they differ from the refitted model's in-sample ones.
     feature_set = FeatureSet.load(split_files["feature_set"])
     rows = pd.concat([pd.read_parquet(split_files["train"]), pd.read_parquet(split_files["valid"])])
     in_sample = ensemble.predict(feature_set.transform_training(rows))
     assert roc_auc_score(predictions["label"], predictions["prediction"]) > 0.85
     assert not np.allclose(in_sample, predictions["prediction"])
+    assert predictions["id"].tolist() == rows["id"].tolist()  # row i is row i of train + valid
     scores = {c["family"]: c["held_out_score"] for c in summary["candidates"]}
     assert summary["selection"]["ranked"][0]["held_out_score"] == max(scores.values())
 

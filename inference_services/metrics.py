@@ -47,17 +47,18 @@ MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models
 
 
 def observe_predictions(
-    model: str, version: str, scores: np.ndarray, threshold: Optional[float], seconds: float
+    model: str, version: str, rows: int, positive: Optional[np.ndarray], seconds: float
 ) -> None:
+    """Count a request's answers: the served decisions (binary; `positive` per row), else values."""
     LATENCY.labels(model, version).observe(seconds)
-    if threshold is None:
-        PREDICTIONS.labels(model, version, "value").inc(len(scores))
+    if positive is None:
+        PREDICTIONS.labels(model, version, "value").inc(rows)
         return
-    positive = int(np.count_nonzero(scores >= threshold))
-    if positive:
-        PREDICTIONS.labels(model, version, "positive").inc(positive)
-    if positive < len(scores):
-        PREDICTIONS.labels(model, version, "negative").inc(len(scores) - positive)
+    flagged = int(np.count_nonzero(positive))
+    if flagged:
+        PREDICTIONS.labels(model, version, "positive").inc(flagged)
+    if flagged < rows:
+        PREDICTIONS.labels(model, version, "negative").inc(rows - flagged)
 
 
 def publish_memory_limit() -> None:

@@ -7,7 +7,8 @@ mitigation). Both go through the package's FeatureSet, so serving transforms exa
 training did. `explain` returns SHAP contributions per raw column (XGBoost's exact
 TreeSHAP) and the base value. A binary package whose bias step applied a fairness
 mitigation decides with its per-group thresholds (components/bias/fairness.py), exactly
-as evaluated; its requests must then carry raw columns, sensitive attributes included.
+as evaluated; its requests must then carry the mitigation's sensitive attributes (among the
+raw columns, or beside an encoded matrix).
 
 A package is loaded only after `verify()` passes. `reload()` swaps in a new version
 atomically; a package that fails verification is refused and the running one keeps
@@ -166,9 +167,9 @@ class FlowlineModel(Model):
             records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
             features = _transform(package, records)
         scores = package.model.predict(features)
-        response = self._answer(package, payload, scores, features, records)
-        metrics.observe_predictions(self.name, package.version, scores, package.threshold,
-                                    time.perf_counter() - started)
+        positive = package.decide(scores, features, records) if package.is_binary else None
+        response = self._answer(package, payload, scores, positive)
+        metrics.observe_predictions(self.name, package.version, len(scores), positive, time.perf_counter() - started)
         return response
 
     def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
@@ -216,9 +217,8 @@ class FlowlineModel(Model):
         return records, _transform(package, records)
 
     def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray,
-                features: np.ndarray, records: Optional[list]):
+                positive: Optional[np.ndarray]):
         if package.is_binary:
-            positive = package.decide(scores, features, records)
             outputs = {"probability": scores.astype(np.float32), "decision": np.array(package.labels(positive), dtype=object)}
         else:
             outputs = {"prediction": scores.astype(np.float32)}

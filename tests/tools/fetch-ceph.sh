@@ -8,7 +8,7 @@ if [ $# -ne 1 ]; then
 	echo "usage: $0 FOLDER   (for example build/tools/ceph)" >&2
 	exit 2
 fi
-root=${1%/}
+root=$(realpath -m "$1")  # absolute: apt reads a relative Dir::Cache::archives under /var/cache/apt
 if [ -x "$root/usr/bin/radosgw" ]; then
 	exit 0
 fi

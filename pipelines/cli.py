@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -207,6 +208,26 @@ def _datasets(args: argparse.Namespace) -> int:
     return EXIT_ERROR if problems else 0
 
 
+def _ab_design(args: argparse.Namespace) -> int:
+    from flowline.ab_testing import DesignError, days_needed, proportion_sample_size
+
+    try:
+        rows = proportion_sample_size(args.baseline_rate, args.mde, args.alpha, args.power)
+        days = days_needed(rows, args.daily_rows_per_arm) if args.daily_rows_per_arm else None
+    except DesignError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    design = {"n_per_arm": rows, "n_total": 2 * rows, "baseline_rate": args.baseline_rate, "mde": args.mde,
+              "alpha": args.alpha, "power": args.power, "test": "two-proportion z-test, two-sided", "days": days}
+    if args.json:
+        print(json.dumps(design))
+        return 0
+    print(f"{rows:,} rows per arm ({2 * rows:,} in all) to detect {args.baseline_rate:g} -> "
+          f"{args.baseline_rate + args.mde:g} with a two-sided two-proportion z-test at alpha {args.alpha:g} and "
+          f"power {args.power:g}" + (f"; {days} days at {args.daily_rows_per_arm:g} rows per arm a day" if days else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowline", description="Tabular models from raw data to KServe.")
     parser.add_argument("--version", action="version", version=f"flowline {__version__}")
@@ -301,6 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the log: a file, or s3://bucket/prefix (default: $FLOWLINE_RUNS_DIR/audit.jsonl or "
                                   "runs/audit.jsonl)")
     audit_check.set_defaults(handler=_audit_verify)
+
+    ab_command = commands.add_parser("ab", help="A/B tests between a champion and a challenger")
+    ab_actions = ab_command.add_subparsers(dest="ab_action", required=True)
+    ab_design = ab_actions.add_parser(
+        "design", help="rows per arm for a two-proportion test (and days, given the traffic)")
+    ab_design.add_argument("--baseline-rate", type=float, required=True, help="the champion's rate, e.g. 0.10")
+    ab_design.add_argument("--mde", type=float, required=True,
+                           help="the smallest absolute difference worth detecting, e.g. 0.02 for 10 %% -> 12 %%")
+    ab_design.add_argument("--alpha", type=float, default=0.05, help="two-sided significance level (default 0.05)")
+    ab_design.add_argument("--power", type=float, default=0.8, help="chance to detect the effect (default 0.8)")
+    ab_design.add_argument("--daily-rows-per-arm", type=float, help="traffic per arm per day, for the duration")
+    ab_design.add_argument("--json", action="store_true", help='print {"n_per_arm": N, ...} as JSON')
+    ab_design.set_defaults(handler=_ab_design)
 
     datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
     datasets.set_defaults(handler=_datasets)

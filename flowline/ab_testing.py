@@ -1,0 +1,142 @@
+"""A/B tests between a champion (A) and a challenger or canary (B): design, analysis, sequential testing.
+
+- **Design:** the sample size per arm for a two-sided test of two proportions
+  (baseline rate, an absolute minimum detectable effect) or of two means (standard
+  deviation, effect), at significance `alpha` and `power`; and the days it takes at a
+  given traffic per arm.
+- **Fixed-horizon analysis**, valid when looked at once, at the planned size: the
+  two-proportion z-test, Welch's t-test, and a seeded bootstrap interval for the
+  difference in means.
+- **Sequential analysis**, valid however often it is looked at: the mixture sequential
+  probability ratio test (mSPRT; Johari, Pekelis and Walsh, "Always valid inference",
+  2017). The difference of the arms' means, Z_n, is compared with a normal mixture of
+  alternatives, effect ~ N(0, tau^2); the likelihood ratio
+
+      L_n = sqrt(V_n / (V_n + tau^2)) * exp(tau^2 Z_n^2 / (2 V_n (V_n + tau^2))),
+
+  with V_n the variance of Z_n, is a martingale under no difference, so by Ville's
+  inequality P(L_n >= 1/alpha at any n) <= alpha. The always-valid p-value is the
+  running minimum of 1 / L_n.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+
+class DesignError(ValueError):
+    """The design's inputs cannot describe a test (a rate outside (0, 1), a non-positive effect, ...)."""
+
+
+def _z(probability: float) -> float:
+    return float(stats.norm.ppf(probability))
+
+
+def _check_levels(alpha: float, power: float) -> None:
+    if not 0 < alpha < 1:
+        raise DesignError(f"alpha {alpha}: give a significance level between 0 and 1")
+    if not 0 < power < 1:
+        raise DesignError(f"power {power}: give a power between 0 and 1")
+
+
+def proportion_sample_size(baseline_rate: float, mde: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Rows per arm for a two-sided two-proportion z-test to detect `baseline_rate` -> `baseline_rate + mde`."""
+    _check_levels(alpha, power)
+    if not 0 < baseline_rate < 1:
+        raise DesignError(f"baseline rate {baseline_rate}: give a rate between 0 and 1")
+    treated = baseline_rate + mde
+    if mde == 0 or not 0 < treated < 1:
+        raise DesignError(f"minimum detectable effect {mde}: baseline + effect must be a rate in (0, 1), "
+                          "and the effect not 0")
+    pooled = (baseline_rate + treated) / 2
+    spread = (_z(1 - alpha / 2) * math.sqrt(2 * pooled * (1 - pooled))
+              + _z(power) * math.sqrt(baseline_rate * (1 - baseline_rate) + treated * (1 - treated)))
+    return math.ceil(spread ** 2 / mde ** 2)
+
+
+def mean_sample_size(std: float, mde: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Rows per arm for a two-sided two-sample test of means with standard deviation `std` per row."""
+    _check_levels(alpha, power)
+    if std <= 0 or mde == 0:
+        raise DesignError(f"std {std} and effect {mde}: give a positive standard deviation and a non-zero effect")
+    return math.ceil(2 * (_z(1 - alpha / 2) + _z(power)) ** 2 * std ** 2 / mde ** 2)
+
+
+def days_needed(rows_per_arm: int, daily_rows_per_arm: float) -> int:
+    """Whole days until each arm has `rows_per_arm` rows."""
+    if daily_rows_per_arm <= 0:
+        raise DesignError(f"daily traffic {daily_rows_per_arm}: give the rows each arm gets per day, above 0")
+    return math.ceil(rows_per_arm / daily_rows_per_arm)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """B against A: the difference of means (B - A), its 95 % interval, and the test's two-sided p-value."""
+
+    test: str
+    difference: float
+    ci95: tuple[float, float]
+    p_value: float
+    statistic: float
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "ci95": list(self.ci95)}
+
+
+def two_proportion_z_test(successes_a: int, rows_a: int, successes_b: int, rows_b: int) -> Comparison:
+    """Pooled z-test of two rates; the interval uses the unpooled standard error."""
+    if min(rows_a, rows_b) < 1:
+        raise DesignError("each arm needs at least one row")
+    rate_a, rate_b = successes_a / rows_a, successes_b / rows_b
+    pooled = (successes_a + successes_b) / (rows_a + rows_b)
+    pooled_se = math.sqrt(pooled * (1 - pooled) * (1 / rows_a + 1 / rows_b))
+    z = (rate_b - rate_a) / pooled_se if pooled_se > 0 else 0.0
+    se = math.sqrt(rate_a * (1 - rate_a) / rows_a + rate_b * (1 - rate_b) / rows_b)
+    half = _z(0.975) * se
+    difference = rate_b - rate_a
+    return Comparison("two_proportion_z", difference, (difference - half, difference + half),
+                      float(2 * stats.norm.sf(abs(z))), float(z))
+
+
+def welch_t_test(a: np.ndarray, b: np.ndarray) -> Comparison:
+    """Welch's t-test of two means with unequal variances, and its Welch-Satterthwaite interval."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 2:
+        raise DesignError("each arm needs at least two rows")
+    result = stats.ttest_ind(b, a, equal_var=False)
+    low, high = result.confidence_interval(0.95)
+    return Comparison("welch_t", float(b.mean() - a.mean()), (float(low), float(high)), float(result.pvalue),
+                      float(result.statistic))
+
+
+def bootstrap_difference_interval(a: np.ndarray, b: np.ndarray, seed: int, resamples: int = 2000,
+                                  level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(B) - mean(A), each arm resampled on its own."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    differences = (b[rng.integers(0, len(b), (resamples, len(b)))].mean(axis=1)
+                   - a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1))
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(differences, tail)), float(np.percentile(differences, 100 - tail))
+
+
+def msprt_p_values(differences: np.ndarray, variances: np.ndarray, tau: float) -> np.ndarray:
+    """Always-valid p-values at each look: `differences` are Z_n (mean B - mean A so far), `variances`
+    their variances V_n (sigma_A^2 / n_A + sigma_B^2 / n_B), `tau` the mixture's spread of effects
+    (about the effect size worth detecting). Works on arrays of looks (last axis) for many experiments."""
+    z, v = np.asarray(differences, dtype=float), np.asarray(variances, dtype=float)
+    if tau <= 0:
+        raise DesignError(f"tau {tau}: give the mixture's spread of effects, above 0")
+    t2 = tau ** 2
+    log_ratio = 0.5 * np.log(v / (v + t2)) + t2 * z ** 2 / (2 * v * (v + t2))
+    return np.minimum.accumulate(np.minimum(1.0, np.exp(-log_ratio)), axis=-1)
+
+
+def business_impact(rate_difference: float, rows: int, value_per_positive: float) -> float:
+    """The value of a rate difference over `rows` rows, at `value_per_positive` each (for example churners
+    kept times a customer's margin, from the use case's costs)."""
+    return rate_difference * rows * value_per_positive

@@ -1,0 +1,122 @@
+"""A/B test design and analysis: textbook sample sizes, simulated error rates, a valid sequential test."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from flowline.ab_testing import (
+    DesignError,
+    bootstrap_difference_interval,
+    business_impact,
+    days_needed,
+    mean_sample_size,
+    msprt_p_values,
+    proportion_sample_size,
+    two_proportion_z_test,
+    welch_t_test,
+)
+from flowline.pipelines.cli import main
+
+ALPHA = 0.05
+EXPERIMENTS = 1000
+
+
+def binomial_margin(rate: float, trials: int) -> float:
+    """Three standard errors of a simulated rate: the slack a correct procedure needs."""
+    return 3 * math.sqrt(rate * (1 - rate) / trials)
+
+
+def test_sample_sizes_match_the_textbook_formulas():
+    # 10 % -> 12 %, alpha 0.05 two-sided, power 0.8: 3,841 per arm (Evan Miller's calculator, Fleiss' formula).
+    assert proportion_sample_size(0.10, 0.02) == 3841
+    assert proportion_sample_size(0.10, -0.02) == proportion_sample_size(0.10, -0.02, 0.05, 0.8)
+    assert proportion_sample_size(0.10, 0.02, power=0.9) > 3841 > proportion_sample_size(0.10, 0.04)
+    # means: 2 (z_0.975 + z_0.8)^2 sigma^2 / delta^2 = 392.4 for sigma 1, delta 0.2
+    assert mean_sample_size(1.0, 0.2) == 393
+    assert days_needed(3841, 500) == 8
+    for bad in (lambda: proportion_sample_size(1.2, 0.02), lambda: proportion_sample_size(0.95, 0.1),
+                lambda: proportion_sample_size(0.1, 0.0), lambda: mean_sample_size(0.0, 1.0),
+                lambda: proportion_sample_size(0.1, 0.02, alpha=1.5), lambda: days_needed(10, 0)):
+        with pytest.raises(DesignError):
+            bad()
+
+
+def simulate_looks(rng, rate_a: float, rate_b: float, batch: int, looks: int):
+    """Cumulative successes of both arms after each batch, for EXPERIMENTS experiments."""
+    a = rng.binomial(batch, rate_a, (EXPERIMENTS, looks)).cumsum(axis=1)
+    b = rng.binomial(batch, rate_b, (EXPERIMENTS, looks)).cumsum(axis=1)
+    rows = batch * np.arange(1, looks + 1)
+    return a, b, rows
+
+
+def sequential_p_values(a, b, rows, tau: float) -> np.ndarray:
+    pooled = (a + b) / (2 * rows)
+    variance = np.maximum(pooled * (1 - pooled), 1e-12) * 2 / rows
+    return msprt_p_values(b / rows - a / rows, variance, tau)
+
+
+def naive_p_values(a, b, rows) -> np.ndarray:
+    pooled = (a + b) / (2 * rows)
+    z = (b - a) / rows / np.sqrt(np.maximum(pooled * (1 - pooled), 1e-12) * 2 / rows)
+    return 2 * stats.norm.sf(np.abs(z))
+
+
+def test_aa_experiments_with_peeking_every_batch_keep_the_sequential_test_under_alpha():
+    """1,000 A/A experiments, looked at after each of 20 batches: the mSPRT rejects at most alpha of them
+    (plus simulation slack); the fixed-horizon z-test, looked at the same way, rejects far more."""
+    rng = np.random.default_rng(7)
+    a, b, rows = simulate_looks(rng, 0.2, 0.2, batch=100, looks=20)
+    sequential = (sequential_p_values(a, b, rows, tau=0.05) <= ALPHA).any(axis=1).mean()
+    naive = (naive_p_values(a, b, rows) <= ALPHA).any(axis=1).mean()
+    once = (naive_p_values(a, b, rows)[:, -1] <= ALPHA).mean()  # looked at once, at the end: valid
+    assert sequential <= ALPHA + binomial_margin(ALPHA, EXPERIMENTS)
+    assert naive > ALPHA + binomial_margin(ALPHA, EXPERIMENTS)  # peeking inflates it (to about 0.25)
+    assert abs(once - ALPHA) <= binomial_margin(ALPHA, EXPERIMENTS)
+
+
+def test_power_with_a_known_effect_is_what_the_design_promised():
+    rng = np.random.default_rng(11)
+    n = proportion_sample_size(0.20, 0.03, ALPHA, 0.8)
+    a, b = rng.binomial(n, 0.20, EXPERIMENTS), rng.binomial(n, 0.23, EXPERIMENTS)
+    power = np.mean([two_proportion_z_test(x, n, y, n).p_value <= ALPHA for x, y in zip(a, b)])
+    assert abs(power - 0.8) <= binomial_margin(0.8, EXPERIMENTS)
+    # The sequential test, looking every 10 % of the way to twice the planned size, finds it too.
+    a, b, rows = simulate_looks(rng, 0.20, 0.23, batch=n // 5, looks=10)
+    assert (sequential_p_values(a, b, rows, tau=0.03) <= ALPHA).any(axis=1).mean() > 0.7
+
+
+def test_msprt_p_values_never_rise_and_fall_with_evidence():
+    p = msprt_p_values(np.array([0.0, 0.01, 0.05, 0.02]), np.array([1e-3, 5e-4, 2.5e-4, 1.25e-4]), tau=0.05)
+    assert np.all(np.diff(p) <= 0) and p[0] == 1.0 and p[2] < 0.05
+    with pytest.raises(DesignError):
+        msprt_p_values(np.zeros(2), np.ones(2), tau=0)
+
+
+def test_fixed_horizon_tests_against_their_definitions():
+    result = two_proportion_z_test(200, 1000, 250, 1000)
+    pooled = 450 / 2000
+    z = 0.05 / math.sqrt(pooled * (1 - pooled) * 2 / 1000)
+    assert result.statistic == pytest.approx(z) and result.p_value == pytest.approx(2 * stats.norm.sf(z))
+    assert result.ci95[0] < 0.05 < result.ci95[1] and result.difference == pytest.approx(0.05)
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(10, 1, 300), rng.normal(10.3, 3, 200)
+    welch = welch_t_test(a, b)
+    assert welch.p_value == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    low, high = bootstrap_difference_interval(a, b, seed=0)
+    assert low < b.mean() - a.mean() < high
+    assert abs((high - low) - (welch.ci95[1] - welch.ci95[0])) < 0.15  # two ways to the same interval
+    assert business_impact(0.02, 10_000, 450.0) == pytest.approx(90_000.0)
+
+
+def test_flowline_ab_design_prints_the_sample_size(capsys):
+    assert main(["ab", "design", "--baseline-rate", "0.1", "--mde", "0.02", "--json"]) == 0
+    design = json.loads(capsys.readouterr().out)
+    assert design["n_per_arm"] == 3841 and design["alpha"] == 0.05 and design["power"] == 0.8
+    assert main(["ab", "design", "--baseline-rate", "0.1", "--mde", "0.02", "--daily-rows-per-arm", "500"]) == 0
+    shown = capsys.readouterr().out
+    assert "3,841 rows per arm" in shown and "8 days" in shown
+    assert main(["ab", "design", "--baseline-rate", "1.5", "--mde", "0.02"]) == 1
+    assert "baseline rate 1.5" in capsys.readouterr().err

@@ -140,3 +140,65 @@ def business_impact(rate_difference: float, rows: int, value_per_positive: float
     """The value of a rate difference over `rows` rows, at `value_per_positive` each (for example churners
     kept times a customer's margin, from the use case's costs)."""
     return rate_difference * rows * value_per_positive
+
+
+@dataclass(frozen=True)
+class ArmOutcomes:
+    """What one version served: requests, failed requests, good outcomes among the answered ones, p99 latency."""
+
+    requests: int
+    errors: int
+    successes: int
+    latency_p99_seconds: float
+
+    @property
+    def answered(self) -> int:
+        return self.requests - self.errors
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+
+@dataclass(frozen=True)
+class CanaryPolicy:
+    """When a canary is judged: guardrails first (errors, latency), then the sequential test of outcomes."""
+
+    min_requests: int = 200  # per arm, before any decision
+    max_error_ratio: float = 2.0  # canary error rate over the champion's (floored at one error per champion arm)
+    max_latency_ratio: float = 1.5  # canary p99 over the champion's
+    alpha: float = 0.05
+    tau: float = 0.02  # the mSPRT's spread of effects: about the smallest difference in success rate worth acting on
+
+
+def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPolicy = CanaryPolicy()) -> dict:
+    """promote, hold or rollback, with the reason and the numbers behind it.
+
+    The success rates are compared with the mSPRT at this look only: 1 / L_n is at least
+    the running minimum an always-valid p-value would report, so deciding on it is
+    conservative, and the decision stays valid however often it is taken.
+    """
+    numbers = {"champion_error_rate": champion.error_rate, "canary_error_rate": canary.error_rate}
+    if min(champion.requests, canary.requests) < policy.min_requests:
+        return {"decision": "hold", "reason": f"fewer than {policy.min_requests} requests on an arm", **numbers}
+    error_ratio = canary.error_rate / max(champion.error_rate, 1 / champion.requests)
+    latency_ratio = canary.latency_p99_seconds / max(champion.latency_p99_seconds, 1e-9)
+    numbers.update(error_ratio=error_ratio, latency_ratio=latency_ratio)
+    if error_ratio > policy.max_error_ratio:
+        return {"decision": "rollback", "reason": f"error rate {canary.error_rate:.2%} is {error_ratio:.1f} times the "
+                f"champion's (at most {policy.max_error_ratio:g})", **numbers}
+    if latency_ratio > policy.max_latency_ratio:
+        return {"decision": "rollback", "reason": f"p99 latency is {latency_ratio:.2f} times the champion's "
+                f"(at most {policy.max_latency_ratio:g})", **numbers}
+    rate_a, rate_b = champion.successes / champion.answered, canary.successes / canary.answered
+    pooled = (champion.successes + canary.successes) / (champion.answered + canary.answered)
+    variance = max(pooled * (1 - pooled), 1e-12) * (1 / champion.answered + 1 / canary.answered)
+    p_value = float(msprt_p_values(np.array([rate_b - rate_a]), np.array([variance]), policy.tau)[-1])
+    numbers.update(champion_success_rate=rate_a, canary_success_rate=rate_b, p_value=p_value)
+    if p_value > policy.alpha:
+        return {"decision": "hold", "reason": f"no significant difference yet (always-valid p = {p_value:.3f})",
+                **numbers}
+    better = rate_b > rate_a
+    return {"decision": "promote" if better else "rollback",
+            "reason": f"success rate {rate_b:.2%} against the champion's {rate_a:.2%}, always-valid p = {p_value:.4f}",
+            **numbers}

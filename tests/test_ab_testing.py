@@ -8,9 +8,11 @@ import pytest
 from scipy import stats
 
 from flowline.ab_testing import (
+    ArmOutcomes,
     DesignError,
     bootstrap_difference_interval,
     business_impact,
+    canary_decision,
     days_needed,
     mean_sample_size,
     msprt_p_values,
@@ -120,3 +122,38 @@ def test_flowline_ab_design_prints_the_sample_size(capsys):
     assert "3,841 rows per arm" in shown and "8 days" in shown
     assert main(["ab", "design", "--baseline-rate", "1.5", "--mde", "0.02"]) == 1
     assert "baseline rate 1.5" in capsys.readouterr().err
+
+
+def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
+    answered = requests - errors
+    return ArmOutcomes(requests, errors, round(answered * rate) if successes is None else successes, p99)
+
+
+@pytest.mark.parametrize("champion, canary, decision, said", [
+    (arm(), arm(requests=150), "hold", "fewer than 200 requests"),
+    (arm(), arm(errors=64), "rollback", "error rate 3.19% is 16.0 times the champion's"),
+    (arm(), arm(p99=0.09), "rollback", "p99 latency is 1.80 times"),
+    (arm(), arm(rate=0.30), "hold", "no significant difference yet"),
+    (arm(), arm(rate=0.36), "promote", "success rate 36.00% against the champion's 30.00%"),
+    (arm(), arm(rate=0.24), "rollback", "success rate 24.00% against the champion's 30.00%"),
+])
+def test_the_canary_decision_applies_guardrails_before_the_sequential_test(champion, canary, decision, said):
+    outcome = canary_decision(champion, canary)
+    assert outcome["decision"] == decision and said in outcome["reason"]
+
+
+def test_repeated_canary_decisions_on_equal_arms_rarely_act():
+    """200 A/A canaries, decided after every batch of 200 requests per arm up to 4,000: the decision to act
+    (promote or roll back on outcomes) is taken at most alpha of the time."""
+    rng = np.random.default_rng(5)
+    acted = 0
+    for _ in range(200):
+        successes = rng.binomial(200, 0.3, (2, 20)).cumsum(axis=1)
+        for look in range(20):
+            requests = 200 * (look + 1)
+            champion = ArmOutcomes(requests, 0, int(successes[0, look]), 0.05)
+            canary = ArmOutcomes(requests, 0, int(successes[1, look]), 0.05)
+            if canary_decision(champion, canary)["decision"] != "hold":
+                acted += 1
+                break
+    assert acted / 200 <= ALPHA + binomial_margin(ALPHA, 200)

@@ -17,10 +17,12 @@ serving.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -119,20 +121,57 @@ class LoadedPackage:
         return segment_names(predictions, self.evaluation["deciles"]["edges"], self.evaluation["segments"])
 
 
-class FlowlineModel(Model):
-    """Serves one model package under a name; see the module docstring."""
+def canary_takes(request_id: str, percent: int) -> bool:
+    """Whether a request goes to the canary: a fixed share of request ids, the same id always the same way."""
+    return int(hashlib.sha256(request_id.encode()).hexdigest()[:8], 16) % 100 < percent
 
-    def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+
+class FlowlineModel(Model):
+    """Serves one model package under a name; see the module docstring.
+
+    With `canary_path`, a second package takes `canary_percent` of the requests, by
+    request id (the v2 `id`, else the `x-request-id` header, else a new one), standing in
+    locally for KServe's `canaryTrafficPercent`. With `prediction_log`, every answered
+    request is appended there as a JSON line (`request_id`, `arm`, `version`, `rows`, `at`)
+    so that outcomes can be joined back by request id; answers carry the id.
+    """
+
+    def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH,
+                 canary_path: str | Path | None = None, canary_percent: int = 0,
+                 prediction_log: str | Path | None = None) -> None:
         super().__init__(name)
+        if not 0 <= canary_percent <= 100:
+            raise ValueError(f"canary_percent {canary_percent}: give 0 to 100")
         self.package_path = str(package_path)
         self.max_batch = max_batch
         self.package: Optional[LoadedPackage] = None
+        self.canary_path = str(canary_path) if canary_path else None
+        self.canary_percent = canary_percent
+        self.canary: Optional[LoadedPackage] = None
+        self.prediction_log = Path(prediction_log) if prediction_log else None
 
     def load(self) -> bool:
         self.package = LoadedPackage.load(self.package_path)
         metrics.publish_package(self.name, self.package)
+        if self.canary_path:
+            self.canary = LoadedPackage.load(self.canary_path)
+            if self.canary.use_case.task != self.package.use_case.task:
+                raise ValueError(f"canary {self.canary_path} is a {self.canary.use_case.task} model, the champion "
+                                 f"a {self.package.use_case.task} one")
+            metrics.publish_package(self.name, self.canary)
         self.ready = True
         return self.ready
+
+    def _route(self, request_id: str) -> tuple[str, LoadedPackage]:
+        if self.canary is not None and canary_takes(request_id, self.canary_percent):
+            return "canary", self.canary
+        return "champion", self.package
+
+    def _log_prediction(self, request_id: str, arm: str, package: LoadedPackage, rows: int) -> None:
+        line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": request_id,
+                "model": self.name, "arm": arm, "version": package.version, "rows": rows}
+        with open(self.prediction_log, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
 
     def reload(self, package_path: str | Path | None = None) -> str:
         """Load a new version (from `package_path`, else the same path) and swap it in.
@@ -159,8 +198,9 @@ class FlowlineModel(Model):
     def predict(
         self, payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None
     ) -> Union[Dict, InferResponse]:
-        package = self.package  # one version for the whole request, even if a reload lands meanwhile
         started = time.perf_counter()
+        request_id = _request_id(payload, headers)
+        arm, package = self._route(request_id)  # one version for the whole request, even if a reload lands
         if isinstance(payload, InferRequest):
             records, features = self._features_from_tensors(package, payload)
         else:
@@ -168,8 +208,10 @@ class FlowlineModel(Model):
             features = _transform(package, records)
         scores = package.model.predict(features)
         positive = package.decide(scores, features, records) if package.is_binary else None
-        response = self._answer(package, payload, scores, positive)
+        response = self._answer(package, payload, scores, positive, request_id)
         metrics.observe_predictions(self.name, package.version, len(scores), positive, time.perf_counter() - started)
+        if self.prediction_log:
+            self._log_prediction(request_id, arm, package, len(scores))
         return response
 
     def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
@@ -217,7 +259,7 @@ class FlowlineModel(Model):
         return records, _transform(package, records)
 
     def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray,
-                positive: Optional[np.ndarray]):
+                positive: Optional[np.ndarray], request_id: str):
         if package.is_binary:
             outputs = {"probability": scores.astype(np.float32), "decision": np.array(package.labels(positive), dtype=object)}
         else:
@@ -230,6 +272,7 @@ class FlowlineModel(Model):
                 "predictions": [dict(zip(keys, row)) for row in zip(*(v.tolist() for v in outputs.values()))],
                 "model_name": self.name,
                 "model_version": package.version,
+                "id": request_id,
                 **({"threshold": package.threshold} if package.is_binary else {}),
             }
         tensors = []
@@ -238,10 +281,17 @@ class FlowlineModel(Model):
             tensor.set_data_from_numpy(values, binary_data=payload.use_binary_outputs)
             tensors.append(tensor)
         return InferResponse(
-            response_id=payload.id or uuid.uuid4().hex, model_name=self.name, model_version=package.version, infer_outputs=tensors,
+            response_id=request_id, model_name=self.name, model_version=package.version, infer_outputs=tensors,
             parameters={"threshold": package.threshold} if package.is_binary else None,
             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
         )
+
+
+def _request_id(payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]]) -> str:
+    """The v2 request's `id`, else the x-request-id header (Knative and most proxies set one), else a new id."""
+    if isinstance(payload, InferRequest) and payload.id:
+        return str(payload.id)
+    return (headers or {}).get("x-request-id") or uuid.uuid4().hex
 
 
 def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dict]:

@@ -21,8 +21,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -190,6 +192,8 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
     if latency_ratio > policy.max_latency_ratio:
         return {"decision": "rollback", "reason": f"p99 latency is {latency_ratio:.2f} times the champion's "
                 f"(at most {policy.max_latency_ratio:g})", **numbers}
+    if min(champion.answered, canary.answered) == 0:
+        return {"decision": "hold", "reason": "an arm answered no request", **numbers}
     rate_a, rate_b = champion.successes / champion.answered, canary.successes / canary.answered
     pooled = (champion.successes + canary.successes) / (champion.answered + canary.answered)
     variance = max(pooled * (1 - pooled), 1e-12) * (1 / champion.answered + 1 / canary.answered)
@@ -202,3 +206,31 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
     return {"decision": "promote" if better else "rollback",
             "reason": f"success rate {rate_b:.2%} against the champion's {rate_a:.2%}, always-valid p = {p_value:.4f}",
             **numbers}
+
+
+ARMS = ("champion", "canary")
+
+
+def arm_outcomes_from_logs(prediction_log: str | Path, outcomes_file: str | Path) -> dict[str, ArmOutcomes]:
+    """Each arm's requests, failures, p99 latency (the server's `--prediction-log`) and good outcomes,
+    joined by request id from `outcomes_file`: JSON lines {"request_id": ..., "outcome": 1 or 0}."""
+    served = [json.loads(line) for line in Path(prediction_log).read_text().splitlines() if line.strip()]
+    good = set()
+    for number, line in enumerate(Path(outcomes_file).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if record["outcome"]:
+                good.add(str(record["request_id"]))
+        except (ValueError, KeyError, TypeError):
+            raise DesignError(f"{outcomes_file}: line {number} is not {{\"request_id\": ..., \"outcome\": 0 or 1}}")
+    arms = {}
+    for arm in ARMS:
+        mine = [line for line in served if line["arm"] == arm]
+        answered = [line for line in mine if line["error"] is None]
+        arms[arm] = ArmOutcomes(
+            requests=len(mine), errors=len(mine) - len(answered),
+            successes=sum(str(line["request_id"]) in good for line in answered),
+            latency_p99_seconds=float(np.percentile([line["seconds"] for line in mine], 99)) if mine else 0.0)
+    return arms

@@ -131,9 +131,10 @@ class FlowlineModel(Model):
 
     With `canary_path`, a second package takes `canary_percent` of the requests, by
     request id (the v2 `id`, else the `x-request-id` header, else a new one), standing in
-    locally for KServe's `canaryTrafficPercent`. With `prediction_log`, every answered
-    request is appended there as a JSON line (`request_id`, `arm`, `version`, `rows`, `at`)
-    so that outcomes can be joined back by request id; answers carry the id.
+    locally for KServe's `canaryTrafficPercent`. With `prediction_log`, every request is
+    appended there as a JSON line (`request_id`, `arm`, `version`, `rows`, `seconds`,
+    `error`: null, or the error's kind for a refused one) so that outcomes can be joined
+    back by request id; answers carry the id.
     """
 
     def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH,
@@ -167,9 +168,11 @@ class FlowlineModel(Model):
             return "canary", self.canary
         return "champion", self.package
 
-    def _log_prediction(self, request_id: str, arm: str, package: LoadedPackage, rows: int) -> None:
+    def _log_prediction(self, request_id: str, arm: str, package: LoadedPackage, rows: int, seconds: float,
+                        error: Optional[str] = None) -> None:
         line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": request_id,
-                "model": self.name, "arm": arm, "version": package.version, "rows": rows}
+                "model": self.name, "arm": arm, "version": package.version, "rows": rows,
+                "seconds": round(seconds, 6), "error": error}
         with open(self.prediction_log, "a", encoding="utf-8") as log:
             log.write(json.dumps(line) + "\n")
 
@@ -201,17 +204,23 @@ class FlowlineModel(Model):
         started = time.perf_counter()
         request_id = _request_id(payload, headers)
         arm, package = self._route(request_id)  # one version for the whole request, even if a reload lands
-        if isinstance(payload, InferRequest):
-            records, features = self._features_from_tensors(package, payload)
-        else:
-            records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-            features = _transform(package, records)
-        scores = package.model.predict(features)
-        positive = package.decide(scores, features, records) if package.is_binary else None
-        response = self._answer(package, payload, scores, positive, request_id)
-        metrics.observe_predictions(self.name, package.version, len(scores), positive, time.perf_counter() - started)
+        try:
+            if isinstance(payload, InferRequest):
+                records, features = self._features_from_tensors(package, payload)
+            else:
+                records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
+                features = _transform(package, records)
+            scores = package.model.predict(features)
+            positive = package.decide(scores, features, records) if package.is_binary else None
+            response = self._answer(package, payload, scores, positive, request_id)
+        except Exception as error:
+            if self.prediction_log:  # an arm's failures count against it in the canary analysis
+                self._log_prediction(request_id, arm, package, 0, time.perf_counter() - started, type(error).__name__)
+            raise
+        seconds = time.perf_counter() - started
+        metrics.observe_predictions(self.name, package.version, len(scores), positive, seconds)
         if self.prediction_log:
-            self._log_prediction(request_id, arm, package, len(scores))
+            self._log_prediction(request_id, arm, package, len(scores), seconds)
         return response
 
     def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:

@@ -228,7 +228,39 @@ def _ab_design(args: argparse.Namespace) -> int:
     return 0
 
 
+def _canary_analyze(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from flowline.ab_testing import CanaryPolicy, DesignError, arm_outcomes_from_logs, canary_decision
+
+    try:
+        arms = arm_outcomes_from_logs(args.predictions, args.outcomes)
+    except DesignError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    policy = CanaryPolicy(min_requests=args.min_requests, max_error_ratio=args.max_error_ratio,
+                          max_latency_ratio=args.max_latency_ratio, alpha=args.alpha, tau=args.tau)
+    outcome = canary_decision(arms["champion"], arms["canary"], policy)
+    if args.apply and not args.name:
+        print("flowline: --apply needs --name, the InferenceService to patch", file=sys.stderr)
+        return EXIT_ERROR
+    applied = False
+    if args.apply and outcome["decision"] in ("promote", "rollback"):
+        from flowline.components.deploy.cluster import promote, rollback
+
+        (promote if outcome["decision"] == "promote" else rollback)(args.name, args.namespace, args.kubeconfig)
+        applied = True
+    audit.append(args.audit_log, "canary_decision", {
+        "inference_service": f"{args.namespace}/{args.name}" if args.name else None, **outcome, "applied": applied,
+        "arms": {arm: asdict(numbers) for arm, numbers in arms.items()}, "policy": asdict(policy)})
+    print(json.dumps({**outcome, "applied": applied}, indent=1))
+    print(f"canary: {outcome['decision']}{' (applied)' if applied else ''}: {outcome['reason']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from flowline.ab_testing import CanaryPolicy
+
     parser = argparse.ArgumentParser(prog="flowline", description="Tabular models from raw data to KServe.")
     parser.add_argument("--version", action="version", version=f"flowline {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -335,6 +367,31 @@ def build_parser() -> argparse.ArgumentParser:
     ab_design.add_argument("--daily-rows-per-arm", type=float, help="traffic per arm per day, for the duration")
     ab_design.add_argument("--json", action="store_true", help='print {"n_per_arm": N, ...} as JSON')
     ab_design.set_defaults(handler=_ab_design)
+
+    canary_command = commands.add_parser("canary", help="judge a canary against its champion")
+    canary_actions = canary_command.add_subparsers(dest="canary_action", required=True)
+    analyze = canary_actions.add_parser(
+        "analyze", help="promote, hold or roll back: guardrails on errors and p99 latency, then a sequential test "
+                        "of outcomes (always valid, however often it is run)")
+    analyze.add_argument("--predictions", required=True, help="the server's --prediction-log (request id, arm, ...)")
+    analyze.add_argument("--outcomes", required=True,
+                         help='JSON lines {"request_id": ..., "outcome": 1 or 0}, joined to the predictions by id')
+    defaults = CanaryPolicy()
+    analyze.add_argument("--min-requests", type=int, default=defaults.min_requests,
+                         help=f"per arm before any decision (default {defaults.min_requests})")
+    analyze.add_argument("--max-error-ratio", type=float, default=defaults.max_error_ratio,
+                         help=f"roll back above this canary/champion error-rate ratio (default {defaults.max_error_ratio})")
+    analyze.add_argument("--max-latency-ratio", type=float, default=defaults.max_latency_ratio,
+                         help=f"roll back above this p99 latency ratio (default {defaults.max_latency_ratio})")
+    analyze.add_argument("--alpha", type=float, default=defaults.alpha, help=f"default {defaults.alpha}")
+    analyze.add_argument("--tau", type=float, default=defaults.tau,
+                         help=f"the smallest difference in outcome rate worth acting on (default {defaults.tau})")
+    analyze.add_argument("--name", help="the InferenceService; with --apply, promote or roll it back")
+    analyze.add_argument("--namespace", default="flowline")
+    analyze.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, or the pod's service account")
+    analyze.add_argument("--apply", action="store_true", help="patch the InferenceService on promote or rollback")
+    _add_audit_log_argument(analyze)
+    analyze.set_defaults(handler=_canary_analyze)
 
     datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
     datasets.set_defaults(handler=_datasets)

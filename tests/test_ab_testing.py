@@ -10,6 +10,7 @@ from scipy import stats
 from flowline.ab_testing import (
     ArmOutcomes,
     DesignError,
+    arm_outcomes_from_logs,
     bootstrap_difference_interval,
     business_impact,
     canary_decision,
@@ -157,3 +158,20 @@ def test_repeated_canary_decisions_on_equal_arms_rarely_act():
                 acted += 1
                 break
     assert acted / 200 <= ALPHA + binomial_margin(ALPHA, 200)
+
+
+def test_outcomes_join_the_prediction_log_by_request_id(tmp_path):
+    log = tmp_path / "predictions.jsonl"
+    served = [("a", "champion", None, 0.01), ("b", "champion", None, 0.03), ("c", "canary", None, 0.02),
+              ("d", "canary", "BadRequest", 0.001)]
+    log.write_text("".join(json.dumps({"request_id": i, "arm": arm, "error": error, "seconds": seconds}) + "\n"
+                           for i, arm, error, seconds in served))
+    outcomes = tmp_path / "outcomes.jsonl"
+    outcomes.write_text('{"request_id": "a", "outcome": 1}\n{"request_id": "b", "outcome": 0}\n'
+                        '{"request_id": "c", "outcome": 1}\n{"request_id": "zz", "outcome": 1}\n')
+    arms = arm_outcomes_from_logs(log, outcomes)
+    assert arms["champion"] == ArmOutcomes(2, 0, 1, pytest.approx(0.0298))
+    assert arms["canary"].requests == 2 and arms["canary"].errors == 1 and arms["canary"].successes == 1
+    outcomes.write_text('{"request_id": "a"}\n')
+    with pytest.raises(DesignError, match="line 1 is not"):
+        arm_outcomes_from_logs(log, outcomes)

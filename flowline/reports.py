@@ -9,12 +9,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Iterable, Sequence
-
-import matplotlib
-
-matplotlib.use("Agg")  # no display in a pipeline step or a test
-import matplotlib.pyplot as plt  # noqa: E402
+from typing import Any, Iterable, Sequence
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }
@@ -47,8 +42,21 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def figure_image(figure: plt.Figure, alt: str) -> str:
+def subplots(*args: Any, **kwargs: Any):
+    """matplotlib's `subplots`, drawing off screen. matplotlib loads here, on the first plot, so that
+    modules that only write tables (the model card, which the model server loads) never pay for it."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display in a pipeline step or a test
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def figure_image(figure, alt: str) -> str:
     """The figure as an embedded PNG <img>; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)

@@ -29,6 +29,7 @@ import numpy as np
 from kserve import Model
 from kserve.protocol.infer_type import InferInput
 
+from flowline.components.bias.thresholds import mitigation_of
 from flowline.components.drift.detector import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
@@ -63,10 +64,11 @@ class DriftPackage:
         package = Path(path)
         use_case = UseCase.model_validate_json((package / USE_CASE_FILE).read_text())
         feature_set = FeatureSet.load(package / FEATURE_SET_FILE)
-        evaluation = json.loads((package / EVALUATION_FILE).read_text())
+        mitigation = mitigation_of(json.loads((package / EVALUATION_FILE).read_text()))
         return cls(
             version=manifest["version"], use_case=use_case,
-            checker=RecordChecker(use_case, request_columns(feature_set.input_columns, evaluation)),
+            checker=RecordChecker(use_case, request_columns(feature_set.input_columns,
+                                                            mitigation.attributes if mitigation else ())),
             encoder=DriftEncoder(feature_set),
             detector=load_detector(str(package / DRIFT_DIR / DETECTOR_DIR)),
             calibration=load_calibration(package / DRIFT_DIR),

@@ -6,7 +6,7 @@ features, with a raw tensor per sensitive attribute when the package has a fairn
 mitigation). Both go through the package's FeatureSet, so serving transforms exactly as
 training did. `explain` returns SHAP contributions per raw column (XGBoost's exact
 TreeSHAP) and the base value. A binary package whose bias step applied a fairness
-mitigation decides with its per-group thresholds (components/bias/fairness.py), exactly
+mitigation decides with its per-group thresholds (components/bias/thresholds.py), exactly
 as evaluated; its requests must then carry the mitigation's sensitive attributes (among the
 raw columns, or beside an encoded matrix).
 
@@ -24,16 +24,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, TextIO, Union
 
 import numpy as np
 import pandas as pd
 from kserve import Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from flowline.components.bias.fairness import GroupThresholds, mitigation_of
+from flowline.components.bias.thresholds import GroupThresholds, mitigation_of
 from flowline.components.evaluate.evaluation import class_names, segment_names
-from flowline.components.explain.explanation import column_contributions
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import PackagedModel
 from flowline.components.train.ensemble import Ensemble
@@ -67,8 +66,8 @@ class LoadedPackage:
         packaged = PackagedModel.load(path)
         packaged.model.set_threads(1)  # one row per request: threads cost more than they save
         feature_set = packaged.feature_set
-        columns = request_columns(feature_set.input_columns, packaged.evaluation)
         mitigation = mitigation_of(packaged.evaluation)
+        columns = request_columns(feature_set.input_columns, mitigation.attributes if mitigation else ())
         return cls(
             version=packaged.version, created_at=datetime.fromisoformat(packaged.created_at).timestamp(),
             use_case=packaged.use_case, feature_set=feature_set, model=packaged.model,
@@ -150,6 +149,7 @@ class FlowlineModel(Model):
         self.canary_percent = canary_percent
         self.canary: Optional[LoadedPackage] = None
         self.prediction_log = Path(prediction_log) if prediction_log else None
+        self._log: Optional[TextIO] = None  # opened once, on load: not once per request
 
     def load(self) -> bool:
         self.package = LoadedPackage.load(self.package_path)
@@ -160,6 +160,8 @@ class FlowlineModel(Model):
                 raise ValueError(f"canary {self.canary_path} is a {self.canary.use_case.task} model, the champion "
                                  f"a {self.package.use_case.task} one")
             metrics.publish_package(self.name, self.canary)
+        if self.prediction_log:
+            self._log = open(self.prediction_log, "a", encoding="utf-8", buffering=1)  # a line is flushed whole
         self.ready = True
         return self.ready
 
@@ -173,8 +175,7 @@ class FlowlineModel(Model):
         line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": request_id,
                 "model": self.name, "arm": arm, "version": package.version, "rows": rows,
                 "seconds": round(seconds, 6), "error": error}
-        with open(self.prediction_log, "a", encoding="utf-8") as log:
-            log.write(json.dumps(line) + "\n")
+        self._log.write(json.dumps(line) + "\n")
 
     def reload(self, package_path: str | Path | None = None) -> str:
         """Load a new version (from `package_path`, else the same path) and swap it in.
@@ -214,12 +215,12 @@ class FlowlineModel(Model):
             positive = package.decide(scores, features, records) if package.is_binary else None
             response = self._answer(package, payload, scores, positive, request_id)
         except Exception as error:
-            if self.prediction_log:  # an arm's failures count against it in the canary analysis
+            if self._log:  # an arm's failures count against it in the canary analysis
                 self._log_prediction(request_id, arm, package, 0, time.perf_counter() - started, type(error).__name__)
             raise
         seconds = time.perf_counter() - started
         metrics.observe_predictions(self.name, package.version, len(scores), positive, seconds)
-        if self.prediction_log:
+        if self._log:
             self._log_prediction(request_id, arm, package, len(scores), seconds)
         return response
 
@@ -228,7 +229,7 @@ class FlowlineModel(Model):
         package = self.package
         records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
         matrix = _transform(package, records)
-        per_column, base = column_contributions(package.model, package.owners, matrix)
+        per_column, base = package.model.column_contributions(matrix, package.owners)
         margins = package.model.margin(matrix)
         columns = package.feature_set.input_columns
         return {

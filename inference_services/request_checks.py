@@ -99,8 +99,7 @@ class RecordChecker:
             raise BadRequest("unknown_category", f"{field}: {value!r} is not one of {sorted(allowed)}")
 
 
-def request_columns(input_columns: Sequence[str], evaluation: dict) -> list[str]:
-    """The columns a request carries: the FeatureSet's inputs, plus the sensitive attributes a fairness
-    mitigation decides by where the features do not read them."""
-    mitigation = evaluation.get("fairness", {}).get("mitigation") or {}
-    return [*input_columns, *(a for a in mitigation.get("attributes", ()) if a not in input_columns)]
+def request_columns(input_columns: Sequence[str], decided_by: Sequence[str]) -> list[str]:
+    """The columns a request carries: the FeatureSet's inputs, plus the columns the decision reads
+    (a fairness mitigation's sensitive attributes) where the features do not read them."""
+    return [*input_columns, *(column for column in decided_by if column not in input_columns)]

@@ -10,7 +10,7 @@ from flowline import reports
 
 
 def a_page() -> str:
-    figure, axis = reports.plt.subplots(figsize=(4, 3))
+    figure, axis = reports.subplots(figsize=(4, 3))
     axis.plot([0, 1], [0, 1])
     return reports.page("A <report> & more", [reports.table(["name", "value"], [["a&b", 0.5], ["gate", "FAIL"]]),
                                               reports.figure_image(figure, "a line")])

@@ -12,18 +12,14 @@ fewer than `fairness.min_group_rows` test rows are reported but left out of the 
 
 Mitigation (`fairness.mitigation.enabled`) runs when a gate fails: fairlearn's
 ThresholdOptimizer fits per-group thresholds on train's out-of-fold scores (never on
-test) for the failing attributes together, under the use case's constraint. Its rule
-is randomised: a row of group g is positive with probability p0 * [s op0 t0] +
-p1 * [s op1 t1] (mixed with a constant for equalized odds). `GroupThresholds` keeps
-that rule as JSON and draws the randomness from a hash of the row's encoded features,
-so the same row always gets the same decision, in evaluation and in serving.
+test) for the failing attributes together, under the use case's constraint. The rule
+is kept as data, and applied, by `GroupThresholds` (thresholds.py), which the model
+server loads without fairlearn.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,15 +29,11 @@ from fairlearn.postprocessing import ThresholdOptimizer
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import balanced_accuracy_score, precision_score
 
-from flowline.components.evaluate.evaluation import gate_decisions, outcome_cost
+from flowline.components.bias.thresholds import GroupThresholds, group_key, sensitive_groups
+from flowline.components.evaluate.evaluation import decision_metrics, gate_decisions
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.train.ensemble import Ensemble
 from flowline.pipelines.use_case import CostSpec, MitigationSpec, UseCase
-
-MISSING_GROUP = "missing"
-# ThresholdOptimizer's thresholds can be +-inf ("everyone", "nobody"); scores lie in [0, 1].
-THRESHOLD_BOUND = 2.0
-
 
 def _precision(y_true, y_pred) -> float:
     return precision_score(y_true, y_pred, zero_division=0)
@@ -49,46 +41,6 @@ def _precision(y_true, y_pred) -> float:
 
 GROUP_METRICS = {"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
                  "false_positive_rate": false_positive_rate, "precision": _precision}
-
-
-def _label(value: object) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return MISSING_GROUP
-    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
-        return str(int(value))  # 1, 1.0 and np.int64(1) are one group, whichever way the column was read
-    return str(value)
-
-
-def band_label(value: float, edges: list[float]) -> str:
-    """The band of `value` among increasing `edges`: "<e0", "[e0, e1)", ..., ">=e_last"."""
-    position = int(np.searchsorted(edges, value, side="right"))
-    if position == 0:
-        return f"<{edges[0]:g}"
-    if position == len(edges):
-        return f">={edges[-1]:g}"
-    return f"[{edges[position - 1]:g}, {edges[position]:g})"
-
-
-def sensitive_groups(frame: pd.DataFrame, attribute: str, use_case: UseCase) -> pd.Series:
-    """Each row's group for `attribute`, as text: its value, or its band when the use case bands it."""
-    if attribute not in frame.columns:
-        raise KeyError(f"sensitive attribute {attribute!r} is not a column of the rows")
-    edges = use_case.fairness.bands.get(attribute)
-    values = frame[attribute]
-    if edges is None:
-        return pd.Series([_label(v) for v in values], index=frame.index, dtype=object)
-    numbers = pd.to_numeric(values, errors="coerce")
-    return pd.Series([MISSING_GROUP if np.isnan(v) else band_label(v, edges) for v in numbers],
-                     index=frame.index, dtype=object)
-
-
-def group_key(frame: pd.DataFrame, attributes: tuple[str, ...], use_case: UseCase) -> pd.Series:
-    """The intersection of several attributes' groups, as "a=x|b=y"."""
-    parts = [attribute + "=" + sensitive_groups(frame, attribute, use_case) for attribute in attributes]
-    key = parts[0]
-    for part in parts[1:]:
-        key = key + "|" + part
-    return key
 
 
 def group_fairness(y: np.ndarray, decisions: np.ndarray, groups: pd.Series, min_rows: int) -> dict:
@@ -128,19 +80,13 @@ def assess(use_case: UseCase, y: np.ndarray, decisions: np.ndarray, rows: pd.Dat
 def decision_outcomes(y: np.ndarray, decisions: np.ndarray, costs: CostSpec) -> dict[str, float]:
     """What the decisions achieve overall: the accuracy side of the fairness trade-off."""
     positive = decisions.astype(bool)
-    return {"accuracy": float(np.mean(positive == (y == 1))),
+    decided = decision_metrics(y, positive, costs)
+    return {"accuracy": decided["accuracy"],
             "balanced_accuracy": float(balanced_accuracy_score(y, positive)),
-            "precision": float(precision_score(y, positive, zero_division=0)),
-            "recall": float(np.sum(positive & (y == 1)) / max(1, np.sum(y == 1))),
+            "precision": decided["precision"],
+            "recall": decided["recall"],
             "selection_rate": float(np.mean(positive)),
-            "expected_cost_per_1000": 1000 * outcome_cost(y, positive, costs) / len(y)}
-
-
-def row_draws(x: np.ndarray) -> np.ndarray:
-    """One number in [0, 1) per row, from the sha256 of its encoded features: fixed for a given row."""
-    rows = np.ascontiguousarray(x, dtype=np.float64)
-    digests = [hashlib.sha256(row.tobytes()).digest()[:8] for row in rows]
-    return np.array([int.from_bytes(d, "little") for d in digests], dtype=np.float64) / 2.0 ** 64
+            "expected_cost_per_1000": decided["expected_cost_per_1000"]}
 
 
 class _Scores(ClassifierMixin, BaseEstimator):
@@ -154,77 +100,31 @@ class _Scores(ClassifierMixin, BaseEstimator):
         return np.asarray(x, dtype=float)[:, 0]
 
 
+# ThresholdOptimizer's thresholds can be +-inf ("everyone", "nobody"); scores lie in [0, 1].
+THRESHOLD_BOUND = 2.0
+
+
 def _bounded(threshold: float) -> float:
     return float(np.clip(threshold, -THRESHOLD_BOUND, THRESHOLD_BOUND))
 
 
-@dataclass(frozen=True)
-class GroupThresholds:
-    """A fitted ThresholdOptimizer rule as data: per group key, its randomised thresholds.
-
-    Rows of a group the optimizer never saw get the use case's single `threshold`.
-    """
-
-    attributes: tuple[str, ...]
-    constraint: str
-    threshold: float
-    groups: dict[str, dict[str, float | str]]
-
-    @classmethod
-    def fit(cls, y: np.ndarray, scores: np.ndarray, keys: pd.Series, attributes: tuple[str, ...],
-            spec: MitigationSpec, threshold: float) -> GroupThresholds:
-        optimizer = ThresholdOptimizer(estimator=_Scores().fit(), constraints=spec.constraint,
-                                       objective=spec.objective, prefit=True, predict_method="predict")
-        optimizer.fit(scores.reshape(-1, 1), y, sensitive_features=keys.to_numpy())
-        groups = {}
-        for key, rule in optimizer.interpolated_thresholder_.interpolation_dict.items():
-            groups[str(key)] = {
-                "p0": float(rule.p0), "operator0": rule.operation0.operator,
-                "threshold0": _bounded(rule.operation0.threshold),
-                "p1": float(rule.p1), "operator1": rule.operation1.operator,
-                "threshold1": _bounded(rule.operation1.threshold),
-                "p_ignore": float(rule.get("p_ignore", 0.0)),
-                "prediction_constant": float(rule.get("prediction_constant", 0.0)),
-            }
-        return cls(tuple(attributes), spec.constraint, float(threshold), groups)
-
-    def to_dict(self) -> dict:
-        return {"attributes": list(self.attributes), "constraint": self.constraint, "threshold": self.threshold,
-                "groups": self.groups}
-
-    @classmethod
-    def from_dict(cls, document: dict) -> GroupThresholds:
-        return cls(tuple(document["attributes"]), document["constraint"], float(document["threshold"]),
-                   dict(document["groups"]))
-
-    def positive_probability(self, scores: np.ndarray, keys: pd.Series) -> np.ndarray:
-        """Each row's chance of a positive decision under its group's rule."""
-        out = (scores >= self.threshold).astype(float)
-        keys = keys.to_numpy()
-        for key, rule in self.groups.items():
-            rows = keys == key
-            if not rows.any():
-                continue
-            s = scores[rows]
-            chance = (rule["p0"] * _compare(s, rule["operator0"], rule["threshold0"])
-                      + rule["p1"] * _compare(s, rule["operator1"], rule["threshold1"]))
-            out[rows] = rule["p_ignore"] * rule["prediction_constant"] + (1 - rule["p_ignore"]) * chance
-        return out
-
-    def decide(self, scores: np.ndarray, rows: pd.DataFrame, x: np.ndarray, use_case: UseCase) -> np.ndarray:
-        """The served decisions (True: positive) for raw `rows` with encoded features `x` and `scores`."""
-        keys = group_key(rows, self.attributes, use_case)
-        return row_draws(x) < self.positive_probability(scores, keys)
-
-
-def _compare(scores: np.ndarray, operator: str, threshold: float) -> np.ndarray:
-    return (scores > threshold if operator == ">" else scores < threshold).astype(float)
-
-
-def mitigation_of(evaluation: dict) -> GroupThresholds | None:
-    """The package's fairness mitigation, when the bias step applied one."""
-    document = evaluation.get("fairness", {}).get("mitigation")
-    return GroupThresholds.from_dict(document) if document else None
+def fit_group_thresholds(y: np.ndarray, scores: np.ndarray, keys: pd.Series, attributes: tuple[str, ...],
+                         spec: MitigationSpec, threshold: float) -> GroupThresholds:
+    """ThresholdOptimizer on (scores, labels) per group key, kept as data (thresholds.py)."""
+    optimizer = ThresholdOptimizer(estimator=_Scores().fit(), constraints=spec.constraint,
+                                   objective=spec.objective, prefit=True, predict_method="predict")
+    optimizer.fit(scores.reshape(-1, 1), y, sensitive_features=keys.to_numpy())
+    groups = {}
+    for key, rule in optimizer.interpolated_thresholder_.interpolation_dict.items():
+        groups[str(key)] = {
+            "p0": float(rule.p0), "operator0": rule.operation0.operator,
+            "threshold0": _bounded(rule.operation0.threshold),
+            "p1": float(rule.p1), "operator1": rule.operation1.operator,
+            "threshold1": _bounded(rule.operation1.threshold),
+            "p_ignore": float(rule.get("p_ignore", 0.0)),
+            "prediction_constant": float(rule.get("prediction_constant", 0.0)),
+        }
+    return GroupThresholds(tuple(attributes), spec.constraint, float(threshold), groups)
 
 
 def failed_gates(assessed: dict[str, dict]) -> list[str]:
@@ -243,9 +143,9 @@ def judge(use_case: UseCase, y: np.ndarray, scores: np.ndarray, threshold: float
     outcome = {"attributes": before, "mitigation": None,
                "outcomes": {"single_threshold": decision_outcomes(y, decisions, use_case.costs)}}
     if failing and use_case.fairness.mitigation.enabled:
-        mitigation = GroupThresholds.fit(holdout["label"].to_numpy(), holdout["prediction"].to_numpy(),
-                                         group_key(holdout, failing, use_case), failing,
-                                         use_case.fairness.mitigation, threshold)
+        mitigation = fit_group_thresholds(holdout["label"].to_numpy(), holdout["prediction"].to_numpy(),
+                                          group_key(holdout, failing, use_case), failing,
+                                          use_case.fairness.mitigation, threshold)
         mitigated = mitigation.decide(scores, rows, x, use_case)
         outcome.update(attributes=assess(use_case, y, mitigated, rows), before_mitigation=before,
                        mitigation=mitigation.to_dict())

@@ -6,14 +6,7 @@ import numpy as np
 
 from flowline import reports
 from flowline.components.bias.fairness import GROUP_METRICS
-from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
-
-OUTCOME_NAMES = ("accuracy", "balanced_accuracy", "precision", "recall", "selection_rate", "expected_cost_per_1000")
-
-
-def _bounds(gate: dict) -> str:
-    return " ".join(b for b in (f">= {gate['min']}" if gate["min"] is not None else "",
-                                f"<= {gate['max']}" if gate["max"] is not None else "") if b)
+from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
 
 
 def _gap_rows(result: dict, before: dict | None) -> list[list]:
@@ -21,7 +14,7 @@ def _gap_rows(result: dict, before: dict | None) -> list[list]:
     for metric in FAIRNESS_METRICS:
         gate = result["gates"].get(metric)
         row = [metric, *([before[metric]] if before else []), result[metric],
-               _bounds(gate) if gate else "", ("pass" if gate["passed"] else "FAIL") if gate else "not gated"]
+               gate_bounds(gate) if gate else "", ("pass" if gate["passed"] else "FAIL") if gate else "not gated"]
         rows.append(row)
     return rows
 
@@ -33,7 +26,7 @@ def _group_rows(result: dict) -> list[list]:
 
 def _tradeoff_rows(fairness: dict) -> list[list]:
     outcomes = fairness["outcomes"]
-    return [[name, outcomes["single_threshold"][name], outcomes["mitigated"][name]] for name in OUTCOME_NAMES]
+    return [[name, before, outcomes["mitigated"][name]] for name, before in outcomes["single_threshold"].items()]
 
 
 def _summary_lines(fairness: dict) -> list[str]:
@@ -81,7 +74,7 @@ def fairness_markdown(fairness: dict, use_case: UseCase) -> str:
 def _group_chart(attribute: str, result: dict, before: dict | None) -> str:
     groups = list(result["by_group"])
     names = ["selection_rate", "true_positive_rate", "false_positive_rate"]
-    figure, axes = reports.plt.subplots(1, len(names), figsize=(4 * len(names), 3), sharey=True)
+    figure, axes = reports.subplots(1, len(names), figsize=(4 * len(names), 3), sharey=True)
     positions = np.arange(len(groups))
     for axis, name in zip(axes, names):
         if before:

@@ -38,12 +38,6 @@ TOP_COLUMNS = 5  # per instance: the columns the agreement is measured on, from 
 DEPENDENCE_COLUMNS = 3
 
 
-def column_contributions(model: Ensemble, owners: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SHAP values per raw column (rows x columns) and the base value per row, in margin units."""
-    contributions = model.contributions(x)
-    return contributions[:, :-1] @ owners, contributions[:, -1]
-
-
 @dataclass(frozen=True)
 class ColumnCodec:
     """Raw columns <-> the numeric matrix LIME perturbs: categories as codes, numbers as they are.
@@ -122,12 +116,13 @@ def explain(use_case: UseCase, feature_set: FeatureSet, model: Ensemble, referen
     sample = rows.iloc[np.sort(rng.choice(len(rows), size=min(GLOBAL_ROWS, len(rows)), replace=False))]
     columns = list(feature_set.input_columns)
     x = feature_set.transform(sample)
-    values, base = column_contributions(model, feature_set.owners, x)
+    values, base = model.column_contributions(x, feature_set.owners)
     margin = model.margin(x)
     importance = np.abs(values).mean(axis=0)
     order = np.argsort(-importance)
     codec = ColumnCodec.fit(reference, columns, use_case)
     binary = use_case.task == "binary"
+
 
     def predict(matrix: np.ndarray) -> np.ndarray:
         scores = model.predict(feature_set.transform(codec.decode(matrix)))

@@ -13,7 +13,7 @@ LOCAL_SHOWN = 8  # columns per local explanation chart
 
 def _importance_chart(explanation: dict) -> str:
     items = list(explanation["global_importance"].items())[:SHOWN_COLUMNS][::-1]
-    figure, axis = reports.plt.subplots(figsize=(7, 0.3 * len(items) + 1))
+    figure, axis = reports.subplots(figsize=(7, 0.3 * len(items) + 1))
     axis.barh([name for name, _ in items], [value for _, value in items], color="#1f77b4")
     axis.set_xlabel(f"mean |SHAP value| ({explanation['units']})")
     return reports.figure_image(figure, "global importance: mean absolute SHAP value per column")
@@ -21,7 +21,7 @@ def _importance_chart(explanation: dict) -> str:
 
 def _dependence_chart(column: str, points: dict, units: str) -> str:
     values, shap_values = points["values"], np.array(points["shap"])
-    figure, axis = reports.plt.subplots(figsize=(6, 3.5))
+    figure, axis = reports.subplots(figsize=(6, 3.5))
     numeric = all(isinstance(v, (int, float)) or v is None for v in values)
     if numeric:
         axis.scatter([np.nan if v is None else v for v in values], shap_values, s=8, alpha=0.5)
@@ -39,7 +39,7 @@ def _dependence_chart(column: str, points: dict, units: str) -> str:
 
 def _local_chart(instance: dict, units: str) -> str:
     columns = list(instance["shap"])[:LOCAL_SHOWN][::-1]
-    figure, (left, right) = reports.plt.subplots(1, 2, figsize=(10, 0.3 * len(columns) + 1.2), sharey=True)
+    figure, (left, right) = reports.subplots(1, 2, figsize=(10, 0.3 * len(columns) + 1.2), sharey=True)
     left.barh(columns, [instance["shap"][c] for c in columns], color="#1f77b4")
     left.set_title(f"SHAP ({units})")
     right.barh(columns, [instance["lime"][c] for c in columns], color="#ff7f0e")

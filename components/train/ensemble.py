@@ -70,6 +70,12 @@ class Ensemble:
         total[:, -1] += self.bias
         return total
 
+    def column_contributions(self, x: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Contributions added up to raw columns by `owners` (FeatureSet.owners): (rows x columns), and the
+        base value per row."""
+        contributions = self.contributions(x)
+        return contributions[:, :-1] @ owners, contributions[:, -1]
+
     def set_threads(self, threads: int) -> None:
         for member in self.members:
             member.model.set_threads(threads)

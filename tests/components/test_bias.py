@@ -5,15 +5,8 @@ import pandas as pd
 import pytest
 from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
 
-from flowline.components.bias.fairness import (
-    GroupThresholds,
-    band_label,
-    decide_with_fairness,
-    group_fairness,
-    judge,
-    row_draws,
-    sensitive_groups,
-)
+from flowline.components.bias.fairness import decide_with_fairness, fit_group_thresholds, group_fairness, judge
+from flowline.components.bias.thresholds import GroupThresholds, band_label, row_draws, sensitive_groups
 from flowline.components.bias.report import fairness_html, fairness_markdown
 from flowline.pipelines.use_case import UseCaseError, parse_use_case
 
@@ -122,7 +115,7 @@ def test_mitigated_decisions_are_fixed_per_row_and_survive_a_json_round_trip():
     use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=True)
     frame, y, scores = synthetic_bias(seed=3)
     keys = "group=" + frame["group"]
-    rule = GroupThresholds.fit(y, scores, keys, ("group",), use_case.fairness.mitigation, 0.5)
+    rule = fit_group_thresholds(y, scores, keys, ("group",), use_case.fairness.mitigation, 0.5)
     x = frame[["x"]].to_numpy()
     decided = rule.decide(scores, frame, x, use_case)
     again = GroupThresholds.from_dict(json.loads(json.dumps(rule.to_dict()))).decide(scores, frame, x, use_case)

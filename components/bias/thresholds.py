@@ -1,0 +1,120 @@
+"""Per-group decision thresholds (a fairness mitigation) as data, and the groups they apply to.
+
+What the model server needs of the bias step, without fairlearn: a row's group for a
+sensitive attribute (its value, or its band in the use case's `fairness.bands`), the
+fitted rule per group, and its randomised decision. ThresholdOptimizer's rule makes a
+row of group g positive with probability p0 * [s op0 t0] + p1 * [s op1 t1] (mixed with
+a constant for equalized odds); the draw comes from a hash of the row's encoded
+features, so the same row always gets the same decision, in evaluation and in serving.
+The rule is fitted in fairness.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from flowline.pipelines.use_case import UseCase
+
+MISSING_GROUP = "missing"
+
+
+def _label(value: object) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return MISSING_GROUP
+    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
+        return str(int(value))  # 1, 1.0 and np.int64(1) are one group, whichever way the column was read
+    return str(value)
+
+
+def band_label(value: float, edges: list[float]) -> str:
+    """The band of `value` among increasing `edges`: "<e0", "[e0, e1)", ..., ">=e_last"."""
+    position = int(np.searchsorted(edges, value, side="right"))
+    if position == 0:
+        return f"<{edges[0]:g}"
+    if position == len(edges):
+        return f">={edges[-1]:g}"
+    return f"[{edges[position - 1]:g}, {edges[position]:g})"
+
+
+def sensitive_groups(frame: pd.DataFrame, attribute: str, use_case: UseCase) -> pd.Series:
+    """Each row's group for `attribute`, as text: its value, or its band when the use case bands it."""
+    if attribute not in frame.columns:
+        raise KeyError(f"sensitive attribute {attribute!r} is not a column of the rows")
+    edges = use_case.fairness.bands.get(attribute)
+    values = frame[attribute]
+    if edges is None:
+        return pd.Series([_label(v) for v in values], index=frame.index, dtype=object)
+    numbers = pd.to_numeric(values, errors="coerce")
+    return pd.Series([MISSING_GROUP if np.isnan(v) else band_label(v, edges) for v in numbers],
+                     index=frame.index, dtype=object)
+
+
+def group_key(frame: pd.DataFrame, attributes: tuple[str, ...], use_case: UseCase) -> pd.Series:
+    """The intersection of several attributes' groups, as "a=x|b=y"."""
+    parts = [attribute + "=" + sensitive_groups(frame, attribute, use_case) for attribute in attributes]
+    key = parts[0]
+    for part in parts[1:]:
+        key = key + "|" + part
+    return key
+
+
+def row_draws(x: np.ndarray) -> np.ndarray:
+    """One number in [0, 1) per row, from the sha256 of its encoded features: fixed for a given row."""
+    rows = np.ascontiguousarray(x, dtype=np.float64)
+    digests = [hashlib.sha256(row.tobytes()).digest()[:8] for row in rows]
+    return np.array([int.from_bytes(d, "little") for d in digests], dtype=np.float64) / 2.0 ** 64
+
+
+@dataclass(frozen=True)
+class GroupThresholds:
+    """A fitted ThresholdOptimizer rule as data: per group key, its randomised thresholds.
+
+    Rows of a group the optimizer never saw get the use case's single `threshold`.
+    """
+
+    attributes: tuple[str, ...]
+    constraint: str
+    threshold: float
+    groups: dict[str, dict[str, float | str]]
+
+    def to_dict(self) -> dict:
+        return {"attributes": list(self.attributes), "constraint": self.constraint, "threshold": self.threshold,
+                "groups": self.groups}
+
+    @classmethod
+    def from_dict(cls, document: dict) -> GroupThresholds:
+        return cls(tuple(document["attributes"]), document["constraint"], float(document["threshold"]),
+                   dict(document["groups"]))
+
+    def positive_probability(self, scores: np.ndarray, keys: pd.Series) -> np.ndarray:
+        """Each row's chance of a positive decision under its group's rule."""
+        out = (scores >= self.threshold).astype(float)
+        keys = keys.to_numpy()
+        for key, rule in self.groups.items():
+            rows = keys == key
+            if not rows.any():
+                continue
+            s = scores[rows]
+            chance = (rule["p0"] * _compare(s, rule["operator0"], rule["threshold0"])
+                      + rule["p1"] * _compare(s, rule["operator1"], rule["threshold1"]))
+            out[rows] = rule["p_ignore"] * rule["prediction_constant"] + (1 - rule["p_ignore"]) * chance
+        return out
+
+    def decide(self, scores: np.ndarray, rows: pd.DataFrame, x: np.ndarray, use_case: UseCase) -> np.ndarray:
+        """The served decisions (True: positive) for raw `rows` with encoded features `x` and `scores`."""
+        keys = group_key(rows, self.attributes, use_case)
+        return row_draws(x) < self.positive_probability(scores, keys)
+
+
+def _compare(scores: np.ndarray, operator: str, threshold: float) -> np.ndarray:
+    return (scores > threshold if operator == ">" else scores < threshold).astype(float)
+
+
+def mitigation_of(evaluation: dict) -> GroupThresholds | None:
+    """The package's fairness mitigation, when the bias step applied one."""
+    document = evaluation.get("fairness", {}).get("mitigation")
+    return GroupThresholds.from_dict(document) if document else None

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +84,6 @@ class Comparison:
     ci95: tuple[float, float]
     p_value: float
     statistic: float
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "ci95": list(self.ci95)}
 
 
 def two_proportion_z_test(successes_a: int, rows_a: int, successes_b: int, rows_b: int) -> Comparison:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -108,6 +108,12 @@ class GateSpec(_Strict):
         if self.min is None and self.max is None:
             raise ValueError("a gate needs min or max")
         return self
+
+
+def gate_bounds(gate: Mapping[str, Any]) -> str:
+    """A gate's bounds (a decided gate, or a GateSpec dumped) as text: ">= 0.8", "<= 0.1", or both."""
+    return " ".join(bound for bound in (f">= {gate['min']}" if gate["min"] is not None else "",
+                                        f"<= {gate['max']}" if gate["max"] is not None else "") if bound)
 
 
 class CostSpec(_Strict):

@@ -28,7 +28,7 @@ from flowline.components.evaluate.comparison import auc_confidence_interval, cha
 from flowline.components.features.feature_set import FeatureError, FeatureSet
 from flowline.components.package.model_package import PackagedModel, PackageError
 from flowline.components.train.ensemble import Ensemble, ModelError
-from flowline.pipelines.use_case import CostSpec, GateSpec, UseCase
+from flowline.pipelines.use_case import CostSpec, GateSpec, UseCase, gate_bounds
 
 ROC_POINTS = 200
 BOOTSTRAP_RESAMPLES = 200  # for the 95 % intervals of the test metrics
@@ -69,24 +69,32 @@ def operating_points(y: np.ndarray, probabilities: np.ndarray) -> dict[str, floa
             "precision_at_r90": float(precision[recall >= 0.9].max(initial=0.0))}
 
 
-def binary_metrics(y: np.ndarray, probabilities: np.ndarray, threshold: float, costs: CostSpec) -> dict[str, float]:
-    predicted = probabilities >= threshold
+def decision_metrics(y: np.ndarray, predicted: np.ndarray, costs: CostSpec) -> dict[str, float]:
+    """What decisions `predicted` (True: flagged positive) achieve on labels `y`."""
     tp = float(np.sum(predicted & (y == 1)))
     fp = float(np.sum(predicted & (y == 0)))
     fn = float(np.sum(~predicted & (y == 1)))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     return {
-        "roc_auc": float(roc_auc_score(y, probabilities)),
-        "auprc": float(average_precision_score(y, probabilities)),
-        "log_loss": float(log_loss(y, probabilities, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, probabilities)),
         "precision": precision,
         "recall": recall,
         "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
         "accuracy": float(np.mean(predicted == (y == 1))),
-        **operating_points(y, probabilities),
         "expected_cost_per_1000": 1000 * outcome_cost(y, predicted, costs) / len(y),
+    }
+
+
+def binary_metrics(y: np.ndarray, probabilities: np.ndarray, threshold: float, costs: CostSpec) -> dict[str, float]:
+    decided = decision_metrics(y, probabilities >= threshold, costs)
+    return {
+        "roc_auc": float(roc_auc_score(y, probabilities)),
+        "auprc": float(average_precision_score(y, probabilities)),
+        "log_loss": float(log_loss(y, probabilities, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, probabilities)),
+        **{name: decided[name] for name in ("precision", "recall", "f1", "accuracy")},
+        **operating_points(y, probabilities),
+        "expected_cost_per_1000": decided["expected_cost_per_1000"],
     }
 
 
@@ -148,15 +156,14 @@ def bootstrap_intervals(y: np.ndarray, scores: np.ndarray, metrics_of, seed: int
     """95 % percentile intervals of every metric `metrics_of(y, scores)` gives, over seeded resamples
     of the test rows (a binary resample with one class only is drawn again)."""
     rng = np.random.default_rng(seed)
-    drawn: dict[str, list[float]] = {}
-    while len(next(iter(drawn.values()), [])) < resamples:
+    drawn: list[dict[str, float]] = []
+    while len(drawn) < resamples:
         rows = rng.integers(0, len(y), len(y))
         if len(np.unique(y[rows])) < 2 and len(np.unique(y)) == 2:
             continue
-        for name, value in metrics_of(y[rows], scores[rows]).items():
-            drawn.setdefault(name, []).append(value)
-    return {name: [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
-            for name, values in drawn.items()}
+        drawn.append(metrics_of(y[rows], scores[rows]))
+    return {name: [float(np.percentile([d[name] for d in drawn], 2.5)),
+                   float(np.percentile([d[name] for d in drawn], 97.5))] for name in drawn[0]}
 
 
 def gate_decisions(metrics: dict[str, float], gates: dict[str, GateSpec]) -> dict[str, dict]:
@@ -207,9 +214,7 @@ def report_markdown(report: dict, use_case: UseCase) -> str:
               for name, value in report["metrics"].items()]
     lines += ["", "| gate | value | bounds | decision |", "|---|---|---|---|"]
     for name, gate in report["gates"].items():
-        bounds = " ".join(b for b in (f">= {gate['min']}" if gate["min"] is not None else "",
-                                      f"<= {gate['max']}" if gate["max"] is not None else "") if b)
-        lines.append(f"| {name} | {gate['value']:.4f} | {bounds} | {'pass' if gate['passed'] else 'FAIL'} |")
+        lines.append(f"| {name} | {gate['value']:.4f} | {gate_bounds(gate)} | {'pass' if gate['passed'] else 'FAIL'} |")
     decision = report["champion_challenger"]
     lines += ["", f"**Champion/challenger:** {decision['decision']}: {decision['reason']}", ""]
     if use_case.task == "binary":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from flowline import __version__, reports
-from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
+from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
 
 FORMAT = "flowline.model_card/v1"
 CARD_JSON = "model_card.json"
@@ -80,11 +80,6 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
     }
 
 
-def _bounds(gate: dict) -> str:
-    return " ".join(b for b in (f">= {gate['min']}" if gate["min"] is not None else "",
-                                f"<= {gate['max']}" if gate["max"] is not None else "") if b)
-
-
 def model_card_html(card: dict) -> str:
     model, data = card["model"], card["data"]
     members = ", ".join(f"{m['family']} ({m['weight']:.2f})" for m in model.get("members", []))
@@ -139,9 +134,9 @@ def model_card_html(card: dict) -> str:
         "<ul>" + "".join(f"<li>{reports.escape(item)}</li>" for item in card["limitations"]) + "</ul>",
         "<h2>Gates and decision</h2>",
         reports.table(["gate", "value", "bounds", "decision"],
-                      [[name, g["value"], _bounds(g), "pass" if g["passed"] else "FAIL"]
+                      [[name, g["value"], gate_bounds(g), "pass" if g["passed"] else "FAIL"]
                        for name, g in card["gates"]["quality"].items()]
-                      + [[f"{attribute}: {name}", g["value"], _bounds(g), "pass" if g["passed"] else "FAIL"]
+                      + [[f"{attribute}: {name}", g["value"], gate_bounds(g), "pass" if g["passed"] else "FAIL"]
                          for attribute, gates in card["gates"]["fairness"].items() for name, g in gates.items()]),
         f"<p><strong>{reports.escape(card['decision']['decision'])}</strong>: "
         f"{reports.escape(card['decision']['reason'])}</p>",

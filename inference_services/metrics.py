@@ -21,6 +21,11 @@ LATENCY = Histogram(
     ["model_name", "model_version"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+PREDICTION_ERRORS = Counter(
+    "flowline_prediction_errors", "Requests a model version refused or failed to answer, by exception: with "
+    "flowline_request_latency_seconds_count (the answered ones), the canary analysis's error rate per version.",
+    ["model_name", "model_version", "error"],
+)
 INVALID_INPUTS = Counter(
     "flowline_invalid_inputs", "Requests refused with 400, by reason.", ["model_name", "reason"],
 )

@@ -214,8 +214,9 @@ class FlowlineModel(Model):
             scores = package.model.predict(features)
             positive = package.decide(scores, features, records) if package.is_binary else None
             response = self._answer(package, payload, scores, positive, request_id)
-        except Exception as error:
-            if self._log:  # an arm's failures count against it in the canary analysis
+        except Exception as error:  # an arm's failures count against it in the canary analysis
+            metrics.PREDICTION_ERRORS.labels(self.name, package.version, type(error).__name__).inc()
+            if self._log:
                 self._log_prediction(request_id, arm, package, 0, time.perf_counter() - started, type(error).__name__)
             raise
         seconds = time.perf_counter() - started

@@ -114,6 +114,7 @@ DOCUMENTED: dict[str, set[str]] = {
     "flowline_request_latency_seconds_sum": {"model_name", "model_version"},
     "flowline_request_latency_seconds_count": {"model_name", "model_version"},
     "flowline_invalid_inputs_total": {"model_name", "reason"},
+    "flowline_prediction_errors_total": {"model_name", "model_version", "error"},
     "flowline_http_requests_total": {"model_name", "model_version", "code"},
     "flowline_model_info": {"model_name", "model_version", "use_case", "task"},
     "flowline_model_created_timestamp_seconds": {"model_name", "model_version"},

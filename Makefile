@@ -13,8 +13,9 @@ PYTEST_WORKERS ?= 2
 MLSERVER_VENV := build/mlserver-venv
 FLAML_VENV := build/flaml-venv
 BTYD_VENV := build/btyd-venv
-# promtool from Debian's prometheus package, unpacked rather than installed so no service starts.
+# promtool and the server from Debian's prometheus package, unpacked rather than installed so no service starts.
 PROMTOOL := build/tools/usr/bin/promtool
+PROMETHEUS := build/tools/usr/bin/prometheus
 # Ceph (monitor, OSD, RADOS Gateway) from Debian's packages, unpacked: the tests' real S3 server.
 CEPH := build/tools/ceph
 
@@ -50,8 +51,9 @@ $(PROMTOOL):
 $(CEPH)/usr/bin/radosgw:
 	bash tests/tools/fetch-ceph.sh $(CEPH)
 
-# Tools the tests run: kubectl (with kustomize) for the manifests, promtool for the alert rules,
-# headless Chromium (Debian's chromium) to render the HTML reports, Ceph's gateway as an S3 server.
+# Tools the tests run: kubectl (with kustomize) for the manifests, promtool for the alert rules, Prometheus
+# for the canary controller's queries, headless Chromium (Debian's chromium) to render the HTML reports,
+# Ceph's gateway as an S3 server.
 tools: $(PROMTOOL) $(CEPH)/usr/bin/radosgw
 	command -v kubectl >/dev/null 2>&1 || (apt-get update -qq && (apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client))
 	kubectl version --client
@@ -66,7 +68,8 @@ demo: install
 
 # One thread per worker: two workers' OpenMP and BLAS pools spinning on two cores slow both to a crawl.
 test: install-test tools
-	OMP_NUM_THREADS=1 FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) FLOWLINE_CEPH=$(abspath $(CEPH)) \
+	OMP_NUM_THREADS=1 FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) FLOWLINE_PROMETHEUS=$(abspath $(PROMETHEUS)) \
+	  FLOWLINE_CEPH=$(abspath $(CEPH)) \
 	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Not a test: measures, writes JSON, compares with the peers in the same run.

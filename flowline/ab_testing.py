@@ -21,10 +21,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -149,6 +147,7 @@ class ArmOutcomes:
     errors: int
     successes: int
     latency_p99_seconds: float
+    version: str = ""
 
     @property
     def answered(self) -> int:
@@ -204,30 +203,3 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
             "reason": f"success rate {rate_b:.2%} against the champion's {rate_a:.2%}, always-valid p = {p_value:.4f}",
             **numbers}
 
-
-ARMS = ("champion", "canary")
-
-
-def arm_outcomes_from_logs(prediction_log: str | Path, outcomes_file: str | Path) -> dict[str, ArmOutcomes]:
-    """Each arm's requests, failures, p99 latency (the server's `--prediction-log`) and good outcomes,
-    joined by request id from `outcomes_file`: JSON lines {"request_id": ..., "outcome": 1 or 0}."""
-    served = [json.loads(line) for line in Path(prediction_log).read_text().splitlines() if line.strip()]
-    good = set()
-    for number, line in enumerate(Path(outcomes_file).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if record["outcome"]:
-                good.add(str(record["request_id"]))
-        except (ValueError, KeyError, TypeError):
-            raise DesignError(f"{outcomes_file}: line {number} is not {{\"request_id\": ..., \"outcome\": 0 or 1}}")
-    arms = {}
-    for arm in ARMS:
-        mine = [line for line in served if line["arm"] == arm]
-        answered = [line for line in mine if line["error"] is None]
-        arms[arm] = ArmOutcomes(
-            requests=len(mine), errors=len(mine) - len(answered),
-            successes=sum(str(line["request_id"]) in good for line in answered),
-            latency_p99_seconds=float(np.percentile([line["seconds"] for line in mine], 99)) if mine else 0.0)
-    return arms

@@ -112,26 +112,28 @@ def _deploy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _canary(args: argparse.Namespace) -> int:
+def _canary_patch(args: argparse.Namespace) -> int:
     import yaml
 
-    from flowline.components.deploy import cluster
+    from flowline.canary import patch_inference_service
+    from flowline.components.deploy.cluster import kubeconfig_available
     from flowline.components.deploy.inference_service import promoted, rolled_back
 
+    operation = args.canary_action
     if args.manifest:
-        change = promoted if args.operation == "promote" else rolled_back
+        change = promoted if operation == "promote" else rolled_back
         document = change(yaml.safe_load(Path(args.manifest).read_text()))
         Path(args.manifest).write_text(yaml.safe_dump(document, sort_keys=False))
-        audit.append(args.audit_log, AUDIT_ACTIONS[args.operation], {"manifest": args.manifest})
-        print(f"{args.operation}: {args.manifest} updated")
+        audit.append(args.audit_log, AUDIT_ACTIONS[operation], {"manifest": args.manifest})
+        print(f"{operation}: {args.manifest} updated")
         return 0
-    if not cluster.kubeconfig_available(args.kubeconfig):
+    if not kubeconfig_available(args.kubeconfig):
         print("flowline: no kubeconfig found (give --kubeconfig, set KUBECONFIG, or use --manifest FILE)",
               file=sys.stderr)
         return EXIT_ERROR
-    getattr(cluster, args.operation)(args.name, args.namespace, args.kubeconfig)
-    audit.append(args.audit_log, AUDIT_ACTIONS[args.operation], {"inference_service": f"{args.namespace}/{args.name}"})
-    print(f"{args.operation}: {args.namespace}/{args.name}")
+    patch_inference_service(args.name, args.namespace, operation, args.kubeconfig)
+    audit.append(args.audit_log, AUDIT_ACTIONS[operation], {"inference_service": f"{args.namespace}/{args.name}"})
+    print(f"{operation}: {args.namespace}/{args.name}")
     return 0
 
 
@@ -229,32 +231,23 @@ def _ab_design(args: argparse.Namespace) -> int:
 
 
 def _canary_analyze(args: argparse.Namespace) -> int:
-    from dataclasses import asdict
+    from flowline.ab_testing import CanaryPolicy, DesignError
+    from flowline.canary import CanarySourceError, judge_canary, read_arms
 
-    from flowline.ab_testing import CanaryPolicy, DesignError, arm_outcomes_from_logs, canary_decision
-
-    try:
-        arms = arm_outcomes_from_logs(args.predictions, args.outcomes)
-    except DesignError as error:
-        print(f"flowline: {error}", file=sys.stderr)
+    if (args.apply or args.prometheus) and not args.name:
+        print("flowline: --apply and --prometheus need --name, the InferenceService", file=sys.stderr)
         return EXIT_ERROR
     policy = CanaryPolicy(min_requests=args.min_requests, max_error_ratio=args.max_error_ratio,
                           max_latency_ratio=args.max_latency_ratio, alpha=args.alpha, tau=args.tau)
-    outcome = canary_decision(arms["champion"], arms["canary"], policy)
-    if args.apply and not args.name:
-        print("flowline: --apply needs --name, the InferenceService to patch", file=sys.stderr)
+    try:
+        arms, source = read_arms(args.prometheus or "", args.name or "", args.predictions or "", args.outcomes or "")
+        decided = judge_canary(arms, policy, args.audit_log, args.name, args.namespace, args.apply,
+                               args.kubeconfig, source)
+    except (DesignError, CanarySourceError) as error:
+        print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
-    applied = False
-    if args.apply and outcome["decision"] in ("promote", "rollback"):
-        from flowline.components.deploy.cluster import promote, rollback
-
-        (promote if outcome["decision"] == "promote" else rollback)(args.name, args.namespace, args.kubeconfig)
-        applied = True
-    audit.append(args.audit_log, "canary_decision", {
-        "inference_service": f"{args.namespace}/{args.name}" if args.name else None, **outcome, "applied": applied,
-        "arms": {arm: asdict(numbers) for arm, numbers in arms.items()}, "policy": asdict(policy)})
-    print(json.dumps({**outcome, "applied": applied}, indent=1))
-    print(f"canary: {outcome['decision']}{' (applied)' if applied else ''}: {outcome['reason']}")
+    print(json.dumps(decided, indent=1))
+    print(f"canary: {decided['decision']}{' (applied)' if decided['applied'] else ''}: {decided['reason']}")
     return 0
 
 
@@ -316,16 +309,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit_log_argument(deploy)
     deploy.set_defaults(handler=_deploy)
 
-    for operation, text in (("promote", "give the canary all traffic (remove canaryTrafficPercent)"),
-                            ("rollback", "send all traffic back to the champion (canaryTrafficPercent 0)")):
-        command = commands.add_parser(operation, help=text)
-        command.add_argument("name", nargs="?", help="the InferenceService")
-        command.add_argument("--namespace", default="flowline")
-        command.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
-        command.add_argument("--manifest", help="edit this manifest file instead of the cluster")
-        _add_audit_log_argument(command)
-        command.set_defaults(handler=_canary, operation=operation)
-
     katib = commands.add_parser(
         "katib", help="write Katib Experiment YAMLs (HPO and NAS) for a use case, or for every built-in one")
     katib.add_argument("use_case_name", nargs="?", metavar="USE_CASE", help="a built-in use case (default: all)")
@@ -368,13 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     ab_design.add_argument("--json", action="store_true", help='print {"n_per_arm": N, ...} as JSON')
     ab_design.set_defaults(handler=_ab_design)
 
-    canary_command = commands.add_parser("canary", help="judge a canary against its champion")
+    canary_command = commands.add_parser(
+        "canary", help="judge a canary against its champion, and promote or roll it back")
     canary_actions = canary_command.add_subparsers(dest="canary_action", required=True)
     analyze = canary_actions.add_parser(
         "analyze", help="promote, hold or roll back: guardrails on errors and p99 latency, then a sequential test "
-                        "of outcomes (always valid, however often it is run)")
-    analyze.add_argument("--predictions", required=True, help="the server's --prediction-log (request id, arm, ...)")
-    analyze.add_argument("--outcomes", required=True,
+                        "of outcomes (always valid, however often it is run); recorded in the audit trail")
+    source = analyze.add_mutually_exclusive_group(required=True)
+    source.add_argument("--prometheus", metavar="URL",
+                        help="read both versions' numbers from this Prometheus HTTP API (needs --name)")
+    source.add_argument("--predictions", help="the server's --prediction-log (request id, arm, ...); needs --outcomes")
+    analyze.add_argument("--outcomes",
                          help='JSON lines {"request_id": ..., "outcome": 1 or 0}, joined to the predictions by id')
     defaults = CanaryPolicy()
     analyze.add_argument("--min-requests", type=int, default=defaults.min_requests,
@@ -386,12 +373,22 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--alpha", type=float, default=defaults.alpha, help=f"default {defaults.alpha}")
     analyze.add_argument("--tau", type=float, default=defaults.tau,
                          help=f"the smallest difference in outcome rate worth acting on (default {defaults.tau})")
-    analyze.add_argument("--name", help="the InferenceService; with --apply, promote or roll it back")
+    analyze.add_argument("--name", help="the InferenceService (its model's name in Prometheus); with --apply, "
+                                        "promote or roll it back")
     analyze.add_argument("--namespace", default="flowline")
     analyze.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, or the pod's service account")
     analyze.add_argument("--apply", action="store_true", help="patch the InferenceService on promote or rollback")
     _add_audit_log_argument(analyze)
     analyze.set_defaults(handler=_canary_analyze)
+    for operation, text in (("promote", "give the canary all traffic (remove canaryTrafficPercent)"),
+                            ("rollback", "send all traffic back to the champion (canaryTrafficPercent 0)")):
+        command = canary_actions.add_parser(operation, help=text)
+        command.add_argument("name", nargs="?", help="the InferenceService")
+        command.add_argument("--namespace", default="flowline")
+        command.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+        command.add_argument("--manifest", help="edit this manifest file instead of the cluster")
+        _add_audit_log_argument(command)
+        command.set_defaults(handler=_canary_patch)
 
     datasets = commands.add_parser("datasets", help="list the registered datasets and check them in the data home")
     datasets.set_defaults(handler=_datasets)
@@ -409,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         given = bool(args.use_case_name) + bool(args.use_case_path)
         if given > 1 or (given == 0 and not getattr(args, "use_case_optional", False)):
             parser.error("give a built-in use case name or --use-case PATH (exactly one)")
-    if getattr(args, "operation", None) and not (args.name or args.manifest):
-        parser.error(f"{args.operation}: give the InferenceService name, or --manifest FILE")
+    if getattr(args, "canary_action", None) in AUDIT_ACTIONS and not (args.name or args.manifest):
+        parser.error(f"canary {args.canary_action}: give the InferenceService name, or --manifest FILE")
     try:
         return args.handler(args)
     except (UseCaseError, DatasetError, PackageError, StorageError, FileNotFoundError) as error:

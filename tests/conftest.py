@@ -45,6 +45,12 @@ def chromium() -> str:
     return installed_tool("chromium")
 
 
+@pytest.fixture(scope="session")
+def prometheus() -> str:
+    """The Prometheus server binary (Debian's prometheus package; `make test` sets FLOWLINE_PROMETHEUS)."""
+    return installed_tool("prometheus", "FLOWLINE_PROMETHEUS")
+
+
 CEPH_ENV = "FLOWLINE_CEPH"  # where tests/tools/fetch-ceph.sh unpacked Ceph; `make tools` sets it up
 
 

@@ -10,7 +10,6 @@ from scipy import stats
 from flowline.ab_testing import (
     ArmOutcomes,
     DesignError,
-    arm_outcomes_from_logs,
     bootstrap_difference_interval,
     business_impact,
     canary_decision,
@@ -21,6 +20,8 @@ from flowline.ab_testing import (
     two_proportion_z_test,
     welch_t_test,
 )
+from flowline.canary import arms_from_logs
+from flowline.inference_services.local_server import free_port
 from flowline.pipelines.cli import main
 
 ALPHA = 0.05
@@ -169,9 +170,19 @@ def test_outcomes_join_the_prediction_log_by_request_id(tmp_path):
     outcomes = tmp_path / "outcomes.jsonl"
     outcomes.write_text('{"request_id": "a", "outcome": 1}\n{"request_id": "b", "outcome": 0}\n'
                         '{"request_id": "c", "outcome": 1}\n{"request_id": "zz", "outcome": 1}\n')
-    arms = arm_outcomes_from_logs(log, outcomes)
+    arms = arms_from_logs(log, outcomes)
     assert arms["champion"] == ArmOutcomes(2, 0, 1, pytest.approx(0.0298))
-    assert arms["canary"].requests == 2 and arms["canary"].errors == 1 and arms["canary"].successes == 1
+    assert arms["canary"] == ArmOutcomes(2, 1, 1, 0.02)  # the p99 of its answers: a failure's time is not one
     outcomes.write_text('{"request_id": "a"}\n')
     with pytest.raises(DesignError, match="line 1 is not"):
-        arm_outcomes_from_logs(log, outcomes)
+        arms_from_logs(log, outcomes)
+
+
+def test_canary_analyze_refuses_an_unreachable_prometheus_or_a_missing_name_and_records_nothing(tmp_path, capsys):
+    audit_log = tmp_path / "audit.jsonl"
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert main(["canary", "analyze", "--prometheus", closed, "--name", "churn", "--audit-log", str(audit_log)]) == 1
+    assert f"Prometheus at {closed} cannot be queried" in capsys.readouterr().err
+    assert main(["canary", "analyze", "--prometheus", closed, "--audit-log", str(audit_log)]) == 1
+    assert "need --name" in capsys.readouterr().err
+    assert not audit_log.exists()

@@ -37,9 +37,13 @@ def test_every_component_has_a_thin_wrapper_a_readme_and_tests():
 
 def test_the_console_script_is_installed_and_documents_its_commands():
     shown = subprocess.run([Path(sys.executable).parent / "flowline", "--help"], capture_output=True, text=True, check=True)
-    for command in ("run", "compile", "verify", "serve", "deploy", "promote", "rollback", "katib", "audit", "erase",
-                    "datasets", "ab", "canary"):
+    for command in ("run", "compile", "verify", "serve", "deploy", "katib", "audit", "erase", "datasets", "ab",
+                    "canary"):
         assert command in shown.stdout
+    canary = subprocess.run([Path(sys.executable).parent / "flowline", "canary", "--help"], capture_output=True,
+                            text=True, check=True)
+    for action in ("analyze", "promote", "rollback"):
+        assert action in canary.stdout
 
 
 def test_the_dockerfile_copies_every_installed_folder():

@@ -1,7 +1,8 @@
 """Applying InferenceServices with the kubernetes client: thin, tested up to the requests it sends.
 
-KServeClient's create, replace and patch want its generated model classes; manifests are
-plain dicts here, so the kubernetes client's CustomObjectsApi carries them as they are.
+KServeClient's create and replace want its generated model classes; manifests are plain
+dicts here, so the kubernetes client's CustomObjectsApi carries them as they are. The
+canary's promote and rollback patches go through KServeClient (flowline.canary).
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Optional
-
-from flowline.components.deploy.inference_service import PROMOTE_PATCH, ROLLBACK_PATCH
 
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -54,12 +53,3 @@ def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, cana
     api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, canary)
     return "canary"
 
-
-def promote(name: str, namespace: str, kubeconfig: Optional[str] = None) -> None:
-    """The canary takes all traffic (KServe's Python client has no helper for it)."""
-    _custom_objects(kubeconfig).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, PROMOTE_PATCH)
-
-
-def rollback(name: str, namespace: str, kubeconfig: Optional[str] = None) -> None:
-    """All traffic goes back to the champion."""
-    _custom_objects(kubeconfig).patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, ROLLBACK_PATCH)

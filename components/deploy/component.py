@@ -1,6 +1,6 @@
-"""KFP components: deploy a package as an InferenceService, and promote or roll back its canary."""
+"""KFP components: deploy a package as an InferenceService, and judge its canary (promote, hold or roll back)."""
 
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
 from flowline.components import flowline_component
 
@@ -30,11 +30,35 @@ def deploy(
 
 
 @flowline_component
-def canary(name: str, namespace: str, operation: str):
-    """`promote` gives the canary all traffic; `rollback` gives it none. Runs inside the cluster."""
-    from flowline.components.deploy.cluster import promote, rollback
+def canary(
+    name: str,
+    namespace: str,
+    prometheus_url: str,
+    predictions: str,
+    outcomes: str,
+    audit_log: str,
+    apply: bool,
+    decision: Output[Metrics],
+    policy: dict = {},
+):
+    """The canary controller: read the champion's and the canary's numbers (from Prometheus at
+    `prometheus_url`, else from the `predictions` log and `outcomes` files), decide promote, hold or
+    roll back (guardrails, then the sequential test; `policy` overrides CanaryPolicy's fields), and
+    record the decision in `audit_log`. With `apply`, inside a cluster, patch the InferenceService.
+    Run it on a schedule: every decision stays valid however often it is taken."""
+    import os
 
-    if operation not in ("promote", "rollback"):
-        raise ValueError(f"operation must be 'promote' or 'rollback', got {operation!r}")
-    (promote if operation == "promote" else rollback)(name, namespace)
-    print(f"canary: {operation} {namespace}/{name}")
+    from flowline.ab_testing import CanaryPolicy
+    from flowline.canary import judge_canary, read_arms
+    from flowline.components.deploy.cluster import IN_CLUSTER_ENV
+
+    arms, source = read_arms(prometheus_url, name, predictions, outcomes)
+    decided = judge_canary(arms, CanaryPolicy(**policy), audit_log, name, namespace,
+                           apply=apply and bool(os.environ.get(IN_CLUSTER_ENV)), source=source)
+    for key, value in decided.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            decision.log_metric(key, value)
+    decision.metadata.update({"decision": decided["decision"], "reason": decided["reason"],
+                              "applied": decided["applied"]})
+    print(f"canary {namespace}/{name}: {decided['decision']}{' (applied)' if decided['applied'] else ''}: "
+          f"{decided['reason']}")

@@ -8,7 +8,8 @@ import yaml
 from stand_in_api import NOT_FOUND, StandInApiServer
 
 from flowline.audit import verify as verify_audit_log
-from flowline.components.deploy.cluster import apply, kubeconfig_available, promote, rollback
+from flowline.canary import patch_inference_service
+from flowline.components.deploy.cluster import apply, kubeconfig_available
 from flowline.components.deploy.inference_service import inference_service, promoted, rolled_back, storage_uri_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,14 +79,17 @@ def test_a_serving_champion_gets_the_new_version_as_a_canary(tmp_path):
     assert replace["body"]["metadata"]["resourceVersion"] == "4711"
 
 
-@pytest.mark.parametrize(("operation", "expected"), [(promote, None), (rollback, 0)])
-def test_promote_and_rollback_are_merge_patches(tmp_path, operation, expected):
+@pytest.mark.parametrize(("operation", "expected"), [("promote", None), ("rollback", 0)])
+def test_promote_and_rollback_are_kserve_client_merge_patches(tmp_path, operation, expected):
     api = StandInApiServer(serving(inference_service("churn", "s3://b/churn/v1", namespace="flowline")))
-    operation("churn", "flowline", api.kubeconfig(tmp_path))
+    patch_inference_service("churn", "flowline", operation, api.kubeconfig(tmp_path))
     patch = api.requests[-1]
     assert (patch["method"], patch["path"]) == ("PATCH", f"{ISVC_PATH}/churn")
     assert patch["content_type"] == "application/merge-patch+json"
-    assert patch["body"] == {"spec": {"predictor": {"canaryTrafficPercent": expected}}}
+    # null removes canaryTrafficPercent (the canary takes all traffic); 0 sends it all to the champion
+    assert patch["body"] == {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+                             "metadata": {"name": "churn", "namespace": "flowline"},
+                             "spec": {"predictor": {"canaryTrafficPercent": expected}}}
 
 
 def test_a_cluster_is_found_only_when_one_is_configured(no_cluster, tmp_path, monkeypatch):
@@ -110,11 +114,11 @@ def test_flowline_deploy_without_a_cluster_writes_the_manifest_and_promote_edits
     written = yaml.safe_load(manifest.read_text())
     assert written["spec"]["predictor"]["model"]["storageUri"] == "s3://b/churn/v9"
     assert written["metadata"]["namespace"] == "flowline"
-    assert main(["rollback", "--manifest", str(manifest), "--audit-log", str(log)]) == 0
+    assert main(["canary", "rollback", "--manifest", str(manifest), "--audit-log", str(log)]) == 0
     assert yaml.safe_load(manifest.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 0
-    assert main(["promote", "--manifest", str(manifest), "--audit-log", str(log)]) == 0
+    assert main(["canary", "promote", "--manifest", str(manifest), "--audit-log", str(log)]) == 0
     assert "canaryTrafficPercent" not in yaml.safe_load(manifest.read_text())["spec"]["predictor"]
-    assert main(["promote", "churn", "--audit-log", str(log)]) == 1  # no kubeconfig, no manifest: a clear refusal
+    assert main(["canary", "promote", "churn", "--audit-log", str(log)]) == 1  # no kubeconfig, no manifest: a clear refusal
     # Who did what, in order, on one unbroken chain; the refused promotion is not recorded.
     records = verify(log)
     assert [r["action"] for r in records] == ["deployment", "rollback", "promotion"]

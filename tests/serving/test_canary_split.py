@@ -1,6 +1,7 @@
 """Local A/B: one model name served by two package versions, split by request id, every answer logged."""
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -103,16 +104,94 @@ def test_a_failing_canary_is_rolled_back_and_a_better_one_promoted_both_in_the_a
                             {"champion": 0.3, "canary": 0.3}, seed=1)
     rolled_back = analyze(broken)
     assert rolled_back["decision"] == "rollback" and "error rate" in rolled_back["reason"] and rolled_back["applied"]
-    assert api.requests[-1]["body"] == {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+    assert api.requests[-1]["body"]["spec"] == {"predictor": {"canaryTrafficPercent": 0}}
 
     # A canary whose answers lead to better outcomes (50 % good against 30 %).
     better = run_experiment(churn_package, churn_package_b, tmp_path / "better", churn_test_rows, 1000,
                             {"champion": 0.3, "canary": 0.5}, seed=2)
     promoted = analyze(better)
     assert promoted["decision"] == "promote" and promoted["p_value"] < 0.05 and promoted["applied"]
-    assert api.requests[-1]["body"] == {"spec": {"predictor": {"canaryTrafficPercent": None}}}
+    assert api.requests[-1]["body"]["spec"] == {"predictor": {"canaryTrafficPercent": None}}
 
     records = verify_audit_log(audit_log)
     assert [(r["action"], r["what"]["decision"], r["what"]["applied"]) for r in records] == [
         ("canary_decision", "rollback", True), ("canary_decision", "promote", True)]
     assert records[0]["what"]["arms"]["canary"]["errors"] == records[0]["what"]["arms"]["canary"]["requests"] > 100
+
+
+@pytest.mark.filterwarnings("ignore:You may be attemping:RuntimeWarning")  # kfp.local on the flowline image
+def test_the_canary_controller_reads_prometheus_and_runs_as_a_kfp_component(
+        churn_package, churn_package_b, churn_test_rows, prometheus, tmp_path):
+    """A real local A/B run scraped by a real Prometheus; the application exports outcomes by version.
+    Prometheus's numbers equal the prediction log's; the component (through kfp.local) promotes."""
+    from kfp import local
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from flowline.canary import FAILURE, SUCCESS, CanarySourceError, arms_from_logs, arms_from_prometheus, outcome_counter
+    from flowline.components.deploy.component import canary
+    from flowline.inference_services.local_server import LOOPBACK, free_port
+    from flowline.inference_services.metrics import LATENCY
+    from prometheus_server import running_prometheus
+
+    registry = CollectorRegistry()  # the application's own metrics, not this process's
+    outcomes = outcome_counter(registry)
+    app_port = free_port()
+    app_server, _ = start_http_server(app_port, addr=LOOPBACK, registry=registry)
+    rng = np.random.default_rng(3)
+    rates = {verify(churn_package)["version"]: 0.3, verify(churn_package_b)["version"]: 0.5}
+    record = records_of(churn_test_rows.head(1))
+    log, outcomes_file = tmp_path / "predictions.jsonl", tmp_path / "outcomes.jsonl"
+    try:
+        with running_server([f"churn={churn_package}"], log_path=str(tmp_path / "server.log"),
+                            extra_args=["--canary", f"churn={churn_package_b}", "--canary-percent", "50",
+                                        "--prediction-log", str(log)]) as url, \
+                running_prometheus(prometheus, [url.removeprefix("http://"), f"{LOOPBACK}:{app_port}"],
+                                   tmp_path / "prometheus") as prometheus_url, \
+                httpx.Client(base_url=url) as client, open(outcomes_file, "w") as outcome_lines:
+            for n in range(1000):
+                if n % 50 == 0:  # refused on either arm: a failure the error rates must count
+                    refused = client.post("/v1/models/churn:predict", json={"instances": [{"tenure": 1}]},
+                                          headers={"x-request-id": f"bad-{n}"})
+                    assert refused.status_code == 400
+                response = client.post("/v1/models/churn:predict", json={"instances": record},
+                                       headers={"x-request-id": f"ab-{n}"})
+                version = response.json()["model_version"]
+                good = bool(rng.random() < rates[version])
+                outcomes.labels("churn", version, SUCCESS if good else FAILURE).inc()
+                outcome_lines.write(json.dumps({"request_id": f"ab-{n}", "outcome": int(good)}) + "\n")
+            outcome_lines.flush()
+            logged = arms_from_logs(log, outcomes_file)
+            scraped = None
+            for _ in range(60):  # until a scrape after the last request has landed
+                try:
+                    scraped = arms_from_prometheus(prometheus_url, "churn")
+                except CanarySourceError:  # no scrape of both versions yet
+                    time.sleep(0.5)
+                    continue
+                if all((scraped[a].requests, scraped[a].successes) == (logged[a].requests, logged[a].successes)
+                       for a in logged):
+                    break
+                time.sleep(0.5)
+            assert scraped is not None, "Prometheus never showed both versions"
+            for arm in ("champion", "canary"):
+                assert (scraped[arm].requests, scraped[arm].errors, scraped[arm].successes, scraped[arm].version) == (
+                    logged[arm].requests, logged[arm].errors, logged[arm].successes, logged[arm].version)
+                assert scraped[arm].errors > 0
+                # histogram_quantile interpolates inside the bucket that holds the exact p99
+                bounds = LATENCY._upper_bounds
+                assert np.searchsorted(bounds, scraped[arm].latency_p99_seconds) == np.searchsorted(
+                    bounds, logged[arm].latency_p99_seconds)
+
+            audit_log = tmp_path / "audit.jsonl"
+            local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+                       raise_on_error=True)
+            task = canary(name="churn", namespace="flowline", prometheus_url=prometheus_url, predictions="",
+                          outcomes="", audit_log=str(audit_log), apply=True)
+    finally:
+        app_server.shutdown()
+    decision = task.outputs["decision"]
+    assert decision.metadata["decision"] == "promote" and decision.metadata["applied"] is False  # no cluster here
+    (record_,) = verify_audit_log(audit_log)
+    assert record_["what"]["source"] == f"prometheus {prometheus_url}"
+    assert record_["what"]["arms"]["canary"]["version"] == verify(churn_package_b)["version"]
+    assert record_["what"]["p_value"] < 0.05 and record_["what"]["canary_success_rate"] > 0.4

@@ -1,0 +1,173 @@
+"""The canary controller: read what the champion and the canary served, decide, patch, record.
+
+An arm's numbers (requests, failures, p99 latency, good outcomes) come from one of two sources:
+
+- **Prometheus**, when one is configured: the model servers' own series, summed over pods,
+  per `model_version`. Each revision's counters run from the moment it started serving, so
+  the canary's are its whole experiment. The champion is the older package
+  (`flowline_model_created_timestamp_seconds`), the canary the newer. Good outcomes come from
+  `flowline_outcomes_total{outcome="success"}`, which the application exports when it learns
+  an outcome (see `outcome_counter`), labelled with the `model_version` the answer carried.
+- **Files**: the server's `--prediction-log` (request id, arm, version, failure, seconds) and
+  the outcomes, joined by request id.
+
+`judge_canary` decides with `ab_testing.canary_decision` (guardrails, then the mSPRT),
+patches the InferenceService through KServeClient when asked, and records the decision
+in the audit trail, applied or not.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from flowline import audit
+from flowline.ab_testing import ArmOutcomes, CanaryPolicy, DesignError, canary_decision
+
+ARMS = ("champion", "canary")
+OUTCOMES_METRIC = "flowline_outcomes"
+SUCCESS, FAILURE = "success", "failure"
+MODEL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # a DNS label, as InferenceService names are
+
+
+class CanarySourceError(RuntimeError):
+    """An arm's numbers cannot be read: Prometheus unreachable or refusing, or not two versions serving."""
+
+
+def outcome_counter(registry=None):
+    """The counter an application increments when it learns a served answer's outcome:
+    `counter.labels(model_name, model_version, "success" or "failure").inc()`, with the
+    `model_version` the answer carried. Prometheus scrapes it from the application."""
+    from prometheus_client import REGISTRY, Counter
+
+    return Counter(OUTCOMES_METRIC, "Outcomes of served answers, reported by the application, per model version.",
+                   ["model_name", "model_version", "outcome"], registry=registry or REGISTRY)
+
+
+def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path) -> dict[str, ArmOutcomes]:
+    """Each arm's requests, failures, p99 latency of its answers (the server's `--prediction-log`) and good
+    outcomes, joined by request id from `outcomes_file`: JSON lines {"request_id": ..., "outcome": 1 or 0}."""
+    served = [json.loads(line) for line in Path(prediction_log).read_text().splitlines() if line.strip()]
+    good = set()
+    for number, line in enumerate(Path(outcomes_file).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if record["outcome"]:
+                good.add(str(record["request_id"]))
+        except (ValueError, KeyError, TypeError):
+            raise DesignError(f"{outcomes_file}: line {number} is not {{\"request_id\": ..., \"outcome\": 0 or 1}}")
+    arms = {}
+    for arm in ARMS:
+        mine = [line for line in served if line["arm"] == arm]
+        answered = [line for line in mine if line["error"] is None]
+        arms[arm] = ArmOutcomes(
+            requests=len(mine), errors=len(mine) - len(answered),
+            successes=sum(str(line["request_id"]) in good for line in answered),
+            latency_p99_seconds=float(np.percentile([line["seconds"] for line in answered], 99)) if answered else 0.0,
+            version=mine[0].get("version", "") if mine else "")
+    return arms
+
+
+def _query(prometheus_url: str, promql: str, timeout: float) -> dict[str, float]:
+    """An instant query's result as {model_version: value}."""
+    url = f"{prometheus_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = json.load(response)
+    except urllib.error.HTTPError as error:
+        detail = error.read().decode(errors="replace")[:300]
+        raise CanarySourceError(f"Prometheus at {prometheus_url} refused {promql!r}: HTTP {error.code} {detail}")
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        raise CanarySourceError(f"Prometheus at {prometheus_url} cannot be queried: {error}")
+    if body.get("status") != "success":
+        raise CanarySourceError(f"Prometheus at {prometheus_url} answered {body.get('error', body)} to {promql!r}")
+    return {sample["metric"].get("model_version", ""): float(sample["value"][1]) for sample in body["data"]["result"]}
+
+
+def arms_from_prometheus(prometheus_url: str, model_name: str, timeout: float = 10.0) -> dict[str, ArmOutcomes]:
+    """Each arm's numbers from the Prometheus HTTP API (see the module's notes)."""
+    if not MODEL_NAME.match(model_name):
+        raise CanarySourceError(f"model name {model_name!r}: give the InferenceService's name (a DNS label)")
+    selector = f'model_name="{model_name}"'
+    created = _query(prometheus_url, f"max by (model_version) (flowline_model_created_timestamp_seconds{{{selector}}})",
+                     timeout)
+    if len(created) != 2:
+        raise CanarySourceError(f"Prometheus shows {len(created)} version(s) of {model_name} serving "
+                                f"({', '.join(sorted(created)) or 'none'}): a canary analysis needs a champion and "
+                                "a canary")
+    champion, canary = sorted(created, key=created.get)
+    answered = _query(prometheus_url, f"sum by (model_version) (flowline_request_latency_seconds_count{{{selector}}})",
+                      timeout)
+    errors = _query(prometheus_url, f"sum by (model_version) (flowline_prediction_errors_total{{{selector}}})", timeout)
+    successes = _query(prometheus_url, f'sum by (model_version) ({OUTCOMES_METRIC}_total{{{selector}, '
+                                       f'outcome="{SUCCESS}"}})', timeout)
+    p99 = _query(prometheus_url, "histogram_quantile(0.99, sum by (model_version, le) "
+                                 f"(flowline_request_latency_seconds_bucket{{{selector}}}))", timeout)
+    arms = {}
+    for arm, version in (("champion", champion), ("canary", canary)):
+        served, failed = round(answered.get(version, 0)), round(errors.get(version, 0))
+        latency = p99.get(version, 0.0)
+        arms[arm] = ArmOutcomes(requests=served + failed, errors=failed, successes=round(successes.get(version, 0)),
+                                latency_p99_seconds=0.0 if np.isnan(latency) else latency, version=version)
+    return arms
+
+
+def read_arms(prometheus_url: str = "", model_name: str = "", predictions: str = "", outcomes: str = ""
+              ) -> tuple[dict[str, ArmOutcomes], str]:
+    """The arms from Prometheus when a URL is given, else from the prediction log and outcomes files;
+    with a description of the source for the record."""
+    if prometheus_url:
+        return arms_from_prometheus(prometheus_url, model_name), f"prometheus {prometheus_url}"
+    if not (predictions and outcomes):
+        raise DesignError("give a Prometheus URL, or both the prediction log and the outcomes file")
+    return arms_from_logs(predictions, outcomes), f"files {predictions} and {outcomes}"
+
+
+def patch_inference_service(name: str, namespace: str, decision: str, kubeconfig: Optional[str] = None) -> None:
+    """Promote (the canary takes all traffic) or roll back (all traffic to the champion) through KServeClient."""
+    from kserve import KServeClient, V1beta1InferenceService
+    from kubernetes.client import V1ObjectMeta
+
+    from flowline.components.deploy.inference_service import API_VERSION, KIND, PROMOTE_PATCH, ROLLBACK_PATCH
+
+    patch = {"promote": PROMOTE_PATCH, "rollback": ROLLBACK_PATCH}[decision]
+    # The spec stays a plain dict: KServe's model classes drop None fields, and promoting sends
+    # canaryTrafficPercent: null, which the merge patch reads as "remove the field".
+    service = V1beta1InferenceService(api_version=API_VERSION, kind=KIND,
+                                      metadata=V1ObjectMeta(name=name, namespace=namespace), spec=patch["spec"])
+    KServeClient(config_file=kubeconfig).patch(name, service, namespace=namespace)
+
+
+def judge_canary(
+    arms: dict[str, ArmOutcomes],
+    policy: CanaryPolicy,
+    audit_log: str,
+    name: Optional[str] = None,
+    namespace: str = "flowline",
+    apply: bool = False,
+    kubeconfig: Optional[str] = None,
+    source: str = "",
+) -> dict:
+    """Decide promote, hold or rollback; on promote or rollback with `apply`, patch the InferenceService;
+    record the decision in the audit trail. Returns the decision with "applied"."""
+    if apply and not name:
+        raise DesignError("applying a decision needs the InferenceService's name")
+    outcome = canary_decision(arms["champion"], arms["canary"], policy)
+    applied = apply and outcome["decision"] in ("promote", "rollback")
+    if applied:
+        patch_inference_service(name, namespace, outcome["decision"], kubeconfig)
+    decided = {**outcome, "applied": applied}
+    audit.append(audit_log, "canary_decision", {
+        "inference_service": f"{namespace}/{name}" if name else None, **decided, "source": source,
+        "arms": {arm: asdict(numbers) for arm, numbers in arms.items()}, "policy": asdict(policy)})
+    return decided

@@ -105,11 +105,10 @@ def record_run(audit_log: Path, run: dict, summary: dict) -> None:
         "decision": summary["champion_challenger"]["decision"], "reason": summary["champion_challenger"]["reason"]})
 
 
-def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> Path | None:
-    """The newest package a local run of `use_case_name` left under `runs_dir`, or None.
+def packages_of(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> list[Path]:
+    """The packages local runs of `use_case_name` left under `runs_dir`, oldest first.
 
-    `promoted_only`: only packages whose champion/challenger decision was to promote them,
-    that is the one a deployment would be serving now.
+    `promoted_only`: only packages whose champion/challenger decision was to promote them.
     """
     found = []
     for manifest_path in Path(runs_dir).glob("*/*/package/model_package/manifest.json"):
@@ -121,7 +120,14 @@ def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool
             if evaluation.get("champion_challenger", {}).get("decision") != "promote":
                 continue
         found.append((manifest["created_at"], str(manifest_path.parent)))
-    return Path(max(found)[1]) if found else None
+    return [Path(path) for _, path in sorted(found)]
+
+
+def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> Path | None:
+    """The newest package a local run of `use_case_name` left under `runs_dir`, or None; with
+    `promoted_only`, the newest promoted one, that is the one a deployment would be serving now."""
+    found = packages_of(runs_dir, use_case_name, promoted_only)
+    return found[-1] if found else None
 
 
 def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:

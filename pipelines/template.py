@@ -3,6 +3,11 @@
 The use case is baked into the compiled pipeline as JSON, so a compiled YAML file is
 self-contained. Gates are decided inside components (kfp.local has no dsl.If), so the
 same pipeline runs locally and on the cluster.
+
+Every task has resource requests, a retry policy with exponential backoff, and a caching
+choice. The compiled pipeline wraps the steps in an exit handler that records the run's
+outcome, success or failure, in the audit log and at the Broker. kfp.local cannot run exit
+handlers, so `flowline run` records the outcome itself (local_run.py).
 """
 
 
@@ -15,6 +20,7 @@ from flowline.components.bias.component import bias
 from flowline.components.customers.component import customer_rows
 from flowline.components.customers.customer_rows import customer_rows_use_case
 from flowline.components.deploy.component import deploy
+from flowline.components.deploy.inference_service import BROKER_URL
 from flowline.components.drift.component import drift
 from flowline.components.evaluate.component import evaluate
 from flowline.components.explain.component import explain
@@ -22,6 +28,7 @@ from flowline.components.features.component import features
 from flowline.components.ingest.component import ingest
 from flowline.components.nas.component import nas
 from flowline.components.package.component import package
+from flowline.components.run_outcome.component import run_outcome
 from flowline.components.split.component import split
 from flowline.components.train.component import train
 from flowline.components.tune.component import tune
@@ -46,16 +53,23 @@ RESOURCES = {
     "explain": ("2", "2Gi"),
     "package": ("500m", "1Gi"),
     "deploy": ("250m", "512Mi"),
+    "run-outcome": ("100m", "256Mi"),
 }
 RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
+# Steps whose result is not fixed by their inputs are never taken from KFP's cache: ingest
+# reads a source whose content can change under the same URL, deploy and the exit handler act
+# on the cluster. Every other step is a function of its inputs and seeds. `flowline submit
+# --no-cache` turns caching off for a whole run.
+NOT_CACHED = {"ingest", "deploy", "run-outcome"}
 
 
 def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
     cpu, memory = RESOURCES[resources or name]
-    return task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
+    return (task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
+            .set_caching_options(name not in NOT_CACHED))
 
 
-def build_pipeline(use_case: UseCase) -> Callable:
+def build_pipeline(use_case: UseCase, exit_handler: bool = False) -> Callable:
     """Return the KFP pipeline for `use_case`.
 
     A transaction-log use case (`transactions`) gains a customer-rows step after ingest;
@@ -68,14 +82,16 @@ def build_pipeline(use_case: UseCase) -> Callable:
     none); `namespace` and `canary_percent` say where Katib Experiments run and where and
     how the deploy step applies the InferenceService (in a cluster only); `audit_log`, when set (on a
     cluster, s3://bucket/prefix), is where the deploy step records its outcome (a local run records
-    its run, package and gate decision in the runs folder's log itself).
+    its run, package and gate decision in the runs folder's log itself). With `exit_handler`
+    (the compiled pipeline; kfp.local cannot run one), a last task records the run's outcome
+    in `audit_log` and posts it to the Broker at `broker_url`, whether the steps succeeded or not.
     """
     raw_spec = use_case.model_dump_json()
     spec = customer_rows_use_case(use_case).model_dump_json() if use_case.transactions else raw_spec
 
-    @dsl.pipeline(name=f"flowline-{use_case.name}", description=use_case.description or use_case.name)
-    def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
-                 namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "") -> Model:
+    def steps(source: str, trials: int, tuning_backend: str, champion: str, namespace: str, canary_percent: int,
+              audit_log: str) -> dsl.PipelineTask:
+        """The steps from ingest to deploy; returns the package task."""
         ingested = _configure(ingest(use_case_json=raw_spec, source=source), "ingest")
         rows = ingested.outputs["dataset"]
         if use_case.transactions:
@@ -134,7 +150,26 @@ def build_pipeline(use_case: UseCase) -> Callable:
                    audit_log=audit_log),
             "deploy",
         )
-        return packaged.outputs["model_package"]
+        return packaged
+
+    name, description = f"flowline-{use_case.name}", use_case.description or use_case.name
+    if not exit_handler:
+        @dsl.pipeline(name=name, description=description)
+        def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
+                     namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "") -> Model:
+            return steps(source, trials, tuning_backend, champion, namespace, canary_percent,
+                         audit_log).outputs["model_package"]
+        return pipeline
+
+    # KFP takes no pipeline output from inside an exit handler: the package is the package task's artifact.
+    @dsl.pipeline(name=name, description=description)
+    def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
+                 namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "",
+                 broker_url: str = BROKER_URL):
+        outcome = _configure(run_outcome(use_case_name=use_case.name, audit_log=audit_log, broker_url=broker_url),
+                             "run-outcome")
+        with dsl.ExitHandler(outcome, name="steps"):
+            steps(source, trials, tuning_backend, champion, namespace, canary_percent, audit_log)
 
     return pipeline
 
@@ -143,4 +178,4 @@ def compile_pipeline(use_case: UseCase, output_path: str) -> None:
     """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs."""
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(use_case), package_path=output_path)
+    compiler.Compiler().compile(build_pipeline(use_case, exit_handler=True), package_path=output_path)

@@ -11,9 +11,12 @@ from kfp import components
 from flowline import __version__
 from flowline.pipelines.cli import main
 from flowline.pipelines import local_run
-from flowline.pipelines.template import RESOURCES
+from flowline.pipelines.template import NOT_CACHED, RESOURCES
 
 STEPS = list(local_run.STEPS)  # the task names kfp.local and the compiler give the template's steps
+
+
+EXIT_HANDLER = "exit-handler-1"
 
 
 @pytest.fixture(scope="module")
@@ -23,25 +26,41 @@ def compiled(tmp_path_factory) -> Path:
     return path
 
 
+def steps_of(spec: dict) -> dict:
+    """The pipeline's steps, inside the exit handler's group."""
+    return spec["components"][f"comp-{EXIT_HANDLER}"]["dag"]["tasks"]
+
+
 def test_the_kfp_sdk_loads_it_back(compiled: Path):
     loaded = components.load_component_from_file(str(compiled))
     assert loaded.name == "flowline-churn"
     assert set(loaded.component_spec.inputs) == {"source", "trials", "tuning_backend", "champion", "namespace",
-                                                 "canary_percent", "audit_log"}
-    assert sorted(loaded.pipeline_spec.root.dag.tasks) == sorted(STEPS)
+                                                 "canary_percent", "audit_log", "broker_url"}
+    assert sorted(loaded.pipeline_spec.root.dag.tasks) == [EXIT_HANDLER, "run-outcome"]
 
 
-def test_every_task_has_resources_a_retry_policy_and_the_project_image(compiled: Path):
+def test_an_exit_handler_records_the_outcome_after_the_steps_whatever_it_was(compiled: Path):
+    spec = yaml.safe_load(compiled.read_text())
+    assert sorted(steps_of(spec)) == sorted(STEPS)
+    outcome = spec["root"]["dag"]["tasks"]["run-outcome"]
+    assert outcome["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"  # runs after failures too
+    assert outcome["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": EXIT_HANDLER}}
+    assert outcome["inputs"]["parameters"]["audit_log"] == {"componentInputParameter": "audit_log"}
+
+
+def test_every_task_has_resources_a_retry_policy_caching_and_the_project_image(compiled: Path):
     spec = yaml.safe_load(compiled.read_text())
     executors = spec["deploymentSpec"]["executors"]
-    tasks = spec["root"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(STEPS)
+    tasks = {**steps_of(spec), "run-outcome": spec["root"]["dag"]["tasks"]["run-outcome"]}
+    assert len(tasks) == len(STEPS) + 1
     for name, task in tasks.items():
         assert task["retryPolicy"]["maxRetryCount"] == 2
-        assert task["retryPolicy"]["backoffDuration"] == "30s"
+        assert task["retryPolicy"]["backoffDuration"] == "30s" and task["retryPolicy"]["backoffFactor"] == 2.0
+        # KFP writes no enableCache for a task that must not be cached
+        assert task["cachingOptions"].get("enableCache", False) == (name not in NOT_CACHED), name
         container = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
         assert container["image"] == f"ghcr.io/flowline-ml/flowline:{__version__}"
-        cpu, _ = RESOURCES[name.split("-")[0]]
+        cpu, _ = RESOURCES[name if name == "run-outcome" else name.split("-")[0]]
         assert container["resources"]["cpuRequest"] == float(cpu.removesuffix("m")) / (1000 if "m" in cpu else 1)
         assert container["resources"]["memoryRequest"] > 0
         assert "pip install" not in " ".join(container["command"])  # the image already holds kfp and flowline
@@ -74,7 +93,7 @@ def test_naming_both_or_neither_use_case_is_a_usage_error(capsys):
 
 
 def test_one_tune_step_per_family_and_nas_feed_train(compiled: Path):
-    tasks = yaml.safe_load(compiled.read_text())["root"]["dag"]["tasks"]
+    tasks = steps_of(yaml.safe_load(compiled.read_text()))
     families = {tasks[name]["inputs"]["parameters"]["family"]["runtimeValue"]["constant"] for name in
                 ("tune", "tune-2", "tune-3")}
     assert families == {"xgboost", "linear", "forest"}
@@ -84,7 +103,8 @@ def test_one_tune_step_per_family_and_nas_feed_train(compiled: Path):
             ("xgboost", "linear", "forest", "mlp")} == {"tune", "tune-2", "tune-3", "nas"}
     evaluate = tasks["evaluate"]["inputs"]
     assert evaluate["artifacts"]["holdout"]["taskOutputArtifact"]["producerTask"] == "train"
-    assert evaluate["parameters"]["champion"]["componentInputParameter"] == "champion"
+    # inside the exit handler's group, a pipeline input arrives as a channel of that name
+    assert evaluate["parameters"]["champion"]["componentInputParameter"] == "pipelinechannel--champion"
 
 
 @pytest.mark.parametrize("module, attribute, name", [

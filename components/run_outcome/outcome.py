@@ -1,0 +1,50 @@
+"""A pipeline run's outcome, recorded when it ends: in the audit trail, and as a CloudEvent.
+
+The event goes to the flowline-events Broker (type dev.flowline.pipeline.run.finished, with
+the `usecase` attribute its Triggers filter on), which hands it to the use case's drift
+monitor: flowline_pipeline_runs_total{status} and the last-run timestamp feed the
+FlowlinePipelineRunFailed and stale-run alerts.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+
+from flowline import audit
+from flowline.inference_services.drift_monitor import PIPELINE_RUN_EVENT
+
+EVENT_SOURCE = "flowline/pipelines"
+SUCCEEDED_STATES = {"SUCCEEDED"}  # KFP's PipelineTaskFinalStatus.state when every task succeeded
+
+
+def run_status(state: str) -> str:
+    """"succeeded" or "failed", the status the alerts and the audit trail use, from KFP's final state."""
+    return "succeeded" if state.upper() in SUCCEEDED_STATES else "failed"
+
+
+def post_run_event(broker_url: str, use_case: str, status: str, run_id: str, timeout: float = 10.0) -> None:
+    """Send the outcome to the Broker as a binary-mode CloudEvent; raise RuntimeError naming the Broker if refused."""
+    request = urllib.request.Request(
+        broker_url, method="POST",
+        data=json.dumps({"use_case": use_case, "status": status, "run_id": run_id}).encode(),
+        headers={"ce-specversion": "1.0", "ce-type": PIPELINE_RUN_EVENT, "ce-source": EVENT_SOURCE,
+                 "ce-id": str(uuid.uuid4()), "ce-usecase": use_case, "content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    except (urllib.error.URLError, OSError) as error:
+        raise RuntimeError(f"the Broker at {broker_url} did not take the run's outcome: {error}") from error
+
+
+def record_outcome(use_case: str, state: str, run_id: str, error: str, audit_log: str, broker_url: str) -> dict:
+    """Record a finished run (`state` as KFP reports it) in `audit_log` and at `broker_url`, each when set."""
+    status = run_status(state)
+    what = {"use_case": use_case, "outcome": status, "state": state, "run_id": run_id, "error": error or None}
+    if audit_log:
+        audit.append(audit_log, "pipeline_run", what)
+    if broker_url:
+        post_run_event(broker_url, use_case, status, run_id)
+    return what

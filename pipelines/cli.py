@@ -65,6 +65,28 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    if args.image:
+        os.environ["FLOWLINE_IMAGE"] = args.image  # read when the components are first imported
+    from flowline.pipelines.submission import SubmissionError, parse_parameters, submit
+
+    try:
+        parameters = parse_parameters(args.param)
+        if args.audit_log:
+            parameters["audit_log"] = args.audit_log
+        submitted = submit(_use_case(args), args.host, args.experiment, args.schedule, parameters,
+                           not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"))
+    except SubmissionError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if "recurring_run_id" in submitted:
+        print(f"recurring run {submitted['recurring_run_id']} ({submitted['cron']}) in experiment "
+              f"{submitted['experiment_id']}")
+    else:
+        print(f"run {submitted['run_id']} in experiment {submitted['experiment_id']}: {submitted['url']}")
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from flowline.components.package.model_package import verify
 
@@ -280,6 +302,23 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--output", required=True, help="the YAML file to write")
     compile_.add_argument("--image", help="component image (default: $FLOWLINE_IMAGE or the project image)")
     compile_.set_defaults(handler=_compile)
+
+    submit = commands.add_parser(
+        "submit", help="compile a use case's pipeline and submit a run (or, with --schedule, a recurring run) to KFP")
+    _add_use_case_arguments(submit)
+    submit.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080 (port-forwarded "
+                                                      "ml-pipeline-ui) or the in-cluster ml-pipeline service; "
+                                                      "a bearer token, if needed, from $KFP_TOKEN")
+    submit.add_argument("--experiment", help="the KFP experiment (default: flowline-USE_CASE; created if missing)")
+    submit.add_argument("--schedule", metavar="CRON",
+                        help="a recurring run on this cron schedule, e.g. '0 3 * * 1' (5 fields, or KFP's 6)")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a pipeline input, e.g. trials=20 or champion=s3://... (repeatable)")
+    submit.add_argument("--audit-log", help="the run's audit log on the cluster, s3://bucket/prefix")
+    submit.add_argument("--no-cache", action="store_true", help="run every step, none from KFP's cache")
+    submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user deployments)")
+    submit.add_argument("--image", help="component image (default: $FLOWLINE_IMAGE or the project image)")
+    submit.set_defaults(handler=_submit)
 
     verify = commands.add_parser("verify", help="check a model package against its sha256 manifest")
     verify.add_argument("package", help="the package folder")

@@ -59,17 +59,12 @@ RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "ba
 # Steps whose result is not fixed by their inputs are never taken from KFP's cache: ingest
 # reads a source whose content can change under the same URL, deploy and the exit handler act
 # on the cluster. Every other step is a function of its inputs and seeds. `flowline submit
-# --no-cache` turns caching off for a whole run.
+# --no-cache` compiles with caching off for every step (kfp.Client's enable_caching reaches
+# only the top-level tasks, not the steps inside the exit handler).
 NOT_CACHED = {"ingest", "deploy", "run-outcome"}
 
 
-def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
-    cpu, memory = RESOURCES[resources or name]
-    return (task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
-            .set_caching_options(name not in NOT_CACHED))
-
-
-def build_pipeline(use_case: UseCase, exit_handler: bool = False) -> Callable:
+def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True) -> Callable:
     """Return the KFP pipeline for `use_case`.
 
     A transaction-log use case (`transactions`) gains a customer-rows step after ingest;
@@ -86,6 +81,11 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False) -> Callable:
     (the compiled pipeline; kfp.local cannot run one), a last task records the run's outcome
     in `audit_log` and posts it to the Broker at `broker_url`, whether the steps succeeded or not.
     """
+    def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
+        cpu, memory = RESOURCES[resources or name]
+        return (task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
+                .set_caching_options(caching and name not in NOT_CACHED))
+
     raw_spec = use_case.model_dump_json()
     spec = customer_rows_use_case(use_case).model_dump_json() if use_case.transactions else raw_spec
 
@@ -174,8 +174,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False) -> Callable:
     return pipeline
 
 
-def compile_pipeline(use_case: UseCase, output_path: str) -> None:
-    """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs."""
+def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True) -> None:
+    """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs (`caching` False: no step cached)."""
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(use_case, exit_handler=True), package_path=output_path)
+    compiler.Compiler().compile(build_pipeline(use_case, exit_handler=True, caching=caching), package_path=output_path)

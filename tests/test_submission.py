@@ -1,0 +1,79 @@
+"""flowline submit: kfp.Client's requests, checked against a stand-in KFP API server on loopback."""
+
+import pytest
+from stand_in_api import StandInApiServer
+
+from flowline.pipelines.cli import main
+from flowline.pipelines.submission import SubmissionError, kfp_cron, parse_parameters
+
+API = "/apis/v2beta1"
+
+
+def kfp_api(existing_experiments: list[dict]):
+    """Answers as the KFP API server would, for a deployment with these experiments."""
+    def respond(method: str, path: str, body):
+        route = path.split("?")[0]
+        if route == f"{API}/healthz":
+            return 200, {"multi_user": False}
+        if (method, route) == ("GET", f"{API}/experiments"):
+            return 200, {"experiments": existing_experiments, "total_size": len(existing_experiments)}
+        if (method, route) == ("POST", f"{API}/experiments"):
+            return 200, {"experiment_id": "exp-new", "display_name": body["display_name"]}
+        if (method, route) == ("POST", f"{API}/runs"):
+            return 200, {"run_id": "run-1", **body}
+        if (method, route) == ("POST", f"{API}/recurringruns"):
+            return 200, {"recurring_run_id": "rr-1", **body}
+        return 404, {"error": f"no route {method} {route}"}
+    return respond
+
+
+def posted(api: StandInApiServer, route: str) -> dict:
+    (request,) = [r for r in api.requests if r["method"] == "POST" and r["path"].split("?")[0] == f"{API}/{route}"]
+    return request["body"]
+
+
+def test_a_run_is_the_compiled_pipeline_with_its_arguments_in_a_new_experiment(capsys):
+    api = StandInApiServer(kfp_api([]))
+    host = f"http://127.0.0.1:{api.server.server_port}"
+    assert main(["submit", "churn", "--host", host, "--param", "trials=12", "--param", "champion=s3://m/churn/v1",
+                 "--audit-log", "s3://flowline-audit/churn", "--no-cache"]) == 0
+    assert posted(api, "experiments")["display_name"] == "flowline-churn"
+    run = posted(api, "runs")
+    assert run["experiment_id"] == "exp-new" and run["display_name"] == "flowline-churn"
+    spec = run["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "flowline-churn"
+    assert sorted(spec["root"]["dag"]["tasks"]) == ["exit-handler-1", "run-outcome"]  # the compiled, cluster form
+    assert run["runtime_config"]["parameters"] == {
+        "trials": 12, "champion": "s3://m/churn/v1", "audit_log": "s3://flowline-audit/churn"}
+    # --no-cache: every task's caching turned off in the spec sent
+    tasks = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert all(not task["cachingOptions"].get("enableCache", False) for task in tasks.values())
+    assert f"run run-1 in experiment exp-new: {host}/#/runs/details/run-1" in capsys.readouterr().out
+
+
+def test_a_schedule_makes_a_recurring_run_in_the_existing_experiment():
+    api = StandInApiServer(kfp_api([{"experiment_id": "exp-7", "display_name": "retraining"}]))
+    assert main(["submit", "churn", "--host", f"http://127.0.0.1:{api.server.server_port}",
+                 "--experiment", "retraining", "--schedule", "0 3 * * 1"]) == 0
+    assert not [r for r in api.requests if r["method"] == "POST" and r["path"].startswith(f"{API}/experiments")]
+    recurring = posted(api, "recurringruns")
+    assert recurring["experiment_id"] == "exp-7"
+    assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
+    assert recurring["max_concurrency"] == "1" or recurring["max_concurrency"] == 1
+    assert recurring["no_catchup"] is True
+    tasks = recurring["pipeline_spec"]["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    assert tasks["split"]["cachingOptions"] == {"enableCache": True}  # the compiled choices stay
+
+
+def test_bad_schedules_and_parameters_are_refused_before_anything_is_sent(capsys):
+    assert kfp_cron("*/15 * * * *") == "0 */15 * * * *" and kfp_cron("0 0 9 ? * 2-6") == "0 0 9 ? * 2-6"
+    with pytest.raises(SubmissionError, match="5 fields"):
+        kfp_cron("daily")
+    assert parse_parameters(["trials=3", "source=s3://b/k.csv"]) == {"trials": 3, "source": "s3://b/k.csv"}
+    with pytest.raises(SubmissionError, match="NAME=VALUE"):
+        parse_parameters(["trials"])
+    api = StandInApiServer(kfp_api([]))
+    assert main(["submit", "churn", "--host", f"http://127.0.0.1:{api.server.server_port}",
+                 "--schedule", "weekly"]) == 1
+    assert "5 fields" in capsys.readouterr().err
+    assert api.requests == []

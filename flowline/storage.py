@@ -3,18 +3,35 @@
 The endpoint and credentials come from the environment, as KFP and KServe pods get them:
 $FLOWLINE_S3_ENDPOINT (host:port, for example minio-service.kubeflow:9000),
 $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, and $FLOWLINE_S3_SECURE ("true" for TLS).
+Or from a Kubernetes Secret: $FLOWLINE_S3_SECRET=NAMESPACE/NAME names one with the keys
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and the endpoint in KServe's annotation
+serving.kserve.io/s3-endpoint when $FLOWLINE_S3_ENDPOINT is unset), read with the pod's
+service account or the kubeconfig.
+
+Files go up in 5 MiB parts (multipart above that size). Every failure is a StorageError
+that names the object and says what went wrong: no such object or bucket, credentials
+refused, the server unreachable.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
 
 ENDPOINT_ENV = "FLOWLINE_S3_ENDPOINT"
 ACCESS_KEY_ENV = "AWS_ACCESS_KEY_ID"
 SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
 SECURE_ENV = "FLOWLINE_S3_SECURE"
+SECRET_ENV = "FLOWLINE_S3_SECRET"
+SECRET_ENDPOINT_ANNOTATION = "serving.kserve.io/s3-endpoint"
 SCHEME = "s3://"
+PART_SIZE = 5 * 1024 * 1024  # S3's smallest part: files above it are uploaded in parts
+MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}
+REFUSED_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken"}
 
 
 class StorageError(RuntimeError):
@@ -46,12 +63,99 @@ def is_s3(location: object) -> bool:
     return isinstance(location, str) and location.startswith(SCHEME)
 
 
-def s3_client():
-    """A minio client for the endpoint and credentials in the environment."""
+def secret_credentials(secret: str, kubeconfig: Optional[str] = None) -> dict[str, str]:
+    """{"access_key", "secret_key", and "endpoint" if annotated} from the Secret NAMESPACE/NAME."""
+    from kubernetes import client, config
+    from kubernetes.client.rest import ApiException
+
+    namespace, _, name = secret.partition("/")
+    if not (namespace and name):
+        raise StorageError(f"${SECRET_ENV} {secret!r}: give NAMESPACE/NAME")
+    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        configuration = client.Configuration()
+        config.load_incluster_config(client_configuration=configuration)
+        api = client.CoreV1Api(client.ApiClient(configuration))
+    else:
+        # $KUBECONFIG as it is now: the kubernetes client reads it once, on import
+        api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig or os.environ.get("KUBECONFIG")))
+    try:
+        found = api.read_namespaced_secret(name, namespace)
+    except ApiException as error:
+        raise StorageError(f"Secret {secret} cannot be read: {error.status} {error.reason}") from None
+    data = found.data or {}
+    missing = [key for key in (ACCESS_KEY_ENV, SECRET_KEY_ENV) if key not in data]
+    if missing:
+        raise StorageError(f"Secret {secret} lacks {', '.join(missing)}")
+    credentials = {"access_key": base64.b64decode(data[ACCESS_KEY_ENV]).decode(),
+                   "secret_key": base64.b64decode(data[SECRET_KEY_ENV]).decode()}
+    endpoint = (found.metadata.annotations or {}).get(SECRET_ENDPOINT_ANNOTATION)
+    if endpoint:
+        credentials["endpoint"] = endpoint
+    return credentials
+
+
+def s3_client(kubeconfig: Optional[str] = None):
+    """A minio client for the endpoint and credentials in the environment, or in the Secret it names."""
     from minio import Minio
 
-    missing = [name for name in (ENDPOINT_ENV, ACCESS_KEY_ENV, SECRET_KEY_ENV) if not os.environ.get(name)]
+    settings = {"endpoint": os.environ.get(ENDPOINT_ENV), "access_key": os.environ.get(ACCESS_KEY_ENV),
+                "secret_key": os.environ.get(SECRET_KEY_ENV)}
+    if os.environ.get(SECRET_ENV) and not (settings["access_key"] and settings["secret_key"]):
+        from_secret = secret_credentials(os.environ[SECRET_ENV], kubeconfig)
+        settings = {**from_secret, "endpoint": settings["endpoint"] or from_secret.get("endpoint")}
+    names = {"endpoint": ENDPOINT_ENV, "access_key": ACCESS_KEY_ENV, "secret_key": SECRET_KEY_ENV}
+    missing = [names[key] for key, value in settings.items() if not value]
     if missing:
-        raise StorageError(f"object storage is not configured: set {', '.join(missing)}")
-    return Minio(os.environ[ENDPOINT_ENV], access_key=os.environ[ACCESS_KEY_ENV],
-                 secret_key=os.environ[SECRET_KEY_ENV], secure=os.environ.get(SECURE_ENV, "false") == "true")
+        raise StorageError(f"object storage is not configured: set {', '.join(missing)} (or {SECRET_ENV})")
+    endpoint = settings["endpoint"].removeprefix("http://").removeprefix("https://")
+    return Minio(endpoint, access_key=settings["access_key"], secret_key=settings["secret_key"],
+                 secure=os.environ.get(SECURE_ENV, "false") == "true")
+
+
+@contextlib.contextmanager
+def explained_errors(uri: str) -> Iterator[None]:
+    """Turn the minio client's errors about `uri` into StorageErrors that say what went wrong."""
+    from minio.error import S3Error
+    from urllib3.exceptions import HTTPError
+
+    try:
+        yield
+    except S3Error as error:
+        if error.code in MISSING_CODES:
+            raise StorageError(f"{uri} does not exist ({error.code})") from None
+        if error.code in REFUSED_CODES:
+            raise StorageError(f"object storage refused the credentials for {uri} ({error.code}): check "
+                               f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV}") from None
+        raise StorageError(f"object storage refused {uri}: {error.code}: {error.message}") from None
+    except HTTPError as error:
+        raise StorageError(f"object storage cannot be reached for {uri}: {error}") from None
+
+
+def upload_file(path: str | Path, uri: str) -> str:
+    """Put a local file at `uri` (s3://bucket/key), in parts above 5 MiB; return the object's ETag."""
+    location = S3Location.parse(uri)
+    with explained_errors(uri):
+        client = s3_client()
+        client.fput_object(location.bucket, location.prefix, str(path), part_size=PART_SIZE)
+        # as stored: a multipart upload's ETag ends in -PARTS (minio's result lacks it for some servers)
+        return client.stat_object(location.bucket, location.prefix).etag
+
+
+def download_file(uri: str, path: str | Path) -> Path:
+    """Get the object at `uri` into a local file."""
+    location = S3Location.parse(uri)
+    with explained_errors(uri):
+        s3_client().fget_object(location.bucket, location.prefix, str(path))
+    return Path(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    """The whole object at `uri`."""
+    location = S3Location.parse(uri)
+    with explained_errors(uri):
+        response = s3_client().get_object(location.bucket, location.prefix)
+        try:
+            return response.read()
+        finally:
+            response.close()
+            response.release_conn()

@@ -35,11 +35,13 @@ from flowline.components.bias.thresholds import GroupThresholds, mitigation_of
 from flowline.components.evaluate.evaluation import class_names, segment_names
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import PackagedModel
+from flowline.components.package.remote import download_package
 from flowline.components.train.ensemble import Ensemble
 from flowline.inference_services import metrics
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, request_columns
 from flowline.pipelines.use_case import UseCase
+from flowline.storage import is_s3
 
 NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
@@ -62,7 +64,10 @@ class LoadedPackage:
 
     @classmethod
     def load(cls, path: str | Path) -> LoadedPackage:
-        """Verify first; only then read anything (model files can run code when loaded)."""
+        """Verify first; only then read anything (model files can run code when loaded). A package at
+        s3://bucket/prefix is downloaded first, and refused unless every file matches its manifest."""
+        if is_s3(str(path)):
+            path = download_package(str(path))
         packaged = PackagedModel.load(path)
         packaged.model.set_threads(1)  # one row per request: threads cost more than they save
         feature_set = packaged.feature_set

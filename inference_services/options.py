@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from flowline.components.package.model_package import MANIFEST_FILE
+from flowline.storage import is_s3
 
 HOST_ENV = "FLOWLINE_SERVE_HOST"
 DEFAULT_HOST = "127.0.0.1"
@@ -24,10 +25,14 @@ def default_host() -> str:
 
 
 def named_package(argument: str) -> tuple[str, str]:
-    """NAME=PATH, or PATH alone: then the name is the package's use case."""
+    """NAME=PATH, or PATH alone: then the name is the package's use case. PATH may be s3://bucket/prefix."""
     name, separator, path = argument.partition("=")
     if not separator:
         path = argument
+        if is_s3(path):
+            from flowline.components.package.remote import manifest_at
+
+            return manifest_at(path)["name"], path
         manifest = Path(path) / MANIFEST_FILE
         if not manifest.is_file():
             raise argparse.ArgumentTypeError(f"{path} is not a model package ({MANIFEST_FILE} is missing)")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from flowline import __version__, audit
-from flowline.storage import StorageError
+from flowline.storage import StorageError, is_s3
 from flowline.inference_services.options import add_server_arguments
 
 EXIT_ERROR = 1
@@ -87,6 +87,46 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upload(args: argparse.Namespace) -> int:
+    from flowline import storage
+    from flowline.components.package.model_package import MANIFEST_FILE
+    from flowline.components.package.remote import upload_package
+
+    if not is_s3(args.destination):
+        print(f"flowline: {args.destination} is not an s3://bucket/key", file=sys.stderr)
+        return EXIT_ERROR
+    if (Path(args.source) / MANIFEST_FILE).is_file():
+        manifest = upload_package(args.source, args.destination)
+        print(f"uploaded package {manifest['name']} {manifest['version']} ({len(manifest['files'])} files, "
+              f"verified) to {args.destination}")
+        return 0
+    if not Path(args.source).is_file():
+        print(f"flowline: {args.source} is neither a file nor a model package", file=sys.stderr)
+        return EXIT_ERROR
+    etag = storage.upload_file(args.source, args.destination)
+    print(f"uploaded {args.source} to {args.destination} (ETag {etag})")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    import shutil
+
+    from flowline import storage
+    from flowline.components.package.remote import download_package
+
+    if not is_s3(args.source):
+        print(f"flowline: {args.source} is not an s3://bucket/key", file=sys.stderr)
+        return EXIT_ERROR
+    if args.package:
+        cached = download_package(args.source)
+        shutil.copytree(cached, args.destination)
+        print(f"downloaded and verified the package at {args.source} into {args.destination}")
+        return 0
+    storage.download_file(args.source, args.destination)
+    print(f"downloaded {args.source} to {args.destination}")
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from flowline.components.package.model_package import verify
 
@@ -111,7 +151,9 @@ def _package_path(target: str, runs_dir: str) -> str:
     from flowline.pipelines.local_run import latest_package
     from flowline.pipelines.use_case import load_use_case
 
-    return target if Path(target).is_dir() else str(latest_package(runs_dir, load_use_case(target).name))
+    if Path(target).is_dir() or is_s3(target):
+        return target
+    return str(latest_package(runs_dir, load_use_case(target).name))
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -319,6 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user deployments)")
     submit.add_argument("--image", help="component image (default: $FLOWLINE_IMAGE or the project image)")
     submit.set_defaults(handler=_submit)
+
+    upload = commands.add_parser(
+        "upload", help="put a file, or a model package (verified, manifest last), in object storage")
+    upload.add_argument("source", help="a file (for example a dataset) or a package folder")
+    upload.add_argument("destination", help="s3://bucket/key (a file) or s3://bucket/prefix (a package)")
+    upload.set_defaults(handler=_upload)
+
+    download = commands.add_parser(
+        "download", help="get a file, or a model package (refused unless every file matches its manifest)")
+    download.add_argument("source", help="s3://bucket/key, or s3://bucket/prefix with --package")
+    download.add_argument("destination", help="the local file, or a new folder for the package")
+    download.add_argument("--package", action="store_true", help="the source is a model package: verify it")
+    download.set_defaults(handler=_download)
 
     verify = commands.add_parser("verify", help="check a model package against its sha256 manifest")
     verify.add_argument("package", help="the package folder")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flowline import storage
 from flowline.datasets import dataset_path
 from flowline.pipelines.use_case import ColumnSpec, UseCase
 
@@ -54,11 +55,13 @@ def resolve_source(use_case: UseCase, override: str = "") -> str:
 
 
 def read_table(source: str, file_format: str | None = None, separator: str = ",") -> RawTable:
-    """Read CSV or Parquet from a path or an http(s) URL, every CSV cell as text.
+    """Read CSV or Parquet from a path, an http(s) URL or s3://bucket/key, every CSV cell as text.
 
     Cells stay text so that the contract, not the parser, decides what a bad value is.
     """
-    if source.startswith(("http://", "https://")):
+    if storage.is_s3(source):
+        payload = storage.read_bytes(source)
+    elif source.startswith(("http://", "https://")):
         with urllib.request.urlopen(source, timeout=60) as response:
             payload = response.read()
     else:

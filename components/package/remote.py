@@ -1,0 +1,76 @@
+"""Model packages in object storage: uploaded whole, downloaded only when every file verifies.
+
+Upload verifies the folder first and puts the manifest last, so a reader never finds a
+manifest whose files are not all there. Download reads the manifest, fetches every file it
+lists into a fresh folder, and verifies the folder against it. A corrupted, missing or
+extra file is refused with PackageError and nothing is left behind; a verified copy is
+kept in the cache, named by the package's version, and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from flowline import storage
+from flowline.components.package.model_package import MANIFEST_FILE, PackageError, verify
+
+CACHE_ENV = "FLOWLINE_PACKAGE_CACHE"
+
+
+def cache_root() -> Path:
+    """Where downloaded packages are kept: $FLOWLINE_PACKAGE_CACHE, else ~/.cache/flowline/packages."""
+    return Path(os.environ.get(CACHE_ENV) or Path("~/.cache/flowline/packages").expanduser())
+
+
+def upload_package(package_dir: str | Path, uri: str) -> dict:
+    """Verify the package, then put its files under `uri` (s3://bucket/prefix), the manifest last."""
+    manifest = verify(package_dir)
+    location = storage.S3Location.parse(uri)
+    for name in sorted(manifest["files"]):
+        storage.upload_file(Path(package_dir) / name, f"{storage.SCHEME}{location.bucket}/{location.key(name)}")
+    storage.upload_file(Path(package_dir) / MANIFEST_FILE,
+                        f"{storage.SCHEME}{location.bucket}/{location.key(MANIFEST_FILE)}")
+    return manifest
+
+
+def manifest_at(uri: str) -> dict:
+    """The manifest of the package stored under `uri`."""
+    location = storage.S3Location.parse(uri)
+    text = storage.read_bytes(f"{storage.SCHEME}{location.bucket}/{location.key(MANIFEST_FILE)}")
+    try:
+        return json.loads(text)
+    except ValueError as error:
+        raise PackageError(f"{uri}/{MANIFEST_FILE} is unreadable: {error}") from None
+
+
+def download_package(uri: str, cache: str | Path | None = None) -> Path:
+    """A verified local copy of the package under `uri`; PackageError if any file does not match."""
+    location = storage.S3Location.parse(uri)
+    manifest = manifest_at(uri)
+    root = Path(cache or cache_root())
+    target = root / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{manifest.get('version', 'unversioned')}"
+    if target.is_dir():
+        try:
+            verify(target)
+            return target
+        except PackageError:
+            shutil.rmtree(target)  # a damaged copy: fetch it again
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
+    try:
+        for name in [*manifest.get("files", {}), MANIFEST_FILE]:
+            (staging / name).parent.mkdir(parents=True, exist_ok=True)
+            storage.download_file(f"{storage.SCHEME}{location.bucket}/{location.key(name)}", staging / name)
+        try:
+            verify(staging)
+        except PackageError as error:
+            raise PackageError(f"{uri}: {str(error).replace(str(staging), 'the download')}") from None
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

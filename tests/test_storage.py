@@ -1,0 +1,123 @@
+"""Object storage against a real S3 server on loopback (Ceph's RADOS Gateway): files, datasets, model packages."""
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from stand_in_api import NOT_FOUND, StandInApiServer
+
+from flowline import storage
+from flowline.components.ingest.contract import read_table
+from flowline.components.package.model_package import FORMAT, MANIFEST_FILE, PackageError, verify
+from flowline.components.package.remote import download_package, upload_package
+from flowline.pipelines.cli import main
+
+pytestmark = pytest.mark.xdist_group("s3")  # one worker starts the gateway once
+MIB = 1024 * 1024
+
+
+def fake_package(folder: Path, big_file_mib: int = 0) -> Path:
+    """A folder that verifies as a package (what transfers must keep intact), optionally with a big file."""
+    files = {"model/model.json": b'{"learner": {}}', "use_case.json": b'{"name": "toy"}',
+             "drift/detector/config.toml": b"name = 'KSDrift'\n"}
+    if big_file_mib:
+        files["model/weights.bin"] = bytes(range(256)) * (big_file_mib * MIB // 256)
+    for name, data in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    listed = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    (folder / MANIFEST_FILE).write_text(json.dumps({"format": FORMAT, "name": "toy", "version": "abc123",
+                                                    "created_at": "2026-12-02T00:00:00", "files": listed}))
+    verify(folder)
+    return folder
+
+
+def test_a_file_round_trips_and_a_big_one_goes_up_in_parts(s3_bucket, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"flowline" * (12 * MIB // 8))
+    etag = storage.upload_file(big, f"s3://{s3_bucket}/data/big.bin")
+    assert etag.endswith("-3")  # an S3 multipart ETag: 12 MiB in three 5 MiB parts
+    small = tmp_path / "small.csv"
+    small.write_text("id,label\n1,yes\n")
+    assert "-" not in storage.upload_file(small, f"s3://{s3_bucket}/data/small.csv")
+    back = storage.download_file(f"s3://{s3_bucket}/data/big.bin", tmp_path / "back.bin")
+    assert back.read_bytes() == big.read_bytes()
+
+
+def test_a_dataset_in_object_storage_is_read_by_ingest_byte_for_byte(s3_bucket, tmp_path, write_csv):
+    local = write_csv("id,age,income,plan,label\n1,30,5.5,pro,yes\n2,41,,basic,no\n")
+    assert main(["upload", str(local), f"s3://{s3_bucket}/datasets/toy.csv"]) == 0
+    remote, here = read_table(f"s3://{s3_bucket}/datasets/toy.csv"), read_table(str(local))
+    assert remote.sha256 == here.sha256 and remote.frame.equals(here.frame)
+
+
+def test_missing_objects_and_wrong_credentials_are_clear_errors(s3_bucket, tmp_path, monkeypatch):
+    with pytest.raises(storage.StorageError, match=f"s3://{s3_bucket}/nothing/here.csv does not exist"):
+        storage.read_bytes(f"s3://{s3_bucket}/nothing/here.csv")
+    with pytest.raises(storage.StorageError, match="s3://no-such-bucket-here/x does not exist"):
+        storage.read_bytes("s3://no-such-bucket-here/x")
+    monkeypatch.setenv(storage.SECRET_KEY_ENV, "not-the-secret")
+    with pytest.raises(storage.StorageError, match="refused the credentials .*SignatureDoesNotMatch.*check "
+                                                   "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        storage.read_bytes(f"s3://{s3_bucket}/anything")
+    monkeypatch.setenv(storage.ACCESS_KEY_ENV, "NOSUCHUSER")
+    with pytest.raises(storage.StorageError, match="refused the credentials .*InvalidAccessKeyId"):
+        storage.upload_file(__file__, f"s3://{s3_bucket}/x.py")
+
+
+def test_a_package_round_trips_verified_and_a_corrupted_object_is_refused(s3_bucket, tmp_path, capsys):
+    package = fake_package(tmp_path / "package", big_file_mib=6)
+    uri = f"s3://{s3_bucket}/models/toy/abc123"
+    assert main(["upload", str(package), uri]) == 0
+    assert "verified" in capsys.readouterr().out
+    cache = tmp_path / "cache"
+    copy = download_package(uri, cache)
+    assert verify(copy)["files"] == verify(package)["files"]
+    assert download_package(uri, cache) == copy  # a verified copy is reused
+
+    # Someone overwrites the model in the bucket: the download is refused, and nothing is kept.
+    client = storage.s3_client()
+    evil = tmp_path / "evil.json"
+    evil.write_text('{"learner": {"evil": 1}}')
+    client.fput_object(s3_bucket, "models/toy/abc123/model/model.json", str(evil))
+    fresh = tmp_path / "fresh-cache"
+    with pytest.raises(PackageError, match=f"{uri}: .*model/model.json has sha256 .* the manifest says"):
+        download_package(uri, fresh)
+    assert [p.name for p in fresh.iterdir()] == []
+    # A file the manifest lists but the bucket lacks: a missing object, named.
+    client.remove_object(s3_bucket, "models/toy/abc123/use_case.json")
+    with pytest.raises(storage.StorageError, match="use_case.json does not exist"):
+        download_package(uri, fresh)
+
+
+def test_an_uploaded_package_is_verified_first(s3_bucket, tmp_path):
+    package = fake_package(tmp_path / "package")
+    (package / "use_case.json").write_text("{}")  # altered after its manifest was written
+    with pytest.raises(PackageError, match="use_case.json has sha256"):
+        upload_package(package, f"s3://{s3_bucket}/models/bad")
+    assert list(storage.s3_client().list_objects(s3_bucket, prefix="models/", recursive=True)) == []
+
+
+def test_credentials_can_come_from_a_kubernetes_secret(s3_server, s3_bucket, tmp_path, monkeypatch):
+    def respond(method, path, body):
+        if path == "/api/v1/namespaces/flowline/secrets/flowline-s3":
+            return 200, {"apiVersion": "v1", "kind": "Secret", "metadata": {
+                "name": "flowline-s3", "namespace": "flowline",
+                "annotations": {storage.SECRET_ENDPOINT_ANNOTATION: s3_server.endpoint}},
+                "data": {key: base64.b64encode(value.encode()).decode() for key, value in (
+                    (storage.ACCESS_KEY_ENV, s3_server.access_key), (storage.SECRET_KEY_ENV, s3_server.secret_key))}}
+        return NOT_FOUND
+    api = StandInApiServer(respond)
+    monkeypatch.setenv("KUBECONFIG", api.kubeconfig(tmp_path))
+    for name in (storage.ENDPOINT_ENV, storage.ACCESS_KEY_ENV, storage.SECRET_KEY_ENV):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(storage.SECRET_ENV, "flowline/flowline-s3")
+    (tmp_path / "a.txt").write_text("from the secret")
+    storage.upload_file(tmp_path / "a.txt", f"s3://{s3_bucket}/a.txt")
+    assert storage.read_bytes(f"s3://{s3_bucket}/a.txt") == b"from the secret"
+    assert api.requests[0]["path"] == "/api/v1/namespaces/flowline/secrets/flowline-s3"
+    monkeypatch.setenv(storage.SECRET_ENV, "flowline/missing")
+    with pytest.raises(storage.StorageError, match="Secret flowline/missing cannot be read: 404"):
+        storage.read_bytes(f"s3://{s3_bucket}/a.txt")

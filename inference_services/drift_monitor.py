@@ -13,6 +13,9 @@ the window size and fill) and answers with a CloudEvent (KServe encodes the repl
 It also counts pipeline run outcomes (type dev.flowline.pipeline.run.finished, data
 {"use_case", "status", "run_id"}) so that failed runs can raise an alert.
 
+With `--on-drift local` or `--on-drift kfp`, a drifted window starts a retraining run of
+the use case (flowline/retraining.py), recorded in the audit log.
+
 One replica per monitored model: the window lives in memory.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +42,7 @@ from flowline.inference_services.model import tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, request_columns
 from flowline.inference_services.server import serve, v2_body_problem
 from flowline.pipelines.use_case import UseCase
+from flowline.retraining import DEFAULT_COOLDOWN_S, MODES, RetrainingAction
 
 REQUEST_EVENT = "org.kubeflow.serving.inference.request"
 PIPELINE_RUN_EVENT = "dev.flowline.pipeline.run.finished"
@@ -76,9 +81,10 @@ class DriftPackage:
 
 
 class DriftMonitor(Model):
-    def __init__(self, name: str, package_path: str | Path) -> None:
+    def __init__(self, name: str, package_path: str | Path, retraining: Optional[RetrainingAction] = None) -> None:
         super().__init__(name)
         self.package_path = str(package_path)
+        self.retraining = retraining
         self.package: Optional[DriftPackage] = None
         self.window: list[np.ndarray] = []
 
@@ -123,7 +129,10 @@ class DriftMonitor(Model):
         size = self.package.calibration.window_size
         while len(self.window) >= size:
             window, self.window = np.stack(self.window[:size]), self.window[size:]
-            tests.append(self._test(window))
+            test = self._test(window)
+            if test["is_drift"] and self.retraining is not None:
+                test["retraining"] = self.retraining.on_drift(self.monitored, self.package.version, test["p_values"])
+            tests.append(test)
         metrics.DRIFT_WINDOW_FILL.labels(self.monitored).set(len(self.window))
         return {"model_name": self.name, "monitored_model": self.monitored, "model_version": self.package.version,
                 "rows": len(records), "window_fill": len(self.window), "window_size": size, "tests": tests}
@@ -169,11 +178,35 @@ def main(argv: list[str] | None = None) -> None:
                                      description="Serve a package's drift monitor.")
     parser.add_argument("package", metavar="[NAME=]PACKAGE_DIR", help="name defaults to '<use case>-drift'")
     add_server_arguments(parser, max_batch=False)
+    retrain = parser.add_argument_group("retraining on drift")
+    retrain.add_argument("--on-drift", choices=MODES, default="off",
+                         help="on a drifted window: start `flowline run` here (local), submit a KFP run (kfp), "
+                              "or only alert (off, the default)")
+    retrain.add_argument("--retrain-use-case", help="the use case to retrain, a name or YAML path (default: the "
+                                                    "monitored package's use case)")
+    retrain.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"),
+                         help="where local retraining runs go (default: $FLOWLINE_RUNS_DIR or ./runs)")
+    retrain.add_argument("--retrain-trials", type=int, default=0, help="tuning trials per family (default: the "
+                                                                       "use case's budget)")
+    retrain.add_argument("--kfp-host", default="", help="the KFP API, for --on-drift kfp")
+    retrain.add_argument("--experiment", default="", help="the KFP experiment (default: flowline-USE_CASE)")
+    retrain.add_argument("--audit-log", help="where triggers are recorded (default: RUNS_DIR/audit.jsonl; "
+                                             "s3://bucket/prefix on a cluster)")
+    retrain.add_argument("--retrain-cooldown", type=float, default=DEFAULT_COOLDOWN_S,
+                         help=f"seconds after a retraining starts before another may (default {DEFAULT_COOLDOWN_S})")
     args = parser.parse_args(argv)
     name, path = named_package(args.package)
     if "=" not in args.package:
         name = f"{name}-drift"
-    serve([DriftMonitor(name, path)], args.host, args.port, args.access_log)
+    retraining = None
+    if args.on_drift != "off":
+        from flowline.audit import AUDIT_FILE
+
+        retraining = RetrainingAction(
+            args.on_drift, args.retrain_use_case or DriftPackage.load(path).use_case.name,
+            args.audit_log or str(Path(args.runs_dir) / AUDIT_FILE), args.runs_dir, args.retrain_trials, args.kfp_host,
+            args.experiment, args.retrain_cooldown)
+    serve([DriftMonitor(name, path, retraining)], args.host, args.port, args.access_log)
 
 
 if __name__ == "__main__":

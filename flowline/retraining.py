@@ -1,0 +1,91 @@
+"""Drift-triggered retraining: what the drift monitor does when a window drifts.
+
+The action is configured on the monitor (`--on-drift`):
+- `local`: start `flowline run USE_CASE` in the background, writing to a runs folder whose
+  audit log then holds the run, its package and its gate decision;
+- `kfp`: submit a run of the use case's pipeline with kfp.Client (`flowline submit`);
+- `off` (the default): only the metrics and alerts.
+
+Each trigger is recorded in the audit log as a `retraining_triggered` record with the drift
+test that caused it. Only one retraining is under way at a time, and after one starts the
+next waits out a cool-down, so a drifting stream does not start a run per window.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from flowline import audit
+
+MODES = ("off", "local", "kfp")
+DEFAULT_COOLDOWN_S = 6 * 3600
+
+
+@dataclass
+class RetrainingAction:
+    """What to do on drift. `use_case` is a built-in name or a use-case YAML path."""
+
+    mode: str
+    use_case: str
+    audit_log: str
+    runs_dir: str = "runs"
+    trials: int = 0
+    kfp_host: str = ""
+    experiment: str = ""
+    cooldown_seconds: float = DEFAULT_COOLDOWN_S
+    _started_at: Optional[float] = field(default=None, repr=False)
+    _process: Optional[subprocess.Popen] = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"on-drift action {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.mode == "kfp" and not self.kfp_host:
+            raise ValueError("on-drift action kfp needs the KFP host (--kfp-host)")
+
+    def busy(self) -> Optional[str]:
+        """Why no retraining may start now, or None."""
+        if self._process is not None and self._process.poll() is None:
+            return f"the retraining started at pid {self._process.pid} is still running"
+        if self._started_at is not None and time.monotonic() - self._started_at < self.cooldown_seconds:
+            return f"the last retraining started less than {self.cooldown_seconds:g} s ago"
+        return None
+
+    def on_drift(self, monitored: str, model_version: str, p_values: dict[str, float]) -> dict:
+        """Start a retraining for a drifted window unless one is under way; record it. Returns what happened."""
+        if self.mode == "off":
+            return {"action": "off"}
+        reason = self.busy()
+        if reason:
+            return {"action": self.mode, "started": False, "reason": reason}
+        drifted = sorted(p_values, key=p_values.get)[:3]
+        started = self._start_local() if self.mode == "local" else self._start_kfp()
+        self._started_at = time.monotonic()
+        audit.append(self.audit_log, "retraining_triggered", {
+            "use_case": monitored, "model_version": model_version, "action": self.mode, **started,
+            "lowest_p_values": {name: p_values[name] for name in drifted}})
+        return {"action": self.mode, "started": True, **started}
+
+    def _start_local(self) -> dict:
+        log = Path(self.runs_dir) / "retraining.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "flowline.pipelines.cli", "run", self.use_case, "--runs-dir", self.runs_dir]
+        if self.trials:
+            command += ["--trials", str(self.trials)]
+        with open(log, "a") as output:
+            self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        return {"pid": self._process.pid, "command": command, "log": str(log)}
+
+    def _start_kfp(self) -> dict:
+        from flowline.pipelines.submission import submit
+        from flowline.pipelines.use_case import load_use_case
+
+        parameters = {"trials": self.trials} if self.trials else {}
+        if self.audit_log.startswith("s3://"):
+            parameters["audit_log"] = self.audit_log
+        submitted = submit(load_use_case(self.use_case), self.kfp_host, self.experiment or None, parameters=parameters)
+        return {"run_id": submitted["run_id"], "experiment_id": submitted["experiment_id"]}

@@ -1,7 +1,7 @@
-"""A stand-in Kubernetes API server on loopback: records every request, answers as it is told.
+"""A stand-in Kubernetes (or KFP) API server on loopback: records every request, answers as it is told.
 
-Cluster clients (the kubernetes client, KServe's and Katib's SDKs) are real code; this
-lets tests check them up to the requests they send.
+Cluster clients (the kubernetes client, KServe's and Katib's SDKs, kfp.Client) are real code;
+this lets tests check them up to the requests they send.
 """
 
 from __future__ import annotations
@@ -58,3 +58,22 @@ class StandInApiServer:
 
 
 NOT_FOUND = (404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+KFP_API = "/apis/v2beta1"
+
+
+def kfp_api(existing_experiments: list[dict]):
+    """Answers as the KFP API server would, for a deployment with these experiments."""
+    def respond(method: str, path: str, body):
+        route = path.split("?")[0]
+        if route == f"{KFP_API}/healthz":
+            return 200, {"multi_user": False}
+        if (method, route) == ("GET", f"{KFP_API}/experiments"):
+            return 200, {"experiments": existing_experiments, "total_size": len(existing_experiments)}
+        if (method, route) == ("POST", f"{KFP_API}/experiments"):
+            return 200, {"experiment_id": "exp-new", "display_name": body["display_name"]}
+        if (method, route) == ("POST", f"{KFP_API}/runs"):
+            return 200, {"run_id": "run-1", **body}
+        if (method, route) == ("POST", f"{KFP_API}/recurringruns"):
+            return 200, {"recurring_run_id": "rr-1", **body}
+        return 404, {"error": f"no route {method} {route}"}
+    return respond

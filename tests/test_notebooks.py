@@ -1,15 +1,20 @@
-"""The notebooks are committed clean: no outputs, no execution counts, valid nbformat, documented."""
+"""The notebooks: committed clean (no outputs, valid nbformat, documented) and executed with nbclient.
+03-ab-analysis needs the serving packages: tests/serving/test_ab_notebook.py runs it."""
+
+import json
+import re
 
 import nbformat
 import pytest
+from stand_in_api import StandInApiServer, kfp_api
 
-from notebook_runs import NOTEBOOKS
+from notebook_runs import NOTEBOOKS, executed, outputs_of
 
 NAMES = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
 
 
 def test_the_notebooks_are_there_and_documented():
-    assert "03-ab-analysis.ipynb" in NAMES
+    assert NAMES == ["01-quickstart.ipynb", "02-submit-to-kubeflow.ipynb", "03-ab-analysis.ipynb"]
     readme = (NOTEBOOKS / "README.md").read_text()
     for name in NAMES:
         assert name.removesuffix(".ipynb") in readme, name
@@ -22,3 +27,32 @@ def test_a_notebook_is_committed_without_outputs(name):
     for cell in notebook.cells:
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: a cell has outputs"
+
+
+@pytest.mark.pipeline
+def test_the_quickstart_runs_churn_serves_it_and_calls_it(data_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWLINE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("FLOWLINE_QUICKSTART_TRIALS", "1")
+    shown = outputs_of(executed("01-quickstart.ipynb", tmp_path))
+    assert "all gates passed" in shown, shown[-3000:]
+    v2 = json.loads(re.search(r"^v2: (.*)$", shown, re.MULTILINE).group(1))
+    assert {output["name"] for output in v2} == {"probability", "decision"}
+    v1 = json.loads(re.search(r"^v1: (.*)$", shown, re.MULTILINE).group(1))
+    assert 0 <= v1[0]["probability"] <= 1 and v1[0]["decision"] in ("Yes", "No")
+
+
+def test_the_submit_notebook_compiles_and_skips_its_cluster_cells_without_a_host(tmp_path, monkeypatch):
+    monkeypatch.delenv("KFP_HOST", raising=False)
+    shown = outputs_of(executed("02-submit-to-kubeflow.ipynb", tmp_path))
+    assert re.search(r"14 steps inside the exit handler, then run-outcome", shown), shown
+    assert "KFP_HOST is not set: skipping the cluster cells" in shown and "run run-1" not in shown
+
+
+def test_the_submit_notebook_submits_a_run_and_a_recurring_run_through_kfp_client(tmp_path, monkeypatch):
+    api = StandInApiServer(kfp_api([]))
+    monkeypatch.setenv("KFP_HOST", f"http://127.0.0.1:{api.server.server_port}")
+    shown = outputs_of(executed("02-submit-to-kubeflow.ipynb", tmp_path))
+    assert "skipping" not in shown
+    assert "run run-1: http://127.0.0.1" in shown and "recurring run rr-1 on 0 0 3 * * 1" in shown
+    (run,) = [r["body"] for r in api.requests if r["method"] == "POST" and r["path"].endswith("/runs")]
+    assert run["runtime_config"]["parameters"] == {"trials": 20, "audit_log": "s3://flowline-audit/churn"}

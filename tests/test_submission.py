@@ -1,30 +1,10 @@
 """flowline submit: kfp.Client's requests, checked against a stand-in KFP API server on loopback."""
 
 import pytest
-from stand_in_api import StandInApiServer
+from stand_in_api import KFP_API as API, StandInApiServer, kfp_api
 
 from flowline.pipelines.cli import main
 from flowline.pipelines.submission import SubmissionError, kfp_cron, parse_parameters
-
-API = "/apis/v2beta1"
-
-
-def kfp_api(existing_experiments: list[dict]):
-    """Answers as the KFP API server would, for a deployment with these experiments."""
-    def respond(method: str, path: str, body):
-        route = path.split("?")[0]
-        if route == f"{API}/healthz":
-            return 200, {"multi_user": False}
-        if (method, route) == ("GET", f"{API}/experiments"):
-            return 200, {"experiments": existing_experiments, "total_size": len(existing_experiments)}
-        if (method, route) == ("POST", f"{API}/experiments"):
-            return 200, {"experiment_id": "exp-new", "display_name": body["display_name"]}
-        if (method, route) == ("POST", f"{API}/runs"):
-            return 200, {"run_id": "run-1", **body}
-        if (method, route) == ("POST", f"{API}/recurringruns"):
-            return 200, {"recurring_run_id": "rr-1", **body}
-        return 404, {"error": f"no route {method} {route}"}
-    return respond
 
 
 def posted(api: StandInApiServer, route: str) -> dict:

@@ -88,13 +88,11 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
+    """A destination that is not s3:// is a StorageError, which main() reports."""
     from flowline import storage
     from flowline.components.package.model_package import MANIFEST_FILE
     from flowline.components.package.remote import upload_package
 
-    if not is_s3(args.destination):
-        print(f"flowline: {args.destination} is not an s3://bucket/key", file=sys.stderr)
-        return EXIT_ERROR
     if (Path(args.source) / MANIFEST_FILE).is_file():
         manifest = upload_package(args.source, args.destination)
         print(f"uploaded package {manifest['name']} {manifest['version']} ({len(manifest['files'])} files, "
@@ -114,9 +112,6 @@ def _download(args: argparse.Namespace) -> int:
     from flowline import storage
     from flowline.components.package.remote import download_package
 
-    if not is_s3(args.source):
-        print(f"flowline: {args.source} is not an s3://bucket/key", file=sys.stderr)
-        return EXIT_ERROR
     if args.package:
         cached = download_package(args.source)
         shutil.copytree(cached, args.destination)

@@ -67,7 +67,8 @@ def test_missing_objects_and_wrong_credentials_are_clear_errors(s3_bucket, tmp_p
         storage.upload_file(__file__, f"s3://{s3_bucket}/x.py")
 
 
-def test_a_package_round_trips_verified_and_a_corrupted_object_is_refused(s3_bucket, tmp_path, capsys):
+def test_a_package_round_trips_verified_and_a_corrupted_object_is_refused(s3_bucket, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FLOWLINE_PACKAGE_CACHE", str(tmp_path / "cli-cache"))
     package = fake_package(tmp_path / "package", big_file_mib=6)
     uri = f"s3://{s3_bucket}/models/toy/abc123"
     assert main(["upload", str(package), uri]) == 0
@@ -76,6 +77,12 @@ def test_a_package_round_trips_verified_and_a_corrupted_object_is_refused(s3_buc
     copy = download_package(uri, cache)
     assert verify(copy)["files"] == verify(package)["files"]
     assert download_package(uri, cache) == copy  # a verified copy is reused
+    assert main(["download", uri, str(tmp_path / "downloaded"), "--package"]) == 0
+    assert verify(tmp_path / "downloaded")["version"] == "abc123"
+    assert main(["download", f"s3://{s3_bucket}/models/none/manifest.json", str(tmp_path / "none.json")]) == 1
+    assert "does not exist (NoSuchKey)" in capsys.readouterr().err
+    assert main(["upload", str(package), "/tmp/not-s3"]) == 1
+    assert "is not an s3:// URI" in capsys.readouterr().err
 
     # Someone overwrites the model in the bucket: the download is refused, and nothing is kept.
     client = storage.s3_client()

@@ -30,7 +30,7 @@ from typing import Optional
 import numpy as np
 
 from flowline import audit
-from flowline.ab_testing import ArmOutcomes, CanaryPolicy, DesignError, canary_decision
+from flowline.ab_testing import ArmOutcomes, CanaryPolicy, DesignError, business_impact, canary_decision
 
 ARMS = ("champion", "canary")
 OUTCOMES_METRIC = "flowline_outcomes"
@@ -157,9 +157,12 @@ def judge_canary(
     apply: bool = False,
     kubeconfig: Optional[str] = None,
     source: str = "",
+    value_per_success: float = 0.0,
 ) -> dict:
     """Decide promote, hold or rollback; on promote or rollback with `apply`, patch the InferenceService;
-    record the decision in the audit trail. Returns the decision with "applied"."""
+    record the decision in the audit trail. Returns the decision with "applied", and with
+    `value_per_success` (what one good outcome is worth, e.g. a retained customer's margin from the
+    use case's costs) the business impact of the canary per 1,000 answered requests."""
     if apply and not name:
         raise DesignError("applying a decision needs the InferenceService's name")
     outcome = canary_decision(arms["champion"], arms["canary"], policy)
@@ -167,6 +170,9 @@ def judge_canary(
     if applied:
         patch_inference_service(name, namespace, outcome["decision"], kubeconfig)
     decided = {**outcome, "applied": applied}
+    if value_per_success and "canary_success_rate" in outcome:
+        decided["impact_per_1000_requests"] = business_impact(
+            outcome["canary_success_rate"] - outcome["champion_success_rate"], 1000, value_per_success)
     audit.append(audit_log, "canary_decision", {
         "inference_service": f"{namespace}/{name}" if name else None, **decided, "source": source,
         "arms": {arm: asdict(numbers) for arm, numbers in arms.items()}, "policy": asdict(policy)})

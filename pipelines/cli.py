@@ -301,7 +301,7 @@ def _canary_analyze(args: argparse.Namespace) -> int:
     try:
         arms, source = read_arms(args.prometheus or "", args.name or "", args.predictions or "", args.outcomes or "")
         decided = judge_canary(arms, policy, args.audit_log, args.name, args.namespace, args.apply,
-                               args.kubeconfig, source)
+                               args.kubeconfig, source, args.value_per_success)
     except (DesignError, CanarySourceError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -462,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--alpha", type=float, default=defaults.alpha, help=f"default {defaults.alpha}")
     analyze.add_argument("--tau", type=float, default=defaults.tau,
                          help=f"the smallest difference in outcome rate worth acting on (default {defaults.tau})")
+    analyze.add_argument("--value-per-success", type=float, default=0.0,
+                         help="what one good outcome is worth (for churn, a retained customer: costs.false_negative, "
+                              "500): adds the business impact per 1,000 requests")
     analyze.add_argument("--name", help="the InferenceService (its model's name in Prometheus); with --apply, "
                                         "promote or roll it back")
     analyze.add_argument("--namespace", default="flowline")

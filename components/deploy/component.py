@@ -40,11 +40,12 @@ def canary(
     apply: bool,
     decision: Output[Metrics],
     policy: dict = {},
+    value_per_success: float = 0.0,
 ):
     """The canary controller: read the champion's and the canary's numbers (from Prometheus at
     `prometheus_url`, else from the `predictions` log and `outcomes` files), decide promote, hold or
     roll back (guardrails, then the sequential test; `policy` overrides CanaryPolicy's fields), and
-    record the decision in `audit_log`. With `apply`, inside a cluster, patch the InferenceService.
+    record the decision in `audit_log`, with the business impact when `value_per_success` is set. With `apply`, inside a cluster, patch the InferenceService.
     Run it on a schedule: every decision stays valid however often it is taken."""
     import os
 
@@ -54,7 +55,8 @@ def canary(
 
     arms, source = read_arms(prometheus_url, name, predictions, outcomes)
     decided = judge_canary(arms, CanaryPolicy(**policy), audit_log, name, namespace,
-                           apply=apply and bool(os.environ.get(IN_CLUSTER_ENV)), source=source)
+                           apply=apply and bool(os.environ.get(IN_CLUSTER_ENV)), source=source,
+                           value_per_success=value_per_success)
     for key, value in decided.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             decision.log_metric(key, value)

@@ -94,7 +94,8 @@ def test_a_failing_canary_is_rolled_back_and_a_better_one_promoted_both_in_the_a
     def analyze(folder: Path) -> dict:
         code = main(["canary", "analyze", "--predictions", str(folder / "predictions.jsonl"),
                      "--outcomes", str(folder / "outcomes.jsonl"), "--name", "churn", "--namespace", "flowline",
-                     "--kubeconfig", api.kubeconfig(tmp_path), "--apply", "--audit-log", str(audit_log)])
+                     "--kubeconfig", api.kubeconfig(tmp_path), "--apply", "--audit-log", str(audit_log),
+                     "--value-per-success", "500"])
         assert code == 0
         shown = capsys.readouterr().out
         return json.loads(shown[:shown.rindex("}") + 1])
@@ -111,6 +112,8 @@ def test_a_failing_canary_is_rolled_back_and_a_better_one_promoted_both_in_the_a
                             {"champion": 0.3, "canary": 0.5}, seed=2)
     promoted = analyze(better)
     assert promoted["decision"] == "promote" and promoted["p_value"] < 0.05 and promoted["applied"]
+    gain = promoted["canary_success_rate"] - promoted["champion_success_rate"]
+    assert promoted["impact_per_1000_requests"] == pytest.approx(gain * 1000 * 500) and gain > 0.1
     assert api.requests[-1]["body"]["spec"] == {"predictor": {"canaryTrafficPercent": None}}
 
     records = verify_audit_log(audit_log)

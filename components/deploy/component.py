@@ -45,8 +45,9 @@ def canary(
     """The canary controller: read the champion's and the canary's numbers (from Prometheus at
     `prometheus_url`, else from the `predictions` log and `outcomes` files), decide promote, hold or
     roll back (guardrails, then the sequential test; `policy` overrides CanaryPolicy's fields), and
-    record the decision in `audit_log`, with the business impact when `value_per_success` is set. With `apply`, inside a cluster, patch the InferenceService.
-    Run it on a schedule: every decision stays valid however often it is taken."""
+    record the decision in `audit_log`, with the business impact when `value_per_success` is set.
+    With `apply`, inside a cluster, patch the InferenceService. Run it on a schedule: every
+    decision stays valid however often it is taken."""
     import os
 
     from flowline.ab_testing import CanaryPolicy

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
-from flowline.storage import S3Location, StorageError, is_s3, s3_client
+from flowline.storage import S3Location, StorageError, is_s3, read_object, s3_client
 
 ACTOR_ENV = "FLOWLINE_ACTOR"
 AUDIT_FILE = "audit.jsonl"
@@ -103,12 +103,7 @@ def _object_keys(client, location: S3Location) -> list[str]:
 
 
 def _read_object(client, location: S3Location, key: str) -> str:
-    response = client.get_object(location.bucket, key)
-    try:
-        return response.read().decode("utf-8")
-    finally:
-        response.close()
-        response.release_conn()
+    return read_object(client, location.bucket, key).decode("utf-8")
 
 
 def _create_if_absent(client, location: S3Location, key: str, text: str) -> bool:

@@ -55,6 +55,10 @@ class S3Location:
     def key(self, name: str) -> str:
         return f"{self.prefix}/{name}" if self.prefix else name
 
+    def uri(self, name: str) -> str:
+        """The s3:// URI of `name` under this prefix."""
+        return f"{SCHEME}{self.bucket}/{self.key(name)}"
+
     def __str__(self) -> str:
         return f"{SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{self.bucket}"
 
@@ -65,19 +69,15 @@ def is_s3(location: object) -> bool:
 
 def secret_credentials(secret: str, kubeconfig: Optional[str] = None) -> dict[str, str]:
     """{"access_key", "secret_key", and "endpoint" if annotated} from the Secret NAMESPACE/NAME."""
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.client.rest import ApiException
+
+    from flowline.components.deploy.cluster import api_client
 
     namespace, _, name = secret.partition("/")
     if not (namespace and name):
         raise StorageError(f"${SECRET_ENV} {secret!r}: give NAMESPACE/NAME")
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
-        config.load_incluster_config(client_configuration=configuration)
-        api = client.CoreV1Api(client.ApiClient(configuration))
-    else:
-        # $KUBECONFIG as it is now: the kubernetes client reads it once, on import
-        api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig or os.environ.get("KUBECONFIG")))
+    api = client.CoreV1Api(api_client(kubeconfig))
     try:
         found = api.read_namespaced_secret(name, namespace)
     except ApiException as error:
@@ -131,31 +131,37 @@ def explained_errors(uri: str) -> Iterator[None]:
         raise StorageError(f"object storage cannot be reached for {uri}: {error}") from None
 
 
-def upload_file(path: str | Path, uri: str) -> str:
-    """Put a local file at `uri` (s3://bucket/key), in parts above 5 MiB; return the object's ETag."""
+def read_object(client, bucket: str, key: str) -> bytes:
+    """The whole object, its connection released."""
+    response = client.get_object(bucket, key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def upload_file(path: str | Path, uri: str, client=None) -> str:
+    """Put a local file at `uri` (s3://bucket/key), in parts above 5 MiB; return the object's ETag.
+    `client`: a minio client to reuse across many objects (default: a new one, `s3_client()`)."""
     location = S3Location.parse(uri)
     with explained_errors(uri):
-        client = s3_client()
+        client = client or s3_client()
         client.fput_object(location.bucket, location.prefix, str(path), part_size=PART_SIZE)
         # as stored: a multipart upload's ETag ends in -PARTS (minio's result lacks it for some servers)
         return client.stat_object(location.bucket, location.prefix).etag
 
 
-def download_file(uri: str, path: str | Path) -> Path:
-    """Get the object at `uri` into a local file."""
+def download_file(uri: str, path: str | Path, client=None) -> Path:
+    """Get the object at `uri` into a local file (`client` as for upload_file)."""
     location = S3Location.parse(uri)
     with explained_errors(uri):
-        s3_client().fget_object(location.bucket, location.prefix, str(path))
+        (client or s3_client()).fget_object(location.bucket, location.prefix, str(path))
     return Path(path)
 
 
-def read_bytes(uri: str) -> bytes:
-    """The whole object at `uri`."""
+def read_bytes(uri: str, client=None) -> bytes:
+    """The whole object at `uri` (`client` as for upload_file)."""
     location = S3Location.parse(uri)
     with explained_errors(uri):
-        response = s3_client().get_object(location.bucket, location.prefix)
-        try:
-            return response.read()
-        finally:
-            response.close()
-            response.release_conn()
+        return read_object(client or s3_client(), location.bucket, location.prefix)

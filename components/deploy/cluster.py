@@ -21,15 +21,22 @@ def kubeconfig_available(kubeconfig: Optional[str] = None) -> bool:
     return bool(os.environ.get(IN_CLUSTER_ENV)) or any(c and Path(c).is_file() for c in candidates)
 
 
-def _custom_objects(kubeconfig: Optional[str]):
-    """A CustomObjectsApi for the given kubeconfig, else the pod's service account, else the default kubeconfig."""
+def api_client(kubeconfig: Optional[str] = None):
+    """A kubernetes ApiClient for the given kubeconfig, else the pod's service account, else the default
+    kubeconfig ($KUBECONFIG as it is now: the kubernetes client reads it only once, on import)."""
     from kubernetes import client, config
 
     if kubeconfig is None and os.environ.get(IN_CLUSTER_ENV):
         configuration = client.Configuration()
         config.load_incluster_config(client_configuration=configuration)
-        return client.CustomObjectsApi(client.ApiClient(configuration))
-    return client.CustomObjectsApi(config.new_client_from_config(config_file=kubeconfig))
+        return client.ApiClient(configuration)
+    return config.new_client_from_config(config_file=kubeconfig or os.environ.get("KUBECONFIG"))
+
+
+def _custom_objects(kubeconfig: Optional[str]):
+    from kubernetes import client
+
+    return client.CustomObjectsApi(api_client(kubeconfig))
 
 
 def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, canary_percent: int = 10) -> str:

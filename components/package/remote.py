@@ -30,18 +30,15 @@ def cache_root() -> Path:
 def upload_package(package_dir: str | Path, uri: str) -> dict:
     """Verify the package, then put its files under `uri` (s3://bucket/prefix), the manifest last."""
     manifest = verify(package_dir)
-    location = storage.S3Location.parse(uri)
-    for name in sorted(manifest["files"]):
-        storage.upload_file(Path(package_dir) / name, f"{storage.SCHEME}{location.bucket}/{location.key(name)}")
-    storage.upload_file(Path(package_dir) / MANIFEST_FILE,
-                        f"{storage.SCHEME}{location.bucket}/{location.key(MANIFEST_FILE)}")
+    location, client = storage.S3Location.parse(uri), storage.s3_client()
+    for name in [*sorted(manifest["files"]), MANIFEST_FILE]:
+        storage.upload_file(Path(package_dir) / name, location.uri(name), client)
     return manifest
 
 
-def manifest_at(uri: str) -> dict:
+def manifest_at(uri: str, client=None) -> dict:
     """The manifest of the package stored under `uri`."""
-    location = storage.S3Location.parse(uri)
-    text = storage.read_bytes(f"{storage.SCHEME}{location.bucket}/{location.key(MANIFEST_FILE)}")
+    text = storage.read_bytes(storage.S3Location.parse(uri).uri(MANIFEST_FILE), client)
     try:
         return json.loads(text)
     except ValueError as error:
@@ -50,8 +47,8 @@ def manifest_at(uri: str) -> dict:
 
 def download_package(uri: str, cache: str | Path | None = None) -> Path:
     """A verified local copy of the package under `uri`; PackageError if any file does not match."""
-    location = storage.S3Location.parse(uri)
-    manifest = manifest_at(uri)
+    location, client = storage.S3Location.parse(uri), storage.s3_client()
+    manifest = manifest_at(uri, client)
     root = Path(cache or cache_root())
     target = root / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{manifest.get('version', 'unversioned')}"
     if target.is_dir():
@@ -65,7 +62,7 @@ def download_package(uri: str, cache: str | Path | None = None) -> Path:
     try:
         for name in [*manifest.get("files", {}), MANIFEST_FILE]:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
-            storage.download_file(f"{storage.SCHEME}{location.bucket}/{location.key(name)}", staging / name)
+            storage.download_file(location.uri(name), staging / name, client)
         try:
             verify(staging)
         except PackageError as error:

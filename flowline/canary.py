@@ -114,7 +114,7 @@ def arms_from_prometheus(prometheus_url: str, model_name: str, timeout: float = 
     p99 = _query(prometheus_url, "histogram_quantile(0.99, sum by (model_version, le) "
                                  f"(flowline_request_latency_seconds_bucket{{{selector}}}))", timeout)
     arms = {}
-    for arm, version in (("champion", champion), ("canary", canary)):
+    for arm, version in zip(ARMS, (champion, canary)):
         served, failed = round(answered.get(version, 0)), round(errors.get(version, 0))
         latency = p99.get(version, 0.0)
         arms[arm] = ArmOutcomes(requests=served + failed, errors=failed, successes=round(successes.get(version, 0)),

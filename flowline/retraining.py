@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from flowline import audit
+from flowline.storage import is_s3
 
 MODES = ("off", "local", "kfp")
 DEFAULT_COOLDOWN_S = 6 * 3600
@@ -28,7 +29,8 @@ DEFAULT_COOLDOWN_S = 6 * 3600
 
 @dataclass
 class RetrainingAction:
-    """What to do on drift. `use_case` is a built-in name or a use-case YAML path."""
+    """What to do on drift. `use_case` is a built-in name or a use-case YAML path; "" retrains the
+    monitored model's use case, by its name."""
 
     mode: str
     use_case: str
@@ -63,29 +65,30 @@ class RetrainingAction:
         if reason:
             return {"action": self.mode, "started": False, "reason": reason}
         drifted = sorted(p_values, key=p_values.get)[:3]
-        started = self._start_local() if self.mode == "local" else self._start_kfp()
+        use_case = self.use_case or monitored
+        started = self._start_local(use_case) if self.mode == "local" else self._start_kfp(use_case)
         self._started_at = time.monotonic()
         audit.append(self.audit_log, "retraining_triggered", {
             "use_case": monitored, "model_version": model_version, "action": self.mode, **started,
             "lowest_p_values": {name: p_values[name] for name in drifted}})
         return {"action": self.mode, "started": True, **started}
 
-    def _start_local(self) -> dict:
+    def _start_local(self, use_case: str) -> dict:
         log = Path(self.runs_dir) / "retraining.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "flowline.pipelines.cli", "run", self.use_case, "--runs-dir", self.runs_dir]
+        command = [sys.executable, "-m", "flowline.pipelines.cli", "run", use_case, "--runs-dir", self.runs_dir]
         if self.trials:
             command += ["--trials", str(self.trials)]
         with open(log, "a") as output:
             self._process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
         return {"pid": self._process.pid, "command": command, "log": str(log)}
 
-    def _start_kfp(self) -> dict:
+    def _start_kfp(self, use_case: str) -> dict:
         from flowline.pipelines.submission import submit
         from flowline.pipelines.use_case import load_use_case
 
         parameters = {"trials": self.trials} if self.trials else {}
-        if self.audit_log.startswith("s3://"):
+        if is_s3(self.audit_log):
             parameters["audit_log"] = self.audit_log
-        submitted = submit(load_use_case(self.use_case), self.kfp_host, self.experiment or None, parameters=parameters)
+        submitted = submit(load_use_case(use_case), self.kfp_host, self.experiment or None, parameters=parameters)
         return {"run_id": submitted["run_id"], "experiment_id": submitted["experiment_id"]}

@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         from flowline.audit import AUDIT_FILE
 
         retraining = RetrainingAction(
-            args.on_drift, args.retrain_use_case or DriftPackage.load(path).use_case.name,
+            args.on_drift, args.retrain_use_case or "",
             args.audit_log or str(Path(args.runs_dir) / AUDIT_FILE), args.runs_dir, args.retrain_trials, args.kfp_host,
             args.experiment, args.retrain_cooldown)
     serve([DriftMonitor(name, path, retraining)], args.host, args.port, args.access_log)

@@ -1,22 +1,37 @@
-# The flowline image: every pipeline component and the serving runtime run in it.
-# Build from the repository root: docker build -t ghcr.io/flowline-ml/flowline:0.1.0 .
-FROM python:3.11-slim
+# The flowline image: every pipeline step, both ServingRuntimes and the Katib trials run in it.
+# Build with `make image` (see the README, "Running on a cluster"), or by hand from the repository root:
+#   podman build -t ghcr.io/flowline-ml/flowline:0.1.0 .
+# BASE is any Debian-like image with Python 3.11 whose `python` and `pip` are on PATH. The tests build
+# one from Debian packages with mmdebstrap (tests/tools/build-base.sh), so no registry is needed.
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
+# Pods run as uid 1000 under a read-only root filesystem with a writable /tmp: every cache a library
+# writes must live there (numba, imported by alibi-detect, dies at import without a writable cache).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    XDG_CACHE_HOME=/tmp/cache
 
 WORKDIR /opt/flowline
 
-# libgomp1: XGBoost's OpenMP runtime. Dependencies first, so code changes reuse this layer.
-RUN apt-get update \
+# libgomp1: XGBoost's OpenMP runtime (a Debian-made base already has it).
+RUN ldconfig -p | grep -q libgomp.so.1 || (apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/*
-COPY requirements/constraints.txt requirements/constraints.txt
-RUN pip install -r requirements/constraints.txt
+    && rm -rf /var/lib/apt/lists/*)
 
-COPY setup.cfg pyproject.toml README.md ./
+# Dependencies first, so a code change reuses this layer: the runtime requirements of setup.cfg,
+# at the versions pinned in requirements/constraints.txt (test extras stay out of the image).
+COPY requirements/constraints.txt requirements/constraints.txt
+COPY setup.cfg pyproject.toml ./
+RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+print(c['options']['install_requires'])" > requirements/runtime.txt \
+    && pip install -c requirements/constraints.txt -r requirements/runtime.txt
+
+COPY README.md ./
 COPY flowline flowline
 COPY components components
 COPY pipelines pipelines
@@ -24,7 +39,7 @@ COPY inference_services inference_services
 COPY katib_experiments katib_experiments
 RUN pip install --no-deps . && flowline --version
 
-# Non-root, matching the pods' securityContext (runAsNonRoot, readOnlyRootFilesystem).
+# Non-root, matching the pods' securityContext (runAsUser 1000, runAsNonRoot, readOnlyRootFilesystem).
 RUN useradd --uid 1000 --create-home flowline
 USER 1000
 # In the container the model server listens on every interface (locally it defaults to 127.0.0.1).

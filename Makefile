@@ -19,7 +19,18 @@ PROMETHEUS := build/tools/usr/bin/prometheus
 # Ceph (monitor, OSD, RADOS Gateway) from Debian's packages, unpacked: the tests' real S3 server.
 CEPH := build/tools/ceph
 
-.PHONY: install install-test tools demo test bench compile katib clean help
+# The flowline image, built with podman on a base made from Debian packages (no registry needed).
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' flowline/__init__.py)
+IMAGE ?= ghcr.io/flowline-ml/flowline:$(VERSION)
+# Bump the tag when the base's recipe changes: an existing base is reused, not rebuilt.
+BASE_IMAGE ?= localhost/flowline-base:bookworm-py311-1
+DEBIAN_MIRROR ?= http://deb.debian.org/debian
+# On these machines HTTPS goes through a proxy with its own CA: the build's pip step sees the host's bundle.
+BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
+CONTAINERS_CONF_FILE := build/containers/containers.conf
+PODMAN := CONTAINERS_CONF=$(abspath $(CONTAINERS_CONF_FILE)) podman
+
+.PHONY: install install-test tools container-tools demo test bench compile katib image base-image clean help
 
 help:
 	@echo "make demo     install, run churn locally, serve its package, send it a v2 and a v1 explain request"
@@ -29,6 +40,7 @@ help:
 	@echo "              an HTTP floor (build/bench/serving.json); about 35 minutes"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
+	@echo "make image    build the flowline image with podman, tagged $(IMAGE) (IMAGE=... to change it)"
 	@echo "make clean    remove .venv, build/ and runs/"
 
 $(VENV)/.installed: setup.cfg pyproject.toml $(CONSTRAINTS)
@@ -54,13 +66,45 @@ $(CEPH)/usr/bin/radosgw:
 # Tools the tests run: kubectl (with kustomize) for the manifests, promtool for the alert rules, Prometheus
 # for the canary controller's queries, headless Chromium (Debian's chromium) to render the HTML reports,
 # Ceph's gateway as an S3 server.
-tools: $(PROMTOOL) $(CEPH)/usr/bin/radosgw
+tools: $(PROMTOOL) $(CEPH)/usr/bin/radosgw container-tools
 	command -v kubectl >/dev/null 2>&1 || (apt-get update -qq && (apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client))
 	kubectl version --client
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	chromium --version
 
 install-test: $(VENV)/.installed-test
+
+# podman builds and runs the image, runc is its runtime here, mmdebstrap makes the base (Debian packages).
+container-tools:
+	command -v podman >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1 \
+	  || (apt-get update -qq && apt-get install -y -qq --no-install-recommends podman runc mmdebstrap uidmap)
+	podman --version
+
+# crun (podman's default) fails here on setrlimit and on the hybrid cgroup layout: use runc, and
+# ulimits no higher than this shell's hard limit (nproc above 32768 fails).
+$(CONTAINERS_CONF_FILE):
+	mkdir -p $(dir $@)
+	n=$$(ulimit -Hn); if [ "$$n" = unlimited ] || [ "$$n" -gt 1048576 ]; then n=1048576; fi; \
+	printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=32768:32768"]\n[engine]\nruntime = "runc"\n' \
+	  $$n $$n > $@
+
+# Debian bookworm minbase with Python 3.11 and a venv on PATH, so the Dockerfile's pip and python work as on
+# python:3.11-slim. Built once per BASE_IMAGE tag (about a minute), then reused.
+base-image: $(CONTAINERS_CONF_FILE)
+	$(PODMAN) image exists $(BASE_IMAGE) || ( mkdir -p build/containers && \
+	  mmdebstrap --quiet --variant=minbase --include=python3,python3-venv,libgomp1,ca-certificates \
+	    --customize-hook='chroot "$$1" python3 -m venv /opt/venv' bookworm build/containers/base.tar \
+	    "deb $(DEBIAN_MIRROR) bookworm main" "deb $(DEBIAN_MIRROR) bookworm-updates main" \
+	    "deb $(DEBIAN_MIRROR)-security bookworm-security main" </dev/null && \
+	  $(PODMAN) import --change 'ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+	    --change 'ENV VIRTUAL_ENV=/opt/venv' build/containers/base.tar $(BASE_IMAGE) && \
+	  rm build/containers/base.tar )
+
+# The dependency layer is cached by podman: a code-only rebuild takes seconds.
+image: base-image
+	$(PODMAN) build --build-arg BASE=$(BASE_IMAGE) $(if $(wildcard $(BUILD_CA)),-v $(BUILD_CA):/etc/ssl/certs/ca-certificates.crt:ro) \
+	  -t $(IMAGE) .
+	$(PODMAN) image inspect $(IMAGE) --format 'built $(IMAGE): {{.Size}} bytes'
 
 demo: install
 	$(BIN)/flowline run churn --summary runs/demo-summary.json

@@ -28,6 +28,10 @@ SECRET_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
 SECURE_ENV = "FLOWLINE_S3_SECURE"
 SECRET_ENV = "FLOWLINE_S3_SECRET"
 SECRET_ENDPOINT_ANNOTATION = "serving.kserve.io/s3-endpoint"
+# The Kubernetes Secret whose keys pipeline and Katib trial pods get as environment variables of the
+# same names (the variables above): the object store's endpoint and credentials.
+POD_SECRET = "flowline-s3"
+POD_SECRET_KEYS = (ENDPOINT_ENV, ACCESS_KEY_ENV, SECRET_KEY_ENV)
 SCHEME = "s3://"
 PART_SIZE = 5 * 1024 * 1024  # S3's smallest part: files above it are uploaded in parts
 MISSING_CODES = {"NoSuchKey", "NoSuchBucket", "NoSuchObject", "ResourceNotFound"}

@@ -32,6 +32,14 @@ def _add_use_case_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-case", dest="use_case_path", metavar="PATH", help="a use-case YAML file")
 
 
+def _add_cluster_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", help="where the cluster run reads the data: s3://BUCKET/KEY or an http(s) URL "
+                                         "(default: the use case's, when it is one of those)")
+    parser.add_argument("--upload-data", metavar="S3_PREFIX",
+                        help="upload the use case's local file (or --source's) to s3://BUCKET/PREFIX first, "
+                             "and read it from there")
+
+
 def _use_case(args: argparse.Namespace):
     from flowline.pipelines.use_case import load_use_case
 
@@ -55,12 +63,32 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summary["gates_passed"] else EXIT_GATE_FAILED
 
 
+def _cluster_source(args: argparse.Namespace, use_case) -> str:
+    """Where the cluster run reads the data: --source, or with --upload-data the use case's own file,
+    uploaded there first (a source already in object storage or at a URL is not uploaded)."""
+    from flowline.pipelines.use_case import REMOTE_PREFIXES
+
+    if not args.upload_data:
+        return args.source or ""
+    from flowline import storage
+    from flowline.components.ingest.contract import resolve_source
+
+    local = resolve_source(use_case, args.source or "")
+    if local.startswith(REMOTE_PREFIXES):
+        return local
+    destination = storage.S3Location.parse(args.upload_data).uri(Path(local).name)
+    storage.upload_file(local, destination)
+    print(f"uploaded {local} to {destination}")
+    return destination
+
+
 def _compile(args: argparse.Namespace) -> int:
     if args.image:
         os.environ["FLOWLINE_IMAGE"] = args.image  # read when the components are first imported
     from flowline.pipelines.template import compile_pipeline
 
-    compile_pipeline(_use_case(args), args.output)
+    use_case = _use_case(args)
+    compile_pipeline(use_case, args.output, source=_cluster_source(args, use_case))
     print(f"compiled: {args.output}")
     return 0
 
@@ -74,8 +102,10 @@ def _submit(args: argparse.Namespace) -> int:
         parameters = parse_parameters(args.param)
         if args.audit_log:
             parameters["audit_log"] = args.audit_log
-        submitted = submit(_use_case(args), args.host, args.experiment, args.schedule, parameters,
-                           not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"))
+        use_case = _use_case(args)
+        submitted = submit(use_case, args.host, args.experiment, args.schedule, parameters,
+                           not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"),
+                           _cluster_source(args, use_case))
     except SubmissionError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -338,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_use_case_arguments(compile_)
     compile_.add_argument("-o", "--output", required=True, help="the YAML file to write")
     compile_.add_argument("--image", help="component image (default: $FLOWLINE_IMAGE or the project image)")
+    _add_cluster_data_arguments(compile_)
     compile_.set_defaults(handler=_compile)
 
     submit = commands.add_parser(
@@ -355,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--no-cache", action="store_true", help="run every step, none from KFP's cache")
     submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user deployments)")
     submit.add_argument("--image", help="component image (default: $FLOWLINE_IMAGE or the project image)")
+    _add_cluster_data_arguments(submit)
     submit.set_defaults(handler=_submit)
 
     upload = commands.add_parser(

@@ -32,7 +32,8 @@ from flowline.components.run_outcome.component import run_outcome
 from flowline.components.split.component import split
 from flowline.components.train.component import train
 from flowline.components.tune.component import tune
-from flowline.pipelines.use_case import FAMILIES, UseCase
+from flowline import storage
+from flowline.pipelines.use_case import FAMILIES, UseCase, cluster_use_case
 
 # The families searched by tune steps; the MLP's architecture is searched by the nas step.
 TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")
@@ -64,7 +65,8 @@ RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "ba
 NOT_CACHED = {"ingest", "deploy", "run-outcome"}
 
 
-def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True) -> Callable:
+def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True,
+                   s3_secret: str = "") -> Callable:
     """Return the KFP pipeline for `use_case`.
 
     A transaction-log use case (`transactions`) gains a customer-rows step after ingest;
@@ -80,11 +82,18 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     its run, package and gate decision in the runs folder's log itself). With `exit_handler`
     (the compiled pipeline; kfp.local cannot run one), a last task records the run's outcome
     in `audit_log` and posts it to the Broker at `broker_url`, whether the steps succeeded or not.
+    With `s3_secret`, every task gets that Kubernetes Secret's keys (storage.POD_SECRET_KEYS) as environment
+    variables, through kfp-kubernetes' secret-as-env.
     """
     def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
         cpu, memory = RESOURCES[resources or name]
-        return (task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
+        task = (task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
                 .set_caching_options(caching and name not in NOT_CACHED))
+        if s3_secret:
+            from kfp import kubernetes
+
+            kubernetes.use_secret_as_env(task, s3_secret, {key: key for key in storage.POD_SECRET_KEYS})
+        return task
 
     raw_spec = use_case.model_dump_json()
     spec = customer_rows_use_case(use_case).model_dump_json() if use_case.transactions else raw_spec
@@ -174,8 +183,15 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     return pipeline
 
 
-def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True) -> None:
-    """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs (`caching` False: no step cached)."""
+def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, source: str = "") -> None:
+    """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs (`caching` False: no step cached).
+
+    The data is read where a pod can reach it, `source` or the use case's own (use_case.cluster_source):
+    compiling a use case whose data is only a file on this machine raises ClusterDataError. Every task
+    gets the object store's endpoint and credentials from the Secret storage.POD_SECRET.
+    """
     from kfp import compiler
 
-    compiler.Compiler().compile(build_pipeline(use_case, exit_handler=True, caching=caching), package_path=output_path)
+    pipeline = build_pipeline(cluster_use_case(use_case, source), exit_handler=True, caching=caching,
+                              s3_secret=storage.POD_SECRET)
+    compiler.Compiler().compile(pipeline, package_path=output_path)

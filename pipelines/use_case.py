@@ -416,3 +416,39 @@ def load_use_case(name_or_path: str | Path) -> UseCase:
 
 def built_in_use_cases() -> list[str]:
     return sorted(p.stem for p in USE_CASES_DIR.glob("*.yaml"))
+
+
+REMOTE_PREFIXES = ("s3://", "http://", "https://")
+
+
+class ClusterDataError(UseCaseError):
+    """A cluster run cannot reach the use case's data: it is a file on this machine."""
+
+
+def cluster_source(use_case: UseCase, source: str = "") -> str:
+    """Where a pod reads the use case's data: `source`, else the use case's path, else its registered
+    dataset's public URL, whichever comes first among those in object storage (s3://) or at an http(s) URL.
+
+    A pod has none of this machine's files and no data home, so a local path is never used: the error
+    says how to upload the file first.
+    """
+    from flowline.datasets import REGISTRY
+
+    if source and not source.startswith(REMOTE_PREFIXES):
+        raise ClusterDataError(f"source {source!r} is a local path, which a cluster run cannot read; upload it "
+                               f"(flowline upload {source} s3://BUCKET/KEY) and give the s3:// URI instead")
+    registered = REGISTRY[use_case.data.dataset].source if use_case.data.dataset in REGISTRY else ""
+    for candidate in (source, use_case.data.path or "", registered):
+        if candidate.startswith(REMOTE_PREFIXES):
+            return candidate
+    local = use_case.data.path or f"registered dataset {use_case.data.dataset!r}, a file in this machine's data home"
+    raise ClusterDataError(
+        f"use case {use_case.name!r} reads its data from {local}, which a cluster run cannot see. Upload it "
+        f"(flowline upload FILE s3://BUCKET/KEY) and give --source s3://BUCKET/KEY, or let the command upload it "
+        f"with --upload-data s3://BUCKET/PREFIX")
+
+
+def cluster_use_case(use_case: UseCase, source: str = "") -> UseCase:
+    """The use case as a compiled pipeline carries it: its data at `cluster_source`, no local path baked in."""
+    data = use_case.data.model_copy(update={"path": cluster_source(use_case, source), "dataset": None})
+    return use_case.model_copy(update={"data": data})

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from kfp import components
 
-from flowline import __version__
+from flowline import __version__, storage
 from flowline.pipelines.cli import main
 from flowline.pipelines import local_run
 from flowline.pipelines.template import NOT_CACHED, RESOURCES
@@ -26,6 +26,15 @@ def compiled(tmp_path_factory) -> Path:
     return path
 
 
+def pipeline_spec(path: Path) -> dict:
+    """The compiled file's first document; the second is the platform (Kubernetes) spec."""
+    return next(yaml.safe_load_all(path.read_text()))
+
+
+def platform_spec(path: Path) -> dict:
+    return list(yaml.safe_load_all(path.read_text()))[1]["platforms"]["kubernetes"]
+
+
 def steps_of(spec: dict) -> dict:
     """The pipeline's steps, inside the exit handler's group."""
     return spec["components"][f"comp-{EXIT_HANDLER}"]["dag"]["tasks"]
@@ -40,7 +49,7 @@ def test_the_kfp_sdk_loads_it_back(compiled: Path):
 
 
 def test_an_exit_handler_records_the_outcome_after_the_steps_whatever_it_was(compiled: Path):
-    spec = yaml.safe_load(compiled.read_text())
+    spec = pipeline_spec(compiled)
     assert sorted(steps_of(spec)) == sorted(STEPS)
     outcome = spec["root"]["dag"]["tasks"]["run-outcome"]
     assert outcome["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"  # runs after failures too
@@ -49,7 +58,7 @@ def test_an_exit_handler_records_the_outcome_after_the_steps_whatever_it_was(com
 
 
 def test_every_task_has_resources_a_retry_policy_caching_and_the_project_image(compiled: Path):
-    spec = yaml.safe_load(compiled.read_text())
+    spec = pipeline_spec(compiled)
     executors = spec["deploymentSpec"]["executors"]
     tasks = {**steps_of(spec), "run-outcome": spec["root"]["dag"]["tasks"]["run-outcome"]}
     assert len(tasks) == len(STEPS) + 1
@@ -73,7 +82,7 @@ def test_the_image_is_configurable(tmp_path: Path):
          "--image", "registry.example/flowline:rc1"],
         check=True, capture_output=True,
     )
-    images = {e["container"]["image"] for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()}
+    images = {e["container"]["image"] for e in pipeline_spec(path)["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/flowline:rc1"}
 
 
@@ -93,7 +102,7 @@ def test_naming_both_or_neither_use_case_is_a_usage_error(capsys):
 
 
 def test_one_tune_step_per_family_and_nas_feed_train(compiled: Path):
-    tasks = steps_of(yaml.safe_load(compiled.read_text()))
+    tasks = steps_of(pipeline_spec(compiled))
     families = {tasks[name]["inputs"]["parameters"]["family"]["runtimeValue"]["constant"] for name in
                 ("tune", "tune-2", "tune-3")}
     assert families == {"xgboost", "linear", "forest"}
@@ -118,3 +127,42 @@ def test_the_clv_and_fraud_pipelines_come_from_the_same_template(module, attribu
     # A transaction log gains the customer-rows step; every other step is the same.
     expected = STEPS[:1] + ["customer-rows"] + STEPS[1:] if name == "clv" else STEPS
     assert sorted(pipeline.pipeline_spec.root.dag.tasks) == sorted(expected)
+
+
+def test_every_task_gets_the_object_store_credentials_from_the_secret(compiled: Path):
+    executors = pipeline_spec(compiled)["deploymentSpec"]["executors"]
+    configs = platform_spec(compiled)["deploymentSpec"]["executors"]
+    assert set(configs) == set(executors)  # every step and the exit handler's task
+    for name, config in configs.items():
+        (secret,) = config["secretAsEnv"]
+        assert secret["secretName"] == storage.POD_SECRET, name
+        assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {
+            (key, key) for key in (storage.ENDPOINT_ENV, storage.ACCESS_KEY_ENV, storage.SECRET_KEY_ENV)}
+
+
+def test_the_compiled_pipeline_reads_remote_data_and_bakes_in_no_local_path(compiled: Path, data_home):
+    text = compiled.read_text()
+    assert str(data_home) not in text and '"dataset":null' in text
+    # A registered dataset with a public URL is read from it, as Katib trials already do.
+    assert '"path":"https://raw.githubusercontent.com/IBM/telco-customer-churn-on-icp4d/' in text
+
+
+def test_data_only_on_this_machine_is_refused_with_the_way_out(tmp_path: Path, capsys):
+    assert main(["compile", "clv", "-o", str(tmp_path / "clv.yaml")]) == 1
+    error = capsys.readouterr().err
+    assert "cdnow_master" in error and "cannot see" in error and "--upload-data s3://" in error
+    assert main(["compile", "churn", "-o", str(tmp_path / "x.yaml"), "--source", str(tmp_path / "local.csv")]) == 1
+    assert "is a local path" in capsys.readouterr().err
+    assert not (tmp_path / "clv.yaml").exists() and not (tmp_path / "x.yaml").exists()
+
+
+@pytest.mark.xdist_group("s3")
+def test_upload_data_puts_the_file_in_object_storage_and_compiles_against_it(s3_bucket, data_home, tmp_path: Path,
+                                                                             capsys):
+    path = tmp_path / "clv.yaml"
+    assert main(["compile", "clv", "-o", str(path), "--upload-data", f"s3://{s3_bucket}/datasets"]) == 0
+    uploaded = f"s3://{s3_bucket}/datasets/cdnow_master.txt"
+    assert f"uploaded {data_home / 'cdnow_master.txt'} to {uploaded}" in capsys.readouterr().out
+    assert storage.read_bytes(uploaded) == (data_home / "cdnow_master.txt").read_bytes()
+    text = path.read_text()
+    assert f'"path":"{uploaded}"' in text and str(data_home) not in text

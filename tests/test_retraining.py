@@ -18,7 +18,7 @@ def test_drift_submits_one_kfp_run_records_it_and_waits_out_the_cooldown(tmp_pat
     started = action.on_drift("churn", "v1", P_VALUES)
     assert started == {"action": "kfp", "started": True, "run_id": "run-1", "experiment_id": "exp-new"}
     (run,) = [r["body"] for r in api.requests if r["method"] == "POST" and r["path"] == f"{KFP_API}/runs"]
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "flowline-churn"
+    assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "flowline-churn"
     assert run["runtime_config"]["parameters"] == {"trials": 5}
     again = action.on_drift("churn", "v1", P_VALUES)
     assert again["started"] is False and "less than 3600 s ago" in again["reason"]

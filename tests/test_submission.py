@@ -20,8 +20,11 @@ def test_a_run_is_the_compiled_pipeline_with_its_arguments_in_a_new_experiment(c
     assert posted(api, "experiments")["display_name"] == "flowline-churn"
     run = posted(api, "runs")
     assert run["experiment_id"] == "exp-new" and run["display_name"] == "flowline-churn"
-    spec = run["pipeline_spec"]
+    # With Kubernetes settings, kfp.Client sends the pipeline and its platform spec side by side.
+    spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
     assert spec["pipelineInfo"]["name"] == "flowline-churn"
+    ingest = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-ingest"]
+    assert ingest["secretAsEnv"][0]["secretName"] == "flowline-s3"
     assert sorted(spec["root"]["dag"]["tasks"]) == ["exit-handler-1", "run-outcome"]  # the compiled, cluster form
     assert run["runtime_config"]["parameters"] == {
         "trials": 12, "champion": "s3://m/churn/v1", "audit_log": "s3://flowline-audit/churn"}
@@ -41,7 +44,7 @@ def test_a_schedule_makes_a_recurring_run_in_the_existing_experiment():
     assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
     assert recurring["max_concurrency"] == "1" or recurring["max_concurrency"] == 1
     assert recurring["no_catchup"] is True
-    tasks = recurring["pipeline_spec"]["components"]["comp-exit-handler-1"]["dag"]["tasks"]
+    tasks = recurring["pipeline_spec"]["pipeline_spec"]["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert tasks["split"]["cachingOptions"] == {"enableCache": True}  # the compiled choices stay
 
 

@@ -42,8 +42,12 @@ def run_local(
     verbose: bool = False,
     champion: str | Path | None = None,
     tuning_backend: str = "",
+    runner: object | None = None,
 ) -> dict:
-    """Run the pipeline with kfp.local's SubprocessRunner in a new run folder; return the summary.
+    """Run the pipeline through kfp.local in a new run folder; return the summary.
+
+    Each step runs in this Python environment (kfp.local's SubprocessRunner), or with `runner`,
+    for example kfp.local's DockerRunner, in the flowline image.
 
     `champion` is the package the new model must beat: by default the newest package of
     the same use case under `runs_dir` that was promoted (if any); "" compares with none.
@@ -66,7 +70,8 @@ def run_local(
     print(f"flowline: run folder {run_dir}")
     print(f"flowline: champion {champion or 'none'}")
     print(f"flowline: full log {run_dir / 'run.log'}")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir), raise_on_error=True)
+    local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir),
+               raise_on_error=True)
     pipeline = build_pipeline(use_case)
     audit_log = Path(runs_dir).resolve() / audit.AUDIT_FILE
     run = {"use_case": use_case.name, "run_dir": str(run_dir), "source": source or "(the use case's)",
@@ -74,14 +79,16 @@ def run_local(
     with open(run_dir / "run.log", "w") as log, warnings.catch_warnings():
         # kfp.local warns about any image without "python" in its name; the flowline image has Python.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
+        progress = ProgressStream(log, sys.stdout, steps, verbose)
         try:
-            with contextlib.redirect_stdout(ProgressStream(log, sys.stdout, steps, verbose)):
+            with contextlib.redirect_stdout(progress):
                 outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))
         except RuntimeError as error:
             audit.append(audit_log, "pipeline_run", {**run, "outcome": "failed", "error": str(error)})
             raise
     package_dir = Path(outcome.output.path)
     summary = summarize(use_case, package_dir, run_dir, wall_seconds=time.monotonic() - started)
+    summary["step_seconds"] = progress.step_seconds
     record_run(audit_log, run, summary)
     summary["audit_log"] = str(audit_log)
     target = Path(summary_path) if summary_path else run_dir / "summary.json"

@@ -30,6 +30,7 @@ class ProgressStream(io.TextIOBase):
         self._task_lines: deque[str] = deque(maxlen=FAILURE_TAIL)
         self._task_started = 0.0
         self._started = 0
+        self.step_seconds: dict[str, float] = {}  # each finished step's wall time, in the order they ran
 
     def writable(self) -> bool:
         return True
@@ -58,6 +59,7 @@ class ProgressStream(io.TextIOBase):
         elif finished := FINISHED.search(line):
             name, status = finished.groups()
             seconds = time.monotonic() - self._task_started
+            self.step_seconds[name] = round(seconds, 2)
             self.terminal.write(f"      {name} {status.lower()} in {seconds:.1f} s\n")
             if status != "SUCCESS":
                 self.terminal.write(f"      last lines of {name}'s log:\n")

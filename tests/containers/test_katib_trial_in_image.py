@@ -1,0 +1,59 @@
+"""A Katib trial of the generated HPO and NAS Experiments, run in the image as its trialSpec says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowline.storage import POD_SECRET
+from pods import command_of, podman, podman_run_args, s3_environment
+
+pytestmark = [pytest.mark.xdist_group("containers"), pytest.mark.pipeline]
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "katib_experiments"
+# Katib's StdOut collector reads every line of this shape (its default metric filter) and keeps
+# the metrics the Experiment names.
+KATIB_METRIC_LINE = re.compile(r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)")
+
+
+def one_assignment(parameter: dict) -> str:
+    """A value inside the parameter's feasible space, as Katib's suggestion would substitute it."""
+    space = parameter["feasibleSpace"]
+    if "list" in space:
+        return space["list"][0]
+    low, high = float(space["min"]), float(space["max"])
+    if parameter["parameterType"] == "int":
+        return str(int((low + high) // 2))
+    return str(low + (high - low) / 3)
+
+
+@pytest.mark.parametrize("experiment", ["churn-xgboost-hpo", "churn-mlp-nas"])
+def test_a_trial_prints_the_objective_as_the_metrics_collector_reads_it(flowline_image, s3_server, telco_in_s3,
+                                                                        experiment):
+    spec = yaml.safe_load((EXPERIMENTS / f"{experiment}.yaml").read_text())["spec"]
+    pod = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == flowline_image
+    parameters = {p["name"]: p for p in spec["parameters"]}
+    assignment = {f"${{trialParameters.{t['name']}}}": one_assignment(parameters[t["reference"]])
+                  for t in spec["trialTemplate"]["trialParameters"]}
+    command = command_of(container, assignment)
+    assert not any("${trialParameters." in part for part in command)
+    # No internet here: the same file from the S3 server instead of its public URL.
+    command[command.index("--source") + 1] = telco_in_s3
+    volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    # The object store's Secret, as the trial pod's env takes it.
+    options = podman_run_args(container, volumes, f"{experiment}-trial", {POD_SECRET: s3_environment(s3_server)})
+    ran = podman("run", "--rm", "--network", "host", *options, flowline_image, *command, timeout=900, check=False)
+    assert ran.returncode == 0, ran.stderr[-4000:]
+    collector = spec["metricsCollectorSpec"]["collector"]["kind"]
+    assert collector == "StdOut"
+    lines = ran.stdout.strip().splitlines()
+    assert lines and all(KATIB_METRIC_LINE.fullmatch(line) for line in lines), lines
+    objective = spec["objective"]["objectiveMetricName"]
+    reported = {name: float(value) for name, value, *_ in (KATIB_METRIC_LINE.fullmatch(l).groups() for l in lines)}
+    assert set(reported) == {objective, *spec["objective"].get("additionalMetricNames", [])}
+    assert 0.6 < reported[objective] < 1 and reported["iterations"] >= 1

@@ -1,0 +1,39 @@
+"""The churn pipeline with every compiled task run in the flowline image, as pipeline pods run it."""
+
+from pathlib import Path
+
+import pytest
+
+from flowline.components.package.model_package import verify
+from flowline.pipelines.local_run import STEPS
+from pods import record
+
+pytestmark = [pytest.mark.xdist_group("containers"), pytest.mark.pipeline]
+
+
+def test_every_step_runs_in_the_image_and_gives_the_in_process_metrics(churn_in_image, churn_in_process):
+    # Every task ran, in a container, and the package it made verifies.
+    assert set(churn_in_image["step_seconds"]) == set(STEPS)
+    manifest = verify(churn_in_image["package"])
+    assert manifest["version"] == churn_in_image["package_version"]
+    # It read the data from the S3 server, the same bytes as the in-process run.
+    assert churn_in_image["dataset_sha256"] == churn_in_process["dataset_sha256"]
+    assert churn_in_image["rows"] == churn_in_process["rows"] == {"rows_in": 7043, "rows_kept": 7043,
+                                                                  "rows_quarantined": 0}
+    # Same seeds, same code, same pins: the same test metrics to 4 decimal places.
+    assert churn_in_image["metrics"].keys() == churn_in_process["metrics"].keys()
+    for name, value in churn_in_process["metrics"].items():
+        assert round(churn_in_image["metrics"][name], 4) == round(value, 4), name
+    assert churn_in_image["model"]["members"] == churn_in_process["model"]["members"]
+    record("step_seconds", {"in_image": churn_in_image["step_seconds"],
+                            "in_process": churn_in_process["step_seconds"],
+                            "wall_seconds": {"in_image": churn_in_image["wall_seconds"],
+                                             "in_process": churn_in_process["wall_seconds"]}})
+
+
+def test_the_steps_ran_as_uid_1000_under_a_read_only_root(churn_in_image):
+    # Files a step wrote belong to the pod's user, not to root: the steps ran as uid 1000.
+    run_dir = Path(churn_in_image["run_dir"])
+    written = [path for path in run_dir.rglob("*") if path.is_file() and path.name != "run.log"
+               and not path.name.startswith("executor")]
+    assert written and {path.stat().st_uid for path in (run_dir.rglob("model_package/manifest.json"))} == {1000}

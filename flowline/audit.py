@@ -296,7 +296,8 @@ def _append_object(location: S3Location, action: str, what: Mapping[str, Any], a
             record = _next_record(last, action, what, actor, key)
             if _create_if_absent(client, location, _object_name(location, record["seq"]), _encoded(record)):
                 # Heads are the same bytes whoever writes them, so losing this race is fine.
-                _create_if_absent(client, location, _head_name(location, record["seq"]), _encoded(_head_of(record, key)))
+                head = _head_of(record, key)
+                _create_if_absent(client, location, _head_name(location, record["seq"]), _encoded(head))
                 return record
     except S3Error as error:
         raise StorageError(f"audit log {location}: {error.code}: {error.message}") from None

@@ -223,7 +223,8 @@ def _audit_verify(args: argparse.Namespace) -> int:
     except audit.AuditError as error:
         print(f"audit log TAMPERED: {error}")
         return EXIT_ERROR
-    signed = f"signed ({audit.KEY_ENV})" if os.environ.get(audit.KEY_ENV) else "UNSIGNED: tamper-evident against accidents only"
+    signed = (f"signed ({audit.KEY_ENV})" if os.environ.get(audit.KEY_ENV)
+              else "UNSIGNED: tamper-evident against accidents only")
     print(f"audit log intact: {args.log}, {len(records)} records, last hash {records[-1]['hash'][:16]}, {signed}")
     return 0
 

@@ -10,7 +10,8 @@ import pytest
 
 from flowline.pipelines.use_case import built_in_use_cases
 
-from manifest_helpers import KUSTOMIZE, NAMESPACE, TARGETS, Doc, containers, crd_errors, crds_dir, find, one, pod_specs, render
+from manifest_helpers import (KUSTOMIZE, NAMESPACE, TARGETS, Doc, containers, crd_errors, crds_dir, find, one,
+                              pod_specs, render)
 
 CREDENTIAL_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
 # The volume types the restricted Pod Security Standard allows.
@@ -89,7 +90,8 @@ def pods(doc: Doc) -> Iterator[tuple[str, Doc, list[Doc]]]:
         for component in ("predictor", "transformer", "explainer"):
             part = doc["spec"].get(component)
             if part is not None:
-                yield f"{name} {component}", part, [part[k] for k in ("model",) if k in part] + part.get("containers", [])
+                model = [part["model"]] if "model" in part else []
+                yield f"{name} {component}", part, model + part.get("containers", [])
 
 
 def restricted_problems(pod: Doc, pod_containers: list[Doc]) -> list[str]:
@@ -103,13 +105,13 @@ def restricted_problems(pod: Doc, pod_containers: list[Doc]) -> list[str]:
     for container in pod_containers:
         context = container.get("securityContext", {})
         capabilities = context.get("capabilities", {})
+        seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {})).get("type")
         wanted = {
             "not privileged": not context.get("privileged"),
             "allowPrivilegeEscalation false": context.get("allowPrivilegeEscalation") is False,
             "runAsNonRoot": context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True,
             "runAsUser not 0": context.get("runAsUser", pod_context.get("runAsUser")) != 0,
-            "seccompProfile RuntimeDefault or Localhost":
-                context.get("seccompProfile", pod_context.get("seccompProfile", {})).get("type") in ("RuntimeDefault", "Localhost"),
+            "seccompProfile RuntimeDefault or Localhost": seccomp in ("RuntimeDefault", "Localhost"),
             "capabilities drop ALL": "ALL" in capabilities.get("drop", []),
             "capabilities add at most NET_BIND_SERVICE": set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"},
             "no hostPort": not any(port.get("hostPort") for port in container.get("ports", [])),
@@ -147,7 +149,8 @@ def test_the_restricted_check_can_fail() -> None:
         "hostNetwork", "volume host: hostPath", "kserve-container: seccompProfile RuntimeDefault or Localhost",
         "kserve-container: capabilities add at most NET_BIND_SERVICE", "kserve-container: no hostPort"]
     runtime["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}  # pod level counts too
-    assert "kserve-container: seccompProfile RuntimeDefault or Localhost" not in restricted_problems(runtime, [container])
+    assert "kserve-container: seccompProfile RuntimeDefault or Localhost" not in restricted_problems(runtime,
+                                                                                                     [container])
 
 
 def test_inference_graphs_have_no_security_context_field_so_the_cluster_hardens_their_routers() -> None:

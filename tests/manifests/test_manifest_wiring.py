@@ -192,7 +192,9 @@ def test_every_pod_is_denied_by_default_and_namespaces_are_matched_by_name(base:
     for policy in policies:
         for rule in policy["spec"].get("ingress", []) + policy["spec"].get("egress", []):
             for peer in rule.get("from", []) + rule.get("to", []):
-                assert "ipBlock" in peer or list(peer["namespaceSelector"]["matchLabels"]) == ["kubernetes.io/metadata.name"]
+                by_name = "namespaceSelector" in peer and \
+                    list(peer["namespaceSelector"]["matchLabels"]) == ["kubernetes.io/metadata.name"]
+                assert by_name or list(peer) == ["ipBlock"], peer
 
 
 def open_rules(policy: Doc) -> list[str]:

@@ -3,21 +3,34 @@
 Each record is one JSON object: its number (`seq`, from 1), when (`at`, UTC), who
 (`actor`: $FLOWLINE_ACTOR, else user@host), the `action` (pipeline_run, package,
 gate_decision, deployment, promotion, rollback, erasure, ...), `what` it concerned,
-`previous` (the hash of the record before; zeros for the first) and its own `hash`
-(sha256 of the record without it).
+`previous` (the hash of the record before; zeros for the first), its own `hash`
+(sha256 of the record without `hash` and `signature`) and, when the writer holds the key
+$FLOWLINE_AUDIT_KEY (from a Kubernetes Secret on a cluster), a `signature`: HMAC-SHA256 of
+its number and hash under that key. Without the key, recomputing the hashes after an edit
+gives a chain that verifies: the log then only shows accidents, and both `append` and
+`verify` warn so.
+
+The chain's end is anchored outside the log, in a head: the last record's number and
+hash (signed, under another label than records, so a record's signature cannot stand in
+for it). Cutting records off the end, or adding one after it, no longer matches the head.
 
 It lives in one of two places, with the same records and the same checks:
 - locally, a JSONL file (`runs/audit.jsonl`), one record per line, appended under a
-  file lock;
+  file lock, with its head beside it (`runs/audit.jsonl.head`, replaced atomically);
 - on a cluster, object storage: `s3://bucket/prefix` holds one object per record,
-  `<seq, 12 digits>.json`, each created only if absent (a conditional PUT,
-  `If-None-Match: *`), so no writer can overwrite a record, and two writers racing for
-  the same number cannot both win: the loser reads the new end and tries again.
+  `<seq, 12 digits>.json`, and one head per record, `heads/<seq, 12 digits>.json` (the
+  newest is the head), each created only if absent (a conditional PUT,
+  `If-None-Match: *`), so no writer overwrites a record, and two writers racing for the
+  same number cannot both win: the loser reads the new end and tries again. In a bucket
+  with versioning, an overwritten or deleted record leaves a version behind, and `verify`
+  names it; object lock (a default retention on the bucket) makes deleting it impossible.
 
-`verify` walks the chain: an edited record no longer matches its hash, a removed or
-reordered one breaks the numbering and the link to the one before. It names the first
-bad line (or object). (Cutting records off the end leaves a valid, shorter chain: keep
-a copy of the last hash elsewhere to detect that.)
+`verify` walks the chain: an edited record no longer matches its hash or signature, a
+removed or reordered one breaks the numbering and the link to the one before, and the
+end must match the head. It names the first bad line (or object). A writer that stopped
+between a record and its head leaves the log one record past its head: the next `append`
+writes that head (the record must chain to the head and carry a valid signature), and
+until then `verify` reports it.
 """
 
 from __future__ import annotations
@@ -25,23 +38,35 @@ from __future__ import annotations
 import fcntl
 import getpass
 import hashlib
+import hmac
 import json
 import os
 import socket
+import tempfile
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from flowline.storage import S3Location, StorageError, is_s3, read_object, s3_client
 
 ACTOR_ENV = "FLOWLINE_ACTOR"
+KEY_ENV = "FLOWLINE_AUDIT_KEY"
 AUDIT_FILE = "audit.jsonl"
+HEAD_SUFFIX = ".head"
+HEADS = "heads"  # object storage: the folder of heads under the log's prefix
 GENESIS = "0" * 64
 APPEND_ATTEMPTS = 20  # object storage: how often a writer that lost a race for the next number retries
+UNSIGNED = (f"${KEY_ENV} is not set: audit records are not signed, so the log only shows accidental edits; "
+            "anyone who can write it can edit it and recompute the hashes")
 
 
 class AuditError(ValueError):
     """The audit log is not an unbroken chain; the message names the first bad line."""
+
+
+class UnsignedAuditWarning(UserWarning):
+    """The log is written or checked without $FLOWLINE_AUDIT_KEY."""
 
 
 def current_actor() -> str:
@@ -49,14 +74,96 @@ def current_actor() -> str:
     return os.environ.get(ACTOR_ENV) or f"{getpass.getuser()}@{socket.gethostname()}"
 
 
+def audit_key() -> Optional[bytes]:
+    """The signing key, $FLOWLINE_AUDIT_KEY; None (with a warning) when it is not set."""
+    key = os.environ.get(KEY_ENV)
+    if not key:
+        warnings.warn(UNSIGNED, UnsignedAuditWarning, stacklevel=3)
+        return None
+    return key.encode("utf-8")
+
+
 def record_hash(record: Mapping[str, Any]) -> str:
-    """sha256 of the record's canonical JSON, without its own `hash`."""
-    body = {key: value for key, value in record.items() if key != "hash"}
+    """sha256 of the record's canonical JSON, without its own `hash` and `signature`."""
+    body = {key: value for key, value in record.items() if key not in ("hash", "signature")}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _signature(key: bytes, label: str, item: Mapping[str, Any]) -> str:
+    """HMAC-SHA256 of a record's or head's number and hash; the label keeps the two apart."""
+    return hmac.new(key, f"{label}:{item['seq']}:{item['hash']}".encode(), hashlib.sha256).hexdigest()
+
+
+def _signed(item: dict, label: str, key: Optional[bytes]) -> dict:
+    if key is not None:
+        item["signature"] = _signature(key, label, item)
+    return item
+
+
+def _check_signature(where: str, item: Mapping[str, Any], label: str, key: Optional[bytes]) -> None:
+    if key is None:
+        if "signature" in item:
+            raise AuditError(f"{where} is signed: set ${KEY_ENV} to check it and to write after it")
+        return
+    if "signature" not in item:
+        raise AuditError(f"{where} is not signed, but ${KEY_ENV} is set: it was written without the key, "
+                         "or its signature was removed")
+    if not hmac.compare_digest(str(item["signature"]), _signature(key, label, item)):
+        raise AuditError(f"{where}: its signature does not match ${KEY_ENV}: it was forged, or signed with another key")
+
+
+def _head_of(record: Mapping[str, Any], key: Optional[bytes]) -> dict:
+    return _signed({"seq": record["seq"], "hash": record["hash"]}, "head", key)
+
+
+def _parse(where: str, text: str, fields: set[str]) -> dict:
+    """One JSON object holding `fields`, or an AuditError naming where it came from."""
+    try:
+        item = json.loads(text)
+    except json.JSONDecodeError:
+        raise AuditError(f"{where} is not a JSON record") from None
+    if not isinstance(item, dict) or not fields <= set(item):
+        raise AuditError(f"{where} is not an audit record")
+    return item
+
+
+def _check_record(where: str, record: Mapping[str, Any], key: Optional[bytes]) -> None:
+    if record["hash"] != record_hash(record):
+        raise AuditError(f"{where} was edited: its content does not match its hash")
+    _check_signature(where, record, "record", key)
+
+
+def _check_end(last: Optional[dict], head: Optional[dict], head_where: str, key: Optional[bytes]) -> None:
+    """The log must end at the record its head names."""
+    if last is None:
+        raise AuditError(f"{head_where} names record {head['seq']}, but the log holds none: its records were removed")
+    if head is None:
+        raise AuditError(f"{head_where} is missing, but the log holds records: records cut off its end "
+                         "could not be seen (it was removed, or the log was written before heads existed)")
+    _check_signature(head_where, head, "head", key)
+    if (head["seq"], head["hash"]) != (last["seq"], last["hash"]):
+        raise AuditError(f"{head_where} names record {head['seq']} ({head['hash'][:16]}) as the last, but the log "
+                         f"ends at record {last['seq']} ({last['hash'][:16]}): records were cut off its end, "
+                         "or written after it")
+
+
+def _head_to_repair(last: Optional[dict], last_where: str, head: Optional[dict], head_where: str,
+                    key: Optional[bytes]) -> Optional[dict]:
+    """Before an append: check the end of the log; return the head of its last record if a writer
+    stopped between writing that record and its head (so the next writer writes it), else None."""
+    if last is None and head is None:
+        return None
+    if last is not None:
+        _check_record(last_where, last, key)
+    if head is not None and last is not None and head["seq"] == last["seq"] - 1 and head["hash"] == last["previous"]:
+        _check_signature(head_where, head, "head", key)
+        return _head_of(last, key)
+    _check_end(last, head, head_where, key)
+    return None
+
+
 def _next_record(last: Optional[Mapping[str, Any]], action: str, what: Mapping[str, Any],
-                 actor: Optional[str]) -> dict:
+                 actor: Optional[str], key: Optional[bytes]) -> dict:
     record = {
         "seq": last["seq"] + 1 if last else 1,
         "at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
@@ -66,40 +173,82 @@ def _next_record(last: Optional[Mapping[str, Any]], action: str, what: Mapping[s
         "previous": last["hash"] if last else GENESIS,
     }
     record["hash"] = record_hash(record)
-    return record
+    return _signed(record, "record", key)
 
 
-def _encoded(record: Mapping[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True)
+def _encoded(item: Mapping[str, Any]) -> str:
+    return json.dumps(item, sort_keys=True)
 
 
 def append(log: str | Path, action: str, what: Mapping[str, Any], actor: Optional[str] = None) -> dict:
-    """Add one record at the end of the log (a file path, or s3://bucket/prefix), chained to the last one;
-    return it. Concurrent writers cannot fork the chain (a file lock; conditional creates in object storage)."""
+    """Add one record at the end of the log (a file path, or s3://bucket/prefix), chained to the last one and
+    signed with $FLOWLINE_AUDIT_KEY, then move the head to it; return it. Refuses a log that does not end at
+    its head. Concurrent writers cannot fork the chain (a file lock; conditional creates in object storage)."""
+    key = audit_key()
     if is_s3(str(log)):
-        return _append_object(S3Location.parse(str(log)), action, what, actor)
+        return _append_object(S3Location.parse(str(log)), action, what, actor, key)
     path = Path(log)
     path.parent.mkdir(parents=True, exist_ok=True)
+    head_path = head_file(path)
     with open(path, "a+", encoding="utf-8") as file:
         fcntl.flock(file, fcntl.LOCK_EX)
         file.seek(0)
         lines = file.read().splitlines()
-        record = _next_record(json.loads(lines[-1]) if lines else None, action, what, actor)
+        last_where = f"{path}: line {len(lines)}"
+        last = _parse(last_where, lines[-1], {"seq", "hash", "previous"}) if lines else None
+        _head_to_repair(last, last_where, _read_head_file(head_path), str(head_path), key)
+        record = _next_record(last, action, what, actor, key)
         file.seek(0, os.SEEK_END)
         file.write(_encoded(record) + "\n")
         file.flush()
         os.fsync(file.fileno())
+        _write_head_file(head_path, _head_of(record, key))
     return record
+
+
+def head_file(log: Path) -> Path:
+    """Where a log file's head lives: beside it, `<log>.head`."""
+    return log.with_name(log.name + HEAD_SUFFIX)
+
+
+def _read_head_file(path: Path) -> Optional[dict]:
+    return _parse(str(path), path.read_text(encoding="utf-8"), {"seq", "hash"}) if path.is_file() else None
+
+
+def _write_head_file(path: Path, head: Mapping[str, Any]) -> None:
+    """Replace the head atomically: a reader sees the old head or the new one, never half of one."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=path.name, delete=False, encoding="utf-8") as file:
+        file.write(_encoded(head) + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(file.name, path)
 
 
 def _object_name(location: S3Location, seq: int) -> str:
     return location.key(f"{seq:012d}.json")
 
 
-def _object_keys(client, location: S3Location) -> list[str]:
-    prefix = location.key("")
-    return sorted(item.object_name for item in client.list_objects(location.bucket, prefix=prefix)
-                  if item.object_name.endswith(".json"))
+def _head_name(location: S3Location, seq: int) -> str:
+    return location.key(f"{HEADS}/{seq:012d}.json")
+
+
+def _object_keys(client, location: S3Location) -> tuple[list[str], list[str]]:
+    """The record and head objects under the log's prefix, each sorted by number.
+
+    Lists every version, so that in a versioned bucket a record or head that was overwritten with other
+    content, or deleted (a delete marker), is an AuditError naming it."""
+    versions: dict[str, list] = {}
+    for item in client.list_objects(location.bucket, prefix=location.key(""), recursive=True, include_version=True):
+        if item.object_name.endswith(".json"):
+            versions.setdefault(item.object_name, []).append(item)
+    for name, items in sorted(versions.items()):
+        if any(item.is_delete_marker for item in items):
+            raise AuditError(f"{location.bucket}/{name} was deleted: the bucket keeps its versions")
+        if len({item.etag for item in items}) > 1:
+            raise AuditError(f"{location.bucket}/{name} was overwritten: the bucket keeps {len(items)} versions of it")
+    relative = {name: name.removeprefix(location.key("")) for name in versions}
+    return (sorted(name for name, rest in relative.items() if "/" not in rest),
+            sorted(name for name, rest in relative.items() if rest.startswith(f"{HEADS}/") and rest.count("/") == 1))
 
 
 def _read_object(client, location: S3Location, key: str) -> str:
@@ -123,16 +272,32 @@ def _create_if_absent(client, location: S3Location, key: str, text: str) -> bool
     return True
 
 
-def _append_object(location: S3Location, action: str, what: Mapping[str, Any], actor: Optional[str]) -> dict:
+def _read_last(client, location: S3Location, keys: list[str], fields: set[str]) -> tuple[Optional[dict], str]:
+    """The newest record (or head) and where it is."""
+    if not keys:
+        return None, f"{location.bucket}/{location.key(HEADS)}"
+    where = f"{location.bucket}/{keys[-1]}"
+    return _parse(where, _read_object(client, location, keys[-1]), fields), where
+
+
+def _append_object(location: S3Location, action: str, what: Mapping[str, Any], actor: Optional[str],
+                   key: Optional[bytes]) -> dict:
     from minio.error import S3Error
 
     client = s3_client()
     try:
         for _ in range(APPEND_ATTEMPTS):
-            keys = _object_keys(client, location)
-            last = json.loads(_read_object(client, location, keys[-1])) if keys else None
-            record = _next_record(last, action, what, actor)
+            records, heads = _object_keys(client, location)
+            last, last_where = _read_last(client, location, records, {"seq", "hash", "previous"})
+            head, head_where = _read_last(client, location, heads, {"seq", "hash"})
+            missing = _head_to_repair(last, last_where, head, head_where, key)
+            if missing is not None:
+                _create_if_absent(client, location, _head_name(location, missing["seq"]), _encoded(missing))
+            record = _next_record(last, action, what, actor, key)
             if _create_if_absent(client, location, _object_name(location, record["seq"]), _encoded(record)):
+                # Heads are the same bytes whoever writes them, so losing this race is fine.
+                head = _head_of(record, key)
+                _create_if_absent(client, location, _head_name(location, record["seq"]), _encoded(head))
                 return record
     except S3Error as error:
         raise StorageError(f"audit log {location}: {error.code}: {error.message}") from None
@@ -140,45 +305,48 @@ def _append_object(location: S3Location, action: str, what: Mapping[str, Any], a
                      "running; nothing was written")
 
 
-def _entries(log: str | Path) -> Iterator[tuple[str, str]]:
-    """(where, text) of every record in order: file lines, or objects by name."""
+def _read_log(log: str | Path) -> tuple[list[tuple[str, str]], Optional[dict], str]:
+    """(where, text) of every record in order (file lines, or objects by name), the head, and where it is."""
     if is_s3(str(log)):
         from minio.error import S3Error
 
         location = S3Location.parse(str(log))
         client = s3_client()
         try:
-            keys = _object_keys(client, location)
-            if not keys:
+            records, heads = _object_keys(client, location)
+            if not records and not heads:
                 raise AuditError(f"{location}: no audit log here")
-            for key in keys:
-                yield f"{location.bucket}/{key}", _read_object(client, location, key)
+            entries = [(f"{location.bucket}/{name}", _read_object(client, location, name)) for name in records]
+            head, head_where = _read_last(client, location, heads, {"seq", "hash"})
         except S3Error as error:
             raise StorageError(f"audit log {location}: {error.code}: {error.message}") from None
-        return
+        return entries, head, head_where
     path = Path(log)
     if not path.is_file():
         raise AuditError(f"{path}: no audit log here")
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        yield f"{path}: line {number}", line
+    with open(path, encoding="utf-8") as file:
+        fcntl.flock(file, fcntl.LOCK_SH)  # no writer between reading the records and the head
+        lines = file.read().splitlines()
+        head = _read_head_file(head_file(path))
+    return [(f"{path}: line {number}", line) for number, line in enumerate(lines, 1)], head, str(head_file(path))
 
 
 def verify(log: str | Path) -> list[dict]:
-    """Check the whole chain; return its records, or raise AuditError naming the first bad line (or object)."""
+    """Check the whole chain, every signature (with $FLOWLINE_AUDIT_KEY) and the head; return the records, or
+    raise AuditError naming the first bad line (or object). An empty log is an error: a log holds records."""
+    key = audit_key()
+    entries, head, head_where = _read_log(log)
+    if not entries and head is None:
+        raise AuditError(f"{log} is empty: an audit log holds at least one record")
     records, previous = [], GENESIS
-    for number, (where, text) in enumerate(_entries(log), 1):
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError:
-            raise AuditError(f"{where} is not a JSON record") from None
-        if not isinstance(record, dict) or not {"seq", "hash", "previous"} <= set(record):
-            raise AuditError(f"{where} is not an audit record")
-        if record["hash"] != record_hash(record):
-            raise AuditError(f"{where} was edited: its content does not match its hash")
+    for number, (where, text) in enumerate(entries, 1):
+        record = _parse(where, text, {"seq", "hash", "previous"})
+        _check_record(where, record, key)
         if record["seq"] != number:
             raise AuditError(f"{where} holds record {record['seq']}: a record was removed or moved before it")
         if record["previous"] != previous:
             raise AuditError(f"{where} does not follow the line before it: a record was removed or moved")
         records.append(record)
         previous = record["hash"]
+    _check_end(records[-1] if records else None, head, head_where, key)
     return records

@@ -253,8 +253,9 @@ def _audit_verify(args: argparse.Namespace) -> int:
     except audit.AuditError as error:
         print(f"audit log TAMPERED: {error}")
         return EXIT_ERROR
-    last = records[-1]["hash"][:16] if records else "none"
-    print(f"audit log intact: {args.log}, {len(records)} records, last hash {last}")
+    signed = (f"signed ({audit.KEY_ENV})" if os.environ.get(audit.KEY_ENV)
+              else "UNSIGNED: tamper-evident against accidents only")
+    print(f"audit log intact: {args.log}, {len(records)} records, last hash {records[-1]['hash'][:16]}, {signed}")
     return 0
 
 
@@ -453,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
     audit_command = commands.add_parser("audit", help="the audit trail of runs, packages, gates and deployments")
     audit_actions = audit_command.add_subparsers(dest="audit_action", required=True)
     audit_check = audit_actions.add_parser(
-        "verify", help="check the hash chain; exit 1 and name the first bad line when it was edited, cut or reordered")
+        "verify", help="check the hash chain, the signatures ($FLOWLINE_AUDIT_KEY) and the head; exit 1 and name the "
+                   "first bad line when the log is empty, or was edited, cut, extended or reordered")
     audit_check.add_argument("--log", default=str(Path(_runs_dir()) / "audit.jsonl"),
                              help="the log: a file, or s3://bucket/prefix (default: $FLOWLINE_RUNS_DIR/audit.jsonl or "
                                   "runs/audit.jsonl)")

@@ -1,4 +1,5 @@
-"""The audit trail: a hash chain that names the first edited, removed or reordered line."""
+"""The audit trail: a signed hash chain anchored by a head, that names the first edited, removed, reordered,
+forged or missing line."""
 
 import io
 import json
@@ -101,13 +102,16 @@ def object_log(bucket: str, records: int = 5) -> str:
 
 
 @pytest.mark.xdist_group("s3")
-def test_the_log_in_object_storage_is_one_object_per_record_chained_like_the_file(s3_bucket):
+def test_the_log_in_object_storage_is_one_object_per_record_and_per_head_chained_like_the_file(s3_bucket):
     uri = object_log(s3_bucket)
     records = audit.verify(uri)
     assert [r["seq"] for r in records] == [1, 2, 3, 4, 5]
     assert all(b["previous"] == a["hash"] for a, b in zip(records, records[1:]))
-    names = sorted(o.object_name for o in storage.s3_client().list_objects(s3_bucket, prefix="audit/"))
-    assert names == [f"audit/{n:012d}.json" for n in range(1, 6)]
+    names = sorted(o.object_name for o in storage.s3_client().list_objects(s3_bucket, prefix="audit/", recursive=True))
+    assert names == [f"audit/{n:012d}.json" for n in range(1, 6)] + [f"audit/heads/{n:012d}.json" for n in range(1, 6)]
+    client, location = storage.s3_client(), storage.S3Location.parse(uri)
+    assert json.loads(audit._read_object(client, location, "audit/heads/000000000005.json")) == {
+        "seq": 5, "hash": records[-1]["hash"]}
 
 
 @pytest.mark.xdist_group("s3")

@@ -58,14 +58,19 @@ def is_core(doc: Doc) -> bool:
     return group_of(doc) in CORE_API_GROUPS
 
 
-@functools.cache
-def _render(target: str) -> tuple[Doc, ...]:
+def kustomize(directory: Path) -> list[Doc]:
+    """Every document `kubectl kustomize DIRECTORY` prints."""
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl is not on PATH (make tools installs it)")
-    done = subprocess.run([kubectl, "kustomize", str(KUSTOMIZE / target)], capture_output=True, text=True)
-    assert done.returncode == 0, f"kubectl kustomize {target} failed:\n{done.stderr}"
-    return tuple(doc for doc in yaml.load_all(done.stdout, Loader=yaml.CSafeLoader) if doc)
+    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True)
+    assert done.returncode == 0, f"kubectl kustomize {directory} failed:\n{done.stderr}"
+    return [doc for doc in yaml.load_all(done.stdout, Loader=yaml.CSafeLoader) if doc]
+
+
+@functools.cache
+def _render(target: str) -> tuple[Doc, ...]:
+    return tuple(kustomize(KUSTOMIZE / target))
 
 
 def render(target: str) -> list[Doc]:

@@ -1,14 +1,22 @@
-"""What each overlay changes: image tag, replicas and autoscaling, canary, resources."""
+"""What each overlay changes: image tag and digest, replicas and autoscaling, canary, resources, the API
+server's address."""
 
 from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
 
 import pytest
 
 from flowline.pipelines.use_case import built_in_use_cases
 
-from manifest_helpers import IMAGE, TARGETS, Doc, containers, find, render
+from manifest_helpers import IMAGE, KUSTOMIZE, TARGETS, Doc, containers, find, kustomize, render
 
-TAGS = {"base": "0.1.0", "overlays/dev": "0.1.0-dev", "overlays/staging": "0.1.0-rc", "overlays/prod": "0.1.0"}
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # prod's, until the release sets the pushed image's digest
+IMAGES = {"base": f"{IMAGE}:0.1.0", "overlays/dev": f"{IMAGE}:0.1.0-dev", "overlays/staging": f"{IMAGE}:0.1.0-rc",
+          "overlays/prod": f"{IMAGE}:0.1.0@{PLACEHOLDER_DIGEST}"}
+PINNED = re.compile(rf"{re.escape(IMAGE)}(:[\w.-]+)?@sha256:[0-9a-f]{{64}}")
 # (minReplicas, maxReplicas, scaleTarget) of every model server
 SCALING = {"base": (1, 3, 10), "overlays/dev": (0, 1, 5), "overlays/staging": (1, 4, 10), "overlays/prod": (2, 10, 20)}
 CANARY = {"base": None, "overlays/dev": None, "overlays/staging": 50, "overlays/prod": 10}
@@ -32,13 +40,35 @@ def memory_mib(quantity: str) -> float:
     return float(quantity[:-2]) * units[quantity[-2:]]
 
 
+def images(docs: list[Doc]) -> dict[str, str]:
+    """where -> image of every container that names one."""
+    return {where: c["image"] for doc in docs for where, c in containers(doc) if "image" in c}
+
+
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_image_carries_the_overlay_tag_including_serving_runtimes(target: str) -> None:
     docs = render(target)
-    images = {c["image"] for doc in docs for _, c in containers(doc) if "image" in c}
-    assert images == {f"{IMAGE}:{TAGS[target]}"}
+    assert set(images(docs).values()) == {IMAGES[target]}
     runtime_images = {c["image"] for r in find(docs, "ServingRuntime") for c in r["spec"]["containers"]}
-    assert runtime_images == {f"{IMAGE}:{TAGS[target]}"}
+    assert runtime_images == {IMAGES[target]}
+
+
+def test_prod_pins_every_flowline_container_by_digest() -> None:
+    found = images(render("overlays/prod"))
+    assert len(found) >= 2  # the two serving runtimes: every model server and drift monitor runs one
+    assert {where: image for where, image in found.items() if not PINNED.fullmatch(image)} == {}
+
+
+def test_any_overlay_can_pin_the_image_by_digest(tmp_path: Path) -> None:
+    """What a release does to an overlay: kustomize's `images:` with a digest pins every flowline container."""
+    digest = "sha256:" + "5e" * 32
+    staging = os.path.relpath(KUSTOMIZE / "overlays/staging", tmp_path)  # kustomize refuses absolute paths
+    (tmp_path / "kustomization.yaml").write_text(
+        f"resources: [{staging}]\nimages:\n  - name: {IMAGE}\n    digest: {digest}\n")
+    found = images(kustomize(tmp_path))
+    assert found and set(found.values()) == {f"{IMAGE}@{digest}"}  # a digest alone replaces the tag
+    assert all(PINNED.fullmatch(image) for image in found.values())
+    assert not PINNED.fullmatch(IMAGES["overlays/staging"])  # the check fails on a tag alone
 
 
 @pytest.mark.parametrize("target", TARGETS)
@@ -87,12 +117,15 @@ def test_prod_model_servers_get_more_cpu_and_memory_than_dev() -> None:
 
 @pytest.mark.parametrize("target", TARGETS[1:])
 def test_overlays_change_only_what_they_mean_to(target: str) -> None:
-    """Beyond the model servers and the image, an overlay renders the same objects as the base."""
+    """Beyond the model servers, the image and the API server's address, an overlay renders the same objects as
+    the base."""
     def rest(docs: list[Doc]) -> dict[tuple[str, str], Doc]:
         kept = {}
         for doc in docs:
             if doc["kind"] == "InferenceService" and doc["metadata"]["labels"]["flowline.dev/component"] == "model":
                 continue
+            if doc["metadata"].get("labels", {}).get("flowline.dev/egress") == "api-server":
+                del doc["spec"]["egress"][0]["to"]  # checked in test_manifest_wiring
             for _, container in containers(doc):
                 container.pop("image", None)
             kept[(doc["kind"], doc["metadata"]["name"])] = doc

@@ -1,16 +1,22 @@
-"""Pod security, resources, credentials and RBAC of everything the kustomizations render."""
+"""Pod security (the restricted standard, enforced on the namespace), resources, credentials and RBAC of
+everything the kustomizations render."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 
 from flowline.pipelines.use_case import built_in_use_cases
 
-from manifest_helpers import NAMESPACE, TARGETS, Doc, containers, find, one, pod_specs, render
+from manifest_helpers import (KUSTOMIZE, NAMESPACE, TARGETS, Doc, containers, crd_errors, crds_dir, find, one,
+                              pod_specs, render)
 
 CREDENTIAL_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN", re.IGNORECASE)
+# The volume types the restricted Pod Security Standard allows.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
 
 
 def container_problems(container: Doc) -> list[str]:
@@ -70,6 +76,96 @@ def test_pods_are_non_root_and_every_read_only_container_gets_a_tmp_dir(target: 
             assert not tmp_problems(pod), doc["metadata"]["name"]
     for runtime in runtimes:
         assert not tmp_problems(runtime["spec"]), runtime["metadata"]["name"]
+
+
+def pods(doc: Doc) -> Iterator[tuple[str, Doc, list[Doc]]]:
+    """(where, pod-level spec, its containers) for every pod a document describes: core workloads,
+    ServingRuntimes, and the components of an InferenceService (whose `model` is a container)."""
+    name = f"{doc['kind']}/{doc['metadata']['name']}"
+    for pod in pod_specs(doc):
+        yield name, pod, pod.get("initContainers", []) + pod["containers"]
+    if doc["kind"] == "ServingRuntime":
+        yield name, doc["spec"], doc["spec"]["containers"]
+    if doc["kind"] == "InferenceService":
+        for component in ("predictor", "transformer", "explainer"):
+            part = doc["spec"].get(component)
+            if part is not None:
+                model = [part["model"]] if "model" in part else []
+                yield f"{name} {component}", part, model + part.get("containers", [])
+
+
+def restricted_problems(pod: Doc, pod_containers: list[Doc]) -> list[str]:
+    """What breaks the restricted Pod Security Standard (as Pod Security Admission checks it) in a pod."""
+    problems = [field for field in ("hostNetwork", "hostPID", "hostIPC") if pod.get(field)]
+    for volume in pod.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            problems.append(f"volume {volume['name']}: {', '.join(sorted(kinds - RESTRICTED_VOLUMES))}")
+    pod_context = pod.get("securityContext", {})
+    for container in pod_containers:
+        context = container.get("securityContext", {})
+        capabilities = context.get("capabilities", {})
+        seccomp = context.get("seccompProfile", pod_context.get("seccompProfile", {})).get("type")
+        wanted = {
+            "not privileged": not context.get("privileged"),
+            "allowPrivilegeEscalation false": context.get("allowPrivilegeEscalation") is False,
+            "runAsNonRoot": context.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True,
+            "runAsUser not 0": context.get("runAsUser", pod_context.get("runAsUser")) != 0,
+            "seccompProfile RuntimeDefault or Localhost": seccomp in ("RuntimeDefault", "Localhost"),
+            "capabilities drop ALL": "ALL" in capabilities.get("drop", []),
+            "capabilities add at most NET_BIND_SERVICE": set(capabilities.get("add", [])) <= {"NET_BIND_SERVICE"},
+            "no hostPort": not any(port.get("hostPort") for port in container.get("ports", [])),
+        }
+        problems += [f"{container.get('name', 'model')}: {name}" for name, ok in wanted.items() if not ok]
+    return problems
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_namespace_enforces_the_restricted_pod_security_standard(target: str) -> None:
+    labels = one(render(target), "Namespace", NAMESPACE)["metadata"]["labels"]
+    for mode in ("enforce", "warn", "audit"):
+        assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
+    assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.30"  # the oldest Kubernetes supported
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_pod_satisfies_the_restricted_standard(target: str) -> None:
+    found = [item for doc in render(target) for item in pods(doc)]
+    assert len(found) >= 11  # two runtimes, five models, four drift monitors
+    assert {where: problems for where, pod, pod_containers in found
+            if (problems := restricted_problems(pod, pod_containers))} == {}
+
+
+def test_the_restricted_check_can_fail() -> None:
+    runtime = one(render("base"), "ServingRuntime", "flowline")["spec"]
+    assert restricted_problems(runtime, runtime["containers"]) == []
+    runtime["hostNetwork"] = True
+    runtime["volumes"].append({"name": "host", "hostPath": {"path": "/etc"}})
+    (container,) = runtime["containers"]
+    del container["securityContext"]["seccompProfile"]
+    container["securityContext"]["capabilities"]["add"] = ["SYS_ADMIN"]
+    container["ports"][0]["hostPort"] = 8080
+    assert restricted_problems(runtime, runtime["containers"]) == [
+        "hostNetwork", "volume host: hostPath", "kserve-container: seccompProfile RuntimeDefault or Localhost",
+        "kserve-container: capabilities add at most NET_BIND_SERVICE", "kserve-container: no hostPort"]
+    runtime["securityContext"] = {"seccompProfile": {"type": "RuntimeDefault"}}  # pod level counts too
+    assert "kserve-container: seccompProfile RuntimeDefault or Localhost" not in restricted_problems(runtime,
+                                                                                                     [container])
+
+
+def test_inference_graphs_have_no_security_context_field_so_the_cluster_hardens_their_routers() -> None:
+    """KServe's InferenceGraph schema (up to its 0.20 development line) has no securityContext anywhere: a graph
+    that sets one is refused. KServe hardens the router itself (non-root, read-only, no privilege escalation, no
+    capabilities) and Knative's secure-pod-defaults adds the RuntimeDefault seccomp profile that the restricted
+    namespace requires (kustomize/README.md, "Pod security"). When the schema gains the field, set it."""
+    crd = (crds_dir() / "kserve/serving.kserve.io_inferencegraphs.yaml").read_text()
+    assert "securityContext" not in crd and "seccompProfile" not in crd
+    graph = one(render("base"), "InferenceGraph", "churn-ab")
+    assert crd_errors(graph) == []
+    graph["spec"]["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert any("securityContext" in error for error in crd_errors(graph))
+    readme = (KUSTOMIZE / "README.md").read_text()
+    assert "secure-pod-defaults" in readme and "InferenceGraph" in readme
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from urllib.parse import urlsplit
 
 import pytest
 
 from flowline.pipelines.use_case import built_in_use_cases
 
-from manifest_helpers import NAMESPACE, Doc, find, one, render
+from manifest_helpers import NAMESPACE, TARGETS, Doc, find, one, render
 
 USE_CASES = tuple(built_in_use_cases())  # each has a model, a drift monitor and its triggers
 MODELS = (*USE_CASES, "churn-challenger")
@@ -101,18 +102,29 @@ def selects(selector: Doc, labels: dict[str, str]) -> bool:
     return True
 
 
-def allowed(policies: list[Doc], pod: dict[str, str], direction: str, peer_namespace: str, port: int,
+def peer_matches(peer: Doc, other: str) -> bool:
+    """Whether a policy peer covers `other`: a namespace's name (any pod in it), or an IP address outside
+    the pod network (only an ipBlock covers that)."""
+    try:
+        address = ipaddress.ip_address(other)
+    except ValueError:
+        return "ipBlock" not in peer and "podSelector" not in peer and \
+            selects(peer.get("namespaceSelector", {}), {"kubernetes.io/metadata.name": other})
+    block = peer.get("ipBlock")
+    return block is not None and address in ipaddress.ip_network(block["cidr"]) and \
+        not any(address in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
+
+
+def allowed(policies: list[Doc], pod: dict[str, str], direction: str, other: str, port: int,
             protocol: str = "TCP") -> bool:
-    """Whether a flowline pod with labels `pod` may talk to/from any pod of `peer_namespace` on `port`."""
+    """Whether a flowline pod with labels `pod` may talk to/from `other` (a namespace's pods, or an IP) on `port`."""
     field, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
-    peer_labels = {"kubernetes.io/metadata.name": peer_namespace}
     for policy in policies:
         spec = policy["spec"]
         if direction not in spec["policyTypes"] or not selects(spec["podSelector"], pod):
             continue
         for rule in spec.get(field, []):
-            peer_ok = peers not in rule or any(
-                selects(p.get("namespaceSelector", {}), peer_labels) and "podSelector" not in p for p in rule[peers])
+            peer_ok = peers not in rule or any(peer_matches(p, other) for p in rule[peers])
             port_ok = "ports" not in rule or any(
                 p["port"] == port and p.get("protocol", "TCP") == protocol for p in rule["ports"])
             if peer_ok and port_ok:
@@ -125,6 +137,7 @@ GRAPH_POD = {"serving.kserve.io/inferencegraph": "churn-ab"}
 PIPELINE_POD = {"workflows.argoproj.io/workflow": "churn-x7k2p"}
 DEPLOYER_POD = {"flowline.dev/role": "deployer"}
 OTHER_POD = {"app": "something-else"}
+API_SERVER = "192.0.2.10"  # the base's placeholder for the API server's address, which overlays replace
 
 FLOWS = [
     # pod, direction, peer namespace, port, allowed
@@ -143,11 +156,18 @@ FLOWS = [
     (MODEL_POD, "Egress", "anywhere", 443, False),
     (GRAPH_POD, "Ingress", "knative-serving", 8012, True),
     (GRAPH_POD, "Egress", "istio-system", 8081, True),
-    (PIPELINE_POD, "Egress", "anywhere", 6443, True),
+    (PIPELINE_POD, "Egress", "anywhere", 6443, False),
+    (PIPELINE_POD, "Egress", "203.0.113.77", 443, False),
+    (PIPELINE_POD, "Egress", API_SERVER, 6443, True),
+    (PIPELINE_POD, "Egress", API_SERVER, 443, True),
+    (PIPELINE_POD, "Egress", API_SERVER, 22, False),
     (PIPELINE_POD, "Egress", "kubeflow", 8887, True),
     (PIPELINE_POD, "Egress", "knative-eventing", 8080, True),
     (PIPELINE_POD, "Ingress", "kubeflow", 8080, False),
-    (DEPLOYER_POD, "Egress", "anywhere", 443, True),
+    (DEPLOYER_POD, "Egress", "anywhere", 443, False),
+    (DEPLOYER_POD, "Egress", API_SERVER, 443, True),
+    (MODEL_POD, "Egress", API_SERVER, 443, False),
+    (GRAPH_POD, "Egress", API_SERVER, 6443, False),
     (DEPLOYER_POD, "Egress", "kubeflow", 9000, True),
     (DEPLOYER_POD, "Egress", "knative-eventing", 8080, False),
 ]
@@ -172,4 +192,55 @@ def test_every_pod_is_denied_by_default_and_namespaces_are_matched_by_name(base:
     for policy in policies:
         for rule in policy["spec"].get("ingress", []) + policy["spec"].get("egress", []):
             for peer in rule.get("from", []) + rule.get("to", []):
-                assert list(peer["namespaceSelector"]["matchLabels"]) == ["kubernetes.io/metadata.name"]
+                by_name = "namespaceSelector" in peer and \
+                    list(peer["namespaceSelector"]["matchLabels"]) == ["kubernetes.io/metadata.name"]
+                assert by_name or list(peer) == ["ipBlock"], peer
+
+
+def open_rules(policy: Doc) -> list[str]:
+    """The rules of a policy that reach too far: no peers at all (any destination or source), or an ipBlock
+    wider than 256 addresses (0.0.0.0/0 included)."""
+    found = []
+    for field, peers in (("ingress", "from"), ("egress", "to")):
+        for number, rule in enumerate(policy["spec"].get(field, [])):
+            if not rule.get(peers):
+                found.append(f"{field}[{number}]: any peer")
+            for peer in rule.get(peers, []):
+                if "ipBlock" in peer and ipaddress.ip_network(peer["ipBlock"]["cidr"]).num_addresses > 256:
+                    found.append(f"{field}[{number}]: {peer['ipBlock']['cidr']}")
+    return found
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_policy_opens_a_port_to_any_destination(target: str) -> None:
+    """Egress on 443 and 6443 reaches only the API server; every other rule names its peers too."""
+    policies = find(render(target), "NetworkPolicy")
+    assert {p["metadata"]["name"]: found for p in policies if (found := open_rules(p))} == {}
+    to_api = [rule for p in policies for rule in p["spec"].get("egress", [])
+              if {port["port"] for port in rule.get("ports", [])} & {443, 6443}]
+    assert len(to_api) == 2  # pipeline pods and the deployer
+    assert all(list(peer) == ["ipBlock"] for rule in to_api for peer in rule["to"])
+
+
+def test_the_open_rule_check_can_fail(base: list[Doc]) -> None:
+    policy = one(base, "NetworkPolicy", "allow-deployer-egress")
+    assert open_rules(policy) == []
+    del policy["spec"]["egress"][0]["to"]
+    policy["spec"]["egress"][1]["to"].append({"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8"]}})
+    assert open_rules(policy) == ["egress[0]: any peer", "egress[1]: 0.0.0.0/0"]
+
+
+# The API server's address in each overlay: placeholders (documentation addresses, except kind's default
+# control plane in dev) that a cluster's own overlay replaces.
+API_SERVERS = {"base": "192.0.2.10/32", "overlays/dev": "172.18.0.2/32", "overlays/staging": "198.51.100.10/32",
+               "overlays/prod": "203.0.113.10/32"}
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_overlay_sets_the_api_server_address_for_pipeline_and_deployer_pods(target: str) -> None:
+    labelled = [p for p in find(render(target), "NetworkPolicy")
+                if p["metadata"]["labels"].get("flowline.dev/egress") == "api-server"]
+    assert {p["metadata"]["name"] for p in labelled} == {"allow-pipeline-egress", "allow-deployer-egress"}
+    for policy in labelled:
+        assert policy["spec"]["egress"][0]["to"] == [{"ipBlock": {"cidr": API_SERVERS[target]}}]
+        assert {port["port"] for port in policy["spec"]["egress"][0]["ports"]} == {443, 6443}

@@ -52,6 +52,7 @@ from flowline.storage import S3Location, StorageError, is_s3, read_object, s3_cl
 
 ACTOR_ENV = "FLOWLINE_ACTOR"
 KEY_ENV = "FLOWLINE_AUDIT_KEY"
+POD_SECRET = "flowline-audit"  # the Kubernetes Secret whose KEY_ENV key reaches the pods that write records
 AUDIT_FILE = "audit.jsonl"
 HEAD_SUFFIX = ".head"
 HEADS = "heads"  # object storage: the folder of heads under the log's prefix

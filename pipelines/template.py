@@ -32,7 +32,7 @@ from flowline.components.run_outcome.component import run_outcome
 from flowline.components.split.component import split
 from flowline.components.train.component import train
 from flowline.components.tune.component import tune
-from flowline import storage
+from flowline import audit, storage
 from flowline.pipelines.use_case import FAMILIES, UseCase, cluster_use_case
 
 # The families searched by tune steps; the MLP's architecture is searched by the nas step.
@@ -63,10 +63,12 @@ RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "ba
 # --no-cache` compiles with caching off for every step (kfp.Client's enable_caching reaches
 # only the top-level tasks, not the steps inside the exit handler).
 NOT_CACHED = {"ingest", "deploy", "run-outcome"}
+# Steps that write audit records, and so hold the audit key on a cluster.
+AUDIT_WRITERS = {"deploy", "run-outcome"}
 
 
 def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True,
-                   s3_secret: str = "") -> Callable:
+                   secrets: bool = False) -> Callable:
     """Return the KFP pipeline for `use_case`.
 
     A transaction-log use case (`transactions`) gains a customer-rows step after ingest;
@@ -82,17 +84,20 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     its run, package and gate decision in the runs folder's log itself). With `exit_handler`
     (the compiled pipeline; kfp.local cannot run one), a last task records the run's outcome
     in `audit_log` and posts it to the Broker at `broker_url`, whether the steps succeeded or not.
-    With `s3_secret`, every task gets that Kubernetes Secret's keys (storage.POD_SECRET_KEYS) as environment
-    variables, through kfp-kubernetes' secret-as-env.
+    With `secrets` (a cluster run), every task gets the object store's Secret (storage.POD_SECRET) as
+    environment variables, and the steps that write audit records the audit key's (audit.POD_SECRET),
+    through kfp-kubernetes' secret-as-env.
     """
     def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
         cpu, memory = RESOURCES[resources or name]
         task = (task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
                 .set_caching_options(caching and name not in NOT_CACHED))
-        if s3_secret:
+        if secrets:
             from kfp import kubernetes
 
-            kubernetes.use_secret_as_env(task, s3_secret, {key: key for key in storage.POD_SECRET_KEYS})
+            kubernetes.use_secret_as_env(task, storage.POD_SECRET, {key: key for key in storage.POD_SECRET_KEYS})
+            if name in AUDIT_WRITERS:
+                kubernetes.use_secret_as_env(task, audit.POD_SECRET, {audit.KEY_ENV: audit.KEY_ENV})
         return task
 
     raw_spec = use_case.model_dump_json()
@@ -188,10 +193,11 @@ def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, 
 
     The data is read where a pod can reach it, `source` or the use case's own (use_case.cluster_source):
     compiling a use case whose data is only a file on this machine raises ClusterDataError. Every task
-    gets the object store's endpoint and credentials from the Secret storage.POD_SECRET.
+    gets the object store's endpoint and credentials from the Secret storage.POD_SECRET, and the steps
+    that write audit records the audit key from audit.POD_SECRET.
     """
     from kfp import compiler
 
     pipeline = build_pipeline(cluster_use_case(use_case, source), exit_handler=True, caching=caching,
-                              s3_secret=storage.POD_SECRET)
+                              secrets=True)
     compiler.Compiler().compile(pipeline, package_path=output_path)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from kfp import components
 
-from flowline import __version__, storage
+from flowline import __version__, audit, storage
 from flowline.pipelines.cli import main
 from flowline.pipelines import local_run
 from flowline.pipelines.template import NOT_CACHED, RESOURCES
@@ -129,15 +129,18 @@ def test_the_clv_and_fraud_pipelines_come_from_the_same_template(module, attribu
     assert sorted(pipeline.pipeline_spec.root.dag.tasks) == sorted(expected)
 
 
-def test_every_task_gets_the_object_store_credentials_from_the_secret(compiled: Path):
+def test_every_task_gets_the_object_store_credentials_and_audit_writers_the_key_from_secrets(compiled: Path):
     executors = pipeline_spec(compiled)["deploymentSpec"]["executors"]
     configs = platform_spec(compiled)["deploymentSpec"]["executors"]
     assert set(configs) == set(executors)  # every step and the exit handler's task
     for name, config in configs.items():
-        (secret,) = config["secretAsEnv"]
-        assert secret["secretName"] == storage.POD_SECRET, name
-        assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {
-            (key, key) for key in (storage.ENDPOINT_ENV, storage.ACCESS_KEY_ENV, storage.SECRET_KEY_ENV)}
+        secrets = {secret["secretName"]: {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]}
+                   for secret in config["secretAsEnv"]}
+        assert secrets[storage.POD_SECRET] == {
+            (key, key) for key in (storage.ENDPOINT_ENV, storage.ACCESS_KEY_ENV, storage.SECRET_KEY_ENV)}, name
+        # The steps that write audit records sign them with the key from its own Secret; no other step holds it.
+        writes_audit = name in ("exec-deploy", "exec-run-outcome")
+        assert secrets.get(audit.POD_SECRET) == ({(audit.KEY_ENV, audit.KEY_ENV)} if writes_audit else None), name
 
 
 def test_the_compiled_pipeline_reads_remote_data_and_bakes_in_no_local_path(compiled: Path, data_home):

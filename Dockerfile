@@ -43,7 +43,8 @@ RUN pip install --no-deps . && flowline --version
 RUN useradd --uid 1000 --create-home flowline
 USER 1000
 # In the container the model server listens on every interface (locally it defaults to 127.0.0.1).
-ENV HOME=/home/flowline FLOWLINE_DATA_HOME=/data FLOWLINE_SERVE_HOST=0.0.0.0
+# No data home: pods read their data from object storage or a URL (README, "Data and credentials on a cluster").
+ENV HOME=/home/flowline FLOWLINE_SERVE_HOST=0.0.0.0
 WORKDIR /home/flowline
 EXPOSE 8080
 # By default the image serves the package KServe's storage initializer puts in /mnt/models;

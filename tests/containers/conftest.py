@@ -37,20 +37,24 @@ def telco_in_s3(data_home, s3_server) -> str:
 
 @pytest.fixture(scope="session")
 def churn_in_image(flowline_image, churn, telco_in_s3, s3_server, tmp_path_factory) -> dict:
-    """churn, one trial per family, every step a container of the image reading its data from S3; the summary."""
+    """churn, one trial per family, every step a container of the image reading its data from S3: the run's
+    summary, and under "containers" each task's container settings."""
     from kfp import local
 
     from flowline.pipelines.local_run import run_local
 
     workdir = tmp_path_factory.mktemp("in-image")
+    (workdir / "empty").mkdir()
     environment = {**s3_environment(s3_server), "OMP_NUM_THREADS": "1"}
-    with docker_api(workdir) as docker_host, pod_settings(environment), folders_pods_can_write():
+    with (docker_api(workdir) as docker_host, pod_settings(environment, workdir / "empty") as containers,
+          folders_pods_can_write()):
         os.environ["DOCKER_HOST"] = docker_host
         try:
-            return run_local(churn, runs_dir=workdir / "runs", trials=1, source=telco_in_s3, champion="",
-                             runner=local.DockerRunner())
+            summary = run_local(churn, runs_dir=workdir / "runs", trials=1, source=telco_in_s3, champion="",
+                                runner=local.DockerRunner())
         finally:
             del os.environ["DOCKER_HOST"]
+    return {**summary, "containers": containers}
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,9 @@ from pods import podman_env
 
 POD_USER = "1000"
 TMP_SIZE = "1g"
+# Under a read-only root, podman's Docker API also mounts tmpfs on these (and cannot be told not to);
+# a pod has no such scratch space, so they are covered read-only.
+NOT_WRITABLE_IN_PODS = ("/run", "/var/tmp")
 
 
 @contextlib.contextmanager
@@ -43,17 +46,30 @@ def docker_api(workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def pod_settings(environment: dict[str, str]) -> Iterator[None]:
-    """Run every kfp.local Docker task as flowline's pipeline pods run (see the module docstring)."""
+def pod_settings(environment: dict[str, str], empty_dir: Path) -> Iterator[list[dict]]:
+    """Run every kfp.local Docker task as flowline's pipeline pods run (see the module docstring).
+
+    Yields a list that gains, for each task, its container's settings as podman reports them.
+    `empty_dir` is an empty folder, mounted read-only where podman would add writable scratch space.
+    """
+    from docker.types import Mount
     from kfp.local import docker_task_handler
 
+    covers = [Mount(path, str(empty_dir), type="bind", read_only=True) for path in NOT_WRITABLE_IN_PODS]
+
     original = docker_task_handler.run_docker_container
+    started: list[dict] = []
 
     def run_as_pod(client, image: str, command: list[str], volumes: dict) -> int:
         container = client.containers.run(
             image=image, command=command, detach=True, volumes=volumes, user=POD_USER, read_only=True,
             tmpfs={"/tmp": f"rw,mode=1777,size={TMP_SIZE}"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
-            environment=environment, network_mode="host")
+            environment=environment, network_mode="host", mounts=covers)
+        container.reload()
+        started.append({"image": image, "user": container.attrs["Config"]["User"],
+                        "read_only": container.attrs["HostConfig"]["ReadonlyRootfs"],
+                        "tmpfs": container.attrs["HostConfig"].get("Tmpfs") or {},
+                        "cap_drop": container.attrs["HostConfig"].get("CapDrop") or []})
         try:
             for line in container.logs(stream=True, follow=True):
                 print(line.decode(), end="")
@@ -63,7 +79,7 @@ def pod_settings(environment: dict[str, str]) -> Iterator[None]:
 
     docker_task_handler.run_docker_container = run_as_pod
     try:
-        yield
+        yield started
     finally:
         docker_task_handler.run_docker_container = original
 

@@ -31,9 +31,13 @@ def test_every_step_runs_in_the_image_and_gives_the_in_process_metrics(churn_in_
                                              "in_process": churn_in_process["wall_seconds"]}})
 
 
-def test_the_steps_ran_as_uid_1000_under_a_read_only_root(churn_in_image):
-    # Files a step wrote belong to the pod's user, not to root: the steps ran as uid 1000.
-    run_dir = Path(churn_in_image["run_dir"])
-    written = [path for path in run_dir.rglob("*") if path.is_file() and path.name != "run.log"
-               and not path.name.startswith("executor")]
-    assert written and {path.stat().st_uid for path in (run_dir.rglob("model_package/manifest.json"))} == {1000}
+def test_the_steps_ran_as_uid_1000_under_a_read_only_root(churn_in_image, flowline_image):
+    containers = churn_in_image["containers"]
+    assert len(containers) == len(STEPS)
+    for container in containers:
+        assert container["image"] == flowline_image and container["user"] == "1000"
+        assert container["read_only"] and list(container["tmpfs"]) == ["/tmp"]
+        assert {capability.upper().removeprefix("CAP_") for capability in container["cap_drop"]} >= {"CHOWN", "SETUID"}
+    # What the steps wrote belongs to the pod's user, not to root.
+    package = Path(churn_in_image["package"])
+    assert {path.stat().st_uid for path in package.rglob("*") if path.is_file()} == {1000}

@@ -121,6 +121,19 @@ def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manif
     assert "0.8500 to 0.9600" in page and 'class="fail"' in page and "Intended use" in page
 
 
+def test_the_model_card_states_the_drift_detectors_licence(package: Path):
+    from importlib import metadata
+
+    from flowline.components.package.model_card import CARD_HTML, CARD_JSON
+
+    detector = json.loads((package / CARD_JSON).read_text())["drift_detector"]
+    installed = metadata.metadata("alibi-detect")
+    assert (detector["version"], detector["licence"]) == (installed["Version"], installed["License"])
+    assert detector["licence"] == "Business Source License 1.1"  # the verified set's alibi-detect 0.13.0
+    assert "needs a commercial licence from Seldon" in detector["note"]
+    assert "Drift detector licence" in (package / CARD_HTML).read_text()
+
+
 # Forged packages (issue 17): each is refused by verify with a message naming what is wrong.
 KEY, OTHER_KEY = "the-signing-key", "someone-elses-key"
 

@@ -134,8 +134,8 @@ def _verify(args: argparse.Namespace) -> int:
     for warning in caught:
         print(f"flowline: warning: {warning.message}", file=sys.stderr)
     signed = "signature checked" if not caught else f"signature not checked: ${KEY_ENV} is unset"
-    print(f"verified: {args.package} ({manifest['name']} version {manifest['version']}, {len(manifest['files'])} files, "
-          f"{signed})")
+    print(f"verified: {args.package} ({manifest['name']} version {manifest['version']}, "
+          f"{len(manifest['files'])} files, {signed})")
     return 0
 
 
@@ -379,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--package", action="store_true", help="the source is a model package: verify it")
     download.set_defaults(handler=_download)
 
-    verify = commands.add_parser("verify", help="check a model package: its files' sha256, its version and, with $FLOWLINE_SIGNING_KEY, its signature")
+    verify = commands.add_parser("verify", help="check a model package: its files' sha256, its version and, "
+                                                "with $FLOWLINE_SIGNING_KEY, its signature")
     verify.add_argument("package", help="the package folder")
     verify.set_defaults(handler=_verify)
 

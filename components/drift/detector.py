@@ -197,7 +197,8 @@ def load_detector(folder: str | Path):
                             f"expected {DETECTOR_FORMAT!r}")
     name = config.get(REFERENCE_FIELD)
     if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
-        raise DetectorError(f"{where / DETECTOR_CONFIG}: {REFERENCE_FIELD} must name a file in {where}, not {str(name)[:80]!r}")
+        raise DetectorError(f"{where / DETECTOR_CONFIG}: {REFERENCE_FIELD} must name a file in {where}, "
+                            f"not {str(name)[:80]!r}")
     others = sorted(set(p.name for p in where.iterdir()) - {DETECTOR_CONFIG, name})
     if others:
         raise DetectorError(f"{where}: {others[0]} is not part of a saved detector ({DETECTOR_CONFIG} and {name} only)")
@@ -208,7 +209,8 @@ def load_detector(folder: str | Path):
     if reference.ndim != 2 or reference.dtype.kind not in "fiu":
         raise DetectorError(f"{where / name}: a {reference.ndim}-D {reference.dtype} array, expected 2-D numbers")
     categorical = config.get("categorical_features")
-    if not (isinstance(categorical, list) and all(isinstance(i, int) and 0 <= i < reference.shape[1] for i in categorical)):
+    width = reference.shape[1]
+    if not (isinstance(categorical, list) and all(isinstance(i, int) and 0 <= i < width for i in categorical)):
         raise DetectorError(f"{where / DETECTOR_CONFIG}: categorical_features must list column indices below "
                             f"{reference.shape[1]}")
     p_val = config.get("p_val")

@@ -32,7 +32,14 @@ from flowline import __version__
 from flowline.components.drift.detector import DETECTOR_CONFIG, DETECTOR_DIR, REFERENCE_FIELD
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_card import CARD_HTML, CARD_JSON, model_card, model_card_html
-from flowline.components.package.signing import KEY_ENV, NoSigningKeyWarning, content_version, signature, signature_matches, signing_key
+from flowline.components.package.signing import (
+    KEY_ENV,
+    NoSigningKeyWarning,
+    content_version,
+    signature,
+    signature_matches,
+    signing_key,
+)
 from flowline.components.train.ensemble import MODEL_FILE, Ensemble
 from flowline.datasets import sha256_of_file
 from flowline.pipelines.use_case import UseCase
@@ -106,7 +113,8 @@ def _files_of(package: Path) -> dict[str, str]:
             relative = path.relative_to(package).as_posix()
             mode = path.lstat().st_mode
             if stat.S_ISLNK(mode):
-                raise PackageError(f"package {package}: {relative} is a symbolic link; a package holds only regular files")
+                raise PackageError(f"package {package}: {relative} is a symbolic link; "
+                                   "a package holds only regular files")
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 raise PackageError(f"package {package}: {relative} is not a regular file; refusing it")
             if stat.S_ISREG(mode) and relative != MANIFEST_FILE:
@@ -175,7 +183,8 @@ def _check_references(package: Path, listed: dict[str, str]) -> None:
     detector = f"{DRIFT_DIR}/{DETECTOR_DIR}"
     if f"{detector}/{DETECTOR_CONFIG}" in listed:
         config = _json_of(package, f"{detector}/{DETECTOR_CONFIG}")
-        _listed(package, listed, detector, config.get(REFERENCE_FIELD), f"{detector}/{DETECTOR_CONFIG} {REFERENCE_FIELD}")
+        field = f"{detector}/{DETECTOR_CONFIG} {REFERENCE_FIELD}"
+        _listed(package, listed, detector, config.get(REFERENCE_FIELD), field)
 
 
 def _json_of(package: Path, name: str) -> dict:
@@ -238,10 +247,12 @@ def _check_signature(package: Path, manifest: dict) -> None:
     key = signing_key()
     signed = {field: value for field, value in manifest.items() if field != SIGNATURE}
     if key is None:
-        warnings.warn(f"package {package}: no signing key (${KEY_ENV}), so its {'signature' if SIGNATURE in manifest else 'author'} "
-                      f"is not checked; anyone who can write the package can change it", NoSigningKeyWarning, stacklevel=3)
+        unchecked = "signature" if SIGNATURE in manifest else "author"
+        warnings.warn(f"package {package}: no signing key (${KEY_ENV}), so its {unchecked} is not checked; "
+                      "anyone who can write the package can change it", NoSigningKeyWarning, stacklevel=3)
     elif SIGNATURE not in manifest:
-        raise PackageError(f"package {package}: the manifest is unsigned and a signing key is set (${KEY_ENV}); refusing it")
+        raise PackageError(f"package {package}: the manifest is unsigned and a signing key is set (${KEY_ENV}); "
+                           "refusing it")
     elif not signature_matches(signed, manifest[SIGNATURE], key):
         raise PackageError(f"package {package}: the manifest's signature does not match the signing key (${KEY_ENV}): "
                            f"it was changed after signing or signed with another key; refusing it")

@@ -171,7 +171,7 @@ def test_keyless_use_verifies_with_a_warning_and_a_key_refuses_an_unsigned_packa
         manifest = verify(package)
     assert SIGNATURE not in manifest
     monkeypatch.setenv(KEY_ENV, KEY)
-    with pytest.raises(PackageError, match=r"the manifest is unsigned and a signing key is set \(\$FLOWLINE_SIGNING_KEY\)"):
+    with pytest.raises(PackageError, match=r"the manifest is unsigned and a signing key is set \(\$FLOWLINE_SIGNING_KEY"):
         verify(package)
 
 
@@ -221,7 +221,7 @@ def test_a_manifest_entry_outside_the_package_is_refused(package: Path, name: st
     manifest = json.loads((package / MANIFEST_FILE).read_text())
     manifest["files"][name] = "0" * 64
     (package / MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(PackageError, match=f"files entry '{re.escape(name)}' is not a relative path inside the package"):
+    with pytest.raises(PackageError, match=f"files entry '{re.escape(name)}' is not a relative path inside"):
         verify(package)
 
 

@@ -206,6 +206,6 @@ def test_a_keyed_server_does_not_start_on_an_unsigned_package(churn_package, tmp
     from flowline.components.package.signing import KEY_ENV
 
     monkeypatch.setenv(KEY_ENV, "the-signing-key")
-    with pytest.raises(RuntimeError, match=r"the manifest is unsigned and a signing key is set \(\$FLOWLINE_SIGNING_KEY\)"):
+    with pytest.raises(RuntimeError, match=r"the manifest is unsigned and a signing key is set \(\$FLOWLINE_SIGNING"):
         with running_server([str(churn_package)], log_path=str(tmp_path / "server.log")):
             pass

@@ -1,4 +1,5 @@
-"""Manifest signatures: HMAC-SHA256 over the manifest, with a key from $FLOWLINE_SIGNING_KEY.
+"""Manifest versions and signatures: the version is the sha256 of the manifest's content, and the
+signature an HMAC-SHA256 over the whole manifest, with a key from $FLOWLINE_SIGNING_KEY.
 
 Whoever holds the key can sign a package; whoever lacks it cannot make a package that a
 keyed server accepts, even after rewriting every hash and the version. On a cluster the key

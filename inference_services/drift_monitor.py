@@ -34,7 +34,7 @@ from kserve import Model
 from kserve.protocol.infer_type import InferInput
 
 from flowline.components.bias.thresholds import mitigation_of
-from flowline.components.drift.detector import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration
+from flowline.components.drift.detector import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
 from flowline.inference_services import metrics
@@ -63,8 +63,7 @@ class DriftPackage:
 
     @classmethod
     def load(cls, path: str | Path) -> DriftPackage:
-        from alibi_detect.saving import load_detector
-
+        """Verify first; the detector is then rebuilt from data (a .npy and a JSON config), never unpickled."""
         manifest = verify(path)  # before anything in the package is opened
         package = Path(path)
         use_case = UseCase.model_validate_json((package / USE_CASE_FILE).read_text())
@@ -75,7 +74,7 @@ class DriftPackage:
             checker=RecordChecker(use_case, request_columns(feature_set.input_columns,
                                                             mitigation.attributes if mitigation else ())),
             encoder=DriftEncoder(feature_set),
-            detector=load_detector(str(package / DRIFT_DIR / DETECTOR_DIR)),
+            detector=load_detector(package / DRIFT_DIR / DETECTOR_DIR),
             calibration=load_calibration(package / DRIFT_DIR),
         )
 

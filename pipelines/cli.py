@@ -153,10 +153,19 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from flowline.components.package.model_package import verify
+    import warnings
 
-    manifest = verify(args.package)
-    print(f"verified: {args.package} ({manifest['name']} version {manifest['version']}, {len(manifest['files'])} files)")
+    from flowline.components.package.model_package import verify
+    from flowline.components.package.signing import KEY_ENV, NoSigningKeyWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", NoSigningKeyWarning)
+        manifest = verify(args.package)
+    for warning in caught:
+        print(f"flowline: warning: {warning.message}", file=sys.stderr)
+    signed = "signature checked" if not caught else f"signature not checked: ${KEY_ENV} is unset"
+    print(f"verified: {args.package} ({manifest['name']} version {manifest['version']}, "
+          f"{len(manifest['files'])} files, {signed})")
     return 0
 
 
@@ -403,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--package", action="store_true", help="the source is a model package: verify it")
     download.set_defaults(handler=_download)
 
-    verify = commands.add_parser("verify", help="check a model package against its sha256 manifest")
+    verify = commands.add_parser("verify", help="check a model package: its files' sha256, its version and, "
+                                                "with $FLOWLINE_SIGNING_KEY, its signature")
     verify.add_argument("package", help="the package folder")
     verify.set_defaults(handler=_verify)
 

@@ -1,7 +1,6 @@
 """Object storage against a real S3 server on loopback (Ceph's RADOS Gateway): files, datasets, model packages."""
 
 import base64
-import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +9,7 @@ from stand_in_api import NOT_FOUND, StandInApiServer
 
 from flowline import storage
 from flowline.components.ingest.contract import read_table
-from flowline.components.package.model_package import FORMAT, MANIFEST_FILE, PackageError, verify
+from flowline.components.package.model_package import MANIFEST_FILE, PackageError, verify, write_manifest
 from flowline.components.package.remote import download_package, upload_package
 from flowline.pipelines.cli import main
 
@@ -27,9 +26,7 @@ def fake_package(folder: Path, big_file_mib: int = 0) -> Path:
     for name, data in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(data)
-    listed = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-    (folder / MANIFEST_FILE).write_text(json.dumps({"format": FORMAT, "name": "toy", "version": "abc123",
-                                                    "created_at": "2026-12-02T00:00:00", "files": listed}))
+    write_manifest(folder, "toy")
     verify(folder)
     return folder
 
@@ -78,7 +75,7 @@ def test_a_package_round_trips_verified_and_a_corrupted_object_is_refused(s3_buc
     assert verify(copy)["files"] == verify(package)["files"]
     assert download_package(uri, cache) == copy  # a verified copy is reused
     assert main(["download", uri, str(tmp_path / "downloaded"), "--package"]) == 0
-    assert verify(tmp_path / "downloaded")["version"] == "abc123"
+    assert verify(tmp_path / "downloaded")["version"] == verify(package)["version"]
     assert main(["download", f"s3://{s3_bucket}/models/none/manifest.json", str(tmp_path / "none.json")]) == 1
     assert "does not exist (NoSuchKey)" in capsys.readouterr().err
     assert main(["upload", str(package), "/tmp/not-s3"]) == 1
@@ -105,6 +102,23 @@ def test_an_uploaded_package_is_verified_first(s3_bucket, tmp_path):
     with pytest.raises(PackageError, match="use_case.json has sha256"):
         upload_package(package, f"s3://{s3_bucket}/models/bad")
     assert list(storage.s3_client().list_objects(s3_bucket, prefix="models/", recursive=True)) == []
+
+
+@pytest.mark.parametrize("field, value", [("files", {"../../escaped.json": "0" * 64}),
+                                          ("files", {"/tmp/escaped.json": "0" * 64}), ("version", "../../escaped")])
+def test_a_stored_manifest_naming_paths_outside_the_package_is_refused_before_any_download(
+        s3_bucket, tmp_path, field, value):
+    package = fake_package(tmp_path / "package")
+    uri = f"s3://{s3_bucket}/models/toy/hostile"
+    upload_package(package, uri)
+    manifest = json.loads((package / MANIFEST_FILE).read_text())
+    hostile = tmp_path / "hostile.json"
+    hostile.write_text(json.dumps({**manifest, field: value}))
+    storage.s3_client().fput_object(s3_bucket, f"models/toy/hostile/{MANIFEST_FILE}", str(hostile))
+    cache = tmp_path / "a" / "b" / "cache"
+    with pytest.raises(PackageError, match=f"{uri}/{MANIFEST_FILE}: (files entry|version) .*escaped"):
+        download_package(uri, cache)
+    assert not any(tmp_path.rglob("escaped*")) and not cache.exists()
 
 
 def test_credentials_can_come_from_a_kubernetes_secret(s3_server, s3_bucket, tmp_path, monkeypatch):

@@ -13,8 +13,13 @@ shift is caught in at least 90 % of windows. The shift applied to one feature at
 time: a numeric feature 30 % higher, or a categorical feature's most common category
 losing 30 % of its rows to the others.
 
+The detector is stored as data only: the reference rows as .npy (read with
+allow_pickle=False) and a small JSON config; `load_detector` rebuilds the alibi-detect
+detector from them, so no file of a package can execute code when the monitor loads it
+(alibi-detect's own save format can name a dill file to unpickle).
+
 alibi-detect 0.12+ is under the Business Source License 1.1: see the README. Only this
-module and the monitor touch it.
+module imports it; the monitor uses the detector through `predict` and `score`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ import pandas as pd
 from flowline.components.features.feature_set import MAX_CATEGORIES, FeatureSet
 
 DETECTOR_DIR = "detector"
+DETECTOR_CONFIG = "config.json"
+REFERENCE_FILE = "x_ref.npy"
+REFERENCE_FIELD = "x_ref"  # the config's name of the reference file, inside the detector folder
+DETECTOR_FORMAT = "flowline.drift/v1"
 CALIBRATION_FILE = "calibration.json"
 WINDOW_CANDIDATES = (100, 200, 400, 800)
 DESIGN_ALPHA = 0.01
@@ -54,10 +63,10 @@ class DriftEncoder:
                       for i in feature_set.categorical}
 
     @property
-    def categories_per_feature(self) -> dict[int, None]:
-        """Categorical column indices. None: alibi takes the codes seen in the reference and adds
+    def categorical_columns(self) -> list[int]:
+        """Indices of the categorical columns: the detector takes their codes from the reference and adds
         those a window brings (an unknown category), so empty codes never enter the chi-squared table."""
-        return {i: None for i, c in enumerate(self.columns) if c in self.codes}
+        return [i for i, c in enumerate(self.columns) if c in self.codes]
 
     def encode_frame(self, frame: pd.DataFrame) -> np.ndarray:
         out = np.empty((len(frame), len(self.columns)), dtype=np.float32)
@@ -146,25 +155,83 @@ def calibrate(detector, encoder: DriftEncoder, held_out: np.ndarray, seed: int) 
     return chosen
 
 
+class DetectorError(ValueError):
+    """A saved detector is incomplete, malformed, or names a file outside its folder."""
+
+
+def tabular_drift(reference: np.ndarray, categorical: Sequence[int], p_val: float):
+    """alibi-detect's TabularDrift over encoded reference rows: KS for numeric, chi-squared for `categorical`
+    columns (categories taken from the reference, plus those a window brings), Bonferroni-corrected."""
+    from alibi_detect.cd import TabularDrift
+
+    return TabularDrift(reference, p_val=p_val, categories_per_feature={int(i): None for i in categorical},
+                        correction="bonferroni")
+
+
+def save_detector(reference: np.ndarray, categorical: Sequence[int], p_val: float, folder: str | Path) -> None:
+    """Write the detector as data: the reference as .npy and the JSON config that `load_detector` reads."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / REFERENCE_FILE, np.asarray(reference, dtype=np.float32), allow_pickle=False)
+    config = {"format": DETECTOR_FORMAT, "detector": "TabularDrift", REFERENCE_FIELD: REFERENCE_FILE,
+              "p_val": float(p_val), "categorical_features": [int(i) for i in categorical], "correction": "bonferroni"}
+    (out / DETECTOR_CONFIG).write_text(json.dumps(config, indent=1))
+
+
+def load_detector(folder: str | Path):
+    """Rebuild the TabularDrift saved by `save_detector`; DetectorError names the problem.
+
+    Only the config and the reference file it names may be in the folder, the name must be a
+    plain file name in it (no '/', no '..'), and the reference must be a 2-D numeric array:
+    np.load runs with allow_pickle=False, so an object array is refused, never unpickled.
+    """
+    where = Path(folder)
+    try:
+        config = json.loads((where / DETECTOR_CONFIG).read_text())
+    except (OSError, ValueError) as error:
+        raise DetectorError(f"{where / DETECTOR_CONFIG} is unreadable: {error}") from None
+    if not isinstance(config, dict):
+        raise DetectorError(f"{where / DETECTOR_CONFIG}: expected a JSON object")
+    if config.get("format") != DETECTOR_FORMAT:
+        raise DetectorError(f"{where / DETECTOR_CONFIG}: format {str(config.get('format'))[:40]!r}, "
+                            f"expected {DETECTOR_FORMAT!r}")
+    name = config.get(REFERENCE_FIELD)
+    if not isinstance(name, str) or name in ("", ".", "..") or "/" in name or "\\" in name:
+        raise DetectorError(f"{where / DETECTOR_CONFIG}: {REFERENCE_FIELD} must name a file in {where}, "
+                            f"not {str(name)[:80]!r}")
+    others = sorted(set(p.name for p in where.iterdir()) - {DETECTOR_CONFIG, name})
+    if others:
+        raise DetectorError(f"{where}: {others[0]} is not part of a saved detector ({DETECTOR_CONFIG} and {name} only)")
+    try:
+        reference = np.load(where / name, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise DetectorError(f"{where / name} is not a numeric .npy array (pickled data is refused): {error}") from None
+    if reference.ndim != 2 or reference.dtype.kind not in "fiu":
+        raise DetectorError(f"{where / name}: a {reference.ndim}-D {reference.dtype} array, expected 2-D numbers")
+    categorical = config.get("categorical_features")
+    width = reference.shape[1]
+    if not (isinstance(categorical, list) and all(isinstance(i, int) and 0 <= i < width for i in categorical)):
+        raise DetectorError(f"{where / DETECTOR_CONFIG}: categorical_features must list column indices below "
+                            f"{reference.shape[1]}")
+    p_val = config.get("p_val")
+    if not isinstance(p_val, float) or not 0 < p_val < 1:
+        raise DetectorError(f"{where / DETECTOR_CONFIG}: p_val must be a number in (0, 1), not {str(p_val)[:40]}")
+    return tabular_drift(reference, categorical, p_val)
+
+
 def fit_drift_files(
     use_case, train_file: str, valid_file: str, feature_set_file: str, detector_dir: str
 ) -> Calibration:
     """Fit TabularDrift on train (raw features), calibrate on valid, save both to detector_dir."""
-    from alibi_detect.cd import TabularDrift
-    from alibi_detect.saving import save_detector
-
     encoder = DriftEncoder(FeatureSet.load(feature_set_file))
     train = pd.read_parquet(train_file)
     reference = encoder.encode_frame(train.sample(min(len(train), MAX_REFERENCE_ROWS), random_state=use_case.split.seed))
     held_out = encoder.encode_frame(pd.read_parquet(valid_file))
-    scorer = TabularDrift(reference, p_val=DESIGN_ALPHA,
-                          categories_per_feature=encoder.categories_per_feature, correction="bonferroni")
+    scorer = tabular_drift(reference, encoder.categorical_columns, DESIGN_ALPHA)
     calibration = calibrate(scorer, encoder, held_out, use_case.split.seed)
     # The saved detector decides with the calibrated threshold (alibi divides it by the feature count).
-    detector = TabularDrift(reference, p_val=calibration.threshold,
-                            categories_per_feature=encoder.categories_per_feature, correction="bonferroni")
     out = Path(detector_dir)
-    save_detector(detector, out / DETECTOR_DIR)
+    save_detector(reference, encoder.categorical_columns, calibration.threshold, out / DETECTOR_DIR)
     (out / CALIBRATION_FILE).write_text(json.dumps(asdict(calibration), indent=1))
     print(
         f"drift: window {calibration.window_size} rows, threshold {calibration.threshold:.4f}, "

@@ -3,12 +3,15 @@
 It says what the model is for, what data it came from (with hashes), how well it
 does (test metrics with 95 % intervals), how it treats the sensitive groups, what
 drives it, where it falls short, and which gates it passed. Everything comes from the
-package's own files, so the card cannot disagree with the model it describes.
+package's own files, so the card cannot disagree with the model it describes, except
+the drift detector's library and licence, read from the installed distribution that
+fitted it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from importlib import metadata
 
 from flowline import __version__, reports
 from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
@@ -17,6 +20,21 @@ FORMAT = "flowline.model_card/v1"
 CARD_JSON = "model_card.json"
 CARD_HTML = "model_card.html"
 CARD_TOP_COLUMNS = 10
+DRIFT_LIBRARY = "alibi-detect"
+BUSINESS_SOURCE = "Business Source License"
+
+
+def drift_detector_licence() -> dict:
+    """The drift detector's library, version and licence as installed, and what the licence means for users."""
+    installed = metadata.metadata(DRIFT_LIBRARY)
+    licence = installed["License"]
+    if licence.startswith(BUSINESS_SOURCE):
+        note = (f"{DRIFT_LIBRARY} {installed['Version']} is under the {licence}: production use of the drift "
+                "detector needs a commercial licence from Seldon. The detector sits behind flowline's drift "
+                "interface (components/drift/detector.py) and can be replaced.")
+    else:
+        note = f"{DRIFT_LIBRARY} {installed['Version']} is under the {licence}."
+    return {"library": DRIFT_LIBRARY, "version": installed["Version"], "licence": licence, "note": note}
 
 
 def _generated_limitations(use_case: UseCase, evaluation: dict, explanation: dict) -> list[str]:
@@ -77,6 +95,7 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
                   "fairness": {attribute: result["gates"] for attribute, result in fairness.get("attributes", {}).items()},
                   "passed": evaluation["gates_passed"]},
         "decision": {"decision": decision["decision"], "reason": decision["reason"]},
+        "drift_detector": drift_detector_licence(),
     }
 
 
@@ -140,5 +159,6 @@ def model_card_html(card: dict) -> str:
                          for attribute, gates in card["gates"]["fairness"].items() for name, g in gates.items()]),
         f"<p><strong>{reports.escape(card['decision']['decision'])}</strong>: "
         f"{reports.escape(card['decision']['reason'])}</p>",
+        "<h2>Drift detector licence</h2>", f"<p>{reports.escape(card['drift_detector']['note'])}</p>",
     ]
     return reports.page(f"Model card: {model['use_case']}", sections)

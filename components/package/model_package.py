@@ -4,16 +4,23 @@ A package holds the model folder (model.json and one native file per member, plu
 training.json), the FeatureSet, the evaluation (metrics with intervals, threshold,
 quality and fairness gates, any fairness mitigation, the champion/challenger
 decision), the drift detector, the use case, the lineage (dataset sha256 ->
-FeatureSet version -> model files) and the model card (model_card.py), JSON and HTML. `verify` refuses a package whose
-files do not match the manifest, before anything is loaded; `PackagedModel.load` only
-opens a verified one.
+FeatureSet version -> model files) and the model card (model_card.py), JSON and HTML.
+
+The manifest lists every file by sha256; the package's version is the hash of that list
+(with the format and name), and the manifest is signed with HMAC-SHA256 when a signing key
+is configured (signing.py). `verify` refuses a package whose files, version or signature do
+not match, or that holds a link or a path leading outside it, before anything is loaded;
+`PackagedModel.load` only opens a verified one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
+import re
 import shutil
+import stat
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,14 +29,27 @@ import numpy as np
 import pandas as pd
 
 from flowline import __version__
+from flowline.components.drift.detector import DETECTOR_CONFIG, DETECTOR_DIR, REFERENCE_FIELD
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_card import CARD_HTML, CARD_JSON, model_card, model_card_html
-from flowline.components.train.ensemble import Ensemble
+from flowline.components.package.signing import (
+    KEY_ENV,
+    NoSigningKeyWarning,
+    content_version,
+    signature,
+    signature_matches,
+    signing_key,
+)
+from flowline.components.train.ensemble import MODEL_FILE, Ensemble
 from flowline.datasets import sha256_of_file
 from flowline.pipelines.use_case import UseCase
 
-FORMAT = "flowline.package/v2"
+FORMAT = "flowline.package/v3"
 MANIFEST_FILE = "manifest.json"
+SIGNATURE = "signature"
+VERSIONED_FIELDS = ("format", "name", "files")  # the version is the hash of these; the signature covers all fields
+SAFE_VERSION = re.compile(r"[0-9A-Za-z]{1,64}")  # used in cache folder names before the version is checked
+SHA256 = re.compile(r"[0-9a-f]{64}")
 MODEL_DIR = "model"
 FEATURE_SET_FILE = "feature_set.json"
 EVALUATION_FILE = "evaluation.json"
@@ -84,33 +104,114 @@ def build_package(
 
 
 def _files_of(package: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(package)): sha256_of_file(path)
-        for path in sorted(package.rglob("*"))
-        if path.is_file() and path.name != MANIFEST_FILE
-    }
+    """Every file under the package but the manifest, with its sha256. A symbolic link or anything
+    else that is not a regular file or folder is refused: it could point outside the package."""
+    files = {}
+    for folder, dirs, names in os.walk(package):  # does not follow links: a linked folder is in `dirs`
+        for name in [*dirs, *names]:
+            path = Path(folder, name)
+            relative = path.relative_to(package).as_posix()
+            mode = path.lstat().st_mode
+            if stat.S_ISLNK(mode):
+                raise PackageError(f"package {package}: {relative} is a symbolic link; "
+                                   "a package holds only regular files")
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise PackageError(f"package {package}: {relative} is not a regular file; refusing it")
+            if stat.S_ISREG(mode) and relative != MANIFEST_FILE:
+                files[relative] = sha256_of_file(path)
+    return dict(sorted(files.items()))
 
 
 def write_manifest(package: Path, name: str) -> dict:
-    files = _files_of(package)
-    version = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in files.items()).encode()).hexdigest()[:12]
-    manifest = {
-        "format": FORMAT,
-        "name": name,
-        "version": version,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "files": files,
-    }
+    """List every file by sha256, version the package by the hash of that content, and sign the
+    manifest when a signing key is configured (signing.py)."""
+    manifest = {"format": FORMAT, "name": name, "files": _files_of(package)}
+    manifest["version"] = content_version(manifest)
+    manifest["created_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    key = signing_key()
+    if key:
+        manifest[SIGNATURE] = signature(manifest, key)
     (package / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1))
     return manifest
 
 
-def verify(package_dir: str | Path) -> dict:
-    """Return the manifest when every file matches it; raise PackageError naming the first problem.
+def check_manifest(manifest: object, where: str) -> dict[str, str]:
+    """The manifest's files by name, once its fields are well formed and every listed name is a
+    relative path inside the package; PackageError naming the field otherwise. Run before any
+    listed name is used as a path (remote.py downloads by these names)."""
+    if not isinstance(manifest, dict):
+        raise PackageError(f"{where}: expected a JSON object")
+    if manifest.get("format") != FORMAT:
+        raise PackageError(f"{where}: format {str(manifest.get('format'))[:40]!r}, expected {FORMAT!r}")
+    for field in ("name", "version", "created_at"):
+        if not isinstance(manifest.get(field), str):
+            raise PackageError(f"{where}: {field} must be a string")
+    if not SAFE_VERSION.fullmatch(manifest["version"]):
+        raise PackageError(f"{where}: version must be letters and digits, not {manifest['version'][:40]!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise PackageError(f"{where}: files must map each file's path to its sha256")
+    for name, digest in files.items():
+        inside(name, "files entry", where)
+        if name == MANIFEST_FILE or not (isinstance(digest, str) and SHA256.fullmatch(digest)):
+            raise PackageError(f"{where}: files entry {name!r} must map a file other than {MANIFEST_FILE} "
+                               f"to a sha256 (64 hex digits)")
+    return files
 
-    Refused: a missing manifest, a listed file that is missing or altered, a file the
-    manifest does not list. Model files can execute code when loaded, so nothing in an
-    unverified package is ever opened.
+
+def inside(name: object, field: str, where: str) -> str:
+    """`name` when it is a relative path that stays inside its folder: no leading '/', no '..' or '.'
+    part, no empty part, no backslash; PackageError naming `field` otherwise."""
+    if not isinstance(name, str) or "\\" in name or any(part in ("", ".", "..") for part in name.split("/")):
+        raise PackageError(f"{where}: {field} {str(name)[:80]!r} is not a relative path inside the package "
+                           f"(no leading '/', no '..')")
+    return name
+
+
+def _check_references(package: Path, listed: dict[str, str]) -> None:
+    """Paths named inside the package's files (model.json's member files, the detector's reference),
+    where the package has them, must be files of the package, listed in the manifest."""
+    model_json = f"{MODEL_DIR}/{MODEL_FILE}"
+    members = _json_of(package, model_json).get("members", []) if model_json in listed else []
+    if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+        raise PackageError(f"package {package}: {model_json} members must be a list of objects")
+    for i, member in enumerate(members):
+        names = member.get("files", [])
+        for name in names if isinstance(names, list) else [names]:
+            _listed(package, listed, MODEL_DIR, name, f"{model_json} members[{i}].files")
+    detector = f"{DRIFT_DIR}/{DETECTOR_DIR}"
+    if f"{detector}/{DETECTOR_CONFIG}" in listed:
+        config = _json_of(package, f"{detector}/{DETECTOR_CONFIG}")
+        field = f"{detector}/{DETECTOR_CONFIG} {REFERENCE_FIELD}"
+        _listed(package, listed, detector, config.get(REFERENCE_FIELD), field)
+
+
+def _json_of(package: Path, name: str) -> dict:
+    try:
+        document = json.loads((package / name).read_text())
+    except (OSError, ValueError) as error:
+        raise PackageError(f"package {package}: {name} is unreadable: {error}") from None
+    if not isinstance(document, dict):
+        raise PackageError(f"package {package}: {name} must hold a JSON object")
+    return document
+
+
+def _listed(package: Path, listed: dict[str, str], folder: str, name: object, field: str) -> None:
+    inside(name, field, f"package {package}")
+    if f"{folder}/{name}" not in listed:
+        raise PackageError(f"package {package}: {field} names {folder}/{name}, which is not a file of the package")
+
+
+def verify(package_dir: str | Path) -> dict:
+    """Return the manifest when the package is intact and authentic; raise PackageError naming the first problem.
+
+    Refused: a missing or malformed manifest; a listed file that is missing or altered; a file
+    the manifest does not list; a symbolic link or other non-regular file; a path (in the
+    manifest, model.json or the detector config) that is absolute, has '..' or names no file of
+    the package; a version that is not the hash of the manifest's content; and, when a signing
+    key is configured ($FLOWLINE_SIGNING_KEY), an unsigned or wrongly signed manifest. Without
+    a key, a NoSigningKeyWarning says the author is unchecked. Model files can execute code
+    when loaded, so nothing in an unverified package is ever opened.
     """
     package = Path(package_dir)
     manifest_path = package / MANIFEST_FILE
@@ -118,11 +219,9 @@ def verify(package_dir: str | Path) -> dict:
         raise PackageError(f"{package} is not a model package: {MANIFEST_FILE} is missing")
     try:
         manifest = json.loads(manifest_path.read_text())
-        listed = dict(manifest["files"])
-    except (ValueError, KeyError, TypeError) as error:
+    except ValueError as error:
         raise PackageError(f"{manifest_path} is unreadable: {error}") from None
-    if manifest.get("format") != FORMAT:
-        raise PackageError(f"{manifest_path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    listed = check_manifest(manifest, str(manifest_path))
     actual = _files_of(package)
     for name, expected in listed.items():
         if name not in actual:
@@ -134,7 +233,28 @@ def verify(package_dir: str | Path) -> dict:
     unlisted = sorted(set(actual) - set(listed))
     if unlisted:
         raise PackageError(f"package {package}: {unlisted[0]} is not listed in the manifest; refusing it")
+    content = {field: manifest[field] for field in VERSIONED_FIELDS}
+    if content_version(content) != manifest["version"]:
+        raise PackageError(f"package {package}: the manifest states version {manifest['version']}, but its content "
+                           f"hashes to {content_version(content)}; refusing it")
+    _check_references(package, listed)
+    _check_signature(package, manifest)
     return manifest
+
+
+def _check_signature(package: Path, manifest: dict) -> None:
+    key = signing_key()
+    signed = {field: value for field, value in manifest.items() if field != SIGNATURE}
+    if key is None:
+        unchecked = "signature" if SIGNATURE in manifest else "author"
+        warnings.warn(f"package {package}: no signing key (${KEY_ENV}), so its {unchecked} is not checked; "
+                      "anyone who can write the package can change it", NoSigningKeyWarning, stacklevel=3)
+    elif SIGNATURE not in manifest:
+        raise PackageError(f"package {package}: the manifest is unsigned and a signing key is set (${KEY_ENV}); "
+                           "refusing it")
+    elif not signature_matches(signed, manifest[SIGNATURE], key):
+        raise PackageError(f"package {package}: the manifest's signature does not match the signing key (${KEY_ENV}): "
+                           f"it was changed after signing or signed with another key; refusing it")
 
 
 def package_files(

@@ -1,8 +1,9 @@
 """Model packages in object storage: uploaded whole, downloaded only when every file verifies.
 
 Upload verifies the folder first and puts the manifest last, so a reader never finds a
-manifest whose files are not all there. Download reads the manifest, fetches every file it
-lists into a fresh folder, and verifies the folder against it. A corrupted, missing or
+manifest whose files are not all there. Download reads the manifest, checks that every name
+it lists stays inside the package, fetches those files into a fresh folder, and verifies the
+folder against it (hashes, version and, with a signing key, the signature). A corrupted, missing or
 extra file is refused with PackageError and nothing is left behind; a verified copy is
 kept in the cache, named by the package's version, and reused.
 """
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from flowline import storage
-from flowline.components.package.model_package import MANIFEST_FILE, PackageError, verify
+from flowline.components.package.model_package import MANIFEST_FILE, PackageError, check_manifest, verify
 
 CACHE_ENV = "FLOWLINE_PACKAGE_CACHE"
 
@@ -37,12 +38,14 @@ def upload_package(package_dir: str | Path, uri: str) -> dict:
 
 
 def manifest_at(uri: str, client=None) -> dict:
-    """The manifest of the package stored under `uri`."""
+    """The manifest of the package stored under `uri`, once its fields and file names are well formed."""
     text = storage.read_bytes(storage.S3Location.parse(uri).uri(MANIFEST_FILE), client)
     try:
-        return json.loads(text)
+        manifest = json.loads(text)
     except ValueError as error:
         raise PackageError(f"{uri}/{MANIFEST_FILE} is unreadable: {error}") from None
+    check_manifest(manifest, f"{uri}/{MANIFEST_FILE}")
+    return manifest
 
 
 def download_package(uri: str, cache: str | Path | None = None) -> Path:
@@ -50,7 +53,7 @@ def download_package(uri: str, cache: str | Path | None = None) -> Path:
     location, client = storage.S3Location.parse(uri), storage.s3_client()
     manifest = manifest_at(uri, client)
     root = Path(cache or cache_root())
-    target = root / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{manifest.get('version', 'unversioned')}"
+    target = root / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{manifest['version']}"
     if target.is_dir():
         try:
             verify(target)
@@ -60,7 +63,7 @@ def download_package(uri: str, cache: str | Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=root))
     try:
-        for name in [*manifest.get("files", {}), MANIFEST_FILE]:
+        for name in [*manifest["files"], MANIFEST_FILE]:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
             storage.download_file(location.uri(name), staging / name, client)
         try:

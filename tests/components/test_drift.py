@@ -7,11 +7,15 @@ import pytest
 
 from flowline.components.drift.detector import (
     CALIBRATION_FILE,
+    DETECTOR_CONFIG,
     DETECTOR_DIR,
     MAX_FALSE_ALARM_RATE,
+    REFERENCE_FILE,
+    DetectorError,
     DriftEncoder,
     fit_drift_files,
     load_calibration,
+    load_detector,
     sample_windows,
 )
 from flowline.components.features.feature_set import FeatureSet
@@ -67,15 +71,14 @@ def test_calibration_bounds_false_alarms_and_is_saved_without_pickle(fitted):
     assert calibration.window_size in calibration.power_by_window
     assert json.loads((out / CALIBRATION_FILE).read_text())["window_size"] == calibration.window_size
     saved = {p.name for p in (out / DETECTOR_DIR).iterdir()}
-    assert saved == {"config.toml", "x_ref.npy"}
+    assert saved == {DETECTOR_CONFIG, REFERENCE_FILE}
+    assert np.load(out / DETECTOR_DIR / REFERENCE_FILE, allow_pickle=False).dtype == np.float32
 
 
 def test_the_saved_detector_flags_a_shift_and_not_fresh_reference_data(fitted):
-    from alibi_detect.saving import load_detector
-
     folder, out = fitted
     calibration = load_calibration(out)
-    detector = load_detector(str(out / DETECTOR_DIR))
+    detector = load_detector(out / DETECTOR_DIR)
     encoder = DriftEncoder(FeatureSet.load(folder / "fs.json"))
     fresh = encoder.encode_frame(rows(2000, 4))
     windows = sample_windows(fresh, 40, calibration.window_size, np.random.default_rng(0))
@@ -84,3 +87,75 @@ def test_the_saved_detector_flags_a_shift_and_not_fresh_reference_data(fitted):
     shifted = windows.copy()
     shifted[..., encoder.columns.index("income")] *= 1.3
     assert np.mean([detector.predict(w)["data"]["is_drift"] for w in shifted]) >= 0.9
+
+
+class Payload:
+    """Creates `marker` when unpickled: what a hostile reference file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def saved_copy(out: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(out / DETECTOR_DIR, tmp_path / "detector"))
+
+
+def test_the_rebuilt_detector_scores_exactly_as_a_freshly_fitted_one(fitted):
+    from alibi_detect.cd import TabularDrift
+
+    folder, out = fitted
+    encoder = DriftEncoder(FeatureSet.load(folder / "fs.json"))
+    reference = np.load(out / DETECTOR_DIR / REFERENCE_FILE, allow_pickle=False)
+    config = json.loads((out / DETECTOR_DIR / DETECTOR_CONFIG).read_text())
+    fresh = TabularDrift(reference, p_val=config["p_val"], correction="bonferroni",
+                         categories_per_feature={i: None for i in encoder.categorical_columns})
+    window = encoder.encode_frame(rows(400, 5))
+    rebuilt = load_detector(out / DETECTOR_DIR).predict(window, return_p_val=True)["data"]
+    expected = fresh.predict(window, return_p_val=True)["data"]
+    assert np.array_equal(rebuilt["p_val"], expected["p_val"]) and rebuilt["threshold"] == expected["threshold"]
+    assert config["p_val"] == load_calibration(out).threshold  # it decides with the calibrated threshold
+
+
+@pytest.mark.parametrize("x_ref", ["/etc/passwd", "../outside.npy", "sub/x_ref.npy", ".."])
+def test_a_reference_outside_the_detector_folder_is_refused_by_field(fitted, tmp_path, x_ref):
+    copy = saved_copy(fitted[1], tmp_path)
+    config = json.loads((copy / DETECTOR_CONFIG).read_text())
+    (copy / DETECTOR_CONFIG).write_text(json.dumps({**config, "x_ref": x_ref}))
+    with pytest.raises(DetectorError, match=f"x_ref must name a file in {copy}, not '{x_ref}'"):
+        load_detector(copy)
+
+
+def test_a_pickled_reference_is_refused_and_never_unpickled(fitted, tmp_path):
+    copy, marker = saved_copy(fitted[1], tmp_path), tmp_path / "code-ran"
+    np.save(copy / REFERENCE_FILE, np.array([Payload(marker)], dtype=object), allow_pickle=True)
+    with pytest.raises(DetectorError, match="x_ref.npy is not a numeric .npy array .pickled data is refused"):
+        load_detector(copy)
+    assert not marker.exists()
+    with pytest.raises(ValueError):  # the same file, loaded the unsafe way, would have run the payload
+        np.load(copy / REFERENCE_FILE)
+    np.load(copy / REFERENCE_FILE, allow_pickle=True)
+    assert marker.exists()
+
+
+def test_alibi_detects_own_save_format_is_not_read(fitted, tmp_path):
+    """alibi-detect's config.toml can name a dill file to unpickle: a detector folder holding one is refused."""
+    copy = saved_copy(fitted[1], tmp_path)
+    (copy / "config.toml").write_text('name = "TabularDrift"\nx_ref = "/tmp/payload.dill"\n')
+    with pytest.raises(DetectorError, match="config.toml is not part of a saved detector"):
+        load_detector(copy)
+
+
+def test_a_malformed_config_is_refused_naming_the_field(fitted, tmp_path):
+    copy = saved_copy(fitted[1], tmp_path)
+    config = json.loads((copy / DETECTOR_CONFIG).read_text())
+    (copy / DETECTOR_CONFIG).write_text(json.dumps({**config, "categorical_features": [99]}))
+    with pytest.raises(DetectorError, match="categorical_features must list column indices below 3"):
+        load_detector(copy)
+    (copy / DETECTOR_CONFIG).write_text(json.dumps({**config, "p_val": "0.01; import os"}))
+    with pytest.raises(DetectorError, match="p_val must be a number in"):
+        load_detector(copy)

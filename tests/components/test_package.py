@@ -1,15 +1,25 @@
+import hashlib
 import json
+import re
+import shutil
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from flowline.components.drift.detector import save_detector
 from flowline.components.package.model_package import (
+    FORMAT,
     LINEAGE_FILE,
     MANIFEST_FILE,
+    SIGNATURE,
     PackageError,
     build_package,
     verify,
+    write_manifest,
 )
+from flowline.components.package.signing import KEY_ENV, NoSigningKeyWarning, canonical
 from flowline.datasets import sha256_of_file
 
 DATASET = {"source": "data.csv", "source_sha256": "ab" * 32, "rows_in": 10, "rows_kept": 9, "rows_quarantined": 1}
@@ -36,8 +46,7 @@ def package(tmp_path: Path, toy_use_case) -> Path:
     (tmp_path / "fs.json").write_text(json.dumps({"format": "flowline.featureset/v1", "version": "f00d"}))
     (tmp_path / "evaluation.json").write_text(json.dumps(EVALUATION))
     (tmp_path / "explanation.json").write_text(json.dumps(EXPLANATION))
-    (tmp_path / "drift" / "detector").mkdir(parents=True)
-    (tmp_path / "drift" / "detector" / "config.toml").write_text("name = 'TabularDrift'\n")
+    save_detector(np.arange(20, dtype=np.float32).reshape(10, 2) % 3, [1], 0.01, tmp_path / "drift" / "detector")
     destination = tmp_path / "package"
     build_package(destination, toy_use_case, model_dir, tmp_path / "fs.json", tmp_path / "evaluation.json", DATASET,
                   tmp_path / "drift", tmp_path / "explanation.json")
@@ -48,14 +57,14 @@ def test_a_fresh_package_verifies_and_lists_every_file(package: Path):
     manifest = verify(package)
     assert manifest["name"] == "toy"
     on_disk = {str(p.relative_to(package)) for p in package.rglob("*") if p.is_file()} - {MANIFEST_FILE}
-    assert "drift/detector/config.toml" in on_disk
+    assert {"drift/detector/config.json", "drift/detector/x_ref.npy"} <= on_disk
     assert set(manifest["files"]) == on_disk
     assert all(manifest["files"][name] == sha256_of_file(package / name) for name in on_disk)
 
 
 def test_an_altered_file_in_a_subfolder_is_refused(package: Path):
-    (package / "drift" / "detector" / "config.toml").write_text("name = 'Other'\n")
-    with pytest.raises(PackageError, match="drift/detector/config.toml has sha256"):
+    (package / "drift" / "detector" / "config.json").write_text('{"p_val": 0.5}')
+    with pytest.raises(PackageError, match="drift/detector/config.json has sha256"):
         verify(package)
 
 
@@ -110,3 +119,127 @@ def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manif
     assert "LIME and SHAP agree weakly" in limitations  # mean Spearman 0.3
     page = (package / CARD_HTML).read_text()
     assert "0.8500 to 0.9600" in page and 'class="fail"' in page and "Intended use" in page
+
+
+def test_the_model_card_states_the_drift_detectors_licence(package: Path):
+    from importlib import metadata
+
+    from flowline.components.package.model_card import CARD_HTML, CARD_JSON
+
+    detector = json.loads((package / CARD_JSON).read_text())["drift_detector"]
+    installed = metadata.metadata("alibi-detect")
+    assert (detector["version"], detector["licence"]) == (installed["Version"], installed["License"])
+    assert detector["licence"] == "Business Source License 1.1"  # the verified set's alibi-detect 0.13.0
+    assert "needs a commercial licence from Seldon" in detector["note"]
+    assert "Drift detector licence" in (package / CARD_HTML).read_text()
+
+
+# Forged packages (issue 17): each is refused by verify with a message naming what is wrong.
+KEY, OTHER_KEY = "the-signing-key", "someone-elses-key"
+
+
+def forge(package: Path, name: str, text: str) -> None:
+    """Edit a file and rewrite its hash in the manifest, as a forger without the key would."""
+    (package / name).write_text(text)
+    manifest = json.loads((package / MANIFEST_FILE).read_text())
+    manifest["files"][name] = sha256_of_file(package / name)
+    (package / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def version_of(package: Path) -> str:
+    """What the version of the package's manifest content is: the sha256 of its format, name and files."""
+    manifest = json.loads((package / MANIFEST_FILE).read_text())
+    return hashlib.sha256(canonical({k: manifest[k] for k in ("format", "name", "files")})).hexdigest()[:12]
+
+
+def test_the_version_is_the_hash_of_the_manifest_content(package: Path):
+    manifest = verify(package)
+    assert manifest["format"] == FORMAT and manifest["version"] == version_of(package)
+
+
+def test_an_edited_file_with_its_hash_updated_is_refused_by_version(package: Path):
+    stated = verify(package)["version"]
+    forge(package, "model/model.json", '{"members": [{"family": "linear", "weight": 1.0}], "bias": 40}')
+    recomputed = version_of(package)
+    with pytest.raises(PackageError, match=f"states version {stated}, but its content hashes to {recomputed}"):
+        verify(package)
+
+
+def test_keyless_use_verifies_with_a_warning_and_a_key_refuses_an_unsigned_package(package: Path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.warns(NoSigningKeyWarning, match=r"no signing key \(\$FLOWLINE_SIGNING_KEY\)"):
+        manifest = verify(package)
+    assert SIGNATURE not in manifest
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with pytest.raises(PackageError, match=r"the manifest is unsigned and a signing key is set \(\$FLOWLINE_SIGNING_KEY"):
+        verify(package)
+
+
+def test_packaging_signs_with_the_key_and_verify_checks_it(package: Path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    signed = write_manifest(package, "toy")
+    assert signed[SIGNATURE]["algorithm"] == "hmac-sha256"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a checked signature: no warning
+        assert verify(package)["version"] == signed["version"]
+    monkeypatch.setenv(KEY_ENV, OTHER_KEY)
+    with pytest.raises(PackageError, match="signature does not match the signing key .*signed with another key"):
+        verify(package)
+
+
+def test_a_forgery_that_recomputes_the_version_fails_the_signature(package: Path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    old_signature = write_manifest(package, "toy")[SIGNATURE]
+    forge(package, "evaluation.json", json.dumps({**EVALUATION, "gates_passed": True}))
+    manifest = json.loads((package / MANIFEST_FILE).read_text())
+    manifest["version"] = version_of(package)
+    (package / MANIFEST_FILE).write_text(json.dumps(manifest))  # hashes and version consistent, old signature
+    with pytest.raises(PackageError, match="signature does not match"):
+        verify(package)
+    monkeypatch.delenv(KEY_ENV)
+    write_manifest(package, "toy")  # re-listed without the key: unsigned
+    monkeypatch.setenv(KEY_ENV, KEY)
+    with pytest.raises(PackageError, match="the manifest is unsigned"):
+        verify(package)
+    assert old_signature["value"] != json.loads((package / MANIFEST_FILE).read_text()).get(SIGNATURE, {}).get("value")
+
+
+@pytest.mark.parametrize("name", ["model/training.json", "model"])
+def test_a_symbolic_link_is_refused_even_when_listed(package: Path, name: str):
+    """A listed file, or a folder, replaced by a link to /etc/passwd (or /etc), with the manifest rewritten."""
+    target = package / name
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.symlink_to("/etc/passwd" if name.endswith(".json") else "/etc")
+    with pytest.raises(PackageError, match=f"{name} is a symbolic link; a package holds only regular files"):
+        write_manifest(package, "toy")
+    with pytest.raises(PackageError, match=f"{name} is a symbolic link"):
+        verify(package)
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../../etc/passwd", "model/../../x", "./model/model.json"])
+def test_a_manifest_entry_outside_the_package_is_refused(package: Path, name: str):
+    manifest = json.loads((package / MANIFEST_FILE).read_text())
+    manifest["files"][name] = "0" * 64
+    (package / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match=f"files entry '{re.escape(name)}' is not a relative path inside"):
+        verify(package)
+
+
+@pytest.mark.parametrize("member_file", ["/etc/passwd", "../../../etc/passwd", "../feature_set.json", "missing.json"])
+def test_a_model_member_path_outside_the_model_folder_is_refused(package: Path, member_file: str):
+    (package / "model" / "model.json").write_text(json.dumps(
+        {"members": [{"family": "linear", "weight": 1.0, "files": ["linear.json"]},
+                     {"family": "xgboost", "weight": 1.0, "files": [member_file]}]}))
+    (package / "model" / "linear.json").write_text("{}")
+    write_manifest(package, "toy")  # hashes and version consistent: only the path is wrong
+    with pytest.raises(PackageError, match=re.escape("model/model.json members[1].files")):
+        verify(package)
+
+
+@pytest.mark.parametrize("x_ref", ["/tmp/payload.npy", "../../outside.npy", "../detector/x_ref.npy", "gone.npy"])
+def test_a_detector_config_whose_reference_is_outside_the_package_is_refused(package: Path, x_ref: str):
+    config = package / "drift" / "detector" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "x_ref": x_ref}))
+    write_manifest(package, "toy")
+    with pytest.raises(PackageError, match=re.escape("drift/detector/config.json x_ref")):
+        verify(package)

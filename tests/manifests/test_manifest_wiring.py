@@ -37,6 +37,8 @@ def test_runtimes_run_the_flowline_server_on_8080(base: list[Doc]) -> None:
         assert container["args"] == ["{{.Name}}=/mnt/models", "--port", "8080"]
         assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
         assert {"name": "FLOWLINE_SERVE_HOST", "value": "0.0.0.0"} in container["env"]
+        signing = {"secretKeyRef": {"name": "flowline-signing-key", "key": "key", "optional": True}}
+        assert {"name": "FLOWLINE_SIGNING_KEY", "valueFrom": signing} in container["env"]  # package signatures
 
 
 def test_models_log_requests_to_the_broker_and_support_tag_routing(base: list[Doc]) -> None:

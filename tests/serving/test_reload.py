@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from flowline.components.package.model_package import verify
+from flowline.datasets import sha256_of_file
 from flowline.inference_services.local_server import running_server
 from serving_helpers import records_of
 
@@ -143,3 +144,68 @@ def test_the_server_binds_loopback_unless_told_otherwise(churn_package, tmp_path
     with running_process(command, f"http://127.0.0.1:{port}/v2/health/ready", str(log)):
         pass
     assert f"Uvicorn running on http://127.0.0.1:{port}" in log.read_text()
+
+
+def forged_copy(package: Path, destination: Path, recompute_version: bool) -> Path:
+    """The issue's forgery: model.json's bias raised so every row scores 1.0, its hash updated in the manifest,
+    and (optionally) the version recomputed from the new content; the signature, if any, left as it was."""
+    from flowline.components.package.signing import content_version
+
+    shutil.copytree(package, destination)
+    model = destination / "model" / "model.json"
+    model.write_text(json.dumps({**json.loads(model.read_text()), "bias": 40.0}))
+    manifest = json.loads((destination / "manifest.json").read_text())
+    manifest["files"]["model/model.json"] = sha256_of_file(model)
+    if recompute_version:
+        manifest["version"] = content_version({k: manifest[k] for k in ("format", "name", "files")})
+    (destination / "manifest.json").write_text(json.dumps(manifest))
+    return destination
+
+
+def test_a_keyed_server_refuses_forged_and_unsigned_reloads_and_keeps_serving(
+    churn_package, churn_test_rows, tmp_path: Path, monkeypatch
+):
+    from flowline.components.package.model_package import write_manifest
+    from flowline.components.package.signing import KEY_ENV
+
+    monkeypatch.setenv(KEY_ENV, "the-signing-key")  # the server inherits it
+    signed = Path(shutil.copytree(churn_package, tmp_path / "signed"))
+    version = write_manifest(signed, "churn")["version"]
+    unsigned = Path(shutil.copytree(churn_package, tmp_path / "unsigned"))
+    monkeypatch.setenv(KEY_ENV, "")
+    write_manifest(unsigned, "churn")  # a copy re-listed by someone without the key
+    monkeypatch.setenv(KEY_ENV, "the-signing-key")
+    forgeries = {
+        "states version": forged_copy(signed, tmp_path / "forged", recompute_version=False),
+        "signature does not match": forged_copy(signed, tmp_path / "forged-version", recompute_version=True),
+        "the manifest is unsigned": unsigned,
+    }
+    current = tmp_path / "current"
+    current.symlink_to(signed)
+    body = {"instances": records_of(churn_test_rows.head(5))}
+    with running_server([f"churn={current}"], log_path=str(tmp_path / "server.log")) as url:
+        before = httpx.post(f"{url}/v1/models/churn:predict", json=body).json()
+        assert before["model_version"] == version
+        for reason, forged in forgeries.items():
+            point(current, forged)
+            refused = httpx.post(f"{url}/v2/repository/models/churn/load", timeout=30)
+            assert refused.status_code == 409 and reason in refused.json()["error"], refused.text
+            assert f"still serving version {version}" in refused.json()["error"]
+            after = httpx.post(f"{url}/v1/models/churn:predict", json=body)
+            assert after.status_code == 200 and after.json() == {**before, "id": after.json()["id"]}
+    # What the refused forgery would have served: probability 1.0 for every row.
+    from flowline.components.features.feature_set import FeatureSet
+    from flowline.components.train.ensemble import Ensemble
+
+    x = FeatureSet.load(signed / "feature_set.json").transform(churn_test_rows.head(5))
+    assert (Ensemble.load(forgeries["states version"] / "model").predict(x) > 0.999).all()
+    assert not (Ensemble.load(signed / "model").predict(x) > 0.999).all()
+
+
+def test_a_keyed_server_does_not_start_on_an_unsigned_package(churn_package, tmp_path: Path, monkeypatch):
+    from flowline.components.package.signing import KEY_ENV
+
+    monkeypatch.setenv(KEY_ENV, "the-signing-key")
+    with pytest.raises(RuntimeError, match=r"the manifest is unsigned and a signing key is set \(\$FLOWLINE_SIGNING"):
+        with running_server([str(churn_package)], log_path=str(tmp_path / "server.log")):
+            pass

@@ -1,0 +1,53 @@
+"""Manifest versions and signatures: the version is the sha256 of the manifest's content, and the
+signature an HMAC-SHA256 over the whole manifest, with a key from $FLOWLINE_SIGNING_KEY.
+
+Whoever holds the key can sign a package; whoever lacks it cannot make a package that a
+keyed server accepts, even after rewriting every hash and the version. On a cluster the key
+lives in the Kubernetes Secret `flowline-signing-key` and reaches the serving and drift
+pods as this variable through the ServingRuntimes' `secretKeyRef`
+(kustomize/base/serving-runtimes.yaml). Without a key, packages are checked for integrity
+only (hashes and version), and `verify` warns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from typing import Optional
+
+KEY_ENV = "FLOWLINE_SIGNING_KEY"
+ALGORITHM = "hmac-sha256"
+
+
+class NoSigningKeyWarning(UserWarning):
+    """A package was checked without a signing key: its files match, but its author is unchecked."""
+
+
+def signing_key() -> Optional[bytes]:
+    """The key from $FLOWLINE_SIGNING_KEY, or None when it is unset or empty."""
+    key = os.environ.get(KEY_ENV, "")
+    return key.encode() if key else None
+
+
+def canonical(document: dict) -> bytes:
+    """One byte string per document, whatever the key order or spacing of the file it came from."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def content_version(document: dict) -> str:
+    """The first 12 hex digits of the sha256 of a document: a package's version from its manifest content."""
+    return hashlib.sha256(canonical(document)).hexdigest()[:12]
+
+
+def signature(document: dict, key: bytes) -> dict:
+    """The manifest's `signature` entry for `document` (the manifest without it)."""
+    return {"algorithm": ALGORITHM, "value": hmac.new(key, canonical(document), hashlib.sha256).hexdigest()}
+
+
+def signature_matches(document: dict, signed: object, key: bytes) -> bool:
+    """Whether `signed` (a manifest's `signature` entry) is this key's signature of `document`, in constant time."""
+    if not isinstance(signed, dict) or signed.get("algorithm") != ALGORITHM or not isinstance(signed.get("value"), str):
+        return False
+    return hmac.compare_digest(signature(document, key)["value"], signed["value"])

@@ -1,0 +1,101 @@
+"""Forged real packages (issue 17) against `flowline verify`, the model loader and the drift monitor's loader."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowline.components.drift.detector import DetectorError
+from flowline.components.package.model_package import PackageError, PackagedModel, write_manifest
+from flowline.components.package.signing import KEY_ENV
+from flowline.datasets import sha256_of_file
+from flowline.inference_services.drift_monitor import DriftPackage
+from flowline.pipelines.cli import main
+
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+DETECTOR = Path("drift") / "detector"
+
+
+class Payload:
+    """Creates `marker` when unpickled: what a hostile reference file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def copy_of(package: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(package, tmp_path / "copy"))
+
+
+def test_flowline_verify_refuses_the_bias_forgery_naming_both_versions(churn_package, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    package = copy_of(churn_package, tmp_path)
+    stated = json.loads((package / "manifest.json").read_text())["version"]
+    assert main(["verify", str(package)]) == 0
+    out, err = capsys.readouterr()
+    assert f"version {stated}" in out and "signature not checked" in out and "warning: " in err
+    model = package / "model" / "model.json"
+    model.write_text(json.dumps({**json.loads(model.read_text()), "bias": 40.0}))
+    manifest = json.loads((package / "manifest.json").read_text())
+    manifest["files"]["model/model.json"] = sha256_of_file(model)
+    (package / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["verify", str(package)]) == 1
+    err = capsys.readouterr().err
+    assert f"states version {stated}, but its content hashes to " in err
+    with pytest.raises(PackageError, match=f"states version {stated}"):
+        PackagedModel.load(package)
+
+
+def test_flowline_verify_with_a_key_refuses_unsigned_and_wrongly_signed_packages(churn_package, tmp_path, capsys,
+                                                                                 monkeypatch):
+    package = copy_of(churn_package, tmp_path)
+    monkeypatch.setenv(KEY_ENV, "the-signing-key")
+    assert main(["verify", str(package)]) == 1
+    assert "the manifest is unsigned and a signing key is set" in capsys.readouterr().err
+    write_manifest(package, "churn")
+    assert main(["verify", str(package)]) == 0
+    out, err = capsys.readouterr()
+    assert "signature checked" in out and err == ""
+    monkeypatch.setenv(KEY_ENV, "another-key")
+    assert main(["verify", str(package)]) == 1
+    assert "signature does not match the signing key" in capsys.readouterr().err
+
+
+def test_a_listed_symlink_to_etc_passwd_is_refused(churn_package, tmp_path, capsys):
+    package = copy_of(churn_package, tmp_path)
+    (package / "use_case.json").unlink()
+    (package / "use_case.json").symlink_to("/etc/passwd")
+    assert main(["verify", str(package)]) == 1
+    assert "use_case.json is a symbolic link" in capsys.readouterr().err
+
+
+def test_the_drift_monitor_refuses_a_detector_reference_outside_the_package(churn_package, tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    package = copy_of(churn_package, tmp_path)
+    outside = tmp_path / "payload.npy"
+    np.save(outside, np.array([Payload(tmp_path / "code-ran")], dtype=object), allow_pickle=True)
+    config = package / DETECTOR / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "x_ref": "../../../payload.npy"}))
+    write_manifest(package, "churn")  # consistent hashes and version: only the path gives it away
+    with pytest.raises(PackageError, match=r"drift/detector/config.json x_ref '\.\./\.\./\.\./payload.npy' is not a "
+                                           r"relative path inside the package"):
+        DriftPackage.load(package)
+    assert not (tmp_path / "code-ran").exists()
+
+
+def test_the_drift_monitor_never_unpickles_a_reference_inside_the_package(churn_package, tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    package = copy_of(churn_package, tmp_path)
+    np.save(package / DETECTOR / "x_ref.npy", np.array([Payload(tmp_path / "code-ran")], dtype=object),
+            allow_pickle=True)
+    write_manifest(package, "churn")
+    with pytest.raises(DetectorError, match="x_ref.npy is not a numeric .npy array .pickled data is refused"):
+        DriftPackage.load(package)
+    assert not (tmp_path / "code-ran").exists()
+    genuine = json.loads((churn_package / "manifest.json").read_text())["version"]
+    assert DriftPackage.load(churn_package).version == genuine

@@ -13,6 +13,9 @@ the window size and fill) and answers with a CloudEvent (KServe encodes the repl
 It also counts pipeline run outcomes (type dev.flowline.pipeline.run.finished, data
 {"use_case", "status", "run_id"}) so that failed runs can raise an alert.
 
+A malformed event (unknown type, a body of the wrong shape, values outside the contract or
+float32's range) is a 400 naming the field, as on the model server, and is counted.
+
 With `--on-drift local` or `--on-drift kfp`, a drifted window starts a retraining run of
 the use case (flowline/retraining.py), recorded in the audit log.
 
@@ -39,9 +42,9 @@ from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
 from flowline.inference_services import metrics
 from flowline.inference_services.model import tensor_records
-from flowline.inference_services.request_checks import BadRequest, RecordChecker, request_columns
+from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
 from flowline.inference_services.server import serve, v2_body_problem
-from flowline.pipelines.use_case import UseCase
+from flowline.pipelines.use_case import NAME_PATTERN, UseCase
 from flowline.retraining import DEFAULT_COOLDOWN_S, MODES, RetrainingAction
 
 REQUEST_EVENT = "org.kubeflow.serving.inference.request"
@@ -101,6 +104,7 @@ class DriftMonitor(Model):
         path = str(package_path or self.package_path)
         self._use(DriftPackage.load(path))
         self.package_path = path
+        self.ready = True  # back in service after an unload
         return self.package.version
 
     def _use(self, package: DriftPackage) -> None:
@@ -116,7 +120,7 @@ class DriftMonitor(Model):
                 return self._pipeline_run(payload)
             if event_type != REQUEST_EVENT:
                 raise BadRequest("unsupported_event", f"ce-type: expected {REQUEST_EVENT!r} or {PIPELINE_RUN_EVENT!r}, "
-                                                      f"got {event_type!r}")
+                                                      f"got {describe(event_type)}")
             records = self._records(payload)
         except BadRequest as error:
             metrics.DRIFT_INVALID_EVENTS.labels(self.package.use_case.name, error.kind).inc()
@@ -136,12 +140,16 @@ class DriftMonitor(Model):
         return {"model_name": self.name, "monitored_model": self.monitored, "model_version": self.package.version,
                 "rows": len(records), "window_fill": len(self.window), "window_size": size, "tests": tests}
 
+    def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
+        """A client's mistake, not a missing feature of the server: 400 rather than KServe's 501."""
+        raise BadRequest("unsupported_verb", "explain: the drift monitor takes CloudEvents at :predict")
+
     def _records(self, payload: Dict) -> List[dict]:
         checker = self.package.checker
         if isinstance(payload, dict) and "instances" in payload:
             return checker.check_batch(payload["instances"], "instances", MAX_EVENT_ROWS)
         if isinstance(payload, dict) and isinstance(payload.get("inputs"), list):
-            problem = v2_body_problem(payload)
+            problem = v2_body_problem(payload, require_data=True)  # a CloudEvent carries JSON, no binary tensors
             if problem:
                 raise BadRequest("malformed_request", problem)
             inputs = [InferInput(t["name"], t["shape"], t["datatype"], t.get("data")) for t in payload["inputs"]]
@@ -161,8 +169,10 @@ class DriftMonitor(Model):
         return {"is_drift": drifted, "p_values": p_values}
 
     def _pipeline_run(self, payload: Dict) -> Dict:
-        if not isinstance(payload, dict) or not isinstance(payload.get("use_case"), str):
-            raise BadRequest("malformed_request", "data.use_case: expected the use case's name")
+        if not isinstance(payload, dict) or not (isinstance(payload.get("use_case"), str)
+                                                 and NAME_PATTERN.fullmatch(payload["use_case"])):
+            raise BadRequest("malformed_request", "data.use_case: expected a use case's name (lower-case letters, "
+                                                  "digits and '-')")
         if payload.get("status") not in RUN_STATUSES:
             raise BadRequest("malformed_request", f"data.status: expected one of {list(RUN_STATUSES)}")
         metrics.PIPELINE_RUNS.labels(payload["use_case"], payload["status"]).inc()

@@ -68,11 +68,13 @@ def running_server(
     extra_args: Sequence[str] = (),
     log_path: str | None = None,
     ready_timeout: float = 90,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """Start `python -m flowline.inference_services PACKAGES` on loopback; yield its base URL; stop it."""
+    """Start `python -m flowline.inference_services PACKAGES` on loopback; yield its base URL; stop it.
+    `env`: the process's whole environment (default: this one's)."""
     port = port or free_port()
     url = f"http://{LOOPBACK}:{port}"
     command = [sys.executable, "-m", "flowline.inference_services", *packages,
                "--host", LOOPBACK, "--port", str(port), *extra_args]
-    with running_process(command, f"{url}/v2/health/ready", log_path, ready_timeout):
+    with running_process(command, f"{url}/v2/health/ready", log_path, ready_timeout, env):
         yield url

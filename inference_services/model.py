@@ -13,6 +13,9 @@ raw columns, or beside an encoded matrix).
 A package is loaded only after `verify()` passes. `reload()` swaps in a new version
 atomically; a package that fails verification is refused and the running one keeps
 serving.
+
+An answer never carries NaN or infinity: values a float32 feature cannot hold, and rows whose
+answer is not finite, are refused with a 400 naming the record.
 """
 
 from __future__ import annotations
@@ -39,12 +42,13 @@ from flowline.components.package.remote import download_package
 from flowline.components.train.ensemble import Ensemble
 from flowline.inference_services import metrics
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
-from flowline.inference_services.request_checks import BadRequest, RecordChecker, request_columns
+from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
 from flowline.pipelines.use_case import UseCase
 from flowline.storage import is_s3
 
 NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
+V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,7 @@ class FlowlineModel(Model):
         new, old = LoadedPackage.load(path), self.package
         self.package, self.package_path = new, path
         metrics.publish_package(self.name, new, replaced=old)
+        self.ready = True  # back in service after an unload
         return new.version
 
     def get_input_types(self) -> List[Dict]:
@@ -212,11 +217,14 @@ class FlowlineModel(Model):
         arm, package = self._route(request_id)  # one version for the whole request, even if a reload lands
         try:
             if isinstance(payload, InferRequest):
+                row = V2_ROW
                 records, features = self._features_from_tensors(package, payload)
             else:
+                row = V1_ROW
                 records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-                features = _transform(package, records)
+                features = _transform(package, records, row)
             scores = package.model.predict(features)
+            _require_finite(scores, row)
             positive = package.decide(scores, features, records) if package.is_binary else None
             response = self._answer(package, payload, scores, positive, request_id)
         except Exception as error:  # an arm's failures count against it in the canary analysis
@@ -234,9 +242,10 @@ class FlowlineModel(Model):
         """SHAP contributions per raw column for each instance, plus the base value (in margin units)."""
         package = self.package
         records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-        matrix = _transform(package, records)
+        matrix = _transform(package, records, V1_ROW)
         per_column, base = package.model.column_contributions(matrix, package.owners)
         margins = package.model.margin(matrix)
+        _require_finite(np.column_stack([per_column, base, margins]), V1_ROW)
         columns = package.feature_set.input_columns
         return {
             "model_name": self.name,
@@ -269,10 +278,10 @@ class FlowlineModel(Model):
                                                             "inputs", self.max_batch)
             if len(records) != len(matrix):
                 raise BadRequest("wrong_shape", f"inputs: {len(records)} rows of sensitive attributes for "
-                                 f"{len(matrix)} rows of {matrices[0].name!r}")
+                                 f"{len(matrix)} rows of {describe(matrices[0].name)}")
             return records, matrix
         records = package.checker.check_batch(tensor_records(inputs, package.checker), "inputs", self.max_batch)
-        return records, _transform(package, records)
+        return records, _transform(package, records, V2_ROW)
 
     def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray,
                 positive: Optional[np.ndarray], request_id: str):
@@ -316,7 +325,8 @@ def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dic
     names = [tensor.name for tensor in inputs]
     unknown = [name for name in names if name not in checker.columns]
     if unknown:
-        raise BadRequest("unknown_column", f"inputs: unknown input {unknown[0]!r}; expected the raw columns {columns}")
+        raise BadRequest("unknown_column", f"inputs: unknown input {describe(unknown[0])}; "
+                                           f"expected the raw columns {columns}")
     missing = [name for name in columns if name not in names]
     if missing:
         raise BadRequest("missing_column", f"inputs: missing input {missing[0]!r}")
@@ -337,15 +347,33 @@ def _instances(payload: Any) -> Any:
     return payload["instances"]
 
 
-def _transform(package: LoadedPackage, records: List[Mapping[str, Any]]) -> np.ndarray:
+def _transform(package: LoadedPackage, records: List[Mapping[str, Any]], row: str) -> np.ndarray:
+    """Encoded features of checked records; 400 naming the record and its columns when a feature
+    computed from them overflows float32 (an infinite feature makes XGBoost fail or answer NaN)."""
     transform = package.feature_set.transform_record
-    return np.stack([transform(record) for record in records])
+    features = np.stack([transform(record) for record in records])
+    if np.isinf(features).any():
+        index, feature = (int(i) for i in np.argwhere(np.isinf(features))[0])
+        columns = [c for c, share in zip(package.feature_set.input_columns, package.owners[feature]) if share]
+        raise BadRequest("out_of_range", f"{row.format(index)}: {', '.join(columns)}: the feature "
+                                         f"{package.feature_set.feature_names[feature]} computed from them is beyond "
+                                         "float32's range")
+    return features
+
+
+def _require_finite(answers: np.ndarray, row: str) -> None:
+    """A 200 never carries NaN or infinity: 400 naming the first row whose answer is not finite."""
+    finite = np.isfinite(answers)
+    if not finite.all():
+        index = int(np.argwhere(~finite)[0][0])
+        raise BadRequest("not_finite", f"{row.format(index)}: the model's answer for this row is not finite; "
+                                       "its values are too far outside what the model was trained on")
 
 
 def _shape_rows(tensor: InferInput) -> int:
     shape = tensor.shape
     if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-        raise BadRequest("wrong_shape", f"input {tensor.name!r}: shape {list(shape)}, expected [N] or [N, 1]")
+        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: shape {list(shape)}, expected [N] or [N, 1]")
     return shape[0]
 
 
@@ -353,13 +381,15 @@ def _column_values(tensor: InferInput, numeric: bool) -> list:
     """The values of a one-column tensor as Python scalars (str for BYTES)."""
     datatype = tensor.datatype
     if numeric and datatype not in NUMERIC_DATATYPES:
-        raise BadRequest("wrong_type", f"input {tensor.name!r}: datatype {datatype}, expected a numeric type (FP32, FP64, INT64, ...)")
+        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, "
+                                       "expected a numeric type (FP32, FP64, INT64, ...)")
     if not numeric and datatype != "BYTES":
-        raise BadRequest("wrong_type", f"input {tensor.name!r}: datatype {datatype}, expected BYTES")
+        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, expected BYTES")
     rows = _shape_rows(tensor)
     array = _as_numpy(tensor).reshape(-1)
     if len(array) != rows:
-        raise BadRequest("wrong_shape", f"input {tensor.name!r}: {len(array)} values for shape {list(tensor.shape)}")
+        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: {len(array)} values for shape "
+                                        f"{list(tensor.shape)}")
     if numeric:
         return array.tolist()
     return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
@@ -368,24 +398,29 @@ def _column_values(tensor: InferInput, numeric: bool) -> list:
 def _as_numpy(tensor: InferInput) -> np.ndarray:
     try:
         return tensor.as_numpy()
-    except (ValueError, TypeError, OverflowError) as error:
-        raise BadRequest("wrong_shape", f"input {tensor.name!r}: data does not fit shape {list(tensor.shape)} "
-                                        f"and datatype {tensor.datatype}: {error}") from None
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: data does not fit shape {list(tensor.shape)} "
+                                        f"and datatype {tensor.datatype}") from None
 
 
 def _matrix(tensor: InferInput, width: int, max_batch: int) -> np.ndarray:
     """A single tensor of already-encoded features: FP32/FP64, shape [N, width], no NaN."""
     if tensor.datatype not in MATRIX_DATATYPES:
-        raise BadRequest("wrong_type", f"input {tensor.name!r}: datatype {tensor.datatype}; an encoded feature "
+        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {tensor.datatype}; an encoded feature "
                                        f"matrix must be FP32 (or name one input per raw column)")
     shape = list(tensor.shape)
     if len(shape) != 2 or shape[1] != width:
-        raise BadRequest("wrong_shape", f"input {tensor.name!r}: shape {shape}, expected [N, {width}]")
+        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: shape {shape}, expected [N, {width}]")
     if shape[0] == 0:
-        raise BadRequest("empty_batch", f"input {tensor.name!r}: the batch is empty")
+        raise BadRequest("empty_batch", f"input {describe(tensor.name)}: the batch is empty")
     if shape[0] > max_batch:
-        raise BadRequest("batch_too_large", f"input {tensor.name!r}: {shape[0]} rows, above the limit of {max_batch}")
+        raise BadRequest("batch_too_large", f"input {describe(tensor.name)}: {shape[0]} rows, "
+                                            f"above the limit of {max_batch}")
     matrix = _as_numpy(tensor).astype(np.float32, copy=False)
-    if np.isnan(matrix).any():
-        raise BadRequest("nan_not_allowed", f"input {tensor.name!r}: NaN is not allowed in encoded features")
+    if not np.isfinite(matrix).all():
+        if np.isnan(matrix).any():
+            raise BadRequest("nan_not_allowed",
+                             f"input {describe(tensor.name)}: NaN is not allowed in encoded features")
+        raise BadRequest("not_finite", f"input {describe(tensor.name)}: encoded features must be finite and within "
+                                       "float32's range")
     return matrix

@@ -14,6 +14,8 @@ from flowline.components.package.model_package import MANIFEST_FILE
 from flowline.storage import is_s3
 
 HOST_ENV = "FLOWLINE_SERVE_HOST"
+REPOSITORY_TOKEN_ENV = "FLOWLINE_REPOSITORY_TOKEN"
+MIN_TOKEN_LENGTH = 16
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH = 1024
@@ -22,6 +24,18 @@ DEFAULT_MAX_BATCH = 1024
 def default_host() -> str:
     """127.0.0.1 on a laptop; the container image sets FLOWLINE_SERVE_HOST=0.0.0.0."""
     return os.environ.get(HOST_ENV) or DEFAULT_HOST
+
+
+def repository_token() -> str | None:
+    """The bearer token that enables the model repository routes (load, unload); None leaves them off.
+
+    Set it from a Kubernetes Secret (`valueFrom.secretKeyRef`), never on a command line.
+    """
+    token = os.environ.get(REPOSITORY_TOKEN_ENV) or None
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"{REPOSITORY_TOKEN_ENV}: {len(token)} characters, give at least {MIN_TOKEN_LENGTH} "
+                         "(e.g. `openssl rand -hex 32`)")
+    return token
 
 
 def named_package(argument: str) -> tuple[str, str]:

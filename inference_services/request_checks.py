@@ -2,7 +2,10 @@
 
 Ingest checks whole tables (vectorised); a server sees a few records per request, so the
 same rules are applied here per value. Every refusal is a `BadRequest` (HTTP 400) whose
-message names the field, with a short `kind` used as the metrics label.
+message names the field, with a short `kind` used as the metrics label. Numbers must be
+finite and within float32's range, which the model computes in. Messages show a client's
+value only through `describe`: short scalars as sent, long strings cut, anything else by
+its type, so that no message carries (or fails to print) arbitrary user data.
 """
 
 from __future__ import annotations
@@ -10,11 +13,15 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 from kserve.errors import InvalidInput
 
 from flowline.components.ingest.contract import parse_datetimes
 from flowline.pipelines.use_case import ColumnSpec, UseCase
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+SHOWN_CHARACTERS = 40
 
 
 class BadRequest(InvalidInput):
@@ -23,6 +30,24 @@ class BadRequest(InvalidInput):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def describe(value: Any) -> str:
+    """A client's value for an error message: a short scalar as sent, a string cut to SHOWN_CHARACTERS,
+    anything else by its JSON type; never the repr of a whole structure (which can be huge or nested
+    deeper than repr can recurse)."""
+    if value is None or isinstance(value, (bool, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if value.bit_length() <= 64 else "a very large integer"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= SHOWN_CHARACTERS else repr(value[:SHOWN_CHARACTERS]) + "..."
+    return {dict: "an object", list: "a list"}.get(type(value), f"a {type(value).__name__}")
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """An error text that may quote a client's bytes (a parser's message), cut to `limit` characters."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _missing_kind(value: Any) -> str | None:
@@ -63,7 +88,7 @@ class RecordChecker:
             self.check_value(name, spec, record[name], where)
         if len(record) != len(self.columns):
             unknown = sorted(set(record) - set(self.columns))
-            raise BadRequest("unknown_column", f"{where}: unknown column {unknown[0]!r}")
+            raise BadRequest("unknown_column", f"{where}: unknown column {describe(unknown[0])}")
 
     def check_value(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:
         field = f"{where}.{name}"
@@ -74,29 +99,34 @@ class RecordChecker:
             return
         if spec.is_numeric:
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise BadRequest("wrong_type", f"{field}: expected a number, got {value!r}")
+                raise BadRequest("wrong_type", f"{field}: expected a number, got {describe(value)}")
             try:
                 number = float(value)
-            except ValueError:
-                raise BadRequest("wrong_type", f"{field}: expected a number, got {value!r}") from None
+            except (ValueError, OverflowError):
+                raise BadRequest("wrong_type", f"{field}: expected a number, got {describe(value)}") from None
             if math.isnan(number):
                 if not spec.nullable:
                     raise BadRequest("nan_not_allowed", f"{field}: NaN is not allowed")
                 return
+            if not abs(number) <= FLOAT32_MAX:  # infinite, or beyond what float32 (the model's input) holds
+                kind = "out_of_range" if math.isfinite(number) else "not_finite"
+                raise BadRequest(kind, f"{field}: expected a finite number within float32's range "
+                                       f"(±{FLOAT32_MAX:.4g}), got {describe(value)}")
             if spec.type == "integer" and not number.is_integer():
-                raise BadRequest("wrong_type", f"{field}: expected an integer, got {value!r}")
+                raise BadRequest("wrong_type", f"{field}: expected an integer, got {describe(value)}")
             if (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max):
-                raise BadRequest("out_of_range", f"{field}: {value!r} is outside [{spec.min}, {spec.max}]")
+                raise BadRequest("out_of_range", f"{field}: {describe(value)} is outside [{spec.min}, {spec.max}]")
             return
         if not isinstance(value, str):
-            raise BadRequest("wrong_type", f"{field}: expected a string, got {value!r}")
+            raise BadRequest("wrong_type", f"{field}: expected a string, got {describe(value)}")
         if spec.type == "datetime":
             if parse_datetimes(pd.Series([value.strip()]), spec.format).isna().iloc[0]:
-                raise BadRequest("wrong_type", f"{field}: {value!r} is not a date ({spec.format or 'ISO 8601'})")
+                raise BadRequest("wrong_type",
+                                 f"{field}: {describe(value)} is not a date ({spec.format or 'ISO 8601'})")
             return
         allowed = self._allowed.get(name)
         if allowed is not None and value.strip() not in allowed:
-            raise BadRequest("unknown_category", f"{field}: {value!r} is not one of {sorted(allowed)}")
+            raise BadRequest("unknown_category", f"{field}: {describe(value)} is not one of {sorted(allowed)}")
 
 
 def request_columns(input_columns: Sequence[str], decided_by: Sequence[str]) -> list[str]:

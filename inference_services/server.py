@@ -4,17 +4,20 @@ What this adds to kserve.ModelServer:
 - the bind host is configurable (KServe 0.15 hard-codes 0.0.0.0): 127.0.0.1 by default;
 - a body that cannot be decoded is a 400, whatever the decoder raised, never a 500;
 - v2 infer parses bytes straight into KServe's InferRequest (no pydantic round trips),
-  with schema errors as 400s naming the field; refused requests are logged as one
-  line, not as an ERROR with a traceback;
-- `POST /v2/repository/models/{name}/load` reloads that model's package without
-  dropping requests; a package that fails verification is refused with 409 and the
-  running version keeps serving.
+  with every field type-checked first (400 naming the field); refused requests are
+  logged as one line, not as an ERROR with a traceback;
+- the model repository routes are off unless $FLOWLINE_REPOSITORY_TOKEN is set, and then
+  take that bearer token: `POST /v2/repository/models/{name}/load` reloads that model's
+  package without dropping requests (a package that fails verification is refused with
+  409 and the running version keeps serving), `.../unload` takes the model out of
+  service; readiness (`/v2/health/ready` and the model's) says so until a load.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -33,27 +36,33 @@ from kserve.protocol.rest.server import RESTServer
 
 from flowline.components.package.model_package import PackageError
 from flowline.inference_services import metrics
-from flowline.inference_services.options import DEFAULT_PORT, default_host
-from flowline.inference_services.request_checks import BadRequest
+from flowline.inference_services.options import DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host, repository_token
+from flowline.inference_services.request_checks import BadRequest, clip
 
 log = logging.getLogger("flowline.serving")
+
+V2_DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+                          "FP16", "FP32", "FP64", "BYTES"})
+MAX_DIMENSIONS = 32  # numpy's limit
 
 
 def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False) -> None:
     """Load each model (a FlowlineModel or a DriftMonitor) and serve them in one process until interrupted."""
+    token = repository_token()  # a bad token stops the start, before the packages load
     for model in models:
         model.load()
     metrics.publish_memory_limit()
     # Everything loaded now lives until exit: keep the collector from scanning it (GC pauses).
     gc.collect()
     gc.freeze()
-    server = FlowlineModelServer(host or default_host(), access_log, http_port=port, enable_grpc=False,
+    server = FlowlineModelServer(host or default_host(), access_log, token, http_port=port, enable_grpc=False,
                                  enable_latency_logging=False)
     server.start(list(models))
 
 
 class FlowlineDataPlane(DataPlane):
-    """KServe's DataPlane, but any failure to decode a client's body is a 400, never a 500."""
+    """KServe's DataPlane, but any failure to decode a client's body is a 400, never a 500, and the
+    server is ready only while every model it serves is (an unloaded one is not)."""
 
     def decode(self, *args, **kwargs):
         try:
@@ -61,41 +70,86 @@ class FlowlineDataPlane(DataPlane):
         except BadRequest:
             raise
         except Exception as error:  # parsing client bytes: every failure here is the client's
-            raise BadRequest("malformed_request", f"body: cannot decode the request: {error}") from None
+            raise BadRequest("malformed_request", f"body: cannot decode the request: {clip(str(error))}") from None
+
+    async def ready(self) -> bool:
+        return all(model.ready for model in self.model_registry.get_models().values()) and await super().ready()
 
 
 async def _refused(request: Request, error: InvalidInput) -> JSONResponse:
-    """Every 400 passes here: counted by reason, logged as one line."""
+    """Every 400 passes here: counted by reason, logged as one line. KServe's own messages may quote
+    a client's field (an output's name): they are cut short."""
     reason = error.kind if isinstance(error, BadRequest) else "malformed_request"
+    message = str(error) if isinstance(error, BadRequest) else clip(str(error))
     metrics.INVALID_INPUTS.labels(request.path_params.get("model_name", ""), reason).inc()
-    log.info("400 %s %s: %s", request.method, request.url.path, error)
-    return JSONResponse(status_code=400, content={"error": str(error)})
+    log.info("400 %s %s: %s", request.method, request.url.path, message)
+    return JSONResponse(status_code=400, content={"error": message})
 
 
-def v2_body_problem(document: object) -> str | None:
-    """What is wrong with the shape of a v2 infer body, naming the field; None when it is well formed."""
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _parameters_problem(owner: dict, where: str, flags: tuple[str, ...] = ()) -> str | None:
+    """`parameters`, when given, is an object, and the named flags in it are booleans."""
+    parameters = owner.get("parameters")
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        return f"{where}parameters: expected an object"
+    wrong = next((flag for flag in flags if flag in parameters and not isinstance(parameters[flag], bool)), None)
+    return f"{where}parameters.{wrong}: expected true or false" if wrong else None
+
+
+def _tensor_problem(tensor: object, where: str, require_data: bool) -> str | None:
+    if not isinstance(tensor, dict):
+        return f"{where}: expected an object with name, shape, datatype and data"
+    if not isinstance(tensor.get("name"), str):
+        return f"{where}.name: expected a string"
+    datatype = tensor.get("datatype")
+    if not (isinstance(datatype, str) and datatype in V2_DATATYPES):
+        return f"{where}.datatype: expected one of {', '.join(sorted(V2_DATATYPES))}"
+    shape = tensor.get("shape")
+    if not (isinstance(shape, list) and len(shape) <= MAX_DIMENSIONS and all(map(_is_count, shape))):
+        return f"{where}.shape: expected a list of at most {MAX_DIMENSIONS} non-negative integers"
+    problem = _parameters_problem(tensor, f"{where}.")
+    if problem:
+        return problem
+    if "data" in tensor or require_data:
+        return None if isinstance(tensor.get("data"), list) else f"{where}.data: expected a list"
+    if not _is_count((tensor.get("parameters") or {}).get("binary_data_size")):
+        return f"{where}: has neither data nor parameters.binary_data_size (a non-negative integer)"
+    return None
+
+
+def v2_body_problem(document: object, require_data: bool = False) -> str | None:
+    """What is wrong with a v2 infer body, naming the field; None when every field has its type.
+
+    `require_data`: tensors must carry JSON data (no binary tensors), as in a CloudEvent.
+    """
     if not isinstance(document, dict):
         return "body: expected a JSON object with 'inputs'"
+    if document.get("id") is not None and not isinstance(document["id"], str):
+        return "id: expected a string"
+    problem = _parameters_problem(document, "", ("binary_data_output",))
+    if problem:
+        return problem
     inputs = document.get("inputs")
     if not isinstance(inputs, list):
         return "inputs: expected a list of tensors"
     for index, tensor in enumerate(inputs):
-        where = f"inputs[{index}]"
-        if not isinstance(tensor, dict):
-            return f"{where}: expected an object with name, shape, datatype and data"
-        if not isinstance(tensor.get("name"), str):
-            return f"{where}.name: expected a string"
-        if not isinstance(tensor.get("datatype"), str):
-            return f"{where}.datatype: expected a string"
-        shape = tensor.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
-            return f"{where}.shape: expected a list of integers"
-        parameters = tensor.get("parameters")
-        if "data" in tensor:
-            if not isinstance(tensor["data"], list):
-                return f"{where}.data: expected a list"
-        elif not (isinstance(parameters, dict) and isinstance(parameters.get("binary_data_size"), int)):
-            return f"{where}: has neither data nor parameters.binary_data_size"
+        problem = _tensor_problem(tensor, f"inputs[{index}]", require_data)
+        if problem:
+            return problem
+    outputs = document.get("outputs")
+    if outputs is not None and not isinstance(outputs, list):
+        return "outputs: expected a list of objects with a name"
+    for index, output in enumerate(outputs or []):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            return f"outputs[{index}].name: expected a string"
+        problem = _parameters_problem(output, f"outputs[{index}].", ("binary_data",))
+        if problem:
+            return problem
     return None
 
 
@@ -106,7 +160,7 @@ def decode_v2(body: bytes, headers: dict[str, str], model_name: str) -> InferReq
         json_length = int(json_length) if json_length is not None else len(body)
         document = orjson.loads(body[:json_length])
     except (ValueError, orjson.JSONDecodeError) as error:
-        raise BadRequest("malformed_request", f"body: malformed JSON: {error}") from None
+        raise BadRequest("malformed_request", f"body: malformed JSON: {clip(str(error))}") from None
     problem = v2_body_problem(document)
     if problem:
         raise BadRequest("malformed_request", problem)
@@ -115,19 +169,23 @@ def decode_v2(body: bytes, headers: dict[str, str], model_name: str) -> InferReq
     except InvalidInput:
         raise
     except Exception as error:  # parsing client bytes: every failure here is the client's
-        raise BadRequest("malformed_request", f"body: cannot decode the request: {error}") from None
+        raise BadRequest("malformed_request", f"body: cannot decode the request: {clip(str(error))}") from None
 
 
 class FlowlineRESTServer(RESTServer):
-    def __init__(self, *args, models: dict[str, Model], access_log: bool, **kwargs) -> None:
+    def __init__(self, *args, models: dict[str, Model], access_log: bool, repository_token: str | None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.models = models
         self.access_log = access_log
+        self.repository_token = repository_token
 
     def _register_endpoints(self, app: FastAPI) -> None:
-        # Registered first, so they answer instead of KServe's generic ones.
+        # Registered first, so they answer instead of KServe's generic ones (its load and unload take no token).
         app.add_api_route("/v2/repository/models/{model_name}/load", self.reload, methods=["POST"])
+        app.add_api_route("/v2/repository/models/{model_name}/unload", self.unload, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/infer", self.infer_v2, methods=["POST"])
+        app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", self.infer_v2, methods=["POST"])
         super()._register_endpoints(app)
 
     def _add_middlewares(self, app: FastAPI) -> None:
@@ -161,18 +219,42 @@ class FlowlineRESTServer(RESTServer):
         response_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
         return Response(content, media_type="application/octet-stream", headers=response_headers)
 
-    async def reload(self, model_name: str) -> JSONResponse:
-        """Load the model's package again from its path; refuse it if it fails verification."""
-        model = self.models.get(model_name)
-        if model is None:
+    def _repository_refusal(self, request: Request, model_name: str) -> JSONResponse | None:
+        """Why a model repository call is refused (routes off, no or wrong token, unknown model); None if allowed."""
+        if self.repository_token is None:
+            return JSONResponse(status_code=404, content={
+                "error": f"the model repository routes are off; set {REPOSITORY_TOKEN_ENV} to enable them"})
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self.repository_token.encode()):
+            log.warning("refused %s %s: no valid bearer token", request.method, request.url.path)
+            return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                                content={"error": "authorization: expected the repository's bearer token"})
+        if model_name not in self.models:
             return JSONResponse(status_code=404, content={"error": f"model {model_name!r} is not served here"})
+        return None
+
+    async def unload(self, model_name: str, request: Request) -> JSONResponse:
+        """Take the model out of service: its requests get 503 and readiness is false until a load."""
+        refusal = self._repository_refusal(request, model_name)
+        if refusal is not None:
+            return refusal
+        self.models[model_name].ready = False
+        log.warning("%s unloaded: out of service until POST /v2/repository/models/%s/load", model_name, model_name)
+        return JSONResponse(content={"name": model_name, "unload": True})
+
+    async def reload(self, model_name: str, request: Request) -> JSONResponse:
+        """Load the model's package again from its path; refuse it if it fails verification."""
+        refusal = self._repository_refusal(request, model_name)
+        if refusal is not None:
+            return refusal
+        model = self.models[model_name]
         try:
             version = await asyncio.to_thread(model.reload)
         except (PackageError, OSError, ValueError) as error:
             metrics.MODEL_RELOADS.labels(model_name, "refused").inc()
             log.warning("refused a new package for %s: %s", model_name, error)
-            return JSONResponse(status_code=409, content={
-                "error": f"package refused, still serving version {model.package.version}: {error}"})
+            state = f"still serving version {model.package.version}" if model.ready else "the model stays unloaded"
+            return JSONResponse(status_code=409, content={"error": f"package refused, {state}: {error}"})
         metrics.MODEL_RELOADS.labels(model_name, "loaded").inc()
         log.info("%s now serves version %s", model_name, version)
         return JSONResponse(content={"name": model_name, "load": True, "version": version})
@@ -181,10 +263,11 @@ class FlowlineRESTServer(RESTServer):
 class FlowlineModelServer(ModelServer):
     """kserve.ModelServer bound to `host`, with flowline's error handling and reload route."""
 
-    def __init__(self, host: str, access_log: bool = False, **kwargs) -> None:
+    def __init__(self, host: str, access_log: bool = False, repository_token: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.access_log = access_log
+        self.repository_token = repository_token
         self.dataplane = FlowlineDataPlane(
             model_registry=self.registered_models, predictor_config=self.dataplane.predictor_config
         )
@@ -195,6 +278,7 @@ class FlowlineModelServer(ModelServer):
         self._rest_server = FlowlineRESTServer(
             FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
             grace_period=self.grace_period, models={m.name: m for m in models}, access_log=self.access_log,
+            repository_token=self.repository_token,
         )
         self._rest_server.config.host = self.host
         if not self.access_log:  # per-request log lines cost more than the prediction

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 USE_CASES_DIR = Path(__file__).parent / "use_cases"
+NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")  # a use case's name: a slug, usable in URLs and metric labels
 
 BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy",
                   "recall_at_p90", "precision_at_r90", "expected_cost_per_1000")
@@ -279,7 +280,7 @@ class UseCase(_Strict):
     @field_validator("name")
     @classmethod
     def _name_is_a_slug(cls, name: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,40}", name):
+        if not NAME_PATTERN.fullmatch(name):
             raise ValueError("use lower-case letters, digits and '-', starting with a letter (max 41)")
         return name
 

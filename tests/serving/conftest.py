@@ -6,14 +6,15 @@ package once per session.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from flowline.inference_services.local_server import running_server
+from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
 from flowline.pipelines.use_case import UseCase, load_use_case
-from serving_helpers import MAX_BATCH, build_package, card_use_case
+from serving_helpers import MAX_BATCH, build_package, card_use_case, records_of, repository_env
 
 
 @pytest.fixture(scope="session")
@@ -50,9 +51,28 @@ def server(churn_package, card_package, clv_package, tmp_path_factory) -> str:
         yield url
 
 
+@pytest.fixture(scope="module")
+def monitor(churn_package, tmp_path_factory) -> str:
+    """A drift monitor of churn for each module (its window and counters are the module's), its repository
+    routes enabled (tests reload it to empty its window)."""
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(churn_package),
+               "--host", LOOPBACK, "--port", str(port)]
+    log = tmp_path_factory.mktemp("monitor") / "monitor.log"
+    with running_process(command, f"{url}/v2/health/ready", str(log), env=repository_env()):
+        yield url
+
+
 @pytest.fixture(scope="session")
 def churn_test_rows(churn_package) -> pd.DataFrame:
     """Typed test rows of churn, without the label: what an application would send."""
     frame = pd.read_parquet(churn_package.parent / "test").head(40)
     use_case = UseCase.model_validate_json((churn_package / "use_case.json").read_text())
     return frame[use_case.feature_columns]
+
+
+@pytest.fixture(scope="session")
+def record(churn_test_rows) -> dict:
+    """One valid churn record, as JSON carries it."""
+    return records_of(churn_test_rows.dropna().head(1))[0]

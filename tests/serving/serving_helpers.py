@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,10 +17,18 @@ from flowline.components.ingest.contract import ingest_to_files
 from flowline.components.package.model_package import package_files
 from flowline.components.split.splitting import split_files
 from flowline.components.train.training import train_files
+from flowline.inference_services.options import REPOSITORY_TOKEN_ENV
 from flowline.components.tune.tuning import tune_files
 from flowline.pipelines.use_case import FAMILIES, UseCase, parse_use_case
 
 MAX_BATCH = 64
+REPOSITORY_TOKEN = "serving-tests-repository-token"
+AUTHORIZED = {"Authorization": f"Bearer {REPOSITORY_TOKEN}"}  # what load and unload require
+
+
+def repository_env() -> dict[str, str]:
+    """This environment, plus the token that enables a server's model repository routes (load, unload)."""
+    return {**os.environ, REPOSITORY_TOKEN_ENV: REPOSITORY_TOKEN}
 
 
 def build_package(use_case: UseCase, folder: Path, trials: int, champion: str = "") -> Path:

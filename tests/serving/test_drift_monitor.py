@@ -1,6 +1,5 @@
 """The drift monitor over real HTTP: KServe payload-logger CloudEvents in, windows tested, metrics out."""
 
-import sys
 import uuid
 from pathlib import Path
 
@@ -10,8 +9,7 @@ import pandas as pd
 import pytest
 
 from flowline.components.drift.detector import MAX_FALSE_ALARM_RATE, load_calibration
-from flowline.inference_services.local_server import LOOPBACK, free_port, running_process
-from serving_helpers import records_of
+from serving_helpers import AUTHORIZED, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
@@ -19,22 +17,11 @@ ROWS_PER_EVENT = 20
 UNSHIFTED_WINDOWS = 40
 
 
-
-@pytest.fixture(scope="module")
-def monitor(churn_package, tmp_path_factory) -> str:
-    port = free_port()
-    url = f"http://{LOOPBACK}:{port}"
-    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(churn_package),
-               "--host", LOOPBACK, "--port", str(port)]
-    log = tmp_path_factory.mktemp("monitor") / "monitor.log"
-    with running_process(command, f"{url}/v2/health/ready", str(log)):
-        yield url
-
-
 @pytest.fixture(autouse=True)
 def empty_window(monitor) -> None:
     """Each test starts from an empty window: reloading the package drops the partial one."""
-    assert httpx.post(f"{monitor}/v2/repository/models/churn-drift/load", timeout=60).status_code == 200
+    reloaded = httpx.post(f"{monitor}/v2/repository/models/churn-drift/load", headers=AUTHORIZED, timeout=60)
+    assert reloaded.status_code == 200
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +116,10 @@ def test_bad_events_are_refused_and_counted(monitor, reference):
                               json={"instances": [{k: v for k, v in record.items() if k != "tenure"}]})
         unknown_type = client.post("/v1/models/churn-drift:predict", headers=event_headers("com.example.other"),
                                    json={"instances": [record]})
+        explain = client.post("/v1/models/churn-drift:explain", json={"instances": [record]},
+                              headers=event_headers("org.kubeflow.serving.inference.request"))
         metrics = client.get("/metrics").text
+    assert explain.status_code == 400 and "explain: the drift monitor takes CloudEvents" in explain.json()["error"]
     assert missing.status_code == 400 and "missing column 'tenure'" in missing.json()["error"]
     assert unknown_type.status_code == 400 and "ce-type" in unknown_type.json()["error"]
     assert 'flowline_drift_invalid_events_total{model_name="churn",reason="missing_column"} 1.0' in metrics

@@ -10,7 +10,7 @@ import pytest
 
 from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
 from promql_names import exported_names_used
-from serving_helpers import records_of
+from serving_helpers import AUTHORIZED, records_of, repository_env
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
@@ -35,7 +35,7 @@ def live_metrics(churn_package, churn_test_rows, tmp_path_factory) -> set[str]:
     current.symlink_to(churn_package)
     record = records_of(churn_test_rows.dropna().head(1))[0]
     names: set[str] = set()
-    with running_server([f"churn={current}"], log_path=str(folder / "server.log")) as url, \
+    with running_server([f"churn={current}"], log_path=str(folder / "server.log"), env=repository_env()) as url, \
             httpx.Client(base_url=url, timeout=60) as client:
         client.post("/v1/models/churn:predict", json={"instances": [record]})
         client.post("/v1/models/churn:explain", json={"instances": [record]})
@@ -44,7 +44,7 @@ def live_metrics(churn_package, churn_test_rows, tmp_path_factory) -> set[str]:
         (broken / "model.json").write_text("{}")
         current.unlink()
         current.symlink_to(broken)
-        assert client.post("/v2/repository/models/churn/load").status_code == 409  # a refused reload
+        assert client.post("/v2/repository/models/churn/load", headers=AUTHORIZED).status_code == 409  # refused
         names |= exported(client.get("/metrics").text)
 
     port = free_port()

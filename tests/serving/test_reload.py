@@ -12,7 +12,7 @@ import pytest
 from flowline.components.package.model_package import verify
 from flowline.datasets import sha256_of_file
 from flowline.inference_services.local_server import running_server
-from serving_helpers import records_of
+from serving_helpers import AUTHORIZED, records_of, repository_env
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
@@ -42,7 +42,7 @@ def test_reload_swaps_versions_without_a_failed_request_and_refuses_a_corrupt_pa
     answers: list[tuple[int, str]] = []
     stop = threading.Event()
 
-    with running_server([f"churn={current}"], log_path=str(tmp_path / "server.log")) as url:
+    with running_server([f"churn={current}"], log_path=str(tmp_path / "server.log"), env=repository_env()) as url:
         def stream() -> None:
             with httpx.Client(base_url=url, timeout=10) as client:
                 while not stop.is_set():
@@ -55,14 +55,14 @@ def test_reload_swaps_versions_without_a_failed_request_and_refuses_a_corrupt_pa
             while len(answers) < 50:
                 stop.wait(0.05)
             point(current, churn_package_b)
-            reloaded = httpx.post(f"{url}/v2/repository/models/churn/load", timeout=30)
+            reloaded = httpx.post(f"{url}/v2/repository/models/churn/load", headers=AUTHORIZED, timeout=30)
             assert reloaded.status_code == 200 and reloaded.json()["version"] == version_b
             seen_after_b = len(answers)
             while len(answers) < seen_after_b + 50:
                 stop.wait(0.05)
 
             point(current, corrupted_copy(churn_package_b, tmp_path / "corrupt"))
-            refused = httpx.post(f"{url}/v2/repository/models/churn/load", timeout=30)
+            refused = httpx.post(f"{url}/v2/repository/models/churn/load", headers=AUTHORIZED, timeout=30)
             assert refused.status_code == 409
             assert "model.json" in refused.json()["error"] and version_b in refused.json()["error"]
             seen_after_refusal = len(answers)

@@ -9,7 +9,7 @@ from flowline import storage
 from flowline.components.package.model_package import MANIFEST_FILE, verify
 from flowline.components.package.remote import CACHE_ENV, upload_package
 from flowline.inference_services.local_server import running_server
-from serving_helpers import records_of
+from serving_helpers import AUTHORIZED, records_of, repository_env
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
@@ -20,7 +20,8 @@ def test_a_package_in_object_storage_is_served_and_a_corrupted_one_refused_while
     uri = f"s3://{s3_bucket}/models/churn/current"
     version = upload_package(churn_package, uri)["version"]
     record = records_of(churn_test_rows.head(1))
-    with running_server([uri], log_path=str(tmp_path / "server.log")) as url, httpx.Client(base_url=url) as client:
+    with running_server([uri], log_path=str(tmp_path / "server.log"), env=repository_env()) as url, \
+            httpx.Client(base_url=url) as client:
         answer = client.post("/v1/models/churn:predict", json={"instances": record})  # named by its manifest
         assert answer.status_code == 200 and answer.json()["model_version"] == version
 
@@ -35,7 +36,7 @@ def test_a_package_in_object_storage_is_served_and_a_corrupted_one_refused_while
         newer = tmp_path / MANIFEST_FILE
         newer.write_text(json.dumps({**manifest, "version": "d4m4g3d00000"}))
         client_s3.fput_object(s3_bucket, f"models/churn/current/{MANIFEST_FILE}", str(newer))
-        refused = client.post("/v2/repository/models/churn/load")
+        refused = client.post("/v2/repository/models/churn/load", headers=AUTHORIZED)
         assert refused.status_code == 409 and "has sha256" in refused.text and model_file in refused.text
         again = client.post("/v1/models/churn:predict", json={"instances": record})
         assert again.status_code == 200 and again.json()["model_version"] == version

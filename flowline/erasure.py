@@ -4,7 +4,8 @@ A subject is named by the use case's key: the first id column (churn: `customerI
 the entity of a transaction log (CLV: `customer_id`). Every Parquet file under the use
 case's run folders (the ingested data, the quarantine, customer rows, the splits) loses
 the subject's rows and keeps every other row as it was. Files without the key column are
-left alone.
+left alone. Reports need no rewriting: ingest's profile never records the values of id or
+entity columns (`UseCase.subject_columns`), only their counts.
 
 The erasure is recorded in the audit log: the fact, the sha256 of the id (never the id
 or the data), the rows removed, and the packages that were trained on the subject (their

@@ -88,3 +88,39 @@ def test_a_use_case_without_a_key_is_refused(toy_use_case, tmp_path):
     keyless = toy_use_case.model_copy(update={"id_columns": []})
     with pytest.raises(ErasureError, match="declares no id_columns"):
         erase_subject(keyless, "x", tmp_path, tmp_path / "audit.jsonl")
+
+
+def files_holding(folder: Path, needles: list[str]) -> list[str]:
+    """Every file under `folder` whose bytes, or (for Parquet, whose pages may be compressed) whose cells, hold a needle."""
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        texts = [data, pd.read_parquet(path).astype(str).to_csv().encode()] if data[:4] == b"PAR1" else [data]
+        found += [f"{path.relative_to(folder)}: {needle}" for needle in needles
+                  if any(needle.encode() in text for text in texts)]
+    return found
+
+
+@pytest.mark.pipeline
+def test_after_erase_no_file_of_the_run_or_its_package_holds_the_id_or_its_hash(data_home, tmp_path: Path, capsys):
+    """A real churn run on 800 Telco rows; the subject is the first customer, who trains the model and, with
+    an id column profiled like any other, was among the profile's "top values"."""
+    lines = Path(data_home, "telco_customer_churn.csv").read_text().splitlines()[:801]
+    source = tmp_path / "telco-800.csv"
+    source.write_text("\n".join(lines) + "\n")
+    subject = lines[1].split(",")[0]
+    runs = tmp_path / "runs"
+    assert main(["run", "churn", "--source", str(source), "--trials", "1", "--runs-dir", str(runs)]) in (0, 3)
+    (run_dir,) = runs.glob("churn-*")
+    needles = [subject, hashlib.sha256(subject.encode()).hexdigest()]
+    assert files_holding(run_dir, needles[:1])  # the run holds the subject before (the test can see it)
+    assert subject in set(pd.read_parquet(next(run_dir.glob("*/split/train")))["customerID"])
+    capsys.readouterr()
+
+    code = main(["erase", "--use-case", "churn", "--id", subject, "--runs-dir", str(runs),
+                 "--audit-log", str(runs / "audit.jsonl")])
+    assert code == 0 and "packages trained on this subject" in capsys.readouterr().out
+    assert files_holding(run_dir, needles) == []
+    profile = next(run_dir.glob("*/ingest/profile")).read_text()
+    assert "| customerID | id | 0 | 800 |" in profile  # counted, never listed
+    assert verify(runs / "audit.jsonl")[-1]["what"]["subject_sha256"] == needles[1]

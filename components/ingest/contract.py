@@ -97,7 +97,8 @@ def read_table(source: str, file_format: str | None = None, separator: str = ","
         frame = pd.read_parquet(io.BytesIO(payload))
         frame.columns = [str(name) for name in frame.columns]
     else:
-        frame = pd.DataFrame([fields for _, fields in rows], columns=header, index=[row for row, _ in rows], dtype=str)
+        index = [row for row, _ in rows] if malformed else pd.RangeIndex(len(rows))  # the source row numbers
+        frame = pd.DataFrame([fields for _, fields in rows], columns=header, index=index, dtype=str)
     if frame.empty and not malformed:
         raise ContractError(f"{source} has a header ({len(frame.columns)} columns) but no rows")
     return RawTable(frame=frame, source=source, sha256=hashlib.sha256(payload).hexdigest(),

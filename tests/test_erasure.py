@@ -84,6 +84,28 @@ def test_the_command_reports_what_it_erased(runs, capsys):
     assert "packages trained on this subject" in shown and "churn-2" in shown
 
 
+def test_a_malformed_line_of_the_subject_goes_from_the_quarantine_wherever_its_id_sits(tmp_path: Path, churn):
+    """Ingest's own quarantine of a file whose lines are all malformed: a stray field before the id, or too few."""
+    from flowline.components.ingest.contract import ingest_to_files
+
+    source = tmp_path / "customers.csv"
+    columns = [*churn.columns, churn.label.column]  # customerID first
+    rows = [["x", "B-2", *["1"] * (len(columns) - 1)],     # a stray field before the id: B-2 sits under the wrong name
+            ["x", "C-3", *["1"] * (len(columns) - 1)],
+            ["B-2", "1", "No"]]                             # too few fields
+    source.write_text(",".join(columns) + "\n" + "\n".join(",".join(row) for row in rows) + "\n")
+    runs = tmp_path / "runs"
+    task = runs / "churn-1" / "flowline-churn-x" / "ingest"
+    task.mkdir(parents=True)
+    outputs = [str(task / name) for name in ("dataset", "quarantine", "profile")]
+    with pytest.raises(ValueError, match="3 of 3 rows"):
+        ingest_to_files(churn, str(source), *outputs)
+    report = erase_subject(churn, "B-2", runs, runs / "audit.jsonl")
+    assert report.total_rows == 2
+    left = pd.read_parquet(outputs[1])
+    assert left["_source_row"].tolist() == [1] and left["customerID"].tolist() == ["x"]  # C-3's line stays
+
+
 def test_a_use_case_without_a_key_is_refused(toy_use_case, tmp_path):
     keyless = toy_use_case.model_copy(update={"id_columns": []})
     with pytest.raises(ErasureError, match="declares no id_columns"):

@@ -26,6 +26,7 @@ from flowline.pipelines.use_case import ColumnSpec, UseCase
 REASON_COLUMN = "_quarantine_reason"
 ROW_COLUMN = "_source_row"
 EXTRA_COLUMN = "_extra_fields"
+MALFORMED_REASON = r"line \d+: \d+ fields, but the header has \d+$"
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
 
 
@@ -191,6 +192,11 @@ def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.Da
         {name: "string" for name in [*header, EXTRA_COLUMN, REASON_COLUMN]})
 
 
+def malformed_lines(quarantine: pd.DataFrame) -> pd.Series:
+    """Which quarantined rows are malformed lines, whose fields may sit under the wrong column names."""
+    return quarantine[REASON_COLUMN].str.match(MALFORMED_REASON).fillna(False).astype(bool)
+
+
 def _as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Text of each cell (stripped) and a mask of blank cells (empty, whitespace or null)."""
     text = values.astype("string").str.strip()
@@ -306,14 +312,17 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
         duplicate_reason[duplicated] = f"duplicate id in {use_case.id_columns}"
         reasons_by_column.append(duplicate_reason)
 
-    reasons = pd.concat(reasons_by_column, axis=1).apply(lambda row: "; ".join(r for r in row if r), axis=1)
-    bad = reasons != "" if len(frame) else pd.Series(False, index=frame.index)
+    reasons = pd.Series("", index=frame.index, dtype=object)  # every line may be malformed, leaving no row
+    if len(frame):
+        reasons = pd.concat(reasons_by_column, axis=1).apply(lambda row: "; ".join(r for r in row if r), axis=1)
+    bad = reasons != ""
     quarantined = frame.loc[bad].astype("string")
     quarantined.insert(0, ROW_COLUMN, quarantined.index)
     quarantined[EXTRA_COLUMN] = pd.Series(pd.NA, index=quarantined.index, dtype="string")
     quarantined[REASON_COLUMN] = reasons[bad].astype("string")
     if malformed is not None and len(malformed):
-        quarantined = pd.concat([quarantined, malformed]).sort_values(ROW_COLUMN, kind="stable")
+        parts = [part for part in (quarantined, malformed) if len(part)]
+        quarantined = pd.concat(parts).sort_values(ROW_COLUMN, kind="stable")
     rows_in = len(frame) + (0 if malformed is None else len(malformed))
     return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=rows_in)
 

@@ -113,7 +113,7 @@ def test_a_use_case_without_a_key_is_refused(toy_use_case, tmp_path):
 
 
 def files_holding(folder: Path, needles: list[str]) -> list[str]:
-    """Every file under `folder` whose bytes, or (for Parquet, whose pages may be compressed) whose cells, hold a needle."""
+    """Files under `folder` whose bytes, or for Parquet (its pages may be compressed) whose cells, hold a needle."""
     found = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = path.read_bytes()

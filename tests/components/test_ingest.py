@@ -21,6 +21,7 @@ from flowline.components.ingest.contract import (
     read_table,
     read_use_case_table,
 )
+from flowline.pipelines.use_case import UseCase, UseCaseError, parse_use_case
 
 MESSY = """id,age,income,plan,label
 a1,30,1000.5,basic,no
@@ -151,7 +152,8 @@ def test_request_checks_refuse_a_date_that_does_not_parse():
 
 def toy_rows(count: int) -> list[str]:
     """Well-formed rows of the toy use case's columns (id, age, income, plan, label)."""
-    return [f"c{i},{20 + i % 50},{100 + i}.5,{('basic', 'pro')[i % 2]},{('no', 'yes')[i % 3 == 0]}" for i in range(count)]
+    return [f"c{i},{20 + i % 50},{100 + i}.5,{('basic', 'pro')[i % 2]},{('no', 'yes')[i % 3 == 0]}"
+            for i in range(count)]
 
 
 def test_lines_with_extra_or_missing_fields_are_quarantined_naming_the_line(write_csv, toy_use_case, tmp_path: Path):
@@ -194,8 +196,6 @@ def test_non_finite_numbers_break_the_contract_naming_the_column(write_csv, toy_
 
 
 def test_non_finite_numbers_in_parquet_and_in_a_regression_label_are_quarantined(tmp_path: Path):
-    from flowline.pipelines.use_case import UseCase
-
     use_case = UseCase.model_validate({
         "name": "spend", "task": "regression", "data": {"path": "x.parquet"}, "label": {"column": "spend"},
         "columns": {"visits": {"type": "number"}}, "tuning": {"objective": "tweedie"}})
@@ -208,9 +208,7 @@ def test_non_finite_numbers_in_parquet_and_in_a_regression_label_are_quarantined
     assert result.kept["spend"].tolist() == [1.0]
 
 
-def encoded_use_case(path: Path, **data) -> "UseCase":  # noqa: F821
-    from flowline.pipelines.use_case import parse_use_case
-
+def encoded_use_case(path: Path, **data) -> UseCase:
     return parse_use_case({
         "name": "cities", "task": "regression", "data": {"path": str(path), **data}, "label": {"column": "sales"},
         "columns": {"city": {"type": "category", "allowed": ["Zürich", "Köln"]}}})
@@ -228,8 +226,6 @@ def test_a_latin1_file_read_as_utf8_says_which_encoding_to_set(tmp_path: Path):
 
 
 def test_an_unknown_encoding_is_refused_by_the_schema(tmp_path: Path):
-    from flowline.pipelines.use_case import UseCaseError
-
     with pytest.raises(UseCaseError, match=r"data.encoding: unknown encoding 'latin-9x'"):
         encoded_use_case(tmp_path / "x.csv", encoding="latin-9x")
 
@@ -279,7 +275,8 @@ def test_the_profile_never_records_the_values_of_id_columns(write_csv, toy_use_c
     (lambda text: text.replace("Female", "Femme\xe9").encode("latin-1"),
      r"step 'ingest': ContractError: \S+telco.csv is not utf-8 text: byte \d+ \(b'\\xe9'\) cannot be decoded\. "
      r"Set data.encoding in the use case .*data.encoding: latin-1\)"),
-    (lambda text: "\n".join(line + ",extra" if n % 4 == 3 else line for n, line in enumerate(text.splitlines())).encode(),
+    (lambda text: "\n".join(line + ",extra" if n % 4 == 3 else line
+                            for n, line in enumerate(text.splitlines())).encode(),
      r"step 'ingest': ContractError: 50 of 200 rows \(25.0%\) break the data contract of use case 'churn', above "
      r"max_bad_fraction 5.0%\. First reasons: \['line 4: 22 fields, but the header has 21', "),
 ])

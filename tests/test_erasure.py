@@ -9,7 +9,7 @@ import pytest
 
 from flowline.audit import verify
 from flowline.erasure import ErasureError, erase_subject
-from flowline.pipelines.cli import main
+from flowline.pipelines.cli import EXIT_GATE_FAILED, main
 
 
 def customers(ids: list[str]) -> pd.DataFrame:
@@ -132,7 +132,8 @@ def test_after_erase_no_file_of_the_run_or_its_package_holds_the_id_or_its_hash(
     source.write_text("\n".join(lines) + "\n")
     subject = lines[1].split(",")[0]
     runs = tmp_path / "runs"
-    assert main(["run", "churn", "--source", str(source), "--trials", "1", "--runs-dir", str(runs)]) in (0, 3)
+    code = main(["run", "churn", "--source", str(source), "--trials", "1", "--runs-dir", str(runs)])
+    assert code in (0, EXIT_GATE_FAILED)  # erasure is the point here, not the gates
     (run_dir,) = runs.glob("churn-*")
     needles = [subject, hashlib.sha256(subject.encode()).hexdigest()]
     assert files_holding(run_dir, needles[:1])  # the run holds the subject before (the test can see it)

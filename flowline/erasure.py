@@ -66,7 +66,7 @@ def _subject_rows(frame: pd.DataFrame, key: str, wanted: str) -> pd.Series:
     fields may sit under the wrong names), in any of its cells."""
     matches = frame[key].astype(str).str.strip() == wanted
     if REASON_COLUMN in frame.columns:
-        anywhere = frame.astype("string").apply(lambda column: column.str.strip() == wanted).any(axis=1)
+        anywhere = frame.astype(str).apply(lambda column: column.str.strip()).eq(wanted).any(axis=1)
         matches |= malformed_lines(frame) & anywhere
     return matches
 

@@ -100,6 +100,9 @@ def test_a_malformed_line_of_the_subject_goes_from_the_quarantine_wherever_its_i
     outputs = [str(task / name) for name in ("dataset", "quarantine", "profile")]
     with pytest.raises(ValueError, match="3 of 3 rows"):
         ingest_to_files(churn, str(source), *outputs)
+    clean = runs / "churn-2" / "flowline-churn-x" / "ingest"  # a clean run's quarantine: no row at all
+    clean.mkdir(parents=True)
+    pd.read_parquet(outputs[1]).iloc[:0].to_parquet(clean / "quarantine")
     report = erase_subject(churn, "B-2", runs, runs / "audit.jsonl")
     assert report.total_rows == 2
     left = pd.read_parquet(outputs[1])

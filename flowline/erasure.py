@@ -4,7 +4,10 @@ A subject is named by the use case's key: the first id column (churn: `customerI
 the entity of a transaction log (CLV: `customer_id`). Every Parquet file under the use
 case's run folders (the ingested data, the quarantine, customer rows, the splits) loses
 the subject's rows and keeps every other row as it was. Files without the key column are
-left alone.
+left alone. In the quarantine, a malformed line (more or fewer fields than the header)
+goes when any of its fields is the id, since its fields may sit under the wrong names.
+Reports need no rewriting: ingest's profile never records the values of id or
+entity columns (`UseCase.subject_columns`), only their counts.
 
 The erasure is recorded in the audit log: the fact, the sha256 of the id (never the id
 or the data), the rows removed, and the packages that were trained on the subject (their
@@ -22,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowline import audit
+from flowline.components.ingest.contract import REASON_COLUMN, malformed_lines
 from flowline.pipelines.use_case import UseCase
 
 PARQUET_MAGIC = b"PAR1"
@@ -57,6 +61,16 @@ def _is_parquet(path: Path) -> bool:
         return handle.read(4) == PARQUET_MAGIC
 
 
+def _subject_rows(frame: pd.DataFrame, key: str, wanted: str) -> pd.Series:
+    """The rows of the subject: its key in the key column, or, for a quarantined malformed line (whose
+    fields may sit under the wrong names), in any of its cells."""
+    matches = frame[key].astype(str).str.strip() == wanted
+    if REASON_COLUMN in frame.columns:
+        anywhere = frame.astype(str).apply(lambda column: column.str.strip()).eq(wanted).any(axis=1)
+        matches |= malformed_lines(frame) & anywhere
+    return matches
+
+
 def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audit_log: str | Path) -> ErasureReport:
     """Remove `subject_id`'s rows from every stored dataset of `use_case` under `runs_dir`; record it."""
     key = subject_key(use_case)
@@ -68,7 +82,7 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
             frame = pd.read_parquet(path)
             if key not in frame.columns:
                 continue
-            matches = frame[key].astype(str).str.strip() == wanted
+            matches = _subject_rows(frame, key, wanted)
             if not matches.any():
                 continue
             frame[~matches].to_parquet(path)

@@ -36,7 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from flowline.components.customers.customer_rows import build_customer_rows, customer_rows_use_case
     from flowline.components.features.engineering import engineer_features
     from flowline.components.features.feature_set import FeaturePlan, FeatureSet
-    from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
+    from flowline.components.ingest.contract import apply_contract, read_use_case_table
     from flowline.components.split.splitting import split_frame
     from flowline.components.train.models import TrainingData, fit_candidate, objective_metric, reported_value
     from flowline.components.tune.search_space import search_space
@@ -54,7 +54,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr)
 
-    raw = read_table(resolve_source(use_case, args.source), use_case.data.format, use_case.data.separator)
+    raw = read_use_case_table(use_case, args.source)
     kept = apply_contract(raw.frame, use_case).kept
     if use_case.transactions:
         kept, use_case = build_customer_rows(kept, use_case), customer_rows_use_case(use_case)

@@ -16,7 +16,7 @@ from flowline import audit
 from flowline.components.package.model_card import CARD_HTML
 from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
 from flowline.components.train.training import TRAINING_FILE
-from flowline.pipelines.progress import ProgressStream
+from flowline.pipelines.progress import ANSI, ProgressStream
 from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
 
 # The pipeline's tasks as kfp.local names them (a component used three times: tune, tune-2, tune-3).
@@ -54,7 +54,8 @@ def run_local(
     The summary is written as JSON to `summary_path`, or to summary.json in the run folder.
     The full log goes to run.log in the run folder; the terminal shows step progress
     (everything with `verbose`). The run, its package and its gate decision are recorded
-    in the audit log, `runs_dir`/audit.jsonl. Raises RuntimeError naming the failed step.
+    in the audit log, `runs_dir`/audit.jsonl; a failed run's record holds its root cause in one
+line ("step 'ingest': ContractError: ..."). Raises RuntimeError naming the failed step and the cause.
     """
     from kfp import local
 
@@ -84,8 +85,9 @@ def run_local(
             with contextlib.redirect_stdout(progress):
                 outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))
         except RuntimeError as error:
-            audit.append(audit_log, "pipeline_run", {**run, "outcome": "failed", "error": str(error)})
-            raise
+            cause = progress.failure or " ".join(ANSI.sub("", str(error)).split())
+            audit.append(audit_log, "pipeline_run", {**run, "outcome": "failed", "error": cause})
+            raise RuntimeError(cause) from None
     package_dir = Path(outcome.output.path)
     summary = summarize(use_case, package_dir, run_dir, wall_seconds=time.monotonic() - started)
     summary["step_seconds"] = progress.step_seconds

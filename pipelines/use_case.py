@@ -8,6 +8,7 @@ specific to a use case.
 
 from __future__ import annotations
 
+import codecs
 import re
 from datetime import date
 from pathlib import Path
@@ -43,7 +44,18 @@ class DataSpec(_Strict):
     dataset: str | None = None
     path: str | None = None
     format: Literal["csv", "parquet"] | None = None
-    separator: str = ","
+    separator: str = Field(default=",", description="CSV: one character, or a regular expression such as \\s+")
+    encoding: str = Field(default="utf-8", description="CSV: the text encoding (latin-1, cp1252, utf-16, ...)")
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r}; give a Python codec name, such as utf-8 or latin-1") \
+                from None
+        return encoding
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> DataSpec:
@@ -366,6 +378,13 @@ class UseCase(_Strict):
         """
         excluded = set(self.id_columns) | {self.time_column, self.features.entity_column}
         return [name for name in self.columns if name not in excluded]
+
+    @property
+    def subject_columns(self) -> list[str]:
+        """Columns whose values name a person or an account: the id columns, and the entity of a
+        transaction log or of entity windows. Their values are never written to a profile."""
+        entities = [self.transactions.entity_column if self.transactions else None, self.features.entity_column]
+        return list(dict.fromkeys([*self.id_columns, *(name for name in entities if name)]))
 
     def trials_for(self, family: str, override: int = 0) -> int:
         """The trial budget of one family: `override` when above 0, else the use case's."""

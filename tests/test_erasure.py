@@ -9,7 +9,7 @@ import pytest
 
 from flowline.audit import verify
 from flowline.erasure import ErasureError, erase_subject
-from flowline.pipelines.cli import main
+from flowline.pipelines.cli import EXIT_GATE_FAILED, main
 
 
 def customers(ids: list[str]) -> pd.DataFrame:
@@ -84,7 +84,69 @@ def test_the_command_reports_what_it_erased(runs, capsys):
     assert "packages trained on this subject" in shown and "churn-2" in shown
 
 
+def test_a_malformed_line_of_the_subject_goes_from_the_quarantine_wherever_its_id_sits(tmp_path: Path, churn):
+    """Ingest's own quarantine of a file whose lines are all malformed: a stray field before the id, or too few."""
+    from flowline.components.ingest.contract import ingest_to_files
+
+    source = tmp_path / "customers.csv"
+    columns = [*churn.columns, churn.label.column]  # customerID first
+    rows = [["x", "B-2", *["1"] * (len(columns) - 1)],     # a stray field before the id: B-2 sits under the wrong name
+            ["x", "C-3", *["1"] * (len(columns) - 1)],
+            ["B-2", "1", "No"]]                             # too few fields
+    source.write_text(",".join(columns) + "\n" + "\n".join(",".join(row) for row in rows) + "\n")
+    runs = tmp_path / "runs"
+    task = runs / "churn-1" / "flowline-churn-x" / "ingest"
+    task.mkdir(parents=True)
+    outputs = [str(task / name) for name in ("dataset", "quarantine", "profile")]
+    with pytest.raises(ValueError, match="3 of 3 rows"):
+        ingest_to_files(churn, str(source), *outputs)
+    clean = runs / "churn-2" / "flowline-churn-x" / "ingest"  # a clean run's quarantine: no row at all
+    clean.mkdir(parents=True)
+    pd.read_parquet(outputs[1]).iloc[:0].to_parquet(clean / "quarantine")
+    report = erase_subject(churn, "B-2", runs, runs / "audit.jsonl")
+    assert report.total_rows == 2
+    left = pd.read_parquet(outputs[1])
+    assert left["_source_row"].tolist() == [1] and left["customerID"].tolist() == ["x"]  # C-3's line stays
+
+
 def test_a_use_case_without_a_key_is_refused(toy_use_case, tmp_path):
     keyless = toy_use_case.model_copy(update={"id_columns": []})
     with pytest.raises(ErasureError, match="declares no id_columns"):
         erase_subject(keyless, "x", tmp_path, tmp_path / "audit.jsonl")
+
+
+def files_holding(folder: Path, needles: list[str]) -> list[str]:
+    """Files under `folder` whose bytes, or for Parquet (its pages may be compressed) whose cells, hold a needle."""
+    found = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        texts = [data, pd.read_parquet(path).astype(str).to_csv().encode()] if data[:4] == b"PAR1" else [data]
+        found += [f"{path.relative_to(folder)}: {needle}" for needle in needles
+                  if any(needle.encode() in text for text in texts)]
+    return found
+
+
+@pytest.mark.pipeline
+def test_after_erase_no_file_of_the_run_or_its_package_holds_the_id_or_its_hash(data_home, tmp_path: Path, capsys):
+    """A real churn run on 800 Telco rows; the subject is the first customer, who trains the model and, with
+    an id column profiled like any other, was among the profile's "top values"."""
+    lines = Path(data_home, "telco_customer_churn.csv").read_text().splitlines()[:801]
+    source = tmp_path / "telco-800.csv"
+    source.write_text("\n".join(lines) + "\n")
+    subject = lines[1].split(",")[0]
+    runs = tmp_path / "runs"
+    code = main(["run", "churn", "--source", str(source), "--trials", "1", "--runs-dir", str(runs)])
+    assert code in (0, EXIT_GATE_FAILED)  # erasure is the point here, not the gates
+    (run_dir,) = runs.glob("churn-*")
+    needles = [subject, hashlib.sha256(subject.encode()).hexdigest()]
+    assert files_holding(run_dir, needles[:1])  # the run holds the subject before (the test can see it)
+    assert subject in set(pd.read_parquet(next(run_dir.glob("*/split/train")))["customerID"])
+    capsys.readouterr()
+
+    code = main(["erase", "--use-case", "churn", "--id", subject, "--runs-dir", str(runs),
+                 "--audit-log", str(runs / "audit.jsonl")])
+    assert code == 0 and "packages trained on this subject" in capsys.readouterr().out
+    assert files_holding(run_dir, needles) == []
+    profile = next(run_dir.glob("*/ingest/profile")).read_text()
+    assert "| customerID | id | 0 | 800 |" in profile  # counted, never listed
+    assert verify(runs / "audit.jsonl")[-1]["what"]["subject_sha256"] == needles[1]

@@ -4,7 +4,7 @@ a time and an amount column (a use case's `transactions`).
 Each row holds what is known about the entity at the cut-off, from its transactions on
 or before it, and as the label the amount it spent after it. Transactions on the same
 day count as one purchase (the usual convention of buy-till-you-die models). Times are
-in weeks.
+in weeks. Returns (negative amounts) are netted: the label is net spend floored at zero.
 
 - Rows at each of `training_cutoffs` are what the model learns from. Their label is the
   spend between the cut-off and `calibration_end`, scaled to `horizon_days`: the spend
@@ -55,7 +55,11 @@ def daily_purchases(log: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
 
 def rows_at(purchases: pd.DataFrame, cutoff: date, window_end: date, horizon_days: int) -> pd.DataFrame:
     """Features of every entity that bought on or before `cutoff`, and its label: the spend in
-    (cutoff, window_end], scaled from that window's length to `horizon_days`."""
+    (cutoff, window_end], scaled from that window's length to `horizon_days`.
+
+    Returns (negative amounts) are netted against purchases, in the features and in the
+    label; a label whose returns outweigh its purchases is 0, never negative: what a
+    customer brings cannot be below nothing, and a Tweedie loss cannot take it."""
     cut, end = pd.Timestamp(cutoff), pd.Timestamp(window_end)
     past = purchases[purchases["day"] <= cut]
     grouped = past.groupby("entity", sort=True)
@@ -91,7 +95,7 @@ def rows_at(purchases: pd.DataFrame, cutoff: date, window_end: date, horizon_day
     rows["lapsed_fraction"] = rows["weeks_since_last"] / lifetime
     following = purchases[(purchases["day"] > cut) & (purchases["day"] <= end)]
     spent = following.groupby("entity")["amount"].sum().reindex(rows.index, fill_value=0.0)
-    rows["label"] = spent * horizon_days / (end - cut).days
+    rows["label"] = spent.clip(lower=0.0) * horizon_days / (end - cut).days  # returns: net spend, floored at 0
     return rows[[*FEATURE_COLUMNS, "label"]]
 
 

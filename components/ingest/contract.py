@@ -6,14 +6,18 @@ reason, so that rows in = rows kept + rows quarantined, always.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
+import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from flowline import storage
 from flowline.datasets import dataset_path
@@ -21,17 +25,28 @@ from flowline.pipelines.use_case import ColumnSpec, UseCase
 
 REASON_COLUMN = "_quarantine_reason"
 ROW_COLUMN = "_source_row"
+EXTRA_COLUMN = "_extra_fields"
+MALFORMED_REASON = r"line \d+: \d+ fields, but the header has \d+$"
+BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
 
 
 class ContractError(ValueError):
-    """The table as a whole cannot be used: missing columns, or too many bad rows."""
+    """The table as a whole cannot be used: unreadable, no rows, missing or repeated columns, too many bad rows."""
 
 
 @dataclass(frozen=True)
 class RawTable:
+    """The rows as read, every CSV cell as text, indexed by row number (0 = the first row after the header).
+
+    `malformed` holds the lines whose field count differs from the header's, already
+    shaped as quarantine rows (the fields under the header's names in order, surplus
+    ones in `_extra_fields`, the reason naming the line).
+    """
+
     frame: pd.DataFrame
     source: str
     sha256: str
+    malformed: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -54,27 +69,132 @@ def resolve_source(use_case: UseCase, override: str = "") -> str:
     return str(use_case.data.path)
 
 
-def read_table(source: str, file_format: str | None = None, separator: str = ",") -> RawTable:
+def read_use_case_table(use_case: UseCase, override: str = "") -> RawTable:
+    """The use case's source (or `override`) read with its data options: format, separator, encoding."""
+    data = use_case.data
+    return read_table(resolve_source(use_case, override), data.format, data.separator, data.encoding)
+
+
+def read_table(source: str, file_format: str | None = None, separator: str = ",",
+               encoding: str = "utf-8") -> RawTable:
     """Read CSV or Parquet from a path, an http(s) URL or s3://bucket/key, every CSV cell as text.
 
-    Cells stay text so that the contract, not the parser, decides what a bad value is.
+    Cells stay text so that the contract, not the parser, decides what a bad value is. A
+    line with more or fewer fields than the header is not a reason to give up on the
+    file: it goes to `malformed`. Raises ContractError for what no row can survive: bytes
+    that are not text in `encoding`, a binary file, no header, no rows, a repeated column name.
     """
-    if storage.is_s3(source):
-        payload = storage.read_bytes(source)
-    elif source.startswith(("http://", "https://")):
-        with urllib.request.urlopen(source, timeout=60) as response:
-            payload = response.read()
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"data source {source} does not exist")
-        payload = path.read_bytes()
+    payload = _read_bytes(source)
     file_format = file_format or ("parquet" if source.split("?")[0].endswith((".parquet", ".pq")) else "csv")
     if file_format == "parquet":
-        frame = pd.read_parquet(io.BytesIO(payload))
+        header, malformed = _parquet_columns(payload, source), []
     else:
-        frame = pd.read_csv(io.BytesIO(payload), dtype=str, keep_default_na=False, sep=separator)
-    return RawTable(frame=frame, source=source, sha256=hashlib.sha256(payload).hexdigest())
+        header, rows, malformed = _delimited_records(_decode(payload, source, encoding), source, separator)
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ContractError(f"{source}: the header names column(s) {repeated} more than once; give each column "
+                            f"its own name")
+    if file_format == "parquet":
+        frame = pd.read_parquet(io.BytesIO(payload))
+        frame.columns = [str(name) for name in frame.columns]
+    else:
+        index = [row for row, _ in rows] if malformed else pd.RangeIndex(len(rows))  # the source row numbers
+        frame = pd.DataFrame([fields for _, fields in rows], columns=header, index=index, dtype=str)
+    if frame.empty and not malformed:
+        raise ContractError(f"{source} has a header ({len(frame.columns)} columns) but no rows")
+    return RawTable(frame=frame, source=source, sha256=hashlib.sha256(payload).hexdigest(),
+                    malformed=_malformed_rows(malformed, header, separator))
+
+
+def _read_bytes(source: str) -> bytes:
+    if storage.is_s3(source):
+        return storage.read_bytes(source)
+    if source.startswith(("http://", "https://")):
+        with urllib.request.urlopen(source, timeout=60) as response:
+            return response.read()
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"data source {source} does not exist")
+    return path.read_bytes()
+
+
+def _parquet_columns(payload: bytes, source: str) -> list[str]:
+    """The column names in a Parquet file's schema, read before the data (pyarrow cannot read repeated names)."""
+    try:
+        return [str(name) for name in pq.ParquetFile(io.BytesIO(payload)).schema_arrow.names]
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ContractError(f"{source} is not a readable Parquet file: {error}") from None
+
+
+def _decode(payload: bytes, source: str, encoding: str) -> str:
+    """The file's text; ContractError for a binary file or bytes that `encoding` cannot decode."""
+    try:
+        text = payload.decode(encoding)
+    except UnicodeDecodeError as error:
+        if b"\x00" in payload[:BINARY_SNIFF_BYTES]:
+            raise ContractError(f"{source} is a binary file, not a text table: give a CSV or Parquet file") from None
+        raise ContractError(
+            f"{source} is not {encoding} text: byte {error.start} ({payload[error.start:error.start + 1]!r}) "
+            f"cannot be decoded. Set data.encoding in the use case to the file's encoding "
+            f"(for Western European text exported from Excel: data.encoding: latin-1)") from None
+    if "\x00" in text[:BINARY_SNIFF_BYTES]:
+        raise ContractError(f"{source} is a binary file, not a text table: give a CSV or Parquet file")
+    return text.removeprefix("\ufeff")
+
+
+def _delimited_records(text: str, source: str, separator: str) -> tuple[list[str], list, list]:
+    """The header, the (row number, fields) of well-formed rows, and the (row number, line, fields) of the others.
+
+    A one-character separator is read as CSV (quotes included); `\\s+` splits on runs of
+    whitespace, ignoring it at both ends of a line; any other separator is a regular
+    expression. Blank lines are skipped.
+    """
+    try:
+        records = [(line, fields) for line, fields in _split_lines(text, separator) if fields]
+    except csv.Error as error:
+        raise ContractError(f"{source} is not a {separator!r}-separated table: {error}") from None
+    if not records:
+        raise ContractError(f"{source} is empty: it has no header and no rows")
+    (_, header), *data = records
+    rows, malformed = [], []
+    for row, (line, fields) in enumerate(data):
+        if len(fields) == len(header):
+            rows.append((row, fields))
+        else:
+            malformed.append((row, line, fields))
+    return header, rows, malformed
+
+
+def _split_lines(text: str, separator: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number of the record's first line, its fields) for every record of the text."""
+    if len(separator) == 1:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
+        line = 1
+        for fields in reader:
+            yield line, fields
+            line = reader.line_num + 1
+    elif separator == r"\s+":
+        yield from ((number, line.split()) for number, line in enumerate(text.splitlines(), 1))
+    else:
+        pattern = re.compile(separator)
+        yield from ((number, pattern.split(line) if line.strip() else [])
+                    for number, line in enumerate(text.splitlines(), 1))
+
+
+def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.DataFrame:
+    """Quarantine rows for lines with the wrong number of fields: nothing of the line is lost."""
+    joiner = " " if separator == r"\s+" else separator
+    rows = [{ROW_COLUMN: row, **dict(zip(header, fields)),
+             EXTRA_COLUMN: joiner.join(fields[len(header):]) if len(fields) > len(header) else pd.NA,
+             REASON_COLUMN: f"line {line}: {len(fields)} fields, but the header has {len(header)}"}
+            for row, line, fields in malformed]
+    return pd.DataFrame(rows, columns=[ROW_COLUMN, *header, EXTRA_COLUMN, REASON_COLUMN]).astype(
+        {name: "string" for name in [*header, EXTRA_COLUMN, REASON_COLUMN]})
+
+
+def malformed_lines(quarantine: pd.DataFrame) -> pd.Series:
+    """Which quarantined rows are malformed lines, whose fields may sit under the wrong column names."""
+    return quarantine[REASON_COLUMN].str.match(MALFORMED_REASON).fillna(False).astype(bool)
 
 
 def _as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -87,6 +207,8 @@ def _as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
     text, blank = _as_text(values)
     parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
+    unparsed = ~blank & parsed.isna()
+    parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
     reasons = pd.Series("", index=values.index, dtype=object)
 
     def flag(mask: pd.Series, message: pd.Series | str) -> None:
@@ -95,6 +217,7 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
 
     quoted = f"{name}: '" + text.fillna("") + "'"
     flag(~blank & parsed.isna(), quoted + " is not a number")
+    flag(np.isinf(parsed), quoted + " is not a finite number")
     if spec.type == "integer":
         flag(parsed.notna() & (parsed != np.floor(parsed)), quoted + " is not an integer")
     if spec.min is not None:
@@ -104,6 +227,15 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
     if not spec.nullable:
         flag(blank, f"{name}: blank, but the column is not nullable")
     return parsed, reasons
+
+
+def _overflow(text: str) -> float:
+    """inf or -inf for a number too large for a float, else NaN."""
+    try:
+        value = float(text)
+    except ValueError:
+        return np.nan
+    return value if np.isinf(value) else np.nan
 
 
 def _datetime_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
@@ -141,15 +273,18 @@ def _text_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Ser
 def _label_column(use_case: UseCase, values: pd.Series) -> tuple[pd.Series, pd.Series]:
     name = use_case.label.column
     if use_case.task == "regression":
-        return _numeric_column(f"label {name}", values, ColumnSpec(type="number"))
+        # A Tweedie loss cannot take a negative label: such rows break the contract here, naming the label.
+        floor = 0.0 if use_case.tuning.objective == "tweedie" else None
+        return _numeric_column(f"label {name}", values, ColumnSpec(type="number", min=floor))
     allowed = ColumnSpec(type="category", allowed=use_case.label.values)
     return _text_column(f"label {name}", values, allowed)
 
 
-def apply_contract(frame: pd.DataFrame, use_case: UseCase) -> ContractResult:
+def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFrame | None = None) -> ContractResult:
     """Split a raw table into typed rows that meet the contract and quarantined rows with reasons.
 
-    A transaction log (`use_case.transactions`) has no label yet: the customer-rows step
+    `malformed` (RawTable.malformed) joins the quarantine and the count of rows in, in
+    row order. A transaction log (`use_case.transactions`) has no label yet: the customer-rows step
     makes it. Raises ContractError when required columns are missing, since no row could
     be checked.
     """
@@ -177,12 +312,19 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase) -> ContractResult:
         duplicate_reason[duplicated] = f"duplicate id in {use_case.id_columns}"
         reasons_by_column.append(duplicate_reason)
 
-    reasons = pd.concat(reasons_by_column, axis=1).apply(lambda row: "; ".join(r for r in row if r), axis=1)
-    bad = reasons != "" if len(frame) else pd.Series(False, index=frame.index)
-    quarantined = frame.loc[bad].astype("string").copy()
+    reasons = pd.Series("", index=frame.index, dtype=object)  # every line may be malformed, leaving no row
+    if len(frame):
+        reasons = pd.concat(reasons_by_column, axis=1).apply(lambda row: "; ".join(r for r in row if r), axis=1)
+    bad = reasons != ""
+    quarantined = frame.loc[bad].astype("string")
     quarantined.insert(0, ROW_COLUMN, quarantined.index)
-    quarantined[REASON_COLUMN] = reasons[bad]
-    return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=len(frame))
+    quarantined[EXTRA_COLUMN] = pd.Series(pd.NA, index=quarantined.index, dtype="string")
+    quarantined[REASON_COLUMN] = reasons[bad].astype("string")
+    if malformed is not None and len(malformed):
+        parts = [part for part in (quarantined, malformed) if len(part)]
+        quarantined = pd.concat(parts).sort_values(ROW_COLUMN, kind="stable")
+    rows_in = len(frame) + (0 if malformed is None else len(malformed))
+    return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=rows_in)
 
 
 def enforce_bad_fraction(result: ContractResult, use_case: UseCase) -> None:
@@ -197,21 +339,25 @@ def enforce_bad_fraction(result: ContractResult, use_case: UseCase) -> None:
 
 
 def profile(frame: pd.DataFrame, use_case: UseCase) -> dict[str, dict]:
-    """Per-column statistics of the kept rows."""
+    """Per-column statistics of the kept rows.
+
+    Columns that name a person or an account (`use_case.subject_columns`) get counts only:
+    their values would be personal data in a report that erasure cannot edit, so they
+    never enter it.
+    """
     columns: dict[str, dict] = {}
     for name in frame.columns:
         values = frame[name]
+        role = "label" if name == use_case.label.column else "id" if name in use_case.subject_columns else "feature"
         stats: dict = {"missing": int(values.isna().sum()), "unique": int(values.nunique())}
-        if pd.api.types.is_numeric_dtype(values) and values.notna().any():
+        if role != "id" and pd.api.types.is_numeric_dtype(values) and values.notna().any():
             stats.update(
                 min=float(values.min()), mean=float(values.mean()), std=float(values.std(ddof=0)),
                 max=float(values.max()),
             )
-        else:
+        elif role != "id":
             stats["top"] = {str(k): int(v) for k, v in values.value_counts().head(5).items()}
-        stats["role"] = "label" if name == use_case.label.column else (
-            "id" if name in use_case.id_columns else "feature"
-        )
+        stats["role"] = role
         columns[name] = stats
     return columns
 
@@ -238,8 +384,8 @@ def ingest_to_files(
     The outputs are written before the bad-row check, so a failed run still leaves the
     quarantine to look at.
     """
-    raw = read_table(resolve_source(use_case, source), use_case.data.format, use_case.data.separator)
-    result = apply_contract(raw.frame, use_case)
+    raw = read_use_case_table(use_case, source)
+    result = apply_contract(raw.frame, use_case, raw.malformed)
     result.kept.to_parquet(dataset_file)
     result.quarantined.to_parquet(quarantine_file)
     counts = {

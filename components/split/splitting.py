@@ -7,6 +7,36 @@ from sklearn.model_selection import train_test_split
 
 from flowline.pipelines.use_case import UseCase
 
+PARTS = ("train", "valid", "test")
+
+
+class SplitError(ValueError):
+    """The rows cannot give train, valid and test that a model can learn from and be scored on."""
+
+
+def label_counts(part: pd.DataFrame, use_case: UseCase) -> dict[str, int]:
+    """Rows of each allowed label value (binary tasks), zeros included."""
+    column = part[use_case.label.column]
+    return {value: int((column == value).sum()) for value in use_case.label.values}
+
+
+def _check_both_classes(parts: dict[str, pd.DataFrame], use_case: UseCase) -> None:
+    """Binary tasks: train, valid and test each need the positive class and another one.
+
+    Without both, training cannot estimate a base rate and evaluation cannot compute an
+    AUC; XGBoost's own message ("base_score must be in (0,1)") names neither the label
+    nor the split.
+    """
+    one_class = [name for name in PARTS if not _has_both_classes(parts[name], use_case)]
+    if one_class:
+        counts = "; ".join(f"{name} {label_counts(parts[name], use_case)}" for name in PARTS)
+        raise SplitError(
+            f"label {use_case.label.column!r} needs both classes in train, valid and test, but "
+            f"{', '.join(one_class)} {'has' if len(one_class) == 1 else 'have'} only one. "
+            f"Rows per label value: {counts}. Give more rows of the rarer class, or a split that leaves some in "
+            f"each part."
+        )
+
 
 def split_frame(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFrame]:
     """Return {"train", "valid", "test"} frames.
@@ -17,8 +47,16 @@ def split_frame(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFram
     `test_size` become test, the latest `valid_size` of the rest become valid. Latest: the
     rows at the latest time value (a snapshot, such as customers at a cut-off) are test;
     `valid_size` of the first id column's values among the other rows, drawn with the
-    seed, give valid, so that an entity's rows stay on one side.
+    seed, give valid, so that an entity's rows stay on one side. Binary tasks: raises
+    SplitError unless every part holds both classes.
     """
+    parts = _split(frame, use_case)
+    if use_case.task == "binary":
+        _check_both_classes(parts, use_case)
+    return parts
+
+
+def _split(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFrame]:
     spec = use_case.split
     if spec.method == "latest":
         time = frame[use_case.time_column]
@@ -40,11 +78,30 @@ def split_frame(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFram
     def stratify(part: pd.DataFrame) -> pd.Series | None:
         return part[use_case.label.column] if use_case.task == "binary" else None
 
+    if use_case.task == "binary":
+        _check_stratifiable(frame, use_case)
     rest, test = train_test_split(
         frame, test_size=spec.test_size, stratify=stratify(frame), random_state=spec.seed
     )
     train, valid = train_test_split(rest, test_size=spec.valid_size, stratify=stratify(rest), random_state=spec.seed)
     return {"train": train, "valid": valid, "test": test}
+
+
+def _has_both_classes(part: pd.DataFrame, use_case: UseCase) -> bool:
+    positive = part[use_case.label.column] == use_case.label.positive
+    return bool(positive.any() and not positive.all())
+
+
+def _check_stratifiable(frame: pd.DataFrame, use_case: UseCase) -> None:
+    """A stratified split needs at least one row of each class per part; scikit-learn's own error
+    ("The least populated class in y has only 1 member") names neither the label nor the counts."""
+    counts = label_counts(frame, use_case)
+    positives = counts[use_case.label.positive]
+    if min(positives, len(frame) - positives) < len(PARTS):
+        raise SplitError(
+            f"label {use_case.label.column!r} needs both classes in train, valid and test, so at least "
+            f"{len(PARTS)} rows of each; the data has {counts}. Give more rows of the rarer class."
+        )
 
 
 def split_files(use_case: UseCase, dataset_file: str, outputs: dict[str, str]) -> dict[str, int]:

@@ -13,7 +13,7 @@ from flowline.components.customers.customer_rows import (
     build_customer_rows,
     customer_rows_use_case,
 )
-from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
+from flowline.components.ingest.contract import apply_contract, read_table, read_use_case_table, resolve_source
 from flowline.components.split.splitting import split_frame
 from flowline.pipelines.use_case import UseCaseError, load_use_case, parse_use_case
 
@@ -139,3 +139,58 @@ def test_the_feature_search_tries_no_calendar_of_the_one_training_cut_off():
     parts = split_frame(build_customer_rows(events, use_case), rows_use_case)
     _, log = engineer_features(parts["train"], parts["valid"], rows_use_case, progress=lambda _: None)
     assert log.tried and not any("calendar" in entry["candidate"] for entry in log.tried)
+
+
+def returns_use_case() -> dict:
+    """A retailer's ledger: `paid` may be negative (a return), and the label is learned with a Tweedie loss."""
+    document = log_use_case()
+    document["columns"]["paid"] = {"type": "number"}
+    return {**document, "tuning": {"objective": "tweedie"}}
+
+
+RETURNS = log(
+    ("a", "2024-01-01", 50.0), ("a", "2024-01-01", -20.0),  # a same-day return: one purchase of 30
+    ("a", "2024-03-10", -30.0),                             # returned after the cut-off: net -30 in the label window
+    ("a", "2024-04-20", -5.0),                              # and again in the holdout
+    ("b", "2024-02-01", 40.0), ("b", "2024-03-05", 25.0), ("b", "2024-03-20", -10.0),  # net +15 after the cut-off
+    ("b", "2024-04-25", 12.0),
+)
+
+
+def test_returns_are_netted_and_the_label_is_net_spend_floored_at_zero():
+    rows = build_customer_rows(RETURNS, parse_use_case(returns_use_case())).set_index(["who", CUTOFF_COLUMN])
+    assert rows.loc[("a", "2024-02-29"), "first_amount"] == 30
+    assert rows.loc[("a", "2024-02-29"), "future_spend"] == 0          # -30, floored
+    assert rows.loc[("b", "2024-02-29"), "future_spend"] == pytest.approx(15 * 60 / 31)
+    assert rows.loc[("a", "2024-03-31"), "future_spend"] == 0          # -5, floored
+    assert rows.loc[("b", "2024-03-31"), "future_spend"] == 12
+    assert rows.loc[("a", "2024-03-31"), "amount_last_4w"] == -30      # features keep the net amounts
+    assert (rows["future_spend"] >= 0).all()
+
+
+def test_a_ledger_with_returns_reaches_a_tweedie_model_with_finite_features_and_no_negative_label(write_csv):
+    """From the file through ingest, customer rows, split and the fitted FeatureSet, to a Tweedie XGBoost fit."""
+    from flowline.components.features.engineering import engineer_features
+    from flowline.components.train.models import TrainingData, fit_candidate
+
+    rng = np.random.default_rng(1)
+    n = 4000
+    days = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 150, n), unit="D")
+    paid = rng.gamma(2.0, 15.0, n) * np.where(rng.random(n) < 0.15, -1, 1)  # 15 % of lines are returns
+    text = "who,day,paid\n" + "".join(f"c{who},{day:%Y-%m-%d},{amount:.2f}\n" for who, day, amount in
+                                      zip(rng.integers(0, 400, n), days, paid))
+    use_case = parse_use_case({**returns_use_case(), "data": {"path": str(write_csv(text))}})
+    raw = read_use_case_table(use_case)
+    result = apply_contract(raw.frame, use_case, raw.malformed)
+    assert result.quarantined.empty and (result.kept["paid"] < 0).sum() > 500
+    rows_use_case = customer_rows_use_case(use_case)
+    parts = split_frame(build_customer_rows(result.kept, use_case), rows_use_case)
+    feature_set, _ = engineer_features(parts["train"], parts["valid"], rows_use_case, progress=lambda _: None)
+    data = TrainingData.from_splits(feature_set, parts["train"], parts["valid"], "regression")
+    assert (data.x_train.min(axis=0) < 0).any()  # net amounts can be negative features: that is fine
+    assert np.isfinite(data.x_train).all() and np.isfinite(data.x_valid).all()
+    assert (data.y_train >= 0).all() and (data.y_valid >= 0).all() and (data.y_train == 0).any()
+    params = {"eta": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.9, "colsample_bytree": 0.9,
+              "lambda": 1.0, "alpha": 0.01}
+    fitted = fit_candidate("xgboost", params, data, rows_use_case.tuning)
+    assert np.isfinite(fitted.valid_score) and (fitted.model.margin(data.x_valid) >= 0).all()

@@ -1,20 +1,27 @@
+import gzip
 import hashlib
 import http.server
+import re
 import threading
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from flowline.components.ingest.contract import (
+    EXTRA_COLUMN,
     REASON_COLUMN,
     ROW_COLUMN,
     ContractError,
     apply_contract,
     ingest_to_files,
     read_table,
+    read_use_case_table,
 )
+from flowline.pipelines.use_case import UseCase, UseCaseError, parse_use_case
 
 MESSY = """id,age,income,plan,label
 a1,30,1000.5,basic,no
@@ -141,3 +148,154 @@ def test_request_checks_refuse_a_date_that_does_not_parse():
     checker.check_record({"at": "2026-01-02T10:00:00Z", "items": 2}, "instances[0]")
     with pytest.raises(BadRequest, match=r"instances\[0\]\.at: 'yesterday' is not a date \(ISO 8601\)"):
         checker.check_record({"at": "yesterday", "items": 2}, "instances[0]")
+
+
+def toy_rows(count: int) -> list[str]:
+    """Well-formed rows of the toy use case's columns (id, age, income, plan, label)."""
+    return [f"c{i},{20 + i % 50},{100 + i}.5,{('basic', 'pro')[i % 2]},{('no', 'yes')[i % 3 == 0]}"
+            for i in range(count)]
+
+
+def test_lines_with_extra_or_missing_fields_are_quarantined_naming_the_line(write_csv, toy_use_case, tmp_path: Path):
+    rows = toy_rows(97)
+    rows[10] += ",surplus"                 # 6 fields: an unquoted comma in the last column, say
+    rows[40] += ",x,y"                     # 7 fields
+    rows[70] = "c70,33"                    # 2 fields
+    source = str(write_csv("id,age,income,plan,label\n" + "\n".join(rows) + "\n"))
+    outputs = [str(tmp_path / name) for name in ("kept.parquet", "quarantine.parquet", "profile.md")]
+    counts = ingest_to_files(toy_use_case.model_copy(update={"max_bad_fraction": 0.05}), source, *outputs)
+    assert (counts["rows_in"], counts["rows_kept"], counts["rows_quarantined"]) == (97, 94, 3)
+    quarantine = pd.read_parquet(outputs[1])
+    assert quarantine[ROW_COLUMN].tolist() == [10, 40, 70]
+    assert quarantine[REASON_COLUMN].tolist() == [
+        "line 12: 6 fields, but the header has 5", "line 42: 7 fields, but the header has 5",
+        "line 72: 2 fields, but the header has 5"]
+    # Nothing of a bad line is lost: its fields under the header's names, the surplus beside them.
+    assert quarantine.loc[0, ["id", "label", EXTRA_COLUMN]].tolist() == ["c10", "no", "surplus"]
+    assert quarantine.loc[1, EXTRA_COLUMN] == "x,y"
+    assert quarantine.loc[2, ["id", "age"]].tolist() == ["c70", "33"] and pd.isna(quarantine.loc[2, "plan"])
+    kept = pd.read_parquet(outputs[0])
+    assert 10 not in kept.index and kept.index[10] == 11  # row numbers stay those of the file
+
+    with pytest.raises(ContractError, match=r"3 of 97 rows \(3.1%\).*above max_bad_fraction 1.0%.*'line 12: 6"):
+        ingest_to_files(toy_use_case.model_copy(update={"max_bad_fraction": 0.01}), source, *outputs)
+
+
+def test_quoted_separators_and_blank_lines_are_not_malformed(write_csv, toy_use_case):
+    raw = read_table(str(write_csv('id,age,income,plan,label\n"a,1",30,1,basic,no\n\na2,31,"2",pro,yes\n')))
+    assert raw.frame["id"].tolist() == ["a,1", "a2"] and raw.malformed.empty
+    assert len(apply_contract(raw.frame, toy_use_case, raw.malformed).kept) == 2
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e999", "Infinity", "-Infinity", "INF"])
+def test_non_finite_numbers_break_the_contract_naming_the_column(write_csv, toy_use_case, value):
+    raw = read_table(str(write_csv(f"id,age,income,plan,label\na1,30,{value},basic,no\na2,31,5,pro,yes\n")))
+    result = apply_contract(raw.frame, toy_use_case, raw.malformed)
+    assert result.quarantined[REASON_COLUMN].tolist() == [f"income: '{value}' is not a finite number"]
+    assert result.kept["income"].tolist() == [5.0]
+
+
+def test_non_finite_numbers_in_parquet_and_in_a_regression_label_are_quarantined(tmp_path: Path):
+    use_case = UseCase.model_validate({
+        "name": "spend", "task": "regression", "data": {"path": "x.parquet"}, "label": {"column": "spend"},
+        "columns": {"visits": {"type": "number"}}, "tuning": {"objective": "tweedie"}})
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame({"visits": [1.0, float("inf"), 3.0, 4.0], "spend": [1.0, 2.0, float("-inf"), -5.0]}).to_parquet(path)
+    result = apply_contract(read_table(str(path)).frame, use_case)
+    assert result.quarantined[REASON_COLUMN].tolist() == [
+        "visits: 'inf' is not a finite number", "label spend: '-inf' is not a finite number",
+        "label spend: '-5.0' is below the minimum 0"]  # a Tweedie loss cannot take a negative label
+    assert result.kept["spend"].tolist() == [1.0]
+
+
+def encoded_use_case(path: Path, **data) -> UseCase:
+    return parse_use_case({
+        "name": "cities", "task": "regression", "data": {"path": str(path), **data}, "label": {"column": "sales"},
+        "columns": {"city": {"type": "category", "allowed": ["Zürich", "Köln"]}}})
+
+
+def test_a_latin1_file_read_as_utf8_says_which_encoding_to_set(tmp_path: Path):
+    path = tmp_path / "cities.csv"
+    path.write_bytes("city,sales\nZürich,10\nKöln,20\n".encode("latin-1"))
+    with pytest.raises(ContractError, match=r"cities.csv is not utf-8 text: byte 12 \(b'\\xfc'\) cannot be decoded\. "
+                                            r"Set data.encoding in the use case.*data.encoding: latin-1"):
+        read_use_case_table(encoded_use_case(path))
+    raw = read_use_case_table(encoded_use_case(path, encoding="latin-1"))
+    result = apply_contract(raw.frame, encoded_use_case(path, encoding="latin-1"))
+    assert result.kept["city"].tolist() == ["Zürich", "Köln"] and result.quarantined.empty
+
+
+def test_an_unknown_encoding_is_refused_by_the_schema(tmp_path: Path):
+    with pytest.raises(UseCaseError, match=r"data.encoding: unknown encoding 'latin-9x'"):
+        encoded_use_case(tmp_path / "x.csv", encoding="latin-9x")
+
+
+@pytest.mark.parametrize("payload, name, message", [
+    (gzip.compress(b"id,age\na1,3\n" * 50), "rows.csv", r"rows.csv is a binary file, not a text table"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "rows.csv", r"rows.csv is a binary file, not a text table"),
+    ("id,age\n".encode("utf-16"), "rows.csv", r"rows.csv has a header \(2 columns\) but no rows"),
+    (b"id,age\na1,3\n", "rows.parquet", r"rows.parquet is not a readable Parquet file"),
+    (b"", "rows.csv", r"rows.csv is empty: it has no header and no rows"),
+    (b"\n\n", "rows.csv", r"rows.csv is empty"),
+])
+def test_files_that_are_not_tables_get_a_clear_error(tmp_path: Path, payload: bytes, name: str, message: str):
+    path = tmp_path / name
+    path.write_bytes(payload)
+    encoding = "utf-16" if payload.startswith(b"\xff\xfe") else "utf-8"
+    with pytest.raises(ContractError, match=message):
+        read_table(str(path), encoding=encoding)
+
+
+def test_a_header_without_rows_is_an_error_that_says_so(write_csv):
+    with pytest.raises(ContractError, match=r"data.csv has a header \(5 columns\) but no rows"):
+        read_table(str(write_csv("id,age,income,plan,label\n")))
+
+
+def test_repeated_column_names_are_an_error_naming_them(write_csv, tmp_path: Path):
+    with pytest.raises(ContractError, match=r"the header names column\(s\) \['age', 'plan'\] more than once"):
+        read_table(str(write_csv("id,age,plan,age,income,plan,label\na1,3,basic,4,5,pro,no\n")))
+    # pandas would have renamed the second to age.1 and the contract would silently read the first.
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2])], names=["tenure", "tenure"]), path)
+    with pytest.raises(ContractError, match=r"\['tenure'\] more than once"):
+        read_table(str(path))
+
+
+def test_the_profile_never_records_the_values_of_id_columns(write_csv, toy_use_case, tmp_path: Path):
+    outputs = [str(tmp_path / name) for name in ("kept.parquet", "quarantine.parquet", "profile.md")]
+    ingest_to_files(toy_use_case.model_copy(update={"max_bad_fraction": 0.8}), str(write_csv(MESSY)), *outputs)
+    shown = Path(outputs[2]).read_text()
+    assert "| id | id | 0 | 3 |" in shown and "| plan | feature | 0 | 2 |" in shown
+    assert "pro (2), basic (1)" in shown  # other text columns keep their top values
+    assert not any(kept_id in shown for kept_id in ("a1", "a3", "a9"))
+
+
+@pytest.mark.pipeline
+@pytest.mark.parametrize("broken, cause", [
+    (lambda text: text.replace("Female", "Femme\xe9").encode("latin-1"),
+     r"step 'ingest': ContractError: \S+telco.csv is not utf-8 text: byte \d+ \(b'\\xe9'\) cannot be decoded\. "
+     r"Set data.encoding in the use case .*data.encoding: latin-1\)"),
+    (lambda text: "\n".join(line + ",extra" if n % 4 == 3 else line
+                            for n, line in enumerate(text.splitlines())).encode(),
+     r"step 'ingest': ContractError: 50 of 200 rows \(25.0%\) break the data contract of use case 'churn', above "
+     r"max_bad_fraction 5.0%\. First reasons: \['line 4: 22 fields, but the header has 21', "),
+])
+def test_a_failed_run_leaves_its_root_cause_in_one_line_in_the_audit_log(data_home, tmp_path: Path, capsys,
+                                                                         broken, cause):
+    from flowline.audit import verify
+    from flowline.pipelines.cli import EXIT_ERROR, main
+
+    text = "\n".join(Path(data_home, "telco_customer_churn.csv").read_text().splitlines()[:201]) + "\n"
+    source = tmp_path / "telco.csv"
+    source.write_bytes(broken(text))
+    runs = tmp_path / "runs"
+    assert main(["run", "churn", "--source", str(source), "--runs-dir", str(runs)]) == EXIT_ERROR
+    shown = capsys.readouterr()
+    (record,) = verify(runs / "audit.jsonl")
+    error = record["what"]["error"]
+    assert record["action"] == "pipeline_run" and record["what"]["outcome"] == "failed"
+    assert re.fullmatch(cause + ".*", error)
+    assert "\n" not in error and "\x1b" not in error and "Traceback" not in error
+    assert f"flowline: run failed: {error}" in shown.err
+    if "rows" in error:  # the quarantine was written before the run failed
+        assert len(pd.read_parquet(next(runs.glob("churn-*/*/ingest/quarantine")))) == 50

@@ -4,7 +4,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
-from flowline.components.split.splitting import split_frame
+from flowline.components.split.splitting import SplitError, split_frame
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,30 @@ def test_time_split_puts_the_latest_rows_in_test(toy_use_case):
     use_case = toy_use_case.model_copy(
         update={"time_column": "age", "split": toy_use_case.split.model_copy(update={"method": "time"})}
     )
-    frame = pd.DataFrame({"age": np.random.default_rng(0).permutation(100), "label": ["no"] * 100})
+    frame = pd.DataFrame({"age": np.random.default_rng(0).permutation(100), "label": ["no", "yes"] * 50})
     parts = split_frame(frame, use_case)
     assert {k: len(v) for k, v in parts.items()} == {"train": 64, "valid": 16, "test": 20}
     assert parts["train"]["age"].max() < parts["valid"]["age"].min()
     assert parts["valid"]["age"].max() < parts["test"]["age"].min()
+
+
+def binary_rows(labels: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"age": range(len(labels)), "label": labels})
+
+
+def test_a_label_with_too_few_rows_of_a_class_is_refused_naming_the_label_and_counts(toy_use_case):
+    with pytest.raises(SplitError, match=r"label 'label' needs both classes in train, valid and test, so at least 3 "
+                                         r"rows of each; the data has \{'no': 98, 'yes': 2\}"):
+        split_frame(binary_rows(["no"] * 98 + ["yes"] * 2), toy_use_case)
+    with pytest.raises(SplitError, match=r"the data has \{'no': 50, 'yes': 0\}"):
+        split_frame(binary_rows(["no"] * 50), toy_use_case)
+
+
+def test_a_part_left_with_one_class_is_refused_naming_it(toy_use_case):
+    """A time split puts the latest rows in test: here every positive is older."""
+    use_case = toy_use_case.model_copy(
+        update={"time_column": "age", "split": toy_use_case.split.model_copy(update={"method": "time"})})
+    with pytest.raises(SplitError, match=r"label 'label' needs both classes in train, valid and test, but valid, test "
+                                         r"have only one\. Rows per label value: train \{'no': 54, 'yes': 10\}; "
+                                         r"valid \{'no': 16, 'yes': 0\}; test \{'no': 20, 'yes': 0\}"):
+        split_frame(binary_rows(["yes"] * 10 + ["no"] * 90), use_case)

@@ -55,7 +55,7 @@ def run_local(
     The full log goes to run.log in the run folder; the terminal shows step progress
     (everything with `verbose`). The run, its package and its gate decision are recorded
     in the audit log, `runs_dir`/audit.jsonl; a failed run's record holds its root cause in one
-line ("step 'ingest': ContractError: ..."). Raises RuntimeError naming the failed step and the cause.
+    line ("step 'ingest': ContractError: ..."). Raises RuntimeError naming the failed step and the cause.
     """
     from kfp import local
 

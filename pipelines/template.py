@@ -27,6 +27,7 @@ from flowline.components.explain.component import explain
 from flowline.components.features.component import features
 from flowline.components.ingest.component import ingest
 from flowline.components.nas.component import nas
+from flowline.components.package import signing
 from flowline.components.package.component import package
 from flowline.components.run_outcome.component import run_outcome
 from flowline.components.split.component import split
@@ -63,8 +64,14 @@ RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "ba
 # --no-cache` compiles with caching off for every step (kfp.Client's enable_caching reaches
 # only the top-level tasks, not the steps inside the exit handler).
 NOT_CACHED = {"ingest", "deploy", "run-outcome"}
-# Steps that write audit records, and so hold the audit key on a cluster.
-AUDIT_WRITERS = {"deploy", "run-outcome"}
+# On a cluster every step gets the object store's Secret (storage.POD_SECRET); these steps also hold a key:
+# the package step signs the package, deploy verifies it and records, the exit handler records.
+STEP_SECRETS = {
+    "package": {signing.POD_SECRET: {signing.POD_SECRET_KEY: signing.KEY_ENV}},
+    "deploy": {signing.POD_SECRET: {signing.POD_SECRET_KEY: signing.KEY_ENV},
+               audit.POD_SECRET: {audit.KEY_ENV: audit.KEY_ENV}},
+    "run-outcome": {audit.POD_SECRET: {audit.KEY_ENV: audit.KEY_ENV}},
+}
 
 
 def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True,
@@ -85,8 +92,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     (the compiled pipeline; kfp.local cannot run one), a last task records the run's outcome
     in `audit_log` and posts it to the Broker at `broker_url`, whether the steps succeeded or not.
     With `secrets` (a cluster run), every task gets the object store's Secret (storage.POD_SECRET) as
-    environment variables, and the steps that write audit records the audit key's (audit.POD_SECRET),
-    through kfp-kubernetes' secret-as-env.
+    environment variables, and the steps that sign packages or write audit records their keys
+    (STEP_SECRETS), through kfp-kubernetes' secret-as-env.
     """
     def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
         cpu, memory = RESOURCES[resources or name]
@@ -96,8 +103,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
             from kfp import kubernetes
 
             kubernetes.use_secret_as_env(task, storage.POD_SECRET, {key: key for key in storage.POD_SECRET_KEYS})
-            if name in AUDIT_WRITERS:
-                kubernetes.use_secret_as_env(task, audit.POD_SECRET, {audit.KEY_ENV: audit.KEY_ENV})
+            for secret, key_to_env in STEP_SECRETS.get(name, {}).items():
+                kubernetes.use_secret_as_env(task, secret, key_to_env)
         return task
 
     raw_spec = use_case.model_dump_json()
@@ -194,7 +201,7 @@ def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, 
     The data is read where a pod can reach it, `source` or the use case's own (use_case.cluster_source):
     compiling a use case whose data is only a file on this machine raises ClusterDataError. Every task
     gets the object store's endpoint and credentials from the Secret storage.POD_SECRET, and the steps
-    that write audit records the audit key from audit.POD_SECRET.
+    that sign packages or write audit records their keys (STEP_SECRETS).
     """
     from kfp import compiler
 

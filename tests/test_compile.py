@@ -9,6 +9,7 @@ import yaml
 from kfp import components
 
 from flowline import __version__, audit, storage
+from flowline.components.package import signing
 from flowline.pipelines.cli import main
 from flowline.pipelines import local_run
 from flowline.pipelines.template import NOT_CACHED, RESOURCES
@@ -138,9 +139,11 @@ def test_every_task_gets_the_object_store_credentials_and_audit_writers_the_key_
                    for secret in config["secretAsEnv"]}
         assert secrets[storage.POD_SECRET] == {
             (key, key) for key in (storage.ENDPOINT_ENV, storage.ACCESS_KEY_ENV, storage.SECRET_KEY_ENV)}, name
-        # The steps that write audit records sign them with the key from its own Secret; no other step holds it.
-        writes_audit = name in ("exec-deploy", "exec-run-outcome")
+        # The steps that write audit records or sign and verify packages hold those keys; no other step does.
+        writes_audit, handles_packages = name in ("exec-deploy", "exec-run-outcome"), name in ("exec-package", "exec-deploy")
         assert secrets.get(audit.POD_SECRET) == ({(audit.KEY_ENV, audit.KEY_ENV)} if writes_audit else None), name
+        assert secrets.get(signing.POD_SECRET) == (
+            {(signing.POD_SECRET_KEY, signing.KEY_ENV)} if handles_packages else None), name
 
 
 def test_the_compiled_pipeline_reads_remote_data_and_bakes_in_no_local_path(compiled: Path, data_home):

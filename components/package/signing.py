@@ -18,6 +18,8 @@ import os
 from typing import Optional
 
 KEY_ENV = "FLOWLINE_SIGNING_KEY"
+# The Kubernetes Secret (and its key) that puts KEY_ENV into the pods that sign or verify packages.
+POD_SECRET, POD_SECRET_KEY = "flowline-signing-key", "key"
 ALGORITHM = "hmac-sha256"
 
 

@@ -2,8 +2,16 @@
 # Build with `make image` (see the README, "Running on a cluster"), or by hand from the repository root:
 #   podman build -t ghcr.io/flowline-ml/flowline:0.1.0 .
 # BASE is any Debian-like image with Python 3.11 whose `python` and `pip` are on PATH. The tests build
-# one from Debian packages with mmdebstrap (tests/tools/build-base.sh), so no registry is needed.
+# one from Debian packages with mmdebstrap (`make base-image`), so no registry is needed.
 ARG BASE=python:3.11-slim
+
+# The runtime requirements of setup.cfg, alone in a file: the dependency layer below is rebuilt only
+# when they change, not when another part of setup.cfg does. Test extras stay out of the image.
+FROM ${BASE} AS requirements
+COPY setup.cfg /setup.cfg
+RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('/setup.cfg'); \
+print(c['options']['install_requires'])" > /runtime.txt
+
 FROM ${BASE}
 
 # Pods run as uid 1000 under a read-only root filesystem with a writable /tmp: every cache a library
@@ -23,15 +31,13 @@ RUN ldconfig -p | grep -q libgomp.so.1 || (apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*)
 
-# Dependencies first, so a code change reuses this layer: the runtime requirements of setup.cfg,
-# at the versions pinned in requirements/constraints.txt (test extras stay out of the image).
+# Dependencies first, so a code change reuses this layer: the runtime requirements at the versions
+# pinned in requirements/constraints.txt.
 COPY requirements/constraints.txt requirements/constraints.txt
-COPY setup.cfg pyproject.toml ./
-RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
-print(c['options']['install_requires'])" > requirements/runtime.txt \
-    && pip install -c requirements/constraints.txt -r requirements/runtime.txt
+COPY --from=requirements /runtime.txt requirements/runtime.txt
+RUN pip install -c requirements/constraints.txt -r requirements/runtime.txt
 
-COPY README.md ./
+COPY setup.cfg pyproject.toml README.md ./
 COPY flowline flowline
 COPY components components
 COPY pipelines pipelines

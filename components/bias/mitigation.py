@@ -47,30 +47,40 @@ def _candidates(y: np.ndarray, scores: np.ndarray, single: float, costs: CostSpe
     return thresholds, rates, cost.astype(float)
 
 
+def _cheapest_per_band(rates: list[np.ndarray], cost: np.ndarray, starts: np.ndarray, tolerance: float
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """For each band (one lower edge per rate, from `starts`), a group's cheapest candidate whose rates all
+    lie in it: its cost (inf when none does) and its index. One or two rates; a NaN rate fits any band."""
+    inside = [np.isnan(rate)[:, None] | ((rate[:, None] >= starts - 1e-12) & (rate[:, None] <= starts + tolerance + 1e-12))
+              for rate in rates]  # candidates x band edges, per rate
+    if len(inside) == 1:
+        priced = np.where(inside[0], cost[:, None], np.inf)
+        return priced.min(axis=0), priced.argmin(axis=0)
+    best, chosen = np.empty((len(starts), len(starts))), np.empty((len(starts), len(starts)), dtype=int)
+    for row in range(len(starts)):  # row by row: candidates x bands would not fit in memory at a small tolerance
+        priced = np.where(inside[0][:, row:row + 1] & inside[1], cost[:, None], np.inf)
+        best[row], chosen[row] = priced.min(axis=0), priced.argmin(axis=0)
+    return best, chosen
+
+
 def cost_optimal_thresholds(y: np.ndarray, scores: np.ndarray, keys: pd.Series, constraint: str, tolerance: float,
                             costs: CostSpec, single: float, min_rows: int) -> Optional[dict[str, float]]:
     """Per group key, the threshold of the cheapest set whose constrained rates all lie within `tolerance`.
     Groups with fewer than `min_rows` rows are left out (they keep `single`); None when that is all of them."""
     names = CONSTRAINED_RATES[constraint]
     starts = np.arange(0.0, 1.0 - tolerance + 1e-9, tolerance / BAND_STEPS)
-    edges = np.meshgrid(*([starts] * len(names)), indexing="ij")  # one band per combination of lower edges
     keys = keys.to_numpy()
     fitted = [key for key in pd.unique(keys) if (keys == key).sum() >= min_rows]
-    total = np.zeros(edges[0].shape)
-    choices = {}
+    if not fitted:
+        return None
+    total, choices = 0.0, {}
     for key in fitted:
         rows = keys == key
         thresholds, rates, cost = _candidates(y[rows], scores[rows], single, costs)
-        inside = np.ones((len(thresholds), *edges[0].shape), dtype=bool)
-        for name, lower in zip(names, edges):
-            rate = rates[name].reshape(-1, *[1] * len(names))
-            inside &= np.isnan(rate) | ((rate >= lower - 1e-12) & (rate <= lower + tolerance + 1e-12))
-        priced = np.where(inside, cost.reshape(-1, *[1] * len(names)), np.inf)
-        choices[key] = (thresholds, priced.argmin(axis=0))
-        total = total + priced.min(axis=0)
-    if not fitted or not np.isfinite(total.min()):
-        return None
-    band = np.unravel_index(int(total.argmin()), total.shape)
+        best, chosen = _cheapest_per_band([rates[name] for name in names], cost, starts, tolerance)
+        choices[key] = (thresholds, chosen)
+        total = total + best
+    band = np.unravel_index(int(np.argmin(total)), np.shape(total))  # finite: everyone (or nobody) positive fits
     return {str(key): float(thresholds[chosen[band]]) for key, (thresholds, chosen) in choices.items()}
 
 

@@ -131,7 +131,7 @@ def test_a_biased_model_fails_the_gate_and_affordable_per_group_thresholds_pass_
 
 
 def test_a_mitigation_that_costs_too_much_is_not_applied_and_the_gate_fails_with_the_tradeoff_named():
-    fairness, _ = judged_on(1, 2, unequal_base_rates, mitigation_options={"max_cost_increase": 0.1})
+    fairness, use_case = judged_on(1, 2, unequal_base_rates, mitigation_options={"max_cost_increase": 0.1})
     assert not fairness["applied"] and fairness["mitigation"] is None and not fairness["passed"]
     assert fairness["attributes"] == fairness["single_threshold"]["out_of_fold"]["attributes"]
     mitigated = fairness["mitigated"]["out_of_fold"]
@@ -146,6 +146,9 @@ def test_a_mitigation_that_costs_too_much_is_not_applied_and_the_gate_fails_with
         f"{cost_after:,.0f} ({cost_after / cost_before - 1:+.1%}, max_cost_increase 10%)")
     decided = decide_with_fairness({"gates_passed": True, "champion_challenger": {"decision": "promote"}}, fairness)
     assert decided["gates_passed"] is False and decided["champion_challenger"]["decision"] == "keep"
+    shown = fairness_lines(fairness)  # what the run's terminal says
+    assert shown[-2:] == [f"bias: mitigation {fairness['reason']}", "bias: fairness gate FAIL"]
+    assert f"Mitigation {fairness['reason']}." in fairness_markdown(fairness, use_case)
 
 
 def test_the_gate_is_decided_out_of_fold_and_the_test_rows_only_report():

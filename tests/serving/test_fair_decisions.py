@@ -59,7 +59,7 @@ def test_each_served_decision_is_its_groups_reported_threshold_rule(served, telc
     fairness = json.loads((Path(churn_package) / "evaluation.json").read_text())["fairness"]
     assert fairness["applied"] and fairness["mitigation"]["attributes"] == ["SeniorCitizen"]
     reported = {key: rule["threshold"] for key, rule in fairness["mitigation"]["groups"].items()}
-    expected = telco["SeniorCitizen"].map(lambda senior: reported[f"SeniorCitizen={senior}"]).astype(np.float32)
+    expected = telco["SeniorCitizen"].map(lambda senior: reported[f"SeniorCitizen={int(senior)}"]).astype(np.float32)
     assert served["threshold"].astype(np.float32).tolist() == expected.tolist()
     assert ((served["decision"] == "Yes") == (served["probability"] >= served["threshold"])).all()
     assert served["threshold"].nunique() == 2  # the groups' own thresholds, not one for all
@@ -86,7 +86,7 @@ def test_the_readmes_example_answer_is_consistent_and_what_the_server_answers(se
     assert row["decision"] == shown_row["decision"]
     assert row["decision"] == ("Yes" if row["probability"] >= row["threshold"] else "No")
     groups = json.loads((Path(churn_package) / "evaluation.json").read_text())["fairness"]["mitigation"]["groups"]
-    assert row["threshold"] == pytest.approx(groups[f"SeniorCitizen={instance['SeniorCitizen']}"]["threshold"])
+    assert row["threshold"] == pytest.approx(groups[f"SeniorCitizen={int(instance['SeniorCitizen'])}"]["threshold"])
 
 
 def test_v2_answers_carry_each_rows_threshold(server, telco, served):

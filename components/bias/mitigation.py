@@ -51,7 +51,8 @@ def _cheapest_per_band(rates: list[np.ndarray], cost: np.ndarray, starts: np.nda
                        ) -> tuple[np.ndarray, np.ndarray]:
     """For each band (one lower edge per rate, from `starts`), a group's cheapest candidate whose rates all
     lie in it: its cost (inf when none does) and its index. One or two rates; a NaN rate fits any band."""
-    inside = [np.isnan(rate)[:, None] | ((rate[:, None] >= starts - 1e-12) & (rate[:, None] <= starts + tolerance + 1e-12))
+    inside = [np.isnan(rate)[:, None]
+              | ((rate[:, None] >= starts - 1e-12) & (rate[:, None] <= starts + tolerance + 1e-12))
               for rate in rates]  # candidates x band edges, per rate
     if len(inside) == 1:
         priced = np.where(inside[0], cost[:, None], np.inf)

@@ -22,7 +22,8 @@ def biased_use_case(gates: dict, mitigation: bool, constraint: str = "demographi
         "columns": {"group": {"type": "category"}, "age": {"type": "integer", "min": 0}, "x": {"type": "number"}},
         "sensitive_attributes": ["group", *extra.pop("more_attributes", [])],
         "costs": {"false_negative": 1, "false_positive": 1},
-        "fairness": {"gates": gates, "mitigation": {"enabled": mitigation, "constraint": constraint, **options}, **extra},
+        "fairness": {"gates": gates, "mitigation": {"enabled": mitigation, "constraint": constraint, **options},
+                     **extra},
     })
 
 

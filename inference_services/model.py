@@ -5,10 +5,13 @@ Inference Protocol v2 (one named tensor per raw column, or one FP32 matrix of en
 features, with a raw tensor per sensitive attribute when the package has a fairness
 mitigation). Both go through the package's FeatureSet, so serving transforms exactly as
 training did. `explain` returns SHAP contributions per raw column (XGBoost's exact
-TreeSHAP) and the base value. A binary package whose bias step applied a fairness
-mitigation decides with its per-group thresholds (components/bias/thresholds.py), exactly
-as evaluated; its requests must then carry the mitigation's sensitive attributes (among the
-raw columns, or beside an encoded matrix).
+TreeSHAP) and the base value. A binary package decides with one threshold, or with the
+per-group thresholds of the fairness mitigation its bias step applied
+(components/bias/thresholds.py), exactly as evaluated; its requests must then carry the
+mitigation's sensitive attributes (among the raw columns, or beside an encoded matrix).
+Every binary answer carries, per row, the threshold that decided it, and names the rule
+(`decision_rule`); a randomised rule (`fairness.mitigation.randomized`) has no threshold
+per row, and says so.
 
 A package is loaded only after `verify()` passes. `reload()` swaps in a new version
 atomically; a package that fails verification is refused and the running one keeps
@@ -112,8 +115,25 @@ class LoadedPackage:
         """Binary decisions: the per-group thresholds of a fairness mitigation, else the single threshold."""
         if self.mitigation is None:
             return scores >= self.threshold
-        rows = pd.DataFrame.from_records(records, columns=list(self.mitigation.attributes))
-        return self.mitigation.decide(scores, rows, x, self.use_case)
+        return self.mitigation.decide(scores, self._attribute_rows(records), x, self.use_case)
+
+    def row_thresholds(self, count: int, records: List[Mapping[str, Any]]) -> Optional[np.ndarray]:
+        """The threshold that decided each of `count` rows (its group's); None for a randomised rule."""
+        if self.mitigation is None:
+            return np.full(count, self.threshold, dtype=np.float32)
+        if self.mitigation.randomized:
+            return None
+        return self.mitigation.row_thresholds(self._attribute_rows(records), self.use_case).astype(np.float32)
+
+    @property
+    def decision_rule(self) -> str:
+        """How the decisions are taken, as the answers name it."""
+        if self.mitigation is None:
+            return "single threshold"
+        return "randomised per-group rule" if self.mitigation.randomized else "per-group thresholds"
+
+    def _attribute_rows(self, records: List[Mapping[str, Any]]) -> pd.DataFrame:
+        return pd.DataFrame.from_records(records, columns=list(self.mitigation.attributes))
 
     def labels(self, positive: np.ndarray) -> list[str]:
         """The decision as label values, named as in evaluate's confusion matrix."""
@@ -204,8 +224,10 @@ class FlowlineModel(Model):
 
     def get_output_types(self) -> List[Dict]:
         if self.package.is_binary:
+            randomized = self.package.mitigation is not None and self.package.mitigation.randomized
             return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
-                    {"name": "decision", "datatype": "BYTES", "shape": [-1]}]
+                    {"name": "decision", "datatype": "BYTES", "shape": [-1]},
+                    *([] if randomized else [{"name": "threshold", "datatype": "FP32", "shape": [-1]}])]
         segment = [{"name": "segment", "datatype": "BYTES", "shape": [-1]}] if self.package.has_segments else []
         return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}, *segment]
 
@@ -226,7 +248,7 @@ class FlowlineModel(Model):
             scores = package.model.predict(features)
             _require_finite(scores, row)
             positive = package.decide(scores, features, records) if package.is_binary else None
-            response = self._answer(package, payload, scores, positive, request_id)
+            response = self._answer(package, payload, scores, positive, records, request_id)
         except Exception as error:  # an arm's failures count against it in the canary analysis
             metrics.PREDICTION_ERRORS.labels(self.name, package.version, type(error).__name__).inc()
             if self._log:
@@ -284,9 +306,12 @@ class FlowlineModel(Model):
         return records, _transform(package, records, V2_ROW)
 
     def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray,
-                positive: Optional[np.ndarray], request_id: str):
+                positive: Optional[np.ndarray], records: Optional[list], request_id: str):
         if package.is_binary:
             outputs = {"probability": scores.astype(np.float32), "decision": np.array(package.labels(positive), dtype=object)}
+            thresholds = package.row_thresholds(len(scores), records)
+            if thresholds is not None:  # the threshold that decided each row
+                outputs["threshold"] = thresholds
         else:
             outputs = {"prediction": scores.astype(np.float32)}
             if package.has_segments:
@@ -298,7 +323,7 @@ class FlowlineModel(Model):
                 "model_name": self.name,
                 "model_version": package.version,
                 "id": request_id,
-                **({"threshold": package.threshold} if package.is_binary else {}),
+                **({"decision_rule": package.decision_rule} if package.is_binary else {}),
             }
         tensors = []
         for name, values in outputs.items():
@@ -307,7 +332,7 @@ class FlowlineModel(Model):
             tensors.append(tensor)
         return InferResponse(
             response_id=request_id, model_name=self.name, model_version=package.version, infer_outputs=tensors,
-            parameters={"threshold": package.threshold} if package.is_binary else None,
+            parameters={"decision_rule": package.decision_rule} if package.is_binary else None,
             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
         )
 

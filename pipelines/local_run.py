@@ -13,6 +13,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from flowline import audit
+from flowline.components.bias.summary import GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, outcome_rows
 from flowline.components.package.model_card import CARD_HTML
 from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
 from flowline.components.train.training import TRAINING_FILE
@@ -110,7 +111,7 @@ def record_run(audit_log: Path, run: dict, summary: dict) -> None:
         **version, "gates_passed": summary["gates_passed"],
         "gates": {name: gate["passed"] for name, gate in summary["gates"].items()},
         "fairness": {attribute: result["gate"] for attribute, result in summary["fairness"].items()},
-        "fairness_mitigation": bool(summary["fairness_mitigation"]),
+        "fairness_mitigation": bool(summary["fairness_mitigation"] and summary["fairness_mitigation"]["applied"]),
         "decision": summary["champion_challenger"]["decision"], "reason": summary["champion_challenger"]["reason"]})
 
 
@@ -170,7 +171,7 @@ def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds:
                                 ("decision", "reason", "test", "p_value", "difference", "ci95", "champion")},
         "fairness": {attribute: {**{name: result[name] for name in FAIRNESS_METRICS}, "gate": result["gate"]}
                      for attribute, result in evaluation["fairness"]["attributes"].items()},
-        "fairness_mitigation": mitigation_summary(evaluation["fairness"]),
+        "fairness_mitigation": fairness_summary(evaluation["fairness"]),
         "package": str(package_dir),
         "package_version": manifest["version"],
         "model_card": str(package_dir / CARD_HTML),
@@ -180,14 +181,6 @@ def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds:
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 2),
     }
-
-
-def mitigation_summary(fairness: dict) -> dict | None:
-    """What a fairness mitigation did: for which attributes, under which constraint, at what cost."""
-    if not fairness["mitigation"]:
-        return None
-    return {"constraint": fairness["mitigation"]["constraint"], "attributes": fairness["mitigation"]["attributes"],
-            **fairness["outcomes"]}
 
 
 def format_summary(summary: dict) -> str:
@@ -200,9 +193,6 @@ def format_summary(summary: dict) -> str:
          "" if g["max"] is None else f"<= {g['max']}", "pass" if g["passed"] else "FAIL"]
         for name, g in summary["gates"].items()
     ]
-    fairness = [[attribute, *(f"{result[name]:.4f}" for name in FAIRNESS_METRICS), result["gate"]]
-                for attribute, result in summary["fairness"].items()]
-    mitigation = summary["fairness_mitigation"]
     rows = summary["rows"]
     model = summary["model"]
     blend = " + ".join(f"{m['family']} {m['weight']:.2f}" for m in model["members"])
@@ -220,14 +210,20 @@ def format_summary(summary: dict) -> str:
         f"Use case {summary['use_case']}: {verdict}, {summary['wall_seconds']:.1f} s",
         tabulate(metrics, headers=["test metric", "value"], disable_numparse=True),
         tabulate(gates, headers=["gate", "value", "min", "max", "decision"], disable_numparse=True) if gates else "no gates set",
-        *([tabulate(fairness, headers=["sensitive attribute", *FAIRNESS_METRICS, "gate"], disable_numparse=True)
-           + (f"\nmitigated: per-group thresholds ({mitigation['constraint']}) for "
-              f"{', '.join(mitigation['attributes'])}; served decisions: balanced accuracy "
-              f"{mitigation['single_threshold']['balanced_accuracy']:.4f} -> "
-              f"{mitigation['mitigated']['balanced_accuracy']:.4f}, expected cost per 1000 "
-              f"{mitigation['single_threshold']['expected_cost_per_1000']:,.0f} -> "
-              f"{mitigation['mitigated']['expected_cost_per_1000']:,.0f}" if mitigation else "")]
-          if fairness else []),
+        *fairness_tables(summary["fairness_mitigation"]),
         tabulate(choice, headers=["decision", "outcome"], disable_numparse=True),
         tabulate(paths, headers=["artifact", "path"]),
     ])
+
+
+def fairness_tables(mitigation: dict | None) -> list[str]:
+    """The fairness gates under one threshold and under per-group thresholds (out of fold, where they were
+    decided, and on test), their cost and balanced accuracy, the served thresholds, and why."""
+    if mitigation is None:
+        return []
+    shown = (lambda row: [f"{v:,.4f}" if isinstance(v, float) else v for v in row])
+    return [tabulate([shown(row) for row in gate_rows(mitigation)], headers=GATE_HEADERS, disable_numparse=True),
+            tabulate([shown(row) for row in outcome_rows(mitigation)], headers=OUTCOME_HEADERS, disable_numparse=True)
+            + "\nserved thresholds: " + ", ".join(f"{'every other row' if key == '*' else key} {value:.4f}"
+                                                for key, value in mitigation["thresholds"].items())
+            + f"\nfairness mitigation {mitigation['reason']}"]

@@ -199,14 +199,26 @@ class ChampionSpec(_Strict):
 
 
 class MitigationSpec(_Strict):
-    """fairlearn's ThresholdOptimizer: per-group thresholds on the model's scores, fitted on train's
-    out-of-fold predictions, applied when a fairness gate fails, stored in the package and served."""
+    """Per-group decision thresholds for the groups of the attributes whose fairness gate fails, fitted
+    on train + valid's out-of-fold predictions (components/bias/mitigation.py).
+
+    By default each group gets one threshold (a higher score never gets a worse decision), chosen to
+    minimise the use case's expected cost while every group's rate under `constraint` lies within
+    `tolerance` of the others'. It is applied only when it brings every fairness gate within bounds
+    at an expected cost at most `max_cost_increase` above the single threshold's. `randomized: true`
+    serves fairlearn's ThresholdOptimizer instead, whose rule draws some decisions at random (exact
+    equalized odds can need that), maximising `objective`."""
 
     enabled: bool = False
     constraint: Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity",
                         "false_positive_rate_parity"] = "equalized_odds"
+    tolerance: float = Field(default=0.05, gt=0, lt=1,
+                             description="largest gap allowed between the groups' constrained rates")
+    max_cost_increase: float = Field(default=0.10, ge=0,
+                                     description="largest relative rise in expected cost worth the mitigation")
+    randomized: bool = Field(default=False, description="serve fairlearn's randomised ThresholdOptimizer rule")
     objective: Literal["balanced_accuracy_score", "accuracy_score"] = Field(
-        default="balanced_accuracy_score", description="what the thresholds maximise under the constraint")
+        default="balanced_accuracy_score", description="what a randomized rule maximises under the constraint")
 
 
 class FairnessSpec(_Strict):

@@ -18,9 +18,12 @@ def bias(
     report: Output[Markdown],
     html_report: Output[HTML],
 ):
-    """Group metrics and gaps on test (fairness.py); when a fairness gate fails and mitigation is on,
-    per-group thresholds fitted on `holdout`. `decided` is `evaluation` with its fairness: a failed
-    fairness gate fails the run and keeps the champion, so the deploy step never applies it."""
+    """Group metrics and gaps (fairness.py), gated on `holdout` (out-of-fold predictions of train + valid);
+    when a gate fails and mitigation is on, per-group thresholds fitted there too, served only when they
+    pass every gate at an acceptable cost. Test reports both. `decided` is `evaluation` with its fairness:
+    a failed fairness gate fails the run and keeps the champion, so the deploy step never applies it.
+    `metrics` holds the served decisions' gaps out of fold (`<attribute>.<gap>`) and on test
+    (`test.<attribute>.<gap>`)."""
     from flowline.components.bias.fairness import bias_files
     from flowline.components.bias.report import fairness_html, fairness_markdown
     from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
@@ -29,8 +32,10 @@ def bias(
     fairness = bias_files(use_case, model.path, feature_set.path, holdout.path, test.path, evaluation.path,
                           decided.path)["fairness"]
     for attribute, result in fairness["attributes"].items():
+        served_test = (fairness["mitigated"] if fairness["mitigation"] else fairness["single_threshold"])["test"]
         for name in FAIRNESS_METRICS:
             metrics.log_metric(f"{attribute}.{name}", result[name])
+            metrics.log_metric(f"test.{attribute}.{name}", served_test["attributes"][attribute][name])
     decided.metadata.update(fairness_passed=fairness["passed"], mitigated=bool(fairness["mitigation"]))
     with open(report.path, "w") as out:
         out.write(fairness_markdown(fairness, use_case))

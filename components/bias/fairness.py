@@ -1,20 +1,22 @@
 """Fairness of a binary model's decisions per sensitive attribute, its gate, and its mitigation.
 
-For each attribute the test rows are grouped by its value (numeric attributes by the
-use case's `fairness.bands`), and fairlearn's MetricFrame gives each group's selection
-rate, true and false positive rates and precision at the served decision. Groups with
-fewer than `fairness.min_group_rows` test rows are reported but left out of the gaps:
+For each attribute the rows are grouped by its value (numeric attributes by the use
+case's `fairness.bands`), and fairlearn's MetricFrame gives each group's selection rate,
+true and false positive rates and precision at the decision. Groups with fewer than
+`fairness.min_group_rows` rows are reported but left out of the gaps:
 
 - demographic parity difference: the largest gap in selection rate;
 - equalized odds difference: the larger of the largest TPR gap and the largest FPR gap;
 - disparate impact ratio: the lowest selection rate over the highest (the four-fifths
   rule asks for >= 0.8).
 
-Mitigation (`fairness.mitigation.enabled`) runs when a gate fails: fairlearn's
-ThresholdOptimizer fits per-group thresholds on train's out-of-fold scores (never on
-test) for the failing attributes together, under the use case's constraint. The rule
-is kept as data, and applied, by `GroupThresholds` (thresholds.py), which the model
-server loads without fairlearn.
+Everything that decides is judged on train + valid's out-of-fold predictions (the train
+step's `holdout`), never on test: the gate at the single threshold; when it fails and
+`fairness.mitigation.enabled`, the per-group thresholds (mitigation.py), fitted on the
+attributes that fail; and whether to serve them, only when they bring every gate within
+bounds at an expected cost at most `max_cost_increase` above the single threshold's.
+Otherwise the run fails its fairness gate, and says what the mitigation would have cost.
+The test rows are used once, to report both options side by side.
 """
 
 from __future__ import annotations
@@ -25,15 +27,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
-from fairlearn.postprocessing import ThresholdOptimizer
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import balanced_accuracy_score, precision_score
 
-from flowline.components.bias.thresholds import GroupThresholds, group_key, sensitive_groups
+from flowline.components.bias.mitigation import fit_group_thresholds
+from flowline.components.bias.thresholds import group_key, sensitive_groups
 from flowline.components.evaluate.evaluation import decision_metrics, gate_decisions
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.train.ensemble import Ensemble
-from flowline.pipelines.use_case import CostSpec, MitigationSpec, UseCase
+from flowline.pipelines.use_case import CostSpec, UseCase, gate_bounds
 
 def _precision(y_true, y_pred) -> float:
     return precision_score(y_true, y_pred, zero_division=0)
@@ -89,69 +90,74 @@ def decision_outcomes(y: np.ndarray, decisions: np.ndarray, costs: CostSpec) -> 
             "expected_cost_per_1000": decided["expected_cost_per_1000"]}
 
 
-class _Scores(ClassifierMixin, BaseEstimator):
-    """A fitted "estimator" whose prediction is the score it is given: ThresholdOptimizer's prefit model."""
-
-    def fit(self, x=None, y=None) -> _Scores:
-        self.fitted_ = True
-        return self
-
-    def predict(self, x) -> np.ndarray:
-        return np.asarray(x, dtype=float)[:, 0]
-
-
-# ThresholdOptimizer's thresholds can be +-inf ("everyone", "nobody"); scores lie in [0, 1].
-THRESHOLD_BOUND = 2.0
-
-
-def _bounded(threshold: float) -> float:
-    return float(np.clip(threshold, -THRESHOLD_BOUND, THRESHOLD_BOUND))
-
-
-def fit_group_thresholds(y: np.ndarray, scores: np.ndarray, keys: pd.Series, attributes: tuple[str, ...],
-                         spec: MitigationSpec, threshold: float) -> GroupThresholds:
-    """ThresholdOptimizer on (scores, labels) per group key, kept as data (thresholds.py)."""
-    optimizer = ThresholdOptimizer(estimator=_Scores().fit(), constraints=spec.constraint,
-                                   objective=spec.objective, prefit=True, predict_method="predict")
-    optimizer.fit(scores.reshape(-1, 1), y, sensitive_features=keys.to_numpy())
-    groups = {}
-    for key, rule in optimizer.interpolated_thresholder_.interpolation_dict.items():
-        groups[str(key)] = {
-            "p0": float(rule.p0), "operator0": rule.operation0.operator,
-            "threshold0": _bounded(rule.operation0.threshold),
-            "p1": float(rule.p1), "operator1": rule.operation1.operator,
-            "threshold1": _bounded(rule.operation1.threshold),
-            "p_ignore": float(rule.get("p_ignore", 0.0)),
-            "prediction_constant": float(rule.get("prediction_constant", 0.0)),
-        }
-    return GroupThresholds(tuple(attributes), spec.constraint, float(threshold), groups)
-
-
 def failed_gates(assessed: dict[str, dict]) -> list[str]:
     """'attribute metric value' for every failed fairness gate, for reasons and logs."""
     return [f"{attribute} {metric} {gate['value']:.3f}" for attribute, result in assessed.items()
             for metric, gate in result["gates"].items() if not gate["passed"]]
 
 
+def judged(use_case: UseCase, y: np.ndarray, decisions: np.ndarray, rows: pd.DataFrame) -> dict:
+    """Fairness per attribute and the overall outcomes of one set of decisions."""
+    return {"attributes": assess(use_case, y, decisions, rows),
+            "outcomes": decision_outcomes(y, decisions, use_case.costs)}
+
+
+def _gate_changes(before: dict, after: dict) -> str:
+    return ", ".join(f"{attribute} {metric} {gate['value']:.3f} -> {after[attribute]['gates'][metric]['value']:.3f}"
+                     f" ({gate_bounds(gate)})" for attribute, result in before.items()
+                     for metric, gate in result["gates"].items())
+
+
+def mitigation_verdict(use_case: UseCase, single: dict, mitigated: dict) -> tuple[bool, str]:
+    """Whether to serve the mitigation, and why, from the out-of-fold judgements of both options."""
+    limit = use_case.fairness.mitigation.max_cost_increase
+    before, after = single["outcomes"]["expected_cost_per_1000"], mitigated["outcomes"]["expected_cost_per_1000"]
+    increase = after / before - 1 if before > 0 else (0.0 if after == 0 else np.inf)
+    trade = (f"{_gate_changes(single['attributes'], mitigated['attributes'])}; expected cost per 1,000 "
+             f"{before:,.0f} -> {after:,.0f} ({increase:+.1%}, max_cost_increase {limit:.0%})")
+    rule = "a randomised per-group rule" if use_case.fairness.mitigation.randomized else "per-group thresholds"
+    if failed_gates(mitigated["attributes"]):
+        return False, f"not applied: {rule} would still fail a gate: {trade}"
+    if increase > limit:
+        return False, f"not applied: {rule} would pass every gate but cost too much: {trade}"
+    return True, f"applied: {rule} pass every gate at an acceptable cost: {trade}"
+
+
 def judge(use_case: UseCase, y: np.ndarray, scores: np.ndarray, threshold: float, rows: pd.DataFrame,
           x: np.ndarray, holdout: pd.DataFrame) -> dict:
-    """Fairness at the single threshold; when a gate fails and mitigation is on, per-group thresholds
-    fitted on `holdout` (train's out-of-fold scores), and fairness and outcomes under them."""
-    decisions = scores >= threshold
-    before = assess(use_case, y, decisions, rows)
-    failing = tuple(attribute for attribute, result in before.items() if result["gate"] == "fail")
-    outcome = {"attributes": before, "mitigation": None,
-               "outcomes": {"single_threshold": decision_outcomes(y, decisions, use_case.costs)}}
-    if failing and use_case.fairness.mitigation.enabled:
-        mitigation = fit_group_thresholds(holdout["label"].to_numpy(), holdout["prediction"].to_numpy(),
-                                          group_key(holdout, failing, use_case), failing,
-                                          use_case.fairness.mitigation, threshold)
-        mitigated = mitigation.decide(scores, rows, x, use_case)
-        outcome.update(attributes=assess(use_case, y, mitigated, rows), before_mitigation=before,
-                       mitigation=mitigation.to_dict())
-        outcome["outcomes"]["mitigated"] = decision_outcomes(y, mitigated, use_case.costs)
-    outcome["passed"] = all(result["gate"] == "pass" for result in outcome["attributes"].values())
-    return outcome
+    """Gate, fit and choose on `holdout` (train + valid's out-of-fold scores); report both options on the
+    test rows (`y`, `scores`, raw `rows`, encoded `x`)."""
+    y_oof, s_oof = holdout["label"].to_numpy(), holdout["prediction"].to_numpy()
+    single = {"out_of_fold": judged(use_case, y_oof, s_oof >= threshold, holdout),
+              "test": judged(use_case, y, scores >= threshold, rows)}
+    failing = tuple(attribute for attribute, result in single["out_of_fold"]["attributes"].items()
+                    if result["gate"] == "fail")
+    spec = use_case.fairness.mitigation
+    mitigated, rule, applied = None, None, False
+    if not failing:
+        reason = "not needed: every fairness gate passes at the single threshold on out-of-fold predictions"
+    elif not spec.enabled:
+        reason = ("not applied: a fairness gate fails at the single threshold and fairness.mitigation.enabled "
+                  "is false")
+    else:
+        rule = fit_group_thresholds(y_oof, s_oof, group_key(holdout, failing, use_case), failing, use_case, threshold)
+        if rule is None:
+            reason = (f"not applied: no group has the {use_case.fairness.min_group_rows} out-of-fold rows "
+                      "(min_group_rows) to fit a threshold on")
+        else:
+            draws = np.random.default_rng(use_case.tuning.seed).random(len(y_oof))  # a randomized rule's draws
+            mitigated = {"rule": rule.to_dict(),
+                         "out_of_fold": judged(use_case, y_oof, rule.decide_with_draws(s_oof, holdout, use_case, draws),
+                                               holdout),
+                         "test": judged(use_case, y, rule.decide(scores, rows, x, use_case), rows)}
+            applied, reason = mitigation_verdict(use_case, single["out_of_fold"], mitigated["out_of_fold"])
+    served = mitigated if applied else single
+    return {"decided_on": {"out_of_fold_rows": len(y_oof), "test_rows": len(y)},
+            "threshold": threshold, "failing": list(failing),
+            "single_threshold": single, "mitigated": mitigated,
+            "mitigation": rule.to_dict() if applied else None, "applied": applied, "reason": reason,
+            "attributes": served["out_of_fold"]["attributes"],
+            "passed": all(result["gate"] == "pass" for result in served["out_of_fold"]["attributes"].values())}
 
 
 def decide_with_fairness(evaluation: dict, fairness: dict) -> dict:
@@ -166,9 +172,33 @@ def decide_with_fairness(evaluation: dict, fairness: dict) -> dict:
     return decided
 
 
+def fairness_lines(fairness: dict) -> list[str]:
+    """What the bias step decided, for the run's terminal: gates and outcomes of both options, and why."""
+    mitigated = fairness["mitigated"]
+    lines = []
+    for attribute, result in fairness["single_threshold"]["out_of_fold"]["attributes"].items():
+        for metric, gate in result["gates"].items():
+            after = (f" -> {mitigated['out_of_fold']['attributes'][attribute]['gates'][metric]['value']:.3f} "
+                     "mitigated" if mitigated else "")
+            lines.append(f"bias: {attribute} {metric} {gate['value']:.3f} at the single threshold{after} "
+                         f"({gate_bounds(gate)}, out of fold)")
+    rule_name = "randomised per-group rule" if mitigated and mitigated["rule"]["randomized"] else "per-group thresholds"
+    for name, option in (("single threshold", fairness["single_threshold"]), (rule_name, mitigated)):
+        if option:
+            outcomes = option["out_of_fold"]["outcomes"]
+            lines.append(f"bias: {name}: expected cost per 1,000 {outcomes['expected_cost_per_1000']:,.0f}, "
+                         f"balanced accuracy {outcomes['balanced_accuracy']:.4f} (out of fold)")
+    if mitigated and not mitigated["rule"]["randomized"]:
+        shown = ", ".join(f"{key} {rule['threshold']:.4f}" for key, rule in mitigated["rule"]["groups"].items())
+        lines.append(f"bias: per-group thresholds ({mitigated['rule']['constraint']}): {shown}")
+    lines.append(f"bias: mitigation {fairness['reason']}")
+    lines.append(f"bias: fairness gate {'pass' if fairness['passed'] else 'FAIL'}")
+    return lines
+
+
 def bias_files(use_case: UseCase, model_dir: str, feature_set_file: str, holdout_file: str, test_file: str,
                evaluation_file: str, decided_file: str) -> dict:
-    """Judge fairness on the test rows; write the evaluation with its fairness (and any mitigation)."""
+    """Judge fairness (out of fold), report it on test; write the evaluation with its fairness (and mitigation)."""
     evaluation = json.loads(Path(evaluation_file).read_text())
     if use_case.task != "binary" or not use_case.sensitive_attributes:
         fairness = {"attributes": {}, "mitigation": None, "passed": True, "note": "no sensitive attributes"}
@@ -178,13 +208,7 @@ def bias_files(use_case: UseCase, model_dir: str, feature_set_file: str, holdout
         x = feature_set.transform(test)
         fairness = judge(use_case, feature_set.labels(test), model.predict(x), evaluation["threshold"], test, x,
                          pd.read_parquet(holdout_file))
+        print("\n".join(fairness_lines(fairness)))
     decided = decide_with_fairness(evaluation, fairness)
     Path(decided_file).write_text(json.dumps(decided, indent=1))
-    for attribute, result in fairness["attributes"].items():
-        shown = ", ".join(f"{m} {result[m]:.3f}" for m in ("demographic_parity_difference",
-                                                           "equalized_odds_difference", "disparate_impact_ratio"))
-        print(f"bias: {attribute}: {shown}; gate {result['gate']}")
-    if fairness["mitigation"]:
-        print(f"bias: mitigated with per-group thresholds ({fairness['mitigation']['constraint']}) on "
-              f"{', '.join(fairness['mitigation']['attributes'])}")
     return decided

@@ -1,4 +1,8 @@
-"""The bias step's reports: Markdown for the Kubeflow run page, HTML with a chart per attribute."""
+"""The bias step's reports: Markdown for the Kubeflow run page, HTML with a chart per attribute.
+
+Both show the single threshold and the per-group thresholds side by side, out of fold
+(where the gate and the mitigation were decided) and on test (reported only).
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,11 @@ import numpy as np
 
 from flowline import reports
 from flowline.components.bias.fairness import GROUP_METRICS
-from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
+from flowline.components.bias.summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, outcome_rows,
+                                              threshold_rows)
+from flowline.pipelines.use_case import UseCase
 
-
-def _gap_rows(result: dict, before: dict | None) -> list[list]:
-    rows = []
-    for metric in FAIRNESS_METRICS:
-        gate = result["gates"].get(metric)
-        row = [metric, *([before[metric]] if before else []), result[metric],
-               gate_bounds(gate) if gate else "", ("pass" if gate["passed"] else "FAIL") if gate else "not gated"]
-        rows.append(row)
-    return rows
+THRESHOLD_HEADERS = ["group", "threshold"]
 
 
 def _group_rows(result: dict) -> list[list]:
@@ -24,84 +22,86 @@ def _group_rows(result: dict) -> list[list]:
             for group, values in result["by_group"].items()]
 
 
-def _tradeoff_rows(fairness: dict) -> list[list]:
-    outcomes = fairness["outcomes"]
-    return [[name, before, outcomes["mitigated"][name]] for name, before in outcomes["single_threshold"].items()]
-
-
 def _summary_lines(fairness: dict) -> list[str]:
     if not fairness["attributes"]:
         return ["No sensitive attributes are declared for this use case: nothing to judge."]
+    rows = fairness["decided_on"]
     verdict = "every fairness gate passed" if fairness["passed"] else "a fairness gate FAILED"
-    lines = [f"Decisions on the test rows: {verdict}."]
-    mitigation = fairness["mitigation"]
-    if mitigation:
-        lines.append(f"A gate failed at the single threshold, so per-group thresholds (fairlearn ThresholdOptimizer, "
-                     f"{mitigation['constraint']}, fitted on train's out-of-fold scores) were applied for "
-                     f"{', '.join(mitigation['attributes'])}; the package serves them.")
+    served = ("per-group thresholds" if fairness["mitigation"] else "one threshold for everyone")
+    lines = [f"Served decisions: {served}; {verdict}. Gates and mitigation are decided on the "
+             f"{rows['out_of_fold_rows']:,} out-of-fold predictions of train + valid; the {rows['test_rows']:,} "
+             "test rows only report.",
+             f"Mitigation {fairness['reason']}."]
+    if fairness["mitigation"] and fairness["mitigation"]["randomized"]:
+        lines.append("The rule is randomised (fairness.mitigation.randomized): some decisions are drawn, so two rows "
+                     "with one score can get different decisions.")
     return lines
 
 
+def _served_test(fairness: dict) -> dict:
+    """The served decisions' fairness on the test rows."""
+    return (fairness["mitigated"] if fairness["mitigation"] else fairness["single_threshold"])["test"]["attributes"]
+
+
 def _markdown_cell(value: object) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{value:,.4f}" if isinstance(value, float) else str(value)
 
 
-def _markdown_row(values) -> str:
-    return "| " + " | ".join(_markdown_cell(v) for v in values) + " |"
+def _markdown_table(headers: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *("| " + " | ".join(_markdown_cell(v) for v in row) + " |" for row in rows), ""]
 
 
 def fairness_markdown(fairness: dict, use_case: UseCase) -> str:
     lines = [f"### Fairness: {use_case.name}", ""]
     for line in _summary_lines(fairness):
         lines += [line, ""]
-    mitigated = bool(fairness["mitigation"])
-    for attribute, result in fairness["attributes"].items():
-        before = fairness["before_mitigation"][attribute] if mitigated else None
-        headers = ["metric", *(["single threshold"] if mitigated else []), "served", "bounds", "gate"]
-        lines += [f"#### {attribute}", "", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += [_markdown_row(row) for row in _gap_rows(result, before)]
-        lines += ["", "| group | rows | " + " | ".join(GROUP_METRICS) + " |", "|" + "---|" * (len(GROUP_METRICS) + 2)]
-        lines += [_markdown_row(row) for row in _group_rows(result)]
+    if not fairness["attributes"]:
+        return "\n".join(lines)
+    summary = fairness_summary(fairness)
+    lines += ["#### Gates", "", *_markdown_table(GATE_HEADERS, gate_rows(summary))]
+    lines += ["#### Cost and accuracy", "", *_markdown_table(OUTCOME_HEADERS, outcome_rows(summary))]
+    lines += ["#### Served thresholds", "", *_markdown_table(THRESHOLD_HEADERS, threshold_rows(summary))]
+    for attribute, result in _served_test(fairness).items():
+        lines += [f"#### {attribute}: served decisions by group (test)", "",
+                  *_markdown_table(["group", "rows", *GROUP_METRICS], _group_rows(result))]
         if "note" in result:
-            lines += ["", result["note"]]
-        lines.append("")
-    if mitigated:
-        lines += ["#### Fairness against accuracy", "", "| outcome | single threshold | mitigated |", "|---|---|---|"]
-        lines += [f"| {name} | {before:,.4f} | {after:,.4f} |" for name, before, after in _tradeoff_rows(fairness)]
-    return "\n".join(lines) + "\n"
+            lines += [result["note"], ""]
+    return "\n".join(lines)
 
 
-def _group_chart(attribute: str, result: dict, before: dict | None) -> str:
-    groups = list(result["by_group"])
+def _group_chart(attribute: str, single: dict, mitigated: dict | None) -> str:
+    groups = list(single["by_group"])
     names = ["selection_rate", "true_positive_rate", "false_positive_rate"]
     figure, axes = reports.subplots(1, len(names), figsize=(4 * len(names), 3), sharey=True)
     positions = np.arange(len(groups))
     for axis, name in zip(axes, names):
-        if before:
-            axis.bar(positions - 0.2, [before["by_group"][g][name] for g in groups], 0.4, label="single threshold",
-                     color="#bbbbbb")
-        axis.bar(positions + (0.2 if before else 0), [result["by_group"][g][name] for g in groups],
-                 0.4 if before else 0.6, label="served", color="#1f77b4")
+        axis.bar(positions - (0.2 if mitigated else 0), [single["by_group"][g][name] for g in groups],
+                 0.4 if mitigated else 0.6, label="single threshold", color="#bbbbbb")
+        if mitigated:
+            axis.bar(positions + 0.2, [mitigated["by_group"][g][name] for g in groups], 0.4,
+                     label="per-group thresholds", color="#1f77b4")
         axis.set_xticks(positions, groups, rotation=30, ha="right")
         axis.set_title(name.replace("_", " "))
         axis.set_ylim(0, 1)
     axes[0].legend(loc="upper left", fontsize=8)
-    figure.suptitle(attribute, y=1.05)
-    return reports.figure_image(figure, f"{attribute}: selection rate, TPR and FPR by group")
+    figure.suptitle(f"{attribute} (test rows)", y=1.05)
+    return reports.figure_image(figure, f"{attribute}: selection rate, TPR and FPR by group on the test rows")
 
 
 def fairness_html(fairness: dict, use_case: UseCase) -> str:
     sections = [f"<p>{reports.escape(line)}</p>" for line in _summary_lines(fairness)]
-    mitigated = bool(fairness["mitigation"])
-    for attribute, result in fairness["attributes"].items():
-        before = fairness["before_mitigation"][attribute] if mitigated else None
-        headers = ["metric", *(["single threshold"] if mitigated else []), "served", "bounds", "gate"]
-        sections += [f"<h2>{reports.escape(attribute)}</h2>", reports.table(headers, _gap_rows(result, before)),
+    if fairness["attributes"]:
+        summary = fairness_summary(fairness)
+        sections += ["<h2>Gates</h2>", reports.table(GATE_HEADERS, gate_rows(summary)),
+                     "<h2>Cost and accuracy</h2>", reports.table(OUTCOME_HEADERS, outcome_rows(summary)),
+                     "<h2>Served thresholds</h2>", reports.table(THRESHOLD_HEADERS, threshold_rows(summary))]
+    mitigated = fairness.get("mitigated")
+    for attribute, result in _served_test(fairness).items() if fairness["attributes"] else ():
+        single = fairness["single_threshold"]["test"]["attributes"][attribute]
+        sections += [f"<h2>{reports.escape(attribute)}: served decisions by group (test)</h2>",
                      reports.table(["group", "rows", *GROUP_METRICS], _group_rows(result)),
-                     _group_chart(attribute, result, before)]
+                     _group_chart(attribute, single, mitigated["test"]["attributes"][attribute] if mitigated else None)]
         if "note" in result:
             sections.append(f"<p>{reports.escape(result['note'])}</p>")
-    if mitigated:
-        sections += ["<h2>Fairness against accuracy</h2>",
-                     reports.table(["outcome", "single threshold", "mitigated"], _tradeoff_rows(fairness))]
     return reports.page(f"Fairness: {use_case.name}", sections)

@@ -2,17 +2,21 @@
 
 What the model server needs of the bias step, without fairlearn: a row's group for a
 sensitive attribute (its value, or its band in the use case's `fairness.bands`), the
-fitted rule per group, and its randomised decision. ThresholdOptimizer's rule makes a
-row of group g positive with probability p0 * [s op0 t0] + p1 * [s op1 t1] (mixed with
-a constant for equalized odds); the draw comes from a hash of the row's encoded
-features, so the same row always gets the same decision, in evaluation and in serving.
-The rule is fitted in fairness.py.
+fitted rule per group, and its decision. By default a group's rule is one threshold:
+positive when the score reaches it, so within a group a higher score never gets a worse
+decision, and the answer can name the threshold that decided. With `mitigation.randomized`
+the rule is fairlearn ThresholdOptimizer's: a row of group g is positive with probability
+p0 * [s op0 t0] + p1 * [s op1 t1] (mixed with a constant for equalized odds); the draw
+comes from a hash of the row's encoded features, so the same row always gets the same
+decision, in evaluation and in serving, but two rows with one score may not. The rules are
+fitted in mitigation.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -71,27 +75,44 @@ def row_draws(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class GroupThresholds:
-    """A fitted ThresholdOptimizer rule as data: per group key, its randomised thresholds.
+    """Per-group decision rules as data: per group key, its threshold (`{"threshold": t}`) or, when
+    `randomized`, fairlearn's randomised rule.
 
-    Rows of a group the optimizer never saw get the use case's single `threshold`.
+    Rows of a group without a rule (unseen, or too small to fit) get the single `threshold`.
     """
 
     attributes: tuple[str, ...]
     constraint: str
     threshold: float
     groups: dict[str, dict[str, float | str]]
+    randomized: bool = False
 
     def to_dict(self) -> dict:
         return {"attributes": list(self.attributes), "constraint": self.constraint, "threshold": self.threshold,
-                "groups": self.groups}
+                "randomized": self.randomized, "groups": self.groups}
 
     @classmethod
     def from_dict(cls, document: dict) -> GroupThresholds:
+        # Packages written before deterministic thresholds hold only fairlearn's randomised rule, unflagged.
         return cls(tuple(document["attributes"]), document["constraint"], float(document["threshold"]),
-                   dict(document["groups"]))
+                   dict(document["groups"]), bool(document.get("randomized", True)))
+
+    def group_thresholds(self) -> dict[str, float]:
+        """Each group key's threshold (deterministic rules only)."""
+        return {key: float(rule["threshold"]) for key, rule in self.groups.items()}
+
+    def row_thresholds(self, rows: pd.DataFrame, use_case: UseCase) -> np.ndarray:
+        """The threshold that decides each row: its group's, else the single threshold (deterministic rules)."""
+        if self.randomized:
+            raise ValueError("a randomized rule has no threshold per row: its decisions are drawn")
+        keys = group_key(rows, self.attributes, use_case).to_numpy()
+        out = np.full(len(rows), self.threshold, dtype=float)
+        for key, threshold in self.group_thresholds().items():
+            out[keys == key] = threshold
+        return out
 
     def positive_probability(self, scores: np.ndarray, keys: pd.Series) -> np.ndarray:
-        """Each row's chance of a positive decision under its group's rule."""
+        """Each row's chance of a positive decision under its group's randomised rule."""
         out = (scores >= self.threshold).astype(float)
         keys = keys.to_numpy()
         for key, rule in self.groups.items():
@@ -104,10 +125,16 @@ class GroupThresholds:
             out[rows] = rule["p_ignore"] * rule["prediction_constant"] + (1 - rule["p_ignore"]) * chance
         return out
 
+    def decide_with_draws(self, scores: np.ndarray, rows: pd.DataFrame, use_case: UseCase,
+                          draws: Optional[np.ndarray]) -> np.ndarray:
+        """Decisions (True: positive); `draws` (in [0, 1), one per row) are read by a randomized rule only."""
+        if not self.randomized:
+            return scores >= self.row_thresholds(rows, use_case)
+        return draws < self.positive_probability(scores, group_key(rows, self.attributes, use_case))
+
     def decide(self, scores: np.ndarray, rows: pd.DataFrame, x: np.ndarray, use_case: UseCase) -> np.ndarray:
         """The served decisions (True: positive) for raw `rows` with encoded features `x` and `scores`."""
-        keys = group_key(rows, self.attributes, use_case)
-        return row_draws(x) < self.positive_probability(scores, keys)
+        return self.decide_with_draws(scores, rows, use_case, row_draws(x) if self.randomized else None)
 
 
 def _compare(scores: np.ndarray, operator: str, threshold: float) -> np.ndarray:

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 from flowline import __version__, reports
+from flowline.components.bias.summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
+                                              outcome_rows, threshold_rows)
 from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
 
 FORMAT = "flowline.model_card/v1"
@@ -51,10 +53,12 @@ def _generated_limitations(use_case: UseCase, evaluation: dict, explanation: dic
         if small:
             found.append(f"{attribute}: groups {', '.join(small)} have fewer than {use_case.fairness.min_group_rows} "
                          "test rows and are reported but not compared.")
-    if fairness.get("mitigation"):
-        found.append("Decisions use per-group thresholds drawn at random per row (fixed by a hash of the row), so two "
-                     "rows with the same score can get different decisions; requests must carry "
-                     + ", ".join(fairness["mitigation"]["attributes"]) + ".")
+    mitigation = fairness.get("mitigation")
+    if mitigation:
+        drawn = ("drawn at random per row (fixed by a hash of the row), so two rows with the same score can get "
+                 "different decisions" if mitigation["randomized"] else "one per group")
+        found.append(f"Decisions use per-group thresholds, {drawn}; requests must carry "
+                     + ", ".join(mitigation["attributes"]) + ".")
     agreement = explanation["agreement"]
     if agreement["mean_spearman"] < 0.5:
         found.append(f"LIME and SHAP agree weakly on these instances (mean Spearman {agreement['mean_spearman']:.2f}): "
@@ -83,9 +87,7 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
         "fairness": {
             "attributes": {attribute: {**{m: result[m] for m in FAIRNESS_METRICS}, "gate": result["gate"]}
                            for attribute, result in fairness.get("attributes", {}).items()},
-            "mitigation": ({k: fairness["mitigation"][k] for k in ("constraint", "attributes")}
-                           if fairness.get("mitigation") else None),
-            "outcomes": fairness.get("outcomes"),
+            "mitigation": fairness_summary(fairness),
         },
         "explanation": {"units": explanation["units"], "rows_explained": explanation["rows_explained"],
                         "top_columns": dict(list(explanation["global_importance"].items())[:CARD_TOP_COLUMNS]),
@@ -121,24 +123,22 @@ def model_card_html(card: dict) -> str:
         reports.table(["metric", "value", "95 % interval"],
                       [[name, m["value"], interval(m["ci95"])] for name, m in card["metrics"].items()]),
     ]
+    fairness = card["fairness"]
+    mitigation = fairness["mitigation"]
     if card["threshold"] is not None:
-        served = (" The metrics at a threshold above are at this one; the served decisions use per-group "
-                  "thresholds (see Fairness)." if card["fairness"]["mitigation"] else "")
+        served = (" The metrics above are at this one; the served decisions use per-group thresholds (see "
+                  "Fairness)." if mitigation and mitigation["applied"] else "")
         sections.append(f"<p>Decision threshold (lowest business cost on out-of-fold predictions): "
                         f"{card['threshold']:.4f}.{served}</p>")
-    fairness = card["fairness"]
     sections.append("<h2>Fairness</h2>")
-    if fairness["attributes"]:
-        sections.append(reports.table(["attribute", *FAIRNESS_METRICS, "gate"],
-                                      [[a, *(r[m] for m in FAIRNESS_METRICS), r["gate"]]
-                                       for a, r in fairness["attributes"].items()]))
-        if fairness["mitigation"]:
-            sections.append(f"<p>Mitigated with per-group thresholds ({reports.escape(fairness['mitigation']['constraint'])}) "
-                            f"on {reports.escape(', '.join(fairness['mitigation']['attributes']))}.</p>")
-            outcomes = fairness["outcomes"]
-            sections.append(reports.table(["outcome", "single threshold", "mitigated"],
-                                          [[n, outcomes["single_threshold"][n], outcomes["mitigated"][n]]
-                                           for n in outcomes["single_threshold"]]))
+    if mitigation:
+        rows = mitigation["decided_on"]
+        sections += [f"<p>Gates and mitigation decided on {rows['out_of_fold_rows']:,} out-of-fold predictions of "
+                     f"train + valid; the {rows['test_rows']:,} test rows only report. Mitigation "
+                     f"{reports.escape(mitigation['reason'])}.</p>",
+                     reports.table(GATE_HEADERS, gate_rows(mitigation)),
+                     reports.table(OUTCOME_HEADERS, outcome_rows(mitigation)),
+                     reports.table(["group", "served threshold"], threshold_rows(mitigation))]
     else:
         sections.append("<p>No sensitive attributes are declared for this use case.</p>")
     explanation = card["explanation"]

@@ -5,20 +5,25 @@ import pandas as pd
 import pytest
 from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
 
-from flowline.components.bias.fairness import decide_with_fairness, fit_group_thresholds, group_fairness, judge
+from flowline import reports
+from flowline.components.bias.fairness import decide_with_fairness, fairness_lines, group_fairness, judge
+from flowline.components.bias.mitigation import cost_optimal_thresholds, fit_group_thresholds
 from flowline.components.bias.thresholds import GroupThresholds, band_label, row_draws, sensitive_groups
 from flowline.components.bias.report import fairness_html, fairness_markdown
-from flowline.pipelines.use_case import UseCaseError, parse_use_case
+from flowline.components.evaluate.evaluation import outcome_cost
+from flowline.pipelines.use_case import CostSpec, UseCaseError, parse_use_case
 
 
 def biased_use_case(gates: dict, mitigation: bool, constraint: str = "demographic_parity", **extra):
+    options = extra.pop("mitigation_options", {})
     return parse_use_case({
         "name": "lending", "task": "binary", "data": {"path": "unused.csv"},
         "label": {"column": "label", "positive": "yes", "values": ["no", "yes"]},
         "columns": {"group": {"type": "category"}, "age": {"type": "integer", "min": 0}, "x": {"type": "number"}},
         "sensitive_attributes": ["group", *extra.pop("more_attributes", [])],
         "costs": {"false_negative": 1, "false_positive": 1},
-        "fairness": {"gates": gates, "mitigation": {"enabled": mitigation, "constraint": constraint}, **extra},
+        "fairness": {"gates": gates, "mitigation": {"enabled": mitigation, "constraint": constraint, **options},
+                     **extra},
     })
 
 
@@ -86,36 +91,121 @@ def synthetic_bias(rows: int = 4000, seed: int = 0):
     return frame, y, scores
 
 
-def test_a_biased_model_fails_the_gate_and_mitigation_narrows_the_gap_with_its_cost_reported():
-    use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=True)
-    train, y_train, s_train = synthetic_bias(seed=1)
-    test, y_test, s_test = synthetic_bias(seed=2)
+def unequal_base_rates(rows: int = 4000, seed: int = 0):
+    """Well-ranked scores, but group b's members are positive far more often: parity has a price."""
+    rng = np.random.default_rng(seed)
+    group = rng.choice(["a", "b"], rows)
+    risk = rng.normal(0, 1, rows) + np.where(group == "b", 1.0, -1.0)
+    y = (risk + rng.normal(0, 0.7, rows) > 0).astype(int)
+    scores = 1 / (1 + np.exp(-1.5 * risk))
+    return pd.DataFrame({"group": group, "age": rng.integers(18, 80, rows), "x": scores}), y, scores
+
+
+def judged_on(holdout_seed: int, test_seed: int, draw=synthetic_bias, **mitigation) -> tuple[dict, object]:
+    """The bias step on synthetic scores: out-of-fold rows from one draw, test rows from another."""
+    use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=True, **mitigation)
+    train, y_train, s_train = draw(seed=holdout_seed)
+    test, y_test, s_test = draw(seed=test_seed)
     holdout = pd.DataFrame({"label": y_train, "prediction": s_train, "group": train["group"]})
-    x_test = test[["x"]].to_numpy()  # stands in for the encoded features the row draws hash
-
-    unmitigated = judge(biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=False),
-                        y_test, s_test, 0.5, test, x_test, holdout)
-    assert unmitigated["attributes"]["group"]["gate"] == "fail" and not unmitigated["passed"]
-    assert unmitigated["mitigation"] is None
-    before = unmitigated["attributes"]["group"]["demographic_parity_difference"]
-
-    mitigated = judge(use_case, y_test, s_test, 0.5, test, x_test, holdout)
-    after = mitigated["attributes"]["group"]
-    assert mitigated["before_mitigation"]["group"]["demographic_parity_difference"] == before
-    assert after["demographic_parity_difference"] < before / 3
-    assert after["gate"] == "pass" and mitigated["passed"]
-    assert mitigated["mitigation"]["attributes"] == ["group"]
-    assert set(mitigated["mitigation"]["groups"]) == {"group=a", "group=b"}
-    outcomes = mitigated["outcomes"]
-    assert set(outcomes) == {"single_threshold", "mitigated"}
-    assert outcomes["single_threshold"]["accuracy"] != outcomes["mitigated"]["accuracy"]
+    x_test = test[["x"]].to_numpy()  # stands in for the encoded features a randomised rule's draws hash
+    return judge(use_case, y_test, s_test, 0.5, test, x_test, holdout), use_case
 
 
-def test_mitigated_decisions_are_fixed_per_row_and_survive_a_json_round_trip():
+def test_a_biased_model_fails_the_gate_and_affordable_per_group_thresholds_pass_it():
+    fairness, _ = judged_on(1, 2, mitigation_options={"max_cost_increase": 0.5})
+    single, mitigated = fairness["single_threshold"], fairness["mitigated"]
+    before = single["out_of_fold"]["attributes"]["group"]
+    assert before["gate"] == "fail" and fairness["failing"] == ["group"]
+    after = mitigated["out_of_fold"]["attributes"]["group"]
+    assert after["gate"] == "pass" and after["demographic_parity_difference"] <= 0.05 + 1e-9  # the tolerance
+    assert fairness["applied"] and fairness["passed"] and fairness["mitigation"] == mitigated["rule"]
+    assert fairness["attributes"] == mitigated["out_of_fold"]["attributes"]  # the served decisions are gated
+    # One threshold per group, and the test rows report both options.
+    assert set(fairness["mitigation"]["groups"]) == {"group=a", "group=b"} and not fairness["mitigation"]["randomized"]
+    assert mitigated["test"]["attributes"]["group"]["disparate_impact_ratio"] > \
+        single["test"]["attributes"]["group"]["disparate_impact_ratio"]
+    cost_before = single["out_of_fold"]["outcomes"]["expected_cost_per_1000"]
+    cost_after = mitigated["out_of_fold"]["outcomes"]["expected_cost_per_1000"]
+    assert cost_after <= 1.5 * cost_before  # here even cheaper: the single threshold misjudged both groups
+    assert fairness["reason"].startswith("applied: per-group thresholds pass every gate at an acceptable cost")
+    assert f"{cost_before:,.0f} -> {cost_after:,.0f}" in fairness["reason"]
+
+
+def test_a_mitigation_that_costs_too_much_is_not_applied_and_the_gate_fails_with_the_tradeoff_named():
+    fairness, use_case = judged_on(1, 2, unequal_base_rates, mitigation_options={"max_cost_increase": 0.1})
+    assert not fairness["applied"] and fairness["mitigation"] is None and not fairness["passed"]
+    assert fairness["attributes"] == fairness["single_threshold"]["out_of_fold"]["attributes"]
+    mitigated = fairness["mitigated"]["out_of_fold"]
+    assert mitigated["attributes"]["group"]["gate"] == "pass"  # it would have passed...
+    cost_before = fairness["single_threshold"]["out_of_fold"]["outcomes"]["expected_cost_per_1000"]
+    cost_after = mitigated["outcomes"]["expected_cost_per_1000"]
+    ratio_before = fairness["single_threshold"]["out_of_fold"]["attributes"]["group"]["disparate_impact_ratio"]
+    ratio_after = mitigated["attributes"]["group"]["disparate_impact_ratio"]
+    assert fairness["reason"] == (  # ... at this price
+        f"not applied: per-group thresholds would pass every gate but cost too much: group disparate_impact_ratio "
+        f"{ratio_before:.3f} -> {ratio_after:.3f} (>= 0.8); expected cost per 1,000 {cost_before:,.0f} -> "
+        f"{cost_after:,.0f} ({cost_after / cost_before - 1:+.1%}, max_cost_increase 10%)")
+    decided = decide_with_fairness({"gates_passed": True, "champion_challenger": {"decision": "promote"}}, fairness)
+    assert decided["gates_passed"] is False and decided["champion_challenger"]["decision"] == "keep"
+    shown = fairness_lines(fairness)  # what the run's terminal says
+    assert shown[-2:] == [f"bias: mitigation {fairness['reason']}", "bias: fairness gate FAIL"]
+    assert f"Mitigation {fairness['reason']}." in fairness_markdown(fairness, use_case)
+
+
+def test_the_gate_is_decided_out_of_fold_and_the_test_rows_only_report():
+    """Fair out-of-fold scores pass the gate and nothing is fitted, however the test rows look."""
+    fairness, _ = judged_on(1, 2)
+    unbiased = pd.DataFrame({"label": [0, 1] * 200, "prediction": [0.2, 0.8] * 200, "group": ["a"] * 200 + ["b"] * 200})
+    test, y_test, s_test = synthetic_bias(seed=2)
     use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=True)
+    fair = judge(use_case, y_test, s_test, 0.5, test, test[["x"]].to_numpy(), unbiased)
+    assert fair["passed"] and fair["mitigated"] is None and fair["reason"].startswith("not needed")
+    assert fair["single_threshold"]["test"]["attributes"]["group"]["gate"] == "fail"  # reported, not decisive
+
+
+def test_per_group_thresholds_are_the_cheapest_within_the_tolerance_and_monotone_in_the_score():
+    """Against a brute force over every pair of candidate thresholds, for TPR parity on two groups."""
+    frame, y, scores = synthetic_bias(rows=1500, seed=4)
+    keys = "group=" + frame["group"]
+    costs = CostSpec(false_negative=5, false_positive=1)
+    found = cost_optimal_thresholds(y, scores, keys, "true_positive_rate_parity", 0.05, costs, 0.5, min_rows=30)
+    decisions = np.zeros(len(y), dtype=bool)
+    for key, threshold in found.items():
+        decisions[keys == key] = scores[keys == key] >= threshold
+    tpr = {key: decisions[(keys == key) & (y == 1)].mean() for key in found}
+    assert abs(tpr["group=a"] - tpr["group=b"]) <= 0.05
+    best = np.inf
+    a, b = (keys == "group=a").to_numpy(), (keys == "group=b").to_numpy()
+    pairs = [(ta, tb) for ta in np.quantile(scores[a], np.linspace(0, 1, 60))
+             for tb in np.quantile(scores[b], np.linspace(0, 1, 60))]
+    for ta, tb in pairs:
+        brute = np.where(a, scores >= ta, scores >= tb)
+        if abs(brute[a & (y == 1)].mean() - brute[b & (y == 1)].mean()) <= 0.045:
+            best = min(best, outcome_cost(y, brute, costs))
+    assert outcome_cost(y, decisions, costs) <= best
+    # Within a group, a higher score never gets a worse decision.
+    for key in found:
+        rows = (keys == key).to_numpy()
+        order = np.argsort(scores[rows])
+        assert np.all(np.diff(decisions[rows][order].astype(int)) >= 0)
+
+
+def test_groups_too_small_to_fit_keep_the_single_threshold():
+    frame, y, scores = synthetic_bias(rows=400, seed=5)
+    keys = ("group=" + frame["group"]).where(frame.index >= 20, "group=tiny")  # 20 rows of a third group
+    costs = CostSpec(false_negative=1, false_positive=1)
+    found = cost_optimal_thresholds(y, scores, keys, "equalized_odds", 0.05, costs, 0.5, min_rows=30)
+    assert set(found) == {"group=a", "group=b"}  # "tiny" is left to the single threshold
+    assert cost_optimal_thresholds(y, scores, keys, "equalized_odds", 0.05, costs, 0.5, min_rows=400) is None
+
+
+def test_a_randomized_rule_is_an_explicit_option_fixed_per_row_and_survives_a_json_round_trip():
+    use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=True,
+                               mitigation_options={"randomized": True})
     frame, y, scores = synthetic_bias(seed=3)
     keys = "group=" + frame["group"]
-    rule = fit_group_thresholds(y, scores, keys, ("group",), use_case.fairness.mitigation, 0.5)
+    rule = fit_group_thresholds(y, scores, keys, ("group",), use_case, 0.5)
+    assert rule.randomized and rule.to_dict()["randomized"] is True
     x = frame[["x"]].to_numpy()
     decided = rule.decide(scores, frame, x, use_case)
     again = GroupThresholds.from_dict(json.loads(json.dumps(rule.to_dict()))).decide(scores, frame, x, use_case)
@@ -126,6 +216,22 @@ def test_mitigated_decisions_are_fixed_per_row_and_survive_a_json_round_trip():
     assert rule.decide(scores[:3], unseen, x[:3], use_case).tolist() == (scores[:3] >= 0.5).tolist()
     draws = row_draws(x)
     assert draws.min() >= 0 and draws.max() < 1 and abs(draws.mean() - 0.5) < 0.05
+    with pytest.raises(ValueError, match="no threshold per row"):
+        rule.row_thresholds(frame, use_case)
+    fairness, _ = judged_on(1, 2, mitigation_options={"randomized": True, "max_cost_increase": 1.0})
+    assert fairness["mitigation"]["randomized"] and "randomised per-group rule" in fairness["reason"]
+    assert "randomised" in fairness_markdown(fairness, use_case)
+
+
+def test_deterministic_thresholds_decide_each_row_by_its_groups_threshold():
+    use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=True)
+    rule = GroupThresholds(("group",), "demographic_parity", 0.5, {"group=a": {"threshold": 0.3},
+                                                                   "group=b": {"threshold": 0.7}})
+    frame = pd.DataFrame({"group": ["a", "a", "b", "b", "z"]})
+    scores = np.array([0.29, 0.3, 0.69, 0.7, 0.5])
+    assert rule.row_thresholds(frame, use_case).tolist() == [0.3, 0.3, 0.7, 0.7, 0.5]  # z: the single threshold
+    assert rule.decide(scores, frame, np.zeros((5, 1)), use_case).tolist() == [False, True, False, True, True]
+    assert GroupThresholds.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
 
 
 def test_a_failed_fairness_gate_fails_the_run_and_keeps_the_champion():
@@ -140,16 +246,23 @@ def test_a_failed_fairness_gate_fails_the_run_and_keeps_the_champion():
     assert decide_with_fairness(evaluation, {**fairness, "passed": True})["champion_challenger"]["decision"] == "promote"
 
 
-def test_the_reports_show_each_attribute_its_gates_and_the_tradeoff():
-    use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=True)
-    train, y_train, s_train = synthetic_bias(seed=1)
-    test, y_test, s_test = synthetic_bias(seed=2)
-    holdout = pd.DataFrame({"label": y_train, "prediction": s_train, "group": train["group"]})
-    fairness = judge(use_case, y_test, s_test, 0.5, test, test[["x"]].to_numpy(), holdout)
+def test_the_reports_show_both_options_side_by_side_with_thresholds_and_why():
+    fairness, use_case = judged_on(1, 2, mitigation_options={"max_cost_increase": 0.5})
     markdown = fairness_markdown(fairness, use_case)
-    ratio = fairness["attributes"]["group"]["disparate_impact_ratio"]
-    assert f"| disparate_impact_ratio | {fairness['before_mitigation']['group']['disparate_impact_ratio']:.4f} | " \
-           f"{ratio:.4f} | >= 0.8 |" in markdown
-    assert "#### Fairness against accuracy" in markdown
+    single, mitigated = fairness["single_threshold"], fairness["mitigated"]
+    values = [option[sample]["attributes"]["group"]["disparate_impact_ratio"]
+              for sample in ("out_of_fold", "test") for option in (single, mitigated)]
+    assert "| group | disparate_impact_ratio | " + " | ".join(f"{v:,.4f}" for v in values) + " | >= 0.8 | pass |" \
+        in markdown
+    cost = [option[sample]["outcomes"]["expected_cost_per_1000"]
+            for sample in ("out_of_fold", "test") for option in (single, mitigated)]
+    assert "| expected_cost_per_1000 | " + " | ".join(f"{v:,.4f}" for v in cost) + " |" in markdown
+    for key, rule in fairness["mitigation"]["groups"].items():
+        assert f"| {key} | {rule['threshold']:,.4f} |" in markdown
+    assert f"Mitigation {fairness['reason']}." in markdown
     page = fairness_html(fairness, use_case)
-    assert page.count("<img src=\"data:image/png;base64,") == 1 and "Fairness against accuracy" in page
+    assert page.count("<img src=\"data:image/png;base64,") == 1 and "Served thresholds" in page
+    assert reports.escape(fairness["reason"]) in page
+    lines = "\n".join(fairness_lines(fairness))
+    assert f"bias: group disparate_impact_ratio {values[0]:.3f} at the single threshold -> {values[1]:.3f} mitigated" \
+        in lines and "bias: fairness gate pass" in lines

@@ -24,11 +24,17 @@ from flowline.datasets import sha256_of_file
 
 DATASET = {"source": "data.csv", "source_sha256": "ab" * 32, "rows_in": 10, "rows_kept": 9, "rows_quarantined": 1}
 # What evaluate + bias and explain hand the package step, cut down to what the model card reads.
-FAIRNESS = {"attributes": {"group": {
+GROUPS = {"group": {
     "by_group": {"a": {"rows": 50}, "b": {"rows": 40}, "c": {"rows": 3}}, "compared_groups": ["a", "b"],
     "demographic_parity_difference": 0.3, "equalized_odds_difference": 0.1, "disparate_impact_ratio": 0.6,
-    "gates": {"disparate_impact_ratio": {"value": 0.6, "min": 0.8, "max": None, "passed": False}}, "gate": "fail"}},
-    "mitigation": None, "outcomes": {}, "passed": False}
+    "gates": {"disparate_impact_ratio": {"value": 0.6, "min": 0.8, "max": None, "passed": False}}, "gate": "fail"}}
+OUTCOMES = {"expected_cost_per_1000": 120.0, "balanced_accuracy": 0.8, "recall": 0.7, "selection_rate": 0.2}
+FAIRNESS = {"attributes": GROUPS, "threshold": 0.3, "failing": ["group"], "mitigated": None, "mitigation": None,
+            "single_threshold": {"out_of_fold": {"attributes": GROUPS, "outcomes": OUTCOMES},
+                                 "test": {"attributes": GROUPS, "outcomes": OUTCOMES}},
+            "decided_on": {"out_of_fold_rows": 370, "test_rows": 93}, "applied": False,
+            "reason": "not applied: a fairness gate fails at the single threshold and fairness.mitigation.enabled "
+                      "is false", "passed": False}
 EVALUATION = {"test_rows": 93, "metrics": {"roc_auc": 0.91}, "confidence_intervals": {"roc_auc": [0.85, 0.96]},
               "threshold": 0.3, "gates": {"roc_auc": {"value": 0.91, "min": 0.8, "max": None, "passed": True}},
               "gates_passed": False, "fairness": FAIRNESS,
@@ -111,6 +117,10 @@ def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manif
     assert card["data"]["model_files_sha256"]["model.json"] == sha256_of_file(package / "model" / "model.json")
     assert card["metrics"]["roc_auc"] == {"value": 0.91, "ci95": [0.85, 0.96]}
     assert card["fairness"]["attributes"]["group"]["gate"] == "fail"
+    mitigation = card["fairness"]["mitigation"]
+    assert not mitigation["applied"] and mitigation["reason"] == FAIRNESS["reason"]
+    assert mitigation["thresholds"] == {"*": 0.3} and mitigation["outcomes"]["mitigated"] is None
+    assert mitigation["gates"]["group"]["disparate_impact_ratio"]["single_threshold"] == {"out_of_fold": 0.6, "test": 0.6}
     assert card["gates"]["fairness"]["group"]["disparate_impact_ratio"]["passed"] is False
     assert card["decision"] == {"decision": "keep", "reason": "the challenger failed its fairness gates"}
     assert list(card["explanation"]["top_columns"]) == ["x", "group"]
@@ -119,6 +129,8 @@ def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manif
     assert "LIME and SHAP agree weakly" in limitations  # mean Spearman 0.3
     page = (package / CARD_HTML).read_text()
     assert "0.8500 to 0.9600" in page and 'class="fail"' in page and "Intended use" in page
+    assert "Mitigation not applied: a fairness gate fails at the single threshold" in page
+    assert "<td>group</td><td>disparate_impact_ratio</td><td>0.6000</td><td></td><td>0.6000</td><td></td>" in page
 
 
 def test_the_model_card_states_the_drift_detectors_licence(package: Path):

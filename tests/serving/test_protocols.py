@@ -52,7 +52,9 @@ def test_v1_predictions_equal_in_process_predictions(server, churn_package, chur
     probabilities = np.array([p["probability"] for p in body["predictions"]], dtype=np.float32)
     assert np.array_equal(probabilities, expected)
     assert [p["decision"] for p in body["predictions"]] == loaded.labels(loaded.decide_frame(churn_test_rows))
-    assert body["model_version"] == verify(churn_package)["version"] and body["threshold"] == loaded.threshold
+    assert body["model_version"] == verify(churn_package)["version"] and body["decision_rule"] == "per-group thresholds"
+    assert [p["threshold"] for p in body["predictions"]] == loaded.row_thresholds(len(churn_test_rows),
+                                                                                 records_of(churn_test_rows)).tolist()
 
 
 def test_v2_column_tensors_equal_in_process_predictions(server, churn_test_rows, expected, loaded):
@@ -97,9 +99,10 @@ def test_served_decisions_are_the_bias_steps_mitigated_decisions(server, churn_p
         served += [p["decision"] == "Yes" for p in response.json()["predictions"]]
     served = np.array(served)
     y = loaded.feature_set.labels(test)
-    assert decision_outcomes(y, served, loaded.use_case.costs) == evaluation["fairness"]["outcomes"]["mitigated"]
-    single = loaded.predict(rows) >= loaded.threshold
-    assert (served != single).sum() > 50  # the mitigation is live, not the single threshold
+    assert decision_outcomes(y, served, loaded.use_case.costs) == evaluation["fairness"]["mitigated"]["test"]["outcomes"]
+    scores = loaded.predict(rows)
+    assert np.array_equal(served, scores >= loaded.row_thresholds(len(rows), records_of(rows)))
+    assert (served != (scores >= loaded.threshold)).sum() > 10  # the mitigation is live, not the single threshold
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -141,7 +144,7 @@ def test_metadata_health_and_readiness(server, loaded):
     assert [i["name"] for i in metadata["inputs"]] == loaded.feature_set.input_columns
     datatypes = {i["name"]: i["datatype"] for i in metadata["inputs"]}
     assert datatypes["tenure"] == "INT64" and datatypes["MonthlyCharges"] == "FP64" and datatypes["Contract"] == "BYTES"
-    assert [o["name"] for o in metadata["outputs"]] == ["probability", "decision"]
+    assert [o["name"] for o in metadata["outputs"]] == ["probability", "decision", "threshold"]
     assert httpx.get(f"{server}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{server}/v2/models/churn/ready").status_code == 200
     assert httpx.get(f"{server}/v1/models/churn").json() == {"name": "churn", "ready": True}

@@ -1,0 +1,82 @@
+"""The bias step's decision side by side, as plain data and table rows, for every place that shows it.
+
+The run summary, the terminal, the model card and the fairness report all show the same
+things from the bias step's `fairness` document: each gate at the single threshold and
+with per-group thresholds (out of fold, where they were decided, and on test, where
+they are reported), the cost and balanced accuracy of both, the groups' thresholds, and
+whether the mitigation was applied and why. No fairlearn here: the model server loads it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from flowline.pipelines.use_case import gate_bounds
+
+OPTIONS = ("single_threshold", "mitigated")
+SAMPLES = ("out_of_fold", "test")
+SHOWN_OUTCOMES = ("expected_cost_per_1000", "balanced_accuracy", "recall", "selection_rate")
+GATE_HEADERS = ["attribute", "gate", "single threshold (out of fold)", "per-group (out of fold)",
+                "single threshold (test)", "per-group (test)", "bounds", "served"]
+OUTCOME_HEADERS = ["outcome", "single threshold (out of fold)", "per-group (out of fold)",
+                   "single threshold (test)", "per-group (test)"]
+
+
+def gate_values(fairness: dict) -> dict[str, dict]:
+    """Per attribute and gated metric: its value under each option (None: not fitted) on each sample, its bounds
+    and the served decisions' verdict."""
+    found: dict[str, dict] = {}
+    for attribute, result in fairness["attributes"].items():
+        for metric, gate in result["gates"].items():
+            found.setdefault(attribute, {})[metric] = {
+                **{option: None if fairness[option] is None else
+                   {sample: fairness[option][sample]["attributes"][attribute]["gates"][metric]["value"]
+                    for sample in SAMPLES} for option in OPTIONS},
+                "bounds": gate_bounds(gate), "served": "pass" if gate["passed"] else "FAIL"}
+    return found
+
+
+def gate_rows(summary: dict) -> list[list]:
+    """From `fairness_summary`: one row per gated metric, its value under both options on both samples, its
+    bounds and the served verdict."""
+    return [[attribute, metric, *("" if gate[option] is None else gate[option][sample]
+                                  for sample in SAMPLES for option in OPTIONS), gate["bounds"], gate["served"]]
+            for attribute, gates in summary["gates"].items() for metric, gate in gates.items()]
+
+
+def outcome_rows(summary: dict) -> list[list]:
+    """From `fairness_summary`: cost, balanced accuracy, recall and selection rate under both options on both
+    samples."""
+    outcomes = summary["outcomes"]
+    return [[name, *("" if outcomes[option] is None else outcomes[option][sample][name]
+                     for sample in SAMPLES for option in OPTIONS)] for name in SHOWN_OUTCOMES]
+
+
+def threshold_rows(summary: dict) -> list[list]:
+    """From `fairness_summary`: each group's served threshold."""
+    return [["every other row" if key == "*" else key, value] for key, value in summary["thresholds"].items()]
+
+
+def thresholds(fairness: dict) -> dict[str, float]:
+    """The served threshold of each group ("*" for every other row), or the single threshold for all."""
+    rule = fairness["mitigation"]
+    if rule is None or rule["randomized"]:
+        return {"*": fairness["threshold"]}
+    return {**{key: group["threshold"] for key, group in rule["groups"].items()}, "*": rule["threshold"]}
+
+
+def fairness_summary(fairness: dict) -> Optional[dict]:
+    """What the bias step decided, compactly: for the run summary and the model card; None without attributes."""
+    if not fairness.get("attributes"):
+        return None
+    mitigated = fairness["mitigated"]
+    return {
+        "applied": fairness["applied"], "reason": fairness["reason"], "decided_on": fairness["decided_on"],
+        "attributes": fairness["failing"],
+        "constraint": mitigated["rule"]["constraint"] if mitigated else None,
+        "randomized": bool(mitigated and mitigated["rule"]["randomized"]),
+        "thresholds": thresholds(fairness),
+        "gates": gate_values(fairness),
+        "outcomes": {option: None if fairness[option] is None else
+                     {sample: fairness[option][sample]["outcomes"] for sample in SAMPLES} for option in OPTIONS},
+    }

@@ -109,7 +109,8 @@ def _check_signature(where: str, item: Mapping[str, Any], label: str, key: Optio
     if "signature" not in item:
         raise AuditError(f"{where} is not signed, but ${KEY_ENV} is set: it was written without the key, "
                          "or its signature was removed")
-    if not hmac.compare_digest(str(item["signature"]), _signature(key, label, item)):
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str, which a forger controls.
+    if not hmac.compare_digest(str(item["signature"]).encode(), _signature(key, label, item).encode()):
         raise AuditError(f"{where}: its signature does not match ${KEY_ENV}: it was forged, or signed with another key")
 
 
@@ -140,7 +141,8 @@ def _check_end(last: Optional[dict], head: Optional[dict], head_where: str, key:
         raise AuditError(f"{head_where} names record {head['seq']}, but the log holds none: its records were removed")
     if head is None:
         raise AuditError(f"{head_where} is missing, but the log holds records: records cut off its end "
-                         "could not be seen (it was removed, or the log was written before heads existed)")
+                         "could not be seen. It was removed, or the log was written before heads existed: "
+                         "then `flowline audit anchor` checks the chain and anchors its end")
     _check_signature(head_where, head, "head", key)
     if (head["seq"], head["hash"]) != (last["seq"], last["hash"]):
         raise AuditError(f"{head_where} names record {head['seq']} ({head['hash'][:16]}) as the last, but the log "
@@ -332,13 +334,8 @@ def _read_log(log: str | Path) -> tuple[list[tuple[str, str]], Optional[dict], s
     return [(f"{path}: line {number}", line) for number, line in enumerate(lines, 1)], head, str(head_file(path))
 
 
-def verify(log: str | Path) -> list[dict]:
-    """Check the whole chain, every signature (with $FLOWLINE_AUDIT_KEY) and the head; return the records, or
-    raise AuditError naming the first bad line (or object). An empty log is an error: a log holds records."""
-    key = audit_key()
-    entries, head, head_where = _read_log(log)
-    if not entries and head is None:
-        raise AuditError(f"{log} is empty: an audit log holds at least one record")
+def _chain(entries: list[tuple[str, str]], key: Optional[bytes]) -> list[dict]:
+    """The records of `entries` in order, each checked against its hash, its signature and the one before."""
     records, previous = [], GENESIS
     for number, (where, text) in enumerate(entries, 1):
         record = _parse(where, text, {"seq", "hash", "previous"})
@@ -349,5 +346,36 @@ def verify(log: str | Path) -> list[dict]:
             raise AuditError(f"{where} does not follow the line before it: a record was removed or moved")
         records.append(record)
         previous = record["hash"]
+    return records
+
+
+def verify(log: str | Path) -> list[dict]:
+    """Check the whole chain, every signature (with $FLOWLINE_AUDIT_KEY) and the head; return the records, or
+    raise AuditError naming the first bad line (or object). An empty log is an error: a log holds records."""
+    key = audit_key()
+    entries, head, head_where = _read_log(log)
+    if not entries and head is None:
+        raise AuditError(f"{log} is empty: an audit log holds at least one record")
+    records = _chain(entries, key)
     _check_end(records[-1] if records else None, head, head_where, key)
     return records
+
+
+def anchor(log: str | Path) -> dict:
+    """Give a log written before heads existed its head: check its chain and signatures (with
+    $FLOWLINE_AUDIT_KEY as the records were written), then anchor its last record. Returns that record.
+    Refuses an empty log and one that has a head already."""
+    key = audit_key()
+    entries, head, head_where = _read_log(log)
+    if head is not None:
+        raise AuditError(f"{head_where} exists: the log is anchored already (`flowline audit verify` checks it)")
+    records = _chain(entries, key)
+    if not records:
+        raise AuditError(f"{log} is empty: there is nothing to anchor")
+    last = records[-1]
+    if is_s3(str(log)):
+        location = S3Location.parse(str(log))
+        _create_if_absent(s3_client(), location, _head_name(location, last["seq"]), _encoded(_head_of(last, key)))
+    else:
+        _write_head_file(head_file(Path(log)), _head_of(last, key))
+    return last

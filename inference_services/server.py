@@ -250,9 +250,10 @@ class FlowlineRESTServer(RESTServer):
         model = self.models[model_name]
         try:
             version = await asyncio.to_thread(model.reload)
-        except (PackageError, OSError, ValueError) as error:
+        except Exception as error:  # noqa: BLE001 - whatever fails, the running version keeps serving
             metrics.MODEL_RELOADS.labels(model_name, "refused").inc()
-            log.warning("refused a new package for %s: %s", model_name, error)
+            log.warning("refused a new package for %s: %s", model_name, error,
+                        exc_info=not isinstance(error, (PackageError, OSError, ValueError)))
             state = f"still serving version {model.package.version}" if model.ready else "the model stays unloaded"
             return JSONResponse(status_code=409, content={"error": f"package refused, {state}: {error}"})
         metrics.MODEL_RELOADS.labels(model_name, "loaded").inc()

@@ -163,7 +163,8 @@ def _verify(args: argparse.Namespace) -> int:
         manifest = verify(args.package)
     for warning in caught:
         print(f"flowline: warning: {warning.message}", file=sys.stderr)
-    signed = "signature checked" if not caught else f"signature not checked: ${KEY_ENV} is unset"
+    keyless = any(issubclass(warning.category, NoSigningKeyWarning) for warning in caught)
+    signed = f"signature not checked: ${KEY_ENV} is unset" if keyless else "signature checked"
     print(f"verified: {args.package} ({manifest['name']} version {manifest['version']}, "
           f"{len(manifest['files'])} files, {signed})")
     return 0
@@ -265,6 +266,17 @@ def _audit_verify(args: argparse.Namespace) -> int:
     signed = (f"signed ({audit.KEY_ENV})" if os.environ.get(audit.KEY_ENV)
               else "UNSIGNED: tamper-evident against accidents only")
     print(f"audit log intact: {args.log}, {len(records)} records, last hash {records[-1]['hash'][:16]}, {signed}")
+    return 0
+
+
+def _audit_anchor(args: argparse.Namespace) -> int:
+    try:
+        last = audit.anchor(args.log)
+    except audit.AuditError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"audit log anchored: {args.log}, {last['seq']} records checked, head at record {last['seq']} "
+          f"({last['hash'][:16]})")
     return 0
 
 
@@ -470,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
                              help="the log: a file, or s3://bucket/prefix (default: $FLOWLINE_RUNS_DIR/audit.jsonl or "
                                   "runs/audit.jsonl)")
     audit_check.set_defaults(handler=_audit_verify)
+    audit_anchor = audit_actions.add_parser(
+        "anchor", help="give a log written before heads existed its head, after checking its whole chain")
+    audit_anchor.add_argument("--log", default=str(Path(_runs_dir()) / "audit.jsonl"),
+                              help="the log: a file, or s3://bucket/prefix (default as for verify)")
+    audit_anchor.set_defaults(handler=_audit_anchor)
 
     ab_command = commands.add_parser("ab", help="A/B tests between a champion and a challenger")
     ab_actions = ab_command.add_subparsers(dest="ab_action", required=True)

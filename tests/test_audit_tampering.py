@@ -319,3 +319,46 @@ def test_with_object_lock_no_record_or_head_can_be_deleted(s3_bucket, key):
             client.remove_object(bucket, name, version_id=version.version_id)
         assert refused.value.code == "AccessDenied"
     assert len(audit.verify(log)) == 3
+
+
+# ---- logs written before heads existed
+
+def remove_heads(log: str) -> None:
+    if not storage.is_s3(log):
+        Path(f"{log}.head").unlink()
+        return
+    client, location = storage.s3_client(), storage.S3Location.parse(log)
+    for name in audit._object_keys(client, location)[1]:
+        client.remove_object(location.bucket, name)
+
+
+def test_a_log_written_before_heads_is_anchored_after_its_chain_is_checked(log, key, capsys):
+    write(log)
+    remove_heads(log)
+    with pytest.raises(audit.AuditError, match="flowline audit anchor"):
+        audit.append(log, "deployment", {})
+    assert main(["audit", "anchor", "--log", log]) == 0
+    assert "5 records checked, head at record 5" in capsys.readouterr().out
+    assert len(audit.verify(log)) == 5
+    audit.append(log, "deployment", {})  # writable again
+    assert main(["audit", "anchor", "--log", log]) == 1
+    assert "anchored already" in capsys.readouterr().err
+
+
+def test_anchoring_refuses_an_edited_chain(log, key):
+    write(log)
+    records, head = read_all(log)
+    records[1]["what"]["n"] = 99
+    write_all(log, rechain(records), head)
+    remove_heads(log)
+    with pytest.raises(audit.AuditError, match="signature does not match"):
+        audit.anchor(log)
+
+
+def test_a_signature_that_is_not_ascii_is_refused_not_a_crash(tmp_path, key):
+    log = str(tmp_path / "audit.jsonl")
+    write(log, 2)
+    records, head = read_all(log)
+    records[1]["signature"] = "é" * 64
+    write_all(log, records, head)
+    assert_caught(log, "signature does not match")

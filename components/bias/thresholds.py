@@ -129,7 +129,8 @@ class GroupThresholds:
                           draws: Optional[np.ndarray]) -> np.ndarray:
         """Decisions (True: positive); `draws` (in [0, 1), one per row) are read by a randomized rule only."""
         if not self.randomized:
-            return scores >= self.row_thresholds(rows, use_case)
+            # In float32, as answers report scores and thresholds: a reported tie is always a positive.
+            return np.asarray(scores, np.float32) >= self.row_thresholds(rows, use_case).astype(np.float32)
         return draws < self.positive_probability(scores, group_key(rows, self.attributes, use_case))
 
     def decide(self, scores: np.ndarray, rows: pd.DataFrame, x: np.ndarray, use_case: UseCase) -> np.ndarray:

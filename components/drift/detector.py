@@ -206,6 +206,9 @@ def load_detector(folder: str | Path):
         reference = np.load(where / name, allow_pickle=False)
     except (OSError, ValueError) as error:
         raise DetectorError(f"{where / name} is not a numeric .npy array (pickled data is refused): {error}") from None
+    if not isinstance(reference, np.ndarray):  # an .npz archive loads as a lazy NpzFile
+        reference.close()
+        raise DetectorError(f"{where / name} is an .npz archive, expected one .npy array")
     if reference.ndim != 2 or reference.dtype.kind not in "fiu":
         raise DetectorError(f"{where / name}: a {reference.ndim}-D {reference.dtype} array, expected 2-D numbers")
     categorical = config.get("categorical_features")

@@ -29,7 +29,7 @@ BUSINESS_SOURCE = "Business Source License"
 def drift_detector_licence() -> dict:
     """The drift detector's library, version and licence as installed, and what the licence means for users."""
     installed = metadata.metadata(DRIFT_LIBRARY)
-    licence = installed["License"]
+    licence = installed["License"] or installed["License-Expression"] or "unknown"  # PEP 639 moved it
     if licence.startswith(BUSINESS_SOURCE):
         note = (f"{DRIFT_LIBRARY} {installed['Version']} is under the {licence}: production use of the drift "
                 "detector needs a commercial licence from Seldon. The detector sits behind flowline's drift "

@@ -52,4 +52,5 @@ def signature_matches(document: dict, signed: object, key: bytes) -> bool:
     """Whether `signed` (a manifest's `signature` entry) is this key's signature of `document`, in constant time."""
     if not isinstance(signed, dict) or signed.get("algorithm") != ALGORITHM or not isinstance(signed.get("value"), str):
         return False
-    return hmac.compare_digest(signature(document, key)["value"], signed["value"])
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str, which a forger controls.
+    return hmac.compare_digest(signature(document, key)["value"].encode(), signed["value"].encode())

@@ -234,6 +234,17 @@ def test_deterministic_thresholds_decide_each_row_by_its_groups_threshold():
     assert GroupThresholds.from_dict(json.loads(json.dumps(rule.to_dict()))) == rule
 
 
+def test_a_score_equal_to_its_reported_threshold_is_positive_even_when_float64_says_below():
+    """Answers report scores and thresholds in float32: a threshold a hair above a score in float64 (as a
+    search over the scores can pick) rounds to the score, and the decision must agree with what is shown."""
+    use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=True)
+    above = float(np.nextafter(np.float64(np.float32(0.5)), 1.0))
+    rule = GroupThresholds(("group",), "demographic_parity", 0.5, {"group=a": {"threshold": above}})
+    frame, scores = pd.DataFrame({"group": ["a"]}), np.array([0.5], dtype=np.float32)
+    assert np.float32(rule.row_thresholds(frame, use_case)[0]) == scores[0]
+    assert rule.decide(scores, frame, np.zeros((1, 1)), use_case).tolist() == [True]
+
+
 def test_a_failed_fairness_gate_fails_the_run_and_keeps_the_champion():
     evaluation = {"gates_passed": True, "champion_challenger": {"decision": "promote", "reason": "no champion"}}
     fairness = {"attributes": {"group": {"gates": {"disparate_impact_ratio": {"value": 0.61, "min": 0.8, "max": None,

@@ -142,6 +142,15 @@ def test_a_pickled_reference_is_refused_and_never_unpickled(fitted, tmp_path):
     assert marker.exists()
 
 
+def test_an_npz_archive_in_place_of_the_reference_is_refused(fitted, tmp_path):
+    copy = saved_copy(fitted[1], tmp_path)
+    reference = np.load(copy / REFERENCE_FILE, allow_pickle=False)
+    with open(copy / REFERENCE_FILE, "wb") as file:  # an .npz archive under the .npy name
+        np.savez(file, x=reference)
+    with pytest.raises(DetectorError, match="is an .npz archive, expected one .npy array"):
+        load_detector(copy)
+
+
 def test_alibi_detects_own_save_format_is_not_read(fitted, tmp_path):
     """alibi-detect's config.toml can name a dill file to unpickle: a detector folder holding one is refused."""
     copy = saved_copy(fitted[1], tmp_path)

@@ -199,6 +199,15 @@ def test_packaging_signs_with_the_key_and_verify_checks_it(package: Path, monkey
         verify(package)
 
 
+def test_a_signature_that_is_not_ascii_is_refused_not_a_crash(package: Path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    manifest = write_manifest(package, "toy")
+    manifest[SIGNATURE]["value"] = "é" * 64
+    (package / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(PackageError, match="signature does not match"):
+        verify(package)
+
+
 def test_a_forgery_that_recomputes_the_version_fails_the_signature(package: Path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
     old_signature = write_manifest(package, "toy")[SIGNATURE]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -65,9 +66,8 @@ def build_image() -> tuple[str, float]:
     from flowline.components import DEFAULT_IMAGE
 
     for tool in ("podman", "runc", "mmdebstrap"):
-        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode != 0:
+        if shutil.which(tool) is None:
             cannot_run_containers(f"{tool} is not installed; `make tools` installs it (Debian packages)")
-    CONTAINERS_CONF.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["make", "-s", "-C", str(ROOT), str(CONTAINERS_CONF.relative_to(ROOT))], check=True)
     info = podman("info", check=False)
     if info.returncode != 0:
@@ -105,7 +105,8 @@ def podman_run_args(container: dict, volumes: dict[str, dict], name: str,
         args += ["--cap-drop", capability.lower()]
     limits = container.get("resources", {}).get("limits", {})
     if "memory" in limits:
-        args += ["--memory", str(int(quantity(limits["memory"]))), "--memory-swap", str(int(quantity(limits["memory"])))]
+        memory = str(int(quantity(limits["memory"])))
+        args += ["--memory", memory, "--memory-swap", memory]  # no swap, as in a pod
     if "cpu" in limits:
         args += ["--cpus", str(quantity(limits["cpu"]))]
     for variable in container.get("env", []):

@@ -113,8 +113,8 @@ class LoadedPackage:
 
     def decide(self, scores: np.ndarray, x: np.ndarray, records: List[Mapping[str, Any]]) -> np.ndarray:
         """Binary decisions: the per-group thresholds of a fairness mitigation, else the single threshold."""
-        if self.mitigation is None:
-            return scores >= self.threshold
+        if self.mitigation is None:  # in float32, as the answer reports both: a reported tie is a positive
+            return np.asarray(scores, np.float32) >= np.float32(self.threshold)
         return self.mitigation.decide(scores, self._attribute_rows(records), x, self.use_case)
 
     def row_thresholds(self, count: int, records: List[Mapping[str, Any]]) -> Optional[np.ndarray]:

@@ -92,19 +92,20 @@ def test_a_malformed_line_of_the_subject_goes_from_the_quarantine_wherever_its_i
     columns = [*churn.columns, churn.label.column]  # customerID first
     rows = [["x", "B-2", *["1"] * (len(columns) - 1)],     # a stray field before the id: B-2 sits under the wrong name
             ["x", "C-3", *["1"] * (len(columns) - 1)],
-            ["B-2", "1", "No"]]                             # too few fields
+            ["B-2", "1", "No"],                             # too few fields
+            ["D-4", *["1"] * (len(columns) - 1), "B-2", "y"]]  # two fields too many: B-2 among the surplus ones
     source.write_text(",".join(columns) + "\n" + "\n".join(",".join(row) for row in rows) + "\n")
     runs = tmp_path / "runs"
     task = runs / "churn-1" / "flowline-churn-x" / "ingest"
     task.mkdir(parents=True)
     outputs = [str(task / name) for name in ("dataset", "quarantine", "profile")]
-    with pytest.raises(ValueError, match="3 of 3 rows"):
+    with pytest.raises(ValueError, match="4 of 4 rows"):
         ingest_to_files(churn, str(source), *outputs)
     clean = runs / "churn-2" / "flowline-churn-x" / "ingest"  # a clean run's quarantine: no row at all
     clean.mkdir(parents=True)
     pd.read_parquet(outputs[1]).iloc[:0].to_parquet(clean / "quarantine")
     report = erase_subject(churn, "B-2", runs, runs / "audit.jsonl")
-    assert report.total_rows == 2
+    assert report.total_rows == 3
     left = pd.read_parquet(outputs[1])
     assert left["_source_row"].tolist() == [1] and left["customerID"].tolist() == ["x"]  # C-3's line stays
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowline import audit
-from flowline.components.ingest.contract import REASON_COLUMN, malformed_lines
+from flowline.components.ingest.contract import REASON_COLUMN, line_fields, malformed_lines
 from flowline.pipelines.use_case import UseCase
 
 PARQUET_MAGIC = b"PAR1"
@@ -61,12 +61,12 @@ def _is_parquet(path: Path) -> bool:
         return handle.read(4) == PARQUET_MAGIC
 
 
-def _subject_rows(frame: pd.DataFrame, key: str, wanted: str) -> pd.Series:
+def _subject_rows(frame: pd.DataFrame, key: str, wanted: str, separator: str) -> pd.Series:
     """The rows of the subject: its key in the key column, or, for a quarantined malformed line (whose
-    fields may sit under the wrong names), in any of its cells."""
+    fields may sit under the wrong names), in any of its data fields, surplus ones included."""
     matches = frame[key].astype(str).str.strip() == wanted
     if REASON_COLUMN in frame.columns:
-        anywhere = frame.astype(str).apply(lambda column: column.str.strip()).eq(wanted).any(axis=1)
+        anywhere = line_fields(frame, separator).map(lambda fields: wanted in fields).astype(bool)
         matches |= malformed_lines(frame) & anywhere
     return matches
 
@@ -82,7 +82,7 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
             frame = pd.read_parquet(path)
             if key not in frame.columns:
                 continue
-            matches = _subject_rows(frame, key, wanted)
+            matches = _subject_rows(frame, key, wanted, use_case.data.separator)
             if not matches.any():
                 continue
             frame[~matches].to_parquet(path)

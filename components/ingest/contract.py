@@ -192,6 +192,19 @@ def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.Da
         {name: "string" for name in [*header, EXTRA_COLUMN, REASON_COLUMN]})
 
 
+def line_fields(quarantine: pd.DataFrame, separator: str) -> pd.Series:
+    """Every data field of each quarantined row, as a list: its cells and a malformed line's surplus fields
+    split again (not the row number or the reason, which are not the subject's data)."""
+    cells = [name for name in quarantine.columns if name not in (ROW_COLUMN, EXTRA_COLUMN, REASON_COLUMN)]
+
+    def fields(row: pd.Series) -> list[str]:
+        extra = row.get(EXTRA_COLUMN)
+        surplus = next(_split_lines(extra, separator), (0, []))[1] if isinstance(extra, str) else []
+        return [str(value).strip() for value in (*row[cells].dropna(), *surplus)]
+
+    return quarantine.apply(fields, axis=1) if len(quarantine) else pd.Series([], dtype=object)
+
+
 def malformed_lines(quarantine: pd.DataFrame) -> pd.Series:
     """Which quarantined rows are malformed lines, whose fields may sit under the wrong column names."""
     return quarantine[REASON_COLUMN].str.match(MALFORMED_REASON).fillna(False).astype(bool)

@@ -28,6 +28,8 @@ DEBIAN_MIRROR ?= http://deb.debian.org/debian
 # On these machines HTTPS goes through a proxy with its own CA: the build's pip step sees the host's bundle.
 BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
 CONTAINERS_CONF_FILE := build/containers/containers.conf
+# Where a compiled churn pipeline reads its data on the cluster (`flowline upload` puts the file there).
+SOURCE ?= s3://flowline-data/telco/telco_customer_churn.csv
 PODMAN := CONTAINERS_CONF=$(abspath $(CONTAINERS_CONF_FILE)) podman
 
 .PHONY: install install-test tools container-tools demo test bench compile katib image base-image clean help
@@ -38,7 +40,7 @@ help:
 	@echo "make bench    churn, fraud and fraud-claims against FLAML on the same split (build/bench/automl-*.json),"
 	@echo "              clv against BG/NBD + Gamma-Gamma (build/bench/clv.json), and serving against MLServer and"
 	@echo "              an HTTP floor (build/bench/serving.json); about 35 minutes"
-	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml"
+	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml, reading SOURCE=s3://... on the cluster"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make image    build the flowline image with podman, tagged $(IMAGE) (IMAGE=... to change it)"
 	@echo "make clean    remove .venv, build/ and runs/"
@@ -140,7 +142,7 @@ bench: install
 
 compile: install
 	mkdir -p build
-	$(BIN)/flowline compile churn -o build/churn.yaml
+	$(BIN)/flowline compile churn -o build/churn.yaml --source $(SOURCE)
 
 katib: install
 	$(BIN)/flowline katib -o katib_experiments

@@ -40,6 +40,7 @@ class RetrainingAction:
     kfp_host: str = ""
     experiment: str = ""
     cooldown_seconds: float = DEFAULT_COOLDOWN_S
+    source: str = ""  # kfp: where the run reads its data (s3:// or http(s)), else the use case's own
     _started_at: Optional[float] = field(default=None, repr=False)
     _process: Optional[subprocess.Popen] = field(default=None, repr=False)
 
@@ -90,5 +91,6 @@ class RetrainingAction:
         parameters = {"trials": self.trials} if self.trials else {}
         if is_s3(self.audit_log):
             parameters["audit_log"] = self.audit_log
-        submitted = submit(load_use_case(use_case), self.kfp_host, self.experiment or None, parameters=parameters)
+        submitted = submit(load_use_case(use_case), self.kfp_host, self.experiment or None, parameters=parameters,
+                           source=self.source)
         return {"run_id": submitted["run_id"], "experiment_id": submitted["experiment_id"]}

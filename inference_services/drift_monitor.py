@@ -198,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     retrain.add_argument("--retrain-trials", type=int, default=0, help="tuning trials per family (default: the "
                                                                        "use case's budget)")
     retrain.add_argument("--kfp-host", default="", help="the KFP API, for --on-drift kfp")
+    retrain.add_argument("--retrain-source", default="", help="for --on-drift kfp: where the run reads its data, "
+                                                               "s3://BUCKET/KEY or an http(s) URL (default: the "
+                                                               "use case's own, when it is one of those)")
     retrain.add_argument("--experiment", default="", help="the KFP experiment (default: flowline-USE_CASE)")
     retrain.add_argument("--audit-log", help="where triggers are recorded (default: RUNS_DIR/audit.jsonl; "
                                              "s3://bucket/prefix on a cluster)")
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> None:
         retraining = RetrainingAction(
             args.on_drift, args.retrain_use_case or "",
             args.audit_log or str(Path(args.runs_dir) / AUDIT_FILE), args.runs_dir, args.retrain_trials, args.kfp_host,
-            args.experiment, args.retrain_cooldown)
+            args.experiment, args.retrain_cooldown, source=args.retrain_source)
     serve([DriftMonitor(name, path, retraining)], args.host, args.port, args.access_log)
 
 

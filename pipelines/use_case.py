@@ -458,19 +458,18 @@ class ClusterDataError(UseCaseError):
 
 
 def cluster_source(use_case: UseCase, source: str = "") -> str:
-    """Where a pod reads the use case's data: `source`, else the use case's path, else its registered
-    dataset's public URL, whichever comes first among those in object storage (s3://) or at an http(s) URL.
+    """Where a pod reads the use case's data: `source`, else the use case's path, when it is in object
+    storage (s3://) or at an http(s) URL.
 
     A pod has none of this machine's files and no data home, so a local path is never used: the error
-    says how to upload the file first.
+    says how to upload the file first. A registered dataset is uploaded too (its file checked against its
+    sha256 on the way), rather than read from its public URL, which pods cannot reach under the shipped
+    network policies (egress goes to the object store and the API server only).
     """
-    from flowline.datasets import REGISTRY
-
     if source and not source.startswith(REMOTE_PREFIXES):
         raise ClusterDataError(f"source {source!r} is a local path, which a cluster run cannot read; upload it "
                                f"(flowline upload {source} s3://BUCKET/KEY) and give the s3:// URI instead")
-    registered = REGISTRY[use_case.data.dataset].source if use_case.data.dataset in REGISTRY else ""
-    for candidate in (source, use_case.data.path or "", registered):
+    for candidate in (source, use_case.data.path or ""):
         if candidate.startswith(REMOTE_PREFIXES):
             return candidate
     local = use_case.data.path or f"registered dataset {use_case.data.dataset!r}, a file in this machine's data home"

@@ -18,12 +18,13 @@ STEPS = list(local_run.STEPS)  # the task names kfp.local and the compiler give 
 
 
 EXIT_HANDLER = "exit-handler-1"
+TELCO_IN_S3 = "s3://flowline-data/telco/telco_customer_churn.csv"
 
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("compiled") / "churn.yaml"
-    assert main(["compile", "churn", "-o", str(path)]) == 0
+    assert main(["compile", "churn", "-o", str(path), "--source", TELCO_IN_S3]) == 0
     return path
 
 
@@ -80,7 +81,7 @@ def test_the_image_is_configurable(tmp_path: Path):
     path = tmp_path / "churn.yaml"
     subprocess.run(
         [sys.executable, "-m", "flowline.pipelines.cli", "compile", "churn", "-o", str(path),
-         "--image", "registry.example/flowline:rc1"],
+         "--image", "registry.example/flowline:rc1", "--source", TELCO_IN_S3],
         check=True, capture_output=True,
     )
     images = {e["container"]["image"] for e in pipeline_spec(path)["deploymentSpec"]["executors"].values()}
@@ -149,17 +150,18 @@ def test_every_task_gets_the_object_store_credentials_and_audit_writers_the_key_
 def test_the_compiled_pipeline_reads_remote_data_and_bakes_in_no_local_path(compiled: Path, data_home):
     text = compiled.read_text()
     assert str(data_home) not in text and '"dataset":null' in text
-    # A registered dataset with a public URL is read from it, as Katib trials already do.
-    assert '"path":"https://raw.githubusercontent.com/IBM/telco-customer-churn-on-icp4d/' in text
+    assert f'"path":"{TELCO_IN_S3}"' in text
 
 
 def test_data_only_on_this_machine_is_refused_with_the_way_out(tmp_path: Path, capsys):
-    assert main(["compile", "clv", "-o", str(tmp_path / "clv.yaml")]) == 1
-    error = capsys.readouterr().err
-    assert "cdnow_master" in error and "cannot see" in error and "--upload-data s3://" in error
+    # A registered dataset too: pods reach the object store, not the dataset's public URL.
+    for name, dataset in (("clv", "cdnow_master"), ("churn", "telco_customer_churn")):
+        assert main(["compile", name, "-o", str(tmp_path / f"{name}.yaml")]) == 1
+        error = capsys.readouterr().err
+        assert f"registered dataset {dataset!r}" in error and "cannot see" in error and "--upload-data s3://" in error
     assert main(["compile", "churn", "-o", str(tmp_path / "x.yaml"), "--source", str(tmp_path / "local.csv")]) == 1
     assert "is a local path" in capsys.readouterr().err
-    assert not (tmp_path / "clv.yaml").exists() and not (tmp_path / "x.yaml").exists()
+    assert not any(tmp_path.glob("*.yaml"))
 
 
 @pytest.mark.xdist_group("s3")

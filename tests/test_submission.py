@@ -6,6 +6,8 @@ from stand_in_api import KFP_API as API, StandInApiServer, kfp_api
 from flowline.pipelines.cli import main
 from flowline.pipelines.submission import SubmissionError, kfp_cron, parse_parameters
 
+TELCO_IN_S3 = "s3://flowline-data/telco/telco_customer_churn.csv"
+
 
 def posted(api: StandInApiServer, route: str) -> dict:
     (request,) = [r for r in api.requests if r["method"] == "POST" and r["path"].split("?")[0] == f"{API}/{route}"]
@@ -15,7 +17,8 @@ def posted(api: StandInApiServer, route: str) -> dict:
 def test_a_run_is_the_compiled_pipeline_with_its_arguments_in_a_new_experiment(capsys):
     api = StandInApiServer(kfp_api([]))
     host = f"http://127.0.0.1:{api.server.server_port}"
-    assert main(["submit", "churn", "--host", host, "--param", "trials=12", "--param", "champion=s3://m/churn/v1",
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host, "--param", "trials=12",
+                 "--param", "champion=s3://m/churn/v1",
                  "--audit-log", "s3://flowline-audit/churn", "--no-cache"]) == 0
     assert posted(api, "experiments")["display_name"] == "flowline-churn"
     run = posted(api, "runs")
@@ -36,7 +39,7 @@ def test_a_run_is_the_compiled_pipeline_with_its_arguments_in_a_new_experiment(c
 
 def test_a_schedule_makes_a_recurring_run_in_the_existing_experiment():
     api = StandInApiServer(kfp_api([{"experiment_id": "exp-7", "display_name": "retraining"}]))
-    assert main(["submit", "churn", "--host", f"http://127.0.0.1:{api.server.server_port}",
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", f"http://127.0.0.1:{api.server.server_port}",
                  "--experiment", "retraining", "--schedule", "0 3 * * 1"]) == 0
     assert not [r for r in api.requests if r["method"] == "POST" and r["path"].startswith(f"{API}/experiments")]
     recurring = posted(api, "recurringruns")
@@ -56,7 +59,7 @@ def test_bad_schedules_and_parameters_are_refused_before_anything_is_sent(capsys
     with pytest.raises(SubmissionError, match="NAME=VALUE"):
         parse_parameters(["trials"])
     api = StandInApiServer(kfp_api([]))
-    assert main(["submit", "churn", "--host", f"http://127.0.0.1:{api.server.server_port}",
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", f"http://127.0.0.1:{api.server.server_port}",
                  "--schedule", "weekly"]) == 1
     assert "5 fields" in capsys.readouterr().err
     assert api.requests == []

@@ -66,6 +66,38 @@ REGISTRY: dict[str, RegisteredDataset] = {
             source="the file lifetimes/datasets/CDNOW_sample.txt inside the wheel of "
             "`pip download --no-deps lifetimes==0.11.3`",
         ),
+        # Public benchmark sets with no shipped use case: model comparisons (`make bench-models`) and your own
+        # use cases. Provenance and checks: ../shared/data/provenance/benchmark-datasets.md.
+        RegisteredDataset(
+            name="adult", filename="adult.csv",
+            sha256="f2c62076f19504d99a38b22badf445a7f42530ade6b827acf78dd143fbce38bb",
+            source="UCI Adult (census income), adult.data with a header row added",
+        ),
+        RegisteredDataset(
+            name="bank_marketing", filename="bank_marketing.csv",
+            sha256="74adfc578bf77a7ff4bb1ba4a9f8709d9e3c6907342959c2c8416847e0afb4d8",
+            source="UCI Bank Marketing, bank-additional-full.csv (Moro et al. 2014)",
+        ),
+        RegisteredDataset(
+            name="german_credit", filename="german_credit.csv",
+            sha256="302c25f9a04f3253156506baa40b172b3107bf7e26b9bbc46e51c2a062829787",
+            source="UCI Statlog German credit, german.data as CSV with a header row",
+        ),
+        RegisteredDataset(
+            name="spambase", filename="spambase.csv",
+            sha256="43cbe9a4be4f1261587a0d094f331fbfb2f20c1284d733d3a612a3692a19ab4b",
+            source="UCI Spambase, spambase.data as CSV with a header row",
+        ),
+        RegisteredDataset(
+            name="online_shoppers", filename="online_shoppers.csv",
+            sha256="44b29f6ac84d6491bcf8d78e3cd544c10df910fe518293454174876f25956c4f",
+            source="UCI Online Shoppers Purchasing Intention (Sakar et al. 2018)",
+        ),
+        RegisteredDataset(
+            name="hr_attrition_ibm", filename="hr_attrition_ibm.csv",
+            sha256="a5c31e38bd7fafc9bc333884eb181b06b41b8e5e488e8f7ccb27199fb3be7659",
+            source="IBM HR Analytics Employee Attrition (fictional data made by IBM)",
+        ),
     ]
 }
 

@@ -173,6 +173,8 @@ class DriftMonitor(Model):
                                                  and NAME_PATTERN.fullmatch(payload["use_case"])):
             raise BadRequest("malformed_request", "data.use_case: expected a use case's name (lower-case letters, "
                                                   "digits and '-')")
+        if payload["use_case"] != self.monitored:  # its Trigger sends this monitor its own use case's runs only
+            raise BadRequest("malformed_request", f"data.use_case: this monitor counts runs of {self.monitored!r}")
         if payload.get("status") not in RUN_STATUSES:
             raise BadRequest("malformed_request", f"data.status: expected one of {list(RUN_STATUSES)}")
         metrics.PIPELINE_RUNS.labels(payload["use_case"], payload["status"]).inc()

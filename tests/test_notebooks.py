@@ -36,9 +36,10 @@ def test_the_quickstart_runs_churn_serves_it_and_calls_it(data_home, tmp_path, m
     shown = outputs_of(executed("01-quickstart.ipynb", tmp_path))
     assert "all gates passed" in shown, shown[-3000:]
     v2 = json.loads(re.search(r"^v2: (.*)$", shown, re.MULTILINE).group(1))
-    assert {output["name"] for output in v2} == {"probability", "decision"}
+    assert {output["name"] for output in v2} == {"probability", "decision", "threshold"}  # the row's deciding one
     v1 = json.loads(re.search(r"^v1: (.*)$", shown, re.MULTILINE).group(1))
     assert 0 <= v1[0]["probability"] <= 1 and v1[0]["decision"] in ("Yes", "No")
+    assert v1[0]["decision"] == ("Yes" if v1[0]["probability"] >= v1[0]["threshold"] else "No")
 
 
 def test_the_submit_notebook_compiles_and_skips_its_cluster_cells_without_a_host(tmp_path, monkeypatch):

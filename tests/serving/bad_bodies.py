@@ -132,4 +132,6 @@ def drift_cases(record: dict) -> list[tuple[str, dict[str, str], bytes, str]]:
         ("a run of a use case named by a long text", run, run_of(use_case="c" * 10_000, status="failed"),
          "data.use_case"),
         ("a run with a status of another type", run, run_of(use_case="churn", status={"a": 1}), "data.status"),
+        ("a run of another use case (a new metric series per name)", run, run_of(use_case="fraud", status="failed"),
+         "data.use_case: this monitor counts runs of 'churn'"),
     ]

@@ -183,12 +183,12 @@ def test_a_keyed_server_refuses_forged_and_unsigned_reloads_and_keeps_serving(
     current = tmp_path / "current"
     current.symlink_to(signed)
     body = {"instances": records_of(churn_test_rows.head(5))}
-    with running_server([f"churn={current}"], log_path=str(tmp_path / "server.log")) as url:
+    with running_server([f"churn={current}"], log_path=str(tmp_path / "server.log"), env=repository_env()) as url:
         before = httpx.post(f"{url}/v1/models/churn:predict", json=body).json()
         assert before["model_version"] == version
         for reason, forged in forgeries.items():
             point(current, forged)
-            refused = httpx.post(f"{url}/v2/repository/models/churn/load", timeout=30)
+            refused = httpx.post(f"{url}/v2/repository/models/churn/load", headers=AUTHORIZED, timeout=30)
             assert refused.status_code == 409 and reason in refused.json()["error"], refused.text
             assert f"still serving version {version}" in refused.json()["error"]
             after = httpx.post(f"{url}/v1/models/churn:predict", json=body)

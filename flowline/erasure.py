@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowline import audit
-from flowline.components.ingest.contract import REASON_COLUMN, line_fields, malformed_lines
+from flowline.quarantine import REASON_COLUMN, line_fields, malformed_lines
 from flowline.pipelines.use_case import UseCase
 
 PARQUET_MAGIC = b"PAR1"

@@ -13,7 +13,6 @@ import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -21,12 +20,9 @@ import pyarrow.parquet as pq
 
 from flowline import storage
 from flowline.datasets import dataset_path
+from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, split_lines
 from flowline.pipelines.use_case import ColumnSpec, UseCase
 
-REASON_COLUMN = "_quarantine_reason"
-ROW_COLUMN = "_source_row"
-EXTRA_COLUMN = "_extra_fields"
-MALFORMED_REASON = r"line \d+: \d+ fields, but the header has \d+$"
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
 
 
@@ -150,7 +146,7 @@ def _delimited_records(text: str, source: str, separator: str) -> tuple[list[str
     expression. Blank lines are skipped.
     """
     try:
-        records = [(line, fields) for line, fields in _split_lines(text, separator) if fields]
+        records = [(line, fields) for line, fields in split_lines(text, separator) if fields]
     except csv.Error as error:
         raise ContractError(f"{source} is not a {separator!r}-separated table: {error}") from None
     if not records:
@@ -165,22 +161,6 @@ def _delimited_records(text: str, source: str, separator: str) -> tuple[list[str
     return header, rows, malformed
 
 
-def _split_lines(text: str, separator: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number of the record's first line, its fields) for every record of the text."""
-    if len(separator) == 1:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
-        line = 1
-        for fields in reader:
-            yield line, fields
-            line = reader.line_num + 1
-    elif separator == r"\s+":
-        yield from ((number, line.split()) for number, line in enumerate(text.splitlines(), 1))
-    else:
-        pattern = re.compile(separator)
-        yield from ((number, pattern.split(line) if line.strip() else [])
-                    for number, line in enumerate(text.splitlines(), 1))
-
-
 def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.DataFrame:
     """Quarantine rows for lines with the wrong number of fields: nothing of the line is lost."""
     joiner = " " if separator == r"\s+" else separator
@@ -190,24 +170,6 @@ def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.Da
             for row, line, fields in malformed]
     return pd.DataFrame(rows, columns=[ROW_COLUMN, *header, EXTRA_COLUMN, REASON_COLUMN]).astype(
         {name: "string" for name in [*header, EXTRA_COLUMN, REASON_COLUMN]})
-
-
-def line_fields(quarantine: pd.DataFrame, separator: str) -> pd.Series:
-    """Every data field of each quarantined row, as a list: its cells and a malformed line's surplus fields
-    split again (not the row number or the reason, which are not the subject's data)."""
-    cells = [name for name in quarantine.columns if name not in (ROW_COLUMN, EXTRA_COLUMN, REASON_COLUMN)]
-
-    def fields(row: pd.Series) -> list[str]:
-        extra = row.get(EXTRA_COLUMN)
-        surplus = next(_split_lines(extra, separator), (0, []))[1] if isinstance(extra, str) else []
-        return [str(value).strip() for value in (*row[cells].dropna(), *surplus)]
-
-    return quarantine.apply(fields, axis=1) if len(quarantine) else pd.Series([], dtype=object)
-
-
-def malformed_lines(quarantine: pd.DataFrame) -> pd.Series:
-    """Which quarantined rows are malformed lines, whose fields may sit under the wrong column names."""
-    return quarantine[REASON_COLUMN].str.match(MALFORMED_REASON).fillna(False).astype(bool)
 
 
 def _as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -1,0 +1,54 @@
+"""The quarantine's format: what ingest writes for each row it sets aside, and how to read it back.
+
+Ingest (components/ingest) writes it; erasure (flowline/erasure.py) reads it to remove a subject's
+rows. A quarantined row keeps its cells under the header's names, its row number, its reason, and
+for a line with more fields than the header the surplus ones, joined with the separator.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from typing import Iterator
+
+import pandas as pd
+
+REASON_COLUMN = "_quarantine_reason"
+ROW_COLUMN = "_source_row"
+EXTRA_COLUMN = "_extra_fields"
+MALFORMED_REASON = r"line \d+: \d+ fields, but the header has \d+$"
+
+
+def split_lines(text: str, separator: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number of the record's first line, its fields) for every record of the text."""
+    if len(separator) == 1:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
+        line = 1
+        for fields in reader:
+            yield line, fields
+            line = reader.line_num + 1
+    elif separator == r"\s+":
+        yield from ((number, line.split()) for number, line in enumerate(text.splitlines(), 1))
+    else:
+        pattern = re.compile(separator)
+        yield from ((number, pattern.split(line) if line.strip() else [])
+                    for number, line in enumerate(text.splitlines(), 1))
+
+
+def line_fields(quarantine: pd.DataFrame, separator: str) -> pd.Series:
+    """Every data field of each quarantined row, as a list: its cells and a malformed line's surplus fields
+    split again (not the row number or the reason, which are not the subject's data)."""
+    cells = [name for name in quarantine.columns if name not in (ROW_COLUMN, EXTRA_COLUMN, REASON_COLUMN)]
+
+    def fields(row: pd.Series) -> list[str]:
+        extra = row.get(EXTRA_COLUMN)
+        surplus = next(split_lines(extra, separator), (0, []))[1] if isinstance(extra, str) else []
+        return [str(value).strip() for value in (*row[cells].dropna(), *surplus)]
+
+    return quarantine.apply(fields, axis=1) if len(quarantine) else pd.Series([], dtype=object)
+
+
+def malformed_lines(quarantine: pd.DataFrame) -> pd.Series:
+    """Which quarantined rows are malformed lines, whose fields may sit under the wrong column names."""
+    return quarantine[REASON_COLUMN].str.match(MALFORMED_REASON).fillna(False).astype(bool)

@@ -1,10 +1,11 @@
 """The bias step's decision side by side, as plain data and table rows, for every place that shows it.
 
-The run summary, the terminal, the model card and the fairness report all show the same
-things from the bias step's `fairness` document: each gate at the single threshold and
-with per-group thresholds (out of fold, where they were decided, and on test, where
-they are reported), the cost and balanced accuracy of both, the groups' thresholds, and
-whether the mitigation was applied and why. No fairlearn here: the model server loads it.
+The run summary, the model card and the fairness report show the same things from the bias
+step's `fairness` document: each gate at the single threshold and with per-group thresholds
+(out of fold, where they were decided, and on test, where they are reported), the cost and
+balanced accuracy of both, the groups' thresholds, and whether the mitigation was applied and
+why. The bias step's terminal lines (fairness.fairness_lines) say the out-of-fold part in
+prose. No fairlearn here, so the model card and the run summary import it cheaply.
 """
 
 from __future__ import annotations

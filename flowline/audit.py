@@ -24,6 +24,9 @@ It lives in one of two places, with the same records and the same checks:
   same number cannot both win: the loser reads the new end and tries again. In a bucket
   with versioning, an overwritten or deleted record leaves a version behind, and `verify`
   names it; object lock (a default retention on the bucket) makes deleting it impossible.
+  Without either, someone who may delete objects can remove the last records together with
+  their heads, and what is left still verifies: give the audit bucket versioning or object
+  lock, and its writers no delete permission.
 
 `verify` walks the chain: an edited record no longer matches its hash or signature, a
 removed or reordered one breaks the numbering and the link to the one before, and the

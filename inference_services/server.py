@@ -19,7 +19,6 @@ import asyncio
 import gc
 import hmac
 import logging
-from pathlib import Path
 from typing import Sequence
 
 import uvloop
@@ -179,6 +178,8 @@ class FlowlineRESTServer(RESTServer):
         self.models = models
         self.access_log = access_log
         self.repository_token = repository_token
+        # Loads and unloads one at a time: an unload that arrives during a reload waits, then wins.
+        self.repository_lock = asyncio.Lock()
 
     def _register_endpoints(self, app: FastAPI) -> None:
         # Registered first, so they answer instead of KServe's generic ones (its load and unload take no token).
@@ -238,7 +239,8 @@ class FlowlineRESTServer(RESTServer):
         refusal = self._repository_refusal(request, model_name)
         if refusal is not None:
             return refusal
-        self.models[model_name].ready = False
+        async with self.repository_lock:
+            self.models[model_name].ready = False
         log.warning("%s unloaded: out of service until POST /v2/repository/models/%s/load", model_name, model_name)
         return JSONResponse(content={"name": model_name, "unload": True})
 
@@ -248,14 +250,16 @@ class FlowlineRESTServer(RESTServer):
         if refusal is not None:
             return refusal
         model = self.models[model_name]
-        try:
-            version = await asyncio.to_thread(model.reload)
-        except Exception as error:  # noqa: BLE001 - whatever fails, the running version keeps serving
-            metrics.MODEL_RELOADS.labels(model_name, "refused").inc()
-            log.warning("refused a new package for %s: %s", model_name, error,
-                        exc_info=not isinstance(error, (PackageError, OSError, ValueError)))
-            state = f"still serving version {model.package.version}" if model.ready else "the model stays unloaded"
-            return JSONResponse(status_code=409, content={"error": f"package refused, {state}: {error}"})
+        async with self.repository_lock:
+            try:
+                version = await asyncio.to_thread(model.reload)
+            except Exception as error:  # noqa: BLE001 - whatever fails, the running version keeps serving
+                metrics.MODEL_RELOADS.labels(model_name, "refused").inc()
+                log.warning("refused a new package for %s: %s", model_name, error,
+                            exc_info=not isinstance(error, (PackageError, OSError, ValueError)))
+                state = (f"still serving version {model.package.version}" if model.ready
+                         else "the model stays unloaded")
+                return JSONResponse(status_code=409, content={"error": f"package refused, {state}: {error}"})
         metrics.MODEL_RELOADS.labels(model_name, "loaded").inc()
         log.info("%s now serves version %s", model_name, version)
         return JSONResponse(content={"name": model_name, "load": True, "version": version})

@@ -11,6 +11,9 @@ What this adds to kserve.ModelServer:
   package without dropping requests (a package that fails verification is refused with
   409 and the running version keeps serving), `.../unload` takes the model out of
   service; readiness (`/v2/health/ready` and the model's) says so until a load.
+
+The private KServe methods and attributes this module overrides or calls are listed in
+kserve_private.py, which a test holds against the pinned KServe.
 """
 
 from __future__ import annotations

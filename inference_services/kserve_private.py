@@ -1,0 +1,29 @@
+"""The private parts of KServe's server that flowline's server builds on, listed in one place.
+
+KServe 0.15 has no public way to bind a host other than 0.0.0.0, to put routes before its own,
+to leave out its per-request middlewares or to add an exception handler, so server.py subclasses
+its RESTServer and ModelServer and overrides or calls the private names below. Nothing else in
+flowline touches KServe's private surface. tests/serving/test_kserve_private.py fails when the
+pinned KServe lacks one of these names, or when server.py uses one not listed here: a KServe
+upgrade then breaks a test, not a running server.
+"""
+
+from __future__ import annotations
+
+from kserve.model_server import ModelServer
+from kserve.protocol.rest.server import RESTServer
+
+# Methods server.py overrides (and calls through super()) or calls, by the class that defines them.
+PRIVATE_METHODS: dict[type, tuple[str, ...]] = {
+    RESTServer: ("_register_endpoints", "_add_middlewares", "_add_exception_handlers"),
+    ModelServer: ("_register_and_check_atleast_one_model_is_ready", "_serve"),
+}
+# Attributes server.py sets for KServe's own code to read: ModelServer.stop() reads `_rest_server`.
+PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
+    ModelServer: ("_rest_server",),
+}
+
+
+def private_names() -> set[str]:
+    """Every private KServe name flowline uses."""
+    return {name for listing in (PRIVATE_METHODS, PRIVATE_ATTRIBUTES) for names in listing.values() for name in names}

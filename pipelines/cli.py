@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from flowline import __version__, audit
@@ -153,8 +154,6 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import warnings
-
     from flowline.components.package.model_package import verify
     from flowline.components.package.signing import KEY_ENV, NoSigningKeyWarning
 
@@ -548,11 +547,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings (an unsigned package or audit log) as one line a person reads, not a source listing."""
+    return f"flowline: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     from flowline.components.package.model_package import PackageError
     from flowline.datasets import DatasetError
     from flowline.pipelines.use_case import UseCaseError
 
+    warnings.formatwarning = _one_line_warning
+    warnings.filterwarnings("once", category=UserWarning)  # "not signed" once per command, not once per record
     parser = build_parser()
     args = parser.parse_args(argv)
     if hasattr(args, "use_case_path"):
@@ -563,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"canary {args.canary_action}: give the InferenceService name, or --manifest FILE")
     try:
         return args.handler(args)
-    except (UseCaseError, DatasetError, PackageError, StorageError, FileNotFoundError) as error:
+    except (UseCaseError, DatasetError, PackageError, StorageError, audit.AuditError, FileNotFoundError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -85,6 +85,8 @@ def infer_column(name: str, values: pd.Series) -> Column:
     blanks = len(values) - len(text)
     spec: dict = {"nullable": True} if blanks else {}
     unique = text.nunique()
+    if not blanks and unique == len(text) and ID_NAME.search(snake(name)):
+        return Column(name, {"type": "string", **spec}, "unique per row: proposed as an id")
     numbers = pd.to_numeric(text, errors="coerce")
     if len(text) and numbers.notna().all() and numbers.abs().lt(float("inf")).all():
         whole = (numbers == numbers.round()).all() and not text.str.contains(r"[.eE]").any()
@@ -94,8 +96,6 @@ def infer_column(name: str, values: pd.Series) -> Column:
         return Column(name, spec, f"{blanks} blank, filled with the median" if blanks else "")
     if len(text) and parse_datetimes(text, None).notna().all():
         return Column(name, {"type": "datetime", **spec}, "dates (ISO 8601)")
-    if unique == len(text) and ID_NAME.search(snake(name)):
-        return Column(name, {"type": "string", **spec}, "unique per row: proposed as an id")
     if unique > max(MAX_ALLOWED, MAX_CATEGORY_SHARE * len(text)):
         return Column(name, {"type": "string", **spec}, f"free text: {unique} distinct values")
     spec = {"type": "category", **spec}
@@ -247,7 +247,7 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
         return problems, []
     summary = (f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the "
                f"contract (max_bad_fraction {use_case.max_bad_fraction:.1%}): "
-               + ", ".join(f"{where} {count}" for where, count in counts.items()))
+               + ", ".join(f"{where} {count}" for where, count in sorted(counts.items())))
     if result.bad_fraction > use_case.max_bad_fraction:
         return [*problems, summary], []
     return problems, [summary]

@@ -26,6 +26,8 @@ LABELS = {
     "adult": "income", "bank_marketing": "y", "german_credit": "class", "spambase": "spam",
     "online_shoppers": "Revenue", "hr_attrition_ibm": "Attrition",
 }
+IDS = {"telco_customer_churn": ["customerID"], "vehicle_insurance_fraud": ["PolicyNumber"],
+       "hr_attrition_ibm": ["EmployeeNumber"]}  # unique per row and named like an id, numbers or not
 TRANSACTION_LOGS = {"cdnow_master", "cdnow_sample"}
 
 SMALL = """account_id,signup,plan,spend,visits,note,outcome
@@ -47,7 +49,7 @@ def test_init_drafts_a_use_case_that_validates_and_keeps_the_rows(data_home: Pat
     assert main(["init", str(data_home / REGISTRY[name].filename), "--label", LABELS[name], "-o", str(target)]) == 0
     assert main(["validate", str(target)]) == 0, capsys.readouterr().err
     use_case = load_use_case(target)
-    assert use_case.label.column == LABELS[name]
+    assert use_case.label.column == LABELS[name] and use_case.id_columns == IDS.get(name, [])
     raw = read_use_case_table(use_case)
     assert set(raw.frame.columns) == {*use_case.columns, use_case.label.column}  # nothing left undeclared
     result = apply_contract(raw.frame, use_case, raw.malformed)
@@ -139,6 +141,22 @@ def test_validate_reports_every_problem_at_once(write_csv, tmp_path: Path, capsy
     assert "value(s) ['maybe'] of label.values never occur" in err
     assert "2 of 6 rows (33.3%) break the contract (max_bad_fraction 5.0%): column plan 2, column spend 1" in err
     assert "4 problem(s)" in err
+
+
+@pytest.mark.parametrize("name", ["churn", "fraud", "fraud-claims"])
+def test_the_built_in_use_cases_fit_their_data(data_home: Path, name: str, capsys):
+    assert main(["validate", f"pipelines/use_cases/{name}.yaml"]) == 0, capsys.readouterr().err
+
+
+def test_rows_within_max_bad_fraction_are_a_note_not_a_problem(write_csv, tmp_path: Path, capsys):
+    document = yaml.safe_load(scaffold(str(write_csv(SMALL))))
+    document["columns"]["plan"]["allowed"] = ["basic"]
+    document["max_bad_fraction"] = 0.6
+    target = tmp_path / "tolerant.yaml"
+    target.write_text(yaml.safe_dump(document))
+    assert main(["validate", str(target)]) == 0
+    assert "note: 2 of 4 rows (50.0%) break the contract (max_bad_fraction 60.0%): column plan 2" in \
+        capsys.readouterr().out
 
 
 def test_validate_names_schema_errors(tmp_path: Path, capsys):

@@ -45,6 +45,23 @@ class Column:
     name: str
     spec: dict
     note: str = ""
+    is_id: bool = False
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Everything init inferred from one table, ready to render."""
+
+    source: str
+    shape: tuple[int, int]
+    separator: str
+    encoding: str
+    label: str
+    label_guessed: bool
+    task: str
+    label_spec: dict
+    label_note: str
+    columns: list[Column]
 
 
 def sniff_encoding(payload: bytes) -> str:
@@ -86,7 +103,7 @@ def infer_column(name: str, values: pd.Series) -> Column:
     spec: dict = {"nullable": True} if blanks else {}
     unique = text.nunique()
     if not blanks and unique == len(text) and ID_NAME.search(snake(name)):
-        return Column(name, {"type": "string", **spec}, "unique per row: proposed as an id")
+        return Column(name, {"type": "string", **spec}, "unique per row: proposed as an id", is_id=True)
     numbers = pd.to_numeric(text, errors="coerce")
     if len(text) and numbers.notna().all() and numbers.abs().lt(float("inf")).all():
         whole = (numbers == numbers.round()).all() and not text.str.contains(r"[.eE]").any()
@@ -163,8 +180,16 @@ def scaffold(source: str, label: str | None = None) -> str:
     if label not in frame.columns:
         raise ScaffoldError(f"--label {label!r} is not a column of {source}; its columns: {list(frame.columns)}")
     task, label_spec, label_note = infer_label(frame[label].rename(label))
-    columns = [infer_column(name, frame[name]) for name in frame.columns if name != label]
-    return render(source, frame, label, label_guessed, task, label_spec, label_note, columns, separator, encoding)
+    columns = one_time_column([infer_column(name, frame[name]) for name in frame.columns if name != label])
+    return render(Draft(source, frame.shape, separator, encoding, label, label_guessed, task, label_spec, label_note,
+                        columns))
+
+
+def one_time_column(columns: list[Column]) -> list[Column]:
+    """The first column of dates stays datetime (the time column); the schema allows no other, so they stay text."""
+    dates = [c.name for c in columns if c.spec["type"] == "datetime"]
+    return [Column(c.name, {**c.spec, "type": "string"}, "dates, kept as text: only the time column is parsed")
+            if c.name in dates[1:] else c for c in columns]
 
 
 def _data_lines(source: str, separator: str, encoding: str) -> list[str]:
@@ -195,31 +220,29 @@ def _decision_lines(task: str) -> list[str]:
     return ["# review: a bar a model must clear before it is packaged.", "gates:", "  r2: {min: 0.10}"]
 
 
-def render(source: str, frame: pd.DataFrame, label: str, label_guessed: bool, task: str, label_spec: dict,
-           label_note: str, columns: list[Column], separator: str, encoding: str) -> str:
+def render(draft: Draft) -> str:
     """The YAML text: data, label and task, ids and time column, the contract, then gates and costs."""
-    ids = [c.name for c in columns if c.note.startswith("unique per row")]
-    dates = [c.name for c in columns if c.spec["type"] == "datetime"]
-    for extra in dates[1:]:  # the schema allows one datetime column, the time column: the others stay text
-        index = next(i for i, c in enumerate(columns) if c.name == extra)
-        columns[index] = Column(extra, {**columns[index].spec, "type": "string"}, "dates, kept as text: "
-                                "only the time column is parsed")
-    lines = [f"# Drafted by `flowline init` from {source} ({len(frame)} rows, {len(frame.columns)} columns).",
+    ids = [c.name for c in draft.columns if c.is_id]
+    dates = [c.name for c in draft.columns if c.spec["type"] == "datetime"]
+    rows, width = draft.shape
+    lines = [f"# Drafted by `flowline init` from {draft.source} ({rows} rows, {width} columns).",
              "# Lines marked `review` are guesses or defaults: check them. `flowline validate` checks this file",
-             "# against the data.", f"name: {slug(source)}", "description: \"\"  # review: what is predicted, for whom",
-             f"task: {task}  # review: {label_note}", "", *_data_lines(source, separator, encoding), "",
-             *_label_lines(label, label_guessed, task, label_spec), ""]
+             "# against the data.", f"name: {slug(draft.source)}",
+             "description: \"\"  # review: what is predicted, for whom",
+             f"task: {draft.task}  # review: {draft.label_note}", "",
+             *_data_lines(draft.source, draft.separator, draft.encoding), "",
+             *_label_lines(draft.label, draft.label_guessed, draft.task, draft.label_spec), ""]
     if ids:
-        lines += ["# Unique per row and named like an id: kept out of the features.", f"id_columns: "
-                  f"[{', '.join(scalar(name) for name in ids)}]", ""]
+        lines += ["# Unique per row and named like an id: kept out of the features.",
+                  f"id_columns: [{', '.join(scalar(name) for name in ids)}]", ""]
     if dates:
         lines += [f"time_column: {scalar(dates[0])}  # review: recognised as dates; time features come from it", ""]
     lines += ["# The data contract: rows that break it are quarantined with their reason.", "columns:"]
-    lines += [f"  {scalar(c.name)}: {flow(c.spec)}" + (f"  # {c.note}" if c.note else "") for c in columns]
+    lines += [f"  {scalar(c.name)}: {flow(c.spec)}" + (f"  # {c.note}" if c.note else "") for c in draft.columns]
     lines += ["", "max_bad_fraction: 0.05  # review: the share of rows that may break the contract",
               "undeclared: warn  # columns in the data but not above: warn, error or ignore", "",
               "split: {method: stratified, test_size: 0.2, valid_size: 0.2, seed: 42}", "",
-              *_decision_lines(task), ""]
+              *_decision_lines(draft.task), ""]
     return "\n".join(lines)
 
 
@@ -231,17 +254,18 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
     """
     try:
         use_case = load_use_case(path)
-        frame = read_use_case_table(use_case)
+        raw = read_use_case_table(use_case)
     except (UseCaseError, ContractError, DatasetError, FileNotFoundError) as error:
         return [str(error)], []
-    raw_frame, malformed = frame.frame, frame.malformed
+    raw_frame, malformed = raw.frame, raw.malformed
     problems = _column_problems(raw_frame, use_case)
     label = use_case.label.column
     if use_case.transactions is None and label not in raw_frame.columns:
         return problems, []
     problems += _label_problems(raw_frame, use_case)
     present = {name: spec for name, spec in use_case.columns.items() if name in raw_frame.columns}
-    result = apply_contract(raw_frame, use_case.model_copy(update={"columns": present}), malformed)
+    ids = [name for name in use_case.id_columns if name in present]  # the rows are checked on what is there
+    result = apply_contract(raw_frame, use_case.model_copy(update={"columns": present, "id_columns": ids}), malformed)
     counts = _reasons_per_column(result.quarantined[REASON_COLUMN])
     if not counts:
         return problems, []

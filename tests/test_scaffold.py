@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from flowline.components.package.model_package import verify
 from flowline.components.ingest.contract import apply_contract, read_use_case_table
+from flowline.components.package.model_package import verify
+from flowline import storage
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, EXIT_GATE_FAILED, main
 from flowline.pipelines.scaffold import ScaffoldError, scaffold, sniff_separator
@@ -129,6 +130,7 @@ def test_validate_reports_every_problem_at_once(write_csv, tmp_path: Path, capsy
     document = yaml.safe_load(scaffold(str(write_csv(SMALL, "first.csv"))))
     document["data"]["path"] = str(data)
     document["columns"]["region"] = {"type": "category"}
+    document["id_columns"] = ["account_id", "region"]
     del document["columns"]["note"]
     document["label"]["values"] = ["no", "yes", "maybe"]
     document["label"]["positive"] = "yes"
@@ -177,3 +179,21 @@ def test_a_scaffolded_use_case_runs_end_to_end(data_home: Path, tmp_path: Path):
     assert code in (0, EXIT_GATE_FAILED)
     summary = json.loads(summary_file.read_text())
     assert verify(summary["package"])["version"] == summary["package_version"]
+
+
+def test_only_the_first_column_of_dates_is_the_time_column(write_csv):
+    rows = [f"2024-01-{day:02d},2024-02-{day:02d},{day},{day % 2}" for day in range(1, 9)]
+    text = "\n".join(["opened,closed,amount,label", *rows]) + "\n"
+    document = yaml.safe_load(scaffold(str(write_csv(text))))
+    assert document["time_column"] == "opened" and document["columns"]["closed"] == {"type": "string"}
+    assert parse_use_case(document).time_column == "opened"
+
+
+@pytest.mark.xdist_group("s3")
+def test_an_s3_object_is_drafted_and_validated(s3_bucket: str, write_csv, tmp_path: Path):
+    uri = f"s3://{s3_bucket}/data/small.csv"
+    storage.upload_file(write_csv(SMALL), uri)
+    target = tmp_path / "s3.yaml"
+    assert main(["init", uri, "-o", str(target)]) == 0
+    assert load_use_case(target).data.path == uri
+    assert main(["validate", str(target)]) == 0

@@ -13,6 +13,7 @@ import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -364,7 +365,7 @@ def check_undeclared(undeclared: list[str], use_case: UseCase) -> None:
 
 
 def profile_markdown(columns: dict[str, dict], rows_in: int, rows_kept: int, rows_quarantined: int,
-                     undeclared: list[str] = ()) -> str:
+                     undeclared: Sequence[str] = ()) -> str:
     lines = [
         f"**Rows:** {rows_in} in, {rows_kept} kept, {rows_quarantined} quarantined",
         "",

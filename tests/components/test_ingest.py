@@ -317,8 +317,8 @@ def test_undeclared_columns_are_named_never_dropped_silently(write_csv, toy_use_
     counts = ingest_to_files(use_case, source, *outputs)
     assert counts["rows_kept"] == 3
     warnings = [line for line in capsys.readouterr().out.splitlines() if "not declared" in line]
-    assert warnings == ([f"ingest: warning: 2 column(s) in the data are not declared in the contract of use case "
-                         f"'toy' and are not used: ['region', 'score']"] if setting == "warn" else [])
+    assert warnings == (["ingest: warning: 2 column(s) in the data are not declared in the contract of use case "
+                         "'toy' and are not used: ['region', 'score']"] if setting == "warn" else [])
     assert "**Undeclared columns (not used):** region, score" in Path(outputs[2]).read_text()
 
 

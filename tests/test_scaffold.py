@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from flowline import storage
 from flowline.components.ingest.contract import apply_contract, read_use_case_table
 from flowline.components.package.model_package import verify
-from flowline import storage
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, EXIT_GATE_FAILED, main
 from flowline.pipelines.scaffold import ScaffoldError, scaffold, sniff_separator

@@ -293,6 +293,10 @@ class UseCase(_Strict):
     sensitive_attributes: list[str] = []
     fairness: FairnessSpec = FairnessSpec()
     max_bad_fraction: float = Field(default=0.05, ge=0, le=1)
+    undeclared: Literal["error", "warn", "ignore"] = Field(
+        default="warn", description="columns in the data the contract does not declare: fail the run naming them "
+                                    "(error), print one line naming them (warn), or say nothing (ignore); the "
+                                    "profile lists them whatever the setting")
     split: SplitSpec = SplitSpec()
     gates: dict[str, GateSpec] = {}
     costs: CostSpec | None = None

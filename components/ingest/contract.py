@@ -13,6 +13,7 @@ import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -80,7 +81,12 @@ def read_table(source: str, file_format: str | None = None, separator: str = ","
     file: it goes to `malformed`. Raises ContractError for what no row can survive: bytes
     that are not text in `encoding`, a binary file, no header, no rows, a repeated column name.
     """
-    payload = _read_bytes(source)
+    return parse_table(read_bytes(source), source, file_format, separator, encoding)
+
+
+def parse_table(payload: bytes, source: str, file_format: str | None = None, separator: str = ",",
+                encoding: str = "utf-8") -> RawTable:
+    """`read_table` on bytes already read from `source` (flowline init sniffs them first)."""
     file_format = file_format or ("parquet" if source.split("?")[0].endswith((".parquet", ".pq")) else "csv")
     if file_format == "parquet":
         header, malformed = _parquet_columns(payload, source), []
@@ -102,7 +108,8 @@ def read_table(source: str, file_format: str | None = None, separator: str = ","
                     malformed=_malformed_rows(malformed, header, separator))
 
 
-def _read_bytes(source: str) -> bytes:
+def read_bytes(source: str) -> bytes:
+    """The bytes of a local path, an http(s) URL or s3://bucket/key."""
     if storage.is_s3(source):
         return storage.read_bytes(source)
     if source.startswith(("http://", "https://")):
@@ -340,10 +347,29 @@ def profile(frame: pd.DataFrame, use_case: UseCase) -> dict[str, dict]:
     return columns
 
 
-def profile_markdown(columns: dict[str, dict], rows_in: int, rows_kept: int, rows_quarantined: int) -> str:
+def undeclared_columns(frame: pd.DataFrame, use_case: UseCase) -> list[str]:
+    """Columns in the data that the contract does not declare (neither in columns nor the label): never used."""
+    declared = {*use_case.columns, *([use_case.label.column] if use_case.transactions is None else [])}
+    return [name for name in frame.columns if name not in declared]
+
+
+def check_undeclared(undeclared: list[str], use_case: UseCase) -> None:
+    """Apply the use case's `undeclared` setting: error fails naming them, warn prints one line, ignore is quiet."""
+    if not undeclared or use_case.undeclared == "ignore":
+        return
+    message = (f"{len(undeclared)} column(s) in the data are not declared in the contract of use case "
+               f"{use_case.name!r} and are not used: {undeclared}")
+    if use_case.undeclared == "error":
+        raise ContractError(f"{message}; declare them under columns, or set undeclared: warn or ignore")
+    print(f"ingest: warning: {message}")
+
+
+def profile_markdown(columns: dict[str, dict], rows_in: int, rows_kept: int, rows_quarantined: int,
+                     undeclared: Sequence[str] = ()) -> str:
     lines = [
         f"**Rows:** {rows_in} in, {rows_kept} kept, {rows_quarantined} quarantined",
         "",
+        *([f"**Undeclared columns (not used):** {', '.join(undeclared)}", ""] if undeclared else []),
         "| column | role | missing | unique | min | mean | max | top values |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -363,6 +389,8 @@ def ingest_to_files(
     quarantine to look at.
     """
     raw = read_use_case_table(use_case, source)
+    undeclared = undeclared_columns(raw.frame, use_case)
+    check_undeclared(undeclared, use_case)
     result = apply_contract(raw.frame, use_case, raw.malformed)
     result.kept.to_parquet(dataset_file)
     result.quarantined.to_parquet(quarantine_file)
@@ -372,7 +400,7 @@ def ingest_to_files(
         "rows_quarantined": len(result.quarantined),
     }
     columns = profile(result.kept, use_case)
-    Path(profile_file).write_text(profile_markdown(columns, **counts))
+    Path(profile_file).write_text(profile_markdown(columns, **counts, undeclared=undeclared))
     print(
         f"ingest: {raw.source} (sha256 {raw.sha256[:12]}): {counts['rows_in']} rows in, "
         f"{counts['rows_kept']} kept, {counts['rows_quarantined']} quarantined"

@@ -299,3 +299,31 @@ def test_a_failed_run_leaves_its_root_cause_in_one_line_in_the_audit_log(data_ho
     assert f"flowline: run failed: {error}" in shown.err
     if "rows" in error:  # the quarantine was written before the run failed
         assert len(pd.read_parquet(next(runs.glob("churn-*/*/ingest/quarantine")))) == 50
+
+
+@pytest.mark.parametrize("setting", ["warn", "ignore", "error"])
+def test_undeclared_columns_are_named_never_dropped_silently(write_csv, toy_use_case, tmp_path: Path, capsys,
+                                                             setting: str):
+    header, *rows = MESSY.splitlines()
+    source = str(write_csv("\n".join([f"{header},region,score", *(f"{row},x,1" for row in rows)]) + "\n"))
+    outputs = [str(tmp_path / name) for name in ("kept.parquet", "quarantine.parquet", "profile.md")]
+    use_case = toy_use_case.model_copy(update={"max_bad_fraction": 0.8, "undeclared": setting})
+    if setting == "error":
+        with pytest.raises(ContractError, match=r"2 column\(s\) in the data are not declared in the contract of use "
+                                                 r"case 'toy' and are not used: \['region', 'score'\]; declare them"):
+            ingest_to_files(use_case, source, *outputs)
+        assert not Path(outputs[0]).exists()
+        return
+    counts = ingest_to_files(use_case, source, *outputs)
+    assert counts["rows_kept"] == 3
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "not declared" in line]
+    assert warnings == (["ingest: warning: 2 column(s) in the data are not declared in the contract of use case "
+                         "'toy' and are not used: ['region', 'score']"] if setting == "warn" else [])
+    assert "**Undeclared columns (not used):** region, score" in Path(outputs[2]).read_text()
+
+
+def test_the_undeclared_setting_defaults_to_warn_and_refuses_other_values(toy_use_case):
+    document = toy_use_case.model_dump(mode="json")
+    assert toy_use_case.undeclared == "warn"
+    with pytest.raises(UseCaseError, match=r"undeclared: Input should be 'error', 'warn' or 'ignore'"):
+        parse_use_case({**document, "undeclared": "drop"})

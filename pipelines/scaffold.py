@@ -1,0 +1,306 @@
+"""`flowline init` and `flowline validate`: a use case drafted from its data, and a use case checked against it.
+
+Init infers what the data already answers (column types, allowed values, blanks, ids,
+the label's values and task, the time column) and writes a commented YAML that loads
+and runs as it is; what only a person can decide (costs, gates) gets a default marked
+`# review`. Validate loads a YAML, reads its data and applies the contract, and lists
+every problem at once rather than the first.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from flowline.components.ingest.contract import (
+    REASON_COLUMN, ContractError, apply_contract, parse_datetimes, parse_table, read_bytes, read_use_case_table,
+    undeclared_columns,
+)
+from flowline.datasets import DatasetError
+from flowline.pipelines.use_case import UseCase, UseCaseError, load_use_case
+
+MAX_ALLOWED = 20  # a category with at most this many values lists them as `allowed`
+MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this share of rows is free text
+SEPARATORS = ",;\t|"
+ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
+LABEL_NAMES = ("label", "target", "class", "y", "outcome")
+POSITIVE_WORDS = {"1", "yes", "y", "true", "t", "positive"}
+NEGATIVE_WORDS = {"0", "no", "n", "false", "f", "negative"}
+
+
+class ScaffoldError(ValueError):
+    """The data cannot be drafted into a use case (for example, a label of three or more text values)."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """What init inferred about one column, and why (the YAML comment)."""
+
+    name: str
+    spec: dict
+    note: str = ""
+    is_id: bool = False
+
+
+@dataclass(frozen=True)
+class Draft:
+    """Everything init inferred from one table, ready to render."""
+
+    source: str
+    shape: tuple[int, int]
+    separator: str
+    encoding: str
+    label: str
+    label_guessed: bool
+    task: str
+    label_spec: dict
+    label_note: str
+    columns: list[Column]
+
+
+def sniff_encoding(payload: bytes) -> str:
+    """utf-8 (a BOM included) when the bytes decode as it, else latin-1, which decodes any byte."""
+    try:
+        payload[:1 << 20].decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.start < (1 << 20) - 4:  # not a character cut at the sample's end
+            return "latin-1"
+    return "utf-8"
+
+
+def sniff_separator(text: str) -> str:
+    """The separator of a delimited text: csv.Sniffer on its first lines, else the one splitting the header most."""
+    sample = "\n".join(text.splitlines()[:20])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=SEPARATORS).delimiter
+    except csv.Error:
+        header = sample.splitlines()[0] if sample else ""
+        return max(SEPARATORS, key=header.count)
+
+
+def snake(name: str) -> str:
+    """customerID -> customer_id, Policy Number -> policy_number: for matching names like *id*."""
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Non-blank cells as stripped text."""
+    text = values.astype("string").str.strip()
+    return text[text.notna() & (text != "")]
+
+
+def infer_column(name: str, values: pd.Series) -> Column:
+    """The contract entry for one column: its type, allowed values, nullable and impute."""
+    text = _text(values)
+    blanks = len(values) - len(text)
+    spec: dict = {"nullable": True} if blanks else {}
+    unique = text.nunique()
+    if not blanks and unique == len(text) and ID_NAME.search(snake(name)):
+        return Column(name, {"type": "string", **spec}, "unique per row: proposed as an id", is_id=True)
+    numbers = pd.to_numeric(text, errors="coerce")
+    if len(text) and numbers.notna().all() and numbers.abs().lt(float("inf")).all():
+        whole = (numbers == numbers.round()).all() and not text.str.contains(r"[.eE]").any()
+        spec = {"type": "integer" if whole else "number", **spec}
+        if blanks:
+            spec["impute"] = "median"
+        return Column(name, spec, f"{blanks} blank, filled with the median" if blanks else "")
+    if len(text) and parse_datetimes(text, None).notna().all():
+        return Column(name, {"type": "datetime", **spec}, "dates (ISO 8601)")
+    if unique > max(MAX_ALLOWED, MAX_CATEGORY_SHARE * len(text)):
+        return Column(name, {"type": "string", **spec}, f"free text: {unique} distinct values")
+    spec = {"type": "category", **spec}
+    if unique <= MAX_ALLOWED:
+        spec["allowed"] = sorted(text.unique())
+    return Column(name, spec, f"{unique} values" + (f", {blanks} blank" if blanks else ""))
+
+
+def guess_label(frame: pd.DataFrame) -> str:
+    """A column named like a label (label, target, class, y, outcome), else the last column."""
+    named = [name for name in frame.columns if snake(name) in LABEL_NAMES]
+    return named[0] if named else frame.columns[-1]
+
+
+def infer_label(values: pd.Series) -> tuple[str, dict, str]:
+    """The task, the label's YAML entries and a note: binary for two values, regression for many numbers."""
+    text = _text(values)
+    counts = text.value_counts()
+    if len(counts) == 2:
+        low, high = sorted(counts.index, key=lambda value: value.lower() in POSITIVE_WORDS)
+        yes_no = low.lower() in NEGATIVE_WORDS and high.lower() in POSITIVE_WORDS
+        positive = high if yes_no else counts.index[-1]
+        why = "the value meaning yes" if yes_no else "the rarer value"
+        return "binary", {"positive": positive, "values": sorted(counts.index)}, \
+            f"binary: two values; positive is {why} ({counts[positive]} of {len(text)} rows)"
+    numbers = pd.to_numeric(text, errors="coerce")
+    if len(counts) > 2 and numbers.notna().all():
+        return "regression", {}, f"regression: {len(counts)} distinct numbers"
+    shown = ", ".join(map(str, counts.index[:5]))
+    raise ScaffoldError(
+        f"cannot guess the task from label column {values.name!r}: it has {len(counts)} value(s) ({shown}); "
+        f"flowline predicts a label of two values (binary) or a number (regression). Map it to two values, "
+        f"or give another column with --label")
+
+
+def slug(source: str) -> str:
+    """A use-case name from the file name: adult.csv -> adult."""
+    stem = re.sub(r"[^a-z0-9]+", "-", Path(source.split("?")[0]).stem.lower()).strip("-")
+    return (stem if stem[:1].isalpha() else f"data-{stem}")[:41].rstrip("-") or "data"
+
+
+def scalar(value) -> str:
+    """A YAML scalar that reads back as the same string: plain when safe, else JSON-quoted."""
+    text = str(value)
+    plain = re.fullmatch(r"[A-Za-z_][\w .()/<>=+-]*", text) and not text.endswith(" ")
+    return text if plain and yaml.safe_load(text) == text else json.dumps(text)
+
+
+def flow(spec: dict) -> str:
+    """A column spec as a one-line YAML mapping."""
+    parts = [f"{key}: [{', '.join(scalar(v) for v in value)}]" if isinstance(value, list)
+             else f"{key}: {str(value).lower() if isinstance(value, bool) else value}" for key, value in spec.items()]
+    return "{" + ", ".join(parts) + "}"
+
+
+def scaffold(source: str, label: str | None = None) -> str:
+    """A complete, commented use-case YAML for the table at `source` (a path, http(s) URL or s3:// URI)."""
+    payload = read_bytes(source)
+    is_parquet = source.split("?")[0].endswith((".parquet", ".pq"))
+    encoding = "utf-8" if is_parquet else sniff_encoding(payload)
+    separator = "," if is_parquet else sniff_separator(payload[:1 << 16].decode(encoding, "replace"))
+    frame = parse_table(payload, source, None, separator, encoding).frame
+    label_guessed = label is None
+    label = label or guess_label(frame)
+    if label not in frame.columns:
+        raise ScaffoldError(f"--label {label!r} is not a column of {source}; its columns: {list(frame.columns)}")
+    task, label_spec, label_note = infer_label(frame[label].rename(label))
+    columns = one_time_column([infer_column(name, frame[name]) for name in frame.columns if name != label])
+    return render(Draft(source, frame.shape, separator, encoding, label, label_guessed, task, label_spec, label_note,
+                        columns))
+
+
+def one_time_column(columns: list[Column]) -> list[Column]:
+    """The first column of dates stays datetime (the time column); the schema allows no other, so they stay text."""
+    dates = [c.name for c in columns if c.spec["type"] == "datetime"]
+    return [Column(c.name, {**c.spec, "type": "string"}, "dates, kept as text: only the time column is parsed")
+            if c.name in dates[1:] else c for c in columns]
+
+
+def _data_lines(source: str, separator: str, encoding: str) -> list[str]:
+    remote = "://" in source
+    lines = ["data:", f"  path: {scalar(source if remote else str(Path(source).resolve()))}"]
+    if separator != ",":
+        lines.append(f"  separator: {json.dumps(separator)}  # detected")
+    if encoding != "utf-8":
+        lines.append(f"  encoding: {encoding}  # detected: the file is not utf-8")
+    return lines
+
+
+def _label_lines(label: str, guessed: bool, task: str, spec: dict) -> list[str]:
+    lines = ["label:",
+             f"  column: {scalar(label)}" + ("  # review: guessed; choose another with --label" if guessed else "")]
+    if task == "binary":
+        lines += [f"  positive: {scalar(spec['positive'])}  # review: the outcome to predict",
+                  f"  values: [{', '.join(scalar(v) for v in spec['values'])}]"]
+    return lines
+
+
+def _decision_lines(task: str) -> list[str]:
+    if task == "binary":
+        return ["# review: a bar a model must clear before it is packaged.", "gates:", "  roc_auc: {min: 0.70}", "",
+                "# review: what each error costs, in one currency unit; they set the decision threshold.",
+                "costs:", "  false_negative: 5   # review: a positive case the model misses",
+                "  false_positive: 1   # review: a negative case acted on needlessly"]
+    return ["# review: a bar a model must clear before it is packaged.", "gates:", "  r2: {min: 0.10}"]
+
+
+def render(draft: Draft) -> str:
+    """The YAML text: data, label and task, ids and time column, the contract, then gates and costs."""
+    ids = [c.name for c in draft.columns if c.is_id]
+    dates = [c.name for c in draft.columns if c.spec["type"] == "datetime"]
+    rows, width = draft.shape
+    lines = [f"# Drafted by `flowline init` from {draft.source} ({rows} rows, {width} columns).",
+             "# Lines marked `review` are guesses or defaults: check them. `flowline validate` checks this file",
+             "# against the data.", f"name: {slug(draft.source)}",
+             "description: \"\"  # review: what is predicted, for whom",
+             f"task: {draft.task}  # review: {draft.label_note}", "",
+             *_data_lines(draft.source, draft.separator, draft.encoding), "",
+             *_label_lines(draft.label, draft.label_guessed, draft.task, draft.label_spec), ""]
+    if ids:
+        lines += ["# Unique per row and named like an id: kept out of the features.",
+                  f"id_columns: [{', '.join(scalar(name) for name in ids)}]", ""]
+    if dates:
+        lines += [f"time_column: {scalar(dates[0])}  # review: recognised as dates; time features come from it", ""]
+    lines += ["# The data contract: rows that break it are quarantined with their reason.", "columns:"]
+    lines += [f"  {scalar(c.name)}: {flow(c.spec)}" + (f"  # {c.note}" if c.note else "") for c in draft.columns]
+    lines += ["", "max_bad_fraction: 0.05  # review: the share of rows that may break the contract",
+              "undeclared: warn  # columns in the data but not above: warn, error or ignore", "",
+              "split: {method: stratified, test_size: 0.2, valid_size: 0.2, seed: 42}", "",
+              *_decision_lines(draft.task), ""]
+    return "\n".join(lines)
+
+
+def validate(path: str | Path) -> tuple[list[str], list[str]]:
+    """Every problem of a use-case YAML against its data, and notes (rows quarantined within max_bad_fraction).
+
+    Schema errors stop there (nothing else can be checked); otherwise missing and undeclared
+    columns, label values absent from the data and rows breaking the contract are all reported.
+    """
+    try:
+        use_case = load_use_case(path)
+        raw = read_use_case_table(use_case)
+    except (UseCaseError, ContractError, DatasetError, FileNotFoundError) as error:
+        return [str(error)], []
+    raw_frame, malformed = raw.frame, raw.malformed
+    problems = _column_problems(raw_frame, use_case)
+    label = use_case.label.column
+    if use_case.transactions is None and label not in raw_frame.columns:
+        return problems, []
+    problems += _label_problems(raw_frame, use_case)
+    present = {name: spec for name, spec in use_case.columns.items() if name in raw_frame.columns}
+    ids = [name for name in use_case.id_columns if name in present]  # the rows are checked on what is there
+    result = apply_contract(raw_frame, use_case.model_copy(update={"columns": present, "id_columns": ids}), malformed)
+    counts = _reasons_per_column(result.quarantined[REASON_COLUMN])
+    if not counts:
+        return problems, []
+    summary = (f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the "
+               f"contract (max_bad_fraction {use_case.max_bad_fraction:.1%}): "
+               + ", ".join(f"{where} {count}" for where, count in sorted(counts.items())))
+    if result.bad_fraction > use_case.max_bad_fraction:
+        return [*problems, summary], []
+    return problems, [summary]
+
+
+def _column_problems(frame: pd.DataFrame, use_case: UseCase) -> list[str]:
+    required = [*use_case.columns, *([use_case.label.column] if use_case.transactions is None else [])]
+    missing = [name for name in required if name not in frame.columns]
+    undeclared = undeclared_columns(frame, use_case) if use_case.undeclared != "ignore" else []
+    return ([f"the data has no column(s) {missing}"] if missing else []) + (
+        [f"column(s) {undeclared} are in the data but not declared (declare them, or set undeclared: ignore)"]
+        if undeclared else [])
+
+
+def _label_problems(frame: pd.DataFrame, use_case: UseCase) -> list[str]:
+    if use_case.task != "binary":
+        return []
+    found = set(_text(frame[use_case.label.column]))
+    absent = [value for value in use_case.label.values if value not in found]
+    return [f"label {use_case.label.column!r}: value(s) {absent} of label.values never occur in the data"] \
+        if absent else []
+
+
+def _reasons_per_column(reasons: pd.Series) -> dict[str, int]:
+    """Quarantined rows per column named in their reasons (a malformed line counts under 'malformed lines')."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        names = {"malformed lines" if part.startswith("line ") else "duplicate ids" if part.startswith("duplicate id")
+                 else f"column {part.split(':')[0]}" for part in str(reason).split("; ")}
+        for name in names:
+            counts[name] = counts.get(name, 0) + 1
+    return counts

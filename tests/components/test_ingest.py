@@ -231,13 +231,14 @@ def test_an_unknown_encoding_is_refused_by_the_schema(tmp_path: Path):
 
 
 @pytest.mark.parametrize("payload, name, message", [
-    (gzip.compress(b"id,age\na1,3\n" * 50), "rows.csv", r"rows.csv is a binary file, not a text table"),
+    # mtime=0: the same bytes in every xdist worker, which must collect the same test ids
+    (gzip.compress(b"id,age\na1,3\n" * 50, mtime=0), "rows.csv", r"rows.csv is a binary file, not a text table"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "rows.csv", r"rows.csv is a binary file, not a text table"),
     ("id,age\n".encode("utf-16"), "rows.csv", r"rows.csv has a header \(2 columns\) but no rows"),
     (b"id,age\na1,3\n", "rows.parquet", r"rows.parquet is not a readable Parquet file"),
     (b"", "rows.csv", r"rows.csv is empty: it has no header and no rows"),
     (b"\n\n", "rows.csv", r"rows.csv is empty"),
-])
+], ids=["gzip", "png", "utf-16 header only", "csv named parquet", "empty", "blank lines"])
 def test_files_that_are_not_tables_get_a_clear_error(tmp_path: Path, payload: bytes, name: str, message: str):
     path = tmp_path / name
     path.write_bytes(payload)

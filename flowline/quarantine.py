@@ -2,7 +2,8 @@
 
 Ingest (components/ingest) writes it; erasure (flowline/erasure.py) reads it to remove a subject's
 rows. A quarantined row keeps its cells under the header's names, its row number, its reason, and
-for a line with more fields than the header the surplus ones, joined with the separator.
+for a line with more fields than the header the surplus ones in one text (`join_surplus`, which
+`split_surplus` undoes exactly).
 """
 
 from __future__ import annotations
@@ -36,6 +37,23 @@ def split_lines(text: str, separator: str) -> Iterator[tuple[int, list[str]]]:
                     for number, line in enumerate(text.splitlines(), 1))
 
 
+def join_surplus(fields: list[str], separator: str) -> str:
+    """A malformed line's surplus fields as one text: a CSV line for a one-character separator (quoted
+    where a field holds it), else joined by single spaces."""
+    if len(separator) != 1:
+        return " ".join(fields)
+    text = io.StringIO()
+    csv.writer(text, delimiter=separator, lineterminator="").writerow(fields)
+    return text.getvalue()
+
+
+def split_surplus(text: str, separator: str) -> list[str]:
+    """The fields `join_surplus` joined."""
+    if len(separator) != 1:
+        return text.split(" ")
+    return next(csv.reader([text], delimiter=separator), [])
+
+
 def line_fields(quarantine: pd.DataFrame, separator: str) -> pd.Series:
     """Every data field of each quarantined row, as a list: its cells and a malformed line's surplus fields
     split again (not the row number or the reason, which are not the subject's data)."""
@@ -43,7 +61,7 @@ def line_fields(quarantine: pd.DataFrame, separator: str) -> pd.Series:
 
     def fields(row: pd.Series) -> list[str]:
         extra = row.get(EXTRA_COLUMN)
-        surplus = next(split_lines(extra, separator), (0, []))[1] if isinstance(extra, str) else []
+        surplus = split_surplus(extra, separator) if isinstance(extra, str) else []
         return [str(value).strip() for value in (*row[cells].dropna(), *surplus)]
 
     return quarantine.apply(fields, axis=1) if len(quarantine) else pd.Series([], dtype=object)

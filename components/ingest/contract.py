@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from flowline import storage
 from flowline.datasets import dataset_path
-from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, split_lines
+from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, join_surplus, split_lines
 from flowline.pipelines.use_case import ColumnSpec, UseCase
 
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
@@ -170,9 +170,8 @@ def _delimited_records(text: str, source: str, separator: str) -> tuple[list[str
 
 def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.DataFrame:
     """Quarantine rows for lines with the wrong number of fields: nothing of the line is lost."""
-    joiner = " " if separator == r"\s+" else separator
     rows = [{ROW_COLUMN: row, **dict(zip(header, fields)),
-             EXTRA_COLUMN: joiner.join(fields[len(header):]) if len(fields) > len(header) else pd.NA,
+             EXTRA_COLUMN: join_surplus(fields[len(header):], separator) if len(fields) > len(header) else pd.NA,
              REASON_COLUMN: f"line {line}: {len(fields)} fields, but the header has {len(header)}"}
             for row, line, fields in malformed]
     return pd.DataFrame(rows, columns=[ROW_COLUMN, *header, EXTRA_COLUMN, REASON_COLUMN]).astype(

@@ -19,8 +19,8 @@ import pandas as pd
 import yaml
 
 from flowline.components.ingest.contract import (
-    REASON_COLUMN, ContractError, apply_contract, parse_datetimes, parse_table, read_bytes, read_use_case_table,
-    undeclared_columns,
+    REASON_COLUMN, ContractError, apply_contract, missing_columns, parse_datetimes, parse_table, read_bytes,
+    read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
 from flowline.pipelines.use_case import UseCase, UseCaseError, load_use_case
@@ -278,8 +278,7 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
 
 
 def _column_problems(frame: pd.DataFrame, use_case: UseCase) -> list[str]:
-    required = [*use_case.columns, *([use_case.label.column] if use_case.transactions is None else [])]
-    missing = [name for name in required if name not in frame.columns]
+    missing = missing_columns(frame, use_case)
     undeclared = undeclared_columns(frame, use_case) if use_case.undeclared != "ignore" else []
     return ([f"the data has no column(s) {missing}"] if missing else []) + (
         [f"column(s) {undeclared} are in the data but not declared (declare them, or set undeclared: ignore)"]

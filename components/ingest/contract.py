@@ -270,8 +270,7 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
     be checked.
     """
     has_label = use_case.transactions is None
-    required = [*use_case.columns, *([use_case.label.column] if has_label else [])]
-    missing = [name for name in required if name not in frame.columns]
+    missing = missing_columns(frame, use_case)
     if missing:
         raise ContractError(
             f"use case {use_case.name!r}: the data has no column(s) {missing}; "
@@ -346,9 +345,19 @@ def profile(frame: pd.DataFrame, use_case: UseCase) -> dict[str, dict]:
     return columns
 
 
+def declared_columns(use_case: UseCase) -> list[str]:
+    """The columns the contract names: its columns, and the label unless a transaction log makes it later."""
+    return [*use_case.columns, *([use_case.label.column] if use_case.transactions is None else [])]
+
+
+def missing_columns(frame: pd.DataFrame, use_case: UseCase) -> list[str]:
+    """Declared columns the data lacks."""
+    return [name for name in declared_columns(use_case) if name not in frame.columns]
+
+
 def undeclared_columns(frame: pd.DataFrame, use_case: UseCase) -> list[str]:
     """Columns in the data that the contract does not declare (neither in columns nor the label): never used."""
-    declared = {*use_case.columns, *([use_case.label.column] if use_case.transactions is None else [])}
+    declared = set(declared_columns(use_case))
     return [name for name in frame.columns if name not in declared]
 
 

@@ -233,10 +233,10 @@ def verify(package_dir: str | Path) -> dict:
     unlisted = sorted(set(actual) - set(listed))
     if unlisted:
         raise PackageError(f"package {package}: {unlisted[0]} is not listed in the manifest; refusing it")
-    content = {field: manifest[field] for field in VERSIONED_FIELDS}
-    if content_version(content) != manifest["version"]:
+    computed = content_version({field: manifest[field] for field in VERSIONED_FIELDS})
+    if computed != manifest["version"]:
         raise PackageError(f"package {package}: the manifest states version {manifest['version']}, but its content "
-                           f"hashes to {content_version(content)}; refusing it")
+                           f"hashes to {computed}; refusing it")
     _check_references(package, listed)
     _check_signature(package, manifest)
     return manifest

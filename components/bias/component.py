@@ -26,13 +26,14 @@ def bias(
     (`test.<attribute>.<gap>`)."""
     from flowline.components.bias.fairness import bias_files
     from flowline.components.bias.report import fairness_html, fairness_markdown
+    from flowline.components.bias.summary import served_option
     from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     fairness = bias_files(use_case, model.path, feature_set.path, holdout.path, test.path, evaluation.path,
                           decided.path)["fairness"]
     for attribute, result in fairness["attributes"].items():
-        served_test = (fairness["mitigated"] if fairness["mitigation"] else fairness["single_threshold"])["test"]
+        served_test = served_option(fairness)["test"]
         for name in FAIRNESS_METRICS:
             metrics.log_metric(f"{attribute}.{name}", result[name])
             metrics.log_metric(f"test.{attribute}.{name}", served_test["attributes"][attribute][name])

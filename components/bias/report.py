@@ -11,7 +11,7 @@ import numpy as np
 from flowline import reports
 from flowline.components.bias.fairness import GROUP_METRICS
 from flowline.components.bias.summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, outcome_rows,
-                                              threshold_rows)
+                                              served_option, threshold_rows)
 from flowline.pipelines.use_case import UseCase
 
 THRESHOLD_HEADERS = ["group", "threshold"]
@@ -40,7 +40,7 @@ def _summary_lines(fairness: dict) -> list[str]:
 
 def _served_test(fairness: dict) -> dict:
     """The served decisions' fairness on the test rows."""
-    return (fairness["mitigated"] if fairness["mitigation"] else fairness["single_threshold"])["test"]["attributes"]
+    return served_option(fairness)["test"]["attributes"]
 
 
 def _markdown_cell(value: object) -> str:

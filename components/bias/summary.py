@@ -23,6 +23,11 @@ OUTCOME_HEADERS = ["outcome", "single threshold (out of fold)", "per-group (out 
                    "single threshold (test)", "per-group (test)"]
 
 
+def served_option(fairness: dict) -> dict:
+    """The option whose decisions are served: the per-group thresholds when applied, else the single threshold."""
+    return fairness["mitigated"] if fairness["mitigation"] else fairness["single_threshold"]
+
+
 def gate_values(fairness: dict) -> dict[str, dict]:
     """Per attribute and gated metric: its value under each option (None: not fitted) on each sample, its bounds
     and the served decisions' verdict."""

@@ -37,7 +37,7 @@ import pandas as pd
 from kserve import Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from flowline.components.bias.thresholds import GroupThresholds, mitigation_of
+from flowline.components.bias.thresholds import GroupThresholds, mitigation_of, rule_name
 from flowline.components.evaluate.evaluation import class_names, segment_names
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.package.model_package import PackagedModel
@@ -130,7 +130,7 @@ class LoadedPackage:
         """How the decisions are taken, as the answers name it."""
         if self.mitigation is None:
             return "single threshold"
-        return "randomised per-group rule" if self.mitigation.randomized else "per-group thresholds"
+        return rule_name(self.mitigation.randomized)
 
     def _attribute_rows(self, records: List[Mapping[str, Any]]) -> pd.DataFrame:
         return pd.DataFrame.from_records(records, columns=list(self.mitigation.attributes))

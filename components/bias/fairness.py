@@ -30,7 +30,7 @@ from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, 
 from sklearn.metrics import balanced_accuracy_score, precision_score
 
 from flowline.components.bias.mitigation import fit_group_thresholds
-from flowline.components.bias.thresholds import group_key, sensitive_groups
+from flowline.components.bias.thresholds import group_key, rule_name, sensitive_groups
 from flowline.components.evaluate.evaluation import decision_metrics, gate_decisions
 from flowline.components.features.feature_set import FeatureSet
 from flowline.components.train.ensemble import Ensemble
@@ -182,8 +182,8 @@ def fairness_lines(fairness: dict) -> list[str]:
                      "mitigated" if mitigated else "")
             lines.append(f"bias: {attribute} {metric} {gate['value']:.3f} at the single threshold{after} "
                          f"({gate_bounds(gate)}, out of fold)")
-    rule_name = "randomised per-group rule" if mitigated and mitigated["rule"]["randomized"] else "per-group thresholds"
-    for name, option in (("single threshold", fairness["single_threshold"]), (rule_name, mitigated)):
+    mitigated_name = rule_name(bool(mitigated and mitigated["rule"]["randomized"]))
+    for name, option in (("single threshold", fairness["single_threshold"]), (mitigated_name, mitigated)):
         if option:
             outcomes = option["out_of_fold"]["outcomes"]
             lines.append(f"bias: {name}: expected cost per 1,000 {outcomes['expected_cost_per_1000']:,.0f}, "

@@ -26,6 +26,11 @@ from flowline.pipelines.use_case import UseCase
 MISSING_GROUP = "missing"
 
 
+def rule_name(randomized: bool) -> str:
+    """How answers and reports name a mitigation's decision rule."""
+    return "randomised per-group rule" if randomized else "per-group thresholds"
+
+
 def _label(value: object) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return MISSING_GROUP

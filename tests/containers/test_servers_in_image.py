@@ -21,7 +21,7 @@ from flowline.inference_services.local_server import free_port
 from flowline.pipelines.use_case import UseCase
 from manifest_helpers import find, one, render
 from pods import command_of, logs, memory_peak_bytes, podman_run_args, quantity, record, run_detached, state, stop
-from serving_helpers import records_of
+from serving_helpers import column_tensors, records_of
 
 pytestmark = [pytest.mark.xdist_group("containers"), pytest.mark.pipeline]
 
@@ -98,11 +98,12 @@ def test_the_model_server_pod_answers_every_protocol(model_server, test_rows, pa
     predictions = v1.json()["predictions"]
     assert len(predictions) == 3 and all(0 <= p["probability"] <= 1 for p in predictions)
     use_case = UseCase.model_validate_json((package_in_image / "use_case.json").read_text())
-    inputs = [v2_tensor(use_case, name, values) for name, values in test_rows.dropna().head(3).items()]
+    complete = test_rows.dropna().head(3)  # JSON tensors cannot carry null
+    inputs = column_tensors(use_case, complete, complete.columns)
     v2 = client.post("/v2/models/churn/infer", json={"inputs": inputs})
     assert v2.status_code == 200, v2.text
     probabilities = next(o["data"] for o in v2.json()["outputs"] if o["name"] == "probability")
-    expected = client.post("/v1/models/churn:predict", json={"instances": records_of(test_rows.dropna().head(3))})
+    expected = client.post("/v1/models/churn:predict", json={"instances": records_of(complete)})
     assert probabilities == pytest.approx([p["probability"] for p in expected.json()["predictions"]], abs=1e-6)
     explained = client.post("/v1/models/churn:explain", json={"instances": records[:1]})
     assert explained.status_code == 200, explained.text
@@ -128,16 +129,6 @@ def test_the_model_server_stays_within_its_memory_limit_under_a_burst(model_serv
     record("model_server_peak_memory_bytes", {"peak": peak, "limit": limit, "requests": BURST_REQUESTS})
     assert peak < limit and state(container_id)["Running"] and not state(container_id)["OOMKilled"]
     assert client.get(container["livenessProbe"]["httpGet"]["path"]).status_code == 200
-
-
-def v2_tensor(use_case: UseCase, name: str, values: pd.Series) -> dict:
-    """One column as an Open Inference Protocol v2 tensor of the column's declared type."""
-    spec = use_case.columns[name]
-    if not spec.is_numeric:
-        return {"name": name, "shape": [len(values)], "datatype": "BYTES", "data": values.astype(str).tolist()}
-    if spec.type == "integer":
-        return {"name": name, "shape": [len(values)], "datatype": "INT64", "data": [int(v) for v in values]}
-    return {"name": name, "shape": [len(values)], "datatype": "FP64", "data": [float(v) for v in values]}
 
 
 def event_headers() -> dict:

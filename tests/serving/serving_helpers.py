@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from flowline.components.bias.fairness import bias_files
 from flowline.components.customers.customer_rows import customer_rows_files, customer_rows_use_case
@@ -74,3 +75,20 @@ def card_use_case(data_home: Path) -> UseCase:
 def records_of(frame: pd.DataFrame) -> list[dict]:
     """Rows as JSON would carry them: NaN becomes null."""
     return json.loads(frame.to_json(orient="records"))
+
+
+V2_NUMERIC = {"integer": "INT64", "number": "FP64"}  # a declared numeric column's v2 datatype
+
+
+def column_tensors(use_case: UseCase, frame: pd.DataFrame, columns) -> list[dict]:
+    """One Open Inference Protocol v2 tensor per raw column, of the column's declared type (NaN becomes null)."""
+    tensors = []
+    for column in columns:
+        spec, values = use_case.columns[column], frame[column]
+        if spec.is_numeric:
+            datatype = V2_NUMERIC[spec.type]
+            data = [None if np.isnan(v) else (int(v) if spec.type == "integer" else float(v)) for v in values]
+        else:
+            datatype, data = "BYTES", values.tolist()
+        tensors.append({"name": column, "shape": [len(frame)], "datatype": datatype, "data": data})
+    return tensors

@@ -7,7 +7,7 @@ import pytest
 import tritonclient.http as triton
 from scipy.special import expit
 
-from serving_helpers import CARD_COMPONENTS, MAX_BATCH, records_of
+from serving_helpers import CARD_COMPONENTS, MAX_BATCH, column_tensors, records_of
 from flowline.components.package.model_package import verify
 from flowline.inference_services.model import LoadedPackage
 
@@ -24,20 +24,6 @@ def loaded(churn_package) -> LoadedPackage:
 @pytest.fixture(scope="module")
 def expected(loaded, churn_test_rows) -> np.ndarray:
     return loaded.predict(churn_test_rows)
-
-
-def column_tensors(loaded: LoadedPackage, frame) -> list[dict]:
-    tensors = []
-    for column in loaded.feature_set.input_columns:
-        spec = loaded.use_case.columns[column]
-        values = frame[column]
-        if spec.is_numeric:
-            datatype, _ = NUMERIC[spec.type]
-            data = [None if np.isnan(v) else (int(v) if spec.type == "integer" else float(v)) for v in values]
-        else:
-            datatype, data = "BYTES", values.tolist()
-        tensors.append({"name": column, "shape": [len(frame)], "datatype": datatype, "data": data})
-    return tensors
 
 
 def test_the_served_model_is_a_blend_of_families(loaded):
@@ -59,7 +45,7 @@ def test_v1_predictions_equal_in_process_predictions(server, churn_package, chur
 
 def test_v2_column_tensors_equal_in_process_predictions(server, churn_test_rows, expected, loaded):
     complete = churn_test_rows.dropna()  # JSON tensors cannot carry null
-    response = httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": column_tensors(loaded, complete)})
+    response = httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": column_tensors(loaded.use_case, complete, loaded.feature_set.input_columns)})
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o for o in response.json()["outputs"]}
     assert np.array_equal(np.array(outputs["probability"]["data"], dtype=np.float32), loaded.predict(complete))
@@ -195,7 +181,7 @@ def test_clv_answers_each_customers_value_and_segment_over_v1_and_v2(server, clv
     assert np.array_equal(np.array([a["prediction"] for a in answers], dtype=np.float32), expected)
     assert [a["segment"] for a in answers] == loaded.segments(expected)
     assert {"high", "low"} <= {a["segment"] for a in answers} and (expected >= 0).all()
-    response = httpx.post(f"{server}/v2/models/clv/infer", json={"inputs": column_tensors(loaded, customers)})
+    response = httpx.post(f"{server}/v2/models/clv/infer", json={"inputs": column_tensors(loaded.use_case, customers, loaded.feature_set.input_columns)})
     assert response.status_code == 200, response.text
     outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
     assert np.array_equal(np.array(outputs["prediction"], dtype=np.float32), expected)

@@ -13,7 +13,8 @@ from pathlib import Path
 from tabulate import tabulate
 
 from flowline import audit
-from flowline.components.bias.summary import GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, outcome_rows
+from flowline.components.bias.summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
+                                              outcome_rows, threshold_rows)
 from flowline.components.package.model_card import CARD_HTML
 from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
 from flowline.components.train.training import TRAINING_FILE
@@ -224,6 +225,5 @@ def fairness_tables(mitigation: dict | None) -> list[str]:
     shown = (lambda row: [f"{v:,.4f}" if isinstance(v, float) else v for v in row])
     return [tabulate([shown(row) for row in gate_rows(mitigation)], headers=GATE_HEADERS, disable_numparse=True),
             tabulate([shown(row) for row in outcome_rows(mitigation)], headers=OUTCOME_HEADERS, disable_numparse=True)
-            + "\nserved thresholds: " + ", ".join(f"{'every other row' if key == '*' else key} {value:.4f}"
-                                                for key, value in mitigation["thresholds"].items())
+            + "\nserved thresholds: " + ", ".join(f"{group} {value:.4f}" for group, value in threshold_rows(mitigation))
             + f"\nfairness mitigation {mitigation['reason']}"]

@@ -66,12 +66,9 @@ RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "ba
 NOT_CACHED = {"ingest", "deploy", "run-outcome"}
 # On a cluster every step gets the object store's Secret (storage.POD_SECRET); these steps also hold a key:
 # the package step signs the package, deploy verifies it and records, the exit handler records.
-STEP_SECRETS = {
-    "package": {signing.POD_SECRET: {signing.POD_SECRET_KEY: signing.KEY_ENV}},
-    "deploy": {signing.POD_SECRET: {signing.POD_SECRET_KEY: signing.KEY_ENV},
-               audit.POD_SECRET: {audit.KEY_ENV: audit.KEY_ENV}},
-    "run-outcome": {audit.POD_SECRET: {audit.KEY_ENV: audit.KEY_ENV}},
-}
+SIGNING_KEY = {signing.POD_SECRET: {signing.POD_SECRET_KEY: signing.KEY_ENV}}
+AUDIT_KEY = {audit.POD_SECRET: {audit.KEY_ENV: audit.KEY_ENV}}
+STEP_SECRETS = {"package": SIGNING_KEY, "deploy": {**SIGNING_KEY, **AUDIT_KEY}, "run-outcome": AUDIT_KEY}
 
 
 def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True,

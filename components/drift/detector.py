@@ -215,7 +215,7 @@ def load_detector(folder: str | Path):
     width = reference.shape[1]
     if not (isinstance(categorical, list) and all(isinstance(i, int) and 0 <= i < width for i in categorical)):
         raise DetectorError(f"{where / DETECTOR_CONFIG}: categorical_features must list column indices below "
-                            f"{reference.shape[1]}")
+                            f"{width}")
     p_val = config.get("p_val")
     if not isinstance(p_val, float) or not 0 < p_val < 1:
         raise DetectorError(f"{where / DETECTOR_CONFIG}: p_val must be a number in (0, 1), not {str(p_val)[:40]}")

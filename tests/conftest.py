@@ -74,9 +74,8 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
 @pytest.fixture
 def s3_bucket(s3_server: S3Server, monkeypatch) -> str:
     """A fresh bucket, with the environment pointing flowline's object storage at the server."""
-    monkeypatch.setenv(storage.ENDPOINT_ENV, s3_server.endpoint)
-    monkeypatch.setenv(storage.ACCESS_KEY_ENV, s3_server.access_key)
-    monkeypatch.setenv(storage.SECRET_KEY_ENV, s3_server.secret_key)
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv(storage.SECURE_ENV, raising=False)
     bucket = f"test-{secrets.token_hex(6)}"
     storage.s3_client().make_bucket(bucket)

@@ -42,6 +42,13 @@ class S3Server:
     access_key: str
     secret_key: str
 
+    def environment(self) -> dict[str, str]:
+        """The variables flowline's object storage reads, as the object-store Secret puts them into a pod."""
+        from flowline import storage
+
+        return {storage.ENDPOINT_ENV: self.endpoint, storage.ACCESS_KEY_ENV: self.access_key,
+                storage.SECRET_KEY_ENV: self.secret_key}
+
 
 def _free_ports(count: int) -> list[int]:
     """Distinct loopback ports nothing listens on now (all held open at once so they differ)."""

@@ -15,7 +15,7 @@ import pytest
 from flowline import storage
 from flowline.datasets import dataset_path
 from kfp_in_image import docker_api, folders_pods_can_write, pod_settings
-from pods import build_image, record, s3_environment
+from pods import build_image, record
 
 @pytest.fixture(scope="session")
 def flowline_image() -> str:
@@ -27,7 +27,7 @@ def flowline_image() -> str:
 @pytest.fixture(scope="session")
 def telco_in_s3(data_home, s3_server) -> str:
     """The Telco file in a bucket of the S3 server, where a cluster run reads its data from."""
-    os.environ.update(s3_environment(s3_server))
+    os.environ.update(s3_server.environment())
     client = storage.s3_client()
     client.make_bucket("datasets")
     source = dataset_path("telco_customer_churn")
@@ -45,7 +45,7 @@ def churn_in_image(flowline_image, churn, telco_in_s3, s3_server, tmp_path_facto
 
     workdir = tmp_path_factory.mktemp("in-image")
     (workdir / "empty").mkdir()
-    environment = {**s3_environment(s3_server), "OMP_NUM_THREADS": "1"}
+    environment = {**s3_server.environment(), "OMP_NUM_THREADS": "1"}
     with (docker_api(workdir) as docker_host, pod_settings(environment, workdir / "empty") as containers,
           folders_pods_can_write()):
         os.environ["DOCKER_HOST"] = docker_host

@@ -34,14 +34,6 @@ def record(key: str, value: object) -> None:
     RESULTS.write_text(json.dumps({**kept, key: value}, indent=1))
 
 
-def s3_environment(s3_server) -> dict[str, str]:
-    """The variables the object-store Secret puts into a pod's environment (kfp-kubernetes secret-as-env)."""
-    from flowline import storage
-
-    return {storage.ENDPOINT_ENV: s3_server.endpoint, storage.ACCESS_KEY_ENV: s3_server.access_key,
-            storage.SECRET_KEY_ENV: s3_server.secret_key}
-
-
 def podman_env() -> dict[str, str]:
     """The environment podman needs here: runc and ulimits within the hard limit (see the Makefile)."""
     return {**os.environ, "CONTAINERS_CONF": str(CONTAINERS_CONF)}

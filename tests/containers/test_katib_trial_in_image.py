@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from flowline.storage import POD_SECRET
-from pods import command_of, podman, podman_run_args, s3_environment
+from pods import command_of, podman, podman_run_args
 
 pytestmark = [pytest.mark.xdist_group("containers"), pytest.mark.pipeline]
 
@@ -46,7 +46,7 @@ def test_a_trial_prints_the_objective_as_the_metrics_collector_reads_it(flowline
     command[command.index("--source") + 1] = telco_in_s3
     volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
     # The object store's Secret, as the trial pod's env takes it.
-    options = podman_run_args(container, volumes, f"{experiment}-trial", {POD_SECRET: s3_environment(s3_server)})
+    options = podman_run_args(container, volumes, f"{experiment}-trial", {POD_SECRET: s3_server.environment()})
     ran = podman("run", "--rm", "--network", "host", *options, flowline_image, *command, timeout=900, check=False)
     assert ran.returncode == 0, ran.stderr[-4000:]
     collector = spec["metricsCollectorSpec"]["collector"]["kind"]

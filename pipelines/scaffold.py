@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from flowline.components.ingest.contract import (
-    REASON_COLUMN, ContractError, apply_contract, missing_columns, parse_datetimes, parse_table, read_bytes,
+    REASON_COLUMN, ContractError, apply_contract, as_text, missing_columns, parse_datetimes, parse_table, read_bytes,
     read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
@@ -91,9 +91,9 @@ def snake(name: str) -> str:
 
 
 def _text(values: pd.Series) -> pd.Series:
-    """Non-blank cells as stripped text."""
-    text = values.astype("string").str.strip()
-    return text[text.notna() & (text != "")]
+    """Non-blank cells as stripped text (blank as the contract counts it)."""
+    text, blank = as_text(values)
+    return text[~blank]
 
 
 def infer_column(name: str, values: pd.Series) -> Column:

@@ -178,7 +178,7 @@ def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.Da
         {name: "string" for name in [*header, EXTRA_COLUMN, REASON_COLUMN]})
 
 
-def _as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+def as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Text of each cell (stripped) and a mask of blank cells (empty, whitespace or null)."""
     text = values.astype("string").str.strip()
     blank = text.isna() | (text == "")
@@ -186,7 +186,7 @@ def _as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
-    text, blank = _as_text(values)
+    text, blank = as_text(values)
     parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
     unparsed = ~blank & parsed.isna()
     parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
@@ -220,7 +220,7 @@ def _overflow(text: str) -> float:
 
 
 def _datetime_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
-    text, blank = _as_text(values)
+    text, blank = as_text(values)
     parsed = parse_datetimes(text.where(~blank), spec.format)
     reasons = pd.Series("", index=values.index, dtype=object)
     unparsed = ~blank & parsed.isna()
@@ -241,7 +241,7 @@ def parse_datetimes(text: pd.Series, date_format: str | None) -> pd.Series:
 
 
 def _text_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
-    text, blank = _as_text(values)
+    text, blank = as_text(values)
     reasons = pd.Series("", index=values.index, dtype=object)
     if spec.allowed is not None:
         unknown = ~blank & ~text.isin(spec.allowed)

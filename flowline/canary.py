@@ -138,7 +138,7 @@ def patch_inference_service(name: str, namespace: str, decision: str, kubeconfig
     from kserve import KServeClient, V1beta1InferenceService
     from kubernetes.client import V1ObjectMeta
 
-    from flowline.components.deploy.inference_service import API_VERSION, KIND, PROMOTE_PATCH, ROLLBACK_PATCH
+    from flowline.inference_service import API_VERSION, KIND, PROMOTE_PATCH, ROLLBACK_PATCH
 
     patch = {"promote": PROMOTE_PATCH, "rollback": ROLLBACK_PATCH}[decision]
     # The spec stays a plain dict: KServe's model classes drop None fields, and promoting sends

@@ -26,7 +26,7 @@ import pandas as pd
 
 from flowline import audit
 from flowline.quarantine import REASON_COLUMN, line_fields, malformed_lines
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 
 PARQUET_MAGIC = b"PAR1"
 TRAINING_SPLITS = ("train", "valid")  # the split outputs a model learned from

@@ -76,7 +76,7 @@ def secret_credentials(secret: str, kubeconfig: Optional[str] = None) -> dict[st
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
-    from flowline.components.deploy.cluster import api_client
+    from flowline.cluster import api_client
 
     namespace, _, name = secret.partition("/")
     if not (namespace and name):

@@ -17,7 +17,7 @@ A malformed event (unknown type, a body of the wrong shape, values outside the c
 float32's range) is a 400 naming the field, as on the model server, and is counted.
 
 With `--on-drift local` or `--on-drift kfp`, a drifted window starts a retraining run of
-the use case (flowline/retraining.py), recorded in the audit log.
+the use case (pipelines/retraining.py), recorded in the audit log.
 
 One replica per monitored model: the window lives in memory.
 """
@@ -36,20 +36,18 @@ import numpy as np
 from kserve import Model
 from kserve.protocol.infer_type import InferInput
 
-from flowline.components.bias.thresholds import mitigation_of
-from flowline.components.drift.detector import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector
-from flowline.components.features.feature_set import FeatureSet
-from flowline.components.package.model_package import DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
+from flowline.decisions import mitigation_of
+from flowline.events import PIPELINE_RUN_EVENT, REQUEST_EVENT, RUN_STATUSES
+from flowline.drift import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector
+from flowline.features.feature_set import FeatureSet
+from flowline.package.format import DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
 from flowline.inference_services import metrics
 from flowline.inference_services.model import tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
 from flowline.inference_services.server import serve, v2_body_problem
-from flowline.pipelines.use_case import NAME_PATTERN, UseCase
-from flowline.retraining import DEFAULT_COOLDOWN_S, MODES, RetrainingAction
+from flowline.use_case import NAME_PATTERN, UseCase
+from flowline.pipelines.retraining import DEFAULT_COOLDOWN_S, MODES, RetrainingAction
 
-REQUEST_EVENT = "org.kubeflow.serving.inference.request"
-PIPELINE_RUN_EVENT = "dev.flowline.pipeline.run.finished"
-RUN_STATUSES = ("succeeded", "failed")
 MAX_EVENT_ROWS = 10_000
 
 

@@ -7,7 +7,7 @@ mitigation). Both go through the package's FeatureSet, so serving transforms exa
 training did. `explain` returns SHAP contributions per raw column (XGBoost's exact
 TreeSHAP) and the base value. A binary package decides with one threshold, or with the
 per-group thresholds of the fairness mitigation its bias step applied
-(components/bias/thresholds.py), exactly as evaluated; its requests must then carry the
+(flowline/decisions.py), exactly as evaluated; its requests must then carry the
 mitigation's sensitive attributes (among the raw columns, or beside an encoded matrix).
 Every binary answer carries, per row, the threshold that decided it, and names the rule
 (`decision_rule`); a randomised rule (`fairness.mitigation.randomized`) has no threshold
@@ -37,16 +37,16 @@ import pandas as pd
 from kserve import Model
 from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
 
-from flowline.components.bias.thresholds import GroupThresholds, mitigation_of, rule_name
-from flowline.components.evaluate.evaluation import class_names, segment_names
-from flowline.components.features.feature_set import FeatureSet
-from flowline.components.package.model_package import PackagedModel
-from flowline.components.package.remote import download_package
-from flowline.components.train.ensemble import Ensemble
+from flowline.decisions import GroupThresholds, mitigation_of, rule_name
+from flowline.decisions import class_names, segment_names
+from flowline.features.feature_set import FeatureSet
+from flowline.package.format import PackagedModel
+from flowline.package.remote import download_package
+from flowline.models.ensemble import Ensemble
 from flowline.inference_services import metrics
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 from flowline.storage import is_s3
 
 NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})

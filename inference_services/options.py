@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from flowline.components.package.model_package import MANIFEST_FILE
+from flowline.package.format import MANIFEST_FILE
 from flowline.storage import is_s3
 
 HOST_ENV = "FLOWLINE_SERVE_HOST"
@@ -44,7 +44,7 @@ def named_package(argument: str) -> tuple[str, str]:
     if not separator:
         path = argument
         if is_s3(path):
-            from flowline.components.package.remote import manifest_at
+            from flowline.package.remote import manifest_at
 
             return manifest_at(path)["name"], path
         manifest = Path(path) / MANIFEST_FILE

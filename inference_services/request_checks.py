@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from kserve.errors import InvalidInput
 
-from flowline.components.ingest.contract import parse_datetimes
-from flowline.pipelines.use_case import ColumnSpec, UseCase
+from flowline.contract import parse_datetimes
+from flowline.use_case import ColumnSpec, UseCase
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SHOWN_CHARACTERS = 40

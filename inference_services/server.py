@@ -36,7 +36,7 @@ from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
 
-from flowline.components.package.model_package import PackageError
+from flowline.package.format import PackageError
 from flowline.inference_services import metrics
 from flowline.inference_services.options import DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host, repository_token
 from flowline.inference_services.request_checks import BadRequest, clip

@@ -18,7 +18,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from flowline.katib_experiments.experiments import ITERATIONS_METRIC
+from flowline.katib import ITERATIONS_METRIC
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,14 +33,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from flowline.components.customers.customer_rows import build_customer_rows, customer_rows_use_case
-    from flowline.components.features.engineering import engineer_features
-    from flowline.components.features.feature_set import FeaturePlan, FeatureSet
-    from flowline.components.ingest.contract import apply_contract, read_use_case_table
-    from flowline.components.split.splitting import split_frame
-    from flowline.components.train.models import TrainingData, fit_candidate, objective_metric, reported_value
-    from flowline.components.tune.search_space import search_space
-    from flowline.pipelines.use_case import UseCase, load_use_case
+    from flowline.customer_rows import build_customer_rows, customer_rows_use_case
+    from flowline.features.engineering import engineer_features
+    from flowline.features.feature_set import FeaturePlan, FeatureSet
+    from flowline.contract import apply_contract, read_use_case_table
+    from flowline.splitting import split_frame
+    from flowline.models.families import TrainingData, fit_candidate, objective_metric, reported_value
+    from flowline.search_space import search_space
+    from flowline.use_case import UseCase, load_use_case
 
     parser = _parser()
     args, rest = parser.parse_known_args(argv)

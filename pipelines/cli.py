@@ -42,7 +42,7 @@ def _add_cluster_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _use_case(args: argparse.Namespace):
-    from flowline.pipelines.use_case import load_use_case
+    from flowline.use_case import load_use_case
 
     return load_use_case(args.use_case_path or args.use_case_name)
 
@@ -67,12 +67,12 @@ def _run(args: argparse.Namespace) -> int:
 def _cluster_source(args: argparse.Namespace, use_case) -> str:
     """Where the cluster run reads the data: --source, or with --upload-data the use case's own file,
     uploaded there first (a source already in object storage or at a URL is not uploaded)."""
-    from flowline.pipelines.use_case import REMOTE_PREFIXES
+    from flowline.use_case import REMOTE_PREFIXES
 
     if not args.upload_data:
         return args.source or ""
     from flowline import storage
-    from flowline.components.ingest.contract import resolve_source
+    from flowline.contract import resolve_source
 
     local = resolve_source(use_case, args.source or "")
     if local.startswith(REMOTE_PREFIXES):
@@ -121,8 +121,8 @@ def _submit(args: argparse.Namespace) -> int:
 def _upload(args: argparse.Namespace) -> int:
     """A destination that is not s3:// is a StorageError, which main() reports."""
     from flowline import storage
-    from flowline.components.package.model_package import MANIFEST_FILE
-    from flowline.components.package.remote import upload_package
+    from flowline.package.format import MANIFEST_FILE
+    from flowline.package.remote import upload_package
 
     if (Path(args.source) / MANIFEST_FILE).is_file():
         manifest = upload_package(args.source, args.destination)
@@ -141,7 +141,7 @@ def _download(args: argparse.Namespace) -> int:
     import shutil
 
     from flowline import storage
-    from flowline.components.package.remote import download_package
+    from flowline.package.remote import download_package
 
     if args.package:
         cached = download_package(args.source)
@@ -154,8 +154,8 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from flowline.components.package.model_package import verify
-    from flowline.components.package.signing import KEY_ENV, NoSigningKeyWarning
+    from flowline.package.format import verify
+    from flowline.package.signing import KEY_ENV, NoSigningKeyWarning
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", NoSigningKeyWarning)
@@ -183,7 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _package_path(target: str, runs_dir: str) -> str:
     """A package folder as given, or the newest local run's package of a use case."""
     from flowline.pipelines.local_run import latest_package
-    from flowline.pipelines.use_case import load_use_case
+    from flowline.use_case import load_use_case
 
     if Path(target).is_dir() or is_s3(target):
         return target
@@ -191,9 +191,9 @@ def _package_path(target: str, runs_dir: str) -> str:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from flowline.components.deploy.cluster import kubeconfig_available
+    from flowline.cluster import kubeconfig_available
     from flowline.components.deploy.deployment import deploy_package
-    from flowline.components.package.model_package import verify
+    from flowline.package.format import verify
 
     package = _package_path(args.target, args.runs_dir)
     manifest = verify(package)
@@ -214,8 +214,8 @@ def _canary_patch(args: argparse.Namespace) -> int:
     import yaml
 
     from flowline.canary import patch_inference_service
-    from flowline.components.deploy.cluster import kubeconfig_available
-    from flowline.components.deploy.inference_service import promoted, rolled_back
+    from flowline.cluster import kubeconfig_available
+    from flowline.inference_service import promoted, rolled_back
 
     operation = args.canary_action
     if args.manifest:
@@ -280,7 +280,7 @@ def _katib(args: argparse.Namespace) -> int:
     if args.image:
         os.environ["FLOWLINE_IMAGE"] = args.image  # read when the components are first imported
     from flowline.components import base_image
-    from flowline.katib_experiments.experiments import (
+    from flowline.katib import (
         ExperimentError,
         built_in_experiments,
         use_case_experiments,
@@ -303,7 +303,7 @@ def _katib(args: argparse.Namespace) -> int:
 
 
 def _init(args: argparse.Namespace) -> int:
-    from flowline.components.ingest.contract import ContractError
+    from flowline.contract import ContractError
     from flowline.pipelines.scaffold import ScaffoldError, scaffold
 
     try:
@@ -594,9 +594,9 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from flowline.components.package.model_package import PackageError
+    from flowline.package.format import PackageError
     from flowline.datasets import DatasetError
-    from flowline.pipelines.use_case import UseCaseError
+    from flowline.use_case import UseCaseError
 
     warnings.formatwarning = _one_line_warning
     warnings.filterwarnings("once", category=UserWarning)  # "not signed" once per command, not once per record

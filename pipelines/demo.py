@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 
-from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
-from flowline.components.package.model_package import USE_CASE_FILE
+from flowline.contract import apply_contract, read_table, resolve_source
+from flowline.package.format import USE_CASE_FILE
 from flowline.inference_services.local_server import running_server
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 
 
 def first_record(package: str) -> dict:

@@ -13,13 +13,13 @@ from pathlib import Path
 from tabulate import tabulate
 
 from flowline import audit
-from flowline.components.bias.summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
-                                              outcome_rows, threshold_rows)
+from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
+                                       outcome_rows, threshold_rows)
 from flowline.components.package.model_card import CARD_HTML
-from flowline.components.package.model_package import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
+from flowline.package.format import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
 from flowline.components.train.training import TRAINING_FILE
 from flowline.pipelines.progress import ANSI, ProgressStream
-from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
+from flowline.use_case import FAIRNESS_METRICS, UseCase
 
 # The pipeline's tasks as kfp.local names them (a component used three times: tune, tune-2, tune-3).
 STEPS = ("ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "bias", "explain",

@@ -18,12 +18,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from flowline.components.ingest.contract import (
+from flowline.contract import (
     REASON_COLUMN, ContractError, apply_contract, as_text, missing_columns, parse_datetimes, parse_table, read_bytes,
     read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
-from flowline.pipelines.use_case import UseCase, UseCaseError, load_use_case
+from flowline.use_case import UseCase, UseCaseError, load_use_case
 
 MAX_ALLOWED = 20  # a category with at most this many values lists them as `allowed`
 MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this share of rows is free text

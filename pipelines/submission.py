@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowline.pipelines.template import compile_pipeline
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 
 
 class SubmissionError(ValueError):

@@ -18,23 +18,23 @@ from kfp.dsl import Model
 
 from flowline.components.bias.component import bias
 from flowline.components.customers.component import customer_rows
-from flowline.components.customers.customer_rows import customer_rows_use_case
+from flowline.customer_rows import customer_rows_use_case
 from flowline.components.deploy.component import deploy
-from flowline.components.deploy.inference_service import BROKER_URL
+from flowline.inference_service import BROKER_URL
 from flowline.components.drift.component import drift
 from flowline.components.evaluate.component import evaluate
 from flowline.components.explain.component import explain
 from flowline.components.features.component import features
 from flowline.components.ingest.component import ingest
 from flowline.components.nas.component import nas
-from flowline.components.package import signing
+from flowline.package import signing
 from flowline.components.package.component import package
 from flowline.components.run_outcome.component import run_outcome
 from flowline.components.split.component import split
 from flowline.components.train.component import train
 from flowline.components.tune.component import tune
 from flowline import audit, storage
-from flowline.pipelines.use_case import FAMILIES, UseCase, cluster_use_case
+from flowline.use_case import FAMILIES, UseCase, cluster_use_case
 
 # The families searched by tune steps; the MLP's architecture is searched by the nas step.
 TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")

@@ -9,7 +9,7 @@ import yaml
 from kfp import components
 
 from flowline import __version__, audit, storage
-from flowline.components.package import signing
+from flowline.package import signing
 from flowline.pipelines.cli import main
 from flowline.pipelines import local_run
 from flowline.pipelines.template import NOT_CACHED, RESOURCES

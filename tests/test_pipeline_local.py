@@ -9,7 +9,7 @@ import yaml
 from html_checks import assert_valid_html, loaded_image_widths
 
 from flowline.audit import verify as verify_audit_log
-from flowline.components.package.model_package import verify
+from flowline.package.format import verify
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, main
 from flowline.pipelines.local_run import STEPS

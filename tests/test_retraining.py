@@ -7,7 +7,7 @@ import pytest
 from stand_in_api import KFP_API, StandInApiServer, kfp_api
 
 from flowline.audit import verify
-from flowline.retraining import RetrainingAction
+from flowline.pipelines.retraining import RetrainingAction
 
 P_VALUES = {"MonthlyCharges": 1e-9, "tenure": 0.4, "Contract": 0.02, "gender": 0.9}
 

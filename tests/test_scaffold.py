@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from flowline import storage
-from flowline.components.ingest.contract import apply_contract, read_use_case_table
-from flowline.components.package.model_package import verify
+from flowline.contract import apply_contract, read_use_case_table
+from flowline.package.format import verify
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, EXIT_GATE_FAILED, main
 from flowline.pipelines.scaffold import ScaffoldError, scaffold, sniff_separator
-from flowline.pipelines.use_case import load_use_case, parse_use_case
+from flowline.use_case import load_use_case, parse_use_case
 
 # Every registered dataset with the label a person would choose. The CDNOW transaction logs are left
 # out: a transaction log needs a `transactions:` section (entity, amount, cut-offs) init cannot guess.

@@ -8,9 +8,9 @@ import pytest
 from stand_in_api import NOT_FOUND, StandInApiServer
 
 from flowline import storage
-from flowline.components.ingest.contract import read_table
-from flowline.components.package.model_package import MANIFEST_FILE, PackageError, verify, write_manifest
-from flowline.components.package.remote import download_package, upload_package
+from flowline.contract import read_table
+from flowline.package.format import MANIFEST_FILE, PackageError, verify, write_manifest
+from flowline.package.remote import download_package, upload_package
 from flowline.pipelines.cli import main
 
 pytestmark = pytest.mark.xdist_group("s3")  # one worker starts the gateway once

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowline.pipelines.use_case import USE_CASES_DIR, UseCaseError, load_use_case
+from flowline.use_case import USE_CASES_DIR, UseCaseError, load_use_case
 
 
 def churn_document() -> dict:

@@ -26,8 +26,8 @@ def bias(
     (`test.<attribute>.<gap>`)."""
     from flowline.components.bias.fairness import bias_files
     from flowline.components.bias.report import fairness_html, fairness_markdown
-    from flowline.components.bias.summary import served_option
-    from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase
+    from flowline.fairness_summary import served_option
+    from flowline.use_case import FAIRNESS_METRICS, UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     fairness = bias_files(use_case, model.path, feature_set.path, holdout.path, test.path, evaluation.path,

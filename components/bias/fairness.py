@@ -30,11 +30,11 @@ from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, 
 from sklearn.metrics import balanced_accuracy_score, precision_score
 
 from flowline.components.bias.mitigation import fit_group_thresholds
-from flowline.components.bias.thresholds import group_key, rule_name, sensitive_groups
-from flowline.components.evaluate.evaluation import decision_metrics, gate_decisions
-from flowline.components.features.feature_set import FeatureSet
-from flowline.components.train.ensemble import Ensemble
-from flowline.pipelines.use_case import CostSpec, UseCase, gate_bounds
+from flowline.decisions import group_key, rule_name, sensitive_groups
+from flowline.decisions import decision_metrics, gate_decisions
+from flowline.features.feature_set import FeatureSet
+from flowline.models.ensemble import Ensemble
+from flowline.use_case import CostSpec, UseCase, gate_bounds
 
 def _precision(y_true, y_pred) -> float:
     return precision_score(y_true, y_pred, zero_division=0)

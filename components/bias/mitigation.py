@@ -20,8 +20,8 @@ import pandas as pd
 from fairlearn.postprocessing import ThresholdOptimizer
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from flowline.components.bias.thresholds import GroupThresholds
-from flowline.pipelines.use_case import CostSpec, MitigationSpec, UseCase
+from flowline.decisions import GroupThresholds
+from flowline.use_case import CostSpec, MitigationSpec, UseCase
 
 # The rates each constraint holds within `tolerance` across groups.
 CONSTRAINED_RATES = {"demographic_parity": ("selection_rate",), "true_positive_rate_parity": ("true_positive_rate",),

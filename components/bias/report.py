@@ -10,9 +10,9 @@ import numpy as np
 
 from flowline import reports
 from flowline.components.bias.fairness import GROUP_METRICS
-from flowline.components.bias.summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, outcome_rows,
-                                              served_option, threshold_rows)
-from flowline.pipelines.use_case import UseCase
+from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, outcome_rows,
+                                       served_option, threshold_rows)
+from flowline.use_case import UseCase
 
 THRESHOLD_HEADERS = ["group", "threshold"]
 

@@ -18,9 +18,9 @@ def deploy(
     With `audit_log` (s3://bucket/prefix on a cluster) the outcome is recorded in the audit trail."""
     import os
 
-    from flowline.components.deploy.cluster import IN_CLUSTER_ENV
+    from flowline.cluster import IN_CLUSTER_ENV
     from flowline.components.deploy.deployment import deploy_package
-    from flowline.components.deploy.inference_service import storage_uri_of
+    from flowline.inference_service import storage_uri_of
 
     outcome = deploy_package(
         model_package.path, storage_uri_of(model_package.uri), namespace, manifest.path,
@@ -52,7 +52,7 @@ def canary(
 
     from flowline.ab_testing import CanaryPolicy
     from flowline.canary import judge_canary, read_arms
-    from flowline.components.deploy.cluster import IN_CLUSTER_ENV
+    from flowline.cluster import IN_CLUSTER_ENV
 
     arms, source = read_arms(prometheus_url, name, predictions, outcomes)
     decided = judge_canary(arms, CanaryPolicy(**policy), audit_log, name, namespace,

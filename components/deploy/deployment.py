@@ -9,9 +9,9 @@ from typing import Optional
 import yaml
 
 from flowline import audit
-from flowline.components.deploy.cluster import apply
-from flowline.components.deploy.inference_service import inference_service
-from flowline.components.package.model_package import EVALUATION_FILE, verify
+from flowline.cluster import apply
+from flowline.inference_service import inference_service
+from flowline.package.format import EVALUATION_FILE, verify
 
 
 def deploy_package(

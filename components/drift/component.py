@@ -14,8 +14,8 @@ def drift(
     detector: Output[Artifact],
 ):
     """TabularDrift (KS numeric, chi-squared categorical) on raw features; window and threshold calibrated on valid."""
-    from flowline.components.drift.detector import fit_drift_files
-    from flowline.pipelines.use_case import UseCase
+    from flowline.drift import fit_drift_files
+    from flowline.use_case import UseCase
 
     calibration = fit_drift_files(
         UseCase.model_validate_json(use_case_json), train.path, valid.path, feature_set.path, detector.path

@@ -26,7 +26,7 @@ def evaluate(
     made here (kfp.local has no dsl.If) and travel in `evaluation`.
     """
     from flowline.components.evaluate.evaluation import evaluate_files, report_markdown
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     result = evaluate_files(use_case, model.path, feature_set.path, holdout.path, test.path, evaluation.path,

@@ -25,10 +25,11 @@ from sklearn.metrics import (
 )
 
 from flowline.components.evaluate.comparison import auc_confidence_interval, champion_decision
-from flowline.components.features.feature_set import FeatureError, FeatureSet
-from flowline.components.package.model_package import PackagedModel, PackageError
-from flowline.components.train.ensemble import Ensemble, ModelError
-from flowline.pipelines.use_case import CostSpec, GateSpec, UseCase, gate_bounds
+from flowline.features.feature_set import FeatureError, FeatureSet
+from flowline.package.format import PackagedModel, PackageError
+from flowline.models.ensemble import Ensemble, ModelError
+from flowline.decisions import class_names, decile_of, decision_metrics, gate_decisions, outcome_cost
+from flowline.use_case import CostSpec, UseCase, gate_bounds
 
 ROC_POINTS = 200
 BOOTSTRAP_RESAMPLES = 200  # for the 95 % intervals of the test metrics
@@ -55,34 +56,12 @@ def choose_threshold(y: np.ndarray, probabilities: np.ndarray, costs: CostSpec) 
     return float(thresholds[best]), float(cost[best])
 
 
-def outcome_cost(y: np.ndarray, predicted: np.ndarray, costs: CostSpec) -> float:
-    """The total cost of the decisions `predicted` (True: flagged positive) for labels `y`."""
-    return float(costs.false_negative * np.sum(~predicted & (y == 1)) + costs.false_positive
-                 * np.sum(predicted & (y == 0)) + costs.true_positive * np.sum(predicted & (y == 1)))
-
-
 def operating_points(y: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
     """The best recall with precision >= 0.90 and the best precision with recall >= 0.90 (0 when none),
     over every threshold."""
     precision, recall, _ = precision_recall_curve(y, probabilities)
     return {"recall_at_p90": float(recall[precision >= 0.9].max(initial=0.0)),
             "precision_at_r90": float(precision[recall >= 0.9].max(initial=0.0))}
-
-
-def decision_metrics(y: np.ndarray, predicted: np.ndarray, costs: CostSpec) -> dict[str, float]:
-    """What decisions `predicted` (True: flagged positive) achieve on labels `y`."""
-    tp = float(np.sum(predicted & (y == 1)))
-    fp = float(np.sum(predicted & (y == 0)))
-    fn = float(np.sum(~predicted & (y == 1)))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-        "accuracy": float(np.mean(predicted == (y == 1))),
-        "expected_cost_per_1000": 1000 * outcome_cost(y, predicted, costs) / len(y),
-    }
 
 
 def binary_metrics(y: np.ndarray, probabilities: np.ndarray, threshold: float, costs: CostSpec) -> dict[str, float]:
@@ -138,19 +117,6 @@ def decile_table(y: np.ndarray, predictions: np.ndarray) -> dict:
     return {"edges": edges.tolist(), "table": rows}
 
 
-def decile_of(predictions: np.ndarray, edges) -> np.ndarray:
-    """Deciles 1..10 of predictions against the nine decile edges."""
-    return 1 + np.searchsorted(np.asarray(edges), predictions, side="right")
-
-
-def segment_names(predictions: np.ndarray, edges, segments: dict[str, int]) -> list[str]:
-    """Each prediction's segment: the one with the highest lowest-decile at or below its decile."""
-    by_start = sorted(segments.items(), key=lambda item: item[1])
-    starts = np.array([start for _, start in by_start])
-    names = [name for name, _ in by_start]
-    return [names[i] for i in np.searchsorted(starts, decile_of(predictions, edges), side="right") - 1]
-
-
 def bootstrap_intervals(y: np.ndarray, scores: np.ndarray, metrics_of, seed: int,
                         resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, list[float]]:
     """95 % percentile intervals of every metric `metrics_of(y, scores)` gives, over seeded resamples
@@ -166,29 +132,12 @@ def bootstrap_intervals(y: np.ndarray, scores: np.ndarray, metrics_of, seed: int
                    float(np.percentile([d[name] for d in drawn], 97.5))] for name in drawn[0]}
 
 
-def gate_decisions(metrics: dict[str, float], gates: dict[str, GateSpec]) -> dict[str, dict]:
-    """Each gate with the measured value, its bounds and whether it passed."""
-    decisions = {}
-    for name, gate in gates.items():
-        value = metrics[name]
-        passed = (gate.min is None or value >= gate.min) and (gate.max is None or value <= gate.max)
-        decisions[name] = {"value": value, "min": gate.min, "max": gate.max, "passed": bool(passed)}
-    return decisions
-
-
 def roc_points(y: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float]]:
     """At most ROC_POINTS points of the ROC curve, with finite thresholds, for the Kubeflow UI."""
     fpr, tpr, thresholds = roc_curve(y, probabilities)
     thresholds = np.minimum(thresholds, 1.0)
     keep = np.unique(np.linspace(0, len(fpr) - 1, min(ROC_POINTS, len(fpr))).round().astype(int))
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thresholds[keep].tolist()}
-
-
-def class_names(use_case: UseCase) -> list[str]:
-    """Names of encoded classes 0 and 1, for the confusion matrix."""
-    others = [v for v in use_case.label.values if v != use_case.label.positive]
-    negative = others[0] if len(others) == 1 else f"not {use_case.label.positive}"
-    return [negative, use_case.label.positive]
 
 
 def champion_scores(champion_dir: str, test: pd.DataFrame, task: str) -> tuple[np.ndarray | None, dict]:

@@ -20,7 +20,7 @@ def explain(
     dashboard, and `explanation` feeds the model card."""
     from flowline.components.explain.explanation import explain_files
     from flowline.components.explain.report import explanation_html
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     result = explain_files(use_case, model.path, feature_set.path, train.path, test.path, explanation.path)

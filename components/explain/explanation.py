@@ -27,9 +27,9 @@ import pandas as pd
 from lime.lime_tabular import LimeTabularExplainer
 from scipy.stats import spearmanr
 
-from flowline.components.features.feature_set import FeatureSet
-from flowline.components.train.ensemble import Ensemble
-from flowline.pipelines.use_case import UseCase
+from flowline.features.feature_set import FeatureSet
+from flowline.models.ensemble import Ensemble
+from flowline.use_case import UseCase
 
 GLOBAL_ROWS = 500  # test rows the global importance and dependence plots average over
 LOCAL_INSTANCES = 5

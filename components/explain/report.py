@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from flowline import reports
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 
 SHOWN_COLUMNS = 15  # columns in the importance chart
 LOCAL_SHOWN = 8  # columns per local explanation chart

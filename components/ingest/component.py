@@ -17,8 +17,8 @@ def ingest(
 
     `source` overrides the use case's data source when not empty.
     """
-    from flowline.components.ingest.contract import ingest_to_files
-    from flowline.pipelines.use_case import UseCase
+    from flowline.contract import ingest_to_files
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     counts = ingest_to_files(use_case, source, dataset.path, quarantine.path, profile.path)

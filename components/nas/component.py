@@ -20,7 +20,7 @@ def nas(
 ):
     """Depth, widths, activation, dropout and learning rate of the MLP, searched like any other space."""
     from flowline.components.tune.tuning import record_search, tune_files
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     result = tune_files(use_case, "mlp", trials, backend, train.path, valid.path,

@@ -22,8 +22,8 @@ def package(
     import shutil
 
     from flowline.components.package.model_card import CARD_HTML
-    from flowline.components.package.model_package import package_files
-    from flowline.pipelines.use_case import UseCase
+    from flowline.components.package.building import package_files
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     model_package.metadata.update(

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 from flowline import __version__, reports
-from flowline.components.bias.summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
-                                              outcome_rows, threshold_rows)
-from flowline.pipelines.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
+from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
+                                       outcome_rows, threshold_rows)
+from flowline.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
 
 FORMAT = "flowline.model_card/v1"
 CARD_JSON = "model_card.json"
@@ -33,7 +33,7 @@ def drift_detector_licence() -> dict:
     if licence.startswith(BUSINESS_SOURCE):
         note = (f"{DRIFT_LIBRARY} {installed['Version']} is under the {licence}: production use of the drift "
                 "detector needs a commercial licence from Seldon. The detector sits behind flowline's drift "
-                "interface (components/drift/detector.py) and can be replaced.")
+                "interface (flowline/drift.py) and can be replaced.")
     else:
         note = f"{DRIFT_LIBRARY} {installed['Version']} is under the {licence}."
     return {"library": DRIFT_LIBRARY, "version": installed["Version"], "licence": licence, "note": note}

@@ -14,7 +14,7 @@ import urllib.request
 import uuid
 
 from flowline import audit
-from flowline.inference_services.drift_monitor import PIPELINE_RUN_EVENT
+from flowline.events import PIPELINE_RUN_EVENT
 
 EVENT_SOURCE = "flowline/pipelines"
 SUCCEEDED_STATES = {"SUCCEEDED"}  # KFP's PipelineTaskFinalStatus.state when every task succeeded

@@ -14,8 +14,8 @@ def split(
     test: Output[Dataset],
 ):
     """Seeded stratified (or time-ordered) train/valid/test; test is touched only by evaluate."""
-    from flowline.components.split.splitting import split_files
-    from flowline.pipelines.use_case import UseCase
+    from flowline.splitting import split_files
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     outputs = {"train": train, "valid": valid, "test": test}

@@ -26,7 +26,7 @@ def train(
     the use case's tuning.families are read.
     """
     from flowline.components.train.training import train_files
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     summary = train_files(UseCase.model_validate_json(use_case_json), train.path, valid.path, feature_set.path,
                           {"xgboost": xgboost_search.path, "linear": linear_search.path, "forest": forest_search.path,

@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from flowline.components.features.feature_set import FeatureLayout, FeatureSet
-from flowline.components.train.ensemble import Ensemble, Member, choose_blend, fold_splits
-from flowline.components.train.models import refit_candidate
-from flowline.components.tune.search import SearchResult
-from flowline.pipelines.use_case import UseCase
+from flowline.features.feature_set import FeatureLayout, FeatureSet
+from flowline.models.ensemble import Ensemble, Member, choose_blend, fold_splits
+from flowline.models.families import refit_candidate
+from flowline.search import SearchResult
+from flowline.use_case import UseCase
 
 TRAINING_FILE = "training.json"
 

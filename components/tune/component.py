@@ -21,7 +21,7 @@ def tune(
 ):
     """TPE with median stopping over `family`'s space; `trials` > 0 overrides the budget, `backend` "" is the use case's."""
     from flowline.components.tune.tuning import record_search, tune_files
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
     result = tune_files(use_case, family, trials, backend, train.path, valid.path,

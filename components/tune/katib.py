@@ -10,11 +10,11 @@ from __future__ import annotations
 import secrets
 from typing import Callable, Optional
 
-from flowline.components.train.models import objective_metric
-from flowline.components.tune.search import SearchResult
-from flowline.components.tune.search_space import search_space
-from flowline.katib_experiments.experiments import ITERATIONS_METRIC, build_experiment, experiment_name, trial_source
-from flowline.pipelines.use_case import UseCase
+from flowline.models.families import objective_metric
+from flowline.search import SearchResult
+from flowline.search_space import search_space
+from flowline.katib import ITERATIONS_METRIC, build_experiment, experiment_name, trial_source
+from flowline.use_case import UseCase
 
 POLL_SECONDS = 15
 DEFAULT_TIMEOUT_SECONDS = 4 * 3600

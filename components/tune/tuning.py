@@ -9,11 +9,11 @@ from typing import Optional
 
 import pandas as pd
 
-from flowline.components.deploy.cluster import IN_CLUSTER_ENV
-from flowline.components.features.feature_set import FeatureSet
-from flowline.components.train.models import TrainingData, reported_value
-from flowline.components.tune.search import SearchResult, optuna_search
-from flowline.pipelines.use_case import UseCase
+from flowline.cluster import IN_CLUSTER_ENV
+from flowline.features.feature_set import FeatureSet
+from flowline.models.families import TrainingData, reported_value
+from flowline.search import SearchResult, optuna_search
+from flowline.use_case import UseCase
 
 BACKENDS = ("auto", "optuna", "katib")
 

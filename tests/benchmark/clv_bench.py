@@ -28,9 +28,9 @@ import numpy as np
 import pandas as pd
 
 from flowline.components.evaluate.evaluation import regression_metrics
-from flowline.components.package.model_package import PackagedModel
+from flowline.package.format import PackagedModel
 from flowline.datasets import dataset_path
-from flowline.pipelines.use_case import load_use_case
+from flowline.use_case import load_use_case
 
 HERE = Path(__file__).resolve().parent
 SHOWN = ("mae", "rmse", "spearman", "gini", "total_predicted", "total_actual")

@@ -11,7 +11,7 @@ the strongest fraud signal: most frauds fall in segment A, so parity has a price
 default mitigation (equalized odds, deterministic per-group thresholds,
 max_cost_increase 10 %), and runs ingest -> split -> features -> tune (xgboost and
 linear, `--trials` each) -> train -> evaluate -> bias with the plain step functions.
-Writes the bias step's side-by-side summary (components/bias/summary.py) as JSON and
+Writes the bias step's side-by-side summary (flowline/fairness_summary.py) as JSON and
 prints the terminal lines.
 """
 
@@ -25,14 +25,14 @@ import numpy as np
 import pandas as pd
 
 from flowline.components.bias.fairness import bias_files
-from flowline.components.bias.summary import fairness_summary
+from flowline.fairness_summary import fairness_summary
 from flowline.components.evaluate.evaluation import evaluate_files
-from flowline.components.features.engineering import engineer_features_files
-from flowline.components.ingest.contract import ingest_to_files, read_table, resolve_source
-from flowline.components.split.splitting import split_files
+from flowline.features.engineering import engineer_features_files
+from flowline.contract import ingest_to_files, read_table, resolve_source
+from flowline.splitting import split_files
 from flowline.components.train.training import train_files
 from flowline.components.tune.tuning import tune_files
-from flowline.pipelines.use_case import load_use_case, parse_use_case
+from flowline.use_case import load_use_case, parse_use_case
 
 FAMILIES = ("xgboost", "linear")
 

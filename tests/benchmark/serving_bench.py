@@ -37,7 +37,7 @@ from typing import Iterator
 
 import numpy as np
 
-from flowline.components.package.model_package import MODEL_DIR
+from flowline.package.format import MODEL_DIR
 from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
 from flowline.inference_services.model import LoadedPackage
 from flowline.pipelines.demo import first_record, v2_request

@@ -8,10 +8,10 @@ from fairlearn.metrics import demographic_parity_difference, demographic_parity_
 from flowline import reports
 from flowline.components.bias.fairness import decide_with_fairness, fairness_lines, group_fairness, judge
 from flowline.components.bias.mitigation import cost_optimal_thresholds, fit_group_thresholds
-from flowline.components.bias.thresholds import GroupThresholds, band_label, row_draws, sensitive_groups
+from flowline.decisions import GroupThresholds, band_label, row_draws, sensitive_groups
 from flowline.components.bias.report import fairness_html, fairness_markdown
-from flowline.components.evaluate.evaluation import outcome_cost
-from flowline.pipelines.use_case import CostSpec, UseCaseError, parse_use_case
+from flowline.decisions import outcome_cost
+from flowline.use_case import CostSpec, UseCaseError, parse_use_case
 
 
 def biased_use_case(gates: dict, mitigation: bool, constraint: str = "demographic_parity", **extra):

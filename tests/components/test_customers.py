@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.components.customers.customer_rows import (
+from flowline.customer_rows import (
     CUTOFF_COLUMN,
     FEATURE_COLUMNS,
     CustomerRowsError,
     build_customer_rows,
     customer_rows_use_case,
 )
-from flowline.components.ingest.contract import apply_contract, read_table, read_use_case_table, resolve_source
-from flowline.components.split.splitting import split_frame
-from flowline.pipelines.use_case import UseCaseError, load_use_case, parse_use_case
+from flowline.contract import apply_contract, read_table, read_use_case_table, resolve_source
+from flowline.splitting import split_frame
+from flowline.use_case import UseCaseError, load_use_case, parse_use_case
 
 
 def log_use_case(**transactions) -> dict:
@@ -128,7 +128,7 @@ def test_cdnow_gives_every_customer_at_each_cut_off_and_the_split_keeps_them_apa
 
 
 def test_the_feature_search_tries_no_calendar_of_the_one_training_cut_off():
-    from flowline.components.features.engineering import engineer_features
+    from flowline.features.engineering import engineer_features
 
     rng = np.random.default_rng(0)
     days = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 150, 3000), unit="D")
@@ -170,8 +170,8 @@ def test_returns_are_netted_and_the_label_is_net_spend_floored_at_zero():
 
 def test_a_ledger_with_returns_reaches_a_tweedie_model_with_finite_features_and_no_negative_label(write_csv):
     """From the file through ingest, customer rows, split and the fitted FeatureSet, to a Tweedie XGBoost fit."""
-    from flowline.components.features.engineering import engineer_features
-    from flowline.components.train.models import TrainingData, fit_candidate
+    from flowline.features.engineering import engineer_features
+    from flowline.models.families import TrainingData, fit_candidate
 
     rng = np.random.default_rng(1)
     n = 4000

@@ -9,8 +9,8 @@ from stand_in_api import NOT_FOUND, StandInApiServer
 
 from flowline.audit import verify as verify_audit_log
 from flowline.canary import patch_inference_service
-from flowline.components.deploy.cluster import apply, kubeconfig_available
-from flowline.components.deploy.inference_service import inference_service, promoted, rolled_back, storage_uri_of
+from flowline.cluster import apply, kubeconfig_available
+from flowline.inference_service import inference_service, promoted, rolled_back, storage_uri_of
 
 ROOT = Path(__file__).resolve().parents[2]
 ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/flowline/inferenceservices"
@@ -128,7 +128,7 @@ def test_flowline_deploy_without_a_cluster_writes_the_manifest_and_promote_edits
 
 def deployable(folder: Path, gates_passed: bool = True, decision: str = "promote") -> Path:
     """A minimal verified package: deploy reads only the manifest and the evaluation."""
-    from flowline.components.package.model_package import write_manifest
+    from flowline.package.format import write_manifest
 
     package = folder / "package"
     package.mkdir()

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.components.drift.detector import (
+from flowline.drift import (
     CALIBRATION_FILE,
     DETECTOR_CONFIG,
     DETECTOR_DIR,
@@ -18,7 +18,7 @@ from flowline.components.drift.detector import (
     load_detector,
     sample_windows,
 )
-from flowline.components.features.feature_set import FeatureSet
+from flowline.features.feature_set import FeatureSet
 
 
 def rows(n: int, seed: int) -> pd.DataFrame:
@@ -34,7 +34,7 @@ def rows(n: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory) -> tuple[Path, Path]:
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate({
         "name": "toy", "task": "binary", "data": {"path": "x.csv"},

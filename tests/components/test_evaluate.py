@@ -10,14 +10,13 @@ from flowline.components.evaluate.evaluation import (
     bootstrap_intervals,
     choose_threshold,
     decile_table,
-    gate_decisions,
     normalized_gini,
     regression_metrics,
     report_markdown,
     roc_points,
-    segment_names,
 )
-from flowline.pipelines.use_case import CostSpec, GateSpec
+from flowline.decisions import gate_decisions, segment_names
+from flowline.use_case import CostSpec, GateSpec
 
 
 def brute_force_cost(y, p, costs: CostSpec, threshold: float) -> float:

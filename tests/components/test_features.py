@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.components.features.feature_set import FeatureError, FeaturePlan, FeatureSet, default_plan
-from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
+from flowline.features.feature_set import FeatureError, FeaturePlan, FeatureSet, default_plan
+from flowline.contract import apply_contract, read_table, resolve_source
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_generated_features_compute_what_their_names_say(telco, engineered):
 
 
 def test_target_encoding_is_the_smoothed_rate_and_out_of_fold_on_training_rows(telco, engineered):
-    from flowline.components.features.feature_set import TARGET_SMOOTHING
+    from flowline.features.feature_set import TARGET_SMOOTHING
 
     train = telco.iloc[:5000]
     y = engineered.labels(train)
@@ -194,8 +194,8 @@ def transactions(seed: int = 0, cards: int = 300) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def payments():
-    from flowline.components.ingest.contract import apply_contract
-    from flowline.pipelines.use_case import UseCase
+    from flowline.contract import apply_contract
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate({
         "name": "payments", "task": "binary", "data": {"path": "unused.csv"},
@@ -247,8 +247,8 @@ def test_time_features_of_raw_records_equal_the_batch(payments):
 
 
 def test_engineering_finds_the_burst_window_on_validation(payments):
-    from flowline.components.features.engineering import engineer_features
-    from flowline.components.split.splitting import split_frame
+    from flowline.features.engineering import engineer_features
+    from flowline.splitting import split_frame
 
     use_case, frame, _ = payments
     parts = split_frame(frame, use_case)

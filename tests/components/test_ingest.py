@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from flowline.components.ingest.contract import (
+from flowline.contract import (
     EXTRA_COLUMN,
     REASON_COLUMN,
     ROW_COLUMN,
@@ -21,7 +21,7 @@ from flowline.components.ingest.contract import (
     read_table,
     read_use_case_table,
 )
-from flowline.pipelines.use_case import UseCase, UseCaseError, parse_use_case
+from flowline.use_case import UseCase, UseCaseError, parse_use_case
 
 MESSY = """id,age,income,plan,label
 a1,30,1000.5,basic,no
@@ -122,7 +122,7 @@ def test_churn_keeps_every_telco_row_and_its_blank_total_charges(data_home, chur
 
 
 def test_datetimes_are_parsed_with_their_format_and_bad_ones_quarantined(write_csv):
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate({
         "name": "orders", "task": "regression", "data": {"path": "x.csv"}, "label": {"column": "spend"},
@@ -138,7 +138,7 @@ def test_datetimes_are_parsed_with_their_format_and_bad_ones_quarantined(write_c
 
 def test_request_checks_refuse_a_date_that_does_not_parse():
     from flowline.inference_services.request_checks import BadRequest, RecordChecker
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate({
         "name": "orders", "task": "regression", "data": {"path": "x.csv"}, "label": {"column": "spend"},

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from flowline.components.nas.mlp import MLPNetwork, hidden_layers, train_mlp
-from flowline.components.train.models import TrainingData
-from flowline.components.tune.search import optuna_search
-from flowline.components.tune.search_space import search_space
-from flowline.pipelines.use_case import TuningSpec
+from flowline.models.mlp import MLPNetwork, hidden_layers, train_mlp
+from flowline.models.families import TrainingData
+from flowline.search import optuna_search
+from flowline.search_space import search_space
+from flowline.use_case import TuningSpec
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowline.components.drift.detector import save_detector
-from flowline.components.package.model_package import (
+from flowline.drift import save_detector
+from flowline.package.format import (
     FORMAT,
     LINEAGE_FILE,
     MANIFEST_FILE,
     SIGNATURE,
     PackageError,
-    build_package,
     verify,
     write_manifest,
 )
-from flowline.components.package.signing import KEY_ENV, NoSigningKeyWarning, canonical
+from flowline.components.package.building import build_package
+from flowline.package.signing import KEY_ENV, NoSigningKeyWarning, canonical
 from flowline.datasets import sha256_of_file
 
 DATASET = {"source": "data.csv", "source_sha256": "ab" * 32, "rows_in": 10, "rows_kept": 9, "rows_quarantined": 1}

@@ -8,7 +8,7 @@ import pytest
 
 from flowline.audit import verify
 from flowline.components.run_outcome.outcome import record_outcome, run_status
-from flowline.inference_services.drift_monitor import PIPELINE_RUN_EVENT
+from flowline.events import PIPELINE_RUN_EVENT
 
 
 @pytest.fixture

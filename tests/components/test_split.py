@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
-from flowline.components.split.splitting import SplitError, split_frame
+from flowline.contract import apply_contract, read_table, resolve_source
+from flowline.splitting import SplitError, split_frame
 
 
 @pytest.fixture(scope="module")

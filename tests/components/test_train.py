@@ -9,8 +9,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from flowline.components.features.feature_set import FeatureSet
-from flowline.components.train.ensemble import (
+from flowline.features.feature_set import FeatureSet
+from flowline.models.ensemble import (
     MODEL_FILE,
     Ensemble,
     Member,
@@ -19,10 +19,10 @@ from flowline.components.train.ensemble import (
     cross_fitted_score,
     fit_blend,
 )
-from flowline.components.train.models import MODEL_FAMILIES, TrainingData, fit_candidate, refit_candidate
+from flowline.models.families import MODEL_FAMILIES, TrainingData, fit_candidate, refit_candidate
 from flowline.components.train.training import TRAINING_FILE, out_of_fold_margins, train_files
-from flowline.components.tune.search import SearchResult
-from flowline.pipelines.use_case import EnsembleSpec, TuningSpec, UseCase
+from flowline.search import SearchResult
+from flowline.use_case import EnsembleSpec, TuningSpec, UseCase
 
 PARAMS = {
     "xgboost": {"eta": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.9, "colsample_bytree": 0.9,
@@ -350,7 +350,7 @@ def test_a_blend_of_non_negative_amounts_never_goes_below_zero():
 
 def coded_data() -> TrainingData:
     """A label that depends on a category through an arbitrary grouping, with its one-hot and its code."""
-    from flowline.components.features.feature_set import FeatureLayout
+    from flowline.features.feature_set import FeatureLayout
 
     rng = np.random.default_rng(11)
     n = 3000

@@ -10,11 +10,11 @@ import pytest
 from kubeflow.katib import KatibClient
 from stand_in_api import StandInApiServer
 
-from flowline.components.features.feature_set import FeatureSet
-from flowline.components.train.models import TrainingData
+from flowline.features.feature_set import FeatureSet
+from flowline.models.families import TrainingData
 from flowline.components.tune.katib import KatibError, katib_search
-from flowline.components.tune.search import SearchResult, optuna_search
-from flowline.components.tune.search_space import (
+from flowline.search import SearchResult, optuna_search
+from flowline.search_space import (
     CategoricalParameter,
     FloatParameter,
     IntParameter,
@@ -22,7 +22,7 @@ from flowline.components.tune.search_space import (
     search_space,
 )
 from flowline.components.tune.tuning import resolve_backend, tune_files
-from flowline.pipelines.use_case import FAMILIES, TuningSpec
+from flowline.use_case import FAMILIES, TuningSpec
 from manifest_helpers import katib_errors
 
 EXPERIMENTS = "/apis/kubeflow.org/v1beta1/namespaces/flowline/experiments"

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from flowline.components.package.model_package import verify
+from flowline.package.format import verify
 from flowline.pipelines.local_run import STEPS
 from pods import record
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from flowline.inference_services.local_server import free_port
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 from manifest_helpers import find, one, render
 from pods import command_of, logs, memory_peak_bytes, podman_run_args, quantity, record, run_detached, state, stop
 from serving_helpers import column_tensors, records_of

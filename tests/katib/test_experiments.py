@@ -12,12 +12,11 @@ import pytest
 import yaml
 
 from flowline.components import DEFAULT_IMAGE
-from flowline.components.features.feature_set import FeatureSet, default_plan
-from flowline.components.split.splitting import split_frame
-from flowline.components.train.models import TrainingData, fit_candidate
-from flowline.components.tune.search_space import search_space
-from flowline.katib_experiments.experiments import (
-    FOLDER,
+from flowline.features.feature_set import FeatureSet, default_plan
+from flowline.splitting import split_frame
+from flowline.models.families import TrainingData, fit_candidate
+from flowline.search_space import search_space
+from flowline.katib import (
     GENERATED_HEADER,
     ExperimentError,
     build_experiment,
@@ -25,8 +24,11 @@ from flowline.katib_experiments.experiments import (
     to_manifest,
     trial_source,
 )
-from flowline.pipelines.use_case import load_use_case
+from flowline.use_case import load_use_case
 from manifest_helpers import katib_errors
+
+# Where `flowline katib` writes the built-in experiments (the Makefile's `katib` target).
+FOLDER = Path(__file__).parents[2] / "katib_experiments"
 
 # Katib's StdOut collector's default filter (pkg/metricscollector/v1beta1/common: DefaultFilter).
 KATIB_METRIC_LINE = re.compile(r"^([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)$")
@@ -131,7 +133,7 @@ def toy_csv(folder: Path) -> Path:
 def test_the_trial_prints_only_katib_metric_lines_and_its_score_is_the_in_process_one(toy_use_case, tmp_path):
     source = toy_csv(tmp_path)
     frame = pd.read_csv(source, dtype=str)
-    from flowline.components.ingest.contract import apply_contract
+    from flowline.contract import apply_contract
 
     parts = split_frame(apply_contract(frame, toy_use_case).kept, toy_use_case)
     plan = default_plan(parts["train"], toy_use_case)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
-from flowline.pipelines.use_case import UseCase, load_use_case
+from flowline.use_case import UseCase, load_use_case
 from serving_helpers import MAX_BATCH, build_package, card_use_case, records_of, repository_env
 
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from flowline.components.package.model_package import verify
+from flowline.package.format import verify
 from notebook_runs import executed, outputs_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker

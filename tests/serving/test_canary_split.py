@@ -11,7 +11,7 @@ from stand_in_api import StandInApiServer
 
 from serving_helpers import records_of
 from flowline.audit import verify as verify_audit_log
-from flowline.components.package.model_package import verify
+from flowline.package.format import verify
 from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import canary_takes
 from flowline.pipelines.cli import main

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from flowline.components.package.model_package import PackagedModel, verify
+from flowline.package.format import PackagedModel, verify
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.components.drift.detector import MAX_FALSE_ALARM_RATE, load_calibration
+from flowline.drift import MAX_FALSE_ALARM_RATE, load_calibration
 from serving_helpers import AUTHORIZED, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
@@ -32,7 +32,7 @@ def window_size(churn_package) -> int:
 @pytest.fixture(scope="module")
 def reference(churn_package) -> pd.DataFrame:
     """Rows the detector never saw: the test split, raw features only."""
-    from flowline.pipelines.use_case import UseCase
+    from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json((churn_package / "use_case.json").read_text())
     return pd.read_parquet(churn_package.parent / "test")[use_case.feature_columns]

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from flowline.audit import verify as verify_audit_log
-from flowline.components.drift.detector import load_calibration
+from flowline.drift import load_calibration
 from flowline.inference_services.local_server import LOOPBACK, free_port, running_process
 from flowline.pipelines.local_run import packages_of
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 from serving_helpers import records_of
 
 pytestmark = [pytest.mark.xdist_group("serving"), pytest.mark.pipeline]

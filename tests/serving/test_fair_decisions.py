@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.components.ingest.contract import apply_contract, read_table, resolve_source
+from flowline.contract import apply_contract, read_table, resolve_source
 from flowline.inference_services.model import LoadedPackage
 from flowline.pipelines.demo import v2_request
 from serving_helpers import MAX_BATCH, records_of

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowline.components.drift.detector import DetectorError
-from flowline.components.package.model_package import PackageError, PackagedModel, write_manifest
-from flowline.components.package.signing import KEY_ENV
+from flowline.drift import DetectorError
+from flowline.package.format import PackageError, PackagedModel, write_manifest
+from flowline.package.signing import KEY_ENV
 from flowline.datasets import sha256_of_file
 from flowline.inference_services.drift_monitor import DriftPackage
 from flowline.pipelines.cli import main

@@ -8,7 +8,7 @@ import tritonclient.http as triton
 from scipy.special import expit
 
 from serving_helpers import CARD_COMPONENTS, MAX_BATCH, column_tensors, records_of
-from flowline.components.package.model_package import verify
+from flowline.package.format import verify
 from flowline.inference_services.model import LoadedPackage
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker

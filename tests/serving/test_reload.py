@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flowline.components.package.model_package import verify
+from flowline.package.format import verify
 from flowline.datasets import sha256_of_file
 from flowline.inference_services.local_server import running_server
 from serving_helpers import AUTHORIZED, records_of, repository_env
@@ -103,7 +103,7 @@ def test_serve_finds_the_newest_package_of_a_use_case(churn_package, churn_packa
 
 
 def test_the_champion_of_a_local_run_is_the_newest_promoted_package(churn_package, tmp_path: Path):
-    from flowline.components.package.model_package import write_manifest
+    from flowline.package.format import write_manifest
     from flowline.pipelines.local_run import newest_package
 
     runs = tmp_path / "runs"
@@ -149,7 +149,7 @@ def test_the_server_binds_loopback_unless_told_otherwise(churn_package, tmp_path
 def forged_copy(package: Path, destination: Path, recompute_version: bool) -> Path:
     """The issue's forgery: model.json's bias raised so every row scores 1.0, its hash updated in the manifest,
     and (optionally) the version recomputed from the new content; the signature, if any, left as it was."""
-    from flowline.components.package.signing import content_version
+    from flowline.package.signing import content_version
 
     shutil.copytree(package, destination)
     model = destination / "model" / "model.json"
@@ -165,8 +165,8 @@ def forged_copy(package: Path, destination: Path, recompute_version: bool) -> Pa
 def test_a_keyed_server_refuses_forged_and_unsigned_reloads_and_keeps_serving(
     churn_package, churn_test_rows, tmp_path: Path, monkeypatch
 ):
-    from flowline.components.package.model_package import write_manifest
-    from flowline.components.package.signing import KEY_ENV
+    from flowline.package.format import write_manifest
+    from flowline.package.signing import KEY_ENV
 
     monkeypatch.setenv(KEY_ENV, "the-signing-key")  # the server inherits it
     signed = Path(shutil.copytree(churn_package, tmp_path / "signed"))
@@ -194,8 +194,8 @@ def test_a_keyed_server_refuses_forged_and_unsigned_reloads_and_keeps_serving(
             after = httpx.post(f"{url}/v1/models/churn:predict", json=body)
             assert after.status_code == 200 and after.json() == {**before, "id": after.json()["id"]}
     # What the refused forgery would have served: probability 1.0 for every row.
-    from flowline.components.features.feature_set import FeatureSet
-    from flowline.components.train.ensemble import Ensemble
+    from flowline.features.feature_set import FeatureSet
+    from flowline.models.ensemble import Ensemble
 
     x = FeatureSet.load(signed / "feature_set.json").transform(churn_test_rows.head(5))
     assert (Ensemble.load(forgeries["states version"] / "model").predict(x) > 0.999).all()
@@ -203,7 +203,7 @@ def test_a_keyed_server_refuses_forged_and_unsigned_reloads_and_keeps_serving(
 
 
 def test_a_keyed_server_does_not_start_on_an_unsigned_package(churn_package, tmp_path: Path, monkeypatch):
-    from flowline.components.package.signing import KEY_ENV
+    from flowline.package.signing import KEY_ENV
 
     monkeypatch.setenv(KEY_ENV, "the-signing-key")
     with pytest.raises(RuntimeError, match=r"the manifest is unsigned and a signing key is set \(\$FLOWLINE_SIGNING"):

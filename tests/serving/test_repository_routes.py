@@ -6,7 +6,7 @@ import os
 import httpx
 import pytest
 
-from flowline.components.package.model_package import verify
+from flowline.package.format import verify
 from flowline.inference_services.local_server import running_server
 from flowline.inference_services.options import REPOSITORY_TOKEN_ENV
 from serving_helpers import AUTHORIZED, REPOSITORY_TOKEN, repository_env

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from flowline import storage
-from flowline.components.package.model_package import MANIFEST_FILE, verify
-from flowline.components.package.remote import CACHE_ENV, upload_package
+from flowline.package.format import MANIFEST_FILE, verify
+from flowline.package.remote import CACHE_ENV, upload_package
 from flowline.inference_services.local_server import running_server
 from serving_helpers import AUTHORIZED, records_of, repository_env
 

@@ -28,15 +28,15 @@ from typing import Callable
 
 import pandas as pd
 
-from flowline.components.features.feature_set import (
+from flowline.features.feature_set import (
     MAX_CATEGORIES,
     ONE_HOT_MAX_CARDINALITY,
     FeaturePlan,
     FeatureSet,
     default_plan,
 )
-from flowline.components.train.models import TrainingData, booster_gains, fit_candidate
-from flowline.pipelines.use_case import TuningSpec, UseCase
+from flowline.models.families import TrainingData, booster_gains, fit_candidate
+from flowline.use_case import TuningSpec, UseCase
 
 MIN_GAIN = 0.0005
 INTERACTION_COLUMNS = 5  # the most important numeric columns whose pairs are tried

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from flowline import storage
 from flowline.datasets import dataset_path
 from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, join_surplus, split_lines
-from flowline.pipelines.use_case import ColumnSpec, UseCase
+from flowline.use_case import ColumnSpec, UseCase
 
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
 

@@ -5,7 +5,7 @@
 | xgboost | gradient-boosted trees, early-stopped on valid | XGBoost's native JSON |
 | forest | a random forest: XGBoost's random-forest mode (one round of `num_parallel_tree` trees, rows and columns subsampled per node) | XGBoost's native JSON |
 | linear | logistic regression (binary) or ridge (regression) on standardised features | JSON coefficients |
-| mlp | a NumPy multilayer perceptron (components/nas/mlp.py) | JSON weights |
+| mlp | a NumPy multilayer perceptron (flowline/models/mlp.py) | JSON weights |
 
 Every model gives a **margin** (log-odds for binary tasks, the prediction for
 regression) and **contributions**: per-feature attributions in margin units whose sum
@@ -32,9 +32,9 @@ import xgboost as xgb
 from sklearn.linear_model import LogisticRegression, Ridge, TweedieRegressor
 from sklearn.metrics import roc_auc_score
 
-from flowline.components.features.feature_set import FeatureLayout, FeatureSet
-from flowline.components.nas.mlp import MLPNetwork, hidden_layers, train_mlp
-from flowline.pipelines.use_case import TuningSpec
+from flowline.features.feature_set import FeatureLayout, FeatureSet
+from flowline.models.mlp import MLPNetwork, hidden_layers, train_mlp
+from flowline.use_case import TuningSpec
 
 REPORT_EVERY = 10  # boosting rounds between intermediate scores (pruning, Katib's median stopping)
 SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate

@@ -33,7 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from flowline.components.features.feature_set import MAX_CATEGORIES, FeatureSet
+from flowline.features.feature_set import MAX_CATEGORIES, FeatureSet
 
 DETECTOR_DIR = "detector"
 DETECTOR_CONFIG = "config.json"

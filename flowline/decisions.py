@@ -1,4 +1,5 @@
-"""Per-group decision thresholds (a fairness mitigation) as data, and the groups they apply to.
+"""Decisions from scores: what a class or segment is called, what decisions cost, whether gates pass,
+and per-group decision thresholds (a fairness mitigation) as data, with the groups they apply to.
 
 What the model server needs of the bias step, without fairlearn: a row's group for a
 sensitive attribute (its value, or its band in the use case's `fairness.bands`), the
@@ -21,7 +22,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import CostSpec, GateSpec, UseCase
 
 MISSING_GROUP = "missing"
 
@@ -151,3 +152,55 @@ def mitigation_of(evaluation: dict) -> GroupThresholds | None:
     """The package's fairness mitigation, when the bias step applied one."""
     document = evaluation.get("fairness", {}).get("mitigation")
     return GroupThresholds.from_dict(document) if document else None
+
+
+def outcome_cost(y: np.ndarray, predicted: np.ndarray, costs: CostSpec) -> float:
+    """The total cost of the decisions `predicted` (True: flagged positive) for labels `y`."""
+    return float(costs.false_negative * np.sum(~predicted & (y == 1)) + costs.false_positive
+                 * np.sum(predicted & (y == 0)) + costs.true_positive * np.sum(predicted & (y == 1)))
+
+
+def decision_metrics(y: np.ndarray, predicted: np.ndarray, costs: CostSpec) -> dict[str, float]:
+    """What decisions `predicted` (True: flagged positive) achieve on labels `y`."""
+    tp = float(np.sum(predicted & (y == 1)))
+    fp = float(np.sum(predicted & (y == 0)))
+    fn = float(np.sum(~predicted & (y == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+        "accuracy": float(np.mean(predicted == (y == 1))),
+        "expected_cost_per_1000": 1000 * outcome_cost(y, predicted, costs) / len(y),
+    }
+
+
+def decile_of(predictions: np.ndarray, edges) -> np.ndarray:
+    """Deciles 1..10 of predictions against the nine decile edges."""
+    return 1 + np.searchsorted(np.asarray(edges), predictions, side="right")
+
+
+def segment_names(predictions: np.ndarray, edges, segments: dict[str, int]) -> list[str]:
+    """Each prediction's segment: the one with the highest lowest-decile at or below its decile."""
+    by_start = sorted(segments.items(), key=lambda item: item[1])
+    starts = np.array([start for _, start in by_start])
+    names = [name for name, _ in by_start]
+    return [names[i] for i in np.searchsorted(starts, decile_of(predictions, edges), side="right") - 1]
+
+
+def gate_decisions(metrics: dict[str, float], gates: dict[str, GateSpec]) -> dict[str, dict]:
+    """Each gate with the measured value, its bounds and whether it passed."""
+    decisions = {}
+    for name, gate in gates.items():
+        value = metrics[name]
+        passed = (gate.min is None or value >= gate.min) and (gate.max is None or value <= gate.max)
+        decisions[name] = {"value": value, "min": gate.min, "max": gate.max, "passed": bool(passed)}
+    return decisions
+
+
+def class_names(use_case: UseCase) -> list[str]:
+    """Names of encoded classes 0 and 1, for the confusion matrix."""
+    others = [v for v in use_case.label.values if v != use_case.label.positive]
+    negative = others[0] if len(others) == 1 else f"not {use_case.label.positive}"
+    return [negative, use_case.label.positive]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import stat
 import warnings
 from dataclasses import dataclass
@@ -28,11 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flowline import __version__
-from flowline.components.drift.detector import DETECTOR_CONFIG, DETECTOR_DIR, REFERENCE_FIELD
-from flowline.components.features.feature_set import FeatureSet
-from flowline.components.package.model_card import CARD_HTML, CARD_JSON, model_card, model_card_html
-from flowline.components.package.signing import (
+from flowline.drift import DETECTOR_CONFIG, DETECTOR_DIR, REFERENCE_FIELD
+from flowline.features.feature_set import FeatureSet
+from flowline.package.signing import (
     KEY_ENV,
     NoSigningKeyWarning,
     content_version,
@@ -40,9 +37,9 @@ from flowline.components.package.signing import (
     signature_matches,
     signing_key,
 )
-from flowline.components.train.ensemble import MODEL_FILE, Ensemble
+from flowline.models.ensemble import MODEL_FILE, Ensemble
 from flowline.datasets import sha256_of_file
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 
 FORMAT = "flowline.package/v3"
 MANIFEST_FILE = "manifest.json"
@@ -60,47 +57,6 @@ DRIFT_DIR = "drift"
 
 class PackageError(ValueError):
     """A package is incomplete or its files do not match its manifest."""
-
-
-def build_package(
-    destination: str | Path,
-    use_case: UseCase,
-    model_dir: str | Path,
-    feature_set_file: str | Path,
-    evaluation_file: str | Path,
-    dataset: dict,
-    drift_dir: str | Path,
-    explanation_file: str | Path,
-) -> dict:
-    """Assemble the package folder and write its manifest; return the manifest.
-
-    `dataset` describes the ingested data: source, source_sha256 and row counts;
-    `explanation_file` is the explain step's summary, for the model card.
-    """
-    out = Path(destination)
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
-    shutil.copyfile(feature_set_file, out / FEATURE_SET_FILE)
-    shutil.copyfile(evaluation_file, out / EVALUATION_FILE)
-    shutil.copytree(drift_dir, out / DRIFT_DIR, dirs_exist_ok=True)
-    (out / USE_CASE_FILE).write_text(use_case.model_dump_json(indent=1))
-    feature_set = json.loads((out / FEATURE_SET_FILE).read_text())
-    lineage = {
-        "use_case": use_case.name,
-        "dataset": dataset,
-        "feature_set": {"file": FEATURE_SET_FILE, "version": feature_set["version"]},
-        "model": {"dir": MODEL_DIR, "files": {path.name: sha256_of_file(path)
-                                               for path in sorted((out / MODEL_DIR).iterdir())}},
-        "flowline_version": __version__,
-    }
-    (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1))
-    members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
-    card = model_card(use_case, json.loads((out / EVALUATION_FILE).read_text()),
-                      json.loads(Path(explanation_file).read_text()), lineage,
-                      {"members": [{"family": m["family"], "weight": m["weight"]} for m in members]})
-    (out / CARD_JSON).write_text(json.dumps(card, indent=1))
-    (out / CARD_HTML).write_text(model_card_html(card))
-    return write_manifest(out, use_case.name)
 
 
 def _files_of(package: Path) -> dict[str, str]:
@@ -255,29 +211,6 @@ def _check_signature(package: Path, manifest: dict) -> None:
     elif not signature_matches(signed, manifest[SIGNATURE], key):
         raise PackageError(f"package {package}: the manifest's signature does not match the signing key (${KEY_ENV}): "
                            f"it was changed after signing or signed with another key; refusing it")
-
-
-def package_files(
-    use_case: UseCase,
-    destination: str,
-    model_dir: str,
-    feature_set_file: str,
-    evaluation_file: str,
-    dataset_metadata: dict,
-    drift_dir: str,
-    explanation_file: str,
-) -> dict:
-    """Build and verify the package; return what its artifact metadata should show."""
-    # KFP carries metadata numbers as floats; counts are whole.
-    dataset = {key: dataset_metadata[key] for key in ("source", "source_sha256")}
-    dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
-    build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir,
-                  explanation_file)
-    manifest = verify(destination)
-    evaluation = json.loads(Path(evaluation_file).read_text())
-    print(f"package: {destination} version {manifest['version']}, {len(manifest['files'])} files, verified")
-    return {"use_case": use_case.name, "version": manifest["version"], "gates_passed": evaluation["gates_passed"],
-            "decision": evaluation["champion_challenger"]["decision"]}
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from flowline.components.train.models import MODEL_FAMILIES, CandidateModel, ColumnSubset, validation_score
-from flowline.pipelines.use_case import EnsembleSpec
+from flowline.models.families import MODEL_FAMILIES, CandidateModel, ColumnSubset, validation_score
+from flowline.use_case import EnsembleSpec
 
 FORMAT = "flowline.model/v1"
 MODEL_FILE = "model.json"

@@ -1,6 +1,6 @@
 """Searching one family's space with Optuna: TPE sampling and median stopping, seeded.
 
-The local twin of a Katib Experiment (katib_experiments/experiments.py): the same space,
+The local twin of a Katib Experiment (flowline/katib.py): the same space,
 TPE, and the median rule Katib's `medianstop` applies (a trial whose intermediate
 validation score falls below the median of earlier trials at the same step stops).
 """
@@ -14,9 +14,9 @@ from typing import Callable, Optional
 
 import optuna
 
-from flowline.components.train.models import TrainingData, fit_candidate, objective_metric
-from flowline.components.tune.search_space import search_space
-from flowline.pipelines.use_case import TuningSpec
+from flowline.models.families import TrainingData, fit_candidate, objective_metric
+from flowline.search_space import search_space
+from flowline.use_case import TuningSpec
 
 # Katib's medianstop settings, used by both backends.
 MEDIAN_STOP = {"min_trials_required": 3, "start_step": 4}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from flowline.pipelines.use_case import gate_bounds
+from flowline.use_case import gate_bounds
 
 OPTIONS = ("single_threshold", "mitigated")
 SAMPLES = ("out_of_fold", "test")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from importlib import resources
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -17,7 +18,8 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-USE_CASES_DIR = Path(__file__).parent / "use_cases"
+# The built-in use cases are data of the pipelines folder (pipelines/use_cases/*.yaml).
+USE_CASES_DIR = Path(str(resources.files("flowline.pipelines") / "use_cases"))
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")  # a use case's name: a slug, usable in URLs and metric labels
 
 BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy",
@@ -25,7 +27,7 @@ BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall"
 REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman", "gini", "total_predicted", "total_actual")
 # Fairness per sensitive attribute (components/bias): the gaps between groups at the decision threshold.
 FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio")
-# Candidate model families, each with one declarative search space (components/tune/search_space.py).
+# Candidate model families, each with one declarative search space (flowline/search_space.py).
 FAMILIES = ("xgboost", "linear", "forest", "mlp")
 Family = Literal["xgboost", "linear", "forest", "mlp"]
 
@@ -138,7 +140,7 @@ class CostSpec(_Strict):
 
 
 class FeaturesSpec(_Strict):
-    """Automated feature engineering (components/features/engineering.py)."""
+    """Automated feature engineering (flowline/features/engineering.py)."""
 
     search: bool = Field(default=True, description="choose encodings and generated features on validation")
     entity_column: str | None = Field(

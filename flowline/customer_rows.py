@@ -28,7 +28,7 @@ from datetime import date, timedelta
 import numpy as np
 import pandas as pd
 
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 
 CUTOFF_COLUMN = "cutoff"
 DAYS_PER_WEEK = 7.0

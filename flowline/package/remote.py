@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from flowline import storage
-from flowline.components.package.model_package import MANIFEST_FILE, PackageError, check_manifest, verify
+from flowline.package.format import MANIFEST_FILE, PackageError, check_manifest, verify
 
 CACHE_ENV = "FLOWLINE_PACKAGE_CACHE"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from flowline.pipelines.use_case import UseCase
+from flowline.use_case import UseCase
 
 PARTS = ("train", "valid", "test")
 

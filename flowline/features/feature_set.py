@@ -25,8 +25,8 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from flowline.components.ingest.contract import parse_datetimes
-from flowline.pipelines.use_case import UseCase
+from flowline.contract import parse_datetimes
+from flowline.use_case import UseCase
 
 FORMAT = "flowline.featureset/v2"
 MAX_CATEGORIES = 50  # one-hot keeps the most frequent categories

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Union
 import optuna
 from kubeflow.katib import V1beta1FeasibleSpace, V1beta1ParameterSpec
 
-from flowline.pipelines.use_case import TuningSpec
+from flowline.use_case import TuningSpec
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from flowline.features.feature_set import MAX_CATEGORIES, FeatureSet
+from flowline.features.feature_set import FeatureSet
+from flowline.features.plan import MAX_CATEGORIES
 
 DETECTOR_DIR = "detector"
 DETECTOR_CONFIG = "config.json"

@@ -35,7 +35,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from flowline.customer_rows import build_customer_rows, customer_rows_use_case
     from flowline.features.engineering import engineer_features
-    from flowline.features.feature_set import FeaturePlan, FeatureSet
+    from flowline.features.feature_set import FeatureSet
+    from flowline.features.plan import FeaturePlan
     from flowline.contract import apply_contract, read_use_case_table
     from flowline.splitting import split_frame
     from flowline.models.families import TrainingData, fit_candidate, objective_metric, reported_value

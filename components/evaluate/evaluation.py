@@ -25,7 +25,8 @@ from sklearn.metrics import (
 )
 
 from flowline.components.evaluate.comparison import auc_confidence_interval, champion_decision
-from flowline.features.feature_set import FeatureError, FeatureSet
+from flowline.features.feature_set import FeatureSet
+from flowline.features.kinds import FeatureError
 from flowline.package.format import PackagedModel, PackageError
 from flowline.models.ensemble import Ensemble, ModelError
 from flowline.decisions import class_names, decile_of, decision_metrics, gate_decisions, outcome_cost

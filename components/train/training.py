@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from flowline.features.feature_set import FeatureLayout, FeatureSet
+from flowline.features.feature_set import FeatureSet
+from flowline.features.kinds import FeatureLayout
 from flowline.models.ensemble import Ensemble, Member, choose_blend, fold_splits
 from flowline.models.families import refit_candidate
 from flowline.search import SearchResult

@@ -28,13 +28,8 @@ from typing import Callable
 
 import pandas as pd
 
-from flowline.features.feature_set import (
-    MAX_CATEGORIES,
-    ONE_HOT_MAX_CARDINALITY,
-    FeaturePlan,
-    FeatureSet,
-    default_plan,
-)
+from flowline.features.feature_set import FeatureSet
+from flowline.features.plan import MAX_CATEGORIES, ONE_HOT_MAX_CARDINALITY, FeaturePlan, default_plan
 from flowline.models.families import TrainingData, booster_gains, fit_candidate
 from flowline.use_case import TuningSpec, UseCase
 

@@ -17,418 +17,23 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from flowline.contract import parse_datetimes
+from flowline.features.kinds import (CategoricalInput, Calendar, CategoryCode, EntityFeatures, EntityHistory, Feature,
+                                     FeatureError, FeatureLayout, Frequency, MAX_VOCABULARY, Numeric, NumericInput,
+                                     OneHot, Product, Ratio, TargetEncoding, TimeInput, Values, feature_from_dict,
+                                     feature_to_dict)
+from flowline.features.plan import ENCODINGS, MAX_CATEGORIES, FeaturePlan, default_plan
 from flowline.use_case import UseCase
 
 FORMAT = "flowline.featureset/v2"
-MAX_CATEGORIES = 50  # one-hot keeps the most frequent categories
-MAX_VOCABULARY = 1000  # target and frequency encodings remember at most this many categories
-ONE_HOT_MAX_CARDINALITY = 15  # above this, target encoding is the default
 TARGET_FOLDS = 5
-TARGET_SMOOTHING = 10.0  # pseudo-rows at the prior: rare categories lean towards the overall rate
-CALENDAR_PARTS = ("month", "day_of_week", "day_of_month", "hour")
-NO_EVENT = -1.0  # recency when an entity has no earlier event
-ENCODINGS = ("one_hot", "target", "frequency")
-
-Values = Mapping[str, np.ndarray]
-
-
-class FeatureError(ValueError):
-    """A row or record cannot be transformed: a missing column or a value of the wrong type."""
-
-
-def _is_blank(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (
-        isinstance(value, str) and not value.strip()
-    )
-
-
-# ---- raw inputs: each column is parsed (and imputed) once; features read the parsed arrays
-
-
-@dataclass(frozen=True)
-class NumericInput:
-    column: str
-    fill: float
-
-
-@dataclass(frozen=True)
-class CategoricalInput:
-    """Values are matched as stripped text, as ingest stores them; blank counts as missing."""
-
-    column: str
-    categories: tuple[str, ...]  # the training vocabulary, most frequent first
-
-
-@dataclass(frozen=True)
-class TimeInput:
-    """A datetime column (parsed with `format`, as ingest parses it) or a numeric time, in seconds."""
-
-    column: str
-    is_datetime: bool
-    format: Optional[str] = None
-
-
-# ---- features: each reads parsed arrays and returns (rows x width) float64
-
-
-@dataclass(frozen=True)
-class Numeric:
-    kind: ClassVar[str] = "numeric"
-    column: str
-    transform: str = "identity"  # or "log1p": sign(x) * log(1 + |x|)
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.column,)
-
-    @property
-    def names(self) -> list[str]:
-        return [self.column] if self.transform == "identity" else [f"{self.transform}({self.column})"]
-
-    def compute(self, values: Values) -> np.ndarray:
-        x = values[self.column]
-        return (x if self.transform == "identity" else np.sign(x) * np.log1p(np.abs(x)))[:, None]
-
-
-class _OneColumn:
-    """A feature of one categorical column (`column`)."""
-
-    column: str
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.column,)
-
-
-class _Vocabulary(_OneColumn):
-    """A feature that looks categories up in the training vocabulary (`categories`)."""
-
-    categories: tuple[str, ...]
-
-    @cached_property
-    def _index(self) -> dict[str, int]:
-        return {category: i for i, category in enumerate(self.categories)}
-
-
-@dataclass(frozen=True)
-class OneHot(_Vocabulary):
-    """One indicator per known category; unknown and missing values set none of them."""
-
-    kind: ClassVar[str] = "one_hot"
-    column: str
-    categories: tuple[str, ...]
-
-    @property
-    def names(self) -> list[str]:
-        return [f"{self.column}={category}" for category in self.categories]
-
-    def compute(self, values: Values) -> np.ndarray:
-        index, text = self._index, values[self.column]
-        out = np.zeros((len(text), len(self.categories)))
-        for row, value in enumerate(text):  # a plain loop: cheapest for the one-row requests a server sees
-            position = index.get(value)
-            if position is not None:
-                out[row, position] = 1.0
-        return out
-
-
-@dataclass(frozen=True)
-class TargetEncoding(_OneColumn):
-    """The smoothed label mean of the category; unknown and missing values get the prior."""
-
-    kind: ClassVar[str] = "target"
-    column: str
-    means: dict[str, float]
-    prior: float
-
-    @property
-    def names(self) -> list[str]:
-        return [f"target({self.column})"]
-
-    def compute(self, values: Values) -> np.ndarray:
-        means, prior = self.means, self.prior
-        return np.array([means.get(v, prior) for v in values[self.column]], dtype=np.float64)[:, None]
-
-    @classmethod
-    def fit(cls, column: str, text: np.ndarray, y: np.ndarray, vocabulary: Sequence[str]) -> TargetEncoding:
-        """Smoothed means of `y` per category of `vocabulary` seen in `text`; the prior is the mean of `y`."""
-        prior = float(np.mean(y)) if len(y) else 0.0
-        frame = pd.DataFrame({"v": text, "y": y}).dropna(subset=["v"])
-        stats = frame.groupby("v")["y"].agg(["sum", "count"])
-        known = [c for c in vocabulary if c in stats.index]
-        smoothed = (stats.loc[known, "sum"] + TARGET_SMOOTHING * prior) / (stats.loc[known, "count"] + TARGET_SMOOTHING)
-        return cls(column=column, means={c: float(v) for c, v in smoothed.items()}, prior=prior)
-
-
-@dataclass(frozen=True)
-class Frequency(_OneColumn):
-    """The share of training rows with the category; unknown and missing values get 0."""
-
-    kind: ClassVar[str] = "frequency"
-    column: str
-    frequencies: dict[str, float]
-
-    @property
-    def names(self) -> list[str]:
-        return [f"frequency({self.column})"]
-
-    def compute(self, values: Values) -> np.ndarray:
-        frequencies = self.frequencies
-        return np.array([frequencies.get(v, 0.0) for v in values[self.column]], dtype=np.float64)[:, None]
-
-
-@dataclass(frozen=True)
-class CategoryCode(_Vocabulary):
-    """The category's index in the training vocabulary, for trees' native categorical splits; unknown
-    and missing values are NaN (XGBoost's missing)."""
-
-    kind: ClassVar[str] = "code"
-    column: str
-    categories: tuple[str, ...]
-
-    @property
-    def names(self) -> list[str]:
-        return [f"code({self.column})"]
-
-    def compute(self, values: Values) -> np.ndarray:
-        index = self._index
-        return np.array([index.get(v, np.nan) for v in values[self.column]], dtype=np.float64)[:, None]
-
-
-@dataclass(frozen=True)
-class FeatureLayout:
-    """Which encoded columns each kind of model reads, when the FeatureSet has category codes.
-
-    `trees` (xgboost, forest): numbers, generated features and the codes, with XGBoost
-    feature types ("c" for a code); `dense` (linear, mlp): everything but the codes.
-    """
-
-    trees: tuple[int, ...]
-    tree_types: tuple[str, ...]
-    dense: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Product:
-    """left * right of the imputed values (left == right: the square)."""
-
-    kind: ClassVar[str] = "product"
-    left: str
-    right: str
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.left,) if self.left == self.right else (self.left, self.right)
-
-    @property
-    def names(self) -> list[str]:
-        return [f"{self.left}^2" if self.left == self.right else f"{self.left}*{self.right}"]
-
-    def compute(self, values: Values) -> np.ndarray:
-        return (values[self.left] * values[self.right])[:, None]
-
-
-@dataclass(frozen=True)
-class Ratio:
-    """numerator / denominator of the imputed values, 0 where the denominator is 0."""
-
-    kind: ClassVar[str] = "ratio"
-    numerator: str
-    denominator: str
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.numerator, self.denominator)
-
-    @property
-    def names(self) -> list[str]:
-        return [f"{self.numerator}/{self.denominator}"]
-
-    def compute(self, values: Values) -> np.ndarray:
-        a, b = values[self.numerator], values[self.denominator]
-        return np.divide(a, b, out=np.zeros_like(a), where=b != 0)[:, None]
-
-
-@dataclass(frozen=True)
-class Calendar:
-    """Parts of a datetime (UTC): month 1-12, day_of_week 0 (Monday)-6, day_of_month 1-31, hour 0-23.
-
-    A missing time gives NO_EVENT for every part.
-    """
-
-    kind: ClassVar[str] = "calendar"
-    column: str
-    parts: tuple[str, ...] = CALENDAR_PARTS
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.column,)
-
-    @property
-    def names(self) -> list[str]:
-        return [f"{self.column}.{part}" for part in self.parts]
-
-    def compute(self, values: Values) -> np.ndarray:
-        seconds = values[self.column]
-        missing = np.isnan(seconds)
-        stamp = np.where(missing, 0, seconds).astype(np.int64).astype("datetime64[s]")
-        days = stamp.astype("datetime64[D]")
-        months = stamp.astype("datetime64[M]")
-        computed = {
-            "month": months.astype(np.int64) % 12 + 1,
-            "day_of_week": (days.astype(np.int64) + 3) % 7,  # 1970-01-01 was a Thursday
-            "day_of_month": (days - months.astype("datetime64[D]")).astype(np.int64) + 1,
-            "hour": (stamp - days.astype("datetime64[s]")).astype(np.int64) // 3600,
-        }
-        out = np.stack([computed[part].astype(np.float64) for part in self.parts], axis=1)
-        out[missing] = NO_EVENT
-        return out
-
-
-@dataclass(frozen=True)
-class EntityHistory:
-    """Per entity, the times of its training events (sorted) and running sums of amounts.
-
-    The state behind recency and rolling-window features: a row at time t sees only the
-    entity's events strictly before t, so training rows never see themselves or later
-    rows, and a served request sees the history as of training.
-    """
-
-    entity: str
-    time: str
-    amounts: tuple[str, ...]
-    events: dict[str, dict[str, list[float]]]  # entity -> {"time": [...], amount: cumulative sums with a leading 0}
-
-    @classmethod
-    def fit(cls, keys: np.ndarray, times: np.ndarray, amounts: dict[str, np.ndarray], entity: str, time: str) -> EntityHistory:
-        frame = pd.DataFrame({"key": keys, "time": times, **amounts}).dropna(subset=["key", "time"])
-        frame = frame.sort_values(["key", "time"], kind="stable")
-        events = {}
-        for key, group in frame.groupby("key", sort=True):
-            entry = {"time": group["time"].tolist()}
-            for name in amounts:
-                entry[name] = [0.0, *np.cumsum(group[name].to_numpy(dtype=np.float64)).tolist()]
-            events[str(key)] = entry
-        return cls(entity=entity, time=time, amounts=tuple(amounts), events=events)
-
-
-@dataclass(frozen=True)
-class EntityFeatures:
-    """Recency and rolling counts and sums of amounts per entity over windows (in seconds).
-
-    `outputs` lists what to compute: ("recency",), ("count", window) or ("sum", window, amount).
-    """
-
-    kind: ClassVar[str] = "entity"
-    history: EntityHistory
-    outputs: tuple[tuple, ...]
-
-    @property
-    def inputs(self) -> tuple[str, ...]:
-        return (self.history.entity, self.history.time, *sorted({o[2] for o in self.outputs if o[0] == "sum"}))
-
-    @property
-    def names(self) -> list[str]:
-        entity = self.history.entity
-        names = {"recency": lambda o: f"recency({entity})",
-                 "count": lambda o: f"count({entity}, {o[1]:g}s)",
-                 "sum": lambda o: f"sum({o[2]} by {entity}, {o[1]:g}s)"}
-        return [names[o[0]](o) for o in self.outputs]
-
-    def compute(self, values: Values) -> np.ndarray:
-        keys, times = values[self.history.entity], values[self.history.time]
-        out = np.zeros((len(keys), len(self.outputs)))
-        for j, output in enumerate(self.outputs):
-            if output[0] == "recency":
-                out[:, j] = NO_EVENT
-        rows_by_key: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            if key is not None and not np.isnan(times[i]):
-                rows_by_key.setdefault(key, []).append(i)
-        for key, rows in rows_by_key.items():
-            events = self.history.events.get(key)
-            if events is None:
-                continue
-            history_times = np.asarray(events["time"])
-            t = times[rows]
-            before = np.searchsorted(history_times, t, side="left")  # events strictly before t
-            for j, output in enumerate(self.outputs):
-                if output[0] == "recency":
-                    has_one = before > 0
-                    out[np.asarray(rows)[has_one], j] = t[has_one] - history_times[before[has_one] - 1]
-                    continue
-                start = np.searchsorted(history_times, t - output[1], side="left")
-                if output[0] == "count":
-                    out[rows, j] = before - start
-                else:
-                    sums = np.asarray(events[output[2]])
-                    out[rows, j] = sums[before] - sums[start]
-        return out
-
-
-Feature = Union[Numeric, OneHot, TargetEncoding, Frequency, CategoryCode, Product, Ratio, Calendar, EntityFeatures]
-FEATURE_KINDS = {kind.kind: kind for kind in (Numeric, OneHot, TargetEncoding, Frequency, CategoryCode, Product, Ratio,
-                                               Calendar)}
-
-
-# ---- the plan: what engineering chose, before anything is fitted
-
-
-@dataclass(frozen=True)
-class FeaturePlan:
-    """Choices only, no fitted state: small, JSON, and enough to refit the same FeatureSet.
-
-    `generated` holds {"kind": "product", "left", "right"}, {"kind": "ratio", "numerator",
-    "denominator"}, {"kind": "calendar"} and {"kind": "entity", "outputs": [...]}.
-    """
-
-    encodings: dict[str, str] = field(default_factory=dict)
-    transforms: dict[str, str] = field(default_factory=dict)
-    generated: tuple[dict, ...] = ()
-    native_categorical: bool = False  # add a category code per categorical column, for the tree families
-
-    def to_dict(self) -> dict:
-        return {"encodings": dict(self.encodings), "transforms": dict(self.transforms),
-                "generated": [dict(g) for g in self.generated], "native_categorical": self.native_categorical}
-
-    @classmethod
-    def from_dict(cls, document: Mapping) -> FeaturePlan:
-        generated = tuple({**g, **({"outputs": [list(o) for o in g["outputs"]]} if "outputs" in g else {})}
-                          for g in document.get("generated", []))
-        return cls(dict(document.get("encodings", {})), dict(document.get("transforms", {})), generated,
-                   bool(document.get("native_categorical", False)))
-
-    def with_encoding(self, column: str, encoding: str) -> FeaturePlan:
-        return replace(self, encodings={**self.encodings, column: encoding})
-
-    def with_transform(self, column: str, transform: str) -> FeaturePlan:
-        return replace(self, transforms={**self.transforms, column: transform})
-
-    def with_generated(self, feature: dict) -> FeaturePlan:
-        return replace(self, generated=(*self.generated, feature))
-
-
-def default_encoding(cardinality: int) -> str:
-    return "one_hot" if cardinality <= ONE_HOT_MAX_CARDINALITY else "target"
-
-
-def default_plan(frame: pd.DataFrame, use_case: UseCase) -> FeaturePlan:
-    """Encodings by cardinality, numbers as they are, nothing generated; category codes for the tree
-    families when the use case asks for native categorical splits."""
-    encodings = {}
-    for column in use_case.feature_columns:
-        if not use_case.columns[column].is_numeric:
-            encodings[column] = default_encoding(int(frame[column].nunique()))
-    return FeaturePlan(encodings=encodings, native_categorical=use_case.features.native_categorical)
 
 
 def _numeric_values(raw: pd.Series, column: str, fill: float) -> np.ndarray:
@@ -689,7 +294,7 @@ class FeatureSet:
                 "time": asdict(self.time) if self.time else None,
                 "entity": self.entity,
             },
-            "features": [_feature_to_dict(f) for f in self.features],
+            "features": [feature_to_dict(f) for f in self.features],
             "plan": self.plan.to_dict(),
             "label": self.label,
         }
@@ -711,7 +316,7 @@ class FeatureSet:
             [CategoricalInput(i["column"], tuple(i["categories"])) for i in inputs["categorical"]],
             TimeInput(**inputs["time"]) if inputs["time"] else None,
             inputs["entity"],
-            [_feature_from_dict(f) for f in document["features"]],
+            [feature_from_dict(f) for f in document["features"]],
             FeaturePlan.from_dict(document["plan"]),
             document["label"],
         )
@@ -736,20 +341,7 @@ def _fit_encoding(source: CategoricalInput, encoding: str, text: np.ndarray, y: 
     raise FeatureError(f"column {source.column!r}: unknown encoding {encoding!r}; expected one of {ENCODINGS}")
 
 
-def _feature_to_dict(feature: Feature) -> dict:
-    if isinstance(feature, EntityFeatures):
-        return {"kind": feature.kind, "history": asdict(feature.history), "outputs": [list(o) for o in feature.outputs]}
-    document = asdict(feature)
-    return {"kind": feature.kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in document.items()}}
-
-
-def _feature_from_dict(document: dict) -> Feature:
-    fields = {k: v for k, v in document.items() if k != "kind"}
-    if document["kind"] == "entity":
-        history = fields["history"]
-        return EntityFeatures(
-            EntityHistory(history["entity"], history["time"], tuple(history["amounts"]), history["events"]),
-            tuple(tuple(o) for o in fields["outputs"]),
-        )
-    kind = FEATURE_KINDS[document["kind"]]
-    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (
+        isinstance(value, str) and not value.strip()
+    )

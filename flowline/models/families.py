@@ -32,7 +32,8 @@ import xgboost as xgb
 from sklearn.linear_model import LogisticRegression, Ridge, TweedieRegressor
 from sklearn.metrics import roc_auc_score
 
-from flowline.features.feature_set import FeatureLayout, FeatureSet
+from flowline.features.feature_set import FeatureSet
+from flowline.features.kinds import FeatureLayout
 from flowline.models.mlp import MLPNetwork, hidden_layers, train_mlp
 from flowline.use_case import TuningSpec
 

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.features.feature_set import FeatureError, FeaturePlan, FeatureSet, default_plan
+from flowline.features.feature_set import FeatureSet
+from flowline.features.kinds import FeatureError
+from flowline.features.plan import FeaturePlan, default_plan
 from flowline.contract import apply_contract, read_table, resolve_source
 
 
@@ -117,7 +119,7 @@ def test_generated_features_compute_what_their_names_say(telco, engineered):
 
 
 def test_target_encoding_is_the_smoothed_rate_and_out_of_fold_on_training_rows(telco, engineered):
-    from flowline.features.feature_set import TARGET_SMOOTHING
+    from flowline.features.kinds import TARGET_SMOOTHING
 
     train = telco.iloc[:5000]
     y = engineered.labels(train)

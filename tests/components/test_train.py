@@ -350,7 +350,7 @@ def test_a_blend_of_non_negative_amounts_never_goes_below_zero():
 
 def coded_data() -> TrainingData:
     """A label that depends on a category through an arbitrary grouping, with its one-hot and its code."""
-    from flowline.features.feature_set import FeatureLayout
+    from flowline.features.kinds import FeatureLayout
 
     rng = np.random.default_rng(11)
     n = 3000

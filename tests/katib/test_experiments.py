@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from flowline.components import DEFAULT_IMAGE
-from flowline.features.feature_set import FeatureSet, default_plan
+from flowline.features.feature_set import FeatureSet
+from flowline.features.plan import default_plan
 from flowline.splitting import split_frame
 from flowline.models.families import TrainingData, fit_candidate
 from flowline.search_space import search_space

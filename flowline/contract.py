@@ -9,11 +9,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import re
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -307,44 +305,6 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
     return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=rows_in)
 
 
-def enforce_bad_fraction(result: ContractResult, use_case: UseCase) -> None:
-    """Fail clearly when more rows were quarantined than the use case tolerates."""
-    if result.bad_fraction > use_case.max_bad_fraction:
-        # Reasons without the cells' values: the message reaches the append-only audit log, where an
-        # erasure could not remove a person's data.
-        examples = [re.sub(r": '.*?' is not ", ": a value that is not ", reason)
-                    for reason in result.quarantined[REASON_COLUMN].head(3)]
-        raise ContractError(
-            f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the data "
-            f"contract of use case {use_case.name!r}, above max_bad_fraction {use_case.max_bad_fraction:.1%}. "
-            f"First reasons: {examples}. The quarantine artifact lists every row with its reason."
-        )
-
-
-def profile(frame: pd.DataFrame, use_case: UseCase) -> dict[str, dict]:
-    """Per-column statistics of the kept rows.
-
-    Columns that name a person or an account (`use_case.subject_columns`) get counts only:
-    their values would be personal data in a report that erasure cannot edit, so they
-    never enter it.
-    """
-    columns: dict[str, dict] = {}
-    for name in frame.columns:
-        values = frame[name]
-        role = "label" if name == use_case.label.column else "id" if name in use_case.subject_columns else "feature"
-        stats: dict = {"missing": int(values.isna().sum()), "unique": int(values.nunique())}
-        if role != "id" and pd.api.types.is_numeric_dtype(values) and values.notna().any():
-            stats.update(
-                min=float(values.min()), mean=float(values.mean()), std=float(values.std(ddof=0)),
-                max=float(values.max()),
-            )
-        elif role != "id":
-            stats["top"] = {str(k): int(v) for k, v in values.value_counts().head(5).items()}
-        stats["role"] = role
-        columns[name] = stats
-    return columns
-
-
 def declared_columns(use_case: UseCase) -> list[str]:
     """The columns the contract names: its columns, and the label unless a transaction log makes it later."""
     return [*use_case.columns, *([use_case.label.column] if use_case.transactions is None else [])]
@@ -370,48 +330,3 @@ def check_undeclared(undeclared: list[str], use_case: UseCase) -> None:
     if use_case.undeclared == "error":
         raise ContractError(f"{message}; declare them under columns, or set undeclared: warn or ignore")
     print(f"ingest: warning: {message}")
-
-
-def profile_markdown(columns: dict[str, dict], rows_in: int, rows_kept: int, rows_quarantined: int,
-                     undeclared: Sequence[str] = ()) -> str:
-    lines = [
-        f"**Rows:** {rows_in} in, {rows_kept} kept, {rows_quarantined} quarantined",
-        "",
-        *([f"**Undeclared columns (not used):** {', '.join(undeclared)}", ""] if undeclared else []),
-        "| column | role | missing | unique | min | mean | max | top values |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, s in columns.items():
-        numbers = [f"{s[k]:.4g}" if k in s else "" for k in ("min", "mean", "max")]
-        top = ", ".join(f"{k} ({v})" for k, v in s.get("top", {}).items())
-        lines.append(f"| {name} | {s['role']} | {s['missing']} | {s['unique']} | {' | '.join(numbers)} | {top} |")
-    return "\n".join(lines) + "\n"
-
-
-def ingest_to_files(
-    use_case: UseCase, source: str, dataset_file: str, quarantine_file: str, profile_file: str
-) -> dict:
-    """Read, check and write the kept rows, the quarantine and the profile; return the counts.
-
-    The outputs are written before the bad-row check, so a failed run still leaves the
-    quarantine to look at.
-    """
-    raw = read_use_case_table(use_case, source)
-    undeclared = undeclared_columns(raw.frame, use_case)
-    check_undeclared(undeclared, use_case)
-    result = apply_contract(raw.frame, use_case, raw.malformed)
-    result.kept.to_parquet(dataset_file)
-    result.quarantined.to_parquet(quarantine_file)
-    counts = {
-        "rows_in": result.rows_in,
-        "rows_kept": len(result.kept),
-        "rows_quarantined": len(result.quarantined),
-    }
-    columns = profile(result.kept, use_case)
-    Path(profile_file).write_text(profile_markdown(columns, **counts, undeclared=undeclared))
-    print(
-        f"ingest: {raw.source} (sha256 {raw.sha256[:12]}): {counts['rows_in']} rows in, "
-        f"{counts['rows_kept']} kept, {counts['rows_quarantined']} quarantined"
-    )
-    enforce_bad_fraction(result, use_case)
-    return {"source": raw.source, "source_sha256": raw.sha256, **counts}

@@ -102,13 +102,3 @@ def _check_stratifiable(frame: pd.DataFrame, use_case: UseCase) -> None:
             f"label {use_case.label.column!r} needs both classes in train, valid and test, so at least "
             f"{len(PARTS)} rows of each; the data has {counts}. Give more rows of the rarer class."
         )
-
-
-def split_files(use_case: UseCase, dataset_file: str, outputs: dict[str, str]) -> dict[str, int]:
-    """Split the ingested Parquet file into the three output files; return their row counts."""
-    parts = split_frame(pd.read_parquet(dataset_file), use_case)
-    for name, part in parts.items():
-        part.to_parquet(outputs[name])
-    counts = {name: len(part) for name, part in parts.items()}
-    print(f"split ({use_case.split.method}): " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return counts

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 # The built-in use cases are data of the pipelines folder (pipelines/use_cases/*.yaml).
 USE_CASES_DIR = Path(str(resources.files("flowline.pipelines") / "use_cases"))
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")  # a use case's name: a slug, usable in URLs and metric labels
-
 BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy",
                   "recall_at_p90", "precision_at_r90", "expected_cost_per_1000")
 REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman", "gini", "total_predicted", "total_actual")

@@ -25,7 +25,6 @@ One replica per monitored model: the window lives in memory.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -38,11 +37,10 @@ from kserve.protocol.infer_type import InferInput
 
 from flowline.decisions import mitigation_of
 from flowline.events import PIPELINE_RUN_EVENT, REQUEST_EVENT, RUN_STATUSES
-from flowline.drift import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector
-from flowline.features.feature_set import FeatureSet
-from flowline.package.format import DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, USE_CASE_FILE, verify
+from flowline.drift import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector, split_window
+from flowline.package.format import Package
 from flowline.inference_services import metrics
-from flowline.inference_services.model import tensor_records
+from flowline.inference_services.tensors import tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
 from flowline.inference_services.server import serve, v2_body_problem
 from flowline.use_case import NAME_PATTERN, UseCase
@@ -65,18 +63,15 @@ class DriftPackage:
     @classmethod
     def load(cls, path: str | Path) -> DriftPackage:
         """Verify first; the detector is then rebuilt from data (a .npy and a JSON config), never unpickled."""
-        manifest = verify(path)  # before anything in the package is opened
-        package = Path(path)
-        use_case = UseCase.model_validate_json((package / USE_CASE_FILE).read_text())
-        feature_set = FeatureSet.load(package / FEATURE_SET_FILE)
-        mitigation = mitigation_of(json.loads((package / EVALUATION_FILE).read_text()))
+        package = Package.open(path)  # verified before anything in it is read
+        mitigation = mitigation_of(package.evaluation)
         return cls(
-            version=manifest["version"], use_case=use_case,
-            checker=RecordChecker(use_case, request_columns(feature_set.input_columns,
-                                                            mitigation.attributes if mitigation else ())),
-            encoder=DriftEncoder(feature_set),
-            detector=load_detector(package / DRIFT_DIR / DETECTOR_DIR),
-            calibration=load_calibration(package / DRIFT_DIR),
+            version=package.version, use_case=package.use_case,
+            checker=RecordChecker(package.use_case, request_columns(package.feature_set.input_columns,
+                                                                    mitigation.attributes if mitigation else ())),
+            encoder=DriftEncoder(package.feature_set),
+            detector=load_detector(package.drift_dir / DETECTOR_DIR),
+            calibration=load_calibration(package.drift_dir),
         )
 
 
@@ -128,8 +123,8 @@ class DriftMonitor(Model):
         self.window.extend(encode(record) for record in records)
         tests = []
         size = self.package.calibration.window_size
-        while len(self.window) >= size:
-            window, self.window = np.stack(self.window[:size]), self.window[size:]
+        full, self.window = split_window(self.window, size)
+        for window in full:
             test = self._test(window)
             if test["is_drift"] and self.retraining is not None:
                 test["retraining"] = self.retraining.on_drift(self.monitored, self.package.version, test["p_values"])

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Callable, Optional
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
-
-if TYPE_CHECKING:
-    from flowline.inference_services.model import LoadedPackage
 
 PREDICTIONS = Counter(
     "flowline_predictions", "Predictions served, by decision (binary) or 'value' (regression).",
@@ -42,12 +39,10 @@ MODEL_QUALITY = Gauge("flowline_model_quality", "Test-split metrics of the serve
 MODEL_GATES_PASSED = Gauge("flowline_model_gates_passed", "1 when the served package passed its quality gates.",
                            ["model_name", "model_version"])
 MODEL_RELOADS = Counter("flowline_model_reloads", "Package reloads, loaded or refused.", ["model_name", "result"])
-
 MEMORY_LIMIT = Gauge("flowline_memory_limit_bytes", "The container's memory limit (cgroup); 0 when it has none.")
 # cgroup v2, then v1. v1 reports "no limit" as a number near 2**63.
 CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 NO_LIMIT_ABOVE = 2**60
-
 MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)/infer$")
 
 
@@ -75,21 +70,6 @@ def publish_memory_limit() -> None:
             MEMORY_LIMIT.set(limit)
             return
     MEMORY_LIMIT.set(0)
-
-
-def publish_package(model: str, package: LoadedPackage, replaced: Optional[LoadedPackage] = None) -> None:
-    """Describe the package a model serves; drop the series of the version it replaces."""
-    if replaced is not None and replaced.version != package.version:
-        MODEL_INFO.remove(model, replaced.version, replaced.use_case.name, replaced.use_case.task)
-        MODEL_CREATED.remove(model, replaced.version)
-        MODEL_GATES_PASSED.remove(model, replaced.version)
-        for metric in replaced.evaluation["metrics"]:
-            MODEL_QUALITY.remove(model, replaced.version, metric)
-    MODEL_INFO.labels(model, package.version, package.use_case.name, package.use_case.task).set(1)
-    MODEL_CREATED.labels(model, package.version).set(package.created_at)
-    MODEL_GATES_PASSED.labels(model, package.version).set(1 if package.evaluation["gates_passed"] else 0)
-    for metric, value in package.evaluation["metrics"].items():
-        MODEL_QUALITY.labels(model, package.version, metric).set(value)
 
 
 class RequestCounter:

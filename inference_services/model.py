@@ -35,22 +35,21 @@ from typing import Any, Dict, List, Mapping, Optional, TextIO, Union
 import numpy as np
 import pandas as pd
 from kserve import Model
-from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from flowline.decisions import GroupThresholds, mitigation_of, rule_name
 from flowline.decisions import class_names, segment_names
 from flowline.features.feature_set import FeatureSet
-from flowline.package.format import PackagedModel
+from flowline.package.format import Package
 from flowline.package.remote import download_package
 from flowline.models.ensemble import Ensemble
 from flowline.inference_services import metrics
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
+from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
 from flowline.use_case import UseCase
 from flowline.storage import is_s3
 
-NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
-MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
 V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row
 
 
@@ -75,7 +74,7 @@ class LoadedPackage:
         s3://bucket/prefix is downloaded first, and refused unless every file matches its manifest."""
         if is_s3(str(path)):
             path = download_package(str(path))
-        packaged = PackagedModel.load(path)
+        packaged = Package.open(path)
         packaged.model.set_threads(1)  # one row per request: threads cost more than they save
         feature_set = packaged.feature_set
         mitigation = mitigation_of(packaged.evaluation)
@@ -182,13 +181,13 @@ class FlowlineModel(Model):
 
     def load(self) -> bool:
         self.package = LoadedPackage.load(self.package_path)
-        metrics.publish_package(self.name, self.package)
+        publish_package(self.name, self.package)
         if self.canary_path:
             self.canary = LoadedPackage.load(self.canary_path)
             if self.canary.use_case.task != self.package.use_case.task:
                 raise ValueError(f"canary {self.canary_path} is a {self.canary.use_case.task} model, the champion "
                                  f"a {self.package.use_case.task} one")
-            metrics.publish_package(self.name, self.canary)
+            publish_package(self.name, self.canary)
         if self.prediction_log:
             self._log = open(self.prediction_log, "a", encoding="utf-8", buffering=1)  # a line is flushed whole
         self.ready = True
@@ -215,7 +214,7 @@ class FlowlineModel(Model):
         path = str(package_path or self.package_path)
         new, old = LoadedPackage.load(path), self.package
         self.package, self.package_path = new, path
-        metrics.publish_package(self.name, new, replaced=old)
+        publish_package(self.name, new, replaced=old)
         self.ready = True  # back in service after an unload
         return new.version
 
@@ -292,7 +291,7 @@ class FlowlineModel(Model):
         others = [tensor for tensor in inputs if tensor not in matrices]
         attributes = package.mitigation.attributes if package.mitigation else ()
         if len(matrices) == 1 and all(tensor.name in attributes for tensor in others):
-            matrix = _matrix(matrices[0], package.feature_set.width, self.max_batch)
+            matrix = feature_matrix(matrices[0], package.feature_set.width, self.max_batch)
             if package.attribute_checker is None:
                 return None, matrix
             # Per-group thresholds need each row's group: the mitigation's attributes come as raw tensors beside it.
@@ -344,24 +343,6 @@ def _request_id(payload: Union[Dict, InferRequest], headers: Optional[Dict[str, 
     return (headers or {}).get("x-request-id") or uuid.uuid4().hex
 
 
-def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dict]:
-    """One v2 tensor per raw column, to records {column: value}; 400 for unknown, missing or ragged inputs."""
-    columns = list(checker.columns)
-    names = [tensor.name for tensor in inputs]
-    unknown = [name for name in names if name not in checker.columns]
-    if unknown:
-        raise BadRequest("unknown_column", f"inputs: unknown input {describe(unknown[0])}; "
-                                           f"expected the raw columns {columns}")
-    missing = [name for name in columns if name not in names]
-    if missing:
-        raise BadRequest("missing_column", f"inputs: missing input {missing[0]!r}")
-    values = {tensor.name: _column_values(tensor, checker.columns[tensor.name].is_numeric) for tensor in inputs}
-    rows = {len(column) for column in values.values()}
-    if len(rows) != 1:
-        raise BadRequest("wrong_shape", f"inputs: tensors hold different numbers of rows {sorted(rows)}")
-    return [dict(zip(values, row)) for row in zip(*values.values())]
-
-
 def _datatype_of(column_type: str) -> str:
     return {"integer": "INT64", "number": "FP64"}.get(column_type, "BYTES")
 
@@ -395,57 +376,16 @@ def _require_finite(answers: np.ndarray, row: str) -> None:
                                        "its values are too far outside what the model was trained on")
 
 
-def _shape_rows(tensor: InferInput) -> int:
-    shape = tensor.shape
-    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
-        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: shape {list(shape)}, expected [N] or [N, 1]")
-    return shape[0]
-
-
-def _column_values(tensor: InferInput, numeric: bool) -> list:
-    """The values of a one-column tensor as Python scalars (str for BYTES)."""
-    datatype = tensor.datatype
-    if numeric and datatype not in NUMERIC_DATATYPES:
-        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, "
-                                       "expected a numeric type (FP32, FP64, INT64, ...)")
-    if not numeric and datatype != "BYTES":
-        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, expected BYTES")
-    rows = _shape_rows(tensor)
-    array = _as_numpy(tensor).reshape(-1)
-    if len(array) != rows:
-        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: {len(array)} values for shape "
-                                        f"{list(tensor.shape)}")
-    if numeric:
-        return array.tolist()
-    return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
-
-
-def _as_numpy(tensor: InferInput) -> np.ndarray:
-    try:
-        return tensor.as_numpy()
-    except (ValueError, TypeError, OverflowError):
-        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: data does not fit shape {list(tensor.shape)} "
-                                        f"and datatype {tensor.datatype}") from None
-
-
-def _matrix(tensor: InferInput, width: int, max_batch: int) -> np.ndarray:
-    """A single tensor of already-encoded features: FP32/FP64, shape [N, width], no NaN."""
-    if tensor.datatype not in MATRIX_DATATYPES:
-        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {tensor.datatype}; an encoded feature "
-                                       f"matrix must be FP32 (or name one input per raw column)")
-    shape = list(tensor.shape)
-    if len(shape) != 2 or shape[1] != width:
-        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: shape {shape}, expected [N, {width}]")
-    if shape[0] == 0:
-        raise BadRequest("empty_batch", f"input {describe(tensor.name)}: the batch is empty")
-    if shape[0] > max_batch:
-        raise BadRequest("batch_too_large", f"input {describe(tensor.name)}: {shape[0]} rows, "
-                                            f"above the limit of {max_batch}")
-    matrix = _as_numpy(tensor).astype(np.float32, copy=False)
-    if not np.isfinite(matrix).all():
-        if np.isnan(matrix).any():
-            raise BadRequest("nan_not_allowed",
-                             f"input {describe(tensor.name)}: NaN is not allowed in encoded features")
-        raise BadRequest("not_finite", f"input {describe(tensor.name)}: encoded features must be finite and within "
-                                       "float32's range")
-    return matrix
+def publish_package(model: str, package: LoadedPackage, replaced: Optional[LoadedPackage] = None) -> None:
+    """Describe the package a model serves; drop the series of the version it replaces."""
+    if replaced is not None and replaced.version != package.version:
+        metrics.MODEL_INFO.remove(model, replaced.version, replaced.use_case.name, replaced.use_case.task)
+        metrics.MODEL_CREATED.remove(model, replaced.version)
+        metrics.MODEL_GATES_PASSED.remove(model, replaced.version)
+        for metric in replaced.evaluation["metrics"]:
+            metrics.MODEL_QUALITY.remove(model, replaced.version, metric)
+    metrics.MODEL_INFO.labels(model, package.version, package.use_case.name, package.use_case.task).set(1)
+    metrics.MODEL_CREATED.labels(model, package.version).set(package.created_at)
+    metrics.MODEL_GATES_PASSED.labels(model, package.version).set(1 if package.evaluation["gates_passed"] else 0)
+    for metric, value in package.evaluation["metrics"].items():
+        metrics.MODEL_QUALITY.labels(model, package.version, metric).set(value)

@@ -3,9 +3,10 @@
     python -m flowline.katib_experiments.trial --use-case churn --family xgboost \
         [--source URL] [--feature-plan JSON] --eta=0.1 --max_depth=4 ...
 
-The trial reads the use case's data (or `--source`), holds it to the contract, builds
-customer rows from a transaction log, makes the fixed split, and fits the FeatureSet from `--feature-plan` (the pipeline's plan),
-or searches a plan itself as the features step would. It prints only metric lines to
+The trial prepares the data as the pipeline does (flowline/prepare.py: the use case's data
+or `--source`, the contract, customer rows from a transaction log, the fixed split), fits the
+FeatureSet from `--feature-plan` (the pipeline's plan), or searches a plan itself as the
+features step would. It prints only metric lines to
 stdout: the validation score at every intermediate step (so `medianstop` can stop a
 weak trial), then the final score and `iterations=N` (rounds or epochs, for the
 refit). Everything else goes to stderr.
@@ -33,13 +34,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from flowline.customer_rows import build_customer_rows, customer_rows_use_case
     from flowline.features.engineering import engineer_features
     from flowline.features.feature_set import FeatureSet
     from flowline.features.plan import FeaturePlan
-    from flowline.contract import apply_contract, read_use_case_table
-    from flowline.splitting import split_frame
     from flowline.models.families import TrainingData, fit_candidate, objective_metric, reported_value
+    from flowline.prepare import prepare
     from flowline.search_space import search_space
     from flowline.use_case import UseCase, load_use_case
 
@@ -55,11 +54,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr)
 
-    raw = read_use_case_table(use_case, args.source)
-    kept = apply_contract(raw.frame, use_case).kept
-    if use_case.transactions:
-        kept, use_case = build_customer_rows(kept, use_case), customer_rows_use_case(use_case)
-    parts = split_frame(kept, use_case)
+    prepared = prepare(use_case, args.source)
+    use_case, parts = prepared.use_case, prepared.parts
     if args.feature_plan:
         feature_set = FeatureSet.fit(parts["train"], use_case, FeaturePlan.from_dict(json.loads(args.feature_plan)))
     else:

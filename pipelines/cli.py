@@ -192,7 +192,7 @@ def _package_path(target: str, runs_dir: str) -> str:
 
 def _deploy(args: argparse.Namespace) -> int:
     from flowline.cluster import kubeconfig_available
-    from flowline.components.deploy.deployment import deploy_package
+    from flowline.deployment import deploy_package
     from flowline.package.format import verify
 
     package = _package_path(args.target, args.runs_dir)

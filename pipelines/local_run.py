@@ -15,24 +15,26 @@ from tabulate import tabulate
 from flowline import audit
 from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
                                        outcome_rows, threshold_rows)
-from flowline.components.package.model_card import CARD_HTML
-from flowline.package.format import EVALUATION_FILE, LINEAGE_FILE, MODEL_DIR, verify
-from flowline.components.train.training import TRAINING_FILE
+from flowline.package.format import CARD_HTML, LINEAGE_FILE, MODEL_DIR, TRAINING_FILE, Package
 from flowline.pipelines.progress import ANSI, ProgressStream
 from flowline.use_case import FAIRNESS_METRICS, UseCase
 
-# The pipeline's tasks as kfp.local names them (a component used three times: tune, tune-2, tune-3).
-STEPS = ("ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "bias", "explain",
-         "drift", "package", "deploy")
-SHOWN_STEPS = "split -> features -> tune (xgboost, linear, forest) + nas (mlp) -> train -> evaluate " \
-              "-> bias -> explain -> drift -> package -> deploy"
+def pipeline_steps(pipeline) -> tuple[tuple[str, ...], str]:
+    """The pipeline's tasks as its compiled spec names them (kfp.local's log lines use these names), in
+    an order they can run in, and a line that shows them by display name, joining with + the steps that
+    can run side by side."""
+    tasks = pipeline.pipeline_spec.root.dag.tasks
+    depth: dict[str, int] = {}
 
+    def depth_of(name: str) -> int:
+        if name not in depth:
+            depth[name] = 1 + max((depth_of(upstream) for upstream in tasks[name].dependent_tasks), default=-1)
+        return depth[name]
 
-def pipeline_steps(use_case: UseCase) -> tuple[tuple[str, ...], str]:
-    """The task names of the use case's pipeline, and the line that shows them."""
-    if use_case.transactions:
-        return ("ingest", "customer-rows", *STEPS[1:]), f"ingest -> customer-rows -> {SHOWN_STEPS}"
-    return STEPS, f"ingest -> {SHOWN_STEPS}"
+    names = tuple(sorted(tasks, key=lambda name: (depth_of(name), name)))
+    levels = [[tasks[name].task_info.name for name in names if depth[name] == level]
+              for level in range(max(depth.values()) + 1)]
+    return names, " -> ".join(" + ".join(level) for level in levels)
 
 
 def run_local(
@@ -68,14 +70,14 @@ def run_local(
         champion = newest_package(runs_dir, use_case.name, promoted_only=True) or ""
     run_dir = Path(runs_dir).resolve() / f"{use_case.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
     run_dir.mkdir(parents=True)
-    steps, shown = pipeline_steps(use_case)
+    pipeline = build_pipeline(use_case)
+    steps, shown = pipeline_steps(pipeline)
     print(f"flowline: running use case {use_case.name!r} locally, {len(steps)} steps ({shown})")
     print(f"flowline: run folder {run_dir}")
     print(f"flowline: champion {champion or 'none'}")
     print(f"flowline: full log {run_dir / 'run.log'}")
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir),
                raise_on_error=True)
-    pipeline = build_pipeline(use_case)
     audit_log = Path(runs_dir).resolve() / audit.AUDIT_FILE
     run = {"use_case": use_case.name, "run_dir": str(run_dir), "source": source or "(the use case's)",
            "trials": trials or "(the use case's)", "champion": str(champion) or None}
@@ -90,8 +92,8 @@ def run_local(
             cause = progress.failure or " ".join(ANSI.sub("", str(error)).split())
             audit.append(audit_log, "pipeline_run", {**run, "outcome": "failed", "error": cause})
             raise RuntimeError(cause) from None
-    package_dir = Path(outcome.output.path)
-    summary = summarize(use_case, package_dir, run_dir, wall_seconds=time.monotonic() - started)
+    package_dir, quarantine = Path(outcome.outputs["package"].path), Path(outcome.outputs["quarantine"].path)
+    summary = summarize(use_case, package_dir, quarantine, run_dir, wall_seconds=time.monotonic() - started)
     summary["step_seconds"] = progress.step_seconds
     record_run(audit_log, run, summary)
     summary["audit_log"] = str(audit_log)
@@ -117,21 +119,27 @@ def record_run(audit_log: Path, run: dict, summary: dict) -> None:
 
 
 def packages_of(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> list[Path]:
-    """The packages local runs of `use_case_name` left under `runs_dir`, oldest first.
+    """The packages that local runs of `use_case_name` recorded in `runs_dir`'s audit log, oldest first,
+    leaving out any whose folder is gone.
 
     `promoted_only`: only packages whose champion/challenger decision was to promote them.
     """
-    found = []
-    for manifest_path in Path(runs_dir).glob("*/*/package/model_package/manifest.json"):
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("name") != use_case_name:
+    log = Path(runs_dir) / audit.AUDIT_FILE
+    if not log.exists():
+        return []
+    packages: dict[str, str] = {}
+    promoted: set[str] = set()
+    for record in audit.verify(log):
+        what = record["what"]
+        if what.get("use_case") != use_case_name:
             continue
-        if promoted_only:
-            evaluation = json.loads((manifest_path.parent / EVALUATION_FILE).read_text())
-            if evaluation.get("champion_challenger", {}).get("decision") != "promote":
-                continue
-        found.append((manifest["created_at"], str(manifest_path.parent)))
-    return [Path(path) for _, path in sorted(found)]
+        if record["action"] == "package":  # a version packaged again moves to the end: it is the newest
+            packages.pop(what["package_version"], None)
+            packages[what["package_version"]] = what["package"]
+        elif record["action"] == "gate_decision" and what["decision"] == "promote":
+            promoted.add(what["package_version"])
+    return [Path(path) for version, path in packages.items()
+            if Path(path).is_dir() and (version in promoted or not promoted_only)]
 
 
 def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> Path | None:
@@ -151,12 +159,11 @@ def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
     return found
 
 
-def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds: float) -> dict:
+def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: Path, wall_seconds: float) -> dict:
     """What a run produced, read back from its verified package."""
-    manifest = verify(package_dir)
-    evaluation = json.loads((package_dir / EVALUATION_FILE).read_text())
+    package = Package.open(package_dir)
+    evaluation = package.evaluation
     lineage = json.loads((package_dir / LINEAGE_FILE).read_text())
-    quarantine = next(run_dir.glob("*/ingest/quarantine"), None)
     training = json.loads((package_dir / MODEL_DIR / TRAINING_FILE).read_text())
     decision = evaluation["champion_challenger"]
     return {
@@ -174,11 +181,11 @@ def summarize(use_case: UseCase, package_dir: Path, run_dir: Path, wall_seconds:
                      for attribute, result in evaluation["fairness"]["attributes"].items()},
         "fairness_mitigation": fairness_summary(evaluation["fairness"]),
         "package": str(package_dir),
-        "package_version": manifest["version"],
+        "package_version": package.version,
         "model_card": str(package_dir / CARD_HTML),
         "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
         "dataset_sha256": lineage["dataset"]["source_sha256"],
-        "quarantine": str(quarantine) if quarantine else None,
+        "quarantine": str(quarantine),
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 2),
     }

@@ -11,10 +11,10 @@ handlers, so `flowline run` records the outcome itself (local_run.py).
 """
 
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Model
+from kfp.dsl import Dataset, Model
 
 from flowline.components.bias.component import bias
 from flowline.components.customers.component import customer_rows
@@ -35,6 +35,9 @@ from flowline.components.train.component import train
 from flowline.components.tune.component import tune
 from flowline import audit, storage
 from flowline.use_case import FAMILIES, UseCase, cluster_use_case
+
+# What a run without the exit handler (kfp.local) returns: the package, and the rows ingest quarantined.
+RunOutputs = NamedTuple("RunOutputs", [("package", Model), ("quarantine", Dataset)])
 
 # The families searched by tune steps; the MLP's architecture is searched by the nas step.
 TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")
@@ -108,8 +111,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     spec = customer_rows_use_case(use_case).model_dump_json() if use_case.transactions else raw_spec
 
     def steps(source: str, trials: int, tuning_backend: str, champion: str, namespace: str, canary_percent: int,
-              audit_log: str) -> dsl.PipelineTask:
-        """The steps from ingest to deploy; returns the package task."""
+              audit_log: str) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+        """The steps from ingest to deploy; returns the ingest and package tasks."""
         ingested = _configure(ingest(use_case_json=raw_spec, source=source), "ingest")
         rows = ingested.outputs["dataset"]
         if use_case.transactions:
@@ -168,15 +171,15 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                    audit_log=audit_log),
             "deploy",
         )
-        return packaged
+        return ingested, packaged
 
     name, description = f"flowline-{use_case.name}", use_case.description or use_case.name
     if not exit_handler:
         @dsl.pipeline(name=name, description=description)
         def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
-                     namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "") -> Model:
-            return steps(source, trials, tuning_backend, champion, namespace, canary_percent,
-                         audit_log).outputs["model_package"]
+                     namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "") -> RunOutputs:
+            ingested, packaged = steps(source, trials, tuning_backend, champion, namespace, canary_percent, audit_log)
+            return RunOutputs(package=packaged.outputs["model_package"], quarantine=ingested.outputs["quarantine"])
         return pipeline
 
     # KFP takes no pipeline output from inside an exit handler: the package is the package task's artifact.

@@ -11,10 +11,9 @@ from kfp import components
 from flowline import __version__, audit, storage
 from flowline.package import signing
 from flowline.pipelines.cli import main
-from flowline.pipelines import local_run
 from flowline.pipelines.template import NOT_CACHED, RESOURCES
+from pipeline_steps import STEPS
 
-STEPS = list(local_run.STEPS)  # the task names kfp.local and the compiler give the template's steps
 
 
 EXIT_HANDLER = "exit-handler-1"

@@ -86,7 +86,7 @@ def test_the_command_reports_what_it_erased(runs, capsys):
 
 def test_a_malformed_line_of_the_subject_goes_from_the_quarantine_wherever_its_id_sits(tmp_path: Path, churn):
     """Ingest's own quarantine of a file whose lines are all malformed: a stray field before the id, or too few."""
-    from flowline.contract import ingest_to_files
+    from flowline.components.ingest.ingestion import ingest_to_files
 
     source = tmp_path / "customers.csv"
     columns = [*churn.columns, churn.label.column]  # customerID first

@@ -12,7 +12,7 @@ from flowline.audit import verify as verify_audit_log
 from flowline.package.format import verify
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, main
-from flowline.pipelines.local_run import STEPS
+from pipeline_steps import STEPS
 
 pytestmark = pytest.mark.pipeline
 

@@ -14,7 +14,7 @@ def customer_rows(
 ):
     """Features known at each cut-off and the spend that followed (customer_rows.py); the rows at
     calibration_end are the ones the model is applied to."""
-    from flowline.customer_rows import customer_rows_files
+    from flowline.components.customers.rows import customer_rows_files
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)

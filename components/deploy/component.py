@@ -19,7 +19,7 @@ def deploy(
     import os
 
     from flowline.cluster import IN_CLUSTER_ENV
-    from flowline.components.deploy.deployment import deploy_package
+    from flowline.deployment import deploy_package
     from flowline.inference_service import storage_uri_of
 
     outcome = deploy_package(

@@ -27,7 +27,7 @@ from sklearn.metrics import (
 from flowline.components.evaluate.comparison import auc_confidence_interval, champion_decision
 from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureError
-from flowline.package.format import PackagedModel, PackageError
+from flowline.package.format import Package, PackageError
 from flowline.models.ensemble import Ensemble, ModelError
 from flowline.decisions import class_names, decile_of, decision_metrics, gate_decisions, outcome_cost
 from flowline.use_case import CostSpec, UseCase, gate_bounds
@@ -146,7 +146,7 @@ def champion_scores(champion_dir: str, test: pd.DataFrame, task: str) -> tuple[n
     if not champion_dir:
         return None, {"package": None, "note": "none given"}
     try:
-        champion = PackagedModel.load(champion_dir)
+        champion = Package.open(champion_dir)
         if champion.use_case.task != task:
             raise ValueError(f"it is a {champion.use_case.task} model")
         return champion.predict(test), {"package": champion_dir, "version": champion.version}

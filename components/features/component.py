@@ -14,7 +14,7 @@ def features(
     search_report: Output[Markdown],
 ):
     """Encodings, transforms and generated features chosen by validation score; the same object serves requests."""
-    from flowline.features.engineering import engineer_features_files
+    from flowline.components.features.fitting import engineer_features_files
     from flowline.use_case import UseCase
 
     fitted = engineer_features_files(UseCase.model_validate_json(use_case_json), train.path, valid.path,

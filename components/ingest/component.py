@@ -17,7 +17,7 @@ def ingest(
 
     `source` overrides the use case's data source when not empty.
     """
-    from flowline.contract import ingest_to_files
+    from flowline.components.ingest.ingestion import ingest_to_files
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)

@@ -19,7 +19,7 @@ def nas(
     tuning_metrics: Output[Metrics],
 ):
     """Depth, widths, activation, dropout and learning rate of the MLP, searched like any other space."""
-    from flowline.components.tune.tuning import record_search, tune_files
+    from flowline.tuning import record_search, tune_files
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)

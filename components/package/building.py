@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 
 from flowline import __version__
-from flowline.components.package.model_card import CARD_HTML, CARD_JSON, model_card, model_card_html
+from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
-from flowline.package.format import (DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, LINEAGE_FILE, MODEL_DIR,
-                                     USE_CASE_FILE, verify, write_manifest)
+from flowline.package.format import (CARD_HTML, CARD_JSON, DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, LINEAGE_FILE,
+                                     MODEL_DIR, USE_CASE_FILE, verify, write_manifest)
 from flowline.use_case import UseCase
 
 

@@ -21,7 +21,7 @@ def package(
     and a sha256 manifest, verified before it is handed on; `model_card` shows the card in the dashboard."""
     import shutil
 
-    from flowline.components.package.model_card import CARD_HTML
+    from flowline.package.format import CARD_HTML
     from flowline.components.package.building import package_files
     from flowline.use_case import UseCase
 

@@ -19,8 +19,6 @@ from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_s
 from flowline.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
 
 FORMAT = "flowline.model_card/v1"
-CARD_JSON = "model_card.json"
-CARD_HTML = "model_card.html"
 CARD_TOP_COLUMNS = 10
 DRIFT_LIBRARY = "alibi-detect"
 BUSINESS_SOURCE = "Business Source License"

@@ -14,7 +14,7 @@ def split(
     test: Output[Dataset],
 ):
     """Seeded stratified (or time-ordered) train/valid/test; test is touched only by evaluate."""
-    from flowline.splitting import split_files
+    from flowline.components.split.parts import split_files
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)

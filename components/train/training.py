@@ -33,10 +33,9 @@ from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureLayout
 from flowline.models.ensemble import Ensemble, Member, choose_blend, fold_splits
 from flowline.models.families import refit_candidate
+from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
 from flowline.use_case import UseCase
-
-TRAINING_FILE = "training.json"
 
 
 def out_of_fold_margins(

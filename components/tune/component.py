@@ -20,7 +20,7 @@ def tune(
     tuning_metrics: Output[Metrics],
 ):
     """TPE with median stopping over `family`'s space; `trials` > 0 overrides the budget, `backend` "" is the use case's."""
-    from flowline.components.tune.tuning import record_search, tune_files
+    from flowline.tuning import record_search, tune_files
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)

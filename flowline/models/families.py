@@ -39,7 +39,6 @@ from flowline.use_case import TuningSpec
 
 REPORT_EVERY = 10  # boosting rounds between intermediate scores (pruning, Katib's median stopping)
 SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate
-
 Report = Callable[[int, float], None]
 
 

@@ -10,7 +10,7 @@ The manifest lists every file by sha256; the package's version is the hash of th
 (with the format and name), and the manifest is signed with HMAC-SHA256 when a signing key
 is configured (signing.py). `verify` refuses a package whose files, version or signature do
 not match, or that holds a link or a path leading outside it, before anything is loaded;
-`PackagedModel.load` only opens a verified one.
+`Package.open` only reads a verified one.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import re
 import stat
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,6 +53,9 @@ FEATURE_SET_FILE = "feature_set.json"
 EVALUATION_FILE = "evaluation.json"
 USE_CASE_FILE = "use_case.json"
 LINEAGE_FILE = "lineage.json"
+TRAINING_FILE = "training.json"  # in MODEL_DIR: the candidates, the selection and the blend
+CARD_JSON = "model_card.json"
+CARD_HTML = "model_card.html"
 DRIFT_DIR = "drift"
 
 
@@ -214,28 +218,48 @@ def _check_signature(package: Path, manifest: dict) -> None:
 
 
 @dataclass(frozen=True)
-class PackagedModel:
-    """What a verified package predicts with: its use case, FeatureSet, model and evaluation."""
+class Package:
+    """A verified package: the one way to read one.
 
-    version: str
-    created_at: str
-    use_case: UseCase
-    feature_set: FeatureSet
-    model: Ensemble
-    evaluation: dict
+    `open` checks every file against the manifest (and its signature) before anything is read,
+    because model files can run code when loaded. The parts are read when first asked for, so a
+    reader that needs only the evaluation never loads the model.
+    """
+
+    path: Path
+    manifest: dict
 
     @classmethod
-    def load(cls, package_dir: str | Path) -> PackagedModel:
-        """Verify first; only then read anything (model files can run code when loaded)."""
-        manifest = verify(package_dir)
-        package = Path(package_dir)
-        return cls(
-            version=manifest["version"], created_at=manifest["created_at"],
-            use_case=UseCase.model_validate_json((package / USE_CASE_FILE).read_text()),
-            feature_set=FeatureSet.load(package / FEATURE_SET_FILE),
-            model=Ensemble.load(package / MODEL_DIR),
-            evaluation=json.loads((package / EVALUATION_FILE).read_text()),
-        )
+    def open(cls, package_dir: str | Path) -> Package:
+        return cls(Path(package_dir), verify(package_dir))
+
+    @property
+    def version(self) -> str:
+        return self.manifest["version"]
+
+    @property
+    def created_at(self) -> str:
+        return self.manifest["created_at"]
+
+    @cached_property
+    def use_case(self) -> UseCase:
+        return UseCase.model_validate_json((self.path / USE_CASE_FILE).read_text())
+
+    @cached_property
+    def feature_set(self) -> FeatureSet:
+        return FeatureSet.load(self.path / FEATURE_SET_FILE)
+
+    @cached_property
+    def evaluation(self) -> dict:
+        return json.loads((self.path / EVALUATION_FILE).read_text())
+
+    @cached_property
+    def model(self) -> Ensemble:
+        return Ensemble.load(self.path / MODEL_DIR)
+
+    @property
+    def drift_dir(self) -> Path:
+        return self.path / DRIFT_DIR
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Scores for a frame of raw columns: probabilities (binary) or predictions (regression)."""

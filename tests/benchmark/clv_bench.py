@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from flowline.components.evaluate.evaluation import regression_metrics
-from flowline.package.format import PackagedModel
+from flowline.package.format import Package
 from flowline.datasets import dataset_path
 from flowline.use_case import load_use_case
 
@@ -55,7 +55,7 @@ def main() -> None:
     summary = json.loads(summary_path.read_text())
     test = pd.read_parquet(next(Path(summary["run_dir"]).glob("*/split/test")))
     flowline = pd.DataFrame({"customer_id": test[spec.entity_column].astype(str),
-                             "flowline": PackagedModel.load(summary["package"]).predict(test),
+                             "flowline": Package.open(summary["package"]).predict(test),
                              "actual": test[use_case.label.column].to_numpy()})
 
     baseline_csv = folder / "bgnbd.csv"

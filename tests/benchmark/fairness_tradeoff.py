@@ -27,11 +27,12 @@ import pandas as pd
 from flowline.components.bias.fairness import bias_files
 from flowline.fairness_summary import fairness_summary
 from flowline.components.evaluate.evaluation import evaluate_files
-from flowline.features.engineering import engineer_features_files
-from flowline.contract import ingest_to_files, read_table, resolve_source
-from flowline.splitting import split_files
+from flowline.components.features.fitting import engineer_features_files
+from flowline.components.ingest.ingestion import ingest_to_files
+from flowline.contract import read_table, resolve_source
+from flowline.components.split.parts import split_files
 from flowline.components.train.training import train_files
-from flowline.components.tune.tuning import tune_files
+from flowline.tuning import tune_files
 from flowline.use_case import load_use_case, parse_use_case
 
 FAMILIES = ("xgboost", "linear")

@@ -150,7 +150,7 @@ def churn_package_for_deploy(tmp_path) -> Path:
     (True, "keep", "the champion stays (not significantly better"),
 ])
 def test_a_package_that_should_not_serve_is_never_applied(tmp_path, gates_passed, decision, said):
-    from flowline.components.deploy.deployment import deploy_package
+    from flowline.deployment import deploy_package
 
     api = StandInApiServer(serving(None))
     package = deployable(tmp_path, gates_passed, decision)

@@ -11,13 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from flowline.components.ingest.ingestion import ingest_to_files
 from flowline.contract import (
     EXTRA_COLUMN,
     REASON_COLUMN,
     ROW_COLUMN,
     ContractError,
     apply_contract,
-    ingest_to_files,
     read_table,
     read_use_case_table,
 )

@@ -107,7 +107,7 @@ def test_a_folder_without_manifest_is_not_a_package(package: Path):
 
 
 def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manifest(package: Path):
-    from flowline.components.package.model_card import CARD_HTML, CARD_JSON
+    from flowline.package.format import CARD_HTML, CARD_JSON
 
     manifest = verify(package)
     assert {CARD_JSON, CARD_HTML} <= set(manifest["files"])
@@ -136,7 +136,7 @@ def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manif
 def test_the_model_card_states_the_drift_detectors_licence(package: Path):
     from importlib import metadata
 
-    from flowline.components.package.model_card import CARD_HTML, CARD_JSON
+    from flowline.package.format import CARD_HTML, CARD_JSON
 
     detector = json.loads((package / CARD_JSON).read_text())["drift_detector"]
     installed = metadata.metadata("alibi-detect")

@@ -20,7 +20,8 @@ from flowline.models.ensemble import (
     fit_blend,
 )
 from flowline.models.families import MODEL_FAMILIES, TrainingData, fit_candidate, refit_candidate
-from flowline.components.train.training import TRAINING_FILE, out_of_fold_margins, train_files
+from flowline.components.train.training import out_of_fold_margins, train_files
+from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
 from flowline.use_case import EnsembleSpec, TuningSpec, UseCase
 

@@ -12,7 +12,7 @@ from stand_in_api import StandInApiServer
 
 from flowline.features.feature_set import FeatureSet
 from flowline.models.families import TrainingData
-from flowline.components.tune.katib import KatibError, katib_search
+from flowline.katib_search import KatibError, katib_search
 from flowline.search import SearchResult, optuna_search
 from flowline.search_space import (
     CategoricalParameter,
@@ -21,7 +21,7 @@ from flowline.search_space import (
     SearchSpaceError,
     search_space,
 )
-from flowline.components.tune.tuning import resolve_backend, tune_files
+from flowline.tuning import resolve_backend, tune_files
 from flowline.use_case import FAMILIES, TuningSpec
 from manifest_helpers import katib_errors
 

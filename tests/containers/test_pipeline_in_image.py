@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from flowline.package.format import verify
-from flowline.pipelines.local_run import STEPS
+from pipeline_steps import STEPS
 from pods import record
 
 pytestmark = [pytest.mark.xdist_group("containers"), pytest.mark.pipeline]

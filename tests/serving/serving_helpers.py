@@ -9,17 +9,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from flowline.components.bias.fairness import bias_files
-from flowline.customer_rows import customer_rows_files, customer_rows_use_case
+from flowline.components.customers.rows import customer_rows_files
+from flowline.customer_rows import customer_rows_use_case
 from flowline.drift import fit_drift_files
 from flowline.components.evaluate.evaluation import evaluate_files
 from flowline.components.explain.explanation import explain_files
-from flowline.features.engineering import engineer_features_files
-from flowline.contract import ingest_to_files
+from flowline.components.features.fitting import engineer_features_files
+from flowline.components.ingest.ingestion import ingest_to_files
 from flowline.components.package.building import package_files
-from flowline.splitting import split_files
+from flowline.components.split.parts import split_files
 from flowline.components.train.training import train_files
 from flowline.inference_services.options import REPOSITORY_TOKEN_ENV
-from flowline.components.tune.tuning import tune_files
+from flowline.tuning import tune_files
 from flowline.use_case import FAMILIES, UseCase, parse_use_case
 
 MAX_BATCH = 64

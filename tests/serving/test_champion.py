@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from flowline.package.format import PackagedModel, verify
+from flowline.package.format import Package, verify
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
@@ -20,4 +20,4 @@ def test_a_new_version_is_compared_with_its_champion(churn_package, churn_packag
     assert decision["difference"] == pytest.approx(decision["challenger_score"] - decision["champion_score"])
     assert decision["decision"] == ("promote" if decision["p_value"] < 0.05 else "keep")
     assert champion["champion_challenger"]["decision"] == "promote"  # the first had no champion
-    assert PackagedModel.load(churn_package).version != PackagedModel.load(churn_package_b).version
+    assert Package.open(churn_package).version != Package.open(churn_package_b).version

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flowline.drift import DetectorError
-from flowline.package.format import PackageError, PackagedModel, write_manifest
+from flowline.package.format import Package, PackageError, write_manifest
 from flowline.package.signing import KEY_ENV
 from flowline.datasets import sha256_of_file
 from flowline.inference_services.drift_monitor import DriftPackage
@@ -48,7 +48,7 @@ def test_flowline_verify_refuses_the_bias_forgery_naming_both_versions(churn_pac
     err = capsys.readouterr().err
     assert f"states version {stated}, but its content hashes to " in err
     with pytest.raises(PackageError, match=f"states version {stated}"):
-        PackagedModel.load(package)
+        Package.open(package)
 
 
 def test_flowline_verify_with_a_key_refuses_unsigned_and_wrongly_signed_packages(churn_package, tmp_path, capsys,

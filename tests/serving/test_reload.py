@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flowline import audit
 from flowline.package.format import verify
 from flowline.datasets import sha256_of_file
 from flowline.inference_services.local_server import running_server
@@ -89,33 +90,39 @@ def test_a_corrupt_package_is_refused_at_startup(churn_package, tmp_path: Path):
             pass
 
 
+def recorded_run(runs: Path, package: Path, run: str, decision: str = "promote") -> Path:
+    """A copy of `package` in its own run folder, recorded in the runs folder's audit log as a local run
+    records it (local_run.record_run's package and gate_decision records), under a version of its own as a
+    run on new data would have."""
+    copy = shutil.copytree(package, runs / run / "package")
+    version = {"use_case": "churn", "package_version": verify(copy)["version"] + run}
+    audit.append(runs / audit.AUDIT_FILE, "package", {**version, "package": str(copy)})
+    audit.append(runs / audit.AUDIT_FILE, "gate_decision", {**version, "decision": decision})
+    return copy
+
+
 def test_serve_finds_the_newest_package_of_a_use_case(churn_package, churn_package_b, tmp_path: Path):
     from flowline.pipelines.local_run import latest_package
 
     runs = tmp_path / "runs"
-    for run, package, created in (("churn-2", churn_package_b, "2026-02"), ("churn-1", churn_package, "2026-03")):
-        copy = shutil.copytree(package, runs / run / "flowline-churn-x" / "package" / "model_package")
-        manifest = json.loads((copy / "manifest.json").read_text())
-        (copy / "manifest.json").write_text(json.dumps({**manifest, "created_at": f"{created}-01T00:00:00+00:00"}))
+    recorded_run(runs, churn_package_b, "churn-1")
+    newest = recorded_run(runs, churn_package, "churn-2")
+    assert latest_package(runs, "churn") == newest
     assert verify(latest_package(runs, "churn"))["version"] == verify(churn_package)["version"]
+    shutil.rmtree(newest)  # a run folder removed by hand: its package is no longer offered
+    assert verify(latest_package(runs, "churn"))["version"] == verify(churn_package_b)["version"]
     with pytest.raises(FileNotFoundError, match="run `flowline run fraud` first"):
         latest_package(runs, "fraud")
 
 
 def test_the_champion_of_a_local_run_is_the_newest_promoted_package(churn_package, tmp_path: Path):
-    from flowline.package.format import write_manifest
     from flowline.pipelines.local_run import newest_package
 
     runs = tmp_path / "runs"
-    for run, decision, created in (("a", "promote", "2026-01"), ("b", "promote", "2026-02"), ("c", "keep", "2026-03")):
-        copy = shutil.copytree(churn_package, runs / run / "flowline-churn-x" / "package" / "model_package")
-        evaluation = json.loads((copy / "evaluation.json").read_text())
-        evaluation["champion_challenger"]["decision"] = decision
-        (copy / "evaluation.json").write_text(json.dumps(evaluation))
-        manifest = write_manifest(copy, "churn")
-        (copy / "manifest.json").write_text(json.dumps({**manifest, "created_at": f"{created}-01T00:00:00+00:00"}))
-    assert newest_package(runs, "churn").parts[-4] == "c"  # what `flowline serve churn` serves
-    assert newest_package(runs, "churn", promoted_only=True).parts[-4] == "b"  # what a new run must beat
+    for run, decision in (("a", "promote"), ("b", "promote"), ("c", "keep")):
+        recorded_run(runs, churn_package, run, decision)
+    assert newest_package(runs, "churn").parts[-2] == "c"  # what `flowline serve churn` serves
+    assert newest_package(runs, "churn", promoted_only=True).parts[-2] == "b"  # what a new run must beat
     assert newest_package(runs, "fraud", promoted_only=True) is None
 
 

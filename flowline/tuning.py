@@ -57,7 +57,7 @@ def tune_files(
     feature_set = FeatureSet.load(feature_set_file)
     if chosen == "katib":
         from flowline.components import base_image
-        from flowline.components.tune.katib import katib_search
+        from flowline.katib_search import katib_search
 
         result = katib_search(use_case, family, trials, image or base_image(), namespace, source,
                               feature_set.plan.to_dict(), prefix=prefix)

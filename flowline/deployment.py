@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,7 +10,7 @@ import yaml
 from flowline import audit
 from flowline.cluster import apply
 from flowline.inference_service import inference_service
-from flowline.package.format import EVALUATION_FILE, verify
+from flowline.package.format import Package
 
 
 def deploy_package(
@@ -31,11 +30,11 @@ def deploy_package(
 
     Returns what happened: {"name", "manifest", "applied", "action"}.
     """
-    manifest = verify(package_dir)
-    name = name or manifest["name"]
+    package = Package.open(package_dir)
+    name = name or package.manifest["name"]
     service = inference_service(name, storage_uri, namespace=namespace)
     Path(manifest_file).write_text(yaml.safe_dump(service, sort_keys=False))
-    evaluation = json.loads((Path(package_dir) / EVALUATION_FILE).read_text())
+    evaluation = package.evaluation
     decision = evaluation["champion_challenger"]
     if not evaluation["gates_passed"]:
         action, applied = "not applied: the package failed its quality gates (or fairness gates)", False
@@ -45,10 +44,10 @@ def deploy_package(
         action, applied = "manifest written, no cluster to apply it to", False
     else:
         action, applied = apply(service, namespace, kubeconfig, canary_percent), True
-    print(f"deploy: {name} ({manifest['version']}) from {storage_uri}: {action}; manifest {manifest_file}")
+    print(f"deploy: {name} ({package.version}) from {storage_uri}: {action}; manifest {manifest_file}")
     if audit_log:
         audit.append(audit_log, "deployment", {
-            "use_case": manifest["name"], "package_version": manifest["version"], "inference_service": name,
+            "use_case": package.manifest["name"], "package_version": package.version, "inference_service": name,
             "namespace": namespace, "storage_uri": storage_uri, "applied": applied, "action": action,
             "gates_passed": evaluation["gates_passed"], "decision": decision["decision"]})
     return {"name": name, "manifest": manifest_file, "applied": applied, "action": action}

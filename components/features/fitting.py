@@ -1,0 +1,31 @@
+"""The features step's work: search a feature plan and fit the FeatureSet on the training split
+(flowline/features/engineering.py), and write it with the search log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from flowline.features.engineering import engineer_features
+from flowline.features.feature_set import FeatureSet
+from flowline.use_case import UseCase
+
+
+def engineer_features_files(use_case: UseCase, train_file: str, valid_file: str, feature_set_file: str,
+                            report_file: str) -> FeatureSet:
+    """Choose and fit the FeatureSet from the split files; save it as JSON and the search as Markdown."""
+    feature_set, log = engineer_features(pd.read_parquet(train_file), pd.read_parquet(valid_file), use_case)
+    feature_set.save(feature_set_file)
+    encodings = sorted(set(feature_set.plan.encodings.values()))
+    chosen = (f"**Chosen:** {len(feature_set.input_columns)} columns -> {feature_set.width} features. Encodings: "
+              + ", ".join(f"{e} ({sorted(c for c, v in feature_set.plan.encodings.items() if v == e)})" for e in encodings)
+              + f". Transforms: {feature_set.plan.transforms or 'none'}. "
+              f"Generated: {feature_set.generated_names or 'none'}.")
+    details = log.markdown() if use_case.features.search else "Search off (`features.search: false`)."
+    Path(report_file).write_text(f"### Feature engineering: {use_case.name}\n\n{chosen}\n\n{details}\n")
+    searched = (f", search {len(log.tried)} candidates in {log.seconds:.1f} s: proxy score "
+                f"{log.start_score:.4f} -> {log.score:.4f}") if use_case.features.search else ""
+    print(f"features: {len(feature_set.input_columns)} columns -> {feature_set.width} features "
+          f"(FeatureSet {feature_set.version}){searched}")
+    return feature_set

@@ -1,0 +1,90 @@
+"""Open Inference Protocol v2 tensors to what the servers work with: records of raw columns (one
+tensor per column) or a matrix of encoded features. Every problem is a 400 naming the input."""
+
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+from kserve.protocol.infer_type import InferInput
+
+from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe
+
+NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+
+
+MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
+
+
+def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dict]:
+    """One v2 tensor per raw column, to records {column: value}; 400 for unknown, missing or ragged inputs."""
+    columns = list(checker.columns)
+    names = [tensor.name for tensor in inputs]
+    unknown = [name for name in names if name not in checker.columns]
+    if unknown:
+        raise BadRequest("unknown_column", f"inputs: unknown input {describe(unknown[0])}; "
+                                           f"expected the raw columns {columns}")
+    missing = [name for name in columns if name not in names]
+    if missing:
+        raise BadRequest("missing_column", f"inputs: missing input {missing[0]!r}")
+    values = {tensor.name: _column_values(tensor, checker.columns[tensor.name].is_numeric) for tensor in inputs}
+    rows = {len(column) for column in values.values()}
+    if len(rows) != 1:
+        raise BadRequest("wrong_shape", f"inputs: tensors hold different numbers of rows {sorted(rows)}")
+    return [dict(zip(values, row)) for row in zip(*values.values())]
+
+
+def _shape_rows(tensor: InferInput) -> int:
+    shape = tensor.shape
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: shape {list(shape)}, expected [N] or [N, 1]")
+    return shape[0]
+
+
+def _column_values(tensor: InferInput, numeric: bool) -> list:
+    """The values of a one-column tensor as Python scalars (str for BYTES)."""
+    datatype = tensor.datatype
+    if numeric and datatype not in NUMERIC_DATATYPES:
+        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, "
+                                       "expected a numeric type (FP32, FP64, INT64, ...)")
+    if not numeric and datatype != "BYTES":
+        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, expected BYTES")
+    rows = _shape_rows(tensor)
+    array = _as_numpy(tensor).reshape(-1)
+    if len(array) != rows:
+        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: {len(array)} values for shape "
+                                        f"{list(tensor.shape)}")
+    if numeric:
+        return array.tolist()
+    return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
+
+
+def _as_numpy(tensor: InferInput) -> np.ndarray:
+    try:
+        return tensor.as_numpy()
+    except (ValueError, TypeError, OverflowError):
+        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: data does not fit shape {list(tensor.shape)} "
+                                        f"and datatype {tensor.datatype}") from None
+
+
+def feature_matrix(tensor: InferInput, width: int, max_batch: int) -> np.ndarray:
+    """A single tensor of already-encoded features: FP32/FP64, shape [N, width], no NaN."""
+    if tensor.datatype not in MATRIX_DATATYPES:
+        raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {tensor.datatype}; an encoded feature "
+                                       f"matrix must be FP32 (or name one input per raw column)")
+    shape = list(tensor.shape)
+    if len(shape) != 2 or shape[1] != width:
+        raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: shape {shape}, expected [N, {width}]")
+    if shape[0] == 0:
+        raise BadRequest("empty_batch", f"input {describe(tensor.name)}: the batch is empty")
+    if shape[0] > max_batch:
+        raise BadRequest("batch_too_large", f"input {describe(tensor.name)}: {shape[0]} rows, "
+                                            f"above the limit of {max_batch}")
+    matrix = _as_numpy(tensor).astype(np.float32, copy=False)
+    if not np.isfinite(matrix).all():
+        if np.isnan(matrix).any():
+            raise BadRequest("nan_not_allowed",
+                             f"input {describe(tensor.name)}: NaN is not allowed in encoded features")
+        raise BadRequest("not_finite", f"input {describe(tensor.name)}: encoded features must be finite and within "
+                                       "float32's range")
+    return matrix

@@ -4,7 +4,6 @@ most editors, finds a name in each top-level folder from the repository root and
 jedi reads files and cannot follow setuptools' editable import hook; the links in flowline/ (setup.cfg,
 "package_dir") make the folder the whole namespace, so it has nothing to follow."""
 
-import configparser
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_project import setup_cfg
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,8 @@ print(json.dumps(found))
 @pytest.mark.parametrize("folder", [".", "notebooks"])
 def test_jedi_resolves_a_name_in_every_top_level_folder(folder):
     shown = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(DEFINED_IN))], cwd=ROOT / folder,
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
     found = json.loads(shown.stdout)
     for name, file in DEFINED_IN.items():
         attribute = name.rsplit(".", 1)[1]
@@ -62,9 +63,7 @@ def test_jedi_resolves_a_name_in_every_top_level_folder(folder):
 
 
 def test_flowline_links_to_every_mapped_folder():
-    parser = configparser.ConfigParser()
-    parser.read(ROOT / "setup.cfg")
-    mapping = dict(line.split(" = ") for line in parser["options"]["package_dir"].strip().splitlines())
+    mapping = dict(line.split(" = ") for line in setup_cfg()["options"]["package_dir"].strip().splitlines())
     for name, folder in mapping.items():
         if name != "flowline":
             link = ROOT / Path(*name.split("."))

@@ -184,6 +184,7 @@ def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: P
         "package_version": package.version,
         "model_card": str(package_dir / CARD_HTML),
         "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
+        "undeclared_columns": lineage["dataset"].get("undeclared_columns", []),
         "dataset_sha256": lineage["dataset"]["source_sha256"],
         "quarantine": str(quarantine),
         "run_dir": str(run_dir),
@@ -211,6 +212,8 @@ def format_summary(summary: dict) -> str:
         ["package", f"{summary['package']} (version {summary['package_version']}, verified)"],
         ["model card", summary["model_card"]],
         ["quarantine", f"{summary['quarantine']} ({rows['rows_quarantined']} of {rows['rows_in']} rows)"],
+        *([["columns not declared", f"{', '.join(summary['undeclared_columns'])} (not used)"]]
+          if summary["undeclared_columns"] else []),
         ["run folder", summary["run_dir"]],
     ]
     verdict = "all gates passed" if summary["gates_passed"] else "QUALITY GATE FAILED"

@@ -95,4 +95,4 @@ def ingest_to_files(
         f"{counts['rows_kept']} kept, {counts['rows_quarantined']} quarantined"
     )
     enforce_bad_fraction(result, use_case)
-    return {"source": raw.source, "source_sha256": raw.sha256, **counts}
+    return {"source": raw.source, "source_sha256": raw.sha256, **counts, "undeclared_columns": undeclared}

@@ -27,7 +27,8 @@ def build_package(
 ) -> dict:
     """Assemble the package folder and write its manifest; return the manifest.
 
-    `dataset` describes the ingested data: source, source_sha256 and row counts;
+    `dataset` describes the ingested data: source, source_sha256, row counts and the columns the
+    contract does not declare (not used);
     `explanation_file` is the explain step's summary, for the model card.
     """
     out = Path(destination)
@@ -70,6 +71,7 @@ def package_files(
     # KFP carries metadata numbers as floats; counts are whole.
     dataset = {key: dataset_metadata[key] for key in ("source", "source_sha256")}
     dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
+    dataset["undeclared_columns"] = list(dataset_metadata.get("undeclared_columns", []))
     build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir,
                   explanation_file)
     manifest = verify(destination)

@@ -115,6 +115,7 @@ def model_card_html(card: dict) -> str:
             ["rows in / kept / quarantined", f"{data['rows_in']} / {data['rows_kept']} / {data['rows_quarantined']}"],
             ["split", f"{data['split']['method']}, test {data['split']['test_size']}, "
                       f"valid {data['split']['valid_size']}, seed {data['split']['seed']}"],
+            ["columns not declared (not used)", ", ".join(data.get("undeclared_columns", [])) or "none"],
             ["label", data["label"]], ["feature set version", data["feature_set_version"]],
             *[[f"model file {name}", digest] for name, digest in data["model_files_sha256"].items()]]),
         "<h2>Metrics on the test rows</h2>",

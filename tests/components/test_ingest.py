@@ -317,6 +317,7 @@ def test_undeclared_columns_are_named_never_dropped_silently(write_csv, toy_use_
         return
     counts = ingest_to_files(use_case, source, *outputs)
     assert counts["rows_kept"] == 3
+    assert counts["undeclared_columns"] == ["region", "score"]  # to the package's lineage and model card
     warnings = [line for line in capsys.readouterr().out.splitlines() if "not declared" in line]
     assert warnings == (["ingest: warning: 2 column(s) in the data are not declared in the contract of use case "
                          "'toy' and are not used: ['region', 'score']"] if setting == "warn" else [])

@@ -22,7 +22,8 @@ from flowline.components.package.building import build_package
 from flowline.package.signing import KEY_ENV, NoSigningKeyWarning, canonical
 from flowline.datasets import sha256_of_file
 
-DATASET = {"source": "data.csv", "source_sha256": "ab" * 32, "rows_in": 10, "rows_kept": 9, "rows_quarantined": 1}
+DATASET = {"source": "data.csv", "source_sha256": "ab" * 32, "rows_in": 10, "rows_kept": 9, "rows_quarantined": 1,
+           "undeclared_columns": ["notes"]}
 # What evaluate + bias and explain hand the package step, cut down to what the model card reads.
 GROUPS = {"group": {
     "by_group": {"a": {"rows": 50}, "b": {"rows": 40}, "c": {"rows": 3}}, "compared_groups": ["a", "b"],
@@ -113,6 +114,7 @@ def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manif
     assert {CARD_JSON, CARD_HTML} <= set(manifest["files"])
     card = json.loads((package / CARD_JSON).read_text())
     assert card["data"]["source_sha256"] == DATASET["source_sha256"]
+    assert card["data"]["undeclared_columns"] == ["notes"]
     assert card["data"]["feature_set_version"] == "f00d"
     assert card["data"]["model_files_sha256"]["model.json"] == sha256_of_file(package / "model" / "model.json")
     assert card["metrics"]["roc_auc"] == {"value": 0.91, "ci95": [0.85, 0.96]}
@@ -128,6 +130,7 @@ def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manif
     assert "group: groups c have fewer than 30 test rows" in limitations
     assert "LIME and SHAP agree weakly" in limitations  # mean Spearman 0.3
     page = (package / CARD_HTML).read_text()
+    assert "<td>columns not declared (not used)</td><td>notes</td>" in page
     assert "0.8500 to 0.9600" in page and 'class="fail"' in page and "Intended use" in page
     assert "Mitigation not applied: a fairness gate fails at the single threshold" in page
     assert "<td>group</td><td>disparate_impact_ratio</td><td>0.6000</td><td></td><td>0.6000</td><td></td>" in page

@@ -5,7 +5,8 @@
 KServe's logger sends each inference request the model receives as a CloudEvent
 (type org.kubeflow.serving.inference.request) to a Knative Broker, and a Trigger
 delivers it here, to /v1/models/{name}:predict. The monitor checks the records against
-the package's data contract, encodes them like the pipeline's drift step, and collects
+the package's data contract (id columns, when a request carries them, are checked as the
+model server checks them, then ignored), encodes them like the pipeline's drift step, and collects
 them into windows of the calibrated size; each full window is tested with the
 package's detector. It exports Prometheus gauges (p-value per feature, the drift flag,
 the window size and fill) and answers with a CloudEvent (KServe encodes the reply).
@@ -68,7 +69,8 @@ class DriftPackage:
         return cls(
             version=package.version, use_case=package.use_case,
             checker=RecordChecker(package.use_case, request_columns(package.feature_set.input_columns,
-                                                                    mitigation.attributes if mitigation else ())),
+                                                                    mitigation.attributes if mitigation else ()),
+                                  package.use_case.id_columns),  # the payload logger sends requests as they came
             encoder=DriftEncoder(package.feature_set),
             detector=load_detector(package.drift_dir / DETECTOR_DIR),
             calibration=load_calibration(package.drift_dir),

@@ -13,6 +13,11 @@ Every binary answer carries, per row, the threshold that decided it, and names t
 (`decision_rule`); a randomised rule (`fairness.mitigation.randomized`) has no threshold
 per row, and says so.
 
+A request may carry the use case's id columns (`id_columns`: in v1 records, or as v2 tensors beside
+the raw columns or an encoded matrix). They are never features: each answer row repeats them as
+sent, v2 as one output tensor per id column, and the prediction log writes them, so that outcomes
+join by entity as well as by request id.
+
 A package is loaded only after `verify()` passes. `reload()` swaps in a new version
 atomically; a package that fails verification is refused and the running one keeps
 serving.
@@ -36,6 +41,7 @@ import numpy as np
 import pandas as pd
 from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.utils.numpy_codec import to_np_dtype
 
 from flowline.decisions import GroupThresholds, mitigation_of, rule_name
 from flowline.decisions import class_names, segment_names
@@ -66,7 +72,7 @@ class LoadedPackage:
     checker: RecordChecker
     owners: np.ndarray  # (encoded features x raw columns): adds SHAP contributions up to the raw columns
     mitigation: Optional[GroupThresholds]
-    attribute_checker: Optional[RecordChecker]  # the mitigation's attributes, sent beside an encoded matrix
+    matrix_checker: RecordChecker  # what comes beside an encoded matrix: the mitigation's attributes, the ids
 
     @classmethod
     def load(cls, path: str | Path) -> LoadedPackage:
@@ -78,13 +84,15 @@ class LoadedPackage:
         packaged.model.set_threads(1)  # one row per request: threads cost more than they save
         feature_set = packaged.feature_set
         mitigation = mitigation_of(packaged.evaluation)
-        columns = request_columns(feature_set.input_columns, mitigation.attributes if mitigation else ())
+        attributes = mitigation.attributes if mitigation else ()
+        ids = packaged.use_case.id_columns
         return cls(
             version=packaged.version, created_at=datetime.fromisoformat(packaged.created_at).timestamp(),
             use_case=packaged.use_case, feature_set=feature_set, model=packaged.model,
-            evaluation=packaged.evaluation, checker=RecordChecker(packaged.use_case, columns),
+            evaluation=packaged.evaluation,
+            checker=RecordChecker(packaged.use_case, request_columns(feature_set.input_columns, attributes), ids),
             owners=feature_set.owners, mitigation=mitigation,
-            attribute_checker=RecordChecker(packaged.use_case, mitigation.attributes) if mitigation else None,
+            matrix_checker=RecordChecker(packaged.use_case, attributes, ids),
         )
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
@@ -95,6 +103,13 @@ class LoadedPackage:
         """The raw columns a request carries, with their v2 datatypes."""
         schema = self.use_case.columns
         return [{"name": c, "datatype": _datatype_of(schema[c].type), "shape": [-1]} for c in self.checker.columns]
+
+    def ids_of(self, records: Optional[List[Mapping[str, Any]]]) -> Dict[str, list]:
+        """The id columns the records carry, each with its value per row (None where a row left it out)."""
+        if not records:
+            return {}
+        return {column: [record.get(column) for record in records] for column in self.use_case.id_columns
+                if any(column in record for record in records)}
 
     @property
     def threshold(self) -> Optional[float]:
@@ -160,8 +175,9 @@ class FlowlineModel(Model):
     request id (the v2 `id`, else the `x-request-id` header, else a new one), standing in
     locally for KServe's `canaryTrafficPercent`. With `prediction_log`, every request is
     appended there as a JSON line (`request_id`, `arm`, `version`, `rows`, `seconds`,
-    `error`: null, or the error's kind for a refused one) so that outcomes can be joined
-    back by request id; answers carry the id.
+    `error`: null, or the error's kind for a refused one; `ids`: each id column the request
+    carried, with its value per row) so that outcomes can be joined back by request id or
+    by entity; answers carry both.
     """
 
     def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH,
@@ -199,10 +215,10 @@ class FlowlineModel(Model):
         return "champion", self.package
 
     def _log_prediction(self, request_id: str, arm: str, package: LoadedPackage, rows: int, seconds: float,
-                        error: Optional[str] = None) -> None:
+                        error: Optional[str] = None, ids: Optional[Dict[str, list]] = None) -> None:
         line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": request_id,
                 "model": self.name, "arm": arm, "version": package.version, "rows": rows,
-                "seconds": round(seconds, 6), "error": error}
+                "seconds": round(seconds, 6), "error": error, "ids": ids or {}}
         self._log.write(json.dumps(line) + "\n")
 
     def reload(self, package_path: str | Path | None = None) -> str:
@@ -247,7 +263,8 @@ class FlowlineModel(Model):
             scores = package.model.predict(features)
             _require_finite(scores, row)
             positive = package.decide(scores, features, records) if package.is_binary else None
-            response = self._answer(package, payload, scores, positive, records, request_id)
+            ids = package.ids_of(records)
+            response = self._answer(package, payload, scores, positive, records, ids, request_id)
         except Exception as error:  # an arm's failures count against it in the canary analysis
             metrics.PREDICTION_ERRORS.labels(self.name, package.version, type(error).__name__).inc()
             if self._log:
@@ -256,7 +273,7 @@ class FlowlineModel(Model):
         seconds = time.perf_counter() - started
         metrics.observe_predictions(self.name, package.version, len(scores), positive, seconds)
         if self._log:
-            self._log_prediction(request_id, arm, package, len(scores), seconds)
+            self._log_prediction(request_id, arm, package, len(scores), seconds, ids=ids)
         return response
 
     def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
@@ -267,17 +284,18 @@ class FlowlineModel(Model):
         per_column, base = package.model.column_contributions(matrix, package.owners)
         margins = package.model.margin(matrix)
         _require_finite(np.column_stack([per_column, base, margins]), V1_ROW)
-        columns = package.feature_set.input_columns
+        columns, ids = package.feature_set.input_columns, package.use_case.id_columns
         return {
             "model_name": self.name,
             "model_version": package.version,
             "explanations": [
                 {
+                    **_ids_sent(record, ids),
                     "base_value": float(base_value),
                     "margin": float(margin),
                     "contributions": dict(zip(columns, map(float, by_column))),
                 }
-                for base_value, by_column, margin in zip(base, per_column, margins)
+                for record, base_value, by_column, margin in zip(records, base, per_column, margins)
             ],
         }
 
@@ -287,16 +305,16 @@ class FlowlineModel(Model):
         inputs = request.inputs
         if not inputs:
             raise BadRequest("empty_batch", "inputs: no input tensors")
-        matrices = [tensor for tensor in inputs if tensor.name not in package.checker.columns]
+        checker, beside = package.checker, package.matrix_checker
+        matrices = [tensor for tensor in inputs if tensor.name not in checker.columns and tensor.name not in checker.ids]
         others = [tensor for tensor in inputs if tensor not in matrices]
-        attributes = package.mitigation.attributes if package.mitigation else ()
-        if len(matrices) == 1 and all(tensor.name in attributes for tensor in others):
+        if len(matrices) == 1 and all(tensor.name in beside.columns or tensor.name in beside.ids for tensor in others):
             matrix = feature_matrix(matrices[0], package.feature_set.width, self.max_batch)
-            if package.attribute_checker is None:
+            if not beside.columns and not others:
                 return None, matrix
-            # Per-group thresholds need each row's group: the mitigation's attributes come as raw tensors beside it.
-            records = package.attribute_checker.check_batch(tensor_records(others, package.attribute_checker),
-                                                            "inputs", self.max_batch)
+            # Per-group thresholds need each row's group: the mitigation's attributes come as raw tensors beside
+            # it, as do the ids.
+            records = beside.check_batch(tensor_records(others, beside), "inputs", self.max_batch)
             if len(records) != len(matrix):
                 raise BadRequest("wrong_shape", f"inputs: {len(records)} rows of sensitive attributes for "
                                  f"{len(matrix)} rows of {describe(matrices[0].name)}")
@@ -305,7 +323,7 @@ class FlowlineModel(Model):
         return records, _transform(package, records, V2_ROW)
 
     def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray,
-                positive: Optional[np.ndarray], records: Optional[list], request_id: str):
+                positive: Optional[np.ndarray], records: Optional[list], ids: Dict[str, list], request_id: str):
         if package.is_binary:
             outputs = {"probability": scores.astype(np.float32), "decision": np.array(package.labels(positive), dtype=object)}
             thresholds = package.row_thresholds(len(scores), records)
@@ -316,9 +334,10 @@ class FlowlineModel(Model):
             if package.has_segments:
                 outputs["segment"] = np.array(package.segments(scores), dtype=object)
         if not isinstance(payload, InferRequest):
-            keys = list(outputs)
+            keys, columns = list(outputs), package.use_case.id_columns
             return {
-                "predictions": [dict(zip(keys, row)) for row in zip(*(v.tolist() for v in outputs.values()))],
+                "predictions": [{**_ids_sent(record, columns), **dict(zip(keys, row))}
+                                for record, row in zip(records, zip(*(v.tolist() for v in outputs.values())))],
                 "model_name": self.name,
                 "model_version": package.version,
                 "id": request_id,
@@ -328,6 +347,12 @@ class FlowlineModel(Model):
         for name, values in outputs.items():
             tensor = InferOutput(name=name, shape=[len(values)], datatype="FP32" if values.dtype == np.float32 else "BYTES")
             tensor.set_data_from_numpy(values, binary_data=payload.use_binary_outputs)
+            tensors.append(tensor)
+        datatypes = {tensor.name: tensor.datatype for tensor in payload.inputs}
+        for name, values in ids.items():  # each id as sent: its tensor's datatype, in row order
+            tensor = InferOutput(name=name, shape=[len(values)], datatype=datatypes[name])
+            tensor.set_data_from_numpy(np.asarray(values, dtype=to_np_dtype(datatypes[name])),
+                                       binary_data=payload.use_binary_outputs)
             tensors.append(tensor)
         return InferResponse(
             response_id=request_id, model_name=self.name, model_version=package.version, infer_outputs=tensors,
@@ -341,6 +366,11 @@ def _request_id(payload: Union[Dict, InferRequest], headers: Optional[Dict[str, 
     if isinstance(payload, InferRequest) and payload.id:
         return str(payload.id)
     return (headers or {}).get("x-request-id") or uuid.uuid4().hex
+
+
+def _ids_sent(record: Mapping[str, Any], columns: List[str]) -> Dict[str, Any]:
+    """The id columns `record` carries, with their values as sent."""
+    return {column: record[column] for column in columns if column in record}
 
 
 def _datatype_of(column_type: str) -> str:

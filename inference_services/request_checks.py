@@ -6,6 +6,10 @@ message names the field, with a short `kind` used as the metrics label. Numbers 
 finite and within float32's range, which the model computes in. Messages show a client's
 value only through `describe`: short scalars as sent, long strings cut, anything else by
 its type, so that no message carries (or fails to print) arbitrary user data.
+
+A record may also carry the use case's id columns: optional, never read by the model, checked
+against their declared type when sent, never null or blank (an id joins an outcome to its answer),
+and at most MAX_ID_CHARACTERS long, since the answer and the prediction log repeat them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from flowline.use_case import ColumnSpec, UseCase
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SHOWN_CHARACTERS = 40
+MAX_ID_CHARACTERS = 200  # an id is repeated in the answer and the prediction log
 
 
 class BadRequest(InvalidInput):
@@ -62,11 +67,13 @@ def _missing_kind(value: Any) -> str | None:
 
 
 class RecordChecker:
-    """The contract of the columns a model reads, compiled for per-record checks."""
+    """The contract of the columns a model reads (all required), and of the id columns a record may
+    carry beside them (`ids`, each optional), compiled for per-record checks."""
 
-    def __init__(self, use_case: UseCase, columns: Sequence[str]) -> None:
+    def __init__(self, use_case: UseCase, columns: Sequence[str], ids: Sequence[str] = ()) -> None:
         self.columns: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in columns}
-        self._allowed = {name: frozenset(spec.allowed) for name, spec in self.columns.items() if spec.allowed}
+        self.ids: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in ids if name not in self.columns}
+        self._allowed = {name: frozenset(spec.allowed) for name, spec in use_case.columns.items() if spec.allowed}
 
     def check_batch(self, records: Any, where: str, max_batch: int) -> list[Mapping[str, Any]]:
         if not isinstance(records, list):
@@ -86,9 +93,26 @@ class RecordChecker:
             if name not in record:
                 raise BadRequest("missing_column", f"{where}: missing column {name!r}")
             self.check_value(name, spec, record[name], where)
-        if len(record) != len(self.columns):
-            unknown = sorted(set(record) - set(self.columns))
+        known = len(self.columns)
+        for name, spec in self.ids.items():
+            if name in record:
+                self.check_id(name, spec, record[name], where)
+                known += 1
+        if len(record) != known:
+            unknown = sorted(set(record) - set(self.columns) - set(self.ids))
             raise BadRequest("unknown_column", f"{where}: unknown column {describe(unknown[0])}")
+
+    def check_id(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:
+        """An id as sent: of its column's type, present (an empty id joins nothing), not too long."""
+        field = f"{where}.{name}"
+        missing = _missing_kind(value)
+        if missing is not None:
+            raise BadRequest(f"{missing.lower()}_not_allowed", f"{field}: {missing} is not allowed in an id; "
+                                                                "leave the id out instead")
+        self.check_value(name, spec, value, where)
+        if isinstance(value, str) and len(value) > MAX_ID_CHARACTERS:
+            raise BadRequest("id_too_long", f"{field}: an id of {len(value)} characters, above the limit of "
+                                            f"{MAX_ID_CHARACTERS}")
 
     def check_value(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:
         field = f"{where}.{name}"

@@ -17,17 +17,20 @@ MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
 
 
 def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dict]:
-    """One v2 tensor per raw column, to records {column: value}; 400 for unknown, missing or ragged inputs."""
+    """One v2 tensor per raw column (and per id column sent), to records {column: value}; 400 for unknown,
+    missing or ragged inputs."""
     columns = list(checker.columns)
+    specs = {**checker.columns, **checker.ids}
     names = [tensor.name for tensor in inputs]
-    unknown = [name for name in names if name not in checker.columns]
+    unknown = [name for name in names if name not in specs]
     if unknown:
+        ids = f" and optionally the ids {list(checker.ids)}" if checker.ids else ""
         raise BadRequest("unknown_column", f"inputs: unknown input {describe(unknown[0])}; "
-                                           f"expected the raw columns {columns}")
+                                           f"expected the raw columns {columns}{ids}")
     missing = [name for name in columns if name not in names]
     if missing:
         raise BadRequest("missing_column", f"inputs: missing input {missing[0]!r}")
-    values = {tensor.name: _column_values(tensor, checker.columns[tensor.name].is_numeric) for tensor in inputs}
+    values = {tensor.name: _column_values(tensor, specs[tensor.name].is_numeric) for tensor in inputs}
     rows = {len(column) for column in values.values()}
     if len(rows) != 1:
         raise BadRequest("wrong_shape", f"inputs: tensors hold different numbers of rows {sorted(rows)}")
@@ -42,11 +45,12 @@ def _shape_rows(tensor: InferInput) -> int:
 
 
 def _column_values(tensor: InferInput, numeric: bool) -> list:
-    """The values of a one-column tensor as Python scalars (str for BYTES)."""
+    """The values of a one-column tensor as Python scalars (str for BYTES). A numeric column may come as
+    BYTES text: its values are then checked and converted as v1 does a JSON string ("42" is 42)."""
     datatype = tensor.datatype
-    if numeric and datatype not in NUMERIC_DATATYPES:
+    if numeric and datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
         raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, "
-                                       "expected a numeric type (FP32, FP64, INT64, ...)")
+                                       "expected a numeric type (FP32, FP64, INT64, ...) or BYTES text")
     if not numeric and datatype != "BYTES":
         raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, expected BYTES")
     rows = _shape_rows(tensor)
@@ -54,7 +58,7 @@ def _column_values(tensor: InferInput, numeric: bool) -> list:
     if len(array) != rows:
         raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: {len(array)} values for shape "
                                         f"{list(tensor.shape)}")
-    if numeric:
+    if datatype != "BYTES":
         return array.tolist()
     return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
 

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from bad_bodies import EXPLAIN, MAX_MESSAGE, V1, V2, hostile_cases, tensor, v1, v2
+from bad_bodies import EXPLAIN, MAX_MESSAGE, V1, V2, hostile_cases, tensor, v1, v2, v2_record
 from flowline.inference_services.model import LoadedPackage
 from serving_helpers import MAX_BATCH, records_of
 
@@ -40,8 +40,12 @@ def cases(record: dict) -> list[tuple[str, str, bytes, str]]:
         ("v2 missing input", V2, v2(tensor("tenure", "INT64", [1], [5])), "missing input 'SeniorCitizen'"),
         ("v2 unknown input", V2, v2(tensor("tenure", "INT64", [1], [5]), tensor("shoe", "INT64", [1], [1])),
          "unknown input 'shoe'"),
-        ("v2 wrong datatype", V2, v2(*[tensor(k, "BYTES", [1], [str(v)]) for k, v in record.items()]),
-         "input 'SeniorCitizen': datatype BYTES, expected a numeric type"),
+        ("v2 wrong datatype, numeric column", V2, v2(*[dict(t, datatype="BOOL", data=[True]) if t["name"] == "SeniorCitizen"
+                                                       else t for t in v2_record(record)]),
+         "input 'SeniorCitizen': datatype BOOL, expected a numeric type (FP32, FP64, INT64, ...) or BYTES text"),
+        ("v2 wrong datatype, string column", V2, v2(*[tensor(k, "FP64", [1], [1.0] if isinstance(v, str) else [v])
+                                                      for k, v in record.items()]),
+         "input 'gender': datatype FP64, expected BYTES"),
         ("v2 wrong tensor shape", V2, v2(*[tensor(k, "BYTES" if isinstance(v, str) else "FP64", [1, 2], [v, v])
                                            for k, v in record.items()]), "shape [1, 2], expected [N] or [N, 1]"),
         ("v2 data does not fit shape", V2, v2(tensor("features", "FP32", [2, 45], [0.0] * 45)),

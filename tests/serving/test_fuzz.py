@@ -31,6 +31,7 @@ pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, 
 JSON = {"Content-Type": "application/json"}
 MIN_BODIES = 2000
 WIDTH = 45  # churn's encoded features
+ID = "customerID"  # churn's id column
 HOSTILE = st.sampled_from([
     "Infinity", "-Infinity", "inf", "+inf", "NaN", "nan", "1e999", "-1e999", "1e39", 1e39, -1e39, 3.4e38, 1e20,
     FLOAT32_MAX, 1.7976931348623157e308, 5e-324, 2 ** 63, -(2 ** 63) - 1, 2 ** 64, float("inf"), float("nan"),
@@ -66,13 +67,15 @@ def valid(rows: list[dict]) -> st.SearchStrategy[dict]:
 
 
 def mutated(rows: list[dict]) -> st.SearchStrategy[dict]:
-    """A valid record as it is, with some values replaced, one column dropped, or an unknown one added."""
+    """A valid record as it is, with some values replaced, one column dropped, an unknown one added, or an id
+    (the use case's id column, optional) of any value."""
     record, base = rows[0], valid(rows)
     replaced = st.builds(lambda row, values: {**row, **values}, base, changes(record))
     return st.one_of(base, replaced, replaced,
                      st.builds(lambda row, gone: {k: v for k, v in row.items() if k != gone}, base,
                                st.sampled_from(list(record))),
-                     st.builds(lambda row, value: {**row, "shoe_size": value}, base, VALUES))
+                     st.builds(lambda row, value: {**row, "shoe_size": value}, base, VALUES),
+                     st.builds(lambda row, value: {**row, ID: value}, base, st.text(max_size=12) | VALUES))
 
 
 def instances(rows: list[dict]) -> st.SearchStrategy[dict]:
@@ -99,7 +102,10 @@ def v2_inputs(rows: list[dict]) -> st.SearchStrategy[list]:
         st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False) | HOSTILE, min_size=WIDTH, max_size=WIDTH),
         st.sampled_from(["FP32", "FP64"]),
         st.sampled_from([[], [{"name": "SeniorCitizen", "datatype": "INT64", "shape": [1], "data": [0]}]]))
-    return changed | changed | matrix
+    with_id = st.builds(lambda inputs, datatype, value: [*inputs, {"name": ID, "datatype": datatype, "shape": [1],
+                                                                   "data": [value]}],
+                        changed | matrix, st.sampled_from(DATATYPES), st.text(max_size=12) | VALUES)
+    return changed | changed | matrix | with_id
 
 
 def v2_bodies(rows: list[dict]) -> st.SearchStrategy[bytes]:

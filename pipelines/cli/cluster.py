@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from flowline import audit
+from flowline import DEFAULT_IMAGE, audit
 from flowline.pipelines.cli.common import (
     EXIT_ERROR,
     add_audit_log_argument,
@@ -17,12 +17,14 @@ from flowline.pipelines.cli.common import (
     use_case,
 )
 
+IMAGE_ENV = "FLOWLINE_IMAGE"
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     compile_ = commands.add_parser("compile", help="compile a use case's pipeline to KFP IR YAML")
     add_use_case_arguments(compile_)
     compile_.add_argument("-o", "--output", required=True, help="the YAML file to write")
-    compile_.add_argument("--image", help="component image (default: $FLOWLINE_IMAGE or the project image)")
+    add_image_argument(compile_, "every step's image")
     _add_cluster_data_arguments(compile_)
     compile_.set_defaults(handler=_compile)
 
@@ -40,7 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--audit-log", help="the run's audit log on the cluster, s3://bucket/prefix")
     submit.add_argument("--no-cache", action="store_true", help="run every step, none from KFP's cache")
     submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user deployments)")
-    submit.add_argument("--image", help="component image (default: $FLOWLINE_IMAGE or the project image)")
+    add_image_argument(submit, "every step's image")
     _add_cluster_data_arguments(submit)
     submit.set_defaults(handler=_submit)
 
@@ -64,10 +66,16 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "katib", help="write Katib Experiment YAMLs (HPO and NAS) for a use case, or for every built-in one")
     add_use_case_arguments(katib, optional=True)
     katib.add_argument("-o", "--output", default=".", help="folder for the YAML files (default: .)")
-    katib.add_argument("--image", help="trial image (default: $FLOWLINE_IMAGE or the project image)")
+    add_image_argument(katib, "the trials' image")
     katib.add_argument("--namespace", default="flowline", help="the Experiments' namespace (default flowline)")
     katib.add_argument("--source", help="the data URL trials read (default: the use case's URL or dataset source)")
     katib.set_defaults(handler=_katib)
+
+
+def add_image_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--image, defaulting to $FLOWLINE_IMAGE (read here, when the command line is parsed) or the project image."""
+    parser.add_argument("--image", default=os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE,
+                        help=f"{what} (default: ${IMAGE_ENV}, else {DEFAULT_IMAGE})")
 
 
 def _add_cluster_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,19 +106,15 @@ def _cluster_source(args: argparse.Namespace, use_case) -> str:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    if args.image:
-        os.environ["FLOWLINE_IMAGE"] = args.image  # read when the components are first imported
     from flowline.pipelines.template import compile_pipeline
 
     chosen = use_case(args)
-    compile_pipeline(chosen, args.output, source=_cluster_source(args, chosen))
+    compile_pipeline(chosen, args.output, source=_cluster_source(args, chosen), image=args.image)
     print(f"compiled: {args.output}")
     return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
-    if args.image:
-        os.environ["FLOWLINE_IMAGE"] = args.image  # read when the components are first imported
     from flowline.pipelines.submission import SubmissionError, parse_parameters, submit
 
     try:
@@ -120,7 +124,7 @@ def _submit(args: argparse.Namespace) -> int:
         chosen = use_case(args)
         submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters,
                            not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"),
-                           _cluster_source(args, chosen))
+                           _cluster_source(args, chosen), args.image)
     except SubmissionError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -133,16 +137,13 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _katib(args: argparse.Namespace) -> int:
-    if args.image:
-        os.environ["FLOWLINE_IMAGE"] = args.image  # read when the components are first imported
-    from flowline.components import base_image
     from flowline.katib import ExperimentError, built_in_experiments, use_case_experiments, write_experiments
 
     try:
         if args.use_case_name or args.use_case_path:
-            manifests = use_case_experiments(use_case(args), base_image(), args.namespace, args.source or "")
+            manifests = use_case_experiments(use_case(args), args.image, args.namespace, args.source or "")
         else:
-            manifests, left_out = built_in_experiments(base_image(), args.namespace)
+            manifests, left_out = built_in_experiments(args.image, args.namespace)
             for name, reason in left_out.items():
                 print(f"left out: {name}: {reason}")
     except ExperimentError as error:

@@ -72,9 +72,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     katib.set_defaults(handler=_katib)
 
 
-def add_image_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    """--image, defaulting to $FLOWLINE_IMAGE (read here, when the command line is parsed) or the project image."""
-    parser.add_argument("--image", default=os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE,
+def add_image_argument(parser: argparse.ArgumentParser, what: str, flag: str = "--image") -> None:
+    """An image option, defaulting to $FLOWLINE_IMAGE (read here, when the command line is parsed) or the
+    project image."""
+    parser.add_argument(flag, default=os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE,
                         help=f"{what} (default: ${IMAGE_ENV}, else {DEFAULT_IMAGE})")
 
 

@@ -24,7 +24,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("targets", nargs="+", metavar="[NAME=]PACKAGE_DIR|USE_CASE",
                        help="a package folder or s3://bucket/prefix, or a use case whose newest local run is served; "
                             "NAME= names the model (default: the package's use case, with -drift for a monitor)")
-    add_runs_dir_argument(serve, "where to look for a use case's runs")
+    add_runs_dir_argument(serve, "where to look for a use case's runs, and where --on-drift local's runs go")
     server = serve.add_argument_group("server")
     server.add_argument("--host", default=None, help=f"bind address (default: ${HOST_ENV} or {DEFAULT_HOST})")
     server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")

@@ -55,4 +55,4 @@ WORKDIR /home/flowline
 EXPOSE 8080
 # By default the image serves the package KServe's storage initializer puts in /mnt/models;
 # pipeline tasks run their own commands in the same image.
-CMD ["python", "-m", "flowline.inference_services", "/mnt/models"]
+CMD ["flowline", "serve", "/mnt/models"]

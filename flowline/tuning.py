@@ -9,6 +9,7 @@ from typing import Optional
 
 import pandas as pd
 
+from flowline import DEFAULT_IMAGE
 from flowline.cluster import IN_CLUSTER_ENV
 from flowline.features.feature_set import FeatureSet
 from flowline.models.families import TrainingData, reported_value
@@ -38,12 +39,12 @@ def tune_files(
     result_file: str,
     namespace: str = "flowline",
     source: str = "",
-    image: str = "",
+    image: str = DEFAULT_IMAGE,
 ) -> Optional[SearchResult]:
     """Search `family` with `trials` trials (0: the use case's budget) and save the best as JSON.
 
-    `backend` "" takes the use case's `tuning.backend`. Katib trials refit the same
-    FeatureSet from its plan, on data read from `source` (see katib_experiments). A
+    `backend` "" takes the use case's `tuning.backend`. Katib trials run in `image` (the pipeline's, a
+    task input) and refit the same FeatureSet from its plan, on data read from `source` (see katib_experiments). A
     family the use case leaves out of `tuning.families` is skipped: the pipeline has one
     step per family, and train reads only the families the use case lists.
     """
@@ -56,10 +57,9 @@ def tune_files(
     chosen = resolve_backend(backend or use_case.tuning.backend)
     feature_set = FeatureSet.load(feature_set_file)
     if chosen == "katib":
-        from flowline.components import base_image
         from flowline.katib_search import katib_search
 
-        result = katib_search(use_case, family, trials, image or base_image(), namespace, source,
+        result = katib_search(use_case, family, trials, image, namespace, source,
                               feature_set.plan.to_dict(), prefix=prefix)
     else:
         data = TrainingData.from_splits(feature_set, pd.read_parquet(train_file), pd.read_parquet(valid_file),

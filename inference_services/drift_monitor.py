@@ -1,6 +1,6 @@
 """The drift monitor: a kserve.Model fed with KServe payload-logger CloudEvents.
 
-    python -m flowline.inference_services.drift_monitor [NAME=]PACKAGE_DIR [--host H] [--port N]
+    flowline serve --drift-monitor [NAME=]PACKAGE_DIR [--host H] [--port N] [--on-drift local|kfp ...]
 
 KServe's logger sends each inference request the model receives as a CloudEvent
 (type org.kubeflow.serving.inference.request) to a Knative Broker, and a Trigger
@@ -17,20 +17,19 @@ It also counts pipeline run outcomes (type dev.flowline.pipeline.run.finished, d
 A malformed event (unknown type, a body of the wrong shape, values outside the contract or
 float32's range) is a 400 naming the field, as on the model server, and is counted.
 
-With `--on-drift local` or `--on-drift kfp`, a drifted window starts a retraining run of
-the use case (pipelines/retraining.py), recorded in the audit log.
+With an `on_drift` action, a drifted window calls it with the monitored use case, the package
+version and the p-values, and its answer joins the test's. `flowline serve --on-drift local|kfp`
+passes the retraining action (pipelines/retraining.py); the monitor knows nothing of how it works.
 
 One replica per monitored model: the window lives in memory.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 from kserve import Model
@@ -43,11 +42,12 @@ from flowline.package.format import Package
 from flowline.inference_services import metrics
 from flowline.inference_services.tensors import tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
-from flowline.inference_services.server import serve, v2_body_problem
+from flowline.inference_services.server import v2_body_problem
 from flowline.use_case import NAME_PATTERN, UseCase
-from flowline.pipelines.retraining import DEFAULT_COOLDOWN_S, MODES, RetrainingAction
 
 MAX_EVENT_ROWS = 10_000
+# What to do about a drifted window: (monitored use case, package version, p-value per feature) -> what happened.
+OnDrift = Callable[[str, str, Dict[str, float]], dict]
 
 
 @dataclass(frozen=True)
@@ -78,10 +78,10 @@ class DriftPackage:
 
 
 class DriftMonitor(Model):
-    def __init__(self, name: str, package_path: str | Path, retraining: Optional[RetrainingAction] = None) -> None:
+    def __init__(self, name: str, package_path: str | Path, on_drift: Optional[OnDrift] = None) -> None:
         super().__init__(name)
         self.package_path = str(package_path)
-        self.retraining = retraining
+        self.on_drift = on_drift
         self.package: Optional[DriftPackage] = None
         self.window: list[np.ndarray] = []
 
@@ -128,8 +128,8 @@ class DriftMonitor(Model):
         full, self.window = split_window(self.window, size)
         for window in full:
             test = self._test(window)
-            if test["is_drift"] and self.retraining is not None:
-                test["retraining"] = self.retraining.on_drift(self.monitored, self.package.version, test["p_values"])
+            if test["is_drift"] and self.on_drift is not None:
+                test["retraining"] = self.on_drift(self.monitored, self.package.version, test["p_values"])
             tests.append(test)
         metrics.DRIFT_WINDOW_FILL.labels(self.monitored).set(len(self.window))
         return {"model_name": self.name, "monitored_model": self.monitored, "model_version": self.package.version,
@@ -176,47 +176,3 @@ class DriftMonitor(Model):
         metrics.PIPELINE_LAST_RUN.labels(payload["use_case"], payload["status"]).set(time.time())
         return {"use_case": payload["use_case"], "status": payload["status"], "recorded": True}
 
-
-def main(argv: list[str] | None = None) -> None:
-    from flowline.inference_services.options import add_server_arguments, named_package
-
-    parser = argparse.ArgumentParser(prog="python -m flowline.inference_services.drift_monitor",
-                                     description="Serve a package's drift monitor.")
-    parser.add_argument("package", metavar="[NAME=]PACKAGE_DIR", help="name defaults to '<use case>-drift'")
-    add_server_arguments(parser, max_batch=False)
-    retrain = parser.add_argument_group("retraining on drift")
-    retrain.add_argument("--on-drift", choices=MODES, default="off",
-                         help="on a drifted window: start `flowline run` here (local), submit a KFP run (kfp), "
-                              "or only alert (off, the default)")
-    retrain.add_argument("--retrain-use-case", help="the use case to retrain, a name or YAML path (default: the "
-                                                    "monitored package's use case)")
-    retrain.add_argument("--runs-dir", default=os.environ.get("FLOWLINE_RUNS_DIR", "runs"),
-                         help="where local retraining runs go (default: $FLOWLINE_RUNS_DIR or ./runs)")
-    retrain.add_argument("--retrain-trials", type=int, default=0, help="tuning trials per family (default: the "
-                                                                       "use case's budget)")
-    retrain.add_argument("--kfp-host", default="", help="the KFP API, for --on-drift kfp")
-    retrain.add_argument("--retrain-source", default="", help="for --on-drift kfp: where the run reads its data, "
-                                                               "s3://BUCKET/KEY or an http(s) URL (default: the "
-                                                               "use case's own, when it is one of those)")
-    retrain.add_argument("--experiment", default="", help="the KFP experiment (default: flowline-USE_CASE)")
-    retrain.add_argument("--audit-log", help="where triggers are recorded (default: RUNS_DIR/audit.jsonl; "
-                                             "s3://bucket/prefix on a cluster)")
-    retrain.add_argument("--retrain-cooldown", type=float, default=DEFAULT_COOLDOWN_S,
-                         help=f"seconds after a retraining starts before another may (default {DEFAULT_COOLDOWN_S})")
-    args = parser.parse_args(argv)
-    name, path = named_package(args.package)
-    if "=" not in args.package:
-        name = f"{name}-drift"
-    retraining = None
-    if args.on_drift != "off":
-        from flowline.audit import AUDIT_FILE
-
-        retraining = RetrainingAction(
-            args.on_drift, args.retrain_use_case or "",
-            args.audit_log or str(Path(args.runs_dir) / AUDIT_FILE), args.runs_dir, args.retrain_trials, args.kfp_host,
-            args.experiment, args.retrain_cooldown, source=args.retrain_source)
-    serve([DriftMonitor(name, path, retraining)], args.host, args.port, args.access_log)
-
-
-if __name__ == "__main__":
-    main()

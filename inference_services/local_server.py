@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 LOOPBACK = "127.0.0.1"
+# `flowline serve`, started with this interpreter: the model server, or with --drift-monitor the monitor.
+SERVE_COMMAND = (sys.executable, "-m", "flowline.pipelines.cli", "serve")
 
 
 def free_port() -> int:
@@ -70,11 +72,10 @@ def running_server(
     ready_timeout: float = 90,
     env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """Start `python -m flowline.inference_services PACKAGES` on loopback; yield its base URL; stop it.
+    """Start `flowline serve PACKAGES` on loopback; yield its base URL; stop it.
     `env`: the process's whole environment (default: this one's)."""
     port = port or free_port()
     url = f"http://{LOOPBACK}:{port}"
-    command = [sys.executable, "-m", "flowline.inference_services", *packages,
-               "--host", LOOPBACK, "--port", str(port), *extra_args]
+    command = [*SERVE_COMMAND, *packages, "--host", LOOPBACK, "--port", str(port), *extra_args]
     with running_process(command, f"{url}/v2/health/ready", log_path, ready_timeout, env):
         yield url

@@ -1,16 +1,16 @@
-"""Server options shared by `flowline serve` and `python -m flowline.inference_services`.
+"""Server settings: bind host, port, batch limit, the repository token, and naming a package.
 
-Kept free of kserve imports so that the command line starts quickly.
+`flowline serve` (pipelines/cli/serve.py) reads them; kept free of kserve imports so that the
+command line starts quickly.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
 
-from flowline.package.format import MANIFEST_FILE
+from flowline.package.format import MANIFEST_FILE, PackageError
 from flowline.storage import is_s3
 
 HOST_ENV = "FLOWLINE_SERVE_HOST"
@@ -49,16 +49,7 @@ def named_package(argument: str) -> tuple[str, str]:
             return manifest_at(path)["name"], path
         manifest = Path(path) / MANIFEST_FILE
         if not manifest.is_file():
-            raise argparse.ArgumentTypeError(f"{path} is not a model package ({MANIFEST_FILE} is missing)")
+            raise PackageError(f"{path} is not a model package ({MANIFEST_FILE} is missing)")
         name = json.loads(manifest.read_text())["name"]
     return name, path
 
-
-def add_server_arguments(parser: argparse.ArgumentParser, max_batch: bool = True) -> None:
-    """--host, --port, --access-log, and --max-batch for servers that answer predictions."""
-    parser.add_argument("--host", default=None, help=f"bind address (default: ${HOST_ENV} or {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
-    if max_batch:
-        parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
-                            help=f"largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
-    parser.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")

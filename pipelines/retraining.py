@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from flowline import audit
+from flowline import DEFAULT_IMAGE, audit
 from flowline.storage import is_s3
 
 MODES = ("off", "local", "kfp")
@@ -41,6 +41,7 @@ class RetrainingAction:
     experiment: str = ""
     cooldown_seconds: float = DEFAULT_COOLDOWN_S
     source: str = ""  # kfp: where the run reads its data (s3:// or http(s)), else the use case's own
+    image: str = DEFAULT_IMAGE  # kfp: the steps' image
     _started_at: Optional[float] = field(default=None, repr=False)
     _process: Optional[subprocess.Popen] = field(default=None, repr=False)
 
@@ -92,5 +93,5 @@ class RetrainingAction:
         if is_s3(self.audit_log):
             parameters["audit_log"] = self.audit_log
         submitted = submit(load_use_case(use_case), self.kfp_host, self.experiment or None, parameters=parameters,
-                           source=self.source)
+                           source=self.source, image=self.image)
         return {"run_id": submitted["run_id"], "experiment_id": submitted["experiment_id"]}

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
+from flowline import DEFAULT_IMAGE
 from flowline.pipelines.template import compile_pipeline
 from flowline.use_case import UseCase
 
@@ -51,11 +52,13 @@ def submit(
     namespace: Optional[str] = None,
     token: Optional[str] = None,
     source: str = "",
+    image: str = DEFAULT_IMAGE,
 ) -> dict:
     """Compile `use_case`'s pipeline and submit it to the KFP API at `host`: a run, or with `schedule`
     (cron) a recurring run, in `experiment` (default flowline-NAME). `caching` False runs every step
     afresh; True keeps each step's compiled choice (template.NOT_CACHED). The run reads its data from `source`
-    or the use case's own remote data (template.compile_pipeline). Returns the ids and the run's link."""
+    or the use case's own remote data (template.compile_pipeline); every step runs in `image`. Returns the ids
+    and the run's link."""
     import kfp
 
     cron = kfp_cron(schedule) if schedule else None
@@ -63,7 +66,7 @@ def submit(
     client = kfp.Client(host=host, namespace=namespace, existing_token=token)
     with tempfile.TemporaryDirectory() as folder:
         package = str(Path(folder) / f"{use_case.name}.yaml")
-        compile_pipeline(use_case, package, caching, source)
+        compile_pipeline(use_case, package, caching, source, image)
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
         job_name = f"flowline-{use_case.name}"
         if cron:

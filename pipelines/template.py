@@ -11,33 +11,38 @@ handlers, so `flowline run` records the outcome itself (local_run.py).
 """
 
 
+from types import SimpleNamespace
 from typing import Callable, NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Model
 
+from flowline import DEFAULT_IMAGE, audit, storage
+from flowline.components import flowline_component
 from flowline.components.bias.component import bias
 from flowline.components.customers.component import customer_rows
-from flowline.customer_rows import customer_rows_use_case
 from flowline.components.deploy.component import deploy
-from flowline.inference_service import BROKER_URL
 from flowline.components.drift.component import drift
 from flowline.components.evaluate.component import evaluate
 from flowline.components.explain.component import explain
 from flowline.components.features.component import features
 from flowline.components.ingest.component import ingest
 from flowline.components.nas.component import nas
-from flowline.package import signing
 from flowline.components.package.component import package
 from flowline.components.run_outcome.component import run_outcome
 from flowline.components.split.component import split
 from flowline.components.train.component import train
 from flowline.components.tune.component import tune
-from flowline import audit, storage
+from flowline.customer_rows import customer_rows_use_case
+from flowline.inference_service import BROKER_URL
+from flowline.package import signing
 from flowline.use_case import FAMILIES, UseCase, cluster_use_case
 
 # What a run without the exit handler (kfp.local) returns: the package, and the rows ingest quarantined.
 RunOutputs = NamedTuple("RunOutputs", [("package", Model), ("quarantine", Dataset)])
+# The steps' plain functions; build_pipeline makes each a component in the image it is given.
+STEP_FUNCTIONS = (ingest, customer_rows, split, features, tune, nas, train, evaluate, bias, explain, drift, package,
+                  deploy, run_outcome)
 
 # The families searched by tune steps; the MLP's architecture is searched by the nas step.
 TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")
@@ -75,8 +80,9 @@ STEP_SECRETS = {"package": SIGNING_KEY, "deploy": {**SIGNING_KEY, **AUDIT_KEY}, 
 
 
 def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True,
-                   secrets: bool = False) -> Callable:
-    """Return the KFP pipeline for `use_case`.
+                   secrets: bool = False, image: str = DEFAULT_IMAGE) -> Callable:
+    """Return the KFP pipeline for `use_case`, every step in `image` (the tune and nas steps also
+    take it as an input: the image of their Katib trials).
 
     A transaction-log use case (`transactions`) gains a customer-rows step after ingest;
     every later step sees the customer rows' use case (customer_rows.py).
@@ -107,33 +113,35 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                 kubernetes.use_secret_as_env(task, secret, key_to_env)
         return task
 
+    step = SimpleNamespace(**{func.__name__: flowline_component(func, image) for func in STEP_FUNCTIONS})
     raw_spec = use_case.model_dump_json()
     spec = customer_rows_use_case(use_case).model_dump_json() if use_case.transactions else raw_spec
 
     def steps(source: str, trials: int, tuning_backend: str, champion: str, namespace: str, canary_percent: int,
               audit_log: str) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
         """The steps from ingest to deploy; returns the ingest and package tasks."""
-        ingested = _configure(ingest(use_case_json=raw_spec, source=source), "ingest")
+        ingested = _configure(step.ingest(use_case_json=raw_spec, source=source), "ingest")
         rows = ingested.outputs["dataset"]
         if use_case.transactions:
-            rows = _configure(customer_rows(use_case_json=raw_spec, dataset=rows), "customer-rows").outputs["rows"]
-        splits = _configure(split(use_case_json=spec, dataset=rows), "split")
+            rows = _configure(step.customer_rows(use_case_json=raw_spec, dataset=rows),
+                              "customer-rows").outputs["rows"]
+        splits = _configure(step.split(use_case_json=spec, dataset=rows), "split")
         fitted = _configure(
-            features(use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"]), "features")
+            step.features(use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"]), "features")
         prepared = dict(train=splits.outputs["train"], valid=splits.outputs["valid"],
                         feature_set=fitted.outputs["feature_set"])
         search = dict(use_case_json=spec, trials=trials, backend=tuning_backend, namespace=namespace, source=source,
-                      **prepared)
-        searches = {family: _configure(tune(family=family, **search), f"tune-{family}", "tune")
+                      image=image, **prepared)
+        searches = {family: _configure(step.tune(family=family, **search), f"tune-{family}", "tune")
                     for family in TUNED_FAMILIES}
-        searches["mlp"] = _configure(nas(**search), "nas")
+        searches["mlp"] = _configure(step.nas(**search), "nas")
         trained = _configure(
-            train(use_case_json=spec, **prepared,
-                  **{f"{family}_search": task.outputs["best"] for family, task in searches.items()}),
+            step.train(use_case_json=spec, **prepared,
+                       **{f"{family}_search": task.outputs["best"] for family, task in searches.items()}),
             "train",
         )
         evaluated = _configure(
-            evaluate(
+            step.evaluate(
                 use_case_json=spec, champion=champion, model=trained.outputs["model"],
                 feature_set=fitted.outputs["feature_set"], holdout=trained.outputs["holdout"],
                 test=splits.outputs["test"],
@@ -141,25 +149,25 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
             "evaluate",
         )
         judged = _configure(
-            bias(use_case_json=spec, model=trained.outputs["model"], feature_set=fitted.outputs["feature_set"],
-                 holdout=trained.outputs["holdout"], test=splits.outputs["test"],
-                 evaluation=evaluated.outputs["evaluation"]),
+            step.bias(use_case_json=spec, model=trained.outputs["model"], feature_set=fitted.outputs["feature_set"],
+                      holdout=trained.outputs["holdout"], test=splits.outputs["test"],
+                      evaluation=evaluated.outputs["evaluation"]),
             "bias",
         )
         explained = _configure(
-            explain(use_case_json=spec, model=trained.outputs["model"], feature_set=fitted.outputs["feature_set"],
-                    train=splits.outputs["train"], test=splits.outputs["test"]),
+            step.explain(use_case_json=spec, model=trained.outputs["model"], feature_set=fitted.outputs["feature_set"],
+                         train=splits.outputs["train"], test=splits.outputs["test"]),
             "explain",
         )
         monitored = _configure(
-            drift(
+            step.drift(
                 use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"],
                 feature_set=fitted.outputs["feature_set"],
             ),
             "drift",
         )
         packaged = _configure(
-            package(
+            step.package(
                 use_case_json=spec, dataset=ingested.outputs["dataset"], model=trained.outputs["model"],
                 feature_set=fitted.outputs["feature_set"], evaluation=judged.outputs["decided"],
                 detector=monitored.outputs["detector"], explanation=explained.outputs["explanation"],
@@ -167,8 +175,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
             "package",
         )
         _configure(
-            deploy(model_package=packaged.outputs["model_package"], namespace=namespace, canary_percent=canary_percent,
-                   audit_log=audit_log),
+            step.deploy(model_package=packaged.outputs["model_package"], namespace=namespace,
+                        canary_percent=canary_percent, audit_log=audit_log),
             "deploy",
         )
         return ingested, packaged
@@ -187,7 +195,7 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
                  namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "",
                  broker_url: str = BROKER_URL):
-        outcome = _configure(run_outcome(use_case_name=use_case.name, audit_log=audit_log, broker_url=broker_url),
+        outcome = _configure(step.run_outcome(use_case_name=use_case.name, audit_log=audit_log, broker_url=broker_url),
                              "run-outcome")
         with dsl.ExitHandler(outcome, name="steps"):
             steps(source, trials, tuning_backend, champion, namespace, canary_percent, audit_log)
@@ -195,8 +203,10 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     return pipeline
 
 
-def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, source: str = "") -> None:
-    """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs (`caching` False: no step cached).
+def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, source: str = "",
+                     image: str = DEFAULT_IMAGE) -> None:
+    """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs (`caching` False: no step cached),
+    every step in `image`.
 
     The data is read where a pod can reach it, `source` or the use case's own (use_case.cluster_source):
     compiling a use case whose data is only a file on this machine raises ClusterDataError. Every task
@@ -206,5 +216,5 @@ def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, 
     from kfp import compiler
 
     pipeline = build_pipeline(cluster_use_case(use_case, source), exit_handler=True, caching=caching,
-                              secrets=True)
+                              secrets=True, image=image)
     compiler.Compiler().compile(pipeline, package_path=output_path)

@@ -87,6 +87,28 @@ def test_the_image_is_configurable(tmp_path: Path):
     assert images == {"registry.example/flowline:rc1"}
 
 
+def test_each_compile_in_one_process_uses_the_image_it_is_given(tmp_path: Path):
+    """The image is an argument: a second compile in the same process (components already imported and
+    made once) gets its own image on every executor and as the tune and nas steps' trial image."""
+    for image in ("registry.example/flowline:one", "registry.example/flowline:two"):
+        path = tmp_path / f"{image.rsplit(':', 1)[1]}.yaml"
+        assert main(["compile", "churn", "-o", str(path), "--image", image, "--source", TELCO_IN_S3]) == 0
+        spec = pipeline_spec(path)
+        images = [e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()]
+        assert len(images) == len(STEPS) + 1 and set(images) == {image}
+        tasks = steps_of(spec)
+        for name in ("tune", "tune-2", "tune-3", "nas"):
+            assert tasks[name]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == image, name
+
+
+def test_the_image_defaults_to_flowline_image_read_when_the_command_line_is_parsed(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("FLOWLINE_IMAGE", "registry.example/flowline:from-env")
+    path = tmp_path / "churn.yaml"
+    assert main(["compile", "churn", "-o", str(path), "--source", TELCO_IN_S3]) == 0
+    images = {e["container"]["image"] for e in pipeline_spec(path)["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/flowline:from-env"}
+
+
 def test_the_churn_pipeline_is_the_template_applied_to_churn_yaml():
     from flowline.pipelines.churn import churn_pipeline
 

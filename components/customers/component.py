@@ -2,10 +2,7 @@
 
 from kfp.dsl import Dataset, Input, Markdown, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def customer_rows(
     use_case_json: str,
     dataset: Input[Dataset],

@@ -2,10 +2,7 @@
 
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def deploy(
     model_package: Input[Model],
     namespace: str,
@@ -29,7 +26,6 @@ def deploy(
     manifest.metadata.update(outcome)
 
 
-@flowline_component
 def canary(
     name: str,
     namespace: str,

@@ -2,10 +2,7 @@
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def drift(
     use_case_json: str,
     train: Input[Dataset],

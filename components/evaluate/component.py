@@ -2,10 +2,7 @@
 
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def evaluate(
     use_case_json: str,
     champion: str,

@@ -2,10 +2,7 @@
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def explain(
     use_case_json: str,
     model: Input[Model],

@@ -2,10 +2,7 @@
 
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def features(
     use_case_json: str,
     train: Input[Dataset],

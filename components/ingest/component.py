@@ -2,10 +2,7 @@
 
 from kfp.dsl import Dataset, Markdown, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def ingest(
     use_case_json: str,
     source: str,

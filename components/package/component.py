@@ -2,10 +2,7 @@
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def package(
     use_case_json: str,
     dataset: Input[Dataset],

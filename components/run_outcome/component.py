@@ -2,10 +2,7 @@
 
 from kfp import dsl
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def run_outcome(use_case_name: str, audit_log: str, broker_url: str, status: dsl.PipelineTaskFinalStatus):
     """Runs after every other task, whether they succeeded or not: records the run's outcome in
     `audit_log` (s3://bucket/prefix on a cluster) and posts it to the Broker at `broker_url`."""

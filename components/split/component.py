@@ -2,10 +2,7 @@
 
 from kfp.dsl import Dataset, Input, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def split(
     use_case_json: str,
     dataset: Input[Dataset],

@@ -2,10 +2,7 @@
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from flowline.components import flowline_component
 
-
-@flowline_component
 def train(
     use_case_json: str,
     train: Input[Dataset],

@@ -38,7 +38,13 @@ from typing import Iterator
 import numpy as np
 
 from flowline.package.format import MODEL_DIR
-from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
+from flowline.inference_services.local_server import (
+    LOOPBACK,
+    SERVE_COMMAND,
+    free_port,
+    running_process,
+    running_server,
+)
 from flowline.inference_services.model import LoadedPackage
 from flowline.pipelines.demo import first_record, v2_request
 
@@ -148,7 +154,7 @@ def mlserver(model_file: Path, venv: Path, log_dir: Path) -> Iterator[int]:
 @contextlib.contextmanager
 def drift_monitor(package: Path, log_dir: Path) -> Iterator[int]:
     port = free_port()
-    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(package),
+    command = [*SERVE_COMMAND, "--drift-monitor", str(package),
                "--host", LOOPBACK, "--port", str(port)]
     with running_process(command, f"http://{LOOPBACK}:{port}/v2/health/ready", str(log_dir / "drift-monitor.log")):
         yield port

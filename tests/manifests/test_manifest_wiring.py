@@ -29,12 +29,12 @@ def test_models_and_monitors_use_a_runtime_that_serves_their_format(base: list[D
 
 
 def test_runtimes_run_the_flowline_server_on_8080(base: list[Doc]) -> None:
-    modules = {"flowline": "flowline.inference_services", "flowline-drift": "flowline.inference_services.drift_monitor"}
-    for name, module in modules.items():
+    modes = {"flowline": [], "flowline-drift": ["--drift-monitor"]}  # both are `flowline serve`
+    for name, mode in modes.items():
         (container,) = one(base, "ServingRuntime", name)["spec"]["containers"]
         assert container["name"] == "kserve-container"
-        assert container["command"] == ["python", "-m", module]
-        assert container["args"] == ["{{.Name}}=/mnt/models", "--port", "8080"]
+        assert container["command"] == ["flowline", "serve"]
+        assert container["args"] == [*mode, "{{.Name}}=/mnt/models", "--port", "8080"]
         assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
         assert {"name": "FLOWLINE_SERVE_HOST", "value": "0.0.0.0"} in container["env"]
         signing = {"secretKeyRef": {"name": "flowline-signing-key", "key": "key", "optional": True}}

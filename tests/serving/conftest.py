@@ -6,13 +6,18 @@ package once per session.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
+from flowline.inference_services.local_server import (
+    LOOPBACK,
+    SERVE_COMMAND,
+    free_port,
+    running_process,
+    running_server,
+)
 from flowline.use_case import UseCase, load_use_case
 from serving_helpers import MAX_BATCH, build_package, card_use_case, records_of, repository_env
 
@@ -57,7 +62,7 @@ def monitor(churn_package, tmp_path_factory) -> str:
     routes enabled (tests reload it to empty its window)."""
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
-    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(churn_package),
+    command = [*SERVE_COMMAND, "--drift-monitor", str(churn_package),
                "--host", LOOPBACK, "--port", str(port)]
     log = tmp_path_factory.mktemp("monitor") / "monitor.log"
     with running_process(command, f"{url}/v2/health/ready", str(log), env=repository_env()):

@@ -131,6 +131,7 @@ def test_the_canary_controller_reads_prometheus_and_runs_as_a_kfp_component(
     from prometheus_client import CollectorRegistry, start_http_server
 
     from flowline.canary import FAILURE, SUCCESS, CanarySourceError, arms_from_logs, arms_from_prometheus, outcome_counter
+    from flowline.components import flowline_component
     from flowline.components.deploy.component import canary
     from flowline.inference_services.local_server import LOOPBACK, free_port
     from flowline.inference_services.metrics import LATENCY
@@ -188,8 +189,8 @@ def test_the_canary_controller_reads_prometheus_and_runs_as_a_kfp_component(
             audit_log = tmp_path / "audit.jsonl"
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
                        raise_on_error=True)
-            task = canary(name="churn", namespace="flowline", prometheus_url=prometheus_url, predictions="",
-                          outcomes="", audit_log=str(audit_log), apply=True)
+            task = flowline_component(canary)(name="churn", namespace="flowline", prometheus_url=prometheus_url,
+                                              predictions="", outcomes="", audit_log=str(audit_log), apply=True)
     finally:
         app_server.shutdown()
     decision = task.outputs["decision"]

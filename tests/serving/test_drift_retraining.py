@@ -2,7 +2,6 @@
 produces a new package; the trigger and the run are in the audit log."""
 
 import json
-import sys
 import time
 
 import httpx
@@ -11,7 +10,7 @@ import pytest
 
 from flowline.audit import verify as verify_audit_log
 from flowline.drift import load_calibration
-from flowline.inference_services.local_server import LOOPBACK, free_port, running_process
+from flowline.inference_services.local_server import LOOPBACK, SERVE_COMMAND, free_port, running_process
 from flowline.pipelines.local_run import packages_of
 from flowline.use_case import UseCase
 from serving_helpers import records_of
@@ -38,7 +37,7 @@ def test_a_drifted_window_starts_one_local_retraining_run_recorded_in_the_audit_
         churn_package, data_home, tmp_path):
     runs, port = tmp_path / "runs", free_port()
     url = f"http://{LOOPBACK}:{port}"
-    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(churn_package),
+    command = [*SERVE_COMMAND, "--drift-monitor", str(churn_package),
                "--host", LOOPBACK, "--port", str(port), "--on-drift", "local", "--runs-dir", str(runs),
                "--retrain-trials", "1"]
     size = load_calibration(churn_package / "drift").window_size

@@ -1,14 +1,19 @@
 """Every metric a dashboard or alert rule uses is exported by a real running server or drift monitor."""
 
 import shutil
-import sys
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
-from flowline.inference_services.local_server import LOOPBACK, free_port, running_process, running_server
+from flowline.inference_services.local_server import (
+    LOOPBACK,
+    SERVE_COMMAND,
+    free_port,
+    running_process,
+    running_server,
+)
 from promql_names import exported_names_used
 from serving_helpers import AUTHORIZED, records_of, repository_env
 
@@ -49,7 +54,7 @@ def live_metrics(churn_package, churn_test_rows, tmp_path_factory) -> set[str]:
 
     port = free_port()
     monitor_url = f"http://{LOOPBACK}:{port}"
-    command = [sys.executable, "-m", "flowline.inference_services.drift_monitor", str(churn_package),
+    command = [*SERVE_COMMAND, "--drift-monitor", str(churn_package),
                "--host", LOOPBACK, "--port", str(port)]
     with running_process(command, f"{monitor_url}/v2/health/ready", str(folder / "monitor.log")), \
             httpx.Client(base_url=monitor_url, timeout=60) as client:

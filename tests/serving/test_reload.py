@@ -127,7 +127,7 @@ def test_the_champion_of_a_local_run_is_the_newest_promoted_package(churn_packag
 
 
 def test_flowline_serve_names_the_model_after_the_use_case(churn_package, tmp_path: Path):
-    """`flowline serve PACKAGE` and `python -m flowline.inference_services PACKAGE` agree on the name."""
+    """`flowline serve PACKAGE` serves the package's use case by its name; NAME=PACKAGE names it."""
     from flowline.inference_services.options import named_package
 
     assert named_package(str(churn_package)) == ("churn", str(churn_package))
@@ -135,9 +135,7 @@ def test_flowline_serve_names_the_model_after_the_use_case(churn_package, tmp_pa
 
 
 def test_the_server_binds_loopback_unless_told_otherwise(churn_package, tmp_path: Path, monkeypatch):
-    import sys
-
-    from flowline.inference_services.local_server import free_port, running_process
+    from flowline.inference_services.local_server import SERVE_COMMAND, free_port, running_process
     from flowline.inference_services.options import HOST_ENV, default_host
 
     monkeypatch.delenv(HOST_ENV, raising=False)
@@ -147,7 +145,7 @@ def test_the_server_binds_loopback_unless_told_otherwise(churn_package, tmp_path
 
     monkeypatch.delenv(HOST_ENV)
     port, log = free_port(), tmp_path / "server.log"
-    command = [sys.executable, "-m", "flowline.inference_services", str(churn_package), "--port", str(port)]
+    command = [*SERVE_COMMAND, str(churn_package), "--port", str(port)]
     with running_process(command, f"http://127.0.0.1:{port}/v2/health/ready", str(log)):
         pass
     assert f"Uvicorn running on http://127.0.0.1:{port}" in log.read_text()

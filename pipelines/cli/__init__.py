@@ -1,0 +1,64 @@
+"""The `flowline` command line: one module per command group, each adding its own subcommands.
+
+| module | commands |
+|---|---|
+| run.py | run |
+| cluster.py | compile, submit, deploy, katib |
+| packages.py | upload, download, verify |
+| serve.py | serve |
+| erasure.py | erase |
+| audit_trail.py | audit verify, audit anchor |
+| canary.py | ab design, canary analyze, canary promote, canary rollback |
+| data.py | init, validate, datasets |
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from flowline import __version__, audit
+from flowline.pipelines.cli import audit_trail, canary, cluster, data, erasure, packages, run, serve
+from flowline.pipelines.cli.common import EXIT_ERROR, EXIT_GATE_FAILED, UsageError
+from flowline.storage import StorageError
+
+__all__ = ["EXIT_ERROR", "EXIT_GATE_FAILED", "build_parser", "main"]
+
+COMMAND_GROUPS = (run, cluster, packages, serve, erasure, audit_trail, canary, data)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowline", description="Tabular models from raw data to KServe.")
+    parser.add_argument("--version", action="version", version=f"flowline {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.add_parser(commands)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings (an unsigned package or audit log) as one line a person reads, not a source listing."""
+    return f"flowline: warning: {message}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flowline.datasets import DatasetError
+    from flowline.package.format import PackageError
+    from flowline.use_case import UseCaseError
+
+    warnings.formatwarning = _one_line_warning
+    warnings.filterwarnings("once", category=UserWarning)  # "not signed" once per command, not once per record
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if hasattr(args, "use_case_path"):
+        given = bool(args.use_case_name) + bool(args.use_case_path)
+        if given > 1 or (given == 0 and not getattr(args, "use_case_optional", False)):
+            parser.error("give a built-in use case name or --use-case PATH (exactly one)")
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        parser.error(str(error))
+    except (UseCaseError, DatasetError, PackageError, StorageError, audit.AuditError, FileNotFoundError) as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,175 @@
+"""`flowline compile`, `submit`, `katib` and `deploy`: what runs on a Kubernetes cluster."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from flowline import DEFAULT_IMAGE, audit
+from flowline.pipelines.cli.common import (
+    EXIT_ERROR,
+    add_audit_log_argument,
+    add_runs_dir_argument,
+    add_use_case_arguments,
+    package_path,
+    use_case,
+)
+
+IMAGE_ENV = "FLOWLINE_IMAGE"
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    compile_ = commands.add_parser("compile", help="compile a use case's pipeline to KFP IR YAML")
+    add_use_case_arguments(compile_)
+    compile_.add_argument("-o", "--output", required=True, help="the YAML file to write")
+    add_image_argument(compile_, "every step's image")
+    _add_cluster_data_arguments(compile_)
+    compile_.set_defaults(handler=_compile)
+
+    submit = commands.add_parser(
+        "submit", help="compile a use case's pipeline and submit a run (or, with --schedule, a recurring run) to KFP")
+    add_use_case_arguments(submit)
+    submit.add_argument("--host", required=True, help="the KFP API, e.g. http://localhost:8080 (port-forwarded "
+                                                      "ml-pipeline-ui) or the in-cluster ml-pipeline service; "
+                                                      "a bearer token, if needed, from $KFP_TOKEN")
+    submit.add_argument("--experiment", help="the KFP experiment (default: flowline-USE_CASE; created if missing)")
+    submit.add_argument("--schedule", metavar="CRON",
+                        help="a recurring run on this cron schedule, e.g. '0 3 * * 1' (5 fields, or KFP's 6)")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a pipeline input, e.g. trials=20 or champion=s3://... (repeatable)")
+    submit.add_argument("--audit-log", help="the run's audit log on the cluster, s3://bucket/prefix")
+    submit.add_argument("--no-cache", action="store_true", help="run every step, none from KFP's cache")
+    submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user deployments)")
+    add_image_argument(submit, "every step's image")
+    _add_cluster_data_arguments(submit)
+    submit.set_defaults(handler=_submit)
+
+    deploy = commands.add_parser(
+        "deploy", help="render a package's InferenceService; apply it when a kubeconfig is available")
+    deploy.add_argument("target", metavar="PACKAGE_DIR|USE_CASE",
+                        help="a package folder or s3:// prefix, or a use case whose newest local run is deployed")
+    deploy.add_argument("--name", help="InferenceService name (default: the use case's name)")
+    deploy.add_argument("--storage-uri", help="where KServe finds the package (default: s3://flowline-models/NAME/VERSION)")
+    deploy.add_argument("--namespace", default="flowline", help="the InferenceService's namespace (default flowline)")
+    deploy.add_argument("--canary-percent", type=int, default=10,
+                        help="traffic for the new version when a champion is serving (default 10)")
+    deploy.add_argument("-o", "--output", help="manifest file (default: NAME-inferenceservice.yaml)")
+    deploy.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config)")
+    deploy.add_argument("--render-only", action="store_true", help="write the manifest, do not apply it")
+    add_runs_dir_argument(deploy, "where to look for a use case's runs")
+    add_audit_log_argument(deploy)
+    deploy.set_defaults(handler=_deploy)
+
+    katib = commands.add_parser(
+        "katib", help="write Katib Experiment YAMLs (HPO and NAS) for a use case, or for every built-in one")
+    add_use_case_arguments(katib, optional=True)
+    katib.add_argument("-o", "--output", default=".", help="folder for the YAML files (default: .)")
+    add_image_argument(katib, "the trials' image")
+    katib.add_argument("--namespace", default="flowline", help="the Experiments' namespace (default flowline)")
+    katib.add_argument("--source", help="the data URL trials read (default: the use case's URL or dataset source)")
+    katib.set_defaults(handler=_katib)
+
+
+def add_image_argument(parser: argparse.ArgumentParser, what: str, flag: str = "--image") -> None:
+    """An image option, defaulting to $FLOWLINE_IMAGE (read here, when the command line is parsed) or the
+    project image."""
+    parser.add_argument(flag, default=os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE,
+                        help=f"{what} (default: ${IMAGE_ENV}, else {DEFAULT_IMAGE})")
+
+
+def _add_cluster_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", help="where the cluster run reads the data: s3://BUCKET/KEY or an http(s) URL "
+                                         "(default: the use case's, when it is one of those)")
+    parser.add_argument("--upload-data", metavar="S3_PREFIX",
+                        help="upload the use case's local file (or --source's) to s3://BUCKET/PREFIX first, "
+                             "and read it from there")
+
+
+def _cluster_source(args: argparse.Namespace, use_case) -> str:
+    """Where the cluster run reads the data: --source, or with --upload-data the use case's own file,
+    uploaded there first (a source already in object storage or at a URL is not uploaded)."""
+    from flowline.use_case import REMOTE_PREFIXES
+
+    if not args.upload_data:
+        return args.source or ""
+    from flowline import storage
+    from flowline.contract import resolve_source
+
+    local = resolve_source(use_case, args.source or "")
+    if local.startswith(REMOTE_PREFIXES):
+        return local
+    destination = storage.S3Location.parse(args.upload_data).uri(Path(local).name)
+    storage.upload_file(local, destination)
+    print(f"uploaded {local} to {destination}")
+    return destination
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from flowline.pipelines.template import compile_pipeline
+
+    chosen = use_case(args)
+    compile_pipeline(chosen, args.output, source=_cluster_source(args, chosen), image=args.image)
+    print(f"compiled: {args.output}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from flowline.pipelines.submission import SubmissionError, parse_parameters, submit
+
+    try:
+        parameters = parse_parameters(args.param)
+        if args.audit_log:
+            parameters["audit_log"] = args.audit_log
+        chosen = use_case(args)
+        submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters,
+                           not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"),
+                           _cluster_source(args, chosen), args.image)
+    except SubmissionError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    if "recurring_run_id" in submitted:
+        print(f"recurring run {submitted['recurring_run_id']} ({submitted['cron']}) in experiment "
+              f"{submitted['experiment_id']}")
+    else:
+        print(f"run {submitted['run_id']} in experiment {submitted['experiment_id']}: {submitted['url']}")
+    return 0
+
+
+def _katib(args: argparse.Namespace) -> int:
+    from flowline.katib import ExperimentError, built_in_experiments, use_case_experiments, write_experiments
+
+    try:
+        if args.use_case_name or args.use_case_path:
+            manifests = use_case_experiments(use_case(args), args.image, args.namespace, args.source or "")
+        else:
+            manifests, left_out = built_in_experiments(args.image, args.namespace)
+            for name, reason in left_out.items():
+                print(f"left out: {name}: {reason}")
+    except ExperimentError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    for path in write_experiments(manifests, args.output):
+        print(f"written: {path}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from flowline.cluster import kubeconfig_available
+    from flowline.deployment import deploy_package
+    from flowline.package.format import verify
+
+    package = package_path(args.target, args.runs_dir)
+    manifest = verify(package)
+    name = args.name or manifest["name"]
+    storage_uri = args.storage_uri or f"s3://flowline-models/{name}/{manifest['version']}"
+    output = args.output or f"{name}-inferenceservice.yaml"
+    apply_to_cluster = not args.render_only and kubeconfig_available(args.kubeconfig)
+    outcome = deploy_package(package, storage_uri, args.namespace, output, apply_to_cluster,
+                             args.canary_percent, name, args.kubeconfig)
+    audit.append(args.audit_log, "deployment", {
+        "inference_service": f"{args.namespace}/{outcome['name']}", "package": package,
+        "package_version": manifest["version"], "storage_uri": storage_uri, "action": outcome["action"]})
+    print(f"{outcome['name']}: {outcome['action']} ({outcome['manifest']})")
+    return 0

@@ -1,0 +1,54 @@
+"""What several command groups share: exit codes, the runs folder, the use-case arguments, the audit log."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from flowline.storage import is_s3
+
+EXIT_ERROR = 1
+EXIT_GATE_FAILED = 3
+
+
+class UsageError(ValueError):
+    """Options that parse but do not fit together: main() reports it as argparse does (exit 2)."""
+
+
+def runs_dir() -> str:
+    return os.environ.get("FLOWLINE_RUNS_DIR", "runs")
+
+
+def add_runs_dir_argument(parser: argparse.ArgumentParser, what: str = "where run folders are") -> None:
+    parser.add_argument("--runs-dir", default=runs_dir(), help=f"{what} (default: $FLOWLINE_RUNS_DIR or ./runs)")
+
+
+def add_audit_log_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--audit-log", default=str(Path(runs_dir()) / "audit.jsonl"),
+                        help="the audit log to record this in: a file, or s3://bucket/prefix on a cluster (default: "
+                             "$FLOWLINE_RUNS_DIR/audit.jsonl or runs/audit.jsonl)")
+
+
+def add_use_case_arguments(parser: argparse.ArgumentParser, optional: bool = False) -> None:
+    """USE_CASE or --use-case PATH, exactly one (main() checks); with `optional`, also neither."""
+    parser.add_argument("use_case_name", nargs="?", metavar="USE_CASE",
+                        help="a built-in use case, e.g. churn" + (" (default: all)" if optional else ""))
+    parser.add_argument("--use-case", dest="use_case_path", metavar="PATH", help="a use-case YAML file")
+    parser.set_defaults(use_case_optional=optional)
+
+
+def use_case(args: argparse.Namespace):
+    from flowline.use_case import load_use_case
+
+    return load_use_case(args.use_case_path or args.use_case_name)
+
+
+def package_path(target: str, runs: str) -> str:
+    """A package folder or s3:// prefix as given, or the newest local run's package of a use case."""
+    from flowline.pipelines.local_run import latest_package
+    from flowline.use_case import load_use_case
+
+    if Path(target).is_dir() or is_s3(target):
+        return target
+    return str(latest_package(runs, load_use_case(target).name))

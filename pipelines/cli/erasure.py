@@ -1,0 +1,41 @@
+"""`flowline erase`: a data subject's rows out of a use case's stored datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flowline.pipelines.cli.common import EXIT_ERROR, add_audit_log_argument, add_runs_dir_argument, use_case
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    erase = commands.add_parser(
+        "erase", help="remove a data subject's rows from a use case's stored datasets and quarantine")
+    erase.add_argument("use_case_name", nargs="?", metavar="USE_CASE", help="a built-in use case, e.g. churn")
+    erase.add_argument("--use-case", dest="use_case_path", metavar="NAME|PATH",
+                       help="a built-in use case name or a use-case YAML file")
+    erase.add_argument("--id", required=True, help="the subject's id (the use case's first id column, or its entity)")
+    add_runs_dir_argument(erase)
+    add_audit_log_argument(erase)
+    erase.set_defaults(handler=_erase)
+
+
+def _erase(args: argparse.Namespace) -> int:
+    from flowline.erasure import ErasureError, erase_subject
+
+    try:
+        report = erase_subject(use_case(args), args.id, args.runs_dir, args.audit_log)
+    except ErasureError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    for path, rows in report.rows_removed.items():
+        print(f"erased {rows} row(s) from {path}")
+    print(f"erased {report.total_rows} row(s) of subject sha256 {report.subject_sha256[:16]} in "
+          f"{len(report.rows_removed)} file(s); recorded in {args.audit_log}")
+    if report.packages_trained_on_subject:
+        print("packages trained on this subject (retrain to forget it):")
+        for package in report.packages_trained_on_subject:
+            print(f"  {package}")
+    else:
+        print("no package was trained on this subject")
+    return 0

@@ -1,0 +1,49 @@
+"""`flowline run`: a use case's pipeline, locally through kfp.local."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flowline.pipelines.cli.common import (
+    EXIT_ERROR,
+    EXIT_GATE_FAILED,
+    add_runs_dir_argument,
+    add_use_case_arguments,
+    use_case,
+)
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    run = commands.add_parser("run", help="run a use case's pipeline locally through kfp.local")
+    add_use_case_arguments(run)
+    run.add_argument("--trials", type=int, default=0,
+                     help="tuning trials for every model family (default: the use case's budget)")
+    run.add_argument("--tuning-backend", choices=("auto", "optuna", "katib"),
+                     help="where trials run (default: the use case's tuning.backend; auto is Optuna off-cluster)")
+    champion = run.add_mutually_exclusive_group()
+    champion.add_argument("--champion", metavar="PACKAGE_DIR",
+                          help="the package to beat (default: the newest promoted package of this use case in --runs-dir)")
+    champion.add_argument("--no-champion", action="store_true", help="compare with no champion (promote if gates pass)")
+    run.add_argument("--source", help="read the data from this path or URL instead of the use case's")
+    add_runs_dir_argument(run, "where run folders go")
+    run.add_argument("--summary", help="write the JSON summary here (default: summary.json in the run folder)")
+    run.add_argument("-v", "--verbose", action="store_true", help="show every task's full log, not just progress")
+    run.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flowline.pipelines.local_run import format_summary, run_local
+
+    try:
+        champion = "" if args.no_champion else args.champion
+        summary = run_local(
+            use_case(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose, champion,
+            args.tuning_backend or "",
+        )
+    except RuntimeError as error:
+        print(f"flowline: run failed: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(format_summary(summary))
+    print(f"\nsummary: {summary['summary_path']}")
+    return 0 if summary["gates_passed"] else EXIT_GATE_FAILED

@@ -1,0 +1,130 @@
+"""`flowline serve`: the one way to start a server, locally and in the container.
+
+The model server (one or more packages, optionally a local A/B canary) or, with
+--drift-monitor, a package's drift monitor, whose on-drift action (retraining) is built
+here and handed to it, so the servers never import the pipelines.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from flowline.inference_services.options import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_PORT, HOST_ENV
+from flowline.pipelines.cli.cluster import add_image_argument
+from flowline.pipelines.cli.common import UsageError, add_runs_dir_argument, package_path
+from flowline.pipelines.retraining import DEFAULT_COOLDOWN_S, MODES
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve", help="serve model packages with the KServe model server, or a package's drift monitor",
+        description="Serve model packages (v1 and v2 protocols) or, with --drift-monitor, a package's drift monitor. "
+                    "The container's entry point: the ServingRuntimes run `flowline serve NAME=/mnt/models`.")
+    serve.add_argument("targets", nargs="+", metavar="[NAME=]PACKAGE_DIR|USE_CASE",
+                       help="a package folder or s3://bucket/prefix, or a use case whose newest local run is served; "
+                            "NAME= names the model (default: the package's use case, with -drift for a monitor)")
+    add_runs_dir_argument(serve, "where to look for a use case's runs, and where --on-drift local's runs go")
+    server = serve.add_argument_group("server")
+    server.add_argument("--host", default=None, help=f"bind address (default: ${HOST_ENV} or {DEFAULT_HOST})")
+    server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
+    server.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                        help=f"model server: largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
+    server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
+
+    ab = serve.add_argument_group("local A/B (model server)")
+    ab.add_argument("--canary", metavar="[NAME=]PACKAGE_DIR",
+                    help="a second package for the model NAME, taking --canary-percent of its requests by request id "
+                         "(KServe's canaryTrafficPercent, locally)")
+    ab.add_argument("--canary-percent", type=int, default=10, help="the canary's share of requests (default 10)")
+    ab.add_argument("--prediction-log", help="append one JSON line per answered request (request id, arm, version) "
+                                             "here, to join outcomes back by request id")
+
+    drift = serve.add_argument_group("drift monitor")
+    drift.add_argument("--drift-monitor", action="store_true",
+                       help="serve the package's drift monitor (KServe payload-log CloudEvents in) instead of its model")
+    drift.add_argument("--on-drift", choices=MODES, default="off",
+                       help="on a drifted window: start `flowline run` here (local), submit a KFP run (kfp), "
+                            "or only alert (off, the default)")
+    drift.add_argument("--retrain-use-case", help="the use case to retrain, a name or YAML path (default: the "
+                                                  "monitored package's use case)")
+    drift.add_argument("--retrain-trials", type=int, default=0,
+                       help="tuning trials per family (default: the use case's budget)")
+    drift.add_argument("--kfp-host", default="", help="the KFP API, for --on-drift kfp")
+    drift.add_argument("--retrain-source", default="", help="for --on-drift kfp: where the run reads its data, "
+                                                            "s3://BUCKET/KEY or an http(s) URL (default: the use "
+                                                            "case's own, when it is one of those)")
+    drift.add_argument("--experiment", default="", help="for --on-drift kfp: the KFP experiment "
+                                                        "(default: flowline-USE_CASE)")
+    add_image_argument(drift, "for --on-drift kfp: the retraining run's image", "--retrain-image")
+    drift.add_argument("--audit-log", help="where triggers are recorded (default: RUNS_DIR/audit.jsonl; "
+                                           "s3://bucket/prefix on a cluster)")
+    drift.add_argument("--retrain-cooldown", type=float, default=DEFAULT_COOLDOWN_S,
+                       help=f"seconds after a retraining starts before another may (default {DEFAULT_COOLDOWN_S})")
+    serve.set_defaults(handler=_serve)
+
+
+def _named(target: str, runs: str) -> tuple[str, str]:
+    """[NAME=]TARGET to (model name, package path); without NAME, the package's use case names it."""
+    from flowline.inference_services.options import named_package
+
+    name, separator, where = target.partition("=")
+    if not separator:
+        name, where = "", target
+    path = package_path(where, runs)
+    return (name, path) if name else named_package(path)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from flowline.inference_services.server import serve
+
+    models = _drift_monitor(args) if args.drift_monitor else _model_server(args)
+    for model in models:
+        print(f"flowline: serving {model.package_path} as {model.name!r}")
+    serve(models, args.host, args.port, args.access_log)
+    return 0
+
+
+def _model_server(args: argparse.Namespace) -> list:
+    from flowline.inference_services.model import FlowlineModel
+
+    if args.on_drift != "off":
+        raise UsageError("--on-drift: only with --drift-monitor")
+    packages = [_named(target, args.runs_dir) for target in args.targets]
+    canary_name, canary_path = _named(args.canary, args.runs_dir) if args.canary else (None, None)
+    if canary_name and canary_name not in {name for name, _ in packages}:
+        raise UsageError(f"--canary {canary_name}: no model of that name is served")
+    return [FlowlineModel(name, path, args.max_batch, canary_path=canary_path if name == canary_name else None,
+                          canary_percent=args.canary_percent, prediction_log=args.prediction_log)
+            for name, path in packages]
+
+
+def _drift_monitor(args: argparse.Namespace) -> list:
+    from flowline.inference_services.drift_monitor import DriftMonitor
+
+    if len(args.targets) != 1:
+        raise UsageError(f"--drift-monitor: give one package, not {len(args.targets)}")
+    if args.canary or args.prediction_log:
+        raise UsageError("--canary and --prediction-log: only for the model server, not with --drift-monitor")
+    (target,) = args.targets
+    name, path = _named(target, args.runs_dir)
+    if "=" not in target:
+        name = f"{name}-drift"
+    return [DriftMonitor(name, path, _retraining(args))]
+
+
+def _retraining(args: argparse.Namespace):
+    """The monitor's on-drift action: a retraining run (pipelines/retraining.py), or None when off."""
+    if args.on_drift == "off":
+        return None
+    from flowline.audit import AUDIT_FILE
+    from flowline.pipelines.retraining import RetrainingAction
+
+    try:
+        action = RetrainingAction(
+            args.on_drift, args.retrain_use_case or "", args.audit_log or str(Path(args.runs_dir) / AUDIT_FILE),
+            args.runs_dir, args.retrain_trials, args.kfp_host, args.experiment, args.retrain_cooldown,
+            source=args.retrain_source, image=args.retrain_image)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return action.on_drift

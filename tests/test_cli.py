@@ -1,0 +1,85 @@
+"""The `flowline` command line as a package: every command documented, `serve` the one server entry point."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from pathlib import Path
+
+import pytest
+
+from flowline.pipelines.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def commands_of(parser: argparse.ArgumentParser, prefix: str = "flowline") -> dict[str, tuple]:
+    """Every command and subcommand by its full name ("flowline canary promote"): (its parser, its help)."""
+    found = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                found[f"{prefix} {name}"] = (sub, helps.get(name))
+                found.update(commands_of(sub, f"{prefix} {name}"))
+    return found
+
+
+def test_every_command_and_option_has_a_help_text():
+    commands = commands_of(build_parser())
+    assert {"flowline serve", "flowline canary promote", "flowline audit anchor", "flowline ab design"} <= set(commands)
+    for name, (command, text) in commands.items():
+        assert text, f"{name}: no help text"
+        for action in command._actions:
+            if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                assert action.help, f"{name} {'/'.join(action.option_strings) or action.dest}: no help text"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--on-drift", "local"], "--on-drift: only with --drift-monitor"),
+    (["--drift-monitor", "--canary", "churn=PACKAGE"], "--canary and --prediction-log: only for the model server"),
+    (["--canary", "other=PACKAGE"], "--canary other: no model of that name is served"),
+    (["PACKAGE", "--drift-monitor"], "--drift-monitor: give one package, not 2"),
+])
+def test_serve_refuses_options_that_do_not_fit_together(argv, message, tmp_path: Path, capsys):
+    folder = str(tmp_path)
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", f"churn={folder}", *[part.replace("PACKAGE", folder) for part in argv]])
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_names_a_folder_that_is_not_a_package(tmp_path: Path, capsys):
+    assert main(["serve", str(tmp_path)]) == 1
+    assert f"{tmp_path} is not a model package (manifest.json is missing)" in capsys.readouterr().err
+
+
+def test_the_retraining_action_needs_its_kfp_host(tmp_path: Path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["serve", "--drift-monitor", f"churn={tmp_path}", "--on-drift", "kfp"])
+    assert caught.value.code == 2
+    assert "on-drift action kfp needs the KFP host (--kfp-host)" in capsys.readouterr().err
+
+
+def imported_modules(folder: Path) -> dict[str, set[str]]:
+    """Each module's imports (absolute names), from its source."""
+    imports = {}
+    for path in folder.rglob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+        imports[str(path.relative_to(ROOT))] = names
+    return imports
+
+
+def test_the_servers_import_no_pipeline_module_and_the_core_nothing_above_it():
+    """The drift monitor gets its retraining action from `flowline serve`; it never imports the pipelines."""
+    above_core = ("flowline.components", "flowline.pipelines", "flowline.inference_services",
+                  "flowline.katib_experiments")
+    for folder, forbidden in (("inference_services", ("flowline.pipelines",)), ("flowline", above_core)):
+        for module, names in imported_modules(ROOT / folder).items():
+            wrong = sorted(name for name in names if name.startswith(forbidden))
+            assert not wrong, f"{module} imports {wrong}"

@@ -83,3 +83,23 @@ def test_the_servers_import_no_pipeline_module_and_the_core_nothing_above_it():
         for module, names in imported_modules(ROOT / folder).items():
             wrong = sorted(name for name in names if name.startswith(forbidden))
             assert not wrong, f"{module} imports {wrong}"
+
+
+@pytest.mark.parametrize("words, expected", [
+    ("flowline se", {"serve"}),
+    ("flowline canary pro", {"promote"}),
+    ("flowline serve --drift-", {"--drift-monitor"}),
+])
+def test_bash_completes_commands_and_options_from_the_parser(words: str, expected: set[str], tmp_path: Path, capsys):
+    """The script `flowline completion bash` prints, loaded into a real bash, completes what the parser has."""
+    import subprocess
+
+    assert main(["completion", "bash"]) == 0
+    script = tmp_path / "flowline.bash"
+    script.write_text(capsys.readouterr().out)
+    words_list = words.split(" ")
+    probe = (f"source {script}; COMP_WORDS=({' '.join(words_list)}); COMP_CWORD={len(words_list) - 1}; "
+             f"COMP_LINE='{words}'; COMP_POINT={len(words)}; _shtab_flowline flowline; "
+             "printf '%s\\n' \"${COMPREPLY[@]}\"")
+    shown = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert expected <= set(shown) and all(word.startswith(words_list[-1]) for word in shown), shown

@@ -14,7 +14,8 @@ NAMES = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
 
 
 def test_the_notebooks_are_there_and_documented():
-    assert NAMES == ["01-quickstart.ipynb", "02-submit-to-kubeflow.ipynb", "03-ab-analysis.ipynb"]
+    assert NAMES == ["01-quickstart.ipynb", "02-submit-to-kubeflow.ipynb", "03-ab-analysis.ipynb",
+                     "04-your-own-data.ipynb"]
     readme = (NOTEBOOKS / "README.md").read_text()
     for name in NAMES:
         assert name.removesuffix(".ipynb") in readme, name
@@ -57,3 +58,21 @@ def test_the_submit_notebook_submits_a_run_and_a_recurring_run_through_kfp_clien
     assert "run run-1: http://127.0.0.1" in shown and "recurring run rr-1 on 0 0 3 * * 1" in shown
     (run,) = [r["body"] for r in api.requests if r["method"] == "POST" and r["path"].endswith("/runs")]
     assert run["runtime_config"]["parameters"] == {"trials": 20, "audit_log": "s3://flowline-audit/churn"}
+
+
+@pytest.mark.pipeline
+def test_your_own_data_goes_from_a_csv_to_a_served_answer_with_its_reports_inline(data_home, tmp_path, monkeypatch):
+    """IBM's HR attrition set, which no shipped use case covers: init, validate, run, reports, serve, call."""
+    monkeypatch.setenv("FLOWLINE_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("FLOWLINE_OWN_DATA_TRIALS", "1")
+    notebook = executed("04-your-own-data.ipynb", tmp_path)
+    shown = outputs_of(notebook)
+    assert "label:" in shown and "column: Attrition" in shown  # the drafted YAML, printed
+    assert "\n0 problem(s)" in shown, shown[-3000:]
+    assert "Use case hr-attrition-ibm:" in shown and "test metric" in shown  # the end-of-run table
+    pages = [output["data"]["text/html"] for cell in notebook.cells for output in cell.get("outputs", [])
+             if "text/html" in output.get("data", {})]
+    assert pages and "<h2>Intended use</h2>" in pages[0]  # the model card, rendered inline
+    (answer,) = json.loads(re.search(r"^v1: (.*)$", shown, re.MULTILINE).group(1))
+    assert answer["decision"] in ("Yes", "No")
+    assert answer["decision"] == ("Yes" if answer["probability"] >= answer["threshold"] else "No")

@@ -5,12 +5,14 @@ import re
 from pathlib import Path
 
 import pytest
+import readme_examples
 import yaml
 from html_checks import assert_valid_html, loaded_image_widths
 
 from flowline.audit import verify as verify_audit_log
 from flowline.package.format import verify
 from flowline.datasets import REGISTRY
+from flowline.inference_services.local_server import running_server
 from flowline.pipelines.cli import EXIT_ERROR, main
 from pipeline_steps import STEPS
 
@@ -81,6 +83,8 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     decision = verify_audit_log(summary["audit_log"])[-1]["what"]
     assert decision["fairness"] == {"gender": "pass", "SeniorCitizen": "pass"} and decision["fairness_mitigation"]
     assert "Got executor_input" not in shown and "Got executor_input" in (Path(summary["run_dir"]) / "run.log").read_text()
+    with running_server([f"churn={summary['package']}"]) as url:  # the README's churn answers are this run's
+        assert readme_examples.check(url, "churn") == 2
 
 
 def test_a_second_use_case_on_another_csv_needs_no_code(data_home, tmp_path: Path, capsys):
@@ -160,3 +164,5 @@ def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_hom
     card = json.loads((Path(summary["package"]) / "model_card.json").read_text())
     assert card["explanation"]["units"] == "prediction" and card["metrics"]["spearman"]["ci95"][0] < \
         summary["metrics"]["spearman"] < card["metrics"]["spearman"]["ci95"][1]
+    with running_server([f"clv={summary['package']}"]) as url:
+        assert readme_examples.check(url, "clv") == 1

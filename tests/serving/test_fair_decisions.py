@@ -77,6 +77,7 @@ def readme_example() -> tuple[dict, dict]:
 
 def test_the_readmes_example_answer_is_consistent_and_what_the_server_answers(server, telco, churn_package):
     instance, shown = readme_example()
+    assert instance.pop("customerID") == "7590-VHVEG"  # the id is echoed, not a feature
     assert instance == records_of(telco.head(1))[0]  # the demo's first Telco customer
     shown_row = shown["predictions"][0]
     assert shown["decision_rule"] == "per-group thresholds"

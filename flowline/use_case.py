@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import re
-from importlib import resources
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -18,8 +17,9 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-# The built-in use cases are data of the pipelines folder (pipelines/use_cases/*.yaml).
-USE_CASES_DIR = Path(str(resources.files("flowline.pipelines") / "use_cases"))
+# The built-in use cases, pipelines/use_cases/*.yaml: a wheel installs the folder under flowline/pipelines, and a
+# checkout's flowline/pipelines links to it, so the core finds them without importing the pipelines package.
+USE_CASES_DIR = Path(__file__).parent / "pipelines" / "use_cases"
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")  # a use case's name: a slug, usable in URLs and metric labels
 BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy",
                   "recall_at_p90", "precision_at_r90", "expected_cost_per_1000")

@@ -32,6 +32,7 @@ COMMAND_GROUPS = (run, cluster, packages, serve, erasure, audit_trail, canary, d
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flowline", description="Tabular models from raw data to KServe.")
     parser.add_argument("--version", action="version", version=f"flowline {__version__}")
+    parser.set_defaults(root_parser=parser)  # for `flowline completion`, which describes the whole parser
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_parser(commands)

@@ -24,7 +24,5 @@ def add_parser(commands) -> None:
 def _completion(args: argparse.Namespace) -> int:
     import shtab
 
-    from flowline.pipelines.cli import build_parser
-
-    print(shtab.complete(build_parser(), shell=args.shell))
+    print(shtab.complete(args.root_parser, shell=args.shell))
     return 0

@@ -22,7 +22,7 @@ import warnings
 from flowline import __version__, audit
 from flowline.pipelines.cli import audit_trail, canary, cluster, completion, data, erasure, packages, run, serve
 from flowline.pipelines.cli.common import EXIT_ERROR, EXIT_GATE_FAILED, UsageError
-from flowline.pipelines.cli.errors import ClusterError
+from flowline.cluster import ClusterError
 from flowline.storage import StorageError
 
 __all__ = ["EXIT_ERROR", "EXIT_GATE_FAILED", "build_parser", "main"]

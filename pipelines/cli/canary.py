@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flowline import audit
 from flowline.pipelines.cli.common import EXIT_ERROR, UsageError, add_audit_log_argument
-from flowline.pipelines.cli.errors import KUBE_CREDENTIALS, kubernetes_api, talking_to
+from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
 
 AUDIT_ACTIONS = {"promote": "promotion", "rollback": "rollback"}
 
@@ -120,7 +120,6 @@ def _canary_patch(args: argparse.Namespace) -> int:
     import yaml
 
     from flowline.canary import patch_inference_service
-    from flowline.cluster import kubeconfig_available
     from flowline.inference_service import promoted, rolled_back
 
     operation = args.canary_action

@@ -17,7 +17,7 @@ from flowline.pipelines.cli.common import (
     package_path,
     use_case,
 )
-from flowline.pipelines.cli.errors import KUBE_CREDENTIALS, kubernetes_api, talking_to
+from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
 
 IMAGE_ENV = "FLOWLINE_IMAGE"
 
@@ -161,7 +161,6 @@ def _katib(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from flowline.cluster import kubeconfig_available
     from flowline.deployment import deploy_package
     from flowline.package.format import verify
 

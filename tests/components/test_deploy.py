@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stand_in_api import NOT_FOUND, StandInApiServer
+from stand_in_api import NOT_FOUND, StandInApiServer, kubeconfig, refusing
 
 from flowline.audit import verify as verify_audit_log
 from flowline.canary import patch_inference_service
@@ -193,7 +193,6 @@ def test_a_cluster_that_cannot_be_reached_or_refuses_is_one_line_and_nothing_is_
         command, status, said, no_cluster, tmp_path, capsys):
     from flowline.inference_services.local_server import free_port
     from flowline.pipelines.cli import main
-    from stand_in_api import kubeconfig, refusing
 
     if status is None:
         url = f"http://127.0.0.1:{free_port()}"  # a closed port

@@ -16,7 +16,7 @@ import io
 import re
 import time
 from collections import deque
-from typing import Iterable, Optional, TextIO
+from typing import Iterable, TextIO
 
 from tqdm import tqdm
 
@@ -36,14 +36,13 @@ EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exceptio
 class ProgressStream(io.TextIOBase):
     """A stdout replacement: writes the task logs to `log`, and progress to `terminal`.
 
-    `bars`: live progress bars (tqdm); by default when `terminal` is a terminal and not `verbose`.
+    On a terminal, and unless `verbose`, progress is live bars (tqdm); elsewhere plain lines.
     Call finish() at the end of the run: it writes a last unfinished line and closes the bars.
     """
 
-    def __init__(self, log: TextIO, terminal: TextIO, steps: tuple[str, ...], verbose: bool = False,
-                 bars: Optional[bool] = None) -> None:
+    def __init__(self, log: TextIO, terminal: TextIO, steps: tuple[str, ...], verbose: bool = False) -> None:
         self.log, self.terminal, self.steps, self.verbose = log, terminal, steps, verbose
-        self.bars = (terminal.isatty() and not verbose) if bars is None else bars
+        self.bars = terminal.isatty() and not verbose
         self._pending = ""
         self._input_end: str | None = None  # while inside an input JSON: the line that closes it
         self._task_lines: deque[str] = deque(maxlen=FAILURE_TAIL)

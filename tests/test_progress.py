@@ -18,10 +18,10 @@ from flowline.pipelines.progress import ANSI, EXECUTOR_INPUT, ProgressStream
 CAPTURE = Path(__file__).with_name("kfp_local_churn_output.log").read_text()
 
 
-def fed(terminal, bars=None) -> tuple[str, ProgressStream]:
+def fed(terminal) -> tuple[str, ProgressStream]:
     """The capture written to a ProgressStream in pieces that split lines, as a pipe delivers them; its log."""
     log = io.StringIO()
-    progress = ProgressStream(log, terminal, tuple(STEPS), bars=bars)
+    progress = ProgressStream(log, terminal, tuple(STEPS))
     for start in range(0, len(CAPTURE), 997):
         progress.write(CAPTURE[start:start + 997])
     progress.finish()

@@ -127,7 +127,8 @@ def _submit(args: argparse.Namespace) -> int:
         chosen = use_case(args)
         source = _cluster_source(args, chosen)
         with talking_to("KFP", args.host, "the bearer token in $KFP_TOKEN"), warnings.catch_warnings():
-            # kfp.Client warns on every call that it needs KFP 2.0.0-beta.2 or later, which flowline's docs require
+            # kfp.Client warns each time it is made that it needs KFP 2.0.0-beta.2 or later: noise, as submit speaks
+            # only that API (v2beta1) and says so when it cannot reach it
             warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline")
             submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters,
                                not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"), source, args.image)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from typing import Callable, Optional
 
+from flowline.cluster import KUBE_CREDENTIALS, talking_to
 from flowline.models.families import objective_metric
 from flowline.search import SearchResult
 from flowline.search_space import search_space
@@ -43,7 +44,8 @@ def katib_search(
     name = f"{experiment_name(use_case, family)}-{secrets.token_hex(3)}"
     experiment = build_experiment(use_case, family, trials, image, namespace, name=name,
                                   source=trial_source(use_case, source), feature_plan=feature_plan)
-    client.create_experiment(experiment, namespace)
+    with talking_to("the Kubernetes API", client.custom_api.api_client.configuration.host, KUBE_CREDENTIALS):
+        client.create_experiment(experiment, namespace)
     progress(f"{prefix}: Katib Experiment {namespace}/{name} created, {trials} trials; waiting")
     timeout = int(use_case.tuning.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
     try:

@@ -56,10 +56,12 @@ def run_local(
     `champion` is the package the new model must beat: by default the newest package of
     the same use case under `runs_dir` that was promoted (if any); "" compares with none.
     The summary is written as JSON to `summary_path`, or to summary.json in the run folder.
-    The full log goes to run.log in the run folder; the terminal shows step progress
-    (everything with `verbose`). The run, its package and its gate decision are recorded
+    The task logs go to run.log in the run folder (without kfp.local's input JSON and colour codes);
+    the terminal shows progress bars, or plain progress lines when it is not a terminal (everything
+    with `verbose`). The run, its package and its gate decision are recorded
     in the audit log, `runs_dir`/audit.jsonl; a failed run's record holds its root cause in one
-    line ("step 'ingest': ContractError: ..."). Raises RuntimeError naming the failed step and the cause.
+    line ("step 'ingest': ContractError: ..."). Raises RuntimeError naming the failed step, the cause and
+    the path of run.log.
     """
     from kfp import local
 
@@ -91,7 +93,9 @@ def run_local(
         except RuntimeError as error:
             cause = progress.failure or " ".join(ANSI.sub("", str(error)).split())
             audit.append(audit_log, "pipeline_run", {**run, "outcome": "failed", "error": cause})
-            raise RuntimeError(cause) from None
+            raise RuntimeError(f"{cause} (the full log: {run_dir / 'run.log'})") from None
+        finally:
+            progress.finish()
     package_dir, quarantine = Path(outcome.outputs["package"].path), Path(outcome.outputs["quarantine"].path)
     summary = summarize(use_case, package_dir, quarantine, run_dir, wall_seconds=time.monotonic() - started)
     summary["step_seconds"] = progress.step_seconds

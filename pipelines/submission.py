@@ -8,12 +8,15 @@ it up to the requests it sends, against a stand-in API server on loopback.
 from __future__ import annotations
 
 import tempfile
+import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
 from flowline import DEFAULT_IMAGE
 from flowline.pipelines.template import compile_pipeline
 from flowline.use_case import UseCase
+
+KFP_API = "/apis/v2beta1"  # the KFP API version kfp.Client 2 speaks
 
 
 class SubmissionError(ValueError):
@@ -42,6 +45,15 @@ def parse_parameters(pairs: list[str]) -> dict[str, Any]:
     return parameters
 
 
+def check_reachable(host: str, token: Optional[str] = None, timeout: float = 10.0) -> None:
+    """One GET of the KFP API's health check. Raises urllib's URLError (unreachable) or HTTPError (401, 403,
+    ...) at once, where kfp.Client retries a refused health check five times, 5 s apart, logging each."""
+    request = urllib.request.Request(f"{host.rstrip('/')}{KFP_API}/healthz",
+                                     headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(request, timeout=timeout):
+        pass
+
+
 def submit(
     use_case: UseCase,
     host: str,
@@ -63,6 +75,7 @@ def submit(
 
     cron = kfp_cron(schedule) if schedule else None
     experiment = experiment or f"flowline-{use_case.name}"
+    check_reachable(host, token)
     client = kfp.Client(host=host, namespace=namespace, existing_token=token)
     with tempfile.TemporaryDirectory() as folder:
         package = str(Path(folder) / f"{use_case.name}.yaml")

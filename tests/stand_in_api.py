@@ -47,14 +47,25 @@ class StandInApiServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def kubeconfig(self, folder: Path) -> str:
-        path = folder / "kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config", "current-context": "test",
-            "clusters": [{"name": "test", "cluster": {"server": f"http://127.0.0.1:{self.server.server_port}"}}],
-            "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
-            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "flowline"}}],
-        }))
-        return str(path)
+        return kubeconfig(f"http://127.0.0.1:{self.server.server_port}", folder)
+
+
+def kubeconfig(server: str, folder: Path) -> str:
+    """A kubeconfig file in `folder` for the API server at `server`, with a bearer token."""
+    path = folder / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": server}}],
+        "users": [{"name": "test", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": "flowline"}}],
+    }))
+    return str(path)
+
+
+def refusing(status: int) -> Respond:
+    """Answers every request as an API server that does not accept the credentials: 401 or 403."""
+    reason = {401: "Unauthorized", 403: "Forbidden"}[status]
+    return lambda method, path, body: (status, {"kind": "Status", "code": status, "reason": reason})
 
 
 NOT_FOUND = (404, {"kind": "Status", "code": 404, "reason": "NotFound"})

@@ -82,7 +82,11 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     assert len(widths) == 1 + 3 + 5 and min(widths) > 100  # importance, 3 dependence plots, 5 instances
     decision = verify_audit_log(summary["audit_log"])[-1]["what"]
     assert decision["fairness"] == {"gender": "pass", "SeniorCitizen": "pass"} and decision["fairness_mitigation"]
-    assert "Got executor_input" not in shown and "Got executor_input" in (Path(summary["run_dir"]) / "run.log").read_text()
+    # run.log keeps every task's own lines, but not kfp.local's input JSON dumps or its colour codes.
+    run_log = (Path(summary["run_dir"]) / "run.log").read_text()
+    assert "Got executor_input" not in shown and "Got executor_input" not in run_log and "use_case_json" not in run_log
+    assert "\x1b" not in run_log and "\x1b" not in shown
+    assert "Task 'deploy' finished with status SUCCESS" in run_log and "    train: selected" in run_log
     with running_server([f"churn={summary['package']}"]) as url:  # the README's churn answers are this run's
         assert readme_examples.check(url, "churn") == 2
 
@@ -135,6 +139,11 @@ def test_a_broken_source_fails_the_run_naming_the_step_and_the_cause(data_home, 
     assert "ingest failure in" in captured.out
     assert "ContractError" in captured.out and "'SeniorCitizen'" in captured.out
     assert "flowline: run failed" in captured.err and "'ingest'" in captured.err
+    # One line: what is wrong, and where the full log is.
+    (run_log,) = (tmp_path / "runs").glob("churn-*/run.log")
+    assert captured.err.count("\n") == 1 and captured.err.endswith(f"(the full log: {run_log})\n")
+    assert "Traceback" not in captured.out and "\x1b" not in captured.out + captured.err
+    assert "Traceback" in run_log.read_text() and "\x1b" not in run_log.read_text()
 
 
 def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_home, tmp_path: Path, capsys):

@@ -1,8 +1,9 @@
 """flowline submit: kfp.Client's requests, checked against a stand-in KFP API server on loopback."""
 
 import pytest
-from stand_in_api import KFP_API as API, StandInApiServer, kfp_api
+from stand_in_api import KFP_API as API, StandInApiServer, kfp_api, refusing
 
+from flowline.inference_services.local_server import free_port
 from flowline.pipelines.cli import main
 from flowline.pipelines.submission import SubmissionError, kfp_cron, parse_parameters
 
@@ -63,3 +64,23 @@ def test_bad_schedules_and_parameters_are_refused_before_anything_is_sent(capsys
                  "--schedule", "weekly"]) == 1
     assert "5 fields" in capsys.readouterr().err
     assert api.requests == []
+
+
+def test_an_unreachable_kfp_is_one_line_naming_the_url_and_nothing_is_compiled(capsys):
+    closed = f"http://127.0.0.1:{free_port()}"
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", closed]) == 1
+    shown = capsys.readouterr()
+    assert shown.err == f"flowline: cannot reach KFP at {closed}: connection refused (is the address right, and the " \
+                        "port forwarded?)\n"
+    assert shown.out == ""
+
+
+@pytest.mark.parametrize(("status", "said"), [(401, "401 Unauthorized"), (403, "403 Forbidden")])
+def test_kfp_refusing_the_token_is_one_line_after_one_request(status, said, capsys, monkeypatch):
+    monkeypatch.setenv("KFP_TOKEN", "expired")
+    api = StandInApiServer(refusing(status))
+    host = f"http://127.0.0.1:{api.server.server_port}"
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host]) == 1
+    assert capsys.readouterr().err == f"flowline: KFP at {host} refused the request ({said}): check the bearer " \
+                                      "token in $KFP_TOKEN\n"
+    assert [request["path"] for request in api.requests] == [f"{API}/healthz"]  # asked once, not retried

@@ -22,6 +22,7 @@ import warnings
 from flowline import __version__, audit
 from flowline.pipelines.cli import audit_trail, canary, cluster, completion, data, erasure, packages, run, serve
 from flowline.pipelines.cli.common import EXIT_ERROR, EXIT_GATE_FAILED, UsageError
+from flowline.cluster import ClusterError
 from flowline.storage import StorageError
 
 __all__ = ["EXIT_ERROR", "EXIT_GATE_FAILED", "build_parser", "main"]
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except UsageError as error:
         parser.error(str(error))
-    except (UseCaseError, DatasetError, PackageError, StorageError, audit.AuditError, FileNotFoundError) as error:
+    except (UseCaseError, DatasetError, PackageError, StorageError, audit.AuditError, FileNotFoundError,
+            ClusterError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR

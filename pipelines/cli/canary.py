@@ -9,6 +9,7 @@ from pathlib import Path
 
 from flowline import audit
 from flowline.pipelines.cli.common import EXIT_ERROR, UsageError, add_audit_log_argument
+from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
 
 AUDIT_ACTIONS = {"promote": "promotion", "rollback": "rollback"}
 
@@ -104,8 +105,9 @@ def _canary_analyze(args: argparse.Namespace) -> int:
                           max_latency_ratio=args.max_latency_ratio, alpha=args.alpha, tau=args.tau)
     try:
         arms, source = read_arms(args.prometheus or "", args.name or "", args.predictions or "", args.outcomes or "")
-        decided = judge_canary(arms, policy, args.audit_log, args.name, args.namespace, args.apply,
-                               args.kubeconfig, source, args.value_per_success)
+        with talking_to("the Kubernetes API", kubernetes_api(args.kubeconfig) if args.apply else "", KUBE_CREDENTIALS):
+            decided = judge_canary(arms, policy, args.audit_log, args.name, args.namespace, args.apply,
+                                   args.kubeconfig, source, args.value_per_success)
     except (DesignError, CanarySourceError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -118,7 +120,6 @@ def _canary_patch(args: argparse.Namespace) -> int:
     import yaml
 
     from flowline.canary import patch_inference_service
-    from flowline.cluster import kubeconfig_available
     from flowline.inference_service import promoted, rolled_back
 
     operation = args.canary_action
@@ -135,7 +136,8 @@ def _canary_patch(args: argparse.Namespace) -> int:
         print("flowline: no kubeconfig found (give --kubeconfig, set KUBECONFIG, or use --manifest FILE)",
               file=sys.stderr)
         return EXIT_ERROR
-    patch_inference_service(args.name, args.namespace, operation, args.kubeconfig)
+    with talking_to("the Kubernetes API", kubernetes_api(args.kubeconfig), KUBE_CREDENTIALS):
+        patch_inference_service(args.name, args.namespace, operation, args.kubeconfig)
     audit.append(args.audit_log, AUDIT_ACTIONS[operation], {"inference_service": f"{args.namespace}/{args.name}"})
     print(f"{operation}: {args.namespace}/{args.name}")
     return 0

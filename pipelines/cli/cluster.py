@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from flowline import DEFAULT_IMAGE, audit
@@ -16,6 +17,7 @@ from flowline.pipelines.cli.common import (
     package_path,
     use_case,
 )
+from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
 
 IMAGE_ENV = "FLOWLINE_IMAGE"
 
@@ -123,9 +125,13 @@ def _submit(args: argparse.Namespace) -> int:
         if args.audit_log:
             parameters["audit_log"] = args.audit_log
         chosen = use_case(args)
-        submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters,
-                           not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"),
-                           _cluster_source(args, chosen), args.image)
+        source = _cluster_source(args, chosen)
+        with talking_to("KFP", args.host, "the bearer token in $KFP_TOKEN"), warnings.catch_warnings():
+            # kfp.Client warns each time it is made that it needs KFP 2.0.0-beta.2 or later: noise, as submit speaks
+            # only that API (v2beta1) and says so when it cannot reach it
+            warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline")
+            submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters,
+                               not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"), source, args.image)
     except SubmissionError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -156,7 +162,6 @@ def _katib(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from flowline.cluster import kubeconfig_available
     from flowline.deployment import deploy_package
     from flowline.package.format import verify
 
@@ -166,8 +171,10 @@ def _deploy(args: argparse.Namespace) -> int:
     storage_uri = args.storage_uri or f"s3://flowline-models/{name}/{manifest['version']}"
     output = args.output or f"{name}-inferenceservice.yaml"
     apply_to_cluster = not args.render_only and kubeconfig_available(args.kubeconfig)
-    outcome = deploy_package(package, storage_uri, args.namespace, output, apply_to_cluster,
-                             args.canary_percent, name, args.kubeconfig)
+    with talking_to("the Kubernetes API", kubernetes_api(args.kubeconfig) if apply_to_cluster else "",
+                    KUBE_CREDENTIALS):
+        outcome = deploy_package(package, storage_uri, args.namespace, output, apply_to_cluster,
+                                 args.canary_percent, name, args.kubeconfig)
     audit.append(args.audit_log, "deployment", {
         "inference_service": f"{args.namespace}/{outcome['name']}", "package": package,
         "package_version": manifest["version"], "storage_uri": storage_uri, "action": outcome["action"]})

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stand_in_api import NOT_FOUND, StandInApiServer
+from stand_in_api import NOT_FOUND, StandInApiServer, kubeconfig, refusing
 
 from flowline.audit import verify as verify_audit_log
 from flowline.canary import patch_inference_service
@@ -162,3 +162,46 @@ def test_a_package_that_should_not_serve_is_never_applied(tmp_path, gates_passed
     [record] = verify_audit_log(tmp_path / "audit.jsonl")  # the step records what it did, applied or not
     assert record["action"] == "deployment" and record["what"]["applied"] is False
     assert record["what"]["gates_passed"] is gates_passed and record["what"]["decision"] == decision
+
+
+def refusing_canary_logs(folder: Path) -> list[str]:
+    """A prediction log and outcomes where every canary request failed: analyze decides to roll back."""
+    served = [{"request_id": f"{arm}-{n}", "arm": arm, "error": "BadRequest" if arm == "canary" else None,
+               "seconds": 0.01} for arm in ("champion", "canary") for n in range(250)]
+    (folder / "predictions.jsonl").write_text("".join(json.dumps(line) + "\n" for line in served))
+    (folder / "outcomes.jsonl").write_text("".join(json.dumps({"request_id": f"champion-{n}", "outcome": n % 2}) + "\n"
+                                                   for n in range(250)))
+    return ["--predictions", str(folder / "predictions.jsonl"), "--outcomes", str(folder / "outcomes.jsonl")]
+
+
+CLUSTER_COMMANDS = {
+    "deploy": lambda folder: ["deploy", str(deployable(folder)), "-o", str(folder / "isvc.yaml")],
+    "canary promote": lambda folder: ["canary", "promote", "churn"],
+    "canary analyze --apply": lambda folder: ["canary", "analyze", *refusing_canary_logs(folder), "--name", "churn",
+                                              "--apply"],
+}
+
+
+@pytest.mark.parametrize("command", CLUSTER_COMMANDS)
+@pytest.mark.parametrize(("status", "said"), [
+    (None, "cannot reach the Kubernetes API at {url}: connection refused (is the address right, and the port "
+           "forwarded?)"),
+    (401, "the Kubernetes API at {url} refused the request (401 Unauthorized): check the kubeconfig's credentials"),
+    (403, "the Kubernetes API at {url} refused the request (403 Forbidden): check the kubeconfig's credentials"),
+])
+def test_a_cluster_that_cannot_be_reached_or_refuses_is_one_line_and_nothing_is_recorded(
+        command, status, said, no_cluster, tmp_path, capsys):
+    from flowline.inference_services.local_server import free_port
+    from flowline.pipelines.cli import main
+
+    if status is None:
+        url = f"http://127.0.0.1:{free_port()}"  # a closed port
+        config = kubeconfig(url, tmp_path)
+    else:
+        api = StandInApiServer(refusing(status))
+        url, config = f"http://127.0.0.1:{api.server.server_port}", api.kubeconfig(tmp_path)
+    log = tmp_path / "audit.jsonl"
+    assert main([*CLUSTER_COMMANDS[command](tmp_path), "--kubeconfig", config, "--audit-log", str(log)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"flowline: {said.format(url=url)}") and err.count("\n") == 1
+    assert not log.exists()  # nothing was done, so nothing is recorded

@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 from kubeflow.katib import KatibClient
-from stand_in_api import StandInApiServer
+from stand_in_api import StandInApiServer, kubeconfig, refusing
 
 from flowline.features.feature_set import FeatureSet
 from flowline.models.families import TrainingData
@@ -213,3 +213,23 @@ def test_tweedie_regression_searches_the_glms_penalty_per_row():
     # sklearn's GLM penalty multiplies a per-row mean deviance: useful values sit far below Ridge's.
     assert [p.name for p in tweedie.parameters] == ["alpha"] and tweedie.parameters[0].high <= 1.0
     assert ridge.parameters[0].high >= 100
+
+
+@pytest.mark.parametrize(("status", "said"), [
+    (None, "cannot reach the Kubernetes API at {url}: connection refused"),
+    (401, "the Kubernetes API at {url} refused the request (401 Unauthorized): check the kubeconfig's credentials"),
+])
+def test_a_cluster_katib_cannot_reach_or_that_refuses_is_one_line(churn, tmp_path, status, said):
+    from flowline.cluster import ClusterError
+    from flowline.inference_services.local_server import free_port
+
+    if status is None:
+        url = f"http://127.0.0.1:{free_port()}"  # a closed port
+        config = kubeconfig(url, tmp_path)
+    else:
+        api = StandInApiServer(refusing(status))
+        url, config = f"http://127.0.0.1:{api.server.server_port}", api.kubeconfig(tmp_path)
+    with pytest.raises(ClusterError) as raised:
+        katib_search(churn, "linear", 3, "img:1", "flowline", client=KatibClient(config_file=config),
+                     progress=lambda line: None)
+    assert str(raised.value).startswith(said.format(url=url)) and "\n" not in str(raised.value)

@@ -1,0 +1,95 @@
+"""What `flowline run` shows and keeps, from kfp.local's real output: a churn run's ingest, nas and tune
+tasks as kfp.local printed them (tests/kfp_local_churn_output.log, colour codes and input JSON included)."""
+
+import fcntl
+import io
+import json
+import os
+import re
+import struct
+import termios
+import threading
+from pathlib import Path
+
+from pipeline_steps import STEPS
+
+from flowline.pipelines.progress import ANSI, EXECUTOR_INPUT, ProgressStream
+
+CAPTURE = Path(__file__).with_name("kfp_local_churn_output.log").read_text()
+
+
+def fed(terminal) -> tuple[str, ProgressStream]:
+    """The capture written to a ProgressStream in pieces that split lines, as a pipe delivers them; its log."""
+    log = io.StringIO()
+    progress = ProgressStream(log, terminal, tuple(STEPS))
+    for start in range(0, len(CAPTURE), 997):
+        progress.write(CAPTURE[start:start + 997])
+    progress.finish()
+    return log.getvalue(), progress
+
+
+def without_input_json(text: str) -> list[str]:
+    """The capture's lines less each header line and the JSON document after it, found by a JSON parser."""
+    text = ANSI.sub("", text)
+    kept, position = [], 0
+    for header in re.finditer(rf"^.*{re.escape(EXECUTOR_INPUT)}\n", text, re.M):
+        kept.append(text[position:header.start()])
+        document_start = header.end() + len(text[header.end():]) - len(text[header.end():].lstrip())
+        _, length = json.JSONDecoder().raw_decode(text, document_start)
+        position = text.index("\n", length) + 1
+    kept.append(text[position:])
+    return "".join(kept).splitlines()
+
+
+def test_run_log_keeps_every_task_line_but_the_input_json_and_colour_codes(tmp_path: Path):
+    with open(tmp_path / "shown.txt", "w") as terminal:
+        log, progress = fed(terminal)
+    assert "\x1b" in CAPTURE and CAPTURE.count(EXECUTOR_INPUT) == 3
+    assert "\x1b" not in log and EXECUTOR_INPUT not in log and "use_case_json" not in log
+    assert log.splitlines() == without_input_json(CAPTURE)
+    assert len(log.splitlines()) < len(CAPTURE.splitlines()) / 2
+    assert "    ingest: /work/shared/data/telco_customer_churn.csv (sha256 16320c9c1ec7): 7043 rows in" in log
+    assert "    nas (mlp): trial 16/16 stopped early (below the median)" in log
+    assert list(progress.step_seconds) == ["ingest", "nas", "tune"] and progress.failure is None
+
+
+def test_plain_progress_lines_without_escape_codes_when_output_is_not_a_terminal(tmp_path: Path):
+    with open(tmp_path / "shown.txt", "w") as terminal:
+        _, progress = fed(terminal)
+    shown = (tmp_path / "shown.txt").read_text()
+    assert not progress.bars
+    assert "\x1b" not in shown and "\r" not in shown
+    assert re.findall(r"^\[(\d+)/14\] ([\w-]+)$", shown, re.M) == [("1", "ingest"), ("2", "nas"), ("3", "tune")]
+    assert "      nas (mlp): trial 16/16 stopped early (below the median)\n" in shown
+    assert "      tune (xgboost): trial 30/30" in shown and "      tune success in" in shown
+
+
+def test_live_bars_for_the_run_and_its_trials_on_a_terminal():
+    """A real pseudo-terminal, 120 columns wide; a thread reads what the bars draw."""
+    leader, follower = os.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    drawn: list[bytes] = []
+
+    def read() -> None:
+        try:
+            while chunk := os.read(leader, 65536):
+                drawn.append(chunk)
+        except OSError:  # EIO: the terminal side is closed and all it wrote was read
+            pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    with open(follower, "w", buffering=1) as terminal:
+        _, progress = fed(terminal)
+    reader.join()
+    os.close(leader)
+    shown = b"".join(drawn).decode()
+    assert progress.bars
+    assert "\r" in shown
+    assert re.search(r"run: ingest 0/14 steps \|.*\| \d\d:\d\d elapsed, ETA", shown)
+    assert re.search(r"run: tune 3/14 steps \|.*\| \d\d:\d\d elapsed, ETA \d\d:\d\d", shown)  # the last state stays
+    assert re.search(r"nas \(mlp\) 0/16 trials \|.*\| \d\d:\d\d elapsed, ETA", shown)
+    assert re.search(r"tune \(xgboost\) 0/30 trials \|", shown)
+    # Trials move the bars instead of printing a line each; steps and results still print lines above the bars.
+    assert "nas (mlp): trial 1/16" not in shown and "[1/14] ingest" in shown
+    assert "nas (mlp): best valid_roc_auc 0.8560 after 16 trials" in shown

@@ -15,7 +15,8 @@ from tabulate import tabulate
 from flowline import audit
 from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
                                        outcome_rows, threshold_rows)
-from flowline.package.format import CARD_HTML, LINEAGE_FILE, MODEL_DIR, TRAINING_FILE, Package
+from flowline.package.format import (CARD_HTML, LINEAGE_FILE, MODEL_DIR, REPORT_FILES, REPORTS_DIR, TRAINING_FILE,
+                                     Package)
 from flowline.pipelines.progress import ANSI, ProgressStream
 from flowline.use_case import FAIRNESS_METRICS, UseCase
 
@@ -183,6 +184,7 @@ def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: P
         "package": str(package_dir),
         "package_version": package.version,
         "model_card": str(package_dir / CARD_HTML),
+        "reports": package_reports(package_dir),
         "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
         "undeclared_columns": lineage["dataset"].get("undeclared_columns", []),
         "dataset_sha256": lineage["dataset"]["source_sha256"],
@@ -190,6 +192,13 @@ def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: P
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 2),
     }
+
+
+def package_reports(package_dir: Path) -> dict[str, str]:
+    """Every report a person opens, by name: the model card, then the steps' reports the package holds."""
+    found = {"model_card": package_dir / CARD_HTML,
+             **{name: package_dir / REPORTS_DIR / file for name, file in REPORT_FILES.items()}}
+    return {name: str(path) for name, path in found.items() if path.is_file()}
 
 
 def format_summary(summary: dict) -> str:
@@ -210,7 +219,7 @@ def format_summary(summary: dict) -> str:
                                       f"{summary['champion_challenger']['reason']}"]]
     paths = [
         ["package", f"{summary['package']} (version {summary['package_version']}, verified)"],
-        ["model card", summary["model_card"]],
+        *([f"report: {name.replace('_', ' ')}", path] for name, path in summary["reports"].items()),
         ["quarantine", f"{summary['quarantine']} ({rows['rows_quarantined']} of {rows['rows_in']} rows)"],
         *([["columns not declared", f"{', '.join(summary['undeclared_columns'])} (not used)"]]
           if summary["undeclared_columns"] else []),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from html_checks import assert_renders_as_a_page, loaded_image_widths
 
 from flowline.drift import save_detector
 from flowline.package.format import (
@@ -186,7 +187,8 @@ def images(page: str) -> dict[str, bytes]:
             re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)">', page)}
 
 
-def test_the_model_card_plots_curves_calibration_importance_and_fairness_as_inline_png(package: Path):
+def test_the_model_card_plots_curves_calibration_importance_and_fairness_as_inline_png(package: Path, chromium,
+                                                                                       tmp_path: Path):
     from flowline.package.format import CARD_HTML, CARD_JSON
 
     card = json.loads((package / CARD_JSON).read_text())
@@ -200,6 +202,9 @@ def test_the_model_card_plots_curves_calibration_importance_and_fairness_as_inli
                           "global importance: mean absolute SHAP value per column",
                           "group: selection rate, TPR and FPR by group on the test rows"}
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000 for png in shown.values())
+    assert_renders_as_a_page(chromium, package / CARD_HTML, tmp_path)
+    widths = loaded_image_widths(chromium, package / CARD_HTML, tmp_path)
+    assert len(widths) == len(shown) and min(widths) > 100
 
 
 def regression_card(use_case, tmp_path: Path) -> str:

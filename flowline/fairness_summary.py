@@ -4,8 +4,9 @@ The run summary, the model card and the fairness report show the same things fro
 step's `fairness` document: each gate at the single threshold and with per-group thresholds
 (out of fold, where they were decided, and on test, where they are reported), the cost and
 balanced accuracy of both, the groups' thresholds, and whether the mitigation was applied and
-why, and the chart of each attribute's groups. The bias step's terminal lines (fairness.fairness_lines) say the out-of-fold part in
-prose. No fairlearn here, so the model card and the run summary import it cheaply.
+why, and the chart of each attribute's group rates on test. The bias step's terminal lines
+(fairness.fairness_lines) say the out-of-fold part in prose. No fairlearn here, so the model card
+and the run summary import it cheaply.
 """
 
 from __future__ import annotations

@@ -122,10 +122,9 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
         """The steps from ingest to deploy; returns the ingest and package tasks."""
         ingested = _configure(step.ingest(use_case_json=raw_spec, source=source), "ingest")
         rows = ingested.outputs["dataset"]
-        data_reports = {"profile": ingested.outputs["profile"]}
         if use_case.transactions:
-            customers = _configure(step.customer_rows(use_case_json=raw_spec, dataset=rows), "customer-rows")
-            rows, data_reports["customer_rows_report"] = customers.outputs["rows"], customers.outputs["summary"]
+            rows = _configure(step.customer_rows(use_case_json=raw_spec, dataset=rows),
+                              "customer-rows").outputs["rows"]
         splits = _configure(step.split(use_case_json=spec, dataset=rows), "split")
         fitted = _configure(
             step.features(use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"]), "features")
@@ -174,7 +173,7 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                 detector=monitored.outputs["detector"], explanation=explained.outputs["explanation"],
                 feature_search=fitted.outputs["search_report"], evaluation_report=evaluated.outputs["report"],
                 fairness_report=judged.outputs["html_report"], explanation_report=explained.outputs["report"],
-                **data_reports,
+                profile=ingested.outputs["profile"],
             ),
             "package",
         )

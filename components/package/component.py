@@ -1,7 +1,5 @@
 """KFP component: assemble the verified model package."""
 
-from typing import Optional
-
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 
@@ -20,12 +18,10 @@ def package(
     explanation_report: Input[HTML],
     model_package: Output[Model],
     model_card: Output[HTML],
-    customer_rows_report: Optional[Input[Markdown]] = None,
 ):
     """Model, FeatureSet, evaluation (with fairness, from the bias step), drift detector, lineage, model card,
     the steps' reports (reports/, by name and extension: REPORT_FILES) and a sha256 manifest, verified before
-    it is handed on; `model_card` shows the card in the dashboard. `customer_rows_report` comes from the
-    customer-rows step of a transaction-log use case only."""
+    it is handed on; `model_card` shows the card in the dashboard."""
     import shutil
 
     from flowline.package.format import CARD_HTML
@@ -35,8 +31,6 @@ def package(
     use_case = UseCase.model_validate_json(use_case_json)
     reports = {"profile": profile.path, "feature_search": feature_search.path, "evaluation": evaluation_report.path,
                "fairness": fairness_report.path, "explanation": explanation_report.path}
-    if customer_rows_report is not None:
-        reports["customer_rows"] = customer_rows_report.path
     model_package.metadata.update(
         package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata,
                       detector.path, explanation.path, reports)

@@ -41,9 +41,9 @@ def drift_detector_licence() -> dict:
 
 def _generated_limitations(use_case: UseCase, evaluation: dict, explanation: dict) -> list[str]:
     """Limits that follow from the run itself, added to the use case's own."""
-    found = [f"Measured on {evaluation['test_rows']} test rows drawn from the same source as the training rows "
-             f"(split {use_case.split.method}, seed {use_case.split.seed}); behaviour on other populations or later "
-             "periods is not measured here."]
+    found = [f"Measured on {reports.number(evaluation['test_rows'])} test rows drawn from the same source as the "
+             f"training rows (split {use_case.split.method}, seed {use_case.split.seed}); behaviour on other "
+             "populations or later periods is not measured here."]
     fairness = evaluation.get("fairness", {})
     if use_case.task == "binary" and use_case.sensitive_attributes:
         found.append(f"Fairness is measured only for {', '.join(use_case.sensitive_attributes)}; other groups are "

@@ -59,8 +59,8 @@ CARD_JSON = "model_card.json"
 CARD_HTML = "model_card.html"
 DRIFT_DIR = "drift"
 REPORTS_DIR = "reports"  # the steps' reports for people, each a file a browser or editor opens by its extension
-REPORT_FILES = {"profile": "profile.md", "customer_rows": "customer_rows.md", "feature_search": "feature_search.md",
-                "evaluation": "evaluation.md", "fairness": "fairness.html", "explanation": "explanation.html"}
+REPORT_FILES = {"profile": "profile.md", "feature_search": "feature_search.md", "evaluation": "evaluation.md",
+                "fairness": "fairness.html", "explanation": "explanation.html"}
 
 
 class PackageError(ValueError):

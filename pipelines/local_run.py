@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -95,6 +96,7 @@ def run_local(
             raise RuntimeError(cause) from None
     package_dir, quarantine = Path(outcome.outputs["package"].path), Path(outcome.outputs["quarantine"].path)
     summary = summarize(use_case, package_dir, quarantine, run_dir, wall_seconds=time.monotonic() - started)
+    summary["reports"].update(run_reports(package_dir, run_dir))
     summary["step_seconds"] = progress.step_seconds
     record_run(audit_log, run, summary)
     summary["audit_log"] = str(audit_log)
@@ -195,10 +197,26 @@ def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: P
 
 
 def package_reports(package_dir: Path) -> dict[str, str]:
-    """Every report a person opens, by name: the model card, then the steps' reports the package holds."""
+    """The reports the package holds, by name: the model card, then the steps' reports in reports/."""
     found = {"model_card": package_dir / CARD_HTML,
              **{name: package_dir / REPORTS_DIR / file for name, file in REPORT_FILES.items()}}
     return {name: str(path) for name, path in found.items() if path.is_file()}
+
+
+# Reports kept in the run folder, not the package (their plots show sample rows' raw values): name -> the task
+# and output that wrote it in kfp.local's run folder, and its file in the run folder's reports/.
+RUN_REPORTS = {"explanation": ("explain", "report", "explanation.html")}
+
+
+def run_reports(package_dir: Path, run_dir: Path) -> dict[str, str]:
+    """Copy RUN_REPORTS from the steps' artifacts (kfp.local keeps each as pipeline run/task/output, beside the
+    package's task) to `run_dir`/reports, under names that open by their extension; return their paths."""
+    tasks = package_dir.parent.parent
+    (run_dir / REPORTS_DIR).mkdir(exist_ok=True)
+    found = {}
+    for name, (task, output, file) in RUN_REPORTS.items():
+        found[name] = str(shutil.copyfile(tasks / task / output, run_dir / REPORTS_DIR / file))
+    return found
 
 
 def format_summary(summary: dict) -> str:

@@ -172,7 +172,7 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                 feature_set=fitted.outputs["feature_set"], evaluation=judged.outputs["decided"],
                 detector=monitored.outputs["detector"], explanation=explained.outputs["explanation"],
                 feature_search=fitted.outputs["search_report"], evaluation_report=evaluated.outputs["report"],
-                fairness_report=judged.outputs["html_report"], explanation_report=explained.outputs["report"],
+                fairness_report=judged.outputs["html_report"],
                 profile=ingested.outputs["profile"],
             ),
             "package",

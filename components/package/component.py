@@ -15,7 +15,6 @@ def package(
     feature_search: Input[Markdown],
     evaluation_report: Input[Markdown],
     fairness_report: Input[HTML],
-    explanation_report: Input[HTML],
     model_package: Output[Model],
     model_card: Output[HTML],
 ):
@@ -30,7 +29,7 @@ def package(
 
     use_case = UseCase.model_validate_json(use_case_json)
     reports = {"profile": profile.path, "feature_search": feature_search.path, "evaluation": evaluation_report.path,
-               "fairness": fairness_report.path, "explanation": explanation_report.path}
+               "fairness": fairness_report.path}
     model_package.metadata.update(
         package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata,
                       detector.path, explanation.path, reports)

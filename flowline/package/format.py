@@ -59,8 +59,9 @@ CARD_JSON = "model_card.json"
 CARD_HTML = "model_card.html"
 DRIFT_DIR = "drift"
 REPORTS_DIR = "reports"  # the steps' reports for people, each a file a browser or editor opens by its extension
+# The explanation report stays out: its plots show sample rows' raw values, and a package holds only summaries.
 REPORT_FILES = {"profile": "profile.md", "feature_search": "feature_search.md", "evaluation": "evaluation.md",
-                "fairness": "fairness.html", "explanation": "explanation.html"}
+                "fairness": "fairness.html"}
 
 
 class PackageError(ValueError):

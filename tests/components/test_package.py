@@ -51,8 +51,7 @@ EVALUATION = {"test_rows": 93, "metrics": {"roc_auc": 0.91}, "confidence_interva
 EXPLANATION = {"units": "log-odds", "rows_explained": 93, "global_importance": {"x": 0.5, "group": 0.1},
                "agreement": {"mean_spearman": 0.3, "top_column_agreement": 0.6, "top_columns": 5}}
 
-REPORTS = {"profile": "### Profile\n", "evaluation": "### Evaluation\n",
-           "explanation": "<!DOCTYPE html><title>explanation</title>", "fairness": "<!DOCTYPE html><title>f</title>"}
+REPORTS = {"profile": "### Profile\n", "evaluation": "### Evaluation\n", "fairness": "<!DOCTYPE html><title>f</title>"}
 
 
 @pytest.fixture
@@ -168,17 +167,17 @@ def test_the_steps_reports_are_in_the_package_named_by_their_extension_and_liste
 
     manifest = verify(package)
     held = {path.name for path in (package / REPORTS_DIR).iterdir()}
-    assert held == {"profile.md", "evaluation.md", "explanation.html", "fairness.html"}
+    assert held == {"profile.md", "evaluation.md", "fairness.html"}
     for name, text in REPORTS.items():
         assert (package / REPORTS_DIR / REPORT_FILES[name]).read_text() == text
         assert f"{REPORTS_DIR}/{REPORT_FILES[name]}" in manifest["files"]
     card = json.loads((package / CARD_JSON).read_text())
     assert card["reports"] == {name: f"reports/{REPORT_FILES[name]}" for name in REPORT_FILES if name in REPORTS}
-    assert '<a href="reports/explanation.html">' in (package / "model_card.html").read_text()
-    with pytest.raises(ValueError, match="unknown report 'shap'; expected one of profile, "):
+    assert '<a href="reports/fairness.html">' in (package / "model_card.html").read_text()
+    with pytest.raises(ValueError, match="unknown report 'explanation'; expected one of profile, "):
         build_package(tmp_path / "other", toy_use_case, package / "model", package / "feature_set.json",
                       package / "evaluation.json", DATASET, package / "drift", tmp_path / "explanation.json",
-                      {"shap": tmp_path / "explanation"})
+                      {"explanation": tmp_path / "fairness"})
 
 
 def images(page: str) -> dict[str, bytes]:

@@ -4,8 +4,9 @@ The run summary, the model card and the fairness report show the same things fro
 step's `fairness` document: each gate at the single threshold and with per-group thresholds
 (out of fold, where they were decided, and on test, where they are reported), the cost and
 balanced accuracy of both, the groups' thresholds, and whether the mitigation was applied and
-why. The bias step's terminal lines (fairness.fairness_lines) say the out-of-fold part in
-prose. No fairlearn here, so the model card and the run summary import it cheaply.
+why, and the chart of each attribute's group rates on test. The bias step's terminal lines
+(fairness.fairness_lines) say the out-of-fold part in prose. No fairlearn here, so the model card
+and the run summary import it cheaply.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from flowline.use_case import gate_bounds
 OPTIONS = ("single_threshold", "mitigated")
 SAMPLES = ("out_of_fold", "test")
 SHOWN_OUTCOMES = ("expected_cost_per_1000", "balanced_accuracy", "recall", "selection_rate")
+CHART_METRICS = ("selection_rate", "true_positive_rate", "false_positive_rate")  # by group, in the charts
 GATE_HEADERS = ["attribute", "gate", "single threshold (out of fold)", "per-group (out of fold)",
                 "single threshold (test)", "per-group (test)", "bounds", "served"]
 OUTCOME_HEADERS = ["outcome", "single threshold (out of fold)", "per-group (out of fold)",
@@ -86,3 +88,37 @@ def fairness_summary(fairness: dict) -> Optional[dict]:
         "outcomes": {option: None if fairness[option] is None else
                      {sample: fairness[option][sample]["outcomes"] for sample in SAMPLES} for option in OPTIONS},
     }
+
+
+def groups_on_test(fairness: dict) -> dict[str, dict]:
+    """Per attribute, each group's CHART_METRICS on the test rows under each option (None: not fitted), for
+    the model card's plot."""
+    return {attribute: {option: None if fairness[option] is None else
+                        {group: {name: values[name] for name in CHART_METRICS}
+                         for group, values in fairness[option]["test"]["attributes"][attribute]["by_group"].items()}
+                        for option in OPTIONS}
+            for attribute in fairness.get("attributes", {})}
+
+
+def group_chart(attribute: str, single: dict, mitigated: Optional[dict]) -> str:
+    """Selection rate, TPR and FPR by group on the test rows (`single` and `mitigated` map each group to its
+    metrics), under one threshold and, when fitted, per-group thresholds side by side, as an embedded PNG."""
+    import numpy as np
+
+    from flowline import reports
+
+    groups = list(single)
+    figure, axes = reports.subplots(1, len(CHART_METRICS), figsize=(4 * len(CHART_METRICS), 3), sharey=True)
+    positions = np.arange(len(groups))
+    for axis, name in zip(axes, CHART_METRICS):
+        axis.bar(positions - (0.2 if mitigated else 0), [single[g][name] for g in groups],
+                 0.4 if mitigated else 0.6, label="single threshold", color="#bbbbbb")
+        if mitigated:
+            axis.bar(positions + 0.2, [mitigated[g][name] for g in groups], 0.4,
+                     label="per-group thresholds", color="#1f77b4")
+        axis.set_xticks(positions, groups, rotation=30, ha="right")
+        axis.set_title(name.replace("_", " "))
+        axis.set_ylim(0, 1)
+    axes[0].legend(loc="upper left", fontsize=8)
+    figure.suptitle(f"{attribute} (test rows)", y=1.05)
+    return reports.figure_image(figure, f"{attribute}: selection rate, TPR and FPR by group on the test rows")

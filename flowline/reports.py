@@ -27,10 +27,16 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+def number(value: float | int) -> str:
+    """The one way reports write a number: thousands separated, floats to 4 decimal places
+    (0.8512, 37,650.8162), whole numbers without any (7,043)."""
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.4f}"
+
+
 def cell(value: object) -> str:
-    """A table cell's text: floats to 4 places, pass/fail marked for the eye."""
+    """A table cell's text: floats as `number` writes them, pass/fail marked for the eye."""
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return number(value)
     if value in ("pass", "FAIL", "fail"):
         return f'<span class="{"pass" if value == "pass" else "fail"}">{escape(value)}</span>'
     return escape(value)
@@ -44,13 +50,22 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 def subplots(*args: Any, **kwargs: Any):
     """matplotlib's `subplots`, drawing off screen. matplotlib loads here, on the first plot, so that
-    modules that only write tables (the model card, which the model server loads) never pay for it."""
+    modules that only import this one for its tables never pay for it."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display in a pipeline step or a test
     import matplotlib.pyplot as plt
 
     return plt.subplots(*args, **kwargs)
+
+
+def importance_chart(importance: dict[str, float], units: str) -> str:
+    """Horizontal bars of mean |SHAP value| per column, the largest on top, as an embedded PNG."""
+    items = list(importance.items())[::-1]
+    figure, axis = subplots(figsize=(7, 0.3 * len(items) + 1))
+    axis.barh([name for name, _ in items], [value for _, value in items], color="#1f77b4")
+    axis.set_xlabel(f"mean |SHAP value| ({units})")
+    return figure_image(figure, "global importance: mean absolute SHAP value per column")
 
 
 def figure_image(figure, alt: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import sys
 import time
 import warnings
@@ -15,7 +16,8 @@ from tabulate import tabulate
 from flowline import audit
 from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
                                        outcome_rows, threshold_rows)
-from flowline.package.format import CARD_HTML, LINEAGE_FILE, MODEL_DIR, TRAINING_FILE, Package
+from flowline.package.format import (CARD_HTML, LINEAGE_FILE, MODEL_DIR, REPORT_FILES, REPORTS_DIR, TRAINING_FILE,
+                                     Package)
 from flowline.pipelines.progress import ANSI, ProgressStream
 from flowline.use_case import FAIRNESS_METRICS, UseCase
 
@@ -98,6 +100,7 @@ def run_local(
             progress.finish()
     package_dir, quarantine = Path(outcome.outputs["package"].path), Path(outcome.outputs["quarantine"].path)
     summary = summarize(use_case, package_dir, quarantine, run_dir, wall_seconds=time.monotonic() - started)
+    summary["reports"].update(run_reports(package_dir, run_dir))
     summary["step_seconds"] = progress.step_seconds
     record_run(audit_log, run, summary)
     summary["audit_log"] = str(audit_log)
@@ -187,6 +190,7 @@ def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: P
         "package": str(package_dir),
         "package_version": package.version,
         "model_card": str(package_dir / CARD_HTML),
+        "reports": package_reports(package_dir),
         "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
         "undeclared_columns": lineage["dataset"].get("undeclared_columns", []),
         "dataset_sha256": lineage["dataset"]["source_sha256"],
@@ -194,6 +198,29 @@ def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: P
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 2),
     }
+
+
+def package_reports(package_dir: Path) -> dict[str, str]:
+    """The reports the package holds, by name: the model card, then the steps' reports in reports/."""
+    found = {"model_card": package_dir / CARD_HTML,
+             **{name: package_dir / REPORTS_DIR / file for name, file in REPORT_FILES.items()}}
+    return {name: str(path) for name, path in found.items() if path.is_file()}
+
+
+# Reports kept in the run folder, not the package (their plots show sample rows' raw values): name -> the task
+# and output that wrote it in kfp.local's run folder, and its file in the run folder's reports/.
+RUN_REPORTS = {"explanation": ("explain", "report", "explanation.html")}
+
+
+def run_reports(package_dir: Path, run_dir: Path) -> dict[str, str]:
+    """Copy RUN_REPORTS from the steps' artifacts (kfp.local keeps each as pipeline run/task/output, beside the
+    package's task) to `run_dir`/reports, under names that open by their extension; return their paths."""
+    tasks = package_dir.parent.parent
+    (run_dir / REPORTS_DIR).mkdir(exist_ok=True)
+    found = {}
+    for name, (task, output, file) in RUN_REPORTS.items():
+        found[name] = str(shutil.copyfile(tasks / task / output, run_dir / REPORTS_DIR / file))
+    return found
 
 
 def format_summary(summary: dict) -> str:
@@ -214,7 +241,7 @@ def format_summary(summary: dict) -> str:
                                       f"{summary['champion_challenger']['reason']}"]]
     paths = [
         ["package", f"{summary['package']} (version {summary['package_version']}, verified)"],
-        ["model card", summary["model_card"]],
+        *([f"report: {name.replace('_', ' ')}", path] for name, path in summary["reports"].items()),
         ["quarantine", f"{summary['quarantine']} ({rows['rows_quarantined']} of {rows['rows_in']} rows)"],
         *([["columns not declared", f"{', '.join(summary['undeclared_columns'])} (not used)"]]
           if summary["undeclared_columns"] else []),

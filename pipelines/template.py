@@ -171,6 +171,9 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                 use_case_json=spec, dataset=ingested.outputs["dataset"], model=trained.outputs["model"],
                 feature_set=fitted.outputs["feature_set"], evaluation=judged.outputs["decided"],
                 detector=monitored.outputs["detector"], explanation=explained.outputs["explanation"],
+                feature_search=fitted.outputs["search_report"], evaluation_report=evaluated.outputs["report"],
+                fairness_report=judged.outputs["html_report"],
+                profile=ingested.outputs["profile"],
             ),
             "package",
         )

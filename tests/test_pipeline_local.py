@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import readme_examples
 import yaml
-from html_checks import assert_valid_html, loaded_image_widths
+from html_checks import assert_renders_as_a_page, assert_valid_html, loaded_image_widths
 
 from flowline.audit import verify as verify_audit_log
 from flowline.package.format import verify
@@ -80,6 +80,25 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     assert (run_dir / "package" / "model_card").read_text() == Path(summary["model_card"]).read_text()
     widths = loaded_image_widths(chromium, run_dir / "explain" / "report", tmp_path)
     assert len(widths) == 1 + 3 + 5 and min(widths) > 100  # importance, 3 dependence plots, 5 instances
+    # Every report is a file in the package named by its extension, listed in the summary and the table, and each
+    # HTML one shows in a browser as a page, not as source.
+    package = Path(summary["package"])
+    assert summary["reports"] == {
+        "model_card": str(package / "model_card.html"), "profile": str(package / "reports" / "profile.md"),
+        "feature_search": str(package / "reports" / "feature_search.md"),
+        "evaluation": str(package / "reports" / "evaluation.md"),
+        "fairness": str(package / "reports" / "fairness.html"),
+        "explanation": str(Path(summary["run_dir"]) / "reports" / "explanation.html")}  # raw values: not packaged
+    assert set(manifest["files"]) >= {str(Path(path).relative_to(package)) for name, path in summary["reports"].items()
+                                      if name != "explanation"}
+    assert (run_dir / "explain" / "report").read_text() == Path(summary["reports"]["explanation"]).read_text()
+    assert (package / "reports" / "fairness.html").read_text() == (run_dir / "bias" / "html_report").read_text()
+    for name, path in summary["reports"].items():
+        assert re.search(rf"^report: {name.replace('_', ' ')} +{re.escape(path)} *$", shown, re.M), name
+        if path.endswith(".html"):
+            assert_renders_as_a_page(chromium, Path(path), tmp_path)
+    card_images = loaded_image_widths(chromium, package / "model_card.html", tmp_path)
+    assert len(card_images) == 3 + 2 + 1 and min(card_images) > 100  # ROC, PR, calibration; 2 attributes; importance
     decision = verify_audit_log(summary["audit_log"])[-1]["what"]
     assert decision["fairness"] == {"gender": "pass", "SeniorCitizen": "pass"} and decision["fairness_mitigation"]
     # run.log keeps every task's own lines, but not kfp.local's input JSON dumps or its colour codes.
@@ -173,5 +192,7 @@ def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_hom
     card = json.loads((Path(summary["package"]) / "model_card.json").read_text())
     assert card["explanation"]["units"] == "prediction" and card["metrics"]["spearman"]["ci95"][0] < \
         summary["metrics"]["spearman"] < card["metrics"]["spearman"]["ci95"][1]
+    assert set(summary["reports"]) == {"model_card", "profile", "feature_search", "evaluation", "fairness",
+                                       "explanation"}
     with running_server([f"clv={summary['package']}"]) as url:
         assert readme_examples.check(url, "clv") == 1

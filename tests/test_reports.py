@@ -4,7 +4,8 @@ from pathlib import Path
 
 import html5lib
 import pytest
-from html_checks import assert_valid_html, loaded_image_widths
+from html_checks import (MIN_CHANGED_PIXELS, assert_renders_as_a_page, assert_valid_html, changed_from_source,
+                         loaded_image_widths)
 
 from flowline import reports
 
@@ -33,3 +34,16 @@ def test_a_report_page_renders_in_chromium_with_its_image(chromium, tmp_path: Pa
     broken = tmp_path / "broken.html"
     broken.write_text(a_page().replace("base64,", "base64,!!not-a-png", 1))
     assert loaded_image_widths(chromium, broken, tmp_path) == [0]  # a broken image is seen as one
+
+
+def test_a_report_page_shows_rendered_content_and_its_source_as_text_does_not(chromium, tmp_path: Path):
+    page = tmp_path / "report.html"
+    page.write_text(a_page())
+    assert assert_renders_as_a_page(chromium, page, tmp_path) >= MIN_CHANGED_PIXELS
+    # The same bytes as text/plain, and with no extension (as KFP names an artifact's file): Chromium shows the
+    # source, and both the DOM and the screenshot say so.
+    for raw in (tmp_path / "report.txt", tmp_path / "report"):
+        raw.write_text(a_page())
+        with pytest.raises(AssertionError, match="shows as text, not a page"):
+            assert_renders_as_a_page(chromium, raw, tmp_path)
+        assert changed_from_source(chromium, raw, tmp_path) < MIN_CHANGED_PIXELS

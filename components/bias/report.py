@@ -6,12 +6,10 @@ Both show the single threshold and the per-group thresholds side by side, out of
 
 from __future__ import annotations
 
-import numpy as np
-
 from flowline import reports
 from flowline.components.bias.fairness import GROUP_METRICS
-from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, outcome_rows,
-                                       served_option, threshold_rows)
+from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, group_chart,
+                                       outcome_rows, served_option, threshold_rows)
 from flowline.use_case import UseCase
 
 THRESHOLD_HEADERS = ["group", "threshold"]
@@ -70,25 +68,6 @@ def fairness_markdown(fairness: dict, use_case: UseCase) -> str:
     return "\n".join(lines)
 
 
-def _group_chart(attribute: str, single: dict, mitigated: dict | None) -> str:
-    groups = list(single["by_group"])
-    names = ["selection_rate", "true_positive_rate", "false_positive_rate"]
-    figure, axes = reports.subplots(1, len(names), figsize=(4 * len(names), 3), sharey=True)
-    positions = np.arange(len(groups))
-    for axis, name in zip(axes, names):
-        axis.bar(positions - (0.2 if mitigated else 0), [single["by_group"][g][name] for g in groups],
-                 0.4 if mitigated else 0.6, label="single threshold", color="#bbbbbb")
-        if mitigated:
-            axis.bar(positions + 0.2, [mitigated["by_group"][g][name] for g in groups], 0.4,
-                     label="per-group thresholds", color="#1f77b4")
-        axis.set_xticks(positions, groups, rotation=30, ha="right")
-        axis.set_title(name.replace("_", " "))
-        axis.set_ylim(0, 1)
-    axes[0].legend(loc="upper left", fontsize=8)
-    figure.suptitle(f"{attribute} (test rows)", y=1.05)
-    return reports.figure_image(figure, f"{attribute}: selection rate, TPR and FPR by group on the test rows")
-
-
 def fairness_html(fairness: dict, use_case: UseCase) -> str:
     sections = [f"<p>{reports.escape(line)}</p>" for line in _summary_lines(fairness)]
     if fairness["attributes"]:
@@ -101,7 +80,8 @@ def fairness_html(fairness: dict, use_case: UseCase) -> str:
         single = fairness["single_threshold"]["test"]["attributes"][attribute]
         sections += [f"<h2>{reports.escape(attribute)}: served decisions by group (test)</h2>",
                      reports.table(["group", "rows", *GROUP_METRICS], _group_rows(result)),
-                     _group_chart(attribute, single, mitigated["test"]["attributes"][attribute] if mitigated else None)]
+                     group_chart(attribute, single["by_group"],
+                                 mitigated["test"]["attributes"][attribute]["by_group"] if mitigated else None)]
         if "note" in result:
             sections.append(f"<p>{reports.escape(result['note'])}</p>")
     return reports.page(f"Fairness: {use_case.name}", sections)

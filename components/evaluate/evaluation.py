@@ -32,7 +32,8 @@ from flowline.models.ensemble import Ensemble, ModelError
 from flowline.decisions import class_names, decile_of, decision_metrics, gate_decisions, outcome_cost
 from flowline.use_case import CostSpec, UseCase, gate_bounds
 
-ROC_POINTS = 200
+ROC_POINTS = 200  # at most, per curve (ROC, precision-recall)
+CALIBRATION_BINS = 10
 BOOTSTRAP_RESAMPLES = 200  # for the 95 % intervals of the test metrics
 
 
@@ -141,6 +142,22 @@ def roc_points(y: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float
     return {"fpr": fpr[keep].tolist(), "tpr": tpr[keep].tolist(), "thresholds": thresholds[keep].tolist()}
 
 
+def precision_recall_points(y: np.ndarray, probabilities: np.ndarray) -> dict[str, list[float]]:
+    """At most ROC_POINTS points of the precision-recall curve, for the model card."""
+    precision, recall, _ = precision_recall_curve(y, probabilities)
+    keep = np.unique(np.linspace(0, len(recall) - 1, min(ROC_POINTS, len(recall))).round().astype(int))
+    return {"recall": recall[keep].tolist(), "precision": precision[keep].tolist()}
+
+
+def calibration_bins(y: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """The test rows in equal-width bins of predicted probability: each non-empty bin's rows, mean predicted
+    probability and observed positive rate, for the model card's calibration plot."""
+    index = np.minimum((probabilities * bins).astype(int), bins - 1)
+    return [{"rows": int(chosen.sum()), "mean_predicted": float(probabilities[chosen].mean()),
+             "observed_rate": float(y[chosen].mean())}
+            for chosen in (index == b for b in range(bins)) if chosen.any()]
+
+
 def champion_scores(champion_dir: str, test: pd.DataFrame, task: str) -> tuple[np.ndarray | None, dict]:
     """The champion package's scores on the test rows, and what it is; None when there is no usable champion."""
     if not champion_dir:
@@ -209,6 +226,8 @@ def evaluate_files(
             classes=class_names(use_case),
             confusion_matrix=confusion_matrix(y_test, predicted, labels=[0, 1]).tolist(),
             roc=roc_points(y_test, p_test),
+            precision_recall=precision_recall_points(y_test, p_test),
+            calibration=calibration_bins(y_test, p_test),
             confidence_intervals={
                 **bootstrap_intervals(y_test, p_test, lambda y, p: binary_metrics(y, p, threshold, use_case.costs),
                                       use_case.tuning.seed),

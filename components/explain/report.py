@@ -11,14 +11,6 @@ SHOWN_COLUMNS = 15  # columns in the importance chart
 LOCAL_SHOWN = 8  # columns per local explanation chart
 
 
-def _importance_chart(explanation: dict) -> str:
-    items = list(explanation["global_importance"].items())[:SHOWN_COLUMNS][::-1]
-    figure, axis = reports.subplots(figsize=(7, 0.3 * len(items) + 1))
-    axis.barh([name for name, _ in items], [value for _, value in items], color="#1f77b4")
-    axis.set_xlabel(f"mean |SHAP value| ({explanation['units']})")
-    return reports.figure_image(figure, "global importance: mean absolute SHAP value per column")
-
-
 def _dependence_chart(column: str, points: dict, units: str) -> str:
     values, shap_values = points["values"], np.array(points["shap"])
     figure, axis = reports.subplots(figsize=(6, 3.5))
@@ -55,7 +47,8 @@ def explanation_html(explanation: dict, use_case: UseCase) -> str:
     sections = [
         f"<p>SHAP values in {reports.escape(units)} over {explanation['rows_explained']} test rows; they add up to "
         f"the model's output (largest error {explanation['additivity_max_error']:.2e}).</p>",
-        "<h2>Global importance</h2>", _importance_chart(explanation),
+        "<h2>Global importance</h2>",
+        reports.importance_chart(dict(list(explanation["global_importance"].items())[:SHOWN_COLUMNS]), units),
         reports.table(["column", "mean |SHAP|"], list(explanation["global_importance"].items())[:SHOWN_COLUMNS]),
         "<h2>Dependence of the top columns</h2>",
         *(_dependence_chart(column, points, units) for column, points in explanation["dependence"].items()),

@@ -11,7 +11,7 @@ from flowline import __version__
 from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
 from flowline.package.format import (CARD_HTML, CARD_JSON, DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, LINEAGE_FILE,
-                                     MODEL_DIR, USE_CASE_FILE, verify, write_manifest)
+                                     MODEL_DIR, REPORT_FILES, REPORTS_DIR, USE_CASE_FILE, verify, write_manifest)
 from flowline.use_case import UseCase
 
 
@@ -24,15 +24,23 @@ def build_package(
     dataset: dict,
     drift_dir: str | Path,
     explanation_file: str | Path,
+    reports: dict[str, str | Path] | None = None,
 ) -> dict:
     """Assemble the package folder and write its manifest; return the manifest.
 
     `dataset` describes the ingested data: source, source_sha256, row counts and the columns the
     contract does not declare (not used);
-    `explanation_file` is the explain step's summary, for the model card.
+    `explanation_file` is the explain step's summary, for the model card;
+    `reports` maps names of REPORT_FILES to the steps' report files, copied to reports/ under those
+    names so that they open by their extension (KFP names an artifact's file after its output, with none).
     """
     out = Path(destination)
     out.mkdir(parents=True, exist_ok=True)
+    for name, source in (reports or {}).items():
+        if name not in REPORT_FILES:
+            raise ValueError(f"unknown report {name!r}; expected one of {', '.join(REPORT_FILES)}")
+        (out / REPORTS_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(source, out / REPORTS_DIR / REPORT_FILES[name])
     shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
     shutil.copyfile(feature_set_file, out / FEATURE_SET_FILE)
     shutil.copyfile(evaluation_file, out / EVALUATION_FILE)
@@ -51,7 +59,8 @@ def build_package(
     members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
     card = model_card(use_case, json.loads((out / EVALUATION_FILE).read_text()),
                       json.loads(Path(explanation_file).read_text()), lineage,
-                      {"members": [{"family": m["family"], "weight": m["weight"]} for m in members]})
+                      {"members": [{"family": m["family"], "weight": m["weight"]} for m in members]},
+                      tuple(name for name in REPORT_FILES if name in (reports or {})))
     (out / CARD_JSON).write_text(json.dumps(card, indent=1))
     (out / CARD_HTML).write_text(model_card_html(card))
     return write_manifest(out, use_case.name)
@@ -66,6 +75,7 @@ def package_files(
     dataset_metadata: dict,
     drift_dir: str,
     explanation_file: str,
+    reports: dict[str, str] | None = None,
 ) -> dict:
     """Build and verify the package; return what its artifact metadata should show."""
     # KFP carries metadata numbers as floats; counts are whole.
@@ -73,7 +83,7 @@ def package_files(
     dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
     dataset["undeclared_columns"] = list(dataset_metadata.get("undeclared_columns", []))
     build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir,
-                  explanation_file)
+                  explanation_file, reports)
     manifest = verify(destination)
     evaluation = json.loads(Path(evaluation_file).read_text())
     print(f"package: {destination} version {manifest['version']}, {len(manifest['files'])} files, verified")

@@ -1,6 +1,6 @@
 """KFP component: assemble the verified model package."""
 
-from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 
 def package(
@@ -11,11 +11,16 @@ def package(
     evaluation: Input[Artifact],
     detector: Input[Artifact],
     explanation: Input[Artifact],
+    profile: Input[Markdown],
+    feature_search: Input[Markdown],
+    evaluation_report: Input[Markdown],
+    fairness_report: Input[HTML],
     model_package: Output[Model],
     model_card: Output[HTML],
 ):
-    """Model, FeatureSet, evaluation (with fairness, from the bias step), drift detector, lineage, model card
-    and a sha256 manifest, verified before it is handed on; `model_card` shows the card in the dashboard."""
+    """Model, FeatureSet, evaluation (with fairness, from the bias step), drift detector, lineage, model card,
+    the steps' reports (reports/, by name and extension: REPORT_FILES) and a sha256 manifest, verified before
+    it is handed on; `model_card` shows the card in the dashboard."""
     import shutil
 
     from flowline.package.format import CARD_HTML
@@ -23,8 +28,10 @@ def package(
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
+    reports = {"profile": profile.path, "feature_search": feature_search.path, "evaluation": evaluation_report.path,
+               "fairness": fairness_report.path}
     model_package.metadata.update(
         package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata,
-                      detector.path, explanation.path)
+                      detector.path, explanation.path, reports)
     )
     shutil.copyfile(f"{model_package.path}/{CARD_HTML}", model_card.path)

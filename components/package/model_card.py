@@ -14,8 +14,10 @@ from datetime import datetime, timezone
 from importlib import metadata
 
 from flowline import __version__, reports
-from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
-                                       outcome_rows, threshold_rows)
+from flowline.components.package.plots import performance_plots
+from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, group_chart,
+                                       groups_on_test, outcome_rows, threshold_rows)
+from flowline.package.format import REPORT_FILES, REPORTS_DIR
 from flowline.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
 
 FORMAT = "flowline.model_card/v1"
@@ -39,13 +41,15 @@ def drift_detector_licence() -> dict:
 
 def _generated_limitations(use_case: UseCase, evaluation: dict, explanation: dict) -> list[str]:
     """Limits that follow from the run itself, added to the use case's own."""
-    found = [f"Measured on {evaluation['test_rows']} test rows drawn from the same source as the training rows "
-             f"(split {use_case.split.method}, seed {use_case.split.seed}); behaviour on other populations or later "
-             "periods is not measured here."]
+    found = [f"Measured on {reports.number(evaluation['test_rows'])} test rows drawn from the same source as the "
+             f"training rows (split {use_case.split.method}, seed {use_case.split.seed}); behaviour on other "
+             "populations or later periods is not measured here."]
     fairness = evaluation.get("fairness", {})
-    if use_case.task == "binary":
-        found.append("Fairness is measured only for " + (", ".join(use_case.sensitive_attributes) or "no attribute")
-                     + "; other groups are not checked.")
+    if use_case.task == "binary" and use_case.sensitive_attributes:
+        found.append(f"Fairness is measured only for {', '.join(use_case.sensitive_attributes)}; other groups are "
+                     "not checked.")
+    elif use_case.task == "binary":
+        found.append("No sensitive attributes are declared, so fairness is not measured for any group.")
     for attribute, result in fairness.get("attributes", {}).items():
         small = [group for group in result["by_group"] if group not in result["compared_groups"]]
         if small:
@@ -59,13 +63,16 @@ def _generated_limitations(use_case: UseCase, evaluation: dict, explanation: dic
                      + ", ".join(mitigation["attributes"]) + ".")
     agreement = explanation["agreement"]
     if agreement["mean_spearman"] < 0.5:
-        found.append(f"LIME and SHAP agree weakly on these instances (mean Spearman {agreement['mean_spearman']:.2f}): "
+        found.append(f"LIME and SHAP agree weakly on these instances (mean Spearman "
+                     f"{reports.number(agreement['mean_spearman'])}): "
                      "read single explanations with care.")
     return found
 
 
-def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: dict, model: dict) -> dict:
-    """The card's content; `model` is the served ensemble's description (family, weights)."""
+def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: dict, model: dict,
+               reports_held: tuple[str, ...] = ()) -> dict:
+    """The card's content; `model` is the served ensemble's description (family, weights); `reports_held`
+    names the REPORT_FILES the package holds beside the card."""
     intervals = evaluation.get("confidence_intervals", {})
     fairness = evaluation.get("fairness", {})
     decision = evaluation["champion_challenger"]
@@ -82,10 +89,13 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
                  "sensitive_attributes": use_case.sensitive_attributes},
         "metrics": {name: {"value": value, "ci95": intervals.get(name)} for name, value in evaluation["metrics"].items()},
         "threshold": evaluation.get("threshold"),
+        "curves": ({key: evaluation[key] for key in ("roc", "precision_recall", "calibration")}
+                   if use_case.task == "binary" else {"deciles": evaluation["deciles"]["table"]}),
         "fairness": {
             "attributes": {attribute: {**{m: result[m] for m in FAIRNESS_METRICS}, "gate": result["gate"]}
                            for attribute, result in fairness.get("attributes", {}).items()},
             "mitigation": fairness_summary(fairness),
+            "groups_on_test": groups_on_test(fairness) if fairness.get("attributes") else {},
         },
         "explanation": {"units": explanation["units"], "rows_explained": explanation["rows_explained"],
                         "top_columns": dict(list(explanation["global_importance"].items())[:CARD_TOP_COLUMNS]),
@@ -96,13 +106,41 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
                   "passed": evaluation["gates_passed"]},
         "decision": {"decision": decision["decision"], "reason": decision["reason"]},
         "drift_detector": drift_detector_licence(),
+        "reports": {name: f"{REPORTS_DIR}/{REPORT_FILES[name]}" for name in reports_held},
     }
 
 
+def _threshold_sentence(card: dict) -> str:
+    mitigation = card["fairness"]["mitigation"]
+    served = ("; the served decisions use per-group thresholds instead (see Fairness)"
+              if mitigation and mitigation["applied"] else "")
+    return (f"<p>Decision threshold: {reports.number(card['threshold'])}, the one with the lowest business cost on "
+            f"out-of-fold predictions. The test metrics above are measured at this threshold{served}.</p>")
+
+
+def _fairness_sections(fairness: dict) -> list[str]:
+    mitigation = fairness["mitigation"]
+    if not mitigation:
+        return ["<p>No sensitive attributes are declared for this use case, so fairness is not measured.</p>"]
+    rows = mitigation["decided_on"]
+    sections = [f"<p>Gates and mitigation decided on {reports.number(rows['out_of_fold_rows'])} out-of-fold "
+                f"predictions of train + valid; the {reports.number(rows['test_rows'])} test rows only report. "
+                f"Mitigation {reports.escape(mitigation['reason'])}.</p>",
+                reports.table(GATE_HEADERS, gate_rows(mitigation)),
+                reports.table(OUTCOME_HEADERS, outcome_rows(mitigation)),
+                reports.table(["group", "served threshold"], threshold_rows(mitigation))]
+    for attribute, options in fairness["groups_on_test"].items():
+        sections += [f"<h3>{reports.escape(attribute)}: decisions by group (test)</h3>",
+                     group_chart(attribute, options["single_threshold"], options["mitigated"])]
+    return sections
+
+
 def model_card_html(card: dict) -> str:
+    """The card as a page: tables, and plots as embedded PNG; every number as `reports.number` writes it."""
     model, data = card["model"], card["data"]
-    members = ", ".join(f"{m['family']} ({m['weight']:.2f})" for m in model.get("members", []))
-    interval = (lambda ci: "" if ci is None else f"{ci[0]:,.4f} to {ci[1]:,.4f}")
+    members = ", ".join(f"{m['family']} ({reports.number(m['weight'])})" for m in model.get("members", []))
+    interval = (lambda ci: "" if ci is None else f"{reports.number(ci[0])} to {reports.number(ci[1])}")
+    rows_in = " / ".join(reports.number(data[key]) for key in ("rows_in", "rows_kept", "rows_quarantined"))
     sections = [
         f"<p>{reports.escape(model['description'])}</p>",
         "<h2>Intended use</h2>", f"<p>{reports.escape(card['intended_use'])}</p>",
@@ -112,7 +150,7 @@ def model_card_html(card: dict) -> str:
         "<h2>Data</h2>",
         reports.table(["field", "value"], [
             ["source", data["source"]], ["source sha256", data["source_sha256"]],
-            ["rows in / kept / quarantined", f"{data['rows_in']} / {data['rows_kept']} / {data['rows_quarantined']}"],
+            ["rows in / kept / quarantined", rows_in],
             ["split", f"{data['split']['method']}, test {data['split']['test_size']}, "
                       f"valid {data['split']['valid_size']}, seed {data['split']['seed']}"],
             ["columns not declared (not used)", ", ".join(data.get("undeclared_columns", [])) or "none"],
@@ -122,31 +160,18 @@ def model_card_html(card: dict) -> str:
         reports.table(["metric", "value", "95 % interval"],
                       [[name, m["value"], interval(m["ci95"])] for name, m in card["metrics"].items()]),
     ]
-    fairness = card["fairness"]
-    mitigation = fairness["mitigation"]
     if card["threshold"] is not None:
-        served = (" The metrics above are at this one; the served decisions use per-group thresholds (see "
-                  "Fairness)." if mitigation and mitigation["applied"] else "")
-        sections.append(f"<p>Decision threshold (lowest business cost on out-of-fold predictions): "
-                        f"{card['threshold']:.4f}.{served}</p>")
-    sections.append("<h2>Fairness</h2>")
-    if mitigation:
-        rows = mitigation["decided_on"]
-        sections += [f"<p>Gates and mitigation decided on {rows['out_of_fold_rows']:,} out-of-fold predictions of "
-                     f"train + valid; the {rows['test_rows']:,} test rows only report. Mitigation "
-                     f"{reports.escape(mitigation['reason'])}.</p>",
-                     reports.table(GATE_HEADERS, gate_rows(mitigation)),
-                     reports.table(OUTCOME_HEADERS, outcome_rows(mitigation)),
-                     reports.table(["group", "served threshold"], threshold_rows(mitigation))]
-    else:
-        sections.append("<p>No sensitive attributes are declared for this use case.</p>")
+        sections.append(_threshold_sentence(card))
+    sections += [performance_plots(card["curves"]), "<h2>Fairness</h2>", *_fairness_sections(card["fairness"])]
     explanation = card["explanation"]
     agreement = explanation["lime_shap_agreement"]
     sections += [
         "<h2>What drives the model</h2>",
-        f"<p>Mean |SHAP value| ({reports.escape(explanation['units'])}) over {explanation['rows_explained']} test rows. "
-        f"LIME and SHAP on sample instances: mean Spearman {agreement['mean_spearman']:.2f}, same top column in "
-        f"{agreement['top_column_agreement']:.0%}.</p>",
+        f"<p>Mean |SHAP value| ({reports.escape(explanation['units'])}) over "
+        f"{reports.number(explanation['rows_explained'])} test rows. LIME and SHAP on sample instances: mean "
+        f"Spearman {reports.number(agreement['mean_spearman'])}, same top column in "
+        f"{agreement['top_column_agreement']:.0%} of them.</p>",
+        reports.importance_chart(explanation["top_columns"], explanation["units"]),
         reports.table(["column", "mean |SHAP|"], list(explanation["top_columns"].items())),
         "<h2>Limitations</h2>",
         "<ul>" + "".join(f"<li>{reports.escape(item)}</li>" for item in card["limitations"]) + "</ul>",
@@ -160,4 +185,8 @@ def model_card_html(card: dict) -> str:
         f"{reports.escape(card['decision']['reason'])}</p>",
         "<h2>Drift detector licence</h2>", f"<p>{reports.escape(card['drift_detector']['note'])}</p>",
     ]
+    if card["reports"]:
+        sections += ["<h2>Reports</h2>", "<p>The run's other reports, in this package beside the card:</p>",
+                     "<ul>" + "".join(f'<li><a href="{reports.escape(path)}">{reports.escape(path)}</a></li>'
+                                      for path in card["reports"].values()) + "</ul>"]
     return reports.page(f"Model card: {model['use_case']}", sections)

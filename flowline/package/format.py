@@ -4,7 +4,8 @@ A package holds the model folder (model.json and one native file per member, plu
 training.json), the FeatureSet, the evaluation (metrics with intervals, threshold,
 quality and fairness gates, any fairness mitigation, the champion/challenger
 decision), the drift detector, the use case, the lineage (dataset sha256 ->
-FeatureSet version -> model files) and the model card (model_card.py), JSON and HTML.
+FeatureSet version -> model files), the model card (model_card.py), JSON and HTML, and the
+steps' reports in reports/ (REPORT_FILES: Markdown and self-contained HTML, no scripts).
 
 The manifest lists every file by sha256; the package's version is the hash of that list
 (with the format and name), and the manifest is signed with HMAC-SHA256 when a signing key
@@ -57,6 +58,10 @@ TRAINING_FILE = "training.json"  # in MODEL_DIR: the candidates, the selection a
 CARD_JSON = "model_card.json"
 CARD_HTML = "model_card.html"
 DRIFT_DIR = "drift"
+REPORTS_DIR = "reports"  # the steps' reports for people, each a file a browser or editor opens by its extension
+# The explanation report stays out: its plots show sample rows' raw values, and a package holds only summaries.
+REPORT_FILES = {"profile": "profile.md", "feature_search": "feature_search.md", "evaluation": "evaluation.md",
+                "fairness": "fairness.html"}
 
 
 class PackageError(ValueError):

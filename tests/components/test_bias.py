@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from html_checks import assert_renders_as_a_page
 from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
 
 from flowline import reports
@@ -257,7 +258,7 @@ def test_a_failed_fairness_gate_fails_the_run_and_keeps_the_champion():
     assert decide_with_fairness(evaluation, {**fairness, "passed": True})["champion_challenger"]["decision"] == "promote"
 
 
-def test_the_reports_show_both_options_side_by_side_with_thresholds_and_why():
+def test_the_reports_show_both_options_side_by_side_with_thresholds_and_why(chromium, tmp_path):
     fairness, use_case = judged_on(1, 2, mitigation_options={"max_cost_increase": 0.5})
     markdown = fairness_markdown(fairness, use_case)
     single, mitigated = fairness["single_threshold"], fairness["mitigated"]
@@ -274,6 +275,9 @@ def test_the_reports_show_both_options_side_by_side_with_thresholds_and_why():
     page = fairness_html(fairness, use_case)
     assert page.count("<img src=\"data:image/png;base64,") == 1 and "Served thresholds" in page
     assert reports.escape(fairness["reason"]) in page
+    written = tmp_path / "fairness.html"
+    written.write_text(page)
+    assert_renders_as_a_page(chromium, written, tmp_path)
     lines = "\n".join(fairness_lines(fairness))
     assert f"bias: group disparate_impact_ratio {values[0]:.3f} at the single threshold -> {values[1]:.3f} mitigated" \
         in lines and "bias: fairness gate pass" in lines

@@ -8,9 +8,11 @@ from flowline.components.evaluate.evaluation import (
     ROC_POINTS,
     binary_metrics,
     bootstrap_intervals,
+    calibration_bins,
     choose_threshold,
     decile_table,
     normalized_gini,
+    precision_recall_points,
     regression_metrics,
     report_markdown,
     roc_points,
@@ -128,6 +130,24 @@ def test_roc_points_are_few_and_finite():
     assert len(points["fpr"]) <= ROC_POINTS
     assert points["fpr"][0] == 0 and points["tpr"][-1] == 1
     assert max(points["thresholds"]) <= 1.0
+
+
+def test_precision_recall_points_are_few_and_span_the_curve():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 5000)
+    points = precision_recall_points(y, rng.uniform(size=5000))
+    assert len(points["recall"]) == len(points["precision"]) <= ROC_POINTS
+    assert points["recall"][0] == 1 and points["recall"][-1] == 0 and points["precision"][-1] == 1
+    assert abs(points["precision"][0] - y.mean()) < 1e-12  # everyone flagged: precision is the base rate
+
+
+def test_calibration_bins_hold_each_bins_mean_prediction_and_observed_rate():
+    y = np.array([0, 0, 1, 1, 1, 0])
+    p = np.array([0.05, 0.15, 0.12, 0.95, 1.0, 0.91])
+    bins = calibration_bins(y, p)
+    assert [b["rows"] for b in bins] == [1, 2, 3]  # empty bins are left out; 1.0 falls in the last bin
+    assert bins[1] == {"rows": 2, "mean_predicted": pytest.approx(0.135), "observed_rate": 0.5}
+    assert bins[2]["observed_rate"] == pytest.approx(2 / 3) and bins[2]["mean_predicted"] == pytest.approx(2.86 / 3)
 
 
 def brute_force_components(y, scores):

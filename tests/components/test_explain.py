@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from html_checks import assert_renders_as_a_page
 from scipy.stats import spearmanr
 
 from flowline.components.explain.explanation import ColumnCodec, explain, rank_agreement
@@ -83,13 +84,16 @@ def test_the_codec_round_trips_raw_columns_for_lime():
     assert codec.categorical_positions == [2]
 
 
-def test_the_report_embeds_every_plot(fitted):
+def test_the_report_embeds_every_plot_and_renders_as_a_page(fitted, chromium, tmp_path):
     use_case, feature_set, model, train = fitted
     explanation = explain(use_case, feature_set, model, train, known_driver_rows(200, 4), seed=0)
     page = explanation_html(explanation, use_case)
     # importance, three dependence plots, one local chart per instance
     assert page.count('<img src="data:image/png;base64,') == 1 + 3 + len(explanation["local"])
     assert "mean Spearman rank correlation" in page
+    written = tmp_path / "explanation.html"
+    written.write_text(page)
+    assert_renders_as_a_page(chromium, written, tmp_path)
 
 
 def test_the_models_tree_attributions_are_the_shap_librarys(fitted, tmp_path):

@@ -1,3 +1,4 @@
+import base64
 import hashlib
 import json
 import re
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from html_checks import assert_renders_as_a_page, loaded_image_widths
 
 from flowline.drift import save_detector
 from flowline.package.format import (
@@ -26,7 +28,9 @@ DATASET = {"source": "data.csv", "source_sha256": "ab" * 32, "rows_in": 10, "row
            "undeclared_columns": ["notes"]}
 # What evaluate + bias and explain hand the package step, cut down to what the model card reads.
 GROUPS = {"group": {
-    "by_group": {"a": {"rows": 50}, "b": {"rows": 40}, "c": {"rows": 3}}, "compared_groups": ["a", "b"],
+    "by_group": {group: {"rows": rows, "selection_rate": rate, "true_positive_rate": 0.7, "false_positive_rate": 0.1}
+                 for group, rows, rate in (("a", 50, 0.4), ("b", 40, 0.2), ("c", 3, 0.3))},
+    "compared_groups": ["a", "b"],
     "demographic_parity_difference": 0.3, "equalized_odds_difference": 0.1, "disparate_impact_ratio": 0.6,
     "gates": {"disparate_impact_ratio": {"value": 0.6, "min": 0.8, "max": None, "passed": False}}, "gate": "fail"}}
 OUTCOMES = {"expected_cost_per_1000": 120.0, "balanced_accuracy": 0.8, "recall": 0.7, "selection_rate": 0.2}
@@ -39,9 +43,15 @@ FAIRNESS = {"attributes": GROUPS, "threshold": 0.3, "failing": ["group"], "mitig
 EVALUATION = {"test_rows": 93, "metrics": {"roc_auc": 0.91}, "confidence_intervals": {"roc_auc": [0.85, 0.96]},
               "threshold": 0.3, "gates": {"roc_auc": {"value": 0.91, "min": 0.8, "max": None, "passed": True}},
               "gates_passed": False, "fairness": FAIRNESS,
+              "roc": {"fpr": [0.0, 0.2, 1.0], "tpr": [0.0, 0.8, 1.0], "thresholds": [1.0, 0.3, 0.0]},
+              "precision_recall": {"recall": [1.0, 0.8, 0.0], "precision": [0.3, 0.7, 1.0]},
+              "calibration": [{"rows": 60, "mean_predicted": 0.1, "observed_rate": 0.12},
+                              {"rows": 33, "mean_predicted": 0.7, "observed_rate": 0.65}],
               "champion_challenger": {"decision": "keep", "reason": "the challenger failed its fairness gates"}}
 EXPLANATION = {"units": "log-odds", "rows_explained": 93, "global_importance": {"x": 0.5, "group": 0.1},
                "agreement": {"mean_spearman": 0.3, "top_column_agreement": 0.6, "top_columns": 5}}
+
+REPORTS = {"profile": "### Profile\n", "evaluation": "### Evaluation\n", "fairness": "<!DOCTYPE html><title>f</title>"}
 
 
 @pytest.fixture
@@ -54,9 +64,11 @@ def package(tmp_path: Path, toy_use_case) -> Path:
     (tmp_path / "evaluation.json").write_text(json.dumps(EVALUATION))
     (tmp_path / "explanation.json").write_text(json.dumps(EXPLANATION))
     save_detector(np.arange(20, dtype=np.float32).reshape(10, 2) % 3, [1], 0.01, tmp_path / "drift" / "detector")
+    for name, text in REPORTS.items():  # as KFP writes the steps' report artifacts: files with no extension
+        (tmp_path / name).write_text(text)
     destination = tmp_path / "package"
     build_package(destination, toy_use_case, model_dir, tmp_path / "fs.json", tmp_path / "evaluation.json", DATASET,
-                  tmp_path / "drift", tmp_path / "explanation.json")
+                  tmp_path / "drift", tmp_path / "explanation.json", {name: tmp_path / name for name in REPORTS})
     return destination
 
 
@@ -147,6 +159,108 @@ def test_the_model_card_states_the_drift_detectors_licence(package: Path):
     assert detector["licence"] == "Business Source License 1.1"  # the verified set's alibi-detect 0.13.0
     assert "needs a commercial licence from Seldon" in detector["note"]
     assert "Drift detector licence" in (package / CARD_HTML).read_text()
+
+
+def test_the_steps_reports_are_in_the_package_named_by_their_extension_and_listed(package: Path, tmp_path: Path,
+                                                                                 toy_use_case):
+    from flowline.package.format import CARD_JSON, REPORT_FILES, REPORTS_DIR
+
+    manifest = verify(package)
+    held = {path.name for path in (package / REPORTS_DIR).iterdir()}
+    assert held == {"profile.md", "evaluation.md", "fairness.html"}
+    for name, text in REPORTS.items():
+        assert (package / REPORTS_DIR / REPORT_FILES[name]).read_text() == text
+        assert f"{REPORTS_DIR}/{REPORT_FILES[name]}" in manifest["files"]
+    card = json.loads((package / CARD_JSON).read_text())
+    assert card["reports"] == {name: f"reports/{REPORT_FILES[name]}" for name in REPORT_FILES if name in REPORTS}
+    assert '<a href="reports/fairness.html">' in (package / "model_card.html").read_text()
+    with pytest.raises(ValueError, match="unknown report 'explanation'; expected one of profile, "):
+        build_package(tmp_path / "other", toy_use_case, package / "model", package / "feature_set.json",
+                      package / "evaluation.json", DATASET, package / "drift", tmp_path / "explanation.json",
+                      {"explanation": tmp_path / "fairness"})
+
+
+def images(page: str) -> dict[str, bytes]:
+    """The page's inline images by alt text, decoded."""
+    return {alt: base64.b64decode(data) for data, alt in
+            re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)">', page)}
+
+
+def test_the_model_card_plots_curves_calibration_importance_and_fairness_as_inline_png(package: Path, chromium,
+                                                                                       tmp_path: Path):
+    from flowline.package.format import CARD_HTML, CARD_JSON
+
+    card = json.loads((package / CARD_JSON).read_text())
+    assert card["curves"] == {key: EVALUATION[key] for key in ("roc", "precision_recall", "calibration")}
+    assert card["fairness"]["groups_on_test"]["group"]["single_threshold"]["b"] == {
+        "selection_rate": 0.2, "true_positive_rate": 0.7, "false_positive_rate": 0.1}
+    assert card["fairness"]["groups_on_test"]["group"]["mitigated"] is None
+    shown = images((package / CARD_HTML).read_text())
+    assert set(shown) == {"ROC curve on the test rows", "precision-recall curve on the test rows",
+                          "calibration: observed positive rate by bin of predicted probability",
+                          "global importance: mean absolute SHAP value per column",
+                          "group: selection rate, TPR and FPR by group on the test rows"}
+    assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000 for png in shown.values())
+    assert_renders_as_a_page(chromium, package / CARD_HTML, tmp_path)
+    widths = loaded_image_widths(chromium, package / CARD_HTML, tmp_path)
+    assert len(widths) == len(shown) and min(widths) > 100
+
+
+def regression_card(use_case, tmp_path: Path) -> str:
+    from flowline.components.package.model_card import model_card, model_card_html
+
+    table = [{"decile": d, "rows": 704, "mean_predicted": 1000.0 * d, "mean_actual": 1100.0 * d,
+              "share_of_actual": d / 55} for d in range(1, 11)]
+    evaluation = {"test_rows": 7043, "metrics": {"rmse": 37650.8162, "mae": 34418.027}, "gates": {},
+                  "confidence_intervals": {"rmse": [30000.5, 41000.25], "mae": [0.5, 1.0]}, "gates_passed": True,
+                  "deciles": {"edges": [], "table": table}, "fairness": {},
+                  "champion_challenger": {"decision": "promote", "reason": "no champion"}}
+    lineage = {"dataset": {**DATASET, "rows_in": 7043}, "feature_set": {"version": "f00d"},
+               "model": {"files": {"model.json": "ab"}}}
+    card = model_card(use_case, evaluation, EXPLANATION, lineage, {"members": [{"family": "xgboost", "weight": 1.0}]})
+    assert card["curves"] == {"deciles": table}
+    return model_card_html(card)
+
+
+def test_a_regression_card_plots_predicted_against_actual_by_decile(tmp_path: Path):
+    from flowline.use_case import load_use_case
+
+    page = regression_card(load_use_case("clv"), tmp_path)
+    assert set(images(page)) == {"mean predicted and actual value by decile of prediction on the test rows",
+                                 "global importance: mean absolute SHAP value per column"}
+    assert "Fairness is measured" not in page and "fairness is not measured" in page
+
+
+def test_every_number_on_the_card_is_written_one_way(tmp_path: Path):
+    from flowline.use_case import load_use_case
+
+    page = regression_card(load_use_case("clv"), tmp_path)
+    assert "37,650.8162" in page and "34,418.0270" in page and "30,000.5000 to 41,000.2500" in page
+    assert "37650" not in page and "7,043 / 9 / 1" in page and "xgboost (1.0000)" in page
+    assert "mean Spearman 0.3000" in page  # in the text and in the limitation it raises
+    cells = re.findall(r"<td>(-?[\d,]*\.\d+)</td>", page)
+    assert cells and all(re.fullmatch(r"-?\d{1,3}(,\d{3})*\.\d{4}", value) for value in cells), cells
+
+
+def test_the_card_reads_as_sentences_with_and_without_sensitive_attributes(package: Path, toy_use_case):
+    from flowline.components.package.model_card import model_card, model_card_html
+    from flowline.package.format import CARD_HTML
+
+    page = (package / CARD_HTML).read_text()
+    assert ("Decision threshold: 0.3000, the one with the lowest business cost on out-of-fold predictions. The test "
+            "metrics above are measured at this threshold.</p>") in page
+    assert "at this one" not in page
+    assert "No sensitive attributes are declared, so fairness is not measured for any group." in page
+    assert "no attribute" not in page
+    judged = toy_use_case.model_copy(update={"sensitive_attributes": ["plan", "age"]})
+    evaluation = json.loads((package / "evaluation.json").read_text())
+    evaluation["fairness"]["mitigation"] = {"randomized": True, "attributes": ["group"]}
+    evaluation["fairness"]["applied"] = True
+    lineage = json.loads((package / "lineage.json").read_text())
+    card = model_card(judged, evaluation, EXPLANATION, lineage, {"members": []})
+    assert "Fairness is measured only for plan, age; other groups are not checked." in card["limitations"]
+    assert ("The test metrics above are measured at this threshold; the served decisions use per-group thresholds "
+            "instead (see Fairness).") in model_card_html(card)
 
 
 # Forged packages (issue 17): each is refused by verify with a message naming what is wrong.

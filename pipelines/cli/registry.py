@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import webbrowser
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
@@ -111,7 +112,7 @@ def _open(args: argparse.Namespace) -> int:
     print(json.dumps(reports, indent=1) if args.json else tabulate(list(reports.items()), headers=["report", "path"]))
     if args.browser:
         for path in reports.values():
-            webbrowser.open(f"file://{path}")
+            webbrowser.open(Path(path).resolve().as_uri())
     return 0
 
 

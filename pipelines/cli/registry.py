@@ -78,7 +78,7 @@ def _runs(args: argparse.Namespace) -> int:
               _metrics_text(row["metrics"]) or row["error"] or row["problem"] or "",
               _gates_text(row["gates"], row["fairness"]), row["package_version"] or "", row["decision"] or ""]
              for row in rows]
-    _print(rows, table, ["use case", "started (UTC)", "outcome", "metrics", "gates", "package", "decision"],
+    _print(rows, table, ["use case", "finished (UTC)", "outcome", "metrics", "gates", "package", "decision"],
            args.json, f"no runs recorded under {args.runs_dir}")
     return 0
 

@@ -19,6 +19,7 @@ from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_s
 from flowline.package.format import (CARD_HTML, LINEAGE_FILE, MODEL_DIR, REPORT_FILES, REPORTS_DIR, TRAINING_FILE,
                                      Package)
 from flowline.pipelines.progress import ANSI, ProgressStream
+from flowline.registry import newest_package
 from flowline.use_case import FAIRNESS_METRICS, UseCase
 
 def pipeline_steps(pipeline) -> tuple[tuple[str, ...], str]:
@@ -123,47 +124,6 @@ def record_run(audit_log: Path, run: dict, summary: dict) -> None:
         "fairness": {attribute: result["gate"] for attribute, result in summary["fairness"].items()},
         "fairness_mitigation": bool(summary["fairness_mitigation"] and summary["fairness_mitigation"]["applied"]),
         "decision": summary["champion_challenger"]["decision"], "reason": summary["champion_challenger"]["reason"]})
-
-
-def packages_of(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> list[Path]:
-    """The packages that local runs of `use_case_name` recorded in `runs_dir`'s audit log, oldest first,
-    leaving out any whose folder is gone.
-
-    `promoted_only`: only packages whose champion/challenger decision was to promote them.
-    """
-    log = Path(runs_dir) / audit.AUDIT_FILE
-    if not log.exists():
-        return []
-    packages: dict[str, str] = {}
-    promoted: set[str] = set()
-    for record in audit.verify(log):
-        what = record["what"]
-        if what.get("use_case") != use_case_name:
-            continue
-        if record["action"] == "package":  # a version packaged again moves to the end: it is the newest
-            packages.pop(what["package_version"], None)
-            packages[what["package_version"]] = what["package"]
-        elif record["action"] == "gate_decision" and what["decision"] == "promote":
-            promoted.add(what["package_version"])
-    return [Path(path) for version, path in packages.items()
-            if Path(path).is_dir() and (version in promoted or not promoted_only)]
-
-
-def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> Path | None:
-    """The newest package a local run of `use_case_name` left under `runs_dir`, or None; with
-    `promoted_only`, the newest promoted one, that is the one a deployment would be serving now."""
-    found = packages_of(runs_dir, use_case_name, promoted_only)
-    return found[-1] if found else None
-
-
-def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
-    """The newest package of `use_case_name` under `runs_dir`; FileNotFoundError when there is none."""
-    found = newest_package(runs_dir, use_case_name)
-    if found is None:
-        raise FileNotFoundError(
-            f"no package of use case {use_case_name!r} under {runs_dir}; run `flowline run {use_case_name}` first"
-        )
-    return found
 
 
 def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: Path, wall_seconds: float) -> dict:

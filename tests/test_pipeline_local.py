@@ -148,6 +148,17 @@ def test_a_second_use_case_on_another_csv_needs_no_code(data_home, tmp_path: Pat
     assert kept["decision"] == "keep" and kept["champion"]["package"] == first["package"]
     assert kept["test"] == "delong" and kept["p_value"] == 1.0 and kept["difference"] == 0
     assert "not applied: the champion stays" in shown
+    # The registry reads both runs back from the audit log: the first is the champion, the kept one rejected.
+    assert main(["models", "card-fraud", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+    models = json.loads(capsys.readouterr().out)
+    assert [(m["version"], m["stage"], m["metrics"], m["dataset_sha256"]) for m in models] == [
+        (run["package_version"], stage, {"auprc": run["gates"]["auprc"]["value"]}, run["dataset_sha256"])
+        for run, stage in ((first, "champion"), (second, "rejected"))]
+    assert main(["runs", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["run_dir"], r["outcome"], r["package_version"], r["decision"]) for r in runs] == [
+        (run["run_dir"], "succeeded", run["package_version"], run["champion_challenger"]["decision"])
+        for run in (first, second)]
 
 
 def test_a_broken_source_fails_the_run_naming_the_step_and_the_cause(data_home, write_csv, tmp_path: Path, capsys):

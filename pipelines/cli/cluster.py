@@ -14,7 +14,6 @@ from flowline.pipelines.cli.common import (
     add_audit_log_argument,
     add_runs_dir_argument,
     add_use_case_arguments,
-    package_path,
     use_case,
 )
 from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
@@ -50,8 +49,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
     deploy = commands.add_parser(
         "deploy", help="render a package's InferenceService; apply it when a kubeconfig is available")
-    deploy.add_argument("target", metavar="PACKAGE_DIR|USE_CASE",
-                        help="a package folder or s3:// prefix, or a use case whose newest local run is deployed")
+    deploy.add_argument("target", metavar="PACKAGE_DIR|USE_CASE|VERSION",
+                        help="a package folder or s3:// prefix, a use case (name or YAML path) whose newest local "
+                             "package is deployed, or a package version (or its unique prefix) in --runs-dir")
     deploy.add_argument("--name", help="InferenceService name (default: the use case's name)")
     deploy.add_argument("--storage-uri", help="where KServe finds the package (default: s3://flowline-models/NAME/VERSION)")
     deploy.add_argument("--namespace", default="flowline", help="the InferenceService's namespace (default flowline)")
@@ -164,8 +164,9 @@ def _katib(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     from flowline.deployment import deploy_package
     from flowline.package.format import verify
+    from flowline.registry import resolve_package
 
-    package = package_path(args.target, args.runs_dir)
+    package = resolve_package(args.target, args.runs_dir)
     manifest = verify(package)
     name = args.name or manifest["name"]
     storage_uri = args.storage_uri or f"s3://flowline-models/{name}/{manifest['version']}"

@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from flowline.storage import is_s3
 
 EXIT_ERROR = 1
 EXIT_GATE_FAILED = 3
@@ -43,12 +42,3 @@ def use_case(args: argparse.Namespace):
 
     return load_use_case(args.use_case_path or args.use_case_name)
 
-
-def package_path(target: str, runs: str) -> str:
-    """A package folder or s3:// prefix as given, or the newest local run's package of a use case."""
-    from flowline.pipelines.local_run import latest_package
-    from flowline.use_case import load_use_case
-
-    if Path(target).is_dir() or is_s3(target):
-        return target
-    return str(latest_package(runs, load_use_case(target).name))

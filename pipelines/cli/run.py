@@ -22,8 +22,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--tuning-backend", choices=("auto", "optuna", "katib"),
                      help="where trials run (default: the use case's tuning.backend; auto is Optuna off-cluster)")
     champion = run.add_mutually_exclusive_group()
-    champion.add_argument("--champion", metavar="PACKAGE_DIR",
-                          help="the package to beat (default: the newest promoted package of this use case in --runs-dir)")
+    champion.add_argument("--champion", metavar="PACKAGE_DIR|USE_CASE|VERSION",
+                          help="the package to beat: a package folder, a use case (name or YAML path) whose champion "
+                               "it is, or a package version (or its unique prefix) in --runs-dir (default: the "
+                               "champion of this use case in --runs-dir)")
     champion.add_argument("--no-champion", action="store_true", help="compare with no champion (promote if gates pass)")
     run.add_argument("--source", help="read the data from this path or URL instead of the use case's")
     add_runs_dir_argument(run, "where run folders go")
@@ -34,11 +36,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from flowline.pipelines.local_run import format_summary, run_local
+    from flowline.registry import resolve_package
 
+    champion = args.champion and resolve_package(args.champion, args.runs_dir, champion=True)
     try:
-        champion = "" if args.no_champion else args.champion
         summary = run_local(
-            use_case(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose, champion,
+            use_case(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose,
+            "" if args.no_champion else champion,
             args.tuning_backend or "",
         )
     except RuntimeError as error:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flowline.inference_services.options import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_PORT, HOST_ENV
 from flowline.pipelines.cli.cluster import add_image_argument
-from flowline.pipelines.cli.common import UsageError, add_runs_dir_argument, package_path
+from flowline.pipelines.cli.common import UsageError, add_runs_dir_argument
 from flowline.pipelines.retraining import DEFAULT_COOLDOWN_S, MODES
 
 
@@ -21,8 +21,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "serve", help="serve model packages with the KServe model server, or a package's drift monitor",
         description="Serve model packages (v1 and v2 protocols) or, with --drift-monitor, a package's drift monitor. "
                     "The container's entry point: the ServingRuntimes run `flowline serve NAME=/mnt/models`.")
-    serve.add_argument("targets", nargs="+", metavar="[NAME=]PACKAGE_DIR|USE_CASE",
-                       help="a package folder or s3://bucket/prefix, or a use case whose newest local run is served; "
+    serve.add_argument("targets", nargs="+", metavar="[NAME=]PACKAGE_DIR|USE_CASE|VERSION",
+                       help="a package folder or s3://bucket/prefix, a use case (name or YAML path) whose newest "
+                            "local package is served, or a package version (or its unique prefix) in --runs-dir; "
                             "NAME= names the model (default: the package's use case, with -drift for a monitor)")
     add_runs_dir_argument(serve, "where to look for a use case's runs, and where --on-drift local's runs go")
     server = serve.add_argument_group("server")
@@ -33,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
 
     ab = serve.add_argument_group("local A/B (model server)")
-    ab.add_argument("--canary", metavar="[NAME=]PACKAGE_DIR",
+    ab.add_argument("--canary", metavar="[NAME=]PACKAGE_DIR|USE_CASE|VERSION",
                     help="a second package for the model NAME, taking --canary-percent of its requests by request id "
                          "(KServe's canaryTrafficPercent, locally)")
     ab.add_argument("--canary-percent", type=int, default=10, help="the canary's share of requests (default 10)")
@@ -67,11 +68,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _named(target: str, runs: str) -> tuple[str, str]:
     """[NAME=]TARGET to (model name, package path); without NAME, the package's use case names it."""
     from flowline.inference_services.options import named_package
+    from flowline.registry import resolve_package
 
     name, separator, where = target.partition("=")
     if not separator:
         name, where = "", target
-    path = package_path(where, runs)
+    path = resolve_package(where, runs)
     return (name, path) if name else named_package(path)
 
 

@@ -11,7 +11,7 @@ import pytest
 from flowline.audit import verify as verify_audit_log
 from flowline.drift import load_calibration
 from flowline.inference_services.local_server import LOOPBACK, SERVE_COMMAND, free_port, running_process
-from flowline.pipelines.local_run import packages_of
+from flowline.registry import packages_of
 from flowline.use_case import UseCase
 from serving_helpers import records_of
 

@@ -102,7 +102,7 @@ def recorded_run(runs: Path, package: Path, run: str, decision: str = "promote")
 
 
 def test_serve_finds_the_newest_package_of_a_use_case(churn_package, churn_package_b, tmp_path: Path):
-    from flowline.pipelines.local_run import latest_package
+    from flowline.registry import latest_package
 
     runs = tmp_path / "runs"
     recorded_run(runs, churn_package_b, "churn-1")
@@ -116,7 +116,7 @@ def test_serve_finds_the_newest_package_of_a_use_case(churn_package, churn_packa
 
 
 def test_the_champion_of_a_local_run_is_the_newest_promoted_package(churn_package, tmp_path: Path):
-    from flowline.pipelines.local_run import newest_package
+    from flowline.registry import newest_package
 
     runs = tmp_path / "runs"
     for run, decision in (("a", "promote"), ("b", "promote"), ("c", "keep")):

@@ -1,0 +1,221 @@
+"""The local model registry: the runs and packages that a runs folder's audit log records, read back.
+
+Not a second store: every fact comes from the verified audit log (`runs/audit.jsonl`, written by
+local runs: `pipeline_run`, `package` and `gate_decision` records) and from the packages
+themselves, opened through `Package.open`. A package whose folder is gone is left out.
+
+Each package has a stage, decided from its use case's records alone:
+- `champion`: the newest package of its use case whose decision was `promote` (the one a new run
+  must beat);
+- `retired`: promoted once, since replaced by a newer champion;
+- `rejected`: failed a quality or fairness gate, or was kept because it was not significantly
+  better than the champion it was compared with (or was left undecided before the champion);
+- `challenger`: packaged after the champion with no decision recorded yet (a run that stopped
+  between its package and its decision, or one still deciding).
+
+`resolve_package` is the one way a command turns what a person typed (a package folder, an
+s3:// prefix, a use case's name or YAML path, or a package version or its unique prefix) into a
+package.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from flowline import audit
+from flowline.package.format import CARD_HTML, CARD_JSON, Package
+from flowline.storage import is_s3
+
+STAGES = ("champion", "challenger", "rejected", "retired")
+SUMMARY_FILE = "summary.json"  # a local run's summary, in its run folder
+
+
+class RegistryError(FileNotFoundError):
+    """No package, or more than one, matches what was asked; the message lists what exists."""
+
+
+@dataclass
+class Entry:
+    """One recorded package: what its records say, and its stage."""
+
+    version: str
+    use_case: str
+    path: str
+    created_at: str
+    dataset_sha256: Optional[str] = None
+    decision: Optional[str] = None
+    reason: Optional[str] = None
+    gates_passed: Optional[bool] = None
+    gates: dict[str, bool] = field(default_factory=dict)
+    fairness: dict[str, str] = field(default_factory=dict)
+    run_dir: Optional[str] = None
+    stage: str = "challenger"
+
+    def package(self) -> Package:
+        """The package itself, verified against its manifest."""
+        return Package.open(self.path)
+
+    def decided_by(self) -> dict[str, float]:
+        """The metrics its gates judged (every test metric when the use case sets no gates), on test."""
+        evaluation = self.package().evaluation
+        gated = {name: gate["value"] for name, gate in evaluation["gates"].items()}
+        return gated or dict(evaluation["metrics"])
+
+    def reports(self) -> dict[str, str]:
+        """Its readable reports: the model card, and the reports its run's summary.json lists."""
+        found = {"model card": str(Path(self.path) / CARD_HTML)}
+        summary = Path(self.run_dir or "", SUMMARY_FILE)
+        if self.run_dir and summary.is_file():
+            found.update({name: str(path) for name, path in json.loads(summary.read_text()).get("reports", {}).items()})
+        return found
+
+    def model_card(self) -> dict[str, Any]:
+        """Its model card (model_card.json), once the package verifies."""
+        self.package()
+        return json.loads((Path(self.path) / CARD_JSON).read_text())
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Run:
+    """One local run, as its `pipeline_run` record says, with the package it produced (if any)."""
+
+    run_dir: str
+    use_case: str
+    at: str
+    outcome: str
+    wall_seconds: Optional[float] = None
+    error: Optional[str] = None
+    package_version: Optional[str] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Registry:
+    """The runs and the existing packages of a runs folder, oldest first."""
+
+    runs_dir: str
+    runs: list[Run]
+    packages: list[Entry]
+
+    def of(self, use_case: str) -> list[Entry]:
+        return [entry for entry in self.packages if entry.use_case == use_case]
+
+    def use_cases(self) -> list[str]:
+        return sorted({entry.use_case for entry in self.packages} | {run.use_case for run in self.runs})
+
+    def champion(self, use_case: str) -> Optional[Entry]:
+        return next((entry for entry in self.of(use_case) if entry.stage == "champion"), None)
+
+    def newest(self, use_case: str) -> Optional[Entry]:
+        found = self.of(use_case)
+        return found[-1] if found else None
+
+    def version(self, prefix: str) -> Entry:
+        """The package whose version is `prefix` or starts with it; RegistryError when none or several do."""
+        found = [entry for entry in self.packages if entry.version == prefix] or \
+                [entry for entry in self.packages if entry.version.startswith(prefix)]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            raise RegistryError(f"version {prefix!r} is ambiguous: it starts "
+                                f"{', '.join(entry.version for entry in found)}; give more of it")
+        known = ", ".join(f"{entry.version} ({entry.use_case})" for entry in self.packages) or "none"
+        raise RegistryError(f"no package of version {prefix!r} under {self.runs_dir}; packages: {known}")
+
+
+def read(runs_dir: str | Path) -> Registry:
+    """The registry of `runs_dir`, read from its audit log (verified first); empty when it has none."""
+    log = Path(runs_dir) / audit.AUDIT_FILE
+    records = audit.verify(log) if log.exists() else []
+    runs: list[Run] = []
+    entries: dict[str, Entry] = {}
+    for record in records:
+        what = record["what"]
+        if record["action"] == "pipeline_run" and "run_dir" in what:
+            runs.append(Run(what["run_dir"], what.get("use_case", ""), record["at"], what.get("outcome", ""),
+                            what.get("wall_seconds"), what.get("error")))
+        elif record["action"] == "package":  # a version packaged again moves to the end: it is the newest
+            entries.pop(what["package_version"], None)
+            entries[what["package_version"]] = Entry(what["package_version"], what["use_case"], what["package"],
+                                                     record["at"], what.get("dataset_sha256"))
+        elif record["action"] == "gate_decision" and what.get("package_version") in entries:
+            entry = entries[what["package_version"]]
+            entry.decision, entry.reason = what.get("decision"), what.get("reason")
+            entry.gates_passed, entry.gates = what.get("gates_passed"), what.get("gates", {})
+            entry.fairness = what.get("fairness", {})
+    for entry in entries.values():
+        owner = next((run for run in runs if Path(entry.path).is_relative_to(run.run_dir)), None)
+        if owner is not None:
+            entry.run_dir, owner.package_version = owner.run_dir, entry.version
+    existing = [entry for entry in entries.values() if Path(entry.path).is_dir()]
+    _set_stages(existing)
+    return Registry(str(runs_dir), runs, existing)
+
+
+def _set_stages(entries: list[Entry]) -> None:
+    """The stages the module's docstring defines, per use case, from oldest to newest."""
+    for use_case in {entry.use_case for entry in entries}:
+        mine = [entry for entry in entries if entry.use_case == use_case]
+        promoted = [index for index, entry in enumerate(mine) if entry.decision == "promote"]
+        champion = promoted[-1] if promoted else -1
+        for index, entry in enumerate(mine):
+            if entry.decision == "promote":
+                entry.stage = "champion" if index == champion else "retired"
+            elif entry.decision is None and index > champion:
+                entry.stage = "challenger"
+            else:
+                entry.stage = "rejected"
+
+
+def packages_of(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> list[Path]:
+    """The packages that local runs of `use_case_name` recorded in `runs_dir`'s audit log, oldest first,
+    leaving out any whose folder is gone; `promoted_only`: only those whose decision was to promote them."""
+    return [Path(entry.path) for entry in read(runs_dir).of(use_case_name)
+            if entry.decision == "promote" or not promoted_only]
+
+
+def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> Path | None:
+    """The newest package a local run of `use_case_name` left under `runs_dir`, or None; with
+    `promoted_only`, the champion, that is the one a deployment would be serving now."""
+    found = packages_of(runs_dir, use_case_name, promoted_only)
+    return found[-1] if found else None
+
+
+def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
+    """The newest package of `use_case_name` under `runs_dir`; RegistryError when there is none."""
+    found = newest_package(runs_dir, use_case_name)
+    if found is None:
+        raise RegistryError(
+            f"no package of use case {use_case_name!r} under {runs_dir}; run `flowline run {use_case_name}` first")
+    return found
+
+
+def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -> str:
+    """The package `target` names: a package folder or s3:// prefix as given; a use case, by its name
+    (built-in or recorded in `runs_dir`) or its YAML path, gives its newest package (with `champion`,
+    its champion); a package version, or a unique prefix of one, gives that package."""
+    from flowline.use_case import UseCaseError, built_in_use_cases, load_use_case
+
+    if is_s3(target) or Path(target).is_dir():
+        return target
+    registry = read(runs_dir)
+    name = load_use_case(target).name if Path(target).suffix in (".yaml", ".yml") else target
+    if name in registry.use_cases() or name in built_in_use_cases():
+        found = registry.champion(name) if champion else registry.newest(name)
+        if found is None:
+            what = "promoted package" if champion else "package"
+            raise RegistryError(f"no {what} of use case {name!r} under {runs_dir}; run `flowline run {name}` first")
+        return found.path
+    if not any(entry.version.startswith(target) for entry in registry.packages):
+        known = ", ".join(sorted(set(registry.use_cases() + built_in_use_cases())))
+        raise UseCaseError(f"{target!r} is no package folder, use case or package version under {runs_dir}; "
+                           f"use cases: {known}; `flowline models` lists the versions")
+    return registry.version(target).path

@@ -1,0 +1,156 @@
+"""`flowline runs | models | show | open`: what the runs folder holds, read through flowline/registry.py."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import webbrowser
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from flowline.pipelines.cli.common import add_runs_dir_argument
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    runs = commands.add_parser("runs", help="list the local runs: use case, time, outcome, metrics, gates, package")
+    runs.add_argument("use_case", nargs="?", metavar="USE_CASE", help="only this use case's runs (default: all)")
+    models = commands.add_parser(
+        "models", help="list the local packages: version, stage (champion, challenger, rejected, retired), the "
+                       "metrics that decided, data sha256")
+    models.add_argument("use_case", nargs="?", metavar="USE_CASE", help="only this use case's packages (default: all)")
+    show = commands.add_parser("show", help="print a package's model card")
+    show.add_argument("version", metavar="VERSION", help="a package version, or a prefix of one that no other shares")
+    open_ = commands.add_parser("open", help="print the paths of a package's reports; --browser opens them")
+    open_.add_argument("version", metavar="VERSION", help="a package version, or a prefix of one that no other shares")
+    open_.add_argument("--browser", action="store_true", help="open each report in the web browser")
+    for command, handler in ((runs, _runs), (models, _models), (show, _show), (open_, _open)):
+        add_runs_dir_argument(command, "the runs folder whose audit log is read")
+        command.add_argument("--json", action="store_true", help="print JSON instead of tables")
+        command.set_defaults(handler=handler)
+
+
+def _number(value: Any) -> str:
+    return f"{value:,.4f}" if isinstance(value, float) else str(value)
+
+
+def _metrics_text(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{name} {_number(value)}" for name, value in metrics.items())
+
+
+def _gates_text(gates: dict[str, bool], fairness: dict[str, str]) -> str:
+    return ", ".join([f"{name} {'pass' if passed else 'FAIL'}" for name, passed in gates.items()]
+                     + [f"{attribute} {gate}" for attribute, gate in fairness.items()])
+
+
+def _decided(entry) -> dict[str, Any]:
+    """The metrics that decided `entry`, or why its package cannot be read: one bad package spoils no listing."""
+    from flowline.package.format import PackageError
+
+    try:
+        return {"metrics": entry.decided_by(), "problem": None}
+    except PackageError as error:
+        return {"metrics": {}, "problem": f"does not verify: {str(error).replace(entry.path, 'package')}"}
+
+
+def _print(rows: list[dict], table: list[list], headers: list[str], as_json: bool, empty: str) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print(tabulate(table, headers=headers, disable_numparse=True) if table else empty)
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from flowline.registry import read
+
+    registry = read(args.runs_dir)
+    packages = {entry.version: entry for entry in registry.packages}
+    rows = []
+    for run in registry.runs:
+        if args.use_case and run.use_case != args.use_case:
+            continue
+        entry = packages.get(run.package_version or "")
+        rows.append({**run.as_dict(), **(_decided(entry) if entry else {"metrics": {}, "problem": None}),
+                     "gates": entry.gates if entry else {}, "fairness": entry.fairness if entry else {},
+                     "decision": entry.decision if entry else None})
+    table = [[row["use_case"], row["at"][:19].replace("T", " "), row["outcome"],
+              _metrics_text(row["metrics"]) or row["error"] or row["problem"] or "",
+              _gates_text(row["gates"], row["fairness"]), row["package_version"] or "", row["decision"] or ""]
+             for row in rows]
+    _print(rows, table, ["use case", "finished (UTC)", "outcome", "metrics", "gates", "package", "decision"],
+           args.json, f"no runs recorded under {args.runs_dir}")
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from flowline.registry import read
+
+    registry = read(args.runs_dir)
+    entries = registry.of(args.use_case) if args.use_case else registry.packages
+    rows = [{**entry.as_dict(), **_decided(entry)} for entry in entries]
+    table = [[row["use_case"], row["version"], row["stage"], _metrics_text(row["metrics"]) or row["problem"],
+              row["created_at"][:19].replace("T", " "), (row["dataset_sha256"] or "")[:12]] for row in rows]
+    _print(rows, table, ["use case", "version", "stage", "decided by (test)", "packaged (UTC)", "data sha256"],
+           args.json, f"no packages recorded under {args.runs_dir}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from flowline.registry import read
+
+    entry = read(args.runs_dir).version(args.version)
+    card = entry.model_card()
+    print(json.dumps(card, indent=1) if args.json else card_text(card, entry.version, entry.stage))
+    return 0
+
+
+def _open(args: argparse.Namespace) -> int:
+    from flowline.registry import read
+
+    reports = read(args.runs_dir).version(args.version).reports()
+    print(json.dumps(reports, indent=1) if args.json else tabulate(list(reports.items()), headers=["report", "path"]))
+    if args.browser:
+        for path in reports.values():
+            webbrowser.open(Path(path).resolve().as_uri())
+    return 0
+
+
+def card_text(card: dict, version: str, stage: str) -> str:
+    """A model card (model_card.json) as text for a terminal: its facts, metrics, gates and decision as tables."""
+    model, data = card.get("model", {}), card.get("data", {})
+    facts = [["use case", model.get("use_case")], ["version", f"{version} ({stage})"], ["task", model.get("task")],
+             ["created", card.get("created_at")], ["description", model.get("description")],
+             ["model", " + ".join(f"{m['family']} {m['weight']:.2f}" for m in model.get("members", []))],
+             *[[f"data {name}", ", ".join(map(str, value)) if isinstance(value, list) else _number(value)]
+               for name, value in data.items() if not isinstance(value, dict)],
+             ["threshold", _number(card.get("threshold"))]]
+    metrics = [[name, _number(metric["value"]), " to ".join(map(_number, metric.get("ci95") or []))]
+               for name, metric in card.get("metrics", {}).items()]
+    gates = card.get("gates", {})
+    gate_rows = [[name, _number(gate["value"]), _bound(gate), "pass" if gate["passed"] else "FAIL"]
+                 for name, gate in gates.get("quality", {}).items()]
+    gate_rows += [[f"{attribute}: {name}", _number(gate["value"]), _bound(gate), "pass" if gate["passed"] else "FAIL"]
+                  for attribute, metrics_of in gates.get("fairness", {}).items() for name, gate in metrics_of.items()]
+    fairness = [[attribute, *(_number(value) for value in result.values())]
+                for attribute, result in card.get("fairness", {}).get("attributes", {}).items()]
+    fairness_headers = ["attribute", *next(iter(card.get("fairness", {}).get("attributes", {}).values()), {})]
+    top = card.get("explanation", {}).get("top_columns", {})
+    decision = card.get("decision", {})
+    parts = [tabulate(facts, tablefmt="plain", disable_numparse=True),
+             f"Intended use: {card.get('intended_use', '')}",
+             tabulate(metrics, headers=["test metric", "value", "95% interval"], disable_numparse=True),
+             tabulate(gate_rows, headers=["gate", "value", "bound", "result"], disable_numparse=True)
+             if gate_rows else "no gates set",
+             *([tabulate(fairness, headers=fairness_headers, disable_numparse=True)] if fairness else []),
+             *([tabulate([[name, _number(value)] for name, value in top.items()],
+                         headers=["column", f"mean |contribution| ({card['explanation'].get('units', '')})"],
+                         disable_numparse=True)] if top else []),
+             f"Decision: {decision.get('decision')}: {decision.get('reason')}",
+             "Limitations:\n" + "\n".join(f"- {line}" for line in card.get("limitations", []))]
+    return "\n\n".join(parts)
+
+
+def _bound(gate: dict) -> str:
+    return " and ".join(([f">= {gate['min']}"] if gate.get("min") is not None else [])
+                        + ([f"<= {gate['max']}"] if gate.get("max") is not None else []))

@@ -1,0 +1,163 @@
+"""The local model registry: runs and packages read back from the audit log, listed, shown, opened, and
+resolved by use-case name, YAML path or version for serve, deploy and run --champion."""
+
+import json
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from flowline import audit
+from flowline.package.format import LINEAGE_FILE, Package
+from flowline.pipelines.cli import EXIT_ERROR, main
+from flowline.pipelines.local_run import record_run, summarize
+from flowline.registry import newest_package, read, resolve_package
+from flowline.inference_services.local_server import running_server
+from flowline.use_case import USE_CASES_DIR, UseCaseError, load_use_case
+from serving_helpers import records_of
+
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
+
+def recorded(runs: Path, package: Path, use_case, run: str) -> Path:
+    """A copy of a real package in its own run folder, recorded as `flowline run` records it
+    (local_run.record_run over local_run.summarize), with the summary.json a run writes."""
+    run_dir = runs / run
+    copy = shutil.copytree(package, run_dir / "package")
+    summary = summarize(use_case, copy, run_dir / "quarantine", run_dir, wall_seconds=1.5)
+    record_run(runs / audit.AUDIT_FILE, {"use_case": use_case.name, "run_dir": str(run_dir)}, summary)
+    reports = {"explanation": str(run_dir / "explain.html")}
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "reports": reports}))
+    return copy
+
+
+@pytest.fixture
+def runs(churn_package, churn_package_b, churn, tmp_path: Path) -> Path:
+    """Two churn runs: the first (no champion) promoted, the second compared with it."""
+    runs = tmp_path / "runs"
+    recorded(runs, churn_package, churn, "churn-1")
+    recorded(runs, churn_package_b, churn, "churn-2")
+    return runs
+
+
+def listed(capsys, *argv: str):
+    assert main(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_models_lists_the_champion_and_the_kept_package_with_the_metrics_that_decided(runs, churn_package,
+                                                                                      churn_package_b, capsys):
+    first, second = Package.open(churn_package), Package.open(churn_package_b)
+    assert first.evaluation["champion_challenger"]["decision"] == "promote"
+    assert second.evaluation["champion_challenger"]["decision"] == "keep"
+    models = listed(capsys, "models", "churn", "--runs-dir", str(runs), "--json")
+    assert [(m["version"], m["stage"]) for m in models] == [(first.version, "champion"), (second.version, "rejected")]
+    for model, package in zip(models, (first, second)):
+        assert model["metrics"] == {name: gate["value"] for name, gate in package.evaluation["gates"].items()}
+        assert set(model["metrics"]) == {"roc_auc", "auprc"}
+        lineage = json.loads((package.path / LINEAGE_FILE).read_text())
+        assert model["dataset_sha256"] == lineage["dataset"]["source_sha256"]
+        assert model["gates_passed"] is True and model["run_dir"].endswith(("churn-1", "churn-2"))
+    assert models[1]["reason"].startswith("not significantly better")
+    assert listed(capsys, "models", "fraud", "--runs-dir", str(runs), "--json") == []
+    assert main(["models", "--runs-dir", str(runs)]) == 0
+    table = capsys.readouterr().out
+    assert f"{first.version}  champion" in table and f"{second.version}  rejected" in table
+    assert f"roc_auc {first.evaluation['gates']['roc_auc']['value']:.4f}" in table
+    assert newest_package(runs, "churn", promoted_only=True).parts[-2] == "churn-1"  # what the next run must beat
+
+
+def test_runs_lists_each_run_with_its_outcome_gates_and_package(runs, churn_package_b, capsys):
+    audit.append(runs / audit.AUDIT_FILE, "pipeline_run", {"use_case": "churn", "run_dir": str(runs / "churn-3"),
+                                                           "outcome": "failed", "error": "step 'ingest': ContractError"})
+    found = listed(capsys, "runs", "--runs-dir", str(runs), "--json")
+    assert [(run["run_dir"].rsplit("/", 1)[1], run["outcome"], run["decision"]) for run in found] == [
+        ("churn-1", "succeeded", "promote"), ("churn-2", "succeeded", "keep"), ("churn-3", "failed", None)]
+    assert found[1]["package_version"] == Package.open(churn_package_b).version
+    assert found[1]["gates"] == {"roc_auc": True, "auprc": True} and found[1]["wall_seconds"] == 1.5
+    assert found[2]["package_version"] is None and found[2]["metrics"] == {}
+    assert main(["runs", "--runs-dir", str(runs)]) == 0
+    table = capsys.readouterr().out
+    assert "auprc pass, roc_auc pass" in table and "step 'ingest': ContractError" in table
+
+
+def test_the_stages_follow_the_recorded_decisions(churn_package, tmp_path: Path):
+    """promote, promote, keep, failed gates, no decision: retired, champion, rejected, rejected, challenger."""
+    runs, log = tmp_path / "runs", tmp_path / "runs" / audit.AUDIT_FILE
+    for run, decision, passed in (("a", "promote", True), ("b", "promote", True), ("c", "keep", True),
+                                  ("d", "keep", False), ("e", None, None)):
+        copy = shutil.copytree(churn_package, runs / run / "package")
+        version = {"use_case": "churn", "package_version": run * 12}
+        audit.append(log, "package", {**version, "package": str(copy)})
+        if decision:
+            audit.append(log, "gate_decision", {**version, "decision": decision, "gates_passed": passed})
+    assert [(e.version[0], e.stage) for e in read(runs).packages] == [
+        ("a", "retired"), ("b", "champion"), ("c", "rejected"), ("d", "rejected"), ("e", "challenger")]
+    shutil.rmtree(runs / "b")  # a champion removed by hand: the one promoted before it is the champion again
+    assert [(e.version[0], e.stage) for e in read(runs).packages][:1] == [("a", "champion")]
+
+
+def test_show_and_open_take_a_version_prefix(runs, churn_package, capsys):
+    version = Package.open(churn_package).version
+    assert main(["show", version[:5], "--runs-dir", str(runs)]) == 0
+    card = capsys.readouterr().out
+    assert f"{version} (champion)" in card and "Telco customers likely to churn" in card
+    assert "roc_auc" in card and "95% interval" in card and "Decision: promote" in card
+    assert listed(capsys, "show", version[:5], "--runs-dir", str(runs), "--json")["model"]["use_case"] == "churn"
+    reports = listed(capsys, "open", version[:5], "--runs-dir", str(runs), "--json")
+    assert reports == {"model card": str(runs / "churn-1" / "package" / "model_card.html"),
+                       "explanation": str(runs / "churn-1" / "explain.html")}
+    assert Path(reports["model card"]).is_file()
+
+
+def test_an_ambiguous_or_unknown_version_is_a_clear_error_listing_what_exists(runs, churn_package, capsys):
+    version = Package.open(churn_package).version
+    shared = {"use_case": "churn", "package_version": version + "ff"}  # the same package again under a longer version
+    audit.append(runs / audit.AUDIT_FILE, "package", {**shared, "package": str(runs / "churn-1" / "package")})
+    assert main(["show", version[:6], "--runs-dir", str(runs)]) == EXIT_ERROR
+    error = capsys.readouterr().err
+    assert f"version {version[:6]!r} is ambiguous" in error and version in error and f"{version}ff" in error
+    assert main(["open", "0000zz", "--runs-dir", str(runs)]) == EXIT_ERROR
+    error = capsys.readouterr().err
+    assert "no package of version '0000zz'" in error and f"{version} (churn)" in error
+    assert main(["show", version, "--runs-dir", str(runs)]) == 0  # a whole version is never ambiguous
+
+
+def test_serve_deploy_and_champion_resolve_a_use_case_by_name_yaml_path_or_version(
+        churn_package, churn_package_b, churn_test_rows, tmp_path: Path, monkeypatch, capsys):
+    """A use case defined in a YAML of one's own, known to no built-in list: by its name, its YAML path or a
+    package version, as serve, deploy and run --champion take it."""
+    document = yaml.safe_load((USE_CASES_DIR / "churn.yaml").read_text())
+    yaml_path = tmp_path / "accounts.yaml"
+    yaml_path.write_text(yaml.safe_dump({**document, "name": "accounts-churn"}))
+    accounts = load_use_case(yaml_path)
+    runs = tmp_path / "runs"
+    champion = recorded(runs, churn_package, accounts, "accounts-churn-1")
+    newest = recorded(runs, churn_package_b, accounts, "accounts-churn-2")
+    version = Package.open(churn_package).version
+    assert resolve_package("accounts-churn", str(runs)) == str(newest)
+    assert resolve_package(str(yaml_path), str(runs)) == str(newest)
+    assert resolve_package("accounts-churn", str(runs), champion=True) == str(champion)
+    assert resolve_package(version[:7], str(runs)) == str(champion)
+    assert resolve_package(str(champion), str(runs)) == str(champion)
+    with pytest.raises(UseCaseError, match="'no-such' is no package folder, use case or package version under "
+                                           ".*use cases: accounts-churn, .*churn"):
+        resolve_package("no-such", str(runs))
+    with pytest.raises(FileNotFoundError, match="no package of use case 'fraud'.*run `flowline run fraud` first"):
+        resolve_package("fraud", str(runs))
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    manifest = tmp_path / "isvc.yaml"
+    assert main(["deploy", "accounts-churn", "--runs-dir", str(runs), "-o", str(manifest),
+                 "--audit-log", str(tmp_path / "deploy-audit.jsonl")]) == 0
+    storage = yaml.safe_load(manifest.read_text())["spec"]["predictor"]["model"]["storageUri"]
+    assert storage.endswith(f"/{Package.open(churn_package_b).version}")
+    assert main(["run", str(yaml_path), "--runs-dir", str(runs), "--champion", "0000zz"]) != 0
+    assert "'0000zz' is no package folder" in capsys.readouterr().err  # refused before any step runs
+
+    body = {"instances": records_of(churn_test_rows.head(3))}
+    with running_server([version[:7]], extra_args=["--runs-dir", str(runs)], log_path=str(tmp_path / "s.log")) as url:
+        assert httpx.post(f"{url}/v1/models/churn:predict", json=body).json()["model_version"] == version

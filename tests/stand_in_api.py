@@ -68,6 +68,20 @@ def refusing(status: int) -> Respond:
     return lambda method, path, body: (status, {"kind": "Status", "code": status, "reason": reason})
 
 
+def unreachable_or_refusing(status: int | None, folder: Path) -> tuple[str, str, StandInApiServer | None]:
+    """A Kubernetes API that fails: with `status` None, nothing listens at its address (a closed
+    port); else a stand-in answering every request with `status` (401 or 403). Returns its URL, a
+    kubeconfig for it in `folder`, and the stand-in server (None for the closed port), which must
+    stay referenced while it is used."""
+    if status is None:
+        from flowline.inference_services.local_server import free_port
+
+        url = f"http://127.0.0.1:{free_port()}"
+        return url, kubeconfig(url, folder), None
+    api = StandInApiServer(refusing(status))
+    return f"http://127.0.0.1:{api.server.server_port}", api.kubeconfig(folder), api
+
+
 NOT_FOUND = (404, {"kind": "Status", "code": 404, "reason": "NotFound"})
 KFP_API = "/apis/v2beta1"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stand_in_api import NOT_FOUND, StandInApiServer, kubeconfig, refusing
+from stand_in_api import NOT_FOUND, StandInApiServer, unreachable_or_refusing
 
 from flowline.audit import verify as verify_audit_log
 from flowline.canary import patch_inference_service
@@ -191,15 +191,9 @@ CLUSTER_COMMANDS = {
 ])
 def test_a_cluster_that_cannot_be_reached_or_refuses_is_one_line_and_nothing_is_recorded(
         command, status, said, no_cluster, tmp_path, capsys):
-    from flowline.inference_services.local_server import free_port
     from flowline.pipelines.cli import main
 
-    if status is None:
-        url = f"http://127.0.0.1:{free_port()}"  # a closed port
-        config = kubeconfig(url, tmp_path)
-    else:
-        api = StandInApiServer(refusing(status))
-        url, config = f"http://127.0.0.1:{api.server.server_port}", api.kubeconfig(tmp_path)
+    url, config, _api = unreachable_or_refusing(status, tmp_path)
     log = tmp_path / "audit.jsonl"
     assert main([*CLUSTER_COMMANDS[command](tmp_path), "--kubeconfig", config, "--audit-log", str(log)]) == 1
     err = capsys.readouterr().err

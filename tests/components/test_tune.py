@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 from kubeflow.katib import KatibClient
-from stand_in_api import StandInApiServer, kubeconfig, refusing
+from stand_in_api import StandInApiServer, unreachable_or_refusing
 
 from flowline.features.feature_set import FeatureSet
 from flowline.models.families import TrainingData
@@ -221,14 +221,8 @@ def test_tweedie_regression_searches_the_glms_penalty_per_row():
 ])
 def test_a_cluster_katib_cannot_reach_or_that_refuses_is_one_line(churn, tmp_path, status, said):
     from flowline.cluster import ClusterError
-    from flowline.inference_services.local_server import free_port
 
-    if status is None:
-        url = f"http://127.0.0.1:{free_port()}"  # a closed port
-        config = kubeconfig(url, tmp_path)
-    else:
-        api = StandInApiServer(refusing(status))
-        url, config = f"http://127.0.0.1:{api.server.server_port}", api.kubeconfig(tmp_path)
+    url, config, _api = unreachable_or_refusing(status, tmp_path)
     with pytest.raises(ClusterError) as raised:
         katib_search(churn, "linear", 3, "img:1", "flowline", client=KatibClient(config_file=config),
                      progress=lambda line: None)

@@ -16,14 +16,13 @@ from pathlib import Path
 import httpx
 
 from flowline.contract import apply_contract, read_table, resolve_source
-from flowline.package.format import USE_CASE_FILE
+from flowline.package.format import Package
 from flowline.inference_services.local_server import running_server
-from flowline.use_case import UseCase
 
 
 def first_record(package: str) -> dict:
     """The first row of the data the package was trained on, as an application would send it."""
-    use_case = UseCase.model_validate_json((Path(package) / USE_CASE_FILE).read_text())
+    use_case = Package.open(package).use_case
     kept = apply_contract(read_table(resolve_source(use_case)).frame, use_case).kept
     return json.loads(kept[use_case.feature_columns].head(1).to_json(orient="records"))[0]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowline.features.feature_set import FeatureSet
-from flowline.features.kinds import (Calendar, CategoryCode, EntityFeatures, Feature, FeatureError, Frequency, OneHot,
-                                     Product, Ratio, TargetEncoding)
+from flowline.features.kinds import (Calendar, CategoryCode, EntityFeatures, Feature, FeatureError, Frequency, Numeric,
+                                     OneHot, Product, Ratio, TargetEncoding)
 from flowline.package.format import LINEAGE_FILE, Package, PackageError
 from flowline.registry import RegistryError, newest_package, read, resolve_package
 from flowline.use_case import UseCase, UseCaseError
@@ -52,7 +52,7 @@ def describe(feature_set: FeatureSet) -> dict[str, Any]:
     return {
         "inputs": list(feature_set.input_columns),
         "encodings": encodings,
-        "transforms": {f.column: f.transform for f in feature_set.features if getattr(f, "kind", "") == "numeric"},
+        "transforms": {f.column: f.transform for f in feature_set.features if isinstance(f, Numeric)},
         "generated": [item for f in feature_set.features[len(feature_set.numeric) + len(feature_set.categorical):]
                       for item in _generated(f)],
         "entity": None if entity is None else {
@@ -93,8 +93,8 @@ def _window_text(feature: EntityFeatures, output: tuple) -> str:
     entity, time = feature.history.entity, feature.history.time
     if output[0] == "recency":
         return f"seconds since the previous event of the same {entity} (by {time}; -1 when none)"
-    events = f"the events of the same {entity} in the {output[1]:g} s before the row (by {time})"
-    return f"the number of {events}" if output[0] == "count" else f"the sum of {output[2]} over {events}"
+    events = f"events of the same {entity} in the {output[1]:g} s before the row (by {time})"
+    return f"the number of {events}" if output[0] == "count" else f"the sum of {output[2]} over the {events}"
 
 
 def feature_sets(runs_dir: str | Path) -> tuple[list[FeatureSetEntry], list[str]]:
@@ -124,10 +124,10 @@ def feature_sets(runs_dir: str | Path) -> tuple[list[FeatureSetEntry], list[str]
 
 
 def resolve_feature_set(target: str, runs_dir: str | Path) -> tuple[str, FeatureSet]:
-    """The FeatureSet `target` names, with a label saying where it came from: a FeatureSet JSON file; a
-    feature-set version (or a unique prefix of one) used by a package in `runs_dir`; else whatever
-    `resolve_package` takes (a package folder or s3:// prefix, a use case's newest package, a package
-    version or its prefix), that package's FeatureSet."""
+    """The FeatureSet `target` names, and where it was read (a file, or a package and its use case): a
+    FeatureSet JSON file; a feature-set version (or a unique prefix of one) used by a package in
+    `runs_dir`; else whatever `resolve_package` takes (a package folder or s3:// prefix, a use case's
+    newest package, a package version or its prefix), that package's FeatureSet."""
     path = Path(target)
     if path.suffix == ".json" and path.is_file():
         try:
@@ -143,12 +143,12 @@ def resolve_feature_set(target: str, runs_dir: str | Path) -> tuple[str, Feature
         raise RegistryError(f"{target!r} is ambiguous: it starts {', '.join(both)}; give more of it")
     if matches:
         first = matches[0].packages[0]
-        return f"feature set {matches[0].version}", Package.open(first["path"]).feature_set
+        return f"package {first['version']} of {first['use_case']}", Package.open(first["path"]).feature_set
     try:
         package = Package.open(resolve_package(target, runs_dir))
     except UseCaseError as error:
         raise UseCaseError(f"{error}; `flowline features` lists the feature-set versions") from None
-    return f"package {package.version} ({package.use_case.name})", package.feature_set
+    return f"package {package.version} of {package.use_case.name}", package.feature_set
 
 
 def diff(before: FeatureSet, after: FeatureSet) -> dict[str, Any]:
@@ -225,7 +225,7 @@ def with_owner_outputs(use_case: UseCase, runs_dir: str | Path) -> UseCase:
     if champion is None:
         raise RegistryError(
             f"use case {use_case.name!r} reuses the entity features of {owner!r} (features.entity_features_from), "
-            f"whose window outputs come from {owner!r}'s champion package; {runs_dir} has none: run "
+            f"whose window outputs come from the champion package of {owner!r}; {runs_dir} has none: run "
             f"`flowline run {owner}` first (its package must be promoted)")
     outputs = entity_outputs(Package.open(champion).feature_set)
     return use_case.model_copy(update={"features": use_case.features.model_copy(update={"entity_outputs": outputs})})

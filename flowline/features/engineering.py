@@ -118,8 +118,8 @@ def engineer_features(
     if use_case.features.entity_features_from and fixed is None:
         raise FeatureError(f"use case {use_case.name!r} reuses the entity features of "
                            f"{use_case.features.entity_features_from!r} (features.entity_features_from), but their "
-                           f"window outputs are not set (features.entity_outputs); `flowline run` sets them from "
-                           f"the owner's champion package")
+                           f"window outputs are not set (features.entity_outputs); `flowline run`, `compile` and "
+                           f"`submit` set them from the owner's champion package")
     plan = default_plan(train, use_case)
     if not use_case.features.search:
         plan = _with_entity_outputs(plan, fixed or [])
@@ -162,11 +162,11 @@ def engineer_features(
     plan, best = _forward(search, plan, best, generated, "generated", use_case.features.max_generated)
 
     entity = use_case.features.entity_column
-    if fixed is not None:
+    if fixed:
         plan = _with_entity_outputs(plan, fixed)
         best = search.score(plan)
         search.record("time", f"fixed: {fixed}", best, kept=True)
-    elif entity and use_case.features.max_generated > len(plan.generated):
+    elif fixed is None and entity and use_case.features.max_generated > len(plan.generated):
         is_datetime = specs[use_case.time_column].type == "datetime"
         outputs = [["recency"]]
         for window in _windows(train[use_case.time_column], is_datetime):

@@ -14,7 +14,6 @@ from flowline.pipelines.cli.common import (
     add_audit_log_argument,
     add_runs_dir_argument,
     add_use_case_arguments,
-    use_case,
     use_case_to_run,
 )
 from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
@@ -75,6 +74,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_image_argument(katib, "the trials' image")
     katib.add_argument("--namespace", default="flowline", help="the Experiments' namespace (default flowline)")
     katib.add_argument("--source", help="the data URL trials read (default: the use case's URL or dataset source)")
+    add_runs_dir_argument(katib, OWNER_RUNS_DIR_HELP)
     katib.set_defaults(handler=_katib)
 
 
@@ -152,7 +152,7 @@ def _katib(args: argparse.Namespace) -> int:
 
     try:
         if args.use_case_name or args.use_case_path:
-            manifests = use_case_experiments(use_case(args), args.image, args.namespace, args.source or "")
+            manifests = use_case_experiments(use_case_to_run(args), args.image, args.namespace, args.source or "")
         else:
             manifests, left_out = built_in_experiments(args.image, args.namespace)
             for name, reason in left_out.items():

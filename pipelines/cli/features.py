@@ -57,7 +57,7 @@ def _entry_text(entry) -> str:
     definition = entry.definition
     by_encoding: dict[str, list[str]] = {}
     for column, encoded in definition["encodings"].items():
-        by_encoding.setdefault(encoded["encoding"], []).append(f"{column} ({encoded['categories']})")
+        by_encoding.setdefault(encoded["encoding"], []).append(f"{column} ({encoded['categories']} values)")
     transforms = [f"{transform}({column})" for column, transform in definition["transforms"].items()
                   if transform != "identity"]
     entity = definition["entity"]
@@ -92,7 +92,8 @@ def _diff(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"a": before_label, "b": after_label, **changes}, indent=1))
     else:
-        print(f"A: {before_label}, feature set {changes['before']}\nB: {after_label}, feature set {changes['after']}")
+        print(f"A: feature set {changes['before']}, from {before_label}\n"
+              f"B: feature set {changes['after']}, from {after_label}")
         print("\n".join(_diff_lines(changes)))
     return 0 if changes["same"] else EXIT_FEATURES_DIFFER
 

@@ -35,7 +35,7 @@ class FeatureSetEntry:
     use_cases: list[str]
     definition: dict[str, Any]
     dataset_sha256: list[str] = field(default_factory=list)
-    entity_definitions: list[str] = field(default_factory=list)
+    entity_definitions: list[str] = field(default_factory=list)  # its entity features' definition names
     packages: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -110,13 +110,14 @@ def feature_sets(runs_dir: str | Path) -> tuple[list[FeatureSetEntry], list[str]
         except PackageError as error:
             problems.append(f"package {entry.version} ({entry.use_case}) left out: {error}")
             continue
-        listed = found.setdefault(feature_set.version,
-                                  FeatureSetEntry(feature_set.version, [], describe(feature_set)))
+        if feature_set.version not in found:
+            found[feature_set.version] = FeatureSetEntry(feature_set.version, [], describe(feature_set))
+        listed = found[feature_set.version]
         for values, value in ((listed.use_cases, entry.use_case),
                               (listed.dataset_sha256, lineage["dataset"]["source_sha256"])):
             if value not in values:
                 values.append(value)
-        if feature_set.entity is not None and package.use_case.entity_definition not in listed.entity_definitions:
+        if listed.definition["entity"] and package.use_case.entity_definition not in listed.entity_definitions:
             listed.entity_definitions.append(package.use_case.entity_definition)
         listed.packages.append({"version": entry.version, "use_case": entry.use_case, "stage": entry.stage,
                                 "path": entry.path})

@@ -202,7 +202,7 @@ def test_class_weighting_adds_the_positive_weight_to_the_tree_families_only():
     weighted = TuningSpec(class_weighting=True)
     for family in FAMILIES:
         names = [p.name for p in search_space(family, "binary", weighted).parameters]
-        assert ("scale_pos_weight" in names) == (family in ("xgboost", "forest"))
+        assert ("scale_pos_weight" in names) == (family in ("xgboost", "forest", "lightgbm"))
         assert "scale_pos_weight" not in [p.name for p in search_space(family, "binary", TuningSpec()).parameters]
     assert "class_weight" in [p.name for p in search_space("linear", "binary", weighted).parameters]
 

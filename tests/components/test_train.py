@@ -431,9 +431,10 @@ def test_lightgbm_reads_a_feature_sets_codes_and_scores_an_unseen_category(toy_u
     from flowline.features.plan import default_plan
 
     train, valid = make_rows(600, 1), make_rows(200, 2)
-    feature_set = FeatureSet.fit(train, toy_use_case, replace(default_plan(train, toy_use_case), native_categorical=True))
-    fitted = fit_candidate("lightgbm", PARAMS["lightgbm"], TrainingData.from_splits(feature_set, train, valid, "binary"),
-                           TUNING)
+    plan = replace(default_plan(train, toy_use_case), native_categorical=True)
+    feature_set = FeatureSet.fit(train, toy_use_case, plan)
+    data = TrainingData.from_splits(feature_set, train, valid, "binary")
+    fitted = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING)
     code = feature_set.feature_names.index("code(plan)")
     assert fitted.valid_score > 0.85 and code in fitted.model.columns
     assert categorical_split_features(fitted.model.model.booster) == {fitted.model.columns.index(code)}
@@ -446,14 +447,16 @@ def test_lightgbm_reads_a_feature_sets_codes_and_scores_an_unseen_category(toy_u
 
 def test_lightgbm_is_seeded_keeps_its_early_stopped_rounds_and_reports_every_ten(data):
     seen = []
-    fitted = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING, report=lambda step, score: seen.append((step, score)))
+    fitted = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING,
+                           report=lambda step, score: seen.append((step, score)))
     model = fitted.model
     assert model.booster.current_iteration() == fitted.iterations < TUNING.max_boost_rounds
     assert [step for step, _ in seen] == list(range(1, len(seen) + 1)) and len(seen) >= 2
     assert seen[fitted.iterations // 10 - 1][1] == pytest.approx(
         roc_auc_score(data.y_valid, model.margin(data.x_valid)), abs=0.02)  # the reports are valid's ROC-AUC
     margins = model.margin(data.x_valid)
-    assert np.array_equal(fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING).model.margin(data.x_valid), margins)
+    again = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING).model
+    assert np.array_equal(again.margin(data.x_valid), margins)
     reseeded = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING.model_copy(update={"seed": 1})).model
     assert not np.array_equal(reseeded.margin(data.x_valid), margins)  # rows and columns are bagged by the seed
     model.set_threads(1)
@@ -488,4 +491,5 @@ def test_lightgbm_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_c
     (member,) = Ensemble.load(tmp_path / "model").members
     assert member.family == "lightgbm" and member.model.booster.current_iteration() == 27  # 20 on 600 rows -> 27 on 800
     assert summary["lightgbm_version"] == "4.7.0"
-    assert sorted(path.name for path in (tmp_path / "model").iterdir()) == ["lightgbm.txt", "model.json", "training.json"]
+    files = sorted(path.name for path in (tmp_path / "model").iterdir())
+    assert files == ["lightgbm.txt", "model.json", "training.json"]

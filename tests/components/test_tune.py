@@ -231,8 +231,8 @@ def test_a_cluster_katib_cannot_reach_or_that_refuses_is_one_line(churn, tmp_pat
 
 def test_the_lightgbm_space_round_trips_through_katibs_strings(data):
     space = search_space("lightgbm", "binary", TuningSpec())
-    assert [p.name for p in space.parameters] == ["learning_rate", "num_leaves", "min_child_samples", "feature_fraction",
-                                                  "bagging_fraction", "lambda_l1", "lambda_l2"]
+    assert [p.name for p in space.parameters] == ["learning_rate", "num_leaves", "min_child_samples",
+                                                  "feature_fraction", "bagging_fraction", "lambda_l1", "lambda_l2"]
     # Katib assigns strings within each parameter's feasible space: both ends parse back to typed values.
     for end, bound in (("min", "low"), ("max", "high")):
         assignments = {spec.name: getattr(spec.feasible_space, end) for spec in space.katib_parameters()}

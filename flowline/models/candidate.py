@@ -26,8 +26,8 @@ class TrainingData:
     """Encoded train and valid matrices with their labels (binary labels are 0/1).
 
     `layout`: which columns each kind of family reads, when the FeatureSet has category
-    codes; `feature_types`: XGBoost's types of the columns ("c" for a code), set on the
-    column subset a tree family trains on.
+    codes; `feature_types`: the types of the columns ("c" for a code: XGBoost's categorical type,
+    LightGBM's categorical_feature), set on the column subset a tree family trains on.
     """
 
     task: str

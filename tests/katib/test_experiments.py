@@ -164,7 +164,7 @@ def test_the_trial_searches_a_plan_itself_and_refuses_a_parameter_outside_the_sp
     assert refused.returncode != 0 and "C=50.0 is outside [0.001, 10.0]" in refused.stderr
 
 
-def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(churn, tmp_path, capsys):
+def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(churn, tmp_path):
     from flowline.pipelines.cli import main
 
     assert not any("lightgbm" in name for name in committed())  # not a default family of the built-in use cases

@@ -27,8 +27,9 @@ REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman", "gini", "total_predicted"
 # Fairness per sensitive attribute (components/bias): the gaps between groups at the decision threshold.
 FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio")
 # Candidate model families, each with one declarative search space (flowline/search_space.py).
-FAMILIES = ("xgboost", "linear", "forest", "mlp")
-Family = Literal["xgboost", "linear", "forest", "mlp"]
+# lightgbm is not among the default families (_default_families): a use case lists it to search it.
+FAMILIES = ("xgboost", "linear", "forest", "mlp", "lightgbm")
+Family = Literal["xgboost", "linear", "forest", "mlp", "lightgbm"]
 
 
 class UseCaseError(ValueError):
@@ -148,9 +149,9 @@ class FeaturesSpec(_Strict):
     amount_columns: list[str] = Field(default=[], description="numeric columns summed per entity over those windows")
     max_generated: int = Field(default=5, ge=0, description="at most this many interaction or time features")
     native_categorical: bool = Field(
-        default=False, description="xgboost and forest split categorical columns on category codes (XGBoost's "
-                                   "native categorical splits) instead of their encodings; linear and mlp keep "
-                                   "the encodings")
+        default=False, description="xgboost, forest and lightgbm split categorical columns on category codes "
+                                   "(XGBoost's and LightGBM's native categorical splits) instead of their "
+                                   "encodings; linear and mlp keep the encodings")
     entity_features_from: str | None = Field(
         default=None, description="reuse the entity-feature definition of this use case, by its name (NAME.yaml "
                                   "beside this file, else a built-in use case): its entity_column, time_column, "
@@ -189,11 +190,11 @@ class TuningSpec(_Strict):
     max_boost_rounds: int = Field(default=1000, ge=1)
     max_epochs: int = Field(default=200, ge=1, description="MLP training epochs, early-stopped on valid")
     class_weighting: bool = Field(
-        default=False, description="binary: tune the positive class's weight (xgboost, forest) and balanced "
+        default=False, description="binary: tune the positive class's weight (xgboost, forest, lightgbm) and balanced "
                                    "weighting (linear), for imbalanced labels")
     objective: Literal["squared_error", "tweedie"] = Field(
-        default="squared_error", description="regression: the loss the xgboost, forest and linear families "
-                                             "minimise; tweedie (log link) suits non-negative, skewed targets "
+        default="squared_error", description="regression: the loss the xgboost, forest, lightgbm and linear "
+                                             "families minimise; tweedie (log link) suits non-negative, skewed targets "
                                              "such as spend, many of them zero")
     tweedie_power: float = Field(default=1.5, gt=1, lt=2, description="tweedie: the variance power")
     seed: int = 42

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,8 @@ from flowline.package.format import Package
 from flowline.package.remote import download_package
 from flowline.storage import is_s3
 from flowline.use_case import UseCase
+
+Rows = Union[List[Mapping[str, Any]], pd.DataFrame]  # records as a request carries them, or a batch's frame
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,14 @@ class Scorer:
         x = self.feature_set.transform(frame)
         return self.decide(self.model.predict(x), x, frame.to_dict("records"))
 
-    def decide(self, scores: np.ndarray, x: np.ndarray, records: List[Mapping[str, Any]]) -> np.ndarray:
-        """Binary decisions: the per-group thresholds of a fairness mitigation, else the single threshold."""
+    def decide(self, scores: np.ndarray, x: np.ndarray, records: Rows) -> np.ndarray:
+        """Binary decisions: the per-group thresholds of a fairness mitigation, else the single threshold.
+        `records`: the rows' raw values (the mitigation reads its sensitive attributes), or a frame of them."""
         if self.mitigation is None:  # in float32, as the answer reports both: a reported tie is a positive
             return np.asarray(scores, np.float32) >= np.float32(self.threshold)
         return self.mitigation.decide(scores, self._attribute_rows(records), x, self.use_case)
 
-    def row_thresholds(self, count: int, records: List[Mapping[str, Any]]) -> Optional[np.ndarray]:
+    def row_thresholds(self, count: int, records: Rows) -> Optional[np.ndarray]:
         """The threshold that decided each of `count` rows (its group's); None for a randomised rule."""
         if self.mitigation is None:
             return np.full(count, self.threshold, dtype=np.float32)
@@ -98,7 +101,9 @@ class Scorer:
             return "single threshold"
         return rule_name(self.mitigation.randomized)
 
-    def _attribute_rows(self, records: List[Mapping[str, Any]]) -> pd.DataFrame:
+    def _attribute_rows(self, records: Rows) -> pd.DataFrame:
+        if isinstance(records, pd.DataFrame):
+            return records[list(self.mitigation.attributes)]
         return pd.DataFrame.from_records(records, columns=list(self.mitigation.attributes))
 
     def labels(self, positive: np.ndarray) -> list[str]:

@@ -46,7 +46,6 @@ import pyarrow.parquet as pq
 from flowline import audit, storage
 from flowline.contract import ContractError, apply_contract, malformed_rows, read_use_case_table
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
-from flowline.drift import DETECTOR_DIR
 from flowline.package.format import DRIFT_DIR
 from flowline.package.remote import download_package
 from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, split_lines
@@ -96,12 +95,7 @@ class BatchPackage:
         """Verify and open the package (a folder, or s3://bucket/prefix, downloaded and verified first)."""
         local = download_package(str(package)) if storage.is_s3(str(package)) else Path(package)
         scorer = Scorer.open(local)
-        drift = Path(local) / DRIFT_DIR
-        if (drift / DETECTOR_DIR).is_dir():
-            profile = TrainingProfile.of_package(drift, scorer.feature_set)
-        else:  # an older package without a detector: only the vocabularies are known
-            profile = TrainingProfile({}, {i.column: frozenset(i.categories) for i in scorer.feature_set.categorical})
-        return cls(scorer, profile)
+        return cls(scorer, TrainingProfile.of_package(local / DRIFT_DIR, scorer.feature_set))
 
 
 # ---- reading
@@ -271,14 +265,15 @@ def score_chunk(package: BatchPackage, frame: pd.DataFrame, malformed: pd.DataFr
     result = apply_contract(frame, scorer.use_case, malformed, to_score=True)
     kept = result.kept
     x = scorer.feature_set.transform(kept)
-    overflow = np.isinf(x).any(axis=1)
+    overflow = np.isinf(x).any(axis=1)  # refused before the model sees them, as the server refuses them
+    refused = [_refused(frame, kept.index[overflow], "a feature computed from this row is beyond float32's range")]
+    if overflow.any():
+        kept, x = kept[~overflow], x[~overflow]
     scores = scorer.model.predict(x)
-    unanswered = ~overflow & ~np.isfinite(scores)
-    refused = [_refused(frame, kept.index[overflow], "a feature computed from this row is beyond float32's range"),
-               _refused(frame, kept.index[unanswered], "the model's answer for this row is not finite; its values "
-                                                       "are too far outside what the model was trained on")]
-    good = ~(overflow | unanswered)
-    kept, x, scores = kept[good], x[good], scores[good]
+    unanswered = ~np.isfinite(scores)
+    refused.append(_refused(frame, kept.index[unanswered], "the model's answer for this row is not finite; its "
+                                                           "values are too far outside what the model was trained on"))
+    kept, x, scores = kept[~unanswered], x[~unanswered], scores[~unanswered]
     scored = pd.DataFrame({column: frame.loc[kept.index, column].astype("string") for column in
                            scorer.use_case.id_columns}, index=kept.index)
     for name, values in answers(scorer, x, scores, kept).items():
@@ -294,7 +289,7 @@ def score_table(package: BatchPackage, source: str, output: str, quarantine: str
                 chunk_rows: int = DEFAULT_CHUNK_ROWS, file_format: Optional[str] = None,
                 on_chunk: Optional[Callable[[int], None]] = None) -> BatchSummary:
     """Score every row of `source` into `output` and `quarantine` (Parquet); see the module docstring.
-    `on_chunk` is called with the rows of each chunk read (for a progress bar)."""
+    `on_chunk` is called with the rows of each chunk scored (for a progress bar)."""
     if chunk_rows < 1:
         raise BatchError(f"chunk_rows {chunk_rows}: give at least 1")
     scorer, started = package.scorer, time.perf_counter()
@@ -304,19 +299,18 @@ def score_table(package: BatchPackage, source: str, output: str, quarantine: str
                            out_of_profile=dict.fromkeys(package.profile.columns, 0))
     schema = output_schema(scorer, scorer.use_case.id_columns)
     with local_input(source) as path, staged(output) as scored_path, staged(quarantine) as quarantine_path, \
-            pq.ParquetWriter(scored_path, schema) as scores:
-        held = None
+            contextlib.ExitStack() as writers:
+        scores, held = writers.enter_context(pq.ParquetWriter(scored_path, schema)), None
         for frame, malformed in read_chunks(path, source, is_parquet(source, file_format), chunk_rows,
                                             data.separator, data.encoding):
             scored, quarantined, rows_in, outside = score_chunk(package, frame, malformed)
-            if held is None:
-                held = pq.ParquetWriter(quarantine_path, quarantine_schema(list(frame.columns)))
+            if held is None:  # its columns are the input's, known from the first chunk (there is always one)
+                held = writers.enter_context(pq.ParquetWriter(quarantine_path, quarantine_schema(list(frame.columns))))
             scores.write_table(_table(scored, schema))
             held.write_table(_table(quarantined, held.schema))
             _add(summary, rows_in, len(scored), len(quarantined), outside)
             if on_chunk:
                 on_chunk(rows_in)
-        held.close()
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 

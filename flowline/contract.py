@@ -187,17 +187,23 @@ def as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
-    text, blank = as_text(values)
-    parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
-    unparsed = ~blank & parsed.isna()
-    parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        # Numbers already (a typed Parquet column): nothing to parse, and text only for the messages.
+        parsed = values.astype("float64")
+        blank, text = parsed.isna(), None
+    else:
+        text, blank = as_text(values)
+        parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
+        unparsed = ~blank & parsed.isna()
+        parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
     reasons = pd.Series("", index=values.index, dtype=object)
     flagged = np.zeros(len(values), dtype=bool)  # a row keeps its first reason
 
     def flag(mask: pd.Series, problem: str, quoted: bool = True) -> None:
         mask = mask.to_numpy(dtype=bool) & ~flagged
         if mask.any():  # the messages are built for the flagged rows only: most rows are fine
-            reasons[mask] = (f"{name}: '" + text[mask].fillna("") + "' " + problem) if quoted else problem
+            shown = text[mask] if text is not None else as_text(values[mask])[0]
+            reasons[mask] = (f"{name}: '" + shown.fillna("") + "' " + problem) if quoted else problem
             flagged[mask] = True
 
     flag(~blank & parsed.isna(), "is not a number")

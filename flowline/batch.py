@@ -126,6 +126,16 @@ def is_parquet(source: str, file_format: Optional[str] = None) -> bool:
         not file_format and source.split("?")[0].lower().endswith(PARQUET_SUFFIXES))
 
 
+def known_rows(source: str, file_format: Optional[str] = None) -> Optional[int]:
+    """The rows of a local Parquet file, from its footer (a progress bar's total); None for anything else."""
+    if not (is_parquet(source, file_format) and Path(source).is_file()):
+        return None
+    try:
+        return pq.ParquetFile(source).metadata.num_rows
+    except (OSError, ValueError):  # not Parquet after all: reading it will say so
+        return None
+
+
 def read_chunks(path: Path, source: str, parquet: bool, chunk_rows: int, separator: str = ",",
                 encoding: str = "utf-8") -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """(rows, malformed lines as quarantine rows) per chunk of at most `chunk_rows` rows; at least one chunk,

@@ -75,7 +75,7 @@ def _score(args: argparse.Namespace) -> int:
             summary = batch.score_customers(package, _log_use_case(args.model, package.scorer.use_case.name),
                                             args.input, args.as_of, args.output, quarantine)
         else:
-            with rows_bar(sys.stderr, None) as bar:
+            with rows_bar(sys.stderr, batch.known_rows(args.input, args.format)) as bar:
                 summary = batch.score_table(package, args.input, args.output, quarantine,
                                             args.chunk_rows or batch.DEFAULT_CHUNK_ROWS, args.format, bar.update)
     except (batch.BatchError, ContractError, DetectorError) as error:

@@ -27,6 +27,7 @@ partial output. `record` writes the run to the audit log.
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import shutil
 import tempfile
@@ -165,8 +166,6 @@ def _parquet_chunks(path: Path, source: str, chunk_rows: int) -> Iterator[tuple[
 def _text_chunks(path: Path, source: str, chunk_rows: int, separator: str,
                  encoding: str) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """Separated text, every cell as text, read as ingest reads it (lines of the wrong length are malformed)."""
-    import csv
-
     try:
         with open(path, encoding=encoding, newline="") as stream:
             records = ((line, fields) for line, fields in split_lines(stream, separator) if fields)
@@ -190,8 +189,8 @@ def _text_chunks(path: Path, source: str, chunk_rows: int, separator: str,
             if rows or malformed or not sent:
                 yield _text_frame(rows, header), malformed_rows(malformed, header, separator)
     except UnicodeDecodeError as error:
-        raise ContractError(f"{source} is not {encoding} text: byte {error.start} of a block cannot be decoded; set "
-                            "data.encoding in the use case to the file's encoding") from None
+        raise ContractError(f"{source} is not {encoding} text ({error.reason}): set data.encoding in the use case "
+                            "to the file's encoding") from None
     except csv.Error as error:
         raise ContractError(f"{source} is not a {separator!r}-separated table: {error}") from None
 

@@ -184,13 +184,15 @@ def test_parquet_in_object_storage_and_csv_over_http_score_alike(churn_package, 
     ("not parquet", "is not a readable Parquet file"),
     ("no file", "does not exist"),
     ("http 404", "cannot be read: HTTP Error 404"),
+    ("not utf-8", "is not utf-8 text (invalid continuation byte): set data.encoding"),
 ])
 def test_bad_input_is_one_line_naming_it_and_leaves_no_output(case, message, churn_package, telco, http_folder,
                                                               tmp_path, capsys):
     url, _ = http_folder
     source = {"missing column": str(write_rows(telco.drop(columns="tenure"), tmp_path / "no-tenure.csv", False)),
               "not parquet": str(tmp_path / "garbage.parquet"), "no file": str(tmp_path / "absent.csv"),
-              "http 404": f"{url}/absent.csv"}[case]
+              "http 404": f"{url}/absent.csv", "not utf-8": str(tmp_path / "latin-1.csv")}[case]
+    (tmp_path / "latin-1.csv").write_bytes("customerID,gender\n1,Gar\xe7on\n".encode("latin-1"))
     (tmp_path / "garbage.parquet").write_bytes(b"PAR1 not really")
     out = tmp_path / "out" / "scores.parquet"
     out.parent.mkdir()

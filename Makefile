@@ -39,7 +39,8 @@ help:
 	@echo "make test     install with test extras and run the whole test suite"
 	@echo "make bench    churn, fraud and fraud-claims against FLAML on the same split (build/bench/automl-*.json),"
 	@echo "              clv against BG/NBD + Gamma-Gamma (build/bench/clv.json), and serving against MLServer and"
-	@echo "              an HTTP floor (build/bench/serving.json); about 35 minutes"
+	@echo "              an HTTP floor (build/bench/serving.json), batch scoring of 1,000,000 rows against the"
+	@echo "              in-process floor (build/bench/batch.json); about 40 minutes"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml, reading SOURCE=s3://... on the cluster"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make image    build the flowline image with podman, tagged $(IMAGE) (IMAGE=... to change it)"
@@ -139,6 +140,8 @@ bench: install
 	$(BIN)/flowline run churn --no-champion --summary build/bench/run-summary.json
 	$(BIN)/python tests/benchmark/serving_bench.py build/bench/run-summary.json \
 	  --mlserver-venv $(MLSERVER_VENV) --out build/bench/serving.json
+	$(BIN)/python tests/benchmark/batch_bench.py build/bench/run-summary.json --rows 1000000 \
+	  --out build/bench/batch.json
 
 compile: install
 	mkdir -p build

@@ -103,7 +103,7 @@ def parse_table(payload: bytes, source: str, file_format: str | None = None, sep
     if frame.empty and not malformed:
         raise ContractError(f"{source} has a header ({len(frame.columns)} columns) but no rows")
     return RawTable(frame=frame, source=source, sha256=hashlib.sha256(payload).hexdigest(),
-                    malformed=_malformed_rows(malformed, header, separator))
+                    malformed=malformed_rows(malformed, header, separator))
 
 
 def read_bytes(source: str) -> bytes:
@@ -166,8 +166,8 @@ def _delimited_records(text: str, source: str, separator: str) -> tuple[list[str
     return header, rows, malformed
 
 
-def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.DataFrame:
-    """Quarantine rows for lines with the wrong number of fields: nothing of the line is lost."""
+def malformed_rows(malformed: list, header: list[str], separator: str) -> pd.DataFrame:
+    """Quarantine rows for (row number, line, fields) with the wrong number of fields: nothing of the line is lost."""
     rows = [{ROW_COLUMN: row, **dict(zip(header, fields)),
              EXTRA_COLUMN: join_surplus(fields[len(header):], separator) if len(fields) > len(header) else pd.NA,
              REASON_COLUMN: f"line {line}: {len(fields)} fields, but the header has {len(header)}"}
@@ -177,34 +177,45 @@ def _malformed_rows(malformed: list, header: list[str], separator: str) -> pd.Da
 
 
 def as_text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Text of each cell (stripped) and a mask of blank cells (empty, whitespace or null)."""
-    text = values.astype("string").str.strip()
-    blank = text.isna() | (text == "")
-    return text, blank.astype(bool)
+    """Text of each cell (stripped) and a mask of blank cells (empty, whitespace or null).
+
+    Each distinct text is stripped once: a column of a large table holds few distinct values."""
+    codes, distinct = pd.factorize(values.astype("string"))  # null: code -1
+    stripped = np.array([text.strip() for text in distinct.to_numpy(dtype=object)] + [None], dtype=object)[codes]
+    blank = (codes == -1) | (stripped == "")
+    return pd.Series(pd.array(stripped, dtype="string"), index=values.index), pd.Series(blank, index=values.index)
 
 
 def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
-    text, blank = as_text(values)
-    parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
-    unparsed = ~blank & parsed.isna()
-    parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        # Numbers already (a typed Parquet column): nothing to parse, and text only for the messages.
+        parsed = values.astype("float64")
+        blank, text = parsed.isna(), None
+    else:
+        text, blank = as_text(values)
+        parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
+        unparsed = ~blank & parsed.isna()
+        parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
     reasons = pd.Series("", index=values.index, dtype=object)
+    flagged = np.zeros(len(values), dtype=bool)  # a row keeps its first reason
 
-    def flag(mask: pd.Series, message: pd.Series | str) -> None:
-        mask = mask & (reasons == "")
-        reasons[mask] = message[mask] if isinstance(message, pd.Series) else message
+    def flag(mask: pd.Series, problem: str, quoted: bool = True) -> None:
+        mask = mask.to_numpy(dtype=bool) & ~flagged
+        if mask.any():  # the messages are built for the flagged rows only: most rows are fine
+            shown = text[mask] if text is not None else as_text(values[mask])[0]
+            reasons[mask] = (f"{name}: '" + shown.fillna("") + "' " + problem) if quoted else problem
+            flagged[mask] = True
 
-    quoted = f"{name}: '" + text.fillna("") + "'"
-    flag(~blank & parsed.isna(), quoted + " is not a number")
-    flag(np.isinf(parsed), quoted + " is not a finite number")
+    flag(~blank & parsed.isna(), "is not a number")
+    flag(np.isinf(parsed), "is not a finite number")
     if spec.type == "integer":
-        flag(parsed.notna() & (parsed != np.floor(parsed)), quoted + " is not an integer")
+        flag(parsed.notna() & (parsed != np.floor(parsed)), "is not an integer")
     if spec.min is not None:
-        flag(parsed < spec.min, quoted + f" is below the minimum {spec.min:g}")
+        flag(parsed < spec.min, f"is below the minimum {spec.min:g}")
     if spec.max is not None:
-        flag(parsed > spec.max, quoted + f" is above the maximum {spec.max:g}")
+        flag(parsed > spec.max, f"is above the maximum {spec.max:g}")
     if not spec.nullable:
-        flag(blank, f"{name}: blank, but the column is not nullable")
+        flag(blank, f"{name}: blank, but the column is not nullable", quoted=False)
     return parsed, reasons
 
 
@@ -259,16 +270,18 @@ def _label_column(use_case: UseCase, values: pd.Series) -> tuple[pd.Series, pd.S
     return _text_column(f"label {name}", values, allowed)
 
 
-def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFrame | None = None) -> ContractResult:
+def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFrame | None = None,
+                   to_score: bool = False) -> ContractResult:
     """Split a raw table into typed rows that meet the contract and quarantined rows with reasons.
 
     `malformed` (RawTable.malformed) joins the quarantine and the count of rows in, in
     row order. A transaction log (`use_case.transactions`) has no label yet: the customer-rows step
-    makes it. Raises ContractError when required columns are missing, since no row could
-    be checked.
+    makes it. `to_score`: rows to score (batch scoring), which carry no label (one that is there is
+    not read) and may repeat an id (a repeated row is scored the same way twice). Raises ContractError
+    when required columns are missing, since no row could be checked.
     """
-    has_label = use_case.transactions is None
-    missing = missing_columns(frame, use_case)
+    has_label = use_case.transactions is None and not to_score
+    missing = missing_columns(frame, use_case, has_label)
     if missing:
         raise ContractError(
             f"use case {use_case.name!r}: the data has no column(s) {missing}; "
@@ -284,15 +297,17 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
         typed[use_case.label.column], label_reasons = _label_column(use_case, frame[use_case.label.column])
         reasons_by_column.append(label_reasons)
 
-    if use_case.id_columns:
+    if use_case.id_columns and not to_score:
         duplicated = frame.duplicated(subset=use_case.id_columns, keep="first")
         duplicate_reason = pd.Series("", index=frame.index, dtype=object)
         duplicate_reason[duplicated] = f"duplicate id in {use_case.id_columns}"
         reasons_by_column.append(duplicate_reason)
 
     reasons = pd.Series("", index=frame.index, dtype=object)  # every line may be malformed, leaving no row
-    if len(frame):
-        reasons = pd.concat(reasons_by_column, axis=1).apply(lambda row: "; ".join(r for r in row if r), axis=1)
+    by_column = pd.concat(reasons_by_column, axis=1)
+    failing = (by_column != "").any(axis=1)
+    if failing.any():  # joined only where there is something to join: most rows are fine
+        reasons[failing] = by_column[failing].apply(lambda row: "; ".join(r for r in row if r), axis=1)
     bad = reasons != ""
     quarantined = frame.loc[bad].astype("string")
     quarantined.insert(0, ROW_COLUMN, quarantined.index)
@@ -305,14 +320,16 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
     return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=rows_in)
 
 
-def declared_columns(use_case: UseCase) -> list[str]:
-    """The columns the contract names: its columns, and the label unless a transaction log makes it later."""
-    return [*use_case.columns, *([use_case.label.column] if use_case.transactions is None else [])]
+def declared_columns(use_case: UseCase, with_label: bool = True) -> list[str]:
+    """The columns the contract names: its columns, and (`with_label`) the label unless a transaction log makes
+    it later."""
+    labelled = with_label and use_case.transactions is None
+    return [*use_case.columns, *([use_case.label.column] if labelled else [])]
 
 
-def missing_columns(frame: pd.DataFrame, use_case: UseCase) -> list[str]:
+def missing_columns(frame: pd.DataFrame, use_case: UseCase, with_label: bool = True) -> list[str]:
     """Declared columns the data lacks."""
-    return [name for name in declared_columns(use_case) if name not in frame.columns]
+    return [name for name in declared_columns(use_case, with_label) if name not in frame.columns]
 
 
 def undeclared_columns(frame: pd.DataFrame, use_case: UseCase) -> list[str]:

@@ -40,6 +40,22 @@ def _label(value: object) -> str:
     return str(value)
 
 
+def _labels(values: pd.Series) -> list[str]:
+    """`_label` of each value, computed once per distinct value (a batch has many rows and few groups). Equal
+    values always get one label (1, 1.0 and True are all "1"), so the cache changes no answer."""
+    cache: dict = {}
+    out = []
+    for value in values:
+        try:
+            label = cache[value]
+        except KeyError:
+            label = cache[value] = _label(value)
+        except TypeError:  # an unhashable value
+            label = _label(value)
+        out.append(label)
+    return out
+
+
 def band_label(value: float, edges: list[float]) -> str:
     """The band of `value` among increasing `edges`: "<e0", "[e0, e1)", ..., ">=e_last"."""
     position = int(np.searchsorted(edges, value, side="right"))
@@ -57,7 +73,7 @@ def sensitive_groups(frame: pd.DataFrame, attribute: str, use_case: UseCase) -> 
     edges = use_case.fairness.bands.get(attribute)
     values = frame[attribute]
     if edges is None:
-        return pd.Series([_label(v) for v in values], index=frame.index, dtype=object)
+        return pd.Series(_labels(values), index=frame.index, dtype=object)
     numbers = pd.to_numeric(values, errors="coerce")
     return pd.Series([MISSING_GROUP if np.isnan(v) else band_label(v, edges) for v in numbers],
                      index=frame.index, dtype=object)

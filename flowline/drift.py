@@ -180,7 +180,14 @@ def save_detector(reference: np.ndarray, categorical: Sequence[int], p_val: floa
 
 
 def load_detector(folder: str | Path):
-    """Rebuild the TabularDrift saved by `save_detector`; DetectorError names the problem.
+    """Rebuild the TabularDrift saved by `save_detector`; DetectorError names the problem (see `load_reference`)."""
+    return tabular_drift(*load_reference(folder))
+
+
+def load_reference(folder: str | Path) -> tuple[np.ndarray, list[int], float]:
+    """The reference rows (the encoded training sample), the categorical columns and the p-value that
+    `save_detector` wrote, checked; DetectorError names the problem. Reads no code: batch scoring's training
+    profile uses it without alibi-detect.
 
     Only the config and the reference file it names may be in the folder, the name must be a
     plain file name in it (no '/', no '..'), and the reference must be a 2-D numeric array:
@@ -220,7 +227,7 @@ def load_detector(folder: str | Path):
     p_val = config.get("p_val")
     if not isinstance(p_val, float) or not 0 < p_val < 1:
         raise DetectorError(f"{where / DETECTOR_CONFIG}: p_val must be a number in (0, 1), not {str(p_val)[:40]}")
-    return tabular_drift(reference, categorical, p_val)
+    return reference, categorical, p_val
 
 
 def fit_drift_files(

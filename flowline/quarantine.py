@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from typing import Iterator
+from typing import Iterator, TextIO
 
 import pandas as pd
 
@@ -21,20 +21,22 @@ EXTRA_COLUMN = "_extra_fields"
 MALFORMED_REASON = r"line \d+: \d+ fields, but the header has \d+$"
 
 
-def split_lines(text: str, separator: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number of the record's first line, its fields) for every record of the text."""
+def split_lines(text: str | TextIO, separator: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number of the record's first line, its fields) for every record of the text, or of a text
+    stream (a file opened with newline="", read as it goes: batch scoring reads a large file this way)."""
     if len(separator) == 1:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=separator)
+        reader = csv.reader(io.StringIO(text, newline="") if isinstance(text, str) else text, delimiter=separator)
         line = 1
         for fields in reader:
             yield line, fields
             line = reader.line_num + 1
-    elif separator == r"\s+":
-        yield from ((number, line.split()) for number, line in enumerate(text.splitlines(), 1))
+        return
+    lines = text.splitlines() if isinstance(text, str) else (line.rstrip("\r\n") for line in text)
+    if separator == r"\s+":
+        yield from ((number, line.split()) for number, line in enumerate(lines, 1))
     else:
         pattern = re.compile(separator)
-        yield from ((number, pattern.split(line) if line.strip() else [])
-                    for number, line in enumerate(text.splitlines(), 1))
+        yield from ((number, pattern.split(line) if line.strip() else []) for number, line in enumerate(lines, 1))
 
 
 def join_surplus(fields: list[str], separator: str) -> str:

@@ -1,4 +1,5 @@
-"""A readable view of a kfp.local run: progress on the terminal, the task logs in run.log.
+"""A readable view of a kfp.local run: progress on the terminal, the task logs in run.log; and the
+bar of a batch scoring run (`rows_bar`).
 
 kfp.local streams each task's executor log to stdout, including its whole input JSON and
 terminal colour codes. run.log keeps every task's log without those two; the terminal
@@ -29,6 +30,7 @@ TRIAL = re.compile(r"^((?:tune|nas) \([\w-]+\)): trial \d+/(\d+)(?:.*\(best ([-\
 FAILURE_TAIL = 30
 RUN_BAR = "{desc} {n_fmt}/{total_fmt} steps |{bar}| {elapsed} elapsed, ETA {remaining}"
 TRIAL_BAR = "{desc} {n_fmt}/{total_fmt} trials |{bar}| {elapsed} elapsed, ETA {remaining}{postfix}"
+ROWS_BAR = "{desc} {n_fmt}/{total_fmt} rows |{bar}| {elapsed} elapsed, ETA {remaining}, {rate_fmt}"
 # A traceback's last line: an exception class (module path optional), then its message.
 EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt))(?:: (.*))?$")
 
@@ -175,3 +177,10 @@ def root_cause(lines: Iterable[str]) -> str | None:
             name, message = match.groups()
             return f"{name}: {message}" if message else name
     return None
+
+
+def rows_bar(terminal: TextIO, total: int | None, desc: str = "score") -> tqdm:
+    """A live bar of the rows read so far (`total` when known, as for Parquet), on a terminal only: elsewhere
+    the run's summary line says it all."""
+    return tqdm(total=total, desc=desc, unit=" rows", unit_scale=True, file=terminal, dynamic_ncols=True,
+                bar_format=ROWS_BAR if total else None, disable=not terminal.isatty())

@@ -1,4 +1,5 @@
-"""Submitting a use case's pipeline to Kubeflow Pipelines with kfp.Client: one run, or a recurring run.
+"""Submitting a use case's pipeline (or its batch-scoring pipeline) to Kubeflow Pipelines with kfp.Client:
+one run, or a recurring run.
 
 The pipeline is compiled (with its exit handler) to a temporary file and handed to the
 client, which creates or reuses the experiment. kfp.Client is real code: the tests check
@@ -13,10 +14,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowline import DEFAULT_IMAGE
+from flowline.pipelines.batch_pipeline import compile_batch_pipeline
 from flowline.pipelines.template import compile_pipeline
 from flowline.use_case import UseCase
 
 KFP_API = "/apis/v2beta1"  # the KFP API version kfp.Client 2 speaks
+BATCH_PARAMETERS = ("package_uri", "input_uri")  # what a batch-scoring run cannot do without
 
 
 class SubmissionError(ValueError):
@@ -65,23 +68,33 @@ def submit(
     token: Optional[str] = None,
     source: str = "",
     image: str = DEFAULT_IMAGE,
+    batch: bool = False,
 ) -> dict:
     """Compile `use_case`'s pipeline and submit it to the KFP API at `host`: a run, or with `schedule`
     (cron) a recurring run, in `experiment` (default flowline-NAME). `caching` False runs every step
     afresh; True keeps each step's compiled choice (template.NOT_CACHED). The run reads its data from `source`
-    or the use case's own remote data (template.compile_pipeline); every step runs in `image`. Returns the ids
-    and the run's link."""
+    or the use case's own remote data (template.compile_pipeline); every step runs in `image`. With `batch`,
+    the pipeline is the batch-scoring one (batch_pipeline.py), whose `parameters` must name the package and
+    the input (package_uri, input_uri). Returns the ids and the run's link."""
     import kfp
 
     cron = kfp_cron(schedule) if schedule else None
+    if batch:
+        missing = [name for name in BATCH_PARAMETERS if not (parameters or {}).get(name)]
+        if missing:
+            raise SubmissionError(f"a batch-scoring run needs {', '.join(f'--param {name}=...' for name in missing)}")
+    name = f"flowline-{use_case.name}" + ("-batch" if batch else "")
     experiment = experiment or f"flowline-{use_case.name}"
     check_reachable(host, token)
     client = kfp.Client(host=host, namespace=namespace, existing_token=token)
     with tempfile.TemporaryDirectory() as folder:
-        package = str(Path(folder) / f"{use_case.name}.yaml")
-        compile_pipeline(use_case, package, caching, source, image)
+        package = str(Path(folder) / f"{name}.yaml")
+        if batch:
+            compile_batch_pipeline(use_case, package, image)
+        else:
+            compile_pipeline(use_case, package, caching, source, image)
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
-        job_name = f"flowline-{use_case.name}"
+        job_name = name
         if cron:
             recurring = client.create_recurring_run(
                 experiment_id, job_name, cron_expression=cron, pipeline_package_path=package,

@@ -64,19 +64,37 @@ RESOURCES = {
     "package": ("500m", "1Gi"),
     "deploy": ("250m", "512Mi"),
     "run-outcome": ("100m", "256Mi"),
+    "score": ("2", "4Gi"),
 }
 RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 # Steps whose result is not fixed by their inputs are never taken from KFP's cache: ingest
-# reads a source whose content can change under the same URL, deploy and the exit handler act
-# on the cluster. Every other step is a function of its inputs and seeds. `flowline submit
+# reads a source whose content can change under the same URL (as does batch scoring), deploy and the exit
+# handler act on the cluster. Every other step is a function of its inputs and seeds. `flowline submit
 # --no-cache` compiles with caching off for every step (kfp.Client's enable_caching reaches
 # only the top-level tasks, not the steps inside the exit handler).
-NOT_CACHED = {"ingest", "deploy", "run-outcome"}
+NOT_CACHED = {"ingest", "deploy", "run-outcome", "score"}
 # On a cluster every step gets the object store's Secret (storage.POD_SECRET); these steps also hold a key:
 # the package step signs the package, deploy verifies it and records, the exit handler records.
 SIGNING_KEY = {signing.POD_SECRET: {signing.POD_SECRET_KEY: signing.KEY_ENV}}
 AUDIT_KEY = {audit.POD_SECRET: {audit.KEY_ENV: audit.KEY_ENV}}
-STEP_SECRETS = {"package": SIGNING_KEY, "deploy": {**SIGNING_KEY, **AUDIT_KEY}, "run-outcome": AUDIT_KEY}
+STEP_SECRETS = {"package": SIGNING_KEY, "deploy": {**SIGNING_KEY, **AUDIT_KEY}, "run-outcome": AUDIT_KEY,
+                "score": {**SIGNING_KEY, **AUDIT_KEY}}
+
+
+def configure_task(task: dsl.PipelineTask, name: str, caching: bool, secrets: bool,
+                   resources: str = "") -> dsl.PipelineTask:
+    """A task's display name, resource requests (RESOURCES[`resources` or `name`]), retry policy and caching
+    choice; with `secrets` (a cluster run), the object store's Secret and the step's keys (STEP_SECRETS)."""
+    cpu, memory = RESOURCES[resources or name]
+    task = (task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
+            .set_caching_options(caching and name not in NOT_CACHED))
+    if secrets:
+        from kfp import kubernetes
+
+        kubernetes.use_secret_as_env(task, storage.POD_SECRET, {key: key for key in storage.POD_SECRET_KEYS})
+        for secret, key_to_env in STEP_SECRETS.get(name, {}).items():
+            kubernetes.use_secret_as_env(task, secret, key_to_env)
+    return task
 
 
 def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True,
@@ -102,16 +120,7 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     (STEP_SECRETS), through kfp-kubernetes' secret-as-env.
     """
     def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
-        cpu, memory = RESOURCES[resources or name]
-        task = (task.set_display_name(name).set_cpu_request(cpu).set_memory_request(memory).set_retry(**RETRY)
-                .set_caching_options(caching and name not in NOT_CACHED))
-        if secrets:
-            from kfp import kubernetes
-
-            kubernetes.use_secret_as_env(task, storage.POD_SECRET, {key: key for key in storage.POD_SECRET_KEYS})
-            for secret, key_to_env in STEP_SECRETS.get(name, {}).items():
-                kubernetes.use_secret_as_env(task, secret, key_to_env)
-        return task
+        return configure_task(task, name, caching, secrets, resources)
 
     step = SimpleNamespace(**{func.__name__: flowline_component(func, image) for func in STEP_FUNCTIONS})
     raw_spec = use_case.model_dump_json()

@@ -196,3 +196,24 @@ def test_upload_data_puts_the_file_in_object_storage_and_compiles_against_it(s3_
     assert storage.read_bytes(uploaded) == (data_home / "cdnow_master.txt").read_bytes()
     text = path.read_text()
     assert f'"path":"{uploaded}"' in text and str(data_home) not in text
+
+
+def test_the_batch_pipeline_is_one_scoring_step_with_its_inputs_keys_and_no_cache(tmp_path: Path, capsys):
+    path = tmp_path / "churn-batch.yaml"
+    assert main(["compile", "churn", "--batch", "-o", str(path)]) == 0  # the input is a run parameter: no --source
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.name == "flowline-churn-batch"
+    assert set(loaded.component_spec.inputs) == {"package_uri", "input_uri", "as_of", "audit_log"}
+    assert set(loaded.component_spec.outputs) == {"scores", "quarantine"}
+    spec = pipeline_spec(path)
+    (name, task), = spec["root"]["dag"]["tasks"].items()
+    assert name == "score" and not task["cachingOptions"].get("enableCache", False)  # the input may change
+    assert task["retryPolicy"]["maxRetryCount"] == 2
+    assert set(spec["components"]["comp-score"]["outputDefinitions"]["artifacts"]) == {
+        "scores", "quarantine", "metrics", "summary"}
+    (config,) = platform_spec(path)["deploymentSpec"]["executors"].values()
+    secrets = {secret["secretName"] for secret in config["secretAsEnv"]}
+    assert secrets == {storage.POD_SECRET, audit.POD_SECRET, signing.POD_SECRET}  # reads, verifies, records
+    with pytest.raises(SystemExit) as refused:
+        main(["compile", "churn", "--batch", "-o", str(tmp_path / "other.yaml"), "--source", TELCO_IN_S3])
+    assert refused.value.code == 2 and "input is a run parameter" in capsys.readouterr().err

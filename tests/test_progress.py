@@ -64,8 +64,8 @@ def test_plain_progress_lines_without_escape_codes_when_output_is_not_a_terminal
     assert "      tune (xgboost): trial 30/30" in shown and "      tune success in" in shown
 
 
-def test_live_bars_for_the_run_and_its_trials_on_a_terminal():
-    """A real pseudo-terminal, 120 columns wide; a thread reads what the bars draw."""
+def on_a_terminal(draw) -> str:
+    """What `draw(terminal)` shows on a real pseudo-terminal, 120 columns wide; a thread reads what it draws."""
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     drawn: list[bytes] = []
@@ -80,10 +80,16 @@ def test_live_bars_for_the_run_and_its_trials_on_a_terminal():
     reader = threading.Thread(target=read)
     reader.start()
     with open(follower, "w", buffering=1) as terminal:
-        _, progress = fed(terminal)
+        draw(terminal)
     reader.join()
     os.close(leader)
-    shown = b"".join(drawn).decode()
+    return b"".join(drawn).decode()
+
+
+def test_live_bars_for_the_run_and_its_trials_on_a_terminal():
+    streams = []
+    shown = on_a_terminal(lambda terminal: streams.append(fed(terminal)[1]))
+    (progress,) = streams
     assert progress.bars
     assert "\r" in shown
     assert re.search(rf"run: ingest 0/{len(STEPS)} steps \|.*\| \d\d:\d\d elapsed, ETA", shown)
@@ -93,3 +99,18 @@ def test_live_bars_for_the_run_and_its_trials_on_a_terminal():
     # Trials move the bars instead of printing a line each; steps and results still print lines above the bars.
     assert "nas (mlp): trial 1/16" not in shown and f"[1/{len(STEPS)}] ingest" in shown
     assert "nas (mlp): best valid_roc_auc 0.8560 after 16 trials" in shown
+
+
+def test_the_batch_scoring_bar_counts_rows_on_a_terminal_and_stays_quiet_elsewhere():
+    from flowline.pipelines.progress import rows_bar
+
+    def draw(terminal) -> None:
+        with rows_bar(terminal, 200_000) as bar:
+            bar.update(50_000)
+            bar.update(50_000)
+
+    assert re.search(r"score 100k/200k rows \|.*\| \d\d:\d\d elapsed, ETA", on_a_terminal(draw))
+    piped = io.StringIO()
+    with rows_bar(piped, None) as bar:
+        bar.update(50_000)
+    assert piped.getvalue() == ""  # not a terminal: the run's summary line says it all

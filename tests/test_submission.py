@@ -52,6 +52,28 @@ def test_a_schedule_makes_a_recurring_run_in_the_existing_experiment():
     assert tasks["split"]["cachingOptions"] == {"enableCache": True}  # the compiled choices stay
 
 
+def test_batch_scoring_is_scheduled_as_a_recurring_run_of_the_batch_pipeline(capsys):
+    api = StandInApiServer(kfp_api([]))
+    host = f"http://127.0.0.1:{api.server.server_port}"
+    assert main(["submit", "churn", "--batch", "--host", host, "--schedule", "0 2 * * *",
+                 "--param", "package_uri=s3://m/churn/v1", "--param", "input_uri=s3://d/customers.parquet",
+                 "--audit-log", "s3://flowline-audit/churn"]) == 0
+    recurring = posted(api, "recurringruns")
+    assert recurring["display_name"] == "flowline-churn-batch"
+    assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 2 * * *" and recurring["no_catchup"] is True
+    spec = recurring["pipeline_spec"]["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "flowline-churn-batch" and list(spec["root"]["dag"]["tasks"]) == ["score"]
+    assert recurring["runtime_config"]["parameters"] == {
+        "package_uri": "s3://m/churn/v1", "input_uri": "s3://d/customers.parquet", "audit_log": "s3://flowline-audit/churn"}
+    assert "recurring run" in capsys.readouterr().out
+
+    # Without the package or the input, nothing is sent.
+    before = len(api.requests)
+    assert main(["submit", "churn", "--batch", "--host", host, "--param", "package_uri=s3://m/churn/v1"]) == 1
+    assert "a batch-scoring run needs --param input_uri=..." in capsys.readouterr().err
+    assert len(api.requests) == before
+
+
 def test_bad_schedules_and_parameters_are_refused_before_anything_is_sent(capsys):
     assert kfp_cron("*/15 * * * *") == "0 */15 * * * *" and kfp_cron("0 0 9 ? * 2-6") == "0 0 9 ? * 2-6"
     with pytest.raises(SubmissionError, match="5 fields"):

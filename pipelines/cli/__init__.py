@@ -12,6 +12,7 @@
 | data.py | init, validate, datasets |
 | registry.py | runs, models, show, open |
 | features.py | features [list], features diff |
+| score.py | score |
 | completion.py | completion |
 """
 
@@ -23,14 +24,15 @@ import warnings
 
 from flowline import __version__, audit
 from flowline.pipelines.cli import (audit_trail, canary, cluster, completion, data, erasure, features, packages,
-                                    registry, run, serve)
+                                    registry, run, score, serve)
 from flowline.pipelines.cli.common import EXIT_ERROR, EXIT_GATE_FAILED, UsageError
 from flowline.cluster import ClusterError
 from flowline.storage import StorageError
 
 __all__ = ["EXIT_ERROR", "EXIT_GATE_FAILED", "build_parser", "main"]
 
-COMMAND_GROUPS = (run, cluster, packages, serve, erasure, audit_trail, canary, data, registry, features, completion)
+COMMAND_GROUPS = (run, score, cluster, packages, serve, erasure, audit_trail, canary, data, registry, features,
+                  completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

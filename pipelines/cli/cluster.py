@@ -11,9 +11,11 @@ from pathlib import Path
 from flowline import DEFAULT_IMAGE, audit
 from flowline.pipelines.cli.common import (
     EXIT_ERROR,
+    UsageError,
     add_audit_log_argument,
     add_runs_dir_argument,
     add_use_case_arguments,
+    use_case,
     use_case_to_run,
 )
 from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
@@ -26,6 +28,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     compile_ = commands.add_parser("compile", help="compile a use case's pipeline to KFP IR YAML")
     add_use_case_arguments(compile_)
     compile_.add_argument("-o", "--output", required=True, help="the YAML file to write")
+    compile_.add_argument("--batch", action="store_true",
+                          help="the batch-scoring pipeline instead (inputs package_uri, input_uri, as_of, audit_log)")
     add_image_argument(compile_, "every step's image")
     _add_cluster_data_arguments(compile_)
     add_runs_dir_argument(compile_, OWNER_RUNS_DIR_HELP)
@@ -40,6 +44,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--experiment", help="the KFP experiment (default: flowline-USE_CASE; created if missing)")
     submit.add_argument("--schedule", metavar="CRON",
                         help="a recurring run on this cron schedule, e.g. '0 3 * * 1' (5 fields, or KFP's 6)")
+    submit.add_argument("--batch", action="store_true",
+                        help="submit the batch-scoring pipeline: give --param package_uri=s3://... and "
+                             "--param input_uri=s3://... (and as_of=YYYY-MM-DD for a transaction log; default: "
+                             "the run's day)")
     submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="a pipeline input, e.g. trials=20 or champion=s3://... (repeatable)")
     submit.add_argument("--audit-log", help="the run's audit log on the cluster, s3://bucket/prefix")
@@ -113,10 +121,16 @@ def _cluster_source(args: argparse.Namespace, use_case) -> str:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from flowline.pipelines.batch_pipeline import compile_batch_pipeline
     from flowline.pipelines.template import compile_pipeline
 
-    chosen = use_case_to_run(args)
-    compile_pipeline(chosen, args.output, source=_cluster_source(args, chosen), image=args.image)
+    if args.batch:
+        if args.source or args.upload_data:
+            raise UsageError("--batch: the input is a run parameter (input_uri), not --source or --upload-data")
+        compile_batch_pipeline(use_case(args), args.output, image=args.image)
+    else:
+        chosen = use_case_to_run(args)
+        compile_pipeline(chosen, args.output, source=_cluster_source(args, chosen), image=args.image)
     print(f"compiled: {args.output}")
     return 0
 
@@ -128,14 +142,17 @@ def _submit(args: argparse.Namespace) -> int:
         parameters = parse_parameters(args.param)
         if args.audit_log:
             parameters["audit_log"] = args.audit_log
-        chosen = use_case_to_run(args)
-        source = _cluster_source(args, chosen)
+        if args.batch and (args.source or args.upload_data):
+            raise UsageError("--batch: the input is a run parameter (--param input_uri=...), not --source")
+        chosen = use_case(args) if args.batch else use_case_to_run(args)
+        source = "" if args.batch else _cluster_source(args, chosen)
         with talking_to("KFP", args.host, "the bearer token in $KFP_TOKEN"), warnings.catch_warnings():
             # kfp.Client warns each time it is made that it needs KFP 2.0.0-beta.2 or later: noise, as submit speaks
             # only that API (v2beta1) and says so when it cannot reach it
             warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline")
             submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters,
-                               not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"), source, args.image)
+                               not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"), source, args.image,
+                               args.batch)
     except SubmissionError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR

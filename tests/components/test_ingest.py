@@ -329,3 +329,18 @@ def test_the_undeclared_setting_defaults_to_warn_and_refuses_other_values(toy_us
     assert toy_use_case.undeclared == "warn"
     with pytest.raises(UseCaseError, match=r"undeclared: Input should be 'error', 'warn' or 'ignore'"):
         parse_use_case({**document, "undeclared": "drop"})
+
+
+@pytest.mark.parametrize("separator, text", [
+    (",", 'id,note\n1,"two\nlines"\n\n2,"a, b"\n3\n'),
+    (r"\s+", "id  note\n 1   x\n\n2 y z\n"),
+    (";|\\|", "id;note\n1|x\n2;y;z\n"),
+])
+def test_a_stream_splits_into_the_same_records_as_its_text(separator, text, tmp_path: Path):
+    """Batch scoring reads large files as a stream with the parser ingest uses on the whole text."""
+    from flowline.quarantine import split_lines
+
+    path = tmp_path / "table.txt"
+    path.write_text(text)
+    with open(path, newline="") as stream:
+        assert list(split_lines(stream, separator)) == list(split_lines(text, separator))

@@ -1,0 +1,377 @@
+"""Batch scoring: a whole table scored with one package, chunk by chunk, to Parquet.
+
+`score_table` reads CSV or Parquet (a path, an http(s) URL or s3://bucket/key) in chunks of
+`chunk_rows` rows, so memory follows the chunk size, not the input's: a CSV is parsed as it is
+read, with ingest's own parser (quarantine.split_lines), and a Parquet file batch by batch; a remote
+input is first copied to a temporary file (Parquet needs random access). Each chunk is held to the
+package's contract with the checks ingest applies (contract.apply_contract; no label needed, and an
+id may repeat), then transformed and scored by the package's Scorer, which decides exactly as the
+model server does. Every row lands in one of two Parquet files, so rows in = rows scored + rows
+quarantined:
+- the scores: the use case's id columns (as text), the prediction (binary: `probability`,
+  `decision` and the `threshold` that decided it, as the server answers; regression: `prediction`
+  and `segment` when the package has segments), `package_version` and `scored_at` (UTC);
+- the quarantine (quarantine.py's format): each row's cells as text, its row number and its reason:
+  a broken contract, a malformed line, or (as the server refuses them) a feature beyond float32's
+  range or an answer that is not finite.
+Values outside the package's training profile (training_profile.py) are scored and counted per column.
+
+`score_customers` scores a transaction-log use case (CLV): the log is read whole, held to the log's
+contract, and every customer who bought on or before `as_of` is scored from its features at that
+date (customer_rows.features_at).
+
+Both write to temporary files and move them into place only at the end: a failed run leaves no
+partial output. `record` writes the run to the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flowline import audit, storage
+from flowline.contract import ContractError, apply_contract, malformed_rows, read_use_case_table
+from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
+from flowline.package.format import DRIFT_DIR
+from flowline.package.remote import download_package
+from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, split_lines
+from flowline.scoring import Scorer
+from flowline.training_profile import TrainingProfile
+from flowline.use_case import UseCase
+
+DEFAULT_CHUNK_ROWS = 50_000
+VERSION_COLUMN = "package_version"
+SCORED_AT_COLUMN = "scored_at"
+AUDIT_ACTION = "batch_scoring"
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+class BatchError(ValueError):
+    """The input cannot be scored as a whole: unreadable, or not the table the package expects."""
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did: the counts (rows_in, rows_scored, rows_quarantined; a transaction log's run:
+    transactions_in, transactions_quarantined, customers_scored) and the values out of profile per column."""
+
+    package_version: str
+    use_case: str
+    input: str
+    output: str
+    quarantine: str
+    counts: dict[str, int] = field(default_factory=dict)
+    out_of_profile: dict[str, int] = field(default_factory=dict)
+    as_of: Optional[str] = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class BatchPackage:
+    """A package opened for batch scoring: its Scorer and its training profile."""
+
+    scorer: Scorer
+    profile: TrainingProfile
+
+    @classmethod
+    def open(cls, package: str | Path) -> BatchPackage:
+        """Verify and open the package (a folder, or s3://bucket/prefix, downloaded and verified first)."""
+        local = download_package(str(package)) if storage.is_s3(str(package)) else Path(package)
+        scorer = Scorer.open(local)
+        return cls(scorer, TrainingProfile.of_package(local / DRIFT_DIR, scorer.feature_set))
+
+
+# ---- reading
+
+@contextlib.contextmanager
+def local_input(source: str) -> Iterator[Path]:
+    """A local file holding `source`: the path itself, or a temporary copy of an s3:// or http(s) object."""
+    if not (storage.is_s3(source) or source.startswith(("http://", "https://"))):
+        if not Path(source).is_file():
+            raise FileNotFoundError(f"input {source} does not exist")
+        yield Path(source)
+        return
+    with tempfile.TemporaryDirectory(prefix="flowline-batch-") as folder:
+        copy = Path(folder) / (Path(source.split("?")[0]).name or "input")
+        if storage.is_s3(source):
+            storage.download_file(source, copy)
+        else:
+            try:
+                with urllib.request.urlopen(source, timeout=60) as response, open(copy, "wb") as out:
+                    shutil.copyfileobj(response, out)
+            except (urllib.error.URLError, OSError) as error:
+                raise BatchError(f"input {source} cannot be read: {error}") from None
+        yield copy
+
+
+def is_parquet(source: str, file_format: Optional[str] = None) -> bool:
+    return (file_format or "").lower() == "parquet" or (
+        not file_format and source.split("?")[0].lower().endswith(PARQUET_SUFFIXES))
+
+
+def known_rows(source: str, file_format: Optional[str] = None) -> Optional[int]:
+    """The rows of a local Parquet file, from its footer (a progress bar's total); None for anything else."""
+    if not (is_parquet(source, file_format) and Path(source).is_file()):
+        return None
+    try:
+        return pq.ParquetFile(source).metadata.num_rows
+    except (OSError, ValueError):  # not Parquet after all: reading it will say so
+        return None
+
+
+def read_chunks(path: Path, source: str, parquet: bool, chunk_rows: int, separator: str = ",",
+                encoding: str = "utf-8") -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """(rows, malformed lines as quarantine rows) per chunk of at most `chunk_rows` rows; at least one chunk,
+    empty for a table with no rows. Rows are indexed by their row number (0: the first after the header)."""
+    if parquet:
+        yield from _parquet_chunks(path, source, chunk_rows)
+    else:
+        yield from _text_chunks(path, source, chunk_rows, separator, encoding)
+
+
+def _parquet_chunks(path: Path, source: str, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ContractError(f"{source} is not a readable Parquet file: {error}") from None
+    names = [str(name) for name in parquet.schema_arrow.names]
+    start = 0
+    for batch in parquet.iter_batches(batch_size=chunk_rows):
+        frame = batch.to_pandas()
+        frame.columns, frame.index = names, pd.RangeIndex(start, start + len(frame))
+        start += len(frame)
+        yield frame, malformed_rows([], names, ",")
+    if start == 0:
+        yield pd.DataFrame(columns=names, dtype=str), malformed_rows([], names, ",")
+
+
+def _text_chunks(path: Path, source: str, chunk_rows: int, separator: str,
+                 encoding: str) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """Separated text, every cell as text, read as ingest reads it (lines of the wrong length are malformed)."""
+    try:
+        with open(path, encoding=encoding, newline="") as stream:
+            records = ((line, fields) for line, fields in split_lines(stream, separator) if fields)
+            first = next(records, None)
+            if first is None:
+                raise ContractError(f"{source} is empty: it has no header and no rows")
+            header = first[1]
+            repeated = sorted({name for name in header if header.count(name) > 1})
+            if repeated:
+                raise ContractError(f"{source}: the header names column(s) {repeated} more than once")
+            rows, malformed, number, sent = [], [], 0, False
+            for line, fields in records:
+                if len(fields) == len(header):
+                    rows.append((number, fields))
+                else:
+                    malformed.append((number, line, fields))
+                number += 1
+                if len(rows) + len(malformed) == chunk_rows:
+                    yield _text_frame(rows, header), malformed_rows(malformed, header, separator)
+                    rows, malformed, sent = [], [], True
+            if rows or malformed or not sent:
+                yield _text_frame(rows, header), malformed_rows(malformed, header, separator)
+    except UnicodeDecodeError as error:
+        raise ContractError(f"{source} is not {encoding} text ({error.reason}): set data.encoding in the use case "
+                            "to the file's encoding") from None
+    except csv.Error as error:
+        raise ContractError(f"{source} is not a {separator!r}-separated table: {error}") from None
+
+
+def _text_frame(rows: list[tuple[int, list[str]]], header: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([fields for _, fields in rows], columns=header, index=[number for number, _ in rows],
+                        dtype=str)
+
+
+# ---- writing
+
+@contextlib.contextmanager
+def staged(output: str) -> Iterator[Path]:
+    """A temporary path that becomes `output` (a path, or s3://bucket/key) only when the block succeeds."""
+    remote = storage.is_s3(output)
+    folder = Path(tempfile.mkdtemp(prefix="flowline-batch-")) if remote else Path(output).resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{Path(output).name}.", suffix=".partial", dir=folder)
+    os.close(handle)
+    partial = Path(name)
+    try:
+        yield partial
+        if remote:
+            storage.upload_file(partial, output)
+        else:
+            os.replace(partial, output)
+    finally:
+        partial.unlink(missing_ok=True)
+        if remote:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def output_schema(scorer: Scorer, ids: list[str]) -> pa.Schema:
+    """The scores' columns: the ids, the answer as the server names it, the version and the time."""
+    answer: list[tuple[str, pa.DataType]]
+    if scorer.is_binary:
+        randomized = scorer.mitigation is not None and scorer.mitigation.randomized
+        answer = [("probability", pa.float32()), ("decision", pa.string()),
+                  *([] if randomized else [("threshold", pa.float32())])]
+    else:
+        answer = [("prediction", pa.float32()), *([("segment", pa.string())] if scorer.has_segments else [])]
+    return pa.schema([*((column, pa.string()) for column in ids), *answer, (VERSION_COLUMN, pa.string()),
+                      (SCORED_AT_COLUMN, pa.timestamp("ms", tz="UTC"))])
+
+
+def quarantine_schema(header: list[str]) -> pa.Schema:
+    return pa.schema([(ROW_COLUMN, pa.int64()), *((name, pa.string()) for name in header),
+                      (EXTRA_COLUMN, pa.string()), (REASON_COLUMN, pa.string())])
+
+
+def _table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+
+# ---- scoring
+
+def answers(scorer: Scorer, x: np.ndarray, scores: np.ndarray, rows: pd.DataFrame) -> dict[str, object]:
+    """The answer columns for scored `rows` (encoded as `x`), as the model server answers them."""
+    if not scorer.is_binary:
+        segment = {"segment": scorer.segments(scores)} if scorer.has_segments else {}
+        return {"prediction": scores.astype(np.float32), **segment}
+    positive = scorer.decide(scores, x, rows)
+    thresholds = scorer.row_thresholds(len(scores), rows)
+    return {"probability": scores.astype(np.float32), "decision": scorer.labels(positive),
+            **({} if thresholds is None else {"threshold": thresholds})}
+
+
+def _refused(frame: pd.DataFrame, index: pd.Index, reason: str) -> pd.DataFrame:
+    """Quarantine rows for rows that met the contract but cannot be answered, as the server refuses them."""
+    rows = frame.loc[index].astype("string")
+    rows.insert(0, ROW_COLUMN, index)
+    rows[EXTRA_COLUMN] = pd.Series(pd.NA, index=rows.index, dtype="string")
+    rows[REASON_COLUMN] = pd.Series(reason, index=rows.index, dtype="string")
+    return rows
+
+
+def score_chunk(package: BatchPackage, frame: pd.DataFrame, malformed: pd.DataFrame
+                ) -> tuple[pd.DataFrame, pd.DataFrame, int, dict[str, int]]:
+    """The scored rows, the quarantined rows (in row order), the rows in and the values out of profile."""
+    scorer = package.scorer
+    result = apply_contract(frame, scorer.use_case, malformed, to_score=True)
+    kept = result.kept
+    x = scorer.feature_set.transform(kept)
+    overflow = np.isinf(x).any(axis=1)  # refused before the model sees them, as the server refuses them
+    refused = [_refused(frame, kept.index[overflow], "a feature computed from this row is beyond float32's range")]
+    if overflow.any():
+        kept, x = kept[~overflow], x[~overflow]
+    scores = scorer.model.predict(x)
+    unanswered = ~np.isfinite(scores)
+    refused.append(_refused(frame, kept.index[unanswered], "the model's answer for this row is not finite; its "
+                                                           "values are too far outside what the model was trained on"))
+    kept, x, scores = kept[~unanswered], x[~unanswered], scores[~unanswered]
+    scored = pd.DataFrame({column: frame.loc[kept.index, column].astype("string") for column in
+                           scorer.use_case.id_columns}, index=kept.index)
+    for name, values in answers(scorer, x, scores, kept).items():
+        scored[name] = values
+    scored[VERSION_COLUMN] = scorer.version
+    scored[SCORED_AT_COLUMN] = pd.Timestamp.now(tz="UTC").floor("ms")
+    parts = [part for part in (result.quarantined, *refused) if len(part)]
+    quarantined = pd.concat(parts).sort_values(ROW_COLUMN, kind="stable") if parts else result.quarantined
+    return scored, quarantined, result.rows_in, package.profile.outside(kept)
+
+
+def score_table(package: BatchPackage, source: str, output: str, quarantine: str,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, file_format: Optional[str] = None,
+                on_chunk: Optional[Callable[[int], None]] = None) -> BatchSummary:
+    """Score every row of `source` into `output` and `quarantine` (Parquet); see the module docstring.
+    `on_chunk` is called with the rows of each chunk scored (for a progress bar)."""
+    if chunk_rows < 1:
+        raise BatchError(f"chunk_rows {chunk_rows}: give at least 1")
+    scorer, started = package.scorer, time.perf_counter()
+    data = scorer.use_case.data
+    summary = BatchSummary(scorer.version, scorer.use_case.name, source, output, quarantine,
+                           counts={"rows_in": 0, "rows_scored": 0, "rows_quarantined": 0},
+                           out_of_profile=dict.fromkeys(package.profile.columns, 0))
+    schema = output_schema(scorer, scorer.use_case.id_columns)
+    with local_input(source) as path, staged(output) as scored_path, staged(quarantine) as quarantine_path, \
+            contextlib.ExitStack() as writers:
+        scores, held = writers.enter_context(pq.ParquetWriter(scored_path, schema)), None
+        for frame, malformed in read_chunks(path, source, is_parquet(source, file_format), chunk_rows,
+                                            data.separator, data.encoding):
+            scored, quarantined, rows_in, outside = score_chunk(package, frame, malformed)
+            if held is None:  # its columns are the input's, known from the first chunk (there is always one)
+                held = writers.enter_context(pq.ParquetWriter(quarantine_path, quarantine_schema(list(frame.columns))))
+            scores.write_table(_table(scored, schema))
+            held.write_table(_table(quarantined, held.schema))
+            _add(summary, rows_in, len(scored), len(quarantined), outside)
+            if on_chunk:
+                on_chunk(rows_in)
+    summary.seconds = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def _add(summary: BatchSummary, rows_in: int, scored: int, quarantined: int, outside: dict[str, int]) -> None:
+    counts = summary.counts
+    counts["rows_in"] += rows_in
+    counts["rows_scored"] += scored
+    counts["rows_quarantined"] += quarantined
+    for column, count in outside.items():
+        summary.out_of_profile[column] += count
+
+
+def score_customers(package: BatchPackage, log_use_case: UseCase, source: str, as_of: date, output: str,
+                    quarantine: str) -> BatchSummary:
+    """Score every customer of a transaction log as of `as_of`: the log is read whole and held to
+    `log_use_case`'s contract (bad transactions go to `quarantine`); each customer who bought on or before
+    `as_of` gets a row: the entity, `prediction`, `segment` (when the package has segments), the version
+    and the time."""
+    scorer, started = package.scorer, time.perf_counter()
+    spec = log_use_case.transactions
+    if spec is None:
+        raise BatchError(f"use case {log_use_case.name!r} has no transactions: --as-of scores a transaction log")
+    entity = spec.entity_column
+    if scorer.use_case.id_columns != [entity]:
+        raise BatchError(f"the package scores rows of {scorer.use_case.id_columns}, not customers of "
+                         f"use case {log_use_case.name!r} ({entity})")
+    raw = read_use_case_table(log_use_case, source)
+    result = apply_contract(raw.frame, log_use_case, raw.malformed)
+    rows = features_at(daily_purchases(result.kept, log_use_case), as_of).rename_axis(entity).reset_index()
+    rows.insert(1, CUTOFF_COLUMN, as_of.isoformat())
+    x = scorer.feature_set.transform(rows)
+    scores = scorer.model.predict(x)
+    if not np.isfinite(scores).all():
+        first = rows[entity].iloc[int(np.argwhere(~np.isfinite(scores))[0][0])]
+        raise BatchError(f"customer {first}: the model's answer is not finite")
+    scored = pd.DataFrame({entity: rows[entity].astype("string")})
+    for name, values in answers(scorer, x, scores, rows).items():
+        scored[name] = values
+    scored[VERSION_COLUMN] = scorer.version
+    scored[SCORED_AT_COLUMN] = pd.Timestamp.now(tz="UTC").floor("ms")
+    with staged(output) as scored_path, staged(quarantine) as quarantine_path:
+        pq.write_table(_table(scored, output_schema(scorer, [entity])), scored_path)
+        header = list(raw.frame.columns)
+        pq.write_table(_table(result.quarantined, quarantine_schema(header)), quarantine_path)
+    return BatchSummary(scorer.version, log_use_case.name, source, output, quarantine,
+                        counts={"transactions_in": result.rows_in, "transactions_quarantined": len(result.quarantined),
+                                "customers_scored": len(scored)},
+                        out_of_profile=package.profile.outside(rows), as_of=as_of.isoformat(),
+                        seconds=round(time.perf_counter() - started, 3))
+
+
+def record(audit_log: str | Path, summary: BatchSummary) -> dict:
+    """The run in the audit log (a file, or s3://bucket/prefix): version, input, outputs, counts."""
+    return audit.append(audit_log, AUDIT_ACTION, summary.as_dict())

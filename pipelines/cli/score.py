@@ -1,0 +1,107 @@
+"""`flowline score`: batch scoring of a table (or of a transaction log's customers) with a package, to Parquet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date
+from pathlib import Path
+
+from flowline.pipelines.cli.common import EXIT_ERROR, UsageError, add_audit_log_argument, add_runs_dir_argument
+
+EXAMPLES = """examples:
+  flowline score churn --input customers.csv --output churn-scores.parquet
+  flowline score 4a50135 --input s3://data/customers.parquet --output scores.parquet --chunk-rows 100000
+  flowline score clv --input https://example.com/cdnow.txt --as-of 1997-09-30 --output clv-scores.parquet
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    score = commands.add_parser(
+        "score", help="score a CSV or Parquet table with a package, in chunks, to Parquet (bad rows quarantined)",
+        description="Score every row of a table with a model package, chunk by chunk (memory follows "
+                    "--chunk-rows, not the input), and write the ids, the prediction, the decision or segment, the "
+                    "package version and the time to Parquet. Rows that break the package's data contract go to "
+                    "the quarantine file with their reasons: rows in = rows scored + rows quarantined. Values "
+                    "outside the training profile are scored and counted per column. With --as-of, a "
+                    "transaction-log use case (clv) scores every customer from the log, read whole, as of that "
+                    "date. The run is recorded in the audit log.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    score.add_argument("model", metavar="MODEL",
+                       help="a package folder or s3:// prefix, a use case (name or YAML path: its newest local "
+                            "package), or a package version (or its unique prefix) in --runs-dir")
+    score.add_argument("--input", required=True, metavar="DATA",
+                       help="CSV or Parquet: a path, an http(s) URL or s3://bucket/key (remote files are copied to a "
+                            "temporary file first); CSV is read with the use case's separator and encoding")
+    score.add_argument("--output", required=True, metavar="OUT",
+                       help="the scores, Parquet: a path or s3://bucket/key; written only when the run succeeds")
+    score.add_argument("--quarantine", metavar="FILE",
+                       help="the quarantined rows with their reasons, Parquet (default: OUT with .quarantine.parquet)")
+    score.add_argument("--chunk-rows", type=int, default=None, metavar="N",
+                       help="rows read and scored at a time (default 50000)")
+    score.add_argument("--format", choices=("csv", "parquet"),
+                       help="the input's format (default: parquet for .parquet or .pq, else csv)")
+    score.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                       help="a transaction-log use case: score every customer from its transactions on or before "
+                            "this date")
+    score.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+    add_runs_dir_argument(score, "where to look for a use case's or a version's package")
+    add_audit_log_argument(score)
+    score.set_defaults(handler=_score)
+
+
+def default_quarantine(output: str) -> str:
+    """OUT.parquet -> OUT.quarantine.parquet (beside it, also in object storage)."""
+    stem = output[: -len(".parquet")] if output.endswith(".parquet") else output
+    return f"{stem}.quarantine.parquet"
+
+
+def _score(args: argparse.Namespace) -> int:
+    from flowline import batch
+    from flowline.contract import ContractError
+    from flowline.drift import DetectorError
+    from flowline.pipelines.progress import rows_bar
+    from flowline.registry import resolve_package
+
+    if args.chunk_rows is not None and args.chunk_rows < 1:
+        raise UsageError(f"--chunk-rows {args.chunk_rows}: give at least 1")
+    quarantine = args.quarantine or default_quarantine(args.output)
+    if quarantine == args.output:
+        raise UsageError("--quarantine and --output name the same file")
+    package = batch.BatchPackage.open(resolve_package(args.model, args.runs_dir))
+    try:
+        if args.as_of:
+            summary = batch.score_customers(package, _log_use_case(args.model, package.scorer.use_case.name),
+                                            args.input, args.as_of, args.output, quarantine)
+        else:
+            with rows_bar(sys.stderr, batch.known_rows(args.input, args.format)) as bar:
+                summary = batch.score_table(package, args.input, args.output, quarantine,
+                                            args.chunk_rows or batch.DEFAULT_CHUNK_ROWS, args.format, bar.update)
+    except (batch.BatchError, ContractError, DetectorError) as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    batch.record(args.audit_log, summary)
+    print(json.dumps(summary.as_dict(), indent=1) if args.json else summary_text(summary))
+    return 0
+
+
+def _log_use_case(model: str, package_use_case: str):
+    """The transaction log's use case: MODEL when it is a use-case YAML file, else the built-in use case the
+    package was trained for (the package holds the customer rows' use case, not the log's)."""
+    from flowline.use_case import load_use_case
+
+    return load_use_case(model if Path(model).suffix in (".yaml", ".yml") else package_use_case)
+
+
+def summary_text(summary) -> str:
+    """The run in a few lines: counts, where the files are, the columns with values out of profile."""
+    counts = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in summary.counts.items())
+    lines = [f"scored with {summary.use_case} {summary.package_version}"
+             + (f" as of {summary.as_of}" if summary.as_of else "") + f": {counts} ({summary.seconds:.1f} s)",
+             f"scores:     {summary.output}", f"quarantine: {summary.quarantine}"]
+    outside = {column: count for column, count in summary.out_of_profile.items() if count}
+    if outside:
+        lines.append("outside the training profile (scored): "
+                     + ", ".join(f"{column} {count:,}" for column, count in outside.items()))
+    return "\n".join(lines)

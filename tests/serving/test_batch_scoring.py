@@ -1,0 +1,259 @@
+"""flowline score: batch scoring with a package. Every row is scored as the model server (a real one, on
+loopback) answers it, or quarantined with its reason; input from a path, s3:// (a real S3 server) and http(s)
+(a real http.server); CLV customers as of a date; the batch pipeline through kfp.local; the audit log."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import http.server
+import threading
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from flowline import storage
+from flowline.audit import verify as verify_audit_log
+from flowline.batch import AUDIT_ACTION
+from flowline.contract import apply_contract
+from flowline.customer_rows import CUTOFF_COLUMN
+from flowline.datasets import dataset_path
+from flowline.drift import DETECTOR_DIR, DriftEncoder, load_reference
+from flowline.inference_services.local_server import LOOPBACK, running_server
+from flowline.package.format import DRIFT_DIR, Package
+from flowline.package.remote import CACHE_ENV, upload_package
+from flowline.pipelines.cli import main
+from flowline.quarantine import REASON_COLUMN, ROW_COLUMN
+from flowline.scoring import Scorer
+from flowline.use_case import load_use_case
+from serving_helpers import MAX_BATCH, records_of
+
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
+GOOD_ROWS = 150
+# Deliberately broken rows, by what breaks them: (column to change, value, the reason's text); None: a malformed line.
+BROKEN = [("tenure", "abc", "tenure: 'abc' is not a number"),
+          ("Contract", "Weekly", "Contract: 'Weekly' is not one of"),
+          ("MonthlyCharges", " ", "MonthlyCharges: blank, but the column is not nullable"),
+          ("TotalCharges", "1e308", "a feature computed from this row is beyond float32's range"),  # as the server
+          (None, "extra", "22 fields, but the header has 21"),
+          (None, "short", "20 fields, but the header has 21")]
+
+
+@pytest.fixture(scope="module")
+def telco() -> pd.DataFrame:
+    """The first Telco rows as the file holds them (every cell text), label included: scoring ignores it."""
+    return pd.read_csv(dataset_path("telco_customer_churn"), dtype=str, keep_default_na=False).head(GOOD_ROWS)
+
+
+def write_rows(frame: pd.DataFrame, path: Path, broken: bool) -> Path:
+    """The rows as CSV; with `broken`, one row per BROKEN entry among them and one with tenure 100 (within the
+    contract, outside the training profile)."""
+    lines = [list(frame.columns), *frame.to_numpy().tolist()]
+    if broken:
+        columns = list(frame.columns)
+        for position, (column, value, _) in enumerate(BROKEN):
+            row = list(lines[1 + position * 7])
+            if column:
+                row[columns.index(column)] = value
+            else:
+                row = row + ["surplus"] if value == "extra" else row[:-1]
+            lines.insert(2 + position * 7, row)
+        lines.append([*frame.iloc[0].tolist()[:columns.index("tenure")], "100",
+                      *frame.iloc[0].tolist()[columns.index("tenure") + 1:]])
+    with open(path, "w", newline="") as out:
+        csv.writer(out).writerows(lines)
+    return path
+
+
+@pytest.fixture(scope="module")
+def served_churn(churn_package, tmp_path_factory) -> str:
+    """A real model server of the churn package on loopback."""
+    with running_server([str(churn_package)], extra_args=["--max-batch", str(MAX_BATCH)],
+                        log_path=str(tmp_path_factory.mktemp("batch-server") / "server.log")) as url:
+        yield url
+
+
+def served_answers(url: str, records: list[dict]) -> pd.DataFrame:
+    answers = []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for start in range(0, len(records), MAX_BATCH):
+            response = client.post("/v1/models/churn:predict", json={"instances": records[start:start + MAX_BATCH]})
+            assert response.status_code == 200, response.text
+            answers += response.json()["predictions"]
+    return pd.DataFrame(answers)
+
+
+def test_every_row_is_scored_as_the_server_answers_or_quarantined_with_its_reason(
+        churn_package, served_churn, telco, tmp_path, capsys):
+    source = write_rows(telco, tmp_path / "customers.csv", broken=True)
+    out, log = tmp_path / "scores.parquet", tmp_path / "audit.jsonl"
+    started = datetime.now(timezone.utc)
+    assert main(["score", str(churn_package), "--input", str(source), "--output", str(out), "--chunk-rows", "32",
+                 "--audit-log", str(log)]) == 0
+    printed = capsys.readouterr().out
+    scores, quarantine = pd.read_parquet(out), pd.read_parquet(tmp_path / "scores.quarantine.parquet")
+
+    rows_in = GOOD_ROWS + len(BROKEN) + 1
+    assert (len(scores), len(quarantine)) == (GOOD_ROWS + 1, len(BROKEN))
+    assert f"rows in {rows_in}, rows scored {GOOD_ROWS + 1}, rows quarantined {len(BROKEN)}" in printed
+    assert quarantine[ROW_COLUMN].is_monotonic_increasing  # in row order, whatever chunk each came from
+    for (_, _, reason), found in zip(BROKEN, quarantine[REASON_COLUMN]):
+        assert reason in found, found
+    assert quarantine.loc[quarantine[REASON_COLUMN].str.contains("22 fields"), "_extra_fields"].tolist() == ["surplus"]
+
+    # The server's answers for the same rows, sent as an application sends them (typed, ids included).
+    package = Scorer.open(churn_package)
+    use_case = package.use_case
+    with open(source, newline="") as lines:
+        header, *rows = list(csv.reader(lines))
+    well_formed = pd.DataFrame([row for row in rows if len(row) == len(header)], columns=header)
+    kept = apply_contract(well_formed, use_case, to_score=True).kept
+    assert "TotalCharges" in package.feature_set.feature_names  # unscaled: 1e308 overflows float32
+    kept = kept[np.isfinite(package.feature_set.transform(kept)).all(axis=1)]  # the server refuses the others
+    served = served_answers(served_churn, records_of(kept[[*use_case.id_columns, *use_case.feature_columns]]))
+    assert scores["customerID"].tolist() == served["customerID"].tolist()
+    assert np.array_equal(scores["probability"].to_numpy(), served["probability"].to_numpy(np.float32))
+    assert np.array_equal(scores["threshold"].to_numpy(), served["threshold"].to_numpy(np.float32))
+    assert scores["decision"].tolist() == served["decision"].tolist()
+    assert {"Yes", "No"} == set(scores["decision"])
+    assert set(scores["package_version"]) == {package.version}
+    assert scores["scored_at"].between(pd.Timestamp(started).floor("s"), pd.Timestamp.now(tz="UTC")).all()
+
+    # tenure 100 meets the contract (max 120) but lies outside the training profile: scored, and counted.
+    record = verify_audit_log(log)[-1]
+    assert record["action"] == AUDIT_ACTION
+    what = record["what"]
+    assert what["counts"] == {"rows_in": rows_in, "rows_scored": GOOD_ROWS + 1, "rows_quarantined": len(BROKEN)}
+    assert (what["package_version"], what["input"], what["output"]) == (package.version, str(source), str(out))
+    reference, _, _ = load_reference(Path(churn_package) / DRIFT_DIR / DETECTOR_DIR)
+    tenure = reference[:, DriftEncoder(package.feature_set).columns.index("tenure")]
+    scored_tenure = kept["tenure"].to_numpy(np.float32)
+    outside = int(((scored_tenure < tenure.min()) | (scored_tenure > tenure.max())).sum())
+    assert what["out_of_profile"]["tenure"] == outside >= 1 and 100 > tenure.max()
+    assert f"tenure {outside}" in printed
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def http_folder(tmp_path) -> tuple[str, Path]:
+    """A real HTTP server on loopback serving a folder."""
+    folder = tmp_path / "served"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer((LOOPBACK, 0), functools.partial(QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://{LOOPBACK}:{server.server_port}", folder
+    server.shutdown()
+    server.server_close()
+
+
+def test_parquet_in_object_storage_and_csv_over_http_score_alike(churn_package, telco, s3_bucket, http_folder,
+                                                                 tmp_path, monkeypatch):
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    url, folder = http_folder
+    write_rows(telco, folder / "customers.csv", broken=False)
+    telco.to_parquet(tmp_path / "customers.parquet")
+    storage.upload_file(tmp_path / "customers.parquet", f"s3://{s3_bucket}/in/customers.parquet")
+    package = f"s3://{s3_bucket}/models/churn"
+    upload_package(churn_package, package)  # the package itself from object storage too, verified on the way
+    log = tmp_path / "audit.jsonl"
+    assert main(["score", package, "--input", f"s3://{s3_bucket}/in/customers.parquet",
+                 "--output", f"s3://{s3_bucket}/out/scores.parquet", "--audit-log", str(log)]) == 0
+    assert main(["score", str(churn_package), "--input", f"{url}/customers.csv", "--output",
+                 str(tmp_path / "http.parquet"), "--chunk-rows", "40", "--audit-log", str(log)]) == 0
+    storage.download_file(f"s3://{s3_bucket}/out/scores.parquet", tmp_path / "s3.parquet")
+    storage.download_file(f"s3://{s3_bucket}/out/scores.quarantine.parquet", tmp_path / "s3-quarantine.parquet")
+    from_s3, from_http = (pd.read_parquet(tmp_path / name).drop(columns="scored_at")
+                          for name in ("s3.parquet", "http.parquet"))
+    assert len(from_s3) == GOOD_ROWS and pd.read_parquet(tmp_path / "s3-quarantine.parquet").empty
+    pd.testing.assert_frame_equal(from_s3, from_http)
+    assert [record["what"]["counts"]["rows_scored"] for record in verify_audit_log(log)] == [GOOD_ROWS, GOOD_ROWS]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing column", "the data has no column(s) ['tenure']"),
+    ("not parquet", "is not a readable Parquet file"),
+    ("no file", "does not exist"),
+    ("http 404", "cannot be read: HTTP Error 404"),
+    ("not utf-8", "is not utf-8 text (invalid continuation byte): set data.encoding"),
+])
+def test_bad_input_is_one_line_naming_it_and_leaves_no_output(case, message, churn_package, telco, http_folder,
+                                                              tmp_path, capsys):
+    url, _ = http_folder
+    source = {"missing column": str(write_rows(telco.drop(columns="tenure"), tmp_path / "no-tenure.csv", False)),
+              "not parquet": str(tmp_path / "garbage.parquet"), "no file": str(tmp_path / "absent.csv"),
+              "http 404": f"{url}/absent.csv", "not utf-8": str(tmp_path / "latin-1.csv")}[case]
+    (tmp_path / "latin-1.csv").write_bytes("customerID,gender\n1,Gar\xe7on\n".encode("latin-1"))
+    (tmp_path / "garbage.parquet").write_bytes(b"PAR1 not really")
+    out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()
+    assert main(["score", str(churn_package), "--input", source, "--output", str(out), "--audit-log",
+                 str(tmp_path / "audit.jsonl")]) == 1
+    error = capsys.readouterr().err
+    assert message in error and error.strip().splitlines()[-1].startswith("flowline: ")
+    assert list(out.parent.iterdir()) == []  # no scores, no quarantine, no partial file
+    assert not (tmp_path / "audit.jsonl").exists()  # a run that scored nothing is not recorded as one
+
+
+def test_clv_scores_every_customer_as_of_a_date_as_the_package_scores_its_test_rows(clv_package, tmp_path, capsys):
+    log = tmp_path / "cdnow.txt"
+    text = dataset_path("cdnow_master").read_text()
+    log.write_text(text + " 99999 19970105  1   -5.00\n")  # a return the contract (min 0) refuses
+    out = tmp_path / "clv.parquet"
+    spec = load_use_case("clv").transactions
+    assert main(["score", str(clv_package), "--input", str(log), "--as-of", spec.calibration_end.isoformat(),
+                 "--output", str(out), "--audit-log", str(tmp_path / "audit.jsonl")]) == 0
+    scores = pd.read_parquet(out).set_index("customer_id")
+    # The package's own test rows are every customer at calibration_end: the same features, the same answers.
+    packaged = Package.open(clv_package)
+    test = pd.read_parquet(Path(clv_package).parent / "test")
+    assert (test[CUTOFF_COLUMN].astype(str) == spec.calibration_end.isoformat()).all()
+    expected = pd.Series(packaged.predict(test).astype(np.float32), index=test["customer_id"].astype(str))
+    assert sorted(scores.index) == sorted(expected.index)
+    assert np.array_equal(scores["prediction"].to_numpy(), expected[scores.index].to_numpy())
+    scorer = Scorer.open(clv_package)
+    assert scores["segment"].tolist() == scorer.segments(scores["prediction"].to_numpy())
+    assert set(scores["package_version"]) == {scorer.version}
+    quarantine = pd.read_parquet(tmp_path / "clv.quarantine.parquet")
+    assert quarantine[REASON_COLUMN].tolist() == ["dollar_value: '-5.00' is below the minimum 0"]
+    lines = len(text.strip().splitlines())  # the header and one line per transaction
+    assert f"transactions in {lines:,}, transactions quarantined 1, customers scored {len(expected):,}" in \
+        capsys.readouterr().out
+
+    # Earlier, only the customers who had bought by then, from nothing after it.
+    early = date(1997, 1, 20)
+    assert main(["score", str(clv_package), "--input", str(log), "--as-of", early.isoformat(), "--output",
+                 str(tmp_path / "early.parquet"), "--audit-log", str(tmp_path / "audit.jsonl")]) == 0
+    frame = pd.read_csv(log, sep=r"\s+", dtype=str)
+    bought = set(frame.loc[frame["date"] <= early.strftime("%Y%m%d"), "customer_id"]) - {"99999"}
+    assert set(pd.read_parquet(tmp_path / "early.parquet")["customer_id"]) == bought
+    records = verify_audit_log(tmp_path / "audit.jsonl")
+    assert [record["what"]["as_of"] for record in records] == [spec.calibration_end.isoformat(), early.isoformat()]
+
+
+def test_the_batch_pipeline_runs_through_kfp_local_and_records_the_run(churn_package, churn, telco, tmp_path):
+    from kfp import local
+
+    from flowline.pipelines.batch_pipeline import build_batch_pipeline
+
+    source = write_rows(telco, tmp_path / "customers.csv", broken=True)
+    log = tmp_path / "audit.jsonl"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
+               raise_on_error=True)
+    run = build_batch_pipeline(churn)(package_uri=str(churn_package), input_uri=str(source), as_of="",
+                                      audit_log=str(log))
+    scores, quarantine = (pd.read_parquet(run.outputs[name].path) for name in ("scores", "quarantine"))
+    assert (len(scores), len(quarantine)) == (GOOD_ROWS + 1, len(BROKEN))
+    (record,) = verify_audit_log(log)
+    assert record["what"]["counts"]["rows_quarantined"] == len(BROKEN)
+    summary = next((tmp_path / "kfp").glob("*/score/summary")).read_text()
+    assert f"| rows quarantined | {len(BROKEN)} |" in summary and Scorer.open(churn_package).version in summary

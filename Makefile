@@ -18,6 +18,10 @@ PROMTOOL := build/tools/usr/bin/promtool
 PROMETHEUS := build/tools/usr/bin/prometheus
 # Ceph (monitor, OSD, RADOS Gateway) from Debian's packages, unpacked: the tests' real S3 server.
 CEPH := build/tools/ceph
+# redis-server from Debian's packages (with the two libraries it links), unpacked so no service starts: the
+# online feature store's server in the tests and the online bench.
+REDIS := build/tools/redis
+REDIS_SERVER := $(REDIS)/usr/bin/redis-server
 
 # The flowline image, built with podman on a base made from Debian packages (no registry needed).
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' flowline/__init__.py)
@@ -62,13 +66,20 @@ $(PROMTOOL):
 	dpkg -x build/tools/deb/prometheus_*.deb build/tools
 	$(PROMTOOL) --version
 
+$(REDIS_SERVER):
+	mkdir -p $(REDIS)/deb
+	cd $(REDIS)/deb && (apt-get download redis-server redis-tools libjemalloc2 liblzf1 || \
+	  (apt-get update -qq && apt-get download redis-server redis-tools libjemalloc2 liblzf1))
+	for deb in $(REDIS)/deb/*.deb; do dpkg -x $$deb $(REDIS); done
+	LD_LIBRARY_PATH=$(REDIS)/usr/lib/x86_64-linux-gnu $(REDIS_SERVER) --version
+
 $(CEPH)/usr/bin/radosgw:
 	bash tests/tools/fetch-ceph.sh $(CEPH)
 
 # Tools the tests run: kubectl (with kustomize) for the manifests, promtool for the alert rules, Prometheus
 # for the canary controller's queries, headless Chromium (Debian's chromium) to render the HTML reports,
-# Ceph's gateway as an S3 server.
-tools: $(PROMTOOL) $(CEPH)/usr/bin/radosgw container-tools
+# Ceph's gateway as an S3 server, redis-server as the online feature store.
+tools: $(PROMTOOL) $(CEPH)/usr/bin/radosgw $(REDIS_SERVER) container-tools
 	command -v kubectl >/dev/null 2>&1 || (apt-get update -qq && (apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client))
 	kubectl version --client
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
@@ -115,7 +126,7 @@ demo: install
 # One thread per worker: two workers' OpenMP and BLAS pools spinning on two cores slow both to a crawl.
 test: install-test tools
 	OMP_NUM_THREADS=1 FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) FLOWLINE_PROMETHEUS=$(abspath $(PROMETHEUS)) \
-	  FLOWLINE_CEPH=$(abspath $(CEPH)) \
+	  FLOWLINE_CEPH=$(abspath $(CEPH)) FLOWLINE_REDIS_SERVER=$(abspath $(REDIS_SERVER)) \
 	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Not a test: measures, writes JSON, compares with the peers in the same run.

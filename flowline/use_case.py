@@ -397,6 +397,15 @@ class UseCase(_Strict):
         return [name for name in self.columns if name not in excluded]
 
     @property
+    def entity_definition(self) -> str:
+        """The name of this use case's entity-feature definition, which is also its online store namespace.
+
+        Two use cases with the same definition share one online state; only the definition's owner
+        (`entity_definition == name`) writes its served transactions to the store.
+        """
+        return self.name
+
+    @property
     def subject_columns(self) -> list[str]:
         """Columns whose values name a person or an account: the id columns, and the entity of a
         transaction log or of entity windows. Their values are never written to a profile."""

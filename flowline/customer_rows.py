@@ -45,22 +45,42 @@ class CustomerRowsError(ValueError):
 
 
 def daily_purchases(log: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
-    """One row per entity and day: (entity, day, amount summed over the day's transactions)."""
+    """One row per entity and day: (entity, day, amount summed over the day's transactions).
+
+    Each entity's transactions are summed in one canonical order (entity, time, amount), so the same
+    transactions in any order give bit-identical sums: the batch and the online computations agree exactly."""
     spec = use_case.transactions
-    days = pd.to_datetime(log[use_case.time_column]).dt.normalize()
-    frame = pd.DataFrame({"entity": log[spec.entity_column].astype(str), "day": days,
+    frame = pd.DataFrame({"entity": log[spec.entity_column].astype(str),
+                          "time": pd.to_datetime(log[use_case.time_column]),
                           "amount": log[spec.amount_column].astype("float64")})
+    frame = frame.sort_values(["entity", "time", "amount"], kind="mergesort", ignore_index=True)
+    frame["day"] = frame["time"].dt.normalize()
     return frame.groupby(["entity", "day"], as_index=False, sort=True)["amount"].sum()
 
 
+def features_at(purchases: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """The FEATURE_COLUMNS of every entity that bought on or before `as_of`, indexed by entity: what is
+    known about it then, from `daily_purchases` on or before that day (returns netted), and nothing after."""
+    return _known_at(purchases, pd.Timestamp(as_of))[list(FEATURE_COLUMNS)]
+
+
 def rows_at(purchases: pd.DataFrame, cutoff: date, window_end: date, horizon_days: int) -> pd.DataFrame:
-    """Features of every entity that bought on or before `cutoff`, and its label: the spend in
-    (cutoff, window_end], scaled from that window's length to `horizon_days`.
+    """`features_at(purchases, cutoff)` and the label: the spend in (cutoff, window_end], scaled from that
+    window's length to `horizon_days`.
 
     Returns (negative amounts) are netted against purchases, in the features and in the
     label; a label whose returns outweigh its purchases is 0, never negative: what a
     customer brings cannot be below nothing, and a Tweedie loss cannot take it."""
     cut, end = pd.Timestamp(cutoff), pd.Timestamp(window_end)
+    rows = features_at(purchases, cutoff)
+    following = purchases[(purchases["day"] > cut) & (purchases["day"] <= end)]
+    spent = following.groupby("entity")["amount"].sum().reindex(rows.index, fill_value=0.0)
+    rows["label"] = spent.clip(lower=0.0) * horizon_days / (end - cut).days  # returns: net spend, floored at 0
+    return rows
+
+
+def _known_at(purchases: pd.DataFrame, cut: pd.Timestamp) -> pd.DataFrame:
+    """The features and the intermediate columns they come from, per entity that bought by `cut`."""
     past = purchases[purchases["day"] <= cut]
     grouped = past.groupby("entity", sort=True)
     first, last = grouped["day"].min(), grouped["day"].max()
@@ -93,10 +113,7 @@ def rows_at(purchases: pd.DataFrame, cutoff: date, window_end: date, horizon_day
     rows["purchases_per_week"] = rows["purchases"] / lifetime
     rows["amount_per_week"] = rows["total_amount"] / lifetime
     rows["lapsed_fraction"] = rows["weeks_since_last"] / lifetime
-    following = purchases[(purchases["day"] > cut) & (purchases["day"] <= end)]
-    spent = following.groupby("entity")["amount"].sum().reindex(rows.index, fill_value=0.0)
-    rows["label"] = spent.clip(lower=0.0) * horizon_days / (end - cut).days  # returns: net spend, floored at 0
-    return rows[[*FEATURE_COLUMNS, "label"]]
+    return rows
 
 
 def _weeks(delta: pd.Series) -> pd.Series:

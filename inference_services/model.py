@@ -18,7 +18,8 @@ the raw columns or an encoded matrix). They are never features: each answer row 
 sent, v2 as one output tensor per id column, and the prediction log writes them, so that outcomes
 join by entity as well as by request id.
 
-A package is loaded only after `verify()` passes. `reload()` swaps in a new version
+The package-level scores and decisions are the core's `Scorer` (flowline/scoring.py), which batch scoring
+uses too; `LoadedPackage` adds the request checkers. A package is loaded only after `verify()` passes. `reload()` swaps in a new version
 atomically; a package that fails verification is refused and the running one keeps
 serving.
 
@@ -32,135 +33,52 @@ import hashlib
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, TextIO, Union
 
 import numpy as np
-import pandas as pd
 from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.numpy_codec import to_np_dtype
 
-from flowline.decisions import GroupThresholds, mitigation_of, rule_name
-from flowline.decisions import class_names, segment_names
-from flowline.features.feature_set import FeatureSet
-from flowline.package.format import Package
-from flowline.package.remote import download_package
-from flowline.models.ensemble import Ensemble
 from flowline.inference_services import metrics
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
 from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
-from flowline.use_case import UseCase
-from flowline.storage import is_s3
+from flowline.scoring import Scorer
 
 V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row
 
 
 @dataclass(frozen=True)
-class LoadedPackage:
-    """Everything one package version needs to answer requests; replaced whole on reload."""
+class LoadedPackage(Scorer):
+    """A package's Scorer with what requests need: the checkers, and the owners of each encoded feature;
+    replaced whole on reload."""
 
-    version: str
-    created_at: float
-    use_case: UseCase
-    feature_set: FeatureSet
-    model: Ensemble
-    evaluation: dict
     checker: RecordChecker
     owners: np.ndarray  # (encoded features x raw columns): adds SHAP contributions up to the raw columns
-    mitigation: Optional[GroupThresholds]
     matrix_checker: RecordChecker  # what comes beside an encoded matrix: the mitigation's attributes, the ids
 
     @classmethod
     def load(cls, path: str | Path) -> LoadedPackage:
-        """Verify first; only then read anything (model files can run code when loaded). A package at
-        s3://bucket/prefix is downloaded first, and refused unless every file matches its manifest."""
-        if is_s3(str(path)):
-            path = download_package(str(path))
-        packaged = Package.open(path)
-        packaged.model.set_threads(1)  # one row per request: threads cost more than they save
-        feature_set = packaged.feature_set
-        mitigation = mitigation_of(packaged.evaluation)
-        attributes = mitigation.attributes if mitigation else ()
-        ids = packaged.use_case.id_columns
+        """The package's Scorer (verified before anything is read; s3:// is downloaded), with the checkers."""
+        scorer = Scorer.open(path)
+        scorer.model.set_threads(1)  # one row per request: threads cost more than they save
+        attributes = scorer.mitigation.attributes if scorer.mitigation else ()
+        use_case, feature_set, ids = scorer.use_case, scorer.feature_set, scorer.use_case.id_columns
         return cls(
-            version=packaged.version, created_at=datetime.fromisoformat(packaged.created_at).timestamp(),
-            use_case=packaged.use_case, feature_set=feature_set, model=packaged.model,
-            evaluation=packaged.evaluation,
-            checker=RecordChecker(packaged.use_case, request_columns(feature_set.input_columns, attributes), ids),
-            owners=feature_set.owners, mitigation=mitigation,
-            matrix_checker=RecordChecker(packaged.use_case, attributes, ids),
+            **{field.name: getattr(scorer, field.name) for field in fields(Scorer)},
+            checker=RecordChecker(use_case, request_columns(feature_set.input_columns, attributes), ids),
+            owners=feature_set.owners,
+            matrix_checker=RecordChecker(use_case, attributes, ids),
         )
-
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Scores for a frame of raw columns, in process: what the server answers for the same rows (FP32)."""
-        return self.model.predict(self.feature_set.transform(frame)).astype(np.float32)
 
     def input_types(self) -> List[Dict]:
         """The raw columns a request carries, with their v2 datatypes."""
         schema = self.use_case.columns
         return [{"name": c, "datatype": _datatype_of(schema[c].type), "shape": [-1]} for c in self.checker.columns]
-
-    def ids_of(self, records: Optional[List[Mapping[str, Any]]]) -> Dict[str, list]:
-        """The id columns the records carry, each with its value per row (None where a row left it out)."""
-        if not records:
-            return {}
-        return {column: [record.get(column) for record in records] for column in self.use_case.id_columns
-                if any(column in record for record in records)}
-
-    @property
-    def threshold(self) -> Optional[float]:
-        """The cost-optimal decision threshold (binary tasks), as evaluate chose it."""
-        return self.evaluation.get("threshold")
-
-    @property
-    def is_binary(self) -> bool:
-        return self.use_case.task == "binary"
-
-    def decide_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Binary decisions for a frame of raw columns, in process: what the server answers for the same rows."""
-        x = self.feature_set.transform(frame)
-        return self.decide(self.model.predict(x), x, frame.to_dict("records"))
-
-    def decide(self, scores: np.ndarray, x: np.ndarray, records: List[Mapping[str, Any]]) -> np.ndarray:
-        """Binary decisions: the per-group thresholds of a fairness mitigation, else the single threshold."""
-        if self.mitigation is None:  # in float32, as the answer reports both: a reported tie is a positive
-            return np.asarray(scores, np.float32) >= np.float32(self.threshold)
-        return self.mitigation.decide(scores, self._attribute_rows(records), x, self.use_case)
-
-    def row_thresholds(self, count: int, records: List[Mapping[str, Any]]) -> Optional[np.ndarray]:
-        """The threshold that decided each of `count` rows (its group's); None for a randomised rule."""
-        if self.mitigation is None:
-            return np.full(count, self.threshold, dtype=np.float32)
-        if self.mitigation.randomized:
-            return None
-        return self.mitigation.row_thresholds(self._attribute_rows(records), self.use_case).astype(np.float32)
-
-    @property
-    def decision_rule(self) -> str:
-        """How the decisions are taken, as the answers name it."""
-        if self.mitigation is None:
-            return "single threshold"
-        return rule_name(self.mitigation.randomized)
-
-    def _attribute_rows(self, records: List[Mapping[str, Any]]) -> pd.DataFrame:
-        return pd.DataFrame.from_records(records, columns=list(self.mitigation.attributes))
-
-    def labels(self, positive: np.ndarray) -> list[str]:
-        """The decision as label values, named as in evaluate's confusion matrix."""
-        negative, positive_name = class_names(self.use_case)
-        return [positive_name if flag else negative for flag in positive]
-
-    @property
-    def has_segments(self) -> bool:
-        return bool(self.evaluation.get("segments"))
-
-    def segments(self, predictions: np.ndarray) -> list[str]:
-        """Regression with segments: each prediction's segment, by its decile among evaluate's test rows."""
-        return segment_names(predictions, self.evaluation["deciles"]["edges"], self.evaluation["segments"])
 
 
 def canary_takes(request_id: str, percent: int) -> bool:

@@ -12,6 +12,8 @@ from flowline.customer_rows import (
     CustomerRowsError,
     build_customer_rows,
     customer_rows_use_case,
+    daily_purchases,
+    features_at,
 )
 from flowline.contract import apply_contract, read_table, read_use_case_table, resolve_source
 from flowline.splitting import split_frame
@@ -60,6 +62,31 @@ def test_features_and_labels_by_hand():
     # b had not bought by the training cut-off, so it has no training row.
     assert ("b", "2024-02-29") not in rows.index
     assert set(FEATURE_COLUMNS) <= set(rows.columns)
+
+
+def test_features_at_a_date_are_the_training_rows_features_and_nothing_after():
+    use_case = parse_use_case(log_use_case())
+    purchases = daily_purchases(EVENTS, use_case)
+    at = features_at(purchases, date(2024, 2, 29))
+    rows = build_customer_rows(EVENTS, use_case)
+    training = rows[rows[CUTOFF_COLUMN] == "2024-02-29"].set_index("who")
+    assert list(at.columns) == list(FEATURE_COLUMNS) and list(at.index) == ["a"]  # b bought later; no label
+    pd.testing.assert_frame_equal(at, training[list(FEATURE_COLUMNS)], check_names=False)
+    assert features_at(purchases, date(2023, 12, 31)).empty
+    later = daily_purchases(pd.concat([EVENTS, log(("a", "2024-03-01", 999.0))]), use_case)
+    pd.testing.assert_frame_equal(features_at(later, date(2024, 2, 29)), at)
+
+
+def test_the_same_transactions_in_any_order_give_bit_identical_days():
+    use_case = parse_use_case(log_use_case())
+    amounts = [0.1, 0.2, 0.3, 1e16, -1e16, 0.7]  # floating-point sums depend on their order
+    events = log(*[("a", "2024-01-05", amount) for amount in amounts], ("b", "2024-01-06", 1.0))
+    expected = daily_purchases(events, use_case)
+    for seed in range(5):
+        shuffled = events.sample(frac=1.0, random_state=seed)
+        pd.testing.assert_frame_equal(daily_purchases(shuffled, use_case), expected, check_exact=True)
+    in_canonical_order = pd.DataFrame({"e": "a", "x": sorted(amounts)}).groupby("e")["x"].sum().item()
+    assert expected.loc[expected["entity"] == "a", "amount"].item() == in_canonical_order
 
 
 def test_training_rows_never_see_the_holdout():

@@ -1,0 +1,115 @@
+"""Scores and decisions of one verified model package, in process: what the model server answers, and
+what batch scoring writes, for the same rows.
+
+A `Scorer` holds a package's version, use case, FeatureSet, model, evaluation and any fairness
+mitigation, and takes the package's decisions: one cost-optimal threshold (binary), or the per-group
+thresholds of the mitigation its bias step applied (flowline/decisions.py), or a segment per prediction
+(regression with segments). The model server's `LoadedPackage` is a Scorer with the request checkers
+added, so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import pandas as pd
+
+from flowline.decisions import GroupThresholds, class_names, mitigation_of, rule_name, segment_names
+from flowline.features.feature_set import FeatureSet
+from flowline.models.ensemble import Ensemble
+from flowline.package.format import Package
+from flowline.package.remote import download_package
+from flowline.storage import is_s3
+from flowline.use_case import UseCase
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """A verified package's model and decision rule; see the module docstring."""
+
+    version: str
+    created_at: float
+    use_case: UseCase
+    feature_set: FeatureSet
+    model: Ensemble
+    evaluation: dict
+    mitigation: Optional[GroupThresholds]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Scorer:
+        """Verify first; only then read anything (model files can run code when loaded). A package at
+        s3://bucket/prefix is downloaded first, and refused unless every file matches its manifest."""
+        if is_s3(str(path)):
+            path = download_package(str(path))
+        packaged = Package.open(path)
+        return Scorer(
+            version=packaged.version, created_at=datetime.fromisoformat(packaged.created_at).timestamp(),
+            use_case=packaged.use_case, feature_set=packaged.feature_set, model=packaged.model,
+            evaluation=packaged.evaluation, mitigation=mitigation_of(packaged.evaluation),
+        )
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        """Scores for a frame of raw columns, in process: what the server answers for the same rows (FP32)."""
+        return self.model.predict(self.feature_set.transform(frame)).astype(np.float32)
+
+    def ids_of(self, records: Optional[List[Mapping[str, Any]]]) -> Dict[str, list]:
+        """The id columns the records carry, each with its value per row (None where a row left it out)."""
+        if not records:
+            return {}
+        return {column: [record.get(column) for record in records] for column in self.use_case.id_columns
+                if any(column in record for record in records)}
+
+    @property
+    def threshold(self) -> Optional[float]:
+        """The cost-optimal decision threshold (binary tasks), as evaluate chose it."""
+        return self.evaluation.get("threshold")
+
+    @property
+    def is_binary(self) -> bool:
+        return self.use_case.task == "binary"
+
+    def decide_frame(self, frame: pd.DataFrame) -> np.ndarray:
+        """Binary decisions for a frame of raw columns, in process: what the server answers for the same rows."""
+        x = self.feature_set.transform(frame)
+        return self.decide(self.model.predict(x), x, frame.to_dict("records"))
+
+    def decide(self, scores: np.ndarray, x: np.ndarray, records: List[Mapping[str, Any]]) -> np.ndarray:
+        """Binary decisions: the per-group thresholds of a fairness mitigation, else the single threshold."""
+        if self.mitigation is None:  # in float32, as the answer reports both: a reported tie is a positive
+            return np.asarray(scores, np.float32) >= np.float32(self.threshold)
+        return self.mitigation.decide(scores, self._attribute_rows(records), x, self.use_case)
+
+    def row_thresholds(self, count: int, records: List[Mapping[str, Any]]) -> Optional[np.ndarray]:
+        """The threshold that decided each of `count` rows (its group's); None for a randomised rule."""
+        if self.mitigation is None:
+            return np.full(count, self.threshold, dtype=np.float32)
+        if self.mitigation.randomized:
+            return None
+        return self.mitigation.row_thresholds(self._attribute_rows(records), self.use_case).astype(np.float32)
+
+    @property
+    def decision_rule(self) -> str:
+        """How the decisions are taken, as the answers name it."""
+        if self.mitigation is None:
+            return "single threshold"
+        return rule_name(self.mitigation.randomized)
+
+    def _attribute_rows(self, records: List[Mapping[str, Any]]) -> pd.DataFrame:
+        return pd.DataFrame.from_records(records, columns=list(self.mitigation.attributes))
+
+    def labels(self, positive: np.ndarray) -> list[str]:
+        """The decision as label values, named as in evaluate's confusion matrix."""
+        negative, positive_name = class_names(self.use_case)
+        return [positive_name if flag else negative for flag in positive]
+
+    @property
+    def has_segments(self) -> bool:
+        return bool(self.evaluation.get("segments"))
+
+    def segments(self, predictions: np.ndarray) -> list[str]:
+        """Regression with segments: each prediction's segment, by its decile among evaluate's test rows."""
+        return segment_names(predictions, self.evaluation["deciles"]["edges"], self.evaluation["segments"])

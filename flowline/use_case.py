@@ -288,6 +288,10 @@ class UseCase(_Strict):
     id_columns: list[str] = []
     time_column: str | None = None
     transactions: TransactionsSpec | None = None
+    transaction_log: UseCase | None = Field(
+        default=None, description="customer rows (customer_rows.py): the transaction log's use case they are built "
+                                  "from, whose contract and transactions say how to score a customer from its "
+                                  "transactions")
     segments: dict[str, int] | None = Field(
         default=None, description="regression: segment names served with each prediction, each with the lowest "
                                   "decile (1-10) of predicted value it covers; one must start at decile 1")
@@ -351,6 +355,8 @@ class UseCase(_Strict):
                 raise ValueError(f"transactions: time_column {self.time_column!r} must be a datetime column")
             if not self.columns[self.transactions.amount_column].is_numeric:
                 raise ValueError(f"transactions.amount_column {self.transactions.amount_column!r} is not numeric")
+        if self.transaction_log is not None and self.transaction_log.transactions is None:
+            raise ValueError("transaction_log: needs a transactions section (the log customer rows are built from)")
         if self.segments is not None:
             if self.task != "regression":
                 raise ValueError("segments apply to regression tasks")

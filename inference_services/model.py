@@ -44,9 +44,11 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.numpy_codec import to_np_dtype
 
 from flowline.inference_services import metrics
+from flowline.inference_services.customers_online import CustomersOnline
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
 from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
+from flowline.online_store import open_store
 from flowline.scoring import Scorer
 
 V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row
@@ -95,12 +97,13 @@ class FlowlineModel(Model):
     appended there as a JSON line (`request_id`, `arm`, `version`, `rows`, `seconds`,
     `error`: null, or the error's kind for a refused one; `ids`: each id column the request
     carried, with its value per row) so that outcomes can be joined back by request id or
-    by entity; answers carry both.
+    by entity; answers carry both. With `online_store` (a URL, online_store.py), a customer-rows
+    package (CLV) also scores customers by id alone, from their stored transactions (customers_online.py).
     """
 
     def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH,
                  canary_path: str | Path | None = None, canary_percent: int = 0,
-                 prediction_log: str | Path | None = None) -> None:
+                 prediction_log: str | Path | None = None, online_store: str | None = None) -> None:
         super().__init__(name)
         if not 0 <= canary_percent <= 100:
             raise ValueError(f"canary_percent {canary_percent}: give 0 to 100")
@@ -112,6 +115,8 @@ class FlowlineModel(Model):
         self.canary: Optional[LoadedPackage] = None
         self.prediction_log = Path(prediction_log) if prediction_log else None
         self._log: Optional[TextIO] = None  # opened once, on load: not once per request
+        self.online_store = online_store
+        self.customers: Optional[CustomersOnline] = None
 
     def load(self) -> bool:
         self.package = LoadedPackage.load(self.package_path)
@@ -122,6 +127,8 @@ class FlowlineModel(Model):
                 raise ValueError(f"canary {self.canary_path} is a {self.canary.use_case.task} model, the champion "
                                  f"a {self.package.use_case.task} one")
             publish_package(self.name, self.canary)
+        if self.online_store:
+            self.customers = CustomersOnline(open_store(self.online_store))
         if self.prediction_log:
             self._log = open(self.prediction_log, "a", encoding="utf-8", buffering=1)  # a line is flushed whole
         self.ready = True
@@ -171,11 +178,13 @@ class FlowlineModel(Model):
         request_id = _request_id(payload, headers)
         arm, package = self._route(request_id)  # one version for the whole request, even if a reload lands
         try:
-            if isinstance(payload, InferRequest):
-                row = V2_ROW
+            row = V2_ROW if isinstance(payload, InferRequest) else V1_ROW
+            if self.customers is not None and self.customers.wants(package.use_case, payload):
+                records = self.customers.records(package.use_case, package.matrix_checker, payload, self.max_batch)
+                features = _transform(package, records, row)
+            elif isinstance(payload, InferRequest):
                 records, features = self._features_from_tensors(package, payload)
             else:
-                row = V1_ROW
                 records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
                 features = _transform(package, records, row)
             scores = package.model.predict(features)

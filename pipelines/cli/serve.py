@@ -32,6 +32,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                         help=f"model server: largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
+    server.add_argument("--online-store", metavar="URL",
+                        help="model server: the online store (sqlite:///path.db, memory:// or redis://host:port/db) "
+                             "a customer-rows package (CLV) reads customers' transactions from, to score them by id")
 
     ab = serve.add_argument_group("local A/B (model server)")
     ab.add_argument("--canary", metavar="[NAME=]PACKAGE_DIR|USE_CASE|VERSION",
@@ -97,7 +100,8 @@ def _model_server(args: argparse.Namespace) -> list:
     if canary_name and canary_name not in {name for name, _ in packages}:
         raise UsageError(f"--canary {canary_name}: no model of that name is served")
     return [FlowlineModel(name, path, args.max_batch, canary_path=canary_path if name == canary_name else None,
-                          canary_percent=args.canary_percent, prediction_log=args.prediction_log)
+                          canary_percent=args.canary_percent, prediction_log=args.prediction_log,
+                          online_store=args.online_store)
             for name, path in packages]
 
 
@@ -108,6 +112,8 @@ def _drift_monitor(args: argparse.Namespace) -> list:
         raise UsageError(f"--drift-monitor: give one package, not {len(args.targets)}")
     if args.canary or args.prediction_log:
         raise UsageError("--canary and --prediction-log: only for the model server, not with --drift-monitor")
+    if args.online_store:
+        raise UsageError("--online-store: only for the model server, not with --drift-monitor")
     (target,) = args.targets
     name, path = _named(target, args.runs_dir)
     if "=" not in target:

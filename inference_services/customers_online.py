@@ -1,0 +1,110 @@
+"""Scoring a customer-rows package (CLV) by customer id alone, from the customer's stored transactions.
+
+A package trained on customer rows (its use case keeps the log's as `transaction_log`) answers, when
+the server has an online store, a request that carries nothing but the customer id:
+v1 `{"instances": [{"customer_id": "123"}, ...]}`, v2 one BYTES tensor named after the id column.
+The customer's transactions in the store (flowline/customer_history.py), those on or before the
+request's as-of date, become its customer row through `features_at`, the function training and batch
+scoring use, and the model scores that row; the answer is the one a request carrying the row would get.
+
+The as-of date is `parameters.as_of` (YYYY-MM-DD, in v1 and v2 alike); without it, today's date in
+UTC. A customer with no transaction on or before that date has no customer row, so no value: the
+request is refused with a 400 naming the customer. Requests carrying the customer-row features are
+answered as before; the transactions a served customer makes reach the store through the push endpoint.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any, Mapping, Optional, Union
+
+import pandas as pd
+from kserve.protocol.infer_type import InferRequest
+
+from flowline.contract import parse_datetimes
+from flowline.customer_history import Event, history_features, transaction_events
+from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe
+from flowline.inference_services.tensors import tensor_records
+from flowline.online_store import OnlineStore
+from flowline.use_case import UseCase
+
+AS_OF = "as_of"  # the request parameter
+
+
+class CustomersOnline:
+    """Customer rows from an online store, for the customer-rows packages a server serves."""
+
+    def __init__(self, store: OnlineStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def wants(use_case: UseCase, payload: Union[dict, InferRequest]) -> bool:
+        """Whether `payload` asks for customers by id alone, of a customer-rows package."""
+        log = use_case.transaction_log
+        if log is None:
+            return False
+        entity = log.transactions.entity_column
+        if isinstance(payload, InferRequest):
+            return [tensor.name for tensor in payload.inputs] == [entity]
+        instances = payload.get("instances") if isinstance(payload, dict) else None
+        return (isinstance(instances, list) and bool(instances)
+                and all(isinstance(record, dict) and list(record) == [entity] for record in instances))
+
+    def records(self, use_case: UseCase, checker: RecordChecker, payload: Union[dict, InferRequest],
+                max_batch: int) -> list[dict[str, Any]]:
+        """The customers' rows as records (the id, then FEATURE_COLUMNS), for a request `wants` took.
+
+        `checker` checks the ids as any request's ids are checked: a bad one is a 400 naming the field."""
+        log = use_case.transaction_log
+        entity = log.transactions.entity_column
+        if isinstance(payload, InferRequest):
+            where = "inputs"
+            sent = checker.check_batch(tensor_records(payload.inputs, checker), where, max_batch)
+        else:
+            where = "instances"
+            sent = checker.check_batch(payload["instances"], where, max_batch)
+        as_of = _as_of(payload.parameters if isinstance(payload, InferRequest) else payload.get("parameters"))
+        ids = [record[entity] for record in sent]
+        rows = history_features(self.store, log, ids, as_of)
+        for index, customer in enumerate(ids):
+            if customer not in rows.index:
+                raise BadRequest("unknown_customer", f"{where}[{index}].{entity}: customer {describe(customer)} has "
+                                                     f"no transaction on or before {as_of} in the online store")
+        return [{entity: customer, **row} for customer, row in zip(ids, rows.loc[ids].to_dict("records"))]
+
+    def push(self, use_case: UseCase, records: list[Mapping[str, Any]], where: str) -> int:
+        """Append transactions (records of the log's columns, as a log row has them) to their customers'
+        histories; the number appended. 400 naming the field for a record the log's contract refuses."""
+        log = use_case.transaction_log
+        events = transactions_of(log, records, where)
+        self.store.append_many(log.entity_definition, events)
+        return sum(map(len, events.values()))
+
+
+def transactions_of(log: UseCase, records: list[Mapping[str, Any]], where: str) -> dict[str, list[Event]]:
+    """Checked transaction records (entity, time and amount required; the log's other columns optional)
+    as store events by customer."""
+    spec = log.transactions
+    required = [spec.entity_column, log.time_column, spec.amount_column]
+    checker = RecordChecker(log, required, [column for column in log.columns if column not in required])
+    for index, record in enumerate(records):
+        checker.check_record(record, f"{where}[{index}]")
+    frame = pd.DataFrame({column: [record[column] for record in records] for column in required})
+    frame[log.time_column] = parse_datetimes(frame[log.time_column].str.strip(), log.columns[log.time_column].format)
+    return transaction_events(frame, log)
+
+
+def _as_of(parameters: Optional[Mapping[str, Any]]) -> date:
+    """The request's as-of date: `parameters.as_of` (YYYY-MM-DD), else today in UTC."""
+    value = (parameters or {}).get(AS_OF) if isinstance(parameters, Mapping) else None
+    if value is None:
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise BadRequest("malformed_request", "parameters: expected an object")
+        return datetime.now(timezone.utc).date()
+    try:
+        if not isinstance(value, str) or len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadRequest("wrong_type", f"parameters.{AS_OF}: expected a date YYYY-MM-DD, got {describe(value)}") \
+            from None

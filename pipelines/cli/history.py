@@ -1,0 +1,48 @@
+"""`flowline seed`: write a transaction log's history to the online store, so that the model server scores
+each customer by id alone (flowline/customer_history.py, inference_services/customers_online.py)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from flowline.pipelines.cli.common import EXIT_ERROR, UsageError, add_use_case_arguments, use_case
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    seed = commands.add_parser(
+        "seed", help="write a transaction-log use case's transactions (CLV) to the online store",
+        description="Read the use case's transaction log (or --source), hold it to the contract as ingest does, and "
+                    "append each transaction to its customer's history in the online store, once per log content. "
+                    "New transactions then reach the store through the model server's push endpoint.")
+    add_use_case_arguments(seed)
+    seed.add_argument("--store", required=True, metavar="URL",
+                      help="the online store: sqlite:///path.db, memory:// or redis://host:port/db")
+    seed.add_argument("--source", default="", metavar="DATA",
+                      help="the log to read instead of the use case's own: a path, http(s) URL or s3://BUCKET/KEY")
+    seed.set_defaults(handler=_seed)
+
+
+def _seed(args: argparse.Namespace) -> int:
+    from flowline.contract import ContractError
+    from flowline.customer_history import seed_log
+    from flowline.online_store import OnlineStoreError, open_store
+
+    chosen = use_case(args)
+    if chosen.transactions is None:
+        raise UsageError(f"use case {chosen.name!r} has no 'transactions' section: only a transaction log is seeded")
+    try:
+        store = open_store(args.store)
+        try:
+            written, quarantined = seed_log(store, chosen, args.source)
+        finally:
+            store.close()
+    except (ContractError, OnlineStoreError) as error:
+        print(f"flowline: seed: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    where = f"{args.store} (namespace {chosen.entity_definition})"
+    if written:
+        print(f"seeded {written} transactions of {chosen.name} into {where}; {quarantined} rows quarantined")
+    else:
+        print(f"{where} already holds this log of {chosen.name}: nothing written")
+    return 0

@@ -7,10 +7,12 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from flowline.customer_history import history_features, history_log, seed_history, transaction_events
 from flowline.customer_rows import FEATURE_COLUMNS, customer_rows_use_case, daily_purchases, features_at
 from flowline.online_store import open_store
+from flowline.pipelines.cli import main
 from flowline.use_case import UseCaseError, parse_use_case
 
 LOG_USE_CASE = {
@@ -90,3 +92,29 @@ def test_customer_rows_keep_the_logs_use_case_and_only_a_log_may_be_kept() -> No
         parse_use_case(document)
     with pytest.raises(ValueError, match="'plain' has no 'transactions' section"):
         transaction_events(pd.DataFrame(), parse_use_case(plain))
+
+
+def test_flowline_seed_writes_a_logs_transactions_once_and_refuses_what_is_not_a_log(tmp_path, capsys) -> None:
+    log = shuffled_log()
+    log.to_csv(tmp_path / "shop.csv", index=False)
+    with open(tmp_path / "bad.csv", "w") as out:  # one row the contract quarantines
+        out.write((tmp_path / "shop.csv").read_text() + "a,not a time,1.0\n")
+    use_case_file = tmp_path / "shop.yaml"
+    use_case_file.write_text(yaml.safe_dump({**LOG_USE_CASE, "data": {"path": str(tmp_path / "bad.csv")}}))
+    store = f"sqlite://{tmp_path}/online.db"
+    assert main(["seed", "--use-case", str(use_case_file), "--store", store]) == 0
+    assert capsys.readouterr().out == (f"seeded {len(log)} transactions of shop into {store} (namespace shop); "
+                                       "1 rows quarantined\n")
+    assert main(["seed", "--use-case", str(use_case_file), "--store", store]) == 0
+    assert "already holds this log of shop: nothing written" in capsys.readouterr().out
+    use_case = parse_use_case(LOG_USE_CASE)
+    pd.testing.assert_frame_equal(history_features(open_store(store), use_case, ["a", "b", "c"], date(2024, 3, 31)),
+                                  features_at(daily_purchases(log, use_case), date(2024, 3, 31)), check_exact=True)
+    # Another log (here the clean one) is another source: its transactions are added.
+    assert main(["seed", "--use-case", str(use_case_file), "--store", store, "--source", str(tmp_path / "shop.csv")]) == 0
+    assert capsys.readouterr().out.startswith(f"seeded {len(log)} transactions")
+    assert main(["seed", "--use-case", str(use_case_file), "--store", "mysql://db"]) == 1
+    assert "flowline: seed: online store 'mysql://db': expected sqlite:///path.db" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as caught:
+        main(["seed", "churn", "--store", store])
+    assert caught.value.code == 2 and "use case 'churn' has no 'transactions' section" in capsys.readouterr().err

@@ -4,6 +4,8 @@ gives every customer exactly the offline features and the package's offline pred
 
 from __future__ import annotations
 
+import json
+import re
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -13,6 +15,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import readme_examples
 
 from flowline.contract import apply_contract, read_use_case_table
 from flowline.customer_history import history_features, transaction_events
@@ -20,6 +23,7 @@ from flowline.customer_rows import FEATURE_COLUMNS, daily_purchases, features_at
 from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import LoadedPackage
 from flowline.online_store import open_store
+from flowline.pipelines.cli import main
 from flowline.use_case import UseCase, load_use_case
 from serving_helpers import records_of
 
@@ -177,3 +181,27 @@ def test_a_customer_is_scored_by_id_over_v1_and_v2_as_of_today_by_default(clv_on
 def test_an_unknown_customer_or_a_bad_id_or_date_is_a_400_naming_it(clv_online, body, field):
     response = httpx.post(f"{clv_online}{V2 if 'inputs' in body else V1}", json=body)
     assert response.status_code == 400 and field in response.json()["error"], response.text
+
+
+README_EXAMPLE = re.compile(r"^curl -s localhost:8081(?P<path>\S+) -H '[^']*' -d '(?P<request>.*?)'\n# (?P<answer>\{[^\n]*\})$",
+                            re.M | re.S)
+
+
+def test_the_readmes_commands_seed_the_store_and_score_a_customer_by_id(clv_package, data_home, tmp_path, capsys):
+    store = f"sqlite://{tmp_path}/online.db"
+    assert main(["seed", "clv", "--store", store]) == 0  # as the README says
+    assert "seeded 69659 transactions of clv" in capsys.readouterr().out
+    use_case = load_use_case("clv")
+    master = apply_contract(read_use_case_table(use_case).frame, use_case).kept
+    package = LoadedPackage.load(clv_package)
+    expected = package.predict(features_at(daily_purchases(master, use_case), CALIBRATION_END).loc[["00003"]])
+    shown = [(m["path"], json.loads(m["request"]), json.loads(m["answer"]))
+             for m in README_EXAMPLE.finditer(readme_examples.README.read_text())]
+    assert [path for path, _, _ in shown] == [V1, V2]
+    with clv_server(clv_package, store, tmp_path / "server.log") as url:
+        for path, request, example in shown:
+            answer = httpx.post(f"{url}{path}", json=request).json()
+            assert readme_examples.shape(answer) == readme_examples.shape(example), answer
+            assert readme_examples.decisions(answer) == package.segments(expected)
+            values = answer["predictions"][0]["prediction"] if path == V1 else answer["outputs"][0]["data"][0]
+            assert np.float32(values) == expected[0]

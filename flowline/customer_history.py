@@ -18,14 +18,14 @@ import pandas as pd
 
 from flowline.contract import apply_contract, read_use_case_table
 from flowline.customer_rows import daily_purchases, features_at
-from flowline.online_store import OnlineStore
-from flowline.use_case import UseCase
+from flowline.online_store import Event, OnlineStore
+from flowline.use_case import TransactionsSpec, UseCase
 
-Event = tuple[float, dict[str, float]]  # (seconds since the epoch, UTC; {amount column: amount})
-EPOCH = pd.Timestamp("1970-01-01")
+EPOCH = pd.Timestamp("1970-01-01")  # event times are seconds since then, UTC
 
 
-def _transactions_of(use_case: UseCase):
+def _transactions_of(use_case: UseCase) -> TransactionsSpec:
+    """The use case's `transactions`; ValueError naming it when it is not a transaction log."""
     if use_case.transactions is None:
         raise ValueError(f"use case {use_case.name!r} has no 'transactions' section: it is not a transaction log")
     return use_case.transactions

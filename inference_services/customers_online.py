@@ -15,6 +15,7 @@ answered as before; the transactions a served customer makes reach the store thr
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timezone
 from typing import Any, Mapping, Optional, Union
 
@@ -22,13 +23,14 @@ import pandas as pd
 from kserve.protocol.infer_type import InferRequest
 
 from flowline.contract import parse_datetimes
-from flowline.customer_history import Event, history_features, transaction_events
+from flowline.customer_history import history_features, transaction_events
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe
 from flowline.inference_services.tensors import tensor_records
-from flowline.online_store import OnlineStore
+from flowline.online_store import Event, OnlineStore
 from flowline.use_case import UseCase
 
 AS_OF = "as_of"  # the request parameter
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 class CustomersOnline:
@@ -94,17 +96,16 @@ def transactions_of(log: UseCase, records: list[Mapping[str, Any]], where: str) 
     return transaction_events(frame, log)
 
 
-def _as_of(parameters: Optional[Mapping[str, Any]]) -> date:
+def _as_of(parameters: Any) -> date:
     """The request's as-of date: `parameters.as_of` (YYYY-MM-DD), else today in UTC."""
-    value = (parameters or {}).get(AS_OF) if isinstance(parameters, Mapping) else None
+    if parameters is not None and not isinstance(parameters, Mapping):
+        raise BadRequest("malformed_request", "parameters: expected an object")
+    value = (parameters or {}).get(AS_OF)
     if value is None:
-        if parameters is not None and not isinstance(parameters, Mapping):
-            raise BadRequest("malformed_request", "parameters: expected an object")
         return datetime.now(timezone.utc).date()
-    try:
-        if not isinstance(value, str) or len(value) != 10:
-            raise ValueError
-        return date.fromisoformat(value)
-    except ValueError:
-        raise BadRequest("wrong_type", f"parameters.{AS_OF}: expected a date YYYY-MM-DD, got {describe(value)}") \
-            from None
+    if isinstance(value, str) and ISO_DATE.fullmatch(value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:  # 1997-02-30
+            pass
+    raise BadRequest("wrong_type", f"parameters.{AS_OF}: expected a date YYYY-MM-DD, got {describe(value)}")

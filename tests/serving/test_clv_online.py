@@ -148,6 +148,7 @@ def test_a_customer_is_scored_by_id_over_v1_and_v2_as_of_today_by_default(clv_on
     offline = daily_purchases(log, use_case)
     assert any(np.array_equal(answer, package.predict(features_at(offline, day).loc[customers]))
                for day in {before, after})
+    customers.append(customers[0])  # a customer twice in one request is answered twice
     as_of = features_at(offline, CALIBRATION_END).loc[customers]
     response = httpx.post(f"{url}{V2}", json={
         "inputs": [{"name": "customer_id", "shape": [len(customers)], "datatype": "BYTES", "data": customers}],
@@ -172,6 +173,8 @@ def test_a_customer_is_scored_by_id_over_v1_and_v2_as_of_today_by_default(clv_on
     ({"instances": [{"customer_id": "00004"}], "parameters": {"as_of": "30/09/1997"}},
      "parameters.as_of: expected a date YYYY-MM-DD, got '30/09/1997'"),
     ({"instances": [{"customer_id": "00004"}], "parameters": {"as_of": 19970930}}, "parameters.as_of"),
+    ({"instances": [{"customer_id": "00004"}], "parameters": {"as_of": "1997-02-30"}},
+     "parameters.as_of: expected a date YYYY-MM-DD, got '1997-02-30'"),
     ({"instances": [{"customer_id": "00004"}], "parameters": ["as_of"]}, "parameters: expected an object"),
     ({"inputs": [{"name": "customer_id", "shape": [1], "datatype": "INT64", "data": [4]}]},
      "input 'customer_id': datatype INT64, expected BYTES"),

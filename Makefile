@@ -43,7 +43,8 @@ help:
 	@echo "make test     install with test extras and run the whole test suite"
 	@echo "make bench    churn, fraud and fraud-claims against FLAML on the same split (build/bench/automl-*.json),"
 	@echo "              clv against BG/NBD + Gamma-Gamma (build/bench/clv.json), and serving against MLServer and"
-	@echo "              an HTTP floor (build/bench/serving.json); about 35 minutes"
+	@echo "              an HTTP floor (build/bench/serving.json), entity features from Redis against the same"
+	@echo "              requests without (build/bench/online.json); about 40 minutes"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml, reading SOURCE=s3://... on the cluster"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make image    build the flowline image with podman, tagged $(IMAGE) (IMAGE=... to change it)"
@@ -132,7 +133,7 @@ test: install-test tools
 # Not a test: measures, writes JSON, compares with the peers in the same run.
 # wrk comes from Debian; MLServer and FLAML get their own venvs (MLServer needs uvloop 0.21.0;
 # FLAML's extras want numpy 2, which the verified set cannot take; lifetimes, the BG/NBD baseline, too).
-bench: install
+bench: install $(REDIS_SERVER)
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
 	test -x $(MLSERVER_VENV)/bin/mlserver || ( $(PYTHON) -m venv $(MLSERVER_VENV) \
 	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check mlserver==1.7.1 uvloop==0.21.0 \
@@ -150,6 +151,7 @@ bench: install
 	$(BIN)/flowline run churn --no-champion --summary build/bench/run-summary.json
 	$(BIN)/python tests/benchmark/serving_bench.py build/bench/run-summary.json \
 	  --mlserver-venv $(MLSERVER_VENV) --out build/bench/serving.json
+	$(BIN)/python tests/benchmark/online_bench.py --redis-server $(REDIS_SERVER) --out build/bench/online.json
 
 compile: install
 	mkdir -p build

@@ -65,11 +65,13 @@ def test_replayed_rows_see_exactly_the_offline_features(log, store, batch: int) 
     assert not np.array_equal(stale[:, entity], offline[:, entity])
 
 
-def test_seeding_again_writes_nothing(log, store) -> None:
+def test_seeding_again_writes_nothing_even_for_another_version(log, store) -> None:
     _, fitted, frame, _, cut = log
     card = frame["card"].iloc[0]
     assert fitted.seed(store) == {"payments": True}
     assert fitted.seed(store) == {"payments": False}
+    retrained = fitted.with_history(frame)  # another version, whose history overlaps what the store holds
+    assert retrained.version != fitted.version and retrained.seed(store) == {"payments": False}
     training = frame.iloc[:cut]
     assert len(store.events("payments", card)) == int((training["card"] == card).sum())
 

@@ -39,6 +39,7 @@ from flowline.use_case import UseCase
 
 FORMAT = "flowline.featureset/v3"  # v3: entity histories hold each event's amounts, not running sums
 TARGET_FOLDS = 5
+SEED_SOURCE = "fitted history"  # an online store takes a definition's fitted history once (FeatureSet.seed)
 
 
 def _numeric_values(raw: pd.Series, column: str, fill: float) -> np.ndarray:
@@ -227,10 +228,11 @@ class FeatureSet:
                 values[column] = _text_values(frame[column])
         return values
 
-    def _record_values(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _record_values(self, record: Mapping[str, Any], columns: Optional[Sequence[str]] = None
+                       ) -> dict[str, np.ndarray]:
         fills = self._fills
         values = {}
-        for column in self.input_columns:
+        for column in self.input_columns if columns is None else columns:
             try:
                 value = record[column]
             except KeyError:
@@ -263,11 +265,13 @@ class FeatureSet:
         """Transform one record {column: value} into a float32 vector, exactly like `transform`."""
         return self._assemble(self._record_values(record), 1, self.features)[0]
 
-    def record_values(self, records: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        """The parsed, imputed input columns of a batch of records {column: value}, as `transform_record`
-        parses one; a missing column or a bad value raises FeatureError naming it."""
-        parsed = [self._record_values(record) for record in records]
-        return {column: np.concatenate([v[column] for v in parsed]) for column in self.input_columns}
+    def record_values(self, records: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None
+                      ) -> dict[str, np.ndarray]:
+        """The parsed, imputed `columns` (default: the input columns) of a batch of records {column: value}, as
+        `transform_record` parses one; a missing column or a bad value raises FeatureError naming it."""
+        columns = self.input_columns if columns is None else columns
+        parsed = [self._record_values(record, columns) for record in records]
+        return {column: np.concatenate([v[column] for v in parsed]) for column in columns}
 
     def transform_values(self, values: Values, rows: int) -> np.ndarray:
         """Transform parsed records (`record_values`): row i equals `transform_record(records[i])`, and entity
@@ -297,6 +301,11 @@ class FeatureSet:
     def entity_features(self) -> list[EntityFeatures]:
         return [f for f in self.features if isinstance(f, EntityFeatures)]
 
+    @property
+    def event_columns(self) -> list[str]:
+        """The columns an event carries: the entity, the time and the summed amounts of the entity features."""
+        return list(dict.fromkeys(column for f in self.entity_features for column in f.inputs))
+
     def online(self, store: OnlineStore) -> FeatureSet:
         """This FeatureSet with its entity features reading `store` (under each definition's name) instead of
         the history fitted at training: the same code and the same version, with fresh entity state."""
@@ -304,8 +313,11 @@ class FeatureSet:
         return FeatureSet(self.numeric, self.categorical, self.time, self.entity, features, self.plan, self.label)
 
     def seed(self, store: OnlineStore) -> dict[str, bool]:
-        """Write the fitted entity history into `store`, once per FeatureSet version: {definition: written now}."""
-        return {f.name: store.seed(f.name, self.version, f.history.as_events()) for f in self.entity_features}
+        """Write the fitted entity history into `store`, once per definition: {definition: written now}.
+
+        From then on the store is the entities' record (served and pushed events): a retrained version's
+        history, which overlaps what the store already holds, is not added again."""
+        return {f.name: store.seed(f.name, SEED_SOURCE, f.history.as_events()) for f in self.entity_features}
 
     def entity_events(self, values: Values) -> dict[str, dict[str, list[Event]]]:
         """The events parsed records (`record_values`) are, for the online store: {definition: {entity: events}}."""

@@ -76,7 +76,8 @@ def sequential_latencies_ms(port: int, path: str, body: bytes, count: int) -> np
 
 
 def wrk_throughput(port: int, path: str, body: bytes, connections: int, seconds: int,
-                   headers: dict[str, str] | None = None) -> dict:
+                   headers: dict[str, str] | None = None, request_lua: str = "") -> dict:
+    """wrk POSTing `body` (or what `request_lua`, a Lua `request` function, builds per request)."""
     headers = {"Content-Type": "application/json", **(headers or {})}
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "body.json").write_bytes(body)
@@ -84,6 +85,7 @@ def wrk_throughput(port: int, path: str, body: bytes, connections: int, seconds:
         script.write_text(
             'wrk.method = "POST"\n' + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
             + f'local f = io.open("{folder}/body.json", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+            + request_lua
         )
         output = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),

@@ -1,6 +1,7 @@
 """CLV scored online by customer id alone, over real HTTP, from the customer's transactions in the online store
-(the embedded SQLite file and a real redis-server); and no skew: replaying the CDNOW sample log in time order
-gives every customer exactly the offline features and the package's offline prediction, at every date."""
+(the embedded SQLite file and a real redis-server); and no skew: the CDNOW sample log pushed to the events
+endpoint in time order gives every customer exactly the offline features and the package's offline prediction,
+at every date."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ import pytest
 import readme_examples
 
 from flowline.contract import apply_contract, read_use_case_table
-from flowline.customer_history import history_features, transaction_events
-from flowline.customer_rows import FEATURE_COLUMNS, daily_purchases, features_at
+from flowline.customer_history import history_features, seed_history
+from flowline.customer_rows import daily_purchases, features_at
 from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import LoadedPackage
 from flowline.online_store import open_store
@@ -29,7 +30,7 @@ from serving_helpers import records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
-V1, V2 = "/v1/models/clv:predict", "/v2/models/clv/infer"
+V1, V2, EVENTS = "/v1/models/clv:predict", "/v2/models/clv/infer", "/v2/models/clv/events"
 CALIBRATION_END = date(1997, 9, 30)
 CHECKPOINTS = (date(1997, 3, 31), date(1997, 7, 1), CALIBRATION_END)  # replayed up to each in turn
 BATCH = 500  # customers per request
@@ -82,20 +83,22 @@ def clv_server(clv_package: Path, store_url: str, log: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def clv_online(clv_package, backend, sample_log, tmp_path_factory) -> Iterator[str]:
-    """A clv model server whose store holds the whole sample log, replayed in time order; its URL."""
+    """A clv model server whose store holds the whole sample log; its URL."""
     use_case, log = sample_log
     store_url = fresh_store(backend, "whole-log", 1)
-    replay(store_url, use_case, log)
+    assert seed_history(open_store(store_url), log, use_case, source="cdnow-sample") == len(log)
     with clv_server(clv_package, store_url, tmp_path_factory.mktemp("server") / "server.log") as url:
         yield url
 
 
-def replay(store_url: str, use_case: UseCase, log: pd.DataFrame) -> None:
-    """Append the transactions of `log` in time order, one day at a time (a daily feed)."""
-    store = open_store(store_url)
-    for _, day in log.groupby("date", sort=True):
-        store.append_many(use_case.entity_definition, transaction_events(day, use_case))
-    store.close()
+def push_weeks(url: str, log: pd.DataFrame) -> None:
+    """POST the transactions of `log` to the events endpoint in time order, one week per request (a weekly feed)."""
+    for _, part in log.groupby(log["date"].dt.to_period("W"), sort=True):
+        records = [{"customer_id": customer, "date": day.strftime("%Y%m%d"), "number_of_cds": int(cds),
+                    "dollar_value": float(value)} for customer, day, cds, value in
+                   zip(part["customer_id"], part["date"], part["number_of_cds"], part["dollar_value"])]
+        response = httpx.post(f"{url}{EVENTS}", json={"instances": records})
+        assert response.status_code == 200 and response.json()["events"] == len(records), response.text
 
 
 def served(url: str, customers: list[str], as_of: date | None = None) -> np.ndarray:
@@ -121,9 +124,9 @@ def test_replayed_transactions_give_every_customer_the_offline_features_and_pred
     store_url = fresh_store(backend, "replayed", 2)
     with clv_server(clv_package, store_url, tmp_path / "server.log") as url:
         replayed = pd.Timestamp.min
-        for as_of in CHECKPOINTS:  # replay up to each in turn
+        for as_of in CHECKPOINTS:  # replay up to each in turn, through the events endpoint
             cut = pd.Timestamp(as_of) + pd.Timedelta(days=1)
-            replay(store_url, use_case, log[(log["date"] >= replayed) & (log["date"] < cut)])
+            push_weeks(url, log[(log["date"] >= replayed) & (log["date"] < cut)])
             replayed = cut
             expected = features_at(offline, as_of)
             customers = expected.index.tolist()
@@ -133,7 +136,7 @@ def test_replayed_transactions_give_every_customer_the_offline_features_and_pred
             assert np.array_equal(online.to_numpy(), expected.to_numpy())
             assert np.array_equal(served(url, customers, as_of), package.predict(expected))
         # The rest of the log (the holdout) reaches the store: the value as of calibration_end stays the same.
-        replay(store_url, use_case, log[log["date"] >= replayed])
+        push_weeks(url, log[log["date"] >= replayed])
         expected = features_at(offline, CALIBRATION_END)
         assert np.array_equal(served(url, expected.index.tolist(), CALIBRATION_END), package.predict(expected))
 
@@ -186,13 +189,37 @@ def test_an_unknown_customer_or_a_bad_id_or_date_is_a_400_naming_it(clv_online, 
     assert response.status_code == 400 and field in response.json()["error"], response.text
 
 
-README_EXAMPLE = re.compile(r"^curl -s localhost:8081(?P<path>\S+) -H '[^']*' -d '(?P<request>.*?)'\n# (?P<answer>\{[^\n]*\})$",
-                            re.M | re.S)
+@pytest.mark.parametrize("record, field", [
+    ({"customer_id": "88888", "date": "19971301", "dollar_value": 5.0}, "instances[1].date: '19971301' is not a date"),
+    ({"customer_id": "88888", "date": "19971201"}, "instances[1]: missing column 'dollar_value'"),
+    ({"customer_id": "88888", "date": "19971201", "dollar_value": -5.0}, "instances[1].dollar_value: -5.0 is outside"),
+    ({"customer_id": 88888, "date": "19971201", "dollar_value": 5.0}, "instances[1].customer_id: expected a string"),
+    ({"customer_id": "88888", "date": "19971201", "dollar_value": 5.0, "coupon": "X"},
+     "instances[1]: unknown column 'coupon'"),
+])
+def test_a_pushed_transaction_the_contract_refuses_is_a_400_naming_it_and_nothing_is_written(clv_online, record,
+                                                                                            field):
+    good = {"customer_id": "88888", "date": "19970301", "number_of_cds": 1, "dollar_value": 10.0}
+    response = httpx.post(f"{clv_online}{EVENTS}", json={"instances": [good, record]})
+    assert response.status_code == 400 and field in response.json()["error"], response.text
+    response = httpx.post(f"{clv_online}{V1}", json={"instances": [{"customer_id": "88888"}]})
+    assert response.status_code == 400 and "customer '88888' has no transaction" in response.text
 
 
-def test_the_readmes_commands_seed_the_store_and_score_a_customer_by_id(clv_package, data_home, tmp_path, capsys):
-    store = f"sqlite://{tmp_path}/online.db"
-    assert main(["seed", "clv", "--store", store]) == 0  # as the README says
+def test_a_served_request_is_no_transaction(clv_online):
+    response = httpx.post(f"{clv_online}{EVENTS}", json={"instances": [{"customer_id": "00004"}]},
+                          headers={"ce-type": "org.kubeflow.serving.inference.request", "ce-id": "1",
+                                   "ce-source": "test", "ce-specversion": "1.0"})
+    assert response.status_code == 400 and "ce-type" in response.json()["error"], response.text
+
+
+README_EXAMPLE = re.compile(r"^curl -sS http://127.0.0.1:8080(?P<path>/v\d/models/clv\S+) -H '[^']*' -d '(?P<request>.*?)'"
+                            r"\n# (?P<answer>\{[^\n]*\})$", re.M | re.S)
+
+
+def test_the_readmes_commands_seed_the_store_score_a_customer_by_id_and_take_a_transaction(clv_package, data_home,
+                                                                                           tmp_path, capsys):
+    assert main(["seed", "clv", "--runs-dir", str(tmp_path)]) == 0  # as the README says: the store serve reads
     assert "seeded 69659 transactions of clv" in capsys.readouterr().out
     use_case = load_use_case("clv")
     master = apply_contract(read_use_case_table(use_case).frame, use_case).kept
@@ -200,11 +227,20 @@ def test_the_readmes_commands_seed_the_store_and_score_a_customer_by_id(clv_pack
     expected = package.predict(features_at(daily_purchases(master, use_case), CALIBRATION_END).loc[["00003"]])
     shown = [(m["path"], json.loads(m["request"]), json.loads(m["answer"]))
              for m in README_EXAMPLE.finditer(readme_examples.README.read_text())]
-    assert [path for path, _, _ in shown] == [V1, V2]
-    with clv_server(clv_package, store, tmp_path / "server.log") as url:
-        for path, request, example in shown:
+    assert [path for path, _, _ in shown] == [V1, V2, EVENTS]
+    with running_server([str(clv_package)], extra_args=["--runs-dir", str(tmp_path)],
+                        log_path=str(tmp_path / "server.log")) as url:
+        for path, request, example in shown[:2]:
             answer = httpx.post(f"{url}{path}", json=request).json()
             assert readme_examples.shape(answer) == readme_examples.shape(example), answer
             assert readme_examples.decisions(answer) == package.segments(expected)
-            values = answer["predictions"][0]["prediction"] if path == V1 else answer["outputs"][0]["data"][0]
-            assert np.float32(values) == expected[0]
+            value = answer["predictions"][0]["prediction"] if path == V1 else answer["outputs"][0]["data"][0]
+            assert np.float32(value) == expected[0]
+        path, request, example = shown[2]
+        assert httpx.post(f"{url}{path}", json=request).json() == example
+        # The pushed transaction is the customer's from then on, exactly as if the log had it.
+        pushed = pd.DataFrame([{"customer_id": "00003", "date": pd.Timestamp("1998-07-02"), "dollar_value": 25.5}])
+        later = features_at(daily_purchases(pd.concat([master, pushed]), use_case), date(1998, 7, 2)).loc[["00003"]]
+        assert np.array_equal(served(url, ["00003"], date(1998, 7, 2)), package.predict(later))
+        assert not np.array_equal(package.predict(later), package.predict(
+            features_at(daily_purchases(master, use_case), date(1998, 7, 2)).loc[["00003"]]))

@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--redis-server", help="the redis-server binary (default: as the tests find it)")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--timeout", type=int, default=2, help="seconds after which wrk counts a request failed")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     body = json.dumps(FIRST_BODY).encode()
@@ -104,7 +105,7 @@ def main() -> None:
                                     log_path=str(args.out.parent / f"online-{name}.log")) as url:
                     port = int(url.rsplit(":", 1)[1])
                     results[name] = wrk_throughput(port, "/v2/models/payments/infer", body, args.connections,
-                                                   args.seconds, request_lua=REQUEST_LUA)
+                                                   args.seconds, request_lua=REQUEST_LUA, timeout_s=args.timeout)
                 print(f"bench: {name}: {json.dumps(results[name])}", flush=True)
             lookup = lookup_p99_ms(redis_url)
     entity, plain = results["entity"], results["plain"]

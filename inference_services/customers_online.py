@@ -6,6 +6,7 @@ v1 `{"instances": [{"customer_id": "123"}, ...]}`, v2 one BYTES tensor named aft
 The customer's transactions in the store (flowline/customer_history.py), those on or before the
 request's as-of date, become its customer row through `features_at`, the function training and batch
 scoring use, and the model scores that row; the answer is the one a request carrying the row would get.
+`:explain` takes the same requests and explains each customer's row.
 
 The as-of date is `parameters.as_of` (YYYY-MM-DD, in v1 and v2 alike); without it, today's date in
 UTC. A customer with no transaction on or before that date has no customer row, so no value: the

@@ -209,9 +209,8 @@ class FlowlineModel(Model):
         arm, package = self._route(request_id)  # one version for the whole request, even if a reload lands
         try:
             row = V2_ROW if isinstance(payload, InferRequest) else V1_ROW
-            if self.online_store_url and customers_online.wants(package.use_case, payload):
-                records = customers_online.customer_records(self._online_store(), package.use_case,
-                                                            package.matrix_checker, payload, self.max_batch)
+            records = self._customers_by_id(package, payload)
+            if records is not None:
                 features, values = _transform(package, records, row)
             elif isinstance(payload, InferRequest):
                 records, features, values = self._features_from_tensors(package, payload)
@@ -235,6 +234,14 @@ class FlowlineModel(Model):
         if self._log:
             self._log_prediction(request_id, arm, package, len(scores), seconds, ids=ids)
         return response
+
+    def _customers_by_id(self, package: LoadedPackage, payload: Union[Dict, InferRequest]) -> Optional[list]:
+        """The customer rows a CLV request names by customer id alone, from the online store
+        (customers_online.py); None for any other request."""
+        if not (self.online_store_url and customers_online.wants(package.use_case, payload)):
+            return None
+        return customers_online.customer_records(self._online_store(), package.use_case, package.matrix_checker,
+                                                 payload, self.max_batch)
 
     def _served_rows(self, package: LoadedPackage, values: Mapping[str, np.ndarray]) -> None:
         """After an answer: count the rows outside the training profile, and append the rows' events to the
@@ -286,7 +293,9 @@ class FlowlineModel(Model):
         """SHAP contributions per raw column for each instance, plus the base value (in margin units), and the
         entity features the row was given (read from the online store, when the package has them)."""
         package = self.package
-        records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
+        records = self._customers_by_id(package, payload)
+        if records is None:
+            records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
         matrix, _ = _transform(package, records, V1_ROW)
         per_column, base = package.model.column_contributions(matrix, package.owners)
         margins = package.model.margin(matrix)

@@ -167,6 +167,20 @@ def test_a_customer_is_scored_by_id_over_v1_and_v2_as_of_today_by_default(clv_on
                           package.predict(as_of))
 
 
+def test_a_customers_value_is_explained_by_id_exactly_as_its_row_is(clv_online, sample_log):
+    use_case, log = sample_log
+    customers = ["00004", "00021"]
+    by_id = httpx.post(f"{clv_online}/v1/models/clv:explain", json={
+        "instances": [{"customer_id": c} for c in customers], "parameters": {"as_of": "1997-09-30"}})
+    assert by_id.status_code == 200, by_id.text
+    rows = features_at(daily_purchases(log, use_case), CALIBRATION_END).loc[customers]
+    by_row = httpx.post(f"{clv_online}/v1/models/clv:explain", json={"instances": records_of(rows)})
+    assert by_row.status_code == 200, by_row.text
+    explained = by_id.json()["explanations"]
+    assert [explanation.pop("customer_id") for explanation in explained] == customers
+    assert explained == by_row.json()["explanations"]
+
+
 @pytest.mark.parametrize("body, field", [
     ({"instances": [{"customer_id": "00004"}, {"customer_id": "99999"}]}, "instances[1].customer_id: customer '99999'"),
     ({"instances": [{"customer_id": "00004"}], "parameters": {"as_of": "1996-12-31"}},

@@ -18,6 +18,10 @@ PROMTOOL := build/tools/usr/bin/promtool
 PROMETHEUS := build/tools/usr/bin/prometheus
 # Ceph (monitor, OSD, RADOS Gateway) from Debian's packages, unpacked: the tests' real S3 server.
 CEPH := build/tools/ceph
+# redis-server from Debian's packages (with the two libraries it links), unpacked so no service starts: the
+# online feature store's server in the tests and the online bench.
+REDIS := build/tools/redis
+REDIS_SERVER := $(REDIS)/usr/bin/redis-server
 
 # The flowline image, built with podman on a base made from Debian packages (no registry needed).
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' flowline/__init__.py)
@@ -40,7 +44,8 @@ help:
 	@echo "make bench    churn, fraud and fraud-claims against FLAML on the same split (build/bench/automl-*.json),"
 	@echo "              clv against BG/NBD + Gamma-Gamma (build/bench/clv.json), and serving against MLServer and"
 	@echo "              an HTTP floor (build/bench/serving.json), batch scoring of 1,000,000 rows against the"
-	@echo "              in-process floor (build/bench/batch.json); about 40 minutes"
+	@echo "              in-process floor (build/bench/batch.json), entity features from Redis against the same"
+	@echo "              requests without (build/bench/online.json); about 45 minutes"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml, reading SOURCE=s3://... on the cluster"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make image    build the flowline image with podman, tagged $(IMAGE) (IMAGE=... to change it)"
@@ -63,13 +68,20 @@ $(PROMTOOL):
 	dpkg -x build/tools/deb/prometheus_*.deb build/tools
 	$(PROMTOOL) --version
 
+$(REDIS_SERVER):
+	mkdir -p $(REDIS)/deb
+	cd $(REDIS)/deb && (apt-get download redis-server redis-tools libjemalloc2 liblzf1 || \
+	  (apt-get update -qq && apt-get download redis-server redis-tools libjemalloc2 liblzf1))
+	for deb in $(REDIS)/deb/*.deb; do dpkg -x $$deb $(REDIS); done
+	LD_LIBRARY_PATH=$(REDIS)/usr/lib/x86_64-linux-gnu $(REDIS_SERVER) --version
+
 $(CEPH)/usr/bin/radosgw:
 	bash tests/tools/fetch-ceph.sh $(CEPH)
 
 # Tools the tests run: kubectl (with kustomize) for the manifests, promtool for the alert rules, Prometheus
 # for the canary controller's queries, headless Chromium (Debian's chromium) to render the HTML reports,
-# Ceph's gateway as an S3 server.
-tools: $(PROMTOOL) $(CEPH)/usr/bin/radosgw container-tools
+# Ceph's gateway as an S3 server, redis-server as the online feature store.
+tools: $(PROMTOOL) $(CEPH)/usr/bin/radosgw $(REDIS_SERVER) container-tools
 	command -v kubectl >/dev/null 2>&1 || (apt-get update -qq && (apt-get install -y -qq kubectl || apt-get install -y -qq kubernetes-client))
 	kubectl version --client
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
@@ -116,13 +128,13 @@ demo: install
 # One thread per worker: two workers' OpenMP and BLAS pools spinning on two cores slow both to a crawl.
 test: install-test tools
 	OMP_NUM_THREADS=1 FLOWLINE_PROMTOOL=$(abspath $(PROMTOOL)) FLOWLINE_PROMETHEUS=$(abspath $(PROMETHEUS)) \
-	  FLOWLINE_CEPH=$(abspath $(CEPH)) \
+	  FLOWLINE_CEPH=$(abspath $(CEPH)) FLOWLINE_REDIS_SERVER=$(abspath $(REDIS_SERVER)) \
 	  $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Not a test: measures, writes JSON, compares with the peers in the same run.
 # wrk comes from Debian; MLServer and FLAML get their own venvs (MLServer needs uvloop 0.21.0;
 # FLAML's extras want numpy 2, which the verified set cannot take; lifetimes, the BG/NBD baseline, too).
-bench: install
+bench: install $(REDIS_SERVER)
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
 	test -x $(MLSERVER_VENV)/bin/mlserver || ( $(PYTHON) -m venv $(MLSERVER_VENV) \
 	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check mlserver==1.7.1 uvloop==0.21.0 \
@@ -142,6 +154,7 @@ bench: install
 	  --mlserver-venv $(MLSERVER_VENV) --out build/bench/serving.json
 	$(BIN)/python tests/benchmark/batch_bench.py build/bench/run-summary.json --rows 1000000 \
 	  --out build/bench/batch.json
+	$(BIN)/python tests/benchmark/online_bench.py --redis-server $(REDIS_SERVER) --out build/bench/online.json
 
 compile: install
 	mkdir -p build

@@ -18,7 +18,8 @@ same at any cut-off (README.md): recency relative to the entity's age, frequency
 spend per week of its lifetime, monetary value, inter-purchase time, activity and spend
 in recent windows, and the trend between the last two quarters.
 `customer_rows_use_case` is the use case the rest of the pipeline sees: these columns,
-the label, and the `latest` split (test = the rows at calibration_end).
+the label, and the `latest` split (test = the rows at calibration_end); it keeps the log's own
+use case as `transaction_log`, so that a package can score a customer from its transactions.
 """
 
 from __future__ import annotations
@@ -156,5 +157,6 @@ def customer_rows_use_case(use_case: UseCase) -> UseCase:
                  **{name: {"type": "number"} for name in FEATURE_COLUMNS}},
         id_columns=[spec.entity_column], time_column=CUTOFF_COLUMN,
         features={**document["features"], "entity_column": None, "amount_columns": []},
+        transaction_log=use_case.model_dump(mode="json"),
     )
     return UseCase.model_validate(document)

@@ -308,6 +308,10 @@ class UseCase(_Strict):
     id_columns: list[str] = []
     time_column: str | None = None
     transactions: TransactionsSpec | None = None
+    transaction_log: UseCase | None = Field(
+        default=None, description="customer rows (customer_rows.py): the transaction log's use case they are built "
+                                  "from, whose contract and transactions say how to score a customer from its "
+                                  "transactions")
     segments: dict[str, int] | None = Field(
         default=None, description="regression: segment names served with each prediction, each with the lowest "
                                   "decile (1-10) of predicted value it covers; one must start at decile 1")
@@ -371,6 +375,8 @@ class UseCase(_Strict):
                 raise ValueError(f"transactions: time_column {self.time_column!r} must be a datetime column")
             if not self.columns[self.transactions.amount_column].is_numeric:
                 raise ValueError(f"transactions.amount_column {self.transactions.amount_column!r} is not numeric")
+        if self.transaction_log is not None and self.transaction_log.transactions is None:
+            raise ValueError("transaction_log: needs a transactions section (the log customer rows are built from)")
         if self.segments is not None:
             if self.task != "regression":
                 raise ValueError("segments apply to regression tasks")
@@ -431,7 +437,11 @@ class UseCase(_Strict):
     @property
     def entity_definition(self) -> str:
         """The name of the entity-feature definition this use case uses, which is also its online store
-        namespace: the owner's name when it reuses another's (features.entity_features_from), else its own."""
+        namespace: the owner's name when it reuses another's (features.entity_features_from), else its own.
+
+        Two use cases with the same definition share one online state; only the definition's owner
+        (`entity_definition == name`) writes its served transactions to the store.
+        """
         return self.features.entity_features_from or self.name
 
     @property

@@ -29,23 +29,20 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 from kserve import Model
-from kserve.protocol.infer_type import InferInput
 
 from flowline.decisions import mitigation_of
 from flowline.events import PIPELINE_RUN_EVENT, REQUEST_EVENT, RUN_STATUSES
 from flowline.drift import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector, split_window
 from flowline.package.format import Package
 from flowline.inference_services import metrics
-from flowline.inference_services.tensors import tensor_records
+from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
-from flowline.inference_services.server import v2_body_problem
 from flowline.use_case import NAME_PATTERN, UseCase
 
-MAX_EVENT_ROWS = 10_000
 # What to do about a drifted window: (monitored use case, package version, p-value per feature) -> what happened.
 OnDrift = Callable[[str, str, Dict[str, float]], dict]
 
@@ -116,7 +113,7 @@ class DriftMonitor(Model):
             if event_type != REQUEST_EVENT:
                 raise BadRequest("unsupported_event", f"ce-type: expected {REQUEST_EVENT!r} or {PIPELINE_RUN_EVENT!r}, "
                                                       f"got {describe(event_type)}")
-            records = self._records(payload)
+            records = payload_records(payload, self.package.checker)
         except BadRequest as error:
             metrics.DRIFT_INVALID_EVENTS.labels(self.package.use_case.name, error.kind).inc()
             raise
@@ -138,18 +135,6 @@ class DriftMonitor(Model):
     def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
         """A client's mistake, not a missing feature of the server: 400 rather than KServe's 501."""
         raise BadRequest("unsupported_verb", "explain: the drift monitor takes CloudEvents at :predict")
-
-    def _records(self, payload: Dict) -> List[dict]:
-        checker = self.package.checker
-        if isinstance(payload, dict) and "instances" in payload:
-            return checker.check_batch(payload["instances"], "instances", MAX_EVENT_ROWS)
-        if isinstance(payload, dict) and isinstance(payload.get("inputs"), list):
-            problem = v2_body_problem(payload, require_data=True)  # a CloudEvent carries JSON, no binary tensors
-            if problem:
-                raise BadRequest("malformed_request", problem)
-            inputs = [InferInput(t["name"], t["shape"], t["datatype"], t.get("data")) for t in payload["inputs"]]
-            return checker.check_batch(tensor_records(inputs, checker), "inputs", MAX_EVENT_ROWS)
-        raise BadRequest("malformed_request", "data: expected a v1 body with 'instances' or a v2 body with 'inputs'")
 
     def _test(self, window: np.ndarray) -> dict:
         result = self.package.detector.predict(window, return_p_val=True)["data"]

@@ -30,6 +30,15 @@ HTTP_REQUESTS = Counter(
     "flowline_http_requests", "Requests to a model's predict, explain and infer routes, by HTTP status.",
     ["model_name", "model_version", "code"],
 )
+OUT_OF_PROFILE = Counter(
+    "flowline_out_of_profile_rows", "Rows answered with a value outside what the training split saw, by column and "
+    "reason (below_training_min, above_training_max, unseen_category): within the contract, beyond the profile.",
+    ["model_name", "column", "reason"],
+)
+ENTITY_EVENTS = Counter(
+    "flowline_entity_events", "Events appended to the online store, by source: served (answered rows) or pushed "
+    "(the events endpoint).", ["model_name", "source"],
+)
 MODEL_INFO = Gauge("flowline_model_info", "The package a model name serves (always 1).",
                    ["model_name", "model_version", "use_case", "task"])
 MODEL_CREATED = Gauge("flowline_model_created_timestamp_seconds", "When the served package was built.",

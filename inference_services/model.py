@@ -18,6 +18,14 @@ the raw columns or an encoded matrix). They are never features: each answer row 
 sent, v2 as one output tensor per id column, and the prediction log writes them, so that outcomes
 join by entity as well as by request id.
 
+Entity features (`features.entity_column`) read an online store (`online_store`, a URL:
+flowline/online_store.py) at request time, one lookup per request; when the use case owns its
+entity-feature definition, each answered row is then appended as an event, and `push_events`
+takes events the server did not answer (plain records or payload-logger CloudEvents). Answered
+rows outside the training profile are counted per column and reason. A customer-rows package
+(CLV) scores a customer by id alone from its transactions in the same store, and takes its new
+transactions through `push_events` (customers_online.py).
+
 The package-level scores and decisions are the core's `Scorer` (flowline/scoring.py), which batch scoring
 uses too; `LoadedPackage` adds the request checkers. A package is loaded only after `verify()` passes. `reload()` swaps in a new version
 atomically; a package that fails verification is refused and the running one keeps
@@ -36,15 +44,20 @@ import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, TextIO, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Union
 
 import numpy as np
 from kserve import Model
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.numpy_codec import to_np_dtype
 
+from flowline.events import REQUEST_EVENT
+from flowline.features.kinds import FeatureError, Values
+from flowline.online_store import OnlineStore, OnlineStoreError, open_store
 from flowline.inference_services import metrics
+from flowline.inference_services import customers_online
 from flowline.inference_services.options import DEFAULT_MAX_BATCH
+from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
 from flowline.scoring import Scorer
@@ -60,19 +73,32 @@ class LoadedPackage(Scorer):
     checker: RecordChecker
     owners: np.ndarray  # (encoded features x raw columns): adds SHAP contributions up to the raw columns
     matrix_checker: RecordChecker  # what comes beside an encoded matrix: the mitigation's attributes, the ids
+    store: Optional[OnlineStore] = None  # where entity features read events; set when the package has them
+    writes_events: bool = False  # the use case owns its entity-feature definition: its served rows are events
 
     @classmethod
-    def load(cls, path: str | Path) -> LoadedPackage:
-        """The package's Scorer (verified before anything is read; s3:// is downloaded), with the checkers."""
+    def load(cls, path: str | Path, online_store: Optional[Callable[[], OnlineStore]] = None) -> LoadedPackage:
+        """The package's Scorer (verified before anything is read; s3:// is downloaded), with the checkers.
+
+        With `online_store` (opening the store) and entity features in the package, they read the store; the
+        owner of the definition seeds it with the package's training history (once per definition)."""
         scorer = Scorer.open(path)
         scorer.model.set_threads(1)  # one row per request: threads cost more than they save
+        use_case, feature_set, store, owner = scorer.use_case, scorer.feature_set, None, False
+        if online_store is not None and feature_set.entity_features:
+            store = online_store()
+            owner = use_case.entity_definition == use_case.name
+            if owner:
+                feature_set.seed(store)
+            feature_set = feature_set.online(store)
         attributes = scorer.mitigation.attributes if scorer.mitigation else ()
-        use_case, feature_set, ids = scorer.use_case, scorer.feature_set, scorer.use_case.id_columns
+        ids = use_case.id_columns
         return cls(
-            **{field.name: getattr(scorer, field.name) for field in fields(Scorer)},
+            **{field.name: getattr(scorer, field.name) for field in fields(Scorer) if field.name != "feature_set"},
+            feature_set=feature_set,
             checker=RecordChecker(use_case, request_columns(feature_set.input_columns, attributes), ids),
             owners=feature_set.owners,
-            matrix_checker=RecordChecker(use_case, attributes, ids),
+            matrix_checker=RecordChecker(use_case, attributes, ids), store=store, writes_events=owner,
         )
 
     def input_types(self) -> List[Dict]:
@@ -95,12 +121,13 @@ class FlowlineModel(Model):
     appended there as a JSON line (`request_id`, `arm`, `version`, `rows`, `seconds`,
     `error`: null, or the error's kind for a refused one; `ids`: each id column the request
     carried, with its value per row) so that outcomes can be joined back by request id or
-    by entity; answers carry both.
+    by entity; answers carry both. With `online_store` (a URL, online_store.py), a customer-rows
+    package (CLV) also scores customers by id alone, from their stored transactions (customers_online.py).
     """
 
     def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH,
                  canary_path: str | Path | None = None, canary_percent: int = 0,
-                 prediction_log: str | Path | None = None) -> None:
+                 prediction_log: str | Path | None = None, online_store: str | None = None) -> None:
         super().__init__(name)
         if not 0 <= canary_percent <= 100:
             raise ValueError(f"canary_percent {canary_percent}: give 0 to 100")
@@ -112,12 +139,22 @@ class FlowlineModel(Model):
         self.canary: Optional[LoadedPackage] = None
         self.prediction_log = Path(prediction_log) if prediction_log else None
         self._log: Optional[TextIO] = None  # opened once, on load: not once per request
+        self.online_store_url = online_store
+        self._store: Optional[OnlineStore] = None  # opened once, when a package first needs it
+
+    def _online_store(self) -> OnlineStore:
+        if self._store is None:
+            self._store = open_store(self.online_store_url)
+        return self._store
+
+    def _load_package(self, path: str) -> LoadedPackage:
+        return LoadedPackage.load(path, self._online_store if self.online_store_url else None)
 
     def load(self) -> bool:
-        self.package = LoadedPackage.load(self.package_path)
+        self.package = self._load_package(self.package_path)
         publish_package(self.name, self.package)
         if self.canary_path:
-            self.canary = LoadedPackage.load(self.canary_path)
+            self.canary = self._load_package(self.canary_path)
             if self.canary.use_case.task != self.package.use_case.task:
                 raise ValueError(f"canary {self.canary_path} is a {self.canary.use_case.task} model, the champion "
                                  f"a {self.package.use_case.task} one")
@@ -146,7 +183,7 @@ class FlowlineModel(Model):
         leaving the running version in place, when the new package fails verification.
         """
         path = str(package_path or self.package_path)
-        new, old = LoadedPackage.load(path), self.package
+        new, old = self._load_package(path), self.package
         self.package, self.package_path = new, path
         publish_package(self.name, new, replaced=old)
         self.ready = True  # back in service after an unload
@@ -171,18 +208,22 @@ class FlowlineModel(Model):
         request_id = _request_id(payload, headers)
         arm, package = self._route(request_id)  # one version for the whole request, even if a reload lands
         try:
-            if isinstance(payload, InferRequest):
-                row = V2_ROW
-                records, features = self._features_from_tensors(package, payload)
+            row = V2_ROW if isinstance(payload, InferRequest) else V1_ROW
+            records = self._customers_by_id(package, payload)
+            if records is not None:
+                features, values = _transform(package, records, row)
+            elif isinstance(payload, InferRequest):
+                records, features, values = self._features_from_tensors(package, payload)
             else:
-                row = V1_ROW
                 records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-                features = _transform(package, records, row)
+                features, values = _transform(package, records, row)
             scores = package.model.predict(features)
             _require_finite(scores, row)
             positive = package.decide(scores, features, records) if package.is_binary else None
             ids = package.ids_of(records)
             response = self._answer(package, payload, scores, positive, records, ids, request_id)
+            if values is not None:
+                self._served_rows(package, values)
         except Exception as error:  # an arm's failures count against it in the canary analysis
             metrics.PREDICTION_ERRORS.labels(self.name, package.version, type(error).__name__).inc()
             if self._log:
@@ -194,15 +235,75 @@ class FlowlineModel(Model):
             self._log_prediction(request_id, arm, package, len(scores), seconds, ids=ids)
         return response
 
-    def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
-        """SHAP contributions per raw column for each instance, plus the base value (in margin units)."""
+    def _customers_by_id(self, package: LoadedPackage, payload: Union[Dict, InferRequest]) -> Optional[list]:
+        """The customer rows a CLV request names by customer id alone, from the online store
+        (customers_online.py); None for any other request."""
+        if not (self.online_store_url and customers_online.wants(package.use_case, payload)):
+            return None
+        return customers_online.customer_records(self._online_store(), package.use_case, package.matrix_checker,
+                                                 payload, self.max_batch)
+
+    def _served_rows(self, package: LoadedPackage, values: Mapping[str, np.ndarray]) -> None:
+        """After an answer: count the rows outside the training profile, and append the rows' events to the
+        online store when this use case owns its entity-feature definition."""
+        for (column, reason), rows in package.feature_set.out_of_profile(values).items():
+            metrics.OUT_OF_PROFILE.labels(self.name, column, reason).inc(rows)
+        if package.writes_events:
+            self._append_events(package, values, "served")
+
+    def _append_events(self, package: LoadedPackage, values: Mapping[str, np.ndarray], source: str) -> int:
+        appended = 0
+        for definition, events in package.feature_set.entity_events(values).items():
+            package.store.append_many(definition, events)
+            appended += sum(map(len, events.values()))
+        metrics.ENTITY_EVENTS.labels(self.name, source).inc(appended)
+        return appended
+
+    def push_events(self, payload: Any, headers: Mapping[str, str]) -> Dict:
+        """Append events to the online store: plain records of the event columns (a v1 body, `instances`, or a
+        v2 body), or a payload-logger CloudEvent (ce-type REQUEST_EVENT) whose body is a served request.
+        Every record is checked before anything is written: a bad one is a 400 naming its field."""
         package = self.package
-        records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-        matrix = _transform(package, records, V1_ROW)
+        feature_set, use_case = package.feature_set, package.use_case
+        if use_case.transaction_log is not None and self.online_store_url:  # CLV: the records are transactions
+            pushed = customers_online.push(self._online_store(), use_case, payload, headers)
+            metrics.ENTITY_EVENTS.labels(self.name, "pushed").inc(pushed["events"])
+            return {"model_name": self.name, **pushed}
+        if not feature_set.entity_features:
+            raise BadRequest("no_entity_features", f"events: model {self.name!r} has no entity features to update")
+        if not package.writes_events:
+            raise BadRequest("not_the_owner", f"events: model {self.name!r} reads the entity features of "
+                                              f"{use_case.entity_definition!r}; push events to that use case's model")
+        event_type = headers.get("ce-type")
+        if event_type is not None and event_type != REQUEST_EVENT:
+            raise BadRequest("unsupported_event", f"ce-type: expected {REQUEST_EVENT!r} (a served request) or no "
+                                                  f"ce-type (plain records), got {describe(event_type)}")
+        checker = package.checker if event_type else RecordChecker(use_case, feature_set.event_columns,
+                                                                   use_case.id_columns)
+        records = payload_records(payload, checker)
+        try:
+            values = feature_set.record_values(records, feature_set.event_columns)
+            appended = self._append_events(package, values, "pushed")
+        except (FeatureError, OnlineStoreError) as error:  # what the checks let through; still the client's
+            raise BadRequest("malformed_request", f"events: {error}") from None
+        return {"model_name": self.name, "definition": use_case.entity_definition, "rows": len(records),
+                "events": appended}
+
+    def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
+        """SHAP contributions per raw column for each instance, plus the base value (in margin units), and the
+        entity features the row was given (read from the online store, when the package has them)."""
+        package = self.package
+        records = self._customers_by_id(package, payload)
+        if records is None:
+            records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
+        matrix, _ = _transform(package, records, V1_ROW)
         per_column, base = package.model.column_contributions(matrix, package.owners)
         margins = package.model.margin(matrix)
         _require_finite(np.column_stack([per_column, base, margins]), V1_ROW)
         columns, ids = package.feature_set.input_columns, package.use_case.id_columns
+        entity = [i for i, name in enumerate(package.feature_set.feature_names)
+                  if name in {n for f in package.feature_set.entity_features for n in f.names}]
+        names = [package.feature_set.feature_names[i] for i in entity]
         return {
             "model_name": self.name,
             "model_version": package.version,
@@ -212,14 +313,16 @@ class FlowlineModel(Model):
                     "base_value": float(base_value),
                     "margin": float(margin),
                     "contributions": dict(zip(columns, map(float, by_column))),
+                    **({"entity_features": dict(zip(names, map(float, row[entity])))} if entity else {}),
                 }
-                for record, base_value, by_column, margin in zip(records, base, per_column, margins)
+                for record, base_value, by_column, margin, row in zip(records, base, per_column, margins, matrix)
             ],
         }
 
     def _features_from_tensors(self, package: LoadedPackage, request: InferRequest
-                               ) -> tuple[Optional[list], np.ndarray]:
-        """The request's records (None for an encoded matrix) and its encoded features."""
+                               ) -> tuple[Optional[list], np.ndarray, Optional[Values]]:
+        """The request's records (None for an encoded matrix), its encoded features and its parsed raw
+        columns (None for an encoded matrix)."""
         inputs = request.inputs
         if not inputs:
             raise BadRequest("empty_batch", "inputs: no input tensors")
@@ -229,16 +332,16 @@ class FlowlineModel(Model):
         if len(matrices) == 1 and all(tensor.name in beside.columns or tensor.name in beside.ids for tensor in others):
             matrix = feature_matrix(matrices[0], package.feature_set.width, self.max_batch)
             if not beside.columns and not others:
-                return None, matrix
+                return None, matrix, None
             # Per-group thresholds need each row's group: the mitigation's attributes come as raw tensors beside
             # it, as do the ids.
             records = beside.check_batch(tensor_records(others, beside), "inputs", self.max_batch)
             if len(records) != len(matrix):
                 raise BadRequest("wrong_shape", f"inputs: {len(records)} rows of sensitive attributes for "
                                  f"{len(matrix)} rows of {describe(matrices[0].name)}")
-            return records, matrix
+            return records, matrix, None
         records = package.checker.check_batch(tensor_records(inputs, package.checker), "inputs", self.max_batch)
-        return records, _transform(package, records, V2_ROW)
+        return (records, *_transform(package, records, V2_ROW))
 
     def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray,
                 positive: Optional[np.ndarray], records: Optional[list], ids: Dict[str, list], request_id: str):
@@ -301,18 +404,19 @@ def _instances(payload: Any) -> Any:
     return payload["instances"]
 
 
-def _transform(package: LoadedPackage, records: List[Mapping[str, Any]], row: str) -> np.ndarray:
-    """Encoded features of checked records; 400 naming the record and its columns when a feature
-    computed from them overflows float32 (an infinite feature makes XGBoost fail or answer NaN)."""
-    transform = package.feature_set.transform_record
-    features = np.stack([transform(record) for record in records])
+def _transform(package: LoadedPackage, records: List[Mapping[str, Any]], row: str) -> tuple[np.ndarray, Values]:
+    """Encoded features of checked records, and their parsed columns; 400 naming the record and its columns when
+    a feature computed from them overflows float32 (an infinite feature makes XGBoost fail or answer NaN).
+    One batch: entity features read the online store once per request."""
+    values = package.feature_set.record_values(records)
+    features = package.feature_set.transform_values(values, len(records))
     if np.isinf(features).any():
         index, feature = (int(i) for i in np.argwhere(np.isinf(features))[0])
         columns = [c for c, share in zip(package.feature_set.input_columns, package.owners[feature]) if share]
         raise BadRequest("out_of_range", f"{row.format(index)}: {', '.join(columns)}: the feature "
                                          f"{package.feature_set.feature_names[feature]} computed from them is beyond "
                                          "float32's range")
-    return features
+    return features, values
 
 
 def _require_finite(answers: np.ndarray, row: str) -> None:

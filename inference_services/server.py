@@ -6,6 +6,8 @@ What this adds to kserve.ModelServer:
 - v2 infer parses bytes straight into KServe's InferRequest (no pydantic round trips),
   with every field type-checked first (400 naming the field); refused requests are
   logged as one line, not as an ERROR with a traceback;
+- `POST /v2/models/{name}/events` appends events (plain records, or the payload logger's CloudEvents)
+  to the online store the model's entity features read;
 - the model repository routes are off unless $FLOWLINE_REPOSITORY_TOKEN is set, and then
   take that bearer token: `POST /v2/repository/models/{name}/load` reloads that model's
   package without dropping requests (a package that fails verification is refused with
@@ -190,6 +192,7 @@ class FlowlineRESTServer(RESTServer):
         app.add_api_route("/v2/repository/models/{model_name}/unload", self.unload, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/infer", self.infer_v2, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", self.infer_v2, methods=["POST"])
+        app.add_api_route("/v2/models/{model_name}/events", self.push_events, methods=["POST"])
         super()._register_endpoints(app)
 
     def _add_middlewares(self, app: FastAPI) -> None:
@@ -222,6 +225,20 @@ class FlowlineRESTServer(RESTServer):
             return Response(orjson.dumps(content), media_type="application/json", headers=response_headers)
         response_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
         return Response(content, media_type="application/octet-stream", headers=response_headers)
+
+    async def push_events(self, model_name: str, request: Request) -> JSONResponse:
+        """Append events to the online store that the model's entity features read (FlowlineModel.push_events):
+        plain records, or a payload-logger CloudEvent in binary mode (ce-* headers, the request as body)."""
+        model = self.models.get(model_name)
+        if model is None or not hasattr(model, "push_events"):
+            return JSONResponse(status_code=404, content={"error": f"model {model_name!r} takes no events here"})
+        if not await self.dataplane.model_ready(model_name, True):
+            raise ModelNotReady(model_name)
+        try:
+            document = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as error:
+            raise BadRequest("malformed_request", f"body: malformed JSON: {clip(str(error))}") from None
+        return JSONResponse(content=model.push_events(document, dict(request.headers)))
 
     def _repository_refusal(self, request: Request, model_name: str) -> JSONResponse | None:
         """Why a model repository call is refused (routes off, no or wrong token, unknown model); None if allowed."""

@@ -13,6 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 from installed_tools import installed_tool
+from redis_server import redis_server_binary, running_redis
 from s3_server import S3Server, running_s3_server
 
 from flowline import storage
@@ -69,6 +70,23 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
         pytest.skip(message)
     with running_s3_server(root, tmp_path_factory.mktemp("ceph")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server on a loopback port for the session (tests/redis_server.py); its URL."""
+    with running_redis(redis_server_binary(), tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    with redis.Redis.from_url(redis_server) as client:
+        client.flushdb()
+    return redis_server
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ def test_every_command_and_option_has_a_help_text():
 @pytest.mark.parametrize("argv, message", [
     (["--on-drift", "local"], "--on-drift: only with --drift-monitor"),
     (["--drift-monitor", "--canary", "churn=PACKAGE"], "--canary and --prediction-log: only for the model server"),
+    (["--drift-monitor", "--online-store", "memory://"], "--online-store: only for the model server"),
     (["--canary", "other=PACKAGE"], "--canary other: no model of that name is served"),
     (["PACKAGE", "--drift-monitor"], "--drift-monitor: give one package, not 2"),
 ])

@@ -7,6 +7,10 @@ the serving runtime transforms one JSON record at a time with `transform_record`
 run the same code over the same fitted state (a record is a batch of one), so row i of
 a batch equals the transformed record i exactly: no training/serving skew.
 
+Entity features (recency, rolling counts and sums per entity) read the history fitted at
+training, or, in the set that `online(store)` returns, the events an online store holds
+(flowline/online_store.py), which `seed` fills from the fitted history and served rows extend.
+
 The one deliberate difference is `transform_training`, for the training rows only:
 target encodings there are computed out of fold, so that a row's own label never
 leaks into its features. It is saved as plain JSON (never pickle) with a version hash.
@@ -25,15 +29,17 @@ import numpy as np
 import pandas as pd
 
 from flowline.contract import parse_datetimes
-from flowline.features.kinds import (CategoricalInput, Calendar, CategoryCode, EntityFeatures, EntityHistory, Feature,
-                                     FeatureError, FeatureLayout, Frequency, MAX_VOCABULARY, Numeric, NumericInput,
+from flowline.features.kinds import (CategoricalInput, Calendar, CategoryCode, EntityFeatures, EntityHistory, Event,
+                                     Feature, FeatureError, FeatureLayout, Frequency, MAX_VOCABULARY, Numeric, NumericInput,
                                      OneHot, Product, Ratio, TargetEncoding, TimeInput, Values, feature_from_dict,
                                      feature_to_dict)
 from flowline.features.plan import ENCODINGS, MAX_CATEGORIES, FeaturePlan, default_plan
+from flowline.online_store import OnlineStore
 from flowline.use_case import UseCase
 
-FORMAT = "flowline.featureset/v2"
+FORMAT = "flowline.featureset/v3"  # v3: entity histories hold each event's amounts, not running sums
 TARGET_FOLDS = 5
+SEED_SOURCE = "fitted history"  # an online store takes a definition's fitted history once (FeatureSet.seed)
 
 
 def _numeric_values(raw: pd.Series, column: str, fill: float) -> np.ndarray:
@@ -149,7 +155,8 @@ class FeatureSet:
                     fill = 0.0
                 else:
                     fill = float(observed.mean() if spec.impute == "mean" else observed.median())
-                numeric.append(NumericInput(column, fill))
+                low, high = (float(observed.min()), float(observed.max())) if len(observed) else (None, None)
+                numeric.append(NumericInput(column, fill, low, high))
             else:
                 text = _text_values(frame[column])
                 counts = pd.Series(text).dropna().value_counts(sort=False)
@@ -170,12 +177,12 @@ class FeatureSet:
             features.append(_fit_encoding(source, plan.encodings.get(source.column, "one_hot"),
                                           values[source.column], y))
         for generated in plan.generated:
-            features.append(draft._fit_generated(generated, values))
+            features.append(draft._fit_generated(generated, values, use_case.entity_definition))
         if plan.native_categorical:
             features += [CategoryCode(source.column, source.categories) for source in categorical]
         return cls(numeric, categorical, time, draft.entity, features, plan, label)
 
-    def _fit_generated(self, generated: Mapping, values: Values) -> Feature:
+    def _fit_generated(self, generated: Mapping, values: Values, definition: str) -> Feature:
         kind = generated["kind"]
         if kind in ("product", "ratio"):
             feature = Product(generated["left"], generated["right"]) if kind == "product" else Ratio(
@@ -192,7 +199,7 @@ class FeatureSet:
             amounts = sorted({o[2] for o in outputs if o[0] == "sum"})
             history = EntityHistory.fit(values[self.entity], values[self.time.column],
                                         {a: values[a] for a in amounts}, self.entity, self.time.column)
-            return EntityFeatures(history, outputs)
+            return EntityFeatures(definition, history, outputs)
         raise FeatureError(f"generated feature {dict(generated)} does not fit this use case (calendar needs a "
                            f"datetime time_column, entity needs features.entity_column)")
 
@@ -221,10 +228,11 @@ class FeatureSet:
                 values[column] = _text_values(frame[column])
         return values
 
-    def _record_values(self, record: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def _record_values(self, record: Mapping[str, Any], columns: Optional[Sequence[str]] = None
+                       ) -> dict[str, np.ndarray]:
         fills = self._fills
         values = {}
-        for column in self.input_columns:
+        for column in self.input_columns if columns is None else columns:
             try:
                 value = record[column]
             except KeyError:
@@ -256,6 +264,78 @@ class FeatureSet:
     def transform_record(self, record: Mapping[str, Any]) -> np.ndarray:
         """Transform one record {column: value} into a float32 vector, exactly like `transform`."""
         return self._assemble(self._record_values(record), 1, self.features)[0]
+
+    def record_values(self, records: Sequence[Mapping[str, Any]], columns: Optional[Sequence[str]] = None
+                      ) -> dict[str, np.ndarray]:
+        """The parsed, imputed `columns` (default: the input columns) of a batch of records {column: value}, as
+        `transform_record` parses one; a missing column or a bad value raises FeatureError naming it."""
+        columns = self.input_columns if columns is None else columns
+        parsed = [self._record_values(record, columns) for record in records]
+        return {column: np.concatenate([v[column] for v in parsed]) for column in columns}
+
+    def transform_values(self, values: Values, rows: int) -> np.ndarray:
+        """Transform parsed records (`record_values`): row i equals `transform_record(records[i])`, and entity
+        features read their history once for the whole batch."""
+        return self._assemble(values, rows, self.features)
+
+    def out_of_profile(self, values: Values) -> dict[tuple[str, str], int]:
+        """How many rows of parsed records (`record_values`) fall outside what training saw, by (column, reason):
+        below_training_min or above_training_max for a number, unseen_category for a category outside the
+        training vocabulary. Missing values are imputed, not counted."""
+        found = {}
+        for source in self.numeric:
+            x = values.get(source.column)
+            if x is not None and source.low is not None:
+                found[(source.column, "below_training_min")] = int(np.count_nonzero(x < source.low))
+                found[(source.column, "above_training_max")] = int(np.count_nonzero(x > source.high))
+        for source in self.categorical:
+            text = values.get(source.column)
+            if text is not None:
+                known = source.known
+                found[(source.column, "unseen_category")] = sum(v is not None and v not in known for v in text)
+        return {key: count for key, count in found.items() if count}
+
+    # ---- entity features online
+
+    @property
+    def entity_features(self) -> list[EntityFeatures]:
+        return [f for f in self.features if isinstance(f, EntityFeatures)]
+
+    @property
+    def event_columns(self) -> list[str]:
+        """The columns an event carries: the entity, the time and the summed amounts of the entity features."""
+        return list(dict.fromkeys(column for f in self.entity_features for column in f.inputs))
+
+    def online(self, store: OnlineStore) -> FeatureSet:
+        """This FeatureSet with its entity features reading `store` (under each definition's name) instead of
+        the history fitted at training: the same code and the same version, with fresh entity state."""
+        features = [f.reading(store) if isinstance(f, EntityFeatures) else f for f in self.features]
+        return FeatureSet(self.numeric, self.categorical, self.time, self.entity, features, self.plan, self.label)
+
+    def seed(self, store: OnlineStore) -> dict[str, bool]:
+        """Write the fitted entity history into `store`, once per definition: {definition: written now}.
+
+        From then on the store is the entities' record (served and pushed events): a retrained version's
+        history, which overlaps what the store already holds, is not added again."""
+        return {f.name: store.seed(f.name, SEED_SOURCE, f.history.as_events()) for f in self.entity_features}
+
+    def entity_events(self, values: Values) -> dict[str, dict[str, list[Event]]]:
+        """The events parsed records (`record_values`) are, for the online store: {definition: {entity: events}}."""
+        return {f.name: f.events(values) for f in self.entity_features}
+
+    def with_history(self, frame: pd.DataFrame) -> FeatureSet:
+        """This FeatureSet with each entity history refitted on `frame` (e.g. the whole log), everything else
+        as fitted: the offline computation an online store must match, point in time by construction."""
+        features = []
+        for feature in self.features:
+            if isinstance(feature, EntityFeatures):
+                history = feature.history
+                values = self._frame_values(frame, [history.entity, history.time, *history.amounts])
+                feature = EntityFeatures(feature.name, EntityHistory.fit(
+                    values[history.entity], values[history.time], {a: values[a] for a in history.amounts},
+                    history.entity, history.time), feature.outputs)
+            features.append(feature)
+        return FeatureSet(self.numeric, self.categorical, self.time, self.entity, features, self.plan, self.label)
 
     def transform_training(self, frame: pd.DataFrame) -> np.ndarray:
         """`transform` for the training split itself: target encodings out of fold (TARGET_FOLDS, seeded).

@@ -8,12 +8,15 @@ kind then reads the parsed arrays, so a frame and a single record go through the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
-from typing import ClassVar, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, ClassVar, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from flowline.online_store import OnlineStore
 
 MAX_VOCABULARY = 1000  # target and frequency encodings remember at most this many categories
 TARGET_SMOOTHING = 10.0  # pseudo-rows at the prior: rare categories lean towards the overall rate
@@ -28,8 +31,12 @@ class FeatureError(ValueError):
 
 @dataclass(frozen=True)
 class NumericInput:
+    """A number column: missing values get `fill`; `low` and `high` are the training split's range."""
+
     column: str
     fill: float
+    low: Optional[float] = None
+    high: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,10 @@ class CategoricalInput:
 
     column: str
     categories: tuple[str, ...]  # the training vocabulary, most frequent first
+
+    @cached_property
+    def known(self) -> frozenset[str]:
+        return frozenset(self.categories)
 
 
 @dataclass(frozen=True)
@@ -264,43 +275,108 @@ class Calendar:
         return out
 
 
+Event = tuple[float, dict[str, float]]  # (time in seconds, {amount column: value}), as the online store holds it
+Running = tuple[np.ndarray, dict[str, np.ndarray]]  # sorted times; per amount, running sums with a leading 0
+
+
+def canonical_order(times: np.ndarray, amounts: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The one order of an entity's events, offline and online: by time, then by amounts in column-name order
+    (flowline.online_store.canonical's order), so equal events sum bit-identically however they arrived."""
+    return np.lexsort([np.asarray(amounts[name]) for name in sorted(amounts, reverse=True)] + [np.asarray(times)])
+
+
+def running_sums(times: np.ndarray, amounts: Mapping[str, np.ndarray]) -> Running:
+    """One entity's events in canonical order, with running sums of each amount: what entity features read.
+
+    The fitted history and the online store both go through here, so their sums are the same floats.
+    """
+    order = canonical_order(times, amounts)
+    sums = {name: np.concatenate([[0.0], np.cumsum(np.asarray(values, dtype=np.float64)[order])])
+            for name, values in amounts.items()}
+    return np.asarray(times, dtype=np.float64)[order], sums
+
+
 @dataclass(frozen=True)
 class EntityHistory:
-    """Per entity, the times of its training events (sorted) and running sums of amounts.
+    """Per entity, its training events: times and amounts, in canonical order (`canonical_order`).
 
     The state behind recency and rolling-window features: a row at time t sees only the
-    entity's events strictly before t, so training rows never see themselves or later
-    rows, and a served request sees the history as of training.
+    entity's events strictly before t, so training rows never see themselves or later rows.
+    Fitted and saved in the package, it is the history as of training; online, the entity
+    features read an online store instead (`EntityFeatures.reading`), seeded from it.
     """
 
     entity: str
     time: str
     amounts: tuple[str, ...]
-    events: dict[str, dict[str, list[float]]]  # entity -> {"time": [...], amount: cumulative sums with a leading 0}
+    events: dict[str, dict[str, list[float]]]  # entity -> {"time": [...], amount: [...]}
 
     @classmethod
     def fit(cls, keys: np.ndarray, times: np.ndarray, amounts: dict[str, np.ndarray], entity: str, time: str) -> EntityHistory:
         frame = pd.DataFrame({"key": keys, "time": times, **amounts}).dropna(subset=["key", "time"])
-        frame = frame.sort_values(["key", "time"], kind="stable")
         events = {}
         for key, group in frame.groupby("key", sort=True):
-            entry = {"time": group["time"].tolist()}
-            for name in amounts:
-                entry[name] = [0.0, *np.cumsum(group[name].to_numpy(dtype=np.float64)).tolist()]
-            events[str(key)] = entry
+            order = canonical_order(group["time"].to_numpy(), {name: group[name].to_numpy() for name in amounts})
+            events[str(key)] = {"time": group["time"].to_numpy()[order].tolist(),
+                                **{name: group[name].to_numpy(dtype=np.float64)[order].tolist() for name in amounts}}
         return cls(entity=entity, time=time, amounts=tuple(amounts), events=events)
+
+    @cached_property
+    def _running(self) -> dict[str, Running]:
+        return {key: running_sums(np.asarray(entry["time"]), {name: entry[name] for name in self.amounts})
+                for key, entry in self.events.items()}
+
+    def lookup(self, keys: Sequence[str], pending: Mapping[str, list[Event]]) -> dict[str, Running]:
+        """The running sums of `keys` that have events. `pending` (the rows being transformed) is
+        already part of a fitted history: it is ignored here."""
+        running = self._running
+        return {key: running[key] for key in keys if key in running}
+
+    def as_events(self) -> dict[str, list[Event]]:
+        """The fitted events per entity, as the online store takes them (to seed it)."""
+        return {key: [(float(t), {name: float(entry[name][i]) for name in self.amounts})
+                      for i, t in enumerate(entry["time"])] for key, entry in self.events.items()}
+
+
+class StoreHistory:
+    """An entity history read from an online store at transform time, under the definition's namespace.
+
+    The rows being transformed are events too: they join what the store holds (a row never sees
+    itself, being at its own time), so a batch of rows of one entity sees its own earlier rows,
+    as the offline computation over the whole log does.
+    """
+
+    def __init__(self, store: "OnlineStore", namespace: str, amounts: tuple[str, ...]) -> None:
+        self.store, self.namespace, self.amounts = store, namespace, amounts
+
+    def lookup(self, keys: Sequence[str], pending: Mapping[str, list[Event]]) -> dict[str, Running]:
+        """One store round trip for all `keys`; their running sums, with `pending` events added."""
+        stored = self.store.events_many(self.namespace, keys)
+        running = {}
+        for key in keys:
+            events = stored[key] + pending.get(key, [])
+            if events:
+                running[key] = running_sums(np.array([t for t, _ in events], dtype=np.float64),
+                                            {name: np.array([a[name] for _, a in events], dtype=np.float64)
+                                             for name in self.amounts})
+        return running
 
 
 @dataclass(frozen=True)
 class EntityFeatures:
     """Recency and rolling counts and sums of amounts per entity over windows (in seconds).
 
-    `outputs` lists what to compute: ("recency",), ("count", window) or ("sum", window, amount).
+    `name` is the entity-feature definition (the use case's `entity_definition`): the online
+    store's namespace. `outputs` lists what to compute: ("recency",), ("count", window) or
+    ("sum", window, amount). `store`, when set (`reading`), is where the events come from at
+    transform time instead of the fitted `history`; it is never saved.
     """
 
     kind: ClassVar[str] = "entity"
+    name: str
     history: EntityHistory
     outputs: tuple[tuple, ...]
+    store: Optional[StoreHistory] = field(default=None, compare=False)
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -314,6 +390,20 @@ class EntityFeatures:
                  "sum": lambda o: f"sum({o[2]} by {entity}, {o[1]:g}s)"}
         return [names[o[0]](o) for o in self.outputs]
 
+    def reading(self, store: "OnlineStore") -> EntityFeatures:
+        """The same features computed from the events `store` holds under this definition's name."""
+        return replace(self, store=StoreHistory(store, self.name, self.history.amounts))
+
+    def events(self, values: Values) -> dict[str, list[Event]]:
+        """The events that rows are, per entity (rows without an entity or a time are none)."""
+        keys, times = values[self.history.entity], values[self.history.time]
+        amounts = [(name, values[name]) for name in self.history.amounts]
+        events: dict[str, list[Event]] = {}
+        for i, key in enumerate(keys):
+            if key is not None and not np.isnan(times[i]):
+                events.setdefault(key, []).append((float(times[i]), {name: float(v[i]) for name, v in amounts}))
+        return events
+
     def compute(self, values: Values) -> np.ndarray:
         keys, times = values[self.history.entity], values[self.history.time]
         out = np.zeros((len(keys), len(self.outputs)))
@@ -324,11 +414,10 @@ class EntityFeatures:
         for i, key in enumerate(keys):
             if key is not None and not np.isnan(times[i]):
                 rows_by_key.setdefault(key, []).append(i)
-        for key, rows in rows_by_key.items():
-            events = self.history.events.get(key)
-            if events is None:
-                continue
-            history_times = np.asarray(events["time"])
+        source = self.store or self.history
+        pending = self.events(values) if self.store is not None else {}
+        for key, (history_times, sums) in source.lookup(list(rows_by_key), pending).items():
+            rows = rows_by_key[key]
             t = times[rows]
             before = np.searchsorted(history_times, t, side="left")  # events strictly before t
             for j, output in enumerate(self.outputs):
@@ -340,8 +429,7 @@ class EntityFeatures:
                 if output[0] == "count":
                     out[rows, j] = before - start
                 else:
-                    sums = np.asarray(events[output[2]])
-                    out[rows, j] = sums[before] - sums[start]
+                    out[rows, j] = sums[output[2]][before] - sums[output[2]][start]
         return out
 
 
@@ -352,7 +440,8 @@ FEATURE_KINDS = {kind.kind: kind for kind in (Numeric, OneHot, TargetEncoding, F
 
 def feature_to_dict(feature: Feature) -> dict:
     if isinstance(feature, EntityFeatures):
-        return {"kind": feature.kind, "history": asdict(feature.history), "outputs": [list(o) for o in feature.outputs]}
+        return {"kind": feature.kind, "name": feature.name, "history": asdict(feature.history),
+                "outputs": [list(o) for o in feature.outputs]}
     document = asdict(feature)
     return {"kind": feature.kind, **{k: list(v) if isinstance(v, tuple) else v for k, v in document.items()}}
 
@@ -362,6 +451,7 @@ def feature_from_dict(document: dict) -> Feature:
     if document["kind"] == "entity":
         history = fields["history"]
         return EntityFeatures(
+            fields["name"],
             EntityHistory(history["entity"], history["time"], tuple(history["amounts"]), history["events"]),
             tuple(tuple(o) for o in fields["outputs"]),
         )

@@ -6,6 +6,7 @@
 | cluster.py | compile, submit, deploy, katib |
 | packages.py | upload, download, verify |
 | serve.py | serve |
+| history.py | seed |
 | erasure.py | erase |
 | audit_trail.py | audit verify, audit anchor |
 | canary.py | ab design, canary analyze, canary promote, canary rollback |
@@ -23,16 +24,16 @@ import sys
 import warnings
 
 from flowline import __version__, audit
-from flowline.pipelines.cli import (audit_trail, canary, cluster, completion, data, erasure, features, packages,
-                                    registry, run, score, serve)
+from flowline.pipelines.cli import (audit_trail, canary, cluster, completion, data, erasure, features, history,
+                                    packages, registry, run, score, serve)
 from flowline.pipelines.cli.common import EXIT_ERROR, EXIT_GATE_FAILED, UsageError
 from flowline.cluster import ClusterError
 from flowline.storage import StorageError
 
 __all__ = ["EXIT_ERROR", "EXIT_GATE_FAILED", "build_parser", "main"]
 
-COMMAND_GROUPS = (run, score, cluster, packages, serve, erasure, audit_trail, canary, data, registry, features,
-                  completion)
+COMMAND_GROUPS = (run, score, cluster, packages, serve, history, erasure, audit_trail, canary, data, registry,
+                  features, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,11 @@ def add_runs_dir_argument(parser: argparse.ArgumentParser, what: str = "where ru
     parser.add_argument("--runs-dir", default=runs_dir(), help=f"{what} (default: $FLOWLINE_RUNS_DIR or ./runs)")
 
 
+def default_online_store(runs: str) -> str:
+    """The local online store: an SQLite file in the runs folder, which `serve` and `seed` share."""
+    return f"sqlite://{(Path(runs) / 'online-store.db').resolve()}"
+
+
 def add_audit_log_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audit-log", default=str(Path(runs_dir()) / "audit.jsonl"),
                         help="the audit log to record this in: a file, or s3://bucket/prefix on a cluster (default: "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from flowline.inference_services.options import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_PORT, HOST_ENV
 from flowline.pipelines.cli.cluster import add_image_argument
-from flowline.pipelines.cli.common import UsageError, add_runs_dir_argument
+from flowline.pipelines.cli.common import UsageError, add_runs_dir_argument, default_online_store
 from flowline.pipelines.retraining import DEFAULT_COOLDOWN_S, MODES
 
 
@@ -38,6 +38,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     help="a second package for the model NAME, taking --canary-percent of its requests by request id "
                          "(KServe's canaryTrafficPercent, locally)")
     ab.add_argument("--canary-percent", type=int, default=10, help="the canary's share of requests (default 10)")
+    online = serve.add_argument_group("online entity features (model server)")
+    online.add_argument("--online-store", metavar="URL",
+                        help="where entity features read and served rows append events: redis://HOST:PORT/DB, "
+                             "sqlite:///PATH.db or memory:// (default: sqlite under RUNS_DIR, online-store.db; "
+                             "opened only for a package with entity features, or with customer rows (CLV), which then "
+                             "scores a customer by id from its transactions)")
     ab.add_argument("--prediction-log", help="append one JSON line per answered request (request id, arm, version) "
                                              "here, to join outcomes back by request id")
 
@@ -96,8 +102,9 @@ def _model_server(args: argparse.Namespace) -> list:
     canary_name, canary_path = _named(args.canary, args.runs_dir) if args.canary else (None, None)
     if canary_name and canary_name not in {name for name, _ in packages}:
         raise UsageError(f"--canary {canary_name}: no model of that name is served")
+    store = args.online_store or default_online_store(args.runs_dir)
     return [FlowlineModel(name, path, args.max_batch, canary_path=canary_path if name == canary_name else None,
-                          canary_percent=args.canary_percent, prediction_log=args.prediction_log)
+                          canary_percent=args.canary_percent, prediction_log=args.prediction_log, online_store=store)
             for name, path in packages]
 
 
@@ -108,6 +115,8 @@ def _drift_monitor(args: argparse.Namespace) -> list:
         raise UsageError(f"--drift-monitor: give one package, not {len(args.targets)}")
     if args.canary or args.prediction_log:
         raise UsageError("--canary and --prediction-log: only for the model server, not with --drift-monitor")
+    if args.online_store:
+        raise UsageError("--online-store: only for the model server, not with --drift-monitor")
     (target,) = args.targets
     name, path = _named(target, args.runs_dir)
     if "=" not in target:

@@ -76,7 +76,9 @@ def sequential_latencies_ms(port: int, path: str, body: bytes, count: int) -> np
 
 
 def wrk_throughput(port: int, path: str, body: bytes, connections: int, seconds: int,
-                   headers: dict[str, str] | None = None) -> dict:
+                   headers: dict[str, str] | None = None, request_lua: str = "", timeout_s: int = 2) -> dict:
+    """wrk POSTing `body` (or what `request_lua`, a Lua `request` function, builds per request); a request
+    slower than `timeout_s` (wrk's default 2 s) is a failure."""
     headers = {"Content-Type": "application/json", **(headers or {})}
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "body.json").write_bytes(body)
@@ -84,17 +86,18 @@ def wrk_throughput(port: int, path: str, body: bytes, connections: int, seconds:
         script.write_text(
             'wrk.method = "POST"\n' + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
             + f'local f = io.open("{folder}/body.json", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+            + request_lua
         )
         output = subprocess.run(
-            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-             f"http://{LOOPBACK}:{port}{path}"],
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout_s}s", "--latency",
+             "-s", str(script), f"http://{LOOPBACK}:{port}{path}"],
             capture_output=True, text=True, check=True,
         ).stdout
     if "Non-2xx" in output or "Socket errors" in output:
         raise RuntimeError(f"wrk saw failed requests:\n{output}")
 
     def percentile(name: str) -> float:
-        value, unit = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s)$", output, re.M).groups()
+        value, unit = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M).groups()  # "1.50s " too
         return float(value) * UNITS[unit]
 
     return {

@@ -10,6 +10,7 @@ from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureError
 from flowline.features.plan import FeaturePlan, default_plan
 from flowline.contract import apply_contract, read_table, resolve_source
+from payments import payments_use_case, transactions
 
 
 @pytest.fixture(scope="module")
@@ -175,39 +176,11 @@ def test_a_plan_that_does_not_fit_the_use_case_is_refused_naming_why(telco, chur
         FeatureSet.fit(telco.iloc[:100], churn, plan.with_generated({"kind": "calendar"}))
 
 
-def transactions(seed: int = 0, cards: int = 300) -> pd.DataFrame:
-    """Card payments over 60 days; a card in a burst (several payments within minutes) is likely fraud."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    start = pd.Timestamp("2026-01-01")
-    for card in range(cards):
-        times = sorted(rng.uniform(0, 60 * 86400, rng.integers(3, 12)))
-        burst = rng.random() < 0.3
-        if burst:
-            at = rng.uniform(0, 59 * 86400)
-            times = sorted(times + [at + rng.uniform(0, 1800) for _ in range(4)])
-        for t in times:
-            close = sum(abs(t - u) < 3600 for u in times) - 1
-            fraud = rng.random() < (0.8 if close >= 2 else 0.05)
-            rows.append({"txn": f"t{len(rows)}", "card": f"c{card}", "at": (start + pd.Timedelta(seconds=t)).isoformat(),
-                         "amount": round(float(rng.lognormal(3, 1)), 2), "fraud": "yes" if fraud else "no"})
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture(scope="module")
 def payments():
     from flowline.contract import apply_contract
-    from flowline.use_case import UseCase
 
-    use_case = UseCase.model_validate({
-        "name": "payments", "task": "binary", "data": {"path": "unused.csv"},
-        "label": {"column": "fraud", "positive": "yes", "values": ["no", "yes"]},
-        "id_columns": ["txn"], "time_column": "at",
-        "columns": {"txn": {"type": "string"}, "card": {"type": "string"}, "at": {"type": "datetime"},
-                    "amount": {"type": "number", "min": 0}},
-        "features": {"entity_column": "card", "amount_columns": ["amount"]},
-        "costs": {"false_negative": 10, "false_positive": 1},
-    })
+    use_case = payments_use_case()
     raw = transactions().astype(str)
     return use_case, apply_contract(raw, use_case).kept, raw
 

@@ -121,6 +121,7 @@ DOCUMENTED: dict[str, set[str]] = {
     "flowline_model_quality": {"model_name", "model_version", "metric"},
     "flowline_model_gates_passed": {"model_name", "model_version"},
     "flowline_model_reloads_total": {"model_name", "result"},
+    "flowline_out_of_profile_rows_total": {"model_name", "column", "reason"},
     **{
         f"request_{step}_seconds{suffix}": {"model_name"} | ({"le"} if suffix == "_bucket" else set())
         for step in ("preprocess", "predict", "postprocess", "explain")
@@ -150,6 +151,7 @@ TARGET_LABELS = {"namespace", "pod", "job", "instance"}
 LABEL_VALUES: dict[tuple[str, str], set[str]] = {
     ("flowline_predictions_total", "decision"): {"positive", "negative", "value"},
     ("flowline_model_reloads_total", "result"): {"loaded", "refused"},
+    ("flowline_out_of_profile_rows_total", "reason"): {"below_training_min", "above_training_max", "unseen_category"},
     ("flowline_drift_tests_total", "result"): {"drift", "no_drift"},
     ("flowline_pipeline_runs_total", "status"): {"succeeded", "failed"},
     ("flowline_pipeline_last_run_timestamp_seconds", "status"): {"succeeded", "failed"},

@@ -43,6 +43,8 @@ def live_metrics(churn_package, churn_test_rows, tmp_path_factory) -> set[str]:
     with running_server([f"churn={current}"], log_path=str(folder / "server.log"), env=repository_env()) as url, \
             httpx.Client(base_url=url, timeout=60) as client:
         client.post("/v1/models/churn:predict", json={"instances": [record]})
+        # within the contract (no maximum), beyond the training range: counted as out of profile
+        client.post("/v1/models/churn:predict", json={"instances": [{**record, "MonthlyCharges": 10_000.0}]})
         client.post("/v1/models/churn:explain", json={"instances": [record]})
         client.post("/v1/models/churn:predict", json={"instances": []})  # a refusal
         broken = shutil.copytree(churn_package, folder / "broken")

@@ -1,0 +1,236 @@
+"""The online store: each entity's events, which entity features read at request time and served events update.
+
+An event is (time in seconds, {amount column: value}). Events live under a namespace, the name of an
+entity-feature definition (`UseCase.entity_definition`), so two models that share a definition share one
+state. Three backends behave the same (tests/test_online_store.py runs one test on all three):
+
+- `sqlite:///path/to/store.db` (the embedded local default: a file, no server; `sqlite://relative.db` too),
+- `memory://` (in-process, gone when the process ends),
+- `redis://host:port/db` (Kubernetes: one Redis list per entity, read with one pipelined round trip).
+
+Every write is atomic: a batch of events for many entities is written whole or not at all. `seed` writes an
+entity history once per (namespace, source), so seeding the same training history again adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+Event = tuple[float, dict[str, float]]
+Events = Mapping[str, list[Event]]  # entity -> its events
+
+
+class OnlineStoreError(ValueError):
+    """A store URL that names no backend, or an event that is not (finite time, {column: finite number})."""
+
+
+def canonical(events: Iterable[Event]) -> list[Event]:
+    """Events in the one order both the offline and the online computations use: by time, then amounts.
+
+    Summing in this order gives bit-identical running sums however the events arrived.
+    """
+    return sorted(events, key=lambda event: (event[0], sorted(event[1].items())))
+
+
+def _checked(entity: str, events: list[Event]) -> list[Event]:
+    if not isinstance(entity, str) or not entity:
+        raise OnlineStoreError(f"entity: expected a non-empty string, got {entity!r}")
+    checked = []
+    for time, amounts in events:
+        if isinstance(time, bool) or not isinstance(time, (int, float)) or not math.isfinite(time):
+            raise OnlineStoreError(f"entity {entity!r}: time {time!r} is not a finite number of seconds")
+        for column, value in amounts.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise OnlineStoreError(f"entity {entity!r}: amount {column!r} = {value!r} is not a finite number")
+        checked.append((float(time), {str(c): float(v) for c, v in amounts.items()}))
+    return checked
+
+
+def _encode(event: Event) -> str:
+    return json.dumps([event[0], event[1]], sort_keys=True)  # floats round-trip exactly through repr
+
+
+def _decode(text: str | bytes) -> Event:
+    time, amounts = json.loads(text)
+    return float(time), {c: float(v) for c, v in amounts.items()}
+
+
+class OnlineStore(ABC):
+    """Events per (namespace, entity); see the module docstring."""
+
+    url: str
+
+    def append(self, namespace: str, entity: str, events: list[Event]) -> None:
+        """Add `events` to one entity."""
+        self.append_many(namespace, {entity: events})
+
+    def append_many(self, namespace: str, events: Events) -> None:
+        """Add events to many entities at once, all or nothing (a bad event raises before anything is written)."""
+        checked = {entity: _checked(entity, list(batch)) for entity, batch in events.items()}
+        self._write(namespace, {e: batch for e, batch in checked.items() if batch}, seed=None)
+
+    def seed(self, namespace: str, source: str, events: Events) -> bool:
+        """Write `events` once per (namespace, source), e.g. source = the FeatureSet version whose training
+        history they are. Returns False (writing nothing) when that source was seeded already."""
+        checked = {entity: _checked(entity, list(batch)) for entity, batch in events.items()}
+        return self._write(namespace, {e: batch for e, batch in checked.items() if batch}, seed=source)
+
+    def events(self, namespace: str, entity: str) -> list[Event]:
+        """One entity's events, in canonical order (`canonical`)."""
+        return self.events_many(namespace, [entity])[entity]
+
+    def events_many(self, namespace: str, entities: Iterable[str]) -> dict[str, list[Event]]:
+        """The events of each of `entities` (none for an unknown one), canonically ordered, in one lookup."""
+        wanted = list(dict.fromkeys(entities))
+        stored = self._read(namespace, wanted) if wanted else {}
+        return {entity: canonical(stored.get(entity, [])) for entity in wanted}
+
+    @abstractmethod
+    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
+        """Append atomically; with `seed`, only if (namespace, seed) is not marked yet, and mark it."""
+
+    @abstractmethod
+    def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
+        """The stored events of `entities`, in any order."""
+
+    def close(self) -> None:
+        """Release the connection (the memory store keeps its events until the process ends)."""
+
+
+class MemoryStore(OnlineStore):
+    """In-process: for tests and a single local process."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._events: dict[tuple[str, str], list[Event]] = {}
+        self._seeds: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
+        with self._lock:
+            if seed is not None:
+                if (namespace, seed) in self._seeds:
+                    return False
+                self._seeds.add((namespace, seed))
+            for entity, batch in events.items():
+                self._events.setdefault((namespace, entity), []).extend(batch)
+            return True
+
+    def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
+        with self._lock:
+            return {entity: list(self._events.get((namespace, entity), [])) for entity in entities}
+
+
+class SQLiteStore(OnlineStore):
+    """An embedded SQLite file: the local default, shared by the processes that open the same file."""
+
+    def __init__(self, url: str, path: Path) -> None:
+        self.url = url
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("CREATE TABLE IF NOT EXISTS events (namespace TEXT NOT NULL, "
+                                     "entity TEXT NOT NULL, event TEXT NOT NULL)")
+            self._connection.execute("CREATE INDEX IF NOT EXISTS events_by_entity ON events (namespace, entity)")
+            self._connection.execute("CREATE TABLE IF NOT EXISTS seeds (namespace TEXT NOT NULL, "
+                                     "source TEXT NOT NULL, PRIMARY KEY (namespace, source))")
+
+    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
+        rows = [(namespace, entity, _encode(event)) for entity, batch in events.items() for event in batch]
+        with self._lock:
+            db = self._connection
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if seed is not None and db.execute("INSERT OR IGNORE INTO seeds VALUES (?, ?)",
+                                                   (namespace, seed)).rowcount == 0:
+                    db.execute("ROLLBACK")
+                    return False
+                db.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return True
+
+    def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
+        found: dict[str, list[Event]] = {}
+        with self._lock:
+            for start in range(0, len(entities), 500):  # SQLite's limit on bound parameters
+                chunk = entities[start:start + 500]
+                query = (f"SELECT entity, event FROM events WHERE namespace = ? AND entity IN "
+                         f"({', '.join('?' * len(chunk))})")
+                for entity, event in self._connection.execute(query, (namespace, *chunk)):
+                    found.setdefault(entity, []).append(_decode(event))
+        return found
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
+
+
+class RedisStore(OnlineStore):
+    """A Redis server: one list per (namespace, entity) under `flowline:events:`, seeds in a set per namespace."""
+
+    PREFIX = "flowline:events:"
+    SEEDS = "flowline:seeds:"
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.url = url
+        self._client = redis.Redis.from_url(url)
+
+    def _key(self, namespace: str, entity: str) -> str:
+        return f"{self.PREFIX}{namespace}:{entity}"  # a namespace is a slug, so no two keys collide
+
+    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
+        import redis
+
+        seeds = self.SEEDS + namespace
+        with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    if seed is not None:
+                        pipe.watch(seeds)
+                        if pipe.sismember(seeds, seed):
+                            return False
+                        pipe.multi()
+                        pipe.sadd(seeds, seed)
+                    for entity, batch in events.items():
+                        pipe.rpush(self._key(namespace, entity), *(_encode(event) for event in batch))
+                    pipe.execute()
+                    return True
+                except redis.WatchError:  # another process seeded meanwhile: look again
+                    pipe.reset()
+
+    def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
+        with self._client.pipeline(transaction=False) as pipe:
+            for entity in entities:
+                pipe.lrange(self._key(namespace, entity), 0, -1)
+            lists = pipe.execute()
+        return {entity: [_decode(item) for item in items] for entity, items in zip(entities, lists)}
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def open_store(url: str) -> OnlineStore:
+    """The store a URL names: sqlite:///path.db, memory:// or redis://host:port/db."""
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if not path:
+            raise OnlineStoreError(f"online store {url!r}: give a file, e.g. sqlite:///tmp/online.db")
+        return SQLiteStore(url, Path(path))
+    if url == "memory://":
+        return MemoryStore(url)
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url)
+    raise OnlineStoreError(f"online store {url!r}: expected sqlite:///path.db, memory:// or redis://host:port/db")

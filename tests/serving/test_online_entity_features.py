@@ -1,0 +1,152 @@
+"""Online entity features through the real model server, over HTTP, with a real Redis and the embedded SQLite.
+
+A fraud-style package (card payments, entity `card`) is built on the seeded split. The server seeds the
+store with the package's training history; the validation split's events are pushed to the events endpoint;
+the test split is then replayed in time order, each row explained (which shows the entity features the server
+computed from the store) and then answered over v2 (which appends it to the store). For every test row
+the served entity features equal, exactly, what the offline computation over the whole log gives at that
+row's time, and the served probability equals the package's model on the offline features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+from payments import payments_use_case, transactions
+from serving_helpers import build_package
+
+from flowline.events import REQUEST_EVENT
+from flowline.features.feature_set import FeatureSet
+from flowline.inference_services.local_server import running_server
+from flowline.package.format import Package
+
+pytestmark = pytest.mark.xdist_group("serving")
+EVENT_COLUMNS = ["card", "at", "amount"]
+
+
+@pytest.fixture(scope="module")
+def payments_package(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("payments")
+    transactions().to_csv(folder / "payments.csv", index=False)
+    use_case = payments_use_case(data={"path": str(folder / "payments.csv")},
+                                 tuning={"families": {"xgboost": 1}, "max_boost_rounds": 100})
+    package = build_package(use_case, folder / "build", trials=1)
+    assert FeatureSet.load(package / "feature_set.json").entity_features, "engineering kept no entity feature"
+    return package
+
+
+@pytest.fixture(scope="module")
+def parts(payments_package) -> dict[str, pd.DataFrame]:
+    """The split's typed parts, each in time order."""
+    return {name: pd.read_parquet(payments_package.parent / name).sort_values("at", kind="stable")
+            for name in ("train", "valid", "test")}
+
+
+def records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Rows as an application sends them: ISO times, numbers as numbers."""
+    return [{c: (row[c].isoformat() if c == "at" else row[c]) for c in columns} for _, row in frame.iterrows()]
+
+
+def v2_body(record: dict) -> dict:
+    types = {"card": "BYTES", "at": "BYTES", "amount": "FP64", "txn": "BYTES"}
+    return {"inputs": [{"name": c, "shape": [1], "datatype": types[c], "data": [v]} for c, v in record.items()]}
+
+
+@pytest.fixture(params=["redis", "sqlite"])
+def served(request, payments_package, tmp_path) -> tuple[str, str]:
+    """A server over the package: on the session's Redis, or on the default embedded SQLite under --runs-dir."""
+    if request.param == "redis":
+        args = ["--online-store", request.getfixturevalue("redis_url")]
+    else:
+        args = ["--runs-dir", str(tmp_path)]
+    with running_server([str(payments_package)], extra_args=args, log_path=str(tmp_path / "server.log")) as url:
+        if request.param == "sqlite":
+            assert (tmp_path / "online-store.db").is_file()
+        yield url, request.param
+
+
+def test_replayed_test_split_gets_exactly_the_offline_entity_features(served, payments_package, parts) -> None:
+    url, _ = served
+    fitted = FeatureSet.load(payments_package / "feature_set.json")
+    names = [n for f in fitted.entity_features for n in f.names]
+    entity = [fitted.feature_names.index(n) for n in names]
+    whole = pd.concat(parts.values())
+    offline = fitted.with_history(whole).transform(parts["test"])
+    with httpx.Client(base_url=url, timeout=30) as client:
+        valid = records(parts["valid"], EVENT_COLUMNS)
+        for start in range(0, len(valid), 100):
+            answer = client.post("/v2/models/payments/events", json={"instances": valid[start:start + 100]})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["events"] == len(valid[start:start + 100])
+        served_features, probabilities = [], []
+        for record in records(parts["test"], ["txn", *EVENT_COLUMNS]):
+            explained = client.post("/v1/models/payments:explain", json={"instances": [record]})
+            assert explained.status_code == 200, explained.text
+            served_features.append([explained.json()["explanations"][0]["entity_features"][n] for n in names])
+            answer = client.post("/v2/models/payments/infer", json=v2_body(record))
+            assert answer.status_code == 200, answer.text
+            probabilities.append(answer.json()["outputs"][0]["data"][0])
+    served_features = np.asarray(served_features, dtype=np.float32)
+    assert np.array_equal(served_features, offline[:, entity])
+    assert (served_features > 0).any(axis=0).all()  # every entity feature saw earlier events somewhere
+    expected = Package.open(payments_package).model.predict(offline).astype(np.float32)
+    assert np.array_equal(np.asarray(probabilities, dtype=np.float32), expected)
+    stale = fitted.transform(parts["test"])  # the history frozen at training, as served before
+    assert not np.array_equal(stale[:, entity], offline[:, entity])
+
+
+def count_of(client: httpx.Client, record: dict, name: str) -> float:
+    explained = client.post("/v1/models/payments:explain", json={"instances": [record]})
+    assert explained.status_code == 200, explained.text
+    return explained.json()["explanations"][0]["entity_features"][name]
+
+
+def test_events_endpoint_takes_cloud_events_and_refuses_bad_events_whole(served, payments_package, parts) -> None:
+    url, _ = served
+    name = next(n for f in FeatureSet.load(payments_package / "feature_set.json").entity_features for n in f.names
+                if n.startswith(("count", "recency")))
+    later = {"txn": "t-later", "card": "card-new", "at": "2027-01-01T00:00:30", "amount": 12.5}
+    event = {"card": "card-new", "at": "2027-01-01T00:00:10", "amount": 3.0}
+    headers = {"ce-type": REQUEST_EVENT, "ce-id": "request-1", "ce-source": "http://localhost:9081/",
+               "ce-specversion": "1.0", "content-type": "application/json"}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        before = count_of(client, later, name)
+        bad = [
+            ({"instances": [event, {**event, "amount": "lots"}]}, {}, "instances[1].amount"),
+            ({"instances": [event, {k: v for k, v in event.items() if k != "at"}]}, {}, "missing column 'at'"),
+            ({"instances": [{**event, "at": "yesterday"}]}, {}, "instances[0].at"),
+            ({"instances": [{**event, "colour": "red"}]}, {}, "unknown column 'colour'"),
+            ({"rows": [event]}, {}, "data: expected a v1 body"),
+            ({"instances": [event]}, {**headers, "ce-type": "dev.example.other"}, "ce-type"),
+            (v2_body({**event, "amount": None}), headers, "amount"),
+        ]
+        for body, sent, field in bad:
+            answer = client.post("/v2/models/payments/events", json=body, headers=sent)
+            assert answer.status_code == 400 and field in answer.json()["error"], (field, answer.text)
+        malformed = client.post("/v2/models/payments/events", content=b"{not json", headers=headers)
+        assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["error"]
+        assert count_of(client, later, name) == before  # nothing of a refused batch was written
+        answer = client.post("/v2/models/payments/events", json=v2_body({"txn": "t1", **event}), headers=headers)
+        assert answer.status_code == 200 and answer.json()["events"] == 1, answer.text
+        assert count_of(client, later, name) != before
+        missing = client.post("/v2/models/nobody/events", json={"instances": [event]})
+        assert missing.status_code == 404
+
+
+def test_rows_beyond_the_training_range_are_counted_on_metrics(served, parts) -> None:
+    url, _ = served
+    top = float(parts["train"]["amount"].max())
+    record = {"card": "card-metrics", "at": "2027-02-01T00:00:00", "amount": top * 3}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for _ in range(2):
+            assert client.post("/v2/models/payments/infer", json=v2_body(record)).status_code == 200
+        assert client.post("/v2/models/payments/infer", json=v2_body({**record, "amount": top})).status_code == 200
+        text = client.get("/metrics").text
+    line = ('flowline_out_of_profile_rows_total{column="amount",model_name="payments",'
+            'reason="above_training_max"} 2.0')
+    assert line in text
+    assert 'flowline_entity_events_total{model_name="payments",source="served"} 3.0' in text

@@ -1,0 +1,97 @@
+"""Entity features read from an online store equal the offline computation over the whole log, row for row.
+
+A FeatureSet is fitted on the earliest 70% of a card-payment log; the store is seeded from its fitted
+history; the later rows are then replayed in time order through `FeatureSet.online(store)`, each batch
+appended to the store once transformed, as the model server does. Every replayed row's features must equal,
+exactly, what `with_history(whole log).transform` gives: point in time by construction, since a row at time
+t sees only events strictly before t. Run on all three store backends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from payments import payments_use_case, transactions
+
+from flowline.contract import apply_contract
+from flowline.features.feature_set import FeatureSet
+from flowline.features.plan import default_plan
+from flowline.online_store import open_store
+
+OUTPUTS = [["recency"], ["count", 3600.0], ["sum", 3600.0, "amount"], ["sum", 86400.0, "amount"]]
+
+
+@pytest.fixture(scope="module")
+def log() -> tuple:
+    use_case = payments_use_case()
+    raw = transactions(seed=3, cards=120).astype(str)
+    frame = apply_contract(raw, use_case).kept
+    order = np.argsort(frame["at"].to_numpy(), kind="stable")
+    frame, raw = frame.iloc[order].reset_index(drop=True), raw.iloc[order].reset_index(drop=True)
+    cut = int(len(frame) * 0.7)
+    plan = default_plan(frame, use_case).with_generated({"kind": "entity", "outputs": OUTPUTS})
+    fitted = FeatureSet.fit(frame.iloc[:cut], use_case, plan)
+    return use_case, fitted, frame, raw, cut
+
+
+@pytest.fixture(params=["sqlite", "memory", "redis"])
+def store(request, tmp_path):
+    url = {"sqlite": f"sqlite://{tmp_path}/online.db", "memory": "memory://"}.get(request.param)
+    store = open_store(url or request.getfixturevalue("redis_url"))
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("batch", [1, 7])
+def test_replayed_rows_see_exactly_the_offline_features(log, store, batch: int) -> None:
+    use_case, fitted, frame, raw, cut = log
+    offline = fitted.with_history(frame).transform(frame)[cut:]
+    assert fitted.seed(store) == {"payments": True}
+    online = fitted.online(store)
+    assert online.version == fitted.version  # the same fitted set: only where the events come from differs
+    records = raw.to_dict("records")[cut:]  # as a request carries them: ISO times, amounts as text
+    rows = []
+    for start in range(0, len(records), batch):
+        values = online.record_values(records[start:start + batch])
+        rows.append(online.transform_values(values, len(records[start:start + batch])))
+        for definition, events in online.entity_events(values).items():
+            store.append_many(definition, events)
+    served = np.concatenate(rows)
+    entity = [i for i, name in enumerate(fitted.feature_names) if "card" in name]
+    assert len(entity) == len(OUTPUTS) and np.array_equal(served, offline)
+    assert (served[:, entity[1]] > 0).any() and (served[:, entity[3]] > 0).any()  # the windows held events
+    stale = fitted.transform(frame)[cut:]  # the history frozen at training misses the replayed events
+    assert not np.array_equal(stale[:, entity], offline[:, entity])
+
+
+def test_seeding_again_writes_nothing_even_for_another_version(log, store) -> None:
+    _, fitted, frame, _, cut = log
+    card = frame["card"].iloc[0]
+    assert fitted.seed(store) == {"payments": True}
+    assert fitted.seed(store) == {"payments": False}
+    retrained = fitted.with_history(frame)  # another version, whose history overlaps what the store holds
+    assert retrained.version != fitted.version and retrained.seed(store) == {"payments": False}
+    training = frame.iloc[:cut]
+    assert len(store.events("payments", card)) == int((training["card"] == card).sum())
+
+
+def test_the_definition_name_is_the_use_case_s_and_survives_saving(log, tmp_path) -> None:
+    use_case, fitted, _, _, _ = log
+    (feature,) = fitted.entity_features
+    assert feature.name == use_case.entity_definition == "payments"
+    fitted.save(tmp_path / "fs.json")
+    loaded = FeatureSet.load(tmp_path / "fs.json")
+    assert loaded.entity_features[0].name == "payments" and loaded.version == fitted.version
+
+
+def test_rows_outside_the_training_profile_are_counted_by_column_and_reason(log) -> None:
+    use_case, fitted, frame, raw, cut = log
+    low, high = frame["amount"].iloc[:cut].min(), frame["amount"].iloc[:cut].max()
+    records = [{**raw.iloc[0].to_dict(), "amount": amount} for amount in (low, high, high + 1, high * 2, None)]
+    assert fitted.out_of_profile(fitted.record_values(records)) == {("amount", "above_training_max"): 2}
+    plan = default_plan(frame, use_case).with_encoding("card", "one_hot")
+    coded = FeatureSet.fit(frame.iloc[:cut], payments_use_case(features={}), plan)
+    values = coded.record_values([{**raw.iloc[0].to_dict(), "card": "c-new"}, raw.iloc[0].to_dict()])
+    assert coded.out_of_profile(values) == {("card", "unseen_category"): 1}
+    assert pd.Series(frame["card"]).iloc[0] in coded.categorical[0].known

@@ -1,0 +1,71 @@
+"""The online store behaves the same on all three backends: embedded SQLite, in-process memory, a real Redis."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowline.online_store import OnlineStoreError, canonical, open_store
+
+
+@pytest.fixture(params=["sqlite", "memory", "redis"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/online.db"
+    if request.param == "memory":
+        return "memory://"
+    return request.getfixturevalue("redis_url")
+
+
+def test_events_come_back_canonically_ordered_per_namespace_and_entity(store_url: str) -> None:
+    store = open_store(store_url)
+    store.append("fraud", "card-1", [(30.0, {"amount": 5.5}), (10.0, {"amount": 2.0})])
+    store.append("fraud", "card-1", [(10.0, {"amount": 1.0}), (20.0, {"amount": 0.1 + 0.2})])
+    store.append_many("fraud", {"card-2": [(5.0, {"amount": 7.0})], "card:3": [(1.0, {})]})
+    store.append("other", "card-1", [(1.0, {"amount": 99.0})])
+
+    assert store.events("fraud", "card-1") == [(10.0, {"amount": 1.0}), (10.0, {"amount": 2.0}),
+                                               (20.0, {"amount": 0.1 + 0.2}), (30.0, {"amount": 5.5})]
+    assert store.events_many("fraud", ["card-2", "card:3", "unknown", "card-2"]) == {
+        "card-2": [(5.0, {"amount": 7.0})], "card:3": [(1.0, {})], "unknown": []}
+    assert store.events("other", "card-1") == [(1.0, {"amount": 99.0})]
+    store.close()
+    if not store_url.startswith("memory"):  # a file or a server keeps the events for the next process
+        assert open_store(store_url).events("fraud", "card-2") == [(5.0, {"amount": 7.0})]
+
+
+def test_seeding_is_idempotent_per_source(store_url: str) -> None:
+    store = open_store(store_url)
+    history = {"a": [(1.0, {"amount": 1.0})], "b": [(2.0, {"amount": 2.0}), (3.0, {"amount": 3.0})]}
+    assert store.seed("fraud", "v1", history) is True
+    assert store.seed("fraud", "v1", history) is False
+    assert store.events_many("fraud", ["a", "b"]) == history
+    assert store.seed("fraud", "v2", {"a": [(4.0, {"amount": 4.0})]}) is True
+    assert store.events("fraud", "a") == [(1.0, {"amount": 1.0}), (4.0, {"amount": 4.0})]
+    assert store.seed("clv", "v1", history) is True  # another namespace has its own seeds
+
+
+@pytest.mark.parametrize("entity, event, field", [
+    ("card-1", (float("nan"), {"amount": 1.0}), "time"),
+    ("card-1", ("yesterday", {"amount": 1.0}), "time"),
+    ("card-1", (1.0, {"amount": float("inf")}), "'amount'"),
+    ("card-1", (1.0, {"amount": "12"}), "'amount'"),
+    ("", (1.0, {"amount": 1.0}), "entity"),
+])
+def test_a_bad_event_names_its_field_and_writes_nothing(store_url: str, entity: str, event: tuple,
+                                                        field: str) -> None:
+    store = open_store(store_url)
+    with pytest.raises(OnlineStoreError, match=field):
+        store.append_many("fraud", {"good": [(1.0, {"amount": 1.0})], entity: [event]})
+    assert store.events_many("fraud", ["good", "card-1"]) == {"good": [], "card-1": []}
+
+
+def test_canonical_order_makes_sums_independent_of_arrival() -> None:
+    events = [(1.0, {"amount": 0.1}), (1.0, {"amount": 1e16}), (1.0, {"amount": -1e16}), (0.5, {"amount": 0.3})]
+    assert canonical(events) == canonical(events[::-1]) == [
+        (0.5, {"amount": 0.3}), (1.0, {"amount": -1e16}), (1.0, {"amount": 0.1}), (1.0, {"amount": 1e16})]
+
+
+@pytest.mark.parametrize("url", ["postgres://db/1", "sqlite://", "memory://x"])
+def test_an_unknown_store_url_says_what_is_expected(url: str) -> None:
+    with pytest.raises(OnlineStoreError, match="expected sqlite:///path.db|give a file"):
+        open_store(url)

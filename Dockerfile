@@ -26,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /opt/flowline
 
-# libgomp1: XGBoost's OpenMP runtime (a Debian-made base already has it).
+# libgomp1: XGBoost's and LightGBM's OpenMP runtime (a Debian-made base already has it).
 RUN ldconfig -p | grep -q libgomp.so.1 || (apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/*)

@@ -1,8 +1,9 @@
 """Katib Experiments (kubeflow.org/v1beta1) built from the same search spaces Optuna uses.
 
-One Experiment per (use case, family): HPO for xgboost, linear and forest, NAS for the
-MLP architecture. Each searches with TPE, runs `parallel_trials` trials at once, stops
-weak trials early with `medianstop`, and runs every trial as a Job in the flowline image:
+One Experiment per (use case, family) in the use case's tuning.families: HPO for xgboost,
+linear, forest and lightgbm, NAS for the MLP architecture. Each searches with TPE, runs
+`parallel_trials` trials at once, stops weak trials early with `medianstop`, and runs every
+trial as a Job in the flowline image:
 
     python -m flowline.katib_experiments.trial --use-case churn --family xgboost --eta=0.1 ...
 
@@ -120,9 +121,12 @@ def build_experiment(
                         "command": ["python", "-m", "flowline.katib_experiments.trial"],
                         "args": trial_arguments(use_case, family, source, feature_plan),
                         "resources": TRIAL_RESOURCES,
-                        # An s3:// source needs the object store's endpoint and credentials.
+                        # An s3:// source needs the object store's endpoint and credentials. OpenMP (XGBoost)
+                        # starts a thread per node core unless told: as many as the CPU limit instead.
                         "env": [{"name": key, "valueFrom": {"secretKeyRef": {
-                            "name": storage.POD_SECRET, "key": key, "optional": True}}} for key in storage.POD_SECRET_KEYS],
+                            "name": storage.POD_SECRET, "key": key, "optional": True}}} for key in storage.POD_SECRET_KEYS]
+                        + [{"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": {
+                            "containerName": TRIAL_CONTAINER, "resource": "limits.cpu"}}}],
                         "securityContext": HARDENED,
                         # /tmp is the only writable path in the hardened container.
                         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],

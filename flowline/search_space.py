@@ -14,7 +14,7 @@ from typing import Any, Mapping, Union
 import optuna
 from kubeflow.katib import V1beta1FeasibleSpace, V1beta1ParameterSpec
 
-from flowline.use_case import TuningSpec
+from flowline.use_case import FAMILIES, TuningSpec
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,20 @@ FOREST = SearchSpace("forest", (
     FloatParameter("colsample_bynode", 0.3, 1.0),
 ))
 
+# LightGBM grows trees leaf-wise: num_leaves bounds a tree's size (max_depth is left unlimited), and
+# min_child_samples is the fewest rows a leaf may hold. Rows are bagged every round (bagging_freq 1,
+# flowline/models/lightgbm.py), so bagging_fraction 1.0 means no bagging. The categorical splits keep
+# LightGBM's defaults (max_cat_to_onehot 4, cat_smooth 10, min_data_per_group 100).
+LIGHTGBM = SearchSpace("lightgbm", (
+    FloatParameter("learning_rate", 0.01, 0.3, log=True),
+    IntParameter("num_leaves", 4, 128, log=True),
+    IntParameter("min_child_samples", 5, 100, log=True),
+    FloatParameter("feature_fraction", 0.4, 1.0),
+    FloatParameter("bagging_fraction", 0.5, 1.0),
+    FloatParameter("lambda_l1", 1e-3, 10.0, log=True),
+    FloatParameter("lambda_l2", 1e-3, 30.0, log=True),
+))
+
 LINEAR_BINARY = SearchSpace("linear", (
     FloatParameter("C", 1e-3, 10.0, log=True),
     CategoricalParameter("l1_ratio", (0.0, 1.0)),  # 0: L2 (ridge) penalty, 1: L1 (lasso)
@@ -143,8 +157,9 @@ LINEAR_REGRESSION = SearchSpace("linear", (FloatParameter("alpha", 1e-3, 1e3, lo
 # Tweedie regression (a GLM with log link): alpha is the L2 penalty per row, so far smaller.
 LINEAR_TWEEDIE = SearchSpace("linear", (FloatParameter("alpha", 1e-6, 1.0, log=True),))
 
-# Tuned class weighting for imbalanced binary labels: the weight of a positive row.
+# Tuned class weighting for imbalanced binary labels: the weight of a positive row, in these families.
 POSITIVE_WEIGHT = FloatParameter("scale_pos_weight", 1.0, 50.0, log=True)
+WEIGHTED_FAMILIES = ("xgboost", "forest", "lightgbm")
 
 # The NAS space: an MLP's architecture (depth, then one width per layer; widths past
 # `depth` are ignored) with its activation, dropout and learning rate.
@@ -165,10 +180,10 @@ def search_space(family: str, task: str, tuning: TuningSpec) -> SearchSpace:
         if task == "binary":
             return LINEAR_BINARY  # its class_weight choice ("balanced") is the linear family's weighting
         return LINEAR_TWEEDIE if tuning.objective == "tweedie" else LINEAR_REGRESSION
-    spaces = {"xgboost": XGBOOST, "forest": FOREST, "mlp": MLP_ARCHITECTURE}
+    spaces = {"xgboost": XGBOOST, "forest": FOREST, "mlp": MLP_ARCHITECTURE, "lightgbm": LIGHTGBM}
     if family not in spaces:
-        raise SearchSpaceError(f"unknown model family {family!r}; expected one of xgboost, linear, forest, mlp")
+        raise SearchSpaceError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
     space = spaces[family]
-    if task == "binary" and tuning.class_weighting and family in ("xgboost", "forest"):
+    if task == "binary" and tuning.class_weighting and family in WEIGHTED_FAMILIES:
         return SearchSpace(space.family, (*space.parameters, POSITIVE_WEIGHT))
     return space

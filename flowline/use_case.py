@@ -27,8 +27,9 @@ REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman", "gini", "total_predicted"
 # Fairness per sensitive attribute (components/bias): the gaps between groups at the decision threshold.
 FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio")
 # Candidate model families, each with one declarative search space (flowline/search_space.py).
-FAMILIES = ("xgboost", "linear", "forest", "mlp")
-Family = Literal["xgboost", "linear", "forest", "mlp"]
+# lightgbm is not among the default families (_default_families): a use case lists it to search it.
+FAMILIES = ("xgboost", "linear", "forest", "mlp", "lightgbm")
+Family = Literal["xgboost", "linear", "forest", "mlp", "lightgbm"]
 
 
 class UseCaseError(ValueError):
@@ -148,9 +149,28 @@ class FeaturesSpec(_Strict):
     amount_columns: list[str] = Field(default=[], description="numeric columns summed per entity over those windows")
     max_generated: int = Field(default=5, ge=0, description="at most this many interaction or time features")
     native_categorical: bool = Field(
-        default=False, description="xgboost and forest split categorical columns on category codes (XGBoost's "
-                                   "native categorical splits) instead of their encodings; linear and mlp keep "
-                                   "the encodings")
+        default=False, description="xgboost, forest and lightgbm split categorical columns on category codes "
+                                   "(XGBoost's and LightGBM's native categorical splits) instead of their "
+                                   "encodings; linear and mlp keep the encodings")
+    entity_features_from: str | None = Field(
+        default=None, description="reuse the entity-feature definition of this use case, by its name (NAME.yaml "
+                                  "beside this file, else a built-in use case): its entity_column, time_column, "
+                                  "amount_columns and window outputs, and so its online state")
+    entity_outputs: list[list[str | float]] | None = Field(
+        default=None, description="the entity window outputs to use as they are, without searching them: "
+                                  "[recency], [count, SECONDS], [sum, SECONDS, AMOUNT_COLUMN]; with "
+                                  "entity_features_from, filled in from the owner's champion package when run")
+
+    @field_validator("entity_outputs")
+    @classmethod
+    def _outputs_are_well_formed(cls, outputs: list[list] | None) -> list[list] | None:
+        shapes = {"recency": (str,), "count": (str, float), "sum": (str, float, str)}
+        for output in outputs or []:
+            shape = shapes.get(output[0]) if output else None
+            if shape is None or len(output) != len(shape) or not all(
+                    isinstance(part, kind) for part, kind in zip(output, shape)):
+                raise ValueError(f"{output}: give [recency], [count, SECONDS] or [sum, SECONDS, AMOUNT_COLUMN]")
+        return outputs
 
 
 def _default_families() -> dict[str, int]:
@@ -170,11 +190,11 @@ class TuningSpec(_Strict):
     max_boost_rounds: int = Field(default=1000, ge=1)
     max_epochs: int = Field(default=200, ge=1, description="MLP training epochs, early-stopped on valid")
     class_weighting: bool = Field(
-        default=False, description="binary: tune the positive class's weight (xgboost, forest) and balanced "
+        default=False, description="binary: tune the positive class's weight (xgboost, forest, lightgbm) and balanced "
                                    "weighting (linear), for imbalanced labels")
     objective: Literal["squared_error", "tweedie"] = Field(
-        default="squared_error", description="regression: the loss the xgboost, forest and linear families "
-                                             "minimise; tweedie (log link) suits non-negative, skewed targets "
+        default="squared_error", description="regression: the loss the xgboost, forest, lightgbm and linear "
+                                             "families minimise; tweedie (log link) suits non-negative, skewed targets "
                                              "such as spend, many of them zero")
     tweedie_power: float = Field(default=1.5, gt=1, lt=2, description="tweedie: the variance power")
     seed: int = 42
@@ -373,6 +393,18 @@ class UseCase(_Strict):
             raise ValueError(f"time_column {self.time_column!r} must be a datetime or numeric column")
         if self.features.entity_column and not self.time_column:
             raise ValueError("features.entity_column needs time_column: its windows run over time")
+        reused = self.features.entity_features_from
+        if reused == self.name:
+            raise ValueError("features.entity_features_from: names this use case itself; leave it out to own the "
+                             "definition")
+        if reused and not self.features.entity_column:
+            raise ValueError(f"features.entity_features_from: the definition of {reused!r} is not filled in; load "
+                             f"the use case with load_use_case or parse_use_case, which read it")
+        if self.features.entity_outputs is not None and not self.features.entity_column:
+            raise ValueError("features.entity_outputs needs features.entity_column")
+        for output in self.features.entity_outputs or []:
+            if output[0] == "sum" and output[2] not in self.features.amount_columns:
+                raise ValueError(f"features.entity_outputs: {output[2]!r} is not one of features.amount_columns")
         for name in self.features.amount_columns:
             if not self.columns[name].is_numeric:
                 raise ValueError(f"features.amount_columns: column {name!r} is not numeric")
@@ -398,12 +430,10 @@ class UseCase(_Strict):
 
     @property
     def entity_definition(self) -> str:
-        """The name of this use case's entity-feature definition, which is also its online store namespace.
-
-        Two use cases with the same definition share one online state; only the definition's owner
-        (`entity_definition == name`) writes its served transactions to the store.
-        """
-        return self.name
+        """The name of the entity-feature definition this use case uses, which is also its online store
+        namespace: the owner's name when it reuses another's (features.entity_features_from), else its own.
+        Only the owner (`entity_definition == name`) writes its served transactions to the store."""
+        return self.features.entity_features_from or self.name
 
     @property
     def subject_columns(self) -> list[str]:
@@ -428,17 +458,68 @@ def _format_validation_error(error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def parse_use_case(document: dict, origin: str = "<use case>") -> UseCase:
+def parse_use_case(document: dict, origin: str = "<use case>", folder: Path | None = None) -> UseCase:
+    """The use case `document` describes, with the entity-feature definition it reuses filled in
+    (`features.entity_features_from`: NAME.yaml in `folder`, else a built-in use case)."""
     try:
-        return UseCase.model_validate(document)
+        document = _with_reused_definition(document, origin, folder)
+        use_case = UseCase.model_validate(document)
     except ValidationError as error:
         raise UseCaseError(f"{origin} is not a valid use case:\n{_format_validation_error(error)}") from None
+    return use_case
+
+
+def _with_reused_definition(document: dict, origin: str, folder: Path | None) -> dict:
+    """`document` with the owner's entity_column and amount_columns filled in when it reuses a definition.
+
+    The owner must own it (no chain of reuse), and this use case must declare the columns the
+    definition reads, with the same types, and the same time_column: the windows run over it.
+    """
+    features = document.get("features")
+    owner_name = features.get("entity_features_from") if isinstance(features, dict) else None
+    if not owner_name or owner_name == document.get("name"):
+        return document  # nothing to reuse, or a self-reference the schema names
+    where = f"{origin} is not a valid use case:\n  - features.entity_features_from"
+    candidates = [path for path in ((folder / f"{owner_name}.yaml") if folder else None,
+                                    USE_CASES_DIR / f"{owner_name}.yaml") if path is not None]
+    owner_path = next((path for path in candidates if path.is_file()), None)
+    if owner_path is None:
+        raise UseCaseError(f"{where}: no use case {owner_name!r}: looked for "
+                           f"{' and '.join(str(path) for path in candidates)}")
+    owner_document = _read_document(owner_path)
+    owner_features = owner_document.get("features") if isinstance(owner_document.get("features"), dict) else {}
+    if owner_features.get("entity_features_from"):
+        raise UseCaseError(f"{where}: {owner_name!r} reuses the definition of "
+                           f"{owner_features['entity_features_from']!r} itself; name that owner instead "
+                           f"(a definition is reused from its owner, not through a chain)")
+    owner = parse_use_case(owner_document, str(owner_path))
+    entity, amounts = owner.features.entity_column, owner.features.amount_columns
+    if entity is None:
+        raise UseCaseError(f"{where}: {owner_name!r} defines no entity features (its features.entity_column is "
+                           f"not set)")
+    for field, value, owned in (("entity_column", features.get("entity_column"), entity),
+                                ("amount_columns", features.get("amount_columns"), amounts)):
+        if value is not None and value != owned:
+            raise UseCaseError(f"{where}: features.{field} {value!r} differs from {owner_name!r}'s {owned!r}; "
+                               f"leave it out when reusing the definition")
+    if document.get("time_column") != owner.time_column:
+        raise UseCaseError(f"{where}: the definition of {owner_name!r} runs over time_column {owner.time_column!r}; "
+                           f"this use case's is {document.get('time_column')!r}")
+    columns = document.get("columns") if isinstance(document.get("columns"), dict) else {}
+    for column in (entity, owner.time_column, *amounts):
+        spec = columns.get(column)
+        wanted = owner.columns[column].type
+        if not isinstance(spec, dict) or spec.get("type") != wanted:
+            raise UseCaseError(f"{where}: the definition of {owner_name!r} reads column {column!r} of type {wanted}; "
+                               f"declare it in columns with that type")
+    return {**document, "features": {**features, "entity_column": entity, "amount_columns": list(amounts)}}
 
 
 def load_use_case(name_or_path: str | Path) -> UseCase:
     """Load a use case by name (pipelines/use_cases/NAME.yaml) or from a YAML file path.
 
-    A relative data path is resolved against the folder of the YAML file.
+    A relative data path is resolved against the folder of the YAML file, and so is the use case
+    whose entity-feature definition it reuses (features.entity_features_from).
     """
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
@@ -446,6 +527,11 @@ def load_use_case(name_or_path: str | Path) -> UseCase:
         if not path.is_file():
             known = ", ".join(sorted(p.stem for p in USE_CASES_DIR.glob("*.yaml")))
             raise UseCaseError(f"unknown use case {str(name_or_path)!r}; built-in use cases: {known}")
+    return parse_use_case(_read_document(path), origin=str(path), folder=path.parent)
+
+
+def _read_document(path: Path) -> dict:
+    """The mapping a use-case YAML file holds, its relative data path resolved against its folder."""
     if not path.is_file():
         raise UseCaseError(f"use-case file {path} does not exist")
     try:
@@ -457,7 +543,7 @@ def load_use_case(name_or_path: str | Path) -> UseCase:
     data = document.get("data")
     if isinstance(data, dict) and isinstance(data.get("path"), str) and "://" not in data["path"]:
         data["path"] = str((path.parent / data["path"]).resolve())
-    return parse_use_case(document, origin=str(path))
+    return document
 
 
 def built_in_use_cases() -> list[str]:

@@ -20,6 +20,7 @@ import sys
 from typing import Optional, Sequence
 
 from flowline.katib import ITERATIONS_METRIC
+from flowline.use_case import FAMILIES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--use-case", help="a built-in use case name, or a use-case YAML file")
     which.add_argument("--use-case-json", help="the use case as JSON")
-    parser.add_argument("--family", required=True, choices=("xgboost", "linear", "forest", "mlp"))
+    parser.add_argument("--family", required=True, choices=FAMILIES)
     parser.add_argument("--source", default="", help="read the data from this path or URL instead of the use case's")
     parser.add_argument("--feature-plan", help="the FeatureSet plan as JSON (default: search one)")
     return parser

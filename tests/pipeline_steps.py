@@ -1,5 +1,5 @@
 """The tasks of the template's pipeline as KFP's compiler and kfp.local name them: a component used
-three times is tune, tune-2 and tune-3. A transaction-log use case adds customer-rows after ingest."""
+four times is tune, tune-2, tune-3 and tune-4. A transaction-log use case adds customer-rows after ingest."""
 
-STEPS = ["ingest", "split", "features", "tune", "tune-2", "tune-3", "nas", "train", "evaluate", "bias", "explain",
+STEPS = ["ingest", "split", "features", "tune", "tune-2", "tune-3", "tune-4", "nas", "train", "evaluate", "bias", "explain",
          "drift", "package", "deploy"]

@@ -90,6 +90,9 @@ def test_the_servers_import_no_pipeline_module_and_the_core_nothing_above_it():
     ("flowline se", {"serve"}),
     ("flowline canary pro", {"promote"}),
     ("flowline serve --drift-", {"--drift-monitor"}),
+    ("flowline fea", {"features"}),
+    ("flowline features d", {"diff"}),
+    ("flowline features diff --j", {"--json"}),
 ])
 def test_bash_completes_commands_and_options_from_the_parser(words: str, expected: set[str], tmp_path: Path, capsys):
     """The script `flowline completion bash` prints, loaded into a real bash, completes what the parser has."""

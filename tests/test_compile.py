@@ -97,7 +97,7 @@ def test_each_compile_in_one_process_uses_the_image_it_is_given(tmp_path: Path):
         images = [e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()]
         assert len(images) == len(STEPS) + 1 and set(images) == {image}
         tasks = steps_of(spec)
-        for name in ("tune", "tune-2", "tune-3", "nas"):
+        for name in ("tune", "tune-2", "tune-3", "tune-4", "nas"):
             assert tasks[name]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == image, name
 
 
@@ -127,12 +127,13 @@ def test_naming_both_or_neither_use_case_is_a_usage_error(capsys):
 def test_one_tune_step_per_family_and_nas_feed_train(compiled: Path):
     tasks = steps_of(pipeline_spec(compiled))
     families = {tasks[name]["inputs"]["parameters"]["family"]["runtimeValue"]["constant"] for name in
-                ("tune", "tune-2", "tune-3")}
-    assert families == {"xgboost", "linear", "forest"}
-    assert {task["taskInfo"]["name"] for task in tasks.values()} >= {"tune-xgboost", "tune-linear", "tune-forest", "nas"}
+                ("tune", "tune-2", "tune-3", "tune-4")}
+    assert families == {"xgboost", "linear", "forest", "lightgbm"}
+    assert {task["taskInfo"]["name"] for task in tasks.values()} >= {"tune-xgboost", "tune-linear", "tune-forest",
+                                                                      "tune-lightgbm", "nas"}
     searches = tasks["train"]["inputs"]["artifacts"]
     assert {searches[f"{family}_search"]["taskOutputArtifact"]["producerTask"] for family in
-            ("xgboost", "linear", "forest", "mlp")} == {"tune", "tune-2", "tune-3", "nas"}
+            ("xgboost", "linear", "forest", "mlp", "lightgbm")} == {"tune", "tune-2", "tune-3", "tune-4", "nas"}
     evaluate = tasks["evaluate"]["inputs"]
     assert evaluate["artifacts"]["holdout"]["taskOutputArtifact"]["producerTask"] == "train"
     # inside the exit handler's group, a pipeline input arrives as a channel of that name

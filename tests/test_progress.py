@@ -59,7 +59,7 @@ def test_plain_progress_lines_without_escape_codes_when_output_is_not_a_terminal
     shown = (tmp_path / "shown.txt").read_text()
     assert not progress.bars
     assert "\x1b" not in shown and "\r" not in shown
-    assert re.findall(r"^\[(\d+)/14\] ([\w-]+)$", shown, re.M) == [("1", "ingest"), ("2", "nas"), ("3", "tune")]
+    assert re.findall(rf"^\[(\d+)/{len(STEPS)}\] ([\w-]+)$", shown, re.M) == [("1", "ingest"), ("2", "nas"), ("3", "tune")]
     assert "      nas (mlp): trial 16/16 stopped early (below the median)\n" in shown
     assert "      tune (xgboost): trial 30/30" in shown and "      tune success in" in shown
 
@@ -86,10 +86,10 @@ def test_live_bars_for_the_run_and_its_trials_on_a_terminal():
     shown = b"".join(drawn).decode()
     assert progress.bars
     assert "\r" in shown
-    assert re.search(r"run: ingest 0/14 steps \|.*\| \d\d:\d\d elapsed, ETA", shown)
-    assert re.search(r"run: tune 3/14 steps \|.*\| \d\d:\d\d elapsed, ETA \d\d:\d\d", shown)  # the last state stays
+    assert re.search(rf"run: ingest 0/{len(STEPS)} steps \|.*\| \d\d:\d\d elapsed, ETA", shown)
+    assert re.search(rf"run: tune 3/{len(STEPS)} steps \|.*\| \d\d:\d\d elapsed, ETA \d\d:\d\d", shown)  # the last state stays
     assert re.search(r"nas \(mlp\) 0/16 trials \|.*\| \d\d:\d\d elapsed, ETA", shown)
     assert re.search(r"tune \(xgboost\) 0/30 trials \|", shown)
     # Trials move the bars instead of printing a line each; steps and results still print lines above the bars.
-    assert "nas (mlp): trial 1/16" not in shown and "[1/14] ingest" in shown
+    assert "nas (mlp): trial 1/16" not in shown and f"[1/{len(STEPS)}] ingest" in shown
     assert "nas (mlp): best valid_roc_auc 0.8560 after 16 trials" in shown

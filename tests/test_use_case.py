@@ -89,3 +89,63 @@ def test_the_time_and_entity_columns_are_not_encoded_as_they_are(tmp_path: Path)
     use_case = load_changed(tmp_path, change)
     assert "signup" not in use_case.feature_columns and "account" not in use_case.feature_columns
     assert "MonthlyCharges" in use_case.feature_columns
+
+
+def card_document(name: str, **features) -> dict:
+    """A card-payments use case: one row per payment of a card, at a time, with an amount."""
+    return {"name": name, "task": "binary", "data": {"path": f"{name}.csv"},
+            "label": {"column": "fraud", "positive": "yes", "values": ["no", "yes"]},
+            "id_columns": ["txn"], "time_column": "at",
+            "columns": {"txn": {"type": "string"}, "card": {"type": "string"}, "at": {"type": "datetime"},
+                        "amount": {"type": "number", "min": 0}},
+            "features": features, "costs": {"false_negative": 10, "false_positive": 1}}
+
+
+def write_use_case(folder: Path, document: dict) -> Path:
+    path = folder / f"{document['name']}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_a_use_case_reuses_the_entity_definition_of_another_by_name(tmp_path: Path):
+    write_use_case(tmp_path, card_document("cards", entity_column="card", amount_columns=["amount"]))
+    reuser = load_use_case(write_use_case(tmp_path, card_document("disputes", entity_features_from="cards")))
+    assert (reuser.features.entity_column, reuser.features.amount_columns) == ("card", ["amount"])
+    assert reuser.entity_definition == "cards" and load_use_case(tmp_path / "cards.yaml").entity_definition == "cards"
+    assert "card" not in reuser.feature_columns and "card" in reuser.subject_columns
+    assert type(reuser).model_validate_json(reuser.model_dump_json()) == reuser  # as a package carries it
+    assert load_use_case("churn").entity_definition == "churn"
+
+
+@pytest.mark.parametrize(("owner", "reuser", "named"), [
+    ({}, {"entity_features_from": "nobody"}, "features.entity_features_from: no use case 'nobody': looked for "),
+    ({}, {"entity_features_from": "cards"}, "'cards' defines no entity features"),
+    ({"entity_features_from": "third"}, {"entity_features_from": "cards"},
+     "'cards' reuses the definition of 'third' itself; name that owner instead"),
+    ({"entity_column": "card"}, {"entity_features_from": "cards", "entity_column": "txn"},
+     "features.entity_column 'txn' differs from 'cards''s 'card'"),
+    ({"entity_column": "card", "amount_columns": ["fee"]}, {"entity_features_from": "cards"},
+     "reads column 'fee' of type number; declare it in columns with that type"),
+    ({"entity_column": "card"}, {"entity_features_from": "disputes"}, "names this use case itself"),
+    ({"entity_column": "card"}, {"entity_column": "card", "entity_outputs": [["count", "an hour"]]},
+     "features.entity_outputs: ['count', 'an hour']: give [recency], [count, SECONDS]"),
+    ({"entity_column": "card"}, {"entity_column": "card", "entity_outputs": [["sum", 3600, "amount"]]},
+     "features.entity_outputs: 'amount' is not one of features.amount_columns"),
+])
+def test_a_bad_reuse_names_the_field(tmp_path: Path, owner: dict, reuser: dict, named: str):
+    owner_document = card_document("cards", **owner)
+    owner_document["columns"]["fee"] = {"type": "number"}
+    write_use_case(tmp_path, owner_document)
+    with pytest.raises(UseCaseError) as caught:
+        load_use_case(write_use_case(tmp_path, card_document("disputes", **reuser)))
+    assert named in str(caught.value) and "disputes.yaml is not a valid use case" in str(caught.value)
+
+
+def test_a_reuser_runs_over_the_owners_time_column(tmp_path: Path):
+    write_use_case(tmp_path, card_document("cards", entity_column="card"))
+    document = card_document("disputes", entity_features_from="cards")
+    document["columns"]["booked"] = document["columns"].pop("at")
+    document["time_column"] = "booked"
+    with pytest.raises(UseCaseError, match="the definition of 'cards' runs over time_column 'at'; this use case's "
+                                           "is 'booked'"):
+        load_use_case(write_use_case(tmp_path, document))

@@ -12,6 +12,7 @@ def train(
     linear_search: Input[Artifact],
     forest_search: Input[Artifact],
     mlp_search: Input[Artifact],
+    lightgbm_search: Input[Artifact],
     model: Output[Model],
     holdout: Output[Dataset],
     selection_metrics: Output[Metrics],
@@ -27,7 +28,7 @@ def train(
 
     summary = train_files(UseCase.model_validate_json(use_case_json), train.path, valid.path, feature_set.path,
                           {"xgboost": xgboost_search.path, "linear": linear_search.path, "forest": forest_search.path,
-                           "mlp": mlp_search.path}, model.path, holdout.path)
+                           "mlp": mlp_search.path, "lightgbm": lightgbm_search.path}, model.path, holdout.path)
     selection = summary["selection"]
     model.metadata.update(framework="flowline-ensemble", selected=selection["selected"], **{
         f"weight_{member['family']}": member["weight"] for member in selection["model"]["members"]})

@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 from typing import Mapping, Optional
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import xgboost as xgb
@@ -32,7 +33,7 @@ import xgboost as xgb
 from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureLayout
 from flowline.models.ensemble import Ensemble, Member, choose_blend, fold_splits
-from flowline.models.families import refit_candidate
+from flowline.models.families import BOOSTED_FAMILIES, refit_candidate
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
 from flowline.use_case import UseCase
@@ -90,7 +91,7 @@ def train_files(
     refitted = []
     for family, weight in members:
         iterations = results[family].iterations
-        if family == "xgboost":  # as many rounds per row as early stopping found on train
+        if family in BOOSTED_FAMILIES:  # as many rounds per row as early stopping found on train
             iterations = max(1, round(iterations * len(rows) / len(train)))
         model = refit_candidate(family, results[family].params, iterations, x, y, use_case.task, use_case.tuning,
                                 feature_set.layout)
@@ -106,6 +107,7 @@ def train_files(
         "selection": {**selection, "model": ensemble.describe(), "rows": len(rows)},
         "feature_set_version": feature_set.version,
         "xgboost_version": xgb.__version__,
+        "lightgbm_version": lgb.__version__,
     }
     (Path(model_dir) / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
     return summary

@@ -12,7 +12,9 @@ than MIN_GAIN:
 3. pairwise products, ratios and squares of the most important numeric columns, added
    forward in order of their gain alone, at most `features.max_generated`;
 4. with a time column: calendar parts of a datetime; with an entity column: recency and
-   rolling counts (and sums of `features.amount_columns`) over windows.
+   rolling counts (and sums of `features.amount_columns`) over windows, unless
+   `features.entity_outputs` fixes them (a use case that reuses another's definition gets the
+   owner's, so both compute the same entity features).
 
 Two proxies rather than one, because the candidates that follow are trees, linear
 models and networks: a change that only one family can use still has to pay for itself
@@ -28,6 +30,7 @@ from typing import Callable
 import pandas as pd
 
 from flowline.features.feature_set import FeatureSet
+from flowline.features.kinds import FeatureError
 from flowline.features.plan import MAX_CATEGORIES, ONE_HOT_MAX_CARDINALITY, FeaturePlan, default_plan
 from flowline.models.families import TrainingData, booster_gains, fit_candidate
 from flowline.use_case import TuningSpec, UseCase
@@ -111,8 +114,15 @@ def engineer_features(
 ) -> tuple[FeatureSet, SearchLog]:
     """Choose the plan on `valid` (unless `features.search` is off) and fit the FeatureSet on `train`."""
     started = time.monotonic()
+    fixed = use_case.features.entity_outputs
+    if use_case.features.entity_features_from and fixed is None:
+        raise FeatureError(f"use case {use_case.name!r} reuses the entity features of "
+                           f"{use_case.features.entity_features_from!r} (features.entity_features_from), but their "
+                           f"window outputs are not set (features.entity_outputs); `flowline run`, `compile` and "
+                           f"`submit` set them from the owner's champion package")
     plan = default_plan(train, use_case)
     if not use_case.features.search:
+        plan = _with_entity_outputs(plan, fixed or [])
         return FeatureSet.fit(train, use_case, plan), SearchLog(float("nan"), float("nan"))
     search = _Search(train, valid, use_case, progress)
     best = search.score(plan, keep_importance=True)
@@ -152,7 +162,11 @@ def engineer_features(
     plan, best = _forward(search, plan, best, generated, "generated", use_case.features.max_generated)
 
     entity = use_case.features.entity_column
-    if entity and use_case.features.max_generated > len(plan.generated):
+    if fixed:
+        plan = _with_entity_outputs(plan, fixed)
+        best = search.score(plan)
+        search.record("time", f"fixed: {fixed}", best, kept=True)
+    elif fixed is None and entity and use_case.features.max_generated > len(plan.generated):
         is_datetime = specs[use_case.time_column].type == "datetime"
         outputs = [["recency"]]
         for window in _windows(train[use_case.time_column], is_datetime):
@@ -162,6 +176,11 @@ def engineer_features(
 
     search.log.score, search.log.seconds = best, time.monotonic() - started
     return FeatureSet.fit(train, use_case, plan), search.log
+
+
+def _with_entity_outputs(plan: FeaturePlan, outputs: list[list]) -> FeaturePlan:
+    """`plan` with an entity block of exactly `outputs` (none when the list is empty)."""
+    return plan.with_generated({"kind": "entity", "outputs": [list(o) for o in outputs]}) if outputs else plan
 
 
 def _forward(search: _Search, plan: FeaturePlan, best: float, candidates: list[tuple[dict, str]], step: str,

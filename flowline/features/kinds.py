@@ -188,8 +188,9 @@ class CategoryCode(_Vocabulary):
 class FeatureLayout:
     """Which encoded columns each kind of model reads, when the FeatureSet has category codes.
 
-    `trees` (xgboost, forest): numbers, generated features and the codes, with XGBoost
-    feature types ("c" for a code); `dense` (linear, mlp): everything but the codes.
+    `trees` (xgboost, forest, lightgbm): numbers, generated features and the codes, with XGBoost
+    feature types ("c" for a code, LightGBM's categorical_feature); `dense` (linear, mlp): everything
+    but the codes.
     """
 
     trees: tuple[int, ...]

@@ -6,6 +6,10 @@
 | forest | a random forest: XGBoost's random-forest mode (one round of `num_parallel_tree` trees, rows and columns subsampled per node) | XGBoost's native JSON |
 | linear | logistic regression (binary) or ridge (regression) on standardised features | JSON coefficients |
 | mlp | a NumPy multilayer perceptron (flowline/models/mlp.py) | JSON weights |
+| lightgbm | LightGBM's gradient-boosted trees, early-stopped on valid, with its native categorical splits (flowline/models/lightgbm.py); not a default family | LightGBM's native text model |
+
+The tree families (TREE_FAMILIES) read a FeatureSet's category codes where it has them
+(`features.native_categorical`), the others its encodings (ColumnSubset).
 
 Every model gives a **margin** (log-odds for binary tasks, the prediction for
 regression) and **contributions**: per-feature attributions in margin units whose sum
@@ -13,8 +17,8 @@ plus the base value is the margin (TreeSHAP for trees, exact linear SHAP for lin
 models, permutation Shapley values from the training mean for the MLP). Blends add
 margins, so their contributions add up too.
 
-Regression with `tuning.objective: tweedie` fits xgboost, forest and linear (a Tweedie
-GLM) with a log link. Their margin is still the prediction, exp(log-scale score), and
+Regression with `tuning.objective: tweedie` fits xgboost, forest, lightgbm and linear (a
+Tweedie GLM) with a log link. Their margin is still the prediction, exp(log-scale score), and
 their log-scale attributions are rescaled to prediction units, each feature keeping its
 share, so that they too add up to the prediction.
 """
@@ -22,61 +26,30 @@ share, so that they too add up to the prediction.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Optional
+from typing import Optional
 
 import numpy as np
-import pandas as pd
 import xgboost as xgb
 from sklearn.linear_model import LogisticRegression, Ridge, TweedieRegressor
-from sklearn.metrics import roc_auc_score
 
-from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureLayout
+from flowline.models.candidate import (
+    REPORT_EVERY,
+    CandidateModel,
+    Fitted,
+    Report,
+    TrainingData,
+    log_link_contributions,
+    validation_score,
+)
+from flowline.models.lightgbm import LightGBMModel
 from flowline.models.mlp import MLPNetwork, hidden_layers, train_mlp
 from flowline.use_case import TuningSpec
 
-REPORT_EVERY = 10  # boosting rounds between intermediate scores (pruning, Katib's median stopping)
 SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate
-Report = Callable[[int, float], None]
-
-
-TREE_FAMILIES = ("xgboost", "forest")
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """Encoded train and valid matrices with their labels (binary labels are 0/1).
-
-    `layout`: which columns each kind of family reads, when the FeatureSet has category
-    codes; `feature_types`: XGBoost's types of the columns ("c" for a code), set on the
-    column subset a tree family trains on.
-    """
-
-    task: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_valid: np.ndarray
-    y_valid: np.ndarray
-    layout: Optional[FeatureLayout] = None
-    feature_types: Optional[tuple[str, ...]] = None
-
-    @classmethod
-    def from_splits(cls, feature_set: FeatureSet, train: pd.DataFrame, valid: pd.DataFrame, task: str) -> TrainingData:
-        """Encode the splits: out-of-fold target encodings on train, the fitted ones on valid."""
-        return cls(
-            task=task,
-            x_train=feature_set.transform_training(train), y_train=feature_set.labels(train),
-            x_valid=feature_set.transform(valid), y_valid=feature_set.labels(valid), layout=feature_set.layout,
-        )
-
-
-def validation_score(task: str, y: np.ndarray, margins: np.ndarray) -> float:
-    """Higher is better: ROC-AUC for binary tasks, negative RMSE for regression."""
-    if task == "binary":
-        return float(roc_auc_score(y, margins))
-    return -float(np.sqrt(np.mean((y - margins) ** 2)))
+TREE_FAMILIES = ("xgboost", "forest", "lightgbm")  # they read category codes (FeatureLayout.trees)
+BOOSTED_FAMILIES = ("xgboost", "lightgbm")  # their iterations are boosting rounds, early-stopped on valid
 
 
 def objective_metric(task: str) -> tuple[str, str]:
@@ -87,64 +60,6 @@ def objective_metric(task: str) -> tuple[str, str]:
 def reported_value(task: str, score: float) -> float:
     """A score (higher is better) as the objective metric reports it (RMSE is positive)."""
     return score if task == "binary" else -score
-
-
-def log_link_contributions(log_parts: np.ndarray) -> np.ndarray:
-    """Attributions of a log-link model, given on the log scale (last column the base), in prediction
-    units: the base becomes exp(base) and each feature gets its log share of prediction - exp(base)."""
-    base = log_parts[:, -1]
-    delta = log_parts[:, :-1].sum(axis=1)
-    prediction, base_value = np.exp(base + delta), np.exp(base)
-    moved = np.abs(delta) > 1e-12
-    # (exp(b + d) - exp(b)) / d, which tends to exp(b) as d -> 0
-    scale = np.where(moved, (prediction - base_value) / np.where(moved, delta, 1.0), base_value)
-    return np.column_stack([log_parts[:, :-1] * scale[:, None], base_value])
-
-
-@dataclass
-class Fitted:
-    """A fitted candidate: the model, its validation score and how long it trained (rounds or epochs)."""
-
-    model: "CandidateModel"
-    valid_score: float
-    iterations: int
-
-
-class CandidateModel:
-    family: ClassVar[str]
-    task: str
-
-    @classmethod
-    def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
-        """Train on data's train rows and score on valid. Families that iterate early-stop on valid;
-        the others fit once (one "iteration")."""
-        model = cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning, data.feature_types)
-        return Fitted(model, validation_score(data.task, data.y_valid, model.margin(data.x_valid)), 1)
-
-    @classmethod
-    def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
-              tuning: TuningSpec, feature_types: Optional[tuple[str, ...]] = None) -> CandidateModel:
-        """Train on (x, y) for a fixed number of iterations, with nothing held out (`feature_types`: the
-        tree families' column types, "c" for a category code)."""
-        raise NotImplementedError
-
-    def margin(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def contributions(self, x: np.ndarray) -> np.ndarray:
-        """(rows x (features + 1)): attributions in margin units; the last column is the base value."""
-        raise NotImplementedError
-
-    def save(self, folder: Path, prefix: str) -> list[str]:
-        """Write the model's files into `folder`, named from `prefix`; return their names."""
-        raise NotImplementedError
-
-    @classmethod
-    def load(cls, folder: Path, files: list[str], task: str) -> CandidateModel:
-        raise NotImplementedError
-
-    def set_threads(self, threads: int) -> None:
-        """Serving scores one row per request: one thread costs less than waking a pool."""
 
 
 class _BoosterModel(CandidateModel):
@@ -172,6 +87,10 @@ class _BoosterModel(CandidateModel):
 
     def set_threads(self, threads: int) -> None:
         self.booster.set_param({"nthread": threads})
+
+    def gains(self) -> dict[int, float]:
+        """Total gain per column the model split on (its own column index)."""
+        return {int(key[1:]): gain for key, gain in self.booster.get_score(importance_type="total_gain").items()}
 
 
 def _matrix(x: np.ndarray, y: np.ndarray, feature_types: Optional[tuple[str, ...]]) -> xgb.DMatrix:
@@ -415,7 +334,7 @@ class ColumnSubset(CandidateModel):
 
 
 MODEL_FAMILIES: dict[str, type[CandidateModel]] = {
-    model.family: model for model in (XGBoostModel, LinearModel, ForestModel, MLPModel)
+    model.family: model for model in (XGBoostModel, LinearModel, ForestModel, MLPModel, LightGBMModel)
 }
 
 
@@ -450,7 +369,6 @@ def refit_candidate(family: str, params: dict, iterations: int, x: np.ndarray, y
 
 def booster_gains(model: CandidateModel) -> dict[int, float]:
     """A tree family's total gain per encoded column (full-width index)."""
-    columns = model.columns if isinstance(model, ColumnSubset) else None
-    booster = (model.model if columns else model).booster
-    gains = booster.get_score(importance_type="total_gain")
-    return {(columns[int(key[1:])] if columns else int(key[1:])): gain for key, gain in gains.items()}
+    if isinstance(model, ColumnSubset):
+        return {model.columns[column]: gain for column, gain in model.model.gains().items()}
+    return model.gains()

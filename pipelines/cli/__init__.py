@@ -11,6 +11,7 @@
 | canary.py | ab design, canary analyze, canary promote, canary rollback |
 | data.py | init, validate, datasets |
 | registry.py | runs, models, show, open |
+| features.py | features [list], features diff |
 | completion.py | completion |
 """
 
@@ -21,15 +22,15 @@ import sys
 import warnings
 
 from flowline import __version__, audit
-from flowline.pipelines.cli import (audit_trail, canary, cluster, completion, data, erasure, packages, registry, run,
-                                    serve)
+from flowline.pipelines.cli import (audit_trail, canary, cluster, completion, data, erasure, features, packages,
+                                    registry, run, serve)
 from flowline.pipelines.cli.common import EXIT_ERROR, EXIT_GATE_FAILED, UsageError
 from flowline.cluster import ClusterError
 from flowline.storage import StorageError
 
 __all__ = ["EXIT_ERROR", "EXIT_GATE_FAILED", "build_parser", "main"]
 
-COMMAND_GROUPS = (run, cluster, packages, serve, erasure, audit_trail, canary, data, registry, completion)
+COMMAND_GROUPS = (run, cluster, packages, serve, erasure, audit_trail, canary, data, registry, features, completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

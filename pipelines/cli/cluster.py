@@ -14,11 +14,12 @@ from flowline.pipelines.cli.common import (
     add_audit_log_argument,
     add_runs_dir_argument,
     add_use_case_arguments,
-    use_case,
+    use_case_to_run,
 )
 from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
 
 IMAGE_ENV = "FLOWLINE_IMAGE"
+OWNER_RUNS_DIR_HELP = "where a reused entity-feature definition's owner has its champion package"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -27,6 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     compile_.add_argument("-o", "--output", required=True, help="the YAML file to write")
     add_image_argument(compile_, "every step's image")
     _add_cluster_data_arguments(compile_)
+    add_runs_dir_argument(compile_, OWNER_RUNS_DIR_HELP)
     compile_.set_defaults(handler=_compile)
 
     submit = commands.add_parser(
@@ -45,6 +47,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user deployments)")
     add_image_argument(submit, "every step's image")
     _add_cluster_data_arguments(submit)
+    add_runs_dir_argument(submit, OWNER_RUNS_DIR_HELP)
     submit.set_defaults(handler=_submit)
 
     deploy = commands.add_parser(
@@ -71,6 +74,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_image_argument(katib, "the trials' image")
     katib.add_argument("--namespace", default="flowline", help="the Experiments' namespace (default flowline)")
     katib.add_argument("--source", help="the data URL trials read (default: the use case's URL or dataset source)")
+    add_runs_dir_argument(katib, OWNER_RUNS_DIR_HELP)
     katib.set_defaults(handler=_katib)
 
 
@@ -111,7 +115,7 @@ def _cluster_source(args: argparse.Namespace, use_case) -> str:
 def _compile(args: argparse.Namespace) -> int:
     from flowline.pipelines.template import compile_pipeline
 
-    chosen = use_case(args)
+    chosen = use_case_to_run(args)
     compile_pipeline(chosen, args.output, source=_cluster_source(args, chosen), image=args.image)
     print(f"compiled: {args.output}")
     return 0
@@ -124,7 +128,7 @@ def _submit(args: argparse.Namespace) -> int:
         parameters = parse_parameters(args.param)
         if args.audit_log:
             parameters["audit_log"] = args.audit_log
-        chosen = use_case(args)
+        chosen = use_case_to_run(args)
         source = _cluster_source(args, chosen)
         with talking_to("KFP", args.host, "the bearer token in $KFP_TOKEN"), warnings.catch_warnings():
             # kfp.Client warns each time it is made that it needs KFP 2.0.0-beta.2 or later: noise, as submit speaks
@@ -148,7 +152,7 @@ def _katib(args: argparse.Namespace) -> int:
 
     try:
         if args.use_case_name or args.use_case_path:
-            manifests = use_case_experiments(use_case(args), args.image, args.namespace, args.source or "")
+            manifests = use_case_experiments(use_case_to_run(args), args.image, args.namespace, args.source or "")
         else:
             manifests, left_out = built_in_experiments(args.image, args.namespace)
             for name, reason in left_out.items():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 EXIT_ERROR = 1
 EXIT_GATE_FAILED = 3
+EXIT_FEATURES_DIFFER = 4  # `flowline features diff`: the two feature sets differ
 
 
 class UsageError(ValueError):
@@ -42,3 +43,11 @@ def use_case(args: argparse.Namespace):
 
     return load_use_case(args.use_case_path or args.use_case_name)
 
+
+
+def use_case_to_run(args: argparse.Namespace):
+    """The use case as a run or compiled pipeline uses it: when it reuses another's entity-feature definition,
+    with the owner's window outputs from the owner's champion package in --runs-dir."""
+    from flowline.feature_registry import with_owner_outputs
+
+    return with_owner_outputs(use_case(args), args.runs_dir)

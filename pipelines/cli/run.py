@@ -10,7 +10,7 @@ from flowline.pipelines.cli.common import (
     EXIT_GATE_FAILED,
     add_runs_dir_argument,
     add_use_case_arguments,
-    use_case,
+    use_case_to_run,
 )
 
 
@@ -41,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     champion = args.champion and resolve_package(args.champion, args.runs_dir, champion=True)
     try:
         summary = run_local(
-            use_case(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose,
+            use_case_to_run(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose,
             "" if args.no_champion else champion,
             args.tuning_backend or "",
         )

@@ -273,3 +273,20 @@ def test_a_coded_feature_set_round_trips(tmp_path, telco, coded):
     loaded = FeatureSet.load(tmp_path / "fs.json")
     assert loaded.version == coded.version and loaded.layout == coded.layout
     np.testing.assert_array_equal(loaded.transform(telco.head(20)), coded.transform(telco.head(20)))
+
+
+def test_fixed_entity_outputs_are_used_as_they_are_with_or_without_the_search(payments):
+    """A use case that reuses another's definition gets the owner's outputs as features.entity_outputs."""
+    from flowline.features.engineering import engineer_features
+    from flowline.splitting import split_frame
+
+    use_case, frame, _ = payments
+    parts = split_frame(frame, use_case)
+    outputs = [["sum", 604800.0, "amount"], ["recency"]]  # not what a search of this data keeps first
+    for search in (False, True):
+        fixed = use_case.model_copy(update={"features": use_case.features.model_copy(
+            update={"entity_outputs": outputs, "search": search})})
+        feature_set, _ = engineer_features(parts["train"], parts["valid"], fixed, progress=lambda line: None)
+        entity = [g for g in feature_set.plan.generated if g["kind"] == "entity"]
+        assert entity == [{"kind": "entity", "outputs": outputs}]
+        assert feature_set.generated_names[-2:] == ["sum(amount by card, 604800s)", "recency(card)"]

@@ -19,7 +19,15 @@ from flowline.models.ensemble import (
     cross_fitted_score,
     fit_blend,
 )
-from flowline.models.families import MODEL_FAMILIES, TrainingData, fit_candidate, refit_candidate
+from flowline.models.families import (
+    MODEL_FAMILIES,
+    TREE_FAMILIES,
+    TrainingData,
+    booster_gains,
+    fit_candidate,
+    refit_candidate,
+    validation_score,
+)
 from flowline.components.train.training import out_of_fold_margins, train_files
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
@@ -33,6 +41,8 @@ PARAMS = {
                "colsample_bynode": 0.7},
     "mlp": {"depth": 2, "width_1": 16, "width_2": 8, "width_3": 8, "activation": "tanh", "dropout": 0.1,
             "learning_rate": 0.01},
+    "lightgbm": {"learning_rate": 0.1, "num_leaves": 8, "min_child_samples": 20, "feature_fraction": 0.9,
+                 "bagging_fraction": 0.9, "lambda_l1": 0.01, "lambda_l2": 1.0},
 }
 TUNING = TuningSpec(max_boost_rounds=300, early_stopping_rounds=20, max_epochs=40)
 
@@ -77,7 +87,9 @@ def test_each_family_fits_saves_without_pickle_and_loads_identically(family, dat
     assert fitted.valid_score == pytest.approx(roc_auc_score(data.y_valid, fitted.model.margin(data.x_valid)))
     assert fitted.valid_score > 0.75
     files = fitted.model.save(tmp_path, family)
-    assert all(json.loads((tmp_path / name).read_text()) for name in files)  # JSON, never a pickle
+    for name in files:  # text, never a pickle: JSON, or LightGBM's native text model
+        text = (tmp_path / name).read_text()
+        assert text.startswith("tree\nversion=v4\n") if family == "lightgbm" else json.loads(text)
     loaded = MODEL_FAMILIES[family].load(tmp_path, files, "binary")
     assert np.array_equal(loaded.margin(data.x_valid), fitted.model.margin(data.x_valid))
 
@@ -294,7 +306,7 @@ TWEEDIE = TuningSpec(objective="tweedie", max_boost_rounds=300, early_stopping_r
 TWEEDIE_PARAMS = {**PARAMS, "linear": {"alpha": 1e-4}}
 
 
-@pytest.mark.parametrize("family", ["xgboost", "forest", "linear"])
+@pytest.mark.parametrize("family", ["xgboost", "forest", "linear", "lightgbm"])
 def test_tweedie_models_predict_non_negative_spend_and_explain_it_additively(family, tmp_path: Path):
     data = spend_data()
     fitted = fit_candidate(family, TWEEDIE_PARAMS[family], data, TWEEDIE)
@@ -367,7 +379,7 @@ def coded_data() -> TrainingData:
 def test_each_family_reads_only_its_columns_and_explains_at_full_width(family, tmp_path: Path):
     data = coded_data()
     fitted = fit_candidate(family, PARAMS[family], data, TUNING)
-    reads = data.layout.trees if family in ("xgboost", "forest") else data.layout.dense
+    reads = data.layout.trees if family in TREE_FAMILIES else data.layout.dense
     assert fitted.model.columns == reads and fitted.valid_score > 0.75
     x = data.x_valid[:40]
     contributions = fitted.model.contributions(x)
@@ -386,3 +398,98 @@ def test_a_refit_keeps_the_layout():
     data = coded_data()
     model = refit_candidate("xgboost", PARAMS["xgboost"], 20, data.x_train, data.y_train, "binary", TUNING, data.layout)
     assert model.columns == data.layout.trees and model.model.booster.num_boosted_rounds() == 20
+
+
+def categorical_split_features(booster) -> set[int]:
+    """The columns a LightGBM model splits on by category (its own column index)."""
+    def walk(node: dict):
+        if "split_feature" in node:
+            if node["decision_type"] == "==":
+                yield node["split_feature"]
+            yield from walk(node["left_child"])
+            yield from walk(node["right_child"])
+
+    return {feature for tree in booster.dump_model()["tree_info"] for feature in walk(tree["tree_structure"])}
+
+
+def test_lightgbm_splits_the_category_codes_natively_and_a_missing_or_unseen_code_never_fails():
+    data = coded_data()
+    fitted = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING)
+    assert categorical_split_features(fitted.model.model.booster) == {1}  # the code: the trees' second column
+    x = np.repeat(data.x_valid[:1], 4, axis=0)
+    x[:, 13] = [np.nan, 99.0, 4.0, 0.0]  # missing (an unknown category's code), never seen, a "high" one, a "low" one
+    margins = fitted.model.margin(x)
+    assert np.isfinite(margins).all() and margins[0] == margins[1] and margins[2] > margins[3] + 1
+    np.testing.assert_allclose(fitted.model.contributions(x).sum(axis=1), margins, atol=1e-6)
+    gains = booster_gains(fitted.model)  # full-width columns, as the feature search reads them
+    assert set(gains) == {12, 13} and max(gains, key=gains.get) == 13
+
+
+def test_lightgbm_reads_a_feature_sets_codes_and_scores_an_unseen_category(toy_use_case):
+    from dataclasses import replace
+
+    from flowline.features.plan import default_plan
+
+    train, valid = make_rows(600, 1), make_rows(200, 2)
+    plan = replace(default_plan(train, toy_use_case), native_categorical=True)
+    feature_set = FeatureSet.fit(train, toy_use_case, plan)
+    data = TrainingData.from_splits(feature_set, train, valid, "binary")
+    fitted = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING)
+    code = feature_set.feature_names.index("code(plan)")
+    assert fitted.valid_score > 0.85 and code in fitted.model.columns
+    assert categorical_split_features(fitted.model.model.booster) == {fitted.model.columns.index(code)}
+    x = feature_set.transform(valid.head(5).assign(plan="enterprise"))
+    assert np.isnan(x[:, code]).all()
+    margins = fitted.model.margin(x)
+    assert np.isfinite(margins).all()
+    np.testing.assert_allclose(fitted.model.contributions(x).sum(axis=1), margins, atol=1e-6)
+
+
+def test_lightgbm_is_seeded_keeps_its_early_stopped_rounds_and_reports_every_ten(data):
+    seen = []
+    fitted = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING,
+                           report=lambda step, score: seen.append((step, score)))
+    model = fitted.model
+    assert model.booster.current_iteration() == fitted.iterations < TUNING.max_boost_rounds
+    assert [step for step, _ in seen] == list(range(1, len(seen) + 1)) and len(seen) >= 2
+    assert seen[fitted.iterations // 10 - 1][1] == pytest.approx(
+        roc_auc_score(data.y_valid, model.margin(data.x_valid)), abs=0.02)  # the reports are valid's ROC-AUC
+    margins = model.margin(data.x_valid)
+    again = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING).model
+    assert np.array_equal(again.margin(data.x_valid), margins)
+    reseeded = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING.model_copy(update={"seed": 1})).model
+    assert not np.array_equal(reseeded.margin(data.x_valid), margins)  # rows and columns are bagged by the seed
+    model.set_threads(1)
+    assert np.array_equal(model.margin(data.x_valid), margins)
+    x, y = np.vstack([data.x_train, data.x_valid]), np.r_[data.y_train, data.y_valid]
+    assert refit_candidate("lightgbm", PARAMS["lightgbm"], 17, x, y, "binary", TUNING).booster.current_iteration() == 17
+
+
+def test_lightgbm_takes_the_tuned_class_weight_and_the_use_cases_regression_objective(data, tmp_path: Path):
+    weighted, plain = (refit_candidate("lightgbm", params, 50, data.x_train, data.y_train, "binary", TUNING)
+                       for params in ({**PARAMS["lightgbm"], "scale_pos_weight": 20.0}, PARAMS["lightgbm"]))
+    assert weighted.booster.params["scale_pos_weight"] == 20
+    # Weighting the positives up moves the log-odds up.
+    assert weighted.margin(data.x_valid).mean() > plain.margin(data.x_valid).mean() + 0.5
+    spend = spend_data()
+    tweedie = fit_candidate("lightgbm", PARAMS["lightgbm"], spend, TWEEDIE.model_copy(update={"tweedie_power": 1.3}))
+    squared = fit_candidate("lightgbm", PARAMS["lightgbm"], spend, TUNING)
+    for fitted, objective, log_link in ((tweedie, "tweedie", True), (squared, "regression", False)):
+        loaded = MODEL_FAMILIES["lightgbm"].load(tmp_path, fitted.model.save(tmp_path, objective), "regression")
+        assert loaded.booster.params["objective"] == objective and loaded.log_link == log_link
+        np.testing.assert_array_equal(loaded.margin(spend.x_valid), fitted.model.margin(spend.x_valid))
+        assert fitted.valid_score == pytest.approx(validation_score("regression", spend.y_valid,
+                                                                    loaded.booster.predict(spend.x_valid)))
+    assert tweedie.model.booster.params["tweedie_variance_power"] == pytest.approx(1.3)
+
+
+def test_lightgbm_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_case, tmp_path: Path):
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"lightgbm": 1}})})
+    summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
+                          search_results(tmp_path, ("lightgbm",), iterations=20), str(tmp_path / "model"),
+                          str(tmp_path / "holdout.parquet"))
+    (member,) = Ensemble.load(tmp_path / "model").members
+    assert member.family == "lightgbm" and member.model.booster.current_iteration() == 27  # 20 on 600 rows -> 27 on 800
+    assert summary["lightgbm_version"] == "4.7.0"
+    files = sorted(path.name for path in (tmp_path / "model").iterdir())
+    assert files == ["lightgbm.txt", "model.json", "training.json"]

@@ -202,7 +202,7 @@ def test_class_weighting_adds_the_positive_weight_to_the_tree_families_only():
     weighted = TuningSpec(class_weighting=True)
     for family in FAMILIES:
         names = [p.name for p in search_space(family, "binary", weighted).parameters]
-        assert ("scale_pos_weight" in names) == (family in ("xgboost", "forest"))
+        assert ("scale_pos_weight" in names) == (family in ("xgboost", "forest", "lightgbm"))
         assert "scale_pos_weight" not in [p.name for p in search_space(family, "binary", TuningSpec()).parameters]
     assert "class_weight" in [p.name for p in search_space("linear", "binary", weighted).parameters]
 
@@ -227,3 +227,23 @@ def test_a_cluster_katib_cannot_reach_or_that_refuses_is_one_line(churn, tmp_pat
         katib_search(churn, "linear", 3, "img:1", "flowline", client=KatibClient(config_file=config),
                      progress=lambda line: None)
     assert str(raised.value).startswith(said.format(url=url)) and "\n" not in str(raised.value)
+
+
+def test_the_lightgbm_space_round_trips_through_katibs_strings(data):
+    space = search_space("lightgbm", "binary", TuningSpec())
+    assert [p.name for p in space.parameters] == ["learning_rate", "num_leaves", "min_child_samples",
+                                                  "feature_fraction", "bagging_fraction", "lambda_l1", "lambda_l2"]
+    # Katib assigns strings within each parameter's feasible space: both ends parse back to typed values.
+    for end, bound in (("min", "low"), ("max", "high")):
+        assignments = {spec.name: getattr(spec.feasible_space, end) for spec in space.katib_parameters()}
+        parsed = space.parse(assignments)
+        assert parsed == {p.name: getattr(p, bound) for p in space.parameters}
+        assert [type(value) for value in parsed.values()] == [
+            float if isinstance(p, FloatParameter) else int for p in space.parameters]
+    with pytest.raises(SearchSpaceError, match=r"lightgbm: num_leaves=256 is outside \[4, 128\]"):
+        space.parse({**assignments, "num_leaves": "256"})
+    # Optuna draws from the same space, seeded: one seed, one search.
+    tuning = TuningSpec(max_boost_rounds=200, early_stopping_rounds=20)
+    first = optuna_search("lightgbm", data, tuning, 5, progress=lambda line: None)
+    assert first == optuna_search("lightgbm", data, tuning, 5, progress=lambda line: None)
+    assert space.parse(first.params) == first.params and 1 <= first.iterations <= 200 and first.valid_score > 0.75

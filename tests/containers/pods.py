@@ -10,6 +10,7 @@ for the tests: a fault that a pod would hit, the container hits too.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -84,7 +85,8 @@ def quantity(text: str | int) -> float:
 def podman_run_args(container: dict, volumes: dict[str, dict], name: str,
                     secrets: dict[str, dict[str, str]] | None = None) -> list[str]:
     """`podman run` options for a pod's container spec (`volumes`: the pod's volumes by name; `secrets`:
-    the Secrets' data by name, for env valueFrom secretKeyRef)."""
+    the Secrets' data by name, for env valueFrom secretKeyRef; a resourceFieldRef to the cpu limit is
+    the limit rounded up, as the kubelet gives it)."""
     security = container.get("securityContext", {})
     args = ["--name", name]
     if "runAsUser" in security:
@@ -104,6 +106,12 @@ def podman_run_args(container: dict, volumes: dict[str, dict], name: str,
     for variable in container.get("env", []):
         if "value" in variable:
             args += ["--env", f"{variable['name']}={variable['value']}"]
+            continue
+        if "resourceFieldRef" in variable["valueFrom"]:
+            field = variable["valueFrom"]["resourceFieldRef"]["resource"]
+            if field != "limits.cpu":
+                raise ValueError(f"env {variable['name']}: only limits.cpu is resolved here, got {field!r}")
+            args += ["--env", f"{variable['name']}={math.ceil(quantity(limits['cpu']))}"]
             continue
         reference = variable["valueFrom"]["secretKeyRef"]
         secret = (secrets or {}).get(reference["name"], {})

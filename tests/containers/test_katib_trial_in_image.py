@@ -45,6 +45,13 @@ def test_a_trial_prints_the_objective_as_the_metrics_collector_reads_it(flowline
     # No internet here: the same file from the S3 server instead of its public URL.
     command[command.index("--source") + 1] = telco_in_s3
     volumes = {volume["name"]: volume for volume in pod.get("volumes", [])}
+    # Two test workers share this machine's two cores: the trial gets one, as a pod limited to one CPU would.
+    # Its OpenMP threads follow the limit (OMP_NUM_THREADS from limits.cpu); at two, spinning against the
+    # other worker's test, the trial took 433 s instead of 28.
+    assert {"name": "OMP_NUM_THREADS", "valueFrom": {"resourceFieldRef": {
+        "containerName": container["name"], "resource": "limits.cpu"}}} in container["env"]
+    container = {**container, "resources": {**container["resources"], "limits": {
+        **container["resources"]["limits"], "cpu": "1"}}}
     # The object store's Secret, as the trial pod's env takes it.
     options = podman_run_args(container, volumes, f"{experiment}-trial", {POD_SECRET: s3_server.environment()})
     ran = podman("run", "--rm", "--network", "host", *options, flowline_image, *command, timeout=900, check=False)

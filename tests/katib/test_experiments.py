@@ -162,3 +162,47 @@ def test_the_trial_searches_a_plan_itself_and_refuses_a_parameter_outside_the_sp
     refused = subprocess.run([sys.executable, "-m", "flowline.katib_experiments.trial", *base, "--C=50"],
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode != 0 and "C=50.0 is outside [0.001, 10.0]" in refused.stderr
+
+
+def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(churn, tmp_path):
+    from flowline.pipelines.cli import main
+
+    assert not any("lightgbm" in name for name in committed())  # not a default family of the built-in use cases
+    document = yaml.safe_load((Path(__file__).parents[2] / "pipelines" / "use_cases" / "churn.yaml").read_text())
+    document["tuning"]["families"] = {"lightgbm": 30, "linear": 20}
+    path = tmp_path / "churn-lightgbm.yaml"
+    path.write_text(yaml.safe_dump(document))
+    assert main(["katib", "--use-case", str(path), "-o", str(tmp_path / "out")]) == 0
+    written = {p.name: yaml.safe_load(p.read_text()) for p in (tmp_path / "out").glob("*.yaml")}
+    assert sorted(written) == ["churn-lightgbm-hpo.yaml", "churn-linear-hpo.yaml"]
+    manifest = written["churn-lightgbm-hpo.yaml"]
+    assert katib_errors(manifest) == [] and manifest["spec"]["maxTrialCount"] == 30
+    space = search_space("lightgbm", "binary", churn.tuning)
+    assert [p["name"] for p in manifest["spec"]["parameters"]] == [p.name for p in space.parameters]
+    args = manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--family") + 1] == "lightgbm"
+    assert [a for a in args if "${trialParameters." in a] == [
+        f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
+
+
+def test_a_lightgbm_trial_prints_its_objective_lines_and_its_score_is_the_in_process_one(toy_use_case, tmp_path,
+                                                                                           capsys):
+    from flowline.contract import apply_contract
+    from flowline.katib_experiments.trial import main
+
+    source = toy_csv(tmp_path)
+    parts = split_frame(apply_contract(pd.read_csv(source, dtype=str), toy_use_case).kept, toy_use_case)
+    plan = default_plan(parts["train"], toy_use_case)
+    params = {"learning_rate": 0.1, "num_leaves": 8, "min_child_samples": 20, "feature_fraction": 0.9,
+              "bagging_fraction": 0.9, "lambda_l1": 0.01, "lambda_l2": 1.0}
+    assert main(["--use-case-json", toy_use_case.model_dump_json(), "--family", "lightgbm", "--source", str(source),
+                 "--feature-plan", json.dumps(plan.to_dict()), *(f"--{k}={v}" for k, v in params.items())]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(KATIB_METRIC_LINE.match(line) for line in lines)
+    names = [line.split("=")[0] for line in lines]
+    assert names[-1] == "iterations" and set(names[:-1]) == {"valid_roc_auc"} and len(names) >= 3
+    feature_set = FeatureSet.fit(parts["train"], toy_use_case, plan)
+    data = TrainingData.from_splits(feature_set, parts["train"], parts["valid"], "binary")
+    fitted = fit_candidate("lightgbm", params, data, toy_use_case.tuning)
+    assert float(lines[-2].split("=")[1]) == pytest.approx(fitted.valid_score, abs=1e-6)
+    assert int(lines[-1].split("=")[1]) == fitted.iterations

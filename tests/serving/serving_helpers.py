@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from flowline.components.ingest.ingestion import ingest_to_files
 from flowline.components.package.building import package_files
 from flowline.components.split.parts import split_files
 from flowline.components.train.training import train_files
+from flowline import audit
 from flowline.inference_services.options import REPOSITORY_TOKEN_ENV
+from flowline.pipelines.local_run import record_run, summarize
 from flowline.tuning import tune_files
 from flowline.use_case import FAMILIES, UseCase, parse_use_case
 
@@ -93,3 +96,15 @@ def column_tensors(use_case: UseCase, frame: pd.DataFrame, columns) -> list[dict
             datatype, data = "BYTES", values.tolist()
         tensors.append({"name": column, "shape": [len(frame)], "datatype": datatype, "data": data})
     return tensors
+
+
+def recorded(runs: Path, package: Path, use_case, run: str) -> Path:
+    """A copy of a real package in its own run folder, recorded as `flowline run` records it
+    (local_run.record_run over local_run.summarize), with the summary.json a run writes."""
+    run_dir = runs / run
+    copy = shutil.copytree(package, run_dir / "package")
+    summary = summarize(use_case, copy, run_dir / "quarantine", run_dir, wall_seconds=1.5)
+    record_run(runs / audit.AUDIT_FILE, {"use_case": use_case.name, "run_dir": str(run_dir)}, summary)
+    reports = {"explanation": str(run_dir / "explain.html")}
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "reports": reports}))
+    return copy

@@ -12,25 +12,12 @@ import yaml
 from flowline import audit
 from flowline.package.format import LINEAGE_FILE, Package
 from flowline.pipelines.cli import EXIT_ERROR, main
-from flowline.pipelines.local_run import record_run, summarize
 from flowline.registry import newest_package, read, resolve_package
 from flowline.inference_services.local_server import running_server
 from flowline.use_case import USE_CASES_DIR, UseCaseError, load_use_case
-from serving_helpers import records_of
+from serving_helpers import recorded, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
-
-
-def recorded(runs: Path, package: Path, use_case, run: str) -> Path:
-    """A copy of a real package in its own run folder, recorded as `flowline run` records it
-    (local_run.record_run over local_run.summarize), with the summary.json a run writes."""
-    run_dir = runs / run
-    copy = shutil.copytree(package, run_dir / "package")
-    summary = summarize(use_case, copy, run_dir / "quarantine", run_dir, wall_seconds=1.5)
-    record_run(runs / audit.AUDIT_FILE, {"use_case": use_case.name, "run_dir": str(run_dir)}, summary)
-    reports = {"explanation": str(run_dir / "explain.html")}
-    (run_dir / "summary.json").write_text(json.dumps({**summary, "reports": reports}))
-    return copy
 
 
 @pytest.fixture

@@ -1,0 +1,49 @@
+"""A churn package with the lightgbm family, built by the steps themselves, served over real HTTP."""
+
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from flowline.inference_services.local_server import running_server
+from flowline.inference_services.model import LoadedPackage
+from flowline.package.format import verify
+from serving_helpers import build_package, records_of
+
+
+@pytest.fixture(scope="module")
+def lightgbm_package(data_home, churn, tmp_path_factory) -> Path:
+    """Churn searching lightgbm and linear, two trials each, the trees reading the category codes."""
+    tuning = churn.tuning.model_copy(update={"families": {"lightgbm": 2, "linear": 2}})
+    features = churn.features.model_copy(update={"search": False, "native_categorical": True})
+    use_case = churn.model_copy(update={"tuning": tuning, "features": features})
+    return build_package(use_case, tmp_path_factory.mktemp("lightgbm"), trials=0)
+
+
+def test_a_lightgbm_package_serves_the_in_process_predictions_and_additive_explanations(lightgbm_package: Path):
+    manifest = verify(lightgbm_package)
+    training = json.loads((lightgbm_package / "model" / "training.json").read_text())
+    assert [(c["family"], c["trials"]) for c in training["candidates"]] == [("lightgbm", 2), ("linear", 2)]
+    loaded = LoadedPackage.load(lightgbm_package)
+    (tree,) = [m.model for m in loaded.model.members if m.family == "lightgbm"]
+    assert "model/lightgbm.txt" in manifest["files"]
+    codes = [i for i, name in enumerate(loaded.feature_set.feature_names) if name.startswith("code(")]
+    assert codes and set(codes) <= set(tree.columns)  # the tree member reads the category codes
+    rows = pd.read_parquet(lightgbm_package.parent / "test").head(20)[loaded.use_case.feature_columns]
+    with running_server([str(lightgbm_package)]) as url:
+        predicted = httpx.post(f"{url}/v1/models/churn:predict", json={"instances": records_of(rows)}, timeout=30)
+        explained = httpx.post(f"{url}/v1/models/churn:explain", json={"instances": records_of(rows.head(5))},
+                               timeout=30)
+    assert predicted.status_code == 200, predicted.text
+    served = np.array([p["probability"] for p in predicted.json()["predictions"]], dtype=np.float32)
+    assert np.array_equal(served, loaded.predict(rows))
+    assert explained.status_code == 200, explained.text
+    explanations = explained.json()["explanations"]
+    margins = loaded.model.margin(loaded.feature_set.transform(rows.head(5)))
+    for explanation, margin in zip(explanations, margins, strict=True):
+        assert explanation["margin"] == pytest.approx(margin, abs=1e-9)
+        total = explanation["base_value"] + sum(explanation["contributions"].values())
+        assert total == pytest.approx(margin, abs=1e-6)

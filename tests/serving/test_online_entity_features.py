@@ -150,3 +150,12 @@ def test_rows_beyond_the_training_range_are_counted_on_metrics(served, parts) ->
             'reason="above_training_max"} 2.0')
     assert line in text
     assert 'flowline_entity_events_total{model_name="payments",source="served"} 3.0' in text
+
+
+def test_a_package_without_entity_features_opens_no_store(churn_package, record, tmp_path) -> None:
+    with running_server([str(churn_package)], extra_args=["--runs-dir", str(tmp_path)]) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        assert client.post("/v1/models/churn:predict", json={"instances": [record]}).status_code == 200
+        answer = client.post("/v2/models/churn/events", json={"instances": [record]})
+        assert answer.status_code == 400 and "has no entity features" in answer.json()["error"]
+    assert not (tmp_path / "online-store.db").exists()

@@ -72,8 +72,9 @@ def _score(args: argparse.Namespace) -> int:
     package = batch.BatchPackage.open(resolve_package(args.model, args.runs_dir))
     try:
         if args.as_of:
-            summary = batch.score_customers(package, _log_use_case(args.model, package.scorer.use_case.name),
-                                            args.input, args.as_of, args.output, quarantine)
+            log_use_case = package.scorer.use_case.transaction_log or _log_use_case(args.model,
+                                                                                    package.scorer.use_case.name)
+            summary = batch.score_customers(package, log_use_case, args.input, args.as_of, args.output, quarantine)
         else:
             with rows_bar(sys.stderr, batch.known_rows(args.input, args.format)) as bar:
                 summary = batch.score_table(package, args.input, args.output, quarantine,
@@ -87,8 +88,8 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _log_use_case(model: str, package_use_case: str):
-    """The transaction log's use case: MODEL when it is a use-case YAML file, else the built-in use case the
-    package was trained for (the package holds the customer rows' use case, not the log's)."""
+    """For a package from before customer rows kept their log's use case (`transaction_log`): MODEL when it
+    is a use-case YAML file, else the built-in use case the package was trained for."""
     from flowline.use_case import load_use_case
 
     return load_use_case(model if Path(model).suffix in (".yaml", ".yml") else package_use_case)

@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from bad_bodies import EXPLAIN, MAX_MESSAGE, V1, V2, hostile_cases, tensor, v1, v2, v2_record
+from bad_bodies import MAX_MESSAGE, V1, V2, hostile_cases, tensor, v1, v2, v2_record
 from flowline.inference_services.model import LoadedPackage
 from serving_helpers import MAX_BATCH, records_of
 

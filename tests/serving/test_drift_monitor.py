@@ -1,7 +1,6 @@
 """The drift monitor over real HTTP: KServe payload-logger CloudEvents in, windows tested, metrics out."""
 
 import uuid
-from pathlib import Path
 
 import httpx
 import numpy as np

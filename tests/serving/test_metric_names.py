@@ -2,7 +2,6 @@
 
 import shutil
 import uuid
-from pathlib import Path
 
 import httpx
 import pytest

@@ -107,7 +107,7 @@ def feature_sets(runs_dir: str | Path) -> tuple[list[FeatureSetEntry], list[str]
             package = entry.package()
             feature_set = package.feature_set
             lineage = json.loads((package.path / LINEAGE_FILE).read_text())
-        except PackageError as error:
+        except (PackageError, FeatureError) as error:  # does not verify, or a FeatureSet format it cannot read
             problems.append(f"package {entry.version} ({entry.use_case}) left out: {error}")
             continue
         if feature_set.version not in found:

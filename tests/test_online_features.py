@@ -16,6 +16,7 @@ from payments import payments_use_case, transactions
 
 from flowline.contract import apply_contract
 from flowline.features.feature_set import FeatureSet
+from flowline.features.kinds import FeatureError
 from flowline.features.plan import default_plan
 from flowline.online_store import open_store
 
@@ -95,3 +96,23 @@ def test_rows_outside_the_training_profile_are_counted_by_column_and_reason(log)
     values = coded.record_values([{**raw.iloc[0].to_dict(), "card": "c-new"}, raw.iloc[0].to_dict()])
     assert coded.out_of_profile(values) == {("card", "unseen_category"): 1}
     assert pd.Series(frame["card"]).iloc[0] in coded.categorical[0].known
+
+
+def test_a_feature_set_saved_before_v3_still_reads_and_transforms_exactly_as_it_did(log) -> None:
+    """A v2 document (running sums in the history, no definition name, no training ranges), as packages
+    trained before the online store hold it, gives the same features as the set it was saved from."""
+    _, fitted, frame, _, _ = log
+    document = fitted.to_dict()
+    for numeric in document["inputs"]["numeric"]:
+        del numeric["low"], numeric["high"]
+    (entity,) = [f for f in document["features"] if f["kind"] == "entity"]
+    del entity["name"]
+    for entry in entity["history"]["events"].values():
+        entry["amount"] = [0.0, *np.cumsum(entry["amount"]).tolist()]
+    document["format"] = "flowline.featureset/v2"
+    old = FeatureSet.from_dict(document)
+    assert np.array_equal(old.transform(frame), fitted.transform(frame))
+    assert old.entity_features[0].name == "card"  # no name recorded: the entity column's
+    document["format"] = "flowline.featureset/v1"
+    with pytest.raises(FeatureError, match="format 'flowline.featureset/v1'"):
+        FeatureSet.from_dict(document)

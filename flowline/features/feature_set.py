@@ -38,6 +38,7 @@ from flowline.online_store import OnlineStore
 from flowline.use_case import UseCase
 
 FORMAT = "flowline.featureset/v3"  # v3: entity histories hold each event's amounts, not running sums
+PREVIOUS_FORMAT = "flowline.featureset/v2"  # still read (`_upgraded`): packages trained before v3 keep serving
 TARGET_FOLDS = 5
 SEED_SOURCE = "fitted history"  # an online store takes a definition's fitted history once (FeatureSet.seed)
 
@@ -388,6 +389,8 @@ class FeatureSet:
 
     @classmethod
     def from_dict(cls, document: dict) -> FeatureSet:
+        if document.get("format") == PREVIOUS_FORMAT:
+            document = _upgraded(document)
         if document.get("format") != FORMAT:
             raise FeatureError(f"not a FeatureSet document (format {document.get('format')!r}, expected {FORMAT!r})")
         inputs = document["inputs"]
@@ -407,6 +410,23 @@ class FeatureSet:
     @classmethod
     def load(cls, path: str | Path) -> FeatureSet:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _upgraded(document: dict) -> dict:
+    """A v2 document as v3: entity histories' running sums (with a leading 0) become each event's amount, and
+    an entity feature without a definition name takes its entity column's. Numbers' training ranges stay
+    unknown (no out-of-profile counts for them)."""
+    features = []
+    for feature in document["features"]:
+        if feature["kind"] == "entity":
+            history = feature["history"]
+            events = {key: {"time": entry["time"], **{name: np.diff(entry[name]).tolist()
+                                                      for name in history["amounts"]}}
+                      for key, entry in history["events"].items()}
+            feature = {**feature, "name": feature.get("name", history["entity"]),
+                       "history": {**history, "events": events}}
+        features.append(feature)
+    return {**document, "format": FORMAT, "features": features}
 
 
 def _fit_encoding(source: CategoricalInput, encoding: str, text: np.ndarray, y: np.ndarray) -> Feature:

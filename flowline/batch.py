@@ -14,7 +14,8 @@ quarantined:
 - the quarantine (quarantine.py's format): each row's cells as text, its row number and its reason:
   a broken contract, a malformed line, or (as the server refuses them) a feature beyond float32's
   range or an answer that is not finite.
-Values outside the package's training profile (training_profile.py) are scored and counted per column.
+Values outside the training profile the package's FeatureSet records (its numbers' ranges and its
+vocabularies: FeatureSet.out_of_profile, as the model server counts them) are scored and counted per column.
 
 `score_customers` scores a transaction-log use case (CLV): the log is read whole, held to the log's
 contract, and every customer who bought on or before `as_of` is scored from its features at that
@@ -47,11 +48,8 @@ import pyarrow.parquet as pq
 from flowline import audit, storage
 from flowline.contract import ContractError, apply_contract, malformed_rows, read_use_case_table
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
-from flowline.package.format import DRIFT_DIR
-from flowline.package.remote import download_package
 from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, split_lines
 from flowline.scoring import Scorer
-from flowline.training_profile import TrainingProfile
 from flowline.use_case import UseCase
 
 DEFAULT_CHUNK_ROWS = 50_000
@@ -82,21 +80,6 @@ class BatchSummary:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class BatchPackage:
-    """A package opened for batch scoring: its Scorer and its training profile."""
-
-    scorer: Scorer
-    profile: TrainingProfile
-
-    @classmethod
-    def open(cls, package: str | Path) -> BatchPackage:
-        """Verify and open the package (a folder, or s3://bucket/prefix, downloaded and verified first)."""
-        local = download_package(str(package)) if storage.is_s3(str(package)) else Path(package)
-        scorer = Scorer.open(local)
-        return cls(scorer, TrainingProfile.of_package(local / DRIFT_DIR, scorer.feature_set))
 
 
 # ---- reading
@@ -267,10 +250,9 @@ def _refused(frame: pd.DataFrame, index: pd.Index, reason: str) -> pd.DataFrame:
     return rows
 
 
-def score_chunk(package: BatchPackage, frame: pd.DataFrame, malformed: pd.DataFrame
+def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame
                 ) -> tuple[pd.DataFrame, pd.DataFrame, int, dict[str, int]]:
     """The scored rows, the quarantined rows (in row order), the rows in and the values out of profile."""
-    scorer = package.scorer
     result = apply_contract(frame, scorer.use_case, malformed, to_score=True)
     kept = result.kept
     x = scorer.feature_set.transform(kept)
@@ -291,28 +273,28 @@ def score_chunk(package: BatchPackage, frame: pd.DataFrame, malformed: pd.DataFr
     scored[SCORED_AT_COLUMN] = pd.Timestamp.now(tz="UTC").floor("ms")
     parts = [part for part in (result.quarantined, *refused) if len(part)]
     quarantined = pd.concat(parts).sort_values(ROW_COLUMN, kind="stable") if parts else result.quarantined
-    return scored, quarantined, result.rows_in, package.profile.outside(kept)
+    return scored, quarantined, result.rows_in, scorer.feature_set.columns_out_of_profile(kept)
 
 
-def score_table(package: BatchPackage, source: str, output: str, quarantine: str,
+def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
                 chunk_rows: int = DEFAULT_CHUNK_ROWS, file_format: Optional[str] = None,
                 on_chunk: Optional[Callable[[int], None]] = None) -> BatchSummary:
     """Score every row of `source` into `output` and `quarantine` (Parquet); see the module docstring.
     `on_chunk` is called with the rows of each chunk scored (for a progress bar)."""
     if chunk_rows < 1:
         raise BatchError(f"chunk_rows {chunk_rows}: give at least 1")
-    scorer, started = package.scorer, time.perf_counter()
+    started = time.perf_counter()
     data = scorer.use_case.data
     summary = BatchSummary(scorer.version, scorer.use_case.name, source, output, quarantine,
                            counts={"rows_in": 0, "rows_scored": 0, "rows_quarantined": 0},
-                           out_of_profile=dict.fromkeys(package.profile.columns, 0))
+                           out_of_profile=dict.fromkeys(scorer.feature_set.profiled_columns, 0))
     schema = output_schema(scorer, scorer.use_case.id_columns)
     with local_input(source) as path, staged(output) as scored_path, staged(quarantine) as quarantine_path, \
             contextlib.ExitStack() as writers:
         scores, held = writers.enter_context(pq.ParquetWriter(scored_path, schema)), None
         for frame, malformed in read_chunks(path, source, is_parquet(source, file_format), chunk_rows,
                                             data.separator, data.encoding):
-            scored, quarantined, rows_in, outside = score_chunk(package, frame, malformed)
+            scored, quarantined, rows_in, outside = score_chunk(scorer, frame, malformed)
             if held is None:  # its columns are the input's, known from the first chunk (there is always one)
                 held = writers.enter_context(pq.ParquetWriter(quarantine_path, quarantine_schema(list(frame.columns))))
             scores.write_table(_table(scored, schema))
@@ -333,13 +315,13 @@ def _add(summary: BatchSummary, rows_in: int, scored: int, quarantined: int, out
         summary.out_of_profile[column] += count
 
 
-def score_customers(package: BatchPackage, log_use_case: UseCase, source: str, as_of: date, output: str,
+def score_customers(scorer: Scorer, log_use_case: UseCase, source: str, as_of: date, output: str,
                     quarantine: str) -> BatchSummary:
     """Score every customer of a transaction log as of `as_of`: the log is read whole and held to
     `log_use_case`'s contract (bad transactions go to `quarantine`); each customer who bought on or before
     `as_of` gets a row: the entity, `prediction`, `segment` (when the package has segments), the version
     and the time."""
-    scorer, started = package.scorer, time.perf_counter()
+    started = time.perf_counter()
     spec = log_use_case.transactions
     if spec is None:
         raise BatchError(f"use case {log_use_case.name!r} has no transactions: --as-of scores a transaction log")
@@ -368,7 +350,7 @@ def score_customers(package: BatchPackage, log_use_case: UseCase, source: str, a
     return BatchSummary(scorer.version, log_use_case.name, source, output, quarantine,
                         counts={"transactions_in": result.rows_in, "transactions_quarantined": len(result.quarantined),
                                 "customers_scored": len(scored)},
-                        out_of_profile=package.profile.outside(rows), as_of=as_of.isoformat(),
+                        out_of_profile=scorer.feature_set.columns_out_of_profile(rows), as_of=as_of.isoformat(),
                         seconds=round(time.perf_counter() - started, 3))
 
 

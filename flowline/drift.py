@@ -186,8 +186,7 @@ def load_detector(folder: str | Path):
 
 def load_reference(folder: str | Path) -> tuple[np.ndarray, list[int], float]:
     """The reference rows (the encoded training sample), the categorical columns and the p-value that
-    `save_detector` wrote, checked; DetectorError names the problem. Reads no code: batch scoring's training
-    profile uses it without alibi-detect.
+    `save_detector` wrote, checked; DetectorError names the problem. Reads no code, and needs no alibi-detect.
 
     Only the config and the reference file it names may be in the folder, the name must be a
     plain file name in it (no '/', no '..'), and the reference must be a 2-D numeric array:

@@ -6,6 +6,7 @@ from datetime import date, datetime, timezone
 from typing import Optional
 
 from flowline import batch
+from flowline.scoring import Scorer
 from flowline.use_case import UseCase
 
 
@@ -41,11 +42,11 @@ def score_files(use_case: UseCase, package_uri: str, input_uri: str, as_of: str,
     """Score `input_uri` with the package (see the component); write the scores, the quarantine and the
     summary; record the run in `audit_log` when set."""
     day = scoring_day(use_case, as_of)  # checked before the package is fetched
-    package = batch.BatchPackage.open(package_uri)
+    scorer = Scorer.open(package_uri)
     if day is not None:
-        result = batch.score_customers(package, use_case, input_uri, day, scores_file, quarantine_file)
+        result = batch.score_customers(scorer, use_case, input_uri, day, scores_file, quarantine_file)
     else:
-        result = batch.score_table(package, input_uri, scores_file, quarantine_file)
+        result = batch.score_table(scorer, input_uri, scores_file, quarantine_file)
     with open(summary_file, "w") as out:
         out.write(summary_markdown(result))
     if audit_log:

@@ -296,6 +296,20 @@ class FeatureSet:
                 found[(source.column, "unseen_category")] = sum(v is not None and v not in known for v in text)
         return {key: count for key, count in found.items() if count}
 
+    @property
+    def profiled_columns(self) -> list[str]:
+        """The input columns `out_of_profile` looks at: the numbers and the categories."""
+        return [i.column for i in self.numeric] + [i.column for i in self.categorical]
+
+    def columns_out_of_profile(self, frame: pd.DataFrame) -> dict[str, int]:
+        """Per profiled column of a frame, how many rows fall outside the training profile (`out_of_profile`,
+        all reasons together): what a batch run reports."""
+        columns = self.profiled_columns
+        counts = dict.fromkeys(columns, 0)
+        for (column, _), count in self.out_of_profile(self._frame_values(frame, columns)).items():
+            counts[column] += count
+        return counts
+
     # ---- entity features online
 
     @property

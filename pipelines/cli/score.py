@@ -60,26 +60,25 @@ def default_quarantine(output: str) -> str:
 def _score(args: argparse.Namespace) -> int:
     from flowline import batch
     from flowline.contract import ContractError
-    from flowline.drift import DetectorError
     from flowline.pipelines.progress import rows_bar
     from flowline.registry import resolve_package
+    from flowline.scoring import Scorer
 
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: give at least 1")
     quarantine = args.quarantine or default_quarantine(args.output)
     if quarantine == args.output:
         raise UsageError("--quarantine and --output name the same file")
-    package = batch.BatchPackage.open(resolve_package(args.model, args.runs_dir))
+    scorer = Scorer.open(resolve_package(args.model, args.runs_dir))
     try:
         if args.as_of:
-            log_use_case = package.scorer.use_case.transaction_log or _log_use_case(args.model,
-                                                                                    package.scorer.use_case.name)
-            summary = batch.score_customers(package, log_use_case, args.input, args.as_of, args.output, quarantine)
+            log_use_case = scorer.use_case.transaction_log or _log_use_case(args.model, scorer.use_case.name)
+            summary = batch.score_customers(scorer, log_use_case, args.input, args.as_of, args.output, quarantine)
         else:
             with rows_bar(sys.stderr, batch.known_rows(args.input, args.format)) as bar:
-                summary = batch.score_table(package, args.input, args.output, quarantine,
+                summary = batch.score_table(scorer, args.input, args.output, quarantine,
                                             args.chunk_rows or batch.DEFAULT_CHUNK_ROWS, args.format, bar.update)
-    except (batch.BatchError, ContractError, DetectorError) as error:
+    except (batch.BatchError, ContractError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
     batch.record(args.audit_log, summary)

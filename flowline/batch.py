@@ -254,8 +254,9 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame
                 ) -> tuple[pd.DataFrame, pd.DataFrame, int, dict[str, int]]:
     """The scored rows, the quarantined rows (in row order), the rows in and the values out of profile."""
     result = apply_contract(frame, scorer.use_case, malformed, to_score=True)
-    kept = result.kept
-    x = scorer.feature_set.transform(kept)
+    kept, feature_set = result.kept, scorer.feature_set
+    values = feature_set.frame_values(kept)
+    x = feature_set.transform_values(values, len(kept))
     overflow = np.isinf(x).any(axis=1)  # refused before the model sees them, as the server refuses them
     refused = [_refused(frame, kept.index[overflow], "a feature computed from this row is beyond float32's range")]
     if overflow.any():
@@ -265,15 +266,17 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame
     refused.append(_refused(frame, kept.index[unanswered], "the model's answer for this row is not finite; its "
                                                            "values are too far outside what the model was trained on"))
     kept, x, scores = kept[~unanswered], x[~unanswered], scores[~unanswered]
+    answered = np.flatnonzero(~overflow)[~unanswered]  # the rows scored, among the parsed ones
+    outside = feature_set.columns_out_of_profile({column: v[answered] for column, v in values.items()})
     scored = pd.DataFrame({column: frame.loc[kept.index, column].astype("string") for column in
                            scorer.use_case.id_columns}, index=kept.index)
-    for name, values in answers(scorer, x, scores, kept).items():
-        scored[name] = values
+    for name, answer in answers(scorer, x, scores, kept).items():
+        scored[name] = answer
     scored[VERSION_COLUMN] = scorer.version
     scored[SCORED_AT_COLUMN] = pd.Timestamp.now(tz="UTC").floor("ms")
     parts = [part for part in (result.quarantined, *refused) if len(part)]
     quarantined = pd.concat(parts).sort_values(ROW_COLUMN, kind="stable") if parts else result.quarantined
-    return scored, quarantined, result.rows_in, scorer.feature_set.columns_out_of_profile(kept)
+    return scored, quarantined, result.rows_in, outside
 
 
 def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
@@ -333,14 +336,15 @@ def score_customers(scorer: Scorer, log_use_case: UseCase, source: str, as_of: d
     result = apply_contract(raw.frame, log_use_case, raw.malformed)
     rows = features_at(daily_purchases(result.kept, log_use_case), as_of).rename_axis(entity).reset_index()
     rows.insert(1, CUTOFF_COLUMN, as_of.isoformat())
-    x = scorer.feature_set.transform(rows)
+    values = scorer.feature_set.frame_values(rows)
+    x = scorer.feature_set.transform_values(values, len(rows))
     scores = scorer.model.predict(x)
     if not np.isfinite(scores).all():
         first = rows[entity].iloc[int(np.argwhere(~np.isfinite(scores))[0][0])]
         raise BatchError(f"customer {first}: the model's answer is not finite")
     scored = pd.DataFrame({entity: rows[entity].astype("string")})
-    for name, values in answers(scorer, x, scores, rows).items():
-        scored[name] = values
+    for name, answer in answers(scorer, x, scores, rows).items():
+        scored[name] = answer
     scored[VERSION_COLUMN] = scorer.version
     scored[SCORED_AT_COLUMN] = pd.Timestamp.now(tz="UTC").floor("ms")
     with staged(output) as scored_path, staged(quarantine) as quarantine_path:
@@ -350,7 +354,7 @@ def score_customers(scorer: Scorer, log_use_case: UseCase, source: str, as_of: d
     return BatchSummary(scorer.version, log_use_case.name, source, output, quarantine,
                         counts={"transactions_in": result.rows_in, "transactions_quarantined": len(result.quarantined),
                                 "customers_scored": len(scored)},
-                        out_of_profile=scorer.feature_set.columns_out_of_profile(rows), as_of=as_of.isoformat(),
+                        out_of_profile=scorer.feature_set.columns_out_of_profile(values), as_of=as_of.isoformat(),
                         seconds=round(time.perf_counter() - started, 3))
 
 

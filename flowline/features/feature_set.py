@@ -44,6 +44,8 @@ SEED_SOURCE = "fitted history"  # an online store takes a definition's fitted hi
 
 
 def _numeric_values(raw: pd.Series, column: str, fill: float) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):  # typed already: only NaN is blank
+        return raw.astype("float64").fillna(fill).to_numpy(dtype=np.float64)
     values = pd.to_numeric(raw, errors="coerce")
     blank = raw.isna() | raw.map(_is_blank)
     bad = values.isna() & ~blank
@@ -292,8 +294,8 @@ class FeatureSet:
         for source in self.categorical:
             text = values.get(source.column)
             if text is not None:
-                known = source.known
-                found[(source.column, "unseen_category")] = sum(v is not None and v not in known for v in text)
+                seen = pd.Series(text, dtype=object).isin(source.known).to_numpy()
+                found[(source.column, "unseen_category")] = int(np.count_nonzero(~seen & pd.notna(text)))
         return {key: count for key, count in found.items() if count}
 
     @property
@@ -301,12 +303,16 @@ class FeatureSet:
         """The input columns `out_of_profile` looks at: the numbers and the categories."""
         return [i.column for i in self.numeric] + [i.column for i in self.categorical]
 
-    def columns_out_of_profile(self, frame: pd.DataFrame) -> dict[str, int]:
-        """Per profiled column of a frame, how many rows fall outside the training profile (`out_of_profile`,
-        all reasons together): what a batch run reports."""
-        columns = self.profiled_columns
-        counts = dict.fromkeys(columns, 0)
-        for (column, _), count in self.out_of_profile(self._frame_values(frame, columns)).items():
+    def frame_values(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """A frame's input and profiled columns parsed once, for `transform_values` and
+        `columns_out_of_profile` (batch scoring reads each chunk once for both)."""
+        return self._frame_values(frame, list(dict.fromkeys([*self.input_columns, *self.profiled_columns])))
+
+    def columns_out_of_profile(self, values: Values) -> dict[str, int]:
+        """Per profiled column of parsed rows (`frame_values`), how many fall outside the training profile
+        (`out_of_profile`, all reasons together): what a batch run reports."""
+        counts = dict.fromkeys(self.profiled_columns, 0)
+        for (column, _), count in self.out_of_profile(values).items():
             counts[column] += count
         return counts
 

@@ -9,8 +9,11 @@ goes when any of its fields is the id, since its fields may sit under the wrong 
 Reports need no rewriting: ingest's profile never records the values of id or
 entity columns (`UseCase.subject_columns`), only their counts.
 
+When the subject is the entity of the use case's entity features or transaction log, its events
+also go from the online store (flowline/online_store.py) that serving reads them from.
+
 The erasure is recorded in the audit log: the fact, the sha256 of the id (never the id
-or the data), the rows removed, and the packages that were trained on the subject (their
+or the data), the rows removed, the online events removed, and the packages that were trained on the subject (their
 run's train or valid split held the subject), which must be retrained to forget it: a
 model's parameters are shaped by its training rows, and a FeatureSet with entity windows
 keeps each entity's earlier events.
@@ -25,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowline import audit
+from flowline.online_store import OnlineStore
 from flowline.quarantine import REASON_COLUMN, line_fields, malformed_lines
 from flowline.use_case import UseCase
 
@@ -41,6 +45,7 @@ class ErasureReport:
     subject_sha256: str
     rows_removed: dict[str, int] = field(default_factory=dict)  # file -> rows
     packages_trained_on_subject: list[str] = field(default_factory=list)
+    online_events_removed: int = 0
 
     @property
     def total_rows(self) -> int:
@@ -71,8 +76,10 @@ def _subject_rows(frame: pd.DataFrame, key: str, wanted: str, separator: str) ->
     return matches
 
 
-def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audit_log: str | Path) -> ErasureReport:
-    """Remove `subject_id`'s rows from every stored dataset of `use_case` under `runs_dir`; record it."""
+def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audit_log: str | Path,
+                  online_store: OnlineStore | None = None) -> ErasureReport:
+    """Remove `subject_id`'s rows from every stored dataset of `use_case` under `runs_dir`, and its events from
+    `online_store` when the subject is the use case's entity; record it."""
     key = subject_key(use_case)
     wanted = str(subject_id).strip()
     report = ErasureReport(subject_sha256=hashlib.sha256(wanted.encode()).hexdigest())
@@ -91,8 +98,12 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
         if trained_on_subject:
             report.packages_trained_on_subject += sorted(
                 str(p.parent) for p in run_dir.glob("*/package/model_package/manifest.json"))
+    # the key is a transaction log's entity, or maybe the entity of the entity features: the store's events
+    if online_store is not None and (use_case.transactions or key == use_case.features.entity_column):
+        report.online_events_removed = online_store.erase(use_case.entity_definition, wanted)
     audit.append(audit_log, "erasure", {
         "use_case": use_case.name, "subject_sha256": report.subject_sha256, "key": key,
         "rows_removed": report.total_rows, "files": len(report.rows_removed),
+        "online_events_removed": report.online_events_removed,
         "packages_trained_on_subject": report.packages_trained_on_subject})
     return report

@@ -91,6 +91,14 @@ class OnlineStore(ABC):
         stored = self._read(namespace, wanted) if wanted else {}
         return {entity: canonical(stored.get(entity, [])) for entity in wanted}
 
+    def erase(self, namespace: str, entity: str) -> int:
+        """Remove every event of one entity (an erasure request); returns how many there were."""
+        return self._erase(namespace, entity)
+
+    @abstractmethod
+    def _erase(self, namespace: str, entity: str) -> int:
+        """Delete the entity's events atomically; their count."""
+
     @abstractmethod
     def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
         """Append atomically; with `seed`, only if (namespace, seed) is not marked yet, and mark it."""
@@ -125,6 +133,10 @@ class MemoryStore(OnlineStore):
     def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
         with self._lock:
             return {entity: list(self._events.get((namespace, entity), [])) for entity in entities}
+
+    def _erase(self, namespace: str, entity: str) -> int:
+        with self._lock:
+            return len(self._events.pop((namespace, entity), []))
 
 
 class SQLiteStore(OnlineStore):
@@ -170,6 +182,11 @@ class SQLiteStore(OnlineStore):
                 for entity, event in self._connection.execute(query, (namespace, *chunk)):
                     found.setdefault(entity, []).append(_decode(event))
         return found
+
+    def _erase(self, namespace: str, entity: str) -> int:
+        with self._lock:
+            return self._connection.execute("DELETE FROM events WHERE namespace = ? AND entity = ?",
+                                            (namespace, entity)).rowcount
 
     def close(self) -> None:
         with self._lock:
@@ -217,6 +234,12 @@ class RedisStore(OnlineStore):
                 pipe.lrange(self._key(namespace, entity), 0, -1)
             lists = pipe.execute()
         return {entity: [_decode(item) for item in items] for entity, items in zip(entities, lists)}
+
+    def _erase(self, namespace: str, entity: str) -> int:
+        key = self._key(namespace, entity)
+        with self._client.pipeline(transaction=True) as pipe:
+            count, _ = pipe.llen(key).delete(key).execute()
+        return int(count)
 
     def close(self) -> None:
         self._client.close()

@@ -151,3 +151,25 @@ def test_after_erase_no_file_of_the_run_or_its_package_holds_the_id_or_its_hash(
     profile = next(run_dir.glob("*/ingest/profile")).read_text()
     assert "| customerID | id | 0 | 800 |" in profile  # counted, never listed
     assert verify(runs / "audit.jsonl")[-1]["what"]["subject_sha256"] == needles[1]
+
+
+def test_a_customer_s_events_leave_the_online_store_and_the_audit_log_counts_them(tmp_path: Path, capsys):
+    """CLV's transactions are events of their customer in the online store the server reads: `flowline erase`
+    removes them from the runs folder's store, keeps the other customers', and records how many went."""
+    from flowline.online_store import open_store
+    from flowline.use_case import load_use_case
+
+    clv = load_use_case("clv")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    store = open_store(f"sqlite://{runs / 'online-store.db'}")
+    store.append_many(clv.entity_definition, {"123": [(1.0, {"amount": 5.0}), (9.0, {"amount": 2.5})],
+                                              "456": [(3.0, {"amount": 1.0})]})
+    store.close()
+    log = runs / "audit.jsonl"
+    assert main(["erase", "clv", "--id", "123", "--runs-dir", str(runs), "--audit-log", str(log)]) == 0
+    assert "erased 2 event(s) from the online store" in capsys.readouterr().out
+    store = open_store(f"sqlite://{runs / 'online-store.db'}")
+    assert store.events_many(clv.entity_definition, ["123", "456"]) == {"123": [], "456": [(3.0, {"amount": 1.0})]}
+    record = verify(log)[-1]
+    assert record["action"] == "erasure" and record["what"]["online_events_removed"] == 2

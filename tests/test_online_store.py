@@ -69,3 +69,14 @@ def test_canonical_order_makes_sums_independent_of_arrival() -> None:
 def test_an_unknown_store_url_says_what_is_expected(url: str) -> None:
     with pytest.raises(OnlineStoreError, match="expected sqlite:///path.db|give a file"):
         open_store(url)
+
+
+def test_erasing_an_entity_removes_its_events_and_nothing_else(store_url: str) -> None:
+    store = open_store(store_url)
+    store.append_many("clv", {"123": [(1.0, {"amount": 5.0}), (2.0, {"amount": 6.0})], "456": [(1.0, {"amount": 1.0})]})
+    store.append("other", "123", [(1.0, {"amount": 9.0})])
+    assert store.erase("clv", "123") == 2
+    assert store.events_many("clv", ["123", "456"]) == {"123": [], "456": [(1.0, {"amount": 1.0})]}
+    assert store.events("other", "123") == [(1.0, {"amount": 9.0})]  # another definition's state is its own
+    assert store.erase("clv", "123") == 0
+    store.close()

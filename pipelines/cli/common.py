@@ -24,9 +24,12 @@ def add_runs_dir_argument(parser: argparse.ArgumentParser, what: str = "where ru
     parser.add_argument("--runs-dir", default=runs_dir(), help=f"{what} (default: $FLOWLINE_RUNS_DIR or ./runs)")
 
 
+ONLINE_STORE_FILE = "online-store.db"
+
+
 def default_online_store(runs: str) -> str:
-    """The local online store: an SQLite file in the runs folder, which `serve` and `seed` share."""
-    return f"sqlite://{(Path(runs) / 'online-store.db').resolve()}"
+    """The local online store: an SQLite file in the runs folder, which `serve`, `seed` and `erase` share."""
+    return f"sqlite://{(Path(runs) / ONLINE_STORE_FILE).resolve()}"
 
 
 def add_audit_log_argument(parser: argparse.ArgumentParser) -> None:

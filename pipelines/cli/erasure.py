@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from flowline.pipelines.cli.common import EXIT_ERROR, add_audit_log_argument, add_runs_dir_argument, use_case
+from flowline.pipelines.cli.common import (EXIT_ERROR, add_audit_log_argument, add_runs_dir_argument,
+                                           ONLINE_STORE_FILE, default_online_store, use_case)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -17,19 +19,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     erase.add_argument("--id", required=True, help="the subject's id (the use case's first id column, or its entity)")
     add_runs_dir_argument(erase)
     add_audit_log_argument(erase)
+    erase.add_argument("--online-store", metavar="URL",
+                       help="the online store to remove the subject's events from, when it is the use case's "
+                            "entity: sqlite:///path.db or redis://host:port/db (default: the runs folder's "
+                            "online-store.db, when it exists)")
     erase.set_defaults(handler=_erase)
 
 
 def _erase(args: argparse.Namespace) -> int:
     from flowline.erasure import ErasureError, erase_subject
+    from flowline.online_store import OnlineStoreError, open_store
 
+    local = Path(args.runs_dir) / ONLINE_STORE_FILE
+    url = args.online_store or (default_online_store(args.runs_dir) if local.is_file() else None)
     try:
-        report = erase_subject(use_case(args), args.id, args.runs_dir, args.audit_log)
-    except ErasureError as error:
+        store = open_store(url) if url else None
+        try:
+            report = erase_subject(use_case(args), args.id, args.runs_dir, args.audit_log, store)
+        finally:
+            if store is not None:
+                store.close()
+    except (ErasureError, OnlineStoreError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
     for path, rows in report.rows_removed.items():
         print(f"erased {rows} row(s) from {path}")
+    if url:
+        print(f"erased {report.online_events_removed} event(s) from the online store {url}")
     print(f"erased {report.total_rows} row(s) of subject sha256 {report.subject_sha256[:16]} in "
           f"{len(report.rows_removed)} file(s); recorded in {args.audit_log}")
     if report.packages_trained_on_subject:

@@ -102,19 +102,19 @@ def test_flowline_seed_writes_a_logs_transactions_once_and_refuses_what_is_not_a
     use_case_file = tmp_path / "shop.yaml"
     use_case_file.write_text(yaml.safe_dump({**LOG_USE_CASE, "data": {"path": str(tmp_path / "bad.csv")}}))
     store = f"sqlite://{tmp_path}/online.db"
-    assert main(["seed", "--use-case", str(use_case_file), "--store", store]) == 0
+    assert main(["seed", "--use-case", str(use_case_file), "--online-store", store]) == 0
     assert capsys.readouterr().out == (f"seeded {len(log)} transactions of shop into {store} (namespace shop); "
                                        "1 rows quarantined\n")
-    assert main(["seed", "--use-case", str(use_case_file), "--store", store]) == 0
+    assert main(["seed", "--use-case", str(use_case_file), "--online-store", store]) == 0
     assert "already holds this log of shop: nothing written" in capsys.readouterr().out
     use_case = parse_use_case(LOG_USE_CASE)
     pd.testing.assert_frame_equal(history_features(open_store(store), use_case, ["a", "b", "c"], date(2024, 3, 31)),
                                   features_at(daily_purchases(log, use_case), date(2024, 3, 31)), check_exact=True)
     # Another log (here the clean one) is another source: its transactions are added.
-    assert main(["seed", "--use-case", str(use_case_file), "--store", store, "--source", str(tmp_path / "shop.csv")]) == 0
+    assert main(["seed", "--use-case", str(use_case_file), "--online-store", store, "--source", str(tmp_path / "shop.csv")]) == 0
     assert capsys.readouterr().out.startswith(f"seeded {len(log)} transactions")
-    assert main(["seed", "--use-case", str(use_case_file), "--store", "mysql://db"]) == 1
+    assert main(["seed", "--use-case", str(use_case_file), "--online-store", "mysql://db"]) == 1
     assert "flowline: seed: online store 'mysql://db': expected sqlite:///path.db" in capsys.readouterr().err
     with pytest.raises(SystemExit) as caught:
-        main(["seed", "churn", "--store", store])
+        main(["seed", "churn", "--online-store", store])
     assert caught.value.code == 2 and "use case 'churn' has no 'transactions' section" in capsys.readouterr().err

@@ -18,7 +18,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "New transactions then reach the store through the model server's events endpoint "
                     "(POST /v2/models/NAME/events).")
     add_use_case_arguments(seed)
-    seed.add_argument("--store", metavar="URL",
+    seed.add_argument("--online-store", metavar="URL",
                       help="the online store: redis://HOST:PORT/DB or sqlite:///PATH.db (default: the one `flowline "
                            "serve` reads, RUNS_DIR/online-store.db)")
     add_runs_dir_argument(seed, "where the default online store is")
@@ -35,7 +35,7 @@ def _seed(args: argparse.Namespace) -> int:
     chosen = use_case(args)
     if chosen.transactions is None:
         raise UsageError(f"use case {chosen.name!r} has no 'transactions' section: only a transaction log is seeded")
-    url = args.store or default_online_store(args.runs_dir)
+    url = args.online_store or default_online_store(args.runs_dir)
     try:
         store = open_store(url)
         try:

@@ -255,7 +255,7 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame
     """The scored rows, the quarantined rows (in row order), the rows in and the values out of profile."""
     result = apply_contract(frame, scorer.use_case, malformed, to_score=True)
     kept, feature_set = result.kept, scorer.feature_set
-    values = feature_set.frame_values(kept)
+    values = feature_set.frame_values(kept, checked=True)
     x = feature_set.transform_values(values, len(kept))
     overflow = np.isinf(x).any(axis=1)  # refused before the model sees them, as the server refuses them
     refused = [_refused(frame, kept.index[overflow], "a feature computed from this row is beyond float32's range")]

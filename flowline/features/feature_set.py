@@ -217,7 +217,8 @@ class FeatureSet:
 
     # ---- transforming
 
-    def _frame_values(self, frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    def _frame_values(self, frame: pd.DataFrame, columns: Sequence[str], checked: bool = False
+                      ) -> dict[str, np.ndarray]:
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise FeatureError(f"missing column(s) {missing}")
@@ -227,6 +228,8 @@ class FeatureSet:
                 values[column] = _numeric_values(frame[column], column, self._fills[column])
             elif self.time is not None and column == self.time.column:
                 values[column] = _seconds(frame[column], self.time)
+            elif checked:  # the contract stripped the text and made a blank missing already
+                values[column] = frame[column].to_numpy(dtype=object, na_value=None)
             else:
                 values[column] = _text_values(frame[column])
         return values
@@ -303,10 +306,13 @@ class FeatureSet:
         """The input columns `out_of_profile` looks at: the numbers and the categories."""
         return [i.column for i in self.numeric] + [i.column for i in self.categorical]
 
-    def frame_values(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    def frame_values(self, frame: pd.DataFrame, checked: bool = False) -> dict[str, np.ndarray]:
         """A frame's input and profiled columns parsed once, for `transform_values` and
-        `columns_out_of_profile` (batch scoring reads each chunk once for both)."""
-        return self._frame_values(frame, list(dict.fromkeys([*self.input_columns, *self.profiled_columns])))
+        `columns_out_of_profile` (batch scoring reads each chunk once for both). `checked`: the frame is
+        what the contract kept (`apply_contract(...).kept`), whose text is stripped, blanks missing, so
+        it is taken as it is instead of being stripped a second time."""
+        columns = list(dict.fromkeys([*self.input_columns, *self.profiled_columns]))
+        return self._frame_values(frame, columns, checked)
 
     def columns_out_of_profile(self, values: Values) -> dict[str, int]:
         """Per profiled column of parsed rows (`frame_values`), how many fall outside the training profile

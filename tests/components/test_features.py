@@ -107,6 +107,18 @@ def test_padded_text_in_a_request_matches_the_stored_category(telco, fitted):
                           fitted.transform_record(record))
 
 
+def test_rows_the_contract_kept_are_taken_as_they_are_and_parse_as_raw_rows_do(telco, fitted, churn):
+    """Batch scoring passes the contract's rows with checked=True (their text stripped, blanks missing):
+    the same values, and the same features, as stripping them a second time."""
+    raw = telco.astype(str).head(200).copy()
+    raw.loc[0, "Contract"], raw.loc[1, "gender"], raw.loc[2, "PaymentMethod"] = "  One year ", "   ", None
+    kept = apply_contract(raw, churn, to_score=True).kept
+    checked, parsed = fitted.frame_values(kept, checked=True), fitted.frame_values(kept)
+    assert {c: list(v) for c, v in checked.items()} == {c: list(v) for c, v in parsed.items()}
+    assert kept.index[0] == 0 and checked["Contract"][0] == "One year"  # stripped once, by the contract
+    assert np.array_equal(fitted.transform_values(checked, len(kept)), fitted.transform(kept))
+
+
 def test_generated_features_compute_what_their_names_say(telco, engineered):
     matrix = engineered.transform(telco.head(50))
     column = dict(zip(engineered.feature_names, matrix.T))

@@ -12,6 +12,7 @@ from typing import Iterator
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
+from _pytest.nodeid import NodeId  # pytest 9's node id, for the xdist shim below
 from installed_tools import installed_tool
 from redis_server import redis_server_binary, running_redis
 from s3_server import S3Server, running_s3_server
@@ -25,6 +26,20 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Tests read the datasets beside the checkout unless the data home is set explicitly.
 os.environ.setdefault(DATA_HOME_ENV, str(SHARED_DATA))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each `xdist_group` on one worker. pytest-xdist 3.8 tags a grouped item by rewriting
+    `item._nodeid`, which pytest 9 no longer reads (it keeps the id in `_id`), so `--dist loadgroup`
+    split every group: both workers built the image and ran churn in it. Tag the id pytest reads."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    for item in items:
+        groups = sorted({str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                         for mark in item.iter_markers("xdist_group")})
+        if groups and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 @pytest.fixture(scope="session")

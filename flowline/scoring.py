@@ -86,6 +86,14 @@ class Scorer:
             return np.asarray(scores, np.float32) >= np.float32(self.threshold)
         return self.mitigation.decide(scores, self._attribute_rows(records), x, self.use_case)
 
+    def decisions(self, scores: np.ndarray, x: np.ndarray, records: Rows) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """`decide` and `row_thresholds` at once, reading the rows' groups once: a deterministic rule's decision
+        is `score >= threshold` in float32, as `decide` takes it."""
+        thresholds = self.row_thresholds(len(scores), records)
+        if thresholds is None:  # a randomised rule: drawn, no threshold per row
+            return self.decide(scores, x, records), None
+        return np.asarray(scores, np.float32) >= thresholds, thresholds
+
     def row_thresholds(self, count: int, records: Rows) -> Optional[np.ndarray]:
         """The threshold that decided each of `count` rows (its group's); None for a randomised rule."""
         if self.mitigation is None:

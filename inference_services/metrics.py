@@ -23,6 +23,10 @@ PREDICTION_ERRORS = Counter(
     "flowline_request_latency_seconds_count (the answered ones), the canary analysis's error rate per version.",
     ["model_name", "model_version", "error"],
 )
+BATCH_REQUESTS = Histogram(
+    "flowline_batch_requests", "Requests scored together in one transform and predict (adaptive batching), per model.",
+    ["model_name"], buckets=(1, 2, 4, 8, 16, 32, 64),
+)
 INVALID_INPUTS = Counter(
     "flowline_invalid_inputs", "Requests refused with 400, by reason.", ["model_name", "reason"],
 )

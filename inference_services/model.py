@@ -48,6 +48,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Union
 
 import numpy as np
 from kserve import Model
+from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get_labels
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.numpy_codec import to_np_dtype
 
@@ -56,7 +57,8 @@ from flowline.features.kinds import FeatureError, Values
 from flowline.online_store import OnlineStore, OnlineStoreError, open_store
 from flowline.inference_services import metrics
 from flowline.inference_services import customers_online
-from flowline.inference_services.options import DEFAULT_MAX_BATCH
+from flowline.inference_services.batching import Batcher, Job, require_finite, score_jobs, transform
+from flowline.inference_services.options import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_ROWS
 from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
@@ -127,7 +129,8 @@ class FlowlineModel(Model):
 
     def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH,
                  canary_path: str | Path | None = None, canary_percent: int = 0,
-                 prediction_log: str | Path | None = None, online_store: str | None = None) -> None:
+                 prediction_log: str | Path | None = None, online_store: str | None = None,
+                 batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> None:
         super().__init__(name)
         if not 0 <= canary_percent <= 100:
             raise ValueError(f"canary_percent {canary_percent}: give 0 to 100")
@@ -141,6 +144,8 @@ class FlowlineModel(Model):
         self._log: Optional[TextIO] = None  # opened once, on load: not once per request
         self.online_store_url = online_store
         self._store: Optional[OnlineStore] = None  # opened once, when a package first needs it
+        # Off with a wait of 0; never for a package with entity features (its reads and writes keep their order).
+        self.batcher = Batcher(self.score, batch_wait_ms / 1e3, max_batch_rows) if batch_wait_ms > 0 else None
 
     def _online_store(self) -> OnlineStore:
         if self._store is None:
@@ -169,10 +174,10 @@ class FlowlineModel(Model):
             return "canary", self.canary
         return "champion", self.package
 
-    def _log_prediction(self, request_id: str, arm: str, package: LoadedPackage, rows: int, seconds: float,
-                        error: Optional[str] = None, ids: Optional[Dict[str, list]] = None) -> None:
-        line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": request_id,
-                "model": self.name, "arm": arm, "version": package.version, "rows": rows,
+    def _log_prediction(self, job: Job, rows: int, seconds: float, error: Optional[str] = None,
+                        ids: Optional[Dict[str, list]] = None) -> None:
+        line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": job.request_id,
+                "model": self.name, "arm": job.arm, "version": job.package.version, "rows": rows,
                 "seconds": round(seconds, 6), "error": error, "ids": ids or {}}
         self._log.write(json.dumps(line) + "\n")
 
@@ -202,38 +207,77 @@ class FlowlineModel(Model):
         return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}, *segment]
 
     def predict(
-        self, payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]] = None
+        self, payload: Union[Dict, InferRequest], headers: Optional[Mapping[str, str]] = None
     ) -> Union[Dict, InferResponse]:
+        """One request alone (KServe's generic routes); the server's own routes call `answer`."""
+        job = self.begin(payload, headers)
+        self.score(job.package, [job])
+        return self.finish(job)
+
+    async def answer(self, payload: Union[Dict, InferRequest], headers: Mapping[str, str]) -> Union[Dict, InferResponse]:
+        """`predict` for the server's v1 and v2 routes: with batching on, concurrent requests to the same package
+        version share one transform and one predict (batching.py). Observes KServe's own latency histograms
+        (checks as preprocessing, scoring with its wait as predict, the answer as postprocessing)."""
+        labels = get_labels(self.name)
+        job = self.begin(payload, headers)
+        scoring = time.perf_counter()
+        PRE_HIST_TIME.labels(**labels).observe(scoring - job.started)
+        if self.batcher is None or job.package.store is not None:  # the store's reads and writes stay in order
+            self.score(job.package, [job])
+        else:
+            await self.batcher.submit(job)
+        answering = time.perf_counter()
+        PREDICT_HIST_TIME.labels(**labels).observe(answering - scoring)
+        response = self.finish(job)
+        POST_HIST_TIME.labels(**labels).observe(time.perf_counter() - answering)
+        return response
+
+    def begin(self, payload: Union[Dict, InferRequest], headers: Optional[Mapping[str, str]]) -> Job:
+        """A request's id, arm and checked records (or encoded features); a bad request fails here, alone."""
         started = time.perf_counter()
         request_id = _request_id(payload, headers)
-        arm, package = self._route(request_id)  # one version for the whole request, even if a reload lands
+        arm, package = self._route(request_id)
+        job = Job(payload, request_id, arm, package, started, V2_ROW if isinstance(payload, InferRequest) else V1_ROW)
         try:
-            row = V2_ROW if isinstance(payload, InferRequest) else V1_ROW
             records = self._customers_by_id(package, payload)
             if records is not None:
-                features, values = _transform(package, records, row)
+                job.records = records
+                job.features, job.values = transform(package, records, job.row)
             elif isinstance(payload, InferRequest):
-                records, features, values = self._features_from_tensors(package, payload)
+                job.records, job.features = self._features_from_tensors(package, payload)
             else:
-                records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-                features, values = _transform(package, records, row)
-            scores = package.model.predict(features)
-            _require_finite(scores, row)
-            positive = package.decide(scores, features, records) if package.is_binary else None
-            ids = package.ids_of(records)
-            response = self._answer(package, payload, scores, positive, records, ids, request_id)
-            if values is not None:
-                self._served_rows(package, values)
-        except Exception as error:  # an arm's failures count against it in the canary analysis
-            metrics.PREDICTION_ERRORS.labels(self.name, package.version, type(error).__name__).inc()
-            if self._log:
-                self._log_prediction(request_id, arm, package, 0, time.perf_counter() - started, type(error).__name__)
+                job.records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
+        except Exception as error:
+            self._failed(job, error)
             raise
-        seconds = time.perf_counter() - started
-        metrics.observe_predictions(self.name, package.version, len(scores), positive, seconds)
+        return job
+
+    def score(self, package: LoadedPackage, jobs: List[Job]) -> None:
+        """Score jobs of one package version together (batching.score_jobs), then count their rows."""
+        metrics.BATCH_REQUESTS.labels(self.name).observe(len(jobs))
+        score_jobs(package, jobs, lambda values: self._served_rows(package, values))
+
+    def finish(self, job: Job) -> Union[Dict, InferResponse]:
+        """A scored job's answer, with its metrics and prediction-log line (or its error, counted and logged)."""
+        try:
+            if job.error is not None:
+                raise job.error
+            ids = job.package.ids_of(job.records)
+            response = self._answer(job, ids)
+        except Exception as error:
+            self._failed(job, error)
+            raise
+        seconds = time.perf_counter() - job.started
+        metrics.observe_predictions(self.name, job.package.version, len(job.scores), job.positive, seconds)
         if self._log:
-            self._log_prediction(request_id, arm, package, len(scores), seconds, ids=ids)
+            self._log_prediction(job, len(job.scores), seconds, ids=ids)
         return response
+
+    def _failed(self, job: Job, error: Exception) -> None:
+        """An arm's failures count against it in the canary analysis."""
+        metrics.PREDICTION_ERRORS.labels(self.name, job.package.version, type(error).__name__).inc()
+        if self._log:
+            self._log_prediction(job, 0, time.perf_counter() - job.started, type(error).__name__)
 
     def _customers_by_id(self, package: LoadedPackage, payload: Union[Dict, InferRequest]) -> Optional[list]:
         """The customer rows a CLV request names by customer id alone, from the online store
@@ -296,10 +340,10 @@ class FlowlineModel(Model):
         records = self._customers_by_id(package, payload)
         if records is None:
             records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-        matrix, _ = _transform(package, records, V1_ROW)
+        matrix, _ = transform(package, records, V1_ROW)
         per_column, base = package.model.column_contributions(matrix, package.owners)
         margins = package.model.margin(matrix)
-        _require_finite(np.column_stack([per_column, base, margins]), V1_ROW)
+        require_finite(np.column_stack([per_column, base, margins]), V1_ROW)
         columns, ids = package.feature_set.input_columns, package.use_case.id_columns
         entity = [i for i, name in enumerate(package.feature_set.feature_names)
                   if name in {n for f in package.feature_set.entity_features for n in f.names}]
@@ -320,9 +364,9 @@ class FlowlineModel(Model):
         }
 
     def _features_from_tensors(self, package: LoadedPackage, request: InferRequest
-                               ) -> tuple[Optional[list], np.ndarray, Optional[Values]]:
-        """The request's records (None for an encoded matrix), its encoded features and its parsed raw
-        columns (None for an encoded matrix)."""
+                               ) -> tuple[Optional[list], Optional[np.ndarray]]:
+        """The request's checked records (None for a bare encoded matrix) and its encoded matrix (None for raw
+        columns, which `score` transforms)."""
         inputs = request.inputs
         if not inputs:
             raise BadRequest("empty_batch", "inputs: no input tensors")
@@ -332,24 +376,23 @@ class FlowlineModel(Model):
         if len(matrices) == 1 and all(tensor.name in beside.columns or tensor.name in beside.ids for tensor in others):
             matrix = feature_matrix(matrices[0], package.feature_set.width, self.max_batch)
             if not beside.columns and not others:
-                return None, matrix, None
+                return None, matrix
             # Per-group thresholds need each row's group: the mitigation's attributes come as raw tensors beside
             # it, as do the ids.
             records = beside.check_batch(tensor_records(others, beside), "inputs", self.max_batch)
             if len(records) != len(matrix):
                 raise BadRequest("wrong_shape", f"inputs: {len(records)} rows of sensitive attributes for "
                                  f"{len(matrix)} rows of {describe(matrices[0].name)}")
-            return records, matrix, None
-        records = package.checker.check_batch(tensor_records(inputs, package.checker), "inputs", self.max_batch)
-        return (records, *_transform(package, records, V2_ROW))
+            return records, matrix
+        return package.checker.check_batch(tensor_records(inputs, package.checker), "inputs", self.max_batch), None
 
-    def _answer(self, package: LoadedPackage, payload: Union[Dict, InferRequest], scores: np.ndarray,
-                positive: Optional[np.ndarray], records: Optional[list], ids: Dict[str, list], request_id: str):
+    def _answer(self, job: Job, ids: Dict[str, list]) -> Union[Dict, InferResponse]:
+        package, payload, scores, records, request_id = job.package, job.payload, job.scores, job.records, job.request_id
         if package.is_binary:
-            outputs = {"probability": scores.astype(np.float32), "decision": np.array(package.labels(positive), dtype=object)}
-            thresholds = package.row_thresholds(len(scores), records)
-            if thresholds is not None:  # the threshold that decided each row
-                outputs["threshold"] = thresholds
+            outputs = {"probability": scores.astype(np.float32),
+                       "decision": np.array(package.labels(job.positive), dtype=object)}
+            if job.thresholds is not None:  # the threshold that decided each row
+                outputs["threshold"] = job.thresholds
         else:
             outputs = {"prediction": scores.astype(np.float32)}
             if package.has_segments:
@@ -382,7 +425,7 @@ class FlowlineModel(Model):
         )
 
 
-def _request_id(payload: Union[Dict, InferRequest], headers: Optional[Dict[str, str]]) -> str:
+def _request_id(payload: Union[Dict, InferRequest], headers: Optional[Mapping[str, str]]) -> str:
     """The v2 request's `id`, else the x-request-id header (Knative and most proxies set one), else a new id."""
     if isinstance(payload, InferRequest) and payload.id:
         return str(payload.id)
@@ -402,30 +445,6 @@ def _instances(payload: Any) -> Any:
     if not isinstance(payload, dict) or "instances" not in payload:
         raise BadRequest("malformed_request", "body: expected an object with 'instances', a list of records")
     return payload["instances"]
-
-
-def _transform(package: LoadedPackage, records: List[Mapping[str, Any]], row: str) -> tuple[np.ndarray, Values]:
-    """Encoded features of checked records, and their parsed columns; 400 naming the record and its columns when
-    a feature computed from them overflows float32 (an infinite feature makes XGBoost fail or answer NaN).
-    One batch: entity features read the online store once per request."""
-    values = package.feature_set.record_values(records)
-    features = package.feature_set.transform_values(values, len(records))
-    if np.isinf(features).any():
-        index, feature = (int(i) for i in np.argwhere(np.isinf(features))[0])
-        columns = [c for c, share in zip(package.feature_set.input_columns, package.owners[feature]) if share]
-        raise BadRequest("out_of_range", f"{row.format(index)}: {', '.join(columns)}: the feature "
-                                         f"{package.feature_set.feature_names[feature]} computed from them is beyond "
-                                         "float32's range")
-    return features, values
-
-
-def _require_finite(answers: np.ndarray, row: str) -> None:
-    """A 200 never carries NaN or infinity: 400 naming the first row whose answer is not finite."""
-    finite = np.isfinite(answers)
-    if not finite.all():
-        index = int(np.argwhere(~finite)[0][0])
-        raise BadRequest("not_finite", f"{row.format(index)}: the model's answer for this row is not finite; "
-                                       "its values are too far outside what the model was trained on")
 
 
 def publish_package(model: str, package: LoadedPackage, replaced: Optional[LoadedPackage] = None) -> None:

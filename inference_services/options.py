@@ -1,4 +1,4 @@
-"""Server settings: bind host, port, batch limit, the repository token, and naming a package.
+"""Server settings: bind host, port, batch limit, adaptive batching, the repository token, and naming a package.
 
 `flowline serve` (pipelines/cli/serve.py) reads them; kept free of kserve imports so that the
 command line starts quickly.
@@ -19,6 +19,10 @@ MIN_TOKEN_LENGTH = 16
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH = 1024
+# Adaptive batching (batching.py): concurrent requests wait at most this long to share a transform and a predict
+# (a lone request waits one event-loop turn, not this), up to this many rows; a wait of 0 turns batching off.
+DEFAULT_BATCH_WAIT_MS = 1.0
+DEFAULT_MAX_BATCH_ROWS = 64
 
 
 def default_host() -> str:

@@ -6,6 +6,9 @@ What this adds to kserve.ModelServer:
 - v2 infer parses bytes straight into KServe's InferRequest (no pydantic round trips),
   with every field type-checked first (400 naming the field); refused requests are
   logged as one line, not as an ERROR with a traceback;
+- v2 infer and v1 predict call a FlowlineModel's `answer` directly, without KServe's DataPlane
+  and Model.__call__ layers, so that concurrent requests can share one transform and predict
+  (batching.py); CloudEvents, and models other than a FlowlineModel, take KServe's own route;
 - `POST /v2/models/{name}/events` appends events (plain records, or the payload logger's CloudEvents)
   to the online store the model's entity features read;
 - the model repository routes are off unless $FLOWLINE_REPOSITORY_TOKEN is set, and then
@@ -24,19 +27,21 @@ import asyncio
 import gc
 import hmac
 import logging
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import uvloop
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from cloudevents.sdk.converters.util import has_binary_headers
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve import Model
-from kserve.errors import InvalidInput, ModelNotReady
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
+from kserve.protocol.rest.v1_endpoints import V1Endpoints
 
 from flowline.package.format import PackageError
 from flowline.inference_services import metrics
@@ -157,7 +162,7 @@ def v2_body_problem(document: object, require_data: bool = False) -> str | None:
     return None
 
 
-def decode_v2(body: bytes, headers: dict[str, str], model_name: str) -> InferRequest:
+def decode_v2(body: bytes, headers: Mapping[str, str], model_name: str) -> InferRequest:
     """Bytes of a v2 infer request (JSON, or JSON plus binary tensors) to an InferRequest; 400 if malformed."""
     json_length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
     try:
@@ -174,6 +179,10 @@ def decode_v2(body: bytes, headers: dict[str, str], model_name: str) -> InferReq
         raise
     except Exception as error:  # parsing client bytes: every failure here is the client's
         raise BadRequest("malformed_request", f"body: cannot decode the request: {clip(str(error))}") from None
+
+
+def _structured_cloudevent(headers: Mapping[str, Any]) -> bool:
+    return headers.get("content-type", "") == "application/cloudevents+json"
 
 
 class FlowlineRESTServer(RESTServer):
@@ -193,6 +202,8 @@ class FlowlineRESTServer(RESTServer):
         app.add_api_route("/v2/models/{model_name}/infer", self.infer_v2, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", self.infer_v2, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/events", self.push_events, methods=["POST"])
+        app.add_api_route("/v1/models/{model_name}:predict", self.predict_v1, methods=["POST"])
+        self.kserve_v1 = V1Endpoints(self.dataplane, self.model_repository_extension)
         super()._register_endpoints(app)
 
     def _add_middlewares(self, app: FastAPI) -> None:
@@ -209,22 +220,45 @@ class FlowlineRESTServer(RESTServer):
         super()._add_exception_handlers(app)
         app.add_exception_handler(InvalidInput, _refused)
 
-    async def infer_v2(self, model_name: str, request: Request) -> Response:
-        """KServe's v2 infer without FastAPI's pydantic round trips: bytes in, orjson out.
-
-        Same data plane and model call; half the CPU per request went to building and
-        serialising pydantic models around it.
-        """
-        if not await self.dataplane.model_ready(model_name, True):
+    def serving(self, model_name: str) -> Model:
+        """The model by name: 404 when none has it, 503 while it is unloaded."""
+        model = self.models.get(model_name)
+        if model is None:
+            raise ModelNotFound(model_name)
+        if not model.ready:
             raise ModelNotReady(model_name)
-        headers = dict(request.headers)
-        infer_request = decode_v2(await request.body(), headers, model_name)
-        response, response_headers = await self.dataplane.infer(model_name, infer_request, headers)
+        return model
+
+    async def infer_v2(self, model_name: str, request: Request) -> Response:
+        """KServe's v2 infer without FastAPI's pydantic round trips: bytes in, orjson out; a FlowlineModel
+        answers directly (`answer`: batched with concurrent requests), any other model through the data plane.
+
+        Half the CPU per request went to building and serialising pydantic models around the same call.
+        """
+        model = self.serving(model_name)
+        infer_request = decode_v2(await request.body(), request.headers, model_name)
+        if hasattr(model, "answer"):
+            response, response_headers = await model.answer(infer_request, request.headers), {}
+        else:
+            response, response_headers = await self.dataplane.infer(model_name, infer_request, dict(request.headers))
         content, json_length = response.to_rest()
         if json_length is None:
             return Response(orjson.dumps(content), media_type="application/json", headers=response_headers)
         response_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
         return Response(content, media_type="application/octet-stream", headers=response_headers)
+
+    async def predict_v1(self, model_name: str, request: Request) -> Response:
+        """KServe's v1 predict, answered by a FlowlineModel directly (`answer`: batched with concurrent requests):
+        the same decoding (dataplane.decode) and the same JSON as KServe's route. CloudEvents in, which KServe
+        answers with CloudEvents, and other models take KServe's route."""
+        model = self.serving(model_name)
+        headers = request.headers
+        if not hasattr(model, "answer") or has_binary_headers(headers) or _structured_cloudevent(headers):
+            return await self.kserve_v1.predict(model_name, request)
+        payload, _ = self.dataplane.decode(body=await request.body(), headers=headers)
+        response = await model.answer(payload, headers)
+        return Response(orjson.dumps(response, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY),
+                        media_type="application/json")
 
     async def push_events(self, model_name: str, request: Request) -> JSONResponse:
         """Append events to the online store that the model's entity features read (FlowlineModel.push_events):

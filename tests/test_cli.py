@@ -41,6 +41,8 @@ def test_every_command_and_option_has_a_help_text():
     (["--drift-monitor", "--online-store", "memory://"], "--online-store: only for the model server"),
     (["--canary", "other=PACKAGE"], "--canary other: no model of that name is served"),
     (["PACKAGE", "--drift-monitor"], "--drift-monitor: give one package, not 2"),
+    (["--batch-wait-ms", "-1"], "--batch-wait-ms -1: give 0 (batching off) or more milliseconds"),
+    (["--max-batch-rows", "0"], "--max-batch-rows 0: give at least 1"),
 ])
 def test_serve_refuses_options_that_do_not_fit_together(argv, message, tmp_path: Path, capsys):
     folder = str(tmp_path)

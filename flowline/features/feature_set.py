@@ -297,7 +297,8 @@ class FeatureSet:
         for source in self.categorical:
             text = values.get(source.column)
             if text is not None:
-                seen = pd.Series(text, dtype=object).isin(source.known).to_numpy()
+                # A set lookup per value: a pandas Series per column cost more than a served row's whole prediction.
+                seen = np.fromiter((value in source.known for value in text), dtype=bool, count=len(text))
                 found[(source.column, "unseen_category")] = int(np.count_nonzero(~seen & pd.notna(text)))
         return {key: count for key, count in found.items() if count}
 

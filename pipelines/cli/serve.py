@@ -10,7 +10,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flowline.inference_services.options import DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_PORT, HOST_ENV
+from flowline.inference_services.options import (
+    DEFAULT_BATCH_WAIT_MS,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_PORT,
+    HOST_ENV,
+)
 from flowline.pipelines.cli.cluster import add_image_argument
 from flowline.pipelines.cli.common import UsageError, add_runs_dir_argument, default_online_store
 from flowline.pipelines.retraining import DEFAULT_COOLDOWN_S, MODES
@@ -31,6 +38,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
     server.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                         help=f"model server: largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
+    server.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS,
+                        help="model server: concurrent requests to the same package version wait at most this long "
+                             "to share one transform and one predict (a lone request does not wait; each keeps its "
+                             f"own answer, id, metrics and log line); 0 turns batching off (default {DEFAULT_BATCH_WAIT_MS})")
+    server.add_argument("--max-batch-rows", type=int, default=DEFAULT_MAX_BATCH_ROWS,
+                        help="model server: a shared batch closes at this many rows "
+                             f"(default {DEFAULT_MAX_BATCH_ROWS})")
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
 
     ab = serve.add_argument_group("local A/B (model server)")
@@ -98,13 +112,18 @@ def _model_server(args: argparse.Namespace) -> list:
 
     if args.on_drift != "off":
         raise UsageError("--on-drift: only with --drift-monitor")
+    if not args.batch_wait_ms >= 0:
+        raise UsageError(f"--batch-wait-ms {args.batch_wait_ms:g}: give 0 (batching off) or more milliseconds")
+    if args.max_batch_rows < 1:
+        raise UsageError(f"--max-batch-rows {args.max_batch_rows}: give at least 1")
     packages = [_named(target, args.runs_dir) for target in args.targets]
     canary_name, canary_path = _named(args.canary, args.runs_dir) if args.canary else (None, None)
     if canary_name and canary_name not in {name for name, _ in packages}:
         raise UsageError(f"--canary {canary_name}: no model of that name is served")
     store = args.online_store or default_online_store(args.runs_dir)
     return [FlowlineModel(name, path, args.max_batch, canary_path=canary_path if name == canary_name else None,
-                          canary_percent=args.canary_percent, prediction_log=args.prediction_log, online_store=store)
+                          canary_percent=args.canary_percent, prediction_log=args.prediction_log, online_store=store,
+                          batch_wait_ms=args.batch_wait_ms, max_batch_rows=args.max_batch_rows)
             for name, path in packages]
 
 

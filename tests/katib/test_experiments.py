@@ -22,8 +22,10 @@ from flowline.katib import (
     ExperimentError,
     build_experiment,
     built_in_experiments,
+    katib_trials,
     to_manifest,
     trial_source,
+    use_case_experiments,
 )
 from flowline.use_case import load_use_case
 from manifest_helpers import katib_errors
@@ -206,3 +208,27 @@ def test_a_lightgbm_trial_prints_its_objective_lines_and_its_score_is_the_in_pro
     fitted = fit_candidate("lightgbm", params, data, toy_use_case.tuning)
     assert float(lines[-2].split("=")[1]) == pytest.approx(fitted.valid_score, abs=1e-6)
     assert int(lines[-1].split("=")[1]) == fitted.iterations
+
+
+def test_a_time_budget_sizes_each_experiment_from_the_declared_trial_cost(churn):
+    tuning = churn.tuning.model_copy(update={"time_budget": 300, "trial_seconds": 100, "parallel_trials": 2})
+    # floor(300 / 100) = 3 waves of 2 trials, capped by each family's trials in tuning.families.
+    assert {family: katib_trials(tuning, family) for family in tuning.families} == {
+        "xgboost": 6, "linear": 6, "forest": 6, "mlp": 6}
+    capped = tuning.model_copy(update={"families": {"xgboost": 4, "linear": 20}})
+    assert [katib_trials(capped, family) for family in ("xgboost", "linear")] == [4, 6]
+    short = tuning.model_copy(update={"time_budget": 30})  # less than one trial: one wave still runs
+    assert katib_trials(short, "linear") == 2
+    assert katib_trials(churn.tuning, "xgboost") == 30  # no time budget: the trials
+
+
+def test_a_time_budgeted_experiment_is_valid_and_runs_its_trials_in_parallel(churn):
+    tuning = churn.tuning.model_copy(update={"time_budget": 600, "trial_seconds": 120, "parallel_trials": 3})
+    manifests = use_case_experiments(churn.model_copy(update={"tuning": tuning}), DEFAULT_IMAGE)
+    assert sorted(manifests) == ["churn-forest-hpo.yaml", "churn-linear-hpo.yaml", "churn-mlp-nas.yaml",
+                                 "churn-xgboost-hpo.yaml"]
+    for name, manifest in manifests.items():
+        assert katib_errors(manifest) == [], name
+        # 5 waves of 3; forest's cap is 12, mlp's 16
+        assert manifest["spec"]["maxTrialCount"] == {"churn-forest-hpo.yaml": 12}.get(name, 15), name
+        assert manifest["spec"]["parallelTrialCount"] == 3

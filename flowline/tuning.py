@@ -98,6 +98,7 @@ def search_files(
             Path(path).write_text(json.dumps({"family": family, "skipped": "not in tuning.families"}))
     chosen = resolve_backend(backend or use_case.tuning.backend)
     if trials or chosen == "katib":
+        # Katib's Experiments run side by side (each waits on the cluster); Optuna's one family after another.
         with ThreadPoolExecutor(max_workers=len(use_case.tuning.families) if chosen == "katib" else 1) as pool:
             list(pool.map(lambda family: tune_files(use_case, family, trials, chosen, train_file, valid_file,
                                                     feature_set_file, result_files[family], namespace, source, image),

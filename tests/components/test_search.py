@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from manifest_helpers import katib_errors
+from stand_in_api import OPTIMAL, experiment_server
 
 from flowline.budget import FamilySpend, budget_markdown, budgeted_search, halve, rounds_for
 from flowline.features.feature_set import FeatureSet
@@ -127,3 +129,18 @@ def test_a_budget_spent_before_a_familys_first_trial_is_named(toy_use_case, spli
     files = {family: str(tmp_path / f"{family}.json") for family in FAMILIES}
     with pytest.raises(ValueError, match="tuning.time_budget: 0.01 s were spent before linear's first trial"):
         search_files(use_case, 0, "optuna", splits["train"], splits["valid"], splits["fs.json"], files)
+
+
+def test_with_katib_the_time_budget_sizes_each_familys_experiment(toy_use_case, splits, tmp_path, monkeypatch):
+    api = experiment_server(OPTIMAL)
+    # KatibClient() reads the default kubeconfig, whose path kubernetes fixes when imported.
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", api.kubeconfig(tmp_path))
+    tuning = TuningSpec(families={"linear": 20}, time_budget=300, trial_seconds=100, parallel_trials=2)
+    files = {family: str(tmp_path / f"{family}.json") for family in FAMILIES}
+    assert search_files(toy_use_case.model_copy(update={"tuning": tuning}), 0, "katib", splits["train"],
+                        splits["valid"], splits["fs.json"], files, source="https://data.example/toy.csv") is None
+    experiment = api.requests[0]["body"]
+    assert katib_errors(experiment) == []
+    # floor(300 s / 100 s per trial) = 3 waves of 2 trials at once
+    assert (experiment["spec"]["maxTrialCount"], experiment["spec"]["parallelTrialCount"]) == (6, 2)
+    assert SearchResult.load(files["linear"]).backend == "katib"

@@ -8,7 +8,7 @@ import optuna
 import pandas as pd
 import pytest
 from kubeflow.katib import KatibClient
-from stand_in_api import StandInApiServer, unreachable_or_refusing
+from stand_in_api import OPTIMAL, experiment_server, unreachable_or_refusing
 
 from flowline.features.feature_set import FeatureSet
 from flowline.models.families import TrainingData
@@ -119,32 +119,6 @@ def test_a_family_left_out_of_the_use_case_is_skipped(toy_use_case, tmp_path: Pa
     use_case = toy_use_case.model_copy(update={"tuning": TuningSpec(families={"linear": 1})})
     assert tune_files(use_case, "forest", 0, "optuna", "unused", "unused", "unused", str(tmp_path / "r.json")) is None
     assert json.loads((tmp_path / "r.json").read_text())["skipped"] and "tune (forest): skipped" in capsys.readouterr().out
-
-
-def experiment_server(optimal: dict | None, succeeded: bool = True):
-    """Answers like the API server with Katib installed: stores the Experiment, reports it finished."""
-    stored: dict = {}
-
-    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
-        if method == "POST":
-            stored.update(body)
-            return 201, body
-        condition = {"type": "Succeeded" if succeeded else "Failed", "status": "True", "reason": "ExperimentDone"}
-        status = {"conditions": [condition], "trials": 7, "trialsSucceeded": 5, "trialsEarlyStopped": 2}
-        if optimal:
-            status["currentOptimalTrial"] = optimal
-        return 200, {**stored, "status": status}
-
-    return StandInApiServer(respond)
-
-
-OPTIMAL = {
-    "bestTrialName": "churn-linear-hpo-abc123-x7",
-    "parameterAssignments": [{"name": "C", "value": "0.05"}, {"name": "l1_ratio", "value": "1.0"},
-                             {"name": "class_weight", "value": "balanced"}],
-    "observation": {"metrics": [{"name": "valid_roc_auc", "latest": "0.8512", "max": "0.8512", "min": "0.8"},
-                                {"name": "iterations", "latest": "1", "max": "1", "min": "1"}]},
-}
 
 
 def test_the_katib_backend_submits_a_valid_experiment_and_returns_its_optimal_trial(churn, tmp_path: Path):

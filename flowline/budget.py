@@ -83,7 +83,6 @@ def budgeted_search(
     tuning: TuningSpec,
     time_budget: float,
     progress: Callable[[str], None] = print,
-    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[dict[str, SearchResult], dict]:
     """Spend `time_budget` seconds over `families` (family -> trial cap) by the module's rule.
 
@@ -91,7 +90,7 @@ def budgeted_search(
     per family its trials, seconds, mean trial seconds, best score, trial start times and why it stopped.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    started = clock()
+    started = time.monotonic()
     spends = [FamilySpend(family, cap) for family, cap in families.items()]
     studies = {s.family: seeded_study(tuning) for s in spends}
     objectives = {s.family: family_objective(s.family, search_space(s.family, data.task, tuning), data, tuning)
@@ -99,19 +98,19 @@ def budgeted_search(
     rounds = rounds_for(len(spends))
     for round_number in range(1, rounds + 1):
         running = [s for s in spends if not s.stopped]
-        left = time_budget - (clock() - started)
+        left = time_budget - (time.monotonic() - started)
         if not running or left <= 0:
             break
         share = left / (rounds - round_number + 1) / len(running)
         progress(f"tune: round {round_number}/{rounds}: {', '.join(s.family for s in running)}, "
                  f"{share:.1f} s each ({left:.0f} s left)")
         for spend in running:
-            _spend_share(spend, studies[spend.family], objectives[spend.family], share, started, time_budget, clock,
+            _spend_share(spend, studies[spend.family], objectives[spend.family], share, started, time_budget,
                          progress)
         if round_number < rounds:
-            left = time_budget - (clock() - started)
+            left = time_budget - (time.monotonic() - started)
             halve(spends, max(left, 0.0) / (rounds - round_number) / math.ceil(len(running) / 2), round_number)
-    spent = clock() - started
+    spent = time.monotonic() - started
     for spend in spends:
         if not spend.stopped:
             spend.stopped = "the budget was spent" + ("" if spend.trials else " before its first trial")
@@ -123,23 +122,25 @@ def budgeted_search(
 
 
 def _spend_share(spend: FamilySpend, study: optuna.Study, objective, share: float, started: float,
-                 time_budget: float, clock: Callable[[], float], progress: Callable[[str], None]) -> None:
+                 time_budget: float, progress: Callable[[str], None]) -> None:
     """Run `spend.family`'s trials until its `share` of the round, the budget, or its cap is spent."""
-    begun = clock()
+    begun = time.monotonic()
     spend.per_round.append(0)
-    while spend.trials < spend.cap and clock() - begun < share and clock() - started < time_budget:
-        start = clock()
+    while spend.trials < spend.cap:
+        start = time.monotonic()
+        if start - begun >= share or start - started >= time_budget:
+            break
         study.optimize(objective, n_trials=1)
         spend.starts.append(start - started)
         spend.trials += 1
         spend.per_round[-1] += 1
-        spend.seconds += clock() - start
+        spend.seconds += time.monotonic() - start
         trial = study.trials[-1]
         if trial.state == optuna.trial.TrialState.COMPLETE:
             spend.best = max(spend.best, float(trial.value))
         shown = "stopped early (below the median)" if trial.state == optuna.trial.TrialState.PRUNED else \
             f"score {trial.value:.4f}"
-        progress(f"tune ({spend.family}): trial {spend.trials} {shown} ({clock() - start:.1f} s)")
+        progress(f"tune ({spend.family}): trial {spend.trials} {shown} ({time.monotonic() - start:.1f} s)")
     if spend.trials >= spend.cap:
         spend.stopped = "reached its trials cap"
 
@@ -147,7 +148,7 @@ def _spend_share(spend: FamilySpend, study: optuna.Study, objective, share: floa
 def _rounded(spend: dict) -> dict:
     out = {key: round(value, 3) if isinstance(value, float) and math.isfinite(value) else value
            for key, value in spend.items()}
-    out["starts"] = [round(start, 3) for start in spend["starts"]]
+    out["starts"] = [math.floor(start * 1000) / 1000 for start in spend["starts"]]  # down: still before the budget
     out["best"] = spend["best"] if math.isfinite(spend["best"]) else None
     return out
 

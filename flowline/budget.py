@@ -9,8 +9,8 @@ The rule is successive halving across families, in seconds rather than trials:
   runs more of them than a slow one (the cost of a trial is measured as it goes). Within a
   family Optuna's median pruner stops weak trials early, as in the trials budget.
 - After a round the weaker half of the running families (by best validation score, the same
-  metric on the same rows for every family) stops, as does any family whose mean trial took
-  longer than its share of the next round (it could not run one trial in it).
+  metric on the same rows for every family) stops, as does any family but the best whose mean
+  trial took longer than its share of the next round (it could not run one trial in it).
 - A family stops as well when it reaches its trials in `tuning.families` (a cap).
 - The budget is a ceiling on trial starts: no trial starts once it is spent (one running
   trial may finish past it). A family that got no trial at all has no result.

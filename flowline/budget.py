@@ -15,9 +15,9 @@ The rule is successive halving across families, in seconds rather than trials:
 - The budget is a ceiling on trial starts: no trial starts once it is spent (one running
   trial may finish past it). A family that got no trial at all has no result.
 
-Each family's study is seeded as in the trials budget, but how many trials a family gets
-depends on measured seconds, so a time-budgeted search is not reproducible: a trials budget
-(`flowline run --trials`) is.
+Each family's study is seeded and warm-started (its portfolio's points are its first trials)
+as in the trials budget, but how many trials a family gets depends on measured seconds, so a
+time-budgeted search is not reproducible: a trials budget (`flowline run --trials`) is.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Callable
 import optuna
 
 from flowline.models.families import TrainingData
-from flowline.search import SearchResult, family_objective, search_result, seeded_study
+from flowline.search import SearchResult, family_objective, finished_trials, search_result, seeded_study
 from flowline.search_space import search_space
 from flowline.use_case import TuningSpec
 
@@ -92,9 +92,9 @@ def budgeted_search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.monotonic()
     spends = [FamilySpend(family, cap) for family, cap in families.items()]
-    studies = {s.family: seeded_study(tuning) for s in spends}
-    objectives = {s.family: family_objective(s.family, search_space(s.family, data.task, tuning), data, tuning)
-                  for s in spends}
+    spaces = {s.family: search_space(s.family, data.task, tuning) for s in spends}
+    studies = {family: seeded_study(tuning, space) for family, space in spaces.items()}
+    objectives = {family: family_objective(family, space, data, tuning) for family, space in spaces.items()}
     rounds = rounds_for(len(spends))
     for round_number in range(1, rounds + 1):
         running = [s for s in spends if not s.stopped]
@@ -135,7 +135,7 @@ def _spend_share(spend: FamilySpend, study: optuna.Study, objective, share: floa
         spend.trials += 1
         spend.per_round[-1] += 1
         spend.seconds += time.monotonic() - start
-        trial = study.trials[-1]
+        trial = finished_trials(study)[-1]
         if trial.state == optuna.trial.TrialState.COMPLETE:
             spend.best = max(spend.best, float(trial.value))
         shown = "stopped early (below the median)" if trial.state == optuna.trial.TrialState.PRUNED else \

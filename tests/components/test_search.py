@@ -13,6 +13,7 @@ from flowline.budget import FamilySpend, budget_markdown, budgeted_search, halve
 from flowline.features.feature_set import FeatureSet
 from flowline.models.families import TrainingData
 from flowline.search import SearchResult
+from flowline.search_space import search_space
 from flowline.tuning import search_files
 from flowline.use_case import FAMILIES, TuningSpec
 
@@ -76,6 +77,15 @@ def test_a_family_stops_at_its_trials_cap(data):
     results, record = budgeted_search({"linear": 4}, data, TuningSpec(), 60.0, progress=lambda line: None)
     assert results["linear"].trials == 4 and record["families"]["linear"]["stopped"] == "reached its trials cap"
     assert record["seconds"] < 60.0
+
+
+def test_the_time_budget_starts_each_family_from_its_portfolio(data):
+    # Caps no larger than the portfolios: every trial a family runs is one of its portfolio's first points.
+    tuning = TuningSpec(max_boost_rounds=100, early_stopping_rounds=20)
+    results, record = budgeted_search({"xgboost": 1, "linear": 2}, data, tuning, 60.0, progress=lambda line: None)
+    assert results["xgboost"].params == search_space("xgboost", "binary", tuning).portfolio[0]
+    assert results["linear"].params in search_space("linear", "binary", tuning).portfolio[:2]
+    assert [record["families"][f]["stopped"] for f in ("xgboost", "linear")] == ["reached its trials cap"] * 2
 
 
 def test_the_budget_shows_as_markdown_per_family():

@@ -1,4 +1,4 @@
-"""Searching one family's space with Optuna: TPE sampling and median stopping, seeded.
+"""Searching one family's space with Optuna: warm starts, then TPE sampling and median stopping, seeded.
 
 The local twin of a Katib Experiment (flowline/katib.py): the same space,
 TPE, and the median rule Katib's `medianstop` applies (a trial whose intermediate
@@ -15,7 +15,7 @@ from typing import Callable, Optional
 import optuna
 
 from flowline.models.families import TrainingData, fit_candidate, objective_metric
-from flowline.search_space import search_space
+from flowline.search_space import SearchSpace, search_space
 from flowline.use_case import TuningSpec
 
 # Katib's medianstop settings, used by both backends.
@@ -43,17 +43,9 @@ class SearchResult:
         return cls(**json.loads(Path(path).read_text()))
 
 
-def optuna_search(
-    family: str,
-    data: TrainingData,
-    tuning: TuningSpec,
-    trials: int,
-    progress: Callable[[str], None] = print,
-    prefix: Optional[str] = None,
-) -> SearchResult:
-    """Run `trials` trials of `family` (or until `tuning.timeout_seconds`); return the best."""
-    space = search_space(family, data.task, tuning)
-    prefix = prefix or f"tune ({family})"
+def family_objective(family: str, space: SearchSpace, data: TrainingData, tuning: TuningSpec):
+    """Optuna's objective for `family`: fit one parameter set, report intermediate scores (pruning), return the
+    validation score."""
 
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
@@ -67,6 +59,51 @@ def optuna_search(
         trial.set_user_attr("iterations", fitted.iterations)
         return fitted.valid_score
 
+    return objective
+
+
+def seeded_study(tuning: TuningSpec, space: SearchSpace) -> optuna.Study:
+    """A study with the seeded TPE sampler and the median stopping rule Katib applies too, whose first trials are
+    the space's portfolio in order (warm starts: a short budget starts from good points; they count in the budget)."""
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=tuning.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STOP["min_trials_required"],
+                                           n_warmup_steps=MEDIAN_STOP["start_step"]),
+    )
+    for point in space.portfolio:
+        study.enqueue_trial(dict(point))
+    return study
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The trials that ran (completed or stopped early), in order; portfolio points not yet run wait apart."""
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
+
+
+def search_result(family: str, study: optuna.Study, task: str) -> SearchResult:
+    """The best trial of `family`'s study as the train step reads it."""
+    best = study.best_trial
+    ran = finished_trials(study)
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in ran)
+    return SearchResult(
+        family=family, params=dict(best.params), valid_score=float(best.value),
+        iterations=int(best.user_attrs["iterations"]), trials=len(ran), stopped_early=pruned,
+        backend="optuna", metric=objective_metric(task)[0],
+    )
+
+
+def optuna_search(
+    family: str,
+    data: TrainingData,
+    tuning: TuningSpec,
+    trials: int,
+    progress: Callable[[str], None] = print,
+    prefix: Optional[str] = None,
+) -> SearchResult:
+    """Run `trials` trials of `family` (or until `tuning.timeout_seconds`); return the best."""
+    prefix = prefix or f"tune ({family})"
+
     def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         done = f"{prefix}: trial {trial.number + 1}/{trials}"
         if trial.state == optuna.trial.TrialState.PRUNED:
@@ -75,17 +112,8 @@ def optuna_search(
             progress(f"{done} score {trial.value:.4f} (best {study.best_value:.4f})")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=tuning.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STOP["min_trials_required"],
-                                           n_warmup_steps=MEDIAN_STOP["start_step"]),
-    )
-    study.optimize(objective, n_trials=trials, timeout=tuning.timeout_seconds, callbacks=[show])
-    best = study.best_trial
-    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
-    return SearchResult(
-        family=family, params=dict(best.params), valid_score=float(best.value),
-        iterations=int(best.user_attrs["iterations"]), trials=len(study.trials), stopped_early=pruned,
-        backend="optuna", metric=objective_metric(data.task)[0],
-    )
+    space = search_space(family, data.task, tuning)
+    study = seeded_study(tuning, space)
+    study.optimize(family_objective(family, space, data, tuning), n_trials=trials, timeout=tuning.timeout_seconds,
+                   callbacks=[show])
+    return search_result(family, study, data.task)

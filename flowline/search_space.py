@@ -4,16 +4,18 @@ A space is a tuple of parameters (float, int or categorical, with bounds and a l
 scale where it matters). `suggest` draws a parameter set from an Optuna trial;
 `katib_parameters` writes the same space as Katib `ParameterSpec`s; `parse` turns
 Katib's string assignments back into typed values, refusing anything outside the space.
+A space's `portfolio` (flowline/portfolios.py) holds the points its Optuna search tries first.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 import optuna
 from kubeflow.katib import V1beta1FeasibleSpace, V1beta1ParameterSpec
 
+from flowline import portfolios
 from flowline.use_case import FAMILIES, TuningSpec
 
 
@@ -50,6 +52,7 @@ class SearchSpaceError(ValueError):
 class SearchSpace:
     family: str
     parameters: tuple[Parameter, ...]
+    portfolio: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)  # warm starts, tried first in order
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """Draw one parameter set from an Optuna trial (its distributions are `optuna_distributions()`)."""
@@ -122,7 +125,7 @@ XGBOOST = SearchSpace("xgboost", (
     FloatParameter("colsample_bytree", 0.4, 1.0),
     FloatParameter("lambda", 1e-3, 30.0, log=True),
     FloatParameter("alpha", 1e-3, 10.0, log=True),
-))
+), portfolios.XGBOOST)
 
 FOREST = SearchSpace("forest", (
     IntParameter("num_parallel_tree", 50, 400, log=True),
@@ -130,7 +133,7 @@ FOREST = SearchSpace("forest", (
     FloatParameter("min_child_weight", 0.5, 20.0, log=True),
     FloatParameter("subsample", 0.5, 0.95),
     FloatParameter("colsample_bynode", 0.3, 1.0),
-))
+), portfolios.FOREST)
 
 # LightGBM grows trees leaf-wise: num_leaves bounds a tree's size (max_depth is left unlimited), and
 # min_child_samples is the fewest rows a leaf may hold. Rows are bagged every round (bagging_freq 1,
@@ -144,18 +147,19 @@ LIGHTGBM = SearchSpace("lightgbm", (
     FloatParameter("bagging_fraction", 0.5, 1.0),
     FloatParameter("lambda_l1", 1e-3, 10.0, log=True),
     FloatParameter("lambda_l2", 1e-3, 30.0, log=True),
-))
+), portfolios.LIGHTGBM)
 
 LINEAR_BINARY = SearchSpace("linear", (
     FloatParameter("C", 1e-3, 10.0, log=True),
     CategoricalParameter("l1_ratio", (0.0, 1.0)),  # 0: L2 (ridge) penalty, 1: L1 (lasso)
     CategoricalParameter("class_weight", ("none", "balanced")),
-))
+), portfolios.LINEAR_BINARY)
 
-LINEAR_REGRESSION = SearchSpace("linear", (FloatParameter("alpha", 1e-3, 1e3, log=True),))
+LINEAR_REGRESSION = SearchSpace("linear", (FloatParameter("alpha", 1e-3, 1e3, log=True),),
+                                portfolios.LINEAR_REGRESSION)
 
 # Tweedie regression (a GLM with log link): alpha is the L2 penalty per row, so far smaller.
-LINEAR_TWEEDIE = SearchSpace("linear", (FloatParameter("alpha", 1e-6, 1.0, log=True),))
+LINEAR_TWEEDIE = SearchSpace("linear", (FloatParameter("alpha", 1e-6, 1.0, log=True),), portfolios.LINEAR_TWEEDIE)
 
 # Tuned class weighting for imbalanced binary labels: the weight of a positive row, in these families.
 POSITIVE_WEIGHT = FloatParameter("scale_pos_weight", 1.0, 50.0, log=True)
@@ -171,7 +175,7 @@ MLP_ARCHITECTURE = SearchSpace("mlp", (
     CategoricalParameter("activation", ("relu", "tanh", "elu")),
     FloatParameter("dropout", 0.0, 0.5),
     FloatParameter("learning_rate", 1e-4, 1e-2, log=True),
-))
+), portfolios.MLP)
 
 
 def search_space(family: str, task: str, tuning: TuningSpec) -> SearchSpace:
@@ -185,5 +189,6 @@ def search_space(family: str, task: str, tuning: TuningSpec) -> SearchSpace:
         raise SearchSpaceError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
     space = spaces[family]
     if task == "binary" and tuning.class_weighting and family in WEIGHTED_FAMILIES:
-        return SearchSpace(space.family, (*space.parameters, POSITIVE_WEIGHT))
+        return SearchSpace(space.family, (*space.parameters, POSITIVE_WEIGHT),
+                           tuple({**point, POSITIVE_WEIGHT.name: portfolios.UNWEIGHTED} for point in space.portfolio))
     return space

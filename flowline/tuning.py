@@ -1,11 +1,13 @@
-"""The tune and nas steps: search one family's space with Optuna here, or with Katib in a cluster."""
+"""The tune and nas steps (one family's space) and the search step (every family within a time budget), with
+Optuna here or Katib in a cluster."""
 
 from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import pandas as pd
 
@@ -41,7 +43,8 @@ def tune_files(
     source: str = "",
     image: str = DEFAULT_IMAGE,
 ) -> Optional[SearchResult]:
-    """Search `family` with `trials` trials (0: the use case's budget) and save the best as JSON.
+    """Search `family` with `trials` trials (0: the use case's budget; with Katib katib_trials) and save the best
+    as JSON.
 
     `backend` "" takes the use case's `tuning.backend`. Katib trials run in `image` (the pipeline's, a
     task input) and refit the same FeatureSet from its plan, on data read from `source` (see katib_experiments). A
@@ -53,22 +56,71 @@ def tune_files(
         Path(result_file).write_text(json.dumps({"family": family, "skipped": "not in tuning.families"}))
         print(f"{prefix}: skipped, not in the use case's tuning.families")
         return None
-    trials = use_case.trials_for(family, trials)
     chosen = resolve_backend(backend or use_case.tuning.backend)
     feature_set = FeatureSet.load(feature_set_file)
     if chosen == "katib":
+        from flowline.katib import katib_trials
         from flowline.katib_search import katib_search
 
-        result = katib_search(use_case, family, trials, image, namespace, source,
-                              feature_set.plan.to_dict(), prefix=prefix)
+        result = katib_search(use_case, family, trials or katib_trials(use_case.tuning, family), image, namespace,
+                              source, feature_set.plan.to_dict(), prefix=prefix)
     else:
         data = TrainingData.from_splits(feature_set, pd.read_parquet(train_file), pd.read_parquet(valid_file),
                                         use_case.task)
-        result = optuna_search(family, data, use_case.tuning, trials, prefix=prefix)
+        result = optuna_search(family, data, use_case.tuning, use_case.trials_for(family, trials), prefix=prefix)
     result.save(result_file)
     print(f"{prefix}: best {result.metric} {reported_value(use_case.task, result.valid_score):.4f} after "
           f"{result.trials} trials ({result.stopped_early} stopped early) with {result.backend}: {result.params}")
     return result
+
+
+def search_files(
+    use_case: UseCase,
+    trials: int,
+    backend: str,
+    train_file: str,
+    valid_file: str,
+    feature_set_file: str,
+    result_files: Mapping[str, str],
+    namespace: str = "flowline",
+    source: str = "",
+    image: str = DEFAULT_IMAGE,
+) -> Optional[dict]:
+    """The search step of a use case with a `tuning.time_budget`: every family in one step, each best saved to
+    `result_files`[family] as tune_files saves it (a family the use case leaves out: skipped).
+
+    With Optuna the budget is spent across the families (flowline/budget.py) and the spending record is returned;
+    `trials` > 0 instead searches each family with that many trials, reproducibly, as tune_files does (and returns
+    None). With Katib every family's Experiment runs at once, sized by katib_trials.
+    """
+    for family, path in result_files.items():
+        if family not in use_case.tuning.families:
+            Path(path).write_text(json.dumps({"family": family, "skipped": "not in tuning.families"}))
+    chosen = resolve_backend(backend or use_case.tuning.backend)
+    if trials or chosen == "katib":
+        # Katib's Experiments run side by side (each waits on the cluster); Optuna's one family after another.
+        with ThreadPoolExecutor(max_workers=len(use_case.tuning.families) if chosen == "katib" else 1) as pool:
+            list(pool.map(lambda family: tune_files(use_case, family, trials, chosen, train_file, valid_file,
+                                                    feature_set_file, result_files[family], namespace, source, image),
+                          use_case.tuning.families))
+        return None
+    from flowline.budget import budgeted_search
+
+    feature_set = FeatureSet.load(feature_set_file)
+    data = TrainingData.from_splits(feature_set, pd.read_parquet(train_file), pd.read_parquet(valid_file),
+                                    use_case.task)
+    budget = use_case.tuning.time_budget
+    results, record = budgeted_search(use_case.tuning.families, data, use_case.tuning, budget)
+    for family in use_case.tuning.families:
+        if family not in results:
+            raise ValueError(f"tuning.time_budget: {budget:g} s were spent before {family}'s first trial; give more "
+                             f"seconds or leave {family} out of tuning.families")
+        results[family].save(result_files[family])
+        spend = record["families"][family]
+        print(f"tune ({family}): best {results[family].metric} "
+              f"{reported_value(use_case.task, results[family].valid_score):.4f} after {spend['trials']} trials in "
+              f"{spend['seconds']:.1f} s; stopped: {spend['stopped']}")
+    return record
 
 
 def record_search(result: Optional[SearchResult], task: str, best, tuning_metrics) -> None:

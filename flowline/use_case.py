@@ -178,7 +178,8 @@ def _default_families() -> dict[str, int]:
 
 
 class TuningSpec(_Strict):
-    """The search budget: trials per candidate family, and where the trials run."""
+    """The search budget: trials per candidate family (reproducible), or a wall-clock `time_budget`
+    spent across the families (flowline/budget.py), and where the trials run."""
 
     backend: Literal["auto", "optuna", "katib"] = Field(
         default="auto", description="auto: Katib inside a cluster, Optuna elsewhere"
@@ -186,6 +187,11 @@ class TuningSpec(_Strict):
     families: dict[Family, int] = Field(default_factory=_default_families, min_length=1)
     parallel_trials: int = Field(default=3, ge=1, description="Katib: trials running at once")
     timeout_seconds: float | None = Field(default=None, gt=0, description="per family")
+    time_budget: float | None = Field(
+        default=None, gt=0, description="seconds for the whole search, spent across the families cost-aware; "
+                                        "each family's trials in `families` is then its cap. None: trials decide")
+    trial_seconds: float = Field(default=60, gt=0, description="Katib with a time_budget: the declared seconds "
+                                                               "one trial takes in its pod, start included")
     early_stopping_rounds: int = Field(default=50, ge=1)
     max_boost_rounds: int = Field(default=1000, ge=1)
     max_epochs: int = Field(default=200, ge=1, description="MLP training epochs, early-stopped on valid")

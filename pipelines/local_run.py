@@ -102,6 +102,8 @@ def run_local(
     package_dir, quarantine = Path(outcome.outputs["package"].path), Path(outcome.outputs["quarantine"].path)
     summary = summarize(use_case, package_dir, quarantine, run_dir, wall_seconds=time.monotonic() - started)
     summary["reports"].update(run_reports(package_dir, run_dir))
+    if use_case.tuning.time_budget is not None:  # the search step's record of how it spent the budget
+        summary["search_budget"] = json.loads((package_dir.parent.parent / "search" / "budget").read_text())
     summary["step_seconds"] = progress.step_seconds
     record_run(audit_log, run, summary)
     summary["audit_log"] = str(audit_log)
@@ -199,6 +201,11 @@ def format_summary(summary: dict) -> str:
     choice = [["model", f"{model['selected']}: {blend}" if model["selected"] == "ensemble" else model["selected"]],
               ["champion/challenger", f"{summary['champion_challenger']['decision']}: "
                                       f"{summary['champion_challenger']['reason']}"]]
+    spent = summary.get("search_budget", {})
+    if "families" in spent:
+        choice.append(["search budget", f"{spent['seconds']:.0f} of {spent['time_budget']:g} s: " + "; ".join(
+            f"{family} {f['trials']} trials in {f['seconds']:.0f} s ({f['stopped']})"
+            for family, f in spent["families"].items())])
     paths = [
         ["package", f"{summary['package']} (version {summary['package_version']}, verified)"],
         *([f"report: {name.replace('_', ' ')}", path] for name, path in summary["reports"].items()),

@@ -30,6 +30,7 @@ from flowline.components.ingest.component import ingest
 from flowline.components.nas.component import nas
 from flowline.components.package.component import package
 from flowline.components.run_outcome.component import run_outcome
+from flowline.components.search.component import search
 from flowline.components.split.component import split
 from flowline.components.train.component import train
 from flowline.components.tune.component import tune
@@ -41,8 +42,8 @@ from flowline.use_case import FAMILIES, UseCase, cluster_use_case
 # What a run without the exit handler (kfp.local) returns: the package, and the rows ingest quarantined.
 RunOutputs = NamedTuple("RunOutputs", [("package", Model), ("quarantine", Dataset)])
 # The steps' plain functions; build_pipeline makes each a component in the image it is given.
-STEP_FUNCTIONS = (ingest, customer_rows, split, features, tune, nas, train, evaluate, bias, explain, drift, package,
-                  deploy, run_outcome)
+STEP_FUNCTIONS = (ingest, customer_rows, split, features, tune, nas, search, train, evaluate, bias, explain, drift,
+                  package, deploy, run_outcome)
 
 # The families searched by tune steps; the MLP's architecture is searched by the nas step.
 TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")
@@ -106,7 +107,10 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     every later step sees the customer rows' use case (customer_rows.py).
 
     Inputs: `source` (a path or URL) overrides the use case's data when not empty;
-    `trials` overrides every family's tuning budget when above 0; `tuning_backend`
+    A use case with a `tuning.time_budget` has one search step for every family in place of the tune
+    and nas steps: it spends the budget across them (flowline/budget.py).
+
+    `trials` overrides every family's tuning budget (and a time budget) when above 0; `tuning_backend`
     (optuna, katib or auto) overrides the use case's `tuning.backend` when not empty;
     `champion` is the package serving now, for the champion/challenger decision ("" for
     none); `namespace` and `canary_percent` say where Katib Experiments run and where and
@@ -141,12 +145,16 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                         feature_set=fitted.outputs["feature_set"])
         search = dict(use_case_json=spec, trials=trials, backend=tuning_backend, namespace=namespace, source=source,
                       image=image, **prepared)
-        searches = {family: _configure(step.tune(family=family, **search), f"tune-{family}", "tune")
-                    for family in TUNED_FAMILIES}
-        searches["mlp"] = _configure(step.nas(**search), "nas")
+        if use_case.tuning.time_budget is None:
+            searches = {family: _configure(step.tune(family=family, **search), f"tune-{family}", "tune").outputs["best"]
+                        for family in TUNED_FAMILIES}
+            searches["mlp"] = _configure(step.nas(**search), "nas").outputs["best"]
+        else:  # one step spends the budget across the families
+            searched = _configure(step.search(**search), "search", "tune")
+            searches = {family: searched.outputs[family] for family in FAMILIES}
         trained = _configure(
             step.train(use_case_json=spec, **prepared,
-                       **{f"{family}_search": task.outputs["best"] for family, task in searches.items()}),
+                       **{f"{family}_search": best for family, best in searches.items()}),
             "train",
         )
         evaluated = _configure(

@@ -102,3 +102,30 @@ def kfp_api(existing_experiments: list[dict]):
             return 200, {"recurring_run_id": "rr-1", **body}
         return 404, {"error": f"no route {method} {route}"}
     return respond
+
+
+def experiment_server(optimal: dict | None, succeeded: bool = True):
+    """Answers like the API server with Katib installed: stores the Experiment, reports it finished."""
+    stored: dict = {}
+
+    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "POST":
+            stored.update(body)
+            return 201, body
+        condition = {"type": "Succeeded" if succeeded else "Failed", "status": "True", "reason": "ExperimentDone"}
+        status = {"conditions": [condition], "trials": 7, "trialsSucceeded": 5, "trialsEarlyStopped": 2}
+        if optimal:
+            status["currentOptimalTrial"] = optimal
+        return 200, {**stored, "status": status}
+
+    return StandInApiServer(respond)
+
+
+# A Katib optimal trial of churn's linear family, as the Experiment's status gives it.
+OPTIMAL = {
+    "bestTrialName": "churn-linear-hpo-abc123-x7",
+    "parameterAssignments": [{"name": "C", "value": "0.05"}, {"name": "l1_ratio", "value": "1.0"},
+                             {"name": "class_weight", "value": "balanced"}],
+    "observation": {"metrics": [{"name": "valid_roc_auc", "latest": "0.8512", "max": "0.8512", "min": "0.8"},
+                                {"name": "iterations", "latest": "1", "max": "1", "min": "1"}]},
+}

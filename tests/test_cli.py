@@ -109,3 +109,14 @@ def test_bash_completes_commands_and_options_from_the_parser(words: str, expecte
              "printf '%s\\n' \"${COMPREPLY[@]}\"")
     shown = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert expected <= set(shown) and all(word.startswith(words_list[-1]) for word in shown), shown
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["run", "churn", "--time-budget", "-3"], "argument --time-budget: expected seconds above 0, got '-3'"),
+    (["run", "churn", "--time-budget", "soon"], "argument --time-budget: expected seconds above 0, got 'soon'"),
+    (["run", "churn", "--time-budget", "60", "--trials", "5"], "argument --trials: not allowed with argument"),
+])
+def test_a_bad_time_budget_is_a_usage_error_naming_the_option(argv, said, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 2 and said in capsys.readouterr().err

@@ -124,6 +124,25 @@ def test_naming_both_or_neither_use_case_is_a_usage_error(capsys):
         assert "exactly one" in capsys.readouterr().err
 
 
+def test_a_time_budget_makes_one_search_step_that_feeds_train(tmp_path: Path):
+    document = yaml.safe_load((Path(__file__).parents[1] / "pipelines" / "use_cases" / "churn.yaml").read_text())
+    document["tuning"]["time_budget"] = 120
+    (tmp_path / "churn-budget.yaml").write_text(yaml.safe_dump(document))
+    path = tmp_path / "compiled.yaml"
+    assert main(["compile", "--use-case", str(tmp_path / "churn-budget.yaml"), "-o", str(path),
+                 "--source", TELCO_IN_S3]) == 0
+    spec = pipeline_spec(path)
+    tasks = steps_of(spec)
+    assert "search" in tasks and not {"tune", "tune-2", "nas"} & set(tasks)
+    searches = tasks["train"]["inputs"]["artifacts"]
+    assert {family: (searches[f"{family}_search"]["taskOutputArtifact"]["producerTask"],
+                     searches[f"{family}_search"]["taskOutputArtifact"]["outputArtifactKey"]) for family in
+            ("xgboost", "linear", "forest", "mlp", "lightgbm")} == {
+        family: ("search", family) for family in ("xgboost", "linear", "forest", "mlp", "lightgbm")}
+    outputs = spec["components"][tasks["search"]["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
+    assert outputs["budget_report"]["artifactType"]["schemaTitle"] == "system.Markdown"
+
+
 def test_one_tune_step_per_family_and_nas_feed_train(compiled: Path):
     tasks = steps_of(pipeline_spec(compiled))
     families = {tasks[name]["inputs"]["parameters"]["family"]["runtimeValue"]["constant"] for name in

@@ -161,6 +161,33 @@ def test_a_second_use_case_on_another_csv_needs_no_code(data_home, tmp_path: Pat
         for run in (first, second)]
 
 
+def test_a_time_budget_runs_one_search_step_and_the_summary_says_how_it_was_spent(data_home, tmp_path: Path, capsys):
+    use_case = {
+        "name": "card-budget",
+        "task": "binary",
+        "data": {"path": str(data_home / "creditcard_fraud_sample.csv")},
+        "label": {"column": "Class", "positive": "1", "values": ["0", "1"]},
+        "columns": {"Amount": {"type": "number", "min": 0}, **{f"V{i}": {"type": "number"} for i in range(1, 6)}},
+        "costs": {"false_negative": 100, "false_positive": 5},
+        "features": {"search": False},
+        "tuning": {"families": {"xgboost": 1000, "linear": 1000}, "max_boost_rounds": 100},
+    }
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(use_case))
+    code = main(["run", "--use-case", str(path), "--runs-dir", str(tmp_path / "runs"), "--time-budget", "4"])
+    shown = capsys.readouterr().out
+    assert code == 0, shown
+    summary = json.loads(Path(shown.rsplit("summary: ", 1)[1].strip()).read_text())
+    spent = summary["search_budget"]
+    assert spent["time_budget"] == 4 and set(spent["families"]) == {"xgboost", "linear"}
+    assert all(0 <= start < 4 for family in spent["families"].values() for start in family["starts"])
+    assert all(family["trials"] == len(family["starts"]) > 0 for family in spent["families"].values())
+    assert re.search(r"^search budget +\d+ of 4 s: linear \d+ trials in \d+ s \(.*; xgboost \d+ trials", shown, re.M)
+    assert "tune-xgboost" not in shown and "nas" not in shown.split("steps (", 1)[1].split(")", 1)[0]
+    (report,) = (tmp_path / "runs").glob("card-budget-*/*/search/budget_report")
+    assert report.read_text().startswith("# How the 4 s search budget was spent")
+
+
 def test_a_broken_source_fails_the_run_naming_the_step_and_the_cause(data_home, write_csv, tmp_path: Path, capsys):
     source = write_csv("customerID,gender\n1,Male\n")
     code = main(["run", "churn", "--source", str(source), "--runs-dir", str(tmp_path / "runs")])

@@ -29,7 +29,7 @@ def test_every_python_package_folder_is_installed():
 
 def test_every_component_has_a_thin_wrapper_a_readme_and_tests():
     folders = [p for p in COMPONENTS.iterdir() if (p / "__init__.py").is_file()]
-    assert len(folders) == 15
+    assert len(folders) == 16  # the search step (a time budget) joined the 15
     for folder in folders:
         assert (folder / "component.py").is_file() and (folder / "README.md").is_file(), folder
         assert (ROOT / "tests" / "components" / f"test_{folder.name}.py").is_file(), folder

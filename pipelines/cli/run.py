@@ -17,8 +17,12 @@ from flowline.pipelines.cli.common import (
 def add_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run a use case's pipeline locally through kfp.local")
     add_use_case_arguments(run)
-    run.add_argument("--trials", type=int, default=0,
-                     help="tuning trials for every model family (default: the use case's budget)")
+    budget = run.add_mutually_exclusive_group()
+    budget.add_argument("--trials", type=int, default=0,
+                        help="tuning trials for every model family, reproducible (default: the use case's budget)")
+    budget.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
+                        help="seconds for the whole search, spent across the families cost-aware "
+                             "(default: the use case's tuning.time_budget, else its trials)")
     run.add_argument("--tuning-backend", choices=("auto", "optuna", "katib"),
                      help="where trials run (default: the use case's tuning.backend; auto is Optuna off-cluster)")
     champion = run.add_mutually_exclusive_group()
@@ -34,14 +38,29 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=_run)
 
 
+def _seconds(text: str) -> float:
+    """--time-budget's value: seconds above 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return seconds
+
+
 def _run(args: argparse.Namespace) -> int:
     from flowline.pipelines.local_run import format_summary, run_local
     from flowline.registry import resolve_package
 
     champion = args.champion and resolve_package(args.champion, args.runs_dir, champion=True)
+    use_case = use_case_to_run(args)
+    if args.time_budget:
+        use_case = use_case.model_copy(update={
+            "tuning": use_case.tuning.model_copy(update={"time_budget": args.time_budget})})
     try:
         summary = run_local(
-            use_case_to_run(args), args.runs_dir, args.trials, args.source or "", args.summary, args.verbose,
+            use_case, args.runs_dir, args.trials, args.source or "", args.summary, args.verbose,
             "" if args.no_champion else champion,
             args.tuning_backend or "",
         )

@@ -8,12 +8,12 @@ import optuna
 import pandas as pd
 import pytest
 from kubeflow.katib import KatibClient
-from stand_in_api import StandInApiServer, unreachable_or_refusing
+from stand_in_api import OPTIMAL, experiment_server, unreachable_or_refusing
 
 from flowline.features.feature_set import FeatureSet
 from flowline.models.families import TrainingData
 from flowline.katib_search import KatibError, katib_search
-from flowline.search import SearchResult, optuna_search
+from flowline.search import SearchResult, family_objective, optuna_search, seeded_study
 from flowline.search_space import (
     CategoricalParameter,
     FloatParameter,
@@ -87,6 +87,31 @@ def test_every_parameter_kind_is_declared_once():
                    for p in search_space(family, "binary", TuningSpec()).parameters)
 
 
+# Every space a family can search: binary with and without class weighting, regression squared and tweedie.
+SPACE_VARIANTS = [("binary", TuningSpec()), ("binary", TuningSpec(class_weighting=True)),
+                  ("regression", TuningSpec()), ("regression", TuningSpec(objective="tweedie"))]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(("task", "tuning"), SPACE_VARIANTS)
+def test_every_portfolio_point_names_each_parameter_and_lies_inside_its_space(family, task, tuning):
+    space = search_space(family, task, tuning)
+    distributions = space.optuna_distributions()
+    assert 2 <= len(space.portfolio) <= 4
+    for point in space.portfolio:
+        assert set(point) == set(distributions), f"{family} ({task}): {sorted(point)}"
+        for name, value in point.items():
+            assert distributions[name]._contains(distributions[name].to_internal_repr(value)), f"{family}: {name}"
+        assert space.parse(point) == point
+    assert len({tuple(sorted(point.items())) for point in space.portfolio}) == len(space.portfolio)
+
+
+def test_class_weighting_starts_the_tree_families_unweighted():
+    for family in ("xgboost", "forest", "lightgbm"):
+        plain, weighted = (search_space(family, "binary", TuningSpec(class_weighting=on)) for on in (False, True))
+        assert weighted.portfolio == tuple({**point, "scale_pos_weight": 1.0} for point in plain.portfolio)
+
+
 @pytest.fixture(scope="module")
 def data() -> TrainingData:
     rng = np.random.default_rng(11)
@@ -106,6 +131,28 @@ def test_the_optuna_search_is_seeded_and_stops_weak_trials_early(data):
     assert "tune (xgboost): trial 12/12" in shown[-1]
 
 
+@pytest.mark.parametrize("family", ["linear", "xgboost"])
+def test_a_studys_first_trials_are_its_portfolio_in_order_then_tpe_seeded(data, family):
+    tuning = TuningSpec(max_boost_rounds=100, early_stopping_rounds=20, seed=3)
+    space = search_space(family, "binary", tuning)
+    runs = []
+    for _ in range(2):
+        study = seeded_study(tuning, space)
+        study.optimize(family_objective(family, space, data, tuning), n_trials=len(space.portfolio) + 2)
+        runs.append([(t.params, t.value, t.state) for t in study.trials])
+    assert [params for params, _, _ in runs[0][:len(space.portfolio)]] == list(space.portfolio)
+    assert all(params not in space.portfolio for params, _, _ in runs[0][len(space.portfolio):])
+    assert runs[0] == runs[1]  # one seed, one search
+
+
+def test_a_trials_budget_smaller_than_the_portfolio_runs_its_first_points(data):
+    portfolio = search_space("linear", "binary", TuningSpec()).portfolio
+    first = optuna_search("linear", data, TuningSpec(), 1, progress=lambda line: None)
+    assert first.trials == 1 and first.params == portfolio[0]
+    two = optuna_search("linear", data, TuningSpec(), 2, progress=lambda line: None)
+    assert two.trials == 2 and two.params in portfolio[:2]
+
+
 def test_auto_is_katib_inside_a_cluster_and_optuna_elsewhere(monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert resolve_backend("auto") == "optuna" and resolve_backend("katib") == "katib"
@@ -119,32 +166,6 @@ def test_a_family_left_out_of_the_use_case_is_skipped(toy_use_case, tmp_path: Pa
     use_case = toy_use_case.model_copy(update={"tuning": TuningSpec(families={"linear": 1})})
     assert tune_files(use_case, "forest", 0, "optuna", "unused", "unused", "unused", str(tmp_path / "r.json")) is None
     assert json.loads((tmp_path / "r.json").read_text())["skipped"] and "tune (forest): skipped" in capsys.readouterr().out
-
-
-def experiment_server(optimal: dict | None, succeeded: bool = True):
-    """Answers like the API server with Katib installed: stores the Experiment, reports it finished."""
-    stored: dict = {}
-
-    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
-        if method == "POST":
-            stored.update(body)
-            return 201, body
-        condition = {"type": "Succeeded" if succeeded else "Failed", "status": "True", "reason": "ExperimentDone"}
-        status = {"conditions": [condition], "trials": 7, "trialsSucceeded": 5, "trialsEarlyStopped": 2}
-        if optimal:
-            status["currentOptimalTrial"] = optimal
-        return 200, {**stored, "status": status}
-
-    return StandInApiServer(respond)
-
-
-OPTIMAL = {
-    "bestTrialName": "churn-linear-hpo-abc123-x7",
-    "parameterAssignments": [{"name": "C", "value": "0.05"}, {"name": "l1_ratio", "value": "1.0"},
-                             {"name": "class_weight", "value": "balanced"}],
-    "observation": {"metrics": [{"name": "valid_roc_auc", "latest": "0.8512", "max": "0.8512", "min": "0.8"},
-                                {"name": "iterations", "latest": "1", "max": "1", "min": "1"}]},
-}
 
 
 def test_the_katib_backend_submits_a_valid_experiment_and_returns_its_optimal_trial(churn, tmp_path: Path):

@@ -22,8 +22,10 @@ from flowline.katib import (
     ExperimentError,
     build_experiment,
     built_in_experiments,
+    katib_trials,
     to_manifest,
     trial_source,
+    use_case_experiments,
 )
 from flowline.use_case import load_use_case
 from manifest_helpers import katib_errors
@@ -81,6 +83,9 @@ def test_parameters_match_the_space_and_reach_the_trial_command(name):
     assert [a for a in args if "${trialParameters." in a] == [
         f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
     assert spec["algorithm"]["algorithmName"] == "tpe" and spec["earlyStopping"]["algorithmName"] == "medianstop"
+    # Katib's tpe service refuses settings other than gamma, prior_weight, n_EI_candidates and random_state:
+    # there is no way to seed an Experiment with the portfolio's points (katib_experiments/README.md).
+    assert spec["algorithm"]["algorithmSettings"] == [{"name": "random_state", "value": str(use_case.tuning.seed)}]
     assert spec["parallelTrialCount"] == 3 and spec["maxTrialCount"] == use_case.tuning.families[family]
     assert spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut"
     assert spec["objective"] == {
@@ -206,3 +211,27 @@ def test_a_lightgbm_trial_prints_its_objective_lines_and_its_score_is_the_in_pro
     fitted = fit_candidate("lightgbm", params, data, toy_use_case.tuning)
     assert float(lines[-2].split("=")[1]) == pytest.approx(fitted.valid_score, abs=1e-6)
     assert int(lines[-1].split("=")[1]) == fitted.iterations
+
+
+def test_a_time_budget_sizes_each_experiment_from_the_declared_trial_cost(churn):
+    tuning = churn.tuning.model_copy(update={"time_budget": 300, "trial_seconds": 100, "parallel_trials": 2})
+    # floor(300 / 100) = 3 waves of 2 trials, capped by each family's trials in tuning.families.
+    assert {family: katib_trials(tuning, family) for family in tuning.families} == {
+        "xgboost": 6, "linear": 6, "forest": 6, "mlp": 6}
+    capped = tuning.model_copy(update={"families": {"xgboost": 4, "linear": 20}})
+    assert [katib_trials(capped, family) for family in ("xgboost", "linear")] == [4, 6]
+    short = tuning.model_copy(update={"time_budget": 30})  # less than one trial: one wave still runs
+    assert katib_trials(short, "linear") == 2
+    assert katib_trials(churn.tuning, "xgboost") == 30  # no time budget: the trials
+
+
+def test_a_time_budgeted_experiment_is_valid_and_runs_its_trials_in_parallel(churn):
+    tuning = churn.tuning.model_copy(update={"time_budget": 600, "trial_seconds": 120, "parallel_trials": 3})
+    manifests = use_case_experiments(churn.model_copy(update={"tuning": tuning}), DEFAULT_IMAGE)
+    assert sorted(manifests) == ["churn-forest-hpo.yaml", "churn-linear-hpo.yaml", "churn-mlp-nas.yaml",
+                                 "churn-xgboost-hpo.yaml"]
+    for name, manifest in manifests.items():
+        assert katib_errors(manifest) == [], name
+        # 5 waves of 3; forest's cap is 12, mlp's 16
+        assert manifest["spec"]["maxTrialCount"] == {"churn-forest-hpo.yaml": 12}.get(name, 15), name
+        assert manifest["spec"]["parallelTrialCount"] == 3

@@ -62,12 +62,13 @@ MAX_DIMENSIONS = 32  # numpy's limit
 def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False,
           workers: int = 1) -> int:
     """Serve each model (a FlowlineModel or a DriftMonitor) until interrupted: in this process, or from
-    `workers` processes on one port (workers.py). Returns the exit status."""
+    `workers` processes on one port under a supervisor this process becomes (workers.py). Returns the exit
+    status."""
     token = repository_token()  # a bad token stops the start, before the packages load
     if workers > 1:
-        from flowline.inference_services.workers import serve_workers
+        from flowline.inference_services.workers import exec_supervisor
 
-        return serve_workers(models, host or default_host(), port, access_log, token, workers)
+        exec_supervisor(models, host or default_host(), port, access_log, workers)
     serve_here(models, host or default_host(), port, access_log, token)
     return 0
 

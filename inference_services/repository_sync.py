@@ -100,7 +100,8 @@ class WorkerSync:
                 return [f"worker {worker} (pid {state['pid']}): {state['errors'][model]}"
                         for worker, state in states.items() if model in state.get("errors", {})]
             if time.monotonic() > deadline:
-                return [f"worker {worker} did not apply the {action} within {SWITCH_TIMEOUT_S:.0f} s" for worker in behind]
+                return [f"worker {worker} did not apply the {action} within {SWITCH_TIMEOUT_S:.0f} s"
+                        for worker in behind]
             await asyncio.sleep(POLL_S)
 
     async def follow(self, models: Mapping[str, Model]) -> None:

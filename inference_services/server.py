@@ -36,7 +36,6 @@ from typing import AsyncContextManager, Optional, Sequence
 import uvloop
 import orjson
 from fastapi import FastAPI, Request, Response
-from prometheus_client import exposition
 from fastapi.responses import JSONResponse
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve import Model
@@ -45,6 +44,7 @@ from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
+from prometheus_client import exposition
 
 from flowline.package.format import PackageError
 from flowline.inference_services import metrics

@@ -148,7 +148,7 @@ def test_a_load_reaches_every_worker_a_forged_package_none_and_an_unload_all(
 
 def serve_two_workers(package: Path, tmp_path: Path, name: str):
     port = free_port()
-    command = [*SERVE_COMMAND, str(package), "--host", LOOPBACK, "--port", str(port), "--workers", "2"]
+    command = [*SERVE_COMMAND, str(package), "--port", str(port), "--workers", "2"]  # the default host
     return f"http://{LOOPBACK}:{port}", running_process(command, f"http://{LOOPBACK}:{port}/v2/health/ready",
                                                          str(tmp_path / name))
 
@@ -174,6 +174,7 @@ def test_sigterm_stops_every_worker_and_a_dead_worker_stops_the_server(churn_pac
         assert (state / "metrics").is_dir()
     assert process.returncode == 0 and len(pids) == 2 and all(map(gone, pids))
     assert not state.exists()
+    assert f"serving on 127.0.0.1:{url.rsplit(':', 1)[1]} from 2 workers" in (tmp_path / "stopped.log").read_text()
 
     url, server = serve_two_workers(churn_package, tmp_path, "crashed.log")
     with server as process:

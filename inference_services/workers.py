@@ -82,7 +82,11 @@ def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: 
     """Serve the models in `state` from `workers` processes on host:port until SIGTERM (exit status 0) or
     until a worker dies (1); remove `state` at exit."""
     try:
-        listener = listen(host, port)
+        try:
+            listener = listen(host, port)
+        except OSError as error:
+            print(f"flowline: cannot listen on {host}:{port}: {error}", file=sys.stderr)
+            return 1
         (state / "metrics").mkdir()
         (state / "repository").mkdir()
         os.environ[MULTIPROC_DIR_ENV] = str(state / "metrics")  # the workers inherit it

@@ -10,11 +10,16 @@ Peers, measured one after another in the same run:
   row, so it is spared the feature work and the other members;
 - the HTTP floor: bare Starlette answering a constant.
 
+flowline runs with `flowline serve`'s default workers (one per CPU this machine or container
+gives it), MLServer with its defaults.
+
 For each: sequential latency (p50, p99 over 2,000 requests, each timed on the client,
-after a warm-up) and throughput at 16 connections for 20 s with wrk. Then the drift
-monitor's throughput: single-row payload-logger CloudEvents, as KServe's logger sends
-them, at 16 connections. Writes JSON and prints a Markdown table with the ratios
-against MLServer.
+after a warm-up), throughput at 16 and at 64 connections for 20 s each with wrk, and the
+resident memory of the server's processes afterwards (VmRSS of the process and every
+descendant: flowline's parent, workers and multiprocessing's resource tracker). Then the
+drift monitor's throughput: single-row payload-logger CloudEvents, as KServe's logger sends
+them, at the first connection count. Writes JSON and prints a Markdown table with the
+ratios against MLServer.
 """
 
 from __future__ import annotations
@@ -43,9 +48,9 @@ from flowline.inference_services.local_server import (
     SERVE_COMMAND,
     free_port,
     running_process,
-    running_server,
 )
 from flowline.inference_services.model import LoadedPackage
+from flowline.inference_services.options import default_workers
 from flowline.pipelines.demo import first_record, v2_request
 
 HERE = Path(__file__).resolve().parent
@@ -107,9 +112,32 @@ def wrk_throughput(port: int, path: str, body: bytes, connections: int, seconds:
     }
 
 
-def measure(name: str, port: int, path: str, body: bytes, args: argparse.Namespace) -> dict:
-    print(f"bench: {name}: {args.requests} sequential requests, then {args.connections} connections "
-          f"for {args.seconds} s", flush=True)
+def process_tree_rss_mib(pid: int) -> list[dict]:
+    """VmRSS of `pid` and of every process descending from it, from /proc, each with its command line."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop(0)
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            command = Path(f"/proc/{current}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        rss_kib = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+        tree.append({"pid": current, "rss_mib": round(rss_kib / 1024, 1), "command": command[:160]})
+        pending.extend(children.get(current, []))
+    return tree
+
+
+def measure(name: str, port: int, pid: int, path: str, body: bytes, args: argparse.Namespace) -> dict:
+    print(f"bench: {name}: {args.requests} sequential requests, then {' and '.join(map(str, args.connections))} "
+          f"connections for {args.seconds} s each", flush=True)
     latencies = sequential_latencies_ms(port, path, body, args.requests)
     result = {
         "sequential": {
@@ -118,9 +146,12 @@ def measure(name: str, port: int, path: str, body: bytes, args: argparse.Namespa
             "p99_ms": float(np.percentile(latencies, 99)),
             "mean_ms": float(latencies.mean()),
         },
-        f"concurrency_{args.connections}": wrk_throughput(port, path, body, args.connections, args.seconds),
+        **{f"concurrency_{connections}": wrk_throughput(port, path, body, connections, args.seconds)
+           for connections in args.connections},
         "request_bytes": len(body),
     }
+    processes = process_tree_rss_mib(pid)
+    result["rss"] = {"total_mib": round(sum(p["rss_mib"] for p in processes), 1), "processes": processes}
     print(f"bench: {name}: {json.dumps(result)}", flush=True)
     return result
 
@@ -133,7 +164,16 @@ def answer_of(port: int, path: str, body: bytes) -> float:
 
 
 @contextlib.contextmanager
-def mlserver(model_file: Path, venv: Path, log_dir: Path) -> Iterator[int]:
+def flowline_server(package: Path, log_dir: Path) -> Iterator[tuple[int, int]]:
+    """`flowline serve` with its default workers; yields its port and pid."""
+    port = free_port()
+    command = [*SERVE_COMMAND, str(package), "--host", LOOPBACK, "--port", str(port)]
+    with running_process(command, f"http://{LOOPBACK}:{port}/v2/health/ready", str(log_dir / "flowline.log")) as process:
+        yield port, process.pid
+
+
+@contextlib.contextmanager
+def mlserver(model_file: Path, venv: Path, log_dir: Path) -> Iterator[tuple[int, int]]:
     """MLServer serving an XGBoost model file, with its best setting (OMP_NUM_THREADS=1)."""
     port = free_port()
     with tempfile.TemporaryDirectory() as folder:
@@ -150,8 +190,8 @@ def mlserver(model_file: Path, venv: Path, log_dir: Path) -> Iterator[int]:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         command = [str(venv / "bin" / "mlserver"), "start", folder]
         with running_process(command, f"http://{LOOPBACK}:{port}/v2/models/churn/ready",
-                             str(log_dir / "mlserver.log"), env=env):
-            yield port
+                             str(log_dir / "mlserver.log"), env=env) as process:
+            yield port, process.pid
 
 
 @contextlib.contextmanager
@@ -164,28 +204,30 @@ def drift_monitor(package: Path, log_dir: Path) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def floor(log_dir: Path) -> Iterator[int]:
+def floor(log_dir: Path) -> Iterator[tuple[int, int]]:
     port = free_port()
     command = [sys.executable, "-m", "uvicorn", "floor_app:app", "--app-dir", str(HERE), "--host", LOOPBACK,
                "--port", str(port), "--no-access-log", "--log-level", "warning"]
-    with running_process(command, f"http://{LOOPBACK}:{port}/v2/health/ready", str(log_dir / "floor.log")):
-        yield port
+    with running_process(command, f"http://{LOOPBACK}:{port}/v2/health/ready", str(log_dir / "floor.log")) as process:
+        yield port, process.pid
 
 
 def markdown_table(report: dict) -> str:
-    key = f"concurrency_{report['settings']['connections']}"
+    counts = report["settings"]["connections"]
     reference = report["peers"]["mlserver"]
-    lines = [
-        f"| server | sequential p50 | sequential p99 | requests/s at {report['settings']['connections']} "
-        f"connections | p99 at {report['settings']['connections']} | throughput vs MLServer |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = "| server | sequential p50 | sequential p99 | " + " | ".join(
+        f"requests/s at {c} | p99 at {c} | vs MLServer at {c}" for c in counts) + " | RSS (processes) |"
+    lines = [header, "|---" * (4 + 3 * len(counts)) + "|"]
     for name, peer in report["peers"].items():
-        ratio = peer[key]["requests_per_second"] / reference[key]["requests_per_second"]
-        lines.append(
-            f"| {name} | {peer['sequential']['p50_ms']:.2f} ms | {peer['sequential']['p99_ms']:.2f} ms | "
-            f"{peer[key]['requests_per_second']:,.0f} | {peer[key]['p99_ms']:.1f} ms | {ratio:.2f}x |"
-        )
+        cells = [f"{name}", f"{peer['sequential']['p50_ms']:.2f} ms", f"{peer['sequential']['p99_ms']:.2f} ms"]
+        for c in counts:
+            at = peer[f"concurrency_{c}"]
+            ratio = at["requests_per_second"] / reference[f"concurrency_{c}"]["requests_per_second"]
+            cells += [f"{at['requests_per_second']:,.0f}", f"{at['p99_ms']:.1f} ms", f"{ratio:.2f}x"]
+        rss = peer["rss"]
+        parts = " + ".join(f"{process['rss_mib']:.0f}" for process in rss["processes"])
+        cells.append(f"{rss['total_mib']:,.0f} MiB ({parts})")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -195,7 +237,7 @@ def main() -> None:
     parser.add_argument("--mlserver-venv", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--seconds", type=int, default=20)
     args = parser.parse_args()
 
@@ -214,30 +256,30 @@ def main() -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
 
     peers, answers = {}, {}
-    with running_server([str(package)], log_path=str(log_dir / "flowline.log")) as url:
-        port = int(url.rsplit(":", 1)[1])
+    with flowline_server(package, log_dir) as (port, pid):
         answers["flowline"] = answer_of(port, "/v2/models/churn/infer", raw_body)
-        peers["flowline"] = measure("flowline", port, "/v2/models/churn/infer", raw_body, args)
-    with mlserver(package / MODEL_DIR / "xgboost.json", args.mlserver_venv, log_dir) as port:
+        peers["flowline"] = measure("flowline", port, pid, "/v2/models/churn/infer", raw_body, args)
+    with mlserver(package / MODEL_DIR / "xgboost.json", args.mlserver_venv, log_dir) as (port, pid):
         answers["mlserver"] = answer_of(port, "/v2/models/churn/infer", encoded_body)
-        peers["mlserver"] = measure("mlserver", port, "/v2/models/churn/infer", encoded_body, args)
-    with floor(log_dir) as port:
-        peers["http floor"] = measure("http floor", port, "/v2/models/floor/infer", encoded_body, args)
+        peers["mlserver"] = measure("mlserver", port, pid, "/v2/models/churn/infer", encoded_body, args)
+    with floor(log_dir) as (port, pid):
+        peers["http floor"] = measure("http floor", port, pid, "/v2/models/floor/infer", encoded_body, args)
+    drift_connections = args.connections[0]
     with drift_monitor(package, log_dir) as port:
-        print(f"bench: drift monitor: single-row CloudEvents, {args.connections} connections for {args.seconds} s",
+        print(f"bench: drift monitor: single-row CloudEvents, {drift_connections} connections for {args.seconds} s",
               flush=True)
         event = json.dumps({"instances": [record]}).encode()
-        drift = wrk_throughput(port, f"/v1/models/{loaded.use_case.name}-drift:predict", event, args.connections,
+        drift = wrk_throughput(port, f"/v1/models/{loaded.use_case.name}-drift:predict", event, drift_connections,
                                args.seconds, headers=CLOUDEVENT_HEADERS)
         drift = {"events_per_second": drift.pop("requests_per_second"), **drift}
         print(f"bench: drift monitor: {json.dumps(drift)}", flush=True)
 
-    key = f"concurrency_{args.connections}"
     flowline, reference = peers["flowline"], peers["mlserver"]
     report = {
         "benchmark": "single-row Open Inference Protocol v2 over loopback",
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "cpus_available": len(os.sched_getaffinity(0)),
+                    "flowline_workers": default_workers(), "python": platform.python_version()},
         "settings": {"requests": args.requests, "warmup": WARMUP, "connections": args.connections,
                      "seconds": args.seconds},
         "model": {"package": str(package), "version": loaded.version, "features": loaded.feature_set.width,
@@ -250,14 +292,16 @@ def main() -> None:
         "peers": peers,
         "drift_monitor": drift,
         "ratios_vs_mlserver": {
-            "throughput": flowline[key]["requests_per_second"] / reference[key]["requests_per_second"],
             "sequential_p99": flowline["sequential"]["p99_ms"] / reference["sequential"]["p99_ms"],
-            f"p99_at_{args.connections}": flowline[key]["p99_ms"] / reference[key]["p99_ms"],
+            **{name: flowline[f"concurrency_{c}"][field] / reference[f"concurrency_{c}"][field]
+               for c in args.connections
+               for name, field in ((f"throughput_at_{c}", "requests_per_second"), (f"p99_at_{c}", "p99_ms"))},
+            "rss": flowline["rss"]["total_mib"] / reference["rss"]["total_mib"],
         },
     }
     args.out.write_text(json.dumps(report, indent=1))
     print("\n" + markdown_table(report))
-    print(f"\ndrift monitor: {drift['events_per_second']:,.0f} events/s at {args.connections} connections, "
+    print(f"\ndrift monitor: {drift['events_per_second']:,.0f} events/s at {drift_connections} connections, "
           f"p99 {drift['p99_ms']:.1f} ms")
     print(f"MLServer gives the XGBoost member's answer: {report['mlserver_matches_the_xgboost_member']}; "
           f"flowline gives its in-process answer: {report['flowline_matches_in_process']}; report: {args.out}")

@@ -145,7 +145,7 @@ def test_the_server_binds_loopback_unless_told_otherwise(churn_package, tmp_path
 
     monkeypatch.delenv(HOST_ENV)
     port, log = free_port(), tmp_path / "server.log"
-    command = [*SERVE_COMMAND, str(churn_package), "--port", str(port)]
+    command = [*SERVE_COMMAND, str(churn_package), "--port", str(port), "--workers", "1"]  # uvicorn binds
     with running_process(command, f"http://127.0.0.1:{port}/v2/health/ready", str(log)):
         pass
     assert f"Uvicorn running on http://127.0.0.1:{port}" in log.read_text()

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import numpy as np
 from kserve.protocol.infer_type import InferRequest
 
 from flowline.features.kinds import Values
 from flowline.inference_services.request_checks import BadRequest
-
-if TYPE_CHECKING:
-    from flowline.inference_services.model import LoadedPackage
+from flowline.scoring import Scorer
 
 
 @dataclass
@@ -33,7 +31,7 @@ class Job:
     payload: Union[Dict, InferRequest]
     request_id: str
     arm: str  # champion or canary
-    package: LoadedPackage  # one version for the whole request, even if a reload lands meanwhile
+    package: Scorer  # one version for the whole request, even if a reload lands meanwhile
     started: float  # perf_counter at arrival
     row: str  # how an error names one of its rows, e.g. "instances[{}]"
     records: Optional[List[Dict[str, Any]]] = None  # checked raw records; None for a bare encoded matrix
@@ -51,7 +49,7 @@ class Job:
 
 @dataclass
 class _Batch:
-    package: LoadedPackage
+    package: Scorer
     opened: float  # loop time
     jobs: List[Job] = field(default_factory=list)
     done: List[asyncio.Future] = field(default_factory=list)
@@ -62,7 +60,7 @@ class _Batch:
 class Batcher:
     """Per model: one open batch per package version; `score(package, jobs)` scores a closed one."""
 
-    def __init__(self, score: Callable[[LoadedPackage, List[Job]], None], wait_s: float, max_rows: int) -> None:
+    def __init__(self, score: Callable[[Scorer, List[Job]], None], wait_s: float, max_rows: int) -> None:
         if wait_s <= 0 or max_rows < 1:
             raise ValueError(f"batching needs a positive wait and at least 1 row, got {wait_s} s and {max_rows}")
         self.score, self.wait_s, self.max_rows = score, wait_s, max_rows
@@ -106,7 +104,7 @@ class Batcher:
                 done.set_result(None)
 
 
-def score_jobs(package: LoadedPackage, jobs: List[Job], served_rows: Callable[[Values], None]) -> None:
+def score_jobs(package: Scorer, jobs: List[Job], served_rows: Callable[[Values], None]) -> None:
     """Score jobs of one package version together: one transform of the records not yet transformed, one model
     predict, one decision; then each job takes its rows, and `served_rows` gets the answered rows' values.
     Rows are scored independently, so each answer is the one the request alone would get. A job whose own rows
@@ -150,7 +148,7 @@ def score_jobs(package: LoadedPackage, jobs: List[Job], served_rows: Callable[[V
                 job.error = error
 
 
-def _transform_jobs(package: LoadedPackage, jobs: List[Job]) -> None:
+def _transform_jobs(package: Scorer, jobs: List[Job]) -> None:
     """Encoded features of the jobs' records in one transform; a job with a feature beyond float32 is refused."""
     records = [record for job in jobs for record in job.records]
     try:
@@ -174,7 +172,7 @@ def _transform_jobs(package: LoadedPackage, jobs: List[Job]) -> None:
             job.error = error
 
 
-def transform(package: LoadedPackage, records: List[Mapping[str, Any]], row: str) -> tuple[np.ndarray, Values]:
+def transform(package: Scorer, records: List[Mapping[str, Any]], row: str) -> tuple[np.ndarray, Values]:
     """Encoded features of checked records, and their parsed columns; 400 naming the record and its columns when
     a feature computed from them overflows float32 (an infinite feature makes XGBoost fail or answer NaN).
     One batch: entity features read the online store once per request."""
@@ -184,11 +182,11 @@ def transform(package: LoadedPackage, records: List[Mapping[str, Any]], row: str
     return features, values
 
 
-def require_in_range(package: LoadedPackage, features: np.ndarray, row: str) -> None:
+def require_in_range(package: Scorer, features: np.ndarray, row: str) -> None:
     """400 naming the first row, and its columns, whose features overflowed float32."""
     if np.isinf(features).any():
         index, feature = (int(i) for i in np.argwhere(np.isinf(features))[0])
-        columns = [c for c, share in zip(package.feature_set.input_columns, package.owners[feature]) if share]
+        columns = [c for c, share in zip(package.feature_set.input_columns, package.feature_set.owners[feature]) if share]
         raise BadRequest("out_of_range", f"{row.format(index)}: {', '.join(columns)}: the feature "
                                          f"{package.feature_set.feature_names[feature]} computed from them is beyond "
                                          "float32's range")

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from flowline.drift import MAX_FALSE_ALARM_RATE, load_calibration
+from flowline.inference_services.drift_monitor import DriftPackage
 from serving_helpers import AUTHORIZED, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
@@ -123,3 +124,59 @@ def test_bad_events_are_refused_and_counted(monitor, reference):
     assert unknown_type.status_code == 400 and "ce-type" in unknown_type.json()["error"]
     assert 'flowline_drift_invalid_events_total{model_name="churn",reason="missing_column"} 1.0' in metrics
     assert 'flowline_drift_invalid_events_total{model_name="churn",reason="unsupported_event"} 1.0' in metrics
+
+
+def test_a_stream_gives_the_detectors_own_tests_of_its_consecutive_windows(monitor, churn_package, reference,
+                                                                           window_size):
+    """However events cut the stream (mostly single rows, as the payload logger sends them), each window is the
+    stream's next `window_size` rows, and its p-values and flag are exactly those of the package's detector on
+    those rows encoded as the pipeline encodes them (encode_frame); the rest waits in the window."""
+    shifted = windows_of(reference, 1, window_size, seed=4).assign(MonthlyCharges=lambda f: f["MonthlyCharges"] * 1.3)
+    stream = records_of(pd.concat([windows_of(reference, 2, window_size, seed=3), shifted,
+                                   reference.head(window_size // 2)]))
+    cuts = np.cumsum([0, *np.resize([1, 1, 1, 1, 7, 1, 20], len(stream))])
+    tests, answer = [], None
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        for start, end in zip(cuts, cuts[1:]):
+            if start >= len(stream):
+                break
+            answer = client.post("/v1/models/churn-drift:predict", json={"instances": stream[start:end]},
+                                 headers=event_headers("org.kubeflow.serving.inference.request"))
+            assert answer.status_code == 200, answer.text
+            tests.extend(answer.json()["tests"])
+    package = DriftPackage.load(churn_package)
+    expected = []
+    for start in range(0, len(stream) - window_size + 1, window_size):
+        window = package.encoder.encode_frame(pd.DataFrame(stream[start:start + window_size]))
+        result = package.detector.predict(window, return_p_val=True)["data"]
+        expected.append({"is_drift": bool(result["is_drift"]),
+                         "p_values": dict(zip(package.encoder.columns, map(float, result["p_val"])))})
+    assert tests == expected
+    assert [t["is_drift"] for t in tests][-1] and not all(t["is_drift"] for t in tests)  # both kinds of window
+    assert answer.json()["window_fill"] == window_size // 2
+
+
+def test_the_lean_route_answers_as_kserves_route(monitor, reference):
+    """A CloudEvents 1.0 binary-mode event takes the lean route; a 0.3 one KServe's v1 route: the same answer and
+    reply attributes, and a bad event the same 400."""
+    record = records_of(reference.head(1))[0]
+    answers = []
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        for version in ("1.0", "0.3", "1.0"):
+            headers = {**event_headers("org.kubeflow.serving.inference.request"), "ce-specversion": version}
+            answers.append(client.post("/v1/models/churn-drift:predict", json={"instances": [record]}, headers=headers))
+            bad = client.post("/v1/models/churn-drift:predict", json={"instances": [{**record, "tenure": "x"}]},
+                              headers=headers)
+            assert bad.status_code == 400 and bad.json() == {"error": "instances[0].tenure: expected a number, got 'x'"}
+        metrics = client.get("/metrics").text
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.json().pop("window_fill") for a in answers] == [1, 2, 3]
+    bodies = [{k: v for k, v in a.json().items() if k != "window_fill"} for a in answers]
+    assert bodies[0] == bodies[1] == bodies[2] and bodies[0]["rows"] == 1
+    replies = [{k: v for k, v in a.headers.items() if k.startswith("ce-") and k not in ("ce-id", "ce-time")}
+               for a in answers]
+    assert replies[0] == replies[1] == {"ce-specversion": "1.0", "ce-type": "io.kserve.inference.response",
+                                        "ce-source": "io.kserve.inference.churn-drift"}
+    assert len({a.headers["ce-id"] for a in answers}) == 3 and all(a.headers["ce-time"] for a in answers)
+    assert 'flowline_drift_invalid_events_total{model_name="churn",reason="wrong_type"} 3.0' in metrics
+    assert 'flowline_http_requests_total{code="200",model_name="churn-drift"' in metrics

@@ -96,17 +96,25 @@ class DriftEventRoute:
         try:
             answer = monitor.receive(headers["ce-type"], event_data(body))
         except BadRequest as error:
-            request = Request({**scope, "path_params": {"model_name": monitor.name}})
-            response = await self.refuse(request, error)
+            failure = await self.refuse(Request({**scope, "path_params": {"model_name": monitor.name}}), error)
         except Exception as error:  # noqa: BLE001 - a failure is the server's: a 500, as KServe's handler answers
             log.exception("the drift monitor failed on an event")
-            response = JSONResponse(status_code=500, content={"error": f"{type(error).__name__} : {error}"})
+            failure = JSONResponse(status_code=500, content={"error": f"{type(error).__name__} : {error}"})
         else:
-            content = orjson.dumps(answer)
-            response = Response(content, headers=self._reply_headers(monitor.name, headers),
-                                media_type="application/json")
-        metrics.HTTP_REQUESTS.labels(monitor.name, monitor.package.version, str(response.status_code)).inc()
-        await response(scope, receive, send)
+            await self._reply(monitor, headers, answer, send)
+            return
+        metrics.HTTP_REQUESTS.labels(monitor.name, monitor.package.version, str(failure.status_code)).inc()
+        await failure(scope, receive, send)
+
+    async def _reply(self, monitor: DriftMonitor, headers: Mapping[str, str], answer: dict, send) -> None:
+        """The answer as a binary-mode CloudEvent, sent as is (Starlette's Response would check each header again)."""
+        content = orjson.dumps(answer)
+        metrics.HTTP_REQUESTS.labels(monitor.name, monitor.package.version, "200").inc()
+        attributes = [(key.encode("latin-1"), value.encode("latin-1"))
+                      for key, value in self._reply_headers(monitor.name, headers).items()]
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            *attributes, (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
+        await send({"type": "http.response.body", "body": content})
 
     def _reply_headers(self, name: str, headers: Mapping[str, str]) -> dict[str, str]:
         """The reply event's attributes as KServe sets them (kserve.utils.utils.create_response_cloudevent)."""

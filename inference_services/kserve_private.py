@@ -18,9 +18,11 @@ PRIVATE_METHODS: dict[type, tuple[str, ...]] = {
     RESTServer: ("_register_endpoints", "_add_middlewares", "_add_exception_handlers"),
     ModelServer: ("_register_and_check_atleast_one_model_is_ready", "_serve"),
 }
-# Attributes server.py sets for KServe's own code to read: ModelServer.stop() reads `_rest_server`.
+# Attributes server.py sets for KServe's own code to read (ModelServer.stop() reads `_rest_server`), or reads:
+# RESTServer's uvicorn server, started on the workers' shared socket.
 PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
     ModelServer: ("_rest_server",),
+    RESTServer: ("_server",),
 }
 
 

@@ -71,11 +71,14 @@ def running_server(
     log_path: str | None = None,
     ready_timeout: float = 90,
     env: dict[str, str] | None = None,
+    workers: int | None = 1,
 ) -> Iterator[str]:
     """Start `flowline serve PACKAGES` on loopback; yield its base URL; stop it.
-    `env`: the process's whole environment (default: this one's)."""
+    `env`: the process's whole environment (default: this one's); `workers`: its --workers (one process by
+    default; None: `flowline serve`'s default, one per CPU)."""
     port = port or free_port()
     url = f"http://{LOOPBACK}:{port}"
-    command = [*SERVE_COMMAND, *packages, "--host", LOOPBACK, "--port", str(port), *extra_args]
+    command = [*SERVE_COMMAND, *packages, "--host", LOOPBACK, "--port", str(port),
+               *(["--workers", str(workers)] if workers is not None else []), *extra_args]
     with running_process(command, f"{url}/v2/health/ready", log_path, ready_timeout, env):
         yield url

@@ -1,13 +1,22 @@
-"""flowline's Prometheus metrics, served on /metrics beside KServe's own."""
+"""flowline's Prometheus metrics, served on /metrics beside KServe's own.
+
+With `flowline serve --workers N` (N > 1) every worker records into prometheus_client's multiprocess
+files ($PROMETHEUS_MULTIPROC_DIR, set by the parent before the workers import this module) and /metrics
+answers with their sum (`multiprocess_registry`). The served packages' description is not recorded there
+but collected from the answering worker (`ServedPackages`): every worker serves the same versions, and a
+replaced version's series must disappear, which a multiprocess gauge cannot do.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 import numpy as np
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 
 PREDICTIONS = Counter(
     "flowline_predictions", "Predictions served, by decision (binary) or 'value' (regression).",
@@ -39,20 +48,61 @@ ENTITY_EVENTS = Counter(
     "flowline_entity_events", "Events appended to the online store, by source: served (answered rows) or pushed "
     "(the events endpoint).", ["model_name", "source"],
 )
-MODEL_INFO = Gauge("flowline_model_info", "The package a model name serves (always 1).",
-                   ["model_name", "model_version", "use_case", "task"])
-MODEL_CREATED = Gauge("flowline_model_created_timestamp_seconds", "When the served package was built.",
-                      ["model_name", "model_version"])
-MODEL_QUALITY = Gauge("flowline_model_quality", "Test-split metrics of the served package.",
-                      ["model_name", "model_version", "metric"])
-MODEL_GATES_PASSED = Gauge("flowline_model_gates_passed", "1 when the served package passed its quality gates.",
-                           ["model_name", "model_version"])
 MODEL_RELOADS = Counter("flowline_model_reloads", "Package reloads, loaded or refused.", ["model_name", "result"])
-MEMORY_LIMIT = Gauge("flowline_memory_limit_bytes", "The container's memory limit (cgroup); 0 when it has none.")
+# Every worker reads the same cgroup file: the largest live value is the limit, without a pid label.
+MEMORY_LIMIT = Gauge("flowline_memory_limit_bytes", "The container's memory limit (cgroup); 0 when it has none.",
+                     multiprocess_mode="livemax")
 # cgroup v2, then v1. v1 reports "no limit" as a number near 2**63.
 CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 NO_LIMIT_ABOVE = 2**60
 MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)/infer$")
+
+
+class ServedPackages:
+    """The package versions each model name serves, exported as flowline_model_info, _created_timestamp_seconds,
+    _quality and _gates_passed: a collector of this process's view, so that a replaced version's series go."""
+
+    def __init__(self) -> None:
+        # (model, version) -> (use case, task, created at, gates passed, quality metrics); replaced whole on
+        # change, so that a scrape iterates over a stable dict while a reload thread publishes.
+        self._served: dict[tuple[str, str], tuple[str, str, float, bool, Mapping[str, float]]] = {}
+
+    def publish(self, model: str, version: str, use_case: str, task: str, created_at: float, gates_passed: bool,
+                quality: Mapping[str, float]) -> None:
+        self._served = {**self._served, (model, version): (use_case, task, created_at, gates_passed, dict(quality))}
+
+    def remove(self, model: str, version: str) -> None:
+        self._served = {key: value for key, value in self._served.items() if key != (model, version)}
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily("flowline_model_info", "The package a model name serves (always 1).",
+                                 labels=["model_name", "model_version", "use_case", "task"])
+        created = GaugeMetricFamily("flowline_model_created_timestamp_seconds", "When the served package was built.",
+                                    labels=["model_name", "model_version"])
+        quality = GaugeMetricFamily("flowline_model_quality", "Test-split metrics of the served package.",
+                                    labels=["model_name", "model_version", "metric"])
+        gates = GaugeMetricFamily("flowline_model_gates_passed", "1 when the served package passed its quality gates.",
+                                  labels=["model_name", "model_version"])
+        for (model, version), (use_case, task, created_at, gates_passed, values) in self._served.items():
+            info.add_metric([model, version, use_case, task], 1)
+            created.add_metric([model, version], created_at)
+            gates.add_metric([model, version], 1 if gates_passed else 0)
+            for metric, value in values.items():
+                quality.add_metric([model, version, metric], value)
+        yield from (info, created, quality, gates)
+
+
+SERVED_PACKAGES = ServedPackages()
+REGISTRY.register(SERVED_PACKAGES)
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """What /metrics exports with several workers: every worker's counters, histograms and gauges summed from
+    $PROMETHEUS_MULTIPROC_DIR, and the served packages as this worker serves them."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    registry.register(SERVED_PACKAGES)
+    return registry
 
 
 def observe_predictions(
@@ -82,11 +132,13 @@ def publish_memory_limit() -> None:
 
 
 class RequestCounter:
-    """ASGI middleware counting model requests by status, including the 500s no handler sees."""
+    """ASGI middleware counting model requests by status, including the 500s no handler sees. With `worker`
+    (several workers), each answer says which worker gave it in `x-flowline-worker` (its pid)."""
 
-    def __init__(self, app, version_of: Callable[[str], str]) -> None:
+    def __init__(self, app, version_of: Callable[[str], str], worker: Optional[str] = None) -> None:
         self.app = app
         self.version_of = version_of
+        self.worker_header = [(b"x-flowline-worker", worker.encode())] if worker else []
 
     async def __call__(self, scope, receive, send) -> None:
         match = MODEL_ROUTE.match(scope["path"]) if scope["type"] == "http" else None
@@ -99,6 +151,8 @@ class RequestCounter:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if self.worker_header:
+                    message = {**message, "headers": [*message.get("headers", ()), *self.worker_header]}
             await send(message)
 
         try:

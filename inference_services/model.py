@@ -44,7 +44,7 @@ import uuid
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, TextIO, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, BinaryIO, Union
 
 import numpy as np
 from kserve import Model
@@ -138,7 +138,7 @@ class FlowlineModel(Model):
         self.canary_percent = canary_percent
         self.canary: Optional[LoadedPackage] = None
         self.prediction_log = Path(prediction_log) if prediction_log else None
-        self._log: Optional[TextIO] = None  # opened once, on load: not once per request
+        self._log: Optional[BinaryIO] = None  # opened once, on load: not once per request
         self.online_store_url = online_store
         self._store: Optional[OnlineStore] = None  # opened once, when a package first needs it
 
@@ -160,7 +160,9 @@ class FlowlineModel(Model):
                                  f"a {self.package.use_case.task} one")
             publish_package(self.name, self.canary)
         if self.prediction_log:
-            self._log = open(self.prediction_log, "a", encoding="utf-8", buffering=1)  # a line is flushed whole
+            # Unbuffered, appending: each line is one write(2) at the file's end, so the lines of several
+            # worker processes never interleave, whatever their length.
+            self._log = open(self.prediction_log, "ab", buffering=0)
         self.ready = True
         return self.ready
 
@@ -174,7 +176,7 @@ class FlowlineModel(Model):
         line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": request_id,
                 "model": self.name, "arm": arm, "version": package.version, "rows": rows,
                 "seconds": round(seconds, 6), "error": error, "ids": ids or {}}
-        self._log.write(json.dumps(line) + "\n")
+        self._log.write((json.dumps(line) + "\n").encode())
 
     def reload(self, package_path: str | Path | None = None) -> str:
         """Load a new version (from `package_path`, else the same path) and swap it in.
@@ -431,13 +433,7 @@ def _require_finite(answers: np.ndarray, row: str) -> None:
 def publish_package(model: str, package: LoadedPackage, replaced: Optional[LoadedPackage] = None) -> None:
     """Describe the package a model serves; drop the series of the version it replaces."""
     if replaced is not None and replaced.version != package.version:
-        metrics.MODEL_INFO.remove(model, replaced.version, replaced.use_case.name, replaced.use_case.task)
-        metrics.MODEL_CREATED.remove(model, replaced.version)
-        metrics.MODEL_GATES_PASSED.remove(model, replaced.version)
-        for metric in replaced.evaluation["metrics"]:
-            metrics.MODEL_QUALITY.remove(model, replaced.version, metric)
-    metrics.MODEL_INFO.labels(model, package.version, package.use_case.name, package.use_case.task).set(1)
-    metrics.MODEL_CREATED.labels(model, package.version).set(package.created_at)
-    metrics.MODEL_GATES_PASSED.labels(model, package.version).set(1 if package.evaluation["gates_passed"] else 0)
-    for metric, value in package.evaluation["metrics"].items():
-        metrics.MODEL_QUALITY.labels(model, package.version, metric).set(value)
+        metrics.SERVED_PACKAGES.remove(model, replaced.version)
+    metrics.SERVED_PACKAGES.publish(model, package.version, package.use_case.name, package.use_case.task,
+                                    package.created_at, package.evaluation["gates_passed"],
+                                    package.evaluation["metrics"])

@@ -1,4 +1,4 @@
-"""Server settings: bind host, port, batch limit, the repository token, and naming a package.
+"""Server settings: bind host, port, batch limit, worker processes, the repository token, and naming a package.
 
 `flowline serve` (pipelines/cli/serve.py) reads them; kept free of kserve imports so that the
 command line starts quickly.
@@ -7,6 +7,7 @@ command line starts quickly.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -19,11 +20,27 @@ MIN_TOKEN_LENGTH = 16
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH = 1024
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" for no limit
 
 
 def default_host() -> str:
     """127.0.0.1 on a laptop; the container image sets FLOWLINE_SERVE_HOST=0.0.0.0."""
     return os.environ.get(HOST_ENV) or DEFAULT_HOST
+
+
+def workers_for(cpu_max: str | None, cpus: int) -> int:
+    """Worker processes for a container: its CPU quota (cgroup v2 `cpu.max`) rounded up, at least 1;
+    `cpus` (the CPUs this process may run on) when there is no quota or no cgroup file."""
+    fields = (cpu_max or "").split()
+    if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit() and int(fields[1]) > 0:
+        return max(1, math.ceil(int(fields[0]) / int(fields[1])))
+    return max(1, cpus)
+
+
+def default_workers() -> int:
+    """`flowline serve`'s default --workers: one per CPU the container may use."""
+    cpu_max = CGROUP_CPU_MAX.read_text() if CGROUP_CPU_MAX.is_file() else None
+    return workers_for(cpu_max, len(os.sched_getaffinity(0)))
 
 
 def repository_token() -> str | None:

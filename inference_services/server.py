@@ -14,6 +14,10 @@ What this adds to kserve.ModelServer:
   409 and the running version keeps serving), `.../unload` takes the model out of
   service; readiness (`/v2/health/ready` and the model's) says so until a load.
 
+With several workers (`serve(..., workers=N)`, workers.py) every worker runs this server on one
+shared socket: a load or unload reaches one of them and is applied by all before it answers
+(repository_sync.py); /metrics sums every worker's (metrics.py); readiness waits for every worker.
+
 The private KServe methods and attributes this module overrides or calls are listed in
 kserve_private.py, which a test holds against the pinned KServe.
 """
@@ -21,10 +25,13 @@ kserve_private.py, which a test holds against the pinned KServe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hmac
 import logging
-from typing import Sequence
+import os
+import socket
+from typing import AsyncContextManager, Optional, Sequence
 
 import uvloop
 import orjson
@@ -38,9 +45,11 @@ from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
+from prometheus_client import exposition
 
 from flowline.package.format import PackageError
 from flowline.inference_services import metrics
+from flowline.inference_services.repository_sync import WorkerSync
 from flowline.inference_services.options import DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host, repository_token
 from flowline.inference_services.request_checks import BadRequest, clip
 
@@ -51,23 +60,41 @@ V2_DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8",
 MAX_DIMENSIONS = 32  # numpy's limit
 
 
-def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False) -> None:
-    """Load each model (a FlowlineModel or a DriftMonitor) and serve them in one process until interrupted."""
+def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False,
+          workers: int = 1) -> int:
+    """Serve each model (a FlowlineModel or a DriftMonitor) until interrupted: in this process, or from
+    `workers` processes on one port under a supervisor this process becomes (workers.py). Returns the exit
+    status."""
     token = repository_token()  # a bad token stops the start, before the packages load
+    if workers > 1:
+        from flowline.inference_services.workers import exec_supervisor
+
+        exec_supervisor(models, host or default_host(), port, access_log, workers)
+    serve_here(models, host or default_host(), port, access_log, token)
+    return 0
+
+
+def serve_here(models: Sequence[Model], host: str, port: int, access_log: bool, token: str | None,
+               sockets: Optional[list[socket.socket]] = None, sync: Optional[WorkerSync] = None) -> None:
+    """Load each model and serve them in this process: on host:port, or on `sockets` as one of several
+    workers that `sync` keeps on the same versions."""
     for model in models:
         model.load()
     metrics.publish_memory_limit()
     # Everything loaded now lives until exit: keep the collector from scanning it (GC pauses).
     gc.collect()
     gc.freeze()
-    server = FlowlineModelServer(host or default_host(), access_log, token, http_port=port, enable_grpc=False,
+    server = FlowlineModelServer(host, access_log, token, sync, http_port=port, enable_grpc=False,
                                  enable_latency_logging=False)
-    server.start(list(models))
+    server.start(list(models), sockets)
 
 
 class FlowlineDataPlane(DataPlane):
     """KServe's DataPlane, but any failure to decode a client's body is a 400, never a 500, and the
-    server is ready only while every model it serves is (an unloaded one is not)."""
+    server is ready only while every model it serves is (an unloaded one is not) and, with several
+    workers, once every worker has loaded its models."""
+
+    sync: Optional[WorkerSync] = None
 
     def decode(self, *args, **kwargs):
         try:
@@ -78,7 +105,8 @@ class FlowlineDataPlane(DataPlane):
             raise BadRequest("malformed_request", f"body: cannot decode the request: {clip(str(error))}") from None
 
     async def ready(self) -> bool:
-        return all(model.ready for model in self.model_registry.get_models().values()) and await super().ready()
+        return (all(model.ready for model in self.model_registry.get_models().values())
+                and (self.sync is None or self.sync.all_started()) and await super().ready())
 
 
 async def _refused(request: Request, error: InvalidInput) -> JSONResponse:
@@ -179,11 +207,13 @@ def decode_v2(body: bytes, headers: dict[str, str], model_name: str) -> InferReq
 
 class FlowlineRESTServer(RESTServer):
     def __init__(self, *args, models: dict[str, Model], access_log: bool, repository_token: str | None,
-                 **kwargs) -> None:
+                 sync: Optional[WorkerSync], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.models = models
         self.access_log = access_log
         self.repository_token = repository_token
+        self.sync = sync
+        self.metrics_registry = metrics.multiprocess_registry() if sync is not None else None
         # Loads and unloads one at a time: an unload that arrives during a reload waits, then wins.
         self.repository_lock = asyncio.Lock()
 
@@ -194,13 +224,35 @@ class FlowlineRESTServer(RESTServer):
         app.add_api_route("/v2/models/{model_name}/infer", self.infer_v2, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", self.infer_v2, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/events", self.push_events, methods=["POST"])
+        if self.metrics_registry is not None:
+            app.add_api_route("/metrics", self.export_metrics, methods=["GET"])
         super()._register_endpoints(app)
+
+    async def start(self, sockets: Optional[list[socket.socket]] = None) -> None:
+        """RESTServer.start, on the given listening sockets when there are; a worker also follows the
+        others' loads and unloads."""
+        self.create_application()
+        if self.sync is None:
+            await self._server.serve(sockets=sockets)
+            return
+        self.sync.report()
+        follower = asyncio.create_task(self.sync.follow(self.models))
+        try:
+            await self._server.serve(sockets=sockets)
+        finally:
+            follower.cancel()
+
+    async def export_metrics(self, request: Request) -> Response:
+        """/metrics with several workers: all of theirs, summed (metrics.multiprocess_registry)."""
+        encoder, content_type = exposition.choose_encoder(request.headers.get("accept"))
+        return Response(content=encoder(self.metrics_registry), headers={"content-type": content_type})
 
     def _add_middlewares(self, app: FastAPI) -> None:
         # KServe's middlewares time and log every request; without an access log they only cost.
         if self.access_log:
             super()._add_middlewares(app)
-        app.add_middleware(metrics.RequestCounter, version_of=self.version_of)
+        app.add_middleware(metrics.RequestCounter, version_of=self.version_of,
+                           worker=str(os.getpid()) if self.sync is not None else None)
 
     def version_of(self, model_name: str) -> str:
         model = self.models.get(model_name)
@@ -255,13 +307,20 @@ class FlowlineRESTServer(RESTServer):
             return JSONResponse(status_code=404, content={"error": f"model {model_name!r} is not served here"})
         return None
 
+    def _across_workers(self) -> AsyncContextManager:
+        """The repository lock across workers (one load or unload at a time); nothing more in one process."""
+        return self.sync.exclusive() if self.sync is not None else contextlib.nullcontext()
+
     async def unload(self, model_name: str, request: Request) -> JSONResponse:
         """Take the model out of service: its requests get 503 and readiness is false until a load."""
         refusal = self._repository_refusal(request, model_name)
         if refusal is not None:
             return refusal
-        async with self.repository_lock:
+        async with self.repository_lock, self._across_workers():
             self.models[model_name].ready = False
+            problems = await self.sync.publish(model_name, "unload", "") if self.sync is not None else []
+            if problems:
+                return _not_applied_everywhere(model_name, "unload", problems)
         log.warning("%s unloaded: out of service until POST /v2/repository/models/%s/load", model_name, model_name)
         return JSONResponse(content={"name": model_name, "unload": True})
 
@@ -271,7 +330,7 @@ class FlowlineRESTServer(RESTServer):
         if refusal is not None:
             return refusal
         model = self.models[model_name]
-        async with self.repository_lock:
+        async with self.repository_lock, self._across_workers():
             try:
                 version = await asyncio.to_thread(model.reload)
             except Exception as error:  # noqa: BLE001 - whatever fails, the running version keeps serving
@@ -281,30 +340,44 @@ class FlowlineRESTServer(RESTServer):
                 state = (f"still serving version {model.package.version}" if model.ready
                          else "the model stays unloaded")
                 return JSONResponse(status_code=409, content={"error": f"package refused, {state}: {error}"})
+            problems = await self.sync.publish(model_name, "load", version) if self.sync is not None else []
+            if problems:
+                return _not_applied_everywhere(model_name, "load", problems)
         metrics.MODEL_RELOADS.labels(model_name, "loaded").inc()
         log.info("%s now serves version %s", model_name, version)
         return JSONResponse(content={"name": model_name, "load": True, "version": version})
 
 
+def _not_applied_everywhere(model_name: str, action: str, problems: list[str]) -> JSONResponse:
+    """A load or unload this worker applied but another did not: answers may differ by worker until a new load."""
+    log.error("%s of %s not applied by every worker: %s", action, model_name, "; ".join(problems))
+    return JSONResponse(status_code=500, content={
+        "error": f"{action} of {model_name} not applied by every worker: {'; '.join(problems)}"})
+
+
 class FlowlineModelServer(ModelServer):
     """kserve.ModelServer bound to `host`, with flowline's error handling and reload route."""
 
-    def __init__(self, host: str, access_log: bool = False, repository_token: str | None = None, **kwargs) -> None:
+    def __init__(self, host: str, access_log: bool = False, repository_token: str | None = None,
+                 sync: Optional[WorkerSync] = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.host = host
         self.access_log = access_log
         self.repository_token = repository_token
+        self.sync = sync
         self.dataplane = FlowlineDataPlane(
             model_registry=self.registered_models, predictor_config=self.dataplane.predictor_config
         )
+        self.dataplane.sync = sync
 
-    def start(self, models: list[Model]) -> None:
-        """ModelServer.start for one REST process, bound to `host` rather than 0.0.0.0."""
+    def start(self, models: list[Model], sockets: Optional[list[socket.socket]] = None) -> None:
+        """ModelServer.start for one REST process, bound to `host` rather than 0.0.0.0, or serving on the
+        listening `sockets` a parent process shares between workers."""
         self._register_and_check_atleast_one_model_is_ready(models)
         self._rest_server = FlowlineRESTServer(
             FASTAPI_APP_IMPORT_STRING, self.dataplane, self.model_repository_extension, self.http_port,
             grace_period=self.grace_period, models={m.name: m for m in models}, access_log=self.access_log,
-            repository_token=self.repository_token,
+            repository_token=self.repository_token, sync=self.sync,
         )
         self._rest_server.config.host = self.host
         from flowline.inference_services.event_route import with_event_route  # it imports the monitor, which imports this
@@ -315,7 +388,7 @@ class FlowlineModelServer(ModelServer):
             access = logging.getLogger("uvicorn.access")
             access.handlers, access.propagate = [], False
             logging.getLogger("kserve.trace").setLevel(logging.WARNING)
-        self.servers.append(self._rest_server.start())
+        self.servers.append(self._rest_server.start(sockets))
         # uvloop rather than KServe's asyncio loop; and one loop, so that the exception handler
         # and executor that setup_event_loop installs are on the loop that runs.
         loop = uvloop.new_event_loop()

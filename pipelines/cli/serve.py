@@ -32,6 +32,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                         help=f"model server: largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
+    server.add_argument("--workers", type=int, default=None,
+                        help="model server: worker processes answering on the one port (default: the CPUs the "
+                             "container may use, from its cgroup CPU quota, else the CPUs this process may run on); "
+                             "1 serves from this process. The drift monitor takes 1 only: its window is in memory")
 
     ab = serve.add_argument_group("local A/B (model server)")
     ab.add_argument("--canary", metavar="[NAME=]PACKAGE_DIR|USE_CASE|VERSION",
@@ -86,11 +90,25 @@ def _named(target: str, runs: str) -> tuple[str, str]:
 def _serve(args: argparse.Namespace) -> int:
     from flowline.inference_services.server import serve
 
+    workers = _workers(args)
     models = _drift_monitor(args) if args.drift_monitor else _model_server(args)
     for model in models:
         print(f"flowline: serving {model.package_path} as {model.name!r}")
-    serve(models, args.host, args.port, args.access_log)
-    return 0
+    return serve(models, args.host, args.port, args.access_log, workers)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """--workers, checked; its default: one per CPU for the model server, 1 for the drift monitor."""
+    from flowline.inference_services.options import default_workers
+
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give 1 or more")
+    if args.drift_monitor:
+        if (args.workers or 1) > 1:
+            raise UsageError(f"--workers {args.workers}: the drift monitor runs as one process (its window of "
+                             "events is in memory); give 1 or leave it out")
+        return 1
+    return args.workers or default_workers()
 
 
 def _model_server(args: argparse.Namespace) -> list:

@@ -20,6 +20,11 @@ PINNED = re.compile(rf"{re.escape(IMAGE)}(:[\w.-]+)?@sha256:[0-9a-f]{{64}}")
 # (minReplicas, maxReplicas, scaleTarget) of every model server
 SCALING = {"base": (1, 3, 10), "overlays/dev": (0, 1, 5), "overlays/staging": (1, 4, 10), "overlays/prod": (2, 10, 20)}
 CANARY = {"base": None, "overlays/dev": None, "overlays/staging": 50, "overlays/prod": 10}
+# `flowline serve` starts one worker per CPU of the container's limit. A worker's memory budget: 288 MiB measured
+# serving churn after 400 requests, with room for a reload (two versions loaded for a moment) and full batches.
+# Beside two or more workers, the supervisor (16 MiB) and multiprocessing's resource tracker (13 MiB).
+WORKER_MIB, SUPERVISOR_MIB = 512, 64
+CONCURRENCY_PER_WORKER = 10  # Knative's in-flight requests per replica, per worker: ~10 queued requests of ~1 ms
 
 
 def services(docs: list[Doc], component: str) -> list[Doc]:
@@ -78,6 +83,18 @@ def test_model_replicas_and_autoscaling_follow_the_overlay(target: str) -> None:
     for service in served:
         predictor = service["spec"]["predictor"]
         assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["scaleTarget"]) == SCALING[target]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_model_servers_get_whole_cpus_memory_and_a_concurrency_target_for_their_workers(target: str) -> None:
+    for service in models(render(target)):
+        predictor, name = service["spec"]["predictor"], service["metadata"]["name"]
+        limits = predictor["model"]["resources"]["limits"]
+        cpus = cpu_cores(limits["cpu"])
+        assert cpus >= 1 and cpus.is_integer(), (name, cpus)  # a fraction would round up: workers sharing a CPU
+        workers = int(cpus)
+        assert memory_mib(limits["memory"]) >= workers * WORKER_MIB + (SUPERVISOR_MIB if workers > 1 else 0), name
+        assert predictor["scaleTarget"] <= CONCURRENCY_PER_WORKER * workers, name
 
 
 @pytest.mark.parametrize("target", TARGETS)

@@ -41,11 +41,12 @@ NOT_MERGED = frozenset({"ce-id", "ce-time", "ce-type", "ce-source", "ce-datacont
 Refusal = Callable[[Request, BadRequest], Awaitable[Response]]
 
 
-def with_event_route(app, models: Mapping[str, Any], refuse: Refusal):
+def with_event_route(app, models: Mapping[str, Any], refuse: Refusal, worker: str | None = None):
     """`app` behind the lean route of the drift monitors among `models`, or `app` itself when there are none;
-    `refuse` answers a BadRequest (server.py's 400)."""
+    `refuse` answers a BadRequest (server.py's 400); `worker` (several workers) names this one in each answer's
+    x-flowline-worker header, as the request counter does on the other routes."""
     monitors = {name: model for name, model in models.items() if isinstance(model, DriftMonitor)}
-    return DriftEventRoute(app, monitors, refuse) if monitors else app
+    return DriftEventRoute(app, monitors, refuse, worker) if monitors else app
 
 
 def binary_event(headers: Mapping[str, str]) -> bool:
@@ -70,10 +71,11 @@ class DriftEventRoute:
 
     In front of FastAPI's middlewares rather than among them: they cost a third of an event's time."""
 
-    def __init__(self, app, monitors: Mapping[str, DriftMonitor], refuse: Refusal) -> None:
+    def __init__(self, app, monitors: Mapping[str, DriftMonitor], refuse: Refusal, worker: str | None = None) -> None:
         self.app = app
         self.monitors = monitors
         self.refuse = refuse
+        self.worker = {"x-flowline-worker": worker} if worker else {}
         self.reply_type = os.getenv("CE_TYPE", "io.kserve.inference.response")
         self.reply_sources = {name: os.getenv("CE_SOURCE", f"io.kserve.inference.{name}") for name in monitors}
         self.merge = os.getenv("CE_MERGE", "false").lower() == "true"
@@ -104,6 +106,7 @@ class DriftEventRoute:
             await self._reply(monitor, headers, answer, send)
             return
         metrics.HTTP_REQUESTS.labels(monitor.name, monitor.package.version, str(failure.status_code)).inc()
+        failure.headers.update(self.worker)
         await failure(scope, receive, send)
 
     async def _reply(self, monitor: DriftMonitor, headers: Mapping[str, str], answer: dict, send) -> None:
@@ -111,7 +114,7 @@ class DriftEventRoute:
         content = orjson.dumps(answer)
         metrics.HTTP_REQUESTS.labels(monitor.name, monitor.package.version, "200").inc()
         attributes = [(key.encode("latin-1"), value.encode("latin-1"))
-                      for key, value in self._reply_headers(monitor.name, headers).items()]
+                      for key, value in {**self._reply_headers(monitor.name, headers), **self.worker}.items()]
         await send({"type": "http.response.start", "status": 200, "headers": [
             *attributes, (b"content-type", b"application/json"), (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})

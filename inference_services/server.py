@@ -383,7 +383,8 @@ class FlowlineModelServer(ModelServer):
         from flowline.inference_services.event_route import with_event_route  # it imports the monitor, which imports this
 
         self._rest_server.config.app = with_event_route(import_from_string(FASTAPI_APP_IMPORT_STRING),
-                                                        {m.name: m for m in models}, _refused)
+                                                        {m.name: m for m in models}, _refused,
+                                                        str(os.getpid()) if self.sync is not None else None)
         if not self.access_log:  # per-request log lines cost more than the prediction
             access = logging.getLogger("uvicorn.access")
             access.handlers, access.propagate = [], False

@@ -21,7 +21,15 @@ With an `on_drift` action, a drifted window calls it with the monitored use case
 version and the p-values, and its answer joins the test's. `flowline serve --on-drift local|kfp`
 passes the retraining action (pipelines/retraining.py); the monitor knows nothing of how it works.
 
-One replica per monitored model: the window lives in memory.
+The window lives in memory: one replica per monitored model. With `flowline serve --workers N` each
+worker keeps its own windows of the events it receives. The kernel hands each connection to a worker,
+so a worker's window is a sample of the traffic, a random one as long as the senders spread their
+events over many connections alike; each window still has the calibrated size, so the false-alarm rate
+and the power hold, but a window fills N times slower. Retraining needs one worker (its cooldown is per
+process): `flowline serve` refuses `--on-drift` with more.
+
+The payload logger's events reach `receive` through the lean route of event_route.py; KServe's v1 route
+(`predict`) takes the rest.
 """
 
 from __future__ import annotations

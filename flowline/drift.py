@@ -80,20 +80,29 @@ class DriftEncoder:
                 out[:, i] = pd.to_numeric(frame[column], errors="coerce").fillna(self.fills[column]).to_numpy()
         return out
 
-    def encode_record(self, record: Mapping[str, Any]) -> np.ndarray:
-        row = np.empty(len(self.columns), dtype=np.float32)
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Records (checked request rows) to the matrix `encode_frame` gives for them, a column at a time: the
+        monitor encodes a whole window in one call rather than a numpy row per event."""
+        out = np.empty((len(records), len(self.columns)), dtype=np.float32)
         for i, column in enumerate(self.columns):
-            value = record.get(column)
+            values = [record.get(column) for record in records]
             if column in self.codes:
                 known = self.codes[column]
-                row[i] = known.get(str(value).strip(), len(known)) if value is not None else len(known)
+                unknown = len(known)
+                out[:, i] = [unknown if value is None else known.get(str(value).strip(), unknown) for value in values]
             else:
-                try:
-                    number = float(value)
-                except (TypeError, ValueError):
-                    number = math.nan
-                row[i] = self.fills[column] if math.isnan(number) else number
-        return row
+                fill = self.fills[column]
+                out[:, i] = [_number_or(value, fill) for value in values]
+        return out
+
+
+def _number_or(value: Any, fill: float) -> float:
+    """A record's numeric value as a float, or `fill` where it is missing (None, NaN or not a number)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return fill
+    return fill if math.isnan(number) else number
 
 
 @dataclass(frozen=True)
@@ -254,9 +263,3 @@ def load_calibration(detector_dir: str | Path) -> Calibration:
     document = json.loads((Path(detector_dir) / CALIBRATION_FILE).read_text())
     document["power_by_window"] = {int(k): v for k, v in document["power_by_window"].items()}
     return Calibration(**document)
-
-
-def split_window(rows: Sequence[np.ndarray], size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Full windows of `size` rows, and the rows left over."""
-    full = len(rows) // size
-    return [np.stack(rows[i * size:(i + 1) * size]) for i in range(full)], list(rows[full * size:])

@@ -21,7 +21,15 @@ With an `on_drift` action, a drifted window calls it with the monitored use case
 version and the p-values, and its answer joins the test's. `flowline serve --on-drift local|kfp`
 passes the retraining action (pipelines/retraining.py); the monitor knows nothing of how it works.
 
-One replica per monitored model: the window lives in memory.
+The window lives in memory: one replica per monitored model. With `flowline serve --workers N` each
+worker keeps its own windows of the events it receives. The kernel hands each connection to a worker,
+so a worker's window is a sample of the traffic, a random one as long as the senders spread their
+events over many connections alike; each window still has the calibrated size, so the false-alarm rate
+and the power hold, but a window fills N times slower. Retraining needs one worker (its cooldown is per
+process): `flowline serve` refuses `--on-drift` with more.
+
+The payload logger's events reach `receive` through the lean route of event_route.py; KServe's v1 route
+(`predict`) takes the rest.
 """
 
 from __future__ import annotations
@@ -29,14 +37,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 from kserve import Model
 
 from flowline.decisions import mitigation_of
 from flowline.events import PIPELINE_RUN_EVENT, REQUEST_EVENT, RUN_STATUSES
-from flowline.drift import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector, split_window
+from flowline.drift import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector
 from flowline.package.format import Package
 from flowline.inference_services import metrics
 from flowline.inference_services.payloads import payload_records
@@ -80,7 +88,7 @@ class DriftMonitor(Model):
         self.package_path = str(package_path)
         self.on_drift = on_drift
         self.package: Optional[DriftPackage] = None
-        self.window: list[np.ndarray] = []
+        self.window: list[Mapping[str, Any]] = []  # the checked records of the window being filled, encoded when full
 
     @property
     def monitored(self) -> str:
@@ -100,13 +108,20 @@ class DriftMonitor(Model):
         return self.package.version
 
     def _use(self, package: DriftPackage) -> None:
+        name = package.use_case.name
         self.package, self.window = package, []
-        metrics.DRIFT_WINDOW_SIZE.labels(package.use_case.name).set(package.calibration.window_size)
-        metrics.DRIFT_THRESHOLD.labels(package.use_case.name).set(package.calibration.threshold)
-        metrics.DRIFT_WINDOW_FILL.labels(package.use_case.name).set(0)
+        self._events, self._fill = metrics.DRIFT_EVENTS.labels(name), metrics.DRIFT_WINDOW_FILL.labels(name)
+        metrics.DRIFT_WINDOW_SIZE.labels(name).set(package.calibration.window_size)
+        metrics.DRIFT_THRESHOLD.labels(name).set(package.calibration.threshold)
+        self._fill.set(0)
 
     def predict(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
-        event_type = (headers or {}).get("ce-type")
+        """KServe's v1 predict route calls this: the CloudEvent's type is its ce-type header."""
+        return self.receive((headers or {}).get("ce-type"), payload)
+
+    def receive(self, event_type: Optional[str], payload: Any) -> Dict:
+        """One event (its type and data): a request's records join the window, and each window that fills is
+        tested; a pipeline run's outcome is counted. A malformed event is a BadRequest, counted by reason."""
         try:
             if event_type == PIPELINE_RUN_EVENT:
                 return self._pipeline_run(payload)
@@ -117,18 +132,17 @@ class DriftMonitor(Model):
         except BadRequest as error:
             metrics.DRIFT_INVALID_EVENTS.labels(self.package.use_case.name, error.kind).inc()
             raise
-        metrics.DRIFT_EVENTS.labels(self.monitored).inc()
-        encode = self.package.encoder.encode_record
-        self.window.extend(encode(record) for record in records)
+        self._events.inc()
+        self.window.extend(records)
         tests = []
         size = self.package.calibration.window_size
-        full, self.window = split_window(self.window, size)
-        for window in full:
-            test = self._test(window)
+        while len(self.window) >= size:
+            full, self.window = self.window[:size], self.window[size:]
+            test = self._test(self.package.encoder.encode_records(full))
             if test["is_drift"] and self.on_drift is not None:
                 test["retraining"] = self.on_drift(self.monitored, self.package.version, test["p_values"])
             tests.append(test)
-        metrics.DRIFT_WINDOW_FILL.labels(self.monitored).set(len(self.window))
+        self._fill.set(len(self.window))
         return {"model_name": self.name, "monitored_model": self.monitored, "model_version": self.package.version,
                 "rows": len(records), "window_fill": len(self.window), "window_size": size, "tests": tests}
 

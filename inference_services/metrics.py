@@ -166,16 +166,25 @@ class RequestCounter:
             HTTP_REQUESTS.labels(name, self.version_of(name), str(status)).inc()
 
 
-# The drift monitor's metrics; model_name is the monitored model's name, so they join the server's.
+# The drift monitor's metrics; model_name is the monitored model's name, so they join the server's. With
+# several workers each keeps its own window, so the window's gauges are one series per live worker (a pid
+# label): the rules and dashboards take the max or min by model_name, and match p-value and threshold per worker.
+WINDOW_GAUGES = "liveall"
 DRIFT_EVENTS = Counter("flowline_drift_events", "Inference-request events received.", ["model_name"])
 DRIFT_INVALID_EVENTS = Counter("flowline_drift_invalid_events", "Events refused, by reason.", ["model_name", "reason"])
-DRIFT_WINDOW_SIZE = Gauge("flowline_drift_window_size", "Rows per drift test (calibrated).", ["model_name"])
-DRIFT_WINDOW_FILL = Gauge("flowline_drift_window_fill", "Rows in the current window.", ["model_name"])
-DRIFT_THRESHOLD = Gauge("flowline_drift_threshold", "Calibrated p-value threshold (Bonferroni-corrected).", ["model_name"])
-DRIFT_P_VALUE = Gauge("flowline_drift_p_value", "p-value per raw feature in the last test.", ["model_name", "feature"])
-DRIFT_DETECTED = Gauge("flowline_drift_detected", "1 when the last completed window drifted.", ["model_name"])
+DRIFT_WINDOW_SIZE = Gauge("flowline_drift_window_size", "Rows per drift test (calibrated).", ["model_name"],
+                          multiprocess_mode=WINDOW_GAUGES)
+DRIFT_WINDOW_FILL = Gauge("flowline_drift_window_fill", "Rows in the current window.", ["model_name"],
+                          multiprocess_mode=WINDOW_GAUGES)
+DRIFT_THRESHOLD = Gauge("flowline_drift_threshold", "Calibrated p-value threshold (Bonferroni-corrected).",
+                        ["model_name"], multiprocess_mode=WINDOW_GAUGES)
+DRIFT_P_VALUE = Gauge("flowline_drift_p_value", "p-value per raw feature in the last test.", ["model_name", "feature"],
+                      multiprocess_mode=WINDOW_GAUGES)
+DRIFT_DETECTED = Gauge("flowline_drift_detected", "1 when the last completed window drifted.", ["model_name"],
+                       multiprocess_mode=WINDOW_GAUGES)
 DRIFT_TESTS = Counter("flowline_drift_tests", "Completed windows, by result.", ["model_name", "result"])
-DRIFT_LAST_TEST = Gauge("flowline_drift_last_test_timestamp_seconds", "When the last window was tested.", ["model_name"])
+DRIFT_LAST_TEST = Gauge("flowline_drift_last_test_timestamp_seconds", "When the last window was tested.",
+                        ["model_name"], multiprocess_mode=WINDOW_GAUGES)
 PIPELINE_RUNS = Counter("flowline_pipeline_runs", "Pipeline run outcomes reported as CloudEvents.", ["use_case", "status"])
 PIPELINE_LAST_RUN = Gauge("flowline_pipeline_last_run_timestamp_seconds", "When a run last ended, by outcome.",
-                          ["use_case", "status"])
+                          ["use_case", "status"], multiprocess_mode="max")  # whichever worker the event reached

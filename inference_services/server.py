@@ -41,6 +41,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from cloudevents.sdk.converters.util import has_binary_headers
+from uvicorn.importer import import_from_string
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve import Model
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
@@ -413,6 +414,11 @@ class FlowlineModelServer(ModelServer):
             repository_token=self.repository_token, sync=self.sync,
         )
         self._rest_server.config.host = self.host
+        from flowline.inference_services.event_route import with_event_route  # it imports the monitor, which imports this
+
+        self._rest_server.config.app = with_event_route(import_from_string(FASTAPI_APP_IMPORT_STRING),
+                                                        {m.name: m for m in models}, _refused,
+                                                        str(os.getpid()) if self.sync is not None else None)
         if not self.access_log:  # per-request log lines cost more than the prediction
             access = logging.getLogger("uvicorn.access")
             access.handlers, access.propagate = [], False

@@ -47,9 +47,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              f"(default {DEFAULT_MAX_BATCH_ROWS})")
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
     server.add_argument("--workers", type=int, default=None,
-                        help="model server: worker processes answering on the one port (default: the CPUs the "
-                             "container may use, from its cgroup CPU quota, else the CPUs this process may run on); "
-                             "1 serves from this process. The drift monitor takes 1 only: its window is in memory")
+                        help="worker processes answering on the one port (model server default: the CPUs the "
+                             "container may use, from its cgroup CPU quota, else the CPUs this process may run on; "
+                             "drift monitor default: 1, one window of the whole stream; with N each worker tests "
+                             "windows of the events it receives); 1 serves from this process")
 
     ab = serve.add_argument_group("local A/B (model server)")
     ab.add_argument("--canary", metavar="[NAME=]PACKAGE_DIR|USE_CASE|VERSION",
@@ -117,11 +118,11 @@ def _workers(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give 1 or more")
-    if args.drift_monitor:
-        if (args.workers or 1) > 1:
-            raise UsageError(f"--workers {args.workers}: the drift monitor runs as one process (its window of "
-                             "events is in memory); give 1 or leave it out")
-        return 1
+    if args.drift_monitor:  # one window of the whole stream unless asked; then each worker tests its own
+        if (args.workers or 1) > 1 and args.on_drift != "off":
+            raise UsageError(f"--workers {args.workers} with --on-drift {args.on_drift}: every worker would retrain "
+                             "on its own windows, each with its own cooldown; give --workers 1")
+        return args.workers or 1
     return args.workers or default_workers()
 
 

@@ -57,11 +57,25 @@ def test_the_encoder_treats_frames_and_records_alike(fitted):
     frame = rows(50, 3).assign(plan=["gold"] + ["pro"] * 49)
     frame.loc[1, "income"] = None
     batch = encoder.encode_frame(frame)
-    singles = np.stack([encoder.encode_record(r) for r in frame.to_dict("records")])
+    singles = np.stack([encoder.encode_records([r])[0] for r in frame.to_dict("records")])
     assert np.array_equal(batch, singles)
+    assert np.array_equal(batch, encoder.encode_records(frame.to_dict("records")))
     plan = encoder.columns.index("plan")
     assert batch[0, plan] == len(encoder.codes["plan"])  # an unknown category gets its own code
     assert batch[1, encoder.columns.index("income")] == np.float32(encoder.fills["income"])
+
+
+def test_records_as_json_carries_them_encode_as_their_frame(fitted):
+    """What a request may carry within the contract: numbers as text, blanks, padded categories."""
+    folder, _ = fitted
+    encoder = DriftEncoder(FeatureSet.load(folder / "fs.json"))
+    records = [{"age": 30, "income": "1200.5", "plan": " pro "}, {"age": "41", "income": None, "plan": "basic"},
+               {"age": 52.0, "income": float("nan"), "plan": None}, {"age": 1e30, "income": 3, "plan": "gold"}]
+    encoded = encoder.encode_records(records)
+    assert np.array_equal(encoded, encoder.encode_frame(pd.DataFrame(records, dtype=object)))
+    income, plan = encoder.columns.index("income"), encoder.columns.index("plan")
+    assert encoded[0, plan] == encoder.codes["plan"]["pro"] and encoded[2, plan] == len(encoder.codes["plan"])
+    assert encoded[1, income] == encoded[2, income] == np.float32(encoder.fills["income"])
 
 
 def test_calibration_bounds_false_alarms_and_is_saved_without_pickle(fitted):

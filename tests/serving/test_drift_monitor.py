@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from flowline.drift import MAX_FALSE_ALARM_RATE, load_calibration
+from flowline.inference_services.drift_monitor import DriftPackage
+from flowline.inference_services.local_server import LOOPBACK, SERVE_COMMAND, free_port, running_process
 from serving_helpers import AUTHORIZED, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
@@ -123,3 +125,107 @@ def test_bad_events_are_refused_and_counted(monitor, reference):
     assert unknown_type.status_code == 400 and "ce-type" in unknown_type.json()["error"]
     assert 'flowline_drift_invalid_events_total{model_name="churn",reason="missing_column"} 1.0' in metrics
     assert 'flowline_drift_invalid_events_total{model_name="churn",reason="unsupported_event"} 1.0' in metrics
+
+
+def test_a_stream_gives_the_detectors_own_tests_of_its_consecutive_windows(monitor, churn_package, reference,
+                                                                           window_size):
+    """However events cut the stream (mostly single rows, as the payload logger sends them), each window is the
+    stream's next `window_size` rows, and its p-values and flag are exactly those of the package's detector on
+    those rows encoded as the pipeline encodes them (encode_frame); the rest waits in the window."""
+    shifted = windows_of(reference, 1, window_size, seed=4).assign(MonthlyCharges=lambda f: f["MonthlyCharges"] * 1.3)
+    stream = records_of(pd.concat([windows_of(reference, 2, window_size, seed=3), shifted,
+                                   reference.head(window_size // 2)]))
+    cuts = np.cumsum([0, *np.resize([1, 1, 1, 1, 7, 1, 20], len(stream))])
+    tests, answer = [], None
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        for start, end in zip(cuts, cuts[1:]):
+            if start >= len(stream):
+                break
+            answer = client.post("/v1/models/churn-drift:predict", json={"instances": stream[start:end]},
+                                 headers=event_headers("org.kubeflow.serving.inference.request"))
+            assert answer.status_code == 200, answer.text
+            tests.extend(answer.json()["tests"])
+    package = DriftPackage.load(churn_package)
+    expected = []
+    for start in range(0, len(stream) - window_size + 1, window_size):
+        window = package.encoder.encode_frame(pd.DataFrame(stream[start:start + window_size]))
+        result = package.detector.predict(window, return_p_val=True)["data"]
+        expected.append({"is_drift": bool(result["is_drift"]),
+                         "p_values": dict(zip(package.encoder.columns, map(float, result["p_val"])))})
+    assert tests == expected
+    assert [t["is_drift"] for t in tests][-1] and not all(t["is_drift"] for t in tests)  # both kinds of window
+    assert answer.json()["window_fill"] == window_size // 2
+
+
+def test_the_lean_route_answers_as_kserves_route(monitor, reference):
+    """A CloudEvents 1.0 binary-mode event takes the lean route; a 0.3 one KServe's v1 route: the same answer and
+    reply attributes, and a bad event the same 400."""
+    record = records_of(reference.head(1))[0]
+    answers = []
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        for version in ("1.0", "0.3", "1.0"):
+            headers = {**event_headers("org.kubeflow.serving.inference.request"), "ce-specversion": version}
+            answers.append(client.post("/v1/models/churn-drift:predict", json={"instances": [record]}, headers=headers))
+            bad = client.post("/v1/models/churn-drift:predict", json={"instances": [{**record, "tenure": "x"}]},
+                              headers=headers)
+            assert bad.status_code == 400 and bad.json() == {"error": "instances[0].tenure: expected a number, got 'x'"}
+        metrics = client.get("/metrics").text
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.json().pop("window_fill") for a in answers] == [1, 2, 3]
+    bodies = [{k: v for k, v in a.json().items() if k != "window_fill"} for a in answers]
+    assert bodies[0] == bodies[1] == bodies[2] and bodies[0]["rows"] == 1
+    replies = [{k: v for k, v in a.headers.items() if k.startswith("ce-") and k not in ("ce-id", "ce-time")}
+               for a in answers]
+    assert replies[0] == replies[1] == {"ce-specversion": "1.0", "ce-type": "io.kserve.inference.response",
+                                        "ce-source": "io.kserve.inference.churn-drift"}
+    assert len({a.headers["ce-id"] for a in answers}) == 3 and all(a.headers["ce-time"] for a in answers)
+    assert 'flowline_drift_invalid_events_total{model_name="churn",reason="wrong_type"} 3.0' in metrics
+    assert 'flowline_http_requests_total{code="200",model_name="churn-drift"' in metrics
+
+
+def test_with_two_workers_each_tests_windows_of_the_events_it_receives(churn_package, reference, window_size,
+                                                                      tmp_path):
+    """`--workers 2`: each worker's windows are the rows of the events it received, in their order, tested as the
+    detector tests them; /metrics sums the events and has each worker's window fill (a pid label)."""
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    command = [*SERVE_COMMAND, "--drift-monitor", str(churn_package), "--host", LOOPBACK, "--port", str(port),
+               "--workers", "2"]
+    run = {"use_case": "churn", "status": "succeeded", "run_id": "r"}
+    with running_process(command, f"{url}/v2/health/ready", str(tmp_path / "monitor.log"), ready_timeout=180):
+        clients = {}  # one kept-alive connection to each worker: what it is sent, it receives in that order
+        for _ in range(40):
+            client = httpx.Client(base_url=url, timeout=60)
+            pid = client.post("/v1/models/churn-drift:predict", json=run,
+                              headers=event_headers("dev.flowline.pipeline.run.finished")).headers["x-flowline-worker"]
+            if clients.setdefault(pid, client) is not client:
+                client.close()
+            if len(clients) == 2:
+                break
+        assert len(clients) == 2, "every new connection went to the same worker"
+        rows = {pid: records_of(windows_of(reference, count, window_size, seed=6 + count)) + records_of(
+            reference.head(count * 7)) for pid, count in zip(clients, (2, 1))}
+        tests = {pid: [] for pid in clients}
+        for start in range(0, max(map(len, rows.values())), ROWS_PER_EVENT):  # the two streams interleaved
+            for pid, client in clients.items():
+                if start < len(rows[pid]):
+                    answer = client.post("/v1/models/churn-drift:predict", json={
+                        "instances": rows[pid][start:start + ROWS_PER_EVENT]},
+                        headers=event_headers("org.kubeflow.serving.inference.request"))
+                    assert answer.status_code == 200 and answer.headers["x-flowline-worker"] == pid, answer.text
+                    tests[pid].extend(answer.json()["tests"])
+        metrics = next(iter(clients.values())).get("/metrics").text
+        for client in clients.values():
+            client.close()
+    package = DriftPackage.load(churn_package)
+    for pid, count in zip(clients, (2, 1)):
+        windows = [package.encoder.encode_frame(pd.DataFrame(rows[pid][k * window_size:(k + 1) * window_size]))
+                   for k in range(count)]
+        expected = [package.detector.predict(window, return_p_val=True)["data"] for window in windows]
+        assert [(t["is_drift"], list(t["p_values"].values())) for t in tests[pid]] == \
+            [(bool(e["is_drift"]), [float(p) for p in e["p_val"]]) for e in expected]
+        assert f'flowline_drift_window_fill{{model_name="churn",pid="{pid}"}} {float(count * 7)}' in metrics
+    events = sum(-(-len(r) // ROWS_PER_EVENT) for r in rows.values())
+    assert f'flowline_drift_events_total{{model_name="churn"}} {float(events)}' in metrics
+    assert sum(map(len, tests.values())) == 3
+    assert 'flowline_pipeline_runs_total{status="succeeded",use_case="churn"}' in metrics

@@ -186,12 +186,13 @@ def test_sigterm_stops_every_worker_and_a_dead_worker_stops_the_server(churn_pac
     assert f"(pid {victim}) was killed by SIGKILL: stopping the server" in (tmp_path / "crashed.log").read_text()
 
 
-def test_the_drift_monitor_refuses_more_than_one_worker(churn_package, capsys):
+def test_the_drift_monitor_refuses_more_than_one_retraining_worker(churn_package, capsys):
+    """Several drift-monitor workers are tested in test_drift_monitor.py; with retraining they are refused."""
     from flowline.pipelines.cli import main
 
     with pytest.raises(SystemExit):
-        main(["serve", "--drift-monitor", str(churn_package), "--workers", "2"])
-    assert "--workers 2: the drift monitor runs as one process" in capsys.readouterr().err
+        main(["serve", "--drift-monitor", str(churn_package), "--workers", "2", "--on-drift", "local"])
+    assert "--workers 2 with --on-drift local: every worker would retrain" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", str(churn_package), "--workers", "0"])
     assert "--workers 0: give 1 or more" in capsys.readouterr().err

@@ -1,0 +1,59 @@
+"""The drift monitor's lean route reads events and builds replies as KServe's v1 route does, held against KServe's
+own functions (the live comparison of both routes is in test_drift_monitor.py)."""
+
+import pytest
+from kserve.model_repository import ModelRepository
+from kserve.utils.utils import create_response_cloudevent
+
+from flowline.inference_services.event_route import DriftEventRoute, binary_event, event_data
+from flowline.inference_services.request_checks import BadRequest
+from flowline.inference_services.server import FlowlineDataPlane
+
+HEADERS = {"ce-specversion": "1.0", "ce-type": "org.kubeflow.serving.inference.request", "ce-id": "7",
+           "ce-source": "http://localhost:9081/", "ce-inferenceservicename": "churn", "ce-endpoint": "default",
+           "content-type": "application/json"}
+BODIES = [b'{"instances": [{"tenure": 1}]}', b'{"inputs": []}', b"[1, 2]", b'"text"', b"3", b"\xff\xfe{", b"{",
+          b'{"instances": [1]} trailing', b"\xef\xbb\xbf{}", b""]
+
+
+def kserve_data(body: bytes) -> object:
+    """What KServe's v1 route hands the model for a binary-mode event, or the BadRequest it ends in."""
+    try:
+        return FlowlineDataPlane(model_registry=ModelRepository()).decode(body, dict(HEADERS))[0]
+    except BadRequest as error:
+        return error
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_event_data_is_what_kserves_route_reads(body):
+    expected = kserve_data(body)
+    if isinstance(expected, BadRequest):
+        with pytest.raises(BadRequest, match="body: cannot decode the request"):
+            event_data(body)
+        assert "body: cannot decode the request" in str(expected)
+    else:
+        assert event_data(body) == expected
+
+
+def test_only_cloudevents_1_0_in_binary_mode_take_the_lean_route():
+    assert binary_event(HEADERS)
+    assert not binary_event({**HEADERS, "ce-specversion": "0.3"})
+    assert not binary_event({**HEADERS, "ce-contenttype": "application/json"})  # KServe decodes data by it
+    assert not binary_event({k: v for k, v in HEADERS.items() if k != "ce-id"})
+    assert not binary_event({"content-type": "application/cloudevents+json"})  # structured mode
+
+
+@pytest.mark.parametrize("merge", ["false", "true"])
+@pytest.mark.parametrize("reply", [{}, {"CE_TYPE": "dev.flowline.drift.tested", "CE_SOURCE": "monitor"}])
+def test_the_reply_carries_kserves_attributes(monkeypatch, merge, reply):
+    monkeypatch.setenv("CE_MERGE", merge)
+    for name, value in reply.items():
+        monkeypatch.setenv(name, value)
+    attributes = FlowlineDataPlane.get_binary_cloudevent(b"{}", dict(HEADERS))._get_attributes()
+    expected, _ = create_response_cloudevent("churn-drift", {}, dict(attributes), binary_event=True)
+    route = DriftEventRoute(None, {"churn-drift": None}, None)
+    ours = route._reply_headers("churn-drift", HEADERS)
+    assert ours.keys() == expected.keys() - {"content-type"}  # the route sets content-type with the body
+    assert {k: v for k, v in ours.items() if k not in ("ce-id", "ce-time")} == \
+        {k: v for k, v in expected.items() if k not in ("ce-id", "ce-time", "content-type")}
+    assert ours["ce-id"] != HEADERS["ce-id"] and ours["ce-time"][:4] == expected["ce-time"][:4]

@@ -53,6 +53,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.numpy_codec import to_np_dtype
 
 from flowline.events import REQUEST_EVENT
+from flowline.features.kinds import FeatureError
 from flowline.online_store import OnlineStore, OnlineStoreError, open_store
 from flowline.inference_services import metrics
 from flowline.inference_services import customers_online

@@ -12,7 +12,7 @@ from typing import Any, List
 from kserve.protocol.infer_type import InferInput
 
 from flowline.inference_services.request_checks import BadRequest, RecordChecker
-from flowline.inference_services.server import v2_body_problem
+from flowline.inference_services.v2_body import v2_body_problem
 from flowline.inference_services.tensors import tensor_records
 
 MAX_EVENT_ROWS = 10_000

@@ -54,27 +54,20 @@ from prometheus_client import exposition
 
 from flowline.package.format import PackageError
 from flowline.inference_services import metrics
+from flowline.inference_services.event_route import with_event_route
 from flowline.inference_services.repository_sync import WorkerSync
 from flowline.inference_services.options import DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host, repository_token
 from flowline.inference_services.request_checks import BadRequest, clip
+from flowline.inference_services.v2_body import v2_body_problem
 
 log = logging.getLogger("flowline.serving")
 
-V2_DATATYPES = frozenset({"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                          "FP16", "FP32", "FP64", "BYTES"})
-MAX_DIMENSIONS = 32  # numpy's limit
 
 
-def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False,
-          workers: int = 1) -> int:
-    """Serve each model (a FlowlineModel or a DriftMonitor) until interrupted: in this process, or from
-    `workers` processes on one port under a supervisor this process becomes (workers.py). Returns the exit
-    status."""
+def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False) -> int:
+    """Serve each model (a FlowlineModel or a DriftMonitor) in this process until interrupted; several worker
+    processes are workers.py's. Returns the exit status."""
     token = repository_token()  # a bad token stops the start, before the packages load
-    if workers > 1:
-        from flowline.inference_services.workers import exec_supervisor
-
-        exec_supervisor(models, host or default_host(), port, access_log, workers)
     serve_here(models, host or default_host(), port, access_log, token)
     return 0
 
@@ -122,73 +115,6 @@ async def _refused(request: Request, error: InvalidInput) -> JSONResponse:
     metrics.INVALID_INPUTS.labels(request.path_params.get("model_name", ""), reason).inc()
     log.info("400 %s %s: %s", request.method, request.url.path, message)
     return JSONResponse(status_code=400, content={"error": message})
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _parameters_problem(owner: dict, where: str, flags: tuple[str, ...] = ()) -> str | None:
-    """`parameters`, when given, is an object, and the named flags in it are booleans."""
-    parameters = owner.get("parameters")
-    if parameters is None:
-        return None
-    if not isinstance(parameters, dict):
-        return f"{where}parameters: expected an object"
-    wrong = next((flag for flag in flags if flag in parameters and not isinstance(parameters[flag], bool)), None)
-    return f"{where}parameters.{wrong}: expected true or false" if wrong else None
-
-
-def _tensor_problem(tensor: object, where: str, require_data: bool) -> str | None:
-    if not isinstance(tensor, dict):
-        return f"{where}: expected an object with name, shape, datatype and data"
-    if not isinstance(tensor.get("name"), str):
-        return f"{where}.name: expected a string"
-    datatype = tensor.get("datatype")
-    if not (isinstance(datatype, str) and datatype in V2_DATATYPES):
-        return f"{where}.datatype: expected one of {', '.join(sorted(V2_DATATYPES))}"
-    shape = tensor.get("shape")
-    if not (isinstance(shape, list) and len(shape) <= MAX_DIMENSIONS and all(map(_is_count, shape))):
-        return f"{where}.shape: expected a list of at most {MAX_DIMENSIONS} non-negative integers"
-    problem = _parameters_problem(tensor, f"{where}.")
-    if problem:
-        return problem
-    if "data" in tensor or require_data:
-        return None if isinstance(tensor.get("data"), list) else f"{where}.data: expected a list"
-    if not _is_count((tensor.get("parameters") or {}).get("binary_data_size")):
-        return f"{where}: has neither data nor parameters.binary_data_size (a non-negative integer)"
-    return None
-
-
-def v2_body_problem(document: object, require_data: bool = False) -> str | None:
-    """What is wrong with a v2 infer body, naming the field; None when every field has its type.
-
-    `require_data`: tensors must carry JSON data (no binary tensors), as in a CloudEvent.
-    """
-    if not isinstance(document, dict):
-        return "body: expected a JSON object with 'inputs'"
-    if document.get("id") is not None and not isinstance(document["id"], str):
-        return "id: expected a string"
-    problem = _parameters_problem(document, "", ("binary_data_output",))
-    if problem:
-        return problem
-    inputs = document.get("inputs")
-    if not isinstance(inputs, list):
-        return "inputs: expected a list of tensors"
-    for index, tensor in enumerate(inputs):
-        problem = _tensor_problem(tensor, f"inputs[{index}]", require_data)
-        if problem:
-            return problem
-    outputs = document.get("outputs")
-    if outputs is not None and not isinstance(outputs, list):
-        return "outputs: expected a list of objects with a name"
-    for index, output in enumerate(outputs or []):
-        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
-            return f"outputs[{index}].name: expected a string"
-        problem = _parameters_problem(output, f"outputs[{index}].", ("binary_data",))
-        if problem:
-            return problem
-    return None
 
 
 def decode_v2(body: bytes, headers: Mapping[str, str], model_name: str) -> InferRequest:
@@ -414,7 +340,6 @@ class FlowlineModelServer(ModelServer):
             repository_token=self.repository_token, sync=self.sync,
         )
         self._rest_server.config.host = self.host
-        from flowline.inference_services.event_route import with_event_route  # it imports the monitor, which imports this
 
         self._rest_server.config.app = with_event_route(import_from_string(FASTAPI_APP_IMPORT_STRING),
                                                         {m.name: m for m in models}, _refused,

@@ -58,6 +58,9 @@ def listen(host: str, port: int) -> socket.socket:
 
 def exec_supervisor(models: Sequence[Model], host: str, port: int, access_log: bool, workers: int) -> NoReturn:
     """Write the models to a new state folder and become the supervisor of `workers` processes serving them."""
+    from flowline.inference_services.options import repository_token
+
+    repository_token()  # a bad token stops the start, before the workers load the packages
     state = Path(tempfile.mkdtemp(prefix="flowline-serve-"))
     (state / MODELS_FILE).write_bytes(pickle.dumps(list(models)))
     sys.stdout.flush()

@@ -103,13 +103,17 @@ def _named(target: str, runs: str) -> tuple[str, str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from flowline.inference_services.options import default_host
     from flowline.inference_services.server import serve
+    from flowline.inference_services.workers import exec_supervisor
 
     workers = _workers(args)
     models = _drift_monitor(args) if args.drift_monitor else _model_server(args)
     for model in models:
         print(f"flowline: serving {model.package_path} as {model.name!r}")
-    return serve(models, args.host, args.port, args.access_log, workers)
+    if workers > 1:  # this process becomes the supervisor of the workers (inference_services/workers.py)
+        exec_supervisor(models, args.host or default_host(), args.port, args.access_log, workers)
+    return serve(models, args.host, args.port, args.access_log)
 
 
 def _workers(args: argparse.Namespace) -> int:

@@ -5,8 +5,9 @@ on the margin (log-odds for binary tasks, so the blend is a stacked logistic
 regression; the prediction for regression). A single model is an ensemble of one with
 weight 1 and bias 0. Margins add, so contributions add: the blend's explanation is the
 weighted sum of its members'. A regression model of an amount that cannot be negative
-(spend) records a `floor` of 0: its predictions are the margin clipped there, so a
-squared-error member never predicts a customer below nothing.
+(spend) records a `floor` of 0: its margin (its prediction) is clipped there, so a
+squared-error member never predicts a customer below nothing; the clip goes to the base
+value, so contributions still add up to the prediction.
 
 Selection, on held-out predictions (training.py makes them out of fold): candidates
 are ranked by their score; for k = 1 .. `ensemble.top_k`, the blend of the top k is
@@ -46,8 +47,8 @@ class Member:
 
 
 class Ensemble:
-    """margin(x) = bias + sum_k weight_k * margin_k(x); binary predictions are sigmoid(margin); regression
-    predictions are the margin, clipped at `floor` when the model has one."""
+    """margin(x) = bias + sum_k weight_k * margin_k(x), clipped at `floor` when a regression model has one;
+    binary predictions are sigmoid(margin), regression predictions the margin."""
 
     def __init__(self, task: str, members: list[Member], bias: float = 0.0, floor: float | None = None) -> None:
         self.task, self.members, self.bias = task, list(members), float(bias)
@@ -61,19 +62,20 @@ class Ensemble:
         total = np.full(len(x), self.bias)
         for member in self.members:
             total += member.weight * member.model.margin(x)
-        return total
+        return total if self.floor is None else np.maximum(total, self.floor)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities of the positive class (binary) or predictions (regression), float64."""
         margin = self.margin(x)
-        if self.task == "binary":
-            return 1.0 / (1.0 + np.exp(-margin))
-        return margin if self.floor is None else np.maximum(margin, self.floor)
+        return 1.0 / (1.0 + np.exp(-margin)) if self.task == "binary" else margin
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         """(rows x (features + 1)) in margin units; the last column is the base value. Rows sum to the margin."""
         total = sum(member.weight * member.model.contributions(x) for member in self.members)
         total[:, -1] += self.bias
+        if self.floor is not None:  # the clip at the floor is part of the base value
+            unclipped = total.sum(axis=1)
+            total[:, -1] += np.maximum(unclipped, self.floor) - unclipped
         return total
 
     def column_contributions(self, x: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -359,7 +359,9 @@ def test_a_floored_regression_model_never_predicts_spend_below_zero_and_keeps_it
     floored = Ensemble.load(tmp_path / "model")
     assert floored.floor == 0.0 and floored.describe()["floor"] == 0.0
     np.testing.assert_array_equal(floored.predict(data.x_valid), np.maximum(free.predict(data.x_valid), 0.0))
-    np.testing.assert_array_equal(floored.margin(data.x_valid), free.margin(data.x_valid))  # explanations unchanged
+    # The clip goes to the base value: contributions still add up to the (floored) prediction.
+    np.testing.assert_allclose(floored.contributions(data.x_valid).sum(axis=1), floored.predict(data.x_valid),
+                               atol=1e-4)
     document = json.loads((tmp_path / "model" / MODEL_FILE).read_text())
     (tmp_path / "model" / MODEL_FILE).write_text(json.dumps({**document, "floor": "zero"}))
     with pytest.raises(ModelError, match="floor 'zero', expected a number"):

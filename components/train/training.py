@@ -96,7 +96,9 @@ def train_files(
         model = refit_candidate(family, results[family].params, iterations, x, y, use_case.task, use_case.tuning,
                                 feature_set.layout)
         refitted.append(Member(family, model, weight))
-    ensemble = Ensemble(use_case.task, refitted, bias)
+    # Spend from a transaction log is never negative (customer rows floor the label at 0): nor is its prediction.
+    floor = 0.0 if use_case.transaction_log is not None else None
+    ensemble = Ensemble(use_case.task, refitted, bias, floor)
     ensemble.save(model_dir)
     print(f"train: refitted {', '.join(f for f, _ in members)} on {len(rows)} rows (train + valid)")
     scores = {entry["family"]: entry["held_out_score"] for entry in selection["ranked"]}

@@ -4,7 +4,10 @@ A model is always an `Ensemble`: members with non-negative weights and a bias, b
 on the margin (log-odds for binary tasks, so the blend is a stacked logistic
 regression; the prediction for regression). A single model is an ensemble of one with
 weight 1 and bias 0. Margins add, so contributions add: the blend's explanation is the
-weighted sum of its members'.
+weighted sum of its members'. A regression model of an amount that cannot be negative
+(spend) records a `floor` of 0: its margin (its prediction) is clipped there, so a
+squared-error member never predicts a customer below nothing; the clip goes to the base
+value, so contributions still add up to the prediction.
 
 Selection, on held-out predictions (training.py makes them out of fold): candidates
 are ranked by their score; for k = 1 .. `ensemble.top_k`, the blend of the top k is
@@ -44,10 +47,12 @@ class Member:
 
 
 class Ensemble:
-    """margin(x) = bias + sum_k weight_k * margin_k(x); binary predictions are sigmoid(margin)."""
+    """margin(x) = bias + sum_k weight_k * margin_k(x), clipped at `floor` when a regression model has one;
+    binary predictions are sigmoid(margin), regression predictions the margin."""
 
-    def __init__(self, task: str, members: list[Member], bias: float = 0.0) -> None:
+    def __init__(self, task: str, members: list[Member], bias: float = 0.0, floor: float | None = None) -> None:
         self.task, self.members, self.bias = task, list(members), float(bias)
+        self.floor = None if floor is None else float(floor)
 
     @property
     def families(self) -> list[str]:
@@ -57,7 +62,7 @@ class Ensemble:
         total = np.full(len(x), self.bias)
         for member in self.members:
             total += member.weight * member.model.margin(x)
-        return total
+        return total if self.floor is None else np.maximum(total, self.floor)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities of the positive class (binary) or predictions (regression), float64."""
@@ -68,6 +73,9 @@ class Ensemble:
         """(rows x (features + 1)) in margin units; the last column is the base value. Rows sum to the margin."""
         total = sum(member.weight * member.model.contributions(x) for member in self.members)
         total[:, -1] += self.bias
+        if self.floor is not None:  # the clip at the floor is part of the base value
+            unclipped = total.sum(axis=1)
+            total[:, -1] += np.maximum(unclipped, self.floor) - unclipped
         return total
 
     def column_contributions(self, x: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +89,7 @@ class Ensemble:
             member.model.set_threads(threads)
 
     def describe(self) -> dict:
-        return {"task": self.task, "bias": self.bias,
+        return {"task": self.task, "bias": self.bias, "floor": self.floor,
                 "members": [{"family": m.family, "weight": m.weight} for m in self.members]}
 
     def save(self, folder: str | Path) -> None:
@@ -94,7 +102,7 @@ class Ensemble:
                 entry.update(columns=list(m.model.columns), width=m.model.width)
             members.append(entry)
         (out / MODEL_FILE).write_text(json.dumps({"format": FORMAT, "task": self.task, "bias": self.bias,
-                                                  "members": members}, indent=1))
+                                                  "floor": self.floor, "members": members}, indent=1))
 
     @classmethod
     def load(cls, folder: str | Path) -> Ensemble:
@@ -113,7 +121,10 @@ class Ensemble:
             if "columns" in entry:
                 model = ColumnSubset(model, tuple(entry["columns"]), entry["width"])
             members.append(Member(entry["family"], model, float(entry["weight"])))
-        return cls(document["task"], members, document["bias"])
+        floor = document.get("floor")  # absent in packages written before floors
+        if floor is not None and (document["task"] == "binary" or not isinstance(floor, (int, float))):
+            raise ModelError(f"{path / MODEL_FILE}: floor {floor!r}, expected a number on a regression model or null")
+        return cls(document["task"], members, document["bias"], floor)
 
 
 def fit_blend(task: str, margins: np.ndarray, y: np.ndarray, non_negative: bool = False) -> tuple[np.ndarray, float]:

@@ -349,6 +349,25 @@ def test_tuned_class_weight_reaches_xgboost_and_the_forest(data):
         assert weighted[family].margin(data.x_valid).mean() > plain[family].margin(data.x_valid).mean() + 0.5
 
 
+def test_a_floored_regression_model_never_predicts_spend_below_zero_and_keeps_its_floor(tmp_path: Path):
+    data = spend_data()
+    squared = TuningSpec(max_boost_rounds=300, early_stopping_rounds=20)
+    members = [Member(f, fit_candidate(f, TWEEDIE_PARAMS[f], data, squared).model, 0.5) for f in ("xgboost", "linear")]
+    free = Ensemble("regression", members, bias=-5.0)
+    assert (free.predict(data.x_valid) < 0).any()  # squared-error members and a negative bias go below zero
+    Ensemble("regression", members, bias=-5.0, floor=0.0).save(tmp_path / "model")
+    floored = Ensemble.load(tmp_path / "model")
+    assert floored.floor == 0.0 and floored.describe()["floor"] == 0.0
+    np.testing.assert_array_equal(floored.predict(data.x_valid), np.maximum(free.predict(data.x_valid), 0.0))
+    # The clip goes to the base value: contributions still add up to the (floored) prediction.
+    np.testing.assert_allclose(floored.contributions(data.x_valid).sum(axis=1), floored.predict(data.x_valid),
+                               atol=1e-4)
+    document = json.loads((tmp_path / "model" / MODEL_FILE).read_text())
+    (tmp_path / "model" / MODEL_FILE).write_text(json.dumps({**document, "floor": "zero"}))
+    with pytest.raises(ModelError, match="floor 'zero', expected a number"):
+        Ensemble.load(tmp_path / "model")
+
+
 def test_a_blend_of_non_negative_amounts_never_goes_below_zero():
     rng = np.random.default_rng(0)
     y = rng.gamma(0.3, 50, 2000)

@@ -2,6 +2,10 @@
 
     python tests/benchmark/serving_bench.py RUN_SUMMARY_JSON --mlserver-venv DIR --out FILE
 
+`make bench` gives it churn trained with the XGBoost family alone, so that both servers answer
+with the same model: the default churn package may hold no XGBoost member (at seed 42 it is now
+the linear model alone), and MLServer's XGBoost runtime serves only that.
+
 Peers, measured one after another in the same run:
 - flowline: the package as served, raw columns in (one tensor per column), checks,
   FeatureSet and the whole model (one candidate or a blend of several) included;

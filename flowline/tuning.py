@@ -53,7 +53,7 @@ def tune_files(
     """
     prefix = f"{'nas' if family == 'mlp' else 'tune'} ({family})"
     if family not in use_case.tuning.families:
-        Path(result_file).write_text(json.dumps({"family": family, "skipped": "not in tuning.families"}))
+        _save_skipped(family, result_file)
         print(f"{prefix}: skipped, not in the use case's tuning.families")
         return None
     chosen = resolve_backend(backend or use_case.tuning.backend)
@@ -95,7 +95,7 @@ def search_files(
     """
     for family, path in result_files.items():
         if family not in use_case.tuning.families:
-            Path(path).write_text(json.dumps({"family": family, "skipped": "not in tuning.families"}))
+            _save_skipped(family, path)
     chosen = resolve_backend(backend or use_case.tuning.backend)
     if trials or chosen == "katib":
         # Katib's Experiments run side by side (each waits on the cluster); Optuna's one family after another.
@@ -121,6 +121,11 @@ def search_files(
               f"{reported_value(use_case.task, results[family].valid_score):.4f} after {spend['trials']} trials in "
               f"{spend['seconds']:.1f} s; stopped: {spend['stopped']}")
     return record
+
+
+def _save_skipped(family: str, result_file: str) -> None:
+    """What a step saves for a family the use case leaves out of tuning.families (train skips it)."""
+    Path(result_file).write_text(json.dumps({"family": family, "skipped": "not in tuning.families"}))
 
 
 def record_search(result: Optional[SearchResult], task: str, best, tuning_metrics) -> None:

@@ -148,6 +148,7 @@ class FlowlineRESTServer(RESTServer):
         self.access_log = access_log
         self.repository_token = repository_token
         self.sync = sync
+        self.worker = str(os.getpid()) if sync is not None else None  # named in answers with several workers
         self.metrics_registry = metrics.multiprocess_registry() if sync is not None else None
         # Loads and unloads one at a time: an unload that arrives during a reload waits, then wins.
         self.repository_lock = asyncio.Lock()
@@ -188,8 +189,7 @@ class FlowlineRESTServer(RESTServer):
         # KServe's middlewares time and log every request; without an access log they only cost.
         if self.access_log:
             super()._add_middlewares(app)
-        app.add_middleware(metrics.RequestCounter, version_of=self.version_of,
-                           worker=str(os.getpid()) if self.sync is not None else None)
+        app.add_middleware(metrics.RequestCounter, version_of=self.version_of, worker=self.worker)
 
     def version_of(self, model_name: str) -> str:
         model = self.models.get(model_name)
@@ -340,10 +340,8 @@ class FlowlineModelServer(ModelServer):
             repository_token=self.repository_token, sync=self.sync,
         )
         self._rest_server.config.host = self.host
-
         self._rest_server.config.app = with_event_route(import_from_string(FASTAPI_APP_IMPORT_STRING),
-                                                        {m.name: m for m in models}, _refused,
-                                                        str(os.getpid()) if self.sync is not None else None)
+                                                        {m.name: m for m in models}, _refused, self._rest_server.worker)
         if not self.access_log:  # per-request log lines cost more than the prediction
             access = logging.getLogger("uvicorn.access")
             access.handlers, access.propagate = [], False

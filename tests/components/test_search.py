@@ -3,27 +3,15 @@
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from manifest_helpers import katib_errors
 from stand_in_api import OPTIMAL, experiment_server
 
 from flowline.budget import FamilySpend, budget_markdown, budgeted_search, halve, rounds_for
-from flowline.features.feature_set import FeatureSet
-from flowline.models.families import TrainingData
 from flowline.search import SearchResult
 from flowline.search_space import search_space
 from flowline.tuning import search_files
 from flowline.use_case import FAMILIES, TuningSpec
-
-
-@pytest.fixture(scope="module")
-def data() -> TrainingData:
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=(700, 4))
-    y = (rng.random(700) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + x[:, 2] * x[:, 3])))).astype(float)
-    return TrainingData("binary", x[:500], y[:500], x[500:], y[500:])
 
 
 def test_halving_takes_as_many_rounds_as_leave_one_family():
@@ -97,18 +85,6 @@ def test_the_budget_shows_as_markdown_per_family():
     assert "| xgboost | 12 | 20.0 | 1.67 | 0.8500 | budget spent |" in shown
     assert "| linear | 40 | 8.0 | 0.20 |  | the budget was spent before its first trial |" in shown
     assert shown.startswith("# How the 30 s search budget was spent")
-
-
-@pytest.fixture
-def splits(toy_use_case, tmp_path: Path) -> dict[str, str]:
-    rng = np.random.default_rng(2)
-    for name, n in (("train", 300), ("valid", 100)):
-        age = rng.integers(18, 80, n)
-        pd.DataFrame({"id": [f"{name}{i}" for i in range(n)], "age": age, "income": rng.normal(3000, 500, n),
-                      "plan": rng.choice(["basic", "pro"], n),
-                      "label": np.where(age + rng.normal(0, 10, n) > 50, "yes", "no")}).to_parquet(tmp_path / name)
-    FeatureSet.fit(pd.read_parquet(tmp_path / "train"), toy_use_case).save(tmp_path / "fs.json")
-    return {name: str(tmp_path / name) for name in ("train", "valid", "fs.json")}
 
 
 def test_the_search_step_spends_the_budget_and_saves_each_best_for_train(toy_use_case, splits, tmp_path, capsys):

@@ -3,15 +3,11 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import optuna
-import pandas as pd
 import pytest
 from kubeflow.katib import KatibClient
 from stand_in_api import OPTIMAL, experiment_server, unreachable_or_refusing
 
-from flowline.features.feature_set import FeatureSet
-from flowline.models.families import TrainingData
 from flowline.katib_search import KatibError, katib_search
 from flowline.search import SearchResult, family_objective, optuna_search, seeded_study
 from flowline.search_space import (
@@ -112,14 +108,6 @@ def test_class_weighting_starts_the_tree_families_unweighted():
         assert weighted.portfolio == tuple({**point, "scale_pos_weight": 1.0} for point in plain.portfolio)
 
 
-@pytest.fixture(scope="module")
-def data() -> TrainingData:
-    rng = np.random.default_rng(11)
-    x = rng.normal(size=(700, 4))
-    y = (rng.random(700) < 1 / (1 + np.exp(-(2 * x[:, 0] - x[:, 1] + x[:, 2] * x[:, 3])))).astype(float)
-    return TrainingData("binary", x[:500], y[:500], x[500:], y[500:])
-
-
 def test_the_optuna_search_is_seeded_and_stops_weak_trials_early(data):
     tuning = TuningSpec(max_boost_rounds=200, early_stopping_rounds=20)
     shown: list[str] = []
@@ -205,16 +193,9 @@ def test_a_katib_experiment_that_gives_no_answer_fails_clearly(churn, tmp_path, 
                      progress=lambda line: None)
 
 
-def test_tune_files_with_optuna_saves_the_best_for_train(toy_use_case, tmp_path: Path, capsys):
-    rng = np.random.default_rng(2)
-    for name, n in (("train", 300), ("valid", 100)):
-        age = rng.integers(18, 80, n)
-        pd.DataFrame({"id": [f"{name}{i}" for i in range(n)], "age": age, "income": rng.normal(3000, 500, n),
-                      "plan": rng.choice(["basic", "pro"], n),
-                      "label": np.where(age + rng.normal(0, 10, n) > 50, "yes", "no")}).to_parquet(tmp_path / name)
-    FeatureSet.fit(pd.read_parquet(tmp_path / "train"), toy_use_case).save(tmp_path / "fs.json")
-    result = tune_files(toy_use_case, "linear", 3, "optuna", str(tmp_path / "train"), str(tmp_path / "valid"),
-                        str(tmp_path / "fs.json"), str(tmp_path / "best.json"))
+def test_tune_files_with_optuna_saves_the_best_for_train(toy_use_case, splits, tmp_path: Path, capsys):
+    result = tune_files(toy_use_case, "linear", 3, "optuna", splits["train"], splits["valid"], splits["fs.json"],
+                        str(tmp_path / "best.json"))
     assert SearchResult.load(tmp_path / "best.json") == result and result.trials == 3
     assert "tune (linear): best valid_roc_auc" in capsys.readouterr().out
 

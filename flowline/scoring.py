@@ -10,7 +10,8 @@ added, so the two cannot disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
@@ -26,6 +27,7 @@ from flowline.package.remote import download_package
 from flowline.storage import is_s3
 from flowline.use_case import UseCase
 
+GROUP_CACHE_SIZE = 4096  # distinct attribute values remembered per package (a bound, not a tuning knob)
 Rows = Union[List[Mapping[str, Any]], pd.DataFrame]  # records as a request carries them, or a batch's frame
 
 
@@ -40,6 +42,8 @@ class Scorer:
     model: Ensemble
     evaluation: dict
     mitigation: Optional[GroupThresholds]
+    # Per distinct values of the mitigation's attributes, their group's threshold (see `_record_thresholds`).
+    _group_thresholds: Dict[tuple, float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def open(cls, path: str | Path) -> Scorer:
@@ -100,7 +104,28 @@ class Scorer:
             return np.full(count, self.threshold, dtype=np.float32)
         if self.mitigation.randomized:
             return None
-        return self.mitigation.row_thresholds(self._attribute_rows(records), self.use_case).astype(np.float32)
+        if isinstance(records, pd.DataFrame):
+            return self.mitigation.row_thresholds(self._attribute_rows(records), self.use_case).astype(np.float32)
+        return self._record_thresholds(records)
+
+    def _record_thresholds(self, records: List[Mapping[str, Any]]) -> np.ndarray:
+        """Each record's threshold, as a one-row frame of it gets it, computed once per distinct values of the
+        attributes: a served batch has many rows and few groups, and a frame per batch cost more than the model."""
+        attributes = self.mitigation.attributes
+        out = np.empty(len(records), dtype=np.float32)
+        for index, record in enumerate(records):
+            values = tuple(record.get(attribute) for attribute in attributes)
+            try:
+                out[index] = self._group_thresholds[values]
+                continue
+            except (KeyError, TypeError):  # not seen yet, or unhashable
+                pass
+            threshold = self.mitigation.row_thresholds(self._attribute_rows([record]), self.use_case)[0]
+            out[index] = threshold
+            if len(self._group_thresholds) < GROUP_CACHE_SIZE:
+                with contextlib.suppress(TypeError):
+                    self._group_thresholds[values] = threshold
+        return out
 
     @property
     def decision_rule(self) -> str:

@@ -142,7 +142,8 @@ def score_jobs(package: Scorer, jobs: List[Job], served_rows: Callable[[Values],
     answered = [job for job in ready if job.error is None and job.values is not None]
     if answered:
         try:
-            served_rows({column: np.concatenate([job.values[column] for job in answered]) for column in answered[0].values})
+            served_rows(answered[0].values if len(answered) == 1 else
+                        {column: np.concatenate([job.values[column] for job in answered]) for column in answered[0].values})
         except Exception as error:  # noqa: BLE001 - a failure to answer, counted and logged per request
             for job in answered:
                 job.error = error

@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 
 from flowline.inference_services import metrics
 from flowline.inference_services.drift_monitor import DriftMonitor
+from flowline.inference_services.model_route import read_body
 from flowline.inference_services.request_checks import BadRequest
 
 log = logging.getLogger("flowline.serving")
@@ -92,7 +93,7 @@ class DriftEventRoute:
         if not binary_event(headers):
             await self.app(scope, receive, send)
             return
-        body = await _body(receive)
+        body = await read_body(receive)
         if body is None:  # the client went away
             return
         try:
@@ -125,15 +126,3 @@ class DriftEventRoute:
                   if key.startswith("ce-") and key not in NOT_MERGED] if self.merge else [("ce-specversion", "1.0")]
         return {**dict(merged), "ce-id": str(uuid.uuid4()), "ce-source": self.reply_sources[name],
                 "ce-type": self.reply_type, "ce-time": datetime.now(timezone.utc).isoformat()}
-
-
-async def _body(receive) -> bytes | None:
-    """The whole request body; None when the client disconnects first."""
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)

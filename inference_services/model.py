@@ -96,7 +96,7 @@ class LoadedPackage(Scorer):
         attributes = scorer.mitigation.attributes if scorer.mitigation else ()
         ids = use_case.id_columns
         return cls(
-            **{field.name: getattr(scorer, field.name) for field in fields(Scorer) if field.name != "feature_set"},
+            **{field.name: getattr(scorer, field.name) for field in fields(Scorer) if field.init and field.name != "feature_set"},
             feature_set=feature_set,
             checker=RecordChecker(use_case, request_columns(feature_set.input_columns, attributes), ids),
             owners=feature_set.owners,

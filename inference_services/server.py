@@ -8,7 +8,8 @@ What this adds to kserve.ModelServer:
   logged as one line, not as an ERROR with a traceback;
 - v2 infer and v1 predict call a FlowlineModel's `answer` directly, without KServe's DataPlane
   and Model.__call__ layers, so that concurrent requests can share one transform and predict
-  (batching.py); CloudEvents, and models other than a FlowlineModel, take KServe's own route;
+  (batching.py), and a ready FlowlineModel's are answered in front of FastAPI (model_route.py);
+  CloudEvents, and models other than a FlowlineModel, take KServe's own route;
 - `POST /v2/models/{name}/events` appends events (plain records, or the payload logger's CloudEvents)
   to the online store the model's entity features read;
 - the model repository routes are off unless $FLOWLINE_REPOSITORY_TOKEN is set, and then
@@ -34,31 +35,27 @@ import hmac
 import logging
 import os
 import socket
-from typing import Any, AsyncContextManager, Mapping, Optional, Sequence
+from typing import AsyncContextManager, Optional, Sequence
 
-import uvloop
 import orjson
+import uvloop
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
-from cloudevents.sdk.converters.util import has_binary_headers
 from uvicorn.importer import import_from_string
-from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
 from kserve import Model
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
 from kserve.protocol.dataplane import DataPlane
-from kserve.protocol.infer_type import InferRequest
 from kserve.protocol.rest.server import RESTServer
 from kserve.protocol.rest.v1_endpoints import V1Endpoints
 from prometheus_client import exposition
 
 from flowline.package.format import PackageError
-from flowline.inference_services import metrics
+from flowline.inference_services import metrics, model_route
 from flowline.inference_services.event_route import with_event_route
 from flowline.inference_services.repository_sync import WorkerSync
 from flowline.inference_services.options import DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host, repository_token
 from flowline.inference_services.request_checks import BadRequest, clip
-from flowline.inference_services.v2_body import v2_body_problem
 
 log = logging.getLogger("flowline.serving")
 
@@ -115,29 +112,6 @@ async def _refused(request: Request, error: InvalidInput) -> JSONResponse:
     metrics.INVALID_INPUTS.labels(request.path_params.get("model_name", ""), reason).inc()
     log.info("400 %s %s: %s", request.method, request.url.path, message)
     return JSONResponse(status_code=400, content={"error": message})
-
-
-def decode_v2(body: bytes, headers: Mapping[str, str], model_name: str) -> InferRequest:
-    """Bytes of a v2 infer request (JSON, or JSON plus binary tensors) to an InferRequest; 400 if malformed."""
-    json_length = headers.get(INFERENCE_CONTENT_LENGTH_HEADER)
-    try:
-        json_length = int(json_length) if json_length is not None else len(body)
-        document = orjson.loads(body[:json_length])
-    except (ValueError, orjson.JSONDecodeError) as error:
-        raise BadRequest("malformed_request", f"body: malformed JSON: {clip(str(error))}") from None
-    problem = v2_body_problem(document)
-    if problem:
-        raise BadRequest("malformed_request", problem)
-    try:
-        return InferRequest.from_bytes(body, json_length, model_name)
-    except InvalidInput:
-        raise
-    except Exception as error:  # parsing client bytes: every failure here is the client's
-        raise BadRequest("malformed_request", f"body: cannot decode the request: {clip(str(error))}") from None
-
-
-def _structured_cloudevent(headers: Mapping[str, Any]) -> bool:
-    return headers.get("content-type", "") == "application/cloudevents+json"
 
 
 class FlowlineRESTServer(RESTServer):
@@ -209,35 +183,18 @@ class FlowlineRESTServer(RESTServer):
         return model
 
     async def infer_v2(self, model_name: str, request: Request) -> Response:
-        """KServe's v2 infer without FastAPI's pydantic round trips: bytes in, orjson out; a FlowlineModel
-        answers directly (`answer`: batched with concurrent requests), any other model through the data plane.
-
-        Half the CPU per request went to building and serialising pydantic models around the same call.
-        """
-        model = self.serving(model_name)
-        infer_request = decode_v2(await request.body(), request.headers, model_name)
-        if hasattr(model, "answer"):
-            response, response_headers = await model.answer(infer_request, request.headers), {}
-        else:
-            response, response_headers = await self.dataplane.infer(model_name, infer_request, dict(request.headers))
-        content, json_length = response.to_rest()
-        if json_length is None:
-            return Response(orjson.dumps(content), media_type="application/json", headers=response_headers)
-        response_headers[INFERENCE_CONTENT_LENGTH_HEADER] = str(json_length)
-        return Response(content, media_type="application/octet-stream", headers=response_headers)
+        """KServe's v2 infer without FastAPI's pydantic round trips (model_route.infer_v2). A ready FlowlineModel's
+        requests are answered in front of FastAPI (model_route.ModelRoute); the others come here."""
+        return await model_route.infer_v2(self.serving(model_name), self.dataplane, await request.body(),
+                                          request.headers)
 
     async def predict_v1(self, model_name: str, request: Request) -> Response:
-        """KServe's v1 predict, answered by a FlowlineModel directly (`answer`: batched with concurrent requests):
-        the same decoding (dataplane.decode) and the same JSON as KServe's route. CloudEvents in, which KServe
-        answers with CloudEvents, and other models take KServe's route."""
+        """KServe's v1 predict, answered by a FlowlineModel (model_route.predict_v1) when it is not a CloudEvent,
+        which KServe answers with a CloudEvent; other models take KServe's route too."""
         model = self.serving(model_name)
-        headers = request.headers
-        if not hasattr(model, "answer") or has_binary_headers(headers) or _structured_cloudevent(headers):
+        if not hasattr(model, "answer") or model_route.is_cloudevent(request.headers):
             return await self.kserve_v1.predict(model_name, request)
-        payload, _ = self.dataplane.decode(body=await request.body(), headers=headers)
-        response = await model.answer(payload, headers)
-        return Response(orjson.dumps(response, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY),
-                        media_type="application/json")
+        return await model_route.predict_v1(model, self.dataplane, await request.body(), request.headers)
 
     async def push_events(self, model_name: str, request: Request) -> JSONResponse:
         """Append events to the online store that the model's entity features read (FlowlineModel.push_events):
@@ -340,8 +297,10 @@ class FlowlineModelServer(ModelServer):
             repository_token=self.repository_token, sync=self.sync,
         )
         self._rest_server.config.host = self.host
-        self._rest_server.config.app = with_event_route(import_from_string(FASTAPI_APP_IMPORT_STRING),
-                                                        {m.name: m for m in models}, _refused, self._rest_server.worker)
+        by_name, worker = {m.name: m for m in models}, self._rest_server.worker
+        app = model_route.with_model_route(import_from_string(FASTAPI_APP_IMPORT_STRING), by_name, self.dataplane,
+                                           _refused, worker)
+        self._rest_server.config.app = with_event_route(app, by_name, _refused, worker)
         if not self.access_log:  # per-request log lines cost more than the prediction
             access = logging.getLogger("uvicorn.access")
             access.handlers, access.propagate = [], False

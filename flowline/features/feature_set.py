@@ -277,6 +277,8 @@ class FeatureSet:
         `transform_record` parses one; a missing column or a bad value raises FeatureError naming it."""
         columns = self.input_columns if columns is None else columns
         parsed = [self._record_values(record, columns) for record in records]
+        if len(parsed) == 1:  # a served request's one row: nothing to join
+            return parsed[0]
         return {column: np.concatenate([v[column] for v in parsed]) for column in columns}
 
     def transform_values(self, values: Values, rows: int) -> np.ndarray:
@@ -297,9 +299,11 @@ class FeatureSet:
         for source in self.categorical:
             text = values.get(source.column)
             if text is not None:
-                # A set lookup per value: a pandas Series per column cost more than a served row's whole prediction.
-                seen = np.fromiter((value in source.known for value in text), dtype=bool, count=len(text))
-                found[(source.column, "unseen_category")] = int(np.count_nonzero(~seen & pd.notna(text)))
+                # A set lookup per value (parsed text is a str, or None when missing): a pandas Series, or even
+                # pd.notna, per column cost more than a served row's whole prediction.
+                known = source.known
+                found[(source.column, "unseen_category")] = sum(
+                    1 for value in text if value is not None and value not in known)
         return {key: count for key, count in found.items() if count}
 
     @property

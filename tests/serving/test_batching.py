@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from serving_helpers import records_of
@@ -138,3 +139,19 @@ def test_decisions_with_thresholds_equal_decide_and_row_thresholds(churn_package
     assert np.array_equal(positive, loaded.decide(scores, x, records))
     assert np.array_equal(thresholds, loaded.row_thresholds(len(records), records)) and thresholds.dtype == np.float32
     assert 0 < positive.sum() < len(records)
+
+
+def test_a_records_threshold_is_its_groups_whatever_rows_came_before(churn_package, churn_test_rows):
+    """Served records take their group's threshold from a cache of the attributes' values: each equals what a
+    frame of all the rows gets, the first time and the next, and 1, 1.0 and "1" are one group, as in a frame."""
+    loaded = LoadedPackage.load(churn_package)
+    attributes = loaded.mitigation.attributes
+    records = records_of(churn_test_rows)
+    spelled = [{**record, **{a: float(record[a]) if isinstance(record[a], int) else record[a] for a in attributes}}
+               for record in records[::2]]
+    rows = records + spelled + [{**records[0], **{a: None for a in attributes}}]  # none: the "missing" group
+    expected = loaded.mitigation.row_thresholds(pd.DataFrame.from_records(rows), loaded.use_case).astype(np.float32)
+    assert len(set(expected.tolist())) > 1  # several groups, with their own thresholds
+    for _ in range(2):  # computed, then remembered
+        assert np.array_equal(loaded.row_thresholds(len(rows), rows), expected)
+    assert [loaded.row_thresholds(1, [row])[0] for row in rows] == expected.tolist()

@@ -5,7 +5,8 @@ to leave out its per-request middlewares or to add an exception handler, so serv
 its RESTServer and ModelServer and overrides or calls the private names below. Nothing else in
 flowline touches KServe's private surface. tests/serving/test_kserve_private.py fails when the
 pinned KServe lacks one of these names, or when server.py uses one not listed here: a KServe
-upgrade then breaks a test, not a running server.
+upgrade then breaks a test, not a running server. The few parts of uvicorn's server it reads are listed
+here too, and checked by the same test.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
     ModelServer: ("_rest_server",),
     RESTServer: ("_server",),
 }
+
+
+# What server.accept_one_at_a_time reads of uvicorn's Server to make the protocol its `startup` makes (uvicorn
+# has no public way to take connections one at a time): its attributes, and the protocol's keyword arguments.
+UVICORN_SERVER_ATTRIBUTES = ("config", "started", "should_exit", "server_state", "lifespan")
+UVICORN_PROTOCOL_ARGUMENTS = ("config=config", "server_state=self.server_state", "app_state=self.lifespan.state",
+                              "_loop=_loop")
 
 
 def private_names() -> set[str]:

@@ -38,6 +38,7 @@ import socket
 from typing import AsyncContextManager, Optional, Sequence
 
 import orjson
+import uvicorn
 import uvloop
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -58,6 +59,8 @@ from flowline.inference_services.options import DEFAULT_PORT, REPOSITORY_TOKEN_E
 from flowline.inference_services.request_checks import BadRequest, clip
 
 log = logging.getLogger("flowline.serving")
+
+ACCEPT_DELAY_S, MAX_ACCEPT_DELAY_S = 0.0002, 0.005  # per connection a worker holds; at most
 
 
 
@@ -82,6 +85,56 @@ def serve_here(models: Sequence[Model], host: str, port: int, access_log: bool, 
     server = FlowlineModelServer(host, access_log, token, sync, http_port=port, enable_grpc=False,
                                  enable_latency_logging=False)
     server.start(list(models), sockets)
+
+
+async def accept_one_at_a_time(server: uvicorn.Server, listener: socket.socket) -> None:
+    """Give `server` the connections of `listener`, a listening socket every worker shares, one at a time, the
+    fewer connections this worker already holds the sooner, until the server stops.
+
+    Handed the socket itself, uvicorn (through uvloop and libuv) accepts every connection waiting each time it
+    is woken: the first worker awake took all of wrk's 16 connections and the other sat idle. Here a worker
+    woken by a waiting connection first waits `ACCEPT_DELAY_S` per connection it holds (at most
+    `MAX_ACCEPT_DELAY_S`), so that the least busy worker, whose wait is shortest, takes it; then it takes one
+    and listens again. A client that keeps its connections open is so spread evenly over the workers. The
+    protocol is the one uvicorn would make (its `startup`): same config and server state, so its shutdown
+    closes these connections as its own."""
+    while not server.started:
+        if server.should_exit:
+            return
+        await asyncio.sleep(0.01)
+    loop = asyncio.get_running_loop()
+    config, fd = server.config, listener.fileno()
+
+    def protocol() -> asyncio.Protocol:
+        return config.http_protocol_class(config=config, server_state=server.server_state,
+                                          app_state=server.lifespan.state, _loop=loop)
+
+    def woken() -> None:
+        loop.remove_reader(fd)
+        delay = min(ACCEPT_DELAY_S * len(server.server_state.connections), MAX_ACCEPT_DELAY_S)
+        if delay:
+            loop.call_later(delay, take_one)
+        else:
+            take_one()
+
+    def take_one() -> None:
+        if server.should_exit:
+            return
+        try:
+            connection, _ = listener.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):  # another worker took it, or it left
+            pass
+        else:
+            loop.create_task(loop.connect_accepted_socket(protocol, sock=connection))
+        loop.add_reader(fd, woken)
+
+    listener.setblocking(False)
+    loop.add_reader(fd, woken)
+    try:
+        await asyncio.Event().wait()  # until cancelled, with the server
+    finally:
+        if not loop.is_closed():
+            loop.remove_reader(fd)
 
 
 class FlowlineDataPlane(DataPlane):
@@ -149,10 +202,12 @@ class FlowlineRESTServer(RESTServer):
             return
         self.sync.report()
         follower = asyncio.create_task(self.sync.follow(self.models))
+        accepting = asyncio.create_task(accept_one_at_a_time(self._server, sockets[0]))
         try:
-            await self._server.serve(sockets=sockets)
+            await self._server.serve(sockets=[])  # no listener of uvicorn's own: connections come from `accepting`
         finally:
             follower.cancel()
+            accepting.cancel()
 
     async def export_metrics(self, request: Request) -> Response:
         """/metrics with several workers: all of theirs, summed (metrics.multiprocess_registry)."""

@@ -5,8 +5,9 @@ and replaces itself (exec, same pid) by a lean supervisor, `python -m flowline.i
 which imports nothing but the standard library: the command line's imports (pandas, KServe) would
 otherwise cost the parent as much memory as a worker. The supervisor binds the port once and hands
 the listening socket to N workers, started fresh (multiprocessing's spawn). Each worker loads and
-verifies its packages itself and serves with KServe's REST server on that socket; the kernel gives
-each new connection to one of them, and the port stays bound while they start.
+verifies its packages itself and serves with KServe's REST server on that socket, taking connections
+one at a time, the least busy worker first (server.accept_one_at_a_time), so that connections kept
+open spread evenly; the port stays bound while they start.
 
 The state folder holds the models, prometheus_client's multiprocess files (PROMETHEUS_MULTIPROC_DIR,
 set before the workers start, so that /metrics sums every worker's counters and histograms,

@@ -4,6 +4,8 @@ import ast
 import inspect
 from pathlib import Path
 
+import uvicorn
+
 from flowline.inference_services import kserve_private
 
 SERVER = Path(kserve_private.__file__).with_name("server.py")
@@ -46,3 +48,12 @@ def test_the_check_sees_a_private_name_it_was_not_told_about(tmp_path):
     module = tmp_path / "server.py"
     module.write_text("class S(X):\n    def start(self):\n        self._new_private_thing()\n        super()._other()\n")
     assert private_names_used(module) == {"_new_private_thing", "_other"}
+
+
+def test_the_pinned_uvicorn_builds_its_protocol_as_the_workers_accept_loop_does():
+    source = inspect.getsource(uvicorn.Server)
+    for name in kserve_private.UVICORN_SERVER_ATTRIBUTES:
+        assert f"self.{name}" in source, f"uvicorn's Server no longer has {name}"
+    startup = inspect.getsource(uvicorn.Server.startup)
+    for argument in kserve_private.UVICORN_PROTOCOL_ARGUMENTS:
+        assert argument in startup, f"uvicorn's Server.startup no longer makes its protocol with {argument}"

@@ -57,6 +57,17 @@ def answers(url: str, body: dict, count: int, request_id: str = "") -> list[http
         return list(pool.map(one, range(count)))
 
 
+def workers_of_kept_connections(url: str, body: dict, count: int) -> Counter:
+    """Open `count` connections one after another, each kept open, and count the worker answering on each."""
+    clients = [httpx.Client(base_url=url, timeout=30) for _ in range(count)]
+    try:
+        return Counter(client.post(PREDICT, json=body, headers={"x-request-id": f"kept-{n}"}).headers[WORKER]
+                       for n, client in enumerate(clients))
+    finally:
+        for client in clients:
+            client.close()
+
+
 def samples(url: str, name: str) -> dict[tuple, float]:
     """The samples named `name` on /metrics, by their labels."""
     exported = httpx.get(f"{url}/metrics").text
@@ -78,9 +89,12 @@ def test_two_workers_count_every_request_once_and_log_every_canary_answer(
         latency_counts = samples(url, "flowline_request_latency_seconds_count")
         predictions = samples(url, "flowline_predictions_total")
         info = samples(url, "flowline_model_info")
+        kept_open = workers_of_kept_connections(url, body, 8)  # after the counts: 8 more requests
 
     assert all(response.status_code == 200 for response in answered)
     assert len({response.headers[WORKER] for response in answered}) == 2  # both workers answered
+    # Connections kept open spread over the workers (one socket handed to both gave them all to one worker).
+    assert len(kept_open) == 2 and min(kept_open.values()) >= 2, kept_open
     by_version = Counter(response.json()["model_version"] for response in answered)
     expected = Counter(versions["canary"] if canary_takes(f"req-{n}", 30) else versions["champion"] for n in range(200))
     assert by_version == expected and len(by_version) == 2
@@ -95,6 +109,8 @@ def test_two_workers_count_every_request_once_and_log_every_canary_answer(
     assert all(value == 1 for value in info.values())  # one series per version, not one per worker
 
     lines = [json.loads(line) for line in log.read_text().splitlines()]  # each line whole: written by one write(2)
+    assert sum(line["request_id"].startswith("kept-") for line in lines) == 8
+    lines = [line for line in lines if line["request_id"].startswith("req-")]
     assert len(lines) == 200
     assert {line["request_id"]: line["version"] for line in lines} == {
         response.json()["id"]: response.json()["model_version"] for response in answered}

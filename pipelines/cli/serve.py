@@ -46,11 +46,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="model server: a shared batch closes at this many rows "
                              f"(default {DEFAULT_MAX_BATCH_ROWS})")
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
-    server.add_argument("--workers", type=int, default=None,
-                        help="worker processes answering on the one port (model server default: the CPUs the "
-                             "container may use, from its cgroup CPU quota, else the CPUs this process may run on; "
-                             "drift monitor default: 1, one window of the whole stream; with N each worker tests "
-                             "windows of the events it receives); 1 serves from this process")
+    server.add_argument("--workers", type=_worker_count, default=None, metavar="N|auto",
+                        help="worker processes answering on the one port; auto: the CPUs the container may use, "
+                             "from its cgroup CPU quota, else the CPUs this process may run on (model server "
+                             "default: auto; drift monitor default: 1, one window of the whole stream; with N each "
+                             "worker tests windows of the events it receives); 1 serves from this process")
 
     ab = serve.add_argument_group("local A/B (model server)")
     ab.add_argument("--canary", metavar="[NAME=]PACKAGE_DIR|USE_CASE|VERSION",
@@ -114,6 +114,18 @@ def _serve(args: argparse.Namespace) -> int:
     if workers > 1:  # this process becomes the supervisor of the workers (inference_services/workers.py)
         exec_supervisor(models, args.host or default_host(), args.port, args.access_log, workers)
     return serve(models, args.host, args.port, args.access_log)
+
+
+def _worker_count(text: str) -> int:
+    """--workers: a number, or auto (one per CPU the container may use)."""
+    from flowline.inference_services.options import default_workers
+
+    if text == "auto":
+        return default_workers()
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of workers or auto") from None
 
 
 def _workers(args: argparse.Namespace) -> int:

@@ -86,6 +86,20 @@ def test_model_replicas_and_autoscaling_follow_the_overlay(target: str) -> None:
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_drift_monitors_get_whole_cpus_and_memory_for_their_workers(target: str) -> None:
+    """The flowline-drift runtime starts `--workers auto`: one worker (one window) per CPU of the limit."""
+    runtime = next(r for r in find(render(target), "ServingRuntime") if r["metadata"]["name"] == "flowline-drift")
+    args = runtime["spec"]["containers"][0]["args"]
+    assert args[args.index("--workers") + 1] == "auto"
+    for service in services(render(target), "drift-monitor"):
+        limits = service["spec"]["predictor"]["model"]["resources"]["limits"]
+        cpus = cpu_cores(limits["cpu"])
+        assert cpus >= 1 and cpus.is_integer(), (service["metadata"]["name"], cpus)
+        workers = int(cpus)
+        assert memory_mib(limits["memory"]) >= workers * WORKER_MIB + (SUPERVISOR_MIB if workers > 1 else 0)
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_model_servers_get_whole_cpus_memory_and_a_concurrency_target_for_their_workers(target: str) -> None:
     for service in models(render(target)):
         predictor, name = service["spec"]["predictor"], service["metadata"]["name"]
@@ -134,13 +148,15 @@ def test_prod_model_servers_get_more_cpu_and_memory_than_dev() -> None:
 
 @pytest.mark.parametrize("target", TARGETS[1:])
 def test_overlays_change_only_what_they_mean_to(target: str) -> None:
-    """Beyond the model servers, the image and the API server's address, an overlay renders the same objects as
-    the base."""
+    """Beyond the model servers, the image, the API server's address and the drift monitors' resources (their
+    workers follow the CPU limit, checked above), an overlay renders the same objects as the base."""
     def rest(docs: list[Doc]) -> dict[tuple[str, str], Doc]:
         kept = {}
         for doc in docs:
             if doc["kind"] == "InferenceService" and doc["metadata"]["labels"]["flowline.dev/component"] == "model":
                 continue
+            if doc["kind"] == "InferenceService":  # a drift monitor
+                del doc["spec"]["predictor"]["model"]["resources"]
             if doc["metadata"].get("labels", {}).get("flowline.dev/egress") == "api-server":
                 del doc["spec"]["egress"][0]["to"]  # checked in test_manifest_wiring
             for _, container in containers(doc):

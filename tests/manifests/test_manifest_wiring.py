@@ -30,12 +30,13 @@ def test_models_and_monitors_use_a_runtime_that_serves_their_format(base: list[D
 
 def test_runtimes_run_the_flowline_server_on_8080(base: list[Doc]) -> None:
     modes = {"flowline": [], "flowline-drift": ["--drift-monitor"]}  # both are `flowline serve`
-    online = {"flowline": ["--online-store", "redis://flowline-online-store:6379/0"], "flowline-drift": []}
+    after = {"flowline": ["--online-store", "redis://flowline-online-store:6379/0"],
+             "flowline-drift": ["--workers", "auto"]}  # the model server's default is auto already
     for name, mode in modes.items():
         (container,) = one(base, "ServingRuntime", name)["spec"]["containers"]
         assert container["name"] == "kserve-container"
         assert container["command"] == ["flowline", "serve"]
-        assert container["args"] == [*mode, "{{.Name}}=/mnt/models", "--port", "8080", *online[name]]
+        assert container["args"] == [*mode, "{{.Name}}=/mnt/models", "--port", "8080", *after[name]]
         assert container["ports"] == [{"containerPort": 8080, "protocol": "TCP"}]
         assert {"name": "FLOWLINE_SERVE_HOST", "value": "0.0.0.0"} in container["env"]
         signing = {"secretKeyRef": {"name": "flowline-signing-key", "key": "key", "optional": True}}

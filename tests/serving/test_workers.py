@@ -212,3 +212,15 @@ def test_the_drift_monitor_refuses_more_than_one_retraining_worker(churn_package
     with pytest.raises(SystemExit):
         main(["serve", str(churn_package), "--workers", "0"])
     assert "--workers 0: give 1 or more" in capsys.readouterr().err
+
+
+def test_workers_auto_is_one_per_cpu_of_the_quota_and_anything_else_is_refused(churn_package, capsys, monkeypatch):
+    """The drift monitors' ServingRuntime passes `--workers auto` (its default is 1: one window of the stream)."""
+    from flowline.pipelines.cli import main
+    from flowline.pipelines.cli.serve import _worker_count
+
+    monkeypatch.setattr(options, "default_workers", lambda: 3)
+    assert _worker_count("auto") == 3 and _worker_count("2") == 2
+    with pytest.raises(SystemExit):
+        main(["serve", "--drift-monitor", str(churn_package), "--workers", "all"])
+    assert "'all': give a number of workers or auto" in capsys.readouterr().err

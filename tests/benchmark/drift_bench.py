@@ -21,21 +21,7 @@ from flowline.inference_services.local_server import LOOPBACK, SERVE_COMMAND, fr
 from flowline.pipelines.demo import first_record
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving_bench import CLOUDEVENT_HEADERS, wrk_throughput  # noqa: E402
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process and its children, alive now."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        for child in (task / "children").read_text().split():
-            total += cpu_seconds(int(child))
-    return total
-
+from serving_bench import CLOUDEVENT_HEADERS, cpu_seconds, wrk_throughput  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

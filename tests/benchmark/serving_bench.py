@@ -22,8 +22,9 @@ after a warm-up), throughput at 16 and at 64 connections for 20 s each with wrk,
 resident memory of the server's processes afterwards (VmRSS of the process and every
 descendant: flowline's parent, workers and multiprocessing's resource tracker). Then the
 drift monitor's throughput: single-row payload-logger CloudEvents, as KServe's logger sends
-them, at the first connection count. Writes JSON and prints a Markdown table with the
-ratios against MLServer.
+them, at the first connection count, with the events per CPU-second of the monitor's process (what one
+core gives). Writes JSON, prints a Markdown table with the ratios against MLServer, and a line saying
+whether each of issue 23's goals holds in this run.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from flowline.pipelines.demo import first_record, v2_request
 HERE = Path(__file__).resolve().parent
 WARMUP = 200
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # What KServe's payload logger sends with each request event (binary-mode CloudEvent).
 CLOUDEVENT_HEADERS = {"ce-specversion": "1.0", "ce-type": "org.kubeflow.serving.inference.request",
                       "ce-source": "http://localhost:9081/", "ce-id": "bench", "ce-inferenceservicename": "churn"}
@@ -199,12 +201,25 @@ def mlserver(model_file: Path, venv: Path, log_dir: Path) -> Iterator[tuple[int,
 
 
 @contextlib.contextmanager
-def drift_monitor(package: Path, log_dir: Path) -> Iterator[int]:
+def drift_monitor(package: Path, log_dir: Path) -> Iterator[tuple[int, int]]:
+    """The drift monitor with its default (one worker: one window of the whole stream); yields its port and pid."""
     port = free_port()
     command = [*SERVE_COMMAND, "--drift-monitor", str(package),
                "--host", LOOPBACK, "--port", str(port)]
-    with running_process(command, f"http://{LOOPBACK}:{port}/v2/health/ready", str(log_dir / "drift-monitor.log")):
-        yield port
+    with running_process(command, f"http://{LOOPBACK}:{port}/v2/health/ready",
+                         str(log_dir / "drift-monitor.log")) as process:
+        yield port, process.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its children, alive now."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            total += cpu_seconds(int(child))
+    return total
 
 
 @contextlib.contextmanager
@@ -233,6 +248,23 @@ def markdown_table(report: dict) -> str:
         cells.append(f"{rss['total_mib']:,.0f} MiB ({parts})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def goals_line(report: dict) -> str:
+    """Issue 23's goals, each with this run's figure: 2x MLServer's throughput and at most half its p99 at the
+    first connection count, a sequential p99 of at most 2 ms, and 5,000 drift events/s per core."""
+    first = report["settings"]["connections"][0]
+    ratios, flowline, drift = report["ratios_vs_mlserver"], report["peers"]["flowline"], report["drift_monitor"]
+    checks = [
+        (f"throughput at {first} >= 2x MLServer", f"{ratios[f'throughput_at_{first}']:.2f}x",
+         ratios[f"throughput_at_{first}"] >= 2),
+        (f"p99 at {first} <= 0.5x MLServer's", f"{ratios[f'p99_at_{first}']:.2f}x", ratios[f"p99_at_{first}"] <= 0.5),
+        ("sequential p99 <= 2 ms", f"{flowline['sequential']['p99_ms']:.2f} ms", flowline["sequential"]["p99_ms"] <= 2),
+        ("drift monitor >= 5,000 events/s per core",
+         f"{min(drift['events_per_second'], drift['events_per_cpu_second']):,.0f}",
+         min(drift["events_per_second"], drift["events_per_cpu_second"]) >= 5000),
+    ]
+    return "goals: " + "; ".join(f"{name}: {value} {'met' if met else 'NOT met'}" for name, value, met in checks)
 
 
 def main() -> None:
@@ -269,13 +301,17 @@ def main() -> None:
     with floor(log_dir) as (port, pid):
         peers["http floor"] = measure("http floor", port, pid, "/v2/models/floor/infer", encoded_body, args)
     drift_connections = args.connections[0]
-    with drift_monitor(package, log_dir) as port:
+    with drift_monitor(package, log_dir) as (port, pid):
         print(f"bench: drift monitor: single-row CloudEvents, {drift_connections} connections for {args.seconds} s",
               flush=True)
         event = json.dumps({"instances": [record]}).encode()
+        before = cpu_seconds(pid)
         drift = wrk_throughput(port, f"/v1/models/{loaded.use_case.name}-drift:predict", event, drift_connections,
                                args.seconds, headers=CLOUDEVENT_HEADERS)
-        drift = {"events_per_second": drift.pop("requests_per_second"), **drift}
+        events = drift["requests_per_second"] * args.seconds
+        drift = {"events_per_second": drift.pop("requests_per_second"), **drift,
+                 # events per CPU-second of the monitor's processes: what one core of the server gives
+                 "events_per_cpu_second": round(events / (cpu_seconds(pid) - before))}
         print(f"bench: drift monitor: {json.dumps(drift)}", flush=True)
 
     flowline, reference = peers["flowline"], peers["mlserver"]
@@ -305,8 +341,9 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(report, indent=1))
     print("\n" + markdown_table(report))
-    print(f"\ndrift monitor: {drift['events_per_second']:,.0f} events/s at {drift_connections} connections, "
-          f"p99 {drift['p99_ms']:.1f} ms")
+    print(f"\ndrift monitor: {drift['events_per_second']:,.0f} events/s at {drift_connections} connections "
+          f"(one process), {drift['events_per_cpu_second']:,.0f} events per CPU-second, p99 {drift['p99_ms']:.1f} ms")
+    print("\n" + goals_line(report))
     print(f"MLServer gives the XGBoost member's answer: {report['mlserver_matches_the_xgboost_member']}; "
           f"flowline gives its in-process answer: {report['flowline_matches_in_process']}; report: {args.out}")
 

@@ -156,7 +156,9 @@ def _rounded(spend: dict) -> dict:
 def budget_markdown(record: dict, reported: Callable[[float], float], metric: str) -> str:
     """The spending record as a Markdown table (the search step's KFP visualisation)."""
     lines = [f"# How the {record['time_budget']:g} s search budget was spent",
-             "", f"{record['seconds']:.1f} s in {record['rounds']} rounds of successive halving across families.", "",
+             "", f"{record['seconds']:.1f} s in {record['rounds']} rounds of successive halving across families"
+                 + (f", on {record['rows']['train']:,} train and {record['rows']['valid']:,} valid rows (the search "
+                    f"sample)." if "rows" in record else "."), "",
              f"| family | trials | seconds | s per trial | best {metric} | stopped |", "|---|---|---|---|---|---|"]
     for family, spend in record["families"].items():
         best = "" if spend["best"] is None else f"{reported(spend['best']):.4f}"

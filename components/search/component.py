@@ -42,6 +42,8 @@ def search(
                                   objective_metric(use_case.task)[0]) if record else
                   "# Search\n\nNo time budget spent: each family ran its trials (the `trials` input, or with Katib "
                   "the maxTrialCount flowline/katib.py derives from the budget).\n")
+    if record:
+        tuning_metrics.log_metric("search_rows", record["rows"]["train"])
     for family, spend in (record or {"families": {}})["families"].items():
         tuning_metrics.log_metric(f"trials_{family}", spend["trials"])
         tuning_metrics.log_metric(f"seconds_{family}", spend["seconds"])

@@ -19,6 +19,10 @@ than MIN_GAIN:
 Two proxies rather than one, because the candidates that follow are trees, linear
 models and networks: a change that only one family can use still has to pay for itself
 on average.
+
+The proxies fit and score on the search sample (flowline/splitting.py, `search_sample`: at most
+`tuning.search_rows` train rows and the same share of valid), so the search's cost stops growing
+with the data; the chosen plan is then fitted on all of train.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureError
 from flowline.features.plan import MAX_CATEGORIES, ONE_HOT_MAX_CARDINALITY, FeaturePlan, default_plan
 from flowline.models.families import TrainingData, booster_gains, fit_candidate
+from flowline.splitting import search_sample
 from flowline.use_case import TuningSpec, UseCase
 
 MIN_GAIN = 0.0005
@@ -46,16 +51,19 @@ DATETIME_WINDOWS = (HOUR, DAY, 7 * DAY, 30 * DAY)
 
 @dataclass
 class SearchLog:
-    """Every candidate tried, with its score and whether it was kept."""
+    """Every candidate tried, with its score and whether it was kept, and the train and valid rows the proxies
+    fit and scored on (the search sample)."""
 
     start_score: float
     score: float
     tried: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    rows: tuple[int, int] = (0, 0)
 
     def markdown(self) -> str:
         lines = [f"**Validation score (mean of the two proxies):** {self.start_score:.4f} -> {self.score:.4f}, "
-                 f"{len(self.tried)} candidates in {self.seconds:.1f} s", "",
+                 f"{len(self.tried)} candidates in {self.seconds:.1f} s, on {self.rows[0]:,} train and "
+                 f"{self.rows[1]:,} valid rows", "",
                  "| step | candidate | score | kept |", "|---|---|---|---|"]
         lines += [f"| {t['step']} | {t['candidate']} | {t['score']:.4f} | {'yes' if t['kept'] else ''} |"
                   for t in self.tried]
@@ -124,7 +132,8 @@ def engineer_features(
     if not use_case.features.search:
         plan = _with_entity_outputs(plan, fixed or [])
         return FeatureSet.fit(train, use_case, plan), SearchLog(float("nan"), float("nan"))
-    search = _Search(train, valid, use_case, progress)
+    search = _Search(*search_sample(train, valid, use_case), use_case, progress)
+    search.log.rows = (len(search.train), len(search.valid))
     best = search.score(plan, keep_importance=True)
     search.log.start_score = best
     progress(f"features: start {best:.4f} (encodings by cardinality, numbers as they are)")

@@ -96,13 +96,15 @@ def search_files(
     namespace: str = "flowline",
     source: str = "",
     image: str = DEFAULT_IMAGE,
+    features_seconds: float = 0.0,
 ) -> Optional[dict]:
     """The search step of a use case with a `tuning.time_budget`: every family in one step, each best saved to
     `result_files`[family] as tune_files saves it (a family the use case leaves out: skipped).
 
     With Optuna the budget is spent across the families (flowline/budget.py) and the spending record is returned;
     `trials` > 0 instead searches each family with that many trials, reproducibly, as tune_files does (and returns
-    None). With Katib every family's Experiment runs at once, sized by katib_trials.
+    None). With Katib every family's Experiment runs at once, sized by katib_trials. `features_seconds` is what the
+    features step's search spent of the budget: the search spends the rest, at least 1 - FEATURES_SHARE of it.
     """
     for family, path in result_files.items():
         if family not in use_case.tuning.families:
@@ -115,13 +117,15 @@ def search_files(
                                                     feature_set_file, result_files[family], namespace, source, image),
                           use_case.tuning.families))
         return None
-    from flowline.budget import budgeted_search
+    from flowline.budget import FEATURES_SHARE, budgeted_search
 
     feature_set = FeatureSet.load(feature_set_file)
     data = search_data(use_case, feature_set, train_file, valid_file)
     budget = use_case.tuning.time_budget
-    results, record = budgeted_search(use_case.tuning.families, data, use_case.tuning, budget)
-    record["rows"] = {"train": len(data.y_train), "valid": len(data.y_valid)}
+    left = budget - min(features_seconds, FEATURES_SHARE * budget)
+    results, record = budgeted_search(use_case.tuning.families, data, use_case.tuning, left)
+    record.update(time_budget=budget, features_seconds=round(features_seconds, 3),
+                  rows={"train": len(data.y_train), "valid": len(data.y_valid)})
     for family in use_case.tuning.families:
         if family not in results:
             raise ValueError(f"tuning.time_budget: {budget:g} s were spent before {family}'s first trial; give more "

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from flowline.budget import budget_markdown
 from flowline.components.train.training import train_files
 from flowline.features.engineering import engineer_features
 from flowline.features.feature_set import FeatureSet
@@ -140,3 +141,28 @@ def test_one_mlp_fit_takes_at_most_the_step_cap():
 def test_caps_below_their_minimum_are_refused_by_name(setting, value):
     with pytest.raises(ValueError, match=setting):
         TuningSpec(**{setting: value})
+
+
+def test_under_a_time_budget_feature_selection_stops_at_its_share(toy_use_case, splits):
+    train, valid = pd.read_parquet(splits["train"]), pd.read_parquet(splits["valid"])
+    _, unbounded = engineer_features(train, valid, toy_use_case, progress=lambda line: None)
+    assert unbounded.tried and unbounded.stopped == ""
+    shown = []
+    feature_set, log = engineer_features(train, valid, with_tuning(toy_use_case, time_budget=0.001), shown.append)
+    assert log.tried == [] and log.stopped == "stopped: its share of tuning.time_budget was spent"
+    assert feature_set.plan == FeatureSet.fit(train, toy_use_case).plan  # the plan it started from
+    assert "features: stopped: its share of tuning.time_budget was spent" in shown
+
+
+def test_the_model_search_spends_what_the_features_step_left_of_the_budget(toy_use_case, splits, tmp_path):
+    # Caps too high to reach: the budget ends the search. The features step overran its quarter of 2 s,
+    # so the search gets the other 1.5 s, no more.
+    use_case = with_tuning(toy_use_case, families={"linear": 100_000}, time_budget=2.0)
+    files = {family: str(tmp_path / f"{family}.json") for family in FAMILIES}
+    record = search_files(use_case, 0, "optuna", splits["train"], splits["valid"], splits["fs.json"], files,
+                          features_seconds=10.0)
+    assert record["time_budget"] == 2.0 and record["features_seconds"] == 10.0
+    assert 0 < max(record["families"]["linear"]["starts"]) < 1.5 <= record["seconds"]
+    shown = budget_markdown(record, lambda score: score, "valid_roc_auc")
+    assert "on 300 train and 100 valid rows (the search sample); before it, the features step's search spent " \
+           "10.0 s of the budget." in shown

@@ -1,37 +1,23 @@
-"""The scale bench's data and report (tests/benchmark/scale_bench.py): Telco resampled, a churn use case that
-reads it, and the step-time table. The bench itself runs in `make bench`."""
+"""The scale bench's data and report (tests/benchmark/scale_bench.py): Telco at k times its rows, a churn use case
+that reads it, and the step-time table. The bench itself runs in `make bench`."""
 
-import importlib.util
 from pathlib import Path
 
-import pandas as pd
+import scale_bench
 
 from flowline.contract import apply_contract, read_use_case_table
 from flowline.use_case import load_use_case
 
-spec = importlib.util.spec_from_file_location("scale_bench", Path(__file__).parent / "benchmark" / "scale_bench.py")
-scale_bench = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(scale_bench)
 
-
-def test_resampling_draws_whole_rows_with_unique_ids():
-    frame = pd.DataFrame({"id": ["a", "b", "c"], "x": ["1", "2", "3"]})
-    assert scale_bench.resampled(frame, 1, "id") is frame
-    rows = scale_bench.resampled(frame, 4, "id")
-    assert len(rows) == 12 and rows["id"].is_unique
-    original = rows["id"].str.rsplit("-", n=1).str[0]
-    assert (rows["x"] == original.map(dict(zip(frame["id"], frame["x"])))).all()  # every row a copy of one
-    assert rows.equals(scale_bench.resampled(frame, 4, "id"))  # seeded
-
-
-def test_the_resampled_case_is_churn_reading_its_csv_and_every_row_keeps_the_contract(data_home, tmp_path):
-    path = scale_bench.write_case(2, tmp_path)
-    use_case = load_use_case(str(path))
+def test_each_factor_is_churn_reading_telco_at_that_many_rows_and_every_row_keeps_the_contract(data_home, tmp_path):
     churn = load_use_case("churn")
-    assert Path(use_case.data.path) == (tmp_path / "telco-x2.csv").resolve()
-    assert use_case.model_copy(update={"data": churn.data}) == churn
-    result = apply_contract(read_use_case_table(use_case).frame, use_case)
-    assert len(result.kept) == 2 * 7043 and result.quarantined.empty
+    for factor, name in ((1, "telco-x1.csv"), (2, "telco-x2.parquet")):
+        use_case = load_use_case(str(scale_bench.write_case(factor, tmp_path)))
+        assert Path(use_case.data.path) == (tmp_path / name).resolve()
+        assert use_case.model_copy(update={"data": churn.data}) == churn
+        result = apply_contract(read_use_case_table(use_case).frame, use_case)
+        assert len(result.kept) == factor * 7043 and result.quarantined.empty
+        assert result.kept["customerID"].is_unique
 
 
 def test_the_table_has_a_row_per_step_and_a_column_per_factor():

@@ -106,11 +106,13 @@ def search_sample(train: pd.DataFrame, valid: pd.DataFrame, use_case: UseCase) -
 
 def sample_positions(part: pd.DataFrame, rows: int, use_case: UseCase) -> np.ndarray:
     """The positions of `rows` of `part` (all of them when it has no more), in order: drawn with `tuning.seed`,
-    stratified by the label for binary tasks."""
+    stratified by the label for binary tasks (unless a class has one row, or fewer rows are left out than classes)."""
     positions = np.arange(len(part))
     if rows >= len(part):
         return positions
     labels = part[use_case.label.column] if use_case.task == "binary" else None
+    if labels is not None and (labels.value_counts().min() < 2 or len(part) - rows < labels.nunique()):
+        labels = None  # too few to stratify: scikit-learn needs two rows of each class and one of each left out
     chosen, _ = train_test_split(positions, train_size=rows, stratify=labels, random_state=use_case.tuning.seed)
     return np.sort(chosen)
 

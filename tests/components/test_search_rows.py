@@ -166,3 +166,11 @@ def test_the_model_search_spends_what_the_features_step_left_of_the_budget(toy_u
     shown = budget_markdown(record, lambda score: score, "valid_roc_auc")
     assert "on 300 train and 100 valid rows (the search sample); before it, the features step's search spent " \
            "10.0 s of the budget." in shown
+
+
+def test_a_sample_too_close_to_the_whole_to_stratify_is_drawn_plainly(toy_use_case):
+    # One row left out of 301 cannot hold both classes, and a class of one row cannot be split.
+    use_case = with_tuning(toy_use_case, search_rows=300)
+    for train in (labelled(301, 100, "t"), labelled(400, 1, "t")):
+        sampled, _ = search_sample(train, labelled(100, 20, "v"), use_case)
+        assert len(sampled) == 300 and sampled.index.is_unique

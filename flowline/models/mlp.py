@@ -112,10 +112,10 @@ def train_mlp(
     `score(margins)` scores the margins on `x_valid`, higher is better; training stops
     after PATIENCE epochs without a better one. `report(epoch, score)` is called after
     every epoch (for pruning, or Katib's early stopping) and may raise to stop the
-    trial. Without `x_valid`, it trains exactly `max_epochs` epochs and returns the
-    last network (score NaN): how the chosen architecture is refitted on all rows.
-    With `max_steps`, the epochs are cut so that they take at most that many mini-batch
-    steps (one epoch at least); the epochs trained are what is returned then.
+    trial. Without `x_valid`, it trains all its epochs and returns the last network, the
+    epochs trained and NaN: how the chosen architecture is refitted on all rows.
+    With `max_steps`, the epochs (`max_epochs`) are cut so that they take at most that
+    many mini-batch steps, one epoch at least.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation {activation!r}: expected one of {ACTIVATIONS}")

@@ -45,7 +45,8 @@ help:
 	@echo "              clv on seeds 0-4 against BG/NBD + Gamma-Gamma (build/bench/clv.json), and serving against MLServer and"
 	@echo "              an HTTP floor (build/bench/serving.json), batch scoring of 1,000,000 rows against the"
 	@echo "              in-process floor (build/bench/batch.json), entity features from Redis against the same"
-	@echo "              requests without (build/bench/online.json); about 50 minutes"
+	@echo "              requests without (build/bench/online.json), and each step's seconds of churn on Telco resampled"
+	@echo "              x1, x10 and x50 (build/bench/scale.json and .md); about 50 minutes, and the x50 run up to 15 more"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml, reading SOURCE=s3://... on the cluster"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make image    build the flowline image with podman, tagged $(IMAGE) (IMAGE=... to change it)"
@@ -159,6 +160,7 @@ bench: install $(REDIS_SERVER)
 	$(BIN)/python tests/benchmark/batch_bench.py build/bench/run-summary.json --rows 1000000 \
 	  --out build/bench/batch.json
 	$(BIN)/python tests/benchmark/online_bench.py --redis-server $(REDIS_SERVER) --out build/bench/online.json
+	$(BIN)/python tests/benchmark/scale_bench.py --factors 1 10 50 --out build/bench/scale.json
 
 compile: install
 	mkdir -p build

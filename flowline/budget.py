@@ -15,6 +15,12 @@ The rule is successive halving across families, in seconds rather than trials:
 - The budget is a ceiling on trial starts: no trial starts once it is spent (one running
   trial may finish past it). A family that got no trial at all has no result.
 
+The budget covers feature selection too: the features step tries no candidate once FEATURES_SHARE
+of it is spent (flowline/features/engineering.py), and the search spends what the features step left
+(at least 1 - FEATURES_SHARE of it). Both fit on the search sample (flowline/splitting.py), so one
+candidate or trial in flight past the budget costs what it costs on `tuning.search_rows` rows, whatever
+the data's size, and so do the train step's out-of-fold fits; the final refit on all rows comes on top.
+
 Each family's study is seeded and warm-started (its portfolio's points are its first trials)
 as in the trials budget, but how many trials a family gets depends on measured seconds, so a
 time-budgeted search is not reproducible: a trials budget (`flowline run --trials`) is.
@@ -33,6 +39,8 @@ from flowline.models.families import TrainingData
 from flowline.search import SearchResult, family_objective, finished_trials, search_result, seeded_study
 from flowline.search_space import search_space
 from flowline.use_case import TuningSpec
+
+FEATURES_SHARE = 0.25  # of a time budget, the most the features step's search may spend
 
 
 @dataclass
@@ -155,11 +163,20 @@ def _rounded(spend: dict) -> dict:
 
 def budget_markdown(record: dict, reported: Callable[[float], float], metric: str) -> str:
     """The spending record as a Markdown table (the search step's KFP visualisation)."""
-    lines = [f"# How the {record['time_budget']:g} s search budget was spent",
-             "", f"{record['seconds']:.1f} s in {record['rounds']} rounds of successive halving across families.", "",
+    lines = [f"# How the {record['time_budget']:g} s search budget was spent", "", _spent_line(record), "",
              f"| family | trials | seconds | s per trial | best {metric} | stopped |", "|---|---|---|---|---|---|"]
     for family, spend in record["families"].items():
         best = "" if spend["best"] is None else f"{reported(spend['best']):.4f}"
         lines.append(f"| {family} | {spend['trials']} | {spend['seconds']:.1f} | {spend['trial_seconds']:.2f} | "
                      f"{best} | {spend['stopped']} |")
     return "\n".join(lines) + "\n"
+
+
+def _spent_line(record: dict) -> str:
+    """The record's seconds and rounds, the rows the search fit on, and what the features step spent first."""
+    line = f"{record['seconds']:.1f} s in {record['rounds']} rounds of successive halving across families"
+    if "rows" in record:
+        line += f", on {record['rows']['train']:,} train and {record['rows']['valid']:,} valid rows (the search sample)"
+    if record.get("features_seconds"):
+        line += f"; before it, the features step's search spent {record['features_seconds']:.1f} s of the budget"
+    return line + "."

@@ -24,7 +24,8 @@ MEDIAN_STOP = {"min_trials_required": 3, "start_step": 4}
 
 @dataclass(frozen=True)
 class SearchResult:
-    """The best parameter set of a family's search, as the train step reads it."""
+    """The best parameter set of a family's search, as the train step reads it, and the train rows the search fit
+    on (None where not recorded: Katib's trials sample in their pods, katib_experiments/trial.py)."""
 
     family: str
     params: dict
@@ -34,6 +35,7 @@ class SearchResult:
     stopped_early: int
     backend: str
     metric: str
+    rows: Optional[int] = None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
@@ -85,6 +86,35 @@ def _split(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFrame]:
     )
     train, valid = train_test_split(rest, test_size=spec.valid_size, stratify=stratify(rest), random_state=spec.seed)
     return {"train": train, "valid": valid, "test": test}
+
+
+def search_sample(train: pd.DataFrame, valid: pd.DataFrame, use_case: UseCase) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows feature selection and model search fit and score on: train and valid as they are, or, when train
+    has more than `tuning.search_rows` rows, that many train rows and the same share of valid.
+
+    Why: a search's cost is its trials times the cost of one fit, so on all rows it grows with the data; on a
+    sample of fixed size it does not, and the chosen plan and parameters are refit on all rows (train step).
+    The sample is drawn with `tuning.seed` (the same seed gives the same rows), stratified by the label for binary
+    tasks, and keeps the rows' order.
+    """
+    cap = use_case.tuning.search_rows
+    if cap is None or len(train) <= cap:
+        return train, valid
+    valid_rows = round(len(valid) * cap / len(train))
+    return train.iloc[sample_positions(train, cap, use_case)], valid.iloc[sample_positions(valid, valid_rows, use_case)]
+
+
+def sample_positions(part: pd.DataFrame, rows: int, use_case: UseCase) -> np.ndarray:
+    """The positions of `rows` of `part` (all of them when it has no more), in order: drawn with `tuning.seed`,
+    stratified by the label for binary tasks (unless a class has one row, or fewer rows are left out than classes)."""
+    positions = np.arange(len(part))
+    if rows >= len(part):
+        return positions
+    labels = part[use_case.label.column] if use_case.task == "binary" else None
+    if labels is not None and (labels.value_counts().min() < 2 or len(part) - rows < labels.nunique()):
+        labels = None  # too few to stratify: scikit-learn needs two rows of each class and one of each left out
+    chosen, _ = train_test_split(positions, train_size=rows, stratify=labels, random_state=use_case.tuning.seed)
+    return np.sort(chosen)
 
 
 def _has_both_classes(part: pd.DataFrame, use_case: UseCase) -> bool:

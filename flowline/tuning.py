@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -16,6 +17,7 @@ from flowline.cluster import IN_CLUSTER_ENV
 from flowline.features.feature_set import FeatureSet
 from flowline.models.families import TrainingData, reported_value
 from flowline.search import SearchResult, optuna_search
+from flowline.splitting import search_sample
 from flowline.use_case import UseCase
 
 BACKENDS = ("auto", "optuna", "katib")
@@ -28,6 +30,13 @@ def resolve_backend(backend: str) -> str:
     if backend == "auto":
         return "katib" if os.environ.get(IN_CLUSTER_ENV) else "optuna"
     return backend
+
+
+def search_data(use_case: UseCase, feature_set: FeatureSet, train_file: str, valid_file: str) -> TrainingData:
+    """The encoded search sample of the split files (flowline/splitting.py, `search_sample`): what every Optuna
+    trial fits and scores on."""
+    train, valid = search_sample(pd.read_parquet(train_file), pd.read_parquet(valid_file), use_case)
+    return TrainingData.from_splits(feature_set, train, valid, use_case.task)
 
 
 def tune_files(
@@ -65,12 +74,14 @@ def tune_files(
         result = katib_search(use_case, family, trials or katib_trials(use_case.tuning, family), image, namespace,
                               source, feature_set.plan.to_dict(), prefix=prefix)
     else:
-        data = TrainingData.from_splits(feature_set, pd.read_parquet(train_file), pd.read_parquet(valid_file),
-                                        use_case.task)
+        data = search_data(use_case, feature_set, train_file, valid_file)
         result = optuna_search(family, data, use_case.tuning, use_case.trials_for(family, trials), prefix=prefix)
+        result = replace(result, rows=len(data.y_train))
     result.save(result_file)
+    on_rows = "" if result.rows is None else f" on {result.rows:,} train rows"
     print(f"{prefix}: best {result.metric} {reported_value(use_case.task, result.valid_score):.4f} after "
-          f"{result.trials} trials ({result.stopped_early} stopped early) with {result.backend}: {result.params}")
+          f"{result.trials} trials ({result.stopped_early} stopped early){on_rows} with {result.backend}: "
+          f"{result.params}")
     return result
 
 
@@ -85,13 +96,15 @@ def search_files(
     namespace: str = "flowline",
     source: str = "",
     image: str = DEFAULT_IMAGE,
+    features_seconds: float = 0.0,
 ) -> Optional[dict]:
     """The search step of a use case with a `tuning.time_budget`: every family in one step, each best saved to
     `result_files`[family] as tune_files saves it (a family the use case leaves out: skipped).
 
     With Optuna the budget is spent across the families (flowline/budget.py) and the spending record is returned;
     `trials` > 0 instead searches each family with that many trials, reproducibly, as tune_files does (and returns
-    None). With Katib every family's Experiment runs at once, sized by katib_trials.
+    None). With Katib every family's Experiment runs at once, sized by katib_trials. `features_seconds` is what the
+    features step's search spent of the budget: the search spends the rest, at least 1 - FEATURES_SHARE of it.
     """
     for family, path in result_files.items():
         if family not in use_case.tuning.families:
@@ -104,18 +117,20 @@ def search_files(
                                                     feature_set_file, result_files[family], namespace, source, image),
                           use_case.tuning.families))
         return None
-    from flowline.budget import budgeted_search
+    from flowline.budget import FEATURES_SHARE, budgeted_search
 
     feature_set = FeatureSet.load(feature_set_file)
-    data = TrainingData.from_splits(feature_set, pd.read_parquet(train_file), pd.read_parquet(valid_file),
-                                    use_case.task)
+    data = search_data(use_case, feature_set, train_file, valid_file)
     budget = use_case.tuning.time_budget
-    results, record = budgeted_search(use_case.tuning.families, data, use_case.tuning, budget)
+    left = budget - min(features_seconds, FEATURES_SHARE * budget)
+    results, record = budgeted_search(use_case.tuning.families, data, use_case.tuning, left)
+    record.update(time_budget=budget, features_seconds=round(features_seconds, 3),
+                  rows={"train": len(data.y_train), "valid": len(data.y_valid)})
     for family in use_case.tuning.families:
         if family not in results:
             raise ValueError(f"tuning.time_budget: {budget:g} s were spent before {family}'s first trial; give more "
                              f"seconds or leave {family} out of tuning.families")
-        results[family].save(result_files[family])
+        replace(results[family], rows=len(data.y_train)).save(result_files[family])
         spend = record["families"][family]
         print(f"tune ({family}): best {results[family].metric} "
               f"{reported_value(use_case.task, results[family].valid_score):.4f} after {spend['trials']} trials in "
@@ -137,3 +152,5 @@ def record_search(result: Optional[SearchResult], task: str, best, tuning_metric
     tuning_metrics.log_metric(result.metric, reported_value(task, result.valid_score))
     tuning_metrics.log_metric("trials", result.trials)
     tuning_metrics.log_metric("stopped_early", result.stopped_early)
+    if result.rows is not None:
+        tuning_metrics.log_metric("search_rows", result.rows)

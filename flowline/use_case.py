@@ -195,6 +195,14 @@ class TuningSpec(_Strict):
     early_stopping_rounds: int = Field(default=50, ge=1)
     max_boost_rounds: int = Field(default=1000, ge=1)
     max_epochs: int = Field(default=200, ge=1, description="MLP training epochs, early-stopped on valid")
+    mlp_max_steps: int = Field(
+        default=20_000, ge=1, description="MLP: mini-batch steps one fit may take at most (its epochs are cut to "
+                                          "fit), so that one fit's cost stops growing with the rows")
+    search_rows: int | None = Field(
+        default=20_000, ge=100, description="feature selection and search fit on a seeded sample of this many "
+                                            "train rows (stratified by the label for binary tasks) and the same "
+                                            "share of valid when train has more; final models fit on all rows. "
+                                            "None: all rows")
     class_weighting: bool = Field(
         default=False, description="binary: tune the positive class's weight (xgboost, forest, lightgbm) and balanced "
                                    "weighting (linear), for imbalanced labels")

@@ -6,7 +6,8 @@
 The trial prepares the data as the pipeline does (flowline/prepare.py: the use case's data
 or `--source`, the contract, customer rows from a transaction log, the fixed split), fits the
 FeatureSet from `--feature-plan` (the pipeline's plan), or searches a plan itself as the
-features step would. It prints only metric lines to
+features step would; the trial fits and scores on the search sample (flowline/splitting.py,
+`search_sample`), as the Optuna backend does. It prints only metric lines to
 stdout: the validation score at every intermediate step (so `medianstop` can stop a
 weak trial), then the final score and `iterations=N` (rounds or epochs, for the
 refit). Everything else goes to stderr.
@@ -41,6 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from flowline.models.families import TrainingData, fit_candidate, objective_metric, reported_value
     from flowline.prepare import prepare
     from flowline.search_space import search_space
+    from flowline.splitting import search_sample
     from flowline.use_case import UseCase, load_use_case
 
     parser = _parser()
@@ -57,17 +59,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     prepared = prepare(use_case, args.source)
     use_case, parts = prepared.use_case, prepared.parts
+    # Fit the plan on all of train, as the features step does; search on the sample, as the Optuna backend does.
+    train, valid = search_sample(parts["train"], parts["valid"], use_case)
     if args.feature_plan:
         feature_set = FeatureSet.fit(parts["train"], use_case, FeaturePlan.from_dict(json.loads(args.feature_plan)))
     else:
         feature_set, _ = engineer_features(parts["train"], parts["valid"], use_case, progress=log)
-    data = TrainingData.from_splits(feature_set, parts["train"], parts["valid"], use_case.task)
+    data = TrainingData.from_splits(feature_set, train, valid, use_case.task)
     metric, _ = objective_metric(use_case.task)
 
     def report(step: int, score: float) -> None:
         print(f"{metric}={reported_value(use_case.task, score):.6f}", flush=True)
 
-    log(f"trial: {args.family} {params} on {len(parts['train'])} train and {len(parts['valid'])} valid rows")
+    log(f"trial: {args.family} {params} on {len(train)} train and {len(valid)} valid rows")
     fitted = fit_candidate(args.family, params, data, use_case.tuning, report)
     print(f"{metric}={reported_value(use_case.task, fitted.valid_score):.6f}")
     print(f"{ITERATIONS_METRIC}={fitted.iterations}", flush=True)

@@ -7,15 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from flowline.features.engineering import engineer_features
+from flowline.features.engineering import SearchLog, engineer_features
 from flowline.features.feature_set import FeatureSet
 from flowline.use_case import UseCase
 
 
 def engineer_features_files(use_case: UseCase, train_file: str, valid_file: str, feature_set_file: str,
-                            report_file: str) -> FeatureSet:
-    """Choose and fit the FeatureSet from the split files; save it as JSON and the search as Markdown."""
-    feature_set, log = engineer_features(pd.read_parquet(train_file), pd.read_parquet(valid_file), use_case)
+                            report_file: str) -> tuple[FeatureSet, SearchLog]:
+    """Choose and fit the FeatureSet from the split files; save it as JSON and the search as Markdown. Returns
+    the FeatureSet and the search's log."""
+    train = pd.read_parquet(train_file)
+    feature_set, log = engineer_features(train, pd.read_parquet(valid_file), use_case)
     feature_set.save(feature_set_file)
     encodings = sorted(set(feature_set.plan.encodings.values()))
     chosen = (f"**Chosen:** {len(feature_set.input_columns)} columns -> {feature_set.width} features. Encodings: "
@@ -24,8 +26,9 @@ def engineer_features_files(use_case: UseCase, train_file: str, valid_file: str,
               f"Generated: {feature_set.generated_names or 'none'}.")
     details = log.markdown() if use_case.features.search else "Search off (`features.search: false`)."
     Path(report_file).write_text(f"### Feature engineering: {use_case.name}\n\n{chosen}\n\n{details}\n")
-    searched = (f", search {len(log.tried)} candidates in {log.seconds:.1f} s: proxy score "
+    searched = (f", search {len(log.tried)} candidates on {log.rows[0]:,} of {len(train):,} "
+                f"train rows in {log.seconds:.1f} s: proxy score "
                 f"{log.start_score:.4f} -> {log.score:.4f}") if use_case.features.search else ""
     print(f"features: {len(feature_set.input_columns)} columns -> {feature_set.width} features "
           f"(FeatureSet {feature_set.version}){searched}")
-    return feature_set
+    return feature_set, log

@@ -23,7 +23,8 @@ def search(
     tuning_metrics: Output[Metrics],
 ):
     """`tuning.time_budget` seconds spent across the families, cost-aware (flowline/budget.py); one best per
-    family, as the tune and nas steps write it. `trials` > 0 searches each family with that many trials instead."""
+    family, as the tune and nas steps write it, less what the features step's search spent of it (its FeatureSet's
+    `search_seconds`). `trials` > 0 searches each family with that many trials instead."""
     import json
 
     from flowline.budget import budget_markdown
@@ -34,7 +35,8 @@ def search(
     use_case = UseCase.model_validate_json(use_case_json)
     outputs = {"xgboost": xgboost, "linear": linear, "forest": forest, "mlp": mlp, "lightgbm": lightgbm}
     record = search_files(use_case, trials, backend, train.path, valid.path, feature_set.path,
-                          {family: output.path for family, output in outputs.items()}, namespace, source, image)
+                          {family: output.path for family, output in outputs.items()}, namespace, source, image,
+                          features_seconds=float(feature_set.metadata.get("search_seconds", 0.0)))
     with open(budget.path, "w") as out:
         json.dump(record or {"trials": trials}, out, indent=1)
     with open(budget_report.path, "w") as out:
@@ -42,6 +44,8 @@ def search(
                                   objective_metric(use_case.task)[0]) if record else
                   "# Search\n\nNo time budget spent: each family ran its trials (the `trials` input, or with Katib "
                   "the maxTrialCount flowline/katib.py derives from the budget).\n")
+    if record:
+        tuning_metrics.log_metric("search_rows", record["rows"]["train"])
     for family, spend in (record or {"families": {}})["families"].items():
         tuning_metrics.log_metric(f"trials_{family}", spend["trials"])
         tuning_metrics.log_metric(f"seconds_{family}", spend["seconds"])

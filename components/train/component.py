@@ -35,5 +35,6 @@ def train(
     for candidate in summary["candidates"]:
         selection_metrics.log_metric(f"valid_score_{candidate['family']}", candidate["valid_score"])
         selection_metrics.log_metric(f"held_out_score_{candidate['family']}", candidate["held_out_score"])
+    selection_metrics.log_metric("cross_fitted_rows", selection["cross_fitted_rows"])
     for blend in selection["blends"]:
         selection_metrics.log_metric(f"blend_top{len(blend['members'])}_cross_fitted", blend["cross_fitted_score"])

@@ -13,6 +13,15 @@ over train + valid together:
 3. its members are trained once more on all of train + valid (boosting rounds scaled
    with the rows), keeping the blend's weights.
 
+On many rows steps 1 and 2, which choose, run on a sample, as the search does: at most
+`tuning.search_rows` x folds / (folds - 1) rows of train + valid (25,000 by default;
+flowline/splitting.py, `sample_positions`: seeded, stratified by the label), so that each
+fold's model fits on as many rows as the search fit on and the folds' cost stops growing
+with the data. Step 3 refits on all rows. The boosting rounds and epochs are the search's,
+as at any size (the final refit's rounds scaled by the same 1.25 as always, not by the
+whole data's ratio to the sample: a refit whose rounds grew with the rows would cost the
+square of the rows); the MLP is capped in steps (`tuning.mlp_max_steps`, models/mlp.py).
+
 The out-of-fold predictions of the chosen blend are the `holdout` output: evaluate
 chooses the decision threshold on rows no model saw in training. Test rows are never
 touched here. Everything lands in one folder: model.json, one native file per member,
@@ -36,6 +45,7 @@ from flowline.models.ensemble import Ensemble, Member, choose_blend, fold_splits
 from flowline.models.families import BOOSTED_FAMILIES, refit_candidate
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
+from flowline.splitting import sample_positions
 from flowline.use_case import UseCase
 
 
@@ -59,6 +69,13 @@ def out_of_fold_margins(
     return margins
 
 
+def cross_fitting_rows(use_case: UseCase, rows: int) -> int:
+    """How many of `rows` (train + valid) the candidates are cross-fitted on: all of them, or at most enough
+    that each fold's model fits on `tuning.search_rows` rows, the most the search fit on."""
+    cap, folds = use_case.tuning.search_rows, use_case.ensemble.folds
+    return rows if cap is None else min(rows, cap * folds // (folds - 1))
+
+
 def train_files(
     use_case: UseCase, train_file: str, valid_file: str, feature_set_file: str, search_files: Mapping[str, str],
     model_dir: str, holdout_file: str,
@@ -73,19 +90,20 @@ def train_files(
     rows = pd.concat([train, valid])
     x, y = feature_set.transform_training(rows), feature_set.labels(rows)
     results = {family: SearchResult.load(search_files[family]) for family in use_case.tuning.families}
-    margins = out_of_fold_margins(results, x, y, use_case, feature_set.layout)
+    chosen = sample_positions(rows, cross_fitting_rows(use_case, len(rows)), use_case)
+    margins = out_of_fold_margins(results, x[chosen], y[chosen], use_case, feature_set.layout)
     # Tweedie members predict non-negative amounts; the blend must not go below zero either.
-    members, bias, selection = choose_blend(use_case.task, margins, y, use_case.ensemble, use_case.tuning.seed,
-                                            non_negative=use_case.tuning.objective == "tweedie")
+    members, bias, selection = choose_blend(use_case.task, margins, y[chosen], use_case.ensemble,
+                                            use_case.tuning.seed, non_negative=use_case.tuning.objective == "tweedie")
     print(f"train: selected {selection['selected']}: {selection['reason']}")
 
     blended = bias + sum(weight * margins[family] for family, weight in members)
     held_out = 1.0 / (1.0 + np.exp(-blended)) if use_case.task == "binary" else blended
     # The sensitive attributes travel with the scores: the bias step fits any mitigation on these rows.
     # The id goes too, so that erasing a data subject finds their row here as well.
-    holdout = rows[[*use_case.id_columns, *use_case.sensitive_attributes]].reset_index(drop=True)
+    holdout = rows.iloc[chosen][[*use_case.id_columns, *use_case.sensitive_attributes]].reset_index(drop=True)
     holdout.insert(0, "prediction", held_out)
-    holdout.insert(0, "label", y)
+    holdout.insert(0, "label", y[chosen])
     holdout.to_parquet(holdout_file)
 
     refitted = []
@@ -106,7 +124,7 @@ def train_files(
         "candidates": [{"family": family, "params": result.params, "iterations": result.iterations,
                         "valid_score": result.valid_score, "held_out_score": scores[family],
                         "trials": result.trials, "backend": result.backend} for family, result in results.items()],
-        "selection": {**selection, "model": ensemble.describe(), "rows": len(rows)},
+        "selection": {**selection, "model": ensemble.describe(), "rows": len(rows), "cross_fitted_rows": len(chosen)},
         "feature_set_version": feature_set.version,
         "xgboost_version": xgb.__version__,
         "lightgbm_version": lgb.__version__,

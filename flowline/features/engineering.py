@@ -19,20 +19,29 @@ than MIN_GAIN:
 Two proxies rather than one, because the candidates that follow are trees, linear
 models and networks: a change that only one family can use still has to pay for itself
 on average.
+
+The proxies fit and score on the search sample (flowline/splitting.py, `search_sample`: at most
+`tuning.search_rows` train rows and the same share of valid), so the search's cost stops growing
+with the data; the chosen plan is then fitted on all of train. Under a `tuning.time_budget`
+the search tries no candidate once FEATURES_SHARE of the budget is spent (the model search
+spends the rest, flowline/tuning.py).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import pandas as pd
 
+from flowline.budget import FEATURES_SHARE
 from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureError
 from flowline.features.plan import MAX_CATEGORIES, ONE_HOT_MAX_CARDINALITY, FeaturePlan, default_plan
 from flowline.models.families import TrainingData, booster_gains, fit_candidate
+from flowline.splitting import search_sample
 from flowline.use_case import TuningSpec, UseCase
 
 MIN_GAIN = 0.0005
@@ -46,16 +55,20 @@ DATETIME_WINDOWS = (HOUR, DAY, 7 * DAY, 30 * DAY)
 
 @dataclass
 class SearchLog:
-    """Every candidate tried, with its score and whether it was kept."""
+    """Every candidate tried, with its score and whether it was kept, and the train and valid rows the proxies
+    fit and scored on (the search sample)."""
 
     start_score: float
     score: float
     tried: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    rows: tuple[int, int] = (0, 0)
+    stopped: str = ""  # why it tried no more candidates, when not for lack of them
 
     def markdown(self) -> str:
         lines = [f"**Validation score (mean of the two proxies):** {self.start_score:.4f} -> {self.score:.4f}, "
-                 f"{len(self.tried)} candidates in {self.seconds:.1f} s", "",
+                 f"{len(self.tried)} candidates in {self.seconds:.1f} s, on {self.rows[0]:,} train and "
+                 f"{self.rows[1]:,} valid rows" + (f"; {self.stopped}" if self.stopped else ""), "",
                  "| step | candidate | score | kept |", "|---|---|---|---|"]
         lines += [f"| {t['step']} | {t['candidate']} | {t['score']:.4f} | {'yes' if t['kept'] else ''} |"
                   for t in self.tried]
@@ -64,8 +77,9 @@ class SearchLog:
 
 class _Search:
     def __init__(self, train: pd.DataFrame, valid: pd.DataFrame, use_case: UseCase,
-                 progress: Callable[[str], None]) -> None:
+                 progress: Callable[[str], None], deadline: float = math.inf) -> None:
         self.train, self.valid, self.use_case, self.progress = train, valid, use_case, progress
+        self.deadline = deadline  # time.monotonic() after which no candidate is tried
         self.proxy_tuning = TuningSpec(max_boost_rounds=500, early_stopping_rounds=30, seed=use_case.tuning.seed)
         self.log = SearchLog(0.0, 0.0)
         self.importance: dict[str, float] = {}
@@ -81,6 +95,15 @@ class _Search:
                 for column, share in zip(feature_set.input_columns, owners[position]):
                     self.importance[column] = self.importance.get(column, 0.0) + share * gain
         return (trees.valid_score + linear.valid_score) / 2
+
+    def out_of_time(self) -> bool:
+        """Whether the search's share of the time budget is spent (then the log says so)."""
+        if time.monotonic() < self.deadline:
+            return False
+        if not self.log.stopped:
+            self.log.stopped = "stopped: its share of tuning.time_budget was spent"
+            self.progress(f"features: {self.log.stopped}")
+        return True
 
     def record(self, step: str, candidate: str, score: float, kept: bool) -> None:
         self.log.tried.append({"step": step, "candidate": candidate, "score": score, "kept": kept})
@@ -124,7 +147,10 @@ def engineer_features(
     if not use_case.features.search:
         plan = _with_entity_outputs(plan, fixed or [])
         return FeatureSet.fit(train, use_case, plan), SearchLog(float("nan"), float("nan"))
-    search = _Search(train, valid, use_case, progress)
+    budget = use_case.tuning.time_budget
+    search = _Search(*search_sample(train, valid, use_case), use_case, progress,
+                     deadline=started + FEATURES_SHARE * budget if budget else math.inf)
+    search.log.rows = (len(search.train), len(search.valid))
     best = search.score(plan, keep_importance=True)
     search.log.start_score = best
     progress(f"features: start {best:.4f} (encodings by cardinality, numbers as they are)")
@@ -133,7 +159,7 @@ def engineer_features(
     for column, encoding in plan.encodings.items():
         cardinality = int(train[column].nunique())
         for alternative in _encodings_for(cardinality):
-            if alternative != plan.encodings[column]:
+            if alternative != plan.encodings[column] and not search.out_of_time():
                 candidate = plan.with_encoding(column, alternative)
                 score = search.try_change("encoding", f"{column}: {alternative}", candidate, best)
                 if score > best + MIN_GAIN:
@@ -141,7 +167,7 @@ def engineer_features(
 
     numeric = [c for c in use_case.feature_columns if specs[c].is_numeric and train[c].nunique() > 2]
     for column in numeric:
-        if train[column].min() >= 0:
+        if train[column].min() >= 0 and not search.out_of_time():
             candidate = plan.with_transform(column, "log1p")
             score = search.try_change("transform", f"log1p({column})", candidate, best)
             if score > best + MIN_GAIN:
@@ -188,12 +214,14 @@ def _forward(search: _Search, plan: FeaturePlan, best: float, candidates: list[t
     """Score each candidate alone, then add them in order of that score while each still helps."""
     start, alone = best, []
     for feature, label in candidates:
+        if search.out_of_time():
+            break
         score = search.score(plan.with_generated(feature))
         search.record(step, f"{label} alone", score, kept=False)
         alone.append((score, feature, label))
     added = 0
     for score_alone, feature, label in sorted(alone, key=lambda item: -item[0]):
-        if added >= limit or score_alone <= start + MIN_GAIN:
+        if added >= limit or score_alone <= start + MIN_GAIN or search.out_of_time():
             break
         candidate = plan.with_generated(feature)
         score = score_alone if added == 0 else search.score(candidate)  # the first is the plan scored alone
@@ -209,7 +237,7 @@ def _forward_entity(search: _Search, plan: FeaturePlan, best: float, outputs: li
     """Grow one entity block output by output, keeping each that improves the score."""
     kept: list[list] = []
     for output in outputs:
-        if len(kept) >= limit:
+        if len(kept) >= limit or search.out_of_time():
             break
         candidate = plan.with_generated({"kind": "entity", "outputs": [*kept, output]})
         score = search.try_change("time", " ".join(str(o) for o in output), candidate, best)

@@ -283,6 +283,7 @@ class MLPModel(CandidateModel):
             learning_rate=float(params["learning_rate"]), binary=task == "binary", max_epochs=epochs,
             seed=tuning.seed, x_valid=valid.x_valid if valid else None,
             score=(lambda margins: validation_score(task, valid.y_valid, margins)) if valid else None, report=report,
+            max_steps=tuning.mlp_max_steps,
         )
 
     @classmethod

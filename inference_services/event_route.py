@@ -27,11 +27,11 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from flowline.inference_services import metrics
 from flowline.inference_services.drift_monitor import DriftMonitor
-from flowline.inference_services.model_route import read_body
+from flowline.inference_services.model_route import read_body, request_headers, server_error
 from flowline.inference_services.request_checks import BadRequest
 
 log = logging.getLogger("flowline.serving")
@@ -89,7 +89,7 @@ class DriftEventRoute:
         if monitor is None or not monitor.ready:
             await self.app(scope, receive, send)
             return
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = request_headers(scope)
         if not binary_event(headers):
             await self.app(scope, receive, send)
             return
@@ -100,9 +100,9 @@ class DriftEventRoute:
             answer = monitor.receive(headers["ce-type"], event_data(body))
         except BadRequest as error:
             failure = await self.refuse(Request({**scope, "path_params": {"model_name": monitor.name}}), error)
-        except Exception as error:  # noqa: BLE001 - a failure is the server's: a 500, as KServe's handler answers
+        except Exception as error:  # noqa: BLE001 - a failure is the server's
             log.exception("the drift monitor failed on an event")
-            failure = JSONResponse(status_code=500, content={"error": f"{type(error).__name__} : {error}"})
+            failure = server_error(error)
         else:
             await self._reply(monitor, headers, answer, send)
             return

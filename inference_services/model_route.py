@@ -107,7 +107,7 @@ class ModelRoute:
             await self.app(scope, receive, send)
             return
         answer, model = route
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = request_headers(scope)
         if answer is predict_v1 and is_cloudevent(headers):
             await self.app(scope, receive, send)
             return
@@ -118,9 +118,9 @@ class ModelRoute:
             response = await answer(model, self.dataplane, body, headers)
         except InvalidInput as error:
             response = await self.refuse(Request({**scope, "path_params": {"model_name": model.name}}), error)
-        except Exception as error:  # noqa: BLE001 - a failure is the server's: a 500, as KServe's handler answers
+        except Exception as error:  # noqa: BLE001 - a failure is the server's
             log.exception("%s failed on a request", model.name)
-            response = JSONResponse(status_code=500, content={"error": f"{type(error).__name__} : {error}"})
+            response = server_error(error)
         metrics.HTTP_REQUESTS.labels(model.name, model.package.version, str(response.status_code)).inc()
         response.raw_headers.extend(self.worker)
         await response(scope, receive, send)
@@ -136,6 +136,16 @@ class ModelRoute:
             match, answer = V1_PREDICT.match(path), predict_v1
         model = self.models.get(match.group(1)) if match is not None else None
         return (answer, model) if model is not None and model.ready else None
+
+
+def request_headers(scope) -> dict[str, str]:
+    """An ASGI request's headers as text, by their lower-case names."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+def server_error(error: Exception) -> JSONResponse:
+    """A failure of the server's, answered as KServe's generic exception handler answers it: a 500."""
+    return JSONResponse(status_code=500, content={"error": f"{type(error).__name__} : {error}"})
 
 
 async def read_body(receive) -> Optional[bytes]:

@@ -46,11 +46,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="model server: a shared batch closes at this many rows "
                              f"(default {DEFAULT_MAX_BATCH_ROWS})")
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
-    server.add_argument("--workers", type=_worker_count, default=None, metavar="N|auto",
-                        help="worker processes answering on the one port; auto: the CPUs the container may use, "
+    server.add_argument("--workers", type=int, default=None,
+                        help="worker processes answering on the one port; 0: one per CPU the container may use, "
                              "from its cgroup CPU quota, else the CPUs this process may run on (model server "
-                             "default: auto; drift monitor default: 1, one window of the whole stream; with N each "
-                             "worker tests windows of the events it receives); 1 serves from this process")
+                             "default: 0; drift monitor default: 1, one window of the whole stream; with N each "
+                             "worker tests windows of the events it receives); 1 serves from this process. A "
+                             "number, not a word: KServe reads --workers from the command line as a number too")
 
     ab = serve.add_argument_group("local A/B (model server)")
     ab.add_argument("--canary", metavar="[NAME=]PACKAGE_DIR|USE_CASE|VERSION",
@@ -116,30 +117,19 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(models, args.host, args.port, args.access_log)
 
 
-def _worker_count(text: str) -> int:
-    """--workers: a number, or auto (one per CPU the container may use)."""
-    from flowline.inference_services.options import default_workers
-
-    if text == "auto":
-        return default_workers()
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a number of workers or auto") from None
-
-
 def _workers(args: argparse.Namespace) -> int:
-    """--workers, checked; its default: one per CPU for the model server, 1 for the drift monitor."""
+    """--workers, checked, 0 being one per CPU the container may use; the default: that for the model server, 1 for
+    the drift monitor (one window of the whole stream; with several, each worker tests its own)."""
     from flowline.inference_services.options import default_workers
 
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: give 1 or more")
-    if args.drift_monitor:  # one window of the whole stream unless asked; then each worker tests its own
-        if (args.workers or 1) > 1 and args.on_drift != "off":
-            raise UsageError(f"--workers {args.workers} with --on-drift {args.on_drift}: every worker would retrain "
-                             "on its own windows, each with its own cooldown; give --workers 1")
-        return args.workers or 1
-    return args.workers or default_workers()
+    if args.workers is not None and args.workers < 0:
+        raise UsageError(f"--workers {args.workers}: give 0 (one per CPU) or more")
+    asked = args.workers if args.workers is not None else (1 if args.drift_monitor else 0)
+    workers = asked or default_workers()
+    if args.drift_monitor and workers > 1 and args.on_drift != "off":
+        raise UsageError(f"--workers {asked} with --on-drift {args.on_drift}: every worker would retrain "
+                         "on its own windows, each with its own cooldown; give --workers 1")
+    return workers
 
 
 def _model_server(args: argparse.Namespace) -> list:

@@ -87,10 +87,10 @@ def test_model_replicas_and_autoscaling_follow_the_overlay(target: str) -> None:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_drift_monitors_get_whole_cpus_and_memory_for_their_workers(target: str) -> None:
-    """The flowline-drift runtime starts `--workers auto`: one worker (one window) per CPU of the limit."""
+    """The flowline-drift runtime starts `--workers 0`: one worker (one window) per CPU of the limit."""
     runtime = next(r for r in find(render(target), "ServingRuntime") if r["metadata"]["name"] == "flowline-drift")
     args = runtime["spec"]["containers"][0]["args"]
-    assert args[args.index("--workers") + 1] == "auto"
+    assert args[args.index("--workers") + 1] == "0"
     for service in services(render(target), "drift-monitor"):
         limits = service["spec"]["predictor"]["model"]["resources"]["limits"]
         cpus = cpu_cores(limits["cpu"])

@@ -31,7 +31,7 @@ def test_models_and_monitors_use_a_runtime_that_serves_their_format(base: list[D
 def test_runtimes_run_the_flowline_server_on_8080(base: list[Doc]) -> None:
     modes = {"flowline": [], "flowline-drift": ["--drift-monitor"]}  # both are `flowline serve`
     after = {"flowline": ["--online-store", "redis://flowline-online-store:6379/0"],
-             "flowline-drift": ["--workers", "auto"]}  # the model server's default is auto already
+             "flowline-drift": ["--workers", "0"]}  # 0: one per CPU, the model server's default already
     for name, mode in modes.items():
         (container,) = one(base, "ServingRuntime", name)["spec"]["containers"]
         assert container["name"] == "kserve-container"

@@ -1,6 +1,7 @@
 """`flowline serve --workers N`: the default from the cgroup CPU quota, metrics summed across workers, the
 canary and its prediction log, loads and unloads applied by every worker, and the parent's supervision."""
 
+import argparse
 import json
 import os
 import re
@@ -210,17 +211,20 @@ def test_the_drift_monitor_refuses_more_than_one_retraining_worker(churn_package
         main(["serve", "--drift-monitor", str(churn_package), "--workers", "2", "--on-drift", "local"])
     assert "--workers 2 with --on-drift local: every worker would retrain" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["serve", str(churn_package), "--workers", "0"])
-    assert "--workers 0: give 1 or more" in capsys.readouterr().err
+        main(["serve", str(churn_package), "--workers", "-1"])
+    assert "--workers -1: give 0 (one per CPU) or more" in capsys.readouterr().err
 
 
-def test_workers_auto_is_one_per_cpu_of_the_quota_and_anything_else_is_refused(churn_package, capsys, monkeypatch):
-    """The drift monitors' ServingRuntime passes `--workers auto` (its default is 1: one window of the stream)."""
-    from flowline.pipelines.cli import main
-    from flowline.pipelines.cli.serve import _worker_count
+def test_workers_0_is_one_per_cpu_of_the_quota(monkeypatch):
+    """The drift monitors' ServingRuntime passes `--workers 0` (the monitor's default is 1: one window of the
+    stream); a word would not do: KServe reads --workers from the command line as a number too."""
+    from flowline.pipelines.cli import serve
 
     monkeypatch.setattr(options, "default_workers", lambda: 3)
-    assert _worker_count("auto") == 3 and _worker_count("2") == 2
-    with pytest.raises(SystemExit):
-        main(["serve", "--drift-monitor", str(churn_package), "--workers", "all"])
-    assert "'all': give a number of workers or auto" in capsys.readouterr().err
+    parser = argparse.ArgumentParser()
+    serve.add_parser(parser.add_subparsers())
+    workers = {(monitor, given): serve._workers(parser.parse_args(["serve", "PACKAGE", *monitor, *given]))
+               for monitor in ((), ("--drift-monitor",)) for given in ((), ("--workers", "0"), ("--workers", "2"))}
+    assert workers == {((), ()): 3, ((), ("--workers", "0")): 3, ((), ("--workers", "2")): 2,
+                       (("--drift-monitor",), ()): 1, (("--drift-monitor",), ("--workers", "0")): 3,
+                       (("--drift-monitor",), ("--workers", "2")): 2}

@@ -9,9 +9,9 @@ import httpx
 import numpy as np
 import pytest
 from kserve.model_repository import ModelRepository
+from prometheus_client import REGISTRY
 from starlette.responses import PlainTextResponse
 
-from flowline.inference_services import metrics
 from flowline.inference_services.model import FlowlineModel
 from flowline.inference_services.model_route import ModelRoute, with_model_route
 from flowline.inference_services.server import FlowlineDataPlane, _refused
@@ -42,7 +42,8 @@ def post(app, path: str, body: bytes, headers: dict | None = None, method: str =
 
 
 def requests_counted(version: str, code: str) -> float:
-    return metrics.HTTP_REQUESTS.labels("churn", version, code)._value.get()
+    labels = {"model_name": "churn", "model_version": version, "code": code}
+    return REGISTRY.get_sample_value("flowline_http_requests_total", labels) or 0.0
 
 
 def test_v2_and_v1_answers_are_the_models_counted_and_named_by_worker(churn_model, churn_test_rows):

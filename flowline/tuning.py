@@ -32,10 +32,10 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def search_data(use_case: UseCase, feature_set: FeatureSet, train_file: str, valid_file: str) -> TrainingData:
-    """The encoded search sample of the split files (flowline/splitting.py, `search_sample`): what every Optuna
-    trial fits and scores on."""
-    train, valid = search_sample(pd.read_parquet(train_file), pd.read_parquet(valid_file), use_case)
+def search_data(use_case: UseCase, feature_set: FeatureSet, train: pd.DataFrame, valid: pd.DataFrame) -> TrainingData:
+    """The encoded search sample of train and valid (flowline/splitting.py, `search_sample`): what every trial fits
+    and scores on, Optuna's here and Katib's in its pod (katib_experiments/trial.py)."""
+    train, valid = search_sample(train, valid, use_case)
     return TrainingData.from_splits(feature_set, train, valid, use_case.task)
 
 
@@ -74,7 +74,7 @@ def tune_files(
         result = katib_search(use_case, family, trials or katib_trials(use_case.tuning, family), image, namespace,
                               source, feature_set.plan.to_dict(), prefix=prefix)
     else:
-        data = search_data(use_case, feature_set, train_file, valid_file)
+        data = search_data(use_case, feature_set, pd.read_parquet(train_file), pd.read_parquet(valid_file))
         result = optuna_search(family, data, use_case.tuning, use_case.trials_for(family, trials), prefix=prefix)
         result = replace(result, rows=len(data.y_train))
     result.save(result_file)
@@ -120,7 +120,7 @@ def search_files(
     from flowline.budget import FEATURES_SHARE, budgeted_search
 
     feature_set = FeatureSet.load(feature_set_file)
-    data = search_data(use_case, feature_set, train_file, valid_file)
+    data = search_data(use_case, feature_set, pd.read_parquet(train_file), pd.read_parquet(valid_file))
     budget = use_case.tuning.time_budget
     left = budget - min(features_seconds, FEATURES_SHARE * budget)
     results, record = budgeted_search(use_case.tuning.families, data, use_case.tuning, left)

@@ -39,10 +39,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from flowline.features.engineering import engineer_features
     from flowline.features.feature_set import FeatureSet
     from flowline.features.plan import FeaturePlan
-    from flowline.models.families import TrainingData, fit_candidate, objective_metric, reported_value
+    from flowline.models.families import fit_candidate, objective_metric, reported_value
     from flowline.prepare import prepare
     from flowline.search_space import search_space
-    from flowline.splitting import search_sample
+    from flowline.tuning import search_data
     from flowline.use_case import UseCase, load_use_case
 
     parser = _parser()
@@ -60,18 +60,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     prepared = prepare(use_case, args.source)
     use_case, parts = prepared.use_case, prepared.parts
     # Fit the plan on all of train, as the features step does; search on the sample, as the Optuna backend does.
-    train, valid = search_sample(parts["train"], parts["valid"], use_case)
     if args.feature_plan:
         feature_set = FeatureSet.fit(parts["train"], use_case, FeaturePlan.from_dict(json.loads(args.feature_plan)))
     else:
         feature_set, _ = engineer_features(parts["train"], parts["valid"], use_case, progress=log)
-    data = TrainingData.from_splits(feature_set, train, valid, use_case.task)
+    data = search_data(use_case, feature_set, parts["train"], parts["valid"])
     metric, _ = objective_metric(use_case.task)
 
     def report(step: int, score: float) -> None:
         print(f"{metric}={reported_value(use_case.task, score):.6f}", flush=True)
 
-    log(f"trial: {args.family} {params} on {len(train)} train and {len(valid)} valid rows")
+    log(f"trial: {args.family} {params} on {len(data.y_train)} train and {len(data.y_valid)} valid rows")
     fitted = fit_candidate(args.family, params, data, use_case.tuning, report)
     print(f"{metric}={reported_value(use_case.task, fitted.valid_score):.6f}")
     print(f"{ITERATIONS_METRIC}={fitted.iterations}", flush=True)

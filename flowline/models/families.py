@@ -34,6 +34,7 @@ import xgboost as xgb
 from sklearn.linear_model import LogisticRegression, Ridge, TweedieRegressor
 
 from flowline.features.kinds import FeatureLayout
+from flowline.models.booster_predict import DensePredictor
 from flowline.models.candidate import (
     REPORT_EVERY,
     CandidateModel,
@@ -66,11 +67,11 @@ class _BoosterModel(CandidateModel):
     def __init__(self, booster: xgb.Booster, task: str) -> None:
         self.booster, self.task = booster, task
         self.log_link = json.loads(booster.save_config())["learner"]["objective"]["name"] == "reg:tweedie"
+        # Regression: the prediction itself (not the margin: that applies a Tweedie model's log link).
+        self._predict = DensePredictor(booster, margin=task == "binary")
 
     def margin(self, x: np.ndarray) -> np.ndarray:
-        # Regression: the prediction itself ("value" applies a Tweedie model's log link).
-        kind = "margin" if self.task == "binary" else "value"
-        return self.booster.inplace_predict(x, predict_type=kind).astype(np.float64)
+        return self._predict(x)
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
         parts = self.booster.predict(xgb.DMatrix(x), pred_contribs=True).astype(np.float64)

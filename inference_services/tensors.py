@@ -14,6 +14,7 @@ NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32",
 
 
 MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dict]:
@@ -54,6 +55,9 @@ def _column_values(tensor: InferInput, numeric: bool) -> list:
     if not numeric and datatype != "BYTES":
         raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, expected BYTES")
     rows = _shape_rows(tensor)
+    plain = plain_tensor_values(datatype, tensor.data, rows)
+    if plain is not None:
+        return plain
     array = _as_numpy(tensor).reshape(-1)
     if len(array) != rows:
         raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: {len(array)} values for shape "
@@ -61,6 +65,23 @@ def _column_values(tensor: InferInput, numeric: bool) -> list:
     if datatype != "BYTES":
         return array.tolist()
     return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
+
+
+def plain_tensor_values(datatype: str, data: object, rows: int) -> list | None:
+    """JSON data as `as_numpy().tolist()` gives it, for the common flat lists of text, float64 or int64 values
+    (int64 sent as whole floats, as pandas writes them, too); None for anything else, which numpy converts."""
+    if type(data) is not list or len(data) != rows:
+        return None
+    if datatype == "BYTES":
+        return data if all(type(value) is str for value in data) else None
+    if datatype == "FP64":
+        return data if all(type(value) is float for value in data) else None
+    if datatype == "INT64":
+        if all(type(value) is int and INT64_MIN <= value <= INT64_MAX for value in data):
+            return data
+        if all(type(value) is float and value.is_integer() and INT64_MIN <= value < INT64_MAX for value in data):
+            return [int(value) for value in data]
+    return None
 
 
 def _as_numpy(tensor: InferInput) -> np.ndarray:

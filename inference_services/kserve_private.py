@@ -5,8 +5,8 @@ to leave out its per-request middlewares or to add an exception handler, so serv
 its RESTServer and ModelServer and overrides or calls the private names below. Nothing else in
 flowline touches KServe's private surface. tests/serving/test_kserve_private.py fails when the
 pinned KServe lacks one of these names, or when server.py uses one not listed here: a KServe
-upgrade then breaks a test, not a running server. The few parts of uvicorn's server it reads are listed
-here too, and checked by the same test.
+upgrade then breaks a test, not a running server. The few parts of uvicorn's server and HTTP protocol it reads
+are listed here too, and checked by the same test.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ PRIVATE_ATTRIBUTES: dict[type, tuple[str, ...]] = {
 UVICORN_SERVER_ATTRIBUTES = ("config", "started", "should_exit", "server_state", "lifespan")
 UVICORN_PROTOCOL_ARGUMENTS = ("config=config", "server_state=self.server_state", "app_state=self.lifespan.state",
                               "_loop=_loop")
+# What one_write.OneWriteHttpProtocol takes from uvicorn's httptools protocol: the method it overrides, passing
+# its own transport on, and the loop attribute it schedules the write on.
+UVICORN_HTTPTOOLS_PROTOCOL = ("def connection_made(", "self.transport = transport", "self.loop = ")
 
 
 def private_names() -> set[str]:

@@ -74,7 +74,8 @@ class RecordChecker:
         self.columns: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in columns}
         self.ids: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in ids if name not in self.columns}
         self._allowed = {name: frozenset(spec.allowed) for name, spec in use_case.columns.items() if spec.allowed}
-        self._rules = [(name, spec, plainly_valid(spec, self._allowed.get(name))) for name, spec in self.columns.items()]
+        self._rules = [(name, spec, plainly_valid(spec, self._allowed.get(name)))
+                       for name, spec in self.columns.items()]
 
     def check_batch(self, records: Any, where: str, max_batch: int) -> list[Mapping[str, Any]]:
         if not isinstance(records, list):

@@ -16,7 +16,8 @@ What this adds to kserve.ModelServer:
   take that bearer token: `POST /v2/repository/models/{name}/load` reloads that model's
   package without dropping requests (a package that fails verification is refused with
   409 and the running version keeps serving), `.../unload` takes the model out of
-  service; readiness (`/v2/health/ready` and the model's) says so until a load.
+  service; readiness (`/v2/health/ready` and the model's) says so until a load;
+- each answer leaves in one write to the socket, not uvicorn's two (one_write.py).
 
 With several workers (`serve(..., workers=N)`, workers.py) every worker runs this server on one
 shared socket: a load or unload reaches one of them and is applied by all before it answers
@@ -54,6 +55,7 @@ from prometheus_client import exposition
 from flowline.package.format import PackageError
 from flowline.inference_services import metrics, model_route
 from flowline.inference_services.event_route import with_event_route
+from flowline.inference_services.one_write import OneWriteHttpProtocol
 from flowline.inference_services.repository_sync import WorkerSync
 from flowline.inference_services.options import DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host, repository_token
 from flowline.inference_services.request_checks import BadRequest, clip
@@ -352,6 +354,7 @@ class FlowlineModelServer(ModelServer):
             repository_token=self.repository_token, sync=self.sync,
         )
         self._rest_server.config.host = self.host
+        self._rest_server.config.http = OneWriteHttpProtocol  # each answer in one write (one_write.py)
         by_name, worker = {m.name: m for m in models}, self._rest_server.worker
         app = model_route.with_model_route(import_from_string(FASTAPI_APP_IMPORT_STRING), by_name, self.dataplane,
                                            _refused, worker)

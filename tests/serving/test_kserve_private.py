@@ -5,6 +5,7 @@ import inspect
 from pathlib import Path
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from flowline.inference_services import kserve_private
 
@@ -57,3 +58,9 @@ def test_the_pinned_uvicorn_builds_its_protocol_as_the_workers_accept_loop_does(
     startup = inspect.getsource(uvicorn.Server.startup)
     for argument in kserve_private.UVICORN_PROTOCOL_ARGUMENTS:
         assert argument in startup, f"uvicorn's Server.startup no longer makes its protocol with {argument}"
+
+
+def test_the_pinned_uvicorn_protocol_has_what_the_one_write_protocol_overrides_and_reads():
+    source = inspect.getsource(HttpToolsProtocol)
+    for text in kserve_private.UVICORN_HTTPTOOLS_PROTOCOL:
+        assert text in source, f"uvicorn's HttpToolsProtocol no longer has {text!r}"

@@ -1,0 +1,98 @@
+"""Each answer in one write: the coalescing transport joins a loop step's writes, and a real uvicorn server
+with the one-write protocol answers keep-alive, closing and large requests in full."""
+
+import asyncio
+import socket
+import threading
+import time
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from flowline.inference_services.one_write import CoalescingTransport, OneWriteHttpProtocol
+
+
+class RecordingTransport:
+    """What a socket's transport was asked to write, in order."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str):
+        return f"info:{name}"
+
+
+def test_writes_of_one_loop_step_reach_the_socket_as_one_write_in_order():
+    async def steps():
+        recording = RecordingTransport()
+        transport = CoalescingTransport(recording, asyncio.get_running_loop())
+        transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+        transport.write(b"ok")
+        assert recording.writes == []  # still this step
+        await asyncio.sleep(0)
+        transport.write(b"next")
+        await asyncio.sleep(0)
+        return recording.writes
+
+    assert asyncio.run(steps()) == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", b"next"]
+
+
+def test_close_writes_what_is_pending_first_and_other_calls_reach_the_transport():
+    async def steps():
+        recording = RecordingTransport()
+        transport = CoalescingTransport(recording, asyncio.get_running_loop())
+        transport.write(b"last answer")
+        transport.close()
+        transport.write(b"after close")  # the transport is closing: dropped, as a closed socket would
+        await asyncio.sleep(0)
+        return recording, transport.get_extra_info("peername")
+
+    recording, info = asyncio.run(steps())
+    assert recording.writes == [b"last answer"] and recording.closed and info == "info:peername"
+
+
+async def _echo(request: Request) -> Response:
+    size = int(request.query_params.get("size", "0"))
+    body = await request.body()
+    return Response(body + b"x" * size, media_type="application/octet-stream")
+
+
+def test_a_real_server_answers_keep_alive_closing_and_large_requests_in_full():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(Starlette(routes=[Route("/echo", _echo, methods=["POST"])]), http=OneWriteHttpProtocol,
+                            log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        assert config.http_protocol_class is OneWriteHttpProtocol
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            for index in range(50):  # one kept-alive connection
+                answer = client.post("/echo", content=f"request {index}".encode())
+                assert answer.status_code == 200 and answer.content == f"request {index}".encode()
+            large = client.post("/echo", params={"size": 3_000_000}, content=b"big")
+            assert large.content == b"big" + b"x" * 3_000_000
+            closing = client.post("/echo", content=b"bye", headers={"connection": "close"})
+            assert closing.content == b"bye" and closing.headers["connection"] == "close"
+            assert client.post("/echo", content=b"again").content == b"again"  # a new connection
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -8,6 +8,7 @@ import time
 
 import httpx
 import uvicorn
+from uvicorn.server import ServerState
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,7 +34,13 @@ class RecordingTransport:
         self.closed = True
 
     def get_extra_info(self, name: str):
-        return f"info:{name}"
+        return f"info:{name}" if name == "peername" else None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
 
 def test_writes_of_one_loop_step_reach_the_socket_as_one_write_in_order():
@@ -63,6 +70,36 @@ def test_close_writes_what_is_pending_first_and_other_calls_reach_the_transport(
 
     recording, info = asyncio.run(steps())
     assert recording.writes == [b"last answer"] and recording.closed and info == "info:peername"
+
+
+def test_the_protocol_writes_a_whole_answer_in_one_write_as_soon_as_it_is_complete():
+    async def exchange():
+        config = uvicorn.Config(Starlette(routes=[Route("/echo", _echo, methods=["POST"])]), lifespan="off",
+                                http=OneWriteHttpProtocol)
+        config.load()
+        protocol = OneWriteHttpProtocol(config=config, server_state=ServerState(), app_state={})
+        recording = RecordingTransport()
+        protocol.connection_made(recording)
+        completed = protocol.on_response_complete
+        at_completion = []
+
+        def on_response_complete():  # what reached the socket when uvicorn says the answer is complete
+            completed()
+            at_completion.append(list(recording.writes))
+
+        protocol.on_response_complete = on_response_complete
+        protocol.data_received(b"POST /echo HTTP/1.1\r\nhost: test\r\ncontent-length: 5\r\n\r\nhello")
+        for _ in range(100):
+            if at_completion:
+                break
+            await asyncio.sleep(0)
+        protocol.connection_lost(None)
+        return at_completion
+
+    at_completion = asyncio.run(exchange())
+    assert len(at_completion) == 1 and len(at_completion[0]) == 1
+    head, body = at_completion[0][0].split(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"content-length: 5" in head and body == b"hello"
 
 
 async def _echo(request: Request) -> Response:

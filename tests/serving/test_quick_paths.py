@@ -1,12 +1,15 @@
-"""The quick paths in front of the full checks: a value the quick test passes is one the full per-value check
-accepts, and a tensor's quickly converted values are the ones numpy gives."""
+"""The serving hot path's quick paths agree with the full ones they stand in front of: a value the quick test
+passes is one the full per-value check accepts, a tensor's quickly converted values are the ones numpy gives,
+and an answer's JSON tensors hold what KServe's encoder would put in them."""
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kserve.protocol.infer_type import InferOutput
 from kserve.utils.numpy_codec import to_np_dtype
 
+from flowline.inference_services.model import answer_tensor
 from flowline.inference_services.request_checks import FLOAT32_MAX, BadRequest, RecordChecker, plainly_valid
 from flowline.inference_services.tensors import plain_tensor_values
 from flowline.use_case import UseCase
@@ -91,3 +94,16 @@ def test_common_tensors_take_the_quick_conversion():
                            ("FP64", [[1.0]]), ("FP64", None)]:
         assert plain_tensor_values(datatype, data, 1) is None, (datatype, data)
     assert plain_tensor_values("FP64", [1.0, 2.0], 1) is None  # the shape says one row
+
+
+def test_answer_tensors_hold_what_kserves_encoder_would_put_in_them():
+    arrays = {"FP32": np.array([0.1, 1e-8, 3.4e38, 0.0], dtype=np.float32),
+              "BYTES": np.array(["Yes", "No", "é", b"bytes"], dtype=object),
+              "INT64": np.array([1, -(2**62), 0, 7], dtype=np.int64)}
+    for datatype, values in arrays.items():
+        for binary in (False, True):
+            expected = InferOutput(name="out", shape=[len(values)], datatype=datatype)
+            expected.set_data_from_numpy(values, binary_data=binary)
+            assert answer_tensor("out", datatype, values, binary).to_dict() == expected.to_dict(), (datatype, binary)
+    json_data = answer_tensor("out", "FP32", arrays["FP32"], False).data
+    assert [type(v) for v in json_data] == [float] * 4

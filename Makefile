@@ -12,6 +12,7 @@ PYTEST_WORKERS ?= 2
 
 MLSERVER_VENV := build/mlserver-venv
 FLAML_VENV := build/flaml-venv
+AUTOGLUON_VENV := build/autogluon-venv
 BTYD_VENV := build/btyd-venv
 # promtool and the server from Debian's prometheus package, unpacked rather than installed so no service starts.
 PROMTOOL := build/tools/usr/bin/promtool
@@ -36,7 +37,7 @@ CONTAINERS_CONF_FILE := build/containers/containers.conf
 SOURCE ?= s3://flowline-data/telco/telco_customer_churn.csv
 PODMAN := CONTAINERS_CONF=$(abspath $(CONTAINERS_CONF_FILE)) podman
 
-.PHONY: install install-test tools container-tools demo test bench compile katib image base-image clean help
+.PHONY: install install-test tools container-tools demo test bench bench-models compile katib image base-image clean help
 
 help:
 	@echo "make demo     install, run churn locally, serve its package, send it a v2 and a v1 explain request"
@@ -47,6 +48,9 @@ help:
 	@echo "              in-process floor (build/bench/batch.json), entity features from Redis against the same"
 	@echo "              requests without (build/bench/online.json), and each step's seconds of churn on Telco resampled"
 	@echo "              x1, x10 and x50 (build/bench/scale.json and .md); about 50 minutes, and the x50 run up to 15 more"
+	@echo "make bench-models  flowline's default search against FLAML and AutoGluon-Tabular at equal wall time on every"
+	@echo "              shipped classification dataset and the six public sets, seeds 0-4 (build/bench/models.json"
+	@echo "              and .md); hours: each (dataset, seed) is kept as it finishes, and a rerun resumes"
 	@echo "make compile  write the churn pipeline as KFP IR YAML to build/churn.yaml, reading SOURCE=s3://... on the cluster"
 	@echo "make katib    regenerate the Katib Experiment YAMLs in katib_experiments/ from the search spaces"
 	@echo "make image    build the flowline image with podman, tagged $(IMAGE) (IMAGE=... to change it)"
@@ -135,14 +139,24 @@ test: install-test tools
 # Not a test: measures, writes JSON, compares with the peers in the same run.
 # wrk comes from Debian; MLServer and FLAML get their own venvs (MLServer needs uvloop 0.21.0;
 # FLAML's extras want numpy 2, which the verified set cannot take; lifetimes, the BG/NBD baseline, too).
-bench: install $(REDIS_SERVER)
+$(FLAML_VENV)/.installed:
+	$(PYTHON) -m venv $(FLAML_VENV)
+	$(FLAML_VENV)/bin/pip install --quiet --disable-pip-version-check 'flaml[automl]==2.8.0'
+	touch $@
+
+# AutoGluon-Tabular with its gradient-boosting extras; without torch (no neural networks), as in the issue's runs.
+$(AUTOGLUON_VENV)/.installed:
+	$(PYTHON) -m venv $(AUTOGLUON_VENV)
+	$(AUTOGLUON_VENV)/bin/pip install --quiet --disable-pip-version-check \
+	  'autogluon.tabular[lightgbm,xgboost,catboost]==1.6.3'
+	touch $@
+
+bench: install $(REDIS_SERVER) $(FLAML_VENV)/.installed
 	command -v wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk)
 	test -x $(MLSERVER_VENV)/bin/mlserver || ( $(PYTHON) -m venv $(MLSERVER_VENV) \
 	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check mlserver==1.7.1 uvloop==0.21.0 \
 	       xgboost-cpu==3.0.5 scikit-learn==1.9.1 \
 	  && $(MLSERVER_VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps mlserver-xgboost==1.7.1 )
-	test -x $(FLAML_VENV)/bin/python || ( $(PYTHON) -m venv $(FLAML_VENV) \
-	  && $(FLAML_VENV)/bin/pip install --quiet --disable-pip-version-check 'flaml[automl]==2.8.0' )
 	test -x $(BTYD_VENV)/bin/python || ( $(PYTHON) -m venv $(BTYD_VENV) \
 	  && $(BTYD_VENV)/bin/pip install --quiet --disable-pip-version-check lifetimes==0.11.3 numpy==2.4.6 \
 	       pandas==3.1.1 scipy==1.17.1 autograd==1.9.1 dill==0.4.1 python-dateutil==4.0.0 )
@@ -161,6 +175,10 @@ bench: install $(REDIS_SERVER)
 	  --out build/bench/batch.json
 	$(BIN)/python tests/benchmark/online_bench.py --redis-server $(REDIS_SERVER) --out build/bench/online.json
 	$(BIN)/python tests/benchmark/scale_bench.py --factors 1 10 50 --out build/bench/scale.json
+
+bench-models: install $(FLAML_VENV)/.installed $(AUTOGLUON_VENV)/.installed
+	$(BIN)/python tests/benchmark/models_bench.py --flaml-venv $(FLAML_VENV) --autogluon-venv $(AUTOGLUON_VENV) \
+	  --out build/bench/models.json
 
 compile: install
 	mkdir -p build

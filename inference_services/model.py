@@ -414,8 +414,8 @@ class FlowlineModel(Model):
                    for name, values in outputs.items()]
         datatypes = {tensor.name: tensor.datatype for tensor in payload.inputs}
         for name, values in ids.items():  # each id as sent: its tensor's datatype, in row order
-            tensors.append(answer_tensor(name, datatypes[name], np.asarray(values, dtype=to_np_dtype(datatypes[name])),
-                                   binary))
+            column = np.asarray(values, dtype=to_np_dtype(datatypes[name]))
+            tensors.append(answer_tensor(name, datatypes[name], column, binary))
         return InferResponse(
             response_id=request_id, model_name=self.name, model_version=package.version, infer_outputs=tensors,
             parameters={"decision_rule": package.decision_rule} if package.is_binary else None,

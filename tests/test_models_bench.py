@@ -1,6 +1,8 @@
 """The model bench's use cases and report (tests/benchmark/models_bench.py). The bench itself runs in
 `make bench-models`."""
 
+import json
+
 import pytest
 import yaml
 
@@ -56,3 +58,17 @@ def test_seed_42_is_refused_as_the_reporting_split(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         models_bench.main()
     assert "seed 42 is the reporting split" in capsys.readouterr().err
+
+
+def test_report_only_reports_what_was_measured_and_measures_nothing(monkeypatch, tmp_path, capsys):
+    out = tmp_path / "models.json"
+    (tmp_path / "models" / "results").mkdir(parents=True)
+    (tmp_path / "models" / "results" / "churn-seed1.json").write_text(
+        json.dumps(_result("churn", 1, 0.85, 0.84, 0.86)))
+    monkeypatch.setattr("sys.argv", ["models_bench", "--flaml-venv", "x", "--autogluon-venv", "y", "--report-only",
+                                     "--datasets", "churn", "adult", "--out", str(out)])
+    models_bench.main()
+    summary = json.loads(out.read_text())
+    assert summary["pairs"] == 1 and list(summary["datasets"]) == ["churn"]
+    assert summary["mean_rank"] == {"flowline": 2.0, "flaml": 3.0, "autogluon": 1.0}
+    assert out.with_suffix(".md").read_text().startswith("| dataset | metric | seeds |")

@@ -15,7 +15,8 @@ For every dataset and seed:
 
 The metric is the use case's first gate when it is ROC-AUC or AUPRC (AUPRC for the fraud sets), else
 ROC-AUC. Each (dataset, seed) is written to FOLDER/results/ as it finishes and read back on the next
-run, so the bench can be stopped and resumed (--fresh measures again). The report: per dataset the mean
+run, so the bench can be stopped and resumed (--fresh measures again; --report-only reports what is
+there, measuring nothing). The report: per dataset the mean
 and standard error over seeds of each system and of flowline's paired difference to the better of the two
 others, the wall times, and the mean rank of each system over every (dataset, seed); JSON in --out and a
 Markdown table beside it (.md).
@@ -167,10 +168,14 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=[*SHIPPED, *PUBLIC], choices=[*SHIPPED, *PUBLIC])
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     parser.add_argument("--fresh", action="store_true", help="measure again what earlier runs measured")
+    parser.add_argument("--report-only", action="store_true",
+                        help="measure nothing: report the (dataset, seed) pairs earlier runs measured")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args()
     if 42 in args.seeds:
         parser.error("seed 42 is the reporting split: benchmark defaults on other seeds")
+    if args.fresh and args.report_only:
+        parser.error("--fresh measures again and --report-only measures nothing: give one")
     folder = args.out.with_suffix("")
     (folder / "results").mkdir(parents=True, exist_ok=True)
     (folder / "use-cases").mkdir(parents=True, exist_ok=True)
@@ -178,9 +183,12 @@ def main() -> None:
     for dataset in args.datasets:
         for seed in args.seeds:
             path = folder / "results" / f"{dataset}-seed{seed}.json"
-            if args.fresh or not path.exists():
+            if not args.report_only and (args.fresh or not path.exists()):
                 path.write_text(json.dumps(measure(dataset, seed, args, folder), indent=1))
-            results.append(json.loads(path.read_text()))
+            if path.exists():
+                results.append(json.loads(path.read_text()))
+    if not results:
+        sys.exit(f"bench-models: nothing measured yet in {folder / 'results'}")
     summary = {"benchmark": "flowline's default search against FLAML and AutoGluon at equal wall time",
                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                **report(results), "results": results}

@@ -10,13 +10,13 @@ without torch) within `time_limit` seconds of its own, then scores the test rows
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
 import pandas as pd
 from autogluon.tabular import TabularPredictor
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from baseline_scores import scores_report, write_result
 
 AUTOGLUON_METRIC = {"roc_auc": "roc_auc", "ap": "average_precision"}
 
@@ -38,20 +38,13 @@ def main() -> None:
         predictor = TabularPredictor(label=args.label, eval_metric=AUTOGLUON_METRIC[args.metric], path=folder,
                                      verbosity=0).fit(fit, time_limit=args.time_limit, presets=args.presets)
         wall = time.monotonic() - started
+        if str(predictor.positive_class) != "1":
+            raise SystemExit(f"AutoGluon took {predictor.positive_class!r} as the positive class, not 1")
         scores = predictor.predict_proba(test)[predictor.positive_class].to_numpy()
         best = predictor.model_best
-    positive_is_one = str(predictor.positive_class) == "1"
-    if not positive_is_one:
-        raise SystemExit(f"AutoGluon took {predictor.positive_class!r} as the positive class, not 1")
-    precision, recall, _ = precision_recall_curve(y_test, scores)
-    result = {"roc_auc": roc_auc_score(y_test, scores), "auprc": average_precision_score(y_test, scores),
-              "recall_at_p90": float(recall[precision >= 0.9].max(initial=0.0)),
-              "precision_at_r90": float(precision[recall >= 0.9].max(initial=0.0)),
-              "wall_seconds": wall, "best_model": best, "presets": args.presets, "time_limit": args.time_limit,
-              "fit_rows": len(fit), "test_rows": len(y_test)}
-    with open(args.out, "w") as out:
-        json.dump(result, out, indent=1)
-    print(json.dumps(result))
+    write_result(args.out, {**scores_report(y_test, scores), "wall_seconds": wall, "best_model": best,
+                            "presets": args.presets, "time_limit": args.time_limit, "fit_rows": len(fit),
+                            "test_rows": len(y_test)})
 
 
 if __name__ == "__main__":

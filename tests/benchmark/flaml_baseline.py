@@ -10,12 +10,12 @@ then its best model scores the test rows once.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import pandas as pd
 from flaml import AutoML
-from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+from baseline_scores import scores_report, write_result
 
 
 def frame(path: str, label: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -48,15 +48,9 @@ def main() -> None:
                seed=args.seed, verbose=0)
     wall = time.monotonic() - started
     scores = automl.predict_proba(x_test)[:, 1]
-    precision, recall, _ = precision_recall_curve(y_test, scores)
-    result = {"roc_auc": roc_auc_score(y_test, scores), "auprc": average_precision_score(y_test, scores),
-              "recall_at_p90": float(recall[precision >= 0.9].max(initial=0.0)),
-              "precision_at_r90": float(precision[recall >= 0.9].max(initial=0.0)),
-              "wall_seconds": wall, "best_estimator": automl.best_estimator, "time_budget": args.time_budget,
-              "fit_rows": len(y_fit), "test_rows": len(y_test)}
-    with open(args.out, "w") as out:
-        json.dump(result, out, indent=1)
-    print(json.dumps(result))
+    write_result(args.out, {**scores_report(y_test, scores), "wall_seconds": wall,
+                            "best_estimator": automl.best_estimator, "time_budget": args.time_budget,
+                            "fit_rows": len(y_fit), "test_rows": len(y_test)})
 
 
 if __name__ == "__main__":

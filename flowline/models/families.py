@@ -67,7 +67,7 @@ class _BoosterModel(CandidateModel):
     def __init__(self, booster: xgb.Booster, task: str) -> None:
         self.booster, self.task = booster, task
         self.log_link = json.loads(booster.save_config())["learner"]["objective"]["name"] == "reg:tweedie"
-        # Regression: the prediction itself (not the margin: that applies a Tweedie model's log link).
+        # Regression: the prediction itself, with a Tweedie model's log link applied (its margin is the log).
         self._predict = DensePredictor(booster, margin=task == "binary")
 
     def margin(self, x: np.ndarray) -> np.ndarray:

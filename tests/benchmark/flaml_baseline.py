@@ -1,4 +1,4 @@
-"""FLAML on flowline's fixed split: run inside its own venv by automl_bench.py (no flowline imports).
+"""FLAML on flowline's split: run inside its own venv by automl_bench.py and models_bench.py (no flowline imports).
 
     python flaml_baseline.py FIT_CSV TEST_CSV --label COLUMN --time-budget 300 --metric roc_auc|ap --out FILE
 

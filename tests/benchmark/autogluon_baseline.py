@@ -16,7 +16,7 @@ import time
 import pandas as pd
 from autogluon.tabular import TabularPredictor
 
-from baseline_scores import scores_report, write_result
+from baseline_scores import positional_names, scores_report, write_result
 
 AUTOGLUON_METRIC = {"roc_auc": "roc_auc", "ap": "average_precision"}
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--presets", default="best_quality")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    fit, test = pd.read_csv(args.fit), pd.read_csv(args.test)
+    fit, test = positional_names(pd.read_csv(args.fit), pd.read_csv(args.test), args.label)
     y_test = test.pop(args.label).astype(int)
     with tempfile.TemporaryDirectory() as folder:
         started = time.monotonic()

@@ -1,4 +1,5 @@
-"""What the baselines (flaml_baseline.py, autogluon_baseline.py) report of their test scores, in one place.
+"""What the baselines (flaml_baseline.py, autogluon_baseline.py) share: the columns they fit on, and what they
+report of their test scores.
 
 Imported by name from this folder inside each baseline's own venv: scikit-learn and the standard library only."""
 
@@ -7,6 +8,13 @@ from __future__ import annotations
 import json
 
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+
+def positional_names(fit, test, label: str):
+    """`fit` and `test` with every column but `label` named by its position (column_0, ...): LightGBM, inside
+    both baselines, refuses JSON's special characters in feature names, and spambase has char_freq_[ and more."""
+    names = {column: f"column_{i}" for i, column in enumerate(c for c in fit.columns if c != label)}
+    return fit.rename(columns=names), test.rename(columns=names)
 
 
 def scores_report(y_test, scores) -> dict:

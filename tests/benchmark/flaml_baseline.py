@@ -15,11 +15,10 @@ import time
 import pandas as pd
 from flaml import AutoML
 
-from baseline_scores import scores_report, write_result
+from baseline_scores import positional_names, scores_report, write_result
 
 
-def frame(path: str, label: str) -> tuple[pd.DataFrame, pd.Series]:
-    table = pd.read_csv(path)
+def frame(table: pd.DataFrame, label: str) -> tuple[pd.DataFrame, pd.Series]:
     y = table.pop(label).astype(int)
     for column in table.columns:
         if table[column].dtype == object:
@@ -37,8 +36,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    x_fit, y_fit = frame(args.fit, args.label)
-    x_test, y_test = frame(args.test, args.label)
+    fit, test = positional_names(pd.read_csv(args.fit), pd.read_csv(args.test), args.label)
+    x_fit, y_fit = frame(fit, args.label)
+    x_test, y_test = frame(test, args.label)
     for column in x_test.columns:  # the same categories on both sides
         if isinstance(x_fit[column].dtype, pd.CategoricalDtype):
             x_test[column] = pd.Categorical(x_test[column], categories=x_fit[column].cat.categories)

@@ -13,6 +13,8 @@ from flowline.drift import (
     REFERENCE_FILE,
     DetectorError,
     DriftEncoder,
+    column_detectors,
+    corrected_min_p,
     fit_drift_files,
     load_calibration,
     load_detector,
@@ -101,6 +103,25 @@ def test_the_saved_detector_flags_a_shift_and_not_fresh_reference_data(fitted):
     shifted = windows.copy()
     shifted[..., encoder.columns.index("income")] *= 1.3
     assert np.mean([detector.predict(w)["data"]["is_drift"] for w in shifted]) >= 0.9
+
+
+def test_one_column_tests_give_the_whole_detectors_corrected_minimum_for_a_one_column_shift(fitted):
+    """calibrate's power runs rest on this: shifting one column changes that column's p-value only."""
+    folder, out = fitted
+    encoder = DriftEncoder(FeatureSet.load(folder / "fs.json"))
+    reference = np.load(out / DETECTOR_DIR / REFERENCE_FILE, allow_pickle=False)
+    whole = load_detector(out / DETECTOR_DIR)
+    columns = column_detectors(reference, encoder.categorical_columns)
+    fresh = rows(1200, 6).assign(plan=lambda f: f["plan"].where(f.index % 9 > 0, "gold"))  # a category unseen
+    rng = np.random.default_rng(1)
+    for column, column_detector in enumerate(columns):
+        for window in sample_windows(encoder.encode_frame(fresh), 5, 200, rng):
+            shifted = window.copy()
+            shifted[:, column] = shifted[:, column] * 1.3 if column not in encoder.categorical_columns \
+                else np.where(rng.random(len(window)) < 0.3, 0, shifted[:, column])
+            p_values = whole.score(window)[0]
+            p_values[column] = column_detector.score(shifted[:, [column]])[0][0]
+            assert float(p_values.min() * len(p_values)) == corrected_min_p(whole, shifted)
 
 
 class Payload:

@@ -25,7 +25,7 @@ CANARY_PERCENT = 30
 def split_server(churn_package, churn_package_b, tmp_path_factory):
     folder = tmp_path_factory.mktemp("split")
     log = folder / "predictions.jsonl"
-    with running_server([f"churn={churn_package}"], log_path=str(folder / "server.log"),
+    with running_server([f"churn={churn_package}"], log_path=str(folder / "server.log"), workers=2,
                         extra_args=["--canary", f"churn={churn_package_b}", "--canary-percent", str(CANARY_PERCENT),
                                     "--prediction-log", str(log)]) as url:
         yield url, log

@@ -116,8 +116,12 @@ class Calibration:
 
 
 def corrected_min_p(detector, window: np.ndarray) -> float:
-    p_values, _ = detector.score(window)
-    return float(np.min(p_values) * len(p_values))
+    return float(bonferroni_min(detector.score(window)[0]))
+
+
+def bonferroni_min(p_values: np.ndarray) -> np.ndarray:
+    """The smallest p-value of each row of per-column p-values (last axis), times the number of columns."""
+    return p_values.min(axis=-1) * p_values.shape[-1]
 
 
 def _shifted(windows: np.ndarray, encoder: DriftEncoder, column: int, rng: np.random.Generator) -> np.ndarray:
@@ -173,7 +177,7 @@ def calibrate(reference: np.ndarray, encoder: DriftEncoder, held_out: np.ndarray
             shifted = _shifted(base, encoder, column, rng)
             p_values = base_p.copy()
             p_values[:, column] = [column_detector.score(w[:, None])[0][0] for w in shifted]
-            powers.append(np.mean(p_values.min(axis=1) * p_values.shape[1] < threshold))
+            powers.append(np.mean(bonferroni_min(p_values) < threshold))
         power = float(np.median(powers))
         power_by_window[size] = power
         chosen = Calibration(size, threshold, false_alarms, power, encoder.columns, power_by_window)

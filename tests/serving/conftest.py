@@ -49,10 +49,11 @@ def clv_package(data_home, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(churn_package, card_package, clv_package, tmp_path_factory) -> str:
-    """One process serving churn, card-fraud and clv, with a small batch limit to test it."""
+    """A server of churn, card-fraud and clv as it runs in production: two worker processes on one port,
+    batching on (its default), with a small batch limit to test it."""
     log = str(tmp_path_factory.mktemp("server") / "server.log")
     with running_server([str(churn_package), str(card_package), str(clv_package)],
-                        extra_args=["--max-batch", str(MAX_BATCH)], log_path=log) as url:
+                        extra_args=["--max-batch", str(MAX_BATCH)], log_path=log, workers=2) as url:
         yield url
 
 

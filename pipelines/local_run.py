@@ -198,7 +198,9 @@ def format_summary(summary: dict) -> str:
     rows = summary["rows"]
     model = summary["model"]
     blend = " + ".join(f"{m['family']} {m['weight']:.2f}" for m in model["members"])
-    choice = [["model", f"{model['selected']}: {blend}" if model["selected"] == "ensemble" else model["selected"]],
+    bagged = [f"{m['family']} x{m['folds']}" for m in model["members"] if "folds" in m]
+    choice = [["model", (f"{model['selected']}: {blend}" if model["selected"] == "ensemble" else model["selected"])
+               + (f" (fold models averaged: {', '.join(bagged)})" if bagged else "")],
               ["champion/challenger", f"{summary['champion_challenger']['decision']}: "
                                       f"{summary['champion_challenger']['reason']}"]]
     spent = summary.get("search_budget", {})

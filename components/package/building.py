@@ -10,6 +10,7 @@ from pathlib import Path
 from flowline import __version__
 from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
+from flowline.models.ensemble import family_weights
 from flowline.package.format import (CARD_HTML, CARD_JSON, DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, LINEAGE_FILE,
                                      MODEL_DIR, REPORT_FILES, REPORTS_DIR, USE_CASE_FILE, verify, write_manifest)
 from flowline.use_case import UseCase
@@ -59,7 +60,7 @@ def build_package(
     members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
     card = model_card(use_case, json.loads((out / EVALUATION_FILE).read_text()),
                       json.loads(Path(explanation_file).read_text()), lineage,
-                      {"members": [{"family": m["family"], "weight": m["weight"]} for m in members]},
+                      {"members": family_weights((m["family"], m["weight"], m.get("fold")) for m in members)},
                       tuple(name for name in REPORT_FILES if name in (reports or {})))
     (out / CARD_JSON).write_text(json.dumps(card, indent=1))
     (out / CARD_HTML).write_text(model_card_html(card))

@@ -18,7 +18,7 @@ def train(
     selection_metrics: Output[Metrics],
 ):
     """Candidates across families, the best one or a blend of the best chosen on out-of-fold
-    predictions over train + valid, refitted on both.
+    predictions over train + valid, refitted on both (or, on small data, served as the fold models).
 
     One search input per family (kfp.local has no optional inputs); only the families in
     the use case's tuning.families are read.
@@ -30,11 +30,12 @@ def train(
                           {"xgboost": xgboost_search.path, "linear": linear_search.path, "forest": forest_search.path,
                            "mlp": mlp_search.path, "lightgbm": lightgbm_search.path}, model.path, holdout.path)
     selection = summary["selection"]
-    model.metadata.update(framework="flowline-ensemble", selected=selection["selected"], **{
+    model.metadata.update(framework="flowline-ensemble", selected=selection["selected"], fit=selection["fit"], **{
         f"weight_{member['family']}": member["weight"] for member in selection["model"]["members"]})
     for candidate in summary["candidates"]:
         selection_metrics.log_metric(f"valid_score_{candidate['family']}", candidate["valid_score"])
         selection_metrics.log_metric(f"held_out_score_{candidate['family']}", candidate["held_out_score"])
     selection_metrics.log_metric("cross_fitted_rows", selection["cross_fitted_rows"])
+    selection_metrics.log_metric("bagged", int(selection["bagged"]))
     for blend in selection["blends"]:
         selection_metrics.log_metric(f"blend_top{len(blend['members'])}_cross_fitted", blend["cross_fitted_score"])

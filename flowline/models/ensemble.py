@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +42,17 @@ class ModelError(ValueError):
 
 @dataclass
 class Member:
+    """One model of the blend; `fold` numbers it among its family's fold models when the family is bagged
+    (training.py: each fold's model, at the family's weight over the number of folds)."""
+
     family: str
     model: CandidateModel
     weight: float
+    fold: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.family if self.fold is None else f"{self.family}-fold{self.fold}"
 
 
 class Ensemble:
@@ -90,14 +99,16 @@ class Ensemble:
 
     def describe(self) -> dict:
         return {"task": self.task, "bias": self.bias, "floor": self.floor,
-                "members": [{"family": m.family, "weight": m.weight} for m in self.members]}
+                "members": family_weights((m.family, m.weight, m.fold) for m in self.members)}
 
     def save(self, folder: str | Path) -> None:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         members = []
         for m in self.members:
-            entry = {"family": m.family, "weight": m.weight, "files": m.model.save(out, m.family)}
+            entry = {"family": m.family, "weight": m.weight, "files": m.model.save(out, m.name)}
+            if m.fold is not None:
+                entry["fold"] = m.fold
             if isinstance(m.model, ColumnSubset):
                 entry.update(columns=list(m.model.columns), width=m.model.width)
             members.append(entry)
@@ -120,11 +131,26 @@ class Ensemble:
             model = MODEL_FAMILIES[entry["family"]].load(path, entry["files"], document["task"])
             if "columns" in entry:
                 model = ColumnSubset(model, tuple(entry["columns"]), entry["width"])
-            members.append(Member(entry["family"], model, float(entry["weight"])))
+            fold = entry.get("fold")  # absent for a refitted member
+            if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool)):
+                raise ModelError(f"{path / MODEL_FILE}: fold {fold!r}, expected a whole number or none")
+            members.append(Member(entry["family"], model, float(entry["weight"]), fold))
         floor = document.get("floor")  # absent in packages written before floors
         if floor is not None and (document["task"] == "binary" or not isinstance(floor, (int, float))):
             raise ModelError(f"{path / MODEL_FILE}: floor {floor!r}, expected a number on a regression model or null")
         return cls(document["task"], members, document["bias"], floor)
+
+
+def family_weights(members: Iterable[tuple[str, float, int | None]]) -> list[dict]:
+    """One entry per family of (family, weight, fold) members: its weight (a bagged family's fold models' added
+    up) and, when bagged, its number of fold models."""
+    families: dict[str, dict] = {}
+    for family, weight, fold in members:
+        entry = families.setdefault(family, {"family": family, "weight": 0.0})
+        entry["weight"] += weight
+        if fold is not None:
+            entry["folds"] = entry.get("folds", 0) + 1
+    return list(families.values())
 
 
 def fit_blend(task: str, margins: np.ndarray, y: np.ndarray, non_negative: bool = False) -> tuple[np.ndarray, float]:

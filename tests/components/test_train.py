@@ -18,6 +18,7 @@ from flowline.models.ensemble import (
     choose_blend,
     cross_fitted_score,
     fit_blend,
+    fold_splits,
 )
 from flowline.models.families import (
     MODEL_FAMILIES,
@@ -183,7 +184,8 @@ def test_out_of_fold_margins_never_come_from_a_model_that_saw_the_row(data, toy_
     x, y = np.vstack([data.x_train, data.x_valid]), np.r_[data.y_train, data.y_valid]
     use_case = toy_use_case.model_copy(update={"tuning": TUNING})
     result = SearchResult("linear", PARAMS["linear"], 0.0, 1, 1, 0, "optuna", "valid_roc_auc")
-    margins = out_of_fold_margins({"linear": result}, x, y, use_case)["linear"]
+    margins, models = out_of_fold_margins({"linear": result}, x, y, use_case)
+    margins = margins["linear"]
     in_sample = refit_candidate("linear", PARAMS["linear"], 1, x, y, "binary", TUNING).margin(x)
     assert margins.shape == y.shape and not np.allclose(margins, in_sample)
     assert roc_auc_score(y, margins) < roc_auc_score(y, in_sample)
@@ -193,6 +195,7 @@ def test_out_of_fold_margins_never_come_from_a_model_that_saw_the_row(data, toy_
     fit_rows, held = next(iter(StratifiedKFold(5, shuffle=True, random_state=TUNING.seed).split(x, y)))
     alone = refit_candidate("linear", PARAMS["linear"], 1, x[fit_rows], y[fit_rows], "binary", TUNING)
     assert np.allclose(margins[held], alone.margin(x[held]))
+    assert len(models["linear"]) == 5 and np.allclose(models["linear"][0].margin(x), alone.margin(x))
 
 
 def test_an_ensemble_saves_loads_and_explains_additively(data, tmp_path: Path):
@@ -280,13 +283,43 @@ def test_regression_candidates_train_on_squared_error(tmp_path: Path):
 
 
 def test_boosting_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_case, tmp_path: Path):
-    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"xgboost": 1}})})
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"xgboost": 1}}),
+                                               "ensemble": EnsembleSpec(bag_max_rows=0)})  # always refit
     train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
                 search_results(tmp_path, ("xgboost",), iterations=20), str(tmp_path / "model"),
                 str(tmp_path / "holdout.parquet"))
     (member,) = Ensemble.load(tmp_path / "model").members
     assert member.family == "xgboost" and member.weight == 1.0
     assert member.model.booster.num_boosted_rounds() == 27  # 20 rounds on 600 train rows -> 27 on 800
+
+
+def test_small_data_is_served_as_the_fold_models_that_made_the_holdout(split_files, toy_use_case, tmp_path: Path):
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"xgboost": 1}})})
+    assert len(pd.read_parquet(split_files["train"])) + len(pd.read_parquet(split_files["valid"])) == 800
+    model_dir, holdout = tmp_path / "model", tmp_path / "holdout.parquet"
+    summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
+                          search_results(tmp_path, ("xgboost",), iterations=20), str(model_dir), str(holdout))
+    assert summary["selection"]["bagged"] and "5 fold models" in summary["selection"]["fit"]
+    assert summary["selection"]["model"]["members"] == [{"family": "xgboost", "weight": pytest.approx(1.0), "folds": 5}]
+    ensemble = Ensemble.load(model_dir)
+    assert [(m.family, m.fold, m.weight) for m in ensemble.members] == [("xgboost", k, 0.2) for k in range(1, 6)]
+    assert sorted(p.name for p in model_dir.glob("xgboost-fold*")) == [f"xgboost-fold{k}.json" for k in range(1, 6)]
+    # Each fold model keeps the search's 20 rounds (it fits on 4/5 of the rows, as many as train), no refit.
+    assert {m.model.booster.num_boosted_rounds() for m in ensemble.members} == {20}
+    feature_set = FeatureSet.load(split_files["feature_set"])
+    rows = pd.concat([pd.read_parquet(split_files["train"]), pd.read_parquet(split_files["valid"])])
+    x, y = feature_set.transform_training(rows), feature_set.labels(rows)
+    predictions = pd.read_parquet(holdout)["prediction"].to_numpy()
+    # Fold k's model is the one whose predictions on fold k's held-out rows are the holdout.
+    for member, (_, held) in zip(ensemble.members, fold_splits("binary", y, 5, TUNING.seed)):
+        assert np.allclose(1 / (1 + np.exp(-member.model.margin(x[held]))), predictions[held])
+    served = ensemble.margin(x)
+    assert np.allclose(served, np.mean([m.model.margin(x) for m in ensemble.members], axis=0))
+    assert np.allclose(ensemble.contributions(x[:20]).sum(axis=1), served[:20], atol=1e-4)
+    document = json.loads((model_dir / MODEL_FILE).read_text())
+    (model_dir / MODEL_FILE).write_text(json.dumps({**document, "members": [{**document["members"][0], "fold": "1"}]}))
+    with pytest.raises(ModelError, match="fold '1'"):
+        Ensemble.load(model_dir)
 
 
 def spend_data(seed: int = 5) -> TrainingData:
@@ -503,7 +536,8 @@ def test_lightgbm_takes_the_tuned_class_weight_and_the_use_cases_regression_obje
 
 
 def test_lightgbm_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_case, tmp_path: Path):
-    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"lightgbm": 1}})})
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"lightgbm": 1}}),
+                                               "ensemble": EnsembleSpec(bag_max_rows=0)})  # always refit
     summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
                           search_results(tmp_path, ("lightgbm",), iterations=20), str(tmp_path / "model"),
                           str(tmp_path / "holdout.parquet"))

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 from flowline.components.bias.fairness import bias_files
@@ -21,6 +22,7 @@ from flowline.components.package.building import package_files
 from flowline.components.split.parts import split_files
 from flowline.components.train.training import train_files
 from flowline import audit
+from flowline.inference_services.local_server import running_server
 from flowline.inference_services.options import REPOSITORY_TOKEN_ENV
 from flowline.pipelines.local_run import record_run, summarize
 from flowline.tuning import tune_files
@@ -79,6 +81,20 @@ def card_use_case(data_home: Path) -> UseCase:
 def records_of(frame: pd.DataFrame) -> list[dict]:
     """Rows as JSON would carry them: NaN becomes null."""
     return json.loads(frame.to_json(orient="records"))
+
+
+def served_over_http(package: Path, rows: pd.DataFrame, workers: int = 1) -> tuple[np.ndarray, list[dict]]:
+    """`package` served by `flowline serve` on loopback: v1 probabilities of `rows` (float32, as served) and v1
+    explanations of its first 5, both answered 200."""
+    name = json.loads((package / "use_case.json").read_text())["name"]
+    with running_server([str(package)], workers=workers) as url:
+        predicted = httpx.post(f"{url}/v1/models/{name}:predict", json={"instances": records_of(rows)}, timeout=30)
+        explained = httpx.post(f"{url}/v1/models/{name}:explain", json={"instances": records_of(rows.head(5))},
+                               timeout=30)
+    assert predicted.status_code == 200, predicted.text
+    assert explained.status_code == 200, explained.text
+    probabilities = np.array([p["probability"] for p in predicted.json()["predictions"]], dtype=np.float32)
+    return probabilities, explained.json()["explanations"]
 
 
 V2_NUMERIC = {"integer": "INT64", "number": "FP64"}  # a declared numeric column's v2 datatype

@@ -3,15 +3,13 @@
 import json
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import LoadedPackage
 from flowline.package.format import verify
-from serving_helpers import build_package, records_of
+from serving_helpers import build_package, served_over_http
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +35,7 @@ def test_a_bagged_package_lists_its_fold_models_and_serves_their_average(bagged_
 
     loaded = LoadedPackage.load(bagged_package)
     rows = pd.read_parquet(bagged_package.parent / "test").head(20)[loaded.use_case.feature_columns]
-    with running_server([str(bagged_package)], workers=2) as url:
-        predicted = httpx.post(f"{url}/v1/models/churn:predict", json={"instances": records_of(rows)}, timeout=30)
-        explained = httpx.post(f"{url}/v1/models/churn:explain", json={"instances": records_of(rows.head(5))},
-                               timeout=30)
-    assert predicted.status_code == 200, predicted.text
-    served = np.array([p["probability"] for p in predicted.json()["predictions"]], dtype=np.float32)
+    served, explanations = served_over_http(bagged_package, rows, workers=2)
     assert np.array_equal(served, loaded.predict(rows))
     x = loaded.feature_set.transform(rows)
     by_family = {family: np.mean([m.model.margin(x) for m in loaded.model.members if m.family == family], axis=0)
@@ -50,6 +43,5 @@ def test_a_bagged_package_lists_its_fold_models_and_serves_their_average(bagged_
     weights = {m["family"]: m["weight"] for m in card["model"]["members"]}
     average = loaded.model.bias + sum(weights[family] * margin for family, margin in by_family.items())
     assert np.allclose(loaded.model.margin(x), average)
-    assert explained.status_code == 200, explained.text
-    for explanation, margin in zip(explained.json()["explanations"], average[:5], strict=True):
+    for explanation, margin in zip(explanations, average[:5], strict=True):
         assert explanation["base_value"] + sum(explanation["contributions"].values()) == pytest.approx(margin, abs=1e-6)

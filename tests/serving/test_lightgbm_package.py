@@ -3,15 +3,13 @@
 import json
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import LoadedPackage
 from flowline.package.format import verify
-from serving_helpers import build_package, records_of
+from serving_helpers import build_package, served_over_http
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +31,8 @@ def test_a_lightgbm_package_serves_the_in_process_predictions_and_additive_expla
     codes = [i for i, name in enumerate(loaded.feature_set.feature_names) if name.startswith("code(")]
     assert codes and set(codes) <= set(tree.columns)  # the tree member reads the category codes
     rows = pd.read_parquet(lightgbm_package.parent / "test").head(20)[loaded.use_case.feature_columns]
-    with running_server([str(lightgbm_package)]) as url:
-        predicted = httpx.post(f"{url}/v1/models/churn:predict", json={"instances": records_of(rows)}, timeout=30)
-        explained = httpx.post(f"{url}/v1/models/churn:explain", json={"instances": records_of(rows.head(5))},
-                               timeout=30)
-    assert predicted.status_code == 200, predicted.text
-    served = np.array([p["probability"] for p in predicted.json()["predictions"]], dtype=np.float32)
+    served, explanations = served_over_http(lightgbm_package, rows)
     assert np.array_equal(served, loaded.predict(rows))
-    assert explained.status_code == 200, explained.text
-    explanations = explained.json()["explanations"]
     margins = loaded.model.margin(loaded.feature_set.transform(rows.head(5)))
     for explanation, margin in zip(explanations, margins, strict=True):
         assert explanation["margin"] == pytest.approx(margin, abs=1e-9)

@@ -137,6 +137,7 @@ def toy_use_case() -> UseCase:
         },
         "max_bad_fraction": 0.5,
         "costs": {"false_negative": 5, "false_positive": 1},
+        "features": {"search_min_rows": 0},  # the feature search runs on these few rows, so the tests exercise it
     })
 
 

@@ -24,11 +24,11 @@ def engineer_features_files(use_case: UseCase, train_file: str, valid_file: str,
               + ", ".join(f"{e} ({sorted(c for c, v in feature_set.plan.encodings.items() if v == e)})" for e in encodings)
               + f". Transforms: {feature_set.plan.transforms or 'none'}. "
               f"Generated: {feature_set.generated_names or 'none'}.")
-    details = log.markdown() if use_case.features.search else "Search off (`features.search: false`)."
+    details = f"No search: {log.off}." if log.off else log.markdown()
     Path(report_file).write_text(f"### Feature engineering: {use_case.name}\n\n{chosen}\n\n{details}\n")
     searched = (f", search {len(log.tried)} candidates on {log.rows[0]:,} of {len(train):,} "
                 f"train rows in {log.seconds:.1f} s: proxy score "
-                f"{log.start_score:.4f} -> {log.score:.4f}") if use_case.features.search else ""
+                f"{log.start_score:.4f} -> {log.score:.4f}") if not log.off else ""
     print(f"features: {len(feature_set.input_columns)} columns -> {feature_set.width} features "
           f"(FeatureSet {feature_set.version}){searched}")
     return feature_set, log

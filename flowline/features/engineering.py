@@ -64,6 +64,7 @@ class SearchLog:
     seconds: float = 0.0
     rows: tuple[int, int] = (0, 0)
     stopped: str = ""  # why it tried no more candidates, when not for lack of them
+    off: str = ""  # why it did not search at all
 
     def markdown(self) -> str:
         lines = [f"**Validation score (mean of the two proxies):** {self.start_score:.4f} -> {self.score:.4f}, "
@@ -132,10 +133,22 @@ def _windows(seconds: pd.Series, is_datetime: bool) -> tuple[float, ...]:
     return tuple(w for w in (span / 1000, span / 100, span / 10) if w > 0)
 
 
+def search_off(use_case: UseCase, rows: int) -> str:
+    """Why the plan is not searched, or "" when it is: the use case turns the search off, or train + valid has
+    fewer than `features.search_min_rows` rows, where the valid split is too small for the proxies' gains to
+    be more than noise."""
+    if not use_case.features.search:
+        return "off (`features.search: false`)"
+    if rows < use_case.features.search_min_rows:
+        return (f"{rows:,} train + valid rows, fewer than `features.search_min_rows` ({use_case.features.search_min_rows:,}): "
+                f"encodings by cardinality, numbers as they are")
+    return ""
+
+
 def engineer_features(
     train: pd.DataFrame, valid: pd.DataFrame, use_case: UseCase, progress: Callable[[str], None] = print
 ) -> tuple[FeatureSet, SearchLog]:
-    """Choose the plan on `valid` (unless `features.search` is off) and fit the FeatureSet on `train`."""
+    """Choose the plan on `valid` (unless `search_off` says why not) and fit the FeatureSet on `train`."""
     started = time.monotonic()
     fixed = use_case.features.entity_outputs
     if use_case.features.entity_features_from and fixed is None:
@@ -144,9 +157,11 @@ def engineer_features(
                            f"window outputs are not set (features.entity_outputs); `flowline run`, `compile` and "
                            f"`submit` set them from the owner's champion package")
     plan = default_plan(train, use_case)
-    if not use_case.features.search:
+    off = search_off(use_case, len(train) + len(valid))
+    if off:
+        progress(f"features: no search: {off}")
         plan = _with_entity_outputs(plan, fixed or [])
-        return FeatureSet.fit(train, use_case, plan), SearchLog(float("nan"), float("nan"))
+        return FeatureSet.fit(train, use_case, plan), SearchLog(float("nan"), float("nan"), off=off)
     budget = use_case.tuning.time_budget
     search = _Search(*search_sample(train, valid, use_case), use_case, progress,
                      deadline=started + FEATURES_SHARE * budget if budget else math.inf)

@@ -163,6 +163,8 @@ def test_the_feature_search_tries_no_calendar_of_the_one_training_cut_off():
                            "paid": rng.gamma(2.0, 10.0, 3000)})
     use_case = parse_use_case(log_use_case())
     rows_use_case = customer_rows_use_case(use_case)
+    rows_use_case = rows_use_case.model_copy(update={"features": rows_use_case.features.model_copy(
+        update={"search_min_rows": 0})})  # 300 customers: searched all the same
     parts = split_frame(build_customer_rows(events, use_case), rows_use_case)
     _, log = engineer_features(parts["train"], parts["valid"], rows_use_case, progress=lambda _: None)
     assert log.tried and not any("calendar" in entry["candidate"] for entry in log.tried)

@@ -238,6 +238,7 @@ def test_engineering_finds_the_burst_window_on_validation(payments):
     from flowline.splitting import split_frame
 
     use_case, frame, _ = payments
+    use_case = use_case.model_copy(update={"features": use_case.features.model_copy(update={"search_min_rows": 0})})
     parts = split_frame(frame, use_case)
     shown: list[str] = []
     feature_set, log = engineer_features(parts["train"], parts["valid"], use_case, progress=shown.append)

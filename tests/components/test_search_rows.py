@@ -174,3 +174,24 @@ def test_a_sample_too_close_to_the_whole_to_stratify_is_drawn_plainly(toy_use_ca
     for train in (labelled(301, 100, "t"), labelled(400, 1, "t")):
         sampled, _ = search_sample(train, labelled(100, 20, "v"), use_case)
         assert len(sampled) == 300 and sampled.index.is_unique
+
+
+def test_with_fewer_rows_than_search_min_rows_the_plan_is_not_searched_and_the_report_says_why(
+        toy_use_case, splits, tmp_path):
+    from flowline.components.features.fitting import engineer_features_files
+
+    train, valid = pd.read_parquet(splits["train"]), pd.read_parquet(splits["valid"])
+    rows = len(train) + len(valid)
+    at_limit = toy_use_case.model_copy(update={"features": toy_use_case.features.model_copy(
+        update={"search_min_rows": rows})})
+    _, searched = engineer_features(train, valid, at_limit, progress=lambda line: None)
+    assert searched.tried and searched.off == ""
+    above = at_limit.model_copy(update={"features": at_limit.features.model_copy(update={"search_min_rows": rows + 1})})
+    shown = []
+    feature_set, log = engineer_features(train, valid, above, shown.append)
+    assert log.tried == [] and f"{rows:,} train + valid rows, fewer than `features.search_min_rows`" in log.off
+    assert feature_set.plan == FeatureSet.fit(train, above).plan  # encodings by cardinality, numbers as they are
+    assert shown == [f"features: no search: {log.off}"]
+    report = tmp_path / "features.md"
+    engineer_features_files(above, splits["train"], splits["valid"], str(tmp_path / "fs.json"), str(report))
+    assert f"No search: {log.off}." in report.read_text()

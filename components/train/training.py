@@ -45,8 +45,8 @@ import xgboost as xgb
 
 from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureLayout
-from flowline.models.ensemble import Ensemble, Member, choose_blend, fold_splits
 from flowline.models.candidate import CandidateModel
+from flowline.models.ensemble import Ensemble, Member, choose_blend, fold_splits
 from flowline.models.families import BOOSTED_FAMILIES, refit_candidate
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult

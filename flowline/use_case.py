@@ -144,8 +144,8 @@ class FeaturesSpec(_Strict):
 
     search: bool = Field(default=True, description="choose encodings and generated features on validation")
     search_min_rows: int = Field(default=2000, ge=0, description=(
-        "search only with at least this many train + valid rows; fewer: encodings by cardinality and numbers as "
-        "they are, since gains on so small a valid split are noise"))
+        "search only with at least this many train + valid rows, or an entity_column (its windows are searched); "
+        "fewer: encodings by cardinality and numbers as they are, since gains on so small a valid split are noise"))
     entity_column: str | None = Field(
         default=None, description="a repeated key (customer, card) for recency and rolling windows over time_column"
     )

@@ -136,10 +136,10 @@ def _windows(seconds: pd.Series, is_datetime: bool) -> tuple[float, ...]:
 def search_off(use_case: UseCase, rows: int) -> str:
     """Why the plan is not searched, or "" when it is: the use case turns the search off, or train + valid has
     fewer than `features.search_min_rows` rows, where the valid split is too small for the proxies' gains to
-    be more than noise."""
+    be more than noise, and no entity column is declared (its windows are found by the search alone)."""
     if not use_case.features.search:
         return "off (`features.search: false`)"
-    if rows < use_case.features.search_min_rows:
+    if rows < use_case.features.search_min_rows and use_case.features.entity_column is None:
         return (f"{rows:,} train + valid rows, fewer than `features.search_min_rows` ({use_case.features.search_min_rows:,}): "
                 f"encodings by cardinality, numbers as they are")
     return ""

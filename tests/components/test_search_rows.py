@@ -179,6 +179,7 @@ def test_a_sample_too_close_to_the_whole_to_stratify_is_drawn_plainly(toy_use_ca
 def test_with_fewer_rows_than_search_min_rows_the_plan_is_not_searched_and_the_report_says_why(
         toy_use_case, splits, tmp_path):
     from flowline.components.features.fitting import engineer_features_files
+    from flowline.features.engineering import search_off
 
     train, valid = pd.read_parquet(splits["train"]), pd.read_parquet(splits["valid"])
     rows = len(train) + len(valid)
@@ -195,3 +196,6 @@ def test_with_fewer_rows_than_search_min_rows_the_plan_is_not_searched_and_the_r
     report = tmp_path / "features.md"
     engineer_features_files(above, splits["train"], splits["valid"], str(tmp_path / "fs.json"), str(report))
     assert f"No search: {log.off}." in report.read_text()
+    # An entity column's windows are found by the search alone: it runs on as few rows.
+    with_entity = above.model_copy(update={"features": above.features.model_copy(update={"entity_column": "plan"})})
+    assert search_off(with_entity, rows) == ""

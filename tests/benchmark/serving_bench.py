@@ -279,9 +279,10 @@ def main() -> None:
 
     package = Path(json.loads(Path(args.summary).read_text())["package"])
     loaded = LoadedPackage.load(package)
-    members = {member.family: member for member in loaded.model.members}
+    members = {member.name: member for member in loaded.model.members}  # a bagged family's are named by fold
     if "xgboost" not in members:
-        sys.exit(f"bench: the package's model has no XGBoost member ({loaded.model.families}): MLServer cannot serve it")
+        sys.exit(f"bench: the package's model has no single XGBoost member ({', '.join(members)}): MLServer cannot "
+                 f"serve it")
     record = first_record(str(package))
     encoded = loaded.feature_set.transform_record(record)
     xgboost_answer = float(1 / (1 + np.exp(-members["xgboost"].model.margin(encoded[None, :])[0])))

@@ -121,7 +121,9 @@ def card_text(card: dict, version: str, stage: str) -> str:
     model, data = card.get("model", {}), card.get("data", {})
     facts = [["use case", model.get("use_case")], ["version", f"{version} ({stage})"], ["task", model.get("task")],
              ["created", card.get("created_at")], ["description", model.get("description")],
-             ["model", " + ".join(f"{m['family']} {m['weight']:.2f}" for m in model.get("members", []))],
+             ["model", " + ".join(f"{m['family']} {m['weight']:.2f}" + (f" ({m['folds']} fold models averaged)"
+                                                                          if "folds" in m else "")
+                                  for m in model.get("members", []))],
              *[[f"data {name}", ", ".join(map(str, value)) if isinstance(value, list) else _number(value)]
                for name, value in data.items() if not isinstance(value, dict)],
              ["threshold", _number(card.get("threshold"))]]

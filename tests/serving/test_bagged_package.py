@@ -9,6 +9,7 @@ import pytest
 
 from flowline.inference_services.model import LoadedPackage
 from flowline.package.format import verify
+from flowline.pipelines.cli.registry import card_text
 from serving_helpers import build_package, served_over_http
 
 
@@ -32,6 +33,7 @@ def test_a_bagged_package_lists_its_fold_models_and_serves_their_average(bagged_
     card = json.loads((bagged_package / "model_card.json").read_text())
     assert {m["family"]: m["folds"] for m in card["model"]["members"]} == {family: 5 for family in families}
     assert "5 fold models averaged" in (bagged_package / "model_card.html").read_text()
+    assert "5 fold models averaged" in card_text(card, "v", "candidate")  # `flowline models ... show`
 
     loaded = LoadedPackage.load(bagged_package)
     rows = pd.read_parquet(bagged_package.parent / "test").head(20)[loaded.use_case.feature_columns]

@@ -47,7 +47,7 @@ help:
 	@echo "              an HTTP floor (build/bench/serving.json), batch scoring of 1,000,000 rows against the"
 	@echo "              in-process floor (build/bench/batch.json), entity features from Redis against the same"
 	@echo "              requests without (build/bench/online.json), and each step's seconds of churn on Telco resampled"
-	@echo "              x1, x10 and x50 (build/bench/scale.json and .md); about 50 minutes, and the x50 run up to 15 more"
+	@echo "              x1, x10 and x50 (build/bench/scale.json and .md); about an hour, the three scale runs 16 minutes of it"
 	@echo "make bench-models  flowline's default search against FLAML and AutoGluon-Tabular at equal wall time on every"
 	@echo "              shipped classification dataset and the six public sets, seeds 0-4 (build/bench/models.json"
 	@echo "              and .md); hours: each (dataset, seed) is kept as it finishes, and a rerun resumes"

@@ -33,6 +33,17 @@ def number(value: float | int) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.4f}"
 
 
+def members(members: Sequence[dict]) -> str:
+    """A model's members in words, for every surface that shows them (run summary, model card, registry):
+    'xgboost 0.8213 (5 fold models averaged) + linear 0.3568'; a lone member of weight 1 by its family alone.
+    `members` as model.json's summary lists them: family, weight and, when bagged, folds."""
+    def member(entry: dict) -> str:
+        weight = "" if len(members) == 1 and entry["weight"] == 1 else f" {number(entry['weight'])}"
+        folds = f" ({entry['folds']} fold models averaged)" if "folds" in entry else ""
+        return f"{entry['family']}{weight}{folds}"
+    return " + ".join(map(member, members))
+
+
 def cell(value: object) -> str:
     """A table cell's text: floats as `number` writes them, pass/fail marked for the eye."""
     if isinstance(value, float):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from flowline import audit
+from flowline import audit, reports
 from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows,
                                        outcome_rows, threshold_rows)
 from flowline.package.format import (CARD_HTML, LINEAGE_FILE, MODEL_DIR, REPORT_FILES, REPORTS_DIR, TRAINING_FILE,
@@ -197,10 +197,7 @@ def format_summary(summary: dict) -> str:
     ]
     rows = summary["rows"]
     model = summary["model"]
-    blend = " + ".join(f"{m['family']} {m['weight']:.2f}" for m in model["members"])
-    bagged = [f"{m['family']} x{m['folds']}" for m in model["members"] if "folds" in m]
-    choice = [["model", (f"{model['selected']}: {blend}" if model["selected"] == "ensemble" else model["selected"])
-               + (f" (fold models averaged: {', '.join(bagged)})" if bagged else "")],
+    choice = [["model", ("ensemble: " if model["selected"] == "ensemble" else "") + reports.members(model["members"])],
               ["champion/challenger", f"{summary['champion_challenger']['decision']}: "
                                       f"{summary['champion_challenger']['reason']}"]]
     spent = summary.get("search_budget", {})

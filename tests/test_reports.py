@@ -47,3 +47,12 @@ def test_a_report_page_shows_rendered_content_and_its_source_as_text_does_not(ch
         with pytest.raises(AssertionError, match="shows as text, not a page"):
             assert_renders_as_a_page(chromium, raw, tmp_path)
         assert changed_from_source(chromium, raw, tmp_path) < MIN_CHANGED_PIXELS
+
+
+def test_a_models_members_read_the_same_on_every_surface():
+    """Run summary, model card and registry all write members this way: weights, and a bagged family's folds."""
+    assert reports.members([{"family": "xgboost", "weight": 0.82, "folds": 5}, {"family": "linear", "weight": 0.3568}]
+                           ) == "xgboost 0.8200 (5 fold models averaged) + linear 0.3568"
+    assert reports.members([{"family": "linear", "weight": 1.0, "folds": 5}]) == "linear (5 fold models averaged)"
+    assert reports.members([{"family": "xgboost", "weight": 1.0}]) == "xgboost"
+    assert reports.members([{"family": "linear", "weight": 0.9}]) == "linear 0.9000"  # a blend of one, with a bias

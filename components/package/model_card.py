@@ -138,16 +138,14 @@ def _fairness_sections(fairness: dict) -> list[str]:
 def model_card_html(card: dict) -> str:
     """The card as a page: tables, and plots as embedded PNG; every number as `reports.number` writes it."""
     model, data = card["model"], card["data"]
-    members = ", ".join(f"{m['family']} ({reports.number(m['weight'])}"
-                        + (f"; {m['folds']} fold models averaged)" if "folds" in m else ")")
-                        for m in model.get("members", []))
+    members = reports.members(model.get("members", []))
     interval = (lambda ci: "" if ci is None else f"{reports.number(ci[0])} to {reports.number(ci[1])}")
     rows_in = " / ".join(reports.number(data[key]) for key in ("rows_in", "rows_kept", "rows_quarantined"))
     sections = [
         f"<p>{reports.escape(model['description'])}</p>",
         "<h2>Intended use</h2>", f"<p>{reports.escape(card['intended_use'])}</p>",
         "<h2>Model</h2>",
-        reports.table(["field", "value"], [["task", model["task"]], ["members (weight)", members],
+        reports.table(["field", "value"], [["task", model["task"]], ["members", members],
                                            ["flowline", card["flowline_version"]], ["card written", card["created_at"]]]),
         "<h2>Data</h2>",
         reports.table(["field", "value"], [

@@ -10,6 +10,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from flowline import reports
 from flowline.pipelines.cli.common import add_runs_dir_argument
 
 
@@ -108,10 +109,10 @@ def _show(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> int:
     from flowline.registry import read
 
-    reports = read(args.runs_dir).version(args.version).reports()
-    print(json.dumps(reports, indent=1) if args.json else tabulate(list(reports.items()), headers=["report", "path"]))
+    paths = read(args.runs_dir).version(args.version).reports()
+    print(json.dumps(paths, indent=1) if args.json else tabulate(list(paths.items()), headers=["report", "path"]))
     if args.browser:
-        for path in reports.values():
+        for path in paths.values():
             webbrowser.open(Path(path).resolve().as_uri())
     return 0
 
@@ -121,9 +122,7 @@ def card_text(card: dict, version: str, stage: str) -> str:
     model, data = card.get("model", {}), card.get("data", {})
     facts = [["use case", model.get("use_case")], ["version", f"{version} ({stage})"], ["task", model.get("task")],
              ["created", card.get("created_at")], ["description", model.get("description")],
-             ["model", " + ".join(f"{m['family']} {m['weight']:.2f}" + (f" ({m['folds']} fold models averaged)"
-                                                                          if "folds" in m else "")
-                                  for m in model.get("members", []))],
+             ["model", reports.members(model.get("members", []))],
              *[[f"data {name}", ", ".join(map(str, value)) if isinstance(value, list) else _number(value)]
                for name, value in data.items() if not isinstance(value, dict)],
              ["threshold", _number(card.get("threshold"))]]

@@ -24,6 +24,10 @@ def with_tuning(use_case: UseCase, **settings) -> UseCase:
     return use_case.model_copy(update={"tuning": use_case.tuning.model_copy(update=settings)})
 
 
+def with_features(use_case: UseCase, **settings) -> UseCase:
+    return use_case.model_copy(update={"features": use_case.features.model_copy(update=settings)})
+
+
 def labelled(n: int, positives: int, prefix: str) -> pd.DataFrame:
     """`n` rows of which `positives` are "yes", shuffled, with a shifted index (the split keeps the file's)."""
     label = np.where(np.random.default_rng(n).permutation(n) < positives, "yes", "no")
@@ -183,11 +187,10 @@ def test_with_fewer_rows_than_search_min_rows_the_plan_is_not_searched_and_the_r
 
     train, valid = pd.read_parquet(splits["train"]), pd.read_parquet(splits["valid"])
     rows = len(train) + len(valid)
-    at_limit = toy_use_case.model_copy(update={"features": toy_use_case.features.model_copy(
-        update={"search_min_rows": rows})})
+    at_limit = with_features(toy_use_case, search_min_rows=rows)
     _, searched = engineer_features(train, valid, at_limit, progress=lambda line: None)
     assert searched.tried and searched.off == ""
-    above = at_limit.model_copy(update={"features": at_limit.features.model_copy(update={"search_min_rows": rows + 1})})
+    above = with_features(toy_use_case, search_min_rows=rows + 1)
     shown = []
     feature_set, log = engineer_features(train, valid, above, shown.append)
     assert log.tried == [] and f"{rows:,} train + valid rows, fewer than `features.search_min_rows`" in log.off
@@ -197,5 +200,5 @@ def test_with_fewer_rows_than_search_min_rows_the_plan_is_not_searched_and_the_r
     engineer_features_files(above, splits["train"], splits["valid"], str(tmp_path / "fs.json"), str(report))
     assert f"No search: {log.off}." in report.read_text()
     # An entity column's windows are found by the search alone: it runs on as few rows.
-    with_entity = above.model_copy(update={"features": above.features.model_copy(update={"entity_column": "plan"})})
+    with_entity = with_features(above, entity_column="plan")
     assert search_off(with_entity, rows) == ""

@@ -122,7 +122,7 @@ def budgeted_search(
     for spend in spends:
         if not spend.stopped:
             spend.stopped = "the budget was spent" + ("" if spend.trials else " before its first trial")
-    results = {s.family: search_result(s.family, studies[s.family], data.task) for s in spends if s.trials}
+    results = {s.family: search_result(s.family, studies[s.family], data.task, tuning) for s in spends if s.trials}
     record = {"time_budget": time_budget, "seconds": round(spent, 3), "rounds": rounds,
               "families": {s.family: {**_rounded(asdict(s)), "trial_seconds": round(s.trial_seconds, 3)}
                            for s in spends}}

@@ -7,10 +7,10 @@ trial as a Job in the flowline image:
 
     python -m flowline.katib_experiments.trial --use-case churn --family xgboost --eta=0.1 ...
 
-The trial prints `valid_roc_auc=0.85` lines (or `valid_rmse=`), which Katib's StdOut
-metrics collector reads. The tune step submits these objects with the Katib SDK; the
-YAML files beside this module are the same objects for the built-in use cases
-(`flowline katib`), checked against the generator in tests.
+The trial prints `valid_roc_auc=0.85` lines (`valid_auprc=` with tuning.metric auprc, or
+`valid_rmse=`), which Katib's StdOut metrics collector reads. The tune step submits these
+objects with the Katib SDK; the YAML files beside this module are the same objects for the
+built-in use cases (`flowline katib`), checked against the generator in tests.
 """
 
 from __future__ import annotations
@@ -121,7 +121,7 @@ def build_experiment(
 ) -> V1beta1Experiment:
     """The Experiment that searches `family`'s space for `use_case` with `trials` trials."""
     space = search_space(family, use_case.task, use_case.tuning)
-    metric, direction = objective_metric(use_case.task)
+    metric, direction = objective_metric(use_case.task, use_case.tuning.metric)
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",

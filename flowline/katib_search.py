@@ -57,7 +57,7 @@ def katib_search(
         raise KatibError(f"Katib Experiment {namespace}/{name} finished without a successful trial")
     params = search_space(family, use_case.task, use_case.tuning).parse({a.name: a.value for a in optimal.parameter_assignments})
     observed = {m.name: float(m.latest) for m in optimal.observation.metrics}
-    metric, direction = objective_metric(use_case.task)
+    metric, direction = objective_metric(use_case.task, use_case.tuning.metric)
     score = observed[metric] if direction == "maximize" else -observed[metric]
     status = finished.status
     progress(f"{prefix}: Katib's best trial {optimal.best_trial_name}: {metric} {observed[metric]:.4f}")

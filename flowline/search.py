@@ -83,7 +83,7 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))
 
 
-def search_result(family: str, study: optuna.Study, task: str) -> SearchResult:
+def search_result(family: str, study: optuna.Study, task: str, tuning: TuningSpec) -> SearchResult:
     """The best trial of `family`'s study as the train step reads it."""
     best = study.best_trial
     ran = finished_trials(study)
@@ -91,7 +91,7 @@ def search_result(family: str, study: optuna.Study, task: str) -> SearchResult:
     return SearchResult(
         family=family, params=dict(best.params), valid_score=float(best.value),
         iterations=int(best.user_attrs["iterations"]), trials=len(ran), stopped_early=pruned,
-        backend="optuna", metric=objective_metric(task)[0],
+        backend="optuna", metric=objective_metric(task, tuning.metric)[0],
     )
 
 
@@ -118,4 +118,4 @@ def optuna_search(
     study = seeded_study(tuning, space)
     study.optimize(family_objective(family, space, data, tuning), n_trials=trials, timeout=tuning.timeout_seconds,
                    callbacks=[show])
-    return search_result(family, study, data.task)
+    return search_result(family, study, data.task, tuning)

@@ -195,6 +195,10 @@ class TuningSpec(_Strict):
                                         "each family's trials in `families` is then its cap. None: trials decide")
     trial_seconds: float = Field(default=60, gt=0, description="Katib with a time_budget: the declared seconds "
                                                                "one trial takes in its pod, start included")
+    metric: Literal["roc_auc", "auprc"] = Field(
+        default="roc_auc", description="binary tasks: the validation score that trials, pruning, feature selection "
+                                       "and the blend maximise; auprc (average precision) suits rare positives. "
+                                       "Regression minimises RMSE")
     early_stopping_rounds: int = Field(default=50, ge=1)
     max_boost_rounds: int = Field(default=1000, ge=1)
     max_epochs: int = Field(default=200, ge=1, description="MLP training epochs, early-stopped on valid")

@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         feature_set, _ = engineer_features(parts["train"], parts["valid"], use_case, progress=log)
     data = search_data(use_case, feature_set, parts["train"], parts["valid"])
-    metric, _ = objective_metric(use_case.task)
+    metric, _ = objective_metric(use_case.task, use_case.tuning.metric)
 
     def report(step: int, score: float) -> None:
         print(f"{metric}={reported_value(use_case.task, score):.6f}", flush=True)

@@ -41,7 +41,7 @@ def search(
         json.dump(record or {"trials": trials}, out, indent=1)
     with open(budget_report.path, "w") as out:
         out.write(budget_markdown(record, lambda score: reported_value(use_case.task, score),
-                                  objective_metric(use_case.task)[0]) if record else
+                                  objective_metric(use_case.task, use_case.tuning.metric)[0]) if record else
                   "# Search\n\nNo time budget spent: each family ran its trials (the `trials` input, or with Katib "
                   "the maxTrialCount flowline/katib.py derives from the budget).\n")
     if record:

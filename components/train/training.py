@@ -110,8 +110,9 @@ def train_files(
     chosen = sample_positions(rows, cross_fitting_rows(use_case, len(rows)), use_case)
     margins, fold_models = out_of_fold_margins(results, x[chosen], y[chosen], use_case, feature_set.layout)
     # Tweedie members predict non-negative amounts; the blend must not go below zero either.
-    members, bias, selection = choose_blend(use_case.task, margins, y[chosen], use_case.ensemble,
-                                            use_case.tuning.seed, non_negative=use_case.tuning.objective == "tweedie")
+    members, bias, selection = choose_blend(use_case.task, use_case.tuning.metric, margins, y[chosen],
+                                            use_case.ensemble, use_case.tuning.seed,
+                                            non_negative=use_case.tuning.objective == "tweedie")
     print(f"train: selected {selection['selected']}: {selection['reason']}")
 
     blended = bias + sum(weight * margins[family] for family, weight in members)

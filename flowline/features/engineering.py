@@ -81,7 +81,8 @@ class _Search:
                  progress: Callable[[str], None], deadline: float = math.inf) -> None:
         self.train, self.valid, self.use_case, self.progress = train, valid, use_case, progress
         self.deadline = deadline  # time.monotonic() after which no candidate is tried
-        self.proxy_tuning = TuningSpec(max_boost_rounds=500, early_stopping_rounds=30, seed=use_case.tuning.seed)
+        self.proxy_tuning = TuningSpec(max_boost_rounds=500, early_stopping_rounds=30, metric=use_case.tuning.metric,
+                                       seed=use_case.tuning.seed)
         self.log = SearchLog(0.0, 0.0)
         self.importance: dict[str, float] = {}
 

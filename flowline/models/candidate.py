@@ -12,7 +12,7 @@ from typing import Callable, ClassVar, Optional
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureLayout
@@ -48,10 +48,11 @@ class TrainingData:
         )
 
 
-def validation_score(task: str, y: np.ndarray, margins: np.ndarray) -> float:
-    """Higher is better: ROC-AUC for binary tasks, negative RMSE for regression."""
+def validation_score(task: str, metric: str, y: np.ndarray, margins: np.ndarray) -> float:
+    """Higher is better: for binary tasks `metric` (tuning.metric: roc_auc or auprc), for regression negative RMSE."""
     if task == "binary":
-        return float(roc_auc_score(y, margins))
+        score = average_precision_score if metric == "auprc" else roc_auc_score
+        return float(score(y, margins))
     return -float(np.sqrt(np.mean((y - margins) ** 2)))
 
 
@@ -85,7 +86,7 @@ class CandidateModel:
         """Train on data's train rows and score on valid. Families that iterate early-stop on valid;
         the others fit once (one "iteration")."""
         model = cls.refit(params, 1, data.x_train, data.y_train, data.task, tuning, data.feature_types)
-        return Fitted(model, validation_score(data.task, data.y_valid, model.margin(data.x_valid)), 1)
+        return Fitted(model, validation_score(data.task, tuning.metric, data.y_valid, model.margin(data.x_valid)), 1)
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,

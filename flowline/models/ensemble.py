@@ -188,28 +188,29 @@ def fold_splits(task: str, y: np.ndarray, folds: int, seed: int) -> list[tuple[n
     return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
 
-def cross_fitted_score(task: str, margins: np.ndarray, y: np.ndarray, folds: int, seed: int,
+def cross_fitted_score(task: str, metric: str, margins: np.ndarray, y: np.ndarray, folds: int, seed: int,
                        non_negative: bool = False) -> float:
     """The blend's validation score with every row scored by weights fitted without it."""
     blended = np.empty(len(y))
     for fit_rows, held_out in fold_splits(task, y, folds, seed):
         weights, bias = fit_blend(task, margins[fit_rows], y[fit_rows], non_negative)
         blended[held_out] = margins[held_out] @ weights + bias
-    return validation_score(task, y, blended)
+    return validation_score(task, metric, y, blended)
 
 
-def choose_blend(task: str, margins: dict[str, np.ndarray], y: np.ndarray, spec: EnsembleSpec,
+def choose_blend(task: str, metric: str, margins: dict[str, np.ndarray], y: np.ndarray, spec: EnsembleSpec,
                  seed: int, non_negative: bool = False) -> tuple[list[tuple[str, float]], float, dict]:
     """The best single candidate, or the best blend of the top k when it beats it.
 
-    `margins` holds each family's held-out margins for the rows with labels `y`;
-    `non_negative`: they are non-negative amounts, and so must the blend be (fit_blend).
+    `margins` holds each family's held-out margins for the rows with labels `y`; `metric` (tuning.metric):
+    what candidates and blends are scored by; `non_negative`: they are non-negative amounts, and so must the
+    blend be (fit_blend).
     Returns the members as (family, weight), the bias, and a report saying why.
     """
-    scores = {family: validation_score(task, y, values) for family, values in margins.items()}
+    scores = {family: validation_score(task, metric, y, values) for family, values in margins.items()}
     ranked = sorted(scores, key=lambda family: -scores[family])
     stacked = np.column_stack([margins[family] for family in ranked])
-    blends = {k: cross_fitted_score(task, stacked[:, :k], y, spec.folds, seed, non_negative)
+    blends = {k: cross_fitted_score(task, metric, stacked[:, :k], y, spec.folds, seed, non_negative)
               for k in range(1, min(spec.top_k, len(ranked)) + 1)}
     best_k = max(blends, key=blends.get)
     report = {"ranked": [{"family": f, "held_out_score": scores[f]} for f in ranked],

@@ -51,11 +51,13 @@ from flowline.use_case import TuningSpec
 SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate
 TREE_FAMILIES = ("xgboost", "forest", "lightgbm")  # they read category codes (FeatureLayout.trees)
 BOOSTED_FAMILIES = ("xgboost", "lightgbm")  # their iterations are boosting rounds, early-stopped on valid
+XGBOOST_METRICS = {"roc_auc": "auc", "auprc": "aucpr"}  # tuning.metric as XGBoost logs it (pruning reports)
 
 
-def objective_metric(task: str) -> tuple[str, str]:
-    """The validation metric's printed name and its direction (for logs and Katib's objective)."""
-    return ("valid_roc_auc", "maximize") if task == "binary" else ("valid_rmse", "minimize")
+def objective_metric(task: str, metric: str) -> tuple[str, str]:
+    """The validation metric's printed name and its direction (for logs and Katib's objective); `metric` is
+    tuning.metric, a binary task's."""
+    return (f"valid_{metric}", "maximize") if task == "binary" else ("valid_rmse", "minimize")
 
 
 def reported_value(task: str, score: float) -> float:
@@ -103,7 +105,8 @@ def _matrix(x: np.ndarray, y: np.ndarray, feature_types: Optional[tuple[str, ...
 
 def _booster_params(task: str, tuning: TuningSpec, params: dict) -> dict:
     if task == "binary":
-        objective = {"objective": "binary:logistic", "eval_metric": ["auc", "logloss"]}  # early stopping: the last
+        objective = {"objective": "binary:logistic",
+                     "eval_metric": [XGBOOST_METRICS[tuning.metric], "logloss"]}  # early stopping: the last
     elif tuning.objective == "tweedie":
         objective = {"objective": "reg:tweedie", "tweedie_variance_power": tuning.tweedie_power,
                      "eval_metric": ["rmse"]}
@@ -116,14 +119,14 @@ def _booster_params(task: str, tuning: TuningSpec, params: dict) -> dict:
 class _ReportRounds(xgb.callback.TrainingCallback):
     """Passes the validation score to `report` every REPORT_EVERY rounds, numbering the reports 1, 2, ..."""
 
-    def __init__(self, task: str, report: Report) -> None:
+    def __init__(self, task: str, metric: str, report: Report) -> None:
         super().__init__()
-        self.task, self.report = task, report
+        self.task, self.logged, self.report = task, XGBOOST_METRICS[metric] if task == "binary" else "rmse", report
 
     def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
         if (epoch + 1) % REPORT_EVERY == 0:
-            log = evals_log["valid"]
-            self.report((epoch + 1) // REPORT_EVERY, log["auc"][-1] if self.task == "binary" else -log["rmse"][-1])
+            value = evals_log["valid"][self.logged][-1]
+            self.report((epoch + 1) // REPORT_EVERY, value if self.task == "binary" else -value)
         return False
 
 
@@ -137,11 +140,12 @@ class XGBoostModel(_BoosterModel):
             _booster_params(data.task, tuning, params), _matrix(data.x_train, data.y_train, data.feature_types),
             num_boost_round=tuning.max_boost_rounds, evals=[(valid, "valid")],
             early_stopping_rounds=tuning.early_stopping_rounds, verbose_eval=False,
-            callbacks=[_ReportRounds(data.task, report)] if report else None,
+            callbacks=[_ReportRounds(data.task, tuning.metric, report)] if report else None,
         )
         rounds = booster.best_iteration + 1
         model = cls(booster[:rounds], data.task)
-        return Fitted(model, validation_score(data.task, data.y_valid, model.margin(data.x_valid)), rounds)
+        score = validation_score(data.task, tuning.metric, data.y_valid, model.margin(data.x_valid))
+        return Fitted(model, score, rounds)
 
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
@@ -283,8 +287,8 @@ class MLPModel(CandidateModel):
             x, y, hidden=hidden_layers(params), activation=params["activation"], dropout=float(params["dropout"]),
             learning_rate=float(params["learning_rate"]), binary=task == "binary", max_epochs=epochs,
             seed=tuning.seed, x_valid=valid.x_valid if valid else None,
-            score=(lambda margins: validation_score(task, valid.y_valid, margins)) if valid else None, report=report,
-            max_steps=tuning.mlp_max_steps,
+            score=(lambda margins: validation_score(task, tuning.metric, valid.y_valid, margins)) if valid else None,
+            report=report, max_steps=tuning.mlp_max_steps,
         )
 
     @classmethod

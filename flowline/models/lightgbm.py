@@ -33,11 +33,13 @@ from flowline.models.candidate import (
 from flowline.use_case import TuningSpec
 
 BAGGING_FREQ = 1  # rows are bagged every round, so bagging_fraction always applies (1.0: no bagging)
+LIGHTGBM_METRICS = {"roc_auc": "auc", "auprc": "average_precision"}  # tuning.metric as LightGBM logs it
 
 
 def _params(task: str, tuning: TuningSpec, params: dict) -> dict:
     if task == "binary":
-        objective = {"objective": "binary", "metric": ["binary_logloss", "auc"]}  # early stopping: the first
+        objective = {"objective": "binary",
+                     "metric": ["binary_logloss", LIGHTGBM_METRICS[tuning.metric]]}  # early stopping: the first
     elif tuning.objective == "tweedie":
         objective = {"objective": "tweedie", "tweedie_variance_power": tuning.tweedie_power, "metric": ["rmse"]}
     else:
@@ -54,13 +56,14 @@ def _dataset(x: np.ndarray, y: np.ndarray, feature_types: Optional[tuple[str, ..
     return lgb.Dataset(x, label=y, categorical_feature=categorical, reference=reference)
 
 
-def _report_rounds(task: str, report: Report) -> Callable[[lgb.callback.CallbackEnv], None]:
-    """A callback passing the validation score to `report` every REPORT_EVERY rounds, numbered 1, 2, ..."""
-    metric = "auc" if task == "binary" else "rmse"
+def _report_rounds(task: str, metric: str, report: Report) -> Callable[[lgb.callback.CallbackEnv], None]:
+    """A callback passing the validation score (`metric`: tuning.metric) to `report` every REPORT_EVERY rounds,
+    numbered 1, 2, ..."""
+    logged = LIGHTGBM_METRICS[metric] if task == "binary" else "rmse"
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
         if (env.iteration + 1) % REPORT_EVERY == 0:
-            value = next(result[2] for result in env.evaluation_result_list if result[1] == metric)
+            value = next(result[2] for result in env.evaluation_result_list if result[1] == logged)
             report((env.iteration + 1) // REPORT_EVERY, value if task == "binary" else -value)
 
     return callback
@@ -94,10 +97,11 @@ class LightGBMModel(CandidateModel):
         callbacks = [lgb.early_stopping(tuning.early_stopping_rounds, first_metric_only=True, verbose=False)]
         booster = lgb.train(_params(data.task, tuning, params), train, num_boost_round=tuning.max_boost_rounds,
                             valid_sets=[valid], valid_names=["valid"],
-                            callbacks=callbacks + ([_report_rounds(data.task, report)] if report else []))
+                            callbacks=callbacks + ([_report_rounds(data.task, tuning.metric, report)] if report
+                                                   else []))
         # lgb.train returns the booster cut to the best round early stopping found.
         model = cls(booster, data.task)
-        return Fitted(model, validation_score(data.task, data.y_valid, model.margin(data.x_valid)),
+        return Fitted(model, validation_score(data.task, tuning.metric, data.y_valid, model.margin(data.x_valid)),
                       booster.current_iteration())
 
     @classmethod

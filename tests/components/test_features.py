@@ -249,6 +249,26 @@ def test_engineering_finds_the_burst_window_on_validation(payments):
     assert "| time |" in log.markdown()
 
 
+def test_the_feature_search_scores_plans_by_the_tuning_metric(payments):
+    from sklearn.metrics import average_precision_score
+
+    from flowline.features.engineering import PROXY_LINEAR, PROXY_XGBOOST, _Search
+    from flowline.models.families import TrainingData, fit_candidate
+    from flowline.splitting import split_frame
+
+    use_case, frame, _ = payments
+    use_case = use_case.model_copy(update={"tuning": use_case.tuning.model_copy(update={"metric": "auprc"})})
+    parts = split_frame(frame, use_case)
+    plan = default_plan(parts["train"], use_case)
+    search = _Search(parts["train"], parts["valid"], use_case, progress=lambda line: None)
+    data = TrainingData.from_splits(FeatureSet.fit(parts["train"], use_case, plan), parts["train"], parts["valid"],
+                                    "binary")
+    proxies = [fit_candidate("xgboost", PROXY_XGBOOST, data, search.proxy_tuning).model,
+               fit_candidate("linear", PROXY_LINEAR["binary"], data, search.proxy_tuning).model]
+    assert search.score(plan) == pytest.approx(np.mean([
+        average_precision_score(data.y_valid, model.margin(data.x_valid)) for model in proxies]))
+
+
 @pytest.fixture(scope="module")
 def coded(telco, churn) -> FeatureSet:
     """Churn with native categorical splits for the tree families: a category code per categorical column."""

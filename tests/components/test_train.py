@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
 
 from flowline.features.feature_set import FeatureSet
 from flowline.models.ensemble import (
@@ -29,6 +30,7 @@ from flowline.models.families import (
     refit_candidate,
     validation_score,
 )
+from flowline.models.candidate import REPORT_EVERY
 from flowline.components.train.training import out_of_fold_margins, train_files
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
@@ -148,13 +150,13 @@ def test_cross_fitting_scores_a_useless_member_no_better(data):
     rng = np.random.default_rng(5)
     signal = data.x_valid[:, 0] * 1.5 - data.x_valid[:, 1]
     with_noise = np.column_stack([signal, rng.normal(size=len(signal))])
-    assert cross_fitted_score("binary", with_noise, data.y_valid, 5, 0) <= cross_fitted_score(
-        "binary", signal[:, None], data.y_valid, 5, 0) + 0.005
+    assert cross_fitted_score("binary", "roc_auc", with_noise, data.y_valid, 5, 0) <= cross_fitted_score(
+        "binary", "roc_auc", signal[:, None], data.y_valid, 5, 0) + 0.005
 
 
 def test_a_blend_is_chosen_only_when_it_beats_the_best_single_model(data):
     margins = {f: fit_candidate(f, PARAMS[f], data, TUNING).model.margin(data.x_valid) for f in ("xgboost", "linear", "mlp")}
-    members, bias, report = choose_blend("binary", margins, data.y_valid, EnsembleSpec(top_k=3), 0)
+    members, bias, report = choose_blend("binary", "roc_auc", margins, data.y_valid, EnsembleSpec(top_k=3), 0)
     scores = [b["cross_fitted_score"] for b in report["blends"]]
     assert [b["members"] for b in report["blends"]][0] == [report["ranked"][0]["family"]]
     if int(np.argmax(scores)) == 0:
@@ -166,7 +168,8 @@ def test_a_blend_is_chosen_only_when_it_beats_the_best_single_model(data):
     assert held_out == sorted((roc_auc_score(data.y_valid, m) for m in margins.values()), reverse=True)
     # A copy of the best candidate adds nothing: it is never blended with itself.
     best = margins["xgboost"]
-    members, bias, report = choose_blend("binary", {"a": best, "b": best.copy()}, data.y_valid, EnsembleSpec(top_k=2), 0)
+    members, bias, report = choose_blend("binary", "roc_auc", {"a": best, "b": best.copy()}, data.y_valid,
+                                   EnsembleSpec(top_k=2), 0)
     assert members == [("a", 1.0)] and bias == 0.0 and report["selected"] == "a"
 
 
@@ -175,9 +178,42 @@ def test_a_blend_that_helps_is_chosen():
     y = rng.integers(0, 2, 3000).astype(float)
     # Two candidates with independent errors: their average ranks better than either.
     margins = {"a": y + rng.normal(0, 1, 3000), "b": y + rng.normal(0, 1, 3000)}
-    members, bias, report = choose_blend("binary", margins, y, EnsembleSpec(top_k=2), 0)
+    members, bias, report = choose_blend("binary", "roc_auc", margins, y, EnsembleSpec(top_k=2), 0)
     assert report["selected"] == "ensemble" and [f for f, _ in members] == [r["family"] for r in report["ranked"]]
     assert members[0][1] == pytest.approx(members[1][1], rel=0.3)
+
+
+def test_with_tuning_metric_auprc_every_family_is_scored_and_pruned_by_average_precision():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(1500, 4))
+    y = (2 * x[:, 0] - x[:, 1] + x[:, 2] * x[:, 3] + rng.normal(size=1500) > 3.5).astype(float)  # about 8 %
+    data = TrainingData("binary", x[:1000], y[:1000], x[1000:], y[1000:])
+    auprc = TUNING.model_copy(update={"metric": "auprc"})
+    for family in PARAMS:
+        reports = {}
+        fitted = fit_candidate(family, PARAMS[family], data, auprc, lambda step, score: reports.setdefault(step, score))
+        margins = fitted.model.margin(data.x_valid)
+        assert fitted.valid_score == pytest.approx(average_precision_score(data.y_valid, margins))
+        assert abs(fitted.valid_score - roc_auc_score(data.y_valid, margins)) > 0.01
+        if family == "xgboost":  # the pruning reports: XGBoost's aucpr after 10, 20, ... rounds
+            early = fitted.model.booster[:REPORT_EVERY]
+            assert reports[1] == pytest.approx(average_precision_score(
+                data.y_valid, early.predict(xgb.DMatrix(data.x_valid), output_margin=True)), abs=0.02)
+        if family == "lightgbm":
+            assert reports[1] == pytest.approx(average_precision_score(
+                data.y_valid, fitted.model.booster.predict(data.x_valid, raw_score=True, num_iteration=REPORT_EVERY)))
+
+
+def test_the_blend_ranks_and_chooses_by_the_tuning_metric():
+    rng = np.random.default_rng(4)
+    y = (rng.random(4000) < 0.1).astype(float)
+    sure = y * (rng.random(4000) < 0.5)  # half the positives at the very top, the rest among the negatives
+    margins = {"top": rng.normal(size=4000) + 8 * sure, "bulk": rng.normal(size=4000) + 1.3 * y}
+    assert roc_auc_score(y, margins["bulk"]) > roc_auc_score(y, margins["top"])
+    assert average_precision_score(y, margins["top"]) > average_precision_score(y, margins["bulk"])
+    for metric, first in (("roc_auc", "bulk"), ("auprc", "top")):
+        members, _, report = choose_blend("binary", metric, margins, y, EnsembleSpec(top_k=1), 0)
+        assert members == [(first, 1.0)] and [r["family"] for r in report["ranked"]][0] == first
 
 
 def test_out_of_fold_margins_never_come_from_a_model_that_saw_the_row(data, toy_use_case):
@@ -530,7 +566,7 @@ def test_lightgbm_takes_the_tuned_class_weight_and_the_use_cases_regression_obje
         loaded = MODEL_FAMILIES["lightgbm"].load(tmp_path, fitted.model.save(tmp_path, objective), "regression")
         assert loaded.booster.params["objective"] == objective and loaded.log_link == log_link
         np.testing.assert_array_equal(loaded.margin(spend.x_valid), fitted.model.margin(spend.x_valid))
-        assert fitted.valid_score == pytest.approx(validation_score("regression", spend.y_valid,
+        assert fitted.valid_score == pytest.approx(validation_score("regression", "roc_auc", spend.y_valid,
                                                                     loaded.booster.predict(spend.x_valid)))
     assert tweedie.model.booster.params["tweedie_variance_power"] == pytest.approx(1.3)
 

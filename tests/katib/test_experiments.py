@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.metrics import average_precision_score
 
 from flowline.components import DEFAULT_IMAGE
 from flowline.features.feature_set import FeatureSet
@@ -88,9 +89,10 @@ def test_parameters_match_the_space_and_reach_the_trial_command(name):
     assert spec["algorithm"]["algorithmSettings"] == [{"name": "random_state", "value": str(use_case.tuning.seed)}]
     assert spec["parallelTrialCount"] == 3 and spec["maxTrialCount"] == use_case.tuning.families[family]
     assert spec["metricsCollectorSpec"]["collector"]["kind"] == "StdOut"
+    objective = f"valid_{use_case.tuning.metric}"
     assert spec["objective"] == {
-        "type": "maximize", "objectiveMetricName": "valid_roc_auc", "additionalMetricNames": ["iterations"],
-        "metricStrategies": [{"name": "valid_roc_auc", "value": "latest"}, {"name": "iterations", "value": "latest"}]}
+        "type": "maximize", "objectiveMetricName": objective, "additionalMetricNames": ["iterations"],
+        "metricStrategies": [{"name": objective, "value": "latest"}, {"name": "iterations", "value": "latest"}]}
 
 
 def test_the_trial_container_is_hardened_and_reads_a_url():
@@ -190,11 +192,16 @@ def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(chur
         f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
 
 
-def test_a_lightgbm_trial_prints_its_objective_lines_and_its_score_is_the_in_process_one(toy_use_case, tmp_path,
-                                                                                           capsys):
+def test_a_lightgbm_trial_searching_auprc_prints_that_objective_and_its_score_is_the_in_process_one(
+        toy_use_case, tmp_path, capsys):
     from flowline.contract import apply_contract
     from flowline.katib_experiments.trial import main
 
+    auprc = toy_use_case.tuning.model_copy(update={"metric": "auprc"})
+    toy_use_case = toy_use_case.model_copy(update={"tuning": auprc})
+    objective = to_manifest(build_experiment(toy_use_case, "lightgbm", 5, "img:1", "ns",
+                                             source="https://e.org/x.csv"))["spec"]["objective"]
+    assert objective["objectiveMetricName"] == "valid_auprc" and objective["type"] == "maximize"
     source = toy_csv(tmp_path)
     parts = split_frame(apply_contract(pd.read_csv(source, dtype=str), toy_use_case).kept, toy_use_case)
     plan = default_plan(parts["train"], toy_use_case)
@@ -205,10 +212,11 @@ def test_a_lightgbm_trial_prints_its_objective_lines_and_its_score_is_the_in_pro
     lines = capsys.readouterr().out.splitlines()
     assert lines and all(KATIB_METRIC_LINE.match(line) for line in lines)
     names = [line.split("=")[0] for line in lines]
-    assert names[-1] == "iterations" and set(names[:-1]) == {"valid_roc_auc"} and len(names) >= 3
+    assert names[-1] == "iterations" and set(names[:-1]) == {"valid_auprc"} and len(names) >= 3
     feature_set = FeatureSet.fit(parts["train"], toy_use_case, plan)
     data = TrainingData.from_splits(feature_set, parts["train"], parts["valid"], "binary")
     fitted = fit_candidate("lightgbm", params, data, toy_use_case.tuning)
+    assert fitted.valid_score == pytest.approx(average_precision_score(data.y_valid, fitted.model.margin(data.x_valid)))
     assert float(lines[-2].split("=")[1]) == pytest.approx(fitted.valid_score, abs=1e-6)
     assert int(lines[-1].split("=")[1]) == fitted.iterations
 

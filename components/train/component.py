@@ -30,7 +30,8 @@ def train(
                           {"xgboost": xgboost_search.path, "linear": linear_search.path, "forest": forest_search.path,
                            "mlp": mlp_search.path, "lightgbm": lightgbm_search.path}, model.path, holdout.path)
     selection = summary["selection"]
-    model.metadata.update(framework="flowline-ensemble", selected=selection["selected"], fit=selection["fit"], **{
+    model.metadata.update(framework="flowline-ensemble", selected=selection["selected"], fit=selection["fit"],
+                          scored_by=selection["scored_by"], **{
         f"weight_{member['family']}": member["weight"] for member in selection["model"]["members"]})
     for candidate in summary["candidates"]:
         selection_metrics.log_metric(f"valid_score_{candidate['family']}", candidate["valid_score"])

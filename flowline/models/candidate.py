@@ -48,6 +48,9 @@ class TrainingData:
         )
 
 
+SCORE_NAMES = {"roc_auc": "ROC-AUC", "auprc": "AUPRC"}  # tuning.metric as reports write it
+
+
 def validation_score(task: str, metric: str, y: np.ndarray, margins: np.ndarray) -> float:
     """Higher is better: for binary tasks `metric` (tuning.metric: roc_auc or auprc), for regression negative RMSE."""
     if task == "binary":

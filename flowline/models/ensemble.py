@@ -28,6 +28,7 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from flowline.models.candidate import SCORE_NAMES
 from flowline.models.families import MODEL_FAMILIES, CandidateModel, ColumnSubset, validation_score
 from flowline.use_case import EnsembleSpec
 
@@ -213,16 +214,17 @@ def choose_blend(task: str, metric: str, margins: dict[str, np.ndarray], y: np.n
     blends = {k: cross_fitted_score(task, metric, stacked[:, :k], y, spec.folds, seed, non_negative)
               for k in range(1, min(spec.top_k, len(ranked)) + 1)}
     best_k = max(blends, key=blends.get)
-    report = {"ranked": [{"family": f, "held_out_score": scores[f]} for f in ranked],
+    scored_by = SCORE_NAMES[metric] if task == "binary" else "negative RMSE"
+    report = {"scored_by": scored_by, "ranked": [{"family": f, "held_out_score": scores[f]} for f in ranked],
               "blends": [{"members": ranked[:k], "cross_fitted_score": s} for k, s in blends.items()]}
     if best_k == 1:
         report.update(selected=ranked[0], reason=(
-            f"{ranked[0]} scores {scores[ranked[0]]:.4f} held out; no blend of the top {spec.top_k} beats it "
-            f"cross-fitted"))
+            f"{ranked[0]} scores {scored_by} {scores[ranked[0]]:.4f} held out; no blend of the top {spec.top_k} "
+            f"beats it cross-fitted"))
         return [(ranked[0], 1.0)], 0.0, report
     weights, bias = fit_blend(task, stacked[:, :best_k], y, non_negative)
     members = [(family, float(weight)) for family, weight in zip(ranked[:best_k], weights) if weight > 0]
     report.update(selected="ensemble", reason=(
-        f"the blend of {' + '.join(f for f, _ in members)} scores {blends[best_k]:.4f} cross-fitted, "
+        f"the blend of {' + '.join(f for f, _ in members)} scores {scored_by} {blends[best_k]:.4f} cross-fitted, "
         f"above {ranked[0]} alone ({blends[1]:.4f})"))
     return members, bias, report

@@ -214,6 +214,8 @@ def test_the_blend_ranks_and_chooses_by_the_tuning_metric():
     for metric, first in (("roc_auc", "bulk"), ("auprc", "top")):
         members, _, report = choose_blend("binary", metric, margins, y, EnsembleSpec(top_k=1), 0)
         assert members == [(first, 1.0)] and [r["family"] for r in report["ranked"]][0] == first
+        assert report["scored_by"] == {"roc_auc": "ROC-AUC", "auprc": "AUPRC"}[metric]
+        assert report["reason"].startswith(f"{first} scores {report['scored_by']} ")
 
 
 def test_out_of_fold_margins_never_come_from_a_model_that_saw_the_row(data, toy_use_case):

@@ -417,6 +417,8 @@ class UseCase(_Strict):
                 raise ValueError(f"fairness.bands: column {name!r} is not numeric")
         if self.tuning.class_weighting and self.task != "binary":
             raise ValueError("tuning.class_weighting applies to binary tasks")
+        if self.tuning.metric != "roc_auc" and self.task != "binary":
+            raise ValueError("tuning.metric applies to binary tasks; a regression search minimises RMSE")
         if self.tuning.objective != "squared_error" and self.task != "regression":
             raise ValueError("tuning.objective applies to regression tasks")
         if self.time_column and self.columns[self.time_column].type not in ("datetime", "integer", "number"):

@@ -55,6 +55,7 @@ def test_undeclared_column_is_named(tmp_path: Path):
         (lambda d: d["tuning"].update(time_budget=0), "tuning.time_budget"),
         (lambda d: d["tuning"].update(time_budget="soon"), "tuning.time_budget"),
         (lambda d: d["tuning"].update(trial_seconds=-5), "tuning.trial_seconds"),
+        (lambda d: d["tuning"].update(metric="f1"), "tuning.metric"),
         (lambda d: d["features"].update(entity_column="customerID"), "features.entity_column needs time_column"),
         (lambda d: d["features"].update(amount_columns=["Contract"]), "column 'Contract' is not numeric"),
         (lambda d: d["features"].update(amount_columns=["Amount"]), "column 'Amount' is not declared"),
@@ -67,6 +68,15 @@ def test_bad_values_are_named(tmp_path: Path, change, named: str):
     with pytest.raises(UseCaseError) as caught:
         load_changed(tmp_path, change)
     assert named in str(caught.value)
+
+
+def test_tuning_metric_applies_to_binary_tasks(tmp_path: Path):
+    document = yaml.safe_load((USE_CASES_DIR / "clv.yaml").read_text())
+    document.setdefault("tuning", {})["metric"] = "auprc"
+    path = tmp_path / "clv.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(UseCaseError, match="tuning.metric applies to binary tasks; a regression search minimises"):
+        load_use_case(path)
 
 
 def test_relative_data_path_is_resolved_against_the_yaml_folder(tmp_path: Path):

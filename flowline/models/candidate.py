@@ -48,14 +48,15 @@ class TrainingData:
         )
 
 
-SCORE_NAMES = {"roc_auc": "ROC-AUC", "auprc": "AUPRC"}  # tuning.metric as reports write it
+# tuning.metric: the score a binary search maximises, and the name reports write it by
+BINARY_SCORES = {"roc_auc": roc_auc_score, "auprc": average_precision_score}
+SCORE_NAMES = {"roc_auc": "ROC-AUC", "auprc": "AUPRC"}
 
 
 def validation_score(task: str, metric: str, y: np.ndarray, margins: np.ndarray) -> float:
     """Higher is better: for binary tasks `metric` (tuning.metric: roc_auc or auprc), for regression negative RMSE."""
     if task == "binary":
-        score = average_precision_score if metric == "auprc" else roc_auc_score
-        return float(score(y, margins))
+        return float(BINARY_SCORES[metric](y, margins))
     return -float(np.sqrt(np.mean((y - margins) ** 2)))
 
 

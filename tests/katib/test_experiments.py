@@ -75,9 +75,9 @@ def test_parameters_match_the_space_and_reach_the_trial_command(name):
     labels = committed()[name]["metadata"]["labels"]
     family, use_case = labels["flowline.dev/family"], load_use_case(labels["flowline.dev/use-case"])
     space = search_space(family, "binary", use_case.tuning)
-    # The fraud use cases tune the positive class's weight; churn does not.
+    # The fraud use cases tune the positive class's weight in the tree families; churn does not.
     assert ("scale_pos_weight" in [p.name for p in space.parameters]) == (
-        use_case.tuning.class_weighting and family in ("xgboost", "forest"))
+        use_case.tuning.class_weighting and family in ("xgboost", "forest", "lightgbm"))
     assert [p["name"] for p in spec["parameters"]] == [p.name for p in space.parameters]
     assert [t["reference"] for t in spec["trialTemplate"]["trialParameters"]] == [p.name for p in space.parameters]
     args = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -174,7 +174,8 @@ def test_the_trial_searches_a_plan_itself_and_refuses_a_parameter_outside_the_sp
 def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(churn, tmp_path):
     from flowline.pipelines.cli import main
 
-    assert not any("lightgbm" in name for name in committed())  # not a default family of the built-in use cases
+    # Not a default family: of the built-in use cases only fraud-claims lists it.
+    assert [name for name in committed() if "lightgbm" in name] == ["fraud-claims-lightgbm-hpo.yaml"]
     document = yaml.safe_load((Path(__file__).parents[2] / "pipelines" / "use_cases" / "churn.yaml").read_text())
     document["tuning"]["families"] = {"lightgbm": 30, "linear": 20}
     path = tmp_path / "churn-lightgbm.yaml"

@@ -60,6 +60,11 @@ def validation_score(task: str, metric: str, y: np.ndarray, margins: np.ndarray)
     return -float(np.sqrt(np.mean((y - margins) ** 2)))
 
 
+def score_name(task: str, metric: str) -> str:
+    """What validation_score scores, as reports name it: ROC-AUC or AUPRC (binary), negative RMSE (regression)."""
+    return SCORE_NAMES[metric] if task == "binary" else "negative RMSE"
+
+
 def log_link_contributions(log_parts: np.ndarray) -> np.ndarray:
     """Attributions of a log-link model, given on the log scale (last column the base), in prediction
     units: the base becomes exp(base) and each feature gets its log share of prediction - exp(base)."""

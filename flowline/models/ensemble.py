@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import lsq_linear, minimize
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from flowline.models.candidate import SCORE_NAMES
+from flowline.models.candidate import score_name
 from flowline.models.families import MODEL_FAMILIES, CandidateModel, ColumnSubset, validation_score
 from flowline.use_case import EnsembleSpec
 
@@ -214,7 +214,7 @@ def choose_blend(task: str, metric: str, margins: dict[str, np.ndarray], y: np.n
     blends = {k: cross_fitted_score(task, metric, stacked[:, :k], y, spec.folds, seed, non_negative)
               for k in range(1, min(spec.top_k, len(ranked)) + 1)}
     best_k = max(blends, key=blends.get)
-    scored_by = SCORE_NAMES[metric] if task == "binary" else "negative RMSE"
+    scored_by = score_name(task, metric)
     report = {"scored_by": scored_by, "ranked": [{"family": f, "held_out_score": scores[f]} for f in ranked],
               "blends": [{"members": ranked[:k], "cross_fitted_score": s} for k, s in blends.items()]}
     if best_k == 1:

@@ -27,7 +27,6 @@ REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman", "gini", "total_predicted"
 # Fairness per sensitive attribute (components/bias): the gaps between groups at the decision threshold.
 FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio")
 # Candidate model families, each with one declarative search space (flowline/search_space.py).
-# lightgbm is not among the default families (_default_families): a use case lists it to search it.
 FAMILIES = ("xgboost", "linear", "forest", "mlp", "lightgbm")
 Family = Literal["xgboost", "linear", "forest", "mlp", "lightgbm"]
 
@@ -177,7 +176,7 @@ class FeaturesSpec(_Strict):
 
 
 def _default_families() -> dict[str, int]:
-    return {"xgboost": 30, "linear": 20, "forest": 12, "mlp": 16}
+    return {"xgboost": 30, "linear": 20, "forest": 12, "mlp": 16, "lightgbm": 30}
 
 
 class TuningSpec(_Strict):

@@ -6,7 +6,7 @@
 | forest | a random forest: XGBoost's random-forest mode (one round of `num_parallel_tree` trees, rows and columns subsampled per node) | XGBoost's native JSON |
 | linear | logistic regression (binary) or ridge (regression) on standardised features | JSON coefficients |
 | mlp | a NumPy multilayer perceptron (flowline/models/mlp.py) | JSON weights |
-| lightgbm | LightGBM's gradient-boosted trees, early-stopped on valid, with its native categorical splits (flowline/models/lightgbm.py); not a default family | LightGBM's native text model |
+| lightgbm | LightGBM's gradient-boosted trees, early-stopped on valid, with its native categorical splits (flowline/models/lightgbm.py) | LightGBM's native text model |
 
 The tree families (TREE_FAMILIES) read a FeatureSet's category codes where it has them
 (`features.native_categorical`), the others its encodings (ColumnSubset).

@@ -2,7 +2,8 @@
 
 The local twin of a Katib Experiment (flowline/katib.py): the same space,
 TPE, and the median rule Katib's `medianstop` applies (a trial whose intermediate
-validation score falls below the median of earlier trials at the same step stops).
+validation score falls below the median of earlier trials at the same step stops). A trial's
+score is `trial_score`'s: on valid, or cross-validated over train + valid on small data.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable, Optional
 
 import optuna
 
-from flowline.models.families import TrainingData, fit_candidate, objective_metric
+from flowline.models.families import TrainingData, objective_metric, trial_score
 from flowline.search_space import SearchSpace, search_space
 from flowline.use_case import TuningSpec
 
@@ -57,9 +58,9 @@ def family_objective(family: str, space: SearchSpace, data: TrainingData, tuning
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        fitted = fit_candidate(family, params, data, tuning, report)
-        trial.set_user_attr("iterations", fitted.iterations)
-        return fitted.valid_score
+        score, iterations = trial_score(family, params, data, tuning, report)
+        trial.set_user_attr("iterations", iterations)
+        return score
 
     return objective
 

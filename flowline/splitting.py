@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 
 from flowline.use_case import UseCase
 
@@ -132,3 +132,10 @@ def _check_stratifiable(frame: pd.DataFrame, use_case: UseCase) -> None:
             f"label {use_case.label.column!r} needs both classes in train, valid and test, so at least "
             f"{len(PARTS)} rows of each; the data has {counts}. Give more rows of the rarer class."
         )
+
+
+def fold_splits(task: str, y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, held-out rows) for each of `folds` seeded folds, stratified by label for binary tasks."""
+    if task == "binary":
+        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
+    return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y))))

@@ -15,7 +15,7 @@ import pandas as pd
 from flowline import DEFAULT_IMAGE
 from flowline.cluster import IN_CLUSTER_ENV
 from flowline.features.feature_set import FeatureSet
-from flowline.models.families import TrainingData, reported_value
+from flowline.models.families import TRIAL_FOLDS, TrainingData, cross_validated, reported_value
 from flowline.search import SearchResult, optuna_search
 from flowline.splitting import search_sample
 from flowline.use_case import UseCase
@@ -67,6 +67,7 @@ def tune_files(
         return None
     chosen = resolve_backend(backend or use_case.tuning.backend)
     feature_set = FeatureSet.load(feature_set_file)
+    on_rows = ""
     if chosen == "katib":
         from flowline.katib import katib_trials
         from flowline.katib_search import katib_search
@@ -77,8 +78,9 @@ def tune_files(
         data = search_data(use_case, feature_set, pd.read_parquet(train_file), pd.read_parquet(valid_file))
         result = optuna_search(family, data, use_case.tuning, use_case.trials_for(family, trials), prefix=prefix)
         result = replace(result, rows=len(data.y_train))
+        on_rows = (f", each {TRIAL_FOLDS}-fold cross-validated on {len(data.y_train) + len(data.y_valid):,} train + "
+                   f"valid rows" if cross_validated(data, use_case.tuning) else f" on {result.rows:,} train rows")
     result.save(result_file)
-    on_rows = "" if result.rows is None else f" on {result.rows:,} train rows"
     print(f"{prefix}: best {result.metric} {reported_value(use_case.task, result.valid_score):.4f} after "
           f"{result.trials} trials ({result.stopped_early} stopped early){on_rows} with {result.backend}: "
           f"{result.params}")

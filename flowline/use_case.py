@@ -209,6 +209,9 @@ class TuningSpec(_Strict):
                                             "train rows (stratified by the label for binary tasks) and the same "
                                             "share of valid when train has more; final models fit on all rows. "
                                             "None: all rows")
+    cv_max_rows: int = Field(default=2000, ge=0, description=(
+        "at most this many train + valid rows: each trial is scored by 5-fold cross-validation over train + valid "
+        "rather than on valid alone, whose few rows would choose the parameters by their noise (0: never)"))
     class_weighting: bool = Field(
         default=False, description="binary: tune the positive class's weight (xgboost, forest, lightgbm) and balanced "
                                    "weighting (linear), for imbalanced labels")

@@ -7,7 +7,8 @@ The trial prepares the data as the pipeline does (flowline/prepare.py: the use c
 or `--source`, the contract, customer rows from a transaction log, the fixed split), fits the
 FeatureSet from `--feature-plan` (the pipeline's plan), or searches a plan itself as the
 features step would; the trial fits and scores on the search sample (flowline/splitting.py,
-`search_sample`), as the Optuna backend does. It prints only metric lines to
+`search_sample`), as the Optuna backend does, cross-validated on small data (`trial_score`,
+flowline/models/families.py). It prints only metric lines to
 stdout: the validation score at every intermediate step (so `medianstop` can stop a
 weak trial), then the final score and `iterations=N` (rounds or epochs, for the
 refit). Everything else goes to stderr.
@@ -39,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from flowline.features.engineering import engineer_features
     from flowline.features.feature_set import FeatureSet
     from flowline.features.plan import FeaturePlan
-    from flowline.models.families import fit_candidate, objective_metric, reported_value
+    from flowline.models.families import objective_metric, reported_value, trial_score
     from flowline.prepare import prepare
     from flowline.search_space import search_space
     from flowline.tuning import search_data
@@ -71,9 +72,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{metric}={reported_value(use_case.task, score):.6f}", flush=True)
 
     log(f"trial: {args.family} {params} on {len(data.y_train)} train and {len(data.y_valid)} valid rows")
-    fitted = fit_candidate(args.family, params, data, use_case.tuning, report)
-    print(f"{metric}={reported_value(use_case.task, fitted.valid_score):.6f}")
-    print(f"{ITERATIONS_METRIC}={fitted.iterations}", flush=True)
+    score, iterations = trial_score(args.family, params, data, use_case.tuning, report)
+    print(f"{metric}={reported_value(use_case.task, score):.6f}")
+    print(f"{ITERATIONS_METRIC}={iterations}", flush=True)
     return 0
 
 

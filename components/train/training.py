@@ -46,11 +46,11 @@ import xgboost as xgb
 from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureLayout
 from flowline.models.candidate import CandidateModel
-from flowline.models.ensemble import Ensemble, Member, choose_blend, fold_splits
+from flowline.models.ensemble import Ensemble, Member, choose_blend
 from flowline.models.families import BOOSTED_FAMILIES, refit_candidate
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
-from flowline.splitting import sample_positions
+from flowline.splitting import fold_splits, sample_positions
 from flowline.use_case import UseCase
 
 

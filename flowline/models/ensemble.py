@@ -26,10 +26,10 @@ from typing import Iterable
 
 import numpy as np
 from scipy.optimize import lsq_linear, minimize
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from flowline.models.candidate import score_name
 from flowline.models.families import MODEL_FAMILIES, CandidateModel, ColumnSubset, validation_score
+from flowline.splitting import fold_splits
 from flowline.use_case import EnsembleSpec
 
 FORMAT = "flowline.model/v1"
@@ -180,13 +180,6 @@ def fit_blend(task: str, margins: np.ndarray, y: np.ndarray, non_negative: bool 
     start = np.r_[np.full(k, 1.0 / k), 0.0]
     result = minimize(loss, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * k + [(None, None)])
     return result.x[:k], float(result.x[k])
-
-
-def fold_splits(task: str, y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(fit rows, held-out rows) for each of `folds` seeded folds, stratified by label for binary tasks."""
-    if task == "binary":
-        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y))
-    return list(KFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y))))
 
 
 def cross_fitted_score(task: str, metric: str, margins: np.ndarray, y: np.ndarray, folds: int, seed: int,

@@ -46,11 +46,13 @@ from flowline.models.candidate import (
 )
 from flowline.models.lightgbm import LightGBMModel
 from flowline.models.mlp import MLPNetwork, hidden_layers, train_mlp
+from flowline.splitting import fold_splits
 from flowline.use_case import TuningSpec
 
 SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate
 TREE_FAMILIES = ("xgboost", "forest", "lightgbm")  # they read category codes (FeatureLayout.trees)
 BOOSTED_FAMILIES = ("xgboost", "lightgbm")  # their iterations are boosting rounds, early-stopped on valid
+TRIAL_FOLDS = 5  # trials scored by cross-validation on small data (tuning.cv_max_rows)
 XGBOOST_METRICS = {"roc_auc": "auc", "auprc": "aucpr"}  # tuning.metric as XGBoost logs it (pruning reports)
 
 
@@ -361,6 +363,30 @@ def fit_candidate(family: str, params: dict, data: TrainingData, tuning: TuningS
                           feature_types=types)
     fitted = MODEL_FAMILIES[family].fit(params, subset, tuning, report)
     return Fitted(ColumnSubset(fitted.model, columns, data.x_train.shape[1]), fitted.valid_score, fitted.iterations)
+
+
+def cross_validated(data: TrainingData, tuning: TuningSpec) -> bool:
+    """Whether trials on `data` are scored by cross-validation (trial_score): at most `tuning.cv_max_rows` rows."""
+    return len(data.y_train) + len(data.y_valid) <= tuning.cv_max_rows
+
+
+def trial_score(family: str, params: dict, data: TrainingData, tuning: TuningSpec,
+                report: Optional[Report] = None) -> tuple[float, int]:
+    """One trial's validation score and iterations. On valid; or, at most `tuning.cv_max_rows` train + valid rows,
+    the mean over TRIAL_FOLDS seeded folds of train + valid, the iterations their mean (`report` sees the first
+    fold's intermediate scores, so that pruning compares like with like)."""
+    if not cross_validated(data, tuning):
+        fitted = fit_candidate(family, params, data, tuning, report)
+        return fitted.valid_score, fitted.iterations
+    x, y = np.concatenate([data.x_train, data.x_valid]), np.concatenate([data.y_train, data.y_valid])
+    scores, iterations = [], []
+    for fold, (fit_rows, held_out) in enumerate(fold_splits(data.task, y, TRIAL_FOLDS, tuning.seed)):
+        fold_data = TrainingData(data.task, x[fit_rows], y[fit_rows], x[held_out], y[held_out], data.layout,
+                                 data.feature_types)
+        fitted = fit_candidate(family, params, fold_data, tuning, report if fold == 0 else None)
+        scores.append(fitted.valid_score)
+        iterations.append(fitted.iterations)
+    return float(np.mean(scores)), int(round(np.mean(iterations)))
 
 
 def refit_candidate(family: str, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,

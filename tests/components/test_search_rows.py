@@ -53,14 +53,15 @@ def test_the_search_sample_is_capped_stratified_seeded_and_in_order(toy_use_case
 
 
 def test_the_tune_step_searches_at_most_the_cap_and_records_it(toy_use_case, splits, tmp_path, capsys):
-    use_case = with_tuning(toy_use_case, families={"linear": 2}, search_rows=150)  # of 300 train rows
+    use_case = with_tuning(toy_use_case, families={"linear": 2}, search_rows=150, cv_max_rows=0)  # of 300 train rows
     result = tune_files(use_case, "linear", 0, "optuna", splits["train"], splits["valid"], splits["fs.json"],
                         str(tmp_path / "linear.json"))
     assert result.rows == 150 and SearchResult.load(tmp_path / "linear.json").rows == 150
     assert "after 2 trials (0 stopped early) on 150 train rows" in capsys.readouterr().out
-    uncapped = tune_files(with_tuning(use_case, search_rows=None), "linear", 0, "optuna", splits["train"],
-                          splits["valid"], splits["fs.json"], str(tmp_path / "all.json"))
+    uncapped = tune_files(with_tuning(use_case, search_rows=None, cv_max_rows=2000), "linear", 0, "optuna",
+                          splits["train"], splits["valid"], splits["fs.json"], str(tmp_path / "all.json"))
     assert uncapped.rows == 300
+    assert "each 5-fold cross-validated on 400 train + valid rows" in capsys.readouterr().out  # 300 + 100: few rows
 
 
 def test_the_search_step_spends_its_budget_on_the_sample(toy_use_case, splits, tmp_path):

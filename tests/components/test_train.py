@@ -19,7 +19,6 @@ from flowline.models.ensemble import (
     choose_blend,
     cross_fitted_score,
     fit_blend,
-    fold_splits,
 )
 from flowline.models.families import (
     MODEL_FAMILIES,
@@ -34,6 +33,7 @@ from flowline.models.candidate import REPORT_EVERY
 from flowline.components.train.training import out_of_fold_margins, train_files
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
+from flowline.splitting import fold_splits
 from flowline.use_case import EnsembleSpec, TuningSpec, UseCase
 
 PARAMS = {

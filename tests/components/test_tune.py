@@ -3,12 +3,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from kubeflow.katib import KatibClient
 from stand_in_api import OPTIMAL, experiment_server, unreachable_or_refusing
 
 from flowline.katib_search import KatibError, katib_search
+from flowline.models.families import TRIAL_FOLDS, TrainingData, fit_candidate, trial_score
 from flowline.search import SearchResult, family_objective, optuna_search, seeded_study
 from flowline.search_space import (
     CategoricalParameter,
@@ -17,6 +19,7 @@ from flowline.search_space import (
     SearchSpaceError,
     search_space,
 )
+from flowline.splitting import fold_splits
 from flowline.tuning import resolve_backend, tune_files
 from flowline.use_case import FAMILIES, TuningSpec
 from manifest_helpers import katib_errors
@@ -131,6 +134,24 @@ def test_a_studys_first_trials_are_its_portfolio_in_order_then_tpe_seeded(data, 
     assert [params for params, _, _ in runs[0][:len(space.portfolio)]] == list(space.portfolio)
     assert all(params not in space.portfolio for params, _, _ in runs[0][len(space.portfolio):])
     assert runs[0] == runs[1]  # one seed, one search
+
+
+def test_a_trial_on_few_rows_is_scored_by_cross_validation_over_train_and_valid(data):
+    params = {"eta": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 0.9, "colsample_bytree": 0.9,
+              "lambda": 1.0, "alpha": 0.01}
+    tuning = TuningSpec(max_boost_rounds=200, early_stopping_rounds=20, seed=5)  # 700 rows: under cv_max_rows
+    steps: list[int] = []
+    score, iterations = trial_score("xgboost", params, data, tuning, lambda step, _: steps.append(step))
+    x, y = np.concatenate([data.x_train, data.x_valid]), np.concatenate([data.y_train, data.y_valid])
+    folds = [fit_candidate("xgboost", params, TrainingData("binary", x[fit], y[fit], x[held], y[held]), tuning)
+             for fit, held in fold_splits("binary", y, TRIAL_FOLDS, tuning.seed)]
+    assert score == pytest.approx(np.mean([f.valid_score for f in folds]))
+    assert iterations == round(np.mean([f.iterations for f in folds]))
+    assert steps == sorted(steps) and len(steps) == len(set(steps))  # the first fold's curve only, for pruning
+    on_valid = fit_candidate("xgboost", params, data, tuning)
+    assert score != pytest.approx(on_valid.valid_score)
+    assert trial_score("xgboost", params, data, tuning.model_copy(update={"cv_max_rows": 699})) == (
+        on_valid.valid_score, on_valid.iterations)
 
 
 def test_a_trials_budget_smaller_than_the_portfolio_runs_its_first_points(data):

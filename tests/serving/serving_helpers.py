@@ -79,8 +79,10 @@ def card_use_case(data_home: Path) -> UseCase:
 
 
 def records_of(frame: pd.DataFrame) -> list[dict]:
-    """Rows as JSON would carry them: NaN becomes null."""
-    return json.loads(frame.to_json(orient="records"))
+    """Rows as JSON would carry them: NaN becomes null, and a number keeps every digit (to_json keeps 10, and a
+    feature computed from the cut value can differ from the in-process one in its last float32 bit)."""
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return json.loads(json.dumps(rows, default=str))
 
 
 def served_over_http(package: Path, rows: pd.DataFrame, workers: int = 1) -> tuple[np.ndarray, list[dict]]:

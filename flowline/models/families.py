@@ -118,18 +118,23 @@ def _booster_params(task: str, tuning: TuningSpec, params: dict) -> dict:
     return {**objective, "tree_method": "hist", "seed": tuning.seed, **params}
 
 
-class _ReportRounds(xgb.callback.TrainingCallback):
-    """Passes the validation score to `report` every REPORT_EVERY rounds, numbering the reports 1, 2, ..."""
+class _StopEarly(xgb.callback.EarlyStopping):
+    """XGBoost's early stopping (on the last metric: the log loss, or RMSE), which first passes the validation score
+    to `report`, if given, every REPORT_EVERY rounds, numbering the reports 1, 2, ...
 
-    def __init__(self, task: str, metric: str, report: Report) -> None:
-        super().__init__()
+    One callback, not two: XGBoost keeps callbacks in a set and stops calling them once one says stop, so with a
+    separate reporter whether the round training stopped on was reported (and so whether the pruner saw it)
+    depended on the callbacks' memory addresses, and a seeded search could differ from run to run."""
+
+    def __init__(self, rounds: int, task: str, metric: str, report: Optional[Report]) -> None:
+        super().__init__(rounds=rounds)
         self.task, self.logged, self.report = task, XGBOOST_METRICS[metric] if task == "binary" else "rmse", report
 
     def after_iteration(self, model, epoch: int, evals_log: dict) -> bool:
-        if (epoch + 1) % REPORT_EVERY == 0:
+        if self.report and (epoch + 1) % REPORT_EVERY == 0:
             value = evals_log["valid"][self.logged][-1]
             self.report((epoch + 1) // REPORT_EVERY, value if self.task == "binary" else -value)
-        return False
+        return super().after_iteration(model, epoch, evals_log)
 
 
 class XGBoostModel(_BoosterModel):
@@ -140,9 +145,8 @@ class XGBoostModel(_BoosterModel):
         valid = _matrix(data.x_valid, data.y_valid, data.feature_types)
         booster = xgb.train(
             _booster_params(data.task, tuning, params), _matrix(data.x_train, data.y_train, data.feature_types),
-            num_boost_round=tuning.max_boost_rounds, evals=[(valid, "valid")],
-            early_stopping_rounds=tuning.early_stopping_rounds, verbose_eval=False,
-            callbacks=[_ReportRounds(data.task, tuning.metric, report)] if report else None,
+            num_boost_round=tuning.max_boost_rounds, evals=[(valid, "valid")], verbose_eval=False,
+            callbacks=[_StopEarly(tuning.early_stopping_rounds, data.task, tuning.metric, report)],
         )
         rounds = booster.best_iteration + 1
         model = cls(booster[:rounds], data.task)

@@ -40,6 +40,7 @@ import yaml
 
 from automl_bench import export_split
 from flowline.datasets import dataset_path
+from flowline.pipelines.cli.common import EXIT_GATE_FAILED
 from flowline.use_case import load_use_case
 
 HERE = Path(__file__).resolve().parent
@@ -92,8 +93,10 @@ def measure(dataset: str, seed: int, args: argparse.Namespace, folder: Path) -> 
     summary_path = work / "flowline-summary.json"
     print(f"bench-models: {dataset} seed {seed}: flowline", flush=True)
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "flowline.pipelines.cli", "run", "--use-case", str(use_case_path),
-                    "--no-champion", "--runs-dir", str(work / "runs"), "--summary", str(summary_path)], check=True)
+    run = subprocess.run([sys.executable, "-m", "flowline.pipelines.cli", "run", "--use-case", str(use_case_path),
+                          "--no-champion", "--runs-dir", str(work / "runs"), "--summary", str(summary_path)])
+    if run.returncode not in (0, EXIT_GATE_FAILED):  # a model that fails a gate is still a model to score
+        raise subprocess.CalledProcessError(run.returncode, run.args)
     wall = time.monotonic() - started
     summary = json.loads(summary_path.read_text())
     fit_csv, test_csv = export_split(Path(summary["run_dir"]), use_case, work)

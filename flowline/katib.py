@@ -1,7 +1,7 @@
 """Katib Experiments (kubeflow.org/v1beta1) built from the same search spaces Optuna uses.
 
 One Experiment per (use case, family) in the use case's tuning.families: HPO for xgboost,
-linear, forest and lightgbm, NAS for the MLP architecture. Each searches with TPE, runs
+linear, forest, lightgbm and catboost, NAS for the MLP architecture. Each searches with TPE, runs
 `parallel_trials` trials at once, stops weak trials early with `medianstop`, and runs every
 trial as a Job in the flowline image:
 

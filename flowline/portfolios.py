@@ -37,6 +37,13 @@ LIGHTGBM: tuple[Point, ...] = (
      "bagging_fraction": 1.0, "lambda_l1": 1e-3, "lambda_l2": 1e-3},
 )
 
+CATBOOST: tuple[Point, ...] = (
+    # CatBoost's defaults, at AutoGluon's learning rate for its CatBoost (0.05; CatBoost picks one from the rows).
+    {"learning_rate": 0.05, "depth": 6, "l2_leaf_reg": 3.0, "random_strength": 1.0, "bagging_temperature": 1.0},
+    # Shallower trees, stronger regularisation: a smoother model for small or noisy data.
+    {"learning_rate": 0.03, "depth": 4, "l2_leaf_reg": 10.0, "random_strength": 1.0, "bagging_temperature": 1.0},
+)
+
 FOREST: tuple[Point, ...] = (
     # XGBoost's random-forest tutorial: 100 trees, subsample 0.8, colsample_bynode 0.8, max_depth 5 (min 4 here).
     {"num_parallel_tree": 100, "max_depth": 5, "min_child_weight": 1.0, "subsample": 0.8, "colsample_bynode": 0.8},

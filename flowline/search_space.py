@@ -149,6 +149,16 @@ LIGHTGBM = SearchSpace("lightgbm", (
     FloatParameter("lambda_l2", 1e-3, 30.0, log=True),
 ), portfolios.LIGHTGBM)
 
+# CatBoost grows oblivious trees: depth sets the tree (2**depth leaves). random_strength scales the noise
+# added to split scores; bagging_temperature the Bayesian bootstrap's row weights (0: every row weighs 1).
+CATBOOST = SearchSpace("catboost", (
+    FloatParameter("learning_rate", 0.01, 0.3, log=True),
+    IntParameter("depth", 3, 10),
+    FloatParameter("l2_leaf_reg", 0.5, 30.0, log=True),
+    FloatParameter("random_strength", 0.01, 10.0, log=True),
+    FloatParameter("bagging_temperature", 0.0, 1.0),
+), portfolios.CATBOOST)
+
 LINEAR_BINARY = SearchSpace("linear", (
     FloatParameter("C", 1e-3, 10.0, log=True),
     CategoricalParameter("l1_ratio", (0.0, 1.0)),  # 0: L2 (ridge) penalty, 1: L1 (lasso)
@@ -163,7 +173,7 @@ LINEAR_TWEEDIE = SearchSpace("linear", (FloatParameter("alpha", 1e-6, 1.0, log=T
 
 # Tuned class weighting for imbalanced binary labels: the weight of a positive row, in these families.
 POSITIVE_WEIGHT = FloatParameter("scale_pos_weight", 1.0, 50.0, log=True)
-WEIGHTED_FAMILIES = ("xgboost", "forest", "lightgbm")
+WEIGHTED_FAMILIES = ("xgboost", "forest", "lightgbm", "catboost")
 
 # The NAS space: an MLP's architecture (depth, then one width per layer; widths past
 # `depth` are ignored) with its activation, dropout and learning rate.
@@ -184,7 +194,7 @@ def search_space(family: str, task: str, tuning: TuningSpec) -> SearchSpace:
         if task == "binary":
             return LINEAR_BINARY  # its class_weight choice ("balanced") is the linear family's weighting
         return LINEAR_TWEEDIE if tuning.objective == "tweedie" else LINEAR_REGRESSION
-    spaces = {"xgboost": XGBOOST, "forest": FOREST, "mlp": MLP_ARCHITECTURE, "lightgbm": LIGHTGBM}
+    spaces = {"xgboost": XGBOOST, "forest": FOREST, "mlp": MLP_ARCHITECTURE, "lightgbm": LIGHTGBM, "catboost": CATBOOST}
     if family not in spaces:
         raise SearchSpaceError(f"unknown model family {family!r}; expected one of {', '.join(FAMILIES)}")
     space = spaces[family]

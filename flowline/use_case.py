@@ -27,8 +27,8 @@ REGRESSION_METRICS = ("mae", "rmse", "r2", "spearman", "gini", "total_predicted"
 # Fairness per sensitive attribute (components/bias): the gaps between groups at the decision threshold.
 FAIRNESS_METRICS = ("demographic_parity_difference", "equalized_odds_difference", "disparate_impact_ratio")
 # Candidate model families, each with one declarative search space (flowline/search_space.py).
-FAMILIES = ("xgboost", "linear", "forest", "mlp", "lightgbm")
-Family = Literal["xgboost", "linear", "forest", "mlp", "lightgbm"]
+FAMILIES = ("xgboost", "linear", "forest", "mlp", "lightgbm", "catboost")
+Family = Literal["xgboost", "linear", "forest", "mlp", "lightgbm", "catboost"]
 
 
 class UseCaseError(ValueError):
@@ -153,7 +153,7 @@ class FeaturesSpec(_Strict):
     native_categorical: bool = Field(
         default=False, description="xgboost, forest and lightgbm split categorical columns on category codes "
                                    "(XGBoost's and LightGBM's native categorical splits) instead of their "
-                                   "encodings; linear and mlp keep the encodings")
+                                   "encodings; linear, mlp and catboost keep the encodings")
     entity_features_from: str | None = Field(
         default=None, description="reuse the entity-feature definition of this use case, by its name (NAME.yaml "
                                   "beside this file, else a built-in use case): its entity_column, time_column, "
@@ -213,11 +213,11 @@ class TuningSpec(_Strict):
         "at most this many train + valid rows: each trial is scored by 5-fold cross-validation over train + valid "
         "rather than on valid alone, whose few rows would choose the parameters by their noise (0: never)"))
     class_weighting: bool = Field(
-        default=False, description="binary: tune the positive class's weight (xgboost, forest, lightgbm) and balanced "
+        default=False, description="binary: tune the positive class's weight (xgboost, forest, lightgbm, catboost) and balanced "
                                    "weighting (linear), for imbalanced labels")
     objective: Literal["squared_error", "tweedie"] = Field(
-        default="squared_error", description="regression: the loss the xgboost, forest, lightgbm and linear "
-                                             "families minimise; tweedie (log link) suits non-negative, skewed targets "
+        default="squared_error", description="regression: the loss the xgboost, forest, lightgbm, catboost and "
+                                             "linear families minimise; tweedie (log link) suits non-negative, skewed targets "
                                              "such as spend, many of them zero")
     tweedie_power: float = Field(default=1.5, gt=1, lt=2, description="tweedie: the variance power")
     seed: int = 42

@@ -12,6 +12,7 @@ from flowline import __version__, audit, storage
 from flowline.package import signing
 from flowline.pipelines.cli import main
 from flowline.pipelines.template import NOT_CACHED, RESOURCES
+from flowline.use_case import FAMILIES
 from pipeline_steps import STEPS
 
 
@@ -97,7 +98,7 @@ def test_each_compile_in_one_process_uses_the_image_it_is_given(tmp_path: Path):
         images = [e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()]
         assert len(images) == len(STEPS) + 1 and set(images) == {image}
         tasks = steps_of(spec)
-        for name in ("tune", "tune-2", "tune-3", "tune-4", "nas"):
+        for name in ("tune", "tune-2", "tune-3", "tune-4", "tune-5", "nas"):
             assert tasks[name]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == image, name
 
 
@@ -137,8 +138,7 @@ def test_a_time_budget_makes_one_search_step_that_feeds_train(tmp_path: Path):
     searches = tasks["train"]["inputs"]["artifacts"]
     assert {family: (searches[f"{family}_search"]["taskOutputArtifact"]["producerTask"],
                      searches[f"{family}_search"]["taskOutputArtifact"]["outputArtifactKey"]) for family in
-            ("xgboost", "linear", "forest", "mlp", "lightgbm")} == {
-        family: ("search", family) for family in ("xgboost", "linear", "forest", "mlp", "lightgbm")}
+            FAMILIES} == {family: ("search", family) for family in FAMILIES}
     outputs = spec["components"][tasks["search"]["componentRef"]["name"]]["outputDefinitions"]["artifacts"]
     assert outputs["budget_report"]["artifactType"]["schemaTitle"] == "system.Markdown"
 
@@ -146,13 +146,13 @@ def test_a_time_budget_makes_one_search_step_that_feeds_train(tmp_path: Path):
 def test_one_tune_step_per_family_and_nas_feed_train(compiled: Path):
     tasks = steps_of(pipeline_spec(compiled))
     families = {tasks[name]["inputs"]["parameters"]["family"]["runtimeValue"]["constant"] for name in
-                ("tune", "tune-2", "tune-3", "tune-4")}
-    assert families == {"xgboost", "linear", "forest", "lightgbm"}
+                ("tune", "tune-2", "tune-3", "tune-4", "tune-5")}
+    assert families == {"xgboost", "linear", "forest", "lightgbm", "catboost"}
     assert {task["taskInfo"]["name"] for task in tasks.values()} >= {"tune-xgboost", "tune-linear", "tune-forest",
-                                                                      "tune-lightgbm", "nas"}
+                                                                      "tune-lightgbm", "tune-catboost", "nas"}
     searches = tasks["train"]["inputs"]["artifacts"]
     assert {searches[f"{family}_search"]["taskOutputArtifact"]["producerTask"] for family in
-            ("xgboost", "linear", "forest", "mlp", "lightgbm")} == {"tune", "tune-2", "tune-3", "tune-4", "nas"}
+            FAMILIES} == {"tune", "tune-2", "tune-3", "tune-4", "tune-5", "nas"}
     evaluate = tasks["evaluate"]["inputs"]
     assert evaluate["artifacts"]["holdout"]["taskOutputArtifact"]["producerTask"] == "train"
     # inside the exit handler's group, a pipeline input arrives as a channel of that name

@@ -18,6 +18,7 @@ def search(
     forest: Output[Artifact],
     mlp: Output[Artifact],
     lightgbm: Output[Artifact],
+    catboost: Output[Artifact],
     budget: Output[Artifact],
     budget_report: Output[Markdown],
     tuning_metrics: Output[Metrics],
@@ -33,7 +34,8 @@ def search(
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
-    outputs = {"xgboost": xgboost, "linear": linear, "forest": forest, "mlp": mlp, "lightgbm": lightgbm}
+    outputs = {"xgboost": xgboost, "linear": linear, "forest": forest, "mlp": mlp, "lightgbm": lightgbm,
+               "catboost": catboost}
     record = search_files(use_case, trials, backend, train.path, valid.path, feature_set.path,
                           {family: output.path for family, output in outputs.items()}, namespace, source, image,
                           features_seconds=float(feature_set.metadata.get("search_seconds", 0.0)))

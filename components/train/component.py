@@ -13,6 +13,7 @@ def train(
     forest_search: Input[Artifact],
     mlp_search: Input[Artifact],
     lightgbm_search: Input[Artifact],
+    catboost_search: Input[Artifact],
     model: Output[Model],
     holdout: Output[Dataset],
     selection_metrics: Output[Metrics],
@@ -28,7 +29,8 @@ def train(
 
     summary = train_files(UseCase.model_validate_json(use_case_json), train.path, valid.path, feature_set.path,
                           {"xgboost": xgboost_search.path, "linear": linear_search.path, "forest": forest_search.path,
-                           "mlp": mlp_search.path, "lightgbm": lightgbm_search.path}, model.path, holdout.path)
+                           "mlp": mlp_search.path, "lightgbm": lightgbm_search.path,
+                           "catboost": catboost_search.path}, model.path, holdout.path)
     selection = summary["selection"]
     model.metadata.update(framework="flowline-ensemble", selected=selection["selected"], fit=selection["fit"],
                           scored_by=selection["scored_by"], **{

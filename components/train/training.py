@@ -38,6 +38,7 @@ import json
 from pathlib import Path
 from typing import Mapping, Optional
 
+import catboost
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -148,6 +149,7 @@ def train_files(
         "feature_set_version": feature_set.version,
         "xgboost_version": xgb.__version__,
         "lightgbm_version": lgb.__version__,
+        "catboost_version": catboost.__version__,
     }
     (Path(model_dir) / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
     return summary

@@ -1,7 +1,7 @@
 """What every candidate model family is: the training data it reads, how it is scored, and the
 interface it implements (fit, refit, margin, contributions, save, load).
 
-The families themselves are in families.py (and lightgbm.py); this module holds what they share.
+The families themselves are in families.py (and lightgbm.py, catboost.py); this module holds what they share.
 """
 
 from __future__ import annotations

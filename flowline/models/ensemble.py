@@ -129,7 +129,10 @@ class Ensemble:
         for entry in document["members"]:
             if entry["family"] not in MODEL_FAMILIES:
                 raise ModelError(f"{path / MODEL_FILE}: unknown model family {entry['family']!r}")
-            model = MODEL_FAMILIES[entry["family"]].load(path, entry["files"], document["task"])
+            try:
+                model = MODEL_FAMILIES[entry["family"]].load(path, entry["files"], document["task"])
+            except Exception as error:  # noqa: BLE001 - each library raises its own kind for a file it cannot read
+                raise ModelError(f"{path}: {entry['family']} model {entry['files']} is unreadable: {error}") from None
             if "columns" in entry:
                 model = ColumnSubset(model, tuple(entry["columns"]), entry["width"])
             fold = entry.get("fold")  # absent for a refitted member

@@ -7,6 +7,7 @@
 | linear | logistic regression (binary) or ridge (regression) on standardised features | JSON coefficients |
 | mlp | a NumPy multilayer perceptron (flowline/models/mlp.py) | JSON weights |
 | lightgbm | LightGBM's gradient-boosted trees, early-stopped on valid, with its native categorical splits (flowline/models/lightgbm.py) | LightGBM's native text model |
+| catboost | CatBoost's gradient-boosted oblivious trees, early-stopped on valid (flowline/models/catboost.py) | CatBoost's native binary model (.cbm) |
 
 The tree families (TREE_FAMILIES) read a FeatureSet's category codes where it has them
 (`features.native_categorical`), the others its encodings (ColumnSubset).
@@ -17,7 +18,7 @@ plus the base value is the margin (TreeSHAP for trees, exact linear SHAP for lin
 models, permutation Shapley values from the training mean for the MLP). Blends add
 margins, so their contributions add up too.
 
-Regression with `tuning.objective: tweedie` fits xgboost, forest, lightgbm and linear (a
+Regression with `tuning.objective: tweedie` fits xgboost, forest, lightgbm, catboost and linear (a
 Tweedie GLM) with a log link. Their margin is still the prediction, exp(log-scale score), and
 their log-scale attributions are rescaled to prediction units, each feature keeping its
 share, so that they too add up to the prediction.
@@ -44,6 +45,7 @@ from flowline.models.candidate import (
     log_link_contributions,
     validation_score,
 )
+from flowline.models.catboost import CatBoostModel
 from flowline.models.lightgbm import LightGBMModel
 from flowline.models.mlp import MLPNetwork, hidden_layers, train_mlp
 from flowline.splitting import fold_splits
@@ -51,7 +53,7 @@ from flowline.use_case import TuningSpec
 
 SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate
 TREE_FAMILIES = ("xgboost", "forest", "lightgbm")  # they read category codes (FeatureLayout.trees)
-BOOSTED_FAMILIES = ("xgboost", "lightgbm")  # their iterations are boosting rounds, early-stopped on valid
+BOOSTED_FAMILIES = ("xgboost", "lightgbm", "catboost")  # their iterations are boosting rounds, early-stopped on valid
 TRIAL_FOLDS = 5  # trials scored by cross-validation on small data (tuning.cv_max_rows)
 XGBOOST_METRICS = {"roc_auc": "auc", "auprc": "aucpr"}  # tuning.metric as XGBoost logs it (pruning reports)
 
@@ -346,7 +348,7 @@ class ColumnSubset(CandidateModel):
 
 
 MODEL_FAMILIES: dict[str, type[CandidateModel]] = {
-    model.family: model for model in (XGBoostModel, LinearModel, ForestModel, MLPModel, LightGBMModel)
+    model.family: model for model in (XGBoostModel, LinearModel, ForestModel, MLPModel, LightGBMModel, CatBoostModel)
 }
 
 

@@ -46,6 +46,8 @@ PARAMS = {
             "learning_rate": 0.01},
     "lightgbm": {"learning_rate": 0.1, "num_leaves": 8, "min_child_samples": 20, "feature_fraction": 0.9,
                  "bagging_fraction": 0.9, "lambda_l1": 0.01, "lambda_l2": 1.0},
+    "catboost": {"learning_rate": 0.1, "depth": 4, "l2_leaf_reg": 3.0, "random_strength": 1.0,
+                 "bagging_temperature": 1.0},
 }
 TUNING = TuningSpec(max_boost_rounds=300, early_stopping_rounds=20, max_epochs=40)
 
@@ -90,7 +92,10 @@ def test_each_family_fits_saves_without_pickle_and_loads_identically(family, dat
     assert fitted.valid_score == pytest.approx(roc_auc_score(data.y_valid, fitted.model.margin(data.x_valid)))
     assert fitted.valid_score > 0.75
     files = fitted.model.save(tmp_path, family)
-    for name in files:  # text, never a pickle: JSON, or LightGBM's native text model
+    for name in files:  # never a pickle: JSON, LightGBM's native text model or CatBoost's native binary model
+        if family == "catboost":
+            assert (tmp_path / name).read_bytes().startswith(b"CBM1")
+            continue
         text = (tmp_path / name).read_text()
         assert text.startswith("tree\nversion=v4\n") if family == "lightgbm" else json.loads(text)
     loaded = MODEL_FAMILIES[family].load(tmp_path, files, "binary")
@@ -377,7 +382,7 @@ TWEEDIE = TuningSpec(objective="tweedie", max_boost_rounds=300, early_stopping_r
 TWEEDIE_PARAMS = {**PARAMS, "linear": {"alpha": 1e-4}}
 
 
-@pytest.mark.parametrize("family", ["xgboost", "forest", "linear", "lightgbm"])
+@pytest.mark.parametrize("family", ["xgboost", "forest", "linear", "lightgbm", "catboost"])
 def test_tweedie_models_predict_non_negative_spend_and_explain_it_additively(family, tmp_path: Path):
     data = spend_data()
     fitted = fit_candidate(family, TWEEDIE_PARAMS[family], data, TWEEDIE)
@@ -584,3 +589,84 @@ def test_lightgbm_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_c
     assert summary["lightgbm_version"] == "4.7.0"
     files = sorted(path.name for path in (tmp_path / "model").iterdir())
     assert files == ["lightgbm.txt", "model.json", "training.json"]
+
+
+def test_catboost_is_seeded_keeps_its_early_stopped_rounds_and_reports_every_ten(data, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # CatBoost writes its training log (catboost_info/) here unless told not to
+    seen = []
+    fitted = fit_candidate("catboost", PARAMS["catboost"], data, TUNING,
+                           report=lambda step, score: seen.append((step, score)))
+    model = fitted.model
+    assert model.model.tree_count_ == fitted.iterations < TUNING.max_boost_rounds
+    assert [step for step, _ in seen] == list(range(1, len(seen) + 1)) and len(seen) >= 2
+    kept = seen[fitted.iterations // REPORT_EVERY - 1][1]  # the last report before the kept round
+    assert kept == pytest.approx(roc_auc_score(data.y_valid, model.margin(data.x_valid)), abs=0.02)
+    margins = model.margin(data.x_valid)
+    again = fit_candidate("catboost", PARAMS["catboost"], data, TUNING).model
+    assert np.array_equal(again.margin(data.x_valid), margins)
+    reseeded = fit_candidate("catboost", PARAMS["catboost"], data, TUNING.model_copy(update={"seed": 1})).model
+    assert not np.array_equal(reseeded.margin(data.x_valid), margins)  # the bootstrap's weights follow the seed
+    model.set_threads(1)
+    assert np.array_equal(model.margin(data.x_valid), margins)
+    x, y = np.vstack([data.x_train, data.x_valid]), np.r_[data.y_train, data.y_valid]
+    assert refit_candidate("catboost", PARAMS["catboost"], 17, x, y, "binary", TUNING).model.tree_count_ == 17
+    auprc = []
+    fitted = fit_candidate("catboost", PARAMS["catboost"], data, TUNING.model_copy(update={"metric": "auprc"}),
+                           report=lambda step, score: auprc.append(score))
+    assert auprc[fitted.iterations // REPORT_EVERY - 1] == pytest.approx(
+        average_precision_score(data.y_valid, fitted.model.margin(data.x_valid)), abs=0.03)
+    assert auprc != [score for _, score in seen][:len(auprc)]  # AUPRC, not the ROC-AUC reported above
+    assert list(tmp_path.iterdir()) == []  # pods run on a read-only filesystem
+    weighted = []  # a tuned class weight changes the training, not how valid is scored
+    fitted = fit_candidate("catboost", {**PARAMS["catboost"], "scale_pos_weight": 5.0}, data,
+                           TUNING.model_copy(update={"metric": "auprc"}), report=lambda step, score: weighted.append(score))
+    assert weighted[fitted.iterations // REPORT_EVERY - 1] == pytest.approx(
+        average_precision_score(data.y_valid, fitted.model.margin(data.x_valid)), abs=0.03)
+
+
+def test_catboost_takes_the_tuned_class_weight_and_the_use_cases_regression_objective(data, tmp_path: Path):
+    weighted, plain = (refit_candidate("catboost", params, 50, data.x_train, data.y_train, "binary", TUNING)
+                       for params in ({**PARAMS["catboost"], "scale_pos_weight": 20.0}, PARAMS["catboost"]))
+    assert weighted.model.get_params()["scale_pos_weight"] == 20
+    # Weighting the positives up moves the log-odds up.
+    assert weighted.margin(data.x_valid).mean() > plain.margin(data.x_valid).mean() + 0.5
+    spend = spend_data()
+    tweedie = fit_candidate("catboost", PARAMS["catboost"], spend, TWEEDIE.model_copy(update={"tweedie_power": 1.3}))
+    squared = fit_candidate("catboost", PARAMS["catboost"], spend, TUNING)
+    for fitted, loss, log_link in ((tweedie, "Tweedie:variance_power=1.3", True), (squared, "RMSE", False)):
+        loaded = MODEL_FAMILIES["catboost"].load(tmp_path, fitted.model.save(tmp_path, loss[:5]), "regression")
+        assert loaded.model.get_params()["loss_function"] == loss and loaded.log_link == log_link
+        np.testing.assert_array_equal(loaded.margin(spend.x_valid), fitted.model.margin(spend.x_valid))
+        assert fitted.valid_score == pytest.approx(validation_score("regression", "roc_auc", spend.y_valid,
+                                                                    loaded.margin(spend.x_valid)))
+
+
+def test_catboost_reads_the_encodings_not_the_category_codes(toy_use_case):
+    from dataclasses import replace
+
+    from flowline.features.plan import default_plan
+
+    train, valid = make_rows(600, 1), make_rows(200, 2)
+    plan = replace(default_plan(train, toy_use_case), native_categorical=True)
+    feature_set = FeatureSet.fit(train, toy_use_case, plan)
+    data = TrainingData.from_splits(feature_set, train, valid, "binary")
+    fitted = fit_candidate("catboost", PARAMS["catboost"], data, TUNING)
+    assert fitted.valid_score > 0.85 and fitted.model.columns == feature_set.layout.dense
+    assert feature_set.feature_names.index("code(plan)") not in fitted.model.columns
+    x = feature_set.transform(valid.head(5).assign(plan="enterprise"))  # an unseen category
+    margins = fitted.model.margin(x)
+    assert np.isfinite(margins).all()
+    np.testing.assert_allclose(fitted.model.contributions(x).sum(axis=1), margins, atol=1e-6)
+
+
+def test_catboost_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_case, tmp_path: Path):
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"catboost": 1}}),
+                                               "ensemble": EnsembleSpec(bag_max_rows=0)})  # always refit
+    summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
+                          search_results(tmp_path, ("catboost",), iterations=20), str(tmp_path / "model"),
+                          str(tmp_path / "holdout.parquet"))
+    (member,) = Ensemble.load(tmp_path / "model").members
+    assert member.family == "catboost" and member.model.model.tree_count_ == 27  # 20 on 600 rows -> 27 on 800
+    assert summary["catboost_version"] == "1.2.10"
+    files = sorted(path.name for path in (tmp_path / "model").iterdir())
+    assert files == ["catboost.cbm", "model.json", "training.json"]

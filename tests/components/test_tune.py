@@ -247,7 +247,7 @@ def test_class_weighting_adds_the_positive_weight_to_the_tree_families_only():
     weighted = TuningSpec(class_weighting=True)
     for family in FAMILIES:
         names = [p.name for p in search_space(family, "binary", weighted).parameters]
-        assert ("scale_pos_weight" in names) == (family in ("xgboost", "forest", "lightgbm"))
+        assert ("scale_pos_weight" in names) == (family in ("xgboost", "forest", "lightgbm", "catboost"))
         assert "scale_pos_weight" not in [p.name for p in search_space(family, "binary", TuningSpec()).parameters]
     assert "class_weight" in [p.name for p in search_space("linear", "binary", weighted).parameters]
 
@@ -292,3 +292,19 @@ def test_the_lightgbm_space_round_trips_through_katibs_strings(data):
     first = optuna_search("lightgbm", data, tuning, 5, progress=lambda line: None)
     assert first == optuna_search("lightgbm", data, tuning, 5, progress=lambda line: None)
     assert space.parse(first.params) == first.params and 1 <= first.iterations <= 200 and first.valid_score > 0.75
+
+
+def test_the_catboost_space_round_trips_through_katibs_strings_and_searches_seeded(data):
+    space = search_space("catboost", "binary", TuningSpec(class_weighting=True))
+    assert [p.name for p in space.parameters] == ["learning_rate", "depth", "l2_leaf_reg", "random_strength",
+                                                  "bagging_temperature", "scale_pos_weight"]
+    for end, bound in (("min", "low"), ("max", "high")):
+        assignments = {spec.name: getattr(spec.feasible_space, end) for spec in space.katib_parameters()}
+        assert space.parse(assignments) == {p.name: getattr(p, bound) for p in space.parameters}
+    with pytest.raises(SearchSpaceError, match=r"catboost: depth=12 is outside \[3, 10\]"):
+        space.parse({**assignments, "depth": "12"})
+    tuning = TuningSpec(max_boost_rounds=200, early_stopping_rounds=20)
+    first = optuna_search("catboost", data, tuning, 4, progress=lambda line: None)
+    assert first == optuna_search("catboost", data, tuning, 4, progress=lambda line: None)
+    assert space.parse({**first.params, "scale_pos_weight": 1.0}) == {**first.params, "scale_pos_weight": 1.0}
+    assert 1 <= first.iterations <= 200 and first.valid_score > 0.75

@@ -77,7 +77,7 @@ def test_parameters_match_the_space_and_reach_the_trial_command(name):
     space = search_space(family, "binary", use_case.tuning)
     # The fraud use cases tune the positive class's weight in the tree families; churn does not.
     assert ("scale_pos_weight" in [p.name for p in space.parameters]) == (
-        use_case.tuning.class_weighting and family in ("xgboost", "forest", "lightgbm"))
+        use_case.tuning.class_weighting and family in ("xgboost", "forest", "lightgbm", "catboost"))
     assert [p["name"] for p in spec["parameters"]] == [p.name for p in space.parameters]
     assert [t["reference"] for t in spec["trialTemplate"]["trialParameters"]] == [p.name for p in space.parameters]
     args = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -176,6 +176,7 @@ def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(chur
 
     # Not a default family: of the built-in use cases only fraud-claims lists it.
     assert [name for name in committed() if "lightgbm" in name] == ["fraud-claims-lightgbm-hpo.yaml"]
+    assert [name for name in committed() if "catboost" in name] == ["fraud-claims-catboost-hpo.yaml"]  # nor this
     document = yaml.safe_load((Path(__file__).parents[2] / "pipelines" / "use_cases" / "churn.yaml").read_text())
     document["tuning"]["families"] = {"lightgbm": 30, "linear": 20}
     path = tmp_path / "churn-lightgbm.yaml"
@@ -193,22 +194,26 @@ def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(chur
         f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
 
 
-def test_a_lightgbm_trial_searching_auprc_prints_that_objective_and_its_score_is_the_in_process_one(
-        toy_use_case, tmp_path, capsys):
+@pytest.mark.parametrize("family, params", [
+    ("lightgbm", {"learning_rate": 0.1, "num_leaves": 8, "min_child_samples": 20, "feature_fraction": 0.9,
+                  "bagging_fraction": 0.9, "lambda_l1": 0.01, "lambda_l2": 1.0}),
+    ("catboost", {"learning_rate": 0.1, "depth": 4, "l2_leaf_reg": 3.0, "random_strength": 1.0,
+                  "bagging_temperature": 1.0}),
+])
+def test_a_boosted_trial_searching_auprc_prints_that_objective_and_its_score_is_the_in_process_one(
+        family, params, toy_use_case, tmp_path, capsys):
     from flowline.contract import apply_contract
     from flowline.katib_experiments.trial import main
 
     auprc = toy_use_case.tuning.model_copy(update={"metric": "auprc"})
     toy_use_case = toy_use_case.model_copy(update={"tuning": auprc})
-    objective = to_manifest(build_experiment(toy_use_case, "lightgbm", 5, "img:1", "ns",
+    objective = to_manifest(build_experiment(toy_use_case, family, 5, "img:1", "ns",
                                              source="https://e.org/x.csv"))["spec"]["objective"]
     assert objective["objectiveMetricName"] == "valid_auprc" and objective["type"] == "maximize"
     source = toy_csv(tmp_path)
     parts = split_frame(apply_contract(pd.read_csv(source, dtype=str), toy_use_case).kept, toy_use_case)
     plan = default_plan(parts["train"], toy_use_case)
-    params = {"learning_rate": 0.1, "num_leaves": 8, "min_child_samples": 20, "feature_fraction": 0.9,
-              "bagging_fraction": 0.9, "lambda_l1": 0.01, "lambda_l2": 1.0}
-    assert main(["--use-case-json", toy_use_case.model_dump_json(), "--family", "lightgbm", "--source", str(source),
+    assert main(["--use-case-json", toy_use_case.model_dump_json(), "--family", family, "--source", str(source),
                  "--feature-plan", json.dumps(plan.to_dict()), *(f"--{k}={v}" for k, v in params.items())]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines and all(KATIB_METRIC_LINE.match(line) for line in lines)
@@ -216,9 +221,9 @@ def test_a_lightgbm_trial_searching_auprc_prints_that_objective_and_its_score_is
     assert names[-1] == "iterations" and set(names[:-1]) == {"valid_auprc"} and len(names) >= 3
     feature_set = FeatureSet.fit(parts["train"], toy_use_case, plan)
     data = TrainingData.from_splits(feature_set, parts["train"], parts["valid"], "binary")
-    fitted = fit_candidate("lightgbm", params, data, toy_use_case.tuning)
+    fitted = fit_candidate(family, params, data, toy_use_case.tuning)
     assert fitted.valid_score == pytest.approx(average_precision_score(data.y_valid, fitted.model.margin(data.x_valid)))
-    score, iterations = trial_score("lightgbm", params, data, toy_use_case.tuning)
+    score, iterations = trial_score(family, params, data, toy_use_case.tuning)
     assert float(lines[-2].split("=")[1]) == pytest.approx(score, abs=1e-6)
     assert int(lines[-1].split("=")[1]) == iterations
 

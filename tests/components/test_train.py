@@ -520,24 +520,33 @@ def test_lightgbm_splits_the_category_codes_natively_and_a_missing_or_unseen_cod
     assert set(gains) == {12, 13} and max(gains, key=gains.get) == 13
 
 
-def test_lightgbm_reads_a_feature_sets_codes_and_scores_an_unseen_category(toy_use_case):
+def coded_splits(use_case: UseCase) -> tuple[FeatureSet, TrainingData, np.ndarray]:
+    """A FeatureSet with category codes (`native_categorical`) fitted on toy rows, the encoded splits, and five
+    valid rows of a plan never seen in training."""
     from dataclasses import replace
 
     from flowline.features.plan import default_plan
 
     train, valid = make_rows(600, 1), make_rows(200, 2)
-    plan = replace(default_plan(train, toy_use_case), native_categorical=True)
-    feature_set = FeatureSet.fit(train, toy_use_case, plan)
-    data = TrainingData.from_splits(feature_set, train, valid, "binary")
+    feature_set = FeatureSet.fit(train, use_case, replace(default_plan(train, use_case), native_categorical=True))
+    unseen = feature_set.transform(valid.head(5).assign(plan="enterprise"))
+    return feature_set, TrainingData.from_splits(feature_set, train, valid, "binary"), unseen
+
+
+def assert_scores_and_explains(model, x: np.ndarray) -> None:
+    margins = model.margin(x)
+    assert np.isfinite(margins).all()
+    np.testing.assert_allclose(model.contributions(x).sum(axis=1), margins, atol=1e-6)
+
+
+def test_lightgbm_reads_a_feature_sets_codes_and_scores_an_unseen_category(toy_use_case):
+    feature_set, data, unseen = coded_splits(toy_use_case)
     fitted = fit_candidate("lightgbm", PARAMS["lightgbm"], data, TUNING)
     code = feature_set.feature_names.index("code(plan)")
     assert fitted.valid_score > 0.85 and code in fitted.model.columns
     assert categorical_split_features(fitted.model.model.booster) == {fitted.model.columns.index(code)}
-    x = feature_set.transform(valid.head(5).assign(plan="enterprise"))
-    assert np.isnan(x[:, code]).all()
-    margins = fitted.model.margin(x)
-    assert np.isfinite(margins).all()
-    np.testing.assert_allclose(fitted.model.contributions(x).sum(axis=1), margins, atol=1e-6)
+    assert np.isnan(unseen[:, code]).all()
+    assert_scores_and_explains(fitted.model, unseen)
 
 
 def test_lightgbm_is_seeded_keeps_its_early_stopped_rounds_and_reports_every_ten(data):
@@ -576,19 +585,6 @@ def test_lightgbm_takes_the_tuned_class_weight_and_the_use_cases_regression_obje
         assert fitted.valid_score == pytest.approx(validation_score("regression", "roc_auc", spend.y_valid,
                                                                     loaded.booster.predict(spend.x_valid)))
     assert tweedie.model.booster.params["tweedie_variance_power"] == pytest.approx(1.3)
-
-
-def test_lightgbm_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_case, tmp_path: Path):
-    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"lightgbm": 1}}),
-                                               "ensemble": EnsembleSpec(bag_max_rows=0)})  # always refit
-    summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
-                          search_results(tmp_path, ("lightgbm",), iterations=20), str(tmp_path / "model"),
-                          str(tmp_path / "holdout.parquet"))
-    (member,) = Ensemble.load(tmp_path / "model").members
-    assert member.family == "lightgbm" and member.model.booster.current_iteration() == 27  # 20 on 600 rows -> 27 on 800
-    assert summary["lightgbm_version"] == "4.7.0"
-    files = sorted(path.name for path in (tmp_path / "model").iterdir())
-    assert files == ["lightgbm.txt", "model.json", "training.json"]
 
 
 def test_catboost_is_seeded_keeps_its_early_stopped_rounds_and_reports_every_ten(data, tmp_path: Path, monkeypatch):
@@ -643,31 +639,26 @@ def test_catboost_takes_the_tuned_class_weight_and_the_use_cases_regression_obje
 
 
 def test_catboost_reads_the_encodings_not_the_category_codes(toy_use_case):
-    from dataclasses import replace
-
-    from flowline.features.plan import default_plan
-
-    train, valid = make_rows(600, 1), make_rows(200, 2)
-    plan = replace(default_plan(train, toy_use_case), native_categorical=True)
-    feature_set = FeatureSet.fit(train, toy_use_case, plan)
-    data = TrainingData.from_splits(feature_set, train, valid, "binary")
+    feature_set, data, unseen = coded_splits(toy_use_case)
     fitted = fit_candidate("catboost", PARAMS["catboost"], data, TUNING)
     assert fitted.valid_score > 0.85 and fitted.model.columns == feature_set.layout.dense
     assert feature_set.feature_names.index("code(plan)") not in fitted.model.columns
-    x = feature_set.transform(valid.head(5).assign(plan="enterprise"))  # an unseen category
-    margins = fitted.model.margin(x)
-    assert np.isfinite(margins).all()
-    np.testing.assert_allclose(fitted.model.contributions(x).sum(axis=1), margins, atol=1e-6)
+    assert_scores_and_explains(fitted.model, unseen)
 
 
-def test_catboost_rounds_scale_with_the_rows_of_the_refit(split_files, toy_use_case, tmp_path: Path):
-    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {"catboost": 1}}),
+@pytest.mark.parametrize("family, rounds, version, saved", [
+    ("lightgbm", lambda model: model.booster.current_iteration(), "4.7.0", "lightgbm.txt"),
+    ("catboost", lambda model: model.model.tree_count_, "1.2.10", "catboost.cbm"),
+])
+def test_boosted_rounds_scale_with_the_rows_of_the_refit(family, rounds, version, saved, split_files, toy_use_case,
+                                                          tmp_path: Path):
+    use_case = toy_use_case.model_copy(update={"tuning": TUNING.model_copy(update={"families": {family: 1}}),
                                                "ensemble": EnsembleSpec(bag_max_rows=0)})  # always refit
     summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
-                          search_results(tmp_path, ("catboost",), iterations=20), str(tmp_path / "model"),
+                          search_results(tmp_path, (family,), iterations=20), str(tmp_path / "model"),
                           str(tmp_path / "holdout.parquet"))
     (member,) = Ensemble.load(tmp_path / "model").members
-    assert member.family == "catboost" and member.model.model.tree_count_ == 27  # 20 on 600 rows -> 27 on 800
-    assert summary["catboost_version"] == "1.2.10"
+    assert member.family == family and rounds(member.model) == 27  # 20 on 600 rows -> 27 on 800
+    assert summary[f"{family}_version"] == version
     files = sorted(path.name for path in (tmp_path / "model").iterdir())
-    assert files == ["catboost.cbm", "model.json", "training.json"]
+    assert files == [saved, "model.json", "training.json"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pandas as pd
+import pytest
 from flowline.components.bias.fairness import bias_files
 from flowline.components.customers.rows import customer_rows_files
 from flowline.customer_rows import customer_rows_use_case
@@ -97,6 +98,18 @@ def served_over_http(package: Path, rows: pd.DataFrame, workers: int = 1) -> tup
     assert explained.status_code == 200, explained.text
     probabilities = np.array([p["probability"] for p in predicted.json()["predictions"]], dtype=np.float32)
     return probabilities, explained.json()["explanations"]
+
+
+def assert_served_as_in_process(package: Path, loaded) -> None:
+    """20 of the package's test rows served over HTTP score as `loaded` (its LoadedPackage) does in process, and
+    the first 5's explanations give its margins and add up to them."""
+    rows = pd.read_parquet(package.parent / "test").head(20)[loaded.use_case.feature_columns]
+    served, explanations = served_over_http(package, rows)
+    assert np.array_equal(served, loaded.predict(rows))
+    margins = loaded.model.margin(loaded.feature_set.transform(rows.head(5)))
+    for explanation, margin in zip(explanations, margins, strict=True):
+        assert explanation["margin"] == pytest.approx(margin, abs=1e-9)
+        assert explanation["base_value"] + sum(explanation["contributions"].values()) == pytest.approx(margin, abs=1e-6)
 
 
 V2_NUMERIC = {"integer": "INT64", "number": "FP64"}  # a declared numeric column's v2 datatype

@@ -3,13 +3,11 @@
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from flowline.inference_services.model import LoadedPackage
 from flowline.package.format import verify
-from serving_helpers import build_package, served_over_http
+from serving_helpers import assert_served_as_in_process, build_package
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +27,7 @@ def test_a_catboost_package_serves_the_in_process_predictions_and_additive_expla
     loaded = LoadedPackage.load(catboost_package)
     assert [m.family for m in loaded.model.members] == ["catboost"]
     assert any(name.startswith("model/catboost") and name.endswith(".cbm") for name in manifest["files"])
-    rows = pd.read_parquet(catboost_package.parent / "test").head(20)[loaded.use_case.feature_columns]
-    served, explanations = served_over_http(catboost_package, rows)
-    assert np.array_equal(served, loaded.predict(rows))
-    margins = loaded.model.margin(loaded.feature_set.transform(rows.head(5)))
-    for explanation, margin in zip(explanations, margins, strict=True):
-        assert explanation["margin"] == pytest.approx(margin, abs=1e-9)
-        total = explanation["base_value"] + sum(explanation["contributions"].values())
-        assert total == pytest.approx(margin, abs=1e-6)
+    assert_served_as_in_process(catboost_package, loaded)
 
 
 def test_a_broken_catboost_model_file_is_refused_with_its_name(catboost_package: Path, tmp_path: Path):

@@ -3,13 +3,11 @@
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from flowline.inference_services.model import LoadedPackage
 from flowline.package.format import verify
-from serving_helpers import build_package, served_over_http
+from serving_helpers import assert_served_as_in_process, build_package
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +28,4 @@ def test_a_lightgbm_package_serves_the_in_process_predictions_and_additive_expla
     assert "model/lightgbm.txt" in manifest["files"]
     codes = [i for i, name in enumerate(loaded.feature_set.feature_names) if name.startswith("code(")]
     assert codes and set(codes) <= set(tree.columns)  # the tree member reads the category codes
-    rows = pd.read_parquet(lightgbm_package.parent / "test").head(20)[loaded.use_case.feature_columns]
-    served, explanations = served_over_http(lightgbm_package, rows)
-    assert np.array_equal(served, loaded.predict(rows))
-    margins = loaded.model.margin(loaded.feature_set.transform(rows.head(5)))
-    for explanation, margin in zip(explanations, margins, strict=True):
-        assert explanation["margin"] == pytest.approx(margin, abs=1e-9)
-        total = explanation["base_value"] + sum(explanation["contributions"].values())
-        assert total == pytest.approx(margin, abs=1e-6)
+    assert_served_as_in_process(lightgbm_package, loaded)

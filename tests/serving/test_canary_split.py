@@ -191,8 +191,11 @@ def test_the_canary_controller_reads_prometheus_and_runs_as_a_kfp_component(
             audit_log = tmp_path / "audit.jsonl"
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),
                        raise_on_error=True)
+            # The latency guardrail is off here (tests/test_ab_testing.py covers it): both arms answer from one
+            # busy test machine, where one p99 came out 1.79 times the other's by chance and the canary was rolled back.
             task = flowline_component(canary)(name="churn", namespace="flowline", prometheus_url=prometheus_url,
-                                              predictions="", outcomes="", audit_log=str(audit_log), apply=True)
+                                              predictions="", outcomes="", audit_log=str(audit_log), apply=True,
+                                              policy={"max_latency_ratio": 1000.0})
     finally:
         app_server.shutdown()
     decision = task.outputs["decision"]

@@ -213,12 +213,12 @@ class TuningSpec(_Strict):
         "at most this many train + valid rows: each trial is scored by 5-fold cross-validation over train + valid "
         "rather than on valid alone, whose few rows would choose the parameters by their noise (0: never)"))
     class_weighting: bool = Field(
-        default=False, description="binary: tune the positive class's weight (xgboost, forest, lightgbm, catboost) and balanced "
-                                   "weighting (linear), for imbalanced labels")
+        default=False, description="binary: tune the positive class's weight (xgboost, forest, lightgbm, "
+                                   "catboost) and balanced weighting (linear), for imbalanced labels")
     objective: Literal["squared_error", "tweedie"] = Field(
         default="squared_error", description="regression: the loss the xgboost, forest, lightgbm, catboost and "
-                                             "linear families minimise; tweedie (log link) suits non-negative, skewed targets "
-                                             "such as spend, many of them zero")
+                                             "linear families minimise; tweedie (log link) suits non-negative, "
+                                             "skewed targets such as spend, many of them zero")
     tweedie_power: float = Field(default=1.5, gt=1, lt=2, description="tweedie: the variance power")
     seed: int = 42
 

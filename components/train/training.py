@@ -35,10 +35,10 @@ and training.json with every candidate's parameters and scores.
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 from typing import Mapping, Optional
 
-import catboost
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -149,7 +149,7 @@ def train_files(
         "feature_set_version": feature_set.version,
         "xgboost_version": xgb.__version__,
         "lightgbm_version": lgb.__version__,
-        "catboost_version": catboost.__version__,
+        "catboost_version": version("catboost"),  # read without importing it (flowline/models/catboost.py)
     }
     (Path(model_dir) / TRAINING_FILE).write_text(json.dumps(summary, indent=1))
     return summary

@@ -13,14 +13,17 @@ applies its log link); contributions are CatBoost's exact TreeSHAP values (`Shap
 rescaled to prediction units under the log link. The model is saved in CatBoost's native binary
 format (.cbm), which holds trees and numbers only, and read back by CatBoost's own loader: no
 pickle.
+
+CatBoost is imported where a model is trained, scored or loaded, not with this module: importing it
+takes about a quarter of a second (its notebook widget brings IPython), which every step, server and
+command that registers the families would otherwise pay, whether or not a use case lists catboost.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import catboost
 import numpy as np
 
 from flowline.models.candidate import (
@@ -33,6 +36,9 @@ from flowline.models.candidate import (
     validation_score,
 )
 from flowline.use_case import TuningSpec
+
+if TYPE_CHECKING:
+    import catboost
 
 CATBOOST_METRICS = {"roc_auc": "AUC", "auprc": "PRAUC"}  # tuning.metric as CatBoost computes it (pruning reports)
 UNWEIGHTED = ":use_weights=false"  # with a class weight CatBoost logs PRAUC twice, weighted and, named so, not
@@ -82,21 +88,22 @@ class CatBoostModel(CandidateModel):
         self.log_link = str(model.get_params().get("loss_function", "")).startswith("Tweedie")
         self.threads = -1
 
-    def _raw(self, x: np.ndarray) -> np.ndarray:
-        return self.model.predict(x, prediction_type="RawFormulaVal", thread_count=self.threads).astype(np.float64)
-
     def margin(self, x: np.ndarray) -> np.ndarray:
         # Binary: the log-odds; regression: the prediction itself (a Tweedie model's exp of its raw score).
-        raw = self._raw(x)
+        raw = self.model.predict(x, prediction_type="RawFormulaVal", thread_count=self.threads).astype(np.float64)
         return np.exp(raw) if self.log_link else raw
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
+        import catboost
+
         parts = self.model.get_feature_importance(catboost.Pool(x), type="ShapValues",
                                                   thread_count=self.threads).astype(np.float64)
         return log_link_contributions(parts) if self.log_link else parts
 
     @classmethod
     def fit(cls, params: dict, data: TrainingData, tuning: TuningSpec, report: Optional[Report] = None) -> Fitted:
+        import catboost
+
         settings = _params(data.task, tuning, {"iterations": tuning.max_boost_rounds, **params})
         reporter = _ReportRounds(data.task, tuning.metric, report) if report else None
         if reporter and data.task == "binary":  # computed on valid every round, for the reports only
@@ -115,6 +122,8 @@ class CatBoostModel(CandidateModel):
     @classmethod
     def refit(cls, params: dict, iterations: int, x: np.ndarray, y: np.ndarray, task: str,
               tuning: TuningSpec, feature_types: Optional[tuple[str, ...]] = None) -> CandidateModel:
+        import catboost
+
         model = catboost.CatBoost(_params(task, tuning, {**params, "iterations": iterations}))
         model.fit(catboost.Pool(x, y))
         return cls(model, task)
@@ -126,6 +135,8 @@ class CatBoostModel(CandidateModel):
 
     @classmethod
     def load(cls, folder: Path, files: list[str], task: str) -> CandidateModel:
+        import catboost
+
         model = catboost.CatBoost()
         model.load_model(str(folder / files[0]), format="cbm")
         return cls(model, task)

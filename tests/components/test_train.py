@@ -662,3 +662,23 @@ def test_boosted_rounds_scale_with_the_rows_of_the_refit(family, rounds, version
     assert summary[f"{family}_version"] == version
     files = sorted(path.name for path in (tmp_path / "model").iterdir())
     assert files == [saved, "model.json", "training.json"]
+
+
+def test_registering_the_families_and_training_do_not_import_catboost_until_a_catboost_model_needs_it():
+    import subprocess
+    import sys
+
+    # Importing CatBoost takes about a quarter of a second; a step or server whose use case lists no catboost
+    # member should not pay it.
+    probe = """
+import sys
+import numpy as np
+import flowline.components.train.training
+import flowline.models.ensemble
+from flowline.models.families import MODEL_FAMILIES, TuningSpec
+assert "catboost" not in sys.modules, "catboost imported with the families"
+MODEL_FAMILIES["catboost"].refit({"depth": 2}, 3, np.eye(4), np.array([0.0, 1.0, 0.0, 1.0]), "binary", TuningSpec())
+assert "catboost" in sys.modules
+"""
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr

@@ -513,9 +513,9 @@ def test_lightgbm_splits_the_category_codes_natively_and_a_missing_or_unseen_cod
     assert categorical_split_features(fitted.model.model.booster) == {1}  # the code: the trees' second column
     x = np.repeat(data.x_valid[:1], 4, axis=0)
     x[:, 13] = [np.nan, 99.0, 4.0, 0.0]  # missing (an unknown category's code), never seen, a "high" one, a "low" one
+    assert_scores_and_explains(fitted.model, x)
     margins = fitted.model.margin(x)
-    assert np.isfinite(margins).all() and margins[0] == margins[1] and margins[2] > margins[3] + 1
-    np.testing.assert_allclose(fitted.model.contributions(x).sum(axis=1), margins, atol=1e-6)
+    assert margins[0] == margins[1] and margins[2] > margins[3] + 1
     gains = booster_gains(fitted.model)  # full-width columns, as the feature search reads them
     assert set(gains) == {12, 13} and max(gains, key=gains.get) == 13
 

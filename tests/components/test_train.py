@@ -1,6 +1,8 @@
 """Model families, the blend and its selection, and train_files from search results."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -665,9 +667,6 @@ def test_boosted_rounds_scale_with_the_rows_of_the_refit(family, rounds, version
 
 
 def test_registering_the_families_and_training_do_not_import_catboost_until_a_catboost_model_needs_it():
-    import subprocess
-    import sys
-
     # Importing CatBoost takes about a quarter of a second; a step or server whose use case lists no catboost
     # member should not pay it.
     probe = """

@@ -29,12 +29,17 @@ def test_the_report_pairs_flowline_with_the_better_baseline_per_seed_and_ranks_e
     assert a["flowline_minus_best_other"]["mean"] == pytest.approx(0.0)
     assert a["flowline_minus_best_other"]["se"] == pytest.approx(0.01)
     assert b["flowline_minus_best_other"]["mean"] == pytest.approx(-0.05)
+    # two seeds: t(0.975, 1 degree of freedom) = 12.706 standard errors each side
+    assert a["flowline_minus_best_other"]["ci95"] == pytest.approx([-0.12706, 0.12706], abs=1e-5)
+    assert a["flowline_minus_best_other"]["seeds_level_or_ahead"] == 1
+    assert b["flowline_minus_best_other"]["seeds_level_or_ahead"] == 1  # level on seed 1 (0.70 and 0.70)
     assert a["wall_seconds"] == {"flowline": 100.0, "flaml": 101.0, "autogluon": 104.0}
     # ranks: a0 1/3/2, a1 2/1/3, b0 3/1/2, b1 tie 1.5/1.5/3
     assert summary["mean_rank"] == {"flowline": pytest.approx(7.5 / 4), "flaml": pytest.approx(6.5 / 4),
                                     "autogluon": pytest.approx(10 / 4)}
     table = models_bench.markdown(summary).splitlines()
     assert table[2].startswith("| a | roc_auc | 2 | 0.8100 ± 0.0100 |") and table[2].endswith("| 100 / 101 / 104 |")
+    assert "| +0.0000 ± 0.0100 (-0.1271 to +0.1271; 1 of 2) |" in table[2]
     assert "flowline 1.88, flaml 1.62, autogluon 2.50" in table[-1]
 
 

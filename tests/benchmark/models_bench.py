@@ -18,7 +18,7 @@ ROC-AUC. Each (dataset, seed) is written to FOLDER/results/ as it finishes and r
 run, so the bench can be stopped and resumed (--fresh measures again; --report-only reports what is
 there, measuring nothing). The report: per dataset the mean
 and standard error over seeds of each system and of flowline's paired difference to the better of the two
-others, the wall times, and the mean rank of each system over every (dataset, seed); JSON in --out and a
+others (with its 95 % t interval, and on how many seeds flowline is level or ahead), the wall times, and the mean rank of each system over every (dataset, seed); JSON in --out and a
 Markdown table beside it (.md).
 """
 
@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from scipy import stats
 
 from automl_bench import export_split
 from flowline.datasets import dataset_path
@@ -126,9 +127,20 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), se
 
 
+def paired_difference(differences: list[float]) -> dict:
+    """flowline minus the better other, per seed: mean, standard error, the 95 % t interval of the mean (n - 1
+    degrees of freedom: with 5 seeds, 2.78 standard errors each side) and on how many seeds flowline is level or
+    ahead. An interval that holds 0 is a difference these seeds cannot tell from none."""
+    mean, se = mean_se(differences)
+    half = float(stats.t.ppf(0.975, len(differences) - 1) * se) if len(differences) > 1 else float("nan")
+    return {"mean": mean, "se": se, "ci95": [mean - half, mean + half],
+            "seeds_level_or_ahead": sum(d >= 0 for d in differences)}
+
+
 def report(results: list[dict]) -> dict:
     """Per dataset: each system's mean ± standard error over seeds, flowline's paired difference to the better
-    of FLAML and AutoGluon, wall times; overall: each system's mean rank over every (dataset, seed)."""
+    of FLAML and AutoGluon (paired_difference), wall times; overall: each system's mean rank over every
+    (dataset, seed)."""
     datasets, ranks = {}, {system: [] for system in SYSTEMS}
     for dataset in dict.fromkeys(result["dataset"] for result in results):
         rows = sorted((r for r in results if r["dataset"] == dataset), key=lambda r: r["seed"])
@@ -138,8 +150,8 @@ def report(results: list[dict]) -> dict:
         datasets[dataset] = {
             "metric": metric, "seeds": [row["seed"] for row in rows],
             **{system: dict(zip(("mean", "se"), mean_se(scores[system]))) for system in SYSTEMS},
-            "flowline_minus_best_other": dict(zip(("mean", "se"), mean_se(
-                [own - other for own, other in zip(scores["flowline"], best_other)]))),
+            "flowline_minus_best_other": paired_difference(
+                [own - other for own, other in zip(scores["flowline"], best_other)]),
             "wall_seconds": {system: round(float(np.mean([row[system]["wall_seconds"] for row in rows])), 1)
                              for system in SYSTEMS},
         }
@@ -152,10 +164,14 @@ def report(results: list[dict]) -> dict:
 
 
 def markdown(summary: dict) -> str:
-    lines = ["| dataset | metric | seeds | flowline | FLAML | AutoGluon | flowline - better other | wall s "
-             "(flowline / FLAML / AutoGluon) |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | metric | seeds | flowline | FLAML | AutoGluon | flowline - better other (95 % interval; "
+             "seeds level or ahead) | wall s (flowline / FLAML / AutoGluon) |", "|---|---|---|---|---|---|---|---|"]
     for dataset, row in summary["datasets"].items():
-        cells = [f"{row[s]['mean']:.4f} ± {row[s]['se']:.4f}" for s in (*SYSTEMS, "flowline_minus_best_other")]
+        cells = [f"{row[s]['mean']:.4f} ± {row[s]['se']:.4f}" for s in SYSTEMS]
+        paired = row["flowline_minus_best_other"]
+        low, high = paired["ci95"]
+        cells.append(f"{paired['mean']:+.4f} ± {paired['se']:.4f} ({low:+.4f} to {high:+.4f}; "
+                     f"{paired['seeds_level_or_ahead']} of {len(row['seeds'])})")
         walls = " / ".join(f"{row['wall_seconds'][s]:.0f}" for s in SYSTEMS)
         lines.append(f"| {dataset} | {row['metric']} | {len(row['seeds'])} | " + " | ".join(cells) + f" | {walls} |")
     ranks = summary["mean_rank"]

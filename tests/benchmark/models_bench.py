@@ -16,10 +16,10 @@ For every dataset and seed:
 The metric is the use case's first gate when it is ROC-AUC or AUPRC (AUPRC for the fraud sets), else
 ROC-AUC. Each (dataset, seed) is written to FOLDER/results/ as it finishes and read back on the next
 run, so the bench can be stopped and resumed (--fresh measures again; --report-only reports what is
-there, measuring nothing). The report: per dataset the mean
-and standard error over seeds of each system and of flowline's paired difference to the better of the two
-others (with its 95 % t interval, and on how many seeds flowline is level or ahead), the wall times, and the mean rank of each system over every (dataset, seed); JSON in --out and a
-Markdown table beside it (.md).
+there, measuring nothing). The report: per dataset the mean and standard error over seeds of each system
+and of flowline's paired difference to the better of the two others (with its 95 % t interval, and on how
+many seeds flowline is level or ahead), the wall times, and the mean rank of each system over every
+(dataset, seed); JSON in --out and a Markdown table beside it (.md).
 """
 
 from __future__ import annotations

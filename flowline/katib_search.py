@@ -8,12 +8,13 @@ account may create Experiments (kustomize/base/rbac.yaml, flowline-pipeline-runn
 from __future__ import annotations
 
 import secrets
+from dataclasses import asdict
 from typing import Callable, Optional
 
 from flowline.cluster import KUBE_CREDENTIALS, talking_to
 from flowline.models.families import objective_metric
-from flowline.search import SearchResult
-from flowline.search_space import search_space
+from flowline.search import SearchResult, Trial
+from flowline.search_space import SearchSpace, search_space
 from flowline.katib import ITERATIONS_METRIC, build_experiment, experiment_name, trial_source
 from flowline.use_case import UseCase
 
@@ -37,7 +38,8 @@ def katib_search(
     prefix: str = "tune",
     progress: Callable[[str], None] = print,
 ) -> SearchResult:
-    """Run `family`'s search as a Katib Experiment and return its optimal trial's parameters."""
+    """Run `family`'s search as a Katib Experiment and return its optimal trial's parameters, and its other
+    succeeded trials, best first, as runners-up."""
     from kubeflow.katib import KatibClient
 
     client = client or KatibClient(namespace=namespace)
@@ -55,14 +57,28 @@ def katib_search(
     optimal = client.get_optimal_hyperparameters(name, namespace)
     if optimal is None:
         raise KatibError(f"Katib Experiment {namespace}/{name} finished without a successful trial")
-    params = search_space(family, use_case.task, use_case.tuning).parse({a.name: a.value for a in optimal.parameter_assignments})
-    observed = {m.name: float(m.latest) for m in optimal.observation.metrics}
+    try:
+        succeeded = client.get_success_trial_details(name, namespace)
+    except (RuntimeError, TimeoutError) as error:
+        raise KatibError(f"Katib Experiment {namespace}/{name}: {error}") from None
+    space = search_space(family, use_case.task, use_case.tuning)
     metric, direction = objective_metric(use_case.task, use_case.tuning.metric)
-    score = observed[metric] if direction == "maximize" else -observed[metric]
+    best = katib_trial(optimal.parameter_assignments, optimal.observation.metrics, space, metric, direction)
+    others = [katib_trial(t["parameter_assignments"], t["metrics"], space, metric, direction)
+              for t in succeeded if t["name"] != optimal.best_trial_name]
     status = finished.status
-    progress(f"{prefix}: Katib's best trial {optimal.best_trial_name}: {metric} {observed[metric]:.4f}")
+    shown = best.valid_score if direction == "maximize" else -best.valid_score
+    progress(f"{prefix}: Katib's best trial {optimal.best_trial_name}: {metric} {shown:.4f}")
     return SearchResult(
-        family=family, params=params, valid_score=score, iterations=int(observed.get(ITERATIONS_METRIC, 1)),
+        family=family, params=best.params, valid_score=best.valid_score, iterations=best.iterations,
         trials=int(status.trials or 0) if status else trials,
         stopped_early=int(status.trials_early_stopped or 0) if status else 0, backend="katib", metric=metric,
+        runners_up=[asdict(t) for t in sorted(others, key=lambda t: -t.valid_score)],
     )
+
+
+def katib_trial(assignments, metrics, space: SearchSpace, metric: str, direction: str) -> Trial:
+    """A Katib trial's parameters (typed by `space`), its early-stopped rounds, and its score, higher better."""
+    observed = {m.name: float(m.latest) for m in metrics}
+    score = observed[metric] if direction == "maximize" else -observed[metric]
+    return Trial(space.parse({a.name: a.value for a in assignments}), int(observed.get(ITERATIONS_METRIC, 1)), score)

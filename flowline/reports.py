@@ -35,12 +35,15 @@ def number(value: float | int) -> str:
 
 def members(members: Sequence[dict]) -> str:
     """A model's members in words, for every surface that shows them (run summary, model card, registry):
-    'xgboost 0.8213 (5 fold models averaged) + linear 0.3568'; a lone member of weight 1 by its family alone.
-    `members` as model.json's summary lists them: family, weight and, when bagged, folds."""
+    'xgboost 0.8213 (5 best trials averaged) + linear 0.3568 (5 fold models averaged)'; a lone member of weight 1
+    by its family alone. `members` as model.json's summary lists them: family, weight and, where several models
+    are averaged, trials and folds."""
     def member(entry: dict) -> str:
         weight = "" if len(members) == 1 and entry["weight"] == 1 else f" {number(entry['weight'])}"
-        folds = f" ({entry['folds']} fold models averaged)" if "folds" in entry else ""
-        return f"{entry['family']}{weight}{folds}"
+        trials = f"{entry['trials']} best trials" if "trials" in entry else ""
+        folds = f"{entry['folds']} fold models" if "folds" in entry else ""
+        averaged = f" ({' x '.join(filter(None, (trials, folds)))} averaged)" if trials or folds else ""
+        return f"{entry['family']}{weight}{averaged}"
     return " + ".join(map(member, members))
 
 

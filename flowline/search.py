@@ -9,7 +9,7 @@ score is `trial_score`'s: on valid, or cross-validated over train + valid on sma
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -24,9 +24,21 @@ MEDIAN_STOP = {"min_trials_required": 3, "start_step": 4}
 
 
 @dataclass(frozen=True)
+class Trial:
+    """One completed trial of a search: its parameters, the rounds or epochs it was early-stopped at, its score."""
+
+    params: dict
+    iterations: int
+    valid_score: float
+
+
+@dataclass(frozen=True)
 class SearchResult:
     """The best parameter set of a family's search, as the train step reads it, and the train rows the search fit
-    on (None where not recorded: Katib's trials sample in their pods, katib_experiments/trial.py)."""
+    on (None where not recorded: Katib's trials sample in their pods, katib_experiments/trial.py).
+
+    `runners_up` are the search's other completed trials, best first (as dicts of `Trial`'s fields): the train
+    step serves a boosted family as the average of its `ensemble.average_trials` best (training.py)."""
 
     family: str
     params: dict
@@ -37,6 +49,12 @@ class SearchResult:
     backend: str
     metric: str
     rows: Optional[int] = None
+    runners_up: list[dict] = field(default_factory=list)
+
+    def best_trials(self, count: int) -> list[Trial]:
+        """The best trial and then the runners-up, at most `count` of them."""
+        best = Trial(self.params, self.iterations, self.valid_score)
+        return [best, *(Trial(**trial) for trial in self.runners_up)][:count]
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=1))
@@ -85,14 +103,18 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def search_result(family: str, study: optuna.Study, task: str, tuning: TuningSpec) -> SearchResult:
-    """The best trial of `family`'s study as the train step reads it."""
+    """The best trial of `family`'s study as the train step reads it, and the other completed ones, best first
+    (a trial stopped early has no final score and is not among them)."""
     best = study.best_trial
     ran = finished_trials(study)
     pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in ran)
+    completed = sorted((t for t in ran if t.state == optuna.trial.TrialState.COMPLETE and t.number != best.number),
+                       key=lambda t: -t.value)
     return SearchResult(
         family=family, params=dict(best.params), valid_score=float(best.value),
         iterations=int(best.user_attrs["iterations"]), trials=len(ran), stopped_early=pruned,
         backend="optuna", metric=objective_metric(task, tuning.metric)[0],
+        runners_up=[asdict(Trial(dict(t.params), int(t.user_attrs["iterations"]), float(t.value))) for t in completed],
     )
 
 

@@ -237,6 +237,9 @@ class EnsembleSpec(_Strict):
     bag_max_rows: int = Field(default=2000, ge=0, description=(
         "at most this many train + valid rows: serve each chosen family's fold models, averaged, instead of one "
         "model refitted on all rows (0: always refit)"))
+    average_trials: int = Field(default=5, ge=1, description=(
+        "serve each boosted family (xgboost, lightgbm, catboost) as the average of its search's this many best "
+        "trials, each cross-fitted and refitted as one trial alone is (1: its best trial alone)"))
 
 
 class ChampionSpec(_Strict):

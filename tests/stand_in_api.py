@@ -104,14 +104,17 @@ def kfp_api(existing_experiments: list[dict]):
     return respond
 
 
-def experiment_server(optimal: dict | None, succeeded: bool = True):
-    """Answers like the API server with Katib installed: stores the Experiment, reports it finished."""
+def experiment_server(optimal: dict | None, succeeded: bool = True, trials: tuple[dict, ...] = ()):
+    """Answers like the API server with Katib installed: stores the Experiment, reports it finished, and lists
+    `trials` as its Trials."""
     stored: dict = {}
 
     def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
         if method == "POST":
             stored.update(body)
             return 201, body
+        if path.split("?")[0].endswith("/trials"):
+            return 200, {"apiVersion": "kubeflow.org/v1beta1", "kind": "TrialList", "items": list(trials)}
         condition = {"type": "Succeeded" if succeeded else "Failed", "status": "True", "reason": "ExperimentDone"}
         status = {"conditions": [condition], "trials": 7, "trialsSucceeded": 5, "trialsEarlyStopped": 2}
         if optimal:
@@ -129,3 +132,14 @@ OPTIMAL = {
     "observation": {"metrics": [{"name": "valid_roc_auc", "latest": "0.8512", "max": "0.8512", "min": "0.8"},
                                 {"name": "iterations", "latest": "1", "max": "1", "min": "1"}]},
 }
+
+
+def katib_trial(name: str, assignments: dict, metrics: dict, state: str = "Succeeded") -> dict:
+    """A Trial object as Katib stores it: its parameter assignments, its observed metrics, its final condition."""
+    return {
+        "apiVersion": "kubeflow.org/v1beta1", "kind": "Trial", "metadata": {"name": name, "namespace": "flowline"},
+        "spec": {"parameterAssignments": [{"name": k, "value": v} for k, v in assignments.items()]},
+        "status": {"conditions": [{"type": state, "status": "True"}],
+                   "observation": {"metrics": [{"name": k, "latest": v, "max": v, "min": v}
+                                               for k, v in metrics.items()]}},
+    }

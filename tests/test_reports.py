@@ -55,4 +55,8 @@ def test_a_models_members_read_the_same_on_every_surface():
                            ) == "xgboost 0.8200 (5 fold models averaged) + linear 0.3568"
     assert reports.members([{"family": "linear", "weight": 1.0, "folds": 5}]) == "linear (5 fold models averaged)"
     assert reports.members([{"family": "xgboost", "weight": 1.0}]) == "xgboost"
+    assert reports.members([{"family": "xgboost", "weight": 0.7, "trials": 5}, {"family": "linear", "weight": 0.4}]
+                           ) == "xgboost 0.7000 (5 best trials averaged) + linear 0.4000"
+    assert reports.members([{"family": "lightgbm", "weight": 1.0, "trials": 3, "folds": 5}]
+                           ) == "lightgbm (3 best trials x 5 fold models averaged)"
     assert reports.members([{"family": "linear", "weight": 0.9}]) == "linear 0.9000"  # a blend of one, with a bias

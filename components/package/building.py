@@ -60,7 +60,7 @@ def build_package(
     members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
     card = model_card(use_case, json.loads((out / EVALUATION_FILE).read_text()),
                       json.loads(Path(explanation_file).read_text()), lineage,
-                      {"members": family_weights((m["family"], m["weight"], m.get("fold")) for m in members)},
+                      {"members": family_weights(members)},
                       tuple(name for name in REPORT_FILES if name in (reports or {})))
     (out / CARD_JSON).write_text(json.dumps(card, indent=1))
     (out / CARD_HTML).write_text(model_card_html(card))

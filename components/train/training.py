@@ -17,6 +17,13 @@ over train + valid together:
    credit and IBM HR (seeds 0-4; 800 and 1,176 rows) the average beat the refit on 9, by
    +0.0049 ROC-AUC on the mean (docs/benchmarks.md), at 5 predictions per member instead of 1.
 
+A boosted family (XGBoost, LightGBM, CatBoost) is the average of its search's
+`ensemble.average_trials` best trials (5), not its best alone: in step 1 each trial is
+cross-fitted and the family's margin is their mean, and in step 3 each is refitted (or
+bagged) and they share the family's weight. One validation split's best trial is partly
+its noise; its runners-up average it away. Chosen on seeds 0-4 and checked on 5-9 of
+online_shoppers and spambase (docs/benchmarks.md), at K predictions per boosted member.
+
 On many rows steps 1 and 2, which choose, run on a sample, as the search does: at most
 `tuning.search_rows` x folds / (folds - 1) rows of train + valid (25,000 by default;
 flowline/splitting.py, `sample_positions`: seeded, stratified by the label), so that each
@@ -50,41 +57,61 @@ from flowline.models.candidate import CandidateModel
 from flowline.models.ensemble import Ensemble, Member, choose_blend
 from flowline.models.families import BOOSTED_FAMILIES, refit_candidate
 from flowline.package.format import TRAINING_FILE
-from flowline.search import SearchResult
+from flowline.search import SearchResult, Trial
 from flowline.splitting import fold_splits, sample_positions
 from flowline.use_case import UseCase
+
+
+def averaged_trials(family: str, result: SearchResult, use_case: UseCase) -> list[Trial]:
+    """The trials `family` is served as the average of: a boosted family's `ensemble.average_trials` best, any
+    other family's best alone."""
+    return result.best_trials(use_case.ensemble.average_trials if family in BOOSTED_FAMILIES else 1)
 
 
 def out_of_fold_margins(
     results: Mapping[str, SearchResult], x: np.ndarray, y: np.ndarray, use_case: UseCase,
     layout: Optional[FeatureLayout] = None,
-) -> tuple[dict[str, np.ndarray], dict[str, list[CandidateModel]]]:
-    """Each family's margins for every row, from models trained on the other folds, and those fold models.
+) -> tuple[dict[str, np.ndarray], dict[str, list[list[CandidateModel]]]]:
+    """Each family's margins for every row, from models trained on the other folds, and those fold models
+    (per fold, one per averaged trial).
 
     The folds hold 4/5 of train + valid, as many rows as train: each model trains for the
-    rounds or epochs its search early-stopped at.
+    rounds or epochs its search early-stopped at. A family averaged over several trials
+    has, for each row, the mean of its trials' margins.
     """
     folds = use_case.ensemble.folds
+    trials = {family: averaged_trials(family, result, use_case) for family, result in results.items()}
     margins = {family: np.empty(len(y)) for family in results}
-    models: dict[str, list[CandidateModel]] = {family: [] for family in results}
+    models: dict[str, list[list[CandidateModel]]] = {family: [] for family in results}
     for fold, (fit_rows, held_out) in enumerate(fold_splits(use_case.task, y, folds, use_case.tuning.seed), 1):
-        for family, result in results.items():
-            model = refit_candidate(family, result.params, result.iterations, x[fit_rows], y[fit_rows],
-                                    use_case.task, use_case.tuning, layout)
-            margins[family][held_out] = model.margin(x[held_out])
-            models[family].append(model)
-        print(f"train: fold {fold}/{folds}: {', '.join(results)} trained on {len(fit_rows)} rows")
+        for family in results:
+            fitted = [refit_candidate(family, trial.params, trial.iterations, x[fit_rows], y[fit_rows],
+                                      use_case.task, use_case.tuning, layout) for trial in trials[family]]
+            margins[family][held_out] = np.mean([model.margin(x[held_out]) for model in fitted], axis=0)
+            models[family].append(fitted)
+        names = ", ".join(f if len(trials[f]) == 1 else f"{f} ({len(trials[f])} trials)" for f in results)
+        print(f"train: fold {fold}/{folds}: {names} trained on {len(fit_rows)} rows")
     return margins, models
 
 
-def refit_member(family: str, result: SearchResult, x: np.ndarray, y: np.ndarray, train_rows: int,
+def refit_member(family: str, trial: Trial, x: np.ndarray, y: np.ndarray, train_rows: int,
                  use_case: UseCase, feature_set: FeatureSet) -> CandidateModel:
-    """`family` trained on all of (x, y), train + valid, with its searched parameters: boosted families for as
+    """`family` trained on all of (x, y), train + valid, with one trial's parameters: boosted families for as
     many rounds per row as early stopping found on train."""
-    iterations = result.iterations
+    iterations = trial.iterations
     if family in BOOSTED_FAMILIES:
         iterations = max(1, round(iterations * len(y) / train_rows))
-    return refit_candidate(family, result.params, iterations, x, y, use_case.task, use_case.tuning, feature_set.layout)
+    return refit_candidate(family, trial.params, iterations, x, y, use_case.task, use_case.tuning, feature_set.layout)
+
+
+def served_members(family: str, weight: float, grid: list[list[CandidateModel]], bagged: bool) -> list[Member]:
+    """`family`'s models as blend members sharing its `weight` equally. `grid` holds one row per fold when
+    `bagged` (its fold models), else one row (its refits); each row one model per averaged trial. Members are
+    numbered by fold when bagged and by trial when there are several trials."""
+    trials, folds = len(grid[0]), len(grid)
+    return [Member(family, model, weight / (trials * folds), fold if bagged else None,
+                   trial if trials > 1 else None)
+            for fold, row in enumerate(grid, 1) for trial, model in enumerate(row, 1)]
 
 
 def cross_fitting_rows(use_case: UseCase, rows: int) -> int:
@@ -126,14 +153,19 @@ def train_files(
     holdout.to_parquet(holdout_file)
 
     bagged = len(chosen) == len(rows) <= use_case.ensemble.bag_max_rows
+    trials = {family: averaged_trials(family, results[family], use_case) for family, _ in members}
+    averaged = ", ".join(f"{family} as its {len(trials[family])} best trials" for family, _ in members
+                         if len(trials[family]) > 1)
+    served = []
+    for family, weight in members:
+        grid = fold_models[family] if bagged else [
+            [refit_member(family, trial, x, y, len(train), use_case, feature_set) for trial in trials[family]]]
+        served += served_members(family, weight, grid, bagged)
     if bagged:
-        served = [Member(family, model, weight / len(fold_models[family]), fold)
-                  for family, weight in members for fold, model in enumerate(fold_models[family], 1)]
         fit = f"each of {', '.join(f for f, _ in members)} served as its {use_case.ensemble.folds} fold models, averaged"
     else:
-        served = [Member(family, refit_member(family, results[family], x, y, len(train), use_case, feature_set),
-                         weight) for family, weight in members]
         fit = f"refitted {', '.join(f for f, _ in members)} on {len(rows)} rows (train + valid)"
+    fit += f"; {averaged}, averaged" if averaged else ""
     # Spend from a transaction log is never negative (customer rows floor the label at 0): nor is its prediction.
     floor = 0.0 if use_case.transaction_log is not None else None
     ensemble = Ensemble(use_case.task, served, bias, floor)
@@ -143,7 +175,8 @@ def train_files(
     summary = {
         "candidates": [{"family": family, "params": result.params, "iterations": result.iterations,
                         "valid_score": result.valid_score, "held_out_score": scores[family],
-                        "trials": result.trials, "backend": result.backend} for family, result in results.items()],
+                        "trials": result.trials, "averaged_trials": len(averaged_trials(family, result, use_case)),
+                        "backend": result.backend} for family, result in results.items()],
         "selection": {**selection, "model": ensemble.describe(), "rows": len(rows), "cross_fitted_rows": len(chosen),
                       "bagged": bagged, "fit": fit},
         "feature_set_version": feature_set.version,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 from scipy.optimize import lsq_linear, minimize
@@ -43,17 +43,21 @@ class ModelError(ValueError):
 
 @dataclass
 class Member:
-    """One model of the blend; `fold` numbers it among its family's fold models when the family is bagged
-    (training.py: each fold's model, at the family's weight over the number of folds)."""
+    """One model of the blend. `trial` numbers it among its family's averaged trials (1 the search's best) when
+    the family is served as the average of several; `fold` among its family's fold models when the family is
+    bagged. training.py gives each model the family's weight over the number of models."""
 
     family: str
     model: CandidateModel
     weight: float
     fold: int | None = None
+    trial: int | None = None
 
     @property
     def name(self) -> str:
-        return self.family if self.fold is None else f"{self.family}-fold{self.fold}"
+        trial = "" if self.trial is None else f"-trial{self.trial}"
+        fold = "" if self.fold is None else f"-fold{self.fold}"
+        return f"{self.family}{trial}{fold}"
 
 
 class Ensemble:
@@ -100,7 +104,8 @@ class Ensemble:
 
     def describe(self) -> dict:
         return {"task": self.task, "bias": self.bias, "floor": self.floor,
-                "members": family_weights((m.family, m.weight, m.fold) for m in self.members)}
+                "members": family_weights({"family": m.family, "weight": m.weight, "trial": m.trial, "fold": m.fold}
+                                          for m in self.members)}
 
     def save(self, folder: str | Path) -> None:
         out = Path(folder)
@@ -108,8 +113,7 @@ class Ensemble:
         members = []
         for m in self.members:
             entry = {"family": m.family, "weight": m.weight, "files": m.model.save(out, m.name)}
-            if m.fold is not None:
-                entry["fold"] = m.fold
+            entry.update({key: value for key, value in (("trial", m.trial), ("fold", m.fold)) if value is not None})
             if isinstance(m.model, ColumnSubset):
                 entry.update(columns=list(m.model.columns), width=m.model.width)
             members.append(entry)
@@ -135,25 +139,28 @@ class Ensemble:
                 raise ModelError(f"{path}: {entry['family']} model {entry['files']} is unreadable: {error}") from None
             if "columns" in entry:
                 model = ColumnSubset(model, tuple(entry["columns"]), entry["width"])
-            fold = entry.get("fold")  # absent for a refitted member
-            if fold is not None and (not isinstance(fold, int) or isinstance(fold, bool)):
-                raise ModelError(f"{path / MODEL_FILE}: fold {fold!r}, expected a whole number or none")
-            members.append(Member(entry["family"], model, float(entry["weight"]), fold))
+            numbers = {key: entry.get(key) for key in ("fold", "trial")}  # absent: refitted, or the best trial alone
+            for key, number in numbers.items():
+                if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
+                    raise ModelError(f"{path / MODEL_FILE}: {key} {number!r}, expected a whole number or none")
+            members.append(Member(entry["family"], model, float(entry["weight"]), **numbers))
         floor = document.get("floor")  # absent in packages written before floors
         if floor is not None and (document["task"] == "binary" or not isinstance(floor, (int, float))):
             raise ModelError(f"{path / MODEL_FILE}: floor {floor!r}, expected a number on a regression model or null")
         return cls(document["task"], members, document["bias"], floor)
 
 
-def family_weights(members: Iterable[tuple[str, float, int | None]]) -> list[dict]:
-    """One entry per family of (family, weight, fold) members: its weight (a bagged family's fold models' added
-    up) and, when bagged, its number of fold models."""
+def family_weights(members: Iterable[Mapping]) -> list[dict]:
+    """One entry per family of members as model.json lists them (family, weight, and trial and fold where
+    numbered): its weight (its models' added up) and, where it has several models, how many trials are
+    averaged (`trials`) and, when bagged, how many fold models each has (`folds`)."""
     families: dict[str, dict] = {}
-    for family, weight, fold in members:
-        entry = families.setdefault(family, {"family": family, "weight": 0.0})
-        entry["weight"] += weight
-        if fold is not None:
-            entry["folds"] = entry.get("folds", 0) + 1
+    for member in members:
+        entry = families.setdefault(member["family"], {"family": member["family"], "weight": 0.0})
+        entry["weight"] += member["weight"]
+        for key, number in (("trials", member.get("trial")), ("folds", member.get("fold"))):
+            if number is not None:
+                entry[key] = max(entry.get(key, 0), number)
     return list(families.values())
 
 

@@ -32,7 +32,7 @@ from flowline.models.families import (
     validation_score,
 )
 from flowline.models.candidate import REPORT_EVERY
-from flowline.components.train.training import out_of_fold_margins, train_files
+from flowline.components.train.training import averaged_trials, out_of_fold_margins, train_files
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult
 from flowline.splitting import fold_splits
@@ -240,7 +240,8 @@ def test_out_of_fold_margins_never_come_from_a_model_that_saw_the_row(data, toy_
     fit_rows, held = next(iter(StratifiedKFold(5, shuffle=True, random_state=TUNING.seed).split(x, y)))
     alone = refit_candidate("linear", PARAMS["linear"], 1, x[fit_rows], y[fit_rows], "binary", TUNING)
     assert np.allclose(margins[held], alone.margin(x[held]))
-    assert len(models["linear"]) == 5 and np.allclose(models["linear"][0].margin(x), alone.margin(x))
+    assert [len(fold) for fold in models["linear"]] == [1] * 5
+    assert np.allclose(models["linear"][0][0].margin(x), alone.margin(x))
 
 
 def test_an_ensemble_saves_loads_and_explains_additively(data, tmp_path: Path):
@@ -301,6 +302,72 @@ def test_train_files_chooses_out_of_fold_refits_and_writes_the_holdout(split_fil
     assert predictions["id"].tolist() == rows["id"].tolist()  # row i is row i of train + valid
     scores = {c["family"]: c["held_out_score"] for c in summary["candidates"]}
     assert summary["selection"]["ranked"][0]["held_out_score"] == max(scores.values())
+
+
+# The search's best xgboost trial and two runners-up, best first, each with its own early-stopped rounds.
+XGBOOST_TRIALS = [(PARAMS["xgboost"], 20, 0.91), ({**PARAMS["xgboost"], "max_depth": 2, "eta": 0.2}, 12, 0.90),
+                  ({**PARAMS["xgboost"], "max_depth": 5, "subsample": 0.7}, 30, 0.89)]
+
+
+def averaged_search(folder: Path) -> dict[str, str]:
+    """Search results whose xgboost has runners-up; linear has one too, but is not a boosted family."""
+    (best, rounds, score), *others = XGBOOST_TRIALS
+    files = {"xgboost": str(folder / "xgboost.json"), "linear": str(folder / "linear.json")}
+    SearchResult("xgboost", best, score, rounds, 3, 0, "optuna", "valid_roc_auc",
+                 runners_up=[{"params": p, "iterations": i, "valid_score": v} for p, i, v in others]).save(files["xgboost"])
+    SearchResult("linear", PARAMS["linear"], 0.8, 1, 2, 0, "optuna", "valid_roc_auc",
+                 runners_up=[{"params": {**PARAMS["linear"], "C": 0.01}, "iterations": 1, "valid_score": 0.7}]
+                 ).save(files["linear"])
+    return files
+
+
+@pytest.mark.parametrize("bagged", [False, True])
+def test_a_boosted_family_is_served_as_the_average_of_its_best_trials(split_files, toy_use_case, tmp_path, bagged):
+    use_case = toy_use_case.model_copy(update={
+        "tuning": TUNING.model_copy(update={"families": {"xgboost": 1}}),
+        "ensemble": EnsembleSpec(average_trials=3, bag_max_rows=10_000 if bagged else 0)})
+    model_dir, holdout = tmp_path / "model", tmp_path / "holdout.parquet"
+    searches = averaged_search(tmp_path)
+    summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
+                          searches, str(model_dir), str(holdout))
+    assert [(c["family"], c["averaged_trials"]) for c in summary["candidates"]] == [("xgboost", 3)]
+    # Only a boosted family is averaged: linear's runner-up is recorded, not served.
+    assert len(averaged_trials("linear", SearchResult.load(searches["linear"]), use_case)) == 1
+    feature_set = FeatureSet.load(split_files["feature_set"])
+    rows = pd.concat([pd.read_parquet(split_files["train"]), pd.read_parquet(split_files["valid"])])
+    x, y = feature_set.transform_training(rows), feature_set.labels(rows)
+    # xgboost's held-out margin is the mean of its three trials' fold models' margins.
+    expected = np.empty(len(y))
+    folds = fold_splits("binary", y, 5, TUNING.seed)
+    for fit_rows, held in folds:
+        expected[held] = np.mean([refit_candidate("xgboost", p, i, x[fit_rows], y[fit_rows], "binary", use_case.tuning,
+                                                  feature_set.layout).margin(x[held]) for p, i, _ in XGBOOST_TRIALS],
+                                 axis=0)
+    ranked = {entry["family"]: entry["held_out_score"] for entry in summary["selection"]["ranked"]}
+    assert ranked["xgboost"] == pytest.approx(roc_auc_score(y, expected))
+    assert np.allclose(pd.read_parquet(holdout)["prediction"], 1 / (1 + np.exp(-expected)))
+    ensemble = Ensemble.load(model_dir)
+    if bagged:
+        # Each fold's three trial models, the family's weight shared by all fifteen.
+        assert [(m.fold, m.trial) for m in ensemble.members] == [(f, t) for f in range(1, 6) for t in (1, 2, 3)]
+        assert summary["selection"]["model"]["members"] == [
+            {"family": "xgboost", "weight": pytest.approx(1.0), "trials": 3, "folds": 5}]
+        assert {m.model.booster.num_boosted_rounds() for m in ensemble.members} == {20, 12, 30}
+    else:
+        # Each trial refitted on all 800 rows, its rounds scaled from 600 train rows as a single member's are.
+        assert [(m.fold, m.trial, m.weight) for m in ensemble.members] == [(None, t, 1 / 3) for t in (1, 2, 3)]
+        assert [m.model.booster.num_boosted_rounds() for m in ensemble.members] == [27, 16, 40]
+        assert sorted(p.name for p in model_dir.glob("xgboost-*")) == [f"xgboost-trial{t}.json" for t in (1, 2, 3)]
+        assert summary["selection"]["model"]["members"] == [{"family": "xgboost", "weight": pytest.approx(1.0),
+                                                             "trials": 3}]
+        assert "xgboost as its 3 best trials, averaged" in summary["selection"]["fit"]
+    served = ensemble.margin(x)
+    assert np.allclose(served, np.mean([m.model.margin(x) for m in ensemble.members], axis=0))
+    assert np.allclose(ensemble.contributions(x[:20]).sum(axis=1), served[:20], atol=1e-4)
+    document = json.loads((model_dir / MODEL_FILE).read_text())
+    (model_dir / MODEL_FILE).write_text(json.dumps({**document, "members": [{**document["members"][0], "trial": 1.5}]}))
+    with pytest.raises(ModelError, match="trial 1.5"):
+        Ensemble.load(model_dir)
 
 
 def test_regression_candidates_train_on_squared_error(tmp_path: Path):

@@ -7,7 +7,7 @@ import numpy as np
 import optuna
 import pytest
 from kubeflow.katib import KatibClient
-from stand_in_api import OPTIMAL, experiment_server, unreachable_or_refusing
+from stand_in_api import OPTIMAL, experiment_server, katib_trial, unreachable_or_refusing
 
 from flowline.katib_search import KatibError, katib_search
 from flowline.models.candidate import REPORT_EVERY
@@ -121,6 +121,14 @@ def test_the_optuna_search_is_seeded_and_stops_weak_trials_early(data):
     assert search_space("xgboost", "binary", TuningSpec()).parse(first.params) == first.params
     assert first.stopped_early > 0 and sum("stopped early (below the median)" in line for line in shown) == first.stopped_early
     assert "tune (xgboost): trial 12/12" in shown[-1]
+    # The runners-up are the trials that completed, best first; none stopped early is among them.
+    scores = [float(line.split("score ")[1].split()[0]) for line in shown if " score " in line]
+    assert len(first.runners_up) == len(scores) - 1 == 12 - first.stopped_early - 1
+    ranked = [t["valid_score"] for t in first.runners_up]
+    assert ranked == sorted(ranked, reverse=True) and first.valid_score >= ranked[0]
+    assert sorted(round(t.valid_score, 4) for t in first.best_trials(12)) == sorted(scores)
+    assert first.best_trials(3)[0].params == first.params and len(first.best_trials(3)) == 3
+    assert all(t.iterations >= 1 for t in first.best_trials(12))
 
 
 @pytest.mark.parametrize("family", ["linear", "xgboost"])
@@ -199,8 +207,20 @@ def test_a_family_left_out_of_the_use_case_is_skipped(toy_use_case, tmp_path: Pa
     assert json.loads((tmp_path / "r.json").read_text())["skipped"] and "tune (forest): skipped" in capsys.readouterr().out
 
 
+def linear_trial(name: str, c: str, score: str, state: str = "Succeeded") -> dict:
+    return katib_trial(name, {"C": c, "l1_ratio": "0.0", "class_weight": "none"},
+                       {"valid_roc_auc": score, "iterations": "1"}, state)
+
+
+# The Experiment's Trials: the optimal one, two more that succeeded, one stopped early by medianstop.
+TRIALS = (linear_trial("churn-linear-hpo-abc123-x1", "2", "0.8401"),
+          linear_trial("churn-linear-hpo-abc123-x7", "0.05", "0.8512"),
+          linear_trial("churn-linear-hpo-abc123-x2", "0.5", "0.8477"),
+          linear_trial("churn-linear-hpo-abc123-x3", "9", "0.7", state="EarlyStopped"))
+
+
 def test_the_katib_backend_submits_a_valid_experiment_and_returns_its_optimal_trial(churn, tmp_path: Path):
-    api = experiment_server(OPTIMAL)
+    api = experiment_server(OPTIMAL, trials=TRIALS)
     client = KatibClient(config_file=api.kubeconfig(tmp_path))
     plan = {"encodings": {"Contract": "one_hot"}, "transforms": {"tenure": "log1p"}, "generated": []}
     shown: list[str] = []
@@ -218,10 +238,17 @@ def test_the_katib_backend_submits_a_valid_experiment_and_returns_its_optimal_tr
     assert json.loads(args[args.index("--feature-plan") + 1]) == plan
     assert args[args.index("--source") + 1].startswith("https://raw.githubusercontent.com/IBM/")
     assert [p["name"] for p in experiment["spec"]["parameters"]] == ["C", "l1_ratio", "class_weight"]
-    assert all(r["path"] == f"{EXPERIMENTS}/{experiment['metadata']['name']}" for r in api.requests[1:])
+    *waits, listing = api.requests[1:]
+    assert all(r["path"] == f"{EXPERIMENTS}/{experiment['metadata']['name']}" for r in waits)
+    assert listing["path"].startswith("/apis/kubeflow.org/v1beta1/namespaces/flowline/trials?labelSelector=")
+    assert listing["path"].endswith(experiment["metadata"]["name"])
+    # The runners-up are the other trials that succeeded, best first; the one stopped early is not among them.
+    runner_up = {"l1_ratio": 0.0, "class_weight": "none"}
     assert result == SearchResult(family="linear", params={"C": 0.05, "l1_ratio": 1.0, "class_weight": "balanced"},
                                   valid_score=0.8512, iterations=1, trials=7, stopped_early=2, backend="katib",
-                                  metric="valid_roc_auc")
+                                  metric="valid_roc_auc",
+                                  runners_up=[{"params": {"C": 0.5, **runner_up}, "iterations": 1, "valid_score": 0.8477},
+                                              {"params": {"C": 2.0, **runner_up}, "iterations": 1, "valid_score": 0.8401}])
     assert "Katib Experiment flowline/churn-linear-hpo-" in shown[0] and "x7" in shown[-1]
 
 

@@ -153,7 +153,7 @@ def train_files(
     holdout.to_parquet(holdout_file)
 
     bagged = len(chosen) == len(rows) <= use_case.ensemble.bag_max_rows
-    trials = {family: averaged_trials(family, results[family], use_case) for family, _ in members}
+    trials = {family: averaged_trials(family, result, use_case) for family, result in results.items()}
     averaged = ", ".join(f"{family} as its {len(trials[family])} best trials" for family, _ in members
                          if len(trials[family]) > 1)
     served = []
@@ -175,7 +175,7 @@ def train_files(
     summary = {
         "candidates": [{"family": family, "params": result.params, "iterations": result.iterations,
                         "valid_score": result.valid_score, "held_out_score": scores[family],
-                        "trials": result.trials, "averaged_trials": len(averaged_trials(family, result, use_case)),
+                        "trials": result.trials, "averaged_trials": len(trials[family]),
                         "backend": result.backend} for family, result in results.items()],
         "selection": {**selection, "model": ensemble.describe(), "rows": len(rows), "cross_fitted_rows": len(chosen),
                       "bagged": bagged, "fit": fit},

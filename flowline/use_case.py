@@ -238,8 +238,9 @@ class EnsembleSpec(_Strict):
         "at most this many train + valid rows: serve each chosen family's fold models, averaged, instead of one "
         "model refitted on all rows (0: always refit)"))
     average_trials: int = Field(default=5, ge=1, description=(
-        "serve each boosted family (xgboost, lightgbm, catboost) as the average of its search's this many best "
-        "trials, each cross-fitted and refitted as one trial alone is (1: its best trial alone)"))
+        "serve each refitted boosted family (xgboost, lightgbm, catboost) as the average of its search's this many "
+        "best trials, each cross-fitted and refitted as one trial alone is (1: its best trial alone). A bagged "
+        "family (bag_max_rows) keeps its best trial: it is already an average of fold models"))
 
 
 class ChampionSpec(_Strict):

@@ -17,12 +17,15 @@ over train + valid together:
    credit and IBM HR (seeds 0-4; 800 and 1,176 rows) the average beat the refit on 9, by
    +0.0049 ROC-AUC on the mean (docs/benchmarks.md), at 5 predictions per member instead of 1.
 
-A boosted family (XGBoost, LightGBM, CatBoost) is the average of its search's
+A refitted boosted family (XGBoost, LightGBM, CatBoost) is the average of its search's
 `ensemble.average_trials` best trials (5), not its best alone: in step 1 each trial is
-cross-fitted and the family's margin is their mean, and in step 3 each is refitted (or
-bagged) and they share the family's weight. One validation split's best trial is partly
-its noise; its runners-up average it away. Chosen on seeds 0-4 and checked on 5-9 of
-online_shoppers and spambase (docs/benchmarks.md), at K predictions per boosted member.
+cross-fitted and the family's margin is their mean, and in step 3 each is refitted and
+they share the family's weight. One validation split's best trial is partly its noise;
+its runners-up average it away. Chosen on seeds 0-4 and checked on 5-9 of online_shoppers
+and spambase (docs/benchmarks.md), at K predictions per boosted member. A bagged family
+keeps its best trial: it is already an average of fold models, and on German credit and
+IBM HR (seeds 0-4) its 5 best trials' 25 fold models scored no better (-0.0014 ROC-AUC on
+the mean, up on 5 of the 10 splits).
 
 On many rows steps 1 and 2, which choose, run on a sample, as the search does: at most
 `tuning.search_rows` x folds / (folds - 1) rows of train + valid (25,000 by default;
@@ -62,34 +65,34 @@ from flowline.splitting import fold_splits, sample_positions
 from flowline.use_case import UseCase
 
 
-def averaged_trials(family: str, result: SearchResult, use_case: UseCase) -> list[Trial]:
-    """The trials `family` is served as the average of: a boosted family's `ensemble.average_trials` best, any
-    other family's best alone."""
-    return result.best_trials(use_case.ensemble.average_trials if family in BOOSTED_FAMILIES else 1)
+def averaged_trials(family: str, result: SearchResult, use_case: UseCase, bagged: bool) -> list[Trial]:
+    """The trials `family` is served as the average of: a refitted boosted family's `ensemble.average_trials`
+    best; the best alone for a bagged family (already an average of its fold models) and any other family."""
+    averaged = family in BOOSTED_FAMILIES and not bagged
+    return result.best_trials(use_case.ensemble.average_trials if averaged else 1)
 
 
 def out_of_fold_margins(
-    results: Mapping[str, SearchResult], x: np.ndarray, y: np.ndarray, use_case: UseCase,
+    trials: Mapping[str, list[Trial]], x: np.ndarray, y: np.ndarray, use_case: UseCase,
     layout: Optional[FeatureLayout] = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, list[list[CandidateModel]]]]:
     """Each family's margins for every row, from models trained on the other folds, and those fold models
-    (per fold, one per averaged trial).
+    (per fold, one per trial in `trials[family]`).
 
     The folds hold 4/5 of train + valid, as many rows as train: each model trains for the
     rounds or epochs its search early-stopped at. A family averaged over several trials
     has, for each row, the mean of its trials' margins.
     """
     folds = use_case.ensemble.folds
-    trials = {family: averaged_trials(family, result, use_case) for family, result in results.items()}
-    margins = {family: np.empty(len(y)) for family in results}
-    models: dict[str, list[list[CandidateModel]]] = {family: [] for family in results}
+    margins = {family: np.empty(len(y)) for family in trials}
+    models: dict[str, list[list[CandidateModel]]] = {family: [] for family in trials}
     for fold, (fit_rows, held_out) in enumerate(fold_splits(use_case.task, y, folds, use_case.tuning.seed), 1):
-        for family in results:
+        for family in trials:
             fitted = [refit_candidate(family, trial.params, trial.iterations, x[fit_rows], y[fit_rows],
                                       use_case.task, use_case.tuning, layout) for trial in trials[family]]
             margins[family][held_out] = np.mean([model.margin(x[held_out]) for model in fitted], axis=0)
             models[family].append(fitted)
-        names = ", ".join(f if len(trials[f]) == 1 else f"{f} ({len(trials[f])} trials)" for f in results)
+        names = ", ".join(f if len(trials[f]) == 1 else f"{f} ({len(trials[f])} trials)" for f in trials)
         print(f"train: fold {fold}/{folds}: {names} trained on {len(fit_rows)} rows")
     return margins, models
 
@@ -136,7 +139,9 @@ def train_files(
     x, y = feature_set.transform_training(rows), feature_set.labels(rows)
     results = {family: SearchResult.load(search_files[family]) for family in use_case.tuning.families}
     chosen = sample_positions(rows, cross_fitting_rows(use_case, len(rows)), use_case)
-    margins, fold_models = out_of_fold_margins(results, x[chosen], y[chosen], use_case, feature_set.layout)
+    bagged = len(chosen) == len(rows) <= use_case.ensemble.bag_max_rows
+    trials = {family: averaged_trials(family, result, use_case, bagged) for family, result in results.items()}
+    margins, fold_models = out_of_fold_margins(trials, x[chosen], y[chosen], use_case, feature_set.layout)
     # Tweedie members predict non-negative amounts; the blend must not go below zero either.
     members, bias, selection = choose_blend(use_case.task, use_case.tuning.metric, margins, y[chosen],
                                             use_case.ensemble, use_case.tuning.seed,
@@ -152,8 +157,6 @@ def train_files(
     holdout.insert(0, "label", y[chosen])
     holdout.to_parquet(holdout_file)
 
-    bagged = len(chosen) == len(rows) <= use_case.ensemble.bag_max_rows
-    trials = {family: averaged_trials(family, result, use_case) for family, result in results.items()}
     averaged = ", ".join(f"{family} as its {len(trials[family])} best trials" for family, _ in members
                          if len(trials[family]) > 1)
     served = []

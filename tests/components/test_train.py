@@ -229,7 +229,7 @@ def test_out_of_fold_margins_never_come_from_a_model_that_saw_the_row(data, toy_
     x, y = np.vstack([data.x_train, data.x_valid]), np.r_[data.y_train, data.y_valid]
     use_case = toy_use_case.model_copy(update={"tuning": TUNING})
     result = SearchResult("linear", PARAMS["linear"], 0.0, 1, 1, 0, "optuna", "valid_roc_auc")
-    margins, models = out_of_fold_margins({"linear": result}, x, y, use_case)
+    margins, models = out_of_fold_margins({"linear": result.best_trials(1)}, x, y, use_case)
     margins = margins["linear"]
     in_sample = refit_candidate("linear", PARAMS["linear"], 1, x, y, "binary", TUNING).margin(x)
     assert margins.shape == y.shape and not np.allclose(margins, in_sample)
@@ -322,7 +322,8 @@ def averaged_search(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("bagged", [False, True])
-def test_a_boosted_family_is_served_as_the_average_of_its_best_trials(split_files, toy_use_case, tmp_path, bagged):
+def test_a_refitted_boosted_family_is_served_as_the_average_of_its_best_trials(split_files, toy_use_case, tmp_path,
+                                                                               bagged):
     use_case = toy_use_case.model_copy(update={
         "tuning": TUNING.model_copy(update={"families": {"xgboost": 1}}),
         "ensemble": EnsembleSpec(average_trials=3, bag_max_rows=10_000 if bagged else 0)})
@@ -330,29 +331,31 @@ def test_a_boosted_family_is_served_as_the_average_of_its_best_trials(split_file
     searches = averaged_search(tmp_path)
     summary = train_files(use_case, split_files["train"], split_files["valid"], split_files["feature_set"],
                           searches, str(model_dir), str(holdout))
-    assert [(c["family"], c["averaged_trials"]) for c in summary["candidates"]] == [("xgboost", 3)]
+    # A bagged family is already the average of its fold models: it keeps its best trial.
+    trials = XGBOOST_TRIALS[:1] if bagged else XGBOOST_TRIALS
+    assert [(c["family"], c["averaged_trials"]) for c in summary["candidates"]] == [("xgboost", len(trials))]
     # Only a boosted family is averaged: linear's runner-up is recorded, not served.
-    assert len(averaged_trials("linear", SearchResult.load(searches["linear"]), use_case)) == 1
+    assert len(averaged_trials("linear", SearchResult.load(searches["linear"]), use_case, bagged=False)) == 1
     feature_set = FeatureSet.load(split_files["feature_set"])
     rows = pd.concat([pd.read_parquet(split_files["train"]), pd.read_parquet(split_files["valid"])])
     x, y = feature_set.transform_training(rows), feature_set.labels(rows)
-    # xgboost's held-out margin is the mean of its three trials' fold models' margins.
+    # xgboost's held-out margin is the mean of its served trials' fold models' margins.
     expected = np.empty(len(y))
     folds = fold_splits("binary", y, 5, TUNING.seed)
     for fit_rows, held in folds:
         expected[held] = np.mean([refit_candidate("xgboost", p, i, x[fit_rows], y[fit_rows], "binary", use_case.tuning,
-                                                  feature_set.layout).margin(x[held]) for p, i, _ in XGBOOST_TRIALS],
-                                 axis=0)
+                                                  feature_set.layout).margin(x[held]) for p, i, _ in trials], axis=0)
     ranked = {entry["family"]: entry["held_out_score"] for entry in summary["selection"]["ranked"]}
     assert ranked["xgboost"] == pytest.approx(roc_auc_score(y, expected))
     assert np.allclose(pd.read_parquet(holdout)["prediction"], 1 / (1 + np.exp(-expected)))
     ensemble = Ensemble.load(model_dir)
     if bagged:
-        # Each fold's three trial models, the family's weight shared by all fifteen.
-        assert [(m.fold, m.trial) for m in ensemble.members] == [(f, t) for f in range(1, 6) for t in (1, 2, 3)]
+        # The best trial's five fold models, the family's weight shared by them.
+        assert [(m.fold, m.trial, m.weight) for m in ensemble.members] == [(f, None, 1 / 5) for f in range(1, 6)]
         assert summary["selection"]["model"]["members"] == [
-            {"family": "xgboost", "weight": pytest.approx(1.0), "trials": 3, "folds": 5}]
-        assert {m.model.booster.num_boosted_rounds() for m in ensemble.members} == {20, 12, 30}
+            {"family": "xgboost", "weight": pytest.approx(1.0), "folds": 5}]
+        assert {m.model.booster.num_boosted_rounds() for m in ensemble.members} == {20}
+        assert "best trials" not in summary["selection"]["fit"]
     else:
         # Each trial refitted on all 800 rows, its rounds scaled from 600 train rows as a single member's are.
         assert [(m.fold, m.trial, m.weight) for m in ensemble.members] == [(None, t, 1 / 3) for t in (1, 2, 3)]

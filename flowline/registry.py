@@ -202,7 +202,8 @@ def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -
     """The package `target` names: a package folder or s3:// prefix as given; a use case, by its name
     (built-in or recorded in `runs_dir`) or its YAML path, gives its newest package (with `champion`,
     its champion); a package version, or a unique prefix of one, gives that package."""
-    from flowline.use_case import UseCaseError, built_in_use_cases, load_use_case
+    from flowline.use_case import UseCaseError
+    from flowline.use_case_loader import built_in_use_cases, load_use_case
 
     if is_s3(target) or Path(target).is_dir():
         return target

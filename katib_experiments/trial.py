@@ -44,7 +44,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from flowline.prepare import prepare
     from flowline.search_space import search_space
     from flowline.tuning import search_data
-    from flowline.use_case import UseCase, load_use_case
+    from flowline.use_case import UseCase
+    from flowline.use_case_loader import load_use_case
 
     parser = _parser()
     args, rest = parser.parse_known_args(argv)

@@ -1,6 +1,6 @@
 """The customer-lifetime-value pipeline: the template applied to pipelines/use_cases/clv.yaml."""
 
 from flowline.pipelines.template import build_pipeline
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 
 clv_pipeline = build_pipeline(load_use_case("clv"))

@@ -87,7 +87,7 @@ class RetrainingAction:
 
     def _start_kfp(self, use_case: str) -> dict:
         from flowline.pipelines.submission import submit
-        from flowline.use_case import load_use_case
+        from flowline.use_case_loader import load_use_case
 
         parameters = {"trials": self.trials} if self.trials else {}
         if is_s3(self.audit_log):

@@ -23,7 +23,8 @@ from flowline.contract import (
     read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
-from flowline.use_case import UseCase, UseCaseError, load_use_case
+from flowline.use_case import UseCase, UseCaseError
+from flowline.use_case_loader import load_use_case
 
 MAX_ALLOWED = 20  # a category with at most this many values lists them as `allowed`
 MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this share of rows is free text

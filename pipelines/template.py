@@ -37,7 +37,8 @@ from flowline.components.tune.component import tune
 from flowline.customer_rows import customer_rows_use_case
 from flowline.inference_service import BROKER_URL
 from flowline.package import signing
-from flowline.use_case import FAMILIES, UseCase, cluster_use_case
+from flowline.use_case import FAMILIES, UseCase
+from flowline.use_case_loader import cluster_use_case
 
 # What a run without the exit handler (kfp.local) returns: the package, and the rows ingest quarantined.
 RunOutputs = NamedTuple("RunOutputs", [("package", Model), ("quarantine", Dataset)])
@@ -228,7 +229,7 @@ def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, 
     """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs (`caching` False: no step cached),
     every step in `image`.
 
-    The data is read where a pod can reach it, `source` or the use case's own (use_case.cluster_source):
+    The data is read where a pod can reach it, `source` or the use case's own (use_case_loader.cluster_source):
     compiling a use case whose data is only a file on this machine raises ClusterDataError. Every task
     gets the object store's endpoint and credentials from the Secret storage.POD_SECRET, and the steps
     that sign packages or write audit records their keys (STEP_SECRETS).

@@ -19,7 +19,8 @@ from s3_server import S3Server, running_s3_server
 
 from flowline import storage
 from flowline.datasets import DATA_HOME_ENV, REGISTRY
-from flowline.use_case import UseCase, load_use_case
+from flowline.use_case import UseCase
+from flowline.use_case_loader import load_use_case
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -13,7 +13,8 @@ from flowline.customer_history import history_features, history_log, seed_histor
 from flowline.customer_rows import FEATURE_COLUMNS, customer_rows_use_case, daily_purchases, features_at
 from flowline.online_store import open_store
 from flowline.pipelines.cli import main
-from flowline.use_case import UseCaseError, parse_use_case
+from flowline.use_case import UseCaseError
+from flowline.use_case_loader import parse_use_case
 
 LOG_USE_CASE = {
     "name": "shop", "task": "regression", "data": {"path": "unused.csv"},

@@ -157,7 +157,7 @@ def test_a_customer_s_events_leave_the_online_store_and_the_audit_log_counts_the
     """CLV's transactions are events of their customer in the online store the server reads: `flowline erase`
     removes them from the runs folder's store, keeps the other customers', and records how many went."""
     from flowline.online_store import open_store
-    from flowline.use_case import load_use_case
+    from flowline.use_case_loader import load_use_case
 
     clv = load_use_case("clv")
     runs = tmp_path / "runs"

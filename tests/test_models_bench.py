@@ -9,7 +9,7 @@ import yaml
 import models_bench
 
 from flowline.contract import apply_contract, read_use_case_table
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 
 
 def _result(dataset, seed, flowline, flaml, autogluon, metric="roc_auc"):

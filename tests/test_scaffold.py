@@ -18,7 +18,7 @@ from flowline.package.format import verify
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, EXIT_GATE_FAILED, main
 from flowline.pipelines.scaffold import ScaffoldError, scaffold, sniff_separator
-from flowline.use_case import load_use_case, parse_use_case
+from flowline.use_case_loader import load_use_case, parse_use_case
 
 # Every registered dataset with the label a person would choose. The CDNOW transaction logs are left
 # out: a transaction log needs a `transactions:` section (entity, amount, cut-offs) init cannot guess.

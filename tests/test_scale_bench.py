@@ -6,7 +6,7 @@ from pathlib import Path
 import scale_bench
 
 from flowline.contract import apply_contract, read_use_case_table
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 
 
 def test_each_factor_is_churn_reading_telco_at_that_many_rows_and_every_row_keeps_the_contract(data_home, tmp_path):

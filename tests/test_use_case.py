@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowline.use_case import USE_CASES_DIR, UseCaseError, load_use_case
+from flowline.use_case import UseCaseError
+from flowline.use_case_loader import USE_CASES_DIR, load_use_case
 
 
 def churn_document() -> dict:

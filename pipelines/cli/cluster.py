@@ -104,7 +104,7 @@ def _add_cluster_data_arguments(parser: argparse.ArgumentParser) -> None:
 def _cluster_source(args: argparse.Namespace, use_case) -> str:
     """Where the cluster run reads the data: --source, or with --upload-data the use case's own file,
     uploaded there first (a source already in object storage or at a URL is not uploaded)."""
-    from flowline.use_case import REMOTE_PREFIXES
+    from flowline.use_case_loader import REMOTE_PREFIXES
 
     if not args.upload_data:
         return args.source or ""

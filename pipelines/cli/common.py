@@ -47,7 +47,7 @@ def add_use_case_arguments(parser: argparse.ArgumentParser, optional: bool = Fal
 
 
 def use_case(args: argparse.Namespace):
-    from flowline.use_case import load_use_case
+    from flowline.use_case_loader import load_use_case
 
     return load_use_case(args.use_case_path or args.use_case_name)
 

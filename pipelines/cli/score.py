@@ -89,7 +89,7 @@ def _score(args: argparse.Namespace) -> int:
 def _log_use_case(model: str, package_use_case: str):
     """For a package from before customer rows kept their log's use case (`transaction_log`): MODEL when it
     is a use-case YAML file, else the built-in use case the package was trained for."""
-    from flowline.use_case import load_use_case
+    from flowline.use_case_loader import load_use_case
 
     return load_use_case(model if Path(model).suffix in (".yaml", ".yml") else package_use_case)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 
 HERE = Path(__file__).resolve().parent
 FLAML_METRIC = {"roc_auc": "roc_auc", "auprc": "ap"}  # flowline's name -> FLAML's

@@ -33,7 +33,7 @@ import yaml
 from flowline.components.evaluate.evaluation import regression_metrics
 from flowline.package.format import Package
 from flowline.datasets import dataset_path
-from flowline.use_case import USE_CASES_DIR, load_use_case
+from flowline.use_case_loader import USE_CASES_DIR, load_use_case
 
 HERE = Path(__file__).resolve().parent
 SHOWN = ("mae", "rmse", "spearman", "gini", "total_error")

@@ -33,7 +33,7 @@ from flowline.contract import read_table, resolve_source
 from flowline.components.split.parts import split_files
 from flowline.components.train.training import train_files
 from flowline.tuning import tune_files
-from flowline.use_case import load_use_case, parse_use_case
+from flowline.use_case_loader import load_use_case, parse_use_case
 
 FAMILIES = ("xgboost", "linear")
 

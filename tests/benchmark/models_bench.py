@@ -42,7 +42,7 @@ from scipy import stats
 from automl_bench import export_split
 from flowline.datasets import dataset_path
 from flowline.pipelines.cli.common import EXIT_GATE_FAILED
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]

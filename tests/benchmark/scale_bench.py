@@ -32,7 +32,7 @@ import yaml
 from batch_bench import synthesise
 
 from flowline.datasets import dataset_path
-from flowline.use_case import USE_CASES_DIR, load_use_case
+from flowline.use_case_loader import USE_CASES_DIR, load_use_case
 
 USE_CASE = USE_CASES_DIR / "churn.yaml"
 TELCO_ROWS = 7043

@@ -12,7 +12,8 @@ from flowline.components.bias.mitigation import cost_optimal_thresholds, fit_gro
 from flowline.decisions import GroupThresholds, band_label, row_draws, sensitive_groups
 from flowline.components.bias.report import fairness_html, fairness_markdown
 from flowline.decisions import outcome_cost
-from flowline.use_case import CostSpec, UseCaseError, parse_use_case
+from flowline.use_case import CostSpec, UseCaseError
+from flowline.use_case_loader import parse_use_case
 
 
 def biased_use_case(gates: dict, mitigation: bool, constraint: str = "demographic_parity", **extra):

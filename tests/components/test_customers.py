@@ -17,7 +17,8 @@ from flowline.customer_rows import (
 )
 from flowline.contract import apply_contract, read_table, read_use_case_table, resolve_source
 from flowline.splitting import split_frame
-from flowline.use_case import UseCaseError, load_use_case, parse_use_case
+from flowline.use_case import UseCaseError
+from flowline.use_case_loader import load_use_case, parse_use_case
 
 
 def log_use_case(**transactions) -> dict:

@@ -11,7 +11,8 @@ from flowline.components.explain.report import explanation_html
 from flowline.features.feature_set import FeatureSet
 from flowline.models.ensemble import Ensemble, Member
 from flowline.models.families import refit_candidate
-from flowline.use_case import TuningSpec, parse_use_case
+from flowline.use_case import TuningSpec
+from flowline.use_case_loader import parse_use_case
 
 XGBOOST = {"eta": 0.1, "max_depth": 3, "min_child_weight": 1.0, "subsample": 1.0, "colsample_bytree": 1.0,
            "lambda": 1.0, "alpha": 0.0}

@@ -21,7 +21,8 @@ from flowline.contract import (
     read_table,
     read_use_case_table,
 )
-from flowline.use_case import UseCase, UseCaseError, parse_use_case
+from flowline.use_case import UseCase, UseCaseError
+from flowline.use_case_loader import parse_use_case
 
 MESSY = """id,age,income,plan,label
 a1,30,1000.5,basic,no

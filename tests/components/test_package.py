@@ -223,7 +223,7 @@ def regression_card(use_case, tmp_path: Path) -> str:
 
 
 def test_a_regression_card_plots_predicted_against_actual_by_decile(tmp_path: Path):
-    from flowline.use_case import load_use_case
+    from flowline.use_case_loader import load_use_case
 
     page = regression_card(load_use_case("clv"), tmp_path)
     assert set(images(page)) == {"mean predicted and actual value by decile of prediction on the test rows",
@@ -232,7 +232,7 @@ def test_a_regression_card_plots_predicted_against_actual_by_decile(tmp_path: Pa
 
 
 def test_every_number_on_the_card_is_written_one_way(tmp_path: Path):
-    from flowline.use_case import load_use_case
+    from flowline.use_case_loader import load_use_case
 
     page = regression_card(load_use_case("clv"), tmp_path)
     assert "37,650.8162" in page and "34,418.0270" in page and "30,000.5000 to 41,000.2500" in page

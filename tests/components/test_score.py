@@ -8,7 +8,7 @@ import pytest
 
 from flowline.batch import BatchError, BatchSummary
 from flowline.components.score.batch_run import score_files, scoring_day, summary_markdown
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 
 
 def test_a_transaction_log_is_scored_as_of_the_day_given_or_the_runs_own():

@@ -28,7 +28,7 @@ from flowline.katib import (
     trial_source,
     use_case_experiments,
 )
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 from manifest_helpers import katib_errors
 
 # Where `flowline katib` writes the built-in experiments (the Makefile's `katib` target).

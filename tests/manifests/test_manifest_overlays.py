@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flowline.use_case import built_in_use_cases
+from flowline.use_case_loader import built_in_use_cases
 
 from manifest_helpers import IMAGE, KUSTOMIZE, TARGETS, Doc, containers, find, kustomize, render
 

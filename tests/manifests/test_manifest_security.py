@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flowline.use_case import built_in_use_cases
+from flowline.use_case_loader import built_in_use_cases
 
 from manifest_helpers import (KUSTOMIZE, NAMESPACE, TARGETS, Doc, containers, crd_errors, crds_dir, find, one,
                               pod_specs, render)

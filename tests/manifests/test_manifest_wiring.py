@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from flowline.use_case import built_in_use_cases
+from flowline.use_case_loader import built_in_use_cases
 
 from manifest_helpers import NAMESPACE, TARGETS, Doc, find, one, render
 

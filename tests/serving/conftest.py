@@ -18,7 +18,8 @@ from flowline.inference_services.local_server import (
     running_process,
     running_server,
 )
-from flowline.use_case import UseCase, load_use_case
+from flowline.use_case import UseCase
+from flowline.use_case_loader import load_use_case
 from serving_helpers import MAX_BATCH, build_package, card_use_case, records_of, repository_env
 
 

@@ -27,7 +27,8 @@ from flowline.inference_services.local_server import running_server
 from flowline.inference_services.options import REPOSITORY_TOKEN_ENV
 from flowline.pipelines.local_run import record_run, summarize
 from flowline.tuning import tune_files
-from flowline.use_case import FAMILIES, UseCase, parse_use_case
+from flowline.use_case import FAMILIES, UseCase
+from flowline.use_case_loader import parse_use_case
 
 MAX_BATCH = 64
 REPOSITORY_TOKEN = "serving-tests-repository-token"

@@ -28,7 +28,7 @@ from flowline.package.remote import CACHE_ENV, upload_package
 from flowline.pipelines.cli import main
 from flowline.quarantine import REASON_COLUMN, ROW_COLUMN
 from flowline.scoring import Scorer
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 from serving_helpers import MAX_BATCH, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker

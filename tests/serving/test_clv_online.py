@@ -25,7 +25,8 @@ from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import LoadedPackage
 from flowline.online_store import open_store
 from flowline.pipelines.cli import main
-from flowline.use_case import UseCase, load_use_case
+from flowline.use_case import UseCase
+from flowline.use_case_loader import load_use_case
 from serving_helpers import records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker

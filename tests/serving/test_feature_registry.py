@@ -17,7 +17,7 @@ from flowline.package.format import LINEAGE_FILE, Package
 from flowline.pipelines.cli import EXIT_ERROR, main
 from flowline.pipelines.cli.common import EXIT_FEATURES_DIFFER
 from flowline.registry import RegistryError
-from flowline.use_case import load_use_case
+from flowline.use_case_loader import load_use_case
 from serving_helpers import build_package, recorded
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker

@@ -14,7 +14,8 @@ from flowline.package.format import LINEAGE_FILE, Package
 from flowline.pipelines.cli import EXIT_ERROR, main
 from flowline.registry import newest_package, read, resolve_package
 from flowline.inference_services.local_server import running_server
-from flowline.use_case import USE_CASES_DIR, UseCaseError, load_use_case
+from flowline.use_case import UseCaseError
+from flowline.use_case_loader import USE_CASES_DIR, load_use_case
 from serving_helpers import recorded, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker

@@ -97,7 +97,7 @@ def load_use_case(name_or_path: str | Path) -> UseCase:
     if path.suffix not in (".yaml", ".yml"):
         path = USE_CASES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in USE_CASES_DIR.glob("*.yaml")))
+            known = ", ".join(built_in_use_cases())
             raise UseCaseError(f"unknown use case {str(name_or_path)!r}; built-in use cases: {known}")
     return parse_use_case(_read_document(path), origin=str(path), folder=path.parent)
 

@@ -177,6 +177,12 @@ class ForestModel(_BoosterModel):
         return cls(booster, task)
 
 
+# liblinear's stopping tolerances. Its L1 solver (coordinate descent) converges slowly on near-collinear
+# columns: on bank_marketing's 20,000-row search sample one fit took 10.6 s at the default 1e-4 and 4.0 s at
+# 1e-3, for a valid ROC-AUC 0.00002 lower. L2 fits converge in under a second at the default, which stays.
+L1_TOLERANCE, L2_TOLERANCE = 1e-3, 1e-4
+
+
 class LinearModel(CandidateModel):
     """score = ((x - mean) / scale) . coef + intercept; the margin is the score, or exp(score) for a
     Tweedie GLM (log link). Contributions: coef_j * z_j, base: the intercept (exact SHAP values of a
@@ -226,8 +232,10 @@ class LinearModel(CandidateModel):
         z = (x - mean) / scale
         if task == "binary":
             weighting = None if params["class_weight"] == "none" else params["class_weight"]
-            estimator = LogisticRegression(C=params["C"], l1_ratio=float(params["l1_ratio"]), class_weight=weighting,
-                                           solver="liblinear", max_iter=1000, random_state=tuning.seed).fit(z, y)
+            l1 = float(params["l1_ratio"])
+            estimator = LogisticRegression(C=params["C"], l1_ratio=l1, class_weight=weighting, solver="liblinear",
+                                           tol=L1_TOLERANCE if l1 else L2_TOLERANCE, max_iter=1000,
+                                           random_state=tuning.seed).fit(z, y)
             coef, intercept = estimator.coef_[0], float(estimator.intercept_[0])
         elif tuning.objective == "tweedie":
             estimator = TweedieRegressor(power=tuning.tweedie_power, alpha=params["alpha"], link="log",

@@ -23,6 +23,8 @@ from flowline.models.ensemble import (
     fit_blend,
 )
 from flowline.models.families import (
+    L1_TOLERANCE,
+    L2_TOLERANCE,
     MODEL_FAMILIES,
     TREE_FAMILIES,
     TrainingData,
@@ -117,10 +119,12 @@ def test_xgboost_keeps_only_the_rounds_early_stopping_chose(data):
     assert fitted.model.booster.num_boosted_rounds() == fitted.iterations < TUNING.max_boost_rounds
 
 
-def test_the_linear_family_is_scikit_learns_logistic_regression_on_standardised_features(data):
-    model = fit_candidate("linear", PARAMS["linear"], data, TUNING).model
+@pytest.mark.parametrize("l1_ratio, tolerance", [(0.0, L2_TOLERANCE), (1.0, L1_TOLERANCE)])
+def test_the_linear_family_is_scikit_learns_logistic_regression_on_standardised_features(data, l1_ratio, tolerance):
+    model = fit_candidate("linear", {**PARAMS["linear"], "l1_ratio": l1_ratio}, data, TUNING).model
     mean, scale = data.x_train.mean(axis=0), data.x_train.std(axis=0)
-    reference = LogisticRegression(C=1.0, solver="liblinear").fit((data.x_train - mean) / scale, data.y_train)
+    reference = LogisticRegression(C=1.0, l1_ratio=l1_ratio, solver="liblinear", tol=tolerance,
+                                   random_state=TUNING.seed).fit((data.x_train - mean) / scale, data.y_train)
     assert np.allclose(model.margin(data.x_valid), reference.decision_function((data.x_valid - mean) / scale))
 
 

@@ -145,10 +145,12 @@ class FeaturesSpec(_Strict):
     )
     amount_columns: list[str] = Field(default=[], description="numeric columns summed per entity over those windows")
     max_generated: int = Field(default=5, ge=0, description="at most this many interaction or time features")
-    native_categorical: bool = Field(
-        default=False, description="xgboost, forest and lightgbm split categorical columns on category codes "
-                                   "(XGBoost's and LightGBM's native categorical splits) instead of their "
-                                   "encodings; linear, mlp and catboost keep the encodings")
+    native_categorical: bool | Literal["auto"] = Field(
+        default="auto", description="xgboost, forest and lightgbm split categorical columns on category codes "
+                                    "(XGBoost's and LightGBM's native categorical splits) instead of their "
+                                    "encodings: true for every categorical column; auto for those with more "
+                                    "categories than one-hot indicators take (15), which are target-encoded by "
+                                    "default; false for none. linear, mlp and catboost keep the encodings")
     entity_features_from: str | None = Field(
         default=None, description="reuse the entity-feature definition of this use case, by its name (NAME.yaml "
                                   "beside this file, else a built-in use case): its entity_column, time_column, "

@@ -298,7 +298,28 @@ def test_the_layout_gives_trees_the_codes_and_the_others_the_encodings(coded, fi
     assert "tenure" in tree_names and "tenure" in dense_names  # numbers go to both
     assert [t for n, t in zip(tree_names, layout.tree_types) if t == "c"] == ["c"] * len(coded.categorical)
     assert fitted.layout is None  # without codes every family reads every column
+    assert fitted.plan.native_categorical is False  # auto, with no column of more than 15 categories
     assert not any(n.startswith("code(") for n in coded.generated_names)
+
+
+def test_by_default_trees_split_natively_only_on_columns_with_many_categories(tmp_path, telco, churn):
+    """auto: codes for the columns target-encoded by default (more than 15 categories), indicators for the rest."""
+    many = telco.iloc[:3000].assign(PaymentMethod=[f"method {i % 20}" for i in range(3000)])
+    plan = default_plan(many, churn)
+    assert churn.features.native_categorical == "auto" and plan.native_categorical == ("PaymentMethod",)
+    coded = FeatureSet.fit(many, churn, plan)
+    codes = [name for name in coded.feature_names if name.startswith("code(")]
+    assert codes == ["code(PaymentMethod)"]
+    tree_names = [coded.feature_names[i] for i in coded.layout.trees]
+    assert "Contract=Two year" in tree_names and "target(PaymentMethod)" not in tree_names
+    coded.save(tmp_path / "fs.json")
+    loaded = FeatureSet.load(tmp_path / "fs.json")
+    assert loaded.plan.native_categorical == ("PaymentMethod",) and loaded.version == coded.version
+    for setting, expected in ((True, len(coded.categorical)), (False, 0)):
+        use_case = churn.model_copy(update={"features": churn.features.model_copy(
+            update={"native_categorical": setting})})
+        names = FeatureSet.fit(many, use_case).feature_names
+        assert sum(name.startswith("code(") for name in names) == expected
 
 
 def test_a_coded_feature_set_round_trips(tmp_path, telco, coded):

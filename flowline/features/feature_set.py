@@ -181,9 +181,8 @@ class FeatureSet:
                                           values[source.column], y))
         for generated in plan.generated:
             features.append(draft._fit_generated(generated, values, use_case.entity_definition))
-        native = plan.native_categorical
         features += [CategoryCode(source.column, source.categories) for source in categorical
-                     if native is True or (not isinstance(native, bool) and source.column in native)]
+                     if plan.codes(source.column)]
         return cls(numeric, categorical, time, draft.entity, features, plan, label)
 
     def _fit_generated(self, generated: Mapping, values: Values, definition: str) -> Feature:

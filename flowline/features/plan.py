@@ -45,6 +45,11 @@ class FeaturePlan:
         return cls(dict(document.get("encodings", {})), dict(document.get("transforms", {})), generated,
                    native if isinstance(native, bool) else tuple(native))
 
+    def codes(self, column: str) -> bool:
+        """Whether the tree families read `column`'s category code (a categorical column)."""
+        native = self.native_categorical
+        return native if isinstance(native, bool) else column in native
+
     def with_encoding(self, column: str, encoding: str) -> FeaturePlan:
         return replace(self, encodings={**self.encodings, column: encoding})
 

@@ -193,9 +193,7 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
         blank, text = parsed.isna(), None
     else:
         text, blank = as_text(values)
-        parsed = pd.to_numeric(text.where(~blank), errors="coerce").astype("float64")
-        unparsed = ~blank & parsed.isna()
-        parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
+        parsed = numbers_from_text(text.where(~blank))
     reasons = pd.Series("", index=values.index, dtype=object)
     flagged = np.zeros(len(values), dtype=bool)  # a row keeps its first reason
 
@@ -217,6 +215,20 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
     if not spec.nullable:
         flag(blank, f"{name}: blank, but the column is not nullable", quoted=False)
     return parsed, reasons
+
+
+def numbers_from_text(text: pd.Series) -> pd.Series:
+    """Stripped text to float64, NaN where a cell is missing or not a number: the parser ingest and serving share
+    ("1_0" and non-ASCII digits are not numbers, though Python's float reads them)."""
+    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
+    unparsed = text.notna() & parsed.isna()
+    parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
+    return parsed
+
+
+def number_from_text(text: str) -> float:
+    """One value's `numbers_from_text` (a served request's number sent as text), surrounding blanks stripped."""
+    return float(numbers_from_text(pd.Series([text.strip()], dtype="string")).iloc[0])
 
 
 def _overflow(text: str) -> float:

@@ -22,7 +22,8 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from flowline.use_case import CostSpec, GateSpec, UseCase
+from flowline.contract import number_from_text
+from flowline.use_case import ColumnSpec, CostSpec, GateSpec, UseCase
 
 MISSING_GROUP = "missing"
 
@@ -71,12 +72,23 @@ def sensitive_groups(frame: pd.DataFrame, attribute: str, use_case: UseCase) -> 
     if attribute not in frame.columns:
         raise KeyError(f"sensitive attribute {attribute!r} is not a column of the rows")
     edges = use_case.fairness.bands.get(attribute)
-    values = frame[attribute]
+    values = _as_contract_reads(frame[attribute], use_case.columns.get(attribute))
     if edges is None:
         return pd.Series(_labels(values), index=frame.index, dtype=object)
     numbers = pd.to_numeric(values, errors="coerce")
     return pd.Series([MISSING_GROUP if np.isnan(v) else band_label(v, edges) for v in numbers],
                      index=frame.index, dtype=object)
+
+
+def _as_contract_reads(values: pd.Series, spec: Optional[ColumnSpec]) -> pd.Series:
+    """Text in served records as ingest reads the column ("1.0" and " 1" are the number 1, " Female " is
+    "Female", a blank is missing), so a row falls in the same group whether it was served or read from a table;
+    values the contract already parsed pass unchanged."""
+    if values.dtype != object:
+        return values
+    if spec is not None and spec.is_numeric:
+        return values.map(lambda v: number_from_text(v) if isinstance(v, str) else v)
+    return values.map(lambda v: (v.strip() or None) if isinstance(v, str) else v)
 
 
 def group_key(frame: pd.DataFrame, attributes: tuple[str, ...], use_case: UseCase) -> pd.Series:

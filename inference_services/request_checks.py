@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from kserve.errors import InvalidInput
 
-from flowline.contract import parse_datetimes
+from flowline.contract import number_from_text, parse_datetimes
 from flowline.use_case import ColumnSpec, UseCase
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -128,10 +128,15 @@ class RecordChecker:
         if spec.is_numeric:
             if isinstance(value, bool) or not isinstance(value, (int, float, str)):
                 raise BadRequest("wrong_type", f"{field}: expected a number, got {describe(value)}")
-            try:
-                number = float(value)
-            except (ValueError, OverflowError):
-                raise BadRequest("wrong_type", f"{field}: expected a number, got {describe(value)}") from None
+            if isinstance(value, str):  # read as ingest reads a cell: a row the server takes, batch scoring takes
+                number = number_from_text(value)
+                if math.isnan(number):
+                    raise BadRequest("wrong_type", f"{field}: expected a number, got {describe(value)}")
+            else:
+                try:
+                    number = float(value)
+                except OverflowError:  # an integer beyond any float: out of range below
+                    number = math.inf
             if math.isnan(number):
                 if not spec.nullable:
                     raise BadRequest("nan_not_allowed", f"{field}: NaN is not allowed")

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from flowline.contract import parse_datetimes
+from flowline.contract import number_from_text, parse_datetimes
 from flowline.features.kinds import (CategoricalInput, Calendar, CategoryCode, EntityFeatures, EntityHistory, Event,
                                      Feature, FeatureError, FeatureLayout, Frequency, MAX_VOCABULARY, Numeric, NumericInput,
                                      OneHot, Product, Ratio, TargetEncoding, TimeInput, Values, feature_from_dict,
@@ -248,9 +248,11 @@ class FeatureSet:
                     number = fills[column]
                 else:
                     try:
-                        number = float(value)
+                        number = number_from_text(value) if isinstance(value, str) else float(value)
                     except (TypeError, ValueError):
-                        raise FeatureError(f"column {column!r}: {value!r} is not a number") from None
+                        number = math.nan
+                    if math.isnan(number):
+                        raise FeatureError(f"column {column!r}: {value!r} is not a number")
                 values[column] = np.array([number])
             elif self.time is not None and column == self.time.column:
                 values[column] = _seconds(pd.Series([None if _is_blank(value) else value], dtype=object), self.time)

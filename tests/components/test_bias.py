@@ -72,6 +72,11 @@ def test_numeric_attributes_are_judged_in_the_use_cases_bands_and_values_group_a
     assert sensitive_groups(frame, "group", use_case).tolist() == ["a", "missing", "b"]
     unbanded = biased_use_case({}, False, more_attributes=["age"])
     assert sensitive_groups(pd.DataFrame({"age": [1, 1.0, np.int64(1)]}), "age", unbanded).tolist() == ["1"] * 3
+    # Served records carry text as the client sent it: read as ingest reads a cell, so the group is the same.
+    sent = pd.DataFrame({"age": ["1", "1.0", " 01 ", "+1", " ", 30], "group": [" a ", "a", "", None, "b", " b"]})
+    assert sensitive_groups(sent, "age", unbanded).tolist() == ["1"] * 4 + ["missing", "30"]
+    assert sensitive_groups(sent, "age", use_case).tolist() == ["[1, 26)"] * 4 + ["missing", "[26, 41)"]
+    assert sensitive_groups(sent, "group", use_case).tolist() == ["a", "a", "missing", "missing", "b", "b"]
 
 
 def test_the_use_case_refuses_unknown_fairness_metrics_bands_of_other_columns_and_regression():

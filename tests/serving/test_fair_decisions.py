@@ -100,3 +100,16 @@ def test_v2_answers_carry_each_rows_threshold(server, telco, served):
         assert outputs["threshold"] == served.loc[index, "threshold"]
         assert outputs["decision"] == ("Yes" if outputs["probability"] >= outputs["threshold"] else "No")
         assert response.json()["parameters"]["decision_rule"] == "per-group thresholds"
+
+
+@pytest.mark.parametrize("sent", ["1", "1.0", " 1", "01", "+1", 1.0])
+def test_a_group_sent_as_text_is_the_group_the_contract_reads(server, telco, served, sent):
+    """SeniorCitizen sent as any text ingest reads as 1 (or as 1.0) decides by the seniors' threshold, as batch
+    scoring does for the same row, not by the threshold of a group nobody was fitted for."""
+    index = telco.index[telco["SeniorCitizen"] == 1][0]
+    record = {**records_of(telco.loc[[index]])[0], "SeniorCitizen": sent}
+    response = httpx.post(f"{server}/v1/models/churn:predict", json={"instances": [record]})
+    assert response.status_code == 200, response.text
+    row = response.json()["predictions"][0]
+    assert row["threshold"] == served.loc[index, "threshold"]
+    assert row["decision"] == served.loc[index, "decision"]

@@ -205,7 +205,8 @@ NUMBER_TEXT = [
     ("tenure", "0x10", "expected a number, got '0x10'"),
     ("tenure", "-3", "'-3' is outside [0.0, 120.0]"),
     ("tenure", "", "blank is not allowed"),
-    ("MonthlyCharges", "NaN", "NaN is not allowed"),
+    ("MonthlyCharges", "NaN", "expected a number, got 'NaN'"),  # as ingest reads a cell
+    ("tenure", "1_0", "expected a number, got '1_0'"),  # Python's float reads 10; ingest does not
     ("MonthlyCharges", "inf", "expected a finite number within float32's range"),
     ("MonthlyCharges", "1e39", "expected a finite number within float32's range"),
 ]

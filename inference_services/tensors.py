@@ -10,9 +10,8 @@ from kserve.protocol.infer_type import InferInput
 
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe
 
-NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
-
-
+INTEGER_DATATYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+NUMERIC_DATATYPES = frozenset({"FP16", "FP32", "FP64", *INTEGER_DATATYPES})
 MATRIX_DATATYPES = frozenset({"FP32", "FP64"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -23,6 +22,11 @@ def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dic
     columns = list(checker.columns)
     specs = {**checker.columns, **checker.ids}
     names = [tensor.name for tensor in inputs]
+    seen: set[str] = set()
+    for name in names:  # else the last tensor of a name would silently win
+        if name in seen:
+            raise BadRequest("repeated_input", f"inputs: input {describe(name)} is given more than once")
+        seen.add(name)
     unknown = [name for name in names if name not in specs]
     if unknown:
         ids = f" and optionally the ids {list(checker.ids)}" if checker.ids else ""
@@ -63,8 +67,27 @@ def _column_values(tensor: InferInput, numeric: bool) -> list:
         raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: {len(array)} values for shape "
                                         f"{list(tensor.shape)}")
     if datatype != "BYTES":
-        return array.tolist()
+        values = array.tolist()
+        if datatype in INTEGER_DATATYPES and isinstance(tensor.data, list):
+            _check_integers(tensor, np.array(tensor.data, dtype=object).reshape(-1), values)
+        return values
     return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
+
+
+def _check_integers(tensor: InferInput, sent: np.ndarray, converted: list) -> None:
+    """400 unless every JSON value of an integer tensor is the integer numpy made of it: numpy wraps 300 to 44
+    in UINT8 and truncates 4.5 to 4 without a word, and the contract's checks would then see the wrong value."""
+    for value, integer in zip(sent, converted):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise BadRequest("wrong_type", f"input {describe(tensor.name)}: {describe(value)} is not a number "
+                                           f"(datatype {tensor.datatype}); send text as BYTES")
+        if value != integer:
+            if isinstance(value, float) and not value.is_integer():
+                raise BadRequest("wrong_type", f"input {describe(tensor.name)}: {describe(value)} is not an integer "
+                                               f"(datatype {tensor.datatype})")
+            info = np.iinfo(tensor.datatype.lower())
+            raise BadRequest("out_of_range", f"input {describe(tensor.name)}: {describe(value)} does not fit "
+                                             f"{tensor.datatype} ({info.min} to {info.max})")
 
 
 def plain_tensor_values(datatype: str, data: object, rows: int) -> list | None:

@@ -26,7 +26,12 @@ def cases(record: dict) -> list[tuple[str, str, bytes, str]]:
         ("unknown column", V1, v1({**record, "shoe_size": 43}), "instances[0]: unknown column 'shoe_size'"),
         ("wrong type", V1, v1({**record, "tenure": "long"}), "instances[0].tenure: expected a number, got 'long'"),
         ("wrong type, string column", V1, v1({**record, "Contract": 2}), "instances[0].Contract: expected a string"),
-        ("NaN not allowed", V1, v1({**record, "MonthlyCharges": "NaN"}), "instances[0].MonthlyCharges: NaN is not allowed"),
+        ("NaN as text", V1, v1({**record, "MonthlyCharges": "NaN"}),
+         "instances[0].MonthlyCharges: expected a number, got 'NaN'"),  # ingest quarantines it too
+        ("a number Python reads but ingest does not", V1, v1({**record, "tenure": "1_0"}),
+         "instances[0].tenure: expected a number, got '1_0'"),
+        ("non-ASCII digits", V1, v1({**record, "MonthlyCharges": "\u0661\u0662"}),
+         "instances[0].MonthlyCharges: expected a number"),
         ("null not allowed", V1, v1({**record, "tenure": None}), "instances[0].tenure: null is not allowed"),
         ("out of range", V1, v1({**record, "tenure": -3}), "instances[0].tenure: -3 is outside"),
         ("unknown category", V1, v1({**record, "Contract": "Three year"}), "instances[0].Contract: 'Three year' is not one of"),
@@ -53,6 +58,18 @@ def cases(record: dict) -> list[tuple[str, str, bytes, str]]:
         ("v2 matrix of the wrong width", V2, v2(tensor("features", "FP32", [1, 3], [0.0] * 3)),
          "input 'features': shape [1, 3], expected [N, 45]"),
         ("v2 empty batch", V2, v2(tensor("features", "FP32", [0, 45], [])), "input 'features': the batch is empty"),
+        ("v2 input given twice", V2, v2(*v2_record(record), tensor("tenure", "INT64", [1], [70])),
+         "inputs: input 'tenure' is given more than once"),
+        *[(f"v2 {value!r} in {datatype}", V2, v2(*[tensor("tenure", datatype, [1], [value]) if t["name"] == "tenure"
+                                                   else t for t in v2_record(record)]), message)
+          for datatype, value, message in [
+              ("UINT8", 300, "input 'tenure': 300 does not fit UINT8 (0 to 255)"),  # numpy would make it 44
+              ("INT8", 200, "input 'tenure': 200 does not fit INT8 (-128 to 127)"),
+              ("INT32", 4294967301, "input 'tenure': 4294967301 does not fit INT32"),
+              ("INT32", 4.5, "input 'tenure': 4.5 is not an integer (datatype INT32)"),  # numpy would make it 4
+              ("INT64", 4.99, "input 'tenure': 4.99 is not an integer (datatype INT64)"),
+              ("INT32", "5", "input 'tenure': '5' is not a number (datatype INT32); send text as BYTES"),
+          ]],
     ]
 
 

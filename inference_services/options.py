@@ -7,12 +7,11 @@ command line starts quickly.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
 
-from flowline.package.format import MANIFEST_FILE, PackageError
+from flowline.package.format import read_manifest
 from flowline.storage import is_s3
 
 HOST_ENV = "FLOWLINE_SERVE_HOST"
@@ -69,9 +68,6 @@ def named_package(argument: str) -> tuple[str, str]:
             from flowline.package.remote import manifest_at
 
             return manifest_at(path)["name"], path
-        manifest = Path(path) / MANIFEST_FILE
-        if not manifest.is_file():
-            raise PackageError(f"{path} is not a model package ({MANIFEST_FILE} is missing)")
-        name = json.loads(manifest.read_text())["name"]
+        name = read_manifest(path)["name"]
     return name, path
 

@@ -54,7 +54,7 @@ def test_serve_refuses_options_that_do_not_fit_together(argv, message, tmp_path:
 
 def test_serve_names_a_folder_that_is_not_a_package(tmp_path: Path, capsys):
     assert main(["serve", str(tmp_path)]) == 1
-    assert f"{tmp_path} is not a model package (manifest.json is missing)" in capsys.readouterr().err
+    assert f"{tmp_path} is not a model package: manifest.json is missing" in capsys.readouterr().err
 
 
 def test_the_retraining_action_needs_its_kfp_host(tmp_path: Path, capsys):

@@ -124,6 +124,20 @@ def check_manifest(manifest: object, where: str) -> dict[str, str]:
     return files
 
 
+def read_manifest(package_dir: str | Path) -> dict:
+    """A package folder's manifest, its fields well formed (`check_manifest`); PackageError when it is missing,
+    unreadable or malformed. Nothing else of the package is checked: `verify` does that."""
+    manifest_path = Path(package_dir) / MANIFEST_FILE
+    if not manifest_path.is_file():
+        raise PackageError(f"{package_dir} is not a model package: {MANIFEST_FILE} is missing")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except ValueError as error:
+        raise PackageError(f"{manifest_path} is unreadable: {error}") from None
+    check_manifest(manifest, str(manifest_path))
+    return manifest
+
+
 def inside(name: object, field: str, where: str) -> str:
     """`name` when it is a relative path that stays inside its folder: no leading '/', no '..' or '.'
     part, no empty part, no backslash; PackageError naming `field` otherwise."""
@@ -179,14 +193,8 @@ def verify(package_dir: str | Path) -> dict:
     when loaded, so nothing in an unverified package is ever opened.
     """
     package = Path(package_dir)
-    manifest_path = package / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise PackageError(f"{package} is not a model package: {MANIFEST_FILE} is missing")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except ValueError as error:
-        raise PackageError(f"{manifest_path} is unreadable: {error}") from None
-    listed = check_manifest(manifest, str(manifest_path))
+    manifest = read_manifest(package)
+    listed = manifest["files"]
     actual = _files_of(package)
     for name, expected in listed.items():
         if name not in actual:

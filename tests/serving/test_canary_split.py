@@ -56,6 +56,12 @@ def test_requests_split_by_id_and_every_answer_is_logged_for_joining_outcomes(
             for c, v in record[0].items()]})
         assert v2.status_code == 200, v2.text
         assert v2.json()["id"] == "req-7" and v2.json()["model_version"] == answered["req-7"]
+        for request_id in ("req-7", next(i for i, v in answered.items() if v == versions["canary"]),
+                           next(i for i, v in answered.items() if v == versions["champion"])):
+            explained = client.post("/v1/models/churn:explain", json={"instances": record},
+                                    headers={"x-request-id": request_id})
+            assert explained.status_code == 200, explained.text
+            assert explained.json()["model_version"] == answered[request_id]  # the model that decided explains
     canary_share = sum(v == versions["canary"] for v in answered.values()) / len(answered)
     assert 0.2 < canary_share < 0.4
     lines = [json.loads(line) for line in Path(log).read_text().splitlines()]

@@ -37,7 +37,8 @@ BATCH_REQUESTS = Histogram(
     ["model_name"], buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 INVALID_INPUTS = Counter(
-    "flowline_invalid_inputs", "Requests refused with 400, by reason.", ["model_name", "reason"],
+    "flowline_invalid_inputs", "Requests refused as the client's fault (400; 413 for a body above the limit), by reason.",
+    ["model_name", "reason"],
 )
 HTTP_REQUESTS = Counter(
     "flowline_http_requests", "Requests to a model's predict, explain and infer routes, by HTTP status.",

@@ -4,8 +4,9 @@ What this adds to kserve.ModelServer:
 - the bind host is configurable (KServe 0.15 hard-codes 0.0.0.0): 127.0.0.1 by default;
 - a body that cannot be decoded is a 400, whatever the decoder raised, never a 500;
 - v2 infer parses bytes straight into KServe's InferRequest (no pydantic round trips),
-  with every field type-checked first (400 naming the field); refused requests are
-  logged as one line, not as an ERROR with a traceback;
+  with every field type-checked first (400 naming the field); refused requests, requests
+  for a model not served here (404) or unloaded (503), and readiness probes while the packages
+  load (503) are logged as one line, not as an ERROR with a traceback;
 - v2 infer and v1 predict call a FlowlineModel's `answer` directly, without KServe's DataPlane
   and Model.__call__ layers, so that concurrent requests can share one transform and predict
   (batching.py), and a ready FlowlineModel's are answered in front of FastAPI (model_route.py);
@@ -17,7 +18,8 @@ What this adds to kserve.ModelServer:
   package without dropping requests (a package that fails verification is refused with
   409 and the running version keeps serving), `.../unload` takes the model out of
   service; readiness (`/v2/health/ready` and the model's) says so until a load;
-- each answer leaves in one write to the socket, not uvicorn's two (one_write.py).
+- each answer leaves in one write to the socket, not uvicorn's two (one_write.py);
+- a body above `max_body_bytes` (`flowline serve --max-body-mb`) is a 413 before it is read (body_limit.py).
 
 With several workers (`serve(..., workers=N)`, workers.py) every worker runs this server on one
 shared socket: a load or unload reaches one of them and is applied by all before it answers
@@ -45,7 +47,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from uvicorn.importer import import_from_string
 from kserve import Model
-from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
 from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.rest.server import RESTServer
@@ -54,10 +56,12 @@ from prometheus_client import exposition
 
 from flowline.package.format import PackageError
 from flowline.inference_services import metrics, model_route
+from flowline.inference_services.body_limit import BodyLimit
 from flowline.inference_services.event_route import with_event_route
 from flowline.inference_services.one_write import OneWriteHttpProtocol
 from flowline.inference_services.repository_sync import WorkerSync
-from flowline.inference_services.options import DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host, repository_token
+from flowline.inference_services.options import (DEFAULT_MAX_BODY_MB, DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host,
+                                                 repository_token)
 from flowline.inference_services.request_checks import BadRequest, clip
 
 log = logging.getLogger("flowline.serving")
@@ -66,25 +70,27 @@ ACCEPT_DELAY_S, MAX_ACCEPT_DELAY_S = 0.0002, 0.005  # per connection a worker ho
 
 
 
-def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False) -> int:
+def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False,
+          max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> int:
     """Serve each model (a FlowlineModel or a DriftMonitor) in this process until interrupted; several worker
     processes are workers.py's. Returns the exit status."""
     token = repository_token()  # a bad token stops the start, before the packages load
-    serve_here(models, host or default_host(), port, access_log, token)
+    serve_here(models, host or default_host(), port, access_log, token, max_body_bytes)
     return 0
 
 
 def serve_here(models: Sequence[Model], host: str, port: int, access_log: bool, token: str | None,
-               sockets: Optional[list[socket.socket]] = None, sync: Optional[WorkerSync] = None) -> None:
+               max_body_bytes: int, sockets: Optional[list[socket.socket]] = None,
+               sync: Optional[WorkerSync] = None) -> None:
     """Load each model and serve them in this process: on host:port, or on `sockets` as one of several
-    workers that `sync` keeps on the same versions."""
+    workers that `sync` keeps on the same versions. A body above `max_bytes` is refused (body_limit.py)."""
     for model in models:
         model.load()
     metrics.publish_memory_limit()
     # Everything loaded now lives until exit: keep the collector from scanning it (GC pauses).
     gc.collect()
     gc.freeze()
-    server = FlowlineModelServer(host, access_log, token, sync, http_port=port, enable_grpc=False,
+    server = FlowlineModelServer(host, access_log, token, sync, max_body_bytes, http_port=port, enable_grpc=False,
                                  enable_latency_logging=False)
     server.start(list(models), sockets)
 
@@ -169,6 +175,18 @@ async def _refused(request: Request, error: InvalidInput) -> JSONResponse:
     return JSONResponse(status_code=400, content={"error": message})
 
 
+def _logged_in_one_line(status: int):
+    """An answer of `status` to a model nobody serves here (404), one unloaded or a server still loading (503),
+    logged as one line: KServe's handlers log an ERROR with a traceback for each, which any client, and every
+    readiness probe while the packages load, would fill the logs with."""
+
+    async def answer(request: Request, error: Exception) -> JSONResponse:
+        log.info("%d %s %s: %s", status, request.method, clip(request.url.path), clip(str(error)))
+        return JSONResponse(status_code=status, content={"error": str(error)})
+
+    return answer
+
+
 class FlowlineRESTServer(RESTServer):
     def __init__(self, *args, models: dict[str, Model], access_log: bool, repository_token: str | None,
                  sync: Optional[WorkerSync], **kwargs) -> None:
@@ -229,6 +247,9 @@ class FlowlineRESTServer(RESTServer):
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
         app.add_exception_handler(InvalidInput, _refused)
+        app.add_exception_handler(ModelNotFound, _logged_in_one_line(404))
+        app.add_exception_handler(ModelNotReady, _logged_in_one_line(503))
+        app.add_exception_handler(ServerNotReady, _logged_in_one_line(503))
 
     def serving(self, model_name: str) -> Model:
         """The model by name: 404 when none has it, 503 while it is unloaded."""
@@ -333,9 +354,11 @@ class FlowlineModelServer(ModelServer):
     """kserve.ModelServer bound to `host`, with flowline's error handling and reload route."""
 
     def __init__(self, host: str, access_log: bool = False, repository_token: str | None = None,
-                 sync: Optional[WorkerSync] = None, **kwargs) -> None:
+                 sync: Optional[WorkerSync] = None, max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20,
+                 **kwargs) -> None:
         super().__init__(**kwargs)
         self.host = host
+        self.max_body_bytes = max_body_bytes
         self.access_log = access_log
         self.repository_token = repository_token
         self.sync = sync
@@ -358,7 +381,8 @@ class FlowlineModelServer(ModelServer):
         by_name, worker = {m.name: m for m in models}, self._rest_server.worker
         app = model_route.with_model_route(import_from_string(FASTAPI_APP_IMPORT_STRING), by_name, self.dataplane,
                                            _refused, worker)
-        self._rest_server.config.app = with_event_route(app, by_name, _refused, worker)
+        self._rest_server.config.app = BodyLimit(with_event_route(app, by_name, _refused, worker), self.max_body_bytes,
+                                                 by_name)
         if not self.access_log:  # per-request log lines cost more than the prediction
             access = logging.getLogger("uvicorn.access")
             access.handlers, access.propagate = [], False

@@ -57,7 +57,8 @@ def listen(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), family=family, backlog=BACKLOG)
 
 
-def exec_supervisor(models: Sequence[Model], host: str, port: int, access_log: bool, workers: int) -> NoReturn:
+def exec_supervisor(models: Sequence[Model], host: str, port: int, access_log: bool, workers: int,
+                    max_body_bytes: int) -> NoReturn:
     """Write the models to a new state folder and become the supervisor of `workers` processes serving them."""
     from flowline.inference_services.options import repository_token
 
@@ -67,7 +68,7 @@ def exec_supervisor(models: Sequence[Model], host: str, port: int, access_log: b
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", MODULE, str(state), host, str(port), str(workers),
-                              *(["--access-log"] if access_log else [])])
+                              str(max_body_bytes), *(["--access-log"] if access_log else [])])
 
 
 def main(argv: Sequence[str]) -> int:
@@ -77,12 +78,13 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("workers", type=int)
+    parser.add_argument("max_body_bytes", type=int)
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
-    return serve_workers(args.state, args.host, args.port, args.access_log, args.workers)
+    return serve_workers(args.state, args.host, args.port, args.access_log, args.workers, args.max_body_bytes)
 
 
-def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: int) -> int:
+def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: int, max_body_bytes: int) -> int:
     """Serve the models in `state` from `workers` processes on host:port until SIGTERM (exit status 0) or
     until a worker dies (1); remove `state` at exit."""
     try:
@@ -95,7 +97,7 @@ def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: 
         (state / "repository").mkdir()
         os.environ[MULTIPROC_DIR_ENV] = str(state / "metrics")  # the workers inherit it
         processes = [spawn.Process(target=run_worker, name=f"flowline-worker-{index}",
-                                   args=(state, host, access_log, listener, index, workers))
+                                   args=(state, host, access_log, max_body_bytes, listener, index, workers))
                      for index in range(workers)]
         for process in processes:
             process.start()
@@ -108,7 +110,8 @@ def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: 
         shutil.rmtree(state, ignore_errors=True)
 
 
-def run_worker(state: Path, host: str, access_log: bool, listener: socket.socket, index: int, workers: int) -> None:
+def run_worker(state: Path, host: str, access_log: bool, max_body_bytes: int, listener: socket.socket, index: int,
+               workers: int) -> None:
     """One worker: load and verify the packages, then serve on the shared socket, following the others' loads."""
     from flowline.inference_services.options import repository_token
     from flowline.inference_services.repository_sync import WorkerSync
@@ -116,7 +119,8 @@ def run_worker(state: Path, host: str, access_log: bool, listener: socket.socket
 
     models = pickle.loads((state / MODELS_FILE).read_bytes())
     sync = WorkerSync(state / "repository", index, workers, [model.name for model in models])
-    serve_here(models, host, listener.getsockname()[1], access_log, repository_token(), sockets=[listener], sync=sync)
+    serve_here(models, host, listener.getsockname()[1], access_log, repository_token(), max_body_bytes,
+               sockets=[listener], sync=sync)
 
 
 def supervise(processes: list[multiprocessing.process.BaseProcess]) -> int:

@@ -15,6 +15,7 @@ from flowline.inference_services.options import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_MAX_BODY_MB,
     DEFAULT_PORT,
     HOST_ENV,
 )
@@ -45,6 +46,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--max-batch-rows", type=int, default=DEFAULT_MAX_BATCH_ROWS,
                         help="model server: a shared batch closes at this many rows "
                              f"(default {DEFAULT_MAX_BATCH_ROWS})")
+    server.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB,
+                        help="a request's body above this many MiB is refused with 413 before it is read "
+                             f"(default {DEFAULT_MAX_BODY_MB})")
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
     server.add_argument("--workers", type=int, default=None,
                         help="worker processes answering on the one port; 0: one per CPU the container may use, "
@@ -109,12 +113,15 @@ def _serve(args: argparse.Namespace) -> int:
     from flowline.inference_services.workers import exec_supervisor
 
     workers = _workers(args)
+    if not args.max_body_mb > 0:
+        raise UsageError(f"--max-body-mb {args.max_body_mb:g}: give a positive size")
+    max_body_bytes = int(args.max_body_mb * 2**20)
     models = _drift_monitor(args) if args.drift_monitor else _model_server(args)
     for model in models:
         print(f"flowline: serving {model.package_path} as {model.name!r}")
     if workers > 1:  # this process becomes the supervisor of the workers (inference_services/workers.py)
-        exec_supervisor(models, args.host or default_host(), args.port, args.access_log, workers)
-    return serve(models, args.host, args.port, args.access_log)
+        exec_supervisor(models, args.host or default_host(), args.port, args.access_log, workers, max_body_bytes)
+    return serve(models, args.host, args.port, args.access_log, max_body_bytes)
 
 
 def _workers(args: argparse.Namespace) -> int:

@@ -1,0 +1,102 @@
+"""Refused before a model sees them: a body above `flowline serve --max-body-mb` is a 413 before it is read,
+declared or chunked, on every route, and a model not served here a 404, not an ERROR with a traceback in the
+log; and the server goes on answering."""
+
+import http.client
+import json
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from bad_bodies import V1, V2, v1, v2, v2_record
+from flowline.inference_services.local_server import running_server
+from serving_helpers import records_of
+
+pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
+
+LIMIT_MB = 0.01
+LIMIT = int(LIMIT_MB * 2**20)
+
+
+@pytest.fixture(scope="module")
+def server_log(tmp_path_factory):
+    return tmp_path_factory.mktemp("body-limit") / "server.log"
+
+
+@pytest.fixture(scope="module")
+def small_server(churn_package, server_log):
+    with running_server([f"churn={churn_package}"], workers=2, log_path=str(server_log),
+                        extra_args=["--max-body-mb", str(LIMIT_MB)]) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def record(churn_test_rows) -> dict:
+    return records_of(churn_test_rows.head(1))[0]
+
+
+def refused(text: str) -> bool:
+    return f"above the server's limit of {LIMIT:,} bytes" in json.loads(text)["error"]
+
+
+def count(metrics: str) -> float:
+    line = next((line for line in metrics.splitlines() if line.startswith(
+        'flowline_invalid_inputs_total{model_name="churn",reason="body_too_large"}')), " 0")
+    return float(line.rsplit(" ", 1)[1])
+
+
+def test_a_body_within_the_limit_is_answered(small_server, record):
+    body = v1(record)
+    assert len(body) < LIMIT
+    response = httpx.post(small_server + V1, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("path", [V1, V2, "/v1/models/churn:explain", "/v2/models/churn/events", "/v1/models/x:predict"])
+def test_a_declared_body_above_the_limit_is_refused_on_its_headers(small_server, record, path):
+    body = v1(*[record] * 40)  # refused on its length, whatever it holds
+    assert len(body) > LIMIT
+    response = httpx.post(small_server + path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert refused(response.text)
+    assert f"{len(body):,} bytes" in response.json()["error"]
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limit_and_counted(small_server, record):
+    before = count(httpx.get(small_server + "/metrics").text)
+    address = urlparse(small_server)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    chunks = iter([v1(*[record] * 10)[:-1]] + [b" " * 4096] * 4)  # no Content-Length: sent chunked
+    connection.request("POST", V1, body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 413
+    assert refused(response.read().decode())
+    connection.close()
+    assert count(httpx.get(small_server + "/metrics").text) == before + 1
+
+
+def test_a_chunked_body_within_the_limit_is_answered(small_server, record):
+    address = urlparse(small_server)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    body = v1(record)
+    connection.request("POST", V1, body=iter([body[:100], body[100:]]), headers={"Content-Type": "application/json"},
+                       encode_chunked=True)
+    response = connection.getresponse()
+    assert response.status == 200, response.read()
+    assert len(json.loads(response.read())["predictions"]) == 1
+
+
+def test_the_server_answers_after_the_refusals(small_server, record):
+    response = httpx.post(small_server + V2, content=v2(*v2_record(record)), headers={"Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+
+
+def test_a_model_not_served_here_is_a_404_not_an_error_in_the_log(small_server, record, server_log):
+    for method, path in [("POST", "/v1/models/nope:predict"), ("POST", "/v2/models/nope/infer"),
+                         ("GET", "/v2/models/nope"), ("POST", "/v1/models/nope:explain")]:
+        response = httpx.request(method, small_server + path, json={"instances": [record]})
+        assert response.status_code == 404, (path, response.text)
+        assert "nope" in response.json()["error"]
+    logged = server_log.read_text()
+    assert "Traceback" not in logged and " ERROR " not in logged  # KServe's handler logged an ERROR with one

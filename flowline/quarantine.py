@@ -23,13 +23,14 @@ MALFORMED_REASON = r"line \d+: \d+ fields, but the header has \d+$"
 
 def split_lines(text: str | TextIO, separator: str) -> Iterator[tuple[int, list[str]]]:
     """(line number of the record's first line, its fields) for every record of the text, or of a text
-    stream (a file opened with newline="", read as it goes: batch scoring reads a large file this way)."""
+    stream (a file opened with newline="", read as it goes: batch scoring reads a large file this way).
+
+    The first record is the header. A quoted field may span lines, but a later record that spans several
+    lines and still has not the header's number of fields is a quote opened and never closed, which would
+    swallow the lines after it into one field: its lines are read again one by one, each its own record,
+    so that one stray quote costs one row, not the rest of the file."""
     if len(separator) == 1:
-        reader = csv.reader(io.StringIO(text, newline="") if isinstance(text, str) else text, delimiter=separator)
-        line = 1
-        for fields in reader:
-            yield line, fields
-            line = reader.line_num + 1
+        yield from _csv_records(io.StringIO(text, newline="") if isinstance(text, str) else text, separator)
         return
     lines = text.splitlines() if isinstance(text, str) else (line.rstrip("\r\n") for line in text)
     if separator == r"\s+":
@@ -37,6 +38,35 @@ def split_lines(text: str | TextIO, separator: str) -> Iterator[tuple[int, list[
     else:
         pattern = re.compile(separator)
         yield from ((number, pattern.split(line) if line.strip() else []) for number, line in enumerate(lines, 1))
+
+
+def _csv_records(stream: TextIO, separator: str) -> Iterator[tuple[int, list[str]]]:
+    lines: list[str] = []  # the physical lines of the record being read
+
+    def physical_lines() -> Iterator[str]:
+        for line in stream:
+            lines.append(line)
+            yield line
+
+    reader = csv.reader(physical_lines(), delimiter=separator)
+    first, width = 1, None
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            if len(lines) == 1:
+                raise csv.Error(f"line {first}: {error}") from None
+            fields = None  # a quote never closed, whose field ran past csv's size limit: the lines one by one
+        if fields is not None and (width is None or not fields or len(lines) == 1 or len(fields) == width):
+            width = width if width is not None or not fields else len(fields)
+            yield first, fields
+        else:
+            for offset, line in enumerate(lines):
+                yield first + offset, next(csv.reader([line.rstrip("\r\n")], delimiter=separator), [])
+        first = reader.line_num + 1
+        lines.clear()
 
 
 def join_surplus(fields: list[str], separator: str) -> str:

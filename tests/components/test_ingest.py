@@ -182,6 +182,29 @@ def test_lines_with_extra_or_missing_fields_are_quarantined_naming_the_line(writ
         ingest_to_files(toy_use_case.model_copy(update={"max_bad_fraction": 0.01}), source, *outputs)
 
 
+@pytest.mark.parametrize("count", [97, 5000])  # 5,000 rows: the swallowed field would pass csv's size limit
+def test_a_quote_never_closed_costs_its_own_line_not_the_rest_of_the_file(write_csv, toy_use_case, tmp_path: Path,
+                                                                          count: int):
+    rows = toy_rows(count)
+    rows[5] = '"c5\nsplit",70,150.5,pro,no'  # a quoted field on two lines (file lines 7-8) is one row, as before
+    rows[10] = 'c10,"30,100.5,basic,no'  # file line 13: the quote would swallow the 86 lines after it
+    source = write_csv("id,age,income,plan,label\n" + "\n".join(rows) + "\n")
+    outputs = [str(tmp_path / name) for name in ("kept.parquet", "quarantine.parquet", "profile.md")]
+    counts = ingest_to_files(toy_use_case.model_copy(update={"max_bad_fraction": 0.05}), str(source), *outputs)
+    assert (counts["rows_in"], counts["rows_kept"], counts["rows_quarantined"]) == (count, count - 1, 1)
+    quarantine = pd.read_parquet(outputs[1])
+    assert quarantine[REASON_COLUMN].tolist() == ["line 13: 2 fields, but the header has 5"]
+    assert quarantine.loc[0, ["id", "age"]].tolist() == ["c10", "30,100.5,basic,no"]
+    kept = pd.read_parquet(outputs[0])
+    assert kept.loc[5, "id"] == "c5\nsplit" and kept.loc[11, "id"] == "c11"
+    assert kept.loc[count - 1, "id"] == f"c{count - 1}"
+    # Batch scoring reads the file as a stream with the same parser: the same records.
+    from flowline.quarantine import split_lines
+
+    with open(source, newline="") as stream:
+        assert list(split_lines(stream, ",")) == list(split_lines(source.read_text(), ","))
+
+
 def test_quoted_separators_and_blank_lines_are_not_malformed(write_csv, toy_use_case):
     raw = read_table(str(write_csv('id,age,income,plan,label\n"a,1",30,1,basic,no\n\na2,31,"2",pro,yes\n')))
     assert raw.frame["id"].tolist() == ["a,1", "a2"] and raw.malformed.empty

@@ -6,9 +6,11 @@ reason, so that rows in = rows kept + rows quarantined, always.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,8 +113,11 @@ def read_bytes(source: str) -> bytes:
     if storage.is_s3(source):
         return storage.read_bytes(source)
     if source.startswith(("http://", "https://")):
-        with urllib.request.urlopen(source, timeout=60) as response:
-            return response.read()
+        try:
+            with urllib.request.urlopen(source, timeout=60) as response:
+                return response.read()
+        except (urllib.error.URLError, OSError) as error:  # HTTPError (404, 403, ...) is a URLError
+            raise ContractError(f"data source {source} cannot be read: {error}") from None
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"data source {source} does not exist")
@@ -132,6 +137,9 @@ def _decode(payload: bytes, source: str, encoding: str) -> str:
     try:
         text = payload.decode(encoding)
     except UnicodeDecodeError as error:
+        if payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise ContractError(f"{source} is utf-16 text (it starts with utf-16's byte-order mark): set "
+                                f"data.encoding: utf-16 in the use case") from None
         if b"\x00" in payload[:BINARY_SNIFF_BYTES]:
             raise ContractError(f"{source} is a binary file, not a text table: give a CSV or Parquet file") from None
         raise ContractError(

@@ -26,6 +26,9 @@ def _format_validation_error(error: ValidationError) -> str:
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        elif item["type"] == "string_type" and isinstance(item.get("input"), (bool, int, float)):
+            message = (f"expected text, got {item['input']!r}: write it in quotes (YAML reads 1 unquoted as a "
+                       "number, and yes, no, on and off as true and false)")
         lines.append(f"  - {where}: {message}")
     return "\n".join(lines)
 
@@ -94,7 +97,7 @@ def load_use_case(name_or_path: str | Path) -> UseCase:
     whose entity-feature definition it reuses (features.entity_features_from).
     """
     path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
+    if path.suffix.lower() not in (".yaml", ".yml"):
         path = USE_CASES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             known = ", ".join(built_in_use_cases())
@@ -107,7 +110,10 @@ def _read_document(path: Path) -> dict:
     if not path.is_file():
         raise UseCaseError(f"use-case file {path} does not exist")
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise UseCaseError(f"{path} is not utf-8 text: byte {error.start} cannot be decoded; save the YAML file "
+                           "as utf-8") from None
     except yaml.YAMLError as error:
         raise UseCaseError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(document, dict):

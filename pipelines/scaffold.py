@@ -9,6 +9,7 @@ every problem at once rather than the first.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import re
@@ -19,8 +20,8 @@ import pandas as pd
 import yaml
 
 from flowline.contract import (
-    REASON_COLUMN, ContractError, apply_contract, as_text, missing_columns, parse_datetimes, parse_table, read_bytes,
-    read_use_case_table, undeclared_columns,
+    REASON_COLUMN, ContractError, apply_contract, as_text, missing_columns, numbers_from_text, parse_datetimes,
+    parse_table, read_bytes, read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
 from flowline.use_case import UseCase, UseCaseError
@@ -28,6 +29,7 @@ from flowline.use_case_loader import load_use_case
 
 MAX_ALLOWED = 20  # a category with at most this many values lists them as `allowed`
 MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this share of rows is free text
+NUMBER_SHARE = 0.99  # a column whose cells are this share numbers is numeric: the others are typos to quarantine
 SEPARATORS = ",;\t|"
 ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
 LABEL_NAMES = ("label", "target", "class", "y", "outcome")
@@ -66,12 +68,14 @@ class Draft:
 
 
 def sniff_encoding(payload: bytes) -> str:
-    """utf-8 (a BOM included) when the bytes decode as it, else latin-1, which decodes any byte."""
+    """utf-16 when the bytes start with its byte-order mark (Excel's "Unicode Text"), utf-8 (a BOM included) when
+    the whole file decodes as it, else latin-1, which decodes any byte."""
+    if payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
     try:
-        payload[:1 << 20].decode("utf-8")
-    except UnicodeDecodeError as error:
-        if error.start < (1 << 20) - 4:  # not a character cut at the sample's end
-            return "latin-1"
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return "latin-1"
     return "utf-8"
 
 
@@ -105,13 +109,20 @@ def infer_column(name: str, values: pd.Series) -> Column:
     unique = text.nunique()
     if not blanks and unique == len(text) and ID_NAME.search(snake(name)):
         return Column(name, {"type": "string", **spec}, "unique per row: proposed as an id", is_id=True)
-    numbers = pd.to_numeric(text, errors="coerce")
-    if len(text) and numbers.notna().all() and numbers.abs().lt(float("inf")).all():
-        whole = (numbers == numbers.round()).all() and not text.str.contains(r"[.eE]").any()
+    numbers = numbers_from_text(text)
+    finite = numbers.abs().lt(float("inf"))
+    if len(text) and finite.mean() >= NUMBER_SHARE:
+        parsed, typed = numbers[finite], text[finite]
+        whole = (parsed == parsed.round()).all() and not typed.str.contains(r"[.eE]").any()
         spec = {"type": "integer" if whole else "number", **spec}
+        notes = [f"{blanks} blank, filled with the median"] if blanks else []
         if blanks:
             spec["impute"] = "median"
-        return Column(name, spec, f"{blanks} blank, filled with the median" if blanks else "")
+        if not finite.all():
+            shown = ", ".join(repr(value) for value in text[~finite].unique()[:3])
+            notes.append(f"review: {int((~finite).sum())} cell(s) are not numbers ({shown}): their rows are "
+                         "quarantined")
+        return Column(name, spec, "; ".join(notes))
     if len(text) and parse_datetimes(text, None).notna().all():
         return Column(name, {"type": "datetime", **spec}, "dates (ISO 8601)")
     if unique > max(MAX_ALLOWED, MAX_CATEGORY_SHARE * len(text)):
@@ -141,6 +152,11 @@ def infer_label(values: pd.Series) -> tuple[str, dict, str]:
             f"binary: two values; positive is {why} ({counts[positive]} of {len(text)} rows)"
     numbers = pd.to_numeric(text, errors="coerce")
     if len(counts) > 2 and numbers.notna().all():
+        if len(counts) <= MAX_ALLOWED and (numbers == numbers.round()).all():
+            shown = ", ".join(map(str, counts.index[:5]))
+            return "regression", {}, (f"regression: only {len(counts)} distinct whole numbers ({shown}); if they "
+                                      "are classes, not amounts, map them to two values: flowline predicts two "
+                                      "classes or a number")
         return "regression", {}, f"regression: {len(counts)} distinct numbers"
     shown = ", ".join(map(str, counts.index[:5]))
     raise ScaffoldError(
@@ -182,6 +198,9 @@ def scaffold(source: str, label: str | None = None) -> str:
         raise ScaffoldError(f"--label {label!r} is not a column of {source}; its columns: {list(frame.columns)}")
     task, label_spec, label_note = infer_label(frame[label].rename(label))
     columns = one_time_column([infer_column(name, frame[name]) for name in frame.columns if name != label])
+    if all(column.is_id for column in columns):
+        raise ScaffoldError(f"{source} has no column to learn {label!r} from: its other columns "
+                            f"{[column.name for column in columns]} are ids (unique per row)")
     return render(Draft(source, frame.shape, separator, encoding, label, label_guessed, task, label_spec, label_note,
                         columns))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
+import socket
 import threading
 from functools import partial
 from pathlib import Path
@@ -86,10 +88,38 @@ def test_a_numeric_label_of_many_values_is_regression_and_a_rarer_value_is_posit
     assert yaml.safe_load(scaffold(str(write_csv(coded))))["label"]["positive"] == "2"
 
 
+def test_a_few_typos_leave_a_numeric_column_numeric_and_are_named_for_review(write_csv, tmp_path: Path, capsys):
+    rows = [f"{i},{100 + i},{('no', 'yes')[i % 2]}" for i in range(300)]
+    rows[7], rows[80] = "7,abc,no", "80,1e999,no"  # 2 of 300 cells: typos, not a text column
+    path = write_csv("visits,amount,outcome\n" + "\n".join(rows) + "\n")
+    text = scaffold(str(path))
+    assert yaml.safe_load(text)["columns"]["amount"] == {"type": "integer"}
+    line = next(line for line in text.splitlines() if line.strip().startswith("amount:"))
+    assert "# review: 2 cell(s) are not numbers ('abc', '1e999'): their rows are quarantined" in line
+    target = tmp_path / "typos.yaml"
+    target.write_text(text)
+    assert main(["validate", str(target)]) == 0
+    assert "2 of 300 rows (0.7%) break the contract" in capsys.readouterr().out
+    many = [f"{i},{('x' if i % 10 == 0 else 100 + i)},{('no', 'yes')[i % 2]}" for i in range(300)]  # 10 % text
+    assert yaml.safe_load(scaffold(str(write_csv("visits,amount,outcome\n" + "\n".join(many) + "\n", "many.csv"))
+                                   ))["columns"]["amount"]["type"] == "string"
+
+
+def test_a_label_of_a_few_whole_numbers_is_regression_asking_whether_they_are_classes(write_csv):
+    text = scaffold(str(write_csv("x,class\n" + "".join(f"{i},{1 + i % 3}\n" for i in range(30)))))
+    assert yaml.safe_load(text)["task"] == "regression"
+    assert ("# review: regression: only 3 distinct whole numbers (1, 2, 3); if they are classes, not amounts, map "
+            "them to two values") in text
+
+
 def test_a_label_init_cannot_guess_is_an_error_that_says_so(write_csv, capsys):
     path = write_csv("x,colour\n1,red\n2,green\n3,blue\n")
     with pytest.raises(ScaffoldError, match=r"cannot guess the task from label column 'colour': it has 3 value"):
         scaffold(str(path))
+    for text, others in [("outcome\nyes\nno\n", "[]"), ("customer_id,outcome\nc1,yes\nc2,no\n", "['customer_id']")]:
+        with pytest.raises(ScaffoldError, match=rf"has no column to learn 'outcome' from: its other columns "
+                                                rf"{re.escape(others)} are ids"):
+            scaffold(str(write_csv(text, "bare.csv")))
     assert main(["init", str(path), "--label", "nope"]) == EXIT_ERROR
     assert "--label 'nope' is not a column" in capsys.readouterr().err
 
@@ -108,6 +138,22 @@ def test_latin1_files_get_their_encoding(tmp_path: Path):
     document = yaml.safe_load(scaffold(str(path)))
     assert document["data"]["encoding"] == "latin-1"
     assert document["columns"]["city"]["allowed"] == ["Köln", "München"]
+
+
+def test_a_latin1_byte_past_the_first_megabyte_and_utf16_text_get_their_encoding(tmp_path: Path, capsys):
+    late = tmp_path / "late.csv"  # 1.2 MB of ASCII, then one latin-1 byte in the last row
+    late.write_bytes(("city,label\n" + "Bonn,yes\nKiel,no\n" * 70_000 + "Köln,no\n").encode("latin-1"))
+    assert yaml.safe_load(scaffold(str(late)))["data"]["encoding"] == "latin-1"
+    excel = tmp_path / "excel.txt"  # Excel's "Unicode Text": utf-16 with its byte-order mark, tab-separated
+    excel.write_bytes("city\tlabel\nMünchen\tyes\nKöln\tno\n".encode("utf-16"))
+    document = yaml.safe_load(scaffold(str(excel)))
+    assert document["data"]["encoding"] == "utf-16" and document["data"]["separator"] == "\t"
+    assert document["columns"]["city"]["allowed"] == ["Köln", "München"]
+    target = tmp_path / "excel.yaml"
+    target.write_text(yaml.safe_dump({**document, "data": {**document["data"], "encoding": "utf-8"}}))
+    assert main(["validate", str(target)]) == EXIT_ERROR  # told the encoding, not called a binary file
+    assert "is utf-16 text (it starts with utf-16's byte-order mark): set data.encoding: utf-16" in \
+        capsys.readouterr().err
 
 
 def test_parquet_and_http_sources_are_drafted(write_csv, tmp_path: Path):
@@ -167,6 +213,38 @@ def test_validate_names_schema_errors(tmp_path: Path, capsys):
                                   "label": {"column": "y"}, "columns": {"a": {"type": "integer"}}}))
     assert main(["validate", str(target)]) == EXIT_ERROR
     assert "a binary task needs label.values and label.positive" in capsys.readouterr().err
+
+
+def test_init_keeps_an_existing_file_unless_forced_and_never_overwrites_its_data(write_csv, tmp_path: Path, capsys):
+    data = write_csv(SMALL)
+    target = tmp_path / "mine.yaml"
+    target.write_text("# my edits\n")
+    assert main(["init", str(data), "-o", str(target)]) == EXIT_ERROR
+    assert "mine.yaml exists (your edits?); give --force" in capsys.readouterr().err
+    assert target.read_text() == "# my edits\n"
+    assert main(["init", str(data), "-o", str(data), "--force"]) == EXIT_ERROR
+    assert "is the data file itself" in capsys.readouterr().err and data.read_text() == SMALL
+    assert main(["init", str(data), "-o", str(target), "--force"]) == 0
+    assert yaml.safe_load(target.read_text())["label"]["column"] == "outcome"
+
+
+def test_unreadable_sources_and_files_are_one_line_errors(write_csv, tmp_path: Path, capsys):
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/customers.csv"
+    assert main(["init", url]) == EXIT_ERROR
+    error = capsys.readouterr().err
+    assert f"flowline: init: data source {url} cannot be read: " in error and "Traceback" not in error
+    document = yaml.safe_load(scaffold(str(write_csv(SMALL))))
+    unreachable = tmp_path / "Unreachable.YAML"  # the suffix in capitals is still a file, not a use-case name
+    unreachable.write_text(yaml.safe_dump({**document, "data": {"path": url}}))
+    assert main(["validate", str(unreachable)]) == EXIT_ERROR
+    assert f"problem: data source {url} cannot be read: " in capsys.readouterr().err
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(yaml.safe_dump({**document, "description": "Kündigungen"}, allow_unicode=True)
+                      .encode("latin-1"))
+    assert main(["validate", str(latin)]) == EXIT_ERROR
+    assert f"{latin} is not utf-8 text: byte" in capsys.readouterr().err
 
 
 @pytest.mark.pipeline

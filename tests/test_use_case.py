@@ -36,6 +36,14 @@ def test_unknown_key_is_named(tmp_path: Path):
         load_changed(tmp_path, lambda d: d["tuning"].update(trails=5))
 
 
+def test_a_label_value_yaml_read_as_a_number_or_boolean_says_to_quote_it(tmp_path: Path):
+    quote = r"write it in quotes \(YAML reads 1 unquoted as a number, and yes, no, on and off as true and false\)"
+    with pytest.raises(UseCaseError, match=rf"label\.positive: expected text, got 1: {quote}"):
+        load_changed(tmp_path, lambda d: d["label"].update(positive=1))
+    with pytest.raises(UseCaseError, match=rf"columns\.Partner\.allowed\.0: expected text, got True: {quote}"):
+        load_changed(tmp_path, lambda d: d["columns"]["Partner"].update(allowed=[True, False]))
+
+
 def test_undeclared_column_is_named(tmp_path: Path):
     with pytest.raises(UseCaseError, match="sensitive_attributes: column 'gendr' is not declared"):
         load_changed(tmp_path, lambda d: d.update(sensitive_attributes=["gendr"]))

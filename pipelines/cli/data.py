@@ -14,7 +14,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     init.add_argument("data", metavar="DATA", help="a CSV or Parquet file: a path, an http(s) URL or s3://BUCKET/KEY")
     init.add_argument("--label", metavar="COLUMN", help="the column to predict (default: one named label, target, "
                                                         "class, y or outcome, else the last column)")
-    init.add_argument("-o", "--output", metavar="FILE", help="the YAML file to write (default: print it)")
+    init.add_argument("-o", "--output", metavar="FILE", help="the YAML file to write (default: print it); an "
+                                                            "existing file is kept unless --force")
+    init.add_argument("--force", action="store_true", help="overwrite the --output file if it exists")
     init.set_defaults(handler=_init)
 
     validate = commands.add_parser("validate", help="check a use-case YAML against its data: schema, columns, "
@@ -30,6 +32,16 @@ def _init(args: argparse.Namespace) -> int:
     from flowline.contract import ContractError
     from flowline.pipelines.scaffold import ScaffoldError, scaffold
 
+    output = Path(args.output) if args.output else None
+    if output is not None and output.exists():
+        if "://" not in args.data and output.resolve() == Path(args.data).resolve():
+            print(f"flowline: init: --output {args.output} is the data file itself; give another file",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        if not args.force:
+            print(f"flowline: init: {args.output} exists (your edits?); give --force to overwrite it, or another "
+                  "file", file=sys.stderr)
+            return EXIT_ERROR
     try:
         text = scaffold(args.data, args.label)
     except (ScaffoldError, ContractError) as error:
@@ -38,7 +50,7 @@ def _init(args: argparse.Namespace) -> int:
     if not args.output:
         print(text, end="")
         return 0
-    Path(args.output).write_text(text)
+    output.write_text(text)
     print(f"wrote {args.output}: review the lines marked 'review', then run flowline validate {args.output}")
     return 0
 

@@ -69,6 +69,10 @@ class AuditError(ValueError):
     """The audit log is not an unbroken chain; the message names the first bad line."""
 
 
+class NoAuditLog(AuditError):
+    """Nothing of an audit log where one was looked for: neither records nor a head (a wrong path, or no run yet)."""
+
+
 class UnsignedAuditWarning(UserWarning):
     """The log is written or checked without $FLOWLINE_AUDIT_KEY."""
 
@@ -321,7 +325,7 @@ def _read_log(log: str | Path) -> tuple[list[tuple[str, str]], Optional[dict], s
         try:
             records, heads = _object_keys(client, location)
             if not records and not heads:
-                raise AuditError(f"{location}: no audit log here")
+                raise NoAuditLog(f"{location}: no audit log here")
             entries = [(f"{location.bucket}/{name}", _read_object(client, location, name)) for name in records]
             head, head_where = _read_last(client, location, heads, {"seq", "hash"})
         except S3Error as error:
@@ -329,7 +333,9 @@ def _read_log(log: str | Path) -> tuple[list[tuple[str, str]], Optional[dict], s
         return entries, head, head_where
     path = Path(log)
     if not path.is_file():
-        raise AuditError(f"{path}: no audit log here")
+        if head_file(path).is_file():
+            raise AuditError(f"{path} is gone, but its head {head_file(path)} remains: the log was removed")
+        raise NoAuditLog(f"{path}: no audit log here")
     with open(path, encoding="utf-8") as file:
         fcntl.flock(file, fcntl.LOCK_SH)  # no writer between reading the records and the head
         lines = file.read().splitlines()

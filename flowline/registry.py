@@ -66,7 +66,7 @@ class Entry:
 
     def reports(self) -> dict[str, str]:
         """Its readable reports: the model card, and the reports its run's summary.json lists."""
-        found = {"model card": str(Path(self.path) / CARD_HTML)}
+        found = {"model_card": str(Path(self.path) / CARD_HTML)}  # as the summary names it: listed once
         summary = Path(self.run_dir or "", SUMMARY_FILE)
         if self.run_dir and summary.is_file():
             found.update({name: str(path) for name, path in json.loads(summary.read_text()).get("reports", {}).items()})

@@ -104,7 +104,8 @@ def assert_caught(log: str, message: str) -> None:
 def test_an_empty_or_missing_log_is_an_error(tmp_path, capsys):
     missing = tmp_path / "audit.jsonl"
     assert main(["audit", "verify", "--log", str(missing)]) == 1
-    assert capsys.readouterr().out.strip().endswith("no audit log here")
+    shown = capsys.readouterr().out.strip()
+    assert shown.endswith("no audit log here (give the log with --log)") and "TAMPERED" not in shown  # a wrong path
     missing.write_text("")
     assert main(["audit", "verify", "--log", str(missing)]) == 1
     assert capsys.readouterr().out.strip().endswith("is empty: an audit log holds at least one record")
@@ -114,6 +115,16 @@ def test_an_empty_or_missing_log_is_an_error(tmp_path, capsys):
 def test_an_empty_prefix_in_object_storage_is_an_error(s3_bucket):
     with pytest.raises(audit.AuditError, match="no audit log here"):
         audit.verify(f"s3://{s3_bucket}/audit")
+
+
+def test_removing_a_log_whose_head_remains_is_caught(tmp_path, capsys):
+    log = tmp_path / "audit.jsonl"
+    write(str(log))
+    log.unlink()
+    assert main(["audit", "verify", "--log", str(log)]) == 1
+    assert "audit log TAMPERED: " in capsys.readouterr().out
+    with pytest.raises(audit.AuditError, match="is gone, but its head .* remains: the log was removed"):
+        audit.verify(log)
 
 
 def test_emptying_a_log_whose_head_remains_is_caught(log):

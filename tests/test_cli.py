@@ -43,6 +43,9 @@ def test_every_command_and_option_has_a_help_text():
     (["PACKAGE", "--drift-monitor"], "--drift-monitor: give one package, not 2"),
     (["--batch-wait-ms", "-1"], "--batch-wait-ms -1: give 0 (batching off) or more milliseconds"),
     (["--max-batch-rows", "0"], "--max-batch-rows 0: give at least 1"),
+    (["--max-batch", "0"], "--max-batch 0: give at least 1"),
+    (["--port", "-5"], "--port -5: give 1 to 65535"),
+    (["--max-body-mb", "0"], "--max-body-mb 0: give a positive size"),
 ])
 def test_serve_refuses_options_that_do_not_fit_together(argv, message, tmp_path: Path, capsys):
     folder = str(tmp_path)
@@ -55,6 +58,18 @@ def test_serve_refuses_options_that_do_not_fit_together(argv, message, tmp_path:
 def test_serve_names_a_folder_that_is_not_a_package(tmp_path: Path, capsys):
     assert main(["serve", str(tmp_path)]) == 1
     assert f"{tmp_path} is not a model package: manifest.json is missing" in capsys.readouterr().err
+    for broken in ("{", "[1]"):  # a manifest that is not JSON, or not an object: one line, no traceback
+        (tmp_path / "manifest.json").write_text(broken)
+        assert main(["serve", str(tmp_path)]) == 1
+        error = capsys.readouterr().err
+        assert f"{tmp_path}/manifest.json" in error and "Traceback" not in error, error
+
+
+def test_run_refuses_a_negative_trial_budget(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["run", "churn", "--trials", "-3"])
+    assert caught.value.code == 2
+    assert "--trials -3: give at least 1" in capsys.readouterr().err
 
 
 def test_the_retraining_action_needs_its_kfp_host(tmp_path: Path, capsys):

@@ -76,12 +76,18 @@ def test_the_audit_log_keeps_the_fact_and_the_ids_hash_never_the_id(runs, churn)
     assert "B-2" not in log.read_text()
 
 
-def test_the_command_reports_what_it_erased(runs, capsys):
-    code = main(["erase", "--use-case", "churn", "--id", "C-3", "--runs-dir", str(runs),
-                 "--audit-log", str(runs / "audit.jsonl")])
+def test_the_command_reports_what_it_erased_in_the_runs_folders_audit_log(runs, capsys, tmp_path: Path,
+                                                                         monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not where the runs are: the record goes to theirs, not ./runs
+    code = main(["erase", "--use-case", "churn", "--id", "C-3", "--runs-dir", str(runs)])
     shown = capsys.readouterr().out
     assert code == 0 and "erased 6 row(s) of subject sha256" in shown  # two datasets, two train splits, two holdouts
     assert "packages trained on this subject" in shown and "churn-2" in shown
+    assert f"recorded in {runs / 'audit.jsonl'}" in shown
+    assert [record["action"] for record in verify(runs / "audit.jsonl")] == ["erasure"]
+    assert not (elsewhere / "runs").exists()
 
 
 def test_a_malformed_line_of_the_subject_goes_from_the_quarantine_wherever_its_id_sits(tmp_path: Path, churn):

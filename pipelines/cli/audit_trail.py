@@ -30,6 +30,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _verify(args: argparse.Namespace) -> int:
     try:
         records = audit.verify(args.log)
+    except audit.NoAuditLog as error:
+        print(f"flowline: {error} (give the log with --log)")
+        return EXIT_ERROR
     except audit.AuditError as error:
         print(f"audit log TAMPERED: {error}")
         return EXIT_ERROR

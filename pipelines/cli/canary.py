@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from flowline import audit
-from flowline.pipelines.cli.common import EXIT_ERROR, UsageError, add_audit_log_argument
+from flowline.pipelines.cli.common import EXIT_ERROR, UsageError, add_audit_log_argument, audit_log
 from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
 
 AUDIT_ACTIONS = {"promote": "promotion", "rollback": "rollback"}
@@ -106,7 +106,7 @@ def _canary_analyze(args: argparse.Namespace) -> int:
     try:
         arms, source = read_arms(args.prometheus or "", args.name or "", args.predictions or "", args.outcomes or "")
         with talking_to("the Kubernetes API", kubernetes_api(args.kubeconfig) if args.apply else "", KUBE_CREDENTIALS):
-            decided = judge_canary(arms, policy, args.audit_log, args.name, args.namespace, args.apply,
+            decided = judge_canary(arms, policy, audit_log(args), args.name, args.namespace, args.apply,
                                    args.kubeconfig, source, args.value_per_success)
     except (DesignError, CanarySourceError) as error:
         print(f"flowline: {error}", file=sys.stderr)
@@ -129,7 +129,7 @@ def _canary_patch(args: argparse.Namespace) -> int:
         change = promoted if operation == "promote" else rolled_back
         document = change(yaml.safe_load(Path(args.manifest).read_text()))
         Path(args.manifest).write_text(yaml.safe_dump(document, sort_keys=False))
-        audit.append(args.audit_log, AUDIT_ACTIONS[operation], {"manifest": args.manifest})
+        audit.append(audit_log(args), AUDIT_ACTIONS[operation], {"manifest": args.manifest})
         print(f"{operation}: {args.manifest} updated")
         return 0
     if not kubeconfig_available(args.kubeconfig):
@@ -138,6 +138,6 @@ def _canary_patch(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     with talking_to("the Kubernetes API", kubernetes_api(args.kubeconfig), KUBE_CREDENTIALS):
         patch_inference_service(args.name, args.namespace, operation, args.kubeconfig)
-    audit.append(args.audit_log, AUDIT_ACTIONS[operation], {"inference_service": f"{args.namespace}/{args.name}"})
+    audit.append(audit_log(args), AUDIT_ACTIONS[operation], {"inference_service": f"{args.namespace}/{args.name}"})
     print(f"{operation}: {args.namespace}/{args.name}")
     return 0

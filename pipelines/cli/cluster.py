@@ -13,6 +13,7 @@ from flowline.pipelines.cli.common import (
     EXIT_ERROR,
     UsageError,
     add_audit_log_argument,
+    audit_log,
     add_runs_dir_argument,
     add_use_case_arguments,
     use_case,
@@ -197,7 +198,7 @@ def _deploy(args: argparse.Namespace) -> int:
                     KUBE_CREDENTIALS):
         outcome = deploy_package(package, storage_uri, args.namespace, output, apply_to_cluster,
                                  args.canary_percent, name, args.kubeconfig)
-    audit.append(args.audit_log, "deployment", {
+    audit.append(audit_log(args), "deployment", {
         "inference_service": f"{args.namespace}/{outcome['name']}", "package": package,
         "package_version": manifest["version"], "storage_uri": storage_uri, "action": outcome["action"]})
     print(f"{outcome['name']}: {outcome['action']} ({outcome['manifest']})")

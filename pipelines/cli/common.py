@@ -33,9 +33,14 @@ def default_online_store(runs: str) -> str:
 
 
 def add_audit_log_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--audit-log", default=str(Path(runs_dir()) / "audit.jsonl"),
-                        help="the audit log to record this in: a file, or s3://bucket/prefix on a cluster (default: "
-                             "$FLOWLINE_RUNS_DIR/audit.jsonl or runs/audit.jsonl)")
+    parser.add_argument("--audit-log", help="the audit log to record this in: a file, or s3://bucket/prefix on a "
+                                            "cluster (default: audit.jsonl in --runs-dir where the command has one, "
+                                            "else in $FLOWLINE_RUNS_DIR or ./runs)")
+
+
+def audit_log(args: argparse.Namespace) -> str:
+    """--audit-log, else the runs folder's: the one the runs themselves and `flowline runs` use."""
+    return args.audit_log or str(Path(getattr(args, "runs_dir", None) or runs_dir()) / "audit.jsonl")
 
 
 def add_use_case_arguments(parser: argparse.ArgumentParser, optional: bool = False) -> None:

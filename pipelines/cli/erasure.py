@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from flowline.pipelines.cli.common import (EXIT_ERROR, add_audit_log_argument, add_runs_dir_argument,
-                                           ONLINE_STORE_FILE, default_online_store, use_case)
+from flowline.pipelines.cli.common import (EXIT_ERROR, ONLINE_STORE_FILE, add_audit_log_argument, add_runs_dir_argument,
+                                           audit_log, default_online_store, use_case)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -35,7 +35,7 @@ def _erase(args: argparse.Namespace) -> int:
     try:
         store = open_store(url) if url else None
         try:
-            report = erase_subject(use_case(args), args.id, args.runs_dir, args.audit_log, store)
+            report = erase_subject(use_case(args), args.id, args.runs_dir, audit_log(args), store)
         finally:
             if store is not None:
                 store.close()
@@ -47,7 +47,7 @@ def _erase(args: argparse.Namespace) -> int:
     if url:
         print(f"erased {report.online_events_removed} event(s) from the online store {url}")
     print(f"erased {report.total_rows} row(s) of subject sha256 {report.subject_sha256[:16]} in "
-          f"{len(report.rows_removed)} file(s); recorded in {args.audit_log}")
+          f"{len(report.rows_removed)} file(s); recorded in {audit_log(args)}")
     if report.packages_trained_on_subject:
         print("packages trained on this subject (retrain to forget it):")
         for package in report.packages_trained_on_subject:

@@ -8,6 +8,7 @@ import sys
 from flowline.pipelines.cli.common import (
     EXIT_ERROR,
     EXIT_GATE_FAILED,
+    UsageError,
     add_runs_dir_argument,
     add_use_case_arguments,
     use_case_to_run,
@@ -53,6 +54,8 @@ def _run(args: argparse.Namespace) -> int:
     from flowline.pipelines.local_run import format_summary, run_local
     from flowline.registry import resolve_package
 
+    if args.trials < 0:
+        raise UsageError(f"--trials {args.trials}: give at least 1 (or leave it out: the use case's budget)")
     champion = args.champion and resolve_package(args.champion, args.runs_dir, champion=True)
     use_case = use_case_to_run(args)
     if args.time_budget:

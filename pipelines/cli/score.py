@@ -8,7 +8,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from flowline.pipelines.cli.common import EXIT_ERROR, UsageError, add_audit_log_argument, add_runs_dir_argument
+from flowline.pipelines.cli.common import (EXIT_ERROR, UsageError, add_audit_log_argument, add_runs_dir_argument,
+                                           audit_log)
 
 EXAMPLES = """examples:
   flowline score churn --input customers.csv --output churn-scores.parquet
@@ -81,17 +82,26 @@ def _score(args: argparse.Namespace) -> int:
     except (batch.BatchError, ContractError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
-    batch.record(args.audit_log, summary)
+    batch.record(audit_log(args), summary)
     print(json.dumps(summary.as_dict(), indent=1) if args.json else summary_text(summary))
     return 0
 
 
 def _log_use_case(model: str, package_use_case: str):
     """For a package from before customer rows kept their log's use case (`transaction_log`): MODEL when it
-    is a use-case YAML file, else the built-in use case the package was trained for."""
+    is a use-case YAML file, else the built-in use case the package was trained for. A UsageError when that is
+    no transaction log: the package scores the rows of a table, which --as-of does not apply to."""
+    from flowline.use_case import UseCaseError
     from flowline.use_case_loader import load_use_case
 
-    return load_use_case(model if Path(model).suffix in (".yaml", ".yml") else package_use_case)
+    try:
+        log = load_use_case(model if Path(model).suffix.lower() in (".yaml", ".yml") else package_use_case)
+    except UseCaseError:
+        log = None
+    if log is None or log.transactions is None:
+        raise UsageError(f"--as-of scores every customer of a transaction log, but use case {package_use_case!r} "
+                         "scores the rows of a table: leave --as-of out")
+    return log
 
 
 def summary_text(summary) -> str:

@@ -113,6 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
     from flowline.inference_services.workers import exec_supervisor
 
     workers = _workers(args)
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: give 1 to 65535")
     if not args.max_body_mb > 0:
         raise UsageError(f"--max-body-mb {args.max_body_mb:g}: give a positive size")
     max_body_bytes = int(args.max_body_mb * 2**20)
@@ -148,6 +150,8 @@ def _model_server(args: argparse.Namespace) -> list:
         raise UsageError(f"--batch-wait-ms {args.batch_wait_ms:g}: give 0 (batching off) or more milliseconds")
     if args.max_batch_rows < 1:
         raise UsageError(f"--max-batch-rows {args.max_batch_rows}: give at least 1")
+    if args.max_batch < 1:
+        raise UsageError(f"--max-batch {args.max_batch}: give at least 1")
     packages = [_named(target, args.runs_dir) for target in args.targets]
     canary_name, canary_path = _named(args.canary, args.runs_dir) if args.canary else (None, None)
     if canary_name and canary_name not in {name for name, _ in packages}:

@@ -137,6 +137,6 @@ def recorded(runs: Path, package: Path, use_case, run: str) -> Path:
     copy = shutil.copytree(package, run_dir / "package")
     summary = summarize(use_case, copy, run_dir / "quarantine", run_dir, wall_seconds=1.5)
     record_run(runs / audit.AUDIT_FILE, {"use_case": use_case.name, "run_dir": str(run_dir)}, summary)
-    reports = {"explanation": str(run_dir / "explain.html")}
+    reports = {**summary["reports"], "explanation": str(run_dir / "explain.html")}  # the package's, and the run's
     (run_dir / "summary.json").write_text(json.dumps({**summary, "reports": reports}))
     return copy

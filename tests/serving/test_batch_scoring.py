@@ -202,6 +202,15 @@ def test_bad_input_is_one_line_naming_it_and_leaves_no_output(case, message, chu
     assert not (tmp_path / "audit.jsonl").exists()  # a run that scored nothing is not recorded as one
 
 
+def test_as_of_on_a_package_that_scores_a_table_says_so(churn_package, tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["score", str(churn_package), "--input", str(tmp_path / "x.csv"), "--as-of", "2024-01-01",
+              "--output", str(tmp_path / "out.parquet"), "--audit-log", str(tmp_path / "audit.jsonl")])
+    assert caught.value.code == 2
+    assert ("--as-of scores every customer of a transaction log, but use case 'churn' scores the rows of a table"
+            in capsys.readouterr().err)
+
+
 def test_clv_scores_every_customer_as_of_a_date_as_the_package_scores_its_test_rows(clv_package, tmp_path, capsys):
     log = tmp_path / "cdnow.txt"
     text = dataset_path("cdnow_master").read_text()

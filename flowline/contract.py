@@ -10,6 +10,7 @@ import codecs
 import csv
 import hashlib
 import io
+import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -225,25 +226,39 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
     return parsed, reasons
 
 
-def numbers_from_text(text: pd.Series) -> pd.Series:
-    """Stripped text to float64, NaN where a cell is missing or not a number: the parser ingest and serving share
-    ("1_0" and non-ASCII digits are not numbers, though Python's float reads them)."""
-    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
-    unparsed = text.notna() & parsed.isna()
-    parsed[unparsed] = text[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
+# pandas 2.3's number parser overflows an exponent of 2**31 or more and crashes the process (a segfault), so
+# "0e2147483648" in one cell would kill ingest, batch scoring or the drift monitor: such cells never reach it.
+HUGE_EXPONENT = re.compile(r"[eE][+-]?\d{10}")
+# What pandas and Python's float both read, and read alike, as a number: the quick path for one served value.
+PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d{1,2})?", re.ASCII)
+
+
+def numbers_from_text(values: pd.Series) -> pd.Series:
+    """Cells to float64, NaN where one is missing or not a number: the parser ingest, batch scoring, serving and
+    the drift monitor share. Text is read as pandas reads it ("1_0" and non-ASCII digits are not numbers, though
+    Python's float reads them); numbers pass as they are."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64")
+    huge = values.map(lambda value: isinstance(value, str) and HUGE_EXPONENT.search(value) is not None)
+    parsed = pd.to_numeric(values.where(~huge.astype(bool)), errors="coerce").astype("float64")
+    unparsed = values.notna() & parsed.isna()
+    parsed[unparsed] = values[unparsed].map(_overflow)  # "1e999": pandas gives up where Python gives inf
     return parsed
 
 
 def number_from_text(text: str) -> float:
     """One value's `numbers_from_text` (a served request's number sent as text), surrounding blanks stripped."""
-    return float(numbers_from_text(pd.Series([text.strip()], dtype="string")).iloc[0])
+    text = text.strip()
+    if PLAIN_NUMBER.fullmatch(text):
+        return float(text)
+    return float(numbers_from_text(pd.Series([text], dtype="string")).iloc[0])
 
 
-def _overflow(text: str) -> float:
-    """inf or -inf for a number too large for a float, else NaN."""
+def _overflow(text: object) -> float:
+    """inf or -inf for text of a number too large for a float, else NaN."""
     try:
         value = float(text)
-    except ValueError:
+    except (TypeError, ValueError):
         return np.nan
     return value if np.isinf(value) else np.nan
 

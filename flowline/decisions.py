@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from flowline.contract import number_from_text
+from flowline.contract import number_from_text, numbers_from_text
 from flowline.use_case import ColumnSpec, CostSpec, GateSpec, UseCase
 
 MISSING_GROUP = "missing"
@@ -75,7 +75,7 @@ def sensitive_groups(frame: pd.DataFrame, attribute: str, use_case: UseCase) -> 
     values = _as_contract_reads(frame[attribute], use_case.columns.get(attribute))
     if edges is None:
         return pd.Series(_labels(values), index=frame.index, dtype=object)
-    numbers = pd.to_numeric(values, errors="coerce")
+    numbers = numbers_from_text(values)
     return pd.Series([MISSING_GROUP if np.isnan(v) else band_label(v, edges) for v in numbers],
                      index=frame.index, dtype=object)
 

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from flowline.contract import numbers_from_text
 from flowline.features.feature_set import FeatureSet
 from flowline.features.plan import MAX_CATEGORIES
 
@@ -77,7 +78,7 @@ class DriftEncoder:
                 text = frame[column].astype(str).str.strip().where(frame[column].notna(), None)
                 out[:, i] = text.map(known).fillna(len(known)).to_numpy(dtype=np.float32)
             else:
-                out[:, i] = pd.to_numeric(frame[column], errors="coerce").fillna(self.fills[column]).to_numpy()
+                out[:, i] = numbers_from_text(frame[column]).fillna(self.fills[column]).to_numpy()
         return out
 
     def encode_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:

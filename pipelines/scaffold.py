@@ -150,7 +150,7 @@ def infer_label(values: pd.Series) -> tuple[str, dict, str]:
         why = "the value meaning yes" if yes_no else "the rarer value"
         return "binary", {"positive": positive, "values": sorted(counts.index)}, \
             f"binary: two values; positive is {why} ({counts[positive]} of {len(text)} rows)"
-    numbers = pd.to_numeric(text, errors="coerce")
+    numbers = numbers_from_text(text)
     if len(counts) > 2 and numbers.notna().all():
         if len(counts) <= MAX_ALLOWED and (numbers == numbers.round()).all():
             shown = ", ".join(map(str, counts.index[:5]))

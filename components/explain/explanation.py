@@ -27,6 +27,7 @@ import pandas as pd
 from lime.lime_tabular import LimeTabularExplainer
 from scipy.stats import spearmanr
 
+from flowline.contract import numbers_from_text
 from flowline.features.feature_set import FeatureSet
 from flowline.models.ensemble import Ensemble
 from flowline.use_case import UseCase
@@ -57,7 +58,7 @@ class ColumnCodec:
         for column in columns:
             spec = use_case.columns[column]
             if spec.is_numeric:
-                values = pd.to_numeric(reference[column], errors="coerce")
+                values = numbers_from_text(reference[column])
                 medians[column] = float(values.median()) if values.notna().any() else 0.0
                 if spec.type == "integer":
                     integers.add(column)
@@ -76,7 +77,7 @@ class ColumnCodec:
                 known = {value: code for code, value in enumerate(self.categories[column])}
                 out[:, i] = [known.get(v, 0) for v in _text(frame[column])]
             else:
-                out[:, i] = pd.to_numeric(frame[column], errors="coerce").fillna(self.medians[column]).to_numpy()
+                out[:, i] = numbers_from_text(frame[column]).fillna(self.medians[column]).to_numpy()
         return out
 
     def decode(self, matrix: np.ndarray) -> pd.DataFrame:

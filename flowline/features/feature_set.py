@@ -28,7 +28,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from flowline.contract import number_from_text, parse_datetimes
+from flowline.contract import number_from_text, numbers_from_text, parse_datetimes
 from flowline.features.kinds import (CategoricalInput, Calendar, CategoryCode, EntityFeatures, EntityHistory, Event,
                                      Feature, FeatureError, FeatureLayout, Frequency, MAX_VOCABULARY, Numeric, NumericInput,
                                      OneHot, Product, Ratio, TargetEncoding, TimeInput, Values, feature_from_dict,
@@ -46,7 +46,7 @@ SEED_SOURCE = "fitted history"  # an online store takes a definition's fitted hi
 def _numeric_values(raw: pd.Series, column: str, fill: float) -> np.ndarray:
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):  # typed already: only NaN is blank
         return raw.astype("float64").fillna(fill).to_numpy(dtype=np.float64)
-    values = pd.to_numeric(raw, errors="coerce")
+    values = numbers_from_text(raw)
     blank = raw.isna() | raw.map(_is_blank)
     bad = values.isna() & ~blank
     if bad.any():
@@ -61,7 +61,7 @@ def _text_values(raw: pd.Series) -> np.ndarray:
 
 def _seconds(raw: pd.Series, source: TimeInput) -> np.ndarray:
     if not source.is_datetime:
-        return pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64)
+        return numbers_from_text(raw).to_numpy(dtype=np.float64)
     if pd.api.types.is_datetime64_any_dtype(raw):
         stamps = raw.astype("datetime64[ns]")
     else:

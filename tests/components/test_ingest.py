@@ -211,6 +211,16 @@ def test_quoted_separators_and_blank_lines_are_not_malformed(write_csv, toy_use_
     assert len(apply_contract(raw.frame, toy_use_case, raw.malformed).kept) == 2
 
 
+def test_an_exponent_past_2_to_the_31_is_quarantined_not_a_crash(write_csv, toy_use_case):
+    """pandas 2.3's parser overflows such an exponent and kills the process (a segfault) if it ever sees one."""
+    raw = read_table(str(write_csv("id,age,income,plan,label\na1,30,0e2147483648,basic,no\na2,31,8E8533691250,pro,no\n"
+                                   "a3,32,5,pro,yes\n")))
+    result = apply_contract(raw.frame, toy_use_case, raw.malformed)
+    assert result.quarantined[REASON_COLUMN].tolist() == ["income: '0e2147483648' is not a number",
+                                                          "income: '8E8533691250' is not a finite number"]
+    assert result.kept["income"].tolist() == [5.0]
+
+
 @pytest.mark.parametrize("value", ["inf", "-inf", "1e999", "Infinity", "-Infinity", "INF"])
 def test_non_finite_numbers_break_the_contract_naming_the_column(write_csv, toy_use_case, value):
     raw = read_table(str(write_csv(f"id,age,income,plan,label\na1,30,{value},basic,no\na2,31,5,pro,yes\n")))

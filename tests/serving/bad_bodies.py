@@ -120,6 +120,8 @@ def drift_cases(record: dict) -> list[tuple[str, dict[str, str], bytes, str]]:
            f"instances[0].MonthlyCharges: {finite}") for value in ("Infinity", "inf", "1e999", 1e39)],
         ("1e39 in a v2 event", request, v2(*v2_record(record, tenure=1e39)), f"inputs[0].tenure: {finite}"),
         ("nested 1000 deep", request, deep(v1({**record, "tenure": "DEEP"})), "instances[0].tenure: expected a number"),
+        ("an exponent past 2**31, which crashes pandas' parser", request, v1({**record, "tenure": "0e2147483648"}),
+         "instances[0].tenure: expected a number"),
         ("a binary tensor in an event", request,
          v2({"name": "tenure", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}),
          "inputs[0].data: expected a list"),

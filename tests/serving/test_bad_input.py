@@ -12,7 +12,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from bad_bodies import MAX_MESSAGE, V1, V2, hostile_cases, tensor, v1, v2, v2_record
+from bad_bodies import EXPLAIN, MAX_MESSAGE, V1, V2, hostile_cases, tensor, v1, v2, v2_record
 from flowline.inference_services.model import LoadedPackage
 from serving_helpers import MAX_BATCH, records_of
 
@@ -32,6 +32,10 @@ def cases(record: dict) -> list[tuple[str, str, bytes, str]]:
          "instances[0].tenure: expected a number, got '1_0'"),
         ("non-ASCII digits", V1, v1({**record, "MonthlyCharges": "\u0661\u0662"}),
          "instances[0].MonthlyCharges: expected a number"),
+        ("an exponent past 2**31, which crashes pandas' parser", V1, v1({**record, "tenure": "0e2147483648"}),
+         "instances[0].tenure: expected a number, got '0e2147483648'"),
+        ("a huge exponent on explain", EXPLAIN, v1({**record, "MonthlyCharges": "8E8533691250"}),
+         "instances[0].MonthlyCharges: expected a finite number"),
         ("null not allowed", V1, v1({**record, "tenure": None}), "instances[0].tenure: null is not allowed"),
         ("out of range", V1, v1({**record, "tenure": -3}), "instances[0].tenure: -3 is outside"),
         ("unknown category", V1, v1({**record, "Contract": "Three year"}), "instances[0].Contract: 'Three year' is not one of"),

@@ -106,9 +106,12 @@ def selects(selector: Doc, labels: dict[str, str]) -> bool:
     return True
 
 
-def peer_matches(peer: Doc, other: str) -> bool:
-    """Whether a policy peer covers `other`: a namespace's name (any pod in it), or an IP address outside
-    the pod network (only an ipBlock covers that)."""
+def peer_matches(peer: Doc, other: str | dict[str, str]) -> bool:
+    """Whether a policy peer covers `other`: a namespace's name (any pod in it), the labels of a pod in
+    flowline's namespace (a podSelector alone covers those), or an IP address outside the pod network (only
+    an ipBlock covers that)."""
+    if isinstance(other, dict):
+        return list(peer) == ["podSelector"] and selects(peer["podSelector"], other)
     try:
         address = ipaddress.ip_address(other)
     except ValueError:
@@ -119,9 +122,10 @@ def peer_matches(peer: Doc, other: str) -> bool:
         not any(address in ipaddress.ip_network(cidr) for cidr in block.get("except", []))
 
 
-def allowed(policies: list[Doc], pod: dict[str, str], direction: str, other: str, port: int,
+def allowed(policies: list[Doc], pod: dict[str, str], direction: str, other: str | dict[str, str], port: int,
             protocol: str = "TCP") -> bool:
-    """Whether a flowline pod with labels `pod` may talk to/from `other` (a namespace's pods, or an IP) on `port`."""
+    """Whether a flowline pod with labels `pod` may talk to/from `other` (a namespace's pods, a flowline pod's
+    labels, or an IP) on `port`. A flow between two flowline pods needs both ends' policies: test each end."""
     field, peers = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
     for policy in policies:
         spec = policy["spec"]
@@ -141,6 +145,8 @@ GRAPH_POD = {"serving.kserve.io/inferencegraph": "churn-ab"}
 PIPELINE_POD = {"workflows.argoproj.io/workflow": "churn-x7k2p"}
 DEPLOYER_POD = {"flowline.dev/role": "deployer"}
 OTHER_POD = {"app": "something-else"}
+TRIAL_POD = {"katib.kubeflow.org/trial": "churn-xgboost-hpo-abc12"}
+SUGGESTION_POD = {"katib.kubeflow.org/suggestion": "churn-xgboost-hpo"}
 API_SERVER = "192.0.2.10"  # the base's placeholder for the API server's address, which overlays replace
 
 FLOWS = [
@@ -174,6 +180,20 @@ FLOWS = [
     (GRAPH_POD, "Egress", API_SERVER, 6443, False),
     (DEPLOYER_POD, "Egress", "kubeflow", 9000, True),
     (DEPLOYER_POD, "Egress", "knative-eventing", 8080, False),
+    # Katib with early stopping (medianstop): the controller and the trials reach the suggestion pod's
+    # early-stopping service, which reads katib-db-manager and patches Trials through the API server.
+    (TRIAL_POD, "Egress", "kubeflow", 6789, True),
+    (TRIAL_POD, "Egress", SUGGESTION_POD, 6788, True),
+    (TRIAL_POD, "Egress", API_SERVER, 443, False),
+    (SUGGESTION_POD, "Ingress", "kubeflow", 6789, True),
+    (SUGGESTION_POD, "Ingress", "kubeflow", 6788, True),
+    (SUGGESTION_POD, "Ingress", TRIAL_POD, 6788, True),
+    (SUGGESTION_POD, "Ingress", MODEL_POD, 6788, False),
+    (SUGGESTION_POD, "Ingress", TRIAL_POD, 6789, False),
+    (SUGGESTION_POD, "Egress", "kubeflow", 6789, True),
+    (SUGGESTION_POD, "Egress", API_SERVER, 443, True),
+    (SUGGESTION_POD, "Egress", "kubeflow", 9000, False),
+    (MODEL_POD, "Egress", SUGGESTION_POD, 6788, False),
 ]
 
 
@@ -198,7 +218,7 @@ def test_every_pod_is_denied_by_default_and_namespaces_are_matched_by_name(base:
             for peer in rule.get("from", []) + rule.get("to", []):
                 by_name = "namespaceSelector" in peer and \
                     list(peer["namespaceSelector"]["matchLabels"]) == ["kubernetes.io/metadata.name"]
-                assert by_name or list(peer) == ["ipBlock"], peer
+                assert by_name or list(peer) in (["ipBlock"], ["podSelector"]), peer  # a podSelector: this namespace
 
 
 def open_rules(policy: Doc) -> list[str]:
@@ -222,7 +242,7 @@ def test_no_policy_opens_a_port_to_any_destination(target: str) -> None:
     assert {p["metadata"]["name"]: found for p in policies if (found := open_rules(p))} == {}
     to_api = [rule for p in policies for rule in p["spec"].get("egress", [])
               if {port["port"] for port in rule.get("ports", [])} & {443, 6443}]
-    assert len(to_api) == 2  # pipeline pods and the deployer
+    assert len(to_api) == 3  # pipeline pods, the deployer and Katib's early-stopping service
     assert all(list(peer) == ["ipBlock"] for rule in to_api for peer in rule["to"])
 
 
@@ -241,10 +261,11 @@ API_SERVERS = {"base": "192.0.2.10/32", "overlays/dev": "172.18.0.2/32", "overla
 
 
 @pytest.mark.parametrize("target", TARGETS)
-def test_each_overlay_sets_the_api_server_address_for_pipeline_and_deployer_pods(target: str) -> None:
+def test_each_overlay_sets_the_api_server_address_for_the_pods_that_reach_it(target: str) -> None:
     labelled = [p for p in find(render(target), "NetworkPolicy")
                 if p["metadata"]["labels"].get("flowline.dev/egress") == "api-server"]
-    assert {p["metadata"]["name"] for p in labelled} == {"allow-pipeline-egress", "allow-deployer-egress"}
+    assert {p["metadata"]["name"] for p in labelled} == {"allow-pipeline-egress", "allow-deployer-egress",
+                                                         "allow-katib-suggestion-egress"}
     for policy in labelled:
         assert policy["spec"]["egress"][0]["to"] == [{"ipBlock": {"cidr": API_SERVERS[target]}}]
         assert {port["port"] for port in policy["spec"]["egress"][0]["ports"]} == {443, 6443}

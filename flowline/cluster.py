@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
+from flowline.inference_service import canary_patch
+
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
@@ -48,8 +50,10 @@ def _custom_objects(kubeconfig: Optional[str]):
 
 
 def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, canary_percent: int = 10) -> str:
-    """Create the InferenceService, or, when one is already serving, replace it with the new
-    version as a canary taking `canary_percent` of the traffic. Returns "created" or "canary"."""
+    """Create the InferenceService, or, when one is already serving, bring the new version in as a canary
+    taking `canary_percent` of the traffic: a JSON merge patch of the model's storageUri and the canary's
+    share only, so that what the live service's overlay set (replicas, resources, labels) stays. Returns
+    "created" or "canary"."""
     from kubernetes.client.rest import ApiException
 
     api = _custom_objects(kubeconfig)
@@ -61,15 +65,16 @@ def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, cana
             raise
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
         return "created"
-    canary = {**manifest, "metadata": {**manifest["metadata"],
-                                       "resourceVersion": current["metadata"]["resourceVersion"]}}
-    canary["spec"] = {**manifest["spec"], "predictor": {**manifest["spec"]["predictor"],
-                                                         "canaryTrafficPercent": canary_percent}}
-    api.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, canary)
+    patch = canary_patch(manifest["spec"]["predictor"]["model"]["storageUri"], canary_percent)
+    patch["metadata"] = {"resourceVersion": current["metadata"]["resourceVersion"]}  # refused if it changed since
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
     return "canary"
 
 
 AUTH_STATUSES = {401: "401 Unauthorized", 403: "403 Forbidden"}
+# The account pipeline runs run as: kustomize/base/rbac.yaml lets it deploy and create Katib Experiments in
+# flowline's namespace, where KFP's default account may do neither.
+PIPELINE_SERVICE_ACCOUNT = "flowline-pipeline-runner"
 KUBE_CREDENTIALS = "the kubeconfig's credentials and the account's RBAC (kustomize/base/rbac.yaml)"
 
 

@@ -67,9 +67,7 @@ def inference_service(
         },
     }
     if canary_percent is not None:
-        if not 0 <= canary_percent <= 100:
-            raise ValueError(f"canary_percent must be within 0..100, got {canary_percent}")
-        predictor["canaryTrafficPercent"] = canary_percent
+        predictor["canaryTrafficPercent"] = _percent(canary_percent)
     metadata = {
         "name": name,
         "labels": {"flowline.dev/use-case": name, "flowline.dev/component": "model"},
@@ -88,6 +86,19 @@ def storage_uri_of(artifact_uri: str) -> str:
 # JSON merge patches (RFC 7386): null removes a field.
 PROMOTE_PATCH = {"spec": {"predictor": {"canaryTrafficPercent": None}}}
 ROLLBACK_PATCH = {"spec": {"predictor": {"canaryTrafficPercent": 0}}}
+
+
+def canary_patch(storage_uri: str, canary_percent: int) -> dict:
+    """The merge patch that brings the package at `storage_uri` in as the canary of a serving InferenceService,
+    taking `canary_percent` of the traffic; nothing else of the service changes."""
+    return {"spec": {"predictor": {"model": {"storageUri": storage_uri},
+                                   "canaryTrafficPercent": _percent(canary_percent)}}}
+
+
+def _percent(canary_percent: int) -> int:
+    if not 0 <= canary_percent <= 100:
+        raise ValueError(f"canary_percent must be within 0..100, got {canary_percent}")
+    return canary_percent
 
 
 def promoted(manifest: dict) -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowline import DEFAULT_IMAGE
+from flowline.cluster import PIPELINE_SERVICE_ACCOUNT
 from flowline.pipelines.batch_pipeline import compile_batch_pipeline
 from flowline.pipelines.template import compile_pipeline
 from flowline.use_case import UseCase
@@ -69,13 +70,16 @@ def submit(
     source: str = "",
     image: str = DEFAULT_IMAGE,
     batch: bool = False,
+    service_account: str = PIPELINE_SERVICE_ACCOUNT,
 ) -> dict:
     """Compile `use_case`'s pipeline and submit it to the KFP API at `host`: a run, or with `schedule`
     (cron) a recurring run, in `experiment` (default flowline-NAME). `caching` False runs every step
     afresh; True keeps each step's compiled choice (template.NOT_CACHED). The run reads its data from `source`
     or the use case's own remote data (template.compile_pipeline); every step runs in `image`. With `batch`,
     the pipeline is the batch-scoring one (batch_pipeline.py), whose `parameters` must name the package and
-    the input (package_uri, input_uri). Returns the ids and the run's link."""
+    the input (package_uri, input_uri). The run's pods run as `service_account`, which kustomize/ gives the
+    rights the deploy and tune steps need in its namespace (KFP's default account has none there). Returns
+    the ids and the run's link."""
     import kfp
 
     cron = kfp_cron(schedule) if schedule else None
@@ -98,8 +102,9 @@ def submit(
         if cron:
             recurring = client.create_recurring_run(
                 experiment_id, job_name, cron_expression=cron, pipeline_package_path=package,
-                params=parameters or {}, max_concurrency=1, no_catchup=True)
+                params=parameters or {}, max_concurrency=1, no_catchup=True, service_account=service_account)
             return {"experiment_id": experiment_id, "recurring_run_id": recurring.recurring_run_id, "cron": cron}
-        run = client.run_pipeline(experiment_id, job_name, pipeline_package_path=package, params=parameters or {})
+        run = client.run_pipeline(experiment_id, job_name, pipeline_package_path=package, params=parameters or {},
+                                  service_account=service_account)
     return {"experiment_id": experiment_id, "run_id": run.run_id,
             "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}

@@ -24,6 +24,7 @@ def test_a_run_is_the_compiled_pipeline_with_its_arguments_in_a_new_experiment(c
     assert posted(api, "experiments")["display_name"] == "flowline-churn"
     run = posted(api, "runs")
     assert run["experiment_id"] == "exp-new" and run["display_name"] == "flowline-churn"
+    assert run["service_account"] == "flowline-pipeline-runner"  # kustomize's, which may deploy; KFP's may not
     # With Kubernetes settings, kfp.Client sends the pipeline and its platform spec side by side.
     spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]
     assert spec["pipelineInfo"]["name"] == "flowline-churn"
@@ -48,6 +49,7 @@ def test_a_schedule_makes_a_recurring_run_in_the_existing_experiment():
     assert recurring["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1"
     assert recurring["max_concurrency"] == "1" or recurring["max_concurrency"] == 1
     assert recurring["no_catchup"] is True
+    assert recurring["service_account"] == "flowline-pipeline-runner"
     tasks = recurring["pipeline_spec"]["pipeline_spec"]["components"]["comp-exit-handler-1"]["dag"]["tasks"]
     assert tasks["split"]["cachingOptions"] == {"enableCache": True}  # the compiled choices stay
 

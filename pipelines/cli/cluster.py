@@ -19,7 +19,8 @@ from flowline.pipelines.cli.common import (
     use_case,
     use_case_to_run,
 )
-from flowline.cluster import KUBE_CREDENTIALS, kubeconfig_available, kubernetes_api, talking_to
+from flowline.cluster import (KUBE_CREDENTIALS, PIPELINE_SERVICE_ACCOUNT, kubeconfig_available, kubernetes_api,
+                              talking_to)
 
 IMAGE_ENV = "FLOWLINE_IMAGE"
 OWNER_RUNS_DIR_HELP = "where a reused entity-feature definition's owner has its champion package"
@@ -54,6 +55,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--audit-log", help="the run's audit log on the cluster, s3://bucket/prefix")
     submit.add_argument("--no-cache", action="store_true", help="run every step, none from KFP's cache")
     submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user deployments)")
+    submit.add_argument("--service-account", default=PIPELINE_SERVICE_ACCOUNT,
+                        help="the account the run's pods run as, which may deploy and create Katib Experiments "
+                             f"(default {PIPELINE_SERVICE_ACCOUNT}, from kustomize/)")
     add_image_argument(submit, "every step's image")
     _add_cluster_data_arguments(submit)
     add_runs_dir_argument(submit, OWNER_RUNS_DIR_HELP)
@@ -82,7 +86,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     katib.add_argument("-o", "--output", default=".", help="folder for the YAML files (default: .)")
     add_image_argument(katib, "the trials' image")
     katib.add_argument("--namespace", default="flowline", help="the Experiments' namespace (default flowline)")
-    katib.add_argument("--source", help="the data URL trials read (default: the use case's URL or dataset source)")
+    _add_cluster_data_arguments(katib)
     add_runs_dir_argument(katib, OWNER_RUNS_DIR_HELP)
     katib.set_defaults(handler=_katib)
 
@@ -153,7 +157,7 @@ def _submit(args: argparse.Namespace) -> int:
             warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline")
             submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters,
                                not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"), source, args.image,
-                               args.batch)
+                               args.batch, args.service_account)
     except SubmissionError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -166,12 +170,21 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _katib(args: argparse.Namespace) -> int:
-    from flowline.katib import ExperimentError, built_in_experiments, use_case_experiments, write_experiments
+    from flowline.katib import (ExperimentError, built_in_experiments, trial_source, use_case_experiments,
+                                write_experiments)
 
     try:
         if args.use_case_name or args.use_case_path:
-            manifests = use_case_experiments(use_case_to_run(args), args.image, args.namespace, args.source or "")
+            chosen = use_case_to_run(args)
+            source = _cluster_source(args, chosen)
+            manifests = use_case_experiments(chosen, args.image, args.namespace, source)
+            if not trial_source(chosen, source).startswith("s3://"):
+                print(f"flowline: warning: the trials read {trial_source(chosen, source)}, but the shipped "
+                      "NetworkPolicies let trial pods reach only object storage: give --source s3://... or "
+                      "--upload-data s3://BUCKET/PREFIX, or open egress to that host", file=sys.stderr)
         else:
+            if args.source or args.upload_data:
+                raise UsageError("--source and --upload-data: for one use case, not every built-in one")
             manifests, left_out = built_in_experiments(args.image, args.namespace)
             for name, reason in left_out.items():
                 print(f"left out: {name}: {reason}")

@@ -66,17 +66,20 @@ def test_a_new_service_is_created(tmp_path):
     assert create["body"] == manifest
 
 
-def test_a_serving_champion_gets_the_new_version_as_a_canary(tmp_path):
+def test_a_serving_champion_gets_the_new_version_as_a_canary_and_keeps_its_overlays_settings(tmp_path):
     champion = inference_service("churn", "s3://b/churn/v1", namespace="flowline")
     champion["metadata"]["resourceVersion"] = "4711"
+    champion["spec"]["predictor"]["minReplicas"] = 2  # what the prod overlay set, which the package does not know
     api = StandInApiServer(serving(champion))
     challenger = inference_service("churn", "s3://b/churn/v2", namespace="flowline")
     assert apply(challenger, "flowline", api.kubeconfig(tmp_path), canary_percent=20) == "canary"
-    replace = api.requests[-1]
-    assert (replace["method"], replace["path"]) == ("PUT", f"{ISVC_PATH}/churn")
-    assert replace["body"]["spec"]["predictor"]["canaryTrafficPercent"] == 20
-    assert replace["body"]["spec"]["predictor"]["model"]["storageUri"] == "s3://b/churn/v2"
-    assert replace["body"]["metadata"]["resourceVersion"] == "4711"
+    patch = api.requests[-1]
+    assert (patch["method"], patch["path"]) == ("PATCH", f"{ISVC_PATH}/churn")
+    assert patch["content_type"] == "application/merge-patch+json"
+    # Only the new package and its share of the traffic: replicas, resources and labels stay the live ones.
+    assert patch["body"] == {"metadata": {"resourceVersion": "4711"},
+                             "spec": {"predictor": {"model": {"storageUri": "s3://b/churn/v2"},
+                                                    "canaryTrafficPercent": 20}}}
 
 
 @pytest.mark.parametrize(("operation", "expected"), [("promote", None), ("rollback", 0)])

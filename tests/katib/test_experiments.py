@@ -250,3 +250,18 @@ def test_a_time_budgeted_experiment_is_valid_and_runs_its_trials_in_parallel(chu
         # 5 waves of 3; forest's cap is 12, mlp's 16
         assert manifest["spec"]["maxTrialCount"] == {"churn-forest-hpo.yaml": 12}.get(name, 15), name
         assert manifest["spec"]["parallelTrialCount"] == 3
+
+
+def test_trials_reading_a_public_url_are_warned_of_and_an_s3_source_is_used_as_given(tmp_path, capsys):
+    """The shipped NetworkPolicies let trial pods reach object storage only."""
+    from flowline.pipelines.cli import main
+
+    assert main(["katib", "churn", "-o", str(tmp_path / "public")]) == 0
+    assert "the trials read https://" in capsys.readouterr().err
+    assert main(["katib", "churn", "--source", "s3://flowline-data/telco.csv", "-o", str(tmp_path / "s3")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    manifest = yaml.safe_load((tmp_path / "s3" / "churn-xgboost-hpo.yaml").read_text())
+    args = manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--source") + 1] == "s3://flowline-data/telco.csv"
+    assert main(["katib", "clv", "--upload-data", "s3://nowhere/x", "--source", "s3://b/cdnow.txt",
+                 "-o", str(tmp_path / "clv")]) == 0  # the option the refusal names exists: a remote source is used

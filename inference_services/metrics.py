@@ -4,7 +4,9 @@ With `flowline serve --workers N` (N > 1) every worker records into prometheus_c
 files ($PROMETHEUS_MULTIPROC_DIR, set by the parent before the workers import this module) and /metrics
 answers with their sum (`multiprocess_registry`). The served packages' description is not recorded there
 but collected from the answering worker (`ServedPackages`): every worker serves the same versions, and a
-replaced version's series must disappear, which a multiprocess gauge cannot do.
+replaced version's series must disappear, which a multiprocess gauge cannot do. Nor are the process_*
+metrics of prometheus_client's default registry, which describe the answering process only: every
+worker's are read from /proc by its pid and labelled `worker` (`WorkerProcesses`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
 import numpy as np
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -101,12 +103,32 @@ SERVED_PACKAGES = ServedPackages()
 REGISTRY.register(SERVED_PACKAGES)
 
 
-def multiprocess_registry() -> CollectorRegistry:
+class WorkerProcesses:
+    """process_* (memory, CPU, file descriptors, start time) of every worker of the server, one series each,
+    labelled `worker` by its index: which keeps its series when the container restarts, as the alert on
+    restarts needs. `pids` maps each worker's index to its pid, as the workers reported them."""
+
+    def __init__(self, pids: Callable[[], Mapping[int, int]]) -> None:
+        self.pids = pids
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for worker, pid in sorted(self.pids().items()):
+            for family in ProcessCollector(pid=lambda pid=pid: pid, registry=None).collect():
+                merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "worker": str(worker)}, sample.value)
+        yield from families.values()
+
+
+def multiprocess_registry(pids: Callable[[], Mapping[int, int]]) -> CollectorRegistry:
     """What /metrics exports with several workers: every worker's counters, histograms and gauges summed from
-    $PROMETHEUS_MULTIPROC_DIR, and the served packages as this worker serves them."""
+    $PROMETHEUS_MULTIPROC_DIR, the served packages as this worker serves them, and every worker's process_*
+    (`pids`: worker index -> pid)."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     registry.register(SERVED_PACKAGES)
+    registry.register(WorkerProcesses(pids))
     return registry
 
 

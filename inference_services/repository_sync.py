@@ -68,6 +68,10 @@ class WorkerSync:
         _write_atomically(self._state(self.worker), {"pid": os.getpid(), "applied": self.applied,
                                                      "errors": self.errors})
 
+    def pids(self) -> dict[int, int]:
+        """Each started worker's pid, by its index (from the reports)."""
+        return {worker: state["pid"] for worker in range(self.workers) if (state := _read(self._state(worker)))}
+
     def all_started(self) -> bool:
         """Whether every worker has loaded its models (readiness waits for the whole server)."""
         return all(self._state(worker).is_file() for worker in range(self.workers))

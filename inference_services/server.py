@@ -196,7 +196,7 @@ class FlowlineRESTServer(RESTServer):
         self.repository_token = repository_token
         self.sync = sync
         self.worker = str(os.getpid()) if sync is not None else None  # named in answers with several workers
-        self.metrics_registry = metrics.multiprocess_registry() if sync is not None else None
+        self.metrics_registry = metrics.multiprocess_registry(sync.pids) if sync is not None else None
         # Loads and unloads one at a time: an unload that arrives during a reload waits, then wins.
         self.repository_lock = asyncio.Lock()
 

@@ -90,6 +90,8 @@ def test_two_workers_count_every_request_once_and_log_every_canary_answer(
         latency_counts = samples(url, "flowline_request_latency_seconds_count")
         predictions = samples(url, "flowline_predictions_total")
         info = samples(url, "flowline_model_info")
+        memory = samples(url, "process_resident_memory_bytes")
+        started = samples(url, "process_start_time_seconds")
         kept_open = workers_of_kept_connections(url, body, 8)  # after the counts: 8 more requests
 
     assert all(response.status_code == 200 for response in answered)
@@ -108,6 +110,9 @@ def test_two_workers_count_every_request_once_and_log_every_canary_answer(
     assert sum(latency_counts.values()) == 200
     assert {dict(labels)["model_version"] for labels in info} == set(versions.values())
     assert all(value == 1 for value in info.values())  # one series per version, not one per worker
+    # Every worker's process, whichever answered the scrape: the pod's memory is their sum.
+    assert sorted(memory) == sorted(started) == [(("worker", "0"),), (("worker", "1"),)]
+    assert all(value > 50e6 for value in memory.values())  # each has loaded the packages
 
     lines = [json.loads(line) for line in log.read_text().splitlines()]  # each line whole: written by one write(2)
     assert sum(line["request_id"].startswith("kept-") for line in lines) == 8

@@ -1,18 +1,25 @@
-"""A cap on the size of a request's body, in front of every route: 413 above it, before the body is read.
+"""A cap on the size of a request's body, in front of every route: 413 above it, and none of it kept.
 
 Every route reads the whole body into memory and parses it, which takes several times its size: one
 request of 300 MB took a worker past 1.1 GB, above the ServingRuntimes' memory limit. A body that
 declares its length (Content-Length) is refused on its headers; a chunked one is read up to the cap
-and refused as soon as it passes it, so that no more of it is kept.
+and refused as soon as it passes it. Before answering, what the client is still sending is read and
+dropped (up to LINGER_BYTES, LINGER_S at a time): closing a connection with unread bytes resets it,
+and the client would see a broken pipe instead of the 413. A larger body gets the 413 at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any, Collection, Optional
 
 import orjson
 
 from flowline.inference_services import metrics
+
+LINGER_BYTES = 1 << 20
+LINGER_S = 1.0
 
 
 class BodyLimit:
@@ -30,6 +37,8 @@ class BodyLimit:
         length = _content_length(scope)
         if length is not None:  # the server holds the client to it: no more than that arrives
             if length > self.max_bytes:
+                if length <= self.max_bytes + LINGER_BYTES:
+                    await _drop_the_rest(receive)
                 await self._refuse(scope, send, length)
             else:
                 await self.app(scope, receive, send)
@@ -38,6 +47,7 @@ class BodyLimit:
         if body is None:  # the client went away
             return
         if len(body) > self.max_bytes:
+            await _drop_the_rest(receive)
             await self._refuse(scope, send, None)
             return
         await self.app(scope, _replay(body, receive), send)
@@ -65,6 +75,17 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
                                 (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
+
+
+async def _drop_the_rest(receive) -> None:
+    """Read and drop the body's remaining bytes, up to LINGER_BYTES and LINGER_S per message."""
+    left = LINGER_BYTES
+    with contextlib.suppress(asyncio.TimeoutError):
+        while left > 0:
+            message = await asyncio.wait_for(receive(), LINGER_S)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            left -= len(message.get("body", b""))
 
 
 def _content_length(scope) -> Optional[int]:

@@ -24,7 +24,7 @@ DEFAULT_MAX_BATCH = 1024
 # (a lone request waits one event-loop turn, not this), up to this many rows; a wait of 0 turns batching off.
 DEFAULT_BATCH_WAIT_MS = 1.0
 DEFAULT_MAX_BATCH_ROWS = 64
-# A request's body above this is refused with 413 before it is read (body_limit.py): 1,024 records of a wide use
+# A request's body above this is refused with 413, none of it kept (body_limit.py): 1,024 records of a wide use
 # case take about 2 MB as JSON, and parsing a body takes several times its size in memory.
 DEFAULT_MAX_BODY_MB = 16
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" for no limit

@@ -47,7 +47,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="model server: a shared batch closes at this many rows "
                              f"(default {DEFAULT_MAX_BATCH_ROWS})")
     server.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_MB,
-                        help="a request's body above this many MiB is refused with 413 before it is read "
+                        help="a request's body above this many MiB is refused with 413, none of it kept "
                              f"(default {DEFAULT_MAX_BODY_MB})")
     server.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs)")
     server.add_argument("--workers", type=int, default=None,

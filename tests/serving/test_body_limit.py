@@ -1,4 +1,4 @@
-"""Refused before a model sees them: a body above `flowline serve --max-body-mb` is a 413 before it is read,
+"""Refused before a model sees them: a body above `flowline serve --max-body-mb` is a 413, none of it kept,
 declared or chunked, on every route, and a model not served here a 404, not an ERROR with a traceback in the
 log; and the server goes on answering."""
 

@@ -69,7 +69,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                         help="a package folder or s3:// prefix, a use case (name or YAML path) whose newest local "
                              "package is deployed, or a package version (or its unique prefix) in --runs-dir")
     deploy.add_argument("--name", help="InferenceService name (default: the use case's name)")
-    deploy.add_argument("--storage-uri", help="where KServe finds the package (default: s3://flowline-models/NAME/VERSION)")
+    deploy.add_argument("--storage-uri", help="where KServe finds the package, which `flowline upload` puts there "
+                                              "(default: s3://flowline-models/NAME/VERSION)")
     deploy.add_argument("--namespace", default="flowline", help="the InferenceService's namespace (default flowline)")
     deploy.add_argument("--canary-percent", type=int, default=10,
                         help="traffic for the new version when a champion is serving (default 10)")

@@ -148,11 +148,16 @@ def test_prod_model_servers_get_more_cpu_and_memory_than_dev() -> None:
 
 @pytest.mark.parametrize("target", TARGETS[1:])
 def test_overlays_change_only_what_they_mean_to(target: str) -> None:
-    """Beyond the model servers, the image, the API server's address and the drift monitors' resources (their
-    workers follow the CPU limit, checked above), an overlay renders the same objects as the base."""
+    """Beyond the model servers, the image, the API server's address, the drift monitors' resources (their
+    workers follow the CPU limit, checked above) and dev's severity of FlowlineNoModelServing (below), an
+    overlay renders the same objects as the base."""
     def rest(docs: list[Doc]) -> dict[tuple[str, str], Doc]:
         kept = {}
         for doc in docs:
+            if doc["kind"] == "PrometheusRule":
+                for rule in (rule for group in doc["spec"]["groups"] for rule in group["rules"]):
+                    if rule.get("alert") == "FlowlineNoModelServing":
+                        del rule["labels"]["severity"]
             if doc["kind"] == "InferenceService" and doc["metadata"]["labels"]["flowline.dev/component"] == "model":
                 continue
             if doc["kind"] == "InferenceService":  # a drift monitor
@@ -165,3 +170,16 @@ def test_overlays_change_only_what_they_mean_to(target: str) -> None:
         return kept
 
     assert rest(render(target)) == rest(render("base"))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_no_model_serving_is_only_info_where_models_scale_to_zero(target: str) -> None:
+    """dev's model servers scale to zero when idle, so no model scraped is no emergency there."""
+    (rules,) = find(render(target), "PrometheusRule")
+    (alert,) = [rule for group in rules["spec"]["groups"] for rule in group["rules"]
+                if rule.get("alert") == "FlowlineNoModelServing"]
+    models = [doc for doc in find(render(target), "InferenceService")
+              if doc["metadata"]["labels"]["flowline.dev/component"] == "model"]
+    scales_to_zero = all(doc["spec"]["predictor"]["minReplicas"] == 0 for doc in models)
+    assert alert["labels"]["severity"] == ("info" if scales_to_zero else "critical")
+    assert scales_to_zero == (target == "overlays/dev")

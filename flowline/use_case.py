@@ -428,6 +428,13 @@ class UseCase(_Strict):
             raise ValueError(f"time_column {self.time_column!r} must be a datetime or numeric column")
         if self.features.entity_column and not self.time_column:
             raise ValueError("features.entity_column needs time_column: its windows run over time")
+        for where, entity in (("features.entity_column", self.features.entity_column),
+                              ("transactions.entity_column", self.transactions and self.transactions.entity_column)):
+            if entity and entity in self.columns and self.columns[entity].is_numeric:
+                # The contract reads a number as a float (card 18 as 18.0) but a request sends 18: keys would
+                # differ between the fitted history, served requests and batch scoring. A key is text.
+                raise ValueError(f"{where}: column {entity!r} is a key, not a quantity: declare it "
+                                 f"{{type: string}}, even when its values are digits")
         reused = self.features.entity_features_from
         if reused == self.name:
             raise ValueError("features.entity_features_from: names this use case itself; leave it out to own the "

@@ -171,3 +171,16 @@ def test_a_reuser_runs_over_the_owners_time_column(tmp_path: Path):
     with pytest.raises(UseCaseError, match="the definition of 'cards' runs over time_column 'at'; this use case's "
                                            "is 'booked'"):
         load_use_case(write_use_case(tmp_path, document))
+
+
+def test_an_entity_column_must_be_text_even_when_its_values_are_digits():
+    """The contract reads a number as a float (card 18 as 18.0) but a request sends 18: a numeric entity's keys
+    would differ between the fitted history, served requests and batch scoring."""
+    from payments import payments_use_case
+
+    columns = {"txn": {"type": "string"}, "card": {"type": "integer"}, "at": {"type": "datetime"},
+               "amount": {"type": "number", "min": 0}}
+    with pytest.raises(ValueError, match=r"features\.entity_column: column 'card' is a key, not a quantity: "
+                                         r"declare it \{type: string\}"):
+        payments_use_case(columns=columns)
+    assert payments_use_case().features.entity_column == "card"  # declared string: fine

@@ -10,7 +10,11 @@ Reports need no rewriting: ingest's profile never records the values of id or
 entity columns (`UseCase.subject_columns`), only their counts.
 
 When the subject is the entity of the use case's entity features or transaction log, its events
-also go from the online store (flowline/online_store.py) that serving reads them from.
+also go from the online store (flowline/online_store.py) that serving reads them from. Batch scoring's
+scores and quarantines (anywhere on disk; the audit log records each run's files) lose the subject's
+rows too. What erasure cannot edit is listed as copies left: a run's drift reference (`x_ref.npy`, raw
+training rows, inside its package and beside it) when the run trained on the subject, and batch outputs
+in object storage.
 
 The erasure is recorded in the audit log: the fact, the sha256 of the id (never the id
 or the data), the rows removed, the online events removed, and the packages that were trained on the subject (their
@@ -28,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowline import audit
+from flowline.contract import number_from_text
 from flowline.online_store import OnlineStore
 from flowline.quarantine import REASON_COLUMN, line_fields, malformed_lines
 from flowline.use_case import UseCase
@@ -46,6 +51,7 @@ class ErasureReport:
     rows_removed: dict[str, int] = field(default_factory=dict)  # file -> rows
     packages_trained_on_subject: list[str] = field(default_factory=list)
     online_events_removed: int = 0
+    copies_left: list[str] = field(default_factory=list)  # files that may hold the subject, which erasure cannot edit
 
     @property
     def total_rows(self) -> int:
@@ -68,8 +74,13 @@ def _is_parquet(path: Path) -> bool:
 
 def _subject_rows(frame: pd.DataFrame, key: str, wanted: str, separator: str) -> pd.Series:
     """The rows of the subject: its key in the key column, or, for a quarantined malformed line (whose
-    fields may sit under the wrong names), in any of its data fields, surplus ones included."""
-    matches = frame[key].astype(str).str.strip() == wanted
+    fields may sit under the wrong names), in any of its data fields, surplus ones included. A key column the
+    contract read as numbers (an integer id is stored as 1001.0) is compared as numbers."""
+    column = frame[key]
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        matches = column == number_from_text(wanted)  # NaN, a wanted id that is no number, matches nothing
+    else:
+        matches = column.astype(str).str.strip() == wanted
     if REASON_COLUMN in frame.columns:
         anywhere = line_fields(frame, separator).map(lambda fields: wanted in fields).astype(bool)
         matches |= malformed_lines(frame) & anywhere
@@ -86,18 +97,21 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
     for run_dir in sorted(Path(runs_dir).glob(f"{use_case.name}-*")):
         trained_on_subject = False
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and _is_parquet(p)):
-            frame = pd.read_parquet(path)
-            if key not in frame.columns:
-                continue
-            matches = _subject_rows(frame, key, wanted, use_case.data.separator)
-            if not matches.any():
-                continue
-            frame[~matches].to_parquet(path)
-            report.rows_removed[str(path)] = int(matches.sum())
-            trained_on_subject |= path.parent.name == "split" and path.name in TRAINING_SPLITS
+            removed = _erase_from(path, key, wanted, use_case.data.separator)
+            if removed:
+                report.rows_removed[str(path)] = removed
+                trained_on_subject |= path.parent.name == "split" and path.name in TRAINING_SPLITS
         if trained_on_subject:
             report.packages_trained_on_subject += sorted(
                 str(p.parent) for p in run_dir.glob("*/package/model_package/manifest.json"))
+            report.copies_left += sorted(str(p) for p in run_dir.rglob("x_ref.npy"))
+    for output in _batch_outputs(audit_log, use_case):
+        if "://" in output:
+            report.copies_left.append(output)
+        elif Path(output).is_file() and _is_parquet(Path(output)):
+            removed = _erase_from(Path(output), key, wanted, use_case.data.separator)
+            if removed:
+                report.rows_removed[output] = removed
     # the key is a transaction log's entity, or maybe the entity of the entity features: the store's events
     if online_store is not None and (use_case.transactions or key == use_case.features.entity_column):
         report.online_events_removed = online_store.erase(use_case.entity_definition, wanted)
@@ -105,5 +119,27 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
         "use_case": use_case.name, "subject_sha256": report.subject_sha256, "key": key,
         "rows_removed": report.total_rows, "files": len(report.rows_removed),
         "online_events_removed": report.online_events_removed,
-        "packages_trained_on_subject": report.packages_trained_on_subject})
+        "packages_trained_on_subject": report.packages_trained_on_subject, "copies_left": report.copies_left})
     return report
+
+
+def _erase_from(path: Path, key: str, wanted: str, separator: str) -> int:
+    """Rewrite the Parquet file at `path` without the subject's rows; how many went (0: left untouched)."""
+    frame = pd.read_parquet(path)
+    if key not in frame.columns:
+        return 0
+    matches = _subject_rows(frame, key, wanted, separator)
+    if matches.any():
+        frame[~matches].to_parquet(path)
+    return int(matches.sum())
+
+
+def _batch_outputs(audit_log: str | Path, use_case: UseCase) -> list[str]:
+    """The scores and quarantine files the use case's batch runs wrote, as the audit log records them."""
+    try:
+        records = audit.verify(audit_log)
+    except audit.NoAuditLog:
+        return []
+    return sorted({record["what"][name] for record in records
+                   if record["action"] == "batch_scoring" and record["what"].get("use_case") == use_case.name
+                   for name in ("output", "quarantine") if record["what"].get(name)})

@@ -179,3 +179,47 @@ def test_a_customer_s_events_leave_the_online_store_and_the_audit_log_counts_the
     assert store.events_many(clv.entity_definition, ["123", "456"]) == {"123": [], "456": [(3.0, {"amount": 1.0})]}
     record = verify(log)[-1]
     assert record["action"] == "erasure" and record["what"]["online_events_removed"] == 2
+
+
+def test_an_integer_id_the_contract_stored_as_a_float_is_erased_and_a_miss_is_warned_of(tmp_path: Path, capsys):
+    """The contract reads an integer id as float64 (1001 as 1001.0): the subject is still found, by number."""
+    from flowline.use_case_loader import load_use_case
+
+    churn = load_use_case("churn")
+    numbered = churn.model_copy(update={"columns": {**churn.columns, "customerID": churn.columns["tenure"]}})
+    runs = tmp_path / "runs"
+    split = runs / "churn-1" / "flowline-churn-x" / "split"
+    split.mkdir(parents=True)
+    pd.DataFrame({"customerID": [1001.0, 1002.0], "tenure": [1, 2]}).to_parquet(split / "train")
+    report = erase_subject(numbered, " 1001 ", runs, runs / "audit.jsonl")
+    assert report.total_rows == 1
+    assert pd.read_parquet(split / "train")["customerID"].tolist() == [1002.0]
+    assert erase_subject(numbered, "not-a-number", runs, runs / "audit.jsonl").total_rows == 0
+    assert main(["erase", "--use-case", "churn", "--id", "nobody", "--runs-dir", str(runs)]) == 0
+    assert "warning: no row or event of 'nobody' was found" in capsys.readouterr().err
+
+
+def test_batch_outputs_anywhere_lose_the_subject_and_drift_references_are_listed_as_copies_left(runs, churn,
+                                                                                                tmp_path: Path):
+    """Batch scoring writes ids wherever --output says; the audit log records where. A drift reference is raw
+    training rows in a NumPy file erasure cannot edit: it is named."""
+    from flowline import audit
+
+    log = runs / "audit.jsonl"
+    elsewhere = tmp_path / "exports"
+    elsewhere.mkdir()
+    scores = pd.DataFrame({"customerID": ["B-2", "Z-9"], "probability": [0.4, 0.6]})
+    scores.to_parquet(elsewhere / "scores.parquet")
+    scores.head(0).to_parquet(elsewhere / "scores.quarantine.parquet")
+    audit.append(log, "batch_scoring", {"use_case": "churn", "output": str(elsewhere / "scores.parquet"),
+                                        "quarantine": str(elsewhere / "scores.quarantine.parquet")})
+    audit.append(log, "batch_scoring", {"use_case": "churn", "output": "s3://exports/scores.parquet",
+                                        "quarantine": "s3://exports/scores.quarantine.parquet"})
+    reference = runs / "churn-1" / "flowline-churn-x" / "drift" / "x_ref.npy"
+    reference.parent.mkdir(parents=True)
+    reference.write_bytes(b"\x93NUMPY")
+    report = erase_subject(churn, "B-2", runs, log)
+    assert pd.read_parquet(elsewhere / "scores.parquet")["customerID"].tolist() == ["Z-9"]
+    assert report.rows_removed[str(elsewhere / "scores.parquet")] == 1
+    assert report.copies_left == [str(reference), "s3://exports/scores.parquet", "s3://exports/scores.quarantine.parquet"]
+    assert verify(log)[-1]["what"]["copies_left"] == report.copies_left

@@ -48,6 +48,13 @@ def _erase(args: argparse.Namespace) -> int:
         print(f"erased {report.online_events_removed} event(s) from the online store {url}")
     print(f"erased {report.total_rows} row(s) of subject sha256 {report.subject_sha256[:16]} in "
           f"{len(report.rows_removed)} file(s); recorded in {audit_log(args)}")
+    if not report.total_rows and not report.online_events_removed:
+        print(f"flowline: warning: no row or event of {args.id!r} was found under {args.runs_dir}: check the id "
+              "and --runs-dir", file=sys.stderr)
+    if report.copies_left:
+        print("copies erasure cannot edit, which may hold the subject (delete them, or retrain and delete the run):")
+        for copy in report.copies_left:
+            print(f"  {copy}")
     if report.packages_trained_on_subject:
         print("packages trained on this subject (retrain to forget it):")
         for package in report.packages_trained_on_subject:

@@ -133,7 +133,11 @@ def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
 
 @pytest.mark.parametrize("champion, canary, decision, said", [
     (arm(), arm(requests=150), "hold", "fewer than 200 requests"),
-    (arm(), arm(errors=64), "rollback", "error rate 3.19% is 16.0 times the champion's"),
+    (arm(), arm(errors=64), "rollback", "error rate 3.19% is 16.0 times the champion's, significantly more"),
+    # One error of a 10 % canary against none in 9,000 champion requests is no evidence of a worse error rate.
+    (arm(requests=9000, errors=0), arm(requests=1000, errors=1), "hold", "no significant difference yet"),
+    (arm(requests=9000, errors=0), arm(requests=1000, errors=10), "rollback", "significantly more than 2 times"),
+    (arm(successes=600), arm(successes=2100), "hold", "more good outcomes than answered requests"),
     (arm(), arm(p99=0.09), "rollback", "p99 latency is 1.80 times"),
     (arm(), arm(rate=0.30), "hold", "no significant difference yet"),
     (arm(), arm(rate=0.36), "promote", "success rate 36.00% against the champion's 30.00%"),
@@ -142,6 +146,23 @@ def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
 def test_the_canary_decision_applies_guardrails_before_the_sequential_test(champion, canary, decision, said):
     outcome = canary_decision(champion, canary)
     assert outcome["decision"] == decision and said in outcome["reason"]
+
+
+def test_repeated_error_guardrails_on_equal_error_rates_rarely_roll_back():
+    """200 canaries erring as often as their champions (0.5 %), 10 % of the traffic, judged after every 500 canary
+    requests up to 10,000: the error guardrail rolls back at most alpha of them."""
+    rng = np.random.default_rng(7)
+    rolled_back = 0
+    for _ in range(200):
+        champion_errors = rng.binomial(4500, 0.005, 20).cumsum()
+        canary_errors = rng.binomial(500, 0.005, 20).cumsum()
+        for look in range(20):
+            champion = ArmOutcomes(4500 * (look + 1), int(champion_errors[look]), 1000 * (look + 1), 0.05)
+            canary = ArmOutcomes(500 * (look + 1), int(canary_errors[look]), 110 * (look + 1), 0.05)
+            if "error rate" in canary_decision(champion, canary)["reason"]:
+                rolled_back += 1
+                break
+    assert rolled_back <= 0.05 * 200, rolled_back
 
 
 def test_repeated_canary_decisions_on_equal_arms_rarely_act():

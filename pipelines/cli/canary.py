@@ -45,7 +45,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     analyze.add_argument("--min-requests", type=int, default=defaults.min_requests,
                          help=f"per arm before any decision (default {defaults.min_requests})")
     analyze.add_argument("--max-error-ratio", type=float, default=defaults.max_error_ratio,
-                         help=f"roll back above this canary/champion error-rate ratio (default {defaults.max_error_ratio})")
+                         help="roll back when the canary's error rate is significantly above this times the "
+                              f"champion's (default {defaults.max_error_ratio})")
     analyze.add_argument("--max-latency-ratio", type=float, default=defaults.max_latency_ratio,
                          help=f"roll back above this p99 latency ratio (default {defaults.max_latency_ratio})")
     analyze.add_argument("--alpha", type=float, default=defaults.alpha,

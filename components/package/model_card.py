@@ -54,7 +54,8 @@ def _generated_limitations(use_case: UseCase, evaluation: dict, explanation: dic
         small = [group for group in result["by_group"] if group not in result["compared_groups"]]
         if small:
             found.append(f"{attribute}: groups {', '.join(small)} have fewer than {use_case.fairness.min_group_rows} "
-                         "test rows and are reported but not compared.")
+                         "out-of-fold rows (train + valid, where fairness is judged) and are reported but not "
+                         "compared.")
     mitigation = fairness.get("mitigation")
     if mitigation:
         drawn = ("drawn at random per row (fixed by a hash of the row), so two rows with the same score can get "

@@ -139,7 +139,7 @@ def test_every_package_carries_a_model_card_in_json_and_html_listed_in_the_manif
     assert card["decision"] == {"decision": "keep", "reason": "the challenger failed its fairness gates"}
     assert list(card["explanation"]["top_columns"]) == ["x", "group"]
     limitations = " ".join(card["limitations"])
-    assert "group: groups c have fewer than 30 test rows" in limitations
+    assert "group: groups c have fewer than 30 out-of-fold rows (train + valid, where fairness is judged)" in limitations
     assert "LIME and SHAP agree weakly" in limitations  # mean Spearman 0.3
     page = (package / CARD_HTML).read_text()
     assert "<td>columns not declared (not used)</td><td>notes</td>" in page

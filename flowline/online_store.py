@@ -10,6 +10,9 @@ state. Three backends behave the same (tests/test_online_store.py runs one test 
 
 Every write is atomic: a batch of events for many entities is written whole or not at all. `seed` writes an
 entity history once per (namespace, source), so seeding the same training history again adds nothing.
+`erase` removes an entity's events and remembers the entity, so that no later `seed` writes it back from a
+package trained before the erasure (an empty store seeds from the package's fitted history); events served
+after the erasure are new and are kept.
 """
 
 from __future__ import annotations
@@ -77,8 +80,10 @@ class OnlineStore(ABC):
 
     def seed(self, namespace: str, source: str, events: Events) -> bool:
         """Write `events` once per (namespace, source), e.g. source = the FeatureSet version whose training
-        history they are. Returns False (writing nothing) when that source was seeded already."""
-        checked = {entity: _checked(entity, list(batch)) for entity, batch in events.items()}
+        history they are, leaving out erased entities. Returns False (writing nothing) when that source was
+        seeded already."""
+        erased = self._erased(namespace)
+        checked = {entity: _checked(entity, list(batch)) for entity, batch in events.items() if entity not in erased}
         return self._write(namespace, {e: batch for e, batch in checked.items() if batch}, seed=source)
 
     def events(self, namespace: str, entity: str) -> list[Event]:
@@ -92,12 +97,17 @@ class OnlineStore(ABC):
         return {entity: canonical(stored.get(entity, [])) for entity in wanted}
 
     def erase(self, namespace: str, entity: str) -> int:
-        """Remove every event of one entity (an erasure request); returns how many there were."""
+        """Remove every event of one entity (an erasure request), and remember it for `seed`; returns how many
+        events there were."""
         return self._erase(namespace, entity)
 
     @abstractmethod
     def _erase(self, namespace: str, entity: str) -> int:
-        """Delete the entity's events atomically; their count."""
+        """Delete the entity's events and mark it erased, atomically; the events' count."""
+
+    @abstractmethod
+    def _erased(self, namespace: str) -> set[str]:
+        """The entities erased in `namespace`."""
 
     @abstractmethod
     def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
@@ -118,6 +128,7 @@ class MemoryStore(OnlineStore):
         self.url = url
         self._events: dict[tuple[str, str], list[Event]] = {}
         self._seeds: set[tuple[str, str]] = set()
+        self._erased_entities: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
@@ -136,7 +147,12 @@ class MemoryStore(OnlineStore):
 
     def _erase(self, namespace: str, entity: str) -> int:
         with self._lock:
+            self._erased_entities.add((namespace, entity))
             return len(self._events.pop((namespace, entity), []))
+
+    def _erased(self, namespace: str) -> set[str]:
+        with self._lock:
+            return {entity for space, entity in self._erased_entities if space == namespace}
 
 
 class SQLiteStore(OnlineStore):
@@ -154,6 +170,8 @@ class SQLiteStore(OnlineStore):
             self._connection.execute("CREATE INDEX IF NOT EXISTS events_by_entity ON events (namespace, entity)")
             self._connection.execute("CREATE TABLE IF NOT EXISTS seeds (namespace TEXT NOT NULL, "
                                      "source TEXT NOT NULL, PRIMARY KEY (namespace, source))")
+            self._connection.execute("CREATE TABLE IF NOT EXISTS erased (namespace TEXT NOT NULL, "
+                                     "entity TEXT NOT NULL, PRIMARY KEY (namespace, entity))")
 
     def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
         rows = [(namespace, entity, _encode(event)) for entity, batch in events.items() for event in batch]
@@ -185,8 +203,22 @@ class SQLiteStore(OnlineStore):
 
     def _erase(self, namespace: str, entity: str) -> int:
         with self._lock:
-            return self._connection.execute("DELETE FROM events WHERE namespace = ? AND entity = ?",
-                                            (namespace, entity)).rowcount
+            db = self._connection
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT OR IGNORE INTO erased VALUES (?, ?)", (namespace, entity))
+                count = db.execute("DELETE FROM events WHERE namespace = ? AND entity = ?",
+                                   (namespace, entity)).rowcount
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return count
+
+    def _erased(self, namespace: str) -> set[str]:
+        with self._lock:
+            return {entity for (entity,) in self._connection.execute(
+                "SELECT entity FROM erased WHERE namespace = ?", (namespace,))}
 
     def close(self) -> None:
         with self._lock:
@@ -198,6 +230,7 @@ class RedisStore(OnlineStore):
 
     PREFIX = "flowline:events:"
     SEEDS = "flowline:seeds:"
+    ERASED = "flowline:erased:"
 
     def __init__(self, url: str) -> None:
         import redis
@@ -238,8 +271,11 @@ class RedisStore(OnlineStore):
     def _erase(self, namespace: str, entity: str) -> int:
         key = self._key(namespace, entity)
         with self._client.pipeline(transaction=True) as pipe:
-            count, _ = pipe.llen(key).delete(key).execute()
+            count, _, _ = pipe.llen(key).delete(key).sadd(self.ERASED + namespace, entity).execute()
         return int(count)
+
+    def _erased(self, namespace: str) -> set[str]:
+        return {entity.decode() for entity in self._client.smembers(self.ERASED + namespace)}
 
     def close(self) -> None:
         self._client.close()

@@ -80,3 +80,19 @@ def test_erasing_an_entity_removes_its_events_and_nothing_else(store_url: str) -
     assert store.events("other", "123") == [(1.0, {"amount": 9.0})]  # another definition's state is its own
     assert store.erase("clv", "123") == 0
     store.close()
+
+
+def test_an_erased_entity_is_not_seeded_back_from_a_history_fitted_before_the_erasure(store_url: str) -> None:
+    """A package trained before an erasure still holds the entity's events: an empty store seeding from it must
+    leave them out; events served after the erasure are new, and kept."""
+    store = open_store(store_url)
+    store.append("clv", "123", [(1.0, {"amount": 5.0})])
+    store.erase("clv", "123")
+    fitted = {"123": [(1.0, {"amount": 5.0})], "456": [(1.0, {"amount": 1.0})]}
+    assert store.seed("clv", "featureset-v1", fitted)
+    assert store.events_many("clv", ["123", "456"]) == {"123": [], "456": [(1.0, {"amount": 1.0})]}
+    assert store.seed("other", "featureset-v1", fitted)  # erased in one definition only
+    assert store.events("other", "123") == [(1.0, {"amount": 5.0})]
+    store.append("clv", "123", [(9.0, {"amount": 2.0})])  # a request after the erasure
+    assert store.events("clv", "123") == [(9.0, {"amount": 2.0})]
+    store.close()

@@ -26,6 +26,7 @@ from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, join_su
 from flowline.use_case import ColumnSpec, UseCase
 
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # how Excel's "Unicode Text" starts
 
 
 class ContractError(ValueError):
@@ -138,7 +139,7 @@ def _decode(payload: bytes, source: str, encoding: str) -> str:
     try:
         text = payload.decode(encoding)
     except UnicodeDecodeError as error:
-        if payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        if payload.startswith(UTF16_BOMS):
             raise ContractError(f"{source} is utf-16 text (it starts with utf-16's byte-order mark): set "
                                 f"data.encoding: utf-16 in the use case") from None
         if b"\x00" in payload[:BINARY_SNIFF_BYTES]:

@@ -59,8 +59,9 @@ def _csv_records(stream: TextIO, separator: str) -> Iterator[tuple[int, list[str
             if len(lines) == 1:
                 raise csv.Error(f"line {first}: {error}") from None
             fields = None  # a quote never closed, whose field ran past csv's size limit: the lines one by one
-        if fields is not None and (width is None or not fields or len(lines) == 1 or len(fields) == width):
-            width = width if width is not None or not fields else len(fields)
+        if fields is not None and (width is None or len(lines) == 1 or len(fields) in (0, width)):
+            if width is None and fields:
+                width = len(fields)  # the header's
             yield first, fields
         else:
             for offset, line in enumerate(lines):

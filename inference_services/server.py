@@ -83,7 +83,7 @@ def serve_here(models: Sequence[Model], host: str, port: int, access_log: bool, 
                max_body_bytes: int, sockets: Optional[list[socket.socket]] = None,
                sync: Optional[WorkerSync] = None) -> None:
     """Load each model and serve them in this process: on host:port, or on `sockets` as one of several
-    workers that `sync` keeps on the same versions. A body above `max_bytes` is refused (body_limit.py)."""
+    workers that `sync` keeps on the same versions. A body above `max_body_bytes` is refused (body_limit.py)."""
     for model in models:
         model.load()
     metrics.publish_memory_limit()

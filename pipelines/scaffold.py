@@ -9,7 +9,6 @@ every problem at once rather than the first.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import json
 import re
@@ -20,8 +19,8 @@ import pandas as pd
 import yaml
 
 from flowline.contract import (
-    REASON_COLUMN, ContractError, apply_contract, as_text, missing_columns, numbers_from_text, parse_datetimes,
-    parse_table, read_bytes, read_use_case_table, undeclared_columns,
+    REASON_COLUMN, UTF16_BOMS, ContractError, apply_contract, as_text, missing_columns, numbers_from_text,
+    parse_datetimes, parse_table, read_bytes, read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
 from flowline.use_case import UseCase, UseCaseError
@@ -70,7 +69,7 @@ class Draft:
 def sniff_encoding(payload: bytes) -> str:
     """utf-16 when the bytes start with its byte-order mark (Excel's "Unicode Text"), utf-8 (a BOM included) when
     the whole file decodes as it, else latin-1, which decodes any byte."""
-    if payload.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    if payload.startswith(UTF16_BOMS):
         return "utf-16"
     try:
         payload.decode("utf-8")

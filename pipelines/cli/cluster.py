@@ -13,9 +13,9 @@ from flowline.pipelines.cli.common import (
     EXIT_ERROR,
     UsageError,
     add_audit_log_argument,
-    audit_log,
     add_runs_dir_argument,
     add_use_case_arguments,
+    audit_log,
     use_case,
     use_case_to_run,
 )
@@ -179,8 +179,9 @@ def _katib(args: argparse.Namespace) -> int:
             chosen = use_case_to_run(args)
             source = _cluster_source(args, chosen)
             manifests = use_case_experiments(chosen, args.image, args.namespace, source)
-            if not trial_source(chosen, source).startswith("s3://"):
-                print(f"flowline: warning: the trials read {trial_source(chosen, source)}, but the shipped "
+            read = trial_source(chosen, source)
+            if not read.startswith("s3://"):
+                print(f"flowline: warning: the trials read {read}, but the shipped "
                       "NetworkPolicies let trial pods reach only object storage: give --source s3://... or "
                       "--upload-data s3://BUCKET/PREFIX, or open egress to that host", file=sys.stderr)
         else:

@@ -133,11 +133,14 @@ def read_arms(prometheus_url: str = "", model_name: str = "", predictions: str =
     return arms_from_logs(predictions, outcomes), f"files {predictions} and {outcomes}"
 
 
-def patch_inference_service(name: str, namespace: str, decision: str, kubeconfig: Optional[str] = None) -> None:
-    """Promote (the canary takes all traffic) or roll back (all traffic to the champion) through KServeClient."""
+def patch_inference_service(name: str, namespace: str, decision: str, kubeconfig: Optional[str] = None) -> str:
+    """Promote (the canary takes all traffic) or roll back (all traffic to the champion) through KServeClient.
+    A promotion then moves the model's drift monitor to the promoted package; returns what happened to the
+    monitor ("" on a rollback, which leaves it on the champion's)."""
     from kserve import KServeClient, V1beta1InferenceService
     from kubernetes.client import V1ObjectMeta
 
+    from flowline.cluster import follow_served_package
     from flowline.inference_service import API_VERSION, KIND, PROMOTE_PATCH, ROLLBACK_PATCH
 
     patch = {"promote": PROMOTE_PATCH, "rollback": ROLLBACK_PATCH}[decision]
@@ -146,6 +149,7 @@ def patch_inference_service(name: str, namespace: str, decision: str, kubeconfig
     service = V1beta1InferenceService(api_version=API_VERSION, kind=KIND,
                                       metadata=V1ObjectMeta(name=name, namespace=namespace), spec=patch["spec"])
     KServeClient(config_file=kubeconfig).patch(name, service, namespace=namespace)
+    return follow_served_package(name, namespace, kubeconfig) if decision == "promote" else ""
 
 
 def judge_canary(
@@ -167,9 +171,9 @@ def judge_canary(
         raise DesignError("applying a decision needs the InferenceService's name")
     outcome = canary_decision(arms["champion"], arms["canary"], policy)
     applied = apply and outcome["decision"] in ("promote", "rollback")
-    if applied:
-        patch_inference_service(name, namespace, outcome["decision"], kubeconfig)
     decided = {**outcome, "applied": applied}
+    if applied and (drift_monitor := patch_inference_service(name, namespace, outcome["decision"], kubeconfig)):
+        decided["drift_monitor"] = drift_monitor
     if value_per_success and "canary_success_rate" in outcome:
         decided["impact_per_1000_requests"] = business_impact(
             outcome["canary_success_rate"] - outcome["champion_success_rate"], 1000, value_per_success)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
 
-from flowline.inference_service import canary_patch
+from flowline.inference_service import canary_patch, drift_monitor_name
 
 IN_CLUSTER_ENV = "KUBERNETES_SERVICE_HOST"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -69,6 +69,31 @@ def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, cana
     patch["metadata"] = {"resourceVersion": current["metadata"]["resourceVersion"]}  # refused if it changed since
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
     return "canary"
+
+
+def follow_served_package(name: str, namespace: str, kubeconfig: Optional[str] = None) -> str:
+    """Point the model's drift monitor (the InferenceService `<name>-drift`) at the package the model serves
+    now, after it was created or its canary promoted: the monitor tests requests against that package's
+    reference rows and detector. A merge patch of the monitor's storageUri alone. Returns what happened,
+    in a few words for the record (a model without a drift monitor, as churn-challenger, is left as it is)."""
+    from kubernetes.client.rest import ApiException
+
+    api = _custom_objects(kubeconfig)
+    served = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    storage_uri = served["spec"]["predictor"]["model"]["storageUri"]
+    monitor_name = drift_monitor_name(name)
+    try:
+        monitor = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, monitor_name)
+    except ApiException as error:
+        if error.status != 404:
+            raise
+        return f"no drift monitor {monitor_name}"
+    if monitor["spec"]["predictor"]["model"]["storageUri"] == storage_uri:
+        return f"{monitor_name} already tests against {storage_uri}"
+    patch = {"metadata": {"resourceVersion": monitor["metadata"]["resourceVersion"]},
+             "spec": {"predictor": {"model": {"storageUri": storage_uri}}}}
+    api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, monitor_name, patch)
+    return f"{monitor_name} now tests against {storage_uri}"
 
 
 AUTH_STATUSES = {401: "401 Unauthorized", 403: "403 Forbidden"}

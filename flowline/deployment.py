@@ -8,7 +8,7 @@ from typing import Optional
 import yaml
 
 from flowline import audit
-from flowline.cluster import apply
+from flowline.cluster import apply, follow_served_package
 from flowline.inference_service import inference_service
 from flowline.package.format import Package
 
@@ -28,7 +28,8 @@ def deploy_package(
     the champion/challenger decision is to promote it. With `audit_log` (a file, or s3://bucket/prefix
     on a cluster) the outcome is recorded there as a deployment.
 
-    Returns what happened: {"name", "manifest", "applied", "action"}.
+    Returns what happened: {"name", "manifest", "applied", "action", "drift_monitor"}, the last saying where a new
+    service's drift monitor now points ("" when nothing was created).
     """
     package = Package.open(package_dir)
     name = name or package.manifest["name"]
@@ -44,10 +45,16 @@ def deploy_package(
         action, applied = "manifest written, no cluster to apply it to", False
     else:
         action, applied = apply(service, namespace, kubeconfig, canary_percent), True
-    print(f"deploy: {name} ({package.version}) from {storage_uri}: {action}; manifest {manifest_file}")
+    # A new service serves its first version to all traffic at once, so its drift monitor follows now; a canary's
+    # monitor follows when the canary is promoted (flowline.canary).
+    drift_monitor = follow_served_package(name, namespace, kubeconfig) if action == "created" else ""
+    print(f"deploy: {name} ({package.version}) from {storage_uri}: {action}"
+          f"{f'; {drift_monitor}' if drift_monitor else ''}; manifest {manifest_file}")
     if audit_log:
         audit.append(audit_log, "deployment", {
             "use_case": package.manifest["name"], "package_version": package.version, "inference_service": name,
             "namespace": namespace, "storage_uri": storage_uri, "applied": applied, "action": action,
-            "gates_passed": evaluation["gates_passed"], "decision": decision["decision"]})
-    return {"name": name, "manifest": manifest_file, "applied": applied, "action": action}
+            "drift_monitor": drift_monitor, "gates_passed": evaluation["gates_passed"],
+            "decision": decision["decision"]})
+    return {"name": name, "manifest": manifest_file, "applied": applied, "action": action,
+            "drift_monitor": drift_monitor}

@@ -78,6 +78,11 @@ def inference_service(
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": {"predictor": predictor}}
 
 
+def drift_monitor_name(model_name: str) -> str:
+    """The InferenceService of a model's drift monitor (kustomize/base/drift-monitors.yaml)."""
+    return f"{model_name}-drift"
+
+
 def storage_uri_of(artifact_uri: str) -> str:
     """Where KServe's storage initializer finds a KFP artifact: KFP writes minio://, KServe reads s3://."""
     return "s3://" + artifact_uri.removeprefix("minio://") if artifact_uri.startswith("minio://") else artifact_uri

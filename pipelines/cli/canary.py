@@ -138,7 +138,10 @@ def _canary_patch(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_ERROR
     with talking_to("the Kubernetes API", kubernetes_api(args.kubeconfig), KUBE_CREDENTIALS):
-        patch_inference_service(args.name, args.namespace, operation, args.kubeconfig)
-    audit.append(audit_log(args), AUDIT_ACTIONS[operation], {"inference_service": f"{args.namespace}/{args.name}"})
-    print(f"{operation}: {args.namespace}/{args.name}")
+        drift_monitor = patch_inference_service(args.name, args.namespace, operation, args.kubeconfig)
+    record = {"inference_service": f"{args.namespace}/{args.name}"}
+    if drift_monitor:
+        record["drift_monitor"] = drift_monitor
+    audit.append(audit_log(args), AUDIT_ACTIONS[operation], record)
+    print(f"{operation}: {args.namespace}/{args.name}" + (f"; {drift_monitor}" if drift_monitor else ""))
     return 0

@@ -164,6 +164,7 @@ def _model_server(args: argparse.Namespace) -> list:
 
 
 def _drift_monitor(args: argparse.Namespace) -> list:
+    from flowline.inference_service import drift_monitor_name
     from flowline.inference_services.drift_monitor import DriftMonitor
 
     if len(args.targets) != 1:
@@ -175,7 +176,7 @@ def _drift_monitor(args: argparse.Namespace) -> list:
     (target,) = args.targets
     name, path = _named(target, args.runs_dir)
     if "=" not in target:
-        name = f"{name}-drift"
+        name = drift_monitor_name(name)
     return [DriftMonitor(name, path, _retraining(args))]
 
 

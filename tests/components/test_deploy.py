@@ -86,13 +86,103 @@ def test_a_serving_champion_gets_the_new_version_as_a_canary_and_keeps_its_overl
 def test_promote_and_rollback_are_kserve_client_merge_patches(tmp_path, operation, expected):
     api = StandInApiServer(serving(inference_service("churn", "s3://b/churn/v1", namespace="flowline")))
     patch_inference_service("churn", "flowline", operation, api.kubeconfig(tmp_path))
-    patch = api.requests[-1]
+    patch = api.requests[0]  # a promotion then reads the model and its drift monitor (tested below)
     assert (patch["method"], patch["path"]) == ("PATCH", f"{ISVC_PATH}/churn")
     assert patch["content_type"] == "application/merge-patch+json"
     # null removes canaryTrafficPercent (the canary takes all traffic); 0 sends it all to the champion
     assert patch["body"] == {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
                              "metadata": {"name": "churn", "namespace": "flowline"},
                              "spec": {"predictor": {"canaryTrafficPercent": expected}}}
+
+
+def cluster_with(*services: dict):
+    """Answers like the API server for these InferenceServices (by name): GET finds them, PATCH and POST echo."""
+    by_name = {service["metadata"]["name"]: service for service in services}
+
+    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "GET":
+            found = by_name.get(path.rsplit("/", 1)[-1])
+            return (200, found) if found else NOT_FOUND
+        return 200, body
+
+    return respond
+
+
+def drift_monitor(storage_uri: str) -> dict:
+    monitor = inference_service("churn-drift", storage_uri, namespace="flowline")
+    monitor["metadata"]["resourceVersion"] = "81"
+    return monitor
+
+
+def test_a_promotion_moves_the_drift_monitor_to_the_promoted_package(tmp_path):
+    # After `flowline deploy`, the model's spec holds the canary's package; promoting gives it all the traffic.
+    model = inference_service("churn", "s3://b/churn/v2", namespace="flowline", canary_percent=10)
+    api = StandInApiServer(cluster_with(model, drift_monitor("s3://flowline-models/churn/current")))
+    said = patch_inference_service("churn", "flowline", "promote", api.kubeconfig(tmp_path))
+    assert said == "churn-drift now tests against s3://b/churn/v2"
+    moved = api.requests[-1]
+    assert (moved["method"], moved["path"]) == ("PATCH", f"{ISVC_PATH}/churn-drift")
+    assert moved["content_type"] == "application/merge-patch+json"
+    # The package alone, and only if the monitor did not change since it was read: its replicas stay one.
+    assert moved["body"] == {"metadata": {"resourceVersion": "81"},
+                             "spec": {"predictor": {"model": {"storageUri": "s3://b/churn/v2"}}}}
+
+
+def test_a_rollback_a_monitor_already_there_or_none_at_all_is_left_alone(tmp_path):
+    model = inference_service("churn", "s3://b/churn/v2", namespace="flowline", canary_percent=10)
+    api = StandInApiServer(cluster_with(model, drift_monitor("s3://flowline-models/churn/current")))
+    assert patch_inference_service("churn", "flowline", "rollback", api.kubeconfig(tmp_path)) == ""
+    assert [r["method"] for r in api.requests] == ["PATCH"]  # the model's traffic, nothing else
+    api = StandInApiServer(cluster_with(model, drift_monitor("s3://b/churn/v2")))
+    assert patch_inference_service("churn", "flowline", "promote", api.kubeconfig(tmp_path)) == (
+        "churn-drift already tests against s3://b/churn/v2")
+    assert [r["method"] for r in api.requests] == ["PATCH", "GET", "GET"]
+    api = StandInApiServer(cluster_with(model))  # as churn-challenger: a model without a monitor of its own
+    assert patch_inference_service("churn", "flowline", "promote", api.kubeconfig(tmp_path)) == (
+        "no drift monitor churn-drift")
+    assert [r["method"] for r in api.requests] == ["PATCH", "GET", "GET"]
+
+
+def test_a_first_deploy_moves_the_drift_monitor_and_records_it(tmp_path):
+    from flowline.deployment import deploy_package
+
+    created = {}
+
+    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        name = path.rsplit("/", 1)[-1]
+        if method == "POST":
+            created["churn"] = body
+        if method == "GET":
+            found = created.get(name) or (drift_monitor("s3://flowline-models/churn/current")
+                                          if name == "churn-drift" else None)
+            return (200, found) if found else NOT_FOUND
+        return 200, body
+
+    api = StandInApiServer(respond)
+    outcome = deploy_package(str(deployable(tmp_path)), "s3://b/churn/v1", "flowline", str(tmp_path / "isvc.yaml"),
+                             apply_to_cluster=True, kubeconfig=api.kubeconfig(tmp_path),
+                             audit_log=str(tmp_path / "audit.jsonl"))
+    assert outcome["action"] == "created"
+    assert outcome["drift_monitor"] == "churn-drift now tests against s3://b/churn/v1"
+    assert (api.requests[-1]["method"], api.requests[-1]["path"]) == ("PATCH", f"{ISVC_PATH}/churn-drift")
+    [record] = verify_audit_log(tmp_path / "audit.jsonl")
+    assert record["what"]["drift_monitor"] == outcome["drift_monitor"]
+
+
+def test_analyze_applying_a_promotion_records_where_the_drift_monitor_went(tmp_path):
+    from flowline.ab_testing import ArmOutcomes, CanaryPolicy
+    from flowline.canary import judge_canary
+
+    model = inference_service("churn", "s3://b/churn/v2", namespace="flowline", canary_percent=10)
+    api = StandInApiServer(cluster_with(model, drift_monitor("s3://flowline-models/churn/current")))
+    arms = {"champion": ArmOutcomes(requests=4000, errors=0, successes=1000, latency_p99_seconds=0.01),
+            "canary": ArmOutcomes(requests=4000, errors=0, successes=1400, latency_p99_seconds=0.01)}
+    decided = judge_canary(arms, CanaryPolicy(), str(tmp_path / "audit.jsonl"), "churn", "flowline", apply=True,
+                           kubeconfig=api.kubeconfig(tmp_path))
+    assert decided["decision"] == "promote" and decided["applied"]
+    assert decided["drift_monitor"] == "churn-drift now tests against s3://b/churn/v2"
+    [record] = verify_audit_log(tmp_path / "audit.jsonl")
+    assert record["what"]["drift_monitor"] == decided["drift_monitor"]
 
 
 def test_a_cluster_is_found_only_when_one_is_configured(no_cluster, tmp_path, monkeypatch):

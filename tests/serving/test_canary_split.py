@@ -11,6 +11,7 @@ from stand_in_api import StandInApiServer
 
 from serving_helpers import records_of
 from flowline.audit import verify as verify_audit_log
+from flowline.inference_service import inference_service
 from flowline.package.format import verify
 from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import canary_takes
@@ -94,7 +95,16 @@ def run_experiment(champion: Path, canary: Path, folder: Path, rows, requests: i
 
 def test_a_failing_canary_is_rolled_back_and_a_better_one_promoted_both_in_the_audit_trail(
         churn_package, churn_package_b, card_package, churn_test_rows, tmp_path, capsys):
-    api = StandInApiServer(lambda method, path, body: (200, body or {}))
+    # The cluster: churn with a canary deployed, its drift monitor on churn's first package; patches are echoed.
+    served = {"churn": inference_service("churn", "s3://b/churn/v2", namespace="flowline", canary_percent=50),
+              "churn-drift": inference_service("churn-drift", "s3://flowline-models/churn/current",
+                                               namespace="flowline")}
+    for service in served.values():
+        service["metadata"]["resourceVersion"] = "1"
+    api = StandInApiServer(lambda method, path, body: (200, body or served[path.rsplit("/", 1)[-1]]))
+
+    def last_patch_of(name: str) -> dict:
+        return next(r["body"] for r in reversed(api.requests) if r["method"] == "PATCH" and r["path"].endswith(name))
     audit_log = tmp_path / "audit.jsonl"
 
     def analyze(folder: Path) -> dict:
@@ -111,7 +121,7 @@ def test_a_failing_canary_is_rolled_back_and_a_better_one_promoted_both_in_the_a
                             {"champion": 0.3, "canary": 0.3}, seed=1)
     rolled_back = analyze(broken)
     assert rolled_back["decision"] == "rollback" and "error rate" in rolled_back["reason"] and rolled_back["applied"]
-    assert api.requests[-1]["body"]["spec"] == {"predictor": {"canaryTrafficPercent": 0}}
+    assert api.requests[-1]["body"]["spec"] == {"predictor": {"canaryTrafficPercent": 0}}  # the monitor stays
 
     # A canary whose answers lead to better outcomes (50 % good against 30 %).
     better = run_experiment(churn_package, churn_package_b, tmp_path / "better", churn_test_rows, 1000,
@@ -120,7 +130,8 @@ def test_a_failing_canary_is_rolled_back_and_a_better_one_promoted_both_in_the_a
     assert promoted["decision"] == "promote" and promoted["p_value"] < 0.05 and promoted["applied"]
     gain = promoted["canary_success_rate"] - promoted["champion_success_rate"]
     assert promoted["impact_per_1000_requests"] == pytest.approx(gain * 1000 * 500) and gain > 0.1
-    assert api.requests[-1]["body"]["spec"] == {"predictor": {"canaryTrafficPercent": None}}
+    assert last_patch_of("/churn")["spec"] == {"predictor": {"canaryTrafficPercent": None}}
+    assert last_patch_of("/churn-drift")["spec"] == {"predictor": {"model": {"storageUri": "s3://b/churn/v2"}}}
 
     records = verify_audit_log(audit_log)
     assert [(r["action"], r["what"]["decision"], r["what"]["applied"]) for r in records] == [

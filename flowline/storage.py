@@ -42,6 +42,10 @@ class StorageError(RuntimeError):
     """Object storage is not configured, refused the request, or lacks an object; the message says which."""
 
 
+class MissingObject(StorageError):
+    """Object storage answered, and the object or its bucket is not there."""
+
+
 @dataclass(frozen=True)
 class S3Location:
     bucket: str
@@ -126,7 +130,7 @@ def explained_errors(uri: str) -> Iterator[None]:
         yield
     except S3Error as error:
         if error.code in MISSING_CODES:
-            raise StorageError(f"{uri} does not exist ({error.code})") from None
+            raise MissingObject(f"{uri} does not exist ({error.code})") from None
         if error.code in REFUSED_CODES:
             raise StorageError(f"object storage refused the credentials for {uri} ({error.code}): check "
                                f"{ACCESS_KEY_ENV} and {SECRET_KEY_ENV}") from None

@@ -142,3 +142,49 @@ def test_credentials_can_come_from_a_kubernetes_secret(s3_server, s3_bucket, tmp
     monkeypatch.setenv(storage.SECRET_ENV, "flowline/missing")
     with pytest.raises(storage.StorageError, match="Secret flowline/missing cannot be read: 404"):
         storage.read_bytes(f"s3://{s3_bucket}/a.txt")
+
+
+def deployable_package(folder: Path, model: bytes) -> Path:
+    """A verified package that passed its gates, as `flowline deploy` reads it (manifest and evaluation)."""
+    folder.mkdir()
+    (folder / "model.json").write_bytes(model)
+    (folder / "evaluation.json").write_text(json.dumps({
+        "gates_passed": True, "champion_challenger": {"decision": "promote", "reason": "no champion"}}))
+    write_manifest(folder, "churn")
+    return folder
+
+
+def test_deploy_applies_only_a_package_that_is_where_kserve_will_read_it(s3_bucket, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    created: dict[str, dict] = {}
+
+    def cluster(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "POST":
+            created[body["metadata"]["name"]] = body
+        found = created.get(path.rsplit("/", 1)[-1])
+        return (200, found) if method == "GET" and found else NOT_FOUND if method == "GET" else (200, body)
+
+    api = StandInApiServer(cluster)
+    package = deployable_package(tmp_path / "package", b'{"trees": 1}')
+    uri = f"s3://{s3_bucket}/churn/v1"
+    deploy = ["deploy", str(package), "--storage-uri", uri, "--kubeconfig", api.kubeconfig(tmp_path),
+              "-o", str(tmp_path / "isvc.yaml"), "--audit-log", str(tmp_path / "audit.jsonl")]
+    # Nothing there yet: a model server would fail to start, so nothing is applied.
+    assert main(deploy) == 1
+    err = capsys.readouterr().err
+    assert f"no package at {uri}" in err and f"flowline upload {package} {uri}" in err
+    assert api.requests == []
+    # Another package there: the server would serve it under this one's name.
+    upload_package(deployable_package(tmp_path / "other", b'{"trees": 2}'), f"s3://{s3_bucket}/churn/v2")
+    assert main([*deploy[:3], f"s3://{s3_bucket}/churn/v2", *deploy[4:]]) == 1
+    assert f"holds package version {verify(tmp_path / 'other')['version']}, not " in capsys.readouterr().err
+    assert api.requests == []
+    upload_package(package, uri)
+    assert main(deploy) == 0
+    assert [(r["method"], r["path"].rsplit("/", 1)[-1]) for r in api.requests][:2] == [("GET", "churn"),
+                                                                                       ("POST", "inferenceservices")]
+    # A package named by its place in object storage is served from there.
+    created.clear()
+    assert main(["deploy", f"s3://{s3_bucket}/churn/v2", *deploy[4:]]) == 0
+    assert created["churn"]["spec"]["predictor"]["model"]["storageUri"] == f"s3://{s3_bucket}/churn/v2"
+

@@ -70,7 +70,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "package is deployed, or a package version (or its unique prefix) in --runs-dir")
     deploy.add_argument("--name", help="InferenceService name (default: the use case's name)")
     deploy.add_argument("--storage-uri", help="where KServe finds the package, which `flowline upload` puts there "
-                                              "(default: s3://flowline-models/NAME/VERSION)")
+                                              "(default: the s3:// target, else s3://flowline-models/NAME/VERSION); "
+                                              "an s3:// one is checked to hold this package before anything is "
+                                              "applied")
     deploy.add_argument("--namespace", default="flowline", help="the InferenceService's namespace (default flowline)")
     deploy.add_argument("--canary-percent", type=int, default=10,
                         help="traffic for the new version when a champion is serving (default 10)")
@@ -201,20 +203,53 @@ def _katib(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     from flowline.deployment import deploy_package
     from flowline.package.format import verify
+    from flowline.package.remote import download_package
     from flowline.registry import resolve_package
+    from flowline.storage import is_s3
 
     package = resolve_package(args.target, args.runs_dir)
+    if is_s3(package):
+        package = str(download_package(package))  # a verified local copy: deploy reads its manifest and evaluation
     manifest = verify(package)
     name = args.name or manifest["name"]
-    storage_uri = args.storage_uri or f"s3://flowline-models/{name}/{manifest['version']}"
+    # A package given by its s3:// prefix is served from there; a local one from where `flowline upload` put it.
+    storage_uri = args.storage_uri or (args.target.rstrip("/") if is_s3(args.target)
+                                       else f"s3://flowline-models/{name}/{manifest['version']}")
     output = args.output or f"{name}-inferenceservice.yaml"
     apply_to_cluster = not args.render_only and kubeconfig_available(args.kubeconfig)
+    if apply_to_cluster and (missing := _not_stored(manifest, storage_uri)):
+        print(f"flowline: deploy: {missing}: put the package there first (flowline upload {package} {storage_uri}), "
+              "or give --storage-uri where it is", file=sys.stderr)
+        return EXIT_ERROR
     with talking_to("the Kubernetes API", kubernetes_api(args.kubeconfig) if apply_to_cluster else "",
                     KUBE_CREDENTIALS):
         outcome = deploy_package(package, storage_uri, args.namespace, output, apply_to_cluster,
                                  args.canary_percent, name, args.kubeconfig)
     audit.append(audit_log(args), "deployment", {
         "inference_service": f"{args.namespace}/{outcome['name']}", "package": package,
-        "package_version": manifest["version"], "storage_uri": storage_uri, "action": outcome["action"]})
+        "package_version": manifest["version"], "storage_uri": storage_uri, "action": outcome["action"],
+        "drift_monitor": outcome["drift_monitor"]})
     print(f"{outcome['name']}: {outcome['action']} ({outcome['manifest']})")
     return 0
+
+
+def _not_stored(manifest: dict, storage_uri: str) -> str:
+    """Why KServe would not find this package at `storage_uri` (s3:// only), or "" when it is there or cannot be
+    checked from here: a model server started on a missing or other package would fail or serve the wrong one."""
+    from flowline.package.format import PackageError
+    from flowline.package.remote import manifest_at
+    from flowline.storage import MissingObject, StorageError, is_s3
+
+    if not is_s3(storage_uri):
+        return ""
+    try:
+        stored = manifest_at(storage_uri)
+    except (MissingObject, PackageError) as error:
+        return f"no package at {storage_uri} ({error})"
+    except StorageError as error:
+        print(f"flowline: warning: deploy: cannot check that the package is at {storage_uri}: {error}",
+              file=sys.stderr)
+        return ""
+    if stored["version"] != manifest["version"]:
+        return f"{storage_uri} holds package version {stored['version']}, not {manifest['version']}"
+    return ""

@@ -96,10 +96,13 @@ def test_promote_and_rollback_are_kserve_client_merge_patches(tmp_path, operatio
 
 
 def cluster_with(*services: dict):
-    """Answers like the API server for these InferenceServices (by name): GET finds them, PATCH and POST echo."""
+    """Answers like the API server for these InferenceServices (by name): GET finds them and those POSTed since,
+    PATCH echoes."""
     by_name = {service["metadata"]["name"]: service for service in services}
 
     def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "POST":
+            by_name[body["metadata"]["name"]] = body
         if method == "GET":
             found = by_name.get(path.rsplit("/", 1)[-1])
             return (200, found) if found else NOT_FOUND
@@ -146,19 +149,7 @@ def test_a_rollback_a_monitor_already_there_or_none_at_all_is_left_alone(tmp_pat
 def test_a_first_deploy_moves_the_drift_monitor_and_records_it(tmp_path):
     from flowline.deployment import deploy_package
 
-    created = {}
-
-    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
-        name = path.rsplit("/", 1)[-1]
-        if method == "POST":
-            created["churn"] = body
-        if method == "GET":
-            found = created.get(name) or (drift_monitor("s3://flowline-models/churn/current")
-                                          if name == "churn-drift" else None)
-            return (200, found) if found else NOT_FOUND
-        return 200, body
-
-    api = StandInApiServer(respond)
+    api = StandInApiServer(cluster_with(drift_monitor("s3://flowline-models/churn/current")))
     outcome = deploy_package(str(deployable(tmp_path)), "s3://b/churn/v1", "flowline", str(tmp_path / "isvc.yaml"),
                              apply_to_cluster=True, kubeconfig=api.kubeconfig(tmp_path),
                              audit_log=str(tmp_path / "audit.jsonl"))
@@ -257,6 +248,20 @@ def test_a_package_that_should_not_serve_is_never_applied(tmp_path, gates_passed
     assert record["what"]["gates_passed"] is gates_passed and record["what"]["decision"] == decision
 
 
+def test_deploy_applies_with_a_warning_when_it_cannot_check_object_storage(no_cluster, tmp_path, monkeypatch, capsys):
+    from flowline import storage
+    from flowline.pipelines.cli import main
+
+    for name in (storage.ENDPOINT_ENV, storage.ACCESS_KEY_ENV, storage.SECRET_KEY_ENV, storage.SECRET_ENV):
+        monkeypatch.delenv(name, raising=False)
+    api = StandInApiServer(cluster_with(drift_monitor("s3://flowline-models/churn/current")))
+    assert main(["deploy", str(deployable(tmp_path)), "-o", str(tmp_path / "isvc.yaml"), "--storage-uri",
+                 "s3://b/churn/v1", "--kubeconfig", api.kubeconfig(tmp_path)]) == 0
+    assert ("warning: deploy: cannot check that the package is at s3://b/churn/v1: object storage is not configured"
+            in capsys.readouterr().err)
+    assert ("POST", ISVC_PATH) in [(r["method"], r["path"]) for r in api.requests]
+
+
 def refusing_canary_logs(folder: Path) -> list[str]:
     """A prediction log and outcomes where every canary request failed: analyze decides to roll back."""
     served = [{"request_id": f"{arm}-{n}", "arm": arm, "error": "BadRequest" if arm == "canary" else None,
@@ -268,7 +273,8 @@ def refusing_canary_logs(folder: Path) -> list[str]:
 
 
 CLUSTER_COMMANDS = {
-    "deploy": lambda folder: ["deploy", str(deployable(folder)), "-o", str(folder / "isvc.yaml")],
+    "deploy": lambda folder: ["deploy", str(deployable(folder)), "-o", str(folder / "isvc.yaml"),
+                              "--storage-uri", "pvc://models/churn/v1"],  # a place deploy does not check
     "canary promote": lambda folder: ["canary", "promote", "churn"],
     "canary analyze --apply": lambda folder: ["canary", "analyze", *refusing_canary_logs(folder), "--name", "churn",
                                               "--apply"],

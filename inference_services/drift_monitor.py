@@ -114,6 +114,11 @@ class DriftMonitor(Model):
         metrics.DRIFT_WINDOW_SIZE.labels(name).set(package.calibration.window_size)
         metrics.DRIFT_THRESHOLD.labels(name).set(package.calibration.threshold)
         self._fill.set(0)
+        # Every outcome's series from 0, so that increase() in the alert rules sees the first one too.
+        for result in ("drift", "no_drift"):
+            metrics.DRIFT_TESTS.labels(name, result)
+        for status in RUN_STATUSES:
+            metrics.PIPELINE_RUNS.labels(name, status)
 
     def predict(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
         """KServe's v1 predict route calls this: the CloudEvent's type is its ce-type header."""

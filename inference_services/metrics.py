@@ -43,7 +43,8 @@ INVALID_INPUTS = Counter(
     ["model_name", "reason"],
 )
 HTTP_REQUESTS = Counter(
-    "flowline_http_requests", "Requests to a model's predict, explain and infer routes, by HTTP status.",
+    "flowline_http_requests", "Requests to a model's predict, explain and infer routes, by HTTP status (model_name "
+    "empty for a name the server does not serve).",
     ["model_name", "model_version", "code"],
 )
 OUT_OF_PROFILE = Counter(
@@ -162,7 +163,7 @@ class RequestCounter:
     """ASGI middleware counting model requests by status, including the 500s no handler sees. With `worker`
     (several workers), each answer says which worker gave it in `x-flowline-worker` (its pid)."""
 
-    def __init__(self, app, version_of: Callable[[str], str], worker: Optional[str] = None) -> None:
+    def __init__(self, app, version_of: Callable[[str], Optional[str]], worker: Optional[str] = None) -> None:
         self.app = app
         self.version_of = version_of
         self.worker_header = [(b"x-flowline-worker", worker.encode())] if worker else []
@@ -186,14 +187,17 @@ class RequestCounter:
             await self.app(scope, receive, send_and_note_status)
         finally:
             name = match.group(1) or match.group(2)
-            HTTP_REQUESTS.labels(name, self.version_of(name), str(status)).inc()
+            version = self.version_of(name)
+            # A name the server does not serve is counted without it: callers cannot add series at will.
+            HTTP_REQUESTS.labels(name if version is not None else "", version or "", str(status)).inc()
 
 
 # The drift monitor's metrics; model_name is the monitored model's name, so they join the server's. With
 # several workers each keeps its own window, so the window's gauges are one series per live worker (a pid
 # label): the rules and dashboards take the max or min by model_name, and match p-value and threshold per worker.
 WINDOW_GAUGES = "liveall"
-DRIFT_EVENTS = Counter("flowline_drift_events", "Inference-request events received.", ["model_name"])
+DRIFT_EVENTS = Counter("flowline_drift_events", "Inference-request events used (checked, their rows added to the "
+                       "window); those refused are flowline_drift_invalid_events.", ["model_name"])
 DRIFT_INVALID_EVENTS = Counter("flowline_drift_invalid_events", "Events refused, by reason.", ["model_name", "reason"])
 DRIFT_WINDOW_SIZE = Gauge("flowline_drift_window_size", "Rows per drift test (calibrated).", ["model_name"],
                           multiprocess_mode=WINDOW_GAUGES)

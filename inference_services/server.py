@@ -240,9 +240,10 @@ class FlowlineRESTServer(RESTServer):
             super()._add_middlewares(app)
         app.add_middleware(metrics.RequestCounter, version_of=self.version_of, worker=self.worker)
 
-    def version_of(self, model_name: str) -> str:
+    def version_of(self, model_name: str) -> Optional[str]:
+        """The version a served model name answers with; None for a name this server does not serve."""
         model = self.models.get(model_name)
-        return model.package.version if model is not None else ""
+        return model.package.version if model is not None else None
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)

@@ -149,14 +149,14 @@ def test_prod_model_servers_get_more_cpu_and_memory_than_dev() -> None:
 @pytest.mark.parametrize("target", TARGETS[1:])
 def test_overlays_change_only_what_they_mean_to(target: str) -> None:
     """Beyond the model servers, the image, the API server's address, the drift monitors' resources (their
-    workers follow the CPU limit, checked above) and dev's severity of FlowlineNoModelServing (below), an
-    overlay renders the same objects as the base."""
+    workers follow the CPU limit, checked above) and dev's severities of FlowlineNoModelServing and
+    FlowlineModelDown (below), an overlay renders the same objects as the base."""
     def rest(docs: list[Doc]) -> dict[tuple[str, str], Doc]:
         kept = {}
         for doc in docs:
             if doc["kind"] == "PrometheusRule":
                 for rule in (rule for group in doc["spec"]["groups"] for rule in group["rules"]):
-                    if rule.get("alert") == "FlowlineNoModelServing":
+                    if rule.get("alert") in SCALE_TO_ZERO_ALERTS:
                         del rule["labels"]["severity"]
             if doc["kind"] == "InferenceService" and doc["metadata"]["labels"]["flowline.dev/component"] == "model":
                 continue
@@ -172,14 +172,17 @@ def test_overlays_change_only_what_they_mean_to(target: str) -> None:
     assert rest(render(target)) == rest(render("base"))
 
 
+SCALE_TO_ZERO_ALERTS = ("FlowlineNoModelServing", "FlowlineModelDown")
+
+
 @pytest.mark.parametrize("target", TARGETS)
-def test_no_model_serving_is_only_info_where_models_scale_to_zero(target: str) -> None:
+def test_models_not_scraped_are_only_info_where_models_scale_to_zero(target: str) -> None:
     """dev's model servers scale to zero when idle, so no model scraped is no emergency there."""
     (rules,) = find(render(target), "PrometheusRule")
-    (alert,) = [rule for group in rules["spec"]["groups"] for rule in group["rules"]
-                if rule.get("alert") == "FlowlineNoModelServing"]
+    alerts = [rule for group in rules["spec"]["groups"] for rule in group["rules"]
+              if rule.get("alert") in SCALE_TO_ZERO_ALERTS]
     models = [doc for doc in find(render(target), "InferenceService")
               if doc["metadata"]["labels"]["flowline.dev/component"] == "model"]
     scales_to_zero = all(doc["spec"]["predictor"]["minReplicas"] == 0 for doc in models)
-    assert alert["labels"]["severity"] == ("info" if scales_to_zero else "critical")
+    assert [alert["labels"]["severity"] for alert in alerts] == ["info" if scales_to_zero else "critical"] * 2
     assert scales_to_zero == (target == "overlays/dev")

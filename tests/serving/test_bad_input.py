@@ -136,6 +136,15 @@ def test_refusals_are_counted_by_reason(server, record):
     assert count(after) == count(before) + 1
 
 
+def test_requests_to_names_not_served_add_no_series(server, record):
+    names = [f"scan-{n}" for n in range(3)]
+    for name in names:
+        assert httpx.post(f"{server}/v1/models/{name}:predict", json={"instances": [record]}).status_code == 404
+    metrics = httpx.get(f"{server}/metrics").text
+    assert not any(name in metrics for name in names)
+    assert 'flowline_http_requests_total{code="404",model_name="",model_version=""}' in metrics
+
+
 def test_the_server_is_alive_after_all_of_it(server, record):
     assert httpx.get(f"{server}/v2/health/live").status_code == 200
     assert httpx.post(server + V1, content=v1(record), headers={"Content-Type": "application/json"}).status_code == 200

@@ -227,5 +227,9 @@ def test_with_two_workers_each_tests_windows_of_the_events_it_receives(churn_pac
         assert f'flowline_drift_window_fill{{model_name="churn",pid="{pid}"}} {float(count * 7)}' in metrics
     events = sum(-(-len(r) // ROWS_PER_EVENT) for r in rows.values())
     assert f'flowline_drift_events_total{{model_name="churn"}} {float(events)}' in metrics
+    # Outcomes not seen yet are series at 0 from the start, so the alert rules' increase() counts the first one.
+    assert 'flowline_pipeline_runs_total{status="failed",use_case="churn"} 0.0' in metrics
+    assert all(f'flowline_drift_tests_total{{model_name="churn",result="{result}"}}' in metrics
+               for result in ("drift", "no_drift"))
     assert sum(map(len, tests.values())) == 3
     assert 'flowline_pipeline_runs_total{status="succeeded",use_case="churn"}' in metrics

@@ -8,7 +8,8 @@ package's contract with the checks ingest applies (contract.apply_contract; no l
 id may repeat), then transformed and scored by the package's Scorer, which decides exactly as the
 model server does. Every row lands in one of two Parquet files, so rows in = rows scored + rows
 quarantined:
-- the scores: the use case's id columns (as text), the prediction (binary: `probability`,
+- the scores: the input's row number (`_source_row`, as the quarantine numbers rows), the use case's
+  id columns (as text), the prediction (binary: `probability`,
   `decision` and the `threshold` that decided it, as the server answers; regression: `prediction`
   and `segment` when the package has segments), `package_version` and `scored_at` (UTC);
 - the quarantine (quarantine.py's format): each row's cells as text, its row number and its reason:
@@ -16,6 +17,9 @@ quarantined:
   range or an answer that is not finite.
 Values outside the training profile the package's FeatureSet records (its numbers' ranges and its
 vocabularies: FeatureSet.out_of_profile, as the model server counts them) are scored and counted per column.
+Entity features (recency, rolling windows) read a private in-memory online store seeded with the package's
+history, and each chunk's scored rows are appended to it, as a model server does with the rows it answers: a
+row sees its entity's earlier rows of the input, not only the history frozen at training.
 
 `score_customers` scores a transaction-log use case (CLV): the log is read whole, held to the log's
 contract, and every customer who bought on or before `as_of` is scored from its features at that
@@ -48,6 +52,8 @@ import pyarrow.parquet as pq
 from flowline import audit, storage
 from flowline.contract import ContractError, apply_contract, malformed_rows, read_use_case_table
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
+from flowline.features.feature_set import FeatureSet
+from flowline.online_store import MemoryStore
 from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, split_lines
 from flowline.scoring import Scorer
 from flowline.use_case import UseCase
@@ -135,10 +141,12 @@ def _parquet_chunks(path: Path, source: str, chunk_rows: int) -> Iterator[tuple[
         parquet = pq.ParquetFile(path)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ContractError(f"{source} is not a readable Parquet file: {error}") from None
-    names = [str(name) for name in parquet.schema_arrow.names]
+    # A frame saved by pandas may carry its index as columns (`__index_level_0__`): not the input's data.
+    index = {c for c in (parquet.schema_arrow.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
+    names = [str(name) for name in parquet.schema_arrow.names if name not in index]
     start = 0
-    for batch in parquet.iter_batches(batch_size=chunk_rows):
-        frame = batch.to_pandas()
+    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
+        frame = batch.to_pandas(ignore_metadata=True)
         frame.columns, frame.index = names, pd.RangeIndex(start, start + len(frame))
         start += len(frame)
         yield frame, malformed_rows([], names, ",")
@@ -250,11 +258,24 @@ def _refused(frame: pd.DataFrame, index: pd.Index, reason: str) -> pd.DataFrame:
     return rows
 
 
-def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame
+def entity_state(scorer: Scorer) -> tuple[FeatureSet, Optional[MemoryStore]]:
+    """The FeatureSet to score with, and the store its entity features read (None without entity features):
+    in memory, seeded with the package's history, private to this run."""
+    if not scorer.feature_set.entity_features:
+        return scorer.feature_set, None
+    store = MemoryStore()
+    scorer.feature_set.seed(store)
+    return scorer.feature_set.online(store), store
+
+
+def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame,
+                entities: tuple[FeatureSet, Optional[MemoryStore]] | None = None,
                 ) -> tuple[pd.DataFrame, pd.DataFrame, int, dict[str, int]]:
-    """The scored rows, the quarantined rows (in row order), the rows in and the values out of profile."""
+    """The scored rows, the quarantined rows (in row order), the rows in and the values out of profile.
+    `entities` (`entity_state`): the store the entity features read, which the scored rows then join."""
     result = apply_contract(frame, scorer.use_case, malformed, to_score=True)
-    kept, feature_set = result.kept, scorer.feature_set
+    feature_set, store = entities or (scorer.feature_set, None)
+    kept = result.kept
     values = feature_set.frame_values(kept, checked=True)
     x = feature_set.transform_values(values, len(kept))
     overflow = np.isinf(x).any(axis=1)  # refused before the model sees them, as the server refuses them
@@ -267,9 +288,14 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame
                                                            "values are too far outside what the model was trained on"))
     kept, x, scores = kept[~unanswered], x[~unanswered], scores[~unanswered]
     answered = np.flatnonzero(~overflow)[~unanswered]  # the rows scored, among the parsed ones
-    outside = feature_set.columns_out_of_profile({column: v[answered] for column, v in values.items()})
-    scored = pd.DataFrame({column: frame.loc[kept.index, column].astype("string") for column in
-                           scorer.use_case.id_columns}, index=kept.index)
+    answered_values = {column: v[answered] for column, v in values.items()}
+    outside = feature_set.columns_out_of_profile(answered_values)
+    if store is not None:
+        for definition, events in feature_set.entity_events(answered_values).items():
+            store.append_many(definition, events)
+    scored = pd.DataFrame({ROW_COLUMN: kept.index.to_numpy(dtype=np.int64),
+                           **{column: frame.loc[kept.index, column].astype("string")
+                              for column in scorer.use_case.id_columns}}, index=kept.index)
     for name, answer in answers(scorer, x, scores, kept).items():
         scored[name] = answer
     scored[VERSION_COLUMN] = scorer.version
@@ -291,13 +317,15 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
     summary = BatchSummary(scorer.version, scorer.use_case.name, source, output, quarantine,
                            counts={"rows_in": 0, "rows_scored": 0, "rows_quarantined": 0},
                            out_of_profile=dict.fromkeys(scorer.feature_set.profiled_columns, 0))
-    schema = output_schema(scorer, scorer.use_case.id_columns)
+    # Each score names its input row, as the quarantine does: with no id columns it is the only way back.
+    schema = pa.schema([(ROW_COLUMN, pa.int64()), *output_schema(scorer, scorer.use_case.id_columns)])
+    entities = entity_state(scorer)
     with local_input(source) as path, staged(output) as scored_path, staged(quarantine) as quarantine_path, \
             contextlib.ExitStack() as writers:
         scores, held = writers.enter_context(pq.ParquetWriter(scored_path, schema)), None
         for frame, malformed in read_chunks(path, source, is_parquet(source, file_format), chunk_rows,
                                             data.separator, data.encoding):
-            scored, quarantined, rows_in, outside = score_chunk(scorer, frame, malformed)
+            scored, quarantined, rows_in, outside = score_chunk(scorer, frame, malformed, entities)
             if held is None:  # its columns are the input's, known from the first chunk (there is always one)
                 held = writers.enter_context(pq.ParquetWriter(quarantine_path, quarantine_schema(list(frame.columns))))
             scores.write_table(_table(scored, schema))

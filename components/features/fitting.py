@@ -16,8 +16,12 @@ def engineer_features_files(use_case: UseCase, train_file: str, valid_file: str,
                             report_file: str) -> tuple[FeatureSet, SearchLog]:
     """Choose and fit the FeatureSet from the split files; save it as JSON and the search as Markdown. Returns
     the FeatureSet and the search's log."""
-    train = pd.read_parquet(train_file)
-    feature_set, log = engineer_features(train, pd.read_parquet(valid_file), use_case)
+    train, valid = pd.read_parquet(train_file), pd.read_parquet(valid_file)
+    feature_set, log = engineer_features(train, valid, use_case)
+    if feature_set.entity_features:
+        # An entity's history is every event known at training, valid's too (no label in it): the model server's
+        # store starts from it, and a test row then sees its entity's earlier events as a served row does.
+        feature_set = feature_set.with_history(pd.concat([train, valid]))
     feature_set.save(feature_set_file)
     encodings = sorted(set(feature_set.plan.encodings.values()))
     chosen = (f"**Chosen:** {len(feature_set.input_columns)} columns -> {feature_set.width} features. Encodings: "

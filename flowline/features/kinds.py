@@ -327,10 +327,24 @@ class EntityHistory:
                 for key, entry in self.events.items()}
 
     def lookup(self, keys: Sequence[str], pending: Mapping[str, list[Event]]) -> dict[str, Running]:
-        """The running sums of `keys` that have events. `pending` (the rows being transformed) is
-        already part of a fitted history: it is ignored here."""
+        """The running sums of `keys` that have events: the fitted ones, with those of `pending` (the rows being
+        transformed) at a time the history holds no event of their entity. The training rows are all in it,
+        so their features are as fitted; rows after training (valid, test, batch scoring) see their entity's
+        earlier rows among them, as a served row sees the rows served before it."""
         running = self._running
-        return {key: running[key] for key in keys if key in running}
+        found = {}
+        for key in keys:
+            fitted = self.events.get(key)
+            known = set(fitted["time"]) if fitted else set()
+            new = [(t, a) for t, a in pending.get(key, []) if t not in known]
+            if new:
+                times = [*(fitted["time"] if fitted else []), *(t for t, _ in new)]
+                amounts = {name: [*(fitted[name] if fitted else []), *(a[name] for _, a in new)]
+                           for name in self.amounts}
+                found[key] = running_sums(np.asarray(times, dtype=np.float64), amounts)
+            elif key in running:
+                found[key] = running[key]
+        return found
 
     def as_events(self) -> dict[str, list[Event]]:
         """The fitted events per entity, as the online store takes them (to seed it)."""
@@ -415,8 +429,7 @@ class EntityFeatures:
             if key is not None and not np.isnan(times[i]):
                 rows_by_key.setdefault(key, []).append(i)
         source = self.store or self.history
-        pending = self.events(values) if self.store is not None else {}
-        for key, (history_times, sums) in source.lookup(list(rows_by_key), pending).items():
+        for key, (history_times, sums) in source.lookup(list(rows_by_key), self.events(values)).items():
             rows = rows_by_key[key]
             t = times[rows]
             before = np.searchsorted(history_times, t, side="left")  # events strictly before t

@@ -1,8 +1,7 @@
 """Online entity features through the real model server, over HTTP, with a real Redis and the embedded SQLite.
 
 A fraud-style package (card payments, entity `card`) is built on the seeded split. The server seeds the
-store with the package's training history; the validation split's events are pushed to the events endpoint;
-the test split is then replayed in time order, each row explained (which shows the entity features the server
+store with the package's history (every train and valid event); the test split is then replayed in time order, each row explained (which shows the entity features the server
 computed from the store) and then answered over v2 (which appends it to the store). For every test row
 the served entity features equal, exactly, what the offline computation over the whole log gives at that
 row's time, and the served probability equals the package's model on the offline features.
@@ -77,11 +76,6 @@ def test_replayed_test_split_gets_exactly_the_offline_entity_features(served, pa
     whole = pd.concat(parts.values())
     offline = fitted.with_history(whole).transform(parts["test"])
     with httpx.Client(base_url=url, timeout=30) as client:
-        valid = records(parts["valid"], EVENT_COLUMNS)
-        for start in range(0, len(valid), 100):
-            answer = client.post("/v2/models/payments/events", json={"instances": valid[start:start + 100]})
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["events"] == len(valid[start:start + 100])
         served_features, probabilities = [], []
         for record in records(parts["test"], ["txn", *EVENT_COLUMNS]):
             explained = client.post("/v1/models/payments:explain", json={"instances": [record]})
@@ -95,8 +89,9 @@ def test_replayed_test_split_gets_exactly_the_offline_entity_features(served, pa
     assert (served_features > 0).any(axis=0).all()  # every entity feature saw earlier events somewhere
     expected = Package.open(payments_package).model.predict(offline).astype(np.float32)
     assert np.array_equal(np.asarray(probabilities, dtype=np.float32), expected)
-    stale = fitted.transform(parts["test"])  # the history frozen at training, as served before
-    assert not np.array_equal(stale[:, entity], offline[:, entity])
+    # The package's own transform of the test split, as the evaluate step and batch scoring compute it, gives the
+    # served features: its history holds train and valid, and each test row sees the test rows before it.
+    assert np.array_equal(fitted.transform(parts["test"])[:, entity], offline[:, entity])
 
 
 def count_of(client: httpx.Client, record: dict, name: str) -> float:
@@ -159,3 +154,21 @@ def test_a_package_without_entity_features_opens_no_store(churn_package, record,
         answer = client.post("/v2/models/churn/events", json={"instances": [record]})
         assert answer.status_code == 400 and "has no entity features" in answer.json()["error"]
     assert not (tmp_path / "online-store.db").exists()
+
+
+def test_batch_scoring_sees_the_inputs_earlier_rows_as_the_server_does(payments_package, parts, tmp_path) -> None:
+    """Scored in chunks of 7, every test row gets the probability the server answers after the rows before it:
+    the features over the whole log, not the history frozen at training."""
+    from flowline.batch import score_table
+    from flowline.scoring import Scorer
+
+    fitted = FeatureSet.load(payments_package / "feature_set.json")
+    offline = fitted.with_history(pd.concat(parts.values())).transform(parts["test"])
+    expected = Package.open(payments_package).model.predict(offline).astype(np.float32)
+    parts["test"].to_parquet(tmp_path / "test.parquet")
+    summary = score_table(Scorer.open(payments_package), str(tmp_path / "test.parquet"), str(tmp_path / "scores.parquet"),
+                          str(tmp_path / "quarantine.parquet"), chunk_rows=7)
+    assert summary.counts["rows_scored"] == len(parts["test"])
+    scores = pd.read_parquet(tmp_path / "scores.parquet")
+    assert scores["_source_row"].tolist() == list(range(len(parts["test"])))  # each score names its input row
+    assert np.array_equal(scores["probability"].to_numpy(), expected)

@@ -106,7 +106,9 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
                 str(p.parent) for p in run_dir.glob("*/package/model_package/manifest.json"))
             report.copies_left += sorted(str(p) for p in run_dir.rglob("x_ref.npy"))
     for output in _batch_outputs(audit_log, use_case):
-        if "://" in output:
+        # Remote outputs cannot be edited here; a relative path (recorded before outputs were made absolute)
+        # that is not found from this folder may still exist from another.
+        if "://" in output or not (Path(output).is_absolute() or Path(output).is_file()):
             report.copies_left.append(output)
         elif Path(output).is_file() and _is_parquet(Path(output)):
             removed = _erase_from(Path(output), key, wanted, use_case.data.separator)

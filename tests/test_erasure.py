@@ -215,11 +215,16 @@ def test_batch_outputs_anywhere_lose_the_subject_and_drift_references_are_listed
                                         "quarantine": str(elsewhere / "scores.quarantine.parquet")})
     audit.append(log, "batch_scoring", {"use_case": "churn", "output": "s3://exports/scores.parquet",
                                         "quarantine": "s3://exports/scores.quarantine.parquet"})
+    # recorded as typed before outputs were made absolute: not found from here, so perhaps left elsewhere
+    audit.append(log, "batch_scoring", {"use_case": "churn", "output": "relative/scores.parquet",
+                                        "quarantine": "relative/scores.quarantine.parquet"})
     reference = runs / "churn-1" / "flowline-churn-x" / "drift" / "x_ref.npy"
     reference.parent.mkdir(parents=True)
     reference.write_bytes(b"\x93NUMPY")
     report = erase_subject(churn, "B-2", runs, log)
     assert pd.read_parquet(elsewhere / "scores.parquet")["customerID"].tolist() == ["Z-9"]
     assert report.rows_removed[str(elsewhere / "scores.parquet")] == 1
-    assert report.copies_left == [str(reference), "s3://exports/scores.parquet", "s3://exports/scores.quarantine.parquet"]
+    assert sorted(report.copies_left) == sorted([str(reference), "s3://exports/scores.parquet",
+                                                 "s3://exports/scores.quarantine.parquet", "relative/scores.parquet",
+                                                 "relative/scores.quarantine.parquet"])
     assert verify(log)[-1]["what"]["copies_left"] == report.copies_left

@@ -67,17 +67,24 @@ def _score(args: argparse.Namespace) -> int:
 
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: give at least 1")
-    quarantine = args.quarantine or default_quarantine(args.output)
-    if quarantine == args.output:
+    # Local paths as absolute ones: the audit record is what `flowline erase` finds them by, from any folder.
+    output, quarantine = (_place(path) for path in (args.output, args.quarantine or default_quarantine(args.output)))
+    if quarantine == output:
         raise UsageError("--quarantine and --output name the same file")
+    for flag, path in (("--output", output), ("--quarantine", quarantine)):
+        if Path(path).is_absolute() and Path(path).is_dir():
+            raise UsageError(f"{flag} {path} is a folder: give a file name")
     scorer = Scorer.open(resolve_package(args.model, args.runs_dir))
+    if not args.as_of and scorer.use_case.transaction_log is not None:
+        raise UsageError(f"use case {scorer.use_case.name!r} scores the customers of transaction log "
+                         f"{scorer.use_case.transaction_log.name!r}: give --as-of YYYY-MM-DD")
     try:
         if args.as_of:
             log_use_case = scorer.use_case.transaction_log or _log_use_case(args.model, scorer.use_case.name)
-            summary = batch.score_customers(scorer, log_use_case, args.input, args.as_of, args.output, quarantine)
+            summary = batch.score_customers(scorer, log_use_case, args.input, args.as_of, output, quarantine)
         else:
             with rows_bar(sys.stderr, batch.known_rows(args.input, args.format)) as bar:
-                summary = batch.score_table(scorer, args.input, args.output, quarantine,
+                summary = batch.score_table(scorer, args.input, output, quarantine,
                                             args.chunk_rows or batch.DEFAULT_CHUNK_ROWS, args.format, bar.update)
     except (batch.BatchError, ContractError) as error:
         print(f"flowline: {error}", file=sys.stderr)
@@ -85,6 +92,13 @@ def _score(args: argparse.Namespace) -> int:
     batch.record(audit_log(args), summary)
     print(json.dumps(summary.as_dict(), indent=1) if args.json else summary_text(summary))
     return 0
+
+
+def _place(path: str) -> str:
+    """An output's place: an s3:// URI as given, a local path made absolute."""
+    from flowline.storage import is_s3
+
+    return path if is_s3(path) else str(Path(path).resolve())
 
 
 def _log_use_case(model: str, package_use_case: str):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import functools
 import http.server
+import os
 import threading
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -122,6 +123,11 @@ def test_every_row_is_scored_as_the_server_answers_or_quarantined_with_its_reaso
     assert {"Yes", "No"} == set(scores["decision"])
     assert set(scores["package_version"]) == {package.version}
     assert scores["scored_at"].between(pd.Timestamp(started).floor("s"), pd.Timestamp.now(tz="UTC")).all()
+    assert sorted(set(scores[ROW_COLUMN]) | set(quarantine[ROW_COLUMN])) == list(range(rows_in))  # each row once
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {(tmp_path / name).stat().st_mode & 0o777 for name in ("scores.parquet", "scores.quarantine.parquet")} == {
+        0o666 & ~umask}  # readable as any file written here, not private to its writer
 
     # tenure 100 meets the contract (max 120) but lies outside the training profile: scored, and counted.
     record = verify_audit_log(log)[-1]
@@ -209,6 +215,26 @@ def test_as_of_on_a_package_that_scores_a_table_says_so(churn_package, tmp_path,
     assert caught.value.code == 2
     assert ("--as-of scores every customer of a transaction log, but use case 'churn' scores the rows of a table"
             in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    (["--output", "{tmp}/same.parquet", "--quarantine", "{tmp}/./same.parquet"],
+     "--quarantine and --output name the same file"),
+    (["--output", "{tmp}"], "--output {tmp} is a folder: give a file name"),
+])
+def test_outputs_that_would_lose_rows_are_refused_before_scoring(options, said, churn_package, tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["score", str(churn_package), "--input", str(tmp_path / "x.csv"),
+              *[option.format(tmp=tmp_path) for option in options]])
+    assert caught.value.code == 2 and said.format(tmp=tmp_path) in capsys.readouterr().err
+
+
+def test_a_transaction_log_package_without_as_of_asks_for_it(clv_package, tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["score", str(clv_package), "--input", str(dataset_path("cdnow_master")),
+              "--output", str(tmp_path / "clv.parquet")])
+    assert caught.value.code == 2
+    assert "scores the customers of transaction log 'clv': give --as-of YYYY-MM-DD" in capsys.readouterr().err
 
 
 def test_clv_scores_every_customer_as_of_a_date_as_the_package_scores_its_test_rows(clv_package, tmp_path, capsys):

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowline import audit
-from flowline.package.format import CARD_HTML, CARD_JSON, Package
+from flowline.package.format import CARD_HTML, CARD_JSON, MANIFEST_FILE, Package
 from flowline.storage import is_s3
 
 STAGES = ("champion", "challenger", "rejected", "retired")
@@ -199,13 +199,13 @@ def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
 
 
 def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -> str:
-    """The package `target` names: a package folder or s3:// prefix as given; a use case, by its name
+    """The package `target` names: a package folder (one with a manifest) or s3:// prefix as given; a use case, by its name
     (built-in or recorded in `runs_dir`) or its YAML path, gives its newest package (with `champion`,
     its champion); a package version, or a unique prefix of one, gives that package."""
     from flowline.use_case import UseCaseError
     from flowline.use_case_loader import built_in_use_cases, load_use_case
 
-    if is_s3(target) or Path(target).is_dir():
+    if is_s3(target) or (Path(target) / MANIFEST_FILE).is_file():
         return target
     registry = read(runs_dir)
     name = load_use_case(target).name if Path(target).suffix in (".yaml", ".yml") else target
@@ -215,6 +215,9 @@ def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -
             what = "promoted package" if champion else "package"
             raise RegistryError(f"no {what} of use case {name!r} under {runs_dir}; run `flowline run {name}` first")
         return found.path
+    if Path(target).is_dir():  # a folder that is no package and names no use case (or one named like it)
+        raise UseCaseError(f"{target} is a folder without {MANIFEST_FILE}, so not a model package, and no use "
+                           f"case or package version under {runs_dir} is called that")
     if not any(entry.version.startswith(target) for entry in registry.packages):
         known = ", ".join(sorted(set(registry.use_cases() + built_in_use_cases())))
         raise UseCaseError(f"{target!r} is no package folder, use case or package version under {runs_dir}; "

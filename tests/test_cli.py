@@ -55,9 +55,17 @@ def test_serve_refuses_options_that_do_not_fit_together(argv, message, tmp_path:
     assert message in capsys.readouterr().err
 
 
+def test_a_folder_named_like_a_use_case_does_not_hide_it(tmp_path: Path, monkeypatch, capsys):
+    """`flowline score clv --output clv/scores.parquet` makes a folder ./clv: `clv` still names the use case."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "churn").mkdir()
+    assert main(["serve", "churn", "--runs-dir", str(tmp_path / "runs")]) == 1
+    assert "no package of use case 'churn'" in capsys.readouterr().err  # the use case, not the folder
+
+
 def test_serve_names_a_folder_that_is_not_a_package(tmp_path: Path, capsys):
     assert main(["serve", str(tmp_path)]) == 1
-    assert f"{tmp_path} is not a model package: manifest.json is missing" in capsys.readouterr().err
+    assert f"{tmp_path} is a folder without manifest.json, so not a model package" in capsys.readouterr().err
     for broken in ("{", "[1]"):  # a manifest that is not JSON, or not an object: one line, no traceback
         (tmp_path / "manifest.json").write_text(broken)
         assert main(["serve", str(tmp_path)]) == 1

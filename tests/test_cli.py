@@ -48,6 +48,7 @@ def test_every_command_and_option_has_a_help_text():
     (["--max-body-mb", "0"], "--max-body-mb 0: give a positive size"),
 ])
 def test_serve_refuses_options_that_do_not_fit_together(argv, message, tmp_path: Path, capsys):
+    (tmp_path / "manifest.json").write_text("{}")  # a package folder, as far as naming it goes
     folder = str(tmp_path)
     with pytest.raises(SystemExit) as caught:
         main(["serve", f"churn={folder}", *[part.replace("PACKAGE", folder) for part in argv]])
@@ -81,6 +82,7 @@ def test_run_refuses_a_negative_trial_budget(capsys):
 
 
 def test_the_retraining_action_needs_its_kfp_host(tmp_path: Path, capsys):
+    (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(SystemExit) as caught:
         main(["serve", "--drift-monitor", f"churn={tmp_path}", "--on-drift", "kfp"])
     assert caught.value.code == 2

@@ -338,8 +338,10 @@ class FlowlineModel(Model):
     def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
         """SHAP contributions per raw column for each instance, plus the base value (in margin units), and the
         entity features the row was given (read from the online store, when the package has them). A request id
-        that predict sent to the canary is explained by the canary: the model that decided explains."""
-        _, package = self._route(_request_id(payload, headers))
+        (x-request-id) that predict sent to the canary is explained by the canary: the model that decided explains.
+        The answer carries its request id, as predict's does."""
+        request_id = _request_id(payload, headers)
+        _, package = self._route(request_id)
         records = self._customers_by_id(package, payload)
         if records is None:
             records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
@@ -354,6 +356,7 @@ class FlowlineModel(Model):
         return {
             "model_name": self.name,
             "model_version": package.version,
+            "id": request_id,
             "explanations": [
                 {
                     **_ids_sent(record, ids),

@@ -189,7 +189,7 @@ def format_summary(summary: dict) -> str:
     """The end-of-run table: metrics, gate decisions, artifact paths."""
     metrics = [[name, f"{value:.4f}"] for name, value in summary["metrics"].items()]
     if summary["threshold"] is not None:
-        metrics.append(["threshold (cost-optimal on valid)", f"{summary['threshold']:.4f}"])
+        metrics.append(["threshold (cost-optimal, out of fold)", f"{summary['threshold']:.4f}"])
     gates = [
         [name, f"{g['value']:.4f}", "" if g["min"] is None else f">= {g['min']}",
          "" if g["max"] is None else f"<= {g['max']}", "pass" if g["passed"] else "FAIL"]

@@ -81,6 +81,13 @@ def test_run_refuses_a_negative_trial_budget(capsys):
     assert "--trials -3: give at least 1" in capsys.readouterr().err
 
 
+def test_a_short_repository_token_is_one_line(tmp_path: Path, monkeypatch, capsys):
+    monkeypatch.setenv("FLOWLINE_REPOSITORY_TOKEN", "tok")
+    assert main(["serve", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == ("flowline: FLOWLINE_REPOSITORY_TOKEN: 3 characters, give at least 16 "
+                                       "(e.g. `openssl rand -hex 32`)\n")
+
+
 def test_the_retraining_action_needs_its_kfp_host(tmp_path: Path, capsys):
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(SystemExit) as caught:

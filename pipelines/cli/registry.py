@@ -125,7 +125,7 @@ def card_text(card: dict, version: str, stage: str) -> str:
              ["model", reports.members(model.get("members", []))],
              *[[f"data {name}", ", ".join(map(str, value)) if isinstance(value, list) else _number(value)]
                for name, value in data.items() if not isinstance(value, dict)],
-             ["threshold", _number(card.get("threshold"))]]
+             *_threshold_rows(card)]
     metrics = [[name, _number(metric["value"]), " to ".join(map(_number, metric.get("ci95") or []))]
                for name, metric in card.get("metrics", {}).items()]
     gates = card.get("gates", {})
@@ -150,6 +150,17 @@ def card_text(card: dict, version: str, stage: str) -> str:
              f"Decision: {decision.get('decision')}: {decision.get('reason')}",
              "Limitations:\n" + "\n".join(f"- {line}" for line in card.get("limitations", []))]
     return "\n\n".join(parts)
+
+
+def _threshold_rows(card: dict) -> list[list]:
+    """The decision threshold as served: per group when a fairness mitigation applies (the single one then
+    decides no row), none for a regression."""
+    mitigation = card.get("fairness", {}).get("mitigation") or {}
+    if mitigation.get("applied") and mitigation.get("thresholds"):
+        return [*([f"threshold {'(other groups)' if group == '*' else group}", _number(value)]
+                  for group, value in mitigation["thresholds"].items()),
+                ["single threshold (not served)", _number(card.get("threshold"))]]
+    return [["threshold", _number(card["threshold"])]] if card.get("threshold") is not None else []
 
 
 def _bound(gate: dict) -> str:

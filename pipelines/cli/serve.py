@@ -8,6 +8,7 @@ here and handed to it, so the servers never import the pipelines.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from flowline.inference_services.options import (
@@ -20,7 +21,7 @@ from flowline.inference_services.options import (
     HOST_ENV,
 )
 from flowline.pipelines.cli.cluster import add_image_argument
-from flowline.pipelines.cli.common import UsageError, add_runs_dir_argument, default_online_store
+from flowline.pipelines.cli.common import EXIT_ERROR, UsageError, add_runs_dir_argument, default_online_store
 from flowline.pipelines.retraining import DEFAULT_COOLDOWN_S, MODES
 
 
@@ -108,10 +109,15 @@ def _named(target: str, runs: str) -> tuple[str, str]:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from flowline.inference_services.options import default_host
+    from flowline.inference_services.options import default_host, repository_token
     from flowline.inference_services.server import serve
     from flowline.inference_services.workers import exec_supervisor
 
+    try:
+        repository_token()  # the environment's token, checked before any package loads
+    except ValueError as error:
+        print(f"flowline: {error}", file=sys.stderr)
+        return EXIT_ERROR
     workers = _workers(args)
     if not 0 < args.port < 65536:
         raise UsageError(f"--port {args.port}: give 1 to 65535")

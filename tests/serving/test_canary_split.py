@@ -63,6 +63,7 @@ def test_requests_split_by_id_and_every_answer_is_logged_for_joining_outcomes(
                                     headers={"x-request-id": request_id})
             assert explained.status_code == 200, explained.text
             assert explained.json()["model_version"] == answered[request_id]  # the model that decided explains
+            assert explained.json()["id"] == request_id
     canary_share = sum(v == versions["canary"] for v in answered.values()) / len(answered)
     assert 0.2 < canary_share < 0.4
     lines = [json.loads(line) for line in Path(log).read_text().splitlines()]

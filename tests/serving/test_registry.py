@@ -2,6 +2,7 @@
 resolved by use-case name, YAML path or version for serve, deploy and run --champion."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -150,3 +151,16 @@ def test_serve_deploy_and_champion_resolve_a_use_case_by_name_yaml_path_or_versi
     body = {"instances": records_of(churn_test_rows.head(3))}
     with running_server([version[:7]], extra_args=["--runs-dir", str(runs)], log_path=str(tmp_path / "s.log")) as url:
         assert httpx.post(f"{url}/v1/models/churn:predict", json=body).json()["model_version"] == version
+
+
+def test_show_gives_the_thresholds_that_decide_served_rows():
+    from flowline.pipelines.cli.registry import card_text
+
+    mitigated = {"threshold": 0.095, "fairness": {"mitigation": {
+        "applied": True, "thresholds": {"SeniorCitizen=0": 0.0671, "SeniorCitizen=1": 0.1733, "*": 0.095}}}}
+    text = card_text(mitigated, "v1", "champion")
+    assert re.search(r"threshold SeniorCitizen=1\s+0\.1733", text)
+    assert re.search(r"threshold \(other groups\)\s+0\.0950?", text)
+    assert re.search(r"single threshold \(not served\)\s+0\.0950?", text)
+    assert "threshold" not in card_text({"threshold": None}, "v1", "champion")  # a regression decides nothing
+

@@ -39,14 +39,45 @@ def kfp_cron(schedule: str) -> str:
 
 
 def parse_parameters(pairs: list[str]) -> dict[str, Any]:
-    """NAME=VALUE pairs as pipeline arguments: integers become ints, the rest stay strings."""
+    """NAME=VALUE pairs, as text: `typed_parameters` gives each the type of the pipeline input it names."""
     parameters: dict[str, Any] = {}
     for pair in pairs:
         name, equals, value = pair.partition("=")
         if not equals or not name:
             raise SubmissionError(f"parameter {pair!r}: give NAME=VALUE")
-        parameters[name] = int(value) if value.lstrip("-").isdigit() else value
+        parameters[name] = value
     return parameters
+
+
+def typed_parameters(package: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """`parameters` checked against the compiled pipeline's inputs (KFP IR, root.inputDefinitions): a name it
+    lacks, or text that is not of its input's type, is a SubmissionError before anything is sent."""
+    import json
+
+    import yaml
+
+    spec = next(yaml.safe_load_all(Path(package).read_text()))  # the pipeline spec; a platform spec may follow
+    inputs = (spec["root"].get("inputDefinitions") or {}).get("parameters", {})
+    typed = {}
+    for name, value in parameters.items():
+        if name not in inputs:
+            raise SubmissionError(f"--param {name}: the pipeline has no input {name!r} (inputs: {', '.join(sorted(inputs))})")
+        kind = inputs[name]["parameterType"]
+        if not isinstance(value, str) or kind == "STRING":
+            typed[name] = value
+            continue
+        try:
+            typed[name] = {"NUMBER_INTEGER": int, "NUMBER_DOUBLE": float,
+                           "BOOLEAN": _boolean}.get(kind, json.loads)(value)
+        except ValueError:
+            raise SubmissionError(f"--param {name}: expected {kind.lower().replace('_', ' ')}, got {value!r}") from None
+    return typed
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError(text)
+    return text.lower() == "true"
 
 
 def check_reachable(host: str, token: Optional[str] = None, timeout: float = 10.0) -> None:
@@ -90,21 +121,22 @@ def submit(
     name = f"flowline-{use_case.name}" + ("-batch" if batch else "")
     experiment = experiment or f"flowline-{use_case.name}"
     check_reachable(host, token)
-    client = kfp.Client(host=host, namespace=namespace, existing_token=token)
     with tempfile.TemporaryDirectory() as folder:
         package = str(Path(folder) / f"{name}.yaml")
         if batch:
             compile_batch_pipeline(use_case, package, image)
         else:
             compile_pipeline(use_case, package, caching, source, image)
+        parameters = typed_parameters(package, parameters or {})  # refused before the client sends anything
+        client = kfp.Client(host=host, namespace=namespace, existing_token=token)
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
         job_name = name
         if cron:
             recurring = client.create_recurring_run(
                 experiment_id, job_name, cron_expression=cron, pipeline_package_path=package,
-                params=parameters or {}, max_concurrency=1, no_catchup=True, service_account=service_account)
+                params=parameters, max_concurrency=1, no_catchup=True, service_account=service_account)
             return {"experiment_id": experiment_id, "recurring_run_id": recurring.recurring_run_id, "cron": cron}
-        run = client.run_pipeline(experiment_id, job_name, pipeline_package_path=package, params=parameters or {},
+        run = client.run_pipeline(experiment_id, job_name, pipeline_package_path=package, params=parameters,
                                   service_account=service_account)
     return {"experiment_id": experiment_id, "run_id": run.run_id,
             "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}

@@ -80,7 +80,7 @@ def test_bad_schedules_and_parameters_are_refused_before_anything_is_sent(capsys
     assert kfp_cron("*/15 * * * *") == "0 */15 * * * *" and kfp_cron("0 0 9 ? * 2-6") == "0 0 9 ? * 2-6"
     with pytest.raises(SubmissionError, match="5 fields"):
         kfp_cron("daily")
-    assert parse_parameters(["trials=3", "source=s3://b/k.csv"]) == {"trials": 3, "source": "s3://b/k.csv"}
+    assert parse_parameters(["trials=3", "source=s3://b/k.csv"]) == {"trials": "3", "source": "s3://b/k.csv"}
     with pytest.raises(SubmissionError, match="NAME=VALUE"):
         parse_parameters(["trials"])
     api = StandInApiServer(kfp_api([]))
@@ -88,6 +88,19 @@ def test_bad_schedules_and_parameters_are_refused_before_anything_is_sent(capsys
                  "--schedule", "weekly"]) == 1
     assert "5 fields" in capsys.readouterr().err
     assert api.requests == []
+
+
+@pytest.mark.parametrize(("param", "said"), [
+    ("trails=5", "--param trails: the pipeline has no input 'trails' (inputs: "),
+    ("trials=abc", "--param trials: expected number integer, got 'abc'"),
+    ("canary_percent=12.5", "--param canary_percent: expected number integer, got '12.5'"),
+])
+def test_parameters_the_pipeline_does_not_take_are_refused_before_anything_is_created(param, said, capsys):
+    api = StandInApiServer(kfp_api([]))
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", f"http://127.0.0.1:{api.server.server_port}",
+                 "--param", param]) == 1
+    assert said in capsys.readouterr().err
+    assert [r["method"] for r in api.requests] == ["GET"]  # the health check alone: no experiment, no run
 
 
 def test_an_unreachable_kfp_is_one_line_naming_the_url_and_nothing_is_compiled(capsys):

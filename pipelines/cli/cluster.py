@@ -51,7 +51,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                              "--param input_uri=s3://... (and as_of=YYYY-MM-DD for a transaction log; default: "
                              "the run's day)")
     submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="a pipeline input, e.g. trials=20 or champion=s3://... (repeatable)")
+                        help="a pipeline input, e.g. trials=20 or champion=s3://... (repeatable); checked against the "
+                             "compiled pipeline's inputs and typed as they are, before anything is sent")
     submit.add_argument("--audit-log", help="the run's audit log on the cluster, s3://bucket/prefix")
     submit.add_argument("--no-cache", action="store_true", help="run every step, none from KFP's cache")
     submit.add_argument("--namespace", help="the Kubeflow profile namespace (multi-user deployments)")

@@ -107,10 +107,12 @@ def run_local(
     summary["step_seconds"] = progress.step_seconds
     record_run(audit_log, run, summary)
     summary["audit_log"] = str(audit_log)
-    target = Path(summary_path) if summary_path else run_dir / "summary.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(summary, indent=1))
-    summary["summary_path"] = str(target)
+    # The run folder always holds its summary (`flowline open` lists the reports from it); --summary, a copy.
+    targets = [run_dir / "summary.json", *([Path(summary_path)] if summary_path else [])]
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(summary, indent=1))
+    summary["summary_path"] = str(targets[-1])
     return summary
 
 

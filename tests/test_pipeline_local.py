@@ -26,6 +26,8 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     assert code == 0, shown
     summary = json.loads(summary_path.read_text())
     assert summary["use_case"] == "churn"
+    # the run folder keeps its own copy, from which `flowline open` lists the reports
+    assert json.loads((Path(summary["run_dir"]) / "summary.json").read_text())["reports"] == summary["reports"]
     # Acceptance: the fixed split, the default budget.
     assert summary["metrics"]["roc_auc"] >= 0.84
     assert 0.5 < summary["metrics"]["auprc"] < 1

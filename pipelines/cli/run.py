@@ -34,7 +34,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     champion.add_argument("--no-champion", action="store_true", help="compare with no champion (promote if gates pass)")
     run.add_argument("--source", help="read the data from this path or URL instead of the use case's")
     add_runs_dir_argument(run, "where run folders go")
-    run.add_argument("--summary", help="write the JSON summary here (default: summary.json in the run folder)")
+    run.add_argument("--summary", help="also write the JSON summary here (the run folder always holds summary.json)")
     run.add_argument("-v", "--verbose", action="store_true", help="show every task's full log, not just progress")
     run.set_defaults(handler=_run)
 

@@ -356,6 +356,20 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
     return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=rows_in)
 
 
+def enforce_bad_fraction(result: ContractResult, use_case: UseCase) -> None:
+    """Fail clearly when more rows were quarantined than the use case tolerates."""
+    if result.bad_fraction > use_case.max_bad_fraction:
+        # Reasons without the cells' values: the message reaches the append-only audit log, where an
+        # erasure could not remove a person's data.
+        examples = [re.sub(r": '.*?' is not ", ": a value that is not ", reason)
+                    for reason in result.quarantined[REASON_COLUMN].head(3)]
+        raise ContractError(
+            f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the data "
+            f"contract of use case {use_case.name!r}, above max_bad_fraction {use_case.max_bad_fraction:.1%}. "
+            f"First reasons: {examples}. The quarantine lists every row with its reason."
+        )
+
+
 def declared_columns(use_case: UseCase, with_label: bool = True) -> list[str]:
     """The columns the contract names: its columns, and (`with_label`) the label unless a transaction log makes
     it later."""

@@ -10,13 +10,14 @@ any date. Times keep microsecond precision.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from flowline.contract import apply_contract, read_use_case_table
+from flowline.contract import ContractResult, apply_contract, enforce_bad_fraction, read_use_case_table
 from flowline.customer_rows import daily_purchases, features_at
 from flowline.online_store import Event, OnlineStore
 from flowline.use_case import TransactionsSpec, UseCase
@@ -45,18 +46,42 @@ def transaction_events(log: pd.DataFrame, use_case: UseCase) -> dict[str, list[E
 
 
 def seed_history(store: OnlineStore, log: pd.DataFrame, use_case: UseCase, source: str) -> int:
-    """Write every transaction of `log` to its entity's history in `store`, once per `source` (say, the
-    log's sha256): the number written, 0 when that source was seeded already."""
+    """Write the transactions of `log` that `store` does not hold yet to their entities' histories, once per
+    `source` (say, the log's sha256): the number written, 0 when that source was seeded already. A log seeded
+    again with lines corrected or appended adds only what is new, counting repeats: an entity's two equal
+    transactions in the log, against one in the store, write one."""
+    namespace = use_case.entity_definition
     events = transaction_events(log, use_case)
-    return sum(map(len, events.values())) if store.seed(use_case.entity_definition, source, events) else 0
+    held = store.events_many(namespace, list(events))
+    new = {entity: _beyond(batch, held[entity]) for entity, batch in events.items()}
+    return sum(map(len, new.values())) if store.seed(namespace, source, new) else 0
 
 
-def seed_log(store: OnlineStore, use_case: UseCase, source: str = "") -> tuple[int, int]:
-    """Read the use case's log (or `source`) and hold it to the contract as ingest does, then seed the store
-    with its transactions, once per log content (its sha256): (transactions written, rows quarantined)."""
+def _beyond(events: list[Event], held: list[Event]) -> list[Event]:
+    """`events` less as many of each as `held` has (a multiset difference)."""
+    remaining = Counter(_key(event) for event in held)
+    new = []
+    for event in events:
+        if remaining[_key(event)]:
+            remaining[_key(event)] -= 1
+        else:
+            new.append(event)
+    return new
+
+
+def _key(event: Event) -> tuple:
+    at, amounts = event
+    return at, tuple(sorted(amounts.items()))
+
+
+def seed_log(store: OnlineStore, use_case: UseCase, source: str = "") -> tuple[int, ContractResult]:
+    """Read the use case's log (or `source`) and hold it to the contract as ingest does (refused above its
+    max_bad_fraction), then seed the store with its transactions, once per log content (its sha256):
+    (transactions written, the contract's result, whose quarantine holds the refused lines with reasons)."""
     table = read_use_case_table(use_case, source)
     result = apply_contract(table.frame, use_case, table.malformed)
-    return seed_history(store, result.kept, use_case, source=f"log:{table.sha256}"), len(result.quarantined)
+    enforce_bad_fraction(result, use_case)
+    return seed_history(store, result.kept, use_case, source=f"log:{table.sha256}"), result
 
 
 def history_log(events: Mapping[str, Sequence[Event]], use_case: UseCase) -> pd.DataFrame:

@@ -102,18 +102,33 @@ def test_flowline_seed_writes_a_logs_transactions_once_and_refuses_what_is_not_a
         out.write((tmp_path / "shop.csv").read_text() + "a,not a time,1.0\n")
     use_case_file = tmp_path / "shop.yaml"
     use_case_file.write_text(yaml.safe_dump({**LOG_USE_CASE, "data": {"path": str(tmp_path / "bad.csv")}}))
-    store = f"sqlite://{tmp_path}/online.db"
-    assert main(["seed", "--use-case", str(use_case_file), "--online-store", store]) == 0
-    assert capsys.readouterr().out == (f"seeded {len(log)} transactions of shop into {store} (namespace shop); "
-                                       "1 rows quarantined\n")
-    assert main(["seed", "--use-case", str(use_case_file), "--online-store", store]) == 0
-    assert "already holds this log of shop: nothing written" in capsys.readouterr().out
+    store, runs = f"sqlite://{tmp_path}/online.db", str(tmp_path / "runs")
+    seed = ["seed", "--use-case", str(use_case_file), "--online-store", store, "--runs-dir", runs]
+    quarantine = tmp_path / "runs" / "seed-shop.quarantine.parquet"
+    assert main(seed) == 0
+    assert capsys.readouterr().out == (f"seeded {len(log)} new transactions of shop into {store} (namespace shop); "
+                                       f"1 rows quarantined ({quarantine})\n")
+    refused = pd.read_parquet(quarantine)  # the line and its reason, kept as ingest keeps them
+    assert refused["at"].tolist() == ["not a time"] and "at" in refused["_quarantine_reason"].iloc[0]
+    assert main(seed) == 0
+    assert "already holds every transaction of this log of shop: nothing written" in capsys.readouterr().out
     use_case = parse_use_case(LOG_USE_CASE)
+    expected = features_at(daily_purchases(log, use_case), date(2024, 3, 31))
     pd.testing.assert_frame_equal(history_features(open_store(store), use_case, ["a", "b", "c"], date(2024, 3, 31)),
-                                  features_at(daily_purchases(log, use_case), date(2024, 3, 31)), check_exact=True)
-    # Another log (here the clean one) is another source: its transactions are added.
-    assert main(["seed", "--use-case", str(use_case_file), "--online-store", store, "--source", str(tmp_path / "shop.csv")]) == 0
-    assert capsys.readouterr().out.startswith(f"seeded {len(log)} transactions")
+                                  expected, check_exact=True)
+    # The log with its bad line corrected (another content): only that transaction is new. Seeding it whole
+    # again would have counted every other transaction twice.
+    fixed = pd.concat([log, pd.DataFrame({"who": ["a"], "at": [pd.Timestamp("2024-02-01 12:00")], "paid": [1.0]})],
+                      ignore_index=True)
+    fixed.to_csv(tmp_path / "fixed.csv", index=False)
+    assert main([*seed, "--source", str(tmp_path / "fixed.csv")]) == 0
+    assert capsys.readouterr().out.startswith("seeded 1 new transactions of shop")
+    pd.testing.assert_frame_equal(history_features(open_store(store), use_case, ["a", "b", "c"], date(2024, 3, 31)),
+                                  features_at(daily_purchases(fixed, use_case), date(2024, 3, 31)), check_exact=True)
+    # A log mostly broken is refused whole, above the use case's max_bad_fraction.
+    (tmp_path / "broken.csv").write_text("who,at,paid\n" + "a,never,1.0\n" * 9 + "a,2024-01-02,1.0\n")
+    assert main([*seed, "--source", str(tmp_path / "broken.csv")]) == 1
+    assert "9 of 10 rows (90.0%) break the data contract of use case 'shop'" in capsys.readouterr().err
     assert main(["seed", "--use-case", str(use_case_file), "--online-store", "mysql://db"]) == 1
     assert "flowline: seed: online store 'mysql://db': expected sqlite:///path.db" in capsys.readouterr().err
     with pytest.raises(SystemExit) as caught:

@@ -3,30 +3,14 @@ the kept rows, the quarantine with reasons and the data profile."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
-from flowline.contract import (ContractError, ContractResult, apply_contract, check_undeclared, read_use_case_table,
+from flowline.contract import (apply_contract, check_undeclared, enforce_bad_fraction, read_use_case_table,
                                undeclared_columns)
-from flowline.quarantine import REASON_COLUMN
 from flowline.use_case import UseCase
-
-
-def enforce_bad_fraction(result: ContractResult, use_case: UseCase) -> None:
-    """Fail clearly when more rows were quarantined than the use case tolerates."""
-    if result.bad_fraction > use_case.max_bad_fraction:
-        # Reasons without the cells' values: the message reaches the append-only audit log, where an
-        # erasure could not remove a person's data.
-        examples = [re.sub(r": '.*?' is not ", ": a value that is not ", reason)
-                    for reason in result.quarantined[REASON_COLUMN].head(3)]
-        raise ContractError(
-            f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the data "
-            f"contract of use case {use_case.name!r}, above max_bad_fraction {use_case.max_bad_fraction:.1%}. "
-            f"First reasons: {examples}. The quarantine artifact lists every row with its reason."
-        )
 
 
 def profile(frame: pd.DataFrame, use_case: UseCase) -> dict[str, dict]:

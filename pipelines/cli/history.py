@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from flowline.pipelines.cli.common import (EXIT_ERROR, UsageError, add_runs_dir_argument, add_use_case_arguments,
                                           default_online_store, use_case)
@@ -14,7 +15,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     seed = commands.add_parser(
         "seed", help="write a transaction-log use case's transactions (CLV) to the online store",
         description="Read the use case's transaction log (or --source), hold it to the contract as ingest does, and "
-                    "append each transaction to its customer's history in the online store, once per log content. "
+                    "append each transaction the store does not hold yet to its customer's history (a corrected or longer "
+                    "log adds only what is new). Lines that break the contract go to --quarantine with their reasons. "
                     "New transactions then reach the store through the model server's events endpoint "
                     "(POST /v2/models/NAME/events).")
     add_use_case_arguments(seed)
@@ -24,6 +26,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     add_runs_dir_argument(seed, "where the default online store is")
     seed.add_argument("--source", default="", metavar="DATA",
                       help="the log to read instead of the use case's own: a path, http(s) URL or s3://BUCKET/KEY")
+    seed.add_argument("--quarantine", metavar="FILE",
+                      help="the log's lines that break its contract, with their reasons, Parquet (default: "
+                           "RUNS_DIR/seed-USE_CASE.quarantine.parquet)")
     seed.set_defaults(handler=_seed)
 
 
@@ -39,15 +44,19 @@ def _seed(args: argparse.Namespace) -> int:
     try:
         store = open_store(url)
         try:
-            written, quarantined = seed_log(store, chosen, args.source)
+            written, result = seed_log(store, chosen, args.source)
         finally:
             store.close()
     except (ContractError, OnlineStoreError) as error:
         print(f"flowline: seed: {error}", file=sys.stderr)
         return EXIT_ERROR
+    quarantine = Path(args.quarantine or Path(args.runs_dir) / f"seed-{chosen.name}.quarantine.parquet")
+    quarantine.parent.mkdir(parents=True, exist_ok=True)
+    result.quarantined.to_parquet(quarantine, index=False)
     where = f"{url} (namespace {chosen.entity_definition})"
+    refused = f"{len(result.quarantined)} rows quarantined ({quarantine})"
     if written:
-        print(f"seeded {written} transactions of {chosen.name} into {where}; {quarantined} rows quarantined")
+        print(f"seeded {written} new transactions of {chosen.name} into {where}; {refused}")
     else:
-        print(f"{where} already holds this log of {chosen.name}: nothing written")
+        print(f"{where} already holds every transaction of this log of {chosen.name}: nothing written; {refused}")
     return 0

@@ -235,7 +235,7 @@ README_EXAMPLE = re.compile(r"^curl -sS http://127.0.0.1:8080(?P<path>/v\d/model
 def test_the_readmes_commands_seed_the_store_score_a_customer_by_id_and_take_a_transaction(clv_package, data_home,
                                                                                            tmp_path, capsys):
     assert main(["seed", "clv", "--runs-dir", str(tmp_path)]) == 0  # as the README says: the store serve reads
-    assert "seeded 69659 transactions of clv" in capsys.readouterr().out
+    assert "seeded 69659 new transactions of clv" in capsys.readouterr().out
     use_case = load_use_case("clv")
     master = apply_contract(read_use_case_table(use_case).frame, use_case).kept
     package = LoadedPackage.load(clv_package)

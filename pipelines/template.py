@@ -67,6 +67,8 @@ RESOURCES = {
     "deploy": ("250m", "512Mi"),
     "run-outcome": ("100m", "256Mi"),
     "score": ("2", "4Gi"),
+    # a tune or nas task of a family the use case does not search: it only writes that it was skipped
+    "skipped": ("100m", "256Mi"),
 }
 RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 # Steps whose result is not fixed by their inputs are never taken from KFP's cache: ingest
@@ -147,9 +149,14 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
         search = dict(use_case_json=spec, trials=trials, backend=tuning_backend, namespace=namespace, source=source,
                       image=image, **prepared)
         if use_case.tuning.time_budget is None:
-            searches = {family: _configure(step.tune(family=family, **search), f"tune-{family}", "tune").outputs["best"]
+            # kfp.local has no optional inputs, so train takes every family's search: a family the use case does
+            # not search gets a task that only says so, with the smallest requests.
+            searched = set(use_case.tuning.families)
+            searches = {family: _configure(step.tune(family=family, **search), f"tune-{family}",
+                                           "tune" if family in searched else "skipped").outputs["best"]
                         for family in TUNED_FAMILIES}
-            searches["mlp"] = _configure(step.nas(**search), "nas").outputs["best"]
+            searches["mlp"] = _configure(step.nas(**search), "nas",
+                                         "nas" if "mlp" in searched else "skipped").outputs["best"]
         else:  # one step spends the budget across the families
             searched = _configure(step.search(**search), "search", "tune")
             searches = {family: searched.outputs[family] for family in FAMILIES}

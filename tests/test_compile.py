@@ -13,6 +13,7 @@ from flowline.package import signing
 from flowline.pipelines.cli import main
 from flowline.pipelines.template import NOT_CACHED, RESOURCES
 from flowline.use_case import FAMILIES
+from flowline.use_case_loader import load_use_case
 from pipeline_steps import STEPS
 
 
@@ -71,9 +72,14 @@ def test_every_task_has_resources_a_retry_policy_caching_and_the_project_image(c
         assert task["cachingOptions"].get("enableCache", False) == (name not in NOT_CACHED), name
         container = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]
         assert container["image"] == f"ghcr.io/flowline-ml/flowline:{__version__}"
-        cpu, _ = RESOURCES[name if name == "run-outcome" else name.split("-")[0]]
+        family = task["inputs"]["parameters"].get("family", {}).get("runtimeValue", {}).get("constant")
+        searched = (family or "mlp") in load_use_case("churn").tuning.families
+        step = name if name == "run-outcome" else name.split("-")[0]
+        cpu, _ = RESOURCES[step if step not in ("tune", "nas") or searched else "skipped"]
         assert container["resources"]["cpuRequest"] == float(cpu.removesuffix("m")) / (1000 if "m" in cpu else 1)
         assert container["resources"]["memoryRequest"] > 0
+        if not searched:  # churn searches neither LightGBM nor CatBoost: their tasks ask for little
+            assert step == "tune" and family in ("lightgbm", "catboost") and cpu == "100m"
         assert "pip install" not in " ".join(container["command"])  # the image already holds kfp and flowline
 
 

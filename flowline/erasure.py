@@ -95,16 +95,19 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
     wanted = str(subject_id).strip()
     report = ErasureReport(subject_sha256=hashlib.sha256(wanted.encode()).hexdigest())
     for run_dir in sorted(Path(runs_dir).glob(f"{use_case.name}-*")):
-        trained_on_subject = False
+        trained_on_subject = tested_on_subject = False
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and _is_parquet(p)):
             removed = _erase_from(path, key, wanted, use_case.data.separator)
             if removed:
                 report.rows_removed[str(path)] = removed
                 trained_on_subject |= path.parent.name == "split" and path.name in TRAINING_SPLITS
+                tested_on_subject |= path.parent.name == "split" and path.name == "test"
         if trained_on_subject:
             report.packages_trained_on_subject += sorted(
                 str(p.parent) for p in run_dir.glob("*/package/model_package/manifest.json"))
             report.copies_left += sorted(str(p) for p in run_dir.rglob("x_ref.npy"))
+        if tested_on_subject:  # the explain step keeps raw values of test rows, without ids
+            report.copies_left += sorted(str(p) for p in run_dir.rglob("explanation*") if p.is_file())
     for output in _batch_outputs(audit_log, use_case):
         # Remote outputs cannot be edited here; a relative path (recorded before outputs were made absolute)
         # that is not found from this folder may still exist from another.

@@ -221,10 +221,16 @@ def test_batch_outputs_anywhere_lose_the_subject_and_drift_references_are_listed
     reference = runs / "churn-1" / "flowline-churn-x" / "drift" / "x_ref.npy"
     reference.parent.mkdir(parents=True)
     reference.write_bytes(b"\x93NUMPY")
+    # churn-2 tested on the subject: its explanations hold test rows' raw values, without ids
+    explained = [runs / "churn-2" / "flowline-churn-x" / "explain" / "explanation",
+                 runs / "churn-2" / "reports" / "explanation.html"]
+    for path in explained:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
     report = erase_subject(churn, "B-2", runs, log)
     assert pd.read_parquet(elsewhere / "scores.parquet")["customerID"].tolist() == ["Z-9"]
     assert report.rows_removed[str(elsewhere / "scores.parquet")] == 1
-    assert sorted(report.copies_left) == sorted([str(reference), "s3://exports/scores.parquet",
+    assert sorted(report.copies_left) == sorted([str(reference), *map(str, explained), "s3://exports/scores.parquet",
                                                  "s3://exports/scores.quarantine.parquet", "relative/scores.parquet",
                                                  "relative/scores.quarantine.parquet"])
     assert verify(log)[-1]["what"]["copies_left"] == report.copies_left

@@ -144,6 +144,8 @@ def cluster_source(use_case: UseCase, source: str = "") -> str:
     sha256 on the way), rather than read from its public URL, which pods cannot reach under the shipped
     network policies (egress goes to the object store and the API server only).
     """
+    if source and "://" in source and not source.startswith(REMOTE_PREFIXES):
+        raise ClusterDataError(f"source {source!r}: a cluster run reads s3://, http:// or https:// sources only")
     if source and not source.startswith(REMOTE_PREFIXES):
         raise ClusterDataError(f"source {source!r} is a local path, which a cluster run cannot read; upload it "
                                f"(flowline upload {source} s3://BUCKET/KEY) and give the s3:// URI instead")

@@ -208,6 +208,8 @@ def test_data_only_on_this_machine_is_refused_with_the_way_out(tmp_path: Path, c
         assert f"registered dataset {dataset!r}" in error and "cannot see" in error and "--upload-data s3://" in error
     assert main(["compile", "churn", "-o", str(tmp_path / "x.yaml"), "--source", str(tmp_path / "local.csv")]) == 1
     assert "is a local path" in capsys.readouterr().err
+    assert main(["compile", "churn", "-o", str(tmp_path / "x.yaml"), "--source", "ftp://host/telco.csv"]) == 1
+    assert "a cluster run reads s3://, http:// or https:// sources only" in capsys.readouterr().err
     assert not any(tmp_path.glob("*.yaml"))
 
 

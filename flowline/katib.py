@@ -15,6 +15,7 @@ built-in use cases (`flowline katib`), checked against the generator in tests.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -73,8 +74,18 @@ def trial_source(use_case: UseCase, source: str) -> str:
         raise ExperimentError(f"Katib trials run in their own pods: {error} (or set tuning.backend: optuna)") from None
 
 
-def experiment_name(use_case: UseCase, family: str) -> str:
-    return f"{use_case.name}-{family}-{'nas' if family == 'mlp' else 'hpo'}"
+EXPERIMENT_NAME_MAX = 40  # Katib's admission webhook refuses a longer Experiment name
+
+
+def experiment_name(use_case: UseCase, family: str, suffix: str = "") -> str:
+    """`<use case>-<family>-hpo` (`-nas` for the MLP), then `-<suffix>`; a use case's name too long for Katib's
+    40 characters is cut and given a short hash of the whole, so that two long names stay apart."""
+    tail = f"-{family}-{'nas' if family == 'mlp' else 'hpo'}" + (f"-{suffix}" if suffix else "")
+    head = use_case.name
+    if len(head) + len(tail) > EXPERIMENT_NAME_MAX:
+        digest = hashlib.sha256(head.encode()).hexdigest()[:4]
+        head = f"{head[:EXPERIMENT_NAME_MAX - len(tail) - len(digest) - 1].rstrip('-')}-{digest}"
+    return head + tail
 
 
 def katib_trials(tuning: TuningSpec, family: str) -> int:

@@ -43,7 +43,7 @@ def katib_search(
     from kubeflow.katib import KatibClient
 
     client = client or KatibClient(namespace=namespace)
-    name = f"{experiment_name(use_case, family)}-{secrets.token_hex(3)}"
+    name = experiment_name(use_case, family, suffix=secrets.token_hex(3))
     experiment = build_experiment(use_case, family, trials, image, namespace, name=name,
                                   source=trial_source(use_case, source), feature_plan=feature_plan)
     with talking_to("the Kubernetes API", client.custom_api.api_client.configuration.host, KUBE_CREDENTIALS):

@@ -176,6 +176,9 @@ def _default_families() -> dict[str, int]:
     return {"xgboost": 30, "linear": 20, "forest": 12, "mlp": 16, "lightgbm": 30}
 
 
+MAX_TRIALS = 100_000  # per family; Katib's maxTrialCount is an int32, and no search here needs more
+
+
 class TuningSpec(_Strict):
     """The search budget: trials per candidate family (reproducible), or a wall-clock `time_budget`
     spent across the families (flowline/budget.py), and where the trials run."""
@@ -185,11 +188,11 @@ class TuningSpec(_Strict):
     )
     families: dict[Family, int] = Field(default_factory=_default_families, min_length=1)
     parallel_trials: int = Field(default=3, ge=1, description="Katib: trials running at once")
-    timeout_seconds: float | None = Field(default=None, gt=0, description="per family")
+    timeout_seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="per family")
     time_budget: float | None = Field(
-        default=None, gt=0, description="seconds for the whole search, spent across the families cost-aware; "
+        default=None, gt=0, allow_inf_nan=False, description="seconds for the whole search, spent across the families cost-aware; "
                                         "each family's trials in `families` is then its cap. None: trials decide")
-    trial_seconds: float = Field(default=60, gt=0, description="Katib with a time_budget: the declared seconds "
+    trial_seconds: float = Field(default=60, gt=0, allow_inf_nan=False, description="Katib with a time_budget: the declared seconds "
                                                                "one trial takes in its pod, start included")
     metric: Literal["roc_auc", "auprc"] = Field(
         default="roc_auc", description="binary tasks: the validation score that trials, pruning, feature selection "
@@ -217,14 +220,14 @@ class TuningSpec(_Strict):
                                              "linear families minimise; tweedie (log link) suits non-negative, "
                                              "skewed targets such as spend, many of them zero")
     tweedie_power: float = Field(default=1.5, gt=1, lt=2, description="tweedie: the variance power")
-    seed: int = 42
+    seed: int = Field(default=42, ge=0, lt=2**32, description="seeds the search (NumPy's and Katib's take 0 to 2**32 - 1)")
 
     @field_validator("families")
     @classmethod
     def _trials_are_positive(cls, families: dict[str, int]) -> dict[str, int]:
         for family, trials in families.items():
-            if trials < 1:
-                raise ValueError(f"{family}: give at least 1 trial, or leave the family out")
+            if not 1 <= trials <= MAX_TRIALS:
+                raise ValueError(f"{family}: give 1 to {MAX_TRIALS:,} trials, or leave the family out")
         return families
 
 

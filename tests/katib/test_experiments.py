@@ -265,3 +265,17 @@ def test_trials_reading_a_public_url_are_warned_of_and_an_s3_source_is_used_as_g
     assert args[args.index("--source") + 1] == "s3://flowline-data/telco.csv"
     assert main(["katib", "clv", "--upload-data", "s3://nowhere/x", "--source", "s3://b/cdnow.txt",
                  "-o", str(tmp_path / "clv")]) == 0  # the option the refusal names exists: a remote source is used
+
+
+def test_experiment_names_stay_within_katibs_40_characters(churn):
+    from flowline.katib import EXPERIMENT_NAME_MAX, experiment_name
+    from flowline.use_case import FAMILIES
+
+    longest = churn.model_copy(update={"name": "creditcard-fraud-sample-of-the-eu-bank-ab"})  # 41: the longest allowed
+    other = churn.model_copy(update={"name": "creditcard-fraud-sample-of-the-eu-bank-cd"})
+    for family in FAMILIES:
+        names = [experiment_name(case, family, suffix="85940f") for case in (longest, other)]
+        assert all(len(name) <= EXPERIMENT_NAME_MAX and name[-1].isalnum() for name in names), names
+        assert names[0] != names[1]  # cut alike, told apart by the hash of the whole name
+    assert experiment_name(churn, "lightgbm", suffix="85940f") == "churn-lightgbm-hpo-85940f"  # short names as they were
+

@@ -7,15 +7,20 @@ The action is configured on the monitor (`--on-drift`):
 - `off` (the default): only the metrics and alerts.
 
 Each trigger is recorded in the audit log as a `retraining_triggered` record with the drift
-test that caused it. Only one retraining is under way at a time, and after one starts the
-next waits out a cool-down, so a drifting stream does not start a run per window.
+test that caused it, started or not (a start that failed says why). Only one retraining is under
+way at a time (local; kfp has the cool-down alone), and after one is triggered the next waits out a
+cool-down, so a drifting stream does not start a run per window. The cool-down is read back from
+the audit log when the monitor starts, so a restart or a promoted package does not reset it.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -42,7 +47,7 @@ class RetrainingAction:
     cooldown_seconds: float = DEFAULT_COOLDOWN_S
     source: str = ""  # kfp: where the run reads its data (s3:// or http(s)), else the use case's own
     image: str = DEFAULT_IMAGE  # kfp: the steps' image
-    _started_at: Optional[float] = field(default=None, repr=False)
+    _triggered_at: dict[str, float] = field(default_factory=dict, repr=False)  # use case -> epoch seconds
     _process: Optional[subprocess.Popen] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -50,30 +55,41 @@ class RetrainingAction:
             raise ValueError(f"on-drift action {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.mode == "kfp" and not self.kfp_host:
             raise ValueError("on-drift action kfp needs the KFP host (--kfp-host)")
+        if self.trials < 0:
+            raise ValueError(f"--retrain-trials {self.trials}: give 0 (the use case's budget) or more")
+        if not (math.isfinite(self.cooldown_seconds) and self.cooldown_seconds >= 0):
+            raise ValueError(f"--retrain-cooldown {self.cooldown_seconds}: give seconds, 0 or more")
+        if self.mode != "off":
+            self._triggered_at = _last_triggers(self.audit_log)
 
-    def busy(self) -> Optional[str]:
-        """Why no retraining may start now, or None."""
+    def busy(self, monitored: str) -> Optional[str]:
+        """Why no retraining of `monitored` may start now, or None."""
         if self._process is not None and self._process.poll() is None:
             return f"the retraining started at pid {self._process.pid} is still running"
-        if self._started_at is not None and time.monotonic() - self._started_at < self.cooldown_seconds:
-            return f"the last retraining started less than {self.cooldown_seconds:g} s ago"
+        last = self._triggered_at.get(monitored)
+        if last is not None and time.time() - last < self.cooldown_seconds:
+            return f"the last retraining was triggered less than {self.cooldown_seconds:g} s ago"
         return None
 
     def on_drift(self, monitored: str, model_version: str, p_values: dict[str, float]) -> dict:
         """Start a retraining for a drifted window unless one is under way; record it. Returns what happened."""
         if self.mode == "off":
             return {"action": "off"}
-        reason = self.busy()
+        reason = self.busy(monitored)
         if reason:
             return {"action": self.mode, "started": False, "reason": reason}
         drifted = sorted(p_values, key=p_values.get)[:3]
         use_case = self.use_case or monitored
-        started = self._start_local(use_case) if self.mode == "local" else self._start_kfp(use_case)
-        self._started_at = time.monotonic()
+        self._triggered_at[monitored] = time.time()  # a start that fails waits out the cool-down too
+        try:
+            outcome = {"started": True,
+                       **(self._start_local(use_case) if self.mode == "local" else self._start_kfp(use_case))}
+        except Exception as error:  # the drift test stands; the answer and the record say why no run started
+            outcome = {"started": False, "error": f"{type(error).__name__}: {error}"[:500]}
         audit.append(self.audit_log, "retraining_triggered", {
-            "use_case": monitored, "model_version": model_version, "action": self.mode, **started,
+            "use_case": monitored, "model_version": model_version, "action": self.mode, **outcome,
             "lowest_p_values": {name: p_values[name] for name in drifted}})
-        return {"action": self.mode, "started": True, **started}
+        return {"action": self.mode, **outcome}
 
     def _start_local(self, use_case: str) -> dict:
         log = Path(self.runs_dir) / "retraining.log"
@@ -93,5 +109,20 @@ class RetrainingAction:
         if is_s3(self.audit_log):
             parameters["audit_log"] = self.audit_log
         submitted = submit(load_use_case(use_case), self.kfp_host, self.experiment or None, parameters=parameters,
-                           source=self.source, image=self.image)
+                           source=self.source, image=self.image, token=os.environ.get("KFP_TOKEN"))
         return {"run_id": submitted["run_id"], "experiment_id": submitted["experiment_id"]}
+
+
+def _last_triggers(audit_log: str) -> dict[str, float]:
+    """When each use case's retraining was last triggered, by the audit log's `retraining_triggered` records (none
+    when the log does not exist yet); a log this monitor could not append to is refused now, not at the first
+    drifted window."""
+    try:
+        records = audit.verify(audit_log)
+    except audit.NoAuditLog:
+        return {}
+    except audit.AuditError as error:
+        raise ValueError(f"the audit log the retraining records go to: {error}") from None
+    return {record["what"]["use_case"]: datetime.fromisoformat(record["at"]).timestamp()
+            for record in records if record["action"] == "retraining_triggered"}
+

@@ -29,7 +29,8 @@ class StandInApiServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
                 outer.requests.append({"method": self.command, "path": self.path,
-                                       "content_type": self.headers.get("Content-Type"), "body": body})
+                                       "content_type": self.headers.get("Content-Type"), "body": body,
+                                       "authorization": self.headers.get("Authorization")})
                 status, answer = respond(self.command, self.path, body)
                 payload = json.dumps(answer).encode()
                 self.send_response(status)

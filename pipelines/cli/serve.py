@@ -134,14 +134,16 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _workers(args: argparse.Namespace) -> int:
     """--workers, checked, 0 being one per CPU the container may use; the default: that for the model server, 1 for
-    the drift monitor (one window of the whole stream; with several, each worker tests its own)."""
+    the drift monitor (one window of the whole stream; with several, each worker tests its own). A retraining drift
+    monitor runs one worker: with 0 (the ServingRuntime's), as if given 1."""
     from flowline.inference_services.options import default_workers
 
     if args.workers is not None and args.workers < 0:
         raise UsageError(f"--workers {args.workers}: give 0 (one per CPU) or more")
     asked = args.workers if args.workers is not None else (1 if args.drift_monitor else 0)
-    workers = asked or default_workers()
-    if args.drift_monitor and workers > 1 and args.on_drift != "off":
+    retraining = args.drift_monitor and args.on_drift != "off"
+    workers = asked or (1 if retraining else default_workers())
+    if retraining and workers > 1:
         raise UsageError(f"--workers {asked} with --on-drift {args.on_drift}: every worker would retrain "
                          "on its own windows, each with its own cooldown; give --workers 1")
     return workers
@@ -183,16 +185,31 @@ def _drift_monitor(args: argparse.Namespace) -> list:
     name, path = _named(target, args.runs_dir)
     if "=" not in target:
         name = drift_monitor_name(name)
-    return [DriftMonitor(name, path, _retraining(args))]
+    return [DriftMonitor(name, path, _retraining(args, path))]
 
 
-def _retraining(args: argparse.Namespace):
-    """The monitor's on-drift action: a retraining run (pipelines/retraining.py), or None when off."""
+def _retraining(args: argparse.Namespace, package: str):
+    """The monitor's on-drift action: a retraining run (pipelines/retraining.py), or None when off. What could
+    never start a run is refused now: a use case the run cannot find, or (kfp) data a cluster cannot read."""
     if args.on_drift == "off":
         return None
     from flowline.audit import AUDIT_FILE
     from flowline.pipelines.retraining import RetrainingAction
+    from flowline.use_case import UseCase, UseCaseError
+    from flowline.use_case_loader import built_in_use_cases, cluster_source, load_use_case
 
+    if not args.retrain_use_case and (Path(package) / "use_case.json").is_file():  # (an s3:// one is read later)
+        packaged = UseCase.model_validate_json((Path(package) / "use_case.json").read_text())
+        packaged = packaged.transaction_log or packaged
+        if packaged.name not in built_in_use_cases():
+            raise UsageError(f"--on-drift {args.on_drift}: the package's use case {packaged.name!r} is not built in, "
+                             "so a retraining run could not find it: give --retrain-use-case PATH (its YAML)")
+    if args.on_drift == "kfp":
+        try:
+            if args.retrain_use_case or (Path(package) / "use_case.json").is_file():
+                cluster_source(load_use_case(args.retrain_use_case or packaged.name), args.retrain_source)
+        except UseCaseError as error:
+            raise UsageError(f"--on-drift kfp: {error}") from None
     try:
         action = RetrainingAction(
             args.on_drift, args.retrain_use_case or "", args.audit_log or str(Path(args.runs_dir) / AUDIT_FILE),

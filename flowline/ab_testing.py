@@ -68,7 +68,7 @@ def mean_sample_size(std: float, mde: float, alpha: float = 0.05, power: float =
 
 def days_needed(rows_per_arm: int, daily_rows_per_arm: float) -> int:
     """Whole days until each arm has `rows_per_arm` rows."""
-    if daily_rows_per_arm <= 0:
+    if not (math.isfinite(daily_rows_per_arm) and daily_rows_per_arm > 0):
         raise DesignError(f"daily traffic {daily_rows_per_arm}: give the rows each arm gets per day, above 0")
     return math.ceil(rows_per_arm / daily_rows_per_arm)
 
@@ -199,11 +199,11 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
         return {"decision": "rollback", "reason": f"error rate {canary.error_rate:.2%} is {error_ratio:.1f} times the "
                 f"champion's, significantly more than {policy.max_error_ratio:g} times (p = {error_p_value:.4f})",
                 **numbers}
+    if min(champion.answered, canary.answered) == 0:  # no latency to compare: a champion failing all is held
+        return {"decision": "hold", "reason": "an arm answered no request", **numbers}
     if latency_ratio > policy.max_latency_ratio:
         return {"decision": "rollback", "reason": f"p99 latency is {latency_ratio:.2f} times the champion's "
                 f"(at most {policy.max_latency_ratio:g})", **numbers}
-    if min(champion.answered, canary.answered) == 0:
-        return {"decision": "hold", "reason": "an arm answered no request", **numbers}
     if champion.successes > champion.answered or canary.successes > canary.answered:
         return {"decision": "hold", "reason": "an arm has more good outcomes than answered requests: count "
                 "outcomes per request, as requests are counted", **numbers}

@@ -52,30 +52,59 @@ def outcome_counter(registry=None):
                    ["model_name", "model_version", "outcome"], registry=registry or REGISTRY)
 
 
-def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path) -> dict[str, ArmOutcomes]:
+def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path, model_name: str = "") -> dict[str, ArmOutcomes]:
     """Each arm's requests, failures, p99 latency of its answers (the server's `--prediction-log`) and good
-    outcomes, joined by request id from `outcomes_file`: JSON lines {"request_id": ..., "outcome": 1 or 0}."""
-    served = [json.loads(line) for line in Path(prediction_log).read_text().splitlines() if line.strip()]
+    outcomes, joined by request id from `outcomes_file`: JSON lines {"request_id": ..., "outcome": 1 or 0}.
+
+    One model is judged: `model_name`, or the only one the log holds (a server with several models writes them
+    all to one log). An arm whose log spans several versions (a canary replaced by a newer one) is judged on its
+    newest version, the one serving now."""
+    served = _lines(prediction_log, ("request_id", "arm", "seconds", "error"),
+                    '{"request_id", "arm", "version", "seconds", "error", ...} (the server\'s --prediction-log)')
+    models = sorted({line.get("model", "") for line in served})
+    if model_name:
+        served = [line for line in served if line.get("model", model_name) == model_name]
+    elif len(models) > 1:
+        raise DesignError(f"{prediction_log} holds the answers of models {', '.join(models)}: give --name")
     good = set()
-    for number, line in enumerate(Path(outcomes_file).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if record["outcome"]:
-                good.add(str(record["request_id"]))
-        except (ValueError, KeyError, TypeError):
-            raise DesignError(f"{outcomes_file}: line {number} is not {{\"request_id\": ..., \"outcome\": 0 or 1}}")
+    for number, record in enumerate(_lines(outcomes_file, ("request_id", "outcome"), OUTCOME_LINE), 1):
+        if record["outcome"] not in (0, 1) or isinstance(record["outcome"], float):
+            raise DesignError(f"{outcomes_file}: outcome {record['outcome']!r} of request {record['request_id']!r}: "
+                              "give 1 (good) or 0")
+        if record["outcome"]:
+            good.add(str(record["request_id"]))
     arms = {}
     for arm in ARMS:
         mine = [line for line in served if line["arm"] == arm]
+        version = mine[-1].get("version", "") if mine else ""
+        mine = [line for line in mine if line.get("version", "") == version]
         answered = [line for line in mine if line["error"] is None]
         arms[arm] = ArmOutcomes(
             requests=len(mine), errors=len(mine) - len(answered),
             successes=sum(str(line["request_id"]) in good for line in answered),
             latency_p99_seconds=float(np.percentile([line["seconds"] for line in answered], 99)) if answered else 0.0,
-            version=mine[0].get("version", "") if mine else "")
+            version=version)
     return arms
+
+
+OUTCOME_LINE = '{"request_id": ..., "outcome": 0 or 1}'
+
+
+def _lines(path: str | Path, fields: tuple[str, ...], form: str) -> list[dict]:
+    """The JSON lines of `path` (blank lines skipped), each an object with `fields`; a DesignError naming the
+    first that is not."""
+    records = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not (isinstance(record, dict) and all(name in record for name in fields)):
+            raise DesignError(f"{path}: line {number} is not {form}")
+        records.append(record)
+    return records
 
 
 def _query(prometheus_url: str, promql: str, timeout: float) -> dict[str, float]:
@@ -130,7 +159,7 @@ def read_arms(prometheus_url: str = "", model_name: str = "", predictions: str =
         return arms_from_prometheus(prometheus_url, model_name), f"prometheus {prometheus_url}"
     if not (predictions and outcomes):
         raise DesignError("give a Prometheus URL, or both the prediction log and the outcomes file")
-    return arms_from_logs(predictions, outcomes), f"files {predictions} and {outcomes}"
+    return arms_from_logs(predictions, outcomes, model_name), f"files {predictions} and {outcomes}"
 
 
 def patch_inference_service(name: str, namespace: str, decision: str, kubeconfig: Optional[str] = None) -> str:

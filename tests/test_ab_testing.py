@@ -9,6 +9,7 @@ from scipy import stats
 
 from flowline.ab_testing import (
     ArmOutcomes,
+    CanaryPolicy,
     DesignError,
     bootstrap_difference_interval,
     business_impact,
@@ -124,6 +125,16 @@ def test_flowline_ab_design_prints_the_sample_size(capsys):
     assert "3,841 rows per arm" in shown and "8 days" in shown
     assert main(["ab", "design", "--baseline-rate", "1.5", "--mde", "0.02"]) == 1
     assert "baseline rate 1.5" in capsys.readouterr().err
+    for traffic in ("nan", "0"):  # no days can be worked out: said in one line, not a traceback or silence
+        assert main(["ab", "design", "--baseline-rate", "0.1", "--mde", "0.02", "--daily-rows-per-arm", traffic]) == 1
+        assert f"daily traffic {float(traffic)}: give the rows each arm gets per day" in capsys.readouterr().err
+
+
+def test_a_champion_failing_every_request_holds_its_canary_rather_than_rolling_it_back():
+    down = ArmOutcomes(requests=1000, errors=1000, successes=0, latency_p99_seconds=0.0)
+    healthy = ArmOutcomes(requests=1000, errors=0, successes=300, latency_p99_seconds=0.02)
+    decided = canary_decision(down, healthy, CanaryPolicy())
+    assert decided["decision"] == "hold" and decided["reason"] == "an arm answered no request"
 
 
 def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
@@ -197,6 +208,34 @@ def test_outcomes_join_the_prediction_log_by_request_id(tmp_path):
     outcomes.write_text('{"request_id": "a"}\n')
     with pytest.raises(DesignError, match="line 1 is not"):
         arms_from_logs(log, outcomes)
+    outcomes.write_text('{"request_id": "a", "outcome": "0"}\n')  # text is no outcome: "0" would read as true
+    with pytest.raises(DesignError, match="outcome '0' of request 'a': give 1 \\(good\\) or 0"):
+        arms_from_logs(log, outcomes)
+    log.write_text(log.read_text() + '{"request_id": "e", "arm": "cana')  # a writer that died mid-line
+    with pytest.raises(DesignError, match="line 5 is not"):
+        arms_from_logs(log, outcomes)
+
+
+def test_one_model_and_each_arms_newest_version_are_judged(tmp_path):
+    """A server with several models writes one log; a canary replaced by a newer version leaves both in it."""
+    log, outcomes = tmp_path / "predictions.jsonl", tmp_path / "outcomes.jsonl"
+    served = [("churn", "champion", "A", 40), ("clv", "champion", "K", 300), ("churn", "canary", "B1", 10),
+              ("churn", "canary", "B2", 20)]
+    lines, good = [], []
+    for model, arm, version, count in served:
+        for n in range(count):
+            request_id = f"{model}-{version}-{n}"
+            lines.append({"request_id": request_id, "model": model, "arm": arm, "version": version, "error": None,
+                          "seconds": 0.01})
+            if version in ("A", "B1") and n % 4 == 0 or version in ("K", "B2") and n % 2 == 0:
+                good.append({"request_id": request_id, "outcome": 1})
+    log.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    outcomes.write_text("".join(json.dumps(line) + "\n" for line in good))
+    with pytest.raises(DesignError, match="holds the answers of models churn, clv: give --name"):
+        arms_from_logs(log, outcomes)
+    arms = arms_from_logs(log, outcomes, "churn")
+    assert (arms["champion"].version, arms["champion"].requests, arms["champion"].successes) == ("A", 40, 10)
+    assert (arms["canary"].version, arms["canary"].requests, arms["canary"].successes) == ("B2", 20, 10)
 
 
 def test_canary_analyze_refuses_an_unreachable_prometheus_or_a_missing_name_and_records_nothing(tmp_path, capsys):

@@ -80,7 +80,7 @@ def _ab_design(args: argparse.Namespace) -> int:
 
     try:
         rows = proportion_sample_size(args.baseline_rate, args.mde, args.alpha, args.power)
-        days = days_needed(rows, args.daily_rows_per_arm) if args.daily_rows_per_arm else None
+        days = days_needed(rows, args.daily_rows_per_arm) if args.daily_rows_per_arm is not None else None
     except DesignError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -63,6 +63,11 @@ class SearchResult:
     def load(cls, path: str | Path) -> SearchResult:
         return cls(**json.loads(Path(path).read_text()))
 
+    @staticmethod
+    def skipped(path: str | Path) -> Optional[str]:
+        """Why the search saved at `path` has no result (a family left out, or given no trial), or None."""
+        return json.loads(Path(path).read_text()).get("skipped")
+
 
 def family_objective(family: str, space: SearchSpace, data: TrainingData, tuning: TuningSpec):
     """Optuna's objective for `family`: fit one parameter set, report intermediate scores (pruning), return the

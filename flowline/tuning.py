@@ -128,10 +128,14 @@ def search_files(
     results, record = budgeted_search(use_case.tuning.families, data, use_case.tuning, left)
     record.update(time_budget=budget, features_seconds=round(features_seconds, 3),
                   rows={"train": len(data.y_train), "valid": len(data.y_valid)})
+    if not results:
+        raise ValueError(f"tuning.time_budget: {budget:g} s were spent before any family's first trial; give more "
+                         "seconds, or fewer families")
     for family in use_case.tuning.families:
-        if family not in results:
-            raise ValueError(f"tuning.time_budget: {budget:g} s were spent before {family}'s first trial; give more "
-                             f"seconds or leave {family} out of tuning.families")
+        if family not in results:  # train goes on with the families that were searched
+            _save_skipped(family, result_files[family], f"no trial within tuning.time_budget {budget:g} s")
+            print(f"tune ({family}): no trial within the time budget ({budget:g} s); left out of the model")
+            continue
         replace(results[family], rows=len(data.y_train)).save(result_files[family])
         spend = record["families"][family]
         print(f"tune ({family}): best {results[family].metric} "
@@ -140,9 +144,10 @@ def search_files(
     return record
 
 
-def _save_skipped(family: str, result_file: str) -> None:
-    """What a step saves for a family the use case leaves out of tuning.families (train skips it)."""
-    Path(result_file).write_text(json.dumps({"family": family, "skipped": "not in tuning.families"}))
+def _save_skipped(family: str, result_file: str, reason: str = "not in tuning.families") -> None:
+    """What a step saves for a family without a result: left out of tuning.families, or given no trial (train
+    skips it)."""
+    Path(result_file).write_text(json.dumps({"family": family, "skipped": reason}))
 
 
 def record_search(result: Optional[SearchResult], task: str, best, tuning_metrics) -> None:

@@ -137,7 +137,8 @@ def train_files(
     train, valid = pd.read_parquet(train_file), pd.read_parquet(valid_file)
     rows = pd.concat([train, valid])
     x, y = feature_set.transform_training(rows), feature_set.labels(rows)
-    results = {family: SearchResult.load(search_files[family]) for family in use_case.tuning.families}
+    results = {family: SearchResult.load(search_files[family]) for family in use_case.tuning.families
+               if not SearchResult.skipped(search_files[family])}  # (a time budget that gave it no trial)
     chosen = sample_positions(rows, cross_fitting_rows(use_case, len(rows)), use_case)
     bagged = len(chosen) == len(rows) <= use_case.ensemble.bag_max_rows
     trials = {family: averaged_trials(family, result, use_case, bagged) for family, result in results.items()}

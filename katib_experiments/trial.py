@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.feature_plan:
         feature_set = FeatureSet.fit(parts["train"], use_case, FeaturePlan.from_dict(json.loads(args.feature_plan)))
     else:
-        feature_set, _ = engineer_features(parts["train"], parts["valid"], use_case, progress=log)
+        feature_set, _ = engineer_features(parts["train"], parts["valid"], use_case, progress=log, timed=False)
     data = search_data(use_case, feature_set, parts["train"], parts["valid"])
     metric, _ = objective_metric(use_case.task, use_case.tuning.metric)
 

@@ -143,7 +143,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                               "customer-rows").outputs["rows"]
         splits = _configure(step.split(use_case_json=spec, dataset=rows), "split")
         fitted = _configure(
-            step.features(use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"]), "features")
+            step.features(use_case_json=spec, train=splits.outputs["train"], valid=splits.outputs["valid"],
+                          trials=trials), "features")
         prepared = dict(train=splits.outputs["train"], valid=splits.outputs["valid"],
                         feature_set=fitted.outputs["feature_set"])
         search = dict(use_case_json=spec, trials=trials, backend=tuning_backend, namespace=namespace, source=source,

@@ -13,11 +13,11 @@ from flowline.use_case import UseCase
 
 
 def engineer_features_files(use_case: UseCase, train_file: str, valid_file: str, feature_set_file: str,
-                            report_file: str) -> tuple[FeatureSet, SearchLog]:
+                            report_file: str, timed: bool = True) -> tuple[FeatureSet, SearchLog]:
     """Choose and fit the FeatureSet from the split files; save it as JSON and the search as Markdown. Returns
-    the FeatureSet and the search's log."""
+    the FeatureSet and the search's log. `timed`: as engineer_features takes it."""
     train, valid = pd.read_parquet(train_file), pd.read_parquet(valid_file)
-    feature_set, log = engineer_features(train, valid, use_case)
+    feature_set, log = engineer_features(train, valid, use_case, timed=timed)
     if feature_set.entity_features:
         # An entity's history is every event known at training, valid's too (no label in it): the model server's
         # store starts from it, and a test row then sees its entity's earlier events as a served row does.

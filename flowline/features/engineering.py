@@ -147,9 +147,12 @@ def search_off(use_case: UseCase, rows: int) -> str:
 
 
 def engineer_features(
-    train: pd.DataFrame, valid: pd.DataFrame, use_case: UseCase, progress: Callable[[str], None] = print
+    train: pd.DataFrame, valid: pd.DataFrame, use_case: UseCase, progress: Callable[[str], None] = print,
+    timed: bool = True,
 ) -> tuple[FeatureSet, SearchLog]:
-    """Choose the plan on `valid` (unless `search_off` says why not) and fit the FeatureSet on `train`."""
+    """Choose the plan on `valid` (unless `search_off` says why not) and fit the FeatureSet on `train`. With `timed`
+    (and a `tuning.time_budget`) the search stops at its share of the budget; untimed it runs to its end, so that the
+    plan does not depend on the machine's speed (`--trials`, a Katib trial fitting the plan itself)."""
     started = time.monotonic()
     fixed = use_case.features.entity_outputs
     if use_case.features.entity_features_from and fixed is None:
@@ -165,7 +168,7 @@ def engineer_features(
         return FeatureSet.fit(train, use_case, plan), SearchLog(float("nan"), float("nan"), off=off)
     budget = use_case.tuning.time_budget
     search = _Search(*search_sample(train, valid, use_case), use_case, progress,
-                     deadline=started + FEATURES_SHARE * budget if budget else math.inf)
+                     deadline=started + FEATURES_SHARE * budget if budget and timed else math.inf)
     search.log.rows = (len(search.train), len(search.valid))
     best = search.score(plan, keep_importance=True)
     search.log.start_score = best

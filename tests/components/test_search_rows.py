@@ -157,6 +157,11 @@ def test_under_a_time_budget_feature_selection_stops_at_its_share(toy_use_case, 
     assert log.tried == [] and log.stopped == "stopped: its share of tuning.time_budget was spent"
     assert feature_set.plan == FeatureSet.fit(train, toy_use_case).plan  # the plan it started from
     assert "features: stopped: its share of tuning.time_budget was spent" in shown
+    # Untimed (a run with --trials, a Katib trial fitting the plan itself): the whole search, whatever the budget.
+    untimed, log = engineer_features(train, valid, with_tuning(toy_use_case, time_budget=0.001), lambda line: None,
+                                     timed=False)
+    assert log.tried == unbounded.tried and untimed.version == engineer_features(
+        train, valid, toy_use_case, progress=lambda line: None)[0].version
 
 
 def test_the_model_search_spends_what_the_features_step_left_of_the_budget(toy_use_case, splits, tmp_path):

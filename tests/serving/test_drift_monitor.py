@@ -121,6 +121,10 @@ def test_bad_events_are_refused_and_counted(monitor, reference):
                               headers=event_headers("org.kubeflow.serving.inference.request"))
         metrics = client.get("/metrics").text
     assert explain.status_code == 400 and "explain: the drift monitor takes CloudEvents" in explain.json()["error"]
+    structured = httpx.post(f"{monitor}/v1/models/churn-drift:predict", json={
+        "specversion": "1.0", "type": "org.kubeflow.serving.inference.request", "source": "x", "id": "1",
+        "data": {"instances": [record]}})
+    assert structured.status_code == 400 and "send binary mode" in structured.json()["error"]
     assert missing.status_code == 400 and "missing column 'tenure'" in missing.json()["error"]
     assert unknown_type.status_code == 400 and "ce-type" in unknown_type.json()["error"]
     assert 'flowline_drift_invalid_events_total{model_name="churn",reason="missing_column"} 1.0' in metrics

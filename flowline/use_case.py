@@ -233,7 +233,8 @@ class TuningSpec(_Strict):
 
 class EnsembleSpec(_Strict):
     top_k: int = Field(default=3, ge=1, description="blend at most this many of the best candidates")
-    folds: int = Field(default=5, ge=2, description="folds for the out-of-fold predictions the choice is made on")
+    folds: int = Field(default=5, ge=2, le=20, description="folds for the out-of-fold predictions the choice is made on "
+                                                          "(each family is fitted once per fold)")
     bag_max_rows: int = Field(default=2000, ge=0, description=(
         "at most this many train + valid rows: serve each chosen family's fold models, averaged, instead of one "
         "model refitted on all rows (0: always refit)"))

@@ -62,6 +62,7 @@ def test_undeclared_column_is_named(tmp_path: Path):
         (lambda d: d["tuning"].update(families={"mlp": 0}), "mlp: give 1 to 100,000 trials"),
         (lambda d: d["tuning"].update(families={"xgboost": 9_999_999_999}), "xgboost: give 1 to 100,000 trials"),
         (lambda d: d["tuning"].update(seed=-1), "tuning.seed"),
+        (lambda d: d.update(ensemble={"folds": 100_000}), "ensemble.folds"),
         (lambda d: d["tuning"].update(seed=2**32), "tuning.seed"),
         (lambda d: d["tuning"].update(time_budget=float("inf")), "tuning.time_budget"),
         (lambda d: d["tuning"].update(trial_seconds=float("nan")), "tuning.trial_seconds"),

@@ -8,7 +8,7 @@ The action is configured on the monitor (`--on-drift`):
 
 Each trigger is recorded in the audit log as a `retraining_triggered` record with the drift
 test that caused it, started or not (a start that failed says why). Only one retraining is under
-way at a time (local; kfp has the cool-down alone), and after one is triggered the next waits out a
+way at a time (a local run's process, a KFP run's state), and after one is triggered the next waits out a
 cool-down, so a drifting stream does not start a run per window. The cool-down is read back from
 the audit log when the monitor starts, so a restart or a promoted package does not reset it.
 """
@@ -48,6 +48,7 @@ class RetrainingAction:
     source: str = ""  # kfp: where the run reads its data (s3:// or http(s)), else the use case's own
     image: str = DEFAULT_IMAGE  # kfp: the steps' image
     _triggered_at: dict[str, float] = field(default_factory=dict, repr=False)  # use case -> epoch seconds
+    _kfp_runs: dict[str, str] = field(default_factory=dict, repr=False)  # use case -> its last retraining run id
     _process: Optional[subprocess.Popen] = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -60,7 +61,7 @@ class RetrainingAction:
         if not (math.isfinite(self.cooldown_seconds) and self.cooldown_seconds >= 0):
             raise ValueError(f"--retrain-cooldown {self.cooldown_seconds}: give seconds, 0 or more")
         if self.mode != "off":
-            self._triggered_at = _last_triggers(self.audit_log)
+            self._triggered_at, self._kfp_runs = _last_triggers(self.audit_log)
 
     def busy(self, monitored: str) -> Optional[str]:
         """Why no retraining of `monitored` may start now, or None."""
@@ -69,7 +70,20 @@ class RetrainingAction:
         last = self._triggered_at.get(monitored)
         if last is not None and time.time() - last < self.cooldown_seconds:
             return f"the last retraining was triggered less than {self.cooldown_seconds:g} s ago"
+        run_id = self._kfp_runs.get(monitored)
+        if self.mode == "kfp" and run_id and not self._kfp_run_finished(run_id):
+            return f"the retraining run {run_id} is still running on KFP"
         return None
+
+    def _kfp_run_finished(self, run_id: str) -> bool:
+        """Whether KFP says the run ended; a KFP that cannot say (unreachable, refusing) is taken as yes: the start
+        that follows then fails and is recorded with why."""
+        from flowline.pipelines.submission import run_finished
+
+        try:
+            return run_finished(self.kfp_host, run_id, os.environ.get("KFP_TOKEN"))
+        except Exception:
+            return True
 
     def on_drift(self, monitored: str, model_version: str, p_values: dict[str, float]) -> dict:
         """Start a retraining for a drifted window unless one is under way; record it. Returns what happened."""
@@ -86,6 +100,8 @@ class RetrainingAction:
                        **(self._start_local(use_case) if self.mode == "local" else self._start_kfp(use_case))}
         except Exception as error:  # the drift test stands; the answer and the record say why no run started
             outcome = {"started": False, "error": f"{type(error).__name__}: {error}"[:500]}
+        if outcome.get("run_id"):
+            self._kfp_runs[monitored] = outcome["run_id"]
         audit.append(self.audit_log, "retraining_triggered", {
             "use_case": monitored, "model_version": model_version, "action": self.mode, **outcome,
             "lowest_p_values": {name: p_values[name] for name in drifted}})
@@ -113,16 +129,17 @@ class RetrainingAction:
         return {"run_id": submitted["run_id"], "experiment_id": submitted["experiment_id"]}
 
 
-def _last_triggers(audit_log: str) -> dict[str, float]:
-    """When each use case's retraining was last triggered, by the audit log's `retraining_triggered` records (none
-    when the log does not exist yet); a log this monitor could not append to is refused now, not at the first
-    drifted window."""
+def _last_triggers(audit_log: str) -> tuple[dict[str, float], dict[str, str]]:
+    """When each use case's retraining was last triggered, and its last KFP run, by the audit log's
+    `retraining_triggered` records (none when the log does not exist yet); a log this monitor could not append to
+    is refused now, not at the first drifted window."""
     try:
         records = audit.verify(audit_log)
     except audit.NoAuditLog:
-        return {}
+        return {}, {}
     except audit.AuditError as error:
         raise ValueError(f"the audit log the retraining records go to: {error}") from None
-    return {record["what"]["use_case"]: datetime.fromisoformat(record["at"]).timestamp()
-            for record in records if record["action"] == "retraining_triggered"}
+    triggers = [record for record in records if record["action"] == "retraining_triggered"]
+    return ({record["what"]["use_case"]: datetime.fromisoformat(record["at"]).timestamp() for record in triggers},
+            {record["what"]["use_case"]: record["what"]["run_id"] for record in triggers if record["what"].get("run_id")})
 

@@ -89,6 +89,18 @@ def check_reachable(host: str, token: Optional[str] = None, timeout: float = 10.
         pass
 
 
+FINAL_RUN_STATES = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}
+
+
+def run_finished(host: str, run_id: str, token: Optional[str] = None) -> bool:
+    """Whether the KFP run `run_id` has ended (its state is a final one)."""
+    import kfp
+
+    check_reachable(host, token)
+    state = kfp.Client(host=host, existing_token=token).get_run(run_id).state
+    return str(state) in FINAL_RUN_STATES
+
+
 def submit(
     use_case: UseCase,
     host: str,

@@ -87,10 +87,13 @@ NOT_FOUND = (404, {"kind": "Status", "code": 404, "reason": "NotFound"})
 KFP_API = "/apis/v2beta1"
 
 
-def kfp_api(existing_experiments: list[dict]):
-    """Answers as the KFP API server would, for a deployment with these experiments."""
+def kfp_api(existing_experiments: list[dict], run_states: dict[str, str] | None = None):
+    """Answers as the KFP API server would, for a deployment with these experiments (and runs in these states)."""
     def respond(method: str, path: str, body):
         route = path.split("?")[0]
+        if method == "GET" and route.startswith(f"{KFP_API}/runs/") and route.rsplit("/", 1)[-1] in (run_states or {}):
+            run_id = route.rsplit("/", 1)[-1]
+            return 200, {"run_id": run_id, "state": run_states[run_id]}
         if route == f"{KFP_API}/healthz":
             return 200, {"multi_user": False}
         if (method, route) == ("GET", f"{KFP_API}/experiments"):

@@ -93,3 +93,17 @@ def test_the_cooldown_survives_a_restart_and_a_failed_start_is_answered_and_reco
     assert "less than 3600 s ago" in failing.on_drift("churn", "v1", P_VALUES)["reason"]  # backed off, not retried
     assert refusing.requests[0]["authorization"] == "Bearer s3cr3t-kfp-token"  # flowline submit's credentials
 
+
+def test_on_kfp_a_retraining_waits_for_the_last_run_to_end(tmp_path):
+    states = {"run-1": "RUNNING"}
+    api = StandInApiServer(kfp_api([], states))
+    action = RetrainingAction("kfp", "churn", str(tmp_path / "audit.jsonl"), kfp_host=f"http://127.0.0.1:"
+                              f"{api.server.server_port}", cooldown_seconds=0,
+                              source="s3://flowline-data/telco/telco_customer_churn.csv")
+    assert action.on_drift("churn", "v1", P_VALUES)["run_id"] == "run-1"
+    waiting = action.on_drift("churn", "v1", P_VALUES)
+    assert waiting["started"] is False and waiting["reason"] == "the retraining run run-1 is still running on KFP"
+    states["run-1"] = "SUCCEEDED"
+    assert action.on_drift("churn", "v1", P_VALUES)["started"]
+    assert sum(r["method"] == "POST" and r["path"].endswith("/runs") for r in api.requests) == 2
+

@@ -46,7 +46,7 @@ def audit_log(args: argparse.Namespace) -> str:
 def add_use_case_arguments(parser: argparse.ArgumentParser, optional: bool = False) -> None:
     """USE_CASE or --use-case PATH, exactly one (main() checks); with `optional`, also neither."""
     parser.add_argument("use_case_name", nargs="?", metavar="USE_CASE",
-                        help="a built-in use case, e.g. churn" + (" (default: all)" if optional else ""))
+                        help="a built-in use case, e.g. churn (clv for seed)" + (" (default: all)" if optional else ""))
     parser.add_argument("--use-case", dest="use_case_path", metavar="PATH", help="a use-case YAML file")
     parser.set_defaults(use_case_optional=optional)
 

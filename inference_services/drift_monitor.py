@@ -123,17 +123,16 @@ class DriftMonitor(Model):
     def predict(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
         """KServe's v1 predict route calls this: the CloudEvent's type is its ce-type header (binary mode, as KServe's
         payload logger sends; a structured-mode event is refused saying so)."""
-        event_type = (headers or {}).get("ce-type")
-        if event_type is None and isinstance(payload, dict) and {"specversion", "type", "data"} <= payload.keys():
-            metrics.DRIFT_INVALID_EVENTS.labels(self.package.use_case.name, "unsupported_event").inc()
-            raise BadRequest("unsupported_event", "a structured-mode CloudEvent: send binary mode (the ce-* headers "
-                                                  "and the data as the body), as KServe's payload logger does")
-        return self.receive(event_type, payload)
+        return self.receive((headers or {}).get("ce-type"), payload)
 
     def receive(self, event_type: Optional[str], payload: Any) -> Dict:
         """One event (its type and data): a request's records join the window, and each window that fills is
         tested; a pipeline run's outcome is counted. A malformed event is a BadRequest, counted by reason."""
         try:
+            if event_type is None and isinstance(payload, dict) and {"specversion", "type", "data"} <= payload.keys():
+                raise BadRequest("unsupported_event", "a structured-mode CloudEvent: send binary mode (the ce-* "
+                                                      "headers and the data as the body), as KServe's payload logger "
+                                                      "does")
             if event_type == PIPELINE_RUN_EVENT:
                 return self._pipeline_run(payload)
             if event_type != REQUEST_EVENT:

@@ -87,6 +87,23 @@ NOT_FOUND = (404, {"kind": "Status", "code": 404, "reason": "NotFound"})
 KFP_API = "/apis/v2beta1"
 
 
+def cluster_with(*services: dict, stored: dict[str, dict] | None = None) -> Respond:
+    """Answers like the API server for these InferenceServices (by name): GET finds them and those POSTed since
+    (kept in `stored`, when given, for the test to read), PATCH echoes."""
+    by_name = stored if stored is not None else {}
+    by_name.update({service["metadata"]["name"]: service for service in services})
+
+    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
+        if method == "POST":
+            by_name[body["metadata"]["name"]] = body
+        if method == "GET":
+            found = by_name.get(path.rsplit("/", 1)[-1])
+            return (200, found) if found else NOT_FOUND
+        return 200, body
+
+    return respond
+
+
 def kfp_api(existing_experiments: list[dict], run_states: dict[str, str] | None = None):
     """Answers as the KFP API server would, for a deployment with these experiments (and runs in these states)."""
     def respond(method: str, path: str, body):

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from stand_in_api import NOT_FOUND, StandInApiServer
+from stand_in_api import NOT_FOUND, StandInApiServer, cluster_with
 
 from flowline import storage
 from flowline.contract import read_table
@@ -157,14 +157,7 @@ def deployable_package(folder: Path, model: bytes) -> Path:
 def test_deploy_applies_only_a_package_that_is_where_kserve_will_read_it(s3_bucket, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     created: dict[str, dict] = {}
-
-    def cluster(method: str, path: str, body: dict | None) -> tuple[int, dict]:
-        if method == "POST":
-            created[body["metadata"]["name"]] = body
-        found = created.get(path.rsplit("/", 1)[-1])
-        return (200, found) if method == "GET" and found else NOT_FOUND if method == "GET" else (200, body)
-
-    api = StandInApiServer(cluster)
+    api = StandInApiServer(cluster_with(stored=created))
     package = deployable_package(tmp_path / "package", b'{"trees": 1}')
     uri = f"s3://{s3_bucket}/churn/v1"
     deploy = ["deploy", str(package), "--storage-uri", uri, "--kubeconfig", api.kubeconfig(tmp_path),

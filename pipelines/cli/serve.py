@@ -198,16 +198,16 @@ def _retraining(args: argparse.Namespace, package: str):
     from flowline.use_case import UseCase, UseCaseError
     from flowline.use_case_loader import built_in_use_cases, cluster_source, load_use_case
 
-    if not args.retrain_use_case and (Path(package) / "use_case.json").is_file():  # (an s3:// one is read later)
-        packaged = UseCase.model_validate_json((Path(package) / "use_case.json").read_text())
-        packaged = packaged.transaction_log or packaged
-        if packaged.name not in built_in_use_cases():
-            raise UsageError(f"--on-drift {args.on_drift}: the package's use case {packaged.name!r} is not built in, "
+    target, use_case_file = args.retrain_use_case, Path(package) / "use_case.json"
+    if not target and use_case_file.is_file():  # (an s3:// package is read later, by the monitor)
+        packaged = UseCase.model_validate_json(use_case_file.read_text())
+        target = (packaged.transaction_log or packaged).name  # a customer-rows package retrains from its log
+        if target not in built_in_use_cases():
+            raise UsageError(f"--on-drift {args.on_drift}: the package's use case {target!r} is not built in, "
                              "so a retraining run could not find it: give --retrain-use-case PATH (its YAML)")
-    if args.on_drift == "kfp":
+    if args.on_drift == "kfp" and target:
         try:
-            if args.retrain_use_case or (Path(package) / "use_case.json").is_file():
-                cluster_source(load_use_case(args.retrain_use_case or packaged.name), args.retrain_source)
+            cluster_source(load_use_case(target), args.retrain_source)
         except UseCaseError as error:
             raise UsageError(f"--on-drift kfp: {error}") from None
     try:

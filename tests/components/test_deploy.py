@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stand_in_api import NOT_FOUND, StandInApiServer, unreachable_or_refusing
+from stand_in_api import NOT_FOUND, StandInApiServer, cluster_with, unreachable_or_refusing
 
 from flowline.audit import verify as verify_audit_log
 from flowline.canary import patch_inference_service
@@ -93,22 +93,6 @@ def test_promote_and_rollback_are_kserve_client_merge_patches(tmp_path, operatio
     assert patch["body"] == {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
                              "metadata": {"name": "churn", "namespace": "flowline"},
                              "spec": {"predictor": {"canaryTrafficPercent": expected}}}
-
-
-def cluster_with(*services: dict):
-    """Answers like the API server for these InferenceServices (by name): GET finds them and those POSTed since,
-    PATCH echoes."""
-    by_name = {service["metadata"]["name"]: service for service in services}
-
-    def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
-        if method == "POST":
-            by_name[body["metadata"]["name"]] = body
-        if method == "GET":
-            found = by_name.get(path.rsplit("/", 1)[-1])
-            return (200, found) if found else NOT_FOUND
-        return 200, body
-
-    return respond
 
 
 def drift_monitor(storage_uri: str) -> dict:

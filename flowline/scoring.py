@@ -19,11 +19,13 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 import numpy as np
 import pandas as pd
 
+from flowline.contract import ContractError, apply_contract
 from flowline.decisions import GroupThresholds, class_names, mitigation_of, rule_name, segment_names
 from flowline.features.feature_set import FeatureSet
 from flowline.models.ensemble import Ensemble
 from flowline.package.format import Package
 from flowline.package.remote import download_package
+from flowline.quarantine import REASON_COLUMN, ROW_COLUMN
 from flowline.storage import is_s3
 from flowline.use_case import UseCase
 
@@ -58,9 +60,28 @@ class Scorer:
             evaluation=packaged.evaluation, mitigation=mitigation_of(packaged.evaluation),
         )
 
+    def checked(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The frame's rows typed by the use case's contract, as the server and batch scoring check them.
+        Raises ContractError naming the first rows it refuses and why: in process, a row the server would
+        answer with a 400 gets no score either (batch scoring quarantines such rows instead). Id columns are
+        optional, as in a request: the model never reads them."""
+        left_out = [name for name in self.use_case.id_columns if name not in frame.columns]
+        use_case = self.use_case.model_copy(update={
+            "columns": {name: spec for name, spec in self.use_case.columns.items() if name not in left_out},
+            "id_columns": [name for name in self.use_case.id_columns if name not in left_out]})
+        result = apply_contract(frame, use_case, to_score=True)
+        refused = result.quarantined
+        if len(refused):
+            first = [f"row {row}: {reason}" for row, reason in zip(refused[ROW_COLUMN].head(3),
+                                                                   refused[REASON_COLUMN].head(3))]
+            raise ContractError(f"{len(refused)} of {len(frame)} row(s) break the contract of use case "
+                                f"{self.use_case.name!r}: {'; '.join(first)}")
+        return result.kept
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Scores for a frame of raw columns, in process: what the server answers for the same rows (FP32)."""
-        return self.model.predict(self.feature_set.transform(frame)).astype(np.float32)
+        """Scores for a frame of raw columns, in process: what the server answers for the same rows (FP32).
+        Raises ContractError where the contract refuses a row (`checked`)."""
+        return self.model.predict(self.feature_set.transform(self.checked(frame))).astype(np.float32)
 
     def ids_of(self, records: Optional[List[Mapping[str, Any]]]) -> Dict[str, list]:
         """The id columns the records carry, each with its value per row (None where a row left it out)."""
@@ -79,8 +100,10 @@ class Scorer:
         return self.use_case.task == "binary"
 
     def decide_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """Binary decisions for a frame of raw columns, in process: what the server answers for the same rows."""
-        x = self.feature_set.transform(frame)
+        """Binary decisions for a frame of raw columns, in process: what the server answers for the same rows.
+        Raises ContractError where the contract refuses a row (`checked`)."""
+        rows = self.checked(frame)
+        x = self.feature_set.transform(rows)
         return self.decide(self.model.predict(x), x, frame.to_dict("records"))
 
     def decide(self, scores: np.ndarray, x: np.ndarray, records: Rows) -> np.ndarray:

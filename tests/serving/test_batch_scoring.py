@@ -88,6 +88,24 @@ def served_answers(url: str, records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(answers)
 
 
+
+def test_in_process_scores_refuse_the_rows_the_server_refuses(churn_package, churn_test_rows):
+    """Scorer.predict and decide_frame check the contract: a row the server answers with a 400 gets no score
+    in process either, and the error names the row, the column and why."""
+    from flowline.contract import ContractError
+
+    scorer = Scorer.open(churn_package)
+    good = churn_test_rows.head(3).reset_index(drop=True)
+    assert len(scorer.predict(good)) == 3 and len(scorer.decide_frame(good)) == 3
+    for column, value, said in [("tenure", None, "tenure: blank"), ("Contract", "Weekly", "Contract: 'Weekly'"),
+                                ("tenure", -5, "tenure: .-5. is below the minimum")]:
+        bad = good.copy()
+        bad[column] = bad[column].astype(object)
+        bad.loc[1, column] = value
+        for score in (scorer.predict, scorer.decide_frame):
+            with pytest.raises(ContractError, match=f"1 of 3 row\\(s\\) break the contract.*row 1: {said}"):
+                score(bad)
+
 def test_every_row_is_scored_as_the_server_answers_or_quarantined_with_its_reason(
         churn_package, served_churn, telco, tmp_path, capsys):
     source = write_rows(telco, tmp_path / "customers.csv", broken=True)

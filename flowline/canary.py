@@ -2,10 +2,13 @@
 
 An arm's numbers (requests, failures, p99 latency, good outcomes) come from one of two sources:
 
-- **Prometheus**, when one is configured: the model servers' own series, summed over pods,
-  per `model_version`. Each revision's counters run from the moment it started serving, so
-  the canary's are its whole experiment. The champion is the older package
-  (`flowline_model_created_timestamp_seconds`), the canary the newer. Good outcomes come from
+- **Prometheus**, when one is configured: the model servers' own series, per `model_version`,
+  counted over the canary's lifetime (since its package was built) and summed over pods. A
+  counter lives in its pod's process, so an instant sum would lose a pod scaled away or
+  replaced: each series' maximum over the window keeps it, and a series that reset (its
+  container restarted in place) is counted by `increase` instead. Queries match the namespace
+  (or series with no namespace label, as a scrape outside Kubernetes has). The champion is the
+  older package (`flowline_model_created_timestamp_seconds`), the canary the newer. Good outcomes come from
   `flowline_outcomes_total{outcome="success"}`, which the application exports when it learns
   an outcome (see `outcome_counter`), labelled with the `model_version` the answer carried.
 - **Files**: the server's `--prediction-log` (request id, arm, version, failure, seconds) and
@@ -19,7 +22,9 @@ in the audit trail, applied or not.
 from __future__ import annotations
 
 import json
+import math
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -123,11 +128,39 @@ def _query(prometheus_url: str, promql: str, timeout: float) -> dict[str, float]
     return {sample["metric"].get("model_version", ""): float(sample["value"][1]) for sample in body["data"]["result"]}
 
 
-def arms_from_prometheus(prometheus_url: str, model_name: str, timeout: float = 10.0) -> dict[str, ArmOutcomes]:
+def _selector(model_name: str, namespace: str) -> str:
+    """The model's series: in the namespace, or with no namespace label (a scrape outside Kubernetes)."""
+    return f'model_name="{model_name}"' + (f', namespace=~"{namespace}|"' if namespace else "")
+
+
+def _counted(series: str, window: str) -> str:
+    """PromQL for each series' count over `window`: its maximum, which keeps a pod that has since gone; where
+    the series reset (a container restarted in place), its increase."""
+    return (f"((max_over_time({series}[{window}]) unless resets({series}[{window}]) > 0) "
+            f"or increase({series}[{window}]))")
+
+
+def arm_queries(model_name: str, namespace: str, window: str) -> dict[str, str]:
+    """The queries of each arm's numbers over `window` (a PromQL duration), by model_version."""
+    selector = _selector(model_name, namespace)
+    outcomes = f'{OUTCOMES_METRIC}_total{{{selector}, outcome="{SUCCESS}"}}'
+    return {
+        "requests": f"sum by (model_version) ({_counted(f'flowline_request_latency_seconds_count{{{selector}}}', window)})",
+        "errors": f"sum by (model_version) ({_counted(f'flowline_prediction_errors_total{{{selector}}}', window)})",
+        "successes": f"sum by (model_version) ({_counted(outcomes, window)})",
+        "p99": "histogram_quantile(0.99, sum by (model_version, le) "
+               f"({_counted(f'flowline_request_latency_seconds_bucket{{{selector}}}', window)}))",
+    }
+
+
+def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = "", timeout: float = 10.0
+                         ) -> dict[str, ArmOutcomes]:
     """Each arm's numbers from the Prometheus HTTP API (see the module's notes)."""
     if not MODEL_NAME.match(model_name):
         raise CanarySourceError(f"model name {model_name!r}: give the InferenceService's name (a DNS label)")
-    selector = f'model_name="{model_name}"'
+    if namespace and not MODEL_NAME.match(namespace):
+        raise CanarySourceError(f"namespace {namespace!r}: give the InferenceService's namespace (a DNS label)")
+    selector = _selector(model_name, namespace)
     created = _query(prometheus_url, f"max by (model_version) (flowline_model_created_timestamp_seconds{{{selector}}})",
                      timeout)
     if len(created) != 2:
@@ -135,28 +168,25 @@ def arms_from_prometheus(prometheus_url: str, model_name: str, timeout: float = 
                                 f"({', '.join(sorted(created)) or 'none'}): a canary analysis needs a champion and "
                                 "a canary")
     champion, canary = sorted(created, key=created.get)
-    answered = _query(prometheus_url, f"sum by (model_version) (flowline_request_latency_seconds_count{{{selector}}})",
-                      timeout)
-    errors = _query(prometheus_url, f"sum by (model_version) (flowline_prediction_errors_total{{{selector}}})", timeout)
-    successes = _query(prometheus_url, f'sum by (model_version) ({OUTCOMES_METRIC}_total{{{selector}, '
-                                       f'outcome="{SUCCESS}"}})', timeout)
-    p99 = _query(prometheus_url, "histogram_quantile(0.99, sum by (model_version, le) "
-                                 f"(flowline_request_latency_seconds_bucket{{{selector}}}))", timeout)
+    window = f"{max(60, math.ceil(time.time() - created[canary]))}s"
+    found = {what: _query(prometheus_url, promql, timeout)
+             for what, promql in arm_queries(model_name, namespace, window).items()}
     arms = {}
     for arm, version in zip(ARMS, (champion, canary)):
-        served, failed = round(answered.get(version, 0)), round(errors.get(version, 0))
-        latency = p99.get(version, 0.0)
-        arms[arm] = ArmOutcomes(requests=served + failed, errors=failed, successes=round(successes.get(version, 0)),
+        served, failed = round(found["requests"].get(version, 0)), round(found["errors"].get(version, 0))
+        latency = found["p99"].get(version, 0.0)
+        arms[arm] = ArmOutcomes(requests=served + failed, errors=failed,
+                                successes=round(found["successes"].get(version, 0)),
                                 latency_p99_seconds=0.0 if np.isnan(latency) else latency, version=version)
     return arms
 
 
-def read_arms(prometheus_url: str = "", model_name: str = "", predictions: str = "", outcomes: str = ""
-              ) -> tuple[dict[str, ArmOutcomes], str]:
+def read_arms(prometheus_url: str = "", model_name: str = "", predictions: str = "", outcomes: str = "",
+              namespace: str = "") -> tuple[dict[str, ArmOutcomes], str]:
     """The arms from Prometheus when a URL is given, else from the prediction log and outcomes files;
     with a description of the source for the record."""
     if prometheus_url:
-        return arms_from_prometheus(prometheus_url, model_name), f"prometheus {prometheus_url}"
+        return arms_from_prometheus(prometheus_url, model_name, namespace), f"prometheus {prometheus_url}"
     if not (predictions and outcomes):
         raise DesignError("give a Prometheus URL, or both the prediction log and the outcomes file")
     return arms_from_logs(predictions, outcomes, model_name), f"files {predictions} and {outcomes}"

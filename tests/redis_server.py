@@ -35,8 +35,9 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_redis(binary: str, folder: Path) -> Iterator[str]:
-    """Start redis-server on a free loopback port; yield its URL (redis://127.0.0.1:PORT/0); stop it."""
+def running_redis(binary: str, folder: Path, extra_args: tuple[str, ...] = ()) -> Iterator[str]:
+    """Start redis-server on a free loopback port (with `extra_args`); yield its URL (redis://127.0.0.1:PORT/0);
+    stop it."""
     port = _free_port()
     libraries = Path(binary).resolve().parents[1] / "lib" / "x86_64-linux-gnu"  # an unpacked package's libraries
     environment = {**os.environ, "LD_LIBRARY_PATH": str(libraries)} if (libraries / "liblzf.so.1").exists() \
@@ -44,7 +45,7 @@ def running_redis(binary: str, folder: Path) -> Iterator[str]:
     log = folder / "redis.log"
     process = subprocess.Popen(
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(folder), "--logfile", str(log)],
+         "--dir", str(folder), "--logfile", str(log), *extra_args],
         env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S

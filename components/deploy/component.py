@@ -50,7 +50,7 @@ def canary(
     from flowline.canary import judge_canary, read_arms
     from flowline.cluster import IN_CLUSTER_ENV
 
-    arms, source = read_arms(prometheus_url, name, predictions, outcomes)
+    arms, source = read_arms(prometheus_url, name, predictions, outcomes, namespace)
     decided = judge_canary(arms, CanaryPolicy(**policy), audit_log, name, namespace,
                            apply=apply and bool(os.environ.get(IN_CLUSTER_ENV)), source=source,
                            value_per_success=value_per_success)

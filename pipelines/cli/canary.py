@@ -105,7 +105,8 @@ def _canary_analyze(args: argparse.Namespace) -> int:
     policy = CanaryPolicy(min_requests=args.min_requests, max_error_ratio=args.max_error_ratio,
                           max_latency_ratio=args.max_latency_ratio, alpha=args.alpha, tau=args.tau)
     try:
-        arms, source = read_arms(args.prometheus or "", args.name or "", args.predictions or "", args.outcomes or "")
+        arms, source = read_arms(args.prometheus or "", args.name or "", args.predictions or "", args.outcomes or "",
+                                  args.namespace)
         with talking_to("the Kubernetes API", kubernetes_api(args.kubeconfig) if args.apply else "", KUBE_CREDENTIALS):
             decided = judge_canary(arms, policy, audit_log(args), args.name, args.namespace, args.apply,
                                    args.kubeconfig, source, args.value_per_success)

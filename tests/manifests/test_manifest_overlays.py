@@ -186,3 +186,16 @@ def test_models_not_scraped_are_only_info_where_models_scale_to_zero(target: str
     scales_to_zero = all(doc["spec"]["predictor"]["minReplicas"] == 0 for doc in models)
     assert [alert["labels"]["severity"] for alert in alerts] == ["info" if scales_to_zero else "critical"] * 2
     assert scales_to_zero == (target == "overlays/dev")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_every_model_server_has_a_disruption_budget_that_evicts_one_pod_at_a_time(target: str) -> None:
+    """A drain takes one predictor pod of a model at a time (prod's two replicas are never both gone), and
+    never blocks on a model at one replica or none (maxUnavailable, not minAvailable)."""
+    docs = render(target)
+    budgets = {doc["spec"]["selector"]["matchLabels"]["serving.kserve.io/inferenceservice"]: doc["spec"]
+               for doc in docs if doc["kind"] == "PodDisruptionBudget"}
+    assert set(budgets) == {service["metadata"]["name"] for service in models(docs)}
+    for name, spec in budgets.items():
+        assert spec == {"maxUnavailable": 1, "selector": {"matchLabels": {
+            "serving.kserve.io/inferenceservice": name, "component": "predictor"}}}, name

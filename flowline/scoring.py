@@ -63,12 +63,13 @@ class Scorer:
     def checked(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The frame's rows typed by the use case's contract, as the server and batch scoring check them.
         Raises ContractError naming the first rows it refuses and why: in process, a row the server would
-        answer with a 400 gets no score either (batch scoring quarantines such rows instead). Id columns are
-        optional, as in a request: the model never reads them."""
-        left_out = [name for name in self.use_case.id_columns if name not in frame.columns]
+        answer with a 400 gets no score either (batch scoring quarantines such rows instead). As in a request,
+        the columns checked are those the model reads, and the id columns the frame has."""
+        ids = [name for name in self.use_case.id_columns if name in frame.columns]
+        read = {*self.feature_set.input_columns, *ids}
         use_case = self.use_case.model_copy(update={
-            "columns": {name: spec for name, spec in self.use_case.columns.items() if name not in left_out},
-            "id_columns": [name for name in self.use_case.id_columns if name not in left_out]})
+            "columns": {name: spec for name, spec in self.use_case.columns.items() if name in read},
+            "id_columns": ids})
         result = apply_contract(frame, use_case, to_score=True)
         refused = result.quarantined
         if len(refused):

@@ -200,13 +200,7 @@ class FlowlineModel(Model):
         return self.package.input_types()
 
     def get_output_types(self) -> List[Dict]:
-        if self.package.is_binary:
-            randomized = self.package.mitigation is not None and self.package.mitigation.randomized
-            return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
-                    {"name": "decision", "datatype": "BYTES", "shape": [-1]},
-                    *([] if randomized else [{"name": "threshold", "datatype": "FP32", "shape": [-1]}])]
-        segment = [{"name": "segment", "datatype": "BYTES", "shape": [-1]}] if self.package.has_segments else []
-        return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}, *segment]
+        return output_types(self.package)
 
     def predict(
         self, payload: Union[Dict, InferRequest], headers: Optional[Mapping[str, str]] = None
@@ -241,6 +235,8 @@ class FlowlineModel(Model):
         arm, package = self._route(request_id)
         job = Job(payload, request_id, arm, package, started, V2_ROW if isinstance(payload, InferRequest) else V1_ROW)
         try:
+            if isinstance(payload, InferRequest):
+                check_requested_outputs(package, payload)
             records = self._customers_by_id(package, payload)
             if records is not None:
                 job.records = records
@@ -425,6 +421,28 @@ class FlowlineModel(Model):
             parameters={"decision_rule": package.decision_rule} if package.is_binary else None,
             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
         )
+
+
+def output_types(package: LoadedPackage) -> List[Dict]:
+    """The v2 outputs a package answers (besides the id columns a request sends)."""
+    if package.is_binary:
+        randomized = package.mitigation is not None and package.mitigation.randomized
+        return [{"name": "probability", "datatype": "FP32", "shape": [-1]},
+                {"name": "decision", "datatype": "BYTES", "shape": [-1]},
+                *([] if randomized else [{"name": "threshold", "datatype": "FP32", "shape": [-1]}])]
+    segment = [{"name": "segment", "datatype": "BYTES", "shape": [-1]}] if package.has_segments else []
+    return [{"name": "prediction", "datatype": "FP32", "shape": [-1]}, *segment]
+
+
+def check_requested_outputs(package: LoadedPackage, payload: InferRequest) -> None:
+    """Refuse an `outputs` name the answer would not have before anything is scored, counted or stored: the
+    package's outputs and the id columns the request sends."""
+    sent_ids = {tensor.name for tensor in payload.inputs if tensor.name in package.use_case.id_columns}
+    known = [output["name"] for output in output_types(package)] + sorted(sent_ids)
+    for index, output in enumerate(payload.request_outputs or []):
+        if output.name not in known:
+            raise BadRequest("unknown_output", f"outputs[{index}].name: {describe(output.name)} is not an output of "
+                                               f"this model; expected one of {known}")
 
 
 def answer_tensor(name: str, datatype: str, values: np.ndarray, binary: bool) -> InferOutput:

@@ -47,9 +47,10 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from uvicorn.importer import import_from_string
 from kserve import Model
+from kserve.model import InferenceVerb
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady, ServerNotReady
 from kserve.model_server import FASTAPI_APP_IMPORT_STRING, ModelServer
-from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.dataplane import JSON_HEADERS, DataPlane
 from kserve.protocol.rest.server import RESTServer
 from kserve.protocol.rest.v1_endpoints import V1Endpoints
 from prometheus_client import exposition
@@ -152,13 +153,25 @@ class FlowlineDataPlane(DataPlane):
 
     sync: Optional[WorkerSync] = None
 
-    def decode(self, *args, **kwargs):
+    def decode(self, body, headers, *args, **kwargs):
+        if headers and "content-type" in headers:  # RFC 9110: a media type is case-insensitive, its parameters aside
+            media = headers["content-type"].split(";")[0].strip().lower()
+            # KServe passes the bytes of any other type on undecoded: a v1 body is JSON whatever its label says
+            # (a browser's fetch sends text/plain), as a v2 body is.
+            headers = {**headers, "content-type": media if media in JSON_HEADERS else "application/json"}
         try:
-            return super().decode(*args, **kwargs)
+            return super().decode(body, headers, *args, **kwargs)
         except BadRequest:
             raise
         except Exception as error:  # parsing client bytes: every failure here is the client's
             raise BadRequest("malformed_request", f"body: cannot decode the request: {clip(str(error))}") from None
+
+    async def explain(self, model_name: str, request, headers: Optional[dict] = None):
+        """KServe's explain, answered with the model's own headers only: KServe's began with the request's, which
+        sent a client's Authorization and Cookie back, and a chunked request's framing beside a length."""
+        model = await self.get_model(model_name)
+        response, model_headers = await model(request, verb=InferenceVerb.EXPLAIN, headers=headers)
+        return response, dict(model_headers or {})
 
     async def ready(self) -> bool:
         return (all(model.ready for model in self.model_registry.get_models().values())

@@ -1,5 +1,7 @@
 """v1 and v2 over real HTTP on loopback, with httpx and tritonclient; answers equal in-process ones."""
 
+import json
+
 import httpx
 import numpy as np
 import pandas as pd
@@ -123,6 +125,57 @@ def test_shap_contributions_add_up_to_the_margin(server, churn_test_rows, loaded
         assert total == pytest.approx(float(margin), abs=1e-4)
         assert explanation["margin"] == pytest.approx(float(margin), abs=1e-6)
     assert expit(explanations[0]["margin"]) == pytest.approx(float(loaded.predict(churn_test_rows.head(1))[0]), abs=1e-6)
+
+
+def test_explain_answers_with_its_own_headers_never_the_request_s(server, churn_test_rows):
+    """KServe's explain began its answer's headers with the request's: a client's credentials came back, and a
+    chunked request got both framings (RFC 9112 6.2), which Node's HTTP client refuses."""
+    url = f"{server}/v1/models/churn:explain"
+    body = json.dumps({"instances": records_of(churn_test_rows.head(2))}).encode()
+    sent = {"Authorization": "Bearer not-for-the-answer", "Cookie": "session=abc",
+            "Content-Type": "application/octet-stream"}
+    for content in (body, iter([body])):  # a length, then chunks (a body of unknown length)
+        response = httpx.post(url, content=content, headers=sent)
+        assert response.status_code == 200, response.text
+        assert not {"authorization", "cookie"} & set(response.headers)
+        assert response.headers["content-type"] == "application/json"
+        assert not {"transfer-encoding", "content-length"} <= set(response.headers)
+        assert len(response.json()["explanations"]) == 2
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON",
+                                          "text/plain;charset=UTF-8", "application/x-www-form-urlencoded"])
+def test_v1_takes_its_json_body_whatever_the_content_type_says(server, churn_test_rows, expected, content_type):
+    """.NET and OkHttp send a charset, a browser's fetch text/plain, curl -d a form type: a v1 body is JSON."""
+    body = json.dumps({"instances": records_of(churn_test_rows)}).encode()
+    predicted = httpx.post(f"{server}/v1/models/churn:predict", content=body, headers={"Content-Type": content_type})
+    assert predicted.status_code == 200, predicted.text
+    assert np.array_equal(np.array([p["probability"] for p in predicted.json()["predictions"]], np.float32), expected)
+    explained = httpx.post(f"{server}/v1/models/churn:explain", content=body, headers={"Content-Type": content_type})
+    assert explained.status_code == 200, explained.text
+
+
+def test_an_unknown_v2_output_is_refused_before_anything_is_scored_or_counted(server, churn_test_rows, loaded):
+    """An `outputs` name the answer would not have is a 400 naming it, sent before scoring: not a prediction
+    counted, logged or (with entity features) stored as served, which the client's corrected retry would repeat."""
+    complete = churn_test_rows.dropna().head(3)
+    inputs = column_tensors(loaded.use_case, complete, loaded.feature_set.input_columns)
+    predictions = f'flowline_predictions_total{{decision="positive",model_name="churn",model_version="{loaded.version}"}}'
+
+    def counted() -> float:
+        lines = [line for line in httpx.get(f"{server}/metrics").text.splitlines() if line.startswith(predictions)]
+        return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+
+    httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": inputs})  # so the series exists
+    before = counted()
+    refused = httpx.post(f"{server}/v2/models/churn/infer",
+                         json={"inputs": inputs, "outputs": [{"name": "decision"}, {"name": "probabilty"}]})
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("outputs[1].name: 'probabilty' is not an output of this model; expected "
+                                              "one of ['probability', 'decision', 'threshold']")
+    assert counted() == before
+    answered = httpx.post(f"{server}/v2/models/churn/infer", json={"inputs": inputs, "outputs": [{"name": "decision"}]})
+    assert answered.status_code == 200 and [o["name"] for o in answered.json()["outputs"]] == ["decision"]
 
 
 def test_metadata_health_and_readiness(server, loaded):

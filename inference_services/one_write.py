@@ -11,11 +11,18 @@ and writes it in one piece when the answer is complete (uvicorn's on_response_co
 streamed answer, a 100 Continue) at the end of the event loop's step. Writing at the step's end alone cost
 a sequential client 50-100 µs a request, against writing as soon as the answer is whole. Nothing else
 changes: uvicorn's flow control, keep-alive and shutdown work on the real transport.
+
+It also drops a request's offer to upgrade to another protocol than WebSocket (`Upgrade: h2c`, which
+Java's default HttpClient and `curl --http2` send on http:// URLs). httptools takes such a request's body
+for the new protocol's bytes, so uvicorn ran it with an empty body: a 400 on every call. The server
+does not switch protocols, as RFC 9110 lets it, and the request is read as sent. An Upgrade header
+split across two reads of the socket is missed (clients send a request's headers in one segment).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -48,8 +55,26 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+# An Upgrade header offering anything but WebSocket, with the line break before it.
+UPGRADE_OFFER = re.compile(rb"\r\nupgrade[ \t]*:(?![ \t]*websocket\b)[^\r\n]*", re.IGNORECASE)
+
+
+def without_upgrade_offer(data: bytes) -> bytes:
+    """`data` with a non-WebSocket Upgrade header removed from the request headers it holds."""
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 else data[:end]
+    kept = UPGRADE_OFFER.sub(b"", head)
+    return kept if end < 0 else kept + data[end:]
+
+
 class OneWriteHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol writing through a CoalescingTransport (uvicorn.Config(http=...))."""
+    """uvicorn's httptools protocol writing through a CoalescingTransport (uvicorn.Config(http=...)), reading
+    a request that offers a protocol upgrade other than WebSocket as a plain one."""
+
+    def data_received(self, data: bytes) -> None:
+        if b"pgrade" in data or b"PGRADE" in data:  # a header's name: rare, and only then searched for
+            data = without_upgrade_offer(data)
+        super().data_received(data)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))

@@ -133,3 +133,37 @@ def test_a_real_server_answers_keep_alive_closing_and_large_requests_in_full():
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_request_offering_http2_is_read_as_sent_with_its_body():
+    """Java's default HttpClient and `curl --http2` offer `Upgrade: h2c` on http:// URLs; httptools took the body
+    for the new protocol's bytes, so the app saw none. The offer is dropped; the next request on the connection,
+    and a body that mentions an upgrade, are read as they are."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    config = uvicorn.Config(Starlette(routes=[Route("/echo", _echo, methods=["POST"])]), http=OneWriteHttpProtocol,
+                            log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        body = b'{"note": "upgrade: h2c"}'
+        offer = (b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUPGRADE: h2c\r\n"
+                 b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        plain = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nagain"
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+            connection.sendall(offer + plain)
+            received = b""
+            while received.count(b"HTTP/1.1 200 OK") < 2 or not received.endswith(b"again"):
+                chunk = connection.recv(65536)
+                assert chunk, received
+                received += chunk
+        first, second = received.split(b"HTTP/1.1 200 OK")[1:]
+        assert first.endswith(b"\r\n\r\n" + body) and second.endswith(b"\r\n\r\nagain")
+        assert b"upgrade" not in first.split(b"\r\n\r\n")[0].lower()  # no switch was answered
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

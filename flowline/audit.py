@@ -33,7 +33,8 @@ removed or reordered one breaks the numbering and the link to the one before, an
 end must match the head. It names the first bad line (or object). A writer that stopped
 between a record and its head leaves the log one record past its head: the next `append`
 writes that head (the record must chain to the head and carry a valid signature), and
-until then `verify` reports it.
+so does a reader of the registry (`repair_head`); until then `verify` reports it. A write
+that failed part-way (a full disk) is undone, and a last line a crash cut short is dropped.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class AuditError(ValueError):
 
 class NoAuditLog(AuditError):
     """Nothing of an audit log where one was looked for: neither records nor a head (a wrong path, or no run yet)."""
+
+
+class AuditRepairWarning(UserWarning):
+    """What a writer that stopped part-way left was completed or dropped (see `repair_head`)."""
 
 
 class UnsignedAuditWarning(UserWarning):
@@ -200,20 +205,73 @@ def append(log: str | Path, action: str, what: Mapping[str, Any], actor: Optiona
     path = Path(log)
     path.parent.mkdir(parents=True, exist_ok=True)
     head_path = head_file(path)
-    with open(path, "a+", encoding="utf-8") as file:
+    with open(path, "a+b") as file:
         fcntl.flock(file, fcntl.LOCK_EX)
-        file.seek(0)
-        lines = file.read().splitlines()
+        lines = _whole_lines(path, file)
         last_where = f"{path}: line {len(lines)}"
         last = _parse(last_where, lines[-1], {"seq", "hash", "previous"}) if lines else None
         _head_to_repair(last, last_where, _read_head_file(head_path), str(head_path), key)
         record = _next_record(last, action, what, actor, key)
-        file.seek(0, os.SEEK_END)
-        file.write(_encoded(record) + "\n")
+        end = file.tell()
+        try:  # all or nothing: a failed write (a full disk) leaves the log and its head as they were
+            file.write((_encoded(record) + "\n").encode("utf-8"))
+            file.flush()
+            os.fsync(file.fileno())
+            _write_head_file(head_path, _head_of(record, key))
+        except BaseException:
+            file.truncate(end)
+            raise
+    return record
+
+
+def _whole_lines(path: Path, file) -> list[str]:
+    """The lines of a log opened "a+b" and locked, the file left at its end. A last line without its line
+    break is a write cut short (a crash or a full disk): never acknowledged, and not named by a head, it is
+    dropped with a warning. One that is whole JSON only lost its line break, which is given back."""
+    file.seek(0)
+    data = file.read()
+    whole = data[:data.rfind(b"\n") + 1]
+    if len(whole) < len(data):
+        try:
+            json.loads(data[len(whole):])
+            file.write(b"\n")
+        except ValueError:
+            warnings.warn(f"{path}: dropped an incomplete last line ({len(data) - len(whole)} bytes), a write that "
+                          "was cut short", AuditRepairWarning, stacklevel=3)
+            file.truncate(len(whole))
+            data = whole
         file.flush()
         os.fsync(file.fileno())
-        _write_head_file(head_path, _head_of(record, key))
-    return record
+    file.seek(0, os.SEEK_END)
+    return data.decode("utf-8").splitlines()
+
+
+def repair_head(log: str | Path) -> bool:
+    """What the next `append` would do first, for a reader: under the lock, drop a last line cut short and write
+    the head that a writer stopped before (the record must chain to the head and pass its checks). True when it
+    wrote a head. A log that is otherwise wrong, or that this user cannot write, is left for `verify` to name."""
+    path = Path(log)
+    if is_s3(str(log)) or not path.is_file():
+        return False
+    key = audit_key()
+    head_path = head_file(path)
+    try:
+        with open(path, "a+b") as file:
+            fcntl.flock(file, fcntl.LOCK_EX)
+            lines = _whole_lines(path, file)
+            if not lines:
+                return False
+            last_where = f"{path}: line {len(lines)}"
+            last = _parse(last_where, lines[-1], {"seq", "hash", "previous"})
+            head = _head_to_repair(last, last_where, _read_head_file(head_path), str(head_path), key)
+            if head is None:
+                return False
+            _write_head_file(head_path, head)
+    except (AuditError, OSError):
+        return False
+    warnings.warn(f"{head_path}: wrote the head of record {head['seq']}, which a writer stopped before",
+                  AuditRepairWarning, stacklevel=2)
+    return True
 
 
 def head_file(log: Path) -> Path:

@@ -141,6 +141,7 @@ def _erase_from(path: Path, key: str, wanted: str, separator: str) -> int:
 
 def _batch_outputs(audit_log: str | Path, use_case: UseCase) -> list[str]:
     """The scores and quarantine files the use case's batch runs wrote, as the audit log records them."""
+    audit.repair_head(audit_log)  # as the next append would
     try:
         records = audit.verify(audit_log)
     except audit.NoAuditLog:

@@ -373,3 +373,48 @@ def test_a_signature_that_is_not_ascii_is_refused_not_a_crash(tmp_path, key):
     records[1]["signature"] = "é" * 64
     write_all(log, records, head)
     assert_caught(log, "signature does not match")
+
+
+def test_a_failed_write_leaves_the_log_as_it_was_and_a_torn_last_line_is_dropped(tmp_path, key, monkeypatch):
+    """A full disk failed a write part-way, or a crash cut one short: the log must not read as tampered after."""
+    log = tmp_path / "audit.jsonl"
+    for n in range(3):
+        audit.append(log, "deployment", {"n": n})
+    before = (log.read_bytes(), audit.head_file(log).read_bytes())
+
+    def full_disk(path, head):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(audit, "_write_head_file", full_disk)  # the record was written, its head could not be
+    with pytest.raises(OSError, match="No space left"):
+        audit.append(log, "deployment", {"n": 3})
+    monkeypatch.undo()
+    monkeypatch.setenv(audit.KEY_ENV, KEY)
+    assert (log.read_bytes(), audit.head_file(log).read_bytes()) == before
+
+    with open(log, "ab") as file:  # a crash in the middle of a record's line
+        file.write(b'{"seq": 4, "at": "2026-')
+    with pytest.warns(audit.AuditRepairWarning, match="dropped an incomplete last line"):
+        record = audit.append(log, "deployment", {"n": 4})
+    assert record["seq"] == 4 and [r["seq"] for r in audit.verify(log)] == [1, 2, 3, 4]
+
+
+def test_a_reader_of_the_registry_writes_the_head_a_writer_stopped_before(tmp_path, key):
+    """`flowline run`, `runs`, `models` and `serve USE_CASE` read the registry before they append: they complete
+    the head as that append would, instead of refusing the log for good."""
+    from flowline import registry
+
+    log = tmp_path / audit.AUDIT_FILE
+    for n in range(3):
+        audit.append(log, "deployment", {"n": n})
+    records, _ = read_all(str(log))
+    audit._write_head_file(audit.head_file(log), audit._head_of(records[1], KEY.encode()))  # stopped before 3's
+    assert_caught(str(log), "names record 2")
+    with pytest.warns(audit.AuditRepairWarning, match="wrote the head of record 3"):
+        registry.read(tmp_path)
+    assert [r["seq"] for r in audit.verify(log)] == [1, 2, 3]
+    forged = {**records[-1], "seq": 4, "previous": records[-1]["hash"], "what": {"n": "forged"}}
+    with open(log, "a") as file:  # a record that does not carry a valid signature is not given a head
+        file.write(json.dumps({**forged, "hash": audit.record_hash(forged)}) + "\n")
+    assert audit.repair_head(log) is False
+    assert_caught(str(log), "line 4: its signature does not match")

@@ -34,6 +34,10 @@ PREDICTION_ERRORS = Counter(
     "flowline_request_latency_seconds_count (the answered ones), the canary analysis's error rate per version.",
     ["model_name", "model_version", "error"],
 )
+PREDICTION_LOG_ERRORS = Counter(
+    "flowline_prediction_log_errors", "Answers the prediction log could not record (a full or unwritable disk): the "
+    "answer is still given, and the log keeps whole lines only.", ["model_name"],
+)
 BATCH_REQUESTS = Histogram(
     "flowline_batch_requests", "Requests scored together in one transform and predict (adaptive batching), per model.",
     ["model_name"], buckets=(1, 2, 4, 8, 16, 32, 64),

@@ -37,8 +37,11 @@ answer is not finite, are refused with a 400 naming the record.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, fields
@@ -64,6 +67,7 @@ from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
 from flowline.scoring import Scorer
 
+log = logging.getLogger("flowline.serving")
 V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row
 
 
@@ -142,6 +146,7 @@ class FlowlineModel(Model):
         self.canary: Optional[LoadedPackage] = None
         self.prediction_log = Path(prediction_log) if prediction_log else None
         self._log: Optional[BinaryIO] = None  # opened once, on load: not once per request
+        self._log_failing = False  # warned once when the log stops recording, once when it records again
         self.online_store_url = online_store
         self._store: Optional[OnlineStore] = None  # opened once, when a package first needs it
         # Off with a wait of 0; never for a package with entity features (its reads and writes keep their order).
@@ -181,7 +186,23 @@ class FlowlineModel(Model):
         line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": job.request_id,
                 "model": self.name, "arm": job.arm, "version": job.package.version, "rows": rows,
                 "seconds": round(seconds, 6), "error": error, "ids": ids or {}}
-        self._log.write((json.dumps(line) + "\n").encode())
+        data = (json.dumps(line) + "\n").encode()
+        descriptor = self._log.fileno()
+        try:
+            written = os.write(descriptor, data)
+            if written < len(data):  # a full disk: take the part back rather than glue the next line to it
+                os.ftruncate(descriptor, os.fstat(descriptor).st_size - written)
+                raise OSError(errno.ENOSPC, f"wrote {written} of {len(data)} bytes")
+        except OSError as error:  # the answer stands: a log that cannot record it is counted, not the client's 500
+            metrics.PREDICTION_LOG_ERRORS.labels(self.name).inc()
+            if not self._log_failing:
+                log.warning("prediction log %s: cannot record answers (%s); answering on, counting them in "
+                            "flowline_prediction_log_errors_total", self.prediction_log, error)
+            self._log_failing = True
+            return
+        if self._log_failing:
+            log.warning("prediction log %s: recording answers again", self.prediction_log)
+            self._log_failing = False
 
     def reload(self, package_path: str | Path | None = None) -> str:
         """Load a new version (from `package_path`, else the same path) and swap it in.

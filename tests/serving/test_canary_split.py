@@ -222,3 +222,18 @@ def test_the_canary_controller_reads_prometheus_and_runs_as_a_kfp_component(
     assert record_["what"]["source"] == f"prometheus {prometheus_url}"
     assert record_["what"]["arms"]["canary"]["version"] == verify(churn_package_b)["version"]
     assert record_["what"]["p_value"] < 0.05 and record_["what"]["canary_success_rate"] > 0.4
+
+
+def test_a_prediction_log_that_cannot_be_written_is_counted_and_the_answers_still_given(churn_package,
+                                                                                     churn_test_rows, tmp_path):
+    """A full disk under --prediction-log (/dev/full refuses every write with ENOSPC) made every answer a 500
+    after it was counted as a prediction. The answers stand; the failures are counted, and logged once."""
+    server_log = tmp_path / "server.log"
+    with running_server([f"churn={churn_package}"], log_path=str(server_log), workers=1,
+                        extra_args=["--prediction-log", "/dev/full"]) as url, httpx.Client(base_url=url) as client:
+        for n in range(3):
+            answer = client.post("/v1/models/churn:predict", json={"instances": records_of(churn_test_rows.head(2))})
+            assert answer.status_code == 200, answer.text
+        metrics = client.get("/metrics").text
+    assert 'flowline_prediction_log_errors_total{model_name="churn"} 3.0' in metrics
+    assert server_log.read_text().count("prediction log /dev/full: cannot record answers") == 1

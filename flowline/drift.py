@@ -152,7 +152,8 @@ def column_detectors(reference: np.ndarray, categorical: Sequence[int]) -> list:
 
 
 def calibrate(reference: np.ndarray, encoder: DriftEncoder, held_out: np.ndarray, seed: int) -> Calibration:
-    """Pick the threshold (held-out false alarms <= 5 %) and the smallest window with >= 90 % median power.
+    """Pick the threshold (held-out false alarms <= 5 %) and the smallest window with >= 90 % median power,
+    among the windows the held-out rows can fill.
 
     A window with one column shifted keeps every other column's p-value, so the power runs test the shifted
     column alone, with a one-column detector on its reference column (the same alibi-detect test the whole
@@ -164,7 +165,8 @@ def calibrate(reference: np.ndarray, encoder: DriftEncoder, held_out: np.ndarray
     rng = np.random.default_rng(seed)
     power_by_window: dict[int, float] = {}
     chosen = None
-    for size in WINDOW_CANDIDATES:
+    # Windows of distinct held-out rows: small data (under 100 held-out rows) gets one window of all of them.
+    for size in [size for size in WINDOW_CANDIDATES if size <= len(held_out)] or [len(held_out)]:
         null = sample_windows(held_out, NULL_WINDOWS, size, rng)
         scores = np.sort([corrected_min_p(detector, w) for w in null])
         # At most 5 % of the unshifted windows may fall below the threshold.

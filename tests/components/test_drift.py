@@ -34,8 +34,8 @@ def rows(n: int, seed: int) -> pd.DataFrame:
     })
 
 
-@pytest.fixture(scope="module")
-def fitted(tmp_path_factory) -> tuple[Path, Path]:
+def fit_toy(folder: Path, train_rows: int, valid_rows: int) -> Path:
+    """A toy use case's drift monitor fitted on `train_rows` and calibrated on `valid_rows`; its folder."""
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate({
@@ -45,12 +45,25 @@ def fitted(tmp_path_factory) -> tuple[Path, Path]:
                     "plan": {"type": "category"}},
         "costs": {"false_negative": 5, "false_positive": 1},
     })
-    folder = tmp_path_factory.mktemp("drift")
-    rows(3000, 1).to_parquet(folder / "train")
-    rows(1800, 2).to_parquet(folder / "valid")
+    rows(train_rows, 1).to_parquet(folder / "train")
+    rows(valid_rows, 2).to_parquet(folder / "valid")
     FeatureSet.fit(pd.read_parquet(folder / "train"), use_case).save(folder / "fs.json")
     fit_drift_files(use_case, str(folder / "train"), str(folder / "valid"), str(folder / "fs.json"), str(folder / "out"))
-    return folder, folder / "out"
+    return folder / "out"
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("drift")
+    return folder, fit_toy(folder, 3000, 1800)
+
+
+@pytest.mark.parametrize("valid_rows, window", [(40, 40), (150, 100)])
+def test_small_data_gets_the_windows_its_held_out_rows_can_fill(tmp_path, valid_rows, window):
+    """A few hundred rows failed the drift step after the whole search: the first window tried was 100 rows."""
+    calibration = load_calibration(fit_toy(tmp_path, 300, valid_rows))
+    assert calibration.window_size == window and set(calibration.power_by_window) == {window}
+    assert calibration.false_alarm_rate <= MAX_FALSE_ALARM_RATE
 
 
 def test_the_encoder_treats_frames_and_records_alike(fitted):

@@ -48,7 +48,7 @@ from flowline.drift import DETECTOR_DIR, Calibration, DriftEncoder, load_calibra
 from flowline.package.format import Package
 from flowline.inference_services import metrics
 from flowline.inference_services.payloads import payload_records
-from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
+from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_checker
 from flowline.use_case import NAME_PATTERN, UseCase
 
 # What to do about a drifted window: (monitored use case, package version, p-value per feature) -> what happened.
@@ -73,9 +73,8 @@ class DriftPackage:
         mitigation = mitigation_of(package.evaluation)
         return cls(
             version=package.version, use_case=package.use_case,
-            checker=RecordChecker(package.use_case, request_columns(package.feature_set.input_columns,
-                                                                    mitigation.attributes if mitigation else ()),
-                                  package.use_case.id_columns),  # the payload logger sends requests as they came
+            checker=request_checker(package.use_case, package.feature_set.input_columns,  # the payload logger
+                                    mitigation.attributes if mitigation else ()),  # sends requests as they came
             encoder=DriftEncoder(package.feature_set),
             detector=load_detector(package.drift_dir / DETECTOR_DIR),
             calibration=load_calibration(package.drift_dir),

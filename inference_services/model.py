@@ -64,7 +64,7 @@ from flowline.inference_services.batching import Batcher, Job, require_finite, s
 from flowline.inference_services.options import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_ROWS
 from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.tensors import feature_matrix, tensor_records
-from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_columns
+from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_checker
 from flowline.scoring import Scorer
 
 log = logging.getLogger("flowline.serving")
@@ -102,7 +102,7 @@ class LoadedPackage(Scorer):
         return cls(
             **{field.name: getattr(scorer, field.name) for field in fields(Scorer) if field.init and field.name != "feature_set"},
             feature_set=feature_set,
-            checker=RecordChecker(use_case, request_columns(feature_set.input_columns, attributes), ids),
+            checker=request_checker(use_case, feature_set.input_columns, attributes),
             owners=feature_set.owners,
             matrix_checker=RecordChecker(use_case, attributes, ids), store=store, writes_events=owner,
         )
@@ -394,7 +394,8 @@ class FlowlineModel(Model):
         if not inputs:
             raise BadRequest("empty_batch", "inputs: no input tensors")
         checker, beside = package.checker, package.matrix_checker
-        matrices = [tensor for tensor in inputs if tensor.name not in checker.columns and tensor.name not in checker.ids]
+        matrices = [tensor for tensor in inputs
+                    if not (tensor.name in checker.columns or tensor.name in checker.ids or tensor.name in checker.optional)]
         others = [tensor for tensor in inputs if tensor not in matrices]
         if len(matrices) == 1 and all(tensor.name in beside.columns or tensor.name in beside.ids for tensor in others):
             matrix = feature_matrix(matrices[0], package.feature_set.width, self.max_batch)

@@ -67,12 +67,16 @@ def _missing_kind(value: Any) -> str | None:
 
 
 class RecordChecker:
-    """The contract of the columns a model reads (all required), and of the id columns a record may
-    carry beside them (`ids`, each optional), compiled for per-record checks."""
+    """The contract of the columns a model reads (all required), of the id columns a record may carry beside
+    them (`ids`, each optional), and of the other contract columns it may carry (`optional`: checked against
+    their declared type, never read), compiled for per-record checks."""
 
-    def __init__(self, use_case: UseCase, columns: Sequence[str], ids: Sequence[str] = ()) -> None:
+    def __init__(self, use_case: UseCase, columns: Sequence[str], ids: Sequence[str] = (),
+                 optional: Sequence[str] = ()) -> None:
         self.columns: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in columns}
         self.ids: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in ids if name not in self.columns}
+        self.optional: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in optional
+                                                if name not in self.columns and name not in self.ids}
         self._allowed = {name: frozenset(spec.allowed) for name, spec in use_case.columns.items() if spec.allowed}
         self._rules = [(name, spec, plainly_valid(spec, self._allowed.get(name)))
                        for name, spec in self.columns.items()]
@@ -103,7 +107,12 @@ class RecordChecker:
                 self.check_id(name, spec, record[name], where)
                 known += 1
         if len(record) != known:
-            unknown = sorted(set(record) - set(self.columns) - set(self.ids))
+            for name, spec in self.optional.items():
+                if name in record:
+                    self.check_value(name, spec, record[name], where)
+                    known += 1
+        if len(record) != known:
+            unknown = sorted(set(record) - set(self.columns) - set(self.ids) - set(self.optional))
             raise BadRequest("unknown_column", f"{where}: unknown column {describe(unknown[0])}")
 
     def check_id(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:
@@ -179,6 +188,15 @@ def plainly_valid(spec: ColumnSpec, allowed: frozenset[str] | None) -> Callable[
         listed = frozenset(value for value in allowed if value and value == value.strip())
         return lambda value: type(value) is str and value in listed
     return lambda value: type(value) is str and bool(value.strip())
+
+
+def request_checker(use_case: UseCase, input_columns: Sequence[str], decided_by: Sequence[str]) -> RecordChecker:
+    """The checks of a request's records: the columns it must carry (`request_columns`), the ids it may, and the
+    use case's other contract columns, which it may carry too (a time column the feature search left unread
+    today may be read by the next version's model: a client sends the same rows to both)."""
+    columns = request_columns(input_columns, decided_by)
+    return RecordChecker(use_case, columns, use_case.id_columns,
+                         [name for name in use_case.columns if name not in columns])
 
 
 def request_columns(input_columns: Sequence[str], decided_by: Sequence[str]) -> list[str]:

@@ -17,10 +17,10 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dict]:
-    """One v2 tensor per raw column (and per id column sent), to records {column: value}; 400 for unknown,
+    """One v2 tensor per raw column (and per id or other contract column sent), to records {column: value}; 400 for unknown,
     missing or ragged inputs."""
     columns = list(checker.columns)
-    specs = {**checker.columns, **checker.ids}
+    specs = {**checker.columns, **checker.ids, **checker.optional}
     names = [tensor.name for tensor in inputs]
     seen: set[str] = set()
     for name in names:  # else the last tensor of a name would silently win
@@ -29,7 +29,8 @@ def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dic
         seen.add(name)
     unknown = [name for name in names if name not in specs]
     if unknown:
-        ids = f" and optionally the ids {list(checker.ids)}" if checker.ids else ""
+        others = [*checker.ids, *checker.optional]
+        ids = f" and optionally {others}" if others else ""
         raise BadRequest("unknown_column", f"inputs: unknown input {describe(unknown[0])}; "
                                            f"expected the raw columns {columns}{ids}")
     missing = [name for name in columns if name not in names]

@@ -26,6 +26,7 @@ keeps each entity's earlier events.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,13 +130,25 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
 
 
 def _erase_from(path: Path, key: str, wanted: str, separator: str) -> int:
-    """Rewrite the Parquet file at `path` without the subject's rows; how many went (0: left untouched)."""
-    frame = pd.read_parquet(path)
+    """Rewrite the Parquet file at `path` without the subject's rows; how many went (0: left untouched). The new
+    file replaces the old whole (written beside it, then renamed): a kill or a full disk part-way leaves the old
+    one, never half of either."""
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise ErasureError(f"{path}: cannot be read as Parquet ({error}); it may hold the subject's rows: restore or "
+                           "remove it, then erase again") from None
     if key not in frame.columns:
         return 0
     matches = _subject_rows(frame, key, wanted, separator)
     if matches.any():
-        frame[~matches].to_parquet(path)
+        staged = path.with_name(f".{path.name}.erasing")
+        try:
+            frame[~matches].to_parquet(staged)
+            os.chmod(staged, path.stat().st_mode & 0o7777)
+            os.replace(staged, path)
+        finally:
+            staged.unlink(missing_ok=True)
     return int(matches.sum())
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from flowline import audit
 from flowline.audit import verify
 from flowline.erasure import ErasureError, erase_subject
 from flowline.pipelines.cli import EXIT_GATE_FAILED, main
@@ -120,6 +121,32 @@ def test_a_use_case_without_a_key_is_refused(toy_use_case, tmp_path):
     keyless = toy_use_case.model_copy(update={"id_columns": []})
     with pytest.raises(ErasureError, match="declares no id_columns"):
         erase_subject(keyless, "x", tmp_path, tmp_path / "audit.jsonl")
+
+
+def test_a_rewrite_cut_short_leaves_the_file_whole_and_a_broken_file_is_named(tmp_path: Path, churn, monkeypatch):
+    """A kill or a full disk during the rewrite truncated the file in place: every other subject's rows went, and
+    each later erase died on the broken Parquet with a traceback."""
+    scores = tmp_path / "scores.parquet"
+    pd.DataFrame({"customerID": ["A-1", "B-2", "C-3"], "probability": [0.1, 0.2, 0.3]}).to_parquet(scores)
+    scores.chmod(0o640)
+    audit.append(tmp_path / "audit.jsonl", "batch_scoring", {"use_case": "churn", "output": str(scores)})
+    before = scores.read_bytes()
+
+    def full_disk(frame, path, *args, **kwargs):
+        Path(path).write_bytes(b"PAR1 and no more")
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pd.DataFrame, "to_parquet", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            erase_subject(churn, "B-2", tmp_path / "runs", tmp_path / "audit.jsonl")
+    assert scores.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "audit.jsonl", "audit.jsonl.head", "scores.parquet"]
+    assert erase_subject(churn, "B-2", tmp_path / "runs", tmp_path / "audit.jsonl").total_rows == 1
+    assert pd.read_parquet(scores)["customerID"].tolist() == ["A-1", "C-3"] and scores.stat().st_mode & 0o777 == 0o640
+    scores.write_bytes(b"PAR1 cut short")  # broken some other way
+    with pytest.raises(ErasureError, match=f"{scores}: cannot be read as Parquet .*restore or remove it"):
+        erase_subject(churn, "A-1", tmp_path / "runs", tmp_path / "audit.jsonl")
 
 
 def files_holding(folder: Path, needles: list[str]) -> list[str]:

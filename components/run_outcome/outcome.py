@@ -25,13 +25,19 @@ def run_status(state: str) -> str:
     return "succeeded" if state.upper() in SUCCEEDED_STATES else "failed"
 
 
+def event_id(run_id: str, status: str) -> str:
+    """The same id for the same run's outcome, so the step's retries are one event to CloudEvents consumers
+    (source and id identify an event); a random one where there is no run id."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{EVENT_SOURCE}/{run_id}/{status}")) if run_id else str(uuid.uuid4())
+
+
 def post_run_event(broker_url: str, use_case: str, status: str, run_id: str, timeout: float = 10.0) -> None:
     """Send the outcome to the Broker as a binary-mode CloudEvent; raise RuntimeError naming the Broker if refused."""
     request = urllib.request.Request(
         broker_url, method="POST",
         data=json.dumps({"use_case": use_case, "status": status, "run_id": run_id}).encode(),
         headers={"ce-specversion": "1.0", "ce-type": PIPELINE_RUN_EVENT, "ce-source": EVENT_SOURCE,
-                 "ce-id": str(uuid.uuid4()), "ce-usecase": use_case, "content-type": "application/json"})
+                 "ce-id": event_id(run_id, status), "ce-usecase": use_case, "content-type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout):
             pass
@@ -40,11 +46,21 @@ def post_run_event(broker_url: str, use_case: str, status: str, run_id: str, tim
 
 
 def record_outcome(use_case: str, state: str, run_id: str, error: str, audit_log: str, broker_url: str) -> dict:
-    """Record a finished run (`state` as KFP reports it) in `audit_log` and at `broker_url`, each when set."""
+    """Record a finished run (`state` as KFP reports it) in `audit_log` and at `broker_url`, each when set. Once:
+    the step is retried (a Broker that refused), and a retry finds the run recorded already."""
     status = run_status(state)
     what = {"use_case": use_case, "outcome": status, "state": state, "run_id": run_id, "error": error or None}
-    if audit_log:
+    if audit_log and not (run_id and _recorded(audit_log, what)):
         audit.append(audit_log, "pipeline_run", what)
     if broker_url:
         post_run_event(broker_url, use_case, status, run_id)
     return what
+
+
+def _recorded(audit_log: str, what: dict) -> bool:
+    """Whether the log holds this run's outcome already."""
+    try:
+        records = audit.verify(audit_log)
+    except audit.NoAuditLog:
+        return False
+    return any(record["action"] == "pipeline_run" and record["what"] == what for record in records)

@@ -60,3 +60,15 @@ def test_an_unreachable_broker_is_named_after_the_audit_record_is_written(tmp_pa
     with pytest.raises(RuntimeError, match="the Broker at http://127.0.0.1:9/ did not take"):
         record_outcome("churn", "SUCCEEDED", "runs/x", "", str(log), "http://127.0.0.1:9/")
     assert len(verify(log)) == 1  # the audit trail has it even so
+
+
+def test_a_retried_step_records_its_run_once_and_sends_the_same_event(broker, tmp_path):
+    """KFP retries the step when the Broker refused: one audit record, and one event id for consumers."""
+    url, received = broker
+    log = tmp_path / "audit.jsonl"
+    for _ in range(3):
+        record_outcome("churn", "FAILED", "runs/abc", "train: out of memory", str(log), url)
+    record_outcome("churn", "SUCCEEDED", "runs/def", "", str(log), url)
+    assert [r["what"]["run_id"] for r in verify(log)] == ["runs/abc", "runs/def"]
+    ids = [event["headers"]["ce-id"] for event in received]
+    assert len(ids) == 4 and ids[0] == ids[1] == ids[2] != ids[3]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from flowline.contract import apply_contract, read_table, resolve_source
+from flowline.contract import apply_contract, read_use_case_table
 from flowline.package.format import Package
 from flowline.inference_services.local_server import running_server
 
@@ -23,7 +23,7 @@ from flowline.inference_services.local_server import running_server
 def first_record(package: str) -> dict:
     """The first row of the data the package was trained on, as an application would send it."""
     use_case = Package.open(package).use_case
-    kept = apply_contract(read_table(resolve_source(use_case)).frame, use_case).kept
+    kept = apply_contract(read_use_case_table(use_case).frame, use_case).kept  # its separator and encoding
     return json.loads(kept[use_case.feature_columns].head(1).to_json(orient="records"))[0]
 
 

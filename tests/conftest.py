@@ -43,6 +43,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
+@pytest.fixture(autouse=True)
+def runs_dir_elsewhere(monkeypatch, tmp_path_factory) -> None:
+    """No test writes the checkout's ./runs, where a user's runs and audit trail live: a command left to its default
+    runs folder ($FLOWLINE_RUNS_DIR, else ./runs) gets a fresh temporary one."""
+    monkeypatch.setenv("FLOWLINE_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+
+
 @pytest.fixture(scope="session")
 def data_home() -> Path:
     """The data home with every registered dataset; skips locally, fails under CI=true."""

@@ -1,6 +1,7 @@
 """The notebooks: committed clean (no outputs, valid nbformat, documented) and executed with nbclient.
 03-ab-analysis needs the serving packages: tests/serving/test_ab_notebook.py runs it."""
 
+import html
 import json
 import re
 
@@ -73,7 +74,20 @@ def test_your_own_data_goes_from_a_csv_to_a_served_answer_with_its_reports_inlin
     assert "Use case hr-attrition-ibm:" in shown and "test metric" in shown  # the end-of-run table
     pages = [output["data"]["text/html"] for cell in notebook.cells for output in cell.get("outputs", [])
              if "text/html" in output.get("data", {})]
-    assert pages and "<h2>Intended use</h2>" in pages[0]  # the model card, rendered inline
+    assert pages and "<h2>Intended use</h2>" in html.unescape(pages[0])  # the model card, inline in its own frame
+    assert pages[0].startswith("<iframe srcdoc=")  # its stylesheet cannot restyle the notebook
+    assert (tmp_path / "runs" / "my-use-case.yaml").is_file()  # drafted in the runs folder, not the checkout
     (answer,) = json.loads(re.search(r"^v1: (.*)$", shown, re.MULTILINE).group(1))
     assert answer["decision"] in ("Yes", "No")
     assert answer["decision"] == ("Yes" if answer["probability"] >= answer["threshold"] else "No")
+
+
+def test_a_notebook_started_in_its_own_folder_uses_the_checkout_s_runs_folder(tmp_path, monkeypatch):
+    """Jupyter starts a kernel in notebooks/; the notebooks still use the runs folder the commands use."""
+    from nbclient.exceptions import CellExecutionError
+
+    monkeypatch.delenv("FLOWLINE_RUNS_DIR")
+    (tmp_path / "notebooks").mkdir()
+    with pytest.raises(CellExecutionError, match=f"need two churn packages under {re.escape(str(tmp_path / 'runs'))}, "
+                                                 "found 0"):
+        executed("03-ab-analysis.ipynb", tmp_path / "notebooks")

@@ -22,10 +22,10 @@ from flowline.pipelines.progress import ANSI, ProgressStream
 from flowline.registry import newest_package
 from flowline.use_case import FAIRNESS_METRICS, UseCase
 
-def pipeline_steps(pipeline) -> tuple[tuple[str, ...], str]:
+def pipeline_steps(pipeline) -> tuple[tuple[str, ...], str, dict[str, str]]:
     """The pipeline's tasks as its compiled spec names them (kfp.local's log lines use these names), in
-    an order they can run in, and a line that shows them by display name, joining with + the steps that
-    can run side by side."""
+    an order they can run in; a line that shows them by display name, joining with + the steps that
+    can run side by side; and each one's display name (tune-2 is tune-linear)."""
     tasks = pipeline.pipeline_spec.root.dag.tasks
     depth: dict[str, int] = {}
 
@@ -37,7 +37,7 @@ def pipeline_steps(pipeline) -> tuple[tuple[str, ...], str]:
     names = tuple(sorted(tasks, key=lambda name: (depth_of(name), name)))
     levels = [[tasks[name].task_info.name for name in names if depth[name] == level]
               for level in range(max(depth.values()) + 1)]
-    return names, " -> ".join(" + ".join(level) for level in levels)
+    return names, " -> ".join(" + ".join(level) for level in levels), {name: tasks[name].task_info.name for name in names}
 
 
 def run_local(
@@ -76,7 +76,7 @@ def run_local(
     run_dir = Path(runs_dir).resolve() / f"{use_case.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"
     run_dir.mkdir(parents=True)
     pipeline = build_pipeline(use_case)
-    steps, shown = pipeline_steps(pipeline)
+    steps, shown, display = pipeline_steps(pipeline)
     print(f"flowline: running use case {use_case.name!r} locally, {len(steps)} steps ({shown})")
     print(f"flowline: run folder {run_dir}")
     print(f"flowline: champion {champion or 'none'}")
@@ -89,7 +89,7 @@ def run_local(
     with open(run_dir / "run.log", "w") as log, warnings.catch_warnings():
         # kfp.local warns about any image without "python" in its name; the flowline image has Python.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
-        progress = ProgressStream(log, sys.stdout, steps, verbose)
+        progress = ProgressStream(log, sys.stdout, steps, verbose, display)
         try:
             with contextlib.redirect_stdout(progress):
                 outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))

@@ -17,7 +17,7 @@ import io
 import re
 import time
 from collections import deque
-from typing import Iterable, TextIO
+from typing import Iterable, Mapping, Optional, TextIO
 
 from tqdm import tqdm
 
@@ -42,8 +42,12 @@ class ProgressStream(io.TextIOBase):
     Call finish() at the end of the run: it writes a last unfinished line and closes the bars.
     """
 
-    def __init__(self, log: TextIO, terminal: TextIO, steps: tuple[str, ...], verbose: bool = False) -> None:
+    def __init__(self, log: TextIO, terminal: TextIO, steps: tuple[str, ...], verbose: bool = False,
+                 display: Optional[Mapping[str, str]] = None) -> None:
+        """`steps`: the tasks as kfp.local's lines name them; `display`: the name shown for each (tune-2 is
+        tune-linear), in the progress lines, `step_seconds` and `failure`."""
         self.log, self.terminal, self.steps, self.verbose = log, terminal, steps, verbose
+        self.display = dict(display or {})
         self.bars = terminal.isatty() and not verbose
         self._pending = ""
         self._input_end: str | None = None  # while inside an input JSON: the line that closes it
@@ -106,22 +110,24 @@ class ProgressStream(io.TextIOBase):
 
     def _show(self, line: str) -> None:
         started, finished = STARTED.search(line), FINISHED.search(line)
+        step = started or finished
+        name = self.display.get(step.group(1), step.group(1)) if step else ""
         if finished:
-            self.step_seconds[finished.group(1)] = round(time.monotonic() - self._task_started, 2)
+            self.step_seconds[name] = round(time.monotonic() - self._task_started, 2)
         if started:
             self._task_lines.clear()
             self._task_started = time.monotonic()
         elif finished and finished.group(2) != "SUCCESS":
-            self.failure = f"step {finished.group(1)!r}: {root_cause(self._task_lines) or finished.group(2).lower()}"
+            self.failure = f"step {name!r}: {root_cause(self._task_lines) or finished.group(2).lower()}"
         elif not finished:
             self._task_lines.append(line.strip())
         if self.verbose:
             self._say(line)
         elif started:
             self._started += 1  # numbered as they start: kfp.local runs independent steps in its own order
-            self._step_started(started.group(1))
+            self._step_started(name)
         elif finished:
-            self._step_finished(*finished.groups())
+            self._step_finished(name, finished.group(2))
         else:
             stripped = line.strip()
             is_step_line = any(stripped.startswith((f"{step}:", f"{step} (")) for step in self.steps)

@@ -11,17 +11,17 @@ import termios
 import threading
 from pathlib import Path
 
-from pipeline_steps import STEPS
+from pipeline_steps import SHOWN, STEPS
 
 from flowline.pipelines.progress import ANSI, EXECUTOR_INPUT, ProgressStream
 
 CAPTURE = Path(__file__).with_name("kfp_local_churn_output.log").read_text()
 
 
-def fed(terminal) -> tuple[str, ProgressStream]:
+def fed(terminal, display=None) -> tuple[str, ProgressStream]:
     """The capture written to a ProgressStream in pieces that split lines, as a pipe delivers them; its log."""
     log = io.StringIO()
-    progress = ProgressStream(log, terminal, tuple(STEPS))
+    progress = ProgressStream(log, terminal, tuple(STEPS), display=display)
     for start in range(0, len(CAPTURE), 997):
         progress.write(CAPTURE[start:start + 997])
     progress.finish()
@@ -62,6 +62,16 @@ def test_plain_progress_lines_without_escape_codes_when_output_is_not_a_terminal
     assert re.findall(rf"^\[(\d+)/{len(STEPS)}\] ([\w-]+)$", shown, re.M) == [("1", "ingest"), ("2", "nas"), ("3", "tune")]
     assert "      nas (mlp): trial 16/16 stopped early (below the median)\n" in shown
     assert "      tune (xgboost): trial 30/30" in shown and "      tune success in" in shown
+
+
+def test_steps_are_shown_timed_and_named_in_failures_by_their_display_names(tmp_path: Path):
+    """kfp.local names the second tune task tune-2: a user reads tune-linear, in the lines and the summary."""
+    with open(tmp_path / "shown.txt", "w") as terminal:
+        _, progress = fed(terminal, display=dict(zip(STEPS, SHOWN)))
+    shown = (tmp_path / "shown.txt").read_text()
+    assert re.findall(r"^\[\d+/\d+\] ([\w-]+)$", shown, re.M) == ["ingest", "nas", "tune-xgboost"]
+    assert "      tune-xgboost success in" in shown and "      tune (xgboost): trial 30/30" in shown
+    assert list(progress.step_seconds) == ["ingest", "nas", "tune-xgboost"]
 
 
 def on_a_terminal(draw) -> str:

@@ -96,6 +96,32 @@ def test_a_package_round_trips_verified_and_a_corrupted_object_is_refused(s3_buc
         download_package(uri, fresh)
 
 
+def test_two_workers_downloading_one_package_at_once_both_get_the_verified_copy(s3_bucket, tmp_path, monkeypatch):
+    """Two server workers start on the same s3:// package with an empty cache: the one whose copy lands second
+    used to fail (its rename onto the other's folder: Directory not empty)."""
+    from flowline.package import remote
+
+    package = fake_package(tmp_path / "package")
+    uri = f"s3://{s3_bucket}/models/toy/race"
+    upload_package(package, uri)
+    cache = tmp_path / "cache"
+    fetch = remote.storage.download_file
+    other_worker = []
+
+    def the_other_worker_finishes_first(source, destination, client):
+        if not other_worker:  # while this worker downloads its first file, the other lands its whole copy
+            other_worker.append(True)
+            monkeypatch.setattr(remote.storage, "download_file", fetch)
+            other_worker.append(download_package(uri, cache))
+            monkeypatch.setattr(remote.storage, "download_file", the_other_worker_finishes_first)
+        return fetch(source, destination, client)
+
+    monkeypatch.setattr(remote.storage, "download_file", the_other_worker_finishes_first)
+    copy = download_package(uri, cache)
+    assert copy == other_worker[1] and verify(copy)["version"] == verify(package)["version"]
+    assert sorted(p.name for p in cache.iterdir()) == [copy.name]  # no staging folder left
+
+
 def test_an_uploaded_package_is_verified_first(s3_bucket, tmp_path):
     package = fake_package(tmp_path / "package")
     (package / "use_case.json").write_text("{}")  # altered after its manifest was written

@@ -70,7 +70,12 @@ def download_package(uri: str, cache: str | Path | None = None) -> Path:
             verify(staging)
         except PackageError as error:
             raise PackageError(f"{uri}: {str(error).replace(str(staging), 'the download')}") from None
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:  # another process (a second worker) put its copy there first: use it, verified as any
+            if not target.is_dir():
+                raise
+            verify(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

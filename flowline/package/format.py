@@ -246,6 +246,18 @@ class Package:
     def open(cls, package_dir: str | Path) -> Package:
         return cls(Path(package_dir), verify(package_dir))
 
+    def unchanged(self) -> None:
+        """Verify again after the parts were read: a folder changed in between (a new version copied over the
+        one being loaded, file by file) would otherwise be served as the version first verified. Raises
+        PackageError unless every file still matches the same manifest."""
+        try:
+            now = verify(self.path)
+        except PackageError as error:
+            raise PackageError(f"{self.path} changed while it was loaded: {error}") from None
+        if now != self.manifest:
+            raise PackageError(f"{self.path} changed while it was loaded: version {self.version} became "
+                               f"{now['version']}; load it again once the copy is complete")
+
     @property
     def version(self) -> str:
         return self.manifest["version"]

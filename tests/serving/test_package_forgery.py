@@ -99,3 +99,31 @@ def test_the_drift_monitor_never_unpickles_a_reference_inside_the_package(churn_
     assert not (tmp_path / "code-ran").exists()
     genuine = json.loads((churn_package / "manifest.json").read_text())["version"]
     assert DriftPackage.load(churn_package).version == genuine
+
+
+@pytest.mark.parametrize("load", ["model server", "drift monitor"])
+def test_a_package_copied_over_while_it_loads_is_refused_not_served_as_the_version_first_verified(
+        churn_package, tmp_path, monkeypatch, load):
+    """A new version copied over the served folder file by file, during a load: the loader read one version's
+    manifest and the other's thresholds, and served the mix under the first's version."""
+    from flowline.features.feature_set import FeatureSet
+    from flowline.scoring import Scorer
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    package = copy_of(churn_package, tmp_path)
+    newer = Path(shutil.copytree(churn_package, tmp_path / "newer"))
+    evaluation = json.loads((newer / "evaluation.json").read_text())
+    (newer / "evaluation.json").write_text(json.dumps({**evaluation, "threshold": 0.99}))
+    write_manifest(newer, "churn")
+    read_feature_set = FeatureSet.load
+
+    def and_the_copy_lands(path):  # between the verification and the reads that follow it
+        for name in ("evaluation.json", "manifest.json"):
+            shutil.copy(newer / name, package / name)
+        return read_feature_set(path)
+
+    monkeypatch.setattr(FeatureSet, "load", staticmethod(and_the_copy_lands))
+    with pytest.raises(PackageError, match=f"{package} changed while it was loaded: version "):
+        Scorer.open(package) if load == "model server" else DriftPackage.load(package)
+    monkeypatch.setattr(FeatureSet, "load", staticmethod(read_feature_set))
+    assert Scorer.open(package).threshold == 0.99  # the copy complete: the new version loads whole

@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from flowline import storage
 from flowline.datasets import dataset_path
-from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, ROW_COLUMN, join_surplus, split_lines
+from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, RESERVED_COLUMNS, ROW_COLUMN, join_surplus, split_lines
 from flowline.use_case import ColumnSpec, UseCase
 
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
@@ -317,6 +317,8 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
     when required columns are missing, since no row could be checked.
     """
     has_label = use_case.transactions is None and not to_score
+    # A quarantine or scores file fed back in carries the bookkeeping of its own pass: this pass writes its own.
+    frame = frame.drop(columns=[name for name in RESERVED_COLUMNS if name in frame.columns])
     missing = missing_columns(frame, use_case, has_label)
     if missing:
         raise ContractError(

@@ -18,6 +18,7 @@ import pandas as pd
 REASON_COLUMN = "_quarantine_reason"
 ROW_COLUMN = "_source_row"
 EXTRA_COLUMN = "_extra_fields"
+RESERVED_COLUMNS = (ROW_COLUMN, EXTRA_COLUMN, REASON_COLUMN)  # a use case may not declare them
 MALFORMED_REASON = r"line \d+: \d+ fields, but the header has \d+$"
 
 

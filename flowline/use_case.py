@@ -15,6 +15,8 @@ from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flowline.quarantine import RESERVED_COLUMNS
+
 NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,40}")  # a use case's name: a slug, usable in URLs and metric labels
 BINARY_METRICS = ("roc_auc", "auprc", "log_loss", "brier", "precision", "recall", "f1", "accuracy",
                   "recall_at_p90", "precision_at_r90", "expected_cost_per_1000")
@@ -370,6 +372,10 @@ class UseCase(_Strict):
 
     @model_validator(mode="after")
     def _references_are_declared(self) -> UseCase:
+        reserved = [name for name in [*self.columns, self.label.column] if name in RESERVED_COLUMNS]
+        if reserved:
+            raise ValueError(f"column {reserved[0]!r}: a name flowline keeps for its quarantines' bookkeeping; "
+                             "rename it in the data")
         if self.label.column in self.columns:
             raise ValueError(f"label column {self.label.column!r} is declared in label, not in columns")
         for field, names in [

@@ -23,6 +23,7 @@ from flowline.contract import (
     parse_datetimes, parse_table, read_bytes, read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
+from flowline.quarantine import RESERVED_COLUMNS
 from flowline.use_case import UseCase, UseCaseError
 from flowline.use_case_loader import load_use_case
 
@@ -196,7 +197,12 @@ def scaffold(source: str, label: str | None = None) -> str:
     if label not in frame.columns:
         raise ScaffoldError(f"--label {label!r} is not a column of {source}; its columns: {list(frame.columns)}")
     task, label_spec, label_note = infer_label(frame[label].rename(label))
-    columns = one_time_column([infer_column(name, frame[name]) for name in frame.columns if name != label])
+    if label in RESERVED_COLUMNS:
+        raise ScaffoldError(f"--label {label!r}: a name flowline keeps for its quarantines' bookkeeping; rename it "
+                            "in the data")
+    # A quarantine's bookkeeping columns (a quarantine fed back in) are not the data's: left undeclared.
+    columns = one_time_column([infer_column(name, frame[name]) for name in frame.columns
+                               if name != label and name not in RESERVED_COLUMNS])
     if all(column.is_id for column in columns):
         raise ScaffoldError(f"{source} has no column to learn {label!r} from: its other columns "
                             f"{[column.name for column in columns]} are ids (unique per row)")

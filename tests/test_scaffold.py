@@ -73,6 +73,20 @@ def test_init_infers_types_blanks_ids_dates_and_the_label(write_csv):
     assert parse_use_case(document).task == "binary"
 
 
+def test_a_quarantines_bookkeeping_columns_are_left_out_of_the_draft_and_refused_in_a_contract(write_csv):
+    """A quarantine fed back in (its rows fixed) carries _source_row and _quarantine_reason: init leaves them out,
+    its rows ingest as any others, and a contract that declares one is refused in one line."""
+    source = write_csv("_source_row,x,plan,outcome,_quarantine_reason\n" +
+                       "".join(f"{n},{n % 7}.5,{'ab'[n % 2]},{'no' if n % 3 else 'yes'},fixed\n" for n in range(60)))
+    document = yaml.safe_load(scaffold(str(source)))
+    assert set(document["columns"]) == {"x", "plan"}
+    use_case = parse_use_case(document)
+    result = apply_contract(read_use_case_table(use_case).frame, use_case)
+    assert len(result.kept) == 60 and len(result.quarantined) == 0
+    with pytest.raises(ValueError, match="column '_source_row': a name flowline keeps for its quarantines"):
+        parse_use_case({**document, "columns": {**document["columns"], "_source_row": {"type": "integer"}}})
+
+
 def test_review_marks_the_guesses_and_defaults(write_csv):
     text = scaffold(str(write_csv(SMALL)))
     reviewed = [line.split(":")[0].strip() for line in text.splitlines() if "# review" in line and ":" in line]

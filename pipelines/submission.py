@@ -9,12 +9,14 @@ it up to the requests it sends, against a stand-in API server on loopback.
 from __future__ import annotations
 
 import tempfile
+import urllib.parse
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from flowline import DEFAULT_IMAGE
-from flowline.cluster import PIPELINE_SERVICE_ACCOUNT
+from flowline.cluster import PIPELINE_SERVICE_ACCOUNT, talking_to
 from flowline.pipelines.batch_pipeline import compile_batch_pipeline
 from flowline.pipelines.template import compile_pipeline
 from flowline.use_case import UseCase
@@ -64,6 +66,9 @@ def typed_parameters(package: str, parameters: dict[str, Any]) -> dict[str, Any]
             raise SubmissionError(f"--param {name}: the pipeline has no input {name!r} (inputs: {', '.join(sorted(inputs))})")
         kind = inputs[name]["parameterType"]
         if not isinstance(value, str) or kind == "STRING":
+            if not _of_kind(value, kind):
+                raise SubmissionError(f"parameter {name}: expected {kind.lower().replace('_', ' ')}, got "
+                                      f"{type(value).__name__} {value!r}")
             typed[name] = value
             continue
         try:
@@ -72,6 +77,13 @@ def typed_parameters(package: str, parameters: dict[str, Any]) -> dict[str, Any]
         except ValueError:
             raise SubmissionError(f"--param {name}: expected {kind.lower().replace('_', ' ')}, got {value!r}") from None
     return typed
+
+
+def _of_kind(value: Any, kind: str) -> bool:
+    """Whether a Python value (a notebook's, not a command line's text) fits a KFP input's parameterType."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return {"STRING": isinstance(value, str), "NUMBER_INTEGER": number and float(value).is_integer(),
+            "NUMBER_DOUBLE": number, "BOOLEAN": isinstance(value, bool)}.get(kind, True)
 
 
 def _boolean(text: str) -> bool:
@@ -132,14 +144,20 @@ def submit(
             raise SubmissionError(f"a batch-scoring run needs {', '.join(f'--param {name}=...' for name in missing)}")
     name = f"flowline-{use_case.name}" + ("-batch" if batch else "")
     experiment = experiment or f"flowline-{use_case.name}"
-    check_reachable(host, token)
-    with tempfile.TemporaryDirectory() as folder:
+    if urllib.parse.urlparse(host).scheme not in ("http", "https"):
+        raise SubmissionError(f"KFP host {host!r}: give its URL with the scheme, for example http://{host}")
+    with tempfile.TemporaryDirectory() as folder, \
+            talking_to("KFP", host, "the bearer token in $KFP_TOKEN"), warnings.catch_warnings():
+        # kfp.Client warns each time it is made that it needs KFP 2.0.0-beta.2 or later: noise, as submit speaks
+        # only that API (v2beta1) and says so when it cannot reach it
+        warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline")
         package = str(Path(folder) / f"{name}.yaml")
         if batch:
             compile_batch_pipeline(use_case, package, image)
         else:
             compile_pipeline(use_case, package, caching, source, image)
         parameters = typed_parameters(package, parameters or {})  # refused before the client sends anything
+        check_reachable(host, token)
         client = kfp.Client(host=host, namespace=namespace, existing_token=token)
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
         job_name = name

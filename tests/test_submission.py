@@ -100,10 +100,10 @@ def test_parameters_the_pipeline_does_not_take_are_refused_before_anything_is_cr
     assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", f"http://127.0.0.1:{api.server.server_port}",
                  "--param", param]) == 1
     assert said in capsys.readouterr().err
-    assert [r["method"] for r in api.requests] == ["GET"]  # the health check alone: no experiment, no run
+    assert api.requests == []  # refused before KFP is asked anything
 
 
-def test_an_unreachable_kfp_is_one_line_naming_the_url_and_nothing_is_compiled(capsys):
+def test_an_unreachable_kfp_is_one_line_naming_the_url(capsys):
     closed = f"http://127.0.0.1:{free_port()}"
     assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", closed]) == 1
     shown = capsys.readouterr()
@@ -121,3 +121,25 @@ def test_kfp_refusing_the_token_is_one_line_after_one_request(status, said, caps
     assert capsys.readouterr().err == f"flowline: KFP at {host} refused the request ({said}): check the bearer " \
                                       "token in $KFP_TOKEN\n"
     assert [request["path"] for request in api.requests] == [f"{API}/healthz"]  # asked once, not retried
+
+
+def test_submit_from_python_gets_the_same_one_line_errors_as_the_command():
+    """A notebook calls submit() itself: a host without its scheme, an unreachable one and a Python value of the
+    wrong type for an input are one-line errors, not urllib's traceback or a value sent as it is."""
+    from flowline.cluster import ClusterError
+    from flowline.pipelines.submission import SubmissionError, submit
+    from flowline.use_case_loader import load_use_case
+
+    churn = load_use_case("churn")
+    with pytest.raises(SubmissionError, match="KFP host 'localhost:8080': give its URL with the scheme, for example "
+                                              "http://localhost:8080"):
+        submit(churn, "localhost:8080", source=TELCO_IN_S3)
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ClusterError, match=f"cannot reach KFP at {closed}: connection refused"):
+        submit(churn, closed, source=TELCO_IN_S3)
+    api = StandInApiServer(kfp_api([]))
+    for name, value, said in [("trials", 2.5, "expected number integer, got float 2.5"),
+                              ("trials", True, "expected number integer, got bool True")]:
+        with pytest.raises(SubmissionError, match=f"parameter {name}: {said}"):
+            submit(churn, f"http://127.0.0.1:{api.server.server_port}", source=TELCO_IN_S3, parameters={name: value})
+    assert api.requests == []

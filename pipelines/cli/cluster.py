@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from pathlib import Path
 
 from flowline import DEFAULT_IMAGE, audit
@@ -155,13 +154,9 @@ def _submit(args: argparse.Namespace) -> int:
             raise UsageError("--batch: the input is a run parameter (--param input_uri=...), not --source")
         chosen = use_case(args) if args.batch else use_case_to_run(args)
         source = "" if args.batch else _cluster_source(args, chosen)
-        with talking_to("KFP", args.host, "the bearer token in $KFP_TOKEN"), warnings.catch_warnings():
-            # kfp.Client warns each time it is made that it needs KFP 2.0.0-beta.2 or later: noise, as submit speaks
-            # only that API (v2beta1) and says so when it cannot reach it
-            warnings.filterwarnings("ignore", message="This client only works with Kubeflow Pipeline")
-            submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters,
-                               not args.no_cache, args.namespace, os.environ.get("KFP_TOKEN"), source, args.image,
-                               args.batch, args.service_account)
+        submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters, not args.no_cache,
+                           args.namespace, os.environ.get("KFP_TOKEN"), source, args.image, args.batch,
+                           args.service_account)
     except SubmissionError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR

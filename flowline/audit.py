@@ -91,7 +91,9 @@ def audit_key() -> Optional[bytes]:
     """The signing key, $FLOWLINE_AUDIT_KEY; None (with a warning) when it is not set."""
     key = os.environ.get(KEY_ENV)
     if not key:
-        warnings.warn(UNSIGNED, UnsignedAuditWarning, stacklevel=3)
+        # From this line, whoever called: Python's default filter shows it once per process, not once per caller
+        # (a run appends three records, and a notebook runs many).
+        warnings.warn(UNSIGNED, UnsignedAuditWarning, stacklevel=1)
         return None
     return key.encode("utf-8")
 

@@ -21,6 +21,7 @@ from flowline.package.format import (CARD_HTML, LINEAGE_FILE, MODEL_DIR, REPORT_
 from flowline.pipelines.progress import ANSI, ProgressStream
 from flowline.registry import newest_package
 from flowline.use_case import FAIRNESS_METRICS, UseCase
+from flowline.use_case_loader import load_use_case
 
 def pipeline_steps(pipeline) -> tuple[tuple[str, ...], str, dict[str, str]]:
     """The pipeline's tasks as its compiled spec names them (kfp.local's log lines use these names), in
@@ -41,7 +42,7 @@ def pipeline_steps(pipeline) -> tuple[tuple[str, ...], str, dict[str, str]]:
 
 
 def run_local(
-    use_case: UseCase,
+    use_case: UseCase | str | Path,
     runs_dir: str | Path = "runs",
     trials: int = 0,
     source: str = "",
@@ -51,7 +52,8 @@ def run_local(
     tuning_backend: str = "",
     runner: object | None = None,
 ) -> dict:
-    """Run the pipeline through kfp.local in a new run folder; return the summary.
+    """Run the pipeline through kfp.local in a new run folder; return the summary. `use_case`: one loaded, or
+    a built-in use case's name or a use-case YAML's path (as `flowline run` takes them).
 
     Each step runs in this Python environment (kfp.local's SubprocessRunner), or with `runner`,
     for example kfp.local's DockerRunner, in the flowline image.
@@ -71,6 +73,10 @@ def run_local(
     from flowline.pipelines.template import build_pipeline
 
     started = time.monotonic()
+    if not isinstance(use_case, UseCase):
+        use_case = load_use_case(use_case)
+    if trials < 0:
+        raise ValueError(f"trials {trials}: give a number of trials per family, or 0 for the use case's budget")
     if champion is None:
         champion = newest_package(runs_dir, use_case.name, promoted_only=True) or ""
     run_dir = Path(runs_dir).resolve() / f"{use_case.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"

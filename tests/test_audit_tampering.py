@@ -6,6 +6,9 @@ the head's own signature can give them away.
 """
 
 import io
+import os
+import subprocess
+import sys
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -418,3 +421,13 @@ def test_a_reader_of_the_registry_writes_the_head_a_writer_stopped_before(tmp_pa
         file.write(json.dumps({**forged, "hash": audit.record_hash(forged)}) + "\n")
     assert audit.repair_head(log) is False
     assert_caught(str(log), "line 4: its signature does not match")
+
+
+def test_an_unsigned_log_is_warned_of_once_per_process_not_once_per_caller(tmp_path):
+    """A run appends three records from three places, and a notebook runs many: one warning, not one per line."""
+    script = ("import tempfile\nfrom flowline import audit\nfolder = tempfile.mkdtemp()\n"
+              "for n in range(3):\n    audit.append(f'{folder}/audit.jsonl', 'deployment', {'n': n})\n"
+              "audit.verify(f'{folder}/audit.jsonl')\n")
+    environment = {name: value for name, value in os.environ.items() if name != audit.KEY_ENV}
+    shown = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=True)
+    assert shown.stderr.count(f"${audit.KEY_ENV} is not set") == 1, shown.stderr

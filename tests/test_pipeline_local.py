@@ -237,3 +237,16 @@ def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_hom
                                        "explanation"}
     with running_server([f"clv={summary['package']}"]) as url:
         assert readme_examples.check(url, "clv") == 1
+
+
+def test_run_local_takes_a_use_case_by_name_and_refuses_a_negative_budget_before_it_starts(tmp_path):
+    """What a notebook writes first: run_local("churn"). A name it does not know, or trials below 0, is refused
+    at once, before a run folder is made."""
+    from flowline.pipelines.local_run import run_local
+    from flowline.use_case import UseCaseError
+
+    with pytest.raises(UseCaseError, match="nope"):
+        run_local("nope", tmp_path / "runs")
+    with pytest.raises(ValueError, match="trials -1: give a number of trials per family"):
+        run_local("churn", tmp_path / "runs", -1)
+    assert not (tmp_path / "runs").exists()

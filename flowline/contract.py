@@ -358,18 +358,29 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
     return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=rows_in)
 
 
-def enforce_bad_fraction(result: ContractResult, use_case: UseCase) -> None:
-    """Fail clearly when more rows were quarantined than the use case tolerates."""
+def enforce_bad_fraction(result: ContractResult, use_case: UseCase, quarantine: str = "") -> None:
+    """Fail clearly when more rows were quarantined than the use case tolerates: the reasons counted (without the
+    cells' values), the commonest first, and where the quarantine was written (`quarantine`, when given)."""
     if result.bad_fraction > use_case.max_bad_fraction:
-        # Reasons without the cells' values: the message reaches the append-only audit log, where an
-        # erasure could not remove a person's data.
-        examples = [re.sub(r": '.*?' is not ", ": a value that is not ", reason)
-                    for reason in result.quarantined[REASON_COLUMN].head(3)]
+        where = f" The quarantine {quarantine} lists every row with its reason." if quarantine else ""
         raise ContractError(
             f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the data "
             f"contract of use case {use_case.name!r}, above max_bad_fraction {use_case.max_bad_fraction:.1%}. "
-            f"First reasons: {examples}. The quarantine lists every row with its reason."
+            f"Reasons: {reason_counts(result.quarantined[REASON_COLUMN])}.{where}"
         )
+
+
+def reason_counts(reasons: pd.Series, shown: int = 3) -> str:
+    """The commonest reasons with their rows, e.g. "credit_amount: a value that is not a number (125 rows)".
+    Without the cells' values or line numbers: the message reaches the append-only audit log, where an erasure
+    could not remove a person's data."""
+    generic = (reasons.str.split("; ").explode()
+               .str.replace(r": '.*?' is not ", ": a value that is not ", regex=True)
+               .str.replace(r"^line \d+: ", "a line: ", regex=True))
+    counted = generic.value_counts()
+    parts = [f"{reason} ({count} row{'s' if count != 1 else ''})" for reason, count in counted.head(shown).items()]
+    others = len(counted) - shown
+    return "; ".join(parts) + (f"; and {others} other reason(s)" if others > 0 else "")
 
 
 def declared_columns(use_case: UseCase, with_label: bool = True) -> list[str]:

@@ -32,6 +32,13 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     assert summary["metrics"]["roc_auc"] >= 0.84
     assert 0.5 < summary["metrics"]["auprc"] < 1
     assert summary["gates_passed"] and set(summary["gates"]) == {"roc_auc", "auprc"}
+    # The dashboard's runs list and Compare view: every step is green whatever the gates say, so Metrics say it.
+    shown_metrics = {task.parent.name: {name: value for artifact in json.loads(task.read_text())["artifacts"]["metrics"][
+        "artifacts"] for name, value in artifact["metadata"].items()}
+                     for task in Path(summary["run_dir"]).glob("*/*/executor_output.json")
+                     if task.parent.name in ("evaluate", "bias")}
+    assert (shown_metrics["evaluate"]["gates_passed"], shown_metrics["evaluate"]["promoted"]) == (1.0, 1.0)
+    assert shown_metrics["bias"]["fairness_passed"] == 1.0
     assert summary["rows"] == {"rows_in": 7043, "rows_kept": 7043, "rows_quarantined": 0}
     assert summary["wall_seconds"] > 0
     manifest = verify(summary["package"])

@@ -34,6 +34,7 @@ def bias(
         for name in FAIRNESS_METRICS:
             metrics.log_metric(f"{attribute}.{name}", result[name])
             metrics.log_metric(f"test.{attribute}.{name}", served_test["attributes"][attribute][name])
+    metrics.log_metric("fairness_passed", float(fairness["passed"]))  # a failed fairness gate leaves the step green
     decided.metadata.update(fairness_passed=fairness["passed"], mitigated=bool(fairness["mitigation"]))
     with open(report.path, "w") as out:
         out.write(fairness_markdown(fairness, use_case))

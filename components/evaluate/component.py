@@ -38,6 +38,9 @@ def evaluate(
     decision = result["champion_challenger"]
     if "p_value" in decision:
         metrics.log_metric("champion_p_value", decision["p_value"])
+    # A failed gate leaves every step green: the runs list and Compare view show the outcome by these two.
+    metrics.log_metric("gates_passed", float(result["gates_passed"]))
+    metrics.log_metric("promoted", float(decision["decision"] == "promote"))
     evaluation.metadata.update(gates_passed=result["gates_passed"], decision=decision["decision"])
     with open(report.path, "w") as out:
         out.write(report_markdown(result, use_case))

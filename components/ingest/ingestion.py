@@ -78,5 +78,5 @@ def ingest_to_files(
         f"ingest: {raw.source} (sha256 {raw.sha256[:12]}): {counts['rows_in']} rows in, "
         f"{counts['rows_kept']} kept, {counts['rows_quarantined']} quarantined"
     )
-    enforce_bad_fraction(result, use_case)
+    enforce_bad_fraction(result, use_case, quarantine_file)
     return {"source": raw.source, "source_sha256": raw.sha256, **counts, "undeclared_columns": undeclared}

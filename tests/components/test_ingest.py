@@ -178,7 +178,8 @@ def test_lines_with_extra_or_missing_fields_are_quarantined_naming_the_line(writ
     kept = pd.read_parquet(outputs[0])
     assert 10 not in kept.index and kept.index[10] == 11  # row numbers stay those of the file
 
-    with pytest.raises(ContractError, match=r"3 of 97 rows \(3.1%\).*above max_bad_fraction 1.0%.*'line 12: 6"):
+    with pytest.raises(ContractError, match=r"3 of 97 rows \(3.1%\).*above max_bad_fraction 1.0%.*a line: 6 fields, but the "
+                                            r"header has 5 \(1 row\)"):
         ingest_to_files(toy_use_case.model_copy(update={"max_bad_fraction": 0.01}), source, *outputs)
 
 
@@ -313,7 +314,8 @@ def test_the_profile_never_records_the_values_of_id_columns(write_csv, toy_use_c
     (lambda text: "\n".join(line + ",extra" if n % 4 == 3 else line
                             for n, line in enumerate(text.splitlines())).encode(),
      r"step 'ingest': ContractError: 50 of 200 rows \(25.0%\) break the data contract of use case 'churn', above "
-     r"max_bad_fraction 5.0%\. First reasons: \['line 4: 22 fields, but the header has 21', "),
+     r"max_bad_fraction 5.0%\. Reasons: a line: 22 fields, but the header has 21 \(50 rows\)\. The quarantine \S+"
+     r"ingest/quarantine lists every row with its reason\."),
 ])
 def test_a_failed_run_leaves_its_root_cause_in_one_line_in_the_audit_log(data_home, tmp_path: Path, capsys,
                                                                          broken, cause):
@@ -378,3 +380,17 @@ def test_a_stream_splits_into_the_same_records_as_its_text(separator, text, tmp_
     path.write_text(text)
     with open(path, newline="") as stream:
         assert list(split_lines(stream, separator)) == list(split_lines(text, separator))
+
+
+def test_too_many_bad_rows_are_summed_up_by_reason_without_their_values():
+    """The error the dashboard shows on a failed ingest (KFP keeps no output of a failed step): each reason once,
+    with its rows, the commonest first, never the cells' values (the message reaches the audit log)."""
+    from flowline.contract import reason_counts
+
+    reasons = pd.Series(["credit_amount: 'abc' is not a number", "credit_amount: 'x1' is not a number",
+                         "plan: 'gold' is not one of ['basic', 'pro']; credit_amount: '?' is not a number",
+                         "line 7: 3 fields, but the header has 5", "line 9: 8 fields, but the header has 5"])
+    assert reason_counts(reasons) == ("credit_amount: a value that is not a number (3 rows); plan: a value that is "
+                                      "not one of ['basic', 'pro'] (1 row); a line: 3 fields, but the header has 5 "
+                                      "(1 row); and 1 other reason(s)")
+    assert "abc" not in reason_counts(reasons, shown=10) and "gold" not in reason_counts(reasons, shown=10)

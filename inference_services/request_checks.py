@@ -159,6 +159,8 @@ class RecordChecker:
             if (spec.min is not None and number < spec.min) or (spec.max is not None and number > spec.max):
                 raise BadRequest("out_of_range", f"{field}: {describe(value)} is outside [{spec.min}, {spec.max}]")
             return
+        if isinstance(value, bool) and spec.type != "datetime":
+            value = str(value)  # a JSON boolean reads as a boolean column's cells read in the data: True, False
         if not isinstance(value, str):
             raise BadRequest("wrong_type", f"{field}: expected a string, got {describe(value)}")
         if spec.type == "datetime":

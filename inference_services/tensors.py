@@ -57,7 +57,7 @@ def _column_values(tensor: InferInput, numeric: bool) -> list:
     if numeric and datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
         raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, "
                                        "expected a numeric type (FP32, FP64, INT64, ...) or BYTES text")
-    if not numeric and datatype != "BYTES":
+    if not numeric and datatype not in ("BYTES", "BOOL"):  # BOOL: a boolean column's True and False
         raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, expected BYTES")
     rows = _shape_rows(tensor)
     plain = plain_tensor_values(datatype, tensor.data, rows)

@@ -69,6 +69,10 @@ def katib_search(
     status = finished.status
     shown = best.valid_score if direction == "maximize" else -best.valid_score
     progress(f"{prefix}: Katib's best trial {optimal.best_trial_name}: {metric} {shown:.4f}")
+    try:  # read: its Trials go with it (the pipeline runner may delete Experiments); a failed one stays, to look into
+        client.delete_experiment(name, namespace)
+    except (RuntimeError, TimeoutError) as error:
+        progress(f"{prefix}: warning: {error}; delete it with `kubectl -n {namespace} delete experiment {name}`")
     return SearchResult(
         family=family, params=best.params, valid_score=best.valid_score, iterations=best.iterations,
         trials=int(status.trials or 0) if status else trials,

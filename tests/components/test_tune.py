@@ -238,8 +238,10 @@ def test_the_katib_backend_submits_a_valid_experiment_and_returns_its_optimal_tr
     assert json.loads(args[args.index("--feature-plan") + 1]) == plan
     assert args[args.index("--source") + 1].startswith("https://raw.githubusercontent.com/IBM/")
     assert [p["name"] for p in experiment["spec"]["parameters"]] == ["C", "l1_ratio", "class_weight"]
-    *waits, listing = api.requests[1:]
+    *waits, listing, deleted = api.requests[1:]
     assert all(r["path"] == f"{EXPERIMENTS}/{experiment['metadata']['name']}" for r in waits)
+    # Read, the Experiment is deleted with its Trials: a run's five no longer pile up in the namespace.
+    assert (deleted["method"], deleted["path"]) == ("DELETE", f"{EXPERIMENTS}/{experiment['metadata']['name']}")
     assert listing["path"].startswith("/apis/kubeflow.org/v1beta1/namespaces/flowline/trials?labelSelector=")
     assert listing["path"].endswith(experiment["metadata"]["name"])
     # The runners-up are the other trials that succeeded, best first; the one stopped early is not among them.
@@ -261,6 +263,7 @@ def test_a_katib_experiment_that_gives_no_answer_fails_clearly(churn, tmp_path, 
     with pytest.raises(KatibError, match=said):
         katib_search(churn, "linear", 3, "img:1", "flowline", client=KatibClient(config_file=api.kubeconfig(tmp_path)),
                      progress=lambda line: None)
+    assert "DELETE" not in [r["method"] for r in api.requests]  # kept, to look into
 
 
 def test_tune_files_with_optuna_saves_the_best_for_train(toy_use_case, splits, tmp_path: Path, capsys):

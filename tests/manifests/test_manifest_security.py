@@ -236,10 +236,7 @@ def test_rbac_is_namespaced_least_privilege_without_wildcards() -> None:
 
     read = {"get", "list", "watch"}
     deployer = rules(docs, "flowline-deployer")
-    assert deployer == {
-        ("serving.kserve.io", "inferenceservices"): read | {"create", "update", "patch"},
-        ("serving.kserve.io", "inferencegraphs"): read | {"create", "update", "patch"},
-    }
+    assert deployer == {("serving.kserve.io", "inferenceservices"): read | {"create", "update", "patch"}}
     runner = rules(docs, "flowline-pipeline-runner")
     assert runner[("kubeflow.org", "experiments")] == read | {"create", "delete"}
     assert runner[("kubeflow.org", "trials")] == runner[("kubeflow.org", "suggestions")] == read

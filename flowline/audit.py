@@ -291,6 +291,9 @@ def _write_head_file(path: Path, head: Mapping[str, Any]) -> None:
         file.write(_encoded(head) + "\n")
         file.flush()
         os.fsync(file.fileno())
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(file.name, 0o666 & ~mask)  # readable as the log is (the temporary file was private), so others can verify
     os.replace(file.name, path)
 
 

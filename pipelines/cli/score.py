@@ -59,11 +59,12 @@ def default_quarantine(output: str) -> str:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from flowline import batch
+    from flowline import audit, batch
     from flowline.contract import ContractError
     from flowline.pipelines.progress import rows_bar
     from flowline.registry import resolve_package
     from flowline.scoring import Scorer
+    from flowline.storage import is_s3
 
     if args.chunk_rows is not None and args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: give at least 1")
@@ -89,7 +90,20 @@ def _score(args: argparse.Namespace) -> int:
     except (batch.BatchError, ContractError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
-    batch.record(audit_log(args), summary)
+    except OSError as error:  # where the outputs go cannot be written (read-only, a file for a folder): none was
+        print(f"flowline: score: {error.strerror}: {error.filename}; no output was written", file=sys.stderr)
+        return EXIT_ERROR
+    try:
+        batch.record(audit_log(args), summary)
+    except (OSError, audit.AuditError) as error:  # outputs no record names would escape `flowline erase`
+        local = [path for path in (output, quarantine) if not is_s3(path)]
+        for path in local:
+            Path(path).unlink(missing_ok=True)
+        left = [path for path in (output, quarantine) if is_s3(path)]
+        print(f"flowline: score: the audit log could not record the run ({error}), so its outputs were removed"
+              + (f" (those in object storage stay: {', '.join(left)})" if left else "")
+              + ": `flowline erase` finds a subject's rows by that record", file=sys.stderr)
+        return EXIT_ERROR
     print(json.dumps(summary.as_dict(), indent=1) if args.json else summary_text(summary))
     return 0
 

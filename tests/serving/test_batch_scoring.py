@@ -247,6 +247,23 @@ def test_outputs_that_would_lose_rows_are_refused_before_scoring(options, said, 
     assert caught.value.code == 2 and said.format(tmp=tmp_path) in capsys.readouterr().err
 
 
+def test_outputs_are_written_and_recorded_together_or_not_at_all(churn_package, telco, tmp_path, capsys):
+    """An output no audit record names would escape `flowline erase`: when the log cannot record the run, the
+    outputs go too. And where the outputs cannot be written is one line, not a traceback."""
+    source = tmp_path / "rows.csv"
+    telco.head(20).to_csv(source, index=False)
+    (tmp_path / "a-file").write_text("")
+    blocked = ["--input", str(source), "--audit-log", str(tmp_path / "a-file" / "audit.jsonl")]
+    assert main(["score", str(churn_package), "--output", str(tmp_path / "scores.parquet"), *blocked]) == 1
+    said = capsys.readouterr().err
+    assert "the audit log could not record the run" in said and "so its outputs were removed" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "rows.csv"]
+    assert main(["score", str(churn_package), "--input", str(source),
+                 "--output", str(tmp_path / "a-file" / "scores.parquet")]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith("flowline: score: ") and f"{tmp_path / 'a-file'}" in said and "Traceback" not in said
+
+
 def test_a_transaction_log_package_without_as_of_asks_for_it(clv_package, tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         main(["score", str(clv_package), "--input", str(dataset_path("cdnow_master")),

@@ -51,6 +51,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, BinaryIO, Union
 
 import numpy as np
 from kserve import Model
+from kserve.errors import ModelNotFound
 from kserve.metrics import POST_HIST_TIME, PRE_HIST_TIME, PREDICT_HIST_TIME, get_labels
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.utils.numpy_codec import to_np_dtype
@@ -176,10 +177,21 @@ class FlowlineModel(Model):
         self.ready = True
         return self.ready
 
-    def _route(self, request_id: str) -> tuple[str, LoadedPackage]:
+    def _route(self, request_id: str, version: Optional[str] = None) -> tuple[str, LoadedPackage]:
+        """The arm that answers: by the request id's share of the canary split, or the one whose package is
+        `version` (a versioned v2 URL); ModelNotFound (404) for a version not served here."""
+        if version is not None:
+            for arm, package in (("champion", self.package), ("canary", self.canary)):
+                if package is not None and package.version == version:
+                    return arm, package
+            raise ModelNotFound(f"{self.name} version {version}")
         if self.canary is not None and canary_takes(request_id, self.canary_percent):
             return "canary", self.canary
         return "champion", self.package
+
+    def versions(self) -> list[str]:
+        """The package versions served under this name: the champion's, then the canary's."""
+        return [package.version for package in (self.package, self.canary) if package is not None]
 
     def _log_prediction(self, job: Job, rows: int, seconds: float, error: Optional[str] = None,
                         ids: Optional[Dict[str, list]] = None) -> None:
@@ -231,12 +243,14 @@ class FlowlineModel(Model):
         self.score(job.package, [job])
         return self.finish(job)
 
-    async def answer(self, payload: Union[Dict, InferRequest], headers: Mapping[str, str]) -> Union[Dict, InferResponse]:
+    async def answer(self, payload: Union[Dict, InferRequest], headers: Mapping[str, str],
+                     version: Optional[str] = None) -> Union[Dict, InferResponse]:
         """`predict` for the server's v1 and v2 routes: with batching on, concurrent requests to the same package
         version share one transform and one predict (batching.py). Observes KServe's own latency histograms
-        (checks as preprocessing, scoring with its wait as predict, the answer as postprocessing)."""
+        (checks as preprocessing, scoring with its wait as predict, the answer as postprocessing). `version`: the
+        one a versioned v2 URL names (see `_route`)."""
         labels = get_labels(self.name)
-        job = self.begin(payload, headers)
+        job = self.begin(payload, headers, version)
         scoring = time.perf_counter()
         PRE_HIST_TIME.labels(**labels).observe(scoring - job.started)
         if self.batcher is None or job.package.store is not None:  # the store's reads and writes stay in order
@@ -249,11 +263,12 @@ class FlowlineModel(Model):
         POST_HIST_TIME.labels(**labels).observe(time.perf_counter() - answering)
         return response
 
-    def begin(self, payload: Union[Dict, InferRequest], headers: Optional[Mapping[str, str]]) -> Job:
+    def begin(self, payload: Union[Dict, InferRequest], headers: Optional[Mapping[str, str]],
+              version: Optional[str] = None) -> Job:
         """A request's id, arm and checked records (or encoded features); a bad request fails here, alone."""
         started = time.perf_counter()
         request_id = _request_id(payload, headers)
-        arm, package = self._route(request_id)
+        arm, package = self._route(request_id, version)
         job = Job(payload, request_id, arm, package, started, V2_ROW if isinstance(payload, InferRequest) else V1_ROW)
         try:
             if isinstance(payload, InferRequest):

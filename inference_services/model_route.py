@@ -14,6 +14,7 @@ refused request is server.py's 400, a failure KServe's 500.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from typing import Any, Awaitable, Callable, Mapping, Optional
@@ -22,7 +23,7 @@ import orjson
 from cloudevents.sdk.converters.util import has_binary_headers
 from kserve import Model
 from kserve.constants.constants import INFERENCE_CONTENT_LENGTH_HEADER
-from kserve.errors import InvalidInput
+from kserve.errors import InvalidInput, ModelNotFound
 from kserve.protocol.dataplane import DataPlane
 from kserve.protocol.infer_type import InferRequest
 from starlette.requests import Request
@@ -34,7 +35,7 @@ from flowline.inference_services.v2_body import v2_body_problem
 
 log = logging.getLogger("flowline.serving")
 
-V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/[^/]+)?/infer$")
+V2_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 V1_PREDICT = re.compile(r"^/v1/models/([^/:]+):predict$")
 Refusal = Callable[[Request, InvalidInput], Awaitable[Response]]
 
@@ -63,11 +64,13 @@ def is_cloudevent(headers: Mapping[str, str]) -> bool:
     return has_binary_headers(headers) or headers.get("content-type", "") == "application/cloudevents+json"
 
 
-async def infer_v2(model: Model, dataplane: DataPlane, body: bytes, headers: Mapping[str, str]) -> Response:
-    """A v2 infer answer: a FlowlineModel's `answer`, any other model's through the data plane."""
+async def infer_v2(model: Model, dataplane: DataPlane, body: bytes, headers: Mapping[str, str],
+                   version: Optional[str] = None) -> Response:
+    """A v2 infer answer: a FlowlineModel's `answer` (by the version a versioned URL names), any other model's
+    through the data plane."""
     infer_request = decode_v2(body, headers, model.name)
     if hasattr(model, "answer"):
-        response, response_headers = await model.answer(infer_request, headers), {}
+        response, response_headers = await model.answer(infer_request, headers, version), {}
     else:
         response, response_headers = await dataplane.infer(model.name, infer_request, dict(headers))
     content, json_length = response.to_rest()
@@ -118,6 +121,8 @@ class ModelRoute:
             response = await answer(model, self.dataplane, body, headers)
         except InvalidInput as error:
             response = await self.refuse(Request({**scope, "path_params": {"model_name": model.name}}), error)
+        except ModelNotFound as error:  # a versioned URL naming a version not served here
+            response = JSONResponse(status_code=404, content={"error": str(error)})
         except Exception as error:  # noqa: BLE001 - a failure is the server's
             log.exception("%s failed on a request", model.name)
             response = server_error(error)
@@ -131,7 +136,7 @@ class ModelRoute:
             return None
         path = scope["path"]
         match = V2_INFER.match(path)
-        answer = infer_v2
+        answer = functools.partial(infer_v2, version=match.group(2)) if match is not None else None
         if match is None:
             match, answer = V1_PREDICT.match(path), predict_v1
         model = self.models.get(match.group(1)) if match is not None else None

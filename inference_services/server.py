@@ -173,6 +173,14 @@ class FlowlineDataPlane(DataPlane):
         response, model_headers = await model(request, verb=InferenceVerb.EXPLAIN, headers=headers)
         return response, dict(model_headers or {})
 
+    async def model_metadata(self, model_name: str) -> dict:
+        """KServe's metadata, with the versions a flowline model serves (the champion's, then the canary's)."""
+        metadata = await super().model_metadata(model_name)
+        model = self.model_registry.get_model(model_name)
+        if hasattr(model, "versions"):
+            metadata["versions"] = model.versions()
+        return metadata
+
     async def ready(self) -> bool:
         return (all(model.ready for model in self.model_registry.get_models().values())
                 and (self.sync is None or self.sync.all_started()) and await super().ready())
@@ -218,7 +226,10 @@ class FlowlineRESTServer(RESTServer):
         app.add_api_route("/v2/repository/models/{model_name}/load", self.reload, methods=["POST"])
         app.add_api_route("/v2/repository/models/{model_name}/unload", self.unload, methods=["POST"])
         app.add_api_route("/v2/models/{model_name}/infer", self.infer_v2, methods=["POST"])
-        app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", self.infer_v2, methods=["POST"])
+        app.add_api_route("/v2/models/{model_name}/versions/{model_version}/infer", self.infer_v2_version,
+                          methods=["POST"])
+        app.add_api_route("/v2/models/{model_name}/versions/{model_version}", self.version_metadata, methods=["GET"])
+        app.add_api_route("/v2/models/{model_name}/versions/{model_version}/ready", self.version_ready, methods=["GET"])
         app.add_api_route("/v2/models/{model_name}/events", self.push_events, methods=["POST"])
         app.add_api_route("/v1/models/{model_name}:predict", self.predict_v1, methods=["POST"])
         self.kserve_v1 = V1Endpoints(self.dataplane, self.model_repository_extension)
@@ -279,6 +290,29 @@ class FlowlineRESTServer(RESTServer):
         requests are answered in front of FastAPI (model_route.ModelRoute); the others come here."""
         return await model_route.infer_v2(self.serving(model_name), self.dataplane, await request.body(),
                                           request.headers)
+
+    async def infer_v2_version(self, model_name: str, model_version: str, request: Request) -> Response:
+        """v2 infer at a versioned URL: answered by that version (the champion's or the canary's), 404 for another."""
+        return await model_route.infer_v2(self.serving(model_name), self.dataplane, await request.body(),
+                                          request.headers, model_version)
+
+    def served_version(self, model_name: str, model_version: str) -> Model:
+        """The model serving `model_version` under `model_name`; 404 when it serves no such version."""
+        model = self.models.get(model_name)
+        if model is None or not hasattr(model, "versions") or model_version not in model.versions():
+            raise ModelNotFound(f"{model_name} version {model_version}")
+        return model
+
+    async def version_metadata(self, model_name: str, model_version: str) -> Response:
+        """A served version's metadata (KServe answers 501 for any versioned URL)."""
+        self.served_version(model_name, model_version)
+        return JSONResponse(await self.dataplane.model_metadata(model_name))
+
+    async def version_ready(self, model_name: str, model_version: str) -> Response:
+        """Whether a served version is ready to answer: 503 while its model is not."""
+        if not self.served_version(model_name, model_version).ready:
+            raise ModelNotReady(model_name)
+        return JSONResponse({"name": model_name, "ready": True})
 
     async def predict_v1(self, model_name: str, request: Request) -> Response:
         """KServe's v1 predict, answered by a FlowlineModel (model_route.predict_v1) when it is not a CloudEvent,

@@ -8,7 +8,7 @@ import json
 V1 = "/v1/models/churn:predict"
 EXPLAIN = "/v1/models/churn:explain"
 V2 = "/v2/models/churn/infer"
-V2_VERSIONED = "/v2/models/churn/versions/1/infer"
+V2_VERSIONED = "/v2/models/churn/versions/{version}/infer"  # with the served version: another one is a 404
 DEEP = "[" * 1000 + "1" + "]" * 1000  # nested deeper than repr can print
 MAX_MESSAGE = 600  # a message names the field; it never quotes a whole user value
 
@@ -45,8 +45,10 @@ def v2_with(record: dict, **fields) -> bytes:
     return json.dumps({"inputs": v2_record(record), **fields}).encode()
 
 
-def hostile_cases(record: dict) -> list[tuple[str, str, bytes, str]]:
-    """Non-finite and out-of-range numbers, deep nesting, long strings and mistyped v2 fields."""
+def hostile_cases(record: dict, version: str) -> list[tuple[str, str, bytes, str]]:
+    """Non-finite and out-of-range numbers, deep nesting, long strings and mistyped v2 fields; `version`: the
+    served churn package's, for the versioned infer URL."""
+    versioned = V2_VERSIONED.format(version=version)
     finite = "expected a finite number within float32's range"
     others = [t for t in v2_record(record) if t["name"] != "MonthlyCharges"]
     return [
@@ -57,7 +59,7 @@ def hostile_cases(record: dict) -> list[tuple[str, str, bytes, str]]:
         ("1e999 literal", EXPLAIN, literal(v1({**record, "tenure": "LITERAL"}), "1e999"), "cannot decode the request"),
         *[(f"{value!r} in v2", path, v2(*v2_record(record, MonthlyCharges=value)),
            f"inputs[0].MonthlyCharges: {finite}")
-          for path in (V2, V2_VERSIONED) for value in ("Infinity", "inf", "1e999", 1e39)],
+          for path in (V2, versioned) for value in ("Infinity", "inf", "1e999", 1e39)],
         ("1e39 in an FP32 tensor", V2, v2(*others, tensor("MonthlyCharges", "FP32", [1], [1e39])),
          f"inputs[0].MonthlyCharges: {finite}"),
         ("1e39 in an encoded matrix", V2, v2(tensor("features", "FP64", [1, 45], [1e39] * 45)),
@@ -77,7 +79,7 @@ def hostile_cases(record: dict) -> list[tuple[str, str, bytes, str]]:
         ("a huge integer", V1, v1({**record, "tenure": 10 ** 400}), "cannot decode the request"),
         ("a huge integer as a string", V1, v1({**record, "tenure": str(10 ** 400)}), f"instances[0].tenure: {finite}"),
         ("v2 parameters not an object", V2, v2_with(record, parameters="x"), "parameters: expected an object"),
-        ("v2 versioned, parameters not an object", V2_VERSIONED, v2_with(record, parameters="x"),
+        ("v2 versioned, parameters not an object", versioned, v2_with(record, parameters="x"),
          "parameters: expected an object"),
         ("v2 binary_data_output not a flag", V2, v2_with(record, parameters={"binary_data_output": "x"}),
          "parameters.binary_data_output: expected true or false"),

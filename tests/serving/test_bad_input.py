@@ -14,6 +14,7 @@ from tritonclient.utils import InferenceServerException
 
 from bad_bodies import EXPLAIN, MAX_MESSAGE, V1, V2, hostile_cases, tensor, v1, v2, v2_record
 from flowline.inference_services.model import LoadedPackage
+from flowline.package.format import verify
 from serving_helpers import MAX_BATCH, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
@@ -77,12 +78,12 @@ def cases(record: dict) -> list[tuple[str, str, bytes, str]]:
     ]
 
 
-def test_every_bad_input_is_a_400_naming_the_field_on_a_kept_alive_connection(server, record):
+def test_every_bad_input_is_a_400_naming_the_field_on_a_kept_alive_connection(server, record, churn_package):
     address = urlparse(server)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
     connection.connect()
     socket_before = connection.sock
-    for name, path, body, message in cases(record) + hostile_cases(record):
+    for name, path, body, message in cases(record) + hostile_cases(record, verify(churn_package)["version"]):
         connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         answer = response.read().decode()

@@ -237,3 +237,20 @@ def test_a_prediction_log_that_cannot_be_written_is_counted_and_the_answers_stil
         metrics = client.get("/metrics").text
     assert 'flowline_prediction_log_errors_total{model_name="churn"} 3.0' in metrics
     assert server_log.read_text().count("prediction log /dev/full: cannot record answers") == 1
+
+
+def test_a_versioned_infer_is_answered_by_the_version_it_names(split_server, churn_package, churn_package_b,
+                                                                churn_test_rows):
+    """Under a canary split, a v2 URL naming a version pins the request to it, whatever its id's share."""
+    from serving_helpers import column_tensors
+    from flowline.inference_services.model import LoadedPackage
+
+    url, _ = split_server
+    loaded = LoadedPackage.load(churn_package)
+    inputs = column_tensors(loaded.use_case, churn_test_rows.dropna().head(1), loaded.feature_set.input_columns)
+    champion, canary = verify(churn_package)["version"], verify(churn_package_b)["version"]
+    assert httpx.get(f"{url}/v2/models/churn").json()["versions"] == [champion, canary]
+    for version in (champion, canary):
+        answered = {httpx.post(f"{url}/v2/models/churn/versions/{version}/infer", json={"id": f"v-{n}", "inputs": inputs}
+                               ).json()["model_version"] for n in range(20)}
+        assert answered == {version}

@@ -53,7 +53,7 @@ def test_v2_and_v1_answers_are_the_models_counted_and_named_by_worker(churn_mode
     version = churn_model.package.version
     before = requests_counted(version, "200")
     body = json.dumps(v2_request(records_of(rows.head(1))[0], {"inputs": churn_model.get_input_types()})).encode()
-    for path in ("/v2/models/churn/infer", "/v2/models/churn/versions/1/infer"):
+    for path in ("/v2/models/churn/infer", f"/v2/models/churn/versions/{version}/infer"):
         answer = post(route, path, body)
         assert answer.status_code == 200 and answer.headers["x-flowline-worker"] == "7", answer.text
         assert answer.json()["outputs"][0]["data"] == [float(expected[0])]

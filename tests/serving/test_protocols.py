@@ -178,6 +178,24 @@ def test_an_unknown_v2_output_is_refused_before_anything_is_scored_or_counted(se
     assert answered.status_code == 200 and [o["name"] for o in answered.json()["outputs"]] == ["decision"]
 
 
+def test_versioned_urls_answer_for_the_version_served_and_404_for_another(server, churn_test_rows, loaded):
+    """KServe answered 501 to a versioned metadata or ready URL (tritonclient's is_model_ready(name, version) stayed
+    False), and a versioned infer took any version, answering with another."""
+    version, url = loaded.version, f"{server}/v2/models/churn/versions"
+    assert httpx.get(f"{server}/v2/models/churn").json()["versions"] == [version]
+    metadata = httpx.get(f"{url}/{version}")
+    assert metadata.status_code == 200 and [i["name"] for i in metadata.json()["inputs"]] == loaded.feature_set.input_columns
+    assert httpx.get(f"{url}/{version}/ready").json() == {"name": "churn", "ready": True}
+    client = triton.InferenceServerClient(server.removeprefix("http://"))
+    assert client.is_model_ready("churn", version) and not client.is_model_ready("churn", "000000000000")
+    inputs = column_tensors(loaded.use_case, churn_test_rows.dropna().head(2), loaded.feature_set.input_columns)
+    answered = httpx.post(f"{url}/{version}/infer", json={"inputs": inputs})
+    assert answered.status_code == 200 and answered.json()["model_version"] == version
+    for path, method in [("000000000000", "GET"), ("000000000000/ready", "GET"), ("000000000000/infer", "POST")]:
+        refused = httpx.request(method, f"{url}/{path}", json={"inputs": inputs} if method == "POST" else None)
+        assert refused.status_code == 404 and "churn version 000000000000" in refused.json()["error"], path
+
+
 def test_metadata_health_and_readiness(server, loaded):
     metadata = httpx.get(f"{server}/v2/models/churn").json()
     assert [i["name"] for i in metadata["inputs"]] == loaded.feature_set.input_columns

@@ -45,6 +45,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.importer import import_from_string
 from kserve import Model
 from kserve.model import InferenceVerb
@@ -152,6 +153,14 @@ class FlowlineDataPlane(DataPlane):
     workers, once every worker has loaded its models."""
 
     sync: Optional[WorkerSync] = None
+    repository_extension = False  # load and unload answer only with a repository token
+
+    def metadata(self) -> dict:
+        """The server's v2 metadata, listing the model repository extension only where it answers."""
+        metadata = dict(super().metadata())
+        metadata["extensions"] = [name for name in metadata.get("extensions", [])
+                                  if name != "model_repository_extension" or self.repository_extension]
+        return metadata
 
     def decode(self, body, headers, *args, **kwargs):
         if headers and "content-type" in headers:  # RFC 9110: a media type is case-insensitive, its parameters aside
@@ -194,6 +203,12 @@ async def _refused(request: Request, error: InvalidInput) -> JSONResponse:
     metrics.INVALID_INPUTS.labels(request.path_params.get("model_name", ""), reason).inc()
     log.info("400 %s %s: %s", request.method, request.url.path, message)
     return JSONResponse(status_code=400, content={"error": message})
+
+
+async def _protocol_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    """A path or method nothing routes (404, 405) answered as the protocol answers errors, {"error": ...}: a
+    client such as tritonclient reads that field of every failed answer."""
+    return JSONResponse(status_code=error.status_code, content={"error": str(error.detail)}, headers=error.headers)
 
 
 def _logged_in_one_line(status: int):
@@ -275,6 +290,7 @@ class FlowlineRESTServer(RESTServer):
         app.add_exception_handler(ModelNotFound, _logged_in_one_line(404))
         app.add_exception_handler(ModelNotReady, _logged_in_one_line(503))
         app.add_exception_handler(ServerNotReady, _logged_in_one_line(503))
+        app.add_exception_handler(StarletteHTTPException, _protocol_error)
 
     def serving(self, model_name: str) -> Model:
         """The model by name: 404 when none has it, 503 while it is unloaded."""
@@ -414,6 +430,7 @@ class FlowlineModelServer(ModelServer):
             model_registry=self.registered_models, predictor_config=self.dataplane.predictor_config
         )
         self.dataplane.sync = sync
+        self.dataplane.repository_extension = repository_token is not None
 
     def start(self, models: list[Model], sockets: Optional[list[socket.socket]] = None) -> None:
         """ModelServer.start for one REST process, bound to `host` rather than 0.0.0.0, or serving on the

@@ -203,6 +203,12 @@ def test_metadata_health_and_readiness(server, loaded):
     assert datatypes["tenure"] == "INT64" and datatypes["MonthlyCharges"] == "FP64" and datatypes["Contract"] == "BYTES"
     assert [o["name"] for o in metadata["outputs"]] == ["probability", "decision", "threshold"]
     assert httpx.get(f"{server}/v2/health/live").json() == {"live": True}
+    # No repository token here: load and unload do not answer, so the extension is not offered.
+    assert httpx.get(f"{server}/v2").json()["extensions"] == []
+    for method, path, status, said in [("GET", "/v2/models/churn/infer", 405, "Method Not Allowed"),
+                                       ("POST", "/v2/repository/index", 404, "Not Found")]:
+        answer = httpx.request(method, f"{server}{path}")  # the protocol's error body, which tritonclient reads
+        assert (answer.status_code, answer.json()) == (status, {"error": said}), path
     assert httpx.get(f"{server}/v2/models/churn/ready").status_code == 200
     assert httpx.get(f"{server}/v1/models/churn").json() == {"name": "churn", "ready": True}
 

@@ -36,6 +36,7 @@ def test_unload_and_load_take_the_token_and_readiness_follows(churn_package, rec
                 assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", (headers, action)
         assert all(client.get(path).status_code == 200 for path in READINESS)  # nothing was unloaded
         assert client.post("/v2/repository/models/fraud/unload", headers=AUTHORIZED).status_code == 404
+        assert client.get("/v2").json()["extensions"] == ["model_repository_extension"]  # with a token, offered
 
         unloaded = client.post("/v2/repository/models/churn/unload", headers=AUTHORIZED)
         assert unloaded.status_code == 200 and unloaded.json() == {"name": "churn", "unload": True}

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,11 +25,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_ready(ready_url: str, process: subprocess.Popen, timeout: float, log_path: str | None) -> None:
+def wait_until_ready(ready_url: str, process: subprocess.Popen, timeout: float, log_path: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = Path(log_path).read_text()[-3000:] if log_path else "(no log kept)"
+            tail = Path(log_path).read_text()[-3000:]
             raise RuntimeError(f"the server exited with code {process.returncode}:\n{tail}")
         try:
             with urllib.request.urlopen(ready_url, timeout=1) as response:
@@ -48,8 +49,15 @@ def running_process(
     ready_timeout: float = 90,
     env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """Start an HTTP server process, wait until `ready_url` answers 200, and stop it on exit."""
-    with open(log_path or os.devnull, "w") as log:
+    """Start an HTTP server process, wait until `ready_url` answers 200, and stop it on exit. Its output goes to
+    `log_path`, else to a temporary file kept while it runs: a server that cannot start says why."""
+    with tempfile.TemporaryDirectory(prefix="flowline-server-") as folder:
+        yield from _running(command, ready_url, log_path or os.path.join(folder, "server.log"), ready_timeout, env)
+
+
+def _running(command: Sequence[str], ready_url: str, log_path: str, ready_timeout: float,
+             env: dict[str, str] | None) -> Iterator[subprocess.Popen]:
+    with open(log_path, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_until_ready(ready_url, process, ready_timeout, log_path)

@@ -152,3 +152,12 @@ def test_a_bad_time_budget_is_a_usage_error_naming_the_option(argv, said, capsys
     with pytest.raises(SystemExit) as caught:
         main(argv)
     assert caught.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_server_that_cannot_start_says_why_without_a_log_file(tmp_path: Path):
+    """What a notebook calls: running_server with no log_path kept nothing, and said only '(no log kept)'."""
+    from flowline.inference_services.local_server import running_server
+
+    with pytest.raises(RuntimeError, match=f"exited with code 1:\n(.|\n)*'{tmp_path / 'nothing'}' is no package folder"):
+        with running_server([f"churn={tmp_path / 'nothing'}"]):
+            pass

@@ -122,6 +122,8 @@ class RecordChecker:
         if missing is not None:
             raise BadRequest(f"{missing.lower()}_not_allowed", f"{field}: {missing} is not allowed in an id; "
                                                                 "leave the id out instead")
+        if not spec.is_numeric and type(value) is int:  # a numeric id (pandas reads 1001 as a number) joins as its text
+            value = str(value)
         self.check_value(name, spec, value, where)
         if isinstance(value, str) and len(value) > MAX_ID_CHARACTERS:
             raise BadRequest("id_too_long", f"{field}: an id of {len(value)} characters, above the limit of "

@@ -36,7 +36,8 @@ def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dic
     missing = [name for name in columns if name not in names]
     if missing:
         raise BadRequest("missing_column", f"inputs: missing input {missing[0]!r}")
-    values = {tensor.name: _column_values(tensor, specs[tensor.name].is_numeric) for tensor in inputs}
+    values = {tensor.name: _column_values(tensor, specs[tensor.name].is_numeric, tensor.name in checker.ids)
+              for tensor in inputs}
     rows = {len(column) for column in values.values()}
     if len(rows) != 1:
         raise BadRequest("wrong_shape", f"inputs: tensors hold different numbers of rows {sorted(rows)}")
@@ -50,14 +51,16 @@ def _shape_rows(tensor: InferInput) -> int:
     return shape[0]
 
 
-def _column_values(tensor: InferInput, numeric: bool) -> list:
+def _column_values(tensor: InferInput, numeric: bool, is_id: bool = False) -> list:
     """The values of a one-column tensor as Python scalars (str for BYTES). A numeric column may come as
-    BYTES text: its values are then checked and converted as v1 does a JSON string ("42" is 42)."""
+    BYTES text: its values are then checked and converted as v1 does a JSON string ("42" is 42). A text id may
+    come as integers, which it joins as text."""
     datatype = tensor.datatype
     if numeric and datatype not in NUMERIC_DATATYPES and datatype != "BYTES":
         raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, "
                                        "expected a numeric type (FP32, FP64, INT64, ...) or BYTES text")
-    if not numeric and datatype not in ("BYTES", "BOOL"):  # BOOL: a boolean column's True and False
+    text = ("BYTES", "BOOL", *INTEGER_DATATYPES) if is_id else ("BYTES", "BOOL")  # BOOL: a boolean column's values
+    if not numeric and datatype not in text:
         raise BadRequest("wrong_type", f"input {describe(tensor.name)}: datatype {datatype}, expected BYTES")
     rows = _shape_rows(tensor)
     plain = plain_tensor_values(datatype, tensor.data, rows)

@@ -129,7 +129,7 @@ def bad_ids(record: dict, loaded: LoadedPackage, rows: pd.DataFrame) -> list[tup
     long = "x" * (MAX_ID_CHARACTERS + 1)
     too_long = f"an id of {MAX_ID_CHARACTERS + 1} characters, above the limit of {MAX_ID_CHARACTERS}"
     return [
-        ("a number", V1, v1(42), "instances[0].customerID: expected a string, got 42"),
+        ("a number", V1, v1(4.5), "instances[0].customerID: expected a string, got 4.5"),
         ("null", V1, v1(None), "instances[0].customerID: null is not allowed in an id; leave the id out instead"),
         ("blank", EXPLAIN, v1("  "), "instances[0].customerID: blank is not allowed in an id"),
         ("an object", V1, v1({"a": 1}), "instances[0].customerID: expected a string, got an object"),
@@ -150,6 +150,17 @@ def test_a_bad_id_is_a_400_naming_the_field_and_is_logged_as_refused(logged, loa
         assert message in response.json()["error"], (name, response.json()["error"])
     lines = {line["request_id"]: line for line in map(json.loads, log.read_text().splitlines())}
     assert lines["bad-a number"]["error"] == "BadRequest" and lines["bad-a number"]["ids"] == {}
+
+
+def test_an_integer_for_a_text_id_joins_as_its_text_and_comes_back_as_sent(logged, loaded, rows):
+    """pandas reads an id column of digits as numbers: a request built from the frame sends 1001, not "1001"."""
+    url, _ = logged
+    record = records_of(features_of(rows.head(1)))[0]
+    answer = httpx.post(url + V1, json={"instances": [{**record, ID: 1001}]})
+    assert answer.status_code == 200 and answer.json()["predictions"][0][ID] == 1001, answer.text
+    tensors = [*v2_tensors(loaded, rows.head(1), False), {"name": ID, "datatype": "INT64", "shape": [1], "data": [1001]}]
+    outputs = {o["name"]: o for o in httpx.post(url + V2, json={"inputs": tensors}).json()["outputs"]}
+    assert (outputs[ID]["datatype"], outputs[ID]["data"]) == ("INT64", [1001])
 
 
 def test_the_prediction_log_carries_the_ids_per_row(logged, loaded, rows):
@@ -190,9 +201,9 @@ def test_the_drift_monitor_accepts_logged_requests_with_ids_and_ignores_them(mon
     without = window_p_values(test.drop(columns=[ID]), v2=False)
     assert window_p_values(test, v2=False) == without
     assert window_p_values(test, v2=True) == without
-    bad = httpx.post(monitor + DRIFT, json={"instances": [{**records_of(test.head(1))[0], ID: 7}]},
+    bad = httpx.post(monitor + DRIFT, json={"instances": [{**records_of(test.head(1))[0], ID: 7.5}]},
                      headers=event_headers(REQUEST_EVENT))
-    assert bad.status_code == 400 and "instances[0].customerID: expected a string, got 7" in bad.json()["error"]
+    assert bad.status_code == 400 and "instances[0].customerID: expected a string, got 7.5" in bad.json()["error"]
 
 
 # A numeric column's value as a JSON string in v1 and as BYTES text in v2: accepted as the number (None: the

@@ -101,6 +101,21 @@ def configure_task(task: dsl.PipelineTask, name: str, caching: bool, secrets: bo
     return task
 
 
+# The pipeline's inputs as the dashboard's run form and kfp.Client describe them (KFP reads the Args section).
+PIPELINE_INPUTS = """The use case's pipeline.
+
+Args:
+    source: the data to read (s3://, http(s)://), instead of the data the pipeline was compiled with; empty: that.
+    trials: trials per family, overriding the use case's budget (and a time budget) when above 0.
+    tuning_backend: optuna, katib or auto (katib inside a cluster), overriding the use case's; empty: the use case's.
+    champion: the package serving now, which the new model must beat (s3:// or a path); empty: none.
+    namespace: where Katib Experiments run and the InferenceService is deployed.
+    canary_percent: the share of traffic the new version takes while a champion serves.
+    audit_log: where the deploy step and the run's outcome are recorded (s3://bucket/prefix); empty: nowhere.
+    broker_url: the Knative Broker that gets the run's outcome as a CloudEvent; empty: none.
+"""
+
+
 def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool = True,
                    secrets: bool = False, image: str = DEFAULT_IMAGE) -> Callable:
     """Return the KFP pipeline for `use_case`, every step in `image` (the tune and nas steps also
@@ -109,17 +124,12 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     A transaction-log use case (`transactions`) gains a customer-rows step after ingest;
     every later step sees the customer rows' use case (customer_rows.py).
 
-    Inputs: `source` (a path or URL) overrides the use case's data when not empty;
     A use case with a `tuning.time_budget` has one search step for every family in place of the tune
     and nas steps: it spends the budget across them (flowline/budget.py).
 
-    `trials` overrides every family's tuning budget (and a time budget) when above 0; `tuning_backend`
-    (optuna, katib or auto) overrides the use case's `tuning.backend` when not empty;
-    `champion` is the package serving now, for the champion/challenger decision ("" for
-    none); `namespace` and `canary_percent` say where Katib Experiments run and where and
-    how the deploy step applies the InferenceService (in a cluster only); `audit_log`, when set (on a
-    cluster, s3://bucket/prefix), is where the deploy step records its outcome (a local run records
-    its run, package and gate decision in the runs folder's log itself). With `exit_handler`
+    The inputs are PIPELINE_INPUTS' (the dashboard's run form shows them; `namespace` and `canary_percent`
+    apply in a cluster only, and a local run records its run, package and gate decision in the runs
+    folder's log itself, whatever `audit_log` says). With `exit_handler`
     (the compiled pipeline; kfp.local cannot run one), a last task records the run's outcome
     in `audit_log` and posts it to the Broker at `broker_url`, whether the steps succeeded or not.
     With `secrets` (a cluster run), every task gets the object store's Secret (storage.POD_SECRET) as
@@ -210,17 +220,16 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
         )
         return ingested, packaged
 
-    name, description = f"flowline-{use_case.name}", use_case.description or use_case.name
+    as_pipeline = dsl.pipeline(name=f"flowline-{use_case.name}", description=use_case.description or use_case.name)
     if not exit_handler:
-        @dsl.pipeline(name=name, description=description)
-        def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
-                     namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "") -> RunOutputs:
+        def local_pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
+                           namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "") -> RunOutputs:
             ingested, packaged = steps(source, trials, tuning_backend, champion, namespace, canary_percent, audit_log)
             return RunOutputs(package=packaged.outputs["model_package"], quarantine=ingested.outputs["quarantine"])
-        return pipeline
+        local_pipeline.__doc__ = PIPELINE_INPUTS
+        return as_pipeline(local_pipeline)
 
     # KFP takes no pipeline output from inside an exit handler: the package is the package task's artifact.
-    @dsl.pipeline(name=name, description=description)
     def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
                  namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "",
                  broker_url: str = BROKER_URL):
@@ -229,7 +238,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
         with dsl.ExitHandler(outcome, name="steps"):
             steps(source, trials, tuning_backend, champion, namespace, canary_percent, audit_log)
 
-    return pipeline
+    pipeline.__doc__ = PIPELINE_INPUTS
+    return as_pipeline(pipeline)
 
 
 def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, source: str = "",

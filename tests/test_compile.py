@@ -244,3 +244,17 @@ def test_the_batch_pipeline_is_one_scoring_step_with_its_inputs_keys_and_no_cach
     with pytest.raises(SystemExit) as refused:
         main(["compile", "churn", "--batch", "-o", str(tmp_path / "other.yaml"), "--source", TELCO_IN_S3])
     assert refused.value.code == 2 and "input is a run parameter" in capsys.readouterr().err
+
+
+def test_every_pipeline_input_is_described_in_the_run_form(tmp_path):
+    """The dashboard's run form and kfp.Client show each input's description, from the pipeline's Args."""
+    from flowline.pipelines.template import compile_pipeline
+    from flowline.use_case_loader import load_use_case
+
+    compile_pipeline(load_use_case("churn"), str(tmp_path / "churn.yaml"), source="s3://data/telco.csv")
+    spec = next(yaml.safe_load_all((tmp_path / "churn.yaml").read_text()))
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(inputs) == {"source", "trials", "tuning_backend", "champion", "namespace", "canary_percent",
+                           "audit_log", "broker_url"}
+    assert all(len(parameter.get("description", "")) > 20 for parameter in inputs.values()), inputs
+    assert inputs["trials"]["description"].startswith("trials per family")

@@ -12,6 +12,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -160,13 +161,13 @@ def submit(
         check_reachable(host, token)
         client = kfp.Client(host=host, namespace=namespace, existing_token=token)
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
-        job_name = name
-        if cron:
+        if cron:  # KFP names each run of it after the recurring run and its own time
             recurring = client.create_recurring_run(
-                experiment_id, job_name, cron_expression=cron, pipeline_package_path=package,
+                experiment_id, name, cron_expression=cron, pipeline_package_path=package,
                 params=parameters, max_concurrency=1, no_catchup=True, service_account=service_account)
             return {"experiment_id": experiment_id, "recurring_run_id": recurring.recurring_run_id, "cron": cron}
-        run = client.run_pipeline(experiment_id, job_name, pipeline_package_path=package, params=parameters,
-                                  service_account=service_account)
+        # A run named by its time (UTC), so the experiment's runs list tells them apart.
+        run = client.run_pipeline(experiment_id, f"{name} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}",
+                                  pipeline_package_path=package, params=parameters, service_account=service_account)
     return {"experiment_id": experiment_id, "run_id": run.run_id,
             "url": f"{host.rstrip('/')}/#/runs/details/{run.run_id}"}

@@ -1,5 +1,7 @@
 """flowline submit: kfp.Client's requests, checked against a stand-in KFP API server on loopback."""
 
+import re
+
 import pytest
 from stand_in_api import KFP_API as API, StandInApiServer, kfp_api, refusing
 
@@ -23,7 +25,8 @@ def test_a_run_is_the_compiled_pipeline_with_its_arguments_in_a_new_experiment(c
                  "--audit-log", "s3://flowline-audit/churn", "--no-cache"]) == 0
     assert posted(api, "experiments")["display_name"] == "flowline-churn"
     run = posted(api, "runs")
-    assert run["experiment_id"] == "exp-new" and run["display_name"] == "flowline-churn"
+    assert run["experiment_id"] == "exp-new"
+    assert re.fullmatch(r"flowline-churn \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", run["display_name"])  # told apart by time
     assert run["service_account"] == "flowline-pipeline-runner"  # kustomize's, which may deploy; KFP's may not
     # With Kubernetes settings, kfp.Client sends the pipeline and its platform spec side by side.
     spec, platform = run["pipeline_spec"]["pipeline_spec"], run["pipeline_spec"]["platform_spec"]

@@ -41,8 +41,13 @@ def katib_search(
     """Run `family`'s search as a Katib Experiment and return its optimal trial's parameters, and its other
     succeeded trials, best first, as runners-up."""
     from kubeflow.katib import KatibClient
+    from kubernetes.config import ConfigException
 
-    client = client or KatibClient(namespace=namespace)
+    try:
+        client = client or KatibClient(namespace=namespace)
+    except ConfigException as error:
+        raise KatibError(f"the Katib backend finds no cluster to talk to ({error}): run it in a cluster or with a "
+                         "kubeconfig ($KUBECONFIG), or search with tuning.backend optuna") from None
     name = experiment_name(use_case, family, suffix=secrets.token_hex(3))
     experiment = build_experiment(use_case, family, trials, image, namespace, name=name,
                                   source=trial_source(use_case, source), feature_plan=feature_plan)

@@ -338,3 +338,10 @@ def test_the_catboost_space_round_trips_through_katibs_strings_and_searches_seed
     assert first == optuna_search("catboost", data, tuning, 4, progress=lambda line: None)
     assert space.parse({**first.params, "scale_pos_weight": 1.0}) == {**first.params, "scale_pos_weight": 1.0}
     assert 1 <= first.iterations <= 200 and first.valid_score > 0.75
+
+
+def test_the_katib_backend_without_a_cluster_says_so_in_one_line(churn, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(KatibError, match="the Katib backend finds no cluster to talk to .*tuning.backend optuna"):
+        katib_search(churn, "linear", 3, "img:1", "flowline", progress=lambda line: None)

@@ -33,12 +33,20 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     assert 0.5 < summary["metrics"]["auprc"] < 1
     assert summary["gates_passed"] and set(summary["gates"]) == {"roc_auc", "auprc"}
     # The dashboard's runs list and Compare view: every step is green whatever the gates say, so Metrics say it.
-    shown_metrics = {task.parent.name: {name: value for artifact in json.loads(task.read_text())["artifacts"]["metrics"][
-        "artifacts"] for name, value in artifact["metadata"].items()}
-                     for task in Path(summary["run_dir"]).glob("*/*/executor_output.json")
-                     if task.parent.name in ("evaluate", "bias")}
-    assert (shown_metrics["evaluate"]["gates_passed"], shown_metrics["evaluate"]["promoted"]) == (1.0, 1.0)
-    assert shown_metrics["bias"]["fairness_passed"] == 1.0
+    outputs = {task.parent.name: json.loads(task.read_text())["artifacts"]
+               for task in Path(summary["run_dir"]).glob("*/*/executor_output.json")}
+
+    def shown_metrics(task: str, output: str = "metrics") -> dict:
+        return {name: value for artifact in outputs[task][output]["artifacts"] for name, value in artifact["metadata"].items()}
+
+    assert (shown_metrics("evaluate")["gates_passed"], shown_metrics("evaluate")["promoted"]) == (1.0, 1.0)
+    assert shown_metrics("bias")["fairness_passed"] == 1.0
+    served = {name: value for name, value in shown_metrics("bias").items() if name.startswith("served.test.")}
+    assert shown_metrics("bias")["mitigated"] == 1.0 and 0.5 < served["served.test.recall"] <= 1  # churn's per-group
+    assert set(served) >= {"served.test.expected_cost_per_1000", "served.test.selection_rate"}
+    # train's keys name the metric, as the tune steps' do
+    selection = shown_metrics("train", "selection_metrics")
+    assert 0.8 < selection["valid_roc_auc_xgboost"] < 1 and 0.8 < selection["held_out_roc_auc_linear"] < 1
     assert summary["rows"] == {"rows_in": 7043, "rows_kept": 7043, "rows_quarantined": 0}
     assert summary["wall_seconds"] > 0
     manifest = verify(summary["package"])

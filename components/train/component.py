@@ -25,6 +25,7 @@ def train(
     the use case's tuning.families are read.
     """
     from flowline.components.train.training import train_files
+    from flowline.models.families import objective_metric, reported_value
     from flowline.use_case import UseCase
 
     summary = train_files(UseCase.model_validate_json(use_case_json), train.path, valid.path, feature_set.path,
@@ -35,10 +36,16 @@ def train(
     model.metadata.update(framework="flowline-ensemble", selected=selection["selected"], fit=selection["fit"],
                           scored_by=selection["scored_by"], **{
         f"weight_{member['family']}": member["weight"] for member in selection["model"]["members"]})
+    # Named by the metric, in its units as the tune steps report it (valid_roc_auc_xgboost; an RMSE positive).
+    use_case = UseCase.model_validate_json(use_case_json)
+    metric = objective_metric(use_case.task, use_case.tuning.metric)[0].removeprefix("valid_")
     for candidate in summary["candidates"]:
-        selection_metrics.log_metric(f"valid_score_{candidate['family']}", candidate["valid_score"])
-        selection_metrics.log_metric(f"held_out_score_{candidate['family']}", candidate["held_out_score"])
+        family = candidate["family"]
+        for split in ("valid", "held_out"):
+            selection_metrics.log_metric(f"{split}_{metric}_{family}",
+                                         reported_value(use_case.task, candidate[f"{split}_score"]))
     selection_metrics.log_metric("cross_fitted_rows", selection["cross_fitted_rows"])
     selection_metrics.log_metric("bagged", int(selection["bagged"]))
     for blend in selection["blends"]:
-        selection_metrics.log_metric(f"blend_top{len(blend['members'])}_cross_fitted", blend["cross_fitted_score"])
+        selection_metrics.log_metric(f"blend_top{len(blend['members'])}_cross_fitted_{metric}",
+                                     reported_value(use_case.task, blend["cross_fitted_score"]))

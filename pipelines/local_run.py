@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shutil
 import sys
@@ -51,6 +52,7 @@ def run_local(
     champion: str | Path | None = None,
     tuning_backend: str = "",
     runner: object | None = None,
+    quiet: bool = False,
 ) -> dict:
     """Run the pipeline through kfp.local in a new run folder; return the summary. `use_case`: one loaded, or
     a built-in use case's name or a use-case YAML's path (as `flowline run` takes them).
@@ -63,7 +65,8 @@ def run_local(
     The summary is written as JSON to `summary_path`, or to summary.json in the run folder.
     The task logs go to run.log in the run folder (without kfp.local's input JSON and colour codes);
     the terminal shows progress bars, or plain progress lines when it is not a terminal (everything
-    with `verbose`). The run, its package and its gate decision are recorded
+    with `verbose`, nothing with `quiet`: a notebook's loop over seeds or datasets). The run, its package and
+    its gate decision are recorded
     in the audit log, `runs_dir`/audit.jsonl; a failed run's record holds its root cause in one
     line ("step 'ingest': ContractError: ..."). Raises RuntimeError naming the failed step, the cause and
     the path of run.log.
@@ -83,10 +86,10 @@ def run_local(
     run_dir.mkdir(parents=True)
     pipeline = build_pipeline(use_case)
     steps, shown, display = pipeline_steps(pipeline)
-    print(f"flowline: running use case {use_case.name!r} locally, {len(steps)} steps ({shown})")
-    print(f"flowline: run folder {run_dir}")
-    print(f"flowline: champion {champion or 'none'}")
-    print(f"flowline: full log {run_dir / 'run.log'}")
+    terminal = io.StringIO() if quiet else sys.stdout  # quiet: the progress kept in memory, a few kB, then dropped
+    for line in (f"running use case {use_case.name!r} locally, {len(steps)} steps ({shown})", f"run folder {run_dir}",
+                 f"champion {champion or 'none'}", f"full log {run_dir / 'run.log'}"):
+        print(f"flowline: {line}", file=terminal)
     local.init(runner=runner or local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir),
                raise_on_error=True)
     audit_log = Path(runs_dir).resolve() / audit.AUDIT_FILE
@@ -95,7 +98,7 @@ def run_local(
     with open(run_dir / "run.log", "w") as log, warnings.catch_warnings():
         # kfp.local warns about any image without "python" in its name; the flowline image has Python.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
-        progress = ProgressStream(log, sys.stdout, steps, verbose, display)
+        progress = ProgressStream(log, terminal, steps, verbose, display)
         try:
             with contextlib.redirect_stdout(progress):
                 outcome = pipeline(source=source, trials=trials, tuning_backend=tuning_backend, champion=str(champion))

@@ -91,6 +91,8 @@ def _score(args: argparse.Namespace) -> int:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
     except OSError as error:  # where the outputs go cannot be written (read-only, a file for a folder): none was
+        if error.filename is None:  # not the system's word on a path (an input that does not exist says so itself)
+            raise
         print(f"flowline: score: {error.strerror}: {error.filename}; no output was written", file=sys.stderr)
         return EXIT_ERROR
     try:

@@ -59,11 +59,17 @@ def churn_in_image(flowline_image, churn, telco_in_s3, s3_server, tmp_path_facto
 
 @pytest.fixture(scope="session")
 def churn_in_process(churn, telco_in_s3, tmp_path_factory) -> dict:
-    """The same run in this Python environment (kfp.local's SubprocessRunner)."""
+    """The same run in this Python environment (kfp.local's SubprocessRunner), quiet, with what it printed."""
+    import contextlib
+    import io
+
     from flowline.pipelines.local_run import run_local
 
-    return run_local(churn, runs_dir=tmp_path_factory.mktemp("in-process") / "runs", trials=1, source=telco_in_s3,
-                     champion="")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        summary = run_local(churn, runs_dir=tmp_path_factory.mktemp("in-process") / "runs", trials=1,
+                            source=telco_in_s3, champion="", quiet=True)
+    return {**summary, "printed": printed.getvalue()}
 
 
 @pytest.fixture(scope="session")

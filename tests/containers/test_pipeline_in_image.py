@@ -18,6 +18,7 @@ def test_every_step_runs_in_the_image_and_gives_the_in_process_metrics(churn_in_
     assert manifest["version"] == churn_in_image["package_version"]
     # It read the data from the S3 server, the same bytes as the in-process run.
     assert churn_in_image["dataset_sha256"] == churn_in_process["dataset_sha256"]
+    assert churn_in_process["printed"] == ""  # run quietly (quiet=True): a notebook's loop prints nothing
     assert churn_in_image["rows"] == churn_in_process["rows"] == {"rows_in": 7043, "rows_kept": 7043,
                                                                   "rows_quarantined": 0}
     # Same seeds, same code, same pins: the same test metrics to 4 decimal places.

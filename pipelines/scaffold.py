@@ -101,6 +101,11 @@ def _text(values: pd.Series) -> pd.Series:
     return text[~blank]
 
 
+# Dates written otherwise than ISO 8601, tried in this order: where day and month both read, the first wins.
+DATE_FORMATS = ("%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M",
+                "%d.%m.%Y %H:%M", "%m/%d/%y", "%d.%m.%y")
+
+
 def infer_column(name: str, values: pd.Series) -> Column:
     """The contract entry for one column: its type, allowed values, nullable and impute."""
     text = _text(values)
@@ -125,6 +130,10 @@ def infer_column(name: str, values: pd.Series) -> Column:
         return Column(name, spec, "; ".join(notes))
     if len(text) and parse_datetimes(text, None).notna().all():
         return Column(name, {"type": "datetime", **spec}, "dates (ISO 8601)")
+    formats = [form for form in DATE_FORMATS if len(text) and parse_datetimes(text, form).notna().all()]
+    if formats:
+        ambiguous = "; review: day and month could be either way round" if len(formats) > 1 else ""
+        return Column(name, {"type": "datetime", "format": formats[0], **spec}, f"dates ({formats[0]}){ambiguous}")
     if unique > max(MAX_ALLOWED, MAX_CATEGORY_SHARE * len(text)):
         return Column(name, {"type": "string", **spec}, f"free text: {unique} distinct values")
     spec = {"type": "category", **spec}
@@ -181,6 +190,7 @@ def scalar(value) -> str:
 def flow(spec: dict) -> str:
     """A column spec as a one-line YAML mapping."""
     parts = [f"{key}: [{', '.join(scalar(v) for v in value)}]" if isinstance(value, list)
+             else f"{key}: {scalar(value)}" if isinstance(value, str)
              else f"{key}: {str(value).lower() if isinstance(value, bool) else value}" for key, value in spec.items()]
     return "{" + ", ".join(parts) + "}"
 
@@ -213,7 +223,8 @@ def scaffold(source: str, label: str | None = None) -> str:
 def one_time_column(columns: list[Column]) -> list[Column]:
     """The first column of dates stays datetime (the time column); the schema allows no other, so they stay text."""
     dates = [c.name for c in columns if c.spec["type"] == "datetime"]
-    return [Column(c.name, {**c.spec, "type": "string"}, "dates, kept as text: only the time column is parsed")
+    return [Column(c.name, {**{k: v for k, v in c.spec.items() if k != "format"}, "type": "string"},
+                   "dates, kept as text: only the time column is parsed")
             if c.name in dates[1:] else c for c in columns]
 
 

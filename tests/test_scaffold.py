@@ -289,3 +289,19 @@ def test_an_s3_object_is_drafted_and_validated(s3_bucket: str, write_csv, tmp_pa
     assert main(["init", uri, "-o", str(target)]) == 0
     assert load_use_case(target).data.path == uri
     assert main(["validate", str(target)]) == 0
+
+
+def test_dates_written_otherwise_than_iso_become_the_time_column_with_their_format(write_csv):
+    """03/15/2024 or 15.03.2024 were drafted as free text: no time column, and the dates were lost as features."""
+    rows = "".join(f"{m:02d}/{d:02d}/2024,15.{m:02d}.2023,{n % 5}.5,{'no' if n % 3 else 'yes'}\n"
+                   for n, (m, d) in enumerate((m, d) for m in range(1, 13) for d in (13, 20, 27)))
+    document = yaml.safe_load(scaffold(str(write_csv("ordered,signed,x,outcome\n" + rows))))
+    assert document["time_column"] == "ordered"
+    assert document["columns"]["ordered"] == {"type": "datetime", "format": "%m/%d/%Y"}
+    assert document["columns"]["signed"] == {"type": "string"}  # one time column; the second date stays text
+    use_case = parse_use_case(document)
+    kept = apply_contract(read_use_case_table(use_case).frame, use_case).kept
+    assert len(kept) == 36 and kept["ordered"].dt.month.tolist()[:3] == [1, 1, 1]
+    drafted = scaffold(str(write_csv("on,x,outcome\n03/04/2024,1,no\n05/06/2024,2,yes\n")))
+    assert yaml.safe_load(drafted)["columns"]["on"]["format"] == "%m/%d/%Y"
+    assert "day and month could be either way round" in drafted

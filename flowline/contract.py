@@ -325,15 +325,16 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
             f"use case {use_case.name!r}: the data has no column(s) {missing}; "
             f"it has {list(frame.columns)}"
         )
-    typed = pd.DataFrame(index=frame.index)
+    columns: dict[str, pd.Series] = {}  # joined once: a column at a time fragments a wide frame
     reasons_by_column = []
     for name, spec in use_case.columns.items():
         check = _numeric_column if spec.is_numeric else _datetime_column if spec.type == "datetime" else _text_column
-        typed[name], reasons = check(name, frame[name], spec)
+        columns[name], reasons = check(name, frame[name], spec)
         reasons_by_column.append(reasons)
     if has_label:
-        typed[use_case.label.column], label_reasons = _label_column(use_case, frame[use_case.label.column])
+        columns[use_case.label.column], label_reasons = _label_column(use_case, frame[use_case.label.column])
         reasons_by_column.append(label_reasons)
+    typed = pd.DataFrame(columns, index=frame.index)
 
     if use_case.id_columns and not to_score:
         duplicated = frame.duplicated(subset=use_case.id_columns, keep="first")

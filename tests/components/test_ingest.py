@@ -6,6 +6,7 @@ import threading
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -394,3 +395,22 @@ def test_too_many_bad_rows_are_summed_up_by_reason_without_their_values():
                                       "not one of ['basic', 'pro'] (1 row); a line: 3 fields, but the header has 5 "
                                       "(1 row); and 1 other reason(s)")
     assert "abc" not in reason_counts(reasons, shown=10) and "gold" not in reason_counts(reasons, shown=10)
+
+
+def test_a_wide_table_is_typed_without_pandas_fragmentation_warnings():
+    """300 columns made `flowline validate` print pandas' "highly fragmented" PerformanceWarning seven times."""
+    import warnings
+
+    from flowline.contract import apply_contract
+    from flowline.use_case import UseCase
+
+    columns = {f"c{i}": {"type": "number"} for i in range(300)}
+    use_case = UseCase.model_validate({
+        "name": "wide", "task": "binary", "data": {"path": "wide.csv"}, "columns": columns,
+        "label": {"column": "y", "positive": "1", "values": ["0", "1"]}, "costs": {"false_negative": 1, "false_positive": 1}})
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(40, 300)), columns=list(columns)).astype(str)
+    frame["y"] = ["0", "1"] * 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        result = apply_contract(frame, use_case)
+    assert len(result.kept) == 40 and result.kept["c299"].dtype == np.float64

@@ -21,10 +21,11 @@ def package(
     """Model, FeatureSet, evaluation (with fairness, from the bias step), drift detector, lineage, model card,
     the steps' reports (reports/, by name and extension: REPORT_FILES) and a sha256 manifest, verified before
     it is handed on; `model_card` shows the card in the dashboard."""
-    import shutil
+    import json
 
-    from flowline.package.format import CARD_HTML
+    from flowline.package.format import CARD_JSON
     from flowline.components.package.building import package_files
+    from flowline.components.package.model_card import model_card_html
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
@@ -34,4 +35,6 @@ def package(
         package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata,
                       detector.path, explanation.path, reports)
     )
-    shutil.copyfile(f"{model_package.path}/{CARD_HTML}", model_card.path)
+    card = json.loads(open(f"{model_package.path}/{CARD_JSON}").read())
+    with open(model_card.path, "w") as out:  # shown alone in the dashboard: the reports named, not linked
+        out.write(model_card_html(card, linked=False))

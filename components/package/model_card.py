@@ -136,8 +136,10 @@ def _fairness_sections(fairness: dict) -> list[str]:
     return sections
 
 
-def model_card_html(card: dict) -> str:
-    """The card as a page: tables, and plots as embedded PNG; every number as `reports.number` writes it."""
+def model_card_html(card: dict, linked: bool = True) -> str:
+    """The card as a page: tables, and plots as embedded PNG; every number as `reports.number` writes it.
+    `linked`: the reports listed as links to their files beside it, as in the package; else named alone (the
+    dashboard shows the card by itself, where those links would lead nowhere)."""
     model, data = card["model"], card["data"]
     members = reports.members(model.get("members", []))
     interval = (lambda ci: "" if ci is None else f"{reports.number(ci[0])} to {reports.number(ci[1])}")
@@ -187,7 +189,9 @@ def model_card_html(card: dict) -> str:
         "<h2>Drift detector licence</h2>", f"<p>{reports.escape(card['drift_detector']['note'])}</p>",
     ]
     if card["reports"]:
-        sections += ["<h2>Reports</h2>", "<p>The run's other reports, in this package beside the card:</p>",
-                     "<ul>" + "".join(f'<li><a href="{reports.escape(path)}">{reports.escape(path)}</a></li>'
-                                      for path in card["reports"].values()) + "</ul>"]
+        listed = [f'<a href="{reports.escape(path)}">{reports.escape(path)}</a>' if linked else
+                  f"<code>{reports.escape(path)}</code>" for path in card["reports"].values()]
+        where = "beside the card" if linked else "in the package (this step's model_package output)"
+        sections += ["<h2>Reports</h2>", f"<p>The run's other reports, {where}:</p>",
+                     "<ul>" + "".join(f"<li>{item}</li>" for item in listed) + "</ul>"]
     return reports.page(f"Model card: {model['use_case']}", sections)

@@ -381,3 +381,16 @@ def test_a_detector_config_whose_reference_is_outside_the_package_is_refused(pac
     write_manifest(package, "toy")
     with pytest.raises(PackageError, match=re.escape("drift/detector/config.json x_ref")):
         verify(package)
+
+
+def test_the_dashboards_card_names_the_reports_it_cannot_link(package: Path):
+    """The package's card links its reports beside it; the dashboard shows the card alone, where links led nowhere."""
+    from flowline.components.package.model_card import model_card_html
+    from flowline.package.format import CARD_HTML, CARD_JSON
+
+    card = json.loads((package / CARD_JSON).read_text())
+    assert card["reports"]
+    in_package, alone = (package / CARD_HTML).read_text(), model_card_html(card, linked=False)
+    for path in card["reports"].values():
+        assert (package / path).is_file() and f'<a href="{path}">' in in_package
+        assert f"<code>{path}</code>" in alone and f'href="{path}"' not in alone

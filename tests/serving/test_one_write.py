@@ -2,9 +2,11 @@
 with the one-write protocol answers keep-alive, closing and large requests in full."""
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from typing import Iterator
 
 import httpx
 import uvicorn
@@ -108,10 +110,11 @@ async def _echo(request: Request) -> Response:
     return Response(body + b"x" * size, media_type="application/octet-stream")
 
 
-def test_a_real_server_answers_keep_alive_closing_and_large_requests_in_full():
+@contextlib.contextmanager
+def echo_server() -> Iterator[int]:
+    """A real uvicorn server of `_echo` with OneWriteHttpProtocol, on a loopback port (yielded), in a thread."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
     config = uvicorn.Config(Starlette(routes=[Route("/echo", _echo, methods=["POST"])]), http=OneWriteHttpProtocol,
                             log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
@@ -121,49 +124,39 @@ def test_a_real_server_answers_keep_alive_closing_and_large_requests_in_full():
         while not server.started:
             time.sleep(0.01)
         assert config.http_protocol_class is OneWriteHttpProtocol
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            for index in range(50):  # one kept-alive connection
-                answer = client.post("/echo", content=f"request {index}".encode())
-                assert answer.status_code == 200 and answer.content == f"request {index}".encode()
-            large = client.post("/echo", params={"size": 3_000_000}, content=b"big")
-            assert large.content == b"big" + b"x" * 3_000_000
-            closing = client.post("/echo", content=b"bye", headers={"connection": "close"})
-            assert closing.content == b"bye" and closing.headers["connection"] == "close"
-            assert client.post("/echo", content=b"again").content == b"again"  # a new connection
+        yield listener.getsockname()[1]
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_a_real_server_answers_keep_alive_closing_and_large_requests_in_full():
+    with echo_server() as port, httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+        for index in range(50):  # one kept-alive connection
+            answer = client.post("/echo", content=f"request {index}".encode())
+            assert answer.status_code == 200 and answer.content == f"request {index}".encode()
+        large = client.post("/echo", params={"size": 3_000_000}, content=b"big")
+        assert large.content == b"big" + b"x" * 3_000_000
+        closing = client.post("/echo", content=b"bye", headers={"connection": "close"})
+        assert closing.content == b"bye" and closing.headers["connection"] == "close"
+        assert client.post("/echo", content=b"again").content == b"again"  # a new connection
 
 
 def test_a_request_offering_http2_is_read_as_sent_with_its_body():
     """Java's default HttpClient and `curl --http2` offer `Upgrade: h2c` on http:// URLs; httptools took the body
     for the new protocol's bytes, so the app saw none. The offer is dropped; the next request on the connection,
     and a body that mentions an upgrade, are read as they are."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    config = uvicorn.Config(Starlette(routes=[Route("/echo", _echo, methods=["POST"])]), http=OneWriteHttpProtocol,
-                            log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            time.sleep(0.01)
-        body = b'{"note": "upgrade: h2c"}'
-        offer = (b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUPGRADE: h2c\r\n"
-                 b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-        plain = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nagain"
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
-            connection.sendall(offer + plain)
-            received = b""
-            while received.count(b"HTTP/1.1 200 OK") < 2 or not received.endswith(b"again"):
-                chunk = connection.recv(65536)
-                assert chunk, received
-                received += chunk
-        first, second = received.split(b"HTTP/1.1 200 OK")[1:]
-        assert first.endswith(b"\r\n\r\n" + body) and second.endswith(b"\r\n\r\nagain")
-        assert b"upgrade" not in first.split(b"\r\n\r\n")[0].lower()  # no switch was answered
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    body = b'{"note": "upgrade: h2c"}'
+    offer = (b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUPGRADE: h2c\r\n"
+             b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    plain = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nagain"
+    with echo_server() as port, socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
+        connection.sendall(offer + plain)
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < 2 or not received.endswith(b"again"):
+            chunk = connection.recv(65536)
+            assert chunk, received
+            received += chunk
+    first, second = received.split(b"HTTP/1.1 200 OK")[1:]
+    assert first.endswith(b"\r\n\r\n" + body) and second.endswith(b"\r\n\r\nagain")
+    assert b"upgrade" not in first.split(b"\r\n\r\n")[0].lower()  # no switch was answered

@@ -72,8 +72,9 @@ def rounds_for(families: int) -> int:
 
 def halve(spends: list[FamilySpend], next_share: float, round_number: int) -> None:
     """After round `round_number`: stop the weaker half of the running families (ties: the later in order), and any
-    other than the best whose mean trial took longer than `next_share`, each with its reason."""
-    running = [s for s in spends if not s.stopped]
+    other than the best whose mean trial took longer than `next_share`, each with its reason. A family the round's
+    seconds ran out before has no score to rank: it is left to its turn, or to the budget's end."""
+    running = [s for s in spends if not s.stopped and s.trials]
     ranked = sorted(running, key=lambda s: -s.best)  # stable: ties keep the families' order
     keep = math.ceil(len(ranked) / 2)
     for place, spend in enumerate(ranked, 1):

@@ -38,6 +38,10 @@ def test_halving_stops_the_weaker_half_and_the_families_too_slow_for_their_next_
     slow = [spend("linear", 0.90, 50, 0.5), spend("xgboost", 0.89, 2, 8.0), spend("mlp", 0.5, 1, 1.0)]
     halve(slow, next_share=2.0, round_number=1)
     assert slow[1].stopped == "too slow: a trial takes 4.0 s, its share of round 2 is 2.0 s"
+    # A family the budget ran out before is not ranked (its best, -inf, said it lost a halving it never ran).
+    unrun = [spend("xgboost", 0.89, 1, 125.0), FamilySpend("linear", cap=100), FamilySpend("mlp", cap=100)]
+    halve(unrun, next_share=0.0, round_number=1)
+    assert [s.stopped for s in unrun] == ["", "", ""]
 
 
 def test_no_trial_starts_once_the_budget_is_spent(data):

@@ -35,10 +35,10 @@ def bias(
             metrics.log_metric(f"{attribute}.{name}", result[name])
             metrics.log_metric(f"test.{attribute}.{name}", served_test["attributes"][attribute][name])
     metrics.log_metric("fairness_passed", float(fairness["passed"]))  # a failed fairness gate leaves the step green
-    # The decisions served on test: per-group thresholds replace evaluate's single one when mitigated.
-    metrics.log_metric("mitigated", float(bool(fairness["mitigation"])))
-    for name, value in served_option(fairness)["test"]["outcomes"].items():
-        metrics.log_metric(f"served.test.{name}", value)
+    if fairness["attributes"]:  # the decisions served on test: per-group thresholds replace evaluate's when mitigated
+        metrics.log_metric("mitigated", float(bool(fairness["mitigation"])))
+        for name, value in served_option(fairness)["test"]["outcomes"].items():
+            metrics.log_metric(f"served.test.{name}", value)
     decided.metadata.update(fairness_passed=fairness["passed"], mitigated=bool(fairness["mitigation"]))
     with open(report.path, "w") as out:
         out.write(fairness_markdown(fairness, use_case))

@@ -433,6 +433,14 @@ def verify(log: str | Path) -> list[dict]:
     return records
 
 
+def read(log: str | Path) -> list[dict]:
+    """The records as a reader of the runs folder takes them: after the head a writer stopped before is written
+    (`repair_head`, as the next append would), `verify`'s. `flowline audit verify` calls `verify` alone: it
+    reports such a log rather than complete it."""
+    repair_head(log)
+    return verify(log)
+
+
 def anchor(log: str | Path) -> dict:
     """Give a log written before heads existed its head: check its chain and signatures (with
     $FLOWLINE_AUDIT_KEY as the records were written), then anchor its last record. Returns that record.

@@ -154,9 +154,8 @@ def _erase_from(path: Path, key: str, wanted: str, separator: str) -> int:
 
 def _batch_outputs(audit_log: str | Path, use_case: UseCase) -> list[str]:
     """The scores and quarantine files the use case's batch runs wrote, as the audit log records them."""
-    audit.repair_head(audit_log)  # as the next append would
     try:
-        records = audit.verify(audit_log)
+        records = audit.read(audit_log)
     except audit.NoAuditLog:
         return []
     return sorted({record["what"][name] for record in records

@@ -135,9 +135,7 @@ def read(runs_dir: str | Path) -> Registry:
     """The registry of `runs_dir`, read from its audit log (verified first, after the head a writer stopped
     before is written, as the next append would); empty when it has none."""
     log = Path(runs_dir) / audit.AUDIT_FILE
-    if log.exists():
-        audit.repair_head(log)
-    records = audit.verify(log) if log.exists() else []
+    records = audit.read(log) if log.exists() else []
     runs: list[Run] = []
     entries: dict[str, Entry] = {}
     for record in records:

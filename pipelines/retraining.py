@@ -133,9 +133,8 @@ def _last_triggers(audit_log: str) -> tuple[dict[str, float], dict[str, str]]:
     """When each use case's retraining was last triggered, and its last KFP run, by the audit log's
     `retraining_triggered` records (none when the log does not exist yet); a log this monitor could not append to
     is refused now, not at the first drifted window."""
-    audit.repair_head(audit_log)  # as the next append would
     try:
-        records = audit.verify(audit_log)
+        records = audit.read(audit_log)
     except audit.NoAuditLog:
         return {}, {}
     except audit.AuditError as error:

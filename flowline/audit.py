@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from flowline.storage import S3Location, StorageError, is_s3, read_object, s3_client
+from flowline.storage import S3Location, StorageError, is_s3, new_file_mode, read_object, s3_client
 
 ACTOR_ENV = "FLOWLINE_ACTOR"
 KEY_ENV = "FLOWLINE_AUDIT_KEY"
@@ -291,9 +291,7 @@ def _write_head_file(path: Path, head: Mapping[str, Any]) -> None:
         file.write(_encoded(head) + "\n")
         file.flush()
         os.fsync(file.fileno())
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(file.name, 0o666 & ~mask)  # readable as the log is (the temporary file was private), so others can verify
+    os.chmod(file.name, new_file_mode())  # readable as the log is, so others can verify it
     os.replace(file.name, path)
 
 

@@ -207,18 +207,12 @@ def staged(output: str) -> Iterator[Path]:
         if remote:
             storage.upload_file(partial, output)
         else:
-            os.chmod(partial, 0o666 & ~_umask())  # as a file opened for writing would be, not mkstemp's 0600
+            os.chmod(partial, storage.new_file_mode())  # as a file opened for writing would be, not mkstemp's 0600
             os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
         if remote:
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def output_schema(scorer: Scorer, ids: list[str]) -> pa.Schema:

@@ -71,6 +71,14 @@ class S3Location:
         return f"{SCHEME}{self.bucket}/{self.prefix}" if self.prefix else f"{SCHEME}{self.bucket}"
 
 
+def new_file_mode() -> int:
+    """The mode a file opened for writing gets (0o666 less the umask): for one written as a private temporary
+    file (0600) and then renamed into place, so that it is as readable as any other file written here."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def is_s3(location: object) -> bool:
     return isinstance(location, str) and location.startswith(SCHEME)
 

@@ -181,17 +181,22 @@ class FlowlineModel(Model):
         """The arm that answers: by the request id's share of the canary split, or the one whose package is
         `version` (a versioned v2 URL); ModelNotFound (404) for a version not served here."""
         if version is not None:
-            for arm, package in (("champion", self.package), ("canary", self.canary)):
-                if package is not None and package.version == version:
+            for arm, package in self._arms():
+                if package.version == version:
                     return arm, package
             raise ModelNotFound(f"{self.name} version {version}")
         if self.canary is not None and canary_takes(request_id, self.canary_percent):
             return "canary", self.canary
         return "champion", self.package
 
+    def _arms(self) -> list[tuple[str, LoadedPackage]]:
+        """The arms serving under this name, each with its package: the champion, then any canary."""
+        return [(arm, package) for arm, package in (("champion", self.package), ("canary", self.canary))
+                if package is not None]
+
     def versions(self) -> list[str]:
         """The package versions served under this name: the champion's, then the canary's."""
-        return [package.version for package in (self.package, self.canary) if package is not None]
+        return [package.version for _, package in self._arms()]
 
     def _log_prediction(self, job: Job, rows: int, seconds: float, error: Optional[str] = None,
                         ids: Optional[Dict[str, list]] = None) -> None:
@@ -409,10 +414,9 @@ class FlowlineModel(Model):
         if not inputs:
             raise BadRequest("empty_batch", "inputs: no input tensors")
         checker, beside = package.checker, package.matrix_checker
-        matrices = [tensor for tensor in inputs
-                    if not (tensor.name in checker.columns or tensor.name in checker.ids or tensor.name in checker.optional)]
+        matrices = [tensor for tensor in inputs if tensor.name not in checker.known]
         others = [tensor for tensor in inputs if tensor not in matrices]
-        if len(matrices) == 1 and all(tensor.name in beside.columns or tensor.name in beside.ids for tensor in others):
+        if len(matrices) == 1 and all(tensor.name in beside.known for tensor in others):
             matrix = feature_matrix(matrices[0], package.feature_set.width, self.max_batch)
             if not beside.columns and not others:
                 return None, matrix
@@ -474,9 +478,11 @@ def output_types(package: LoadedPackage) -> List[Dict]:
 def check_requested_outputs(package: LoadedPackage, payload: InferRequest) -> None:
     """Refuse an `outputs` name the answer would not have before anything is scored, counted or stored: the
     package's outputs and the id columns the request sends."""
+    if not payload.request_outputs:  # most requests name none
+        return
     sent_ids = {tensor.name for tensor in payload.inputs if tensor.name in package.use_case.id_columns}
     known = [output["name"] for output in output_types(package)] + sorted(sent_ids)
-    for index, output in enumerate(payload.request_outputs or []):
+    for index, output in enumerate(payload.request_outputs):
         if output.name not in known:
             raise BadRequest("unknown_output", f"outputs[{index}].name: {describe(output.name)} is not an output of "
                                                f"this model; expected one of {known}")

@@ -136,8 +136,9 @@ class ModelRoute:
             return None
         path = scope["path"]
         match = V2_INFER.match(path)
-        answer = functools.partial(infer_v2, version=match.group(2)) if match is not None else None
-        if match is None:
+        if match is not None:
+            answer = functools.partial(infer_v2, version=match.group(2))  # None without /versions/V
+        else:
             match, answer = V1_PREDICT.match(path), predict_v1
         model = self.models.get(match.group(1)) if match is not None else None
         return (answer, model) if model is not None and model.ready else None

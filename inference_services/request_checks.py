@@ -77,6 +77,7 @@ class RecordChecker:
         self.ids: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in ids if name not in self.columns}
         self.optional: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in optional
                                                 if name not in self.columns and name not in self.ids}
+        self.known: dict[str, ColumnSpec] = {**self.columns, **self.ids, **self.optional}  # every column it takes
         self._allowed = {name: frozenset(spec.allowed) for name, spec in use_case.columns.items() if spec.allowed}
         self._rules = [(name, spec, plainly_valid(spec, self._allowed.get(name)))
                        for name, spec in self.columns.items()]
@@ -112,7 +113,7 @@ class RecordChecker:
                     self.check_value(name, spec, record[name], where)
                     known += 1
         if len(record) != known:
-            unknown = sorted(set(record) - set(self.columns) - set(self.ids) - set(self.optional))
+            unknown = sorted(set(record) - self.known.keys())
             raise BadRequest("unknown_column", f"{where}: unknown column {describe(unknown[0])}")
 
     def check_id(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:

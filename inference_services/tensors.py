@@ -19,8 +19,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 def tensor_records(inputs: List[InferInput], checker: RecordChecker) -> list[dict]:
     """One v2 tensor per raw column (and per id or other contract column sent), to records {column: value}; 400 for unknown,
     missing or ragged inputs."""
-    columns = list(checker.columns)
-    specs = {**checker.columns, **checker.ids, **checker.optional}
+    columns, specs = list(checker.columns), checker.known
     names = [tensor.name for tensor in inputs]
     seen: set[str] = set()
     for name in names:  # else the last tensor of a name would silently win

@@ -84,6 +84,14 @@ def test_v2_answers_carry_an_output_tensor_per_id_in_row_order(logged, loaded, r
     assert answer["outputs"][:-1] == without["outputs"]
 
 
+@pytest.mark.parametrize("sent", ["", "req-1"])
+def test_a_v2_request_id_comes_back_as_sent_even_empty(logged, loaded, rows, sent):
+    url, _ = logged
+    answer = httpx.post(url + V2, json={"id": sent, "inputs": v2_tensors(loaded, rows, False)},
+                        headers={"x-request-id": "from-the-proxy"}).json()
+    assert answer["id"] == sent
+
+
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_tritonclient_sends_and_gets_ids(logged, loaded, rows, binary: bool):
     url, _ = logged

@@ -6,12 +6,17 @@ declares its length (Content-Length) is refused on its headers; a chunked one is
 and refused as soon as it passes it. Before answering, what the client is still sending is read and
 dropped (up to LINGER_BYTES, LINGER_S at a time): closing a connection with unread bytes resets it,
 and the client would see a broken pipe instead of the 413. A larger body gets the 413 at once.
+
+A body sent with `Content-Encoding: gzip` (or `deflate`) is decompressed here, and the cap holds for what it
+decompresses to, so a small bomb is refused as a large body would be; the routes see the plain body. Another
+encoding is a 415 naming it, and data that is not what its header says a 400.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from typing import Any, Collection, Optional
 
 import orjson
@@ -20,12 +25,13 @@ from flowline.inference_services import metrics
 
 LINGER_BYTES = 1 << 20
 LINGER_S = 1.0
+ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # zlib's wbits
 
 
 class BodyLimit:
     """ASGI app: an HTTP request whose body is larger than `max_bytes` gets 413 naming the cap; others go to `app`.
-    Refusals are counted in flowline_invalid_inputs_total{reason="body_too_large"} under the model the path
-    names, when it is one of `models` (any other path would make a new label)."""
+    Refusals are counted in flowline_invalid_inputs_total{reason="body_too_large"} (or "body_encoding") under the
+    model the path names, when it is one of `models` (any other path would make a new label)."""
 
     def __init__(self, app, max_bytes: int, models: Collection[str]) -> None:
         self.app, self.max_bytes, self.models = app, max_bytes, frozenset(models)
@@ -34,12 +40,16 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            await self._decoded(scope, receive, send, encoding)
+            return
         length = _content_length(scope)
         if length is not None:  # the server holds the client to it: no more than that arrives
             if length > self.max_bytes:
                 if length <= self.max_bytes + LINGER_BYTES:
                     await _drop_the_rest(receive)
-                await self._refuse(scope, send, length)
+                await self._too_large(scope, send, length)
             else:
                 await self.app(scope, receive, send)
             return
@@ -48,9 +58,42 @@ class BodyLimit:
             return
         if len(body) > self.max_bytes:
             await _drop_the_rest(receive)
-            await self._refuse(scope, send, None)
+            await self._too_large(scope, send, None)
             return
         await self.app(scope, _replay(body, receive), send)
+
+    async def _decoded(self, scope, receive, send, encoding: str) -> None:
+        """Pass the body decompressed, with headers that say so, to `app`; or refuse it."""
+        wbits = ENCODINGS.get(encoding)
+        length = _content_length(scope)
+        if wbits is None or (length is not None and length > self.max_bytes):
+            await _drop_the_rest(receive)
+            if wbits is None:
+                await self._refuse(scope, send, 415, "body_encoding", f"Content-Encoding: {encoding} is not accepted; "
+                                   f"send the body as it is, or with gzip or deflate")
+            else:
+                await self._too_large(scope, send, length)
+            return
+        compressed = await self._read_up_to_cap(receive)
+        if compressed is None:
+            return
+        inflater = zlib.decompressobj(wbits)
+        try:
+            body = inflater.decompress(compressed, self.max_bytes + 1)
+        except zlib.error as error:
+            await self._refuse(scope, send, 400, "body_encoding", f"body: not {encoding} data ({error})")
+            return
+        if len(compressed) > self.max_bytes or len(body) > self.max_bytes:
+            await _drop_the_rest(receive)
+            await self._too_large(scope, send, None)
+            return
+        if not inflater.eof:
+            await self._refuse(scope, send, 400, "body_encoding", f"body: its {encoding} data ends early")
+            return
+        headers = [(name, value) for name, value in scope["headers"]
+                   if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.app({**scope, "headers": headers}, _replay(body, receive), send)
 
     async def _read_up_to_cap(self, receive) -> Optional[bytes]:
         chunks, size = [], 0
@@ -64,14 +107,16 @@ class BodyLimit:
             if size > self.max_bytes or not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _refuse(self, scope, send, length: Optional[int]) -> None:
+    async def _too_large(self, scope, send, length: Optional[int]) -> None:
         size = f"{length:,} bytes" if length is not None else "more"
-        message = (f"body: {size}, above the server's limit of {self.max_bytes:,} bytes; send fewer records a "
-                   f"request (flowline serve --max-body-mb)")
+        await self._refuse(scope, send, 413, "body_too_large", f"body: {size}, above the server's limit of "
+                           f"{self.max_bytes:,} bytes; send fewer records a request (flowline serve --max-body-mb)")
+
+    async def _refuse(self, scope, send, status: int, reason: str, message: str) -> None:
         model = _model_name(scope["path"])
-        metrics.INVALID_INPUTS.labels(model if model in self.models else "", "body_too_large").inc()
+        metrics.INVALID_INPUTS.labels(model if model in self.models else "", reason).inc()
         content = orjson.dumps({"error": message})
-        await send({"type": "http.response.start", "status": 413,
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
                                 (b"content-length", str(len(content)).encode())]})
         await send({"type": "http.response.body", "body": content})
@@ -88,14 +133,18 @@ async def _drop_the_rest(receive) -> None:
             left -= len(message.get("body", b""))
 
 
-def _content_length(scope) -> Optional[int]:
+def _header(scope, wanted: bytes) -> Optional[str]:
     for name, value in scope["headers"]:
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+        if name.lower() == wanted:
+            return value.decode("latin-1")
     return None
+
+
+def _content_length(scope) -> Optional[int]:
+    try:
+        return int(_header(scope, b"content-length"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _model_name(path: str) -> str:

@@ -2,8 +2,10 @@
 declared or chunked, on every route, and a model not served here a 404, not an ERROR with a traceback in the
 log; and the server goes on answering."""
 
+import gzip
 import http.client
 import json
+import zlib
 from urllib.parse import urlparse
 
 import httpx
@@ -40,9 +42,9 @@ def refused(text: str) -> bool:
     return f"above the server's limit of {LIMIT:,} bytes" in json.loads(text)["error"]
 
 
-def count(metrics: str) -> float:
+def count(metrics: str, reason: str = "body_too_large") -> float:
     line = next((line for line in metrics.splitlines() if line.startswith(
-        'flowline_invalid_inputs_total{model_name="churn",reason="body_too_large"}')), " 0")
+        f'flowline_invalid_inputs_total{{model_name="churn",reason="{reason}"}}')), " 0")
     return float(line.rsplit(" ", 1)[1])
 
 
@@ -85,6 +87,37 @@ def test_a_chunked_body_within_the_limit_is_answered(small_server, record):
     response = connection.getresponse()
     assert response.status == 200, response.read()
     assert len(json.loads(response.read())["predictions"]) == 1
+
+
+@pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])
+def test_a_compressed_body_is_answered_as_the_plain_one(small_server, record, encoding, compress):
+    plain = httpx.post(small_server + V1, content=v1(record), headers={"Content-Type": "application/json"})
+    sent = httpx.post(small_server + V1, content=compress(v1(record)),
+                      headers={"Content-Type": "application/json", "Content-Encoding": encoding})
+    assert sent.status_code == 200, sent.text
+    assert sent.json()["predictions"] == plain.json()["predictions"]
+
+
+def test_a_small_body_that_decompresses_above_the_limit_is_refused(small_server, record):
+    bomb = gzip.compress(v1(record)[:-2] + b" " * (LIMIT * 50) + b"]}")
+    assert len(bomb) < LIMIT
+    response = httpx.post(small_server + V1, content=bomb, headers={"Content-Encoding": "gzip"})
+    assert response.status_code == 413 and refused(response.text)
+
+
+@pytest.mark.parametrize("encoding, body, named", [
+    ("br", b"anything", "Content-Encoding: br is not accepted"),
+    ("gzip", b'{"instances": []}', "body: not gzip data"),
+    ("gzip", b"truncated", "body: its gzip data ends early"),
+])
+def test_a_body_not_as_its_encoding_says_is_a_4xx_naming_it(small_server, record, encoding, body, named):
+    if body == b"truncated":
+        body = gzip.compress(v1(record))[:-20]
+    before = count(httpx.get(small_server + "/metrics").text, "body_encoding")
+    response = httpx.post(small_server + V1, content=body, headers={"Content-Encoding": encoding})
+    assert response.status_code == (415 if encoding == "br" else 400), response.text
+    assert named in response.json()["error"]
+    assert count(httpx.get(small_server + "/metrics").text, "body_encoding") == before + 1
 
 
 def test_the_server_answers_after_the_refusals(small_server, record):

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response
 
 from flowline.inference_services import metrics
 from flowline.inference_services.request_checks import BadRequest, clip
-from flowline.inference_services.v2_body import v2_body_problem
+from flowline.inference_services.v2_body import binary_problem, v2_body_problem
 
 log = logging.getLogger("flowline.serving")
 
@@ -48,7 +48,7 @@ def decode_v2(body: bytes, headers: Mapping[str, str], model_name: str) -> Infer
         document = orjson.loads(body[:json_length])
     except (ValueError, orjson.JSONDecodeError) as error:
         raise BadRequest("malformed_request", f"body: malformed JSON: {clip(str(error))}") from None
-    problem = v2_body_problem(document)
+    problem = v2_body_problem(document) or binary_problem(document, body[json_length:])
     if problem:
         raise BadRequest("malformed_request", problem)
     try:

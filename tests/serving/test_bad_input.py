@@ -124,6 +124,28 @@ def test_nan_and_infinity_in_binary_tensors_are_refused(server, churn_package, v
     assert caught.value.status() == "400"
 
 
+def binary_body(*tensors: tuple[str, str, list, bytes], after: bytes = b"") -> tuple[bytes, dict]:
+    """A v2 body of binary tensors (name, datatype, shape, bytes) and the header saying where its JSON ends."""
+    document = json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": shape,
+                                       "parameters": {"binary_data_size": len(data)}}
+                                      for name, datatype, shape, data in tensors]}).encode()
+    return document + b"".join(t[3] for t in tensors) + after, {"inference-header-content-length": str(len(document))}
+
+
+@pytest.mark.parametrize("tensors, after, message", [
+    ([("tenure", "FP64", [2], b"\0" * 8)], b"", "inputs[0] (tenure): 8 bytes, where shape [2] of FP64 takes 16"),
+    ([("tenure", "FP64", [1], b"\0" * 8), ("gender", "BYTES", [2], b"\4\0\0\0Male")], b"",
+     "inputs[1] (gender): 1 items, where its shape takes 2"),
+    ([("gender", "BYTES", [1], b"\xff\xff\xff\x7fMale")], b"", "inputs[0] (gender): item 0 says 2,147,483,647 bytes"),
+    ([("tenure", "FP64", [1], b"\0" * 8)], b"\0" * 4, "body: 4 bytes after the last binary tensor"),
+], ids=["short for its shape", "too few BYTES items", "a BYTES length past the end", "bytes left over"])
+def test_a_binary_tensor_that_does_not_fit_its_declaration_is_a_400_naming_it(server, tensors, after, message):
+    body, headers = binary_body(*tensors, after=after)
+    response = httpx.post(server + V2, content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]
+
+
 def test_refusals_are_counted_by_reason(server, record):
     before = httpx.get(f"{server}/metrics").text
     httpx.post(server + V1, content=v1({**record, "shoe_size": 43}), headers={"Content-Type": "application/json"})

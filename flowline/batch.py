@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import os
 import shutil
+import socket
 import tempfile
 import time
 import urllib.error
@@ -195,11 +197,18 @@ def _text_frame(rows: list[tuple[int, list[str]]], header: list[str]) -> pd.Data
 
 @contextlib.contextmanager
 def staged(output: str) -> Iterator[Path]:
-    """A temporary path that becomes `output` (a path, or s3://bucket/key) only when the block succeeds."""
+    """A temporary path that becomes `output` (a path, or s3://bucket/key) only when the block succeeds.
+
+    The temporary file is named after `output`, this host and this process. A run killed outright (SIGKILL,
+    the OOM killer) cannot remove its own, so the next run to the same output removes those of processes that
+    are gone from this host."""
     remote = storage.is_s3(output)
     folder = Path(tempfile.mkdtemp(prefix="flowline-batch-")) if remote else Path(output).resolve().parent
     folder.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{Path(output).name}.", suffix=".partial", dir=folder)
+    prefix = f".{Path(output).name}.{socket.gethostname()}."
+    if not remote:
+        _remove_dead_partials(folder, prefix)
+    handle, name = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".partial", dir=folder)
     os.close(handle)
     partial = Path(name)
     try:
@@ -213,6 +222,25 @@ def staged(output: str) -> Iterator[Path]:
         partial.unlink(missing_ok=True)
         if remote:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_dead_partials(folder: Path, prefix: str) -> None:
+    """Remove `folder`'s temporary files named `prefix`PID.*.partial whose process is gone (or is this one: a
+    process stages an output once at a time, so one of its own is a restarted container's leftover)."""
+    for partial in folder.glob(f"{glob.escape(prefix)}*.partial"):
+        pid = partial.name[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+            partial.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def output_schema(scorer: Scorer, ids: list[str]) -> pa.Schema:

@@ -20,7 +20,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 import warnings
 
 from flowline import __version__, audit
@@ -46,6 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _sigterm_exits():
+    """SIGTERM (Kubernetes stopping a pod, KFP cancelling a run) as SystemExit(143), so a command's cleanup runs:
+    a scoring run's temporary files are removed and nothing half-written is moved into place. Python's default
+    is to die at once, leaving them. The server's own handlers, installed when it starts, take over there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def exit_now(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     """Warnings (an unsigned package or audit log) as one line a person reads, not a source listing."""
     return f"flowline: warning: {message}\n"
@@ -65,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if given > 1 or (given == 0 and not getattr(args, "use_case_optional", False)):
             parser.error("give a built-in use case name or --use-case PATH (exactly one)")
     try:
-        return args.handler(args)
+        with _sigterm_exits():
+            return args.handler(args)
     except UsageError as error:
         parser.error(str(error))
     except (UseCaseError, DatasetError, PackageError, StorageError, audit.AuditError, FileNotFoundError,

@@ -8,7 +8,12 @@ import csv
 import functools
 import http.server
 import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -224,6 +229,32 @@ def test_bad_input_is_one_line_naming_it_and_leaves_no_output(case, message, chu
     assert message in error and error.strip().splitlines()[-1].startswith("flowline: ")
     assert list(out.parent.iterdir()) == []  # no scores, no quarantine, no partial file
     assert not (tmp_path / "audit.jsonl").exists()  # a run that scored nothing is not recorded as one
+
+
+def test_a_run_stopped_by_sigterm_leaves_nothing_and_a_killed_runs_leftover_is_removed(churn_package, telco,
+                                                                                       tmp_path):
+    source = write_rows(pd.concat([telco] * 400), tmp_path / "many.csv", False)  # 60,000 rows: seconds to score
+    out = tmp_path / "out" / "scores.parquet"
+    out.parent.mkdir()
+    prefix = f".{out.name}.{socket.gethostname()}."
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    with subprocess.Popen(["sleep", "60"]) as running:
+        leftover, in_flight = (out.parent / f"{prefix}{gone.pid}.x1.partial", out.parent / f"{prefix}{running.pid}.x2.partial")
+        leftover.touch()
+        in_flight.touch()
+        command = [sys.executable, "-m", "flowline.pipelines.cli", "score", str(churn_package), "--input", str(source),
+                   "--output", str(out), "--chunk-rows", "1000", "--audit-log", str(tmp_path / "audit.jsonl")]
+        scoring = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        mine = f"{prefix}{scoring.pid}."
+        while not any(p.name.startswith(mine) for p in out.parent.iterdir()) and scoring.poll() is None:
+            time.sleep(0.05)
+        assert not leftover.exists() and in_flight.exists()  # a dead process's is removed, a running one's kept
+        scoring.send_signal(signal.SIGTERM)
+        assert scoring.wait(60) == 128 + signal.SIGTERM
+        running.kill()
+    assert sorted(p.name for p in out.parent.iterdir()) == [in_flight.name]  # its own partial files removed
+    assert not (tmp_path / "audit.jsonl").exists()
 
 
 def test_as_of_on_a_package_that_scores_a_table_says_so(churn_package, tmp_path, capsys):

@@ -23,7 +23,7 @@ from flowline.components.bias.component import bias
 from flowline.components.customers.component import customer_rows
 from flowline.components.deploy.component import deploy
 from flowline.components.drift.component import drift
-from flowline.components.evaluate.component import evaluate
+from flowline.components.evaluate.component import evaluate, evaluate_regression
 from flowline.components.explain.component import explain
 from flowline.components.features.component import features
 from flowline.components.ingest.component import ingest
@@ -43,8 +43,8 @@ from flowline.use_case_loader import cluster_use_case
 # What a run without the exit handler (kfp.local) returns: the package, and the rows ingest quarantined.
 RunOutputs = NamedTuple("RunOutputs", [("package", Model), ("quarantine", Dataset)])
 # The steps' plain functions; build_pipeline makes each a component in the image it is given.
-STEP_FUNCTIONS = (ingest, customer_rows, split, features, tune, nas, search, train, evaluate, bias, explain, drift,
-                  package, deploy, run_outcome)
+STEP_FUNCTIONS = (ingest, customer_rows, split, features, tune, nas, search, train, evaluate, evaluate_regression,
+                  bias, explain, drift, package, deploy, run_outcome)
 
 # The families searched by tune steps; the MLP's architecture is searched by the nas step.
 TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")
@@ -176,8 +176,9 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                        **{f"{family}_search": best for family, best in searches.items()}),
             "train",
         )
+        evaluator = step.evaluate if use_case.task == "binary" else step.evaluate_regression
         evaluated = _configure(
-            step.evaluate(
+            evaluator(
                 use_case_json=spec, champion=champion, model=trained.outputs["model"],
                 feature_set=fitted.outputs["feature_set"], holdout=trained.outputs["holdout"],
                 test=splits.outputs["test"],

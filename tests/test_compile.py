@@ -173,9 +173,16 @@ def test_the_clv_and_fraud_pipelines_come_from_the_same_template(module, attribu
 
     pipeline = getattr(importlib.import_module(f"flowline.pipelines.{module}"), attribute)
     assert pipeline.name == f"flowline-{name}"
-    # A transaction log gains the customer-rows step; every other step is the same.
+    # A transaction log gains the customer-rows step; a regression is evaluated without ClassificationMetrics
+    # (an empty panel in the dashboard); every other step is the same.
     expected = STEPS[:1] + ["customer-rows"] + STEPS[1:] if name == "clv" else STEPS
-    assert sorted(pipeline.pipeline_spec.root.dag.tasks) == sorted(expected)
+    evaluate = "evaluate-regression" if name == "clv" else "evaluate"
+    tasks = pipeline.pipeline_spec.root.dag.tasks
+    assert sorted(tasks) == sorted(evaluate if step == "evaluate" else step for step in expected)
+    assert tasks[evaluate].task_info.name == "evaluate"  # as the dashboard shows it
+    outputs = pipeline.pipeline_spec.components[tasks[evaluate].component_ref.name].output_definitions.artifacts
+    assert {"metrics", "report", "evaluation"} <= set(outputs)
+    assert ("classification_metrics" in outputs) == (name != "clv")
 
 
 def test_every_task_gets_the_object_store_credentials_and_audit_writers_the_key_from_secrets(compiled: Path):

@@ -251,3 +251,25 @@ def evaluate_files(
     print(f"evaluate: test {shown}; gates {verdict}")
     print(f"evaluate: {decision['decision']}: {decision['reason']}")
     return report
+
+
+def evaluate_step(use_case_json: str, champion_dir: str, model_dir: str, feature_set_file: str, holdout_file: str,
+                  test_file: str, evaluation, metrics, report_file: str) -> dict:
+    """What both evaluate components do (component.py): evaluate_files, then the dashboard's Metrics (a failed
+    gate leaves every step green, so the runs list and Compare view show the outcome by `gates_passed` and
+    `promoted`), the decision on the `evaluation` artifact, and the Markdown report. Returns the report."""
+    use_case = UseCase.model_validate_json(use_case_json)
+    result = evaluate_files(use_case, model_dir, feature_set_file, holdout_file, test_file, evaluation.path,
+                            champion_dir)
+    for name, value in result["metrics"].items():
+        metrics.log_metric(name, value)
+    if use_case.task == "binary":
+        metrics.log_metric("threshold", result["threshold"])
+    decision = result["champion_challenger"]
+    if "p_value" in decision:
+        metrics.log_metric("champion_p_value", decision["p_value"])
+    metrics.log_metric("gates_passed", float(result["gates_passed"]))
+    metrics.log_metric("promoted", float(decision["decision"] == "promote"))
+    evaluation.metadata.update(gates_passed=result["gates_passed"], decision=decision["decision"])
+    Path(report_file).write_text(report_markdown(result, use_case))
+    return result

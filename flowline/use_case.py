@@ -62,6 +62,9 @@ class DataSpec(_Strict):
         return self
 
 
+NUMBER_CHARACTERS = "0123456789.+-eE"  # what a number is written with: never stripped
+
+
 class ColumnSpec(_Strict):
     """One column of the data contract."""
 
@@ -74,6 +77,9 @@ class ColumnSpec(_Strict):
         default=None, description="numeric columns: how missing values are filled (default median)"
     )
     format: str | None = Field(default=None, description="datetime columns: a strptime format (default ISO 8601)")
+    strip: str | None = Field(default=None, min_length=1, description=(
+        "integer and number columns: characters removed from each cell of the data before it is read, such as a "
+        "currency sign, thousands separators or a percent sign ('$,%'); a request sends the number itself"))
 
     @model_validator(mode="after")
     def _options_fit_type(self) -> ColumnSpec:
@@ -84,6 +90,11 @@ class ColumnSpec(_Strict):
             raise ValueError("allowed applies to category columns only")
         if self.format is not None and self.type != "datetime":
             raise ValueError("format applies to datetime columns only")
+        if self.strip is not None and not numeric:
+            raise ValueError("strip applies to integer and number columns only")
+        if self.strip is not None and set(self.strip) & set(NUMBER_CHARACTERS):
+            raise ValueError(f"strip {self.strip!r}: digits, signs, '.' and exponents are part of a number; "
+                             "strip only what surrounds or groups it")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self

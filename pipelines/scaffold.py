@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -32,6 +33,11 @@ MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this sh
 NUMBER_SHARE = 0.99  # a column whose cells are this share numbers is numeric: the others are typos to quarantine
 SEPARATORS = ",;\t|"
 ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
+# A number written for people: a currency sign, thousands grouped by commas, a percent sign ("$1,234.50", "12.5%").
+FORMATTED_NUMBER = re.compile(r"[-+]?[$€£¥]?\s?[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s?%?", re.ASCII)
+FORMATTING = "$€£¥,%"
+# The header a saved DataFrame index gets (pandas writes "" and reads it back as "Unnamed: 0").
+INDEX_NAME = re.compile(r"(?:|unnamed: ?\d+|index|level_0)", re.IGNORECASE)
 LABEL_NAMES = ("label", "target", "class", "y", "outcome")
 POSITIVE_WORDS = {"1", "yes", "y", "true", "t", "positive"}
 NEGATIVE_WORDS = {"0", "no", "n", "false", "f", "negative"}
@@ -114,13 +120,21 @@ def infer_column(name: str, values: pd.Series) -> Column:
     unique = text.nunique()
     if not blanks and unique == len(text) and ID_NAME.search(snake(name)):
         return Column(name, {"type": "string", **spec}, "unique per row: proposed as an id", is_id=True)
+    if not blanks and len(text) and INDEX_NAME.fullmatch(name.strip()) and _row_numbers(text):
+        return Column(name, {"type": "string"}, "review: the row number (a saved DataFrame index): kept out of "
+                      "the features as an id, since a file's order can follow its label", is_id=True)
+    strip = _formatting(text)
+    if strip:
+        text = text.str.translate(str.maketrans("", "", strip)).str.strip()
+        spec["strip"] = strip
     numbers = numbers_from_text(text)
     finite = numbers.abs().lt(float("inf"))
     if len(text) and finite.mean() >= NUMBER_SHARE:
         parsed, typed = numbers[finite], text[finite]
         whole = (parsed == parsed.round()).all() and not typed.str.contains(r"[.eE]").any()
         spec = {"type": "integer" if whole else "number", **spec}
-        notes = [f"{blanks} blank, filled with the median"] if blanks else []
+        notes = [f"numbers written with {', '.join(repr(c) for c in strip)}: removed before reading"] if strip else []
+        notes += [f"{blanks} blank, filled with the median"] if blanks else []
         if blanks:
             spec["impute"] = "median"
         if not finite.all():
@@ -140,6 +154,25 @@ def infer_column(name: str, values: pd.Series) -> Column:
     if unique <= MAX_ALLOWED:
         spec["allowed"] = sorted(text.unique())
     return Column(name, spec, f"{unique} values" + (f", {blanks} blank" if blanks else ""))
+
+
+def _row_numbers(text: pd.Series) -> bool:
+    """The cells are 0, 1, 2, ... (or 1, 2, 3, ...) in file order: a row number, not a measurement."""
+    numbers = numbers_from_text(text).to_numpy()
+    return bool(len(numbers)) and numbers[0] in (0, 1) and bool((np.diff(numbers) == 1).all())
+
+
+def _formatting(text: pd.Series) -> str:
+    """The currency, grouping and percent characters a column of numbers written for people uses ("" if it is
+    not one: such cells must be nearly all of it, and some must carry them)."""
+    if not len(text):
+        return ""
+    formatted = text.str.fullmatch(FORMATTED_NUMBER.pattern, flags=FORMATTED_NUMBER.flags).fillna(False)
+    carrying = text.str.contains(f"[{re.escape(FORMATTING)}]", regex=True).fillna(False)
+    if formatted.mean() < NUMBER_SHARE or not (formatted & carrying).any():
+        return ""
+    used = set("".join(text[formatted & carrying].unique()))
+    return "".join(c for c in FORMATTING if c in used)
 
 
 def guess_label(frame: pd.DataFrame) -> str:
@@ -269,7 +302,7 @@ def render(draft: Draft) -> str:
              *_data_lines(draft.source, draft.separator, draft.encoding), "",
              *_label_lines(draft.label, draft.label_guessed, draft.task, draft.label_spec), ""]
     if ids:
-        lines += ["# Unique per row and named like an id: kept out of the features.",
+        lines += ["# Unique per row and named like an id (or the row number): kept out of the features.",
                   f"id_columns: [{', '.join(scalar(name) for name in ids)}]", ""]
     if dates:
         lines += [f"time_column: {scalar(dates[0])}  # review: recognised as dates; time features come from it", ""]

@@ -305,3 +305,39 @@ def test_dates_written_otherwise_than_iso_become_the_time_column_with_their_form
     drafted = scaffold(str(write_csv("on,x,outcome\n03/04/2024,1,no\n05/06/2024,2,yes\n")))
     assert yaml.safe_load(drafted)["columns"]["on"]["format"] == "%m/%d/%Y"
     assert "day and month could be either way round" in drafted
+
+
+def test_numbers_written_for_people_are_drafted_as_numbers_with_what_to_strip(write_csv):
+    """$1,234.50, 12.5% and 1,234 were drafted as free text, so the model read them as words, not amounts."""
+    rows = "".join(f'"${n * 137.25 + 3:,.2f}",{n % 50 + 0.5}%,"{n * 997:,}",{n % 7},{"no" if n % 3 else "yes"}\n'
+                   for n in range(60))
+    document = yaml.safe_load(scaffold(str(write_csv("spend,rate,visits,x,outcome\n" + rows))))
+    assert document["columns"]["spend"] == {"type": "number", "strip": "$,"}
+    assert document["columns"]["rate"] == {"type": "number", "strip": "%"}
+    assert document["columns"]["visits"] == {"type": "integer", "strip": ","}
+    assert document["columns"]["x"] == {"type": "integer"}  # plain numbers: nothing to strip
+    use_case = parse_use_case(document)
+    result = apply_contract(read_use_case_table(use_case).frame, use_case)
+    assert len(result.kept) == 60
+    assert result.kept["spend"].iloc[9] == 9 * 137.25 + 3 and result.kept["visits"].iloc[9] == 8973
+    assert result.kept["rate"].iloc[9] == 9.5
+    with pytest.raises(ValueError, match="strip applies to integer and number columns only"):
+        parse_use_case({**document, "columns": {**document["columns"], "x": {"type": "category", "strip": "$"}}})
+    with pytest.raises(ValueError, match="'.': digits, signs, '.' and exponents are part of a number"):
+        parse_use_case({**document, "columns": {**document["columns"], "x": {"type": "number", "strip": "."}}})
+
+
+def test_a_saved_dataframe_index_is_drafted_as_an_id_not_a_feature(write_csv, tmp_path: Path):
+    """pandas' to_csv writes the index as a first column with a blank header: 0, 1, 2, ... in file order, which
+    a model would learn from if the file is sorted by its label."""
+    frame = pd.DataFrame({"x": [n % 7 for n in range(60)], "outcome": ["no"] * 40 + ["yes"] * 20})
+    frame.to_csv(tmp_path / "saved.csv")
+    frame.to_csv(tmp_path / "numbered.csv", index_label="index")
+    for source in ("saved.csv", "numbered.csv"):
+        document = yaml.safe_load(scaffold(str(tmp_path / source)))
+        index = "" if source == "saved.csv" else "index"
+        assert document["id_columns"] == [index] and document["columns"][index] == {"type": "string"}
+        assert len(apply_contract(read_use_case_table(parse_use_case(document)).frame, parse_use_case(document)).kept) == 60
+    # a column of another name, or not counting rows, is data
+    frame.assign(n=range(5, 65)).to_csv(tmp_path / "other.csv", index=False)
+    assert "id_columns" not in yaml.safe_load(scaffold(str(tmp_path / "other.csv")))

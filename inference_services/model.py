@@ -37,6 +37,7 @@ answer is not finite, are refused with a 400 naming the record.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import json
@@ -152,6 +153,7 @@ class FlowlineModel(Model):
         self._store: Optional[OnlineStore] = None  # opened once, when a package first needs it
         # Off with a wait of 0; never for a package with entity features (its reads and writes keep their order).
         self.batcher = Batcher(self.score, batch_wait_ms / 1e3, max_batch_rows) if batch_wait_ms > 0 else None
+        self._explaining = asyncio.Semaphore(1)  # explains run in a thread, one at a time (`explain`)
 
     def _online_store(self) -> OnlineStore:
         if self._store is None:
@@ -372,11 +374,18 @@ class FlowlineModel(Model):
         return {"model_name": self.name, "definition": use_case.entity_definition, "rows": len(records),
                 "events": appended}
 
-    def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
+    async def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
         """SHAP contributions per raw column for each instance, plus the base value (in margin units), and the
         entity features the row was given (read from the online store, when the package has them). A request id
         (x-request-id) that predict sent to the canary is explained by the canary: the model that decided explains.
-        The answer carries its request id, as predict's does."""
+        The answer carries its request id, as predict's does.
+
+        Computed in a thread, one explain at a time per worker: 1,024 rows take seconds, and on the event loop they
+        held up every predict, metadata and readiness request the worker had meanwhile."""
+        async with self._explaining:
+            return await asyncio.to_thread(self._explanations, payload, headers)
+
+    def _explanations(self, payload: Dict, headers: Optional[Dict[str, str]]) -> Dict:
         request_id = _request_id(payload, headers)
         _, package = self._route(request_id)
         records = self._customers_by_id(package, payload)

@@ -1,6 +1,8 @@
 """v1 and v2 over real HTTP on loopback, with httpx and tritonclient; answers equal in-process ones."""
 
 import json
+import threading
+import time
 
 import httpx
 import numpy as np
@@ -11,6 +13,7 @@ from scipy.special import expit
 
 from serving_helpers import CARD_COMPONENTS, MAX_BATCH, column_tensors, records_of
 from flowline.package.format import verify
+from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import LoadedPackage
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
@@ -291,3 +294,30 @@ def test_a_clv_request_with_a_bad_field_is_a_400_naming_it(server, clv):
     record["amount_last_4w"] = "lots"
     response = httpx.post(f"{server}/v1/models/clv:predict", json={"instances": [record]})
     assert response.status_code == 400 and "amount_last_4w" in response.text
+
+
+def test_a_large_explain_does_not_hold_up_the_workers_other_requests(churn_package, tmp_path):
+    """1,024 rows of explanations take seconds; computed on the event loop, they held up every request the worker
+    had meanwhile. A predict sent while one computes is answered before it."""
+    use_case = json.loads((churn_package / "use_case.json").read_text())
+    rows = pd.read_parquet(churn_package.parent / "test").head(1024)
+    records = records_of(rows[[c for c in rows.columns if c != use_case["label"]["column"]]])
+    with running_server([f"churn={churn_package}"], workers=1, log_path=str(tmp_path / "server.log")) as url:
+        finished: dict[str, float] = {}
+
+        def explain() -> None:
+            answer = httpx.post(url + "/v1/models/churn:explain", json={"instances": records}, timeout=300)
+            assert answer.status_code == 200 and len(answer.json()["explanations"]) == 1024
+            finished["explain"] = time.monotonic()
+
+        explaining = threading.Thread(target=explain)
+        explaining.start()
+        time.sleep(0.5)  # the explain is being read and computed
+        answered = []
+        while "explain" not in finished and explaining.is_alive():
+            assert httpx.post(url + "/v1/models/churn:predict", json={"instances": records[:1]},
+                              timeout=300).status_code == 200
+            answered.append(time.monotonic())
+        explaining.join()
+    assert "explain" in finished
+    assert sum(at < finished["explain"] for at in answered) >= 1

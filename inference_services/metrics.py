@@ -11,7 +11,9 @@ worker's are read from /proc by its pid and labelled `worker` (`WorkerProcesses`
 
 from __future__ import annotations
 
+import gc
 import re
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
@@ -150,6 +152,33 @@ def observe_predictions(
         PREDICTIONS.labels(model, version, "positive").inc(flagged)
     if flagged < rows:
         PREDICTIONS.labels(model, version, "negative").inc(rows - flagged)
+
+
+GC_COLLECTIONS = Counter(
+    "flowline_gc_collections", "The model server's Python garbage collections, by generation, summed over its "
+    "workers (python_gc_* describe one process, and are not exported with several workers).", ["generation"],
+)
+GC_PAUSE = Counter(
+    "flowline_gc_pause_seconds", "Seconds the model server's workers spent in garbage collection, by generation: "
+    "a request waits out a collection that starts during it.", ["generation"],
+)
+
+
+def count_garbage_collections() -> None:
+    """Count this process's garbage collections and the time each took (GC_COLLECTIONS, GC_PAUSE)."""
+    collections = [GC_COLLECTIONS.labels(str(generation)) for generation in range(3)]
+    pauses = [GC_PAUSE.labels(str(generation)) for generation in range(3)]
+    started = time.perf_counter()
+
+    def observe(phase: str, info: dict) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            collections[info["generation"]].inc()
+            pauses[info["generation"]].inc(time.perf_counter() - started)
+
+    gc.callbacks.append(observe)
 
 
 def publish_memory_limit() -> None:

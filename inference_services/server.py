@@ -89,6 +89,7 @@ def serve_here(models: Sequence[Model], host: str, port: int, access_log: bool, 
     for model in models:
         model.load()
     metrics.publish_memory_limit()
+    metrics.count_garbage_collections()
     # Everything loaded now lives until exit: keep the collector from scanning it (GC pauses).
     gc.collect()
     gc.freeze()

@@ -92,6 +92,8 @@ def test_two_workers_count_every_request_once_and_log_every_canary_answer(
         info = samples(url, "flowline_model_info")
         memory = samples(url, "process_resident_memory_bytes")
         started = samples(url, "process_start_time_seconds")
+        collections = samples(url, "flowline_gc_collections_total")
+        paused = samples(url, "flowline_gc_pause_seconds_total")
         kept_open = workers_of_kept_connections(url, body, 8)  # after the counts: 8 more requests
 
     assert all(response.status_code == 200 for response in answered)
@@ -113,6 +115,9 @@ def test_two_workers_count_every_request_once_and_log_every_canary_answer(
     # Every worker's process, whichever answered the scrape: the pod's memory is their sum.
     assert sorted(memory) == sorted(started) == [(("worker", "0"),), (("worker", "1"),)]
     assert all(value > 50e6 for value in memory.values())  # each has loaded the packages
+    # Garbage collections, which python_gc_* showed with one worker only: summed over the workers by generation.
+    assert sorted(collections) == sorted(paused) == [(("generation", str(g)),) for g in range(3)]
+    assert collections[(("generation", "0"),)] > 0 and paused[(("generation", "0"),)] > 0
 
     lines = [json.loads(line) for line in log.read_text().splitlines()]  # each line whole: written by one write(2)
     assert sum(line["request_id"].startswith("kept-") for line in lines) == 8

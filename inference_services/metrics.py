@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
@@ -164,10 +165,16 @@ GC_PAUSE = Counter(
 )
 
 
+GC_FLUSH_S = 1.0  # how often a worker's collection counts move into the counters
+
+
 def count_garbage_collections() -> None:
-    """Count this process's garbage collections and the time each took (GC_COLLECTIONS, GC_PAUSE)."""
-    collections = [GC_COLLECTIONS.labels(str(generation)) for generation in range(3)]
-    pauses = [GC_PAUSE.labels(str(generation)) for generation in range(3)]
+    """Count this process's garbage collections and the seconds they took (GC_COLLECTIONS, GC_PAUSE).
+
+    The collector's callback only adds to plain numbers: a collection can start while this thread holds a
+    metric's lock (prometheus_client's multiprocess values share one), and a callback taking that lock again
+    would wait forever. A thread moves the sums into the counters every GC_FLUSH_S seconds."""
+    counts, seconds = [0, 0, 0], [0.0, 0.0, 0.0]
     started = time.perf_counter()
 
     def observe(phase: str, info: dict) -> None:
@@ -175,10 +182,24 @@ def count_garbage_collections() -> None:
         if phase == "start":
             started = time.perf_counter()
         else:
-            collections[info["generation"]].inc()
-            pauses[info["generation"]].inc(time.perf_counter() - started)
+            counts[info["generation"]] += 1
+            seconds[info["generation"]] += time.perf_counter() - started
+
+    collections = [GC_COLLECTIONS.labels(str(generation)) for generation in range(3)]
+    pauses = [GC_PAUSE.labels(str(generation)) for generation in range(3)]
+
+    def flush() -> None:
+        moved_counts, moved_seconds = [0, 0, 0], [0.0, 0.0, 0.0]
+        while True:
+            time.sleep(GC_FLUSH_S)
+            for generation in range(3):
+                count, spent = counts[generation], seconds[generation]
+                collections[generation].inc(count - moved_counts[generation])
+                pauses[generation].inc(spent - moved_seconds[generation])
+                moved_counts[generation], moved_seconds[generation] = count, spent
 
     gc.callbacks.append(observe)
+    threading.Thread(target=flush, name="gc-counts", daemon=True).start()
 
 
 def publish_memory_limit() -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -77,6 +78,17 @@ def samples(url: str, name: str) -> dict[tuple, float]:
             if sample.name == name}
 
 
+def garbage_collections(url: str) -> tuple[dict, dict]:
+    """flowline_gc_collections_total and flowline_gc_pause_seconds_total, once each worker has moved its first
+    generation-0 collections into them (every GC_FLUSH_S)."""
+    for _ in range(100):
+        collections = samples(url, "flowline_gc_collections_total")
+        if collections.get((("generation", "0"),), 0) > 0:
+            break
+        time.sleep(0.1)
+    return collections, samples(url, "flowline_gc_pause_seconds_total")
+
+
 def test_two_workers_count_every_request_once_and_log_every_canary_answer(
         churn_package, churn_package_b, churn_test_rows, tmp_path):
     versions = {"champion": verify(churn_package)["version"], "canary": verify(churn_package_b)["version"]}
@@ -92,8 +104,7 @@ def test_two_workers_count_every_request_once_and_log_every_canary_answer(
         info = samples(url, "flowline_model_info")
         memory = samples(url, "process_resident_memory_bytes")
         started = samples(url, "process_start_time_seconds")
-        collections = samples(url, "flowline_gc_collections_total")
-        paused = samples(url, "flowline_gc_pause_seconds_total")
+        collections, paused = garbage_collections(url)
         kept_open = workers_of_kept_connections(url, body, 8)  # after the counts: 8 more requests
 
     assert all(response.status_code == 200 for response in answered)

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import glob
 import os
 import shutil
-import socket
 import tempfile
 import time
 import urllib.error
@@ -199,18 +199,19 @@ def _text_frame(rows: list[tuple[int, list[str]]], header: list[str]) -> pd.Data
 def staged(output: str) -> Iterator[Path]:
     """A temporary path that becomes `output` (a path, or s3://bucket/key) only when the block succeeds.
 
-    The temporary file is named after `output`, this host and this process. A run killed outright (SIGKILL,
-    the OOM killer) cannot remove its own, so the next run to the same output removes those of processes that
-    are gone from this host."""
+    The temporary file beside `output` is locked (flock) while the block runs. A run killed outright (SIGKILL,
+    the OOM killer) cannot remove its own, but its lock goes with it: the next run to the same output removes
+    each such file it can lock, and leaves those of runs still going."""
     remote = storage.is_s3(output)
     folder = Path(tempfile.mkdtemp(prefix="flowline-batch-")) if remote else Path(output).resolve().parent
     folder.mkdir(parents=True, exist_ok=True)
-    prefix = f".{Path(output).name}.{socket.gethostname()}."
+    prefix = f".{Path(output).name}."
     if not remote:
-        _remove_dead_partials(folder, prefix)
-    handle, name = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", suffix=".partial", dir=folder)
-    os.close(handle)
-    partial = Path(name)
+        _remove_abandoned(folder, prefix)
+    handle, name = tempfile.mkstemp(prefix=prefix, suffix=".new", dir=folder)
+    fcntl.flock(handle, fcntl.LOCK_EX)  # held by this descriptor until the block ends
+    partial = Path(name).with_suffix(".partial")
+    os.replace(name, partial)  # in the sweep's sight only once locked
     try:
         yield partial
         if remote:
@@ -220,27 +221,20 @@ def staged(output: str) -> Iterator[Path]:
             os.replace(partial, output)
     finally:
         partial.unlink(missing_ok=True)
+        os.close(handle)
         if remote:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _remove_dead_partials(folder: Path, prefix: str) -> None:
-    """Remove `folder`'s temporary files named `prefix`PID.*.partial whose process is gone (or is this one: a
-    process stages an output once at a time, so one of its own is a restarted container's leftover)."""
+def _remove_abandoned(folder: Path, prefix: str) -> None:
+    """Remove `folder`'s `prefix`*.partial files that no run holds locked (`staged`)."""
     for partial in folder.glob(f"{glob.escape(prefix)}*.partial"):
-        pid = partial.name[len(prefix):].split(".", 1)[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
-            partial.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        try:
+            with open(partial, "rb") as held:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                partial.unlink()
+        except OSError:  # a run still going holds it, it went meanwhile, or it is not ours to remove
+            continue
 
 
 def output_schema(scorer: Scorer, ids: list[str]) -> pa.Schema:

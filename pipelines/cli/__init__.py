@@ -49,11 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that SIGTERM stops through their cleanup (`_sigterm_exits`). Not `run`: kfp.local would wait out the
+# step's process, which the signal does not reach, so the command would outlive a pod's grace period.
+SIGTERM_EXITS = frozenset({"score"})
+
+
 @contextlib.contextmanager
 def _sigterm_exits():
     """SIGTERM (Kubernetes stopping a pod, KFP cancelling a run) as SystemExit(143), so a command's cleanup runs:
     a scoring run's temporary files are removed and nothing half-written is moved into place. Python's default
-    is to die at once, leaving them. The server's own handlers, installed when it starts, take over there."""
+    is to die at once, leaving them."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if given > 1 or (given == 0 and not getattr(args, "use_case_optional", False)):
             parser.error("give a built-in use case name or --use-case PATH (exactly one)")
     try:
-        with _sigterm_exits():
+        with _sigterm_exits() if args.command in SIGTERM_EXITS else contextlib.nullcontext():
             return args.handler(args)
     except UsageError as error:
         parser.error(str(error))

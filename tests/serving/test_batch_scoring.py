@@ -9,7 +9,6 @@ import functools
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -236,20 +235,19 @@ def test_a_run_stopped_by_sigterm_leaves_nothing_and_a_killed_runs_leftover_is_r
     source = write_rows(pd.concat([telco] * 400), tmp_path / "many.csv", False)  # 60,000 rows: seconds to score
     out = tmp_path / "out" / "scores.parquet"
     out.parent.mkdir()
-    prefix = f".{out.name}.{socket.gethostname()}."
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    with subprocess.Popen(["sleep", "60"]) as running:
-        leftover, in_flight = (out.parent / f"{prefix}{gone.pid}.x1.partial", out.parent / f"{prefix}{running.pid}.x2.partial")
-        leftover.touch()
-        in_flight.touch()
+    leftover, in_flight = out.parent / f".{out.name}.x1.partial", out.parent / f".{out.name}.x2.partial"
+    leftover.touch()  # a killed run's: nothing holds it
+    holding = f"import fcntl, time; held = open({str(in_flight)!r}, 'a'); fcntl.flock(held, fcntl.LOCK_EX); " \
+              "print('held', flush=True); time.sleep(120)"
+    with subprocess.Popen([sys.executable, "-c", holding], stdout=subprocess.PIPE, text=True) as running:
+        assert running.stdout.readline() == "held\n"  # another run, still going, holds its file
         command = [sys.executable, "-m", "flowline.pipelines.cli", "score", str(churn_package), "--input", str(source),
                    "--output", str(out), "--chunk-rows", "1000", "--audit-log", str(tmp_path / "audit.jsonl")]
         scoring = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-        mine = f"{prefix}{scoring.pid}."
-        while not any(p.name.startswith(mine) for p in out.parent.iterdir()) and scoring.poll() is None:
+        theirs = {leftover.name, in_flight.name}
+        while not [p for p in out.parent.glob("*.partial") if p.name not in theirs] and scoring.poll() is None:
             time.sleep(0.05)
-        assert not leftover.exists() and in_flight.exists()  # a dead process's is removed, a running one's kept
+        assert not leftover.exists() and in_flight.exists()  # the abandoned one removed, the held one kept
         scoring.send_signal(signal.SIGTERM)
         assert scoring.wait(60) == 128 + signal.SIGTERM
         running.kill()

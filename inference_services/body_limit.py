@@ -8,8 +8,10 @@ dropped (up to LINGER_BYTES, LINGER_S at a time): closing a connection with unre
 and the client would see a broken pipe instead of the 413. A larger body gets the 413 at once.
 
 A body sent with `Content-Encoding: gzip` (or `deflate`) is decompressed here, and the cap holds for what it
-decompresses to, so a small bomb is refused as a large body would be; the routes see the plain body. Another
-encoding is a 415 naming it, and data that is not what its header says a 400.
+decompresses to, so a small bomb is refused as a large body would be; the routes see the plain body. Every
+member of a gzip body is read, and deflate is taken in zlib's format or raw, as clients send both. Another
+encoding, or more than one, is a 415 naming it; data that is not what its header says, or that goes on after
+it, a 400.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from flowline.inference_services import metrics
 
 LINGER_BYTES = 1 << 20
 LINGER_S = 1.0
-ENCODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}  # zlib's wbits
+ENCODINGS = ("gzip", "x-gzip", "deflate")
+GZIP_MAGIC = b"\x1f\x8b"  # how gzip data begins (JSON never does)
 
 
 class BodyLimit:
@@ -40,9 +43,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        encoding = (_header(scope, b"content-encoding") or "identity").strip().lower()
-        if encoding != "identity":
-            await self._decoded(scope, receive, send, encoding)
+        encodings = [name for name in (_header(scope, b"content-encoding") or "").lower().replace(" ", "").split(",")
+                     if name not in ("", "identity")]
+        if encodings:
+            await self._decoded(scope, receive, send, ", ".join(encodings))
             return
         length = _content_length(scope)
         if length is not None:  # the server holds the client to it: no more than that arrives
@@ -64,11 +68,10 @@ class BodyLimit:
 
     async def _decoded(self, scope, receive, send, encoding: str) -> None:
         """Pass the body decompressed, with headers that say so, to `app`; or refuse it."""
-        wbits = ENCODINGS.get(encoding)
         length = _content_length(scope)
-        if wbits is None or (length is not None and length > self.max_bytes):
+        if encoding not in ENCODINGS or (length is not None and length > self.max_bytes):
             await _drop_the_rest(receive)
-            if wbits is None:
+            if encoding not in ENCODINGS:
                 await self._refuse(scope, send, 415, "body_encoding", f"Content-Encoding: {encoding} is not accepted; "
                                    f"send the body as it is, or with gzip or deflate")
             else:
@@ -77,18 +80,17 @@ class BodyLimit:
         compressed = await self._read_up_to_cap(receive)
         if compressed is None:
             return
-        inflater = zlib.decompressobj(wbits)
-        try:
-            body = inflater.decompress(compressed, self.max_bytes + 1)
-        except zlib.error as error:
-            await self._refuse(scope, send, 400, "body_encoding", f"body: not {encoding} data ({error})")
-            return
-        if len(compressed) > self.max_bytes or len(body) > self.max_bytes:
+        if len(compressed) > self.max_bytes:
             await _drop_the_rest(receive)
             await self._too_large(scope, send, None)
             return
-        if not inflater.eof:
-            await self._refuse(scope, send, 400, "body_encoding", f"body: its {encoding} data ends early")
+        try:
+            body = decompress(compressed, encoding, self.max_bytes + 1)
+        except ValueError as error:
+            await self._refuse(scope, send, 400, "body_encoding", f"body: {error}")
+            return
+        if len(body) > self.max_bytes:
+            await self._too_large(scope, send, None)
             return
         headers = [(name, value) for name, value in scope["headers"]
                    if name.lower() not in (b"content-encoding", b"content-length", b"transfer-encoding")]
@@ -131,6 +133,32 @@ async def _drop_the_rest(receive) -> None:
             if message["type"] != "http.request" or not message.get("more_body", False):
                 return
             left -= len(message.get("body", b""))
+
+
+def decompress(data: bytes, encoding: str, limit: int) -> bytes:
+    """`data` decoded from `encoding` (gzip, x-gzip or deflate), up to `limit` bytes of it (more is the caller's
+    413); a ValueError saying what is wrong with it."""
+    wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else \
+        zlib.MAX_WBITS if len(data) > 1 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0 else \
+        -zlib.MAX_WBITS  # deflate: zlib's format when it has zlib's header, else raw
+    parts, size, rest = [], 0, data
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            part = inflater.decompress(rest, limit - size)
+        except zlib.error as error:
+            raise ValueError(f"not {encoding} data ({error})") from None
+        parts.append(part)
+        size += len(part)
+        if size >= limit:
+            return b"".join(parts)
+        if not inflater.eof:
+            raise ValueError(f"its {encoding} data ends early")
+        rest = inflater.unused_data
+        if not rest:
+            return b"".join(parts)
+        if wbits != 16 + zlib.MAX_WBITS or not rest.startswith(GZIP_MAGIC):  # gzip may hold several members
+            raise ValueError(f"{len(rest):,} bytes after its {encoding} data")
 
 
 def _header(scope, wanted: bytes) -> Optional[str]:

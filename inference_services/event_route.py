@@ -15,6 +15,10 @@ when $CE_MERGE is true. A malformed event is the same 400 naming the field; answ
 flowline_http_requests_total as the request counter counts them, a failure is a 500 as KServe's. Everything
 else (a structured-mode event, another spec version, a ce-contenttype, a monitor that is not ready,
 any other route) goes on to KServe's route unchanged.
+
+The payload logger forwards a request's body as the model received it, without its Content-Encoding: a
+request an application sent gzip-compressed arrives here as gzip data, and is decompressed (up to the
+server's body limit) before it is read.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from flowline.inference_services import metrics
+from flowline.inference_services.body_limit import GZIP_MAGIC, decompress
 from flowline.inference_services.drift_monitor import DriftMonitor
 from flowline.inference_services.model_route import read_body, request_headers, server_error
+from flowline.inference_services.options import DEFAULT_MAX_BODY_MB
 from flowline.inference_services.request_checks import BadRequest
 
 log = logging.getLogger("flowline.serving")
@@ -42,12 +48,14 @@ NOT_MERGED = frozenset({"ce-id", "ce-time", "ce-type", "ce-source", "ce-datacont
 Refusal = Callable[[Request, BadRequest], Awaitable[Response]]
 
 
-def with_event_route(app, models: Mapping[str, Any], refuse: Refusal, worker: str | None = None):
+def with_event_route(app, models: Mapping[str, Any], refuse: Refusal, worker: str | None = None,
+                     max_bytes: int = DEFAULT_MAX_BODY_MB << 20):
     """`app` behind the lean route of the drift monitors among `models`, or `app` itself when there are none;
     `refuse` answers a BadRequest (server.py's 400); `worker` (several workers) names this one in each answer's
-    x-flowline-worker header, as the request counter does on the other routes."""
+    x-flowline-worker header, as the request counter does on the other routes; `max_bytes`: the most a logged
+    gzip body may decompress to."""
     monitors = {name: model for name, model in models.items() if isinstance(model, DriftMonitor)}
-    return DriftEventRoute(app, monitors, refuse, worker) if monitors else app
+    return DriftEventRoute(app, monitors, refuse, worker, max_bytes) if monitors else app
 
 
 def binary_event(headers: Mapping[str, str]) -> bool:
@@ -56,11 +64,20 @@ def binary_event(headers: Mapping[str, str]) -> bool:
         and "ce-contenttype" not in headers
 
 
-def event_data(body: bytes) -> Any:
+def event_data(body: bytes, max_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> Any:
     """The event's data, as KServe's route reads a binary-mode event: JSON when it parses, else the bytes
-    (which the monitor refuses, naming `data`); an event without data cannot be decoded."""
+    (which the monitor refuses, naming `data`); an event without data cannot be decoded. A logged request that
+    was sent gzip-compressed is decompressed first, to at most `max_bytes`."""
     if not body:
         raise BadRequest("malformed_request", "body: cannot decode the request: the event carries no data")
+    if body.startswith(GZIP_MAGIC):
+        try:
+            body = decompress(body, "gzip", max_bytes + 1)
+        except ValueError as error:
+            raise BadRequest("malformed_request", f"body: {error}") from None
+        if len(body) > max_bytes:
+            raise BadRequest("body_too_large", f"body: decompresses to more than the server's limit of "
+                                               f"{max_bytes:,} bytes")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -72,8 +89,10 @@ class DriftEventRoute:
 
     In front of FastAPI's middlewares rather than among them: they cost a third of an event's time."""
 
-    def __init__(self, app, monitors: Mapping[str, DriftMonitor], refuse: Refusal, worker: str | None = None) -> None:
+    def __init__(self, app, monitors: Mapping[str, DriftMonitor], refuse: Refusal, worker: str | None = None,
+                 max_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> None:
         self.app = app
+        self.max_bytes = max_bytes
         self.monitors = monitors
         self.refuse = refuse
         self.worker = {"x-flowline-worker": worker} if worker else {}
@@ -97,7 +116,7 @@ class DriftEventRoute:
         if body is None:  # the client went away
             return
         try:
-            answer = monitor.receive(headers["ce-type"], event_data(body))
+            answer = monitor.receive(headers["ce-type"], event_data(body, self.max_bytes))
         except BadRequest as error:
             failure = await self.refuse(Request({**scope, "path_params": {"model_name": monitor.name}}), error)
         except Exception as error:  # noqa: BLE001 - a failure is the server's

@@ -1,6 +1,8 @@
 """The drift monitor's lean route reads events and builds replies as KServe's v1 route does, held against KServe's
 own functions (the live comparison of both routes is in test_drift_monitor.py)."""
 
+import gzip
+
 import pytest
 from kserve.model_repository import ModelRepository
 from kserve.utils.utils import create_response_cloudevent
@@ -33,6 +35,16 @@ def test_event_data_is_what_kserves_route_reads(body):
         assert "body: cannot decode the request" in str(expected)
     else:
         assert event_data(body) == expected
+
+
+def test_a_logged_request_sent_gzip_compressed_is_read_as_the_plain_one():
+    """The payload logger forwards a body as the model received it, without its Content-Encoding."""
+    body = b'{"instances": [{"tenure": 1}]}'
+    assert event_data(gzip.compress(body)) == event_data(body)
+    with pytest.raises(BadRequest, match="body: decompresses to more than the server's limit of 1,000 bytes"):
+        event_data(gzip.compress(b" " * 2000 + body), max_bytes=1000)
+    with pytest.raises(BadRequest, match="body: its gzip data ends early"):
+        event_data(gzip.compress(body)[:-12])
 
 
 def test_only_cloudevents_1_0_in_binary_mode_take_the_lean_route():

@@ -203,7 +203,7 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
         blank, text = parsed.isna(), None
     else:
         text, blank = as_text(values)
-        parsed = numbers_from_text(_stripped(text, spec.strip).where(~blank) if spec.strip else text.where(~blank))
+        parsed = numbers_from_text(without(text, spec.strip).where(~blank) if spec.strip else text.where(~blank))
     reasons = pd.Series("", index=values.index, dtype=object)
     flagged = np.zeros(len(values), dtype=bool)  # a row keeps its first reason
 
@@ -227,8 +227,8 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
     return parsed, reasons
 
 
-def _stripped(text: pd.Series, characters: str) -> pd.Series:
-    """`text` without any of `characters` (a column's `strip`: "$1,234.50" with "$," reads 1234.50)."""
+def without(text: pd.Series, characters: str) -> pd.Series:
+    """`text` without any of `characters`, then stripped (a column's `strip`: "$1,234.50" with "$," reads 1234.50)."""
     return text.str.translate(str.maketrans("", "", characters)).str.strip()
 
 

@@ -15,13 +15,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
 from flowline.contract import (
     REASON_COLUMN, UTF16_BOMS, ContractError, apply_contract, as_text, missing_columns, numbers_from_text,
-    parse_datetimes, parse_table, read_bytes, read_use_case_table, undeclared_columns,
+    parse_datetimes, parse_table, read_bytes, read_use_case_table, undeclared_columns, without,
 )
 from flowline.datasets import DatasetError
 from flowline.quarantine import RESERVED_COLUMNS
@@ -34,7 +33,8 @@ NUMBER_SHARE = 0.99  # a column whose cells are this share numbers is numeric: t
 SEPARATORS = ",;\t|"
 ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
 # A number written for people: a currency sign, thousands grouped by commas, a percent sign ("$1,234.50", "12.5%").
-FORMATTED_NUMBER = re.compile(r"[-+]?[$€£¥]?\s?[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s?%?", re.ASCII)
+FORMATTED_NUMBER = re.compile(r"(?:[-+]?[$€£¥][-+]?|[$€£¥]\s[-+]?|[-+]?)(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s?%?",
+                              re.ASCII)
 FORMATTING = "$€£¥,%"
 # The header a saved DataFrame index gets (pandas writes "" and reads it back as "Unnamed: 0").
 INDEX_NAME = re.compile(r"(?:|unnamed: ?\d+|index|level_0)", re.IGNORECASE)
@@ -120,20 +120,18 @@ def infer_column(name: str, values: pd.Series) -> Column:
     unique = text.nunique()
     if not blanks and unique == len(text) and ID_NAME.search(snake(name)):
         return Column(name, {"type": "string", **spec}, "unique per row: proposed as an id", is_id=True)
-    if not blanks and len(text) and INDEX_NAME.fullmatch(name.strip()) and _row_numbers(text):
-        return Column(name, {"type": "string"}, "review: the row number (a saved DataFrame index): kept out of "
-                      "the features as an id, since a file's order can follow its label", is_id=True)
+    if not blanks and len(text) and INDEX_NAME.fullmatch(name.strip()) and _row_labels(text):
+        return Column(name, {"type": "string"}, "review: a saved DataFrame index: kept out of the features as an "
+                      "id, since a file's order can follow its label", is_id=True)
     strip = _formatting(text)
-    if strip:
-        text = text.str.translate(str.maketrans("", "", strip)).str.strip()
-        spec["strip"] = strip
-    numbers = numbers_from_text(text)
+    read = without(text, strip) if strip else text
+    numbers = numbers_from_text(read)
     finite = numbers.abs().lt(float("inf"))
     if len(text) and finite.mean() >= NUMBER_SHARE:
-        parsed, typed = numbers[finite], text[finite]
+        parsed, typed = numbers[finite], read[finite]
         whole = (parsed == parsed.round()).all() and not typed.str.contains(r"[.eE]").any()
-        spec = {"type": "integer" if whole else "number", **spec}
-        notes = [f"numbers written with {', '.join(repr(c) for c in strip)}: removed before reading"] if strip else []
+        spec = {"type": "integer" if whole else "number", **spec, **({"strip": strip} if strip else {})}
+        notes = [_strip_note(text, strip)] if strip else []
         notes += [f"{blanks} blank, filled with the median"] if blanks else []
         if blanks:
             spec["impute"] = "median"
@@ -156,10 +154,21 @@ def infer_column(name: str, values: pd.Series) -> Column:
     return Column(name, spec, f"{unique} values" + (f", {blanks} blank" if blanks else ""))
 
 
-def _row_numbers(text: pd.Series) -> bool:
-    """The cells are 0, 1, 2, ... (or 1, 2, 3, ...) in file order: a row number, not a measurement."""
-    numbers = numbers_from_text(text).to_numpy()
-    return bool(len(numbers)) and numbers[0] in (0, 1) and bool((np.diff(numbers) == 1).all())
+def _row_labels(text: pd.Series) -> bool:
+    """The cells are whole numbers, each once: a saved DataFrame's row labels (0, 1, 2, ..., or what is left
+    of them after filtering or shuffling), not a measurement."""
+    numbers = numbers_from_text(text)
+    return bool(numbers.notna().all() and (numbers >= 0).all() and (numbers == numbers.round()).all()
+                and numbers.is_unique)
+
+
+def _strip_note(text: pd.Series, strip: str) -> str:
+    """The review note of a column read with `strip`, warning where only some cells carry a percent sign."""
+    note = f"review: numbers written with {', '.join(repr(c) for c in strip)}: removed before reading"
+    percent = int(text.str.contains("%", regex=False).sum())
+    if "%" in strip and percent < len(text):
+        note += f"; only {percent} of {len(text)} cells carry '%': check that they share a scale"
+    return note
 
 
 def _formatting(text: pd.Series) -> str:

@@ -321,6 +321,16 @@ def test_numbers_written_for_people_are_drafted_as_numbers_with_what_to_strip(wr
     assert len(result.kept) == 60
     assert result.kept["spend"].iloc[9] == 9 * 137.25 + 3 and result.kept["visits"].iloc[9] == 8973
     assert result.kept["rate"].iloc[9] == 9.5
+    drafted = scaffold(str(write_csv("spend,rate,outcome\n" + "".join(
+        f'"-${n}","{n / 100}",{"no" if n % 3 else "yes"}\n' if n % 2 else f'"$ {n}","{n}%",{"no" if n % 3 else "yes"}\n'
+        for n in range(60)))))
+    columns = yaml.safe_load(drafted)["columns"]
+    assert columns["spend"] == {"type": "integer", "strip": "$"}  # "-$5" and "$ 6" read -5 and 6
+    assert columns["rate"] == {"type": "number", "strip": "%"} and "only 30 of 60 cells carry '%'" in drafted
+    # cells that are not all numbers once stripped stay text, without a strip the contract would refuse
+    text = yaml.safe_load(scaffold(str(write_csv("spend,outcome\n" + "".join(
+        f'"${n}{"k" if n % 2 else ""}",{"no" if n % 3 else "yes"}\n' for n in range(60))))))["columns"]["spend"]
+    assert text["type"] in ("category", "string") and "strip" not in text
     with pytest.raises(ValueError, match="strip applies to integer and number columns only"):
         parse_use_case({**document, "columns": {**document["columns"], "x": {"type": "category", "strip": "$"}}})
     with pytest.raises(ValueError, match="'.': digits, signs, '.' and exponents are part of a number"):
@@ -339,5 +349,10 @@ def test_a_saved_dataframe_index_is_drafted_as_an_id_not_a_feature(write_csv, tm
         assert document["id_columns"] == [index] and document["columns"][index] == {"type": "string"}
         assert len(apply_contract(read_use_case_table(parse_use_case(document)).frame, parse_use_case(document)).kept) == 60
     # a column of another name, or not counting rows, is data
+    frame.sample(frac=0.5, random_state=1).to_csv(tmp_path / "shuffled.csv")  # filtered and shuffled: still labels
+    assert yaml.safe_load(scaffold(str(tmp_path / "shuffled.csv")))["id_columns"] == [""]
+    # a column of another name, or repeating values, is data
     frame.assign(n=range(5, 65)).to_csv(tmp_path / "other.csv", index=False)
     assert "id_columns" not in yaml.safe_load(scaffold(str(tmp_path / "other.csv")))
+    frame.set_index(frame["x"]).to_csv(tmp_path / "repeating.csv", index_label="index")
+    assert "id_columns" not in yaml.safe_load(scaffold(str(tmp_path / "repeating.csv")))

@@ -320,4 +320,5 @@ def test_a_large_explain_does_not_hold_up_the_workers_other_requests(churn_packa
             answered.append(time.monotonic())
         explaining.join()
     assert "explain" in finished
-    assert sum(at < finished["explain"] for at in answered) >= 1
+    # one predict at a time: held up, at most the one waiting could come back before the explain's answer is read
+    assert sum(at < finished["explain"] for at in answered) >= 2

@@ -291,13 +291,17 @@ class FeatureSet:
     def out_of_profile(self, values: Values) -> dict[tuple[str, str], int]:
         """How many rows of parsed records (`record_values`) fall outside what training saw, by (column, reason):
         below_training_min or above_training_max for a number, unseen_category for a category outside the
-        training vocabulary. Missing values are imputed, not counted."""
+        training vocabulary. Missing values are imputed, not counted: the values have their fill in place of a
+        blank, so a fill outside the training range (a constant `impute`) is not counted either."""
         found = {}
         for source in self.numeric:
             x = values.get(source.column)
             if x is not None and source.low is not None:
-                found[(source.column, "below_training_min")] = int(np.count_nonzero(x < source.low))
-                found[(source.column, "above_training_max")] = int(np.count_nonzero(x > source.high))
+                below, above = x < source.low, x > source.high
+                if not source.low <= source.fill <= source.high:
+                    below, above = below & (x != source.fill), above & (x != source.fill)
+                found[(source.column, "below_training_min")] = int(np.count_nonzero(below))
+                found[(source.column, "above_training_max")] = int(np.count_nonzero(above))
         for source in self.categorical:
             text = values.get(source.column)
             if text is not None:

@@ -164,6 +164,19 @@ def test_every_row_is_scored_as_the_server_answers_or_quarantined_with_its_reaso
     assert f"tenure {outside}" in printed
 
 
+def test_a_blank_filled_by_a_constant_outside_the_training_range_is_not_out_of_profile(churn_package, telco):
+    """Churn fills a blank TotalCharges with 0, below the training minimum: each blank was counted as a row
+    outside the training profile, in the batch summary and the server's metric (and its alert)."""
+    feature_set = Scorer.open(churn_package).feature_set
+    (charges,) = [i for i in feature_set.numeric if i.column == "TotalCharges"]
+    assert charges.fill == 0 < charges.low
+    record = telco.drop(columns="Churn").iloc[0].to_dict()
+    blank = feature_set.record_values([{**record, "TotalCharges": " "}, {**record, "TotalCharges": None}])
+    assert feature_set.out_of_profile(blank) == {}
+    beyond = feature_set.record_values([{**record, "TotalCharges": charges.high * 2}])
+    assert feature_set.out_of_profile(beyond) == {("TotalCharges", "above_training_max"): 1}
+
+
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass

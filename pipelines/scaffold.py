@@ -336,31 +336,35 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
     except (UseCaseError, ContractError, DatasetError, FileNotFoundError) as error:
         return [str(error)], []
     raw_frame, malformed = raw.frame, raw.malformed
-    problems = _column_problems(raw_frame, use_case)
+    problems, notes = _column_problems(raw_frame, use_case)
     label = use_case.label.column
     if use_case.transactions is None and label not in raw_frame.columns:
-        return problems, []
+        return problems, notes
     problems += _label_problems(raw_frame, use_case)
     present = {name: spec for name, spec in use_case.columns.items() if name in raw_frame.columns}
     ids = [name for name in use_case.id_columns if name in present]  # the rows are checked on what is there
     result = apply_contract(raw_frame, use_case.model_copy(update={"columns": present, "id_columns": ids}), malformed)
     counts = _reasons_per_column(result.quarantined[REASON_COLUMN])
     if not counts:
-        return problems, []
+        return problems, notes
     summary = (f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the "
                f"contract (max_bad_fraction {use_case.max_bad_fraction:.1%}): "
                + ", ".join(f"{where} {count}" for where, count in sorted(counts.items())))
     if result.bad_fraction > use_case.max_bad_fraction:
-        return [*problems, summary], []
-    return problems, [summary]
+        return [*problems, summary], notes
+    return problems, [*notes, summary]
 
 
-def _column_problems(frame: pd.DataFrame, use_case: UseCase) -> list[str]:
+def _column_problems(frame: pd.DataFrame, use_case: UseCase) -> tuple[list[str], list[str]]:
+    """Missing columns (problems), and undeclared ones: problems with `undeclared: error`, notes with `warn`
+    (a run goes on with a warning), nothing with `ignore`."""
     missing = missing_columns(frame, use_case)
     undeclared = undeclared_columns(frame, use_case) if use_case.undeclared != "ignore" else []
-    return ([f"the data has no column(s) {missing}"] if missing else []) + (
-        [f"column(s) {undeclared} are in the data but not declared (declare them, or set undeclared: ignore)"]
-        if undeclared else [])
+    said = [f"column(s) {undeclared} are in the data but not declared (declare them, or set undeclared: ignore)"]
+    problems = [f"the data has no column(s) {missing}"] if missing else []
+    if undeclared and use_case.undeclared == "error":
+        return problems + said, []
+    return problems, said if undeclared else []
 
 
 def _label_problems(frame: pd.DataFrame, use_case: UseCase) -> list[str]:

@@ -194,6 +194,7 @@ def test_validate_reports_every_problem_at_once(write_csv, tmp_path: Path, capsy
     del document["columns"]["note"]
     document["label"]["values"] = ["no", "yes", "maybe"]
     document["label"]["positive"] = "yes"
+    document["undeclared"] = "error"
     target = tmp_path / "broken.yaml"
     target.write_text(yaml.safe_dump(document))
     assert main(["validate", str(target)]) == EXIT_ERROR
@@ -219,6 +220,18 @@ def test_rows_within_max_bad_fraction_are_a_note_not_a_problem(write_csv, tmp_pa
     assert main(["validate", str(target)]) == 0
     assert "note: 2 of 4 rows (50.0%) break the contract (max_bad_fraction 60.0%): column plan 2" in \
         capsys.readouterr().out
+
+
+def test_undeclared_columns_are_a_note_under_warn_as_a_run_takes_them(write_csv, tmp_path: Path, capsys):
+    document = yaml.safe_load(scaffold(str(write_csv(SMALL))))
+    del document["columns"]["note"]
+    target = tmp_path / "fewer.yaml"
+    for undeclared, code in [("warn", 0), ("error", EXIT_ERROR), ("ignore", 0)]:
+        target.write_text(yaml.safe_dump({**document, "undeclared": undeclared}))
+        assert main(["validate", str(target)]) == code, undeclared
+        said = capsys.readouterr()
+        assert ("note: column(s) ['note'] are in the data but not declared" in said.out) == (undeclared == "warn")
+        assert ("column(s) ['note'] are in the data" in said.err) == (undeclared == "error")
 
 
 def test_validate_names_schema_errors(tmp_path: Path, capsys):

@@ -36,6 +36,15 @@ def _number(value: Any) -> str:
     return f"{value:,.4f}" if isinstance(value, float) else str(value)
 
 
+ERROR_WIDTH = 80  # of a failed run's error in the runs table; --json has it whole
+
+
+def _clipped(error: str | None) -> str:
+    """A failed run's error on one line of at most ERROR_WIDTH characters."""
+    line = " ".join((error or "").split())
+    return line if len(line) <= ERROR_WIDTH else line[:ERROR_WIDTH - 3] + "..."
+
+
 def _metrics_text(metrics: dict[str, float]) -> str:
     return ", ".join(f"{name} {_number(value)}" for name, value in metrics.items())
 
@@ -76,7 +85,7 @@ def _runs(args: argparse.Namespace) -> int:
                      "gates": entry.gates if entry else {}, "fairness": entry.fairness if entry else {},
                      "decision": entry.decision if entry else None})
     table = [[row["use_case"], row["at"][:19].replace("T", " "), row["outcome"],
-              _metrics_text(row["metrics"]) or row["error"] or row["problem"] or "",
+              _metrics_text(row["metrics"]) or _clipped(row["error"]) or row["problem"] or "",
               _gates_text(row["gates"], row["fairness"]), row["package_version"] or "", row["decision"] or ""]
              for row in rows]
     _print(rows, table, ["use case", "finished (UTC)", "outcome", "metrics", "gates", "package", "decision"],

@@ -59,8 +59,9 @@ def test_models_lists_the_champion_and_the_kept_package_with_the_metrics_that_de
 
 
 def test_runs_lists_each_run_with_its_outcome_gates_and_package(runs, churn_package_b, capsys):
+    error = "step 'ingest': ContractError: 412 of 7043 rows\nbreak the contract, " + "tenure 400, " * 60
     audit.append(runs / audit.AUDIT_FILE, "pipeline_run", {"use_case": "churn", "run_dir": str(runs / "churn-3"),
-                                                           "outcome": "failed", "error": "step 'ingest': ContractError"})
+                                                           "outcome": "failed", "error": error})
     found = listed(capsys, "runs", "--runs-dir", str(runs), "--json")
     assert [(run["run_dir"].rsplit("/", 1)[1], run["outcome"], run["decision"]) for run in found] == [
         ("churn-1", "succeeded", "promote"), ("churn-2", "succeeded", "keep"), ("churn-3", "failed", None)]
@@ -69,7 +70,8 @@ def test_runs_lists_each_run_with_its_outcome_gates_and_package(runs, churn_pack
     assert found[2]["package_version"] is None and found[2]["metrics"] == {}
     assert main(["runs", "--runs-dir", str(runs)]) == 0
     table = capsys.readouterr().out
-    assert "auprc pass, roc_auc pass" in table and "step 'ingest': ContractError" in table
+    assert "auprc pass, roc_auc pass" in table and "step 'ingest': ContractError: 412 of 7043 rows break" in table
+    assert max(map(len, table.splitlines())) < 250 and found[2]["error"] == error  # clipped in the table only
 
 
 def test_the_stages_follow_the_recorded_decisions(churn_package, tmp_path: Path):

@@ -466,8 +466,9 @@ class FlowlineModel(Model):
         for name, values in ids.items():  # each id as sent: its tensor's datatype, in row order
             column = np.asarray(values, dtype=to_np_dtype(datatypes[name]))
             tensors.append(answer_tensor(name, datatypes[name], column, binary))
-        return InferResponse(  # a request's own id as sent, "" included (the protocol: returned if specified)
-            response_id=request_id if payload.id is None else payload.id, model_name=self.name, model_version=package.version, infer_outputs=tensors,
+        return InferResponse(
+            response_id=request_id if payload.id is None else payload.id,  # as sent, "" too: the protocol returns it
+            model_name=self.name, model_version=package.version, infer_outputs=tensors,
             parameters={"decision_rule": package.decision_rule} if package.is_binary else None,
             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
         )

@@ -123,9 +123,12 @@ def infer_column(name: str, values: pd.Series) -> Column:
     if not blanks and len(text) and INDEX_NAME.fullmatch(name.strip()) and _row_labels(text):
         return Column(name, {"type": "string"}, "review: a saved DataFrame index: kept out of the features as an "
                       "id, since a file's order can follow its label", is_id=True)
-    strip = _formatting(text)
-    read = without(text, strip) if strip else text
-    numbers = numbers_from_text(read)
+    read, numbers, strip = text, numbers_from_text(text), ""
+    if len(text) and numbers.abs().lt(float("inf")).mean() < NUMBER_SHARE:  # not plain numbers: written for people?
+        strip = _formatting(text)
+        if strip:
+            read = without(text, strip)
+            numbers = numbers_from_text(read)
     finite = numbers.abs().lt(float("inf"))
     if len(text) and finite.mean() >= NUMBER_SHARE:
         parsed, typed = numbers[finite], read[finite]

@@ -58,9 +58,9 @@ def record_outcome(use_case: str, state: str, run_id: str, error: str, audit_log
 
 
 def _recorded(audit_log: str, what: dict) -> bool:
-    """Whether the log holds this run's outcome already."""
+    """Whether the log holds this run's outcome already (read as every reader of a log reads it, `audit.read`)."""
     try:
-        records = audit.verify(audit_log)
+        records = audit.read(audit_log)
     except audit.NoAuditLog:
         return False
     return any(record["action"] == "pipeline_run" and record["what"] == what for record in records)

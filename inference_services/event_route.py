@@ -37,7 +37,7 @@ from flowline.inference_services import metrics
 from flowline.inference_services.body_limit import GZIP_MAGIC, decompress
 from flowline.inference_services.drift_monitor import DriftMonitor
 from flowline.inference_services.model_route import read_body, request_headers, server_error
-from flowline.inference_services.options import DEFAULT_MAX_BODY_MB
+from flowline.inference_services.options import DEFAULT_MAX_BODY_BYTES
 from flowline.inference_services.request_checks import BadRequest
 
 log = logging.getLogger("flowline.serving")
@@ -49,7 +49,7 @@ Refusal = Callable[[Request, BadRequest], Awaitable[Response]]
 
 
 def with_event_route(app, models: Mapping[str, Any], refuse: Refusal, worker: str | None = None,
-                     max_bytes: int = DEFAULT_MAX_BODY_MB << 20):
+                     max_bytes: int = DEFAULT_MAX_BODY_BYTES):
     """`app` behind the lean route of the drift monitors among `models`, or `app` itself when there are none;
     `refuse` answers a BadRequest (server.py's 400); `worker` (several workers) names this one in each answer's
     x-flowline-worker header, as the request counter does on the other routes; `max_bytes`: the most a logged
@@ -64,7 +64,7 @@ def binary_event(headers: Mapping[str, str]) -> bool:
         and "ce-contenttype" not in headers
 
 
-def event_data(body: bytes, max_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> Any:
+def event_data(body: bytes, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
     """The event's data, as KServe's route reads a binary-mode event: JSON when it parses, else the bytes
     (which the monitor refuses, naming `data`); an event without data cannot be decoded. A logged request that
     was sent gzip-compressed is decompressed first, to at most `max_bytes`."""
@@ -90,7 +90,7 @@ class DriftEventRoute:
     In front of FastAPI's middlewares rather than among them: they cost a third of an event's time."""
 
     def __init__(self, app, monitors: Mapping[str, DriftMonitor], refuse: Refusal, worker: str | None = None,
-                 max_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> None:
+                 max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.monitors = monitors

@@ -27,6 +27,7 @@ DEFAULT_MAX_BATCH_ROWS = 64
 # A request's body above this is refused with 413, none of it kept (body_limit.py): 1,024 records of a wide use
 # case take about 2 MB as JSON, and parsing a body takes several times its size in memory.
 DEFAULT_MAX_BODY_MB = 16
+DEFAULT_MAX_BODY_BYTES = DEFAULT_MAX_BODY_MB << 20
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "QUOTA PERIOD", or "max PERIOD" for no limit
 
 

@@ -62,7 +62,7 @@ from flowline.inference_services.body_limit import BodyLimit
 from flowline.inference_services.event_route import with_event_route
 from flowline.inference_services.one_write import OneWriteHttpProtocol
 from flowline.inference_services.repository_sync import WorkerSync
-from flowline.inference_services.options import (DEFAULT_MAX_BODY_MB, DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host,
+from flowline.inference_services.options import (DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host,
                                                  repository_token)
 from flowline.inference_services.request_checks import BadRequest, clip
 
@@ -73,7 +73,7 @@ ACCEPT_DELAY_S, MAX_ACCEPT_DELAY_S = 0.0002, 0.005  # per connection a worker ho
 
 
 def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_PORT, access_log: bool = False,
-          max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20) -> int:
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> int:
     """Serve each model (a FlowlineModel or a DriftMonitor) in this process until interrupted; several worker
     processes are workers.py's. Returns the exit status."""
     token = repository_token()  # a bad token stops the start, before the packages load
@@ -419,7 +419,7 @@ class FlowlineModelServer(ModelServer):
     """kserve.ModelServer bound to `host`, with flowline's error handling and reload route."""
 
     def __init__(self, host: str, access_log: bool = False, repository_token: str | None = None,
-                 sync: Optional[WorkerSync] = None, max_body_bytes: int = DEFAULT_MAX_BODY_MB << 20,
+                 sync: Optional[WorkerSync] = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  **kwargs) -> None:
         super().__init__(**kwargs)
         self.host = host

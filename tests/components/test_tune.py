@@ -23,7 +23,7 @@ from flowline.search_space import (
 from flowline.splitting import fold_splits
 from flowline.tuning import resolve_backend, tune_files
 from flowline.use_case import FAMILIES, TuningSpec
-from manifest_helpers import katib_errors
+from manifest_helpers import katib_errors, trial_args
 
 EXPERIMENTS = "/apis/kubeflow.org/v1beta1/namespaces/flowline/experiments"
 
@@ -233,7 +233,7 @@ def test_the_katib_backend_submits_a_valid_experiment_and_returns_its_optimal_tr
     assert experiment["metadata"]["name"].startswith("churn-linear-hpo-") and experiment["spec"]["maxTrialCount"] == 7
     container = experiment["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/flowline:1"
-    args = container["args"]
+    args = trial_args(container)
     assert args[:4] == ["--use-case", "churn", "--family", "linear"]
     assert json.loads(args[args.index("--feature-plan") + 1]) == plan
     assert args[args.index("--source") + 1].startswith("https://raw.githubusercontent.com/IBM/")

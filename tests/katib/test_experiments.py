@@ -1,6 +1,7 @@
 """Katib Experiments: generated from the search spaces, valid against Katib's swagger, in sync with the files."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import yaml
 from sklearn.metrics import average_precision_score
 
 from flowline.components import DEFAULT_IMAGE
+from flowline.contract import apply_contract
 from flowline.features.feature_set import FeatureSet
 from flowline.features.plan import default_plan
 from flowline.splitting import split_frame
@@ -29,7 +31,7 @@ from flowline.katib import (
     use_case_experiments,
 )
 from flowline.use_case_loader import load_use_case
-from manifest_helpers import katib_errors
+from manifest_helpers import katib_errors, katib_wrapped, trial_args
 
 # Where `flowline katib` writes the built-in experiments (the Makefile's `katib` target).
 FOLDER = Path(__file__).parents[2] / "katib_experiments"
@@ -80,7 +82,7 @@ def test_parameters_match_the_space_and_reach_the_trial_command(name):
         use_case.tuning.class_weighting and family in ("xgboost", "forest", "lightgbm", "catboost"))
     assert [p["name"] for p in spec["parameters"]] == [p.name for p in space.parameters]
     assert [t["reference"] for t in spec["trialTemplate"]["trialParameters"]] == [p.name for p in space.parameters]
-    args = spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = trial_args(spec["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0])
     assert [a for a in args if "${trialParameters." in a] == [
         f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
     assert spec["algorithm"]["algorithmName"] == "tpe" and spec["earlyStopping"]["algorithmName"] == "medianstop"
@@ -102,7 +104,8 @@ def test_the_trial_container_is_hardened_and_reads_a_url():
         context = container["securityContext"]
         assert context["runAsNonRoot"] and context["readOnlyRootFilesystem"] and not context["allowPrivilegeEscalation"]
         assert context["capabilities"] == {"drop": ["ALL"]} and container["resources"]["limits"]["memory"] == "4Gi"
-        source = container["args"][container["args"].index("--source") + 1]
+        args = trial_args(container)
+        source = args[args.index("--source") + 1]
         assert source.startswith("https://")
 
 
@@ -115,10 +118,38 @@ def test_a_use_case_on_a_local_file_says_trials_need_a_url(toy_use_case):
 def test_a_use_case_that_is_not_built_in_travels_inline(toy_use_case):
     manifest = to_manifest(build_experiment(toy_use_case, "linear", 5, "img:1", "ns", source="https://e.org/x.csv",
                                             feature_plan={"encodings": {}, "transforms": {}, "generated": []}))
-    args = manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = trial_args(manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0])
     assert json.loads(args[args.index("--use-case-json") + 1]) == json.loads(toy_use_case.model_dump_json())
     assert json.loads(args[args.index("--feature-plan") + 1])["generated"] == []
     assert manifest["spec"]["parallelTrialCount"] == 3 and katib_errors(manifest) == []
+
+
+def test_a_trial_runs_as_katibs_webhook_rewrites_it_with_json_and_shell_characters_in_its_arguments(
+        toy_use_case, tmp_path):
+    """Katib's StdOut collector runs the trial as one unquoted `sh -c` line: the inline use case, the feature
+    plan and a source with `&` and brackets in it must reach the trial as they were given."""
+    source = toy_csv(tmp_path).rename(tmp_path / "toy & (copy) [1].csv")
+    parts = split_frame(apply_contract(pd.read_csv(source, dtype=str), toy_use_case).kept, toy_use_case)
+    plan = default_plan(parts["train"], toy_use_case).to_dict()
+    manifest = to_manifest(build_experiment(toy_use_case, "linear", 5, "img:1", "ns", source=str(source),
+                                            feature_plan=plan))
+    container = manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]
+    assignment = {"C": "0.5", "l1_ratio": "1.0", "class_weight": "balanced"}
+    for name, value in assignment.items():  # as Katib substitutes the suggestion into the trial spec
+        container["args"] = [arg.replace(f"${{trialParameters.{name}}}", value) for arg in container["args"]]
+    args = trial_args(container)
+    assert json.loads(args[args.index("--feature-plan") + 1]) == plan
+    metrics = tmp_path / "katib"
+    metrics.mkdir()
+    python = Path(sys.executable).parent  # `python` on the PATH, as in the image
+    ran = subprocess.run(katib_wrapped(container, str(metrics)), capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PATH": f"{python}:{os.environ['PATH']}"})
+    lines = (metrics / "metrics.log").read_text().splitlines()
+    assert ran.returncode == 0, (ran.stdout, lines)
+    assert lines[-1] == "iterations=1" and lines[-2].startswith("valid_roc_auc=")
+    # The log takes stderr too (its progress line); the collector reads only the lines its filter matches.
+    assert [line for line in lines if KATIB_METRIC_LINE.match(line)] == lines[-2:], lines
+    assert [path.read_text() for path in metrics.glob("*.pid")] == ["completed\n"]
 
 
 def run_trial(args: list[str]) -> list[str]:
@@ -141,7 +172,6 @@ def toy_csv(folder: Path) -> Path:
 def test_the_trial_prints_only_katib_metric_lines_and_its_score_is_the_in_process_one(toy_use_case, tmp_path):
     source = toy_csv(tmp_path)
     frame = pd.read_csv(source, dtype=str)
-    from flowline.contract import apply_contract
 
     parts = split_frame(apply_contract(frame, toy_use_case).kept, toy_use_case)
     plan = default_plan(parts["train"], toy_use_case)
@@ -188,7 +218,7 @@ def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(chur
     assert katib_errors(manifest) == [] and manifest["spec"]["maxTrialCount"] == 30
     space = search_space("lightgbm", "binary", churn.tuning)
     assert [p["name"] for p in manifest["spec"]["parameters"]] == [p.name for p in space.parameters]
-    args = manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = trial_args(manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0])
     assert args[args.index("--family") + 1] == "lightgbm"
     assert [a for a in args if "${trialParameters." in a] == [
         f"--{p.name}=${{trialParameters.{p.name}}}" for p in space.parameters]
@@ -202,7 +232,6 @@ def test_a_lightgbm_experiment_is_written_only_for_a_use_case_that_lists_it(chur
 ])
 def test_a_boosted_trial_searching_auprc_prints_that_objective_and_its_score_is_the_in_process_one(
         family, params, toy_use_case, tmp_path, capsys):
-    from flowline.contract import apply_contract
     from flowline.katib_experiments.trial import main
 
     auprc = toy_use_case.tuning.model_copy(update={"metric": "auprc"})
@@ -261,7 +290,7 @@ def test_trials_reading_a_public_url_are_warned_of_and_an_s3_source_is_used_as_g
     assert main(["katib", "churn", "--source", "s3://flowline-data/telco.csv", "-o", str(tmp_path / "s3")]) == 0
     assert "warning" not in capsys.readouterr().err
     manifest = yaml.safe_load((tmp_path / "s3" / "churn-xgboost-hpo.yaml").read_text())
-    args = manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = trial_args(manifest["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"]["spec"]["containers"][0])
     assert args[args.index("--source") + 1] == "s3://flowline-data/telco.csv"
     assert main(["katib", "clv", "--upload-data", "s3://nowhere/x", "--source", "s3://b/cdnow.txt",
                  "-o", str(tmp_path / "clv")]) == 0  # the option the refusal names exists: a remote source is used

@@ -11,6 +11,7 @@ import copy
 import functools
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from referencing import Registry, Resource
+
+from flowline.katib import TRIAL_PROGRAM, TRIAL_SHELL
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTOMIZE = ROOT / "kustomize"
@@ -238,3 +241,29 @@ def katib_errors(doc: Doc) -> list[str]:
             except kubernetes_validate.ValidationError as error:
                 errors.append(f"spec.trialTemplate.trialSpec ({version}): {error.message}")
     return errors
+
+
+def trial_args(container: Doc) -> list[str]:
+    """A Katib trial container's arguments to the trial program, read back from its one quoted shell line."""
+    assert container["command"] == TRIAL_SHELL and len(container["args"]) == 1, container
+    words = shlex.split(container["args"][0])
+    assert words[:len(TRIAL_PROGRAM)] == TRIAL_PROGRAM, words
+    return words[len(TRIAL_PROGRAM):]
+
+
+def katib_wrapped(container: Doc, metrics_dir: str) -> list[str]:
+    """The trial container's command line as Katib's pod webhook rewrites it for the StdOut metrics collector
+    with early stopping (katib pkg/webhook/v1beta1/pod/utils.go, wrapWorkerContainer): the command and args
+    joined by spaces, unquoted, behind `sh -c` (a command that is already `sh -c` or `bash -c` kept as it is),
+    with its output redirected to the metrics file and its marker files after. The kubelet then turns the
+    webhook's `$$$$` into the `$$` written here."""
+    words = [*container.get("command", []), *container.get("args", [])]
+    command = ["sh", "-c"]
+    if words[0] in ("sh", "bash") and words[1] == "-c":
+        command, words = words[:2], words[2:]
+    pid_file = f"{metrics_dir}/$$.pid"
+    words += [f"1>{metrics_dir}/metrics.log 2>&1",
+              "||", f"if test -f {pid_file} && [ $(head -n 1 {pid_file}) = early-stopped ]; then "
+                    "echo Training Container was Early Stopped; else echo Training Container was Failed; exit 1; fi",
+              "&&", f"echo completed > {pid_file}"]
+    return [*command, " ".join(words)]

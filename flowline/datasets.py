@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DATA_HOME_ENV = "FLOWLINE_DATA_HOME"
-DEFAULT_DATA_HOME = Path("~/.cache/flowline/data")
 
 
 class DatasetError(RuntimeError):
@@ -102,9 +101,15 @@ REGISTRY: dict[str, RegisteredDataset] = {
 }
 
 
+def cache_home() -> Path:
+    """flowline's folder among the user's caches: $XDG_CACHE_HOME/flowline, else ~/.cache/flowline. The image
+    sets XDG_CACHE_HOME=/tmp/cache: its pods' root filesystem, home included, is read-only."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "flowline"
+
+
 def data_home() -> Path:
-    """The folder holding the datasets: $FLOWLINE_DATA_HOME, else ~/.cache/flowline/data."""
-    return Path(os.environ.get(DATA_HOME_ENV) or DEFAULT_DATA_HOME).expanduser()
+    """The folder holding the datasets: $FLOWLINE_DATA_HOME, else `cache_home()`/data."""
+    return Path(os.environ.get(DATA_HOME_ENV) or cache_home() / "data").expanduser()
 
 
 def sha256_of_file(path: Path) -> str:

@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 
 from flowline.datasets import DATA_HOME_ENV, REGISTRY, DatasetError, data_home, dataset_path
+from flowline.package.remote import CACHE_ENV, cache_root
 
 
 def test_registry_matches_the_shared_checksums(data_home: Path):
@@ -43,6 +44,12 @@ def test_unknown_dataset_lists_the_known_ones():
         dataset_path("no_such_data")
 
 
-def test_data_home_defaults_to_the_user_cache(monkeypatch: pytest.MonkeyPatch):
+def test_data_home_and_the_package_cache_default_to_the_user_cache(monkeypatch: pytest.MonkeyPatch, tmp_path):
     monkeypatch.delenv(DATA_HOME_ENV)
+    monkeypatch.delenv(CACHE_ENV, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert data_home() == Path("~/.cache/flowline/data").expanduser()
+    assert cache_root() == Path("~/.cache/flowline/packages").expanduser()
+    # The image's pods can write only /tmp: it sets XDG_CACHE_HOME there, and both follow it.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert (data_home(), cache_root()) == (tmp_path / "flowline" / "data", tmp_path / "flowline" / "packages")

@@ -18,14 +18,16 @@ import tempfile
 from pathlib import Path
 
 from flowline import storage
+from flowline.datasets import cache_home
 from flowline.package.format import MANIFEST_FILE, PackageError, check_manifest, verify
 
 CACHE_ENV = "FLOWLINE_PACKAGE_CACHE"
 
 
 def cache_root() -> Path:
-    """Where downloaded packages are kept: $FLOWLINE_PACKAGE_CACHE, else ~/.cache/flowline/packages."""
-    return Path(os.environ.get(CACHE_ENV) or Path("~/.cache/flowline/packages").expanduser())
+    """Where downloaded packages are kept: $FLOWLINE_PACKAGE_CACHE, else `cache_home()`/packages
+    (~/.cache/flowline/packages; in the image /tmp/cache/flowline/packages)."""
+    return Path(os.environ.get(CACHE_ENV) or cache_home() / "packages")
 
 
 def upload_package(package_dir: str | Path, uri: str) -> dict:

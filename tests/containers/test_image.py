@@ -25,6 +25,12 @@ def test_every_cache_goes_to_tmp_under_a_read_only_root(flowline_image):
     ran = podman("run", "--rm", *POD, flowline_image, "python", "-c", IMPORTS, check=False)
     assert ran.returncode == 0 and ran.stdout.strip() == "imported", ran.stderr[-2000:]
     assert "Matplotlib created a temporary cache directory" not in ran.stderr
+    # flowline's own: the packages `flowline serve s3://...` downloads, and a data home.
+    ours = ("from flowline.datasets import data_home; from flowline.package.remote import cache_root\n"
+            "for folder in (cache_root(), data_home()): folder.mkdir(parents=True); print(folder)")
+    ran = podman("run", "--rm", *POD, flowline_image, "python", "-c", ours, check=False)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert ran.stdout.split() == ["/tmp/cache/flowline/packages", "/tmp/cache/flowline/data"]
 
 
 def test_without_the_image_cache_settings_numba_kills_the_drift_monitor_at_import(flowline_image):

@@ -57,7 +57,11 @@ def katib_search(
     timeout = int(use_case.tuning.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
     try:
         finished = client.wait_for_experiment_condition(name, namespace, timeout=timeout, polling_interval=POLL_SECONDS)
-    except (RuntimeError, TimeoutError) as error:
+    except TimeoutError:  # still running: left, it would go on starting trials after the step has failed
+        _delete(client, name, namespace, prefix, progress)
+        raise KatibError(f"Katib Experiment {namespace}/{name} did not finish within tuning.timeout_seconds "
+                         f"({timeout} s), and was deleted") from None
+    except RuntimeError as error:  # failed: it stays, to look into
         raise KatibError(f"Katib Experiment {namespace}/{name}: {error}") from None
     optimal = client.get_optimal_hyperparameters(name, namespace)
     if optimal is None:
@@ -74,16 +78,21 @@ def katib_search(
     status = finished.status
     shown = best.valid_score if direction == "maximize" else -best.valid_score
     progress(f"{prefix}: Katib's best trial {optimal.best_trial_name}: {metric} {shown:.4f}")
-    try:  # read: its Trials go with it (the pipeline runner may delete Experiments); a failed one stays, to look into
-        client.delete_experiment(name, namespace)
-    except (RuntimeError, TimeoutError) as error:
-        progress(f"{prefix}: warning: {error}; delete it with `kubectl -n {namespace} delete experiment {name}`")
+    _delete(client, name, namespace, prefix, progress)  # read: its Trials go with it; a failed one stays
     return SearchResult(
         family=family, params=best.params, valid_score=best.valid_score, iterations=best.iterations,
         trials=int(status.trials or 0) if status else trials,
         stopped_early=int(status.trials_early_stopped or 0) if status else 0, backend="katib", metric=metric,
         runners_up=[asdict(t) for t in sorted(others, key=lambda t: -t.valid_score)],
     )
+
+
+def _delete(client, name: str, namespace: str, prefix: str, progress: Callable[[str], None]) -> None:
+    """Delete the Experiment and its Trials (the pipeline runner may delete Experiments); a failure is a warning."""
+    try:
+        client.delete_experiment(name, namespace)
+    except (RuntimeError, TimeoutError) as error:
+        progress(f"{prefix}: warning: {error}; delete it with `kubectl -n {namespace} delete experiment {name}`")
 
 
 def katib_trial(assignments, metrics, space: SearchSpace, metric: str, direction: str) -> Trial:

@@ -125,9 +125,10 @@ def kfp_api(existing_experiments: list[dict], run_states: dict[str, str] | None 
     return respond
 
 
-def experiment_server(optimal: dict | None, succeeded: bool = True, trials: tuple[dict, ...] = ()):
-    """Answers like the API server with Katib installed: stores the Experiment, reports it finished, and lists
-    `trials` as its Trials."""
+def experiment_server(optimal: dict | None, succeeded: bool = True, trials: tuple[dict, ...] = (),
+                      running: bool = False):
+    """Answers like the API server with Katib installed: stores the Experiment, reports it finished (still
+    running with `running`), and lists `trials` as its Trials."""
     stored: dict = {}
 
     def respond(method: str, path: str, body: dict | None) -> tuple[int, dict]:
@@ -136,7 +137,8 @@ def experiment_server(optimal: dict | None, succeeded: bool = True, trials: tupl
             return 201, body
         if path.split("?")[0].endswith("/trials"):
             return 200, {"apiVersion": "kubeflow.org/v1beta1", "kind": "TrialList", "items": list(trials)}
-        condition = {"type": "Succeeded" if succeeded else "Failed", "status": "True", "reason": "ExperimentDone"}
+        state = "Running" if running else "Succeeded" if succeeded else "Failed"
+        condition = {"type": state, "status": "True", "reason": f"Experiment{state}"}
         status = {"conditions": [condition], "trials": 7, "trialsSucceeded": 5, "trialsEarlyStopped": 2}
         if optimal:
             status["currentOptimalTrial"] = optimal

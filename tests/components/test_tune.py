@@ -266,6 +266,16 @@ def test_a_katib_experiment_that_gives_no_answer_fails_clearly(churn, tmp_path, 
     assert "DELETE" not in [r["method"] for r in api.requests]  # kept, to look into
 
 
+def test_a_katib_experiment_that_outlives_the_steps_timeout_is_deleted_not_left_running(churn, tmp_path):
+    api = experiment_server(OPTIMAL, running=True)
+    quick = churn.model_copy(update={"tuning": churn.tuning.model_copy(update={"timeout_seconds": 1})})
+    with pytest.raises(KatibError, match=r"did not finish within tuning.timeout_seconds \(1 s\), and was deleted"):
+        katib_search(quick, "linear", 3, "img:1", "flowline", client=KatibClient(config_file=api.kubeconfig(tmp_path)),
+                     progress=lambda line: None)
+    created = api.requests[0]["body"]["metadata"]["name"]
+    assert (api.requests[-1]["method"], api.requests[-1]["path"]) == ("DELETE", f"{EXPERIMENTS}/{created}")
+
+
 def test_tune_files_with_optuna_saves_the_best_for_train(toy_use_case, splits, tmp_path: Path, capsys):
     result = tune_files(toy_use_case, "linear", 3, "optuna", splits["train"], splits["valid"], splits["fs.json"],
                         str(tmp_path / "best.json"))

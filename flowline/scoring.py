@@ -53,14 +53,12 @@ class Scorer:
         s3://bucket/prefix is downloaded first, and refused unless every file matches its manifest."""
         if is_s3(str(path)):
             path = download_package(str(path))
-        packaged = Package.open(path)
-        scorer = Scorer(
+        packaged = Package.open(path)  # read from its private copy of what was verified
+        return Scorer(
             version=packaged.version, created_at=datetime.fromisoformat(packaged.created_at).timestamp(),
             use_case=packaged.use_case, feature_set=packaged.feature_set, model=packaged.model,
             evaluation=packaged.evaluation, mitigation=mitigation_of(packaged.evaluation),
         )
-        packaged.unchanged()  # what was read is what was verified
-        return scorer
 
     def checked(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The frame's rows typed by the use case's contract, as the server and batch scoring check them.

@@ -69,9 +69,9 @@ class DriftPackage:
     @classmethod
     def load(cls, path: str | Path) -> DriftPackage:
         """Verify first; the detector is then rebuilt from data (a .npy and a JSON config), never unpickled."""
-        package = Package.open(path)  # verified before anything in it is read
+        package = Package.open(path)  # verified, then read from its private copy of what was verified
         mitigation = mitigation_of(package.evaluation)
-        loaded = cls(
+        return cls(
             version=package.version, use_case=package.use_case,
             checker=request_checker(package.use_case, package.feature_set.input_columns,  # the payload logger
                                     mitigation.attributes if mitigation else ()),  # sends requests as they came
@@ -79,8 +79,6 @@ class DriftPackage:
             detector=load_detector(package.drift_dir / DETECTOR_DIR),
             calibration=load_calibration(package.drift_dir),
         )
-        package.unchanged()  # what was read is what was verified
-        return loaded
 
 
 class DriftMonitor(Model):

@@ -19,8 +19,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
+import tempfile
 import warnings
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime, timezone
@@ -235,28 +238,42 @@ class Package:
     """A verified package: the one way to read one.
 
     `open` checks every file against the manifest (and its signature) before anything is read,
-    because model files can run code when loaded. The parts are read when first asked for, so a
-    reader that needs only the evaluation never loads the model.
+    because model files can run code when loaded, and every part is then read from a private copy
+    of what was checked (`path`). The parts are read when first asked for, so a reader that needs
+    only the evaluation never loads the model.
     """
 
-    path: Path
+    path: Path  # the private copy, removed with the Package
     manifest: dict
 
     @classmethod
     def open(cls, package_dir: str | Path) -> Package:
-        return cls(Path(package_dir), verify(package_dir))
+        """Verify the folder, copy its files into a private folder and verify the copy, which is what is read.
 
-    def unchanged(self) -> None:
-        """Verify again after the parts were read: a folder changed in between (a new version copied over the
-        one being loaded, file by file) would otherwise be served as the version first verified. Raises
-        PackageError unless every file still matches the same manifest."""
+        Read from the folder itself, the parts would be opened again after they were checked: a writer of the
+        folder without the signing key could swap a model file in after its check and back after the load,
+        and a new version copied over the folder during a load would be read half old, half new. Raises
+        PackageError naming the folder when it changed while it was copied."""
+        source = Path(package_dir)
+        manifest = verify(source)
+        private = Path(tempfile.mkdtemp(prefix="flowline-package-"))  # readable by this user alone
+        package = cls(private, manifest)
+        weakref.finalize(package, shutil.rmtree, private, True)
         try:
-            now = verify(self.path)
-        except PackageError as error:
-            raise PackageError(f"{self.path} changed while it was loaded: {error}") from None
-        if now != self.manifest:
-            raise PackageError(f"{self.path} changed while it was loaded: version {self.version} became "
-                               f"{now['version']}; load it again once the copy is complete")
+            for name in [*manifest["files"], MANIFEST_FILE]:
+                (private / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / name, private / name, follow_symlinks=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NoSigningKeyWarning)  # said once, for the folder
+                copied = verify(private)
+        except (OSError, PackageError) as error:
+            said = str(error).replace(str(private), str(source))
+            raise PackageError(f"{source} changed while it was read: {said}; load it again once it is complete") \
+                from None
+        if copied != manifest:
+            raise PackageError(f"{source} changed while it was read: version {manifest['version']} became "
+                               f"{copied['version']}; load it again once the copy is complete")
+        return package
 
     @property
     def version(self) -> str:

@@ -102,28 +102,56 @@ def test_the_drift_monitor_never_unpickles_a_reference_inside_the_package(churn_
 
 
 @pytest.mark.parametrize("load", ["model server", "drift monitor"])
-def test_a_package_copied_over_while_it_loads_is_refused_not_served_as_the_version_first_verified(
+def test_a_load_reads_the_copy_it_verified_whatever_the_folder_holds_meanwhile(
         churn_package, tmp_path, monkeypatch, load):
-    """A new version copied over the served folder file by file, during a load: the loader read one version's
-    manifest and the other's thresholds, and served the mix under the first's version."""
+    """Files changed in the folder after their check, during a load (a new version copied over it file by file,
+    or a model file swapped in and back by a writer without the signing key), are not what gets served: the
+    loader reads its private copy of what it verified, all of one version."""
     from flowline.features.feature_set import FeatureSet
     from flowline.scoring import Scorer
 
     monkeypatch.delenv(KEY_ENV, raising=False)
     package = copy_of(churn_package, tmp_path)
+    genuine = json.loads((package / "manifest.json").read_text())
+    threshold = json.loads((package / "evaluation.json").read_text())["threshold"]
     newer = Path(shutil.copytree(churn_package, tmp_path / "newer"))
     evaluation = json.loads((newer / "evaluation.json").read_text())
     (newer / "evaluation.json").write_text(json.dumps({**evaluation, "threshold": 0.99}))
     write_manifest(newer, "churn")
     read_feature_set = FeatureSet.load
 
-    def and_the_copy_lands(path):  # between the verification and the reads that follow it
+    def and_the_folder_changes(path):  # after the check, before the evaluation and the model are read
         for name in ("evaluation.json", "manifest.json"):
             shutil.copy(newer / name, package / name)
         return read_feature_set(path)
 
-    monkeypatch.setattr(FeatureSet, "load", staticmethod(and_the_copy_lands))
-    with pytest.raises(PackageError, match=f"{package} changed while it was loaded: version "):
-        Scorer.open(package) if load == "model server" else DriftPackage.load(package)
+    monkeypatch.setattr(FeatureSet, "load", staticmethod(and_the_folder_changes))
+    loaded = Scorer.open(package) if load == "model server" else DriftPackage.load(package)
+    assert loaded.version == genuine["version"]
+    if load == "model server":
+        assert loaded.threshold == threshold != 0.99
     monkeypatch.setattr(FeatureSet, "load", staticmethod(read_feature_set))
-    assert Scorer.open(package).threshold == 0.99  # the copy complete: the new version loads whole
+    assert Scorer.open(package).threshold == 0.99  # opened again: the new version, whole
+
+
+def test_a_file_changed_while_the_package_is_copied_for_loading_is_refused_naming_the_folder(
+        churn_package, tmp_path, monkeypatch):
+    from flowline.package import format as package_format
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    package = copy_of(churn_package, tmp_path)
+    verify, checked = package_format.verify, []
+
+    def then_a_file_changes(path):  # the folder checked, then changed before its copy is made
+        checked.append(path)
+        manifest = verify(path)
+        if len(checked) == 1:
+            evaluation = json.loads((package / "evaluation.json").read_text())
+            (package / "evaluation.json").write_text(json.dumps({**evaluation, "threshold": 0.99}))
+        return manifest
+
+    monkeypatch.setattr(package_format, "verify", then_a_file_changes)
+    with pytest.raises(PackageError, match=f"^{package} changed while it was read: package {package}: "
+                                           "evaluation.json has sha256 "):
+        Package.open(package)
+    assert len(checked) == 2 and checked[1] != package  # the copy was checked, and refused

@@ -45,7 +45,7 @@ from kserve import Model
 from flowline.decisions import mitigation_of
 from flowline.events import PIPELINE_RUN_EVENT, REQUEST_EVENT, RUN_STATUSES
 from flowline.drift import DETECTOR_DIR, Calibration, DriftEncoder, load_calibration, load_detector
-from flowline.package.format import Package
+from flowline.package.format import Package, refuse_other_use_case
 from flowline.inference_services import metrics
 from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_checker
@@ -99,9 +99,11 @@ class DriftMonitor(Model):
         return self.ready
 
     def reload(self, package_path: str | Path | None = None) -> str:
-        """Monitor a new package version; the partial window of the old one is dropped."""
+        """Monitor a new package version of the same use case; the partial window of the old one is dropped."""
         path = str(package_path or self.package_path)
-        self._use(DriftPackage.load(path))
+        new = DriftPackage.load(path)
+        refuse_other_use_case(path, self.name, new.use_case.name, self.package.use_case.name)
+        self._use(new)
         self.package_path = path
         self.ready = True  # back in service after an unload
         return self.package.version

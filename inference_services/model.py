@@ -67,6 +67,7 @@ from flowline.inference_services.options import DEFAULT_BATCH_WAIT_MS, DEFAULT_M
 from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_checker
+from flowline.package.format import refuse_other_use_case
 from flowline.scoring import Scorer
 
 log = logging.getLogger("flowline.serving")
@@ -227,10 +228,12 @@ class FlowlineModel(Model):
         """Load a new version (from `package_path`, else the same path) and swap it in.
 
         Requests in flight finish on the version they started with. Raises PackageError,
-        leaving the running version in place, when the new package fails verification.
+        leaving the running version in place, when the new package fails verification or holds another
+        use case than the one served (its clients' requests would all be refused).
         """
         path = str(package_path or self.package_path)
         new, old = self._load_package(path), self.package
+        refuse_other_use_case(path, self.name, new.use_case.name, old.use_case.name)
         self.package, self.package_path = new, path
         publish_package(self.name, new, replaced=old)
         self.ready = True  # back in service after an unload

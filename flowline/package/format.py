@@ -233,6 +233,14 @@ def _check_signature(package: Path, manifest: dict) -> None:
                            f"it was changed after signing or signed with another key; refusing it")
 
 
+def refuse_other_use_case(path: str | Path, served_as: str, new: str, served: str) -> None:
+    """A live reload's check: raise PackageError when the package at `path` holds another use case than the
+    one served under `served_as` (signed and intact, it would still fail every request of its clients)."""
+    if new != served:
+        raise PackageError(f"{path} holds a model of use case {new!r}; {served_as} serves {served!r}: serve it "
+                           "under a name of its own")
+
+
 @dataclass(frozen=True)
 class Package:
     """A verified package: the one way to read one.

@@ -237,3 +237,15 @@ def test_with_two_workers_each_tests_windows_of_the_events_it_receives(churn_pac
                for result in ("drift", "no_drift"))
     assert sum(map(len, tests.values())) == 3
     assert 'flowline_pipeline_runs_total{status="succeeded",use_case="churn"}' in metrics
+
+
+def test_a_package_of_another_use_case_is_refused_and_the_monitored_one_kept(churn_package, card_package):
+    from flowline.inference_services.drift_monitor import DriftMonitor
+    from flowline.package.format import PackageError
+
+    monitor = DriftMonitor("churn-drift", churn_package)
+    monitor.load()
+    version = monitor.package.version
+    with pytest.raises(PackageError, match="holds a model of use case 'card-fraud'; churn-drift serves 'churn'"):
+        monitor.reload(card_package)
+    assert monitor.package.version == version and monitor.package_path == str(churn_package)

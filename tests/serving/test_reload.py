@@ -83,6 +83,21 @@ def test_reload_swaps_versions_without_a_failed_request_and_refuses_a_corrupt_pa
     assert 'flowline_model_reloads_total{model_name="churn",result="refused"} 1.0' in exported
 
 
+def test_a_package_of_another_use_case_is_refused_and_the_served_one_keeps_answering(
+        churn_package, card_package, churn_test_rows, tmp_path: Path):
+    """Signed and intact, but a fraud model where churn is served: every churn request would be a 400."""
+    current = tmp_path / "current"
+    current.symlink_to(churn_package)
+    body = {"instances": records_of(churn_test_rows.head(1))}
+    with running_server([f"churn={current}"], log_path=str(tmp_path / "server.log"), env=repository_env()) as url:
+        point(current, card_package)
+        refused = httpx.post(f"{url}/v2/repository/models/churn/load", headers=AUTHORIZED, timeout=30)
+        assert refused.status_code == 409
+        assert "holds a model of use case 'card-fraud'; churn serves 'churn'" in refused.json()["error"]
+        answer = httpx.post(f"{url}/v1/models/churn:predict", json=body, timeout=10)
+        assert answer.status_code == 200 and answer.json()["model_version"] == verify(churn_package)["version"]
+
+
 def test_a_corrupt_package_is_refused_at_startup(churn_package, tmp_path: Path):
     corrupt = corrupted_copy(churn_package, tmp_path / "corrupt")
     with pytest.raises(RuntimeError, match=r"model.json has sha256 .* the manifest says"):

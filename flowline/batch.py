@@ -161,6 +161,8 @@ def _text_chunks(path: Path, source: str, chunk_rows: int, separator: str,
     """Separated text, every cell as text, read as ingest reads it (lines of the wrong length are malformed)."""
     try:
         with open(path, encoding=encoding, newline="") as stream:
+            if stream.read(1) != "\ufeff":  # a byte-order mark (Excel's UTF-8 CSV) is not part of the header
+                stream.seek(0)
             records = ((line, fields) for line, fields in split_lines(stream, separator) if fields)
             first = next(records, None)
             if first is None:

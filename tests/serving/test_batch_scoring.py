@@ -218,6 +218,23 @@ def test_parquet_in_object_storage_and_csv_over_http_score_alike(churn_package, 
     assert [record["what"]["counts"]["rows_scored"] for record in verify_audit_log(log)] == [GOOD_ROWS, GOOD_ROWS]
 
 
+def test_a_utf8_file_with_a_byte_order_mark_and_windows_line_ends_scores_as_the_plain_file(churn_package, telco,
+                                                                                          tmp_path):
+    """As ingest reads it: Excel's "CSV UTF-8" starts with a byte-order mark, which became part of the first
+    column's name ("\ufeffcustomerID"), and a model reading the first column refused the whole file."""
+    plain = write_rows(telco, tmp_path / "plain.csv", broken=False)
+    text = plain.read_text()
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    first = telco.columns[0]
+    for name in ("plain", "excel"):
+        assert main(["score", str(churn_package), "--input", str(tmp_path / f"{name}.csv"),
+                     "--output", str(tmp_path / f"{name}.parquet")]) == 0
+    plain_scores, excel_scores = (pd.read_parquet(tmp_path / f"{name}.parquet").drop(columns="scored_at")
+                                  for name in ("plain", "excel"))
+    assert first in excel_scores.columns and len(excel_scores) == GOOD_ROWS
+    pd.testing.assert_frame_equal(plain_scores, excel_scores)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing column", "the data has no column(s) ['tenure']"),
     ("not parquet", "is not a readable Parquet file"),

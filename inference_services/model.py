@@ -66,7 +66,8 @@ from flowline.inference_services.batching import Batcher, Job, require_finite, s
 from flowline.inference_services.options import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_ROWS
 from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.tensors import feature_matrix, tensor_records
-from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe, request_checker
+from flowline.inference_services.request_checks import (MAX_ID_CHARACTERS, BadRequest, RecordChecker, describe,
+                                                           request_checker)
 from flowline.package.format import refuse_other_use_case
 from flowline.scoring import Scorer
 
@@ -515,10 +516,15 @@ def answer_tensor(name: str, datatype: str, values: np.ndarray, binary: bool) ->
 
 
 def _request_id(payload: Union[Dict, InferRequest], headers: Optional[Mapping[str, str]]) -> str:
-    """The v2 request's `id`, else the x-request-id header (Knative and most proxies set one), else a new id."""
+    """The v2 request's `id`, else the x-request-id header (Knative and most proxies set one), else a new id.
+    BadRequest (400) for one longer than MAX_ID_CHARACTERS: the answer and the prediction log repeat it."""
     if isinstance(payload, InferRequest) and payload.id:
-        return str(payload.id)
-    return (headers or {}).get("x-request-id") or uuid.uuid4().hex
+        request_id, field = str(payload.id), "id"
+    else:
+        request_id, field = (headers or {}).get("x-request-id") or uuid.uuid4().hex, "header x-request-id"
+    if len(request_id) > MAX_ID_CHARACTERS:
+        raise BadRequest("bad_id", f"{field}: {len(request_id)} characters, at most {MAX_ID_CHARACTERS}")
+    return request_id
 
 
 def _ids_sent(record: Mapping[str, Any], columns: List[str]) -> Dict[str, Any]:

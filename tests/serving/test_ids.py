@@ -92,6 +92,20 @@ def test_a_v2_request_id_comes_back_as_sent_even_empty(logged, loaded, rows, sen
     assert answer["id"] == sent
 
 
+def test_a_request_id_too_long_to_repeat_is_a_400_naming_where_it_came_from(logged, loaded, rows):
+    """The answer and the prediction log repeat a request's id: 100,000 characters were accepted and echoed."""
+    url, _ = logged
+    body = {"id": "r" * (MAX_ID_CHARACTERS + 1), "inputs": v2_tensors(loaded, rows, False)}
+    response = httpx.post(url + V2, json=body)
+    assert response.status_code == 400 and response.json()["error"] == (
+        f"id: {MAX_ID_CHARACTERS + 1} characters, at most {MAX_ID_CHARACTERS}")
+    long_header = {"x-request-id": "h" * (MAX_ID_CHARACTERS + 1)}
+    response = httpx.post(url + V1, json={"instances": records_of(features_of(rows.head(1)))}, headers=long_header)
+    assert response.status_code == 400 and response.json()["error"].startswith("header x-request-id: ")
+    at_most = httpx.post(url + V2, json={**body, "id": "r" * MAX_ID_CHARACTERS})
+    assert at_most.status_code == 200 and at_most.json()["id"] == "r" * MAX_ID_CHARACTERS
+
+
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_tritonclient_sends_and_gets_ids(logged, loaded, rows, binary: bool):
     url, _ = logged

@@ -209,10 +209,11 @@ def append(log: str | Path, action: str, what: Mapping[str, Any], actor: Optiona
     head_path = head_file(path)
     with open(path, "a+b") as file:
         fcntl.flock(file, fcntl.LOCK_EX)
-        lines = _whole_lines(path, file)
+        head = _read_head_file(head_path)
+        lines = _whole_lines(path, file, head)
         last_where = f"{path}: line {len(lines)}"
         last = _parse(last_where, lines[-1], {"seq", "hash", "previous"}) if lines else None
-        _head_to_repair(last, last_where, _read_head_file(head_path), str(head_path), key)
+        _head_to_repair(last, last_where, head, str(head_path), key)
         record = _next_record(last, action, what, actor, key)
         end = file.tell()
         try:  # all or nothing: a failed write (a full disk) leaves the log and its head as they were
@@ -226,10 +227,11 @@ def append(log: str | Path, action: str, what: Mapping[str, Any], actor: Optiona
     return record
 
 
-def _whole_lines(path: Path, file) -> list[str]:
+def _whole_lines(path: Path, file, head: Optional[dict]) -> list[str]:
     """The lines of a log opened "a+b" and locked, the file left at its end. A last line without its line
-    break is a write cut short (a crash or a full disk): never acknowledged, and not named by a head, it is
-    dropped with a warning. One that is whole JSON only lost its line break, which is given back."""
+    break is a write cut short (a crash or a full disk): never acknowledged, so not named by `head`, it is
+    dropped with a warning. One that is whole JSON only lost its line break, which is given back. A cut line
+    that the head names was acknowledged and damaged later: AuditError, and nothing is dropped."""
     file.seek(0)
     data = file.read()
     whole = data[:data.rfind(b"\n") + 1]
@@ -238,6 +240,10 @@ def _whole_lines(path: Path, file) -> list[str]:
             json.loads(data[len(whole):])
             file.write(b"\n")
         except ValueError:
+            cut = whole.count(b"\n") + 1  # its record's number: one record a line, from 1
+            if head is not None and isinstance(head.get("seq"), int) and head["seq"] >= cut:
+                raise AuditError(f"{path}: line {cut} is cut short, but {head_file(path).name} names record "
+                                 f"{head['seq']} as written: the log was damaged after it was written") from None
             warnings.warn(f"{path}: dropped an incomplete last line ({len(data) - len(whole)} bytes), a write that "
                           "was cut short", AuditRepairWarning, stacklevel=3)
             file.truncate(len(whole))
@@ -260,12 +266,13 @@ def repair_head(log: str | Path) -> bool:
     try:
         with open(path, "a+b") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
-            lines = _whole_lines(path, file)
+            head = _read_head_file(head_path)
+            lines = _whole_lines(path, file, head)
             if not lines:
                 return False
             last_where = f"{path}: line {len(lines)}"
             last = _parse(last_where, lines[-1], {"seq", "hash", "previous"})
-            head = _head_to_repair(last, last_where, _read_head_file(head_path), str(head_path), key)
+            head = _head_to_repair(last, last_where, head, str(head_path), key)
             if head is None:
                 return False
             _write_head_file(head_path, head)

@@ -403,6 +403,25 @@ def test_a_failed_write_leaves_the_log_as_it_was_and_a_torn_last_line_is_dropped
     assert audit.head_file(log).stat().st_mode & 0o777 == log.stat().st_mode & 0o777  # others may verify it too
 
 
+def test_a_cut_line_that_its_head_names_is_kept_and_refused_not_dropped_as_an_unfinished_write(tmp_path, key):
+    """A record written and acknowledged (its head names it), then cut in half: a reader (`flowline runs`) took it
+    for a write cut short and deleted what was left of it."""
+    from flowline import registry
+
+    log = tmp_path / audit.AUDIT_FILE
+    for n in range(3):
+        audit.append(log, "deployment", {"n": n})
+    data = log.read_bytes()
+    damaged = data[:data.rfind(b"\n", 0, len(data) - 1) + 1 + 40]  # the third record's first 40 bytes
+    log.write_bytes(damaged)
+    with pytest.raises(audit.AuditError, match="audit.jsonl: line 3 is not a JSON record"):  # verify's finding
+        registry.read(tmp_path)
+    assert log.read_bytes() == damaged
+    with pytest.raises(audit.AuditError, match="line 3 is cut short, but audit.jsonl.head names record 3"):
+        audit.append(log, "deployment", {"n": 3})
+    assert log.read_bytes() == damaged
+
+
 def test_a_reader_of_the_registry_writes_the_head_a_writer_stopped_before(tmp_path, key):
     """`flowline run`, `runs`, `models` and `serve USE_CASE` read the registry before they append: they complete
     the head as that append would, instead of refusing the log for good."""

@@ -52,6 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from flowline.package.signing import signed_json
 from flowline.storage import S3Location, StorageError, is_s3, new_file_mode, read_object, s3_client
 
 ACTOR_ENV = "FLOWLINE_ACTOR"
@@ -135,9 +136,11 @@ def _head_of(record: Mapping[str, Any], key: Optional[bytes]) -> dict:
 def _parse(where: str, text: str, fields: set[str]) -> dict:
     """One JSON object holding `fields`, or an AuditError naming where it came from."""
     try:
-        item = json.loads(text)
+        item = signed_json(text)
     except json.JSONDecodeError:
         raise AuditError(f"{where} is not a JSON record") from None
+    except ValueError as error:  # a key twice: what a reader sees is not what the hash covers
+        raise AuditError(f"{where} is not an audit record: {error}") from None
     if not isinstance(item, dict) or not fields <= set(item):
         raise AuditError(f"{where} is not an audit record")
     return item

@@ -170,6 +170,17 @@ def test_an_edit_with_recomputed_hashes_fails_its_signature(log, key):
     assert_caught(log, f"{line(log, 2)}: its signature does not match $FLOWLINE_AUDIT_KEY: it was forged")
 
 
+def test_a_forged_value_shown_ahead_of_the_signed_one_under_the_same_key_is_refused(tmp_path, key):
+    """JSON keeps the last of a key written twice: a line could show a forged `what` to a person reading the log
+    while the hash and signature checked the genuine one written after it."""
+    log = tmp_path / "audit.jsonl"
+    write(str(log))
+    lines = log.read_text().splitlines()
+    lines[1] = '{"what": {"use_case": "forged", "n": 99}, ' + lines[1][1:]
+    log.write_text("\n".join(lines) + "\n")
+    assert_caught(str(log), "line 2 is not an audit record: key 'what' appears more than once in an object")
+
+
 def test_without_the_key_an_edit_with_recomputed_hashes_goes_unseen_as_the_warning_says(log, monkeypatch):
     monkeypatch.delenv(audit.KEY_ENV, raising=False)
     write(log)

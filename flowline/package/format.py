@@ -39,6 +39,7 @@ from flowline.package.signing import (
     NoSigningKeyWarning,
     content_version,
     signature,
+    signed_json,
     signature_matches,
     signing_key,
 )
@@ -61,6 +62,8 @@ TRAINING_FILE = "training.json"  # in MODEL_DIR: the candidates, the selection a
 CARD_JSON = "model_card.json"
 CARD_HTML = "model_card.html"
 DRIFT_DIR = "drift"
+# What every reader needs, so every package holds: the model, its features, its use case, its evaluation.
+REQUIRED_FILES = (f"{MODEL_DIR}/{MODEL_FILE}", FEATURE_SET_FILE, USE_CASE_FILE, EVALUATION_FILE)
 REPORTS_DIR = "reports"  # the steps' reports for people, each a file a browser or editor opens by its extension
 # The explanation report stays out: its plots show sample rows' raw values, and a package holds only summaries.
 REPORT_FILES = {"profile": "profile.md", "feature_search": "feature_search.md", "evaluation": "evaluation.md",
@@ -134,7 +137,7 @@ def read_manifest(package_dir: str | Path) -> dict:
     if not manifest_path.is_file():
         raise PackageError(f"{package_dir} is not a model package: {MANIFEST_FILE} is missing")
     try:
-        manifest = json.loads(manifest_path.read_text())
+        manifest = signed_json(manifest_path.read_text())
     except ValueError as error:
         raise PackageError(f"{manifest_path} is unreadable: {error}") from None
     check_manifest(manifest, str(manifest_path))
@@ -187,10 +190,10 @@ def _listed(package: Path, listed: dict[str, str], folder: str, name: object, fi
 def verify(package_dir: str | Path) -> dict:
     """Return the manifest when the package is intact and authentic; raise PackageError naming the first problem.
 
-    Refused: a missing or malformed manifest; a listed file that is missing or altered; a file
-    the manifest does not list; a symbolic link or other non-regular file; a path (in the
-    manifest, model.json or the detector config) that is absolute, has '..' or names no file of
-    the package; a version that is not the hash of the manifest's content; and, when a signing
+    Refused: a missing or malformed manifest (a key twice included); a listed file that is missing or
+    altered; a file the manifest does not list; a package without one of REQUIRED_FILES; a symbolic
+    link or other non-regular file; a path (in the manifest, model.json or the detector config) that
+    is absolute, has '..' or names no file of the package; a version that is not the hash of the manifest's content; and, when a signing
     key is configured ($FLOWLINE_SIGNING_KEY), an unsigned or wrongly signed manifest. Without
     a key, a NoSigningKeyWarning says the author is unchecked. Model files can execute code
     when loaded, so nothing in an unverified package is ever opened.
@@ -209,6 +212,9 @@ def verify(package_dir: str | Path) -> dict:
     unlisted = sorted(set(actual) - set(listed))
     if unlisted:
         raise PackageError(f"package {package}: {unlisted[0]} is not listed in the manifest; refusing it")
+    absent = [name for name in REQUIRED_FILES if name not in listed]
+    if absent:
+        raise PackageError(f"package {package}: it has no {absent[0]}, which every package holds; refusing it")
     computed = content_version({field: manifest[field] for field in VERSIONED_FIELDS})
     if computed != manifest["version"]:
         raise PackageError(f"package {package}: the manifest states version {manifest['version']}, but its content "

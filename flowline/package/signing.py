@@ -15,12 +15,26 @@ import hashlib
 import hmac
 import json
 import os
-from typing import Optional
+from typing import Any, Optional
 
 KEY_ENV = "FLOWLINE_SIGNING_KEY"
 # The Kubernetes Secret (and its key) that puts KEY_ENV into the pods that sign or verify packages.
 POD_SECRET, POD_SECRET_KEY = "flowline-signing-key", "key"
 ALGORITHM = "hmac-sha256"
+
+
+def signed_json(text: str | bytes) -> Any:
+    """Signed JSON (a manifest, an audit record) parsed with each key of an object once. With a key written
+    twice, json.loads keeps the last: a reader of the text could see one value and the check another.
+    Raises ValueError naming the key."""
+    def unique(pairs: list[tuple[str, Any]]) -> dict:
+        keys = [key for key, _ in pairs]
+        repeated = sorted({key for key in keys if keys.count(key) > 1})
+        if repeated:
+            raise ValueError(f"key {repeated[0]!r} appears more than once in an object")
+        return dict(pairs)
+
+    return json.loads(text, object_pairs_hook=unique)
 
 
 class NoSigningKeyWarning(UserWarning):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from flowline.drift import DetectorError
-from flowline.package.format import Package, PackageError, write_manifest
+from flowline.package.format import Package, PackageError, verify, write_manifest
 from flowline.package.signing import KEY_ENV
 from flowline.datasets import sha256_of_file
 from flowline.inference_services.drift_monitor import DriftPackage
@@ -30,6 +30,22 @@ class Payload:
 
 def copy_of(package: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(package, tmp_path / "copy"))
+
+
+def test_a_manifest_with_a_key_twice_and_a_package_of_no_files_are_refused(churn_package, tmp_path, monkeypatch):
+    """Without a key anyone can rewrite a manifest; still, what `verify` passes is what a reader of the manifest
+    sees, and a package that holds nothing to load is not reported as verified."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    package = copy_of(churn_package, tmp_path)
+    text = (package / "manifest.json").read_text()
+    (package / "manifest.json").write_text('{"name": "forged", ' + text.lstrip()[1:])
+    with pytest.raises(PackageError, match="key 'name' appears more than once in an object"):
+        verify(package)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    write_manifest(empty, "churn")
+    with pytest.raises(PackageError, match="it has no model/model.json, which every package holds"):
+        verify(empty)
 
 
 def test_flowline_verify_refuses_the_bias_forgery_naming_both_versions(churn_package, tmp_path, capsys, monkeypatch):

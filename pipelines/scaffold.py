@@ -150,7 +150,11 @@ def infer_column(name: str, values: pd.Series) -> Column:
         ambiguous = "; review: day and month could be either way round" if len(formats) > 1 else ""
         return Column(name, {"type": "datetime", "format": formats[0], **spec}, f"dates ({formats[0]}){ambiguous}")
     if unique > max(MAX_ALLOWED, MAX_CATEGORY_SHARE * len(text)):
-        return Column(name, {"type": "string", **spec}, f"free text: {unique} distinct values")
+        if ID_NAME.search(snake(name)):  # an id with repeats or blanks: ingest names and quarantines them
+            return Column(name, {"type": "string", **spec}, f"review: named like an id, {unique} distinct values in "
+                          f"{len(text)} rows: proposed as an id; ingest quarantines the repeated ones", is_id=True)
+        return Column(name, {"type": "string", **spec}, f"review: free text, {unique} distinct values: the model "
+                      "reads it (target-encoded); list it in id_columns to keep it out")
     spec = {"type": "category", **spec}
     if unique <= MAX_ALLOWED:
         spec["allowed"] = sorted(text.unique())

@@ -350,6 +350,23 @@ def test_numbers_written_for_people_are_drafted_as_numbers_with_what_to_strip(wr
         parse_use_case({**document, "columns": {**document["columns"], "x": {"type": "number", "strip": "."}}})
 
 
+def test_a_nearly_unique_id_is_drafted_as_an_id_and_free_text_is_marked_for_review(write_csv):
+    """An id column with one repeated value was drafted as free text, unmarked, and became a target-encoded
+    feature of the model; the repeat is what the id check exists to catch."""
+    rows = [f"c{n},note {n} here,{n % 5},{'no' if n % 3 else 'yes'}" for n in range(300)]
+    rows[7] = rows[7].replace("c7,", "c8,")  # one id twice
+    text = scaffold(str(write_csv("customer_id,comment,x,outcome\n" + "\n".join(rows) + "\n")))
+    document = yaml.safe_load(text)
+    assert document["id_columns"] == ["customer_id"]
+    noted = {line.split(":")[0].strip(): line for line in text.splitlines() if line.strip().startswith(("customer_id:",
+                                                                                                       "comment:"))}
+    assert "# review: named like an id, 299 distinct values in 300 rows" in noted["customer_id"]
+    assert "# review: free text, 300 distinct values: the model reads it" in noted["comment"]
+    use_case = parse_use_case(document)
+    result = apply_contract(read_use_case_table(use_case).frame, use_case)
+    assert len(result.quarantined) == 1 and "customer_id" not in use_case.feature_columns
+
+
 def test_a_saved_dataframe_index_is_drafted_as_an_id_not_a_feature(write_csv, tmp_path: Path):
     """pandas' to_csv writes the index as a first column with a blank header: 0, 1, 2, ... in file order, which
     a model would learn from if the file is sorted by its label."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from scipy import stats
@@ -141,13 +142,19 @@ def business_impact(rate_difference: float, rows: int, value_per_positive: float
 
 @dataclass(frozen=True)
 class ArmOutcomes:
-    """What one version served: requests, failed requests, good outcomes among the answered ones, p99 latency."""
+    """What one version served: requests, failed requests, good outcomes among the answered ones, p99 latency,
+    and `outcomes`, the answered requests whose outcome (good or not) has arrived: None when all have.
+
+    An outcome (a customer retained, a payment not charged back) may arrive days after its answer, so a
+    request whose outcome has not arrived is pending, neither good nor bad, and is left out of the success
+    rate."""
 
     requests: int
     errors: int
     successes: int
     latency_p99_seconds: float
     version: str = ""
+    outcomes: Optional[int] = None
 
     @property
     def answered(self) -> int:
@@ -156,6 +163,21 @@ class ArmOutcomes:
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def known(self) -> int:
+        """Answered requests whose outcome has arrived."""
+        return self.answered if self.outcomes is None else self.outcomes
+
+    @property
+    def pending(self) -> int:
+        """Answered requests whose outcome has not arrived yet."""
+        return max(self.answered - self.known, 0)
+
+    @property
+    def success_rate(self) -> float:
+        """Good outcomes per answered request whose outcome has arrived."""
+        return self.successes / self.known if self.known else 0.0
 
 
 @dataclass(frozen=True)
@@ -184,6 +206,13 @@ def excess_errors_p_value(champion: ArmOutcomes, canary: ArmOutcomes, max_ratio:
 def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPolicy = CanaryPolicy()) -> dict:
     """promote, hold or rollback, with the reason and the numbers behind it.
 
+    The success rates are compared on the requests whose outcome has arrived. A pending request is not a
+    failure: a canary starts later than its champion, so fewer of its outcomes have arrived, and counting the
+    missing ones as bad rolled back a better canary, or an equal one. How many are pending on each arm is
+    in the numbers, and in the reason. This assumes an outcome that arrives late is as likely to be good as
+    one that arrives early; where good outcomes arrive sooner than bad ones, judge requests old enough for
+    their outcome to have arrived.
+
     The success rates are compared with the mSPRT at this look only: 1 / L_n is at least
     the running minimum an always-valid p-value would report, so deciding on it is
     conservative, and the decision stays valid however often it is taken.
@@ -207,16 +236,23 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
     if champion.successes > champion.answered or canary.successes > canary.answered:
         return {"decision": "hold", "reason": "an arm has more good outcomes than answered requests: count "
                 "outcomes per request, as requests are counted", **numbers}
-    rate_a, rate_b = champion.successes / champion.answered, canary.successes / canary.answered
-    pooled = (champion.successes + canary.successes) / (champion.answered + canary.answered)
-    variance = max(pooled * (1 - pooled), 1e-12) * (1 / champion.answered + 1 / canary.answered)
+    numbers.update(champion_pending=champion.pending, canary_pending=canary.pending)
+    pending = (f"; outcomes not yet arrived, left out: {canary.pending:,} of the canary's requests and "
+               f"{champion.pending:,} of the champion's" if champion.pending or canary.pending else "")
+    if min(champion.known, canary.known) == 0:
+        return {"decision": "hold", "reason": f"no outcome has arrived on an arm{pending}", **numbers}
+    if champion.successes == champion.known and canary.successes == canary.known:
+        return {"decision": "hold", "reason": "every outcome that arrived is good, on both arms: nothing to compare "
+                "(are the bad ones reported too, as outcome 0 or outcome=\"failure\"?)", **numbers}
+    rate_a, rate_b = champion.success_rate, canary.success_rate
+    pooled = (champion.successes + canary.successes) / (champion.known + canary.known)
+    variance = max(pooled * (1 - pooled), 1e-12) * (1 / champion.known + 1 / canary.known)
     p_value = float(msprt_p_values(np.array([rate_b - rate_a]), np.array([variance]), policy.tau)[-1])
     numbers.update(champion_success_rate=rate_a, canary_success_rate=rate_b, p_value=p_value)
     if p_value > policy.alpha:
-        return {"decision": "hold", "reason": f"no significant difference yet (always-valid p = {p_value:.3f})",
+        return {"decision": "hold", "reason": f"no significant difference yet (always-valid p = {p_value:.3f}){pending}",
                 **numbers}
     better = rate_b > rate_a
     return {"decision": "promote" if better else "rollback",
-            "reason": f"success rate {rate_b:.2%} against the champion's {rate_a:.2%}, always-valid p = {p_value:.4f}",
-            **numbers}
-
+            "reason": f"success rate {rate_b:.2%} against the champion's {rate_a:.2%}, always-valid p = {p_value:.4f}"
+                      f"{pending}", **numbers}

@@ -58,8 +58,9 @@ def outcome_counter(registry=None):
 
 
 def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path, model_name: str = "") -> dict[str, ArmOutcomes]:
-    """Each arm's requests, failures, p99 latency of its answers (the server's `--prediction-log`) and good
-    outcomes, joined by request id from `outcomes_file`: JSON lines {"request_id": ..., "outcome": 1 or 0}.
+    """Each arm's requests, failures, p99 latency of its answers (the server's `--prediction-log`) and
+    outcomes, joined by request id from `outcomes_file`: JSON lines {"request_id": ..., "outcome": 1 or 0}. An
+    answered request without a line there is pending (its outcome has not arrived), not a bad outcome.
 
     One model is judged: `model_name`, or the only one the log holds (a server with several models writes them
     all to one log). An arm whose log spans several versions (a canary replaced by a newer one) is judged on its
@@ -71,24 +72,23 @@ def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path, model_
         served = [line for line in served if line.get("model", model_name) == model_name]
     elif len(models) > 1:
         raise DesignError(f"{prediction_log} holds the answers of models {', '.join(models)}: give --name")
-    good = set()
+    arrived = {}
     for number, record in enumerate(_lines(outcomes_file, ("request_id", "outcome"), OUTCOME_LINE), 1):
         if record["outcome"] not in (0, 1) or isinstance(record["outcome"], float):
             raise DesignError(f"{outcomes_file}: outcome {record['outcome']!r} of request {record['request_id']!r}: "
                               "give 1 (good) or 0")
-        if record["outcome"]:
-            good.add(str(record["request_id"]))
+        arrived[str(record["request_id"])] = record["outcome"]
     arms = {}
     for arm in ARMS:
         mine = [line for line in served if line["arm"] == arm]
         version = mine[-1].get("version", "") if mine else ""
         mine = [line for line in mine if line.get("version", "") == version]
         answered = [line for line in mine if line["error"] is None]
+        outcomes = [arrived[str(line["request_id"])] for line in answered if str(line["request_id"]) in arrived]
         arms[arm] = ArmOutcomes(
-            requests=len(mine), errors=len(mine) - len(answered),
-            successes=sum(str(line["request_id"]) in good for line in answered),
+            requests=len(mine), errors=len(mine) - len(answered), successes=sum(outcomes),
             latency_p99_seconds=float(np.percentile([line["seconds"] for line in answered], 99)) if answered else 0.0,
-            version=version)
+            version=version, outcomes=len(outcomes))
     return arms
 
 

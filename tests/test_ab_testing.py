@@ -149,6 +149,9 @@ def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
     (arm(requests=9000, errors=0), arm(requests=1000, errors=1), "hold", "no significant difference yet"),
     (arm(requests=9000, errors=0), arm(requests=1000, errors=10), "rollback", "significantly more than 2 times"),
     (arm(successes=600), arm(successes=2100), "hold", "more good outcomes than answered requests"),
+    (arm(), ArmOutcomes(2004, 4, 0, 0.05, outcomes=0), "hold", "no outcome has arrived on an arm; outcomes not yet "
+     "arrived, left out: 2,000 of the canary's requests and 0 of the champion's"),
+    (arm(rate=1.0), arm(rate=1.0), "hold", "every outcome that arrived is good, on both arms"),
     (arm(), arm(p99=0.09), "rollback", "p99 latency is 1.80 times"),
     (arm(), arm(rate=0.30), "hold", "no significant difference yet"),
     (arm(), arm(rate=0.36), "promote", "success rate 36.00% against the champion's 30.00%"),
@@ -193,6 +196,41 @@ def test_repeated_canary_decisions_on_equal_arms_rarely_act():
     assert acted / 200 <= ALPHA + binomial_margin(ALPHA, 200)
 
 
+def write_ab_logs(folder, arms: dict, seed: int) -> tuple[str, str]:
+    """A prediction log and its outcomes: for each arm (requests, error rate, success rate of its answers, share
+    of the answers whose outcome has arrived). Returns the two files' paths."""
+    rng = np.random.default_rng(seed)
+    served, arrived = [], []
+    for arm_name, (requests, error_rate, success_rate, arrived_share) in arms.items():
+        for n in range(requests):
+            request_id = f"{arm_name}-{n}"
+            failed = rng.random() < error_rate
+            served.append({"request_id": request_id, "arm": arm_name, "version": arm_name, "seconds": 0.01,
+                           "error": "InferenceError" if failed else None})
+            if not failed and rng.random() < arrived_share:
+                arrived.append({"request_id": request_id, "outcome": int(rng.random() < success_rate)})
+    log, outcomes = folder / "predictions.jsonl", folder / "outcomes.jsonl"
+    log.write_text("".join(json.dumps(line) + "\n" for line in served))
+    outcomes.write_text("".join(json.dumps(line) + "\n" for line in arrived))
+    return str(log), str(outcomes)
+
+
+@pytest.mark.parametrize("canary_rate, decision", [(0.36, "promote"), (0.30, "hold")])
+def test_outcomes_that_have_not_arrived_are_pending_not_failures(canary_rate, decision, tmp_path, capsys):
+    """A canary starts later than its champion, so fewer of its outcomes have arrived (60 % here, all of the
+    champion's). Counted as bad, the missing ones rolled back a better canary, and an equal one, at p < 0.0001."""
+    log, outcomes = write_ab_logs(tmp_path, {"champion": (6000, 0.0, 0.30, 1.0), "canary": (6000, 0.0, canary_rate, 0.6)},
+                                  seed=11)
+    assert main(["canary", "analyze", "--predictions", log, "--outcomes", outcomes,
+                 "--audit-log", str(tmp_path / "audit.jsonl")]) == 0
+    shown = capsys.readouterr().out
+    decided = json.loads(shown[:shown.rindex("}") + 1])
+    assert decided["decision"] == decision, decided["reason"]
+    assert 0.3 * 6000 < decided["canary_pending"] < 0.5 * 6000 and decided["champion_pending"] == 0
+    assert f"outcomes not yet arrived, left out: {decided['canary_pending']:,} of the canary's requests" in shown
+    assert abs(decided["canary_success_rate"] - canary_rate) < 0.03
+
+
 def test_outcomes_join_the_prediction_log_by_request_id(tmp_path):
     log = tmp_path / "predictions.jsonl"
     served = [("a", "champion", None, 0.01), ("b", "champion", None, 0.03), ("c", "canary", None, 0.02),
@@ -203,8 +241,10 @@ def test_outcomes_join_the_prediction_log_by_request_id(tmp_path):
     outcomes.write_text('{"request_id": "a", "outcome": 1}\n{"request_id": "b", "outcome": 0}\n'
                         '{"request_id": "c", "outcome": 1}\n{"request_id": "zz", "outcome": 1}\n')
     arms = arms_from_logs(log, outcomes)
-    assert arms["champion"] == ArmOutcomes(2, 0, 1, pytest.approx(0.0298))
-    assert arms["canary"] == ArmOutcomes(2, 1, 1, 0.02)  # the p99 of its answers: a failure's time is not one
+    assert arms["champion"] == ArmOutcomes(2, 0, 1, pytest.approx(0.0298), outcomes=2)
+    assert arms["canary"] == ArmOutcomes(2, 1, 1, 0.02, outcomes=1)  # the p99 of its answers: a failure's time is not one
+    outcomes.write_text('{"request_id": "a", "outcome": 1}\n')  # b's outcome has not arrived: pending, not bad
+    assert (arms_from_logs(log, outcomes)["champion"].known, arms_from_logs(log, outcomes)["champion"].pending) == (1, 1)
     outcomes.write_text('{"request_id": "a"}\n')
     with pytest.raises(DesignError, match="line 1 is not"):
         arms_from_logs(log, outcomes)

@@ -3,14 +3,18 @@
 An arm's numbers (requests, failures, p99 latency, good outcomes) come from one of two sources:
 
 - **Prometheus**, when one is configured: the model servers' own series, per `model_version`,
-  counted over the canary's lifetime (since its package was built) and summed over pods. A
-  counter lives in its pod's process, so an instant sum would lose a pod scaled away or
-  replaced: each series' maximum over the window keeps it, and a series that reset (its
+  counted over the canary's lifetime (since it was first scraped) and summed over pods. Both
+  arms are counted over that same window: a champion pod serving from before the canary
+  counts from the window's start, not from its own. A counter lives in its pod's process,
+  so an instant sum would lose a pod scaled away or replaced: each series' maximum over the
+  window (less its value at the window's start) keeps it, and a series that reset (its
   container restarted in place) is counted by `increase` instead. Queries match the namespace
   (or series with no namespace label, as a scrape outside Kubernetes has). The champion is the
-  older package (`flowline_model_created_timestamp_seconds`), the canary the newer. Good outcomes come from
-  `flowline_outcomes_total{outcome="success"}`, which the application exports when it learns
+  older package (`flowline_model_created_timestamp_seconds`), the canary the newer. Outcomes come from
+  `flowline_outcomes_total{outcome="success" or "failure"}`, which the application exports when it learns
   an outcome (see `outcome_counter`), labelled with the `model_version` the answer carried.
+  Those counters count an outcome when it arrives, so the arrived outcomes (success and
+  failure) are the ones judged, and the answered requests without one are pending.
 - **Files**: the server's `--prediction-log` (request id, arm, version, failure, seconds) and
   the outcomes, joined by request id.
 
@@ -134,23 +138,46 @@ def _selector(model_name: str, namespace: str) -> str:
 
 
 def _counted(series: str, window: str) -> str:
-    """PromQL for each series' count over `window`: its maximum, which keeps a pod that has since gone; where
-    the series reset (a container restarted in place), its increase."""
-    return (f"((max_over_time({series}[{window}]) unless resets({series}[{window}]) > 0) "
-            f"or increase({series}[{window}]))")
+    """PromQL for each series' count over `window` (the last `window` up to now): its maximum, which keeps a pod
+    that has since gone, less its value when the window began, for a series that was already there (a champion
+    pod serving from before the canary); where the series reset (a container restarted in place), its increase."""
+    most = f"max_over_time({series}[{window}])"
+    return (f"((({most} - {series} offset {window}) or {most}) unless resets({series}[{window}]) > 0) "
+            f"or increase({series}[{window}])")
 
 
 def arm_queries(model_name: str, namespace: str, window: str) -> dict[str, str]:
-    """The queries of each arm's numbers over `window` (a PromQL duration), by model_version."""
+    """The queries of each arm's numbers over `window` (a PromQL duration), by model_version: requests, failed
+    ones, the outcomes that arrived and the good ones among them, and the p99 latency."""
     selector = _selector(model_name, namespace)
-    outcomes = f'{OUTCOMES_METRIC}_total{{{selector}, outcome="{SUCCESS}"}}'
+    outcomes = f'{OUTCOMES_METRIC}_total{{{selector}, outcome=~"{SUCCESS}|{FAILURE}"}}'
+    successes = f'{OUTCOMES_METRIC}_total{{{selector}, outcome="{SUCCESS}"}}'
     return {
         "requests": f"sum by (model_version) ({_counted(f'flowline_request_latency_seconds_count{{{selector}}}', window)})",
         "errors": f"sum by (model_version) ({_counted(f'flowline_prediction_errors_total{{{selector}}}', window)})",
-        "successes": f"sum by (model_version) ({_counted(outcomes, window)})",
+        "outcomes": f"sum by (model_version) ({_counted(outcomes, window)})",
+        "successes": f"sum by (model_version) ({_counted(successes, window)})",
         "p99": "histogram_quantile(0.99, sum by (model_version, le) "
                f"({_counted(f'flowline_request_latency_seconds_bucket{{{selector}}}', window)}))",
     }
+
+
+def _step(lookback_seconds: int) -> int:
+    return max(10, math.ceil(lookback_seconds / 10_000))
+
+
+def first_seen_query(model_name: str, namespace: str, lookback_seconds: int) -> str:
+    """PromQL for when each version of the model was first scraped within the last `lookback_seconds` (to within
+    a step: a 10,000th of it, and at least 10 seconds): for the canary, when it began to serve."""
+    step = _step(lookback_seconds)
+    return (f"min by (model_version) (min_over_time(timestamp(flowline_model_created_timestamp_seconds"
+            f"{{{_selector(model_name, namespace)}}})[{lookback_seconds + step}s:{step}s]))")
+
+
+def comparison_window(first_seen: float, lookback_seconds: int, now: float) -> str:
+    """The window both arms are counted over (a PromQL duration): from just before the canary was first seen (a
+    step and a second before, so that its first sample falls inside) to now; at least a minute."""
+    return f"{max(60, math.ceil(now - first_seen) + _step(lookback_seconds) + 1)}s"
 
 
 def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = "", timeout: float = 10.0
@@ -168,7 +195,10 @@ def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = 
                                 f"({', '.join(sorted(created)) or 'none'}): a canary analysis needs a champion and "
                                 "a canary")
     champion, canary = sorted(created, key=created.get)
-    window = f"{max(60, math.ceil(time.time() - created[canary]))}s"
+    now = time.time()
+    lookback = max(60, math.ceil(now - created[canary]))  # the canary's package was built before it served
+    first_seen = _query(prometheus_url, first_seen_query(model_name, namespace, lookback), timeout)
+    window = comparison_window(first_seen.get(canary, created[canary]), lookback, now)
     found = {what: _query(prometheus_url, promql, timeout)
              for what, promql in arm_queries(model_name, namespace, window).items()}
     arms = {}
@@ -177,7 +207,8 @@ def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = 
         latency = found["p99"].get(version, 0.0)
         arms[arm] = ArmOutcomes(requests=served + failed, errors=failed,
                                 successes=round(found["successes"].get(version, 0)),
-                                latency_p99_seconds=0.0 if np.isnan(latency) else latency, version=version)
+                                latency_p99_seconds=0.0 if np.isnan(latency) else latency, version=version,
+                                outcomes=round(found["outcomes"].get(version, 0)))
     return arms
 
 

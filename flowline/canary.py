@@ -256,7 +256,7 @@ def judge_canary(
     """Decide promote, hold or rollback; on promote or rollback with `apply`, patch the InferenceService;
     record the decision in the audit trail. Returns the decision with "applied", and with
     `value_per_success` (what one good outcome is worth, e.g. a retained customer's margin from the
-    use case's costs) the business impact of the canary per 1,000 answered requests."""
+    use case's costs) the business impact of the canary per 1,000 requests."""
     if apply and not name:
         raise DesignError("applying a decision needs the InferenceService's name")
     outcome = canary_decision(arms["champion"], arms["canary"], policy)

@@ -188,15 +188,37 @@ class ArmOutcomes:
         return self.successes / self.requests_judged if self.requests_judged else 0.0
 
 
+class PolicyError(DesignError):
+    """A CanaryPolicy field out of its range: `field`, and what to give instead (`advice`)."""
+
+    def __init__(self, field: str, value, advice: str):
+        super().__init__(f"{field} {value}: {advice}")
+        self.field, self.advice = field, advice
+
+
 @dataclass(frozen=True)
 class CanaryPolicy:
-    """When a canary is judged: guardrails first (errors, latency), then the sequential test of outcomes."""
+    """When a canary is judged: guardrails first (errors, latency), then the sequential test of outcomes.
+    A PolicyError when a field is out of range: a ratio below 1 rolls back canaries as good as their champion,
+    and an alpha of 1 or more acts on any difference."""
 
     min_requests: int = 200  # per arm, before any decision
     max_error_ratio: float = 2.0  # the canary's error rate may be at most this times the champion's (tested)
     max_latency_ratio: float = 1.5  # canary p99 over the champion's
     alpha: float = 0.05
     tau: float = 0.02  # the mSPRT's spread of effects: about the smallest difference in success rate worth acting on
+
+    def __post_init__(self):
+        ratio = "give 1 or more (1: no worse than the champion's)"
+        for field, valid, advice in (
+                ("min_requests", self.min_requests >= 1, "give at least 1"),
+                ("max_error_ratio", 1 <= self.max_error_ratio < math.inf, ratio),
+                ("max_latency_ratio", self.max_latency_ratio >= 1, ratio),
+                ("alpha", 0 < self.alpha < 1, "give a significance level between 0 and 1"),
+                ("tau", 0 < self.tau < math.inf, "give the smallest difference in success rate worth acting on, "
+                                                   "above 0")):
+            if not valid:
+                raise PolicyError(field, getattr(self, field), advice)
 
 
 def excess_errors_p_value(champion: ArmOutcomes, canary: ArmOutcomes, max_ratio: float) -> float:

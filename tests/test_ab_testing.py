@@ -310,3 +310,29 @@ def test_canary_analyze_refuses_an_unreachable_prometheus_or_a_missing_name_and_
     assert main(["canary", "analyze", "--prometheus", closed, "--audit-log", str(audit_log)]) == 1
     assert "need --name" in capsys.readouterr().err
     assert not audit_log.exists()
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--min-requests", "0", "--min-requests 0: give at least 1"),  # was a ZeroDivisionError traceback
+    ("--alpha", "2", "--alpha 2: give a significance level between 0 and 1"),  # rolled back a flawless canary
+    ("--max-latency-ratio", "-1", "--max-latency-ratio -1: give 1 or more"),  # rolled back an equal one
+    ("--max-error-ratio", "0.5", "--max-error-ratio 0.5: give 1 or more"),
+    ("--tau", "nan", "--tau nan: give the smallest difference in success rate worth acting on, above 0"),
+])
+def test_canary_analyze_refuses_a_policy_out_of_range_as_a_usage_error(option, value, said, tmp_path, capsys):
+    log, outcomes = write_ab_logs(tmp_path, {"champion": (300, 0.0, 0.3, 1.0), "canary": (300, 0.0, 0.3, 1.0)}, seed=1)
+    audit_log = tmp_path / "audit.jsonl"
+    with pytest.raises(SystemExit) as caught:
+        main(["canary", "analyze", "--predictions", log, "--outcomes", outcomes, "--audit-log", str(audit_log),
+              option, value])
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert said in error and "Traceback" not in error, error
+    assert not audit_log.exists()  # no decision taken, none recorded
+
+
+def test_a_canary_policy_out_of_range_is_refused_where_it_is_made():
+    """The KFP component makes its policy from a dict: the same ranges hold there."""
+    with pytest.raises(DesignError, match="alpha 2: give a significance level between 0 and 1"):
+        CanaryPolicy(alpha=2)
+    assert CanaryPolicy(max_latency_ratio=math.inf).max_latency_ratio == math.inf  # the latency guardrail off

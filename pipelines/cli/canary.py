@@ -96,14 +96,17 @@ def _ab_design(args: argparse.Namespace) -> int:
 
 
 def _canary_analyze(args: argparse.Namespace) -> int:
-    from flowline.ab_testing import CanaryPolicy, DesignError
+    from flowline.ab_testing import CanaryPolicy, DesignError, PolicyError
     from flowline.canary import CanarySourceError, judge_canary, read_arms
 
+    try:
+        policy = CanaryPolicy(min_requests=args.min_requests, max_error_ratio=args.max_error_ratio,
+                              max_latency_ratio=args.max_latency_ratio, alpha=args.alpha, tau=args.tau)
+    except PolicyError as error:
+        raise UsageError(f"--{error.field.replace('_', '-')} {getattr(args, error.field):g}: {error.advice}")
     if (args.apply or args.prometheus) and not args.name:
         print("flowline: --apply and --prometheus need --name, the InferenceService", file=sys.stderr)
         return EXIT_ERROR
-    policy = CanaryPolicy(min_requests=args.min_requests, max_error_ratio=args.max_error_ratio,
-                          max_latency_ratio=args.max_latency_ratio, alpha=args.alpha, tau=args.tau)
     try:
         arms, source = read_arms(args.prometheus or "", args.name or "", args.predictions or "", args.outcomes or "",
                                   args.namespace)

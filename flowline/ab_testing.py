@@ -290,10 +290,9 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
     p_value = float(msprt_p_values(np.array([rate_b - rate_a]), np.array([variance]), policy.tau)[-1])
     numbers.update(champion_success_rate=rate_a, canary_success_rate=rate_b, p_value=p_value)
     if p_value > policy.alpha:
-        return {"decision": "hold", "reason": f"no significant difference yet (always-valid p = {p_value:.3f}){pending}",
-                **numbers}
+        return {"decision": "hold",
+                "reason": f"no significant difference yet (always-valid p = {p_value:.3f}){pending}", **numbers}
     better = rate_b > rate_a
     return {"decision": "promote" if better else "rollback",
             "reason": f"success rate per request {rate_b:.2%} against the champion's {rate_a:.2%}, always-valid "
-                      f"p = {p_value:.4f}"
-                      f"{pending}", **numbers}
+                      f"p = {p_value:.4f}{pending}", **numbers}

@@ -223,8 +223,8 @@ def write_ab_logs(folder, arms: dict, seed: int) -> tuple[str, str]:
 def test_outcomes_that_have_not_arrived_are_pending_not_failures(canary_rate, decision, tmp_path, capsys):
     """A canary starts later than its champion, so fewer of its outcomes have arrived (60 % here, all of the
     champion's). Counted as bad, the missing ones rolled back a better canary, and an equal one, at p < 0.0001."""
-    log, outcomes = write_ab_logs(tmp_path, {"champion": (6000, 0.0, 0.30, 1.0), "canary": (6000, 0.0, canary_rate, 0.6)},
-                                  seed=11)
+    log, outcomes = write_ab_logs(
+        tmp_path, {"champion": (6000, 0.0, 0.30, 1.0), "canary": (6000, 0.0, canary_rate, 0.6)}, seed=11)
     assert main(["canary", "analyze", "--predictions", log, "--outcomes", outcomes,
                  "--audit-log", str(tmp_path / "audit.jsonl")]) == 0
     shown = capsys.readouterr().out
@@ -266,9 +266,11 @@ def test_outcomes_join_the_prediction_log_by_request_id(tmp_path):
                         '{"request_id": "c", "outcome": 1}\n{"request_id": "zz", "outcome": 1}\n')
     arms = arms_from_logs(log, outcomes)
     assert arms["champion"] == ArmOutcomes(2, 0, 1, pytest.approx(0.0298), outcomes=2)
-    assert arms["canary"] == ArmOutcomes(2, 1, 1, 0.02, outcomes=1)  # the p99 of its answers: a failure's time is not one
+    # The p99 of its answers: a failure's time is not one.
+    assert arms["canary"] == ArmOutcomes(2, 1, 1, 0.02, outcomes=1)
     outcomes.write_text('{"request_id": "a", "outcome": 1}\n')  # b's outcome has not arrived: pending, not bad
-    assert (arms_from_logs(log, outcomes)["champion"].known, arms_from_logs(log, outcomes)["champion"].pending) == (1, 1)
+    champion = arms_from_logs(log, outcomes)["champion"]
+    assert (champion.successes, champion.known, champion.pending) == (1, 1, 1)
     outcomes.write_text('{"request_id": "a"}\n')
     with pytest.raises(DesignError, match="line 1 is not"):
         arms_from_logs(log, outcomes)

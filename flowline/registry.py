@@ -21,6 +21,7 @@ package.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -199,6 +200,17 @@ def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
     return found
 
 
+class NotChampionWarning(UserWarning):
+    """A use case's newest package, taken by its name, is one its own run did not promote."""
+
+
+def _not_chosen(name: str, newest: Entry, champion: Optional[Entry]) -> str:
+    why = "failed its gates" if newest.gates_passed is False else "was not promoted over the champion"
+    instead = (f"the champion is {champion.version}: give its version to use it" if champion is not None
+               else "no package of it was promoted")
+    return f"use case {name!r}: its newest package, {newest.version}, {why}; {instead}"
+
+
 def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -> str:
     """The package `target` names: a package folder (one with a manifest) or s3:// prefix as given; a use case, by its name
     (built-in or recorded in `runs_dir`) or its YAML path, gives its newest package (with `champion`,
@@ -215,6 +227,8 @@ def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -
         if found is None:
             what = "promoted package" if champion else "package"
             raise RegistryError(f"no {what} of use case {name!r} under {runs_dir}; run `flowline run {name}` first")
+        if found.gates_passed is False or found.stage == "rejected":
+            warnings.warn(_not_chosen(name, found, registry.champion(name)), NotChampionWarning, stacklevel=2)
         return found.path
     if Path(target).is_dir():  # a folder that is no package and names no use case (or one named like it)
         raise UseCaseError(f"{target} is a folder without {MANIFEST_FILE}, so not a model package, and no use "

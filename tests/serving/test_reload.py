@@ -11,6 +11,7 @@ import pytest
 
 from flowline import audit
 from flowline.package.format import verify
+from flowline.pipelines.cli import main
 from flowline.datasets import sha256_of_file
 from flowline.inference_services.local_server import running_server
 from serving_helpers import AUTHORIZED, records_of, repository_env
@@ -139,6 +140,24 @@ def test_the_champion_of_a_local_run_is_the_newest_promoted_package(churn_packag
     assert newest_package(runs, "churn").parts[-2] == "c"  # what `flowline serve churn` serves
     assert newest_package(runs, "churn", promoted_only=True).parts[-2] == "b"  # what a new run must beat
     assert newest_package(runs, "fraud", promoted_only=True) is None
+
+
+def test_a_use_case_whose_newest_package_was_not_promoted_is_served_with_a_warning_naming_the_champion(
+        churn_package, tmp_path: Path):
+    """`flowline score churn` scored silently with a package its own run had rejected."""
+    from flowline.registry import NotChampionWarning, resolve_package
+
+    runs = tmp_path / "runs"
+    recorded_run(runs, churn_package, "a", "promote")
+    assert resolve_package("churn", runs) == str(runs / "a" / "package")  # the champion: no warning
+    newest = recorded_run(runs, churn_package, "b", "keep")
+    version = verify(churn_package)["version"]
+    with pytest.warns(NotChampionWarning, match=f"newest package, {version}b, was not promoted over the champion; "
+                                                f"the champion is {version}a: give its version to use it"):
+        assert resolve_package("churn", runs) == str(newest)
+    with pytest.warns(NotChampionWarning, match=f"use case 'churn': its newest package, {version}b"):
+        main(["score", "churn", "--runs-dir", str(runs), "--input", str(tmp_path / "none.csv"),
+              "--output", str(tmp_path / "out.parquet")])
 
 
 def test_flowline_serve_names_the_model_after_the_use_case(churn_package, tmp_path: Path):

@@ -12,7 +12,9 @@ Every write is atomic: a batch of events for many entities is written whole or n
 entity history once per (namespace, source), so seeding the same training history again adds nothing.
 `erase` removes an entity's events and remembers the entity, so that no later `seed` writes it back from a
 package trained before the erasure (an empty store seeds from the package's fitted history); events served
-after the erasure are new and are kept.
+after the erasure are new and are kept. A Redis out of reach (refused, or silent past RedisStore's timeouts)
+raises OnlineStoreUnavailable, one line naming the store (without its password), which a model server answers
+with a 503.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import math
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 Event = tuple[float, dict[str, float]]
@@ -31,6 +34,18 @@ Events = Mapping[str, list[Event]]  # entity -> its events
 
 class OnlineStoreError(ValueError):
     """A store URL that names no backend, or an event that is not (finite time, {column: finite number})."""
+
+
+class OnlineStoreUnavailable(RuntimeError):
+    """The store cannot answer: its server is unreachable (a model server answers 503 meanwhile)."""
+
+
+def shown(url: str) -> str:
+    """A store URL as messages show it: without a password (redis://:secret@host/0 -> redis://host/0)."""
+    scheme, separator, rest = url.partition("://")
+    if separator and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
 
 
 def canonical(events: Iterable[Event]) -> list[Event]:
@@ -116,6 +131,9 @@ class OnlineStore(ABC):
     @abstractmethod
     def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
         """The stored events of `entities`, in any order."""
+
+    def ping(self) -> None:
+        """Raise OnlineStoreUnavailable when the store cannot be reached (only a server can be out of reach)."""
 
     def close(self) -> None:
         """Release the connection (the memory store keeps its events until the process ends)."""
@@ -232,11 +250,30 @@ class RedisStore(OnlineStore):
     SEEDS = "flowline:seeds:"
     ERASED = "flowline:erased:"
 
+    CONNECT_TIMEOUT_S = 5.0  # a host that does not answer at all fails a request within this, not never
+    TIMEOUT_S = 5.0
+
     def __init__(self, url: str) -> None:
         import redis
 
         self.url = url
-        self._client = redis.Redis.from_url(url)
+        # Options in the URL (?socket_timeout=...) take precedence over these.
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=self.CONNECT_TIMEOUT_S,
+                                            socket_timeout=self.TIMEOUT_S)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Redis unreachable (refused, timed out, still loading its data) as OnlineStoreUnavailable, in one line."""
+        import redis
+
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise OnlineStoreUnavailable(f"online store {shown(self.url)} is unreachable: {error}") from None
+
+    def ping(self) -> None:
+        with self._reachable():
+            self._client.ping()
 
     def _key(self, namespace: str, entity: str) -> str:
         return f"{self.PREFIX}{namespace}:{entity}"  # a namespace is a slug, so no two keys collide
@@ -245,7 +282,7 @@ class RedisStore(OnlineStore):
         import redis
 
         seeds = self.SEEDS + namespace
-        with self._client.pipeline(transaction=True) as pipe:
+        with self._reachable(), self._client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     if seed is not None:
@@ -262,7 +299,7 @@ class RedisStore(OnlineStore):
                     pipe.reset()
 
     def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
-        with self._client.pipeline(transaction=False) as pipe:
+        with self._reachable(), self._client.pipeline(transaction=False) as pipe:
             for entity in entities:
                 pipe.lrange(self._key(namespace, entity), 0, -1)
             lists = pipe.execute()
@@ -270,12 +307,13 @@ class RedisStore(OnlineStore):
 
     def _erase(self, namespace: str, entity: str) -> int:
         key = self._key(namespace, entity)
-        with self._client.pipeline(transaction=True) as pipe:
+        with self._reachable(), self._client.pipeline(transaction=True) as pipe:
             count, _, _ = pipe.llen(key).delete(key).sadd(self.ERASED + namespace, entity).execute()
         return int(count)
 
     def _erased(self, namespace: str) -> set[str]:
-        return {entity.decode() for entity in self._client.smembers(self.ERASED + namespace)}
+        with self._reachable():
+            return {entity.decode() for entity in self._client.smembers(self.ERASED + namespace)}
 
     def close(self) -> None:
         self._client.close()

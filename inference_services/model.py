@@ -59,7 +59,7 @@ from kserve.utils.numpy_codec import to_np_dtype
 
 from flowline.events import REQUEST_EVENT
 from flowline.features.kinds import FeatureError
-from flowline.online_store import OnlineStore, OnlineStoreError, open_store
+from flowline.online_store import OnlineStore, OnlineStoreError, OnlineStoreUnavailable, open_store, shown
 from flowline.inference_services import metrics
 from flowline.inference_services import customers_online
 from flowline.inference_services.batching import Batcher, Job, require_finite, score_jobs, transform
@@ -153,6 +153,7 @@ class FlowlineModel(Model):
         self._log_failing = False  # warned once when the log stops recording, once when it records again
         self.online_store_url = online_store
         self._store: Optional[OnlineStore] = None  # opened once, when a package first needs it
+        self._store_down = False  # a request found the online store out of reach: readiness pings it (store_reachable)
         # Off with a wait of 0; never for a package with entity features (its reads and writes keep their order).
         self.batcher = Batcher(self.score, batch_wait_ms / 1e3, max_batch_rows) if batch_wait_ms > 0 else None
         self._explaining = asyncio.Semaphore(1)  # explains run in a thread, one at a time (`explain`)
@@ -161,6 +162,28 @@ class FlowlineModel(Model):
         if self._store is None:
             self._store = open_store(self.online_store_url)
         return self._store
+
+    def store_reachable(self) -> bool:
+        """For readiness: false while the online store is out of reach. Costs nothing until a request finds it
+        unreachable; from then on each call pings it, until it answers again."""
+        if not self._store_down or self._store is None:
+            return True
+        try:
+            self._store.ping()
+        except OnlineStoreUnavailable:
+            return False
+        self._store_up()
+        return True
+
+    def _store_failed(self, error: Exception) -> None:
+        if isinstance(error, OnlineStoreUnavailable) and not self._store_down:
+            log.warning("%s: %s; answering 503 and not ready until it answers again", self.name, error)
+            self._store_down = True
+
+    def _store_up(self) -> None:
+        if self._store_down:
+            self._store_down = False
+            log.warning("%s: online store %s answers again", self.name, shown(self.online_store_url))
 
     def _load_package(self, path: str) -> LoadedPackage:
         return LoadedPackage.load(path, self._online_store if self.online_store_url else None)
@@ -312,6 +335,8 @@ class FlowlineModel(Model):
         except Exception as error:
             self._failed(job, error)
             raise
+        if self._store_down and job.package.store is not None:
+            self._store_up()
         seconds = time.perf_counter() - job.started
         metrics.observe_predictions(self.name, job.package.version, len(job.scores), job.positive, seconds)
         if self._log:
@@ -320,6 +345,7 @@ class FlowlineModel(Model):
 
     def _failed(self, job: Job, error: Exception) -> None:
         """An arm's failures count against it in the canary analysis."""
+        self._store_failed(error)
         metrics.PREDICTION_ERRORS.labels(self.name, job.package.version, type(error).__name__).inc()
         if self._log:
             self._log_prediction(job, 0, time.perf_counter() - job.started, type(error).__name__)
@@ -375,6 +401,9 @@ class FlowlineModel(Model):
             appended = self._append_events(package, values, "pushed")
         except (FeatureError, OnlineStoreError) as error:  # what the checks let through; still the client's
             raise BadRequest("malformed_request", f"events: {error}") from None
+        except OnlineStoreUnavailable as error:  # a 503 (server.py)
+            self._store_failed(error)
+            raise
         return {"model_name": self.name, "definition": use_case.entity_definition, "rows": len(records),
                 "events": appended}
 

@@ -9,7 +9,7 @@ itself: FastAPI's routing, dependency solving and middleware stack cost a third 
 Anything else (a CloudEvent, the drift monitor, a model that is unknown or not ready, another method or
 path) goes on to FastAPI unchanged, as do the model's own 404 and 503. Answers are counted in
 flowline_http_requests_total and carry the worker's name as the request counter does on other routes; a
-refused request is server.py's 400, a failure KServe's 500.
+refused request is server.py's 400, an online store out of reach a 503 naming it, any other failure KServe's 500.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from flowline.inference_services import metrics
+from flowline.online_store import OnlineStoreUnavailable
 from flowline.inference_services.request_checks import BadRequest, clip
 from flowline.inference_services.v2_body import binary_problem, v2_body_problem
 
@@ -123,6 +124,9 @@ class ModelRoute:
             response = await self.refuse(Request({**scope, "path_params": {"model_name": model.name}}), error)
         except ModelNotFound as error:  # a versioned URL naming a version not served here
             response = JSONResponse(status_code=404, content={"error": str(error)})
+        except OnlineStoreUnavailable as error:  # no traceback per request while Redis is down
+            log.warning("%s: 503: %s", model.name, error)
+            response = server_error(error)
         except Exception as error:  # noqa: BLE001 - a failure is the server's
             log.exception("%s failed on a request", model.name)
             response = server_error(error)
@@ -150,7 +154,10 @@ def request_headers(scope) -> dict[str, str]:
 
 
 def server_error(error: Exception) -> JSONResponse:
-    """A failure of the server's, answered as KServe's generic exception handler answers it: a 500."""
+    """A failure of the server's, answered as KServe's generic exception handler answers it: a 500; an online
+    store out of reach is a 503 naming it."""
+    if isinstance(error, OnlineStoreUnavailable):
+        return JSONResponse(status_code=503, content={"error": str(error)})
     return JSONResponse(status_code=500, content={"error": f"{type(error).__name__} : {error}"})
 
 

@@ -13,6 +13,8 @@ What this adds to kserve.ModelServer:
   CloudEvents, and models other than a FlowlineModel, take KServe's own route;
 - `POST /v2/models/{name}/events` appends events (plain records, or the payload logger's CloudEvents)
   to the online store the model's entity features read;
+- an online store out of reach is a 503 naming it (logged as one line), and readiness is false until it
+  answers a ping again;
 - the model repository routes are off unless $FLOWLINE_REPOSITORY_TOKEN is set, and then
   take that bearer token: `POST /v2/repository/models/{name}/load` reloads that model's
   package without dropping requests (a package that fails verification is refused with
@@ -56,6 +58,7 @@ from kserve.protocol.rest.server import RESTServer
 from kserve.protocol.rest.v1_endpoints import V1Endpoints
 from prometheus_client import exposition
 
+from flowline.online_store import OnlineStoreUnavailable
 from flowline.package.format import PackageError
 from flowline.inference_services import metrics, model_route
 from flowline.inference_services.body_limit import BodyLimit
@@ -192,8 +195,25 @@ class FlowlineDataPlane(DataPlane):
         return metadata
 
     async def ready(self) -> bool:
-        return (all(model.ready for model in self.model_registry.get_models().values())
-                and (self.sync is None or self.sync.all_started()) and await super().ready())
+        models = self.model_registry.get_models().values()
+        return (all(model.ready for model in models)
+                and (self.sync is None or self.sync.all_started()) and await super().ready()
+                and all([await _store_reachable(model) for model in models]))
+
+    async def model_ready(self, model_name: str, disable_predictor_health_check: bool = False) -> bool:
+        """KServe's, and for the readiness route (not the requests' own check) false while the model's online
+        store is out of reach."""
+        ready = await super().model_ready(model_name, disable_predictor_health_check)
+        if ready and not disable_predictor_health_check:
+            return await _store_reachable(self.model_registry.get_model(model_name))
+        return ready
+
+
+async def _store_reachable(model: Model) -> bool:
+    """Whether the model's online store answers (FlowlineModel.store_reachable: a ping only after a request found
+    it out of reach), in a thread: a host that does not answer must not hold up the event loop."""
+    check = getattr(model, "store_reachable", None)
+    return True if check is None else await asyncio.to_thread(check)
 
 
 async def _refused(request: Request, error: InvalidInput) -> JSONResponse:
@@ -222,6 +242,12 @@ def _logged_in_one_line(status: int):
         return JSONResponse(status_code=status, content={"error": str(error)})
 
     return answer
+
+
+async def _store_unavailable(request: Request, error: OnlineStoreUnavailable) -> JSONResponse:
+    """The online store cannot answer (explain, events, a CloudEvent): a 503 naming it, logged as one line."""
+    log.warning("503 %s %s: %s", request.method, clip(request.url.path), error)
+    return model_route.server_error(error)
 
 
 class FlowlineRESTServer(RESTServer):
@@ -291,6 +317,7 @@ class FlowlineRESTServer(RESTServer):
         app.add_exception_handler(ModelNotFound, _logged_in_one_line(404))
         app.add_exception_handler(ModelNotReady, _logged_in_one_line(503))
         app.add_exception_handler(ServerNotReady, _logged_in_one_line(503))
+        app.add_exception_handler(OnlineStoreUnavailable, _store_unavailable)
         app.add_exception_handler(StarletteHTTPException, _protocol_error)
 
     def serving(self, model_name: str) -> Model:
@@ -326,8 +353,10 @@ class FlowlineRESTServer(RESTServer):
         return JSONResponse(await self.dataplane.model_metadata(model_name))
 
     async def version_ready(self, model_name: str, model_version: str) -> Response:
-        """Whether a served version is ready to answer: 503 while its model is not."""
-        if not self.served_version(model_name, model_version).ready:
+        """Whether a served version is ready to answer: 503 while its model is not, or its online store is out of
+        reach."""
+        model = self.served_version(model_name, model_version)
+        if not model.ready or not await _store_reachable(model):
             raise ModelNotReady(model_name)
         return JSONResponse({"name": model_name, "ready": True})
 

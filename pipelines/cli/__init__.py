@@ -31,6 +31,7 @@ from flowline.pipelines.cli import (audit_trail, canary, cluster, completion, da
                                     packages, registry, run, score, serve)
 from flowline.pipelines.cli.common import EXIT_ERROR, EXIT_GATE_FAILED, UsageError
 from flowline.cluster import ClusterError
+from flowline.online_store import OnlineStoreUnavailable
 from flowline.storage import StorageError
 
 __all__ = ["EXIT_ERROR", "EXIT_GATE_FAILED", "build_parser", "main"]
@@ -97,6 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         parser.error(str(error))
     except (UseCaseError, DatasetError, PackageError, StorageError, audit.AuditError, FileNotFoundError,
-            ClusterError) as error:
+            ClusterError, OnlineStoreUnavailable) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR

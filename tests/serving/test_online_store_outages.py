@@ -1,0 +1,96 @@
+"""The model server when its online store cannot serve: a Redis that stops and comes back, and a Redis that is
+not there at start.
+
+One package with fixed windows that sum `amount` (features.entity_outputs), served from a private real
+redis-server that each test stops and starts as it needs.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import redis_server as redis_helpers
+from payments import payments_use_case, transactions
+from redis_server import redis_server_binary, running_redis
+from serving_helpers import build_package
+
+from flowline.features.feature_set import FeatureSet
+from flowline.inference_services.local_server import LOOPBACK, SERVE_COMMAND, free_port, running_server
+
+pytestmark = pytest.mark.xdist_group("serving")
+OUTPUTS = [["recency"], ["count", 3600.0], ["sum", 86400.0, "amount"]]
+
+
+@pytest.fixture(scope="module")
+def summing_package(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("payments-sum")
+    transactions().to_csv(folder / "payments.csv", index=False)
+    use_case = payments_use_case(data={"path": str(folder / "payments.csv")},
+                                 features={"entity_column": "card", "amount_columns": ["amount"],
+                                           "entity_outputs": OUTPUTS},
+                                 tuning={"families": {"xgboost": 1}, "max_boost_rounds": 50})
+    package = build_package(use_case, folder / "build", trials=1)
+    assert [list(o) for o in FeatureSet.load(package / "feature_set.json").entity_features[0].outputs] == OUTPUTS
+    return package
+
+
+def known_card(package: Path) -> str:
+    return sorted(FeatureSet.load(package / "feature_set.json").entity_features[0].history.events)[0]
+
+
+def predict(client: httpx.Client, card: str) -> httpx.Response:
+    return client.post("/v1/models/payments:predict",
+                       json={"instances": [{"txn": "t-x", "card": card, "at": "2026-03-01T10:00:00", "amount": 42.0}]})
+
+
+def test_a_redis_that_stops_gives_503s_naming_it_and_readiness_false_until_it_is_back(
+        summing_package, tmp_path, monkeypatch) -> None:
+    card = known_card(summing_package)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with running_redis(redis_server_binary(), tmp_path / "first") as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with running_server([str(summing_package)], extra_args=["--online-store", url],
+                            log_path=str(tmp_path / "server.log")) as served, \
+                httpx.Client(base_url=served, timeout=30) as client:
+            assert predict(client, card).status_code == 200
+            _stop(url)
+            for answer in (predict(client, card),
+                           client.post("/v1/models/payments:explain", json={"instances": [
+                               {"card": card, "at": "2026-03-01T10:00:00", "amount": 1.0}]}),
+                           client.post("/v2/models/payments/events", json={"instances": [
+                               {"card": card, "at": "2026-03-01T10:00:00", "amount": 1.0}]})):
+                assert answer.status_code == 503, answer.text
+                assert f"online store redis://127.0.0.1:{port}/0 is unreachable" in answer.json()["error"]
+            assert client.get("/v2/health/ready").status_code == 503
+            assert client.get("/v2/models/payments/ready").status_code == 503
+            monkeypatch.setattr(redis_helpers, "_free_port", lambda: port)  # the same address comes back
+            with running_redis(redis_server_binary(), tmp_path / "second"):
+                assert client.get("/v2/models/payments/ready").status_code == 200
+                assert client.get("/v2/health/ready").status_code == 200
+                assert predict(client, card).status_code == 200
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log
+
+
+def _stop(url: str) -> None:
+    """Shut the Redis at `url` down (its runner's own stop then finds it gone)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(url).shutdown(nosave=True)
+    except redis.ConnectionError:  # it closes the connection as it goes
+        pass
+
+
+def test_a_server_whose_redis_is_down_at_start_says_so_in_one_line(summing_package) -> None:
+    url = f"redis://{LOOPBACK}:{free_port()}/0"
+    done = subprocess.run([*SERVE_COMMAND, str(summing_package), "--host", LOOPBACK, "--port", str(free_port()),
+                           "--workers", "1", "--online-store", url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if not line.startswith("flowline: warning:")]
+    assert errors == [f"flowline: online store {url} is unreachable: Error 111 connecting to "
+                      f"{url[len('redis://'):-2]}. Connection refused."], done.stderr

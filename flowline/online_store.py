@@ -40,6 +40,19 @@ class OnlineStoreUnavailable(RuntimeError):
     """The store cannot answer: its server is unreachable (a model server answers 503 meanwhile)."""
 
 
+class IncompatibleEvents(OnlineStoreUnavailable):
+    """The stored events of a definition lack an amount column that a version's windows sum: they were written by
+    a version whose events did not keep it (before events carried every amount column of the use case)."""
+
+    def __init__(self, url: str, namespace: str, missing: Iterable[str]) -> None:
+        self.missing = list(missing)
+        super().__init__(
+            f"online store {shown(url)}: the events of definition {namespace!r} carry no "
+            f"{', '.join(map(repr, self.missing))}, which this version's windows sum; they were written by a version "
+            f"that did not keep that column. Serve this version with an empty online store (it seeds it from its "
+            f"own history), or retrain without those windows")
+
+
 def shown(url: str) -> str:
     """A store URL as messages show it: without a password (redis://:secret@host/0 -> redis://host/0)."""
     scheme, separator, rest = url.partition("://")

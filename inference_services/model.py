@@ -59,7 +59,8 @@ from kserve.utils.numpy_codec import to_np_dtype
 
 from flowline.events import REQUEST_EVENT
 from flowline.features.kinds import FeatureError
-from flowline.online_store import OnlineStore, OnlineStoreError, OnlineStoreUnavailable, open_store, shown
+from flowline.online_store import (IncompatibleEvents, OnlineStore, OnlineStoreError, OnlineStoreUnavailable,
+                                   open_store, shown)
 from flowline.inference_services import metrics
 from flowline.inference_services import customers_online
 from flowline.inference_services.batching import Batcher, Job, require_finite, score_jobs, transform
@@ -100,6 +101,7 @@ class LoadedPackage(Scorer):
             owner = use_case.entity_definition == use_case.name
             if owner:
                 feature_set.seed(store)
+            feature_set.check_store(store)  # a store whose events lack an amount these windows sum: refused here
             feature_set = feature_set.online(store)
         attributes = scorer.mitigation.attributes if scorer.mitigation else ()
         ids = use_case.id_columns
@@ -176,7 +178,8 @@ class FlowlineModel(Model):
         return True
 
     def _store_failed(self, error: Exception) -> None:
-        if isinstance(error, OnlineStoreUnavailable) and not self._store_down:
+        if isinstance(error, OnlineStoreUnavailable) and not isinstance(error, IncompatibleEvents) \
+                and not self._store_down:
             log.warning("%s: %s; answering 503 and not ready until it answers again", self.name, error)
             self._store_down = True
 

@@ -155,7 +155,7 @@ def request_headers(scope) -> dict[str, str]:
 
 def server_error(error: Exception) -> JSONResponse:
     """A failure of the server's, answered as KServe's generic exception handler answers it: a 500; an online
-    store out of reach is a 503 naming it."""
+    store that cannot answer (unreachable, or holding events this version cannot read) is a 503 naming it."""
     if isinstance(error, OnlineStoreUnavailable):
         return JSONResponse(status_code=503, content={"error": str(error)})
     return JSONResponse(status_code=500, content={"error": f"{type(error).__name__} : {error}"})

@@ -18,7 +18,7 @@ from flowline.contract import apply_contract
 from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureError
 from flowline.features.plan import default_plan
-from flowline.online_store import open_store
+from flowline.online_store import IncompatibleEvents, open_store
 
 OUTPUTS = [["recency"], ["count", 3600.0], ["sum", 3600.0, "amount"], ["sum", 86400.0, "amount"]]
 
@@ -117,3 +117,46 @@ def test_a_feature_set_saved_before_v3_still_reads_and_transforms_exactly_as_it_
     document["format"] = "flowline.featureset/v1"
     with pytest.raises(FeatureError, match="format 'flowline.featureset/v1'"):
         FeatureSet.from_dict(document)
+
+
+def test_a_retrained_version_that_sums_an_amount_reads_a_store_seeded_by_one_that_summed_none(log, store) -> None:
+    """The store is seeded once per definition, by the first version served. Its events carry every amount column
+    the use case declares, not only those that version's windows sum, so a retrained version that adds a sum over
+    `amount` reads the stored events of every known card: exactly the offline features, not a KeyError."""
+    use_case, _, frame, raw, cut = log
+    counts = default_plan(frame, use_case).with_generated({"kind": "entity", "outputs": [["recency"], ["count", 3600.0]]})
+    first = FeatureSet.fit(frame.iloc[:cut], use_case, counts)
+    assert first.event_columns == ["card", "at", "amount"]  # what the events endpoint takes, as the README says
+    assert first.seed(store) == {"payments": True}
+    served = first.online(store)
+    half = cut + (len(frame) - cut) // 2
+    for record in raw.to_dict("records")[cut:half]:  # rows the first version answers, appended as events
+        values = served.record_values([record])
+        served.transform_values(values, 1)
+        for definition, events in served.entity_events(values).items():
+            store.append_many(definition, events)
+    sums = default_plan(frame, use_case).with_generated({"kind": "entity", "outputs": OUTPUTS})
+    retrained = FeatureSet.fit(frame.iloc[:cut], use_case, sums)
+    assert retrained.seed(store) == {"payments": False}  # the store keeps what it holds
+    retrained.check_store(store)
+    online = retrained.online(store)
+    records = raw.to_dict("records")[half:]
+    got = online.transform_values(online.record_values(records), len(records))
+    assert np.array_equal(got, retrained.with_history(frame).transform(frame)[half:])
+
+
+def test_a_version_that_sums_an_amount_the_stored_events_lack_is_refused_by_name(log, store) -> None:
+    """A store seeded by a version whose events kept no amount (a package trained before events carried every
+    amount column, here a use case that declared none) cannot give a sum over it: the check at load says so, and
+    a read (an entity the check did not look at) raises the same error, never a KeyError."""
+    use_case, fitted, frame, raw, cut = log
+    counts = default_plan(frame, use_case).with_generated({"kind": "entity", "outputs": [["recency"]]})
+    old = FeatureSet.fit(frame.iloc[:cut], payments_use_case(features={"entity_column": "card"}), counts)
+    assert old.event_columns == ["card", "at"]
+    old.seed(store)
+    with pytest.raises(IncompatibleEvents, match="definition 'payments' carry no 'amount', which this version"):
+        fitted.check_store(store)
+    online = fitted.online(store)
+    with pytest.raises(IncompatibleEvents, match="'amount'"):
+        online.transform_values(online.record_values(raw.to_dict("records")[cut:cut + 1]), 1)
+    old.check_store(store)  # a version that sums nothing reads it as before

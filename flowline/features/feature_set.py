@@ -32,15 +32,16 @@ from flowline.contract import number_from_text, numbers_from_text, parse_datetim
 from flowline.features.kinds import (CategoricalInput, Calendar, CategoryCode, EntityFeatures, EntityHistory, Event,
                                      Feature, FeatureError, FeatureLayout, Frequency, MAX_VOCABULARY, Numeric, NumericInput,
                                      OneHot, Product, Ratio, TargetEncoding, TimeInput, Values, feature_from_dict,
-                                     feature_to_dict)
+                                     feature_to_dict, missing_amounts)
 from flowline.features.plan import ENCODINGS, MAX_CATEGORIES, FeaturePlan, default_plan
-from flowline.online_store import OnlineStore
+from flowline.online_store import IncompatibleEvents, OnlineStore
 from flowline.use_case import UseCase
 
 FORMAT = "flowline.featureset/v3"  # v3: entity histories hold each event's amounts, not running sums
 PREVIOUS_FORMAT = "flowline.featureset/v2"  # still read (`_upgraded`): packages trained before v3 keep serving
 TARGET_FOLDS = 5
 SEED_SOURCE = "fitted history"  # an online store takes a definition's fitted history once (FeatureSet.seed)
+STORE_CHECK_ENTITIES = 100  # FeatureSet.check_store reads the stored events of this many known entities
 
 
 def _numeric_values(raw: pd.Series, column: str, fill: float) -> np.ndarray:
@@ -88,6 +89,8 @@ class FeatureSet:
         self._fills = {i.column: i.fill for i in self.numeric}
         self.feature_names = [name for feature in self.features for name in feature.names]
         used = {column for feature in self.features for column in feature.inputs}
+        used |= {column for feature in self.features if isinstance(feature, EntityFeatures)
+                 for column in feature.event_columns}  # a served row is an event too
         declared = [i.column for i in self.numeric] + [i.column for i in self.categorical]
         declared += [c for c in (time.column if time else None, entity) if c]
         self.input_columns = [column for column in declared if column in used]
@@ -180,12 +183,12 @@ class FeatureSet:
             features.append(_fit_encoding(source, plan.encodings.get(source.column, "one_hot"),
                                           values[source.column], y))
         for generated in plan.generated:
-            features.append(draft._fit_generated(generated, values, use_case.entity_definition))
+            features.append(draft._fit_generated(generated, values, use_case))
         features += [CategoryCode(source.column, source.categories) for source in categorical
                      if plan.codes(source.column)]
         return cls(numeric, categorical, time, draft.entity, features, plan, label)
 
-    def _fit_generated(self, generated: Mapping, values: Values, definition: str) -> Feature:
+    def _fit_generated(self, generated: Mapping, values: Values, use_case: UseCase) -> Feature:
         kind = generated["kind"]
         if kind in ("product", "ratio"):
             feature = Product(generated["left"], generated["right"]) if kind == "product" else Ratio(
@@ -199,10 +202,12 @@ class FeatureSet:
             return Calendar(self.time.column)
         if kind == "entity" and self.entity is not None:
             outputs = tuple(tuple(o) for o in generated["outputs"])
-            amounts = sorted({o[2] for o in outputs if o[0] == "sum"})
+            # Every amount column the use case declares, not only those these windows sum: the history seeds the
+            # online store once per definition, and a retrained version's windows may sum another of them.
+            amounts = sorted({*use_case.features.amount_columns, *(o[2] for o in outputs if o[0] == "sum")})
             history = EntityHistory.fit(values[self.entity], values[self.time.column],
                                         {a: values[a] for a in amounts}, self.entity, self.time.column)
-            return EntityFeatures(definition, history, outputs)
+            return EntityFeatures(use_case.entity_definition, history, outputs)
         raise FeatureError(f"generated feature {dict(generated)} does not fit this use case (calendar needs a "
                            f"datetime time_column, entity needs features.entity_column)")
 
@@ -341,8 +346,9 @@ class FeatureSet:
 
     @property
     def event_columns(self) -> list[str]:
-        """The columns an event carries: the entity, the time and the summed amounts of the entity features."""
-        return list(dict.fromkeys(column for f in self.entity_features for column in f.inputs))
+        """The columns an event carries: the entity, the time and the amount columns of the entity features (every
+        one the use case declares, summed by these windows or not)."""
+        return list(dict.fromkeys(column for f in self.entity_features for column in f.event_columns))
 
     def online(self, store: OnlineStore) -> FeatureSet:
         """This FeatureSet with its entity features reading `store` (under each definition's name) instead of
@@ -356,6 +362,20 @@ class FeatureSet:
         From then on the store is the entities' record (served and pushed events): a retrained version's
         history, which overlaps what the store already holds, is not added again."""
         return {f.name: store.seed(f.name, SEED_SOURCE, f.history.as_events()) for f in self.entity_features}
+
+    def check_store(self, store: OnlineStore) -> None:
+        """Raise IncompatibleEvents when the events `store` holds for a definition lack an amount that this set's
+        windows sum, looking at the stored events of up to STORE_CHECK_ENTITIES entities of the fitted history:
+        a store seeded by a version whose events kept only the amounts its own windows summed. Read anyway, every
+        request about a known entity would fail."""
+        for feature in self.entity_features:
+            if not feature.summed:
+                continue
+            keys = sorted(feature.history.events)[:STORE_CHECK_ENTITIES]
+            stored = store.events_many(feature.name, keys) if keys else {}
+            lacking = missing_amounts([event for events in stored.values() for event in events], feature.summed)
+            if lacking:
+                raise IncompatibleEvents(store.url, feature.name, lacking)
 
     def entity_events(self, values: Values) -> dict[str, dict[str, list[Event]]]:
         """The events parsed records (`record_values`) are, for the online store: {definition: {entity: events}}."""

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, ClassVar, Mapping, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from flowline.online_store import IncompatibleEvents
+
 if TYPE_CHECKING:
     from flowline.online_store import OnlineStore
 
@@ -296,6 +298,11 @@ def running_sums(times: np.ndarray, amounts: Mapping[str, np.ndarray]) -> Runnin
     return np.asarray(times, dtype=np.float64)[order], sums
 
 
+def missing_amounts(events: Sequence[Event], amounts: Sequence[str]) -> list[str]:
+    """The `amounts` some of `events` do not carry."""
+    return [name for name in amounts if any(name not in a for _, a in events)]
+
+
 @dataclass(frozen=True)
 class EntityHistory:
     """Per entity, its training events: times and amounts, in canonical order (`canonical_order`).
@@ -361,14 +368,19 @@ class StoreHistory:
     """
 
     def __init__(self, store: "OnlineStore", namespace: str, amounts: tuple[str, ...]) -> None:
-        self.store, self.namespace, self.amounts = store, namespace, amounts
+        self.store, self.namespace, self.amounts = store, namespace, amounts  # `amounts`: those the windows sum
 
     def lookup(self, keys: Sequence[str], pending: Mapping[str, list[Event]]) -> dict[str, Running]:
-        """One store round trip for all `keys`; their running sums, with `pending` events added."""
+        """One store round trip for all `keys`; their running sums, with `pending` events added. A stored event
+        without an amount the windows sum raises IncompatibleEvents (the store was written by a version that did
+        not keep that column): the features cannot be computed, and a zero in its place would be a wrong answer."""
         stored = self.store.events_many(self.namespace, keys)
         running = {}
         for key in keys:
             events = stored[key] + pending.get(key, [])
+            lacking = missing_amounts(stored[key], self.amounts)
+            if lacking:
+                raise IncompatibleEvents(self.store.url, self.namespace, lacking)
             if events:
                 running[key] = running_sums(np.array([t for t, _ in events], dtype=np.float64),
                                             {name: np.array([a[name] for _, a in events], dtype=np.float64)
@@ -393,8 +405,19 @@ class EntityFeatures:
     store: Optional[StoreHistory] = field(default=None, compare=False)
 
     @property
+    def summed(self) -> tuple[str, ...]:
+        """The amount columns the windows sum."""
+        return tuple(sorted({o[2] for o in self.outputs if o[0] == "sum"}))
+
+    @property
     def inputs(self) -> tuple[str, ...]:
-        return (self.history.entity, self.history.time, *sorted({o[2] for o in self.outputs if o[0] == "sum"}))
+        return (self.history.entity, self.history.time, *self.summed)
+
+    @property
+    def event_columns(self) -> tuple[str, ...]:
+        """The columns an event carries: the entity, the time and every amount the history keeps (the use case's
+        amount_columns, whether or not these windows sum them, so that a later version's windows can)."""
+        return (self.history.entity, self.history.time, *self.history.amounts)
 
     @property
     def names(self) -> list[str]:
@@ -406,7 +429,7 @@ class EntityFeatures:
 
     def reading(self, store: "OnlineStore") -> EntityFeatures:
         """The same features computed from the events `store` holds under this definition's name."""
-        return replace(self, store=StoreHistory(store, self.name, self.history.amounts))
+        return replace(self, store=StoreHistory(store, self.name, self.summed))
 
     def events(self, values: Values) -> dict[str, list[Event]]:
         """The events that rows are, per entity (rows without an entity or a time are none)."""

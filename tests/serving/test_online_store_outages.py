@@ -1,5 +1,5 @@
-"""The model server when its online store cannot serve: a Redis that stops and comes back, and a Redis that is
-not there at start.
+"""The model server when its online store cannot serve: a Redis that stops and comes back, a Redis that is not
+there at start, and a store whose events lack an amount the package's windows sum.
 
 One package with fixed windows that sum `amount` (features.entity_outputs), served from a private real
 redis-server that each test stops and starts as it needs.
@@ -11,14 +11,17 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import redis_server as redis_helpers
 from payments import payments_use_case, transactions
 from redis_server import redis_server_binary, running_redis
 from serving_helpers import build_package
 
-from flowline.features.feature_set import FeatureSet
+from flowline.features.feature_set import SEED_SOURCE, FeatureSet
+from flowline.features.plan import default_plan
 from flowline.inference_services.local_server import LOOPBACK, SERVE_COMMAND, free_port, running_server
+from flowline.online_store import open_store
 
 pytestmark = pytest.mark.xdist_group("serving")
 OUTPUTS = [["recency"], ["count", 3600.0], ["sum", 86400.0, "amount"]]
@@ -89,8 +92,40 @@ def _stop(url: str) -> None:
 def test_a_server_whose_redis_is_down_at_start_says_so_in_one_line(summing_package) -> None:
     url = f"redis://{LOOPBACK}:{free_port()}/0"
     done = subprocess.run([*SERVE_COMMAND, str(summing_package), "--host", LOOPBACK, "--port", str(free_port()),
-                           "--workers", "1", "--online-store", url], capture_output=True, text=True, timeout=120)
+                           "--workers", "1", "--online-store", url], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if not line.startswith("flowline: warning:")]
     assert errors == [f"flowline: online store {url} is unreachable: Error 111 connecting to "
                       f"{url[len('redis://'):-2]}. Connection refused."], done.stderr
+
+
+def test_a_store_whose_events_lack_a_summed_amount_refuses_the_package_and_one_that_has_it_serves(
+        summing_package, tmp_path) -> None:
+    """The store of the definition was seeded by an earlier version: one whose events kept no amount (a package
+    trained before events carried every amount column) refuses this version at start, saying why, instead of a
+    500 KeyError on every known card; one seeded by a version that summed nothing but kept `amount` serves it."""
+    card = known_card(summing_package)
+    fitted = FeatureSet.load(summing_package / "feature_set.json")
+    (tmp_path / "redis").mkdir()
+    with running_redis(redis_server_binary(), tmp_path / "redis") as url:
+        store = open_store(url)
+        old = {key: [(time, {}) for time, _ in events]
+               for key, events in fitted.entity_features[0].history.as_events().items()}
+        assert store.seed("payments", SEED_SOURCE, old)
+        done = subprocess.run([*SERVE_COMMAND, str(summing_package), "--host", LOOPBACK, "--port",
+                               str(free_port()), "--workers", "1", "--online-store", url],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1
+        errors = [line for line in done.stderr.splitlines() if not line.startswith("flowline: warning:")]
+        assert len(errors) == 1 and "definition 'payments' carry no 'amount'" in errors[0], done.stderr
+
+        store._client.flushdb()  # a first version that summed nothing seeds the store with its events
+        train = pd.read_parquet(summing_package.parent / "train")
+        use_case = payments_use_case()
+        first = FeatureSet.fit(train, use_case, default_plan(train, use_case).with_generated(
+            {"kind": "entity", "outputs": [["recency"]]}))
+        assert first.seed(store) == {"payments": True}
+        with running_server([str(summing_package)], extra_args=["--online-store", url]) as served, \
+                httpx.Client(base_url=served, timeout=30) as client:
+            assert predict(client, card).status_code == 200
+        store.close()

@@ -18,8 +18,10 @@ quarantined:
 Values outside the training profile the package's FeatureSet records (its numbers' ranges and its
 vocabularies: FeatureSet.out_of_profile, as the model server counts them) are scored and counted per column.
 Entity features (recency, rolling windows) read a private in-memory online store seeded with the package's
-history, and each chunk's scored rows are appended to it, as a model server does with the rows it answers: a
-row sees its entity's earlier rows of the input, not only the history frozen at training.
+history and then with every row of the input that meets the contract (a first read of the input): a row sees
+its entity's earlier rows of the input, as a model server sees the rows it answered before, not only the
+history frozen at training; earlier in time, wherever they are in the file, so the features do not depend on
+the chunk size or the row order.
 
 `score_customers` scores a transaction-log use case (CLV): the log is read whole, held to the log's
 contract, and every customer who bought on or before `as_of` is scored from its features at that
@@ -283,23 +285,32 @@ def _refused(frame: pd.DataFrame, index: pd.Index, reason: str) -> pd.DataFrame:
     return rows
 
 
-def entity_state(scorer: Scorer) -> tuple[FeatureSet, Optional[MemoryStore]]:
+def entity_state(scorer: Scorer, chunks: Callable[[], Iterator[tuple[pd.DataFrame, pd.DataFrame]]]
+                 ) -> tuple[FeatureSet, Optional[MemoryStore]]:
     """The FeatureSet to score with, and the store its entity features read (None without entity features):
-    in memory, seeded with the package's history, private to this run."""
-    if not scorer.feature_set.entity_features:
-        return scorer.feature_set, None
+    in memory, private to this run, seeded with the package's history and then with every row of the input
+    that meets the contract (`chunks()` reads it once more). A row sees its entity's rows of the input that are
+    earlier in time, wherever they are in the file: the features do not depend on the chunk size or the order."""
+    feature_set = scorer.feature_set
+    if not feature_set.entity_features:
+        return feature_set, None
     store = MemoryStore()
-    scorer.feature_set.seed(store)
-    return scorer.feature_set.online(store), store
+    feature_set.seed(store)
+    for frame, malformed in chunks():
+        kept = apply_contract(frame, scorer.use_case, malformed, to_score=True).kept
+        values = feature_set.frame_values(kept, checked=True)
+        for definition, events in feature_set.entity_events(values).items():
+            store.append_many(definition, events)
+    return feature_set.online(store, rows_are_events=False), store
 
 
 def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame,
                 entities: tuple[FeatureSet, Optional[MemoryStore]] | None = None,
                 ) -> tuple[pd.DataFrame, pd.DataFrame, int, dict[str, int]]:
     """The scored rows, the quarantined rows (in row order), the rows in and the values out of profile.
-    `entities` (`entity_state`): the store the entity features read, which the scored rows then join."""
+    `entities` (`entity_state`): the FeatureSet whose entity features read the store that holds the input."""
     result = apply_contract(frame, scorer.use_case, malformed, to_score=True)
-    feature_set, store = entities or (scorer.feature_set, None)
+    feature_set, _ = entities or (scorer.feature_set, None)
     kept = result.kept
     values = feature_set.frame_values(kept, checked=True)
     x = feature_set.transform_values(values, len(kept))
@@ -315,9 +326,6 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame,
     answered = np.flatnonzero(~overflow)[~unanswered]  # the rows scored, among the parsed ones
     answered_values = {column: v[answered] for column, v in values.items()}
     outside = feature_set.columns_out_of_profile(answered_values)
-    if store is not None:
-        for definition, events in feature_set.entity_events(answered_values).items():
-            store.append_many(definition, events)
     scored = pd.DataFrame({ROW_COLUMN: kept.index.to_numpy(dtype=np.int64),
                            **{column: frame.loc[kept.index, column].astype("string")
                               for column in scorer.use_case.id_columns}}, index=kept.index)
@@ -344,12 +352,15 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
                            out_of_profile=dict.fromkeys(scorer.feature_set.profiled_columns, 0))
     # Each score names its input row, as the quarantine does: with no id columns it is the only way back.
     schema = pa.schema([(ROW_COLUMN, pa.int64()), *output_schema(scorer, scorer.use_case.id_columns)])
-    entities = entity_state(scorer)
     with local_input(source) as path, staged(output) as scored_path, staged(quarantine) as quarantine_path, \
             contextlib.ExitStack() as writers:
+        def chunks() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+            return read_chunks(path, source, is_parquet(source, file_format), chunk_rows, data.separator,
+                               data.encoding)
+
+        entities = entity_state(scorer, chunks)  # with entity features, a first read of the input
         scores, held = writers.enter_context(pq.ParquetWriter(scored_path, schema)), None
-        for frame, malformed in read_chunks(path, source, is_parquet(source, file_format), chunk_rows,
-                                            data.separator, data.encoding):
+        for frame, malformed in chunks():
             scored, quarantined, rows_in, outside = score_chunk(scorer, frame, malformed, entities)
             if held is None:  # its columns are the input's, known from the first chunk (there is always one)
                 held = writers.enter_context(pq.ParquetWriter(quarantine_path, quarantine_schema(list(frame.columns))))

@@ -350,10 +350,12 @@ class FeatureSet:
         one the use case declares, summed by these windows or not)."""
         return list(dict.fromkeys(column for f in self.entity_features for column in f.event_columns))
 
-    def online(self, store: OnlineStore) -> FeatureSet:
+    def online(self, store: OnlineStore, rows_are_events: bool = True) -> FeatureSet:
         """This FeatureSet with its entity features reading `store` (under each definition's name) instead of
-        the history fitted at training: the same code and the same version, with fresh entity state."""
-        features = [f.reading(store) if isinstance(f, EntityFeatures) else f for f in self.features]
+        the history fitted at training: the same code and the same version, with fresh entity state. The rows
+        being transformed are events too, as served rows are, unless `rows_are_events` is False: the store holds
+        them already (batch scoring puts its whole input in first)."""
+        features = [f.reading(store, rows_are_events) if isinstance(f, EntityFeatures) else f for f in self.features]
         return FeatureSet(self.numeric, self.categorical, self.time, self.entity, features, self.plan, self.label)
 
     def seed(self, store: OnlineStore) -> dict[str, bool]:

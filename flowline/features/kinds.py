@@ -367,8 +367,10 @@ class StoreHistory:
     as the offline computation over the whole log does.
     """
 
-    def __init__(self, store: "OnlineStore", namespace: str, amounts: tuple[str, ...]) -> None:
+    def __init__(self, store: "OnlineStore", namespace: str, amounts: tuple[str, ...], rows_are_events: bool = True
+                 ) -> None:
         self.store, self.namespace, self.amounts = store, namespace, amounts  # `amounts`: those the windows sum
+        self.rows_are_events = rows_are_events  # False: the store holds the rows being transformed already
 
     def lookup(self, keys: Sequence[str], pending: Mapping[str, list[Event]]) -> dict[str, Running]:
         """One store round trip for all `keys`; their running sums, with `pending` events added. A stored event
@@ -377,7 +379,7 @@ class StoreHistory:
         stored = self.store.events_many(self.namespace, keys)
         running = {}
         for key in keys:
-            events = stored[key] + pending.get(key, [])
+            events = stored[key] + (pending.get(key, []) if self.rows_are_events else [])
             lacking = missing_amounts(stored[key], self.amounts)
             if lacking:
                 raise IncompatibleEvents(self.store.url, self.namespace, lacking)
@@ -427,9 +429,10 @@ class EntityFeatures:
                  "sum": lambda o: f"sum({o[2]} by {entity}, {o[1]:g}s)"}
         return [names[o[0]](o) for o in self.outputs]
 
-    def reading(self, store: "OnlineStore") -> EntityFeatures:
-        """The same features computed from the events `store` holds under this definition's name."""
-        return replace(self, store=StoreHistory(store, self.name, self.summed))
+    def reading(self, store: "OnlineStore", rows_are_events: bool = True) -> EntityFeatures:
+        """The same features computed from the events `store` holds under this definition's name (with the rows
+        being transformed as events too, unless the store holds them already: `rows_are_events` False)."""
+        return replace(self, store=StoreHistory(store, self.name, self.summed, rows_are_events))
 
     def events(self, values: Values) -> dict[str, list[Event]]:
         """The events that rows are, per entity (rows without an entity or a time are none)."""

@@ -172,3 +172,23 @@ def test_batch_scoring_sees_the_inputs_earlier_rows_as_the_server_does(payments_
     scores = pd.read_parquet(tmp_path / "scores.parquet")
     assert scores["_source_row"].tolist() == list(range(len(parts["test"])))  # each score names its input row
     assert np.array_equal(scores["probability"].to_numpy(), expected)
+
+
+def test_batch_scores_do_not_depend_on_the_chunk_size_or_the_row_order(payments_package, parts, tmp_path) -> None:
+    """The test split shuffled: a row's entity features count its card's rows earlier in time wherever they are in
+    the file, so chunks of 7 and one chunk give every row the same probability, the one over the whole log."""
+    from flowline.batch import score_table
+    from flowline.scoring import Scorer
+
+    fitted = FeatureSet.load(payments_package / "feature_set.json")
+    shuffled = parts["test"].sample(frac=1.0, random_state=5).reset_index(drop=True)
+    offline = fitted.with_history(pd.concat([parts["train"], parts["valid"], shuffled])).transform(shuffled)
+    expected = Package.open(payments_package).model.predict(offline).astype(np.float32)
+    shuffled.to_parquet(tmp_path / "shuffled.parquet")
+    scorer = Scorer.open(payments_package)
+    for chunk_rows in (7, 100_000):
+        out = tmp_path / f"scores-{chunk_rows}.parquet"
+        score_table(scorer, str(tmp_path / "shuffled.parquet"), str(out), str(tmp_path / "quarantine.parquet"),
+                    chunk_rows=chunk_rows)
+        scores = pd.read_parquet(out).sort_values("_source_row")
+        assert np.array_equal(scores["probability"].to_numpy(), expected), chunk_rows

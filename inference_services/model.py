@@ -261,6 +261,9 @@ class FlowlineModel(Model):
         path = str(package_path or self.package_path)
         new, old = self._load_package(path), self.package
         refuse_other_use_case(path, self.name, new.use_case.name, old.use_case.name)
+        if new.created_at < old.created_at:  # a rollback, or a replay of an old signed package: said, not refused
+            log.warning("%s: version %s, built %s, replaces %s, built later (%s): an older package", self.name,
+                        new.version, _built(new), old.version, _built(old))
         self.package, self.package_path = new, path
         publish_package(self.name, new, replaced=old)
         self.ready = True  # back in service after an unload
@@ -545,6 +548,10 @@ def answer_tensor(name: str, datatype: str, values: np.ndarray, binary: bool) ->
     else:
         tensor.data = values.tolist()
     return tensor
+
+
+def _built(package: LoadedPackage) -> str:
+    return datetime.fromtimestamp(package.created_at, timezone.utc).isoformat(timespec="seconds")
 
 
 def _request_id(payload: Union[Dict, InferRequest], headers: Optional[Mapping[str, str]]) -> str:

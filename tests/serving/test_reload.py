@@ -248,3 +248,23 @@ def test_a_keyed_server_does_not_start_on_an_unsigned_package(churn_package, tmp
     with pytest.raises(RuntimeError, match=r"the manifest is unsigned and a signing key is set \(\$FLOWLINE_SIGNING"):
         with running_server([str(churn_package)], log_path=str(tmp_path / "server.log")):
             pass
+
+
+def test_a_reload_to_an_older_package_is_logged_as_one(churn_package, churn_package_b, caplog):
+    """A rollback, or a replay of an old signed package: both are loaded (rolling back is a fix), and said."""
+    import logging
+
+    from flowline.inference_services.model import FlowlineModel
+
+    model = FlowlineModel("churn", churn_package_b)
+    model.load()
+    newer = model.package.version
+    with caplog.at_level(logging.WARNING, logger="flowline.serving"):
+        older = model.reload(churn_package)
+    assert older == verify(churn_package)["version"] != newer
+    (said,) = [record.getMessage() for record in caplog.records if "an older package" in record.getMessage()]
+    assert said.startswith(f"churn: version {older}, built ") and f", replaces {newer}, built later (" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="flowline.serving"):
+        model.reload(churn_package_b)  # forward again: nothing to say
+    assert not [record for record in caplog.records if "an older package" in record.getMessage()]

@@ -19,8 +19,8 @@ MIB = 1024 * 1024
 
 def fake_package(folder: Path, big_file_mib: int = 0) -> Path:
     """A folder that verifies as a package (what transfers must keep intact), optionally with a big file."""
-    files = {"model/model.json": b'{"learner": {}}', "use_case.json": b'{"name": "toy"}',
-             "drift/detector/config.toml": b"name = 'KSDrift'\n"}
+    files = {"model/model.json": b'{"learner": {}}', "use_case.json": b'{"name": "toy"}', "feature_set.json": b"{}",
+             "evaluation.json": b"{}", "drift/detector/config.toml": b"name = 'KSDrift'\n"}
     if big_file_mib:
         files["model/weights.bin"] = bytes(range(256)) * (big_file_mib * MIB // 256)
     for name, data in files.items():
@@ -171,9 +171,12 @@ def test_credentials_can_come_from_a_kubernetes_secret(s3_server, s3_bucket, tmp
 
 
 def deployable_package(folder: Path, model: bytes) -> Path:
-    """A verified package that passed its gates, as `flowline deploy` reads it (manifest and evaluation)."""
-    folder.mkdir()
-    (folder / "model.json").write_bytes(model)
+    """A verified package that passed its gates, as `flowline deploy` reads it (manifest and evaluation; the
+    other files every package holds are there, the model's with `model` in it)."""
+    (folder / "model").mkdir(parents=True)
+    for name in ("model/model.json", "feature_set.json", "use_case.json"):
+        (folder / name).write_text("{}")
+    (folder / "model" / "weights.json").write_bytes(model)
     (folder / "evaluation.json").write_text(json.dumps({
         "gates_passed": True, "champion_challenger": {"decision": "promote", "reason": "no champion"}}))
     write_manifest(folder, "churn")

@@ -195,11 +195,14 @@ def test_flowline_deploy_without_a_cluster_writes_the_manifest_and_promote_edits
 
 
 def deployable(folder: Path, gates_passed: bool = True, decision: str = "promote") -> Path:
-    """A minimal verified package: deploy reads only the manifest and the evaluation."""
-    from flowline.package.format import write_manifest
+    """A minimal verified package: deploy reads only the manifest and the evaluation (the other files every
+    package holds are there, empty)."""
+    from flowline.package.format import REQUIRED_FILES, write_manifest
 
     package = folder / "package"
-    package.mkdir()
+    (package / "model").mkdir(parents=True)
+    for name in REQUIRED_FILES:
+        (package / name).write_text("{}")
     (package / "evaluation.json").write_text(json.dumps({
         "gates_passed": gates_passed,
         "champion_challenger": {"decision": decision, "reason": "significantly better" if decision == "promote"

@@ -193,10 +193,10 @@ def verify(package_dir: str | Path) -> dict:
     Refused: a missing or malformed manifest (a key twice included); a listed file that is missing or
     altered; a file the manifest does not list; a package without one of REQUIRED_FILES; a symbolic
     link or other non-regular file; a path (in the manifest, model.json or the detector config) that
-    is absolute, has '..' or names no file of the package; a version that is not the hash of the manifest's content; and, when a signing
-    key is configured ($FLOWLINE_SIGNING_KEY), an unsigned or wrongly signed manifest. Without
-    a key, a NoSigningKeyWarning says the author is unchecked. Model files can execute code
-    when loaded, so nothing in an unverified package is ever opened.
+    is absolute, has '..' or names no file of the package; a version that is not the hash of the
+    manifest's content; and, when a signing key is configured ($FLOWLINE_SIGNING_KEY), an unsigned or
+    wrongly signed manifest. Without a key, a NoSigningKeyWarning says the author is unchecked. Model
+    files can execute code when loaded, so nothing in an unverified package is ever opened.
     """
     package = Path(package_dir)
     manifest = read_manifest(package)

@@ -53,7 +53,9 @@ def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, cana
     """Create the InferenceService, or, when one is already serving, bring the new version in as a canary
     taking `canary_percent` of the traffic: a JSON merge patch of the model's storageUri and the canary's
     share only, so that what the live service's overlay set (replicas, resources, labels) stays. Returns
-    "created" or "canary"."""
+    "created", "canary", or, when the service has this storageUri already (a retried deploy step after its
+    first try applied it), "unchanged" (it serves it to all traffic) or "unchanged: already the canary"; a
+    canary of the version it serves would split traffic between two revisions of one package."""
     from kubernetes.client.rest import ApiException
 
     api = _custom_objects(kubeconfig)
@@ -65,7 +67,11 @@ def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, cana
             raise
         api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
         return "created"
-    patch = canary_patch(manifest["spec"]["predictor"]["model"]["storageUri"], canary_percent)
+    storage_uri = manifest["spec"]["predictor"]["model"]["storageUri"]
+    predictor = current.get("spec", {}).get("predictor", {})
+    if predictor.get("model", {}).get("storageUri") == storage_uri:
+        return "unchanged: already the canary" if predictor.get("canaryTrafficPercent") else "unchanged"
+    patch = canary_patch(storage_uri, canary_percent)
     patch["metadata"] = {"resourceVersion": current["metadata"]["resourceVersion"]}  # refused if it changed since
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
     return "canary"

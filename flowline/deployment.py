@@ -45,9 +45,9 @@ def deploy_package(
         action, applied = "manifest written, no cluster to apply it to", False
     else:
         action, applied = apply(service, namespace, kubeconfig, canary_percent), True
-    # A new service serves its first version to all traffic at once, so its drift monitor follows now; a canary's
-    # monitor follows when the canary is promoted (flowline.canary).
-    drift_monitor = follow_served_package(name, namespace, kubeconfig) if action == "created" else ""
+    # A new service serves its first version to all traffic at once, so its drift monitor follows now (and on a
+    # retry that finds it so: "unchanged"); a canary's monitor follows when the canary is promoted (flowline.canary).
+    drift_monitor = follow_served_package(name, namespace, kubeconfig) if action in ("created", "unchanged") else ""
     print(f"deploy: {name} ({package.version}) from {storage_uri}: {action}"
           f"{f'; {drift_monitor}' if drift_monitor else ''}; manifest {manifest_file}")
     if audit_log:

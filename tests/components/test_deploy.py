@@ -130,6 +130,20 @@ def test_a_rollback_a_monitor_already_there_or_none_at_all_is_left_alone(tmp_pat
     assert [r["method"] for r in api.requests] == ["PATCH", "GET", "GET"]
 
 
+@pytest.mark.parametrize(("canary_share", "said"), [(None, "unchanged"), (10, "unchanged: already the canary")])
+def test_a_retried_deploy_of_the_served_package_changes_nothing(tmp_path, canary_share, said):
+    """The deploy step is retried when a later part of it failed (its audit record): the service it created then
+    got a canary of its own package, split 90/10 between two revisions of one version, recorded as a canary."""
+    served = inference_service("churn", "s3://b/churn/v1", namespace="flowline")
+    served["metadata"]["resourceVersion"] = "7"
+    if canary_share:
+        served["spec"]["predictor"]["canaryTrafficPercent"] = canary_share
+    api = StandInApiServer(serving(served))
+    again = inference_service("churn", "s3://b/churn/v1", namespace="flowline")
+    assert apply(again, "flowline", api.kubeconfig(tmp_path)) == said
+    assert [request["method"] for request in api.requests] == ["GET"]
+
+
 def test_a_first_deploy_moves_the_drift_monitor_and_records_it(tmp_path):
     from flowline.deployment import deploy_package
 

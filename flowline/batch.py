@@ -52,6 +52,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from flowline import audit, storage
 from flowline.contract import ContractError, apply_contract, malformed_rows, read_use_case_table
@@ -186,8 +187,9 @@ def _text_chunks(path: Path, source: str, chunk_rows: int, separator: str,
             if rows or malformed or not sent:
                 yield _text_frame(rows, header), malformed_rows(malformed, header, separator)
     except UnicodeDecodeError as error:
-        raise ContractError(f"{source} is not {encoding} text ({error.reason}): set data.encoding in the use case "
-                            "to the file's encoding") from None
+        raise ContractError(f"{source} is not {encoding} text ({error.reason}): give the file's encoding "
+                            "(flowline score --encoding; latin-1 for Western European text exported from Excel)"
+                            ) from None
     except csv.Error as error:
         raise ContractError(f"{source} is not a {separator!r}-separated table: {error}") from None
 
@@ -340,13 +342,22 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame,
 
 def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
                 chunk_rows: int = DEFAULT_CHUNK_ROWS, file_format: Optional[str] = None,
-                on_chunk: Optional[Callable[[int], None]] = None) -> BatchSummary:
+                on_chunk: Optional[Callable[[int], None]] = None, separator: Optional[str] = None,
+                encoding: Optional[str] = None) -> BatchSummary:
     """Score every row of `source` into `output` and `quarantine` (Parquet); see the module docstring.
-    `on_chunk` is called with the rows of each chunk scored (for a progress bar)."""
+    `on_chunk` is called with the rows of each chunk scored (for a progress bar). A text table is read with
+    `separator` and `encoding`, by default the use case's (`data.separator`, `data.encoding`): the file being
+    scored need not be written as the training data was."""
     if chunk_rows < 1:
         raise BatchError(f"chunk_rows {chunk_rows}: give at least 1")
     started = time.perf_counter()
     data = scorer.use_case.data
+    try:  # checked as the use case's own are: an unknown codec named, not a traceback
+        data = data.model_validate({**data.model_dump(), "separator": separator or data.separator,
+                                    "encoding": encoding or data.encoding})
+    except ValidationError as error:
+        raise BatchError("; ".join(problem["msg"].removeprefix("Value error, ") for problem in error.errors())) \
+            from None
     summary = BatchSummary(scorer.version, scorer.use_case.name, source, output, quarantine,
                            counts={"rows_in": 0, "rows_scored": 0, "rows_quarantined": 0},
                            out_of_profile=dict.fromkeys(scorer.feature_set.profiled_columns, 0))

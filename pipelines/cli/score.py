@@ -43,6 +43,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                        help="rows read and scored at a time (default 50000)")
     score.add_argument("--format", choices=("csv", "parquet"),
                        help="the input's format (default: parquet for .parquet or .pq, else csv)")
+    score.add_argument("--separator", metavar="SEP",
+                       help="a CSV input's separator (default: the use case's data.separator, as training read)")
+    score.add_argument("--encoding", metavar="NAME",
+                       help="a CSV input's encoding, e.g. latin-1 (default: the use case's data.encoding)")
     score.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD",
                        help="a transaction-log use case: score every customer from its transactions on or before "
                             "this date")
@@ -86,7 +90,8 @@ def _score(args: argparse.Namespace) -> int:
         else:
             with rows_bar(sys.stderr, batch.known_rows(args.input, args.format)) as bar:
                 summary = batch.score_table(scorer, args.input, output, quarantine,
-                                            args.chunk_rows or batch.DEFAULT_CHUNK_ROWS, args.format, bar.update)
+                                            args.chunk_rows or batch.DEFAULT_CHUNK_ROWS, args.format, bar.update,
+                                            args.separator, args.encoding)
     except (batch.BatchError, ContractError) as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR

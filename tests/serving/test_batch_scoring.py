@@ -235,12 +235,32 @@ def test_a_utf8_file_with_a_byte_order_mark_and_windows_line_ends_scores_as_the_
     pd.testing.assert_frame_equal(plain_scores, excel_scores)
 
 
+def test_a_file_written_another_way_than_the_training_data_scores_with_its_separator_and_encoding(
+        churn_package, telco, tmp_path, capsys):
+    """A trained package's use case is fixed, so "set data.encoding in the use case" was advice no one could
+    follow: the file had to be rewritten before it could be scored."""
+    plain = write_rows(telco, tmp_path / "plain.csv", broken=False)
+    exported = tmp_path / "exported.csv"  # as Excel writes it in much of Europe: semicolons, latin-1
+    exported.write_bytes(plain.read_text().replace(",", ";").encode("latin-1"))
+    assert main(["score", str(churn_package), "--input", str(plain), "--output", str(tmp_path / "plain.parquet")]) == 0
+    assert main(["score", str(churn_package), "--input", str(exported), "--output", str(tmp_path / "e.parquet"),
+                 "--separator", ";", "--encoding", "latin-1"]) == 0
+    plain_scores, exported_scores = (pd.read_parquet(tmp_path / name).drop(columns="scored_at")
+                                     for name in ("plain.parquet", "e.parquet"))
+    pd.testing.assert_frame_equal(plain_scores, exported_scores)
+    capsys.readouterr()
+    assert main(["score", str(churn_package), "--input", str(exported), "--output", str(tmp_path / "x.parquet"),
+                 "--encoding", "klingon"]) == 1
+    assert "unknown encoding 'klingon'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing column", "the data has no column(s) ['tenure']"),
     ("not parquet", "is not a readable Parquet file"),
     ("no file", "does not exist"),
     ("http 404", "cannot be read: HTTP Error 404"),
-    ("not utf-8", "is not utf-8 text (invalid continuation byte): set data.encoding"),
+    ("not utf-8", "is not utf-8 text (invalid continuation byte): give the file's encoding (flowline score "
+                  "--encoding"),
 ])
 def test_bad_input_is_one_line_naming_it_and_leaves_no_output(case, message, churn_package, telco, http_folder,
                                                               tmp_path, capsys):

@@ -292,17 +292,23 @@ def entity_state(scorer: Scorer, chunks: Callable[[], Iterator[tuple[pd.DataFram
     """The FeatureSet to score with, and the store its entity features read (None without entity features):
     in memory, private to this run, seeded with the package's history and then with every row of the input
     that meets the contract (`chunks()` reads it once more). A row sees its entity's rows of the input that are
-    earlier in time, wherever they are in the file: the features do not depend on the chunk size or the order."""
+    earlier in time, wherever they are in the file: the features do not depend on the chunk size or the order.
+    An input row at a time its entity's history holds an event already is that event (a backtest over the
+    training period), not a second one, as the offline computation takes it (EntityHistory.lookup)."""
     feature_set = scorer.feature_set
     if not feature_set.entity_features:
         return feature_set, None
     store = MemoryStore()
     feature_set.seed(store)
+    fitted = {feature.name: {entity: set(entry["time"]) for entity, entry in feature.history.events.items()}
+              for feature in feature_set.entity_features}  # each entity's event times in the history
     for frame, malformed in chunks():
         kept = apply_contract(frame, scorer.use_case, malformed, to_score=True).kept
         values = feature_set.frame_values(kept, checked=True)
         for definition, events in feature_set.entity_events(values).items():
-            store.append_many(definition, events)
+            known = fitted[definition]
+            store.append_many(definition, {entity: [(t, a) for t, a in batch if t not in known.get(entity, ())]
+                                           for entity, batch in events.items()})
     return feature_set.online(store, rows_are_events=False), store
 
 

@@ -192,3 +192,18 @@ def test_batch_scores_do_not_depend_on_the_chunk_size_or_the_row_order(payments_
                     chunk_rows=chunk_rows)
         scores = pd.read_parquet(out).sort_values("_source_row")
         assert np.array_equal(scores["probability"].to_numpy(), expected), chunk_rows
+
+
+def test_a_backtest_over_the_training_period_counts_each_event_once(payments_package, parts, tmp_path) -> None:
+    """The training rows scored again: each is an event of the package's history already, so its card's counts
+    are the fitted ones; the batch store added every row a second time and doubled them."""
+    from flowline.batch import score_table
+    from flowline.scoring import Scorer
+
+    fitted = FeatureSet.load(payments_package / "feature_set.json")
+    expected = Package.open(payments_package).model.predict(fitted.transform(parts["train"])).astype(np.float32)
+    parts["train"].to_parquet(tmp_path / "train.parquet")
+    score_table(Scorer.open(payments_package), str(tmp_path / "train.parquet"), str(tmp_path / "scores.parquet"),
+                str(tmp_path / "quarantine.parquet"), chunk_rows=50)
+    scores = pd.read_parquet(tmp_path / "scores.parquet").sort_values("_source_row")
+    assert np.array_equal(scores["probability"].to_numpy(), expected)

@@ -576,6 +576,9 @@ def _datatype_of(column_type: str) -> str:
 
 
 def _instances(payload: Any) -> Any:
+    if isinstance(payload, dict) and {"specversion", "data"} <= payload.keys():  # KServe hands the envelope on
+        raise BadRequest("unsupported_event", "body: a structured-mode CloudEvent (application/cloudevents+json) "
+                         "is not read: send binary mode (ce-* headers, the data as the body), or the data alone")
     if not isinstance(payload, dict) or "instances" not in payload:
         raise BadRequest("malformed_request", "body: expected an object with 'instances', a list of records")
     return payload["instances"]

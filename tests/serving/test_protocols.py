@@ -322,3 +322,13 @@ def test_a_large_explain_does_not_hold_up_the_workers_other_requests(churn_packa
     assert "explain" in finished
     # one predict at a time: held up, at most the one waiting could come back before the explain's answer is read
     assert sum(at < finished["explain"] for at in answered) >= 2
+
+
+def test_a_structured_mode_cloudevent_is_refused_saying_how_to_send_it(server, churn_test_rows):
+    """KServe reads CloudEvents in binary mode only; a structured one was refused as a body without 'instances'."""
+    event = {"specversion": "1.0", "id": "1", "source": "test", "type": "org.kubeflow.serving.inference.request",
+             "datacontenttype": "application/json", "data": {"instances": records_of(churn_test_rows.head(1))}}
+    answer = httpx.post(f"{server}/v1/models/churn:predict", content=json.dumps(event),
+                        headers={"content-type": "application/cloudevents+json"}, timeout=30)
+    assert answer.status_code == 400
+    assert "a structured-mode CloudEvent (application/cloudevents+json) is not read" in answer.json()["error"]

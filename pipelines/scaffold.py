@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -113,7 +113,20 @@ DATE_FORMATS = ("%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%m/
 
 
 def infer_column(name: str, values: pd.Series) -> Column:
-    """The contract entry for one column: its type, allowed values, nullable and impute."""
+    """The contract entry for one column: its type, allowed values, nullable and impute; a review note where a
+    column carries one value only, or `?`, which many public datasets write for a missing value."""
+    column = _inferred(name, values)
+    text = _text(values)
+    notes = [column.note] if column.note else []
+    if len(text) and text.nunique() == 1 and not column.is_id:
+        notes.append("review: one value in every row, which tells the model nothing")
+    if (text == "?").any():
+        notes.append(f"review: {int((text == '?').sum())} cell(s) are '?': if '?' marks a missing value, blank "
+                     "those cells in the data")
+    return replace(column, note="; ".join(notes))
+
+
+def _inferred(name: str, values: pd.Series) -> Column:
     text = _text(values)
     blanks = len(values) - len(text)
     spec: dict = {"nullable": True} if blanks else {}

@@ -367,6 +367,17 @@ def test_a_nearly_unique_id_is_drafted_as_an_id_and_free_text_is_marked_for_revi
     assert len(result.quarantined) == 1 and "customer_id" not in use_case.feature_columns
 
 
+def test_a_constant_column_and_question_marks_are_marked_for_review(write_csv):
+    """IBM HR's EmployeeCount (1 in every row) and Adult's '?' (its missing values) were drafted without a word."""
+    rows = [f"1,{'?' if n % 10 == 0 else 'Sales'},{n % 7},{'no' if n % 3 else 'yes'}" for n in range(100)]
+    text = scaffold(str(write_csv("EmployeeCount,workclass,x,outcome\n" + "\n".join(rows) + "\n")))
+    noted = {line.split(":")[0].strip(): line for line in text.splitlines()
+             if line.strip().startswith(("EmployeeCount:", "workclass:", "x:"))}
+    assert "review: one value in every row, which tells the model nothing" in noted["EmployeeCount"]
+    assert "review: 10 cell(s) are '?': if '?' marks a missing value, blank those cells in the data" in noted["workclass"]
+    assert "review" not in noted["x"]
+
+
 def test_a_saved_dataframe_index_is_drafted_as_an_id_not_a_feature(write_csv, tmp_path: Path):
     """pandas' to_csv writes the index as a first column with a blank header: 0, 1, 2, ... in file order, which
     a model would learn from if the file is sorted by its label."""

@@ -30,6 +30,7 @@ from flowline.use_case_loader import load_use_case
 MAX_ALLOWED = 20  # a category with at most this many values lists them as `allowed`
 MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this share of rows is free text
 NUMBER_SHARE = 0.99  # a column whose cells are this share numbers is numeric: the others are typos to quarantine
+ID_SHARE = 0.99  # a column named like an id, with no blank and this share of distinct values, is an id with repeats
 SEPARATORS = ",;\t|"
 ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
 # A number written for people: a currency sign, thousands grouped by commas, a percent sign ("$1,234.50", "12.5%").
@@ -118,7 +119,7 @@ def infer_column(name: str, values: pd.Series) -> Column:
     column = _inferred(name, values)
     text = _text(values)
     notes = [column.note] if column.note else []
-    if len(text) and text.nunique() == 1 and not column.is_id:
+    if len(text) == len(values) and text.nunique() == 1 and not column.is_id:  # a blank would be a second value
         notes.append("review: one value in every row, which tells the model nothing")
     if (text == "?").any():
         notes.append(f"review: {int((text == '?').sum())} cell(s) are '?': if '?' marks a missing value, blank "
@@ -163,8 +164,8 @@ def _inferred(name: str, values: pd.Series) -> Column:
         ambiguous = "; review: day and month could be either way round" if len(formats) > 1 else ""
         return Column(name, {"type": "datetime", "format": formats[0], **spec}, f"dates ({formats[0]}){ambiguous}")
     if unique > max(MAX_ALLOWED, MAX_CATEGORY_SHARE * len(text)):
-        if ID_NAME.search(snake(name)):  # an id with repeats or blanks: ingest names and quarantines them
-            return Column(name, {"type": "string", **spec}, f"review: named like an id, {unique} distinct values in "
+        if ID_NAME.search(snake(name)) and not blanks and unique >= ID_SHARE * len(text):  # a few repeats
+            return Column(name, {"type": "string"}, f"review: named like an id, {unique} distinct values in "
                           f"{len(text)} rows: proposed as an id; ingest quarantines the repeated ones", is_id=True)
         return Column(name, {"type": "string", **spec}, f"review: free text, {unique} distinct values: the model "
                       "reads it (target-encoded); list it in id_columns to keep it out")
@@ -277,7 +278,7 @@ def scaffold(source: str, label: str | None = None) -> str:
                                if name != label and name not in RESERVED_COLUMNS])
     if all(column.is_id for column in columns):
         raise ScaffoldError(f"{source} has no column to learn {label!r} from: its other columns "
-                            f"{[column.name for column in columns]} are ids (unique per row)")
+                            f"{[column.name for column in columns]} are ids")
     return render(Draft(source, frame.shape, separator, encoding, label, label_guessed, task, label_spec, label_note,
                         columns))
 

@@ -365,15 +365,23 @@ def test_a_nearly_unique_id_is_drafted_as_an_id_and_free_text_is_marked_for_revi
     use_case = parse_use_case(document)
     result = apply_contract(read_use_case_table(use_case).frame, use_case)
     assert len(result.quarantined) == 1 and "customer_id" not in use_case.feature_columns
+    # A key that repeats often (a transaction log's customer), or has blanks, is no id: ingest would quarantine
+    # every repeat. It stays a column, marked for review.
+    logged = [f"c{n % 200},{n % 5},{'no' if n % 3 else 'yes'}" for n in range(300)]
+    assert "id_columns" not in yaml.safe_load(scaffold(str(write_csv("customer_id,x,outcome\n" + "\n".join(logged)))))
+    blank = [f"{'' if n % 20 == 0 else f'p{n}'},{n % 5},{'no' if n % 3 else 'yes'}" for n in range(300)]
+    assert "id_columns" not in yaml.safe_load(scaffold(str(write_csv("policy_number,x,outcome\n" + "\n".join(blank)))))
 
 
 def test_a_constant_column_and_question_marks_are_marked_for_review(write_csv):
     """IBM HR's EmployeeCount (1 in every row) and Adult's '?' (its missing values) were drafted without a word."""
-    rows = [f"1,{'?' if n % 10 == 0 else 'Sales'},{n % 7},{'no' if n % 3 else 'yes'}" for n in range(100)]
-    text = scaffold(str(write_csv("EmployeeCount,workclass,x,outcome\n" + "\n".join(rows) + "\n")))
+    rows = [f"1,{'?' if n % 10 == 0 else 'Sales'},{n % 7},{'Y' if n % 2 else ''},{'no' if n % 3 else 'yes'}"
+            for n in range(100)]
+    text = scaffold(str(write_csv("EmployeeCount,workclass,x,flag,outcome\n" + "\n".join(rows) + "\n")))
     noted = {line.split(":")[0].strip(): line for line in text.splitlines()
-             if line.strip().startswith(("EmployeeCount:", "workclass:", "x:"))}
+             if line.strip().startswith(("EmployeeCount:", "workclass:", "x:", "flag:"))}
     assert "review: one value in every row, which tells the model nothing" in noted["EmployeeCount"]
+    assert "one value in every row" not in noted["flag"]  # Y or blank: two values
     assert "review: 10 cell(s) are '?': if '?' marks a missing value, blank those cells in the data" in noted["workclass"]
     assert "review" not in noted["x"]
 

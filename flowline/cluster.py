@@ -55,7 +55,8 @@ def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, cana
     share only, so that what the live service's overlay set (replicas, resources, labels) stays. Returns
     "created", "canary", or, when the service has this storageUri already (a retried deploy step after its
     first try applied it), "unchanged" (it serves it to all traffic) or "unchanged: already the canary"; a
-    canary of the version it serves would split traffic between two revisions of one package."""
+    canary of the version it serves would split traffic between two revisions of one package. A package rolled
+    back (its canary at 0%) comes in as a canary again."""
     from kubernetes.client.rest import ApiException
 
     api = _custom_objects(kubeconfig)
@@ -69,8 +70,9 @@ def apply(manifest: dict, namespace: str, kubeconfig: Optional[str] = None, cana
         return "created"
     storage_uri = manifest["spec"]["predictor"]["model"]["storageUri"]
     predictor = current.get("spec", {}).get("predictor", {})
-    if predictor.get("model", {}).get("storageUri") == storage_uri:
-        return "unchanged: already the canary" if predictor.get("canaryTrafficPercent") else "unchanged"
+    share = predictor.get("canaryTrafficPercent")
+    if predictor.get("model", {}).get("storageUri") == storage_uri and share != 0:  # 0: rolled back, so a canary anew
+        return "unchanged" if share is None else "unchanged: already the canary"
     patch = canary_patch(storage_uri, canary_percent)
     patch["metadata"] = {"resourceVersion": current["metadata"]["resourceVersion"]}  # refused if it changed since
     api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)

@@ -144,6 +144,17 @@ def test_a_retried_deploy_of_the_served_package_changes_nothing(tmp_path, canary
     assert [request["method"] for request in api.requests] == ["GET"]
 
 
+def test_a_rolled_back_package_deployed_again_comes_in_as_a_canary_again(tmp_path):
+    """Its canary at 0%: "unchanged" would have moved the drift monitor to a package serving no traffic."""
+    served = inference_service("churn", "s3://b/churn/v2", namespace="flowline")
+    served["metadata"]["resourceVersion"] = "9"
+    served["spec"]["predictor"]["canaryTrafficPercent"] = 0
+    api = StandInApiServer(serving(served))
+    again = inference_service("churn", "s3://b/churn/v2", namespace="flowline")
+    assert apply(again, "flowline", api.kubeconfig(tmp_path), canary_percent=10) == "canary"
+    assert api.requests[-1]["body"]["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
 def test_a_first_deploy_moves_the_drift_monitor_and_records_it(tmp_path):
     from flowline.deployment import deploy_package
 

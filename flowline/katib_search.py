@@ -7,7 +7,9 @@ account may create Experiments (kustomize/base/rbac.yaml, flowline-pipeline-runn
 
 from __future__ import annotations
 
+import math
 import secrets
+import time
 from dataclasses import asdict
 from typing import Callable, Optional
 
@@ -55,14 +57,7 @@ def katib_search(
         client.create_experiment(experiment, namespace)
     progress(f"{prefix}: Katib Experiment {namespace}/{name} created, {trials} trials; waiting")
     timeout = int(use_case.tuning.timeout_seconds or DEFAULT_TIMEOUT_SECONDS)
-    try:
-        finished = client.wait_for_experiment_condition(name, namespace, timeout=timeout, polling_interval=POLL_SECONDS)
-    except TimeoutError:  # still running: left, it would go on starting trials after the step has failed
-        _delete(client, name, namespace, prefix, progress)
-        raise KatibError(f"Katib Experiment {namespace}/{name} did not finish within tuning.timeout_seconds "
-                         f"({timeout} s), and was deleted") from None
-    except RuntimeError as error:  # failed: it stays, to look into
-        raise KatibError(f"Katib Experiment {namespace}/{name}: {error}") from None
+    finished = _wait(client, name, namespace, timeout, prefix, progress)
     optimal = client.get_optimal_hyperparameters(name, namespace)
     if optimal is None:
         raise KatibError(f"Katib Experiment {namespace}/{name} finished without a successful trial")
@@ -85,6 +80,25 @@ def katib_search(
         stopped_early=int(status.trials_early_stopped or 0) if status else 0, backend="katib", metric=metric,
         runners_up=[asdict(t) for t in sorted(others, key=lambda t: -t.valid_score)],
     )
+
+
+def _wait(client, name: str, namespace: str, timeout: int, prefix: str, progress: Callable[[str], None]):
+    """The Experiment once it has succeeded. Past `timeout` seconds it is deleted (still running, it would go on
+    starting trials after the step has failed); KatibError then, or when it failed (it stays, to look into).
+    The SDK raises TimeoutError for its own deadline and for one slow API answer alike, so the deadline is kept
+    here, and a slow answer before it is waited out."""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        try:
+            return client.wait_for_experiment_condition(name, namespace, timeout=max(1, math.ceil(remaining)),
+                                                        polling_interval=POLL_SECONDS)
+        except TimeoutError:
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        except RuntimeError as error:
+            raise KatibError(f"Katib Experiment {namespace}/{name}: {error}") from None
+    _delete(client, name, namespace, prefix, progress)
+    raise KatibError(f"Katib Experiment {namespace}/{name} did not finish within tuning.timeout_seconds "
+                     f"({timeout} s), and was deleted")
 
 
 def _delete(client, name: str, namespace: str, prefix: str, progress: Callable[[str], None]) -> None:

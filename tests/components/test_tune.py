@@ -276,6 +276,25 @@ def test_a_katib_experiment_that_outlives_the_steps_timeout_is_deleted_not_left_
     assert (api.requests[-1]["method"], api.requests[-1]["path"]) == ("DELETE", f"{EXPERIMENTS}/{created}")
 
 
+def test_one_slow_answer_of_the_api_is_waited_out_not_taken_for_the_deadline(churn, tmp_path):
+    """The Katib SDK raises TimeoutError when one read of the Experiment takes over its 120 s, as it does at its
+    own deadline: taken for the step's deadline, a healthy Experiment was deleted."""
+    class SlowOnce(KatibClient):
+        slow = True
+
+        def wait_for_experiment_condition(self, *args, **kwargs):
+            if self.slow:
+                self.slow = False
+                raise TimeoutError("Timeout to get Katib Experiment: flowline/churn-linear-hpo")
+            return super().wait_for_experiment_condition(*args, **kwargs)
+
+    api = experiment_server(OPTIMAL, trials=TRIALS)
+    result = katib_search(churn, "linear", 7, "img:1", "flowline", client=SlowOnce(config_file=api.kubeconfig(tmp_path)),
+                          progress=lambda line: None)
+    assert result.params["C"] == 0.05
+    assert [r["method"] for r in api.requests].count("DELETE") == 1  # once, after its results were read
+
+
 def test_tune_files_with_optuna_saves_the_best_for_train(toy_use_case, splits, tmp_path: Path, capsys):
     result = tune_files(toy_use_case, "linear", 3, "optuna", splits["train"], splits["valid"], splits["fs.json"],
                         str(tmp_path / "best.json"))

@@ -16,6 +16,7 @@ not match, or that holds a link or a path leading outside it, before anything is
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -239,6 +240,16 @@ def _check_signature(package: Path, manifest: dict) -> None:
                            f"it was changed after signing or signed with another key; refusing it")
 
 
+def _regular_file_bytes(path: Path) -> bytes:
+    """The bytes of `path` if it is a regular file; OSError for anything else (a link put there since it was checked,
+    to /dev/zero say, or a FIFO, which would never end or never open)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        return file.read()
+
+
 def refuse_other_use_case(path: str | Path, served_as: str, new: str, served: str) -> None:
     """A live reload's check: raise PackageError when the package at `path` holds another use case than the
     one served under `served_as` (signed and intact, it would still fail every request of its clients)."""
@@ -270,17 +281,30 @@ class Package:
         PackageError naming the folder when it changed while it was copied."""
         source = Path(package_dir)
         manifest = verify(source)
-        private = Path(tempfile.mkdtemp(prefix="flowline-package-"))  # readable by this user alone
+        try:
+            private = Path(tempfile.mkdtemp(prefix="flowline-package-"))  # readable by this user alone
+        except OSError as error:
+            raise PackageError(f"{source}: no private copy can be made in {tempfile.gettempdir()}: "
+                               f"{error.strerror}") from None
         package = cls(private, manifest)
         weakref.finalize(package, shutil.rmtree, private, True)
-        try:
-            for name in [*manifest["files"], MANIFEST_FILE]:
+        for name in [*manifest["files"], MANIFEST_FILE]:
+            try:
+                data = _regular_file_bytes(source / name)
+            except OSError as error:
+                raise PackageError(f"{source} changed while it was read: {name}: {error.strerror}; load it again "
+                                   "once it is complete") from None
+            try:
                 (private / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source / name, private / name, follow_symlinks=False)
+                (private / name).write_bytes(data)
+            except OSError as error:  # the temporary folder's disk, not the package
+                raise PackageError(f"{source}: its private copy in {tempfile.gettempdir()} cannot be written: "
+                                   f"{error.strerror}") from None
+        try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NoSigningKeyWarning)  # said once, for the folder
                 copied = verify(private)
-        except (OSError, PackageError) as error:
+        except PackageError as error:
             said = str(error).replace(str(private), str(source))
             raise PackageError(f"{source} changed while it was read: {said}; load it again once it is complete") \
                 from None

@@ -171,3 +171,28 @@ def test_a_file_changed_while_the_package_is_copied_for_loading_is_refused_namin
                                            "evaluation.json has sha256 "):
         Package.open(package)
     assert len(checked) == 2 and checked[1] != package  # the copy was checked, and refused
+
+
+def test_a_link_put_in_after_the_check_is_not_followed_and_a_copy_that_cannot_be_made_is_named(
+        churn_package, tmp_path, monkeypatch):
+    from flowline.package import format as package_format
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    package = copy_of(churn_package, tmp_path)
+    verify = package_format.verify
+
+    def then_a_link(path):  # a read through it would never end
+        manifest = verify(path)
+        (package / "evaluation.json").unlink()
+        (package / "evaluation.json").symlink_to("/dev/zero")
+        return manifest
+
+    monkeypatch.setattr(package_format, "verify", then_a_link)
+    with pytest.raises(PackageError, match=f"^{package} changed while it was read: evaluation.json: "):
+        Package.open(package)
+    monkeypatch.undo()
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    fresh = copy_of(churn_package, tmp_path / "again")
+    monkeypatch.setattr(package_format.tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    with pytest.raises(PackageError, match=f"^{fresh}: no private copy can be made in {tmp_path}/no-such-folder"):
+        Package.open(fresh)

@@ -180,6 +180,15 @@ def comparison_window(first_seen: float, lookback_seconds: int, now: float) -> s
     return f"{max(60, math.ceil(now - first_seen) + _step(lookback_seconds) + 1)}s"
 
 
+def outcomes_of_answered(answered: float, arrived: float, good: float) -> tuple[float, float]:
+    """The outcomes (arrived, good) an arm's `answered` requests can have. Outcomes are counted when they
+    arrive, so a window also counts outcomes of requests answered before it (the champion's, mostly): more than
+    it answered would overstate how much the test knows. Capped at the answered requests, at the same rate."""
+    if arrived <= answered:
+        return arrived, good
+    return answered, good * answered / arrived
+
+
 def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = "", timeout: float = 10.0
                          ) -> dict[str, ArmOutcomes]:
     """Each arm's numbers from the Prometheus HTTP API (see the module's notes)."""
@@ -205,10 +214,11 @@ def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = 
     for arm, version in zip(ARMS, (champion, canary)):
         served, failed = round(found["requests"].get(version, 0)), round(found["errors"].get(version, 0))
         latency = found["p99"].get(version, 0.0)
-        arms[arm] = ArmOutcomes(requests=served + failed, errors=failed,
-                                successes=round(found["successes"].get(version, 0)),
+        arrived, good = outcomes_of_answered(served, found["outcomes"].get(version, 0.0),
+                                             found["successes"].get(version, 0.0))
+        arms[arm] = ArmOutcomes(requests=served + failed, errors=failed, successes=round(good),
                                 latency_p99_seconds=0.0 if np.isnan(latency) else latency, version=version,
-                                outcomes=round(found["outcomes"].get(version, 0)))
+                                outcomes=round(arrived))
     return arms
 
 

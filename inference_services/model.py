@@ -74,6 +74,8 @@ from flowline.scoring import Scorer
 
 log = logging.getLogger("flowline.serving")
 V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row
+# The attributes by which KServe takes a JSON body for a structured-mode CloudEvent (is_structured_cloudevent).
+STRUCTURED_EVENT = ("specversion", "id", "source", "type", "time", "data")
 
 
 @dataclass(frozen=True)
@@ -577,8 +579,10 @@ def _datatype_of(column_type: str) -> str:
 
 def _instances(payload: Any) -> Any:
     if isinstance(payload, dict) and {"specversion", "data"} <= payload.keys():  # KServe hands the envelope on
-        raise BadRequest("unsupported_event", "body: a structured-mode CloudEvent (application/cloudevents+json) "
-                         "is not read: send binary mode (ce-* headers, the data as the body), or the data alone")
+        missing = [name for name in STRUCTURED_EVENT if name not in payload]
+        raise BadRequest("unsupported_event", f"body: a structured-mode CloudEvent without {', '.join(missing)}: "
+                         f"KServe reads one that has all of {', '.join(STRUCTURED_EVENT)}; or send binary mode "
+                         "(ce-* headers, the data as the body)")
     if not isinstance(payload, dict) or "instances" not in payload:
         raise BadRequest("malformed_request", "body: expected an object with 'instances', a list of records")
     return payload["instances"]

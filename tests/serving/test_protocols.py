@@ -325,10 +325,16 @@ def test_a_large_explain_does_not_hold_up_the_workers_other_requests(churn_packa
 
 
 def test_a_structured_mode_cloudevent_is_refused_saying_how_to_send_it(server, churn_test_rows):
-    """KServe reads CloudEvents in binary mode only; a structured one was refused as a body without 'instances'."""
+    """A structured-mode CloudEvent that KServe does not take for one (no `time`) was refused as a body without
+    'instances'; one with every attribute KServe looks for is answered."""
     event = {"specversion": "1.0", "id": "1", "source": "test", "type": "org.kubeflow.serving.inference.request",
              "datacontenttype": "application/json", "data": {"instances": records_of(churn_test_rows.head(1))}}
     answer = httpx.post(f"{server}/v1/models/churn:predict", content=json.dumps(event),
                         headers={"content-type": "application/cloudevents+json"}, timeout=30)
     assert answer.status_code == 400
-    assert "a structured-mode CloudEvent (application/cloudevents+json) is not read" in answer.json()["error"]
+    assert answer.json()["error"] == ("body: a structured-mode CloudEvent without time: KServe reads one that has "
+                                      "all of specversion, id, source, type, time, data; or send binary mode (ce-* "
+                                      "headers, the data as the body)")
+    timed = httpx.post(f"{server}/v1/models/churn:predict", content=json.dumps({**event, "time": "2026-12-07T08:00:00Z"}),
+                       headers={"content-type": "application/cloudevents+json"}, timeout=30)
+    assert timed.status_code == 200, timed.text

@@ -69,7 +69,8 @@ from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import (MAX_ID_CHARACTERS, BadRequest, RecordChecker, describe,
                                                            request_checker)
-from flowline.package.format import refuse_other_use_case
+from flowline.package.format import read_manifest, refuse_other_use_case
+from flowline.storage import is_s3
 from flowline.scoring import Scorer
 
 log = logging.getLogger("flowline.serving")
@@ -260,9 +261,11 @@ class FlowlineModel(Model):
         leaving the running version in place, when the new package fails verification or holds another
         use case than the one served (its clients' requests would all be refused).
         """
-        path = str(package_path or self.package_path)
-        new, old = self._load_package(path), self.package
-        refuse_other_use_case(path, self.name, new.use_case.name, old.use_case.name)
+        path, old = str(package_path or self.package_path), self.package
+        if not is_s3(path):  # before loading too, where it is at hand: a load seeds the online store
+            refuse_other_use_case(path, self.name, read_manifest(path)["name"], old.use_case.name)
+        new = self._load_package(path)
+        refuse_other_use_case(path, self.name, new.use_case.name, old.use_case.name)  # as verified
         if new.created_at < old.created_at:  # a rollback, or a replay of an old signed package: said, not refused
             log.warning("%s: version %s, built %s, replaces %s, built later (%s): an older package", self.name,
                         new.version, _built(new), old.version, _built(old))

@@ -187,9 +187,15 @@ class FlowlineModel(Model):
             self._store_down = True
 
     def _store_up(self) -> None:
+        """The store answers again. A Redis that restarted without its data has lost the training history too:
+        the definition's owner seeds it again (a no-op where the store kept it: seeding is once per source)."""
         if self._store_down:
             self._store_down = False
-            log.warning("%s: online store %s answers again", self.name, shown(self.online_store_url))
+            seeded = [name for _, package in self._arms() if package.writes_events
+                      for name, wrote in package.feature_set.seed(package.store).items() if wrote]
+            log.warning("%s: online store %s answers again%s", self.name, shown(self.online_store_url),
+                        f"; it had lost its data: seeded {', '.join(seeded)} with the training history again"
+                        if seeded else "")
 
     def _load_package(self, path: str) -> LoadedPackage:
         return LoadedPackage.load(path, self._online_store if self.online_store_url else None)

@@ -71,12 +71,16 @@ def test_a_redis_that_stops_gives_503s_naming_it_and_readiness_false_until_it_is
             assert client.get("/v2/health/ready").status_code == 503
             assert client.get("/v2/models/payments/ready").status_code == 503
             monkeypatch.setattr(redis_helpers, "_free_port", lambda: port)  # the same address comes back
-            with running_redis(redis_server_binary(), tmp_path / "second"):
+            with running_redis(redis_server_binary(), tmp_path / "second"):  # empty: its data is lost
                 assert client.get("/v2/models/payments/ready").status_code == 200
                 assert client.get("/v2/health/ready").status_code == 200
                 assert predict(client, card).status_code == 200
+                # The card's training history is back (and the answered row after it), not a card seen once.
+                history = FeatureSet.load(summing_package / "feature_set.json").entity_features[0].history
+                assert len(open_store(url).events("payments", card)) == len(history.events[card]["time"]) + 1
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log, log
+    assert "it had lost its data: seeded payments with the training history again" in log
 
 
 def _stop(url: str) -> None:

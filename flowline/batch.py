@@ -300,14 +300,13 @@ def entity_state(scorer: Scorer, chunks: Callable[[], Iterator[tuple[pd.DataFram
         return feature_set, None
     store = MemoryStore()
     feature_set.seed(store)
-    fitted = {feature.name: {entity: set(entry["time"]) for entity, entry in feature.history.events.items()}
-              for feature in feature_set.entity_features}  # each entity's event times in the history
+    histories = {feature.name: feature.history for feature in feature_set.entity_features}
     for frame, malformed in chunks():
         kept = apply_contract(frame, scorer.use_case, malformed, to_score=True).kept
         values = feature_set.frame_values(kept, checked=True)
         for definition, events in feature_set.entity_events(values).items():
-            known = fitted[definition]
-            store.append_many(definition, {entity: [(t, a) for t, a in batch if t not in known.get(entity, ())]
+            history = histories[definition]
+            store.append_many(definition, {entity: history.new_events(entity, batch)
                                            for entity, batch in events.items()})
     return feature_set.online(store, rows_are_events=False), store
 

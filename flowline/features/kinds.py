@@ -342,8 +342,7 @@ class EntityHistory:
         found = {}
         for key in keys:
             fitted = self.events.get(key)
-            known = set(fitted["time"]) if fitted else set()
-            new = [(t, a) for t, a in pending.get(key, []) if t not in known]
+            new = self.new_events(key, pending.get(key, []))
             if new:
                 times = [*(fitted["time"] if fitted else []), *(t for t, _ in new)]
                 amounts = {name: [*(fitted[name] if fitted else []), *(a[name] for _, a in new)]
@@ -352,6 +351,16 @@ class EntityHistory:
             elif key in running:
                 found[key] = running[key]
         return found
+
+    @cached_property
+    def _times(self) -> dict[str, set]:
+        return {key: set(entry["time"]) for key, entry in self.events.items()}
+
+    def new_events(self, key: str, events: Sequence[Event]) -> list[Event]:
+        """Those of entity `key`'s `events` at a time its history holds no event of: an event at such a time is
+        that training event (a training row transformed again, a backtest), not a second one."""
+        known = self._times.get(key, ())
+        return [(t, a) for t, a in events if t not in known]
 
     def as_events(self) -> dict[str, list[Event]]:
         """The fitted events per entity, as the online store takes them (to seed it)."""
@@ -380,13 +389,14 @@ class StoreHistory:
         running = {}
         for key in keys:
             events = stored[key] + (pending.get(key, []) if self.rows_are_events else [])
-            lacking = missing_amounts(stored[key], self.amounts)
-            if lacking:
-                raise IncompatibleEvents(self.store.url, self.namespace, lacking)
-            if events:
-                running[key] = running_sums(np.array([t for t, _ in events], dtype=np.float64),
-                                            {name: np.array([a[name] for _, a in events], dtype=np.float64)
-                                             for name in self.amounts})
+            if not events:
+                continue
+            try:
+                amounts = {name: np.array([a[name] for _, a in events], dtype=np.float64) for name in self.amounts}
+            except KeyError:  # checked only when it fails: this is every request's path
+                raise IncompatibleEvents(self.store.url, self.namespace,
+                                         missing_amounts(stored[key], self.amounts)) from None
+            running[key] = running_sums(np.array([t for t, _ in events], dtype=np.float64), amounts)
         return running
 
 

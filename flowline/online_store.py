@@ -14,7 +14,9 @@ entity history once per (namespace, source), so seeding the same training histor
 package trained before the erasure (an empty store seeds from the package's fitted history); events served
 after the erasure are new and are kept. A Redis out of reach (refused, or silent past RedisStore's timeouts)
 raises OnlineStoreUnavailable, one line naming the store (without its password), which a model server answers
-with a 503.
+with a 503. So does a read of a definition's history (`events_many(..., seeded=True)`, as served entity features
+read) when the store holds no seed of that definition: a Redis restarted without its data, between two requests,
+would otherwise answer every entity as one never seen.
 """
 
 from __future__ import annotations
@@ -38,6 +40,18 @@ class OnlineStoreError(ValueError):
 
 class OnlineStoreUnavailable(RuntimeError):
     """The store cannot answer: its server is unreachable (a model server answers 503 meanwhile)."""
+
+
+class HistoryLost(OnlineStoreUnavailable):
+    """The store holds no seeded history of a definition that a served version reads: it lost its data (a Redis
+    restarted without persistence), or the definition's owner was never served with it."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.namespace = namespace
+        super().__init__(
+            f"online store {shown(url)} holds no history of definition {namespace!r}: it lost its data (a restart "
+            f"without persistence?) or the use case {namespace!r} was never served with it; serving {namespace!r} "
+            f"seeds it again")
 
 
 class IncompatibleEvents(OnlineStoreUnavailable):
@@ -118,11 +132,20 @@ class OnlineStore(ABC):
         """One entity's events, in canonical order (`canonical`)."""
         return self.events_many(namespace, [entity])[entity]
 
-    def events_many(self, namespace: str, entities: Iterable[str]) -> dict[str, list[Event]]:
-        """The events of each of `entities` (none for an unknown one), canonically ordered, in one lookup."""
+    def events_many(self, namespace: str, entities: Iterable[str], seeded: bool = False) -> dict[str, list[Event]]:
+        """The events of each of `entities` (none for an unknown one), canonically ordered, in one lookup. With
+        `seeded`, raise HistoryLost when no history of `namespace` was ever seeded (checked in the same lookup)."""
         wanted = list(dict.fromkeys(entities))
-        stored = self._read(namespace, wanted) if wanted else {}
+        if not (wanted or seeded):
+            return {}
+        stored, has_seed = self._read(namespace, wanted, seeded)
+        if not has_seed:
+            raise HistoryLost(self.url, namespace)
         return {entity: canonical(stored.get(entity, [])) for entity in wanted}
+
+    def is_seeded(self, namespace: str) -> bool:
+        """Whether a history of `namespace` was seeded (and the store has not lost it since)."""
+        return self._read(namespace, [], True)[1]
 
     def erase(self, namespace: str, entity: str) -> int:
         """Remove every event of one entity (an erasure request), and remember it for `seed`; returns how many
@@ -142,8 +165,9 @@ class OnlineStore(ABC):
         """Append atomically; with `seed`, only if (namespace, seed) is not marked yet, and mark it."""
 
     @abstractmethod
-    def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
-        """The stored events of `entities`, in any order."""
+    def _read(self, namespace: str, entities: list[str], seeded: bool) -> tuple[dict[str, list[Event]], bool]:
+        """The stored events of `entities`, in any order, and (when `seeded` asks; else True) whether any source
+        of `namespace` is seeded."""
 
     def ping(self) -> None:
         """Raise OnlineStoreUnavailable when the store cannot be reached (only a server can be out of reach)."""
@@ -172,9 +196,10 @@ class MemoryStore(OnlineStore):
                 self._events.setdefault((namespace, entity), []).extend(batch)
             return True
 
-    def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
+    def _read(self, namespace: str, entities: list[str], seeded: bool) -> tuple[dict[str, list[Event]], bool]:
         with self._lock:
-            return {entity: list(self._events.get((namespace, entity), [])) for entity in entities}
+            has_seed = not seeded or any(space == namespace for space, _ in self._seeds)
+            return {entity: list(self._events.get((namespace, entity), [])) for entity in entities}, has_seed
 
     def _erase(self, namespace: str, entity: str) -> int:
         with self._lock:
@@ -221,16 +246,18 @@ class SQLiteStore(OnlineStore):
             db.execute("COMMIT")
             return True
 
-    def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
+    def _read(self, namespace: str, entities: list[str], seeded: bool) -> tuple[dict[str, list[Event]], bool]:
         found: dict[str, list[Event]] = {}
         with self._lock:
+            has_seed = not seeded or self._connection.execute(
+                "SELECT 1 FROM seeds WHERE namespace = ? LIMIT 1", (namespace,)).fetchone() is not None
             for start in range(0, len(entities), 500):  # SQLite's limit on bound parameters
                 chunk = entities[start:start + 500]
                 query = (f"SELECT entity, event FROM events WHERE namespace = ? AND entity IN "
                          f"({', '.join('?' * len(chunk))})")
                 for entity, event in self._connection.execute(query, (namespace, *chunk)):
                     found.setdefault(entity, []).append(_decode(event))
-        return found
+        return found, has_seed
 
     def _erase(self, namespace: str, entity: str) -> int:
         with self._lock:
@@ -311,12 +338,15 @@ class RedisStore(OnlineStore):
                 except redis.WatchError:  # another process seeded meanwhile: look again
                     pipe.reset()
 
-    def _read(self, namespace: str, entities: list[str]) -> dict[str, list[Event]]:
+    def _read(self, namespace: str, entities: list[str], seeded: bool) -> tuple[dict[str, list[Event]], bool]:
         with self._reachable(), self._client.pipeline(transaction=False) as pipe:
             for entity in entities:
                 pipe.lrange(self._key(namespace, entity), 0, -1)
-            lists = pipe.execute()
-        return {entity: [_decode(item) for item in items] for entity, items in zip(entities, lists)}
+            if seeded:
+                pipe.exists(self.SEEDS + namespace)  # in the same round trip
+            answers = pipe.execute()
+        has_seed = bool(answers.pop()) if seeded else True
+        return {entity: [_decode(item) for item in items] for entity, items in zip(entities, answers)}, has_seed
 
     def _erase(self, namespace: str, entity: str) -> int:
         key = self._key(namespace, entity)

@@ -59,8 +59,8 @@ from kserve.utils.numpy_codec import to_np_dtype
 
 from flowline.events import REQUEST_EVENT
 from flowline.features.kinds import FeatureError
-from flowline.online_store import (IncompatibleEvents, OnlineStore, OnlineStoreError, OnlineStoreUnavailable,
-                                   open_store, shown)
+from flowline.online_store import (HistoryLost, IncompatibleEvents, OnlineStore, OnlineStoreError,
+                                   OnlineStoreUnavailable, open_store, shown)
 from flowline.inference_services import metrics
 from flowline.inference_services import customers_online
 from flowline.inference_services.batching import Batcher, Job, require_finite, score_jobs, transform
@@ -178,24 +178,35 @@ class FlowlineModel(Model):
         except OnlineStoreUnavailable:
             return False
         self._store_up()
-        return True
+        return not self._store_down
 
     def _store_failed(self, error: Exception) -> None:
         if isinstance(error, OnlineStoreUnavailable) and not isinstance(error, IncompatibleEvents) \
                 and not self._store_down:
             log.warning("%s: %s; answering 503 and not ready until it answers again", self.name, error)
             self._store_down = True
+            if isinstance(error, HistoryLost):  # the store answers, without the history: seed it again now
+                self._store_up()
 
     def _store_up(self) -> None:
         """The store answers again. A Redis that restarted without its data has lost the training history too:
-        the definition's owner seeds it again (a no-op where the store kept it: seeding is once per source)."""
-        if self._store_down:
-            self._store_down = False
+        the definition's owner seeds it again (a no-op where the store kept it: seeding is once per source). It
+        stays down while a definition read here has no history: one whose owner is served elsewhere, until that
+        owner seeds it."""
+        if not self._store_down:
+            return
+        try:
             seeded = [name for _, package in self._arms() if package.writes_events
                       for name, wrote in package.feature_set.seed(package.store).items() if wrote]
-            log.warning("%s: online store %s answers again%s", self.name, shown(self.online_store_url),
-                        f"; it had lost its data: seeded {', '.join(seeded)} with the training history again"
-                        if seeded else "")
+            if any(not package.store.is_seeded(feature.name) for _, package in self._arms()
+                   if package.store is not None for feature in package.feature_set.entity_features):
+                return
+        except OnlineStoreUnavailable:
+            return
+        self._store_down = False
+        log.warning("%s: online store %s answers again%s", self.name, shown(self.online_store_url),
+                    f"; it had lost its data: seeded {', '.join(seeded)} with the training history again"
+                    if seeded else "")
 
     def _load_package(self, path: str) -> LoadedPackage:
         return LoadedPackage.load(path, self._online_store if self.online_store_url else None)
@@ -433,7 +444,11 @@ class FlowlineModel(Model):
         Computed in a thread, one explain at a time per worker: 1,024 rows take seconds, and on the event loop they
         held up every predict, metadata and readiness request the worker had meanwhile."""
         async with self._explaining:
-            return await asyncio.to_thread(self._explanations, payload, headers)
+            try:
+                return await asyncio.to_thread(self._explanations, payload, headers)
+            except OnlineStoreUnavailable as error:  # a 503 (server.py); readiness follows, as for predict
+                self._store_failed(error)
+                raise
 
     def _explanations(self, payload: Dict, headers: Optional[Dict[str, str]]) -> Dict:
         request_id = _request_id(payload, headers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowline.online_store import OnlineStoreError, canonical, open_store
+from flowline.online_store import HistoryLost, OnlineStoreError, canonical, open_store
 
 
 @pytest.fixture(params=["sqlite", "memory", "redis"])
@@ -42,6 +42,23 @@ def test_seeding_is_idempotent_per_source(store_url: str) -> None:
     assert store.seed("fraud", "v2", {"a": [(4.0, {"amount": 4.0})]}) is True
     assert store.events("fraud", "a") == [(1.0, {"amount": 1.0}), (4.0, {"amount": 4.0})]
     assert store.seed("clv", "v1", history) is True  # another namespace has its own seeds
+
+
+def test_a_read_of_a_history_never_seeded_or_lost_since_raises_history_lost(store_url: str) -> None:
+    """Served entity features read with `seeded=True`: a store without the definition's seed (a Redis restarted
+    without its data between two requests) must not answer every entity as one never seen."""
+    store = open_store(store_url)
+    store.append("fraud", "a", [(1.0, {"amount": 1.0})])  # served events alone are not a history
+    with pytest.raises(HistoryLost, match="holds no history of definition 'fraud'"):
+        store.events_many("fraud", ["a"], seeded=True)
+    assert not store.is_seeded("fraud")
+    assert store.seed("fraud", "v1", {}) is True  # an empty history is a history
+    assert store.events_many("fraud", ["a", "b"], seeded=True) == {"a": [(1.0, {"amount": 1.0})], "b": []}
+    assert store.is_seeded("fraud") and not store.is_seeded("other")
+    if store_url.startswith("redis"):
+        store._client.flushdb()  # what a restart without persistence leaves
+        with pytest.raises(HistoryLost):
+            store.events_many("fraud", ["a"], seeded=True)
 
 
 @pytest.mark.parametrize("entity, event, field", [

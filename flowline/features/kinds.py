@@ -384,8 +384,9 @@ class StoreHistory:
     def lookup(self, keys: Sequence[str], pending: Mapping[str, list[Event]]) -> dict[str, Running]:
         """One store round trip for all `keys`; their running sums, with `pending` events added. A stored event
         without an amount the windows sum raises IncompatibleEvents (the store was written by a version that did
-        not keep that column): the features cannot be computed, and a zero in its place would be a wrong answer."""
-        stored = self.store.events_many(self.namespace, keys)
+        not keep that column): the features cannot be computed, and a zero in its place would be a wrong answer. So
+        does a store holding no seed of the definition (HistoryLost): it lost the history every entity would read."""
+        stored = self.store.events_many(self.namespace, keys, seeded=True)  # HistoryLost: the store lost its data
         running = {}
         for key in keys:
             events = stored[key] + (pending.get(key, []) if self.rows_are_events else [])

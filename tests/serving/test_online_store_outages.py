@@ -83,6 +83,34 @@ def test_a_redis_that_stops_gives_503s_naming_it_and_readiness_false_until_it_is
     assert "it had lost its data: seeded payments with the training history again" in log
 
 
+def test_a_redis_restarted_empty_between_two_requests_is_seeded_again_not_read_as_new_cards(
+        summing_package, tmp_path, monkeypatch) -> None:
+    """No request sees the outage: the first one after it finds the definition's history gone. It gets a 503 (its
+    features cannot be computed), the owner seeds the history again at once, and the next request reads it."""
+    card = known_card(summing_package)
+    history = FeatureSet.load(summing_package / "feature_set.json").entity_features[0].history
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    with running_redis(redis_server_binary(), tmp_path / "first") as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with running_server([str(summing_package)], extra_args=["--online-store", url],
+                            log_path=str(tmp_path / "server.log")) as served, \
+                httpx.Client(base_url=served, timeout=30) as client:
+            assert predict(client, card).status_code == 200
+            _stop(url)
+            monkeypatch.setattr(redis_helpers, "_free_port", lambda: port)
+            with running_redis(redis_server_binary(), tmp_path / "second"):  # the same address, empty
+                lost = predict(client, card)
+                assert lost.status_code == 503, lost.text
+                assert "holds no history of definition 'payments'" in lost.json()["error"]
+                assert client.get("/v2/models/payments/ready").status_code == 200  # seeded again already
+                assert predict(client, card).status_code == 200
+                assert len(open_store(url).events("payments", card)) == len(history.events[card]["time"]) + 1
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log
+    assert "it had lost its data: seeded payments with the training history again" in log
+
+
 def _stop(url: str) -> None:
     """Shut the Redis at `url` down (its runner's own stop then finds it gone)."""
     import redis

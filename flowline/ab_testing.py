@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 
 class DesignError(ValueError):
@@ -202,7 +202,7 @@ class CanaryPolicy:
     A PolicyError when a field is out of range: a ratio below 1 rolls back canaries as good as their champion,
     and an alpha of 1 or more acts on any difference."""
 
-    min_requests: int = 200  # per arm, before any decision
+    min_requests: int = 200  # per arm, before any decision but the error guardrail's (valid at every look)
     max_error_ratio: float = 2.0  # the canary's error rate may be at most this times the champion's (tested)
     max_latency_ratio: float = 1.5  # canary p99 over the champion's
     alpha: float = 0.05
@@ -222,15 +222,25 @@ class CanaryPolicy:
 
 
 def excess_errors_p_value(champion: ArmOutcomes, canary: ArmOutcomes, max_ratio: float) -> float:
-    """p-value of the canary's errors against "its error rate is at most `max_ratio` times the champion's":
-    given the arms' errors together, the canary's share of them is binomial (the conditional test that compares
-    two Poisson rates). One error is no evidence: a 10 % canary's single error against none in 9,000 champion
-    requests gives p = 0.18 at a ratio of 2, where a floored ratio called it 9 times the champion's."""
-    if canary.errors == 0:
+    """Always-valid p-value of the canary's errors against "its error rate is at most `max_ratio` times the
+    champion's", so that the guardrail can act from the first request and be looked at as often as wanted.
+
+    Under that hypothesis each error, in the order they come, is the canary's with probability at most
+    s = max_ratio x canary requests / (champion requests + max_ratio x canary requests) (two Poisson rates,
+    conditioned on their sum; the traffic split fixes s). The likelihood ratio of the errors' owners against s,
+    mixed over a uniform prior on shares from s to 1, is then a supermartingale, and its inverse a p-value valid
+    at every look (Ville's inequality). One error is no evidence: a 10 % canary's single error against none in
+    9,000 champion requests gives p = 0.30; its first 3 requests all failing against none in 27 of the
+    champion's gives p = 0.02."""
+    if canary.errors == 0 or champion.requests == 0:
         return 1.0
     weight = max_ratio * canary.requests
     share = weight / (champion.requests + weight)
-    return float(stats.binom.sf(canary.errors - 1, champion.errors + canary.errors, share))
+    mine, errors = canary.errors, canary.errors + champion.errors
+    log_mixture = (special.betaln(mine + 1, errors - mine + 1) + stats.beta.logsf(share, mine + 1, errors - mine + 1)
+                   - math.log1p(-share))
+    log_null = mine * math.log(share) + (errors - mine) * math.log1p(-share)
+    return float(min(1.0, math.exp(log_null - log_mixture)))
 
 
 def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPolicy = CanaryPolicy()) -> dict:
@@ -256,17 +266,18 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
     the running minimum an always-valid p-value would report, so deciding on it is
     conservative, and the decision stays valid however often it is taken.
     """
-    numbers = {"champion_error_rate": champion.error_rate, "canary_error_rate": canary.error_rate}
+    error_ratio = canary.error_rate / max(champion.error_rate, 1 / max(champion.requests, 1))
+    error_p_value = excess_errors_p_value(champion, canary, policy.max_error_ratio)
+    numbers = {"champion_error_rate": champion.error_rate, "canary_error_rate": canary.error_rate,
+               "error_ratio": error_ratio, "error_p_value": error_p_value}
+    if error_p_value <= policy.alpha:  # before min_requests too: a canary failing every request is not kept serving
+        return {"decision": "rollback", "reason": f"error rate {canary.error_rate:.2%} is {error_ratio:.1f} times the "
+                f"champion's, significantly more than {policy.max_error_ratio:g} times (always-valid p = "
+                f"{error_p_value:.4f})", **numbers}
     if min(champion.requests, canary.requests) < policy.min_requests:
         return {"decision": "hold", "reason": f"fewer than {policy.min_requests} requests on an arm", **numbers}
-    error_ratio = canary.error_rate / max(champion.error_rate, 1 / champion.requests)
-    error_p_value = excess_errors_p_value(champion, canary, policy.max_error_ratio)
     latency_ratio = canary.latency_p99_seconds / max(champion.latency_p99_seconds, 1e-9)
-    numbers.update(error_ratio=error_ratio, error_p_value=error_p_value, latency_ratio=latency_ratio)
-    if error_p_value <= policy.alpha:
-        return {"decision": "rollback", "reason": f"error rate {canary.error_rate:.2%} is {error_ratio:.1f} times the "
-                f"champion's, significantly more than {policy.max_error_ratio:g} times (p = {error_p_value:.4f})",
-                **numbers}
+    numbers.update(latency_ratio=latency_ratio)
     if min(champion.answered, canary.answered) == 0:  # no latency to compare: a champion failing all is held
         return {"decision": "hold", "reason": "an arm answered no request", **numbers}
     if latency_ratio > policy.max_latency_ratio:

@@ -144,6 +144,10 @@ def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
 
 @pytest.mark.parametrize("champion, canary, decision, said", [
     (arm(), arm(requests=150), "hold", "fewer than 200 requests"),
+    # The error guardrail is valid at every look, so it needs no minimum: a canary failing each of its first 15
+    # requests is rolled back, where it held until it had served 200 (2,000 requests at 10 %); one failure is not.
+    (arm(requests=135, errors=0), arm(requests=15, errors=15), "rollback", "100.00% is 135.0 times the champion's"),
+    (arm(requests=135, errors=0), arm(requests=15, errors=1), "hold", "fewer than 200 requests"),
     (arm(), arm(errors=64), "rollback", "error rate 3.19% is 16.0 times the champion's, significantly more"),
     # One error of a 10 % canary against none in 9,000 champion requests is no evidence of a worse error rate.
     (arm(requests=9000, errors=0), arm(requests=1000, errors=1), "hold", "no significant difference yet"),
@@ -167,16 +171,18 @@ def test_the_canary_decision_applies_guardrails_before_the_sequential_test(champ
 
 
 def test_repeated_error_guardrails_on_equal_error_rates_rarely_roll_back():
-    """200 canaries erring as often as their champions (0.5 %), 10 % of the traffic, judged after every 500 canary
-    requests up to 10,000: the error guardrail rolls back at most alpha of them."""
+    """200 canaries erring twice as often as their champions (4 % against 2 %: the most the guardrail allows), 10 %
+    of the traffic, judged after every 10 canary requests from the first, before min_requests too, up to 10,000:
+    the error guardrail rolls back at most alpha of them (2 here; a fixed-size binomial test looked at as often
+    rolled back 74)."""
     rng = np.random.default_rng(7)
     rolled_back = 0
     for _ in range(200):
-        champion_errors = rng.binomial(4500, 0.005, 20).cumsum()
-        canary_errors = rng.binomial(500, 0.005, 20).cumsum()
-        for look in range(20):
-            champion = ArmOutcomes(4500 * (look + 1), int(champion_errors[look]), 1000 * (look + 1), 0.05)
-            canary = ArmOutcomes(500 * (look + 1), int(canary_errors[look]), 110 * (look + 1), 0.05)
+        champion_errors = rng.binomial(90, 0.02, 1000).cumsum()
+        canary_errors = rng.binomial(10, 0.04, 1000).cumsum()
+        for look in range(1000):
+            champion = ArmOutcomes(90 * (look + 1), int(champion_errors[look]), 20 * (look + 1), 0.05)
+            canary = ArmOutcomes(10 * (look + 1), int(canary_errors[look]), 2 * (look + 1), 0.05)
             if "error rate" in canary_decision(champion, canary)["reason"]:
                 rolled_back += 1
                 break

@@ -43,7 +43,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          help='JSON lines {"request_id": ..., "outcome": 1 or 0}, joined to the predictions by id')
     defaults = CanaryPolicy()
     analyze.add_argument("--min-requests", type=int, default=defaults.min_requests,
-                         help=f"per arm before any decision (default {defaults.min_requests})")
+                         help=f"per arm before any decision but an error rollback, which is valid at any count "
+                              f"(default {defaults.min_requests})")
     analyze.add_argument("--max-error-ratio", type=float, default=defaults.max_error_ratio,
                          help="roll back when the canary's error rate is significantly above this times the "
                               f"champion's (default {defaults.max_error_ratio})")

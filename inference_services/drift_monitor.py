@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -60,6 +61,7 @@ class DriftPackage:
     """What one package version gives the monitor: contract, encoder, detector, calibration."""
 
     version: str
+    built_at: float  # the package's build time, in seconds since the epoch
     use_case: UseCase
     checker: RecordChecker
     encoder: DriftEncoder
@@ -72,7 +74,8 @@ class DriftPackage:
         package = Package.open(path)  # verified, then read from its private copy of what was verified
         mitigation = mitigation_of(package.evaluation)
         return cls(
-            version=package.version, use_case=package.use_case,
+            version=package.version, built_at=datetime.fromisoformat(package.created_at).timestamp(),
+            use_case=package.use_case,
             checker=request_checker(package.use_case, package.feature_set.input_columns,  # the payload logger
                                     mitigation.attributes if mitigation else ()),  # sends requests as they came
             encoder=DriftEncoder(package.feature_set),
@@ -88,6 +91,7 @@ class DriftMonitor(Model):
         self.on_drift = on_drift
         self.package: Optional[DriftPackage] = None
         self.window: list[Mapping[str, Any]] = []  # the checked records of the window being filled, encoded when full
+        self._last_success = 0.0  # the newest successful run this process knows of (`_use`, `_pipeline_run`)
 
     @property
     def monitored(self) -> str:
@@ -120,6 +124,11 @@ class DriftMonitor(Model):
             metrics.DRIFT_TESTS.labels(name, result)
         for status in RUN_STATUSES:
             metrics.PIPELINE_RUNS.labels(name, status)
+        # A served package was built by a run that went on to deploy it: the newest success a monitor knows of
+        # before any run's event reaches it. Without it a restarted monitor (a promotion moves it to a new pod)
+        # exported no success at all, and FlowlinePipelineNoSuccessfulRun resolved, or never fired.
+        self._last_success = max(self._last_success, package.built_at)
+        metrics.PIPELINE_LAST_RUN.labels(name, "succeeded").set(self._last_success)
 
     def predict(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
         """KServe's v1 predict route calls this: the CloudEvent's type is its ce-type header (binary mode, as KServe's
@@ -183,6 +192,9 @@ class DriftMonitor(Model):
         if payload.get("status") not in RUN_STATUSES:
             raise BadRequest("malformed_request", f"data.status: expected one of {list(RUN_STATUSES)}")
         metrics.PIPELINE_RUNS.labels(payload["use_case"], payload["status"]).inc()
-        metrics.PIPELINE_LAST_RUN.labels(payload["use_case"], payload["status"]).set(time.time())
+        now = time.time()
+        if payload["status"] == "succeeded":
+            self._last_success = now
+        metrics.PIPELINE_LAST_RUN.labels(payload["use_case"], payload["status"]).set(now)
         return {"use_case": payload["use_case"], "status": payload["status"], "recorded": True}
 

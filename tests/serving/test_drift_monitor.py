@@ -1,6 +1,7 @@
 """The drift monitor over real HTTP: KServe payload-logger CloudEvents in, windows tested, metrics out."""
 
 import uuid
+from datetime import datetime
 
 import httpx
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from flowline.drift import MAX_FALSE_ALARM_RATE, load_calibration
 from flowline.inference_services.drift_monitor import DriftPackage
 from flowline.inference_services.local_server import LOOPBACK, SERVE_COMMAND, free_port, running_process
+from flowline.package.format import Package
 from serving_helpers import AUTHORIZED, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
@@ -100,14 +102,27 @@ def test_the_reply_is_a_cloudevent_and_metrics_are_exported(monitor, reference, 
         assert expected in metrics, expected
 
 
-def test_pipeline_run_outcomes_are_counted(monitor):
+def last_success(metrics: str) -> float:
+    (exported,) = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(
+        'flowline_pipeline_last_run_timestamp_seconds{status="succeeded",use_case="churn"}')]
+    return exported
+
+
+def test_pipeline_run_outcomes_are_counted(monitor, churn_package):
     with httpx.Client(base_url=monitor, timeout=30) as client:
         response = client.post("/v1/models/churn-drift:predict", headers=event_headers("dev.flowline.pipeline.run.finished"),
                                json={"use_case": "churn", "status": "failed", "run_id": "run-1"})
         metrics = client.get("/metrics").text
+        assert client.post("/v1/models/churn-drift:predict", json={"use_case": "churn", "status": "succeeded"},
+                           headers=event_headers("dev.flowline.pipeline.run.finished")).status_code == 200
+        succeeded = client.get("/metrics").text
     assert response.status_code == 200 and response.json()["recorded"]
     assert 'flowline_pipeline_runs_total{status="failed",use_case="churn"} 1.0' in metrics
     assert 'flowline_pipeline_last_run_timestamp_seconds{status="failed",use_case="churn"}' in metrics
+    # Before a success reaches it, the newest success a monitor knows of is its package's build, so that a monitor
+    # restarted since the last success (a promotion moves it) still exports one for FlowlinePipelineNoSuccessfulRun.
+    built = datetime.fromisoformat(Package.open(churn_package).created_at).timestamp()
+    assert last_success(metrics) == built < last_success(succeeded)
 
 
 def test_bad_events_are_refused_and_counted(monitor, reference):

@@ -53,6 +53,11 @@ USER 1000
 ENV HOME=/home/flowline FLOWLINE_SERVE_HOST=0.0.0.0
 WORKDIR /home/flowline
 EXPOSE 8080
+# The commit the image was built from (`make image` passes it, with "-dirty" when a tracked file differed):
+# every package it builds names it in its lineage (flowline/code_version.py). Last, so that a new commit
+# rebuilds no layer above.
+ARG FLOWLINE_COMMIT=""
+ENV FLOWLINE_COMMIT=${FLOWLINE_COMMIT}
 # By default the image serves the package KServe's storage initializer puts in /mnt/models;
 # pipeline tasks run their own commands in the same image.
 CMD ["flowline", "serve", "/mnt/models"]

@@ -210,7 +210,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
                 detector=monitored.outputs["detector"], explanation=explained.outputs["explanation"],
                 feature_search=fitted.outputs["search_report"], evaluation_report=evaluated.outputs["report"],
                 fairness_report=judged.outputs["html_report"],
-                profile=ingested.outputs["profile"],
+                profile=ingested.outputs["profile"], run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER, trials=trials, tuning_backend=tuning_backend,
             ),
             "package",
         )

@@ -2,6 +2,7 @@
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from html_checks import assert_renders_as_a_page, assert_valid_html, loaded_image_widths
 
 from flowline.audit import verify as verify_audit_log
+from flowline.code_version import code_version
 from flowline.package.format import verify
 from flowline.datasets import REGISTRY
 from flowline.inference_services.local_server import running_server
@@ -17,6 +19,11 @@ from flowline.pipelines.cli import EXIT_ERROR, main
 from pipeline_steps import SHOWN, STEPS
 
 pytestmark = pytest.mark.pipeline
+
+
+def checkout_head() -> str:
+    return subprocess.run(["git", "-C", str(Path(__file__).parents[1]), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
 def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium, tmp_path: Path, capsys):
@@ -53,6 +60,10 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     assert manifest["version"] == summary["package_version"]
     lineage = json.loads((Path(summary["package"]) / "lineage.json").read_text())
     assert lineage["dataset"]["source_sha256"] == REGISTRY["telco_customer_churn"].sha256
+    # ... and the code and the run that built it: this checkout's commit, kfp.local's run under the run folder.
+    assert lineage["code"] == code_version() and lineage["code"]["commit"] == checkout_head()
+    assert (Path(summary["run_dir"]) / lineage["run"]["name"]).is_dir() and lineage["run"]["id"]
+    assert lineage["run"]["trials"] is None and lineage["run"]["tuning_backend"] is None  # the use case's budget
     # AutoML: every family searched with its budget, the served model chosen on valid.
     assert set(summary["model"]["candidates"]) == {"xgboost", "linear", "forest", "mlp"}
     assert summary["model"]["members"] and all(m["weight"] > 0 for m in summary["model"]["members"])

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from flowline import __version__
+from flowline.code_version import code_version
 from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
 from flowline.models.ensemble import family_weights
@@ -26,12 +26,14 @@ def build_package(
     drift_dir: str | Path,
     explanation_file: str | Path,
     reports: dict[str, str | Path] | None = None,
+    run: dict | None = None,
 ) -> dict:
     """Assemble the package folder and write its manifest; return the manifest.
 
     `dataset` describes the ingested data: source, source_sha256, row counts and the columns the
     contract does not declare (not used);
     `explanation_file` is the explain step's summary, for the model card;
+    `run` names the run that built it and what it overrode in the use case (`run_identity`), for the lineage;
     `reports` maps names of REPORT_FILES to the steps' report files, copied to reports/ under those
     names so that they open by their extension (KFP names an artifact's file after its output, with none).
     """
@@ -54,7 +56,8 @@ def build_package(
         "feature_set": {"file": FEATURE_SET_FILE, "version": feature_set["version"]},
         "model": {"dir": MODEL_DIR, "files": {path.name: sha256_of_file(path)
                                                for path in sorted((out / MODEL_DIR).iterdir())}},
-        "flowline_version": __version__,
+        "code": code_version(),
+        "run": run or {},
     }
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1))
     members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
@@ -77,6 +80,7 @@ def package_files(
     drift_dir: str,
     explanation_file: str,
     reports: dict[str, str] | None = None,
+    run: dict | None = None,
 ) -> dict:
     """Build and verify the package; return what its artifact metadata should show."""
     # KFP carries metadata numbers as floats; counts are whole.
@@ -84,9 +88,15 @@ def package_files(
     dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
     dataset["undeclared_columns"] = list(dataset_metadata.get("undeclared_columns", []))
     build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir,
-                  explanation_file, reports)
+                  explanation_file, reports, run)
     manifest = verify(destination)
     evaluation = json.loads(Path(evaluation_file).read_text())
     print(f"package: {destination} version {manifest['version']}, {len(manifest['files'])} files, verified")
     return {"use_case": use_case.name, "version": manifest["version"], "gates_passed": evaluation["gates_passed"],
             "decision": evaluation["champion_challenger"]["decision"]}
+
+
+def run_identity(name: str, run_id: str, trials: int, tuning_backend: str) -> dict:
+    """The lineage's `run`: the pipeline run's name and id (KFP's, or kfp.local's), and the overrides of the use
+    case it ran with (use_case.json holds the use case as written; model/training.json what each family ran)."""
+    return {"name": name, "id": run_id, "trials": trials or None, "tuning_backend": tuning_backend or None}

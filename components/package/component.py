@@ -17,14 +17,20 @@ def package(
     fairness_report: Input[HTML],
     model_package: Output[Model],
     model_card: Output[HTML],
+    run_name: str = "",
+    run_id: str = "",
+    trials: int = 0,
+    tuning_backend: str = "",
 ):
     """Model, FeatureSet, evaluation (with fairness, from the bias step), drift detector, lineage, model card,
     the steps' reports (reports/, by name and extension: REPORT_FILES) and a sha256 manifest, verified before
-    it is handed on; `model_card` shows the card in the dashboard."""
+    it is handed on; `model_card` shows the card in the dashboard. The lineage names the code (its git commit
+    where known), the run (`run_name`, `run_id`: the pipeline's placeholders) and the run's overrides of the use
+    case (`trials`, `tuning_backend`)."""
     import json
 
     from flowline.package.format import CARD_JSON
-    from flowline.components.package.building import package_files
+    from flowline.components.package.building import package_files, run_identity
     from flowline.components.package.model_card import model_card_html
     from flowline.use_case import UseCase
 
@@ -33,7 +39,7 @@ def package(
                "fairness": fairness_report.path}
     model_package.metadata.update(
         package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata,
-                      detector.path, explanation.path, reports)
+                      detector.path, explanation.path, reports, run_identity(run_name, run_id, trials, tuning_backend))
     )
     card = json.loads(open(f"{model_package.path}/{CARD_JSON}").read())
     with open(model_card.path, "w") as out:  # shown alone in the dashboard: the reports named, not linked

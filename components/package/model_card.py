@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from importlib import metadata
 
-from flowline import __version__, reports
+from flowline import reports
 from flowline.components.package.plots import performance_plots
 from flowline.fairness_summary import (GATE_HEADERS, OUTCOME_HEADERS, fairness_summary, gate_rows, group_chart,
                                        groups_on_test, outcome_rows, threshold_rows)
@@ -80,7 +80,8 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
     return {
         "format": FORMAT,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "flowline_version": __version__,
+        "code": lineage["code"],
+        "run": lineage["run"],
         "model": {"use_case": use_case.name, "task": use_case.task, "description": use_case.description,
                   **model},
         "intended_use": use_case.intended_use or use_case.description,
@@ -136,6 +137,13 @@ def _fairness_sections(fairness: dict) -> list[str]:
     return sections
 
 
+def code_line(code: dict) -> str:
+    """flowline's version and the commit that built the package, as the card shows them."""
+    if not code["commit"]:
+        return f"flowline {code['flowline']} (commit not known: installed without one)"
+    return f"flowline {code['flowline']}, commit {code['commit']}" + (" with uncommitted changes" if code["dirty"] else "")
+
+
 def model_card_html(card: dict, linked: bool = True) -> str:
     """The card as a page: tables, and plots as embedded PNG; every number as `reports.number` writes it.
     `linked`: the reports listed as links to their files beside it, as in the package; else named alone (the
@@ -149,7 +157,8 @@ def model_card_html(card: dict, linked: bool = True) -> str:
         "<h2>Intended use</h2>", f"<p>{reports.escape(card['intended_use'])}</p>",
         "<h2>Model</h2>",
         reports.table(["field", "value"], [["task", model["task"]], ["members", members],
-                                           ["flowline", card["flowline_version"]], ["card written", card["created_at"]]]),
+                                           ["code", code_line(card["code"])], ["run", card["run"].get("name") or "not known"],
+                                           ["card written", card["created_at"]]]),
         "<h2>Data</h2>",
         reports.table(["field", "value"], [
             ["source", data["source"]], ["source sha256", data["source_sha256"]],

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from html_checks import assert_renders_as_a_page, loaded_image_widths
 
+from flowline.code_version import code_version
 from flowline.drift import save_detector
 from flowline.package.format import (
     FORMAT,
@@ -93,6 +94,11 @@ def test_lineage_links_data_to_feature_set_to_model(package: Path):
     assert lineage["feature_set"]["version"] == "f00d"
     assert lineage["model"]["files"] == {name: sha256_of_file(package / "model" / name)
                                          for name in ("model.json", "training.json")}
+    # The code that built it (this checkout's commit), which the card shows; no run built this one.
+    assert lineage["code"] == code_version() and lineage["run"] == {}
+    card = json.loads((package / "model_card.json").read_text())
+    assert card["code"] == lineage["code"]
+    assert f"commit {lineage['code']['commit']}" in (package / "model_card.html").read_text()
 
 
 def test_an_altered_file_is_refused_by_name(package: Path):
@@ -216,7 +222,7 @@ def regression_card(use_case, tmp_path: Path) -> str:
                   "deciles": {"edges": [], "table": table}, "fairness": {},
                   "champion_challenger": {"decision": "promote", "reason": "no champion"}}
     lineage = {"dataset": {**DATASET, "rows_in": 7043}, "feature_set": {"version": "f00d"},
-               "model": {"files": {"model.json": "ab"}}}
+               "model": {"files": {"model.json": "ab"}}, "code": code_version(), "run": {}}
     card = model_card(use_case, evaluation, EXPLANATION, lineage, {"members": [{"family": "xgboost", "weight": 1.0}]})
     assert card["curves"] == {"deciles": table}
     return model_card_html(card)

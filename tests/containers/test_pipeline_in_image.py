@@ -1,10 +1,12 @@
 """The churn pipeline with every compiled task run in the flowline image, as pipeline pods run it."""
 
+import json
 from pathlib import Path
 
 import pytest
 
-from flowline.package.format import verify
+from flowline.code_version import code_version
+from flowline.package.format import LINEAGE_FILE, verify
 from pipeline_steps import SHOWN, STEPS
 from pods import record
 
@@ -16,6 +18,10 @@ def test_every_step_runs_in_the_image_and_gives_the_in_process_metrics(churn_in_
     assert set(churn_in_image["step_seconds"]) == set(SHOWN)
     manifest = verify(churn_in_image["package"])
     assert manifest["version"] == churn_in_image["package_version"]
+    # Its lineage names the commit the image was built from: this checkout's, as the in-process run's does.
+    in_image, in_process = (json.loads((Path(run["package"]) / LINEAGE_FILE).read_text())["code"]
+                            for run in (churn_in_image, churn_in_process))
+    assert in_image == in_process == code_version() and in_image["commit"]
     # It read the data from the S3 server, the same bytes as the in-process run.
     assert churn_in_image["dataset_sha256"] == churn_in_process["dataset_sha256"]
     assert churn_in_process["printed"] == ""  # run quietly (quiet=True): a notebook's loop prints nothing

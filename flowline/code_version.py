@@ -1,0 +1,48 @@
+"""Which code built something: flowline's version and, where it is known, the git commit.
+
+The commit comes from $FLOWLINE_COMMIT, which the image is built with (`make image` passes the checkout's
+commit, with DIRTY after it when tracked files differed from it), else from the git checkout flowline is
+imported from. flowline installed from a wheel, with neither, has no known commit (None): its version alone
+names the code, and `__version__` does not change with every commit.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+from pathlib import Path
+
+from flowline import __version__
+
+COMMIT_ENV = "FLOWLINE_COMMIT"
+DIRTY = "-dirty"
+
+
+def code_version() -> dict:
+    """{"flowline": version, "commit": git commit or None, "dirty": whether tracked files differed from it
+    (None when the commit is unknown)}."""
+    commit = os.environ.get(COMMIT_ENV) or _checkout_commit()
+    if not commit:
+        return {"flowline": __version__, "commit": None, "dirty": None}
+    return {"flowline": __version__, "commit": commit.removesuffix(DIRTY), "dirty": commit.endswith(DIRTY)}
+
+
+@functools.cache
+def _checkout_commit() -> str | None:
+    """HEAD of the git checkout holding this file, with DIRTY when a tracked file differs; None outside one,
+    or without git."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():  # a folder in a clone, a file in a worktree
+        return None
+    try:
+        head = _git(root, "rev-parse", "HEAD")
+        changed = _git(root, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + (DIRTY if changed else "")
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
+                          check=True).stdout.strip()

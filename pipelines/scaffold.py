@@ -319,6 +319,30 @@ def _decision_lines(task: str) -> list[str]:
     return ["# review: a bar a model must clear before it is packaged.", "gates:", "  r2: {min: 0.10}"]
 
 
+# Words of column names that usually hold a protected characteristic (age, sex, ethnicity, religion, family
+# status, nationality, disability): init lists such columns, commented out, for the user to choose from.
+SENSITIVE_WORDS = {"age", "sex", "gender", "race", "ethnic", "ethnicity", "religion", "marital", "nationality",
+                   "native", "citizen", "disability", "disabled", "personal_status"}
+
+
+def looks_sensitive(name: str) -> bool:
+    """Whether a column's name has a SENSITIVE_WORDS word (PageValues has none; SeniorCitizen, native-country do)."""
+    words = [word.lower() for word in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", name)]
+    return bool(SENSITIVE_WORDS & {*words, *(f"{a}_{b}" for a, b in zip(words, words[1:]))})
+
+
+def _governance_lines(draft: Draft) -> list[str]:
+    """What the model card says the model is for and where it falls short, and (binary tasks) the columns that
+    look like protected characteristics, commented out: measuring fairness on them adds the bias step's gates."""
+    lines = ["intended_use: \"\"  # review: who acts on the predictions, and how (the model card shows it)",
+             "limitations: []  # review: known limits of the data and the model (the model card lists them)"]
+    found = [c.name for c in draft.columns if looks_sensitive(c.name) and not c.is_id and c.name != draft.label]
+    if draft.task == "binary" and found:
+        lines += [f"# sensitive_attributes: [{', '.join(scalar(name) for name in found)}]  # review: named like "
+                  "protected characteristics; fairness is measured and gated on those listed"]
+    return lines
+
+
 def render(draft: Draft) -> str:
     """The YAML text: data, label and task, ids and time column, the contract, then gates and costs."""
     ids = [c.name for c in draft.columns if c.is_id]
@@ -328,6 +352,7 @@ def render(draft: Draft) -> str:
              "# Lines marked `review` are guesses or defaults: check them. `flowline validate` checks this file",
              "# against the data.", f"name: {slug(draft.source)}",
              "description: \"\"  # review: what is predicted, for whom",
+             *_governance_lines(draft),
              f"task: {draft.task}  # review: {draft.label_note}", "",
              *_data_lines(draft.source, draft.separator, draft.encoding), "",
              *_label_lines(draft.label, draft.label_guessed, draft.task, draft.label_spec), ""]
@@ -358,6 +383,8 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
         return [str(error)], []
     raw_frame, malformed = raw.frame, raw.malformed
     problems, notes = _column_problems(raw_frame, use_case)
+    notes += [f"{field} is empty: the model card will say it is not stated" for field in ("description", "intended_use")
+              if not getattr(use_case, field).strip()]
     label = use_case.label.column
     if use_case.transactions is None and label not in raw_frame.columns:
         return problems, notes

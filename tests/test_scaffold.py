@@ -19,7 +19,7 @@ from flowline.contract import apply_contract, read_use_case_table
 from flowline.package.format import verify
 from flowline.datasets import REGISTRY
 from flowline.pipelines.cli import EXIT_ERROR, EXIT_GATE_FAILED, main
-from flowline.pipelines.scaffold import ScaffoldError, scaffold, sniff_separator
+from flowline.pipelines.scaffold import ScaffoldError, looks_sensitive, scaffold, sniff_separator
 from flowline.use_case_loader import load_use_case, parse_use_case
 
 # Every registered dataset with the label a person would choose. The CDNOW transaction logs are left
@@ -58,6 +58,30 @@ def test_init_drafts_a_use_case_that_validates_and_keeps_the_rows(data_home: Pat
     result = apply_contract(raw.frame, use_case, raw.malformed)
     assert len(result.kept) >= 0.99 * result.rows_in
     assert use_case.task == "binary" and set(use_case.label.values) == set(raw.frame[LABELS[name]].str.strip())
+
+
+def test_init_drafts_the_model_cards_fields_and_lists_columns_named_like_protected_characteristics(
+        data_home: Path, tmp_path: Path, capsys):
+    """A drafted use case left the model card's description and intended use empty with no word, and named no
+    column fairness could be measured on; German credit holds age and personal_status (sex and marital status)."""
+    target = tmp_path / "german.yaml"
+    assert main(["init", str(data_home / REGISTRY["german_credit"].filename), "--label", "class", "-o",
+                 str(target)]) == 0
+    text = target.read_text()
+    assert "\n# sensitive_attributes: [personal_status, age]  # review:" in text
+    use_case = load_use_case(target)
+    assert (use_case.intended_use, use_case.limitations, use_case.sensitive_attributes) == ("", [], [])
+    capsys.readouterr()
+    assert main(["validate", str(target)]) == 0
+    shown = capsys.readouterr().out
+    assert "note: intended_use is empty: the model card will say it is not stated" in shown
+    assert "note: description is empty" in shown
+    chosen = tmp_path / "chosen.yaml"  # the line, uncommented, is a use case's
+    chosen.write_text(text.replace("\n# sensitive_attributes:", "\nsensitive_attributes:"))
+    assert load_use_case(chosen).sensitive_attributes == ["personal_status", "age"]
+    # By words of the name: not PageValues' "age", not usage or mileage.
+    assert [looks_sensitive(n) for n in ("PageValues", "usage", "SeniorCitizen", "native-country", "Sex")] == \
+        [False, False, True, True, True]
 
 
 def test_init_infers_types_blanks_ids_dates_and_the_label(write_csv):

@@ -400,3 +400,17 @@ def test_the_dashboards_card_names_the_reports_it_cannot_link(package: Path):
     for path in card["reports"].values():
         assert (package / path).is_file() and f'<a href="{path}">' in in_package
         assert f"<code>{path}</code>" in alone and f'href="{path}"' not in alone
+
+
+def test_a_card_says_what_its_use_case_does_not_state_rather_than_leave_it_empty(package: Path, toy_use_case):
+    """A use case drafted by `flowline init` states neither its description nor its intended use: the card
+    rendered two empty paragraphs under its title and "Intended use"."""
+    from flowline.components.package.model_card import model_card, model_card_html
+
+    unstated = toy_use_case.model_copy(update={"description": "", "intended_use": ""})
+    lineage = json.loads((package / "lineage.json").read_text())
+    evaluation = json.loads((package / "evaluation.json").read_text())
+    page = model_card_html(model_card(unstated, evaluation, EXPLANATION, lineage, {"members": []}))
+    assert "<p>Not stated by the use case (description).</p>" in page
+    assert "<h2>Intended use</h2><p>Not stated by the use case (intended_use).</p>" in page.replace("\n", "")
+    assert "<p></p>" not in page

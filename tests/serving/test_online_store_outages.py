@@ -8,6 +8,8 @@ redis-server that each test stops and starts as it needs.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -52,32 +54,26 @@ def predict(client: httpx.Client, card: str) -> httpx.Response:
 def test_a_redis_that_stops_gives_503s_naming_it_and_readiness_false_until_it_is_back(
         summing_package, tmp_path, monkeypatch) -> None:
     card = known_card(summing_package)
-    (tmp_path / "first").mkdir()
-    (tmp_path / "second").mkdir()
-    with running_redis(redis_server_binary(), tmp_path / "first") as url:
+    with served_on_redis(summing_package, tmp_path) as (client, url):
         port = int(url.rsplit(":", 1)[1].split("/")[0])
-        with running_server([str(summing_package)], extra_args=["--online-store", url],
-                            log_path=str(tmp_path / "server.log")) as served, \
-                httpx.Client(base_url=served, timeout=30) as client:
+        assert predict(client, card).status_code == 200
+        _stop(url)
+        for answer in (predict(client, card),
+                       client.post("/v1/models/payments:explain", json={"instances": [
+                           {"card": card, "at": "2026-03-01T10:00:00", "amount": 1.0}]}),
+                       client.post("/v2/models/payments/events", json={"instances": [
+                           {"card": card, "at": "2026-03-01T10:00:00", "amount": 1.0}]})):
+            assert answer.status_code == 503, answer.text
+            assert f"online store redis://127.0.0.1:{port}/0 is unreachable" in answer.json()["error"]
+        assert client.get("/v2/health/ready").status_code == 503
+        assert client.get("/v2/models/payments/ready").status_code == 503
+        with empty_redis_at(url, tmp_path, monkeypatch):
+            assert client.get("/v2/models/payments/ready").status_code == 200
+            assert client.get("/v2/health/ready").status_code == 200
             assert predict(client, card).status_code == 200
-            _stop(url)
-            for answer in (predict(client, card),
-                           client.post("/v1/models/payments:explain", json={"instances": [
-                               {"card": card, "at": "2026-03-01T10:00:00", "amount": 1.0}]}),
-                           client.post("/v2/models/payments/events", json={"instances": [
-                               {"card": card, "at": "2026-03-01T10:00:00", "amount": 1.0}]})):
-                assert answer.status_code == 503, answer.text
-                assert f"online store redis://127.0.0.1:{port}/0 is unreachable" in answer.json()["error"]
-            assert client.get("/v2/health/ready").status_code == 503
-            assert client.get("/v2/models/payments/ready").status_code == 503
-            monkeypatch.setattr(redis_helpers, "_free_port", lambda: port)  # the same address comes back
-            with running_redis(redis_server_binary(), tmp_path / "second"):  # empty: its data is lost
-                assert client.get("/v2/models/payments/ready").status_code == 200
-                assert client.get("/v2/health/ready").status_code == 200
-                assert predict(client, card).status_code == 200
-                # The card's training history is back (and the answered row after it), not a card seen once.
-                history = FeatureSet.load(summing_package / "feature_set.json").entity_features[0].history
-                assert len(open_store(url).events("payments", card)) == len(history.events[card]["time"]) + 1
+            # The card's training history is back (and the answered row after it), not a card seen once.
+            history = FeatureSet.load(summing_package / "feature_set.json").entity_features[0].history
+            assert len(open_store(url).events("payments", card)) == len(history.events[card]["time"]) + 1
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log, log
     assert "it had lost its data: seeded payments with the training history again" in log
@@ -89,26 +85,42 @@ def test_a_redis_restarted_empty_between_two_requests_is_seeded_again_not_read_a
     features cannot be computed), the owner seeds the history again at once, and the next request reads it."""
     card = known_card(summing_package)
     history = FeatureSet.load(summing_package / "feature_set.json").entity_features[0].history
-    (tmp_path / "first").mkdir()
-    (tmp_path / "second").mkdir()
-    with running_redis(redis_server_binary(), tmp_path / "first") as url:
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
-        with running_server([str(summing_package)], extra_args=["--online-store", url],
-                            log_path=str(tmp_path / "server.log")) as served, \
-                httpx.Client(base_url=served, timeout=30) as client:
+    with served_on_redis(summing_package, tmp_path) as (client, url):
+        assert predict(client, card).status_code == 200
+        _stop(url)
+        with empty_redis_at(url, tmp_path, monkeypatch):
+            lost = predict(client, card)
+            assert lost.status_code == 503, lost.text
+            assert "holds no history of definition 'payments'" in lost.json()["error"]
+            assert client.get("/v2/models/payments/ready").status_code == 200  # seeded again already
             assert predict(client, card).status_code == 200
-            _stop(url)
-            monkeypatch.setattr(redis_helpers, "_free_port", lambda: port)
-            with running_redis(redis_server_binary(), tmp_path / "second"):  # the same address, empty
-                lost = predict(client, card)
-                assert lost.status_code == 503, lost.text
-                assert "holds no history of definition 'payments'" in lost.json()["error"]
-                assert client.get("/v2/models/payments/ready").status_code == 200  # seeded again already
-                assert predict(client, card).status_code == 200
-                assert len(open_store(url).events("payments", card)) == len(history.events[card]["time"]) + 1
+            assert len(open_store(url).events("payments", card)) == len(history.events[card]["time"]) + 1
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log, log
     assert "it had lost its data: seeded payments with the training history again" in log
+
+
+@contextmanager
+def served_on_redis(package: Path, tmp_path: Path) -> Iterator[tuple[httpx.Client, str]]:
+    """A server of `package` whose online store is a private Redis: (a client of the server, the Redis URL). The
+    server's log is tmp_path/server.log."""
+    (tmp_path / "first").mkdir()
+    with running_redis(redis_server_binary(), tmp_path / "first") as url, \
+            running_server([str(package)], extra_args=["--online-store", url],
+                           log_path=str(tmp_path / "server.log")) as served, \
+            httpx.Client(base_url=served, timeout=30) as client:
+        yield client, url
+
+
+@contextmanager
+def empty_redis_at(url: str, tmp_path: Path, monkeypatch) -> Iterator[None]:
+    """An empty Redis at the address of the stopped one at `url`: its data lost, as after a restart without
+    persistence."""
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    monkeypatch.setattr(redis_helpers, "_free_port", lambda: port)
+    (tmp_path / "second").mkdir()
+    with running_redis(redis_server_binary(), tmp_path / "second"):
+        yield
 
 
 def _stop(url: str) -> None:

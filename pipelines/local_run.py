@@ -224,7 +224,7 @@ def format_summary(summary: dict) -> str:
           if summary["undeclared_columns"] else []),
         ["run folder", summary["run_dir"]],
     ]
-    verdict = "all gates passed" if summary["gates_passed"] else "QUALITY GATE FAILED"
+    verdict = "all gates passed" if summary["gates_passed"] else gate_verdict(summary)
     return "\n\n".join([
         f"Use case {summary['use_case']}: {verdict}, {summary['wall_seconds']:.1f} s",
         tabulate(metrics, headers=["test metric", "value"], disable_numparse=True),
@@ -233,6 +233,15 @@ def format_summary(summary: dict) -> str:
         tabulate(choice, headers=["decision", "outcome"], disable_numparse=True),
         tabulate(paths, headers=["artifact", "path"]),
     ])
+
+
+def gate_verdict(summary: dict) -> str:
+    """Which kind of gate failed, and which ones: the quality gates (evaluate) or the fairness gates (bias)."""
+    quality = [name for name, gate in summary["gates"].items() if not gate["passed"]]
+    fairness = [attribute for attribute, result in summary["fairness"].items() if result["gate"] != "pass"]
+    failed = ([f"QUALITY GATE FAILED: {', '.join(quality)}"] if quality else []) + \
+        ([f"FAIRNESS GATE FAILED: {', '.join(fairness)}"] if fairness else [])
+    return "; ".join(failed) or "GATE FAILED"
 
 
 def fairness_tables(mitigation: dict | None) -> list[str]:

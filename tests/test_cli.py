@@ -81,6 +81,17 @@ def test_run_refuses_a_negative_trial_budget(capsys):
     assert "--trials -3: give at least 1" in capsys.readouterr().err
 
 
+def test_the_runs_verdict_names_the_kind_of_gate_that_failed():
+    from flowline.pipelines.local_run import gate_verdict
+
+    passed, failed = {"value": 0.85, "passed": True}, {"value": 0.55, "passed": False}
+    fairness_only = {"gates": {"roc_auc": passed}, "fairness": {"gender": {"gate": "pass"}, "SeniorCitizen": {"gate": "fail"}}}
+    assert gate_verdict(fairness_only) == "FAIRNESS GATE FAILED: SeniorCitizen"  # every quality gate passed
+    assert gate_verdict({"gates": {"roc_auc": failed, "auprc": passed}, "fairness": {}}) == "QUALITY GATE FAILED: roc_auc"
+    both = {"gates": {"roc_auc": failed}, "fairness": {"SeniorCitizen": {"gate": "fail"}}}
+    assert gate_verdict(both) == "QUALITY GATE FAILED: roc_auc; FAIRNESS GATE FAILED: SeniorCitizen"
+
+
 def test_a_short_repository_token_is_one_line(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("FLOWLINE_REPOSITORY_TOKEN", "tok")
     assert main(["serve", str(tmp_path)]) == 1

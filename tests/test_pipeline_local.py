@@ -46,7 +46,9 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     def shown_metrics(task: str, output: str = "metrics") -> dict:
         return {name: value for artifact in outputs[task][output]["artifacts"] for name, value in artifact["metadata"].items()}
 
-    assert (shown_metrics("evaluate")["gates_passed"], shown_metrics("evaluate")["promoted"]) == (1.0, 1.0)
+    assert (shown_metrics("evaluate")["quality_gates_passed"], shown_metrics("evaluate")["promoted_before_fairness"]) \
+        == (1.0, 1.0)
+    assert (shown_metrics("bias")["gates_passed"], shown_metrics("bias")["promoted"]) == (1.0, 1.0)  # after every gate
     assert shown_metrics("bias")["fairness_passed"] == 1.0
     served = {name: value for name, value in shown_metrics("bias").items() if name.startswith("served.test.")}
     assert shown_metrics("bias")["mitigated"] == 1.0 and 0.5 < served["served.test.recall"] <= 1  # churn's per-group

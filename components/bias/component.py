@@ -20,26 +20,31 @@ def bias(
     pass every gate at an acceptable cost. Test reports both. `decided` is `evaluation` with its fairness:
     a failed fairness gate fails the run and keeps the champion, so the deploy step never applies it.
     `metrics` holds the served decisions' gaps out of fold (`<attribute>.<gap>`) and on test
-    (`test.<attribute>.<gap>`)."""
-    from flowline.components.bias.fairness import bias_files
+    (`test.<attribute>.<gap>`), and the run's outcome after every gate (`gates_passed`, `promoted`)."""
+    from flowline.components.bias.fairness import bias_files, outcome_metrics
     from flowline.components.bias.report import fairness_html, fairness_markdown
     from flowline.fairness_summary import served_option
     from flowline.use_case import FAIRNESS_METRICS, UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
-    fairness = bias_files(use_case, model.path, feature_set.path, holdout.path, test.path, evaluation.path,
-                          decided.path)["fairness"]
+    decided_evaluation = bias_files(use_case, model.path, feature_set.path, holdout.path, test.path,
+                                    evaluation.path, decided.path)
+    fairness = decided_evaluation["fairness"]
     for attribute, result in fairness["attributes"].items():
         served_test = served_option(fairness)["test"]
         for name in FAIRNESS_METRICS:
             metrics.log_metric(f"{attribute}.{name}", result[name])
             metrics.log_metric(f"test.{attribute}.{name}", served_test["attributes"][attribute][name])
     metrics.log_metric("fairness_passed", float(fairness["passed"]))  # a failed fairness gate leaves the step green
+    for name, value in outcome_metrics(decided_evaluation).items():  # the run's outcome: gates_passed, promoted
+        metrics.log_metric(name, value)
     if fairness["attributes"]:  # the decisions served on test: per-group thresholds replace evaluate's when mitigated
         metrics.log_metric("mitigated", float(bool(fairness["mitigation"])))
         for name, value in served_option(fairness)["test"]["outcomes"].items():
             metrics.log_metric(f"served.test.{name}", value)
-    decided.metadata.update(fairness_passed=fairness["passed"], mitigated=bool(fairness["mitigation"]))
+    decided.metadata.update(fairness_passed=fairness["passed"], mitigated=bool(fairness["mitigation"]),
+                            gates_passed=decided_evaluation["gates_passed"],
+                            decision=decided_evaluation["champion_challenger"]["decision"])
     with open(report.path, "w") as out:
         out.write(fairness_markdown(fairness, use_case))
     with open(html_report.path, "w") as out:

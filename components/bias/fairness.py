@@ -172,6 +172,13 @@ def decide_with_fairness(evaluation: dict, fairness: dict) -> dict:
     return decided
 
 
+def outcome_metrics(decided: dict) -> dict[str, float]:
+    """The run's outcome after every gate, quality and fairness, for the dashboard's Metrics (1 or 0): the
+    evaluate step's know only the quality gates."""
+    return {"gates_passed": float(decided["gates_passed"]),
+            "promoted": float(decided["champion_challenger"]["decision"] == "promote")}
+
+
 def fairness_lines(fairness: dict) -> list[str]:
     """What the bias step decided, for the run's terminal: gates and outcomes of both options, and why."""
     mitigated = fairness["mitigated"]

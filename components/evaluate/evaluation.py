@@ -173,7 +173,10 @@ def champion_scores(champion_dir: str, test: pd.DataFrame, task: str) -> tuple[n
 
 def report_markdown(report: dict, use_case: UseCase) -> str:
     """The evaluation for the Kubeflow dashboard: test metrics, gates, champion/challenger, and the
-    confusion matrix (binary) or the value by decile of prediction (regression)."""
+    confusion matrix (binary) or the value by decile of prediction (regression).
+
+    `report` is the evaluate step's (its decision on the quality gates only, said to be subject to the bias
+    step's fairness gates) or the decided one, with `fairness` (the package's, whose decision is final)."""
     lines = [f"### Evaluation: {use_case.name} ({report['test_rows']} test rows)", "",
              "| metric | value | 95 % interval |", "|---|---|---|"]
     intervals = report["confidence_intervals"]
@@ -183,7 +186,17 @@ def report_markdown(report: dict, use_case: UseCase) -> str:
     for name, gate in report["gates"].items():
         lines.append(f"| {name} | {gate['value']:.4f} | {gate_bounds(gate)} | {'pass' if gate['passed'] else 'FAIL'} |")
     decision = report["champion_challenger"]
-    lines += ["", f"**Champion/challenger:** {decision['decision']}: {decision['reason']}", ""]
+    if "fairness" in report:
+        fairness = report["fairness"]
+        failed = [attribute for attribute, result in fairness["attributes"].items() if result["gate"] != "pass"]
+        shown = ("pass" if fairness["passed"] else "FAIL: " + ", ".join(failed)) if fairness["attributes"] else \
+            fairness.get("note", "none")
+        lines += ["", f"**Fairness gates (bias step):** {shown}",
+                  "", f"**Champion/challenger:** {decision['decision']}: {decision['reason']}", ""]
+    else:
+        lines += ["", f"**Champion/challenger, on the quality gates only:** {decision['decision']}: "
+                      f"{decision['reason']} (subject to the bias step's fairness gates: a failed one keeps the "
+                      "champion)", ""]
     if use_case.task == "binary":
         (tn, fp), (fn, tp) = report["confusion_matrix"]
         negative, positive = report["classes"]
@@ -248,15 +261,16 @@ def evaluate_files(
     Path(evaluation_file).write_text(json.dumps(report, indent=1))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
     verdict = "passed" if gates_passed else "FAILED: " + ", ".join(k for k, g in gates.items() if not g["passed"])
-    print(f"evaluate: test {shown}; gates {verdict}")
-    print(f"evaluate: {decision['decision']}: {decision['reason']}")
+    print(f"evaluate: test {shown}; quality gates {verdict}")
+    print(f"evaluate: {decision['decision']} before the fairness gates: {decision['reason']}")
     return report
 
 
 def evaluate_step(use_case_json: str, champion_dir: str, model_dir: str, feature_set_file: str, holdout_file: str,
                   test_file: str, evaluation, metrics, report_file: str) -> dict:
     """What both evaluate components do (component.py): evaluate_files, then the dashboard's Metrics (a failed
-    gate leaves every step green, so the runs list and Compare view show the outcome by `gates_passed` and
+    gate leaves every step green, so the runs list and Compare view show the outcome: here
+    `quality_gates_passed` and `promoted_before_fairness`; the bias step logs the final `gates_passed` and
     `promoted`), the decision on the `evaluation` artifact, and the Markdown report. Returns the report."""
     use_case = UseCase.model_validate_json(use_case_json)
     result = evaluate_files(use_case, model_dir, feature_set_file, holdout_file, test_file, evaluation.path,
@@ -268,8 +282,9 @@ def evaluate_step(use_case_json: str, champion_dir: str, model_dir: str, feature
     decision = result["champion_challenger"]
     if "p_value" in decision:
         metrics.log_metric("champion_p_value", decision["p_value"])
-    metrics.log_metric("gates_passed", float(result["gates_passed"]))
-    metrics.log_metric("promoted", float(decision["decision"] == "promote"))
-    evaluation.metadata.update(gates_passed=result["gates_passed"], decision=decision["decision"])
+    metrics.log_metric("quality_gates_passed", float(result["gates_passed"]))
+    metrics.log_metric("promoted_before_fairness", float(decision["decision"] == "promote"))
+    evaluation.metadata.update(quality_gates_passed=result["gates_passed"],
+                               decision_before_fairness=decision["decision"])
     Path(report_file).write_text(report_markdown(result, use_case))
     return result

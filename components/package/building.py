@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from flowline.code_version import code_version
+from flowline.components.evaluate.evaluation import report_markdown
 from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
 from flowline.models.ensemble import family_weights
@@ -36,6 +37,8 @@ def build_package(
     `run` names the run that built it and what it overrode in the use case (`run_identity`), for the lineage;
     `reports` maps names of REPORT_FILES to the steps' report files, copied to reports/ under those
     names so that they open by their extension (KFP names an artifact's file after its output, with none).
+    The evaluation report is written again from `evaluation_file` (the decision after the bias step's
+    fairness gates), not copied: the evaluate step's report knows only the quality gates.
     """
     out = Path(destination)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,11 @@ def build_package(
         if name not in REPORT_FILES:
             raise ValueError(f"unknown report {name!r}; expected one of {', '.join(REPORT_FILES)}")
         (out / REPORTS_DIR).mkdir(exist_ok=True)
-        shutil.copyfile(source, out / REPORTS_DIR / REPORT_FILES[name])
+        if name == "evaluation":
+            decided = json.loads(Path(evaluation_file).read_text())
+            (out / REPORTS_DIR / REPORT_FILES[name]).write_text(report_markdown(decided, use_case))
+        else:
+            shutil.copyfile(source, out / REPORTS_DIR / REPORT_FILES[name])
     shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
     shutil.copyfile(feature_set_file, out / FEATURE_SET_FILE)
     shutil.copyfile(evaluation_file, out / EVALUATION_FILE)

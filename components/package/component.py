@@ -23,10 +23,11 @@ def package(
     tuning_backend: str = "",
 ):
     """Model, FeatureSet, evaluation (with fairness, from the bias step), drift detector, lineage, model card,
-    the steps' reports (reports/, by name and extension: REPORT_FILES) and a sha256 manifest, verified before
-    it is handed on; `model_card` shows the card in the dashboard. The lineage names the code (its git commit
-    where known), the run (`run_name`, `run_id`: the pipeline's placeholders) and the run's overrides of the use
-    case (`trials`, `tuning_backend`)."""
+    the steps' reports (reports/, by name and extension: REPORT_FILES; the evaluation report written again from
+    the decided `evaluation`, as `evaluation_report` precedes the fairness gates) and a sha256 manifest,
+    verified before it is handed on; `model_card` shows the card in the dashboard. The lineage names the code
+    (its git commit where known), the run (`run_name`, `run_id`: the pipeline's placeholders) and the run's
+    overrides of the use case (`trials`, `tuning_backend`)."""
     import json
 
     from flowline.package.format import CARD_JSON

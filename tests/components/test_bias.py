@@ -7,7 +7,8 @@ from html_checks import assert_renders_as_a_page
 from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio, equalized_odds_difference
 
 from flowline import reports
-from flowline.components.bias.fairness import decide_with_fairness, fairness_lines, group_fairness, judge
+from flowline.components.bias.fairness import (decide_with_fairness, fairness_lines, group_fairness, judge,
+                                               outcome_metrics)
 from flowline.components.bias.mitigation import cost_optimal_thresholds, fit_group_thresholds
 from flowline.decisions import GroupThresholds, band_label, row_draws, sensitive_groups
 from flowline.components.bias.report import fairness_html, fairness_markdown
@@ -262,6 +263,10 @@ def test_a_failed_fairness_gate_fails_the_run_and_keeps_the_champion():
     assert decided["champion_challenger"]["reason"] == \
         "the challenger failed its fairness gates: group disparate_impact_ratio 0.610"
     assert decide_with_fairness(evaluation, {**fairness, "passed": True})["champion_challenger"]["decision"] == "promote"
+    # The dashboard's run outcome is the bias step's (evaluate's metrics know only the quality gates).
+    assert outcome_metrics(decided) == {"gates_passed": 0.0, "promoted": 0.0}
+    assert outcome_metrics(decide_with_fairness(evaluation, {**fairness, "passed": True})) == \
+        {"gates_passed": 1.0, "promoted": 1.0}
 
 
 def test_the_reports_show_both_options_side_by_side_with_thresholds_and_why(chromium, tmp_path):

@@ -239,6 +239,9 @@ def test_the_dashboard_report_shows_deciles_for_regression_and_the_threshold_for
     binary_text = report_markdown(binary, toy_use_case)
     assert "2 of the 2 positives ('yes') flagged, 1 false alarms among the 4 others ('no')" in binary_text
     assert "| roc_auc | 0.9000 | 0.8000 to 0.9500 |" in binary_text
+    # The evaluate step comes before the bias step: its decision is on the quality gates only, and says so.
+    assert "**Champion/challenger, on the quality gates only:** promote: no champion (subject to the bias step's " \
+           "fairness gates: a failed one keeps the champion)" in binary_text
 
 
 def test_bootstrap_intervals_cover_the_metric_and_narrow_with_rows():

@@ -48,11 +48,14 @@ EVALUATION = {"test_rows": 93, "metrics": {"roc_auc": 0.91}, "confidence_interva
               "precision_recall": {"recall": [1.0, 0.8, 0.0], "precision": [0.3, 0.7, 1.0]},
               "calibration": [{"rows": 60, "mean_predicted": 0.1, "observed_rate": 0.12},
                               {"rows": 33, "mean_predicted": 0.7, "observed_rate": 0.65}],
+              "classes": ["no", "yes"], "confusion_matrix": [[60, 10], [5, 18]], "test_cost_at_threshold": 35.0,
               "champion_challenger": {"decision": "keep", "reason": "the challenger failed its fairness gates"}}
 EXPLANATION = {"units": "log-odds", "rows_explained": 93, "global_importance": {"x": 0.5, "group": 0.1},
                "agreement": {"mean_spearman": 0.3, "top_column_agreement": 0.6, "top_columns": 5}}
 
-REPORTS = {"profile": "### Profile\n", "evaluation": "### Evaluation\n", "fairness": "<!DOCTYPE html><title>f</title>"}
+# The evaluate step's report precedes the fairness gates: it said promote.
+REPORTS = {"profile": "### Profile\n", "evaluation": "### Evaluation\n**Champion/challenger, on the quality gates only:** "
+           "promote: no champion\n", "fairness": "<!DOCTYPE html><title>f</title>"}
 
 
 @pytest.fixture
@@ -71,6 +74,22 @@ def package(tmp_path: Path, toy_use_case) -> Path:
     build_package(destination, toy_use_case, model_dir, tmp_path / "fs.json", tmp_path / "evaluation.json", DATASET,
                   tmp_path / "drift", tmp_path / "explanation.json", {name: tmp_path / name for name in REPORTS})
     return destination
+
+
+def test_the_packaged_evaluation_report_says_what_the_fairness_gates_decided(package: Path, toy_use_case):
+    """The evaluate step's report said promote before the bias step failed a fairness gate: the package's report
+    is written from its evaluation.json, and says keep, as the evaluation and the card do."""
+    from flowline.components.evaluate.evaluation import report_markdown
+
+    text = (package / "reports" / "evaluation.md").read_text()
+    assert text == report_markdown(EVALUATION, toy_use_case)
+    assert "**Fairness gates (bias step):** FAIL: group" in text
+    assert "**Champion/challenger:** keep: the challenger failed its fairness gates" in text
+    regression = {**EVALUATION, "fairness": {"attributes": {}, "passed": True, "note": "no sensitive attributes"},
+                  "champion_challenger": {"decision": "promote", "reason": "no champion"}}
+    assert "**Fairness gates (bias step):** no sensitive attributes" in report_markdown(regression, toy_use_case)
+    assert "promote" not in text
+    assert json.loads((package / "model_card.json").read_text())["gates"]["passed"] is False
 
 
 def test_a_fresh_package_verifies_and_lists_every_file(package: Path):
@@ -175,7 +194,8 @@ def test_the_steps_reports_are_in_the_package_named_by_their_extension_and_liste
     held = {path.name for path in (package / REPORTS_DIR).iterdir()}
     assert held == {"profile.md", "evaluation.md", "fairness.html"}
     for name, text in REPORTS.items():
-        assert (package / REPORTS_DIR / REPORT_FILES[name]).read_text() == text
+        if name != "evaluation":  # written from the decided evaluation.json (the next test)
+            assert (package / REPORTS_DIR / REPORT_FILES[name]).read_text() == text
         assert f"{REPORTS_DIR}/{REPORT_FILES[name]}" in manifest["files"]
     card = json.loads((package / CARD_JSON).read_text())
     assert card["reports"] == {name: f"reports/{REPORT_FILES[name]}" for name in REPORT_FILES if name in REPORTS}

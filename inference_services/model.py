@@ -4,8 +4,9 @@ Raw records in, answers out, over KServe v1 (`instances` as records) and the Ope
 Inference Protocol v2 (one named tensor per raw column, or one FP32 matrix of encoded
 features, with a raw tensor per sensitive attribute when the package has a fairness
 mitigation). Both go through the package's FeatureSet, so serving transforms exactly as
-training did. `explain` returns SHAP contributions per raw column (XGBoost's exact
-TreeSHAP) and the base value. A binary package decides with one threshold, or with the
+training did. `explain` returns SHAP contributions per raw column (each member's own:
+exact TreeSHAP for XGBoost, LightGBM, CatBoost and forests, exact linear SHAP, a permutation
+estimate for the MLP) and the base value, for at most `max_explain_rows` rows a request. A binary package decides with one threshold, or with the
 per-group thresholds of the fairness mitigation its bias step applied
 (flowline/decisions.py), exactly as evaluated; its requests must then carry the
 mitigation's sensitive attributes (among the raw columns, or beside an encoded matrix).
@@ -64,7 +65,8 @@ from flowline.online_store import (HistoryLost, IncompatibleEvents, OnlineStore,
 from flowline.inference_services import metrics
 from flowline.inference_services import customers_online
 from flowline.inference_services.batching import Batcher, Job, require_finite, score_jobs, transform
-from flowline.inference_services.options import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_ROWS
+from flowline.inference_services.options import (DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_ROWS,
+                                                 DEFAULT_MAX_EXPLAIN_ROWS)
 from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import (MAX_ID_CHARACTERS, BadRequest, RecordChecker, describe,
@@ -143,12 +145,14 @@ class FlowlineModel(Model):
     def __init__(self, name: str, package_path: str | Path, max_batch: int = DEFAULT_MAX_BATCH,
                  canary_path: str | Path | None = None, canary_percent: int = 0,
                  prediction_log: str | Path | None = None, online_store: str | None = None,
-                 batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> None:
+                 batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+                 max_explain_rows: int = DEFAULT_MAX_EXPLAIN_ROWS) -> None:
         super().__init__(name)
         if not 0 <= canary_percent <= 100:
             raise ValueError(f"canary_percent {canary_percent}: give 0 to 100")
         self.package_path = str(package_path)
         self.max_batch = max_batch
+        self.max_explain_rows = max_explain_rows  # an explain costs up to 0.15 s a row (fraud-claims' CatBoost)
         self.package: Optional[LoadedPackage] = None
         self.canary_path = str(canary_path) if canary_path else None
         self.canary_percent = canary_percent
@@ -441,8 +445,11 @@ class FlowlineModel(Model):
         (x-request-id) that predict sent to the canary is explained by the canary: the model that decided explains.
         The answer carries its request id, as predict's does.
 
-        Computed in a thread, one explain at a time per worker: 1,024 rows take seconds, and on the event loop they
-        held up every predict, metadata and readiness request the worker had meanwhile."""
+        Computed in a thread, one explain at a time per worker: on the event loop it held up every predict, metadata
+        and readiness request the worker had meanwhile. A request carries at most `max_explain_rows` rows
+        (`--max-explain-rows`, default 64), as an explain costs from about 1 ms a row (churn) to 0.15 s a row
+        (fraud-claims, CatBoost first): 1,024 claims took 81 s, and every other explain on the worker waited."""
+        _check_explain_rows(payload, self.max_explain_rows)
         async with self._explaining:
             try:
                 return await asyncio.to_thread(self._explanations, payload, headers)
@@ -599,6 +606,15 @@ def _ids_sent(record: Mapping[str, Any], columns: List[str]) -> Dict[str, Any]:
 
 def _datatype_of(column_type: str) -> str:
     return {"integer": "INT64", "number": "FP64"}.get(column_type, "BYTES")
+
+
+def _check_explain_rows(payload: Any, max_explain_rows: int) -> None:
+    """A 400 for an explain request of more rows than `max_explain_rows`, before it waits for its turn (the rest of
+    the body is checked as predict checks it)."""
+    instances = payload.get("instances") if isinstance(payload, dict) else None
+    if isinstance(instances, list) and len(instances) > max_explain_rows:
+        raise BadRequest("batch_too_large", f"instances: {len(instances)} records, above the explain limit of "
+                                            f"{max_explain_rows} (--max-explain-rows): send them in smaller requests")
 
 
 def _instances(payload: Any) -> Any:

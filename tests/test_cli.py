@@ -44,6 +44,7 @@ def test_every_command_and_option_has_a_help_text():
     (["--batch-wait-ms", "-1"], "--batch-wait-ms -1: give 0 (batching off) or more milliseconds"),
     (["--max-batch-rows", "0"], "--max-batch-rows 0: give at least 1"),
     (["--max-batch", "0"], "--max-batch 0: give at least 1"),
+    (["--max-explain-rows", "0"], "--max-explain-rows 0: give at least 1"),
     (["--port", "-5"], "--port -5: give 1 to 65535"),
     (["--max-body-mb", "0"], "--max-body-mb 0: give a positive size"),
 ])

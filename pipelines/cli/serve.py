@@ -16,6 +16,7 @@ from flowline.inference_services.options import (
     DEFAULT_HOST,
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_BATCH_ROWS,
+    DEFAULT_MAX_EXPLAIN_ROWS,
     DEFAULT_MAX_BODY_MB,
     DEFAULT_PORT,
     HOST_ENV,
@@ -40,6 +41,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default {DEFAULT_PORT})")
     server.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                         help=f"model server: largest batch a request may carry (default {DEFAULT_MAX_BATCH})")
+    server.add_argument("--max-explain-rows", type=int, default=DEFAULT_MAX_EXPLAIN_ROWS,
+                        help="model server: most rows an explain request may carry; an explain costs up to 0.15 s "
+                             "a row (fraud-claims' CatBoost) and runs one at a time per worker "
+                             f"(default {DEFAULT_MAX_EXPLAIN_ROWS})")
     server.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS,
                         help="model server: concurrent requests to the same package version wait at most this long "
                              "to share one transform and one predict (a lone request does not wait; each keeps its "
@@ -160,6 +165,8 @@ def _model_server(args: argparse.Namespace) -> list:
         raise UsageError(f"--max-batch-rows {args.max_batch_rows}: give at least 1")
     if args.max_batch < 1:
         raise UsageError(f"--max-batch {args.max_batch}: give at least 1")
+    if args.max_explain_rows < 1:
+        raise UsageError(f"--max-explain-rows {args.max_explain_rows}: give at least 1")
     packages = [_named(target, args.runs_dir) for target in args.targets]
     canary_name, canary_path = _named(args.canary, args.runs_dir) if args.canary else (None, None)
     if canary_name and canary_name not in {name for name, _ in packages}:
@@ -167,7 +174,8 @@ def _model_server(args: argparse.Namespace) -> list:
     store = args.online_store or default_online_store(args.runs_dir)
     return [FlowlineModel(name, path, args.max_batch, canary_path=canary_path if name == canary_name else None,
                           canary_percent=args.canary_percent, prediction_log=args.prediction_log, online_store=store,
-                          batch_wait_ms=args.batch_wait_ms, max_batch_rows=args.max_batch_rows)
+                          batch_wait_ms=args.batch_wait_ms, max_batch_rows=args.max_batch_rows,
+                          max_explain_rows=args.max_explain_rows)
             for name, path in packages]
 
 

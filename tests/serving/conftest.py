@@ -20,7 +20,7 @@ from flowline.inference_services.local_server import (
 )
 from flowline.use_case import UseCase
 from flowline.use_case_loader import load_use_case
-from serving_helpers import MAX_BATCH, build_package, card_use_case, records_of, repository_env
+from serving_helpers import MAX_BATCH, MAX_EXPLAIN_ROWS, build_package, card_use_case, records_of, repository_env
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +51,11 @@ def clv_package(data_home, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def server(churn_package, card_package, clv_package, tmp_path_factory) -> str:
     """A server of churn, card-fraud and clv as it runs in production: two worker processes on one port,
-    batching on (its default), with a small batch limit to test it."""
+    batching on (its default), with small batch and explain limits to test them."""
     log = str(tmp_path_factory.mktemp("server") / "server.log")
     with running_server([str(churn_package), str(card_package), str(clv_package)],
-                        extra_args=["--max-batch", str(MAX_BATCH)], log_path=log, workers=2) as url:
+                        extra_args=["--max-batch", str(MAX_BATCH), "--max-explain-rows", str(MAX_EXPLAIN_ROWS)],
+                        log_path=log, workers=2) as url:
         yield url
 
 

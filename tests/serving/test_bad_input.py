@@ -15,7 +15,7 @@ from tritonclient.utils import InferenceServerException
 from bad_bodies import EXPLAIN, MAX_MESSAGE, V1, V2, hostile_cases, tensor, v1, v2, v2_record
 from flowline.inference_services.model import LoadedPackage
 from flowline.package.format import verify
-from serving_helpers import MAX_BATCH, records_of
+from serving_helpers import MAX_BATCH, MAX_EXPLAIN_ROWS, records_of
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
@@ -42,6 +42,9 @@ def cases(record: dict) -> list[tuple[str, str, bytes, str]]:
         ("unknown category", V1, v1({**record, "Contract": "Three year"}), "instances[0].Contract: 'Three year' is not one of"),
         ("empty batch", V1, v1(), "instances: the batch is empty"),
         ("batch over the limit", V1, v1(*[record] * (MAX_BATCH + 1)), f"{MAX_BATCH + 1} records, above the limit of {MAX_BATCH}"),
+        ("explain over its row limit", EXPLAIN, v1(*[record] * (MAX_EXPLAIN_ROWS + 1)),
+         f"instances: {MAX_EXPLAIN_ROWS + 1} records, above the explain limit of {MAX_EXPLAIN_ROWS} (--max-explain-rows)"),
+        ("explain over both limits", EXPLAIN, v1(*[record] * (MAX_BATCH + 1)), "above the explain limit"),
         ("malformed JSON v1", V1, b'{"instances": [', "cannot decode the request"),
         ("not an object", V1, b"[1, 2]", "expected an object with 'instances'"),
         ("malformed JSON v2", V2, b'{"inputs": [', "body: malformed JSON"),
@@ -94,6 +97,18 @@ def test_every_bad_input_is_a_400_naming_the_field_on_a_kept_alive_connection(se
     connection.request("POST", V1, body=v1(record), headers={"Content-Type": "application/json"})
     assert connection.getresponse().status == 200
     assert connection.sock is socket_before  # the same TCP connection served every request
+
+
+def test_an_explain_carries_at_most_its_row_limit_while_predict_takes_the_batch_limit(server, record):
+    """An explain costs up to 0.15 s a row (fraud-claims' CatBoost) and runs one at a time per worker: its own limit,
+    well below the batch limit, bounds how long it holds the others up."""
+    at_limit = httpx.post(server + EXPLAIN, content=v1(*[record] * MAX_EXPLAIN_ROWS),
+                          headers={"Content-Type": "application/json"}, timeout=60)
+    assert at_limit.status_code == 200 and len(at_limit.json()["explanations"]) == MAX_EXPLAIN_ROWS
+    over = v1(*[record] * (MAX_EXPLAIN_ROWS + 1))
+    refused = httpx.post(server + EXPLAIN, content=over, headers={"Content-Type": "application/json"})
+    assert refused.status_code == 400 and refused.json()["error"].startswith("instances: ")
+    assert httpx.post(server + V1, content=over, headers={"Content-Type": "application/json"}).status_code == 200
 
 
 def test_a_generated_feature_beyond_float32_is_refused_naming_its_columns(server, card_package):

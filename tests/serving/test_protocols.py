@@ -297,12 +297,14 @@ def test_a_clv_request_with_a_bad_field_is_a_400_naming_it(server, clv):
 
 
 def test_a_large_explain_does_not_hold_up_the_workers_other_requests(churn_package, tmp_path):
-    """1,024 rows of explanations take seconds; computed on the event loop, they held up every request the worker
-    had meanwhile. A predict sent while one computes is answered before it."""
+    """1,024 rows of churn's explanations take seconds (with --max-explain-rows 1024; the default is 64); computed on
+    the event loop, they held up every request the worker had meanwhile. A predict sent while one computes is
+    answered before it."""
     use_case = json.loads((churn_package / "use_case.json").read_text())
     rows = pd.read_parquet(churn_package.parent / "test").head(1024)
     records = records_of(rows[[c for c in rows.columns if c != use_case["label"]["column"]]])
-    with running_server([f"churn={churn_package}"], workers=1, log_path=str(tmp_path / "server.log")) as url:
+    with running_server([f"churn={churn_package}"], workers=1, log_path=str(tmp_path / "server.log"),
+                        extra_args=["--max-explain-rows", "1024"]) as url:
         finished: dict[str, float] = {}
 
         def explain() -> None:

@@ -464,9 +464,10 @@ class FlowlineModel(Model):
         if records is None:
             records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
         matrix, _ = transform(package, records, V1_ROW)
-        per_column, base = package.model.column_contributions(matrix, package.owners)
+        per_column, base, floor_adjustment = package.model.column_contributions(matrix, package.owners)
         margins = package.model.margin(matrix)
         require_finite(np.column_stack([per_column, base, margins]), V1_ROW)
+        floored = package.model.floor is not None  # a regression clipped at a floor: the clip is its own term
         columns, ids = package.feature_set.input_columns, package.use_case.id_columns
         entity = [i for i, name in enumerate(package.feature_set.feature_names)
                   if name in {n for f in package.feature_set.entity_features for n in f.names}]
@@ -480,10 +481,12 @@ class FlowlineModel(Model):
                     **_ids_sent(record, ids),
                     "base_value": float(base_value),
                     "margin": float(margin),
+                    **({"floor_adjustment": float(adjustment)} if floored else {}),
                     "contributions": dict(zip(columns, map(float, by_column))),
                     **({"entity_features": dict(zip(names, map(float, row[entity])))} if entity else {}),
                 }
-                for record, base_value, by_column, margin, row in zip(records, base, per_column, margins, matrix)
+                for record, base_value, by_column, margin, row, adjustment
+                in zip(records, base, per_column, margins, matrix, floor_adjustment)
             ],
         }
 

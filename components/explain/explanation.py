@@ -3,7 +3,8 @@
 SHAP values come from the model itself (models.py): TreeSHAP for the tree families,
 exact linear SHAP for linear models, permutation Shapley values for the MLP, blended
 with the ensemble's weights. They are in margin units (log-odds for binary tasks, the
-prediction for regression) and add up, with the base value, to the margin. Each
+prediction for regression) and add up, with the base value, to the margin (a regression
+clipped at its floor adds the clip, `floor_adjustment`, to reach it). Each
 encoded feature's value is shared among the raw columns it reads (FeatureSet.owners),
 so an explanation names the columns a request carries.
 
@@ -117,7 +118,7 @@ def explain(use_case: UseCase, feature_set: FeatureSet, model: Ensemble, referen
     sample = rows.iloc[np.sort(rng.choice(len(rows), size=min(GLOBAL_ROWS, len(rows)), replace=False))]
     columns = list(feature_set.input_columns)
     x = feature_set.transform(sample)
-    values, base = model.column_contributions(x, feature_set.owners)
+    values, base, floor_adjustment = model.column_contributions(x, feature_set.owners)
     margin = model.margin(x)
     importance = np.abs(values).mean(axis=0)
     order = np.argsort(-importance)
@@ -147,13 +148,14 @@ def explain(use_case: UseCase, feature_set: FeatureSet, model: Ensemble, referen
             "row": int(sample.index[position]) if isinstance(sample.index[position], (int, np.integer))
             else str(sample.index[position]),
             "score": float(model.predict(x[position:position + 1])[0]), "base_value": float(base[position]),
+            **({"floor_adjustment": float(floor_adjustment[position])} if model.floor is not None else {}),
             "shap": _top(values[position], columns, len(columns)), "lime": _top(weights, columns, len(columns)),
             "values": {c: _shown(sample.iloc[position][c]) for c in columns},
             **rank_agreement(values[position], weights),
         })
     return {
         "rows_explained": len(sample), "units": "log-odds" if binary else "prediction",
-        "additivity_max_error": float(np.max(np.abs(values.sum(axis=1) + base - margin))),
+        "additivity_max_error": float(np.max(np.abs(values.sum(axis=1) + base + floor_adjustment - margin))),
         "global_importance": {columns[i]: float(importance[i]) for i in order},
         "dependence": {columns[i]: {"values": [_shown(v) for v in sample[columns[i]]],
                                     "shap": values[:, i].tolist()} for i in order[:DEPENDENCE_COLUMNS]},

@@ -6,8 +6,10 @@ regression; the prediction for regression). A single model is an ensemble of one
 weight 1 and bias 0. Margins add, so contributions add: the blend's explanation is the
 weighted sum of its members'. A regression model of an amount that cannot be negative
 (spend) records a `floor` of 0: its margin (its prediction) is clipped there, so a
-squared-error member never predicts a customer below nothing; the clip goes to the base
-value, so contributions still add up to the prediction.
+squared-error member never predicts a customer below nothing. The clip is a term of its own
+(`floor_adjustment`: the floor less the unclipped margin, 0 for a row above it), so the base
+value stays the model's expected value for every row and base + contributions + floor
+adjustment = the prediction.
 
 Selection, on held-out predictions (training.py makes them out of fold): candidates
 are ranked by their score; for k = 1 .. `ensemble.top_k`, the blend of the top k is
@@ -84,19 +86,23 @@ class Ensemble:
         return 1.0 / (1.0 + np.exp(-margin)) if self.task == "binary" else margin
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        """(rows x (features + 1)) in margin units; the last column is the base value. Rows sum to the margin."""
+        """(rows x (features + 1)) in margin units; the last column is the base value, the model's expected value.
+        Rows sum to the unclipped margin: the margin, less `floor_adjustment`."""
         total = sum(member.weight * member.model.contributions(x) for member in self.members)
         total[:, -1] += self.bias
-        if self.floor is not None:  # the clip at the floor is part of the base value
-            unclipped = total.sum(axis=1)
-            total[:, -1] += np.maximum(unclipped, self.floor) - unclipped
         return total
 
-    def column_contributions(self, x: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Contributions added up to raw columns by `owners` (FeatureSet.owners): (rows x columns), and the
-        base value per row."""
+    def floor_adjustment(self, contributions: np.ndarray) -> np.ndarray:
+        """Per row of `contributions` (as `contributions` gives them), what the clip at the floor adds to reach the
+        margin: the floor less the unclipped margin for a row below it, else 0 (always 0 without a floor)."""
+        unclipped = contributions.sum(axis=1)
+        return np.zeros(len(unclipped)) if self.floor is None else np.maximum(unclipped, self.floor) - unclipped
+
+    def column_contributions(self, x: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Contributions added up to raw columns by `owners` (FeatureSet.owners): (rows x columns), the base value
+        per row, and the floor adjustment per row (base + contributions + adjustment = margin)."""
         contributions = self.contributions(x)
-        return contributions[:, :-1] @ owners, contributions[:, -1]
+        return contributions[:, :-1] @ owners, contributions[:, -1], self.floor_adjustment(contributions)
 
     def set_threads(self, threads: int) -> None:
         for member in self.members:

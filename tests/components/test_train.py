@@ -511,9 +511,19 @@ def test_a_floored_regression_model_never_predicts_spend_below_zero_and_keeps_it
     floored = Ensemble.load(tmp_path / "model")
     assert floored.floor == 0.0 and floored.describe()["floor"] == 0.0
     np.testing.assert_array_equal(floored.predict(data.x_valid), np.maximum(free.predict(data.x_valid), 0.0))
-    # The clip goes to the base value: contributions still add up to the (floored) prediction.
-    np.testing.assert_allclose(floored.contributions(data.x_valid).sum(axis=1), floored.predict(data.x_valid),
-                               atol=1e-4)
+    # The clip is its own term: the base value stays the model's expected value on every row, the contributions
+    # explain the unclipped margin, and base + contributions + floor adjustment add up to the (floored) prediction.
+    contributions = floored.contributions(data.x_valid)
+    adjustment = floored.floor_adjustment(contributions)
+    clipped = free.predict(data.x_valid) < 0
+    assert np.ptp(contributions[:, -1]) < 1e-6  # one base value
+    np.testing.assert_allclose(contributions.sum(axis=1), free.predict(data.x_valid), atol=1e-4)
+    np.testing.assert_allclose(adjustment[clipped], -free.predict(data.x_valid)[clipped], atol=1e-4)
+    assert (adjustment[~clipped] == 0).all()
+    np.testing.assert_allclose(contributions.sum(axis=1) + adjustment, floored.predict(data.x_valid), atol=1e-4)
+    per_column, base, by_column_adjustment = floored.column_contributions(data.x_valid, np.eye(data.x_valid.shape[1]))
+    np.testing.assert_array_equal(base, contributions[:, -1])
+    np.testing.assert_array_equal(by_column_adjustment, adjustment)
     document = json.loads((tmp_path / "model" / MODEL_FILE).read_text())
     (tmp_path / "model" / MODEL_FILE).write_text(json.dumps({**document, "floor": "zero"}))
     with pytest.raises(ModelError, match="floor 'zero', expected a number"):

@@ -11,7 +11,7 @@ import pytest
 import tritonclient.http as triton
 from scipy.special import expit
 
-from serving_helpers import CARD_COMPONENTS, MAX_BATCH, column_tensors, records_of
+from serving_helpers import CARD_COMPONENTS, MAX_BATCH, MAX_EXPLAIN_ROWS, column_tensors, records_of
 from flowline.package.format import verify
 from flowline.inference_services.local_server import running_server
 from flowline.inference_services.model import LoadedPackage
@@ -284,8 +284,37 @@ def test_clv_explanations_add_up_to_the_predicted_value(server, clv):
     response = httpx.post(f"{server}/v1/models/clv:explain", json={"instances": records_of(customers.head(5))})
     assert response.status_code == 200, response.text
     for explanation, value in zip(response.json()["explanations"], loaded.predict(customers.head(5))):
-        total = explanation["base_value"] + sum(explanation["contributions"].values())
+        total = explanation["base_value"] + sum(explanation["contributions"].values()) + explanation["floor_adjustment"]
         assert total == pytest.approx(float(value), rel=1e-4, abs=1e-3)
+
+
+def test_a_clv_value_clipped_at_zero_is_explained_with_the_clip_as_its_own_term(server, clv_package):
+    """The floor at 0 was folded into a per-row base value: a clipped customer's base value was no longer the
+    model's expected value. It stays that on every row, and the clip is answered as `floor_adjustment`."""
+    loaded = LoadedPackage.load(clv_package)
+    assert loaded.model.floor == 0.0
+    rows = pd.read_parquet(clv_package.parent / "test")[loaded.feature_set.input_columns].head(200)
+    variants = [rows]  # customers as they are, then each with one column far above its usual values
+    for column in rows.columns:
+        variants.append(rows.head(20).assign(**{column: rows[column].max() * 20}))
+    candidates = pd.concat(variants, ignore_index=True)
+    unclipped = loaded.model.contributions(loaded.feature_set.transform(candidates)).sum(axis=1)
+    clipped = candidates[unclipped < 0].head(MAX_EXPLAIN_ROWS - 1)
+    assert len(clipped), "no customer the model predicts below zero"
+    sent = pd.concat([clipped, candidates[unclipped > 1].head(1)])
+    response = httpx.post(f"{server}/v1/models/clv:explain", json={"instances": records_of(sent)})
+    assert response.status_code == 200, response.text
+    explained = response.json()["explanations"]
+    served = loaded.predict(sent)
+    expected_value = loaded.model.contributions(loaded.feature_set.transform(sent))[0, -1]
+    for explanation, value, below in zip(explained, served, unclipped[sent.index]):
+        assert explanation["base_value"] == pytest.approx(expected_value, abs=1e-6)  # the same on every row
+        assert explanation["margin"] == pytest.approx(float(value), abs=1e-6)
+        assert explanation["floor_adjustment"] == pytest.approx(max(0.0, -below), abs=1e-4)
+        total = explanation["base_value"] + sum(explanation["contributions"].values()) + explanation["floor_adjustment"]
+        assert total == pytest.approx(float(value), abs=1e-3)
+    assert explained[0]["margin"] == 0.0 and explained[0]["floor_adjustment"] > 0
+    assert explained[-1]["floor_adjustment"] == 0.0
 
 
 def test_a_clv_request_with_a_bad_field_is_a_400_naming_it(server, clv):

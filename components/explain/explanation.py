@@ -44,28 +44,35 @@ DEPENDENCE_COLUMNS = 3
 class ColumnCodec:
     """Raw columns <-> the numeric matrix LIME perturbs: categories as codes, numbers as they are.
 
-    Missing numbers are filled with the reference median, missing categories become a
-    category of their own, so LIME never sees NaN.
+    A row is encoded as the model scores it, so that LIME explains the scored row: a missing number
+    gets the FeatureSet's fill (the use case's `impute`), and a missing category decodes as missing
+    again; categories the reference lacks but `explained` holds (unseen in training) get codes of their
+    own that decode to themselves. LIME never sees NaN, and draws its perturbations from the
+    reference's categories.
     """
 
     columns: tuple[str, ...]
     categories: dict[str, list[str]]
-    medians: dict[str, float]
+    fills: dict[str, float]
     integers: frozenset[str]
 
     @classmethod
-    def fit(cls, reference: pd.DataFrame, columns: list[str], use_case: UseCase) -> ColumnCodec:
-        categories, medians, integers = {}, {}, set()
+    def fit(cls, reference: pd.DataFrame, columns: list[str], use_case: UseCase, fills: dict[str, float],
+            explained: pd.DataFrame | None = None) -> ColumnCodec:
+        """`fills`: each numeric column's fill for a missing value (FeatureSet.numeric's); `explained`: the rows
+        that will be encoded, whose categories the reference may lack."""
+        categories, integers = {}, set()
         for column in columns:
             spec = use_case.columns[column]
             if spec.is_numeric:
-                values = numbers_from_text(reference[column])
-                medians[column] = float(values.median()) if values.notna().any() else 0.0
                 if spec.type == "integer":
                     integers.add(column)
             else:
-                categories[column] = sorted(_text(reference[column]).unique())
-        return cls(tuple(columns), categories, medians, frozenset(integers))
+                known = sorted(_text(reference[column]).unique())
+                unseen = set() if explained is None else set(_text(explained[column])) - set(known)
+                categories[column] = known + sorted(unseen)
+        return cls(tuple(columns), categories, {c: fills[c] for c in columns if c not in categories},
+                   frozenset(integers))
 
     @property
     def categorical_positions(self) -> list[int]:
@@ -76,9 +83,13 @@ class ColumnCodec:
         for i, column in enumerate(self.columns):
             if column in self.categories:
                 known = {value: code for code, value in enumerate(self.categories[column])}
-                out[:, i] = [known.get(v, 0) for v in _text(frame[column])]
+                values = _text(frame[column])
+                if not set(values) <= known.keys():
+                    raise ValueError(f"{column}: {sorted(set(values) - known.keys())} not among the codec's "
+                                     "categories; fit it with the rows it encodes (`explained`)")
+                out[:, i] = [known[v] for v in values]
             else:
-                out[:, i] = numbers_from_text(frame[column]).fillna(self.medians[column]).to_numpy()
+                out[:, i] = numbers_from_text(frame[column]).fillna(self.fills[column]).to_numpy()
         return out
 
     def decode(self, matrix: np.ndarray) -> pd.DataFrame:
@@ -86,14 +97,18 @@ class ColumnCodec:
         for i, column in enumerate(self.columns):
             if column in self.categories:
                 codes = np.clip(np.rint(matrix[:, i]).astype(int), 0, len(self.categories[column]) - 1)
-                data[column] = np.array(self.categories[column], dtype=object)[codes]
+                decoded = np.array(self.categories[column], dtype=object)[codes]
+                data[column] = np.where(decoded == MISSING, None, decoded)
             else:
                 data[column] = np.rint(matrix[:, i]) if column in self.integers else matrix[:, i]
         return pd.DataFrame(data)
 
 
+MISSING = "(missing)"  # a missing category's code: decoded as missing, as it was scored
+
+
 def _text(values: pd.Series) -> pd.Series:
-    return values.astype(object).where(values.notna(), "(missing)").astype(str)
+    return values.astype(object).where(values.notna(), MISSING).astype(str)
 
 
 def rank_agreement(shap_values: np.ndarray, lime_weights: np.ndarray, top: int = TOP_COLUMNS) -> dict:
@@ -122,8 +137,10 @@ def explain(use_case: UseCase, feature_set: FeatureSet, model: Ensemble, referen
     margin = model.margin(x)
     importance = np.abs(values).mean(axis=0)
     order = np.argsort(-importance)
-    codec = ColumnCodec.fit(reference, columns, use_case)
     binary = use_case.task == "binary"
+    picked = np.sort(rng.choice(len(sample), size=min(LOCAL_INSTANCES, len(sample)), replace=False))
+    codec = ColumnCodec.fit(reference, columns, use_case, {i.column: i.fill for i in feature_set.numeric},
+                            sample.iloc[picked])
 
 
     def predict(matrix: np.ndarray) -> np.ndarray:
@@ -135,7 +152,6 @@ def explain(use_case: UseCase, feature_set: FeatureSet, model: Ensemble, referen
         categorical_features=codec.categorical_positions,
         categorical_names={i: codec.categories[c] for i, c in enumerate(columns) if c in codec.categories},
         discretize_continuous=True, random_state=seed)
-    picked = np.sort(rng.choice(len(sample), size=min(LOCAL_INSTANCES, len(sample)), replace=False))
     encoded = codec.encode(sample.iloc[picked])
     local = []
     for instance, position in zip(encoded, picked):
@@ -148,6 +164,8 @@ def explain(use_case: UseCase, feature_set: FeatureSet, model: Ensemble, referen
             "row": int(sample.index[position]) if isinstance(sample.index[position], (int, np.integer))
             else str(sample.index[position]),
             "score": float(model.predict(x[position:position + 1])[0]), "base_value": float(base[position]),
+            # the model's score of the instance LIME perturbed around: the score, as it explains the scored row
+            "lime_instance_score": float(found.predict_proba[1] if binary else found.predicted_value),
             **({"floor_adjustment": float(floor_adjustment[position])} if model.floor is not None else {}),
             "shap": _top(values[position], columns, len(columns)), "lime": _top(weights, columns, len(columns)),
             "values": {c: _shown(sample.iloc[position][c]) for c in columns},

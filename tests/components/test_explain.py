@@ -77,12 +77,45 @@ def test_the_codec_round_trips_raw_columns_for_lime():
     use_case = known_driver_use_case()
     frame = known_driver_rows(20, 3)
     frame.loc[0, "weak"] = np.nan
-    codec = ColumnCodec.fit(frame, ["driver", "weak", "plan"], use_case)
+    codec = ColumnCodec.fit(frame, ["driver", "weak", "plan"], use_case, {"driver": 0.0, "weak": 7.5})
     back = codec.decode(codec.encode(frame))
     assert back["plan"].tolist() == frame["plan"].tolist()
     assert np.allclose(back["driver"], frame["driver"])
-    assert back.loc[0, "weak"] == pytest.approx(frame["weak"].median())  # LIME never sees NaN
+    assert back.loc[0, "weak"] == 7.5  # LIME never sees NaN: the FeatureSet's fill, as the row is scored
     assert codec.categorical_positions == [2]
+
+
+def imputing_use_case():
+    """`driver` imputes 2.5 (far from its median, 0), and `plan` takes any text: training sees basic and pro."""
+    return parse_use_case({
+        "name": "driver", "task": "binary", "data": {"path": "unused.csv"},
+        "label": {"column": "label", "positive": "yes", "values": ["no", "yes"]},
+        "columns": {"driver": {"type": "number", "nullable": True, "impute": 2.5}, "weak": {"type": "number"},
+                    "noise": {"type": "number"}, "plan": {"type": "category", "nullable": True}},
+        "costs": {"false_negative": 1, "false_positive": 1}, "features": {"search": False},
+    })
+
+
+def test_lime_explains_the_row_as_it_was_scored_with_a_blank_and_an_unseen_category():
+    """A blank number was filled with the training median though the use case imputes otherwise, and an unseen
+    category became the first category: LIME explained a different row from the one scored."""
+    use_case = imputing_use_case()
+    train = known_driver_rows(1500, 1)
+    feature_set = FeatureSet.fit(train, use_case)
+    model = Ensemble("binary", [Member("xgboost", refit_candidate(
+        "xgboost", XGBOOST, 150, feature_set.transform(train), feature_set.labels(train), "binary", TuningSpec()), 1.0)])
+    rows = known_driver_rows(5, 5)
+    rows.loc[0, "driver"] = np.nan  # scored at 2.5: LIME's instance at the median (about 0) scored otherwise
+    rows.loc[1, "plan"] = "enterprise"  # unseen: scored as unseen, not as "basic"
+    rows.loc[2, "plan"] = None  # missing: scored as missing, not as the text "(missing)"
+    rows.loc[3, ["driver", "plan"]] = [np.nan, "enterprise"]
+    served = model.predict(feature_set.transform(rows))
+    explanation = explain(use_case, feature_set, model, train, rows, seed=0)
+    assert len(explanation["local"]) == 5
+    for instance in explanation["local"]:
+        assert instance["lime_instance_score"] == pytest.approx(instance["score"], abs=1e-7)
+        assert instance["score"] == pytest.approx(served[instance["row"]], abs=1e-7)
+    assert served[0] > 0.9  # the fill matters: the median would have scored it near 0.5
 
 
 def test_the_report_embeds_every_plot_and_renders_as_a_page(fitted, chromium, tmp_path):

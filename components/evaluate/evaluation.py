@@ -203,6 +203,7 @@ def report_markdown(report: dict, use_case: UseCase) -> str:
         lines += [f"**At the cost-optimal threshold {report['threshold']:.4f}:** {tp} of the {tp + fn} positives "
                   f"({positive!r}) flagged, {fp} false alarms among the {tn + fp} others ({negative!r}); "
                   f"test cost {report['test_cost_at_threshold']:,.0f}."]
+        lines += ["", served_decisions_line(report)]
     else:
         lines += ["**Value by decile of prediction** (10: the highest predicted)", "",
                   "| decile | rows | mean predicted | mean actual | share of actual |", "|---|---|---|---|---|"]
@@ -213,6 +214,24 @@ def report_markdown(report: dict, use_case: UseCase) -> str:
                               sorted(report["segments"].items(), key=lambda item: -item[1]))
             lines += ["", f"**Served segments:** {shown}."]
     return "\n".join(lines) + "\n"
+
+
+def served_decisions_line(report: dict) -> str:
+    """Which threshold the served decisions use: the metrics at a threshold are the single threshold's, and the bias
+    step's fairness mitigation can serve per-group thresholds instead (decided after evaluate)."""
+    if "fairness" not in report:
+        return ("**Served decisions:** at this single threshold, unless the bias step's fairness mitigation serves "
+                "per-group thresholds (its report and the model card say which).")
+    rule = report["fairness"].get("mitigation")
+    if rule is None:
+        return "**Served decisions:** at this single threshold for every row."
+    if rule["randomized"]:
+        return ("**Served decisions:** a randomised per-group rule (fairness mitigation), not this threshold: the "
+                "metrics at a threshold above are the single threshold's; the fairness report gives the served ones.")
+    shown = ", ".join(f"{key} {group['threshold']:.4f}" for key, group in rule["groups"].items())
+    return (f"**Served decisions:** per-group thresholds (fairness mitigation): {shown}, {rule['threshold']:.4f} for "
+            "every other row. The metrics at a threshold above are the single threshold's; the fairness report and "
+            "the model card give the served decisions' outcomes.")
 
 
 def evaluate_files(

@@ -1,7 +1,7 @@
 """What drives the model: SHAP values per raw column, and LIME for the same instances.
 
 SHAP values come from the model itself (models.py): TreeSHAP for the tree families,
-exact linear SHAP for linear models, permutation Shapley values for the MLP, blended
+exact linear SHAP for linear models, an approximate permutation estimate of the Shapley values for the MLP, blended
 with the ensemble's weights. They are in margin units (log-odds for binary tasks, the
 prediction for regression) and add up, with the base value, to the margin (a regression
 clipped at its floor adds the clip, `floor_adjustment`, to reach it). Each

@@ -242,6 +242,8 @@ def test_the_dashboard_report_shows_deciles_for_regression_and_the_threshold_for
     # The evaluate step comes before the bias step: its decision is on the quality gates only, and says so.
     assert "**Champion/challenger, on the quality gates only:** promote: no champion (subject to the bias step's " \
            "fairness gates: a failed one keeps the champion)" in binary_text
+    assert "**Served decisions:** at this single threshold, unless the bias step's fairness mitigation serves " \
+           "per-group thresholds" in binary_text
 
 
 def test_bootstrap_intervals_cover_the_metric_and_narrow_with_rows():

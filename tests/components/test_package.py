@@ -89,6 +89,12 @@ def test_the_packaged_evaluation_report_says_what_the_fairness_gates_decided(pac
                   "champion_challenger": {"decision": "promote", "reason": "no champion"}}
     assert "**Fairness gates (bias step):** no sensitive attributes" in report_markdown(regression, toy_use_case)
     assert "promote" not in text
+    assert "**Served decisions:** at this single threshold for every row." in text
+    rule = {"attributes": ["group"], "constraint": "equalized_odds", "threshold": 0.3, "randomized": False,
+            "groups": {"group=a": {"threshold": 0.25}, "group=b": {"threshold": 0.4}}}
+    mitigated = report_markdown({**EVALUATION, "fairness": {**FAIRNESS, "mitigation": rule}}, toy_use_case)
+    assert "**Served decisions:** per-group thresholds (fairness mitigation): group=a 0.2500, group=b 0.4000, " \
+           "0.3000 for every other row. The metrics at a threshold above are the single threshold's" in mitigated
     assert json.loads((package / "model_card.json").read_text())["gates"]["passed"] is False
 
 

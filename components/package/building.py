@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 from flowline.code_version import code_version
-from flowline.components.evaluate.evaluation import report_markdown
 from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
+from flowline.evaluation_report import report_markdown
 from flowline.models.ensemble import family_weights
 from flowline.package.format import (CARD_HTML, CARD_JSON, DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, LINEAGE_FILE,
                                      MODEL_DIR, REPORT_FILES, REPORTS_DIR, USE_CASE_FILE, verify, write_manifest)

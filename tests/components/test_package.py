@@ -79,7 +79,7 @@ def package(tmp_path: Path, toy_use_case) -> Path:
 def test_the_packaged_evaluation_report_says_what_the_fairness_gates_decided(package: Path, toy_use_case):
     """The evaluate step's report said promote before the bias step failed a fairness gate: the package's report
     is written from its evaluation.json, and says keep, as the evaluation and the card do."""
-    from flowline.components.evaluate.evaluation import report_markdown
+    from flowline.evaluation_report import report_markdown
 
     text = (package / "reports" / "evaluation.md").read_text()
     assert text == report_markdown(EVALUATION, toy_use_case)

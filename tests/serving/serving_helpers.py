@@ -31,7 +31,7 @@ from flowline.use_case import FAMILIES, UseCase
 from flowline.use_case_loader import parse_use_case
 
 MAX_BATCH = 64
-MAX_EXPLAIN_ROWS = 16  # the shared server's explain limit: below its batch limit, to test both
+MAX_EXPLAIN_ROWS = 40  # the shared server's explain limit: below its batch limit, to test both; churn_test_rows fit
 REPOSITORY_TOKEN = "serving-tests-repository-token"
 AUTHORIZED = {"Authorization": f"Bearer {REPOSITORY_TOKEN}"}  # what load and unload require
 

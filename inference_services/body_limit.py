@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from typing import Any, Collection, Optional
+from typing import Any, Callable, Collection, Optional
 
 import orjson
 
@@ -34,10 +34,14 @@ GZIP_MAGIC = b"\x1f\x8b"  # how gzip data begins (JSON never does)
 class BodyLimit:
     """ASGI app: an HTTP request whose body is larger than `max_bytes` gets 413 naming the cap; others go to `app`.
     Refusals are counted in flowline_invalid_inputs_total{reason="body_too_large"} (or "body_encoding") under the
-    model the path names, when it is one of `models` (any other path would make a new label)."""
+    model the path names, when it is one of `models` (any other path would make a new label); and, on a model's
+    predict, explain and infer routes, in flowline_http_requests_total as the request counter counts the answers
+    it sees (`version_of`: the version a model name answers with, None for one not served), so that the invalid
+    ratio's denominator holds them."""
 
-    def __init__(self, app, max_bytes: int, models: Collection[str]) -> None:
-        self.app, self.max_bytes, self.models = app, max_bytes, frozenset(models)
+    def __init__(self, app, max_bytes: int, models: Collection[str],
+                 version_of: Callable[[str], Optional[str]]) -> None:
+        self.app, self.max_bytes, self.models, self.version_of = app, max_bytes, frozenset(models), version_of
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -118,6 +122,9 @@ class BodyLimit:
     async def _refuse(self, scope, send, status: int, reason: str, message: str) -> None:
         model = _model_name(scope["path"])
         metrics.INVALID_INPUTS.labels(model if model in self.models else "", reason).inc()
+        route = metrics.MODEL_ROUTE.match(scope["path"])
+        if route is not None:
+            metrics.count_request(route, status, self.version_of)
         content = orjson.dumps({"error": message})
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),

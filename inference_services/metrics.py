@@ -240,10 +240,15 @@ class RequestCounter:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            name = match.group(1) or match.group(2)
-            version = self.version_of(name)
-            # A name the server does not serve is counted without it: callers cannot add series at will.
-            HTTP_REQUESTS.labels(name if version is not None else "", version or "", str(status)).inc()
+            count_request(match, status, self.version_of)
+
+
+def count_request(route: re.Match, status: int, version_of: Callable[[str], Optional[str]]) -> None:
+    """Count an answer to a model route (`route`: MODEL_ROUTE's match of its path) in HTTP_REQUESTS."""
+    name = route.group(1) or route.group(2)
+    version = version_of(name)
+    # A name the server does not serve is counted without it: callers cannot add series at will.
+    HTTP_REQUESTS.labels(name if version is not None else "", version or "", str(status)).inc()
 
 
 # The drift monitor's metrics; model_name is the monitored model's name, so they join the server's. With

@@ -477,7 +477,7 @@ class FlowlineModelServer(ModelServer):
         app = model_route.with_model_route(import_from_string(FASTAPI_APP_IMPORT_STRING), by_name, self.dataplane,
                                            _refused, worker)
         self._rest_server.config.app = BodyLimit(with_event_route(app, by_name, _refused, worker, self.max_body_bytes),
-                                                 self.max_body_bytes, by_name)
+                                                 self.max_body_bytes, by_name, self._rest_server.version_of)
         if not self.access_log:  # per-request log lines cost more than the prediction
             access = logging.getLogger("uvicorn.access")
             access.handlers, access.propagate = [], False

@@ -11,6 +11,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from flowline.components.bias.fairness import bias_files
 from flowline.components.customers.rows import customer_rows_files
 from flowline.customer_rows import customer_rows_use_case
@@ -69,6 +70,14 @@ def build_package(use_case: UseCase, folder: Path, trials: int, champion: str = 
 
 
 CARD_COMPONENTS = 10  # the card use case reads V1..V10 of the 28, which keeps its drift calibration short
+
+
+def samples(url: str, name: str) -> dict[tuple, float]:
+    """The samples named `name` on /metrics, by their labels."""
+    exported = httpx.get(f"{url}/metrics").text
+    return {tuple(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(exported) for sample in family.samples
+            if sample.name == name}
 
 
 def card_use_case(data_home: Path) -> UseCase:

@@ -13,7 +13,8 @@ import pytest
 
 from bad_bodies import V1, V2, v1, v2, v2_record
 from flowline.inference_services.local_server import running_server
-from serving_helpers import records_of
+from flowline.package.format import verify
+from serving_helpers import records_of, samples
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
 
@@ -76,6 +77,25 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limit_and_counted(small_se
     assert refused(response.read().decode())
     connection.close()
     assert count(httpx.get(small_server + "/metrics").text) == before + 1
+
+
+def test_a_refused_body_is_counted_as_a_request_as_well_as_an_invalid_input(small_server, churn_package, record):
+    """The invalid-input ratio divides flowline_invalid_inputs_total by flowline_http_requests_total: a 413 counted
+    in the first only made the ratio pass 100 %, or left it without a denominator when every request was too large.
+    Counted as the request counter counts other refusals: under the model and the version it serves, a name not
+    served here under none."""
+    champion = verify(churn_package)["version"]
+    too_large = v1(*[record] * 40)
+    key = lambda name, version, code: (("code", code), ("model_name", name), ("model_version", version))  # noqa: E731
+    before = samples(small_server, "flowline_http_requests_total")
+    for path in (V1, V2, "/v1/models/churn:explain", "/v1/models/nope:predict"):
+        assert httpx.post(small_server + path, content=too_large).status_code == 413
+    assert httpx.post(small_server + V1, content=b"not gzip", headers={"Content-Encoding": "gzip"}).status_code == 400
+    assert httpx.post(small_server + V1, content=b"x", headers={"Content-Encoding": "br"}).status_code == 415
+    after = samples(small_server, "flowline_http_requests_total")
+    counted = {labels: value - before.get(labels, 0) for labels, value in after.items() if value != before.get(labels)}
+    assert counted == {key("churn", champion, "413"): 3, key("", "", "413"): 1, key("churn", champion, "400"): 1,
+                       key("churn", champion, "415"): 1}
 
 
 def test_a_chunked_body_within_the_limit_is_answered(small_server, record):

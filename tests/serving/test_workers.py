@@ -13,13 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from flowline.inference_services import options
 from flowline.inference_services.local_server import LOOPBACK, SERVE_COMMAND, free_port, running_process, running_server
 from flowline.inference_services.model import canary_takes
 from flowline.package.format import verify
-from serving_helpers import AUTHORIZED, records_of, repository_env
+from serving_helpers import AUTHORIZED, records_of, repository_env, samples
 from test_reload import corrupted_copy, point
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
@@ -68,14 +67,6 @@ def workers_of_kept_connections(url: str, body: dict, count: int) -> Counter:
     finally:
         for client in clients:
             client.close()
-
-
-def samples(url: str, name: str) -> dict[tuple, float]:
-    """The samples named `name` on /metrics, by their labels."""
-    exported = httpx.get(f"{url}/metrics").text
-    return {tuple(sorted(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(exported) for sample in family.samples
-            if sample.name == name}
 
 
 def garbage_collections(url: str) -> tuple[dict, dict]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from typing import Any, Callable, Collection, Optional
+from typing import Any, Collection, Optional
 
 import orjson
 
@@ -36,11 +36,11 @@ class BodyLimit:
     Refusals are counted in flowline_invalid_inputs_total{reason="body_too_large"} (or "body_encoding") under the
     model the path names, when it is one of `models` (any other path would make a new label); and, on a model's
     predict, explain and infer routes, in flowline_http_requests_total as the request counter counts the answers
-    it sees (`version_of`: the version a model name answers with, None for one not served), so that the invalid
+    it sees (`version_of`: the version a model name answers with, given the version a versioned URL names; None
+    for a name not served), so that the invalid
     ratio's denominator holds them."""
 
-    def __init__(self, app, max_bytes: int, models: Collection[str],
-                 version_of: Callable[[str], Optional[str]]) -> None:
+    def __init__(self, app, max_bytes: int, models: Collection[str], version_of: metrics.VersionOf) -> None:
         self.app, self.max_bytes, self.models, self.version_of = app, max_bytes, frozenset(models), version_of
 
     async def __call__(self, scope, receive, send) -> None:

@@ -15,6 +15,7 @@ import gc
 import re
 import threading
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
@@ -50,8 +51,9 @@ INVALID_INPUTS = Counter(
     ["model_name", "reason"],
 )
 HTTP_REQUESTS = Counter(
-    "flowline_http_requests", "Requests to a model's predict, explain and infer routes, by HTTP status (model_name "
-    "empty for a name the server does not serve).",
+    "flowline_http_requests", "Requests to a model's predict, explain and infer routes, by HTTP status and the "
+    "version that answered (under a canary split, the arm the request went to; model_name empty for a name the "
+    "server does not serve).",
     ["model_name", "model_version", "code"],
 )
 OUT_OF_PROFILE = Counter(
@@ -70,7 +72,37 @@ MEMORY_LIMIT = Gauge("flowline_memory_limit_bytes", "The container's memory limi
 # cgroup v2, then v1. v1 reports "no limit" as a number near 2**63.
 CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
 NO_LIMIT_ABOVE = 2**60
-MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)/infer$")
+# The model's name (group 1 or 2) and, in a versioned v2 URL, the version it names (group 3).
+MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+VersionOf = Callable[[str, Optional[str]], Optional[str]]
+
+
+class Answering:
+    """Which package version took a request, as the model notes it (`note_version`) once it has chosen the arm:
+    read by whichever counts the request's answer. An object rather than the context variable's value, so that
+    the note reaches the counter from a copied context (a thread, another task) as well."""
+
+    __slots__ = ("version",)
+
+    def __init__(self) -> None:
+        self.version: Optional[str] = None
+
+
+_ANSWERING: ContextVar[Optional[Answering]] = ContextVar("flowline_answering", default=None)
+
+
+def answering() -> Answering:
+    """A new note for the request about to be handed on, in this context and those copied from it."""
+    note = Answering()
+    _ANSWERING.set(note)
+    return note
+
+
+def note_version(version: str) -> None:
+    """Note the version that takes the request being handled (nothing when no counter asked: a test's call)."""
+    note = _ANSWERING.get()
+    if note is not None:
+        note.version = version
 
 
 class ServedPackages:
@@ -214,10 +246,11 @@ def publish_memory_limit() -> None:
 
 
 class RequestCounter:
-    """ASGI middleware counting model requests by status, including the 500s no handler sees. With `worker`
-    (several workers), each answer says which worker gave it in `x-flowline-worker` (its pid)."""
+    """ASGI middleware counting model requests by status, including the 500s no handler sees, under the version
+    that took them (`count_request`). With `worker` (several workers), each answer says which worker gave it in
+    `x-flowline-worker` (its pid)."""
 
-    def __init__(self, app, version_of: Callable[[str], Optional[str]], worker: Optional[str] = None) -> None:
+    def __init__(self, app, version_of: VersionOf, worker: Optional[str] = None) -> None:
         self.app = app
         self.version_of = version_of
         self.worker_header = [(b"x-flowline-worker", worker.encode())] if worker else []
@@ -237,16 +270,21 @@ class RequestCounter:
                     message = {**message, "headers": [*message.get("headers", ()), *self.worker_header]}
             await send(message)
 
+        note = answering()
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            count_request(match, status, self.version_of)
+            count_request(match, status, self.version_of, note.version)
 
 
-def count_request(route: re.Match, status: int, version_of: Callable[[str], Optional[str]]) -> None:
-    """Count an answer to a model route (`route`: MODEL_ROUTE's match of its path) in HTTP_REQUESTS."""
+def count_request(route: re.Match, status: int, version_of: VersionOf, answered: Optional[str] = None) -> None:
+    """Count an answer to a model route (`route`: MODEL_ROUTE's match of its path) in HTTP_REQUESTS, under the
+    version that `answered` (as the model noted it), else the one `version_of` gives for the name and the version
+    the path names: a canary's answers and refusals are its own, not the champion's."""
     name = route.group(1) or route.group(2)
-    version = version_of(name)
+    version = version_of(name, route.group(3))
+    if version is not None and answered is not None:
+        version = answered
     # A name the server does not serve is counted without it: callers cannot add series at will.
     HTTP_REQUESTS.labels(name if version is not None else "", version or "", str(status)).inc()
 

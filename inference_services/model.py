@@ -233,15 +233,18 @@ class FlowlineModel(Model):
 
     def _route(self, request_id: str, version: Optional[str] = None) -> tuple[str, LoadedPackage]:
         """The arm that answers: by the request id's share of the canary split, or the one whose package is
-        `version` (a versioned v2 URL); ModelNotFound (404) for a version not served here."""
+        `version` (a versioned v2 URL); ModelNotFound (404) for a version not served here. Noted for the counter
+        of the request's answer (flowline_http_requests_total), which counts it under the arm's version."""
         if version is not None:
             for arm, package in self._arms():
                 if package.version == version:
+                    metrics.note_version(version)
                     return arm, package
             raise ModelNotFound(f"{self.name} version {version}")
-        if self.canary is not None and canary_takes(request_id, self.canary_percent):
-            return "canary", self.canary
-        return "champion", self.package
+        arm, package = ("canary", self.canary) if self.canary is not None and canary_takes(
+            request_id, self.canary_percent) else ("champion", self.package)
+        metrics.note_version(package.version)
+        return arm, package
 
     def _arms(self) -> list[tuple[str, LoadedPackage]]:
         """The arms serving under this name, each with its package: the champion, then any canary."""

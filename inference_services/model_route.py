@@ -8,7 +8,8 @@ ASGI app in front of FastAPI that answers a ready FlowlineModel's v2 infer and v
 itself: FastAPI's routing, dependency solving and middleware stack cost a third of a served row's time.
 Anything else (a CloudEvent, the drift monitor, a model that is unknown or not ready, another method or
 path) goes on to FastAPI unchanged, as do the model's own 404 and 503. Answers are counted in
-flowline_http_requests_total and carry the worker's name as the request counter does on other routes; a
+flowline_http_requests_total, under the version that took them (the canary's, or the one a versioned URL
+names), and carry the worker's name as the request counter does on other routes; a
 refused request is server.py's 400, an online store out of reach a 503 naming it, any other failure KServe's 500.
 """
 
@@ -110,7 +111,7 @@ class ModelRoute:
         if route is None:
             await self.app(scope, receive, send)
             return
-        answer, model = route
+        answer, model, requested = route
         headers = request_headers(scope)
         if answer is predict_v1 and is_cloudevent(headers):
             await self.app(scope, receive, send)
@@ -118,6 +119,7 @@ class ModelRoute:
         body = await read_body(receive)
         if body is None:  # the client went away
             return
+        note = metrics.answering()
         try:
             response = await answer(model, self.dataplane, body, headers)
         except InvalidInput as error:
@@ -130,22 +132,27 @@ class ModelRoute:
         except Exception as error:  # noqa: BLE001 - a failure is the server's
             log.exception("%s failed on a request", model.name)
             response = server_error(error)
-        metrics.HTTP_REQUESTS.labels(model.name, model.package.version, str(response.status_code)).inc()
+        # The arm the model routed it to; refused before that, the version the URL names if served, else the champion's.
+        versions = model.versions()
+        version = note.version or (requested if requested in versions else versions[0])
+        metrics.HTTP_REQUESTS.labels(model.name, version, str(response.status_code)).inc()
         response.raw_headers.extend(self.worker)
         await response(scope, receive, send)
 
-    def _route(self, scope) -> Optional[tuple[Callable[..., Awaitable[Response]], Model]]:
-        """The answer and the model of a request this route takes; None for any other."""
+    def _route(self, scope) -> Optional[tuple[Callable[..., Awaitable[Response]], Model, Optional[str]]]:
+        """The answer, the model and the version a versioned URL names (else None) of a request this route
+        takes; None for any other."""
         if scope["type"] != "http" or scope["method"] != "POST":
             return None
         path = scope["path"]
-        match = V2_INFER.match(path)
+        match, requested = V2_INFER.match(path), None
         if match is not None:
-            answer = functools.partial(infer_v2, version=match.group(2))  # None without /versions/V
+            requested = match.group(2)  # None without /versions/V
+            answer = functools.partial(infer_v2, version=requested)
         else:
             match, answer = V1_PREDICT.match(path), predict_v1
         model = self.models.get(match.group(1)) if match is not None else None
-        return (answer, model) if model is not None and model.ready else None
+        return (answer, model, requested) if model is not None and model.ready else None
 
 
 def request_headers(scope) -> dict[str, str]:

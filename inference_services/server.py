@@ -306,10 +306,15 @@ class FlowlineRESTServer(RESTServer):
             super()._add_middlewares(app)
         app.add_middleware(metrics.RequestCounter, version_of=self.version_of, worker=self.worker)
 
-    def version_of(self, model_name: str) -> Optional[str]:
-        """The version a served model name answers with; None for a name this server does not serve."""
+    def version_of(self, model_name: str, requested: Optional[str] = None) -> Optional[str]:
+        """The version a served model name answers with: `requested` (a versioned URL's) when it serves that one,
+        else its champion's; None for a name this server does not serve. A canary's requests are counted under
+        the canary's version by the note the model makes (metrics.note_version), before this is asked."""
         model = self.models.get(model_name)
-        return model.package.version if model is not None else None
+        if model is None:
+            return None
+        versions = model.versions() if hasattr(model, "versions") else [model.package.version]
+        return requested if requested in versions else versions[0]
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)

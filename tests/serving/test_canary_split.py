@@ -2,6 +2,7 @@
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -254,3 +255,52 @@ def test_a_versioned_infer_is_answered_by_the_version_it_names(split_server, chu
         answered = {httpx.post(f"{url}/v2/models/churn/versions/{version}/infer", json={"id": f"v-{n}", "inputs": inputs}
                                ).json()["model_version"] for n in range(20)}
         assert answered == {version}
+
+
+def test_each_request_is_counted_under_the_version_that_took_it(split_server, churn_package, churn_package_b,
+                                                                churn_test_rows):
+    """flowline_http_requests_total counted every request of a local canary under the champion's version, the
+    canary's answers and refusals too: the 5xx ratio by version had one version, and the alert comparing the
+    canary's with the champion's could never fire. Each is counted under the arm it went to, as the prediction
+    log records it; a versioned URL under the version it names, also when its body cannot be read."""
+    from serving_helpers import column_tensors, samples
+    from flowline.inference_services.model import LoadedPackage
+
+    url, log = split_server
+    champion, canary = verify(churn_package)["version"], verify(churn_package_b)["version"]
+    record = records_of(churn_test_rows.dropna().head(1))[0]
+    loaded = LoadedPackage.load(churn_package)
+    inputs = column_tensors(loaded.use_case, churn_test_rows.dropna().head(1), loaded.feature_set.input_columns)
+    before, logged_before = samples(url, "flowline_http_requests_total"), len(log.read_text().splitlines())
+    with httpx.Client(base_url=url) as client:
+        for n in range(40):
+            request_id = f"count-{n}"
+            good = client.post("/v1/models/churn:predict", json={"instances": [record]},
+                               headers={"x-request-id": request_id})
+            bad = client.post("/v1/models/churn:predict", json={"instances": [{**record, "tenure": "long"}]},
+                              headers={"x-request-id": request_id})
+            assert (good.status_code, bad.status_code) == (200, 400), bad.text
+            assert "instances[0].tenure" in bad.json()["error"]
+            v2 = client.post("/v2/models/churn/infer", json={"id": f"count-v2-{n}", "inputs": inputs})
+            assert v2.status_code == 200, v2.text
+        for n in range(5):
+            pinned = client.post(f"/v2/models/churn/versions/{canary}/infer", json={"id": f"count-{n}", "inputs": inputs})
+            assert pinned.status_code == 200 and pinned.json()["model_version"] == canary
+        for request_id in (f"count-{n}" for n in range(9)):  # explained by the arm that decided; not logged
+            explained = client.post("/v1/models/churn:explain", json={"instances": [record]},
+                                    headers={"x-request-id": request_id})
+            assert explained.status_code == 200, explained.text
+        unread = client.post(f"/v2/models/churn/versions/{canary}/infer", content=b"{not json")
+        assert unread.status_code == 400 and "body" in unread.json()["error"]
+        unknown = client.post("/v2/models/churn/versions/nope/infer", json={"id": "count-x", "inputs": inputs})
+        assert unknown.status_code == 404
+    after = samples(url, "flowline_http_requests_total")
+    counted = Counter({dict(labels)["model_version"] + " " + dict(labels)["code"]: value - before.get(labels, 0)
+                       for labels, value in after.items() if dict(labels)["model_name"] == "churn"})
+    lines = [json.loads(line) for line in log.read_text().splitlines()[logged_before:]]
+    expected = Counter(f"{line['version']} {200 if line['error'] is None else 400}" for line in lines)
+    expected.update({f"{canary} 400": 1, f"{champion} 404": 1})  # refused before the log: not in it
+    expected.update(f"{canary if canary_takes(f'count-{n}', CANARY_PERCENT) else champion} 200" for n in range(9))
+    assert {key: value for key, value in counted.items() if value} == expected
+    assert expected[f"{canary} 200"] >= 5 + 10 and expected[f"{canary} 400"] >= 5  # both arms answered and refused
+    assert expected[f"{champion} 200"] >= 40 and expected[f"{champion} 400"] >= 5

@@ -81,6 +81,18 @@ def test_triggers_route_requests_and_pipeline_runs_to_the_matching_monitor(base:
             assert url.path == f"/v1/models/{monitor}:predict"
 
 
+def test_the_challengers_requests_reach_no_drift_monitor_as_its_graphs_share_the_champions(base: list[Doc]) -> None:
+    """churn-challenger gets a random tenth of churn's requests (churn-ab) or the very same ones (churn-ensemble),
+    which churn's monitor sees through churn. Sent to the monitor too, the ensemble's would be counted twice, and a
+    window of repeated rows finds drift where there is none. A graph that sends the challenger requests without
+    churn would leave them unmonitored: it needs a monitor of its own (RUNBOOKS.md, FlowlineDriftMonitorMissing)."""
+    routed = {t["spec"]["filter"]["attributes"].get("inferenceservicename") for t in find(base, "Trigger")}
+    assert "churn-challenger" not in routed
+    for graph in find(base, "InferenceGraph"):
+        steps = {step["serviceName"] for node in graph["spec"]["nodes"].values() for step in node["steps"]}
+        assert "churn-challenger" not in steps or "churn" in steps, graph["metadata"]["name"]
+
+
 def test_inference_graphs_split_and_ensemble_existing_models(base: list[Doc]) -> None:
     services = {s["metadata"]["name"] for s in find(base, "InferenceService")}
     ab = one(base, "InferenceGraph", "churn-ab")["spec"]["nodes"]["root"]

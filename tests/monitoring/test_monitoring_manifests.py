@@ -64,6 +64,20 @@ def test_dashboard_configmap_for_the_grafana_sidecar(rendered: dict[tuple[str, s
     assert json.loads(configmap["data"][filename]) == json.loads((DASHBOARDS / filename).read_text())
 
 
+def test_the_readme_tells_how_the_grafana_sidecar_finds_the_dashboards(rendered: dict[tuple[str, str], dict]) -> None:
+    """The sidecar reads only Grafana's namespace, and honours the folder annotation only when told its name: the
+    prerequisites say how to make it find these ConfigMaps, by the label and annotation they carry."""
+    readme = " ".join((ROOT / "kustomize" / "README.md").read_text().split())
+    for name in DASHBOARD_CONFIGMAPS:
+        metadata = rendered["ConfigMap", name]["metadata"]
+        assert set(metadata["labels"]) - {"app.kubernetes.io/part-of", "app.kubernetes.io/component"} == {"grafana_dashboard"}
+        assert metadata["annotations"] == {"grafana_folder": "flowline"}
+    assert "`sidecar.dashboards.searchNamespace: ALL` (or a list that includes `flowline`)" in readme
+    assert "`sidecar.dashboards.label: grafana_dashboard`" in readme
+    assert "`sidecar.dashboards.folderAnnotation: grafana_folder`" in readme
+    assert "`sidecar.dashboards.provider.foldersFromFilesStructure: true`" in readme
+
+
 def test_every_dashboard_file_is_delivered() -> None:
     assert sorted(p.name for p in DASHBOARDS.glob("*.json")) == sorted(DASHBOARD_CONFIGMAPS.values())
 

@@ -13,7 +13,8 @@ from flowline.canary import arm_queries, comparison_window, first_seen_query
 POD = 'namespace="flowline", model_name="churn", model_version="{version}", pod="{pod}"'
 # One sample a minute from 0 to 20m. Canary b's pod b1 answered 30 requests, 20 of them failed, and was scaled
 # away at 10m; b2 served on; b3's container restarted at 6m (20 requests before, 56 after). The same model
-# in another namespace failed a hundred times a minute: not this InferenceService's.
+# in another namespace failed a hundred times a minute: not this InferenceService's. Nor are the outcomes an
+# application in another namespace exports (labelled with its own pod's namespace): README, "canary controller".
 SERIES = {
     ("a", "a1"): {"requests": "0+10x20", "errors": "0x20", "successes": "0+3x20"},
     ("b", "b1"): {"requests": "0+3x10 stale", "errors": "0+2x10 stale", "successes": "0+1x10 stale"},
@@ -35,6 +36,8 @@ def series_file() -> dict:
             inputs.append({"series": f"{metric}{{{labels}{outcome}}}", "values": values[what]})
     inputs.append({"series": 'flowline_prediction_errors_total{namespace="other", model_name="churn", '
                              'model_version="b", pod="x1"}', "values": "0+100x20"})
+    inputs.append({"series": 'flowline_outcomes_total{namespace="shop", model_name="churn", model_version="b", '
+                             'pod="app1", outcome="success"}', "values": "0+100x20"})
     inputs.append({"series": 'flowline_outcomes_total{namespace="flowline", model_name="churn", model_version="b", '
                              'pod="b2", outcome="failure"}', "values": "0+9x20"})
     # The window starts before the first sample, so increase() is not extrapolated past it.

@@ -1,5 +1,5 @@
-"""Server settings: bind host, port, batch and explain limits, adaptive batching, worker processes, the repository token,
-and naming a package.
+"""Server settings: bind host, port, batch and explain limits, adaptive batching, worker processes, the repository
+token, and naming a package.
 
 `flowline serve` (pipelines/cli/serve.py) reads them; kept free of kserve imports so that the
 command line starts quickly.

@@ -146,7 +146,8 @@ def code_line(code: dict) -> str:
     """flowline's version and the commit that built the package, as the card shows them."""
     if not code["commit"]:
         return f"flowline {code['flowline']} (commit not known: installed without one)"
-    return f"flowline {code['flowline']}, commit {code['commit']}" + (" with uncommitted changes" if code["dirty"] else "")
+    changed = " with uncommitted changes" if code["dirty"] else ""
+    return f"flowline {code['flowline']}, commit {code['commit']}{changed}"
 
 
 def model_card_html(card: dict, linked: bool = True) -> str:
@@ -162,7 +163,8 @@ def model_card_html(card: dict, linked: bool = True) -> str:
         "<h2>Intended use</h2>", f"<p>{reports.escape(stated(card['intended_use'], 'intended_use'))}</p>",
         "<h2>Model</h2>",
         reports.table(["field", "value"], [["task", model["task"]], ["members", members],
-                                           ["code", code_line(card["code"])], ["run", card["run"].get("name") or "not known"],
+                                           ["code", code_line(card["code"])],
+                                           ["run", card["run"].get("name") or "not known"],
                                            ["card written", card["created_at"]]]),
         "<h2>Data</h2>",
         reports.table(["field", "value"], [

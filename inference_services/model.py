@@ -6,8 +6,9 @@ features, with a raw tensor per sensitive attribute when the package has a fairn
 mitigation). Both go through the package's FeatureSet, so serving transforms exactly as
 training did. `explain` returns SHAP contributions per raw column (each member's own:
 exact TreeSHAP for XGBoost, LightGBM, CatBoost and forests, exact linear SHAP, a permutation
-estimate for the MLP) and the base value, for at most `max_explain_rows` rows a request. A binary package decides with one threshold, or with the
-per-group thresholds of the fairness mitigation its bias step applied
+estimate for the MLP) and the base value, for at most `max_explain_rows` rows a request. A
+binary package decides with one threshold, or with the per-group thresholds of the fairness
+mitigation its bias step applied
 (flowline/decisions.py), exactly as evaluated; its requests must then carry the
 mitigation's sensitive attributes (among the raw columns, or beside an encoded matrix).
 Every binary answer carries, per row, the threshold that decided it, and names the rule

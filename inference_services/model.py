@@ -476,21 +476,24 @@ class FlowlineModel(Model):
         entity = [i for i, name in enumerate(package.feature_set.feature_names)
                   if name in {n for f in package.feature_set.entity_features for n in f.names}]
         names = [package.feature_set.feature_names[i] for i in entity]
+        answered = _answers_explained(package, margins, records)
         return {
             "model_name": self.name,
             "model_version": package.version,
             "id": request_id,
+            **({"decision_rule": package.decision_rule} if package.is_binary else {}),
             "explanations": [
                 {
                     **_ids_sent(record, ids),
+                    **served,
                     "base_value": float(base_value),
                     "margin": float(margin),
                     **({"floor_adjustment": float(adjustment)} if floored else {}),
                     "contributions": dict(zip(columns, map(float, by_column))),
                     **({"entity_features": dict(zip(names, map(float, row[entity])))} if entity else {}),
                 }
-                for record, base_value, by_column, margin, row, adjustment
-                in zip(records, base, per_column, margins, matrix, floor_adjustment)
+                for record, served, base_value, by_column, margin, row, adjustment
+                in zip(records, answered, base, per_column, margins, matrix, floor_adjustment)
             ],
         }
 
@@ -551,6 +554,25 @@ class FlowlineModel(Model):
             parameters={"decision_rule": package.decision_rule} if package.is_binary else None,
             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
         )
+
+
+def _answers_explained(package: LoadedPackage, margins: np.ndarray, records: list) -> List[Dict[str, Any]]:
+    """What predict answers for each explained row, so that an explanation says what it explains: the probability
+    and, under a deterministic rule, the decision and the threshold that took it (binary); the prediction and any
+    segment (regression). A randomised rule's decision is a draw, which a second draw here could contradict: its
+    explanations give the probability alone."""
+    if not package.is_binary:
+        predictions = margins.astype(np.float32)
+        segments = package.segments(margins) if package.has_segments else None  # as predict: of the float64 values
+        return [{"prediction": float(value), **({"segment": segments[i]} if segments is not None else {})}
+                for i, value in enumerate(predictions)]
+    scores = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)  # as Ensemble.predict, in float32 as predict answers
+    thresholds = package.row_thresholds(len(scores), records)
+    if thresholds is None:
+        return [{"probability": float(score)} for score in scores]
+    decisions = package.labels(scores >= thresholds)
+    return [{"probability": float(score), "decision": decision, "threshold": float(threshold)}
+            for score, decision, threshold in zip(scores, decisions, thresholds)]
 
 
 def output_types(package: LoadedPackage) -> List[Dict]:

@@ -130,6 +130,25 @@ def test_shap_contributions_add_up_to_the_margin(server, churn_test_rows, loaded
     assert expit(explanations[0]["margin"]) == pytest.approx(float(loaded.predict(churn_test_rows.head(1))[0]), abs=1e-6)
 
 
+def test_an_explanation_says_what_it_explains_as_predict_answered_it(server, churn_test_rows, clv):
+    """An explanation gave a margin and contributions but not the probability, decision and threshold they lead
+    to. Churn serves per-group thresholds (its fairness mitigation): each explained row carries the answer predict
+    gives the same row, the threshold of its group included; CLV's carry the prediction and the segment."""
+    records = records_of(churn_test_rows)
+    explained = httpx.post(f"{server}/v1/models/churn:explain", json={"instances": records}).json()
+    predicted = httpx.post(f"{server}/v1/models/churn:predict", json={"instances": records}).json()
+    assert explained["decision_rule"] == predicted["decision_rule"] != "single threshold"
+    fields = ("probability", "decision", "threshold")
+    assert [{k: e[k] for k in fields} for e in explained["explanations"]] == \
+        [{k: p[k] for k in fields} for p in predicted["predictions"]]
+    assert len({e["threshold"] for e in explained["explanations"]}) > 1  # several groups' thresholds
+    customers = records_of(clv[1].head(20))
+    explained = httpx.post(f"{server}/v1/models/clv:explain", json={"instances": customers}).json()
+    predicted = httpx.post(f"{server}/v1/models/clv:predict", json={"instances": customers}).json()
+    assert [(e["prediction"], e["segment"]) for e in explained["explanations"]] == \
+        [(p["prediction"], p["segment"]) for p in predicted["predictions"]]
+
+
 def test_explain_answers_with_its_own_headers_never_the_request_s(server, churn_test_rows):
     """KServe's explain began its answer's headers with the request's: a client's credentials came back, and a
     chunked request got both framings (RFC 9112 6.2), which Node's HTTP client refuses."""

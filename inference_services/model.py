@@ -174,16 +174,28 @@ class FlowlineModel(Model):
         return self._store
 
     def store_reachable(self) -> bool:
-        """For readiness: false while the online store is out of reach. Costs nothing until a request finds it
-        unreachable; from then on each call pings it, until it answers again."""
-        if not self._store_down or self._store is None:
+        """For readiness: false while the online store is out of reach, or holds no history of a definition read
+        here. Costs nothing until a request finds it so (then each call pings it, until it answers again), but for
+        a definition's owner, which looks for its seed marks on each call (one round trip): a store that lost its
+        data is seeded again even while no request reaches the owner, as when a reader of the definition in the
+        same pod has made it unready."""
+        if self._store is None:
             return True
         try:
+            if not self._store_down and all(self._store.is_seeded(name) for name in self._owned_definitions()):
+                return True
             self._store.ping()
-        except OnlineStoreUnavailable:
+        except OnlineStoreUnavailable as error:
+            self._store_failed(error)
             return False
+        self._store_down = True  # the store answers: seed what it lost, unless a definition's owner is elsewhere
         self._store_up()
         return not self._store_down
+
+    def _owned_definitions(self) -> set[str]:
+        """The entity-feature definitions whose owner is served here: its served rows are their events."""
+        return {feature.name for _, package in self._arms() if package.writes_events
+                for feature in package.feature_set.entity_features}
 
     def _store_failed(self, error: Exception) -> None:
         if isinstance(error, OnlineStoreUnavailable) and not isinstance(error, IncompatibleEvents) \

@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,8 +17,11 @@ from flowline.features.kinds import EntityFeatures, FeatureError
 from flowline.package.format import LINEAGE_FILE, Package
 from flowline.pipelines.cli import EXIT_ERROR, main
 from flowline.pipelines.cli.common import EXIT_FEATURES_DIFFER
+from flowline.inference_services.local_server import running_server
+from flowline.online_store import open_store
 from flowline.registry import RegistryError
 from flowline.use_case_loader import load_use_case
+from redis_server import redis_server_binary, running_redis
 from serving_helpers import build_package, recorded
 
 pytestmark = pytest.mark.xdist_group("serving")  # the packages are built once, in one worker
@@ -209,7 +213,8 @@ def shared(tmp_path_factory) -> dict:
     pinned = with_owner_outputs(reuser, runs)
     reuser_package = recorded(runs, build_package(pinned, folder / "disputes-build", trials=1), pinned, "disputes-1")
     return {"folder": folder, "runs": runs, "owner": owner, "reuser": reuser, "pinned": pinned,
-            "owner_package": Package.open(owner_package), "reuser_package": Package.open(reuser_package)}
+            "owner_package": Package.open(owner_package), "reuser_package": Package.open(reuser_package),
+            "served": [str(owner_package), str(reuser_package)]}
 
 
 def entity_block(package: Package) -> EntityFeatures:
@@ -241,6 +246,26 @@ def test_the_registry_shows_the_shared_definition_and_diff_leaves_the_entity_fea
     entities = changes["vocabularies"]["card"]  # other payments, other cards known: counted, not named
     assert entities["before"] == len(entity_block(owner).history.events)
     assert entities["after"] == len(entity_block(reuser).history.events)
+
+
+def test_a_pod_serving_a_definitions_owner_and_reader_seeds_it_again_from_readiness_when_redis_lost_it(
+        shared, tmp_path):
+    """The reader's request finds the history gone and makes the pod unready, so no request reaches the owner:
+    it stayed unready for good. The owner's readiness looks for its seed mark, and seeds the history again."""
+    row = {"txn": "t-x", "card": "c1", "at": "2026-03-01T10:00:00", "amount": 4.0}
+    (tmp_path / "redis").mkdir()
+    with running_redis(redis_server_binary(), tmp_path / "redis") as url, \
+            running_server(shared["served"], extra_args=["--online-store", url]) as served, \
+            httpx.Client(base_url=served, timeout=30) as client:
+        dispute = {"instances": [{**row, "channel": "online"}]}
+        assert client.post("/v1/models/disputes:predict", json=dispute).status_code == 200
+        open_store(url)._client.flushall()  # what a restart without persistence leaves
+        lost = client.post("/v1/models/disputes:predict", json=dispute)
+        assert lost.status_code == 503 and "holds no history of definition 'cards'" in lost.json()["error"]
+        client.get("/v2/health/ready")  # the owner seeds it again (the reader may be asked first)
+        assert open_store(url).is_seeded("cards")
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.post("/v1/models/disputes:predict", json=dispute).status_code == 200
 
 
 def test_a_reuser_without_its_owners_outputs_refuses_to_search_its_own(shared, capsys):

@@ -99,8 +99,11 @@ class ColumnCodec:
                 codes = np.clip(np.rint(matrix[:, i]).astype(int), 0, len(self.categories[column]) - 1)
                 decoded = np.array(self.categories[column], dtype=object)[codes]
                 data[column] = np.where(decoded == MISSING, None, decoded)
+            elif column in self.integers:  # a whole number, but the fill as it is: a blank was scored with it
+                values = matrix[:, i]
+                data[column] = np.where(values == self.fills[column], values, np.rint(values))
             else:
-                data[column] = np.rint(matrix[:, i]) if column in self.integers else matrix[:, i]
+                data[column] = matrix[:, i]
         return pd.DataFrame(data)
 
 

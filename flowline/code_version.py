@@ -2,8 +2,8 @@
 
 The commit comes from $FLOWLINE_COMMIT, which the image is built with (`make image` passes the checkout's
 commit, with DIRTY after it when tracked files differed from it), else from the git checkout flowline is
-imported from. flowline installed from a wheel, with neither, has no known commit (None): its version alone
-names the code, and `__version__` does not change with every commit.
+imported from. flowline installed from a wheel, with neither (or without git), has no known commit (None): its
+version alone names the code, and `__version__` does not change with every commit.
 """
 
 from __future__ import annotations
@@ -44,5 +44,7 @@ def _checkout_commit() -> str | None:
 
 
 def _git(root: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30,
-                          check=True).stdout.strip()
+    """A read-only git command in `root`, trusted even where another user owns the checkout (git refuses a
+    "dubious ownership" otherwise, as for a clone mounted into a container)."""
+    return subprocess.run(["git", "-c", f"safe.directory={root}", "-C", str(root), *args], capture_output=True,
+                          text=True, timeout=30, check=True).stdout.strip()

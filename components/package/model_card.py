@@ -145,7 +145,7 @@ def stated(text: str, field: str) -> str:
 def code_line(code: dict) -> str:
     """flowline's version and the commit that built the package, as the card shows them."""
     if not code["commit"]:
-        return f"flowline {code['flowline']} (commit not known: installed without one)"
+        return f"flowline {code['flowline']} (commit not known: no checkout, image commit or git where it ran)"
     changed = " with uncommitted changes" if code["dirty"] else ""
     return f"flowline {code['flowline']}, commit {code['commit']}{changed}"
 

@@ -230,7 +230,7 @@ def excess_errors_p_value(champion: ArmOutcomes, canary: ArmOutcomes, max_ratio:
     conditioned on their sum; the traffic split fixes s). The likelihood ratio of the errors' owners against s,
     mixed over a uniform prior on shares from s to 1, is then a supermartingale, and its inverse a p-value valid
     at every look (Ville's inequality). One error is no evidence: a 10 % canary's single error against none in
-    9,000 champion requests gives p = 0.30; its first 3 requests all failing against none in 27 of the
+    9,000 champion requests gives p = 0.31; its first 3 requests all failing against none in 27 of the
     champion's gives p = 0.02."""
     if canary.errors == 0 or champion.requests == 0:
         return 1.0

@@ -128,7 +128,7 @@ class ServedPackages:
                                     labels=["model_name", "model_version"])
         quality = GaugeMetricFamily("flowline_model_quality", "Test-split metrics of the served package.",
                                     labels=["model_name", "model_version", "metric"])
-        gates = GaugeMetricFamily("flowline_model_gates_passed", "1 when the served package passed its quality gates.",
+        gates = GaugeMetricFamily("flowline_model_gates_passed", "1 when the served package passed its gates (quality and fairness).",
                                   labels=["model_name", "model_version"])
         for (model, version), (use_case, task, created_at, gates_passed, values) in self._served.items():
             info.add_metric([model, version, use_case, task], 1)

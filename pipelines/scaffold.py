@@ -383,8 +383,7 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
         return [str(error)], []
     raw_frame, malformed = raw.frame, raw.malformed
     problems, notes = _column_problems(raw_frame, use_case)
-    notes += [f"{field} is empty: the model card will say it is not stated" for field in ("description", "intended_use")
-              if not getattr(use_case, field).strip()]
+    notes += _card_notes(use_case)
     label = use_case.label.column
     if use_case.transactions is None and label not in raw_frame.columns:
         return problems, notes
@@ -401,6 +400,16 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
     if result.bad_fraction > use_case.max_bad_fraction:
         return [*problems, summary], notes
     return problems, [*notes, summary]
+
+
+def _card_notes(use_case: UseCase) -> list[str]:
+    """What the model card will lack: it shows the description under "Intended use" when only that is stated."""
+    described = bool(use_case.description.strip())
+    notes = [] if described else ["description is empty: the model card will say it is not stated"]
+    if not use_case.intended_use.strip():
+        notes.append("intended_use is empty: the model card will show the description in its place" if described
+                     else "intended_use is empty: the model card will say it is not stated")
+    return notes
 
 
 def _column_problems(frame: pd.DataFrame, use_case: UseCase) -> tuple[list[str], list[str]]:

@@ -76,9 +76,13 @@ def test_init_drafts_the_model_cards_fields_and_lists_columns_named_like_protect
     shown = capsys.readouterr().out
     assert "note: intended_use is empty: the model card will say it is not stated" in shown
     assert "note: description is empty" in shown
-    chosen = tmp_path / "chosen.yaml"  # the line, uncommented, is a use case's
-    chosen.write_text(text.replace("\n# sensitive_attributes:", "\nsensitive_attributes:"))
+    chosen = tmp_path / "chosen.yaml"  # the line, uncommented, is a use case's; a description stands in for the use
+    chosen.write_text(text.replace("\n# sensitive_attributes:", "\nsensitive_attributes:").replace(
+        'description: ""', 'description: "Credit risk of loan applicants"'))
     assert load_use_case(chosen).sensitive_attributes == ["personal_status", "age"]
+    assert main(["validate", str(chosen)]) == 0
+    assert "note: intended_use is empty: the model card will show the description in its place" in \
+        capsys.readouterr().out
     # By words of the name: not PageValues' "age", not usage or mileage.
     assert [looks_sensitive(n) for n in ("PageValues", "usage", "SeniorCitizen", "native-country", "Sex")] == \
         [False, False, True, True, True]

@@ -73,10 +73,11 @@ RESOURCES = {
 RETRY = {"num_retries": 2, "backoff_duration": "30s", "backoff_factor": 2.0, "backoff_max_duration": "600s"}
 # Steps whose result is not fixed by their inputs are never taken from KFP's cache: ingest
 # reads a source whose content can change under the same URL (as does batch scoring), deploy and the exit
-# handler act on the cluster. Every other step is a function of its inputs and seeds. `flowline submit
+# handler act on the cluster, and the package names the run that built it in its lineage (its run id input
+# differs every run anyway). Every other step is a function of its inputs and seeds. `flowline submit
 # --no-cache` compiles with caching off for every step (kfp.Client's enable_caching reaches
 # only the top-level tasks, not the steps inside the exit handler).
-NOT_CACHED = {"ingest", "deploy", "run-outcome", "score"}
+NOT_CACHED = {"ingest", "package", "deploy", "run-outcome", "score"}
 # On a cluster every step gets the object store's Secret (storage.POD_SECRET); these steps also hold a key:
 # the package step signs the package, deploy verifies it and records, the exit handler records.
 SIGNING_KEY = {signing.POD_SECRET: {signing.POD_SECRET_KEY: signing.KEY_ENV}}

@@ -64,20 +64,19 @@ from flowline.features.kinds import FeatureError
 from flowline.online_store import (HistoryLost, IncompatibleEvents, OnlineStore, OnlineStoreError,
                                    OnlineStoreUnavailable, open_store, shown)
 from flowline.inference_services import metrics
-from flowline.inference_services import customers_online
-from flowline.inference_services.batching import Batcher, Job, require_finite, score_jobs, transform
+from flowline.inference_services import customers_online, explanations
+from flowline.inference_services.batching import Batcher, Job, score_jobs, transform
 from flowline.inference_services.options import (DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_ROWS,
                                                  DEFAULT_MAX_EXPLAIN_ROWS)
 from flowline.inference_services.payloads import payload_records
 from flowline.inference_services.tensors import feature_matrix, tensor_records
-from flowline.inference_services.request_checks import (MAX_ID_CHARACTERS, BadRequest, RecordChecker, describe,
-                                                           request_checker)
+from flowline.inference_services.request_checks import (MAX_ID_CHARACTERS, V1_ROW, V2_ROW, BadRequest,
+                                                           RecordChecker, describe, ids_sent, request_checker)
 from flowline.package.format import read_manifest, refuse_other_use_case
 from flowline.storage import is_s3
 from flowline.scoring import Scorer
 
 log = logging.getLogger("flowline.serving")
-V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row
 # The attributes by which KServe takes a JSON body for a structured-mode CloudEvent (is_structured_cloudevent).
 STRUCTURED_EVENT = ("specversion", "id", "source", "type", "time", "data")
 
@@ -465,7 +464,7 @@ class FlowlineModel(Model):
         and readiness request the worker had meanwhile. A request carries at most `max_explain_rows` rows
         (`--max-explain-rows`, default 64), as an explain costs from about 1 ms a row (churn) to 0.15 s a row
         (fraud-claims, CatBoost first): 1,024 claims took 81 s, and every other explain on the worker waited."""
-        _check_explain_rows(payload, self.max_explain_rows)
+        explanations.check_explain_rows(payload, self.max_explain_rows)
         async with self._explaining:
             try:
                 return await asyncio.to_thread(self._explanations, payload, headers)
@@ -479,35 +478,8 @@ class FlowlineModel(Model):
         records = self._customers_by_id(package, payload)
         if records is None:
             records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
-        matrix, _ = transform(package, records, V1_ROW)
-        per_column, base, floor_adjustment = package.model.column_contributions(matrix, package.owners)
-        margins = package.model.margin(matrix)
-        require_finite(np.column_stack([per_column, base, margins]), V1_ROW)
-        floored = package.model.floor is not None  # a regression clipped at a floor: the clip is its own term
-        columns, ids = package.feature_set.input_columns, package.use_case.id_columns
-        entity = [i for i, name in enumerate(package.feature_set.feature_names)
-                  if name in {n for f in package.feature_set.entity_features for n in f.names}]
-        names = [package.feature_set.feature_names[i] for i in entity]
-        answered = _answers_explained(package, margins, records)
-        return {
-            "model_name": self.name,
-            "model_version": package.version,
-            "id": request_id,
-            **({"decision_rule": package.decision_rule} if package.is_binary else {}),
-            "explanations": [
-                {
-                    **_ids_sent(record, ids),
-                    **served,
-                    "base_value": float(base_value),
-                    "margin": float(margin),
-                    **({"floor_adjustment": float(adjustment)} if floored else {}),
-                    "contributions": dict(zip(columns, map(float, by_column))),
-                    **({"entity_features": dict(zip(names, map(float, row[entity])))} if entity else {}),
-                }
-                for record, served, base_value, by_column, margin, row, adjustment
-                in zip(records, answered, base, per_column, margins, matrix, floor_adjustment)
-            ],
-        }
+        return {"model_name": self.name, "model_version": package.version, "id": request_id,
+                **explanations.explained(package, records)}
 
     def _features_from_tensors(self, package: LoadedPackage, request: InferRequest
                                ) -> tuple[Optional[list], Optional[np.ndarray]]:
@@ -546,7 +518,7 @@ class FlowlineModel(Model):
         if not isinstance(payload, InferRequest):
             keys, columns = list(outputs), package.use_case.id_columns
             return {
-                "predictions": [{**_ids_sent(record, columns), **dict(zip(keys, row))}
+                "predictions": [{**ids_sent(record, columns), **dict(zip(keys, row))}
                                 for record, row in zip(records, zip(*(v.tolist() for v in outputs.values())))],
                 "model_name": self.name,
                 "model_version": package.version,
@@ -566,25 +538,6 @@ class FlowlineModel(Model):
             parameters={"decision_rule": package.decision_rule} if package.is_binary else None,
             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
         )
-
-
-def _answers_explained(package: LoadedPackage, margins: np.ndarray, records: list) -> List[Dict[str, Any]]:
-    """What predict answers for each explained row, so that an explanation says what it explains: the probability
-    and, under a deterministic rule, the decision and the threshold that took it (binary); the prediction and any
-    segment (regression). A randomised rule's decision is a draw, which a second draw here could contradict: its
-    explanations give the probability alone."""
-    if not package.is_binary:
-        predictions = margins.astype(np.float32)
-        segments = package.segments(margins) if package.has_segments else None  # as predict: of the float64 values
-        return [{"prediction": float(value), **({"segment": segments[i]} if segments is not None else {})}
-                for i, value in enumerate(predictions)]
-    scores = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)  # as Ensemble.predict, in float32 as predict answers
-    thresholds = package.row_thresholds(len(scores), records)
-    if thresholds is None:
-        return [{"probability": float(score)} for score in scores]
-    decisions = package.labels(scores >= thresholds)
-    return [{"probability": float(score), "decision": decision, "threshold": float(threshold)}
-            for score, decision, threshold in zip(scores, decisions, thresholds)]
 
 
 def output_types(package: LoadedPackage) -> List[Dict]:
@@ -640,22 +593,8 @@ def _request_id(payload: Union[Dict, InferRequest], headers: Optional[Mapping[st
     return request_id
 
 
-def _ids_sent(record: Mapping[str, Any], columns: List[str]) -> Dict[str, Any]:
-    """The id columns `record` carries, with their values as sent."""
-    return {column: record[column] for column in columns if column in record}
-
-
 def _datatype_of(column_type: str) -> str:
     return {"integer": "INT64", "number": "FP64"}.get(column_type, "BYTES")
-
-
-def _check_explain_rows(payload: Any, max_explain_rows: int) -> None:
-    """A 400 for an explain request of more rows than `max_explain_rows`, before it waits for its turn (the rest of
-    the body is checked as predict checks it)."""
-    instances = payload.get("instances") if isinstance(payload, dict) else None
-    if isinstance(instances, list) and len(instances) > max_explain_rows:
-        raise BadRequest("batch_too_large", f"instances: {len(instances)} records, above the explain limit of "
-                                            f"{max_explain_rows} (--max-explain-rows): send them in smaller requests")
 
 
 def _instances(payload: Any) -> Any:

@@ -27,6 +27,7 @@ from flowline.use_case import ColumnSpec, UseCase
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 SHOWN_CHARACTERS = 40
 MAX_ID_CHARACTERS = 200  # an id is repeated in the answer and the prediction log
+V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row
 
 
 class BadRequest(InvalidInput):
@@ -208,3 +209,8 @@ def request_columns(input_columns: Sequence[str], decided_by: Sequence[str]) -> 
     """The columns a request carries: the FeatureSet's inputs, plus the columns the decision reads
     (a fairness mitigation's sensitive attributes) where the features do not read them."""
     return [*input_columns, *(column for column in decided_by if column not in input_columns)]
+
+
+def ids_sent(record: Mapping[str, Any], columns: list[str]) -> dict[str, Any]:
+    """The id columns `record` carries, with their values as sent: an answer repeats them beside each row."""
+    return {column: record[column] for column in columns if column in record}

@@ -36,12 +36,11 @@ class BodyLimit:
     Refusals are counted in flowline_invalid_inputs_total{reason="body_too_large"} (or "body_encoding") under the
     model the path names, when it is one of `models` (any other path would make a new label); and, on a model's
     predict, explain and infer routes, in flowline_http_requests_total as the request counter counts the answers
-    it sees (`version_of`: the version a model name answers with, given the version a versioned URL names; None
-    for a name not served), so that the invalid
+    it sees (`versions_of`: a model name's served versions, None for a name not served), so that the invalid
     ratio's denominator holds them."""
 
-    def __init__(self, app, max_bytes: int, models: Collection[str], version_of: metrics.VersionOf) -> None:
-        self.app, self.max_bytes, self.models, self.version_of = app, max_bytes, frozenset(models), version_of
+    def __init__(self, app, max_bytes: int, models: Collection[str], versions_of: metrics.VersionsOf) -> None:
+        self.app, self.max_bytes, self.models, self.versions_of = app, max_bytes, frozenset(models), versions_of
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -124,7 +123,7 @@ class BodyLimit:
         metrics.INVALID_INPUTS.labels(model if model in self.models else "", reason).inc()
         route = metrics.MODEL_ROUTE.match(scope["path"])
         if route is not None:
-            metrics.count_request(route, status, self.version_of)
+            metrics.count_request(route, status, self.versions_of)
         content = orjson.dumps({"error": message})
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),

@@ -17,7 +17,7 @@ import threading
 import time
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Optional
+from typing import Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
@@ -74,7 +74,7 @@ CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/
 NO_LIMIT_ABOVE = 2**60
 # The model's name (group 1 or 2) and, in a versioned v2 URL, the version it names (group 3).
 MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-VersionOf = Callable[[str, Optional[str]], Optional[str]]
+VersionsOf = Callable[[str], Optional[Sequence[str]]]  # a model name's served versions, champion first; None: not served
 
 
 class Answering:
@@ -128,7 +128,8 @@ class ServedPackages:
                                     labels=["model_name", "model_version"])
         quality = GaugeMetricFamily("flowline_model_quality", "Test-split metrics of the served package.",
                                     labels=["model_name", "model_version", "metric"])
-        gates = GaugeMetricFamily("flowline_model_gates_passed", "1 when the served package passed its gates (quality and fairness).",
+        gates = GaugeMetricFamily("flowline_model_gates_passed",
+                                  "1 when the served package passed its gates (quality and fairness).",
                                   labels=["model_name", "model_version"])
         for (model, version), (use_case, task, created_at, gates_passed, values) in self._served.items():
             info.add_metric([model, version, use_case, task], 1)
@@ -250,9 +251,9 @@ class RequestCounter:
     that took them (`count_request`). With `worker` (several workers), each answer says which worker gave it in
     `x-flowline-worker` (its pid)."""
 
-    def __init__(self, app, version_of: VersionOf, worker: Optional[str] = None) -> None:
+    def __init__(self, app, versions_of: VersionsOf, worker: Optional[str] = None) -> None:
         self.app = app
-        self.version_of = version_of
+        self.versions_of = versions_of
         self.worker_header = [(b"x-flowline-worker", worker.encode())] if worker else []
 
     async def __call__(self, scope, receive, send) -> None:
@@ -274,19 +275,25 @@ class RequestCounter:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            count_request(match, status, self.version_of, note.version)
+            count_request(match, status, self.versions_of, note.version)
 
 
-def count_request(route: re.Match, status: int, version_of: VersionOf, answered: Optional[str] = None) -> None:
-    """Count an answer to a model route (`route`: MODEL_ROUTE's match of its path) in HTTP_REQUESTS, under the
-    version that `answered` (as the model noted it), else the one `version_of` gives for the name and the version
-    the path names: a canary's answers and refusals are its own, not the champion's."""
+def counted_version(versions: Sequence[str], requested: Optional[str], answered: Optional[str]) -> str:
+    """The version a request to a model serving `versions` (champion first) is counted under: the one that took
+    it, as the model noted it (`answered`); refused before that, the one a versioned URL names (`requested`) if it
+    is served, else the champion's. A canary's answers and refusals are its own, not the champion's."""
+    return answered or (requested if requested in versions else versions[0])
+
+
+def count_request(route: re.Match, status: int, versions_of: VersionsOf, answered: Optional[str] = None) -> None:
+    """Count an answer to a model route (`route`: MODEL_ROUTE's match of its path) in HTTP_REQUESTS, under
+    `counted_version`."""
     name = route.group(1) or route.group(2)
-    version = version_of(name, route.group(3))
-    if version is not None and answered is not None:
-        version = answered
-    # A name the server does not serve is counted without it: callers cannot add series at will.
-    HTTP_REQUESTS.labels(name if version is not None else "", version or "", str(status)).inc()
+    versions = versions_of(name)
+    if versions is None:  # a name the server does not serve is counted without it: callers cannot add series at will
+        HTTP_REQUESTS.labels("", "", str(status)).inc()
+        return
+    HTTP_REQUESTS.labels(name, counted_version(versions, route.group(3), answered), str(status)).inc()
 
 
 # The drift monitor's metrics; model_name is the monitored model's name, so they join the server's. With

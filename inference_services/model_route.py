@@ -132,9 +132,7 @@ class ModelRoute:
         except Exception as error:  # noqa: BLE001 - a failure is the server's
             log.exception("%s failed on a request", model.name)
             response = server_error(error)
-        # The arm the model routed it to; refused before that, the version the URL names if served, else the champion's.
-        versions = model.versions()
-        version = note.version or (requested if requested in versions else versions[0])
+        version = metrics.counted_version(model.versions(), requested, note.version)
         metrics.HTTP_REQUESTS.labels(model.name, version, str(response.status_code)).inc()
         response.raw_headers.extend(self.worker)
         await response(scope, receive, send)

@@ -304,17 +304,15 @@ class FlowlineRESTServer(RESTServer):
         # KServe's middlewares time and log every request; without an access log they only cost.
         if self.access_log:
             super()._add_middlewares(app)
-        app.add_middleware(metrics.RequestCounter, version_of=self.version_of, worker=self.worker)
+        app.add_middleware(metrics.RequestCounter, versions_of=self.versions_of, worker=self.worker)
 
-    def version_of(self, model_name: str, requested: Optional[str] = None) -> Optional[str]:
-        """The version a served model name answers with: `requested` (a versioned URL's) when it serves that one,
-        else its champion's; None for a name this server does not serve. A canary's requests are counted under
-        the canary's version by the note the model makes (metrics.note_version), before this is asked."""
+    def versions_of(self, model_name: str) -> Optional[list[str]]:
+        """The versions a served model name answers with, champion first (metrics.counted_version picks the one a
+        request is counted under); None for a name this server does not serve."""
         model = self.models.get(model_name)
         if model is None:
             return None
-        versions = model.versions() if hasattr(model, "versions") else [model.package.version]
-        return requested if requested in versions else versions[0]
+        return model.versions() if hasattr(model, "versions") else [model.package.version]
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)
@@ -482,7 +480,7 @@ class FlowlineModelServer(ModelServer):
         app = model_route.with_model_route(import_from_string(FASTAPI_APP_IMPORT_STRING), by_name, self.dataplane,
                                            _refused, worker)
         self._rest_server.config.app = BodyLimit(with_event_route(app, by_name, _refused, worker, self.max_body_bytes),
-                                                 self.max_body_bytes, by_name, self._rest_server.version_of)
+                                                 self.max_body_bytes, by_name, self._rest_server.versions_of)
         if not self.access_log:  # per-request log lines cost more than the prediction
             access = logging.getLogger("uvicorn.access")
             access.handlers, access.propagate = [], False

@@ -62,12 +62,12 @@ def answers_explained(package, margins: np.ndarray, records: list) -> List[Dict[
     """What predict answers for each explained row: the probability and, under a deterministic rule, the decision
     and the threshold that took it (binary); the prediction and any segment (regression). A randomised rule's
     decision is a draw, which a second draw here could contradict: its explanations give the probability alone."""
+    values = package.model.from_margin(margins)  # float64, as predict's: answered in float32
+    scores = values.astype(np.float32)
     if not package.is_binary:
-        predictions = margins.astype(np.float32)
-        segments = package.segments(margins) if package.has_segments else None  # as predict: of the float64 values
+        segments = package.segments(values) if package.has_segments else None
         return [{"prediction": float(value), **({"segment": segments[i]} if segments is not None else {})}
-                for i, value in enumerate(predictions)]
-    scores = (1.0 / (1.0 + np.exp(-margins))).astype(np.float32)  # as Ensemble.predict, in float32 as predict answers
+                for i, value in enumerate(scores)]
     thresholds = package.row_thresholds(len(scores), records)
     if thresholds is None:
         return [{"probability": float(score)} for score in scores]

@@ -82,7 +82,10 @@ class Ensemble:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities of the positive class (binary) or predictions (regression), float64."""
-        margin = self.margin(x)
+        return self.from_margin(self.margin(x))
+
+    def from_margin(self, margin: np.ndarray) -> np.ndarray:
+        """What `predict` answers for rows of this `margin` (as `margin` gives it): the logistic of it (binary)."""
         return 1.0 / (1.0 + np.exp(-margin)) if self.task == "binary" else margin
 
     def contributions(self, x: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -55,7 +54,7 @@ class Scorer:
             path = download_package(str(path))
         packaged = Package.open(path)  # read from its private copy of what was verified
         return Scorer(
-            version=packaged.version, created_at=datetime.fromisoformat(packaged.created_at).timestamp(),
+            version=packaged.version, created_at=packaged.built_at,
             use_case=packaged.use_case, feature_set=packaged.feature_set, model=packaged.model,
             evaluation=packaged.evaluation, mitigation=mitigation_of(packaged.evaluation),
         )

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -74,8 +73,7 @@ class DriftPackage:
         package = Package.open(path)  # verified, then read from its private copy of what was verified
         mitigation = mitigation_of(package.evaluation)
         return cls(
-            version=package.version, built_at=datetime.fromisoformat(package.created_at).timestamp(),
-            use_case=package.use_case,
+            version=package.version, built_at=package.built_at, use_case=package.use_case,
             checker=request_checker(package.use_case, package.feature_set.input_columns,  # the payload logger
                                     mitigation.attributes if mitigation else ()),  # sends requests as they came
             encoder=DriftEncoder(package.feature_set),

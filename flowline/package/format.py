@@ -321,6 +321,11 @@ class Package:
     def created_at(self) -> str:
         return self.manifest["created_at"]
 
+    @property
+    def built_at(self) -> float:
+        """`created_at` in seconds since the epoch."""
+        return datetime.fromisoformat(self.created_at).timestamp()
+
     @cached_property
     def use_case(self) -> UseCase:
         return UseCase.model_validate_json((self.path / USE_CASE_FILE).read_text())

@@ -1,7 +1,6 @@
 """The drift monitor over real HTTP: KServe payload-logger CloudEvents in, windows tested, metrics out."""
 
 import uuid
-from datetime import datetime
 
 import httpx
 import numpy as np
@@ -121,7 +120,7 @@ def test_pipeline_run_outcomes_are_counted(monitor, churn_package):
     assert 'flowline_pipeline_last_run_timestamp_seconds{status="failed",use_case="churn"}' in metrics
     # Before a success reaches it, the newest success a monitor knows of is its package's build, so that a monitor
     # restarted since the last success (a promotion moves it) still exports one for FlowlinePipelineNoSuccessfulRun.
-    built = datetime.fromisoformat(Package.open(churn_package).created_at).timestamp()
+    built = Package.open(churn_package).built_at
     assert last_success(metrics) == built < last_success(succeeded)
 
 

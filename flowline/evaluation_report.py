@@ -6,6 +6,7 @@ In the core, as both steps write it and a step imports only the core and its own
 
 from __future__ import annotations
 
+from flowline.fairness_summary import thresholds
 from flowline.use_case import UseCase, gate_bounds
 
 
@@ -66,7 +67,8 @@ def served_decisions_line(report: dict) -> str:
     if rule["randomized"]:
         return ("**Served decisions:** a randomised per-group rule (fairness mitigation), not this threshold: the "
                 "metrics at a threshold above are the single threshold's; the fairness report gives the served ones.")
-    shown = ", ".join(f"{key} {group['threshold']:.4f}" for key, group in rule["groups"].items())
-    return (f"**Served decisions:** per-group thresholds (fairness mitigation): {shown}, {rule['threshold']:.4f} for "
+    served = thresholds(report["fairness"])
+    shown = ", ".join(f"{key} {value:.4f}" for key, value in served.items() if key != "*")
+    return (f"**Served decisions:** per-group thresholds (fairness mitigation): {shown}, {served['*']:.4f} for "
             "every other row. The metrics at a threshold above are the single threshold's; the fairness report and "
             "the model card give the served decisions' outcomes.")

@@ -42,13 +42,13 @@ def build_package(
     """
     out = Path(destination)
     out.mkdir(parents=True, exist_ok=True)
+    evaluation = json.loads(Path(evaluation_file).read_text())  # the decided one, which the report and card show
     for name, source in (reports or {}).items():
         if name not in REPORT_FILES:
             raise ValueError(f"unknown report {name!r}; expected one of {', '.join(REPORT_FILES)}")
         (out / REPORTS_DIR).mkdir(exist_ok=True)
         if name == "evaluation":
-            decided = json.loads(Path(evaluation_file).read_text())
-            (out / REPORTS_DIR / REPORT_FILES[name]).write_text(report_markdown(decided, use_case))
+            (out / REPORTS_DIR / REPORT_FILES[name]).write_text(report_markdown(evaluation, use_case))
         else:
             shutil.copyfile(source, out / REPORTS_DIR / REPORT_FILES[name])
     shutil.copytree(model_dir, out / MODEL_DIR, dirs_exist_ok=True)
@@ -68,8 +68,7 @@ def build_package(
     }
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1))
     members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
-    card = model_card(use_case, json.loads((out / EVALUATION_FILE).read_text()),
-                      json.loads(Path(explanation_file).read_text()), lineage,
+    card = model_card(use_case, evaluation, json.loads(Path(explanation_file).read_text()), lineage,
                       {"members": family_weights(members)},
                       tuple(name for name in REPORT_FILES if name in (reports or {})))
     (out / CARD_JSON).write_text(json.dumps(card, indent=1))

@@ -19,7 +19,7 @@ import pandas as pd
 
 from flowline.contract import ContractResult, apply_contract, enforce_bad_fraction, read_use_case_table
 from flowline.customer_rows import daily_purchases, features_at
-from flowline.online_store import Event, OnlineStore
+from flowline.online_store import Event, HistoryLost, OnlineStore
 from flowline.use_case import TransactionsSpec, UseCase
 
 EPOCH = pd.Timestamp("1970-01-01")  # event times are seconds since then, UTC
@@ -99,6 +99,13 @@ def history_log(events: Mapping[str, Sequence[Event]], use_case: UseCase) -> pd.
 def history_features(store: OnlineStore, use_case: UseCase, entities: Sequence[str], as_of: date) -> pd.DataFrame:
     """The customer-row features (FEATURE_COLUMNS) of `entities` as of `as_of`, from their stored
     transactions on or before that day, indexed by entity: exactly `features_at` on the whole log.
-    An entity with no transaction by then has no row."""
-    events = store.events_many(use_case.entity_definition, list(dict.fromkeys(entities)))
+    An entity with no transaction by then has no row. A store holding no seeded log of the use case raises
+    HistoryLost: it lost its data or was never seeded, and every customer would read as new, or as only the
+    transactions pushed since."""
+    namespace = use_case.entity_definition
+    try:
+        events = store.events_many(namespace, list(dict.fromkeys(entities)), seeded=True)
+    except HistoryLost:
+        raise HistoryLost(store.url, namespace, f"the log was never seeded; `flowline seed {use_case.name}` seeds "
+                                                f"it, adding only the transactions the store lacks") from None
     return features_at(daily_purchases(history_log(events, use_case), use_case), as_of)

@@ -46,12 +46,12 @@ class HistoryLost(OnlineStoreUnavailable):
     """The store holds no seeded history of a definition that a served version reads: it lost its data (a Redis
     restarted without persistence), or the definition's owner was never served with it."""
 
-    def __init__(self, url: str, namespace: str) -> None:
+    def __init__(self, url: str, namespace: str, remedy: str = "") -> None:
         self.namespace = namespace
         super().__init__(
             f"online store {shown(url)} holds no history of definition {namespace!r}: it lost its data (a restart "
-            f"without persistence?) or the use case {namespace!r} was never served with it; serving {namespace!r} "
-            f"seeds it again")
+            f"without persistence?) or " + (remedy or f"the use case {namespace!r} was never served with it; serving "
+                                                      f"{namespace!r} seeds it again"))
 
 
 class IncompatibleEvents(OnlineStoreUnavailable):

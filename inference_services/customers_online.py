@@ -10,7 +10,8 @@ scoring use, and the model scores that row; the answer is the one a request carr
 
 The as-of date is `parameters.as_of` (YYYY-MM-DD, in v1 and v2 alike); without it, today's date in
 UTC. A customer with no transaction on or before that date has no customer row, so no value: the
-request is refused with a 400 naming the customer. Requests carrying the customer-row features are
+request is refused with a 400 naming the customer; a store holding no seeded log (it lost its data) is a 503
+naming `flowline seed`. Requests carrying the customer-row features are
 answered as before. New transactions reach the store through the events endpoint
 (`POST /v2/models/{name}/events`, `push`), as records of the log's columns.
 """

@@ -191,12 +191,18 @@ class FlowlineModel(Model):
         self._store_up()
         return not self._store_down
 
+    def _definitions_read(self) -> set[str]:
+        """The entity-feature definitions a version served here reads."""
+        return {feature.name for _, package in self._arms() for feature in package.feature_set.entity_features}
+
     def _owned_definitions(self) -> set[str]:
         """The entity-feature definitions whose owner is served here: its served rows are their events."""
         return {feature.name for _, package in self._arms() if package.writes_events
                 for feature in package.feature_set.entity_features}
 
     def _store_failed(self, error: Exception) -> None:
+        if isinstance(error, HistoryLost) and error.namespace not in self._definitions_read():
+            return  # a CLV log the store lacks: only `flowline seed` restores it; requests carrying rows go on
         if isinstance(error, OnlineStoreUnavailable) and not isinstance(error, IncompatibleEvents) \
                 and not self._store_down:
             log.warning("%s: %s; answering 503 and not ready until it answers again", self.name, error)

@@ -123,8 +123,9 @@ def test_replayed_transactions_give_every_customer_the_offline_features_and_pred
     package = LoadedPackage.load(clv_package)
     offline = daily_purchases(log, use_case)  # the whole log, as batch scoring sees it
     store_url = fresh_store(backend, "replayed", 2)
+    replayed = pd.Timestamp("1997-02-01")  # the log seeded up to then, as `flowline seed` does; the rest pushed
+    seed_history(open_store(store_url), log[log["date"] < replayed], use_case, source="first-month")
     with clv_server(clv_package, store_url, tmp_path / "server.log") as url:
-        replayed = pd.Timestamp.min
         for as_of in CHECKPOINTS:  # replay up to each in turn, through the events endpoint
             cut = pd.Timestamp(as_of) + pd.Timedelta(days=1)
             push_weeks(url, log[(log["date"] >= replayed) & (log["date"] < cut)])
@@ -220,6 +221,31 @@ def test_a_pushed_transaction_the_contract_refuses_is_a_400_naming_it_and_nothin
     assert response.status_code == 400 and field in response.json()["error"], response.text
     response = httpx.post(f"{clv_online}{V1}", json={"instances": [{"customer_id": "88888"}]})
     assert response.status_code == 400 and "customer '88888' has no transaction" in response.text
+
+
+def test_a_store_without_the_seeded_log_is_a_503_naming_the_seed_command_and_the_server_serves_on(
+        backend, clv_package, sample_log, tmp_path):
+    """A Redis restarted empty, or a store never seeded: a customer's value would be that of a customer never seen,
+    or of the transactions pushed since. Each by-id request is a 503 saying how to seed it; rows are still scored,
+    transactions still taken, and once seeded (adding only what the store lacks) every value is the log's."""
+    use_case, log = sample_log
+    package = LoadedPackage.load(clv_package)
+    store_url = fresh_store(backend, "unseeded", 3)
+    offline = daily_purchases(log, use_case)
+    rows = features_at(offline, CALIBRATION_END)
+    customers = rows.index[:5].tolist()
+    with clv_server(clv_package, store_url, tmp_path / "server.log") as url:
+        push_weeks(url, log[log["date"] >= pd.Timestamp("1997-09-01")])  # only the latest transactions arrive
+        response = httpx.post(f"{url}{V1}", json={"instances": [{"customer_id": c} for c in customers],
+                                                  "parameters": {"as_of": CALIBRATION_END.isoformat()}})
+        assert response.status_code == 503, response.text
+        assert "holds no history of definition 'clv'" in response.text and "`flowline seed clv`" in response.text
+        assert httpx.get(f"{url}/v2/models/clv/ready").status_code == 200  # requests carrying rows go on
+        response = httpx.post(f"{url}{V1}", json={"instances": records_of(rows.loc[customers])})
+        assert response.status_code == 200, response.text
+        assert seed_history(open_store(store_url), log, use_case, source="cdnow-sample") == \
+            (log["date"] < pd.Timestamp("1997-09-01")).sum()  # the pushed ones are not written twice
+        assert np.array_equal(served(url, customers, CALIBRATION_END), package.predict(rows.loc[customers]))
 
 
 def test_a_served_request_is_no_transaction(clv_online):

@@ -6,7 +6,8 @@ answers with their sum (`multiprocess_registry`). The served packages' descripti
 but collected from the answering worker (`ServedPackages`): every worker serves the same versions, and a
 replaced version's series must disappear, which a multiprocess gauge cannot do. Nor are the process_*
 metrics of prometheus_client's default registry, which describe the answering process only: every
-worker's are read from /proc by its pid and labelled `worker` (`WorkerProcesses`).
+worker's are read from /proc by its pid and labelled `worker` (`WorkerProcesses`). The container's memory is
+read from its cgroup at each scrape (`ContainerMemory`).
 """
 
 from __future__ import annotations
@@ -66,11 +67,7 @@ ENTITY_EVENTS = Counter(
     "(the events endpoint).", ["model_name", "source"],
 )
 MODEL_RELOADS = Counter("flowline_model_reloads", "Package reloads, loaded or refused.", ["model_name", "result"])
-# Every worker reads the same cgroup file: the largest live value is the limit, without a pid label.
-MEMORY_LIMIT = Gauge("flowline_memory_limit_bytes", "The container's memory limit (cgroup); 0 when it has none.",
-                     multiprocess_mode="livemax")
-# cgroup v2, then v1. v1 reports "no limit" as a number near 2**63.
-CGROUP_MEMORY_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+# cgroup v1 reports "no limit" as a number near 2**63.
 NO_LIMIT_ABOVE = 2**60
 # The model's name (group 1 or 2) and, in a versioned v2 URL, the version it names (group 3).
 MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
@@ -164,11 +161,12 @@ class WorkerProcesses:
 
 def multiprocess_registry(pids: Callable[[], Mapping[int, int]]) -> CollectorRegistry:
     """What /metrics exports with several workers: every worker's counters, histograms and gauges summed from
-    $PROMETHEUS_MULTIPROC_DIR, the served packages as this worker serves them, and every worker's process_*
-    (`pids`: worker index -> pid)."""
+    $PROMETHEUS_MULTIPROC_DIR, the served packages as this worker serves them, the container's memory, and every
+    worker's process_* (`pids`: worker index -> pid)."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
     registry.register(SERVED_PACKAGES)
+    registry.register(CONTAINER_MEMORY)
     registry.register(WorkerProcesses(pids))
     return registry
 
@@ -235,15 +233,42 @@ def count_garbage_collections() -> None:
     threading.Thread(target=flush, name="gc-counts", daemon=True).start()
 
 
-def publish_memory_limit() -> None:
-    """Export the container's memory limit, so one alert rule fits every overlay's limits."""
-    for path in CGROUP_MEMORY_LIMITS:
-        if path.is_file():
-            text = path.read_text().strip()
-            limit = int(text) if text.isdigit() and int(text) < NO_LIMIT_ABOVE else 0
-            MEMORY_LIMIT.set(limit)
+class ContainerMemory:
+    """The container's memory as its cgroup counts it, read at each scrape: flowline_memory_limit_bytes (0 when
+    it has none) and flowline_memory_working_set_bytes, its usage less the inactive file cache, which is what the
+    kubelet evicts on and close to what the OOM killer sees. Unlike the workers' resident sizes summed, it counts
+    the pages they share (libraries, the package read before the fork) once. Nothing where no cgroup file is."""
+
+    def __init__(self, v2: Path = Path("/sys/fs/cgroup"), v1: Path = Path("/sys/fs/cgroup/memory")) -> None:
+        # (limit, usage, the stat file's inactive file cache), cgroup v2 first
+        self.layouts = ((v2 / "memory.max", v2 / "memory.current", v2 / "memory.stat", "inactive_file"),
+                        (v1 / "memory.limit_in_bytes", v1 / "memory.usage_in_bytes", v1 / "memory.stat",
+                         "total_inactive_file"))
+
+    def read(self) -> Optional[tuple[int, int]]:
+        """(limit, working set) in bytes; None without a cgroup."""
+        for limit_file, usage_file, stat_file, inactive_key in self.layouts:
+            try:
+                limit, usage = limit_file.read_text().strip(), int(usage_file.read_text())
+                stat = dict(line.split() for line in stat_file.read_text().splitlines() if line.count(" ") == 1)
+            except (OSError, ValueError):
+                continue
+            limit_bytes = int(limit) if limit.isdigit() and int(limit) < NO_LIMIT_ABOVE else 0
+            return limit_bytes, max(usage - int(stat.get(inactive_key, 0)), 0)
+        return None
+
+    def collect(self) -> Iterator[Metric]:
+        read = self.read()
+        if read is None:
             return
-    MEMORY_LIMIT.set(0)
+        yield GaugeMetricFamily("flowline_memory_limit_bytes", "The container's memory limit (cgroup); 0 when it "
+                                "has none.", value=read[0])
+        yield GaugeMetricFamily("flowline_memory_working_set_bytes", "The container's memory usage less its "
+                                "inactive file cache (cgroup), as the kubelet counts it.", value=read[1])
+
+
+CONTAINER_MEMORY = ContainerMemory()
+REGISTRY.register(CONTAINER_MEMORY)
 
 
 class RequestCounter:

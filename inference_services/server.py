@@ -91,7 +91,6 @@ def serve_here(models: Sequence[Model], host: str, port: int, access_log: bool, 
     workers that `sync` keeps on the same versions. A body above `max_body_bytes` is refused (body_limit.py)."""
     for model in models:
         model.load()
-    metrics.publish_memory_limit()
     metrics.count_garbage_collections()
     # Everything loaded now lives until exit: keep the collector from scanning it (GC pauses).
     gc.collect()

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from flowline.inference_services.local_server import free_port
 from flowline.use_case import UseCase
@@ -125,9 +126,17 @@ def test_the_model_server_stays_within_its_memory_limit_under_a_burst(model_serv
         statuses = list(pool.map(call, range(BURST_REQUESTS)))
     assert statuses.count(200) == BURST_REQUESTS
     limit = quantity(container["resources"]["limits"]["memory"])
+    scraped = {family.name: [sample.value for sample in family.samples]
+               for family in text_string_to_metric_families(client.get("/metrics").text)}
     peak = memory_peak_bytes(container_id)
-    record("model_server_peak_memory_bytes", {"peak": peak, "limit": limit, "requests": BURST_REQUESTS})
+    working_set, resident = scraped["flowline_memory_working_set_bytes"], scraped["process_resident_memory_bytes"]
+    record("model_server_peak_memory_bytes", {"peak": peak, "limit": limit, "requests": BURST_REQUESTS,
+                                              "working_set": working_set[0], "resident_by_worker": resident})
     assert peak < limit and state(container_id)["Running"] and not state(container_id)["OOMKilled"]
+    # The memory alert's two series, read from the container's own cgroup: the pod's limit, and a working set
+    # that the cgroup's peak usage bounds.
+    assert scraped["flowline_memory_limit_bytes"] == [limit]
+    assert len(working_set) == 1 and 0 < working_set[0] <= peak
     assert client.get(container["livenessProbe"]["httpGet"]["path"]).status_code == 200
 
 

@@ -17,7 +17,7 @@ MODEL_QUERY = "label_values(flowline_model_info, model_name)"
 # Grafana's built-in interval variables, and a value that keeps the PromQL valid for the others.
 GRAFANA_INTERVALS = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 # Metrics without a model_name label: every pod's process metrics, and pipeline outcomes.
-UNFILTERED_PREFIXES = ("process_", "flowline_gc_", "flowline_pipeline_")  # per pod, not per model
+UNFILTERED_PREFIXES = ("process_", "flowline_gc_", "flowline_pipeline_", "flowline_memory_")  # per pod, not per model
 
 
 def load(path: Path) -> dict:

@@ -129,6 +129,7 @@ DOCUMENTED: dict[str, set[str]] = {
     },
     "process_resident_memory_bytes": set(),
     "flowline_memory_limit_bytes": set(),
+    "flowline_memory_working_set_bytes": set(),
     "process_start_time_seconds": set(),
     "process_cpu_seconds_total": set(),
     "process_open_fds": set(),

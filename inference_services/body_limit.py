@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import zlib
 from typing import Any, Collection, Optional
 
@@ -46,6 +47,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope = {**scope, metrics.ARRIVED: time.perf_counter()}  # the outermost app: the request's wait starts here
         encodings = [name for name in (_header(scope, b"content-encoding") or "").lower().replace(" ", "").split(",")
                      if name not in ("", "identity")]
         if encodings:
@@ -123,7 +125,7 @@ class BodyLimit:
         metrics.INVALID_INPUTS.labels(model if model in self.models else "", reason).inc()
         route = metrics.MODEL_ROUTE.match(scope["path"])
         if route is not None:
-            metrics.count_request(route, status, self.versions_of)
+            metrics.count_request(route, status, self.versions_of, None, time.perf_counter() - metrics.arrived(scope))
         content = orjson.dumps({"error": message})
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),

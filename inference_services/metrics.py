@@ -34,6 +34,12 @@ LATENCY = Histogram(
     ["model_name", "model_version"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+REQUEST_SECONDS = Histogram(
+    "flowline_http_request_duration_seconds", "Time from a predict or infer request's headers reaching the server to "
+    "its answer starting: what a client waits, less the network, including the wait for the body, behind other "
+    "requests and for a batch; per model (model_name empty for a name the server does not serve).", ["model_name"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 PREDICTION_ERRORS = Counter(
     "flowline_prediction_errors", "Requests a model version refused or failed to answer, by exception: with "
     "flowline_request_latency_seconds_count (the answered ones), the canary analysis's error rate per version.",
@@ -271,6 +277,15 @@ CONTAINER_MEMORY = ContainerMemory()
 REGISTRY.register(CONTAINER_MEMORY)
 
 
+ARRIVED = "flowline.arrived"  # the ASGI scope's key for when the outermost app took the request (perf_counter)
+
+
+def arrived(scope: dict) -> float:
+    """When the request of `scope` reached the server (`ARRIVED`, noted by the outermost app, body_limit.py), else
+    now."""
+    return scope.get(ARRIVED) or time.perf_counter()
+
+
 class RequestCounter:
     """ASGI middleware counting model requests by status, including the 500s no handler sees, under the version
     that took them (`count_request`). With `worker` (several workers), each answer says which worker gave it in
@@ -286,12 +301,12 @@ class RequestCounter:
         if match is None:
             await self.app(scope, receive, send)
             return
-        status = 500
+        status, started, seconds = 500, arrived(scope), None
 
         async def send_and_note_status(message) -> None:
-            nonlocal status
+            nonlocal status, seconds
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, seconds = message["status"], time.perf_counter() - started
                 if self.worker_header:
                     message = {**message, "headers": [*message.get("headers", ()), *self.worker_header]}
             await send(message)
@@ -300,7 +315,8 @@ class RequestCounter:
         try:
             await self.app(scope, receive, send_and_note_status)
         finally:
-            count_request(match, status, self.versions_of, note.version)
+            count_request(match, status, self.versions_of, note.version,
+                          time.perf_counter() - started if seconds is None else seconds)
 
 
 def counted_version(versions: Sequence[str], requested: Optional[str], answered: Optional[str]) -> str:
@@ -310,15 +326,26 @@ def counted_version(versions: Sequence[str], requested: Optional[str], answered:
     return answered or (requested if requested in versions else versions[0])
 
 
-def count_request(route: re.Match, status: int, versions_of: VersionsOf, answered: Optional[str] = None) -> None:
-    """Count an answer to a model route (`route`: MODEL_ROUTE's match of its path) in HTTP_REQUESTS, under
-    `counted_version`."""
+def count_request(route: re.Match, status: int, versions_of: VersionsOf, answered: Optional[str],
+                  seconds: float) -> None:
+    """Count an answer to a model route (`route`: MODEL_ROUTE's match of its path), `seconds` after the request
+    came, under `counted_version`. An explanation's time is not a prediction's: KServe's request_explain_seconds
+    has it."""
     name = route.group(1) or route.group(2)
     versions = versions_of(name)
+    seconds_taken = None if route.group(0).endswith(":explain") else seconds
     if versions is None:  # a name the server does not serve is counted without it: callers cannot add series at will
-        HTTP_REQUESTS.labels("", "", str(status)).inc()
+        count_answer("", "", status, seconds_taken)
         return
-    HTTP_REQUESTS.labels(name, counted_version(versions, route.group(3), answered), str(status)).inc()
+    count_answer(name, counted_version(versions, route.group(3), answered), status, seconds_taken)
+
+
+def count_answer(model: str, version: str, status: int, seconds: Optional[float]) -> None:
+    """An answer to a model request, in flowline_http_requests_total and (a prediction's, `seconds` after the
+    request came) flowline_http_request_duration_seconds."""
+    HTTP_REQUESTS.labels(model, version, str(status)).inc()
+    if seconds is not None:
+        REQUEST_SECONDS.labels(model).observe(seconds)
 
 
 # The drift monitor's metrics; model_name is the monitored model's name, so they join the server's. With

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import time
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
 import orjson
@@ -111,6 +112,7 @@ class ModelRoute:
         if route is None:
             await self.app(scope, receive, send)
             return
+        started = metrics.arrived(scope)
         answer, model, requested = route
         headers = request_headers(scope)
         if answer is predict_v1 and is_cloudevent(headers):
@@ -133,7 +135,7 @@ class ModelRoute:
             log.exception("%s failed on a request", model.name)
             response = server_error(error)
         version = metrics.counted_version(model.versions(), requested, note.version)
-        metrics.HTTP_REQUESTS.labels(model.name, version, str(response.status_code)).inc()
+        metrics.count_answer(model.name, version, response.status_code, time.perf_counter() - started)
         response.raw_headers.extend(self.worker)
         await response(scope, receive, send)
 

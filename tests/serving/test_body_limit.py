@@ -5,6 +5,7 @@ log; and the server goes on answering."""
 import gzip
 import http.client
 import json
+import time
 import zlib
 from urllib.parse import urlparse
 
@@ -107,6 +108,31 @@ def test_a_chunked_body_within_the_limit_is_answered(small_server, record):
     response = connection.getresponse()
     assert response.status == 200, response.read()
     assert len(json.loads(response.read())["predictions"]) == 1
+
+
+def test_what_a_client_waits_includes_the_wait_for_its_body_and_leaves_explanations_out(small_server, record):
+    """flowline_http_request_duration_seconds starts when the request's headers reach the server: a body that
+    takes 0.5 s to arrive is waited for, though the model takes milliseconds. An explanation is not a prediction."""
+    def totals() -> tuple[float, float, float]:
+        waited = samples(small_server, "flowline_http_request_duration_seconds_sum")
+        counted = samples(small_server, "flowline_http_request_duration_seconds_count")
+        in_model = samples(small_server, "flowline_request_latency_seconds_sum")
+        return sum(waited.values()), sum(counted.values()), sum(in_model.values())
+
+    def slow_body(body: bytes):
+        yield body[:100]
+        time.sleep(0.5)
+        yield body[100:]
+
+    before = totals()
+    address = urlparse(small_server)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    connection.request("POST", V1, body=slow_body(v1(record)), headers={"Content-Type": "application/json"},
+                       encode_chunked=True)
+    assert connection.getresponse().status == 200
+    assert httpx.post(small_server + "/v1/models/churn:explain", content=v1(record)).status_code == 200
+    waited, counted, in_model = (after - start for after, start in zip(totals(), before))
+    assert counted == 1 and waited >= 0.5 and in_model < 0.25, (waited, counted, in_model)
 
 
 @pytest.mark.parametrize("encoding, compress", [("gzip", gzip.compress), ("deflate", zlib.compress)])

@@ -56,7 +56,9 @@ def test_the_same_transactions_pushed_in_another_order_give_the_same_features() 
     use_case = parse_use_case(LOG_USE_CASE)
     log = shuffled_log()
     store = open_store("memory://")
-    for _, part in log.iloc[::-1].groupby(np.arange(len(log)) % 7):  # seven batches, reversed
+    batches = [part for _, part in log.iloc[::-1].groupby(np.arange(len(log)) % 7)]  # seven batches, reversed
+    seed_history(store, batches[0], use_case, source="first-batch")  # a store is read once it holds a seeded log
+    for part in batches[1:]:
         for entity, events in transaction_events(part, use_case).items():
             store.append(use_case.entity_definition, entity, events)
     as_of = date(2024, 3, 31)

@@ -206,7 +206,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
         )
         packaged = _configure(
             step.package(
-                use_case_json=spec, dataset=ingested.outputs["dataset"], model=trained.outputs["model"],
+                use_case_json=spec, dataset=ingested.outputs["dataset"], train=splits.outputs["train"],
+                valid=splits.outputs["valid"], model=trained.outputs["model"],
                 feature_set=fitted.outputs["feature_set"], evaluation=judged.outputs["decided"],
                 detector=monitored.outputs["detector"], explanation=explained.outputs["explanation"],
                 feature_search=fitted.outputs["search_report"], evaluation_report=evaluated.outputs["report"],

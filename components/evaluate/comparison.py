@@ -1,7 +1,7 @@
 """Champion/challenger on the test split: promote the new model only when it is significantly better.
 
 Binary tasks: DeLong's test for two correlated ROC-AUCs (both models score the same
-test rows), one-sided: H1 is that the challenger's AUC is higher. Regression: a paired
+test rows: those the champion was not fitted on, evaluation.py), one-sided: H1 is that the challenger's AUC is higher. Regression: a paired
 bootstrap of the RMSE difference. The decision is `promote` when the challenger passed
 its gates and either no champion is given or the test rejects "not better" at `alpha`;
 `keep` otherwise. It is recorded in the package (evaluation.json) and the deploy step
@@ -82,7 +82,8 @@ def champion_decision(
     seed: int,
     champion_note: str = "",
 ) -> dict:
-    """Promote or keep, with the test's numbers and the reason in words."""
+    """Promote or keep, with the test's numbers and the reason in words (`champion_note`: why there is no champion
+    to compare with, or which test rows the comparison is on)."""
     outcome: dict = {"alpha": alpha}
     if champion is not None:
         compare = delong_test if task == "binary" else lambda *a: bootstrap_rmse_test(*a, seed=seed)
@@ -95,7 +96,7 @@ def champion_decision(
     better = outcome["p_value"] < alpha
     words = (f"{outcome['metric']} {outcome['challenger_score']:.4f} against the champion's "
              f"{outcome['champion_score']:.4f}, "
-             f"one-sided p = {outcome['p_value']:.4f} ({outcome['test']})")
+             f"one-sided p = {outcome['p_value']:.4f} ({outcome['test']}){f', {champion_note}' if champion_note else ''}")
     if better:
         return {**outcome, "decision": "promote", "reason": f"significantly better: {words}"}
     return {**outcome, "decision": "keep", "reason": f"not significantly better at alpha {alpha}: {words}"}

@@ -1,7 +1,8 @@
 """Scoring a model once on the untouched test split, with its threshold chosen on held-out predictions.
 
 Also the champion/challenger decision (comparison.py): the champion package, when one
-is given, scores the same test rows.
+is given, scores the same test rows, less those it was fitted on (flowline/fitted_rows.py): after the data
+changed, a seeded split puts most of the champion's training rows into the new test split.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from flowline import fitted_rows
 from flowline.components.evaluate.comparison import auc_confidence_interval, champion_decision
 from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureError
@@ -159,17 +161,38 @@ def calibration_bins(y: np.ndarray, probabilities: np.ndarray, bins: int = CALIB
             for chosen in (index == b for b in range(bins)) if chosen.any()]
 
 
-def champion_scores(champion_dir: str, test: pd.DataFrame, task: str) -> tuple[np.ndarray | None, dict]:
-    """The champion package's scores on the test rows, and what it is; None when there is no usable champion."""
+MIN_COMPARED_ROWS = 100  # test rows the champion was not fitted on, below which champion and challenger are not compared
+
+
+def champion_scores(champion_dir: str, test: pd.DataFrame, y_test: np.ndarray,
+                    task: str) -> tuple[np.ndarray | None, np.ndarray, dict]:
+    """The champion package's scores on the test rows it was not fitted on (fitted_rows.py), which rows those are
+    (a mask of `test`), and what it is, with a note on the rows compared; None for the scores when there is no
+    usable champion, or too few such rows (MIN_COMPARED_ROWS, with both classes) to compare on."""
+    everything = np.ones(len(test), dtype=bool)
     if not champion_dir:
-        return None, {"package": None, "note": "none given"}
+        return None, everything, {"package": None, "note": "none given"}
     try:
         champion = Package.open(champion_dir)
         if champion.use_case.task != task:
             raise ValueError(f"it is a {champion.use_case.task} model")
-        return champion.predict(test), {"package": champion_dir, "version": champion.version}
+        described = {"package": champion_dir, "version": champion.version}
+        if champion.fitted_rows is None:
+            described["note"] = ("its package does not say which rows it was fitted on (built before packages kept "
+                                 "them): some test rows may be among them")
+            return champion.predict(test), everything, described
+        compared = fitted_rows.unseen(test, champion.use_case, champion.fitted_rows)
+        seen, left = int((~compared).sum()), int(compared.sum())
+        described.update(fitted_on_test_rows=seen, compared_rows=left)
+        if left < MIN_COMPARED_ROWS or (task == "binary" and len(np.unique(y_test[compared])) < 2):
+            described["note"] = (f"it was fitted on {seen:,} of the {len(test):,} test rows; the {left:,} it never "
+                                 f"saw are too few to compare on (at least {MIN_COMPARED_ROWS}, of both classes)")
+            return None, compared, described
+        if seen:
+            described["note"] = f"on the {left:,} of {len(test):,} test rows it was not fitted on"
+        return champion.predict(test[compared]), compared, described
     except (PackageError, ModelError, FeatureError, OSError, KeyError, ValueError) as error:
-        return None, {"package": champion_dir, "note": f"the champion could not score the test rows: {error}"}
+        return None, everything, {"package": champion_dir, "note": f"the champion could not score the test rows: {error}"}
 
 
 def evaluate_files(
@@ -211,9 +234,9 @@ def evaluate_files(
     gates = gate_decisions(metrics, use_case.gates)
     gates_passed = all(g["passed"] for g in gates.values())
     report.update(metrics=metrics, gates=gates, gates_passed=gates_passed)
-    scores, champion = champion_scores(champion_dir, test, use_case.task)
-    decision = champion_decision(use_case.task, y_test, p_test, scores, gates_passed, use_case.champion.alpha,
-                                 use_case.tuning.seed, champion.get("note", ""))
+    scores, compared, champion = champion_scores(champion_dir, test, y_test, use_case.task)
+    decision = champion_decision(use_case.task, y_test[compared], p_test[compared], scores, gates_passed,
+                                 use_case.champion.alpha, use_case.tuning.seed, champion.get("note", ""))
     report["champion_challenger"] = {"champion": champion, **decision}
     Path(evaluation_file).write_text(json.dumps(report, indent=1))
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())

@@ -7,10 +7,15 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from flowline import fitted_rows
 from flowline.code_version import code_version
 from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
 from flowline.evaluation_report import report_markdown
+from flowline.fitted_rows import FITTED_ROWS_FILE
 from flowline.models.ensemble import family_weights
 from flowline.package.format import (CARD_HTML, CARD_JSON, DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, LINEAGE_FILE,
                                      MODEL_DIR, REPORT_FILES, REPORTS_DIR, USE_CASE_FILE, verify, write_manifest)
@@ -28,6 +33,7 @@ def build_package(
     explanation_file: str | Path,
     reports: dict[str, str | Path] | None = None,
     run: dict | None = None,
+    fitted: np.ndarray | None = None,
 ) -> dict:
     """Assemble the package folder and write its manifest; return the manifest.
 
@@ -39,6 +45,7 @@ def build_package(
     names so that they open by their extension (KFP names an artifact's file after its output, with none).
     The evaluation report is written again from `evaluation_file` (the decision after the bias step's
     fairness gates), not copied: the evaluate step's report knows only the quality gates.
+    `fitted`: the fingerprints of the train + valid rows (flowline/fitted_rows.py), for a later champion comparison.
     """
     out = Path(destination)
     out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +63,8 @@ def build_package(
     shutil.copyfile(evaluation_file, out / EVALUATION_FILE)
     shutil.copytree(drift_dir, out / DRIFT_DIR, dirs_exist_ok=True)
     (out / USE_CASE_FILE).write_text(use_case.model_dump_json(indent=1))
+    if fitted is not None:
+        fitted_rows.save(out / FITTED_ROWS_FILE, fitted)
     feature_set = json.loads((out / FEATURE_SET_FILE).read_text())
     lineage = {
         "use_case": use_case.name,
@@ -65,6 +74,7 @@ def build_package(
                                                for path in sorted((out / MODEL_DIR).iterdir())}},
         "code": code_version(),
         "run": run or {},
+        "fitted_rows": {"file": FITTED_ROWS_FILE, "rows": len(fitted)} if fitted is not None else None,
     }
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1))
     members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
@@ -87,14 +97,17 @@ def package_files(
     explanation_file: str,
     reports: dict[str, str] | None = None,
     run: dict | None = None,
+    fitted_files: tuple[str, ...] = (),
 ) -> dict:
-    """Build and verify the package; return what its artifact metadata should show."""
+    """Build and verify the package; return what its artifact metadata should show. `fitted_files`: the train
+    and valid rows, whose fingerprints the package keeps."""
     # KFP carries metadata numbers as floats; counts are whole.
     dataset = {key: dataset_metadata[key] for key in ("source", "source_sha256")}
     dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
     dataset["undeclared_columns"] = list(dataset_metadata.get("undeclared_columns", []))
+    fitted = fitted_rows.fitted_on((pd.read_parquet(path) for path in fitted_files), use_case) if fitted_files else None
     build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir,
-                  explanation_file, reports, run)
+                  explanation_file, reports, run, fitted)
     manifest = verify(destination)
     evaluation = json.loads(Path(evaluation_file).read_text())
     print(f"package: {destination} version {manifest['version']}, {len(manifest['files'])} files, verified")

@@ -6,6 +6,8 @@ from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 def package(
     use_case_json: str,
     dataset: Input[Dataset],
+    train: Input[Dataset],
+    valid: Input[Dataset],
     model: Input[Model],
     feature_set: Input[Artifact],
     evaluation: Input[Artifact],
@@ -27,7 +29,8 @@ def package(
     the decided `evaluation`, as `evaluation_report` precedes the fairness gates) and a sha256 manifest,
     verified before it is handed on; `model_card` shows the card in the dashboard. The lineage names the code
     (its git commit where known), the run (`run_name`, `run_id`: the pipeline's placeholders) and the run's
-    overrides of the use case (`trials`, `tuning_backend`)."""
+    overrides of the use case (`trials`, `tuning_backend`). The package keeps the fingerprints of the `train` and
+    `valid` rows, so that a later run's champion comparison leaves the rows this model was fitted on out."""
     import json
 
     from flowline.package.format import CARD_JSON
@@ -40,7 +43,8 @@ def package(
                "fairness": fairness_report.path}
     model_package.metadata.update(
         package_files(use_case, model_package.path, model.path, feature_set.path, evaluation.path, dataset.metadata,
-                      detector.path, explanation.path, reports, run_identity(run_name, run_id, trials, tuning_backend))
+                      detector.path, explanation.path, reports, run_identity(run_name, run_id, trials, tuning_backend),
+                      (train.path, valid.path))
     )
     card = json.loads(open(f"{model_package.path}/{CARD_JSON}").read())
     with open(model_card.path, "w") as out:  # shown alone in the dashboard: the reports named, not linked

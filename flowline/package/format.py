@@ -29,11 +29,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
 
+from flowline import fitted_rows
 from flowline.drift import DETECTOR_CONFIG, DETECTOR_DIR, REFERENCE_FIELD
+from flowline.fitted_rows import FITTED_ROWS_FILE
 from flowline.features.feature_set import FeatureSet
 from flowline.package.signing import (
     KEY_ENV,
@@ -345,6 +348,13 @@ class Package:
     @property
     def drift_dir(self) -> Path:
         return self.path / DRIFT_DIR
+
+    @cached_property
+    def fitted_rows(self) -> Optional[np.ndarray]:
+        """The fingerprints of the rows the model was fitted on (fitted_rows.py); None for a package built before
+        packages kept them."""
+        path = self.path / FITTED_ROWS_FILE
+        return fitted_rows.load(path) if path.is_file() else None
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         """Scores for a frame of raw columns: probabilities (binary) or predictions (regression)."""

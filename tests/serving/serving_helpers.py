@@ -65,7 +65,7 @@ def build_package(use_case: UseCase, folder: Path, trials: int, champion: str = 
     explain_files(use_case, f["model"], f["fs.json"], f["train"], f["test"], f["explanation.json"])
     fit_drift_files(use_case, f["train"], f["valid"], f["fs.json"], f["drift"])
     package_files(use_case, str(folder / "package"), f["model"], f["fs.json"], f["decided.json"], counts, f["drift"],
-                  f["explanation.json"])
+                  f["explanation.json"], fitted_files=(f["train"], f["valid"]))
     return folder / "package"
 
 

@@ -1,0 +1,41 @@
+"""The fingerprints of the rows a model was fitted on: by ids where the use case has them, else by content."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flowline import fitted_rows
+
+
+@pytest.fixture
+def rows() -> pd.DataFrame:
+    return pd.DataFrame({"id": ["a", "b", "c", "d"], "age": [30, 40, 50, 60], "income": [1.0, 2.0, None, 4.0],
+                         "plan": ["basic", "pro", "basic", "pro"], "label": ["no", "yes", "no", "yes"]})
+
+
+def test_rows_with_ids_are_known_by_their_ids(toy_use_case, rows):
+    fitted = fitted_rows.fitted_on([rows.iloc[:2], rows.iloc[2:3]], toy_use_case)
+    assert len(fitted) == 3 and np.all(np.diff(fitted.astype(np.uint64)) > 0)  # sorted, unique
+    later = rows.iloc[::-1].assign(income=[9.0, 9.0, 9.0, 9.0])  # new values and order: the same customers
+    assert fitted_rows.unseen(later, toy_use_case, fitted).tolist() == [True, False, False, False]
+
+
+def test_rows_without_ids_are_known_by_their_features_and_label(toy_use_case, rows):
+    by_content = toy_use_case.model_copy(update={"id_columns": []})
+    fitted = fitted_rows.fitted_on([rows], by_content)
+    changed = rows.assign(income=[1.0, 2.0, 3.5, 4.0], label=["no", "no", "no", "yes"])
+    assert fitted_rows.unseen(changed, by_content, fitted).tolist() == [False, True, True, False]
+
+
+def test_a_frame_without_a_fingerprinted_column_is_named(toy_use_case, rows):
+    with pytest.raises(KeyError, match="no column 'id'"):
+        fitted_rows.fingerprints(rows.drop(columns="id"), toy_use_case)
+
+
+def test_saved_fingerprints_load_back_and_a_pickle_is_never_read(tmp_path, toy_use_case, rows):
+    fitted = fitted_rows.fitted_on([rows], toy_use_case)
+    fitted_rows.save(tmp_path / "rows.npy", fitted)
+    assert np.array_equal(fitted_rows.load(tmp_path / "rows.npy"), fitted)
+    np.save(tmp_path / "object.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        fitted_rows.load(tmp_path / "object.npy")

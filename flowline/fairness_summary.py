@@ -100,6 +100,11 @@ def groups_on_test(fairness: dict) -> dict[str, dict]:
             for attribute in fairness.get("attributes", {})}
 
 
+def _charted(rate: Optional[float]) -> float:
+    """A rate as a bar's height: none drawn (NaN) for an undefined one."""
+    return float("nan") if rate is None else rate
+
+
 def group_chart(attribute: str, single: dict, mitigated: Optional[dict]) -> str:
     """Selection rate, TPR and FPR by group on the test rows (`single` and `mitigated` map each group to its
     metrics), under one threshold and, when fitted, per-group thresholds side by side, as an embedded PNG."""
@@ -111,10 +116,10 @@ def group_chart(attribute: str, single: dict, mitigated: Optional[dict]) -> str:
     figure, axes = reports.subplots(1, len(CHART_METRICS), figsize=(4 * len(CHART_METRICS), 3), sharey=True)
     positions = np.arange(len(groups))
     for axis, name in zip(axes, CHART_METRICS):
-        axis.bar(positions - (0.2 if mitigated else 0), [single[g][name] for g in groups],
+        axis.bar(positions - (0.2 if mitigated else 0), [_charted(single[g][name]) for g in groups],
                  0.4 if mitigated else 0.6, label="single threshold", color="#bbbbbb")
         if mitigated:
-            axis.bar(positions + 0.2, [mitigated[g][name] for g in groups], 0.4,
+            axis.bar(positions + 0.2, [_charted(mitigated[g][name]) for g in groups], 0.4,
                      label="per-group thresholds", color="#1f77b4")
         axis.set_xticks(positions, groups, rotation=30, ha="right")
         axis.set_title(name.replace("_", " "))

@@ -10,6 +10,9 @@ true and false positive rates and precision at the decision. Groups with fewer t
 - disparate impact ratio: the lowest selection rate over the highest (the four-fifths
   rule asks for >= 0.8).
 
+A group without positives has no true positive rate (without negatives, no false positive rate): it is
+reported as undefined and left out of that rate's gap, as the mitigation leaves it out of that rate's band.
+
 Everything that decides is judged on train + valid's out-of-fold predictions (the train
 step's `holdout`), never on test: the gate at the single threshold; when it fails and
 `fairness.mitigation.enabled`, the per-group thresholds (mitigation.py), fitted on the
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import MetricFrame, false_positive_rate, selection_rate, true_positive_rate
+from fairlearn.metrics import MetricFrame, selection_rate
 from sklearn.metrics import balanced_accuracy_score, precision_score
 
 from flowline.components.bias.mitigation import fit_group_thresholds
@@ -40,16 +43,33 @@ def _precision(y_true, y_pred) -> float:
     return precision_score(y_true, y_pred, zero_division=0)
 
 
-GROUP_METRICS = {"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
-                 "false_positive_rate": false_positive_rate, "precision": _precision}
+def _positive_share_among(label: int, y_true, y_pred) -> float:
+    """The share decided positive among the rows labelled `label`: NaN, undefined, for a group without such rows
+    (fairlearn's rates give 0, which made a group without positives look like one whose positives are all missed)."""
+    rows = np.asarray(y_true) == label
+    return float(np.mean(np.asarray(y_pred)[rows])) if rows.any() else float("nan")
+
+
+def _true_positive_rate(y_true, y_pred) -> float:
+    return _positive_share_among(1, y_true, y_pred)
+
+
+def _false_positive_rate(y_true, y_pred) -> float:
+    return _positive_share_among(0, y_true, y_pred)
+
+
+GROUP_METRICS = {"selection_rate": selection_rate, "true_positive_rate": _true_positive_rate,
+                 "false_positive_rate": _false_positive_rate, "precision": _precision}
+RATES = ("true_positive_rate", "false_positive_rate")  # undefined (None) for a group without positives or negatives
 
 
 def group_fairness(y: np.ndarray, decisions: np.ndarray, groups: pd.Series, min_rows: int) -> dict:
-    """Per-group metrics and the three gaps over the groups with at least `min_rows` rows."""
+    """Per-group metrics and the three gaps over the groups with at least `min_rows` rows. A group without
+    positives (or negatives) has no true (false) positive rate: None, left out of that rate's gap, and noted."""
     frame = MetricFrame(metrics=GROUP_METRICS, y_true=y, y_pred=decisions.astype(int),
                         sensitive_features=groups.to_numpy())
     counts = groups.value_counts()
-    by_group = {str(group): {"rows": int(counts[group]), **{k: float(v) for k, v in row.items()}}
+    by_group = {str(group): {"rows": int(counts[group]), **{k: None if np.isnan(v) else float(v) for k, v in row.items()}}
                 for group, row in frame.by_group.iterrows()}
     compared = [group for group, row in by_group.items() if row["rows"] >= min_rows]
     result = {"by_group": by_group, "compared_groups": compared}
@@ -57,13 +77,18 @@ def group_fairness(y: np.ndarray, decisions: np.ndarray, groups: pd.Series, min_
         return {**result, "demographic_parity_difference": 0.0, "equalized_odds_difference": 0.0,
                 "disparate_impact_ratio": 1.0,
                 "note": f"fewer than two groups have {min_rows} or more rows: nothing to compare"}
-    rates = pd.DataFrame([by_group[group] for group in compared])
+    rates = pd.DataFrame([by_group[group] for group in compared], index=compared, dtype=float)
     selection = rates["selection_rate"]
-    gap = {name: float(rates[name].max() - rates[name].min()) for name in GROUP_METRICS}
+    gap = {name: float(rates[name].max() - rates[name].min()) if rates[name].count() >= 2 else 0.0
+           for name in GROUP_METRICS}
+    undefined = [f"{group} has no {'positives' if name == 'true_positive_rate' else 'negatives'}"
+                 for name in RATES for group in rates.index[rates[name].isna()]]
     return {**result,
             "demographic_parity_difference": gap["selection_rate"],
             "equalized_odds_difference": max(gap["true_positive_rate"], gap["false_positive_rate"]),
-            "disparate_impact_ratio": float(selection.min() / selection.max()) if selection.max() > 0 else 1.0}
+            "disparate_impact_ratio": float(selection.min() / selection.max()) if selection.max() > 0 else 1.0,
+            **({"note": f"{'; '.join(undefined)}: its rate there is undefined and left out of the gap"}
+               if undefined else {})}
 
 
 def assess(use_case: UseCase, y: np.ndarray, decisions: np.ndarray, rows: pd.DataFrame) -> dict[str, dict]:

@@ -16,7 +16,7 @@ THRESHOLD_HEADERS = ["group", "threshold"]
 
 
 def _group_rows(result: dict) -> list[list]:
-    return [[group, values["rows"], *(values[name] for name in GROUP_METRICS)]
+    return [[group, values["rows"], *("undefined" if values[name] is None else values[name] for name in GROUP_METRICS)]
             for group, values in result["by_group"].items()]
 
 

@@ -11,7 +11,7 @@ from flowline.components.bias.fairness import (decide_with_fairness, fairness_li
                                                outcome_metrics)
 from flowline.components.bias.mitigation import cost_optimal_thresholds, fit_group_thresholds
 from flowline.decisions import GroupThresholds, band_label, row_draws, sensitive_groups
-from flowline.components.bias.report import fairness_html, fairness_markdown
+from flowline.components.bias.report import _group_rows, fairness_html, fairness_markdown
 from flowline.decisions import outcome_cost
 from flowline.use_case import CostSpec, UseCaseError
 from flowline.use_case_loader import parse_use_case
@@ -51,6 +51,24 @@ def test_group_metrics_and_gaps_match_a_case_worked_by_hand():
         equalized_odds_difference(y, decisions, sensitive_features=groups))
     assert result["disparate_impact_ratio"] == pytest.approx(
         demographic_parity_ratio(y, decisions, sensitive_features=groups))
+
+
+def test_a_group_without_positives_has_no_true_positive_rate_and_the_gap_leaves_it_out():
+    """fairlearn's true_positive_rate gives 0 for a group without positives, which made the equalized-odds
+    difference group a's whole TPR (the numbers audit: 0.951 where the FPR gap was 0.006), a gate failed over a gap
+    that does not exist, and per-group thresholds that could never pass it."""
+    rng = np.random.default_rng(0)
+    groups = pd.Series(["a"] * 400 + ["b"] * 100)
+    y = np.concatenate([rng.binomial(1, 0.3, 400), np.zeros(100, dtype=int)])
+    decisions = np.concatenate([y[:400] | (rng.random(400) < 0.2), rng.random(100) < 0.2]).astype(int)
+    result = group_fairness(y, decisions, groups, min_rows=30)
+    b = result["by_group"]["b"]
+    assert b["true_positive_rate"] is None and b["false_positive_rate"] == pytest.approx(decisions[400:].mean())
+    fpr_gap = abs(result["by_group"]["a"]["false_positive_rate"] - b["false_positive_rate"])
+    assert result["equalized_odds_difference"] == pytest.approx(fpr_gap) and fpr_gap < 0.1
+    assert result["note"] == "b has no positives: its rate there is undefined and left out of the gap"
+    assert json.loads(json.dumps(result)) == result  # no NaN in evaluation.json
+    assert _group_rows(result)[1][:4] == ["b", 100, b["selection_rate"], "undefined"]  # the reports' table row
 
 
 def test_groups_too_small_to_compare_are_reported_but_left_out_of_the_gaps():

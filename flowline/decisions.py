@@ -182,6 +182,13 @@ def mitigation_of(evaluation: dict) -> GroupThresholds | None:
     return GroupThresholds.from_dict(document) if document else None
 
 
+def above_every(highest: float) -> float:
+    """The lowest threshold that decides every score up to `highest` negative, in float32 as served as well as in
+    float64: float32's next value above `highest`. (float64's next value rounds back to `highest` in float32, so
+    the top row was served positive where evaluation had flagged nobody.)"""
+    return float(np.nextafter(np.float32(highest), np.float32(np.inf)))  # above `highest` however it rounded
+
+
 def outcome_cost(y: np.ndarray, predicted: np.ndarray, costs: CostSpec) -> float:
     """The total cost of the decisions `predicted` (True: flagged positive) for labels `y`."""
     return float(costs.false_negative * np.sum(~predicted & (y == 1)) + costs.false_positive

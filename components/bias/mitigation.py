@@ -20,7 +20,7 @@ import pandas as pd
 from fairlearn.postprocessing import ThresholdOptimizer
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from flowline.decisions import GroupThresholds
+from flowline.decisions import GroupThresholds, above_every
 from flowline.use_case import CostSpec, MitigationSpec, UseCase
 
 # The rates each constraint holds within `tolerance` across groups.
@@ -34,7 +34,7 @@ BAND_STEPS = 10  # band edges step by tolerance / BAND_STEPS
 def _candidates(y: np.ndarray, scores: np.ndarray, single: float, costs: CostSpec
                 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """A group's candidate thresholds, its rates at each (NaN where undefined) and its total cost at each."""
-    nobody = np.nextafter(scores.max(), np.inf)
+    nobody = above_every(scores.max())
     thresholds = np.unique(np.r_[np.quantile(scores, np.linspace(0, 1, CANDIDATES)), single, nobody])
     positive = scores[None, :] >= thresholds[:, None]
     positives, negatives = int(y.sum()), int(len(y) - y.sum())

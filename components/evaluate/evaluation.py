@@ -31,7 +31,8 @@ from flowline.features.feature_set import FeatureSet
 from flowline.features.kinds import FeatureError
 from flowline.package.format import Package, PackageError
 from flowline.models.ensemble import Ensemble, ModelError
-from flowline.decisions import class_names, decile_of, decision_metrics, gate_decisions, outcome_cost
+from flowline.decisions import (above_every, class_names, decile_of, decision_metrics, gate_decisions,
+                                outcome_cost)
 from flowline.evaluation_report import report_markdown
 from flowline.use_case import CostSpec, UseCase
 
@@ -57,7 +58,7 @@ def choose_threshold(y: np.ndarray, probabilities: np.ndarray, costs: CostSpec) 
     nobody_cost = costs.false_negative * y.sum()
     best = int(np.argmin(cost))
     if nobody_cost <= cost[best]:
-        return float(np.nextafter(thresholds[0], np.inf)), float(nobody_cost)
+        return above_every(thresholds[0]), float(nobody_cost)
     return float(thresholds[best]), float(cost[best])
 
 

@@ -49,6 +49,17 @@ def test_expensive_false_alarms_can_mean_nobody_is_flagged():
     assert threshold > 0.9 and cost == 1
 
 
+@pytest.mark.parametrize("highest", [0.3059244002274355, 0.9, 0.1 + 1e-12, 0.5])  # float32 rounds up, down, exact
+def test_flagging_nobody_flags_nobody_in_float32_as_served(highest):
+    """The threshold above the top score was float64's next value, which float32 rounds back to the top score:
+    the server, comparing in float32, flagged the top row that evaluation counted negative (the numbers audit)."""
+    y = np.array([0, 0, 1.0])
+    p = np.array([highest, highest / 2, highest / 3])
+    threshold, _ = choose_threshold(y, p, CostSpec(false_negative=1, false_positive=100))
+    assert threshold > highest and np.float32(threshold) > np.float32(highest)
+    assert np.float32(threshold) == threshold  # served exactly as reported
+
+
 def test_binary_metrics_at_the_threshold():
     y = np.array([0, 0, 1, 1, 1, 0.0])
     p = np.array([0.1, 0.6, 0.7, 0.4, 0.9, 0.2])

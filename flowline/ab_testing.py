@@ -89,6 +89,9 @@ def two_proportion_z_test(successes_a: int, rows_a: int, successes_b: int, rows_
     """Pooled z-test of two rates; the interval uses the unpooled standard error."""
     if min(rows_a, rows_b) < 1:
         raise DesignError("each arm needs at least one row")
+    for arm, successes, rows in (("A", successes_a, rows_a), ("B", successes_b, rows_b)):
+        if not 0 <= successes <= rows:
+            raise DesignError(f"arm {arm}: {successes} successes in {rows} rows; give between 0 and the rows")
     rate_a, rate_b = successes_a / rows_a, successes_b / rows_b
     pooled = (successes_a + successes_b) / (rows_a + rows_b)
     pooled_se = math.sqrt(pooled * (1 - pooled) * (1 / rows_a + 1 / rows_b))
@@ -105,6 +108,8 @@ def welch_t_test(a: np.ndarray, b: np.ndarray) -> Comparison:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if min(len(a), len(b)) < 2:
         raise DesignError("each arm needs at least two rows")
+    if a.std() == 0 and b.std() == 0:
+        raise DesignError(f"both arms are constant ({a[0]:g} and {b[0]:g}): a t-test needs some variance")
     result = stats.ttest_ind(b, a, equal_var=False)
     low, high = result.confidence_interval(0.95)
     return Comparison("welch_t", float(b.mean() - a.mean()), (float(low), float(high)), float(result.pvalue),
@@ -115,6 +120,8 @@ def bootstrap_difference_interval(a: np.ndarray, b: np.ndarray, seed: int, resam
                                   level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of mean(B) - mean(A), each arm resampled on its own."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if min(len(a), len(b)) < 1:
+        raise DesignError("each arm needs at least one row")
     rng = np.random.default_rng(seed)
     differences = (b[rng.integers(0, len(b), (resamples, len(b)))].mean(axis=1)
                    - a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1))
@@ -155,6 +162,18 @@ class ArmOutcomes:
     latency_p99_seconds: float
     version: str = ""
     outcomes: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        counts = {"requests": self.requests, "errors": self.errors, "successes": self.successes,
+                  "outcomes": self.outcomes or 0}
+        negative = [name for name, count in counts.items() if count < 0]
+        if negative:
+            raise DesignError(f"{self.version or 'an arm'}: {negative[0]} {counts[negative[0]]} is negative")
+        if self.errors > self.requests:
+            raise DesignError(f"{self.version or 'an arm'}: {self.errors} errors in {self.requests} requests")
+        if self.outcomes is not None and self.outcomes > self.answered:
+            raise DesignError(f"{self.version or 'an arm'}: {self.outcomes} outcomes arrived for {self.answered} "
+                              "answered requests")
 
     @property
     def answered(self) -> int:

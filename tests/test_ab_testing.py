@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -114,6 +115,23 @@ def test_fixed_horizon_tests_against_their_definitions():
     assert low < b.mean() - a.mean() < high
     assert abs((high - low) - (welch.ci95[1] - welch.ci95[0])) < 0.15  # two ways to the same interval
     assert business_impact(0.02, 10_000, 450.0) == pytest.approx(90_000.0)
+
+
+@pytest.mark.parametrize("call, said", [
+    (lambda: two_proportion_z_test(5, 3, 1, 10), "arm A: 5 successes in 3 rows"),  # was a math domain error
+    (lambda: two_proportion_z_test(1, 10, -1, 10), "arm B: -1 successes in 10 rows"),  # was p = 0.002
+    (lambda: welch_t_test(np.ones(5), np.ones(5)), "both arms are constant (1 and 1)"),  # was p = NaN
+    (lambda: welch_t_test(np.ones(5), np.zeros(5)), "both arms are constant (1 and 0)"),  # was p = 0, t = -inf
+    (lambda: bootstrap_difference_interval(np.array([]), np.ones(3), seed=0), "each arm needs at least one row"),
+    (lambda: ArmOutcomes(requests=100, errors=120, successes=0, latency_p99_seconds=0.1, version="v2"),
+     "v2: 120 errors in 100 requests"),  # was judged as a 120 % error rate
+    (lambda: ArmOutcomes(requests=1000, errors=0, successes=10, latency_p99_seconds=0.1, outcomes=2000),
+     "an arm: 2000 outcomes arrived for 1000 answered requests"),
+    (lambda: ArmOutcomes(requests=10, errors=-1, successes=0, latency_p99_seconds=0.1), "errors -1 is negative"),
+])
+def test_counts_no_arm_can_have_are_refused_naming_them(call, said):
+    with pytest.raises(DesignError, match=re.escape(said)):
+        call()
 
 
 def test_flowline_ab_design_prints_the_sample_size(capsys):

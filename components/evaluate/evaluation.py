@@ -92,8 +92,10 @@ def gini(y: np.ndarray, predictions: np.ndarray) -> float:
 
 
 def normalized_gini(y: np.ndarray, predictions: np.ndarray) -> float:
-    """Gini of the predicted order over the Gini of the perfect order: 1 is perfect, 0 is random."""
-    return gini(y, predictions) / gini(y, y)
+    """Gini of the predicted order over the Gini of the perfect order: 1 is perfect, 0 is random; 0 where the
+    actual values are all equal (all zero, say), which leaves no order to find."""
+    perfect = gini(y, y) if y.sum() != 0 else 0.0
+    return gini(y, predictions) / perfect if perfect > 0 else 0.0
 
 
 def regression_metrics(y: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -101,7 +103,7 @@ def regression_metrics(y: np.ndarray, predictions: np.ndarray) -> dict[str, floa
         "mae": float(mean_absolute_error(y, predictions)),
         "rmse": float(np.sqrt(np.mean((y - predictions) ** 2))),
         "r2": float(r2_score(y, predictions)),
-        "spearman": float(spearmanr(y, predictions).statistic),
+        "spearman": float(np.nan_to_num(spearmanr(y, predictions).statistic)),  # 0 for a constant: it ranks nothing
         "gini": normalized_gini(y, predictions),
         "total_predicted": float(predictions.sum()),
         "total_actual": float(y.sum()),

@@ -1,4 +1,5 @@
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -104,6 +105,16 @@ def test_normalized_gini_is_one_for_the_perfect_order_and_near_zero_for_noise():
     assert abs(normalized_gini(y, rng.uniform(size=5000))) < 0.05
     # A constant prediction ties every row: they share the mean, so the Gini is exactly 0.
     assert normalized_gini(y, np.zeros(5000)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_rank_metrics_of_a_constant_are_zero_not_nan_and_the_evaluation_stays_json():
+    """scipy's Spearman of a constant, and a Gini over actuals that are all zero, are NaN, which evaluation.json
+    wrote as a bare NaN (not JSON) and no report explained."""
+    values = np.array([0.0, 3.0, 1.0, 7.0])
+    flat = regression_metrics(values, np.full(4, 2.0))
+    nothing_spent = regression_metrics(np.zeros(4), np.array([1.0, 2.0, 3.0, 4.0]))
+    assert flat["spearman"] == 0.0 and nothing_spent["gini"] == 0.0 and nothing_spent["spearman"] == 0.0
+    json.dumps([flat, nothing_spent], allow_nan=False)
 
 
 def test_regression_metrics_report_both_totals():

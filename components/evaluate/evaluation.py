@@ -211,13 +211,14 @@ def evaluate_files(
     report: dict = {"task": use_case.task, "test_rows": len(y_test)}
     if use_case.task == "binary":
         holdout = pd.read_parquet(holdout_file)
-        threshold, valid_cost = choose_threshold(holdout["label"].to_numpy(), holdout["prediction"].to_numpy(),
-                                                 use_case.costs)
+        threshold, out_of_fold_cost = choose_threshold(holdout["label"].to_numpy(), holdout["prediction"].to_numpy(),
+                                                       use_case.costs)
         metrics = binary_metrics(y_test, p_test, threshold, use_case.costs)
         predicted = (p_test >= threshold).astype(int)
         report.update(
             threshold=threshold,
-            valid_cost_at_threshold=valid_cost,
+            out_of_fold_cost_at_threshold=out_of_fold_cost,  # the total over train + valid's out-of-fold rows
+            out_of_fold_cost_per_1000=1000 * out_of_fold_cost / len(holdout),
             test_cost_at_threshold=outcome_cost(y_test, predicted == 1, use_case.costs),
             classes=class_names(use_case),
             confusion_matrix=confusion_matrix(y_test, predicted, labels=[0, 1]).tolist(),

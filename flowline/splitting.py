@@ -15,6 +15,9 @@ class SplitError(ValueError):
     """The rows cannot give train, valid and test that a model can learn from and be scored on."""
 
 
+SEARCH_FOLDS = 5  # trials on small data and target encodings cross-validate train + valid in 5 folds
+
+
 def label_counts(part: pd.DataFrame, use_case: UseCase) -> dict[str, int]:
     """Rows of each allowed label value (binary tasks), zeros included."""
     column = part[use_case.label.column]
@@ -54,7 +57,22 @@ def split_frame(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFram
     parts = _split(frame, use_case)
     if use_case.task == "binary":
         _check_both_classes(parts, use_case)
+        _check_cross_fitting(parts, use_case)
     return parts
+
+
+def _check_cross_fitting(parts: dict[str, pd.DataFrame], use_case: UseCase) -> None:
+    """Binary tasks: train + valid are cross-validated in folds stratified by label (`ensemble.folds`, and
+    SEARCH_FOLDS), and each held-out fold needs both classes, so each class needs as many rows there as folds.
+    With fewer, scikit-learn only warns, a fold scores NaN, and the run died on an infinite trial score that
+    named neither the label nor the counts."""
+    folds = max(use_case.ensemble.folds, SEARCH_FOLDS)
+    fitted = pd.concat([parts["train"], parts["valid"]])
+    counts = label_counts(fitted, use_case)
+    if min(counts[use_case.label.positive], len(fitted) - counts[use_case.label.positive]) < folds:
+        raise SplitError(
+            f"label {use_case.label.column!r}: train + valid hold {counts}, and cross-validation in {folds} folds "
+            f"needs at least {folds} rows of each class there. Give more rows of the rarer class.")
 
 
 def _split(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFrame]:

@@ -4,6 +4,7 @@ Optuna here or Katib in a cluster."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -155,6 +156,9 @@ def record_search(result: Optional[SearchResult], task: str, best, tuning_metric
     if result is None:
         best.metadata.update(skipped=True)
         return
+    if not math.isfinite(result.valid_score):  # KFP cannot record it, and no blend can weigh it
+        raise ValueError(f"{result.family}: no trial scored a finite {result.metric} on the valid rows "
+                         f"(best {result.valid_score}); a fold or split with one class only scores none")
     best.metadata.update(family=result.family, backend=result.backend, params=result.params)
     tuning_metrics.log_metric(result.metric, reported_value(task, result.valid_score))
     tuning_metrics.log_metric("trials", result.trials)

@@ -23,7 +23,9 @@ from flowline.contract import (
     parse_datetimes, parse_table, read_bytes, read_use_case_table, undeclared_columns, without,
 )
 from flowline.datasets import DatasetError
+from flowline.leakage import separating_columns
 from flowline.quarantine import RESERVED_COLUMNS
+from flowline.splitting import SplitError, split_frame
 from flowline.use_case import UseCase, UseCaseError
 from flowline.use_case_loader import load_use_case
 
@@ -391,6 +393,11 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
     present = {name: spec for name, spec in use_case.columns.items() if name in raw_frame.columns}
     ids = [name for name in use_case.id_columns if name in present]  # the rows are checked on what is there
     result = apply_contract(raw_frame, use_case.model_copy(update={"columns": present, "id_columns": ids}), malformed)
+    if not (missing_columns(raw_frame, use_case) or use_case.transactions):  # the rows as a run would see them
+        problems += _split_problems(result.kept, use_case)
+        notes += [f"column {column!r} alone separates the label (ROC-AUC {score:.3f} on its own): a value known only "
+                  f"after the outcome gives it away, and the model is useless when it matters; if so, leave it out "
+                  f"of columns" for column, score in separating_columns(result.kept, use_case).items()]
     counts = _reasons_per_column(result.quarantined[REASON_COLUMN])
     if not counts:
         return problems, notes
@@ -400,6 +407,15 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
     if result.bad_fraction > use_case.max_bad_fraction:
         return [*problems, summary], notes
     return problems, [*notes, summary]
+
+
+def _split_problems(kept: pd.DataFrame, use_case: UseCase) -> list[str]:
+    """What the split step would refuse (too few rows of a class to split and cross-validate), before a run."""
+    try:
+        split_frame(kept, use_case)
+    except (SplitError, ValueError) as error:
+        return [str(error)]
+    return []
 
 
 def _card_notes(use_case: UseCase) -> list[str]:

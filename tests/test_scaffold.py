@@ -245,13 +245,43 @@ def test_rows_within_max_bad_fraction_are_a_note_not_a_problem(write_csv, tmp_pa
     document["max_bad_fraction"] = 0.6
     target = tmp_path / "tolerant.yaml"
     target.write_text(yaml.safe_dump(document))
+    assert main(["validate", str(target)]) == EXIT_ERROR  # two rows left cannot be split: the one problem
+    said = capsys.readouterr()
+    assert "note: 2 of 4 rows (50.0%) break the contract (max_bad_fraction 60.0%): column plan 2" in said.out
+    assert "break the contract" not in said.err and "1 problem(s)" in said.err
+
+
+def test_validate_splits_the_rows_as_a_run_would_and_notes_a_column_that_gives_the_label_away(
+        write_csv, tmp_path: Path, capsys):
+    """A label with 4 positives passed validate, and the run died in the tuning step on an infinite score with a
+    protobuf traceback; a column set only for the positives passed unnoticed, for a test ROC-AUC of 1.0 (the data
+    audit)."""
+    rows = ["account_id,spend,flag,outcome"] + [
+        f"a{i},{i % 7 + 0.5},{'contacted' if i % 10 == 0 else ''},{'yes' if i % 10 == 0 else 'no'}" for i in range(200)]
+    target = tmp_path / "leaky.yaml"
+    assert main(["init", str(write_csv("\n".join(rows) + "\n")), "--label", "outcome", "-o", str(target)]) == 0
+    capsys.readouterr()
     assert main(["validate", str(target)]) == 0
-    assert "note: 2 of 4 rows (50.0%) break the contract (max_bad_fraction 60.0%): column plan 2" in \
-        capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "note: column 'flag' alone separates the label (ROC-AUC 1.000 on its own)" in out and "'spend'" not in out
+    rare = write_csv("\n".join(rows[:1] + [row.replace(",yes", ",no") for row in rows[1:]][:-4]
+                               + [f"b{i},1.0,,yes" for i in range(4)]) + "\n", "rare.csv")
+    document = yaml.safe_load(target.read_text())
+    document["data"]["path"] = str(rare)
+    target.write_text(yaml.safe_dump(document))
+    assert main(["validate", str(target)]) == EXIT_ERROR
+    assert "cross-validation in 5 folds needs at least 5 rows of each class there" in capsys.readouterr().err
+
+
+def copies(text: str, times: int) -> str:
+    """`text`'s rows `times` over, each copy with ids of its own: enough rows of each class to split."""
+    header, *rows = text.strip().split("\n")
+    return "\n".join([header, *(f"{row.split(',', 1)[0]}-{k},{row.split(',', 1)[1]}"
+                                for k in range(times) for row in rows)]) + "\n"
 
 
 def test_undeclared_columns_are_a_note_under_warn_as_a_run_takes_them(write_csv, tmp_path: Path, capsys):
-    document = yaml.safe_load(scaffold(str(write_csv(SMALL))))
+    document = yaml.safe_load(scaffold(str(write_csv(copies(SMALL, 15)))))
     del document["columns"]["note"]
     target = tmp_path / "fewer.yaml"
     for undeclared, code in [("warn", 0), ("error", EXIT_ERROR), ("ignore", 0)]:
@@ -325,7 +355,7 @@ def test_only_the_first_column_of_dates_is_the_time_column(write_csv):
 @pytest.mark.xdist_group("s3")
 def test_an_s3_object_is_drafted_and_validated(s3_bucket: str, write_csv, tmp_path: Path):
     uri = f"s3://{s3_bucket}/data/small.csv"
-    storage.upload_file(write_csv(SMALL), uri)
+    storage.upload_file(write_csv(copies(SMALL, 15)), uri)
     target = tmp_path / "s3.yaml"
     assert main(["init", uri, "-o", str(target)]) == 0
     assert load_use_case(target).data.path == uri

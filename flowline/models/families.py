@@ -48,13 +48,13 @@ from flowline.models.candidate import (
 from flowline.models.catboost import CatBoostModel
 from flowline.models.lightgbm import LightGBMModel
 from flowline.models.mlp import MLPNetwork, hidden_layers, train_mlp
-from flowline.splitting import fold_splits
+from flowline.splitting import SEARCH_FOLDS, fold_splits
 from flowline.use_case import TuningSpec
 
 SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate
 TREE_FAMILIES = ("xgboost", "forest", "lightgbm")  # they read category codes (FeatureLayout.trees)
 BOOSTED_FAMILIES = ("xgboost", "lightgbm", "catboost")  # their iterations are boosting rounds, early-stopped on valid
-TRIAL_FOLDS = 5  # trials scored by cross-validation on small data (tuning.cv_max_rows)
+TRIAL_FOLDS = SEARCH_FOLDS  # trials scored by cross-validation on small data (tuning.cv_max_rows)
 XGBOOST_METRICS = {"roc_auc": "auc", "auprc": "aucpr"}  # tuning.metric as XGBoost logs it (pruning reports)
 
 

@@ -374,3 +374,18 @@ def test_the_katib_backend_without_a_cluster_says_so_in_one_line(churn, tmp_path
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(KatibError, match="the Katib backend finds no cluster to talk to .*tuning.backend optuna"):
         katib_search(churn, "linear", 3, "img:1", "flowline", progress=lambda line: None)
+
+
+def test_a_search_without_a_finite_best_score_is_refused_naming_the_family():
+    """A fold with one class only scores NaN, and its -inf best reached KFP's metrics, whose protobuf could not
+    serialise it: a traceback naming neither the family nor why (the data audit)."""
+    from types import SimpleNamespace
+
+    from flowline.tuning import record_search
+
+    result = SearchResult(family="mlp", params={}, valid_score=float("-inf"), iterations=1, trials=1,
+                          stopped_early=0, backend="optuna", metric="roc_auc")
+    best = SimpleNamespace(metadata={})
+    with pytest.raises(ValueError, match="mlp: no trial scored a finite roc_auc"):
+        record_search(result, "binary", best, None)
+    assert best.metadata == {}

@@ -32,6 +32,7 @@ from flowline.use_case_loader import load_use_case
 MAX_ALLOWED = 20  # a category with at most this many values lists them as `allowed`
 MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this share of rows is free text
 NUMBER_SHARE = 0.99  # a column whose cells are this share numbers is numeric: the others are typos to quarantine
+MOSTLY_NUMBERS = 0.9  # below NUMBER_SHARE but this share numbers: a category with a review note
 ID_SHARE = 0.99  # a column named like an id, with no blank and this share of distinct values, is an id with repeats
 SEPARATORS = ",;\t|"
 ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
@@ -126,6 +127,13 @@ def infer_column(name: str, values: pd.Series) -> Column:
     if (text == "?").any():
         notes.append(f"review: {int((text == '?').sum())} cell(s) are '?': if '?' marks a missing value, blank "
                      "those cells in the data")
+    elif column.spec["type"] in ("category", "string") and len(text) and not column.is_id:
+        finite = numbers_from_text(text).abs().lt(float("inf"))
+        if finite.mean() >= MOSTLY_NUMBERS:  # too many others to quarantine as typos
+            shown = ", ".join(repr(value) for value in text[~finite].value_counts().index[:3])
+            notes.append(f"review: {finite.mean():.0%} of its cells are numbers, read as categories because of the "
+                         f"others ({shown}): if they mark a missing value, blank those cells in the data, and it is "
+                         f"read as a number")
     return replace(column, note="; ".join(notes))
 
 

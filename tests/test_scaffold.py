@@ -463,3 +463,14 @@ def test_a_saved_dataframe_index_is_drafted_as_an_id_not_a_feature(write_csv, tm
     assert "id_columns" not in yaml.safe_load(scaffold(str(tmp_path / "other.csv")))
     frame.set_index(frame["x"]).to_csv(tmp_path / "repeating.csv", index_label="index")
     assert "id_columns" not in yaml.safe_load(scaffold(str(tmp_path / "repeating.csv")))
+
+
+def test_a_column_of_numbers_with_many_na_cells_is_a_category_with_a_review_note(write_csv):
+    """One cell in ten 'N/A' made tenure a 74-value category, target-encoded with 'N/A' a level, and said nothing."""
+    rows = "".join(f"{'N/A' if n % 10 == 0 else n % 37},{n % 5}.5,{'no' if n % 3 else 'yes'}\n" for n in range(200))
+    document = yaml.safe_load(scaffold(str(write_csv("tenure,x,outcome\n" + rows))))
+    assert document["columns"]["tenure"]["type"] == "category"
+    noted = scaffold(str(write_csv("tenure,x,outcome\n" + rows))).split("\n")
+    line = next(line for line in noted if line.strip().startswith("tenure:"))
+    assert "review: 90% of its cells are numbers, read as categories because of the others ('N/A')" in line
+    assert "review" not in next(line for line in noted if line.strip().startswith("x:"))

@@ -107,6 +107,10 @@ def test_fixed_horizon_tests_against_their_definitions():
     z = 0.05 / math.sqrt(pooled * (1 - pooled) * 2 / 1000)
     assert result.statistic == pytest.approx(z) and result.p_value == pytest.approx(2 * stats.norm.sf(z))
     assert result.ci95[0] < 0.05 < result.ci95[1] and result.difference == pytest.approx(0.05)
+    # Newcombe's interval (its method 10), against a value worked from its paper's example: 56/70 against 48/80
+    newcombe = two_proportion_z_test(48, 80, 56, 70)
+    assert newcombe.ci95 == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    assert two_proportion_z_test(0, 1, 1, 1).ci95 == pytest.approx((-0.1221, 1.0), abs=1e-4)  # Wald gave [1, 1]
     rng = np.random.default_rng(3)
     a, b = rng.normal(10, 1, 300), rng.normal(10.3, 3, 200)
     welch = welch_t_test(a, b)

@@ -203,7 +203,7 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
         blank, text = parsed.isna(), None
     else:
         text, blank = as_text(values)
-        parsed = numbers_from_text(without(text, spec.strip).where(~blank) if spec.strip else text.where(~blank))
+        parsed = column_numbers(text.where(~blank), spec)
     reasons = pd.Series("", index=values.index, dtype=object)
     flagged = np.zeros(len(values), dtype=bool)  # a row keeps its first reason
 
@@ -214,7 +214,8 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
             reasons[mask] = (f"{name}: '" + shown.fillna("") + "' " + problem) if quoted else problem
             flagged[mask] = True
 
-    flag(~blank & parsed.isna(), "is not a number")
+    flag(~blank & parsed.isna(), "is not a number" if spec.decimal == "." else f"is not a number written with "
+                                                                              f"decimal {spec.decimal!r}")
     flag(np.isinf(parsed), "is not a finite number")
     if spec.type == "integer":
         flag(parsed.notna() & (parsed != np.floor(parsed)), "is not an integer")
@@ -230,6 +231,29 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
 def without(text: pd.Series, characters: str) -> pd.Series:
     """`text` without any of `characters`, then stripped (a column's `strip`: "$1,234.50" with "$," reads 1234.50)."""
     return text.str.translate(str.maketrans("", "", characters)).str.strip()
+
+
+# A column's `decimal: ","`: a '.' or a space between digits, before a group of exactly three, groups thousands.
+DECIMAL_COMMA_GROUPING = r"(?<=\d)[.\s](?=\d{3}(?!\d))"
+
+
+def number_text(text: pd.Series, strip: str | None, decimal: str = ".") -> pd.Series:
+    """Cells of a numeric column as numbers_from_text reads them: without the column's `strip` characters and,
+    with decimal ',', without the '.' and spaces grouping thousands and with '.' for ',' ("1.234,5" -> "1234.5").
+    There a cell left with a '.' is missing (NA), so not a number: "2.5" is read neither as 2.5 nor as 25."""
+    if strip:
+        text = without(text, strip)
+    if decimal == ",":
+        text = text.str.replace(DECIMAL_COMMA_GROUPING, "", regex=True)
+        text = text.where(~text.str.contains(".", regex=False).fillna(False)).str.replace(",", ".", regex=False)
+    return text
+
+
+def column_numbers(text: pd.Series, spec: ColumnSpec) -> pd.Series:
+    """The numbers of a numeric column's text cells as its contract writes them (its `strip` and `decimal`):
+    how ingest, batch scoring and validate read a number from the data, and init checks what it drafts."""
+    return numbers_from_text(number_text(text, spec.strip, spec.decimal) if spec.strip or spec.decimal != "."
+                             else text)
 
 
 # pandas 2.3's number parser overflows an exponent of 2**31 or more and crashes the process (a segfault), so

@@ -80,6 +80,10 @@ class ColumnSpec(_Strict):
     strip: str | None = Field(default=None, min_length=1, description=(
         "integer and number columns: characters removed from each cell of the data before it is read, such as a "
         "currency sign, thousands separators or a percent sign ('$,%'); a request sends the number itself"))
+    decimal: Literal[".", ","] = Field(default=".", description=(
+        "integer and number columns: the decimal mark the data writes numbers with. ',' (European exports, "
+        "'1.234,56'): '.' and spaces grouping thousands are removed and ',' is read as the decimal point, and a "
+        "cell with any other '.' is not a number; a request sends the number itself, a JSON number"))
 
     @model_validator(mode="after")
     def _options_fit_type(self) -> ColumnSpec:
@@ -92,9 +96,16 @@ class ColumnSpec(_Strict):
             raise ValueError("format applies to datetime columns only")
         if self.strip is not None and not numeric:
             raise ValueError("strip applies to integer and number columns only")
+        if self.decimal != "." and not numeric:
+            raise ValueError("decimal applies to integer and number columns only")
+        if self.decimal == "," and self.strip is not None and "," in self.strip:
+            raise ValueError(f"strip {self.strip!r} with decimal ',': ',' is this column's decimal mark, which "
+                             "strip would remove ('2,5' read as 25); leave ',' out of strip")
         if self.strip is not None and set(self.strip) & set(NUMBER_CHARACTERS):
+            grouping = (" (with decimal ',', the '.' and spaces grouping thousands are read without strip)"
+                        if self.decimal == "," else "")
             raise ValueError(f"strip {self.strip!r}: digits, signs, '.' and exponents are part of a number; "
-                             "strip only what surrounds or groups it")
+                             f"strip only what surrounds or groups it{grouping}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self

@@ -414,3 +414,39 @@ def test_a_wide_table_is_typed_without_pandas_fragmentation_warnings():
         warnings.simplefilter("error", pd.errors.PerformanceWarning)
         result = apply_contract(frame, use_case)
     assert len(result.kept) == 40 and result.kept["c299"].dtype == np.float64
+
+
+def test_a_decimal_comma_column_reads_commas_as_the_decimal_point(write_csv, toy_use_case):
+    """A European export writes 2.904 kg as '2,904'; with `strip: ","` (all the contract could say) ingest read
+    2904 beside '3' read as 3: a column silently out by x1000. `decimal: ","` reads it, and leaves '.' columns as
+    they were."""
+    lines = ["id;weight;price;label", "a1;2,904;2.5;no", "a2;3;1.25;yes", "a3;1.234,5;3;no", "a4;1 234,5;4;yes",
+             "a5;-0,5;5;no", "a6;;6;yes", "a7;2.5;7;no", "a8;1.2345;8;yes", "a9;€ 12,30;9;no"]
+    use_case = parse_use_case({
+        "name": "euro", "task": "binary", "data": {"path": str(write_csv("\n".join(lines) + "\n")), "separator": ";"},
+        "label": {"column": "label", "positive": "yes", "values": ["no", "yes"]}, "id_columns": ["id"],
+        "costs": {"false_negative": 5, "false_positive": 1},
+        "columns": {"id": {"type": "string"}, "price": {"type": "number"},
+                    "weight": {"type": "number", "nullable": True, "decimal": ",", "strip": "€"}}})
+    result = apply_contract(read_use_case_table(use_case).frame, use_case)
+    assert result.kept["weight"].tolist()[:5] == [2.904, 3.0, 1234.5, 1234.5, -0.5]
+    assert np.isnan(result.kept["weight"].iloc[5]) and result.kept["weight"].iloc[6] == 12.3
+    assert result.kept["price"].tolist()[:2] == [2.5, 1.25]  # the default decimal '.' is unchanged
+    # A '.' that groups no thousands is no number's with decimal ',': neither 2.5 nor 25, but quarantined.
+    assert dict(zip(result.quarantined[ROW_COLUMN], result.quarantined[REASON_COLUMN])) == {
+        6: "weight: '2.5' is not a number written with decimal ','",
+        7: "weight: '1.2345' is not a number written with decimal ','"}
+
+
+@pytest.mark.parametrize(("column", "named"), [
+    ({"type": "category", "decimal": ","}, "columns.plan: decimal applies to integer and number columns"),
+    ({"type": "number", "decimal": ",", "strip": "$,"},
+     "columns.plan: strip '$,' with decimal ',': ',' is this column's decimal mark"),
+    ({"type": "number", "decimal": ";"}, "columns.plan.decimal"),
+])
+def test_a_decimal_option_that_cannot_apply_is_refused_naming_the_column(toy_use_case, column: dict, named: str):
+    document = toy_use_case.model_dump(mode="json")
+    document["columns"]["plan"] = column
+    with pytest.raises(UseCaseError) as caught:
+        parse_use_case(document)
+    assert named in str(caught.value)

@@ -19,8 +19,8 @@ import pandas as pd
 import yaml
 
 from flowline.contract import (
-    REASON_COLUMN, UTF16_BOMS, ContractError, apply_contract, as_text, missing_columns, numbers_from_text,
-    parse_datetimes, parse_table, read_bytes, read_use_case_table, undeclared_columns, without,
+    REASON_COLUMN, UTF16_BOMS, ContractError, apply_contract, as_text, missing_columns, number_text,
+    numbers_from_text, parse_datetimes, parse_table, read_bytes, read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
 from flowline.leakage import separating_columns
@@ -40,6 +40,12 @@ ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
 FORMATTED_NUMBER = re.compile(r"(?:[-+]?[$€£¥][-+]?|[$€£¥]\s[-+]?|[-+]?)(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s?%?",
                               re.ASCII)
 FORMATTING = "$€£¥,%"
+# The same with a decimal comma (`decimal: ","`, European exports): thousands grouped by '.' or spaces, a currency
+# sign before or after ("1.234,50", "€ 12,30", "12,30 €", "1 234,5").
+DECIMAL_COMMA_NUMBER = re.compile(r"(?:[-+]?[$€£¥][-+]?|[$€£¥]\s[-+]?|[-+]?)(?:\d{1,3}(?:[.\s\u00a0\u202f]\d{3})+|\d+)"
+                                  r"(?:,\d+)?(?:[\s\u00a0\u202f]?[$€£¥])?\s?%?", re.ASCII)
+DECIMAL_COMMA = re.compile(r"\d,\d")  # a cell a decimal comma could be in
+NOT_THOUSANDS = r"(?:\d{1,2}|\d{4,})(?!\d)"  # after a mark, digits no thousands group is: "2,5", "1.25", "0,0625"
 # The header a saved DataFrame index gets (pandas writes "" and reads it back as "Unnamed: 0").
 INDEX_NAME = re.compile(r"(?:|unnamed: ?\d+|index|level_0)", re.IGNORECASE)
 LABEL_NAMES = ("label", "target", "class", "y", "outcome")
@@ -116,10 +122,11 @@ DATE_FORMATS = ("%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d", "%d-%m-%Y", "%m/
                 "%d.%m.%Y %H:%M", "%m/%d/%y", "%d.%m.%y")
 
 
-def infer_column(name: str, values: pd.Series) -> Column:
+def infer_column(name: str, values: pd.Series, separator: str = ",") -> Column:
     """The contract entry for one column: its type, allowed values, nullable and impute; a review note where a
-    column carries one value only, or `?`, which many public datasets write for a missing value."""
-    column = _inferred(name, values)
+    column carries one value only, or `?`, which many public datasets write for a missing value. `separator` is
+    the file's: in a ';'-separated file (Excel's in much of Europe) a ',' between digits is a decimal mark."""
+    column = _inferred(name, values, separator)
     text = _text(values)
     notes = [column.note] if column.note else []
     if len(text) == len(values) and text.nunique() == 1 and not column.is_id:  # a blank would be a second value
@@ -137,7 +144,7 @@ def infer_column(name: str, values: pd.Series) -> Column:
     return replace(column, note="; ".join(notes))
 
 
-def _inferred(name: str, values: pd.Series) -> Column:
+def _inferred(name: str, values: pd.Series, separator: str = ",") -> Column:
     text = _text(values)
     blanks = len(values) - len(text)
     spec: dict = {"nullable": True} if blanks else {}
@@ -147,18 +154,21 @@ def _inferred(name: str, values: pd.Series) -> Column:
     if not blanks and len(text) and INDEX_NAME.fullmatch(name.strip()) and _row_labels(text):
         return Column(name, {"type": "string"}, "review: a saved DataFrame index: kept out of the features as an "
                       "id, since a file's order can follow its label", is_id=True)
-    read, numbers, strip = text, numbers_from_text(text), ""
+    read, numbers, strip, decimal = text, numbers_from_text(text), "", "."
     if len(text) and numbers.abs().lt(float("inf")).mean() < NUMBER_SHARE:  # not plain numbers: written for people?
-        strip = _formatting(text)
-        if strip:
-            read = without(text, strip)
+        decimal = decimal_mark(text, separator)
+        strip = _formatting(text, decimal)
+        if strip or decimal != ".":
+            read = number_text(text, strip or None, decimal)  # as the contract drafted will read it
             numbers = numbers_from_text(read)
     finite = numbers.abs().lt(float("inf"))
     if len(text) and finite.mean() >= NUMBER_SHARE:
         parsed, typed = numbers[finite], read[finite]
         whole = (parsed == parsed.round()).all() and not typed.str.contains(r"[.eE]").any()
-        spec = {"type": "integer" if whole else "number", **spec, **({"strip": strip} if strip else {})}
-        notes = [_strip_note(text, strip)] if strip else []
+        spec = {"type": "integer" if whole else "number", **spec, **({"strip": strip} if strip else {}),
+                **({"decimal": decimal} if decimal != "." else {})}
+        notes = [_decimal_note(text, separator)] if decimal != "." else []
+        notes += [_strip_note(text, strip, separator)] if strip else []
         notes += [f"{blanks} blank, filled with the median"] if blanks else []
         if blanks:
             spec["impute"] = "median"
@@ -193,26 +203,58 @@ def _row_labels(text: pd.Series) -> bool:
                 and numbers.is_unique)
 
 
-def _strip_note(text: pd.Series, strip: str) -> str:
-    """The review note of a column read with `strip`, warning where only some cells carry a percent sign."""
+def _strip_note(text: pd.Series, strip: str, separator: str = ",") -> str:
+    """The review note of a column read with `strip`, warning where only some cells carry a percent sign, and
+    where ',' is stripped from a ';'-separated file, whose ',' may be a decimal mark."""
     note = f"review: numbers written with {', '.join(repr(c) for c in strip)}: removed before reading"
     percent = int(text.str.contains("%", regex=False).sum())
     if "%" in strip and percent < len(text):
         note += f"; only {percent} of {len(text)} cells carry '%': check that they share a scale"
+    if "," in strip and separator == ";":
+        note += ("; in a ';'-separated file ',' could be a decimal mark: if so, write decimal: \",\" and take ',' "
+                 "out of strip")
     return note
 
 
-def _formatting(text: pd.Series) -> str:
+def _decimal_note(text: pd.Series, separator: str) -> str:
+    """The review note of a column drafted with `decimal: ","`, showing how one of its cells reads."""
+    example = text[text.str.contains(DECIMAL_COMMA.pattern, regex=True).fillna(False)].iloc[0]
+    value = numbers_from_text(number_text(pd.Series([example], dtype="string"), _formatting(
+        pd.Series([example], dtype="string"), ",") or None, ",")).iloc[0]
+    if text.str.contains("," + NOT_THOUSANDS, regex=True).fillna(False).any():  # "29,85": no thousands group
+        return f"review: ',' read as the decimal mark: {example!r} is {value:g}"
+    return (f"review: ',' read as the decimal mark, as the file is ';'-separated: {example!r} is {value:g}; if ',' "
+            "groups thousands here, write strip: \",\" instead of decimal")
+
+
+def decimal_mark(text: pd.Series, separator: str) -> str:
+    """',' where the cells are numbers written with a decimal comma (some have a ',' between digits, nearly all
+    read so, and none has a '.' before decimals, which would make ',' a thousands separator) and that comma is
+    one: the file is ';'-separated, or some ',' is followed by other than three digits ("29,85"); else '.'.
+    "1,234" in a ','-separated file stays thousands, as `_formatting` reads it."""
+    if not len(text) or not text.str.contains(DECIMAL_COMMA.pattern, regex=True).fillna(False).any():
+        return "."
+    written = text.str.fullmatch(DECIMAL_COMMA_NUMBER.pattern, flags=DECIMAL_COMMA_NUMBER.flags).fillna(False)
+    if written.mean() < NUMBER_SHARE or text.str.contains(r"\." + NOT_THOUSANDS, regex=True).fillna(False).any():
+        return "."
+    unambiguous = text[written].str.contains("," + NOT_THOUSANDS, regex=True).fillna(False).any()
+    return "," if separator == ";" or unambiguous else "."
+
+
+def _formatting(text: pd.Series, decimal: str = ".") -> str:
     """The currency, grouping and percent characters a column of numbers written for people uses ("" if it is
-    not one: such cells must be nearly all of it, and some must carry them)."""
+    not one: such cells must be nearly all of it, and some must carry them). With decimal ',' the grouping marks
+    ('.' and spaces) are the contract's to remove, and ',' is the number's: only currency and percent signs."""
     if not len(text):
         return ""
-    formatted = text.str.fullmatch(FORMATTED_NUMBER.pattern, flags=FORMATTED_NUMBER.flags).fillna(False)
-    carrying = text.str.contains(f"[{re.escape(FORMATTING)}]", regex=True).fillna(False)
+    pattern, characters = (FORMATTED_NUMBER, FORMATTING) if decimal == "." else \
+        (DECIMAL_COMMA_NUMBER, FORMATTING.replace(",", ""))
+    formatted = text.str.fullmatch(pattern.pattern, flags=pattern.flags).fillna(False)
+    carrying = text.str.contains(f"[{re.escape(characters)}]", regex=True).fillna(False)
     if formatted.mean() < NUMBER_SHARE or not (formatted & carrying).any():
         return ""
     used = set("".join(text[formatted & carrying].unique()))
-    return "".join(c for c in FORMATTING if c in used)
+    return "".join(c for c in characters if c in used)
 
 
 def guess_label(frame: pd.DataFrame) -> str:
@@ -284,7 +326,7 @@ def scaffold(source: str, label: str | None = None) -> str:
         raise ScaffoldError(f"--label {label!r}: a name flowline keeps for its quarantines' bookkeeping; rename it "
                             "in the data")
     # A quarantine's bookkeeping columns (a quarantine fed back in) are not the data's: left undeclared.
-    columns = one_time_column([infer_column(name, frame[name]) for name in frame.columns
+    columns = one_time_column([infer_column(name, frame[name], separator) for name in frame.columns
                                if name != label and name not in RESERVED_COLUMNS])
     if all(column.is_id for column in columns):
         raise ScaffoldError(f"{source} has no column to learn {label!r} from: its other columns "

@@ -408,6 +408,44 @@ def test_numbers_written_for_people_are_drafted_as_numbers_with_what_to_strip(wr
         parse_use_case({**document, "columns": {**document["columns"], "x": {"type": "number", "strip": "."}}})
 
 
+def test_decimal_commas_are_drafted_with_decimal_never_stripped_as_thousands(write_csv, tmp_path: Path, capsys):
+    """In a ';'-separated file '2,904' (2.904 kg) beside '3' was drafted `strip: ","`, confidently, and ingest read
+    2904: values x1000, silently (audit F2). European money columns ('29,85') were drafted as free text, as the
+    contract could not read a decimal comma (audit F7)."""
+    rows = "".join(f"{2.904 + n / 1000:.3f};{n % 5};{n * 13.35 + 1000:,.2f};{n * 37}{'.5' if n % 2 else ''};"
+                   f"{'yes' if n % 3 else 'no'}\n".replace(".", "#").replace(",", ".").replace("#", ",")
+                   if n % 4 else f"{3 + n % 2};{n % 5};{n * 13.35:.2f};{n * 37};no\n".replace(".", ",")
+                   for n in range(60))
+    path = write_csv("weight_kg;x;charges;total;outcome\n" + rows)
+    target = tmp_path / "euro.yaml"
+    assert main(["init", str(path), "-o", str(target)]) == 0
+    drafted = target.read_text()
+    columns = yaml.safe_load(drafted)["columns"]
+    assert columns["weight_kg"] == {"type": "number", "decimal": ","}
+    assert columns["charges"] == {"type": "number", "decimal": ","}  # '1.013,35': '.' groups thousands
+    assert columns["total"] == {"type": "number", "decimal": ","} and columns["x"] == {"type": "integer"}
+    weight = next(line for line in drafted.splitlines() if line.strip().startswith("weight_kg:"))
+    assert ("# review: ',' read as the decimal mark, as the file is ';'-separated: '2,905' is 2.905; if ',' groups "
+            'thousands here, write strip: "," instead of decimal') in weight
+    assert "'29,85' is 29.85" not in drafted and "strip" not in str(columns)
+    assert main(["validate", str(target)]) == 0, capsys.readouterr().err
+    use_case = load_use_case(target)
+    kept = apply_contract(read_use_case_table(use_case).frame, use_case).kept
+    assert kept["weight_kg"].iloc[0] == 3 and kept["weight_kg"].iloc[1] == 2.905  # not 2905
+    assert kept["charges"].iloc[1] == 1013.35 and kept["total"].iloc[1] == 37.5
+    # A ','-separated file: '29,85' (quoted) is a decimal comma, '1,234' with no decimals stays thousands, as do
+    # commas beside '.' decimals; ';' or not, a ',' stripped from a ';' file is said to maybe be a decimal mark.
+    quoted = "".join(f'"{n},{n % 90 + 10}","{n * 997:,}",{n % 2}\n' for n in range(60))
+    columns = yaml.safe_load(scaffold(str(write_csv("amount,visits,outcome\n" + quoted, "comma.csv"))))["columns"]
+    assert columns["amount"] == {"type": "number", "decimal": ","}
+    assert columns["visits"] == {"type": "integer", "strip": ","}
+    grouped = scaffold(str(write_csv("spend;outcome\n" + "".join(f"{n * 137.25 + 1000:,.2f};{n % 2}\n"
+                                                                   for n in range(60)), "grouped.csv")))
+    assert yaml.safe_load(grouped)["columns"]["spend"] == {"type": "number", "strip": ","}
+    assert ("in a ';'-separated file ',' could be a decimal mark: if so, write decimal: \",\" and take ',' out of "
+            "strip") in grouped
+
+
 def test_a_nearly_unique_id_is_drafted_as_an_id_and_free_text_is_marked_for_review(write_csv):
     """An id column with one repeated value was drafted as free text, unmarked, and became a target-encoded
     feature of the model; the repeat is what the id check exists to catch."""

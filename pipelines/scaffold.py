@@ -263,7 +263,7 @@ def guess_label(frame: pd.DataFrame) -> str:
     return named[0] if named else frame.columns[-1]
 
 
-def infer_label(values: pd.Series) -> tuple[str, dict, str]:
+def infer_label(values: pd.Series, separator: str = ",") -> tuple[str, dict, str]:
     """The task, the label's YAML entries and a note: binary for two values, regression for many numbers."""
     text = _text(values)
     counts = text.value_counts()
@@ -283,10 +283,31 @@ def infer_label(values: pd.Series) -> tuple[str, dict, str]:
                                       "classes or a number")
         return "regression", {}, f"regression: {len(counts)} distinct numbers"
     shown = ", ".join(map(str, counts.index[:5]))
+    if len(counts) > 2:
+        _numbers_written_for_people(values.name, text, separator)
     raise ScaffoldError(
         f"cannot guess the task from label column {values.name!r}: it has {len(counts)} value(s) ({shown}); "
         f"flowline predicts a label of two values (binary) or a number (regression). Map it to two values, "
         f"or give another column with --label")
+
+
+def _numbers_written_for_people(label: str, text: pd.Series, separator: str) -> None:
+    """Refuse a label of numbers written for people ("$1,889.50", "29,85") saying so: a feature reads them with
+    `strip` or `decimal`, but a label takes neither, so the data must write them plainly."""
+    decimal = decimal_mark(text, separator)
+    strip = _formatting(text, decimal)
+    if not strip and decimal == ".":
+        return
+    numbers = numbers_from_text(number_text(text, strip or None, decimal))
+    if numbers.abs().lt(float("inf")).mean() < NUMBER_SHARE:
+        return
+    written = " and ".join(filter(None, [f"with {', '.join(repr(c) for c in strip)}" if strip else "",
+                                         "with a decimal comma" if decimal == "," else ""]))
+    example = text[text.str.contains(f"[{re.escape(strip + decimal)}]", regex=True).fillna(False)].iloc[0]
+    raise ScaffoldError(
+        f"label column {label!r} holds numbers written {written} (such as {example!r}, the number "
+        f"{numbers[text == example].iloc[0]:g}): a label takes no strip or decimal, so write them as plain numbers "
+        f"in the data (1234.5) for a regression, or give another column with --label")
 
 
 def slug(source: str) -> str:
@@ -321,7 +342,7 @@ def scaffold(source: str, label: str | None = None) -> str:
     label = label or guess_label(frame)
     if label not in frame.columns:
         raise ScaffoldError(f"--label {label!r} is not a column of {source}; its columns: {list(frame.columns)}")
-    task, label_spec, label_note = infer_label(frame[label].rename(label))
+    task, label_spec, label_note = infer_label(frame[label].rename(label), separator)
     if label in RESERVED_COLUMNS:
         raise ScaffoldError(f"--label {label!r}: a name flowline keeps for its quarantines' bookkeeping; rename it "
                             "in the data")

@@ -446,6 +446,19 @@ def test_decimal_commas_are_drafted_with_decimal_never_stripped_as_thousands(wri
             "strip") in grouped
 
 
+def test_a_label_of_numbers_written_for_people_says_so_and_what_to_do(write_csv, capsys):
+    """A regression label written '$1,889.50' got "cannot guess the task ...: flowline predicts ... a number
+    (regression)" although its values are numbers (audit F8): a label takes no strip, so the data must change."""
+    path = write_csv("x,TotalCharges\n" + "".join(f'{n},"${n * 101.25 + 1000:,.2f}"\n' for n in range(60)))
+    assert main(["init", str(path), "--label", "TotalCharges"]) == EXIT_ERROR
+    assert ("label column 'TotalCharges' holds numbers written with '$', ',' (such as '$1,000.00', the number 1000): "
+            "a label takes no strip or decimal, so write them as plain numbers in the data") in capsys.readouterr().err
+    euro = write_csv("x;amount\n" + "".join(f"{n};{n * 7 + 3},{n % 90 + 10}\n" for n in range(60)), "euro.csv")
+    with pytest.raises(ScaffoldError, match=r"label column 'amount' holds numbers written with a decimal comma "
+                                            r"\(such as '3,10', the number 3.1\)"):
+        scaffold(str(euro), "amount")
+
+
 def test_a_nearly_unique_id_is_drafted_as_an_id_and_free_text_is_marked_for_review(write_csv):
     """An id column with one repeated value was drafted as free text, unmarked, and became a target-encoded
     feature of the model; the repeat is what the id check exists to catch."""

@@ -131,6 +131,9 @@ def infer_column(name: str, values: pd.Series, separator: str = ",") -> Column:
     notes = [column.note] if column.note else []
     if len(text) == len(values) and text.nunique() == 1 and not column.is_id:  # a blank would be a second value
         notes.append("review: one value in every row, which tells the model nothing")
+    if len(values) and not len(text):
+        notes.append("review: every cell is blank, which tells the model nothing"
+                     + ("; an unnamed column, as trailing separators make: leave it out" if not name.strip() else ""))
     if (text == "?").any():
         notes.append(f"review: {int((text == '?').sum())} cell(s) are '?': if '?' marks a missing value, blank "
                      "those cells in the data")

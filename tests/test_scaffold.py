@@ -525,3 +525,11 @@ def test_a_column_of_numbers_with_many_na_cells_is_a_category_with_a_review_note
     line = next(line for line in noted if line.strip().startswith("tenure:"))
     assert "review: 90% of its cells are numbers, read as categories because of the others ('N/A')" in line
     assert "review" not in next(line for line in noted if line.strip().startswith("x:"))
+
+
+def test_a_column_blank_in_every_row_is_marked_for_review(write_csv):
+    """Excel's trailing separator makes an unnamed column of blanks, which was drafted as a feature unremarked."""
+    rows = "".join(f"{n % 5}.5,{'no' if n % 3 else 'yes'},\n" for n in range(60))
+    text = scaffold(str(write_csv("x,outcome,\n" + rows)))
+    line = next(line for line in text.split("\n") if line.strip().startswith('"":'))
+    assert "review: every cell is blank, which tells the model nothing; an unnamed column" in line

@@ -201,6 +201,11 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
         # Numbers already (a typed Parquet column): nothing to parse, and text only for the messages.
         parsed = values.astype("float64")
         blank, text = parsed.isna(), None
+    elif _booleans(values):
+        # True/False (a Parquet bool column, e.g. SeniorCitizen saved from pandas): 1/0, as numpy counts them;
+        # as text, 'False' is not a number and every row would be quarantined.
+        parsed = values.map({True: 1.0, False: 0.0}).astype("float64")
+        blank, text = parsed.isna(), None
     else:
         text, blank = as_text(values)
         parsed = column_numbers(text.where(~blank), spec)
@@ -226,6 +231,18 @@ def _numeric_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.
     if not spec.nullable:
         flag(blank, f"{name}: blank, but the column is not nullable", quoted=False)
     return parsed, reasons
+
+
+def _booleans(values: pd.Series) -> bool:
+    """Whether a column holds True/False: a bool or boolean dtype, or (pyarrow's reading of a bool Parquet column
+    with nulls) an object column of Python or numpy bools and nulls. Text cells fail at the first value."""
+    if pd.api.types.is_bool_dtype(values):
+        return True
+    if values.dtype != object:
+        return False
+    present = values.dropna()
+    return bool(len(present)) and isinstance(present.iloc[0], (bool, np.bool_)) and bool(
+        present.map(lambda value: isinstance(value, (bool, np.bool_))).all())
 
 
 def without(text: pd.Series, characters: str) -> pd.Series:

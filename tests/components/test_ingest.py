@@ -22,7 +22,7 @@ from flowline.contract import (
     read_table,
     read_use_case_table,
 )
-from flowline.use_case import UseCase, UseCaseError
+from flowline.use_case import ColumnSpec, UseCase, UseCaseError
 from flowline.use_case_loader import parse_use_case
 
 MESSY = """id,age,income,plan,label
@@ -99,6 +99,23 @@ def test_parquet_sources_are_held_to_the_same_contract(tmp_path: Path, toy_use_c
     result = apply_contract(read_table(str(path)).frame, toy_use_case)
     assert len(result.kept) == 1
     assert result.quarantined[REASON_COLUMN].tolist() == ["age: '-4' is below the minimum 0"]
+
+
+def test_a_bool_parquet_column_declared_numeric_reads_as_0_and_1(tmp_path: Path, toy_use_case):
+    """pandas saves a 0/1 column it holds as bool (SeniorCitizen) as a Parquet bool: 'False' as text is not a
+    number, and every row was quarantined."""
+    use_case = toy_use_case.model_copy(update={"columns": {
+        **toy_use_case.columns, "senior": ColumnSpec(type="integer", min=0, max=1),
+        "member": ColumnSpec(type="number", nullable=True)}})
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame({"id": ["a", "b", "c"], "age": [30, 40, 50], "income": [1.5, 2.0, 3.0],
+                  "plan": ["pro", "basic", "pro"], "senior": [True, False, True],
+                  "member": pd.array([True, None, False], dtype="boolean"), "label": ["no", "yes", "no"]}
+                 ).to_parquet(path)
+    result = apply_contract(read_table(str(path)).frame, use_case)
+    assert result.quarantined.empty
+    assert result.kept["senior"].tolist() == [1.0, 0.0, 1.0]
+    assert result.kept["member"].fillna(-1).tolist() == [1.0, -1, 0.0]
 
 
 def test_http_sources_are_read_over_real_http(write_csv, toy_use_case):

@@ -55,7 +55,8 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from flowline import audit, storage
-from flowline.contract import ContractError, apply_contract, malformed_rows, read_use_case_table
+from flowline.contract import (ContractError, apply_contract, malformed_rows, read_use_case_table,
+                               restored_index_as_columns)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore
@@ -146,11 +147,16 @@ def _parquet_chunks(path: Path, source: str, chunk_rows: int) -> Iterator[tuple[
         parquet = pq.ParquetFile(path)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ContractError(f"{source} is not a readable Parquet file: {error}") from None
-    # A frame saved by pandas may carry its index as columns (`__index_level_0__`): not the input's data.
-    index = {c for c in (parquet.schema_arrow.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)}
-    names = [str(name) for name in parquet.schema_arrow.names if name not in index]
+    # A frame saved by pandas keeps its index as columns, unless it is a RangeIndex (row numbers, dropped): read
+    # back first, under the names pandas gives them (`df.set_index("customerID")` holds its ids there), as
+    # contract.parse_table reads them for init and ingest.
+    schema = parquet.schema_arrow
+    index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
+    fields = [*index, *(name for name in schema.names if name not in index)]
+    restored = restored_index_as_columns(schema.empty_table().to_pandas()) if index else None
+    names = [str(name) for name in (restored.columns if restored is not None else fields)]
     start = 0
-    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=names):
+    for batch in parquet.iter_batches(batch_size=chunk_rows, columns=fields):
         frame = batch.to_pandas(ignore_metadata=True)
         frame.columns, frame.index = names, pd.RangeIndex(start, start + len(frame))
         start += len(frame)

@@ -99,7 +99,7 @@ def parse_table(payload: bytes, source: str, file_format: str | None = None, sep
         raise ContractError(f"{source}: the header names column(s) {repeated} more than once; give each column "
                             f"its own name")
     if file_format == "parquet":
-        frame = pd.read_parquet(io.BytesIO(payload))
+        frame = restored_index_as_columns(pd.read_parquet(io.BytesIO(payload)))
         frame.columns = [str(name) for name in frame.columns]
     else:
         index = [row for row, _ in rows] if malformed else pd.RangeIndex(len(rows))  # the source row numbers
@@ -108,6 +108,17 @@ def parse_table(payload: bytes, source: str, file_format: str | None = None, sep
         raise ContractError(f"{source} has a header ({len(frame.columns)} columns) but no rows")
     return RawTable(frame=frame, source=source, sha256=hashlib.sha256(payload).hexdigest(),
                     malformed=malformed_rows(malformed, header, separator))
+
+
+def restored_index_as_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame read from Parquet with the index pandas restored read back as column(s), first, and its rows
+    numbered 0..n-1. A frame saved after `df.set_index("customerID")` holds its ids only in the index; left
+    there, init would not draft them, ingest would number quarantined rows by them and scoring would not find
+    them. A RangeIndex is only row numbers and stays dropped; another unnamed index (a filtered frame's) comes
+    back as `index`, which init proposes as an id (a saved DataFrame index)."""
+    if isinstance(frame.index, pd.RangeIndex):
+        return frame.reset_index(drop=True)
+    return frame.reset_index()
 
 
 def read_bytes(source: str) -> bytes:

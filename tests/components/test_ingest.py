@@ -118,6 +118,27 @@ def test_a_bool_parquet_column_declared_numeric_reads_as_0_and_1(tmp_path: Path,
     assert result.kept["member"].fillna(-1).tolist() == [1.0, -1, 0.0]
 
 
+@pytest.mark.parametrize("index", [["id"], ["id", "plan"]], ids=["one", "two levels"])
+def test_a_parquet_index_comes_back_as_columns_and_rows_are_numbered_from_0(tmp_path: Path, toy_use_case, index):
+    """A frame saved after set_index("id") holds its ids only in the Parquet index, which pandas restores as the
+    index: the id column was missing, and quarantined rows were numbered by id."""
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame({"id": ["a", "b", "c"], "age": [30, -4, 50], "income": [1.5, 2.0, None],
+                  "plan": ["pro", "basic", "pro"], "label": ["no", "yes", "no"]}).set_index(index).to_parquet(path)
+    frame = read_table(str(path)).frame
+    assert list(frame.columns[:len(index)]) == index and frame.index.equals(pd.RangeIndex(3))
+    result = apply_contract(frame, toy_use_case)
+    assert result.kept["id"].tolist() == ["a", "c"]
+    assert result.quarantined[[ROW_COLUMN, "id"]].values.tolist() == [[1, "b"]]
+
+
+def test_a_parquet_range_index_stays_dropped(tmp_path: Path):
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame({"age": [30, 40, 50, 60]}).iloc[1:].to_parquet(path)  # a RangeIndex 1..3, kept as metadata
+    frame = read_table(str(path)).frame
+    assert list(frame.columns) == ["age"] and frame.index.equals(pd.RangeIndex(3))
+
+
 def test_http_sources_are_read_over_real_http(write_csv, toy_use_case):
     path = write_csv(MESSY)
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(path.parent))

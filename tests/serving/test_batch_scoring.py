@@ -254,6 +254,22 @@ def test_a_file_written_another_way_than_the_training_data_scores_with_its_separ
     assert "unknown encoding 'klingon'" in capsys.readouterr().err
 
 
+def test_a_parquet_index_and_a_bool_column_score_as_the_plain_file(churn_package, telco, tmp_path):
+    """A frame saved after set_index("customerID") holds the ids only in the Parquet index: scoring said the data
+    had no customerID. And SeniorCitizen saved as bool was quarantined in every row ('False' is not a number)."""
+    plain = write_rows(telco, tmp_path / "plain.csv", broken=False)
+    telco.set_index("customerID").to_parquet(tmp_path / "indexed.parquet")
+    telco.assign(SeniorCitizen=telco["SeniorCitizen"] == "1").to_parquet(tmp_path / "bool.parquet")
+    for name in (plain.name, "indexed.parquet", "bool.parquet"):
+        assert main(["score", str(churn_package), "--input", str(tmp_path / name),
+                     "--output", str(tmp_path / f"{name}.scores.parquet")]) == 0
+    plain_scores, *others = (pd.read_parquet(tmp_path / f"{name}.scores.parquet").drop(columns="scored_at")
+                             for name in (plain.name, "indexed.parquet", "bool.parquet"))
+    assert plain_scores["customerID"].tolist() == telco["customerID"].tolist()
+    for scores in others:
+        pd.testing.assert_frame_equal(plain_scores, scores)
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing column", "the data has no column(s) ['tenure']"),
     ("not parquet", "is not a readable Parquet file"),

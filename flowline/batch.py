@@ -43,6 +43,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -55,8 +56,8 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from flowline import audit, storage
-from flowline.contract import (ContractError, apply_contract, malformed_rows, read_use_case_table,
-                               restored_index_as_columns)
+from flowline.contract import (ContractError, apply_contract, count_reasons, counted_reasons_text, malformed_rows,
+                               read_use_case_table, restored_index_as_columns)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore
@@ -78,7 +79,9 @@ class BatchError(ValueError):
 @dataclass
 class BatchSummary:
     """What a batch run did: the counts (rows_in, rows_scored, rows_quarantined; a transaction log's run:
-    transactions_in, transactions_quarantined, customers_scored) and the values out of profile per column."""
+    transactions_in, transactions_quarantined, customers_scored) and the values out of profile per column.
+    `reasons`: the quarantined rows per reason, without the cells' values (contract.count_reasons), for
+    `enforce_bad_fraction`'s message; not part of the record."""
 
     package_version: str
     use_case: str
@@ -89,9 +92,10 @@ class BatchSummary:
     out_of_profile: dict[str, int] = field(default_factory=dict)
     as_of: Optional[str] = None
     seconds: float = 0.0
+    reasons: Counter = field(default_factory=Counter, repr=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {name: value for name, value in asdict(self).items() if name != "reasons"}
 
 
 # ---- reading
@@ -389,6 +393,7 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
             scores.write_table(_table(scored, schema))
             held.write_table(_table(quarantined, held.schema))
             _add(summary, rows_in, len(scored), len(quarantined), outside)
+            summary.reasons.update(count_reasons(quarantined[REASON_COLUMN]).to_dict())
             if on_chunk:
                 on_chunk(rows_in)
     summary.seconds = round(time.perf_counter() - started, 3)
@@ -441,7 +446,25 @@ def score_customers(scorer: Scorer, log_use_case: UseCase, source: str, as_of: d
                         counts={"transactions_in": result.rows_in, "transactions_quarantined": len(result.quarantined),
                                 "customers_scored": len(scored)},
                         out_of_profile=scorer.feature_set.columns_out_of_profile(values), as_of=as_of.isoformat(),
-                        seconds=round(time.perf_counter() - started, 3))
+                        seconds=round(time.perf_counter() - started, 3),
+                        reasons=Counter(count_reasons(result.quarantined[REASON_COLUMN]).to_dict()))
+
+
+def enforce_bad_fraction(summary: BatchSummary, use_case: UseCase) -> None:
+    """Fail, as ingest does (contract.enforce_bad_fraction), when more rows (a transaction log's run: transactions)
+    were quarantined than `use_case`'s max_bad_fraction: a scheduled run that scored nothing, or little, must not
+    pass for done. Called once the outputs are written and recorded, so that the quarantine is there to read and
+    `flowline erase` finds it. A ContractError with the counts and the commonest reasons (without the values)."""
+    counts = summary.counts
+    what = "transactions" if "transactions_in" in counts else "rows"
+    rows_in, quarantined = counts[f"{what}_in"], counts[f"{what}_quarantined"]
+    if not rows_in or quarantined / rows_in <= use_case.max_bad_fraction:
+        return
+    reasons = counted_reasons_text(pd.Series(summary.reasons, dtype="int64"))
+    raise ContractError(
+        f"{quarantined:,} of {rows_in:,} {what} ({quarantined / rows_in:.1%}) were quarantined, above "
+        f"max_bad_fraction {use_case.max_bad_fraction:.1%} of use case {use_case.name!r}. Reasons: {reasons}. "
+        f"The quarantine {summary.quarantine} lists every row with its reason.")
 
 
 def record(audit_log: str | Path, summary: BatchSummary) -> dict:

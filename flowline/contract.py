@@ -432,10 +432,21 @@ def reason_counts(reasons: pd.Series, shown: int = 3) -> str:
     """The commonest reasons with their rows, e.g. "credit_amount: a value that is not a number (125 rows)".
     Without the cells' values or line numbers: the message reaches the append-only audit log, where an erasure
     could not remove a person's data."""
+    return counted_reasons_text(count_reasons(reasons), shown)
+
+
+def count_reasons(reasons: pd.Series) -> pd.Series:
+    """Rows per reason, commonest first, the reasons without the cells' values or line numbers (`reason_counts`);
+    batch scoring adds up those of its chunks."""
     generic = (reasons.str.split("; ").explode()
                .str.replace(r": '.*?' is not ", ": a value that is not ", regex=True)
                .str.replace(r"^line \d+: ", "a line: ", regex=True))
-    counted = generic.value_counts()
+    return generic.value_counts()
+
+
+def counted_reasons_text(counted: pd.Series, shown: int = 3) -> str:
+    """`reason_counts` of reasons already counted (`count_reasons`)."""
+    counted = counted.sort_values(ascending=False, kind="stable")
     parts = [f"{reason} ({count} row{'s' if count != 1 else ''})" for reason, count in counted.head(shown).items()]
     others = len(counted) - shown
     return "; ".join(parts) + (f"; and {others} other reason(s)" if others > 0 else "")

@@ -40,7 +40,8 @@ def scoring_day(use_case: UseCase, as_of: str) -> Optional[date]:
 def score_files(use_case: UseCase, package_uri: str, input_uri: str, as_of: str, audit_log: str,
                 scores_file: str, quarantine_file: str, summary_file: str) -> batch.BatchSummary:
     """Score `input_uri` with the package (see the component); write the scores, the quarantine and the
-    summary; record the run in `audit_log` when set."""
+    summary; record the run in `audit_log` when set. The caller holds the run to the use case's
+    max_bad_fraction (batch.enforce_bad_fraction) once it has logged the counts."""
     day = scoring_day(use_case, as_of)  # checked before the package is fetched
     scorer = Scorer.open(package_uri)
     if day is not None:

@@ -83,10 +83,11 @@ def _score(args: argparse.Namespace) -> int:
     if not args.as_of and scorer.use_case.transaction_log is not None:
         raise UsageError(f"use case {scorer.use_case.name!r} scores the customers of transaction log "
                          f"{scorer.use_case.transaction_log.name!r}: give --as-of YYYY-MM-DD")
+    contract = scorer.use_case  # whose max_bad_fraction the run is held to
     try:
         if args.as_of:
-            log_use_case = scorer.use_case.transaction_log or _log_use_case(args.model, scorer.use_case.name)
-            summary = batch.score_customers(scorer, log_use_case, args.input, args.as_of, output, quarantine)
+            contract = scorer.use_case.transaction_log or _log_use_case(args.model, scorer.use_case.name)
+            summary = batch.score_customers(scorer, contract, args.input, args.as_of, output, quarantine)
         else:
             with rows_bar(sys.stderr, batch.known_rows(args.input, args.format)) as bar:
                 summary = batch.score_table(scorer, args.input, output, quarantine,
@@ -112,6 +113,11 @@ def _score(args: argparse.Namespace) -> int:
               + ": `flowline erase` finds a subject's rows by that record", file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(summary.as_dict(), indent=1) if args.json else summary_text(summary))
+    try:  # as ingest refuses a file: a scheduled run that scored nothing, or little, fails (its outputs are kept)
+        batch.enforce_bad_fraction(summary, contract)
+    except ContractError as error:
+        print(f"flowline: score: {error}", file=sys.stderr)
+        return EXIT_ERROR
     return 0
 
 

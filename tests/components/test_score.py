@@ -37,3 +37,33 @@ def test_the_summary_shows_the_counts_and_only_the_columns_out_of_profile():
     assert "`tenure` 3" in text and "Contract" not in text
     summary.out_of_profile = {"tenure": 0}
     assert "(scored): none" in summary_markdown(summary)
+
+
+def test_a_run_above_max_bad_fraction_fails_with_the_counts_and_reasons_a_transaction_logs_too():
+    """The step fails as ingest does (the component calls it once the outputs and counts are written): a
+    scheduled run that scored nothing passed. The reasons are counted without the cells' values."""
+    from collections import Counter
+
+    from flowline.batch import enforce_bad_fraction
+    from flowline.contract import ContractError
+
+    churn, clv = load_use_case("churn"), load_use_case("clv")  # max_bad_fraction 5 % and 1 %
+    summary = BatchSummary("abc123", "churn", "customers.csv", "scores", "q.parquet",
+                           counts={"rows_in": 200, "rows_scored": 189, "rows_quarantined": 11},
+                           reasons=Counter({"tenure: a value that is not a number": 3,
+                                            "SeniorCitizen: a value that is not a number": 8}))
+    with pytest.raises(ContractError) as raised:
+        enforce_bad_fraction(summary, churn)
+    assert str(raised.value) == (
+        "11 of 200 rows (5.5%) were quarantined, above max_bad_fraction 5.0% of use case 'churn'. Reasons: "
+        "SeniorCitizen: a value that is not a number (8 rows); tenure: a value that is not a number (3 rows). "
+        "The quarantine q.parquet lists every row with its reason.")
+    summary.counts = {"rows_in": 200, "rows_scored": 190, "rows_quarantined": 10}
+    enforce_bad_fraction(summary, churn)  # 5.0 %: within
+    summary.counts = {"rows_in": 0, "rows_scored": 0, "rows_quarantined": 0}
+    enforce_bad_fraction(summary, churn)  # a header only: nothing to score, nothing bad
+    summary.counts = {"transactions_in": 100, "transactions_quarantined": 2, "customers_scored": 40}
+    with pytest.raises(ContractError, match=r"^2 of 100 transactions \(2.0%\) were quarantined, above "
+                                            r"max_bad_fraction 1.0% of use case 'clv'"):
+        enforce_bad_fraction(summary, clv)
+    assert "reasons" not in summary.as_dict()  # not in the audit record

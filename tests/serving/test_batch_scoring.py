@@ -270,6 +270,31 @@ def test_a_parquet_index_and_a_bool_column_score_as_the_plain_file(churn_package
         pd.testing.assert_frame_equal(plain_scores, scores)
 
 
+def test_a_run_that_quarantines_more_than_max_bad_fraction_fails_keeping_its_outputs(churn_package, telco, tmp_path,
+                                                                                      capsys):
+    """A scheduled run that scored nothing exited 0 (SeniorCitizen recoded No/Yes: every row quarantined). It
+    fails as ingest does, with the counts and the reasons; the quarantine is written and recorded, to be read."""
+    recoded = write_rows(telco.assign(SeniorCitizen=telco["SeniorCitizen"].map({"0": "No", "1": "Yes"})),
+                         tmp_path / "recoded.csv", broken=False)
+    out, log = tmp_path / "scores.parquet", tmp_path / "audit.jsonl"
+    assert main(["score", str(churn_package), "--input", str(recoded), "--output", str(out),
+                 "--audit-log", str(log)]) == 1
+    captured = capsys.readouterr()
+    assert f"rows in {GOOD_ROWS}, rows scored 0, rows quarantined {GOOD_ROWS}" in captured.out
+    quarantine = tmp_path / "scores.quarantine.parquet"
+    assert captured.err.strip().splitlines() == [
+        f"flowline: score: {GOOD_ROWS} of {GOOD_ROWS} rows (100.0%) were quarantined, above max_bad_fraction 5.0% "
+        f"of use case 'churn'. Reasons: SeniorCitizen: a value that is not a number ({GOOD_ROWS} rows). "
+        f"The quarantine {quarantine} lists every row with its reason."]
+    assert len(pd.read_parquet(quarantine)) == GOOD_ROWS and pd.read_parquet(out).empty
+    assert verify_audit_log(log)[-1]["action"] == AUDIT_ACTION  # `flowline erase` finds the outputs
+    # Within max_bad_fraction (7 of 150 rows, 4.7 %) the run passes.
+    some = telco.copy()
+    some.loc[some.index[:7], "SeniorCitizen"] = "Yes"
+    assert main(["score", str(churn_package), "--input", str(write_rows(some, tmp_path / "some.csv", False)),
+                 "--output", str(out), "--audit-log", str(log)]) == 0
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing column", "the data has no column(s) ['tenure']"),
     ("not parquet", "is not a readable Parquet file"),

@@ -56,8 +56,8 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from flowline import audit, storage
-from flowline.contract import (ContractError, apply_contract, count_reasons, counted_reasons_text, malformed_rows,
-                               read_use_case_table, restored_index_as_columns)
+from flowline.contract import (SEPARATORS, ContractError, apply_contract, count_reasons, counted_reasons_text,
+                               malformed_rows, missing_columns, read_use_case_table, restored_index_as_columns)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore
@@ -202,6 +202,19 @@ def _text_chunks(path: Path, source: str, chunk_rows: int, separator: str,
                             ) from None
     except csv.Error as error:
         raise ContractError(f"{source} is not a {separator!r}-separated table: {error}") from None
+
+
+def check_separator(header: list[str], source: str, use_case: UseCase, separator: str) -> None:
+    """A BatchError saying which separator to pass when a text file's header reads as one column the contract
+    lacks, whose name holds another separator (`customerID;gender;...` read with ','): the file was written
+    with it, and the list of every missing column would not say so."""
+    if len(header) != 1 or not missing_columns(pd.DataFrame(columns=header), use_case, with_label=False):
+        return
+    likely = max(SEPARATORS, key=lambda candidate: 0 if candidate == separator else header[0].count(candidate))
+    if likely != separator and likely in header[0]:
+        shown = header[0] if len(header[0]) <= 60 else header[0][:57] + "..."
+        raise BatchError(f"{source}: its header reads as one column, {shown!r}, with separator {separator!r}; "
+                         f"the file looks {likely!r}-separated: pass --separator {likely!r}")
 
 
 def _text_frame(rows: list[tuple[int, list[str]]], header: list[str]) -> pd.DataFrame:
@@ -381,8 +394,11 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
     with local_input(source) as path, staged(output) as scored_path, staged(quarantine) as quarantine_path, \
             contextlib.ExitStack() as writers:
         def chunks() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-            return read_chunks(path, source, is_parquet(source, file_format), chunk_rows, data.separator,
-                               data.encoding)
+            parquet = is_parquet(source, file_format)
+            for frame, malformed in read_chunks(path, source, parquet, chunk_rows, data.separator, data.encoding):
+                if not parquet:
+                    check_separator(list(frame.columns), source, scorer.use_case, data.separator)
+                yield frame, malformed
 
         entities = entity_state(scorer, chunks)  # with entity features, a first read of the input
         scores, held = writers.enter_context(pq.ParquetWriter(scored_path, schema)), None

@@ -27,6 +27,7 @@ from flowline.use_case import ColumnSpec, UseCase
 
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # how Excel's "Unicode Text" starts
+SEPARATORS = ",;\t|"  # the separators flowline init detects, and batch scoring recognises in a one-column header
 
 
 class ContractError(ValueError):

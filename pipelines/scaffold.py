@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from flowline.contract import (
-    REASON_COLUMN, UTF16_BOMS, ContractError, apply_contract, as_text, missing_columns, number_text,
+    REASON_COLUMN, SEPARATORS, UTF16_BOMS, ContractError, apply_contract, as_text, missing_columns, number_text,
     numbers_from_text, parse_datetimes, parse_table, read_bytes, read_use_case_table, undeclared_columns,
 )
 from flowline.datasets import DatasetError
@@ -34,7 +34,6 @@ MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this sh
 NUMBER_SHARE = 0.99  # a column whose cells are this share numbers is numeric: the others are typos to quarantine
 MOSTLY_NUMBERS = 0.9  # below NUMBER_SHARE but this share numbers: a category with a review note
 ID_SHARE = 0.99  # a column named like an id, with no blank and this share of distinct values, is an id with repeats
-SEPARATORS = ",;\t|"
 ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
 # A number written for people: a currency sign, thousands grouped by commas, a percent sign ("$1,234.50", "12.5%").
 FORMATTED_NUMBER = re.compile(r"(?:[-+]?[$€£¥][-+]?|[$€£¥]\s[-+]?|[-+]?)(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?\s?%?",

@@ -252,6 +252,12 @@ def test_a_file_written_another_way_than_the_training_data_scores_with_its_separ
     assert main(["score", str(churn_package), "--input", str(exported), "--output", str(tmp_path / "x.parquet"),
                  "--encoding", "klingon"]) == 1
     assert "unknown encoding 'klingon'" in capsys.readouterr().err
+    # Without --separator its header is one column, 'customerID;gender;...': said so, not every column missing.
+    assert main(["score", str(churn_package), "--input", str(exported), "--output", str(tmp_path / "x.parquet"),
+                 "--encoding", "latin-1"]) == 1
+    error = capsys.readouterr().err
+    assert "the file looks ';'-separated: pass --separator ';'" in error and "has no column(s)" not in error
+    assert not (tmp_path / "x.parquet").exists()
 
 
 def test_a_parquet_index_and_a_bool_column_score_as_the_plain_file(churn_package, telco, tmp_path):

@@ -38,6 +38,7 @@ import csv
 import fcntl
 import glob
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -57,7 +58,7 @@ from pydantic import ValidationError
 
 from flowline import audit, storage
 from flowline.contract import (SEPARATORS, ContractError, apply_contract, count_reasons, counted_reasons_text,
-                               malformed_rows, missing_columns, read_use_case_table, restored_index_as_columns)
+                               malformed_rows, missing_columns, read_use_case_table)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore
@@ -146,19 +147,22 @@ def read_chunks(path: Path, source: str, parquet: bool, chunk_rows: int, separat
         yield from _text_chunks(path, source, chunk_rows, separator, encoding)
 
 
+UNNAMED_INDEX = re.compile(r"__index_level_\d+__")  # how pandas names an unnamed index level in a Parquet file
+
+
 def _parquet_chunks(path: Path, source: str, chunk_rows: int) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     try:
         parquet = pq.ParquetFile(path)
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ContractError(f"{source} is not a readable Parquet file: {error}") from None
-    # A frame saved by pandas keeps its index as columns, unless it is a RangeIndex (row numbers, dropped): read
-    # back first, under the names pandas gives them (`df.set_index("customerID")` holds its ids there), as
-    # contract.parse_table reads them for init and ingest.
+    # A frame saved by pandas keeps its index as columns (a RangeIndex only as metadata). A named level is data
+    # (`df.set_index("customerID")` holds its ids there): read first, as contract.parse_table reads it for init
+    # and ingest; an unnamed one (`__index_level_0__`, a filtered frame's row labels) is not.
     schema = parquet.schema_arrow
     index = [c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)]
-    fields = [*index, *(name for name in schema.names if name not in index)]
-    restored = restored_index_as_columns(schema.empty_table().to_pandas()) if index else None
-    names = [str(name) for name in (restored.columns if restored is not None else fields)]
+    named = [c for c in index if not UNNAMED_INDEX.fullmatch(c)]
+    fields = [*named, *(name for name in schema.names if name not in index)]
+    names = [str(name) for name in fields]
     start = 0
     for batch in parquet.iter_batches(batch_size=chunk_rows, columns=fields):
         frame = batch.to_pandas(ignore_metadata=True)

@@ -112,14 +112,12 @@ def parse_table(payload: bytes, source: str, file_format: str | None = None, sep
 
 
 def restored_index_as_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    """A frame read from Parquet with the index pandas restored read back as column(s), first, and its rows
-    numbered 0..n-1. A frame saved after `df.set_index("customerID")` holds its ids only in the index; left
-    there, init would not draft them, ingest would number quarantined rows by them and scoring would not find
-    them. A RangeIndex is only row numbers and stays dropped; another unnamed index (a filtered frame's) comes
-    back as `index`, which init proposes as an id (a saved DataFrame index)."""
-    if isinstance(frame.index, pd.RangeIndex):
-        return frame.reset_index(drop=True)
-    return frame.reset_index()
+    """A frame read from Parquet with the named levels of the index pandas restored read back as column(s), first,
+    and its rows numbered 0..n-1. A frame saved after `df.set_index("customerID")` holds its ids only in the
+    index; left there, init would not draft them, ingest would number quarantined rows by them and scoring would
+    not find them. An unnamed index (a RangeIndex, or a filtered frame's row labels) is not data: dropped."""
+    named = [name for name in frame.index.names if name is not None]
+    return (frame.reset_index(level=named) if named else frame).reset_index(drop=True)
 
 
 def read_bytes(source: str) -> bytes:

@@ -132,9 +132,10 @@ def test_a_parquet_index_comes_back_as_columns_and_rows_are_numbered_from_0(tmp_
     assert result.quarantined[[ROW_COLUMN, "id"]].values.tolist() == [[1, "b"]]
 
 
-def test_a_parquet_range_index_stays_dropped(tmp_path: Path):
+@pytest.mark.parametrize("rows", [slice(1, None), [0, 2, 3]], ids=["a range", "a filtered frame's labels"])
+def test_an_unnamed_parquet_index_stays_dropped(tmp_path: Path, rows):
     path = tmp_path / "rows.parquet"
-    pd.DataFrame({"age": [30, 40, 50, 60]}).iloc[1:].to_parquet(path)  # a RangeIndex 1..3, kept as metadata
+    pd.DataFrame({"age": [30, 40, 50, 60]}).iloc[rows].to_parquet(path)  # row labels, not data
     frame = read_table(str(path)).frame
     assert list(frame.columns) == ["age"] and frame.index.equals(pd.RangeIndex(3))
 

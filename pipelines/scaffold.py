@@ -467,7 +467,8 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
     ids = [name for name in use_case.id_columns if name in present]  # the rows are checked on what is there
     result = apply_contract(raw_frame, use_case.model_copy(update={"columns": present, "id_columns": ids}), malformed)
     if not (missing_columns(raw_frame, use_case) or use_case.transactions):  # the rows as a run would see them
-        problems += _split_problems(result.kept, use_case)
+        split_problems, split_notes = _split_checks(result.kept, use_case)
+        problems, notes = problems + split_problems, notes + split_notes
         notes += [f"column {column!r} alone separates the label (ROC-AUC {score:.3f} on its own): a value known only "
                   f"after the outcome gives it away, and the model is useless when it matters; if so, leave it out "
                   f"of columns" for column, score in separating_columns(result.kept, use_case).items()]
@@ -482,13 +483,22 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
     return problems, [*notes, summary]
 
 
-def _split_problems(kept: pd.DataFrame, use_case: UseCase) -> list[str]:
-    """What the split step would refuse (too few rows of a class to split and cross-validate), before a run."""
+FEW_TEST_POSITIVES = 20  # fewer in test, and its precision and recall move by 5 points or more a row
+
+
+def _split_checks(kept: pd.DataFrame, use_case: UseCase) -> tuple[list[str], list[str]]:
+    """What the split step would refuse (too few rows of a class to split and cross-validate), before a run; and
+    a note when the test rows will hold so few positives that their metrics say little."""
     try:
-        split_frame(kept, use_case)
+        parts = split_frame(kept, use_case)
     except (SplitError, ValueError) as error:
-        return [str(error)]
-    return []
+        return [str(error)], []
+    if use_case.task != "binary":
+        return [], []
+    positives = int((parts["test"][use_case.label.column].astype(str) == use_case.label.positive).sum())
+    return [], [f"the test rows will hold {positives} {use_case.label.positive!r} row(s): its precision, recall and "
+                 f"gates will rest on so few that one row moves them by {100 / positives:.0f} points or more; give "
+                 f"more rows, or a larger split.test_size"] if positives < FEW_TEST_POSITIVES else []
 
 
 def _card_notes(use_case: UseCase) -> list[str]:

@@ -264,6 +264,7 @@ def test_validate_splits_the_rows_as_a_run_would_and_notes_a_column_that_gives_t
     assert main(["validate", str(target)]) == 0
     out = capsys.readouterr().out
     assert "note: column 'flag' alone separates the label (ROC-AUC 1.000 on its own)" in out and "'spend'" not in out
+    assert "note: the test rows will hold 4 'yes' row(s): its precision, recall and gates will rest on so few" in out
     rare = write_csv("\n".join(rows[:1] + [row.replace(",yes", ",no") for row in rows[1:]][:-4]
                                + [f"b{i},1.0,,yes" for i in range(4)]) + "\n", "rare.csv")
     document = yaml.safe_load(target.read_text())

@@ -57,8 +57,8 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from flowline import audit, storage
-from flowline.contract import (SEPARATORS, ContractError, apply_contract, count_reasons, counted_reasons_text,
-                               malformed_rows, missing_columns, read_use_case_table)
+from flowline.contract import (SEPARATORS, ContractError, apply_contract, as_text, count_reasons,
+                               counted_reasons_text, malformed_rows, missing_columns, read_use_case_table)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore
@@ -93,6 +93,7 @@ class BatchSummary:
     out_of_profile: dict[str, int] = field(default_factory=dict)
     as_of: Optional[str] = None
     seconds: float = 0.0
+    blank_columns: list[str] = field(default_factory=list)  # the model's inputs blank in every row scored
     reasons: Counter = field(default_factory=Counter, repr=False)
 
     def as_dict(self) -> dict:
@@ -406,7 +407,10 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
 
         entities = entity_state(scorer, chunks)  # with entity features, a first read of the input
         scores, held = writers.enter_context(pq.ParquetWriter(scored_path, schema)), None
+        inputs, filled = [c for c in scorer.use_case.feature_columns if c in scorer.use_case.columns], set()
         for frame, malformed in chunks():
+            filled |= {column for column in inputs if column not in filled and column in frame.columns
+                       and not as_text(frame[column])[1].all()}  # after the first chunk, nearly never read again
             scored, quarantined, rows_in, outside = score_chunk(scorer, frame, malformed, entities)
             if held is None:  # its columns are the input's, known from the first chunk (there is always one)
                 held = writers.enter_context(pq.ParquetWriter(quarantine_path, quarantine_schema(list(frame.columns))))
@@ -416,6 +420,8 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
             summary.reasons.update(count_reasons(quarantined[REASON_COLUMN]).to_dict())
             if on_chunk:
                 on_chunk(rows_in)
+    if summary.counts["rows_in"]:  # every row blank in a column the model reads: all scored on its training fill
+        summary.blank_columns = [column for column in inputs if column not in filled]
     summary.seconds = round(time.perf_counter() - started, 3)
     return summary
 

@@ -155,4 +155,7 @@ def summary_text(summary) -> str:
     if outside:
         lines.append("outside the training profile (scored): "
                      + ", ".join(f"{column} {count:,}" for column, count in outside.items()))
+    if summary.blank_columns:
+        lines.append(f"warning: blank in every row, so scored on the training fill alone: "
+                     f"{', '.join(summary.blank_columns)} (is the column empty in this file?)")
     return "\n".join(lines)

@@ -276,6 +276,17 @@ def test_a_parquet_index_and_a_bool_column_score_as_the_plain_file(churn_package
         pd.testing.assert_frame_equal(plain_scores, scores)
 
 
+def test_a_column_blank_in_every_row_is_scored_on_its_fill_and_said(churn_package, telco, tmp_path, capsys):
+    """TotalCharges blank in every row of a file (a column lost on export) was imputed and scored without a word."""
+    emptied = write_rows(telco.assign(TotalCharges=""), tmp_path / "emptied.csv", broken=False)
+    assert main(["score", str(churn_package), "--input", str(emptied), "--output", str(tmp_path / "e.parquet")]) == 0
+    said = capsys.readouterr().out
+    assert "warning: blank in every row, so scored on the training fill alone: TotalCharges" in said
+    assert main(["score", str(churn_package), "--input", str(write_rows(telco, tmp_path / "plain.csv", False)),
+                 "--output", str(tmp_path / "p.parquet")]) == 0
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_a_run_that_quarantines_more_than_max_bad_fraction_fails_keeping_its_outputs(churn_package, telco, tmp_path,
                                                                                       capsys):
     """A scheduled run that scored nothing exited 0 (SeniorCitizen recoded No/Yes: every row quarantined). It

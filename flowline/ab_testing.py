@@ -311,9 +311,9 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
     if latency_ratio > policy.max_latency_ratio:
         return {"decision": "rollback", "reason": f"p99 latency is {latency_ratio:.2f} times the champion's "
                 f"(at most {policy.max_latency_ratio:g})", **numbers}
-    if champion.successes > champion.answered or canary.successes > canary.answered:
-        return {"decision": "hold", "reason": "an arm has more good outcomes than answered requests: count "
-                "outcomes per request, as requests are counted", **numbers}
+    if champion.successes > champion.known or canary.successes > canary.known:  # a success rate above 100 %
+        return {"decision": "hold", "reason": "an arm has more good outcomes than answered requests whose outcome "
+                "arrived: count outcomes per request, as requests are counted", **numbers}
     numbers.update(champion_pending=champion.pending, canary_pending=canary.pending)
     pending = (f"; outcomes not yet arrived, left out: {canary.pending:,} of the canary's requests and "
                f"{champion.pending:,} of the champion's" if champion.pending or canary.pending else "")

@@ -115,8 +115,9 @@ def restored_index_as_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """A frame read from Parquet with the named levels of the index pandas restored read back as column(s), first,
     and its rows numbered 0..n-1. A frame saved after `df.set_index("customerID")` holds its ids only in the
     index; left there, init would not draft them, ingest would number quarantined rows by them and scoring would
-    not find them. An unnamed index (a RangeIndex, or a filtered frame's row labels) is not data: dropped."""
-    named = [name for name in frame.index.names if name is not None]
+    not find them. A RangeIndex (named or not) or an unnamed index (a filtered frame's row labels) is not data:
+    dropped, as batch scoring drops it."""
+    named = [] if isinstance(frame.index, pd.RangeIndex) else [name for name in frame.index.names if name is not None]
     return (frame.reset_index(level=named) if named else frame).reset_index(drop=True)
 
 

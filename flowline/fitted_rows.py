@@ -7,7 +7,9 @@ learnt them, looks better than it is. A package therefore keeps the fingerprints
 and challenger on the test rows the champion was not fitted on.
 
 A row's fingerprint is a 64-bit hash of its ids where the use case declares `id_columns` (a customer trained on
-stays seen when their values change), else of its feature and label columns: pandas' hash_pandas_object, whose
+stays seen when their values change), with its time where it has a `time_column` (CLV's customer rows are each
+customer at a cut-off: the test split's later cut-off is not the rows the champion was fitted on), else of its
+feature and label columns: pandas' hash_pandas_object, whose
 key is fixed, so a fingerprint is the same on every machine for the same values under the same contract.
 """
 
@@ -26,7 +28,10 @@ FITTED_ROWS_FILE = "fitted_rows.npy"
 
 def fingerprints(frame: pd.DataFrame, use_case: UseCase) -> np.ndarray:
     """Each row's fingerprint (uint64), in the frame's order; KeyError naming a column the frame lacks."""
-    columns = use_case.id_columns or [*use_case.feature_columns, use_case.label.column]
+    if use_case.id_columns:
+        columns = [*use_case.id_columns, *([use_case.time_column] if use_case.time_column else [])]
+    else:
+        columns = [*use_case.feature_columns, use_case.label.column]
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise KeyError(f"the rows have no column {missing[0]!r}")

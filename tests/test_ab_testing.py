@@ -175,6 +175,8 @@ def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
     (arm(requests=9000, errors=0), arm(requests=1000, errors=1), "hold", "no significant difference yet"),
     (arm(requests=9000, errors=0), arm(requests=1000, errors=10), "rollback", "significantly more than 2 times"),
     (arm(successes=600), arm(successes=2100), "hold", "more good outcomes than answered requests"),
+    # 600 good of 300 arrived: a 200 % success rate was promoted (the review of this stop)
+    (arm(), ArmOutcomes(2000, 0, 600, 0.05, outcomes=300), "hold", "more good outcomes than answered requests"),
     (arm(), ArmOutcomes(2004, 4, 0, 0.05, outcomes=0), "hold", "no outcome has arrived on an arm; outcomes not yet "
      "arrived, left out: 2,000 of the canary's requests and 0 of the champion's"),
     (arm(rate=1.0), arm(rate=1.0), "hold", "every outcome that arrived is good, on both arms"),

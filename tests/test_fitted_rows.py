@@ -39,3 +39,19 @@ def test_saved_fingerprints_load_back_and_a_pickle_is_never_read(tmp_path, toy_u
     np.save(tmp_path / "object.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="allow_pickle"):
         fitted_rows.load(tmp_path / "object.npy")
+
+
+def test_rows_of_an_entity_at_a_time_are_known_by_both():
+    """CLV's rows are each customer at a cut-off: by the id alone every test customer (a later cut-off) counted as
+    seen, and no retrain was ever compared with its champion (the review of this stop)."""
+    from flowline.use_case_loader import parse_use_case
+
+    use_case = parse_use_case({
+        "name": "snapshots", "task": "regression", "data": {"path": "unused.csv"}, "label": {"column": "spend"},
+        "id_columns": ["customer"], "time_column": "cutoff", "split": {"method": "latest"},
+        "columns": {"customer": {"type": "string"}, "cutoff": {"type": "datetime"}, "visits": {"type": "number"}}})
+    early = pd.DataFrame({"customer": ["a", "b"], "cutoff": pd.to_datetime(["2024-01-01"] * 2), "visits": [1.0, 2.0],
+                          "spend": [3.0, 4.0]})
+    fitted = fitted_rows.fitted_on([early], use_case)
+    later = early.assign(cutoff=pd.to_datetime(["2024-04-01", "2024-01-01"]))
+    assert fitted_rows.unseen(later, use_case, fitted).tolist() == [True, False]

@@ -164,7 +164,7 @@ def calibration_bins(y: np.ndarray, probabilities: np.ndarray, bins: int = CALIB
             for chosen in (index == b for b in range(bins)) if chosen.any()]
 
 
-MIN_COMPARED_ROWS = 100  # test rows the champion was not fitted on, below which champion and challenger are not compared
+MIN_COMPARED_ROWS = 100  # left of the test rows once the champion's own are out, below which there is no comparison
 
 
 def champion_scores(champion_dir: str, test: pd.DataFrame, y_test: np.ndarray,
@@ -187,7 +187,7 @@ def champion_scores(champion_dir: str, test: pd.DataFrame, y_test: np.ndarray,
         compared = fitted_rows.unseen(test, champion.use_case, champion.fitted_rows)
         seen, left = int((~compared).sum()), int(compared.sum())
         described.update(fitted_on_test_rows=seen, compared_rows=left)
-        if left < MIN_COMPARED_ROWS or (task == "binary" and len(np.unique(y_test[compared])) < 2):
+        if seen and (left < MIN_COMPARED_ROWS or (task == "binary" and len(np.unique(y_test[compared])) < 2)):
             described["note"] = (f"it was fitted on {seen:,} of the {len(test):,} test rows; the {left:,} it never "
                                  f"saw are too few to compare on (at least {MIN_COMPARED_ROWS}, of both classes)")
             return None, compared, described
@@ -217,7 +217,8 @@ def evaluate_files(
         predicted = (p_test >= threshold).astype(int)
         report.update(
             threshold=threshold,
-            out_of_fold_cost_at_threshold=out_of_fold_cost,  # the total over train + valid's out-of-fold rows
+            out_of_fold_cost_at_threshold=out_of_fold_cost,  # the total over the holdout: train + valid's rows (or
+                                                             # the sample cross-fitted, under tuning.search_rows)
             out_of_fold_cost_per_1000=1000 * out_of_fold_cost / len(holdout),
             test_cost_at_threshold=outcome_cost(y_test, predicted == 1, use_case.costs),
             classes=class_names(use_case),

@@ -132,10 +132,13 @@ def test_a_parquet_index_comes_back_as_columns_and_rows_are_numbered_from_0(tmp_
     assert result.quarantined[[ROW_COLUMN, "id"]].values.tolist() == [[1, "b"]]
 
 
-@pytest.mark.parametrize("rows", [slice(1, None), [0, 2, 3]], ids=["a range", "a filtered frame's labels"])
-def test_an_unnamed_parquet_index_stays_dropped(tmp_path: Path, rows):
+@pytest.mark.parametrize("rows, name", [(slice(1, None), None), ([0, 2, 3], None), (slice(1, None), "row")],
+                         ids=["a range", "a filtered frame's labels", "a named range"])
+def test_an_unnamed_parquet_index_or_a_range_stays_dropped(tmp_path: Path, rows, name):
     path = tmp_path / "rows.parquet"
-    pd.DataFrame({"age": [30, 40, 50, 60]}).iloc[rows].to_parquet(path)  # row labels, not data
+    frame = pd.DataFrame({"age": [30, 40, 50, 60]}).iloc[rows]
+    frame.index.name = name
+    frame.to_parquet(path)  # row labels, not data, as batch scoring reads them
     frame = read_table(str(path)).frame
     assert list(frame.columns) == ["age"] and frame.index.equals(pd.RangeIndex(3))
 

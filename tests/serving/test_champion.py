@@ -61,6 +61,15 @@ def test_the_champion_is_compared_only_on_test_rows_it_was_not_fitted_on(churn_p
     assert roc_auc_score(y, champion.predict(test)) > decided["champion_score"]
 
 
+def test_a_small_test_split_the_champion_never_saw_is_compared_whole(churn_package):
+    """The floor of MIN_COMPARED_ROWS applies once the champion's own rows are out: a test split of 50 rows it
+    never saw is compared as it always was, not promoted unjudged (the review of this stop)."""
+    test = pd.read_parquet(churn_package.parent / "test").head(50)
+    y = (test["Churn"] == "Yes").to_numpy(dtype=float)
+    scores, compared, described = champion_scores(str(churn_package), test, y, "binary")
+    assert scores is not None and compared.all() and described["fitted_on_test_rows"] == 0
+
+
 def test_too_few_unseen_rows_are_no_comparison_and_say_so(churn_package):
     folder = churn_package.parent
     seen = pd.concat([pd.read_parquet(folder / "train").head(400),

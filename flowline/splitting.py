@@ -61,18 +61,33 @@ def split_frame(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFram
     return parts
 
 
+def cross_fitting_rows(use_case: UseCase, rows: int) -> int:
+    """How many of `rows` (train + valid) the candidates are cross-fitted on: all of them, or at most enough
+    that each fold's model fits on `tuning.search_rows` rows, the most the search fit on."""
+    cap, folds = use_case.tuning.search_rows, use_case.ensemble.folds
+    return rows if cap is None else min(rows, cap * folds // (folds - 1))
+
+
 def _check_cross_fitting(parts: dict[str, pd.DataFrame], use_case: UseCase) -> None:
-    """Binary tasks: train + valid are cross-validated in folds stratified by label (`ensemble.folds`, and
-    SEARCH_FOLDS), and each held-out fold needs both classes, so each class needs as many rows there as folds.
-    With fewer, scikit-learn only warns, a fold scores NaN, and the run died on an infinite trial score that
-    named neither the label nor the counts."""
+    """Binary tasks: train + valid (or the stratified sample of them cross-fitting takes, `cross_fitting_rows`)
+    are cross-validated in folds stratified by label (`ensemble.folds`, and SEARCH_FOLDS), and each held-out fold
+    needs both classes, so each class needs as many rows there as folds. With fewer, scikit-learn only warns, a
+    fold scores NaN, and the run died on an infinite trial score that named neither the label nor the counts."""
     folds = max(use_case.ensemble.folds, SEARCH_FOLDS)
     fitted = pd.concat([parts["train"], parts["valid"]])
     counts = label_counts(fitted, use_case)
-    if min(counts[use_case.label.positive], len(fitted) - counts[use_case.label.positive]) < folds:
+    rarer = min(counts[use_case.label.positive], len(fitted) - counts[use_case.label.positive])
+    sampled = cross_fitting_rows(use_case, len(fitted))
+    if rarer < folds:
         raise SplitError(
             f"label {use_case.label.column!r}: train + valid hold {counts}, and cross-validation in {folds} folds "
             f"needs at least {folds} rows of each class there. Give more rows of the rarer class.")
+    if rarer * sampled // len(fitted) < folds:
+        raise SplitError(
+            f"label {use_case.label.column!r}: train + valid hold {counts}, and cross-fitting takes a stratified "
+            f"{sampled:,} of their {len(fitted):,} rows (tuning.search_rows {use_case.tuning.search_rows:,}), about "
+            f"{rarer * sampled // len(fitted)} of the rarer class: cross-validation in {folds} folds needs at least "
+            f"{folds}. Raise tuning.search_rows, or set it to null to search and cross-fit on every row.")
 
 
 def _split(frame: pd.DataFrame, use_case: UseCase) -> dict[str, pd.DataFrame]:

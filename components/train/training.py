@@ -61,7 +61,7 @@ from flowline.models.ensemble import Ensemble, Member, choose_blend
 from flowline.models.families import BOOSTED_FAMILIES, refit_candidate
 from flowline.package.format import TRAINING_FILE
 from flowline.search import SearchResult, Trial
-from flowline.splitting import fold_splits, sample_positions
+from flowline.splitting import cross_fitting_rows, fold_splits, sample_positions
 from flowline.use_case import UseCase
 
 
@@ -115,13 +115,6 @@ def served_members(family: str, weight: float, grid: list[list[CandidateModel]],
     return [Member(family, model, weight / (trials * folds), fold if bagged else None,
                    trial if trials > 1 else None)
             for fold, row in enumerate(grid, 1) for trial, model in enumerate(row, 1)]
-
-
-def cross_fitting_rows(use_case: UseCase, rows: int) -> int:
-    """How many of `rows` (train + valid) the candidates are cross-fitted on: all of them, or at most enough
-    that each fold's model fits on `tuning.search_rows` rows, the most the search fit on."""
-    cap, folds = use_case.tuning.search_rows, use_case.ensemble.folds
-    return rows if cap is None else min(rows, cap * folds // (folds - 1))
 
 
 def train_files(

@@ -63,3 +63,17 @@ def test_a_part_left_with_one_class_is_refused_naming_it(toy_use_case):
                                          r"have only one\. Rows per label value: train \{'no': 54, 'yes': 10\}; "
                                          r"valid \{'no': 16, 'yes': 0\}; test \{'no': 20, 'yes': 0\}"):
         split_frame(binary_rows(["yes"] * 10 + ["no"] * 90), use_case)
+
+
+def test_a_class_too_rare_for_the_folds_is_refused_in_train_and_valid_or_in_their_sample(toy_use_case):
+    """4 positives in train + valid, or 40 of which cross-fitting's stratified sample keeps about 4: a fold had no
+    positive, scored NaN, and the run died on an infinite trial score with a protobuf traceback (the data audit)."""
+    with pytest.raises(SplitError, match=r"train \+ valid hold \{'no': \d+, 'yes': 4\}, and cross-validation in 5 "
+                                         r"folds needs at least 5 rows of each class there"):
+        split_frame(binary_rows(["no"] * 995 + ["yes"] * 5), toy_use_case)
+    sampled = toy_use_case.model_copy(update={"tuning": toy_use_case.tuning.model_copy(update={"search_rows": 100})})
+    rows = binary_rows(["no"] * 1_440 + ["yes"] * 60)
+    with pytest.raises(SplitError, match=r"cross-fitting takes a stratified 120 of their 1,200 rows \(tuning.search_rows "
+                                         r"100\), about 4 of the rarer class: cross-validation in 6 folds"):
+        split_frame(rows, sampled.model_copy(update={"ensemble": sampled.ensemble.model_copy(update={"folds": 6})}))
+    assert set(split_frame(rows, sampled)) == {"train", "valid", "test"}  # about 5 in 125: enough for 5 folds

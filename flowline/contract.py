@@ -263,15 +263,18 @@ def without(text: pd.Series, characters: str) -> pd.Series:
 
 # A column's `decimal: ","`: a '.' or a space between digits, before a group of exactly three, groups thousands.
 DECIMAL_COMMA_GROUPING = r"(?<=\d)[.\s](?=\d{3}(?!\d))"
+LEADING_ZERO_GROUP = r"\s*[-+]?0[.\s]\d"  # "0.500": a decimal point, not a group of thousands
 
 
 def number_text(text: pd.Series, strip: str | None, decimal: str = ".") -> pd.Series:
     """Cells of a numeric column as numbers_from_text reads them: without the column's `strip` characters and,
     with decimal ',', without the '.' and spaces grouping thousands and with '.' for ',' ("1.234,5" -> "1234.5").
-    There a cell left with a '.' is missing (NA), so not a number: "2.5" is read neither as 2.5 nor as 25."""
+    There a cell left with a '.' is missing (NA), so not a number: "2.5" is read neither as 2.5 nor as 25, and
+    "0.500" (no thousands group starts with 0) neither as 0.5 nor as 500."""
     if strip:
         text = without(text, strip)
     if decimal == ",":
+        text = text.where(~text.str.match(LEADING_ZERO_GROUP).fillna(False))
         text = text.str.replace(DECIMAL_COMMA_GROUPING, "", regex=True)
         text = text.where(~text.str.contains(".", regex=False).fillna(False)).str.replace(",", ".", regex=False)
     return text

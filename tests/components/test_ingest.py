@@ -463,7 +463,7 @@ def test_a_decimal_comma_column_reads_commas_as_the_decimal_point(write_csv, toy
     2904 beside '3' read as 3: a column silently out by x1000. `decimal: ","` reads it, and leaves '.' columns as
     they were."""
     lines = ["id;weight;price;label", "a1;2,904;2.5;no", "a2;3;1.25;yes", "a3;1.234,5;3;no", "a4;1 234,5;4;yes",
-             "a5;-0,5;5;no", "a6;;6;yes", "a7;2.5;7;no", "a8;1.2345;8;yes", "a9;€ 12,30;9;no"]
+             "a5;-0,5;5;no", "a6;;6;yes", "a7;2.5;7;no", "a8;1.2345;8;yes", "a9;€ 12,30;9;no", "b1;0.500;1;no"]
     use_case = parse_use_case({
         "name": "euro", "task": "binary", "data": {"path": str(write_csv("\n".join(lines) + "\n")), "separator": ";"},
         "label": {"column": "label", "positive": "yes", "values": ["no", "yes"]}, "id_columns": ["id"],
@@ -477,7 +477,8 @@ def test_a_decimal_comma_column_reads_commas_as_the_decimal_point(write_csv, toy
     # A '.' that groups no thousands is no number's with decimal ',': neither 2.5 nor 25, but quarantined.
     assert dict(zip(result.quarantined[ROW_COLUMN], result.quarantined[REASON_COLUMN])) == {
         6: "weight: '2.5' is not a number written with decimal ','",
-        7: "weight: '1.2345' is not a number written with decimal ','"}
+        7: "weight: '1.2345' is not a number written with decimal ','",
+        9: "weight: '0.500' is not a number written with decimal ','"}  # no group of thousands starts with 0
 
 
 @pytest.mark.parametrize(("column", "named"), [

@@ -13,7 +13,8 @@ When the subject is the entity of the use case's entity features or transaction 
 also go from the online store (flowline/online_store.py) that serving reads them from. Batch scoring's
 scores and quarantines (anywhere on disk; the audit log records each run's files) lose the subject's
 rows too. What erasure cannot edit is listed as copies left: a run's drift reference (`x_ref.npy`, raw
-training rows, inside its package and beside it) when the run trained on the subject, and batch outputs
+training rows, inside its package and beside it) and its package's fingerprints of its training rows
+(`fitted_rows.npy`, a hash of each row's ids) when the run trained on the subject, and batch outputs
 in object storage.
 
 The erasure is recorded in the audit log: the fact, the sha256 of the id (never the id
@@ -34,6 +35,7 @@ import pandas as pd
 
 from flowline import audit
 from flowline.contract import number_from_text
+from flowline.fitted_rows import FITTED_ROWS_FILE
 from flowline.online_store import OnlineStore
 from flowline.quarantine import REASON_COLUMN, line_fields, malformed_lines
 from flowline.use_case import UseCase
@@ -106,7 +108,8 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
         if trained_on_subject:
             report.packages_trained_on_subject += sorted(
                 str(p.parent) for p in run_dir.glob("*/package/model_package/manifest.json"))
-            report.copies_left += sorted(str(p) for p in run_dir.rglob("x_ref.npy"))
+            report.copies_left += sorted(str(path) for name in ("x_ref.npy", FITTED_ROWS_FILE)
+                                         for path in run_dir.rglob(name))
         if tested_on_subject:  # the explain step keeps raw values of test rows, without ids
             report.copies_left += sorted(str(p) for p in run_dir.rglob("explanation*") if p.is_file())
     for output in _batch_outputs(audit_log, use_case):

@@ -229,7 +229,8 @@ def test_an_integer_id_the_contract_stored_as_a_float_is_erased_and_a_miss_is_wa
 def test_batch_outputs_anywhere_lose_the_subject_and_drift_references_are_listed_as_copies_left(runs, churn,
                                                                                                 tmp_path: Path):
     """Batch scoring writes ids wherever --output says; the audit log records where. A drift reference is raw
-    training rows in a NumPy file erasure cannot edit: it is named."""
+    training rows in a NumPy file erasure cannot edit, and a package's fingerprints hash its training rows' ids:
+    both are named."""
     from flowline import audit
 
     log = runs / "audit.jsonl"
@@ -248,6 +249,9 @@ def test_batch_outputs_anywhere_lose_the_subject_and_drift_references_are_listed
     reference = runs / "churn-1" / "flowline-churn-x" / "drift" / "x_ref.npy"
     reference.parent.mkdir(parents=True)
     reference.write_bytes(b"\x93NUMPY")
+    fingerprints = runs / "churn-1" / "flowline-churn-x" / "package" / "model_package" / "fitted_rows.npy"
+    fingerprints.parent.mkdir(parents=True, exist_ok=True)  # its training rows' ids hashed: the subject's too
+    fingerprints.write_bytes(b"\x93NUMPY")
     # churn-2 tested on the subject: its explanations hold test rows' raw values, without ids
     explained = [runs / "churn-2" / "flowline-churn-x" / "explain" / "explanation",
                  runs / "churn-2" / "reports" / "explanation.html"]
@@ -257,7 +261,8 @@ def test_batch_outputs_anywhere_lose_the_subject_and_drift_references_are_listed
     report = erase_subject(churn, "B-2", runs, log)
     assert pd.read_parquet(elsewhere / "scores.parquet")["customerID"].tolist() == ["Z-9"]
     assert report.rows_removed[str(elsewhere / "scores.parquet")] == 1
-    assert sorted(report.copies_left) == sorted([str(reference), *map(str, explained), "s3://exports/scores.parquet",
+    assert sorted(report.copies_left) == sorted([str(reference), str(fingerprints), *map(str, explained),
+                                                 "s3://exports/scores.parquet",
                                                  "s3://exports/scores.quarantine.parquet", "relative/scores.parquet",
                                                  "relative/scores.quarantine.parquet"])
     assert verify(log)[-1]["what"]["copies_left"] == report.copies_left

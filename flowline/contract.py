@@ -283,8 +283,7 @@ def number_text(text: pd.Series, strip: str | None, decimal: str = ".") -> pd.Se
 def column_numbers(text: pd.Series, spec: ColumnSpec) -> pd.Series:
     """The numbers of a numeric column's text cells as its contract writes them (its `strip` and `decimal`):
     how ingest, batch scoring and validate read a number from the data, and init checks what it drafts."""
-    return numbers_from_text(number_text(text, spec.strip, spec.decimal) if spec.strip or spec.decimal != "."
-                             else text)
+    return numbers_from_text(number_text(text, spec.strip, spec.decimal))
 
 
 # pandas 2.3's number parser overflows an exponent of 2**31 or more and crashes the process (a segfault), so

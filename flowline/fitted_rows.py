@@ -26,12 +26,16 @@ from flowline.use_case import UseCase
 FITTED_ROWS_FILE = "fitted_rows.npy"
 
 
+def fingerprint_columns(use_case: UseCase) -> list[str]:
+    """The columns a row's fingerprint hashes: its ids (and time), else its features and label."""
+    if use_case.id_columns:
+        return [*use_case.id_columns, *([use_case.time_column] if use_case.time_column else [])]
+    return [*use_case.feature_columns, use_case.label.column]
+
+
 def fingerprints(frame: pd.DataFrame, use_case: UseCase) -> np.ndarray:
     """Each row's fingerprint (uint64), in the frame's order; KeyError naming a column the frame lacks."""
-    if use_case.id_columns:
-        columns = [*use_case.id_columns, *([use_case.time_column] if use_case.time_column else [])]
-    else:
-        columns = [*use_case.feature_columns, use_case.label.column]
+    columns = fingerprint_columns(use_case)
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise KeyError(f"the rows have no column {missing[0]!r}")

@@ -15,7 +15,6 @@ from flowline.code_version import code_version
 from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
 from flowline.evaluation_report import report_markdown
-from flowline.fitted_rows import FITTED_ROWS_FILE
 from flowline.models.ensemble import family_weights
 from flowline.package.format import (CARD_HTML, CARD_JSON, DRIFT_DIR, EVALUATION_FILE, FEATURE_SET_FILE, LINEAGE_FILE,
                                      MODEL_DIR, REPORT_FILES, REPORTS_DIR, USE_CASE_FILE, verify, write_manifest)
@@ -64,7 +63,7 @@ def build_package(
     shutil.copytree(drift_dir, out / DRIFT_DIR, dirs_exist_ok=True)
     (out / USE_CASE_FILE).write_text(use_case.model_dump_json(indent=1))
     if fitted is not None:
-        fitted_rows.save(out / FITTED_ROWS_FILE, fitted)
+        fitted_rows.save(out / fitted_rows.FITTED_ROWS_FILE, fitted)
     feature_set = json.loads((out / FEATURE_SET_FILE).read_text())
     lineage = {
         "use_case": use_case.name,
@@ -74,7 +73,7 @@ def build_package(
                                                for path in sorted((out / MODEL_DIR).iterdir())}},
         "code": code_version(),
         "run": run or {},
-        "fitted_rows": {"file": FITTED_ROWS_FILE, "rows": len(fitted)} if fitted is not None else None,
+        "fitted_rows": {"file": fitted_rows.FITTED_ROWS_FILE, "rows": len(fitted)} if fitted is not None else None,
     }
     (out / LINEAGE_FILE).write_text(json.dumps(lineage, indent=1))
     members = json.loads((out / MODEL_DIR / "model.json").read_text())["members"]
@@ -105,7 +104,9 @@ def package_files(
     dataset = {key: dataset_metadata[key] for key in ("source", "source_sha256")}
     dataset.update({key: int(dataset_metadata[key]) for key in ("rows_in", "rows_kept", "rows_quarantined")})
     dataset["undeclared_columns"] = list(dataset_metadata.get("undeclared_columns", []))
-    fitted = fitted_rows.fitted_on((pd.read_parquet(path) for path in fitted_files), use_case) if fitted_files else None
+    columns = fitted_rows.fingerprint_columns(use_case)  # only those: the rows' other columns are not needed
+    fitted = fitted_rows.fitted_on((pd.read_parquet(path, columns=columns) for path in fitted_files), use_case) \
+        if fitted_files else None
     build_package(destination, use_case, model_dir, feature_set_file, evaluation_file, dataset, drift_dir,
                   explanation_file, reports, run, fitted)
     manifest = verify(destination)

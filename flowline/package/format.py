@@ -36,7 +36,6 @@ import pandas as pd
 
 from flowline import fitted_rows
 from flowline.drift import DETECTOR_CONFIG, DETECTOR_DIR, REFERENCE_FIELD
-from flowline.fitted_rows import FITTED_ROWS_FILE
 from flowline.features.feature_set import FeatureSet
 from flowline.package.signing import (
     KEY_ENV,
@@ -353,7 +352,7 @@ class Package:
     def fitted_rows(self) -> Optional[np.ndarray]:
         """The fingerprints of the rows the model was fitted on (fitted_rows.py); None for a package built before
         packages kept them."""
-        path = self.path / FITTED_ROWS_FILE
+        path = self.path / fitted_rows.FITTED_ROWS_FILE
         return fitted_rows.load(path) if path.is_file() else None
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:

@@ -25,7 +25,7 @@ from flowline.contract import (
 from flowline.datasets import DatasetError
 from flowline.leakage import separating_columns
 from flowline.quarantine import RESERVED_COLUMNS
-from flowline.splitting import SplitError, split_frame
+from flowline.splitting import SplitError, label_counts, split_frame
 from flowline.use_case import UseCase, UseCaseError
 from flowline.use_case_loader import load_use_case
 
@@ -495,7 +495,7 @@ def _split_checks(kept: pd.DataFrame, use_case: UseCase) -> tuple[list[str], lis
         return [str(error)], []
     if use_case.task != "binary":
         return [], []
-    positives = int((parts["test"][use_case.label.column].astype(str) == use_case.label.positive).sum())
+    positives = label_counts(parts["test"], use_case)[use_case.label.positive]
     return [], [f"the test rows will hold {positives} {use_case.label.positive!r} row(s): its precision, recall and "
                  f"gates will rest on so few that one row moves them by {100 / positives:.0f} points or more; give "
                  f"more rows, or a larger split.test_size"] if positives < FEW_TEST_POSITIVES else []

@@ -74,19 +74,20 @@ def _check_cross_fitting(parts: dict[str, pd.DataFrame], use_case: UseCase) -> N
     needs both classes, so each class needs as many rows there as folds. With fewer, scikit-learn only warns, a
     fold scores NaN, and the run died on an infinite trial score that named neither the label nor the counts."""
     folds = max(use_case.ensemble.folds, SEARCH_FOLDS)
-    fitted = pd.concat([parts["train"], parts["valid"]])
-    counts = label_counts(fitted, use_case)
-    rarer = min(counts[use_case.label.positive], len(fitted) - counts[use_case.label.positive])
-    sampled = cross_fitting_rows(use_case, len(fitted))
+    train, valid = label_counts(parts["train"], use_case), label_counts(parts["valid"], use_case)
+    counts = {value: train[value] + valid[value] for value in train}  # counted per part: no copy of the rows
+    rows = len(parts["train"]) + len(parts["valid"])
+    rarer = min(counts[use_case.label.positive], rows - counts[use_case.label.positive])
+    sampled = cross_fitting_rows(use_case, rows)
     if rarer < folds:
         raise SplitError(
             f"label {use_case.label.column!r}: train + valid hold {counts}, and cross-validation in {folds} folds "
             f"needs at least {folds} rows of each class there. Give more rows of the rarer class.")
-    if rarer * sampled // len(fitted) < folds:
+    if rarer * sampled // rows < folds:
         raise SplitError(
             f"label {use_case.label.column!r}: train + valid hold {counts}, and cross-fitting takes a stratified "
-            f"{sampled:,} of their {len(fitted):,} rows (tuning.search_rows {use_case.tuning.search_rows:,}), about "
-            f"{rarer * sampled // len(fitted)} of the rarer class: cross-validation in {folds} folds needs at least "
+            f"{sampled:,} of their {rows:,} rows (tuning.search_rows {use_case.tuning.search_rows:,}), about "
+            f"{rarer * sampled // rows} of the rarer class: cross-validation in {folds} folds needs at least "
             f"{folds}. Raise tuning.search_rows, or set it to null to search and cross-fit on every row.")
 
 

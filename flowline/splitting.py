@@ -15,7 +15,7 @@ class SplitError(ValueError):
     """The rows cannot give train, valid and test that a model can learn from and be scored on."""
 
 
-SEARCH_FOLDS = 5  # trials on small data and target encodings cross-validate train + valid in 5 folds
+SEARCH_FOLDS = 5  # trials on small data cross-validate train + valid in 5 folds, stratified by label
 
 
 def label_counts(part: pd.DataFrame, use_case: UseCase) -> dict[str, int]:

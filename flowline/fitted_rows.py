@@ -10,7 +10,13 @@ A row's fingerprint is a 64-bit hash of its ids where the use case declares `id_
 stays seen when their values change), with its time where it has a `time_column` (CLV's customer rows are each
 customer at a cut-off: the test split's later cut-off is not the rows the champion was fitted on), else of its
 feature and label columns: pandas' hash_pandas_object, whose
-key is fixed, so a fingerprint is the same on every machine for the same values under the same contract.
+key is fixed, so a fingerprint is the same on every machine for the same values.
+
+A hash sees types: the number 7.0 and the text "7" hash apart. A later run whose contract types a column otherwise
+(an id drafted as a number, then declared `{type: string}`; a column turned category by one stray value) would
+find none of the champion's rows and compare it on them all again. So rows are hashed as the contract of the model
+that was fitted types them (`as_declared`): the new run's test rows are read as the champion's contract read its
+own. Under the same contract the columns already are so, and nothing is converted.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from flowline.use_case import UseCase
+from flowline.contract import as_text, column_numbers, parse_datetimes
+from flowline.use_case import ColumnSpec, UseCase
 
 FITTED_ROWS_FILE = "fitted_rows.npy"
 
@@ -39,7 +46,35 @@ def fingerprints(frame: pd.DataFrame, use_case: UseCase) -> np.ndarray:
     missing = [column for column in columns if column not in frame.columns]
     if missing:
         raise KeyError(f"the rows have no column {missing[0]!r}")
-    return pd.util.hash_pandas_object(frame[columns], index=False).to_numpy(np.uint64)
+    typed = pd.DataFrame({column: as_declared(frame[column], use_case.columns.get(column)) for column in columns})
+    return pd.util.hash_pandas_object(typed, index=False).to_numpy(np.uint64)
+
+
+def as_declared(values: pd.Series, spec: ColumnSpec | None) -> pd.Series:
+    """A column as a contract with `spec` types it (its dtype as ingest gives it), from how another contract typed
+    it: text read as a number (with the spec's `strip` and `decimal`) or a date, a number written as text (7.0 as
+    "7"); as it is where it already has that type, or has no spec (the label, typed by the label's own rules)."""
+    if spec is None:
+        return values
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    dated = pd.api.types.is_datetime64_any_dtype(values)
+    if spec.is_numeric:
+        return values.astype("float64") if numeric else column_numbers(_text(values), spec)
+    if spec.type == "datetime":
+        return values if dated else parse_datetimes(_text(values), spec.format)
+    if numeric:  # the contract keeps a text cell as written; a whole number is most likely written without ".0"
+        return values.map(_number_text, na_action="ignore").astype(object)
+    return values
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """A column's cells as the contract reads text: stripped, blank as missing."""
+    text, blank = as_text(values)
+    return text.where(~blank)
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def fitted_on(frames: Iterable[pd.DataFrame], use_case: UseCase) -> np.ndarray:

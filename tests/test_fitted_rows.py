@@ -55,3 +55,48 @@ def test_rows_of_an_entity_at_a_time_are_known_by_both():
     fitted = fitted_rows.fitted_on([early], use_case)
     later = early.assign(cutoff=pd.to_datetime(["2024-04-01", "2024-01-01"]))
     assert fitted_rows.unseen(later, use_case, fitted).tolist() == [True, False]
+
+
+
+def _typed(use_case, raw: pd.DataFrame) -> pd.DataFrame:
+    """The rows as ingest types them under `use_case`'s contract."""
+    from flowline.contract import apply_contract
+
+    return apply_contract(raw, use_case).kept
+
+
+def _retyped(use_case, column: str, **spec):
+    """`use_case` with `column` declared otherwise."""
+    from flowline.use_case import ColumnSpec
+
+    return use_case.model_copy(update={"columns": {**use_case.columns, column: ColumnSpec(**spec)}})
+
+
+@pytest.mark.parametrize("fitted_type, later_type", [("integer", "string"), ("string", "integer")])
+def test_rows_are_known_when_a_later_contract_types_the_ids_otherwise(toy_use_case, fitted_type, later_type):
+    """An id drafted as a number and later declared text (or back) hashed apart: 7.0 is not "7", so every one of
+    the champion's rows read as unseen and it was compared on them all again."""
+    raw = pd.DataFrame({"id": ["7", "12", "30", "41"], "age": ["30", "40", "50", "60"],
+                        "income": ["1.5", "2", "", "4"], "plan": ["basic", "pro", "basic", "pro"],
+                        "label": ["no", "yes", "no", "yes"]})
+    champion = _retyped(toy_use_case, "id", type=fitted_type)
+    later = _retyped(toy_use_case, "id", type=later_type)
+    fitted = fitted_rows.fitted_on([_typed(champion, raw.iloc[:2])], champion)
+    test = _typed(later, raw)
+    assert test["id"].dtype != _typed(champion, raw)["id"].dtype  # the two contracts do type the ids apart
+    assert fitted_rows.unseen(test, champion, fitted).tolist() == [False, False, True, True]
+
+
+def test_rows_are_known_by_content_when_a_later_contract_types_a_feature_otherwise(toy_use_case):
+    """Without ids a row is its features and label: `age` read as a number by the champion's contract and as a
+    category by the next, and `income` with decimal commas by the champion's, are the same row."""
+    by_content = toy_use_case.model_copy(update={"id_columns": []})
+    champion = _retyped(by_content, "income", type="number", nullable=True, decimal=",")
+    later = _retyped(by_content, "age", type="category")
+    raw = pd.DataFrame({"id": ["a", "b", "c"], "age": ["30", "40", "50"], "income": ["1,5", "2", ""],
+                        "plan": ["basic", "pro", "basic"], "label": ["no", "yes", "no"]})
+    fitted = fitted_rows.fitted_on([_typed(champion, raw.iloc[:2])], champion)
+    test = _typed(later, raw.assign(income=["1.5", "2", ""]))  # the next extract writes decimal points
+    assert test["age"].dtype == object
+    assert fitted_rows.unseen(test, champion, fitted).tolist() == [False, False, True]
+    assert fitted_rows.unseen(test.assign(age=["31", "40", "50"]), champion, fitted).tolist() == [True, False, True]

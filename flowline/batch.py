@@ -476,11 +476,13 @@ def score_customers(scorer: Scorer, log_use_case: UseCase, source: str, as_of: d
                         reasons=Counter(count_reasons(result.quarantined[REASON_COLUMN]).to_dict()))
 
 
-def enforce_bad_fraction(summary: BatchSummary, use_case: UseCase) -> None:
+def enforce_bad_fraction(summary: BatchSummary, use_case: UseCase, quarantine_uri: str = "") -> None:
     """Fail, as ingest does (contract.enforce_bad_fraction), when more rows (a transaction log's run: transactions)
     were quarantined than `use_case`'s max_bad_fraction: a scheduled run that scored nothing, or little, must not
     pass for done. Called once the outputs are written and recorded, so that the quarantine is there to read and
-    `flowline erase` finds it. A ContractError with the counts and the commonest reasons (without the values)."""
+    `flowline erase` finds it; a step's quarantine artifact URI (`quarantine_uri`) in object storage gets the file
+    first (storage.keep_failed_output). A ContractError with the counts and the commonest reasons (without the
+    values)."""
     counts = summary.counts
     what = "transactions" if "transactions_in" in counts else "rows"
     rows_in, quarantined = counts[f"{what}_in"], counts[f"{what}_quarantined"]
@@ -490,7 +492,8 @@ def enforce_bad_fraction(summary: BatchSummary, use_case: UseCase) -> None:
     raise ContractError(
         f"{quarantined:,} of {rows_in:,} {what} ({quarantined / rows_in:.1%}) were quarantined, above "
         f"max_bad_fraction {use_case.max_bad_fraction:.1%} of use case {use_case.name!r}. Reasons: {reasons}. "
-        f"The quarantine {summary.quarantine} lists every row with its reason.")
+        f"The quarantine {storage.keep_failed_output(summary.quarantine, quarantine_uri)} "
+        "lists every row with its reason.")
 
 
 def record(audit_log: str | Path, summary: BatchSummary) -> dict:

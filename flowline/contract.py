@@ -418,11 +418,14 @@ def apply_contract(frame: pd.DataFrame, use_case: UseCase, malformed: pd.DataFra
     return ContractResult(kept=typed.loc[~bad], quarantined=quarantined.reset_index(drop=True), rows_in=rows_in)
 
 
-def enforce_bad_fraction(result: ContractResult, use_case: UseCase, quarantine: str = "") -> None:
+def enforce_bad_fraction(result: ContractResult, use_case: UseCase, quarantine: str = "",
+                         quarantine_uri: str = "") -> None:
     """Fail clearly when more rows were quarantined than the use case tolerates: the reasons counted (without the
-    cells' values), the commonest first, and where the quarantine was written (`quarantine`, when given)."""
+    cells' values), the commonest first, and where the quarantine written at `quarantine` (when given) can be read:
+    a step's artifact URI (`quarantine_uri`) in object storage gets the file first (storage.keep_failed_output)."""
     if result.bad_fraction > use_case.max_bad_fraction:
-        where = f" The quarantine {quarantine} lists every row with its reason." if quarantine else ""
+        kept = storage.keep_failed_output(quarantine, quarantine_uri) if quarantine else ""
+        where = f" The quarantine {kept} lists every row with its reason." if kept else ""
         raise ContractError(
             f"{len(result.quarantined)} of {result.rows_in} rows ({result.bad_fraction:.1%}) break the data "
             f"contract of use case {use_case.name!r}, above max_bad_fraction {use_case.max_bad_fraction:.1%}. "

@@ -83,11 +83,6 @@ def drift_monitor_name(model_name: str) -> str:
     return f"{model_name}-drift"
 
 
-def storage_uri_of(artifact_uri: str) -> str:
-    """Where KServe's storage initializer finds a KFP artifact: KFP writes minio://, KServe reads s3://."""
-    return "s3://" + artifact_uri.removeprefix("minio://") if artifact_uri.startswith("minio://") else artifact_uri
-
-
 # JSON merge patches (RFC 7386): null removes a field.
 PROMOTE_PATCH = {"spec": {"predictor": {"canaryTrafficPercent": None}}}
 ROLLBACK_PATCH = {"spec": {"predictor": {"canaryTrafficPercent": 0}}}

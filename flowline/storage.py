@@ -83,6 +83,30 @@ def is_s3(location: object) -> bool:
     return isinstance(location, str) and location.startswith(SCHEME)
 
 
+def artifact_object_uri(artifact_uri: str) -> str:
+    """The s3:// URI of a KFP artifact, which KFP names minio:// (KServe's storage initializer and this module
+    read s3://); any other URI as it is."""
+    return SCHEME + artifact_uri.removeprefix("minio://") if artifact_uri.startswith("minio://") else artifact_uri
+
+
+def keep_failed_output(path: str | Path, artifact_uri: str) -> str:
+    """Where a step's output file stays readable when the step then fails, which the step's error names.
+
+    KFP's launcher uploads a step's output artifacts only once its command succeeds (launcher_v2.go returns on the
+    command's error first), so the quarantine a failing ingest or batch step writes would be lost on a cluster: there
+    the artifact's URI is in object storage, and the file is put there now. Under kfp.local the URI is the file's
+    own path, which stays (as does a file written to object storage already, or where no URI is given). A failed
+    upload is said, not raised: the step's own error is the one to report."""
+    uri = artifact_object_uri(artifact_uri)
+    if not is_s3(uri) or is_s3(str(path)):
+        return str(path)
+    try:
+        upload_file(path, uri)
+    except StorageError as error:
+        return f"{path} (lost with the step's pod: it could not be put at {uri}: {error})"
+    return uri
+
+
 def secret_credentials(secret: str, kubeconfig: Optional[str] = None) -> dict[str, str]:
     """{"access_key", "secret_key", and "endpoint" if annotated} from the Secret NAMESPACE/NAME."""
     from kubernetes import client

@@ -210,3 +210,55 @@ def test_deploy_applies_only_a_package_that_is_where_kserve_will_read_it(s3_buck
     assert main(["deploy", f"s3://{s3_bucket}/churn/v2", *deploy[4:]]) == 0
     assert created["churn"]["spec"]["predictor"]["model"]["storageUri"] == f"s3://{s3_bucket}/churn/v2"
 
+
+
+def test_kfp_artifact_uris_are_read_as_s3_uris():
+    assert storage.artifact_object_uri("minio://mlpipeline/v2/artifacts/run/package/model_package") == (
+        "s3://mlpipeline/v2/artifacts/run/package/model_package")
+    assert storage.artifact_object_uri("s3://bucket/churn/v1") == "s3://bucket/churn/v1"
+    assert storage.artifact_object_uri("/local/outputs/quarantine") == "/local/outputs/quarantine"
+
+
+def test_a_step_failing_on_bad_rows_keeps_its_quarantine_at_its_artifact_uri(s3_bucket, tmp_path, toy_use_case,
+                                                                              monkeypatch):
+    """KFP uploads a step's outputs only when it succeeds: on a cluster the quarantine of an ingest (or batch) step
+    that then fails on it was lost with the pod, while its error pointed at the pod's own path."""
+    from flowline.components.ingest.ingestion import ingest_to_files
+    from flowline.contract import ContractError
+
+    source = tmp_path / "rows.csv"
+    source.write_text("id,age,income,plan,label\n1,30,5.5,pro,yes\n2,old,1,basic,no\n3,x,2,pro,no\n")
+    outputs = [str(tmp_path / name) for name in ("kept.parquet", "quarantine.parquet", "profile.md")]
+    artifact = f"minio://{s3_bucket}/v2/artifacts/flowline-toy/run-1/ingest/quarantine"  # as KFP names it
+    kept_at = f"s3://{s3_bucket}/v2/artifacts/flowline-toy/run-1/ingest/quarantine"
+    with pytest.raises(ContractError, match=rf"2 of 3 rows .* The quarantine {kept_at} lists every row"):
+        ingest_to_files(toy_use_case, str(source), *outputs, quarantine_uri=artifact)
+    assert storage.read_bytes(kept_at) == Path(outputs[1]).read_bytes()
+
+    tolerant = toy_use_case.model_copy(update={"max_bad_fraction": 0.9})  # a step that succeeds: KFP uploads it
+    ingest_to_files(tolerant, str(source), *outputs, quarantine_uri=artifact.replace("run-1", "run-2"))
+    with pytest.raises(storage.MissingObject):
+        storage.read_bytes(kept_at.replace("run-1", "run-2"))
+
+    monkeypatch.setenv(storage.SECRET_KEY_ENV, "not-the-secret")  # the step's own error still comes first
+    with pytest.raises(ContractError, match=r"The quarantine .*quarantine.parquet \(lost with the step's pod: it "
+                                            r"could not be put at s3://.*refused the credentials"):
+        ingest_to_files(toy_use_case, str(source), *outputs, quarantine_uri=artifact)
+
+
+def test_a_batch_step_failing_on_bad_rows_keeps_its_quarantine_at_its_artifact_uri(s3_bucket, tmp_path):
+    from collections import Counter
+
+    from flowline.batch import BatchSummary, enforce_bad_fraction
+    from flowline.contract import ContractError
+    from flowline.use_case_loader import load_use_case
+
+    quarantine = tmp_path / "quarantine"
+    quarantine.write_bytes(b"PAR1 rows with their reasons")
+    summary = BatchSummary("abc123", "churn", "customers.csv", "scores", str(quarantine),
+                           counts={"rows_in": 10, "rows_scored": 2, "rows_quarantined": 8},
+                           reasons=Counter({"tenure: a value that is not a number": 8}))
+    kept_at = f"s3://{s3_bucket}/v2/artifacts/churn-batch/run-1/score/quarantine"
+    with pytest.raises(ContractError, match=f"The quarantine {kept_at} lists every row"):
+        enforce_bad_fraction(summary, load_use_case("churn"), kept_at.replace("s3://", "minio://"))
+    assert storage.read_bytes(kept_at) == quarantine.read_bytes()

@@ -17,10 +17,10 @@ def deploy(
 
     from flowline.cluster import IN_CLUSTER_ENV
     from flowline.deployment import deploy_package
-    from flowline.inference_service import storage_uri_of
+    from flowline.storage import artifact_object_uri
 
     outcome = deploy_package(
-        model_package.path, storage_uri_of(model_package.uri), namespace, manifest.path,
+        model_package.path, artifact_object_uri(model_package.uri), namespace, manifest.path,
         apply_to_cluster=bool(os.environ.get(IN_CLUSTER_ENV)), canary_percent=canary_percent, audit_log=audit_log,
     )
     manifest.metadata.update(outcome)

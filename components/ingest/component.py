@@ -18,6 +18,6 @@ def ingest(
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
-    counts = ingest_to_files(use_case, source, dataset.path, quarantine.path, profile.path)
+    counts = ingest_to_files(use_case, source, dataset.path, quarantine.path, profile.path, quarantine.uri)
     dataset.metadata.update(counts)
     quarantine.metadata.update(rows=counts["rows_quarantined"])

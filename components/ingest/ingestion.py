@@ -54,12 +54,14 @@ def profile_markdown(columns: dict[str, dict], rows_in: int, rows_kept: int, row
 
 
 def ingest_to_files(
-    use_case: UseCase, source: str, dataset_file: str, quarantine_file: str, profile_file: str
+    use_case: UseCase, source: str, dataset_file: str, quarantine_file: str, profile_file: str,
+    quarantine_uri: str = "",
 ) -> dict:
     """Read, check and write the kept rows, the quarantine and the profile; return the counts.
 
     The outputs are written before the bad-row check, so a failed run still leaves the
-    quarantine to look at.
+    quarantine to look at: on a cluster it is put at `quarantine_uri`, the step's artifact URI, before the step
+    fails, since KFP uploads the outputs of a step that succeeds only.
     """
     raw = read_use_case_table(use_case, source)
     undeclared = undeclared_columns(raw.frame, use_case)
@@ -78,5 +80,5 @@ def ingest_to_files(
         f"ingest: {raw.source} (sha256 {raw.sha256[:12]}): {counts['rows_in']} rows in, "
         f"{counts['rows_kept']} kept, {counts['rows_quarantined']} quarantined"
     )
-    enforce_bad_fraction(result, use_case, quarantine_file)
+    enforce_bad_fraction(result, use_case, quarantine_file, quarantine_uri)
     return {"source": raw.source, "source_sha256": raw.sha256, **counts, "undeclared_columns": undeclared}

@@ -19,7 +19,8 @@ def score(
     "" for the run's own day, so a recurring run scores as of its day). Bad rows go to `quarantine` with their
     reasons; the counts and the values outside the training profile go to `metrics` and `summary`, and the run
     to `audit_log` when set (s3://bucket/prefix on a cluster). More bad rows than the use case's
-    max_bad_fraction fail the step, as they fail ingest, once the outputs and counts are written."""
+    max_bad_fraction fail the step, as they fail ingest, once the outputs and counts are written (the quarantine
+    put at its artifact URI first: KFP uploads the outputs of a step that succeeds only)."""
     from flowline.batch import enforce_bad_fraction
     from flowline.components.score.batch_run import score_files
     from flowline.use_case import UseCase
@@ -31,4 +32,4 @@ def score(
         metrics.log_metric(name, value)
     metrics.log_metric("values_out_of_profile", sum(result.out_of_profile.values()))
     scores.metadata.update({"package_version": result.package_version, **result.counts})
-    enforce_bad_fraction(result, use_case)
+    enforce_bad_fraction(result, use_case, quarantine.uri)

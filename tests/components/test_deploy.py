@@ -10,7 +10,7 @@ from stand_in_api import NOT_FOUND, StandInApiServer, cluster_with, unreachable_
 from flowline.audit import verify as verify_audit_log
 from flowline.canary import patch_inference_service
 from flowline.cluster import apply, kubeconfig_available
-from flowline.inference_service import inference_service, promoted, rolled_back, storage_uri_of
+from flowline.inference_service import inference_service, promoted, rolled_back
 
 ROOT = Path(__file__).resolve().parents[2]
 ISVC_PATH = "/apis/serving.kserve.io/v1beta1/namespaces/flowline/inferenceservices"
@@ -48,12 +48,6 @@ def test_a_canary_percent_is_set_checked_and_removed_or_zeroed():
     assert manifest["spec"]["predictor"]["canaryTrafficPercent"] == 10  # the input is left as it was
     with pytest.raises(ValueError, match="0..100"):
         inference_service("churn", "s3://b/churn/v2", canary_percent=120)
-
-
-def test_kfp_artifact_uris_become_s3_uris():
-    assert storage_uri_of("minio://mlpipeline/v2/artifacts/run/package/model_package") == (
-        "s3://mlpipeline/v2/artifacts/run/package/model_package")
-    assert storage_uri_of("s3://bucket/churn/v1") == "s3://bucket/churn/v1"
 
 
 def test_a_new_service_is_created(tmp_path):

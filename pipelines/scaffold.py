@@ -137,13 +137,42 @@ def infer_column(name: str, values: pd.Series, separator: str = ",") -> Column:
         notes.append(f"review: {int((text == '?').sum())} cell(s) are '?': if '?' marks a missing value, blank "
                      "those cells in the data")
     elif column.spec["type"] in ("category", "string") and len(text) and not column.is_id:
+        mixed = _mixed_decimals_note(text)
         finite = numbers_from_text(text).abs().lt(float("inf"))
-        if finite.mean() >= MOSTLY_NUMBERS:  # too many others to quarantine as typos
+        if mixed:  # first: the note below would call the cells of the other mark missing values
+            notes.append(mixed)
+        elif finite.mean() >= MOSTLY_NUMBERS:  # too many others to quarantine as typos
             shown = ", ".join(repr(value) for value in text[~finite].value_counts().index[:3])
             notes.append(f"review: {finite.mean():.0%} of its cells are numbers, read as categories because of the "
                          f"others ({shown}): if they mark a missing value, blank those cells in the data, and it is "
                          f"read as a number")
     return replace(column, note="; ".join(notes))
+
+
+def _mixed_decimals_note(text: pd.Series) -> str:
+    """The review note of a text column whose cells are nearly all numbers once each is read with its own decimal
+    mark, ',' in some ('12,30') and '.' in others ('2.5'), as a hand-edited sheet's export writes them; "" for any
+    other column. No one mark reads such a column, and init does not guess one per cell: beside '2.5', '1,234' may
+    be 1.234 or 1234. The data must settle it, so the column stays text and the note says how to make it a number.
+    Each distinct value is read once, in the order the data first writes it."""
+    counts = text.value_counts(sort=False)
+    values = pd.Series(counts.index, dtype="string")
+    cells = counts.to_numpy(dtype="int64")
+    point = numbers_from_text(values).abs().lt(float("inf")).to_numpy()
+    comma = numbers_from_text(number_text(values, None, ",")).abs().lt(float("inf")).to_numpy()
+    commas, points = comma & ~point, point & ~comma  # cells only that mark reads ('7', '1.234' read with either)
+    if cells[point | comma].sum() < MOSTLY_NUMBERS * cells.sum() or not commas.any() or not points.any():
+        return ""
+    note = (f"review: numbers written with two decimal marks, ',' in {cells[commas].sum()} cell(s) "
+            f"({', '.join(repr(v) for v in values[commas].iloc[:2])}) and '.' in {cells[points].sum()} "
+            f"({', '.join(repr(v) for v in values[points].iloc[:2])}), so no one mark reads them and they "
+            "stay text: fix the export so that every cell writes one mark, then declare "
+            "{type: number, decimal: \",\"} or {type: number}")
+    others = ~(point | comma)
+    if others.any():
+        note += (f"; {cells[others].sum()} other cell(s) are not numbers "
+                 f"({', '.join(repr(v) for v in values[others].iloc[:3])}): blank them if they mark a missing value")
+    return note
 
 
 def _inferred(name: str, values: pd.Series, separator: str = ",") -> Column:

@@ -528,6 +528,29 @@ def test_a_column_of_numbers_with_many_na_cells_is_a_category_with_a_review_note
     assert "review" not in next(line for line in noted if line.strip().startswith("x:"))
 
 
+def test_a_column_mixing_decimal_commas_and_points_is_noted_not_guessed(write_csv):
+    """A hand-edited sheet exported to ';' writes '12,30' in some rows and '2.5' in others: no one decimal mark
+    reads it, so it was drafted as a category with no word, and the model read a quantity as labels."""
+    rows = "".join(
+        f"{f'{n % 20 + 10},{n % 90 + 10}' if n % 3 == 0 else f'{n % 7 + 1}.5'};"  # a third with ','
+        f"{f'{n},75' if n % 20 == 0 else 'N/A' if n == 59 else f'{n}.25'};"  # one cell in twenty with ','
+        f"{n * 3 + 1},{n % 90 + 10};{'basic' if n % 2 else 'pro'};"
+        f"{('1.5', '2,5', 'none', 'many')[n % 4]};{'yes' if n % 3 else 'no'}\n" for n in range(60))
+    text = scaffold(str(write_csv("weight;mostly;price;plan;words;outcome\n" + rows)))
+    columns = yaml.safe_load(text)["columns"]
+    noted = {line.split(":")[0].strip(): line for line in text.splitlines() if line.startswith("  ")}
+    assert columns["weight"]["type"] in ("category", "string")  # not guessed: ',' may group thousands elsewhere
+    assert ("review: numbers written with two decimal marks, ',' in 20 cell(s) ('10,10', '13,13') and '.' in 40 "
+            "('2.5', '3.5'), so no one mark reads them and they stay text: fix the export so that every cell "
+            'writes one mark, then declare {type: number, decimal: ","} or {type: number}') in noted["weight"]
+    # Its ',' cells are no missing values, as the note on a column of mostly numbers would call them; its 'N/A' is.
+    assert ("',' in 3 cell(s) ('0,75', '20,75') and '.' in 56 ('1.25', '2.25')" in noted["mostly"]
+            and "; 1 other cell(s) are not numbers ('N/A'): blank them if they mark a missing value" in noted["mostly"])
+    assert "because of the others" not in noted["mostly"]
+    assert columns["price"] == {"type": "number", "decimal": ","} and "two decimal marks" not in noted["price"]
+    assert "review" not in noted["plan"] and "two decimal marks" not in noted["words"]
+
+
 def test_a_column_blank_in_every_row_is_marked_for_review(write_csv):
     """Excel's trailing separator makes an unnamed column of blanks, which was drafted as a feature unremarked."""
     rows = "".join(f"{n % 5}.5,{'no' if n % 3 else 'yes'},\n" for n in range(60))

@@ -26,6 +26,7 @@ from flowline.quarantine import EXTRA_COLUMN, REASON_COLUMN, RESERVED_COLUMNS, R
 from flowline.use_case import ColumnSpec, UseCase
 
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
+ENCODING_SNIFF_BYTES = 1 << 22  # the bytes reads_as_utf8 looks at: enough for accents to show, cheap to decode twice
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # how Excel's "Unicode Text" starts
 SEPARATORS = ",;\t|"  # the separators flowline init detects, and batch scoring recognises in a one-column header
 
@@ -47,6 +48,7 @@ class RawTable:
     source: str
     sha256: str
     malformed: pd.DataFrame
+    utf8_misread_as: str | None = None  # the encoding a CSV that reads as UTF-8 was decoded with (reads_as_utf8)
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,10 @@ def parse_table(payload: bytes, source: str, file_format: str | None = None, sep
         frame = pd.DataFrame([fields for _, fields in rows], columns=header, index=index, dtype=str)
     if frame.empty and not malformed:
         raise ContractError(f"{source} has a header ({len(frame.columns)} columns) but no rows")
+    misread = file_format != "parquet" and reads_as_utf8(payload, encoding)
     return RawTable(frame=frame, source=source, sha256=hashlib.sha256(payload).hexdigest(),
-                    malformed=malformed_rows(malformed, header, separator))
+                    malformed=malformed_rows(malformed, header, separator),
+                    utf8_misread_as=encoding if misread else None)
 
 
 def restored_index_as_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -162,6 +166,36 @@ def _decode(payload: bytes, source: str, encoding: str) -> str:
     if "\x00" in text[:BINARY_SNIFF_BYTES]:
         raise ContractError(f"{source} is a binary file, not a text table: give a CSV or Parquet file")
     return text.removeprefix("\ufeff")
+
+
+def reads_as_utf8(payload: bytes, encoding: str) -> bool:
+    """Whether a file to be decoded as `encoding` (latin-1, cp1252) is UTF-8 text with accented letters.
+
+    Decoding it as `encoding` does not fail (latin-1 decodes any byte) but garbles them, 'München' reading
+    'MÃ¼nchen', and the rows holding them can be quarantined as values the contract does not know, with no word
+    of the encoding. A genuine latin-1 file is nearly never valid UTF-8: its 'é' is the one byte 0xE9, which
+    UTF-8 must follow with two continuation bytes (0x80-0xBF), not with the ASCII or the letters latin-1 text
+    follows it with; and ASCII reads the same either way, so it is no sign.
+    Only the first ENCODING_SNIFF_BYTES of `payload` are looked at: pass the file's bytes, or at least one more
+    than that, so that a character cut at the end of the sample is told from one cut at the end of the file.
+    """
+    if codecs.lookup(encoding).name in ("utf-8", "utf-8-sig"):
+        return False
+    sample = payload[:ENCODING_SNIFF_BYTES]
+    if sample.isascii() or b"\x00" in sample:  # a NUL: utf-16 or binary, whose bytes are no UTF-8 text
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(sample, final=len(payload) <= ENCODING_SNIFF_BYTES)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def utf8_misread(encoding: str) -> str:
+    """What reading UTF-8 text as `encoding` does, for the hint that names the fix."""
+    garbled = "ü".encode("utf-8").decode(encoding, errors="replace")
+    return (f"reads as UTF-8, not {encoding}: its accented letters read garbled ('ü' as {garbled!r}), and rows "
+            f"holding them can be quarantined as values the contract does not know")
 
 
 def _delimited_records(text: str, source: str, separator: str) -> tuple[list[str], list, list]:
@@ -484,3 +518,11 @@ def check_undeclared(undeclared: list[str], use_case: UseCase) -> None:
     if use_case.undeclared == "error":
         raise ContractError(f"{message}; declare them under columns, or set undeclared: warn or ignore")
     print(f"ingest: warning: {message}")
+
+
+def check_encoding(raw: RawTable) -> None:
+    """One line when the file reads as UTF-8 but was decoded as another encoding (reads_as_utf8): the rows it
+    quarantines say only that a value is unknown, not why."""
+    if raw.utf8_misread_as:
+        print(f"ingest: warning: {raw.source} {utf8_misread(raw.utf8_misread_as)}: set data.encoding: utf-8 "
+              f"in the use case")

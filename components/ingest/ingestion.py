@@ -8,8 +8,8 @@ from typing import Sequence
 
 import pandas as pd
 
-from flowline.contract import (apply_contract, check_undeclared, enforce_bad_fraction, read_use_case_table,
-                               undeclared_columns)
+from flowline.contract import (apply_contract, check_encoding, check_undeclared, enforce_bad_fraction,
+                               read_use_case_table, undeclared_columns)
 from flowline.use_case import UseCase
 
 
@@ -64,6 +64,7 @@ def ingest_to_files(
     fails, since KFP uploads the outputs of a step that succeeds only.
     """
     raw = read_use_case_table(use_case, source)
+    check_encoding(raw)
     undeclared = undeclared_columns(raw.frame, use_case)
     check_undeclared(undeclared, use_case)
     result = apply_contract(raw.frame, use_case, raw.malformed)

@@ -14,6 +14,7 @@ import pytest
 
 from flowline.components.ingest.ingestion import ingest_to_files
 from flowline.contract import (
+    ENCODING_SNIFF_BYTES,
     EXTRA_COLUMN,
     REASON_COLUMN,
     ROW_COLUMN,
@@ -21,6 +22,7 @@ from flowline.contract import (
     apply_contract,
     read_table,
     read_use_case_table,
+    reads_as_utf8,
 )
 from flowline.use_case import ColumnSpec, UseCase, UseCaseError
 from flowline.use_case_loader import parse_use_case
@@ -301,6 +303,48 @@ def test_a_latin1_file_read_as_utf8_says_which_encoding_to_set(tmp_path: Path):
     raw = read_use_case_table(encoded_use_case(path, encoding="latin-1"))
     result = apply_contract(raw.frame, encoded_use_case(path, encoding="latin-1"))
     assert result.kept["city"].tolist() == ["Zürich", "Köln"] and result.quarantined.empty
+
+
+@pytest.mark.parametrize("text, written, expected", [
+    ("city\nMünchen\n", "utf-8", True),
+    ("city\n€ 5\n", "utf-8", True),
+    ("city\nMünchen\n", "latin-1", False),
+    ("city\nCafé\n", "latin-1", False),  # 0xE9 then a newline: no UTF-8 sequence
+    ("city\nCafé", "latin-1", False),  # 0xE9 the last byte: a sequence the file never finishes
+    ("city\nMunich\n", "utf-8", False),  # ASCII reads the same in either
+    ("city\nMünchen\n", "utf-16", False),
+], ids=["utf-8", "utf-8 euro", "latin-1", "latin-1 e-acute", "latin-1 ending in e-acute", "ascii", "utf-16"])
+def test_a_utf8_file_is_told_from_a_latin1_one_by_its_bytes(text: str, written: str, expected: bool):
+    assert reads_as_utf8(text.encode(written), "latin-1") is expected
+    assert reads_as_utf8(text.encode(written), "cp1252") is expected
+    assert not reads_as_utf8(text.encode(written), "utf-8")  # read as what it is, or refused as not utf-8
+
+
+def test_only_the_first_bytes_are_looked_at_and_a_character_cut_there_is_no_sign_against_utf8():
+    payload = b"x" * (ENCODING_SNIFF_BYTES - 1) + "ü".encode("utf-8") + b"\n"  # 'ü' astride the sample's end
+    assert reads_as_utf8(payload, "latin-1")
+    assert not reads_as_utf8(b"x" * ENCODING_SNIFF_BYTES + "ü".encode("utf-8"), "latin-1")  # beyond: not read
+
+
+@pytest.mark.parametrize("written, warned", [("utf-8", True), ("latin-1", False), ("ascii", False)])
+def test_a_utf8_file_under_a_latin1_use_case_is_said_to_read_as_utf8(tmp_path: Path, capsys, written: str,
+                                                                    warned: bool):
+    """latin-1 decodes any byte, so a UTF-8 file read with it raised nothing: 'Zürich' read 'ZÃ¼rich' and was
+    quarantined as not one of the allowed cities, and nothing said the encoding was the cause."""
+    path = tmp_path / "cities.csv"
+    text = "city,sales\nZürich,10\nKöln,20\n" if written != "ascii" else "city,sales\nZurich,10\nKoln,20\n"
+    path.write_bytes(text.encode(written))
+    use_case = encoded_use_case(path, encoding="latin-1").model_copy(update={"max_bad_fraction": 1.0})
+    outputs = [str(tmp_path / name) for name in ("kept.parquet", "quarantine.parquet", "profile.md")]
+    counts = ingest_to_files(use_case, "", *outputs)
+    hints = [line for line in capsys.readouterr().out.splitlines() if "UTF-8" in line]
+    assert hints == ([f"ingest: warning: {path} reads as UTF-8, not latin-1: its accented letters read garbled "
+                      "('ü' as 'Ã¼'), and rows holding them can be quarantined as values the contract does not "
+                      "know: set data.encoding: utf-8 in the use case"] if warned else [])
+    assert counts["rows_quarantined"] == (0 if written == "latin-1" else 2)
+    reasons = pd.read_parquet(outputs[1])[REASON_COLUMN].tolist()  # the rows' own reasons stay as they were
+    read = {"utf-8": ["ZÃ¼rich", "KÃ¶ln"], "latin-1": [], "ascii": ["Zurich", "Koln"]}[written]
+    assert reasons == [f"city: '{city}' is not one of ['Zürich', 'Köln']" for city in read]
 
 
 def test_an_unknown_encoding_is_refused_by_the_schema(tmp_path: Path):

@@ -57,8 +57,9 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from flowline import audit, storage
-from flowline.contract import (SEPARATORS, ContractError, apply_contract, as_text, count_reasons,
-                               counted_reasons_text, malformed_rows, missing_columns, read_use_case_table)
+from flowline.contract import (ENCODING_SNIFF_BYTES, SEPARATORS, ContractError, apply_contract, as_text,
+                               count_reasons, counted_reasons_text, malformed_rows, missing_columns,
+                               read_use_case_table, reads_as_utf8)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore
@@ -94,6 +95,7 @@ class BatchSummary:
     as_of: Optional[str] = None
     seconds: float = 0.0
     blank_columns: list[str] = field(default_factory=list)  # the model's inputs blank in every row scored
+    utf8_misread_as: Optional[str] = None  # the encoding a text input that reads as UTF-8 was read with instead
     reasons: Counter = field(default_factory=Counter, repr=False)
 
     def as_dict(self) -> dict:
@@ -398,8 +400,13 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
     schema = pa.schema([(ROW_COLUMN, pa.int64()), *output_schema(scorer, scorer.use_case.id_columns)])
     with local_input(source) as path, staged(output) as scored_path, staged(quarantine) as quarantine_path, \
             contextlib.ExitStack() as writers:
+        parquet = is_parquet(source, file_format)
+        if not parquet:
+            with open(path, "rb") as head:  # one byte past the sample: reads_as_utf8 then knows the file goes on
+                if reads_as_utf8(head.read(ENCODING_SNIFF_BYTES + 1), data.encoding):
+                    summary.utf8_misread_as = data.encoding  # latin-1 raises nothing: its rows read garbled
+
         def chunks() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-            parquet = is_parquet(source, file_format)
             for frame, malformed in read_chunks(path, source, parquet, chunk_rows, data.separator, data.encoding):
                 if not parquet:
                     check_separator(list(frame.columns), source, scorer.use_case, data.separator)

@@ -147,6 +147,8 @@ def _log_use_case(model: str, package_use_case: str):
 
 def summary_text(summary) -> str:
     """The run in a few lines: counts, where the files are, the columns with values out of profile."""
+    from flowline.contract import utf8_misread
+
     counts = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in summary.counts.items())
     lines = [f"scored with {summary.use_case} {summary.package_version}"
              + (f" as of {summary.as_of}" if summary.as_of else "") + f": {counts} ({summary.seconds:.1f} s)",
@@ -158,4 +160,6 @@ def summary_text(summary) -> str:
     if summary.blank_columns:
         lines.append(f"warning: blank in every row, so scored on the training fill alone: "
                      f"{', '.join(summary.blank_columns)} (is the column empty in this file?)")
+    if summary.utf8_misread_as:
+        lines.append(f"warning: the input {utf8_misread(summary.utf8_misread_as)}: pass --encoding utf-8")
     return "\n".join(lines)

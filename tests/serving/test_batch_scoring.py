@@ -287,6 +287,28 @@ def test_a_column_blank_in_every_row_is_scored_on_its_fill_and_said(churn_packag
     assert "warning" not in capsys.readouterr().out
 
 
+def test_a_utf8_file_read_as_latin1_is_said_to_read_as_utf8(churn_package, telco, tmp_path, capsys):
+    """latin-1 decodes any byte, so a UTF-8 file scored as latin-1 raised nothing: its accented text read garbled
+    ('Müller' as 'MÃ¼ller'), quarantined as an unknown category or, in an id, scored as such, and nothing said
+    that the file's encoding was the cause."""
+    plain = write_rows(telco, tmp_path / "plain.csv", broken=False)
+    text = plain.read_text().replace(telco["customerID"].iloc[0], "0001-Müller", 1)
+    for encoding in ("utf-8", "latin-1"):
+        (tmp_path / f"{encoding}.csv").write_bytes(text.encode(encoding))
+    hint = ("warning: the input reads as UTF-8, not latin-1: its accented letters read garbled ('ü' as 'Ã¼'), and "
+            "rows holding them can be quarantined as values the contract does not know: pass --encoding utf-8")
+    for name, encoding, said, first in [("utf-8", "latin-1", True, "0001-MÃ¼ller"),
+                                        ("utf-8", "utf-8", False, "0001-Müller"),
+                                        ("latin-1", "latin-1", False, "0001-Müller"),
+                                        ("plain", "latin-1", False, telco["customerID"].iloc[0])]:
+        out = tmp_path / f"{name}-as-{encoding}.parquet"
+        assert main(["score", str(churn_package), "--input", str(tmp_path / f"{name}.csv"), "--output", str(out),
+                     "--encoding", encoding]) == 0
+        printed = capsys.readouterr().out
+        assert (hint in printed.splitlines()) is said and ("UTF-8" in printed) is said, (name, encoding)
+        assert pd.read_parquet(out)["customerID"].iloc[0] == first
+
+
 def test_a_run_that_quarantines_more_than_max_bad_fraction_fails_keeping_its_outputs(churn_package, telco, tmp_path,
                                                                                       capsys):
     """A scheduled run that scored nothing exited 0 (SeniorCitizen recoded No/Yes: every row quarantined). It

@@ -33,6 +33,7 @@ partial output. `record` writes the run to the audit log.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import fcntl
@@ -59,7 +60,7 @@ from pydantic import ValidationError
 from flowline import audit, storage
 from flowline.contract import (ENCODING_SNIFF_BYTES, SEPARATORS, ContractError, apply_contract, as_text,
                                count_reasons, counted_reasons_text, malformed_rows, missing_columns,
-                               read_use_case_table, reads_as_utf8)
+                               file_encoding, read_use_case_table, reads_as_utf8)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore
@@ -180,6 +181,8 @@ def _text_chunks(path: Path, source: str, chunk_rows: int, separator: str,
                  encoding: str) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """Separated text, every cell as text, read as ingest reads it (lines of the wrong length are malformed)."""
     try:
+        with open(path, "rb") as head:
+            encoding = file_encoding(head.read(len(codecs.BOM_UTF8)), encoding)
         with open(path, encoding=encoding, newline="") as stream:
             if stream.read(1) != "\ufeff":  # a byte-order mark (Excel's UTF-8 CSV) is not part of the header
                 stream.seek(0)
@@ -403,7 +406,8 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
         parquet = is_parquet(source, file_format)
         if not parquet:
             with open(path, "rb") as head:  # one byte past the sample: reads_as_utf8 then knows the file goes on
-                if reads_as_utf8(head.read(ENCODING_SNIFF_BYTES + 1), data.encoding):
+                sample = head.read(ENCODING_SNIFF_BYTES + 1)
+                if reads_as_utf8(sample, file_encoding(sample, data.encoding)):
                     summary.utf8_misread_as = data.encoding  # latin-1 raises nothing: its rows read garbled
 
         def chunks() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:

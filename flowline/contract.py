@@ -93,6 +93,7 @@ def parse_table(payload: bytes, source: str, file_format: str | None = None, sep
                 encoding: str = "utf-8") -> RawTable:
     """`read_table` on bytes already read from `source` (flowline init sniffs them first)."""
     file_format = file_format or ("parquet" if source.split("?")[0].endswith((".parquet", ".pq")) else "csv")
+    encoding = file_encoding(payload, encoding)
     if file_format == "parquet":
         header, malformed = _parquet_columns(payload, source), []
     else:
@@ -147,6 +148,13 @@ def _parquet_columns(payload: bytes, source: str) -> list[str]:
         return [str(name) for name in pq.ParquetFile(io.BytesIO(payload)).schema_arrow.names]
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise ContractError(f"{source} is not a readable Parquet file: {error}") from None
+
+
+def file_encoding(head: bytes, encoding: str) -> str:
+    """The encoding a text file is read with: `encoding`, unless the file starts with UTF-8's byte-order mark, as
+    Excel's "CSV UTF-8" does, which declares it UTF-8 (read as latin-1 its first column was named 'ï»¿customerID',
+    and every row failed as missing a column, with no word of the encoding)."""
+    return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else encoding
 
 
 def _decode(payload: bytes, source: str, encoding: str) -> str:

@@ -347,6 +347,17 @@ def test_a_utf8_file_under_a_latin1_use_case_is_said_to_read_as_utf8(tmp_path: P
     assert reasons == [f"city: '{city}' is not one of ['Zürich', 'Köln']" for city in read]
 
 
+def test_utf8s_byte_order_mark_says_the_file_is_utf8_whatever_the_use_case_says(tmp_path: Path, capsys):
+    """Excel's "CSV UTF-8" starts with the mark: read as latin-1 its first column was named 'ï»¿city' and every
+    row failed as missing a column, with no word of the encoding."""
+    path = tmp_path / "cities.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + "city,sales\nZürich,10\nKöln,20\n".encode("utf-8"))
+    use_case = encoded_use_case(path, encoding="latin-1")
+    raw = read_use_case_table(use_case)
+    assert list(raw.frame.columns) == ["city", "sales"] and raw.utf8_misread_as is None
+    assert apply_contract(raw.frame, use_case).kept["city"].tolist() == ["Zürich", "Köln"]
+
+
 def test_an_unknown_encoding_is_refused_by_the_schema(tmp_path: Path):
     with pytest.raises(UseCaseError, match=r"data.encoding: unknown encoding 'latin-9x'"):
         encoded_use_case(tmp_path / "x.csv", encoding="latin-9x")

@@ -307,6 +307,13 @@ def test_a_utf8_file_read_as_latin1_is_said_to_read_as_utf8(churn_package, telco
         printed = capsys.readouterr().out
         assert (hint in printed.splitlines()) is said and ("UTF-8" in printed) is said, (name, encoding)
         assert pd.read_parquet(out)["customerID"].iloc[0] == first
+    # Excel's "CSV UTF-8" starts with UTF-8's byte-order mark, which says what the file is: read as latin-1 its
+    # first column was 'ï»¿customerID' and the run failed as missing a column, with no word of the encoding
+    (tmp_path / "excel.csv").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    out = tmp_path / "excel-as-latin-1.parquet"
+    assert main(["score", str(churn_package), "--input", str(tmp_path / "excel.csv"), "--output", str(out),
+                 "--encoding", "latin-1"]) == 0
+    assert "UTF-8" not in capsys.readouterr().out and pd.read_parquet(out)["customerID"].iloc[0] == "0001-Müller"
 
 
 def test_a_run_that_quarantines_more_than_max_bad_fraction_fails_keeping_its_outputs(churn_package, telco, tmp_path,

@@ -378,6 +378,20 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame,
     return scored, quarantined, result.rows_in, outside
 
 
+def read_as(use_case: UseCase, separator: Optional[str] = None, encoding: Optional[str] = None) -> UseCase:
+    """`use_case` reading a text file with `separator` and `encoding` where given, else its own (`data.separator`,
+    `data.encoding`): the file being scored need not be written as the training data was. BatchError naming an
+    unknown codec or separator, checked as the use case's own are."""
+    data = use_case.data
+    try:
+        data = data.model_validate({**data.model_dump(), "separator": separator or data.separator,
+                                    "encoding": encoding or data.encoding})
+    except ValidationError as error:
+        raise BatchError("; ".join(problem["msg"].removeprefix("Value error, ") for problem in error.errors())) \
+            from None
+    return use_case.model_copy(update={"data": data})
+
+
 def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
                 chunk_rows: int = DEFAULT_CHUNK_ROWS, file_format: Optional[str] = None,
                 on_chunk: Optional[Callable[[int], None]] = None, separator: Optional[str] = None,
@@ -389,13 +403,7 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
     if chunk_rows < 1:
         raise BatchError(f"chunk_rows {chunk_rows}: give at least 1")
     started = time.perf_counter()
-    data = scorer.use_case.data
-    try:  # checked as the use case's own are: an unknown codec named, not a traceback
-        data = data.model_validate({**data.model_dump(), "separator": separator or data.separator,
-                                    "encoding": encoding or data.encoding})
-    except ValidationError as error:
-        raise BatchError("; ".join(problem["msg"].removeprefix("Value error, ") for problem in error.errors())) \
-            from None
+    data = read_as(scorer.use_case, separator, encoding).data
     summary = BatchSummary(scorer.version, scorer.use_case.name, source, output, quarantine,
                            counts={"rows_in": 0, "rows_scored": 0, "rows_quarantined": 0},
                            out_of_profile=dict.fromkeys(scorer.feature_set.profiled_columns, 0))
@@ -483,7 +491,7 @@ def score_customers(scorer: Scorer, log_use_case: UseCase, source: str, as_of: d
                         counts={"transactions_in": result.rows_in, "transactions_quarantined": len(result.quarantined),
                                 "customers_scored": len(scored)},
                         out_of_profile=scorer.feature_set.columns_out_of_profile(values), as_of=as_of.isoformat(),
-                        seconds=round(time.perf_counter() - started, 3),
+                        seconds=round(time.perf_counter() - started, 3), utf8_misread_as=raw.utf8_misread_as,
                         reasons=Counter(count_reasons(result.quarantined[REASON_COLUMN]).to_dict()))
 
 

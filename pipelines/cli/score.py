@@ -86,7 +86,8 @@ def _score(args: argparse.Namespace) -> int:
     contract = scorer.use_case  # whose max_bad_fraction the run is held to
     try:
         if args.as_of:
-            contract = scorer.use_case.transaction_log or _log_use_case(args.model, scorer.use_case.name)
+            contract = batch.read_as(scorer.use_case.transaction_log or _log_use_case(args.model, scorer.use_case.name),
+                                     args.separator, args.encoding)
             summary = batch.score_customers(scorer, contract, args.input, args.as_of, output, quarantine)
         else:
             with rows_bar(sys.stderr, batch.known_rows(args.input, args.format)) as bar:

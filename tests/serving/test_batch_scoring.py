@@ -473,6 +473,14 @@ def test_clv_scores_every_customer_as_of_a_date_as_the_package_scores_its_test_r
     records = verify_audit_log(tmp_path / "audit.jsonl")
     assert [record["what"]["as_of"] for record in records] == [spec.calibration_end.isoformat(), early.isoformat()]
 
+    # A log written another way reads with --separator and --encoding, as a table does: they were ignored.
+    semicolons = tmp_path / "cdnow.csv"
+    semicolons.write_bytes(frame.to_csv(sep=";", index=False).encode("latin-1"))
+    assert main(["score", str(clv_package), "--input", str(semicolons), "--as-of", early.isoformat(), "--output",
+                 str(tmp_path / "semicolons.parquet"), "--separator", ";", "--encoding", "latin-1",
+                 "--audit-log", str(tmp_path / "audit.jsonl")]) == 0
+    assert set(pd.read_parquet(tmp_path / "semicolons.parquet")["customer_id"]) == bought
+
 
 def test_the_batch_pipeline_runs_through_kfp_local_and_records_the_run(churn_package, churn, telco, tmp_path):
     from kfp import local

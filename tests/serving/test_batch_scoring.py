@@ -480,6 +480,13 @@ def test_clv_scores_every_customer_as_of_a_date_as_the_package_scores_its_test_r
                  str(tmp_path / "semicolons.parquet"), "--separator", ";", "--encoding", "latin-1",
                  "--audit-log", str(tmp_path / "audit.jsonl")]) == 0
     assert set(pd.read_parquet(tmp_path / "semicolons.parquet")["customer_id"]) == bought
+    capsys.readouterr()
+    semicolons.write_bytes(frame.assign(customer_id=frame["customer_id"].replace("00001", "Müller")).to_csv(
+        sep=";", index=False).encode("utf-8"))  # UTF-8 read as latin-1: the hint, as for a table
+    assert main(["score", str(clv_package), "--input", str(semicolons), "--as-of", early.isoformat(), "--output",
+                 str(tmp_path / "semicolons.parquet"), "--separator", ";", "--encoding", "latin-1",
+                 "--audit-log", str(tmp_path / "audit.jsonl")]) == 0
+    assert "reads as UTF-8, not latin-1" in capsys.readouterr().out
 
 
 def test_the_batch_pipeline_runs_through_kfp_local_and_records_the_run(churn_package, churn, telco, tmp_path):

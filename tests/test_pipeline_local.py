@@ -5,6 +5,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import readme_examples
 import yaml
@@ -62,6 +63,9 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     assert manifest["version"] == summary["package_version"]
     lineage = json.loads((Path(summary["package"]) / "lineage.json").read_text())
     assert lineage["dataset"]["source_sha256"] == REGISTRY["telco_customer_churn"].sha256
+    fitted = np.load(Path(summary["package"]) / lineage["fitted_rows"]["file"], allow_pickle=False)
+    test_rows = json.loads((Path(summary["package"]) / "evaluation.json").read_text())["test_rows"]
+    assert lineage["fitted_rows"]["fingerprints"] == len(fitted) == 7043 - test_rows  # by id: all distinct
     # ... and the code and the run that built it: this checkout's commit, kfp.local's run under the run folder.
     assert lineage["code"] == code_version() and lineage["code"]["commit"] == checkout_head()
     assert (Path(summary["run_dir"]) / lineage["run"]["name"]).is_dir() and lineage["run"]["id"]

@@ -51,7 +51,7 @@ from flowline.models.mlp import MLPNetwork, hidden_layers, train_mlp
 from flowline.splitting import SEARCH_FOLDS, fold_splits
 from flowline.use_case import TuningSpec
 
-SHAP_PERMUTATIONS = 8  # MLP: permutations, each with its reverse, for the Shapley estimate
+SHAP_PERMUTATIONS = 32  # MLP: permutations, each with its reverse, for the Shapley estimate (8 left churn 20-50 % off)
 TREE_FAMILIES = ("xgboost", "forest", "lightgbm")  # they read category codes (FeatureLayout.trees)
 BOOSTED_FAMILIES = ("xgboost", "lightgbm", "catboost")  # their iterations are boosting rounds, early-stopped on valid
 TRIAL_FOLDS = SEARCH_FOLDS  # trials scored by cross-validation on small data (tuning.cv_max_rows)

@@ -24,6 +24,22 @@ def add_runs_dir_argument(parser: argparse.ArgumentParser, what: str = "where ru
     parser.add_argument("--runs-dir", default=runs_dir(), help=f"{what} (default: $FLOWLINE_RUNS_DIR or ./runs)")
 
 
+def unrecorded_use_case(use_case: str | None, recorded: set[str], what: str, runs: str) -> bool:
+    """True, having said so on stderr, when a listing is asked for a use case that is neither built in nor recorded
+    in the runs folder, which records others: a misspelt name listed nothing and exited 0, as if there were nothing
+    to list. A built-in use case not run yet lists nothing, as it should."""
+    import sys
+
+    from flowline.use_case_loader import built_in_use_cases
+
+    if not use_case or use_case in recorded or not recorded or use_case in built_in_use_cases():
+        return False
+
+    print(f"flowline: no {what} of use case {use_case!r} under {runs}; recorded use cases: "
+          f"{', '.join(sorted(recorded))}", file=sys.stderr)
+    return True
+
+
 ONLINE_STORE_FILE = "online-store.db"
 
 
@@ -46,7 +62,8 @@ def audit_log(args: argparse.Namespace) -> str:
 def add_use_case_arguments(parser: argparse.ArgumentParser, optional: bool = False) -> None:
     """USE_CASE or --use-case PATH, exactly one (main() checks); with `optional`, also neither."""
     parser.add_argument("use_case_name", nargs="?", metavar="USE_CASE",
-                        help="a built-in use case, e.g. churn (clv for seed)" + (" (default: all)" if optional else ""))
+                        help="a use case: built-in (e.g. churn) or recorded in the runs folder"
+                        + (" (default: all)" if optional else ""))
     parser.add_argument("--use-case", dest="use_case_path", metavar="PATH", help="a use-case YAML file")
     parser.set_defaults(use_case_optional=optional)
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from flowline.pipelines.cli.common import EXIT_FEATURES_DIFFER, add_runs_dir_argument
+from flowline.pipelines.cli.common import (EXIT_ERROR, EXIT_FEATURES_DIFFER, add_runs_dir_argument,
+                                          unrecorded_use_case)
 
 TARGET_HELP = ("a feature-set version, a package version (or a unique prefix of either), a use case (its newest "
                "package), a package folder or s3:// prefix, or a FeatureSet JSON file")
@@ -40,6 +41,9 @@ def _list(args: argparse.Namespace) -> int:
     from flowline.feature_registry import feature_sets
 
     found, problems = feature_sets(args.runs_dir)
+    if unrecorded_use_case(args.use_case, {name for entry in found for name in entry.use_cases}, "feature sets",
+                           args.runs_dir):
+        return EXIT_ERROR
     chosen = [entry for entry in found if args.use_case is None or args.use_case in entry.use_cases]
     for problem in problems:
         print(f"flowline: warning: {problem}", file=sys.stderr)

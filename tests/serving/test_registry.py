@@ -166,3 +166,15 @@ def test_show_gives_the_thresholds_that_decide_served_rows():
     assert re.search(r"single threshold \(not served\)\s+0\.0950?", text)
     assert "threshold" not in card_text({"threshold": None}, "v1", "champion")  # a regression decides nothing
 
+
+
+def test_a_misspelt_use_case_is_named_not_listed_as_having_nothing(runs, capsys):
+    """`flowline runs chrun` said "no runs recorded" and exited 0, though churn's runs were there (the README
+    audit). A built-in use case not run yet still lists nothing."""
+    for command in ("runs", "models"):
+        assert main([command, "chrun", "--runs-dir", str(runs)]) == 1
+        assert f"no {command if command == 'runs' else 'packages'} of use case 'chrun' under {runs}; recorded use " \
+               f"cases: churn" in capsys.readouterr().err
+    assert main(["features", "list", "chrun", "--runs-dir", str(runs)]) == 1
+    assert "no feature sets of use case 'chrun'" in capsys.readouterr().err
+    assert main(["runs", "clv", "--runs-dir", str(runs)]) == 0 and "no runs recorded" in capsys.readouterr().out

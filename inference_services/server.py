@@ -66,7 +66,7 @@ from flowline.inference_services.event_route import with_event_route
 from flowline.inference_services.one_write import OneWriteHttpProtocol
 from flowline.inference_services.repository_sync import WorkerSync
 from flowline.inference_services.options import (DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host,
-                                                 repository_token)
+                                                 listening, repository_token)
 from flowline.inference_services.request_checks import BadRequest, clip
 
 log = logging.getLogger("flowline.serving")
@@ -80,7 +80,11 @@ def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_
     """Serve each model (a FlowlineModel or a DriftMonitor) in this process until interrupted; several worker
     processes are workers.py's. Returns the exit status."""
     token = repository_token()  # a bad token stops the start, before the packages load
-    serve_here(models, host or default_host(), port, access_log, token, max_body_bytes)
+    host = host or default_host()
+    listener = listening(host, port)
+    if listener is None:
+        return 1
+    serve_here(models, host, port, access_log, token, max_body_bytes, sockets=[listener])
     return 0
 
 

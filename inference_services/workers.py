@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence
 
+from flowline.inference_services.options import listening
+
 if TYPE_CHECKING:
     from kserve import Model
 
@@ -46,15 +48,8 @@ MODELS_FILE = "models.pickle"  # written and read by flowline serve's own proces
 MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 GRACE_S = 30  # KServe's default grace period, which each worker's uvicorn takes to finish its requests
 KILL_AFTER_S = GRACE_S + 5
-BACKLOG = 2048  # uvicorn's default
 spawn = multiprocessing.get_context("spawn")
 multiprocessing.allow_connection_pickling()  # the listening socket travels to each worker
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """The one listening socket every worker accepts on."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=BACKLOG)
 
 
 def exec_supervisor(models: Sequence[Model], host: str, port: int, access_log: bool, workers: int,
@@ -88,10 +83,8 @@ def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: 
     """Serve the models in `state` from `workers` processes on host:port until SIGTERM (exit status 0) or
     until a worker dies (1); remove `state` at exit."""
     try:
-        try:
-            listener = listen(host, port)
-        except OSError as error:
-            print(f"flowline: cannot listen on {host}:{port}: {error}", file=sys.stderr)
+        listener = listening(host, port)  # the one socket every worker accepts on
+        if listener is None:
             return 1
         (state / "metrics").mkdir()
         (state / "repository").mkdir()

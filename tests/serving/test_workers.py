@@ -241,3 +241,20 @@ def test_workers_0_is_one_per_cpu_of_the_quota(monkeypatch):
     assert workers == {((), ()): 3, ((), ("--workers", "0")): 3, ((), ("--workers", "2")): 2,
                        (("--drift-monitor",), ()): 1, (("--drift-monitor",), ("--workers", "0")): 3,
                        (("--drift-monitor",), ("--workers", "2")): 2}
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_is_one_line_with_one_worker_or_several(churn_package, workers):
+    """With --workers 1 a taken port was a 43-line traceback from KServe and uvicorn (the README audit); several
+    workers' supervisor already said it in one line."""
+    import socket
+    import subprocess
+
+    with socket.create_server((LOOPBACK, 0)) as taken:
+        port = taken.getsockname()[1]
+        done = subprocess.run([*SERVE_COMMAND, str(churn_package), "--host", LOOPBACK, "--port", str(port),
+                               "--workers", workers], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"flowline: cannot listen on {LOOPBACK}:{port}: [Errno 98] Address already in use"), done.stderr

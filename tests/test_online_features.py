@@ -67,6 +67,24 @@ def test_replayed_rows_see_exactly_the_offline_features(log, store, batch: int) 
     assert np.array_equal(fitted.transform(frame)[cut:], offline)
 
 
+def test_a_later_row_at_the_instant_of_a_training_row_of_its_entity_is_an_event_of_its_own(log, store) -> None:
+    """The fitted history knew a row by its time alone, so a later payment of a card at the instant of one of its
+    training payments was taken for that payment: evaluation and batch scoring left it out of the card's windows,
+    the server counted it (the train/serve audit: 46 of 528 test rows). A training row transformed again is still
+    that row, counted once."""
+    _, fitted, frame, _, cut = log
+    trained = frame.iloc[cut - 1]
+    later = pd.DataFrame([{**trained.to_dict(), "txn": "t-same-instant", "amount": trained["amount"] + 7.5},
+                          {**trained.to_dict(), "txn": "t-a-minute-on", "at": trained["at"] + pd.Timedelta(minutes=1)}])
+    whole = pd.concat([frame.iloc[:cut], later], ignore_index=True)
+    assert np.array_equal(fitted.transform(later), fitted.with_history(whole).transform(later))
+    count = fitted.feature_names.index(next(name for name in fitted.feature_names if "count" in name))
+    again = fitted.transform(pd.concat([frame.iloc[[cut - 1]], later], ignore_index=True))[:, count]
+    assert again[2] == again[0] + 2  # a minute on: the training payment and the one at its instant, once each
+    assert fitted.seed(store) == {"payments": True}
+    assert np.array_equal(fitted.online(store).transform(later), fitted.transform(later))
+
+
 def test_seeding_again_writes_nothing_even_for_another_version(log, store) -> None:
     _, fitted, frame, _, cut = log
     card = frame["card"].iloc[0]

@@ -298,6 +298,13 @@ def running_sums(times: np.ndarray, amounts: Mapping[str, np.ndarray]) -> Runnin
     return np.asarray(times, dtype=np.float64)[order], sums
 
 
+def _same_amount(known: float, other: float) -> bool:
+    """The same amount, within a billionth of it (NaN being NaN's)."""
+    if known != known or other != other:
+        return known != known and other != other
+    return abs(known - other) <= 1e-9 * max(1.0, abs(known))
+
+
 def missing_amounts(events: Sequence[Event], amounts: Sequence[str]) -> list[str]:
     """The `amounts` some of `events` do not carry."""
     return [name for name in amounts if any(name not in a for _, a in events)]
@@ -353,14 +360,35 @@ class EntityHistory:
         return found
 
     @cached_property
-    def _times(self) -> dict[str, set]:
-        return {key: set(entry["time"]) for key, entry in self.events.items()}
+    def _fitted(self) -> dict[str, dict[float, list[tuple[float, ...]]]]:
+        """Per entity, the amounts of its fitted events at each time."""
+        fitted: dict[str, dict[float, list[tuple[float, ...]]]] = {}
+        for key, entry in self.events.items():
+            at = fitted[key] = {}
+            for index, time in enumerate(entry["time"]):
+                at.setdefault(time, []).append(tuple(entry[name][index] for name in self.amounts))
+        return fitted
 
     def new_events(self, key: str, events: Sequence[Event]) -> list[Event]:
-        """Those of entity `key`'s `events` at a time its history holds no event of: an event at such a time is
-        that training event (a training row transformed again, a backtest), not a second one."""
-        known = self._times.get(key, ())
-        return [(t, a) for t, a in events if t not in known]
+        """Those of entity `key`'s `events` that its history does not hold: an event with a fitted event's time and
+        amounts is that training event (a training row transformed again, a backtest), not a second one, once for
+        each time the history holds it. Another event at the same time is new: known by the time alone, a test row
+        at the instant of its card's training row was left out of evaluation and batch scoring, which the server,
+        counting it, answered otherwise (the train/serve audit). Amounts match within a billionth, as a history
+        saved as running sums (format v2) gives them back."""
+        fitted = self._fitted.get(key, {})
+        taken: dict[float, set[int]] = {}
+        new = []
+        for time, amounts in events:
+            mine = tuple(amounts[name] for name in self.amounts)
+            used = taken.setdefault(time, set())
+            match = next((index for index, known in enumerate(fitted.get(time, ()))
+                          if index not in used and all(map(_same_amount, known, mine))), None)
+            if match is None:
+                new.append((time, amounts))
+            else:
+                used.add(match)
+        return new
 
     def as_events(self) -> dict[str, list[Event]]:
         """The fitted events per entity, as the online store takes them (to seed it)."""

@@ -377,13 +377,28 @@ def _datetime_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd
     return parsed, reasons
 
 
+# An offset after a time of day ("04:59-05:00", "04:59:00.5Z"): a date alone ("2026-01-17") ends in digits too.
+TIME_OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
+
+
 def parse_datetimes(text: pd.Series, date_format: str | None) -> pd.Series:
     """Text to naive UTC datetime64[ns], NaT where it does not parse: the parser ingest and serving share.
 
-    A time with an offset is converted to UTC; one without is taken as UTC.
+    A time with an offset is converted to UTC; one without is taken as UTC. Without a format, the times with an
+    offset and those without are parsed apart: pandas 2.3 read a time without one, after a row with '-05:00', at
+    that offset (04:59 as 09:59 UTC in ingest and batch scoring, 04:59 UTC served one value at a time), so a
+    score hung on its neighbours and on the chunk size (the train/serve audit).
     """
-    parsed = pd.to_datetime(text, format=date_format or "ISO8601", errors="coerce", utc=True)
-    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    if date_format:
+        parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
+        return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    offset = text.str.contains(TIME_OFFSET, na=False).to_numpy(dtype=bool)
+    parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    for part in (offset, ~offset):
+        if part.any():
+            read = pd.to_datetime(text[part], format="ISO8601", errors="coerce", utc=True)
+            parsed[part] = read.dt.tz_localize(None).astype("datetime64[ns]")
+    return parsed
 
 
 def _text_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:

@@ -182,6 +182,23 @@ def test_datetimes_are_parsed_with_their_format_and_bad_ones_quarantined(write_c
     assert reasons == ["day: '19970231' is not a date (%Y%m%d)", "day: '1997-03-01' is not a date (%Y%m%d)"]
 
 
+def test_a_time_without_an_offset_is_utc_whatever_its_neighbours_write():
+    """pandas 2.3 read '2026-01-17 04:59:00' after a row at '-05:00' at that offset (09:59 UTC), where the server,
+    parsing one value at a time, read 04:59 UTC: a row's score hung on its neighbours and on the chunk size (the
+    train/serve audit). Each value now reads as it does alone."""
+    from flowline.contract import parse_datetimes
+
+    values = ["2026-01-17 04:59:00-05:00", "2026-01-17 04:59:00", "2026-01-17T09:59:00Z", "2026-01-17 04:59",
+              "2026-01-17", "2026-01-17T04:59:00.5+0100", "2026-01-17T04:59:00+01", None, "yesterday"]
+    together = parse_datetimes(pd.Series(values, dtype="string"), None)
+    alone = [parse_datetimes(pd.Series([value], dtype="string"), None).iloc[0] for value in values]
+    assert together.tolist()[:7] == alone[:7] == [
+        pd.Timestamp("2026-01-17 09:59"), pd.Timestamp("2026-01-17 04:59"), pd.Timestamp("2026-01-17 09:59"),
+        pd.Timestamp("2026-01-17 04:59"), pd.Timestamp("2026-01-17"), pd.Timestamp("2026-01-17 03:59:00.5"),
+        pd.Timestamp("2026-01-17 03:59")]
+    assert together.iloc[7:].isna().all() and together.dtype == "datetime64[ns]"
+
+
 def test_request_checks_refuse_a_date_that_does_not_parse():
     from flowline.inference_services.request_checks import BadRequest, RecordChecker
     from flowline.use_case import UseCase

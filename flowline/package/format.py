@@ -356,5 +356,8 @@ class Package:
         return fitted_rows.load(path) if path.is_file() else None
 
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        """Scores for a frame of raw columns: probabilities (binary) or predictions (regression)."""
+        """Scores for a frame of rows already held to the contract (ingest's typed rows, as evaluate reads them):
+        probabilities (binary) or predictions (regression). Nothing here checks the rows: a category in another
+        case, a blank the contract refuses, a time that does not parse are scored as unseen or missing values,
+        where the server answers 400. For raw rows, `flowline.scoring.Scorer` checks them as the server does."""
         return self.model.predict(self.feature_set.transform(frame))

@@ -11,6 +11,11 @@ import html
 import io
 from typing import Any, Iterable, Sequence
 
+def stated(text: str | None, field: str) -> str:
+    """The use case's text, or what its absence means: a model card must not leave it empty (HTML or terminal)."""
+    return (text or "").strip() or f"Not stated by the use case ({field})."
+
+
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }

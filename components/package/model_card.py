@@ -137,11 +137,6 @@ def _fairness_sections(fairness: dict) -> list[str]:
     return sections
 
 
-def stated(text: str, field: str) -> str:
-    """The use case's text, or what its absence means: a card must not leave an empty paragraph."""
-    return text.strip() or f"Not stated by the use case ({field})."
-
-
 def code_line(code: dict) -> str:
     """flowline's version and the commit that built the package, as the card shows them."""
     if not code["commit"]:
@@ -159,8 +154,8 @@ def model_card_html(card: dict, linked: bool = True) -> str:
     interval = (lambda ci: "" if ci is None else f"{reports.number(ci[0])} to {reports.number(ci[1])}")
     rows_in = " / ".join(reports.number(data[key]) for key in ("rows_in", "rows_kept", "rows_quarantined"))
     sections = [
-        f"<p>{reports.escape(stated(model['description'], 'description'))}</p>",
-        "<h2>Intended use</h2>", f"<p>{reports.escape(stated(card['intended_use'], 'intended_use'))}</p>",
+        f"<p>{reports.escape(reports.stated(model['description'], 'description'))}</p>",
+        "<h2>Intended use</h2>", f"<p>{reports.escape(reports.stated(card['intended_use'], 'intended_use'))}</p>",
         "<h2>Model</h2>",
         reports.table(["field", "value"], [["task", model["task"]], ["members", members],
                                            ["code", code_line(card["code"])],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import webbrowser
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,10 @@ def _open(args: argparse.Namespace) -> int:
     paths = read(args.runs_dir).version(args.version).reports()
     print(json.dumps(paths, indent=1) if args.json else tabulate(list(paths.items()), headers=["report", "path"]))
     if args.browser:
-        for path in paths.values():
-            webbrowser.open(Path(path).resolve().as_uri())
+        opened = [webbrowser.open(Path(path).resolve().as_uri()) for path in paths.values()]
+        if not all(opened):  # a machine without a display or $BROWSER: nothing opened, and nothing said so
+            print("flowline: warning: no web browser could be opened (set $BROWSER); open the paths above",
+                  file=sys.stderr)
     return 0
 
 
@@ -139,7 +142,8 @@ def card_text(card: dict, version: str, stage: str) -> str:
     """A model card (model_card.json) as text for a terminal: its facts, metrics, gates and decision as tables."""
     model, data = card.get("model", {}), card.get("data", {})
     facts = [["use case", model.get("use_case")], ["version", f"{version} ({stage})"], ["task", model.get("task")],
-             ["created", card.get("created_at")], ["description", model.get("description")],
+             ["created", card.get("created_at")],
+             ["description", reports.stated(model.get("description"), "description")],
              ["model", reports.members(model.get("members", []))],
              *[[f"data {name}", ", ".join(map(str, value)) if isinstance(value, list) else _number(value)]
                for name, value in data.items() if not isinstance(value, dict)],
@@ -157,7 +161,7 @@ def card_text(card: dict, version: str, stage: str) -> str:
     top = card.get("explanation", {}).get("top_columns", {})
     decision = card.get("decision", {})
     parts = [tabulate(facts, tablefmt="plain", disable_numparse=True),
-             f"Intended use: {card.get('intended_use', '')}",
+             f"Intended use: {reports.stated(card.get('intended_use'), 'intended_use')}",
              tabulate(metrics, headers=["test metric", "value", "95% interval"], disable_numparse=True),
              tabulate(gate_rows, headers=["gate", "value", "bound", "result"], disable_numparse=True)
              if gate_rows else "no gates set",

@@ -166,6 +166,19 @@ def test_show_gives_the_thresholds_that_decide_served_rows():
     assert re.search(r"single threshold \(not served\)\s+0\.0950?", text)
     assert "threshold" not in card_text({"threshold": None}, "v1", "champion")  # a regression decides nothing
 
+    # What the use case leaves empty reads as the HTML card says it: an empty "Intended use:" line looked cut off.
+    empty = card_text({"intended_use": "", "model": {"description": ""}}, "v1", "champion")
+    assert "Intended use: Not stated by the use case (intended_use)." in empty
+    assert re.search(r"description\s+Not stated by the use case \(description\)\.", empty)
+
+
+def test_open_says_when_no_browser_could_open_the_reports(runs, churn_package, capsys, monkeypatch):
+    import webbrowser
+
+    monkeypatch.setattr(webbrowser, "open", lambda url: False)  # what it answers on a machine without one
+    assert main(["open", Package.open(churn_package).version[:5], "--runs-dir", str(runs), "--browser"]) == 0
+    assert "no web browser could be opened (set $BROWSER); open the paths above" in capsys.readouterr().err
+
 
 
 def test_a_misspelt_use_case_is_named_not_listed_as_having_nothing(runs, capsys):

@@ -166,6 +166,21 @@ def test_a_bad_time_budget_is_a_usage_error_naming_the_option(argv, said, capsys
     assert caught.value.code == 2 and said in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "usage", "said"), [
+    (["run", "churn", "--trails", "1"], "usage: flowline run ", "flowline run: error: unrecognized arguments: --trails 1"),
+    (["run"], "usage: flowline run ", "flowline run: error: give a use case name or --use-case PATH (exactly one)"),
+    (["canary", "promote"], "usage: flowline canary promote ", "flowline canary promote: error: canary promote: give"),
+    (["features", "list", "churn", "x"], "usage: flowline features list ", "unrecognized arguments: x"),
+])
+def test_a_mistake_is_shown_with_the_commands_own_usage(argv, usage, said, capsys):
+    """They showed `usage: flowline [-h] [--version] COMMAND ...`, which says nothing of --trials (the README
+    audit)."""
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    shown = capsys.readouterr().err
+    assert caught.value.code == 2 and shown.startswith(usage) and said in shown, shown
+
+
 def test_a_server_that_cannot_start_says_why_without_a_log_file(tmp_path: Path):
     """What a notebook calls: running_server with no log_path kept nothing, and said only '(no log kept)'."""
     from flowline.inference_services.local_server import running_server

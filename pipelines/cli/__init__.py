@@ -47,7 +47,18 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in COMMAND_GROUPS:
         group.add_parser(commands)
+    _name_parsers(parser)
     return parser
+
+
+def _name_parsers(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand's parser to its own arguments (`command_parser`), the deepest one chosen winning, so
+    that a mistake in `flowline run churn --trails 1` is shown with `run`'s usage, not `flowline COMMAND ...`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.set_defaults(command_parser=command)
+                _name_parsers(command)
 
 
 # Commands that SIGTERM stops through their cleanup (`_sigterm_exits`). Not `run`: kfp.local would wait out the
@@ -86,12 +97,14 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.formatwarning = _one_line_warning
     warnings.filterwarnings("once", category=UserWarning)  # "not signed" once per command, not once per record
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    parser = args.command_parser  # the command's own: its usage is the one that helps
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if hasattr(args, "use_case_path"):
         given = bool(args.use_case_name) + bool(args.use_case_path)
         if given > 1 or (given == 0 and not getattr(args, "use_case_optional", False)):
-            parser.error("give a built-in use case name or --use-case PATH (exactly one)")
+            parser.error("give a use case name or --use-case PATH (exactly one)")
     try:
         with _sigterm_exits() if args.command in SIGTERM_EXITS else contextlib.nullcontext():
             return args.handler(args)

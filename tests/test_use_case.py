@@ -31,6 +31,17 @@ def test_churn_states_everything_the_pipeline_needs(churn):
     assert churn.features.search and churn.tuning.backend == "auto" and churn.ensemble.top_k == 3
 
 
+def test_an_unknown_name_that_is_a_file_without_its_extension_says_so(tmp_path: Path, monkeypatch):
+    """`--use-case my-churn` beside my-churn.yaml said only that no built-in use case has that name."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my-churn.yaml").write_text((USE_CASES_DIR / "churn.yaml").read_text())
+    with pytest.raises(UseCaseError, match=r"unknown use case 'my-churn' \(did you mean the file my-churn.yaml\?\); "
+                                           r"built-in use cases: churn"):
+        load_use_case("my-churn")
+    with pytest.raises(UseCaseError, match=r"unknown use case 'nothing'; built-in"):
+        load_use_case("nothing")
+
+
 def test_unknown_key_is_named(tmp_path: Path):
     with pytest.raises(UseCaseError, match=r"tuning\.trails: unknown key"):
         load_changed(tmp_path, lambda d: d["tuning"].update(trails=5))

@@ -15,7 +15,7 @@ scores and quarantines (anywhere on disk; the audit log records each run's files
 rows too. What erasure cannot edit is listed as copies left: a run's drift reference (`x_ref.npy`, raw
 training rows, inside its package and beside it) and its package's fingerprints of its training rows
 (`fitted_rows.npy`, a hash of each row's ids) when the run trained on the subject, and batch outputs
-in object storage.
+in object storage. Nor does it edit the use case's own data (`source`), which the next run reads again.
 
 The erasure is recorded in the audit log: the fact, the sha256 of the id (never the id
 or the data), the rows removed, the online events removed, and the packages that were trained on the subject (their
@@ -34,7 +34,7 @@ from pathlib import Path
 import pandas as pd
 
 from flowline import audit
-from flowline.contract import number_from_text
+from flowline.contract import number_from_text, resolve_source
 from flowline.fitted_rows import FITTED_ROWS_FILE
 from flowline.online_store import OnlineStore
 from flowline.quarantine import REASON_COLUMN, line_fields, malformed_lines
@@ -55,6 +55,7 @@ class ErasureReport:
     packages_trained_on_subject: list[str] = field(default_factory=list)
     online_events_removed: int = 0
     copies_left: list[str] = field(default_factory=list)  # files that may hold the subject, which erasure cannot edit
+    source: str = ""  # the use case's data, which its next run reads: erasure does not edit a source
 
     @property
     def total_rows(self) -> int:
@@ -96,7 +97,7 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
     `online_store` when the subject is the use case's entity; record it."""
     key = subject_key(use_case)
     wanted = str(subject_id).strip()
-    report = ErasureReport(subject_sha256=hashlib.sha256(wanted.encode()).hexdigest())
+    report = ErasureReport(subject_sha256=hashlib.sha256(wanted.encode()).hexdigest(), source=resolve_source(use_case))
     for run_dir in sorted(Path(runs_dir).glob(f"{use_case.name}-*")):
         trained_on_subject = tested_on_subject = False
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and _is_parquet(p)):
@@ -128,7 +129,8 @@ def erase_subject(use_case: UseCase, subject_id: str, runs_dir: str | Path, audi
         "use_case": use_case.name, "subject_sha256": report.subject_sha256, "key": key,
         "rows_removed": report.total_rows, "files": len(report.rows_removed),
         "online_events_removed": report.online_events_removed,
-        "packages_trained_on_subject": report.packages_trained_on_subject, "copies_left": report.copies_left})
+        "packages_trained_on_subject": report.packages_trained_on_subject, "copies_left": report.copies_left,
+        "source": report.source})
     return report
 
 

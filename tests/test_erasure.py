@@ -87,6 +87,8 @@ def test_the_command_reports_what_it_erased_in_the_runs_folders_audit_log(runs, 
     assert code == 0 and "erased 6 row(s) of subject sha256" in shown  # two datasets, two train splits, two holdouts
     assert "packages trained on this subject" in shown and "churn-2" in shown
     assert f"recorded in {runs / 'audit.jsonl'}" in shown
+    # The use case's own data is not edited, and its next run reads the subject again: said, with where it is.
+    assert "not edited: remove the subject there too: " in shown and "telco_customer_churn" in shown
     assert [record["action"] for record in verify(runs / "audit.jsonl")] == ["erasure"]
     assert not (elsewhere / "runs").exists()
 

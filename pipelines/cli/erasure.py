@@ -13,9 +13,10 @@ from flowline.pipelines.cli.common import (EXIT_ERROR, ONLINE_STORE_FILE, add_au
 def add_parser(commands: argparse._SubParsersAction) -> None:
     erase = commands.add_parser(
         "erase", help="remove a data subject's rows from a use case's stored datasets and quarantine")
-    erase.add_argument("use_case_name", nargs="?", metavar="USE_CASE", help="a built-in use case, e.g. churn")
+    erase.add_argument("use_case_name", nargs="?", metavar="USE_CASE",
+                       help="a use case: built-in (e.g. churn), or recorded in the runs folder")
     erase.add_argument("--use-case", dest="use_case_path", metavar="NAME|PATH",
-                       help="a built-in use case name or a use-case YAML file")
+                       help="a use case name (built-in or recorded in the runs folder) or a use-case YAML file")
     erase.add_argument("--id", required=True, help="the subject's id (the use case's first id column, or its entity)")
     add_runs_dir_argument(erase)
     add_audit_log_argument(erase)
@@ -35,7 +36,7 @@ def _erase(args: argparse.Namespace) -> int:
     try:
         store = open_store(url) if url else None
         try:
-            report = erase_subject(use_case(args), args.id, args.runs_dir, audit_log(args), store)
+            report = erase_subject(_use_case(args), args.id, args.runs_dir, audit_log(args), store)
         finally:
             if store is not None:
                 store.close()
@@ -55,6 +56,7 @@ def _erase(args: argparse.Namespace) -> int:
         print("copies erasure cannot edit, which may hold the subject (delete them, or retrain and delete the run):")
         for copy in report.copies_left:
             print(f"  {copy}")
+    print(f"the use case's data, which its next run reads, is not edited: remove the subject there too: {report.source}")
     if report.packages_trained_on_subject:
         print("packages trained on this subject (retrain to forget it):")
         for package in report.packages_trained_on_subject:
@@ -62,3 +64,19 @@ def _erase(args: argparse.Namespace) -> int:
     else:
         print("no package was trained on this subject")
     return 0
+
+
+def _use_case(args: argparse.Namespace):
+    """The use case by its built-in name or file, or by a name only the runs folder records, as `score` and `serve`
+    take it (its newest package's use case): `erase --use-case customers` was refused where they served it."""
+    from flowline.package.format import Package
+    from flowline.registry import read
+    from flowline.use_case import UseCaseError
+
+    try:
+        return use_case(args)
+    except UseCaseError:
+        newest = read(args.runs_dir).newest(args.use_case_name or args.use_case_path)
+        if newest is None:
+            raise
+        return Package.open(newest.path).use_case

@@ -191,3 +191,17 @@ def test_a_misspelt_use_case_is_named_not_listed_as_having_nothing(runs, capsys)
     assert main(["features", "list", "chrun", "--runs-dir", str(runs)]) == 1
     assert "no feature sets of use case 'chrun'" in capsys.readouterr().err
     assert main(["runs", "clv", "--runs-dir", str(runs)]) == 0 and "no runs recorded" in capsys.readouterr().out
+
+
+def test_erase_takes_a_use_case_only_the_runs_folder_records(churn_package, churn, tmp_path: Path, capsys):
+    """`erase --use-case customers` (a use case init drafted, run from its YAML) was refused as no built-in use
+    case, where `score customers` and `serve customers` took it (the README audit). The use case is its newest
+    package's."""
+    runs = tmp_path / "runs"
+    recorded(runs, churn_package, churn.model_copy(update={"name": "customers"}), "customers-1")
+    assert main(["erase", "customers", "--id", "7590-VHVEG", "--runs-dir", str(runs)]) == 0
+    shown = capsys.readouterr().out
+    assert "recorded in" in shown
+    assert "the use case's data, which its next run reads, is not edited: remove the subject there too: " in shown
+    assert main(["erase", "custmers", "--id", "7590-VHVEG", "--runs-dir", str(runs)]) == 1
+    assert "unknown use case 'custmers'" in capsys.readouterr().err

@@ -40,6 +40,7 @@ import hmac
 import logging
 import os
 import socket
+import warnings
 from typing import AsyncContextManager, Optional, Sequence
 
 import orjson
@@ -93,6 +94,9 @@ def serve_here(models: Sequence[Model], host: str, port: int, access_log: bool, 
                sync: Optional[WorkerSync] = None) -> None:
     """Load each model and serve them in this process: on host:port, or on `sockets` as one of several
     workers that `sync` keeps on the same versions. A body above `max_body_bytes` is refused (body_limit.py)."""
+    # kserve 0.15 answers v1 with fastapi's ORJSONResponse, which fastapi 0.165 deprecates on the first request:
+    # a warning about their code that a person reads as an error in theirs.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     for model in models:
         model.load()
     metrics.count_garbage_collections()

@@ -106,10 +106,12 @@ def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: 
 def run_worker(state: Path, host: str, access_log: bool, max_body_bytes: int, listener: socket.socket, index: int,
                workers: int) -> None:
     """One worker: load and verify the packages, then serve on the shared socket, following the others' loads."""
+    from flowline import one_line_warnings
     from flowline.inference_services.options import repository_token
     from flowline.inference_services.repository_sync import WorkerSync
     from flowline.inference_services.server import serve_here
 
+    one_line_warnings()  # a fresh process: as the command says them, not as source listings
     models = pickle.loads((state / MODELS_FILE).read_bytes())
     sync = WorkerSync(state / "repository", index, workers, [model.name for model in models])
     serve_here(models, host, listener.getsockname()[1], access_log, repository_token(), max_body_bytes,

@@ -24,9 +24,8 @@ import contextlib
 import signal
 import sys
 import threading
-import warnings
 
-from flowline import __version__, audit
+from flowline import __version__, audit, one_line_warnings
 from flowline.pipelines.cli import (audit_trail, canary, cluster, completion, data, erasure, features, history,
                                     packages, registry, run, score, serve)
 from flowline.pipelines.cli.common import EXIT_ERROR, EXIT_GATE_FAILED, UsageError
@@ -85,18 +84,12 @@ def _sigterm_exits():
         signal.signal(signal.SIGTERM, previous)
 
 
-def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    """Warnings (an unsigned package or audit log) as one line a person reads, not a source listing."""
-    return f"flowline: warning: {message}\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     from flowline.datasets import DatasetError
     from flowline.package.format import PackageError
     from flowline.use_case import UseCaseError
 
-    warnings.formatwarning = _one_line_warning
-    warnings.filterwarnings("once", category=UserWarning)  # "not signed" once per command, not once per record
+    one_line_warnings()
     args, unknown = build_parser().parse_known_args(argv)
     parser = args.command_parser  # the command's own: its usage is the one that helps
     if unknown:

@@ -129,6 +129,11 @@ def test_two_workers_count_every_request_once_and_log_every_canary_answer(
     assert {line["request_id"]: line["version"] for line in lines} == {
         response.json()["id"]: response.json()["model_version"] for response in answered}
     assert all(versions[line["arm"]] == line["version"] for line in lines)
+    # Each worker says a warning as the command does, in one line, and fastapi's deprecation of kserve's
+    # response class, which read as an error, is not said at all (the README audit).
+    said = (tmp_path / "server.log").read_text()
+    assert "flowline: warning: package" in said and "no signing key" in said
+    assert "NoSigningKeyWarning" not in said and "ORJSONResponse" not in said, said
 
 
 def test_a_load_reaches_every_worker_a_forged_package_none_and_an_unload_all(

@@ -62,6 +62,9 @@ def default_quarantine(output: str) -> str:
     return f"{stem}.quarantine.parquet"
 
 
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".json", ".jsonl")  # what `--output scores.csv` was silently not
+
+
 def _score(args: argparse.Namespace) -> int:
     from flowline import audit, batch
     from flowline.contract import ContractError
@@ -79,6 +82,9 @@ def _score(args: argparse.Namespace) -> int:
     for flag, path in (("--output", output), ("--quarantine", quarantine)):
         if Path(path).is_absolute() and Path(path).is_dir():
             raise UsageError(f"{flag} {path} is a folder: give a file name")
+        if Path(path).suffix.lower() in TEXT_SUFFIXES:  # it would be Parquet under a name that says otherwise
+            raise UsageError(f"{flag} {path}: scores and quarantines are written as Parquet; name it "
+                             f"{Path(path).stem}.parquet")
     scorer = Scorer.open(resolve_package(args.model, args.runs_dir))
     if not args.as_of and scorer.use_case.transaction_log is not None:
         raise UsageError(f"use case {scorer.use_case.name!r} scores the customers of transaction log "

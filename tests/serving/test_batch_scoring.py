@@ -405,6 +405,9 @@ def test_as_of_on_a_package_that_scores_a_table_says_so(churn_package, tmp_path,
     (["--output", "{tmp}/same.parquet", "--quarantine", "{tmp}/./same.parquet"],
      "--quarantine and --output name the same file"),
     (["--output", "{tmp}"], "--output {tmp} is a folder: give a file name"),
+    # Written as Parquet under a .csv name, with the quarantine beside it as scores.csv.quarantine.parquet.
+    (["--output", "{tmp}/scores.csv"], "--output {tmp}/scores.csv: scores and quarantines are written as Parquet; "
+                                       "name it scores.parquet"),
 ])
 def test_outputs_that_would_lose_rows_are_refused_before_scoring(options, said, churn_package, tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:

@@ -488,13 +488,14 @@ def validate(path: str | Path) -> tuple[list[str], list[str]]:
     raw_frame, malformed = raw.frame, raw.malformed
     problems, notes = _column_problems(raw_frame, use_case)
     notes += _card_notes(use_case)
-    label = use_case.label.column
-    if use_case.transactions is None and label not in raw_frame.columns:
-        return problems, notes
-    problems += _label_problems(raw_frame, use_case)
+    # Without its label column the rows are still checked on their other columns (a misnamed label hid them all).
+    unlabelled = use_case.transactions is None and use_case.label.column not in raw_frame.columns
+    if not unlabelled:
+        problems += _label_problems(raw_frame, use_case)
     present = {name: spec for name, spec in use_case.columns.items() if name in raw_frame.columns}
     ids = [name for name in use_case.id_columns if name in present]  # the rows are checked on what is there
-    result = apply_contract(raw_frame, use_case.model_copy(update={"columns": present, "id_columns": ids}), malformed)
+    result = apply_contract(raw_frame, use_case.model_copy(update={"columns": present, "id_columns": ids}), malformed,
+                            to_score=unlabelled)
     if not (missing_columns(raw_frame, use_case) or use_case.transactions):  # the rows as a run would see them
         split_problems, split_notes = _split_checks(result.kept, use_case)
         problems, notes = problems + split_problems, notes + split_notes

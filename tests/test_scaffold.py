@@ -234,6 +234,22 @@ def test_validate_reports_every_problem_at_once(write_csv, tmp_path: Path, capsy
     assert "4 problem(s)" in err
 
 
+def test_a_misnamed_label_column_hides_none_of_the_rows_problems(write_csv, tmp_path: Path, capsys):
+    """With `label.column: klass` validate said only that the column is missing, and the rows that break the
+    contract appeared once it was fixed (the README audit)."""
+    data = write_csv(SMALL + "a5,2024-03-01,gold,x,2,more,no\n")
+    document = yaml.safe_load(scaffold(str(write_csv(SMALL, "first.csv"))))  # drafted before the bad row came
+    document["data"]["path"] = str(data)
+    document["label"]["column"] = "outcme"
+    target = tmp_path / "misnamed.yaml"
+    target.write_text(yaml.safe_dump(document))
+    assert main(["validate", str(target)]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "the data has no column(s) ['outcme']" in err
+    assert "1 of 5 rows (20.0%) break the contract (max_bad_fraction 5.0%): column note 1, column plan 1, column spend 1" \
+        in err
+
+
 @pytest.mark.parametrize("name", ["churn", "fraud", "fraud-claims"])
 def test_the_built_in_use_cases_fit_their_data(data_home: Path, name: str, capsys):
     assert main(["validate", f"pipelines/use_cases/{name}.yaml"]) == 0, capsys.readouterr().err

@@ -80,6 +80,7 @@ class Draft:
     label_spec: dict
     label_note: str
     columns: list[Column]
+    output: str | None = None  # the YAML file it is written to, which names it and its data's path is relative to
 
 
 def sniff_encoding(payload: bytes) -> str:
@@ -362,8 +363,10 @@ def flow(spec: dict) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def scaffold(source: str, label: str | None = None) -> str:
-    """A complete, commented use-case YAML for the table at `source` (a path, http(s) URL or s3:// URI)."""
+def scaffold(source: str, label: str | None = None, output: str | None = None) -> str:
+    """A complete, commented use-case YAML for the table at `source` (a path, http(s) URL or s3:// URI), to be
+    written to `output` when given: the use case is named after that file, and a data file in its folder is
+    given relative to it, as the loader reads a path."""
     payload = read_bytes(source)
     is_parquet = source.split("?")[0].endswith((".parquet", ".pq"))
     encoding = "utf-8" if is_parquet else sniff_encoding(payload)
@@ -384,7 +387,7 @@ def scaffold(source: str, label: str | None = None) -> str:
         raise ScaffoldError(f"{source} has no column to learn {label!r} from: its other columns "
                             f"{[column.name for column in columns]} are ids")
     return render(Draft(source, frame.shape, separator, encoding, label, label_guessed, task, label_spec, label_note,
-                        columns))
+                        columns, output))
 
 
 def one_time_column(columns: list[Column]) -> list[Column]:
@@ -395,14 +398,24 @@ def one_time_column(columns: list[Column]) -> list[Column]:
             if c.name in dates[1:] else c for c in columns]
 
 
-def _data_lines(source: str, separator: str, encoding: str) -> list[str]:
-    remote = "://" in source
-    lines = ["data:", f"  path: {scalar(source if remote else str(Path(source).resolve()))}"]
+def _data_lines(source: str, separator: str, encoding: str, output: str | None) -> list[str]:
+    lines = ["data:", f"  path: {scalar(_data_path(source, output))}"]
     if separator != ",":
         lines.append(f"  separator: {json.dumps(separator)}  # detected")
     if encoding != "utf-8":
         lines.append(f"  encoding: {encoding}  # detected: the file is not utf-8")
     return lines
+
+
+def _data_path(source: str, output: str | None) -> str:
+    """The data as the YAML names it: a URL as given; a file in the YAML's folder (or below) relative to it, so
+    that the folder can move; any other file by its absolute path."""
+    if "://" in source:
+        return source
+    data = Path(source).resolve()
+    if output is not None and data.is_relative_to(Path(output).resolve().parent):
+        return str(data.relative_to(Path(output).resolve().parent))
+    return str(data)
 
 
 def _label_lines(label: str, guessed: bool, task: str, spec: dict) -> list[str]:
@@ -454,11 +467,12 @@ def render(draft: Draft) -> str:
     rows, width = draft.shape
     lines = [f"# Drafted by `flowline init` from {draft.source} ({rows} rows, {width} columns).",
              "# Lines marked `review` are guesses or defaults: check them. `flowline validate` checks this file",
-             "# against the data.", f"name: {slug(draft.source)}",
+             "# against the data.",
+             f"name: {slug(draft.output or draft.source)}  # review: runs, packages and `flowline serve NAME` use it",
              "description: \"\"  # review: what is predicted, for whom",
              *_governance_lines(draft),
              f"task: {draft.task}  # review: {draft.label_note}", "",
-             *_data_lines(draft.source, draft.separator, draft.encoding), "",
+             *_data_lines(draft.source, draft.separator, draft.encoding, draft.output), "",
              *_label_lines(draft.label, draft.label_guessed, draft.task, draft.label_spec), ""]
     if ids:
         lines += ["# Unique per row and named like an id (or the row number): kept out of the features.",
@@ -469,7 +483,8 @@ def render(draft: Draft) -> str:
     lines += [f"  {scalar(c.name)}: {flow(c.spec)}" + (f"  # {c.note}" if c.note else "") for c in draft.columns]
     lines += ["", "max_bad_fraction: 0.05  # review: the share of rows that may break the contract",
               "undeclared: warn  # columns in the data but not above: warn, error or ignore", "",
-              "split: {method: stratified, test_size: 0.2, valid_size: 0.2, seed: 42}", "",
+              "split: {method: stratified, test_size: 0.2, valid_size: 0.2, seed: 42}  # review: a random split; "
+              "method: time (with a time_column) for rows that follow each other in time", "",
               *_decision_lines(draft.task), ""]
     return "\n".join(lines)
 

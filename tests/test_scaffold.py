@@ -330,6 +330,27 @@ def test_init_keeps_an_existing_file_unless_forced_and_never_overwrites_its_data
     assert yaml.safe_load(target.read_text())["label"]["column"] == "outcome"
 
 
+def test_init_names_the_use_case_after_its_file_and_gives_a_data_file_beside_it_relative(write_csv, tmp_path: Path,
+                                                                                       monkeypatch, capsys):
+    """`init customers.csv -o my-churn.yaml` named the use case `customers`, unmarked, so `flowline serve
+    my-churn` found nothing, and wrote the data's absolute path, so moving the folder broke it (the README
+    audit)."""
+    data = write_csv(SMALL, "customers.csv")
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "customers.csv", "-o", "my-churn.yaml"]) == 0
+    text = (tmp_path / "my-churn.yaml").read_text()
+    assert "name: my-churn  # review: runs, packages and `flowline serve NAME` use it" in text
+    assert yaml.safe_load(text)["data"]["path"] == "customers.csv"
+    moved = tmp_path.parent / f"{tmp_path.name}-moved"
+    tmp_path.rename(moved)
+    monkeypatch.chdir(moved)
+    assert len(read_use_case_table(load_use_case(moved / "my-churn.yaml")).frame) == 4  # found where it moved
+    assert yaml.safe_load(scaffold(str(moved / "customers.csv"), output=str(moved / "sub" / "x.yaml")))["data"][
+        "path"] == str(moved / "customers.csv")  # not in the YAML's folder: absolute
+    assert yaml.safe_load(scaffold(str(moved / "customers.csv")))["name"] == "customers"  # printed: the data's name
+    assert data.name == "customers.csv"
+
+
 def test_unreadable_sources_and_files_are_one_line_errors(write_csv, tmp_path: Path, capsys):
     with socket.socket() as closed:  # a port nobody listens on
         closed.bind(("127.0.0.1", 0))

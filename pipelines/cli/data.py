@@ -43,7 +43,7 @@ def _init(args: argparse.Namespace) -> int:
                   "file", file=sys.stderr)
             return EXIT_ERROR
     try:
-        text = scaffold(args.data, args.label)
+        text = scaffold(args.data, args.label, args.output)
     except (ScaffoldError, ContractError) as error:
         print(f"flowline: init: {error}", file=sys.stderr)
         return EXIT_ERROR

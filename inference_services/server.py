@@ -85,6 +85,7 @@ def serve(models: Sequence[Model], host: str | None = None, port: int = DEFAULT_
     listener = listening(host, port)
     if listener is None:
         return 1
+    print(f"flowline: serving on {host}:{port}", flush=True)  # where, as several workers' supervisor says it
     serve_here(models, host, port, access_log, token, max_body_bytes, sockets=[listener])
     return 0
 

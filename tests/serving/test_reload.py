@@ -179,10 +179,10 @@ def test_the_server_binds_loopback_unless_told_otherwise(churn_package, tmp_path
 
     monkeypatch.delenv(HOST_ENV)
     port, log = free_port(), tmp_path / "server.log"
-    command = [*SERVE_COMMAND, str(churn_package), "--port", str(port), "--workers", "1"]  # uvicorn binds
+    command = [*SERVE_COMMAND, str(churn_package), "--port", str(port), "--workers", "1"]  # one process binds
     with running_process(command, f"http://127.0.0.1:{port}/v2/health/ready", str(log)):
         pass
-    assert f"Uvicorn running on http://127.0.0.1:{port}" in log.read_text()
+    assert f"flowline: serving on 127.0.0.1:{port}" in log.read_text()
 
 
 def forged_copy(package: Path, destination: Path, recompute_version: bool) -> Path:

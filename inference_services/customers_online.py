@@ -64,7 +64,7 @@ def customer_records(store: OnlineStore, use_case: UseCase, checker: RecordCheck
         where = "instances"
         sent = checker.check_batch(payload["instances"], where, max_batch)
     as_of = _as_of(payload.parameters if isinstance(payload, InferRequest) else payload.get("parameters"))
-    ids = [record[entity] for record in sent]
+    ids = [record[entity].strip() for record in sent]  # as the contract reads a key: the store's are stripped
     rows = history_features(store, log, ids, as_of)
     for index, customer in enumerate(ids):
         if customer not in rows.index:

@@ -162,6 +162,10 @@ def test_a_customer_is_scored_by_id_over_v1_and_v2_as_of_today_by_default(clv_on
     outputs = {o["name"]: o["data"] for o in response.json()["outputs"]}
     assert np.array_equal(np.array(outputs["prediction"], dtype=np.float32), package.predict(as_of))
     assert outputs["customer_id"] == customers and outputs["segment"] == package.segments(package.predict(as_of))
+    # An id with blanks around it is the customer, as batch scoring and the store read keys (it was a 400).
+    padded = httpx.post(f"{url}{V1}", json={"instances": [{"customer_id": f" {customers[0]} "}],
+                                               "parameters": {"as_of": CALIBRATION_END.isoformat()}})
+    assert padded.status_code == 200 and padded.json()["predictions"][0]["prediction"] == outputs["prediction"][0]
     # A request carrying the customer rows is answered as before.
     response = httpx.post(f"{url}{V1}", json={"instances": records_of(as_of.reset_index(drop=True))})
     assert response.status_code == 200, response.text

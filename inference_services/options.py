@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-import socket
-import sys
 from pathlib import Path
-from typing import Optional
 
 from flowline.package.format import read_manifest
 from flowline.storage import is_s3
@@ -23,7 +20,6 @@ MIN_TOKEN_LENGTH = 16
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH = 1024
-BACKLOG = 2048  # uvicorn's default
 # An explain costs far more per row than a predict, and one explain at a time runs per worker: the rows an explain
 # request may carry. Measured in process, one thread: fraud-claims' blend (three averaged CatBoost trials first)
 # about 0.15 s a row, 64 rows in 9 s; churn's linear + forest 1 ms a row; card fraud with the MLP 2 ms a row.
@@ -83,14 +79,3 @@ def named_package(argument: str) -> tuple[str, str]:
         name = read_manifest(path)["name"]
     return name, path
 
-
-
-def listening(host: str, port: int) -> Optional[socket.socket]:
-    """A socket listening on host:port, or None having said on stderr why there is none (the port taken, an
-    address not of this machine): one line, where the server's own bind failed in a traceback."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family, backlog=BACKLOG)
-    except OSError as error:
-        print(f"flowline: cannot listen on {host}:{port}: {error}", file=sys.stderr)
-        return None

@@ -66,8 +66,9 @@ from flowline.inference_services.body_limit import BodyLimit
 from flowline.inference_services.event_route import with_event_route
 from flowline.inference_services.one_write import OneWriteHttpProtocol
 from flowline.inference_services.repository_sync import WorkerSync
+from flowline.inference_services.listening import listening
 from flowline.inference_services.options import (DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host,
-                                                 listening, repository_token)
+                                                 repository_token)
 from flowline.inference_services.request_checks import BadRequest, clip
 
 log = logging.getLogger("flowline.serving")

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Sequence
 
-from flowline.inference_services.options import listening
+from flowline.inference_services.listening import listening
 
 if TYPE_CHECKING:
     from kserve import Model

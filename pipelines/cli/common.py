@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 
@@ -28,13 +29,10 @@ def unrecorded_use_case(use_case: str | None, recorded: set[str], what: str, run
     """True, having said so on stderr, when a listing is asked for a use case that is neither built in nor recorded
     in the runs folder, which records others: a misspelt name listed nothing and exited 0, as if there were nothing
     to list. A built-in use case not run yet lists nothing, as it should."""
-    import sys
-
     from flowline.use_case_loader import built_in_use_cases
 
     if not use_case or use_case in recorded or not recorded or use_case in built_in_use_cases():
         return False
-
     print(f"flowline: no {what} of use case {use_case!r} under {runs}; recorded use cases: "
           f"{', '.join(sorted(recorded))}", file=sys.stderr)
     return True

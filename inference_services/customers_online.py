@@ -64,7 +64,8 @@ def customer_records(store: OnlineStore, use_case: UseCase, checker: RecordCheck
         where = "instances"
         sent = checker.check_batch(payload["instances"], where, max_batch)
     as_of = _as_of(payload.parameters if isinstance(payload, InferRequest) else payload.get("parameters"))
-    ids = [record[entity].strip() for record in sent]  # as the contract reads a key: the store's are stripped
+    # Text ids as the contract reads a key (the store's are stripped); a number is looked up, and named, as it is.
+    ids = [record[entity].strip() if isinstance(record[entity], str) else record[entity] for record in sent]
     rows = history_features(store, log, ids, as_of)
     for index, customer in enumerate(ids):
         if customer not in rows.index:

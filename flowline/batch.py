@@ -69,6 +69,7 @@ from flowline.scoring import Scorer
 from flowline.use_case import UseCase
 
 DEFAULT_CHUNK_ROWS = 50_000
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32: a number beyond is refused
 VERSION_COLUMN = "package_version"
 SCORED_AT_COLUMN = "scored_at"
 AUDIT_ACTION = "batch_scoring"
@@ -326,8 +327,10 @@ def entity_state(scorer: Scorer, chunks: Callable[[], Iterator[tuple[pd.DataFram
     in memory, private to this run, seeded with the package's history and then with every row of the input
     that meets the contract (`chunks()` reads it once more). A row sees its entity's rows of the input that are
     earlier in time, wherever they are in the file: the features do not depend on the chunk size or the order.
-    An input row at a time its entity's history holds an event already is that event (a backtest over the
-    training period), not a second one, as the offline computation takes it (EntityHistory.lookup)."""
+    An input row with the time and amounts of an event its entity's history holds is that event (a backtest over
+    the training period), not a second one, as the offline computation takes it (EntityHistory.new_events). A row
+    with a number beyond float32's range is no event: the server refuses it before storing it, so the rows after
+    it see it on neither path (score_chunk quarantines it)."""
     feature_set = scorer.feature_set
     if not feature_set.entity_features:
         return feature_set, None
@@ -336,6 +339,8 @@ def entity_state(scorer: Scorer, chunks: Callable[[], Iterator[tuple[pd.DataFram
     histories = {feature.name: feature.history for feature in feature_set.entity_features}
     for frame, malformed in chunks():
         kept = apply_contract(frame, scorer.use_case, malformed, to_score=True).kept
+        numbers = kept.select_dtypes("number")
+        kept = kept[~(numbers.abs() > FLOAT32_MAX).any(axis=1)]
         values = feature_set.frame_values(kept, checked=True)
         for definition, events in feature_set.entity_events(values).items():
             history = histories[definition]

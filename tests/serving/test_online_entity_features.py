@@ -207,3 +207,25 @@ def test_a_backtest_over_the_training_period_counts_each_event_once(payments_pac
                 str(tmp_path / "quarantine.parquet"), chunk_rows=50)
     scores = pd.read_parquet(tmp_path / "scores.parquet").sort_values("_source_row")
     assert np.array_equal(scores["probability"].to_numpy(), expected)
+
+
+def test_a_row_the_server_refuses_is_no_event_for_the_rows_after_it(payments_package, parts, tmp_path) -> None:
+    """An amount of 1e39 passes the contract but not the server's float32 check, so the server never stores it;
+    batch scoring counted it as an event, and quarantined the card's next row, which the server answered (the
+    train/serve audit). Now that row is scored as if the refused one were not there."""
+    from flowline.batch import score_table
+    from flowline.scoring import Scorer
+
+    last = parts["test"].iloc[[-1]]
+    at = last["at"].iloc[0] + pd.Timedelta(days=1)
+    refused = last.assign(txn="t-huge", card="zz-big", at=at, amount=1e39)
+    after = last.assign(txn="t-after", card="zz-big", at=at + pd.Timedelta(minutes=1), amount=1.0)
+    scorer = Scorer.open(payments_package)
+    for name, rows in (("alone", after), ("both", pd.concat([refused, after]))):
+        rows.reset_index(drop=True).to_parquet(tmp_path / f"{name}.parquet")
+        score_table(scorer, str(tmp_path / f"{name}.parquet"), str(tmp_path / f"{name}-scores.parquet"),
+                    str(tmp_path / f"{name}-quarantine.parquet"))
+    alone, both = (pd.read_parquet(tmp_path / f"{name}-scores.parquet") for name in ("alone", "both"))
+    assert both["_source_row"].tolist() == [1] and both["probability"].tolist() == alone["probability"].tolist()
+    reasons = pd.read_parquet(tmp_path / "both-quarantine.parquet")["_quarantine_reason"].tolist()
+    assert reasons == ["a feature computed from this row is beyond float32's range"]

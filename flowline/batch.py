@@ -33,7 +33,6 @@ partial output. `record` writes the run to the audit log.
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import fcntl
@@ -182,10 +181,8 @@ def _text_chunks(path: Path, source: str, chunk_rows: int, separator: str,
                  encoding: str) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """Separated text, every cell as text, read as ingest reads it (lines of the wrong length are malformed)."""
     try:
-        with open(path, "rb") as head:
-            encoding = file_encoding(head.read(len(codecs.BOM_UTF8)), encoding)
         with open(path, encoding=encoding, newline="") as stream:
-            if stream.read(1) != "\ufeff":  # a byte-order mark (Excel's UTF-8 CSV) is not part of the header
+            if stream.read(1) != "\ufeff":  # a byte-order mark a codec leaves (utf-16-le) is not part of the header
                 stream.seek(0)
             records = ((line, fields) for line, fields in split_lines(stream, separator) if fields)
             first = next(records, None)
@@ -417,14 +414,16 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
     with local_input(source) as path, staged(output) as scored_path, staged(quarantine) as quarantine_path, \
             contextlib.ExitStack() as writers:
         parquet = is_parquet(source, file_format)
+        encoding = data.encoding
         if not parquet:
             with open(path, "rb") as head:  # one byte past the sample: reads_as_utf8 then knows the file goes on
                 sample = head.read(ENCODING_SNIFF_BYTES + 1)
-                if reads_as_utf8(sample, file_encoding(sample, data.encoding)):
-                    summary.utf8_misread_as = data.encoding  # latin-1 raises nothing: its rows read garbled
+            encoding = file_encoding(sample, data.encoding)  # UTF-8's byte-order mark says what the file is
+            if reads_as_utf8(sample, encoding):
+                summary.utf8_misread_as = data.encoding  # latin-1 raises nothing: its rows read garbled
 
         def chunks() -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
-            for frame, malformed in read_chunks(path, source, parquet, chunk_rows, data.separator, data.encoding):
+            for frame, malformed in read_chunks(path, source, parquet, chunk_rows, data.separator, encoding):
                 if not parquet:
                     check_separator(list(frame.columns), source, scorer.use_case, data.separator)
                 yield frame, malformed

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from flowline import audit, storage
-from flowline.contract import (ENCODING_SNIFF_BYTES, SEPARATORS, ContractError, apply_contract, as_text,
+from flowline.contract import (ENCODING_SNIFF_BYTES, FLOAT32_MAX, SEPARATORS, ContractError, apply_contract, as_text,
                                count_reasons, counted_reasons_text, malformed_rows, missing_columns,
                                file_encoding, read_use_case_table, reads_as_utf8)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
@@ -68,7 +68,6 @@ from flowline.scoring import Scorer
 from flowline.use_case import UseCase
 
 DEFAULT_CHUNK_ROWS = 50_000
-FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32: a number beyond is refused
 VERSION_COLUMN = "package_version"
 SCORED_AT_COLUMN = "scored_at"
 AUDIT_ACTION = "batch_scoring"

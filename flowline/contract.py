@@ -28,6 +28,7 @@ from flowline.use_case import ColumnSpec, UseCase
 BINARY_SNIFF_BYTES = 8192  # a NUL byte this early means a binary file, not text
 ENCODING_SNIFF_BYTES = 1 << 22  # the bytes reads_as_utf8 looks at: enough for accents to show, cheap to decode twice
 UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # how Excel's "Unicode Text" starts
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model computes in float32: the server refuses a number beyond
 SEPARATORS = ",;\t|"  # the separators flowline init detects, and batch scoring recognises in a one-column header
 
 

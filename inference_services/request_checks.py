@@ -17,14 +17,12 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 from kserve.errors import InvalidInput
 
-from flowline.contract import number_from_text, parse_datetimes
+from flowline.contract import FLOAT32_MAX, number_from_text, parse_datetimes
 from flowline.use_case import ColumnSpec, UseCase
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
 SHOWN_CHARACTERS = 40
 MAX_ID_CHARACTERS = 200  # an id is repeated in the answer and the prediction log
 V1_ROW, V2_ROW = "instances[{}]", "inputs, row {}"  # how an error names a request's row

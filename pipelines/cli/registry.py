@@ -76,7 +76,7 @@ def _runs(args: argparse.Namespace) -> int:
     from flowline.registry import read
 
     registry = read(args.runs_dir)
-    if unrecorded_use_case(args.use_case, _recorded(registry), "runs", args.runs_dir):
+    if unrecorded_use_case(args.use_case, set(registry.use_cases()), "runs", args.runs_dir):
         return EXIT_ERROR
     packages = {entry.version: entry for entry in registry.packages}
     rows = []
@@ -100,7 +100,7 @@ def _models(args: argparse.Namespace) -> int:
     from flowline.registry import read
 
     registry = read(args.runs_dir)
-    if unrecorded_use_case(args.use_case, _recorded(registry), "packages", args.runs_dir):
+    if unrecorded_use_case(args.use_case, set(registry.use_cases()), "packages", args.runs_dir):
         return EXIT_ERROR
     entries = registry.of(args.use_case) if args.use_case else registry.packages
     rows = [{**entry.as_dict(), **_decided(entry)} for entry in entries]
@@ -109,11 +109,6 @@ def _models(args: argparse.Namespace) -> int:
     _print(rows, table, ["use case", "version", "stage", "decided by (test)", "packaged (UTC)", "data sha256"],
            args.json, f"no packages recorded under {args.runs_dir}")
     return 0
-
-
-def _recorded(registry) -> set[str]:
-    """The use cases the runs folder has a run or a package of."""
-    return {run.use_case for run in registry.runs} | {entry.use_case for entry in registry.packages}
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -57,9 +57,9 @@ import pyarrow.parquet as pq
 from pydantic import ValidationError
 
 from flowline import audit, storage
-from flowline.contract import (ENCODING_SNIFF_BYTES, FLOAT32_MAX, SEPARATORS, ContractError, apply_contract, as_text,
-                               count_reasons, counted_reasons_text, malformed_rows, missing_columns,
-                               file_encoding, read_use_case_table, reads_as_utf8)
+from flowline.contract import (ENCODING_SNIFF_BYTES, FLOAT32_MAX, SEPARATORS, ContractError, apply_contract,
+                               as_text, count_reasons, counted_reasons_text, file_encoding, malformed_rows,
+                               missing_columns, read_use_case_table, reads_as_utf8)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore

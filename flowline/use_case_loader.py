@@ -101,7 +101,7 @@ def load_use_case(name_or_path: str | Path) -> UseCase:
         path = USE_CASES_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             known = ", ".join(built_in_use_cases())
-            files = [f"{name_or_path}{suffix}" for suffix in (".yaml", ".yml") if Path(f"{name_or_path}{suffix}").is_file()]
+            files = [name for name in (f"{name_or_path}.yaml", f"{name_or_path}.yml") if Path(name).is_file()]
             meant = f" (did you mean the file {files[0]}?)" if files else ""
             raise UseCaseError(f"unknown use case {str(name_or_path)!r}{meant}; built-in use cases: {known}")
     return parse_use_case(_read_document(path), origin=str(path), folder=path.parent)

@@ -413,9 +413,8 @@ def _data_path(source: str, output: str | None) -> str:
     if "://" in source:
         return source
     data = Path(source).resolve()
-    if output is not None and data.is_relative_to(Path(output).resolve().parent):
-        return str(data.relative_to(Path(output).resolve().parent))
-    return str(data)
+    folder = Path(output).resolve().parent if output is not None else None
+    return str(data.relative_to(folder) if folder is not None and data.is_relative_to(folder) else data)
 
 
 def _label_lines(label: str, guessed: bool, task: str, spec: dict) -> list[str]:

@@ -56,7 +56,8 @@ def _erase(args: argparse.Namespace) -> int:
         print("copies erasure cannot edit, which may hold the subject (delete them, or retrain and delete the run):")
         for copy in report.copies_left:
             print(f"  {copy}")
-    print(f"the use case's data, which its next run reads, is not edited: remove the subject there too: {report.source}")
+    print(f"the use case's data, which its next run reads, is not edited: remove the subject there too: "
+          f"{report.source}")
     if report.packages_trained_on_subject:
         print("packages trained on this subject (retrain to forget it):")
         for package in report.packages_trained_on_subject:

@@ -148,6 +148,7 @@ def test_signed_records_and_head_verify_with_the_key_and_the_cli_says_so(log, ke
     assert main(["audit", "verify", "--log", log]) == 0
     assert capsys.readouterr().out.strip().endswith(f"5 records, last hash {records[-1]['hash'][:16]}, "
                                                     f"signed ({audit.KEY_ENV})")
+    assert main(["audit", "verify", "--log", log, "--require-signed"]) == 0
 
 
 def test_without_a_key_append_and_verify_warn_that_the_log_only_shows_accidents(tmp_path, monkeypatch, capsys):
@@ -159,6 +160,8 @@ def test_without_a_key_append_and_verify_warn_that_the_log_only_shows_accidents(
         assert main(["audit", "verify", "--log", log]) == 0
     assert capsys.readouterr().out.strip().endswith("UNSIGNED: tamper-evident against accidents only")
     assert "signature" not in read_all(log)[0][0]
+    assert main(["audit", "verify", "--log", log, "--require-signed"]) == 1  # a check that must not pass unsigned
+    assert "--require-signed needs $FLOWLINE_AUDIT_KEY" in capsys.readouterr().out
 
 
 def test_an_edit_with_recomputed_hashes_fails_its_signature(log, key):

@@ -19,6 +19,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     check.add_argument("--log", default=str(Path(runs_dir()) / "audit.jsonl"),
                        help="the log: a file, or s3://bucket/prefix (default: $FLOWLINE_RUNS_DIR/audit.jsonl or "
                             "runs/audit.jsonl)")
+    check.add_argument("--require-signed", action="store_true",
+                       help="exit 1 unless every record's signature is checked: $FLOWLINE_AUDIT_KEY must be set (with "
+                            "it set, verify refuses an unsigned record anyway); for a CI or cron check of a signed log")
     check.set_defaults(handler=_verify)
     anchor = actions.add_parser(
         "anchor", help="give a log written before heads existed its head, after checking its whole chain")
@@ -28,6 +31,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    if args.require_signed and not os.environ.get(audit.KEY_ENV):
+        print(f"flowline: --require-signed needs ${audit.KEY_ENV}, the key the log was signed with, to check its "
+              "signatures")
+        return EXIT_ERROR
     try:
         records = audit.verify(args.log)
     except audit.NoAuditLog as error:

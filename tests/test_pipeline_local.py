@@ -112,11 +112,12 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     pages = [run_dir / "bias" / "html_report", run_dir / "explain" / "report", run_dir / "package" / "model_card"]
     for page in pages:
         assert_valid_html(page.read_text())
-    # The dashboard's card is the package's, its reports named rather than linked (they are not beside it there).
+    # The dashboard's card is the package's, naming its package version, its reports named rather than linked
+    # (they are not beside it there).
     from flowline.components.package.model_card import model_card_html
 
     card = json.loads((Path(summary["package"]) / "model_card.json").read_text())
-    assert (run_dir / "package" / "model_card").read_text() == model_card_html(card, linked=False)
+    assert (run_dir / "package" / "model_card").read_text() == model_card_html(card, manifest["version"])
     assert Path(summary["model_card"]).read_text() == model_card_html(card)
     widths = loaded_image_widths(chromium, run_dir / "explain" / "report", tmp_path)
     assert len(widths) == 1 + 3 + 5 and min(widths) > 100  # importance, 3 dependence plots, 5 instances

@@ -47,5 +47,7 @@ def package(
                       (train.path, valid.path))
     )
     card = json.loads(open(f"{model_package.path}/{CARD_JSON}").read())
-    with open(model_card.path, "w") as out:  # shown alone in the dashboard: the reports named, not linked
-        out.write(model_card_html(card, linked=False))
+    version = model_package.metadata["version"]
+    model_card.metadata["package_version"] = version
+    with open(model_card.path, "w") as out:  # shown alone in the dashboard: its package named, the reports not linked
+        out.write(model_card_html(card, package_version=version))

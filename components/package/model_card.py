@@ -145,10 +145,11 @@ def code_line(code: dict) -> str:
     return f"flowline {code['flowline']}, commit {code['commit']}{changed}"
 
 
-def model_card_html(card: dict, linked: bool = True) -> str:
+def model_card_html(card: dict, package_version: str | None = None) -> str:
     """The card as a page: tables, and plots as embedded PNG; every number as `reports.number` writes it.
-    `linked`: the reports listed as links to their files beside it, as in the package; else named alone (the
-    dashboard shows the card by itself, where those links would lead nowhere)."""
+    In the package (no `package_version`) the reports are listed as links to their files beside it. Shown alone (the
+    dashboard's copy) the card names the `package_version` it belongs to, which the card inside cannot (the version
+    hashes it), and names the reports, where links would lead nowhere."""
     model, data = card["model"], card["data"]
     members = reports.members(model.get("members", []))
     interval = (lambda ci: "" if ci is None else f"{reports.number(ci[0])} to {reports.number(ci[1])}")
@@ -159,6 +160,7 @@ def model_card_html(card: dict, linked: bool = True) -> str:
         "<h2>Model</h2>",
         reports.table(["field", "value"], [["task", model["task"]], ["members", members],
                                            ["code", code_line(card["code"])],
+                                           *([["package version", package_version]] if package_version else []),
                                            ["run", card["run"].get("name") or "not known"],
                                            ["card written", card["created_at"]]]),
         "<h2>Data</h2>",
@@ -200,6 +202,7 @@ def model_card_html(card: dict, linked: bool = True) -> str:
         "<h2>Drift detector licence</h2>", f"<p>{reports.escape(card['drift_detector']['note'])}</p>",
     ]
     if card["reports"]:
+        linked = package_version is None
         listed = [f'<a href="{reports.escape(path)}">{reports.escape(path)}</a>' if linked else
                   f"<code>{reports.escape(path)}</code>" for path in card["reports"].values()]
         where = "beside the card" if linked else "in the package (this step's model_package output)"

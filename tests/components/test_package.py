@@ -415,17 +415,20 @@ def test_a_detector_config_whose_reference_is_outside_the_package_is_refused(pac
         verify(package)
 
 
-def test_the_dashboards_card_names_the_reports_it_cannot_link(package: Path):
-    """The package's card links its reports beside it; the dashboard shows the card alone, where links led nowhere."""
+def test_the_dashboards_card_names_its_package_version_and_the_reports_it_cannot_link(package: Path):
+    """The package's card links its reports beside it; the dashboard shows the card alone, where links led nowhere,
+    and where only the page can say which package version it describes (the version hashes the card inside)."""
     from flowline.components.package.model_card import model_card_html
     from flowline.package.format import CARD_HTML, CARD_JSON
 
     card = json.loads((package / CARD_JSON).read_text())
+    version = json.loads((package / MANIFEST_FILE).read_text())["version"]
     assert card["reports"]
-    in_package, alone = (package / CARD_HTML).read_text(), model_card_html(card, linked=False)
+    in_package, alone = (package / CARD_HTML).read_text(), model_card_html(card, package_version=version)
     for path in card["reports"].values():
         assert (package / path).is_file() and f'<a href="{path}">' in in_package
         assert f"<code>{path}</code>" in alone and f'href="{path}"' not in alone
+    assert f"<td>package version</td><td>{version}</td>" in alone and "package version" not in in_package
 
 
 def test_a_card_says_what_its_use_case_does_not_state_rather_than_leave_it_empty(package: Path, toy_use_case):

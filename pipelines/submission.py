@@ -9,6 +9,7 @@ it up to the requests it sends, against a stand-in API server on loopback.
 from __future__ import annotations
 
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowline import DEFAULT_IMAGE
-from flowline.cluster import PIPELINE_SERVICE_ACCOUNT, talking_to
+from flowline.cluster import AUTH_STATUSES, PIPELINE_SERVICE_ACCOUNT, ClusterError, talking_to
 from flowline.pipelines.batch_pipeline import compile_batch_pipeline
 from flowline.pipelines.template import compile_pipeline
 from flowline.use_case import UseCase
@@ -94,12 +95,20 @@ def _boolean(text: str) -> bool:
 
 
 def check_reachable(host: str, token: Optional[str] = None, timeout: float = 10.0) -> None:
-    """One GET of the KFP API's health check. Raises urllib's URLError (unreachable) or HTTPError (401, 403,
-    ...) at once, where kfp.Client retries a refused health check five times, 5 s apart, logging each."""
-    request = urllib.request.Request(f"{host.rstrip('/')}{KFP_API}/healthz",
-                                     headers={"Authorization": f"Bearer {token}"} if token else {})
-    with urllib.request.urlopen(request, timeout=timeout):
-        pass
+    """One GET of the KFP API's health check, where kfp.Client retries a refused one five times, 5 s apart,
+    logging each. Raises at once: urllib's URLError (unreachable) or HTTPError (401, 403), which `talking_to` says
+    in a line, or a ClusterError for any other answer than 2xx, as a wrong port-forward or a KFP API not ready
+    gives (a 404 or a 503 naming neither KFP nor the URL, else)."""
+    url = f"{host.rstrip('/')}{KFP_API}/healthz"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    except urllib.error.HTTPError as error:
+        if error.code in AUTH_STATUSES:
+            raise
+        raise ClusterError(f"KFP at {host} answered {error.code} {error.reason} to {url}: is this the address of "
+                           "the KFP API (or of the Pipelines UI before it), and is it up?") from None
 
 
 FINAL_RUN_STATES = {"SUCCEEDED", "FAILED", "SKIPPED", "CANCELED"}

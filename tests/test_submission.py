@@ -126,6 +126,17 @@ def test_kfp_refusing_the_token_is_one_line_after_one_request(status, said, caps
     assert [request["path"] for request in api.requests] == [f"{API}/healthz"]  # asked once, not retried
 
 
+@pytest.mark.parametrize(("status", "said"), [(404, "404 Not Found"), (503, "503 Service Unavailable")])
+def test_an_address_answering_an_http_error_is_one_line_naming_kfp_and_the_url(status, said, capsys):
+    """A wrong port-forward answers 404, a KFP API not yet up 503: urllib's bare HTTPError named neither."""
+    api = StandInApiServer(lambda method, path, body: (status, {"error": said}))
+    host = f"http://127.0.0.1:{api.server.server_port}"
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host]) == 1
+    assert capsys.readouterr().err == f"flowline: KFP at {host} answered {said} to {host}{API}/healthz: is this the " \
+                                      "address of the KFP API (or of the Pipelines UI before it), and is it up?\n"
+    assert [request["path"] for request in api.requests] == [f"{API}/healthz"]
+
+
 def test_submit_from_python_gets_the_same_one_line_errors_as_the_command():
     """A notebook calls submit() itself: a host without its scheme, an unreachable one and a Python value of the
     wrong type for an input are one-line errors, not urllib's traceback or a value sent as it is."""

@@ -201,7 +201,11 @@ def verify(package_dir: str | Path) -> dict:
     wrongly signed manifest. Without a key, a NoSigningKeyWarning says the author is unchecked. Model
     files can execute code when loaded, so nothing in an unverified package is ever opened.
     """
-    package = Path(package_dir)
+    return _verified(Path(package_dir), say_unkeyed=True)
+
+
+def _verified(package: Path, say_unkeyed: bool) -> dict:
+    """`verify`; `say_unkeyed` False for a copy of a folder verified just before, whose missing key was said then."""
     manifest = read_manifest(package)
     listed = manifest["files"]
     actual = _files_of(package)
@@ -223,17 +227,19 @@ def verify(package_dir: str | Path) -> dict:
         raise PackageError(f"package {package}: the manifest states version {manifest['version']}, but its content "
                            f"hashes to {computed}; refusing it")
     _check_references(package, listed)
-    _check_signature(package, manifest)
+    _check_signature(package, manifest, say_unkeyed)
     return manifest
 
 
-def _check_signature(package: Path, manifest: dict) -> None:
+def _check_signature(package: Path, manifest: dict, say_unkeyed: bool) -> None:
     key = signing_key()
     signed = {field: value for field, value in manifest.items() if field != SIGNATURE}
     if key is None:
+        if not say_unkeyed:
+            return
         unchecked = "signature" if SIGNATURE in manifest else "author"
         warnings.warn(f"package {package}: no signing key (${KEY_ENV}), so its {unchecked} is not checked; "
-                      "anyone who can write the package can change it", NoSigningKeyWarning, stacklevel=3)
+                      "anyone who can write the package can change it", NoSigningKeyWarning, stacklevel=4)
     elif SIGNATURE not in manifest:
         raise PackageError(f"package {package}: the manifest is unsigned and a signing key is set (${KEY_ENV}); "
                            "refusing it")
@@ -302,10 +308,8 @@ class Package:
             except OSError as error:  # the temporary folder's disk, not the package
                 raise PackageError(f"{source}: its private copy in {tempfile.gettempdir()} cannot be written: "
                                    f"{error.strerror}") from None
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NoSigningKeyWarning)  # said once, for the folder
-                copied = verify(private)
+        try:  # no catch_warnings to keep the copy's warning quiet: leaving it would let every warning shown
+            copied = _verified(private, say_unkeyed=False)  # once in the process show again
         except PackageError as error:
             said = str(error).replace(str(private), str(source))
             raise PackageError(f"{source} changed while it was read: {said}; load it again once it is complete") \

@@ -336,6 +336,18 @@ def test_keyless_use_verifies_with_a_warning_and_a_key_refuses_an_unsigned_packa
         verify(package)
 
 
+def test_a_notebook_opening_a_package_again_is_told_of_the_missing_key_once(package: Path, monkeypatch):
+    """Python shows a warning once per place it comes from, until the filters change: Package.open once changed them
+    to keep its private copy's check quiet, and a notebook was told the same thing on every open (7 times)."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    opens = "from flowline.package.format import Package\nfor _ in range(3):\n    Package.open(%r)\n" % str(package)
+    said = subprocess.run([sys.executable, "-c", opens], capture_output=True, text=True, check=True).stderr
+    assert said.count("NoSigningKeyWarning") == 1, said
+
+
 def test_packaging_signs_with_the_key_and_verify_checks_it(package: Path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, KEY)
     signed = write_manifest(package, "toy")

@@ -40,6 +40,8 @@ def cases(record: dict) -> list[tuple[str, str, bytes, str]]:
         ("null not allowed", V1, v1({**record, "tenure": None}), "instances[0].tenure: null is not allowed"),
         ("out of range", V1, v1({**record, "tenure": -3}), "instances[0].tenure: -3 is outside"),
         ("unknown category", V1, v1({**record, "Contract": "Three year"}), "instances[0].Contract: 'Three year' is not one of"),
+        ("a category in other case", V1, v1({**record, "InternetService": "dsl"}),
+         "instances[0].InternetService: 'dsl' is not one of ['DSL', 'Fiber optic', 'No']"),
         ("empty batch", V1, v1(), "instances: the batch is empty"),
         ("batch over the limit", V1, v1(*[record] * (MAX_BATCH + 1)), f"{MAX_BATCH + 1} records, above the limit of {MAX_BATCH}"),
         ("explain over its row limit", EXPLAIN, v1(*[record] * (MAX_EXPLAIN_ROWS + 1)),

@@ -46,6 +46,11 @@ class Scorer:
     # Per distinct values of the mitigation's attributes, their group's threshold (see `_record_thresholds`).
     _group_thresholds: Dict[tuple, float] = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    def __repr__(self) -> str:  # not the whole use case, FeatureSet and model (37 KB for churn) in a notebook cell
+        rule = "per-group thresholds" if self.mitigation is not None else "one threshold"
+        families = " + ".join(dict.fromkeys(self.model.families))
+        return f"Scorer({self.use_case.name} {self.version}, {self.use_case.task}: {families}, {rule})"
+
     @classmethod
     def open(cls, path: str | Path) -> Scorer:
         """Verify first; only then read anything (model files can run code when loaded). A package at
@@ -64,6 +69,9 @@ class Scorer:
         Raises ContractError naming the first rows it refuses and why: in process, a row the server would
         answer with a 400 gets no score either (batch scoring quarantines such rows instead). As in a request,
         the columns checked are those the model reads, and the id columns the frame has."""
+        if not isinstance(frame, pd.DataFrame):
+            raise TypeError(f"frame: expected a pandas DataFrame of raw columns, got {type(frame).__name__} "
+                            "(pd.DataFrame(records) makes one of a list of records)")
         ids = [name for name in self.use_case.id_columns if name in frame.columns]
         read = {*self.feature_set.input_columns, *ids}
         use_case = self.use_case.model_copy(update={

@@ -278,6 +278,10 @@ class Package:
 
     path: Path  # the private copy, removed with the Package
     manifest: dict
+    source: Path  # the folder that was verified and copied
+
+    def __repr__(self) -> str:  # not every file's sha256 and the private copy's name, as a notebook cell shows it
+        return f"Package({self.manifest['name']} {self.version}, {len(self.manifest['files'])} files, from {self.source})"
 
     @classmethod
     def open(cls, package_dir: str | Path) -> Package:
@@ -294,7 +298,7 @@ class Package:
         except OSError as error:
             raise PackageError(f"{source}: no private copy can be made in {tempfile.gettempdir()}: "
                                f"{error.strerror}") from None
-        package = cls(private, manifest)
+        package = cls(private, manifest, source)
         weakref.finalize(package, shutil.rmtree, private, True)
         for name in [*manifest["files"], MANIFEST_FILE]:
             try:

@@ -14,6 +14,7 @@ from flowline.code_version import code_version
 from flowline.drift import save_detector
 from flowline.package.format import (
     FORMAT,
+    Package,
     LINEAGE_FILE,
     MANIFEST_FILE,
     SIGNATURE,
@@ -346,6 +347,8 @@ def test_a_notebook_opening_a_package_again_is_told_of_the_missing_key_once(pack
     opens = "from flowline.package.format import Package\nfor _ in range(3):\n    Package.open(%r)\n" % str(package)
     said = subprocess.run([sys.executable, "-c", opens], capture_output=True, text=True, check=True).stderr
     assert said.count("NoSigningKeyWarning") == 1, said
+    opened = Package.open(package)  # and shows the folder it was opened from, not its private copy
+    assert repr(opened) == f"Package(toy {opened.version}, {len(opened.manifest['files'])} files, from {package})"
 
 
 def test_packaging_signs_with_the_key_and_verify_checks_it(package: Path, monkeypatch):

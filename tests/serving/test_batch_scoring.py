@@ -101,6 +101,12 @@ def test_in_process_scores_refuse_the_rows_the_server_refuses(churn_package, chu
     scorer = Scorer.open(churn_package)
     good = churn_test_rows.head(3).reset_index(drop=True)
     assert len(scorer.predict(good)) == 3 and len(scorer.decide_frame(good)) == 3
+    for records in (good.to_dict("records"), good.iloc[0]):  # a notebook's records, or one row
+        with pytest.raises(TypeError, match="frame: expected a pandas DataFrame of raw columns, got (list|Series)"):
+            scorer.predict(records)
+    # As a notebook cell shows it: what it scores with, not the whole use case, FeatureSet and model.
+    assert repr(scorer) == (f"Scorer(churn {scorer.version}, binary: {' + '.join(dict.fromkeys(scorer.model.families))}"
+                            f", {'one threshold' if scorer.mitigation is None else 'per-group thresholds'})")
     for column, value, said in [("tenure", None, "tenure: blank"), ("Contract", "Weekly", "Contract: 'Weekly'"),
                                 ("tenure", -5, "tenure: .-5. is below the minimum")]:
         bad = good.copy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -46,7 +47,7 @@ def run_local(
     use_case: UseCase | str | Path,
     runs_dir: str | Path = "runs",
     trials: int = 0,
-    source: str = "",
+    source: str | Path = "",
     summary_path: str | Path | None = None,
     verbose: bool = False,
     champion: str | Path | None = None,
@@ -80,6 +81,9 @@ def run_local(
         use_case = load_use_case(use_case)
     if trials < 0:
         raise ValueError(f"trials {trials}: give a number of trials per family, or 0 for the use case's budget")
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source: a path, http(s) URL or s3:// URI of the data, got {type(source).__name__}")
+    source = os.fspath(source)  # a pipeline argument is text
     if champion is None:
         champion = newest_package(runs_dir, use_case.name, promoted_only=True) or ""
     run_dir = Path(runs_dir).resolve() / f"{use_case.name}-{datetime.now():%Y%m%d-%H%M%S-%f}"

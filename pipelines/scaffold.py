@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -363,10 +364,14 @@ def flow(spec: dict) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def scaffold(source: str, label: str | None = None, output: str | None = None) -> str:
+def scaffold(source: str | os.PathLike, label: str | None = None, output: str | os.PathLike | None = None) -> str:
     """A complete, commented use-case YAML for the table at `source` (a path, http(s) URL or s3:// URI), to be
     written to `output` when given: the use case is named after that file, and a data file in its folder is
     given relative to it, as the loader reads a path."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source: a path, http(s) URL or s3:// URI of the table, got {type(source).__name__} (the "
+                        "use case names its data file: write a DataFrame to one first, with to_csv)")
+    source, output = os.fspath(source), None if output is None else os.fspath(output)
     payload = read_bytes(source)
     is_parquet = source.split("?")[0].endswith((".parquet", ".pq"))
     encoding = "utf-8" if is_parquet else sniff_encoding(payload)
@@ -375,10 +380,10 @@ def scaffold(source: str, label: str | None = None, output: str | None = None) -
     label_guessed = label is None
     label = label or guess_label(frame)
     if label not in frame.columns:
-        raise ScaffoldError(f"--label {label!r} is not a column of {source}; its columns: {list(frame.columns)}")
+        raise ScaffoldError(f"label {label!r} is not a column of {source}; its columns: {list(frame.columns)}")
     task, label_spec, label_note = infer_label(frame[label].rename(label), separator)
     if label in RESERVED_COLUMNS:
-        raise ScaffoldError(f"--label {label!r}: a name flowline keeps for its quarantines' bookkeeping; rename it "
+        raise ScaffoldError(f"label {label!r}: a name flowline keeps for its quarantines' bookkeeping; rename it "
                             "in the data")
     # A quarantine's bookkeeping columns (a quarantine fed back in) are not the data's: left undeclared.
     columns = one_time_column([infer_column(name, frame[name], separator) for name in frame.columns

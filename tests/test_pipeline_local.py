@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import readme_examples
 import yaml
@@ -242,6 +243,14 @@ def test_a_broken_source_fails_the_run_naming_the_step_and_the_cause(data_home, 
     assert captured.err.count("\n") == 1 and captured.err.endswith(f"(the full log: {run_log})\n")
     assert "Traceback" not in captured.out and "\x1b" not in captured.out + captured.err
     assert "Traceback" in run_log.read_text() and "\x1b" not in run_log.read_text()
+    # From a notebook: a Path is a source like its text; a DataFrame is refused before any run folder is made.
+    from flowline.pipelines.local_run import run_local
+
+    with pytest.raises(RuntimeError, match="step 'ingest'.*'SeniorCitizen'"):
+        run_local("churn", tmp_path / "from-python", source=source, quiet=True)
+    with pytest.raises(TypeError, match="source: a path, http.s. URL or s3:// URI of the data, got DataFrame"):
+        run_local("churn", tmp_path / "not-made", source=pd.read_csv(source))
+    assert not (tmp_path / "not-made").exists()
 
 
 def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_home, tmp_path: Path, capsys):

@@ -163,7 +163,11 @@ def test_a_label_init_cannot_guess_is_an_error_that_says_so(write_csv, capsys):
                                                 rf"{re.escape(others)} are ids"):
             scaffold(str(write_csv(text, "bare.csv")))
     assert main(["init", str(path), "--label", "nope"]) == EXIT_ERROR
-    assert "--label 'nope' is not a column" in capsys.readouterr().err
+    assert "label 'nope' is not a column" in capsys.readouterr().err
+    # From a notebook: a Path is a path; a DataFrame is no source a use case could name.
+    assert scaffold(path, "x") == scaffold(str(path), "x")
+    with pytest.raises(TypeError, match="source: a path, http.s. URL or s3:// URI of the table, got DataFrame"):
+        scaffold(pd.read_csv(path), "colour")
 
 
 @pytest.mark.parametrize("separator", [";", "\t", "|"])

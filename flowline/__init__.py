@@ -3,6 +3,14 @@
 __version__ = "0.1.0"
 # The image pipeline steps, Katib trials and servers run in unless told otherwise (`--image`).
 DEFAULT_IMAGE = f"ghcr.io/flowline-ml/flowline:{__version__}"
+IMAGE_ENV = "FLOWLINE_IMAGE"  # a team's own build of it, for every command and Python call that compiles or submits
+
+
+def default_image() -> str:
+    """$FLOWLINE_IMAGE, else DEFAULT_IMAGE: the image a compiled or submitted pipeline runs in unless given one."""
+    import os
+
+    return os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
 
 
 def one_line_warnings() -> None:

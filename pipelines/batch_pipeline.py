@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset
 
-from flowline import DEFAULT_IMAGE
+from flowline import DEFAULT_IMAGE, default_image
 from flowline.components import flowline_component
 from flowline.components.score.component import score
 from flowline.pipelines.template import configure_task
@@ -39,8 +39,10 @@ def build_batch_pipeline(use_case: UseCase, secrets: bool = False, image: str = 
     return pipeline
 
 
-def compile_batch_pipeline(use_case: UseCase, output_path: str, image: str = DEFAULT_IMAGE) -> None:
-    """Write the batch-scoring pipeline as KFP IR YAML for a cluster (object store Secret and keys included)."""
+def compile_batch_pipeline(use_case: UseCase, output_path: str, image: str | None = None) -> None:
+    """Write the batch-scoring pipeline as KFP IR YAML for a cluster (object store Secret and keys included), its
+    steps in `image` (default: flowline.default_image())."""
     from kfp import compiler
 
-    compiler.Compiler().compile(build_batch_pipeline(use_case, secrets=True, image=image), package_path=output_path)
+    compiler.Compiler().compile(build_batch_pipeline(use_case, secrets=True, image=image or default_image()),
+                                package_path=output_path)

@@ -17,7 +17,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from flowline import DEFAULT_IMAGE
 from flowline.cluster import AUTH_STATUSES, PIPELINE_SERVICE_ACCOUNT, ClusterError, talking_to
 from flowline.pipelines.batch_pipeline import compile_batch_pipeline
 from flowline.pipelines.template import compile_pipeline
@@ -133,14 +132,15 @@ def submit(
     namespace: Optional[str] = None,
     token: Optional[str] = None,
     source: str = "",
-    image: str = DEFAULT_IMAGE,
+    image: str | None = None,
     batch: bool = False,
     service_account: str = PIPELINE_SERVICE_ACCOUNT,
 ) -> dict:
     """Compile `use_case`'s pipeline and submit it to the KFP API at `host`: a run, or with `schedule`
     (cron) a recurring run, in `experiment` (default flowline-NAME). `caching` False runs every step
     afresh; True keeps each step's compiled choice (template.NOT_CACHED). The run reads its data from `source`
-    or the use case's own remote data (template.compile_pipeline); every step runs in `image`. With `batch`,
+    or the use case's own remote data (template.compile_pipeline); every step runs in `image` (default:
+    flowline.default_image(), $FLOWLINE_IMAGE or the project's image). With `batch`,
     the pipeline is the batch-scoring one (batch_pipeline.py), whose `parameters` must name the package and
     the input (package_uri, input_uri). The run's pods run as `service_account`, which kustomize/ gives the
     rights the deploy and tune steps need in its namespace (KFP's default account has none there). Returns

@@ -17,7 +17,7 @@ from typing import Callable, NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Model
 
-from flowline import DEFAULT_IMAGE, audit, storage
+from flowline import DEFAULT_IMAGE, audit, default_image, storage
 from flowline.components import flowline_component
 from flowline.components.bias.component import bias
 from flowline.components.customers.component import customer_rows
@@ -247,9 +247,9 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
 
 
 def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, source: str = "",
-                     image: str = DEFAULT_IMAGE) -> None:
+                     image: str | None = None) -> None:
     """Write the KFP IR YAML that the Kubeflow dashboard or kfp.Client runs (`caching` False: no step cached),
-    every step in `image`.
+    every step in `image` (default: flowline.default_image(), $FLOWLINE_IMAGE or the project's image).
 
     The data is read where a pod can reach it, `source` or the use case's own (use_case_loader.cluster_source):
     compiling a use case whose data is only a file on this machine raises ClusterDataError. Every task
@@ -259,5 +259,5 @@ def compile_pipeline(use_case: UseCase, output_path: str, caching: bool = True, 
     from kfp import compiler
 
     pipeline = build_pipeline(cluster_use_case(use_case, source), exit_handler=True, caching=caching,
-                              secrets=True, image=image)
+                              secrets=True, image=image or default_image())
     compiler.Compiler().compile(pipeline, package_path=output_path)

@@ -114,6 +114,15 @@ def test_the_image_defaults_to_flowline_image_read_when_the_command_line_is_pars
     assert main(["compile", "churn", "-o", str(path), "--source", TELCO_IN_S3]) == 0
     images = {e["container"]["image"] for e in pipeline_spec(path)["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example/flowline:from-env"}
+    # A notebook's compile_pipeline() builds what `flowline compile` does in the same environment.
+    from flowline.pipelines.template import compile_pipeline
+    from flowline.use_case_loader import load_use_case
+
+    compile_pipeline(load_use_case("churn"), str(tmp_path / "python.yaml"), source=TELCO_IN_S3)
+    spec = pipeline_spec(tmp_path / "python.yaml")
+    assert {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()} == images
+    assert steps_of(spec)["nas"]["inputs"]["parameters"]["image"]["runtimeValue"]["constant"] == \
+        "registry.example/flowline:from-env"  # the Katib trials' image too
 
 
 def test_the_churn_pipeline_is_the_template_applied_to_churn_yaml():

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from flowline import DEFAULT_IMAGE, audit
+from flowline import DEFAULT_IMAGE, IMAGE_ENV, audit, default_image
 from flowline.pipelines.cli.common import (
     EXIT_ERROR,
     UsageError,
@@ -21,7 +21,6 @@ from flowline.pipelines.cli.common import (
 from flowline.cluster import (KUBE_CREDENTIALS, PIPELINE_SERVICE_ACCOUNT, kubeconfig_available, kubernetes_api,
                               talking_to)
 
-IMAGE_ENV = "FLOWLINE_IMAGE"
 OWNER_RUNS_DIR_HELP = "where a reused entity-feature definition's owner has its champion package"
 
 
@@ -97,7 +96,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def add_image_argument(parser: argparse.ArgumentParser, what: str, flag: str = "--image") -> None:
     """An image option, defaulting to $FLOWLINE_IMAGE (read here, when the command line is parsed) or the
     project image."""
-    parser.add_argument(flag, default=os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE,
+    parser.add_argument(flag, default=default_image(),
                         help=f"{what} (default: ${IMAGE_ENV}, else {DEFAULT_IMAGE})")
 
 

@@ -65,25 +65,40 @@ def _column_values(tensor: InferInput, numeric: bool, is_id: bool = False) -> li
     plain = plain_tensor_values(datatype, tensor.data, rows)
     if plain is not None:
         return plain
+    sent = _sent_numbers(tensor)
     array = _as_numpy(tensor).reshape(-1)
     if len(array) != rows:
         raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: {len(array)} values for shape "
                                         f"{list(tensor.shape)}")
     if datatype != "BYTES":
         values = array.tolist()
-        if datatype in INTEGER_DATATYPES and isinstance(tensor.data, list):
-            _check_integers(tensor, np.array(tensor.data, dtype=object).reshape(-1), values)
+        if sent is not None and datatype in INTEGER_DATATYPES:
+            _check_integers(tensor, sent, values)
         return values
     return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else v for v in array.tolist()]
 
 
-def _check_integers(tensor: InferInput, sent: np.ndarray, converted: list) -> None:
-    """400 unless every JSON value of an integer tensor is the integer numpy made of it: numpy wraps 300 to 44
-    in UINT8 and truncates 4.5 to 4 without a word, and the contract's checks would then see the wrong value."""
-    for value, integer in zip(sent, converted):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+def _sent_numbers(tensor: InferInput) -> np.ndarray | None:
+    """A numeric tensor's JSON values, flat, after a 400 unless every one is a number: numpy reads true as 1 and the
+    text "1_0" as 10, where v1 and batch scoring refuse both. None for binary data (its datatype's bytes) and for
+    other datatypes."""
+    if tensor.datatype not in NUMERIC_DATATYPES or not isinstance(tensor.data, list):
+        return None
+    sent = np.array(tensor.data, dtype=object).reshape(-1)
+    for value in sent:
+        if isinstance(value, (list, dict)):  # nested deeper than its shape says
+            raise BadRequest("wrong_shape", f"input {describe(tensor.name)}: data does not fit shape "
+                                            f"{list(tensor.shape)} and datatype {tensor.datatype}")
+        if type(value) not in (int, float):  # a bool is an int to isinstance
             raise BadRequest("wrong_type", f"input {describe(tensor.name)}: {describe(value)} is not a number "
                                            f"(datatype {tensor.datatype}); send text as BYTES")
+    return sent
+
+
+def _check_integers(tensor: InferInput, sent: np.ndarray, converted: list) -> None:
+    """400 unless every value of an integer tensor is the integer numpy made of it: numpy wraps 300 to 44 in UINT8
+    and truncates 4.5 to 4 without a word, and the contract's checks would then see the wrong value."""
+    for value, integer in zip(sent, converted):
         if value != integer:
             if isinstance(value, float) and not value.is_integer():
                 raise BadRequest("wrong_type", f"input {describe(tensor.name)}: {describe(value)} is not an integer "
@@ -131,6 +146,7 @@ def feature_matrix(tensor: InferInput, width: int, max_batch: int) -> np.ndarray
     if shape[0] > max_batch:
         raise BadRequest("batch_too_large", f"input {describe(tensor.name)}: {shape[0]} rows, "
                                             f"above the limit of {max_batch}")
+    _sent_numbers(tensor)
     matrix = _as_numpy(tensor).astype(np.float32, copy=False)
     if not np.isfinite(matrix).all():
         if np.isnan(matrix).any():

@@ -58,7 +58,8 @@ def hostile_cases(record: dict, version: str) -> list[tuple[str, str, bytes, str
         ("Infinity literal", V1, v1({**record, "MonthlyCharges": float("inf")}), "cannot decode the request"),
         ("1e999 literal", EXPLAIN, literal(v1({**record, "tenure": "LITERAL"}), "1e999"), "cannot decode the request"),
         *[(f"{value!r} in v2", path, v2(*v2_record(record, MonthlyCharges=value)),
-           f"inputs[0].MonthlyCharges: {finite}")
+           f"inputs[0].MonthlyCharges: {finite}" if isinstance(value, float) else
+           f"input 'MonthlyCharges': {value!r} is not a number (datatype FP64)")  # text in a float tensor
           for path in (V2, versioned) for value in ("Infinity", "inf", "1e999", 1e39)],
         ("1e39 in an FP32 tensor", V2, v2(*others, tensor("MonthlyCharges", "FP32", [1], [1e39])),
          f"inputs[0].MonthlyCharges: {finite}"),

@@ -79,7 +79,12 @@ def cases(record: dict) -> list[tuple[str, str, bytes, str]]:
               ("INT32", 4.5, "input 'tenure': 4.5 is not an integer (datatype INT32)"),  # numpy would make it 4
               ("INT64", 4.99, "input 'tenure': 4.99 is not an integer (datatype INT64)"),
               ("INT32", "5", "input 'tenure': '5' is not a number (datatype INT32); send text as BYTES"),
+              # numpy reads these in a float tensor as 1 and 10, where v1 and batch scoring refuse them
+              ("FP64", True, "input 'tenure': True is not a number (datatype FP64); send text as BYTES"),
+              ("FP32", "1_0", "input 'tenure': '1_0' is not a number (datatype FP32); send text as BYTES"),
           ]],
+        ("v2 text in an encoded feature matrix", V2, v2(tensor("features", "FP32", [1, 45], [0.0] * 44 + ["1_0"])),
+         "input 'features': '1_0' is not a number (datatype FP32); send text as BYTES"),
     ]
 
 

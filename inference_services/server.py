@@ -154,10 +154,12 @@ async def accept_one_at_a_time(server: uvicorn.Server, listener: socket.socket) 
     listener.setblocking(False)
     loop.add_reader(fd, woken)
     try:
-        await asyncio.Event().wait()  # until cancelled, with the server
-    finally:
+        while not server.should_exit:  # as uvicorn's own loop checks it
+            await asyncio.sleep(0.1)
+    finally:  # stop listening as the drain begins: a connection queued during it would wait it out, then be reset
         if not loop.is_closed():
             loop.remove_reader(fd)
+        listener.close()
 
 
 class FlowlineDataPlane(DataPlane):

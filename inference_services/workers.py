@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from flowline.inference_services.listening import listening
 
@@ -96,7 +96,7 @@ def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: 
             process.start()
         print(f"flowline: serving on {host}:{port} from {workers} workers (pids "
               f"{', '.join(str(process.pid) for process in processes)}), their state in {state}", flush=True)
-        status = supervise(processes)
+        status = supervise(processes, stop_listening=listener.close)
         listener.close()
         return status
     finally:
@@ -118,14 +118,18 @@ def run_worker(state: Path, host: str, access_log: bool, max_body_bytes: int, li
                sockets=[listener], sync=sync)
 
 
-def supervise(processes: list[multiprocessing.process.BaseProcess]) -> int:
-    """Wait for the workers; stop them all on SIGTERM/SIGINT or when one dies. 1 if one died, else 0."""
+def supervise(processes: list[multiprocessing.process.BaseProcess], stop_listening: Callable[[], None]) -> int:
+    """Wait for the workers; stop them all on SIGTERM/SIGINT or when one dies. 1 if one died, else 0.
+    `stop_listening` closes the supervisor's copy of the shared socket as the stop begins: each worker closes its
+    own as it stops accepting, and while any copy stays open the kernel would still take new connections into a
+    backlog nobody reads, to reset them after the drain (a single process refuses them at once)."""
     stop_at: list[float] = []  # when the stop began; empty while serving
     failed = False
 
     def stop(*_) -> None:
         if not stop_at:
             stop_at.append(time.monotonic())
+            stop_listening()
             for process in processes:
                 if process.exitcode is None:
                     os.kill(process.pid, signal.SIGTERM)

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -219,6 +220,27 @@ def test_sigterm_stops_every_worker_and_a_dead_worker_stops_the_server(churn_pac
         process.wait(timeout=60)
     assert process.returncode == 1 and all(map(gone, pids))
     assert f"(pid {victim}) was killed by SIGKILL: stopping the server" in (tmp_path / "crashed.log").read_text()
+
+
+def test_a_draining_server_of_several_workers_refuses_new_connections(churn_package, tmp_path):
+    """After SIGTERM the workers finish what they hold, here a request half sent; a client arriving meanwhile is
+    refused at once, as by one process, not taken into a backlog nobody reads and reset when the drain ends."""
+    url, server = serve_two_workers(churn_package, tmp_path, "draining.log")
+    port = int(url.rsplit(":", 1)[1])
+    with server as process, socket.create_connection((LOOPBACK, port)) as held:
+        held.sendall(b"POST /v1/models/churn:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"instances\": [")
+        time.sleep(0.5)  # its headers read: a request in flight, which the drain waits for
+        process.send_signal(signal.SIGTERM)
+        refused = False
+        for _ in range(100):
+            try:
+                socket.create_connection((LOOPBACK, port), timeout=5).close()
+            except ConnectionRefusedError:
+                refused = True
+                break
+            time.sleep(0.05)
+        assert refused and process.poll() is None  # refused while the drain still waits for the held request
 
 
 def test_the_drift_monitor_refuses_more_than_one_retraining_worker(churn_package, capsys):

@@ -193,3 +193,33 @@ def test_a_model_not_served_here_is_a_404_not_an_error_in_the_log(small_server, 
         assert "nope" in response.json()["error"]
     logged = server_log.read_text()
     assert "Traceback" not in logged and " ERROR " not in logged  # KServe's handler logged an ERROR with one
+
+
+def test_bodies_past_what_a_worker_holds_at_once_are_a_503_to_retry_and_the_rest_go_on(churn_package, record):
+    """Each body is under the cap, but a worker holds IN_FLIGHT_BODIES of the cap's size at once: 48 of 15.5 MiB
+    had taken one worker to 1.1 GB. A chunked body counts at the cap until it is read; a closed one no longer."""
+    from flowline.inference_services.body_limit import IN_FLIGHT_BODIES
+
+    with running_server([f"churn={churn_package}"], workers=1, extra_args=["--max-body-mb", str(LIMIT_MB)]) as url:
+        address = urlparse(url)
+        held = []
+        for _ in range(IN_FLIGHT_BODIES):  # bodies begun and not finished: each may still grow to the cap
+            connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+            connection.putrequest("POST", V1)
+            connection.putheader("Content-Type", "application/json")
+            connection.putheader("Transfer-Encoding", "chunked")
+            connection.endheaders()
+            held.append(connection)
+        time.sleep(0.5)  # each read up to its first chunk
+        busy = httpx.post(url + V1, content=v1(record), headers={"Content-Type": "application/json"}, timeout=10)
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert json.loads(busy.text)["error"].startswith(f"the server is busy: {IN_FLIGHT_BODIES * LIMIT:,} bytes of "
+                                                         "request bodies in flight")
+        assert httpx.get(url + "/v2/health/ready").status_code == 200  # a request without a body holds nothing
+        for connection in held:
+            connection.close()
+        time.sleep(0.5)
+        answered = httpx.post(url + V1, content=v1(record), headers={"Content-Type": "application/json"}, timeout=10)
+        assert answered.status_code == 200, answered.text
+        assert samples(url, "flowline_http_requests_total")[(("code", "503"), ("model_name", "churn"),
+                                                            ("model_version", verify(churn_package)["version"]))] == 1

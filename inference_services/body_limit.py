@@ -150,7 +150,7 @@ class BodyLimit:
         if reason is not None:
             model = _model_name(scope["path"])
             metrics.INVALID_INPUTS.labels(model if model in self.models else "", reason).inc()
-        route = metrics.MODEL_ROUTE.match(scope["path"])
+        route = metrics.model_request(scope)
         if route is not None:
             metrics.count_request(route, status, self.versions_of, None, time.perf_counter() - metrics.arrived(scope))
         content = orjson.dumps({"error": message})

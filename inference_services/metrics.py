@@ -77,6 +77,16 @@ MODEL_RELOADS = Counter("flowline_model_reloads", "Package reloads, loaded or re
 NO_LIMIT_ABOVE = 2**60
 # The model's name (group 1 or 2) and, in a versioned v2 URL, the version it names (group 3).
 MODEL_ROUTE = re.compile(r"^/v1/models/([^/:]+):(?:predict|explain)$|^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+
+
+def model_request(scope) -> Optional[re.Match]:
+    """MODEL_ROUTE's match of an HTTP request's path when it is a predict, explain or infer request (a POST); None
+    for any other, such as a GET of a predict URL, which is a 404 and no model request to count."""
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    return MODEL_ROUTE.match(scope["path"])
+
+
 VersionsOf = Callable[[str], Optional[Sequence[str]]]  # a model name's served versions, champion first; None: not served
 
 
@@ -297,7 +307,7 @@ class RequestCounter:
         self.worker_header = [(b"x-flowline-worker", worker.encode())] if worker else []
 
     async def __call__(self, scope, receive, send) -> None:
-        match = MODEL_ROUTE.match(scope["path"]) if scope["type"] == "http" else None
+        match = model_request(scope)
         if match is None:
             await self.app(scope, receive, send)
             return
@@ -328,7 +338,7 @@ def counted_version(versions: Sequence[str], requested: Optional[str], answered:
 
 def count_request(route: re.Match, status: int, versions_of: VersionsOf, answered: Optional[str],
                   seconds: float) -> None:
-    """Count an answer to a model route (`route`: MODEL_ROUTE's match of its path), `seconds` after the request
+    """Count an answer to a model request (`route`: model_request's match of its path), `seconds` after the request
     came, under `counted_version`. An explanation's time is not a prediction's: KServe's request_explain_seconds
     has it."""
     name = route.group(1) or route.group(2)

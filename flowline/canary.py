@@ -39,7 +39,8 @@ from typing import Optional
 import numpy as np
 
 from flowline import audit
-from flowline.ab_testing import ArmOutcomes, CanaryPolicy, DesignError, business_impact, canary_decision
+from flowline.ab_testing import (LATENCY_BUCKETS, ArmOutcomes, CanaryPolicy, DesignError, business_impact,
+                                  canary_decision)
 
 ARMS = ("champion", "canary")
 OUTCOMES_METRIC = "flowline_outcomes"
@@ -76,12 +77,15 @@ def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path, model_
         served = [line for line in served if line.get("model", model_name) == model_name]
     elif len(models) > 1:
         raise DesignError(f"{prediction_log} holds the answers of models {', '.join(models)}: give --name")
+    _refuse_repeated_ids(prediction_log, [str(line["request_id"]) for line in served], "logged")
     arrived = {}
     for number, record in enumerate(_lines(outcomes_file, ("request_id", "outcome"), OUTCOME_LINE), 1):
         if record["outcome"] not in (0, 1) or isinstance(record["outcome"], float):
             raise DesignError(f"{outcomes_file}: outcome {record['outcome']!r} of request {record['request_id']!r}: "
                               "give 1 (good) or 0")
-        arrived[str(record["request_id"])] = record["outcome"]
+        if arrived.setdefault(str(record["request_id"]), record["outcome"]) != record["outcome"]:
+            raise DesignError(f"{outcomes_file}: request {record['request_id']!r} has two outcomes, 0 and 1: "
+                              "give each request one")
     arms = {}
     for arm in ARMS:
         mine = [line for line in served if line["arm"] == arm]
@@ -89,11 +93,24 @@ def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path, model_
         mine = [line for line in mine if line.get("version", "") == version]
         answered = [line for line in mine if line["error"] is None]
         outcomes = [arrived[str(line["request_id"])] for line in answered if str(line["request_id"]) in arrived]
+        seconds = np.sort([line["seconds"] for line in answered])
         arms[arm] = ArmOutcomes(
             requests=len(mine), errors=len(mine) - len(answered), successes=sum(outcomes),
-            latency_p99_seconds=float(np.percentile([line["seconds"] for line in answered], 99)) if answered else 0.0,
-            version=version, outcomes=len(outcomes))
+            latency_p99_seconds=float(np.percentile(seconds, 99)) if answered else 0.0,
+            version=version, outcomes=len(outcomes),
+            latency_counts=tuple(int(n) for n in np.searchsorted(seconds, LATENCY_BUCKETS, side="right")))
     return arms
+
+
+def _refuse_repeated_ids(path: str | Path, request_ids: list[str], what: str) -> None:
+    """A DesignError naming a request id `path` holds twice: the id joins an answer to its outcome, and a line
+    repeated counted as another request, of the same outcome."""
+    seen: set[str] = set()
+    for request_id in request_ids:
+        if request_id in seen:
+            raise DesignError(f"{path}: request {request_id!r} is {what} twice: the request id joins an answer to "
+                              "its outcome, so each must be one request's")
+        seen.add(request_id)
 
 
 OUTCOME_LINE = '{"request_id": ..., "outcome": 0 or 1}'
@@ -118,6 +135,11 @@ def _lines(path: str | Path, fields: tuple[str, ...], form: str) -> list[dict]:
 
 def _query(prometheus_url: str, promql: str, timeout: float) -> dict[str, float]:
     """An instant query's result as {model_version: value}."""
+    return {labels.get("model_version", ""): value for labels, value in _samples(prometheus_url, promql, timeout)}
+
+
+def _samples(prometheus_url: str, promql: str, timeout: float) -> list[tuple[dict, float]]:
+    """An instant query's result as (labels, value) pairs."""
     url = f"{prometheus_url.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': promql})}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -129,7 +151,7 @@ def _query(prometheus_url: str, promql: str, timeout: float) -> dict[str, float]
         raise CanarySourceError(f"Prometheus at {prometheus_url} cannot be queried: {error}")
     if body.get("status") != "success":
         raise CanarySourceError(f"Prometheus at {prometheus_url} answered {body.get('error', body)} to {promql!r}")
-    return {sample["metric"].get("model_version", ""): float(sample["value"][1]) for sample in body["data"]["result"]}
+    return [(sample["metric"], float(sample["value"][1])) for sample in body["data"]["result"]]
 
 
 def _selector(model_name: str, namespace: str) -> str:
@@ -148,7 +170,8 @@ def _counted(series: str, window: str) -> str:
 
 def arm_queries(model_name: str, namespace: str, window: str) -> dict[str, str]:
     """The queries of each arm's numbers over `window` (a PromQL duration), by model_version: requests, failed
-    ones, the outcomes that arrived and the good ones among them, and the p99 latency."""
+    ones, the outcomes that arrived and the good ones among them, and the p99 latency; and its latency buckets,
+    by model_version and le (`latency_buckets`)."""
     selector = _selector(model_name, namespace)
     outcomes = f'{OUTCOMES_METRIC}_total{{{selector}, outcome=~"{SUCCESS}|{FAILURE}"}}'
     successes = f'{OUTCOMES_METRIC}_total{{{selector}, outcome="{SUCCESS}"}}'
@@ -157,9 +180,15 @@ def arm_queries(model_name: str, namespace: str, window: str) -> dict[str, str]:
         "errors": f"sum by (model_version) ({_counted(f'flowline_prediction_errors_total{{{selector}}}', window)})",
         "outcomes": f"sum by (model_version) ({_counted(outcomes, window)})",
         "successes": f"sum by (model_version) ({_counted(successes, window)})",
-        "p99": "histogram_quantile(0.99, sum by (model_version, le) "
-               f"({_counted(f'flowline_request_latency_seconds_bucket{{{selector}}}', window)}))",
+        "p99": f"histogram_quantile(0.99, {latency_buckets(model_name, namespace, window)})",
     }
+
+
+def latency_buckets(model_name: str, namespace: str, window: str) -> str:
+    """PromQL for each version's latency histogram over `window`: answered requests at or below each bound, by
+    model_version and le."""
+    series = f"flowline_request_latency_seconds_bucket{{{_selector(model_name, namespace)}}}"
+    return f"sum by (model_version, le) ({_counted(series, window)})"
 
 
 def _step(lookback_seconds: int) -> int:
@@ -210,6 +239,9 @@ def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = 
     window = comparison_window(first_seen.get(canary, created[canary]), lookback, now)
     found = {what: _query(prometheus_url, promql, timeout)
              for what, promql in arm_queries(model_name, namespace, window).items()}
+    buckets: dict[str, dict[float, float]] = {}
+    for labels, count in _samples(prometheus_url, latency_buckets(model_name, namespace, window), timeout):
+        buckets.setdefault(labels.get("model_version", ""), {})[float(labels.get("le", "nan"))] = count
     arms = {}
     for arm, version in zip(ARMS, (champion, canary)):
         served, failed = round(found["requests"].get(version, 0)), round(found["errors"].get(version, 0))
@@ -218,8 +250,17 @@ def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = 
                                              found["successes"].get(version, 0.0))
         arms[arm] = ArmOutcomes(requests=served + failed, errors=failed, successes=round(good),
                                 latency_p99_seconds=0.0 if np.isnan(latency) else latency, version=version,
-                                outcomes=round(arrived))
+                                outcomes=round(arrived), latency_counts=_latency_counts(buckets.get(version, {}), served))
     return arms
+
+
+def _latency_counts(buckets: dict[float, float], answered: int) -> tuple[int, ...]:
+    """A version's counts at LATENCY_BUCKETS from its scraped buckets, cumulative and at most its answers (the
+    windowed counts of pods come and gone need not be exactly so); none when a bound is missing."""
+    counts = [buckets.get(bound, math.nan) for bound in LATENCY_BUCKETS]
+    if any(math.isnan(count) for count in counts):
+        return ()
+    return tuple(min(int(count), answered) for count in np.maximum.accumulate(np.round(counts)))
 
 
 def read_arms(prometheus_url: str = "", model_name: str = "", predictions: str = "", outcomes: str = "",

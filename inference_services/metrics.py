@@ -25,6 +25,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from flowline.ab_testing import LATENCY_BUCKETS
+
 PREDICTIONS = Counter(
     "flowline_predictions", "Predictions served, by decision (binary) or 'value' (regression).",
     ["model_name", "model_version", "decision"],
@@ -32,7 +34,7 @@ PREDICTIONS = Counter(
 LATENCY = Histogram(
     "flowline_request_latency_seconds", "Time in the model per request: checks, features and prediction, per model version.",
     ["model_name", "model_version"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    buckets=LATENCY_BUCKETS,  # the canary analysis counts each arm's answers at them
 )
 REQUEST_SECONDS = Histogram(
     "flowline_http_request_duration_seconds", "Time from a predict or infer request's headers reaching the server to "

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from flowline.ab_testing import (
+    LATENCY_BUCKETS,
     ArmOutcomes,
     CanaryPolicy,
     DesignError,
@@ -159,9 +160,12 @@ def test_a_champion_failing_every_request_holds_its_canary_rather_than_rolling_i
     assert decided["decision"] == "hold" and decided["reason"] == "an arm answered no request"
 
 
-def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
+def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30, slow=0):
+    """An arm answering within 50 ms, but for `slow` answers of 200 ms."""
     answered = requests - errors
-    return ArmOutcomes(requests, errors, round(answered * rate) if successes is None else successes, p99)
+    counts = tuple(answered - (slow if bound < 0.2 else 0) if bound >= 0.05 else 0 for bound in LATENCY_BUCKETS)
+    return ArmOutcomes(requests, errors, round(answered * rate) if successes is None else successes, p99,
+                       latency_counts=counts)
 
 
 @pytest.mark.parametrize("champion, canary, decision, said", [
@@ -180,7 +184,14 @@ def arm(requests=2004, errors=4, successes=None, p99=0.05, rate=0.30):
     (arm(), ArmOutcomes(2004, 4, 0, 0.05, outcomes=0), "hold", "no outcome has arrived on an arm; outcomes not yet "
      "arrived, left out: 2,000 of the canary's requests and 0 of the champion's"),
     (arm(rate=1.0), arm(rate=1.0), "hold", "every outcome that arrived is good, on both arms"),
-    (arm(), arm(p99=0.09), "rollback", "p99 latency is 1.80 times"),
+    # 4 % of the canary's answers over 1.5 times the champion's p99, where a p99 within that leaves 1 %.
+    (arm(), arm(p99=0.2, slow=80), "rollback", "4.0% of the canary's answers took over 75 ms, 1.5 times the "
+     "champion's p99: significantly more than the 1% a p99 within that leaves (always-valid p = 0.0000; p99 4.00"),
+    # 1.2 %: its p99 is over 1.5 times the champion's in this sample, but no evidence that it is in truth.
+    (arm(), arm(p99=0.2, slow=24), "hold", "no significant difference yet"),
+    # 3 times the champion's errors and better outcomes: not yet significantly above the limit, nor within it.
+    (arm(5000, 50), arm(5000, 150, rate=0.42), "hold", "but its error rate 3.00%, 3.0 times the champion's, above "
+     "the limit of 2 (not yet significantly"),
     (arm(), arm(rate=0.30), "hold", "no significant difference yet"),
     # Per request: 720 good outcomes of 2,004 requests (4 failed) against 600 of 2,004.
     (arm(), arm(rate=0.36), "promote", "success rate per request 35.93% against the champion's 29.94%"),
@@ -207,10 +218,36 @@ def test_repeated_error_guardrails_on_equal_error_rates_rarely_roll_back():
         for look in range(1000):
             champion = ArmOutcomes(90 * (look + 1), int(champion_errors[look]), 20 * (look + 1), 0.05)
             canary = ArmOutcomes(10 * (look + 1), int(canary_errors[look]), 2 * (look + 1), 0.05)
-            if "error rate" in canary_decision(champion, canary)["reason"]:
+            decided = canary_decision(champion, canary)
+            if decided["reason"].startswith("error rate"):  # the guardrail's rollback
                 rolled_back += 1
                 break
     assert rolled_back <= 0.05 * 200, rolled_back
+
+
+def test_repeated_latency_guardrails_on_equal_latencies_rarely_roll_back():
+    """200 A/A canaries answering from one latency distribution, 1 % of it pauses of 70-130 ms (a garbage
+    collection), 10 % of the traffic, judged after every 100 canary requests up to 3,000: the latency guardrail
+    rolls back at most alpha of them. On the raw p99 ratio it rolled back 65 % (the A/B audit)."""
+    rng = np.random.default_rng(11)
+
+    def latencies(n: int) -> np.ndarray:
+        pauses = rng.random(n) < 0.01
+        return np.where(pauses, rng.uniform(0.07, 0.13, n), rng.gamma(4, 0.0004, n))
+
+    def served(seconds: np.ndarray) -> ArmOutcomes:
+        counts = tuple(int(n) for n in np.searchsorted(np.sort(seconds), LATENCY_BUCKETS, side="right"))
+        return ArmOutcomes(len(seconds), 0, 0, float(np.percentile(seconds, 99)), latency_counts=counts)
+
+    rolled_back = 0
+    for _ in range(200):
+        champion_seconds, canary_seconds = latencies(27_000), latencies(3_000)
+        for look in range(1, 31):
+            decided = canary_decision(served(champion_seconds[:900 * look]), served(canary_seconds[:100 * look]))
+            if decided["decision"] == "rollback":
+                rolled_back += 1
+                break
+    assert rolled_back / 200 <= ALPHA + binomial_margin(ALPHA, 200), rolled_back
 
 
 def test_repeated_canary_decisions_on_equal_arms_rarely_act():
@@ -295,9 +332,11 @@ def test_outcomes_join_the_prediction_log_by_request_id(tmp_path):
     outcomes.write_text('{"request_id": "a", "outcome": 1}\n{"request_id": "b", "outcome": 0}\n'
                         '{"request_id": "c", "outcome": 1}\n{"request_id": "zz", "outcome": 1}\n')
     arms = arms_from_logs(log, outcomes)
-    assert arms["champion"] == ArmOutcomes(2, 0, 1, pytest.approx(0.0298), outcomes=2)
+    # Its answers at the latency histogram's bounds (0.5 ms, 1 ms, 2 ms, 5 ms, 10 ms, 25 ms, 50 ms, ...).
+    assert arms["champion"] == ArmOutcomes(2, 0, 1, pytest.approx(0.0298), outcomes=2,
+                                           latency_counts=(0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2))
     # The p99 of its answers: a failure's time is not one.
-    assert arms["canary"] == ArmOutcomes(2, 1, 1, 0.02, outcomes=1)
+    assert arms["canary"] == ArmOutcomes(2, 1, 1, 0.02, outcomes=1, latency_counts=(0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1))
     outcomes.write_text('{"request_id": "a", "outcome": 1}\n')  # b's outcome has not arrived: pending, not bad
     champion = arms_from_logs(log, outcomes)["champion"]
     assert (champion.successes, champion.known, champion.pending) == (1, 1, 1)
@@ -307,7 +346,16 @@ def test_outcomes_join_the_prediction_log_by_request_id(tmp_path):
     outcomes.write_text('{"request_id": "a", "outcome": "0"}\n')  # text is no outcome: "0" would read as true
     with pytest.raises(DesignError, match="outcome '0' of request 'a': give 1 \\(good\\) or 0"):
         arms_from_logs(log, outcomes)
-    log.write_text(log.read_text() + '{"request_id": "e", "arm": "cana')  # a writer that died mid-line
+    outcomes.write_text('{"request_id": "a", "outcome": 1}\n{"request_id": "a", "outcome": 0}\n')
+    with pytest.raises(DesignError, match="request 'a' has two outcomes, 0 and 1: give each request one"):
+        arms_from_logs(log, outcomes)
+    outcomes.write_text('{"request_id": "a", "outcome": 1}\n{"request_id": "a", "outcome": 1}\n')  # sent twice
+    assert arms_from_logs(log, outcomes)["champion"].successes == 1
+    text = log.read_text()
+    log.write_text(text + text.splitlines()[2] + "\n")  # a line written twice would count as another request
+    with pytest.raises(DesignError, match="request 'c' is logged twice: the request id joins an answer to its outcome"):
+        arms_from_logs(log, outcomes)
+    log.write_text(text + '{"request_id": "e", "arm": "cana')  # a writer that died mid-line
     with pytest.raises(DesignError, match="line 5 is not"):
         arms_from_logs(log, outcomes)
 

@@ -156,17 +156,17 @@ def test_a_file_changed_while_the_package_is_copied_for_loading_is_refused_namin
 
     monkeypatch.delenv(KEY_ENV, raising=False)
     package = copy_of(churn_package, tmp_path)
-    verify, checked = package_format.verify, []
+    verified, checked = package_format._verified, []
 
-    def then_a_file_changes(path):  # the folder checked, then changed before its copy is made
+    def then_a_file_changes(path, say_unkeyed):  # the folder checked, then changed before its copy is made
         checked.append(path)
-        manifest = verify(path)
+        manifest = verified(path, say_unkeyed)
         if len(checked) == 1:
             evaluation = json.loads((package / "evaluation.json").read_text())
             (package / "evaluation.json").write_text(json.dumps({**evaluation, "threshold": 0.99}))
         return manifest
 
-    monkeypatch.setattr(package_format, "verify", then_a_file_changes)
+    monkeypatch.setattr(package_format, "_verified", then_a_file_changes)
     with pytest.raises(PackageError, match=f"^{package} changed while it was read: package {package}: "
                                            "evaluation.json has sha256 "):
         Package.open(package)

@@ -146,6 +146,7 @@ def test_flowline_ab_design_prints_the_sample_size(capsys):
     assert main(["ab", "design", "--baseline-rate", "0.1", "--mde", "0.02", "--daily-rows-per-arm", "500"]) == 0
     shown = capsys.readouterr().out
     assert "3,841 rows per arm" in shown and "8 days" in shown
+    assert "`flowline canary analyze` decides with a sequential test" in shown  # which that size does not power
     assert main(["ab", "design", "--baseline-rate", "1.5", "--mde", "0.02"]) == 1
     assert "baseline rate 1.5" in capsys.readouterr().err
     for traffic in ("nan", "0"):  # no days can be worked out: said in one line, not a traceback or silence

@@ -135,10 +135,19 @@ def _canary_patch(args: argparse.Namespace) -> int:
         raise UsageError(f"canary {operation}: give the InferenceService name, or --manifest FILE")
     if args.manifest:
         change = promoted if operation == "promote" else rolled_back
-        document = change(yaml.safe_load(Path(args.manifest).read_text()))
+        before = yaml.safe_load(Path(args.manifest).read_text())
+        predictor = before["spec"]["predictor"]
+        percent = predictor.get("canaryTrafficPercent")
+        document = change(before)
         Path(args.manifest).write_text(yaml.safe_dump(document, sort_keys=False))
-        audit.append(audit_log(args), AUDIT_ACTIONS[operation], {"manifest": args.manifest})
+        audit.append(audit_log(args), AUDIT_ACTIONS[operation],
+                     {"manifest": args.manifest, "storage_uri": predictor.get("model", {}).get("storageUri"),
+                      "canary_traffic_percent": {"before": percent,
+                                                 "after": document["spec"]["predictor"].get("canaryTrafficPercent")}})
         print(f"{operation}: {args.manifest} updated")
+        if operation == "promote" and percent == 0:  # KServe's rollback: the canary at 0 %, the champion serving
+            print(f"flowline: warning: {args.manifest} was rolled back (canaryTrafficPercent 0): this promotion gives "
+                  "all traffic to the canary it rolled back", file=sys.stderr)
         return 0
     if not kubeconfig_available(args.kubeconfig):
         print("flowline: no kubeconfig found (give --kubeconfig, set KUBECONFIG, or use --manifest FILE)",

@@ -189,7 +189,7 @@ def test_a_cluster_is_found_only_when_one_is_configured(no_cluster, tmp_path, mo
 
 
 def test_flowline_deploy_without_a_cluster_writes_the_manifest_and_promote_edits_it(
-    no_cluster, churn_package_for_deploy, tmp_path
+    no_cluster, churn_package_for_deploy, tmp_path, capsys
 ):
     from flowline.pipelines.cli import main
 
@@ -205,11 +205,17 @@ def test_flowline_deploy_without_a_cluster_writes_the_manifest_and_promote_edits
     assert yaml.safe_load(manifest.read_text())["spec"]["predictor"]["canaryTrafficPercent"] == 0
     assert main(["canary", "promote", "--manifest", str(manifest), "--audit-log", str(log)]) == 0
     assert "canaryTrafficPercent" not in yaml.safe_load(manifest.read_text())["spec"]["predictor"]
+    assert "was rolled back (canaryTrafficPercent 0): this promotion gives all traffic to the canary it rolled " \
+           "back" in capsys.readouterr().err
     assert main(["canary", "promote", "churn", "--audit-log", str(log)]) == 1  # no kubeconfig, no manifest: a clear refusal
     # Who did what, in order, on one unbroken chain; the refused promotion is not recorded.
     records = verify(log)
     assert [r["action"] for r in records] == ["deployment", "rollback", "promotion"]
     assert records[0]["what"]["storage_uri"] == "s3://b/churn/v9" and records[0]["what"]["action"]
+    # A change to a manifest names the package it serves and the traffic it moved.
+    assert {k: v for k, v in records[1]["what"].items() if k != "manifest"} == {
+        "storage_uri": "s3://b/churn/v9", "canary_traffic_percent": {"before": None, "after": 0}}
+    assert records[2]["what"]["canary_traffic_percent"] == {"before": 0, "after": None}
     assert all(r["actor"] for r in records)
 
 

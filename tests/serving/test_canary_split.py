@@ -207,6 +207,11 @@ def test_the_canary_controller_reads_prometheus_and_runs_as_a_kfp_component(
                 bounds, exact = LATENCY._upper_bounds, logged[arm].latency_p99_seconds
                 assert abs(int(np.searchsorted(bounds, scraped[arm].latency_p99_seconds))
                            - int(np.searchsorted(bounds, exact))) <= 1, (scraped[arm], exact)
+                # The answers at each bound, which the latency guardrail counts, agree as closely.
+                answered = logged[arm].answered
+                assert len(scraped[arm].latency_counts) == len(logged[arm].latency_counts) == len(bounds) - 1  # +Inf
+                assert max(abs(a - b) for a, b in zip(scraped[arm].latency_counts, logged[arm].latency_counts)) \
+                    <= 0.1 * answered, (scraped[arm].latency_counts, logged[arm].latency_counts)
 
             audit_log = tmp_path / "audit.jsonl"
             local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "kfp"),

@@ -390,7 +390,8 @@ def canary_decision(champion: ArmOutcomes, canary: ArmOutcomes, policy: CanaryPo
         return {"decision": "hold",
                 "reason": f"no significant difference yet (always-valid p = {p_value:.3f}){pending}", **numbers}
     better = rate_b > rate_a
-    compared = f"success rate per request {rate_b:.2%} against the champion's {rate_a:.2%}, always-valid p = {p_value:.4f}"
+    compared = (f"success rate per request {rate_b:.2%} against the champion's {rate_a:.2%}, always-valid "
+                f"p = {p_value:.4f}")
     errors = f"error rate {canary.error_rate:.2%}, {error_ratio:.1f} times the champion's"
     if better and error_ratio > policy.max_error_ratio:  # the guardrail has not shown harm, nor the canary safety
         return {"decision": "hold", "reason": f"{compared}, but its {errors}, above the limit of "

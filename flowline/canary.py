@@ -77,7 +77,7 @@ def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path, model_
         served = [line for line in served if line.get("model", model_name) == model_name]
     elif len(models) > 1:
         raise DesignError(f"{prediction_log} holds the answers of models {', '.join(models)}: give --name")
-    _refuse_repeated_ids(prediction_log, [str(line["request_id"]) for line in served], "logged")
+    _refuse_repeated_ids(prediction_log, [str(line["request_id"]) for line in served])
     arrived = {}
     for number, record in enumerate(_lines(outcomes_file, ("request_id", "outcome"), OUTCOME_LINE), 1):
         if record["outcome"] not in (0, 1) or isinstance(record["outcome"], float):
@@ -102,13 +102,13 @@ def arms_from_logs(prediction_log: str | Path, outcomes_file: str | Path, model_
     return arms
 
 
-def _refuse_repeated_ids(path: str | Path, request_ids: list[str], what: str) -> None:
+def _refuse_repeated_ids(path: str | Path, request_ids: list[str]) -> None:
     """A DesignError naming a request id `path` holds twice: the id joins an answer to its outcome, and a line
     repeated counted as another request, of the same outcome."""
     seen: set[str] = set()
     for request_id in request_ids:
         if request_id in seen:
-            raise DesignError(f"{path}: request {request_id!r} is {what} twice: the request id joins an answer to "
+            raise DesignError(f"{path}: request {request_id!r} is logged twice: the request id joins an answer to "
                               "its outcome, so each must be one request's")
         seen.add(request_id)
 
@@ -250,7 +250,8 @@ def arms_from_prometheus(prometheus_url: str, model_name: str, namespace: str = 
                                              found["successes"].get(version, 0.0))
         arms[arm] = ArmOutcomes(requests=served + failed, errors=failed, successes=round(good),
                                 latency_p99_seconds=0.0 if np.isnan(latency) else latency, version=version,
-                                outcomes=round(arrived), latency_counts=_latency_counts(buckets.get(version, {}), served))
+                                outcomes=round(arrived),
+                                latency_counts=_latency_counts(buckets.get(version, {}), served))
     return arms
 
 

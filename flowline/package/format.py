@@ -281,7 +281,8 @@ class Package:
     source: Path  # the folder that was verified and copied
 
     def __repr__(self) -> str:  # not every file's sha256 and the private copy's name, as a notebook cell shows it
-        return f"Package({self.manifest['name']} {self.version}, {len(self.manifest['files'])} files, from {self.source})"
+        files = len(self.manifest["files"])
+        return f"Package({self.manifest['name']} {self.version}, {files} files, from {self.source})"
 
     @classmethod
     def open(cls, package_dir: str | Path) -> Package:

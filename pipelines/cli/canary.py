@@ -49,7 +49,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                          help="roll back when the canary's error rate is significantly above this times the "
                               f"champion's (default {defaults.max_error_ratio})")
     analyze.add_argument("--max-latency-ratio", type=float, default=defaults.max_latency_ratio,
-                         help=f"roll back above this p99 latency ratio (default {defaults.max_latency_ratio})")
+                         help="roll back when the canary's p99 latency is significantly above this times the "
+                              f"champion's (default {defaults.max_latency_ratio})")
     analyze.add_argument("--alpha", type=float, default=defaults.alpha,
                          help=f"the sequential test's significance level (default {defaults.alpha})")
     analyze.add_argument("--tau", type=float, default=defaults.tau,

@@ -11,11 +11,6 @@ import html
 import io
 from typing import Any, Iterable, Sequence
 
-def stated(text: str | None, field: str) -> str:
-    """The use case's text, or what its absence means: a model card must not leave it empty (HTML or terminal)."""
-    return (text or "").strip() or f"Not stated by the use case ({field})."
-
-
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 70em; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
@@ -50,6 +45,11 @@ def members(members: Sequence[dict]) -> str:
         averaged = f" ({' x '.join(filter(None, (trials, folds)))} averaged)" if trials or folds else ""
         return f"{entry['family']}{weight}{averaged}"
     return " + ".join(map(member, members))
+
+
+def stated(text: str | None, field: str) -> str:
+    """The use case's text, or what its absence means: a model card must not leave it empty (HTML or terminal)."""
+    return (text or "").strip() or f"Not stated by the use case ({field})."
 
 
 def cell(value: object) -> str:

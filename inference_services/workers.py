@@ -96,9 +96,7 @@ def serve_workers(state: Path, host: str, port: int, access_log: bool, workers: 
             process.start()
         print(f"flowline: serving on {host}:{port} from {workers} workers (pids "
               f"{', '.join(str(process.pid) for process in processes)}), their state in {state}", flush=True)
-        status = supervise(processes, stop_listening=listener.close)
-        listener.close()
-        return status
+        return supervise(processes, stop_listening=listener.close)  # which closes it as the stop begins
     finally:
         shutil.rmtree(state, ignore_errors=True)
 

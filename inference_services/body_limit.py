@@ -17,6 +17,11 @@ decompresses to, so a small bomb is refused as a large body would be; the routes
 member of a gzip body is read, and deflate is taken in zlib's format or raw, as clients send both. Another
 encoding, or more than one, is a 415 naming it; data that is not what its header says, or that goes on after
 it, a 400.
+
+A body whose next bytes do not arrive within BODY_IDLE_S is a 408 and its connection is closed: a stalled or
+half-sent request would otherwise hold its connection for as long as the client keeps it open, and hold a stopping
+server for its whole grace period. The wait is for each part of the body, not the whole, so a slow client that keeps
+sending is read to the end.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ ENCODINGS = ("gzip", "x-gzip", "deflate")
 GZIP_MAGIC = b"\x1f\x8b"  # how gzip data begins (JSON never does)
 IN_FLIGHT_BODIES = 4  # bodies of the largest size a worker holds at once: 64 MiB at the default 16 MiB cap
 RETRY_AFTER_S = 1
+BODY_IDLE_S = 10.0  # the longest wait for a body's next bytes before its request is a 408
+
+
+class BodyStalled(Exception):
+    """The client sent no more of its body for BODY_IDLE_S."""
 
 
 class BodyLimit:
@@ -71,6 +81,9 @@ class BodyLimit:
         self.in_flight += held
         try:
             await self._limited(scope, receive, send, encodings, length)
+        except BodyStalled:
+            await self._refuse(scope, send, 408, None, f"body: no more of it arrived for {BODY_IDLE_S:g} s; the "
+                               f"request is dropped: send it again")
         finally:
             self.in_flight -= held
 
@@ -83,10 +96,8 @@ class BodyLimit:
                 if length <= self.max_bytes + LINGER_BYTES:
                     await _drop_the_rest(receive)
                 await self._too_large(scope, send, length)
-            else:
-                await self.app(scope, receive, send)
-            return
-        body = await self._read_up_to_cap(receive)  # chunked: its size is known only as it arrives
+                return
+        body = await self._read_up_to_cap(receive)  # chunked, its size is known only as it arrives; or declared
         if body is None:  # the client went away
             return
         if len(body) > self.max_bytes:
@@ -128,9 +139,14 @@ class BodyLimit:
         await self.app({**scope, "headers": headers}, _replay(body, receive), send)
 
     async def _read_up_to_cap(self, receive) -> Optional[bytes]:
+        """The body, or more than the cap of it; None if the client went away. BodyStalled if it stops sending."""
         chunks, size = [], 0
         while True:
-            message: dict[str, Any] = await receive()
+            try:
+                async with asyncio.timeout(BODY_IDLE_S):
+                    message: dict[str, Any] = await receive()
+            except TimeoutError:
+                raise BodyStalled from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")

@@ -33,9 +33,11 @@ UVICORN_SERVER_ATTRIBUTES = ("config", "started", "should_exit", "server_state",
 UVICORN_PROTOCOL_ARGUMENTS = ("config=config", "server_state=self.server_state", "app_state=self.lifespan.state",
                               "_loop=_loop")
 # What one_write.OneWriteHttpProtocol takes from uvicorn's httptools protocol: the method it overrides, passing
-# its own transport on, the loop it schedules a write on, and the callback of a complete answer it writes at.
+# its own transport on, the loop it schedules a write on, the callback of a complete answer it writes at, and
+# those it starts and stops its wait for a request's headers at, with the queue of pipelined requests.
 UVICORN_HTTPTOOLS_PROTOCOL = ("def connection_made(", "self.transport = transport", "self.loop = ",
-                              "on_response=self.on_response_complete", "def on_response_complete(self)")
+                              "on_response=self.on_response_complete", "def on_response_complete(self)",
+                              "def on_headers_complete(self)", "def connection_lost(self", "self.pipeline: ")
 
 
 def private_names() -> set[str]:

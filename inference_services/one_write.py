@@ -17,6 +17,11 @@ Java's default HttpClient and `curl --http2` send on http:// URLs). httptools ta
 for the new protocol's bytes, so uvicorn ran it with an empty body: a 400 on every call. The server
 does not switch protocols, as RFC 9110 lets it, and the request is read as sent. An Upgrade header
 split across two reads of the socket is missed (clients send a request's headers in one segment).
+
+And it closes a connection that has not sent a whole request's headers HEADERS_S after it opened or after its
+last answer. uvicorn's keep-alive timer stops at the first byte, and a new connection gets none: a connection
+that sent nothing, or half a request's headers, was held open as long as its client kept it (tested at 40 s).
+A request's body has its own wait (body_limit.py).
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ from __future__ import annotations
 import asyncio
 import re
 
+from typing import Optional
+
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+HEADERS_S = 10.0  # the longest a connection may take to send a request's headers
 
 
 class CoalescingTransport:
@@ -69,7 +78,10 @@ def without_upgrade_offer(data: bytes) -> bytes:
 
 class OneWriteHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol writing through a CoalescingTransport (uvicorn.Config(http=...)), reading
-    a request that offers a protocol upgrade other than WebSocket as a plain one."""
+    a request that offers a protocol upgrade other than WebSocket as a plain one, and closing a connection whose
+    request headers take longer than HEADERS_S."""
+
+    headers_deadline: Optional[asyncio.TimerHandle] = None
 
     def data_received(self, data: bytes) -> None:
         if b"pgrade" in data or b"PGRADE" in data:  # a header's name: rare, and only then searched for
@@ -78,7 +90,32 @@ class OneWriteHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
+        self._wait_for_headers()
+
+    def on_headers_complete(self) -> None:
+        self._stop_waiting_for_headers()
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         self.transport.flush()  # the whole answer, now
         super().on_response_complete()
+        if not self.pipeline and not self.transport.is_closing():  # else the next request's headers are in
+            self._wait_for_headers()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._stop_waiting_for_headers()
+        super().connection_lost(exc)
+
+    def _wait_for_headers(self) -> None:
+        self._stop_waiting_for_headers()
+        self.headers_deadline = self.loop.call_later(HEADERS_S, self._headers_too_slow)
+
+    def _stop_waiting_for_headers(self) -> None:
+        if self.headers_deadline is not None:
+            self.headers_deadline.cancel()
+            self.headers_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self.headers_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()

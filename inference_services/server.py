@@ -21,7 +21,8 @@ What this adds to kserve.ModelServer:
   409 and the running version keeps serving), `.../unload` takes the model out of
   service; readiness (`/v2/health/ready` and the model's) says so until a load;
 - each answer leaves in one write to the socket, not uvicorn's two (one_write.py);
-- a body above `max_body_bytes` (`flowline serve --max-body-mb`) is a 413, none of it kept (body_limit.py).
+- a body above `max_body_bytes` (`flowline serve --max-body-mb`) is a 413, none of it kept, and one that stops
+  arriving a 408 (body_limit.py).
 
 With several workers (`serve(..., workers=N)`, workers.py) every worker runs this server on one
 shared socket: a load or unload reaches one of them and is applied by all before it answers

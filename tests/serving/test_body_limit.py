@@ -5,6 +5,8 @@ log; and the server goes on answering."""
 import gzip
 import http.client
 import json
+import socket
+import threading
 import time
 import zlib
 from urllib.parse import urlparse
@@ -224,3 +226,51 @@ def test_bodies_past_what_a_worker_holds_at_once_are_a_503_to_retry_and_the_rest
         assert answered.status_code == 200, answered.text
         assert samples(url, "flowline_http_requests_total")[(("code", "503"), ("model_name", "churn"),
                                                             ("model_version", verify(churn_package)["version"]))] == 1
+
+
+def test_a_stalled_body_is_a_408_that_frees_its_connection_and_a_slow_one_is_read_to_the_end(small_server, record):
+    """A request whose body stops arriving held its connection as long as the client kept it open (200 of them held
+    200 descriptors) and a stopping server for its whole grace period. Now, after BODY_IDLE_S without a byte, a 408
+    naming the body, and the connection closed; a client that keeps sending, each part sooner than that, is read
+    to the end however long the whole takes."""
+    from flowline.inference_services.body_limit import BODY_IDLE_S
+
+    address = urlparse(small_server)
+    body = v1(record)
+    answers = {}
+
+    def stalled() -> None:
+        with socket.create_connection((address.hostname, address.port), timeout=BODY_IDLE_S + 20) as sock:
+            sock.sendall(f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:50])
+            started, answer = time.monotonic(), b""
+            while chunk := sock.recv(65536):  # until the server closes the connection
+                answer += chunk
+            answers["stalled"] = (time.monotonic() - started, answer.decode())
+
+    def dribbled():
+        parts = [body[i:i + len(body) // 6 + 1] for i in range(0, len(body), len(body) // 6 + 1)]
+        for index, part in enumerate(parts):
+            if index:
+                time.sleep(BODY_IDLE_S * 1.2 / (len(parts) - 1))  # the whole takes longer than BODY_IDLE_S
+            yield part
+
+    def slow() -> None:
+        connection = http.client.HTTPConnection(address.hostname, address.port, timeout=BODY_IDLE_S + 20)
+        connection.request("POST", V1, body=dribbled(), headers={"Content-Type": "application/json"},
+                           encode_chunked=True)
+        response = connection.getresponse()
+        answers["slow"] = (response.status, response.read().decode())
+
+    threads = [threading.Thread(target=stalled), threading.Thread(target=slow)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)
+    assert httpx.post(small_server + V1, content=body, headers={"Content-Type": "application/json"}).status_code == 200
+    for thread in threads:
+        thread.join(BODY_IDLE_S + 30)
+    waited, answer = answers["stalled"]
+    assert answer.startswith("HTTP/1.1 408 ") and f"body: no more of it arrived for {BODY_IDLE_S:g} s" in answer
+    assert BODY_IDLE_S <= waited < BODY_IDLE_S + 5, waited
+    status, text = answers["slow"]
+    assert status == 200 and len(json.loads(text)["predictions"]) == 1, text

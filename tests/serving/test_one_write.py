@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from flowline.inference_services import one_write
 from flowline.inference_services.one_write import CoalescingTransport, OneWriteHttpProtocol
 
 
@@ -160,3 +161,32 @@ def test_a_request_offering_http2_is_read_as_sent_with_its_body():
     first, second = received.split(b"HTTP/1.1 200 OK")[1:]
     assert first.endswith(b"\r\n\r\n" + body) and second.endswith(b"\r\n\r\nagain")
     assert b"upgrade" not in first.split(b"\r\n\r\n")[0].lower()  # no switch was answered
+
+
+def test_a_connection_slower_than_its_headers_wait_is_closed_and_a_prompt_one_kept(monkeypatch):
+    """A connection that sent nothing, or half a request's headers, was held open as long as its client kept it
+    (uvicorn's keep-alive timer stops at the first byte, and a new connection has none): closed after HEADERS_S.
+    One whose headers come in time is answered, and waited for again after its answer."""
+    monkeypatch.setattr(one_write, "HEADERS_S", 0.5)
+    request = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi"
+
+    def closed_after(connection: socket.socket, answers: int = 0) -> float:
+        started, received = time.monotonic(), b""
+        while chunk := connection.recv(65536):
+            received += chunk
+        assert received.count(b"HTTP/1.1 200 OK") == answers, received
+        return time.monotonic() - started
+
+    with echo_server() as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as silent:
+            assert 0.4 < closed_after(silent) < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as half:
+            half.sendall(request[:20])
+            assert 0.4 < closed_after(half) < 5
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as prompt:
+            prompt.sendall(request[:20])
+            time.sleep(0.2)
+            prompt.sendall(request[20:])
+            time.sleep(0.4)  # past HEADERS_S from the connection's start: its headers stopped the wait
+            prompt.sendall(request)  # a second request on the connection, in time after the first answer
+            assert closed_after(prompt, answers=2) < 5  # answered twice, then closed once idle

@@ -14,7 +14,7 @@ entity history once per (namespace, source), so seeding the same training histor
 package trained before the erasure (an empty store seeds from the package's fitted history); events served
 after the erasure are new and are kept. A Redis out of reach (refused, or silent past RedisStore's timeouts)
 raises OnlineStoreUnavailable, one line naming the store (without its password), which a model server answers
-with a 503. So does a read of a definition's history (`events_many(..., seeded=True)`, as served entity features
+with a 503; so does a Redis that refuses writes (full under `noeviction`, or a read-only replica). So does a read of a definition's history (`events_many(..., seeded=True)`, as served entity features
 read) when the store holds no seed of that definition: a Redis restarted without its data, between two requests,
 would otherwise answer every entity as one never seen.
 """
@@ -303,13 +303,20 @@ class RedisStore(OnlineStore):
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
-        """Redis unreachable (refused, timed out, still loading its data) as OnlineStoreUnavailable, in one line."""
+        """Redis unreachable (refused, timed out, still loading its data) or refusing writes (full, or a read-only
+        replica) as OnlineStoreUnavailable, in one line."""
         import redis
 
         try:
             yield
         except (redis.ConnectionError, redis.TimeoutError) as error:
             raise OnlineStoreUnavailable(f"online store {shown(self.url)} is unreachable: {error}") from None
+        except redis.OutOfMemoryError:
+            raise OnlineStoreUnavailable(f"online store {shown(self.url)} refuses writes: it is full (its maxmemory "
+                                         f"is reached); give it more memory") from None
+        except redis.ReadOnlyError:
+            raise OnlineStoreUnavailable(f"online store {shown(self.url)} refuses writes: it is a read-only "
+                                         f"replica; point --online-store at the primary") from None
 
     def ping(self) -> None:
         with self._reachable():

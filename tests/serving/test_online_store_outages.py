@@ -173,3 +173,29 @@ def test_a_store_whose_events_lack_a_summed_amount_refuses_the_package_and_one_t
                 httpx.Client(base_url=served, timeout=30) as client:
             assert predict(client, card).status_code == 200
         store.close()
+
+
+def test_a_full_redis_gives_503s_saying_so_and_the_server_answers_once_it_has_room(summing_package, tmp_path) -> None:
+    """A Redis at its maxmemory under `noeviction` (kustomize/online-store's) refuses every write. Each answered row
+    is written as an event, so every predict and push of the definition's owner had been a 500 with a traceback,
+    or a reset connection: now a 503 naming the store and what to do, and the same requests answer once it has
+    room, with nothing of the refused ones written."""
+    import redis
+
+    card = known_card(summing_package)
+    with served_on_redis(summing_package, tmp_path) as (client, url):
+        assert predict(client, card).status_code == 200
+        store = redis.Redis.from_url(url)
+        stored = len(open_store(url).events("payments", card))
+        store.config_set("maxmemory-policy", "noeviction")
+        store.config_set("maxmemory", store.info("memory")["used_memory"] // 2)
+        for answer in (predict(client, card), client.post("/v2/models/payments/events", json={"instances": [
+                {"card": card, "at": "2026-03-01T10:00:00", "amount": 1.0}]})):
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"].startswith(f"online store {url} refuses writes: it is full")
+        assert len(open_store(url).events("payments", card)) == stored
+        store.config_set("maxmemory", 0)
+        assert predict(client, card).status_code == 200
+        assert len(open_store(url).events("payments", card)) == stored + 1
+    log = (tmp_path / "server.log").read_text()
+    assert "Traceback" not in log, log

@@ -15,7 +15,7 @@ and at most MAX_ID_CHARACTERS long, since the answer and the prediction log repe
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import pandas as pd
 from kserve.errors import InvalidInput
@@ -88,18 +88,21 @@ class RecordChecker:
             raise BadRequest("empty_batch", f"{where}: the batch is empty")
         if len(records) > max_batch:
             raise BadRequest("batch_too_large", f"{where}: {len(records)} records, above the limit of {max_batch}")
+        dates = self._dates_that_parse(records)
         for index, record in enumerate(records):
-            self.check_record(record, f"{where}[{index}]")
+            self.check_record(record, f"{where}[{index}]", dates)
         return records
 
-    def check_record(self, record: Any, where: str) -> None:
+    def check_record(self, record: Any, where: str, dates: Optional[Mapping[str, frozenset]] = None) -> None:
+        """Check one record; `dates`, a datetime column's texts known to parse (`_dates_that_parse`), skip its
+        parse."""
         if not isinstance(record, dict):
             raise BadRequest("malformed_request", f"{where}: expected an object of column: value")
         for name, spec, plain in self._rules:
             if name not in record:
                 raise BadRequest("missing_column", f"{where}: missing column {name!r}")
             value = record[name]
-            if not plain(value):
+            if not plain(value) and not (dates and type(value) is str and value in dates.get(name, ())):
                 self.check_value(name, spec, value, where)
         known = len(self.columns)
         for name, spec in self.ids.items():
@@ -114,6 +117,18 @@ class RecordChecker:
         if len(record) != known:
             unknown = sorted(set(record) - self.known.keys())
             raise BadRequest("unknown_column", f"{where}: unknown column {describe(unknown[0])}")
+
+    def _dates_that_parse(self, records: list) -> dict[str, frozenset]:
+        """Per datetime column, the texts of `records` that parse as its dates, parsed at once: one text at a
+        time took 1 ms (pandas), 16 s for an events push of 10,000 records."""
+        dates = {}
+        for name, spec, _ in self._rules:
+            if spec.type == "datetime":
+                texts = list({value for record in records if isinstance(record, dict)
+                              and type(value := record.get(name)) is str and value.strip()})
+                parsed = parse_datetimes(pd.Series([text.strip() for text in texts], dtype=object), spec.format)
+                dates[name] = frozenset(text for text, missing in zip(texts, parsed.isna()) if not missing)
+        return dates
 
     def check_id(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:
         """An id as sent: of its column's type, present (an empty id joins nothing), not too long."""

@@ -395,7 +395,9 @@ class FlowlineRESTServer(RESTServer):
             document = orjson.loads(await request.body())
         except orjson.JSONDecodeError as error:
             raise BadRequest("malformed_request", f"body: malformed JSON: {clip(str(error))}") from None
-        return JSONResponse(content=model.push_events(document, dict(request.headers)))
+        # In a thread, as explain: a push of 10,000 records takes a while, which readiness and every other request
+        # on the worker would wait for (the stores lock their writes).
+        return JSONResponse(content=await asyncio.to_thread(model.push_events, document, dict(request.headers)))
 
     def _repository_refusal(self, request: Request, model_name: str) -> JSONResponse | None:
         """Why a model repository call is refused (routes off, no or wrong token, unknown model); None if allowed."""

@@ -178,3 +178,20 @@ def test_a_version_that_sums_an_amount_the_stored_events_lack_is_refused_by_name
     with pytest.raises(IncompatibleEvents, match="'amount'"):
         online.transform_values(online.record_values(raw.to_dict("records")[cut:cut + 1]), 1)
     old.check_store(store)  # a version that sums nothing reads it as before
+
+
+def test_a_batch_s_times_are_read_at_once_as_each_record_s_alone(log) -> None:
+    """record_values parses a batch's time column in one call (one record at a time took 1 ms each, an events push of
+    10,000 records 21 s): every record's time is what it is alone, whatever its neighbours' offsets, and a record
+    without the column is named."""
+    _, fitted, _, raw, _ = log
+    record = raw.to_dict("records")[0]
+    times = ["2026-01-17 04:59:00-05:00", "2026-01-17 04:59:00", "2026-01-17T09:59:00Z", " 2026-01-17 ", None]
+    records = [{**record, "at": at} for at in times]
+    together = fitted.record_values(records)
+    for index, alone in enumerate(fitted.record_values([one]) for one in records):
+        for column, values in alone.items():
+            assert np.array_equal(together[column][index:index + 1], values, equal_nan=values.dtype.kind == "f"), column
+    assert together["at"][0] == together["at"][2] != together["at"][1] and np.isnan(together["at"][4])
+    with pytest.raises(FeatureError, match="missing column 'at'"):
+        fitted.record_values([record, {key: value for key, value in record.items() if key != "at"}])

@@ -283,10 +283,20 @@ class FeatureSet:
         """The parsed, imputed `columns` (default: the input columns) of a batch of records {column: value}, as
         `transform_record` parses one; a missing column or a bad value raises FeatureError naming it."""
         columns = self.input_columns if columns is None else columns
-        parsed = [self._record_values(record, columns) for record in records]
-        if len(parsed) == 1:  # a served request's one row: nothing to join
-            return parsed[0]
-        return {column: np.concatenate([v[column] for v in parsed]) for column in columns}
+        if len(records) == 1:  # a served request's one row: nothing to join
+            return self._record_values(records[0], columns)
+        time = self.time.column if self.time is not None and self.time.column in columns else None
+        others = [column for column in columns if column != time]
+        parsed = [self._record_values(record, others) for record in records]
+        values = {column: np.concatenate([v[column] for v in parsed]) for column in others}
+        if time is not None:  # parsed once for the batch: one record at a time took 1 ms a row (an events push)
+            try:
+                raw = [record[time] for record in records]
+            except KeyError:
+                raise FeatureError(f"missing column {time!r}") from None
+            values[time] = _seconds(pd.Series([None if _is_blank(value) else value for value in raw], dtype=object),
+                                    self.time)
+        return {column: values[column] for column in columns}
 
     def transform_values(self, values: Values, rows: int) -> np.ndarray:
         """Transform parsed records (`record_values`): row i equals `transform_record(records[i])`, and entity

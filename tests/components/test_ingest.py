@@ -213,6 +213,25 @@ def test_request_checks_refuse_a_date_that_does_not_parse():
         checker.check_record({"at": "yesterday", "items": 2}, "instances[0]")
 
 
+def test_a_batch_s_dates_are_parsed_at_once_and_the_first_that_does_not_parse_is_named():
+    """A batch's dates are parsed in one call (one at a time took 1 ms each: an events push of 10,000 records,
+    16 s), with what the one-at-a-time check refuses still refused, naming its record."""
+    from flowline.inference_services.request_checks import BadRequest, RecordChecker
+    from flowline.use_case import UseCase
+
+    use_case = UseCase.model_validate({
+        "name": "orders", "task": "regression", "data": {"path": "x.csv"}, "label": {"column": "spend"},
+        "time_column": "at", "columns": {"at": {"type": "datetime"}, "items": {"type": "integer"}},
+    })
+    checker = RecordChecker(use_case, ["at", "items"])
+    good = [{"at": at, "items": 1} for at in ("2026-01-02T10:00:00Z", " 2026-01-02 ", "2026-01-17T04:59:00-05:00")]
+    assert checker.check_batch(good * 3, "instances", 100) == good * 3
+    for bad, named in [("2026-13-01", "'2026-13-01' is not a date"), (" ", "blank is not allowed"),
+                       (20260102, "expected a string, got 20260102")]:
+        with pytest.raises(BadRequest, match=rf"instances\[4\]\.at: {named}"):
+            checker.check_batch([*good, good[0], {"at": bad, "items": 1}, *good], "instances", 100)
+
+
 def toy_rows(count: int) -> list[str]:
     """Well-formed rows of the toy use case's columns (id, age, income, plan, label)."""
     return [f"c{i},{20 + i % 50},{100 + i}.5,{('basic', 'pro')[i % 2]},{('no', 'yes')[i % 3 == 0]}"

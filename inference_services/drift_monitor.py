@@ -81,6 +81,12 @@ class DriftPackage:
             calibration=load_calibration(package.drift_dir),
         )
 
+    @property
+    def feature_threshold(self) -> float:
+        """A feature's p-value below this drifts its window: the calibrated threshold, which bounds the window's
+        false alarms, over the number of features (Bonferroni, as the detector decides)."""
+        return self.calibration.threshold / len(self.calibration.features)
+
 
 class DriftMonitor(Model):
     def __init__(self, name: str, package_path: str | Path, on_drift: Optional[OnDrift] = None) -> None:
@@ -115,7 +121,7 @@ class DriftMonitor(Model):
         self.package, self.window = package, []
         self._events, self._fill = metrics.DRIFT_EVENTS.labels(name), metrics.DRIFT_WINDOW_FILL.labels(name)
         metrics.DRIFT_WINDOW_SIZE.labels(name).set(package.calibration.window_size)
-        metrics.DRIFT_THRESHOLD.labels(name).set(package.calibration.threshold)
+        metrics.DRIFT_THRESHOLD.labels(name).set(package.feature_threshold)
         self._fill.set(0)
         # Every outcome's series from 0, so that increase() in the alert rules sees the first one too.
         for result in ("drift", "no_drift"):
@@ -178,7 +184,7 @@ class DriftMonitor(Model):
         metrics.DRIFT_DETECTED.labels(model).set(1 if drifted else 0)
         metrics.DRIFT_TESTS.labels(model, "drift" if drifted else "no_drift").inc()
         metrics.DRIFT_LAST_TEST.labels(model).set(time.time())
-        return {"is_drift": drifted, "p_values": p_values}
+        return {"is_drift": drifted, "threshold": self.package.feature_threshold, "p_values": p_values}
 
     def _pipeline_run(self, payload: Dict) -> Dict:
         if not isinstance(payload, dict) or not (isinstance(payload.get("use_case"), str)

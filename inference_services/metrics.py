@@ -371,8 +371,9 @@ DRIFT_WINDOW_SIZE = Gauge("flowline_drift_window_size", "Rows per drift test (ca
                           multiprocess_mode=WINDOW_GAUGES)
 DRIFT_WINDOW_FILL = Gauge("flowline_drift_window_fill", "Rows in the current window.", ["model_name"],
                           multiprocess_mode=WINDOW_GAUGES)
-DRIFT_THRESHOLD = Gauge("flowline_drift_threshold", "Calibrated p-value threshold (Bonferroni-corrected).",
-                        ["model_name"], multiprocess_mode=WINDOW_GAUGES)
+DRIFT_THRESHOLD = Gauge("flowline_drift_threshold", "A feature's p-value below this drifts its window: the "
+                        "calibrated threshold over the number of features (Bonferroni).", ["model_name"],
+                        multiprocess_mode=WINDOW_GAUGES)
 DRIFT_P_VALUE = Gauge("flowline_drift_p_value", "p-value per raw feature in the last test.", ["model_name", "feature"],
                       multiprocess_mode=WINDOW_GAUGES)
 DRIFT_DETECTED = Gauge("flowline_drift_detected", "1 when the last completed window drifted.", ["model_name"],

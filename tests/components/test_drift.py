@@ -18,7 +18,9 @@ from flowline.drift import (
     fit_drift_files,
     load_calibration,
     load_detector,
+    load_reference,
     sample_windows,
+    tabular_drift,
 )
 from flowline.features.feature_set import FeatureSet
 
@@ -31,6 +33,7 @@ def rows(n: int, seed: int) -> pd.DataFrame:
         "income": rng.lognormal(8, 0.4, n),
         "plan": rng.choice(["basic", "pro"], n, p=[0.7, 0.3]),
         "label": rng.choice(["no", "yes"], n),
+        "senior": rng.choice([0, 1], n, p=[0.84, 0.16]),
     })
 
 
@@ -42,7 +45,7 @@ def fit_toy(folder: Path, train_rows: int, valid_rows: int) -> Path:
         "name": "toy", "task": "binary", "data": {"path": "x.csv"},
         "label": {"column": "label", "positive": "yes", "values": ["no", "yes"]}, "id_columns": ["id"],
         "columns": {"id": {"type": "string"}, "age": {"type": "integer"}, "income": {"type": "number", "nullable": True},
-                    "plan": {"type": "category"}},
+                    "plan": {"type": "category"}, "senior": {"type": "integer", "min": 0, "max": 1}},
         "costs": {"false_negative": 5, "false_positive": 1},
     })
     rows(train_rows, 1).to_parquet(folder / "train")
@@ -84,8 +87,10 @@ def test_records_as_json_carries_them_encode_as_their_frame(fitted):
     """What a request may carry within the contract: numbers as text, blanks, padded categories."""
     folder, _ = fitted
     encoder = DriftEncoder(FeatureSet.load(folder / "fs.json"))
-    records = [{"age": 30, "income": "1200.5", "plan": " pro "}, {"age": "41", "income": None, "plan": "basic"},
-               {"age": 52.0, "income": float("nan"), "plan": None}, {"age": 1e30, "income": 3, "plan": "gold"}]
+    records = [{"age": 30, "income": "1200.5", "plan": " pro ", "senior": 0},
+               {"age": "41", "income": None, "plan": "basic", "senior": "1"},
+               {"age": 52.0, "income": float("nan"), "plan": None, "senior": 1.0},
+               {"age": 1e30, "income": 3, "plan": "gold", "senior": 0}]
     encoded = encoder.encode_records(records)
     assert np.array_equal(encoded, encoder.encode_frame(pd.DataFrame(records, dtype=object)))
     income, plan = encoder.columns.index("income"), encoder.columns.index("plan")
@@ -118,19 +123,40 @@ def test_the_saved_detector_flags_a_shift_and_not_fresh_reference_data(fitted):
     assert np.mean([detector.predict(w)["data"]["is_drift"] for w in shifted]) >= 0.9
 
 
+def test_a_few_valued_number_is_tested_as_categories_and_its_share_moving_is_caught(fitted):
+    """A 0/1 column (churn's SeniorCitizen) was KS-tested as a number: far too conservative on two values, it caught a
+    share moving from 16 % to 30 % of the rows in a few windows, and the calibration's shift (times 1.3) made values
+    the column never takes, so it reported full power for it. It is tested, and shifted, as categories now."""
+    folder, out = fitted
+    encoder = DriftEncoder(FeatureSet.load(folder / "fs.json"))
+    reference, categorical, p_val = load_reference(out / DETECTOR_DIR)
+    assert [encoder.columns[i] for i in categorical] == ["senior", "plan"]  # age (62 values) and income stay numbers
+    calibration = load_calibration(out)
+    assert set(calibration.power_by_feature) == set(encoder.columns)
+    assert calibration.power == float(np.median(list(calibration.power_by_feature.values())))
+    rng = np.random.default_rng(0)
+    windows = sample_windows(encoder.encode_frame(rows(4000, 4)), 100, calibration.window_size, rng)
+    senior = encoder.columns.index("senior")
+    windows[..., senior] = (rng.random(windows[..., senior].shape) < 0.30).astype(np.float32)
+    as_categories = np.mean([load_detector(out / DETECTOR_DIR).predict(w)["data"]["is_drift"] for w in windows])
+    as_numbers = np.mean([tabular_drift(reference, encoder.categorical_columns, p_val).predict(w)["data"]["is_drift"]
+                          for w in windows])
+    assert as_categories >= 0.4 and as_numbers <= 0.25, (as_categories, as_numbers)
+
+
 def test_one_column_tests_give_the_whole_detectors_corrected_minimum_for_a_one_column_shift(fitted):
     """calibrate's power runs rest on this: shifting one column changes that column's p-value only."""
     folder, out = fitted
     encoder = DriftEncoder(FeatureSet.load(folder / "fs.json"))
-    reference = np.load(out / DETECTOR_DIR / REFERENCE_FILE, allow_pickle=False)
+    reference, categorical, _ = load_reference(out / DETECTOR_DIR)
     whole = load_detector(out / DETECTOR_DIR)
-    columns = column_detectors(reference, encoder.categorical_columns)
+    columns = column_detectors(reference, categorical)
     fresh = rows(1200, 6).assign(plan=lambda f: f["plan"].where(f.index % 9 > 0, "gold"))  # a category unseen
     rng = np.random.default_rng(1)
     for column, column_detector in enumerate(columns):
         for window in sample_windows(encoder.encode_frame(fresh), 5, 200, rng):
             shifted = window.copy()
-            shifted[:, column] = shifted[:, column] * 1.3 if column not in encoder.categorical_columns \
+            shifted[:, column] = shifted[:, column] * 1.3 if column not in categorical \
                 else np.where(rng.random(len(window)) < 0.3, 0, shifted[:, column])
             p_values = whole.score(window)[0]
             p_values[column] = column_detector.score(shifted[:, [column]])[0][0]
@@ -161,7 +187,7 @@ def test_the_rebuilt_detector_scores_exactly_as_a_freshly_fitted_one(fitted):
     reference = np.load(out / DETECTOR_DIR / REFERENCE_FILE, allow_pickle=False)
     config = json.loads((out / DETECTOR_DIR / DETECTOR_CONFIG).read_text())
     fresh = TabularDrift(reference, p_val=config["p_val"], correction="bonferroni",
-                         categories_per_feature={i: None for i in encoder.categorical_columns})
+                         categories_per_feature={i: None for i in config["categorical_features"]})
     window = encoder.encode_frame(rows(400, 5))
     rebuilt = load_detector(out / DETECTOR_DIR).predict(window, return_p_val=True)["data"]
     expected = fresh.predict(window, return_p_val=True)["data"]
@@ -211,7 +237,7 @@ def test_a_malformed_config_is_refused_naming_the_field(fitted, tmp_path):
     copy = saved_copy(fitted[1], tmp_path)
     config = json.loads((copy / DETECTOR_CONFIG).read_text())
     (copy / DETECTOR_CONFIG).write_text(json.dumps({**config, "categorical_features": [99]}))
-    with pytest.raises(DetectorError, match="categorical_features must list column indices below 3"):
+    with pytest.raises(DetectorError, match="categorical_features must list column indices below 4"):
         load_detector(copy)
     (copy / DETECTOR_CONFIG).write_text(json.dumps({**config, "p_val": "0.01; import os"}))
     with pytest.raises(DetectorError, match="p_val must be a number in"):

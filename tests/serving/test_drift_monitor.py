@@ -69,6 +69,11 @@ def test_unshifted_reference_traffic_rarely_alarms(monitor, reference, window_si
     assert len(tests) == UNSHIFTED_WINDOWS
     alarms = sum(t["is_drift"] for t in tests)
     assert alarms / len(tests) <= MAX_FALSE_ALARM_RATE
+    # The threshold exported and replied is the one each feature's p-value is held to: it had been the window's
+    # (19 times higher on churn), so features under the dashboard's line drove no verdict in 8 % of windows.
+    (threshold,) = {t["threshold"] for t in tests}
+    assert f'flowline_drift_threshold{{model_name="churn"}} {threshold!r}' in metrics
+    assert all(t["is_drift"] == (min(t["p_values"].values()) < threshold) for t in tests)
     assert f'flowline_drift_tests_total{{model_name="churn",result="no_drift"}} {float(len(tests) - alarms)}' in metrics
     assert 'flowline_drift_p_value{feature="MonthlyCharges",model_name="churn"}' in metrics
 
@@ -168,7 +173,7 @@ def test_a_stream_gives_the_detectors_own_tests_of_its_consecutive_windows(monit
     for start in range(0, len(stream) - window_size + 1, window_size):
         window = package.encoder.encode_frame(pd.DataFrame(stream[start:start + window_size]))
         result = package.detector.predict(window, return_p_val=True)["data"]
-        expected.append({"is_drift": bool(result["is_drift"]),
+        expected.append({"is_drift": bool(result["is_drift"]), "threshold": float(result["threshold"]),
                          "p_values": dict(zip(package.encoder.columns, map(float, result["p_val"])))})
     assert tests == expected
     assert [t["is_drift"] for t in tests][-1] and not all(t["is_drift"] for t in tests)  # both kinds of window

@@ -12,9 +12,11 @@ route makes through `predict`) and answers as KServe's route does: a binary-mode
 $CE_TYPE (default io.kserve.inference.response) and source $CE_SOURCE (default
 io.kserve.inference.{name}), with a new id and time, carrying the request's other ce-* attributes too
 when $CE_MERGE is true. A malformed event is the same 400 naming the field; answers are counted in
-flowline_http_requests_total as the request counter counts them, a failure is a 500 as KServe's. Everything
-else (a structured-mode event, another spec version, a ce-contenttype, a monitor that is not ready,
-any other route) goes on to KServe's route unchanged.
+flowline_http_requests_total as the request counter counts them, a failure is a 500 as KServe's. A request
+with ce-* headers that is no binary-mode event (a required attribute missing, or a ce-contenttype) is a 400
+naming the attribute: KServe's route had taken an event without ce-id into the window, and answered a
+ce-contenttype with a Python error. Everything else (an event of spec version 0.3, a structured-mode event,
+a monitor that is not ready, any other route) goes on to KServe's route unchanged.
 
 The payload logger forwards a request's body as the model received it, without its Content-Encoding: a
 request an application sent gzip-compressed arrives here as gzip data, and is decompressed (up to the
@@ -38,7 +40,7 @@ from flowline.inference_services.body_limit import GZIP_MAGIC, decompress
 from flowline.inference_services.drift_monitor import DriftMonitor
 from flowline.inference_services.model_route import read_body, request_headers, server_error
 from flowline.inference_services.options import DEFAULT_MAX_BODY_BYTES
-from flowline.inference_services.request_checks import BadRequest
+from flowline.inference_services.request_checks import BadRequest, clip
 
 log = logging.getLogger("flowline.serving")
 
@@ -64,10 +66,23 @@ def binary_event(headers: Mapping[str, str]) -> bool:
         and "ce-contenttype" not in headers
 
 
+def event_problem(headers: Mapping[str, str]) -> BadRequest | None:
+    """Why a request with ce-* headers is no binary-mode CloudEvent: a required attribute missing, or a
+    ce-contenttype (CloudEvents 0.2's); None for one KServe's route reads (spec version 0.3 too)."""
+    missing = [name for name in REQUIRED if name not in headers]
+    if missing:
+        return BadRequest("unsupported_event", f"{missing[0]}: a binary-mode CloudEvent carries "
+                                               f"{', '.join(REQUIRED)}; this one lacks {', '.join(missing)}")
+    if "ce-contenttype" in headers:
+        return BadRequest("unsupported_event", "ce-contenttype: not an attribute of CloudEvents 0.3 or 1.0; send the "
+                                               "data's type as Content-Type")
+    return None
+
+
 def event_data(body: bytes, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
-    """The event's data, as KServe's route reads a binary-mode event: JSON when it parses, else the bytes
-    (which the monitor refuses, naming `data`); an event without data cannot be decoded. A logged request that
-    was sent gzip-compressed is decompressed first, to at most `max_bytes`."""
+    """The event's data: the body's JSON (a body that is not JSON is a 400 saying where it breaks); an event without
+    data cannot be decoded. A logged request that was sent gzip-compressed is decompressed first, to at most
+    `max_bytes`."""
     if not body:
         raise BadRequest("malformed_request", "body: cannot decode the request: the event carries no data")
     if body.startswith(GZIP_MAGIC):
@@ -80,8 +95,8 @@ def event_data(body: bytes, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Any:
                                                f"{max_bytes:,} bytes")
     try:
         return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
+    except orjson.JSONDecodeError as error:  # NaN too: JSON has no NaN, send null
+        raise BadRequest("malformed_request", f"body: malformed JSON: {clip(str(error))}") from None
 
 
 class DriftEventRoute:
@@ -109,14 +124,17 @@ class DriftEventRoute:
             await self.app(scope, receive, send)
             return
         headers = request_headers(scope)
-        if not binary_event(headers):
+        problem = None if binary_event(headers) or not any(name.startswith("ce-") for name in headers) \
+            else event_problem(headers)
+        if not binary_event(headers) and problem is None:
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)
         if body is None:  # the client went away
             return
         try:
-            answer = monitor.receive(headers["ce-type"], event_data(body, self.max_bytes))
+            data = self._data(monitor, problem, body)
+            answer = monitor.receive(headers["ce-type"], data)
         except BadRequest as error:
             failure = await self.refuse(Request({**scope, "path_params": {"model_name": monitor.name}}), error)
         except Exception as error:  # noqa: BLE001 - a failure is the server's
@@ -128,6 +146,17 @@ class DriftEventRoute:
         metrics.HTTP_REQUESTS.labels(monitor.name, monitor.package.version, str(failure.status_code)).inc()
         failure.headers.update(self.worker)
         await failure(scope, receive, send)
+
+    def _data(self, monitor: DriftMonitor, problem: BadRequest | None, body: bytes) -> Any:
+        """The data of a binary-mode event, or its headers' `problem`: a BadRequest counted as the monitor counts
+        the events it refuses."""
+        try:
+            if problem is not None:
+                raise problem
+            return event_data(body, self.max_bytes)
+        except BadRequest as error:
+            metrics.DRIFT_INVALID_EVENTS.labels(monitor.monitored, error.kind).inc()
+            raise
 
     async def _reply(self, monitor: DriftMonitor, headers: Mapping[str, str], answer: dict, send) -> None:
         """The answer as a binary-mode CloudEvent, sent as is (Starlette's Response would check each header again)."""

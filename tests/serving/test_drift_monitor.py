@@ -150,6 +150,34 @@ def test_bad_events_are_refused_and_counted(monitor, reference):
     assert 'flowline_drift_invalid_events_total{model_name="churn",reason="unsupported_event"} 1.0' in metrics
 
 
+def test_an_event_without_an_id_or_of_data_not_json_is_a_400_saying_so_and_the_window_keeps_its_rows(monitor,
+                                                                                                     reference):
+    """KServe's route took an event without ce-id into the window, and refused a NaN (not JSON) saying only that
+    it expected v1 or v2 data (the drift audit)."""
+    record = records_of(reference.head(1))[0]
+    headers = event_headers("org.kubeflow.serving.inference.request")
+
+    def refused(metrics: str, reason: str) -> float:
+        line = f'flowline_drift_invalid_events_total{{model_name="churn",reason="{reason}"}} '
+        return sum(float(text[len(line):]) for text in metrics.splitlines() if text.startswith(line))
+
+    with httpx.Client(base_url=monitor, timeout=30) as client:
+        before = client.get("/metrics").text
+        kept = client.post("/v1/models/churn-drift:predict", json={"instances": [record]}, headers=headers)
+        assert kept.status_code == 200 and kept.json()["window_fill"] == 1
+        no_id = client.post("/v1/models/churn-drift:predict", json={"instances": [record]},
+                            headers={k: v for k, v in headers.items() if k != "ce-id"})
+        nan = client.post("/v1/models/churn-drift:predict", headers=headers,
+                          content=b'{"instances": [{"tenure": NaN}]}')
+        after = client.post("/v1/models/churn-drift:predict", json={"instances": [record]}, headers=headers)
+        metrics = client.get("/metrics").text
+    assert no_id.status_code == 400 and no_id.json()["error"].startswith("ce-id: a binary-mode CloudEvent carries")
+    assert nan.status_code == 400 and nan.json()["error"].startswith("body: malformed JSON: ")
+    assert after.json()["window_fill"] == 2
+    assert [refused(metrics, reason) - refused(before, reason) for reason in ("unsupported_event", "malformed_request")
+            ] == [1, 1]
+
+
 def test_a_stream_gives_the_detectors_own_tests_of_its_consecutive_windows(monitor, churn_package, reference,
                                                                            window_size):
     """However events cut the stream (mostly single rows, as the payload logger sends them), each window is the

@@ -27,14 +27,35 @@ def kserve_data(body: bytes) -> object:
 
 
 @pytest.mark.parametrize("body", BODIES)
-def test_event_data_is_what_kserves_route_reads(body):
+def test_event_data_is_what_kserves_route_reads_and_a_body_that_is_not_json_a_400_saying_where(body):
+    """KServe's route hands the monitor a body that is not JSON as bytes, which it refused saying only that it
+    expected v1 or v2 data (a NaN in a record too): the route says where the JSON breaks."""
     expected = kserve_data(body)
     if isinstance(expected, BadRequest):
         with pytest.raises(BadRequest, match="body: cannot decode the request"):
             event_data(body)
         assert "body: cannot decode the request" in str(expected)
+    elif isinstance(expected, bytes):
+        with pytest.raises(BadRequest, match=r"body: malformed JSON: .*(line|char|byte) \d+"):
+            event_data(body)
     else:
         assert event_data(body) == expected
+
+
+@pytest.mark.parametrize("drop, change, named", [
+    ("ce-id", {}, "ce-id: a binary-mode CloudEvent carries ce-specversion, ce-id, ce-source, ce-type; this one lacks ce-id"),
+    ("ce-type", {}, "this one lacks ce-type"),
+    (None, {"ce-contenttype": "application/json"}, "ce-contenttype: not an attribute of CloudEvents 0.3 or 1.0"),
+])
+def test_ce_headers_that_make_no_binary_mode_event_are_refused_naming_the_attribute(drop, change, named):
+    """KServe's route took an event without ce-id into the window, and answered a ce-contenttype with a Python
+    error (the drift audit). An event of spec version 0.3 is one, which KServe's route reads."""
+    from flowline.inference_services.event_route import event_problem
+
+    headers = {**{k: v for k, v in HEADERS.items() if k != drop}, **change}
+    assert not binary_event(headers)
+    assert named in str(event_problem(headers))
+    assert event_problem({**HEADERS, "ce-specversion": "0.3"}) is None
 
 
 def test_a_logged_request_sent_gzip_compressed_is_read_as_the_plain_one():

@@ -74,6 +74,11 @@ ENTITY_EVENTS = Counter(
     "flowline_entity_events", "Events appended to the online store, by source: served (answered rows) or pushed "
     "(the events endpoint).", ["model_name", "source"],
 )
+ONLINE_STORE_RESEEDED = Counter(
+    "flowline_online_store_reseeded", "Times the online store was found without a definition's history and seeded "
+    "with the training history again: the events answered or pushed since it was first seeded were lost.",
+    ["model_name", "definition"],
+)
 MODEL_RELOADS = Counter("flowline_model_reloads", "Package reloads, loaded or refused.", ["model_name", "result"])
 # cgroup v1 reports "no limit" as a number near 2**63.
 NO_LIMIT_ABOVE = 2**60

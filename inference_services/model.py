@@ -226,9 +226,17 @@ class FlowlineModel(Model):
         except OnlineStoreUnavailable:
             return
         self._store_down = False
-        log.warning("%s: online store %s answers again%s", self.name, shown(self.online_store_url),
-                    f"; it had lost its data: seeded {', '.join(seeded)} with the training history again"
-                    if seeded else "")
+        if not seeded:
+            log.warning("%s: online store %s answers again", self.name, shown(self.online_store_url))
+            return
+        for name in seeded:
+            metrics.ONLINE_STORE_RESEEDED.labels(self.name, name).inc()
+        # An error, not a warning: entity features are served again, but without every event answered or pushed
+        # since the store was first seeded (a Redis without persistence, or its volume lost).
+        log.error("%s: online store %s answers again; it had lost its data: seeded %s with the training history "
+                  "again, and the events answered or pushed since it was first seeded are lost (run Redis with "
+                  "appendonly on a persistent volume, as kustomize/online-store does)", self.name,
+                  shown(self.online_store_url), ", ".join(seeded))
 
     def _load_package(self, path: str) -> LoadedPackage:
         return LoadedPackage.load(path, self._online_store if self.online_store_url else None)

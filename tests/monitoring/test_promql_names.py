@@ -124,6 +124,7 @@ DOCUMENTED: dict[str, set[str]] = {
     "flowline_model_quality": {"model_name", "model_version", "metric"},
     "flowline_model_gates_passed": {"model_name", "model_version"},
     "flowline_model_reloads_total": {"model_name", "result"},
+    "flowline_online_store_reseeded_total": {"model_name", "definition"},
     "flowline_out_of_profile_rows_total": {"model_name", "column", "reason"},
     **{
         f"request_{step}_seconds{suffix}": {"model_name"} | ({"le"} if suffix == "_bucket" else set())

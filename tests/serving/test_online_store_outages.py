@@ -74,9 +74,13 @@ def test_a_redis_that_stops_gives_503s_naming_it_and_readiness_false_until_it_is
             # The card's training history is back (and the answered row after it), not a card seen once.
             history = FeatureSet.load(summing_package / "feature_set.json").entity_features[0].history
             assert len(open_store(url).events("payments", card)) == len(history.events[card]["time"]) + 1
+        metrics = client.get("/metrics").text
     log = (tmp_path / "server.log").read_text()
     assert "Traceback" not in log, log
-    assert "it had lost its data: seeded payments with the training history again" in log
+    assert "it had lost its data: seeded payments with the training history again, and the events answered or " \
+        "pushed since it was first seeded are lost" in log
+    # FlowlineOnlineStoreLostData fires on it: the answered row of the first Redis is gone.
+    assert 'flowline_online_store_reseeded_total{definition="payments",model_name="payments"} 1.0' in metrics
 
 
 def test_a_redis_restarted_empty_between_two_requests_is_seeded_again_not_read_as_new_cards(

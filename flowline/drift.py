@@ -1,9 +1,10 @@
 """Drift detection on raw features: an alibi-detect TabularDrift fitted on the training split.
 
 KS tests for numeric columns and chi-squared tests for categorical ones, and for numeric columns of a few
-values (a 0/1 flag, a count of children: `tested_as_categories`), Bonferroni-corrected across features. Raw columns are encoded for the detector from the package's
-FeatureSet (numeric: the value, blanks filled; categorical: the category's index, one
-code for unknown or missing), so the pipeline and the monitor encode identically.
+values (a 0/1 flag, a count of children: `tested_as_categories`), Bonferroni-corrected across features.
+Raw columns are encoded for the detector from the package's FeatureSet (numeric: the value, blanks
+filled; categorical: the category's index, one code for unknown or missing), so the pipeline and the
+monitor encode identically.
 
 Calibration uses windows drawn from the held-out validation split (never seen by the
 detector): the threshold is a Bonferroni-corrected 0.01, lowered further if more than

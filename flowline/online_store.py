@@ -14,9 +14,10 @@ entity history once per (namespace, source), so seeding the same training histor
 package trained before the erasure (an empty store seeds from the package's fitted history); events served
 after the erasure are new and are kept. A Redis out of reach (refused, or silent past RedisStore's timeouts)
 raises OnlineStoreUnavailable, one line naming the store (without its password), which a model server answers
-with a 503; so does a Redis that refuses writes (full under `noeviction`, or a read-only replica). So does a read of a definition's history (`events_many(..., seeded=True)`, as served entity features
-read) when the store holds no seed of that definition: a Redis restarted without its data, between two requests,
-would otherwise answer every entity as one never seen.
+with a 503; so does a Redis that refuses writes (full under `noeviction`, or a read-only replica). So does a
+read of a definition's history (`events_many(..., seeded=True)`, as served entity features read) when the store
+holds no seed of that definition: a Redis restarted without its data, between two requests, would otherwise
+answer every entity as one never seen.
 """
 
 from __future__ import annotations

@@ -124,9 +124,9 @@ class DriftEventRoute:
             await self.app(scope, receive, send)
             return
         headers = request_headers(scope)
-        problem = None if binary_event(headers) or not any(name.startswith("ce-") for name in headers) \
-            else event_problem(headers)
-        if not binary_event(headers) and problem is None:
+        event = binary_event(headers)
+        problem = None if event or not any(name.startswith("ce-") for name in headers) else event_problem(headers)
+        if not event and problem is None:  # no ce-* header, or an event KServe's route reads (spec version 0.3)
             await self.app(scope, receive, send)
             return
         body = await read_body(receive)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-
 from typing import Optional
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol

@@ -629,3 +629,6 @@ def publish_package(model: str, package: LoadedPackage, replaced: Optional[Loade
     metrics.SERVED_PACKAGES.publish(model, package.version, package.use_case.name, package.use_case.task,
                                     package.created_at, package.evaluation["gates_passed"],
                                     package.evaluation["metrics"])
+    if package.writes_events:  # each definition it owns from 0, so that increase() sees a first loss too
+        for feature in package.feature_set.entity_features:
+            metrics.ONLINE_STORE_RESEEDED.labels(model, feature.name)

@@ -130,7 +130,7 @@ def drift_cases(record: dict) -> list[tuple[str, dict[str, str], bytes, str]]:
          "inputs[0].data: expected a list"),
         ("v2 parameters not an object", request, v2_with(record, parameters="x"), "parameters: expected an object"),
         ("no body", request, b"", "cannot decode the request"),
-        ("not JSON", request, b"\xff\xfe{", "data: expected a v1 body"),
+        ("not JSON", request, b"\xff\xfe{", "body: malformed JSON"),
         ("an unknown event type", event_headers("x" * 10_000), v1(record), "ce-type: expected"),
         ("a run without a use case", run, run_of(status="failed"), "data.use_case"),
         ("a run of a use case named by a list", run, run_of(use_case=["churn"], status="failed"), "data.use_case"),

@@ -120,6 +120,11 @@ class Calibration:
     power_by_window: dict[int, float]
     power_by_feature: dict[str, float] = field(default_factory=dict)  # at window_size (empty before it was saved)
 
+    @property
+    def weakest_feature(self) -> str:
+        """The feature whose shift the chosen window catches least often."""
+        return min(self.power_by_feature, key=self.power_by_feature.get)
+
 
 def corrected_min_p(detector, window: np.ndarray) -> float:
     return float(bonferroni_min(detector.score(window)[0]))
@@ -293,7 +298,7 @@ def fit_drift_files(
     out = Path(detector_dir)
     save_detector(reference, categorical, calibration.threshold, out / DETECTOR_DIR)
     (out / CALIBRATION_FILE).write_text(json.dumps(asdict(calibration), indent=1))
-    weakest = min(calibration.power_by_feature, key=calibration.power_by_feature.get)
+    weakest = calibration.weakest_feature
     print(
         f"drift: window {calibration.window_size} rows, threshold {calibration.threshold:.4f}, "
         f"false alarms {calibration.false_alarm_rate:.1%} and power {calibration.power:.0%} on held-out windows "

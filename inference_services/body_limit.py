@@ -91,13 +91,12 @@ class BodyLimit:
         if encodings:
             await self._decoded(scope, receive, send, ", ".join(encodings))
             return
-        if length is not None:  # the server holds the client to it: no more than that arrives
-            if length > self.max_bytes:
-                if length <= self.max_bytes + LINGER_BYTES:
-                    await _drop_the_rest(receive)
-                await self._too_large(scope, send, length)
-                return
-        body = await self._read_up_to_cap(receive)  # chunked, its size is known only as it arrives; or declared
+        if length is not None and length > self.max_bytes:  # the server holds the client to a declared length
+            if length <= self.max_bytes + LINGER_BYTES:
+                await _drop_the_rest(receive)
+            await self._too_large(scope, send, length)
+            return
+        body = await self._read_up_to_cap(receive)  # declared, or chunked: its size known only as it arrives
         if body is None:  # the client went away
             return
         if len(body) > self.max_bytes:

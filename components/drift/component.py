@@ -18,7 +18,7 @@ def drift(
     calibration = fit_drift_files(
         UseCase.model_validate_json(use_case_json), train.path, valid.path, feature_set.path, detector.path
     )
-    weakest = min(calibration.power_by_feature, key=calibration.power_by_feature.get)
+    weakest = calibration.weakest_feature
     detector.metadata.update(
         window_size=calibration.window_size, threshold=calibration.threshold,
         false_alarm_rate=calibration.false_alarm_rate, power=calibration.power,

@@ -34,7 +34,8 @@ end must match the head. It names the first bad line (or object). A writer that 
 between a record and its head leaves the log one record past its head: the next `append`
 writes that head (the record must chain to the head and carry a valid signature), and
 so does a reader of the registry (`repair_head`); until then `verify` reports it. A write
-that failed part-way (a full disk) is undone, and a last line a crash cut short is dropped.
+that failed part-way (a full disk) is undone, and a last line a crash cut short is dropped by
+the next write (a reader leaves it out and in place, and `verify` reports it).
 """
 
 from __future__ import annotations
@@ -230,37 +231,49 @@ def append(log: str | Path, action: str, what: Mapping[str, Any], actor: Optiona
     return record
 
 
-def _whole_lines(path: Path, file, head: Optional[dict]) -> list[str]:
+def _whole_lines(path: Path, file, head: Optional[dict], repair: bool = True) -> list[str]:
     """The lines of a log opened "a+b" and locked, the file left at its end. A last line without its line
     break is a write cut short (a crash or a full disk): never acknowledged, so not named by `head`, it is
     dropped with a warning. One that is whole JSON only lost its line break, which is given back. A cut line
-    that the head names was acknowledged and damaged later: AuditError, and nothing is dropped."""
+    that the head names was acknowledged and damaged later: AuditError, and nothing is dropped. Without
+    `repair` (a reader) the file is left as it is and a cut last line is left out of the lines."""
     file.seek(0)
     data = file.read()
     whole = data[:data.rfind(b"\n") + 1]
     if len(whole) < len(data):
-        try:
-            json.loads(data[len(whole):])
-            file.write(b"\n")
-        except ValueError:
+        if _is_json(data[len(whole):]):
+            if repair:
+                file.write(b"\n")
+        else:
             cut = whole.count(b"\n") + 1  # its record's number: one record a line, from 1
             if head is not None and isinstance(head.get("seq"), int) and head["seq"] >= cut:
                 raise AuditError(f"{path}: line {cut} is cut short, but {head_file(path).name} names record "
                                  f"{head['seq']} as written: the log was damaged after it was written") from None
-            warnings.warn(f"{path}: dropped an incomplete last line ({len(data) - len(whole)} bytes), a write that "
-                          "was cut short", AuditRepairWarning, stacklevel=3)
-            file.truncate(len(whole))
+            if repair:
+                warnings.warn(f"{path}: dropped an incomplete last line ({len(data) - len(whole)} bytes), a write "
+                              "that was cut short", AuditRepairWarning, stacklevel=3)
+                file.truncate(len(whole))
             data = whole
-        file.flush()
-        os.fsync(file.fileno())
+        if repair:
+            file.flush()
+            os.fsync(file.fileno())
     file.seek(0, os.SEEK_END)
     return data.decode("utf-8").splitlines()
 
 
+def _is_json(data: bytes | str) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def repair_head(log: str | Path) -> bool:
-    """What the next `append` would do first, for a reader: under the lock, drop a last line cut short and write
-    the head that a writer stopped before (the record must chain to the head and pass its checks). True when it
-    wrote a head. A log that is otherwise wrong, or that this user cannot write, is left for `verify` to name."""
+    """What the next `append` would do first that a reader may: under the lock, write the head that a writer
+    stopped before (the record must chain to the head and pass its checks). True when it wrote a head. A last line
+    cut short is left in place (only a writer drops it), and a log that is otherwise wrong, or that this user
+    cannot write, is left for `verify` to name."""
     path = Path(log)
     if is_s3(str(log)) or not path.is_file():
         return False
@@ -270,7 +283,7 @@ def repair_head(log: str | Path) -> bool:
         with open(path, "a+b") as file:
             fcntl.flock(file, fcntl.LOCK_EX)
             head = _read_head_file(head_path)
-            lines = _whole_lines(path, file, head)
+            lines = _whole_lines(path, file, head, repair=False)
             if not lines:
                 return False
             last_where = f"{path}: line {len(lines)}"
@@ -386,8 +399,10 @@ def _append_object(location: S3Location, action: str, what: Mapping[str, Any], a
                      "running; nothing was written")
 
 
-def _read_log(log: str | Path) -> tuple[list[tuple[str, str]], Optional[dict], str]:
-    """(where, text) of every record in order (file lines, or objects by name), the head, and where it is."""
+def _read_log(log: str | Path, cut_tail: bool = False) -> tuple[list[tuple[str, str]], Optional[dict], str]:
+    """(where, text) of every record in order (file lines, or objects by name), the head, and where it is.
+    `cut_tail`: a file's last line that is cut short (no line break, no JSON) and that the head does not name as
+    written is left out, with a warning."""
     if is_s3(str(log)):
         from minio.error import S3Error
 
@@ -409,8 +424,15 @@ def _read_log(log: str | Path) -> tuple[list[tuple[str, str]], Optional[dict], s
         raise NoAuditLog(f"{path}: no audit log here")
     with open(path, encoding="utf-8") as file:
         fcntl.flock(file, fcntl.LOCK_SH)  # no writer between reading the records and the head
-        lines = file.read().splitlines()
+        text = file.read()
         head = _read_head_file(head_file(path))
+    lines = text.splitlines()
+    named = head is not None and isinstance(head.get("seq"), int) and head["seq"] >= len(lines)
+    if cut_tail and lines and not text.endswith("\n") and not _is_json(lines[-1]) and not named:
+        warnings.warn(f"{path}: line {len(lines)} is cut short ({len(lines[-1])} characters): a write that stopped "
+                      "part-way, or an edit; left out here and left in place, for `flowline audit verify` to report "
+                      "and the next write to drop", AuditRepairWarning, stacklevel=4)
+        lines.pop()
     return [(f"{path}: line {number}", line) for number, line in enumerate(lines, 1)], head, str(head_file(path))
 
 
@@ -429,11 +451,12 @@ def _chain(entries: list[tuple[str, str]], key: Optional[bytes]) -> list[dict]:
     return records
 
 
-def verify(log: str | Path) -> list[dict]:
+def verify(log: str | Path, cut_tail: bool = False) -> list[dict]:
     """Check the whole chain, every signature (with $FLOWLINE_AUDIT_KEY) and the head; return the records, or
-    raise AuditError naming the first bad line (or object). An empty log is an error: a log holds records."""
+    raise AuditError naming the first bad line (or object). An empty log is an error: a log holds records.
+    `cut_tail`: a last line cut short is left out with a warning (a reader's view), not refused."""
     key = audit_key()
-    entries, head, head_where = _read_log(log)
+    entries, head, head_where = _read_log(log, cut_tail)
     if not entries and head is None:
         raise AuditError(f"{log} is empty: an audit log holds at least one record")
     records = _chain(entries, key)
@@ -443,10 +466,11 @@ def verify(log: str | Path) -> list[dict]:
 
 def read(log: str | Path) -> list[dict]:
     """The records as a reader of the runs folder takes them: after the head a writer stopped before is written
-    (`repair_head`, as the next append would), `verify`'s. `flowline audit verify` calls `verify` alone: it
-    reports such a log rather than complete it."""
+    (`repair_head`, as the next append would), `verify`'s, without a last line cut short (left in place: a
+    reader changes no byte of the log). `flowline audit verify` calls `verify` alone: it reports such a log
+    rather than complete it."""
     repair_head(log)
-    return verify(log)
+    return verify(log, cut_tail=True)
 
 
 def anchor(log: str | Path) -> dict:

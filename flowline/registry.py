@@ -135,8 +135,10 @@ class Registry:
 def read(runs_dir: str | Path) -> Registry:
     """The registry of `runs_dir`, read from its audit log (verified first, after the head a writer stopped
     before is written, as the next append would); empty when it has none."""
-    log = Path(runs_dir) / audit.AUDIT_FILE
-    records = audit.read(log) if log.exists() else []
+    try:
+        records = audit.read(Path(runs_dir) / audit.AUDIT_FILE)
+    except audit.NoAuditLog:  # no run yet (a log removed with its head left behind is an AuditError)
+        records = []
     runs: list[Run] = []
     entries: dict[str, Entry] = {}
     for record in records:

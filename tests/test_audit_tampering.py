@@ -107,11 +107,12 @@ def assert_caught(log: str, message: str) -> None:
 def test_an_empty_or_missing_log_is_an_error(tmp_path, capsys):
     missing = tmp_path / "audit.jsonl"
     assert main(["audit", "verify", "--log", str(missing)]) == 1
-    shown = capsys.readouterr().out.strip()
-    assert shown.endswith("no audit log here (give the log with --log)") and "TAMPERED" not in shown  # a wrong path
+    shown = capsys.readouterr()
+    assert shown.err.strip().endswith("no audit log here (give the log with --log)") and "TAMPERED" not in shown.err
+    assert shown.out == ""  # errors go to stderr, as every command's
     missing.write_text("")
     assert main(["audit", "verify", "--log", str(missing)]) == 1
-    assert capsys.readouterr().out.strip().endswith("is empty: an audit log holds at least one record")
+    assert capsys.readouterr().err.strip().endswith("is empty: an audit log holds at least one record")
 
 
 @pytest.mark.xdist_group("s3")
@@ -125,7 +126,7 @@ def test_removing_a_log_whose_head_remains_is_caught(tmp_path, capsys):
     write(str(log))
     log.unlink()
     assert main(["audit", "verify", "--log", str(log)]) == 1
-    assert "audit log TAMPERED: " in capsys.readouterr().out
+    assert "audit log TAMPERED: " in capsys.readouterr().err
     with pytest.raises(audit.AuditError, match="is gone, but its head .* remains: the log was removed"):
         audit.verify(log)
 
@@ -161,7 +162,7 @@ def test_without_a_key_append_and_verify_warn_that_the_log_only_shows_accidents(
     assert capsys.readouterr().out.strip().endswith("UNSIGNED: tamper-evident against accidents only")
     assert "signature" not in read_all(log)[0][0]
     assert main(["audit", "verify", "--log", log, "--require-signed"]) == 1  # a check that must not pass unsigned
-    assert "--require-signed needs $FLOWLINE_AUDIT_KEY" in capsys.readouterr().out
+    assert "--require-signed needs $FLOWLINE_AUDIT_KEY" in capsys.readouterr().err
 
 
 def test_an_edit_with_recomputed_hashes_fails_its_signature(log, key):
@@ -434,6 +435,37 @@ def test_a_cut_line_that_its_head_names_is_kept_and_refused_not_dropped_as_an_un
     with pytest.raises(audit.AuditError, match="line 3 is cut short, but audit.jsonl.head names record 3"):
         audit.append(log, "deployment", {"n": 3})
     assert log.read_bytes() == damaged
+
+
+def test_a_reader_leaves_a_cut_last_line_in_place_for_verify_to_report(tmp_path, key):
+    """`flowline models` dropped 77 bytes appended by hand (an unfinished line no head names) as a write cut short,
+    and `audit verify` then said intact: only a writer may drop it, and a reader reads around it."""
+    from flowline import registry
+
+    log = tmp_path / audit.AUDIT_FILE
+    for n in range(3):
+        audit.append(log, "deployment", {"n": n})
+    with open(log, "ab") as file:
+        file.write(b'{"seq": 4, "action": "rollback", "what": {"package_version": "3211b701cf31"}')
+    edited = log.read_bytes()
+    with pytest.warns(audit.AuditRepairWarning, match="line 4 is cut short"):
+        assert [r["seq"] for r in audit.read(log)] == [1, 2, 3]
+    with pytest.warns(audit.AuditRepairWarning, match="line 4 is cut short"):
+        registry.read(tmp_path)
+    assert log.read_bytes() == edited
+    assert_caught(str(log), "line 4 is not a JSON record")
+
+
+def test_a_deleted_log_whose_head_remains_is_refused_by_the_registry_not_read_as_empty(tmp_path, key):
+    """`flowline models` and `runs` showed an empty registry, exit 0, while `audit verify` said TAMPERED."""
+    from flowline import registry
+
+    log = tmp_path / audit.AUDIT_FILE
+    audit.append(log, "deployment", {"n": 0})
+    log.unlink()
+    with pytest.raises(audit.AuditError, match="audit.jsonl is gone, but its head"):
+        registry.read(tmp_path)
+    assert registry.read(tmp_path / "elsewhere").packages == []  # no log and no head: no runs yet
 
 
 def test_a_reader_of_the_registry_writes_the_head_a_writer_stopped_before(tmp_path, key):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from flowline import audit
@@ -33,15 +34,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _verify(args: argparse.Namespace) -> int:
     if args.require_signed and not os.environ.get(audit.KEY_ENV):
         print(f"flowline: --require-signed needs ${audit.KEY_ENV}, the key the log was signed with, to check its "
-              "signatures")
+              "signatures", file=sys.stderr)
         return EXIT_ERROR
     try:
         records = audit.verify(args.log)
     except audit.NoAuditLog as error:
-        print(f"flowline: {error} (give the log with --log)")
+        print(f"flowline: {error} (give the log with --log)", file=sys.stderr)
         return EXIT_ERROR
     except audit.AuditError as error:
-        print(f"audit log TAMPERED: {error}")
+        print(f"audit log TAMPERED: {error}", file=sys.stderr)
         return EXIT_ERROR
     signed = (f"signed ({audit.KEY_ENV})" if os.environ.get(audit.KEY_ENV)
               else "UNSIGNED: tamper-evident against accidents only")

@@ -2,7 +2,8 @@
 
 Not a second store: every fact comes from the verified audit log (`runs/audit.jsonl`, written by
 local runs: `pipeline_run`, `package` and `gate_decision` records) and from the packages
-themselves, opened through `Package.open`. A package whose folder is gone is left out.
+themselves, opened through `Package.open`. A package whose folder is gone keeps its stage, and the commands
+that would use it name its recorded path; a runs folder moved whole is read where it is.
 
 Each package has a stage, decided from its use case's records alone:
 - `champion`: the newest package of its use case whose decision was `promote` (the one a new run
@@ -54,6 +55,15 @@ class Entry:
     fairness: dict[str, str] = field(default_factory=dict)
     run_dir: Optional[str] = None
     stage: str = "challenger"
+    found: bool = True  # its folder exists
+
+    def existing(self) -> "Entry":
+        """Itself; RegistryError when its folder is gone."""
+        if not self.found:
+            raise RegistryError(f"package {self.version} of use case {self.use_case!r} ({self.stage}) is recorded at "
+                                f"{self.path}, but its folder is gone: put it back (a runs folder moved whole is "
+                                "found where it is)")
+        return self
 
     def package(self) -> Package:
         """The package itself, verified against its manifest."""
@@ -100,20 +110,28 @@ class Run:
 
 @dataclass
 class Registry:
-    """The runs and the existing packages of a runs folder, oldest first."""
+    """The runs and the recorded packages of a runs folder, oldest first. A package whose folder is gone keeps
+    its stage (a deleted champion is still the champion, not its predecessor again) but is not in `packages`."""
 
     runs_dir: str
     runs: list[Run]
-    packages: list[Entry]
+    recorded: list[Entry]
+
+    @property
+    def packages(self) -> list[Entry]:
+        """The recorded packages whose folders exist."""
+        return [entry for entry in self.recorded if entry.found]
 
     def of(self, use_case: str) -> list[Entry]:
         return [entry for entry in self.packages if entry.use_case == use_case]
 
     def use_cases(self) -> list[str]:
-        return sorted({entry.use_case for entry in self.packages} | {run.use_case for run in self.runs})
+        return sorted({entry.use_case for entry in self.recorded} | {run.use_case for run in self.runs})
 
     def champion(self, use_case: str) -> Optional[Entry]:
-        return next((entry for entry in self.of(use_case) if entry.stage == "champion"), None)
+        """The champion of `use_case`, even when its folder is gone (`Entry.found`)."""
+        return next((entry for entry in self.recorded if entry.use_case == use_case and entry.stage == "champion"),
+                    None)
 
     def newest(self, use_case: str) -> Optional[Entry]:
         found = self.of(use_case)
@@ -121,10 +139,13 @@ class Registry:
 
     def version(self, prefix: str) -> Entry:
         """The package whose version is `prefix` or starts with it; RegistryError when none or several do."""
-        found = [entry for entry in self.packages if entry.version == prefix] or \
-                [entry for entry in self.packages if entry.version.startswith(prefix)]
+        if not prefix.strip():
+            raise RegistryError("an empty package version: give a version, or a prefix of one (`flowline models` "
+                                "lists them)")
+        found = [entry for entry in self.recorded if entry.version == prefix] or \
+                [entry for entry in self.recorded if entry.version.startswith(prefix)]
         if len(found) == 1:
-            return found[0]
+            return found[0].existing()
         if found:
             raise RegistryError(f"version {prefix!r} is ambiguous: it starts "
                                 f"{', '.join(entry.version for entry in found)}; give more of it")
@@ -155,13 +176,22 @@ def read(runs_dir: str | Path) -> Registry:
             entry.decision, entry.reason = what.get("decision"), what.get("reason")
             entry.gates_passed, entry.gates = what.get("gates_passed"), what.get("gates", {})
             entry.fairness = what.get("fairness", {})
+    # A run folder is made directly in the runs folder and recorded by its absolute path: one not found there
+    # is looked for under the runs folder as it is now (moved, restored from a backup, mounted elsewhere).
+    relocated = {run.run_dir: Path(runs_dir, Path(run.run_dir).name) for run in runs
+                 if not Path(run.run_dir).is_dir() and Path(runs_dir, Path(run.run_dir).name).is_dir()}
     for entry in entries.values():
         owner = next((run for run in runs if Path(entry.path).is_relative_to(run.run_dir)), None)
         if owner is not None:
-            entry.run_dir, owner.package_version = owner.run_dir, entry.version
-    existing = [entry for entry in entries.values() if Path(entry.path).is_dir()]
-    _set_stages(existing)
-    return Registry(str(runs_dir), runs, existing)
+            if owner.run_dir in relocated:
+                entry.path = str(relocated[owner.run_dir] / Path(entry.path).relative_to(owner.run_dir))
+            entry.run_dir, owner.package_version = str(relocated.get(owner.run_dir, owner.run_dir)), entry.version
+        entry.found = Path(entry.path).is_dir()
+    for run in runs:
+        run.run_dir = str(relocated.get(run.run_dir, run.run_dir))
+    recorded = list(entries.values())
+    _set_stages(recorded)
+    return Registry(str(runs_dir), runs, recorded)
 
 
 def _set_stages(entries: list[Entry]) -> None:
@@ -179,18 +209,19 @@ def _set_stages(entries: list[Entry]) -> None:
                 entry.stage = "rejected"
 
 
-def packages_of(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> list[Path]:
+def packages_of(runs_dir: str | Path, use_case_name: str) -> list[Path]:
     """The packages that local runs of `use_case_name` recorded in `runs_dir`'s audit log, oldest first,
-    leaving out any whose folder is gone; `promoted_only`: only those whose decision was to promote them."""
-    return [Path(entry.path) for entry in read(runs_dir).of(use_case_name)
-            if entry.decision == "promote" or not promoted_only]
+    leaving out any whose folder is gone."""
+    return [Path(entry.path) for entry in read(runs_dir).of(use_case_name)]
 
 
 def newest_package(runs_dir: str | Path, use_case_name: str, promoted_only: bool = False) -> Path | None:
     """The newest package a local run of `use_case_name` left under `runs_dir`, or None; with
-    `promoted_only`, the champion, that is the one a deployment would be serving now."""
-    found = packages_of(runs_dir, use_case_name, promoted_only)
-    return found[-1] if found else None
+    `promoted_only`, the champion, that is the one a deployment would be serving now (RegistryError when
+    its folder is gone: a run must not be compared with the champion before it instead)."""
+    registry = read(runs_dir)
+    found = registry.champion(use_case_name) if promoted_only else registry.newest(use_case_name)
+    return Path(found.existing().path) if found else None
 
 
 def latest_package(runs_dir: str | Path, use_case_name: str) -> Path:
@@ -229,6 +260,7 @@ def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -
         if found is None:
             what = "promoted package" if champion else "package"
             raise RegistryError(f"no {what} of use case {name!r} under {runs_dir}; run `flowline run {name}` first")
+        found.existing()
         if found.gates_passed is False or found.stage == "rejected":
             warnings.warn(_not_chosen(name, found, registry.champion(name)), NotChampionWarning, stacklevel=2)
         return found.path

@@ -59,6 +59,8 @@ def _decided(entry) -> dict[str, Any]:
     """The metrics that decided `entry`, or why its package cannot be read: one bad package spoils no listing."""
     from flowline.package.format import PackageError
 
+    if not entry.found:
+        return {"metrics": {}, "problem": f"folder gone: {entry.path}"}
     try:
         return {"metrics": entry.decided_by(), "problem": None}
     except PackageError as error:
@@ -78,7 +80,7 @@ def _runs(args: argparse.Namespace) -> int:
     registry = read(args.runs_dir)
     if unrecorded_use_case(args.use_case, set(registry.use_cases()), "runs", args.runs_dir):
         return EXIT_ERROR
-    packages = {entry.version: entry for entry in registry.packages}
+    packages = {entry.version: entry for entry in registry.recorded}
     rows = []
     for run in registry.runs:
         if args.use_case and run.use_case != args.use_case:
@@ -102,7 +104,7 @@ def _models(args: argparse.Namespace) -> int:
     registry = read(args.runs_dir)
     if unrecorded_use_case(args.use_case, set(registry.use_cases()), "packages", args.runs_dir):
         return EXIT_ERROR
-    entries = registry.of(args.use_case) if args.use_case else registry.packages
+    entries = [entry for entry in registry.recorded if entry.use_case == (args.use_case or entry.use_case)]
     rows = [{**entry.as_dict(), **_decided(entry)} for entry in entries]
     table = [[row["use_case"], row["version"], row["stage"], _metrics_text(row["metrics"]) or row["problem"],
               row["created_at"][:19].replace("T", " "), (row["dataset_sha256"] or "")[:12]] for row in rows]

@@ -86,8 +86,33 @@ def test_the_stages_follow_the_recorded_decisions(churn_package, tmp_path: Path)
             audit.append(log, "gate_decision", {**version, "decision": decision, "gates_passed": passed})
     assert [(e.version[0], e.stage) for e in read(runs).packages] == [
         ("a", "retired"), ("b", "champion"), ("c", "rejected"), ("d", "rejected"), ("e", "challenger")]
-    shutil.rmtree(runs / "b")  # a champion removed by hand: the one promoted before it is the champion again
-    assert [(e.version[0], e.stage) for e in read(runs).packages][:1] == [("a", "champion")]
+    shutil.rmtree(runs / "b")  # a champion removed by hand stays the champion: its predecessor was silently back
+    registry = read(runs)
+    assert [(e.version[0], e.stage, e.found) for e in registry.recorded][:2] == [("a", "retired", True),
+                                                                                 ("b", "champion", False)]
+    assert "b" * 12 not in [e.version for e in registry.packages]
+    with pytest.raises(FileNotFoundError, match=f"package {'b' * 12} of use case 'churn' \\(champion\\) is recorded "
+                                                f"at {runs / 'b' / 'package'}, but its folder is gone"):
+        newest_package(runs, "churn", promoted_only=True)  # what `flowline run` compares with: not "a" instead
+    with pytest.raises(FileNotFoundError, match="its folder is gone"):
+        registry.version("bbb")
+
+
+def test_a_runs_folder_moved_whole_is_read_where_it_is(runs, churn_package, churn_package_b, tmp_path, capsys):
+    """The log records absolute paths: a runs folder restored elsewhere listed no packages at all."""
+    moved = shutil.move(runs, tmp_path / "restored")
+    models = listed(capsys, "models", "--runs-dir", str(moved), "--json")
+    assert [(m["stage"], m["problem"], Path(m["path"]).is_relative_to(moved)) for m in models] == [
+        ("champion", None, True), ("rejected", None, True)]
+    card = listed(capsys, "show", models[0]["version"], "--runs-dir", str(moved), "--json")
+    assert models[0]["metrics"] == {name: card["metrics"][name]["value"] for name in ("roc_auc", "auprc")}
+    assert all(run["run_dir"].startswith(str(moved)) and run["package_version"]
+               for run in listed(capsys, "runs", "--runs-dir", str(moved), "--json"))
+    assert newest_package(moved, "churn", promoted_only=True) == Path(moved, "churn-1", "package")
+    assert main(["models", "--runs-dir", str(moved)]) == 0
+    shutil.rmtree(Path(moved, "churn-1"))
+    assert main(["models", "--runs-dir", str(moved)]) == 0
+    assert f"folder gone: {runs / 'churn-1' / 'package'}" in capsys.readouterr().out
 
 
 def test_show_and_open_take_a_version_prefix(runs, churn_package, capsys):
@@ -115,6 +140,9 @@ def test_an_ambiguous_or_unknown_version_is_a_clear_error_listing_what_exists(ru
     error = capsys.readouterr().err
     assert "no package of version '0000zz'" in error and f"{version} (churn)" in error
     assert main(["show", version, "--runs-dir", str(runs)]) == 0  # a whole version is never ambiguous
+    capsys.readouterr()
+    assert main(["show", " ", "--runs-dir", str(runs)]) == EXIT_ERROR  # not "ambiguous": a prefix of every version
+    assert "an empty package version" in capsys.readouterr().err
 
 
 def test_serve_deploy_and_champion_resolve_a_use_case_by_name_yaml_path_or_version(

@@ -9,7 +9,7 @@ import pytest
 
 from flowline import audit
 from flowline.audit import verify
-from flowline.erasure import ErasureError, erase_subject
+from flowline.erasure import ErasureError, erase_subject, subject_hash
 from flowline.pipelines.cli import EXIT_GATE_FAILED, main
 
 
@@ -72,9 +72,56 @@ def test_the_audit_log_keeps_the_fact_and_the_ids_hash_never_the_id(runs, churn)
     erase_subject(churn, "B-2", runs, log)
     (record,) = verify(log)
     assert record["action"] == "erasure"
-    assert record["what"]["subject_sha256"] == hashlib.sha256(b"B-2").hexdigest()
+    assert record["what"]["subject"] == "sha256:" + hashlib.sha256(b"B-2").hexdigest()
     assert record["what"]["rows_removed"] == 6
     assert "B-2" not in log.read_text()
+
+
+def test_with_the_audit_key_the_subject_is_named_by_a_keyed_hash_no_list_of_ids_can_match(runs, churn, monkeypatch):
+    """A plain sha256 of the id gave every erased customer back to anyone hashing the source's ids."""
+    monkeypatch.setenv(audit.KEY_ENV, "an audit key")
+    log = runs / "audit.jsonl"
+    erase_subject(churn, "B-2", runs, log)
+    subject = verify(log)[-1]["what"]["subject"]
+    assert subject.startswith("hmac-sha256:") and hashlib.sha256(b"B-2").hexdigest() not in log.read_text()
+    assert subject == subject_hash("B-2", b"an audit key") != subject_hash("B-2", b"another key")
+
+
+def test_erasing_again_names_what_the_first_erasure_found_still_standing(runs, churn, capsys):
+    """A second erasure finds no row, and said that no package was trained on the subject and no copy was left."""
+    log = runs / "audit.jsonl"
+    reference = runs / "churn-1" / "flowline-churn-x" / "drift" / "x_ref.npy"
+    reference.parent.mkdir(parents=True)
+    reference.write_bytes(b"\x93NUMPY")
+    first = erase_subject(churn, "B-2", runs, log)
+    assert first.packages_trained_on_subject and str(reference) in first.copies_left and not first.erased_before
+    assert main(["erase", "churn", "--id", "B-2", "--runs-dir", str(runs), "--audit-log", str(log)]) == 0
+    shown = capsys.readouterr()
+    assert "erased before at " in shown.out and "no row or event" not in shown.err
+    assert "no package was trained" not in shown.out and str(reference) in shown.out
+    again = verify(log)[-1]["what"]
+    assert again["rows_removed"] == 0 and again["packages_trained_on_subject"] == first.packages_trained_on_subject
+    assert again["copies_left"] == first.copies_left
+    reference.unlink()  # a copy deleted since is no longer listed
+    assert str(reference) not in erase_subject(churn, "B-2", runs, log).copies_left
+
+
+def test_a_broken_audit_log_stops_the_erasure_before_any_row_goes(runs, churn):
+    """The rows went from every file, then the append failed: nothing recorded, nothing reported."""
+    log = runs / "audit.jsonl"
+    audit.append(log, "deployment", {"n": 1})
+    log.write_text(log.read_text().replace('"n": 1', '"n": 2'))
+    before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file() and p.parent.name == "split"}
+    with pytest.raises(audit.AuditError, match="line 1 was edited"):
+        erase_subject(churn, "B-2", runs, log)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_id_is_refused(runs, churn, blank):
+    with pytest.raises(ErasureError, match="an empty id"):
+        erase_subject(churn, blank, runs, runs / "audit.jsonl")
+    assert not (runs / "audit.jsonl").exists()
 
 
 def test_the_command_reports_what_it_erased_in_the_runs_folders_audit_log(runs, capsys, tmp_path: Path,
@@ -185,7 +232,7 @@ def test_after_erase_no_file_of_the_run_or_its_package_holds_the_id_or_its_hash(
     assert files_holding(run_dir, needles) == []
     profile = next(run_dir.glob("*/ingest/profile")).read_text()
     assert "| customerID | id | 0 | 800 |" in profile  # counted, never listed
-    assert verify(runs / "audit.jsonl")[-1]["what"]["subject_sha256"] == needles[1]
+    assert verify(runs / "audit.jsonl")[-1]["what"]["subject"] == "sha256:" + needles[1]
 
 
 def test_a_customer_s_events_leave_the_online_store_and_the_audit_log_counts_them(tmp_path: Path, capsys):
@@ -256,6 +303,7 @@ def test_batch_outputs_anywhere_lose_the_subject_and_drift_references_are_listed
     fingerprints.write_bytes(b"\x93NUMPY")
     # churn-2 tested on the subject: its explanations hold test rows' raw values, without ids
     explained = [runs / "churn-2" / "flowline-churn-x" / "explain" / "explanation",
+                 runs / "churn-2" / "flowline-churn-x" / "explain" / "report",  # explanation.html's KFP artifact
                  runs / "churn-2" / "reports" / "explanation.html"]
     for path in explained:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -47,9 +47,12 @@ def _erase(args: argparse.Namespace) -> int:
         print(f"erased {rows} row(s) from {path}")
     if url:
         print(f"erased {report.online_events_removed} event(s) from the online store {url}")
-    print(f"erased {report.total_rows} row(s) of subject sha256 {report.subject_sha256[:16]} in "
+    print(f"erased {report.total_rows} row(s) of subject {report.subject[:28]} in "
           f"{len(report.rows_removed)} file(s); recorded in {audit_log(args)}")
-    if not report.total_rows and not report.online_events_removed:
+    if report.erased_before:
+        print(f"erased before at {', '.join(report.erased_before)} (UTC): what those erasures found still standing "
+              "is listed below")
+    elif not report.total_rows and not report.online_events_removed:
         print(f"flowline: warning: no row or event of {args.id!r} was found under {args.runs_dir}: check the id "
               "and --runs-dir", file=sys.stderr)
     if report.copies_left:

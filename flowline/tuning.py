@@ -130,8 +130,8 @@ def search_files(
     record.update(time_budget=budget, features_seconds=round(features_seconds, 3),
                   rows={"train": len(data.y_train), "valid": len(data.y_valid)})
     if not results:
-        raise ValueError(f"tuning.time_budget: {budget:g} s were spent before any family's first trial; give more "
-                         "seconds, or fewer families")
+        raise ValueError(f"tuning.time_budget (or --time-budget): {budget:g} s were spent before any family's first "
+                         "trial; give more seconds, or fewer families")
     for family in use_case.tuning.families:
         if family not in results:  # train goes on with the families that were searched
             _save_skipped(family, result_files[family], f"no trial within tuning.time_budget {budget:g} s")

@@ -25,6 +25,10 @@ from flowline.registry import newest_package
 from flowline.use_case import FAIRNESS_METRICS, UseCase
 from flowline.use_case_loader import load_use_case
 
+class RunInterrupted(KeyboardInterrupt):
+    """A Ctrl-C stopped the run; the message names the step and the incomplete run folder."""
+
+
 def pipeline_steps(pipeline) -> tuple[tuple[str, ...], str, dict[str, str]]:
     """The pipeline's tasks as its compiled spec names them (kfp.local's log lines use these names), in
     an order they can run in; a line that shows them by display name, joining with + the steps that
@@ -70,7 +74,8 @@ def run_local(
     its gate decision are recorded
     in the audit log, `runs_dir`/audit.jsonl; a failed run's record holds its root cause in one
     line ("step 'ingest': ContractError: ..."). Raises RuntimeError naming the failed step, the cause and
-    the path of run.log.
+    the path of run.log; RunInterrupted (a KeyboardInterrupt) naming the step a Ctrl-C stopped, recorded as
+    an interrupted run.
     """
     from kfp import local
 
@@ -110,6 +115,11 @@ def run_local(
             cause = progress.failure or " ".join(ANSI.sub("", str(error)).split())
             audit.append(audit_log, "pipeline_run", {**run, "outcome": "failed", "error": cause})
             raise RuntimeError(f"{cause} (the full log: {run_dir / 'run.log'})") from None
+        except KeyboardInterrupt:  # Ctrl-C: kfp.local's traceback says nothing of the run
+            where = f"during step {progress.step!r}" if progress.step else "before its first step"
+            audit.append(audit_log, "pipeline_run", {**run, "outcome": "interrupted", "error": f"interrupted {where}"})
+            raise RunInterrupted(f"interrupted {where}: the run folder {run_dir} is incomplete and holds no "
+                                 f"package (the log so far: {run_dir / 'run.log'})") from None
         finally:
             progress.finish()
     package_dir, quarantine = Path(outcome.outputs["package"].path), Path(outcome.outputs["quarantine"].path)

@@ -26,10 +26,13 @@ STARTED = re.compile(r"Executing task '([\w-]+)'")
 FINISHED = re.compile(r"Task '([\w-]+)' finished with status (\w+)")
 ARTIFACT_LISTING = re.compile(r"^[\w-]+: \w+\( name=")  # kfp.local's own listing of a task's outputs
 EXECUTOR_INPUT = "Got executor_input:"  # kfp's executor prints the task's whole input JSON after this line
-TRIAL = re.compile(r"^((?:tune|nas) \([\w-]+\)): trial \d+/(\d+)(?:.*\(best ([-\d.]+)\))?")
+# A trial's line: "trial 3/30" in a trials budget; "trial 3", with no total, in a time budget.
+TRIAL = re.compile(r"^((?:tune|nas) \([\w-]+\)): trial \d+(?:/(\d+))?(?:.*\(best ([-\d.]+)\))?")
+SEARCH_LINES = ("tune", "nas")  # what the families' searches print as: in the tune and nas steps, or all in search
 FAILURE_TAIL = 30
 RUN_BAR = "{desc} {n_fmt}/{total_fmt} steps |{bar}| {elapsed} elapsed, ETA {remaining}"
 TRIAL_BAR = "{desc} {n_fmt}/{total_fmt} trials |{bar}| {elapsed} elapsed, ETA {remaining}{postfix}"
+BUDGET_TRIAL_BAR = "{desc} {n_fmt} trials, {elapsed} elapsed{postfix}"  # a time budget: no total to count to
 ROWS_BAR = "{desc} {n_fmt}/{total_fmt} rows |{bar}| {elapsed} elapsed, ETA {remaining}, {rate_fmt}"
 # A traceback's last line: an exception class (module path optional), then its message.
 EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt))(?:: (.*))?$")
@@ -58,6 +61,7 @@ class ProgressStream(io.TextIOBase):
         self._trial_bar: tqdm | None = None
         self.step_seconds: dict[str, float] = {}  # each finished step's wall time, in the order they ran
         self.failure: str | None = None  # "step 'name': ExceptionName: message"
+        self.step: str | None = None  # the step started last (its display name)
 
     def writable(self) -> bool:
         return True
@@ -115,6 +119,7 @@ class ProgressStream(io.TextIOBase):
         if finished:
             self.step_seconds[name] = round(time.monotonic() - self._task_started, 2)
         if started:
+            self.step = name
             self._task_lines.clear()
             self._task_started = time.monotonic()
         elif finished and finished.group(2) != "SUCCESS":
@@ -130,7 +135,7 @@ class ProgressStream(io.TextIOBase):
             self._step_finished(name, finished.group(2))
         else:
             stripped = line.strip()
-            is_step_line = any(stripped.startswith((f"{step}:", f"{step} (")) for step in self.steps)
+            is_step_line = any(stripped.startswith((f"{step}:", f"{step} (")) for step in (*self.steps, *SEARCH_LINES))
             if is_step_line and not ARTIFACT_LISTING.match(stripped):
                 self._step_line(stripped)
 
@@ -169,8 +174,9 @@ class ProgressStream(io.TextIOBase):
         if self._trial_bar is None or self._trial_bar.desc != search:
             if self._trial_bar is not None:
                 self._trial_bar.close()
-            self._trial_bar = tqdm(total=int(trials), desc=search, file=self.terminal, position=1, leave=False,
-                                   bar_format=TRIAL_BAR, dynamic_ncols=True)
+            self._trial_bar = tqdm(total=int(trials) if trials else None, desc=search, file=self.terminal,
+                                   position=1, leave=False, bar_format=TRIAL_BAR if trials else BUDGET_TRIAL_BAR,
+                                   dynamic_ncols=True)
         if best:
             self._trial_bar.set_postfix_str(f"best {best}", refresh=False)
         self._trial_bar.update(1)  # counted as they end: parallel trials end out of order

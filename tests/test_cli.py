@@ -75,11 +75,14 @@ def test_serve_names_a_folder_that_is_not_a_package(tmp_path: Path, capsys):
         assert f"{tmp_path}/manifest.json" in error and "Traceback" not in error, error
 
 
-def test_run_refuses_a_negative_trial_budget(capsys):
+@pytest.mark.parametrize("trials", ["-3", "0", "100001", "ten"])
+def test_run_refuses_a_trial_budget_the_use_case_would_refuse(trials, capsys):
+    """0 ran the use case's whole budget, as if --trials were left out; 200,000 passed though a use case caps it."""
     with pytest.raises(SystemExit) as caught:
-        main(["run", "churn", "--trials", "-3"])
+        main(["run", "churn", "--trials", trials])
     assert caught.value.code == 2
-    assert "--trials -3: give at least 1" in capsys.readouterr().err
+    assert f"argument --trials: expected 1 to 100,000 trials (or leave it out: the use case's budget), got {trials!r}" \
+        in capsys.readouterr().err
 
 
 def test_the_runs_verdict_names_the_kind_of_gate_that_failed():

@@ -297,3 +297,32 @@ def test_run_local_takes_a_use_case_by_name_and_refuses_a_negative_budget_before
     with pytest.raises(ValueError, match="trials -1: give a number of trials per family"):
         run_local("churn", tmp_path / "runs", -1)
     assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_stops_the_run_with_one_line_naming_the_step_and_records_it_as_interrupted(data_home, tmp_path: Path):
+    """A Ctrl-C during a run printed 40 lines of kfp.local's frames and no word of the run or its folder."""
+    import os
+    import signal
+    import sys
+    import time
+
+    runs = tmp_path / "runs"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "flowline.pipelines.cli", "run", "churn", "--trials", "1", "--runs-dir", str(runs)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "FLOWLINE_DATA_HOME": str(data_home)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background job may inherit it ignored
+    deadline = time.monotonic() + 120
+    while not any("Executing task 'split'" in log.read_text() for log in runs.glob("churn-*/run.log")):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.2)
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C reaches the whole foreground group
+    _, error = run.communicate(timeout=60)
+    (run_dir,) = runs.glob("churn-*")
+    assert run.returncode == 130, error
+    *warned, said = error.splitlines()
+    assert said.startswith("flowline: run interrupted during step 'split': the run folder "), error
+    assert f"{run_dir} is incomplete" in said and "Traceback" not in error and all("warning" in w for w in warned)
+    (record,) = verify_audit_log(runs / "audit.jsonl")
+    assert (record["what"]["outcome"], record["what"]["error"]) == ("interrupted", "interrupted during step 'split'")
+    assert main(["models", "--runs-dir", str(runs)]) == 0  # no package was recorded

@@ -124,3 +124,39 @@ def test_the_batch_scoring_bar_counts_rows_on_a_terminal_and_stays_quiet_elsewhe
     with rows_bar(piped, None) as bar:
         bar.update(50_000)
     assert piped.getvalue() == ""  # not a terminal: the run's summary line says it all
+
+
+BUDGET_SEARCH = "".join(f"{line}\n" for line in [
+    "10:00:00.000 - INFO - Executing task \x1b[96m'search'\x1b[0m",
+    "    tune: round 1/3: xgboost, linear, forest, mlp, 4.9 s each",
+    "    tune (xgboost): trial 1 score 0.8481 (0.4 s)",
+    "    tune (xgboost): trial 2 score 0.8559 (0.3 s)",
+    "    tune (linear): trial 1 score 0.8412 (1.1 s)",
+    "    tune (mlp): no trial within the time budget (0.01 s); left out of the model",
+    "10:00:09.000 - INFO - Task \x1b[96m'search'\x1b[0m finished with status \x1b[92mSUCCESS\x1b[0m",
+])
+
+
+def test_a_time_budgeted_search_shows_its_rounds_trials_and_left_out_families():
+    """The search step prints its families' lines as tune's: the progress showed none of them, not even a family
+    left out of the model, because no step is called tune in that pipeline."""
+    steps = ("ingest", "split", "features", "search", "train")
+    plain = io.StringIO()
+    progress = ProgressStream(io.StringIO(), plain, steps)
+    progress.write(BUDGET_SEARCH)
+    progress.finish()
+    assert plain.getvalue().splitlines()[1:] == [
+        "      tune: round 1/3: xgboost, linear, forest, mlp, 4.9 s each",
+        "      tune (xgboost): trial 1 score 0.8481 (0.4 s)", "      tune (xgboost): trial 2 score 0.8559 (0.3 s)",
+        "      tune (linear): trial 1 score 0.8412 (1.1 s)",
+        "      tune (mlp): no trial within the time budget (0.01 s); left out of the model",
+        "      search success in 0.0 s"]
+
+    def draw(terminal) -> None:
+        progress = ProgressStream(io.StringIO(), terminal, steps)
+        progress.write(BUDGET_SEARCH)
+        progress.finish()
+
+    shown = on_a_terminal(draw)
+    assert re.search(r"tune \(linear\) \d trials, \d\d:\d\d elapsed", shown)  # a bar with no total to count to
+    assert "tune (xgboost): trial 1 score" not in shown and "left out of the model" in shown

@@ -11,6 +11,7 @@ from pathlib import Path
 EXIT_ERROR = 1
 EXIT_GATE_FAILED = 3
 EXIT_FEATURES_DIFFER = 4  # `flowline features diff`: the two feature sets differ
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process SIGINT ended
 
 
 class UsageError(ValueError):

@@ -8,22 +8,26 @@ import sys
 from flowline.pipelines.cli.common import (
     EXIT_ERROR,
     EXIT_GATE_FAILED,
-    UsageError,
+    EXIT_INTERRUPTED,
     add_runs_dir_argument,
     add_use_case_arguments,
     use_case_to_run,
 )
+from flowline.use_case import MAX_TRIALS
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="run a use case's pipeline locally through kfp.local")
     add_use_case_arguments(run)
     budget = run.add_mutually_exclusive_group()
-    budget.add_argument("--trials", type=int, default=0,
-                        help="tuning trials for every model family, reproducible (default: the use case's budget)")
+    budget.add_argument("--trials", type=_trials, default=0, metavar="N",
+                        help=f"tuning trials for every model family, 1 to {MAX_TRIALS:,}, reproducible (default: the "
+                             "use case's budget)")
     budget.add_argument("--time-budget", type=_seconds, metavar="SECONDS",
-                        help="seconds for the whole search, spent across the families cost-aware "
-                             "(default: the use case's tuning.time_budget, else its trials)")
+                        help="seconds for the feature and model search, spent across the families cost-aware; the "
+                             "other steps and the final fits come on top, and the trials each family gets depend on "
+                             "measured time, so the model is not reproducible (use --trials for that) (default: the "
+                             "use case's tuning.time_budget, else its trials)")
     run.add_argument("--tuning-backend", choices=("auto", "optuna", "katib"),
                      help="where trials run (default: the use case's tuning.backend; auto is Optuna off-cluster)")
     champion = run.add_mutually_exclusive_group()
@@ -39,6 +43,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=_run)
 
 
+def _trials(text: str) -> int:
+    """--trials' value: 1 to MAX_TRIALS, as the use case's tuning.families takes (0, the default, is not given)."""
+    try:
+        trials = int(text)
+    except ValueError:
+        trials = 0
+    if not 1 <= trials <= MAX_TRIALS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_TRIALS:,} trials (or leave it out: the use case's "
+                                         f"budget), got {text!r}")
+    return trials
+
+
 def _seconds(text: str) -> float:
     """--time-budget's value: seconds above 0."""
     try:
@@ -51,11 +67,9 @@ def _seconds(text: str) -> float:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from flowline.pipelines.local_run import format_summary, run_local
+    from flowline.pipelines.local_run import RunInterrupted, format_summary, run_local
     from flowline.registry import resolve_package
 
-    if args.trials < 0:
-        raise UsageError(f"--trials {args.trials}: give at least 1 (or leave it out: the use case's budget)")
     champion = args.champion and resolve_package(args.champion, args.runs_dir, champion=True)
     use_case = use_case_to_run(args)
     if args.time_budget:
@@ -70,6 +84,9 @@ def _run(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         print(f"flowline: run failed: {error}", file=sys.stderr)
         return EXIT_ERROR
+    except RunInterrupted as error:
+        print(f"flowline: run {error}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(format_summary(summary))
     print(f"\nsummary: {summary['summary_path']}")
     return 0 if summary["gates_passed"] else EXIT_GATE_FAILED

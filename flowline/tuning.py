@@ -151,8 +151,9 @@ def _save_skipped(family: str, result_file: str, reason: str = "not in tuning.fa
     Path(result_file).write_text(json.dumps({"family": family, "skipped": reason}))
 
 
-def record_search(result: Optional[SearchResult], task: str, best, tuning_metrics) -> None:
-    """Show the search in the Kubeflow UI: the best artifact's metadata and the Metrics artifact."""
+def record_search(result: Optional[SearchResult], task: str, best, tuning_metrics, prefix: str = "") -> None:
+    """Show the search in the Kubeflow UI: the best artifact's metadata and the Metrics artifact (each metric's
+    name after `prefix`: the search step records every family in one Metrics artifact)."""
     if result is None:
         best.metadata.update(skipped=True)
         return
@@ -160,8 +161,8 @@ def record_search(result: Optional[SearchResult], task: str, best, tuning_metric
         raise ValueError(f"{result.family}: no trial scored a finite {result.metric} on the valid rows "
                          f"(best {result.valid_score}); a fold or split with one class only scores none")
     best.metadata.update(family=result.family, backend=result.backend, params=result.params)
-    tuning_metrics.log_metric(result.metric, reported_value(task, result.valid_score))
-    tuning_metrics.log_metric("trials", result.trials)
-    tuning_metrics.log_metric("stopped_early", result.stopped_early)
+    tuning_metrics.log_metric(prefix + result.metric, reported_value(task, result.valid_score))
+    tuning_metrics.log_metric(prefix + "trials", result.trials)
+    tuning_metrics.log_metric(prefix + "stopped_early", result.stopped_early)
     if result.rows is not None:
-        tuning_metrics.log_metric("search_rows", result.rows)
+        tuning_metrics.log_metric(prefix + "search_rows", result.rows)

@@ -228,6 +228,16 @@ def test_a_time_budget_runs_one_search_step_and_the_summary_says_how_it_was_spen
     assert "tune-xgboost" not in shown and "nas" not in shown.split("steps (", 1)[1].split(")", 1)[0]
     (report,) = (tmp_path / "runs").glob("card-budget-*/*/search/budget_report")
     assert report.read_text().startswith("# How the 4 s search budget was spent")
+    # The Kubeflow UI shows each family's search as the tune steps show theirs (it showed trials and seconds alone).
+    (executed,) = (tmp_path / "runs").glob("card-budget-*/*/search/executor_output.json")
+    artifacts = json.loads(executed.read_text())["artifacts"]
+    logged = artifacts["tuning_metrics"]["artifacts"][0]["metadata"]
+    for family in ("xgboost", "linear"):
+        assert logged[f"{family}_trials"] == spent["families"][family]["trials"]
+        assert logged[f"{family}_seconds"] == spent["families"][family]["seconds"]
+        assert 0.5 < logged[f"{family}_valid_roc_auc"] <= 1
+        assert artifacts[family]["artifacts"][0]["metadata"]["params"]
+    assert artifacts["mlp"]["artifacts"][0]["metadata"] == {"skipped": True}
 
 
 def test_a_broken_source_fails_the_run_naming_the_step_and_the_cause(data_home, write_csv, tmp_path: Path, capsys):

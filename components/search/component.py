@@ -30,7 +30,8 @@ def search(
 
     from flowline.budget import budget_markdown
     from flowline.models.families import objective_metric, reported_value
-    from flowline.tuning import search_files
+    from flowline.search import SearchResult
+    from flowline.tuning import record_search, search_files
     from flowline.use_case import UseCase
 
     use_case = UseCase.model_validate_json(use_case_json)
@@ -46,8 +47,10 @@ def search(
                                   objective_metric(use_case.task, use_case.tuning.metric)[0]) if record else
                   "# Search\n\nNo time budget spent: each family ran its trials (the `trials` input, or with Katib "
                   "the maxTrialCount flowline/katib.py derives from the budget).\n")
-    if record:
-        tuning_metrics.log_metric("search_rows", record["rows"]["train"])
+    # As the tune and nas steps show theirs, whichever backend searched and whatever the budget: each family's
+    # best on its artifact, its score, trials and rows as `<family>_...` metrics, and its seconds under a time budget.
+    for family, output in outputs.items():
+        searched = None if SearchResult.skipped(output.path) else SearchResult.load(output.path)
+        record_search(searched, use_case.task, output, tuning_metrics, prefix=f"{family}_")
     for family, spend in (record or {"families": {}})["families"].items():
-        tuning_metrics.log_metric(f"trials_{family}", spend["trials"])
-        tuning_metrics.log_metric(f"seconds_{family}", spend["seconds"])
+        tuning_metrics.log_metric(f"{family}_seconds", spend["seconds"])

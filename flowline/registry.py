@@ -6,9 +6,9 @@ themselves, opened through `Package.open`. A package whose folder is gone keeps 
 that would use it name its recorded path; a runs folder moved whole is read where it is.
 
 Each package has a stage, decided from its use case's records alone:
-- `champion`: the newest package of its use case whose decision was `promote` (the one a new run
-  must beat);
-- `retired`: promoted once, since replaced by a newer champion;
+- `champion`: the package of its use case promoted last (the one a new run must beat): by its run's
+  decision `promote`, or by hand (`champion` records, written by `choose_champion`: a local rollback);
+- `retired`: promoted once, since replaced by another champion;
 - `rejected`: failed a quality or fairness gate, or was kept because it was not significantly
   better than the champion it was compared with (or was left undecided before the champion);
 - `challenger`: packaged after the champion with no decision recorded yet (a run that stopped
@@ -32,6 +32,7 @@ from flowline.package.format import CARD_HTML, CARD_JSON, MANIFEST_FILE, Package
 from flowline.storage import is_s3
 
 STAGES = ("champion", "challenger", "rejected", "retired")
+CHAMPION_ACTION = "champion"  # an audit record that makes a package its use case's champion by hand
 SUMMARY_FILE = "summary.json"  # a local run's summary, in its run folder
 
 
@@ -56,6 +57,7 @@ class Entry:
     run_dir: Optional[str] = None
     stage: str = "challenger"
     found: bool = True  # its folder exists
+    promoted_at: int = 0  # the audit record that last made it the champion (its decision, or one by hand); 0: never
 
     def existing(self) -> "Entry":
         """Itself; RegistryError when its folder is gone."""
@@ -176,6 +178,9 @@ def read(runs_dir: str | Path) -> Registry:
             entry.decision, entry.reason = what.get("decision"), what.get("reason")
             entry.gates_passed, entry.gates = what.get("gates_passed"), what.get("gates", {})
             entry.fairness = what.get("fairness", {})
+            entry.promoted_at = record["seq"] if entry.decision == "promote" else entry.promoted_at
+        elif record["action"] == CHAMPION_ACTION and what.get("package_version") in entries:
+            entries[what["package_version"]].promoted_at = record["seq"]
     # A run folder is made directly in the runs folder and recorded by its absolute path: one not found there
     # is looked for under the runs folder as it is now (moved, restored from a backup, mounted elsewhere).
     relocated = {run.run_dir: Path(runs_dir, Path(run.run_dir).name) for run in runs
@@ -198,15 +203,35 @@ def _set_stages(entries: list[Entry]) -> None:
     """The stages the module's docstring defines, per use case, from oldest to newest."""
     for use_case in {entry.use_case for entry in entries}:
         mine = [entry for entry in entries if entry.use_case == use_case]
-        promoted = [index for index, entry in enumerate(mine) if entry.decision == "promote"]
-        champion = promoted[-1] if promoted else -1
+        promoted = max(mine, key=lambda entry: entry.promoted_at)
+        champion = mine.index(promoted) if promoted.promoted_at else -1
         for index, entry in enumerate(mine):
-            if entry.decision == "promote":
+            if entry.promoted_at:
                 entry.stage = "champion" if index == champion else "retired"
             elif entry.decision is None and index > champion:
                 entry.stage = "challenger"
             else:
                 entry.stage = "rejected"
+
+
+def choose_champion(runs_dir: str | Path, version: str, reason: str) -> tuple[Entry, Optional[Entry]]:
+    """Make the package of `version` (or a unique prefix) its use case's champion by hand, as the audit log's
+    `champion` record (a local rollback: `flowline champion`); return it and the champion it replaces. Refused
+    (RegistryError) for a package whose folder is gone, one that failed a quality or fairness gate, or the
+    champion itself."""
+    registry = read(runs_dir)
+    chosen = registry.version(version)
+    before = registry.champion(chosen.use_case)
+    if chosen is before:
+        raise RegistryError(f"package {chosen.version} is the champion of use case {chosen.use_case!r} already")
+    if chosen.gates_passed is False:
+        raise RegistryError(f"package {chosen.version} failed its gates ({chosen.reason}): it cannot be the champion")
+    if not reason.strip():
+        raise RegistryError("give a reason: the audit log keeps why the champion was changed by hand")
+    audit.append(Path(runs_dir) / audit.AUDIT_FILE, CHAMPION_ACTION, {
+        "use_case": chosen.use_case, "package_version": chosen.version, "package": chosen.path,
+        "replaces": before.version if before else None, "reason": reason.strip()})
+    return chosen, before
 
 
 def packages_of(runs_dir: str | Path, use_case_name: str) -> list[Path]:

@@ -1,4 +1,5 @@
-"""`flowline runs | models | show | open`: what the runs folder holds, read through flowline/registry.py."""
+"""`flowline runs | models | show | open | champion`: what the runs folder holds, read through
+flowline/registry.py, and the champion chosen by hand."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         add_runs_dir_argument(command, "the runs folder whose audit log is read")
         command.add_argument("--json", action="store_true", help="print JSON instead of tables")
         command.set_defaults(handler=handler)
+    champion = commands.add_parser(
+        "champion", help="make a local package its use case's champion by hand (a rollback to an earlier one), "
+                         "recorded in the audit log with the champion it replaces and why")
+    champion.add_argument("version", metavar="VERSION", help="a package version, or a prefix of one that no other shares")
+    champion.add_argument("--reason", required=True, help="why: kept in the audit log")
+    add_runs_dir_argument(champion, "the runs folder whose audit log is read and written")
+    champion.set_defaults(handler=_champion)
 
 
 def _number(value: Any) -> str:
@@ -110,6 +118,17 @@ def _models(args: argparse.Namespace) -> int:
               row["created_at"][:19].replace("T", " "), (row["dataset_sha256"] or "")[:12]] for row in rows]
     _print(rows, table, ["use case", "version", "stage", "decided by (test)", "packaged (UTC)", "data sha256"],
            args.json, f"no packages recorded under {args.runs_dir}")
+    return 0
+
+
+def _champion(args: argparse.Namespace) -> int:
+    from flowline.registry import choose_champion
+
+    chosen, before = choose_champion(args.runs_dir, args.version, args.reason)
+    replaced = f", in place of {before.version}" if before else ""
+    print(f"{chosen.version} is now the champion of use case {chosen.use_case!r}{replaced}; recorded in "
+          f"{Path(args.runs_dir) / 'audit.jsonl'}")
+    print(f"`flowline run {chosen.use_case}` compares with it; `flowline deploy {chosen.version}` serves it")
     return 0
 
 

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from flowline import audit
+from flowline.audit import verify as verify_log
 from flowline.package.format import LINEAGE_FILE, Package
 from flowline.pipelines.cli import EXIT_ERROR, main
 from flowline.registry import newest_package, read, resolve_package
@@ -96,6 +97,38 @@ def test_the_stages_follow_the_recorded_decisions(churn_package, tmp_path: Path)
         newest_package(runs, "churn", promoted_only=True)  # what `flowline run` compares with: not "a" instead
     with pytest.raises(FileNotFoundError, match="its folder is gone"):
         registry.version("bbb")
+
+
+def test_a_champion_chosen_by_hand_is_recorded_and_followed_until_a_run_promotes_another(churn_package, tmp_path,
+                                                                                          capsys):
+    """No local rollback existed: deploying an earlier package or rolling a canary back left the registry's
+    champion, what `flowline run` compares with, where it was."""
+    runs, log = tmp_path / "runs", tmp_path / "runs" / audit.AUDIT_FILE
+    for run, decision, passed in (("a", "promote", True), ("b", "promote", True), ("c", "keep", True),
+                                  ("d", "keep", False)):
+        copy = shutil.copytree(churn_package, runs / run / "package")
+        version = {"use_case": "churn", "package_version": run * 12}
+        audit.append(log, "package", {**version, "package": str(copy)})
+        audit.append(log, "gate_decision", {**version, "decision": decision, "gates_passed": passed,
+                                            "reason": f"decided {decision}"})
+    assert main(["champion", "aaa", "--reason", "b mislabels new customers", "--runs-dir", str(runs)]) == 0
+    assert capsys.readouterr().out.startswith(f"{'a' * 12} is now the champion of use case 'churn', in place of "
+                                              f"{'b' * 12}")
+    record = verify_log(log)[-1]
+    assert (record["action"], record["what"]["package_version"], record["what"]["replaces"],
+            record["what"]["reason"]) == ("champion", "a" * 12, "b" * 12, "b mislabels new customers")
+    assert [(e.version[0], e.stage) for e in read(runs).recorded] == [
+        ("a", "champion"), ("b", "retired"), ("c", "rejected"), ("d", "rejected")]
+    assert newest_package(runs, "churn", promoted_only=True) == runs / "a" / "package"  # what a run now beats
+    for refused, why in (("ddd", "failed its gates"), ("aaa", "is the champion of use case 'churn' already")):
+        assert main(["champion", refused, "--reason", "r", "--runs-dir", str(runs)]) == EXIT_ERROR
+        assert why in capsys.readouterr().err
+    assert main(["champion", "ccc", "--reason", "kept, but the better one", "--runs-dir", str(runs)]) == 0
+    copy = shutil.copytree(churn_package, runs / "e" / "package")  # a later run promotes its own package
+    audit.append(log, "package", {"use_case": "churn", "package_version": "e" * 12, "package": str(copy)})
+    audit.append(log, "gate_decision", {"use_case": "churn", "package_version": "e" * 12, "decision": "promote"})
+    assert [(e.version[0], e.stage) for e in read(runs).recorded] == [
+        ("a", "retired"), ("b", "retired"), ("c", "retired"), ("d", "rejected"), ("e", "champion")]
 
 
 def test_a_runs_folder_moved_whole_is_read_where_it_is(runs, churn_package, churn_package_b, tmp_path, capsys):

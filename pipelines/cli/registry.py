@@ -97,13 +97,20 @@ def _runs(args: argparse.Namespace) -> int:
         rows.append({**run.as_dict(), **(_decided(entry) if entry else {"metrics": {}, "problem": None}),
                      "gates": entry.gates if entry else {}, "fairness": entry.fairness if entry else {},
                      "decision": entry.decision if entry else None})
-    table = [[row["use_case"], row["at"][:19].replace("T", " "), row["outcome"],
+    table = [[row["use_case"], row["at"][:19].replace("T", " "), _outcome_text(row),
               _metrics_text(row["metrics"]) or _clipped(row["error"]) or row["problem"] or "",
               _gates_text(row["gates"], row["fairness"]), row["package_version"] or "", row["decision"] or ""]
              for row in rows]
     _print(rows, table, ["use case", "finished (UTC)", "outcome", "metrics", "gates", "package", "decision"],
            args.json, f"no runs recorded under {args.runs_dir}")
     return 0
+
+
+def _outcome_text(row: dict) -> str:
+    """A run's outcome as the table shows it: a run that succeeded but whose package failed a gate (exit 3) says so."""
+    failed = [name for name, passed in row["gates"].items() if not passed]
+    failed += [attribute for attribute, gate in row["fairness"].items() if gate == "fail"]
+    return f"{row['outcome']}, gate failed" if row["outcome"] == "succeeded" and failed else row["outcome"]
 
 
 def _models(args: argparse.Namespace) -> int:

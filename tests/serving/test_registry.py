@@ -72,6 +72,11 @@ def test_runs_lists_each_run_with_its_outcome_gates_and_package(runs, churn_pack
     assert main(["runs", "--runs-dir", str(runs)]) == 0
     table = capsys.readouterr().out
     assert "auprc pass, roc_auc pass" in table and "step 'ingest': ContractError: 412 of 7043 rows break" in table
+    assert "gate failed" not in table  # every gate of both runs passed
+    from flowline.pipelines.cli.registry import _outcome_text  # a run whose package failed a gate exited 3
+
+    assert _outcome_text({"outcome": "succeeded", "gates": {"roc_auc": False}, "fairness": {}}) == \
+        "succeeded, gate failed" == _outcome_text({"outcome": "succeeded", "gates": {}, "fairness": {"gender": "fail"}})
     assert max(map(len, table.splitlines())) < 250 and found[2]["error"] == error  # clipped in the table only
 
 

@@ -41,6 +41,12 @@ FEATURE_COLUMNS = (
 )
 
 
+# The test rows' label is the spend over the horizon after calibration_end, so the log must reach the window's end:
+# its last transaction in the window may fall short of the end by at most this share of it (or MIN_GAP_DAYS).
+HOLDOUT_COVERAGE = 0.9
+MIN_GAP_DAYS = 7
+
+
 class CustomerRowsError(ValueError):
     """The transaction log cannot give rows for the use case's cut-offs."""
 
@@ -132,6 +138,17 @@ def build_customer_rows(log: pd.DataFrame, use_case: UseCase) -> pd.DataFrame:
             f"the log has no transaction after calibration_end {spec.calibration_end} (it ends {log_end}): "
             f"nothing to label the rows at calibration_end with")
     holdout_end = spec.calibration_end + timedelta(days=spec.horizon_days)
+    days = purchases["day"]
+    in_window = days[(days > pd.Timestamp(spec.calibration_end)) & (days <= pd.Timestamp(holdout_end))]
+    allowed_gap = max(MIN_GAP_DAYS, int(spec.horizon_days * (1 - HOLDOUT_COVERAGE)))
+    if in_window.empty or (holdout_end - in_window.max().date()).days > allowed_gap:
+        last = (f"is on {in_window.max().date()}" if len(in_window)
+                else f"is none (the next after it is on {log_end})")
+        raise CustomerRowsError(
+            f"the log's last transaction in the {spec.horizon_days}-day window after calibration_end "
+            f"{spec.calibration_end} {last}, more than {allowed_gap} days before the window ends on {holdout_end}: "
+            "the log stops before the window it labels the test rows with, which would count part of their spend "
+            f"as all of it. Give a log that reaches {holdout_end}, or an earlier transactions.calibration_end")
     frames = []
     for cutoff in sorted(spec.training_cutoffs):
         frames.append(_labelled(rows_at(purchases, cutoff, spec.calibration_end, spec.horizon_days), cutoff))

@@ -43,6 +43,7 @@ EVENTS = log(
     ("a", "2024-03-10", 30.0),                             # after the training cut-off, in calibration
     ("a", "2024-04-20", 100.0),                            # after calibration_end: the holdout
     ("b", "2024-03-20", 8.0),                              # first buys after the training cut-off
+    ("z", "2024-05-30", 1.0),                              # new in the holdout's last days: the log reaches its end
 )
 
 
@@ -105,6 +106,22 @@ def test_a_log_that_stops_at_calibration_end_is_refused():
     use_case = parse_use_case(log_use_case())
     with pytest.raises(CustomerRowsError, match="no transaction after calibration_end"):
         build_customer_rows(EVENTS[EVENTS["day"] <= "2024-03-31"], use_case)
+
+
+@pytest.mark.parametrize("cut", ["2024-05-20", "2099-01-01"])
+def test_a_log_that_stops_inside_the_holdout_window_is_refused_not_labelled_as_if_whole(cut):
+    """CDNOW cut 31 days into its 273-day window gave test labels of 11 % of the spend and a passing gate; a stray
+    row dated 2050 after the calibration period alone passed for a holdout."""
+    use_case = parse_use_case(log_use_case())  # a 60-day window, 2024-04-01 to 2024-05-30: 7 days may lack sales
+    short = EVENTS[EVENTS["day"] <= "2024-05-20"]
+    if cut != "2024-05-20":
+        short = pd.concat([EVENTS[EVENTS["day"] <= "2024-03-31"], log(("a", cut, 5.0))])
+    last = "is on 2024-04-20" if cut == "2024-05-20" else r"is none \(the next after it is on 2099-01-01\)"
+    with pytest.raises(CustomerRowsError, match=f"in the 60-day window after calibration_end 2024-03-31 {last}, "
+                                                f"more than 7 days before the window ends on 2024-05-30"):
+        build_customer_rows(short, use_case)
+    assert len(build_customer_rows(EVENTS[EVENTS["day"] <= "2024-05-24"].pipe(
+        lambda kept: pd.concat([kept, log(("y", "2024-05-23", 1.0))])), use_case))  # 7 days short: whole enough
 
 
 @pytest.mark.parametrize("change, message", [
@@ -184,6 +201,7 @@ RETURNS = log(
     ("a", "2024-04-20", -5.0),                              # and again in the holdout
     ("b", "2024-02-01", 40.0), ("b", "2024-03-05", 25.0), ("b", "2024-03-20", -10.0),  # net +15 after the cut-off
     ("b", "2024-04-25", 12.0),
+    ("z", "2024-05-30", 1.0),                               # the log reaches the holdout's end
 )
 
 

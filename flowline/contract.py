@@ -14,6 +14,7 @@ import re
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -380,6 +381,7 @@ def _datetime_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd
 
 # An offset after a time of day ("04:59-05:00", "04:59:00.5Z"): a date alone ("2026-01-17") ends in digits too.
 TIME_OFFSET = re.compile(r"\d:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$")
+COMPACT_FORMAT = re.compile(r"(%[YmdHMS])+")  # a date format of fixed-width numeric fields and no separators
 
 
 def parse_datetimes(text: pd.Series, date_format: str | None) -> pd.Series:
@@ -392,6 +394,9 @@ def parse_datetimes(text: pd.Series, date_format: str | None) -> pd.Series:
     """
     if date_format:
         parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
+        if COMPACT_FORMAT.fullmatch(date_format):  # pandas reads %Y%m%d's "199712" as 1997-01-02: no field can
+            # be told from the next without its full width, so the text must have the format's length exactly
+            parsed[text.str.len() != len(datetime(2000, 1, 1).strftime(date_format))] = pd.NaT
         return parsed.dt.tz_localize(None).astype("datetime64[ns]")
     offset = text.str.contains(TIME_OFFSET, na=False).to_numpy(dtype=bool)
     parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")

@@ -175,11 +175,14 @@ def test_datetimes_are_parsed_with_their_format_and_bad_ones_quarantined(write_c
         "time_column": "day", "columns": {"day": {"type": "datetime", "format": "%Y%m%d"}, "items": {"type": "integer"}},
         "max_bad_fraction": 0.5,
     })
-    path = write_csv("day,items,spend\n19970101,1,10\n19970231,2,20\n1997-03-01,3,30\n19970315,4,40\n")
+    # pandas reads %Y%m%d's 199712 as 1997-01-02 and 1997112 as 1997-11-02: a short compact date is no date
+    path = write_csv("day,items,spend\n19970101,1,10\n19970231,2,20\n1997-03-01,3,30\n19970315,4,40\n"
+                     "199712,5,50\n1997112,6,60\n")
     result = apply_contract(read_table(str(path)).frame, use_case)
     assert result.kept["day"].tolist() == [pd.Timestamp("1997-01-01"), pd.Timestamp("1997-03-15")]
     reasons = result.quarantined[REASON_COLUMN].tolist()
-    assert reasons == ["day: '19970231' is not a date (%Y%m%d)", "day: '1997-03-01' is not a date (%Y%m%d)"]
+    assert reasons == ["day: '19970231' is not a date (%Y%m%d)", "day: '1997-03-01' is not a date (%Y%m%d)",
+                       "day: '199712' is not a date (%Y%m%d)", "day: '1997112' is not a date (%Y%m%d)"]
 
 
 def test_a_time_without_an_offset_is_utc_whatever_its_neighbours_write():

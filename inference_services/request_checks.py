@@ -71,7 +71,8 @@ class RecordChecker:
     their declared type, never read), compiled for per-record checks."""
 
     def __init__(self, use_case: UseCase, columns: Sequence[str], ids: Sequence[str] = (),
-                 optional: Sequence[str] = ()) -> None:
+                 optional: Sequence[str] = (), missing_hint: str = "") -> None:
+        """`missing_hint`: what a record missing a column is told besides (another way to ask)."""
         self.columns: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in columns}
         self.ids: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in ids if name not in self.columns}
         self.optional: dict[str, ColumnSpec] = {name: use_case.columns[name] for name in optional
@@ -80,6 +81,7 @@ class RecordChecker:
         self._allowed = {name: frozenset(spec.allowed) for name, spec in use_case.columns.items() if spec.allowed}
         self._rules = [(name, spec, plainly_valid(spec, self._allowed.get(name)))
                        for name, spec in self.columns.items()]
+        self.missing_hint = missing_hint
 
     def check_batch(self, records: Any, where: str, max_batch: int) -> list[Mapping[str, Any]]:
         if not isinstance(records, list):
@@ -100,7 +102,7 @@ class RecordChecker:
             raise BadRequest("malformed_request", f"{where}: expected an object of column: value")
         for name, spec, plain in self._rules:
             if name not in record:
-                raise BadRequest("missing_column", f"{where}: missing column {name!r}")
+                raise BadRequest("missing_column", f"{where}: missing column {name!r}{self.missing_hint}")
             value = record[name]
             if not plain(value) and not (dates and type(value) is str and value in dates.get(name, ())):
                 self.check_value(name, spec, value, where)
@@ -214,8 +216,11 @@ def request_checker(use_case: UseCase, input_columns: Sequence[str], decided_by:
     use case's other contract columns, which it may carry too (a time column the feature search left unread
     today may be read by the next version's model: a client sends the same rows to both)."""
     columns = request_columns(input_columns, decided_by)
+    log = use_case.transaction_log  # a customer-rows package is asked by customer id too (customers_online.py)
+    hint = (f" (or give {log.transactions.entity_column!r} alone, to be answered from the customer's transactions "
+            "in the online store)" if log is not None else "")
     return RecordChecker(use_case, columns, use_case.id_columns,
-                         [name for name in use_case.columns if name not in columns])
+                         [name for name in use_case.columns if name not in columns], hint)
 
 
 def request_columns(input_columns: Sequence[str], decided_by: Sequence[str]) -> list[str]:

@@ -200,6 +200,9 @@ def test_a_customers_value_is_explained_by_id_exactly_as_its_row_is(clv_online, 
     ({"instances": [{"customer_id": "00004"}], "parameters": {"as_of": "1997-02-30"}},
      "parameters.as_of: expected a date YYYY-MM-DD, got '1997-02-30'"),
     ({"instances": [{"customer_id": "00004"}], "parameters": ["as_of"]}, "parameters: expected an object"),
+    # a misspelt id is no by-id request: what is missing is named, and so is the way to ask by id
+    ({"instances": [{"customer": "00003"}]}, "instances[0]: missing column 'mean_weeks_between' (or give "
+                                             "'customer_id' alone, to be answered from the customer's transactions"),
     ({"inputs": [{"name": "customer_id", "shape": [1], "datatype": "FP64", "data": [4.0]}]},
      "input 'customer_id': datatype FP64, expected BYTES"),
     ({"inputs": [{"name": "customer_id", "shape": [1], "datatype": "BYTES", "data": ["99998"]}],

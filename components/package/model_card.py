@@ -87,7 +87,9 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
         "intended_use": use_case.intended_use or use_case.description,
         "data": {**lineage["dataset"], "feature_set_version": lineage["feature_set"]["version"],
                  "model_files_sha256": lineage["model"]["files"],
-                 "split": use_case.split.model_dump(), "label": use_case.label.column,
+                 "split": use_case.split.model_dump(), "split_text": split_text(use_case),
+                 "label": use_case.label.column,
+                 **({"label_text": clv_label_text(use_case)} if use_case.transaction_log else {}),
                  "sensitive_attributes": use_case.sensitive_attributes},
         "metrics": {name: {"value": value, "ci95": intervals.get(name)} for name, value in evaluation["metrics"].items()},
         "threshold": evaluation.get("threshold"),
@@ -145,6 +147,27 @@ def code_line(code: dict) -> str:
     return f"flowline {code['flowline']}, commit {code['commit']}{changed}"
 
 
+def split_text(use_case: UseCase) -> str:
+    """How the rows were split, in words: `latest` has no test share (its test rows are every entity at the
+    latest time; the card had said "test 0.2" for CLV's 23,570 test customers)."""
+    split = use_case.split
+    if split.method == "latest":
+        return (f"latest: test = every row at the latest {use_case.time_column}; valid = the earlier rows of "
+                f"{split.valid_size:g} of the {(use_case.id_columns or ['row'])[0]} values, seed {split.seed}")
+    kind = "the latest rows" if split.method == "time" else "seeded"
+    return f"{split.method}: test {split.test_size:g} ({kind}), valid {split.valid_size:g}, seed {split.seed}"
+
+
+def clv_label_text(use_case: UseCase) -> str:
+    """What a customer-rows model's label, and so its prediction, is."""
+    spec = use_case.transaction_log.transactions
+    return (f"the net {spec.amount_column} a customer spends over the {spec.horizon_days} days after a cut-off, "
+            f"floored at 0. The model is applied at calibration_end {spec.calibration_end} and learned from rows at "
+            f"{', '.join(map(str, spec.training_cutoffs))}, each labelled with the spend from its cut-off to "
+            f"calibration_end scaled to {spec.horizon_days} days. A prediction is the expected spend (a mean: many "
+            f"customers spend nothing), in the units of {spec.amount_column}")
+
+
 def model_card_html(card: dict, package_version: str | None = None) -> str:
     """The card as a page: tables, and plots as embedded PNG; every number as `reports.number` writes it.
     In the package (no `package_version`) the reports are listed as links to their files beside it. Shown alone (the
@@ -167,10 +190,10 @@ def model_card_html(card: dict, package_version: str | None = None) -> str:
         reports.table(["field", "value"], [
             ["source", data["source"]], ["source sha256", data["source_sha256"]],
             ["rows in / kept / quarantined", rows_in],
-            ["split", f"{data['split']['method']}, test {data['split']['test_size']}, "
-                      f"valid {data['split']['valid_size']}, seed {data['split']['seed']}"],
+            ["split", data["split_text"]],
             ["columns not declared (not used)", ", ".join(data.get("undeclared_columns", [])) or "none"],
-            ["label", data["label"]], ["feature set version", data["feature_set_version"]],
+            ["label", f"{data['label']}: {data['label_text']}" if data.get("label_text") else data["label"]],
+            ["feature set version", data["feature_set_version"]],
             *[[f"model file {name}", digest] for name, digest in data["model_files_sha256"].items()]]),
         "<h2>Metrics on the test rows</h2>",
         reports.table(["metric", "value", "95 % interval"],

@@ -275,6 +275,22 @@ def test_every_number_on_the_card_is_written_one_way(tmp_path: Path):
     assert cells and all(re.fullmatch(r"-?\d{1,3}(,\d{3})*\.\d{4}", value) for value in cells), cells
 
 
+def test_a_clv_card_says_what_its_test_rows_and_its_prediction_are(tmp_path: Path):
+    """The card said "test 0.2" of a split whose test rows are every customer at calibration_end, and never what
+    the label was: the horizon, the cut-offs, the scaling of the training label, an expected value."""
+    from flowline.components.package.model_card import split_text
+    from flowline.customer_rows import customer_rows_use_case
+    from flowline.use_case_loader import load_use_case
+
+    page = regression_card(customer_rows_use_case(load_use_case("clv")), tmp_path)
+    assert ("<td>latest: test = every row at the latest cutoff; valid = the earlier rows of 0.2 of the customer_id "
+            "values, seed 42</td>") in page and "test 0.2" not in page
+    assert ("the net dollar_value a customer spends over the 273 days after a cut-off, floored at 0. The model is "
+            "applied at calibration_end 1997-09-30 and learned from rows at 1997-07-01, each labelled with the spend "
+            "from its cut-off to calibration_end scaled to 273 days. A prediction is the expected spend") in page
+    assert split_text(load_use_case("churn")) == "stratified: test 0.2 (seeded), valid 0.2, seed 42"
+
+
 def test_the_card_reads_as_sentences_with_and_without_sensitive_attributes(package: Path, toy_use_case):
     from flowline.components.package.model_card import model_card, model_card_html
     from flowline.package.format import CARD_HTML

@@ -25,7 +25,8 @@ the chunk size or the row order.
 
 `score_customers` scores a transaction-log use case (CLV): the log is read whole, held to the log's
 contract, and every customer who bought on or before `as_of` is scored from its features at that
-date (customer_rows.features_at).
+date (customer_rows.features_at); each row names that date (`as_of`), and the summary counts the
+customers left out because their first purchase came after it.
 
 Both write to temporary files and move them into place only at the end: a failed run leaves no
 partial output. `record` writes the run to the audit log.
@@ -70,6 +71,7 @@ from flowline.use_case import UseCase
 DEFAULT_CHUNK_ROWS = 50_000
 VERSION_COLUMN = "package_version"
 SCORED_AT_COLUMN = "scored_at"
+AS_OF_COLUMN = "as_of"  # a transaction log's scores: the date its customers were valued at (ISO)
 AUDIT_ACTION = "batch_scoring"
 PARQUET_SUFFIXES = (".parquet", ".pq")
 
@@ -481,18 +483,20 @@ def score_customers(scorer: Scorer, log_use_case: UseCase, source: str, as_of: d
     if not np.isfinite(scores).all():
         first = rows[entity].iloc[int(np.argwhere(~np.isfinite(scores))[0][0])]
         raise BatchError(f"customer {first}: the model's answer is not finite")
-    scored = pd.DataFrame({entity: rows[entity].astype("string")})
+    scored = pd.DataFrame({entity: rows[entity].astype("string"), AS_OF_COLUMN: as_of.isoformat()})
     for name, answer in answers(scorer, x, scores, rows).items():
         scored[name] = answer
     scored[VERSION_COLUMN] = scorer.version
     scored[SCORED_AT_COLUMN] = pd.Timestamp.now(tz="UTC").floor("ms")
     with staged(output) as scored_path, staged(quarantine) as quarantine_path:
-        pq.write_table(_table(scored, output_schema(scorer, [entity])), scored_path)
+        pq.write_table(_table(scored, output_schema(scorer, [entity, AS_OF_COLUMN])), scored_path)
         header = list(raw.frame.columns)
         pq.write_table(_table(result.quarantined, quarantine_schema(header)), quarantine_path)
     return BatchSummary(scorer.version, log_use_case.name, source, output, quarantine,
                         counts={"transactions_in": result.rows_in, "transactions_quarantined": len(result.quarantined),
-                                "customers_scored": len(scored)},
+                                "customers_scored": len(scored),
+                                # customers whose first purchase is after as_of: no value at a date they had not come
+                                "customers_after_as_of": result.kept[spec.entity_column].nunique() - len(scored)},
                         out_of_profile=scorer.feature_set.columns_out_of_profile(values), as_of=as_of.isoformat(),
                         seconds=round(time.perf_counter() - started, 3), utf8_misread_as=raw.utf8_misread_as,
                         reasons=Counter(count_reasons(result.quarantined[REASON_COLUMN]).to_dict()))

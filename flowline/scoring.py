@@ -159,6 +159,16 @@ class Scorer:
         return out
 
     @property
+    def value_rule(self) -> Optional[str]:
+        """What a customer-rows (CLV) package's prediction is, as the answers name it; None for other packages."""
+        log = self.use_case.transaction_log
+        if log is None:
+            return None
+        spec = log.transactions
+        return (f"the expected net {spec.amount_column} over the {spec.horizon_days} days after as_of, floored at 0 "
+                "(a mean: many customers spend nothing)")
+
+    @property
     def decision_rule(self) -> str:
         """How the decisions are taken, as the answers name it."""
         if self.mitigation is None:

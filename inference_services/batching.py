@@ -41,6 +41,7 @@ class Job:
     positive: Optional[np.ndarray] = None  # binary decisions
     thresholds: Optional[np.ndarray] = None  # the threshold that decided each row (binary, not randomised)
     error: Optional[Exception] = None  # why this request is refused; the others in its batch are not
+    as_of: Optional[str] = None  # a CLV request by customer id: the date its customers are valued at (ISO)
 
     @property
     def rows(self) -> int:

@@ -51,8 +51,9 @@ def wants(use_case: UseCase, payload: Union[dict, InferRequest]) -> bool:
 
 
 def customer_records(store: OnlineStore, use_case: UseCase, checker: RecordChecker,
-                     payload: Union[dict, InferRequest], max_batch: int) -> list[dict[str, Any]]:
-    """The customers' rows as records (the id, then FEATURE_COLUMNS), for a request `wants` took.
+                     payload: Union[dict, InferRequest], max_batch: int) -> tuple[list[dict[str, Any]], date]:
+    """The customers' rows as records (the id, then FEATURE_COLUMNS), for a request `wants` took, and the as-of
+    date they describe the customers at (the answer names it).
 
     `checker` checks the ids as any request's ids are checked: a bad one is a 400 naming the field."""
     log = use_case.transaction_log
@@ -71,7 +72,7 @@ def customer_records(store: OnlineStore, use_case: UseCase, checker: RecordCheck
         if customer not in rows.index:
             raise BadRequest("unknown_customer", f"{where}[{index}].{entity}: customer {describe(customer)} has "
                                                  f"no transaction on or before {as_of} in the online store")
-    return [{entity: customer, **row} for customer, row in zip(ids, rows.loc[ids].to_dict("records"))]
+    return [{entity: customer, **row} for customer, row in zip(ids, rows.loc[ids].to_dict("records"))], as_of
 
 
 def push(store: OnlineStore, use_case: UseCase, payload: Any, headers: Mapping[str, str]) -> dict[str, Any]:

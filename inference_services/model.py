@@ -368,7 +368,7 @@ class FlowlineModel(Model):
         try:
             if isinstance(payload, InferRequest):
                 check_requested_outputs(package, payload)
-            records = self._customers_by_id(package, payload)
+            records, job.as_of = self._customers_by_id(package, payload)
             if records is not None:
                 job.records = records
                 job.features, job.values = transform(package, records, job.row)
@@ -411,13 +411,15 @@ class FlowlineModel(Model):
         if self._log:
             self._log_prediction(job, 0, time.perf_counter() - job.started, type(error).__name__)
 
-    def _customers_by_id(self, package: LoadedPackage, payload: Union[Dict, InferRequest]) -> Optional[list]:
+    def _customers_by_id(self, package: LoadedPackage, payload: Union[Dict, InferRequest]
+                         ) -> tuple[Optional[list], Optional[str]]:
         """The customer rows a CLV request names by customer id alone, from the online store
-        (customers_online.py); None for any other request."""
+        (customers_online.py), and the as-of date (ISO) they describe; (None, None) for any other request."""
         if not (self.online_store_url and customers_online.wants(package.use_case, payload)):
-            return None
-        return customers_online.customer_records(self._online_store(), package.use_case, package.matrix_checker,
-                                                 payload, self.max_batch)
+            return None, None
+        records, as_of = customers_online.customer_records(self._online_store(), package.use_case,
+                                                           package.matrix_checker, payload, self.max_batch)
+        return records, as_of.isoformat()
 
     def _served_rows(self, package: LoadedPackage, values: Mapping[str, np.ndarray]) -> None:
         """After an answer: count the rows outside the training profile, and append the rows' events to the
@@ -489,7 +491,7 @@ class FlowlineModel(Model):
     def _explanations(self, payload: Dict, headers: Optional[Dict[str, str]]) -> Dict:
         request_id = _request_id(payload, headers)
         _, package = self._route(request_id)
-        records = self._customers_by_id(package, payload)
+        records, _ = self._customers_by_id(package, payload)
         if records is None:
             records = package.checker.check_batch(_instances(payload), "instances", self.max_batch)
         return {"model_name": self.name, "model_version": package.version, "id": request_id,
@@ -529,6 +531,10 @@ class FlowlineModel(Model):
             outputs = {"prediction": scores.astype(np.float32)}
             if package.has_segments:
                 outputs["segment"] = np.array(package.segments(scores), dtype=object)
+        # what the numbers are: how a decision is taken, or what a customer's value means and at which date
+        rule = {"decision_rule": package.decision_rule} if package.is_binary else {}
+        rule.update({"value_rule": package.value_rule} if package.value_rule else {})
+        rule.update({"as_of": job.as_of} if job.as_of else {})
         if not isinstance(payload, InferRequest):
             keys, columns = list(outputs), package.use_case.id_columns
             return {
@@ -537,7 +543,7 @@ class FlowlineModel(Model):
                 "model_name": self.name,
                 "model_version": package.version,
                 "id": request_id,
-                **({"decision_rule": package.decision_rule} if package.is_binary else {}),
+                **rule,
             }
         binary = payload.use_binary_outputs
         tensors = [answer_tensor(name, "FP32" if values.dtype == np.float32 else "BYTES", values, binary)
@@ -549,7 +555,7 @@ class FlowlineModel(Model):
         return InferResponse(
             response_id=request_id if payload.id is None else payload.id,  # as sent, "" too: the protocol returns it
             model_name=self.name, model_version=package.version, infer_outputs=tensors,
-            parameters={"decision_rule": package.decision_rule} if package.is_binary else None,
+            parameters=rule or None,
             use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs,
         )
 

@@ -89,7 +89,7 @@ def test_flowline_audit_verify_exits_non_zero_and_names_the_line_last(log, capsy
     tampered[0] = tampered[0].replace('"n": 1', '"n": 7')
     log.write_text("\n".join(tampered) + "\n")
     assert main(["audit", "verify", "--log", str(log)]) == 1
-    assert capsys.readouterr().out.strip().splitlines()[-1].endswith("line 1 was edited: its content does not match its hash")
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith("line 1 was edited: its content does not match its hash")
 
 
 # ---- the same log in object storage (a real S3 server on loopback: Ceph's RADOS Gateway)
@@ -166,7 +166,7 @@ def test_tampering_in_object_storage_is_named_by_the_cli(s3_bucket, tamper, mess
         put("audit/000000000002.json", third)
         put("audit/000000000003.json", second)
     assert main(["audit", "verify", "--log", uri]) == 1
-    last = capsys.readouterr().out.strip().splitlines()[-1]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in last and s3_bucket in last
 
 

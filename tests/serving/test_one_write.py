@@ -190,3 +190,21 @@ def test_a_connection_slower_than_its_headers_wait_is_closed_and_a_prompt_one_ke
             time.sleep(0.4)  # past HEADERS_S from the connection's start: its headers stopped the wait
             prompt.sendall(request)  # a second request on the connection, in time after the first answer
             assert closed_after(prompt, answers=2) < 5  # answered twice, then closed once idle
+
+
+def test_headers_past_their_limit_are_a_431_and_the_connection_closes_while_large_bodies_pass(monkeypatch):
+    """uvicorn buffered headers without a limit: ten connections of 100 MiB of headers took a worker past its
+    pod's 1 GiB. A request whose headers pass HEADERS_BYTES is refused and dropped; a body is no header."""
+    monkeypatch.setattr(one_write, "HEADERS_BYTES", 4096)
+    padding = b"".join(b"X-Pad-%d: %s\r\n" % (index, b"a" * 100) for index in range(60))  # 6.4 KB
+    with echo_server() as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as padded:
+            padded.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\n" + padding)  # the headers have not ended
+            received = b""
+            while chunk := padded.recv(65536):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+        assert received.endswith(b'{"error": "request headers: above the limit of 4,096 bytes"}')
+        body = b"b" * 200_000  # far past the headers' limit, after them: answered whole
+        answer = httpx.post(f"http://127.0.0.1:{port}/echo", content=body)
+        assert answer.status_code == 200 and answer.content == body

@@ -17,6 +17,7 @@ from flowline.storage import is_s3
 HOST_ENV = "FLOWLINE_SERVE_HOST"
 REPOSITORY_TOKEN_ENV = "FLOWLINE_REPOSITORY_TOKEN"
 MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_SYMBOLS = 10  # different characters: `openssl rand -hex 32` gives 16, a repeated pattern few
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH = 1024
@@ -64,6 +65,9 @@ def repository_token() -> str | None:
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise ValueError(f"{REPOSITORY_TOKEN_ENV}: {len(token)} characters, give at least {MIN_TOKEN_LENGTH} "
                          "(e.g. `openssl rand -hex 32`)")
+    if token is not None and len(set(token)) < MIN_TOKEN_SYMBOLS:  # 'aaaaaaaaaaaaaaaa' had loaded and unloaded
+        raise ValueError(f"{REPOSITORY_TOKEN_ENV}: {len(set(token))} different characters, give at least "
+                         f"{MIN_TOKEN_SYMBOLS}: a random one (e.g. `openssl rand -hex 32`), not a word or a pattern")
     return token
 
 

@@ -9,7 +9,9 @@ its type, so that no message carries (or fails to print) arbitrary user data.
 
 A record may also carry the use case's id columns: optional, never read by the model, checked
 against their declared type when sent, never null or blank (an id joins an outcome to its answer),
-and at most MAX_ID_CHARACTERS long, since the answer and the prediction log repeat them.
+and at most MAX_ID_CHARACTERS long, since the answer and the prediction log repeat them. So is the
+entity of entity features, a key of the online store (a push of 100,000-character card ids grew it
+by 118 MB).
 """
 
 from __future__ import annotations
@@ -79,7 +81,10 @@ class RecordChecker:
                                                 if name not in self.columns and name not in self.ids}
         self.known: dict[str, ColumnSpec] = {**self.columns, **self.ids, **self.optional}  # every column it takes
         self._allowed = {name: frozenset(spec.allowed) for name, spec in use_case.columns.items() if spec.allowed}
-        self._rules = [(name, spec, plainly_valid(spec, self._allowed.get(name)))
+        entity = use_case.features.entity_column  # a key of the online store: capped as an id is
+        self._keys = frozenset([entity]) & self.columns.keys() if entity else frozenset()
+        self._rules = [(name, spec, _within_id_length(plainly_valid(spec, self._allowed.get(name)))
+                        if name in self._keys else plainly_valid(spec, self._allowed.get(name)))
                        for name, spec in self.columns.items()]
         self.missing_hint = missing_hint
 
@@ -106,6 +111,8 @@ class RecordChecker:
             value = record[name]
             if not plain(value) and not (dates and type(value) is str and value in dates.get(name, ())):
                 self.check_value(name, spec, value, where)
+                if name in self._keys:
+                    _check_id_length(f"{where}.{name}", value)
         known = len(self.columns)
         for name, spec in self.ids.items():
             if name in record:
@@ -142,9 +149,7 @@ class RecordChecker:
         if not spec.is_numeric and type(value) is int:  # a numeric id (pandas reads 1001 as a number) joins as its text
             value = str(value)
         self.check_value(name, spec, value, where)
-        if isinstance(value, str) and len(value) > MAX_ID_CHARACTERS:
-            raise BadRequest("id_too_long", f"{field}: an id of {len(value)} characters, above the limit of "
-                                            f"{MAX_ID_CHARACTERS}")
+        _check_id_length(field, value)
 
     def check_value(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:
         field = f"{where}.{name}"
@@ -209,6 +214,16 @@ def plainly_valid(spec: ColumnSpec, allowed: frozenset[str] | None) -> Callable[
         listed = frozenset(value for value in allowed if value and value == value.strip())
         return lambda value: type(value) is str and value in listed
     return lambda value: type(value) is str and bool(value.strip())
+
+
+def _check_id_length(field: str, value: Any) -> None:
+    if isinstance(value, str) and len(value) > MAX_ID_CHARACTERS:
+        raise BadRequest("id_too_long", f"{field}: an id of {len(value)} characters, above the limit of "
+                                        f"{MAX_ID_CHARACTERS}")
+
+
+def _within_id_length(plain: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: plain(value) and (type(value) is not str or len(value) <= MAX_ID_CHARACTERS)
 
 
 def request_checker(use_case: UseCase, input_columns: Sequence[str], decided_by: Sequence[str]) -> RecordChecker:

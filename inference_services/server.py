@@ -70,7 +70,7 @@ from flowline.inference_services.repository_sync import WorkerSync
 from flowline.inference_services.listening import listening
 from flowline.inference_services.options import (DEFAULT_MAX_BODY_BYTES, DEFAULT_PORT, REPOSITORY_TOKEN_ENV, default_host,
                                                  repository_token)
-from flowline.inference_services.request_checks import BadRequest, clip
+from flowline.inference_services.request_checks import BadRequest, clip, describe
 
 log = logging.getLogger("flowline.serving")
 
@@ -391,6 +391,11 @@ class FlowlineRESTServer(RESTServer):
             return JSONResponse(status_code=404, content={"error": f"model {model_name!r} takes no events here"})
         if not await self.dataplane.model_ready(model_name, True):
             raise ModelNotReady(model_name)
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in JSON_HEADERS:  # text/plain is what a web page may send cross-site without asking: these
+            # requests change what later answers read, so only a client that says JSON is heard
+            return JSONResponse(status_code=415, content={
+                "error": f"content-type: events are JSON (application/json), got {describe(media or 'none')}"})
         try:
             document = orjson.loads(await request.body())
         except orjson.JSONDecodeError as error:
@@ -406,7 +411,7 @@ class FlowlineRESTServer(RESTServer):
                 "error": f"the model repository routes are off; set {REPOSITORY_TOKEN_ENV} to enable them"})
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), self.repository_token.encode()):
-            log.warning("refused %s %s: no valid bearer token", request.method, request.url.path)
+            log.warning("refused %s %s: no valid bearer token", request.method, clip(request.url.path))
             return JSONResponse(status_code=401, headers={"WWW-Authenticate": "Bearer"},
                                 content={"error": "authorization: expected the repository's bearer token"})
         if model_name not in self.models:

@@ -9,6 +9,7 @@ row's time, and the served probability equals the package's model on the offline
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -118,10 +119,16 @@ def test_events_endpoint_takes_cloud_events_and_refuses_bad_events_whole(served,
             ({"rows": [event]}, {}, "data: expected a v1 body"),
             ({"instances": [event]}, {**headers, "ce-type": "dev.example.other"}, "ce-type"),
             (v2_body({**event, "amount": None}), headers, "amount"),
+            # the entity is a key of the store: capped as an id (100,000-character cards grew it by 118 MB)
+            ({"instances": [{**event, "card": "c" * 201}]}, {}, "instances[0].card: an id of 201 characters"),
+            (v2_body({**event, "card": "c" * 201}), headers, "card: an id of 201 characters"),
         ]
         for body, sent, field in bad:
             answer = client.post("/v2/models/payments/events", json=body, headers=sent)
             assert answer.status_code == 400 and field in answer.json()["error"], (field, answer.text)
+        plain = client.post("/v2/models/payments/events", content=json.dumps({"instances": [event]}),
+                            headers={"content-type": "text/plain"})  # what a web page may send cross-site
+        assert plain.status_code == 415 and "events are JSON (application/json), got 'text/plain'" in plain.text
         malformed = client.post("/v2/models/payments/events", content=b"{not json", headers=headers)
         assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["error"]
         assert count_of(client, later, name) == before  # nothing of a refused batch was written

@@ -56,3 +56,16 @@ def test_a_short_token_stops_the_server_at_start(churn_package, tmp_path):
         with running_server([str(churn_package)], log_path=str(tmp_path / "server.log"),
                             env={**os.environ, REPOSITORY_TOKEN_ENV: "short"}, ready_timeout=60):
             pass
+
+
+@pytest.mark.parametrize("token", ["aaaaaaaaaaaaaaaa", "abcabcabcabcabcabcabc", "passwordpassword"])
+def test_a_token_of_few_different_characters_is_refused(token, monkeypatch):
+    """Only the length was checked: 'aaaaaaaaaaaaaaaa' loaded and unloaded models."""
+    from flowline.inference_services.options import repository_token
+
+    monkeypatch.setenv(REPOSITORY_TOKEN_ENV, token)
+    with pytest.raises(ValueError, match=f"{REPOSITORY_TOKEN_ENV}: {len(set(token))} different characters, give "
+                                         "at least 10"):
+        repository_token()
+    monkeypatch.setenv(REPOSITORY_TOKEN_ENV, "3f9c0e7a1b2d4c6e8a0b1c2d3e4f5a6b")  # `openssl rand -hex 16`
+    assert repository_token() == "3f9c0e7a1b2d4c6e8a0b1c2d3e4f5a6b"

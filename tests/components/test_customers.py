@@ -242,3 +242,17 @@ def test_a_ledger_with_returns_reaches_a_tweedie_model_with_finite_features_and_
               "lambda": 1.0, "alpha": 0.01}
     fitted = fit_candidate("xgboost", params, data, rows_use_case.tuning)
     assert np.isfinite(fitted.valid_score) and (fitted.model.margin(data.x_valid) >= 0).all()
+
+
+def test_lines_repeated_exactly_and_of_amount_zero_are_kept_and_counted(tmp_path):
+    """They moved a customer's value (122.39 to 151.39; low to mid) with no word of it; CDNOW has both, maybe real."""
+    from flowline.components.customers.rows import customer_rows_files
+
+    use_case = parse_use_case(log_use_case())
+    doubtful = pd.concat([EVENTS, log(("a", "2024-02-15", 20.0), ("b", "2024-03-25", 0.0))], ignore_index=True)
+    doubtful.to_parquet(tmp_path / "log.parquet")
+    kept = customer_rows_files(use_case, str(tmp_path / "log.parquet"), str(tmp_path / "rows"), str(tmp_path / "md"))
+    assert (kept["repeated_lines"], kept["zero_amount_lines"]) == (1, 1)
+    assert "lines that repeat an earlier one exactly, 1 (each counts" in (tmp_path / "md").read_text()
+    rows = pd.read_parquet(tmp_path / "rows").set_index(["who", CUTOFF_COLUMN])
+    assert rows.loc[("a", "2024-02-29"), "max_amount"] == 40  # kept as they are: 20 twice on one day

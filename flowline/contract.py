@@ -374,9 +374,22 @@ def _datetime_column(name: str, values: pd.Series, spec: ColumnSpec) -> tuple[pd
     unparsed = ~blank & parsed.isna()
     expected = spec.format or "ISO 8601"
     reasons[unparsed] = (f"{name}: '" + text[unparsed] + f"' is not a date ({expected})").astype(object)
+    for outside, bound in out_of_range_dates(parsed, spec):
+        reasons[outside] = (f"{name}: '" + text[outside] + f"' is {bound}").astype(object)
     if not spec.nullable:
         reasons[blank] = f"{name}: blank, but the column is not nullable"
     return parsed, reasons
+
+
+def out_of_range_dates(parsed: pd.Series, spec: ColumnSpec) -> list[tuple[pd.Series, str]]:
+    """Where parsed dates fall outside the column's `earliest` and `latest` days, each with what it is past."""
+    found = []
+    if spec.earliest is not None:
+        found.append((parsed < pd.Timestamp(spec.earliest), f"before the earliest day {spec.earliest}"))
+    if spec.latest is not None:
+        day_after = pd.Timestamp(spec.latest) + pd.Timedelta(days=1)
+        found.append((parsed >= day_after, f"after the latest day {spec.latest}"))
+    return found
 
 
 # An offset after a time of day ("04:59-05:00", "04:59:00.5Z"): a date alone ("2026-01-17") ends in digits too.

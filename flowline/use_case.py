@@ -77,6 +77,10 @@ class ColumnSpec(_Strict):
         default=None, description="numeric columns: how missing values are filled (default median)"
     )
     format: str | None = Field(default=None, description="datetime columns: a strptime format (default ISO 8601)")
+    earliest: date | None = Field(default=None, description=(
+        "datetime columns: the earliest plausible day; a value before it is quarantined, or refused in a request "
+        "(a transaction of 1947 in a 1997 log)"))
+    latest: date | None = Field(default=None, description="datetime columns: the latest plausible day, as earliest")
     strip: str | None = Field(default=None, min_length=1, description=(
         "integer and number columns: characters removed from each cell of the data before it is read, such as a "
         "currency sign, thousands separators or a percent sign ('$,%'); a request sends the number itself"))
@@ -92,8 +96,11 @@ class ColumnSpec(_Strict):
             raise ValueError(f"min, max and impute apply to integer and number columns, not {self.type}")
         if self.allowed is not None and self.type != "category":
             raise ValueError("allowed applies to category columns only")
-        if self.format is not None and self.type != "datetime":
-            raise ValueError("format applies to datetime columns only")
+        dated = (self.format, self.earliest, self.latest)
+        if any(option is not None for option in dated) and self.type != "datetime":
+            raise ValueError("format, earliest and latest apply to datetime columns only")
+        if self.earliest is not None and self.latest is not None and self.earliest > self.latest:
+            raise ValueError(f"earliest {self.earliest} is after latest {self.latest}")
         if self.strip is not None and not numeric:
             raise ValueError("strip applies to integer and number columns only")
         if self.decimal != "." and not numeric:

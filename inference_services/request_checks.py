@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import pandas as pd
 from kserve.errors import InvalidInput
 
-from flowline.contract import FLOAT32_MAX, number_from_text, parse_datetimes
+from flowline.contract import FLOAT32_MAX, number_from_text, out_of_range_dates, parse_datetimes
 from flowline.use_case import ColumnSpec, UseCase
 
 SHOWN_CHARACTERS = 40
@@ -136,7 +136,10 @@ class RecordChecker:
                 texts = list({value for record in records if isinstance(record, dict)
                               and type(value := record.get(name)) is str and value.strip()})
                 parsed = parse_datetimes(pd.Series([text.strip() for text in texts], dtype=object), spec.format)
-                dates[name] = frozenset(text for text, missing in zip(texts, parsed.isna()) if not missing)
+                wrong = parsed.isna()
+                for outside, _ in out_of_range_dates(parsed, spec):
+                    wrong |= outside
+                dates[name] = frozenset(text for text, refused in zip(texts, wrong) if not refused)
         return dates
 
     def check_id(self, name: str, spec: ColumnSpec, value: Any, where: str) -> None:
@@ -188,9 +191,13 @@ class RecordChecker:
         if not isinstance(value, str):
             raise BadRequest("wrong_type", f"{field}: expected a string, got {describe(value)}")
         if spec.type == "datetime":
-            if parse_datetimes(pd.Series([value.strip()]), spec.format).isna().iloc[0]:
+            parsed = parse_datetimes(pd.Series([value.strip()]), spec.format)
+            if parsed.isna().iloc[0]:
                 raise BadRequest("wrong_type",
                                  f"{field}: {describe(value)} is not a date ({spec.format or 'ISO 8601'})")
+            for outside, bound in out_of_range_dates(parsed, spec):
+                if outside.iloc[0]:
+                    raise BadRequest("out_of_range", f"{field}: {describe(value)} is {bound}")
             return
         allowed = self._allowed.get(name)
         if allowed is not None and value.strip() not in allowed:

@@ -85,7 +85,7 @@ def test_undeclared_column_is_named(tmp_path: Path):
         (lambda d: d["features"].update(entity_column="customerID"), "features.entity_column needs time_column"),
         (lambda d: d["features"].update(amount_columns=["Contract"]), "column 'Contract' is not numeric"),
         (lambda d: d["features"].update(amount_columns=["Amount"]), "column 'Amount' is not declared"),
-        (lambda d: d["columns"]["Contract"].update(format="%Y"), "format applies to datetime columns only"),
+        (lambda d: d["columns"]["Contract"].update(format="%Y"), "format, earliest and latest apply to datetime columns only"),
         (lambda d: d["columns"].update(signup={"type": "datetime"}), "a datetime column must be the time_column"),
         (lambda d: d.update(time_column="Contract"), "must be a datetime or numeric column"),
     ],

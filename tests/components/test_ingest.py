@@ -216,6 +216,35 @@ def test_request_checks_refuse_a_date_that_does_not_parse():
         checker.check_record({"at": "yesterday", "items": 2}, "instances[0]")
 
 
+def test_dates_outside_the_declared_earliest_and_latest_days_are_quarantined_and_refused(write_csv):
+    """A transaction of 1947 in a 1997 log moved its customer from low to mid value, and a contract could not say
+    which dates are plausible: earliest and latest do, in ingest, batch scoring and requests alike."""
+    from pydantic import ValidationError
+
+    from flowline.inference_services.request_checks import BadRequest, RecordChecker
+    from flowline.use_case import UseCase
+
+    use_case = UseCase.model_validate({
+        "name": "orders", "task": "regression", "data": {"path": "x.csv"}, "label": {"column": "spend"},
+        "time_column": "day", "max_bad_fraction": 0.5,
+        "columns": {"day": {"type": "datetime", "format": "%Y%m%d", "earliest": "1997-01-01", "latest": "1998-06-30"},
+                    "items": {"type": "integer"}},
+    })
+    path = write_csv("day,items,spend\n19970101,1,10\n19470101,2,20\n19980630,3,30\n19980701,4,40\n")
+    result = apply_contract(read_table(str(path)).frame, use_case)
+    assert result.kept["day"].tolist() == [pd.Timestamp("1997-01-01"), pd.Timestamp("1998-06-30")]
+    assert result.quarantined[REASON_COLUMN].tolist() == ["day: '19470101' is before the earliest day 1997-01-01",
+                                                          "day: '19980701' is after the latest day 1998-06-30"]
+    checker = RecordChecker(use_case, ["day", "items"])
+    checker.check_batch([{"day": "19980630", "items": 1}], "instances", 10)
+    for text, bound in (("19470101", "before the earliest day 1997-01-01"), ("19980701", "after the latest day")):
+        with pytest.raises(BadRequest, match=rf"instances\[1\]\.day: '{text}' is {bound}"):
+            checker.check_batch([{"day": "19970105", "items": 1}, {"day": text, "items": 1}], "instances", 10)
+    with pytest.raises(ValidationError, match="earliest 1999-01-01 is after latest 1998-06-30"):
+        UseCase.model_validate({**use_case.model_dump(mode="json"), "columns": {
+            "day": {"type": "datetime", "earliest": "1999-01-01", "latest": "1998-06-30"}, "items": {"type": "integer"}}})
+
+
 def test_a_batch_s_dates_are_parsed_at_once_and_the_first_that_does_not_parse_is_named():
     """A batch's dates are parsed in one call (one at a time took 1 ms each: an events push of 10,000 records,
     16 s), with what the one-at-a-time check refuses still refused, naming its record."""

@@ -409,7 +409,8 @@ def parse_datetimes(text: pd.Series, date_format: str | None) -> pd.Series:
         parsed = pd.to_datetime(text, format=date_format, errors="coerce", utc=True)
         if COMPACT_FORMAT.fullmatch(date_format):  # pandas reads %Y%m%d's "199712" as 1997-01-02: no field can
             # be told from the next without its full width, so the text must have the format's length exactly
-            parsed[text.str.len() != len(datetime(2000, 1, 1).strftime(date_format))] = pd.NaT
+            width = len(datetime(2000, 1, 1).strftime(date_format))
+            parsed[text.astype("string").str.len().ne(width).fillna(False).to_numpy(bool)] = pd.NaT
         return parsed.dt.tz_localize(None).astype("datetime64[ns]")
     offset = text.str.contains(TIME_OFFSET, na=False).to_numpy(dtype=bool)
     parsed = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")

@@ -276,6 +276,10 @@ class FlowlineRESTServer(RESTServer):
         self.repository_lock = asyncio.Lock()
 
     def _register_endpoints(self, app: FastAPI) -> None:
+        # No schema of every route for whoever asks (FastAPI's /openapi.json, which KServe leaves on); the routes
+        # are the KServe protocols' and the README's.
+        app.openapi_url = None
+        app.router.routes = [route for route in app.router.routes if getattr(route, "path", None) != "/openapi.json"]
         # Registered first, so they answer instead of KServe's generic ones (its load and unload take no token).
         app.add_api_route("/v2/repository/models/{model_name}/load", self.reload, methods=["POST"])
         app.add_api_route("/v2/repository/models/{model_name}/unload", self.unload, methods=["POST"])

@@ -228,7 +228,8 @@ def test_metadata_health_and_readiness(server, loaded):
     # No repository token here: load and unload do not answer, so the extension is not offered.
     assert httpx.get(f"{server}/v2").json()["extensions"] == []
     for method, path, status, said in [("GET", "/v2/models/churn/infer", 405, "Method Not Allowed"),
-                                       ("POST", "/v2/repository/index", 404, "Not Found")]:
+                                       ("POST", "/v2/repository/index", 404, "Not Found"),
+                                       ("GET", "/openapi.json", 404, "Not Found")]:  # every route, to whoever asked
         answer = httpx.request(method, f"{server}{path}")  # the protocol's error body, which tritonclient reads
         assert (answer.status_code, answer.json()) == (status, {"error": said}), path
     assert httpx.get(f"{server}/v2/models/churn/ready").status_code == 200

@@ -246,7 +246,7 @@ def _whole_lines(path: Path, file, head: Optional[dict], repair: bool = True) ->
                 file.write(b"\n")
         else:
             cut = whole.count(b"\n") + 1  # its record's number: one record a line, from 1
-            if head is not None and isinstance(head.get("seq"), int) and head["seq"] >= cut:
+            if _written(head, cut):
                 raise AuditError(f"{path}: line {cut} is cut short, but {head_file(path).name} names record "
                                  f"{head['seq']} as written: the log was damaged after it was written") from None
             if repair:
@@ -259,6 +259,12 @@ def _whole_lines(path: Path, file, head: Optional[dict], repair: bool = True) ->
             os.fsync(file.fileno())
     file.seek(0, os.SEEK_END)
     return data.decode("utf-8").splitlines()
+
+
+def _written(head: Optional[dict], line: int) -> bool:
+    """Whether `head` names the record on `line` (one record a line, from 1) as written: acknowledged, so a cut
+    there is damage, not a write that stopped part-way."""
+    return head is not None and isinstance(head.get("seq"), int) and head["seq"] >= line
 
 
 def _is_json(data: bytes | str) -> bool:
@@ -427,8 +433,7 @@ def _read_log(log: str | Path, cut_tail: bool = False) -> tuple[list[tuple[str, 
         text = file.read()
         head = _read_head_file(head_file(path))
     lines = text.splitlines()
-    named = head is not None and isinstance(head.get("seq"), int) and head["seq"] >= len(lines)
-    if cut_tail and lines and not text.endswith("\n") and not _is_json(lines[-1]) and not named:
+    if cut_tail and lines and not text.endswith("\n") and not _is_json(lines[-1]) and not _written(head, len(lines)):
         warnings.warn(f"{path}: line {len(lines)} is cut short ({len(lines[-1])} characters): a write that stopped "
                       "part-way, or an edit; left out here and left in place, for `flowline audit verify` to report "
                       "and the next write to drop", AuditRepairWarning, stacklevel=4)

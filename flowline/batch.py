@@ -496,7 +496,7 @@ def score_customers(scorer: Scorer, log_use_case: UseCase, source: str, as_of: d
                         counts={"transactions_in": result.rows_in, "transactions_quarantined": len(result.quarantined),
                                 "customers_scored": len(scored),
                                 # customers whose first purchase is after as_of: no value at a date they had not come
-                                "customers_after_as_of": result.kept[spec.entity_column].nunique() - len(scored)},
+                                "customers_after_as_of": result.kept[entity].nunique() - len(scored)},
                         out_of_profile=scorer.feature_set.columns_out_of_profile(values), as_of=as_of.isoformat(),
                         seconds=round(time.perf_counter() - started, 3), utf8_misread_as=raw.utf8_misread_as,
                         reasons=Counter(count_reasons(result.quarantined[REASON_COLUMN]).to_dict()))

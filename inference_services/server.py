@@ -179,8 +179,8 @@ class FlowlineDataPlane(DataPlane):
         return metadata
 
     def decode(self, body, headers, *args, **kwargs):
-        if headers and "content-type" in headers:  # RFC 9110: a media type is case-insensitive, its parameters aside
-            media = headers["content-type"].split(";")[0].strip().lower()
+        if headers and "content-type" in headers:
+            media = media_type(headers["content-type"])
             # KServe passes the bytes of any other type on undecoded: a v1 body is JSON whatever its label says
             # (a browser's fetch sends text/plain), as a v2 body is.
             headers = {**headers, "content-type": media if media in JSON_HEADERS else "application/json"}
@@ -260,6 +260,11 @@ async def _store_unavailable(request: Request, error: OnlineStoreUnavailable) ->
     """The online store cannot answer (explain, events, a CloudEvent): a 503 naming it, logged as one line."""
     log.warning("503 %s %s: %s", request.method, clip(request.url.path), error)
     return model_route.server_error(error)
+
+
+def media_type(content_type: str) -> str:
+    """A Content-Type's media type, as RFC 9110 compares it: case-insensitive, its parameters aside."""
+    return content_type.split(";")[0].strip().lower()
 
 
 class FlowlineRESTServer(RESTServer):
@@ -395,7 +400,7 @@ class FlowlineRESTServer(RESTServer):
             return JSONResponse(status_code=404, content={"error": f"model {model_name!r} takes no events here"})
         if not await self.dataplane.model_ready(model_name, True):
             raise ModelNotReady(model_name)
-        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        media = media_type(request.headers.get("content-type", ""))
         if media not in JSON_HEADERS:  # text/plain is what a web page may send cross-site without asking: these
             # requests change what later answers read, so only a client that says JSON is heard
             return JSONResponse(status_code=415, content={

@@ -9,7 +9,10 @@ state. Three backends behave the same (tests/test_online_store.py runs one test 
 - `redis://host:port/db` (Kubernetes: one Redis list per entity, read with one pipelined round trip).
 
 Every write is atomic: a batch of events for many entities is written whole or not at all. `seed` writes an
-entity history once per (namespace, source), so seeding the same training history again adds nothing.
+entity history once per (namespace, source), so seeding the same training history again adds nothing. A write
+given a key (`append_many(..., once=key)`: a push's Idempotency-Key, a CloudEvent's source and id) is written
+once per (namespace, key) within ONCE_SECONDS, so a retried push, or an event its broker delivers twice, adds
+nothing the second time.
 `erase` removes an entity's events and remembers the entity, so that no later `seed` writes it back from a
 package trained before the erasure (an empty store seeds from the package's fitted history); events served
 after the erasure are new and are kept. A Redis out of reach (refused, or silent past RedisStore's timeouts)
@@ -27,12 +30,17 @@ import math
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
+import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 Event = tuple[float, dict[str, float]]
 Events = Mapping[str, list[Event]]  # entity -> its events
+
+# How long a write's key is remembered: retries (a client's, a broker's redelivery) come within hours.
+ONCE_SECONDS = 24 * 3600
 
 
 class OnlineStoreError(ValueError):
@@ -116,10 +124,12 @@ class OnlineStore(ABC):
         """Add `events` to one entity."""
         self.append_many(namespace, {entity: events})
 
-    def append_many(self, namespace: str, events: Events) -> None:
-        """Add events to many entities at once, all or nothing (a bad event raises before anything is written)."""
+    def append_many(self, namespace: str, events: Events, once: str | None = None) -> bool:
+        """Add events to many entities at once, all or nothing (a bad event raises before anything is written).
+        With `once`, a key naming this write, write only if no write of `namespace` carried that key in the last
+        ONCE_SECONDS: False, writing nothing, when one did (a retry)."""
         checked = {entity: _checked(entity, list(batch)) for entity, batch in events.items()}
-        self._write(namespace, {e: batch for e, batch in checked.items() if batch}, seed=None)
+        return self._write(namespace, {e: batch for e, batch in checked.items() if batch}, seed=None, once=once)
 
     def seed(self, namespace: str, source: str, events: Events) -> bool:
         """Write `events` once per (namespace, source), e.g. source = the FeatureSet version whose training
@@ -162,8 +172,10 @@ class OnlineStore(ABC):
         """The entities erased in `namespace`."""
 
     @abstractmethod
-    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
-        """Append atomically; with `seed`, only if (namespace, seed) is not marked yet, and mark it."""
+    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None,
+               once: str | None = None) -> bool:
+        """Append atomically; with `seed`, only if (namespace, seed) is not marked yet, and mark it; with `once`,
+        only if (namespace, once) was not marked in the last ONCE_SECONDS, and mark it now."""
 
     @abstractmethod
     def _read(self, namespace: str, entities: list[str], seeded: bool) -> tuple[dict[str, list[Event]], bool]:
@@ -185,14 +197,23 @@ class MemoryStore(OnlineStore):
         self._events: dict[tuple[str, str], list[Event]] = {}
         self._seeds: set[tuple[str, str]] = set()
         self._erased_entities: set[tuple[str, str]] = set()
+        self._keys: OrderedDict[tuple[str, str], float] = OrderedDict()  # (namespace, once) -> when, oldest first
         self._lock = threading.Lock()
 
-    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
+    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None,
+               once: str | None = None) -> bool:
         with self._lock:
             if seed is not None:
                 if (namespace, seed) in self._seeds:
                     return False
                 self._seeds.add((namespace, seed))
+            if once is not None:
+                now = time.time()
+                while self._keys and next(iter(self._keys.values())) <= now - ONCE_SECONDS:
+                    self._keys.popitem(last=False)
+                if (namespace, once) in self._keys:
+                    return False
+                self._keys[namespace, once] = now
             for entity, batch in events.items():
                 self._events.setdefault((namespace, entity), []).extend(batch)
             return True
@@ -229,8 +250,12 @@ class SQLiteStore(OnlineStore):
                                      "source TEXT NOT NULL, PRIMARY KEY (namespace, source))")
             self._connection.execute("CREATE TABLE IF NOT EXISTS erased (namespace TEXT NOT NULL, "
                                      "entity TEXT NOT NULL, PRIMARY KEY (namespace, entity))")
+            self._connection.execute("CREATE TABLE IF NOT EXISTS written_once (namespace TEXT NOT NULL, "
+                                     "key TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (namespace, key))")
+            self._connection.execute("CREATE INDEX IF NOT EXISTS written_once_by_time ON written_once (at)")
 
-    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
+    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None,
+               once: str | None = None) -> bool:
         rows = [(namespace, entity, _encode(event)) for entity, batch in events.items() for event in batch]
         with self._lock:
             db = self._connection
@@ -240,6 +265,13 @@ class SQLiteStore(OnlineStore):
                                                    (namespace, seed)).rowcount == 0:
                     db.execute("ROLLBACK")
                     return False
+                if once is not None:
+                    now = time.time()
+                    db.execute("DELETE FROM written_once WHERE at <= ?", (now - ONCE_SECONDS,))
+                    if db.execute("INSERT OR IGNORE INTO written_once VALUES (?, ?, ?)",
+                                  (namespace, once, now)).rowcount == 0:
+                        db.execute("ROLLBACK")
+                        return False
                 db.executemany("INSERT INTO events VALUES (?, ?, ?)", rows)
             except BaseException:
                 db.execute("ROLLBACK")
@@ -285,11 +317,13 @@ class SQLiteStore(OnlineStore):
 
 
 class RedisStore(OnlineStore):
-    """A Redis server: one list per (namespace, entity) under `flowline:events:`, seeds in a set per namespace."""
+    """A Redis server: one list per (namespace, entity) under `flowline:events:`, seeds in a set per namespace, a
+    write's key as its own string, expiring after ONCE_SECONDS."""
 
     PREFIX = "flowline:events:"
     SEEDS = "flowline:seeds:"
     ERASED = "flowline:erased:"
+    ONCE = "flowline:once:"
 
     CONNECT_TIMEOUT_S = 5.0  # a host that does not answer at all fails a request within this, not never
     TIMEOUT_S = 5.0
@@ -326,10 +360,12 @@ class RedisStore(OnlineStore):
     def _key(self, namespace: str, entity: str) -> str:
         return f"{self.PREFIX}{namespace}:{entity}"  # a namespace is a slug, so no two keys collide
 
-    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None) -> bool:
+    def _write(self, namespace: str, events: dict[str, list[Event]], seed: str | None,
+               once: str | None = None) -> bool:
         import redis
 
         seeds = self.SEEDS + namespace
+        mark = None if once is None else f"{self.ONCE}{namespace}:{once}"
         with self._reachable(), self._client.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -339,6 +375,12 @@ class RedisStore(OnlineStore):
                             return False
                         pipe.multi()
                         pipe.sadd(seeds, seed)
+                    elif mark is not None:
+                        pipe.watch(mark)
+                        if pipe.exists(mark):
+                            return False
+                        pipe.multi()
+                        pipe.set(mark, 1, ex=ONCE_SECONDS)
                     for entity, batch in events.items():
                         pipe.rpush(self._key(namespace, entity), *(_encode(event) for event in batch))
                     pipe.execute()

@@ -27,7 +27,7 @@ from kserve.protocol.infer_type import InferRequest
 
 from flowline.contract import parse_datetimes
 from flowline.customer_history import history_features, transaction_events
-from flowline.inference_services.payloads import payload_records
+from flowline.inference_services.payloads import payload_records, push_key
 from flowline.inference_services.request_checks import BadRequest, RecordChecker, describe
 from flowline.inference_services.tensors import tensor_records
 from flowline.online_store import Event, OnlineStore
@@ -79,7 +79,8 @@ def push(store: OnlineStore, use_case: UseCase, payload: Any, headers: Mapping[s
     """Append transactions to their customers' histories: plain records of the log's columns, as a log row has
     them (a v1 body, `instances`, or a v2 body). Every record is checked against the log's contract before
     anything is written: a bad one is a 400 naming its field. A served request is no transaction, so a
-    payload-logger CloudEvent is refused."""
+    payload-logger CloudEvent is refused. A push named by an Idempotency-Key that the store took already writes
+    nothing (`repeated`)."""
     log = use_case.transaction_log
     if headers.get("ce-type") is not None:
         raise BadRequest("unsupported_event", f"ce-type: {describe(headers['ce-type'])}: a request served by a "
@@ -87,8 +88,9 @@ def push(store: OnlineStore, use_case: UseCase, payload: Any, headers: Mapping[s
                                               "transactions as plain records, without ce-type")
     records = payload_records(payload, transaction_checker(log))
     events = transactions_of(log, records)
-    store.append_many(log.entity_definition, events)
-    return {"definition": log.entity_definition, "rows": len(records), "events": sum(map(len, events.values()))}
+    written = store.append_many(log.entity_definition, events, once=push_key(headers))
+    return {"definition": log.entity_definition, "rows": len(records),
+            "events": sum(map(len, events.values())) if written else 0, "repeated": not written}
 
 
 def transaction_checker(log: UseCase) -> RecordChecker:

@@ -72,7 +72,8 @@ OUT_OF_PROFILE = Counter(
 )
 ENTITY_EVENTS = Counter(
     "flowline_entity_events", "Events appended to the online store, by source: served (answered rows) or pushed "
-    "(the events endpoint).", ["model_name", "source"],
+    "(the events endpoint); repeated: pushed again under a key already written, so not appended.",
+    ["model_name", "source"],
 )
 ONLINE_STORE_RESEEDED = Counter(
     "flowline_online_store_reseeded", "Times the online store was found without a definition's history and seeded "

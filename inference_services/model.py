@@ -68,7 +68,7 @@ from flowline.inference_services import customers_online, explanations
 from flowline.inference_services.batching import Batcher, Job, score_jobs, transform
 from flowline.inference_services.options import (DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BATCH_ROWS,
                                                  DEFAULT_MAX_EXPLAIN_ROWS)
-from flowline.inference_services.payloads import payload_records
+from flowline.inference_services.payloads import payload_records, push_key
 from flowline.inference_services.tensors import feature_matrix, tensor_records
 from flowline.inference_services.request_checks import (MAX_ID_CHARACTERS, V1_ROW, V2_ROW, BadRequest,
                                                            RecordChecker, describe, ids_sent, request_checker)
@@ -429,12 +429,20 @@ class FlowlineModel(Model):
         if package.writes_events:
             self._append_events(package, values, "served")
 
-    def _append_events(self, package: LoadedPackage, values: Mapping[str, np.ndarray], source: str) -> int:
-        appended = 0
+    def _append_events(self, package: LoadedPackage, values: Mapping[str, np.ndarray], source: str,
+                       once: Optional[str] = None) -> int:
+        """Append the rows' events to each definition's history; with `once` (payloads.push_key), a definition that
+        took a push of that key already takes nothing (counted as source "repeated"). The events appended."""
+        appended = repeated = 0
         for definition, events in package.feature_set.entity_events(values).items():
-            package.store.append_many(definition, events)
-            appended += sum(map(len, events.values()))
+            count = sum(map(len, events.values()))
+            if package.store.append_many(definition, events, once=once):
+                appended += count
+            else:
+                repeated += count
         metrics.ENTITY_EVENTS.labels(self.name, source).inc(appended)
+        if repeated:
+            metrics.ENTITY_EVENTS.labels(self.name, "repeated").inc(repeated)
         return appended
 
     def push_events(self, payload: Any, headers: Mapping[str, str]) -> Dict:
@@ -445,7 +453,8 @@ class FlowlineModel(Model):
         feature_set, use_case = package.feature_set, package.use_case
         if use_case.transaction_log is not None and self.online_store_url:  # CLV: the records are transactions
             pushed = customers_online.push(self._online_store(), use_case, payload, headers)
-            metrics.ENTITY_EVENTS.labels(self.name, "pushed").inc(pushed["events"])
+            # One event a transaction, written or, under a key pushed before, not.
+            metrics.ENTITY_EVENTS.labels(self.name, "repeated" if pushed["repeated"] else "pushed").inc(pushed["rows"])
             return {"model_name": self.name, **pushed}
         if not feature_set.entity_features:
             raise BadRequest("no_entity_features", f"events: model {self.name!r} has no entity features to update")
@@ -459,16 +468,17 @@ class FlowlineModel(Model):
         checker = package.checker if event_type else RecordChecker(use_case, feature_set.event_columns,
                                                                    use_case.id_columns)
         records = payload_records(payload, checker)
+        once = push_key(headers)
         try:
             values = feature_set.record_values(records, feature_set.event_columns)
-            appended = self._append_events(package, values, "pushed")
+            appended = self._append_events(package, values, "pushed", once)
         except (FeatureError, OnlineStoreError) as error:  # what the checks let through; still the client's
             raise BadRequest("malformed_request", f"events: {error}") from None
         except OnlineStoreUnavailable as error:  # a 503 (server.py)
             self._store_failed(error)
             raise
         return {"model_name": self.name, "definition": use_case.entity_definition, "rows": len(records),
-                "events": appended}
+                "events": appended, "repeated": once is not None and appended == 0}
 
     async def explain(self, payload: Dict, headers: Optional[Dict[str, str]] = None) -> Dict:
         """SHAP contributions per raw column for each instance, plus the base value (in margin units), and the

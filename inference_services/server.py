@@ -12,7 +12,7 @@ What this adds to kserve.ModelServer:
   (batching.py), and a ready FlowlineModel's are answered in front of FastAPI (model_route.py);
   CloudEvents, and models other than a FlowlineModel, take KServe's own route;
 - `POST /v2/models/{name}/events` appends events (plain records, or the payload logger's CloudEvents)
-  to the online store the model's entity features read;
+  to the online store the model's entity features read, once per Idempotency-Key or CloudEvent id;
 - an online store out of reach is a 503 naming it (logged as one line), and readiness is false until it
   answers a ping again;
 - the model repository routes are off unless $FLOWLINE_REPOSITORY_TOKEN is set, and then

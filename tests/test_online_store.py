@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flowline.online_store import HistoryLost, OnlineStoreError, canonical, open_store
+from flowline import online_store
+from flowline.online_store import ONCE_SECONDS, HistoryLost, OnlineStoreError, canonical, open_store
 
 
 @pytest.fixture(params=["sqlite", "memory", "redis"])
@@ -42,6 +43,29 @@ def test_seeding_is_idempotent_per_source(store_url: str) -> None:
     assert store.seed("fraud", "v2", {"a": [(4.0, {"amount": 4.0})]}) is True
     assert store.events("fraud", "a") == [(1.0, {"amount": 1.0}), (4.0, {"amount": 4.0})]
     assert store.seed("clv", "v1", history) is True  # another namespace has its own seeds
+
+
+def test_a_keyed_write_is_written_once_per_namespace_and_key(store_url: str, monkeypatch) -> None:
+    """A retried push (its Idempotency-Key) or an event delivered twice (its CloudEvent id) adds nothing again,
+    while the key is remembered; another key, namespace or an unkeyed write is written."""
+    store = open_store(store_url)
+    batch = {"card-1": [(1.0, {"amount": 5.0})], "card-2": [(2.0, {"amount": 1.0})]}
+    assert store.append_many("fraud", batch, once="push-1") is True
+    assert store.append_many("fraud", batch, once="push-1") is False
+    assert store.events_many("fraud", ["card-1", "card-2"]) == batch
+    assert store.append_many("fraud", {"card-1": [(3.0, {"amount": 2.0})]}, once="push-2") is True
+    assert store.append_many("other", batch, once="push-1") is True  # keys are per namespace
+    assert store.append_many("fraud", {"card-1": [(3.0, {"amount": 2.0})]}) is True  # no key: always written
+    assert len(store.events("fraud", "card-1")) == 3
+    assert not store.is_seeded("fraud")  # a key is no seed: a pushed batch is no history
+    if store_url.startswith("redis"):  # the server forgets the key itself
+        assert 0 < store._client.ttl("flowline:once:fraud:push-1") <= ONCE_SECONDS
+    else:
+        later = online_store.time.time() + ONCE_SECONDS + 1
+        monkeypatch.setattr(online_store.time, "time", lambda: later)
+        assert store.append_many("fraud", {"card-2": [(4.0, {"amount": 1.0})]}, once="push-1") is True
+        assert len(store.events("fraud", "card-2")) == 2
+    store.close()
 
 
 def test_a_read_of_a_history_never_seeded_or_lost_since_raises_history_lost(store_url: str) -> None:

@@ -93,13 +93,19 @@ def clv_online(clv_package, backend, sample_log, tmp_path_factory) -> Iterator[s
 
 
 def push_weeks(url: str, log: pd.DataFrame) -> None:
-    """POST the transactions of `log` to the events endpoint in time order, one week per request (a weekly feed)."""
-    for _, part in log.groupby(log["date"].dt.to_period("W"), sort=True):
+    """POST the transactions of `log` to the events endpoint in time order, one week per request (a weekly feed),
+    each named by its week and first line and sent twice, as a client retries a push it got no answer to: the
+    retry adds nothing."""
+    for week, part in log.groupby(log["date"].dt.to_period("W"), sort=True):
         records = [{"customer_id": customer, "date": day.strftime("%Y%m%d"), "number_of_cds": int(cds),
                     "dollar_value": float(value)} for customer, day, cds, value in
                    zip(part["customer_id"], part["date"], part["number_of_cds"], part["dollar_value"])]
-        response = httpx.post(f"{url}{EVENTS}", json={"instances": records})
+        key = {"Idempotency-Key": f"cdnow-week-{week}-line-{part.index[0]}"}
+        response = httpx.post(f"{url}{EVENTS}", json={"instances": records}, headers=key)
         assert response.status_code == 200 and response.json()["events"] == len(records), response.text
+        retried = httpx.post(f"{url}{EVENTS}", json={"instances": records}, headers=key)
+        assert retried.status_code == 200 and retried.json()["events"] == 0 and retried.json()["repeated"], \
+            retried.text
 
 
 def served(url: str, customers: list[str], as_of: date | None = None) -> np.ndarray:

@@ -134,7 +134,23 @@ def test_events_endpoint_takes_cloud_events_and_refuses_bad_events_whole(served,
         assert count_of(client, later, name) == before  # nothing of a refused batch was written
         answer = client.post("/v2/models/payments/events", json=v2_body({"txn": "t1", **event}), headers=headers)
         assert answer.status_code == 200 and answer.json()["events"] == 1, answer.text
-        assert count_of(client, later, name) != before
+        after = count_of(client, later, name)
+        assert after != before
+        # The broker delivers the same event (ce-source, ce-id) again: it is not counted twice.
+        again = client.post("/v2/models/payments/events", json=v2_body({"txn": "t1", **event}), headers=headers)
+        assert again.status_code == 200 and again.json()["events"] == 0 and again.json()["repeated"], again.text
+        assert count_of(client, later, name) == after
+        # A client names its push to retry it safely; another key, or none, is another push.
+        named = {**event, "at": "2027-01-01T00:00:20"}
+        for key, written in (("push-7", 1), ("push-7", 0), ("push-8", 1)):
+            answer = client.post("/v2/models/payments/events", json={"instances": [named]},
+                                 headers={"Idempotency-Key": key})
+            assert answer.status_code == 200 and answer.json()["events"] == written, answer.text
+        empty = client.post("/v2/models/payments/events", json={"instances": [named]},
+                            headers={"Idempotency-Key": ""})
+        assert empty.status_code == 400 and "idempotency-key: empty" in empty.json()["error"]
+        metrics_text = client.get("/metrics").text
+        assert 'flowline_entity_events_total{model_name="payments",source="repeated"} 2.0' in metrics_text
         missing = client.post("/v2/models/nobody/events", json={"instances": [event]})
         assert missing.status_code == 404
 

@@ -16,7 +16,8 @@ A body sent with `Content-Encoding: gzip` (or `deflate`) is decompressed here, a
 decompresses to, so a small bomb is refused as a large body would be; the routes see the plain body. Every
 member of a gzip body is read, and deflate is taken in zlib's format or raw, as clients send both. Another
 encoding, or more than one, is a 415 naming it; data that is not what its header says, or that goes on after
-it, a 400.
+it, a 400. A Transfer-Encoding other than chunked (`gzip, chunked`) is a 501 naming it: it was read as plain
+chunked, its gzip data as if it were the body.
 
 A body whose next bytes do not arrive within BODY_IDLE_S is a 408 and its connection is closed: a stalled or
 half-sent request would otherwise hold its connection for as long as the client keeps it open, and hold a stopping
@@ -68,9 +69,15 @@ class BodyLimit:
         scope = {**scope, metrics.ARRIVED: time.perf_counter()}  # the outermost app: the request's wait starts here
         encodings = [name for name in (_header(scope, b"content-encoding") or "").lower().replace(" ", "").split(",")
                      if name not in ("", "identity")]
+        transfer = [name for name in (_header(scope, b"transfer-encoding") or "").lower().replace(" ", "").split(",")
+                    if name]
+        if transfer not in ([], ["chunked"]):  # the server decodes chunked alone (RFC 9112: a 501)
+            await _drop_the_rest(receive)
+            await self._refuse(scope, send, 501, "body_encoding", f"Transfer-Encoding: {', '.join(transfer)} is not "
+                               f"accepted; send the body chunked alone, compressed with Content-Encoding: gzip")
+            return
         length = _content_length(scope)
-        held = _held(length, "chunked" in (_header(scope, b"transfer-encoding") or "").lower(), bool(encodings),
-                     self.max_bytes)
+        held = _held(length, bool(transfer), bool(encodings), self.max_bytes)
         if held and self.in_flight + held > IN_FLIGHT_BODIES * self.max_bytes:
             await _drop_the_rest(receive)
             await self._refuse(scope, send, 503, None, f"the server is busy: {self.in_flight:,} bytes of request "

@@ -183,6 +183,26 @@ def test_a_body_not_as_its_encoding_says_is_a_4xx_naming_it(small_server, record
     assert count(httpx.get(small_server + "/metrics").text, "body_encoding") == before + 1
 
 
+def test_a_transfer_coding_other_than_chunked_is_a_501_naming_it(small_server, record):
+    """`Transfer-Encoding: gzip, chunked` was read as plain chunked: its gzip bytes parsed as JSON, a 400 that
+    named the JSON, not the coding the server does not decode."""
+    address = urlparse(small_server)
+    data = gzip.compress(v1(record))
+    before = count(httpx.get(small_server + "/metrics").text, "body_encoding")
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(f"POST {V1} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Transfer-Encoding: gzip, chunked\r\n\r\n{len(data):x}\r\n".encode() + data + b"\r\n0\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            part = sock.recv(65536)
+            if not part:
+                break
+            answer += part
+    assert answer.startswith(b"HTTP/1.1 501"), answer
+    assert b"Transfer-Encoding: gzip, chunked is not accepted" in answer
+    assert count(httpx.get(small_server + "/metrics").text, "body_encoding") == before + 1
+
+
 def test_the_server_answers_after_the_refusals(small_server, record):
     response = httpx.post(small_server + V2, content=v2(*v2_record(record)), headers={"Content-Type": "application/json"})
     assert response.status_code == 200, response.text

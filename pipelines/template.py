@@ -237,8 +237,8 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     def pipeline(source: str = "", trials: int = 0, tuning_backend: str = "", champion: str = "",
                  namespace: str = "flowline", canary_percent: int = 10, audit_log: str = "",
                  broker_url: str = BROKER_URL):
-        outcome = _configure(step.run_outcome(use_case_name=use_case.name, audit_log=audit_log, broker_url=broker_url),
-                             "run-outcome")
+        outcome = _configure(step.run_outcome(use_case_name=use_case.name, audit_log=audit_log, broker_url=broker_url,
+                                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "run-outcome")
         with dsl.ExitHandler(outcome, name="steps"):
             steps(source, trials, tuning_backend, champion, namespace, canary_percent, audit_log)
 

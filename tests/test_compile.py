@@ -58,6 +58,8 @@ def test_an_exit_handler_records_the_outcome_after_the_steps_whatever_it_was(com
     assert outcome["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"  # runs after failures too
     assert outcome["inputs"]["parameters"]["status"] == {"taskFinalStatus": {"producerTask": EXIT_HANDLER}}
     assert outcome["inputs"]["parameters"]["audit_log"] == {"componentInputParameter": "audit_log"}
+    # the KFP run's id, which the package's lineage names: the final status names the Argo workflow instead
+    assert outcome["inputs"]["parameters"]["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
 
 
 def test_every_task_has_resources_a_retry_policy_caching_and_the_project_image(compiled: Path):

@@ -17,7 +17,9 @@ from flowline import audit
 from flowline.events import PIPELINE_RUN_EVENT
 
 EVENT_SOURCE = "flowline/pipelines"
-SUCCEEDED_STATES = {"SUCCEEDED"}  # KFP's PipelineTaskFinalStatus.state when every task succeeded
+# PipelineTaskFinalStatus.state when every task succeeded: the open-source backend (2.14 to 2.16) passes on the
+# pipeline's MLMD execution state, COMPLETE (CACHED when cached whole); the SDK's documented value is SUCCEEDED.
+SUCCEEDED_STATES = {"SUCCEEDED", "COMPLETE", "CACHED"}
 
 
 def run_status(state: str) -> str:
@@ -45,11 +47,15 @@ def post_run_event(broker_url: str, use_case: str, status: str, run_id: str, tim
         raise RuntimeError(f"the Broker at {broker_url} did not take the run's outcome: {error}") from error
 
 
-def record_outcome(use_case: str, state: str, run_id: str, error: str, audit_log: str, broker_url: str) -> dict:
-    """Record a finished run (`state` as KFP reports it) in `audit_log` and at `broker_url`, each when set. Once:
-    the step is retried (a Broker that refused), and a retry finds the run recorded already."""
+def record_outcome(use_case: str, state: str, run_id: str, error: str, audit_log: str, broker_url: str,
+                   workflow: str = "") -> dict:
+    """Record a finished run (`state` as KFP reports it; `run_id` the KFP run's id, which its package's lineage
+    names too; `workflow` the backend's name for it) in `audit_log` and at `broker_url`, each when set. Once:
+    the step is retried (a Broker that refused), and a retry finds the run recorded already. The open-source
+    backend passes no error text (its driver leaves it empty): the failed step is in the run's graph."""
     status = run_status(state)
-    what = {"use_case": use_case, "outcome": status, "state": state, "run_id": run_id, "error": error or None}
+    what = {"use_case": use_case, "outcome": status, "state": state, "run_id": run_id, "error": error or None,
+            **({"workflow": workflow} if workflow and workflow != run_id else {})}
     if audit_log and not (run_id and _recorded(audit_log, what)):
         audit.append(audit_log, "pipeline_run", what)
     if broker_url:

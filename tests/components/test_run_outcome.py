@@ -33,8 +33,19 @@ def broker():
 
 
 def test_kfp_final_states_map_to_succeeded_or_failed():
-    assert run_status("SUCCEEDED") == "succeeded"
-    assert {run_status(state) for state in ("FAILED", "CANCELED", "SYSTEM_ERROR")} == {"failed"}
+    """The open-source backend (2.14 to 2.16, backend/src/v2/driver/resolve.go) passes the pipeline's MLMD state,
+    COMPLETE when it succeeded: it was read as failed, so every good run fired FlowlinePipelineRunFailed."""
+    assert {run_status(state) for state in ("SUCCEEDED", "COMPLETE", "CACHED", "complete")} == {"succeeded"}
+    assert {run_status(state) for state in ("FAILED", "CANCELED", "SYSTEM_ERROR", "RUNNING", "")} == {"failed"}
+
+
+def test_the_record_names_the_kfp_run_and_the_backends_workflow(tmp_path):
+    """The final status names the Argo workflow, not the run id the dashboard and the package's lineage show."""
+    log = tmp_path / "audit.jsonl"
+    what = record_outcome("churn", "COMPLETE", "0f5c7a1e-run", "", str(log), "", workflow="flowline-churn-x7k2p")
+    assert what == {"use_case": "churn", "outcome": "succeeded", "state": "COMPLETE", "run_id": "0f5c7a1e-run",
+                    "error": None, "workflow": "flowline-churn-x7k2p"}
+    assert verify(log)[0]["what"] == what
 
 
 def test_a_failed_run_is_recorded_in_the_audit_trail_and_sent_to_the_broker(broker, tmp_path):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from flowline import audit
-from flowline.package.format import CARD_HTML, CARD_JSON, MANIFEST_FILE, Package
+from flowline.package.format import CARD_HTML, CARD_JSON, MANIFEST_FILE, Package, PackageError
 from flowline.storage import is_s3
 
 STAGES = ("champion", "challenger", "rejected", "retired")
@@ -68,8 +68,13 @@ class Entry:
         return self
 
     def package(self) -> Package:
-        """The package itself, verified against its manifest."""
-        return Package.open(self.path)
+        """The package itself, verified against its manifest and against the version the audit log recorded at
+        its path: a package re-hashed after an edit verifies alone, but is not the package its run built."""
+        package = Package.open(self.path)
+        if package.version != self.version:
+            raise PackageError(f"package {self.path}: version {package.version}, but the audit log recorded "
+                               f"{self.version} there: it was changed and hashed again since its run built it")
+        return package
 
     def decided_by(self) -> dict[str, float]:
         """The metrics its gates judged (every test metric when the use case sets no gates), on test."""
@@ -78,7 +83,9 @@ class Entry:
         return gated or dict(evaluation["metrics"])
 
     def reports(self) -> dict[str, str]:
-        """Its readable reports: the model card, and the reports its run's summary.json lists."""
+        """Its readable reports, once the package verifies (a reader must not be shown an edited card): the model
+        card, and the reports its run's summary.json lists."""
+        self.package()
         found = {"model_card": str(Path(self.path) / CARD_HTML)}  # as the summary names it: listed once
         summary = Path(self.run_dir or "", SUMMARY_FILE)
         if self.run_dir and summary.is_file():
@@ -285,7 +292,7 @@ def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -
         if found is None:
             what = "promoted package" if champion else "package"
             raise RegistryError(f"no {what} of use case {name!r} under {runs_dir}; run `flowline run {name}` first")
-        found.existing()
+        found.existing().package()
         if found.gates_passed is False or found.stage == "rejected":
             warnings.warn(_not_chosen(name, found, registry.champion(name)), NotChampionWarning, stacklevel=2)
         return found.path
@@ -296,4 +303,6 @@ def resolve_package(target: str, runs_dir: str | Path, champion: bool = False) -
         known = ", ".join(sorted(set(registry.use_cases() + built_in_use_cases())))
         raise UseCaseError(f"{target!r} is no package folder, use case or package version under {runs_dir}; "
                            f"use cases: {known}; `flowline models` lists the versions")
-    return registry.version(target).path
+    found = registry.version(target)
+    found.existing().package()
+    return found.path

@@ -72,7 +72,8 @@ def _decided(entry) -> dict[str, Any]:
     try:
         return {"metrics": entry.decided_by(), "problem": None}
     except PackageError as error:
-        return {"metrics": {}, "problem": f"does not verify: {str(error).replace(entry.path, 'package')}"}
+        said = str(error).removeprefix(f"package {entry.path}: ").replace(entry.path, "its folder")
+        return {"metrics": {}, "problem": f"does not verify: {said}"}
 
 
 def _print(rows: list[dict], table: list[list], headers: list[str], as_json: bool, empty: str) -> None:

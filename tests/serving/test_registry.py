@@ -1,6 +1,7 @@
 """The local model registry: runs and packages read back from the audit log, listed, shown, opened, and
 resolved by use-case name, YAML path or version for serve, deploy and run --champion."""
 
+import hashlib
 import json
 import re
 import shutil
@@ -165,6 +166,35 @@ def test_show_and_open_take_a_version_prefix(runs, churn_package, capsys):
     assert reports["model_card"] == card and list(reports.values()).count(card) == 1  # listed once, opened once
     assert reports["explanation"] == str(runs / "churn-1" / "explain.html")
     assert Path(card).is_file()
+
+
+def test_a_package_edited_and_hashed_again_is_refused_under_the_version_its_run_recorded(runs, churn_package,
+                                                                                          capsys):
+    """Without a signing key, a writer of the folder could edit the card, hash the manifest again and be shown, opened
+    and served under the version the audit log recorded: the package verified alone, nobody checked it against the
+    log. A tampered card is refused by every reader; its versions, both named."""
+    from flowline.package.format import CARD_JSON, MANIFEST_FILE
+    from flowline.package.signing import content_version
+
+    recorded_version = Package.open(churn_package).version
+    folder = runs / "churn-1" / "package"
+    card = json.loads((folder / CARD_JSON).read_text())
+    card["metrics"] = {**card.get("metrics", {}), "roc_auc": 0.99}
+    (folder / CARD_JSON).write_text(json.dumps(card))
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["files"][CARD_JSON] = hashlib.sha256((folder / CARD_JSON).read_bytes()).hexdigest()
+    manifest["version"] = content_version({field: manifest[field] for field in ("format", "name", "files")})
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert Package.open(folder).version == manifest["version"] != recorded_version  # it verifies, alone
+    said = f"version {manifest['version']}, but the audit log recorded {recorded_version} there"
+    for command in (["show", recorded_version], ["open", recorded_version], ["serve", recorded_version, "--port", "9"],
+                    ["score", recorded_version, "--input", "x.csv", "--output", "y.parquet"]):
+        assert main([*command, "--runs-dir", str(runs)]) == EXIT_ERROR, command
+        assert said in capsys.readouterr().err, command
+    with pytest.raises(Exception, match=said):
+        resolve_package("churn", runs, champion=True)  # what `run` compares a new model with
+    assert main(["models", "churn", "--runs-dir", str(runs)]) == 0
+    assert f"does not verify: {said}" in capsys.readouterr().out
 
 
 def test_an_ambiguous_or_unknown_version_is_a_clear_error_listing_what_exists(runs, churn_package, capsys):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from flowline import fitted_rows
-from flowline.code_version import code_version
+from flowline.code_version import code_version, environment
 from flowline.components.package.model_card import model_card, model_card_html
 from flowline.datasets import sha256_of_file
 from flowline.evaluation_report import report_markdown
@@ -72,6 +72,7 @@ def build_package(
         "model": {"dir": MODEL_DIR, "files": {path.name: sha256_of_file(path)
                                                for path in sorted((out / MODEL_DIR).iterdir())}},
         "code": code_version(),
+        "environment": environment(),
         "run": run or {},
         # distinct fingerprints: rows alike in every hashed column (fraud's 14 repeated rows) share one
         "fitted_rows": {"file": fitted_rows.FITTED_ROWS_FILE, "fingerprints": len(fitted)} if fitted is not None

@@ -23,6 +23,7 @@ from flowline.use_case import FAIRNESS_METRICS, UseCase, gate_bounds
 FORMAT = "flowline.model_card/v1"
 CARD_TOP_COLUMNS = 10
 DRIFT_LIBRARY = "alibi-detect"
+FAIRNESS_ROWS = "out-of-fold rows, served thresholds"  # where a fairness gate is judged (never test)
 BUSINESS_SOURCE = "Business Source License"
 
 
@@ -81,7 +82,9 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
         "format": FORMAT,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "code": lineage["code"],
+        "environment": lineage.get("environment"),
         "run": lineage["run"],
+        "search": search_text(use_case, lineage["run"]),
         "model": {"use_case": use_case.name, "task": use_case.task, "description": use_case.description,
                   **model},
         "intended_use": use_case.intended_use or use_case.description,
@@ -147,6 +150,27 @@ def code_line(code: dict) -> str:
     return f"flowline {code['flowline']}, commit {code['commit']}{changed}"
 
 
+def search_text(use_case: UseCase, run: dict) -> str:
+    """How the models were searched, as the run ran it: its seed, its budget (with the run's override), backend."""
+    tuning = use_case.tuning
+    if run.get("trials"):
+        budget = f"{run['trials']} trials per family (the run's --trials)"
+    elif tuning.time_budget:
+        budget = f"a time budget of {tuning.time_budget:g} s"
+    else:
+        budget = "trials per family " + ", ".join(f"{family} {trials}" for family, trials in tuning.families.items())
+    backend = run.get("tuning_backend") or tuning.backend
+    return f"seed {tuning.seed}; {budget}; backend {backend}"
+
+
+def environment_text(environment: dict | None) -> str:
+    """Python and the versions of the libraries that made the model, as the card shows them."""
+    if not environment:
+        return "not recorded"
+    libraries = ", ".join(f"{name} {version}" for name, version in environment["libraries"].items() if version)
+    return f"Python {environment['python']}; {libraries}"
+
+
 def split_text(use_case: UseCase) -> str:
     """How the rows were split, in words: `latest` has no test share (its test rows are every entity at the
     latest time; the card had said "test 0.2" for CLV's 23,570 test customers)."""
@@ -185,6 +209,8 @@ def model_card_html(card: dict, package_version: str | None = None) -> str:
                                            ["code", code_line(card["code"])],
                                            *([["package version", package_version]] if package_version else []),
                                            ["run", card["run"].get("name") or "not known"],
+                                           ["search", card.get("search") or "not recorded"],
+                                           ["environment", environment_text(card.get("environment"))],
                                            ["card written", card["created_at"]]]),
         "<h2>Data</h2>",
         reports.table(["field", "value"], [
@@ -215,10 +241,11 @@ def model_card_html(card: dict, package_version: str | None = None) -> str:
         "<h2>Limitations</h2>",
         "<ul>" + "".join(f"<li>{reports.escape(item)}</li>" for item in card["limitations"]) + "</ul>",
         "<h2>Gates and decision</h2>",
-        reports.table(["gate", "value", "bounds", "decision"],
-                      [[name, g["value"], gate_bounds(g), "pass" if g["passed"] else "FAIL"]
+        reports.table(["gate", "judged on", "value", "bounds", "decision"],
+                      [[name, "test rows", g["value"], gate_bounds(g), "pass" if g["passed"] else "FAIL"]
                        for name, g in card["gates"]["quality"].items()]
-                      + [[f"{attribute}: {name}", g["value"], gate_bounds(g), "pass" if g["passed"] else "FAIL"]
+                      + [[f"{attribute}: {name}", FAIRNESS_ROWS, g["value"], gate_bounds(g),
+                          "pass" if g["passed"] else "FAIL"]
                          for attribute, gates in card["gates"]["fairness"].items() for name, g in gates.items()]),
         f"<p><strong>{reports.escape(card['decision']['decision'])}</strong>: "
         f"{reports.escape(card['decision']['reason'])}</p>",

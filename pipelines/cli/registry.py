@@ -164,30 +164,39 @@ def _open(args: argparse.Namespace) -> int:
 
 def card_text(card: dict, version: str, stage: str) -> str:
     """A model card (model_card.json) as text for a terminal: its facts, metrics, gates and decision as tables."""
-    model, data = card.get("model", {}), card.get("data", {})
+    from flowline.components.package.model_card import FAIRNESS_ROWS, code_line, environment_text
+
+    model, data, run = card.get("model", {}), card.get("data", {}), card.get("run", {})
     facts = [["use case", model.get("use_case")], ["version", f"{version} ({stage})"], ["task", model.get("task")],
              ["created", card.get("created_at")],
              ["description", reports.stated(model.get("description"), "description")],
              ["model", reports.members(model.get("members", []))],
+             *([["code", code_line(card["code"])]] if card.get("code") else []),
+             ["run", " ".join(filter(None, [run.get("name"), run.get("id") and f"(id {run['id']})"])) or "not known"],
+             *([["search", card["search"]]] if card.get("search") else []),
+             *([["environment", environment_text(card["environment"])]] if card.get("environment") else []),
              *[[f"data {name}", ", ".join(map(str, value)) if isinstance(value, list) else _number(value)]
                for name, value in data.items() if not isinstance(value, dict)],
              *_threshold_rows(card)]
     metrics = [[name, _number(metric["value"]), " to ".join(map(_number, metric.get("ci95") or []))]
                for name, metric in card.get("metrics", {}).items()]
     gates = card.get("gates", {})
-    gate_rows = [[name, _number(gate["value"]), _bound(gate), "pass" if gate["passed"] else "FAIL"]
+    gate_rows = [[name, "test rows", _number(gate["value"]), _bound(gate), "pass" if gate["passed"] else "FAIL"]
                  for name, gate in gates.get("quality", {}).items()]
-    gate_rows += [[f"{attribute}: {name}", _number(gate["value"]), _bound(gate), "pass" if gate["passed"] else "FAIL"]
+    gate_rows += [[f"{attribute}: {name}", FAIRNESS_ROWS, _number(gate["value"]), _bound(gate),
+                   "pass" if gate["passed"] else "FAIL"]
                   for attribute, metrics_of in gates.get("fairness", {}).items() for name, gate in metrics_of.items()]
     fairness = [[attribute, *(_number(value) for value in result.values())]
                 for attribute, result in card.get("fairness", {}).get("attributes", {}).items()]
-    fairness_headers = ["attribute", *next(iter(card.get("fairness", {}).get("attributes", {}).values()), {})]
+    fairness_headers = [f"attribute ({FAIRNESS_ROWS})",
+                        *next(iter(card.get("fairness", {}).get("attributes", {}).values()), {})]
     top = card.get("explanation", {}).get("top_columns", {})
     decision = card.get("decision", {})
     parts = [tabulate(facts, tablefmt="plain", disable_numparse=True),
              f"Intended use: {reports.stated(card.get('intended_use'), 'intended_use')}",
              tabulate(metrics, headers=["test metric", "value", "95% interval"], disable_numparse=True),
-             tabulate(gate_rows, headers=["gate", "value", "bound", "result"], disable_numparse=True)
+             *_served_decisions(card),
+             tabulate(gate_rows, headers=["gate", "judged on", "value", "bound", "result"], disable_numparse=True)
              if gate_rows else "no gates set",
              *([tabulate(fairness, headers=fairness_headers, disable_numparse=True)] if fairness else []),
              *([tabulate([[name, _number(value)] for name, value in top.items()],
@@ -196,6 +205,20 @@ def card_text(card: dict, version: str, stage: str) -> str:
              f"Decision: {decision.get('decision')}: {decision.get('reason')}",
              "Limitations:\n" + "\n".join(f"- {line}" for line in card.get("limitations", []))]
     return "\n\n".join(parts)
+
+
+def _served_decisions(card: dict) -> list[str]:
+    """When per-group thresholds are served, the test metrics above that depend on a threshold are the single
+    one's: the decisions served, on the same test rows, beside them."""
+    mitigation = card.get("fairness", {}).get("mitigation") or {}
+    outcomes = mitigation.get("outcomes", {})
+    if not (mitigation.get("applied") and "test" in outcomes.get("mitigated", {})):
+        return []
+    single, served = outcomes["single_threshold"]["test"], outcomes["mitigated"]["test"]
+    rows = [[name, _number(single.get(name)), _number(value)] for name, value in served.items()]
+    return ["The metrics above that depend on a threshold are at the single threshold, which is not served; "
+            "the served per-group thresholds decide the test rows so:\n"
+            + tabulate(rows, headers=["test decisions", "single threshold", "served"], disable_numparse=True)]
 
 
 def _threshold_rows(card: dict) -> list[list]:

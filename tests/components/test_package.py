@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from html_checks import assert_renders_as_a_page, loaded_image_widths
 
-from flowline.code_version import code_version
+from flowline.code_version import code_version, environment
 from flowline.drift import save_detector
 from flowline.package.format import (
     FORMAT,
@@ -122,9 +122,15 @@ def test_lineage_links_data_to_feature_set_to_model(package: Path):
                                          for name in ("model.json", "training.json")}
     # The code that built it (this checkout's commit), which the card shows; no run built this one.
     assert lineage["code"] == code_version() and lineage["run"] == {}
+    # and the Python and libraries it ran on (only three of them were recorded, in model/training.json)
+    assert lineage["environment"] == environment() and lineage["environment"]["libraries"]["pandas"] == "2.3.3"
     card = json.loads((package / "model_card.json").read_text())
-    assert card["code"] == lineage["code"]
-    assert f"commit {lineage['code']['commit']}" in (package / "model_card.html").read_text()
+    assert card["code"] == lineage["code"] and card["environment"] == lineage["environment"]
+    html = (package / "model_card.html").read_text()
+    assert f"commit {lineage['code']['commit']}" in html and "scikit-learn 1.9.1" in html
+    # the search as the run ran it: its seed and budget, which the card did not say (only the split's seed)
+    tuning = Package.open(package).use_case.tuning
+    assert card["search"].startswith(f"seed {tuning.seed}; trials per family xgboost ") and card["search"] in html
 
 
 def test_an_altered_file_is_refused_by_name(package: Path):

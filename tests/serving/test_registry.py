@@ -160,6 +160,9 @@ def test_show_and_open_take_a_version_prefix(runs, churn_package, capsys):
     card = capsys.readouterr().out
     assert f"{version} (champion)" in card and "Telco customers likely to churn" in card
     assert "roc_auc" in card and "95% interval" in card and "Decision: promote" in card
+    # what a reviewer needs beside the numbers: the code, the run, the search, and where each gate was judged
+    for shown in ("code      ", "flowline 0.1.0", "search ", "environment ", "Python 3.", "judged on", "test rows"):
+        assert shown in card, shown
     assert listed(capsys, "show", version[:5], "--runs-dir", str(runs), "--json")["model"]["use_case"] == "churn"
     reports = listed(capsys, "open", version[:5], "--runs-dir", str(runs), "--json")
     card = str(runs / "churn-1" / "package" / "model_card.html")
@@ -261,6 +264,16 @@ def test_show_gives_the_thresholds_that_decide_served_rows():
     assert re.search(r"threshold \(other groups\)\s+0\.0950?", text)
     assert re.search(r"single threshold \(not served\)\s+0\.0950?", text)
     assert "threshold" not in card_text({"threshold": None}, "v1", "champion")  # a regression decides nothing
+    # The test precision, recall and cost are the single threshold's: the served decisions' are shown beside them
+    # (show printed the single threshold's alone, while the HTML card said they were not served).
+    outcomes = {"single_threshold": {"test": {"recall": 0.9545, "expected_cost_per_1000": 38431.5}},
+                "mitigated": {"test": {"recall": 0.9733, "expected_cost_per_1000": 38325.1}}}
+    mitigated["fairness"]["mitigation"]["outcomes"] = outcomes
+    text = card_text(mitigated, "v1", "champion")
+    assert "at the single threshold, which is not served" in text
+    assert re.search(r"recall\s+0\.9545\s+0\.9733", text)
+    assert re.search(r"expected_cost_per_1000\s+38,431\.5000?\s+38,325\.1", text)
+    assert "not served" not in card_text({"threshold": 0.1}, "v1", "champion").replace("(not served)", "")
 
     # What the use case leaves empty reads as the HTML card says it: an empty "Intended use:" line looked cut off.
     empty = card_text({"intended_use": "", "model": {"description": ""}}, "v1", "champion")

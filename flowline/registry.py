@@ -112,6 +112,7 @@ class Run:
     wall_seconds: Optional[float] = None
     error: Optional[str] = None
     package_version: Optional[str] = None
+    use_case_file: Optional[str] = None  # the YAML it ran from (older records name none)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,7 +176,7 @@ def read(runs_dir: str | Path) -> Registry:
         what = record["what"]
         if record["action"] == "pipeline_run" and "run_dir" in what:
             runs.append(Run(what["run_dir"], what.get("use_case", ""), record["at"], what.get("outcome", ""),
-                            what.get("wall_seconds"), what.get("error")))
+                            what.get("wall_seconds"), what.get("error"), use_case_file=what.get("use_case_file")))
         elif record["action"] == "package":  # a version packaged again moves to the end: it is the newest
             entries.pop(what["package_version"], None)
             entries[what["package_version"]] = Entry(what["package_version"], what["use_case"], what["package"],

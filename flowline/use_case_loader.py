@@ -96,6 +96,12 @@ def load_use_case(name_or_path: str | Path) -> UseCase:
     A relative data path is resolved against the folder of the YAML file, and so is the use case
     whose entity-feature definition it reuses (features.entity_features_from).
     """
+    path = use_case_file(name_or_path)
+    return parse_use_case(_read_document(path), origin=str(path), folder=path.parent)
+
+
+def use_case_file(name_or_path: str | Path) -> Path:
+    """The YAML file a use case's name (built in) or path names; UseCaseError for an unknown name."""
     path = Path(name_or_path)
     if path.suffix.lower() not in (".yaml", ".yml"):
         path = USE_CASES_DIR / f"{name_or_path}.yaml"
@@ -104,7 +110,7 @@ def load_use_case(name_or_path: str | Path) -> UseCase:
             files = [name for name in (f"{name_or_path}.yaml", f"{name_or_path}.yml") if Path(name).is_file()]
             meant = f" (did you mean the file {files[0]}?)" if files else ""
             raise UseCaseError(f"unknown use case {str(name_or_path)!r}{meant}; built-in use cases: {known}")
-    return parse_use_case(_read_document(path), origin=str(path), folder=path.parent)
+    return path
 
 
 def _read_document(path: Path) -> dict:

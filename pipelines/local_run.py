@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -23,7 +24,7 @@ from flowline.package.format import (CARD_HTML, LINEAGE_FILE, MODEL_DIR, REPORT_
 from flowline.pipelines.progress import ANSI, ProgressStream
 from flowline.registry import newest_package
 from flowline.use_case import FAIRNESS_METRICS, UseCase
-from flowline.use_case_loader import load_use_case
+from flowline.use_case_loader import load_use_case, use_case_file
 
 class RunInterrupted(KeyboardInterrupt):
     """A Ctrl-C stopped the run; the message names the step and the incomplete run folder."""
@@ -58,9 +59,11 @@ def run_local(
     tuning_backend: str = "",
     runner: object | None = None,
     quiet: bool = False,
+    written_in: str | Path | None = None,
 ) -> dict:
     """Run the pipeline through kfp.local in a new run folder; return the summary. `use_case`: one loaded, or
-    a built-in use case's name or a use-case YAML's path (as `flowline run` takes them).
+    a built-in use case's name or a use-case YAML's path (as `flowline run` takes them); `written_in`, for one
+    loaded, the YAML file it was loaded from, which the run's record names.
 
     Each step runs in this Python environment (kfp.local's SubprocessRunner), or with `runner`,
     for example kfp.local's DockerRunner, in the flowline image.
@@ -83,6 +86,7 @@ def run_local(
 
     started = time.monotonic()
     if not isinstance(use_case, UseCase):
+        written_in = use_case_file(use_case)
         use_case = load_use_case(use_case)
     if trials < 0:
         raise ValueError(f"trials {trials}: give a number of trials per family, or 0 for the use case's budget")
@@ -103,7 +107,10 @@ def run_local(
                raise_on_error=True)
     audit_log = Path(runs_dir).resolve() / audit.AUDIT_FILE
     run = {"use_case": use_case.name, "run_dir": str(run_dir), "source": source or "(the use case's)",
-           "trials": trials or "(the use case's)", "champion": str(champion) or None}
+           "trials": trials or "(the use case's)", "champion": str(champion) or None,
+           # which YAML it was, and what it said: a custom `churn` is listed as the built-in one is
+           "use_case_file": written_in and str(Path(written_in).resolve()),
+           "use_case_sha256": hashlib.sha256(use_case.model_dump_json().encode()).hexdigest()}
     with open(run_dir / "run.log", "w") as log, warnings.catch_warnings():
         # kfp.local warns about any image without "python" in its name; the flowline image has Python.
         warnings.filterwarnings("ignore", message="You may be attemping", category=RuntimeWarning)
@@ -140,17 +147,23 @@ def run_local(
 
 
 def record_run(audit_log: Path, run: dict, summary: dict) -> None:
-    """The audit records of a finished run: the run, the package it produced, and its gate decision."""
+    """The audit records of a finished run: the run, the package it produced (with the code that built it, which
+    stays on record when the package is gone), and its gate decision, with each gate's value and bounds and the
+    champion it was compared with."""
     version = {"use_case": summary["use_case"], "package_version": summary["package_version"]}
+    decision = summary["champion_challenger"]
     audit.append(audit_log, "pipeline_run", {**run, "outcome": "succeeded", "wall_seconds": summary["wall_seconds"]})
     audit.append(audit_log, "package", {**version, "package": summary["package"],
-                                        "dataset_sha256": summary["dataset_sha256"]})
+                                        "dataset_sha256": summary["dataset_sha256"], "code": summary["code"]})
     audit.append(audit_log, "gate_decision", {
         **version, "gates_passed": summary["gates_passed"],
         "gates": {name: gate["passed"] for name, gate in summary["gates"].items()},
+        "gate_values": {name: {key: gate[key] for key in ("value", "min", "max")} for name, gate in
+                        summary["gates"].items()},
         "fairness": {attribute: result["gate"] for attribute, result in summary["fairness"].items()},
         "fairness_mitigation": bool(summary["fairness_mitigation"] and summary["fairness_mitigation"]["applied"]),
-        "decision": summary["champion_challenger"]["decision"], "reason": summary["champion_challenger"]["reason"]})
+        "decision": decision["decision"], "reason": decision["reason"],
+        "champion_version": (decision.get("champion") or {}).get("version")})
 
 
 def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: Path, wall_seconds: float) -> dict:
@@ -181,6 +194,7 @@ def summarize(use_case: UseCase, package_dir: Path, quarantine: Path, run_dir: P
         "rows": {k: lineage["dataset"][k] for k in ("rows_in", "rows_kept", "rows_quarantined")},
         "undeclared_columns": lineage["dataset"].get("undeclared_columns", []),
         "dataset_sha256": lineage["dataset"]["source_sha256"],
+        "code": lineage["code"],
         "quarantine": str(quarantine),
         "run_dir": str(run_dir),
         "wall_seconds": round(wall_seconds, 2),

@@ -1,5 +1,6 @@
 """Whole pipelines through kfp.local's SubprocessRunner, driven by the `flowline` command."""
 
+import hashlib
 import json
 import re
 import subprocess
@@ -18,6 +19,7 @@ from flowline.package.format import verify
 from flowline.datasets import REGISTRY
 from flowline.inference_services.local_server import running_server
 from flowline.pipelines.cli import EXIT_ERROR, main
+from flowline.use_case_loader import USE_CASES_DIR, load_use_case
 from pipeline_steps import SHOWN, STEPS
 
 pytestmark = pytest.mark.pipeline
@@ -286,6 +288,17 @@ def test_clv_runs_from_the_transaction_log_to_a_package_answering_value(data_hom
     assert records[1]["what"]["package_version"] == summary["package_version"]
     assert records[1]["what"]["dataset_sha256"] == REGISTRY["cdnow_master"].sha256
     assert records[2]["what"]["gates_passed"] is True and records[2]["what"]["decision"] == "promote"
+    # What a reviewer needs when the package is gone: the YAML and what it said, the code, each gate's value and
+    # bounds, and the champion compared with (none, this first run)
+    assert records[0]["what"]["use_case_file"] == str(USE_CASES_DIR.resolve() / "clv.yaml")
+    assert records[0]["what"]["use_case_sha256"] == hashlib.sha256(
+        load_use_case("clv").model_dump_json().encode()).hexdigest()
+    assert records[1]["what"]["code"] == code_version()
+    assert records[2]["what"]["gate_values"] == {name: {key: gate[key] for key in ("value", "min", "max")}
+                                                 for name, gate in summary["gates"].items()}
+    assert records[2]["what"]["gate_values"] and records[2]["what"]["champion_version"] is None
+    assert main(["runs", "--runs-dir", str(tmp_path / "runs"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["use_case_file"] == records[0]["what"]["use_case_file"]
     assert summary["fairness"] == {} and summary["fairness_mitigation"] is None  # regression: none declared
     card = json.loads((Path(summary["package"]) / "model_card.json").read_text())
     assert card["explanation"]["units"] == "prediction" and card["metrics"]["spearman"]["ci95"][0] < \

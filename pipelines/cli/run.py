@@ -69,6 +69,7 @@ def _seconds(text: str) -> float:
 def _run(args: argparse.Namespace) -> int:
     from flowline.pipelines.local_run import RunInterrupted, format_summary, run_local
     from flowline.registry import resolve_package
+    from flowline.use_case_loader import use_case_file
 
     champion = args.champion and resolve_package(args.champion, args.runs_dir, champion=True)
     use_case = use_case_to_run(args)
@@ -79,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         summary = run_local(
             use_case, args.runs_dir, args.trials, args.source or "", args.summary, args.verbose,
             "" if args.no_champion else champion,
-            args.tuning_backend or "",
+            args.tuning_backend or "", written_in=use_case_file(args.use_case_path or args.use_case_name),
         )
     except RuntimeError as error:
         print(f"flowline: run failed: {error}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """KFP component: fairness of the decisions per sensitive attribute, its gate, and any mitigation."""
 
-from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 
 def bias(
@@ -12,6 +12,7 @@ def bias(
     evaluation: Input[Artifact],
     decided: Output[Artifact],
     metrics: Output[Metrics],
+    served_decisions: Output[ClassificationMetrics],
     report: Output[Markdown],
     html_report: Output[HTML],
 ):
@@ -20,7 +21,9 @@ def bias(
     pass every gate at an acceptable cost. Test reports both. `decided` is `evaluation` with its fairness:
     a failed fairness gate fails the run and keeps the champion, so the deploy step never applies it.
     `metrics` holds the served decisions' gaps out of fold (`<attribute>.<gap>`) and on test
-    (`test.<attribute>.<gap>`), and the run's outcome after every gate (`gates_passed`, `promoted`)."""
+    (`test.<attribute>.<gap>`), and the run's outcome after every gate (`gates_passed`, `promoted`);
+    `served_decisions` the confusion matrix of the decisions served on test (evaluate's is the single
+    threshold's, which per-group thresholds replace)."""
     from flowline.components.bias.fairness import bias_files, outcome_metrics
     from flowline.components.bias.report import fairness_html, fairness_markdown
     from flowline.fairness_summary import served_option
@@ -42,6 +45,8 @@ def bias(
         metrics.log_metric("mitigated", float(bool(fairness["mitigation"])))
         for name, value in served_option(fairness)["test"]["outcomes"].items():
             metrics.log_metric(f"served.test.{name}", value)
+        served_decisions.log_confusion_matrix(decided_evaluation["classes"],
+                                              served_option(fairness)["test"]["confusion_matrix"])
     decided.metadata.update(fairness_passed=fairness["passed"], mitigated=bool(fairness["mitigation"]),
                             gates_passed=decided_evaluation["gates_passed"],
                             decision=decided_evaluation["champion_challenger"]["decision"])

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame, selection_rate
-from sklearn.metrics import balanced_accuracy_score, precision_score
+from sklearn.metrics import balanced_accuracy_score, confusion_matrix, precision_score
 
 from flowline.components.bias.mitigation import fit_group_thresholds
 from flowline.decisions import group_key, rule_name, sensitive_groups
@@ -111,8 +111,14 @@ def decision_outcomes(y: np.ndarray, decisions: np.ndarray, costs: CostSpec) -> 
             "balanced_accuracy": float(balanced_accuracy_score(y, positive)),
             "precision": decided["precision"],
             "recall": decided["recall"],
+            "f1": decided["f1"],
             "selection_rate": float(np.mean(positive)),
             "expected_cost_per_1000": decided["expected_cost_per_1000"]}
+
+
+# The quality gates a threshold decides (evaluate judges them at the single threshold): judged again on the
+# decisions served when per-group thresholds replace it.
+DECISION_GATES = ("precision", "recall", "f1", "accuracy", "expected_cost_per_1000")
 
 
 def failed_gates(assessed: dict[str, dict]) -> list[str]:
@@ -122,9 +128,10 @@ def failed_gates(assessed: dict[str, dict]) -> list[str]:
 
 
 def judged(use_case: UseCase, y: np.ndarray, decisions: np.ndarray, rows: pd.DataFrame) -> dict:
-    """Fairness per attribute and the overall outcomes of one set of decisions."""
+    """Fairness per attribute, the overall outcomes of one set of decisions, and their confusion matrix."""
     return {"attributes": assess(use_case, y, decisions, rows),
-            "outcomes": decision_outcomes(y, decisions, use_case.costs)}
+            "outcomes": decision_outcomes(y, decisions, use_case.costs),
+            "confusion_matrix": confusion_matrix(y, decisions.astype(int), labels=[0, 1]).tolist()}
 
 
 def _gate_changes(before: dict, after: dict) -> str:
@@ -185,15 +192,30 @@ def judge(use_case: UseCase, y: np.ndarray, scores: np.ndarray, threshold: float
             "passed": all(result["gate"] == "pass" for result in served["out_of_fold"]["attributes"].values())}
 
 
-def decide_with_fairness(evaluation: dict, fairness: dict) -> dict:
-    """The evaluation with its fairness; a failed fairness gate fails the run and keeps the champion."""
+def decide_with_fairness(evaluation: dict, fairness: dict, use_case: UseCase | None = None) -> dict:
+    """The evaluation with its fairness; a failed fairness gate fails the run and keeps the champion. When
+    per-group thresholds are served, the quality gates a threshold decides (DECISION_GATES) are judged again on
+    the served decisions on test: evaluate judged the single threshold, which then decides no row. A gate they
+    fail fails the run and keeps the champion too."""
     decided = {**evaluation, "fairness": fairness}
+    reasons = []
+    if fairness.get("applied") and use_case is not None:
+        served = fairness["mitigated"]["test"]["outcomes"]
+        rejudged = gate_decisions(served, {name: gate for name, gate in use_case.gates.items()
+                                           if name in DECISION_GATES})
+        decided["gates"] = {**evaluation["gates"], **{name: {**gate, "decisions": "served per-group thresholds"}
+                                                      for name, gate in rejudged.items()}}
+        decided["gates_passed"] = all(gate["passed"] for gate in decided["gates"].values())
+        failed = [f"{name} {gate['value']:.4g} ({gate_bounds(gate)})" for name, gate in rejudged.items()
+                  if not gate["passed"]]
+        if failed:
+            reasons.append("its served per-group thresholds failed quality gates on test: " + ", ".join(failed))
     if not fairness["passed"]:
         decided["gates_passed"] = False
-        if evaluation["champion_challenger"]["decision"] == "promote":
-            decided["champion_challenger"] = {
-                **evaluation["champion_challenger"], "decision": "keep",
-                "reason": "the challenger failed its fairness gates: " + ", ".join(failed_gates(fairness["attributes"]))}
+        reasons.append("the challenger failed its fairness gates: " + ", ".join(failed_gates(fairness["attributes"])))
+    if reasons and evaluation["champion_challenger"]["decision"] == "promote":
+        decided["champion_challenger"] = {**evaluation["champion_challenger"], "decision": "keep",
+                                          "reason": "; ".join(reasons)}
     return decided
 
 
@@ -241,6 +263,6 @@ def bias_files(use_case: UseCase, model_dir: str, feature_set_file: str, holdout
         fairness = judge(use_case, feature_set.labels(test), model.predict(x), evaluation["threshold"], test, x,
                          pd.read_parquet(holdout_file))
         print("\n".join(fairness_lines(fairness)))
-    decided = decide_with_fairness(evaluation, fairness)
+    decided = decide_with_fairness(evaluation, fairness, use_case)
     Path(decided_file).write_text(json.dumps(decided, indent=1))
     return decided

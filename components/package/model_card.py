@@ -150,6 +150,12 @@ def code_line(code: dict) -> str:
     return f"flowline {code['flowline']}, commit {code['commit']}{changed}"
 
 
+def quality_rows(gate: dict) -> str:
+    """Where a quality gate was judged: on test, and (for a gate a threshold decides, when per-group thresholds
+    are served) on the decisions served."""
+    return "test rows" + (f", {gate['decisions']}" if gate.get("decisions") else "")
+
+
 def search_text(use_case: UseCase, run: dict) -> str:
     """How the models were searched, as the run ran it: its seed, its budget (with the run's override), backend."""
     tuning = use_case.tuning
@@ -242,7 +248,7 @@ def model_card_html(card: dict, package_version: str | None = None) -> str:
         "<ul>" + "".join(f"<li>{reports.escape(item)}</li>" for item in card["limitations"]) + "</ul>",
         "<h2>Gates and decision</h2>",
         reports.table(["gate", "judged on", "value", "bounds", "decision"],
-                      [[name, "test rows", g["value"], gate_bounds(g), "pass" if g["passed"] else "FAIL"]
+                      [[name, quality_rows(g), g["value"], gate_bounds(g), "pass" if g["passed"] else "FAIL"]
                        for name, g in card["gates"]["quality"].items()]
                       + [[f"{attribute}: {name}", FAIRNESS_ROWS, g["value"], gate_bounds(g),
                           "pass" if g["passed"] else "FAIL"]

@@ -164,7 +164,7 @@ def _open(args: argparse.Namespace) -> int:
 
 def card_text(card: dict, version: str, stage: str) -> str:
     """A model card (model_card.json) as text for a terminal: its facts, metrics, gates and decision as tables."""
-    from flowline.components.package.model_card import FAIRNESS_ROWS, code_line, environment_text
+    from flowline.components.package.model_card import FAIRNESS_ROWS, code_line, environment_text, quality_rows
 
     model, data, run = card.get("model", {}), card.get("data", {}), card.get("run", {})
     facts = [["use case", model.get("use_case")], ["version", f"{version} ({stage})"], ["task", model.get("task")],
@@ -181,7 +181,7 @@ def card_text(card: dict, version: str, stage: str) -> str:
     metrics = [[name, _number(metric["value"]), " to ".join(map(_number, metric.get("ci95") or []))]
                for name, metric in card.get("metrics", {}).items()]
     gates = card.get("gates", {})
-    gate_rows = [[name, "test rows", _number(gate["value"]), _bound(gate), "pass" if gate["passed"] else "FAIL"]
+    gate_rows = [[name, quality_rows(gate), _number(gate["value"]), _bound(gate), "pass" if gate["passed"] else "FAIL"]
                  for name, gate in gates.get("quality", {}).items()]
     gate_rows += [[f"{attribute}: {name}", FAIRNESS_ROWS, _number(gate["value"]), _bound(gate),
                    "pass" if gate["passed"] else "FAIL"]

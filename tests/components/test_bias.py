@@ -12,8 +12,8 @@ from flowline.components.bias.fairness import (decide_with_fairness, fairness_li
 from flowline.components.bias.mitigation import cost_optimal_thresholds, fit_group_thresholds
 from flowline.decisions import GroupThresholds, band_label, row_draws, sensitive_groups
 from flowline.components.bias.report import _group_rows, fairness_html, fairness_markdown
-from flowline.decisions import outcome_cost
-from flowline.use_case import CostSpec, UseCaseError
+from flowline.decisions import gate_decisions, outcome_cost
+from flowline.use_case import CostSpec, GateSpec, UseCaseError
 from flowline.use_case_loader import parse_use_case
 
 
@@ -176,6 +176,33 @@ def test_a_mitigation_that_costs_too_much_is_not_applied_and_the_gate_fails_with
     shown = fairness_lines(fairness)  # what the run's terminal says
     assert shown[-2:] == [f"bias: mitigation {fairness['reason']}", "bias: fairness gate FAIL"]
     assert f"Mitigation {fairness['reason']}." in fairness_markdown(fairness, use_case)
+
+
+def test_served_per_group_thresholds_are_held_to_the_quality_gates_a_threshold_decides():
+    """Evaluate judges precision, recall and cost at the single threshold; served per-group thresholds decide
+    otherwise (a claims run passed precision >= 0.14 and cost <= 121,000 at it, and served 0.128 and 123,217).
+    The served decisions' test values are judged again; a threshold-free gate stays evaluate's."""
+    fairness, use_case = judged_on(1, 2, mitigation_options={"max_cost_increase": 0.5})
+    served = fairness["mitigated"]["test"]["outcomes"]
+    single = fairness["single_threshold"]["test"]["outcomes"]
+    assert fairness["applied"] and served["precision"] != single["precision"]
+    bound = (served["precision"] + single["precision"]) / 2  # passed at the single threshold, failed as served
+    gated = use_case.model_copy(update={"gates": {"precision": GateSpec(min=bound) if single["precision"] > bound
+                                                  else GateSpec(max=bound), "roc_auc": GateSpec(min=0.5)}})
+    evaluation = {"gates": gate_decisions({"precision": single["precision"], "roc_auc": 0.7}, gated.gates),
+                  "gates_passed": True, "champion_challenger": {"decision": "promote", "reason": "no champion"}}
+    assert evaluation["gates"]["precision"]["passed"]
+    decided = decide_with_fairness(evaluation, fairness, gated)
+    as_served = gate_decisions({"precision": served["precision"]}, {"precision": gated.gates["precision"]})
+    assert decided["gates"]["precision"] == {**as_served["precision"], "decisions": "served per-group thresholds"}
+    assert not decided["gates"]["precision"]["passed"]
+    assert decided["gates"]["roc_auc"] == evaluation["gates"]["roc_auc"]
+    assert decided["gates_passed"] is False and decided["champion_challenger"]["decision"] == "keep"
+    assert decided["champion_challenger"]["reason"].startswith(
+        "its served per-group thresholds failed quality gates on test: precision")
+    # The served decisions' confusion matrix, for the dashboard: it adds up to the test rows.
+    matrix = np.array(fairness["mitigated"]["test"]["confusion_matrix"])
+    assert matrix.sum() == 4000 and matrix[:, 1].sum() / matrix.sum() == pytest.approx(served["selection_rate"])
 
 
 def test_the_gate_is_decided_out_of_fold_and_the_test_rows_only_report():

@@ -157,11 +157,24 @@ def gate_bounds(gate: Mapping[str, Any]) -> str:
 
 
 class CostSpec(_Strict):
-    """Business cost of each outcome, in any one currency unit, for the decision threshold."""
+    """Business cost of each outcome, in any one currency unit, for the decision threshold. A flag must be able to
+    pay: a missed positive costs more than a caught one, and a false alarm costs something; otherwise the
+    cost-optimal threshold flags nobody (or everybody), and threshold-free gates would still pass it."""
 
-    false_negative: float = Field(ge=0)
-    false_positive: float = Field(ge=0)
-    true_positive: float = Field(default=0.0, ge=0)
+    false_negative: float = Field(ge=0, allow_inf_nan=False)
+    false_positive: float = Field(ge=0, allow_inf_nan=False)
+    true_positive: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _a_flag_can_pay(self) -> "CostSpec":
+        if self.false_negative <= self.true_positive:
+            raise ValueError(f"false_negative ({self.false_negative:g}) must be above true_positive "
+                             f"({self.true_positive:g}): a flag that costs as much as the positive it catches never "
+                             "pays, so the threshold would flag nobody")
+        if self.false_positive == 0:
+            raise ValueError("false_positive is 0: a false alarm that costs nothing makes flagging every row the "
+                             "cheapest rule; give what reviewing one costs")
+        return self
 
 
 class FeaturesSpec(_Strict):

@@ -88,6 +88,12 @@ def test_undeclared_column_is_named(tmp_path: Path):
         (lambda d: d["columns"]["Contract"].update(format="%Y"), "format, earliest and latest apply to datetime columns only"),
         (lambda d: d["columns"].update(signup={"type": "datetime"}), "a datetime column must be the time_column"),
         (lambda d: d.update(time_column="Contract"), "must be a datetime or numeric column"),
+        # costs under which no threshold pays: the run had flagged 2 of 98 frauds with every gate passed
+        (lambda d: d.update(costs={"false_negative": 5, "false_positive": 5, "true_positive": 5}),
+         "false_negative (5) must be above true_positive (5)"),
+        (lambda d: d.update(costs={"false_negative": 0, "false_positive": 0}), "costs"),
+        (lambda d: d.update(costs={"false_negative": 5, "false_positive": 0}), "false_positive is 0"),
+        (lambda d: d.update(costs={"false_negative": float("inf"), "false_positive": 1}), "costs.false_negative"),
     ],
 )
 def test_bad_values_are_named(tmp_path: Path, change, named: str):

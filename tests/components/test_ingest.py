@@ -167,6 +167,24 @@ def test_churn_keeps_every_telco_row_and_its_blank_total_charges(data_home, chur
     assert blank.sum() == 11 and (kept.loc[blank, "tenure"] == 0).all()
 
 
+def test_card_fraud_keeps_its_sample_and_refuses_a_time_outside_its_two_days(data_home):
+    """Time is seconds into the data's two days: sent as epoch seconds or milliseconds, the linear member had
+    extrapolated every flag away (0 of 98 frauds flagged, all answered 200). The contract bounds it."""
+    from flowline.contract import apply_contract, read_use_case_table
+    from flowline.inference_services.request_checks import BadRequest, RecordChecker
+    from flowline.use_case_loader import load_use_case
+
+    fraud = load_use_case("fraud")
+    result = apply_contract(read_use_case_table(fraud).frame, fraud)
+    assert len(result.kept) == 3265 and len(result.quarantined) == 0
+    record = {column: 0.5 for column in fraud.columns}
+    checker = RecordChecker(fraud, list(fraud.columns))
+    checker.check_record({**record, "Time": 172632.0}, "instances[0]")
+    for sent in (1.765e9, 1.765e12):
+        with pytest.raises(BadRequest, match=r"instances\[0\]\.Time: .* is outside \[0(\.0)?, 172800(\.0)?\]"):
+            checker.check_record({**record, "Time": sent}, "instances[0]")
+
+
 def test_datetimes_are_parsed_with_their_format_and_bad_ones_quarantined(write_csv):
     from flowline.use_case import UseCase
 

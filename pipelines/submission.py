@@ -20,14 +20,26 @@ from typing import Any, Optional
 from flowline.cluster import AUTH_STATUSES, PIPELINE_SERVICE_ACCOUNT, ClusterError, talking_to
 from flowline.pipelines.batch_pipeline import compile_batch_pipeline
 from flowline.pipelines.template import compile_pipeline
-from flowline.use_case import UseCase
+from flowline.use_case import MAX_TRIALS, UseCase
 
 KFP_API = "/apis/v2beta1"  # the KFP API version kfp.Client 2 speaks
 BATCH_PARAMETERS = ("package_uri", "input_uri")  # what a batch-scoring run cannot do without
+# The values a training run's inputs take, checked before anything is sent: a bad one failed late, at the
+# tune step (the backend) or at the very last, deploy (canary_percent), after the whole training.
+PARAMETER_RANGES = {
+    "canary_percent": (lambda value: 0 <= value <= 100, "0 to 100"),
+    "trials": (lambda value: 0 <= value <= MAX_TRIALS, f"0 (the use case's budget) to {MAX_TRIALS:,}"),
+    "tuning_backend": (lambda value: value in ("", "auto", "optuna", "katib"),
+                       "auto, optuna or katib (empty: the use case's)"),
+}
 
 
 class SubmissionError(ValueError):
     """The submission cannot be built: a bad schedule or parameter."""
+
+
+class SubmissionWarning(UserWarning):
+    """A training run will do what its submitter may not expect (no champion to beat, another namespace)."""
 
 
 def kfp_cron(schedule: str) -> str:
@@ -77,7 +89,27 @@ def typed_parameters(package: str, parameters: dict[str, Any]) -> dict[str, Any]
                            "BOOLEAN": _boolean}.get(kind, json.loads)(value)
         except ValueError:
             raise SubmissionError(f"--param {name}: expected {kind.lower().replace('_', ' ')}, got {value!r}") from None
+    for name, value in typed.items():
+        allowed, said = PARAMETER_RANGES.get(name, (lambda _: True, ""))
+        if not allowed(value):
+            raise SubmissionError(f"--param {name}: expected {said}, got {value!r}")
     return typed
+
+
+def submission_warnings(parameters: dict[str, Any], namespace: Optional[str], batch: bool) -> list[str]:
+    """What a training run will do that its submitter may not expect, warned before it is sent."""
+    if batch:
+        return []
+    said = []
+    if not parameters.get("champion"):
+        said.append("no champion given (--param champion=s3://...): the run compares its model with none, so any "
+                    "model that passes its gates is deployed (as a canary where one serves); give the package "
+                    "serving now, s3://flowline-models/NAME/VERSION")
+    if namespace and parameters.get("namespace", "flowline") != namespace:
+        said.append(f"the run deploys and searches in namespace {parameters.get('namespace', 'flowline')!r} (its "
+                    f"namespace input), not the profile namespace {namespace!r}: --param namespace={namespace} "
+                    "acts there")
+    return said
 
 
 def _of_kind(value: Any, kind: str) -> bool:
@@ -135,6 +167,7 @@ def submit(
     image: str | None = None,
     batch: bool = False,
     service_account: str = PIPELINE_SERVICE_ACCOUNT,
+    replace: bool = False,
 ) -> dict:
     """Compile `use_case`'s pipeline and submit it to the KFP API at `host`: a run, or with `schedule`
     (cron) a recurring run, in `experiment` (default flowline-NAME). `caching` False runs every step
@@ -143,11 +176,14 @@ def submit(
     flowline.default_image(), $FLOWLINE_IMAGE or the project's image). With `batch`,
     the pipeline is the batch-scoring one (batch_pipeline.py), whose `parameters` must name the package and
     the input (package_uri, input_uri). The run's pods run as `service_account`, which kustomize/ gives the
-    rights the deploy and tune steps need in its namespace (KFP's default account has none there). Returns
-    the ids and the run's link."""
+    rights the deploy and tune steps need in its namespace (KFP's default account has none there). A recurring
+    run of the same name in the experiment is refused (it would train, and deploy, twice a period), or with
+    `replace` deleted first. Returns the ids and the run's link."""
     import kfp
 
     cron = kfp_cron(schedule) if schedule else None
+    for line in submission_warnings(parameters or {}, namespace, batch):
+        warnings.warn(line, SubmissionWarning, stacklevel=2)
     if batch:
         missing = [name for name in BATCH_PARAMETERS if not (parameters or {}).get(name)]
         if missing:
@@ -171,10 +207,21 @@ def submit(
         client = kfp.Client(host=host, namespace=namespace, existing_token=token)
         experiment_id = client.create_experiment(experiment, namespace=namespace).experiment_id
         if cron:  # KFP names each run of it after the recurring run and its own time
+            existing = [found for found in client.list_recurring_runs(experiment_id=experiment_id,
+                                                                      page_size=100).recurring_runs or []
+                        if found.display_name == name]
+            if existing and not replace:
+                raise SubmissionError(
+                    f"experiment {experiment!r} has a recurring run {name!r} already "
+                    f"({', '.join(found.recurring_run_id for found in existing)}): a second would train and deploy "
+                    "twice a period; pass --replace to delete it first, or delete it in the Pipelines UI")
+            for found in existing:
+                client.delete_recurring_run(found.recurring_run_id)
             recurring = client.create_recurring_run(
                 experiment_id, name, cron_expression=cron, pipeline_package_path=package,
                 params=parameters, max_concurrency=1, no_catchup=True, service_account=service_account)
-            return {"experiment_id": experiment_id, "recurring_run_id": recurring.recurring_run_id, "cron": cron}
+            return {"experiment_id": experiment_id, "recurring_run_id": recurring.recurring_run_id, "cron": cron,
+                    "replaced": [found.recurring_run_id for found in existing]}
         # A run named by its time (UTC), so the experiment's runs list tells them apart.
         run = client.run_pipeline(experiment_id, f"{name} {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S}",
                                   pipeline_package_path=package, params=parameters, service_account=service_account)

@@ -104,10 +104,19 @@ def cluster_with(*services: dict, stored: dict[str, dict] | None = None) -> Resp
     return respond
 
 
-def kfp_api(existing_experiments: list[dict], run_states: dict[str, str] | None = None):
-    """Answers as the KFP API server would, for a deployment with these experiments (and runs in these states)."""
+def kfp_api(existing_experiments: list[dict], run_states: dict[str, str] | None = None,
+            recurring_runs: list[dict] | None = None):
+    """Answers as the KFP API server would, for a deployment with these experiments (and runs in these states, and
+    these recurring runs, which a DELETE removes)."""
+    schedules = recurring_runs if recurring_runs is not None else []
+
     def respond(method: str, path: str, body):
         route = path.split("?")[0]
+        if (method, route) == ("GET", f"{KFP_API}/recurringruns"):
+            return 200, {"recurringRuns": schedules, "total_size": len(schedules)}
+        if method == "DELETE" and route.startswith(f"{KFP_API}/recurringruns/"):
+            schedules[:] = [run for run in schedules if run["recurring_run_id"] != route.rsplit("/", 1)[-1]]
+            return 200, {}
         if method == "GET" and route.startswith(f"{KFP_API}/runs/") and route.rsplit("/", 1)[-1] in (run_states or {}):
             run_id = route.rsplit("/", 1)[-1]
             return 200, {"run_id": run_id, "state": run_states[run_id]}

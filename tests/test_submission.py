@@ -1,15 +1,19 @@
 """flowline submit: kfp.Client's requests, checked against a stand-in KFP API server on loopback."""
 
 import re
+import warnings
 
 import pytest
 from stand_in_api import KFP_API as API, StandInApiServer, kfp_api, refusing
 
 from flowline.inference_services.local_server import free_port
 from flowline.pipelines.cli import main
-from flowline.pipelines.submission import SubmissionError, kfp_cron, parse_parameters
+from flowline.pipelines.submission import SubmissionError, SubmissionWarning, kfp_cron, parse_parameters
 
 TELCO_IN_S3 = "s3://flowline-data/telco/telco_customer_churn.csv"
+
+
+CHAMPION = "s3://flowline-models/churn/3ed4ba348c07"  # the package serving now, which a training run must beat
 
 
 def posted(api: StandInApiServer, route: str) -> dict:
@@ -57,6 +61,37 @@ def test_a_schedule_makes_a_recurring_run_in_the_existing_experiment():
     assert tasks["split"]["cachingOptions"] == {"enableCache": True}  # the compiled choices stay
 
 
+def test_a_second_schedule_of_the_same_name_is_refused_unless_it_replaces_the_first(capsys):
+    """Submitting again to change the cron left both schedules active: two trainings, two canaries, a week."""
+    schedules = [{"recurring_run_id": "rr-old", "display_name": "flowline-churn", "experiment_id": "exp-7"}]
+    api = StandInApiServer(kfp_api([{"experiment_id": "exp-7", "display_name": "flowline-churn"}],
+                                   recurring_runs=schedules))
+    command = ["submit", "churn", "--source", TELCO_IN_S3, "--host", f"http://127.0.0.1:{api.server.server_port}",
+               "--schedule", "0 4 * * 1", "--param", "champion=s3://flowline-models/churn/3ed4ba348c07"]
+    assert main(command) == 1
+    assert "has a recurring run 'flowline-churn' already (rr-old)" in capsys.readouterr().err
+    assert not [r for r in api.requests if r["method"] in ("POST", "DELETE") and "recurringruns" in r["path"]]
+    assert main([*command, "--replace"]) == 0
+    assert "deleted recurring run rr-old (--replace)" in capsys.readouterr().out
+    deleted = [r["path"] for r in api.requests if r["method"] == "DELETE"]
+    assert deleted == [f"{API}/recurringruns/rr-old"]
+    assert posted(api, "recurringruns")["display_name"] == "flowline-churn"
+
+
+def test_a_run_without_a_champion_or_with_another_namespace_is_told_what_it_will_do(capsys):
+    api = StandInApiServer(kfp_api([]))
+    host = f"http://127.0.0.1:{api.server.server_port}"
+    with pytest.warns(SubmissionWarning) as caught:  # a notebook's submit() is told as the command is
+        assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host, "--namespace", "team-a"]) == 0
+    said = [str(warning.message) for warning in caught]
+    assert said[0].startswith("no champion given (--param champion=s3://...): the run compares its model with none")
+    assert said[1].endswith("not the profile namespace 'team-a': --param namespace=team-a acts there")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SubmissionWarning)
+        assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host, "--namespace", "team-a",
+                     "--param", f"champion={CHAMPION}", "--param", "namespace=team-a"]) == 0
+
+
 def test_batch_scoring_is_scheduled_as_a_recurring_run_of_the_batch_pipeline(capsys):
     api = StandInApiServer(kfp_api([]))
     host = f"http://127.0.0.1:{api.server.server_port}"
@@ -97,6 +132,11 @@ def test_bad_schedules_and_parameters_are_refused_before_anything_is_sent(capsys
     ("trails=5", "--param trails: the pipeline has no input 'trails' (inputs: "),
     ("trials=abc", "--param trials: expected number integer, got 'abc'"),
     ("canary_percent=12.5", "--param canary_percent: expected number integer, got '12.5'"),
+    # in range, or the run failed late: at the tune step, or at deploy after the whole training
+    ("canary_percent=150", "--param canary_percent: expected 0 to 100, got 150"),
+    ("tuning_backend=katbi",
+     "--param tuning_backend: expected auto, optuna or katib (empty: the use case's), got 'katbi'"),
+    ("trials=-5", "--param trials: expected 0 (the use case's budget) to 100,000, got -5"),
 ])
 def test_parameters_the_pipeline_does_not_take_are_refused_before_anything_is_created(param, said, capsys):
     api = StandInApiServer(kfp_api([]))
@@ -108,7 +148,7 @@ def test_parameters_the_pipeline_does_not_take_are_refused_before_anything_is_cr
 
 def test_an_unreachable_kfp_is_one_line_naming_the_url(capsys):
     closed = f"http://127.0.0.1:{free_port()}"
-    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", closed]) == 1
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", closed, "--param", f"champion={CHAMPION}"]) == 1
     shown = capsys.readouterr()
     assert shown.err == f"flowline: cannot reach KFP at {closed}: connection refused (is the address right, and the " \
                         "port forwarded?)\n"
@@ -120,7 +160,7 @@ def test_kfp_refusing_the_token_is_one_line_after_one_request(status, said, caps
     monkeypatch.setenv("KFP_TOKEN", "expired")
     api = StandInApiServer(refusing(status))
     host = f"http://127.0.0.1:{api.server.server_port}"
-    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host]) == 1
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host, "--param", f"champion={CHAMPION}"]) == 1
     assert capsys.readouterr().err == f"flowline: KFP at {host} refused the request ({said}): check the bearer " \
                                       "token in $KFP_TOKEN\n"
     assert [request["path"] for request in api.requests] == [f"{API}/healthz"]  # asked once, not retried
@@ -131,7 +171,7 @@ def test_an_address_answering_an_http_error_is_one_line_naming_kfp_and_the_url(s
     """A wrong port-forward answers 404, a KFP API not yet up 503: urllib's bare HTTPError named neither."""
     api = StandInApiServer(lambda method, path, body: (status, {"error": said}))
     host = f"http://127.0.0.1:{api.server.server_port}"
-    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host]) == 1
+    assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host, "--param", f"champion={CHAMPION}"]) == 1
     assert capsys.readouterr().err == f"flowline: KFP at {host} answered {said} to {host}{API}/healthz: is this the " \
                                       "address of the KFP API (or of the Pipelines UI before it), and is it up?\n"
     assert [request["path"] for request in api.requests] == [f"{API}/healthz"]

@@ -43,7 +43,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                                                       "a bearer token, if needed, from $KFP_TOKEN")
     submit.add_argument("--experiment", help="the KFP experiment (default: flowline-USE_CASE; created if missing)")
     submit.add_argument("--schedule", metavar="CRON",
-                        help="a recurring run on this cron schedule, e.g. '0 3 * * 1' (5 fields, or KFP's 6)")
+                        help="a recurring run on this cron schedule, e.g. '0 3 * * 1' (5 fields, or KFP's 6); "
+                             "refused when the experiment has one of the same name")
+    submit.add_argument("--replace", action="store_true",
+                        help="with --schedule: delete the experiment's recurring run of the same name first")
     submit.add_argument("--batch", action="store_true",
                         help="submit the batch-scoring pipeline: give --param package_uri=s3://... and "
                              "--param input_uri=s3://... (and as_of=YYYY-MM-DD for a transaction log; default: "
@@ -155,10 +158,12 @@ def _submit(args: argparse.Namespace) -> int:
         source = "" if args.batch else _cluster_source(args, chosen)
         submitted = submit(chosen, args.host, args.experiment, args.schedule, parameters, not args.no_cache,
                            args.namespace, os.environ.get("KFP_TOKEN"), source, args.image, args.batch,
-                           args.service_account)
+                           args.service_account, args.replace)
     except SubmissionError as error:
         print(f"flowline: {error}", file=sys.stderr)
         return EXIT_ERROR
+    for replaced in submitted.get("replaced", []):
+        print(f"deleted recurring run {replaced} (--replace)")
     if "recurring_run_id" in submitted:
         print(f"recurring run {submitted['recurring_run_id']} ({submitted['cron']}) in experiment "
               f"{submitted['experiment_id']}")

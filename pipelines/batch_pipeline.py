@@ -22,6 +22,15 @@ from flowline.use_case import UseCase
 
 BatchOutputs = NamedTuple("BatchOutputs", [("scores", Dataset), ("quarantine", Dataset)])
 
+BATCH_INPUTS = """The use case's batch scoring.
+
+Args:
+    package_uri: the model package to score with (s3://bucket/prefix, as `flowline upload` puts it).
+    input_uri: the rows to score, CSV or Parquet (s3://, http(s):// or a path).
+    as_of: a transaction log's scoring date, YYYY-MM-DD; empty: the run's own day. Other use cases ignore it.
+    audit_log: where the run is recorded (s3://bucket/prefix); empty: nowhere.
+"""
+
 
 def build_batch_pipeline(use_case: UseCase, secrets: bool = False, image: str = DEFAULT_IMAGE) -> Callable:
     """The batch-scoring pipeline of `use_case` (baked in as JSON), its step in `image`; with `secrets` (a
@@ -29,14 +38,14 @@ def build_batch_pipeline(use_case: UseCase, secrets: bool = False, image: str = 
     step = flowline_component(score, image)
     spec = use_case.model_dump_json()
 
-    @dsl.pipeline(name=f"flowline-{use_case.name}-batch",
-                  description=f"Batch scoring: {use_case.description or use_case.name}")
     def pipeline(package_uri: str, input_uri: str, as_of: str = "", audit_log: str = "") -> BatchOutputs:
         task = configure_task(step(use_case_json=spec, package_uri=package_uri, input_uri=input_uri, as_of=as_of,
                                    audit_log=audit_log), "score", caching=False, secrets=secrets)
         return BatchOutputs(scores=task.outputs["scores"], quarantine=task.outputs["quarantine"])
 
-    return pipeline
+    pipeline.__doc__ = BATCH_INPUTS  # the run form's text for each input
+    return dsl.pipeline(name=f"flowline-{use_case.name}-batch",
+                        description=f"Batch scoring: {use_case.description or use_case.name}")(pipeline)
 
 
 def compile_batch_pipeline(use_case: UseCase, output_path: str, image: str | None = None) -> None:

@@ -276,3 +276,8 @@ def test_every_pipeline_input_is_described_in_the_run_form(tmp_path):
                            "audit_log", "broker_url"}
     assert all(len(parameter.get("description", "")) > 20 for parameter in inputs.values()), inputs
     assert inputs["trials"]["description"].startswith("trials per family")
+    # the batch-scoring pipeline's too (its run form showed four bare names)
+    assert main(["compile", "churn", "--batch", "-o", str(tmp_path / "batch.yaml")]) == 0
+    batch = next(yaml.safe_load_all((tmp_path / "batch.yaml").read_text()))["root"]["inputDefinitions"]["parameters"]
+    assert set(batch) == {"package_uri", "input_uri", "as_of", "audit_log"}
+    assert all(len(parameter.get("description", "")) > 20 for parameter in batch.values()), batch

@@ -33,7 +33,10 @@ from flowline.use_case_loader import load_use_case
 MAX_ALLOWED = 20  # a category with at most this many values lists them as `allowed`
 MAX_CATEGORY_SHARE = 0.5  # a text column with more distinct values than this share of rows is free text
 NUMBER_SHARE = 0.99  # a column whose cells are this share numbers is numeric: the others are typos to quarantine
-MOSTLY_NUMBERS = 0.9  # below NUMBER_SHARE but this share numbers: a category with a review note
+MOSTLY_NUMBERS = 0.9  # below NUMBER_SHARE but this share numbers: two decimal marks, a note on how to read them
+# A category whose cells are at least this share numbers gets a review note: a price column with a fifth of its
+# cells corrupt was drafted as a 1,489-value category, target-encoded, with no word.
+NUMBERS_NOTE_SHARE = 0.5
 ID_SHARE = 0.99  # a column named like an id, with no blank and this share of distinct values, is an id with repeats
 ID_NAME = re.compile(r"(?:^|_)(?:id|number|key|uuid)(?:$|_)")
 # A number written for people: a currency sign, thousands grouped by commas, a percent sign ("$1,234.50", "12.5%").
@@ -143,7 +146,7 @@ def infer_column(name: str, values: pd.Series, separator: str = ",") -> Column:
         finite = numbers_from_text(text).abs().lt(float("inf"))
         if mixed:  # first: the note below would call the cells of the other mark missing values
             notes.append(mixed)
-        elif finite.mean() >= MOSTLY_NUMBERS:  # too many others to quarantine as typos
+        elif finite.mean() >= NUMBERS_NOTE_SHARE:  # too many others to quarantine as typos
             shown = ", ".join(repr(value) for value in text[~finite].value_counts().index[:3])
             notes.append(f"review: {finite.mean():.0%} of its cells are numbers, read as categories because of the "
                          f"others ({shown}): if they mark a missing value, blank those cells in the data, and it is "

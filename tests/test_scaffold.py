@@ -567,6 +567,11 @@ def test_a_column_of_numbers_with_many_na_cells_is_a_category_with_a_review_note
     line = next(line for line in noted if line.strip().startswith("tenure:"))
     assert "review: 90% of its cells are numbers, read as categories because of the others ('N/A')" in line
     assert "review" not in next(line for line in noted if line.strip().startswith("x:"))
+    # a fifth of the cells corrupt: still most of them numbers, still a note (it was silent below 90 %)
+    rows = "".join(f"{'N/A#err' if n % 5 == 0 else n % 37},{n % 5}.5,{'no' if n % 3 else 'yes'}\n" for n in range(200))
+    line = next(line for line in scaffold(str(write_csv("tenure,x,outcome\n" + rows))).split("\n")
+                if line.strip().startswith("tenure:"))
+    assert "review: 80% of its cells are numbers, read as categories because of the others ('N/A#err')" in line
 
 
 def test_a_column_mixing_decimal_commas_and_points_is_noted_not_guessed(write_csv):

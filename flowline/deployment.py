@@ -38,7 +38,7 @@ def deploy_package(
     evaluation = package.evaluation
     decision = evaluation["champion_challenger"]
     if not evaluation["gates_passed"]:
-        action, applied = "not applied: the package failed its quality gates (or fairness gates)", False
+        action, applied = f"not applied: the package failed {failed_gates_text(evaluation)}", False
     elif decision["decision"] != "promote":
         action, applied = f"not applied: the champion stays ({decision['reason']})", False
     elif not apply_to_cluster:
@@ -58,3 +58,13 @@ def deploy_package(
             "decision": decision["decision"]})
     return {"name": name, "manifest": manifest_file, "applied": applied, "action": action,
             "drift_monitor": drift_monitor}
+
+
+def failed_gates_text(evaluation: dict) -> str:
+    """The gates a package failed, by kind: the dashboard's deploy step named neither which nor what kind."""
+    quality = [name for name, gate in evaluation.get("gates", {}).items() if not gate["passed"]]
+    fairness = [attribute for attribute, result in evaluation.get("fairness", {}).get("attributes", {}).items()
+                if result.get("gate") != "pass"]
+    said = ([f"its quality gates ({', '.join(quality)})"] if quality else []) + \
+        ([f"its fairness gates ({', '.join(fairness)})"] if fairness else [])
+    return " and ".join(said) or "its gates"

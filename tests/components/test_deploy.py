@@ -219,7 +219,8 @@ def test_flowline_deploy_without_a_cluster_writes_the_manifest_and_promote_edits
     assert all(r["actor"] for r in records)
 
 
-def deployable(folder: Path, gates_passed: bool = True, decision: str = "promote") -> Path:
+def deployable(folder: Path, gates_passed: bool = True, decision: str = "promote", evaluation: dict | None = None) \
+        -> Path:
     """A minimal verified package: deploy reads only the manifest and the evaluation (the other files every
     package holds are there, empty)."""
     from flowline.package.format import REQUIRED_FILES, write_manifest
@@ -231,7 +232,7 @@ def deployable(folder: Path, gates_passed: bool = True, decision: str = "promote
     (package / "evaluation.json").write_text(json.dumps({
         "gates_passed": gates_passed,
         "champion_challenger": {"decision": decision, "reason": "significantly better" if decision == "promote"
-                                else "not significantly better at alpha 0.05"}}))
+                                else "not significantly better at alpha 0.05"}, **(evaluation or {})}))
     write_manifest(package, "churn")
     return package
 
@@ -241,15 +242,24 @@ def churn_package_for_deploy(tmp_path) -> Path:
     return deployable(tmp_path)
 
 
-@pytest.mark.parametrize(("gates_passed", "decision", "said"), [
-    (False, "keep", "failed its quality gates"),
-    (True, "keep", "the champion stays (not significantly better"),
+FAILED_AUPRC = {"gates": {"auprc": {"value": 0.5, "min": 0.55, "max": None, "passed": False},
+                          "roc_auc": {"value": 0.85, "min": 0.8, "max": None, "passed": True}}}
+FAILED_FAIRNESS = {"gates": {"roc_auc": {"value": 0.85, "min": 0.8, "max": None, "passed": True}},
+                   "fairness": {"attributes": {"SeniorCitizen": {"gate": "fail"}, "gender": {"gate": "pass"}}}}
+
+
+@pytest.mark.parametrize(("gates_passed", "decision", "evaluation", "said"), [
+    (False, "keep", {}, "not applied: the package failed its gates"),
+    # the dashboard's deploy step said "quality gates (or fairness gates)" whichever failed
+    (False, "keep", FAILED_AUPRC, "not applied: the package failed its quality gates (auprc)"),
+    (False, "keep", FAILED_FAIRNESS, "not applied: the package failed its fairness gates (SeniorCitizen)"),
+    (True, "keep", {}, "the champion stays (not significantly better"),
 ])
-def test_a_package_that_should_not_serve_is_never_applied(tmp_path, gates_passed, decision, said):
+def test_a_package_that_should_not_serve_is_never_applied(tmp_path, gates_passed, decision, evaluation, said):
     from flowline.deployment import deploy_package
 
     api = StandInApiServer(serving(None))
-    package = deployable(tmp_path, gates_passed, decision)
+    package = deployable(tmp_path, gates_passed, decision, evaluation)
     outcome = deploy_package(str(package), "s3://b/churn/v2", "flowline", str(tmp_path / "isvc.yaml"),
                              apply_to_cluster=True, kubeconfig=api.kubeconfig(tmp_path),
                              audit_log=str(tmp_path / "audit.jsonl"))

@@ -82,7 +82,8 @@ class BatchError(ValueError):
 
 @dataclass
 class BatchSummary:
-    """What a batch run did: the counts (rows_in, rows_scored, rows_quarantined; a transaction log's run:
+    """What a batch run did: the counts (rows_in, rows_scored, rows_quarantined, and for a binary model
+    rows_flagged, the rows decided positive; a transaction log's run:
     transactions_in, transactions_quarantined, customers_scored) and the values out of profile per column.
     `reasons`: the quarantined rows per reason, without the cells' values (contract.count_reasons), for
     `enforce_bad_fraction`'s message; not part of the record."""
@@ -408,7 +409,8 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
     started = time.perf_counter()
     data = read_as(scorer.use_case, separator, encoding).data
     summary = BatchSummary(scorer.version, scorer.use_case.name, source, output, quarantine,
-                           counts={"rows_in": 0, "rows_scored": 0, "rows_quarantined": 0},
+                           counts={"rows_in": 0, "rows_scored": 0, "rows_quarantined": 0,
+                                   **({"rows_flagged": 0} if scorer.is_binary else {})},
                            out_of_profile=dict.fromkeys(scorer.feature_set.profiled_columns, 0))
     # Each score names its input row, as the quarantine does: with no id columns it is the only way back.
     schema = pa.schema([(ROW_COLUMN, pa.int64()), *output_schema(scorer, scorer.use_case.id_columns)])
@@ -441,6 +443,8 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
             scores.write_table(_table(scored, schema))
             held.write_table(_table(quarantined, held.schema))
             _add(summary, rows_in, len(scored), len(quarantined), outside)
+            if scorer.is_binary:  # the alerts a review team gets from this run
+                summary.counts["rows_flagged"] += int((scored["decision"] == scorer.labels([True])[0]).sum())
             summary.reasons.update(count_reasons(quarantined[REASON_COLUMN]).to_dict())
             if on_chunk:
                 on_chunk(rows_in)

@@ -157,6 +157,8 @@ def summary_text(summary) -> str:
     from flowline.contract import utf8_misread
 
     counts = ", ".join(f"{name.replace('_', ' ')} {value:,}" for name, value in summary.counts.items())
+    if summary.counts.get("rows_scored") and "rows_flagged" in summary.counts:
+        counts += f" ({summary.counts['rows_flagged'] / summary.counts['rows_scored']:.1%})"
     lines = [f"scored with {summary.use_case} {summary.package_version}"
              + (f" as of {summary.as_of}" if summary.as_of else "") + f": {counts} ({summary.seconds:.1f} s)",
              f"scores:     {summary.output}", f"quarantine: {summary.quarantine}"]

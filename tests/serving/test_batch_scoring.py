@@ -161,7 +161,11 @@ def test_every_row_is_scored_as_the_server_answers_or_quarantined_with_its_reaso
     record = verify_audit_log(log)[-1]
     assert record["action"] == AUDIT_ACTION
     what = record["what"]
-    assert what["counts"] == {"rows_in": rows_in, "rows_scored": GOOD_ROWS + 1, "rows_quarantined": len(BROKEN)}
+    # and the alerts it gives: the rows decided positive (a review team sizes its day on them)
+    flagged = int((scores["decision"] == "Yes").sum())
+    assert what["counts"] == {"rows_in": rows_in, "rows_scored": GOOD_ROWS + 1, "rows_quarantined": len(BROKEN),
+                              "rows_flagged": flagged} and 0 < flagged < GOOD_ROWS
+    assert f"rows flagged {flagged:,} ({flagged / (GOOD_ROWS + 1):.1%}) (" in printed
     assert (what["package_version"], what["input"], what["output"]) == (package.version, str(source), str(out))
     (tenure,) = [i for i in package.feature_set.numeric if i.column == "tenure"]  # the training split's range
     scored_tenure = kept["tenure"].to_numpy(np.float64)

@@ -39,9 +39,14 @@ def report_markdown(report: dict, use_case: UseCase) -> str:
     if use_case.task == "binary":
         (tn, fp), (fn, tp) = report["confusion_matrix"]
         negative, positive = report["classes"]
+        costs = use_case.costs
+        flagged = tp + fp
         lines += [f"**At the cost-optimal threshold {report['threshold']:.4f}:** {tp} of the {tp + fn} positives "
-                  f"({positive!r}) flagged, {fp} false alarms among the {tn + fp} others ({negative!r}); "
-                  f"test cost {report['test_cost_at_threshold']:,.0f}."]
+                  f"({positive!r}) flagged, {fp} false alarms among the {tn + fp} others ({negative!r}): "
+                  f"{flagged} of {tn + fp + fn + tp} rows flagged ({flagged / (tn + fp + fn + tp):.1%}, the alert "
+                  f"rate); test cost {report['test_cost_at_threshold']:,.0f}, at the use case's costs: a missed "
+                  f"positive {costs.false_negative:g}, a false alarm {costs.false_positive:g}, a caught positive "
+                  f"{costs.true_positive:g}."]
         lines += ["", served_decisions_line(report)]
     else:
         lines += ["**Value by decile of prediction** (10: the highest predicted)", "",

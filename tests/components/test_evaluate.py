@@ -260,6 +260,9 @@ def test_the_dashboard_report_shows_deciles_for_regression_and_the_threshold_for
               "test_cost_at_threshold": 12.0, "confidence_intervals": {"roc_auc": [0.8, 0.95]}}
     binary_text = report_markdown(binary, toy_use_case)
     assert "2 of the 2 positives ('yes') flagged, 1 false alarms among the 4 others ('no')" in binary_text
+    # the alert rate and the costs behind the threshold, which no report stated
+    assert "3 of 6 rows flagged (50.0%, the alert rate)" in binary_text
+    assert "at the use case's costs: a missed positive 5, a false alarm 1, a caught positive 0." in binary_text
     assert "| roc_auc | 0.9000 | 0.8000 to 0.9500 |" in binary_text
     # The evaluate step comes before the bias step: its decision is on the quality gates only, and says so.
     assert "**Champion/challenger, on the quality gates only:** promote: no champion (subject to the bias step's " \

@@ -48,6 +48,7 @@ def explained(package, records: list) -> Dict[str, Any]:
                 **served,
                 "base_value": float(base_value),
                 "margin": float(margin),
+                **threshold_margin(served),
                 **({"floor_adjustment": float(adjustment)} if floored else {}),
                 "contributions": dict(zip(columns, map(float, by_column))),
                 **({"entity_features": dict(zip(names, map(float, row[entity])))} if entity else {}),
@@ -56,6 +57,16 @@ def explained(package, records: list) -> Dict[str, Any]:
             in zip(records, answered, base, per_column, margins, matrix, floor_adjustment)
         ],
     }
+
+
+def threshold_margin(served: Dict[str, Any]) -> Dict[str, float]:
+    """The threshold that decided the row, in the margin's units (its log-odds): a row is flagged when its margin
+    reaches it. The base value is no such line (on card fraud -1.43, the threshold -3.24): contributions summing
+    below zero do not mean "not flagged"."""
+    threshold = served.get("threshold")
+    if threshold is None or not 0 < threshold < 1:
+        return {}
+    return {"threshold_margin": float(np.log(threshold) - np.log1p(-threshold))}
 
 
 def answers_explained(package, margins: np.ndarray, records: list) -> List[Dict[str, Any]]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tritonclient.http as triton
-from scipy.special import expit
+from scipy.special import expit, logit
 
 from serving_helpers import CARD_COMPONENTS, MAX_BATCH, MAX_EXPLAIN_ROWS, column_tensors, records_of
 from flowline.package.format import verify
@@ -142,6 +142,14 @@ def test_an_explanation_says_what_it_explains_as_predict_answered_it(server, chu
     assert [{k: e[k] for k in fields} for e in explained["explanations"]] == \
         [{k: p[k] for k in fields} for p in predicted["predictions"]]
     assert len({e["threshold"] for e in explained["explanations"]}) > 1  # several groups' thresholds
+    # The line the margin must reach, in its units: the base value is no such line (a reviewer read contributions
+    # summing below zero as "not flagged" on 48 of 144 flagged card transactions).
+    for explanation in explained["explanations"]:
+        assert explanation["threshold_margin"] == pytest.approx(logit(explanation["threshold"]), abs=1e-9)
+        if abs(explanation["margin"] - explanation["threshold_margin"]) > 1e-5:  # beyond float32's rounding
+            assert (explanation["decision"] == "Yes") == (explanation["margin"] > explanation["threshold_margin"])
+    assert "threshold_margin" not in httpx.post(f"{server}/v1/models/clv:explain", json={
+        "instances": records_of(clv[1].head(1))}).json()["explanations"][0]
     customers = records_of(clv[1].head(20))
     explained = httpx.post(f"{server}/v1/models/clv:explain", json={"instances": customers}).json()
     predicted = httpx.post(f"{server}/v1/models/clv:predict", json={"instances": customers}).json()

@@ -285,7 +285,8 @@ class FlowlineModel(Model):
                         ids: Optional[Dict[str, list]] = None) -> None:
         line = {"at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"), "request_id": job.request_id,
                 "model": self.name, "arm": job.arm, "version": job.package.version, "rows": rows,
-                "seconds": round(seconds, 6), "error": error, "ids": ids or {}}
+                "seconds": round(seconds, 6), "error": error, "ids": ids or {},
+                "answers": answered(job) if rows else {}}
         data = (json.dumps(line) + "\n").encode()
         descriptor = self._log.fileno()
         try:
@@ -650,3 +651,15 @@ def publish_package(model: str, package: LoadedPackage, replaced: Optional[Loade
     if package.writes_events:  # each definition it owns from 0, so that increase() sees a first loss too
         for feature in package.feature_set.entity_features:
             metrics.ONLINE_STORE_RESEEDED.labels(model, feature.name)
+
+
+def answered(job: Job) -> Dict[str, list]:
+    """What a request's rows were answered, for the prediction log: each row's score (probability, or prediction),
+    and a binary model's decision and the threshold that took it (per group when mitigated), so that a disputed
+    decision can be rebuilt from the log and the ids."""
+    found: Dict[str, list] = {"score": job.scores.tolist()}
+    if job.positive is not None:
+        found["decision"] = job.package.labels(job.positive)
+    if job.thresholds is not None:
+        found["threshold"] = np.asarray(job.thresholds, dtype=np.float64).tolist()
+    return found

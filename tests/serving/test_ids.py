@@ -172,6 +172,7 @@ def test_a_bad_id_is_a_400_naming_the_field_and_is_logged_as_refused(logged, loa
         assert message in response.json()["error"], (name, response.json()["error"])
     lines = {line["request_id"]: line for line in map(json.loads, log.read_text().splitlines())}
     assert lines["bad-a number"]["error"] == "BadRequest" and lines["bad-a number"]["ids"] == {}
+    assert lines["bad-a number"]["answers"] == {}  # refused: nothing answered
 
 
 def test_an_integer_for_a_text_id_joins_as_its_text_and_comes_back_as_sent(logged, loaded, rows):
@@ -198,6 +199,13 @@ def test_the_prediction_log_carries_the_ids_per_row(logged, loaded, rows):
     assert lines["ids-v1"]["ids"] == {ID: [rows[ID][0], None, rows[ID][2]]} and lines["ids-v1"]["rows"] == 3
     assert lines["ids-v2"]["ids"] == {ID: rows[ID].tolist()}
     assert lines["no-ids"]["ids"] == {} and lines["no-ids"]["error"] is None
+    # and what each row was answered, so that a disputed decision can be rebuilt from the log (it held no output)
+    answer = httpx.post(url + V1, json={"instances": mixed}, headers={"x-request-id": "answers"}).json()
+    logged_answers = json.loads(log.read_text().splitlines()[-1])["answers"]
+    predictions = answer["predictions"]
+    assert logged_answers["score"] == pytest.approx([p["probability"] for p in predictions], abs=1e-7)
+    assert logged_answers["decision"] == [p["decision"] for p in predictions]
+    assert logged_answers["threshold"] == pytest.approx([p["threshold"] for p in predictions], abs=1e-7)
 
 
 def test_the_drift_monitor_accepts_logged_requests_with_ids_and_ignores_them(monitor, churn_package, loaded):

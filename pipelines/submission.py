@@ -96,11 +96,16 @@ def typed_parameters(package: str, parameters: dict[str, Any]) -> dict[str, Any]
     return typed
 
 
-def submission_warnings(parameters: dict[str, Any], namespace: Optional[str], batch: bool) -> list[str]:
+def submission_warnings(use_case: UseCase, parameters: dict[str, Any], namespace: Optional[str],
+                        batch: bool) -> list[str]:
     """What a training run will do that its submitter may not expect, warned before it is sent."""
     if batch:
         return []
     said = []
+    if parameters.get("tuning_backend") == "optuna" and use_case.tuning.backend != "optuna":
+        said.append("tuning_backend=optuna: the search steps were compiled to wait for Katib's trial pods, with "
+                    "small requests (template.RESOURCES['katib-wait']); the trials now run in them on what the "
+                    "node has spare. Set tuning.backend: optuna in the use case to size them for it")
     if not parameters.get("champion"):
         said.append("no champion given (--param champion=s3://...): the run compares its model with none, so any "
                     "model that passes its gates is deployed (as a canary where one serves); give the package "
@@ -182,7 +187,7 @@ def submit(
     import kfp
 
     cron = kfp_cron(schedule) if schedule else None
-    for line in submission_warnings(parameters or {}, namespace, batch):
+    for line in submission_warnings(use_case, parameters or {}, namespace, batch):
         warnings.warn(line, SubmissionWarning, stacklevel=2)
     if batch:
         missing = [name for name in BATCH_PARAMETERS if not (parameters or {}).get(name)]

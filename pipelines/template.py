@@ -50,7 +50,9 @@ STEP_FUNCTIONS = (ingest, customer_rows, split, features, tune, nas, search, tra
 TUNED_FAMILIES = tuple(family for family in FAMILIES if family != "mlp")
 
 # (CPU request, memory request) per task; training and searching use both cores. With the
-# Katib backend the tune and nas steps only submit and wait: the trials get their own pods.
+# Katib backend the tune, nas and search steps only submit and wait: the trials get their own pods, so a
+# cluster pipeline whose use case searches with Katib (backend auto or katib) asks "katib-wait" for them
+# (fraud-claims' six waiting pods had reserved 12 CPUs and 24 GiB beside the trials they waited for).
 RESOURCES = {
     "ingest": ("500m", "1Gi"),
     "customer-rows": ("1", "2Gi"),
@@ -66,6 +68,7 @@ RESOURCES = {
     "package": ("500m", "1Gi"),
     "deploy": ("250m", "512Mi"),
     "run-outcome": ("100m", "256Mi"),
+    "katib-wait": ("250m", "512Mi"),
     "score": ("2", "4Gi"),
     # a tune or nas task of a family the use case does not search: it only writes that it was skipped
     "skipped": ("100m", "256Mi"),
@@ -140,6 +143,9 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
     def _configure(task: dsl.PipelineTask, name: str, resources: str = "") -> dsl.PipelineTask:
         return configure_task(task, name, caching, secrets, resources)
 
+    # On a cluster, auto searches with Katib: the search steps wait for trial pods, and ask for little.
+    searching = "katib-wait" if secrets and use_case.tuning.backend != "optuna" else "tune"
+
     step = SimpleNamespace(**{func.__name__: flowline_component(func, image) for func in STEP_FUNCTIONS})
     raw_spec = use_case.model_dump_json()
     spec = customer_rows_use_case(use_case).model_dump_json() if use_case.transactions else raw_spec
@@ -165,12 +171,13 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
             # not search gets a task that only says so, with the smallest requests.
             searched = set(use_case.tuning.families)
             searches = {family: _configure(step.tune(family=family, **search), f"tune-{family}",
-                                           "tune" if family in searched else "skipped").outputs["best"]
+                                           searching if family in searched else "skipped").outputs["best"]
                         for family in TUNED_FAMILIES}
             searches["mlp"] = _configure(step.nas(**search), "nas",
-                                         "nas" if "mlp" in searched else "skipped").outputs["best"]
+                                         (searching if searching == "katib-wait" else "nas") if "mlp" in searched
+                                         else "skipped").outputs["best"]
         else:  # one step spends the budget across the families
-            searched = _configure(step.search(**search), "search", "tune")
+            searched = _configure(step.search(**search), "search", searching)
             searches = {family: searched.outputs[family] for family in FAMILIES}
         trained = _configure(
             step.train(use_case_json=spec, **prepared,

@@ -77,12 +77,29 @@ def test_every_task_has_resources_a_retry_policy_caching_and_the_project_image(c
         family = task["inputs"]["parameters"].get("family", {}).get("runtimeValue", {}).get("constant")
         searched = (family or "mlp") in load_use_case("churn").tuning.families
         step = name if name == "run-outcome" else name.split("-")[0]
-        cpu, _ = RESOURCES[step if step not in ("tune", "nas") or searched else "skipped"]
+        # churn searches with auto, Katib on a cluster: its search steps wait for the trials' pods
+        cpu, _ = RESOURCES[step if step not in ("tune", "nas") else "katib-wait" if searched else "skipped"]
         assert container["resources"]["cpuRequest"] == float(cpu.removesuffix("m")) / (1000 if "m" in cpu else 1)
         assert container["resources"]["memoryRequest"] > 0
         if not searched:  # churn searches neither LightGBM nor CatBoost: their tasks ask for little
             assert step == "tune" and family in ("lightgbm", "catboost") and cpu == "100m"
+        elif step in ("tune", "nas"):  # six waiting pods had reserved 12 CPUs and 24 GiB on fraud-claims
+            assert cpu == "250m"
         assert "pip install" not in " ".join(container["command"])  # the image already holds kfp and flowline
+
+
+def test_a_use_case_searching_in_its_own_pods_asks_for_the_cores_it_searches_with(tmp_path: Path):
+    from flowline.pipelines.template import compile_pipeline
+
+    churn = load_use_case("churn")
+    optuna = churn.model_copy(update={"tuning": churn.tuning.model_copy(update={"backend": "optuna"})})
+    compile_pipeline(optuna, str(tmp_path / "optuna.yaml"), source="s3://data/telco.csv")
+    spec = pipeline_spec(tmp_path / "optuna.yaml")
+    executors = spec["deploymentSpec"]["executors"]
+    (task,) = [task for task in steps_of(spec).values()
+               if task["inputs"]["parameters"].get("family", {}).get("runtimeValue", {}).get("constant") == "xgboost"]
+    resources = executors[task["componentRef"]["name"].replace("comp-", "exec-")]["container"]["resources"]
+    assert resources["cpuRequest"] == float(RESOURCES["tune"][0])
 
 
 def test_the_image_is_configurable(tmp_path: Path):

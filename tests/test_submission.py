@@ -86,6 +86,9 @@ def test_a_run_without_a_champion_or_with_another_namespace_is_told_what_it_will
     said = [str(warning.message) for warning in caught]
     assert said[0].startswith("no champion given (--param champion=s3://...): the run compares its model with none")
     assert said[1].endswith("not the profile namespace 'team-a': --param namespace=team-a acts there")
+    with pytest.warns(SubmissionWarning, match="tuning_backend=optuna: the search steps were compiled to wait"):
+        assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host, "--param", f"champion={CHAMPION}",
+                     "--param", "tuning_backend=optuna"]) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", SubmissionWarning)
         assert main(["submit", "churn", "--source", TELCO_IN_S3, "--host", host, "--namespace", "team-a",

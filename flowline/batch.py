@@ -60,7 +60,7 @@ from pydantic import ValidationError
 from flowline import audit, storage
 from flowline.contract import (ENCODING_SNIFF_BYTES, FLOAT32_MAX, SEPARATORS, ContractError, apply_contract,
                                as_text, count_reasons, counted_reasons_text, file_encoding, malformed_rows,
-                               missing_columns, read_use_case_table, reads_as_utf8)
+                               missing_columns, read_use_case_table, reads_as_utf8, undeclared_columns)
 from flowline.customer_rows import CUTOFF_COLUMN, daily_purchases, features_at
 from flowline.features.feature_set import FeatureSet
 from flowline.online_store import MemoryStore
@@ -98,6 +98,7 @@ class BatchSummary:
     as_of: Optional[str] = None
     seconds: float = 0.0
     blank_columns: list[str] = field(default_factory=list)  # the model's inputs blank in every row scored
+    ignored_columns: list[str] = field(default_factory=list)  # the input's columns the contract does not declare
     utf8_misread_as: Optional[str] = None  # the encoding a text input that reads as UTF-8 was read with instead
     reasons: Counter = field(default_factory=Counter, repr=False)
 
@@ -435,6 +436,8 @@ def score_table(scorer: Scorer, source: str, output: str, quarantine: str,
         scores, held = writers.enter_context(pq.ParquetWriter(scored_path, schema)), None
         inputs, filled = [c for c in scorer.use_case.feature_columns if c in scorer.use_case.columns], set()
         for frame, malformed in chunks():
+            if held is None:  # the server refuses a column it does not know; a file's are said once, not read
+                summary.ignored_columns = undeclared_columns(frame, scorer.use_case)
             filled |= {column for column in inputs if column not in filled and column in frame.columns
                        and not as_text(frame[column])[1].all()}  # after the first chunk, nearly never read again
             scored, quarantined, rows_in, outside = score_chunk(scorer, frame, malformed, entities)

@@ -166,6 +166,8 @@ def summary_text(summary) -> str:
     if outside:
         lines.append("outside the training profile (scored): "
                      + ", ".join(f"{column} {count:,}" for column, count in outside.items()))
+    if summary.ignored_columns:
+        lines.append(f"not read (the contract does not declare them): {', '.join(summary.ignored_columns)}")
     if summary.blank_columns:
         lines.append(f"warning: blank in every row, so scored on the training fill alone: "
                      f"{', '.join(summary.blank_columns)} (is the column empty in this file?)")

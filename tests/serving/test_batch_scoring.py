@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import functools
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -116,6 +117,17 @@ def test_in_process_scores_refuse_the_rows_the_server_refuses(churn_package, chu
             with pytest.raises(ContractError, match=f"1 of 3 row\\(s\\) break the contract.*row 1: {said}"):
                 score(bad)
 
+def test_columns_the_contract_does_not_declare_are_named_not_read(churn_package, telco, tmp_path, capsys):
+    """The server refuses a column it does not know; a file's were dropped without a word."""
+    source = tmp_path / "with-extra.csv"
+    telco.head(20).assign(merchant="m-1").to_csv(source, index=False)  # the label, Churn, is declared: not named
+    assert main(["score", str(churn_package), "--input", str(source), "--output", str(tmp_path / "s.parquet"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ignored_columns"] == ["merchant"]
+    assert main(["score", str(churn_package), "--input", str(source), "--output", str(tmp_path / "t.parquet")]) == 0
+    assert "not read (the contract does not declare them): merchant" in capsys.readouterr().out
+
+
 def test_every_row_is_scored_as_the_server_answers_or_quarantined_with_its_reason(
         churn_package, served_churn, telco, tmp_path, capsys):
     source = write_rows(telco, tmp_path / "customers.csv", broken=True)
@@ -166,6 +178,7 @@ def test_every_row_is_scored_as_the_server_answers_or_quarantined_with_its_reaso
     assert what["counts"] == {"rows_in": rows_in, "rows_scored": GOOD_ROWS + 1, "rows_quarantined": len(BROKEN),
                               "rows_flagged": flagged} and 0 < flagged < GOOD_ROWS
     assert f"rows flagged {flagged:,} ({flagged / (GOOD_ROWS + 1):.1%}) (" in printed
+    assert what["ignored_columns"] == [] and "not read" not in printed
     assert (what["package_version"], what["input"], what["output"]) == (package.version, str(source), str(out))
     (tenure,) = [i for i in package.feature_set.numeric if i.column == "tenure"]  # the training split's range
     scored_tenure = kept["tenure"].to_numpy(np.float64)

@@ -49,7 +49,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import pandas as pd
@@ -360,7 +360,7 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame,
     values = feature_set.frame_values(kept, checked=True)
     x = feature_set.transform_values(values, len(kept))
     overflow = np.isinf(x).any(axis=1)  # refused before the model sees them, as the server refuses them
-    refused = [_refused(frame, kept.index[overflow], "a feature computed from this row is beyond float32's range")]
+    refused = [_refused(frame, kept.index[rows], reason) for reason, rows in overflow_reasons(values, overflow).items()]
     if overflow.any():
         kept, x = kept[~overflow], x[~overflow]
     scores = scorer.model.predict(x)
@@ -381,6 +381,19 @@ def score_chunk(scorer: Scorer, frame: pd.DataFrame, malformed: pd.DataFrame,
     parts = [part for part in (result.quarantined, *refused) if len(part)]
     quarantined = pd.concat(parts).sort_values(ROW_COLUMN, kind="stable") if parts else result.quarantined
     return scored, quarantined, result.rows_in, outside
+
+
+def overflow_reasons(values: Mapping[str, np.ndarray], overflow: np.ndarray) -> dict[str, list[int]]:
+    """Why each row with a feature beyond float32's range is refused, with the positions of the rows it refuses:
+    the columns holding a number beyond that range, named as the server names them, else a computed feature."""
+    numeric = {column: v for column, v in values.items() if np.issubdtype(np.asarray(v).dtype, np.number)}
+    reasons: dict[str, list[int]] = {}
+    for position in np.flatnonzero(overflow):
+        beyond = [column for column, v in numeric.items() if abs(v[position]) > FLOAT32_MAX]
+        reason = (f"{', '.join(beyond)}: a number beyond float32's range, which the model computes in" if beyond
+                  else "a feature computed from this row is beyond float32's range")
+        reasons.setdefault(reason, []).append(int(position))
+    return reasons
 
 
 def read_as(use_case: UseCase, separator: Optional[str] = None, encoding: Optional[str] = None) -> UseCase:

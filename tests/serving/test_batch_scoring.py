@@ -44,7 +44,8 @@ GOOD_ROWS = 150
 BROKEN = [("tenure", "abc", "tenure: 'abc' is not a number"),
           ("Contract", "Weekly", "Contract: 'Weekly' is not one of"),
           ("MonthlyCharges", " ", "MonthlyCharges: blank, but the column is not nullable"),
-          ("TotalCharges", "1e308", "a feature computed from this row is beyond float32's range"),  # as the server
+          # named, as the server names it (it was "a feature computed from this row")
+          ("TotalCharges", "1e308", "TotalCharges: a number beyond float32's range, which the model computes in"),
           (None, "extra", "22 fields, but the header has 21"),
           (None, "short", "20 fields, but the header has 21")]
 

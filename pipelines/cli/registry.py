@@ -164,7 +164,7 @@ def _open(args: argparse.Namespace) -> int:
 
 def card_text(card: dict, version: str, stage: str) -> str:
     """A model card (model_card.json) as text for a terminal: its facts, metrics, gates and decision as tables."""
-    from flowline.components.package.model_card import FAIRNESS_ROWS, code_line, environment_text, quality_rows
+    from flowline.card_lines import FAIRNESS_ROWS, code_line, environment_text, quality_rows
 
     model, data, run = card.get("model", {}), card.get("data", {}), card.get("run", {})
     facts = [["use case", model.get("use_case")], ["version", f"{version} ({stage})"], ["task", model.get("task")],

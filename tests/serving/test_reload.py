@@ -110,8 +110,13 @@ def recorded_run(runs: Path, package: Path, run: str, decision: str = "promote")
     """A copy of `package` in its own run folder, recorded in the runs folder's audit log as a local run
     records it (local_run.record_run's package and gate_decision records), under a version of its own as a
     run on new data would have."""
+    from flowline.package.format import CARD_JSON, write_manifest
+
     copy = shutil.copytree(package, runs / run / "package")
-    version = {"use_case": "churn", "package_version": verify(copy)["version"] + run}
+    card = json.loads((copy / CARD_JSON).read_text())
+    (copy / CARD_JSON).write_text(json.dumps({**card, "run": {"name": run}}))
+    write_manifest(copy, "churn")  # a package of its own: the registry checks the version recorded against it
+    version = {"use_case": "churn", "package_version": verify(copy)["version"]}
     audit.append(runs / audit.AUDIT_FILE, "package", {**version, "package": str(copy)})
     audit.append(runs / audit.AUDIT_FILE, "gate_decision", {**version, "decision": decision})
     return copy
@@ -124,9 +129,10 @@ def test_serve_finds_the_newest_package_of_a_use_case(churn_package, churn_packa
     recorded_run(runs, churn_package_b, "churn-1")
     newest = recorded_run(runs, churn_package, "churn-2")
     assert latest_package(runs, "churn") == newest
-    assert verify(latest_package(runs, "churn"))["version"] == verify(churn_package)["version"]
+    assert verify(latest_package(runs, "churn"))["version"] == verify(newest)["version"]
+    older = verify(runs / "churn-1" / "package")["version"]
     shutil.rmtree(newest)  # a run folder removed by hand: its package is no longer offered
-    assert verify(latest_package(runs, "churn"))["version"] == verify(churn_package_b)["version"]
+    assert verify(latest_package(runs, "churn"))["version"] == older
     with pytest.raises(FileNotFoundError, match="run `flowline run fraud` first"):
         latest_package(runs, "fraud")
 
@@ -148,14 +154,14 @@ def test_a_use_case_whose_newest_package_was_not_promoted_is_served_with_a_warni
     from flowline.registry import NotChampionWarning, resolve_package
 
     runs = tmp_path / "runs"
-    recorded_run(runs, churn_package, "a", "promote")
-    assert resolve_package("churn", runs) == str(runs / "a" / "package")  # the champion: no warning
+    champion = recorded_run(runs, churn_package, "a", "promote")
+    assert resolve_package("churn", runs) == str(champion)  # the champion: no warning
     newest = recorded_run(runs, churn_package, "b", "keep")
-    version = verify(churn_package)["version"]
-    with pytest.warns(NotChampionWarning, match=f"newest package, {version}b, was not promoted over the champion; "
-                                                f"the champion is {version}a: give its version to use it"):
+    kept, promoted = verify(newest)["version"], verify(champion)["version"]
+    with pytest.warns(NotChampionWarning, match=f"newest package, {kept}, was not promoted over the champion; "
+                                                f"the champion is {promoted}: give its version to use it"):
         assert resolve_package("churn", runs) == str(newest)
-    with pytest.warns(NotChampionWarning, match=f"use case 'churn': its newest package, {version}b"):
+    with pytest.warns(NotChampionWarning, match=f"use case 'churn': its newest package, {kept}"):
         main(["score", "churn", "--runs-dir", str(runs), "--input", str(tmp_path / "none.csv"),
               "--output", str(tmp_path / "out.parquet")])
 

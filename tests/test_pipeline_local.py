@@ -57,6 +57,15 @@ def test_churn_runs_end_to_end_to_a_verified_package(data_home, churn, chromium,
     served = {name: value for name, value in shown_metrics("bias").items() if name.startswith("served.test.")}
     assert shown_metrics("bias")["mitigated"] == 1.0 and 0.5 < served["served.test.recall"] <= 1  # churn's per-group
     assert set(served) >= {"served.test.expected_cost_per_1000", "served.test.selection_rate"}
+    # every bias gap says where it was measured (unprefixed, evaluate's are test values, and bias's were out of fold)
+    gaps = [name for name in shown_metrics("bias") if name.endswith("equalized_odds_difference")]
+    assert sorted(gaps) == ["out_of_fold.SeniorCitizen.equalized_odds_difference",
+                            "out_of_fold.gender.equalized_odds_difference",
+                            "test.SeniorCitizen.equalized_odds_difference", "test.gender.equalized_odds_difference"]
+    # the served decisions' confusion matrix, beside evaluate's single-threshold one: it adds up to the test rows
+    matrix = outputs["bias"]["served_decisions"]["artifacts"][0]["metadata"]["confusionMatrix"]["rows"]
+    test_rows = json.loads((Path(summary["package"]) / "evaluation.json").read_text())["test_rows"]
+    assert sum(sum(row["row"]) for row in matrix) == test_rows
     # train's keys name the metric, as the tune steps' do
     selection = shown_metrics("train", "selection_metrics")
     assert 0.8 < selection["valid_roc_auc_xgboost"] < 1 and 0.8 < selection["held_out_roc_auc_linear"] < 1

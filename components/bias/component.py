@@ -20,8 +20,9 @@ def bias(
     when a gate fails and mitigation is on, per-group thresholds fitted there too, served only when they
     pass every gate at an acceptable cost. Test reports both. `decided` is `evaluation` with its fairness:
     a failed fairness gate fails the run and keeps the champion, so the deploy step never applies it.
-    `metrics` holds the served decisions' gaps out of fold (`<attribute>.<gap>`) and on test
-    (`test.<attribute>.<gap>`), and the run's outcome after every gate (`gates_passed`, `promoted`);
+    `metrics` holds the served decisions' gaps out of fold (`out_of_fold.<attribute>.<gap>`, where they are gated)
+    and on test (`test.<attribute>.<gap>`), and the run's outcome after every gate (`gates_passed`, `promoted`):
+    unprefixed, evaluate's metrics are test values, so no bias metric is;
     `served_decisions` the confusion matrix of the decisions served on test (evaluate's is the single
     threshold's, which per-group thresholds replace)."""
     from flowline.components.bias.fairness import bias_files, outcome_metrics
@@ -36,7 +37,7 @@ def bias(
     for attribute, result in fairness["attributes"].items():
         served_test = served_option(fairness)["test"]
         for name in FAIRNESS_METRICS:
-            metrics.log_metric(f"{attribute}.{name}", result[name])
+            metrics.log_metric(f"out_of_fold.{attribute}.{name}", result[name])
             metrics.log_metric(f"test.{attribute}.{name}", served_test["attributes"][attribute][name])
     metrics.log_metric("fairness_passed", float(fairness["passed"]))  # a failed fairness gate leaves the step green
     for name, value in outcome_metrics(decided_evaluation).items():  # the run's outcome: gates_passed, promoted

@@ -2,8 +2,9 @@
 
 The commit comes from $FLOWLINE_COMMIT, which the image is built with (`make image` passes the checkout's
 commit, with DIRTY after it when tracked files differed from it or a Python file was not tracked), else from
-the git checkout flowline is imported from. flowline installed from a wheel, with neither (or without git), has no known commit (None): its
-version alone names the code, and `__version__` does not change with every commit.
+the git checkout flowline is imported from. flowline installed from a wheel, with neither (or without git), has
+no known commit (None): its version alone names the code, and `__version__` does not change with every commit.
+`environment()` names Python and the libraries that make a model, which the lineage records beside the code.
 """
 
 from __future__ import annotations

@@ -144,7 +144,10 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
         return configure_task(task, name, caching, secrets, resources)
 
     # On a cluster, auto searches with Katib: the search steps wait for trial pods, and ask for little.
-    searching = "katib-wait" if secrets and use_case.tuning.backend != "optuna" else "tune"
+    waits = secrets and use_case.tuning.backend != "optuna"
+
+    def searching(step_name: str) -> str:
+        return "katib-wait" if waits else step_name
 
     step = SimpleNamespace(**{func.__name__: flowline_component(func, image) for func in STEP_FUNCTIONS})
     raw_spec = use_case.model_dump_json()
@@ -171,13 +174,12 @@ def build_pipeline(use_case: UseCase, exit_handler: bool = False, caching: bool 
             # not search gets a task that only says so, with the smallest requests.
             searched = set(use_case.tuning.families)
             searches = {family: _configure(step.tune(family=family, **search), f"tune-{family}",
-                                           searching if family in searched else "skipped").outputs["best"]
+                                           searching("tune") if family in searched else "skipped").outputs["best"]
                         for family in TUNED_FAMILIES}
             searches["mlp"] = _configure(step.nas(**search), "nas",
-                                         (searching if searching == "katib-wait" else "nas") if "mlp" in searched
-                                         else "skipped").outputs["best"]
+                                         searching("nas") if "mlp" in searched else "skipped").outputs["best"]
         else:  # one step spends the budget across the families
-            searched = _configure(step.search(**search), "search", searching)
+            searched = _configure(step.search(**search), "search", searching("tune"))
             searches = {family: searched.outputs[family] for family in FAMILIES}
         trained = _configure(
             step.train(use_case_json=spec, **prepared,

@@ -205,7 +205,8 @@ def decide_with_fairness(evaluation: dict, fairness: dict, use_case: UseCase | N
                                            if name in DECISION_GATES})
         decided["gates"] = {**evaluation["gates"], **{name: {**gate, "decisions": "served per-group thresholds"}
                                                       for name, gate in rejudged.items()}}
-        decided["gates_passed"] = all(gate["passed"] for gate in decided["gates"].values())
+        # never from failed to passed: evaluate kept the champion without comparing a model that failed a gate
+        decided["gates_passed"] = evaluation["gates_passed"] and all(gate["passed"] for gate in rejudged.values())
         failed = [f"{name} {gate['value']:.4g} ({gate_bounds(gate)})" for name, gate in rejudged.items()
                   if not gate["passed"]]
         if failed:

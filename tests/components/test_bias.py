@@ -200,6 +200,10 @@ def test_served_per_group_thresholds_are_held_to_the_quality_gates_a_threshold_d
     assert decided["gates_passed"] is False and decided["champion_challenger"]["decision"] == "keep"
     assert decided["champion_challenger"]["reason"].startswith(
         "its served per-group thresholds failed quality gates on test: precision")
+    # A package evaluate failed was kept without a champion comparison: passing as served does not make it pass.
+    failed = {**evaluation, "gates_passed": False, "champion_challenger": {"decision": "keep", "reason": "gates"}}
+    passing = use_case.model_copy(update={"gates": {"precision": GateSpec(min=0.0)}})
+    assert decide_with_fairness(failed, fairness, passing)["gates_passed"] is False
     # The served decisions' confusion matrix, for the dashboard: it adds up to the test rows.
     matrix = np.array(fairness["mitigated"]["test"]["confusion_matrix"])
     assert matrix.sum() == 4000 and matrix[:, 1].sum() / matrix.sum() == pytest.approx(served["selection_rate"])

@@ -93,6 +93,7 @@ def model_card(use_case: UseCase, evaluation: dict, explanation: dict, lineage: 
                  "split": use_case.split.model_dump(), "split_text": split_text(use_case),
                  "label": use_case.label.column,
                  **({"label_text": clv_label_text(use_case)} if use_case.transaction_log else {}),
+                 **({"test_rows": test_rows_text(evaluation)} if use_case.task == "binary" else {}),
                  "sensitive_attributes": use_case.sensitive_attributes},
         "metrics": {name: {"value": value, "ci95": intervals.get(name)} for name, value in evaluation["metrics"].items()},
         "threshold": evaluation.get("threshold"),
@@ -142,6 +143,14 @@ def _fairness_sections(fairness: dict) -> list[str]:
     return sections
 
 
+def test_rows_text(evaluation: dict) -> str:
+    """The test rows and their class balance (a binary task's), which the card stated nowhere."""
+    (tn, fp), (fn, tp) = evaluation["confusion_matrix"]
+    rows, positives = tn + fp + fn + tp, fn + tp
+    negative, positive = evaluation["classes"]
+    return f"{rows:,}: {positives:,} {positive!r} ({positives / rows:.1%}), {rows - positives:,} {negative!r}"
+
+
 def split_text(use_case: UseCase) -> str:
     """How the rows were split, in words: `latest` has no test share (its test rows are every entity at the
     latest time; the card had said "test 0.2" for CLV's 23,570 test customers)."""
@@ -188,6 +197,7 @@ def model_card_html(card: dict, package_version: str | None = None) -> str:
             ["source", data["source"]], ["source sha256", data["source_sha256"]],
             ["rows in / kept / quarantined", rows_in],
             ["split", data["split_text"]],
+            *([["test rows", data["test_rows"]]] if data.get("test_rows") else []),
             ["columns not declared (not used)", ", ".join(data.get("undeclared_columns", [])) or "none"],
             ["label", f"{data['label']}: {data['label_text']}" if data.get("label_text") else data["label"]],
             ["feature set version", data["feature_set_version"]],

@@ -131,6 +131,8 @@ def test_lineage_links_data_to_feature_set_to_model(package: Path):
     # the search as the run ran it: its seed and budget, which the card did not say (only the split's seed)
     tuning = Package.open(package).use_case.tuning
     assert card["search"].startswith(f"seed {tuning.seed}; trials per family xgboost ") and card["search"] in html
+    # the test rows' class balance, which the card stated nowhere (the confusion matrix above: 93 rows, 23 'yes')
+    assert card["data"]["test_rows"] == "93: 23 'yes' (24.7%), 70 'no'" and "93: 23 &#x27;yes&#x27;" in html
 
 
 def test_an_altered_file_is_refused_by_name(package: Path):

@@ -291,6 +291,7 @@ def test_a_stalled_body_is_a_408_that_frees_its_connection_and_a_slow_one_is_rea
         thread.join(BODY_IDLE_S + 30)
     waited, answer = answers["stalled"]
     assert answer.startswith("HTTP/1.1 408 ") and f"body: no more of it arrived for {BODY_IDLE_S:g} s" in answer
-    assert BODY_IDLE_S <= waited < BODY_IDLE_S + 5, waited
+    # after the idle time, not at once (the client's clock starts after its send returns: up to a moment late)
+    assert BODY_IDLE_S - 1 <= waited < BODY_IDLE_S + 5, waited
     status, text = answers["slow"]
     assert status == 200 and len(json.loads(text)["predictions"]) == 1, text

@@ -251,4 +251,4 @@ def test_a_row_the_server_refuses_is_no_event_for_the_rows_after_it(payments_pac
     alone, both = (pd.read_parquet(tmp_path / f"{name}-scores.parquet") for name in ("alone", "both"))
     assert both["_source_row"].tolist() == [1] and both["probability"].tolist() == alone["probability"].tolist()
     reasons = pd.read_parquet(tmp_path / "both-quarantine.parquet")["_quarantine_reason"].tolist()
-    assert reasons == ["a feature computed from this row is beyond float32's range"]
+    assert reasons == ["amount: a number beyond float32's range, which the model computes in"]  # named

@@ -57,6 +57,10 @@ EXPOSE 8080
 # every package it builds names it in its lineage (flowline/code_version.py). Last, so that a new commit
 # rebuilds no layer above.
 ARG FLOWLINE_COMMIT=""
+# `make image` writes the commit to .image/commit too: podman 4.3 reuses a cached ENV layer whatever its build
+# argument says (an image rebuilt after a commit that changed only tests named the commit before), and a file
+# that changes is a layer that must be rebuilt, and every layer after it.
+COPY .image/commit /etc/flowline-commit
 ENV FLOWLINE_COMMIT=${FLOWLINE_COMMIT}
 # By default the image serves the package KServe's storage initializer puts in /mnt/models;
 # pipeline tasks run their own commands in the same image.

@@ -124,6 +124,7 @@ base-image: $(CONTAINERS_CONF_FILE)
 # The image names the commit it was built from, which every package it builds records (flowline/code_version.py).
 COMMIT = $(shell git rev-parse HEAD 2>/dev/null)$(shell (git status --porcelain --untracked-files=no; git status --porcelain --untracked-files=all -- '*.py') 2>/dev/null | grep -q . && echo -dirty)
 image: base-image
+	mkdir -p .image && printf '%s\n' '$(COMMIT)' > .image/commit
 	$(PODMAN) build --build-arg BASE=$(BASE_IMAGE) --build-arg FLOWLINE_COMMIT=$(COMMIT) \
 	  $(if $(wildcard $(BUILD_CA)),-v $(BUILD_CA):/etc/ssl/certs/ca-certificates.crt:ro) -t $(IMAGE) .
 	$(PODMAN) image inspect $(IMAGE) --format 'built $(IMAGE): {{.Size}} bytes'

@@ -40,10 +40,10 @@ def report_markdown(report: dict, use_case: UseCase) -> str:
         (tn, fp), (fn, tp) = report["confusion_matrix"]
         negative, positive = report["classes"]
         costs = use_case.costs
-        flagged = tp + fp
+        flagged, rows = tp + fp, tn + fp + fn + tp
         lines += [f"**At the cost-optimal threshold {report['threshold']:.4f}:** {tp} of the {tp + fn} positives "
                   f"({positive!r}) flagged, {fp} false alarms among the {tn + fp} others ({negative!r}): "
-                  f"{flagged} of {tn + fp + fn + tp} rows flagged ({flagged / (tn + fp + fn + tp):.1%}, the alert "
+                  f"{flagged} of {rows} rows flagged ({flagged / rows:.1%}, the alert "
                   f"rate); test cost {report['test_cost_at_threshold']:,.0f}, at the use case's costs: a missed "
                   f"positive {costs.false_negative:g}, a false alarm {costs.false_positive:g}, a caught positive "
                   f"{costs.true_positive:g}."]

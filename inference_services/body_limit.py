@@ -67,10 +67,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         scope = {**scope, metrics.ARRIVED: time.perf_counter()}  # the outermost app: the request's wait starts here
-        encodings = [name for name in (_header(scope, b"content-encoding") or "").lower().replace(" ", "").split(",")
-                     if name not in ("", "identity")]
-        transfer = [name for name in (_header(scope, b"transfer-encoding") or "").lower().replace(" ", "").split(",")
-                    if name]
+        encodings = [name for name in _codings(scope, b"content-encoding") if name != "identity"]
+        transfer = _codings(scope, b"transfer-encoding")
         if transfer not in ([], ["chunked"]):  # the server decodes chunked alone (RFC 9112: a 501)
             await _drop_the_rest(receive)
             await self._refuse(scope, send, 501, "body_encoding", f"Transfer-Encoding: {', '.join(transfer)} is not "
@@ -224,6 +222,11 @@ def _header(scope, wanted: bytes) -> Optional[str]:
         if name.lower() == wanted:
             return value.decode("latin-1")
     return None
+
+
+def _codings(scope, name: bytes) -> list[str]:
+    """The codings a Content-Encoding or Transfer-Encoding header lists, lower-case, in order; [] without one."""
+    return [coding for coding in (_header(scope, name) or "").lower().replace(" ", "").split(",") if coding]
 
 
 def _content_length(scope) -> Optional[int]:

@@ -83,8 +83,8 @@ class RecordChecker:
         self._allowed = {name: frozenset(spec.allowed) for name, spec in use_case.columns.items() if spec.allowed}
         entity = use_case.features.entity_column  # a key of the online store: capped as an id is
         self._keys = frozenset([entity]) & self.columns.keys() if entity else frozenset()
-        self._rules = [(name, spec, _within_id_length(plainly_valid(spec, self._allowed.get(name)))
-                        if name in self._keys else plainly_valid(spec, self._allowed.get(name)))
+        plain = {name: plainly_valid(spec, self._allowed.get(name)) for name, spec in self.columns.items()}
+        self._rules = [(name, spec, _within_id_length(plain[name]) if name in self._keys else plain[name])
                        for name, spec in self.columns.items()]
         self.missing_hint = missing_hint
 

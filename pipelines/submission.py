@@ -20,6 +20,7 @@ from typing import Any, Optional
 from flowline.cluster import AUTH_STATUSES, PIPELINE_SERVICE_ACCOUNT, ClusterError, talking_to
 from flowline.pipelines.batch_pipeline import compile_batch_pipeline
 from flowline.pipelines.template import compile_pipeline
+from flowline.tuning import BACKENDS
 from flowline.use_case import MAX_TRIALS, UseCase
 
 KFP_API = "/apis/v2beta1"  # the KFP API version kfp.Client 2 speaks
@@ -29,8 +30,7 @@ BATCH_PARAMETERS = ("package_uri", "input_uri")  # what a batch-scoring run cann
 PARAMETER_RANGES = {
     "canary_percent": (lambda value: 0 <= value <= 100, "0 to 100"),
     "trials": (lambda value: 0 <= value <= MAX_TRIALS, f"0 (the use case's budget) to {MAX_TRIALS:,}"),
-    "tuning_backend": (lambda value: value in ("", "auto", "optuna", "katib"),
-                       "auto, optuna or katib (empty: the use case's)"),
+    "tuning_backend": (lambda value: value in ("", *BACKENDS), "auto, optuna or katib (empty: the use case's)"),
 }
 
 

@@ -34,20 +34,20 @@ def bias(
     decided_evaluation = bias_files(use_case, model.path, feature_set.path, holdout.path, test.path,
                                     evaluation.path, decided.path)
     fairness = decided_evaluation["fairness"]
+    # the decisions served, on test: per-group thresholds replace evaluate's when mitigated (none without attributes)
+    served_test = served_option(fairness)["test"] if fairness["attributes"] else None
     for attribute, result in fairness["attributes"].items():
-        served_test = served_option(fairness)["test"]
         for name in FAIRNESS_METRICS:
             metrics.log_metric(f"out_of_fold.{attribute}.{name}", result[name])
             metrics.log_metric(f"test.{attribute}.{name}", served_test["attributes"][attribute][name])
     metrics.log_metric("fairness_passed", float(fairness["passed"]))  # a failed fairness gate leaves the step green
     for name, value in outcome_metrics(decided_evaluation).items():  # the run's outcome: gates_passed, promoted
         metrics.log_metric(name, value)
-    if fairness["attributes"]:  # the decisions served on test: per-group thresholds replace evaluate's when mitigated
+    if served_test is not None:
         metrics.log_metric("mitigated", float(bool(fairness["mitigation"])))
-        for name, value in served_option(fairness)["test"]["outcomes"].items():
+        for name, value in served_test["outcomes"].items():
             metrics.log_metric(f"served.test.{name}", value)
-        served_decisions.log_confusion_matrix(decided_evaluation["classes"],
-                                              served_option(fairness)["test"]["confusion_matrix"])
+        served_decisions.log_confusion_matrix(decided_evaluation["classes"], served_test["confusion_matrix"])
     decided.metadata.update(fairness_passed=fairness["passed"], mitigated=bool(fairness["mitigation"]),
                             gates_passed=decided_evaluation["gates_passed"],
                             decision=decided_evaluation["champion_challenger"]["decision"])

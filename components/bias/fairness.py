@@ -192,14 +192,14 @@ def judge(use_case: UseCase, y: np.ndarray, scores: np.ndarray, threshold: float
             "passed": all(result["gate"] == "pass" for result in served["out_of_fold"]["attributes"].values())}
 
 
-def decide_with_fairness(evaluation: dict, fairness: dict, use_case: UseCase | None = None) -> dict:
+def decide_with_fairness(evaluation: dict, fairness: dict, use_case: UseCase) -> dict:
     """The evaluation with its fairness; a failed fairness gate fails the run and keeps the champion. When
     per-group thresholds are served, the quality gates a threshold decides (DECISION_GATES) are judged again on
     the served decisions on test: evaluate judged the single threshold, which then decides no row. A gate they
     fail fails the run and keeps the champion too."""
     decided = {**evaluation, "fairness": fairness}
     reasons = []
-    if fairness.get("applied") and use_case is not None:
+    if fairness.get("applied"):  # none without sensitive attributes
         served = fairness["mitigated"]["test"]["outcomes"]
         rejudged = gate_decisions(served, {name: gate for name, gate in use_case.gates.items()
                                            if name in DECISION_GATES})

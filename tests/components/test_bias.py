@@ -171,7 +171,8 @@ def test_a_mitigation_that_costs_too_much_is_not_applied_and_the_gate_fails_with
         f"not applied: per-group thresholds would pass every gate but cost too much: group disparate_impact_ratio "
         f"{ratio_before:.3f} -> {ratio_after:.3f} (>= 0.8); expected cost per 1,000 {cost_before:,.0f} -> "
         f"{cost_after:,.0f} ({cost_after / cost_before - 1:+.1%}, max_cost_increase 10%)")
-    decided = decide_with_fairness({"gates_passed": True, "champion_challenger": {"decision": "promote"}}, fairness)
+    decided = decide_with_fairness({"gates_passed": True, "champion_challenger": {"decision": "promote"}}, fairness,
+                                   use_case)
     assert decided["gates_passed"] is False and decided["champion_challenger"]["decision"] == "keep"
     shown = fairness_lines(fairness)  # what the run's terminal says
     assert shown[-2:] == [f"bias: mitigation {fairness['reason']}", "bias: fairness gate FAIL"]
@@ -307,15 +308,16 @@ def test_a_failed_fairness_gate_fails_the_run_and_keeps_the_champion():
     fairness = {"attributes": {"group": {"gates": {"disparate_impact_ratio": {"value": 0.61, "min": 0.8, "max": None,
                                                                               "passed": False}}, "gate": "fail"}},
                 "passed": False}
-    decided = decide_with_fairness(evaluation, fairness)
+    use_case = biased_use_case({"disparate_impact_ratio": {"min": 0.8}}, mitigation=False)
+    decided = decide_with_fairness(evaluation, fairness, use_case)
     assert decided["gates_passed"] is False and decided["champion_challenger"]["decision"] == "keep"
     assert decided["champion_challenger"]["reason"] == \
         "the challenger failed its fairness gates: group disparate_impact_ratio 0.610"
-    assert decide_with_fairness(evaluation, {**fairness, "passed": True})["champion_challenger"]["decision"] == "promote"
+    passed = decide_with_fairness(evaluation, {**fairness, "passed": True}, use_case)
+    assert passed["champion_challenger"]["decision"] == "promote"
     # The dashboard's run outcome is the bias step's (evaluate's metrics know only the quality gates).
     assert outcome_metrics(decided) == {"gates_passed": 0.0, "promoted": 0.0}
-    assert outcome_metrics(decide_with_fairness(evaluation, {**fairness, "passed": True})) == \
-        {"gates_passed": 1.0, "promoted": 1.0}
+    assert outcome_metrics(passed) == {"gates_passed": 1.0, "promoted": 1.0}
 
 
 def test_the_reports_show_both_options_side_by_side_with_thresholds_and_why(chromium, tmp_path):
